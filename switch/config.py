@@ -1,0 +1,153 @@
+"""Configuration: TOML files decoded into frozen Structs.
+
+Unknown keys fail at start-up, naming the key; units are in the names. The config is
+loaded once by the CLI and passed down: there are no module-level settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from switch.errors import ConfigError
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+Count = Annotated[int, Meta(ge=1)]
+BinPrefix = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
+BankName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+InstitutionId = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class SwitchSection(_Section, frozen=True, kw_only=True):
+    acquirer_id: InstitutionId
+    """Field 32 towards banks and terminals: the switch's acquiring institution id."""
+    forwarding_id: InstitutionId | None = None
+    """Field 33, sent only when set."""
+    utc_offset_h: Annotated[int, Meta(ge=-12, le=14)] = 8
+    """Local time of fields 12/13 (China Standard Time has no daylight saving)."""
+    shutdown_grace_s: PositiveSeconds = 10.0
+    """How long in-flight transactions may take to finish after SIGTERM."""
+    dialects_dir: str = "dialects"
+    """Folder of dialect tables, relative to the config file."""
+
+
+class ListenerSection(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port
+    max_frame_bytes: Count
+    read_deadline_s: PositiveSeconds = 10.0
+    """A frame begun but not finished within this time is dropped with its connection."""
+    max_in_flight_per_connection: Count = 1
+    """Requests processed at once per connection; beyond it a request is answered 91."""
+    max_connections: Count = 20_000
+    """Connections a listener holds at once; beyond it new ones are closed on accept."""
+
+
+class PosListenerSection(ListenerSection, frozen=True, kw_only=True):
+    dialect: str = "cup-pos"
+    max_frame_bytes: Count = 2048
+    max_in_flight_per_connection: Count = 2
+
+
+class OnlineListenerSection(ListenerSection, frozen=True, kw_only=True):
+    max_frame_bytes: Count = 65536
+    max_in_flight_per_connection: Count = 64
+    terminal_id: Annotated[str, Meta(min_length=1, max_length=8)] = "ONLINE01"
+    """Field 41 towards banks for online payments (they have no terminal of their own)."""
+    idempotency_keep_s: PositiveSeconds = 7 * 24 * 3600.0
+    idempotency_max_entries: Count = 1_000_000
+
+
+class SimulatorSection(_Section, frozen=True, kw_only=True):
+    """How an in-process or stand-alone bank simulator behaves."""
+
+    latency_ms: Annotated[float, Meta(ge=0)] = 0.0
+    opening_balance: Annotated[int, Meta(ge=0)] = 100_000_000
+    """Every card's balance before the simulator's first approval, in fen."""
+    currency: str = "156"
+
+
+class BankSection(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port
+    links: Count = 2
+    """Persistent TCP links held to the bank."""
+    window: Count = 32
+    """Requests in flight at most on each link."""
+    issuer_timeout_s: PositiveSeconds = 5.0
+    dialect: str = "h2h-ascii"
+    simulate: bool = False
+    """Start a bank simulator for this bank inside the switch process."""
+    echo_interval_s: PositiveSeconds = 30.0
+    """An idle link sends an echo test this often."""
+    connect_timeout_s: PositiveSeconds = 5.0
+    sign_on_timeout_s: PositiveSeconds = 5.0
+    reconnect_min_s: PositiveSeconds = 0.1
+    reconnect_max_s: PositiveSeconds = 10.0
+    sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
+
+
+class RouteSection(_Section, frozen=True, kw_only=True):
+    prefix: BinPrefix
+    bank: BankName
+
+
+class BookSection(_Section, frozen=True, kw_only=True):
+    max_records: Count = 1_000_000
+    """Transactions kept in memory as originals for voids, refunds and reversals."""
+
+
+class LogSection(_Section, frozen=True, kw_only=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SwitchConfig(_Section, frozen=True, kw_only=True):
+    switch: SwitchSection
+    pos: PosListenerSection
+    online: OnlineListenerSection
+    banks: dict[BankName, BankSection]
+    routes: tuple[RouteSection, ...]
+    log: LogSection = msgspec.field(default_factory=LogSection)
+    book: BookSection = msgspec.field(default_factory=BookSection)
+    base_dir: str = "."
+    """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
+
+    def dialects_path(self) -> Path:
+        return Path(self.base_dir) / self.switch.dialects_dir
+
+
+def load_config(path: str | Path) -> SwitchConfig:
+    """Reads and checks a switch config file; every problem raises ConfigError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    try:
+        config = msgspec.toml.decode(raw, type=SwitchConfig)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    config = msgspec.structs.replace(config, base_dir=str(path.parent.resolve()))
+    check_config(config)
+    return config
+
+
+def check_config(config: SwitchConfig) -> None:
+    """Cross-checks that the types alone cannot express."""
+    if not config.banks:
+        raise ConfigError("no [banks.*] section: the switch needs at least one bank")
+    seen: set[str] = set()
+    for route in config.routes:
+        if route.bank not in config.banks:
+            raise ConfigError(f"routes: prefix {route.prefix} names unknown bank {route.bank!r}")
+        if route.prefix in seen:
+            raise ConfigError(f"routes: prefix {route.prefix} is listed twice")
+        seen.add(route.prefix)

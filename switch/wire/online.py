@@ -1,0 +1,156 @@
+"""The online channel's MessagePack messages (online.md), as tagged msgspec Structs.
+
+Structural constraints (types, lengths, the id alphabet) are checked here by msgspec, in
+C, as the frame is decoded. Payment rules that every channel shares (Luhn, amount range,
+currency, expiry) are checked once in :mod:`switch.core.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from switch.errors import MessageDecodeError
+
+RequestId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+MerchantId = Annotated[str, Meta(min_length=1, max_length=15)]
+OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
+Memo = Annotated[str, Meta(max_length=256)]
+AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
+Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}$")]
+
+
+class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # pan and expiry are plain str here: their rules (digits, Luhn, YYMM) live in
+    # switch.core.validate, which answers 14 / 30 naming the field.
+    pan: str
+    expiry: str
+    cvv2: Cvv2 | None = None
+
+    def __repr__(self) -> str:  # never let a stray repr carry card data into a log
+        return "Card(<redacted>)"
+
+
+class _Request(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    kw_only=True,
+    omit_defaults=True,
+):
+    id: RequestId
+    merchant_id: MerchantId
+    order_id: OrderId | None = None
+    memo: Memo | None = None
+
+
+class Purchase(_Request, tag="purchase"):
+    # amount's range is a payment rule (13), checked in core with the POS channel's.
+    amount: int
+    currency: AlphaCurrency
+    card: Card
+
+
+class Balance(_Request, tag="balance"):
+    card: Card
+
+
+class Void(_Request, tag="void"):
+    original_id: RequestId
+
+
+class Refund(_Request, tag="refund"):
+    original_id: RequestId
+    amount: int
+
+
+class Status(_Request, tag="status"):
+    original_id: RequestId
+
+
+OnlineRequest = Purchase | Balance | Void | Refund | Status
+
+
+class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True):
+    id: str
+    code: str
+    approved: bool
+    rrn: str | None
+    auth_code: str | None
+    message: str
+    balance: int | None = None
+    order_id: str | None = None
+    memo: str | None = None
+
+
+class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
+    id: str | None
+    code: str
+    message: str
+
+
+OnlineResponse = Result | Error
+
+_request_decoder: Final = msgspec.msgpack.Decoder(OnlineRequest)
+_id_probe_decoder: Final = msgspec.msgpack.Decoder(dict[str, object])
+_response_encoder: Final = msgspec.msgpack.Encoder()
+_PATH_FIELD = re.compile(r"at `\$\.?([A-Za-z0-9_.\[\]]*)`")
+
+
+class OnlineDecodeError(MessageDecodeError):
+    """An online frame that is not a valid request; carries the request's id when it
+    could be read, and the field at fault, so the answer names both."""
+
+    def __init__(self, message: str, *, request_id: str | None, field_path: str | None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.field_path = field_path
+
+
+def decode_request(payload: bytes) -> OnlineRequest:
+    """Decodes one frame's payload; raises only :class:`OnlineDecodeError`."""
+    try:
+        return _request_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        match = _PATH_FIELD.search(text)
+        raise OnlineDecodeError(
+            text, request_id=_probe_id(payload), field_path=match.group(1) if match else None
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise OnlineDecodeError(
+            f"not a MessagePack map: {exc}", request_id=None, field_path=None
+        ) from None
+
+
+def _probe_id(payload: bytes) -> str | None:
+    """The request's ``id`` if the payload is a map holding a well-formed one."""
+    try:
+        probe = _id_probe_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    request_id = probe.get("id")
+    if isinstance(request_id, str) and 0 < len(request_id) <= 64:
+        return request_id
+    return None
+
+
+def encode_response(response: OnlineResponse) -> bytes:
+    return _response_encoder.encode(response)
+
+
+def encode_request(request: OnlineRequest) -> bytes:
+    """For clients, tests and the bench: the wire form of a request."""
+    return _response_encoder.encode(request)
+
+
+_response_decoder: Final = msgspec.msgpack.Decoder(OnlineResponse)
+
+
+def decode_response(payload: bytes) -> OnlineResponse:
+    """For clients, tests and the bench."""
+    return _response_decoder.decode(payload)
