@@ -1,0 +1,1 @@
+"""Sans-IO domain layer: the canonical model, validation, routing and mapping."""

@@ -1,0 +1,173 @@
+"""Canonical requests to bank host-to-host messages (bank-h2h.md), and answers back.
+
+The switch sends exactly the key fields of the spec's message table: the sample sale in
+bank-h2h.md is what :func:`bank_request` builds from pos-cup.md's sample sale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+
+from switch.core.clock import Stamp
+from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Reversal, Sale, Void
+
+SIGN_ON: Final = "001"
+SIGN_OFF: Final = "002"
+ECHO: Final = "301"
+
+
+class Institution(msgspec.Struct, frozen=True):
+    """The switch as the banks know it: fields 32 and 33."""
+
+    acquirer_id: str
+    forwarding_id: str | None = None
+
+    def original_ids(self) -> str:
+        """Original 32 and 33 as field 90 carries them: 11 digits each, zero-padded."""
+        return self.acquirer_id.zfill(11) + (self.forwarding_id or "").zfill(11)
+
+
+class BankTrace(msgspec.Struct, frozen=True, gc=False):
+    """What the switch assigns to one message on its way to a bank."""
+
+    stan: str
+    rrn: str
+    stamp: Stamp
+
+
+class OriginalData(msgspec.Struct, frozen=True, gc=False):
+    """A bank message's own identity, which field 90 of a later message repeats."""
+
+    mti: str
+    stan: str
+    transmission: str
+
+    def field_90(self, institution: Institution) -> str:
+        return f"{self.mti}{self.stan}{self.transmission}{institution.original_ids()}"
+
+
+def network_request(code: str, stan: str, stamp: Stamp) -> tuple[str, dict[int, str | bytes]]:
+    """Sign-on, sign-off or echo test (0800 with 70)."""
+    return "0800", {7: stamp.transmission, 11: stan, 70: code}
+
+
+_PROCESSING_PREFIX: Final[dict[type, str]] = {
+    Sale: "00",
+    BalanceInquiry: "31",
+    Void: "02",
+    Refund: "20",
+}
+
+
+def bank_request(
+    request: BankBound,
+    trace: BankTrace,
+    institution: Institution,
+    original: OriginalData | None = None,
+) -> tuple[str, dict[int, str | bytes]]:
+    """The 0200 for a sale, balance inquiry, void or refund."""
+    card = request.card
+    processing_code = _PROCESSING_PREFIX[type(request)] + request.processing_code[2:]
+    stamp = trace.stamp
+    fields: dict[int, str | bytes] = {
+        2: card.pan,
+        3: processing_code,
+        4: f"{request.amount:012d}",
+        7: stamp.transmission,
+        11: trace.stan,
+        12: stamp.local_time,
+        13: stamp.local_date,
+        22: card.entry_mode,
+        25: card.condition_code,
+        32: institution.acquirer_id,
+        37: trace.rrn,
+        41: request.acceptor.terminal_id,
+        42: request.acceptor.merchant_id,
+        49: request.currency,
+    }
+    if institution.forwarding_id is not None:
+        fields[33] = institution.forwarding_id
+    if card.track2 is not None:
+        fields[35] = card.track2
+    if card.pin_block is not None:
+        fields[52] = card.pin_block
+    if original is not None:
+        fields[90] = original.field_90(institution)
+    return "0200", fields
+
+
+class ReversalSubject(msgspec.Struct, frozen=True, kw_only=True):
+    """What a reversal repeats of the message it reverses (no track 2, no PIN)."""
+
+    pan: str
+    processing_code: str
+    amount: int
+    currency: str
+    rrn: str
+    terminal_id: str
+    merchant_id: str
+    original: OriginalData
+
+
+def reversal_request(
+    subject: ReversalSubject,
+    stan: str,
+    stamp: Stamp,
+    institution: Institution,
+    *,
+    repeat: bool = False,
+) -> tuple[str, dict[int, str | bytes]]:
+    """A 0400 (0401 when repeated) with a new 11 and 90 naming the original."""
+    fields: dict[int, str | bytes] = {
+        2: subject.pan,
+        3: subject.processing_code,
+        4: f"{subject.amount:012d}",
+        7: stamp.transmission,
+        11: stan,
+        32: institution.acquirer_id,
+        37: subject.rrn,
+        41: subject.terminal_id,
+        42: subject.merchant_id,
+        49: subject.currency,
+        90: subject.original.field_90(institution),
+    }
+    if institution.forwarding_id is not None:
+        fields[33] = institution.forwarding_id
+    return ("0401" if repeat else "0400"), fields
+
+
+def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str) -> Outcome:
+    """The switch's outcome from a bank's response fields."""
+    code = fields.get(39)
+    auth_code = fields.get(38)
+    balance = fields.get(54)
+    settlement = fields.get(15)
+    if not isinstance(code, str) or len(code) != 2:
+        return Outcome(code="96", message="bank response has no valid field 39", rrn=rrn, bank=bank)
+    return Outcome(
+        code=code,
+        rrn=rrn,
+        bank=bank,
+        auth_code=auth_code if isinstance(auth_code, str) else None,
+        balance=balance if isinstance(balance, str) else None,
+        settlement_date=settlement if isinstance(settlement, str) else None,
+    )
+
+
+__all__ = [
+    "ECHO",
+    "SIGN_OFF",
+    "SIGN_ON",
+    "BankTrace",
+    "Institution",
+    "OriginalData",
+    "Reversal",
+    "ReversalSubject",
+    "bank_request",
+    "network_request",
+    "outcome_from_bank",
+    "reversal_request",
+]

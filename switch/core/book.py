@@ -1,0 +1,193 @@
+"""The book of transactions the switch has sent to banks, and the rules on originals.
+
+Voids, refunds and reversals find their original here, by RRN (POS void/refund), by the
+merchant's request id (online) or by the terminal's trace (POS reversal: terminal,
+merchant, batch, STAN). Amounts being voided or refunded are reserved while the bank
+decides, so two concurrent refunds can never together exceed the original.
+
+This is the in-memory book, bounded by ``max_records`` (the oldest are forgotten first);
+a later issue keeps it in the durable journal. Pure Python, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+import msgspec
+
+from switch.core.bank import OriginalData, ReversalSubject
+from switch.errors import TransactionRefused
+
+Kind = Literal["sale", "balance", "void", "refund"]
+State = Literal["in_flight", "approved", "declined", "no_answer", "not_sent"]
+
+
+class TxnRecord(msgspec.Struct, kw_only=True):
+    """One bank-bound transaction and what has happened to it since."""
+
+    kind: Kind
+    rrn: str
+    bank: str
+    terminal_id: str
+    merchant_id: str
+    stan: str
+    batch: str
+    local_date: str
+    pan: str
+    amount: int
+    currency: str
+    bank_processing_code: str
+    online_id: str | None = None
+    original_rrn: str | None = None
+    """For a void or refund: the sale it acts on."""
+    sent: OriginalData | None = None
+    """Set once the message left for the bank: what a reversal's field 90 repeats."""
+    state: State = "in_flight"
+    code: str | None = None
+    auth_code: str | None = None
+    refunded: int = 0
+    refund_reserved: int = 0
+    voided: bool = False
+    void_pending: bool = False
+    reversed: bool = False
+
+    def reversal_subject(self) -> ReversalSubject | None:
+        """What a reversal of this message repeats; None if it never reached a bank."""
+        if self.sent is None:
+            return None
+        return ReversalSubject(
+            pan=self.pan,
+            processing_code=self.bank_processing_code,
+            amount=self.amount,
+            currency=self.currency,
+            rrn=self.rrn,
+            terminal_id=self.terminal_id,
+            merchant_id=self.merchant_id,
+            original=self.sent,
+        )
+
+    def __repr__(self) -> str:
+        return f"TxnRecord(kind={self.kind!r}, rrn={self.rrn!r}, state={self.state!r})"
+
+
+TerminalTrace = tuple[str, str, str, str]
+
+
+class TransactionBook:
+    __slots__ = ("_by_online_id", "_by_rrn", "_by_trace", "max_records")
+
+    def __init__(self, *, max_records: int) -> None:
+        self.max_records = max_records
+        self._by_rrn: OrderedDict[str, TxnRecord] = OrderedDict()
+        self._by_trace: dict[TerminalTrace, TxnRecord] = {}
+        self._by_online_id: dict[tuple[str, str], TxnRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_rrn)
+
+    def add(self, record: TxnRecord) -> None:
+        self._by_rrn[record.rrn] = record
+        self._by_trace[_trace_of(record)] = record
+        if record.online_id is not None:
+            self._by_online_id[(record.merchant_id, record.online_id)] = record
+        while len(self._by_rrn) > self.max_records:
+            _, oldest = self._by_rrn.popitem(last=False)
+            self._forget(oldest)
+
+    def _forget(self, record: TxnRecord) -> None:
+        trace = _trace_of(record)
+        if self._by_trace.get(trace) is record:
+            del self._by_trace[trace]
+        if record.online_id is not None:
+            key = (record.merchant_id, record.online_id)
+            if self._by_online_id.get(key) is record:
+                del self._by_online_id[key]
+
+    def by_rrn(self, rrn: str) -> TxnRecord | None:
+        return self._by_rrn.get(rrn)
+
+    def by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
+        return self._by_online_id.get((merchant_id, online_id))
+
+    def by_trace(
+        self, terminal_id: str, merchant_id: str, batch: str, stan: str
+    ) -> TxnRecord | None:
+        return self._by_trace.get((terminal_id, merchant_id, batch, stan))
+
+    # -- rules on originals ---------------------------------------------------------
+
+    def find_sale(self, *, merchant_id: str, rrn: str | None, online_id: str | None) -> TxnRecord:
+        """The approved, live sale a void or refund acts on, or 25."""
+        if rrn is not None:
+            original = self.by_rrn(rrn)
+        elif online_id is not None:
+            original = self.by_online_id(merchant_id, online_id)
+        else:
+            original = None
+        if original is None or original.merchant_id != merchant_id or original.kind != "sale":
+            raise TransactionRefused("25", "original transaction not found", field="original")
+        if original.state != "approved" or original.reversed:
+            raise TransactionRefused(
+                "25", "original transaction was not approved", field="original"
+            )
+        if original.voided or original.void_pending:
+            raise TransactionRefused("12", "original transaction is voided", field="original")
+        return original
+
+    def reserve_void(self, original: TxnRecord, amount: int) -> None:
+        if amount != original.amount:
+            raise TransactionRefused("64", "void amount differs from the original", field="amount")
+        if original.refunded or original.refund_reserved:
+            raise TransactionRefused(
+                "12", "original transaction is partly refunded", field="original"
+            )
+        original.void_pending = True
+
+    def reserve_refund(self, original: TxnRecord, amount: int) -> None:
+        left = original.amount - original.refunded - original.refund_reserved
+        if amount > left:
+            raise TransactionRefused(
+                "61", f"refund exceeds what is left of the original ({left})", field="amount"
+            )
+        original.refund_reserved += amount
+
+    def settle(
+        self, record: TxnRecord, *, state: State, code: str | None, auth_code: str | None
+    ) -> None:
+        """Records a bank's answer (or its absence) and releases what was reserved."""
+        record.state = state
+        record.code = code
+        record.auth_code = auth_code
+        if record.original_rrn is None:
+            return
+        original = self._by_rrn.get(record.original_rrn)
+        if original is None:
+            return
+        approved = state == "approved"
+        if record.kind == "void":
+            original.void_pending = False
+            original.voided = original.voided or approved
+        elif record.kind == "refund":
+            original.refund_reserved -= record.amount
+            if approved:
+                original.refunded += record.amount
+
+    def mark_reversed(self, record: TxnRecord) -> None:
+        """A reversal of ``record`` is being sent: undo its effect on its original."""
+        if record.reversed:
+            return
+        record.reversed = True
+        if record.state != "approved" or record.original_rrn is None:
+            return
+        original = self._by_rrn.get(record.original_rrn)
+        if original is None:
+            return
+        if record.kind == "void":
+            original.voided = False
+        elif record.kind == "refund":
+            original.refunded -= record.amount
+
+
+def _trace_of(record: TxnRecord) -> TerminalTrace:
+    return (record.terminal_id, record.merchant_id, record.batch, record.stan)

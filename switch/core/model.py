@@ -1,0 +1,169 @@
+"""The canonical transaction model that both channels map into.
+
+A POS ISO 8583 message and an online MessagePack request become the same frozen Struct
+here, so routing, bank mapping, logging and (later) the journal deal with one shape.
+Card data is held only as long as the request lives and never reaches a repr.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Channel = Literal["pos", "online"]
+
+
+def mask_pan(pan: str) -> str:
+    """First 6 and last 4 digits, the rest starred (PCI DSS 3.3)."""
+    if len(pan) < 11:
+        return "*" * len(pan)
+    return f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"
+
+
+class Acceptor(msgspec.Struct, frozen=True, gc=False):
+    """Who asks: the channel, the terminal (online: a per-merchant virtual id) and merchant."""
+
+    channel: Channel
+    terminal_id: str
+    merchant_id: str
+
+
+class Card(msgspec.Struct, frozen=True, kw_only=True):
+    """What identifies the card. ``pan`` is always set (taken from track 2 when absent)."""
+
+    pan: str
+    expiry: str | None = None
+    track2: str | None = None
+    pin_block: bytes | None = None
+    cvv2: str | None = None
+    entry_mode: str = "012"
+    condition_code: str = "00"
+
+    @property
+    def masked_pan(self) -> str:
+        return mask_pan(self.pan)
+
+    def __repr__(self) -> str:
+        return f"Card(pan={self.masked_pan!r})"
+
+    __str__ = __repr__
+
+
+class OriginalRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """How a void, refund or reversal names the transaction it acts on."""
+
+    rrn: str | None = None
+    online_id: str | None = None
+    batch: str | None = None
+    stan: str | None = None
+    date: str | None = None
+    """MMDD, the original's local date."""
+
+
+class _Request(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    acceptor: Acceptor
+    stan: str
+    """The terminal's trace number (online: derived from the request id)."""
+    batch: str = "000000"
+
+
+class SignOn(_Request, frozen=True, kw_only=True):
+    pass
+
+
+class Echo(_Request, frozen=True, kw_only=True):
+    pass
+
+
+class _Financial(_Request, frozen=True, kw_only=True):
+    processing_code: str
+    online_id: str | None = None
+    """The online client's request id (its idempotency key)."""
+
+
+class Sale(_Financial, frozen=True, kw_only=True):
+    card: Card
+    currency: str
+    """ISO 4217 numeric, e.g. "156"."""
+    amount: int
+
+
+class BalanceInquiry(_Financial, frozen=True, kw_only=True):
+    card: Card
+    currency: str
+    amount: int = 0
+
+
+class Void(_Financial, frozen=True, kw_only=True):
+    original: OriginalRef
+    card: Card | None = None
+    """POS voids name the card again (it must be the original's); online ones do not."""
+    currency: str | None = None
+    amount: int | None = None
+    """POS voids repeat the amount (it must be the original's); online: the original's."""
+
+
+class Refund(_Financial, frozen=True, kw_only=True):
+    original: OriginalRef
+    amount: int
+    card: Card | None = None
+    currency: str | None = None
+
+
+class Reversal(_Financial, frozen=True, kw_only=True):
+    original: OriginalRef
+    card: Card
+    currency: str
+    amount: int
+    reason: str = "98"
+
+
+Request = SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal
+FinancialRequest = Sale | BalanceInquiry | Void | Refund | Reversal
+BankBound = Sale | BalanceInquiry | Void | Refund
+
+KIND_NAMES: dict[type[_Request], str] = {
+    SignOn: "sign_on",
+    Echo: "echo",
+    Sale: "sale",
+    BalanceInquiry: "balance",
+    Void: "void",
+    Refund: "refund",
+    Reversal: "reversal",
+}
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The switch's answer to one request, whichever channel asked."""
+
+    code: str
+    message: str = ""
+    rrn: str | None = None
+    auth_code: str | None = None
+    balance: str | None = None
+    """Field 54 as the bank gave it (additional amounts)."""
+    settlement_date: str | None = None
+    bank: str | None = None
+    batch: str | None = None
+    """A sign-on's new batch number."""
+    field: str | None = None
+    """The field at fault, for a refusal."""
+    route: str | None = None
+    """How the bank was chosen: the BIN prefix that matched, or "original"."""
+    bank_stan: str | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.code == "00"
+
+
+def balance_amount(field54: str | None) -> int | None:
+    """The signed amount in minor units from an additional-amounts field
+    (account type 2, amount type 2, currency 3, sign C/D 1, amount 12)."""
+    if field54 is None or len(field54) < 20:
+        return None
+    sign, digits = field54[7], field54[8:20]
+    if not digits.isdigit() or sign not in "CD":
+        return None
+    return int(digits) if sign == "C" else -int(digits)

@@ -1,0 +1,56 @@
+"""Numbers the switch assigns: trace numbers (STANs) and retrieval reference numbers.
+
+RRNs are 12 digits, unique per day per switch.
+
+Layout: the last digit of the local year, the day of the year (3 digits), then an
+8-digit sequence that starts again each local day (100 million a day). So that a
+restart on the same day does not hand out numbers again, the sequence starts from the
+seconds since local midnight times 1,000: numbers issued before the restart are
+behind it unless the switch averaged more than 1,000 transactions a second since
+midnight. (A later issue keeps the high-water mark in the journal.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+
+SEQUENCE_LIMIT = 100_000_000
+
+
+class RrnExhausted(RuntimeError):
+    """The day's sequence ran out: refuse rather than repeat a number."""
+
+
+class RrnAllocator:
+    __slots__ = ("_day", "_next")
+
+    def __init__(self) -> None:
+        self._day = ""
+        self._next = 0
+
+    def allocate(self, local: datetime) -> str:
+        day = f"{local.year % 10}{local.timetuple().tm_yday:03d}"
+        if day != self._day:
+            seconds = local.hour * 3600 + local.minute * 60 + local.second
+            # Moving to a new day starts from its time of day, as a fresh start would.
+            self._day, self._next = day, seconds * 1000
+        sequence = self._next
+        if sequence >= SEQUENCE_LIMIT:
+            raise RrnExhausted(f"RRN sequence for day {day} is exhausted")
+        self._next = sequence + 1
+        return f"{day}{sequence:08d}"
+
+
+class StanSequence:
+    """Trace numbers 000001..999999, then around again. One sequence serves all of a
+    bank's links, so a STAN is unique on its link (and across the bank's links) among
+    requests in flight."""
+
+    __slots__ = ("_counter",)
+
+    def __init__(self, start: int = 1) -> None:
+        self._counter = itertools.count(start - 1)
+
+    def next(self) -> str:
+        return f"{next(self._counter) % 999_999 + 1:06d}"

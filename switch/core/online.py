@@ -1,0 +1,216 @@
+"""Online channel requests (online.md) to the canonical model, outcomes back, and the
+channel's idempotency rules. Pure Python, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Final
+
+import msgspec
+
+from switch.core import validate
+from switch.core.model import (
+    Acceptor,
+    BalanceInquiry,
+    Card,
+    OriginalRef,
+    Outcome,
+    Refund,
+    Request,
+    Sale,
+    Void,
+    balance_amount,
+)
+from switch.errors import TransactionRefused
+from switch.wire import online as wire
+
+ONLINE_ENTRY_MODE: Final = "012"
+"""Field 22 towards banks: card number keyed, no PIN."""
+ONLINE_CONDITION_CODE: Final = "08"
+"""Field 25 towards banks: card not present (mail, telephone or electronic order)."""
+
+_FIELD_CODES: Final = {"amount": "13", "card.pan": "14"}
+"""Decode errors in these fields answer with their own code rather than 30."""
+
+MESSAGES: Final = {
+    "00": "approved",
+    "03": "invalid merchant",
+    "05": "do not honour",
+    "12": "invalid transaction",
+    "13": "invalid amount",
+    "14": "invalid card number",
+    "25": "original transaction not found",
+    "30": "format error",
+    "40": "function not supported",
+    "51": "insufficient funds",
+    "54": "expired card",
+    "61": "exceeds amount limit",
+    "64": "original amount incorrect",
+    "65": "exceeds frequency limit",
+    "68": "response received too late",
+    "91": "issuer or switch inoperative",
+    "92": "no route to issuer",
+    "94": "duplicate transmission",
+    "96": "system malfunction",
+}
+
+
+def _card(card: wire.Card) -> Card:
+    validate.check_pan(card.pan, field="card.pan")
+    validate.check_expiry(card.expiry, field="card.expiry")
+    return Card(
+        pan=card.pan,
+        expiry=card.expiry,
+        cvv2=card.cvv2,
+        entry_mode=ONLINE_ENTRY_MODE,
+        condition_code=ONLINE_CONDITION_CODE,
+    )
+
+
+def request_from_online(
+    request: wire.Purchase | wire.Balance | wire.Void | wire.Refund,
+    *,
+    terminal_id: str,
+    stan: str,
+) -> Request:
+    """The canonical request; payment-rule failures raise TransactionRefused."""
+    acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
+    common = {"acceptor": acceptor, "stan": stan, "online_id": request.id}
+    match request:
+        case wire.Purchase():
+            validate.check_amount(request.amount, field="amount")
+            currency = validate.numeric_currency(request.currency, field="currency")
+            return Sale(
+                **common,
+                processing_code="000000",
+                card=_card(request.card),
+                currency=currency,
+                amount=request.amount,
+            )
+        case wire.Balance():
+            return BalanceInquiry(
+                **common, processing_code="310000", card=_card(request.card), currency="156"
+            )
+        case wire.Void():
+            return Void(
+                **common,
+                processing_code="200000",
+                original=OriginalRef(online_id=request.original_id),
+            )
+        case wire.Refund():
+            validate.check_amount(request.amount, field="amount")
+            return Refund(
+                **common,
+                processing_code="200000",
+                amount=request.amount,
+                original=OriginalRef(online_id=request.original_id),
+            )
+
+
+def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
+    return wire.Result(
+        id=request.id,
+        code=outcome.code,
+        approved=outcome.approved,
+        rrn=outcome.rrn,
+        auth_code=outcome.auth_code if outcome.approved else None,
+        message=outcome.message or MESSAGES.get(outcome.code, "declined"),
+        balance=balance_amount(outcome.balance) if isinstance(request, wire.Balance) else None,
+        order_id=request.order_id,
+        memo=request.memo,
+    )
+
+
+def refusal(request_id: str | None, exc: TransactionRefused) -> wire.Error:
+    where = f" (field {exc.field})" if exc.field else ""
+    return wire.Error(id=request_id, code=exc.response_code, message=f"{exc}{where}")
+
+
+def decode_error(exc: wire.OnlineDecodeError) -> wire.Error:
+    code = _FIELD_CODES.get(exc.field_path or "", "30")
+    return wire.Error(id=exc.request_id, code=code, message=str(exc))
+
+
+# -- idempotency (online.md, "Idempotency") -------------------------------------------
+
+
+class IdempotencyEntry(msgspec.Struct):
+    fingerprint: bytes
+    created_s: float
+    response: bytes | None = None
+    """The encoded result, once there is one: a repeat gets these very bytes."""
+
+
+_fingerprint_encoder: Final = msgspec.msgpack.Encoder()
+
+
+def fingerprint(request: wire.OnlineRequest) -> bytes:
+    """A digest of the request's content: two requests with the same id compare by it.
+    Only the digest is kept, so no card number stays behind in the record."""
+    return hashlib.sha256(_fingerprint_encoder.encode(request)).digest()
+
+
+class IdempotencyBook:
+    """Results by (merchant, id), kept ``keep_s`` (7 days by default).
+
+    In memory until the journal keeps them, so also bounded by ``max_entries`` as a
+    guard on memory: past it the oldest are forgotten early, which the operator sees in
+    ``statistics()["evicted_early"]``.
+    """
+
+    __slots__ = ("_entries", "evicted_early", "keep_s", "max_entries")
+
+    def __init__(self, *, keep_s: float, max_entries: int) -> None:
+        self.keep_s = keep_s
+        self.max_entries = max_entries
+        self.evicted_early = 0
+        self._entries: OrderedDict[tuple[str, str], IdempotencyEntry] = OrderedDict()
+
+    def statistics(self) -> dict[str, int]:
+        return {"entries": len(self._entries), "evicted_early": self.evicted_early}
+
+    def _expire(self, now_s: float) -> None:
+        entries = self._entries
+        while entries:
+            oldest = next(iter(entries.values()))
+            if oldest.created_s > now_s - self.keep_s and len(entries) <= self.max_entries:
+                return
+            if oldest.created_s > now_s - self.keep_s:
+                self.evicted_early += 1
+            entries.popitem(last=False)
+
+    def begin(
+        self, merchant_id: str, request_id: str, digest: bytes, *, now_s: float
+    ) -> bytes | None:
+        """Claims the id for a new request and returns None, or returns the stored
+        response of an earlier identical one. A different request under the same id, or
+        one still in flight, is refused with 94."""
+        key = (merchant_id, request_id)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = IdempotencyEntry(fingerprint=digest, created_s=now_s)
+            self._expire(now_s)
+            return None
+        if entry.fingerprint != digest:
+            raise TransactionRefused(
+                "94", "this id was used before with different content", field="id"
+            )
+        if entry.response is None:
+            raise TransactionRefused("94", "a request with this id is in progress", field="id")
+        return entry.response
+
+    def finish(self, merchant_id: str, request_id: str, response: bytes) -> None:
+        entry = self._entries.get((merchant_id, request_id))
+        if entry is not None:
+            entry.response = response
+
+    def abandon(self, merchant_id: str, request_id: str) -> None:
+        """Forgets a claim whose request never reached a result (so a retry may run)."""
+        entry = self._entries.get((merchant_id, request_id))
+        if entry is not None and entry.response is None:
+            del self._entries[(merchant_id, request_id)]
+
+    def stored(self, merchant_id: str, request_id: str) -> bytes | None:
+        entry = self._entries.get((merchant_id, request_id))
+        return None if entry is None else entry.response

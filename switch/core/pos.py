@@ -1,0 +1,208 @@
+"""POS terminal messages (pos-cup.md) to the canonical model, and outcomes back.
+
+Pure functions over decoded ISO 8583 fields: which transaction a message is, whether its
+mandatory fields are there, and which fields its response carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from switch.core import validate
+from switch.core.clock import Stamp
+from switch.core.model import (
+    Acceptor,
+    BalanceInquiry,
+    Card,
+    Echo,
+    OriginalRef,
+    Outcome,
+    Refund,
+    Request,
+    Reversal,
+    Sale,
+    SignOn,
+    Void,
+)
+from switch.errors import TransactionRefused
+
+Fields = Mapping[int, str | bytes]
+
+ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
+"""What a response copies from its request (pos-cup.md, "Transactions")."""
+
+
+def response_mti(mti: str) -> str:
+    """0200 -> 0210, 0220 -> 0230, 0400 -> 0410, 0800 -> 0810, 0820 -> 0830."""
+    return f"{mti[:2]}{int(mti[2]) + 1}{mti[3]}"
+
+
+def _text(fields: Fields, number: int) -> str | None:
+    value = fields.get(number)
+    if value is None:
+        return None
+    if isinstance(value, bytes):  # only b fields are bytes; none of those are read as text
+        raise TransactionRefused("30", f"field {number} has the wrong format", field=str(number))
+    return value
+
+
+def _required(fields: Fields, number: int) -> str:
+    value = _text(fields, number)
+    if value is None:
+        raise TransactionRefused("30", f"mandatory field {number} is missing", field=str(number))
+    return value
+
+
+def request_from_pos(mti: str, fields: Fields) -> Request:
+    """The canonical request for a decoded POS message; refusals raise TransactionRefused."""
+    stan = _required(fields, 11)
+    acceptor = Acceptor(
+        channel="pos",
+        terminal_id=_required(fields, 41).rstrip(" "),
+        merchant_id=_required(fields, 42).rstrip(" "),
+    )
+    reserved = _required(fields, 60)
+    batch = reserved[2:8] if len(reserved) >= 8 else "000000"
+    if mti == "0800":
+        return SignOn(acceptor=acceptor, stan=stan, batch=batch)
+    if mti == "0820":
+        return Echo(acceptor=acceptor, stan=stan, batch=batch)
+    if mti not in ("0200", "0220", "0400"):
+        raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
+
+    processing_code = _required(fields, 3)
+    kind = (mti, processing_code[:2])
+    card = _card(fields)
+    currency = validate.numeric_currency(_required(fields, 49), field="49")
+    if kind == ("0200", "31"):
+        return BalanceInquiry(
+            acceptor=acceptor,
+            stan=stan,
+            batch=batch,
+            processing_code=processing_code,
+            card=card,
+            currency=currency,
+        )
+    amount = int(_required(fields, 4))
+    if kind == ("0200", "00"):
+        validate.check_amount(amount, field="4")
+        return Sale(
+            acceptor=acceptor,
+            stan=stan,
+            batch=batch,
+            processing_code=processing_code,
+            card=card,
+            currency=currency,
+            amount=amount,
+        )
+    if kind in (("0200", "20"), ("0220", "20")):
+        validate.check_amount(amount, field="4")
+        original = OriginalRef(rrn=_required(fields, 37), **_original_trace(fields))
+        kind_class = Void if mti == "0200" else Refund
+        return kind_class(
+            acceptor=acceptor,
+            stan=stan,
+            batch=batch,
+            processing_code=processing_code,
+            card=card,
+            currency=currency,
+            amount=amount,
+            original=original,
+        )
+    if mti == "0400":
+        trace = _original_trace(fields)
+        # A reversal repeats the original's STAN in 11; 61 names batch and date.
+        original = OriginalRef(
+            batch=trace.get("batch", batch), stan=trace.get("stan", stan), date=trace.get("date")
+        )
+        return Reversal(
+            acceptor=acceptor,
+            stan=stan,
+            batch=batch,
+            processing_code=processing_code,
+            card=card,
+            currency=currency,
+            amount=amount,
+            original=original,
+            reason=_text(fields, 39) or "98",
+        )
+    raise TransactionRefused(
+        "40", f"processing code {processing_code} is not supported with {mti}", field="3"
+    )
+
+
+def _original_trace(fields: Fields) -> dict[str, str]:
+    """Field 61: original batch n6, original STAN n6, original date MMDD n4."""
+    original = _text(fields, 61)
+    if original is None:
+        return {}
+    if len(original) < 12:
+        raise TransactionRefused("30", "field 61 is too short", field="61")
+    trace = {"batch": original[:6], "stan": original[6:12]}
+    if len(original) >= 16:
+        trace["date"] = original[12:16]
+    return trace
+
+
+def _card(fields: Fields) -> Card:
+    pan = _text(fields, 2)
+    track2 = _text(fields, 35)
+    expiry = _text(fields, 14)
+    if pan is None:
+        if track2 is None:
+            raise TransactionRefused("30", "neither field 2 nor 35 is present", field="2")
+        pan, _, after = track2.partition("=")
+        if expiry is None and len(after) >= 4:
+            expiry = after[:4]
+        field = "35"
+    else:
+        field = "2"
+    validate.check_pan(pan, field=field)
+    validate.check_expiry(expiry, field="14")
+    pin_block = fields.get(52)
+    return Card(
+        pan=pan,
+        expiry=expiry,
+        track2=track2,
+        pin_block=pin_block if isinstance(pin_block, bytes) else None,
+        entry_mode=_required(fields, 22),
+        condition_code=_required(fields, 25),
+    )
+
+
+def response_fields(
+    request_fields: Fields,
+    outcome: Outcome,
+    stamp: Stamp,
+    acquirer_id: str,
+) -> dict[int, str | bytes]:
+    """A response's fields: the request's echoed ones plus 12, 13, 32, 37, 38, 39, 54."""
+    fields: dict[int, str | bytes] = {
+        number: request_fields[number] for number in ECHOED_FIELDS if number in request_fields
+    }
+    fields[12] = stamp.local_time
+    fields[13] = stamp.local_date
+    fields[32] = acquirer_id
+    if outcome.rrn is not None:
+        fields[37] = outcome.rrn
+    if outcome.approved and outcome.auth_code:
+        fields[38] = outcome.auth_code
+    fields[39] = outcome.code
+    if outcome.balance is not None:
+        fields[54] = outcome.balance
+    if outcome.batch is not None:
+        reserved = request_fields.get(60)
+        if isinstance(reserved, str) and len(reserved) >= 2:
+            fields[60] = reserved[:2] + outcome.batch + reserved[8:]
+    return fields
+
+
+def format_error_fields(
+    partial_fields: Fields, stamp: Stamp, acquirer_id: str
+) -> dict[int, str | bytes] | None:
+    """The 30 answer to a message that did not parse, or None when it cannot be
+    addressed (11 or 41 unreadable): then the connection is closed instead."""
+    if not isinstance(partial_fields.get(11), str) or not isinstance(partial_fields.get(41), str):
+        return None
+    return response_fields(partial_fields, Outcome(code="30"), stamp, acquirer_id)
