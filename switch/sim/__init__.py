@@ -1,0 +1,1 @@
+"""A bank simulator that speaks bank-h2h.md over real TCP, for demos, tests and bench."""

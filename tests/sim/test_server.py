@@ -1,0 +1,304 @@
+"""The bank simulator over real loopback TCP, spoken to by a plain trio client."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from switch.config import BankSection, SimulatorSection
+from switch.sim.server import BankSimulator
+from switch.wire.dialect import load_dialect
+from switch.wire.framing import LengthPrefixedFramer
+from switch.wire.iso8583 import Iso8583Codec, Iso8583Message
+
+DIALECT = Path(__file__).resolve().parents[2] / "conf" / "dialects" / "h2h-ascii.toml"
+PAN = "6222021000111122221"
+DATE_TIME = "1122063015"
+WAIT_S = 10.0
+
+# bank-h2h.md, "Sample frames": the sale of pos-cup.md's sample, then its reversal.
+SAMPLE_SALE = bytes.fromhex(
+    "0082303230307238048108c08000313936323232303231303030313131313232"
+    "3232313030303030303030303030303031303030303131323230363330313530"
+    "3030303037313433303135313132323032313030303834383939303030303533"
+    "32363134303030313233504f5330303030313839383331303034383939303030"
+    "31313536"
+)
+SAMPLE_REVERSAL = bytes.fromhex(
+    "00a530343030f220000108c08000000000400000000031393632323230323130"
+    "3030313131313232323231303030303030303030303030303130303030313132"
+    "3230363335323030303030313930383438393930303030353332363134303030"
+    "313233504f533030303031383938333130303438393930303031313536303230"
+    "3030303030303731313232303633303135303030343839393030303030303030"
+    "30303030303030"
+)
+
+Fields = dict[int, str | bytes]
+
+
+@pytest.fixture(scope="module")
+def codec() -> Iso8583Codec:
+    return Iso8583Codec(load_dialect(DIALECT))
+
+
+_stans: Iterator[int] = itertools.count(100)
+
+
+def sale_fields(amount: int, stan: str | None = None) -> Fields:
+    return {
+        2: PAN,
+        3: "000000",
+        4: f"{amount:012d}",
+        7: DATE_TIME,
+        11: stan or f"{next(_stans):06d}",
+        12: "143015",
+        13: "1122",
+        22: "021",
+        25: "00",
+        32: "48990000",
+        37: "532614000123",
+        41: "POS00001",
+        42: "898310048990001",
+        49: "156",
+    }
+
+
+class Client:
+    """The switch's side of one link, as plainly as it can be written."""
+
+    def __init__(self, stream: trio.SocketStream, codec: Iso8583Codec) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=4096)
+
+    async def send(self, mti: str, fields: Fields) -> None:
+        await self.stream.send_all(self.framer.frame(self.codec.encode(mti, fields)))
+
+    async def receive(self) -> Iso8583Message:
+        with trio.fail_after(WAIT_S):
+            while (frame := self.framer.next_frame()) is None:
+                data = await self.stream.receive_some(65536)
+                assert data, "the simulator closed the link"
+                self.framer.feed(data)
+        return self.codec.decode(frame)
+
+    async def exchange(self, mti: str, fields: Fields) -> Iso8583Message:
+        await self.send(mti, fields)
+        return await self.receive()
+
+    async def sign_on(self) -> None:
+        reply = await self.exchange("0800", {7: DATE_TIME, 11: "000001", 70: "001"})
+        assert (reply.mti, reply.fields[39]) == ("0810", "00")
+
+    async def wait_closed(self) -> None:
+        """Returns once the simulator has closed the link."""
+        with trio.fail_after(WAIT_S):
+            try:
+                while await self.stream.receive_some(65536):
+                    pass
+            except trio.BrokenResourceError:
+                pass  # a reset is a close too
+
+
+@pytest.fixture
+async def simulator(codec: Iso8583Codec, nursery: trio.Nursery) -> BankSimulator:
+    bank = BankSection(port=0, sim=SimulatorSection(opening_balance=1_000_000))
+    sim = BankSimulator("testbank", bank, codec, max_in_flight=4)
+    port = await nursery.start(sim.serve)
+    assert port == sim.port != 0
+    return sim
+
+
+async def open_client(simulator: BankSimulator, codec: Iso8583Codec) -> Client:
+    stream = await trio.open_tcp_stream("127.0.0.1", simulator.port)
+    return Client(stream, codec)
+
+
+# The simulator reports through statistics(), not events, so a test polls it.
+
+
+async def wait_until_received(simulator: BankSimulator, count: int) -> None:
+    with trio.fail_after(WAIT_S):
+        while simulator.statistics().requests < count:  # noqa: ASYNC110
+            await trio.sleep(0.001)
+
+
+async def test_sign_on_then_sale(simulator: BankSimulator, codec: Iso8583Codec) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        request = sale_fields(10_000, "000042")
+        reply = await client.exchange("0200", request)
+        assert reply.mti == "0210"
+        assert reply.fields[39] == "00"
+        assert len(str(reply.fields[38])) == 6
+        assert reply.fields[15] == "1122"
+        for number in (2, 3, 4, 7, 11, 32, 37, 41, 42, 49):
+            assert reply.fields[number] == request[number]
+    assert simulator.totals().approved == 10_000
+    assert simulator.balance(PAN) == 1_000_000 - 10_000
+    assert [message.mti for message in simulator.received] == ["0800", "0200"]
+    stats = simulator.statistics()
+    assert (stats.requests, stats.responses, stats.pending) == (2, 2, 0)
+
+
+async def test_request_before_sign_on_is_91(simulator: BankSimulator, codec: Iso8583Codec) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        reply = await client.exchange("0200", sale_fields(10_000))
+        assert (reply.mti, reply.fields[39]) == ("0210", "91")
+        await client.sign_on()
+        reply = await client.exchange("0200", sale_fields(10_000))
+        assert reply.fields[39] == "00"
+    assert simulator.totals().approvals == 1
+
+
+async def test_each_link_signs_on(simulator: BankSimulator, codec: Iso8583Codec) -> None:
+    first = await open_client(simulator, codec)
+    second = await open_client(simulator, codec)
+    async with first.stream, second.stream:
+        await first.sign_on()
+        reply = await second.exchange("0200", sale_fields(100))
+        assert reply.fields[39] == "91"
+
+
+async def test_sample_sale_and_its_reversal(simulator: BankSimulator, codec: Iso8583Codec) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        await client.stream.send_all(SAMPLE_SALE)
+        reply = await client.receive()
+        assert reply.mti == "0210"
+        assert reply.fields[39] == "00"
+        assert reply.fields[11] == "000007"
+        assert reply.fields[37] == "532614000123"
+        assert reply.fields[2] == PAN
+        assert simulator.totals().approved == 10_000
+
+        await client.stream.send_all(SAMPLE_REVERSAL)
+        reply = await client.receive()
+        assert (reply.mti, reply.fields[39], reply.fields[11]) == ("0410", "00", "000019")
+    totals = simulator.totals()
+    assert (totals.reversed, totals.reversals, totals.net) == (10_000, 1, 0)
+
+
+async def test_pipelined_requests_answered_out_of_order(
+    simulator: BankSimulator, codec: Iso8583Codec, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        # Each request waits the latency current when it is read: 3 s, 2 s, then 1 s.
+        for index, stan in enumerate(("000011", "000012", "000013")):
+            simulator.latency_s = 3.0 - index
+            await client.send("0200", sale_fields(1_000, stan))
+            await wait_until_received(simulator, 2 + index)
+        assert simulator.statistics().pending == 3
+        start = trio.current_time()
+        stans = [(await client.receive()).fields[11] for _ in range(3)]
+        assert stans == ["000013", "000012", "000011"]
+        assert trio.current_time() - start == pytest.approx(3.0, abs=0.1)
+    assert simulator.totals().approvals == 3
+
+
+async def test_beyond_the_in_flight_cap_answers_91_at_once(
+    simulator: BankSimulator, codec: Iso8583Codec, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        simulator.latency_s = 5.0
+        for number in range(5):  # the fixture's cap is 4
+            await client.send("0200", sale_fields(1_000, f"{200 + number:06d}"))
+        start = trio.current_time()
+        first = await client.receive()
+        assert (first.fields[11], first.fields[39]) == ("000204", "91")
+        assert trio.current_time() - start < 1.0
+        later = [await client.receive() for _ in range(4)]
+        assert {message.fields[39] for message in later} == {"00"}
+    assert simulator.statistics().busy == 1
+    assert simulator.totals().approvals == 4
+
+
+async def test_hook_68_is_never_answered(
+    simulator: BankSimulator, codec: Iso8583Codec, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        await client.send("0200", sale_fields(1_068, "000301"))
+        reply = await client.exchange("0200", sale_fields(1_000, "000302"))
+        assert reply.fields[11] == "000302"
+        with trio.move_on_after(WAIT_S / 2) as waited:
+            await client.receive()
+        assert waited.cancelled_caught
+    assert simulator.statistics().unanswered == 1
+
+
+async def test_drop_links_closes_every_link(
+    simulator: BankSimulator, codec: Iso8583Codec, autojump_clock: trio.testing.MockClock
+) -> None:
+    first = await open_client(simulator, codec)
+    second = await open_client(simulator, codec)
+    async with first.stream, second.stream:
+        await first.sign_on()
+        await second.sign_on()
+        simulator.latency_s = 5.0
+        await first.send("0200", sale_fields(1_000))
+        await wait_until_received(simulator, 3)
+        assert simulator.statistics().pending == 1
+        simulator.drop_links()
+        await first.wait_closed()
+        await second.wait_closed()
+    # The sale was still waiting out its latency: the bank never applied it.
+    assert simulator.totals().approvals == 0
+    with trio.fail_after(WAIT_S):
+        while simulator.statistics().connections:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert simulator.statistics().pending == 0
+
+    # The simulator still accepts new links, which must sign on again.
+    simulator.latency_s = 0.0
+    again = await open_client(simulator, codec)
+    async with again.stream:
+        assert (await again.exchange("0200", sale_fields(1_000))).fields[39] == "91"
+        await again.sign_on()
+        assert (await again.exchange("0200", sale_fields(1_000))).fields[39] == "00"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x04ABCD",  # not an MTI
+        b"\x00\x0c0200\x80\x00\x00\x00\x00\x00\x00\x00",  # secondary bitmap missing
+        b"\x00\x00",  # a frame of length 0
+        b"\xff\xff",  # longer than max_frame_bytes
+    ],
+)
+async def test_garbage_closes_only_its_own_link(
+    simulator: BankSimulator, codec: Iso8583Codec, garbage: bytes
+) -> None:
+    good = await open_client(simulator, codec)
+    bad = await open_client(simulator, codec)
+    async with good.stream, bad.stream:
+        await good.sign_on()
+        await bad.sign_on()
+        await bad.stream.send_all(garbage)
+        await bad.wait_closed()
+        reply = await good.exchange("0200", sale_fields(1_000))
+        assert reply.fields[39] == "00"
+    assert simulator.statistics().protocol_errors == 1
+
+
+async def test_requests_split_across_reads(simulator: BankSimulator, codec: Iso8583Codec) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        frame = SAMPLE_SALE
+        for index in range(len(frame)):
+            await client.stream.send_all(frame[index : index + 1])
+        assert (await client.receive()).fields[39] == "00"
