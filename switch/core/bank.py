@@ -12,7 +12,8 @@ from typing import Final
 import msgspec
 
 from switch.core.clock import Stamp
-from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Reversal, Sale, Void
+from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Sale, Void
+from switch.errors import LocalProtocolError
 
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"
@@ -68,14 +69,17 @@ def bank_request(
     institution: Institution,
     original: OriginalData | None = None,
 ) -> tuple[str, dict[int, str | bytes]]:
-    """The 0200 for a sale, balance inquiry, void or refund."""
-    card = request.card
+    """The 0200 for a sale, balance inquiry, void or refund. A void or refund must first
+    be resolved against its original (card, amount and currency filled in)."""
+    card, amount, currency = request.card, request.amount, request.currency
+    if card is None or amount is None or currency is None:
+        raise LocalProtocolError(f"{type(request).__name__} is not resolved against its original")
     processing_code = _PROCESSING_PREFIX[type(request)] + request.processing_code[2:]
     stamp = trace.stamp
     fields: dict[int, str | bytes] = {
         2: card.pan,
         3: processing_code,
-        4: f"{request.amount:012d}",
+        4: f"{amount:012d}",
         7: stamp.transmission,
         11: trace.stan,
         12: stamp.local_time,
@@ -86,7 +90,7 @@ def bank_request(
         37: trace.rrn,
         41: request.acceptor.terminal_id,
         42: request.acceptor.merchant_id,
-        49: request.currency,
+        49: currency,
     }
     if institution.forwarding_id is not None:
         fields[33] = institution.forwarding_id
@@ -155,19 +159,3 @@ def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str)
         balance=balance if isinstance(balance, str) else None,
         settlement_date=settlement if isinstance(settlement, str) else None,
     )
-
-
-__all__ = [
-    "ECHO",
-    "SIGN_OFF",
-    "SIGN_ON",
-    "BankTrace",
-    "Institution",
-    "OriginalData",
-    "Reversal",
-    "ReversalSubject",
-    "bank_request",
-    "network_request",
-    "outcome_from_bank",
-    "reversal_request",
-]

@@ -76,13 +76,14 @@ def request_from_online(
 ) -> Request:
     """The canonical request; payment-rule failures raise TransactionRefused."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
-    common = {"acceptor": acceptor, "stan": stan, "online_id": request.id}
     match request:
         case wire.Purchase():
             validate.check_amount(request.amount, field="amount")
             currency = validate.numeric_currency(request.currency, field="currency")
             return Sale(
-                **common,
+                acceptor=acceptor,
+                stan=stan,
+                online_id=request.id,
                 processing_code="000000",
                 card=_card(request.card),
                 currency=currency,
@@ -90,18 +91,27 @@ def request_from_online(
             )
         case wire.Balance():
             return BalanceInquiry(
-                **common, processing_code="310000", card=_card(request.card), currency="156"
+                acceptor=acceptor,
+                stan=stan,
+                online_id=request.id,
+                processing_code="310000",
+                card=_card(request.card),
+                currency="156",
             )
         case wire.Void():
             return Void(
-                **common,
+                acceptor=acceptor,
+                stan=stan,
+                online_id=request.id,
                 processing_code="200000",
                 original=OriginalRef(online_id=request.original_id),
             )
         case wire.Refund():
             validate.check_amount(request.amount, field="amount")
             return Refund(
-                **common,
+                acceptor=acceptor,
+                stan=stan,
+                online_id=request.id,
                 processing_code="200000",
                 amount=request.amount,
                 original=OriginalRef(online_id=request.original_id),

@@ -48,27 +48,27 @@ class _Request(
     memo: Memo | None = None
 
 
-class Purchase(_Request, tag="purchase"):
+class Purchase(_Request, frozen=True, kw_only=True, tag="purchase"):
     # amount's range is a payment rule (13), checked in core with the POS channel's.
     amount: int
     currency: AlphaCurrency
     card: Card
 
 
-class Balance(_Request, tag="balance"):
+class Balance(_Request, frozen=True, kw_only=True, tag="balance"):
     card: Card
 
 
-class Void(_Request, tag="void"):
+class Void(_Request, frozen=True, kw_only=True, tag="void"):
     original_id: RequestId
 
 
-class Refund(_Request, tag="refund"):
+class Refund(_Request, frozen=True, kw_only=True, tag="refund"):
     original_id: RequestId
     amount: int
 
 
-class Status(_Request, tag="status"):
+class Status(_Request, frozen=True, kw_only=True, tag="status"):
     original_id: RequestId
 
 
@@ -95,7 +95,9 @@ class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
 
 OnlineResponse = Result | Error
 
-_request_decoder: Final = msgspec.msgpack.Decoder(OnlineRequest)
+_request_decoder: Final[msgspec.msgpack.Decoder[OnlineRequest]] = msgspec.msgpack.Decoder(
+    OnlineRequest
+)
 _id_probe_decoder: Final = msgspec.msgpack.Decoder(dict[str, object])
 _response_encoder: Final = msgspec.msgpack.Encoder()
 _PATH_FIELD = re.compile(r"at `\$\.?([A-Za-z0-9_.\[\]]*)`")
@@ -148,7 +150,9 @@ def encode_request(request: OnlineRequest) -> bytes:
     return _response_encoder.encode(request)
 
 
-_response_decoder: Final = msgspec.msgpack.Decoder(OnlineResponse)
+_response_decoder: Final[msgspec.msgpack.Decoder[OnlineResponse]] = msgspec.msgpack.Decoder(
+    OnlineResponse
+)
 
 
 def decode_response(payload: bytes) -> OnlineResponse:

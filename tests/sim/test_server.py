@@ -123,7 +123,7 @@ async def open_client(simulator: BankSimulator, codec: Iso8583Codec) -> Client:
 
 async def wait_until_received(simulator: BankSimulator, count: int) -> None:
     with trio.fail_after(WAIT_S):
-        while simulator.statistics().requests < count:  # noqa: ASYNC110
+        while simulator.statistics().requests < count:
             await trio.sleep(0.001)
 
 
@@ -257,7 +257,7 @@ async def test_drop_links_closes_every_link(
     # The sale was still waiting out its latency: the bank never applied it.
     assert simulator.totals().approvals == 0
     with trio.fail_after(WAIT_S):
-        while simulator.statistics().connections:  # noqa: ASYNC110
+        while simulator.statistics().connections:
             await trio.sleep(0.01)
     assert simulator.statistics().pending == 0
 
