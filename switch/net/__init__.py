@@ -1,0 +1,1 @@
+"""The trio layer: listeners, channel connections and bank links. It only moves bytes."""

@@ -1,0 +1,242 @@
+"""Channel listeners: one task per connection, a bounded window of requests per
+connection, and a drain for graceful shutdown.
+
+A channel's protocol (POS or online) turns each frame into either an immediate answer
+or a piece of work; this module runs the work concurrently up to the connection's cap,
+answers "busy" (91) at once beyond it, and keeps one peer's trouble inside its own
+connection task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Generic, Protocol, TypeVar
+
+import structlog
+import trio
+
+from switch.config import ListenerSection
+from switch.core.model import Outcome, Request
+from switch.errors import FramingError
+from switch.net.framed import FrameReader, FrameWriter
+from switch.wire.framing import LengthPrefixedFramer
+
+log = structlog.get_logger()
+
+Work = TypeVar("Work")
+
+WRITER_DRAIN_S = 5.0
+"""How long a closing connection may take to flush its last answers."""
+
+
+class CloseConnection(Exception):
+    """The peer sent what cannot be answered: close this connection, nothing else."""
+
+
+class ChannelProtocol(Protocol[Work]):
+    """What a channel knows of its own messages; everything here is per frame."""
+
+    name: str
+    prefix_bytes: int
+
+    def accept(self, frame: bytes, received_at: float) -> Work | bytes:
+        """Decodes a frame into work, or an immediate answer (payload bytes).
+        Raises CloseConnection when the frame cannot be answered at all."""
+        ...
+
+    def busy(self, work: Work) -> bytes:
+        """The immediate 91 answer when the connection's window is full."""
+        ...
+
+    async def respond(self, work: Work) -> bytes | None:
+        """Processes the work; the answer's payload, or None for no answer."""
+        ...
+
+
+class ChannelServer(Generic[Work]):
+    def __init__(self, config: ListenerSection, protocol: ChannelProtocol[Work]) -> None:
+        self.config = config
+        self.protocol = protocol
+        self.port = 0
+        self.connections = 0
+        self.refused = 0
+        self._accept_scope = trio.CancelScope()
+        self._read_scopes: set[trio.CancelScope] = set()
+        self._draining = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listens until drained (or cancelled); returns once every connection ended.
+        Reports the bound port as started."""
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info(
+            "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port
+        )
+        async with trio.open_nursery() as connections:
+            with self._accept_scope:
+                task_status.started(self.port)
+                await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
+            for scope in self._read_scopes:
+                scope.cancel()
+        log.info("listener_stopped", channel=self.protocol.name)
+
+    def drain(self) -> None:
+        """Stops accepting and stops reading new requests; in-flight ones finish."""
+        self._draining = True
+        self._accept_scope.cancel()
+        for scope in self._read_scopes:
+            scope.cancel()
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "channel": self.protocol.name,
+            "connections": self.connections,
+            "refused": self.refused,
+        }
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if self.connections >= self.config.max_connections or self._draining:
+            self.refused += 1
+            log.warning(
+                "connection_refused", channel=self.protocol.name, reason="too many connections"
+            )
+            await stream.aclose()
+            return
+        self.connections += 1
+        try:
+            peer = _peer_name(stream)
+            with structlog.contextvars.bound_contextvars(channel=self.protocol.name, peer=peer):
+                await self._run_connection(stream)
+        except Exception as exc:  # one bad peer only ever ends its own task
+            log.error("connection_failed", channel=self.protocol.name, error=repr(exc))
+        finally:
+            self.connections -= 1
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _run_connection(self, stream: trio.SocketStream) -> None:
+        cap = self.config.max_in_flight_per_connection
+        # Every in-flight request holds a slot; the rest are immediate answers (errors,
+        # busy), which a peer that does not read its answers cannot pile up: when the
+        # queue is full its connection is closed.
+        writer = FrameWriter(stream, capacity=cap + 16)
+        framer = LengthPrefixedFramer(
+            prefix_bytes=self.protocol.prefix_bytes, max_frame_bytes=self.config.max_frame_bytes
+        )
+        reader = FrameReader(stream, framer, read_deadline_s=self.config.read_deadline_s)
+        async with trio.open_nursery() as connection:
+            connection.start_soon(_write_until_closed, writer)
+            async with trio.open_nursery() as requests:
+                await self._read_requests(reader, writer, framer, requests, cap)
+            # Every accepted request has been answered (or its peer is gone): flush.
+            writer.close()
+            connection.cancel_scope.deadline = trio.current_time() + WRITER_DRAIN_S
+
+    async def _read_requests(
+        self,
+        reader: FrameReader,
+        writer: FrameWriter,
+        framer: LengthPrefixedFramer,
+        requests: trio.Nursery,
+        cap: int,
+    ) -> None:
+        protocol = self.protocol
+        in_flight = 0
+        read_scope = trio.CancelScope()
+
+        async def run(work: Work) -> None:
+            nonlocal in_flight
+            try:
+                answer = await protocol.respond(work)
+                if answer is not None:
+                    _queue(writer, framer.frame(answer))
+            except CloseConnection as exc:
+                log.warning("connection_closed", reason=str(exc))
+                read_scope.cancel()
+            finally:
+                in_flight -= 1
+
+        with read_scope:
+            self._read_scopes.add(read_scope)
+            try:
+                while True:
+                    frame = await reader.receive_frame()
+                    if frame is None:
+                        return
+                    work = protocol.accept(frame, trio.current_time())
+                    if isinstance(work, bytes):
+                        _queue(writer, framer.frame(work))
+                    elif in_flight >= cap:
+                        _queue(writer, framer.frame(protocol.busy(work)))
+                    else:
+                        in_flight += 1
+                        requests.start_soon(run, work)
+            except (FramingError, CloseConnection) as exc:
+                log.warning("connection_closed", reason=str(exc))
+            except trio.TooSlowError:
+                log.warning(
+                    "connection_closed", reason="frame not completed within the read deadline"
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.info("connection_lost", reason=repr(exc))
+            finally:
+                self._read_scopes.discard(read_scope)
+
+
+def _queue(writer: FrameWriter, frame: bytes) -> None:
+    try:
+        writer.send_nowait(frame)
+    except trio.WouldBlock:
+        raise CloseConnection("peer does not read its answers") from None
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        pass  # the peer has gone; its answer has nowhere to go
+
+
+async def _write_until_closed(writer: FrameWriter) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await writer.run()
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def log_transaction(
+    request: Request | None,
+    outcome: Outcome,
+    *,
+    channel: str,
+    kind: str,
+    received_at: float,
+    terminal: str | None = None,
+    merchant: str | None = None,
+    stan: str | None = None,
+) -> None:
+    """The one canonical line per transaction."""
+    card = getattr(request, "card", None)
+    amount = getattr(request, "amount", None)
+    if request is not None:
+        terminal = request.acceptor.terminal_id
+        merchant = request.acceptor.merchant_id
+        stan = request.stan
+    log.info(
+        "txn",
+        channel=channel,
+        kind=kind,
+        terminal=terminal,
+        merchant=merchant,
+        pan=card.masked_pan if card is not None else None,
+        amount=amount,
+        route=outcome.route,
+        bank=outcome.bank,
+        stan=stan,
+        bank_stan=outcome.bank_stan,
+        rrn=outcome.rrn,
+        code=outcome.code,
+        latency_ms=round((trio.current_time() - received_at) * 1000, 3),
+        **({"reason": outcome.message} if outcome.code != "00" and outcome.message else {}),
+    )

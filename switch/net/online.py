@@ -1,0 +1,134 @@
+"""The online channel: where a checkout's MessagePack request enters the switch and
+its result leaves (online.md), with the channel's idempotency rules."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from switch.core import online
+from switch.core.clock import Stamp
+from switch.core.model import KIND_NAMES, Outcome, Request
+from switch.core.numbers import StanSequence
+from switch.errors import TransactionRefused
+from switch.net.channel import log_transaction
+from switch.net.switchboard import Switchboard
+from switch.wire import online as wire
+
+
+class OnlineWork(msgspec.Struct, gc=False):
+    message: wire.Purchase | wire.Balance | wire.Void | wire.Refund
+    request: Request
+    stamp: Stamp
+    received_at: float
+
+
+class OnlineProtocol:
+    name = "online"
+    prefix_bytes = 4
+
+    def __init__(
+        self,
+        switchboard: Switchboard,
+        idempotency: online.IdempotencyBook,
+        *,
+        terminal_id: str,
+        utc_offset_h: int,
+    ) -> None:
+        self.switchboard = switchboard
+        self.idempotency = idempotency
+        self.terminal_id = terminal_id
+        self.utc_offset_h = utc_offset_h
+        self._stans = StanSequence()
+
+    def accept(self, frame: bytes, received_at: float) -> OnlineWork | bytes:
+        try:
+            message = wire.decode_request(frame)
+        except wire.OnlineDecodeError as exc:
+            error = online.decode_error(exc)
+            self._log_error(error, received_at, kind="unreadable")
+            return wire.encode_response(error)
+        if isinstance(message, wire.Status):
+            return self._status(message)
+        merchant_id, request_id = message.merchant_id, message.id
+        try:
+            stored = self.idempotency.begin(
+                merchant_id, request_id, online.fingerprint(message), now_s=time.time()
+            )
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
+        if stored is not None:
+            return stored
+        try:
+            request = online.request_from_online(
+                message, terminal_id=self.terminal_id, stan=self._stans.next()
+            )
+        except TransactionRefused as exc:
+            # Refused before it reached the switchboard: the client may correct the
+            # request and send it again under the same id.
+            self.idempotency.abandon(merchant_id, request_id)
+            return self._refuse(message, exc, received_at)
+        return OnlineWork(message, request, Stamp.now(self.utc_offset_h), received_at)
+
+    def busy(self, work: OnlineWork) -> bytes:
+        self.idempotency.abandon(work.message.merchant_id, work.message.id)
+        return self._refuse(
+            work.message,
+            TransactionRefused("91", "busy: too many requests in flight on this connection"),
+            work.received_at,
+        )
+
+    async def respond(self, work: OnlineWork) -> bytes:
+        message = work.message
+        try:
+            outcome = await self.switchboard.process(work.request, work.stamp)
+        except BaseException:
+            self.idempotency.abandon(message.merchant_id, message.id)
+            raise
+        payload = wire.encode_response(online.result(message, outcome))
+        if outcome.code == "91" and outcome.bank_stan is None:
+            # Nothing reached a bank: a retry under the same id is safe and welcome.
+            self.idempotency.abandon(message.merchant_id, message.id)
+        else:
+            self.idempotency.finish(message.merchant_id, message.id, payload)
+        log_transaction(
+            work.request,
+            outcome,
+            channel=self.name,
+            kind=KIND_NAMES[type(work.request)],
+            received_at=work.received_at,
+        )
+        return payload
+
+    def _status(self, message: wire.Status) -> bytes:
+        stored = self.idempotency.stored(message.merchant_id, message.original_id)
+        if stored is None:
+            return wire.encode_response(
+                wire.Error(id=message.id, code="25", message="no result stored for original_id")
+            )
+        result = wire.decode_response(stored)
+        return wire.encode_response(msgspec.structs.replace(result, id=message.id))
+
+    def _refuse(
+        self, message: wire.OnlineRequest, exc: TransactionRefused, received_at: float
+    ) -> bytes:
+        error = online.refusal(message.id, exc)
+        self._log_error(
+            error, received_at, kind=type(message).__name__.lower(), merchant=message.merchant_id
+        )
+        return wire.encode_response(error)
+
+    def _log_error(
+        self, error: wire.Error, received_at: float, *, kind: str, merchant: str | None = None
+    ) -> None:
+        log_transaction(
+            None,
+            Outcome(code=error.code, message=error.message),
+            channel=self.name,
+            kind=kind,
+            received_at=received_at,
+            terminal=self.terminal_id,
+            merchant=merchant,
+            stan=error.id,
+        )

@@ -1,0 +1,131 @@
+"""The POS channel: where a terminal's ISO 8583 frame enters the switch and its
+answer leaves (pos-cup.md)."""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from switch.core import pos
+from switch.core.clock import Stamp
+from switch.core.model import KIND_NAMES, Outcome, Request
+from switch.errors import MessageDecodeError, MessageEncodeError, TransactionRefused
+from switch.net.channel import CloseConnection, log_transaction
+from switch.net.switchboard import Switchboard
+from switch.wire.framing import PosEnvelope, join_pos_frame, split_pos_frame
+from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
+
+REQUEST_CLASSES = "0246"
+"""MTI third digit of requests, advices and notifications: the messages a terminal
+sends. A response class from a terminal (1, 3, 5) cannot be answered."""
+
+
+class PosWork(msgspec.Struct, gc=False):
+    envelope: PosEnvelope
+    message: Iso8583Message
+    request: Request
+    stamp: Stamp
+    received_at: float
+
+
+class PosProtocol:
+    name = "pos"
+    prefix_bytes = 2
+
+    def __init__(
+        self,
+        codec: Iso8583Codec,
+        switchboard: Switchboard,
+        *,
+        acquirer_id: str,
+        utc_offset_h: int,
+    ) -> None:
+        self.codec = codec
+        self.switchboard = switchboard
+        self.acquirer_id = acquirer_id
+        self.utc_offset_h = utc_offset_h
+
+    def accept(self, frame: bytes, received_at: float) -> PosWork | bytes:
+        envelope, data = split_pos_frame(frame)
+        stamp = Stamp.now(self.utc_offset_h)
+        try:
+            message = self.codec.decode(data)
+        except MessageDecodeError as exc:
+            return self._format_error(envelope, exc, stamp, received_at)
+        if message.mti[2] not in REQUEST_CLASSES:
+            raise CloseConnection(f"terminal sent a response message {message.mti}")
+        try:
+            request = pos.request_from_pos(message.mti, message.fields)
+        except TransactionRefused as exc:
+            outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
+            self._log(None, outcome, message, received_at)
+            return self._reply(envelope, message.mti, message.fields, outcome, stamp)
+        return PosWork(envelope, message, request, stamp, received_at)
+
+    def busy(self, work: PosWork) -> bytes:
+        outcome = Outcome(code="91", message="too many requests in flight on this connection")
+        self._log(work.request, outcome, work.message, work.received_at)
+        return self._reply(
+            work.envelope, work.message.mti, work.message.fields, outcome, work.stamp
+        )
+
+    async def respond(self, work: PosWork) -> bytes:
+        outcome = await self.switchboard.process(work.request, work.stamp)
+        self._log(work.request, outcome, work.message, work.received_at)
+        return self._reply(
+            work.envelope, work.message.mti, work.message.fields, outcome, work.stamp
+        )
+
+    def _format_error(
+        self, envelope: PosEnvelope, exc: MessageDecodeError, stamp: Stamp, received_at: float
+    ) -> bytes:
+        """30 when the MTI, 11 and 41 could be read; otherwise the connection closes."""
+        fields = pos.format_error_fields(exc.fields, stamp, self.acquirer_id)
+        if exc.mti is None or fields is None or exc.mti[2] not in REQUEST_CLASSES:
+            raise CloseConnection(f"unreadable message: {exc}")
+        outcome = Outcome(code="30", message=str(exc))
+        log_transaction(
+            None,
+            outcome,
+            channel=self.name,
+            kind="unreadable",
+            received_at=received_at,
+            terminal=str(exc.fields.get(41)),
+            stan=str(exc.fields.get(11)),
+        )
+        return self._encode(envelope, pos.response_mti(exc.mti), fields)
+
+    def _reply(
+        self,
+        envelope: PosEnvelope,
+        mti: str,
+        request_fields: dict[int, FieldValue],
+        outcome: Outcome,
+        stamp: Stamp,
+    ) -> bytes:
+        fields = pos.response_fields(request_fields, outcome, stamp, self.acquirer_id)
+        return self._encode(envelope, pos.response_mti(mti), fields)
+
+    def _encode(self, envelope: PosEnvelope, mti: str, fields: dict[int, FieldValue]) -> bytes:
+        try:
+            return join_pos_frame(envelope.reply(), self.codec.encode(mti, fields))
+        except MessageEncodeError as exc:
+            raise CloseConnection(f"cannot encode the answer: {exc}") from None
+
+    def _log(
+        self, request: Request | None, outcome: Outcome, message: Iso8583Message, received_at: float
+    ) -> None:
+        fields = message.fields
+        log_transaction(
+            request,
+            outcome,
+            channel=self.name,
+            kind=KIND_NAMES[type(request)] if request is not None else message.mti,
+            received_at=received_at,
+            terminal=str(fields.get(41, "")).rstrip(),
+            merchant=str(fields.get(42, "")).rstrip(),
+            stan=str(fields.get(11, "")),
+        )
+
+
+_ = trio  # the protocol's coroutines run under trio, in the channel's nursery
