@@ -1,0 +1,107 @@
+"""Shared fixtures: a real switch on loopback with real simulated banks, and the log
+lines it writes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from switch.config import SwitchConfig, check_config
+from switch.log import configure_logging
+
+REPO = Path(__file__).resolve().parent.parent
+DIALECTS = REPO / "conf" / "dialects"
+
+
+class LogSink:
+    """Where every structlog line of the test session goes, so tests can read them."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.lines.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        parsed = [json.loads(line) for line in b"".join(self.lines).splitlines() if line]
+        return [e for e in parsed if event is None or e.get("event") == event]
+
+    def text(self) -> str:
+        return b"".join(self.lines).decode()
+
+
+LOG_SINK = LogSink()
+configure_logging("debug", stream=LOG_SINK)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def log_sink() -> LogSink:
+    LOG_SINK.lines.clear()
+    return LOG_SINK
+
+
+BASE_CONFIG: dict[str, Any] = {
+    "switch": {
+        "acquirer_id": "48990000",
+        "utc_offset_h": 8,
+        "shutdown_grace_s": 5.0,
+        "dialects_dir": str(DIALECTS),
+    },
+    "pos": {"host": "127.0.0.1", "port": 0, "read_deadline_s": 5.0},
+    "online": {"host": "127.0.0.1", "port": 0, "read_deadline_s": 5.0},
+    "banks": {
+        name: {
+            "host": "127.0.0.1",
+            "port": 0,
+            "links": 2,
+            "window": 64,
+            "issuer_timeout_s": 2.0,
+            "simulate": True,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+        }
+        for name in ("icbc", "abc", "cmb", "citic")
+    },
+    "routes": [
+        {"prefix": "622202", "bank": "icbc"},
+        {"prefix": "622848", "bank": "abc"},
+        {"prefix": "621483", "bank": "cmb"},
+        {"prefix": "622588", "bank": "cmb"},
+        {"prefix": "622690", "bank": "citic"},
+        {"prefix": "625808", "bank": "citic"},
+    ],
+}
+
+
+def make_config(**sections: dict[str, Any]) -> SwitchConfig:
+    """The test config with sections merged in: ``make_config(banks={"icbc": {...}})``
+    updates the icbc bank; other keys update top-level sections."""
+    raw = copy.deepcopy(BASE_CONFIG)
+    for section, values in sections.items():
+        if section == "banks":
+            for bank, settings in values.items():
+                raw["banks"].setdefault(bank, {}).update(settings)
+        else:
+            raw.setdefault(section, {}).update(values)
+    config = msgspec.convert(raw, SwitchConfig)
+    check_config(config)
+    return config
+
+
+def luhn_complete(partial: str) -> str:
+    """``partial`` with the check digit that makes it Luhn-valid."""
+    from switch.core.validate import luhn_valid
+
+    for digit in "0123456789":
+        if luhn_valid(partial + digit):
+            return partial + digit
+    raise AssertionError("unreachable")

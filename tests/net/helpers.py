@@ -1,0 +1,37 @@
+"""Starting a real switch (with real simulated banks) inside a test's nursery."""
+
+from __future__ import annotations
+
+import trio
+
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.net.clients import OnlineClient, PosClient
+from switch.terminal import Terminal
+from switch.wire.dialect import load_dialect
+from switch.wire.iso8583 import Iso8583Codec
+from tests.conftest import DIALECTS, luhn_complete, make_config
+
+POS_CODEC = Iso8583Codec(load_dialect(DIALECTS / "cup-pos.toml"))
+
+PAN_ICBC = "6222021000111122221"  # pos-cup.md's sample card
+PAN_ABC = luhn_complete("622848000000000001")
+PAN_CMB = luhn_complete("622588000000000001")
+PAN_CITIC_CREDIT = luhn_complete("625808000000000001")
+PAN_NO_ROUTE = "4111111111111111"
+
+
+async def start_switch(nursery: trio.Nursery, config: SwitchConfig | None = None) -> SwitchApp:
+    app: SwitchApp = await nursery.start(SwitchApp(config or make_config()).run)
+    with trio.fail_after(10):
+        for connector in app.connectors.values():
+            await connector.wait_up()
+    return app
+
+
+async def pos_client(app: SwitchApp, terminal: Terminal | None = None) -> PosClient:
+    return await PosClient.connect("127.0.0.1", app.pos_port, POS_CODEC, terminal or Terminal())
+
+
+async def online_client(app: SwitchApp) -> OnlineClient:
+    return await OnlineClient.connect("127.0.0.1", app.online_port)

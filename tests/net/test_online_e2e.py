@@ -1,0 +1,181 @@
+"""Online clients through the real listener, pipelining over one connection."""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+
+from switch.wire import online as wire
+from tests.conftest import make_config
+from tests.net.helpers import PAN_ABC, PAN_ICBC, online_client, start_switch
+
+CARD = wire.Card(pan=PAN_ICBC, expiry="2812", cvv2="123")
+
+
+def purchase(request_id: str, amount: int, **extra: object) -> wire.Purchase:
+    return wire.Purchase(
+        id=request_id,
+        merchant_id="SHOP01",
+        amount=amount,
+        currency="CNY",
+        card=CARD,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def test_pipelined_purchases_come_back_by_id(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery, make_config(online={"max_in_flight_per_connection": 128}))
+    app.simulators["icbc"].latency_s = 0.05
+    client = await online_client(app)
+    amounts = {f"order-{n}": 1000 + n * 100 for n in range(100)}
+    for request_id, amount in amounts.items():  # all sent before any answer is read
+        await client.send(purchase(request_id, amount))
+    results: dict[str, wire.OnlineResponse] = {}
+    with trio.fail_after(20):
+        while len(results) < len(amounts):
+            response = await client.receive()
+            assert response.id is not None
+            results[response.id] = response
+    assert set(results) == set(amounts)
+    for response in results.values():
+        assert isinstance(response, wire.Result)
+        assert response.approved and response.code == "00" and len(response.rrn or "") == 12
+    assert app.simulators["icbc"].totals().approved == sum(amounts.values())
+
+
+async def test_pipelining_beyond_the_connection_cap_is_answered_busy(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config(online={"max_in_flight_per_connection": 8}))
+    app.simulators["icbc"].latency_s = 0.5
+    client = await online_client(app)
+    for n in range(20):
+        await client.send(purchase(f"cap-{n}", 1000 + n * 100))
+    responses = [await client.receive() for _ in range(20)]
+    busy = [r for r in responses if isinstance(r, wire.Error)]
+    assert len(busy) == 12 and {r.code for r in busy} == {"91"}
+    assert responses[:12] == busy  # answered at once, before any approval
+    assert sum(isinstance(r, wire.Result) and r.approved for r in responses) == 8
+    # Nothing reached a bank for the busy ones, so the same id may be retried.
+    retry = await client.request(purchase(str(busy[0].id), 1000 + int(str(busy[0].id)[4:]) * 100))
+    assert isinstance(retry, wire.Result) and retry.approved
+
+
+async def test_result_echoes_order_and_memo_and_balance(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    client = await online_client(app)
+    result = await client.request(purchase("p-1", 2500, order_id="ORD-9", memo="two books"))
+    assert isinstance(result, wire.Result)
+    assert (result.order_id, result.memo, result.balance) == ("ORD-9", "two books", None)
+    balance = await client.request(
+        wire.Balance(id="b-1", merchant_id="SHOP01", card=wire.Card(pan=PAN_ABC, expiry="2812"))
+    )
+    assert isinstance(balance, wire.Result)
+    assert balance.balance == app.config.banks["abc"].sim.opening_balance
+
+
+async def test_idempotency_same_id(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    client = await online_client(app)
+    first = wire.encode_request(purchase("same-1", 7000))
+    await client.send_raw(first)
+    stored = await client.receive_raw()
+    await client.send_raw(first)
+    assert await client.receive_raw() == stored  # byte for byte
+    assert app.simulators["icbc"].totals().approvals == 1  # the bank saw it once
+
+    different = await client.request(purchase("same-1", 7001))
+    assert isinstance(different, wire.Error) and different.code == "94"
+
+    status = await client.request(wire.Status(id="s-1", merchant_id="SHOP01", original_id="same-1"))
+    original = wire.decode_response(stored)
+    assert isinstance(status, wire.Result) and isinstance(original, wire.Result)
+    assert (status.id, status.rrn, status.code) == ("s-1", original.rrn, "00")
+
+
+async def test_same_id_while_in_flight_is_94_in_progress(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    app.simulators["icbc"].latency_s = 0.5
+    client = await online_client(app)
+    await client.send(purchase("slow-1", 3000))
+    await client.send(purchase("slow-1", 3000))
+    first = await client.receive()
+    assert isinstance(first, wire.Error) and first.code == "94" and "progress" in first.message
+    second = await client.receive()
+    assert isinstance(second, wire.Result) and second.approved
+
+
+async def test_void_and_refund_by_original_id(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    client = await online_client(app)
+    await client.request(purchase("buy-1", 9000))
+    await client.request(purchase("buy-2", 5000))
+    void = await client.request(wire.Void(id="void-1", merchant_id="SHOP01", original_id="buy-1"))
+    assert isinstance(void, wire.Result) and void.approved
+    refund = await client.request(
+        wire.Refund(id="ref-1", merchant_id="SHOP01", original_id="buy-2", amount=3000)
+    )
+    assert isinstance(refund, wire.Result) and refund.approved
+    over = await client.request(
+        wire.Refund(id="ref-2", merchant_id="SHOP01", original_id="buy-2", amount=2001)
+    )
+    assert isinstance(over, wire.Result) and over.code == "61"
+    unknown = await client.request(wire.Void(id="void-2", merchant_id="SHOP01", original_id="nope"))
+    assert isinstance(unknown, wire.Result) and unknown.code == "25"
+    other_merchant = await client.request(
+        wire.Void(id="void-3", merchant_id="SHOP02", original_id="buy-2")
+    )
+    assert isinstance(other_merchant, wire.Result) and other_merchant.code == "25"
+    totals = app.simulators["icbc"].totals()
+    assert (totals.approved, totals.voided, totals.refunded, totals.net) == (
+        14000,
+        9000,
+        3000,
+        2000,
+    )
+
+
+async def test_validation_errors_name_the_field_and_keep_the_connection(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery)
+    client = await online_client(app)
+    bad_luhn = await client.request(
+        wire.Purchase(
+            id="v-1",
+            merchant_id="SHOP01",
+            amount=100,
+            currency="CNY",
+            card=wire.Card(pan=PAN_ICBC[:-1] + "0", expiry="2812"),
+        )
+    )
+    assert isinstance(bad_luhn, wire.Error)
+    assert (bad_luhn.id, bad_luhn.code) == ("v-1", "14") and "card.pan" in bad_luhn.message
+
+    zero = await client.request(purchase("v-2", 0))
+    assert isinstance(zero, wire.Error) and zero.code == "13" and "amount" in zero.message
+
+    raw = msgspec.msgpack.encode(
+        {
+            "type": "purchase",
+            "id": "v-3",
+            "merchant_id": "SHOP01",
+            "amount": "lots",
+            "currency": "CNY",
+            "card": {"pan": PAN_ICBC, "expiry": "2812"},
+        }
+    )
+    await client.send_raw(raw)
+    wrong_type = wire.decode_response(await client.receive_raw())
+    assert isinstance(wrong_type, wire.Error)
+    assert (wrong_type.id, wrong_type.code) == ("v-3", "13") and "amount" in wrong_type.message
+
+    await client.send_raw(b"\xc1 not msgpack")
+    garbage = wire.decode_response(await client.receive_raw())
+    assert isinstance(garbage, wire.Error) and garbage.id is None and garbage.code == "30"
+
+    fine = await client.request(purchase("v-4", 100))  # the connection is still open
+    assert isinstance(fine, wire.Result) and fine.approved
+    # A corrected request may reuse the id that failed validation.
+    fixed = await client.request(purchase("v-2", 100))
+    assert isinstance(fixed, wire.Result) and fixed.approved

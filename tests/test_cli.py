@@ -1,0 +1,163 @@
+"""The ``switch`` command as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from switch.net.clients import PosClient
+from switch.terminal import Terminal
+from tests.conftest import DIALECTS, REPO
+from tests.net.helpers import PAN_ICBC, POS_CODEC
+
+
+def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
+    """conf/switch.toml with every port 0 (the switch logs the ones it bound)."""
+    text = (REPO / "conf" / "switch.toml").read_text()
+    for port in ("8583", "8584", "9101", "9102", "9103", "9104"):
+        text = text.replace(f"port = {port}", "port = 0")
+    text = text.replace('dialects_dir = "dialects"', f'dialects_dir = "{DIALECTS}"')
+    text = text.replace("shutdown_grace_s = 10.0", "shutdown_grace_s = 5.0")
+    if latency_ms:
+        text += f"\n[banks.icbc.sim]\nlatency_ms = {latency_ms}\n"
+    path = tmp_path / "switch.toml"
+    path.write_text(text)
+    return path
+
+
+class RunningSwitch:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.output = bytearray()
+
+    async def wait_for_event(self, event: str, count: int = 1) -> dict[str, object]:
+        """The ``count``-th log line of ``event``, waiting for it as needed."""
+        assert self.process.stdout is not None
+        with trio.fail_after(20):
+            while True:
+                seen = [
+                    record
+                    for line in bytes(self.output).splitlines()
+                    if line.startswith(b"{") and (record := json.loads(line)).get("event") == event
+                ]
+                if len(seen) >= count:
+                    return seen[count - 1]  # type: ignore[no-any-return]
+                chunk = await self.process.stdout.receive_some(65536)
+                assert chunk, f"switch exited before {event}: {self.output.decode()}"
+                self.output += chunk
+
+    async def read_to_end(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := await self.process.stdout.receive_some(65536):
+            self.output += chunk
+
+
+async def _start(config: Path) -> RunningSwitch:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "switch", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    return RunningSwitch(process)
+
+
+def test_help_describes_every_command() -> None:
+    for args in (["--help"], ["run", "--help"], ["sim-bank", "--help"], ["pos", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "switch", *args], capture_output=True, text=True, check=True
+        )
+        assert "usage: switch" in result.stdout
+    assert (
+        "--bank"
+        in subprocess.run(
+            [sys.executable, "-m", "switch", "sim-bank", "--help"], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_config_typo_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        (REPO / "conf" / "switch.toml").read_text().replace("links = 2", "linkz = 2", 1)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "switch", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "linkz" in result.stderr
+
+
+async def test_pos_sale_against_the_demo_prints_an_approval(tmp_path: Path) -> None:
+    switch = await _start(_demo_config_on_free_ports(tmp_path))
+    try:
+        started = await switch.wait_for_event("switch_started")
+        await switch.wait_for_event("link_signed_on", count=8)
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "switch",
+                "pos",
+                "sale",
+                "--config",
+                str(tmp_path / "switch.toml"),
+                "--port",
+                str(started["pos_port"]),
+                "--amount",
+                "100.00",
+            ],
+            capture_stdout=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout
+        printed = json.loads(result.stdout)
+        assert printed["approved"] is True and printed["response_code"] == "00"
+        assert printed["fields"]["2"] == "622202*********2221"
+        assert printed["fields"]["4"] == "000000010000"
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0
+
+
+async def test_sigterm_lets_in_flight_transactions_finish_then_exits_0(tmp_path: Path) -> None:
+    switch = await _start(_demo_config_on_free_ports(tmp_path, latency_ms=800))
+    started = await switch.wait_for_event("switch_started")
+    port = int(str(started["pos_port"]))
+    await switch.wait_for_event("link_signed_on", count=8)  # 4 banks, 2 links each
+    codes: list[str] = []
+
+    async def sale(stan: int) -> None:
+        client = await PosClient.connect(
+            "127.0.0.1", port, POS_CODEC, Terminal(terminal_id=f"S{stan:07d}")
+        )
+        response = await client.request(client.terminal.sale(stan, PAN_ICBC, 1000 + stan * 100))
+        codes.append(str(response.fields[39]))
+
+    async with trio.open_nursery() as nursery:
+        for stan in range(1, 6):
+            nursery.start_soon(sale, stan)
+        await trio.sleep(0.3)  # the sales are at the bank, which takes 0.8 s
+        switch.process.send_signal(signal.SIGTERM)
+        await switch.wait_for_event("switch_draining")
+        # No new connection is accepted while draining.
+        try:
+            late = await trio.open_tcp_stream("127.0.0.1", port)
+            with trio.fail_after(5):
+                assert await late.receive_some(10) == b""
+        except OSError:
+            pass
+    assert codes == ["00"] * 5
+    with trio.fail_after(20):
+        await switch.read_to_end()
+        assert await switch.process.wait() == 0
+    assert b"switch_stopped" in switch.output
