@@ -23,22 +23,27 @@ class RrnExhausted(RuntimeError):
 
 
 class RrnAllocator:
-    __slots__ = ("_day", "_next")
+    """Keeps a sequence per local day (the last few), because requests stamped either
+    side of midnight may ask for their RRNs out of order."""
+
+    __slots__ = ("_next",)
+
+    DAYS_KEPT = 3
 
     def __init__(self) -> None:
-        self._day = ""
-        self._next = 0
+        self._next: dict[str, int] = {}
 
     def allocate(self, local: datetime) -> str:
         day = f"{local.year % 10}{local.timetuple().tm_yday:03d}"
-        if day != self._day:
-            seconds = local.hour * 3600 + local.minute * 60 + local.second
-            # Moving to a new day starts from its time of day, as a fresh start would.
-            self._day, self._next = day, seconds * 1000
-        sequence = self._next
+        sequence = self._next.get(day)
+        if sequence is None:
+            # A day first seen starts from its time of day, as a fresh start would.
+            sequence = (local.hour * 3600 + local.minute * 60 + local.second) * 1000
+            if len(self._next) >= self.DAYS_KEPT:
+                del self._next[next(iter(self._next))]
         if sequence >= SEQUENCE_LIMIT:
             raise RrnExhausted(f"RRN sequence for day {day} is exhausted")
-        self._next = sequence + 1
+        self._next[day] = sequence + 1
         return f"{day}{sequence:08d}"
 
 

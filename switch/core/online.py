@@ -157,7 +157,12 @@ _fingerprint_encoder: Final = msgspec.msgpack.Encoder()
 
 def fingerprint(request: wire.OnlineRequest) -> bytes:
     """A digest of the request's content: two requests with the same id compare by it.
-    Only the digest is kept, so no card number stays behind in the record."""
+    CVV2 is left out (it must not be recoverable from anything kept, and a digest of
+    three digits and a known PAN would be), so only the digest is stored."""
+    if isinstance(request, wire.Purchase | wire.Balance) and request.card.cvv2 is not None:
+        request = msgspec.structs.replace(
+            request, card=msgspec.structs.replace(request.card, cvv2=None)
+        )
     return hashlib.sha256(_fingerprint_encoder.encode(request)).digest()
 
 

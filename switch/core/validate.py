@@ -57,7 +57,9 @@ def check_expiry(expiry: str | None, *, field: str) -> None:
     """YYMM with a real month; an expired card is the issuer's call (54), not ours."""
     if expiry is None:
         return
-    if not (len(expiry) == 4 and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12):
+    if not (
+        len(expiry) == 4 and expiry.isascii() and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12
+    ):
         raise TransactionRefused("30", "expiry must be YYMM", field=field)
 
 

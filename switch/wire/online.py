@@ -15,12 +15,14 @@ from msgspec import Meta
 
 from switch.errors import MessageDecodeError
 
-RequestId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+# Patterns end in \Z, not $: "$" would also match before a trailing newline.
+REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}\Z"
+RequestId = Annotated[str, Meta(pattern=REQUEST_ID_PATTERN)]
 MerchantId = Annotated[str, Meta(min_length=1, max_length=15)]
 OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
-AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$")]
-Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}$")]
+AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
+Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
 
 
 class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -101,6 +103,7 @@ _request_decoder: Final[msgspec.msgpack.Decoder[OnlineRequest]] = msgspec.msgpac
 _id_probe_decoder: Final = msgspec.msgpack.Decoder(dict[str, object])
 _response_encoder: Final = msgspec.msgpack.Encoder()
 _PATH_FIELD = re.compile(r"at `\$\.?([A-Za-z0-9_.\[\]]*)`")
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 class OnlineDecodeError(MessageDecodeError):
@@ -136,7 +139,7 @@ def _probe_id(payload: bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     request_id = probe.get("id")
-    if isinstance(request_id, str) and 0 < len(request_id) <= 64:
+    if isinstance(request_id, str) and _REQUEST_ID.match(request_id):
         return request_id
     return None
 
