@@ -1,0 +1,506 @@
+"""POS terminal messages (pos-cup.md) to the canonical model and back, as tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from switch.core.clock import Stamp
+from switch.core.model import (
+    Acceptor,
+    BalanceInquiry,
+    Card,
+    Echo,
+    OriginalRef,
+    Outcome,
+    Refund,
+    Request,
+    Reversal,
+    Sale,
+    SignOn,
+    Void,
+)
+from switch.core.pos import format_error_fields, request_from_pos, response_fields, response_mti
+from switch.errors import TransactionRefused
+from switch.wire.dialect import load_dialect
+from switch.wire.framing import join_pos_frame, split_pos_frame
+from switch.wire.iso8583 import Iso8583Codec
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "dialects"
+
+PAN = "6222021000111122221"
+TRACK2 = "6222021000111122221=28121010000000"
+ACQUIRER = "48990000"
+# 2025-11-22 06:30:15 UTC, 14:30:15 at +8: the samples' time.
+STAMP = Stamp.at(datetime(2025, 11, 22, 6, 30, 15, tzinfo=UTC).timestamp(), 8)
+
+# pos-cup.md, "Sample frames": the sale request and its approval, with their 2-byte length.
+SALE_FRAME = bytes.fromhex(
+    "0051600003000060310031073002007024048000c08010196222021000111122"
+    "22100000000000000100000001232812002100504f5330303030313839383331"
+    "30303438393930303031313536000822000042"
+)
+APPROVAL_FRAME = bytes.fromhex(
+    "006a60000000036031003107300210703800010ec08010196222021000111122"
+    "2210000000000000010000000123143015112208489900003533323631343030"
+    "303132334131423243333030504f533030303031383938333130303438393930"
+    "303031313536000822000042"
+)
+
+Fields = dict[int, str | bytes]
+
+# The sample sale's fields, as the cup-pos codec decodes them.
+SALE: Fields = {
+    2: PAN,
+    3: "000000",
+    4: "000000010000",
+    11: "000123",
+    14: "2812",
+    22: "021",
+    25: "00",
+    41: "POS00001",
+    42: "898310048990001",
+    49: "156",
+    60: "22000042",
+}
+SIGN_ON: Fields = {11: "000124", 41: "POS00001", 42: "898310048990001", 60: "00000042001"}
+ECHO: Fields = {**SIGN_ON, 60: "00000042301"}
+BALANCE: Fields = {**SALE, 3: "310000", 60: "01000042"}
+del BALANCE[4]
+VOID: Fields = {
+    **SALE,
+    3: "200000",
+    11: "000125",
+    37: "532614000123",
+    60: "23000042",
+    61: "0000420001231122",
+}
+REFUND: Fields = {**VOID, 3: "200000", 4: "000000002500", 60: "25000042"}
+REVERSAL: Fields = {**SALE, 39: "98", 61: "0000420001231122"}
+
+ACCEPTOR = Acceptor(channel="pos", terminal_id="POS00001", merchant_id="898310048990001")
+CARD = Card(pan=PAN, expiry="2812", entry_mode="021", condition_code="00")
+ORIGINAL = OriginalRef(rrn="532614000123", batch="000042", stan="000123", date="1122")
+
+
+def with_(fields: Fields, **changes: str | bytes | None) -> Fields:
+    """``fields`` with some changed (``f4="..."``) or removed (``f4=None``)."""
+    result = dict(fields)
+    for name, value in changes.items():
+        number = int(name[1:])
+        if value is None:
+            result.pop(number, None)
+        else:
+            result[number] = value
+    return result
+
+
+@pytest.fixture(scope="module")
+def cup_codec() -> Iso8583Codec:
+    return Iso8583Codec(load_dialect(CONF / "cup-pos.toml"))
+
+
+# -- messages to requests ------------------------------------------------------------
+
+REQUESTS: list[tuple[str, str, Fields, Request]] = [
+    (
+        "sign-on",
+        "0800",
+        SIGN_ON,
+        SignOn(acceptor=ACCEPTOR, stan="000124", batch="000042"),
+    ),
+    ("echo", "0820", ECHO, Echo(acceptor=ACCEPTOR, stan="000124", batch="000042")),
+    (
+        "sale",
+        "0200",
+        SALE,
+        Sale(
+            acceptor=ACCEPTOR,
+            stan="000123",
+            batch="000042",
+            processing_code="000000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+        ),
+    ),
+    (
+        "balance",
+        "0200",
+        BALANCE,
+        BalanceInquiry(
+            acceptor=ACCEPTOR,
+            stan="000123",
+            batch="000042",
+            processing_code="310000",
+            card=CARD,
+            currency="156",
+        ),
+    ),
+    (
+        "void",
+        "0200",
+        VOID,
+        Void(
+            acceptor=ACCEPTOR,
+            stan="000125",
+            batch="000042",
+            processing_code="200000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+            original=ORIGINAL,
+        ),
+    ),
+    (
+        "refund",
+        "0220",
+        REFUND,
+        Refund(
+            acceptor=ACCEPTOR,
+            stan="000125",
+            batch="000042",
+            processing_code="200000",
+            card=CARD,
+            currency="156",
+            amount=2500,
+            original=ORIGINAL,
+        ),
+    ),
+    (
+        "reversal",
+        "0400",
+        REVERSAL,
+        Reversal(
+            acceptor=ACCEPTOR,
+            stan="000123",
+            batch="000042",
+            processing_code="000000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+            original=OriginalRef(batch="000042", stan="000123", date="1122"),
+            reason="98",
+        ),
+    ),
+    (
+        "reversal-06-without-61",
+        "0400",
+        with_(REVERSAL, f39="06", f61=None),
+        Reversal(
+            acceptor=ACCEPTOR,
+            stan="000123",
+            batch="000042",
+            processing_code="000000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+            original=OriginalRef(batch="000042", stan="000123"),
+            reason="06",
+        ),
+    ),
+    (
+        "reversal-without-39",
+        "0400",
+        with_(REVERSAL, f39=None),
+        Reversal(
+            acceptor=ACCEPTOR,
+            stan="000123",
+            batch="000042",
+            processing_code="000000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+            original=OriginalRef(batch="000042", stan="000123", date="1122"),
+            reason="98",
+        ),
+    ),
+    (
+        "void-61-without-date",
+        "0200",
+        with_(VOID, f61="000042000123"),
+        Void(
+            acceptor=ACCEPTOR,
+            stan="000125",
+            batch="000042",
+            processing_code="200000",
+            card=CARD,
+            currency="156",
+            amount=10000,
+            original=OriginalRef(rrn="532614000123", batch="000042", stan="000123"),
+        ),
+    ),
+    (
+        "padded-terminal-and-merchant",
+        "0800",
+        with_(SIGN_ON, f41="POS1    ", f42="8983100        "),
+        SignOn(
+            acceptor=Acceptor(channel="pos", terminal_id="POS1", merchant_id="8983100"),
+            stan="000124",
+            batch="000042",
+        ),
+    ),
+    (
+        "short-60-has-no-batch",
+        "0800",
+        with_(SIGN_ON, f60="00"),
+        SignOn(acceptor=ACCEPTOR, stan="000124", batch="000000"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mti", "fields", "expected"),
+    [case[1:] for case in REQUESTS],
+    ids=[case[0] for case in REQUESTS],
+)
+def test_request_from_pos(mti: str, fields: Fields, expected: Request) -> None:
+    assert request_from_pos(mti, fields) == expected
+
+
+def test_sample_frame_decodes_to_the_sample_sale(cup_codec: Iso8583Codec) -> None:
+    _, message = split_pos_frame(SALE_FRAME[2:])
+    decoded = cup_codec.decode(message)
+    assert decoded.fields == SALE
+    request = request_from_pos(decoded.mti, decoded.fields)
+    assert isinstance(request, Sale)
+    assert request.amount == 10000
+    assert request.card.pan == PAN
+
+
+@pytest.mark.parametrize(
+    ("fields", "expiry"),
+    [
+        (with_(SALE, f2=None, f14=None, f35=TRACK2), "2812"),
+        # 14 wins over track 2's expiry when both are sent
+        (with_(SALE, f2=None, f14="2911", f35=TRACK2), "2911"),
+        # a track 2 too short to hold an expiry leaves it unknown
+        (with_(SALE, f2=None, f14=None, f35="6222021000111122221=28"), None),
+        (with_(SALE, f2=None, f14=None, f35="6222021000111122221"), None),
+    ],
+)
+def test_pan_and_expiry_from_track_2(fields: Fields, expiry: str | None) -> None:
+    request = request_from_pos("0200", fields)
+    assert isinstance(request, Sale)
+    assert request.card.pan == PAN
+    assert request.card.expiry == expiry
+    assert request.card.track2 == fields[35]
+
+
+def test_pan_field_wins_over_track_2() -> None:
+    request = request_from_pos("0200", with_(SALE, f35=TRACK2))
+    assert isinstance(request, Sale)
+    assert request.card.pan == PAN
+    assert request.card.track2 == TRACK2
+
+
+def test_pin_block_is_carried() -> None:
+    pin = bytes.fromhex("0123456789abcdef")
+    request = request_from_pos("0200", with_(SALE, f52=pin))
+    assert isinstance(request, Sale)
+    assert request.card.pin_block == pin
+    assert pin.hex() not in repr(request.card)
+    assert PAN not in repr(request.card)
+
+
+REFUSALS: list[tuple[str, str, Fields, str, str | None]] = [
+    ("missing-11", "0200", with_(SALE, f11=None), "30", "11"),
+    ("missing-41", "0200", with_(SALE, f41=None), "30", "41"),
+    ("missing-42", "0200", with_(SALE, f42=None), "30", "42"),
+    ("missing-60", "0200", with_(SALE, f60=None), "30", "60"),
+    ("sign-on-missing-11", "0800", with_(SIGN_ON, f11=None), "30", "11"),
+    ("sign-on-missing-60", "0800", with_(SIGN_ON, f60=None), "30", "60"),
+    ("missing-3", "0200", with_(SALE, f3=None), "30", "3"),
+    ("missing-4", "0200", with_(SALE, f4=None), "30", "4"),
+    ("void-missing-4", "0200", with_(VOID, f4=None), "30", "4"),
+    ("missing-22", "0200", with_(SALE, f22=None), "30", "22"),
+    ("missing-25", "0200", with_(SALE, f25=None), "30", "25"),
+    ("missing-49", "0200", with_(SALE, f49=None), "30", "49"),
+    ("missing-2-and-35", "0200", with_(SALE, f2=None), "30", "2"),
+    ("void-missing-37", "0200", with_(VOID, f37=None), "30", "37"),
+    ("refund-missing-37", "0220", with_(REFUND, f37=None), "30", "37"),
+    ("short-61", "0200", with_(VOID, f61="00004200"), "30", "61"),
+    ("bytes-in-text-field", "0200", with_(SALE, f41=b"POS00001"), "30", "41"),
+    ("bad-luhn", "0200", with_(SALE, f2="6222021000111122222"), "14", "2"),
+    ("short-pan", "0200", with_(SALE, f2="62220210001"), "14", "2"),
+    (
+        "bad-luhn-in-track-2",
+        "0200",
+        with_(SALE, f2=None, f35="6222021000111122222=2812"),
+        "14",
+        "35",
+    ),
+    ("zero-amount-sale", "0200", with_(SALE, f4="000000000000"), "13", "4"),
+    ("zero-amount-void", "0200", with_(VOID, f4="000000000000"), "13", "4"),
+    ("zero-amount-refund", "0220", with_(REFUND, f4="000000000000"), "13", "4"),
+    ("unsupported-mti-0100", "0100", SALE, "40", "mti"),
+    ("unsupported-mti-0420", "0420", SALE, "40", "mti"),
+    ("unsupported-processing-code", "0200", with_(SALE, f3="990000"), "40", "3"),
+    ("refund-of-sale-code", "0220", with_(REFUND, f3="000000"), "40", "3"),
+    ("bad-expiry-month", "0200", with_(SALE, f14="2813"), "30", "14"),
+    ("expiry-month-00", "0200", with_(SALE, f14="2800"), "30", "14"),
+    (
+        "bad-expiry-in-track-2",
+        "0200",
+        with_(SALE, f2=None, f14=None, f35="6222021000111122221=2813101"),
+        "30",
+        "14",
+    ),
+    ("unsupported-currency", "0200", with_(SALE, f49="999"), "30", "49"),
+    ("balance-unsupported-currency", "0200", with_(BALANCE, f49="999"), "30", "49"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mti", "fields", "code", "field"),
+    [case[1:] for case in REFUSALS],
+    ids=[case[0] for case in REFUSALS],
+)
+def test_refusals(mti: str, fields: Fields, code: str, field: str | None) -> None:
+    with pytest.raises(TransactionRefused) as info:
+        request_from_pos(mti, fields)
+    assert info.value.response_code == code
+    assert info.value.field == field
+    # The message never carries the card number.
+    assert PAN not in str(info.value)
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mti", "expected"),
+    [("0200", "0210"), ("0220", "0230"), ("0400", "0410"), ("0800", "0810"), ("0820", "0830")],
+)
+def test_response_mti(mti: str, expected: str) -> None:
+    assert response_mti(mti) == expected
+
+
+def test_sample_approval_fields() -> None:
+    outcome = Outcome(code="00", rrn="532614000123", auth_code="A1B2C3")
+    assert response_fields(SALE, outcome, STAMP, ACQUIRER) == {
+        2: PAN,
+        3: "000000",
+        4: "000000010000",
+        11: "000123",
+        12: "143015",
+        13: "1122",
+        32: ACQUIRER,
+        37: "532614000123",
+        38: "A1B2C3",
+        39: "00",
+        41: "POS00001",
+        42: "898310048990001",
+        49: "156",
+        60: "22000042",
+    }
+
+
+def test_sample_approval_bytes(cup_codec: Iso8583Codec) -> None:
+    envelope, message = split_pos_frame(SALE_FRAME[2:])
+    request = cup_codec.decode(message)
+    outcome = Outcome(code="00", rrn="532614000123", auth_code="A1B2C3")
+    fields = response_fields(request.fields, outcome, STAMP, ACQUIRER)
+    reply = cup_codec.encode(response_mti(request.mti), fields)
+    payload = join_pos_frame(envelope.reply(), reply)
+    assert len(payload).to_bytes(2, "big") + payload == APPROVAL_FRAME
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "outcome", "present", "absent"),
+    [
+        # declined: no 38 even if the bank sent an auth code
+        (
+            SALE,
+            Outcome(code="51", rrn="532614000123", auth_code="A1B2C3"),
+            {37: "532614000123", 39: "51"},
+            {38, 54},
+        ),
+        # approved without an auth code: no 38
+        (SALE, Outcome(code="00", rrn="532614000123"), {39: "00"}, {38}),
+        # refused before an RRN was assigned: no 37
+        (SALE, Outcome(code="30"), {39: "30"}, {37, 38}),
+        # a balance inquiry's answer carries 54
+        (
+            BALANCE,
+            Outcome(code="00", rrn="532614000124", balance="1002156C000000012345"),
+            {3: "310000", 39: "00", 54: "1002156C000000012345"},
+            {4, 38},
+        ),
+        # what the request did not send is not echoed; 14, 22, 25 never are
+        (with_(SALE, f2=None, f35=TRACK2), Outcome(code="00", rrn="1"), {}, {2, 14, 22, 25, 35}),
+        (VOID, Outcome(code="00", rrn="1"), {}, {61, 14, 22, 25}),
+    ],
+)
+def test_response_fields(
+    request_fields: Fields, outcome: Outcome, present: dict[int, str], absent: set[int]
+) -> None:
+    fields = response_fields(request_fields, outcome, STAMP, ACQUIRER)
+    for number in (3, 11, 41, 42, 49, 60):
+        assert fields[number] == request_fields[number]
+    assert fields[12] == "143015"
+    assert fields[13] == "1122"
+    assert fields[32] == ACQUIRER
+    for number, value in present.items():
+        assert fields[number] == value
+    assert not absent & fields.keys()
+
+
+def test_void_response_carries_its_own_rrn_not_the_originals() -> None:
+    fields = response_fields(VOID, Outcome(code="00", rrn="532614000200"), STAMP, ACQUIRER)
+    assert fields[37] == "532614000200"
+
+
+@pytest.mark.parametrize(
+    ("reserved", "batch", "rewritten"),
+    [
+        ("00000042001", "000043", "00000043001"),
+        ("00000001001", "000002", "00000002001"),
+        ("00999999001", "000000", "00000000001"),
+        ("00000042", "000043", "00000043"),
+    ],
+)
+def test_sign_on_starts_a_new_batch(reserved: str, batch: str, rewritten: str) -> None:
+    outcome = Outcome(code="00", rrn="532614000001", batch=batch)
+    fields = response_fields(with_(SIGN_ON, f60=reserved), outcome, STAMP, ACQUIRER)
+    assert fields[60] == rewritten
+    assert fields[37] == "532614000001"
+    assert fields[39] == "00"
+    assert not {2, 3, 4, 49} & fields.keys()
+
+
+def test_echo_keeps_60() -> None:
+    fields = response_fields(ECHO, Outcome(code="00"), STAMP, ACQUIRER)
+    assert fields[60] == ECHO[60]
+    assert fields[39] == "00"
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        {},
+        {41: "POS00001", 42: "898310048990001"},
+        {11: "000123", 42: "898310048990001"},
+        {11: b"\x00\x01\x23", 41: "POS00001"},
+        {11: "000123", 41: b"POS00001"},
+    ],
+)
+def test_format_error_cannot_be_addressed(partial: Fields) -> None:
+    assert format_error_fields(partial, STAMP, ACQUIRER) is None
+
+
+def test_format_error_fields() -> None:
+    partial: Fields = {3: "000000", 11: "000123", 41: "POS00001", 60: "22000042"}
+    fields = format_error_fields(partial, STAMP, ACQUIRER)
+    assert fields == {
+        3: "000000",
+        11: "000123",
+        12: "143015",
+        13: "1122",
+        32: ACQUIRER,
+        39: "30",
+        41: "POS00001",
+        60: "22000042",
+    }
