@@ -1,0 +1,124 @@
+"""Card data at rest (PCI DSS 3.3, 3.5).
+
+A card number is kept only as: its masked form (first 6 / last 4), a keyed HMAC for
+look-ups (comparable, not reversible), and AES-256-GCM ciphertext for what must be sent
+to a bank again (reversals, voids, refunds). Track 2, PIN block and CVV2 are never
+written anywhere: nothing here takes them.
+
+Keys come from a key file or an environment variable named in config. Each ciphertext
+starts with its key's id, so keys can be rotated: old ids stay readable while a new
+key seals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tomllib
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from switch.errors import ConfigError
+
+NONCE_BYTES: Final = 12
+KEY_BYTES: Final = 32
+
+
+class CardKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One generation of keys: ``id`` (1..255) prefixes what it seals."""
+
+    id: int
+    hmac_key: str
+    """Hex, 32 bytes: keys the look-up HMAC."""
+    aes_key: str
+    """Hex, 32 bytes: AES-256-GCM."""
+
+
+class CardKeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    active: int
+    """The id of the key that seals; the others only open."""
+    keys: tuple[CardKey, ...]
+    demo: bool = False
+    """Set in the demo key file: logged loudly at start-up."""
+
+
+class CardVault:
+    """Seals and opens card numbers, and computes their look-up HMACs."""
+
+    def __init__(self, key_file: CardKeyFile) -> None:
+        self.demo = key_file.demo
+        self._aead: dict[int, AESGCM] = {}
+        hmac_keys: dict[int, bytes] = {}
+        for key in key_file.keys:
+            if not 1 <= key.id <= 255:
+                raise ConfigError(f"card key id {key.id} is outside 1..255")
+            aes, mac = _hex_key(key.aes_key, key.id), _hex_key(key.hmac_key, key.id)
+            self._aead[key.id] = AESGCM(aes)
+            hmac_keys[key.id] = mac
+        if key_file.active not in self._aead:
+            raise ConfigError(f"active card key {key_file.active} is not among the keys")
+        self._active = key_file.active
+        # Look-ups must match across rotations: the HMAC key stays that of the active
+        # generation, and a rotation re-keys the look-up column in one migration.
+        self._hmac_key = hmac_keys[key_file.active]
+
+    def lookup(self, pan: str) -> bytes:
+        return self.digest(pan)
+
+    def digest(self, text: str | bytes) -> bytes:
+        """Keyed HMAC-SHA256: comparable, not reversible without the key."""
+        data = text.encode() if isinstance(text, str) else text
+        return hmac.new(self._hmac_key, data, hashlib.sha256).digest()
+
+    def seal(self, pan: str, *, context: bytes = b"pan") -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        key_id = self._active
+        sealed = self._aead[key_id].encrypt(nonce, pan.encode(), context)
+        return bytes([key_id]) + nonce + sealed
+
+    def open(self, blob: bytes, *, context: bytes = b"pan") -> str:
+        key_id, nonce, sealed = blob[0], blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise ConfigError(f"card key {key_id} is needed to open stored card data")
+        return aead.decrypt(nonce, sealed, context).decode()
+
+
+def _hex_key(text: str, key_id: int) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"card key {key_id}: not hex") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"card key {key_id}: must be {KEY_BYTES} bytes, not {len(key)}")
+    return key
+
+
+def load_card_keys(*, key_file: Path | None, key_env: str | None) -> CardKeyFile:
+    """The key file's content, from the environment variable (TOML text) when it is set,
+    else from the file."""
+    if key_env and os.environ.get(key_env):
+        text, source = os.environ[key_env], f"${key_env}"
+    elif key_file is not None:
+        try:
+            text, source = key_file.read_text(), str(key_file)
+        except OSError as exc:
+            raise ConfigError(f"cannot read card keys from {key_file}: {exc}") from exc
+    else:
+        raise ConfigError("no card keys: set [journal] key_file or key_env")
+    try:
+        return msgspec.convert(tomllib.loads(text), CardKeyFile)
+    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"card keys in {source}: {exc}") from exc
+
+
+def new_key_file_text(key_id: int = 1) -> str:
+    """A fresh key file (``switch keys new``)."""
+    return (
+        f"active = {key_id}\n\n[[keys]]\nid = {key_id}\n"
+        f'hmac_key = "{os.urandom(KEY_BYTES).hex()}"\naes_key = "{os.urandom(KEY_BYTES).hex()}"\n'
+    )

@@ -1,0 +1,194 @@
+"""The journal: every transaction and every change of its state, in SQLite (WAL).
+
+One writer task owns the write connection. Callers hand it operations; it commits
+whatever has gathered in one transaction, in a worker thread, so durability costs one
+fsync per group rather than per transaction. With ``durability = "sync"`` a caller's
+``commit`` returns only once its operations are on disk: the switch commits a request
+before it leaves for a bank, and the bank's answer before it leaves for the terminal.
+``"async"`` returns once queued: faster, and a crash may lose the last group.
+
+Reads use a second connection (WAL lets readers and the writer work at once), one at a
+time, also in a worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import structlog
+import trio
+
+from switch.errors import SwitchError
+from switch.store.schema import migrate
+
+log = structlog.get_logger()
+
+Operation = Callable[[sqlite3.Connection], None]
+Durability = Literal["sync", "async"]
+Result = TypeVar("Result")
+
+
+class JournalError(SwitchError):
+    """The journal could not commit: nothing that depended on it may be answered 00."""
+
+    response_code = "96"
+
+
+class JournalFile:
+    """The SQLite file and its two connections; plain blocking calls, run in threads."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = _connect(self.path)
+        writer.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk (WAL fsync) before it returns, power loss included.
+        writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+        migrate(writer)
+        self._writer = writer
+        self._reader = _connect(self.path)
+
+    def close(self) -> None:
+        for connection in (self._writer, self._reader):
+            if connection is not None:
+                connection.close()
+        self._writer = self._reader = None
+
+    def apply(self, operations: Sequence[Operation]) -> None:
+        """Runs the operations in one transaction: all of them commit, or none."""
+        connection = self._writer
+        assert connection is not None, "journal is not open"
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for operation in operations:
+                operation(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+        connection = self._reader
+        assert connection is not None, "journal is not open"
+        return query(connection)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode (isolation_level=None): transactions are explicit. The connection
+    # moves between worker threads but is only ever used by one at a time.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout = 10000")
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+class _Group:
+    __slots__ = ("done", "error", "operations")
+
+    def __init__(self, operations: Sequence[Operation], wait: bool) -> None:
+        self.operations = operations
+        self.done = trio.Event() if wait else None
+        self.error: BaseException | None = None
+
+
+class Journal:
+    def __init__(
+        self,
+        file: JournalFile,
+        *,
+        durability: Durability = "sync",
+        queue_size: int = 4096,
+        max_group: int = 512,
+    ) -> None:
+        self.file = file
+        self.durability = durability
+        self.max_group = max_group
+        self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
+        self._read_lock = trio.Lock()
+        self.commits = 0
+        self.operations = 0
+        self.failures = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Opens the file, then commits groups until cancelled; what was queued when it
+        is cancelled is still committed before it returns."""
+        await trio.to_thread.run_sync(self.file.open)
+        log.info("journal_opened", path=str(self.file.path), durability=self.durability)
+        try:
+            task_status.started()
+            async for group in self._receive:
+                await self._commit_gathered(group)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._flush_remaining()
+                await trio.to_thread.run_sync(self.file.close)
+
+    async def _commit_gathered(self, first: _Group) -> None:
+        groups = [first]
+        operation_count = len(first.operations)
+        while operation_count < self.max_group:
+            try:
+                group = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            groups.append(group)
+            operation_count += len(group.operations)
+        operations = [operation for group in groups for operation in group.operations]
+        try:
+            await trio.to_thread.run_sync(self.file.apply, operations)
+        except Exception as exc:
+            self.failures += 1
+            log.critical("journal_commit_failed", error=repr(exc), operations=len(operations))
+            for group in groups:
+                group.error = exc
+        else:
+            self.commits += 1
+            self.operations += len(operations)
+        for group in groups:
+            if group.done is not None:
+                group.done.set()
+
+    async def _flush_remaining(self) -> None:
+        while True:
+            try:
+                group = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self._commit_gathered(group)
+
+    async def commit(self, *operations: Operation, durable: bool | None = None) -> None:
+        """Commits the operations together. Waits until they are on disk when the
+        journal is "sync" (or ``durable=True``); raises JournalError if they failed."""
+        wait = self.durability == "sync" if durable is None else durable
+        group = _Group(operations, wait)
+        await self._send.send(group)  # bounded: a slow disk holds callers back here
+        if group.done is None:
+            return
+        await group.done.wait()
+        if group.error is not None:
+            raise JournalError(f"journal commit failed: {group.error!r}") from group.error
+
+    async def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+        async with self._read_lock:
+            return await trio.to_thread.run_sync(self.file.read, query)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "commits": self.commits,
+            "operations": self.operations,
+            "failures": self.failures,
+            "queued": self._send.statistics().current_buffer_used,
+        }
+
+
+def now_s() -> float:
+    return time.time()

@@ -1,0 +1,108 @@
+"""The journal's schema, as numbered migrations applied in order at start-up.
+
+The version is SQLite's ``user_version``; a database newer than this code refuses to
+open rather than be misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: transactions, their state changes, store-and-forward, online idempotency.
+    """
+    CREATE TABLE txn (
+        rrn TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,                 -- sale, balance, void, refund
+        channel TEXT NOT NULL,              -- pos, online
+        request_mti TEXT NOT NULL,          -- as the terminal sent it
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        stan TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        local_date TEXT NOT NULL,           -- MMDD at the switch
+        online_id TEXT,
+        request_digest BLOB,                -- keyed digest of what was asked, for duplicates
+        pan_masked TEXT NOT NULL,           -- first 6 / last 4
+        pan_hmac BLOB NOT NULL,             -- keyed, for look-ups
+        pan_sealed BLOB NOT NULL,           -- AES-GCM, to send reversals
+        amount INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        bank TEXT NOT NULL,
+        bank_mti TEXT,
+        bank_stan TEXT,
+        transmission TEXT,                  -- field 7 as sent
+        bank_processing_code TEXT,
+        original_rrn TEXT,                  -- a void's or refund's sale
+        state TEXT NOT NULL,                -- sending, approved, declined, no_answer, not_sent
+        code TEXT,
+        auth_code TEXT,
+        balance TEXT,
+        refunded INTEGER NOT NULL DEFAULT 0,
+        voided INTEGER NOT NULL DEFAULT 0,
+        reversed INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX txn_by_terminal ON txn (terminal_id, merchant_id, stan, batch, local_date);
+    CREATE INDEX txn_by_online_id ON txn (merchant_id, online_id) WHERE online_id IS NOT NULL;
+    CREATE INDEX txn_in_doubt ON txn (state) WHERE state = 'sending';
+    CREATE INDEX txn_by_created ON txn (created_at);
+
+    CREATE TABLE txn_event (
+        id INTEGER PRIMARY KEY,
+        rrn TEXT NOT NULL,
+        at REAL NOT NULL,
+        state TEXT NOT NULL,
+        code TEXT,
+        detail TEXT
+    );
+    CREATE INDEX txn_event_by_rrn ON txn_event (rrn);
+
+    CREATE TABLE saf (
+        id INTEGER PRIMARY KEY,
+        rrn TEXT NOT NULL UNIQUE REFERENCES txn (rrn),
+        bank TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,                -- pending, delivered, manual
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_result TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX saf_due ON saf (bank, state, next_attempt_at);
+
+    CREATE TABLE idempotency (
+        merchant_id TEXT NOT NULL,
+        online_id TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        response BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (merchant_id, online_id)
+    );
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+    """,
+)
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer version of the switch."""
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Applies the migrations the database lacks; returns the version it is now at."""
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"journal schema version {version} is newer than this switch ({SCHEMA_VERSION})"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        with connection:  # each migration and its version bump commit together
+            connection.executescript(
+                f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
+            )
+    return SCHEMA_VERSION
