@@ -1,13 +1,16 @@
 """The switch process: builds every part from the config and runs them in nurseries.
 
-Start order: bank simulators (when ``simulate = true``), bank connectors, then the
+Start order: the journal (and recovery of what a crash left in doubt), bank simulators
+(when ``simulate = true``), bank connectors and their store-and-forward tasks, then the
 channel listeners, so that a caller of ``nursery.start(app.run)`` may send traffic at
 once. Shutdown runs the other way: the listeners stop accepting and reading, in-flight
-transactions get ``shutdown_grace_s`` to finish, then the bank side is cancelled.
+transactions get ``shutdown_grace_s`` to finish, the bank side is cancelled, and the
+journal commits what is queued and closes.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
@@ -23,8 +26,12 @@ from switch.net.bank_link import BankConnector
 from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
+from switch.net.saf import ReversalForwarder
 from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
+from switch.store import records
+from switch.store.crypto import CardVault, load_card_keys
+from switch.store.journal import Journal, JournalFile
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
 
@@ -52,9 +59,20 @@ class SwitchApp:
     def __init__(self, config: SwitchConfig) -> None:
         self.config = config
         self.codecs = Codecs(config.dialects_path())
+        key_file = config.journal.key_file
+        # Keys are read here, before anything runs, so a missing or bad key file stops
+        # the start with a message naming it.
+        self.vault = CardVault(
+            load_card_keys(
+                key_file=config.path(key_file) if key_file else None,
+                key_env=config.journal.key_env,
+            )
+        )
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
+        self.journal: Journal | None = None
+        self.forwarders: dict[str, ReversalForwarder] = {}
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
         self._channels: trio.Nursery | None = None
@@ -74,6 +92,28 @@ class SwitchApp:
     ) -> None:
         """Runs the switch until :meth:`shutdown` has drained it (or it is cancelled)."""
         config = self.config
+        journal_config = config.journal
+        vault = self.vault
+        if vault.demo:
+            log.warning(
+                "demo_card_keys", note="the demo key file is public: never use it for real cards"
+            )
+        journal = self.journal = Journal(
+            JournalFile(config.path(journal_config.path)),
+            durability=journal_config.durability,
+            queue_size=journal_config.queue_size,
+            max_group=journal_config.max_group,
+        )
+        async with trio.open_nursery() as store_side:
+            await store_side.start(journal.run)
+            await self._run_banks_and_channels(journal, vault, task_status)
+            store_side.cancel_scope.cancel()
+        log.info("switch_stopped")
+
+    async def _run_banks_and_channels(
+        self, journal: Journal, vault: CardVault, task_status: trio.TaskStatus[SwitchApp]
+    ) -> None:
+        config = self.config
         utc_offset_h = config.switch.utc_offset_h
         async with trio.open_nursery() as bank_side:
             banks: dict[str, BankSection] = {}
@@ -91,25 +131,47 @@ class SwitchApp:
                 self.connectors[name] = connector
                 await bank_side.start(connector.run)
 
+            institution = Institution(config.switch.acquirer_id, config.switch.forwarding_id)
+            for name, connector in self.connectors.items():
+                self.forwarders[name] = ReversalForwarder(
+                    connector, journal, vault, institution, config.saf, utc_offset_h=utc_offset_h
+                )
             switchboard = self.switchboard = Switchboard(
-                bins=BinTable((route.prefix, route.bank) for route in config.routes),
+                bins=BinTable(
+                    (route.prefix, route.bank, route.secondary) for route in config.routes
+                ),
                 connectors=self.connectors,
-                institution=Institution(config.switch.acquirer_id, config.switch.forwarding_id),
+                institution=institution,
                 book=TransactionBook(max_records=config.book.max_records),
+                journal=journal,
+                vault=vault,
                 utc_offset_h=utc_offset_h,
+                reversals=_Nudger(self.forwarders),
             )
+            await switchboard.recover(
+                recovery_since=time.time() - config.journal.recovery_days * 86400,
+                max_records=config.book.max_records,
+            )
+            for name, forwarder in self.forwarders.items():
+                bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             pos_protocol = PosProtocol(
                 self.codecs.get(config.pos.dialect),
                 switchboard,
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
             )
+            idempotency = IdempotencyBook(
+                keep_s=config.online.idempotency_keep_s,
+                max_entries=config.online.idempotency_max_entries,
+            )
+            kept_since = time.time() - config.online.idempotency_keep_s
+            for entry in await journal.read(records.idempotency_since(kept_since)):
+                idempotency.load(*entry)
+            bank_side.start_soon(self._purge_idempotency, journal, idempotency)
             online_protocol = OnlineProtocol(
                 switchboard,
-                IdempotencyBook(
-                    keep_s=config.online.idempotency_keep_s,
-                    max_entries=config.online.idempotency_max_entries,
-                ),
+                idempotency,
+                vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
             )
@@ -128,7 +190,14 @@ class SwitchApp:
                 task_status.started(self)
             # Every connection has ended: nothing is in flight any more.
             bank_side.cancel_scope.cancel()
-        log.info("switch_stopped")
+
+    async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
+        """Forgets online results older than they must be kept, hourly."""
+        keep_s = self.config.online.idempotency_keep_s
+        while True:
+            await trio.sleep(3600)
+            idempotency.expire(time.time())
+            await journal.commit(records.purge_idempotency(time.time() - keep_s), durable=False)
 
     def shutdown(self) -> None:
         """Stops accepting and reading; in-flight transactions have the grace period to
@@ -144,7 +213,20 @@ class SwitchApp:
 
     def statistics(self) -> dict[str, object]:
         return {
+            "saf": [forwarder.statistics() for forwarder in self.forwarders.values()],
             "switchboard": self.switchboard.statistics() if self.switchboard else None,
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+class _Nudger:
+    """Hands the switchboard's "a reversal was queued" to the bank's forwarder."""
+
+    def __init__(self, forwarders: dict[str, ReversalForwarder]) -> None:
+        self._forwarders = forwarders
+
+    def nudge(self, bank: str) -> None:
+        forwarder = self._forwarders.get(bank)
+        if forwarder is not None:
+            forwarder.nudge()

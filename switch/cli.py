@@ -94,13 +94,17 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
+    try:
+        app = SwitchApp(config)
+    except (ConfigError, KeyError) as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
     configure_logging(config.log.level)
-    trio.run(_run_switch, config)
+    trio.run(_run_switch, app)
     return 0
 
 
-async def _run_switch(config: SwitchConfig) -> None:
-    app = SwitchApp(config)
+async def _run_switch(app: SwitchApp) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, app)
         await app.run()

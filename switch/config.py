@@ -92,17 +92,55 @@ class BankSection(_Section, frozen=True, kw_only=True):
     sign_on_timeout_s: PositiveSeconds = 5.0
     reconnect_min_s: PositiveSeconds = 0.1
     reconnect_max_s: PositiveSeconds = 10.0
+    circuit_timeouts: Count = 5
+    """Consecutive issuer timeouts that open the bank's circuit (answered 91 at once)."""
+    circuit_open_s: PositiveSeconds = 5.0
+    """How long an open circuit refuses before one request probes the bank again."""
     sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
 
 
 class RouteSection(_Section, frozen=True, kw_only=True):
     prefix: BinPrefix
     bank: BankName
+    secondary: BankName | None = None
+    """Used while the primary bank's circuit is open (all links down, or timing out)."""
 
 
 class BookSection(_Section, frozen=True, kw_only=True):
     max_records: Count = 1_000_000
     """Transactions kept in memory as originals for voids, refunds and reversals."""
+
+
+class JournalSection(_Section, frozen=True, kw_only=True):
+    path: str = "var/journal.sqlite3"
+    """The SQLite file, relative to the config file."""
+    durability: Literal["sync", "async"] = "sync"
+    """sync: a request is on disk before it leaves for a bank, and the bank's answer
+    before it leaves for the terminal. async: commits are queued, not awaited: faster,
+    and a crash may lose the last group of commits (and so leave a bank's approval that
+    the switch does not know to reverse). Choose async only knowing that."""
+    key_file: str | None = "card-keys.toml"
+    """Card data keys (a TOML file, relative to the config file); see switch.store.crypto."""
+    key_env: str | None = "SWITCH_CARD_KEYS"
+    """An environment variable holding the key file's text; wins over key_file when set."""
+    max_group: Count = 512
+    """Operations committed together at most."""
+    queue_size: Count = 8192
+    recovery_days: Count = 30
+    """Transactions this recent are loaded at start-up as originals."""
+
+
+class SafSection(_Section, frozen=True, kw_only=True):
+    """Store-and-forward of reversals, per bank."""
+
+    max_attempts: Count = 10
+    """After this many failed attempts a reversal waits in state manual for an operator."""
+    backoff_min_s: PositiveSeconds = 1.0
+    backoff_max_s: PositiveSeconds = 300.0
+    poll_interval_s: PositiveSeconds = 1.0
+    """How often the queue is read for due reversals (and operator retries)."""
+    concurrency: Count = 8
+    """Reversals in flight at once per bank."""
 
 
 class LogSection(_Section, frozen=True, kw_only=True):
@@ -117,11 +155,17 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     routes: tuple[RouteSection, ...]
     log: LogSection = msgspec.field(default_factory=LogSection)
     book: BookSection = msgspec.field(default_factory=BookSection)
+    journal: JournalSection = msgspec.field(default_factory=JournalSection)
+    saf: SafSection = msgspec.field(default_factory=SafSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
 
     def dialects_path(self) -> Path:
         return Path(self.base_dir) / self.switch.dialects_dir
+
+    def path(self, relative: str) -> Path:
+        """A path named in the config, resolved against the config file's folder."""
+        return Path(self.base_dir) / relative
 
 
 def load_config(path: str | Path) -> SwitchConfig:
@@ -146,8 +190,9 @@ def check_config(config: SwitchConfig) -> None:
         raise ConfigError("no [banks.*] section: the switch needs at least one bank")
     seen: set[str] = set()
     for route in config.routes:
-        if route.bank not in config.banks:
-            raise ConfigError(f"routes: prefix {route.prefix} names unknown bank {route.bank!r}")
+        for bank in (route.bank, route.secondary):
+            if bank is not None and bank not in config.banks:
+                raise ConfigError(f"routes: prefix {route.prefix} names unknown bank {bank!r}")
         if route.prefix in seen:
             raise ConfigError(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,11 @@ def make_config(**sections: dict[str, Any]) -> SwitchConfig:
     """The test config with sections merged in: ``make_config(banks={"icbc": {...}})``
     updates the icbc bank; other keys update top-level sections."""
     raw = copy.deepcopy(BASE_CONFIG)
+    raw["journal"] = {
+        "path": str(Path(tempfile.mkdtemp(prefix="switch-test-")) / "journal.sqlite3"),
+        "key_file": str(REPO / "conf" / "card-keys.toml"),
+        "key_env": None,
+    }
     for section, values in sections.items():
         if section == "banks":
             for bank, settings in values.items():

@@ -22,6 +22,12 @@ def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
     for port in ("8583", "8584", "9101", "9102", "9103", "9104"):
         text = text.replace(f"port = {port}", "port = 0")
     text = text.replace('dialects_dir = "dialects"', f'dialects_dir = "{DIALECTS}"')
+    text = text.replace(
+        'key_file = "card-keys.toml"', f'key_file = "{REPO / "conf" / "card-keys.toml"}"'
+    )
+    text = text.replace(
+        'path = "../var/journal.sqlite3"', f'path = "{tmp_path / "journal.sqlite3"}"'
+    )
     text = text.replace("shutdown_grace_s = 10.0", "shutdown_grace_s = 5.0")
     if latency_ms:
         text += f"\n[banks.icbc.sim]\nlatency_ms = {latency_ms}\n"

@@ -20,44 +20,65 @@ from switch.core.bank import OriginalData, ReversalSubject
 from switch.errors import TransactionRefused
 
 Kind = Literal["sale", "balance", "void", "refund"]
-State = Literal["in_flight", "approved", "declined", "no_answer", "not_sent"]
+State = Literal["sending", "approved", "declined", "no_answer", "not_sent"]
+"""``sending``: written and maybe at the bank; ``no_answer``: it may have reached the
+bank and got no final answer (a reversal is queued); ``not_sent``: it never left."""
 
 
 class TxnRecord(msgspec.Struct, kw_only=True):
-    """One bank-bound transaction and what has happened to it since."""
+    """One bank-bound transaction and what has happened to it since.
+
+    The card number is held as the journal holds it: masked, keyed HMAC (to compare)
+    and sealed (to send again); the clear number lives only in the request in flight.
+    """
 
     kind: Kind
     rrn: str
     bank: str
+    channel: str
+    request_mti: str
     terminal_id: str
     merchant_id: str
     stan: str
     batch: str
     local_date: str
-    pan: str
+    pan_masked: str
+    pan_hmac: bytes
+    pan_sealed: bytes
     amount: int
     currency: str
     bank_processing_code: str
     online_id: str | None = None
+    request_digest: bytes | None = None
+    """Keyed digest of what the terminal asked: a repeat must ask the same."""
     original_rrn: str | None = None
     """For a void or refund: the sale it acts on."""
     sent: OriginalData | None = None
     """Set once the message left for the bank: what a reversal's field 90 repeats."""
-    state: State = "in_flight"
+    state: State = "sending"
     code: str | None = None
     auth_code: str | None = None
+    balance: str | None = None
     refunded: int = 0
     refund_reserved: int = 0
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
 
-    def reversal_subject(self) -> ReversalSubject | None:
-        """What a reversal of this message repeats; None if it never reached a bank."""
+    @property
+    def request_key(self) -> RequestKey:
+        return (
+            self.terminal_id, self.merchant_id, self.batch, self.stan, self.local_date,
+            self.request_mti,
+        )  # fmt: skip
+
+    def reversal_subject(self, pan: str) -> ReversalSubject | None:
+        """What a reversal of this message repeats (``pan`` opened from ``pan_sealed``);
+        None if it never left for a bank."""
         if self.sent is None:
             return None
         return ReversalSubject(
-            pan=self.pan,
+            pan=pan,
             processing_code=self.bank_processing_code,
             amount=self.amount,
             currency=self.currency,
@@ -72,15 +93,19 @@ class TxnRecord(msgspec.Struct, kw_only=True):
 
 
 TerminalTrace = tuple[str, str, str, str]
+RequestKey = tuple[str, str, str, str, str, str]
+"""terminal, merchant, batch, STAN, local date, MTI: a POS request's identity. A
+repeat with the same key is a duplicate (pos-cup.md terminals resend on time-out)."""
 
 
 class TransactionBook:
-    __slots__ = ("_by_online_id", "_by_rrn", "_by_trace", "max_records")
+    __slots__ = ("_by_online_id", "_by_request", "_by_rrn", "_by_trace", "max_records")
 
     def __init__(self, *, max_records: int) -> None:
         self.max_records = max_records
         self._by_rrn: OrderedDict[str, TxnRecord] = OrderedDict()
         self._by_trace: dict[TerminalTrace, TxnRecord] = {}
+        self._by_request: dict[RequestKey, TxnRecord] = {}
         self._by_online_id: dict[tuple[str, str], TxnRecord] = {}
 
     def __len__(self) -> int:
@@ -89,6 +114,7 @@ class TransactionBook:
     def add(self, record: TxnRecord) -> None:
         self._by_rrn[record.rrn] = record
         self._by_trace[_trace_of(record)] = record
+        self._by_request[record.request_key] = record
         if record.online_id is not None:
             self._by_online_id[(record.merchant_id, record.online_id)] = record
         while len(self._by_rrn) > self.max_records:
@@ -99,6 +125,8 @@ class TransactionBook:
         trace = _trace_of(record)
         if self._by_trace.get(trace) is record:
             del self._by_trace[trace]
+        if self._by_request.get(record.request_key) is record:
+            del self._by_request[record.request_key]
         if record.online_id is not None:
             key = (record.merchant_id, record.online_id)
             if self._by_online_id.get(key) is record:
@@ -109,6 +137,9 @@ class TransactionBook:
 
     def by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
         return self._by_online_id.get((merchant_id, online_id))
+
+    def by_request(self, key: RequestKey) -> TxnRecord | None:
+        return self._by_request.get(key)
 
     def by_trace(
         self, terminal_id: str, merchant_id: str, batch: str, stan: str
@@ -153,17 +184,25 @@ class TransactionBook:
         original.refund_reserved += amount
 
     def settle(
-        self, record: TxnRecord, *, state: State, code: str | None, auth_code: str | None
-    ) -> None:
-        """Records a bank's answer (or its absence) and releases what was reserved."""
+        self,
+        record: TxnRecord,
+        *,
+        state: State,
+        code: str | None,
+        auth_code: str | None = None,
+        balance: str | None = None,
+    ) -> TxnRecord | None:
+        """Records a bank's answer (or its absence) and releases what was reserved.
+        Returns the original it changed, if any (to be journaled with the record)."""
         record.state = state
         record.code = code
         record.auth_code = auth_code
+        record.balance = balance
         if record.original_rrn is None:
-            return
+            return None
         original = self._by_rrn.get(record.original_rrn)
         if original is None:
-            return
+            return None
         approved = state == "approved"
         if record.kind == "void":
             original.void_pending = False
@@ -172,21 +211,24 @@ class TransactionBook:
             original.refund_reserved -= record.amount
             if approved:
                 original.refunded += record.amount
+        return original
 
-    def mark_reversed(self, record: TxnRecord) -> None:
-        """A reversal of ``record`` is being sent: undo its effect on its original."""
+    def mark_reversed(self, record: TxnRecord) -> TxnRecord | None:
+        """A reversal of ``record`` is queued: undo its effect on its original. Returns
+        the original it changed, if any (to be journaled with the record)."""
         if record.reversed:
-            return
+            return None
         record.reversed = True
         if record.state != "approved" or record.original_rrn is None:
-            return
+            return None
         original = self._by_rrn.get(record.original_rrn)
         if original is None:
-            return
+            return None
         if record.kind == "void":
             original.voided = False
         elif record.kind == "refund":
             original.refunded -= record.amount
+        return original
 
 
 def _trace_of(record: TxnRecord) -> TerminalTrace:

@@ -37,6 +37,11 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
         return self.local.strftime("%H%M%S")
 
     @property
+    def rrn_day(self) -> str:
+        """The RRN's day prefix: last digit of the local year, day of the year."""
+        return f"{self.local.year % 10}{self.local.timetuple().tm_yday:03d}"
+
+    @property
     def local_date(self) -> str:
         """Field 13: MMDD local."""
         return self.local.strftime("%m%d")

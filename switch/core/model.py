@@ -64,8 +64,11 @@ class OriginalRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class _Request(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     acceptor: Acceptor
     stan: str
-    """The terminal's trace number (online: derived from the request id)."""
+    """The terminal's trace number (online: assigned by the switch)."""
     batch: str = "000000"
+    request_mti: str = "online"
+    """The MTI the terminal sent; with 11, 41, 42, 60.2 and the date, a POS request's
+    identity for duplicate detection."""
 
 
 class SignOn(_Request, frozen=True, kw_only=True):

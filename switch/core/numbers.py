@@ -26,21 +26,35 @@ class RrnAllocator:
     """Keeps a sequence per local day (the last few), because requests stamped either
     side of midnight may ask for their RRNs out of order."""
 
-    __slots__ = ("_next",)
+    __slots__ = ("_floored", "_next")
 
     DAYS_KEPT = 3
 
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
+        self._floored: set[str] = set()
+        """Days whose sequence has been raised to the time of day it was first used."""
+
+    def resume(self, day: str, sequence: int) -> None:
+        """Never hands out a number of ``day`` below ``sequence`` (the journal's
+        high-water mark after a restart)."""
+        self._next[day] = max(sequence, self._next.get(day, 0))
 
     def allocate(self, local: datetime) -> str:
         day = f"{local.year % 10}{local.timetuple().tm_yday:03d}"
-        sequence = self._next.get(day)
-        if sequence is None:
-            # A day first seen starts from its time of day, as a fresh start would.
-            sequence = (local.hour * 3600 + local.minute * 60 + local.second) * 1000
-            if len(self._next) >= self.DAYS_KEPT:
-                del self._next[next(iter(self._next))]
+        if day in self._floored:
+            sequence = self._next[day]
+        else:
+            # A day's first number is at least its time of day x 1000, as a fresh start
+            # would choose, so numbers given before a restart (journaled or not) stay
+            # behind it.
+            time_of_day = (local.hour * 3600 + local.minute * 60 + local.second) * 1000
+            sequence = max(self._next.get(day, 0), time_of_day)
+            self._floored.add(day)
+            while len(self._next) >= self.DAYS_KEPT and day not in self._next:
+                forgotten = next(iter(self._next))
+                del self._next[forgotten]
+                self._floored.discard(forgotten)
         if sequence >= SEQUENCE_LIMIT:
             raise RrnExhausted(f"RRN sequence for day {day} is exhausted")
         self._next[day] = sequence + 1

@@ -3,8 +3,8 @@ channel's idempotency rules. Pure Python, no I/O."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -155,15 +155,15 @@ class IdempotencyEntry(msgspec.Struct):
 _fingerprint_encoder: Final = msgspec.msgpack.Encoder()
 
 
-def fingerprint(request: wire.OnlineRequest) -> bytes:
-    """A digest of the request's content: two requests with the same id compare by it.
-    CVV2 is left out (it must not be recoverable from anything kept, and a digest of
-    three digits and a known PAN would be), so only the digest is stored."""
+def fingerprint(request: wire.OnlineRequest, digest: Callable[[bytes], bytes]) -> bytes:
+    """A keyed digest of the request's content: two requests with the same id compare
+    by it. It is keyed (``digest`` is an HMAC) because the content holds a card number;
+    CVV2 is left out altogether, so nothing kept can confirm a guess of it."""
     if isinstance(request, wire.Purchase | wire.Balance) and request.card.cvv2 is not None:
         request = msgspec.structs.replace(
             request, card=msgspec.structs.replace(request.card, cvv2=None)
         )
-    return hashlib.sha256(_fingerprint_encoder.encode(request)).digest()
+    return digest(_fingerprint_encoder.encode(request))
 
 
 class IdempotencyBook:
@@ -214,6 +214,17 @@ class IdempotencyBook:
         if entry.response is None:
             raise TransactionRefused("94", "a request with this id is in progress", field="id")
         return entry.response
+
+    def load(
+        self, merchant_id: str, request_id: str, digest: bytes, response: bytes, created_s: float
+    ) -> None:
+        """An entry from the journal, at start-up (oldest first)."""
+        self._entries[(merchant_id, request_id)] = IdempotencyEntry(
+            fingerprint=digest, created_s=created_s, response=response
+        )
+
+    def expire(self, now_s: float) -> None:
+        self._expire(now_s)
 
     def finish(self, merchant_id: str, request_id: str, response: bytes) -> None:
         entry = self._entries.get((merchant_id, request_id))

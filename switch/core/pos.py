@@ -65,9 +65,9 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
     reserved = _required(fields, 60)
     batch = reserved[2:8] if len(reserved) >= 8 else "000000"
     if mti == "0800":
-        return SignOn(acceptor=acceptor, stan=stan, batch=batch)
+        return SignOn(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti == "0820":
-        return Echo(acceptor=acceptor, stan=stan, batch=batch)
+        return Echo(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti not in ("0200", "0220", "0400"):
         raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
 
@@ -80,6 +80,7 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
             acceptor=acceptor,
             stan=stan,
             batch=batch,
+            request_mti=mti,
             processing_code=processing_code,
             card=card,
             currency=currency,
@@ -91,6 +92,7 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
             acceptor=acceptor,
             stan=stan,
             batch=batch,
+            request_mti=mti,
             processing_code=processing_code,
             card=card,
             currency=currency,
@@ -104,6 +106,7 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
             acceptor=acceptor,
             stan=stan,
             batch=batch,
+            request_mti=mti,
             processing_code=processing_code,
             card=card,
             currency=currency,
@@ -120,6 +123,7 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
             acceptor=acceptor,
             stan=stan,
             batch=batch,
+            request_mti=mti,
             processing_code=processing_code,
             card=card,
             currency=currency,

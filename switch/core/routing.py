@@ -14,31 +14,39 @@ from switch.errors import TransactionRefused
 class BinTable:
     __slots__ = ("_by_length", "_lengths")
 
-    def __init__(self, routes: Iterable[tuple[str, str]]) -> None:
-        """``routes`` are (prefix, bank) pairs; a prefix listed twice is an error."""
-        by_length: dict[int, dict[str, str]] = {}
-        for prefix, bank in routes:
+    def __init__(self, routes: Iterable[tuple[str, str] | tuple[str, str, str | None]]) -> None:
+        """``routes`` are (prefix, bank) or (prefix, bank, secondary bank) tuples; a
+        prefix listed twice is an error."""
+        by_length: dict[int, dict[str, tuple[str, str | None]]] = {}
+        for route in routes:
+            prefix, bank = route[0], route[1]
+            secondary = route[2] if len(route) > 2 else None
             if not prefix.isdigit():
                 raise ValueError(f"BIN prefix {prefix!r} is not digits")
             table = by_length.setdefault(len(prefix), {})
             if prefix in table:
                 raise ValueError(f"BIN prefix {prefix} is routed twice")
-            table[prefix] = bank
+            table[prefix] = (bank, secondary)
         self._lengths = tuple(sorted(by_length, reverse=True))
         self._by_length = tuple(by_length[length] for length in self._lengths)
 
     def lookup(self, pan: str) -> tuple[str, str] | None:
         """(matching prefix, bank) for ``pan``, or None when no prefix matches."""
+        match = self.route_or_none(pan)
+        return None if match is None else (match[0], match[1])
+
+    def route_or_none(self, pan: str) -> tuple[str, str, str | None] | None:
         for length, table in zip(self._lengths, self._by_length, strict=True):
             prefix = pan[:length]
-            bank = table.get(prefix)
-            if bank is not None:
-                return prefix, bank
+            banks = table.get(prefix)
+            if banks is not None:
+                return prefix, banks[0], banks[1]
         return None
 
-    def route(self, pan: str) -> tuple[str, str]:
-        """(matching prefix, bank) for ``pan``; no match is refused with 92."""
-        match = self.lookup(pan)
+    def route(self, pan: str) -> tuple[str, str, str | None]:
+        """(matching prefix, bank, secondary bank or None) for ``pan``; no match is
+        refused with 92."""
+        match = self.route_or_none(pan)
         if match is None:
             raise TransactionRefused("92", "no route for this card's BIN", field="pan")
         return match

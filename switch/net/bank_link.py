@@ -37,6 +37,11 @@ class LinkDown(SwitchError):
     response_code = "91"
 
 
+class LinkNotSent(LinkDown):
+    """The request never left: the link was down or could not take it. Nothing to
+    reverse."""
+
+
 class BankUnavailable(SwitchError):
     """Every link of the bank is down or has its window full: answered 91 at once."""
 
@@ -102,16 +107,16 @@ class BankLink:
         Raises LinkDown if the link drops first. The caller releases the slot.
         """
         if self.status != "up":
-            raise LinkDown(f"link {self.bank}/{self.index} is down")
+            raise LinkNotSent(f"link {self.bank}/{self.index} is down")
         return await self._exchange(mti, fields)
 
     async def _exchange(self, mti: str, fields: dict[int, FieldValue]) -> Iso8583Message:
         writer = self._writer
         if writer is None:
-            raise LinkDown(f"link {self.bank}/{self.index} is not connected")
+            raise LinkNotSent(f"link {self.bank}/{self.index} is not connected")
         key = (str(fields[11]), _terminal(fields))
         if key in self._pending:
-            raise LinkDown(f"STAN {key[0]} is already in flight on {self.bank}/{self.index}")
+            raise LinkNotSent(f"STAN {key[0]} is already in flight on {self.bank}/{self.index}")
         pending = _Pending()
         self._pending[key] = pending
         try:
@@ -119,7 +124,7 @@ class BankLink:
             try:
                 writer.send_nowait(frame)
             except (trio.WouldBlock, trio.ClosedResourceError):
-                raise LinkDown(f"link {self.bank}/{self.index} cannot send") from None
+                raise LinkNotSent(f"link {self.bank}/{self.index} cannot send") from None
             await pending.event.wait()
         finally:
             if self._pending.get(key) is pending:
@@ -319,6 +324,34 @@ class BankConnector:
             for index in range(config.links)
         ]
         self._next_link = 0
+        self._timeouts_in_a_row = 0
+        self._open_until: float | None = None
+        self._probing = False
+
+    # -- the circuit: a bank that keeps timing out is refused at once for a while ----
+
+    def circuit_open(self) -> bool:
+        """True while requests to this bank are refused at once: every link is down,
+        or it timed out ``circuit_timeouts`` times in a row less than
+        ``circuit_open_s`` ago (or a probe is out to see whether it is back)."""
+        if not any(link.status == "up" for link in self.links):
+            return True
+        if self._open_until is None:
+            return False
+        return self._probing or trio.current_time() < self._open_until
+
+    def record_result(self, *, answered: bool) -> None:
+        """Called with every bank-bound request's end: answered, or timed out."""
+        if answered:
+            if self._open_until is not None:
+                log.info("circuit_closed", bank=self.name)
+            self._timeouts_in_a_row, self._open_until, self._probing = 0, None, False
+            return
+        self._timeouts_in_a_row += 1
+        if self._probing or self._timeouts_in_a_row >= self.config.circuit_timeouts:
+            self._open_until = trio.current_time() + self.config.circuit_open_s
+            self._probing = False
+            log.warning("circuit_opened", bank=self.name, timeouts=self._timeouts_in_a_row)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs every link; reports started at once (a bank that is down must not stop
@@ -336,6 +369,11 @@ class BankConnector:
     def reserve_link(self) -> BankLink:
         """A link with room in its window, taking its slot; round robin so load spreads.
         Raises BankUnavailable (91) at once when every link is down or full."""
+        probe = False
+        if self._open_until is not None:
+            if self._probing or trio.current_time() < self._open_until:
+                raise BankUnavailable(f"bank {self.name}: circuit open")
+            probe = True  # half-open: this one request finds out whether it is back
         links = self.links
         count = len(links)
         start = self._next_link
@@ -343,8 +381,13 @@ class BankConnector:
             link = links[(start + offset) % count]
             if link.try_reserve():
                 self._next_link = (start + offset + 1) % count
+                self._probing = probe
                 return link
         raise BankUnavailable(f"bank {self.name}: every link is down or its window is full")
 
     def statistics(self) -> dict[str, object]:
-        return {"bank": self.name, "links": [link.statistics() for link in self.links]}
+        return {
+            "bank": self.name,
+            "circuit_open": self.circuit_open(),
+            "links": [link.statistics() for link in self.links],
+        }

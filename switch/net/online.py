@@ -14,12 +14,16 @@ from switch.core.numbers import StanSequence
 from switch.errors import TransactionRefused
 from switch.net.channel import log_transaction
 from switch.net.switchboard import Switchboard
+from switch.store import records
+from switch.store.crypto import CardVault
+from switch.store.journal import Operation
 from switch.wire import online as wire
 
 
 class OnlineWork(msgspec.Struct, gc=False):
     message: wire.Purchase | wire.Balance | wire.Void | wire.Refund
     request: Request
+    fingerprint: bytes
     stamp: Stamp
     received_at: float
 
@@ -32,12 +36,14 @@ class OnlineProtocol:
         self,
         switchboard: Switchboard,
         idempotency: online.IdempotencyBook,
+        vault: CardVault,
         *,
         terminal_id: str,
         utc_offset_h: int,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
+        self.vault = vault
         self.terminal_id = terminal_id
         self.utc_offset_h = utc_offset_h
         self._stans = StanSequence()
@@ -52,10 +58,9 @@ class OnlineProtocol:
         if isinstance(message, wire.Status):
             return self._status(message)
         merchant_id, request_id = message.merchant_id, message.id
+        fingerprint = online.fingerprint(message, self.vault.digest)
         try:
-            stored = self.idempotency.begin(
-                merchant_id, request_id, online.fingerprint(message), now_s=time.time()
-            )
+            stored = self.idempotency.begin(merchant_id, request_id, fingerprint, now_s=time.time())
         except TransactionRefused as exc:
             return self._refuse(message, exc, received_at)
         if stored is not None:
@@ -69,7 +74,7 @@ class OnlineProtocol:
             # request and send it again under the same id.
             self.idempotency.abandon(merchant_id, request_id)
             return self._refuse(message, exc, received_at)
-        return OnlineWork(message, request, Stamp.now(self.utc_offset_h), received_at)
+        return OnlineWork(message, request, fingerprint, Stamp.now(self.utc_offset_h), received_at)
 
     def busy(self, work: OnlineWork) -> bytes:
         self.idempotency.abandon(work.message.merchant_id, work.message.id)
@@ -81,17 +86,31 @@ class OnlineProtocol:
 
     async def respond(self, work: OnlineWork) -> bytes:
         message = work.message
+        kept: list[bytes] = []
+
+        def keep_result(outcome: Outcome) -> list[Operation]:
+            """The result, journaled with the outcome so a retry finds it after a
+            restart; not when nothing reached a bank (a retry is then safe)."""
+            payload = wire.encode_response(online.result(message, outcome))
+            kept.append(payload)
+            if outcome.code == "91" and outcome.bank_stan is None:
+                return []
+            return [
+                records.put_idempotency(
+                    message.merchant_id, message.id, work.fingerprint, payload, time.time()
+                )
+            ]
+
         try:
-            outcome = await self.switchboard.process(work.request, work.stamp)
+            outcome = await self.switchboard.process(work.request, work.stamp, keep_result)
         except BaseException:
             self.idempotency.abandon(message.merchant_id, message.id)
             raise
         payload = wire.encode_response(online.result(message, outcome))
-        if outcome.code == "91" and outcome.bank_stan is None:
-            # Nothing reached a bank: a retry under the same id is safe and welcome.
-            self.idempotency.abandon(message.merchant_id, message.id)
-        else:
+        if kept and kept[-1] == payload and (outcome.code != "91" or outcome.bank_stan):
             self.idempotency.finish(message.merchant_id, message.id, payload)
+        else:  # not journaled (nothing reached a bank, or the journal failed)
+            self.idempotency.abandon(message.merchant_id, message.id)
         log_transaction(
             work.request,
             outcome,

@@ -1,21 +1,25 @@
 """The switchboard: where a canonical request is routed, sent to its bank and answered.
 
 Both channels hand their requests here. It routes by BIN (or to the original's bank for
-voids, refunds and reversals), assigns the RRN and the bank STAN, holds the issuer
-timeout as a cancel scope around the bank exchange, and records what happened in the
-transaction book.
+voids, refunds and reversals), assigns the RRN and the bank STAN, and holds the issuer
+timeout as a cancel scope around the bank exchange. Every bank-bound transaction is
+journaled before it leaves and again, with its answer, before the answer leaves; one
+that may have reached its bank without a final answer gets a reversal queued for
+store-and-forward in that same commit.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import msgspec
 import structlog
 import trio
 
 from switch.core import bank as bankmsg
-from switch.core.bank import BankTrace, Institution, OriginalData, ReversalSubject
+from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import State, TransactionBook, TxnRecord
 from switch.core.clock import Stamp
 from switch.core.model import (
@@ -34,13 +38,27 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.routing import BinTable
-from switch.errors import SwitchError, TransactionRefused
-from switch.net.bank_link import BankConnector, BankUnavailable, LinkDown
+from switch.errors import TransactionRefused
+from switch.net.bank_link import BankConnector, BankUnavailable, LinkDown, LinkNotSent
+from switch.store import records
+from switch.store.crypto import CardVault
+from switch.store.journal import Journal, JournalError, Operation
 
 log = structlog.get_logger()
 
-REVERSAL_ATTEMPTS: Final = 2
-"""0400, then one 0401 repeat; a later issue hands what is left to store-and-forward."""
+Finalizer = Callable[[Outcome], Sequence[Operation]]
+"""Operations a channel wants committed with the outcome (online idempotency)."""
+
+
+class ReversalQueue(Protocol):
+    """What the switchboard needs of store-and-forward: a nudge when one is queued."""
+
+    def nudge(self, bank: str) -> None: ...
+
+
+class _NoReversalQueue:
+    def nudge(self, bank: str) -> None:
+        pass
 
 
 class Switchboard:
@@ -51,25 +69,38 @@ class Switchboard:
         connectors: dict[str, BankConnector],
         institution: Institution,
         book: TransactionBook,
+        journal: Journal,
+        vault: CardVault,
         utc_offset_h: int,
+        rrns: RrnAllocator | None = None,
+        reversals: ReversalQueue | None = None,
     ) -> None:
         self.bins = bins
         self.connectors = connectors
         self.institution = institution
         self.book = book
+        self.journal = journal
+        self.vault = vault
         self.utc_offset_h = utc_offset_h
-        self._rrns = RrnAllocator()
+        self.reversals = reversals or _NoReversalQueue()
+        self._rrns = rrns or RrnAllocator()
         self._in_flight: dict[str, trio.Event] = {}
+        self.duplicates = 0
 
     def statistics(self) -> dict[str, object]:
         return {
             "in_flight": len(self._in_flight),
             "book": len(self.book),
+            "duplicates": self.duplicates,
+            "journal": self.journal.statistics(),
             "banks": [connector.statistics() for connector in self.connectors.values()],
         }
 
-    async def process(self, request: Request, stamp: Stamp) -> Outcome:
-        """The outcome of one request. Never raises for a refusal: that is an outcome."""
+    async def process(
+        self, request: Request, stamp: Stamp, finalize: Finalizer | None = None
+    ) -> Outcome:
+        """The outcome of one request. Never raises for a refusal: that is an outcome.
+        ``finalize``'s operations are committed with the outcome, before it is returned."""
         try:
             rrn = self._rrns.allocate(stamp.local)
         except RrnExhausted as exc:
@@ -82,61 +113,133 @@ class Switchboard:
                 case Echo():
                     return Outcome(code="00")
                 case Sale() | BalanceInquiry():
-                    return await self._purchase(request, stamp, rrn)
+                    return await self._purchase(request, stamp, rrn, finalize)
                 case Void() | Refund():
-                    return await self._void_or_refund(request, stamp, rrn)
+                    return await self._void_or_refund(request, stamp, rrn, finalize)
                 case Reversal():
-                    return await self._reversal(request, stamp)
+                    return await self._reversal(request)
         except TransactionRefused as exc:
-            return Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=rrn)
+            outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=rrn)
+            if finalize is not None:
+                try:
+                    await self.journal.commit(*finalize(outcome))
+                except JournalError as error:
+                    return Outcome(code="96", message=str(error), rrn=rrn)
+            return outcome
         raise AssertionError(f"unhandled request {type(request).__name__}")
 
-    async def _purchase(self, request: Sale | BalanceInquiry, stamp: Stamp, rrn: str) -> Outcome:
-        prefix, bank = self.bins.route(request.card.pan)
-        record = self._record(request, stamp, rrn, bank=bank, amount=request.amount)
-        return await self._to_bank(record, request, stamp, route=prefix)
+    # -- duplicates ----------------------------------------------------------------
 
-    async def _void_or_refund(self, request: Void | Refund, stamp: Stamp, rrn: str) -> Outcome:
+    def _request_digest(self, request: BankBound, pan: str) -> bytes:
+        amount = "" if request.amount is None else str(request.amount)
+        return self.vault.digest(f"{pan}|{amount}|{request.processing_code}|{request.currency}")
+
+    async def _repeat_of(self, request: BankBound, pan: str, local_date: str) -> Outcome | None:
+        """The first answer, when a POS request repeats one (same terminal, merchant,
+        batch, STAN, date and MTI): the bank sees it once. A repeat that asks something
+        else under the same identity is refused 94."""
+        if request.acceptor.channel != "pos":
+            return None  # online repeats are the idempotency book's
+        key = (
+            request.acceptor.terminal_id, request.acceptor.merchant_id, request.batch,
+            request.stan, local_date, request.request_mti,
+        )  # fmt: skip
+        first = self.book.by_request(key)
+        if first is None:
+            return None
+        self.duplicates += 1
+        if first.request_digest != self._request_digest(request, pan):
+            raise TransactionRefused("94", "duplicate transmission with different content")
+        done = self._in_flight.get(first.rrn)
+        if done is not None:
+            await done.wait()
+        return Outcome(
+            code=first.code or "96",
+            rrn=first.rrn,
+            auth_code=first.auth_code,
+            balance=first.balance,
+            bank=first.bank,
+            route="duplicate",
+            bank_stan=first.sent.stan if first.sent else None,
+        )
+
+    # -- sales, balance inquiries, voids, refunds ---------------------------------
+
+    async def _purchase(
+        self, request: Sale | BalanceInquiry, stamp: Stamp, rrn: str, finalize: Finalizer | None
+    ) -> Outcome:
+        pan = request.card.pan
+        repeat = await self._repeat_of(request, pan, stamp.local_date)
+        if repeat is not None:
+            return repeat
+        prefix, bank = self._route(pan)
+        record = self._record(request, stamp, rrn, bank=bank, pan=pan, amount=request.amount)
+        return await self._to_bank(record, request, stamp, route=prefix, finalize=finalize)
+
+    def _route(self, pan: str) -> tuple[str, str]:
+        prefix, bank, secondary = self.bins.route(pan)
+        if (
+            secondary is not None
+            and self.connectors[bank].circuit_open()
+            and not self.connectors[secondary].circuit_open()
+        ):
+            return f"{prefix}>{secondary}", secondary
+        return prefix, bank
+
+    async def _void_or_refund(
+        self, request: Void | Refund, stamp: Stamp, rrn: str, finalize: Finalizer | None
+    ) -> Outcome:
         merchant_id = request.acceptor.merchant_id
         original = self.book.find_sale(
             merchant_id=merchant_id, rrn=request.original.rrn, online_id=request.original.online_id
         )
-        if request.card is not None and request.card.pan != original.pan:
+        pan = self.vault.open(original.pan_sealed)
+        if request.card is not None and request.card.pan != pan:
             raise TransactionRefused("25", "card differs from the original's", field="pan")
         amount = original.amount if request.amount is None else request.amount
+        resolved = msgspec.structs.replace(
+            request,
+            card=request.card or Card(pan=pan),
+            amount=amount,
+            currency=request.currency or original.currency,
+        )
+        repeat = await self._repeat_of(resolved, pan, stamp.local_date)
+        if repeat is not None:
+            return repeat
         if isinstance(request, Void):
             self.book.reserve_void(original, amount)
         else:
             self.book.reserve_refund(original, amount)
-        card = request.card or Card(pan=original.pan)
-        resolved = msgspec.structs.replace(
-            request, card=card, amount=amount, currency=request.currency or original.currency
-        )
-        record = self._record(resolved, stamp, rrn, bank=original.bank, amount=amount)
+        record = self._record(resolved, stamp, rrn, bank=original.bank, pan=pan, amount=amount)
         record.original_rrn = original.rrn
         return await self._to_bank(
-            record, resolved, stamp, route="original", original=original.sent
+            record, resolved, stamp, route="original", original=original.sent, finalize=finalize
         )
 
     def _record(
-        self, request: BankBound, stamp: Stamp, rrn: str, *, bank: str, amount: int
+        self, request: BankBound, stamp: Stamp, rrn: str, *, bank: str, pan: str, amount: int
     ) -> TxnRecord:
         acceptor = request.acceptor
-        assert request.card is not None and request.currency is not None
+        assert request.currency is not None
         record = TxnRecord(
             kind=KIND_NAMES[type(request)],  # type: ignore[arg-type]
             rrn=rrn,
             bank=bank,
+            channel=acceptor.channel,
+            request_mti=request.request_mti,
             terminal_id=acceptor.terminal_id,
             merchant_id=acceptor.merchant_id,
             stan=request.stan,
             batch=request.batch,
             local_date=stamp.local_date,
-            pan=request.card.pan,
+            pan_masked=request.card.masked_pan if request.card else "",
+            pan_hmac=self.vault.lookup(pan),
+            pan_sealed=self.vault.seal(pan),
             amount=amount,
             currency=request.currency,
             bank_processing_code=request.processing_code,
             online_id=request.online_id,
+            request_digest=self._request_digest(request, pan),
         )
         self.book.add(record)
         return record
@@ -149,56 +252,119 @@ class Switchboard:
         *,
         route: str,
         original: OriginalData | None = None,
+        finalize: Finalizer | None = None,
     ) -> Outcome:
-        """Sends one request to its bank within the issuer timeout and settles the
-        record, whatever happens: approved, declined, no answer, or never sent."""
+        """Sends one request to its bank within the issuer timeout and settles it,
+        whatever happens: approved, declined, no answer (reversal queued), or never sent.
+        The settlement is durable before this returns."""
         connector = self.connectors[record.bank]
-        base = Outcome(code="91", rrn=record.rrn, bank=record.bank, route=route)
-        try:
-            link = connector.reserve_link()
-        except BankUnavailable as exc:
-            self.book.settle(record, state="not_sent", code="91", auth_code=None)
-            return msgspec.structs.replace(base, message=str(exc))
+        outcome = Outcome(code="91", rrn=record.rrn, bank=record.bank, route=route)
         done = trio.Event()
         self._in_flight[record.rrn] = done
-        state: State = "no_answer"
+        state: State = "not_sent"
+        finished = False
         try:
-            stan = connector.stans.next()
-            mti, fields = bankmsg.bank_request(
-                request,
-                BankTrace(stan=stan, rrn=record.rrn, stamp=stamp),
-                self.institution,
-                original,
-            )
-            record.bank_processing_code = str(fields[3])
-            record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
-            base = msgspec.structs.replace(base, bank_stan=stan)
-            with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields)
-                outcome = bankmsg.outcome_from_bank(
-                    response.fields, rrn=record.rrn, bank=record.bank
-                )
-                outcome = msgspec.structs.replace(outcome, route=route, bank_stan=stan)
-                state = "approved" if outcome.approved else "declined"
-                self.book.settle(
-                    record, state=state, code=outcome.code, auth_code=outcome.auth_code
-                )
+            try:
+                link = connector.reserve_link()
+            except BankUnavailable as exc:
+                outcome = msgspec.structs.replace(outcome, message=str(exc))
+                await self._settle(record, outcome, "not_sent", finalize, durable=False)
                 return outcome
-            self.book.settle(record, state="no_answer", code="68", auth_code=None)
-            return msgspec.structs.replace(base, code="68", message="issuer did not answer in time")
-        except LinkDown as exc:
-            self.book.settle(record, state="no_answer", code="91", auth_code=None)
-            return msgspec.structs.replace(base, message=str(exc))
+            try:
+                stan = connector.stans.next()
+                mti, fields = bankmsg.bank_request(
+                    request,
+                    BankTrace(stan=stan, rrn=record.rrn, stamp=stamp),
+                    self.institution,
+                    original,
+                )
+                record.bank_processing_code = str(fields[3])
+                record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
+                outcome = msgspec.structs.replace(outcome, bank_stan=stan)
+                try:
+                    await self.journal.commit(records.insert_txn(record, time.time()))
+                except JournalError as exc:
+                    record.sent = None
+                    outcome = msgspec.structs.replace(outcome, code="96", message=str(exc))
+                    return outcome
+                # From here the request may be at the bank: without a final answer it
+                # is reversed.
+                state = "no_answer"
+                outcome = msgspec.structs.replace(
+                    outcome, code="68", message="issuer did not answer in time"
+                )
+                with trio.move_on_after(connector.config.issuer_timeout_s):
+                    response = await link.exchange(mti, fields)
+                    answer = bankmsg.outcome_from_bank(
+                        response.fields, rrn=record.rrn, bank=record.bank
+                    )
+                    outcome = msgspec.structs.replace(answer, route=route, bank_stan=stan)
+                    state = "approved" if outcome.approved else "declined"
+                connector.record_result(answered=state != "no_answer")
+                finished = True
+            except LinkNotSent as exc:
+                state, finished = "not_sent", True
+                outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+            except LinkDown as exc:
+                finished = True
+                outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+            finally:
+                link.release()
+                if not finished and state == "no_answer":  # cancelled: shutting down
+                    outcome = msgspec.structs.replace(
+                        outcome, code="96", message="switch stopped before the bank answered"
+                    )
+                with trio.CancelScope(shield=True):
+                    outcome = await self._settle(record, outcome, state, finalize)
+            return outcome
         finally:
-            link.release()
-            if record.state == "in_flight":  # cancelled from outside (shutdown)
-                self.book.settle(record, state="no_answer", code="96", auth_code=None)
             del self._in_flight[record.rrn]
             done.set()
 
-    async def _reversal(self, request: Reversal, stamp: Stamp) -> Outcome:
+    async def _settle(
+        self,
+        record: TxnRecord,
+        outcome: Outcome,
+        state: State,
+        finalize: Finalizer | None,
+        *,
+        durable: bool | None = None,
+    ) -> Outcome:
+        """Journals the settlement (and queues a reversal for a request with no final
+        answer) in one commit; returns the outcome to answer with."""
+        now = time.time()
+        touched = self.book.settle(
+            record, state=state, code=outcome.code, auth_code=outcome.auth_code,
+            balance=outcome.balance,
+        )  # fmt: skip
+        if state == "no_answer":
+            touched = self.book.mark_reversed(record) or touched
+        operations: list[Operation] = []
+        if record.sent is None:  # never journaled: it never left
+            operations.append(records.insert_txn(record, now))
+        else:
+            operations.append(records.update_txn(record, now, detail=outcome.message or None))
+        if state == "no_answer":
+            reason = f"no final answer ({outcome.code})"
+            operations.append(records.insert_saf(record, reason=reason, at=now))
+        if touched is not None:
+            operations.append(records.update_txn(touched, now))
+        if finalize is not None:
+            operations.extend(finalize(outcome))
+        try:
+            await self.journal.commit(*operations, durable=durable)
+        except JournalError as exc:
+            log.critical("settlement_not_journaled", rrn=record.rrn, code=outcome.code)
+            return msgspec.structs.replace(outcome, code="96", message=str(exc))
+        if state == "no_answer":
+            self.reversals.nudge(record.bank)
+        return outcome
+
+    # -- reversals -----------------------------------------------------------------
+
+    async def _reversal(self, request: Reversal) -> Outcome:
         """A terminal's reversal is answered 00 whether or not its original reached a
-        bank (pos-cup.md); if it did, the bank is sent a 0400 for it."""
+        bank (pos-cup.md); if it did, its reversal is queued for store-and-forward."""
         acceptor = request.acceptor
         ref = request.original
         record = self.book.by_trace(
@@ -207,49 +373,49 @@ class Switchboard:
             ref.batch or request.batch,
             ref.stan or request.stan,
         )
-        if record is None or record.pan != request.card.pan:
+        if record is None or record.pan_hmac != self.vault.lookup(request.card.pan):
             return Outcome(code="00", message="no original reached a bank")
         done = self._in_flight.get(record.rrn)
         if done is not None:
-            # Never let a reversal overtake its original at the bank.
-            connector = self.connectors[record.bank]
-            with trio.move_on_after(connector.config.issuer_timeout_s):
-                await done.wait()
-        subject = record.reversal_subject()
-        if subject is None or record.reversed:
+            await done.wait()  # never let a reversal overtake its original
+        if record.sent is None or record.reversed:
             return Outcome(code="00", rrn=record.rrn, bank=record.bank)
-        self.book.mark_reversed(record)
-        await self.send_reversal(record.bank, subject, stamp)
+        now = time.time()
+        touched = self.book.mark_reversed(record)
+        operations = [
+            records.update_txn(record, now, detail="reversal requested by terminal"),
+            records.insert_saf(record, reason=f"terminal reversal {request.reason}", at=now),
+        ]
+        if touched is not None:
+            operations.append(records.update_txn(touched, now))
+        try:
+            await self.journal.commit(*operations)
+        except JournalError as exc:
+            return Outcome(code="96", message=str(exc), rrn=record.rrn)
+        self.reversals.nudge(record.bank)
         return Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
 
-    async def send_reversal(self, bank: str, subject: ReversalSubject, stamp: Stamp) -> bool:
-        """Sends a 0400 (then a 0401 repeat) until the bank answers; True once it has.
-        What is still undelivered after that is logged for the operators."""
-        connector = self.connectors[bank]
-        for attempt in range(REVERSAL_ATTEMPTS):
-            stan = connector.stans.next()
-            mti, fields = bankmsg.reversal_request(
-                subject, stan, stamp, self.institution, repeat=attempt > 0
-            )
-            try:
-                link = connector.reserve_link()
-            except BankUnavailable:
-                await trio.sleep(0.1 * (attempt + 1))
-                continue
-            try:
-                with trio.move_on_after(connector.config.issuer_timeout_s):
-                    response = await link.exchange(mti, fields)
-                    log.info(
-                        "reversal_answered",
-                        bank=bank,
-                        rrn=subject.rrn,
-                        bank_stan=stan,
-                        code=response.fields.get(39),
-                    )
-                    return True
-            except SwitchError:
-                pass
-            finally:
-                link.release()
-        log.error("reversal_undelivered", bank=bank, rrn=subject.rrn, attempts=REVERSAL_ATTEMPTS)
-        return False
+    # -- start-up ------------------------------------------------------------------
+
+    async def recover(self, *, recovery_since: float, max_records: int) -> int:
+        """Loads recent transactions as originals and queues reversals for those left
+        in doubt by a crash; returns how many were in doubt."""
+        in_doubt = await self.journal.read(records.records_in_doubt)
+        now = time.time()
+        operations: list[Operation] = []
+        for record in in_doubt:
+            record.state, record.code, record.reversed = "no_answer", "96", True
+            operations.append(records.update_txn(record, now, detail="in doubt after restart"))
+            operations.append(records.insert_saf(record, reason="in doubt after restart", at=now))
+        if operations:
+            await self.journal.commit(*operations)
+            log.warning("recovered_in_doubt", transactions=len(in_doubt))
+        recent = await self.journal.read(records.recent_records(recovery_since, max_records))
+        for record in recent:
+            self.book.add(record)
+        # RRNs already journaled today (and yesterday, across midnight) are not reused.
+        today = Stamp.now(self.utc_offset_h)
+        for day in {today.rrn_day, Stamp.at(time.time() - 86400, self.utc_offset_h).rrn_day}:
+            highest = await self.journal.read(records.highest_rrn_sequence(day))
+            self._rrns.resume(day, highest + 1)
+        return len(in_doubt)

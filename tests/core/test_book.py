@@ -30,7 +30,11 @@ def record(**changes: Any) -> TxnRecord:
         "stan": f"{number % 1_000_000:06d}",
         "batch": "000042",
         "local_date": "1122",
-        "pan": PAN,
+        "channel": "pos",
+        "request_mti": "0200",
+        "pan_masked": "622202*********2221",
+        "pan_hmac": b"hmac:" + PAN.encode(),
+        "pan_sealed": b"sealed",
         "amount": 10000,
         "currency": "156",
         "bank_processing_code": "000000",
@@ -139,7 +143,7 @@ def _state(state: str) -> Any:
     def setup(book: TransactionBook) -> dict[str, Any]:
         sale = record()
         book.add(sale)
-        if state != "in_flight":
+        if state != "sending":
             book.settle(sale, state=state, code="05", auth_code=None)  # type: ignore[arg-type]
         return {"merchant_id": MERCHANT, "rrn": sale.rrn, "online_id": None}
 
@@ -174,7 +178,7 @@ def _void_pending(book: TransactionBook) -> dict[str, Any]:
         (_unknown_online_id, "25"),
         (_no_reference, "25"),
         (_not_a_sale, "25"),
-        (_state("in_flight"), "25"),
+        (_state("sending"), "25"),
         (_state("declined"), "25"),
         (_state("no_answer"), "25"),
         (_state("not_sent"), "25"),
@@ -353,9 +357,9 @@ def test_settling_after_the_original_was_forgotten() -> None:
 def test_reversal_subject(book: TransactionBook) -> None:
     sale = record()
     book.add(sale)
-    assert sale.reversal_subject() is None  # never reached a bank
+    assert sale.reversal_subject(PAN) is None  # never reached a bank
     sale.sent = OriginalData(mti="0200", stan="000007", transmission="1122063015")
-    subject = sale.reversal_subject()
+    subject = sale.reversal_subject(PAN)
     assert subject is not None
     assert subject.pan == PAN
     assert subject.rrn == sale.rrn

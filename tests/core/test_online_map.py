@@ -29,6 +29,16 @@ from switch.core.online import (
 from switch.errors import TransactionRefused
 from switch.wire import online as wire
 
+_HMAC_KEY = b"test-key"
+
+
+def keyed_fingerprint(request: wire.OnlineRequest) -> bytes:
+    import hashlib
+    import hmac
+
+    return fingerprint(request, lambda data: hmac.new(_HMAC_KEY, data, hashlib.sha256).digest())
+
+
 PAN = "6222021000111122221"
 MERCHANT = "898310048990001"
 TERMINAL = "ONL00001"
@@ -281,22 +291,28 @@ def encoded(outcome: Outcome = APPROVED, request: Any = PURCHASE) -> bytes:
 
 
 def test_fingerprint_compares_content() -> None:
-    assert fingerprint(PURCHASE) == fingerprint(wire.decode_request(wire.encode_request(PURCHASE)))
-    assert fingerprint(PURCHASE) != fingerprint(msgspec.structs.replace(PURCHASE, amount=10001))
-    assert fingerprint(PURCHASE) != fingerprint(msgspec.structs.replace(PURCHASE, memo="x"))
-    assert PAN.encode() not in fingerprint(PURCHASE)
+    assert keyed_fingerprint(PURCHASE) == keyed_fingerprint(
+        wire.decode_request(wire.encode_request(PURCHASE))
+    )
+    assert keyed_fingerprint(PURCHASE) != keyed_fingerprint(
+        msgspec.structs.replace(PURCHASE, amount=10001)
+    )
+    assert keyed_fingerprint(PURCHASE) != keyed_fingerprint(
+        msgspec.structs.replace(PURCHASE, memo="x")
+    )
+    assert PAN.encode() not in keyed_fingerprint(PURCHASE)
 
 
 def test_new_id_is_claimed() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    assert book.begin(MERCHANT, "order-1", fingerprint(PURCHASE), now_s=0.0) is None
+    assert book.begin(MERCHANT, "order-1", keyed_fingerprint(PURCHASE), now_s=0.0) is None
     assert book.stored(MERCHANT, "order-1") is None
     assert book.statistics() == {"entries": 1, "evicted_early": 0}
 
 
 def test_same_content_after_finish_gets_the_same_bytes() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     payload = encoded()
     book.finish(MERCHANT, "order-1", payload)
@@ -307,8 +323,8 @@ def test_same_content_after_finish_gets_the_same_bytes() -> None:
 
 def test_same_id_different_content_is_94() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    book.begin(MERCHANT, "order-1", fingerprint(PURCHASE), now_s=0.0)
-    other = fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
+    book.begin(MERCHANT, "order-1", keyed_fingerprint(PURCHASE), now_s=0.0)
+    other = keyed_fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
     with pytest.raises(TransactionRefused) as info:
         book.begin(MERCHANT, "order-1", other, now_s=1.0)
     assert info.value.response_code == "94"
@@ -320,7 +336,7 @@ def test_same_id_different_content_is_94() -> None:
 
 def test_same_id_while_in_flight_is_94_in_progress() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     with pytest.raises(TransactionRefused) as info:
         book.begin(MERCHANT, "order-1", digest, now_s=1.0)
@@ -330,25 +346,25 @@ def test_same_id_while_in_flight_is_94_in_progress() -> None:
 
 def test_ids_are_per_merchant() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     assert book.begin("other-merchant", "order-1", digest, now_s=0.0) is None
 
 
 def test_abandon_allows_a_retry() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     book.abandon(MERCHANT, "order-1")
     assert book.statistics()["entries"] == 0
     # ... even with corrected content
-    other = fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
+    other = keyed_fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
     assert book.begin(MERCHANT, "order-1", other, now_s=1.0) is None
 
 
 def test_abandon_keeps_a_finished_result() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     book.finish(MERCHANT, "order-1", encoded())
     book.abandon(MERCHANT, "order-1")
@@ -365,7 +381,7 @@ def test_finish_and_abandon_of_unknown_ids_do_nothing() -> None:
 
 def test_entries_expire_after_keep_s() -> None:
     book = IdempotencyBook(keep_s=100.0, max_entries=100)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     book.begin(MERCHANT, "order-1", digest, now_s=0.0)
     book.finish(MERCHANT, "order-1", encoded())
     book.begin(MERCHANT, "order-2", digest, now_s=50.0)
@@ -382,7 +398,7 @@ def test_entries_expire_after_keep_s() -> None:
 
 def test_max_entries_bound_counts_early_evictions() -> None:
     book = IdempotencyBook(keep_s=WEEK_S, max_entries=3)
-    digest = fingerprint(PURCHASE)
+    digest = keyed_fingerprint(PURCHASE)
     for index in range(5):
         book.begin(MERCHANT, f"order-{index}", digest, now_s=float(index))
         book.finish(MERCHANT, f"order-{index}", encoded())

@@ -37,7 +37,7 @@ ROUTES = [
 def test_longest_prefix_wins(pan: str, match: tuple[str, str]) -> None:
     table = BinTable(ROUTES)
     assert table.lookup(pan) == match
-    assert table.route(pan) == match
+    assert table.route(pan) == (*match, None)
 
 
 @pytest.mark.parametrize("routes", [ROUTES, list(reversed(ROUTES))])
@@ -163,3 +163,9 @@ def test_a_larger_table_of_the_same_lengths_costs_the_same() -> None:
         assert table.lookup("5555555555554444") is None
         probes.append(CountingDict.probes)
     assert probes == [2, 2]
+
+
+def test_a_route_may_name_a_secondary_bank() -> None:
+    table = BinTable([("622202", "icbc", "abc"), ("6222", "cmb")])
+    assert table.route(SAMPLE_PAN) == ("622202", "icbc", "abc")
+    assert table.route("6222991234567890") == ("6222", "cmb", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from switch.app import SwitchApp
@@ -35,3 +37,11 @@ async def pos_client(app: SwitchApp, terminal: Terminal | None = None) -> PosCli
 
 async def online_client(app: SwitchApp) -> OnlineClient:
     return await OnlineClient.connect("127.0.0.1", app.online_port)
+
+
+async def eventually(predicate: Callable[[], bool], *, within_s: float = 10.0) -> None:
+    """Waits until ``predicate()`` holds (for work the switch finishes in the background,
+    such as store-and-forward); fails the test after ``within_s``."""
+    with trio.fail_after(within_s):
+        while not predicate():
+            await trio.sleep(0.02)

@@ -13,6 +13,7 @@ from tests.net.helpers import (
     PAN_CMB,
     PAN_ICBC,
     PAN_NO_ROUTE,
+    eventually,
     pos_client,
     start_switch,
 )
@@ -148,7 +149,9 @@ async def test_reversal_is_answered_00_and_reverses_at_the_bank(nursery: trio.Nu
     assert (await client.request(sale_message)).fields[39] == "00"
     reversal = await client.request(client.terminal.reversal(sale_message))
     assert reversal.mti == "0410" and reversal.fields[39] == "00"
-    sent = app.simulators["icbc"].received[-1]
+    simulator = app.simulators["icbc"]
+    await eventually(lambda: simulator.totals().reversals == 1)  # store-and-forward
+    sent = simulator.received[-1]
     assert sent.mti == "0400"
     assert 35 not in sent.fields and 52 not in sent.fields
     totals = app.simulators["icbc"].totals()
