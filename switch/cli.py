@@ -8,13 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
 
+import msgspec
 import structlog
 import trio
 
+from switch import ops
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
@@ -23,6 +28,7 @@ from switch.errors import ConfigError
 from switch.log import configure_logging
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
+from switch.store.crypto import new_key_file_text
 from switch.terminal import Terminal
 
 DEFAULT_CONFIG = "conf/switch.toml"
@@ -64,7 +70,52 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(sim)
     sim.add_argument("--bank", required=True, help="the bank's name in the config, e.g. icbc")
     sim.add_argument("--port", type=int, help="listen on this port instead of the config's")
+    sim.add_argument(
+        "--totals-file",
+        help="write the ledger's totals (JSON, in fen) here when the simulator stops",
+    )
     sim.set_defaults(handler=_sim_bank)
+
+    journal = commands.add_parser(
+        "journal", help="read the journal", description="Read transactions from the journal."
+    )
+    journal_commands = journal.add_subparsers(required=True, metavar="ACTION")
+    show = journal_commands.add_parser("show", help="one transaction, its history and reversal")
+    show.add_argument("rrn", help="the retrieval reference number (field 37)")
+    find = journal_commands.add_parser("find", help="a terminal's transactions on a date")
+    find.add_argument("--terminal", required=True, help="terminal id (field 41)")
+    find.add_argument("--date", required=True, help="local date, MMDD or YYYY-MM-DD")
+    for parser_ in (show, find):
+        _config_option(parser_)
+        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    show.set_defaults(handler=_journal_show)
+    find.set_defaults(handler=_journal_find)
+
+    saf = commands.add_parser(
+        "saf",
+        help="the store-and-forward queue of reversals",
+        description="List queued reversals, or put one back in the queue.",
+    )
+    saf_commands = saf.add_subparsers(required=True, metavar="ACTION")
+    saf_list = saf_commands.add_parser("list", help="reversals not yet delivered")
+    saf_list.add_argument("--bank", help="only this bank's")
+    saf_list.add_argument(
+        "--state", choices=["pending", "manual", "delivered"], help="only this state's"
+    )
+    saf_retry = saf_commands.add_parser("retry", help="send a reversal again (e.g. a manual one)")
+    saf_retry.add_argument("id", type=int, help="the reversal's id, from `saf list`")
+    for parser_ in (saf_list, saf_retry):
+        _config_option(parser_)
+        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    saf_list.set_defaults(handler=_saf_list)
+    saf_retry.set_defaults(handler=_saf_retry)
+
+    keys = commands.add_parser(
+        "keys", help="card data keys", description="Print a new card key file on stdout."
+    )
+    keys.add_argument("action", choices=["new"])
+    _config_option(keys)
+    keys.set_defaults(handler=_keys_new)
 
     pos = commands.add_parser(
         "pos",
@@ -125,12 +176,11 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
         print(f"switch: no bank {args.bank!r} in {args.config}", file=sys.stderr)
         return 2
     if args.port is not None:
-        import msgspec
-
         bank = msgspec.structs.replace(bank, port=args.port)
     configure_logging(config.log.level)
     codec = Codecs(config.dialects_path()).get(bank.dialect)
     simulator = BankSimulator(args.bank, bank, codec)
+    totals_file = Path(args.totals_file) if args.totals_file else None
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
@@ -142,6 +192,59 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
                     return
 
     trio.run(serve)
+    if totals_file is not None:
+        totals_file.write_bytes(msgspec.json.encode(simulator.totals()))
+    return 0
+
+
+def _journal_connection(config: SwitchConfig) -> sqlite3.Connection:
+    return ops.open_journal(config.path(config.journal.path))
+
+
+def _operator(action: Callable[[], list[dict[str, Any]]], as_json: bool) -> int:
+    try:
+        rows = action()
+    except ops.OperatorError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 1
+    ops.print_rows(rows, as_json=as_json)
+    return 0
+
+
+def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
+    def show() -> list[dict[str, Any]]:
+        found = ops.journal_show(_journal_connection(config), args.rrn)
+        if args.json:
+            return [found]
+        print_sections = [found["transaction"]]
+        ops.print_rows(print_sections, as_json=False)
+        print("\nhistory:")
+        ops.print_rows(found["events"], as_json=False)
+        print("\nreversal:")
+        return [found["reversal"]] if found["reversal"] else []
+
+    return _operator(show, args.json)
+
+
+def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
+    return _operator(
+        lambda: ops.journal_find(_journal_connection(config), args.terminal, args.date), args.json
+    )
+
+
+def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
+    return _operator(
+        lambda: ops.saf_list(_journal_connection(config), bank=args.bank, state=args.state),
+        args.json,
+    )
+
+
+def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
+    return _operator(lambda: [ops.saf_retry(_journal_connection(config), args.id)], args.json)
+
+
+def _keys_new(args: argparse.Namespace, config: SwitchConfig) -> int:
+    print(new_key_file_text(), end="")
     return 0
 
 

@@ -83,9 +83,10 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
-def make_config(**sections: dict[str, Any]) -> SwitchConfig:
+def make_config(**sections: Any) -> SwitchConfig:
     """The test config with sections merged in: ``make_config(banks={"icbc": {...}})``
-    updates the icbc bank; other keys update top-level sections."""
+    updates the icbc bank, ``routes=[...]`` replaces the routes; other keys update
+    top-level sections."""
     raw = copy.deepcopy(BASE_CONFIG)
     raw["journal"] = {
         "path": str(Path(tempfile.mkdtemp(prefix="switch-test-")) / "journal.sqlite3"),
@@ -93,7 +94,9 @@ def make_config(**sections: dict[str, Any]) -> SwitchConfig:
         "key_env": None,
     }
     for section, values in sections.items():
-        if section == "banks":
+        if section == "routes":
+            raw["routes"] = values
+        elif section == "banks":
             for bank, settings in values.items():
                 raw["banks"].setdefault(bank, {}).update(settings)
         else:

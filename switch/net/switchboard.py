@@ -46,6 +46,10 @@ from switch.store.journal import Journal, JournalError, Operation
 
 log = structlog.get_logger()
 
+STAN_RESTART_MARGIN = 10_000
+"""STANs skipped after a restart: more than a bank's echoes and reversal repeats could
+have used since the last journaled request."""
+
 Finalizer = Callable[[Outcome], Sequence[Operation]]
 """Operations a channel wants committed with the outcome (online idempotency)."""
 
@@ -413,6 +417,10 @@ class Switchboard:
         recent = await self.journal.read(records.recent_records(recovery_since, max_records))
         for record in recent:
             self.book.add(record)
+        for name, connector in self.connectors.items():
+            last_stan = await self.journal.read(records.last_bank_stan(name))
+            if last_stan is not None:
+                connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
         # RRNs already journaled today (and yesterday, across midnight) are not reused.
         today = Stamp.now(self.utc_offset_h)
         for day in {today.rrn_day, Stamp.at(time.time() - 86400, self.utc_offset_h).rrn_day}:

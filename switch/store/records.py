@@ -199,6 +199,20 @@ def highest_rrn_sequence(day: str) -> Any:
     return query
 
 
+def last_bank_stan(bank: str) -> Any:
+    """The STAN of the bank's most recently journaled request, or None."""
+
+    def query(connection: sqlite3.Connection) -> int | None:
+        row = connection.execute(
+            "SELECT bank_stan FROM txn WHERE bank = ? AND bank_stan IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT 1",
+            (bank,),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    return query
+
+
 def idempotency_since(since: float) -> Any:
     def query(connection: sqlite3.Connection) -> list[tuple[str, str, bytes, bytes, float]]:
         return [

@@ -1,0 +1,327 @@
+"""Never lose a transaction: the journal, store-and-forward, duplicates, restarts,
+circuits and card data at rest, through the real switch and simulators."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import msgspec
+import trio
+
+from switch import ops
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.core.bank import OriginalData
+from switch.core.book import TxnRecord
+from switch.core.clock import Stamp
+from switch.sim.server import BankSimulator
+from switch.store import records
+from switch.store.journal import JournalFile
+from switch.terminal import Terminal
+from switch.wire import online as wire
+from tests.conftest import make_config
+from tests.net.helpers import (
+    PAN_ABC,
+    PAN_ICBC,
+    eventually,
+    online_client,
+    pos_client,
+    start_switch,
+)
+
+H2H = SwitchApp(make_config()).codecs.get("h2h-ascii")
+FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
+
+
+def journal_path(app: SwitchApp) -> Path:
+    return app.config.path(app.config.journal.path)
+
+
+def db(app_or_config: SwitchApp | SwitchConfig) -> sqlite3.Connection:
+    config = app_or_config.config if isinstance(app_or_config, SwitchApp) else app_or_config
+    return ops.open_journal(config.path(config.journal.path))
+
+
+def txn(app: SwitchApp, rrn: str) -> sqlite3.Row:
+    row = db(app).execute("SELECT * FROM txn WHERE rrn = ?", (rrn,)).fetchone()
+    assert row is not None, rrn
+    return row
+
+
+async def test_an_approval_is_in_the_journal_before_its_response(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    client = await pos_client(app)
+    response = await client.request(client.terminal.sale(1, PAN_ICBC, 12300))
+    row = txn(app, str(response.fields[37]))  # read the moment the response is here
+    assert (row["state"], row["code"], row["auth_code"]) == ("approved", "00", response.fields[38])
+    assert (row["amount"], row["pan_masked"]) == (12300, "622202*********2221")
+    events = db(app).execute("SELECT state FROM txn_event WHERE rrn = ?", (row["rrn"],)).fetchall()
+    assert [e[0] for e in events] == ["sending", "approved"]
+
+
+async def test_timeout_queues_a_reversal_in_the_same_commit_and_delivers_it(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(banks={"icbc": {"issuer_timeout_s": 0.3}}, saf=FAST_SAF)
+    app = await start_switch(nursery, config)
+    simulator = app.simulators["icbc"]
+    client = await pos_client(app)
+    never = await client.request(client.terminal.sale(1, PAN_ICBC, 10068))
+    assert never.fields[39] == "68"
+    row = txn(app, str(never.fields[37]))
+    assert (row["state"], row["reversed"]) == ("no_answer", 1)
+    await eventually(lambda: simulator.totals().unmatched_reversals == 1)
+    assert db(app).execute("SELECT state FROM saf").fetchone()[0] in ("pending", "delivered")
+    await eventually(lambda: ops.saf_list(db(app)) == [])
+
+    # A late approval is logged, not forwarded, and still reversed.
+    simulator.latency_s = 0.6
+    late = await client.request(client.terminal.sale(2, PAN_ICBC, 20000))
+    assert late.fields[39] == "68"
+    await eventually(lambda: simulator.totals().reversed == 20000)
+    totals = simulator.totals()
+    assert (totals.approved, totals.net) == (20000, 0)
+
+
+async def test_link_lost_after_sending_reverses_after_reconnect(nursery: trio.Nursery) -> None:
+    config = make_config(banks={"abc": {"links": 1}}, saf=FAST_SAF)
+    app = await start_switch(nursery, config)
+    simulator = app.simulators["abc"]
+    simulator.latency_s = 0.5
+    client = await pos_client(app)
+    await client.send(client.terminal.sale(1, PAN_ABC, 5500))
+    await eventually(lambda: simulator.statistics().pending == 1)
+    simulator.drop_links()
+    _, response = await client.receive()
+    assert response.fields[39] == "91"
+    simulator.latency_s = 0
+    await eventually(lambda: simulator.totals().unmatched_reversals == 1)
+    assert ops.saf_list(db(app)) == []
+
+
+async def test_saf_waits_for_a_bank_that_is_down_then_delivers(nursery: trio.Nursery) -> None:
+    probe = trio.socket.socket()
+    await probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    config = make_config(
+        banks={"icbc": {"simulate": False, "port": port, "links": 1}},
+        saf={**FAST_SAF, "max_attempts": 3},
+    )
+    bank = msgspec.structs.replace(config.banks["icbc"], port=port)
+    simulator = BankSimulator("icbc", bank, H2H)
+    bank_scope = trio.CancelScope()
+    nursery.start_soon(_serve_until_cancelled, simulator, bank_scope)
+    app = await start_switch(nursery, config)
+    simulator.latency_s = 0.5
+    client = await pos_client(app)
+    await client.send(client.terminal.sale(1, PAN_ICBC, 7700))
+    await eventually(lambda: simulator.statistics().pending == 1)
+    bank_scope.cancel()  # the bank goes away with the sale in flight
+    _, response = await client.receive()
+    assert response.fields[39] == "91"
+
+    # While the bank is down the reversal waits; after max_attempts it is manual.
+    await eventually(lambda: [r["state"] for r in ops.saf_list(db(app))] == ["manual"])
+    queued = ops.saf_list(db(app), state="manual")[0]
+    assert queued["rrn"] == response.fields[37] and queued["attempts"] == 3
+
+    # The bank comes back; an operator retries; the reversal is delivered.
+    simulator = BankSimulator("icbc", bank, H2H)
+    await nursery.start(simulator.serve)
+    await app.connectors["icbc"].wait_up()
+    retried = ops.saf_retry(db(app), int(queued["id"]))
+    assert retried["state"] == "pending"
+    await eventually(lambda: ops.saf_list(db(app)) == [])
+    assert simulator.received[-1].mti == "0401"  # a repeat: earlier attempts may have gone
+    assert ops.saf_list(db(app), state="delivered")[0]["rrn"] == response.fields[37]
+
+
+async def _serve_until_cancelled(simulator: BankSimulator, scope: trio.CancelScope) -> None:
+    with scope:
+        async with trio.open_nursery() as inner:
+            await inner.start(simulator.serve)
+
+
+async def test_a_repeated_pos_request_gets_the_first_answer_and_the_bank_sees_it_once(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery)
+    simulator = app.simulators["icbc"]
+    client = await pos_client(app)
+    message = client.terminal.sale(7, PAN_ICBC, 8800)
+    first = await client.request(message)
+    again = await client.request(message)
+    assert [first.fields[n] for n in (37, 38, 39)] == [again.fields[n] for n in (37, 38, 39)]
+    assert simulator.totals().approvals == 1
+
+    # Repeated while the first is still at the bank, from another connection.
+    simulator.latency_s = 0.3
+    slow = client.terminal.sale(8, PAN_ICBC, 9900)
+    other = await pos_client(app)
+    await client.send(slow)
+    await other.send(slow)
+    (_, one), (_, two) = await client.receive(), await other.receive()
+    assert [one.fields[n] for n in (37, 38, 39)] == [two.fields[n] for n in (37, 38, 39)]
+    assert simulator.totals().approvals == 2
+
+    # The same identity asking something else is a duplicate transmission.
+    changed = client.terminal.sale(7, PAN_ICBC, 8801)
+    assert (await client.request(changed)).fields[39] == "94"
+
+
+async def test_originals_and_idempotency_survive_a_restart(nursery: trio.Nursery) -> None:
+    # One bank for both lives of the switch, as in production.
+    simulator = BankSimulator("icbc", make_config().banks["icbc"], H2H)
+    port = await nursery.start(simulator.serve)
+    config = make_config(banks={"icbc": {"simulate": False, "port": port}})
+    purchase = wire.encode_request(
+        wire.Purchase(
+            id="keep-1", merchant_id="SHOP01", amount=4400, currency="CNY",
+            card=wire.Card(pan=PAN_ICBC, expiry="2812", cvv2="123"),
+        )
+    )  # fmt: skip
+    async with trio.open_nursery() as first_life:
+        app = await start_switch(first_life, config)
+        client = await pos_client(app)
+        sale = await client.request(client.terminal.sale(1, PAN_ICBC, 6600))
+        online = await online_client(app)
+        await online.send_raw(purchase)
+        stored = await online.receive_raw()
+        await client.aclose()
+        await online.aclose()
+        app.shutdown()  # the first life ends when its connections have
+    assert simulator.totals().approvals == 2
+
+    app = await start_switch(nursery, config)  # same journal, fresh process state
+    client = await pos_client(app)
+    void = await client.request(client.terminal.void(2, PAN_ICBC, 6600, str(sale.fields[37]), 1))
+    assert void.fields[39] == "00"
+    assert void.fields[37] != sale.fields[37]  # RRNs are not reused after a restart
+    online = await online_client(app)
+    await online.send_raw(purchase)
+    assert await online.receive_raw() == stored  # byte for byte, and the bank not asked
+    totals = simulator.totals()
+    assert (totals.approvals, totals.voids, totals.net) == (2, 1, 4400)
+
+
+async def test_a_transaction_left_in_doubt_is_reversed_at_start_up(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(saf=FAST_SAF)
+    app = SwitchApp(config)
+    file = JournalFile(config.path(config.journal.path))
+    file.open()
+    stamp = Stamp.now(8)
+    record = TxnRecord(
+        kind="sale", rrn=f"{stamp.rrn_day}00000001", bank="icbc", channel="pos",
+        request_mti="0200", terminal_id="POS00001", merchant_id="898310048990001",
+        stan="000001", batch="000001", local_date=stamp.local_date, pan_masked="622202****2221",
+        pan_hmac=app.vault.lookup(PAN_ICBC), pan_sealed=app.vault.seal(PAN_ICBC), amount=3300,
+        currency="156", bank_processing_code="000000",
+        sent=OriginalData(mti="0200", stan="000001", transmission=stamp.transmission),
+    )  # fmt: skip
+    file.apply([records.insert_txn(record, time.time())])  # as a crash would leave it
+    file.close()
+
+    app = await start_switch(nursery, config)
+    simulator = app.simulators["icbc"]
+    await eventually(lambda: simulator.totals().unmatched_reversals == 1)
+    reversal = next(m for m in simulator.received if m.mti == "0400")
+    assert reversal.fields[37] == record.rrn
+    assert reversal.fields[90][:20] == f"0200000001{stamp.transmission}"
+    row = txn(app, record.rrn)
+    assert (row["state"], row["reversed"]) == ("no_answer", 1)
+
+
+async def test_a_bank_that_keeps_timing_out_is_cut_off_and_its_secondary_used(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(
+        banks={"icbc": {"issuer_timeout_s": 0.2, "circuit_timeouts": 3, "circuit_open_s": 30}},
+        routes=[{"prefix": "622202", "bank": "icbc", "secondary": "abc"}],
+    )
+    app = await start_switch(nursery, config)
+    client = await pos_client(app)
+    for stan in range(1, 4):
+        assert (await client.request(client.terminal.sale(stan, PAN_ICBC, 1068))).fields[39] == "68"
+    assert app.connectors["icbc"].circuit_open()
+    rerouted = await client.request(client.terminal.sale(4, PAN_ICBC, 1200))
+    assert rerouted.fields[39] == "00"
+    assert app.simulators["abc"].totals().approved == 1200
+
+
+async def test_no_card_data_in_the_clear_in_journal_or_logs(
+    nursery: trio.Nursery, log_sink: object
+) -> None:
+    config = make_config(banks={"icbc": {"issuer_timeout_s": 0.3}}, saf=FAST_SAF)
+    app = await start_switch(nursery, config)
+    client = await pos_client(app)
+    await client.request(client.terminal.sale(1, PAN_ICBC, 1500))
+    await client.request(client.terminal.sale(2, PAN_ICBC, 1568))  # reversal queued: SAF
+    _, fields = client.terminal.sale(3, PAN_ABC, 1600)
+    del fields[2]
+    fields[35] = f"{PAN_ABC}=28121015555"
+    fields[52] = bytes.fromhex("1122334455667788")
+    assert (await client.request(("0200", fields))).fields[39] == "00"
+    online = await online_client(app)
+    await online.request(
+        wire.Purchase(
+            id="pci-1", merchant_id="SHOP01", amount=1700, currency="CNY",
+            card=wire.Card(pan=PAN_ABC, expiry="2812", cvv2="987"),
+        )
+    )  # fmt: skip
+    await eventually(lambda: ops.saf_list(db(app)) == [])
+    app.shutdown()
+    await eventually(lambda: not app.pos.connections and not app.online.connections)  # type: ignore[union-attr]
+
+    stored = b"".join(
+        path.read_bytes()
+        for path in journal_path(app).parent.iterdir()
+        if path.name.startswith(journal_path(app).name)
+    )
+    logged = log_sink.text().encode()  # type: ignore[attr-defined]
+    for secret in (PAN_ICBC, PAN_ABC, "28121015555", "987"):
+        assert secret.encode() not in stored, secret
+    for secret in (PAN_ICBC, PAN_ABC, "28121015555"):
+        assert secret.encode() not in logged, secret
+    assert bytes.fromhex("1122334455667788") not in stored
+    assert b"622202*********2221" in stored  # masked is what is kept
+
+
+async def test_terminal_reversal_of_an_approved_sale_goes_through_saf(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config(saf=FAST_SAF))
+    client = await pos_client(app, Terminal(terminal_id="REV00001"))
+    sale = client.terminal.sale(5, PAN_ICBC, 3100)
+    approved = await client.request(sale)
+    reversal = await client.request(client.terminal.reversal(sale))
+    assert reversal.fields[39] == "00"
+    await eventually(lambda: app.simulators["icbc"].totals().reversed == 3100)
+    shown = ops.journal_show(db(app), str(approved.fields[37]))
+    assert shown["transaction"]["reversed"] == 1
+    assert shown["reversal"]["state"] == "delivered"
+    found = ops.journal_find(db(app), "REV00001", str(shown["transaction"]["local_date"]))
+    assert [row["rrn"] for row in found] == [approved.fields[37]]
+
+
+async def test_an_open_circuit_answers_91_at_once_then_a_probe_closes_it(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(
+        banks={"icbc": {"issuer_timeout_s": 0.2, "circuit_timeouts": 2, "circuit_open_s": 0.5}}
+    )
+    app = await start_switch(nursery, config)
+    client = await pos_client(app)
+    for stan in (1, 2):
+        assert (await client.request(client.terminal.sale(stan, PAN_ICBC, 1068))).fields[39] == "68"
+    refused = await client.request(client.terminal.sale(3, PAN_ICBC, 1200))
+    assert refused.fields[39] == "91"
+    assert app.simulators["icbc"].totals().approvals == 0  # refused without asking the bank
+    await trio.sleep(0.6)  # the circuit half-opens: the next request probes the bank
+    probe = await client.request(client.terminal.sale(4, PAN_ICBC, 1300))
+    assert probe.fields[39] == "00"
+    assert not app.connectors["icbc"].circuit_open()

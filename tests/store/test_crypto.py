@@ -1,0 +1,69 @@
+"""Card data at rest: sealed, keyed look-ups, keys from file or environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from switch.errors import ConfigError
+from switch.store.crypto import CardKey, CardKeyFile, CardVault, load_card_keys, new_key_file_text
+from tests.conftest import REPO
+
+PAN = "6222021000111122221"
+
+
+def vault(active: int = 1, *ids: int) -> CardVault:
+    keys = tuple(
+        CardKey(id=i, hmac_key=f"{i:02x}" * 32, aes_key=f"{i + 100:02x}" * 32)
+        for i in (ids or (active,))
+    )
+    return CardVault(CardKeyFile(active=active, keys=keys))
+
+
+def test_seal_opens_and_hides_the_number() -> None:
+    card_vault = vault()
+    sealed = card_vault.seal(PAN)
+    assert PAN.encode() not in sealed
+    assert card_vault.open(sealed) == PAN
+    assert card_vault.seal(PAN) != sealed  # a fresh nonce each time
+
+
+def test_lookup_is_keyed_and_stable() -> None:
+    assert vault().lookup(PAN) == vault().lookup(PAN)
+    assert vault(2).lookup(PAN) != vault(1).lookup(PAN)
+    assert PAN.encode() not in vault().lookup(PAN)
+
+
+def test_tampering_is_detected() -> None:
+    card_vault = vault()
+    sealed = bytearray(card_vault.seal(PAN))
+    sealed[-1] ^= 1
+    with pytest.raises(InvalidTag):
+        card_vault.open(bytes(sealed))
+
+
+def test_rotation_keeps_old_data_readable() -> None:
+    old = vault(1)
+    sealed_before = old.seal(PAN)
+    rotated = vault(2, 1, 2)
+    assert rotated.open(sealed_before) == PAN
+    assert rotated.seal(PAN)[0] == 2
+    with pytest.raises(ConfigError):
+        vault(2).open(sealed_before)  # key 1 retired: says which key is missing
+
+
+def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = load_card_keys(key_file=REPO / "conf" / "card-keys.toml", key_env=None)
+    assert demo.demo is True
+    fresh = new_key_file_text()
+    monkeypatch.setenv("TEST_CARD_KEYS", fresh)
+    from_env = load_card_keys(key_file=REPO / "conf" / "card-keys.toml", key_env="TEST_CARD_KEYS")
+    assert from_env.demo is False and from_env.keys[0].aes_key in fresh
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_card_keys(key_file=tmp_path / "missing.toml", key_env=None)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('active = 1\n[[keys]]\nid = 1\nhmac_key = "00"\naes_key = "00"\n')
+    with pytest.raises(ConfigError, match="32 bytes"):
+        CardVault(load_card_keys(key_file=bad, key_env=None))

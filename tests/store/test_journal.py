@@ -1,0 +1,101 @@
+"""The journal against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from switch.store.journal import Journal, JournalError, JournalFile
+from switch.store.schema import SCHEMA_VERSION, SchemaError, migrate
+
+
+def insert(value: int) -> object:
+    def operation(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO probe (value) VALUES (?)", (value,))
+
+    return operation
+
+
+def make_probe_table(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS probe (value INTEGER)")
+
+
+def count(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return int(connection.execute("SELECT count(*) FROM probe").fetchone()[0])
+
+
+def test_migrations_bring_a_new_file_to_the_current_version(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    assert migrate(connection) == SCHEMA_VERSION
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"txn", "txn_event", "saf", "idempotency"} <= tables
+    indexes = {
+        row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='index'")
+    }
+    assert {"txn_by_terminal", "txn_by_online_id", "saf_due"} <= indexes
+    assert migrate(connection) == SCHEMA_VERSION  # a second run changes nothing
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "j.sqlite3", isolation_level=None)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaError):
+        migrate(connection)
+
+
+async def test_file_is_wal_and_commits_are_grouped(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(JournalFile(path), durability="sync")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.read(lambda c: c.execute("CREATE TABLE probe (value INTEGER)"))
+
+        async def commit_one(value: int) -> None:
+            await journal.commit(insert(value))  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as writers:
+            for value in range(500):
+                writers.start_soon(commit_one, value)
+        # Every commit returned only once durable: all 500 are in the file now.
+        assert count(path) == 500
+        assert journal.operations == 500
+        assert journal.commits < 500  # grouped: fewer commits than operations
+        mode = await journal.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+        assert mode == "wal"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_group_raises_and_commits_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path))
+
+    def broken(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        with pytest.raises(JournalError):
+            await journal.commit(insert(1), broken)  # type: ignore[arg-type]
+        assert count(path) == 0  # all or nothing
+        await journal.commit(insert(2))  # type: ignore[arg-type]
+        assert count(path) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_async_durability_does_not_wait_and_cancel_still_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path), durability="async")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for value in range(100):
+            await journal.commit(insert(value))  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()  # shutdown with groups still queued
+    assert count(path) == 100
