@@ -3,11 +3,16 @@ circuits and card data at rest, through the real switch and simulators."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import tomli_w
 import trio
 
 from switch import ops
@@ -101,7 +106,29 @@ async def test_link_lost_after_sending_reverses_after_reconnect(nursery: trio.Nu
     assert ops.saf_list(db(app)) == []
 
 
-async def test_saf_waits_for_a_bank_that_is_down_then_delivers(nursery: trio.Nursery) -> None:
+def saf_list_command(config: SwitchConfig, tmp_path: Path, *args: str) -> list[dict[str, object]]:
+    """What `switch saf list --json` prints for this config, run as an operator would."""
+    config_file = tmp_path / "switch.toml"
+    config_file.write_text(tomli_w.dumps(_without_none(msgspec.to_builtins(config))))
+    command = [sys.executable, "-m", "switch", "saf", "list", "--config", str(config_file)]
+    printed = subprocess.run(
+        [*command, "--json", *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return [json.loads(line) for line in printed.splitlines()]
+
+
+def _without_none(value: Any) -> Any:
+    """TOML has no null: an absent key is a None."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value]
+    return value
+
+
+async def test_saf_waits_for_a_bank_that_is_down_then_delivers(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     probe = trio.socket.socket()
     await probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -125,8 +152,11 @@ async def test_saf_waits_for_a_bank_that_is_down_then_delivers(nursery: trio.Nur
 
     # While the bank is down the reversal waits; after max_attempts it is manual.
     await eventually(lambda: [r["state"] for r in ops.saf_list(db(app))] == ["manual"])
-    queued = ops.saf_list(db(app), state="manual")[0]
-    assert queued["rrn"] == response.fields[37] and queued["attempts"] == 3
+    listed = saf_list_command(config, tmp_path, "--state", "manual")
+    assert [(r["rrn"], r["attempts"], r["bank"]) for r in listed] == [
+        (response.fields[37], 3, "icbc")
+    ]
+    queued = listed[0]
 
     # The bank comes back; an operator retries; the reversal is delivered.
     simulator = BankSimulator("icbc", bank, H2H)
@@ -135,6 +165,7 @@ async def test_saf_waits_for_a_bank_that_is_down_then_delivers(nursery: trio.Nur
     retried = ops.saf_retry(db(app), int(queued["id"]))
     assert retried["state"] == "pending"
     await eventually(lambda: ops.saf_list(db(app)) == [])
+    assert saf_list_command(config, tmp_path) == []  # gone once the bank is back
     assert simulator.received[-1].mti == "0401"  # a repeat: earlier attempts may have gone
     assert ops.saf_list(db(app), state="delivered")[0]["rrn"] == response.fields[37]
 
