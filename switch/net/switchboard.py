@@ -149,8 +149,8 @@ class Switchboard:
             request.stan, local_date, request.request_mti,
         )  # fmt: skip
         first = self.book.by_request(key)
-        if first is None:
-            return None
+        if first is None or first.state == "not_sent":
+            return None  # unseen, or never reached a bank: safe to process (again)
         self.duplicates += 1
         if first.request_digest != self._request_digest(request, pan):
             raise TransactionRefused("94", "duplicate transmission with different content")
@@ -193,6 +193,10 @@ class Switchboard:
     async def _void_or_refund(
         self, request: Void | Refund, stamp: Stamp, rrn: str, finalize: Finalizer | None
     ) -> Outcome:
+        if request.card is not None:  # a POS repeat is answered before any rule runs
+            repeat = await self._repeat_of(request, request.card.pan, stamp.local_date)
+            if repeat is not None:
+                return repeat
         merchant_id = request.acceptor.merchant_id
         original = self.book.find_sale(
             merchant_id=merchant_id, rrn=request.original.rrn, online_id=request.original.online_id
@@ -207,9 +211,6 @@ class Switchboard:
             amount=amount,
             currency=request.currency or original.currency,
         )
-        repeat = await self._repeat_of(resolved, pan, stamp.local_date)
-        if repeat is not None:
-            return repeat
         if isinstance(request, Void):
             self.book.reserve_void(original, amount)
         else:

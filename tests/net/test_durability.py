@@ -202,6 +202,14 @@ async def test_a_repeated_pos_request_gets_the_first_answer_and_the_bank_sees_it
     changed = client.terminal.sale(7, PAN_ICBC, 8801)
     assert (await client.request(changed)).fields[39] == "94"
 
+    # A repeated void gets the first void's answer, not "already voided".
+    void = client.terminal.void(9, PAN_ICBC, 8800, str(first.fields[37]), 7)
+    first_void = await client.request(void)
+    assert first_void.fields[39] == "00"
+    repeated_void = await client.request(void)
+    assert [repeated_void.fields[n] for n in (37, 39)] == [first_void.fields[n] for n in (37, 39)]
+    assert simulator.totals().voids == 1
+
 
 async def test_originals_and_idempotency_survive_a_restart(nursery: trio.Nursery) -> None:
     # One bank for both lives of the switch, as in production.
