@@ -45,6 +45,8 @@ class ListenerSection(_Section, frozen=True, kw_only=True):
     max_frame_bytes: Count
     read_deadline_s: PositiveSeconds = 10.0
     """A frame begun but not finished within this time is dropped with its connection."""
+    write_deadline_s: PositiveSeconds = 10.0
+    """A peer that takes longer than this to make room for its answers is closed."""
     max_in_flight_per_connection: Count = 1
     """Requests processed at once per connection; beyond it a request is answered 91."""
     max_connections: Count = 20_000

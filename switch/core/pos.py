@@ -85,7 +85,10 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
             card=card,
             currency=currency,
         )
-    amount = int(_required(fields, 4))
+    amount_digits = _required(fields, 4)
+    if not (amount_digits.isascii() and amount_digits.isdigit()):
+        raise TransactionRefused("30", "field 4 is not an amount", field="4")
+    amount = int(amount_digits)
     if kind == ("0200", "00"):
         validate.check_amount(amount, field="4")
         return Sale(

@@ -117,8 +117,9 @@ class ChannelServer(Generic[Work]):
     async def _run_connection(self, stream: trio.SocketStream) -> None:
         cap = self.config.max_in_flight_per_connection
         # Every in-flight request holds a slot; the rest are immediate answers (errors,
-        # busy), which a peer that does not read its answers cannot pile up: when the
-        # queue is full its connection is closed.
+        # busy). When the queue is full the reader waits for room, so a pipelining peer
+        # is slowed down, not cut off; one that stops reading its answers for
+        # write_deadline_s is closed.
         writer = FrameWriter(stream, capacity=cap + 16)
         framer = LengthPrefixedFramer(
             prefix_bytes=self.protocol.prefix_bytes, max_frame_bytes=self.config.max_frame_bytes
@@ -143,13 +144,14 @@ class ChannelServer(Generic[Work]):
         protocol = self.protocol
         in_flight = 0
         read_scope = trio.CancelScope()
+        write_deadline_s = self.config.write_deadline_s
 
         async def run(work: Work) -> None:
             nonlocal in_flight
             try:
                 answer = await protocol.respond(work)
                 if answer is not None:
-                    _queue(writer, framer.frame(answer))
+                    await _answer(writer, framer.frame(answer), write_deadline_s)
             except CloseConnection as exc:
                 log.warning("connection_closed", reason=str(exc))
                 read_scope.cancel()
@@ -165,9 +167,10 @@ class ChannelServer(Generic[Work]):
                         return
                     work = protocol.accept(frame, trio.current_time())
                     if isinstance(work, bytes):
-                        _queue(writer, framer.frame(work))
+                        await _answer(writer, framer.frame(work), write_deadline_s)
                     elif in_flight >= cap:
-                        _queue(writer, framer.frame(protocol.busy(work)))
+                        busy = framer.frame(protocol.busy(work))
+                        await _answer(writer, busy, write_deadline_s)
                     else:
                         in_flight += 1
                         requests.start_soon(run, work)
@@ -179,14 +182,19 @@ class ChannelServer(Generic[Work]):
                 )
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.info("connection_lost", reason=repr(exc))
+            except Exception as exc:
+                # A bug met on this peer's input: stop reading from it, but let what it
+                # already sent finish (cancelling could leave a bank's approval behind).
+                log.error("connection_failed", error=repr(exc))
             finally:
                 self._read_scopes.discard(read_scope)
 
 
-def _queue(writer: FrameWriter, frame: bytes) -> None:
+async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) -> None:
     try:
-        writer.send_nowait(frame)
-    except trio.WouldBlock:
+        with trio.fail_after(write_deadline_s):
+            await writer.send(frame)
+    except trio.TooSlowError:
         raise CloseConnection("peer does not read its answers") from None
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         pass  # the peer has gone; its answer has nowhere to go

@@ -69,6 +69,11 @@ class FrameWriter:
         self._send, self._receive = trio.open_memory_channel[bytes](capacity)
         self.frames_sent = 0
 
+    async def send(self, frame: bytes) -> None:
+        """Queues a frame, waiting for room; trio.BrokenResourceError once the writer
+        has stopped."""
+        await self._send.send(frame)
+
     def send_nowait(self, frame: bytes) -> None:
         """Queues a frame; raises trio.WouldBlock when the bounded queue is full and
         trio.ClosedResourceError once the writer has stopped."""

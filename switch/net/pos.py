@@ -57,6 +57,12 @@ class PosProtocol:
         try:
             request = pos.request_from_pos(message.mti, message.fields)
         except TransactionRefused as exc:
+            if not isinstance(message.fields.get(11), str) or not isinstance(
+                message.fields.get(41), str
+            ):
+                # An answer without 11 and 41 cannot be matched by the terminal: as for
+                # a message that cannot be parsed, close the connection (pos-cup.md).
+                raise CloseConnection(f"message without 11 or 41: {exc}") from None
             outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
             self._log(None, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)

@@ -126,9 +126,13 @@ def decode_request(payload: bytes) -> OnlineRequest:
         raise OnlineDecodeError(
             text, request_id=_probe_id(payload), field_path=match.group(1) if match else None
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # msgspec lets a string that is not UTF-8 raise UnicodeDecodeError, and deep
+        # nesting RecursionError: both are the peer's malformed input like any other.
         raise OnlineDecodeError(
-            f"not a MessagePack map: {exc}", request_id=None, field_path=None
+            f"not a valid MessagePack request: {type(exc).__name__}: {exc}",
+            request_id=None,
+            field_path=None,
         ) from None
 
 
@@ -136,7 +140,7 @@ def _probe_id(payload: bytes) -> str | None:
     """The request's ``id`` if the payload is a map holding a well-formed one."""
     try:
         probe = _id_probe_decoder.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     request_id = probe.get("id")
     if isinstance(request_id, str) and _REQUEST_ID.match(request_id):
