@@ -340,8 +340,13 @@ class BankConnector:
             return False
         return self._probing or trio.current_time() < self._open_until
 
-    def record_result(self, *, answered: bool) -> None:
-        """Called with every bank-bound request's end: answered, or timed out."""
+    def record_result(self, *, answered: bool | None) -> None:
+        """Called at the end of every request that held a link slot: answered (True),
+        timed out or lost with its link (False), or never sent (None: no verdict on the
+        bank, but a probe that was never sent must not hold the circuit open)."""
+        if answered is None:
+            self._probing = False
+            return
         if answered:
             if self._open_until is not None:
                 log.info("circuit_closed", bank=self.name)

@@ -23,7 +23,7 @@ from switch.core.bank import Institution
 from switch.core.book import TxnRecord
 from switch.core.clock import Stamp
 from switch.errors import SwitchError
-from switch.net.bank_link import BankConnector
+from switch.net.bank_link import BankConnector, LinkNotSent
 from switch.store import records
 from switch.store.crypto import CardVault
 from switch.store.journal import Journal, JournalError
@@ -108,6 +108,7 @@ class ReversalForwarder:
             link = connector.reserve_link()
         except SwitchError as exc:
             return f"not sent: {exc}"
+        answered: bool | None = None
         try:
             mti, fields = bankmsg.reversal_request(
                 subject,
@@ -118,12 +119,19 @@ class ReversalForwarder:
             )
             with trio.move_on_after(connector.config.issuer_timeout_s):
                 response = await link.exchange(mti, fields)
+                answered = True
                 return str(response.fields.get(39))
+            answered = False
             return "no answer in time"
+        except LinkNotSent as exc:
+            return f"not sent: {exc}"
         except SwitchError as exc:
+            answered = False
             return f"link failed: {exc}"
         finally:
             link.release()
+            # A reversal may be the circuit's probe: its verdict must reach the circuit.
+            connector.record_result(answered=answered)
 
     async def _record(self, saf_id: int, attempts: int, record: TxnRecord, result: str) -> None:
         now = time.time()

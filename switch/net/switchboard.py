@@ -305,7 +305,6 @@ class Switchboard:
                     )
                     outcome = msgspec.structs.replace(answer, route=route, bank_stan=stan)
                     state = "approved" if outcome.approved else "declined"
-                connector.record_result(answered=state != "no_answer")
                 finished = True
             except LinkNotSent as exc:
                 state, finished = "not_sent", True
@@ -315,6 +314,8 @@ class Switchboard:
                 outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
             finally:
                 link.release()
+                verdict = {"not_sent": None, "no_answer": False}.get(state, True)
+                connector.record_result(answered=verdict)
                 if not finished and state == "no_answer":  # cancelled: shutting down
                     outcome = msgspec.structs.replace(
                         outcome, code="96", message="switch stopped before the bank answered"
@@ -413,7 +414,8 @@ class Switchboard:
             operations.append(records.update_txn(record, now, detail="in doubt after restart"))
             operations.append(records.insert_saf(record, reason="in doubt after restart", at=now))
         if operations:
-            await self.journal.commit(*operations)
+            # Durable whatever the journal's mode: the book is loaded from it next.
+            await self.journal.commit(*operations, durable=True)
             log.warning("recovered_in_doubt", transactions=len(in_doubt))
         recent = await self.journal.read(records.recent_records(recovery_since, max_records))
         for record in recent:
