@@ -1,0 +1,166 @@
+"""What a bench report holds, as Structs: the JSON report is these, encoded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from bench.codec_bench import CodecReport
+from bench.histogram import LatencySummary
+
+ScenarioKind = Literal["closed", "open", "idle", "online"]
+
+
+class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """The process under test (switch or echo server) over a measurement window."""
+
+    pid: int
+    cpu_s: float
+    """utime + stime over the window, from /proc/<pid>/stat."""
+    cpu_ms_per_1k: float | None
+    """CPU milliseconds per 1,000 answers in the window (CPU seconds per 1,000 x 1000)."""
+    rss_mb_start: float
+    rss_mb_max: float
+    """Highest VmRSS sampled in the window (every ``rss_interval_s``)."""
+    rss_mb_end: float
+    hwm_mb: float
+    """VmHWM at the end: the process's peak since it started."""
+    rss_samples: list[tuple[float, float]]
+    """(seconds into the window, VmRSS MiB)."""
+
+
+class GeneratorUsage(msgspec.Struct, frozen=True, kw_only=True):
+    workers: int
+    cpu_s: float
+    """All load-generator processes together, over the window."""
+    busiest_worker_cpu: float
+    """The busiest worker's CPU seconds per second of window: near 1.0 means the generator
+    itself may be what limits the rate."""
+    max_schedule_lag_ms: float
+    """Open loop: how late the arrival schedule ran at worst."""
+
+
+class ScenarioResult(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    kind: ScenarioKind
+    target: Literal["switch", "echo"]
+    connections: int
+    offered_rate: float | None
+    """Open loop: the mean arrival rate asked for (per second)."""
+    pipeline_depth: int
+    window_s: float
+    offered: int
+    sent: int
+    not_sent: int
+    """Open loop: arrivals that found every terminal busy (a generator limit, not sent)."""
+    answered: int
+    """Answers to requests sent in the window (``codes`` minus timeout/closed)."""
+    tps: float
+    """Answers received in the window, per second."""
+    goodput_tps: float
+    """Approvals (00) received in the window, per second."""
+    codes: dict[str, int]
+    """Every request sent in the window, by response code; ``timeout``: no answer in time,
+    ``closed``: the connection ended first. They add up to ``sent``."""
+    latency_ms: LatencySummary
+    latency_approved_ms: LatencySummary
+    switch_logged_ms: LatencySummary | None
+    """The switch's own ``latency_ms`` (frame read to answer queued) from its txn log lines
+    in the window; None for the echo server."""
+    server: ProcessUsage
+    banks_cpu_s: float
+    generator: GeneratorUsage
+
+
+class MaxRate(msgspec.Struct, frozen=True, kw_only=True):
+    tps: float
+    """The highest goodput (approvals per second) measured."""
+    source: str
+    """Which scenario it came from."""
+
+
+class Overload(msgspec.Struct, frozen=True, kw_only=True):
+    max_rate_tps: float
+    result: ScenarioResult
+    goodput_ratio: float
+    """Goodput at 2x over the maximum rate's goodput."""
+    answered_91: int
+    unanswered: int
+    """Requests that timed out at the terminal or lost their connection."""
+    rss_reference_mb: float | None
+    """The switch's highest RSS while it ran at the maximum rate."""
+    rss_ratio: float | None
+    """Highest RSS under overload over the reference."""
+
+
+class EchoBaseline(msgspec.Struct, frozen=True, kw_only=True):
+    closed: ScenarioResult | None
+    half_max: ScenarioResult | None
+    """The echo server at the same offered rate as the switch's half_max scenario."""
+    cpu_ratio: float | None
+    """Switch CPU per transaction (half_max) over echo CPU per message (same rate)."""
+
+
+class IdleConnections(msgspec.Struct, frozen=True, kw_only=True):
+    connections: int
+    connected: int
+    connect_failures: int
+    rss_mb_before: float
+    """The fresh switch's RSS before any terminal connected."""
+    rss_mb: float
+    """Its highest RSS while every connection was open."""
+    result: ScenarioResult
+
+
+class SlowBank(msgspec.Struct, frozen=True, kw_only=True):
+    latency_ms: float
+    rate: float
+    links: int
+    required_window: float
+    """Little's law: rate x latency / links, the bank's requests in flight per link on
+    average; the window must be at least this."""
+    switch_allowance_ms: float
+    """The switch's own time a request also holds its slot for: its mean (from its txn
+    log) at half the maximum rate with a zero-latency bank, when that was measured."""
+    window: int
+    """The window configured: m = rate x (latency + allowance) / links in flight on average,
+    plus four standard deviations of Poisson arrivals (sqrt m), plus one."""
+    result: ScenarioResult
+
+
+class TargetCheck(msgspec.Struct, frozen=True, kw_only=True):
+    target: str
+    measured: str
+    passed: bool | None
+    """None when the scenario it needs was not run."""
+
+
+class Meta(msgspec.Struct, frozen=True, kw_only=True):
+    started_at: str
+    finished_at: str
+    mode: Literal["short", "full"]
+    python: str
+    cpus: int
+    load_average: list[float]
+    workers: int
+    journal: str
+    logging: str
+    options: dict[str, object]
+    configs: dict[str, str]
+    """Each generated switch config, as TOML text."""
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    meta: Meta
+    codec: CodecReport | None
+    closed_sweep: list[ScenarioResult]
+    open_sweep: list[ScenarioResult]
+    max_rate: MaxRate | None
+    half_max: ScenarioResult | None
+    overload: Overload | None
+    online: ScenarioResult | None
+    echo: EchoBaseline | None
+    idle: IdleConnections | None
+    slow_bank: SlowBank | None
+    targets: list[TargetCheck]

@@ -1,0 +1,647 @@
+"""The scenarios, in the order one run measures them, and what each one reports.
+
+One run starts (each as its own process) the bank simulators, the switch and, later, the
+echo server; drives them with the worker pool; samples the process under test from
+/proc; and returns a :class:`~bench.model.Report`. Every process it starts is stopped
+when its scenario group ends, whether it ends well or not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+import trio
+
+from bench.codec_bench import CodecReport, run_codec_bench
+from bench.histogram import LatencyHistogram, LatencySummary
+from bench.jobs import CLOSED, TIMEOUT, Job, JobResult, Mode
+from bench.model import (
+    EchoBaseline,
+    GeneratorUsage,
+    IdleConnections,
+    MaxRate,
+    Meta,
+    Overload,
+    ProcessUsage,
+    Report,
+    ScenarioResult,
+    SlowBank,
+)
+from bench.procstat import ProcessSample, cpu_seconds, raise_open_files_limit, sample
+from bench.report import check_targets
+from bench.runconfig import (
+    BANK_BINS,
+    DIALECTS_DIR,
+    BankPlan,
+    extra_sections,
+    to_toml,
+)
+from bench.services import SwitchUnderTest, echo_server, switch_under_test
+from bench.switchlog import LogReader
+from bench.workers import ProgressLine, WorkerPool
+
+SCENARIOS: Final = ("codec", "closed", "open", "overload", "online", "echo", "idle", "slow-bank")
+RSS_INTERVAL_S: Final = 0.25
+OPEN_POOL_S: Final = 0.5
+"""Open loop: terminals = rate x this, so up to this much latency every arrival still
+finds an idle terminal (a POS terminal has one request out at a time)."""
+MAX_OPEN_TERMINALS: Final = 4000
+SATURATED_SHARE: Final = 0.95
+"""An open-loop point is saturated when fewer than this share of offered requests is
+approved, or its p99 exceeds SATURATED_P99_MS."""
+SATURATED_P99_MS: Final = 500.0
+SWITCH_ALLOWANCE_MS: Final = 5.0
+"""A request holds its window slot for the bank's latency plus the switch's own time
+around it; without a half_max measurement of that time, this much is assumed (ms)."""
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    mode: Literal["short", "full"] = "full"
+    scenarios: tuple[str, ...] = SCENARIOS
+    warmup_s: float = 1.0
+    duration_s: float = 4.0
+    overload_duration_s: float = 8.0
+    terminals: tuple[int, ...] = (1, 8, 64, 256)
+    open_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.15, 1.3)
+    """Open-loop sweep: offered rates as fractions of the closed loop's best tps."""
+    open_extra_points: int = 4
+    """Further open-loop points, each 1.25x the last, while none has saturated yet."""
+    max_rate: float | None = None
+    """Skip finding the maximum rate: use this (approvals per second)."""
+    workers: int = 2
+    banks: tuple[str, ...] = ("icbc", "abc")
+    bank_window: int = 64
+    bank_links: int = 2
+    overload_pool_s: float = 2.0
+    """Overload: terminals = rate x this (at most 4,000), so that with answers slowed down
+    under 2x load arrivals still find idle terminals: the switch, not the size of the
+    terminal pool, decides what happens to the excess."""
+    online_connections: int = 8
+    pipeline_depth: int = 16
+    idle_connections: int = 10_000
+    idle_hold_s: float = 5.0
+    slow_bank_latency_ms: float = 50.0
+    slow_bank_rate: float | None = None
+    """Default: half the maximum rate, at most 1,000 per second."""
+    request_timeout_s: float = 5.0
+    codec_target_s: float = 0.2
+    codec_repeats: int = 5
+    journal_durability: Literal["sync", "async"] = "sync"
+    keep_run_dir: bool = False
+    quiet: bool = False
+
+
+SHORT: Final = Options(
+    mode="short",
+    warmup_s=0.1,
+    duration_s=0.4,
+    overload_duration_s=0.5,
+    overload_pool_s=0.5,
+    terminals=(1, 4),
+    open_fractions=(0.5, 1.0),
+    open_extra_points=0,
+    workers=1,
+    online_connections=2,
+    pipeline_depth=4,
+    idle_connections=200,
+    idle_hold_s=0.3,
+    slow_bank_rate=100.0,
+    request_timeout_s=3.0,
+    codec_target_s=0.01,
+    codec_repeats=2,
+)
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a scenario's traffic goes and which processes it measures."""
+
+    kind: Literal["switch", "echo"]
+    pid: int
+    pos_port: int
+    online_port: int | None
+    bank_pids: list[int]
+    log_path: str | None = None
+    """The switch's log, for its own latency figures."""
+
+    @classmethod
+    def of_switch(cls, sut: SwitchUnderTest) -> Target:
+        return cls(
+            kind="switch",
+            pid=sut.switch.pid,
+            pos_port=sut.pos_port,
+            online_port=sut.online_port,
+            bank_pids=[sim.pid for sim in sut.simulators.values()],
+            log_path=sut.switch.log_path,
+        )
+
+
+class Sampler:
+    """Samples the process under test (and the banks' CPU) over a window."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.first: ProcessSample | None = None
+        self.last: ProcessSample | None = None
+        self.banks_cpu_s = 0.0
+        self.rss: list[tuple[float, float]] = []
+        self.wall_start = self.wall_end = 0.0
+
+    async def observe(self, window_start: float, window_end: float) -> None:
+        await trio.sleep_until(window_start)
+        self.wall_start = time.time()
+        pid = self.target.pid
+        self.first = sample(pid)
+        banks_before = sum(cpu_seconds(p) for p in self.target.bank_pids)
+        self.rss.append((0.0, self.first.rss_mb))
+        while (now := trio.current_time()) + RSS_INTERVAL_S < window_end:
+            await trio.sleep_until(now + RSS_INTERVAL_S)
+            self.rss.append((round(trio.current_time() - window_start, 2), sample(pid).rss_mb))
+        await trio.sleep_until(window_end)
+        self.wall_end = time.time()
+        self.last = sample(pid)
+        self.banks_cpu_s = sum(cpu_seconds(p) for p in self.target.bank_pids) - banks_before
+        self.rss.append((round(window_end - window_start, 2), self.last.rss_mb))
+
+    def usage(self, answers: int) -> ProcessUsage:
+        assert self.first is not None and self.last is not None
+        cpu_s = self.last.cpu_s - self.first.cpu_s
+        return ProcessUsage(
+            pid=self.target.pid,
+            cpu_s=round(cpu_s, 3),
+            cpu_ms_per_1k=round(cpu_s * 1000 / answers * 1000, 2) if answers else None,
+            rss_mb_start=self.first.rss_mb,
+            rss_mb_max=max(rss for _, rss in self.rss),
+            rss_mb_end=self.last.rss_mb,
+            hwm_mb=self.last.hwm_mb,
+            rss_samples=self.rss,
+        )
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` spread over ``parts`` as evenly as whole numbers allow."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if index < extra else 0) for index in range(parts)]
+
+
+def summarise(
+    name: str,
+    kind: Mode,
+    target: Target,
+    results: Sequence[JobResult],
+    sampler: Sampler,
+    *,
+    offered_rate: float | None,
+    pipeline_depth: int = 1,
+    switch_logged_ms: LatencySummary | None = None,
+) -> ScenarioResult:
+    """Merges the workers' results with the samples of the process under test."""
+    latency, latency_approved = LatencyHistogram(), LatencyHistogram()
+    codes: dict[str, int] = {}
+    for result in results:
+        latency.merge(LatencyHistogram.from_wire(result.latency))
+        latency_approved.merge(LatencyHistogram.from_wire(result.latency_approved))
+        for code, count in result.codes.items():
+            codes[code] = codes.get(code, 0) + count
+    window_s = max(result.window_s for result in results)
+    answered_in_window = sum(r.answered_in_window for r in results)
+    unanswered = codes.get(TIMEOUT, 0) + codes.get(CLOSED, 0)
+    return ScenarioResult(
+        name=name,
+        kind=kind,
+        target=target.kind,
+        connections=sum(r.connected for r in results),
+        offered_rate=offered_rate,
+        pipeline_depth=pipeline_depth,
+        window_s=round(window_s, 3),
+        offered=sum(r.offered for r in results),
+        sent=sum(r.sent for r in results),
+        not_sent=sum(r.not_sent for r in results),
+        answered=sum(codes.values()) - unanswered,
+        tps=round(answered_in_window / window_s, 1),
+        goodput_tps=round(sum(r.approved_in_window for r in results) / window_s, 1),
+        codes=dict(sorted(codes.items())),
+        latency_ms=latency.summary(),
+        latency_approved_ms=latency_approved.summary(),
+        switch_logged_ms=switch_logged_ms,
+        server=sampler.usage(answered_in_window),
+        banks_cpu_s=round(sampler.banks_cpu_s, 3),
+        generator=GeneratorUsage(
+            workers=len(results),
+            cpu_s=round(sum(r.cpu_s for r in results), 3),
+            busiest_worker_cpu=round(max(r.cpu_s for r in results) / window_s, 2),
+            max_schedule_lag_ms=max(r.max_lag_ms for r in results),
+        ),
+    )
+
+
+def saturated(result: ScenarioResult) -> bool:
+    approved = result.codes.get("00", 0)
+    return (
+        approved < SATURATED_SHARE * max(result.offered, 1)
+        or result.latency_ms.p99 > SATURATED_P99_MS
+    )
+
+
+def open_terminals(rate: float) -> int:
+    return max(16, min(MAX_OPEN_TERMINALS, math.ceil(rate * OPEN_POOL_S)))
+
+
+class Bench:
+    """One run: its options, its temporary dir, its worker pool and what it measured."""
+
+    def __init__(self, options: Options, run_dir: Path, pool: WorkerPool) -> None:
+        self.options = options
+        self.run_dir = run_dir
+        self.pool = pool
+        self.bins = [BANK_BINS[name] for name in options.banks]
+        self.configs: dict[str, str] = {}
+        self._logs: dict[str, LogReader] = {}
+        self._jobs = 0
+        """Jobs run so far: each job's number is its terminals' batch (60.2), so no two
+        jobs' requests share a POS identity (41, 42, 60.2, 11), which the switch would
+        answer as duplicates."""
+
+    def bank_plans(self) -> list[BankPlan]:
+        return [
+            BankPlan(name=name, links=self.options.bank_links, window=self.options.bank_window)
+            for name in self.options.banks
+        ]
+
+    @contextlib.asynccontextmanager
+    async def switch(
+        self, label: str, banks: list[BankPlan] | None = None
+    ) -> AsyncIterator[Target]:
+        extra = extra_sections(self.run_dir, label, durability=self.options.journal_durability)
+        async with switch_under_test(
+            self.run_dir, label, banks or self.bank_plans(), extra=extra
+        ) as sut:
+            self.configs[label] = to_toml(sut.config)
+            yield Target.of_switch(sut)
+
+    async def measure(
+        self,
+        name: str,
+        target: Target,
+        mode: Mode,
+        connections: int,
+        *,
+        rate: float = 0.0,
+        depth: int = 1,
+        duration_s: float | None = None,
+        bins: list[str] | None = None,
+    ) -> ScenarioResult:
+        """Runs one load on ``target`` and summarises it."""
+        options = self.options
+        workers = max(1, min(self.pool.size, connections))
+        shares = split(connections, workers)
+        jobs: list[Job] = []
+        self._jobs += 1
+        for worker, share in enumerate(shares):
+            port = target.online_port if mode == "online" else target.pos_port
+            assert port is not None
+            jobs.append(
+                Job(
+                    mode=mode,
+                    worker=worker,
+                    host="127.0.0.1",
+                    port=port,
+                    dialects_dir=str(DIALECTS_DIR),
+                    connections=share,
+                    bins=bins or self.bins,
+                    warmup_s=0.0 if mode == "idle" else options.warmup_s,
+                    duration_s=duration_s or options.duration_s,
+                    rate_per_s=rate * share / connections,
+                    pipeline_depth=depth,
+                    request_timeout_s=options.request_timeout_s,
+                    batch=self._jobs,
+                    seed=self._jobs * 100 + worker,
+                )
+            )
+        sampler = Sampler(target)
+        results = await self.pool.run(jobs, name, sampler.observe)
+        logged = None
+        if target.log_path is not None:
+            reader = self._logs.setdefault(target.log_path, LogReader(Path(target.log_path)))
+            logged = reader.logged_latency(sampler.wall_start, sampler.wall_end)
+        return summarise(
+            name,
+            mode,
+            target,
+            results,
+            sampler,
+            offered_rate=rate if mode == "open" else None,
+            pipeline_depth=depth,
+            switch_logged_ms=logged,
+        )
+
+    async def open_loop(
+        self, name: str, target: Target, rate: float, duration_s: float | None = None
+    ) -> ScenarioResult:
+        return await self.measure(
+            name, target, "open", open_terminals(rate), rate=rate, duration_s=duration_s
+        )
+
+
+class _Measured:
+    """What the scenarios have measured so far; later ones build on earlier ones."""
+
+    def __init__(self) -> None:
+        self.codec: CodecReport | None = None
+        self.closed_sweep: list[ScenarioResult] = []
+        self.open_sweep: list[ScenarioResult] = []
+        self.max_rate: MaxRate | None = None
+        self.max_rate_rss_mb: float | None = None
+        self.half_max: ScenarioResult | None = None
+        self.overload: Overload | None = None
+        self.online: ScenarioResult | None = None
+        self.echo: EchoBaseline | None = None
+        self.idle: IdleConnections | None = None
+        self.slow_bank: SlowBank | None = None
+
+
+async def run_main_switch(bench: Bench, measured: _Measured) -> None:
+    """Closed sweep, open sweep, half the maximum, online and overload, on one switch
+    (so overload's RSS compares with the same process's RSS at the maximum rate)."""
+    options = bench.options
+    wanted = set(options.scenarios)
+    async with bench.switch("main") as target:
+        if "closed" in wanted or _needs_max_rate(options):
+            for terminals in options.terminals:
+                result = await bench.measure(f"closed_n{terminals}", target, "closed", terminals)
+                measured.closed_sweep.append(result)
+        if "open" in wanted and options.max_rate is None:
+            await _open_sweep(bench, target, measured)
+        if measured.max_rate is None:
+            measured.max_rate = _max_rate_without_sweep(options, measured)
+        if measured.max_rate is not None and wanted & {"open", "echo"}:
+            half = measured.max_rate.tps / 2
+            measured.half_max = await bench.open_loop("half_max", target, half)
+        if "online" in wanted:
+            measured.online = await bench.measure(
+                "online",
+                target,
+                "online",
+                options.online_connections,
+                depth=options.pipeline_depth,
+            )
+        # Last on this switch: the backlog an overload leaves behind would spoil whatever
+        # ran after it.
+        if "overload" in wanted and measured.max_rate is not None:
+            measured.overload = await _overload(bench, target, measured)
+
+
+def _needs_max_rate(options: Options) -> bool:
+    wanted = set(options.scenarios)
+    return options.max_rate is None and bool(wanted & {"open", "overload", "echo", "slow-bank"})
+
+
+def _max_rate_without_sweep(options: Options, measured: _Measured) -> MaxRate | None:
+    if options.max_rate is not None:
+        return MaxRate(tps=options.max_rate, source="--max-rate")
+    if measured.closed_sweep:
+        best = max(measured.closed_sweep, key=lambda r: r.goodput_tps)
+        return MaxRate(tps=best.goodput_tps, source=best.name)
+    return None
+
+
+async def _open_sweep(bench: Bench, target: Target, measured: _Measured) -> None:
+    """Offered rates as fractions of the closed loop's best, until one point past
+    saturation; the maximum rate is the best goodput seen."""
+    options = bench.options
+    base = max(10.0, max((r.goodput_tps for r in measured.closed_sweep), default=100.0))
+    rates = [base * fraction for fraction in options.open_fractions]
+    extra = options.open_extra_points
+    past_saturation = 0
+    while rates:
+        rate = round(rates.pop(0), 1)
+        result = await bench.open_loop(f"open_r{rate:g}", target, rate)
+        measured.open_sweep.append(result)
+        if saturated(result):
+            past_saturation += 1
+            if past_saturation >= 2:
+                break
+        elif not rates and extra > 0:  # the listed rates did not saturate: go on
+            rates.append(rate * 1.25)
+            extra -= 1
+    best = max(measured.open_sweep, key=lambda r: r.goodput_tps)
+    measured.max_rate = MaxRate(tps=best.goodput_tps, source=best.name)
+    measured.max_rate_rss_mb = best.server.rss_mb_max
+
+
+async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overload:
+    assert measured.max_rate is not None
+    max_tps = measured.max_rate.tps
+    rate = 2 * max_tps
+    result = await bench.measure(
+        "overload_2x",
+        target,
+        "open",
+        min(MAX_OPEN_TERMINALS, math.ceil(rate * bench.options.overload_pool_s)),
+        rate=rate,
+        duration_s=bench.options.overload_duration_s,
+    )
+    reference = measured.max_rate_rss_mb
+    return Overload(
+        max_rate_tps=max_tps,
+        result=result,
+        goodput_ratio=round(result.goodput_tps / max_tps, 3) if max_tps else 0.0,
+        answered_91=result.codes.get("91", 0),
+        unanswered=result.codes.get(TIMEOUT, 0) + result.codes.get(CLOSED, 0),
+        rss_reference_mb=reference,
+        rss_ratio=round(result.server.rss_mb_max / reference, 3) if reference else None,
+    )
+
+
+async def run_echo(bench: Bench, measured: _Measured) -> None:
+    """The same load generator against the echo server: the same closed loop as the
+    switch's busiest closed point, and the switch's half_max rate."""
+    options = bench.options
+    async with echo_server(bench.run_dir) as echo:
+        target = Target(
+            kind="echo",
+            pid=int(echo.started["pid"]),
+            pos_port=int(echo.started["port"]),
+            online_port=None,
+            bank_pids=[],
+        )
+        terminals = max(options.terminals)
+        closed = await bench.measure(f"echo_closed_n{terminals}", target, "closed", terminals)
+        half: ScenarioResult | None = None
+        if measured.half_max is not None and measured.half_max.offered_rate:
+            half = await bench.open_loop("echo_half_max", target, measured.half_max.offered_rate)
+    ratio = None
+    if half is not None and measured.half_max is not None:
+        switch_cpu = measured.half_max.server.cpu_ms_per_1k
+        echo_cpu = half.server.cpu_ms_per_1k
+        if switch_cpu and echo_cpu:
+            ratio = round(switch_cpu / echo_cpu, 2)
+    measured.echo = EchoBaseline(closed=closed, half_max=half, cpu_ratio=ratio)
+
+
+async def run_idle(bench: Bench, measured: _Measured) -> None:
+    """A fresh switch, then ``idle_connections`` terminals that each send one echo test
+    and stay connected: what many quiet terminals cost in memory."""
+    options = bench.options
+    async with bench.switch("idle") as target:
+        before = sample(target.pid).rss_mb
+        result = await bench.measure(
+            "idle_connections",
+            target,
+            "idle",
+            options.idle_connections,
+            duration_s=options.idle_hold_s,
+        )
+    measured.idle = IdleConnections(
+        connections=options.idle_connections,
+        connected=result.connections,
+        connect_failures=options.idle_connections - result.connections,
+        rss_mb_before=before,
+        rss_mb=result.server.rss_mb_max,
+        result=result,
+    )
+
+
+async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
+    """A bank answering after ``slow_bank_latency_ms``, with the switch's window sized by
+    Little's law for the offered rate."""
+    options = bench.options
+    if options.slow_bank_rate is not None:
+        rate = options.slow_bank_rate
+    elif measured.max_rate is not None:
+        rate = min(1000.0, round(measured.max_rate.tps / 2, 1))
+    else:
+        rate = 200.0
+    latency_ms = options.slow_bank_latency_ms
+    links = options.bank_links
+    required = rate * latency_ms / 1000 / links
+    # A slot is held for the bank's latency plus the switch's own time around it (its
+    # mean at half the maximum rate, with a zero-latency bank, when measured): Little's
+    # law gives the mean in flight from mean times. Poisson arrivals put about sqrt(mean)
+    # around it, so four of those plus one on top should leave the window full only very
+    # rarely; 91s here mean the switch's own jitter needs more than that.
+    logged = measured.half_max.switch_logged_ms if measured.half_max else None
+    allowance_ms = logged.mean if logged is not None else SWITCH_ALLOWANCE_MS
+    held = rate * (latency_ms + allowance_ms) / 1000 / links
+    window = math.ceil(held + 4 * math.sqrt(held) + 1)
+    bank = options.banks[0]
+    plan = BankPlan(name=bank, links=links, window=window, latency_ms=latency_ms)
+    async with bench.switch("slow-bank", [plan]) as target:
+        result = await bench.measure(
+            "slow_bank",
+            target,
+            "open",
+            open_terminals(rate * (1 + latency_ms / 1000 / OPEN_POOL_S)),
+            rate=rate,
+            bins=[BANK_BINS[bank]],
+        )
+    measured.slow_bank = SlowBank(
+        latency_ms=latency_ms,
+        rate=rate,
+        links=links,
+        required_window=round(required, 2),
+        switch_allowance_ms=allowance_ms,
+        window=window,
+        result=result,
+    )
+
+
+async def run_bench(options: Options, progress: ProgressLine) -> Report:
+    """Runs the chosen scenarios; every process started here is stopped before return,
+    also when the bench is interrupted (SIGINT) or told to stop (SIGTERM)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_sigterm)
+        report = await _run_scenarios(options, progress)
+        nursery.cancel_scope.cancel()
+    return report
+
+
+class Interrupted(Exception):
+    """The bench was told to stop (SIGTERM); every process it started has been stopped."""
+
+
+async def _stop_on_sigterm() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            raise Interrupted("SIGTERM")
+
+
+async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
+    started_at = _now()
+    raise_open_files_limit()
+    run_dir = Path(tempfile.mkdtemp(prefix="payswitch-bench-"))
+    measured = _Measured()
+    wanted = set(options.scenarios)
+    try:
+        if "codec" in wanted:
+            progress.show("[codec] ISO 8583 micro-benchmarks against pyiso8583")
+            measured.codec = run_codec_bench(
+                target_s=options.codec_target_s, repeats=options.codec_repeats
+            )
+            progress.done()
+        async with WorkerPool.open(options.workers, run_dir, progress) as pool:
+            bench = Bench(options, run_dir, pool)
+            if wanted & {"closed", "open", "overload", "online", "echo"}:
+                await run_main_switch(bench, measured)
+            if "echo" in wanted:
+                await run_echo(bench, measured)
+            if "idle" in wanted:
+                await run_idle(bench, measured)
+            if "slow-bank" in wanted:
+                await run_slow_bank(bench, measured)
+            configs = bench.configs
+            journal = f"on, durability {options.journal_durability}"
+    finally:
+        if options.keep_run_dir:
+            print(f"run dir kept: {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    meta = Meta(
+        started_at=started_at,
+        finished_at=_now(),
+        mode=options.mode,
+        python=platform.python_version(),
+        cpus=os.cpu_count() or 0,
+        load_average=[round(x, 2) for x in os.getloadavg()],
+        workers=options.workers,
+        journal=journal,
+        logging="info, JSON lines to a file in the run dir",
+        options=msgspec.to_builtins(options),
+        configs=configs,
+    )
+    return Report(
+        meta=meta,
+        codec=measured.codec,
+        closed_sweep=measured.closed_sweep,
+        open_sweep=measured.open_sweep,
+        max_rate=measured.max_rate,
+        half_max=measured.half_max,
+        overload=measured.overload,
+        online=measured.online,
+        echo=measured.echo,
+        idle=measured.idle,
+        slow_bank=measured.slow_bank,
+        targets=check_targets(
+            codec=measured.codec,
+            half_max=measured.half_max,
+            echo=measured.echo,
+            overload=measured.overload,
+            idle=measured.idle,
+            journal=journal,
+        ),
+    )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,58 @@
+"""The switch's own view of a scenario: its ``txn`` log lines in the window.
+
+Each line carries ``latency_ms``, the time from the frame's arrival to its answer inside
+the switch. Next to the latency at the terminal, it shows how much of the end-to-end
+time the switch spent on the request once it had read it (the rest is the network, the
+bank, the kernel's socket queues and the load generator).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from bench.histogram import LatencyHistogram, LatencySummary
+
+
+class _LogLine(msgspec.Struct, frozen=True):
+    """The keys of a log line the bench reads; msgspec skips the rest."""
+
+    event: str = ""
+    timestamp: str = ""
+    latency_ms: float | None = None
+
+
+_decoder: Final = msgspec.json.Decoder(_LogLine)
+
+
+class LogReader:
+    """Reads a switch log from where it last stopped (the file only grows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def logged_latency(self, wall_start: float, wall_end: float) -> LatencySummary:
+        """Percentiles of ``latency_ms`` of the txn lines written within the window."""
+        with self.path.open("rb") as log:
+            log.seek(self.offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        histogram = LatencyHistogram()
+        for raw in complete.splitlines():
+            if b'"txn"' not in raw:
+                continue  # the cheap test first: most lines are txn lines, others are few
+            try:
+                line = _decoder.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            if line.event != "txn" or line.latency_ms is None:
+                continue
+            at = datetime.fromisoformat(line.timestamp).timestamp()
+            if wall_start <= at < wall_end:
+                histogram.record(int(line.latency_ms * 1000))
+        return histogram.summary()
