@@ -32,6 +32,7 @@ from switch.store.crypto import new_key_file_text
 from switch.terminal import Terminal
 
 DEFAULT_CONFIG = "conf/switch.toml"
+SWITCH_INTERVAL_S = 0.0005
 log = structlog.get_logger()
 
 
@@ -151,6 +152,10 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
         print(f"switch: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level)
+    # The journal's worker thread must take the GIL back from the busy trio thread after
+    # each SQLite call; at the default 5 ms switch interval every such hand-back can
+    # stall a group commit (and the requests waiting on it) by up to 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     trio.run(_run_switch, app)
     return 0
 

@@ -371,6 +371,14 @@ class BankConnector:
         for link in self.links[: count or len(self.links)]:
             await link.wait_up()
 
+    def has_room(self) -> bool:
+        """Whether a request could take a slot now (without taking it)."""
+        if self._open_until is not None and (
+            self._probing or trio.current_time() < self._open_until
+        ):
+            return False
+        return any(link.status == "up" and link.in_flight < link.window for link in self.links)
+
     def reserve_link(self) -> BankLink:
         """A link with room in its window, taking its slot; round robin so load spreads.
         Raises BankUnavailable (91) at once when every link is down or full."""

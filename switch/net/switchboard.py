@@ -39,7 +39,13 @@ from switch.core.model import (
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.routing import BinTable
 from switch.errors import TransactionRefused
-from switch.net.bank_link import BankConnector, BankUnavailable, LinkDown, LinkNotSent
+from switch.net.bank_link import (
+    BankConnector,
+    BankLink,
+    BankUnavailable,
+    LinkDown,
+    LinkNotSent,
+)
 from switch.store import records
 from switch.store.crypto import CardVault
 from switch.store.journal import Journal, JournalError, Operation
@@ -124,9 +130,10 @@ class Switchboard:
                     return await self._reversal(request)
         except TransactionRefused as exc:
             outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=rrn)
-            if finalize is not None:
+            operations = finalize(outcome) if finalize is not None else ()
+            if operations:
                 try:
-                    await self.journal.commit(*finalize(outcome))
+                    await self.journal.commit(*operations)
                 except JournalError as error:
                     return Outcome(code="96", message=str(error), rrn=rrn)
             return outcome
@@ -177,8 +184,17 @@ class Switchboard:
         if repeat is not None:
             return repeat
         prefix, bank = self._route(pan)
+        self._refuse_if_no_room(bank)
         record = self._record(request, stamp, rrn, bank=bank, pan=pan, amount=request.amount)
         return await self._to_bank(record, request, stamp, route=prefix, finalize=finalize)
+
+    def _refuse_if_no_room(self, bank: str) -> None:
+        """91 at once, before any card data is sealed or anything journaled, when the
+        bank cannot take the request now: under overload, refusing must cost little."""
+        connector = self.connectors[bank]
+        if not connector.has_room():
+            reason = "circuit open" if connector.circuit_open() else "every link is full or down"
+            raise TransactionRefused("91", f"bank {bank}: {reason}")
 
     def _route(self, pan: str) -> tuple[str, str]:
         prefix, bank, secondary = self.bins.route(pan)
@@ -211,6 +227,7 @@ class Switchboard:
             amount=amount,
             currency=request.currency or original.currency,
         )
+        self._refuse_if_no_room(original.bank)
         if isinstance(request, Void):
             self.book.reserve_void(original, amount)
         else:
@@ -266,66 +283,77 @@ class Switchboard:
         outcome = Outcome(code="91", rrn=record.rrn, bank=record.bank, route=route)
         done = trio.Event()
         self._in_flight[record.rrn] = done
-        state: State = "not_sent"
-        finished = False
         try:
+            stan = connector.stans.next()
+            mti, fields = bankmsg.bank_request(
+                request,
+                BankTrace(stan=stan, rrn=record.rrn, stamp=stamp),
+                self.institution,
+                original,
+            )
+            record.bank_processing_code = str(fields[3])
+            record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
+            outcome = msgspec.structs.replace(outcome, bank_stan=stan)
+            try:  # on disk before it leaves: after a crash, it is known and reversed
+                await self.journal.commit(records.insert_txn(record, time.time()))
+            except JournalError as exc:
+                self.book.settle(record, state="not_sent", code="96")
+                return msgspec.structs.replace(outcome, code="96", message=str(exc))
+            # The window slot is taken only now, so it is held only while the bank has
+            # the request, not while the journal writes it.
             try:
                 link = connector.reserve_link()
             except BankUnavailable as exc:
                 outcome = msgspec.structs.replace(outcome, message=str(exc))
-                await self._settle(record, outcome, "not_sent", finalize, durable=False)
-                return outcome
-            try:
-                stan = connector.stans.next()
-                mti, fields = bankmsg.bank_request(
-                    request,
-                    BankTrace(stan=stan, rrn=record.rrn, stamp=stamp),
-                    self.institution,
-                    original,
-                )
-                record.bank_processing_code = str(fields[3])
-                record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
-                outcome = msgspec.structs.replace(outcome, bank_stan=stan)
-                try:
-                    await self.journal.commit(records.insert_txn(record, time.time()))
-                except JournalError as exc:
-                    record.sent = None
-                    outcome = msgspec.structs.replace(outcome, code="96", message=str(exc))
-                    return outcome
-                # From here the request may be at the bank: without a final answer it
-                # is reversed.
-                state = "no_answer"
-                outcome = msgspec.structs.replace(
-                    outcome, code="68", message="issuer did not answer in time"
-                )
-                with trio.move_on_after(connector.config.issuer_timeout_s):
-                    response = await link.exchange(mti, fields)
-                    answer = bankmsg.outcome_from_bank(
-                        response.fields, rrn=record.rrn, bank=record.bank
-                    )
-                    outcome = msgspec.structs.replace(answer, route=route, bank_stan=stan)
-                    state = "approved" if outcome.approved else "declined"
-                finished = True
-            except LinkNotSent as exc:
-                state, finished = "not_sent", True
-                outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
-            except LinkDown as exc:
-                finished = True
-                outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
-            finally:
-                link.release()
-                verdict = {"not_sent": None, "no_answer": False}.get(state, True)
-                connector.record_result(answered=verdict)
-                if not finished and state == "no_answer":  # cancelled: shutting down
-                    outcome = msgspec.structs.replace(
-                        outcome, code="96", message="switch stopped before the bank answered"
-                    )
-                with trio.CancelScope(shield=True):
-                    outcome = await self._settle(record, outcome, state, finalize)
-            return outcome
+                return await self._settle(record, outcome, "not_sent", finalize, durable=False)
+            return await self._exchange(record, link, mti, fields, outcome, route, finalize)
         finally:
             del self._in_flight[record.rrn]
             done.set()
+
+    async def _exchange(
+        self,
+        record: TxnRecord,
+        link: BankLink,
+        mti: str,
+        fields: dict[int, str | bytes],
+        outcome: Outcome,
+        route: str,
+        finalize: Finalizer | None,
+    ) -> Outcome:
+        connector = self.connectors[record.bank]
+        # From here the request may be at the bank: without a final answer it is reversed.
+        state: State = "no_answer"
+        finished = False
+        outcome = msgspec.structs.replace(
+            outcome, code="68", message="issuer did not answer in time"
+        )
+        try:
+            with trio.move_on_after(connector.config.issuer_timeout_s):
+                response = await link.exchange(mti, fields)
+                answer = bankmsg.outcome_from_bank(
+                    response.fields, rrn=record.rrn, bank=record.bank
+                )
+                outcome = msgspec.structs.replace(answer, route=route, bank_stan=outcome.bank_stan)
+                state = "approved" if outcome.approved else "declined"
+            finished = True
+        except LinkNotSent as exc:
+            state, finished = "not_sent", True
+            outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+        except LinkDown as exc:
+            finished = True
+            outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+        finally:
+            link.release()
+            verdict = {"not_sent": None, "no_answer": False}.get(state, True)
+            connector.record_result(answered=verdict)
+            if not finished and state == "no_answer":  # cancelled: shutting down
+                outcome = msgspec.structs.replace(
+                    outcome, code="96", message="switch stopped before the bank answered"
+                )
+            with trio.CancelScope(shield=True):
+                outcome = await self._settle(record, outcome, state, finalize)
+        return outcome
 
     async def _settle(
         self,

@@ -9,13 +9,39 @@ from typing import Any
 
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
-from switch.store.journal import Operation
+from switch.store.journal import Operation, Write
 
 _TXN_COLUMNS = (
     "rrn, kind, channel, request_mti, terminal_id, merchant_id, stan, batch, local_date, "
     "online_id, request_digest, pan_masked, pan_hmac, pan_sealed, amount, currency, bank, "
     "bank_mti, bank_stan, transmission, bank_processing_code, original_rrn, state, code, "
     "auth_code, balance, refunded, voided, reversed, created_at, updated_at"
+)
+
+
+# Statement ranks: within a group, rows are inserted before they are updated.
+_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
+_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+
+_INSERT_TXN = (
+    f"INSERT INTO txn ({_TXN_COLUMNS}) VALUES ({', '.join('?' * len(_TXN_COLUMNS.split(',')))})"
+)
+_INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
+_UPDATE_TXN = (
+    "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
+    "voided = ?, reversed = ?, updated_at = ? WHERE rrn = ?"
+)
+_INSERT_SAF = (
+    "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
+    "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
+)
+_UPDATE_SAF = (
+    "UPDATE saf SET state = ?, attempts = ?, next_attempt_at = ?, last_result = ?, "
+    "updated_at = ? WHERE id = ?"
+)
+_PUT_IDEMPOTENCY = (
+    "INSERT OR REPLACE INTO idempotency (merchant_id, online_id, fingerprint, response, "
+    "created_at) VALUES (?, ?, ?, ?, ?)"
 )
 
 
@@ -31,17 +57,10 @@ def insert_txn(record: TxnRecord, at: float) -> Operation:
         record.state, record.code, record.auth_code, record.balance, record.refunded,
         int(record.voided), int(record.reversed), at, at,
     )  # fmt: skip
-
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            f"INSERT INTO txn ({_TXN_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row
-        )
-        connection.execute(
-            "INSERT INTO txn_event (rrn, at, state) VALUES (?, ?, ?)",
-            (record.rrn, at, record.state),
-        )
-
-    return operation
+    return (
+        Write(_RANK_INSERT_TXN, _INSERT_TXN, row),
+        Write(_RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)),
+    )
 
 
 def update_txn(record: TxnRecord, at: float, *, detail: str | None = None) -> Operation:
@@ -50,70 +69,33 @@ def update_txn(record: TxnRecord, at: float, *, detail: str | None = None) -> Op
         record.state, record.code, record.auth_code, record.balance, record.refunded,
         int(record.voided), int(record.reversed), at, record.rrn,
     )  # fmt: skip
-    event = (record.rrn, at, record.state, record.code, detail)
-
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
-            "voided = ?, reversed = ?, updated_at = ? WHERE rrn = ?",
-            values,
-        )
-        connection.execute(
-            "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)", event
-        )
-
-    return operation
+    return (
+        Write(_RANK_UPDATE_TXN, _UPDATE_TXN, values),
+        Write(_RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, detail)),
+    )
 
 
 def insert_saf(record: TxnRecord, reason: str, at: float) -> Operation:
     """Queues the reversal of ``record`` for its bank's store-and-forward task."""
-    values = (record.rrn, record.bank, reason, at, at, at)
-
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-            values,
-        )
-
-    return operation
+    return (Write(_RANK_INSERT_SAF, _INSERT_SAF, (record.rrn, record.bank, reason, at, at, at)),)
 
 
 def update_saf(
     saf_id: int, *, state: str, attempts: int, next_attempt_at: float, result: str, at: float
 ) -> Operation:
     values = (state, attempts, next_attempt_at, result, at, saf_id)
-
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "UPDATE saf SET state = ?, attempts = ?, next_attempt_at = ?, last_result = ?, "
-            "updated_at = ? WHERE id = ?",
-            values,
-        )
-
-    return operation
+    return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
 
 
 def put_idempotency(
     merchant_id: str, online_id: str, fingerprint: bytes, response: bytes, at: float
 ) -> Operation:
     values = (merchant_id, online_id, fingerprint, response, at)
-
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT OR REPLACE INTO idempotency (merchant_id, online_id, fingerprint, response, "
-            "created_at) VALUES (?, ?, ?, ?, ?)",
-            values,
-        )
-
-    return operation
+    return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
 
 
 def purge_idempotency(before: float) -> Operation:
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute("DELETE FROM idempotency WHERE created_at < ?", (before,))
-
-    return operation
+    return (Write(_RANK_PURGE, "DELETE FROM idempotency WHERE created_at < ?", (before,)),)
 
 
 # -- reads -------------------------------------------------------------------------

@@ -262,7 +262,7 @@ async def test_a_transaction_left_in_doubt_is_reversed_at_start_up(
         currency="156", bank_processing_code="000000",
         sent=OriginalData(mti="0200", stan="000001", transmission=stamp.transmission),
     )  # fmt: skip
-    file.apply([records.insert_txn(record, time.time())])  # as a crash would leave it
+    file.apply(records.insert_txn(record, time.time()))  # as a crash would leave it
     file.close()
 
     app = await start_switch(nursery, config)

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from switch.store.journal import Journal, JournalError, JournalFile
+from switch.store.journal import Journal, JournalError, JournalFile, Write
 from switch.store.schema import SCHEMA_VERSION, SchemaError, migrate
 
 
-def insert(value: int) -> object:
-    def operation(connection: sqlite3.Connection) -> None:
-        connection.execute("INSERT INTO probe (value) VALUES (?)", (value,))
-
-    return operation
+def insert(value: int) -> tuple[Write, ...]:
+    return (Write(1, "INSERT INTO probe (value) VALUES (?)", (value,)),)
 
 
 def make_probe_table(path: Path) -> None:
@@ -57,7 +54,7 @@ async def test_file_is_wal_and_commits_are_grouped(tmp_path: Path) -> None:
         await journal.read(lambda c: c.execute("CREATE TABLE probe (value INTEGER)"))
 
         async def commit_one(value: int) -> None:
-            await journal.commit(insert(value))  # type: ignore[arg-type]
+            await journal.commit(insert(value))
 
         async with trio.open_nursery() as writers:
             for value in range(500):
@@ -76,15 +73,14 @@ async def test_a_failing_group_raises_and_commits_nothing(tmp_path: Path) -> Non
     make_probe_table(path)
     journal = Journal(JournalFile(path))
 
-    def broken(connection: sqlite3.Connection) -> None:
-        connection.execute("INSERT INTO no_such_table VALUES (1)")
+    broken = (Write(1, "INSERT INTO no_such_table VALUES (?)", (1,)),)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
         with pytest.raises(JournalError):
-            await journal.commit(insert(1), broken)  # type: ignore[arg-type]
+            await journal.commit(insert(1), broken)
         assert count(path) == 0  # all or nothing
-        await journal.commit(insert(2))  # type: ignore[arg-type]
+        await journal.commit(insert(2))
         assert count(path) == 1
         nursery.cancel_scope.cancel()
 
@@ -96,6 +92,18 @@ async def test_async_durability_does_not_wait_and_cancel_still_flushes(tmp_path:
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
         for value in range(100):
-            await journal.commit(insert(value))  # type: ignore[arg-type]
+            await journal.commit(insert(value))
         nursery.cancel_scope.cancel()  # shutdown with groups still queued
     assert count(path) == 100
+
+
+def test_a_group_runs_inserts_before_updates_whatever_the_order_given(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = JournalFile(path)
+    file.open()
+    update = Write(2, "UPDATE probe SET value = ? WHERE value = ?", (7, 1))
+    file.apply([update, *insert(1)])  # given update first; runs insert first
+    file.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT value FROM probe").fetchall() == [(7,)]
