@@ -23,7 +23,7 @@ from switch.core.book import TransactionBook
 from switch.core.online import IdempotencyBook
 from switch.core.routing import BinTable
 from switch.net.bank_link import BankConnector
-from switch.net.channel import ChannelServer
+from switch.net.channel import Admission, ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
@@ -175,8 +175,9 @@ class SwitchApp:
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
             )
-            self.pos = ChannelServer(config.pos, pos_protocol)  # type: ignore[arg-type]
-            self.online = ChannelServer(config.online, online_protocol)  # type: ignore[arg-type]
+            admission = Admission(limit=config.switch.max_in_flight)
+            self.pos = ChannelServer(config.pos, pos_protocol, admission)  # type: ignore[arg-type]
+            self.online = ChannelServer(config.online, online_protocol, admission)  # type: ignore[arg-type]
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)

@@ -37,6 +37,12 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """How long in-flight transactions may take to finish after SIGTERM."""
     dialects_dir: str = "dialects"
     """Folder of dialect tables, relative to the config file."""
+    max_in_flight: Count = 128
+    """Transactions in progress at once, switch-wide, across channels and connections;
+    beyond it a request is answered 91 at once. By Little's law this bounds the time a
+    request can spend queued in the switch when it is out of CPU (in flight / rate):
+    overload is shed at the door instead of timing out at the terminal. Size it as
+    peak rate x the queueing delay you accept (1,000/s x 0.128 s here)."""
 
 
 class ListenerSection(_Section, frozen=True, kw_only=True):

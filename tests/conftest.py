@@ -56,6 +56,7 @@ BASE_CONFIG: dict[str, Any] = {
         "utc_offset_h": 8,
         "shutdown_grace_s": 5.0,
         "dialects_dir": str(DIALECTS),
+        "max_in_flight": 1024,  # functional tests; test_switch_wide_cap checks shedding
     },
     "pos": {"host": "127.0.0.1", "port": 0, "read_deadline_s": 5.0},
     "online": {"host": "127.0.0.1", "port": 0, "read_deadline_s": 5.0},

@@ -26,6 +26,7 @@ log = structlog.get_logger()
 Work = TypeVar("Work")
 
 WRITER_DRAIN_S = 5.0
+SHED_LOG_INTERVAL_S = 1.0
 """How long a closing connection may take to flush its last answers."""
 
 
@@ -45,7 +46,9 @@ class ChannelProtocol(Protocol[Work]):
         ...
 
     def busy(self, work: Work) -> bytes:
-        """The immediate 91 answer when the connection's window is full."""
+        """The immediate 91 answer when the connection's or the switch's window is full.
+        It costs as little as possible and is not logged one by one: the listener logs
+        how many it shed, once a second (a log line per refusal would add to overload)."""
         ...
 
     async def respond(self, work: Work) -> bytes | None:
@@ -53,16 +56,49 @@ class ChannelProtocol(Protocol[Work]):
         ...
 
 
+class Admission:
+    """The switch-wide count of transactions in progress, shared by every listener."""
+
+    __slots__ = ("in_flight", "limit", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.refused = 0
+
+    def try_admit(self) -> bool:
+        if self.in_flight >= self.limit:
+            self.refused += 1
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def statistics(self) -> dict[str, int]:
+        return {"in_flight": self.in_flight, "limit": self.limit, "refused": self.refused}
+
+
 class ChannelServer(Generic[Work]):
-    def __init__(self, config: ListenerSection, protocol: ChannelProtocol[Work]) -> None:
+    def __init__(
+        self,
+        config: ListenerSection,
+        protocol: ChannelProtocol[Work],
+        admission: Admission | None = None,
+    ) -> None:
         self.config = config
         self.protocol = protocol
+        self.admission = admission or Admission(limit=1 << 30)
         self.port = 0
         self.connections = 0
         self.refused = 0
         self._accept_scope = trio.CancelScope()
         self._read_scopes: set[trio.CancelScope] = set()
         self._draining = False
+        self.shed = 0
+        self._shed_logged = 0
+        self._next_shed_log = 0.0
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listens until drained (or cancelled); returns once every connection ended.
@@ -80,6 +116,14 @@ class ChannelServer(Generic[Work]):
                 scope.cancel()
         log.info("listener_stopped", channel=self.protocol.name)
 
+    def _shed(self) -> None:
+        self.shed += 1
+        now = trio.current_time()
+        if now >= self._next_shed_log:
+            shed_now, self._shed_logged = self.shed - self._shed_logged, self.shed
+            log.warning("requests_shed", channel=self.protocol.name, count=shed_now)
+            self._next_shed_log = now + SHED_LOG_INTERVAL_S
+
     def drain(self) -> None:
         """Stops accepting and stops reading new requests; in-flight ones finish."""
         self._draining = True
@@ -92,6 +136,8 @@ class ChannelServer(Generic[Work]):
             "channel": self.protocol.name,
             "connections": self.connections,
             "refused": self.refused,
+            "shed": self.shed,
+            "admission": self.admission.statistics(),
         }
 
     async def _handle(self, stream: trio.SocketStream) -> None:
@@ -142,6 +188,7 @@ class ChannelServer(Generic[Work]):
         cap: int,
     ) -> None:
         protocol = self.protocol
+        admission = self.admission
         in_flight = 0
         read_scope = trio.CancelScope()
         write_deadline_s = self.config.write_deadline_s
@@ -157,6 +204,7 @@ class ChannelServer(Generic[Work]):
                 read_scope.cancel()
             finally:
                 in_flight -= 1
+                admission.release()
 
         with read_scope:
             self._read_scopes.add(read_scope)
@@ -168,8 +216,9 @@ class ChannelServer(Generic[Work]):
                     work = protocol.accept(frame, trio.current_time())
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
-                    elif in_flight >= cap:
+                    elif in_flight >= cap or not admission.try_admit():
                         busy = framer.frame(protocol.busy(work))
+                        self._shed()
                         await _answer(writer, busy, write_deadline_s)
                     else:
                         in_flight += 1

@@ -78,11 +78,8 @@ class OnlineProtocol:
 
     def busy(self, work: OnlineWork) -> bytes:
         self.idempotency.abandon(work.message.merchant_id, work.message.id)
-        return self._refuse(
-            work.message,
-            TransactionRefused("91", "busy: too many requests in flight on this connection"),
-            work.received_at,
-        )
+        refusal = TransactionRefused("91", "busy: too many requests in flight")
+        return wire.encode_response(online.refusal(work.message.id, refusal))
 
     async def respond(self, work: OnlineWork) -> bytes:
         message = work.message

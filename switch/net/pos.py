@@ -54,33 +54,32 @@ class PosProtocol:
             return self._format_error(envelope, exc, stamp, received_at)
         if message.mti[2] not in REQUEST_CLASSES:
             raise CloseConnection(f"terminal sent a response message {message.mti}")
+        if not isinstance(message.fields.get(11), str) or not isinstance(
+            message.fields.get(41), str
+        ):
+            # An answer without 11 and 41 cannot be matched by the terminal: as for a
+            # message that cannot be parsed, close the connection (pos-cup.md).
+            raise CloseConnection("message without field 11 or 41")
+        # Mapping and validation happen here, before admission: a request that fails
+        # them is answered at once and never takes one of the switch's in-flight slots.
         try:
             request = pos.request_from_pos(message.mti, message.fields)
         except TransactionRefused as exc:
-            if not isinstance(message.fields.get(11), str) or not isinstance(
-                message.fields.get(41), str
-            ):
-                # An answer without 11 and 41 cannot be matched by the terminal: as for
-                # a message that cannot be parsed, close the connection (pos-cup.md).
-                raise CloseConnection(f"message without 11 or 41: {exc}") from None
             outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
             self._log(None, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
         return PosWork(envelope, message, request, stamp, received_at)
 
     def busy(self, work: PosWork) -> bytes:
-        outcome = Outcome(code="91", message="too many requests in flight on this connection")
-        self._log(work.request, outcome, work.message, work.received_at)
-        return self._reply(
-            work.envelope, work.message.mti, work.message.fields, outcome, work.stamp
-        )
+        outcome = Outcome(code="91", message="busy: too many requests in flight")
+        message = work.message
+        return self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
 
     async def respond(self, work: PosWork) -> bytes:
+        message = work.message
         outcome = await self.switchboard.process(work.request, work.stamp)
-        self._log(work.request, outcome, work.message, work.received_at)
-        return self._reply(
-            work.envelope, work.message.mti, work.message.fields, outcome, work.stamp
-        )
+        self._log(work.request, outcome, message, work.received_at)
+        return self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
 
     def _format_error(
         self, envelope: PosEnvelope, exc: MessageDecodeError, stamp: Stamp, received_at: float

@@ -312,3 +312,27 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
     approved = [line for line in lines if line["code"] == "00"]
     assert approved[0]["pan"] == "622202*********2221"
     assert approved[0]["bank"] == "icbc" and approved[0]["route"] == "622202"
+
+
+async def test_switch_wide_cap_sheds_the_excess_at_once_and_logs_a_summary(
+    nursery: trio.Nursery, log_sink
+) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(switch={"max_in_flight": 4})
+    app = await start_switch(nursery, config)
+    app.simulators["icbc"].latency_s = 0.5
+    arrivals: list[str] = []
+
+    async def one_sale(index: int) -> None:
+        client = await pos_client(app, Terminal(terminal_id=f"W{index:07d}"))
+        response = await client.request(client.terminal.sale(index, PAN_ICBC, 1000 + index * 100))
+        arrivals.append(str(response.fields[39]))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as senders:
+            for index in range(1, 21):
+                senders.start_soon(one_sale, index)
+    assert arrivals.count("00") == 4 and arrivals.count("91") == 16
+    assert arrivals.index("00") == 16  # shed at the door, before any approval came back
+    shed = log_sink.events("requests_shed")
+    assert shed and sum(line["count"] for line in shed) <= 16
+    assert app.pos is not None and app.pos.shed == 16
