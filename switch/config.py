@@ -71,7 +71,10 @@ class OnlineListenerSection(ListenerSection, frozen=True, kw_only=True):
     terminal_id: Annotated[str, Meta(min_length=1, max_length=8)] = "ONLINE01"
     """Field 41 towards banks for online payments (they have no terminal of their own)."""
     idempotency_keep_s: PositiveSeconds = 7 * 24 * 3600.0
-    idempotency_max_entries: Count = 1_000_000
+    idempotency_max_entries: Count = 200_000
+    """Online results kept in memory (the journal keeps all of them for
+    idempotency_keep_s); past this the oldest leave memory and are read back from the
+    journal when their id comes again."""
 
 
 class SimulatorSection(_Section, frozen=True, kw_only=True):
@@ -115,8 +118,10 @@ class RouteSection(_Section, frozen=True, kw_only=True):
 
 
 class BookSection(_Section, frozen=True, kw_only=True):
-    max_records: Count = 1_000_000
-    """Transactions kept in memory as originals for voids, refunds and reversals."""
+    max_records: Count = 200_000
+    """Recent transactions kept in memory (about 2 KB each): the originals of voids,
+    refunds and reversals are found here first, then in the journal, and repeated POS
+    requests are recognised as duplicates within this window."""
 
 
 class JournalSection(_Section, frozen=True, kw_only=True):

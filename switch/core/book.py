@@ -11,6 +11,7 @@ a later issue keeps it in the durable journal. Pure Python, no I/O.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Literal
 
@@ -112,6 +113,15 @@ class TransactionBook:
         return len(self._by_rrn)
 
     def add(self, record: TxnRecord) -> None:
+        # Fields that repeat across many records (a terminal's id, the date, the batch)
+        # are shared rather than held once per record.
+        record.terminal_id = sys.intern(record.terminal_id)
+        record.merchant_id = sys.intern(record.merchant_id)
+        record.batch = sys.intern(record.batch)
+        record.local_date = sys.intern(record.local_date)
+        record.request_mti = sys.intern(record.request_mti)
+        record.currency = sys.intern(record.currency)
+        record.bank_processing_code = sys.intern(record.bank_processing_code)
         self._by_rrn[record.rrn] = record
         self._by_trace[_trace_of(record)] = record
         self._by_request[record.request_key] = record

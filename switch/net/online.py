@@ -83,6 +83,12 @@ class OnlineProtocol:
 
     async def respond(self, work: OnlineWork) -> bytes:
         message = work.message
+        if self.idempotency.evicted_early:
+            # The in-memory window has forgotten some ids before their time: the
+            # journal, which keeps them all, has the last word on this one.
+            earlier = await self._journaled_result(message, work.fingerprint)
+            if earlier is not None:
+                return earlier
         kept: list[bytes] = []
 
         def keep_result(outcome: Outcome) -> list[Operation]:
@@ -116,6 +122,22 @@ class OnlineProtocol:
             received_at=work.received_at,
         )
         return payload
+
+    async def _journaled_result(
+        self, message: wire.Purchase | wire.Balance | wire.Void | wire.Refund, fingerprint: bytes
+    ) -> bytes | None:
+        entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
+            records.idempotency_entry(message.merchant_id, message.id)
+        )
+        if entry is None:
+            return None
+        digest, response = entry
+        if digest != fingerprint:
+            self.idempotency.abandon(message.merchant_id, message.id)
+            refusal = TransactionRefused("94", "this id was used before with different content")
+            return wire.encode_response(online.refusal(message.id, refusal))
+        self.idempotency.finish(message.merchant_id, message.id, response)
+        return response
 
     def _status(self, message: wire.Status) -> bytes:
         stored = self.idempotency.stored(message.merchant_id, message.original_id)

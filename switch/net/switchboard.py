@@ -214,6 +214,7 @@ class Switchboard:
             if repeat is not None:
                 return repeat
         merchant_id = request.acceptor.merchant_id
+        await self._load_original(request)
         original = self.book.find_sale(
             merchant_id=merchant_id, rrn=request.original.rrn, online_id=request.original.online_id
         )
@@ -237,6 +238,30 @@ class Switchboard:
         return await self._to_bank(
             record, resolved, stamp, route="original", original=original.sent, finalize=finalize
         )
+
+    async def _load_original(self, request: Void | Refund) -> None:
+        """The book is a bounded cache of recent transactions: an original older than it
+        holds is read back from the journal."""
+        ref, merchant_id = request.original, request.acceptor.merchant_id
+        if ref.rrn is not None:
+            if self.book.by_rrn(ref.rrn) is None:
+                self._remember(await self.journal.read(records.record_by_rrn(ref.rrn)))
+        elif (
+            ref.online_id is not None and self.book.by_online_id(merchant_id, ref.online_id) is None
+        ):
+            query = records.record_by_online_id(merchant_id, ref.online_id)
+            self._remember(await self.journal.read(query))
+
+    def _remember(self, record: TxnRecord | None) -> TxnRecord | None:
+        """Adds a record read from the journal, unless another task added it meanwhile
+        (two copies of one original would each take reservations)."""
+        if record is None:
+            return None
+        existing = self.book.by_rrn(record.rrn)
+        if existing is not None:
+            return existing
+        self.book.add(record)
+        return record
 
     def _record(
         self, request: BankBound, stamp: Stamp, rrn: str, *, bank: str, pan: str, amount: int
@@ -401,12 +426,13 @@ class Switchboard:
         bank (pos-cup.md); if it did, its reversal is queued for store-and-forward."""
         acceptor = request.acceptor
         ref = request.original
-        record = self.book.by_trace(
-            acceptor.terminal_id,
-            acceptor.merchant_id,
-            ref.batch or request.batch,
+        trace = (
+            acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
             ref.stan or request.stan,
-        )
+        )  # fmt: skip
+        record = self.book.by_trace(*trace)
+        if record is None:  # older than the book holds
+            record = self._remember(await self.journal.read(records.record_by_trace(*trace)))
         if record is None or record.pan_hmac != self.vault.lookup(request.card.pan):
             return Outcome(code="00", message="no original reached a bank")
         done = self._in_flight.get(record.rrn)

@@ -160,6 +160,32 @@ def record_by_rrn(rrn: str) -> Any:
     return query
 
 
+def record_by_online_id(merchant_id: str, online_id: str) -> Any:
+    def query(connection: sqlite3.Connection) -> TxnRecord | None:
+        row = connection.execute(
+            f"SELECT {_TXN_COLUMNS} FROM txn WHERE merchant_id = ? AND online_id = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (merchant_id, online_id),
+        ).fetchone()
+        return None if row is None else record_from_row(row)
+
+    return query
+
+
+def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -> Any:
+    """The latest transaction a terminal sent with this batch and STAN."""
+
+    def query(connection: sqlite3.Connection) -> TxnRecord | None:
+        row = connection.execute(
+            f"SELECT {_TXN_COLUMNS} FROM txn WHERE terminal_id = ? AND merchant_id = ? "
+            "AND stan = ? AND batch = ? ORDER BY created_at DESC LIMIT 1",
+            (terminal_id, merchant_id, stan, batch),
+        ).fetchone()
+        return None if row is None else record_from_row(row)
+
+    return query
+
+
 def records_in_doubt(connection: sqlite3.Connection) -> list[TxnRecord]:
     """Transactions written before they left for a bank and never settled: after a
     crash, each may or may not have reached its bank."""
@@ -191,6 +217,17 @@ def last_bank_stan(bank: str) -> Any:
             (bank,),
         ).fetchone()
         return None if row is None else int(row[0])
+
+    return query
+
+
+def idempotency_entry(merchant_id: str, online_id: str) -> Any:
+    def query(connection: sqlite3.Connection) -> tuple[bytes, bytes] | None:
+        row = connection.execute(
+            "SELECT fingerprint, response FROM idempotency WHERE merchant_id = ? AND online_id = ?",
+            (merchant_id, online_id),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
 
     return query
 

@@ -375,3 +375,39 @@ async def test_an_open_circuit_answers_91_at_once_and_a_reversal_probe_closes_it
     await eventually(lambda: ops.saf_list(db(app)) == [])
     await eventually(lambda: not app.connectors["icbc"].circuit_open())
     assert (await client.request(client.terminal.sale(4, PAN_ICBC, 1400))).fields[39] == "00"
+
+
+async def test_originals_older_than_the_book_come_from_the_journal(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery, make_config(book={"max_records": 2}, saf=FAST_SAF))
+    simulator = app.simulators["icbc"]
+    client = await pos_client(app)
+    old_sale = client.terminal.sale(1, PAN_ICBC, 2100)
+    first = await client.request(old_sale)
+    refunded = await client.request(client.terminal.sale(2, PAN_ICBC, 2200))
+    for stan in (3, 4, 5):  # push both out of the two-record book
+        await client.request(client.terminal.sale(stan, PAN_ICBC, 1000 + stan * 100))
+    assert (
+        app.switchboard is not None and app.switchboard.book.by_rrn(str(first.fields[37])) is None
+    )
+
+    void = await client.request(client.terminal.void(6, PAN_ICBC, 2100, str(first.fields[37]), 1))
+    assert void.fields[39] == "00"
+    refund = await client.request(
+        client.terminal.refund(7, PAN_ICBC, 2200, str(refunded.fields[37]), 2)
+    )
+    assert refund.fields[39] == "00"
+    for stan in (8, 9, 10):
+        await client.request(client.terminal.sale(stan, PAN_ICBC, 1000 + stan * 100))
+    # A refund beyond what is left is refused even though the sale left the book again.
+    again = await client.request(
+        client.terminal.refund(11, PAN_ICBC, 1, str(refunded.fields[37]), 2)
+    )
+    assert again.fields[39] == "61"
+    # A terminal's reversal of a sale the book no longer holds still reaches the bank.
+    reversal = await client.request(
+        client.terminal.reversal(client.terminal.sale(3, PAN_ICBC, 1300))
+    )
+    assert reversal.fields[39] == "00"
+    await eventually(lambda: simulator.totals().reversed == 1300)
+    totals = simulator.totals()
+    assert (totals.voided, totals.refunded) == (2100, 2200)

@@ -179,3 +179,20 @@ async def test_validation_errors_name_the_field_and_keep_the_connection(
     # A corrected request may reuse the id that failed validation.
     fixed = await client.request(purchase("v-2", 100))
     assert isinstance(fixed, wire.Result) and fixed.approved
+
+
+async def test_ids_that_left_memory_are_still_answered_from_the_journal(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config(online={"idempotency_max_entries": 2}))
+    client = await online_client(app)
+    first = wire.encode_request(purchase("mem-0", 1100))
+    await client.send_raw(first)
+    stored = await client.receive_raw()
+    for n in range(1, 4):  # push mem-0 out of the two-entry memory
+        await client.request(purchase(f"mem-{n}", 1100 + n * 100))
+    await client.send_raw(first)
+    assert await client.receive_raw() == stored  # byte for byte, from the journal
+    changed = await client.request(purchase("mem-0", 9900))
+    assert isinstance(changed, wire.Error) and changed.code == "94"
+    assert app.simulators["icbc"].totals().approvals == 4  # mem-0 reached the bank once
