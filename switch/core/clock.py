@@ -2,7 +2,8 @@
 
 Every request is stamped once on arrival; fields 7 (UTC) and 12/13 (local) towards the
 bank and 12/13 back to the terminal all come from that one stamp, as in the specs'
-samples (14:30:15 local is 06:30:15 UTC at +8).
+samples (14:30:15 local is 06:30:15 UTC at +8). The fields are formatted once, when the
+stamp is made: each is read several times per transaction.
 """
 
 from __future__ import annotations
@@ -16,32 +17,30 @@ import msgspec
 class Stamp(msgspec.Struct, frozen=True, gc=False):
     utc: datetime
     local: datetime
+    transmission: str
+    """Field 7: MMDDhhmmss in UTC."""
+    local_time: str
+    """Field 12: hhmmss local."""
+    local_date: str
+    """Field 13: MMDD local."""
+    rrn_day: str
+    """The RRN's day prefix: last digit of the local year, day of the year."""
 
     @classmethod
     def at(cls, epoch_s: float, utc_offset_h: int) -> Stamp:
         utc = datetime.fromtimestamp(epoch_s, UTC)
-        return cls(utc=utc, local=utc + timedelta(hours=utc_offset_h))
+        local = utc + timedelta(hours=utc_offset_h)
+        return cls(
+            utc=utc,
+            local=local,
+            transmission=(
+                f"{utc.month:02d}{utc.day:02d}{utc.hour:02d}{utc.minute:02d}{utc.second:02d}"
+            ),
+            local_time=f"{local.hour:02d}{local.minute:02d}{local.second:02d}",
+            local_date=f"{local.month:02d}{local.day:02d}",
+            rrn_day=f"{local.year % 10}{local.timetuple().tm_yday:03d}",
+        )
 
     @classmethod
     def now(cls, utc_offset_h: int) -> Stamp:
         return cls.at(time.time(), utc_offset_h)
-
-    @property
-    def transmission(self) -> str:
-        """Field 7: MMDDhhmmss in UTC."""
-        return self.utc.strftime("%m%d%H%M%S")
-
-    @property
-    def local_time(self) -> str:
-        """Field 12: hhmmss local."""
-        return self.local.strftime("%H%M%S")
-
-    @property
-    def rrn_day(self) -> str:
-        """The RRN's day prefix: last digit of the local year, day of the year."""
-        return f"{self.local.year % 10}{self.local.timetuple().tm_yday:03d}"
-
-    @property
-    def local_date(self) -> str:
-        """Field 13: MMDD local."""
-        return self.local.strftime("%m%d")

@@ -241,6 +241,13 @@ class ChannelServer(Generic[Work]):
 
 async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) -> None:
     try:
+        writer.send_nowait(frame)  # the usual case: room in the queue, no deadline needed
+        return
+    except trio.WouldBlock:
+        pass
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        return  # the peer has gone; its answer has nowhere to go
+    try:
         with trio.fail_after(write_deadline_s):
             await writer.send(frame)
     except trio.TooSlowError:
