@@ -49,6 +49,9 @@ Operation = Sequence[Write]
 Durability = Literal["sync", "async"]
 Result = TypeVar("Result")
 
+CHECKPOINT_INTERVAL_S = 1.0
+"""How often the WAL is copied into the database, away from the commit path."""
+
 
 class JournalError(SwitchError):
     """The journal could not commit: nothing that depended on it may be answered 00."""
@@ -71,6 +74,10 @@ class JournalFile:
         writer.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit is on disk (WAL fsync) before it returns, power loss included.
         writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+        # No checkpoint inside a commit: by default every ~1,000 pages one commit also
+        # copies the WAL into the database and fsyncs it, stalling every transaction
+        # waiting on that group. Checkpoints run on their own instead (checkpoint()).
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
         migrate(writer)
         self._writer = writer
         self._reader = _connect(self.path)
@@ -94,6 +101,15 @@ class JournalFile:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Copies committed WAL pages into the database file without blocking writers
+        (PASSIVE), so the WAL does not grow without end; on its own connection."""
+        connection = _connect(self.path)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            connection.close()
 
     def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
         connection = self._reader
@@ -151,13 +167,24 @@ class Journal:
         await trio.to_thread.run_sync(self.file.open)
         log.info("journal_opened", path=str(self.file.path), durability=self.durability)
         try:
-            task_status.started()
-            async for group in self._receive:
-                await self._commit_gathered(group)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._checkpoint_periodically)
+                task_status.started()
+                async for group in self._receive:
+                    await self._commit_gathered(group)
+                nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self._flush_remaining()
                 await trio.to_thread.run_sync(self.file.close)
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await trio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await trio.to_thread.run_sync(self.file.checkpoint)
+            except sqlite3.Error as exc:
+                log.warning("journal_checkpoint_failed", error=repr(exc))
 
     async def _commit_gathered(self, first: _Group) -> None:
         groups = [first]
