@@ -76,6 +76,8 @@ class SwitchApp:
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
         self._channels: trio.Nursery | None = None
+        self.stopped = trio.Event()
+        """Set once run() has returned: everything stopped and the journal closed."""
 
     @property
     def pos_port(self) -> int:
@@ -109,6 +111,7 @@ class SwitchApp:
             await self._run_banks_and_channels(journal, vault, task_status)
             store_side.cancel_scope.cancel()
         log.info("switch_stopped")
+        self.stopped.set()
 
     async def _run_banks_and_channels(
         self, journal: Journal, vault: CardVault, task_status: trio.TaskStatus[SwitchApp]

@@ -76,34 +76,31 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def void(
-        self,
-        stan: int,
-        pan: str,
-        amount: int,
-        original_rrn: str,
-        original_stan: int,
-        *,
-        currency: str = "156",
+        self, stan: int, pan: str, amount: int, original_rrn: str, original_stan: int
     ) -> tuple[str, dict[int, FieldValue]]:
-        fields = self._financial(stan, "23", "200000", pan, amount, expiry=None, currency=currency)
-        fields[37] = original_rrn
-        fields[61] = f"{self.batch:06d}{original_stan:06d}"
-        return "0200", fields
+        return "0200", self._referencing(stan, "23", pan, amount, original_rrn, original_stan)
 
     def refund(
+        self, stan: int, pan: str, amount: int, original_rrn: str, original_stan: int
+    ) -> tuple[str, dict[int, FieldValue]]:
+        return "0220", self._referencing(stan, "25", pan, amount, original_rrn, original_stan)
+
+    def _referencing(
         self,
         stan: int,
+        reserved_type: str,
         pan: str,
         amount: int,
         original_rrn: str,
         original_stan: int,
-        *,
-        currency: str = "156",
-    ) -> tuple[str, dict[int, FieldValue]]:
-        fields = self._financial(stan, "25", "200000", pan, amount, expiry=None, currency=currency)
+    ) -> dict[int, FieldValue]:
+        """A void's or refund's fields: 37 and 61 name the sale (pos-cup.md)."""
+        fields = self._financial(
+            stan, reserved_type, "200000", pan, amount, expiry=None, currency="156"
+        )
         fields[37] = original_rrn
         fields[61] = f"{self.batch:06d}{original_stan:06d}"
-        return "0220", fields
+        return fields
 
     def reversal(
         self, original: tuple[str, dict[int, FieldValue]], *, reason: str = "98", date: str = ""

@@ -26,11 +26,14 @@ State = Literal["sending", "approved", "declined", "no_answer", "not_sent"]
 bank and got no final answer (a reversal is queued); ``not_sent``: it never left."""
 
 
-class TxnRecord(msgspec.Struct, kw_only=True):
+class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     """One bank-bound transaction and what has happened to it since.
 
     The card number is held as the journal holds it: masked, keyed HMAC (to compare)
     and sealed (to send again); the clear number lives only in the request in flight.
+    Not tracked by the cyclic garbage collector (``gc=False``): it refers only to
+    strings, numbers and another untracked Struct, so it can be in no cycle, and a
+    book of many thousands would otherwise lengthen every full collection.
     """
 
     kind: Kind

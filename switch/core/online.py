@@ -145,7 +145,7 @@ def decode_error(exc: wire.OnlineDecodeError) -> wire.Error:
 # -- idempotency (online.md, "Idempotency") -------------------------------------------
 
 
-class IdempotencyEntry(msgspec.Struct):
+class IdempotencyEntry(msgspec.Struct, gc=False):
     fingerprint: bytes
     created_s: float
     response: bytes | None = None

@@ -49,7 +49,7 @@ Operation = Sequence[Write]
 Durability = Literal["sync", "async"]
 Result = TypeVar("Result")
 
-CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_INTERVAL_S = 0.25
 """How often the WAL is copied into the database, away from the commit path."""
 
 
