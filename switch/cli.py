@@ -11,6 +11,7 @@ import json
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -135,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     pos.add_argument("--expiry", default="2812", help="card expiry YYMM")
     pos.add_argument("--terminal", default="POS00001", help="terminal id (field 41)")
     pos.add_argument("--merchant", default="898310048990001", help="merchant id (field 42)")
-    pos.add_argument("--stan", type=int, default=1, help="trace number (field 11)")
+    pos.add_argument(
+        "--stan",
+        type=int,
+        help="trace number (field 11); by default a new one each time, since a repeat of "
+        "the same terminal, batch and STAN is answered as a duplicate",
+    )
     pos.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
     pos.set_defaults(handler=_pos)
     return parser
@@ -275,6 +281,8 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
         "echo": lambda: terminal.echo(args.stan),
         "signon": lambda: terminal.sign_on(args.stan),
     }
+    if args.stan is None:
+        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
     message = builders[args.message]()
     host = args.host or config.pos.host
     port = args.port or config.pos.port
