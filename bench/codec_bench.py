@@ -19,8 +19,9 @@ from typing import Any, Final
 
 import msgspec
 
+from bench.pyiso_oracle import pyiso_spec
 from bench.runconfig import DIALECTS_DIR
-from switch.wire.dialect import Dialect, FieldSpec, load_dialects
+from switch.wire.dialect import load_dialects
 from switch.wire.framing import split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec
 
@@ -121,40 +122,6 @@ def _timed_loop(operation: Callable[[], object], loops: int) -> float:
     finally:
         if gc_was_enabled:
             gc.enable()
-
-
-# pyiso8583's view of our dialect tables (the same translation the switch's differential
-# test uses): BCD n/z as hex strings counting nibbles, b fields as raw bytes.
-
-
-def pyiso_spec(dialect: Dialect) -> dict[str, dict[str, Any]]:
-    bcd = dialect.encoding == "bcd"
-    fixed = {"len_enc": "ascii", "len_type": 0}
-    spec: dict[str, dict[str, Any]] = {
-        "h": {"data_enc": "ascii", "max_len": 0, **fixed, "desc": "no header"},
-        "t": {"data_enc": "b" if bcd else "ascii", "max_len": 4, **fixed, "desc": "MTI"},
-        "p": {"data_enc": "b", "max_len": 8, **fixed, "desc": "primary bitmap"},
-        "1": {"data_enc": "b", "max_len": 8, **fixed, "desc": "secondary bitmap"},
-    }
-    for field in dialect.fields:
-        spec[str(field.number)] = _pyiso_field(field, bcd)
-    return spec
-
-
-def _pyiso_field(spec: FieldSpec, bcd: bool) -> dict[str, Any]:
-    digits = spec.format in ("n", "z")
-    len_type = {"fixed": 0, "LLVAR": 1 if bcd else 2, "LLLVAR": 2 if bcd else 3}[spec.length]
-    field: dict[str, Any] = {
-        "data_enc": "b" if spec.format == "b" or (bcd and digits) else "ascii",
-        "len_enc": "bcd" if bcd else "ascii",
-        "len_type": len_type,
-        "max_len": spec.max_length,
-        "desc": spec.name,
-    }
-    if bcd and digits:
-        field["len_count"] = "nibbles"
-        field["left_pad" if spec.length == "fixed" else "right_pad"] = "0"
-    return field
 
 
 def _pyiso_document(mti: str, fields: dict[int, FieldValue]) -> dict[str, str]:
