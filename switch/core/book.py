@@ -5,8 +5,9 @@ merchant's request id (online) or by the terminal's trace (POS reversal: termina
 merchant, batch, STAN). Amounts being voided or refunded are reserved while the bank
 decides, so two concurrent refunds can never together exceed the original.
 
-This is the in-memory book, bounded by ``max_records`` (the oldest are forgotten first);
-a later issue keeps it in the durable journal. Pure Python, no I/O.
+This is the in-memory book: a cache of recent transactions bounded by ``max_records``
+(the oldest are forgotten first). The journal holds them all; the switchboard reads an
+original back from it when the book no longer has it. Pure Python, no I/O.
 """
 
 from __future__ import annotations

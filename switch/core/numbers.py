@@ -4,10 +4,9 @@ RRNs are 12 digits, unique per day per switch.
 
 Layout: the last digit of the local year, the day of the year (3 digits), then an
 8-digit sequence that starts again each local day (100 million a day). So that a
-restart on the same day does not hand out numbers again, the sequence starts from the
-seconds since local midnight times 1,000: numbers issued before the restart are
-behind it unless the switch averaged more than 1,000 transactions a second since
-midnight. (A later issue keeps the high-water mark in the journal.)
+restart on the same day does not hand out numbers again, a day's sequence starts at
+the later of the seconds since local midnight times 1,000 and the highest number the
+journal holds for the day (``resume``), plus one.
 """
 
 from __future__ import annotations

@@ -169,9 +169,10 @@ def fingerprint(request: wire.OnlineRequest, digest: Callable[[bytes], bytes]) -
 class IdempotencyBook:
     """Results by (merchant, id), kept ``keep_s`` (7 days by default).
 
-    In memory until the journal keeps them, so also bounded by ``max_entries`` as a
-    guard on memory: past it the oldest are forgotten early, which the operator sees in
-    ``statistics()["evicted_early"]``.
+    The in-memory window over the journal, which keeps every result for ``keep_s``:
+    bounded by ``max_entries``, past which the oldest leave memory early (counted in
+    ``statistics()["evicted_early"]``); from then on the online channel asks the
+    journal about an id the window does not hold.
     """
 
     __slots__ = ("_entries", "evicted_early", "keep_s", "max_entries")
