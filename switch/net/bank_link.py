@@ -334,8 +334,10 @@ class BankConnector:
         """True while requests to this bank are refused at once: every link is down,
         or it timed out ``circuit_timeouts`` times in a row less than
         ``circuit_open_s`` ago (or a probe is out to see whether it is back)."""
-        if not any(link.status == "up" for link in self.links):
-            return True
+        return self._circuit_refuses() or not any(link.status == "up" for link in self.links)
+
+    def _circuit_refuses(self) -> bool:
+        """Opened by timeouts and not yet due for its probe, or its probe is out."""
         if self._open_until is None:
             return False
         return self._probing or trio.current_time() < self._open_until
@@ -366,27 +368,24 @@ class BankConnector:
                 nursery.start_soon(link.run, name=f"bank-link:{self.name}:{link.index}")
             task_status.started()
 
-    async def wait_up(self, count: int | None = None) -> None:
-        """Waits until ``count`` links (default: all) are signed on; for tests and start-up."""
-        for link in self.links[: count or len(self.links)]:
+    async def wait_up(self) -> None:
+        """Waits until every link is signed on; for tests and start-up."""
+        for link in self.links:
             await link.wait_up()
 
     def has_room(self) -> bool:
         """Whether a request could take a slot now (without taking it)."""
-        if self._open_until is not None and (
-            self._probing or trio.current_time() < self._open_until
-        ):
+        if self._circuit_refuses():
             return False
         return any(link.status == "up" and link.in_flight < link.window for link in self.links)
 
     def reserve_link(self) -> BankLink:
         """A link with room in its window, taking its slot; round robin so load spreads.
         Raises BankUnavailable (91) at once when every link is down or full."""
-        probe = False
-        if self._open_until is not None:
-            if self._probing or trio.current_time() < self._open_until:
-                raise BankUnavailable(f"bank {self.name}: circuit open")
-            probe = True  # half-open: this one request finds out whether it is back
+        if self._circuit_refuses():
+            raise BankUnavailable(f"bank {self.name}: circuit open")
+        # Half-open: past circuit_open_s, this one request finds out whether it is back.
+        probe = self._open_until is not None
         links = self.links
         count = len(links)
         start = self._next_link

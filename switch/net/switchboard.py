@@ -396,18 +396,19 @@ class Switchboard:
             record, state=state, code=outcome.code, auth_code=outcome.auth_code,
             balance=outcome.balance,
         )  # fmt: skip
-        if state == "no_answer":
-            touched = self.book.mark_reversed(record) or touched
+        queued = (
+            self._queue_reversal(record, f"no final answer ({outcome.code})", now)
+            if state == "no_answer"
+            else []
+        )
         operations: list[Operation] = []
         if record.sent is None:  # never journaled: it never left
             operations.append(records.insert_txn(record, now))
-        else:
+        else:  # written after _queue_reversal, so it carries reversed
             operations.append(records.update_txn(record, now, detail=outcome.message or None))
-        if state == "no_answer":
-            reason = f"no final answer ({outcome.code})"
-            operations.append(records.insert_saf(record, reason=reason, at=now))
         if touched is not None:
             operations.append(records.update_txn(touched, now))
+        operations.extend(queued)
         if finalize is not None:
             operations.extend(finalize(outcome))
         try:
@@ -420,6 +421,16 @@ class Switchboard:
         return outcome
 
     # -- reversals -----------------------------------------------------------------
+
+    def _queue_reversal(self, record: TxnRecord, reason: str, now: float) -> list[Operation]:
+        """Marks ``record`` reversed (undoing its effect on its original) and returns the
+        writes that queue its reversal for store-and-forward, the original's included.
+        The caller journals the record itself, after this, so it carries ``reversed``."""
+        operations = [records.insert_saf(record, reason=reason, at=now)]
+        original = self.book.mark_reversed(record)
+        if original is not None:
+            operations.append(records.update_txn(original, now))
+        return operations
 
     async def _reversal(self, request: Reversal) -> Outcome:
         """A terminal's reversal is answered 00 whether or not its original reached a
@@ -441,13 +452,11 @@ class Switchboard:
         if record.sent is None or record.reversed:
             return Outcome(code="00", rrn=record.rrn, bank=record.bank)
         now = time.time()
-        touched = self.book.mark_reversed(record)
+        queued = self._queue_reversal(record, f"terminal reversal {request.reason}", now)
         operations = [
             records.update_txn(record, now, detail="reversal requested by terminal"),
-            records.insert_saf(record, reason=f"terminal reversal {request.reason}", at=now),
+            *queued,
         ]
-        if touched is not None:
-            operations.append(records.update_txn(touched, now))
         try:
             await self.journal.commit(*operations)
         except JournalError as exc:
@@ -464,9 +473,9 @@ class Switchboard:
         now = time.time()
         operations: list[Operation] = []
         for record in in_doubt:
-            record.state, record.code, record.reversed = "no_answer", "96", True
+            record.state, record.code = "no_answer", "96"
+            operations.extend(self._queue_reversal(record, "in doubt after restart", now))
             operations.append(records.update_txn(record, now, detail="in doubt after restart"))
-            operations.append(records.insert_saf(record, reason="in doubt after restart", at=now))
         if operations:
             # Durable whatever the journal's mode: the book is loaded from it next.
             await self.journal.commit(*operations, durable=True)

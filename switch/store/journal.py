@@ -19,7 +19,6 @@ time, also in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -244,7 +243,3 @@ class Journal:
             "failures": self.failures,
             "queued": self._send.statistics().current_buffer_used,
         }
-
-
-def now_s() -> float:
-    return time.time()
