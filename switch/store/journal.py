@@ -18,6 +18,7 @@ time, also in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
@@ -48,8 +49,20 @@ Operation = Sequence[Write]
 Durability = Literal["sync", "async"]
 Result = TypeVar("Result")
 
+BUSY_TIMEOUT_MS = 10_000
+"""How long a connection waits for another's lock (an operator command's write)."""
 CHECKPOINT_INTERVAL_S = 0.25
 """How often the WAL is copied into the database, away from the commit path."""
+
+
+INLINE_COMMIT_MAX_S = 0.002
+"""A commit run in the event loop that takes longer than this (a slow disk) sends the
+commits of the next INLINE_COMMIT_BACKOFF_S to a worker thread."""
+INLINE_COMMIT_BACKOFF_S = 1.0
+
+
+def _loop_is_idle() -> bool:
+    return trio.lowlevel.current_statistics().tasks_runnable == 0
 
 
 class JournalError(SwitchError):
@@ -78,6 +91,9 @@ class JournalFile:
         # waiting on that group. Checkpoints run on their own instead (checkpoint()).
         writer.execute("PRAGMA wal_autocheckpoint = 0")
         migrate(writer)
+        # The event loop begins transactions itself and must never wait on a lock; an
+        # operator command's write makes it begin in a thread instead (begin()).
+        writer.execute("PRAGMA busy_timeout = 0")
         self._writer = writer
         self._reader = _connect(self.path)
 
@@ -88,18 +104,58 @@ class JournalFile:
         self._writer = self._reader = None
 
     def apply(self, writes: Iterable[Write]) -> None:
-        """Runs the writes in one transaction: all of them commit, or none."""
+        """Runs the writes in one transaction: all of them commit, or none. Blocking
+        (waits for the write lock and the disk): for a worker thread."""
+        self.begin(wait=True)
+        self.write(writes)
+        self.commit()
+
+    def begin(self, *, wait: bool) -> bool:
+        """Begins a write transaction. Without ``wait``, returns False at once when
+        another connection (an operator's command) holds the write lock, so that the
+        event loop never waits on it."""
+        connection = self._writer
+        assert connection is not None, "journal is not open"
+        if not wait:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    return False
+                raise
+            return True
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        finally:
+            connection.execute("PRAGMA busy_timeout = 0")
+        return True
+
+    def write(self, writes: Iterable[Write]) -> None:
+        """Runs the writes inside the transaction begun; rolls it back if one fails.
+        Quick enough for the event loop: the statements change SQLite's page cache;
+        the WAL is written and synced by ``commit``."""
         connection = self._writer
         assert connection is not None, "journal is not open"
         ordered = sorted(writes, key=_rank)  # stable: equal ranks keep their order
-        connection.execute("BEGIN IMMEDIATE")
         try:
             for statement, same in groupby(ordered, key=_statement):
                 connection.executemany(statement, [write.parameters for write in same])
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
+
+    def commit(self) -> None:
+        """Commits the transaction begun: writes the WAL and, synchronous = FULL, waits
+        for the disk. For a worker thread. Rolls back if the commit fails."""
+        connection = self._writer
+        assert connection is not None, "journal is not open"
+        try:
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
 
     def checkpoint(self) -> None:
         """Copies committed WAL pages into the database file without blocking writers
@@ -124,11 +180,15 @@ def _statement(write: Write) -> str:
     return write.statement
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit mode (isolation_level=None): transactions are explicit. The connection
     # moves between worker threads but is only ever used by one at a time.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA busy_timeout = 10000")
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     connection.row_factory = sqlite3.Row
     return connection
 
@@ -156,14 +216,18 @@ class Journal:
         self.max_group = max_group
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         self._read_lock = trio.Lock()
+        self._inline_after = 0.0
+        self._running = False
         self.commits = 0
         self.operations = 0
         self.failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Opens the file, then commits groups until cancelled; what was queued when it
-        is cancelled is still committed before it returns."""
+        is cancelled is still committed before it returns, and later commits are
+        refused (JournalError) rather than left waiting."""
         await trio.to_thread.run_sync(self.file.open)
+        self._running = True
         log.info("journal_opened", path=str(self.file.path), durability=self.durability)
         try:
             async with trio.open_nursery() as nursery:
@@ -173,8 +237,10 @@ class Journal:
                     await self._commit_gathered(group)
                 nursery.cancel_scope.cancel()
         finally:
+            self._running = False
             with trio.CancelScope(shield=True):
                 await self._flush_remaining()
+                self._send.close()  # a caller still waiting for room is refused
                 await trio.to_thread.run_sync(self.file.close)
 
     async def _checkpoint_periodically(self) -> None:
@@ -199,7 +265,22 @@ class Journal:
             write for group in groups for operation in group.operations for write in operation
         ]
         try:
-            await trio.to_thread.run_sync(self.file.apply, writes)
+            # The statements run here, in the event loop: tens of microseconds, no lock
+            # waits (see begin). The commit (WAL write and fsync) too when nothing else
+            # is ready to run and the disk has been quick: waking a worker thread and
+            # coming back costs more CPU than the fsync takes, and on a busy loop the
+            # thread also waits for the GIL twice. Otherwise, and after a slow commit,
+            # it goes to a worker thread so the loop keeps serving.
+            if not self.file.begin(wait=False):
+                await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
+            self.file.write(writes)
+            now = trio.current_time()
+            if now >= self._inline_after and _loop_is_idle():
+                self.file.commit()
+                if trio.current_time() - now > INLINE_COMMIT_MAX_S:
+                    self._inline_after = trio.current_time() + INLINE_COMMIT_BACKOFF_S
+            else:
+                await trio.to_thread.run_sync(self.file.commit)
         except Exception as exc:
             self.failures += 1
             log.critical("journal_commit_failed", error=repr(exc), writes=len(writes))
@@ -223,9 +304,14 @@ class Journal:
     async def commit(self, *operations: Operation, durable: bool | None = None) -> None:
         """Commits the operations together. Waits until they are on disk when the
         journal is "sync" (or ``durable=True``); raises JournalError if they failed."""
+        if not self._running:
+            raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
         group = _Group(operations, wait)
-        await self._send.send(group)  # bounded: a slow disk holds callers back here
+        try:
+            await self._send.send(group)  # bounded: a slow disk holds callers back here
+        except trio.ClosedResourceError:
+            raise JournalError("the journal stopped") from None
         if group.done is None:
             return
         await group.done.wait()

@@ -107,3 +107,70 @@ def test_a_group_runs_inserts_before_updates_whatever_the_order_given(tmp_path: 
     file.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT value FROM probe").fetchall() == [(7,)]
+
+
+async def test_a_write_lock_held_elsewhere_delays_commits_but_not_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """An operator's command writing to the journal holds SQLite's write lock: the
+    switch's commit waits for it in a worker thread while the event loop runs on."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path))
+    operator = sqlite3.connect(path, isolation_level=None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        operator.execute("BEGIN IMMEDIATE")
+        committed = trio.Event()
+
+        async def commit_one() -> None:
+            await journal.commit(insert(1))
+            committed.set()
+
+        nursery.start_soon(commit_one)
+        ticks = 0
+        with trio.move_on_after(0.3):
+            while True:  # the loop keeps turning while the commit waits
+                await trio.sleep(0.01)
+                ticks += 1
+        assert ticks >= 10
+        assert not committed.is_set()
+        operator.execute("COMMIT")
+        await committed.wait()
+        assert count(path) == 1
+        nursery.cancel_scope.cancel()
+    operator.close()
+
+
+async def test_commits_made_while_the_loop_is_busy_are_all_durable(tmp_path: Path) -> None:
+    """With other tasks always ready to run, commits go through a worker thread; with
+    the loop idle they may run in it: either way each returns once its row is in."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path), durability="sync")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+
+        async def keep_busy() -> None:
+            while True:
+                await trio.lowlevel.checkpoint()
+
+        for _ in range(3):
+            nursery.start_soon(keep_busy)
+        for value in range(50):
+            await journal.commit(insert(value))
+            assert count(path) == value + 1
+        nursery.cancel_scope.cancel()
+    assert journal.failures == 0
+
+
+async def test_a_commit_after_the_journal_stopped_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(JournalError):
+        with trio.fail_after(5):
+            await journal.commit(insert(1))
