@@ -1,15 +1,26 @@
-"""Frames over a trio stream: a reader with a deadline for half frames, and a writer
-task that owns the stream's sending side.
+"""Frames over a TCP connection: a reader with a deadline for half frames, and a writer
+that sends at once when it can and otherwise queues for its own task.
 
-Many tasks answer on one connection at once; they hand whole frames to the writer,
-which sends everything queued in one ``send_all`` (fewer system calls under load).
-The writer's queue is bounded: callers hold a slot of the connection's in-flight
-window before they queue, so the queue cannot fill unless the window is misused.
+Both work on the socket's file descriptor directly when it is ready, and fall back to
+waiting in trio when it is not. A frame's bytes are few and the kernel's buffers
+usually have room, so the common case costs one system call and no task switch: with
+trio's stream methods every read and every write also costs a trip through the
+scheduler (a checkpoint), and a separate writer task two more. At a few thousand
+transactions a second those trips are most of the work a connection does.
+
+Many tasks answer on one connection at once. ``send_nowait`` writes a frame straight
+to the socket when nothing is queued before it; what the socket cannot take now is
+queued, in order, for the writer's task (``run``), which sends everything queued with
+one ``send_all``. The queue is bounded: callers hold a slot of the connection's
+in-flight window before they queue, so it cannot fill unless the window is misused.
 """
 
 from __future__ import annotations
 
+import collections
+import errno
 import math
+import os
 
 import trio
 
@@ -19,25 +30,27 @@ RECEIVE_BYTES = 65536
 
 
 class FrameReader:
-    """Reads whole frames from a stream.
+    """Reads whole frames from a socket stream.
 
     A frame begun but not completed within ``read_deadline_s`` of its first byte raises
     :class:`trio.TooSlowError` (so a peer trickling a byte at a time is dropped all the
     same); an idle connection between frames has no deadline. Framing errors (length 0
-    or above the maximum) propagate as FramingError.
+    or above the maximum) propagate as FramingError; a reset connection as
+    trio.BrokenResourceError.
     """
 
     def __init__(
         self,
-        stream: trio.abc.ReceiveStream,
+        stream: trio.SocketStream,
         framer: LengthPrefixedFramer,
         *,
         read_deadline_s: float,
     ) -> None:
-        self._stream = stream
+        self._socket = stream.socket
         self._framer = framer
         self._read_deadline_s = read_deadline_s
         self._partial_since: float | None = None
+        self._drained = True
 
     async def receive_frame(self) -> bytes | None:
         """The next frame's payload, or None once the peer has closed."""
@@ -53,49 +66,137 @@ class FrameReader:
                 deadline = self._partial_since + self._read_deadline_s
             else:
                 deadline = math.inf
-            with trio.fail_at(deadline):
-                data = await self._stream.receive_some(RECEIVE_BYTES)
+            data = await self._receive(deadline)
             if not data:
                 return None
             framer.feed(data)
 
+    async def _receive(self, deadline: float) -> bytes:
+        socket = self._socket
+        if not self._drained:
+            # The last read filled the buffer: more may be waiting. Read it now, then
+            # let other tasks run (a peer that keeps sending must not hold the loop).
+            data = _read(socket)
+            if data is not None:
+                self._drained = len(data) < RECEIVE_BYTES
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return data
+        while True:
+            if deadline == math.inf:
+                await trio.lowlevel.wait_readable(socket)
+            else:
+                with trio.CancelScope(deadline=deadline) as scope:
+                    await trio.lowlevel.wait_readable(socket)
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
+            data = _read(socket)
+            if data is not None:  # None: woken without data (it can happen); wait again
+                self._drained = len(data) < RECEIVE_BYTES
+                return data
+
+
+def _read(socket: trio.socket.SocketType) -> bytes | None:
+    """What the socket has now (b"" at end of stream), or None if nothing yet."""
+    try:
+        return os.read(socket.fileno(), RECEIVE_BYTES)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EBADF:  # closed under us: fileno() is -1 once closed
+            raise trio.ClosedResourceError("the connection is closed") from None
+        raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+
 
 class FrameWriter:
-    """Owns a stream's sending side. ``send_nowait`` queues a ready frame; ``run``
-    sends what is queued, coalescing frames that are waiting together."""
+    """Owns a socket stream's sending side. ``send_nowait`` sends or queues a ready
+    frame; ``run`` (the writer's task) sends what was queued."""
 
-    def __init__(self, stream: trio.abc.SendStream, *, capacity: int) -> None:
+    def __init__(self, stream: trio.SocketStream, *, capacity: int) -> None:
         self._stream = stream
-        self._send, self._receive = trio.open_memory_channel[bytes](capacity)
+        self._capacity = capacity
+        self._queued: collections.deque[bytes] = collections.deque()
+        self._sending = False  # run() is in send_all: nothing may be written around it
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._work = trio.Event()
+        self._room = trio.lowlevel.ParkingLot()
         self.frames_sent = 0
 
     async def send(self, frame: bytes) -> None:
-        """Queues a frame, waiting for room; trio.BrokenResourceError once the writer
-        has stopped."""
-        await self._send.send(frame)
+        """Sends or queues a frame, waiting for room in the queue;
+        trio.BrokenResourceError once the connection has failed."""
+        while True:
+            try:
+                self.send_nowait(frame)
+                return
+            except trio.WouldBlock:
+                await self._room.park()
 
     def send_nowait(self, frame: bytes) -> None:
-        """Queues a frame; raises trio.WouldBlock when the bounded queue is full and
-        trio.ClosedResourceError once the writer has stopped."""
-        self._send.send_nowait(frame)
+        """Sends a frame now, or queues it behind those queued before; raises
+        trio.WouldBlock when the bounded queue is full, trio.ClosedResourceError once
+        closed and trio.BrokenResourceError once the connection has failed."""
+        if self._closed:
+            raise trio.ClosedResourceError("the writer is closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("the connection failed") from self._broken
+        if self._queued or self._sending:
+            if len(self._queued) >= self._capacity:
+                raise trio.WouldBlock
+            self._queued.append(frame)
+            return
+        try:
+            sent = os.write(self._stream.socket.fileno(), frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._fail(exc)
+            raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
+        if sent < len(frame):  # the kernel's buffer is full: the task sends the rest
+            self._queued.append(frame[sent:])
+            self._work.set()
+        else:
+            self.frames_sent += 1
 
     def close(self) -> None:
         """No more frames: ``run`` returns once what is queued has been sent."""
-        self._send.close()
+        self._closed = True
+        self._work.set()
+        self._room.unpark_all()
 
     async def run(self) -> None:
-        receive = self._receive
-        stream = self._stream
-        async with receive:
-            async for frame in receive:
-                batch = [frame]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
-                self.frames_sent += len(batch)
+        """Sends what ``send_nowait`` could not, until closed and flushed (or the
+        connection fails: trio.BrokenResourceError)."""
+        queued = self._queued
+        while True:
+            if self._broken is not None:
+                raise trio.BrokenResourceError("the connection failed") from self._broken
+            if not queued:
+                if self._closed:
+                    return
+                self._work = trio.Event()
+                await self._work.wait()
+                continue
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            count = len(queued)
+            queued.clear()
+            self._sending = True
+            try:
+                await self._stream.send_all(data)
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            finally:
+                self._sending = False
+            self.frames_sent += count
+            self._room.unpark_all()
 
-    def statistics(self) -> trio.MemoryChannelStatistics:
-        return self._send.statistics()
+    def _fail(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc
+        self._queued.clear()
+        self._work.set()
+        self._room.unpark_all()
+
+    def statistics(self) -> dict[str, int]:
+        return {"queued": len(self._queued), "capacity": self._capacity}
