@@ -28,9 +28,15 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def at(cls, epoch_s: float, utc_offset_h: int) -> Stamp:
-        utc = datetime.fromtimestamp(epoch_s, UTC)
+        """The stamp of the whole second ``epoch_s`` falls in: every field is to the
+        second, so the transactions of one second share one (frozen) stamp."""
+        second = int(epoch_s)
+        last = _last_stamp.get(utc_offset_h)
+        if last is not None and last[0] == second:
+            return last[1]
+        utc = datetime.fromtimestamp(second, UTC)
         local = utc + timedelta(hours=utc_offset_h)
-        return cls(
+        stamp = cls(
             utc=utc,
             local=local,
             transmission=(
@@ -40,7 +46,13 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
             local_date=f"{local.month:02d}{local.day:02d}",
             rrn_day=f"{local.year % 10}{local.timetuple().tm_yday:03d}",
         )
+        _last_stamp[utc_offset_h] = (second, stamp)
+        return stamp
 
     @classmethod
     def now(cls, utc_offset_h: int) -> Stamp:
         return cls.at(time.time(), utc_offset_h)
+
+
+_last_stamp: dict[int, tuple[int, Stamp]] = {}
+"""Per UTC offset, the last second stamped and its stamp."""

@@ -59,10 +59,8 @@ INLINE_COMMIT_MAX_S = 0.002
 """A commit run in the event loop that takes longer than this (a slow disk) sends the
 commits of the next INLINE_COMMIT_BACKOFF_S to a worker thread."""
 INLINE_COMMIT_BACKOFF_S = 1.0
-
-
-def _loop_is_idle() -> bool:
-    return trio.lowlevel.current_statistics().tasks_runnable == 0
+IDLE_TURN_S = 0.0002
+"""A turn of the event loop shorter than this found nothing else to run."""
 
 
 class JournalError(SwitchError):
@@ -108,7 +106,7 @@ class JournalFile:
         (waits for the write lock and the disk): for a worker thread."""
         self.begin(wait=True)
         self.write(writes)
-        self.commit()
+        self.commit(wait=True)
 
     def begin(self, *, wait: bool) -> bool:
         """Begins a write transaction. Without ``wait``, returns False at once when
@@ -145,17 +143,31 @@ class JournalFile:
             connection.execute("ROLLBACK")
             raise
 
-    def commit(self) -> None:
+    def commit(self, *, wait: bool) -> bool:
         """Commits the transaction begun: writes the WAL and, synchronous = FULL, waits
-        for the disk. For a worker thread. Rolls back if the commit fails."""
+        for the disk. With ``wait`` (in a worker thread) it also waits out another
+        connection's lock; without, it returns False at once on one, the transaction
+        still open (commit again, waiting). Rolls back if the commit fails."""
         connection = self._writer
         assert connection is not None, "journal is not open"
+        if wait:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         try:
             connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if not wait and _is_busy(exc) and connection.in_transaction:
+                return False
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        finally:
+            if wait:
+                connection.execute("PRAGMA busy_timeout = 0")
+        return True
 
     def checkpoint(self) -> None:
         """Copies committed WAL pages into the database file without blocking writers
@@ -181,7 +193,8 @@ def _statement(write: Write) -> str:
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it low
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -234,7 +247,10 @@ class Journal:
                 nursery.start_soon(self._checkpoint_periodically)
                 task_status.started()
                 async for group in self._receive:
-                    await self._commit_gathered(group)
+                    # Once taken from the queue, a group is committed or fails: never
+                    # dropped half way because the journal is being stopped.
+                    with trio.CancelScope(shield=True):
+                        await self._commit_gathered(group)
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
@@ -252,6 +268,11 @@ class Journal:
                 log.warning("journal_checkpoint_failed", error=repr(exc))
 
     async def _commit_gathered(self, first: _Group) -> None:
+        # One turn of the loop first: whatever else is ready runs (and may add to this
+        # group), and how long the turn took says whether the loop is idle.
+        turn_began = trio.current_time()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        loop_is_idle = trio.current_time() - turn_began < IDLE_TURN_S
         groups = [first]
         operation_count = len(first.operations)
         while operation_count < self.max_group:
@@ -274,13 +295,13 @@ class Journal:
             if not self.file.begin(wait=False):
                 await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
             self.file.write(writes)
-            now = trio.current_time()
-            if now >= self._inline_after and _loop_is_idle():
-                self.file.commit()
-                if trio.current_time() - now > INLINE_COMMIT_MAX_S:
-                    self._inline_after = trio.current_time() + INLINE_COMMIT_BACKOFF_S
+            began = trio.current_time()
+            if loop_is_idle and began >= self._inline_after and self.file.commit(wait=False):
+                ended = trio.current_time()
+                if ended - began > INLINE_COMMIT_MAX_S:
+                    self._inline_after = ended + INLINE_COMMIT_BACKOFF_S
             else:
-                await trio.to_thread.run_sync(self.file.commit)
+                await trio.to_thread.run_sync(functools.partial(self.file.commit, wait=True))
         except Exception as exc:
             self.failures += 1
             log.critical("journal_commit_failed", error=repr(exc), writes=len(writes))
