@@ -330,7 +330,10 @@ class Journal:
         wait = self.durability == "sync" if durable is None else durable
         group = _Group(operations, wait)
         try:
-            await self._send.send(group)  # bounded: a slow disk holds callers back here
+            try:
+                self._send.send_nowait(group)  # no trip through the scheduler when there is room
+            except trio.WouldBlock:
+                await self._send.send(group)  # bounded: a slow disk holds callers back here
         except trio.ClosedResourceError:
             raise JournalError("the journal stopped") from None
         if group.done is None:
