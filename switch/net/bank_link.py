@@ -179,13 +179,12 @@ class BankLink:
     async def _serve(self, stream: trio.SocketStream) -> None:
         """Runs one connection until it fails: sign on, then keep it alive."""
         # Room for a full window plus the link's own echo and answers to the bank.
-        writer = FrameWriter(stream, capacity=self.window + 8)
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
         reader = FrameReader(stream, self._framer, read_deadline_s=self.config.issuer_timeout_s)
-        self._writer = writer
         self._last_received = trio.current_time()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
+            # Room for a full window plus the link's own echo and answers to the bank.
+            self._writer = FrameWriter(stream, capacity=self.window + 8, nursery=nursery)
             nursery.start_soon(self._read_responses, reader)
             self.status = "signing_on"
             await self._sign_on()

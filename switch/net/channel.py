@@ -9,7 +9,6 @@ connection task.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -166,16 +165,18 @@ class ChannelServer(Generic[Work]):
         # busy). When the queue is full the reader waits for room, so a pipelining peer
         # is slowed down, not cut off; one that stops reading its answers for
         # write_deadline_s is closed.
-        writer = FrameWriter(stream, capacity=cap + 16)
         framer = LengthPrefixedFramer(
             prefix_bytes=self.protocol.prefix_bytes, max_frame_bytes=self.config.max_frame_bytes
         )
         reader = FrameReader(stream, framer, read_deadline_s=self.config.read_deadline_s)
         async with trio.open_nursery() as connection:
-            connection.start_soon(_write_until_closed, writer)
+            writer = FrameWriter(
+                stream, capacity=cap + 16, nursery=connection, raise_failures=False
+            )
             async with trio.open_nursery() as requests:
                 await self._read_requests(reader, writer, framer, requests, cap)
-            # Every accepted request has been answered (or its peer is gone): flush.
+            # Every accepted request has been answered (or its peer is gone): what is
+            # still queued is flushed, within WRITER_DRAIN_S.
             writer.close()
             connection.cancel_scope.deadline = trio.current_time() + WRITER_DRAIN_S
 
@@ -254,11 +255,6 @@ async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) ->
         raise CloseConnection("peer does not read its answers") from None
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         pass  # the peer has gone; its answer has nowhere to go
-
-
-async def _write_until_closed(writer: FrameWriter) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await writer.run()
 
 
 def _peer_name(stream: trio.SocketStream) -> str:

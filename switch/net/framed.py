@@ -10,9 +10,10 @@ transactions a second those trips are most of the work a connection does.
 
 Many tasks answer on one connection at once. ``send_nowait`` writes a frame straight
 to the socket when nothing is queued before it; what the socket cannot take now is
-queued, in order, for the writer's task (``run``), which sends everything queued with
-one ``send_all``. The queue is bounded: callers hold a slot of the connection's
-in-flight window before they queue, so it cannot fill unless the window is misused.
+queued, in order, for a flush task started for the purpose, which sends everything
+queued with one ``send_all`` and ends when the queue is empty. The queue is bounded:
+callers hold a slot of the connection's in-flight window before they queue, so it
+cannot fill unless the window is misused.
 """
 
 from __future__ import annotations
@@ -109,16 +110,31 @@ def _read(socket: trio.socket.SocketType) -> bytes | None:
 
 class FrameWriter:
     """Owns a socket stream's sending side. ``send_nowait`` sends or queues a ready
-    frame; ``run`` (the writer's task) sends what was queued."""
+    frame; a flush task, started in ``nursery`` only while something is queued, sends
+    what the socket could not take at once (an idle connection has no writer task).
 
-    def __init__(self, stream: trio.SocketStream, *, capacity: int) -> None:
+    When the connection fails, later sends raise trio.BrokenResourceError; the flush
+    task also raises it into its nursery when ``raise_failures`` is set (a bank link
+    then starts over), and otherwise just stops (a terminal's connection ends when its
+    reader sees the reset)."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        *,
+        capacity: int,
+        nursery: trio.Nursery,
+        raise_failures: bool = True,
+    ) -> None:
         self._stream = stream
         self._capacity = capacity
+        self._nursery = nursery
+        self._raise_failures = raise_failures
         self._queued: collections.deque[bytes] = collections.deque()
-        self._sending = False  # run() is in send_all: nothing may be written around it
+        self._flushing = False  # the flush task runs: it empties the queue before it ends
+        self._sending = False  # it is in send_all: nothing may be written around it
         self._closed = False
         self._broken: BaseException | None = None
-        self._work = trio.Event()
         self._room = trio.lowlevel.ParkingLot()
         self.frames_sent = 0
 
@@ -152,50 +168,45 @@ class FrameWriter:
         except OSError as exc:
             self._fail(exc)
             raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
-        if sent < len(frame):  # the kernel's buffer is full: the task sends the rest
+        if sent < len(frame):  # the kernel's buffer is full: the flush task sends the rest
             self._queued.append(frame[sent:])
-            self._work.set()
+            if not self._flushing:
+                self._flushing = True
+                self._nursery.start_soon(self._flush)
         else:
             self.frames_sent += 1
 
     def close(self) -> None:
-        """No more frames: ``run`` returns once what is queued has been sent."""
+        """No more frames; what is queued is still sent by the flush task."""
         self._closed = True
-        self._work.set()
         self._room.unpark_all()
 
-    async def run(self) -> None:
-        """Sends what ``send_nowait`` could not, until closed and flushed (or the
-        connection fails: trio.BrokenResourceError)."""
+    async def _flush(self) -> None:
         queued = self._queued
-        while True:
-            if self._broken is not None:
-                raise trio.BrokenResourceError("the connection failed") from self._broken
-            if not queued:
-                if self._closed:
+        try:
+            while queued:
+                data = queued[0] if len(queued) == 1 else b"".join(queued)
+                count = len(queued)
+                queued.clear()
+                self._sending = True
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._fail(exc)
+                    if self._raise_failures:
+                        raise
                     return
-                self._work = trio.Event()
-                await self._work.wait()
-                continue
-            data = queued[0] if len(queued) == 1 else b"".join(queued)
-            count = len(queued)
-            queued.clear()
-            self._sending = True
-            try:
-                await self._stream.send_all(data)
-            except BaseException as exc:
-                self._fail(exc)
-                raise
-            finally:
-                self._sending = False
-            self.frames_sent += count
-            self._room.unpark_all()
+                finally:
+                    self._sending = False
+                self.frames_sent += count
+                self._room.unpark_all()
+        finally:
+            self._flushing = False
 
     def _fail(self, exc: BaseException) -> None:
         if self._broken is None:
             self._broken = exc
         self._queued.clear()
-        self._work.set()
         self._room.unpark_all()
 
     def statistics(self) -> dict[str, int]:
