@@ -125,7 +125,7 @@ def _overload_checks(overload: Overload | None) -> list[TargetCheck]:
             f"{overload.max_rate_tps:g}/s; offered {result.offered_rate:g}/s)",
             overload.goodput_ratio >= OVERLOAD_GOODPUT,
         ),
-        _check(names[1], excess, overload.unanswered == 0),
+        _check(names[1], excess, overload.unanswered == 0 and result.not_sent == 0),
         _check(
             names[2],
             f"{accepted.p99:.2f} ms of {accepted.count} approved"

@@ -44,6 +44,7 @@ from bench.report import check_targets
 from bench.runconfig import (
     BANK_BINS,
     DIALECTS_DIR,
+    MAX_IN_FLIGHT,
     BankPlan,
     extra_sections,
     to_toml,
@@ -84,12 +85,16 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     banks: tuple[str, ...] = ("icbc", "abc")
     bank_window: int = 64
     bank_links: int = 2
-    overload_pool_s: float = 2.0
-    """Overload: terminals = rate x this (at most 4,000), so that with answers slowed down
-    under 2x load arrivals still find idle terminals: the switch, not the size of the
-    terminal pool, decides what happens to the excess."""
+    overload_pool_s: float = OPEN_POOL_S
+    """Overload: terminals = rate x this (at most 4,000), as at every open-loop point, so
+    that its RSS compares with the maximum rate's for the same rule (twice the rate, twice
+    the terminals). Enough that arrivals find idle terminals while answers take up to
+    this long: if one ever finds none, the excess check fails (``not sent``), since then
+    the pool, not the switch, decided what happened to it."""
     online_connections: int = 8
-    pipeline_depth: int = 16
+    pipeline_depth: int = 4
+    """8 x 4 in flight: within the switch's admission cap (MAX_IN_FLIGHT), or the
+    pipelined requests beyond it would be answered 91."""
     idle_connections: int = 10_000
     idle_hold_s: float = 5.0
     slow_bank_latency_ms: float = 50.0
@@ -281,9 +286,14 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def switch(
-        self, label: str, banks: list[BankPlan] | None = None
+        self, label: str, banks: list[BankPlan] | None = None, *, max_in_flight: int | None = None
     ) -> AsyncIterator[Target]:
-        extra = extra_sections(self.run_dir, label, durability=self.options.journal_durability)
+        extra = extra_sections(
+            self.run_dir,
+            label,
+            durability=self.options.journal_durability,
+            max_in_flight=max_in_flight or MAX_IN_FLIGHT,
+        )
         async with switch_under_test(
             self.run_dir, label, banks or self.bank_plans(), extra=extra
         ) as sut:
@@ -537,7 +547,8 @@ async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
     window = math.ceil(held + 4 * math.sqrt(held) + 1)
     bank = options.banks[0]
     plan = BankPlan(name=bank, links=links, window=window, latency_ms=latency_ms)
-    async with bench.switch("slow-bank", [plan]) as target:
+    # The bank's windows bound what is in flight there; the switch-wide cap must not.
+    async with bench.switch("slow-bank", [plan], max_in_flight=links * window) as target:
         result = await bench.measure(
             "slow_bank",
             target,
