@@ -44,18 +44,9 @@ class BankPlan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 CACHED_RECORDS = 10_000
-MAX_IN_FLIGHT = 64
-"""The switch-wide admission cap for zero-latency banks, by Little's law: in flight =
-rate x time in the switch, so ~2,000 sales/s (about this machine's maximum) with ~32 ms
-each in the switch. A larger cap does not raise what a saturated switch completes; it
-only makes every accepted request wait longer (128 gave ~85 ms at 2x). A smaller one
-(48 was tried) refuses requests at half the maximum rate whenever this shared machine
-stalls the switch for a few tens of milliseconds."""
 
 
-def extra_sections(
-    run_dir: Path, label: str, *, durability: str = "sync", max_in_flight: int = MAX_IN_FLIGHT
-) -> TomlTable:
+def extra_sections(run_dir: Path, label: str, *, durability: str = "sync") -> TomlTable:
     """Switch sections beyond the base config, merged over it: the one place to add one.
 
     The journal runs as in production, with synchronous durability by default (an
@@ -63,7 +54,6 @@ def extra_sections(
     file; the demo card keys are good enough for generated cards.
     """
     return {
-        "switch": {"max_in_flight": max_in_flight},
         "journal": {
             "path": str(run_dir / f"{label}-journal.sqlite3"),
             "durability": durability,

@@ -44,7 +44,6 @@ from bench.report import check_targets
 from bench.runconfig import (
     BANK_BINS,
     DIALECTS_DIR,
-    MAX_IN_FLIGHT,
     BankPlan,
     extra_sections,
     to_toml,
@@ -92,9 +91,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     this long: if one ever finds none, the excess check fails (``not sent``), since then
     the pool, not the switch, decided what happened to it."""
     online_connections: int = 8
-    pipeline_depth: int = 4
-    """8 x 4 in flight: within the switch's admission cap (MAX_IN_FLIGHT), or the
-    pipelined requests beyond it would be answered 91."""
+    pipeline_depth: int = 16
     idle_connections: int = 10_000
     idle_hold_s: float = 5.0
     slow_bank_latency_ms: float = 50.0
@@ -286,14 +283,9 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def switch(
-        self, label: str, banks: list[BankPlan] | None = None, *, max_in_flight: int | None = None
+        self, label: str, banks: list[BankPlan] | None = None
     ) -> AsyncIterator[Target]:
-        extra = extra_sections(
-            self.run_dir,
-            label,
-            durability=self.options.journal_durability,
-            max_in_flight=max_in_flight or MAX_IN_FLIGHT,
-        )
+        extra = extra_sections(self.run_dir, label, durability=self.options.journal_durability)
         async with switch_under_test(
             self.run_dir, label, banks or self.bank_plans(), extra=extra
         ) as sut:
@@ -547,8 +539,7 @@ async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
     window = math.ceil(held + 4 * math.sqrt(held) + 1)
     bank = options.banks[0]
     plan = BankPlan(name=bank, links=links, window=window, latency_ms=latency_ms)
-    # The bank's windows bound what is in flight there; the switch-wide cap must not.
-    async with bench.switch("slow-bank", [plan], max_in_flight=links * window) as target:
+    async with bench.switch("slow-bank", [plan]) as target:
         result = await bench.measure(
             "slow_bank",
             target,
