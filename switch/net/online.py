@@ -28,6 +28,12 @@ class OnlineWork(msgspec.Struct, gc=False):
     received_at: float
 
 
+class StatusWork(msgspec.Struct, gc=False):
+    """A status query the in-memory window cannot answer: the journal may."""
+
+    message: wire.Status
+
+
 class OnlineProtocol:
     name = "online"
     prefix_bytes = 4
@@ -48,7 +54,7 @@ class OnlineProtocol:
         self.utc_offset_h = utc_offset_h
         self._stans = StanSequence()
 
-    def accept(self, frame: bytes, received_at: float) -> OnlineWork | bytes:
+    def accept(self, frame: bytes, received_at: float) -> OnlineWork | StatusWork | bytes:
         try:
             message = wire.decode_request(frame)
         except wire.OnlineDecodeError as exc:
@@ -56,7 +62,10 @@ class OnlineProtocol:
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
         if isinstance(message, wire.Status):
-            return self._status(message)
+            stored = self.idempotency.stored(message.merchant_id, message.original_id)
+            if stored is None and self.idempotency.evicted_early:
+                return StatusWork(message)  # forgotten early here: the journal has it
+            return self._status(message, stored)
         merchant_id, request_id = message.merchant_id, message.id
         fingerprint = online.fingerprint(message, self.vault.digest)
         try:
@@ -76,12 +85,19 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         return OnlineWork(message, request, fingerprint, Stamp.now(self.utc_offset_h), received_at)
 
-    def busy(self, work: OnlineWork) -> bytes:
-        self.idempotency.abandon(work.message.merchant_id, work.message.id)
+    def busy(self, work: OnlineWork | StatusWork) -> bytes:
+        if isinstance(work, OnlineWork):
+            self.idempotency.abandon(work.message.merchant_id, work.message.id)
         refusal = TransactionRefused("91", "busy: too many requests in flight")
         return wire.encode_response(online.refusal(work.message.id, refusal))
 
-    async def respond(self, work: OnlineWork) -> bytes:
+    async def respond(self, work: OnlineWork | StatusWork) -> bytes:
+        if isinstance(work, StatusWork):
+            status = work.message
+            entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
+                records.idempotency_entry(status.merchant_id, status.original_id)
+            )
+            return self._status(status, entry[1] if entry is not None else None)
         message = work.message
         if self.idempotency.evicted_early:
             # The in-memory window has forgotten some ids before their time: the
@@ -139,8 +155,7 @@ class OnlineProtocol:
         self.idempotency.finish(message.merchant_id, message.id, response)
         return response
 
-    def _status(self, message: wire.Status) -> bytes:
-        stored = self.idempotency.stored(message.merchant_id, message.original_id)
+    def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:
             return wire.encode_response(
                 wire.Error(id=message.id, code="25", message="no result stored for original_id")

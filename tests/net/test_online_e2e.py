@@ -191,6 +191,16 @@ async def test_ids_that_left_memory_are_still_answered_from_the_journal(
     stored = await client.receive_raw()
     for n in range(1, 4):  # push mem-0 out of the two-entry memory
         await client.request(purchase(f"mem-{n}", 1100 + n * 100))
+    status = await client.request(
+        wire.Status(id="ask-0", merchant_id="SHOP01", original_id="mem-0")
+    )
+    original = wire.decode_response(stored)
+    assert isinstance(status, wire.Result) and isinstance(original, wire.Result)
+    assert (status.id, status.rrn, status.code) == ("ask-0", original.rrn, "00")
+    unknown = await client.request(
+        wire.Status(id="ask-1", merchant_id="SHOP01", original_id="never-sent")
+    )
+    assert isinstance(unknown, wire.Error) and unknown.code == "25"
     await client.send_raw(first)
     assert await client.receive_raw() == stored  # byte for byte, from the journal
     changed = await client.request(purchase("mem-0", 9900))
