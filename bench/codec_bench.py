@@ -24,47 +24,9 @@ from bench.runconfig import DIALECTS_DIR
 from switch.wire.dialect import load_dialects
 from switch.wire.framing import split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec
+from switch.wire.samples import BANK_SALE_FIELDS, POS_SALE_FRAME
+from switch.wire.samples import POS_SALE_APPROVAL_FIELDS as POS_APPROVAL_FIELDS
 
-# The specs' sample messages (pos-cup.md, bank-h2h.md); the switch's own tests check
-# these bytes too.
-POS_SALE_FRAME: Final = bytes.fromhex(
-    "0051600003000060310031073002007024048000c08010196222021000111122"
-    "22100000000000000100000001232812002100504f5330303030313839383331"
-    "30303438393930303031313536000822000042"
-)
-PAN: Final = "6222021000111122221"
-POS_APPROVAL_FIELDS: Final[dict[int, FieldValue]] = {
-    2: PAN,
-    3: "000000",
-    4: "000000010000",
-    11: "000123",
-    12: "143015",
-    13: "1122",
-    32: "48990000",
-    37: "532614000123",
-    38: "A1B2C3",
-    39: "00",
-    41: "POS00001",
-    42: "898310048990001",
-    49: "156",
-    60: "22000042",
-}
-BANK_SALE_FIELDS: Final[dict[int, FieldValue]] = {
-    2: PAN,
-    3: "000000",
-    4: "000000010000",
-    7: "1122063015",
-    11: "000007",
-    12: "143015",
-    13: "1122",
-    22: "021",
-    25: "00",
-    32: "48990000",
-    37: "532614000123",
-    41: "POS00001",
-    42: "898310048990001",
-    49: "156",
-}
 BANK_APPROVAL_FIELDS: Final[dict[int, FieldValue]] = {
     # What a bank echoes (bank-h2h.md, "Messages"), plus 15, 38 and 39.
     **{n: v for n, v in BANK_SALE_FIELDS.items() if n in (2, 3, 4, 7, 11, 32, 37, 41, 42, 49)},
