@@ -36,6 +36,7 @@ from switch.core.pos import request_from_pos
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
+from switch.wire.samples import BANK_SALE_FIELDS
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dialects"
 
@@ -91,22 +92,7 @@ SALE_TRACE = BankTrace(stan="000007", rrn=RRN, stamp=SALE_STAMP)
 SALE_SENT = OriginalData(mti="0200", stan="000007", transmission="1122063015")
 
 # bank-h2h.md's first sample frame, field by field.
-SAMPLE_SALE_FIELDS = {
-    2: PAN,
-    3: "000000",
-    4: "000000010000",
-    7: "1122063015",
-    11: "000007",
-    12: "143015",
-    13: "1122",
-    22: "021",
-    25: "00",
-    32: ACQUIRER,
-    37: RRN,
-    41: "POS00001",
-    42: "898310048990001",
-    49: "156",
-}
+SAMPLE_SALE_FIELDS = BANK_SALE_FIELDS
 
 
 @pytest.fixture(scope="module")

@@ -28,44 +28,21 @@ from switch.errors import TransactionRefused
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
+from switch.wire.samples import PAN, POS_SALE_FIELDS
+from switch.wire.samples import POS_SALE_APPROVAL_FRAME as APPROVAL_FRAME
+from switch.wire.samples import POS_SALE_FRAME as SALE_FRAME
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dialects"
 
-PAN = "6222021000111122221"
 TRACK2 = "6222021000111122221=28121010000000"
 ACQUIRER = "48990000"
 # 2025-11-22 06:30:15 UTC, 14:30:15 at +8: the samples' time.
 STAMP = Stamp.at(datetime(2025, 11, 22, 6, 30, 15, tzinfo=UTC).timestamp(), 8)
 
-# pos-cup.md, "Sample frames": the sale request and its approval, with their 2-byte length.
-SALE_FRAME = bytes.fromhex(
-    "0051600003000060310031073002007024048000c08010196222021000111122"
-    "22100000000000000100000001232812002100504f5330303030313839383331"
-    "30303438393930303031313536000822000042"
-)
-APPROVAL_FRAME = bytes.fromhex(
-    "006a60000000036031003107300210703800010ec08010196222021000111122"
-    "2210000000000000010000000123143015112208489900003533323631343030"
-    "303132334131423243333030504f533030303031383938333130303438393930"
-    "303031313536000822000042"
-)
-
 Fields = dict[int, str | bytes]
 
 # The sample sale's fields, as the cup-pos codec decodes them.
-SALE: Fields = {
-    2: PAN,
-    3: "000000",
-    4: "000000010000",
-    11: "000123",
-    14: "2812",
-    22: "021",
-    25: "00",
-    41: "POS00001",
-    42: "898310048990001",
-    49: "156",
-    60: "22000042",
-}
+SALE: Fields = dict(POS_SALE_FIELDS)
 SIGN_ON: Fields = {11: "000124", 41: "POS00001", 42: "898310048990001", 60: "00000042001"}
 ECHO: Fields = {**SIGN_ON, 60: "00000042301"}
 BALANCE: Fields = {**SALE, 3: "310000", 60: "01000042"}

@@ -14,9 +14,9 @@ from switch.sim.server import BankSimulator
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec, Iso8583Message
+from switch.wire.samples import BANK_SALE_FIELDS, PAN
 
 DIALECT = Path(__file__).resolve().parents[2] / "conf" / "dialects" / "h2h-ascii.toml"
-PAN = "6222021000111122221"
 DATE_TIME = "1122063015"
 WAIT_S = 10.0
 
@@ -49,21 +49,12 @@ _stans: Iterator[int] = itertools.count(100)
 
 
 def sale_fields(amount: int, stan: str | None = None) -> Fields:
+    """bank-h2h.md's sample sale, for another amount and trace number."""
     return {
-        2: PAN,
-        3: "000000",
+        **BANK_SALE_FIELDS,
         4: f"{amount:012d}",
         7: DATE_TIME,
         11: stan or f"{next(_stans):06d}",
-        12: "143015",
-        13: "1122",
-        22: "021",
-        25: "00",
-        32: "48990000",
-        37: "532614000123",
-        41: "POS00001",
-        42: "898310048990001",
-        49: "156",
     }
 
 
