@@ -123,7 +123,8 @@ class BankLink:
             frame = self._framer.frame(self._codec.encode(mti, fields))
             try:
                 writer.send_nowait(frame)
-            except (trio.WouldBlock, trio.ClosedResourceError):
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                # Nothing of it was written: a failed write leaves the socket untouched.
                 raise LinkNotSent(f"link {self.bank}/{self.index} cannot send") from None
             await pending.event.wait()
         finally:
@@ -265,7 +266,12 @@ class BankLink:
             return
         try:
             writer.send_nowait(self._framer.frame(self._codec.encode(mti, fields)))
-        except (trio.WouldBlock, trio.ClosedResourceError, MessageEncodeError) as exc:
+        except (
+            trio.WouldBlock,
+            trio.ClosedResourceError,
+            trio.BrokenResourceError,
+            MessageEncodeError,
+        ) as exc:
             log.warning("bank_request_unanswered", mti=message.mti, reason=_reason(exc))
 
     def _fail_pending(self, reason: str) -> None:

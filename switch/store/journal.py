@@ -57,8 +57,11 @@ CHECKPOINT_INTERVAL_S = 0.25
 
 INLINE_COMMIT_MAX_S = 0.002
 """A commit run in the event loop that takes longer than this (a slow disk) sends the
-commits of the next INLINE_COMMIT_BACKOFF_S to a worker thread."""
+commits of the next INLINE_COMMIT_BACKOFF_S to a worker thread; each slow one in a row
+doubles that, up to INLINE_COMMIT_MAX_BACKOFF_S, so a disk that keeps stalling stalls
+the loop at most once a minute."""
 INLINE_COMMIT_BACKOFF_S = 1.0
+INLINE_COMMIT_MAX_BACKOFF_S = 60.0
 IDLE_TURN_S = 0.0002
 """A turn of the event loop shorter than this found nothing else to run."""
 
@@ -230,6 +233,7 @@ class Journal:
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         self._read_lock = trio.Lock()
         self._inline_after = 0.0
+        self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
         self._running = False
         self.commits = 0
         self.operations = 0
@@ -298,8 +302,13 @@ class Journal:
             began = trio.current_time()
             if loop_is_idle and began >= self._inline_after and self.file.commit(wait=False):
                 ended = trio.current_time()
-                if ended - began > INLINE_COMMIT_MAX_S:
-                    self._inline_after = ended + INLINE_COMMIT_BACKOFF_S
+                if ended - began > INLINE_COMMIT_MAX_S:  # the disk is slow: not here
+                    self._inline_after = ended + self._inline_backoff_s
+                    self._inline_backoff_s = min(
+                        self._inline_backoff_s * 2, INLINE_COMMIT_MAX_BACKOFF_S
+                    )
+                else:
+                    self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
             else:
                 await trio.to_thread.run_sync(functools.partial(self.file.commit, wait=True))
         except Exception as exc:
