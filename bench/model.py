@@ -7,6 +7,7 @@ from typing import Literal
 import msgspec
 
 from bench.codec_bench import CodecReport
+from bench.disk_probe import DiskProbe
 from bench.histogram import LatencySummary
 
 ScenarioKind = Literal["closed", "open", "idle", "online"]
@@ -154,6 +155,7 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     meta: Meta
     codec: CodecReport | None
+    disk: DiskProbe | None
     closed_sweep: list[ScenarioResult]
     open_sweep: list[ScenarioResult]
     max_rate: MaxRate | None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 import msgspec
 
 from bench.codec_bench import CodecReport
+from bench.disk_probe import STALL_MS, DiskProbe
 from bench.model import (
     EchoBaseline,
     IdleConnections,
@@ -48,6 +49,7 @@ def check_targets(
     overload: Overload | None,
     idle: IdleConnections | None,
     journal: str,
+    disk: DiskProbe | None = None,
 ) -> list[TargetCheck]:
     checks: list[TargetCheck] = []
 
@@ -77,6 +79,10 @@ def check_targets(
         measured = f"{p99:.2f} ms at {half_max.offered_rate:g}/s"
         if half_max.switch_logged_ms is not None:
             measured += f" (switch's own p99 {half_max.switch_logged_ms.p99:.2f} ms)"
+        if disk is not None:
+            measured += (
+                f"; disk fsync p99.9 {disk.latency_ms.p99_9:g}, max {disk.latency_ms.max:g} ms"
+            )
         checks.append(_check(name, measured, p99 <= HALF_MAX_P99_MS))
 
     checks.extend(_overload_checks(overload))
@@ -239,6 +245,14 @@ def print_report(report: Report, out: TextIO) -> None:
         " cpu ms/1k: the process under test's CPU per 1,000 answers; rss: its highest VmRSS"
         " in the window; gen cpu: the busiest generator process's CPU seconds per second.\n"
     )
+    if report.disk is not None:
+        d, latency = report.disk, report.disk.latency_ms
+        out.write(
+            f"disk (baseline): {latency.count} writes + fsyncs of 4 KiB in the run dir over"
+            f" {d.duration_s:g} s, alone: p50 {latency.p50:g}, p99 {latency.p99:g},"
+            f" p99.9 {latency.p99_9:g}, max {latency.max:g} ms; {d.stalls} over {STALL_MS:g} ms."
+            " Every sale waits for two (durability sync).\n"
+        )
     if report.max_rate is not None:
         out.write(f"maximum rate: {report.max_rate.tps:g}/s ({report.max_rate.source})\n")
     if report.slow_bank is not None:

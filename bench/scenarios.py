@@ -25,6 +25,7 @@ import msgspec
 import trio
 
 from bench.codec_bench import CodecReport, run_codec_bench
+from bench.disk_probe import DiskProbe, probe_disk
 from bench.histogram import LatencyHistogram, LatencySummary
 from bench.jobs import CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
@@ -52,7 +53,17 @@ from bench.services import SwitchUnderTest, echo_server, switch_under_test
 from bench.switchlog import LogReader
 from bench.workers import ProgressLine, WorkerPool
 
-SCENARIOS: Final = ("codec", "closed", "open", "overload", "online", "echo", "idle", "slow-bank")
+SCENARIOS: Final = (
+    "codec",
+    "disk",
+    "closed",
+    "open",
+    "overload",
+    "online",
+    "echo",
+    "idle",
+    "slow-bank",
+)
 RSS_INTERVAL_S: Final = 0.25
 OPEN_POOL_S: Final = 0.5
 """Open loop: terminals = rate x this, so up to this much latency every arrival still
@@ -99,6 +110,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Default: half the maximum rate, at most 1,000 per second."""
     request_timeout_s: float = 5.0
     codec_target_s: float = 0.2
+    disk_probe_s: float = 10.0
     codec_repeats: int = 5
     journal_durability: Literal["sync", "async"] = "sync"
     keep_run_dir: bool = False
@@ -123,6 +135,7 @@ SHORT: Final = Options(
     request_timeout_s=3.0,
     codec_target_s=0.01,
     codec_repeats=2,
+    disk_probe_s=0.2,
 )
 
 
@@ -361,6 +374,7 @@ class _Measured:
 
     def __init__(self) -> None:
         self.codec: CodecReport | None = None
+        self.disk: DiskProbe | None = None
         self.closed_sweep: list[ScenarioResult] = []
         self.open_sweep: list[ScenarioResult] = []
         self.max_rate: MaxRate | None = None
@@ -592,6 +606,10 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 target_s=options.codec_target_s, repeats=options.codec_repeats
             )
             progress.done()
+        if "disk" in wanted:
+            progress.show(f"[disk] write + fsync in the run dir for {options.disk_probe_s:g} s")
+            measured.disk = await trio.to_thread.run_sync(probe_disk, run_dir, options.disk_probe_s)
+            progress.done()
         async with WorkerPool.open(options.workers, run_dir, progress) as pool:
             bench = Bench(options, run_dir, pool)
             if wanted & {"closed", "open", "overload", "online", "echo"}:
@@ -625,6 +643,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     return Report(
         meta=meta,
         codec=measured.codec,
+        disk=measured.disk,
         closed_sweep=measured.closed_sweep,
         open_sweep=measured.open_sweep,
         max_rate=measured.max_rate,
@@ -637,6 +656,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         targets=check_targets(
             codec=measured.codec,
             half_max=measured.half_max,
+            disk=measured.disk,
             echo=measured.echo,
             overload=measured.overload,
             idle=measured.idle,

@@ -98,6 +98,15 @@ def test_codec_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
             assert operation["ratio"] > 0
 
 
+def test_disk_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
+    report, printed = short_run
+    disk = report["disk"]
+    assert disk["latency_ms"]["count"] > 0
+    assert 0 < disk["latency_ms"]["p50"] <= disk["latency_ms"]["max"]
+    assert 0 <= disk["stalls"] <= disk["latency_ms"]["count"]
+    assert "disk (baseline)" in printed
+
+
 def test_scenario_details(short_run: tuple[dict[str, Any], str]) -> None:
     report, _ = short_run
     assert report["max_rate"]["tps"] > 0
