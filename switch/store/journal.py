@@ -292,15 +292,23 @@ class Journal:
         try:
             # The statements run here, in the event loop: tens of microseconds, no lock
             # waits (see begin). The commit (WAL write and fsync) too when nothing else
-            # is ready to run and the disk has been quick: waking a worker thread and
-            # coming back costs more CPU than the fsync takes, and on a busy loop the
-            # thread also waits for the GIL twice. Otherwise, and after a slow commit,
-            # it goes to a worker thread so the loop keeps serving.
+            # is ready to run, someone waits for it (durable) and the disk has been
+            # quick: waking a worker thread and coming back costs more CPU than the
+            # fsync takes. Otherwise it goes to a worker thread, so that a busy loop
+            # keeps serving, and a disk that stalls (this one does, for up to 0.4 s)
+            # stalls at most the commits, not the loop: after a slow commit here, for
+            # the next second (doubling while it repeats) every commit is in a thread.
             if not self.file.begin(wait=False):
                 await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
             self.file.write(writes)
             began = trio.current_time()
-            if loop_is_idle and began >= self._inline_after and self.file.commit(wait=False):
+            someone_waits = any(group.done is not None for group in groups)
+            if (
+                loop_is_idle
+                and someone_waits
+                and began >= self._inline_after
+                and self.file.commit(wait=False)
+            ):
                 ended = trio.current_time()
                 if ended - began > INLINE_COMMIT_MAX_S:  # the disk is slow: not here
                     self._inline_after = ended + self._inline_backoff_s
