@@ -235,6 +235,7 @@ class Journal:
         self._inline_after = 0.0
         self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
         self._running = False
+        self._closed = False
         self.commits = 0
         self.operations = 0
         self.failures = 0
@@ -261,7 +262,12 @@ class Journal:
             with trio.CancelScope(shield=True):
                 await self._flush_remaining()
                 self._send.close()  # a caller still waiting for room is refused
-                await trio.to_thread.run_sync(self.file.close)
+                # A read still running in its thread (a task cancelled with everything
+                # else waits for it there) must finish before its connection closes:
+                # closing a SQLite connection in use crashes the process.
+                async with self._read_lock:
+                    self._closed = True
+                    await trio.to_thread.run_sync(self.file.close)
 
     async def _checkpoint_periodically(self) -> None:
         while True:
@@ -361,6 +367,8 @@ class Journal:
 
     async def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
         async with self._read_lock:
+            if self._closed:
+                raise JournalError("the journal is closed")
             return await trio.to_thread.run_sync(self.file.read, query)
 
     def statistics(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,29 @@ async def test_a_commit_after_the_journal_stopped_is_refused(tmp_path: Path) -> 
     with pytest.raises(JournalError):
         with trio.fail_after(5):
             await journal.commit(insert(1))
+
+
+async def test_stopping_waits_for_a_read_still_in_its_thread(tmp_path: Path) -> None:
+    """Everything is cancelled at once: a read already in its worker thread finishes
+    on an open connection (closing it under the read crashed the process)."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    journal = Journal(JournalFile(path))
+    results: list[int] = []
+
+    def slow_count(connection: sqlite3.Connection) -> int:
+        time.sleep(0.3)  # in the worker thread, while the journal is being stopped
+        return int(connection.execute("SELECT count(*) FROM probe").fetchone()[0])
+
+    async def read() -> None:
+        results.append(await journal.read(slow_count))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(insert(1))
+        nursery.start_soon(read)
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert results == [1]
+    with pytest.raises(JournalError):
+        await journal.read(slow_count)
