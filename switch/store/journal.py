@@ -1,16 +1,17 @@
 """The journal: every transaction and every change of its state, in SQLite (WAL).
 
 One writer task owns the write connection. Callers hand it operations; it commits
-whatever has gathered in one transaction, in a worker thread, so durability costs one
-fsync per group rather than per transaction. With ``durability = "sync"`` a caller's
-``commit`` returns only once its operations are on disk: the switch commits a request
-before it leaves for a bank, and the bank's answer before it leaves for the terminal.
+whatever has gathered in one transaction, so durability costs one fsync per group
+rather than per transaction. With ``durability = "sync"`` a caller's ``commit``
+returns only once its operations are on disk: the switch commits a request before it
+leaves for a bank, and the bank's answer before it leaves for the terminal.
 ``"async"`` returns once queued: faster, and a crash may lose the last group.
 
-Writes are data (a statement and its parameters), not code: the worker thread sorts a
-group's writes into a fixed statement order and runs each statement once with
-``executemany``. That keeps the thread's Python work, and so the times it must take the
-GIL back from a busy trio thread, to a handful per group rather than a few per write.
+Writes are data (a statement and its parameters), not code: a group's writes are sorted
+into a fixed statement order and each statement runs once with ``executemany``, in the
+event loop (they only change SQLite's page cache, and never wait on a lock there). The
+commit, which writes the WAL and waits for the disk, runs in a worker thread, or in the
+loop when it is idle and the disk has been quick (see ``_commit_gathered``).
 
 Reads use a second connection (WAL lets readers and the writer work at once), one at a
 time, also in a worker thread.
