@@ -179,7 +179,6 @@ class BankLink:
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         """Runs one connection until it fails: sign on, then keep it alive."""
-        # Room for a full window plus the link's own echo and answers to the bank.
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
         reader = FrameReader(stream, self._framer, read_deadline_s=self.config.issuer_timeout_s)
         self._last_received = trio.current_time()
