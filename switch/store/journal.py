@@ -54,6 +54,14 @@ BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another's lock (an operator command's write)."""
 CHECKPOINT_INTERVAL_S = 0.25
 """How often the WAL is copied into the database, away from the commit path."""
+WAL_RESET_INTERVAL_S = 1.0
+"""How often the writer itself, between two groups, checkpoints what the background
+checkpoints left (3-6 ms at 800 sales/s here): only a checkpoint that copied every frame lets the
+next write start the WAL over, and under steady traffic the background ones never
+catch up (new frames arrive while they copy), so without this the WAL grows for ever
+(~10 MB/s at 800 sales/s)."""
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""A WAL that grew past this (a burst) is cut back to it when it starts over."""
 
 
 INLINE_COMMIT_MAX_S = 0.002
@@ -76,9 +84,16 @@ class JournalError(SwitchError):
 class JournalFile:
     """The SQLite file and its two connections; plain blocking calls, run in threads."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        wal_size_limit: int = WAL_SIZE_LIMIT_BYTES,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.wal_size_limit = wal_size_limit
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -92,6 +107,7 @@ class JournalFile:
         # copies the WAL into the database and fsyncs it, stalling every transaction
         # waiting on that group. Checkpoints run on their own instead (checkpoint()).
         writer.execute("PRAGMA wal_autocheckpoint = 0")
+        writer.execute(f"PRAGMA journal_size_limit = {self.wal_size_limit}")
         migrate(writer)
         # The event loop begins transactions itself and must never wait on a lock; an
         # operator command's write makes it begin in a thread instead (begin()).
@@ -173,6 +189,15 @@ class JournalFile:
                 connection.execute("PRAGMA busy_timeout = 0")
         return True
 
+    def checkpoint_writer(self) -> bool:
+        """A passive checkpoint on the write connection, between two transactions (so no
+        frame is added while it copies); True if it copied every frame, so that the
+        next write starts the WAL over. For a worker thread."""
+        connection = self._writer
+        assert connection is not None, "journal is not open"
+        busy, log_frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return not busy and log_frames == copied
+
     def checkpoint(self) -> None:
         """Copies committed WAL pages into the database file without blocking writers
         (PASSIVE), so the WAL does not grow without end; on its own connection."""
@@ -227,13 +252,17 @@ class Journal:
         durability: Durability = "sync",
         queue_size: int = 4096,
         max_group: int = 512,
+        wal_reset_interval_s: float = WAL_RESET_INTERVAL_S,
     ) -> None:
         self.file = file
         self.durability = durability
         self.max_group = max_group
+        self.wal_reset_interval_s = wal_reset_interval_s
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         self._read_lock = trio.Lock()
         self._inline_after = 0.0
+        self._next_wal_reset = 0.0
+        self.wal_resets = 0
         self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
         self._running = False
         self._closed = False
@@ -257,6 +286,7 @@ class Journal:
                     # dropped half way because the journal is being stopped.
                     with trio.CancelScope(shield=True):
                         await self._commit_gathered(group)
+                        await self._let_the_wal_start_over()
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
@@ -269,6 +299,17 @@ class Journal:
                 async with self._read_lock:
                     self._closed = True
                     await trio.to_thread.run_sync(self.file.close)
+
+    async def _let_the_wal_start_over(self) -> None:
+        now = trio.current_time()
+        if now < self._next_wal_reset:
+            return
+        self._next_wal_reset = now + self.wal_reset_interval_s
+        try:
+            if await trio.to_thread.run_sync(self.file.checkpoint_writer):
+                self.wal_resets += 1
+        except sqlite3.Error as exc:
+            log.warning("journal_checkpoint_failed", error=repr(exc))
 
     async def _checkpoint_periodically(self) -> None:
         while True:
@@ -377,5 +418,6 @@ class Journal:
             "commits": self.commits,
             "operations": self.operations,
             "failures": self.failures,
+            "wal_resets": self.wal_resets,
             "queued": self._send.statistics().current_buffer_used,
         }
