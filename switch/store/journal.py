@@ -54,14 +54,14 @@ BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another's lock (an operator command's write)."""
 CHECKPOINT_INTERVAL_S = 0.25
 """How often the WAL is copied into the database, away from the commit path."""
-WAL_RESET_INTERVAL_S = 1.0
+WAL_RESET_INTERVAL_S = 5.0
 """How often the writer itself, between two groups, checkpoints what the background
-checkpoints left (3-6 ms at 800 sales/s here): only a checkpoint that copied every frame lets the
-next write start the WAL over, and under steady traffic the background ones never
-catch up (new frames arrive while they copy), so without this the WAL grows for ever
-(~10 MB/s at 800 sales/s)."""
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-"""A WAL that grew past this (a burst) is cut back to it when it starts over."""
+checkpoints left (3-6 ms at 800 sales/s here, while commits wait): only a checkpoint
+that copied every frame lets the next write start the WAL over, and under steady
+traffic the background ones never catch up (new frames arrive while they copy), so
+without this the WAL grows for ever (~10 MB/s at 800 sales/s). Its file then stays at
+what one interval writes; the interval is long because this checkpoint's fsync of the
+database, unlike the background ones', holds the commits up if the disk stalls."""
 
 
 INLINE_COMMIT_MAX_S = 0.002
@@ -84,16 +84,9 @@ class JournalError(SwitchError):
 class JournalFile:
     """The SQLite file and its two connections; plain blocking calls, run in threads."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        synchronous: str = "FULL",
-        wal_size_limit: int = WAL_SIZE_LIMIT_BYTES,
-    ) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
-        self.wal_size_limit = wal_size_limit
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -107,7 +100,6 @@ class JournalFile:
         # copies the WAL into the database and fsyncs it, stalling every transaction
         # waiting on that group. Checkpoints run on their own instead (checkpoint()).
         writer.execute("PRAGMA wal_autocheckpoint = 0")
-        writer.execute(f"PRAGMA journal_size_limit = {self.wal_size_limit}")
         migrate(writer)
         # The event loop begins transactions itself and must never wait on a lock; an
         # operator command's write makes it begin in a thread instead (begin()).
@@ -262,6 +254,7 @@ class Journal:
         self._read_lock = trio.Lock()
         self._inline_after = 0.0
         self._next_wal_reset = 0.0
+        self._wal_starts_over = False
         self.wal_resets = 0
         self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
         self._running = False
@@ -308,6 +301,7 @@ class Journal:
         try:
             if await trio.to_thread.run_sync(self.file.checkpoint_writer):
                 self.wal_resets += 1
+                self._wal_starts_over = True
         except sqlite3.Error as exc:
             log.warning("journal_checkpoint_failed", error=repr(exc))
 
@@ -338,35 +332,14 @@ class Journal:
             write for group in groups for operation in group.operations for write in operation
         ]
         try:
-            # The statements run here, in the event loop: tens of microseconds, no lock
-            # waits (see begin). The commit (WAL write and fsync) too when nothing else
-            # is ready to run, someone waits for it (durable) and the disk has been
-            # quick: waking a worker thread and coming back costs more CPU than the
-            # fsync takes. Otherwise it goes to a worker thread, so that a busy loop
-            # keeps serving, and a disk that stalls (this one does, for up to 0.4 s)
-            # stalls at most the commits, not the loop: after a slow commit here, for
-            # the next second (doubling while it repeats) every commit is in a thread.
-            if not self.file.begin(wait=False):
-                await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
-            self.file.write(writes)
-            began = trio.current_time()
-            someone_waits = any(group.done is not None for group in groups)
-            if (
-                loop_is_idle
-                and someone_waits
-                and began >= self._inline_after
-                and self.file.commit(wait=False)
-            ):
-                ended = trio.current_time()
-                if ended - began > INLINE_COMMIT_MAX_S:  # the disk is slow: not here
-                    self._inline_after = ended + self._inline_backoff_s
-                    self._inline_backoff_s = min(
-                        self._inline_backoff_s * 2, INLINE_COMMIT_MAX_BACKOFF_S
-                    )
-                else:
-                    self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
+            if self._wal_starts_over:
+                # The first write after a full checkpoint starts the WAL over (rewrites
+                # its header): all of it in a thread, off the loop.
+                self._wal_starts_over = False
+                await trio.to_thread.run_sync(self.file.apply, writes)
             else:
-                await trio.to_thread.run_sync(functools.partial(self.file.commit, wait=True))
+                durable = any(group.done is not None for group in groups)
+                await self._write_and_commit(writes, loop_is_idle=loop_is_idle, durable=durable)
         except Exception as exc:
             self.failures += 1
             log.critical("journal_commit_failed", error=repr(exc), writes=len(writes))
@@ -378,6 +351,38 @@ class Journal:
         for group in groups:
             if group.done is not None:
                 group.done.set()
+
+    async def _write_and_commit(
+        self, writes: list[Write], *, loop_is_idle: bool, durable: bool
+    ) -> None:
+        # The statements run here, in the event loop: tens of microseconds, no lock
+        # waits (see begin). The commit (WAL write and fsync) too when nothing else
+        # is ready to run, someone waits for it (durable) and the disk has been
+        # quick: waking a worker thread and coming back costs more CPU than the
+        # fsync takes. Otherwise it goes to a worker thread, so that a busy loop
+        # keeps serving, and a disk that stalls (this one does, for up to 0.4 s)
+        # stalls at most the commits, not the loop: after a slow commit here, for
+        # the next second (doubling while it repeats) every commit is in a thread.
+        if not self.file.begin(wait=False):
+            await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
+        self.file.write(writes)
+        began = trio.current_time()
+        if (
+            loop_is_idle
+            and durable
+            and began >= self._inline_after
+            and self.file.commit(wait=False)
+        ):
+            ended = trio.current_time()
+            if ended - began > INLINE_COMMIT_MAX_S:  # the disk is slow: not here
+                self._inline_after = ended + self._inline_backoff_s
+                self._inline_backoff_s = min(
+                    self._inline_backoff_s * 2, INLINE_COMMIT_MAX_BACKOFF_S
+                )
+            else:
+                self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
+        else:
+            await trio.to_thread.run_sync(functools.partial(self.file.commit, wait=True))
 
     async def _flush_remaining(self) -> None:
         while True:

@@ -206,13 +206,11 @@ async def test_stopping_waits_for_a_read_still_in_its_thread(tmp_path: Path) -> 
 async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
     """Commits that never pause: the background checkpoints alone never copy every
     frame, so without the writer's own checkpoint between groups the WAL would only
-    grow. With it, the WAL starts over and stays near the size limit."""
+    grow (to more than was written: every commit adds whole pages). With it, the WAL
+    starts over, and its file stays at what a few intervals write."""
     path = tmp_path / "j.sqlite3"
     make_probe_table(path)
-    limit = 256 * 1024
-    journal = Journal(
-        JournalFile(path, wal_size_limit=limit), durability="sync", wal_reset_interval_s=0.05
-    )
+    journal = Journal(JournalFile(path), durability="sync", wal_reset_interval_s=0.05)
     wide = "x" * 2000
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
@@ -227,6 +225,6 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
         written = journal.operations * 2000
         wal = path.with_name(path.name + "-wal").stat().st_size
         nursery.cancel_scope.cancel()
-    assert written > 8 * limit
-    assert wal < 4 * limit, (wal, written)
+    assert written > 2_000_000
+    assert wal < written / 4, (wal, written)
     assert journal.wal_resets > 0
