@@ -1,5 +1,5 @@
 """Frames over a TCP connection: a reader with a deadline for half frames, and a writer
-that sends at once when it can and otherwise queues for its own task.
+that sends at once when it can and otherwise queues for a flush task.
 
 Both work on the socket's file descriptor directly when it is ready, and fall back to
 waiting in trio when it is not. A frame's bytes are few and the kernel's buffers
