@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -228,3 +229,39 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
     assert written > 2_000_000
     assert wal < written / 4, (wal, written)
     assert journal.wal_resets > 0
+
+
+class SlowDiskFile(JournalFile):
+    """A journal file whose commits take 10 ms (a stalling disk), and which records
+    where each commit ran: in the event loop's thread or a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits_in_loop_thread = 0
+        self.commits_in_workers = 0
+        self.loop_thread = threading.get_ident()
+
+    def commit(self, *, wait: bool) -> bool:
+        time.sleep(0.01)
+        if threading.get_ident() == self.loop_thread:
+            self.commits_in_loop_thread += 1
+        else:
+            self.commits_in_workers += 1
+        return super().commit(wait=wait)
+
+
+async def test_after_a_slow_commit_in_the_loop_commits_go_to_a_thread(tmp_path: Path) -> None:
+    """An idle loop may commit itself, but a disk that stalls must stall only the
+    commits: after one slow commit in the loop, the next ones run in worker threads."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = SlowDiskFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for value in range(10):  # one at a time: the loop is idle at every commit
+            await journal.commit(insert(value))
+        nursery.cancel_scope.cancel()
+    assert count(path) == 10
+    assert file.commits_in_loop_thread == 1
+    assert file.commits_in_workers == 9
