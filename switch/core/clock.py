@@ -44,7 +44,7 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
             ),
             local_time=f"{local.hour:02d}{local.minute:02d}{local.second:02d}",
             local_date=f"{local.month:02d}{local.day:02d}",
-            rrn_day=f"{local.year % 10}{local.timetuple().tm_yday:03d}",
+            rrn_day=rrn_day(local),
         )
         _last_stamp[utc_offset_h] = (second, stamp)
         return stamp
@@ -52,6 +52,11 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
     @classmethod
     def now(cls, utc_offset_h: int) -> Stamp:
         return cls.at(time.time(), utc_offset_h)
+
+
+def rrn_day(local: datetime) -> str:
+    """The RRN's day prefix of a local time: last digit of the year, day of the year."""
+    return f"{local.year % 10}{local.timetuple().tm_yday:03d}"
 
 
 _last_stamp: dict[int, tuple[int, Stamp]] = {}

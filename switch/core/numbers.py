@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
+from switch.core.clock import rrn_day
+
 SEQUENCE_LIMIT = 100_000_000
 
 
@@ -25,7 +27,7 @@ class RrnAllocator:
     """Keeps a sequence per local day (the last few), because requests stamped either
     side of midnight may ask for their RRNs out of order."""
 
-    __slots__ = ("_floored", "_last_date", "_last_day", "_next")
+    __slots__ = ("_floored", "_next")
 
     DAYS_KEPT = 3
 
@@ -33,20 +35,17 @@ class RrnAllocator:
         self._next: dict[str, int] = {}
         self._floored: set[str] = set()
         """Days whose sequence has been raised to the time of day it was first used."""
-        self._last_date: tuple[int, int, int] | None = None
-        self._last_day = ""
 
     def resume(self, day: str, sequence: int) -> None:
         """Never hands out a number of ``day`` below ``sequence`` (the journal's
         high-water mark after a restart)."""
         self._next[day] = max(sequence, self._next.get(day, 0))
 
-    def allocate(self, local: datetime) -> str:
-        date = (local.year, local.month, local.day)
-        if date != self._last_date:
-            self._last_day = f"{local.year % 10}{local.timetuple().tm_yday:03d}"
-            self._last_date = date
-        day = self._last_day
+    def allocate(self, local: datetime, day: str | None = None) -> str:
+        """The next RRN of ``local``'s day; ``day`` is that day's prefix when the caller
+        has it already (a Stamp's ``rrn_day``)."""
+        if day is None:
+            day = rrn_day(local)
         if day in self._floored:
             sequence = self._next[day]
         else:

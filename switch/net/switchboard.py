@@ -112,7 +112,7 @@ class Switchboard:
         """The outcome of one request. Never raises for a refusal: that is an outcome.
         ``finalize``'s operations are committed with the outcome, before it is returned."""
         try:
-            rrn = self._rrns.allocate(stamp.local)
+            rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
         except RrnExhausted as exc:
             return Outcome(code="96", message=str(exc))
         try:
