@@ -94,9 +94,7 @@ class OnlineProtocol:
     async def respond(self, work: OnlineWork | StatusWork) -> bytes:
         if isinstance(work, StatusWork):
             status = work.message
-            entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
-                records.idempotency_entry(status.merchant_id, status.original_id)
-            )
+            entry = await self._journal_entry(status.merchant_id, status.original_id)
             return self._status(status, entry[1] if entry is not None else None)
         message = work.message
         if self.idempotency.evicted_early:
@@ -142,9 +140,7 @@ class OnlineProtocol:
     async def _journaled_result(
         self, message: wire.Purchase | wire.Balance | wire.Void | wire.Refund, fingerprint: bytes
     ) -> bytes | None:
-        entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
-            records.idempotency_entry(message.merchant_id, message.id)
-        )
+        entry = await self._journal_entry(message.merchant_id, message.id)
         if entry is None:
             return None
         digest, response = entry
@@ -154,6 +150,13 @@ class OnlineProtocol:
             return wire.encode_response(online.refusal(message.id, refusal))
         self.idempotency.finish(message.merchant_id, message.id, response)
         return response
+
+    async def _journal_entry(self, merchant_id: str, online_id: str) -> tuple[bytes, bytes] | None:
+        """The (fingerprint, response) the journal keeps for an id, if any."""
+        entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
+            records.idempotency_entry(merchant_id, online_id)
+        )
+        return entry
 
     def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:
