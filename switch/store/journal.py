@@ -124,22 +124,7 @@ class JournalFile:
         """Begins a write transaction. Without ``wait``, returns False at once when
         another connection (an operator's command) holds the write lock, so that the
         event loop never waits on it."""
-        connection = self._writer
-        assert connection is not None, "journal is not open"
-        if not wait:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    return False
-                raise
-            return True
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        finally:
-            connection.execute("PRAGMA busy_timeout = 0")
-        return True
+        return self._execute("BEGIN IMMEDIATE", wait=wait)
 
     def write(self, writes: Iterable[Write]) -> None:
         """Runs the writes inside the transaction begun; rolls it back if one fails.
@@ -160,25 +145,32 @@ class JournalFile:
         for the disk. With ``wait`` (in a worker thread) it also waits out another
         connection's lock; without, it returns False at once on one, the transaction
         still open (commit again, waiting). Rolls back if the commit fails."""
+        try:
+            return self._execute("COMMIT", wait=wait)
+        except BaseException:
+            connection = self._writer
+            if connection is not None and connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def _execute(self, statement: str, *, wait: bool) -> bool:
+        """Runs a statement on the write connection: waiting out another connection's
+        lock (``wait``), or returning False at once on one."""
         connection = self._writer
         assert connection is not None, "journal is not open"
         if wait:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if not wait and _is_busy(exc) and connection.in_transaction:
-                return False
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        finally:
-            if wait:
+            try:
+                connection.execute(statement)
+            finally:
                 connection.execute("PRAGMA busy_timeout = 0")
+            return True
+        try:
+            connection.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False
+            raise
         return True
 
     def checkpoint_writer(self) -> bool:
