@@ -66,12 +66,24 @@ class ScenarioResult(msgspec.Struct, frozen=True, kw_only=True):
     ``closed``: the connection ended first. They add up to ``sent``."""
     latency_ms: LatencySummary
     latency_approved_ms: LatencySummary
-    switch_logged_ms: LatencySummary | None
-    """The switch's own ``latency_ms`` (frame read to answer queued) from its txn log lines
-    in the window; None for the echo server."""
+    switch_logged: SwitchLogged | None
+    """The switch's own view from its txn log lines in the window; None for the echo
+    server."""
     server: ProcessUsage
     banks_cpu_s: float
     generator: GeneratorUsage
+
+
+class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
+    """Percentiles of what the switch's txn log lines say, over the lines in a window."""
+
+    latency_ms: LatencySummary
+    """Frame read to answer queued: the switch's whole share of the end-to-end time."""
+    journal_ms: LatencySummary
+    """Of which waiting for the journal's commits (the disk), for transactions that went
+    to a bank (the others wait for none)."""
+    bank_ms: LatencySummary
+    """Of which waiting for the bank's answer."""
 
 
 class MaxRate(msgspec.Struct, frozen=True, kw_only=True):

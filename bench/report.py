@@ -77,8 +77,13 @@ def check_targets(
     else:
         p99 = half_max.latency_ms.p99
         measured = f"{p99:.2f} ms at {half_max.offered_rate:g}/s"
-        if half_max.switch_logged_ms is not None:
-            measured += f" (switch's own p99 {half_max.switch_logged_ms.p99:.2f} ms)"
+        logged = half_max.switch_logged
+        if logged is not None:
+            measured += (
+                f" (switch's own p99 {logged.latency_ms.p99:.2f} ms; waiting for the journal"
+                f" p50 {logged.journal_ms.p50:g}, p99 {logged.journal_ms.p99:g} ms, for the"
+                f" bank p50 {logged.bank_ms.p50:g}, p99 {logged.bank_ms.p99:g} ms)"
+            )
         if disk is not None:
             measured += (
                 f"; disk fsync p99.9 {disk.latency_ms.p99_9:g}, max {disk.latency_ms.max:g} ms"
@@ -163,6 +168,11 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _journal_p99(result: ScenarioResult) -> float | None:
+    logged = result.switch_logged
+    return logged.journal_ms.p99 if logged is not None and logged.journal_ms.count else None
+
+
 def scenarios_of(report: Report) -> list[ScenarioResult]:
     found: list[ScenarioResult] = [*report.closed_sweep, *report.open_sweep]
     for single in (report.half_max, report.online):
@@ -182,7 +192,7 @@ def scenarios_of(report: Report) -> list[ScenarioResult]:
 def scenario_table(report: Report) -> str:
     headers = (
         "scenario", "conns", "offered/s", "tps", "good/s", "p50", "p90", "p99", "p99.9",
-        "max ms", "sw p99", "cpu ms/1k", "rss MB", "gen cpu", "codes",
+        "max ms", "sw p99", "jnl p99", "cpu ms/1k", "rss MB", "gen cpu", "codes",
     )  # fmt: skip
     rows = []
     for r in scenarios_of(report):
@@ -199,7 +209,8 @@ def scenario_table(report: Report) -> str:
                 _number(lat.p99, 2),
                 _number(lat.p99_9, 2),
                 _number(lat.max, 2),
-                _number(r.switch_logged_ms.p99 if r.switch_logged_ms else None, 2),
+                _number(r.switch_logged.latency_ms.p99 if r.switch_logged else None, 2),
+                _number(_journal_p99(r), 2),
                 _number(r.server.cpu_ms_per_1k, 0),
                 _number(r.server.rss_mb_max, 1),
                 _number(r.generator.busiest_worker_cpu, 2),
@@ -242,6 +253,8 @@ def print_report(report: Report, out: TextIO) -> None:
     out.write(
         "\nlatency in ms, end to end at the terminal (open loop: from when the request was"
         " due); sw p99: the switch's own p99 from its txn log lines (frame read to answer);"
+        " jnl p99: of that, waiting for the journal's commits (the disk), p99 over the"
+        " transactions that went to a bank;"
         " cpu ms/1k: the process under test's CPU per 1,000 answers; rss: its highest VmRSS"
         " in the window; gen cpu: the busiest generator process's CPU seconds per second.\n"
     )

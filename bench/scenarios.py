@@ -26,7 +26,7 @@ import trio
 
 from bench.codec_bench import CodecReport, run_codec_bench
 from bench.disk_probe import DiskProbe, probe_disk
-from bench.histogram import LatencyHistogram, LatencySummary
+from bench.histogram import LatencyHistogram
 from bench.jobs import CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
     EchoBaseline,
@@ -39,6 +39,7 @@ from bench.model import (
     Report,
     ScenarioResult,
     SlowBank,
+    SwitchLogged,
 )
 from bench.procstat import ProcessSample, cpu_seconds, raise_open_files_limit, sample
 from bench.report import check_targets
@@ -219,7 +220,7 @@ def summarise(
     *,
     offered_rate: float | None,
     pipeline_depth: int = 1,
-    switch_logged_ms: LatencySummary | None = None,
+    switch_logged: SwitchLogged | None = None,
 ) -> ScenarioResult:
     """Merges the workers' results with the samples of the process under test."""
     latency, latency_approved = LatencyHistogram(), LatencyHistogram()
@@ -249,7 +250,7 @@ def summarise(
         codes=dict(sorted(codes.items())),
         latency_ms=latency.summary(),
         latency_approved_ms=latency_approved.summary(),
-        switch_logged_ms=switch_logged_ms,
+        switch_logged=switch_logged,
         server=sampler.usage(answered_in_window),
         banks_cpu_s=round(sampler.banks_cpu_s, 3),
         generator=GeneratorUsage(
@@ -349,7 +350,7 @@ class Bench:
         logged = None
         if target.log_path is not None:
             reader = self._logs.setdefault(target.log_path, LogReader(Path(target.log_path)))
-            logged = reader.logged_latency(sampler.wall_start, sampler.wall_end)
+            logged = reader.logged(sampler.wall_start, sampler.wall_end)
         return summarise(
             name,
             mode,
@@ -358,7 +359,7 @@ class Bench:
             sampler,
             offered_rate=rate if mode == "open" else None,
             pipeline_depth=depth,
-            switch_logged_ms=logged,
+            switch_logged=logged,
         )
 
     async def open_loop(
@@ -547,8 +548,8 @@ async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
     # law gives the mean in flight from mean times. Poisson arrivals put about sqrt(mean)
     # around it, so four of those plus one on top should leave the window full only very
     # rarely; 91s here mean the switch's own jitter needs more than that.
-    logged = measured.half_max.switch_logged_ms if measured.half_max else None
-    allowance_ms = logged.mean if logged is not None else SWITCH_ALLOWANCE_MS
+    logged = measured.half_max.switch_logged if measured.half_max else None
+    allowance_ms = logged.latency_ms.mean if logged is not None else SWITCH_ALLOWANCE_MS
     held = rate * (latency_ms + allowance_ms) / 1000 / links
     window = math.ceil(held + 4 * math.sqrt(held) + 1)
     bank = options.banks[0]

@@ -1,9 +1,10 @@
 """The switch's own view of a scenario: its ``txn`` log lines in the window.
 
 Each line carries ``latency_ms``, the time from the frame's arrival to its answer inside
-the switch. Next to the latency at the terminal, it shows how much of the end-to-end
-time the switch spent on the request once it had read it (the rest is the network, the
-bank, the kernel's socket queues and the load generator).
+the switch, and of it, ``journal_ms`` waiting for the journal's commits (the disk) and
+``bank_ms`` waiting for the bank. Next to the latency at the terminal, they show how
+much of the end-to-end time the switch spent on the request once it had read it (the
+rest is the network, the kernel's socket queues and the load generator), and where.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Final
 
 import msgspec
 
-from bench.histogram import LatencyHistogram, LatencySummary
+from bench.histogram import LatencyHistogram
+from bench.model import SwitchLogged
 
 
 class _LogLine(msgspec.Struct, frozen=True):
@@ -23,6 +25,8 @@ class _LogLine(msgspec.Struct, frozen=True):
     event: str = ""
     timestamp: str = ""
     latency_ms: float | None = None
+    journal_ms: float | None = None
+    bank_ms: float | None = None
 
 
 _decoder: Final = msgspec.json.Decoder(_LogLine)
@@ -35,14 +39,14 @@ class LogReader:
         self.path = path
         self.offset = 0
 
-    def logged_latency(self, wall_start: float, wall_end: float) -> LatencySummary:
-        """Percentiles of ``latency_ms`` of the txn lines written within the window."""
+    def logged(self, wall_start: float, wall_end: float) -> SwitchLogged:
+        """Percentiles of the txn lines written within the window."""
         with self.path.open("rb") as log:
             log.seek(self.offset)
             data = log.read()
         complete = data[: data.rfind(b"\n") + 1]
         self.offset += len(complete)
-        histogram = LatencyHistogram()
+        latency, journal, bank = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
         for raw in complete.splitlines():
             if b'"txn"' not in raw:
                 continue  # the cheap test first: most lines are txn lines, others are few
@@ -53,6 +57,17 @@ class LogReader:
             if line.event != "txn" or line.latency_ms is None:
                 continue
             at = datetime.fromisoformat(line.timestamp).timestamp()
-            if wall_start <= at < wall_end:
-                histogram.record(int(line.latency_ms * 1000))
-        return histogram.summary()
+            if not wall_start <= at < wall_end:
+                continue
+            latency.record(_us(line.latency_ms))
+            if line.journal_ms is not None:
+                journal.record(_us(line.journal_ms))
+            if line.bank_ms is not None:
+                bank.record(_us(line.bank_ms))
+        return SwitchLogged(
+            latency_ms=latency.summary(), journal_ms=journal.summary(), bank_ms=bank.summary()
+        )
+
+
+def _us(milliseconds: float) -> int:
+    return int(milliseconds * 1000)

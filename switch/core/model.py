@@ -155,6 +155,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     route: str | None = None
     """How the bank was chosen: the BIN prefix that matched, or "original"."""
     bank_stan: str | None = None
+    journal_ms: float | None = None
+    """Where the time went, for the log: waiting for the journal's commits (the disk)..."""
+    bank_ms: float | None = None
+    """...and for the bank's answer. The rest of a transaction's time is the switch's."""
 
     @property
     def approved(self) -> bool:

@@ -298,5 +298,7 @@ def log_transaction(
         rrn=outcome.rrn,
         code=outcome.code,
         latency_ms=round((trio.current_time() - received_at) * 1000, 3),
+        journal_ms=outcome.journal_ms,
+        bank_ms=outcome.bank_ms,
         **({"reason": outcome.message} if outcome.code != "00" and outcome.message else {}),
     )

@@ -11,7 +11,8 @@ store-and-forward in that same commit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import msgspec
@@ -319,19 +320,23 @@ class Switchboard:
             record.bank_processing_code = str(fields[3])
             record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
             outcome = msgspec.structs.replace(outcome, bank_stan=stan)
+            timing = _Timing()
             try:  # on disk before it leaves: after a crash, it is known and reversed
-                await self.journal.commit(records.insert_txn(record, time.time()))
+                with timing.journal():
+                    await self.journal.commit(records.insert_txn(record, time.time()))
             except JournalError as exc:
                 self.book.settle(record, state="not_sent", code="96")
-                return msgspec.structs.replace(outcome, code="96", message=str(exc))
+                return timing.stamp(msgspec.structs.replace(outcome, code="96", message=str(exc)))
             # The window slot is taken only now, so it is held only while the bank has
             # the request, not while the journal writes it.
             try:
                 link = connector.reserve_link()
             except BankUnavailable as exc:
                 outcome = msgspec.structs.replace(outcome, message=str(exc))
-                return await self._settle(record, outcome, "not_sent", finalize, durable=False)
-            return await self._exchange(record, link, mti, fields, outcome, route, finalize)
+                return await self._settle(
+                    record, outcome, "not_sent", finalize, timing, durable=False
+                )
+            return await self._exchange(record, link, mti, fields, outcome, route, finalize, timing)
         finally:
             del self._in_flight[record.rrn]
             done.set()
@@ -345,6 +350,7 @@ class Switchboard:
         outcome: Outcome,
         route: str,
         finalize: Finalizer | None,
+        timing: _Timing,
     ) -> Outcome:
         connector = self.connectors[record.bank]
         # From here the request may be at the bank: without a final answer it is reversed.
@@ -354,7 +360,7 @@ class Switchboard:
             outcome, code="68", message="issuer did not answer in time"
         )
         try:
-            with trio.move_on_after(connector.config.issuer_timeout_s):
+            with trio.move_on_after(connector.config.issuer_timeout_s), timing.bank():
                 response = await link.exchange(mti, fields)
                 answer = bankmsg.outcome_from_bank(
                     response.fields, rrn=record.rrn, bank=record.bank
@@ -377,7 +383,7 @@ class Switchboard:
                     outcome, code="96", message="switch stopped before the bank answered"
                 )
             with trio.CancelScope(shield=True):
-                outcome = await self._settle(record, outcome, state, finalize)
+                outcome = await self._settle(record, outcome, state, finalize, timing)
         return outcome
 
     async def _settle(
@@ -386,6 +392,7 @@ class Switchboard:
         outcome: Outcome,
         state: State,
         finalize: Finalizer | None,
+        timing: _Timing,
         *,
         durable: bool | None = None,
     ) -> Outcome:
@@ -412,13 +419,14 @@ class Switchboard:
         if finalize is not None:
             operations.extend(finalize(outcome))
         try:
-            await self.journal.commit(*operations, durable=durable)
+            with timing.journal():
+                await self.journal.commit(*operations, durable=durable)
         except JournalError as exc:
             log.critical("settlement_not_journaled", rrn=record.rrn, code=outcome.code)
-            return msgspec.structs.replace(outcome, code="96", message=str(exc))
+            return timing.stamp(msgspec.structs.replace(outcome, code="96", message=str(exc)))
         if state == "no_answer":
             self.reversals.nudge(record.bank)
-        return outcome
+        return timing.stamp(outcome)
 
     # -- reversals -----------------------------------------------------------------
 
@@ -493,3 +501,37 @@ class Switchboard:
             highest = await self.journal.read(records.highest_rrn_sequence(day))
             self._rrns.resume(day, highest + 1)
         return len(in_doubt)
+
+
+class _Timing:
+    """Where one transaction's time went: waiting for the journal, and for the bank
+    (logged with it, so that an operator can tell a slow disk from a slow bank)."""
+
+    __slots__ = ("bank_s", "journal_s")
+
+    def __init__(self) -> None:
+        self.journal_s = 0.0
+        self.bank_s: float | None = None
+
+    @contextmanager
+    def journal(self) -> Iterator[None]:
+        began = trio.current_time()
+        try:
+            yield
+        finally:
+            self.journal_s += trio.current_time() - began
+
+    @contextmanager
+    def bank(self) -> Iterator[None]:
+        began = trio.current_time()
+        try:
+            yield
+        finally:
+            self.bank_s = trio.current_time() - began
+
+    def stamp(self, outcome: Outcome) -> Outcome:
+        return msgspec.structs.replace(
+            outcome,
+            journal_ms=round(self.journal_s * 1000, 3),
+            bank_ms=None if self.bank_s is None else round(self.bank_s * 1000, 3),
+        )

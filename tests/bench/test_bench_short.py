@@ -74,6 +74,19 @@ def test_every_scenario_answered_and_accounted_for(short_run: tuple[dict[str, An
             assert scenario["codes"].get("00", 0) > 0, name
 
 
+def test_the_switch_log_says_where_its_time_went(short_run: tuple[dict[str, Any], str]) -> None:
+    """Each switch scenario's txn lines: the switch's latency for every answer in the
+    window, and of it the journal's and the bank's share for the sales that went out."""
+    report, _ = short_run
+    half_max = report["half_max"]
+    logged = half_max["switch_logged"]
+    assert 0 < logged["latency_ms"]["count"] <= half_max["sent"]
+    for part in ("journal_ms", "bank_ms"):
+        assert 0 < logged[part]["count"] <= logged["latency_ms"]["count"], part
+        assert 0 < logged[part]["p50"] <= logged["latency_ms"]["max"], part
+    assert report["echo"]["half_max"]["switch_logged"] is None
+
+
 def test_echo_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
     report, _ = short_run
     echo = report["echo"]

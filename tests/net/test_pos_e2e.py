@@ -166,8 +166,8 @@ async def test_reversal_is_answered_00_and_reverses_at_the_bank(nursery: trio.Nu
 
 
 async def test_issuer_timeout_answers_68_and_a_late_answer_is_dropped(
-    nursery: trio.Nursery, log_sink: object
-) -> None:
+    nursery: trio.Nursery, log_sink
+) -> None:  # type: ignore[no-untyped-def]
     config = make_config(banks={"icbc": {"issuer_timeout_s": 0.3}})
     app = await start_switch(nursery, config)
     client = await pos_client(app)
@@ -183,6 +183,9 @@ async def test_issuer_timeout_answers_68_and_a_late_answer_is_dropped(
     app.simulators["icbc"].latency_s = 0
     after = await client.request(client.terminal.sale(3, PAN_ICBC, 10000))
     assert after.fields[39] == "00"
+    timed_out = [line for line in log_sink.events("txn") if line["code"] == "68"]
+    assert len(timed_out) == 2  # the log says the time went to the bank
+    assert all(0.3 * 1000 <= line["bank_ms"] < line["latency_ms"] for line in timed_out)
 
 
 async def test_200_terminals_10_sales_each_every_response_is_its_own(
@@ -312,6 +315,11 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
     approved = [line for line in lines if line["code"] == "00"]
     assert approved[0]["pan"] == "622202*********2221"
     assert approved[0]["bank"] == "icbc" and approved[0]["route"] == "622202"
+    for line in approved:  # where the time went: two commits, one bank exchange
+        assert line["journal_ms"] > 0 and line["bank_ms"] > 0
+        assert line["journal_ms"] + line["bank_ms"] <= line["latency_ms"]
+    unrouted = next(line for line in lines if line["code"] != "00")
+    assert unrouted["journal_ms"] is None and unrouted["bank_ms"] is None
 
 
 async def test_switch_wide_cap_sheds_the_excess_at_once_and_logs_a_summary(
