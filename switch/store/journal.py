@@ -10,8 +10,10 @@ leaves for a bank, and the bank's answer before it leaves for the terminal.
 Writes are data (a statement and its parameters), not code: a group's writes are sorted
 into a fixed statement order and each statement runs once with ``executemany``, in the
 event loop (they only change SQLite's page cache, and never wait on a lock there). The
-commit, which writes the WAL and waits for the disk, runs in a worker thread, or in the
-loop when it is idle and the disk has been quick (see ``_commit_gathered``).
+commit, which writes the WAL and waits for the disk, always runs in a worker thread: a
+disk that stalls (this machine's does, for up to half a second) stalls the commits and
+the callers waiting for them, never the event loop, which goes on reading, answering
+91 when full, and talking to the banks.
 
 Reads use a second connection (WAL lets readers and the writer work at once), one at a
 time, also in a worker thread.
@@ -64,17 +66,6 @@ what one interval writes; the interval is long because this checkpoint's fsync o
 database, unlike the background ones', holds the commits up if the disk stalls."""
 
 
-INLINE_COMMIT_MAX_S = 0.002
-"""A commit run in the event loop that takes longer than this (a slow disk) sends the
-commits of the next INLINE_COMMIT_BACKOFF_S to a worker thread; each slow one in a row
-doubles that, up to INLINE_COMMIT_MAX_BACKOFF_S, so a disk that keeps stalling stalls
-the loop at most once a minute."""
-INLINE_COMMIT_BACKOFF_S = 1.0
-INLINE_COMMIT_MAX_BACKOFF_S = 60.0
-IDLE_TURN_S = 0.0002
-"""A turn of the event loop shorter than this found nothing else to run."""
-
-
 class JournalError(SwitchError):
     """The journal could not commit: nothing that depended on it may be answered 00."""
 
@@ -118,7 +109,7 @@ class JournalFile:
         (waits for the write lock and the disk): for a worker thread."""
         self.begin(wait=True)
         self.write(writes)
-        self.commit(wait=True)
+        self.commit()
 
     def begin(self, *, wait: bool) -> bool:
         """Begins a write transaction. Without ``wait``, returns False at once when
@@ -140,13 +131,12 @@ class JournalFile:
             connection.execute("ROLLBACK")
             raise
 
-    def commit(self, *, wait: bool) -> bool:
+    def commit(self) -> None:
         """Commits the transaction begun: writes the WAL and, synchronous = FULL, waits
-        for the disk. With ``wait`` (in a worker thread) it also waits out another
-        connection's lock; without, it returns False at once on one, the transaction
-        still open (commit again, waiting). Rolls back if the commit fails."""
+        for the disk (and for another connection's lock, if one holds it). Rolls back if
+        the commit fails. Blocking: for a worker thread."""
         try:
-            return self._execute("COMMIT", wait=wait)
+            self._execute("COMMIT", wait=True)
         except BaseException:
             connection = self._writer
             if connection is not None and connection.in_transaction:
@@ -244,11 +234,9 @@ class Journal:
         self.wal_reset_interval_s = wal_reset_interval_s
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         self._read_lock = trio.Lock()
-        self._inline_after = 0.0
         self._next_wal_reset = 0.0
         self._wal_starts_over = False
         self.wal_resets = 0
-        self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
         self._running = False
         self._closed = False
         self.commits = 0
@@ -306,11 +294,7 @@ class Journal:
                 log.warning("journal_checkpoint_failed", error=repr(exc))
 
     async def _commit_gathered(self, first: _Group) -> None:
-        # One turn of the loop first: whatever else is ready runs (and may add to this
-        # group), and how long the turn took says whether the loop is idle.
-        turn_began = trio.current_time()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        loop_is_idle = trio.current_time() - turn_began < IDLE_TURN_S
+        # Whatever was queued while the last commit was in its thread joins this one.
         groups = [first]
         operation_count = len(first.operations)
         while operation_count < self.max_group:
@@ -330,8 +314,7 @@ class Journal:
                 self._wal_starts_over = False
                 await trio.to_thread.run_sync(self.file.apply, writes)
             else:
-                durable = any(group.done is not None for group in groups)
-                await self._write_and_commit(writes, loop_is_idle=loop_is_idle, durable=durable)
+                await self._write_and_commit(writes)
         except Exception as exc:
             self.failures += 1
             log.critical("journal_commit_failed", error=repr(exc), writes=len(writes))
@@ -344,37 +327,16 @@ class Journal:
             if group.done is not None:
                 group.done.set()
 
-    async def _write_and_commit(
-        self, writes: list[Write], *, loop_is_idle: bool, durable: bool
-    ) -> None:
+    async def _write_and_commit(self, writes: list[Write]) -> None:
         # The statements run here, in the event loop: tens of microseconds, no lock
-        # waits (see begin). The commit (WAL write and fsync) too when nothing else
-        # is ready to run, someone waits for it (durable) and the disk has been
-        # quick: waking a worker thread and coming back costs more CPU than the
-        # fsync takes. Otherwise it goes to a worker thread, so that a busy loop
-        # keeps serving, and a disk that stalls (this one does, for up to 0.4 s)
-        # stalls at most the commits, not the loop: after a slow commit here, for
-        # the next second (doubling while it repeats) every commit is in a thread.
+        # waits (see begin). The commit (WAL write and fsync) in a worker thread: never
+        # in the loop, not even when it is idle. That saved the thread's round trip
+        # (~10% of the CPU at half the maximum rate), but an fsync that stalled froze
+        # the whole switch for as long: nothing read, not even a 91 sent.
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        began = trio.current_time()
-        if (
-            loop_is_idle
-            and durable
-            and began >= self._inline_after
-            and self.file.commit(wait=False)
-        ):
-            ended = trio.current_time()
-            if ended - began > INLINE_COMMIT_MAX_S:  # the disk is slow: not here
-                self._inline_after = ended + self._inline_backoff_s
-                self._inline_backoff_s = min(
-                    self._inline_backoff_s * 2, INLINE_COMMIT_MAX_BACKOFF_S
-                )
-            else:
-                self._inline_backoff_s = INLINE_COMMIT_BACKOFF_S
-        else:
-            await trio.to_thread.run_sync(functools.partial(self.file.commit, wait=True))
+        await trio.to_thread.run_sync(self.file.commit)
 
     async def _flush_remaining(self) -> None:
         while True:
