@@ -145,8 +145,8 @@ async def test_a_write_lock_held_elsewhere_delays_commits_but_not_the_event_loop
 
 
 async def test_commits_made_while_the_loop_is_busy_are_all_durable(tmp_path: Path) -> None:
-    """With other tasks always ready to run, commits go through a worker thread; with
-    the loop idle they may run in it: either way each returns once its row is in."""
+    """With other tasks always ready to run, each commit still returns once its row is
+    in (the writer task and the commit's thread get their turns)."""
     path = tmp_path / "j.sqlite3"
     make_probe_table(path)
     journal = Journal(JournalFile(path), durability="sync")
