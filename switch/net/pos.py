@@ -8,7 +8,7 @@ import trio
 
 from switch.core import pos
 from switch.core.clock import Stamp
-from switch.core.model import KIND_NAMES, Outcome, Request
+from switch.core.model import KIND_NAMES, Echo, Outcome, Request, SignOn
 from switch.errors import MessageDecodeError, MessageEncodeError, TransactionRefused
 from switch.net.channel import CloseConnection, log_transaction
 from switch.net.switchboard import Switchboard
@@ -67,6 +67,10 @@ class PosProtocol:
         except TransactionRefused as exc:
             outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
             self._log(None, outcome, message, received_at)
+            return self._reply(envelope, message.mti, message.fields, outcome, stamp)
+        if isinstance(request, SignOn | Echo):  # nothing to wait for: never shed
+            outcome = self.switchboard.network_management(request, stamp)
+            self._log(request, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
         return PosWork(envelope, message, request, stamp, received_at)
 

@@ -107,22 +107,32 @@ class Switchboard:
             "banks": [connector.statistics() for connector in self.connectors.values()],
         }
 
+    def network_management(self, request: SignOn | Echo, stamp: Stamp) -> Outcome:
+        """A sign-on or an echo test: answered at once, with nothing to wait for, so a
+        channel answers them itself and never sheds them (a terminal whose echo test
+        is refused under load takes its line for dead and reconnects, adding to it)."""
+        if isinstance(request, Echo):
+            return Outcome(code="00")
+        try:
+            rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
+        except RrnExhausted as exc:
+            return Outcome(code="96", message=str(exc))
+        new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
+        return Outcome(code="00", rrn=rrn, batch=new_batch)
+
     async def process(
         self, request: Request, stamp: Stamp, finalize: Finalizer | None = None
     ) -> Outcome:
         """The outcome of one request. Never raises for a refusal: that is an outcome.
         ``finalize``'s operations are committed with the outcome, before it is returned."""
+        if isinstance(request, SignOn | Echo):
+            return self.network_management(request, stamp)
         try:
             rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
         except RrnExhausted as exc:
             return Outcome(code="96", message=str(exc))
         try:
             match request:
-                case SignOn():
-                    new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
-                    return Outcome(code="00", rrn=rrn, batch=new_batch)
-                case Echo():
-                    return Outcome(code="00")
                 case Sale() | BalanceInquiry():
                     return await self._purchase(request, stamp, rrn, finalize)
                 case Void() | Refund():

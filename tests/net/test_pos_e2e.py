@@ -335,10 +335,22 @@ async def test_switch_wide_cap_sheds_the_excess_at_once_and_logs_a_summary(
         response = await client.request(client.terminal.sale(index, PAN_ICBC, 1000 + index * 100))
         arrivals.append(str(response.fields[39]))
 
+    network: list[str] = []
+
+    async def sign_on_and_echo_while_full() -> None:
+        # Nothing to wait for in them: answered at once even now, never shed.
+        await trio.sleep(0.1)
+        client = await pos_client(app, Terminal(terminal_id="N0000001"))
+        for message in (client.terminal.sign_on(1), client.terminal.echo(2)):
+            network.append(str((await client.request(message)).fields[39]))
+        assert not arrivals or arrivals.count("00") == 0  # before any sale came back
+
     with trio.fail_after(20):
         async with trio.open_nursery() as senders:
             for index in range(1, 21):
                 senders.start_soon(one_sale, index)
+            senders.start_soon(sign_on_and_echo_while_full)
+    assert network == ["00", "00"]
     assert arrivals.count("00") == 4 and arrivals.count("91") == 16
     assert arrivals.index("00") == 16  # shed at the door, before any approval came back
     shed = log_sink.events("requests_shed")
