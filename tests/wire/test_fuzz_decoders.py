@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from switch.core import validate
-from switch.core.model import Request
+from switch.core.model import Echo, Outcome, Request, SignOn
 from switch.core.online import request_from_online
 from switch.core.pos import request_from_pos
 from switch.errors import FramingError, MessageDecodeError, TransactionRefused
@@ -519,8 +519,13 @@ def test_request_from_online_of_decoded_requests_raises_only_refusal(
 # -- the channels' accept: a frame in, an answer or work out ----------------------------
 
 
-class UnusedSwitchboard:
-    """accept never reaches the switchboard (respond does); any use is a test failure."""
+class NetworkOnlySwitchboard:
+    """accept reaches the switchboard only for what waits for nothing (sign-on, echo);
+    everything else is respond's, and any other use is a test failure."""
+
+    def network_management(self, request: SignOn | Echo, stamp: object) -> Outcome:
+        assert isinstance(request, SignOn | Echo)
+        return Outcome(code="00")
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"accept used switchboard.{name}")
@@ -529,7 +534,7 @@ class UnusedSwitchboard:
 def pos_protocol() -> PosProtocol:
     return PosProtocol(
         POS_CODEC,
-        UnusedSwitchboard(),  # type: ignore[arg-type]
+        NetworkOnlySwitchboard(),  # type: ignore[arg-type]
         acquirer_id="48990000",
         utc_offset_h=8,
     )
@@ -570,7 +575,10 @@ def check_pos_accept(protocol: PosProtocol, frame: bytes) -> None:
     assert reply_envelope == envelope.reply()
     response = POS_CODEC.decode(message)
     assert response.mti[2] in "1357"
-    assert response.fields[39] in {"13", "14", "30", "40"}
+    if response.fields[39] == "00":  # a sign-on or an echo test, answered at once
+        assert response.mti in {"0810", "0830"}, response.mti
+    else:
+        assert response.fields[39] in {"13", "14", "30", "40"}
     request_fields = request_fields_of(frame)
     for number in (11, 41):
         if number in request_fields:
