@@ -331,8 +331,8 @@ class Journal:
         # The statements run here, in the event loop: tens of microseconds, no lock
         # waits (see begin). The commit (WAL write and fsync) in a worker thread: never
         # in the loop, not even when it is idle. That saved the thread's round trip
-        # (~10% of the CPU at half the maximum rate), but an fsync that stalled froze
-        # the whole switch for as long: nothing read, not even a 91 sent.
+        # (~5% of the CPU at half the maximum rate), but an fsync that met a disk stall
+        # froze the whole switch for as long: nothing read, not even a 91 sent.
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
