@@ -253,7 +253,8 @@ def print_report(report: Report, out: TextIO) -> None:
     out.write(
         "\nlatency in ms, end to end at the terminal (open loop: from when the request was"
         " due); sw p99: the switch's own p99 from its txn log lines (frame read to answer);"
-        " jnl p99: of that, waiting for the journal's commits (the disk), p99 over the"
+        " jnl p99: of that, waiting for the journal's commits (the disk and the trips around"
+        " it), p99 over the"
         " transactions that went to a bank;"
         " cpu ms/1k: the process under test's CPU per 1,000 answers; rss: its highest VmRSS"
         " in the window; gen cpu: the busiest generator process's CPU seconds per second.\n"
