@@ -9,12 +9,13 @@ on which port. Leaving a context stops the process: SIGTERM, a grace period, SIG
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,9 +79,12 @@ async def service(
     argv: list[str],
     run_dir: Path,
     started_event: str,
+    *,
+    ready: Callable[[trio.Process, Path], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Service]:
     """Runs ``argv`` with its stdout and stderr in ``<run_dir>/<name>.log``, until the
-    log says ``started_event``; stops it on exit."""
+    log says ``started_event`` (and ``ready``, given the process and its log, returns);
+    stops it on exit."""
     log_path = run_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = await start_process(
@@ -90,6 +94,8 @@ async def service(
         started = await wait_for_log_line(
             process, log_path, lambda line: line.get("event") == started_event
         )
+        if ready is not None:
+            await ready(process, log_path)
         yield Service(name=name, pid=process.pid, log_path=str(log_path), started=started)
     finally:
         await stop_process(process)
@@ -180,27 +186,23 @@ async def switch_under_test(
         config = switch_config(banks, ports, pos_max_connections=pos_max_connections, extra=extra)
         config_path = write_config(run_dir / f"{label}-switch.toml", config)
         argv = switch_command("run", "--config", str(config_path))
-        log_path = run_dir / f"{label}-switch.log"
-        with log_path.open("wb") as log_file:
-            process = await start_process(
-                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        links = sum(plan.links for plan in banks)
+        switch = await stack.enter_async_context(  # entered last: stopped first
+            service(
+                f"{label}-switch",
+                argv,
+                run_dir,
+                "switch_started",
+                ready=functools.partial(_wait_for_links, links=links),
             )
-        try:
-            started = await wait_for_log_line(
-                process, log_path, lambda line: line.get("event") == "switch_started"
-            )
-            await _wait_for_links(process, log_path, sum(plan.links for plan in banks))
-            yield SwitchUnderTest(
-                label=label,
-                switch=Service(
-                    name=f"{label}-switch", pid=process.pid, log_path=str(log_path), started=started
-                ),
-                simulators=simulators,
-                config=config,
-                config_path=str(config_path),
-            )
-        finally:
-            await stop_process(process)
+        )
+        yield SwitchUnderTest(
+            label=label,
+            switch=switch,
+            simulators=simulators,
+            config=config,
+            config_path=str(config_path),
+        )
 
 
 async def _wait_for_links(process: trio.Process, log_path: Path, links: int) -> None:
