@@ -149,9 +149,12 @@ class ChannelServer(Generic[Work]):
             return
         self.connections += 1
         try:
-            peer = _peer_name(stream)
-            with structlog.contextvars.bound_contextvars(channel=self.protocol.name, peer=peer):
-                await self._run_connection(stream)
+            # Bound for good, not for a with block: this task is the connection's alone
+            # (trio gives each task its own copy of the context), and ends with it.
+            structlog.contextvars.bind_contextvars(
+                channel=self.protocol.name, peer=_peer_name(stream)
+            )
+            await self._run_connection(stream)
         except Exception as exc:  # one bad peer only ever ends its own task
             log.error("connection_failed", channel=self.protocol.name, error=repr(exc))
         finally:
@@ -169,12 +172,13 @@ class ChannelServer(Generic[Work]):
             prefix_bytes=self.protocol.prefix_bytes, max_frame_bytes=self.config.max_frame_bytes
         )
         reader = FrameReader(stream, framer, read_deadline_s=self.config.read_deadline_s)
+        # One nursery for the requests and the writer's flush task (a nursery each cost
+        # every connection, idle ones included, about a kilobyte more).
         async with trio.open_nursery() as connection:
             writer = FrameWriter(
                 stream, capacity=cap + 16, nursery=connection, raise_failures=False
             )
-            async with trio.open_nursery() as requests:
-                await self._read_requests(reader, writer, framer, requests, cap)
+            await self._read_requests(reader, writer, framer, connection, cap)
             # Every accepted request has been answered (or its peer is gone): what is
             # still queued is flushed, within WRITER_DRAIN_S.
             writer.close()
@@ -188,9 +192,12 @@ class ChannelServer(Generic[Work]):
         requests: trio.Nursery,
         cap: int,
     ) -> None:
+        """Reads requests and starts them in ``requests`` until the peer closes or the
+        reading is stopped; returns once every request started has been answered."""
         protocol = self.protocol
         admission = self.admission
         in_flight = 0
+        all_answered: trio.Event | None = None  # made only if reading ends first
         read_scope = trio.CancelScope()
         write_deadline_s = self.config.write_deadline_s
 
@@ -206,6 +213,8 @@ class ChannelServer(Generic[Work]):
             finally:
                 in_flight -= 1
                 admission.release()
+                if in_flight == 0 and all_answered is not None:
+                    all_answered.set()
 
         with read_scope:
             self._read_scopes.add(read_scope)
@@ -213,7 +222,7 @@ class ChannelServer(Generic[Work]):
                 while True:
                     frame = await reader.receive_frame()
                     if frame is None:
-                        return
+                        break
                     work = protocol.accept(frame, trio.current_time())
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
@@ -238,6 +247,9 @@ class ChannelServer(Generic[Work]):
                 log.error("connection_failed", error=repr(exc))
             finally:
                 self._read_scopes.discard(read_scope)
+        if in_flight:
+            all_answered = trio.Event()
+            await all_answered.wait()
 
 
 async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) -> None:

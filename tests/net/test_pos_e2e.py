@@ -64,6 +64,23 @@ async def test_sale_is_approved_and_reaches_the_bank_as_the_spec_shows(
     assert app.simulators["icbc"].totals().approved == 10000
 
 
+async def test_a_terminal_that_has_stopped_sending_still_gets_its_answer(
+    nursery: trio.Nursery,
+) -> None:
+    """The terminal half-closes its connection while its sale is at the bank: the switch
+    stops reading but answers, and only then closes its side."""
+    app = await start_switch(nursery)
+    app.simulators["icbc"].latency_s = 0.3
+    client = await pos_client(app)
+    await client.send(client.terminal.sale(7, PAN_ICBC, 2500))
+    received = app.simulators["icbc"].received  # sign-ons too: look for the sale
+    await eventually(lambda: any(message.mti == "0200" for message in received))
+    await client.stream.send_eof()
+    _, response = await client.receive()
+    assert (response.mti, response.fields[39], response.fields[11]) == ("0210", "00", "000007")
+    assert await client.stream.receive_some(1) == b""  # then the switch closes
+
+
 async def test_each_bin_goes_to_its_bank(nursery: trio.Nursery) -> None:
     app = await start_switch(nursery)
     client = await pos_client(app)
