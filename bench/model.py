@@ -103,6 +103,9 @@ class Overload(msgspec.Struct, frozen=True, kw_only=True):
     """Requests that timed out at the terminal or lost their connection."""
     rss_reference_mb: float | None
     """The switch's highest RSS while it ran at the maximum rate."""
+    rss_reference_terminals: int | None
+    """The terminals connected then (the overload's pool is twice as large: its RSS
+    holds twice the connections)."""
     rss_ratio: float | None
     """Highest RSS under overload over the reference."""
 

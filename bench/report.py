@@ -125,7 +125,8 @@ def _overload_checks(overload: Overload | None) -> list[TargetCheck]:
         else _check(
             names[3],
             f"{overload.rss_ratio:.2f}x ({result.server.rss_mb_max:.1f} vs "
-            f"{overload.rss_reference_mb:.1f} MB)",
+            f"{overload.rss_reference_mb:.1f} MB, with {result.connections} vs "
+            f"{overload.rss_reference_terminals} terminals connected)",
             overload.rss_ratio <= OVERLOAD_RSS_RATIO,
         )
     )

@@ -380,6 +380,7 @@ class _Measured:
         self.open_sweep: list[ScenarioResult] = []
         self.max_rate: MaxRate | None = None
         self.max_rate_rss_mb: float | None = None
+        self.max_rate_terminals: int | None = None
         self.half_max: ScenarioResult | None = None
         self.overload: Overload | None = None
         self.online: ScenarioResult | None = None
@@ -455,6 +456,7 @@ async def _open_sweep(bench: Bench, target: Target, measured: _Measured) -> None
     best = max(measured.open_sweep, key=lambda r: r.goodput_tps)
     measured.max_rate = MaxRate(tps=best.goodput_tps, source=best.name)
     measured.max_rate_rss_mb = best.server.rss_mb_max
+    measured.max_rate_terminals = best.connections
 
 
 async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overload:
@@ -477,6 +479,7 @@ async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overlo
         answered_91=result.codes.get("91", 0),
         unanswered=result.codes.get(TIMEOUT, 0) + result.codes.get(CLOSED, 0),
         rss_reference_mb=reference,
+        rss_reference_terminals=measured.max_rate_terminals,
         rss_ratio=round(result.server.rss_mb_max / reference, 3) if reference else None,
     )
 

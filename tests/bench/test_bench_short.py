@@ -121,11 +121,14 @@ def test_disk_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
 
 
 def test_scenario_details(short_run: tuple[dict[str, Any], str]) -> None:
-    report, _ = short_run
+    report, printed = short_run
     assert report["max_rate"]["tps"] > 0
     overload = report["overload"]
     assert overload["result"]["offered_rate"] == pytest.approx(2 * overload["max_rate_tps"])
     assert overload["answered_91"] == overload["result"]["codes"].get("91", 0)
+    best = max(report["open_sweep"], key=lambda result: result["goodput_tps"])
+    assert overload["rss_reference_terminals"] == best["connections"]
+    assert f"vs {best['connections']} terminals connected" in printed
     assert report["online"]["pipeline_depth"] > 1
     idle = report["idle"]
     assert idle["connected"] == idle["connections"] > 0
