@@ -54,7 +54,10 @@ class FrameReader:
 
     async def receive_frame(self) -> bytes | None:
         """The next frame's payload, or None once the peer has closed."""
+        # One coroutine, not a helper for the socket read: an idle connection waits in
+        # here, and every coroutine in its chain is held for as long as it is connected.
         framer = self._framer
+        socket = self._socket
         while True:
             frame = framer.next_frame()
             if frame is not None:
@@ -66,33 +69,26 @@ class FrameReader:
                 deadline = self._partial_since + self._read_deadline_s
             else:
                 deadline = math.inf
-            data = await self._receive(deadline)
+            data = None
+            if not self._drained:
+                # The last read filled the buffer: more may be waiting. Read it now, then
+                # let other tasks run (a peer that keeps sending must not hold the loop).
+                data = _read(socket)
+                if data is not None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            while data is None:  # None: nothing yet (woken without data can happen)
+                if deadline == math.inf:
+                    await trio.lowlevel.wait_readable(socket)
+                else:
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        await trio.lowlevel.wait_readable(socket)
+                    if scope.cancelled_caught:
+                        raise trio.TooSlowError
+                data = _read(socket)
+            self._drained = len(data) < RECEIVE_BYTES
             if not data:
                 return None
             framer.feed(data)
-
-    async def _receive(self, deadline: float) -> bytes:
-        socket = self._socket
-        if not self._drained:
-            # The last read filled the buffer: more may be waiting. Read it now, then
-            # let other tasks run (a peer that keeps sending must not hold the loop).
-            data = _read(socket)
-            if data is not None:
-                self._drained = len(data) < RECEIVE_BYTES
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-        while True:
-            if deadline == math.inf:
-                await trio.lowlevel.wait_readable(socket)
-            else:
-                with trio.CancelScope(deadline=deadline) as scope:
-                    await trio.lowlevel.wait_readable(socket)
-                if scope.cancelled_caught:
-                    raise trio.TooSlowError
-            data = _read(socket)
-            if data is not None:  # None: woken without data (it can happen); wait again
-                self._drained = len(data) < RECEIVE_BYTES
-                return data
 
 
 def _read(socket: trio.socket.SocketType) -> bytes | None:
