@@ -132,7 +132,9 @@ class FrameWriter:
         self._sending = False  # it is in send_all: nothing may be written around it
         self._closed = False
         self._broken: BaseException | None = None
-        self._room = trio.lowlevel.ParkingLot()
+        # Made when a sender first waits for room (rare: the queue is sized for the
+        # window), not for every connection: 250 bytes each.
+        self._room: trio.lowlevel.ParkingLot | None = None
         self.frames_sent = 0
 
     async def send(self, frame: bytes) -> None:
@@ -143,6 +145,8 @@ class FrameWriter:
                 self.send_nowait(frame)
                 return
             except trio.WouldBlock:
+                if self._room is None:
+                    self._room = trio.lowlevel.ParkingLot()
                 await self._room.park()
 
     def send_nowait(self, frame: bytes) -> None:
@@ -176,7 +180,7 @@ class FrameWriter:
     def close(self) -> None:
         """No more frames; what is queued is still sent by the flush task."""
         self._closed = True
-        self._room.unpark_all()
+        self._wake_senders()
 
     async def _flush(self) -> None:
         queued = self._queued
@@ -196,7 +200,7 @@ class FrameWriter:
                 finally:
                     self._sending = False
                 self.frames_sent += count
-                self._room.unpark_all()
+                self._wake_senders()
         finally:
             self._flushing = False
 
@@ -204,7 +208,11 @@ class FrameWriter:
         if self._broken is None:
             self._broken = exc
         self._queued.clear()
-        self._room.unpark_all()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        if self._room is not None:
+            self._room.unpark_all()
 
     def statistics(self) -> dict[str, int]:
         return {"queued": len(self._queued), "capacity": self._capacity}
