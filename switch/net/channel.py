@@ -223,12 +223,15 @@ class _Connection(Generic[Work]):
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
                     elif self._in_flight >= cap or not admission.try_admit():
-                        busy = framer.frame(protocol.busy(work))
                         server._shed()
-                        await _answer(writer, busy, write_deadline_s)
+                        await _answer(writer, framer.frame(protocol.busy(work)), write_deadline_s)
                     else:
                         self._in_flight += 1
                         requests.start_soon(self._run, work)
+                    # Waiting for the next request, hold nothing of this one: its
+                    # decoded fields (the clear card number among them) would live as
+                    # long as an idle terminal stays connected.
+                    del frame, work
             except (FramingError, CloseConnection) as exc:
                 log.warning("connection_closed", reason=str(exc))
             except trio.TooSlowError:

@@ -3,8 +3,11 @@ over loopback TCP."""
 
 from __future__ import annotations
 
+import gc
+
 import trio
 
+from switch.core.model import Sale
 from switch.terminal import Terminal
 from tests.conftest import luhn_complete, make_config
 from tests.net.helpers import (
@@ -79,6 +82,24 @@ async def test_a_terminal_that_has_stopped_sending_still_gets_its_answer(
     _, response = await client.receive()
     assert (response.mti, response.fields[39], response.fields[11]) == ("0210", "00", "000007")
     assert await client.stream.receive_some(1) == b""  # then the switch closes
+
+
+async def test_an_idle_connection_holds_nothing_of_its_last_request(
+    nursery: trio.Nursery,
+) -> None:
+    """Once a sale is answered, nothing keeps its decoded request (and the clear card
+    number in it) alive while the terminal stays connected: thousands of idle terminals
+    must not each hold their last sale, in memory or in reach of a dump."""
+    app = await start_switch(nursery)
+    client = await pos_client(app)
+    amount = 31_337  # no other test's sale has it: their leftovers are not this one's
+    response = await client.request(client.terminal.sale(11, PAN_ICBC, amount))
+    assert response.fields[39] == "00"
+    await trio.sleep(0.05)  # the request's task has ended; the connection waits for more
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Sale) and o.amount == amount]
+    assert alive == []
+    assert (await client.request(client.terminal.echo(12))).fields[39] == "00"  # still up
 
 
 async def test_each_bin_goes_to_its_bank(nursery: trio.Nursery) -> None:
