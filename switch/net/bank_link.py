@@ -228,30 +228,32 @@ class BankLink:
         """Matches every frame from the bank to its request. When the bank closes the
         link or sends what does not decode, raising ends the whole connection."""
         codec = self._codec
-        pending = self._pending
         while True:
             frame = await reader.receive_frame()
             if frame is None:
                 raise LinkDown("bank closed the link")
             self._last_received = trio.current_time()
-            message = codec.decode(frame)
-            if message.mti[2] in "02468":
-                self._answer_bank_request(message)
-                continue
-            fields = message.fields
-            waiter = pending.pop((str(fields.get(11)), _terminal(fields)), None)
-            if waiter is None:
-                self.late_responses += 1
-                log.warning(
-                    "bank_response_late",
-                    mti=message.mti,
-                    bank_stan=fields.get(11),
-                    rrn=fields.get(37),
-                    code=fields.get(39),
-                )
-                continue
-            waiter.response = message
-            waiter.event.set()
+            self._dispatch(codec.decode(frame))
+            del frame  # a quiet link holds nothing of its last response (card data)
+
+    def _dispatch(self, message: Iso8583Message) -> None:
+        if message.mti[2] in "02468":
+            self._answer_bank_request(message)
+            return
+        fields = message.fields
+        waiter = self._pending.pop((str(fields.get(11)), _terminal(fields)), None)
+        if waiter is None:
+            self.late_responses += 1
+            log.warning(
+                "bank_response_late",
+                mti=message.mti,
+                bank_stan=fields.get(11),
+                rrn=fields.get(37),
+                code=fields.get(39),
+            )
+            return
+        waiter.response = message
+        waiter.event.set()
 
     def _answer_bank_request(self, message: Iso8583Message) -> None:
         """A bank may test the link too: answer its 0800 echo; refuse anything else."""
