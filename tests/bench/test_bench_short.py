@@ -80,7 +80,10 @@ def test_the_switch_log_says_where_its_time_went(short_run: tuple[dict[str, Any]
     report, _ = short_run
     half_max = report["half_max"]
     logged = half_max["switch_logged"]
-    assert 0 < logged["latency_ms"]["count"] <= half_max["sent"]
+    # The same window, cut by two clocks (the generator's sends, the switch's arrivals):
+    # they may differ by the requests in transit at its edges, never by the warm-up's.
+    sent = half_max["sent"]
+    assert abs(logged["latency_ms"]["count"] - sent) <= max(5, sent // 20)
     for part in ("journal_ms", "bank_ms"):
         assert 0 < logged[part]["count"] <= logged["latency_ms"]["count"], part
         assert 0 < logged[part]["p50"] <= logged["latency_ms"]["max"], part
