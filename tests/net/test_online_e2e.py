@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 import trio
 
+from switch.core.model import Sale
 from switch.wire import online as wire
 from tests.conftest import make_config
 from tests.net.helpers import PAN_ABC, PAN_ICBC, online_client, start_switch
@@ -41,6 +44,27 @@ async def test_pipelined_purchases_come_back_by_id(nursery: trio.Nursery) -> Non
         assert isinstance(response, wire.Result)
         assert response.approved and response.code == "00" and len(response.rrn or "") == 12
     assert app.simulators["icbc"].totals().approved == sum(amounts.values())
+
+
+async def test_an_idle_connection_holds_nothing_of_its_last_purchase(
+    nursery: trio.Nursery,
+) -> None:
+    """As on POS: once answered, the purchase (its card among its fields) is held by
+    nothing while the connection waits for the next one."""
+    app = await start_switch(nursery)
+    client = await online_client(app)
+    amount = 31_338  # no other test's purchase has it
+    result = await client.request(purchase("held-1", amount))
+    assert isinstance(result, wire.Result) and result.approved
+    await trio.sleep(0.05)
+    gc.collect()
+    held = [
+        o
+        for o in gc.get_objects()
+        if (isinstance(o, Sale) and o.amount == amount)
+        or (isinstance(o, wire.Purchase) and o.amount == amount)
+    ]
+    assert held == []
 
 
 async def test_pipelining_beyond_the_connection_cap_is_answered_busy(
