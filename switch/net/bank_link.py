@@ -237,6 +237,8 @@ class BankLink:
             del frame  # a quiet link holds nothing of its last response (card data)
 
     def _dispatch(self, message: Iso8583Message) -> None:
+        """Hands a response to the request waiting for it (a late one is logged and
+        dropped); a request from the bank is answered here."""
         if message.mti[2] in "02468":
             self._answer_bank_request(message)
             return
