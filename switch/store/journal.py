@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -52,6 +53,10 @@ Operation = Sequence[Write]
 Durability = Literal["sync", "async"]
 Result = TypeVar("Result")
 
+SLOW_COMMIT_S = 0.02
+"""A commit that takes longer in its thread (an fsync is 0.2-0.5 ms on this machine) is
+logged, one warning line each: the disk stalled, or an operator's command held the
+write lock. Commits run one at a time, so at most 50 such lines a second."""
 BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another's lock (an operator command's write)."""
 CHECKPOINT_INTERVAL_S = 0.25
@@ -187,6 +192,19 @@ class JournalFile:
         return query(connection)
 
 
+def _timed(work: Callable[..., object], *args: Any) -> float:
+    """Runs ``work`` (in a worker thread); how long it took there, in seconds: the
+    disk's time (and a lock's), not the thread's wait for a core or the loop's turn."""
+    started = time.perf_counter()
+    work(*args)
+    return time.perf_counter() - started
+
+
+def _note_slow(took_s: float, write_count: int) -> None:
+    if took_s > SLOW_COMMIT_S:
+        log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), writes=write_count)
+
+
 def _rank(write: Write) -> int:
     return write.rank
 
@@ -312,7 +330,8 @@ class Journal:
                 # The first write after a full checkpoint starts the WAL over (rewrites
                 # its header): all of it in a thread, off the loop.
                 self._wal_starts_over = False
-                await trio.to_thread.run_sync(self.file.apply, writes)
+                took_s = await trio.to_thread.run_sync(_timed, self.file.apply, writes)
+                _note_slow(took_s, len(writes))
             else:
                 await self._write_and_commit(writes)
         except Exception as exc:
@@ -336,7 +355,8 @@ class Journal:
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        await trio.to_thread.run_sync(self.file.commit)
+        took_s = await trio.to_thread.run_sync(_timed, self.file.commit)
+        _note_slow(took_s, len(writes))
 
     async def _flush_remaining(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import trio
 
 from switch.store.journal import Journal, JournalError, JournalFile, Write
 from switch.store.schema import SCHEMA_VERSION, SchemaError, migrate
+from tests.conftest import LogSink
 
 
 def insert(value: int) -> tuple[Write, ...]:
@@ -256,7 +257,9 @@ class StallingDiskFile(JournalFile):
         super().commit()
 
 
-async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(tmp_path: Path) -> None:
+async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(
+    tmp_path: Path, log_sink: LogSink
+) -> None:
     """Every commit runs in a worker thread, even one at a time with the loop idle: while
     the disk stalls, the loop goes on (here: ticks every 10 ms), and what is queued
     meanwhile is committed as the next group."""
@@ -284,5 +287,10 @@ async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(tmp_path:
         nursery.cancel_scope.cancel()
     assert count(path) == 4
     assert file.commits_in_loop_thread == 0
+    # Each stalled commit is a warning an operator can find, with how long it took.
+    slow = log_sink.events("journal_commit_slow")
+    assert len(slow) == file.commits_in_workers
+    assert all(line["ms"] >= 300 and line["level"] == "warning" for line in slow)
+    assert sum(line["writes"] for line in slow) == 4
     assert file.commits_in_workers <= 3  # 0; then 1, and 2 and 3 together (or all three)
     assert ticks >= took / 0.01 / 2  # the loop turned all along
