@@ -84,6 +84,10 @@ class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
     to a bank (the others wait for none)."""
     bank_ms: LatencySummary
     """Of which waiting for the bank's answer."""
+    slow_commits: int = 0
+    """The switch's ``journal_commit_slow`` lines for commits that overlapped the window:
+    commits that took over 20 ms in their thread (the disk stalled)."""
+    slowest_commit_ms: float | None = None
 
 
 class MaxRate(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,7 @@ from bench.model import (
     IdleConnections,
     Overload,
     ScenarioResult,
+    SwitchLogged,
     TargetCheck,
 )
 
@@ -82,11 +83,13 @@ def check_targets(
             measured += (
                 f" (switch's own p99 {logged.latency_ms.p99:.2f} ms; waiting for the journal"
                 f" p50 {logged.journal_ms.p50:g}, p99 {logged.journal_ms.p99:g} ms, for the"
-                f" bank p50 {logged.bank_ms.p50:g}, p99 {logged.bank_ms.p99:g} ms)"
+                f" bank p50 {logged.bank_ms.p50:g}, p99 {logged.bank_ms.p99:g} ms;"
+                f" {_slow_commits(logged)})"
             )
         if disk is not None:
             measured += (
-                f"; disk fsync p99.9 {disk.latency_ms.p99_9:g}, max {disk.latency_ms.max:g} ms"
+                f"; the disk alone, before the load: fsync p99.9 {disk.latency_ms.p99_9:g},"
+                f" max {disk.latency_ms.max:g} ms"
             )
         checks.append(_check(name, measured, p99 <= HALF_MAX_P99_MS))
 
@@ -117,6 +120,7 @@ def _overload_checks(overload: Overload | None) -> list[TargetCheck]:
     result = overload.result
     accepted = result.latency_approved_ms
     excess = f"{overload.answered_91} answered 91, {overload.unanswered} unanswered"
+    disk = f" ({_slow_commits(result.switch_logged)})" if result.switch_logged else ""
     if result.not_sent:
         excess += f", {result.not_sent} not sent (every terminal busy)"
     rss = (
@@ -134,13 +138,13 @@ def _overload_checks(overload: Overload | None) -> list[TargetCheck]:
         _check(
             names[0],
             f"{overload.goodput_ratio:.0%} ({result.goodput_tps:g} of "
-            f"{overload.max_rate_tps:g}/s; offered {result.offered_rate:g}/s)",
+            f"{overload.max_rate_tps:g}/s; offered {result.offered_rate:g}/s){disk}",
             overload.goodput_ratio >= OVERLOAD_GOODPUT,
         ),
         _check(names[1], excess, overload.unanswered == 0 and result.not_sent == 0),
         _check(
             names[2],
-            f"{accepted.p99:.2f} ms of {accepted.count} approved"
+            f"{accepted.p99:.2f} ms of {accepted.count} approved{disk}"
             if accepted.count
             else "none of the requests sent in the window was approved",
             accepted.count > 0 and accepted.p99 <= OVERLOAD_P99_MS,
@@ -163,6 +167,17 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _codes(codes: dict[str, int]) -> str:
     return " ".join(f"{code}:{count}" for code, count in codes.items())
+
+
+def _slow_commits(logged: SwitchLogged) -> str:
+    """What the journal said of the disk during the window."""
+    if not logged.slow_commits:
+        return "no journal commit over 20 ms"
+    commits = "commit" if logged.slow_commits == 1 else "commits"
+    return (
+        f"{logged.slow_commits} journal {commits} over 20 ms, the longest"
+        f" {logged.slowest_commit_ms:g} ms"
+    )
 
 
 def _number(value: float | None, digits: int = 1) -> str:

@@ -5,6 +5,7 @@ the switch, and of it, ``journal_ms`` waiting for the journal's commits (the dis
 ``bank_ms`` waiting for the bank. Next to the latency at the terminal, they show how
 much of the end-to-end time the switch spent on the request once it had read it (the
 rest is the network, the kernel's socket queues and the load generator), and where.
+The journal's ``journal_commit_slow`` lines say when the disk stalled during the window.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class _LogLine(msgspec.Struct, frozen=True):
     latency_ms: float | None = None
     journal_ms: float | None = None
     bank_ms: float | None = None
+    ms: float | None = None
+    """journal_commit_slow: how long the commit took."""
 
 
 _decoder: Final = msgspec.json.Decoder(_LogLine)
@@ -47,12 +50,19 @@ class LogReader:
         complete = data[: data.rfind(b"\n") + 1]
         self.offset += len(complete)
         latency, journal, bank = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+        slow_commits: list[float] = []
         for raw in complete.splitlines():
-            if b'"txn"' not in raw:
+            if b'"txn"' not in raw and b'"journal_commit_slow"' not in raw:
                 continue  # the cheap test first: most lines are txn lines, others are few
             try:
                 line = _decoder.decode(raw)
             except msgspec.DecodeError:
+                continue
+            if line.event == "journal_commit_slow" and line.ms is not None:
+                # Logged when the commit ended: it counts if any of it was in the window.
+                ended = datetime.fromisoformat(line.timestamp).timestamp()
+                if ended - line.ms / 1000 < wall_end and ended >= wall_start:
+                    slow_commits.append(line.ms)
                 continue
             if line.event != "txn" or line.latency_ms is None:
                 continue
@@ -68,7 +78,11 @@ class LogReader:
             if line.bank_ms is not None:
                 bank.record(_us(line.bank_ms))
         return SwitchLogged(
-            latency_ms=latency.summary(), journal_ms=journal.summary(), bank_ms=bank.summary()
+            latency_ms=latency.summary(),
+            journal_ms=journal.summary(),
+            bank_ms=bank.summary(),
+            slow_commits=len(slow_commits),
+            slowest_commit_ms=max(slow_commits, default=None),
         )
 
 

@@ -88,6 +88,11 @@ def test_the_switch_log_says_where_its_time_went(short_run: tuple[dict[str, Any]
         assert 0 < logged[part]["count"] <= logged["latency_ms"]["count"], part
         assert 0 < logged[part]["p50"] <= logged["latency_ms"]["max"], part
     assert report["echo"]["half_max"]["switch_logged"] is None
+    # What the journal said of the disk in the window is in the report and its line.
+    assert logged["slow_commits"] >= 0
+    assert "journal commit" in next(
+        check["measured"] for check in report["targets"] if "half the maximum" in check["target"]
+    )
 
 
 def test_echo_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
