@@ -56,15 +56,20 @@ async def test_an_idle_connection_holds_nothing_of_its_last_purchase(
     amount = 31_338  # no other test's purchase has it
     result = await client.request(purchase("held-1", amount))
     assert isinstance(result, wire.Result) and result.approved
-    await trio.sleep(0.05)
-    gc.collect()
-    held = [
-        o
-        for o in gc.get_objects()
-        if (isinstance(o, Sale) and o.amount == amount)
-        or (isinstance(o, wire.Purchase) and o.amount == amount)
-    ]
-    assert held == []
+
+    def held() -> list[object]:
+        gc.collect()
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, Sale | wire.Purchase) and o.amount == amount
+        ]
+
+    # The request's task ends just after its answer is written: give it its turn.
+    with trio.move_on_after(2):
+        while held():
+            await trio.sleep(0.02)
+    assert held() == []
 
 
 async def test_pipelining_beyond_the_connection_cap_is_answered_busy(

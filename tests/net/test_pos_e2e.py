@@ -111,21 +111,29 @@ async def test_an_idle_connection_holds_nothing_of_its_last_request(
     amount = 31_337  # no other test's sale has it: their leftovers are not this one's
     response = await client.request(client.terminal.sale(11, PAN_ICBC, amount))
     assert response.fields[39] == "00"
-    await trio.sleep(0.05)  # the request's task has ended; the connection waits for more
-    gc.collect()
-    alive = [o for o in gc.get_objects() if isinstance(o, Sale) and o.amount == amount]
-    assert alive == []
-    # Nor does any waiting task hold a decoded message of it: the bank link's reader
-    # waiting for the bank's next answer held the last one (card number included).
-    # (Messages and their fields are not tracked by the collector: look in the frames.)
-    held = [
-        (o.cr_code.co_qualname, name, value.mti)
-        for o in gc.get_objects()
-        if inspect.iscoroutine(o) and o.cr_frame is not None and switch_code(o.cr_code)
-        for name, value in o.cr_frame.f_locals.items()
-        if isinstance(value, Iso8583Message) and str(value.fields.get(4)) == f"{amount:012d}"
-    ]
-    assert held == []
+    del response
+
+    def held() -> list[object]:
+        gc.collect()
+        objects = gc.get_objects()
+        sales = [o for o in objects if isinstance(o, Sale) and o.amount == amount]
+        # Nor may a waiting task hold a decoded message of it: the bank link's reader,
+        # waiting for the bank's next answer, held the last one (card number included).
+        # Messages and their fields are not tracked by the collector: look in frames.
+        messages = [
+            (o.cr_code.co_qualname, name)
+            for o in objects
+            if inspect.iscoroutine(o) and o.cr_frame is not None and switch_code(o.cr_code)
+            for name, value in o.cr_frame.f_locals.items()
+            if isinstance(value, Iso8583Message) and value.fields.get(4) == f"{amount:012d}"
+        ]
+        return [*sales, *messages]
+
+    # The request's task ends just after its answer is written: give it its turn.
+    with trio.move_on_after(2):
+        while held():
+            await trio.sleep(0.02)
+    assert held() == []
     assert (await client.request(client.terminal.echo(12))).fields[39] == "00"  # still up
 
 
