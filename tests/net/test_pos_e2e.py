@@ -104,8 +104,8 @@ async def test_an_idle_connection_holds_nothing_of_its_last_request(
 ) -> None:
     """Once a sale is answered, nothing keeps its decoded request or the bank's decoded
     answer (and the clear card number in them) alive while the terminal and the link
-    stay connected: thousands of idle terminals must not each hold their last sale, in
-    memory or in reach of a dump."""
+    stay connected: thousands of idle terminals must not each hold their last sale.
+    (Python does not zero what it frees: this is about live objects, not erasure.)"""
     app = await start_switch(nursery)
     client = await pos_client(app)
     amount = 31_337  # no other test's sale has it: their leftovers are not this one's
