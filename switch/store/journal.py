@@ -192,15 +192,17 @@ class JournalFile:
         return query(connection)
 
 
-def _timed(work: Callable[..., object], *args: Any) -> float:
-    """Runs ``work`` (in a worker thread); how long it took there, in seconds: the
-    disk's time (and a lock's), not the thread's wait for a core or the loop's turn."""
-    started = time.perf_counter()
-    work(*args)
-    return time.perf_counter() - started
+async def _in_thread_timed(write_count: int, work: Callable[..., object], *args: Any) -> None:
+    """Runs a commit's blocking ``work`` in a worker thread, and logs it if it was slow
+    there: timed in the thread, so the disk's time (and a lock's), not the thread's wait
+    for a core or the loop's turn."""
 
+    def timed() -> float:
+        started = time.perf_counter()
+        work(*args)
+        return time.perf_counter() - started
 
-def _note_slow(took_s: float, write_count: int) -> None:
+    took_s = await trio.to_thread.run_sync(timed)
     if took_s > SLOW_COMMIT_S:
         log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), writes=write_count)
 
@@ -330,8 +332,7 @@ class Journal:
                 # The first write after a full checkpoint starts the WAL over (rewrites
                 # its header): all of it in a thread, off the loop.
                 self._wal_starts_over = False
-                took_s = await trio.to_thread.run_sync(_timed, self.file.apply, writes)
-                _note_slow(took_s, len(writes))
+                await _in_thread_timed(len(writes), self.file.apply, writes)
             else:
                 await self._write_and_commit(writes)
         except Exception as exc:
@@ -355,8 +356,7 @@ class Journal:
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        took_s = await trio.to_thread.run_sync(_timed, self.file.commit)
-        _note_slow(took_s, len(writes))
+        await _in_thread_timed(len(writes), self.file.commit)
 
     async def _flush_remaining(self) -> None:
         while True:
