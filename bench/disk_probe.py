@@ -17,11 +17,13 @@ from typing import Final
 import msgspec
 
 from bench.histogram import LatencyHistogram, LatencySummary
+from switch.store.journal import SLOW_COMMIT_S
 
 BLOCK: Final = b"\0" * 4096
 PAUSE_S: Final = 0.001
 """Between syncs: about the pace of a journal's group commits at moderate load."""
-STALL_MS: Final = 20.0
+STALL_MS: Final = SLOW_COMMIT_S * 1000
+"""A stall, as the switch's journal counts one (its ``journal_commit_slow`` lines)."""
 
 
 class DiskProbe(msgspec.Struct, frozen=True, kw_only=True):

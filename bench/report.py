@@ -172,10 +172,10 @@ def _codes(codes: dict[str, int]) -> str:
 def _slow_commits(logged: SwitchLogged) -> str:
     """What the journal said of the disk during the window."""
     if not logged.slow_commits:
-        return "no journal commit over 20 ms"
+        return f"no journal commit over {STALL_MS:g} ms"
     commits = "commit" if logged.slow_commits == 1 else "commits"
     return (
-        f"{logged.slow_commits} journal {commits} over 20 ms, the longest"
+        f"{logged.slow_commits} journal {commits} over {STALL_MS:g} ms, the longest"
         f" {logged.slowest_commit_ms:g} ms"
     )
 
