@@ -379,8 +379,8 @@ class _Measured:
         self.closed_sweep: list[ScenarioResult] = []
         self.open_sweep: list[ScenarioResult] = []
         self.max_rate: MaxRate | None = None
-        self.max_rate_rss_mb: float | None = None
-        self.max_rate_terminals: int | None = None
+        self.max_rate_point: ScenarioResult | None = None
+        """The open-loop point that measured the maximum: overload's RSS reference."""
         self.half_max: ScenarioResult | None = None
         self.overload: Overload | None = None
         self.online: ScenarioResult | None = None
@@ -455,8 +455,7 @@ async def _open_sweep(bench: Bench, target: Target, measured: _Measured) -> None
             extra -= 1
     best = max(measured.open_sweep, key=lambda r: r.goodput_tps)
     measured.max_rate = MaxRate(tps=best.goodput_tps, source=best.name)
-    measured.max_rate_rss_mb = best.server.rss_mb_max
-    measured.max_rate_terminals = best.connections
+    measured.max_rate_point = best
 
 
 async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overload:
@@ -471,7 +470,8 @@ async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overlo
         rate=rate,
         duration_s=bench.options.overload_duration_s,
     )
-    reference = measured.max_rate_rss_mb
+    point = measured.max_rate_point
+    reference = point.server.rss_mb_max if point is not None else None
     return Overload(
         max_rate_tps=max_tps,
         result=result,
@@ -479,7 +479,7 @@ async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overlo
         answered_91=result.codes.get("91", 0),
         unanswered=result.codes.get(TIMEOUT, 0) + result.codes.get(CLOSED, 0),
         rss_reference_mb=reference,
-        rss_reference_terminals=measured.max_rate_terminals,
+        rss_reference_terminals=point.connections if point is not None else None,
         rss_ratio=round(result.server.rss_mb_max / reference, 3) if reference else None,
     )
 
