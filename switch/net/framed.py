@@ -135,6 +135,7 @@ class FrameWriter:
         # Made when a sender first waits for room (rare: the queue is sized for the
         # window), not for every connection: 250 bytes each.
         self._room: trio.lowlevel.ParkingLot | None = None
+        self._flushed: trio.Event | None = None  # made when someone waits for the flush
         self.frames_sent = 0
 
     async def send(self, frame: bytes) -> None:
@@ -182,6 +183,13 @@ class FrameWriter:
         self._closed = True
         self._wake_senders()
 
+    async def wait_flushed(self) -> None:
+        """Returns once nothing is queued (the flush task, if any, has ended)."""
+        if self._flushing:
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+
     async def _flush(self) -> None:
         queued = self._queued
         try:
@@ -203,6 +211,9 @@ class FrameWriter:
                 self._wake_senders()
         finally:
             self._flushing = False
+            if self._flushed is not None:
+                self._flushed.set()
+                self._flushed = None
 
     def _fail(self, exc: BaseException) -> None:
         if self._broken is None:

@@ -114,3 +114,35 @@ async def test_an_idle_connection_has_no_writer_task_and_a_backlog_starts_one() 
         while len(nursery.child_tasks):
             assert await reader.receive_frame() == b"y" * 50000
         writer.close()
+
+
+async def test_wait_flushed_returns_once_the_backlog_is_sent_and_at_once_without_one() -> None:
+    client, server = await connected_pair()
+    async with trio.open_nursery() as nursery:
+        writer = FrameWriter(server, capacity=10_000, nursery=nursery)
+        writer.send_nowait(framer().frame(b"small"))
+        with trio.fail_after(1):
+            await writer.wait_flushed()  # nothing queued: no wait
+        big = framer().frame(b"z" * 50000)
+        while writer.statistics()["queued"] == 0:
+            writer.send_nowait(big)
+        sent_before = writer.frames_sent
+        writer.close()
+        flushed = trio.Event()
+
+        async def wait_for_the_flush() -> None:
+            await writer.wait_flushed()
+            flushed.set()
+
+        nursery.start_soon(wait_for_the_flush)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not flushed.is_set()  # the peer has not read: the backlog is still queued
+        reader = FrameReader(client, framer(), read_deadline_s=5)
+        assert await reader.receive_frame() == b"small"
+        received = 0
+        while not flushed.is_set():
+            assert await reader.receive_frame() == b"z" * 50000
+            received += 1
+            await trio.testing.wait_all_tasks_blocked()
+        assert writer.statistics()["queued"] == 0
+        assert writer.frames_sent > sent_before

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import trio
 
 from switch.terminal import DEFAULT_ENVELOPE, Terminal
-from tests.conftest import make_config
+from tests.conftest import LogSink, make_config
 from tests.net.helpers import PAN_ICBC, POS_CODEC, pos_client, start_switch
 
 
@@ -133,3 +136,31 @@ async def test_many_garbage_connections_while_terminals_transact(nursery: trio.N
             for index in range(300):
                 load.start_soon(garbage, index)
     assert approved == ["00"] * 100
+
+
+async def test_a_bug_met_on_one_request_ends_only_its_own_connection(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, log_sink: LogSink
+) -> None:
+    """Requests run in the listener's nursery, not their connection's: an exception
+    escaping one must still end only the connection it came on."""
+    app = await start_switch(nursery)
+    assert app.pos is not None
+    protocol = app.pos.protocol
+    respond = protocol.respond
+
+    async def respond_with_a_bug(work: Any) -> bytes | None:
+        if work.request.stan == "000666":
+            raise RuntimeError("a bug met on this request")
+        return await respond(work)
+
+    monkeypatch.setattr(protocol, "respond", respond_with_a_bug)
+    bystander = await pos_client(app)
+    assert (await bystander.request(bystander.terminal.sale(1, PAN_ICBC, 1000))).fields[39] == "00"
+    victim = await pos_client(app)
+    await victim.send(victim.terminal.sale(666, PAN_ICBC, 1000))
+    assert await _closed_by_switch(victim.stream)
+    failures = log_sink.events("connection_failed")
+    assert len(failures) == 1 and "a bug met on this request" in failures[0]["error"]
+    assert (await bystander.request(bystander.terminal.sale(2, PAN_ICBC, 1000))).fields[39] == "00"
+    await _still_serves(app)
+    assert app.pos.admission.in_flight == 0
