@@ -9,6 +9,7 @@ connection task.
 
 from __future__ import annotations
 
+import math
 from typing import Generic, Protocol, TypeVar
 
 import structlog
@@ -25,8 +26,14 @@ log = structlog.get_logger()
 Work = TypeVar("Work")
 
 WRITER_DRAIN_S = 5.0
-SHED_LOG_INTERVAL_S = 1.0
 """How long a closing connection may take to flush its last answers."""
+SHED_LOG_INTERVAL_S = 1.0
+RETRY_WINDOW_S = 0.05
+"""A transaction read this soon after its connection was answered 91, and not already
+sent behind the refused one, is a retry at once (a terminal or client in a loop)."""
+RETRY_HOLD_S = 1.0
+"""How long such a retry waits for a transaction to finish, while the switch is full,
+before it is answered 91 again."""
 
 
 class CloseConnection(Exception):
@@ -58,12 +65,18 @@ class ChannelProtocol(Protocol[Work]):
 class Admission:
     """The switch-wide count of transactions in progress, shared by every listener."""
 
-    __slots__ = ("in_flight", "limit", "refused")
+    __slots__ = ("_room", "_waiting", "in_flight", "limit", "refused")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
         self.refused = 0
+        self._room = trio.lowlevel.ParkingLot()
+        self._waiting = 0
+
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.limit
 
     def try_admit(self) -> bool:
         if self.in_flight >= self.limit:
@@ -74,6 +87,18 @@ class Admission:
 
     def release(self) -> None:
         self.in_flight -= 1
+        if self._waiting:
+            self._room.unpark()
+
+    async def wait_for_room(self) -> None:
+        """Returns once a transaction could be admitted: at once if one can now, else
+        when one finishes (those waiting longest first). Bounded by the caller."""
+        while self.full:
+            self._waiting += 1
+            try:
+                await self._room.park()
+            finally:
+                self._waiting -= 1
 
     def statistics(self) -> dict[str, int]:
         return {"in_flight": self.in_flight, "limit": self.limit, "refused": self.refused}
@@ -219,22 +244,37 @@ class _Connection(Generic[Work]):
         writer, framer = self._writer, self._framer
         write_deadline_s = server.config.write_deadline_s
         read_scope = self._read_scope
+        refused_at = -math.inf
         with read_scope:
             server._read_scopes.add(read_scope)
             try:
                 while True:
+                    sent_behind = framer.buffered_bytes > 0  # before the last answer went
                     frame = await reader.receive_frame()
                     if frame is None:
                         break
-                    work = protocol.accept(frame, trio.current_time())
+                    received_at = trio.current_time()
+                    work = protocol.accept(frame, received_at)
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
-                    elif self._in_flight >= cap or not admission.try_admit():
-                        server._shed()
-                        await _answer(writer, framer.frame(protocol.busy(work)), write_deadline_s)
                     else:
-                        self._in_flight += 1
-                        requests.start_soon(self._run, work)
+                        if received_at - refused_at < RETRY_WINDOW_S and not sent_behind:
+                            # A peer that resends the moment it reads its 91 would be
+                            # refused in a loop, and a few such peers take the event
+                            # loop from the transactions in progress (a closed loop of
+                            # 256 terminals against a cap of 128 lost two thirds of the
+                            # goodput). Its retry waits for room, at most RETRY_HOLD_S;
+                            # nothing else is ever held.
+                            with trio.move_on_after(RETRY_HOLD_S):
+                                await admission.wait_for_room()
+                        if self._in_flight >= cap or not admission.try_admit():
+                            server._shed()
+                            busy = framer.frame(protocol.busy(work))
+                            await _answer(writer, busy, write_deadline_s)
+                            refused_at = trio.current_time()
+                        else:
+                            self._in_flight += 1
+                            requests.start_soon(self._run, work)
                     # Waiting for the next request, hold nothing of this one: its
                     # decoded fields (the clear card number among them) would live as
                     # long as an idle terminal stays connected.

@@ -60,6 +60,11 @@ class LengthPrefixedFramer:
         return payload
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes fed and not yet taken as frames (a whole frame among them, perhaps)."""
+        return len(self._buffer)
+
+    @property
     def has_partial_frame(self) -> bool:
         """True while some bytes of a frame have arrived but not all of it."""
         return bool(self._buffer)

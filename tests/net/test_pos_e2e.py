@@ -429,3 +429,64 @@ async def test_switch_wide_cap_sheds_the_excess_at_once_and_logs_a_summary(
     shed = log_sink.events("requests_shed")
     assert shed and sum(line["count"] for line in shed) <= 16
     assert app.pos is not None and app.pos.shed == 16
+
+
+async def test_a_retry_sent_the_moment_a_91_arrives_waits_for_room_instead(
+    nursery: trio.Nursery,
+) -> None:
+    """A terminal in a loop that resends at once on 91 is not refused over and over
+    while the switch is full (each refusal costs the loop what a transaction's turn
+    would): its retry waits until a transaction finishes, then is admitted."""
+    config = make_config(switch={"max_in_flight": 2})
+    app = await start_switch(nursery, config)
+    app.simulators["icbc"].latency_s = 0.4
+    holders = [await pos_client(app, Terminal(terminal_id=f"H{n:07d}")) for n in range(2)]
+    for stan, holder in enumerate(holders, start=1):
+        await holder.send(holder.terminal.sale(stan, PAN_ICBC, 1000 + stan))
+    await eventually(lambda: app.pos is not None and app.pos.admission.full)
+    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    codes: list[str] = []
+    for stan in range(1, 40):
+        response = await looping.request(looping.terminal.sale(stan, PAN_ICBC, 2000 + stan))
+        codes.append(str(response.fields[39]))
+        if codes[-1] == "00":
+            break
+    assert codes == ["91", "00"]  # not dozens of 91s while the bank took 0.4 s
+    for holder in holders:
+        assert (await holder.receive())[1].fields[39] == "00"
+    assert app.pos is not None and app.pos.shed == 1
+
+
+async def test_a_held_retry_is_answered_91_once_the_hold_ends_and_nothing_else_is_held(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(switch={"max_in_flight": 1}, banks={"icbc": {"issuer_timeout_s": 10.0}})
+    app = await start_switch(nursery, config)
+    # 1.5 s: longer than a retry is held (1 s), shorter than that plus another second
+    # (an echo held as long would come after the holder's answer).
+    app.simulators["icbc"].latency_s = 1.5
+    holder = await pos_client(app, Terminal(terminal_id="H0000001"))
+    await holder.send(holder.terminal.sale(1, PAN_ICBC, 1000))
+    await eventually(lambda: app.pos is not None and app.pos.admission.full)
+    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    arrivals: list[str] = []
+
+    async def holder_answer() -> None:
+        arrivals.append(f"holder {(await holder.receive())[1].fields[39]}")
+
+    async def loop_twice_then_echo() -> None:
+        for stan in (1, 2):
+            response = await looping.request(looping.terminal.sale(stan, PAN_ICBC, 2000 + stan))
+            arrivals.append(f"looping {response.fields[39]}")
+        # Straight after a 91, but an echo test waits for nothing: answered at once.
+        echo = await looping.request(looping.terminal.echo(3))
+        arrivals.append(f"echo {echo.fields[39]}")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as both:
+            both.start_soon(holder_answer)
+            both.start_soon(loop_twice_then_echo)
+    # The retry was held, not until the holder's sale ended: refused again before it,
+    # and the echo just after was not held at all.
+    assert arrivals == ["looping 91", "looping 91", "echo 00", "holder 00"]
+    assert app.pos is not None and app.pos.shed == 2
