@@ -88,6 +88,14 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         f"idle terminals ({FULL.idle_connections})",
     ),
     (
+        "--crowd-terminals",
+        "crowd_terminals",
+        _numbers(int),
+        "closed loops beyond the switch's cap, on a fresh switch ({})".format(
+            ",".join(map(str, FULL.crowd_terminals))
+        ),
+    ),
+    (
         "--bank-latency-ms",
         "slow_bank_latency_ms",
         float,

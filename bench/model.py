@@ -183,5 +183,6 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     online: ScenarioResult | None
     echo: EchoBaseline | None
     idle: IdleConnections | None
+    crowd: list[ScenarioResult]
     slow_bank: SlowBank | None
     targets: list[TargetCheck]

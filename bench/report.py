@@ -200,6 +200,7 @@ def scenarios_of(report: Report) -> list[ScenarioResult]:
         found.extend(r for r in (report.echo.closed, report.echo.half_max) if r is not None)
     if report.idle is not None:
         found.append(report.idle.result)
+    found.extend(report.crowd)
     if report.slow_bank is not None:
         found.append(report.slow_bank.result)
     return found

@@ -63,6 +63,7 @@ SCENARIOS: Final = (
     "online",
     "echo",
     "idle",
+    "crowd",
     "slow-bank",
 )
 RSS_INTERVAL_S: Final = 0.25
@@ -106,6 +107,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     pipeline_depth: int = 16
     idle_connections: int = 10_000
     idle_hold_s: float = 5.0
+    crowd_terminals: tuple[int, ...] = (1024, 4096)
+    """Closed loops of more terminals than the switch admits at once (its cap, 128)."""
     slow_bank_latency_ms: float = 50.0
     slow_bank_rate: float | None = None
     """Default: half the maximum rate, at most 1,000 per second."""
@@ -132,6 +135,7 @@ SHORT: Final = Options(
     pipeline_depth=4,
     idle_connections=200,
     idle_hold_s=0.3,
+    crowd_terminals=(300,),
     slow_bank_rate=100.0,
     request_timeout_s=3.0,
     codec_target_s=0.01,
@@ -386,6 +390,7 @@ class _Measured:
         self.online: ScenarioResult | None = None
         self.echo: EchoBaseline | None = None
         self.idle: IdleConnections | None = None
+        self.crowd: list[ScenarioResult] = []
         self.slow_bank: SlowBank | None = None
 
 
@@ -533,6 +538,18 @@ async def run_idle(bench: Bench, measured: _Measured) -> None:
     )
 
 
+async def run_crowd(bench: Bench, measured: _Measured) -> None:
+    """A fresh switch (the main one's RSS would keep the crowd's high-water mark), then
+    closed loops of ``crowd_terminals``: each terminal sends its next sale as soon as
+    it is answered, 91 included, as a terminal or client in a retry loop does. Beyond
+    the cap most are refused; the goodput shows whether refusing them takes the switch
+    away from the transactions it admitted."""
+    async with bench.switch("crowd") as target:
+        for terminals in bench.options.crowd_terminals:
+            result = await bench.measure(f"crowd_n{terminals}", target, "closed", terminals)
+            measured.crowd.append(result)
+
+
 async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
     """A bank answering after ``slow_bank_latency_ms``, with the switch's window sized by
     Little's law for the offered rate."""
@@ -622,6 +639,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 await run_echo(bench, measured)
             if "idle" in wanted:
                 await run_idle(bench, measured)
+            if "crowd" in wanted:
+                await run_crowd(bench, measured)
             if "slow-bank" in wanted:
                 await run_slow_bank(bench, measured)
             configs = bench.configs
@@ -656,6 +675,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         online=measured.online,
         echo=measured.echo,
         idle=measured.idle,
+        crowd=measured.crowd,
         slow_bank=measured.slow_bank,
         targets=check_targets(
             codec=measured.codec,

@@ -44,7 +44,7 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found = [*report["closed_sweep"], *report["open_sweep"]]
     found += [report["half_max"], report["online"], report["overload"]["result"]]
     found += [report["echo"]["closed"], report["echo"]["half_max"]]
-    found += [report["idle"]["result"], report["slow_bank"]["result"]]
+    found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
     return {scenario["name"]: scenario for scenario in found}
 
 
@@ -213,3 +213,16 @@ def test_generated_config_is_one_the_switch_loads(tmp_path: Path) -> None:
     assert config.log.level == "info" and config.pos.max_connections == 20_000
     assert config.journal.durability == "sync"
     assert [route.bank for route in config.routes] == ["icbc", "abc"]
+
+
+def test_the_crowd_runs_beyond_the_cap_on_its_own_switch(
+    short_run: tuple[dict[str, Any], str],
+) -> None:
+    report, printed = short_run
+    crowd = report["crowd"]
+    assert [scenario["name"] for scenario in crowd] == ["crowd_n300"]
+    assert crowd[0]["connections"] == 300 and crowd[0]["kind"] == "closed"
+    # Refused or approved, never left without an answer.
+    assert set(crowd[0]["codes"]) <= {"00", "91"}
+    assert "crowd_n300" in printed
+    assert "crowd" in report["meta"]["configs"]  # a switch of its own
