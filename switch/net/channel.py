@@ -105,7 +105,12 @@ class Admission:
                 self._waiting -= 1
 
     def statistics(self) -> dict[str, int]:
-        return {"in_flight": self.in_flight, "limit": self.limit, "refused": self.refused}
+        return {
+            "in_flight": self.in_flight,
+            "limit": self.limit,
+            "refused": self.refused,
+            "retries_held": self._waiting,
+        }
 
 
 class ChannelServer(Generic[Work]):
