@@ -9,6 +9,7 @@ connection task.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Generic, Protocol, TypeVar
 
@@ -268,14 +269,7 @@ class _Connection(Generic[Work]):
                         await _answer(writer, framer.frame(work), write_deadline_s)
                     else:
                         if received_at - refused_at < RETRY_WINDOW_S and not sent_behind:
-                            # A peer that resends the moment it reads its 91 would be
-                            # refused in a loop, and a few such peers take the event
-                            # loop from the transactions in progress (a closed loop of
-                            # 256 terminals against a cap of 128 lost two thirds of the
-                            # goodput). Its retry waits for room, at most RETRY_HOLD_S;
-                            # nothing else is ever held.
-                            with trio.move_on_after(RETRY_HOLD_S):
-                                await admission.wait_for_room()
+                            await self._hold_retry(work)
                         if self._in_flight >= cap or not admission.try_admit():
                             server._shed()
                             busy = framer.frame(protocol.busy(work))
@@ -305,6 +299,26 @@ class _Connection(Generic[Work]):
         if self._in_flight:
             self._all_answered = trio.Event()
             await self._all_answered.wait()
+
+    async def _hold_retry(self, work: Work) -> None:
+        """A peer that resends the moment it reads its 91 would be refused in a loop,
+        and a few such peers take the event loop from the transactions in progress (a
+        closed loop of 256 terminals against a cap of 128 lost two thirds of the
+        goodput). Its retry waits for room, at most RETRY_HOLD_S; nothing else is ever
+        held."""
+        server = self._server
+        try:
+            with trio.move_on_after(RETRY_HOLD_S):
+                await server.admission.wait_for_room()
+        except trio.Cancelled:
+            # Reading stops (the switch drains): this retry was read, so it is answered,
+            # not dropped with what is still unread. Without waiting: it is cancelled.
+            server._shed()
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
+                self._writer.send_nowait(self._framer.frame(server.protocol.busy(work)))
+            raise
 
     async def _run(self, work: Work) -> None:
         try:

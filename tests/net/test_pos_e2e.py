@@ -496,3 +496,23 @@ async def test_a_held_retry_is_answered_91_once_the_hold_ends_and_nothing_else_i
     # and the echo just after was not held at all.
     assert arrivals == ["looping 91", "looping 91", "echo 00", "holder 00"]
     assert app.pos is not None and app.pos.shed == 2
+
+
+async def test_a_retry_held_when_the_switch_drains_is_answered_91_not_dropped(
+    nursery: trio.Nursery,
+) -> None:
+    config = make_config(switch={"max_in_flight": 1}, banks={"icbc": {"issuer_timeout_s": 10.0}})
+    app = await start_switch(nursery, config)
+    app.simulators["icbc"].latency_s = 0.5
+    holder = await pos_client(app, Terminal(terminal_id="H0000001"))
+    await holder.send(holder.terminal.sale(1, PAN_ICBC, 1000))
+    await eventually(lambda: app.pos is not None and app.pos.admission.full)
+    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    assert (await looping.request(looping.terminal.sale(1, PAN_ICBC, 2001))).fields[39] == "91"
+    await looping.send(looping.terminal.sale(2, PAN_ICBC, 2002))
+    await eventually(lambda: admission_statistics(app)["retries_held"] == 1)
+    app.shutdown()
+    with trio.fail_after(5):
+        _, held = await looping.receive()
+    assert held.fields[39] == "91"
+    assert (await holder.receive())[1].fields[39] == "00"  # what was admitted finishes
