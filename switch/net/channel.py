@@ -2,9 +2,10 @@
 connection, and a drain for graceful shutdown.
 
 A channel's protocol (POS or online) turns each frame into either an immediate answer
-or a piece of work; this module runs the work concurrently up to the connection's cap,
-answers "busy" (91) at once beyond it, and keeps one peer's trouble inside its own
-connection task.
+or a piece of work; this module runs the work concurrently up to the connection's cap
+and the switch's, answers "busy" (91) at once beyond them (a retry sent the moment its
+91 arrived first waits briefly for room), and keeps one peer's trouble inside its own
+connection.
 """
 
 from __future__ import annotations
