@@ -13,6 +13,7 @@ import trio
 import switch
 from switch.app import SwitchApp
 from switch.core.model import Sale
+from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import luhn_complete, make_config
@@ -438,14 +439,7 @@ async def test_a_retry_sent_the_moment_a_91_arrives_waits_for_room_instead(
     """A terminal in a loop that resends at once on 91 is not refused over and over
     while the switch is full (each refusal costs the loop what a transaction's turn
     would): its retry waits until a transaction finishes, then is admitted."""
-    config = make_config(switch={"max_in_flight": 2})
-    app = await start_switch(nursery, config)
-    app.simulators["icbc"].latency_s = 0.4
-    holders = [await pos_client(app, Terminal(terminal_id=f"H{n:07d}")) for n in range(2)]
-    for stan, holder in enumerate(holders, start=1):
-        await holder.send(holder.terminal.sale(stan, PAN_ICBC, 1000 + stan))
-    await eventually(lambda: app.pos is not None and app.pos.admission.full)
-    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    app, holders, looping = await full_switch(nursery, slots=2, bank_latency_s=0.4)
     refused = await looping.request(looping.terminal.sale(1, PAN_ICBC, 2001))
     assert refused.fields[39] == "91"
     await looping.send(looping.terminal.sale(2, PAN_ICBC, 2002))  # at once, as a loop does
@@ -463,18 +457,30 @@ def admission_statistics(app: SwitchApp) -> dict[str, int]:
     return app.pos.admission.statistics()
 
 
+async def full_switch(
+    nursery: trio.Nursery, *, slots: int, bank_latency_s: float
+) -> tuple[SwitchApp, list[PosClient], PosClient]:
+    """A switch admitting ``slots`` transactions at once, all of them taken by holders'
+    sales at a bank that answers after ``bank_latency_s``; and a terminal to loop on 91."""
+    config = make_config(
+        switch={"max_in_flight": slots}, banks={"icbc": {"issuer_timeout_s": 10.0}}
+    )
+    app = await start_switch(nursery, config)
+    app.simulators["icbc"].latency_s = bank_latency_s
+    holders = [await pos_client(app, Terminal(terminal_id=f"H{n:07d}")) for n in range(slots)]
+    for stan, holder in enumerate(holders, start=1):
+        await holder.send(holder.terminal.sale(stan, PAN_ICBC, 1000 + stan))
+    await eventually(lambda: app.pos is not None and app.pos.admission.full)
+    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    return app, holders, looping
+
+
 async def test_a_held_retry_is_answered_91_once_the_hold_ends_and_nothing_else_is_held(
     nursery: trio.Nursery,
 ) -> None:
-    config = make_config(switch={"max_in_flight": 1}, banks={"icbc": {"issuer_timeout_s": 10.0}})
-    app = await start_switch(nursery, config)
     # 1.5 s: longer than a retry is held (1 s), shorter than that plus another second
     # (an echo held as long would come after the holder's answer).
-    app.simulators["icbc"].latency_s = 1.5
-    holder = await pos_client(app, Terminal(terminal_id="H0000001"))
-    await holder.send(holder.terminal.sale(1, PAN_ICBC, 1000))
-    await eventually(lambda: app.pos is not None and app.pos.admission.full)
-    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    app, [holder], looping = await full_switch(nursery, slots=1, bank_latency_s=1.5)
     arrivals: list[str] = []
 
     async def holder_answer() -> None:
@@ -501,13 +507,7 @@ async def test_a_held_retry_is_answered_91_once_the_hold_ends_and_nothing_else_i
 async def test_a_retry_held_when_the_switch_drains_is_answered_91_not_dropped(
     nursery: trio.Nursery,
 ) -> None:
-    config = make_config(switch={"max_in_flight": 1}, banks={"icbc": {"issuer_timeout_s": 10.0}})
-    app = await start_switch(nursery, config)
-    app.simulators["icbc"].latency_s = 0.5
-    holder = await pos_client(app, Terminal(terminal_id="H0000001"))
-    await holder.send(holder.terminal.sale(1, PAN_ICBC, 1000))
-    await eventually(lambda: app.pos is not None and app.pos.admission.full)
-    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    app, [holder], looping = await full_switch(nursery, slots=1, bank_latency_s=0.5)
     assert (await looping.request(looping.terminal.sale(1, PAN_ICBC, 2001))).fields[39] == "91"
     await looping.send(looping.terminal.sale(2, PAN_ICBC, 2002))
     await eventually(lambda: admission_statistics(app)["retries_held"] == 1)
