@@ -17,7 +17,7 @@ from typing import Final
 import msgspec
 
 from bench.histogram import LatencyHistogram, LatencySummary
-from switch.store.journal import SLOW_COMMIT_S
+from switch.store.sqlite.journal import SLOW_COMMIT_S
 
 BLOCK: Final = b"\0" * 4096
 PAUSE_S: Final = 0.001

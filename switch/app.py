@@ -29,9 +29,9 @@ from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
 from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
-from switch.store import records
+from switch.store import open_journal
 from switch.store.crypto import CardVault, load_card_keys
-from switch.store.journal import Journal, JournalFile
+from switch.store.port import Journal, OnlineResultsPurged
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
 
@@ -94,18 +94,12 @@ class SwitchApp:
     ) -> None:
         """Runs the switch until :meth:`shutdown` has drained it (or it is cancelled)."""
         config = self.config
-        journal_config = config.journal
         vault = self.vault
         if vault.demo:
             log.warning(
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
-        journal = self.journal = Journal(
-            JournalFile(config.path(journal_config.path)),
-            durability=journal_config.durability,
-            queue_size=journal_config.queue_size,
-            max_group=journal_config.max_group,
-        )
+        journal = self.journal = open_journal(config)
         async with trio.open_nursery() as store_side:
             await store_side.start(journal.run)
             await self._run_banks_and_channels(journal, vault, task_status)
@@ -168,8 +162,14 @@ class SwitchApp:
                 max_entries=config.online.idempotency_max_entries,
             )
             kept_since = time.time() - config.online.idempotency_keep_s
-            for entry in await journal.read(records.idempotency_since(kept_since)):
-                idempotency.load(*entry)
+            for entry in await journal.online_results_since(kept_since):
+                idempotency.load(
+                    entry.merchant_id,
+                    entry.online_id,
+                    entry.fingerprint,
+                    entry.response,
+                    entry.created_at,
+                )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
             online_protocol = OnlineProtocol(
                 switchboard,
@@ -201,7 +201,7 @@ class SwitchApp:
         while True:
             await trio.sleep(3600)
             idempotency.expire(time.time())
-            await journal.commit(records.purge_idempotency(time.time() - keep_s), durable=False)
+            await journal.commit(OnlineResultsPurged(before=time.time() - keep_s), durable=False)
 
     def shutdown(self) -> None:
         """Stops accepting and reading; in-flight transactions have the grace period to

@@ -9,7 +9,6 @@ import argparse
 import gc
 import json
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,9 @@ from switch.errors import ConfigError
 from switch.log import configure_logging
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
+from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text
+from switch.store.port import OperatorJournal
 from switch.terminal import Terminal
 
 DEFAULT_CONFIG = "conf/switch.toml"
@@ -216,13 +217,15 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
     return 0
 
 
-def _journal_connection(config: SwitchConfig) -> sqlite3.Connection:
-    return ops.open_journal(config.path(config.journal.path))
-
-
-def _operator(action: Callable[[], list[dict[str, Any]]], as_json: bool) -> int:
+def _operator(
+    config: SwitchConfig, action: Callable[[OperatorJournal], list[dict[str, Any]]], as_json: bool
+) -> int:
     try:
-        rows = action()
+        journal = open_operator_journal(config)
+        try:
+            rows = action(journal)
+        finally:
+            journal.close()
     except ops.OperatorError as exc:
         print(f"switch: {exc}", file=sys.stderr)
         return 1
@@ -231,8 +234,8 @@ def _operator(action: Callable[[], list[dict[str, Any]]], as_json: bool) -> int:
 
 
 def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
-    def show() -> list[dict[str, Any]]:
-        found = ops.journal_show(_journal_connection(config), args.rrn)
+    def show(journal: OperatorJournal) -> list[dict[str, Any]]:
+        found = ops.journal_show(journal, args.rrn)
         if args.json:
             return [found]
         print_sections = [found["transaction"]]
@@ -242,24 +245,26 @@ def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
         print("\nreversal:")
         return [found["reversal"]] if found["reversal"] else []
 
-    return _operator(show, args.json)
+    return _operator(config, show, args.json)
 
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
+    offset = config.switch.utc_offset_h
     return _operator(
-        lambda: ops.journal_find(_journal_connection(config), args.terminal, args.date), args.json
+        config,
+        lambda journal: ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset),
+        args.json,
     )
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(
-        lambda: ops.saf_list(_journal_connection(config), bank=args.bank, state=args.state),
-        args.json,
+        config, lambda journal: ops.saf_list(journal, bank=args.bank, state=args.state), args.json
     )
 
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return _operator(lambda: [ops.saf_retry(_journal_connection(config), args.id)], args.json)
+    return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
 
 
 def _keys_new(args: argparse.Namespace, config: SwitchConfig) -> int:

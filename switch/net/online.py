@@ -14,9 +14,8 @@ from switch.core.numbers import StanSequence
 from switch.errors import TransactionRefused
 from switch.net.channel import log_transaction
 from switch.net.switchboard import Switchboard
-from switch.store import records
 from switch.store.crypto import CardVault
-from switch.store.journal import Operation
+from switch.store.port import Change, OnlineResultKept
 from switch.wire import online as wire
 
 
@@ -105,7 +104,7 @@ class OnlineProtocol:
                 return earlier
         kept: list[bytes] = []
 
-        def keep_result(outcome: Outcome) -> list[Operation]:
+        def keep_result(outcome: Outcome) -> list[Change]:
             """The result, journaled with the outcome so a retry finds it after a
             restart; not when nothing reached a bank (a retry is then safe)."""
             payload = wire.encode_response(online.result(message, outcome))
@@ -113,8 +112,12 @@ class OnlineProtocol:
             if outcome.code == "91" and outcome.bank_stan is None:
                 return []
             return [
-                records.put_idempotency(
-                    message.merchant_id, message.id, work.fingerprint, payload, time.time()
+                OnlineResultKept(
+                    merchant_id=message.merchant_id,
+                    online_id=message.id,
+                    fingerprint=work.fingerprint,
+                    response=payload,
+                    at=time.time(),
                 )
             ]
 
@@ -153,10 +156,8 @@ class OnlineProtocol:
 
     async def _journal_entry(self, merchant_id: str, online_id: str) -> tuple[bytes, bytes] | None:
         """The (fingerprint, response) the journal keeps for an id, if any."""
-        entry: tuple[bytes, bytes] | None = await self.switchboard.journal.read(
-            records.idempotency_entry(merchant_id, online_id)
-        )
-        return entry
+        entry = await self.switchboard.journal.online_result(merchant_id, online_id)
+        return None if entry is None else (entry.fingerprint, entry.response)
 
     def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:

@@ -24,9 +24,8 @@ from switch.core.book import TxnRecord
 from switch.core.clock import Stamp
 from switch.errors import SwitchError
 from switch.net.bank_link import BankConnector, LinkNotSent
-from switch.store import records
 from switch.store.crypto import CardVault
-from switch.store.journal import Journal, JournalError
+from switch.store.port import Journal, JournalError, ReversalAttempted, SafState
 
 log = structlog.get_logger()
 
@@ -74,10 +73,15 @@ class ReversalForwarder:
         async with trio.open_nursery() as attempts:
             while True:
                 self._wake = trio.Event()
-                due = await self.journal.read(
-                    records.due_reversals(self.bank, time.time(), self.config.concurrency * 4)
+                due = await self.journal.due_reversals(
+                    self.bank, time.time(), self.config.concurrency * 4
                 )
-                for saf_id, attempt_count, record in due:
+                for reversal in due:
+                    saf_id, attempt_count, record = (
+                        reversal.saf_id,
+                        reversal.attempts,
+                        reversal.record,
+                    )
                     if saf_id in self._in_progress:
                         continue
                     await limiter.acquire_on_behalf_of(saf_id)
@@ -135,6 +139,7 @@ class ReversalForwarder:
 
     async def _record(self, saf_id: int, attempts: int, record: TxnRecord, result: str) -> None:
         now = time.time()
+        state: SafState
         if result == BANK_ANSWERED:
             state, next_at = "delivered", now
             self.delivered += 1
@@ -149,8 +154,8 @@ class ReversalForwarder:
             event = "reversal_manual" if state == "manual" else "reversal_retry"
             log.warning(event, bank=self.bank, rrn=record.rrn, attempts=attempts, result=result)
         await self.journal.commit(
-            records.update_saf(
-                saf_id,
+            ReversalAttempted(
+                saf_id=saf_id,
                 state=state,
                 attempts=attempts,
                 next_attempt_at=next_at,

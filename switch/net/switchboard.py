@@ -47,9 +47,15 @@ from switch.net.bank_link import (
     LinkDown,
     LinkNotSent,
 )
-from switch.store import records
 from switch.store.crypto import CardVault
-from switch.store.journal import Journal, JournalError, Operation
+from switch.store.port import (
+    Change,
+    Journal,
+    JournalError,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
 
 log = structlog.get_logger()
 
@@ -57,8 +63,8 @@ STAN_RESTART_MARGIN = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
 
-Finalizer = Callable[[Outcome], Sequence[Operation]]
-"""Operations a channel wants committed with the outcome (online idempotency)."""
+Finalizer = Callable[[Outcome], Sequence[Change]]
+"""Changes a channel wants committed with the outcome (online idempotency)."""
 
 
 class ReversalQueue(Protocol):
@@ -256,12 +262,11 @@ class Switchboard:
         ref, merchant_id = request.original, request.acceptor.merchant_id
         if ref.rrn is not None:
             if self.book.by_rrn(ref.rrn) is None:
-                self._remember(await self.journal.read(records.record_by_rrn(ref.rrn)))
+                self._remember(await self.journal.transaction_by_rrn(ref.rrn))
         elif (
             ref.online_id is not None and self.book.by_online_id(merchant_id, ref.online_id) is None
         ):
-            query = records.record_by_online_id(merchant_id, ref.online_id)
-            self._remember(await self.journal.read(query))
+            self._remember(await self.journal.transaction_by_online_id(merchant_id, ref.online_id))
 
     def _remember(self, record: TxnRecord | None) -> TxnRecord | None:
         """Adds a record read from the journal, unless another task added it meanwhile
@@ -333,7 +338,7 @@ class Switchboard:
             timing = _Timing()
             try:  # on disk before it leaves: after a crash, it is known and reversed
                 with timing.journal():
-                    await self.journal.commit(records.insert_txn(record, time.time()))
+                    await self.journal.commit(TxnStarted.of(record, time.time()))
             except JournalError as exc:
                 self.book.settle(record, state="not_sent", code="96")
                 return timing.stamp(msgspec.structs.replace(outcome, code="96", message=str(exc)))
@@ -418,13 +423,13 @@ class Switchboard:
             if state == "no_answer"
             else []
         )
-        operations: list[Operation] = []
+        operations: list[Change] = []
         if record.sent is None:  # never journaled: it never left
-            operations.append(records.insert_txn(record, now))
+            operations.append(TxnStarted.of(record, now))
         else:  # written after _queue_reversal, so it carries reversed
-            operations.append(records.update_txn(record, now, detail=outcome.message or None))
+            operations.append(TxnUpdated.of(record, now, outcome.message or None))
         if touched is not None:
-            operations.append(records.update_txn(touched, now))
+            operations.append(TxnUpdated.of(touched, now))
         operations.extend(queued)
         if finalize is not None:
             operations.extend(finalize(outcome))
@@ -440,14 +445,16 @@ class Switchboard:
 
     # -- reversals -----------------------------------------------------------------
 
-    def _queue_reversal(self, record: TxnRecord, reason: str, now: float) -> list[Operation]:
+    def _queue_reversal(self, record: TxnRecord, reason: str, now: float) -> list[Change]:
         """Marks ``record`` reversed (undoing its effect on its original) and returns the
         writes that queue its reversal for store-and-forward, the original's included.
         The caller journals the record itself, after this, so it carries ``reversed``."""
-        operations = [records.insert_saf(record, reason=reason, at=now)]
+        operations: list[Change] = [
+            ReversalQueued(rrn=record.rrn, bank=record.bank, reason=reason, at=now)
+        ]
         original = self.book.mark_reversed(record)
         if original is not None:
-            operations.append(records.update_txn(original, now))
+            operations.append(TxnUpdated.of(original, now))
         return operations
 
     async def _reversal(self, request: Reversal) -> Outcome:
@@ -461,7 +468,7 @@ class Switchboard:
         )  # fmt: skip
         record = self.book.by_trace(*trace)
         if record is None:  # older than the book holds
-            record = self._remember(await self.journal.read(records.record_by_trace(*trace)))
+            record = self._remember(await self.journal.transaction_by_trace(*trace))
         if record is None or record.pan_hmac != self.vault.lookup(request.card.pan):
             return Outcome(code="00", message="no original reached a bank")
         done = self._in_flight.get(record.rrn)
@@ -472,7 +479,7 @@ class Switchboard:
         now = time.time()
         queued = self._queue_reversal(record, f"terminal reversal {request.reason}", now)
         operations = [
-            records.update_txn(record, now, detail="reversal requested by terminal"),
+            TxnUpdated.of(record, now, "reversal requested by terminal"),
             *queued,
         ]
         try:
@@ -487,28 +494,28 @@ class Switchboard:
     async def recover(self, *, recovery_since: float, max_records: int) -> int:
         """Loads recent transactions as originals and queues reversals for those left
         in doubt by a crash; returns how many were in doubt."""
-        in_doubt = await self.journal.read(records.records_in_doubt)
+        in_doubt = await self.journal.transactions_in_doubt()
         now = time.time()
-        operations: list[Operation] = []
+        operations: list[Change] = []
         for record in in_doubt:
             record.state, record.code = "no_answer", "96"
             operations.extend(self._queue_reversal(record, "in doubt after restart", now))
-            operations.append(records.update_txn(record, now, detail="in doubt after restart"))
+            operations.append(TxnUpdated.of(record, now, "in doubt after restart"))
         if operations:
             # Durable whatever the journal's mode: the book is loaded from it next.
             await self.journal.commit(*operations, durable=True)
             log.warning("recovered_in_doubt", transactions=len(in_doubt))
-        recent = await self.journal.read(records.recent_records(recovery_since, max_records))
+        recent = await self.journal.recent_transactions(recovery_since, max_records)
         for record in recent:
             self.book.add(record)
         for name, connector in self.connectors.items():
-            last_stan = await self.journal.read(records.last_bank_stan(name))
+            last_stan = await self.journal.last_bank_stan(name)
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
         # RRNs already journaled today (and yesterday, across midnight) are not reused.
         today = Stamp.now(self.utc_offset_h)
         for day in {today.rrn_day, Stamp.at(time.time() - 86400, self.utc_offset_h).rrn_day}:
-            highest = await self.journal.read(records.highest_rrn_sequence(day))
+            highest = await self.journal.highest_rrn_sequence(day)
             self._rrns.resume(day, highest + 1)
         return len(in_doubt)
 

@@ -1,1 +1,27 @@
-"""Durable state: the journal, store-and-forward queue and card data at rest."""
+"""Durable state behind the journal port (``port.py``): one module per engine, card
+data at rest (``crypto.py``)."""
+
+from __future__ import annotations
+
+from switch.config import SwitchConfig
+from switch.store.port import Journal, OperatorJournal
+
+
+def open_journal(config: SwitchConfig) -> Journal:
+    """The journal the config names (not yet running: run it in a nursery)."""
+    from switch.store.sqlite import JournalFile, SqliteJournal
+
+    section = config.journal
+    return SqliteJournal(
+        JournalFile(config.path(section.path)),
+        durability=section.durability,
+        queue_size=section.queue_size,
+        max_group=section.max_group,
+    )
+
+
+def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
+    """The journal the config names, for an operator's command."""
+    from switch.store.sqlite import SqliteOperatorJournal
+
+    return SqliteOperatorJournal(config.path(config.journal.path))

@@ -22,8 +22,10 @@ from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.clock import Stamp
 from switch.sim.server import BankSimulator
-from switch.store import records
-from switch.store.journal import JournalFile
+from switch.store import open_operator_journal
+from switch.store.port import OperatorJournal, TxnStarted
+from switch.store.sqlite import JournalFile
+from switch.store.sqlite.sql import writes_of
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import make_config
@@ -44,13 +46,20 @@ def journal_path(app: SwitchApp) -> Path:
     return app.config.path(app.config.journal.path)
 
 
-def db(app_or_config: SwitchApp | SwitchConfig) -> sqlite3.Connection:
+def db(app_or_config: SwitchApp | SwitchConfig) -> OperatorJournal:
     config = app_or_config.config if isinstance(app_or_config, SwitchApp) else app_or_config
-    return ops.open_journal(config.path(config.journal.path))
+    return open_operator_journal(config)
+
+
+def sql(app: SwitchApp) -> sqlite3.Connection:
+    """The journal's file itself, for what no operator command shows."""
+    connection = sqlite3.connect(journal_path(app))
+    connection.row_factory = sqlite3.Row
+    return connection
 
 
 def txn(app: SwitchApp, rrn: str) -> sqlite3.Row:
-    row = db(app).execute("SELECT * FROM txn WHERE rrn = ?", (rrn,)).fetchone()
+    row = sql(app).execute("SELECT * FROM txn WHERE rrn = ?", (rrn,)).fetchone()
     assert row is not None, rrn
     return row
 
@@ -62,7 +71,7 @@ async def test_an_approval_is_in_the_journal_before_its_response(nursery: trio.N
     row = txn(app, str(response.fields[37]))  # read the moment the response is here
     assert (row["state"], row["code"], row["auth_code"]) == ("approved", "00", response.fields[38])
     assert (row["amount"], row["pan_masked"]) == (12300, "622202*********2221")
-    events = db(app).execute("SELECT state FROM txn_event WHERE rrn = ?", (row["rrn"],)).fetchall()
+    events = sql(app).execute("SELECT state FROM txn_event WHERE rrn = ?", (row["rrn"],)).fetchall()
     assert [e[0] for e in events] == ["sending", "approved"]
 
 
@@ -78,7 +87,7 @@ async def test_timeout_queues_a_reversal_in_the_same_commit_and_delivers_it(
     row = txn(app, str(never.fields[37]))
     assert (row["state"], row["reversed"]) == ("no_answer", 1)
     await eventually(lambda: simulator.totals().unmatched_reversals == 1)
-    assert db(app).execute("SELECT state FROM saf").fetchone()[0] in ("pending", "delivered")
+    assert sql(app).execute("SELECT state FROM saf").fetchone()[0] in ("pending", "delivered")
     await eventually(lambda: ops.saf_list(db(app)) == [])
 
     # A late approval is logged, not forwarded, and still reversed.
@@ -114,7 +123,8 @@ def saf_list_command(config: SwitchConfig, tmp_path: Path, *args: str) -> list[d
     printed = subprocess.run(
         [*command, "--json", *args], capture_output=True, text=True, check=True, timeout=30
     ).stdout
-    return [json.loads(line) for line in printed.splitlines()]
+    rows: list[dict[str, object]] = json.loads(printed)  # one JSON array, [] when empty
+    return rows
 
 
 def _without_none(value: Any) -> Any:
@@ -262,7 +272,7 @@ async def test_a_transaction_left_in_doubt_is_reversed_at_start_up(
         currency="156", bank_processing_code="000000",
         sent=OriginalData(mti="0200", stan="000001", transmission=stamp.transmission),
     )  # fmt: skip
-    file.apply(records.insert_txn(record, time.time()))  # as a crash would leave it
+    file.apply(writes_of(TxnStarted.of(record, time.time())))  # as a crash would leave it
     file.close()
 
     app = await start_switch(nursery, config)
@@ -349,7 +359,9 @@ async def test_terminal_reversal_of_an_approved_sale_goes_through_saf(
     shown = ops.journal_show(db(app), str(approved.fields[37]))
     assert shown["transaction"]["reversed"] == 1
     assert shown["reversal"]["state"] == "delivered"
-    found = ops.journal_find(db(app), "REV00001", str(shown["transaction"]["local_date"]))
+    found = ops.journal_find(
+        db(app), "REV00001", str(shown["transaction"]["local_date"]), utc_offset_h=8
+    )
     assert [row["rrn"] for row in found] == [approved.fields[37]]
 
 

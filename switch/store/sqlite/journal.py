@@ -1,13 +1,14 @@
-"""The journal: every transaction and every change of its state, in SQLite (WAL).
+"""The SQLite journal (WAL): the journal port of ``switch.store.port`` on one file.
 
-One writer task owns the write connection. Callers hand it operations; it commits
+One writer task owns the write connection. Callers hand it changes; it commits
 whatever has gathered in one transaction, so durability costs one fsync per group
 rather than per transaction. With ``durability = "sync"`` a caller's ``commit``
 returns only once its operations are on disk: the switch commits a request before it
 leaves for a bank, and the bank's answer before it leaves for the terminal.
 ``"async"`` returns once queued: faster, and a crash may lose the last group.
 
-Writes are data (a statement and its parameters), not code: a group's writes are sorted
+Each change becomes writes (a statement and its parameters, ``sql.writes_of``) when it
+is handed over, so it holds the values of that moment. A group's writes are sorted
 into a fixed statement order and each statement runs once with ``executemany``, in the
 event loop (they only change SQLite's page cache, and never wait on a lock there). The
 commit, which writes the WAL and waits for the disk, always runs in a worker thread: a
@@ -24,33 +25,23 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 import trio
 
-from switch.errors import SwitchError
-from switch.store.schema import migrate
+from switch.core.book import TxnRecord
+from switch.store import port
+from switch.store.port import Change, Durability, JournalError, JournalStatistics
+from switch.store.sqlite import sql
+from switch.store.sqlite.schema import migrate
+from switch.store.sqlite.sql import Write
 
 log = structlog.get_logger()
 
-
-class Write(NamedTuple):
-    """One statement and its parameters. ``rank`` orders statements within a group so
-    that, for example, every insert of a row runs before any update of it; writes of
-    equal rank keep the order they were given in."""
-
-    rank: int
-    statement: str
-    parameters: tuple[Any, ...]
-
-
-Operation = Sequence[Write]
-"""What one logical change writes: committed together with everything in its group."""
-Durability = Literal["sync", "async"]
 Result = TypeVar("Result")
 
 SLOW_COMMIT_S = 0.02
@@ -69,12 +60,6 @@ traffic the background ones never catch up (new frames arrive while they copy), 
 without this the WAL grows for ever (~10 MB/s at 800 sales/s). Its file then stays at
 what one interval writes; the interval is long because this checkpoint's fsync of the
 database, unlike the background ones', holds the commits up if the disk stalls."""
-
-
-class JournalError(SwitchError):
-    """The journal could not commit: nothing that depended on it may be answered 00."""
-
-    response_code = "96"
 
 
 class JournalFile:
@@ -192,7 +177,7 @@ class JournalFile:
         return query(connection)
 
 
-async def _in_thread_timed(write_count: int, work: Callable[..., object], *args: Any) -> None:
+async def _in_thread_timed(change_count: int, work: Callable[..., object], *args: Any) -> None:
     """Runs a commit's blocking ``work`` in a worker thread, and logs it if it was slow
     there: timed in the thread, so the disk's time (and a lock's), not the thread's wait
     for a core or the loop's turn."""
@@ -204,7 +189,7 @@ async def _in_thread_timed(write_count: int, work: Callable[..., object], *args:
 
     took_s = await trio.to_thread.run_sync(timed)
     if took_s > SLOW_COMMIT_S:
-        log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), writes=write_count)
+        log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
 
 
 def _rank(write: Write) -> int:
@@ -230,15 +215,18 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class _Group:
-    __slots__ = ("done", "error", "operations")
+    __slots__ = ("changes", "done", "error", "writes")
 
-    def __init__(self, operations: Sequence[Operation], wait: bool) -> None:
-        self.operations = operations
+    def __init__(self, changes: int, writes: list[Write], wait: bool) -> None:
+        self.changes = changes
+        self.writes = writes
         self.done = trio.Event() if wait else None
         self.error: BaseException | None = None
 
 
-class Journal:
+class SqliteJournal:
+    """The journal port on one SQLite file (see the module's docstring)."""
+
     def __init__(
         self,
         file: JournalFile,
@@ -258,9 +246,9 @@ class Journal:
         self._wal_starts_over = False
         self.wal_resets = 0
         self._running = False
-        self._closed = False
+        self._closed = True  # until opened, and again once closed
         self.commits = 0
-        self.operations = 0
+        self.changes = 0
         self.failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -268,6 +256,7 @@ class Journal:
         is cancelled is still committed before it returns, and later commits are
         refused (JournalError) rather than left waiting."""
         await trio.to_thread.run_sync(self.file.open)
+        self._closed = False
         self._running = True
         log.info("journal_opened", path=str(self.file.path), durability=self.durability)
         try:
@@ -316,38 +305,36 @@ class Journal:
     async def _commit_gathered(self, first: _Group) -> None:
         # Whatever was queued while the last commit was in its thread joins this one.
         groups = [first]
-        operation_count = len(first.operations)
-        while operation_count < self.max_group:
+        change_count = first.changes
+        while change_count < self.max_group:
             try:
                 group = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             groups.append(group)
-            operation_count += len(group.operations)
-        writes = [
-            write for group in groups for operation in group.operations for write in operation
-        ]
+            change_count += group.changes
+        writes = [write for group in groups for write in group.writes]
         try:
             if self._wal_starts_over:
                 # The first write after a full checkpoint starts the WAL over (rewrites
                 # its header): all of it in a thread, off the loop.
                 self._wal_starts_over = False
-                await _in_thread_timed(len(writes), self.file.apply, writes)
+                await _in_thread_timed(change_count, self.file.apply, writes)
             else:
-                await self._write_and_commit(writes)
+                await self._write_and_commit(change_count, writes)
         except Exception as exc:
             self.failures += 1
-            log.critical("journal_commit_failed", error=repr(exc), writes=len(writes))
+            log.critical("journal_commit_failed", error=repr(exc), changes=change_count)
             for group in groups:
                 group.error = exc
         else:
             self.commits += 1
-            self.operations += len(writes)
+            self.changes += change_count
         for group in groups:
             if group.done is not None:
                 group.done.set()
 
-    async def _write_and_commit(self, writes: list[Write]) -> None:
+    async def _write_and_commit(self, change_count: int, writes: list[Write]) -> None:
         # The statements run here, in the event loop: tens of microseconds, no lock
         # waits (see begin). The commit (WAL write and fsync) in a worker thread: never
         # in the loop, not even when it is idle. That saved the thread's round trip
@@ -356,7 +343,7 @@ class Journal:
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        await _in_thread_timed(len(writes), self.file.commit)
+        await _in_thread_timed(change_count, self.file.commit)
 
     async def _flush_remaining(self) -> None:
         while True:
@@ -366,13 +353,16 @@ class Journal:
                 return
             await self._commit_gathered(group)
 
-    async def commit(self, *operations: Operation, durable: bool | None = None) -> None:
-        """Commits the operations together. Waits until they are on disk when the
-        journal is "sync" (or ``durable=True``); raises JournalError if they failed."""
+    async def commit(self, *changes: Change, durable: bool | None = None) -> None:
+        """Commits the changes together. Waits until they are on disk when the journal
+        is "sync" (or ``durable=True``); raises JournalError if they failed."""
         if not self._running:
             raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
-        group = _Group(operations, wait)
+        writes = [write for change in changes for write in sql.writes_of(change)]
+        await self._hand_over(_Group(len(changes), writes, wait))
+
+    async def _hand_over(self, group: _Group) -> None:
         try:
             try:
                 self._send.send_nowait(group)  # no trip through the scheduler when there is room
@@ -386,17 +376,66 @@ class Journal:
         if group.error is not None:
             raise JournalError(f"journal commit failed: {group.error!r}") from group.error
 
-    async def read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+    async def _read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
         async with self._read_lock:
             if self._closed:
                 raise JournalError("the journal is closed")
-            return await trio.to_thread.run_sync(self.file.read, query)
+            try:
+                return await trio.to_thread.run_sync(self.file.read, query)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal read failed: {exc!r}") from exc
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "commits": self.commits,
-            "operations": self.operations,
-            "failures": self.failures,
-            "wal_resets": self.wal_resets,
-            "queued": self._send.statistics().current_buffer_used,
-        }
+    def statistics(self) -> JournalStatistics:
+        return JournalStatistics(
+            commits=self.commits,
+            changes=self.changes,
+            failures=self.failures,
+            queued=self._send.statistics().current_buffer_used,
+            wal_resets=self.wal_resets,
+        )
+
+    # -- the port's questions ------------------------------------------------------
+
+    async def transaction_by_rrn(self, rrn: str) -> TxnRecord | None:
+        record: TxnRecord | None = await self._read(sql.record_by_rrn(rrn))
+        return record
+
+    async def transaction_by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
+        record: TxnRecord | None = await self._read(sql.record_by_online_id(merchant_id, online_id))
+        return record
+
+    async def transaction_by_trace(
+        self, terminal_id: str, merchant_id: str, batch: str, stan: str
+    ) -> TxnRecord | None:
+        query = sql.record_by_trace(terminal_id, merchant_id, batch, stan)
+        record: TxnRecord | None = await self._read(query)
+        return record
+
+    async def transactions_in_doubt(self) -> list[TxnRecord]:
+        return await self._read(sql.records_in_doubt)
+
+    async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
+        records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
+        return records
+
+    async def last_bank_stan(self, bank: str) -> int | None:
+        stan: int | None = await self._read(sql.last_bank_stan(bank))
+        return stan
+
+    async def highest_rrn_sequence(self, day: str) -> int:
+        highest: int = await self._read(sql.highest_rrn_sequence(day))
+        return highest
+
+    async def online_result(self, merchant_id: str, online_id: str) -> port.OnlineResult | None:
+        result: port.OnlineResult | None = await self._read(
+            sql.online_result(merchant_id, online_id)
+        )
+        return result
+
+    async def online_results_since(self, since: float) -> list[port.OnlineResult]:
+        results: list[port.OnlineResult] = await self._read(sql.online_results_since(since))
+        return results
+
+    async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
+        due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
+        return due

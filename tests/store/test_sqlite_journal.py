@@ -1,32 +1,44 @@
-"""The journal against a real SQLite file."""
+"""The SQLite journal's own mechanics against a real file: schema migrations, group
+commits, durability modes, locks, the WAL, a stalling disk. What every engine must do
+is in test_journal_port.py."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 import trio
 
-from switch.store.journal import Journal, JournalError, JournalFile, Write
-from switch.store.schema import SCHEMA_VERSION, SchemaError, migrate
+from switch.store.port import JournalError, TxnStarted, TxnUpdated
+from switch.store.sqlite import JournalFile
+from switch.store.sqlite import SqliteJournal as Journal
+from switch.store.sqlite.schema import SCHEMA_VERSION, SchemaError, migrate
+from switch.store.sqlite.sql import writes_of
 from tests.conftest import LogSink
+from tests.store.records import make_record
 
 
-def insert(value: int) -> tuple[Write, ...]:
-    return (Write(1, "INSERT INTO probe (value) VALUES (?)", (value,)),)
+def insert(value: int, *, memo: str = "") -> TxnStarted:
+    """One transaction started: a row in ``txn`` (and one in ``txn_event``)."""
+    return TxnStarted.of(make_record(f"{value:012d}", terminal_id=memo or "POS00001"), 1.0)
 
 
 def make_probe_table(path: Path) -> None:
-    with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE IF NOT EXISTS probe (value INTEGER)")
+    """A journal file at the current schema, as the switch makes it."""
+    file = JournalFile(path)
+    file.open()
+    file.close()
 
 
 def count(path: Path) -> int:
     with sqlite3.connect(path) as connection:
-        return int(connection.execute("SELECT count(*) FROM probe").fetchone()[0])
+        return int(connection.execute("SELECT count(*) FROM txn").fetchone()[0])
 
 
 def test_migrations_bring_a_new_file_to_the_current_version(tmp_path: Path) -> None:
@@ -54,7 +66,6 @@ async def test_file_is_wal_and_commits_are_grouped(tmp_path: Path) -> None:
     journal = Journal(JournalFile(path), durability="sync")
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        await journal.read(lambda c: c.execute("CREATE TABLE probe (value INTEGER)"))
 
         async def commit_one(value: int) -> None:
             await journal.commit(insert(value))
@@ -64,40 +75,11 @@ async def test_file_is_wal_and_commits_are_grouped(tmp_path: Path) -> None:
                 writers.start_soon(commit_one, value)
         # Every commit returned only once durable: all 500 are in the file now.
         assert count(path) == 500
-        assert journal.operations == 500
-        assert journal.commits < 500  # grouped: fewer commits than operations
-        mode = await journal.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
-        assert mode == "wal"
+        assert journal.changes == 500
+        assert journal.commits < 500  # grouped: fewer commits than changes
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         nursery.cancel_scope.cancel()
-
-
-async def test_a_failing_group_raises_and_commits_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    make_probe_table(path)
-    journal = Journal(JournalFile(path))
-
-    broken = (Write(1, "INSERT INTO no_such_table VALUES (?)", (1,)),)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(journal.run)
-        with pytest.raises(JournalError):
-            await journal.commit(insert(1), broken)
-        assert count(path) == 0  # all or nothing
-        await journal.commit(insert(2))
-        assert count(path) == 1
-        nursery.cancel_scope.cancel()
-
-
-async def test_async_durability_does_not_wait_and_cancel_still_flushes(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    make_probe_table(path)
-    journal = Journal(JournalFile(path), durability="async")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(journal.run)
-        for value in range(100):
-            await journal.commit(insert(value))
-        nursery.cancel_scope.cancel()  # shutdown with groups still queued
-    assert count(path) == 100
 
 
 def test_a_group_runs_inserts_before_updates_whatever_the_order_given(tmp_path: Path) -> None:
@@ -105,11 +87,12 @@ def test_a_group_runs_inserts_before_updates_whatever_the_order_given(tmp_path: 
     make_probe_table(path)
     file = JournalFile(path)
     file.open()
-    update = Write(2, "UPDATE probe SET value = ? WHERE value = ?", (7, 1))
-    file.apply([update, *insert(1)])  # given update first; runs insert first
+    started = insert(1)
+    settled = TxnUpdated.of(msgspec.structs.replace(started.record, state="approved"), 2.0)
+    file.apply([*writes_of(settled), *writes_of(started)])  # update given first; runs last
     file.close()
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT value FROM probe").fetchall() == [(7,)]
+        assert connection.execute("SELECT state FROM txn").fetchall() == [("approved",)]
 
 
 async def test_a_write_lock_held_elsewhere_delays_commits_but_not_the_event_loop(
@@ -167,32 +150,22 @@ async def test_commits_made_while_the_loop_is_busy_are_all_durable(tmp_path: Pat
     assert journal.failures == 0
 
 
-async def test_a_commit_after_the_journal_stopped_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite3"
-    make_probe_table(path)
-    journal = Journal(JournalFile(path))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(journal.run)
-        nursery.cancel_scope.cancel()
-    with pytest.raises(JournalError):
-        with trio.fail_after(5):
-            await journal.commit(insert(1))
-
-
 async def test_stopping_waits_for_a_read_still_in_its_thread(tmp_path: Path) -> None:
     """Everything is cancelled at once: a read already in its worker thread finishes
     on an open connection (closing it under the read crashed the process)."""
     path = tmp_path / "j.sqlite3"
     make_probe_table(path)
-    journal = Journal(JournalFile(path))
-    results: list[int] = []
 
-    def slow_count(connection: sqlite3.Connection) -> int:
-        time.sleep(0.3)  # in the worker thread, while the journal is being stopped
-        return int(connection.execute("SELECT count(*) FROM probe").fetchone()[0])
+    class SlowReads(JournalFile):
+        def read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+            time.sleep(0.3)  # in the worker thread, while the journal is being stopped
+            return super().read(query)
+
+    journal = Journal(SlowReads(path))
+    results: list[object] = []
 
     async def read() -> None:
-        results.append(await journal.read(slow_count))
+        results.append(await journal.transaction_by_rrn(insert(1).record.rrn))
 
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
@@ -200,9 +173,9 @@ async def test_stopping_waits_for_a_read_still_in_its_thread(tmp_path: Path) -> 
         nursery.start_soon(read)
         await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
-    assert results == [1]
+    assert [getattr(record, "rrn", None) for record in results] == [insert(1).record.rrn]
     with pytest.raises(JournalError):
-        await journal.read(slow_count)
+        await journal.transaction_by_rrn(insert(1).record.rrn)
 
 
 async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
@@ -222,15 +195,12 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
 
         async def commit_steadily(first: int) -> None:
             for value in range(first, first + 150):  # ~2 KB a commit, never pausing
-                await journal.commit(
-                    (Write(1, "INSERT INTO probe (value) VALUES (?)", (value,)),),
-                    (Write(1, "INSERT INTO probe (value) VALUES (?)", (wide,)),),
-                )
+                await journal.commit(insert(value, memo=wide))
 
         async with trio.open_nursery() as committers:
             for task in range(8):
                 committers.start_soon(commit_steadily, task * 150)
-        written = journal.operations * 2000
+        written = journal.changes * 2000
         wal = path.with_name(path.name + "-wal").stat().st_size
         nursery.cancel_scope.cancel()
     assert written > 2_000_000
@@ -291,6 +261,6 @@ async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(
     slow = log_sink.events("journal_commit_slow")
     assert len(slow) == file.commits_in_workers
     assert all(line["ms"] >= 300 and line["level"] == "warning" for line in slow)
-    assert sum(line["writes"] for line in slow) == 4
+    assert sum(line["changes"] for line in slow) == 4
     assert file.commits_in_workers <= 3  # 0; then 1, and 2 and 3 together (or all three)
     assert ticks >= took / 0.01 / 2  # the loop turned all along

@@ -1,0 +1,296 @@
+"""The journal port: what the switch asks of durable storage, in its own terms.
+
+The switch never sees SQL, a connection or a row: it hands the journal *changes*
+(typed, frozen records of what happened: a transaction started, settled, a reversal
+queued or attempted, an online result kept) to commit together, and asks it domain
+questions (the original with this RRN, what was left in doubt, which reversals are
+due). Each storage engine implements this port in a module of its own under
+``switch/store/``; its contract tests (``tests/store/test_journal_port.py``) run
+against every engine.
+
+Changes capture values when they are made, not when they are written: a TxnRecord is
+mutable (the book settles it in place), so a change snapshots what it needs of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal, Protocol
+
+import msgspec
+import trio
+
+from switch.core.book import TxnRecord
+from switch.errors import SwitchError
+
+Durability = Literal["sync", "async"]
+SafState = Literal["pending", "delivered", "manual"]
+
+
+class JournalError(SwitchError):
+    """The journal could not commit or read: nothing that depended on it may be
+    answered 00. Its text is for the operator's log, never for a client."""
+
+    response_code = "96"
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be opened for writing at start-up (read-only, unwritable,
+    disk full, in use by another switch): the switch refuses to start."""
+
+
+# -- changes -------------------------------------------------------------------------
+
+
+class TxnStarted(msgspec.Struct, frozen=True, tag=True):
+    """A bank-bound transaction, as it is before it leaves (or as it was refused)."""
+
+    record: TxnRecord
+    at: float
+
+    @classmethod
+    def of(cls, record: TxnRecord, at: float) -> TxnStarted:
+        return cls(record=copy.copy(record), at=at)
+
+
+class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
+    """A transaction's state and what hangs on it (refunded, voided, reversed) now."""
+
+    rrn: str
+    state: str
+    code: str | None
+    auth_code: str | None
+    balance: str | None
+    refunded: int
+    voided: bool
+    reversed: bool
+    at: float
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, record: TxnRecord, at: float, detail: str | None = None) -> TxnUpdated:
+        return cls(
+            rrn=record.rrn, state=record.state, code=record.code, auth_code=record.auth_code,
+            balance=record.balance, refunded=record.refunded, voided=record.voided,
+            reversed=record.reversed, at=at, detail=detail,
+        )  # fmt: skip
+
+
+class ReversalQueued(msgspec.Struct, frozen=True, tag=True):
+    """The reversal of a transaction, queued for its bank's store-and-forward."""
+
+    rrn: str
+    bank: str
+    reason: str
+    at: float
+
+
+class ReversalAttempted(msgspec.Struct, frozen=True, tag=True):
+    """What one attempt at a queued reversal gave. ``attempts`` counts only attempts
+    that were sent to the bank (a repeat is a 0401)."""
+
+    saf_id: int
+    state: SafState
+    attempts: int
+    next_attempt_at: float
+    result: str
+    at: float
+
+
+class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
+    """An online request's result, kept so that a repeat of its id gets it back."""
+
+    merchant_id: str
+    online_id: str
+    fingerprint: bytes
+    response: bytes
+    at: float
+
+
+class OnlineResultsPurged(msgspec.Struct, frozen=True, tag=True):
+    """Online results older than they must be kept are forgotten."""
+
+    before: float
+
+
+Change = (
+    TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
+    | OnlineResultsPurged
+)  # fmt: skip
+
+
+# -- answers -------------------------------------------------------------------------
+
+
+class DueReversal(msgspec.Struct, frozen=True):
+    """A queued reversal whose next attempt is due, with the transaction it reverses."""
+
+    saf_id: int
+    attempts: int
+    record: TxnRecord
+
+
+class OnlineResult(msgspec.Struct, frozen=True):
+    merchant_id: str
+    online_id: str
+    fingerprint: bytes
+    response: bytes
+    created_at: float
+
+
+class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    commits: int
+    changes: int
+    failures: int
+    queued: int
+    wal_resets: int = 0
+
+
+class Journal(Protocol):
+    """The switch's journal. ``run`` opens it and commits until cancelled; every other
+    method is used while it runs."""
+
+    durability: Durability
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Opens the journal (JournalUnavailable if it cannot be written), reports
+        started, then commits until cancelled; what is queued then is still committed."""
+        ...
+
+    async def commit(self, *changes: Change, durable: bool | None = None) -> None:
+        """Commits the changes together (all or none). Waits until they are on disk
+        when the journal is "sync" (or ``durable=True``); JournalError if they failed."""
+        ...
+
+    def statistics(self) -> JournalStatistics: ...
+
+    # -- the switch's questions; each raises JournalError if the journal cannot answer
+
+    async def transaction_by_rrn(self, rrn: str) -> TxnRecord | None: ...
+
+    async def transaction_by_online_id(
+        self, merchant_id: str, online_id: str
+    ) -> TxnRecord | None: ...
+
+    async def transaction_by_trace(
+        self, terminal_id: str, merchant_id: str, batch: str, stan: str
+    ) -> TxnRecord | None:
+        """The latest transaction a terminal sent with this batch and STAN."""
+        ...
+
+    async def transactions_in_doubt(self) -> list[TxnRecord]:
+        """Written before they left for a bank and never settled: after a crash, each
+        may or may not have reached its bank."""
+        ...
+
+    async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
+        """The newest ``limit`` transactions created since ``since``, oldest first."""
+        ...
+
+    async def last_bank_stan(self, bank: str) -> int | None:
+        """The STAN of the bank's most recently journaled request."""
+        ...
+
+    async def highest_rrn_sequence(self, day: str) -> int:
+        """The highest RRN sequence journaled for a day (``YDDD``), or -1."""
+        ...
+
+    async def online_result(self, merchant_id: str, online_id: str) -> OnlineResult | None: ...
+
+    async def online_results_since(self, since: float) -> list[OnlineResult]:
+        """Oldest first."""
+        ...
+
+    async def due_reversals(self, bank: str, at: float, limit: int) -> list[DueReversal]:
+        """Pending reversals of ``bank`` due at ``at``, the longest due first."""
+        ...
+
+
+# -- the operator's view -------------------------------------------------------------
+
+
+class TxnView(msgspec.Struct, frozen=True, kw_only=True):
+    """A transaction as an operator sees it: everything but the HMAC, the sealed card
+    number and the request digest."""
+
+    rrn: str
+    kind: str
+    channel: str
+    request_mti: str
+    terminal_id: str
+    merchant_id: str
+    stan: str
+    batch: str
+    local_date: str
+    online_id: str | None
+    pan_masked: str
+    amount: int
+    currency: str
+    bank: str
+    bank_mti: str | None
+    bank_stan: str | None
+    transmission: str | None
+    original_rrn: str | None
+    state: str
+    code: str | None
+    auth_code: str | None
+    refunded: int
+    voided: bool
+    reversed: bool
+    created_at: float
+    updated_at: float
+
+
+class TxnEventView(msgspec.Struct, frozen=True, kw_only=True):
+    at: float
+    state: str
+    code: str | None
+    detail: str | None
+
+
+class ReversalView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    bank: str
+    rrn: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_result: str | None
+    reason: str
+    created_at: float
+    updated_at: float
+
+
+class TxnHistory(msgspec.Struct, frozen=True, kw_only=True):
+    transaction: TxnView
+    events: list[TxnEventView]
+    reversal: ReversalView | None
+
+
+class OperatorError(Exception):
+    """What the operator asked for is not there (or cannot be done); says what."""
+
+
+class OperatorJournal(Protocol):
+    """What an operator's command asks of the journal while a switch may be running.
+    Plain blocking calls: a command does one thing and exits."""
+
+    def close(self) -> None: ...
+
+    def transaction(self, rrn: str) -> TxnHistory:
+        """OperatorError if there is none."""
+        ...
+
+    def terminal_transactions(
+        self, terminal_id: str, local_date: str, since: float, until: float
+    ) -> list[TxnView]:
+        """A terminal's transactions of a local date (MMDD) created in [since, until)."""
+        ...
+
+    def reversals(self, *, bank: str | None, state: str | None) -> list[ReversalView]:
+        """Queued reversals; those not yet delivered when ``state`` is None."""
+        ...
+
+    def retry_reversal(self, saf_id: int, at: float) -> ReversalView:
+        """Puts a reversal not yet delivered back in the queue, due at ``at``."""
+        ...

@@ -1,0 +1,288 @@
+"""The SQL of the SQLite journal: each change of the port as the statements it writes,
+and each question as a query. Kept in one place, over the schema in ``schema.py``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from switch.core.bank import OriginalData
+from switch.core.book import TxnRecord
+from switch.store.port import (
+    Change,
+    DueReversal,
+    OnlineResult,
+    OnlineResultKept,
+    OnlineResultsPurged,
+    ReversalAttempted,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
+
+
+class Write(NamedTuple):
+    """One statement and its parameters. ``rank`` orders statements within a group so
+    that, for example, every insert of a row runs before any update of it; writes of
+    equal rank keep the order they were given in."""
+
+    rank: int
+    statement: str
+    parameters: tuple[Any, ...]
+
+
+Query = Callable[[sqlite3.Connection], Any]
+
+TXN_COLUMNS = (
+    "rrn", "kind", "channel", "request_mti", "terminal_id", "merchant_id", "stan", "batch",
+    "local_date", "online_id", "request_digest", "pan_masked", "pan_hmac", "pan_sealed",
+    "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
+    "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
+    "refunded", "voided", "reversed", "created_at", "updated_at",
+)  # fmt: skip
+_TXN_SELECT = ", ".join(TXN_COLUMNS)
+
+# Statement ranks: within a group, rows are inserted before they are updated.
+_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
+_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+
+_INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN_COLUMNS))})"
+_INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
+_UPDATE_TXN = (
+    "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
+    "voided = ?, reversed = ?, updated_at = ? WHERE rrn = ?"
+)
+_INSERT_SAF = (
+    "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
+    "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
+)
+_UPDATE_SAF = (
+    "UPDATE saf SET state = ?, attempts = ?, next_attempt_at = ?, last_result = ?, "
+    "updated_at = ? WHERE id = ?"
+)
+_PUT_IDEMPOTENCY = (
+    "INSERT OR REPLACE INTO idempotency (merchant_id, online_id, fingerprint, response, "
+    "created_at) VALUES (?, ?, ?, ?, ?)"
+)
+_PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
+
+
+def writes_of(change: Change) -> tuple[Write, ...]:
+    """The statements one change writes."""
+    match change:
+        case TxnStarted(record=record, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at)),
+                Write(
+                    _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
+                ),
+            )
+        case TxnUpdated():
+            values: tuple[Any, ...] = (
+                change.state, change.code, change.auth_code, change.balance, change.refunded,
+                int(change.voided), int(change.reversed), change.at, change.rrn,
+            )  # fmt: skip
+            event = (change.rrn, change.at, change.state, change.code, change.detail)
+            return (
+                Write(_RANK_UPDATE_TXN, _UPDATE_TXN, values),
+                Write(_RANK_EVENT, _INSERT_EVENT, event),
+            )
+        case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
+            return (Write(_RANK_INSERT_SAF, _INSERT_SAF, (rrn, bank, reason, at, at, at)),)
+        case ReversalAttempted():
+            values = (
+                change.state, change.attempts, change.next_attempt_at, change.result, change.at,
+                change.saf_id,
+            )  # fmt: skip
+            return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
+        case OnlineResultKept():
+            values = (
+                change.merchant_id, change.online_id, change.fingerprint, change.response,
+                change.at,
+            )  # fmt: skip
+            return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
+        case OnlineResultsPurged(before=before):
+            return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
+    raise AssertionError(f"unknown change {type(change).__name__}")
+
+
+def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
+    sent = record.sent
+    return (
+        record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
+        record.merchant_id, record.stan, record.batch, record.local_date, record.online_id,
+        record.request_digest, record.pan_masked, record.pan_hmac, record.pan_sealed,
+        record.amount, record.currency, record.bank,
+        sent.mti if sent else None, sent.stan if sent else None,
+        sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
+        record.state, record.code, record.auth_code, record.balance, record.refunded,
+        int(record.voided), int(record.reversed), at, at,
+    )  # fmt: skip
+
+
+def record_from_row(row: sqlite3.Row) -> TxnRecord:
+    sent = (
+        OriginalData(mti=row["bank_mti"], stan=row["bank_stan"], transmission=row["transmission"])
+        if row["bank_mti"] is not None
+        else None
+    )
+    return TxnRecord(
+        kind=row["kind"],
+        rrn=row["rrn"],
+        bank=row["bank"],
+        channel=row["channel"],
+        request_mti=row["request_mti"],
+        terminal_id=row["terminal_id"],
+        merchant_id=row["merchant_id"],
+        stan=row["stan"],
+        batch=row["batch"],
+        local_date=row["local_date"],
+        pan_masked=row["pan_masked"],
+        pan_hmac=row["pan_hmac"],
+        pan_sealed=row["pan_sealed"],
+        amount=row["amount"],
+        currency=row["currency"],
+        bank_processing_code=row["bank_processing_code"],
+        online_id=row["online_id"],
+        request_digest=row["request_digest"],
+        original_rrn=row["original_rrn"],
+        sent=sent,
+        state=row["state"],
+        code=row["code"],
+        auth_code=row["auth_code"],
+        balance=row["balance"],
+        refunded=row["refunded"],
+        voided=bool(row["voided"]),
+        reversed=bool(row["reversed"]),
+    )
+
+
+# -- the switch's questions ------------------------------------------------------------
+
+
+def _one_record(sql: str, *parameters: Any) -> Query:
+    def query(connection: sqlite3.Connection) -> TxnRecord | None:
+        row = connection.execute(sql, parameters).fetchone()
+        return None if row is None else record_from_row(row)
+
+    return query
+
+
+def record_by_rrn(rrn: str) -> Query:
+    return _one_record(f"SELECT {_TXN_SELECT} FROM txn WHERE rrn = ?", rrn)
+
+
+def record_by_online_id(merchant_id: str, online_id: str) -> Query:
+    return _one_record(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE merchant_id = ? AND online_id = ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        merchant_id,
+        online_id,
+    )
+
+
+def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -> Query:
+    return _one_record(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE terminal_id = ? AND merchant_id = ? "
+        "AND stan = ? AND batch = ? ORDER BY created_at DESC LIMIT 1",
+        terminal_id,
+        merchant_id,
+        stan,
+        batch,
+    )
+
+
+def records_in_doubt(connection: sqlite3.Connection) -> list[TxnRecord]:
+    rows = connection.execute(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY created_at"
+    ).fetchall()
+    return [record_from_row(row) for row in rows]
+
+
+def recent_records(since: float, limit: int) -> Query:
+    def query(connection: sqlite3.Connection) -> list[TxnRecord]:
+        rows = connection.execute(
+            f"SELECT {_TXN_SELECT} FROM txn WHERE created_at >= ? ORDER BY created_at DESC LIMIT ?",
+            (since, limit),
+        ).fetchall()
+        return [record_from_row(row) for row in reversed(rows)]
+
+    return query
+
+
+def highest_rrn_sequence(day: str) -> Query:
+    def query(connection: sqlite3.Connection) -> int:
+        row = connection.execute(
+            "SELECT max(rrn) FROM txn WHERE rrn >= ? AND rrn < ?", (day, f"{day}~")
+        ).fetchone()
+        return -1 if row[0] is None else int(row[0][4:])
+
+    return query
+
+
+def last_bank_stan(bank: str) -> Query:
+    def query(connection: sqlite3.Connection) -> int | None:
+        row = connection.execute(
+            "SELECT bank_stan FROM txn WHERE bank = ? AND bank_stan IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT 1",
+            (bank,),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    return query
+
+
+_IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
+
+
+def _online_result(row: sqlite3.Row) -> OnlineResult:
+    return OnlineResult(
+        merchant_id=row[0],
+        online_id=row[1],
+        fingerprint=bytes(row[2]),
+        response=bytes(row[3]),
+        created_at=row[4],
+    )
+
+
+def online_result(merchant_id: str, online_id: str) -> Query:
+    def query(connection: sqlite3.Connection) -> OnlineResult | None:
+        row = connection.execute(
+            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE merchant_id = ? AND online_id = ?",
+            (merchant_id, online_id),
+        ).fetchone()
+        return None if row is None else _online_result(row)
+
+    return query
+
+
+def online_results_since(since: float) -> Query:
+    def query(connection: sqlite3.Connection) -> list[OnlineResult]:
+        rows = connection.execute(
+            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE created_at >= ? ORDER BY created_at",
+            (since,),
+        )
+        return [_online_result(row) for row in rows]
+
+    return query
+
+
+def due_reversals(bank: str, at: float, limit: int) -> Query:
+    def query(connection: sqlite3.Connection) -> list[DueReversal]:
+        rows = connection.execute(
+            f"SELECT saf.id AS saf_id, saf.attempts AS saf_attempts, "
+            f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
+            "FROM saf JOIN txn ON txn.rrn = saf.rrn "
+            "WHERE saf.bank = ? AND saf.state = 'pending' AND saf.next_attempt_at <= ? "
+            "ORDER BY saf.next_attempt_at LIMIT ?",
+            (bank, at, limit),
+        ).fetchall()
+        return [
+            DueReversal(
+                saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row)
+            )
+            for row in rows
+        ]
+
+    return query

@@ -1,0 +1,195 @@
+"""The journal port's contract: what every storage engine must do, tested through the
+port alone (changes in, domain answers out), once per engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from switch.store.port import (
+    Journal,
+    JournalError,
+    OnlineResultKept,
+    OnlineResultsPurged,
+    ReversalAttempted,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
+from switch.store.sqlite import JournalFile, SqliteJournal
+from tests.store.records import make_record
+
+Opener = Callable[[], Journal]
+
+ENGINES = ["sqlite"]
+
+
+@pytest.fixture(params=ENGINES)
+def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the engine's journal on the same storage each time it is called."""
+    if request.param == "sqlite":
+        return lambda: SqliteJournal(JournalFile(tmp_path / "journal.sqlite3"))
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+async def journal(open_journal: Opener) -> AsyncIterator[Journal]:
+    async with trio.open_nursery() as nursery:
+        journal = open_journal()
+        await nursery.start(journal.run)
+        yield journal
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_started_transaction_reads_back_as_it_was(journal: Journal) -> None:
+    record = make_record("632600000001", online_id="order-1", channel="online")
+    await journal.commit(TxnStarted.of(record, 100.0))
+    assert await journal.transaction_by_rrn("632600000001") == record
+    assert await journal.transaction_by_rrn("632600000002") is None
+    found = await journal.transaction_by_online_id(record.merchant_id, "order-1")
+    assert found == record
+    assert await journal.transaction_by_online_id("another merchant", "order-1") is None
+
+
+async def test_a_change_holds_the_values_of_when_it_was_made(journal: Journal) -> None:
+    record = make_record()
+    started = TxnStarted.of(record, 100.0)
+    record.state = "approved"  # the book settles records in place
+    await journal.commit(started)
+    stored = await journal.transaction_by_rrn(record.rrn)
+    assert stored is not None and stored.state == "sending"
+
+
+async def test_updates_change_state_and_what_hangs_on_it(journal: Journal) -> None:
+    record = make_record()
+    await journal.commit(TxnStarted.of(record, 100.0))
+    record.state, record.code, record.auth_code = "approved", "00", "A1B2C3"
+    record.refunded, record.voided, record.reversed = 300, True, True
+    await journal.commit(TxnUpdated.of(record, 101.0, "answered"))
+    assert await journal.transaction_by_rrn(record.rrn) == record
+
+
+async def test_the_latest_of_a_terminals_trace_is_found(journal: Journal) -> None:
+    first = make_record("632600000001", stan="000007")
+    second = make_record("632600000002", stan="000007")
+    other_batch = make_record("632600000003", stan="000007", batch="000002")
+    await journal.commit(TxnStarted.of(first, 100.0))
+    await journal.commit(TxnStarted.of(second, 101.0), TxnStarted.of(other_batch, 101.0))
+    found = await journal.transaction_by_trace("POS00001", "898310048990001", "000001", "000007")
+    assert found is not None and found.rrn == second.rrn
+    missing = await journal.transaction_by_trace("POS00002", "898310048990001", "000001", "000007")
+    assert missing is None
+
+
+async def test_what_was_left_sending_is_in_doubt(journal: Journal) -> None:
+    sending = make_record("632600000001")
+    settled = make_record("632600000002")
+    await journal.commit(TxnStarted.of(sending, 100.0), TxnStarted.of(settled, 100.0))
+    settled.state = "approved"
+    await journal.commit(TxnUpdated.of(settled, 101.0))
+    assert [r.rrn for r in await journal.transactions_in_doubt()] == [sending.rrn]
+
+
+async def test_recent_transactions_are_the_newest_oldest_first(journal: Journal) -> None:
+    for index in range(5):
+        await journal.commit(TxnStarted.of(make_record(f"63260000000{index}"), 100.0 + index))
+    recent = await journal.recent_transactions(since=101.0, limit=3)
+    assert [r.rrn for r in recent] == ["632600000002", "632600000003", "632600000004"]
+
+
+async def test_numbers_resume_past_what_was_journaled(journal: Journal) -> None:
+    assert await journal.last_bank_stan("icbc") is None
+    assert await journal.highest_rrn_sequence("6326") == -1
+    await journal.commit(TxnStarted.of(make_record("632600000041"), 100.0))
+    await journal.commit(TxnStarted.of(make_record("632600000017"), 101.0))
+    await journal.commit(TxnStarted.of(make_record("632700000099", bank="abc"), 102.0))
+    assert await journal.last_bank_stan("icbc") == 17  # the latest, not the highest
+    assert await journal.highest_rrn_sequence("6326") == 41
+    assert await journal.highest_rrn_sequence("6327") == 99
+
+
+async def test_online_results_are_kept_replaced_and_purged(journal: Journal) -> None:
+    kept = OnlineResultKept(
+        merchant_id="m1", online_id="id-1", fingerprint=b"f1", response=b"r1", at=100.0
+    )
+    await journal.commit(kept)
+    await journal.commit(msgspec.structs.replace(kept, online_id="id-2", at=200.0))
+    result = await journal.online_result("m1", "id-1")
+    assert result is not None and (result.fingerprint, result.response) == (b"f1", b"r1")
+    assert [r.online_id for r in await journal.online_results_since(150.0)] == ["id-2"]
+    await journal.commit(OnlineResultsPurged(before=150.0))
+    assert await journal.online_result("m1", "id-1") is None
+    assert await journal.online_result("m1", "id-2") is not None
+
+
+async def test_a_queued_reversal_is_due_until_delivered(journal: Journal) -> None:
+    record = make_record()
+    await journal.commit(
+        TxnStarted.of(record, 100.0),
+        ReversalQueued(rrn=record.rrn, bank="icbc", reason="no final answer (68)", at=100.0),
+    )
+    # Queued twice (a terminal's reversal of one already queued): one reversal.
+    await journal.commit(ReversalQueued(rrn=record.rrn, bank="icbc", reason="again", at=101.0))
+    assert await journal.due_reversals("abc", 200.0, 10) == []
+    assert await journal.due_reversals("icbc", 99.0, 10) == []
+    [due] = await journal.due_reversals("icbc", 200.0, 10)
+    assert (due.attempts, due.record) == (0, record)
+    retry = ReversalAttempted(
+        saf_id=due.saf_id, state="pending", attempts=1, next_attempt_at=300.0,
+        result="no answer in time", at=200.0,
+    )  # fmt: skip
+    await journal.commit(retry)
+    assert await journal.due_reversals("icbc", 250.0, 10) == []
+    [again] = await journal.due_reversals("icbc", 300.0, 10)
+    assert again.attempts == 1
+    await journal.commit(msgspec.structs.replace(retry, state="delivered", result="00"))
+    assert await journal.due_reversals("icbc", 1000.0, 10) == []
+
+
+async def test_changes_committed_together_are_all_or_nothing(journal: Journal) -> None:
+    first = make_record("632600000001")
+    await journal.commit(TxnStarted.of(first, 100.0))
+    second = make_record("632600000002")
+    with pytest.raises(JournalError):  # the same RRN again: the whole group fails
+        await journal.commit(TxnStarted.of(second, 101.0), TxnStarted.of(first, 101.0))
+    assert await journal.transaction_by_rrn(second.rrn) is None
+    await journal.commit(TxnStarted.of(second, 102.0))  # and the journal goes on
+    assert await journal.transaction_by_rrn(second.rrn) == second
+
+
+async def test_what_was_committed_is_there_when_it_is_opened_again(open_journal: Opener) -> None:
+    record = make_record()
+    async with trio.open_nursery() as nursery:
+        journal = open_journal()
+        await nursery.start(journal.run)
+        await journal.commit(TxnStarted.of(record, 100.0))
+        nursery.cancel_scope.cancel()
+    with pytest.raises(JournalError):  # stopped: refused, not left waiting
+        await journal.commit(TxnStarted.of(make_record("632600000002"), 101.0))
+    async with trio.open_nursery() as nursery:
+        reopened = open_journal()
+        await nursery.start(reopened.run)
+        assert await reopened.transaction_by_rrn(record.rrn) == record
+        assert [r.rrn for r in await reopened.transactions_in_doubt()] == [record.rrn]
+        nursery.cancel_scope.cancel()
+
+
+async def test_async_durability_still_commits_what_was_queued_when_it_stops(
+    open_journal: Opener,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        journal = open_journal()
+        journal.durability = "async"
+        await nursery.start(journal.run)
+        for index in range(100):
+            await journal.commit(TxnStarted.of(make_record(f"6326{index:08d}"), 100.0))
+        nursery.cancel_scope.cancel()  # stopped with groups still queued
+    async with trio.open_nursery() as nursery:
+        reopened = open_journal()
+        await nursery.start(reopened.run)
+        assert len(await reopened.recent_transactions(0.0, 1000)) == 100
+        nursery.cancel_scope.cancel()
