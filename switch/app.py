@@ -18,12 +18,14 @@ import structlog
 import trio
 
 from switch.config import BankSection, SwitchConfig
+from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
-from switch.core.book import TransactionBook
+from switch.core.book import TransactionBook, TxnRecord
 from switch.core.online import IdempotencyBook
 from switch.core.routing import BinTable
+from switch.net.admission import Admission
 from switch.net.bank_link import BankConnector
-from switch.net.channel import Admission, ChannelServer
+from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
@@ -73,6 +75,7 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
+        self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
         self._channels: trio.Nursery | None = None
@@ -133,6 +136,15 @@ class SwitchApp:
                 self.forwarders[name] = ReversalForwarder(
                     connector, journal, vault, institution, config.saf, utc_offset_h=utc_offset_h
                 )
+            section = config.switch
+            self.admission = Admission(
+                AdmissionConfig(
+                    slots=section.max_in_flight,
+                    queue_limit=section.queue_limit,
+                    max_wait_s=section.max_wait_s,
+                    target_s=section.overload_wait_s,
+                )
+            )
             switchboard = self.switchboard = Switchboard(
                 bins=BinTable(
                     (route.prefix, route.bank, route.secondary) for route in config.routes
@@ -141,9 +153,10 @@ class SwitchApp:
                 institution=institution,
                 book=TransactionBook(max_records=config.book.max_records),
                 journal=journal,
-                vault=vault,
+                cards=vault,
+                admission=self.admission,
                 utc_offset_h=utc_offset_h,
-                reversals=_Nudger(self.forwarders),
+                reversals=_Reversals(self.forwarders),
             )
             await switchboard.recover(
                 recovery_since=time.time() - config.journal.recovery_days * 86400,
@@ -160,6 +173,7 @@ class SwitchApp:
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,
                 max_entries=config.online.idempotency_max_entries,
+                matches=vault.matches,
             )
             kept_since = time.time() - config.online.idempotency_keep_s
             for entry in await journal.online_results_since(kept_since):
@@ -178,9 +192,8 @@ class SwitchApp:
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
             )
-            admission = Admission(limit=config.switch.max_in_flight)
-            self.pos = ChannelServer(config.pos, pos_protocol, admission)  # type: ignore[arg-type]
-            self.online = ChannelServer(config.online, online_protocol, admission)  # type: ignore[arg-type]
+            self.pos = ChannelServer(config.pos, pos_protocol)  # type: ignore[arg-type]
+            self.online = ChannelServer(config.online, online_protocol)  # type: ignore[arg-type]
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)
@@ -224,8 +237,8 @@ class SwitchApp:
         }
 
 
-class _Nudger:
-    """Hands the switchboard's "a reversal was queued" to the bank's forwarder."""
+class _Reversals:
+    """Hands the switchboard's reversals to the bank's store-and-forward."""
 
     def __init__(self, forwarders: dict[str, ReversalForwarder]) -> None:
         self._forwarders = forwarders
@@ -234,3 +247,6 @@ class _Nudger:
         forwarder = self._forwarders.get(bank)
         if forwarder is not None:
             forwarder.nudge()
+
+    def reverse_unjournaled(self, record: TxnRecord, reason: str) -> None:
+        self._forwarders[record.bank].reverse_unjournaled(record, reason)

@@ -37,12 +37,22 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """How long in-flight transactions may take to finish after SIGTERM."""
     dialects_dir: str = "dialects"
     """Folder of dialect tables, relative to the config file."""
-    max_in_flight: Count = 128
-    """Transactions in progress at once, switch-wide, across channels and connections;
-    beyond it a request is answered 91 at once. By Little's law this bounds the time a
-    request can spend queued in the switch when it is out of CPU (in flight / rate):
-    overload is shed at the door instead of timing out at the terminal. Size it as
-    peak rate x the queueing delay you accept (1,000/s x 0.128 s here)."""
+    max_in_flight: Count = 64
+    """Transactions in progress at once, switch-wide, across channels and connections
+    (a request waiting for its bank's link does not count). Beyond it a request waits
+    for a slot in the admission queue. Enough to keep the journal's group commits and
+    the banks busy; more only lengthens the time each spends inside (Little's law:
+    in flight / rate)."""
+    queue_limit: Count = 4096
+    """Requests waiting for a slot at most; beyond it 91 at once. Size: peak rate x
+    max_wait_s (a request waiting longer is refused anyway)."""
+    max_wait_s: PositiveSeconds = 1.0
+    """The longest a request waits for a slot, switch-wide and then for its bank's
+    link, before it is answered 91."""
+    overload_wait_s: PositiveSeconds = 0.02
+    """While requests arrive faster than the switch serves them, new ones are refused
+    91 at once whenever the oldest waiting has waited longer than this: what is
+    accepted is answered quickly, the excess at once."""
 
 
 class ListenerSection(_Section, frozen=True, kw_only=True):
@@ -107,6 +117,13 @@ class BankSection(_Section, frozen=True, kw_only=True):
     """Consecutive issuer timeouts that open the bank's circuit (answered 91 at once)."""
     circuit_open_s: PositiveSeconds = 5.0
     """How long an open circuit refuses before one request probes the bank again."""
+    queue: Count = 256
+    """Requests waiting for a slot in this bank's windows at most (FIFO, each at most
+    [switch] max_wait_s from its arrival); beyond it 91 at once."""
+    unsolicited_limit_per_s: Count = 500
+    """Messages a link may receive in a second that answer nothing in flight (late or
+    never asked) or are the bank's own requests; past it the link is dropped and
+    re-established. They are counted, and logged at most once a second per link."""
     sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
 
 

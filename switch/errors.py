@@ -65,6 +65,12 @@ class MessageEncodeError(LocalProtocolError):
         self.field = field
 
 
+class CardDataUnreadable(SwitchError):
+    """Stored card data cannot be opened with the keys the switch has now."""
+
+    response_code = "96"
+
+
 class ConfigError(SwitchError):
     """The configuration cannot be loaded; raised at start-up, naming the key."""
 

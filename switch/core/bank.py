@@ -143,14 +143,15 @@ def reversal_request(
     return ("0401" if repeat else "0400"), fields
 
 
-def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str) -> Outcome:
-    """The switch's outcome from a bank's response fields."""
+def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str) -> Outcome | None:
+    """The switch's outcome from a bank's response fields; None when it has no valid
+    response code (39), which is no final answer."""
     code = fields.get(39)
     auth_code = fields.get(38)
     balance = fields.get(54)
     settlement = fields.get(15)
-    if not isinstance(code, str) or len(code) != 2:
-        return Outcome(code="96", message="bank response has no valid field 39", rrn=rrn, bank=bank)
+    if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
+        return None
     return Outcome(
         code=code,
         rrn=rrn,

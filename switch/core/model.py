@@ -21,6 +21,17 @@ def mask_pan(pan: str) -> str:
     return f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"
 
 
+class Origin(msgspec.Struct, frozen=True, gc=False):
+    """Where and when a request came in: its channel and connection (admission shares
+    capacity fairly among them), when it was read (trio time: its waits are bounded
+    from then), and whether it is a retry of one just refused."""
+
+    channel: str
+    connection: int
+    received_at: float
+    retry: bool = False
+
+
 class Acceptor(msgspec.Struct, frozen=True, gc=False):
     """Who asks: the channel, the terminal (online: a per-merchant virtual id) and merchant."""
 
@@ -142,6 +153,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
     code: str
     message: str = ""
+    """What the client is told (online results and errors); never internal detail."""
+    detail: str | None = None
+    """What only the operator's log is told (a journal's error, say)."""
     rrn: str | None = None
     auth_code: str | None = None
     balance: str | None = None
@@ -159,6 +173,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Where the time went, for the log: waiting for the journal's commits (the disk)..."""
     bank_ms: float | None = None
     """...and for the bank's answer. The rest of a transaction's time is the switch's."""
+    shed: bool = False
+    """Refused 91 for want of capacity before any work: counted, not logged one by one
+    (under overload a line per refusal would add to it)."""
 
     @property
     def approved(self) -> bool:

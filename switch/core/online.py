@@ -148,46 +148,59 @@ def decode_error(exc: wire.OnlineDecodeError) -> wire.Error:
 class IdempotencyEntry(msgspec.Struct, gc=False):
     fingerprint: bytes
     created_s: float
-    response: bytes | None = None
-    """The encoded result, once there is one: a repeat gets these very bytes."""
+    response: bytes
+    """The encoded result: a repeat gets these very bytes."""
 
 
 _fingerprint_encoder: Final = msgspec.msgpack.Encoder()
 
 
-def fingerprint(request: wire.OnlineRequest, digest: Callable[[bytes], bytes]) -> bytes:
-    """A keyed digest of the request's content: two requests with the same id compare
-    by it. It is keyed (``digest`` is an HMAC) because the content holds a card number;
-    CVV2 is left out altogether, so nothing kept can confirm a guess of it."""
+def fingerprint_content(request: wire.OnlineRequest) -> bytes:
+    """What two requests with the same id compare by: the request's content, CVV2 left
+    out (nothing kept may confirm a guess of it). Only its keyed digest is kept, since
+    the content holds a card number."""
     if isinstance(request, wire.Purchase | wire.Balance) and request.card.cvv2 is not None:
         request = msgspec.structs.replace(
             request, card=msgspec.structs.replace(request.card, cvv2=None)
         )
-    return digest(_fingerprint_encoder.encode(request))
+    return _fingerprint_encoder.encode(request)
+
+
+Matches = Callable[[bytes, bytes], bool]
+"""(content, stored keyed digest) -> whether the digest is of that content, under any
+card key still held (``CardVault.matches``)."""
 
 
 class IdempotencyBook:
-    """Results by (merchant, id), kept ``keep_s`` (7 days by default).
+    """Online results by (merchant, id), kept ``keep_s`` (7 days by default).
 
     The in-memory window over the journal, which keeps every result for ``keep_s``:
-    bounded by ``max_entries``, past which the oldest leave memory early (counted in
-    ``statistics()["evicted_early"]``); from then on the online channel asks the
-    journal about an id the window does not hold.
+    bounded by ``max_entries``, past which the oldest results leave memory early
+    (counted in ``statistics()["evicted_early"]``); from then on the online channel asks
+    the journal about an id the window does not hold. A request still in flight is
+    held apart and never leaves early: a repeat of it must be refused, not sent again
+    (there are as many as the connections' windows allow).
     """
 
-    __slots__ = ("_entries", "evicted_early", "keep_s", "max_entries")
+    __slots__ = ("_done", "_in_flight", "evicted_early", "keep_s", "matches", "max_entries")
 
-    def __init__(self, *, keep_s: float, max_entries: int) -> None:
+    def __init__(self, *, keep_s: float, max_entries: int, matches: Matches) -> None:
         self.keep_s = keep_s
         self.max_entries = max_entries
+        self.matches = matches
         self.evicted_early = 0
-        self._entries: OrderedDict[tuple[str, str], IdempotencyEntry] = OrderedDict()
+        self._done: OrderedDict[tuple[str, str], IdempotencyEntry] = OrderedDict()
+        self._in_flight: dict[tuple[str, str], bytes] = {}
 
     def statistics(self) -> dict[str, int]:
-        return {"entries": len(self._entries), "evicted_early": self.evicted_early}
+        return {
+            "entries": len(self._done),
+            "in_flight": len(self._in_flight),
+            "evicted_early": self.evicted_early,
+        }
 
     def _expire(self, now_s: float) -> None:
-        entries = self._entries
+        entries = self._done
         while entries:
             oldest = next(iter(entries.values()))
             if oldest.created_s > now_s - self.keep_s and len(entries) <= self.max_entries:
@@ -197,47 +210,65 @@ class IdempotencyBook:
             entries.popitem(last=False)
 
     def begin(
-        self, merchant_id: str, request_id: str, digest: bytes, *, now_s: float
+        self, merchant_id: str, request_id: str, content: bytes, fingerprint: bytes
     ) -> bytes | None:
-        """Claims the id for a new request and returns None, or returns the stored
-        response of an earlier identical one. A different request under the same id, or
-        one still in flight, is refused with 94."""
+        """Claims the id for a new request (``fingerprint``: the keyed digest of its
+        ``content``) and returns None, or returns the stored response of an earlier
+        identical one. A different request under the same id, or one still in flight,
+        is refused with 94."""
         key = (merchant_id, request_id)
-        entry = self._entries.get(key)
+        claimed = self._in_flight.get(key)
+        if claimed is not None:
+            if not self.matches(content, claimed):
+                raise TransactionRefused(
+                    "94", "this id was used before with different content", field="id"
+                )
+            raise TransactionRefused("94", "a request with this id is in progress", field="id")
+        entry = self._done.get(key)
         if entry is None:
-            self._entries[key] = IdempotencyEntry(fingerprint=digest, created_s=now_s)
-            self._expire(now_s)
+            self._in_flight[key] = fingerprint
             return None
-        if entry.fingerprint != digest:
+        if not self.matches(content, entry.fingerprint):
             raise TransactionRefused(
                 "94", "this id was used before with different content", field="id"
             )
-        if entry.response is None:
-            raise TransactionRefused("94", "a request with this id is in progress", field="id")
         return entry.response
 
     def load(
         self, merchant_id: str, request_id: str, digest: bytes, response: bytes, created_s: float
     ) -> None:
         """An entry from the journal, at start-up (oldest first)."""
-        self._entries[(merchant_id, request_id)] = IdempotencyEntry(
+        self._done[(merchant_id, request_id)] = IdempotencyEntry(
             fingerprint=digest, created_s=created_s, response=response
         )
 
     def expire(self, now_s: float) -> None:
         self._expire(now_s)
 
-    def finish(self, merchant_id: str, request_id: str, response: bytes) -> None:
-        entry = self._entries.get((merchant_id, request_id))
-        if entry is not None:
-            entry.response = response
+    def finish(self, merchant_id: str, request_id: str, response: bytes, *, now_s: float) -> None:
+        """The claimed request has its result, journaled: repeats get it from now on."""
+        key = (merchant_id, request_id)
+        fingerprint = self._in_flight.pop(key, None)
+        if fingerprint is None:
+            return
+        self._done[key] = IdempotencyEntry(
+            fingerprint=fingerprint, created_s=now_s, response=response
+        )
+        self._expire(now_s)
+
+    def remember(
+        self, merchant_id: str, request_id: str, fingerprint: bytes, response: bytes, now_s: float
+    ) -> None:
+        """A result read back from the journal (the window had forgotten it early)."""
+        self._done[(merchant_id, request_id)] = IdempotencyEntry(
+            fingerprint=fingerprint, created_s=now_s, response=response
+        )
+        self._expire(now_s)
 
     def abandon(self, merchant_id: str, request_id: str) -> None:
         """Forgets a claim whose request never reached a result (so a retry may run)."""
-        entry = self._entries.get((merchant_id, request_id))
-        if entry is not None and entry.response is None:
-            del self._entries[(merchant_id, request_id)]
+        self._in_flight.pop((merchant_id, request_id), None)
 
     def stored(self, merchant_id: str, request_id: str) -> bytes | None:
-        entry = self._entries.get((merchant_id, request_id))
+        entry = self._done.get((merchant_id, request_id))
         return None if entry is None else entry.response

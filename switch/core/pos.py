@@ -32,6 +32,33 @@ Fields = Mapping[int, str | bytes]
 ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 """What a response copies from its request (pos-cup.md, "Transactions")."""
 
+MESSAGE_TYPE_CODES: Final[dict[tuple[str, str], str]] = {
+    ("0800", ""): "00",
+    ("0820", ""): "00",
+    ("0200", "31"): "01",
+    ("0200", "00"): "22",
+    ("0200", "20"): "23",
+    ("0220", "20"): "25",
+}
+"""Field 60.1 of each transaction (pos-cup.md's table); a reversal's is its original's."""
+REVERSIBLE_TYPE_CODES: Final = frozenset({"01", "22", "23", "25"})
+
+
+def _check_type_code(reserved: str, mti: str, processing_code: str) -> None:
+    """60.1 must name the transaction the MTI and processing code say it is."""
+    type_code = reserved[:2]
+    if mti == "0400":
+        if type_code in REVERSIBLE_TYPE_CODES:
+            return
+        expected = "that of the original"
+    else:
+        expected = MESSAGE_TYPE_CODES.get((mti, processing_code[:2]), "")
+        if type_code == expected:
+            return
+    raise TransactionRefused(
+        "30", f"field 60.1 is {type_code!r}, not {expected} for this {mti}", field="60"
+    )
+
 
 def response_mti(mti: str) -> str:
     """0200 -> 0210, 0220 -> 0230, 0400 -> 0410, 0800 -> 0810, 0820 -> 0830."""
@@ -65,14 +92,18 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
     reserved = _required(fields, 60)
     batch = reserved[2:8] if len(reserved) >= 8 else "000000"
     if mti == "0800":
+        _check_type_code(reserved, mti, "")
         return SignOn(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti == "0820":
+        _check_type_code(reserved, mti, "")
         return Echo(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti not in ("0200", "0220", "0400"):
         raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
 
     processing_code = _required(fields, 3)
     kind = (mti, processing_code[:2])
+    if kind in MESSAGE_TYPE_CODES or mti == "0400":
+        _check_type_code(reserved, mti, processing_code)
     card = _card(fields)
     currency = validate.numeric_currency(_required(fields, 49), field="49")
     if kind == ("0200", "31"):

@@ -2,15 +2,23 @@
 
 A link connects with backoff, signs on (0800, 70 = 001) before any traffic, echoes
 (0800, 70 = 301) when idle, and carries up to ``window`` requests at once, matched to
-their responses by fields 11 and 41. When every link of a bank is full or down, a
-request is refused at once (91): there is no queue to wait in. A link that drops fails
-its in-flight requests with :class:`LinkDown` and starts over.
+their responses by fields 11 and 41 (41 without its space padding: ans8 on the wire).
+When every window of a bank is full, a request waits in the bank's bounded FIFO for a
+slot (as a host queues for a bank link), at most until its own deadline; a full queue,
+an open circuit or a bank with every link down is refused at once (91). A link that
+drops fails its in-flight requests with :class:`LinkDown` and starts over.
+
+What a bank sends unasked (a response to nothing in flight, a late one, a request of
+its own) is counted and logged at most once a second per link; a link that gets more
+than ``unsolicited_limit_per_s`` of them within a second is dropped and re-established.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Literal
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Literal
 
 import structlog
 import trio
@@ -26,9 +34,13 @@ from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
 log = structlog.get_logger()
 
-BANK_MAX_FRAME_BYTES = 8192
+BANK_MAX_FRAME_BYTES: Final = 8192
 LinkStatus = Literal["down", "connecting", "signing_on", "up"]
 MatchKey = tuple[str, str | None]
+UNSOLICITED_LOG_INTERVAL_S: Final = 1.0
+FRAMES_PER_TURN: Final = 64
+"""Frames a link's reader handles before it lets the other tasks run: a bank that
+floods its link must not hold the event loop."""
 
 
 class LinkDown(SwitchError):
@@ -43,7 +55,8 @@ class LinkNotSent(LinkDown):
 
 
 class BankUnavailable(SwitchError):
-    """Every link of the bank is down or has its window full: answered 91 at once."""
+    """No slot on any of the bank's links for this request: its circuit is open, every
+    link is down, its queue is full, or it waited as long as it may. Answered 91."""
 
     response_code = "91"
 
@@ -69,6 +82,7 @@ class BankLink:
         stans: StanSequence,
         *,
         utc_offset_h: int,
+        on_room: Callable[[], None] = lambda: None,
     ) -> None:
         self.bank = bank
         self.index = index
@@ -77,6 +91,7 @@ class BankLink:
         self._codec = codec
         self._stans = stans
         self._utc_offset_h = utc_offset_h
+        self._on_room = on_room
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
         self.status: LinkStatus = "down"
         self.in_flight = 0
@@ -85,7 +100,12 @@ class BankLink:
         self._last_received = 0.0
         self._up_event = trio.Event()
         self.connects = 0
-        self.late_responses = 0
+        self.unsolicited = 0
+        """Messages from the bank that answered nothing in flight, or asked something."""
+        self.flood_drops = 0
+        self._unsolicited_second = (0.0, 0)  # (when the current second began, count in it)
+        self._unsolicited_logged = 0
+        self._next_unsolicited_log = 0.0
 
     # -- used by the switch, per request ------------------------------------------
 
@@ -96,15 +116,17 @@ class BankLink:
         self.in_flight += 1
         return True
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    @property
+    def has_room(self) -> bool:
+        return self.status == "up" and self.in_flight < self.window
 
     async def exchange(self, mti: str, fields: dict[int, FieldValue]) -> Iso8583Message:
         """Sends a request on a reserved slot and waits for its response.
 
         The caller holds the deadline (a cancel scope); when it fires, the request is
-        forgotten here and a response arriving later is logged as late and dropped.
-        Raises LinkDown if the link drops first. The caller releases the slot.
+        forgotten here and a response arriving later is counted as unsolicited.
+        Raises LinkNotSent if it could not be sent, LinkDown if the link drops after.
+        The caller releases the slot (``BankConnector.release``).
         """
         if self.status != "up":
             raise LinkNotSent(f"link {self.bank}/{self.index} is down")
@@ -145,7 +167,8 @@ class BankLink:
             "window": self.window,
             "pending": len(self._pending),
             "connects": self.connects,
-            "late_responses": self.late_responses,
+            "unsolicited": self.unsolicited,
+            "flood_drops": self.flood_drops,
         }
 
     # -- the link's own task -------------------------------------------------------
@@ -158,6 +181,7 @@ class BankLink:
         with bound(bank=self.bank, link=self.index):
             while True:
                 self.status = "connecting"
+                flooded = False
                 try:
                     with trio.fail_after(self.config.connect_timeout_s):
                         stream = await trio.open_tcp_stream(self.config.host, self.config.port)
@@ -166,13 +190,18 @@ class BankLink:
                     async with stream:
                         await self._serve(stream)
                 except* _LINK_FAILURES as group:
-                    log.warning("link_down", reason=_reason(_first_leaf(group)))
+                    leaf = _first_leaf(group)
+                    flooded = isinstance(leaf, _Flooded)
+                    log.warning("link_down", reason=_reason(leaf))
                 finally:
                     self._fail_pending(f"link {self.bank}/{self.index} dropped")
                     self.status = "down"
                     self._writer = None
-                if self._up_event.is_set():  # it had signed on: start the backoff over
-                    backoff = self.config.reconnect_min_s
+                # A link that signed on starts its backoff over, unless the bank flooded
+                # it: then it backs off as if it had never come up.
+                if self._up_event.is_set():
+                    if not flooded:
+                        backoff = self.config.reconnect_min_s
                     self._up_event = trio.Event()
                 await trio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
@@ -191,6 +220,7 @@ class BankLink:
             self.status = "up"
             self._up_event.set()
             log.info("link_signed_on")
+            self._on_room()
             await self._keep_alive()
 
     async def _sign_on(self) -> None:
@@ -222,12 +252,16 @@ class BankLink:
     async def _network_exchange(self, code: str) -> Iso8583Message:
         stan = self._stans.next()
         mti, fields = bankmsg.network_request(code, stan, Stamp.now(self._utc_offset_h))
-        return await self._exchange(mti, fields)
+        response = await self._exchange(mti, fields)
+        if response.mti != "0810":
+            raise LinkDown(f"bank answered {response.mti} to an 0800 (70 = {code})")
+        return response
 
     async def _read_responses(self, reader: FrameReader) -> None:
         """Matches every frame from the bank to its request. When the bank closes the
         link or sends what does not decode, raising ends the whole connection."""
         codec = self._codec
+        handled = 0
         while True:
             frame = await reader.receive_frame()
             if frame is None:
@@ -235,27 +269,55 @@ class BankLink:
             self._last_received = trio.current_time()
             self._dispatch(codec.decode(frame))
             del frame  # a quiet link holds nothing of its last response (card data)
+            handled += 1
+            if handled % FRAMES_PER_TURN == 0:
+                await trio.lowlevel.checkpoint()
 
     def _dispatch(self, message: Iso8583Message) -> None:
-        """Hands a response to the request waiting for it (a late one is logged and
-        dropped); a request from the bank is answered here."""
+        """Hands a response to the request waiting for it (its MTI is for the waiter to
+        judge); what answers nothing in flight is counted, and a request from the bank
+        is answered here."""
         if message.mti[2] in "02468":
+            self._unsolicited(message)
             self._answer_bank_request(message)
             return
         fields = message.fields
         waiter = self._pending.pop((str(fields.get(11)), _terminal(fields)), None)
         if waiter is None:
-            self.late_responses += 1
+            self._unsolicited(message)
+            return
+        waiter.response = message
+        waiter.event.set()
+
+    def _unsolicited(self, message: Iso8583Message) -> None:
+        """Counts a message that answered nothing in flight (late, or never asked) or
+        asked something; logs at most one line a second for them; past the limit, the
+        link is dropped (raised through the reader)."""
+        self.unsolicited += 1
+        now = trio.current_time()
+        began, count = self._unsolicited_second
+        if now - began >= 1.0:
+            began, count = now, 0
+        count += 1
+        self._unsolicited_second = (began, count)
+        if now >= self._next_unsolicited_log:
+            fields = message.fields
             log.warning(
-                "bank_response_late",
+                "bank_unsolicited",
+                count=self.unsolicited - self._unsolicited_logged,
                 mti=message.mti,
                 bank_stan=fields.get(11),
                 rrn=fields.get(37),
                 code=fields.get(39),
             )
-            return
-        waiter.response = message
-        waiter.event.set()
+            self._unsolicited_logged = self.unsolicited
+            self._next_unsolicited_log = now + UNSOLICITED_LOG_INTERVAL_S
+        if count > self.config.unsolicited_limit_per_s:
+            self.flood_drops += 1
+            raise _Flooded(
+                f"bank sent more than {self.config.unsolicited_limit_per_s} unsolicited "
+                "messages in a second"
+            )
 
     def _answer_bank_request(self, message: Iso8583Message) -> None:
         """A bank may test the link too: answer its 0800 echo; refuse anything else."""
@@ -285,6 +347,10 @@ class BankLink:
             waiter.event.set()
 
 
+class _Flooded(LinkDown):
+    """The bank sent more unsolicited messages than the limit: the link is dropped."""
+
+
 _LINK_FAILURES = (
     OSError,
     trio.TooSlowError,
@@ -304,16 +370,27 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _terminal(fields: dict[int, FieldValue]) -> str | None:
+    """Field 41 as a match key: without the space padding of ans8, which a bank echoes
+    while the switch's own request holds the terminal's id as given."""
     terminal = fields.get(41)
-    return terminal if isinstance(terminal, str) else None
+    return terminal.rstrip(" ") if isinstance(terminal, str) else None
 
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+class _LinkWaiter:
+    __slots__ = ("event", "link")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.link: BankLink | None = None
+
+
 class BankConnector:
-    """All links to one bank, and the choice of link for each request."""
+    """All links to one bank, the choice of link for each request, the FIFO of those
+    waiting for a slot, and the bank's circuit."""
 
     def __init__(
         self,
@@ -328,13 +405,25 @@ class BankConnector:
         self.config = config
         self.stans = stans or StanSequence()
         self.links = [
-            BankLink(name, index, config, codec, self.stans, utc_offset_h=utc_offset_h)
+            BankLink(
+                name,
+                index,
+                config,
+                codec,
+                self.stans,
+                utc_offset_h=utc_offset_h,
+                on_room=self._hand_out,
+            )
             for index in range(config.links)
         ]
         self._next_link = 0
+        self._waiting: deque[_LinkWaiter] = deque()
         self._timeouts_in_a_row = 0
         self._open_until: float | None = None
         self._probing = False
+        self.queued_total = 0
+        self.refused_queue_full = 0
+        self.expired = 0
 
     # -- the circuit: a bank that keeps timing out is refused at once for a while ----
 
@@ -367,6 +456,7 @@ class BankConnector:
             self._open_until = trio.current_time() + self.config.circuit_open_s
             self._probing = False
             log.warning("circuit_opened", bank=self.name, timeouts=self._timeouts_in_a_row)
+            self._refuse_waiting()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs every link; reports started at once (a bank that is down must not stop
@@ -381,17 +471,66 @@ class BankConnector:
         for link in self.links:
             await link.wait_up()
 
-    def has_room(self) -> bool:
-        """Whether a request could take a slot now (without taking it)."""
-        if self._circuit_refuses():
-            return False
-        return any(link.status == "up" and link.in_flight < link.window for link in self.links)
+    # -- slots -------------------------------------------------------------------
 
-    def reserve_link(self) -> BankLink:
-        """A link with room in its window, taking its slot; round robin so load spreads.
-        Raises BankUnavailable (91) at once when every link is down or full."""
+    def try_reserve_link(self) -> BankLink | None:
+        """A link with room in its window, taking its slot (round robin, so load
+        spreads), or None when none has room now or others wait before this one.
+        Raises BankUnavailable when the bank refuses at once (circuit open)."""
         if self._circuit_refuses():
             raise BankUnavailable(f"bank {self.name}: circuit open")
+        if self._waiting:
+            return None
+        return self._reserve_any()
+
+    async def acquire_link(self, *, deadline: float) -> BankLink:
+        """A link slot, waiting in the bank's FIFO when every window is full, until
+        ``deadline`` (trio time) at most. BankUnavailable at once when the circuit is
+        open, every link is down or the queue is full; when the deadline passes."""
+        link = self.try_reserve_link()
+        if link is not None:
+            return link
+        if not any(candidate.status == "up" for candidate in self.links):
+            raise BankUnavailable(f"bank {self.name}: every link is down")
+        if len(self._waiting) >= self.config.queue:
+            self.refused_queue_full += 1
+            raise BankUnavailable(f"bank {self.name}: {len(self._waiting)} requests queued")
+        waiter = _LinkWaiter()
+        self._waiting.append(waiter)
+        self.queued_total += 1
+        try:
+            with trio.move_on_at(deadline):
+                await waiter.event.wait()
+        except BaseException:
+            if waiter.link is not None:  # handed a slot, then cancelled before it ran on
+                self.release(waiter.link)
+            raise
+        finally:
+            if waiter.link is None and not waiter.event.is_set():
+                self._waiting.remove(waiter)
+        if waiter.link is None:
+            if waiter.event.is_set():
+                raise BankUnavailable(f"bank {self.name}: circuit open")
+            self.expired += 1
+            raise BankUnavailable(f"bank {self.name}: no link slot within the wait allowed")
+        return waiter.link
+
+    def release(self, link: BankLink) -> None:
+        """A request is done with its slot: it goes to the first waiting, if any."""
+        link.in_flight -= 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Slots with room go to those waiting, in order (a slot freed, a link up)."""
+        while self._waiting:
+            link = self._reserve_any()
+            if link is None:
+                return
+            waiter = self._waiting.popleft()
+            waiter.link = link
+            waiter.event.set()
+
+    def _reserve_any(self) -> BankLink | None:
         # Half-open: past circuit_open_s, this one request finds out whether it is back.
         probe = self._open_until is not None
         links = self.links
@@ -403,11 +542,19 @@ class BankConnector:
                 self._next_link = (start + offset + 1) % count
                 self._probing = probe
                 return link
-        raise BankUnavailable(f"bank {self.name}: every link is down or its window is full")
+        return None
+
+    def _refuse_waiting(self) -> None:
+        while self._waiting:
+            self._waiting.popleft().event.set()  # set without a link: refused
 
     def statistics(self) -> dict[str, object]:
         return {
             "bank": self.name,
             "circuit_open": self.circuit_open(),
+            "queued": len(self._waiting),
+            "queued_total": self.queued_total,
+            "refused_queue_full": self.refused_queue_full,
+            "expired": self.expired,
             "links": [link.statistics() for link in self.links],
         }

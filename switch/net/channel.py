@@ -2,23 +2,29 @@
 connection, and a drain for graceful shutdown.
 
 A channel's protocol (POS or online) turns each frame into either an immediate answer
-or a piece of work; this module runs the work concurrently up to the connection's cap
-and the switch's, answers "busy" (91) at once beyond them (a retry sent the moment its
-91 arrived first waits briefly for room), and keeps one peer's trouble inside its own
-connection.
+or a piece of work; this module runs the work concurrently up to the connection's
+window and keeps one peer's trouble inside its own connection. A connection whose
+window is full is simply not read until a request ends: a pipelining peer is slowed
+down by TCP, not refused (switch-wide capacity is the switchboard's admission, which
+queues and refuses fairly across connections). Immediate answers (sign-on, echo test,
+format errors) are rate-limited per connection the same way: a peer in a loop of them
+slows itself down, not the switch.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import math
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
+import msgspec
 import structlog
 import trio
 
 from switch.config import ListenerSection
-from switch.core.model import Outcome, Request
+from switch.core.admission import RETRY_WINDOW_S
+from switch.core.model import Origin, Outcome, Request
+from switch.core.ratelimit import TokenBucket
 from switch.errors import FramingError
 from switch.net.framed import FrameReader, FrameWriter
 from switch.wire.framing import LengthPrefixedFramer
@@ -27,23 +33,23 @@ log = structlog.get_logger()
 
 Work = TypeVar("Work")
 
-WRITER_DRAIN_S = 5.0
+WRITER_DRAIN_S: Final = 5.0
 """How long a closing connection may take to flush its last answers."""
-SHED_LOG_INTERVAL_S = 1.0
-RETRY_WINDOW_S = 0.25
-"""A transaction read this soon after its connection was answered 91, and not already
-sent behind the refused one, is a retry in a loop (a person retrying takes seconds).
-Not less: measured when read, the gap includes the event loop's lag, and in a storm of
-refusals (4,096 terminals in a loop) a window of 50 ms let most retries through on the
-lag alone, refused at once, which kept the storm going (goodput 210/s against 1,857/s).
-The bench's open-loop overload, whose terminals come back after ~0.45 s: none held."""
-RETRY_HOLD_S = 1.0
-"""How long such a retry waits for a transaction to finish, while the switch is full,
-before it is answered 91 again."""
+SHED_LOG_INTERVAL_S: Final = 1.0
+IMMEDIATE_ANSWERS_PER_S: Final = 10.0
+IMMEDIATE_ANSWERS_BURST: Final = 20.0
+"""Sign-ons, echo tests and format errors a connection is answered at once; beyond
+this rate its next frames are read more slowly (a terminal sends a few an hour)."""
 
 
 class CloseConnection(Exception):
     """The peer sent what cannot be answered: close this connection, nothing else."""
+
+
+class Reply(msgspec.Struct, frozen=True, gc=False):
+    payload: bytes
+    shed: bool = False
+    """A 91 for want of capacity: counted and logged once a second, not one by one."""
 
 
 class ChannelProtocol(Protocol[Work]):
@@ -52,79 +58,23 @@ class ChannelProtocol(Protocol[Work]):
     name: str
     prefix_bytes: int
 
-    def accept(self, frame: bytes, received_at: float) -> Work | bytes:
+    def accept(self, frame: bytes, origin: Origin) -> Work | bytes:
         """Decodes a frame into work, or an immediate answer (payload bytes).
         Raises CloseConnection when the frame cannot be answered at all."""
         ...
 
-    def busy(self, work: Work) -> bytes:
-        """The immediate 91 answer when the connection's or the switch's window is full.
-        It costs as little as possible and is not logged one by one: the listener logs
-        how many it shed, once a second (a log line per refusal would add to overload)."""
-        ...
-
-    async def respond(self, work: Work) -> bytes | None:
-        """Processes the work; the answer's payload, or None for no answer."""
+    async def respond(self, work: Work) -> Reply | None:
+        """Processes the work; the answer, or None for no answer."""
         ...
 
 
-class Admission:
-    """The switch-wide count of transactions in progress, shared by every listener."""
-
-    __slots__ = ("_room", "_waiting", "in_flight", "limit", "refused")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self.refused = 0
-        self._room = trio.lowlevel.ParkingLot()
-        self._waiting = 0
-
-    @property
-    def full(self) -> bool:
-        return self.in_flight >= self.limit
-
-    def try_admit(self) -> bool:
-        if self.in_flight >= self.limit:
-            self.refused += 1
-            return False
-        self.in_flight += 1
-        return True
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        if self._waiting:
-            self._room.unpark()
-
-    async def wait_for_room(self) -> None:
-        """Returns once a transaction could be admitted: at once if one can now, else
-        when one finishes (those waiting longest first). Bounded by the caller."""
-        while self.full:
-            self._waiting += 1
-            try:
-                await self._room.park()
-            finally:
-                self._waiting -= 1
-
-    def statistics(self) -> dict[str, int]:
-        return {
-            "in_flight": self.in_flight,
-            "limit": self.limit,
-            "refused": self.refused,
-            "retries_held": self._waiting,
-        }
+_connection_ids = itertools.count(1)
 
 
 class ChannelServer(Generic[Work]):
-    def __init__(
-        self,
-        config: ListenerSection,
-        protocol: ChannelProtocol[Work],
-        admission: Admission | None = None,
-    ) -> None:
+    def __init__(self, config: ListenerSection, protocol: ChannelProtocol[Work]) -> None:
         self.config = config
         self.protocol = protocol
-        self.admission = admission or Admission(limit=1 << 30)
         self.port = 0
         self.connections = 0
         self.refused = 0
@@ -135,6 +85,9 @@ class ChannelServer(Generic[Work]):
         self.shed = 0
         self._shed_logged = 0
         self._next_shed_log = 0.0
+        self.slowed = 0
+        """Times a connection's reading was held back: its window full, or immediate
+        answers over their rate."""
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listens until drained (or cancelled); returns once every connection ended.
@@ -174,7 +127,7 @@ class ChannelServer(Generic[Work]):
             "connections": self.connections,
             "refused": self.refused,
             "shed": self.shed,
-            "admission": self.admission.statistics(),
+            "slowed": self.slowed,
         }
 
     async def _handle(self, stream: trio.SocketStream) -> None:
@@ -229,11 +182,22 @@ class ChannelServer(Generic[Work]):
 
 
 class _Connection(Generic[Work]):
-    """One peer's requests: read, admitted (or answered at once), run, answered. Its
-    state is held here rather than in a closure's cells: on an idle connection, which
-    is most of them, that was 12 cells and a function, about 0.8 KB."""
+    """One peer's requests: read, answered at once or run, answered. Its state is held
+    here rather than in a closure's cells: on an idle connection, which is most of
+    them, that was 12 cells and a function, about 0.8 KB."""
 
-    __slots__ = ("_all_answered", "_framer", "_in_flight", "_read_scope", "_server", "_writer")
+    __slots__ = (
+        "_all_answered",
+        "_framer",
+        "_id",
+        "_immediate",
+        "_in_flight",
+        "_read_scope",
+        "_refused_at",
+        "_room",
+        "_server",
+        "_writer",
+    )
 
     def __init__(
         self, server: ChannelServer[Work], writer: FrameWriter, framer: LengthPrefixedFramer
@@ -241,8 +205,12 @@ class _Connection(Generic[Work]):
         self._server = server
         self._writer = writer
         self._framer = framer
+        self._id = next(_connection_ids)
         self._in_flight = 0
+        self._refused_at = -math.inf
         self._all_answered: trio.Event | None = None  # made only if reading ends first
+        self._room: trio.Event | None = None  # made only while the window is full
+        self._immediate: TokenBucket | None = None  # made at the first immediate answer
         self._read_scope = trio.CancelScope()
 
     async def serve(self, reader: FrameReader, requests: trio.Nursery) -> None:
@@ -250,35 +218,31 @@ class _Connection(Generic[Work]):
         reading is stopped; returns once every request started has been answered."""
         server = self._server
         protocol = server.protocol
-        admission = server.admission
+        channel = protocol.name
         cap = server.config.max_in_flight_per_connection
         writer, framer = self._writer, self._framer
         write_deadline_s = server.config.write_deadline_s
         read_scope = self._read_scope
-        refused_at = -math.inf
         with read_scope:
             server._read_scopes.add(read_scope)
             try:
                 while True:
-                    sent_behind = framer.buffered_bytes > 0  # before the last answer went
+                    if self._in_flight >= cap:  # its window is full: read on when one ends
+                        server.slowed += 1
+                        self._room = trio.Event()
+                        await self._room.wait()
                     frame = await reader.receive_frame()
                     if frame is None:
                         break
                     received_at = trio.current_time()
-                    work = protocol.accept(frame, received_at)
+                    retry = received_at - self._refused_at < RETRY_WINDOW_S
+                    work = protocol.accept(frame, Origin(channel, self._id, received_at, retry))
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
+                        await self._pace_immediate_answers(received_at)
                     else:
-                        if received_at - refused_at < RETRY_WINDOW_S and not sent_behind:
-                            await self._hold_retry(work)
-                        if self._in_flight >= cap or not admission.try_admit():
-                            server._shed()
-                            busy = framer.frame(protocol.busy(work))
-                            await _answer(writer, busy, write_deadline_s)
-                            refused_at = trio.current_time()
-                        else:
-                            self._in_flight += 1
-                            requests.start_soon(self._run, work)
+                        self._in_flight += 1
+                        requests.start_soon(self._run, work)
                     # Waiting for the next request, hold nothing of this one: its
                     # decoded fields (the clear card number among them) would live as
                     # long as an idle terminal stays connected.
@@ -301,32 +265,27 @@ class _Connection(Generic[Work]):
             self._all_answered = trio.Event()
             await self._all_answered.wait()
 
-    async def _hold_retry(self, work: Work) -> None:
-        """A peer that resends the moment it reads its 91 would be refused in a loop,
-        and a few such peers take the event loop from the transactions in progress (a
-        closed loop of 256 terminals against a cap of 128 lost two thirds of the
-        goodput). Its retry waits for room, at most RETRY_HOLD_S; nothing else is ever
-        held."""
-        server = self._server
-        try:
-            with trio.move_on_after(RETRY_HOLD_S):
-                await server.admission.wait_for_room()
-        except trio.Cancelled:
-            # Reading stops (the switch drains): this retry was read, so it is answered,
-            # not dropped with what is still unread. Without waiting: it is cancelled.
-            server._shed()
-            with contextlib.suppress(
-                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
-                self._writer.send_nowait(self._framer.frame(server.protocol.busy(work)))
-            raise
+    async def _pace_immediate_answers(self, now: float) -> None:
+        """Beyond their rate, the next frame is read only once a token is there."""
+        bucket = self._immediate
+        if bucket is None:
+            bucket = self._immediate = TokenBucket(
+                rate_per_s=IMMEDIATE_ANSWERS_PER_S, burst=IMMEDIATE_ANSWERS_BURST
+            )
+        if not bucket.take(now):
+            self._server.slowed += 1
+            await trio.sleep(bucket.wait_s(now))
+            bucket.take(trio.current_time())
 
     async def _run(self, work: Work) -> None:
         try:
             server = self._server
-            answer = await server.protocol.respond(work)
-            if answer is not None:
-                frame = self._framer.frame(answer)
+            reply = await server.protocol.respond(work)
+            if reply is not None:
+                if reply.shed:
+                    server._shed()
+                    self._refused_at = trio.current_time()
+                frame = self._framer.frame(reply.payload)
                 await _answer(self._writer, frame, server.config.write_deadline_s)
         except CloseConnection as exc:
             log.warning("connection_closed", reason=str(exc))
@@ -339,7 +298,9 @@ class _Connection(Generic[Work]):
             self._read_scope.cancel()
         finally:
             self._in_flight -= 1
-            self._server.admission.release()
+            if self._room is not None:
+                self._room.set()
+                self._room = None
             if self._in_flight == 0 and self._all_answered is not None:
                 self._all_answered.set()
 
@@ -404,5 +365,14 @@ def log_transaction(
         latency_ms=round((trio.current_time() - received_at) * 1000, 3),
         journal_ms=outcome.journal_ms,
         bank_ms=outcome.bank_ms,
-        **({"reason": outcome.message} if outcome.code != "00" and outcome.message else {}),
+        **_reason(outcome),
     )
+
+
+def _reason(outcome: Outcome) -> dict[str, str]:
+    """Why a transaction was not approved, for the operator: the internal detail when
+    there is one (the client only ever sees the message)."""
+    if outcome.code == "00":
+        return {}
+    reason = outcome.detail or outcome.message
+    return {"reason": reason} if reason else {}

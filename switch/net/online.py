@@ -8,29 +8,34 @@ import time
 import msgspec
 
 from switch.core import online
+from switch.core.changes import Change, OnlineResultKept
 from switch.core.clock import Stamp
-from switch.core.model import KIND_NAMES, Outcome, Request
+from switch.core.lifecycle import Cards
+from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
 from switch.errors import TransactionRefused
-from switch.net.channel import log_transaction
+from switch.net.channel import Reply, log_transaction
 from switch.net.switchboard import Switchboard
-from switch.store.crypto import CardVault
-from switch.store.port import Change, OnlineResultKept
+from switch.store.port import JournalError
 from switch.wire import online as wire
 
 
 class OnlineWork(msgspec.Struct, gc=False):
     message: wire.Purchase | wire.Balance | wire.Void | wire.Refund
     request: Request
+    content: bytes
+    """What a repeat of its id must match (online.fingerprint_content)."""
     fingerprint: bytes
+    """The keyed digest of ``content``, which is what is kept."""
     stamp: Stamp
-    received_at: float
+    origin: Origin
 
 
 class StatusWork(msgspec.Struct, gc=False):
     """A status query the in-memory window cannot answer: the journal may."""
 
     message: wire.Status
+    origin: Origin
 
 
 class OnlineProtocol:
@@ -41,19 +46,20 @@ class OnlineProtocol:
         self,
         switchboard: Switchboard,
         idempotency: online.IdempotencyBook,
-        vault: CardVault,
+        cards: Cards,
         *,
         terminal_id: str,
         utc_offset_h: int,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
-        self.vault = vault
+        self.cards = cards
         self.terminal_id = terminal_id
         self.utc_offset_h = utc_offset_h
         self._stans = StanSequence()
 
-    def accept(self, frame: bytes, received_at: float) -> OnlineWork | StatusWork | bytes:
+    def accept(self, frame: bytes, origin: Origin) -> OnlineWork | StatusWork | bytes:
+        received_at = origin.received_at
         try:
             message = wire.decode_request(frame)
         except wire.OnlineDecodeError as exc:
@@ -63,12 +69,13 @@ class OnlineProtocol:
         if isinstance(message, wire.Status):
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
             if stored is None and self.idempotency.evicted_early:
-                return StatusWork(message)  # forgotten early here: the journal has it
+                return StatusWork(message, origin)  # forgotten early here: the journal has it
             return self._status(message, stored)
         merchant_id, request_id = message.merchant_id, message.id
-        fingerprint = online.fingerprint(message, self.vault.digest)
+        content = online.fingerprint_content(message)
+        fingerprint = self.cards.digest(content)
         try:
-            stored = self.idempotency.begin(merchant_id, request_id, fingerprint, now_s=time.time())
+            stored = self.idempotency.begin(merchant_id, request_id, content, fingerprint)
         except TransactionRefused as exc:
             return self._refuse(message, exc, received_at)
         if stored is not None:
@@ -82,35 +89,35 @@ class OnlineProtocol:
             # request and send it again under the same id.
             self.idempotency.abandon(merchant_id, request_id)
             return self._refuse(message, exc, received_at)
-        return OnlineWork(message, request, fingerprint, Stamp.now(self.utc_offset_h), received_at)
+        stamp = Stamp.now(self.utc_offset_h)
+        return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
-    def busy(self, work: OnlineWork | StatusWork) -> bytes:
-        if isinstance(work, OnlineWork):
-            self.idempotency.abandon(work.message.merchant_id, work.message.id)
-        refusal = TransactionRefused("91", "busy: too many requests in flight")
-        return wire.encode_response(online.refusal(work.message.id, refusal))
-
-    async def respond(self, work: OnlineWork | StatusWork) -> bytes:
+    async def respond(self, work: OnlineWork | StatusWork) -> Reply:
         if isinstance(work, StatusWork):
             status = work.message
-            entry = await self._journal_entry(status.merchant_id, status.original_id)
-            return self._status(status, entry[1] if entry is not None else None)
+            try:
+                entry = await self.switchboard.journal.online_result(
+                    status.merchant_id, status.original_id
+                )
+            except JournalError:
+                error = wire.Error(id=status.id, code="96", message="system malfunction")
+                return Reply(wire.encode_response(error))
+            return Reply(self._status(status, entry.response if entry is not None else None))
         message = work.message
         if self.idempotency.evicted_early:
             # The in-memory window has forgotten some ids before their time: the
             # journal, which keeps them all, has the last word on this one.
-            earlier = await self._journaled_result(message, work.fingerprint)
+            earlier = await self._journaled_result(work)
             if earlier is not None:
-                return earlier
+                return Reply(earlier)
         kept: list[bytes] = []
 
         def keep_result(outcome: Outcome) -> list[Change]:
-            """The result, journaled with the outcome so a retry finds it after a
-            restart; not when nothing reached a bank (a retry is then safe)."""
+            """The result, journaled with an outcome that reached a bank, so a repeat
+            finds it after a restart (what never reached one is not kept: a retry is
+            then safe)."""
             payload = wire.encode_response(online.result(message, outcome))
             kept.append(payload)
-            if outcome.code == "91" and outcome.bank_stan is None:
-                return []
             return [
                 OnlineResultKept(
                     merchant_id=message.merchant_id,
@@ -122,42 +129,44 @@ class OnlineProtocol:
             ]
 
         try:
-            outcome = await self.switchboard.process(work.request, work.stamp, keep_result)
+            outcome = await self.switchboard.process(
+                work.request, work.stamp, work.origin, keep_result
+            )
         except BaseException:
             self.idempotency.abandon(message.merchant_id, message.id)
             raise
         payload = wire.encode_response(online.result(message, outcome))
-        if kept and kept[-1] == payload and (outcome.code != "91" or outcome.bank_stan):
-            self.idempotency.finish(message.merchant_id, message.id, payload)
+        if kept and kept[-1] == payload:
+            self.idempotency.finish(message.merchant_id, message.id, payload, now_s=time.time())
         else:  # not journaled (nothing reached a bank, or the journal failed)
             self.idempotency.abandon(message.merchant_id, message.id)
-        log_transaction(
-            work.request,
-            outcome,
-            channel=self.name,
-            kind=KIND_NAMES[type(work.request)],
-            received_at=work.received_at,
-        )
-        return payload
+        if not outcome.shed:
+            log_transaction(
+                work.request,
+                outcome,
+                channel=self.name,
+                kind=KIND_NAMES[type(work.request)],
+                received_at=work.origin.received_at,
+            )
+        return Reply(payload, shed=outcome.shed)
 
-    async def _journaled_result(
-        self, message: wire.Purchase | wire.Balance | wire.Void | wire.Refund, fingerprint: bytes
-    ) -> bytes | None:
-        entry = await self._journal_entry(message.merchant_id, message.id)
+    async def _journaled_result(self, work: OnlineWork) -> bytes | None:
+        message = work.message
+        try:
+            entry = await self.switchboard.journal.online_result(message.merchant_id, message.id)
+        except JournalError:
+            return None  # the switchboard's own journal use will say what is wrong
         if entry is None:
             return None
-        digest, response = entry
-        if digest != fingerprint:
+        if not self.cards.matches(work.content, entry.fingerprint):
             self.idempotency.abandon(message.merchant_id, message.id)
             refusal = TransactionRefused("94", "this id was used before with different content")
             return wire.encode_response(online.refusal(message.id, refusal))
-        self.idempotency.finish(message.merchant_id, message.id, response)
-        return response
-
-    async def _journal_entry(self, merchant_id: str, online_id: str) -> tuple[bytes, bytes] | None:
-        """The (fingerprint, response) the journal keeps for an id, if any."""
-        entry = await self.switchboard.journal.online_result(merchant_id, online_id)
-        return None if entry is None else (entry.fingerprint, entry.response)
+        self.idempotency.abandon(message.merchant_id, message.id)
+        self.idempotency.remember(
+            message.merchant_id, message.id, entry.fingerprint, entry.response, time.time()
+        )
+        return entry.response
 
     def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:

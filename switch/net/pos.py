@@ -8,11 +8,11 @@ import trio
 
 from switch.core import pos
 from switch.core.clock import Stamp
-from switch.core.model import KIND_NAMES, Echo, Outcome, Request, SignOn
+from switch.core.model import KIND_NAMES, Echo, Origin, Outcome, Request, SignOn
 from switch.errors import MessageDecodeError, MessageEncodeError, TransactionRefused
-from switch.net.channel import CloseConnection, log_transaction
+from switch.net.channel import CloseConnection, Reply, log_transaction
 from switch.net.switchboard import Switchboard
-from switch.wire.framing import PosEnvelope, join_pos_frame, split_pos_frame
+from switch.wire.framing import TPDU_ID, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
 REQUEST_CLASSES = "0246"
@@ -25,7 +25,7 @@ class PosWork(msgspec.Struct, gc=False):
     message: Iso8583Message
     request: Request
     stamp: Stamp
-    received_at: float
+    origin: Origin
 
 
 class PosProtocol:
@@ -45,8 +45,12 @@ class PosProtocol:
         self.acquirer_id = acquirer_id
         self.utc_offset_h = utc_offset_h
 
-    def accept(self, frame: bytes, received_at: float) -> PosWork | bytes:
+    def accept(self, frame: bytes, origin: Origin) -> PosWork | bytes:
         envelope, data = split_pos_frame(frame)
+        if envelope.tpdu[0] != TPDU_ID:
+            # Not pos-cup.md's frame at all: nothing in it can be trusted to answer.
+            raise CloseConnection(f"TPDU id {envelope.tpdu[0]:#04x}, not {TPDU_ID:#04x}")
+        received_at = origin.received_at
         stamp = Stamp.now(self.utc_offset_h)
         try:
             message = self.codec.decode(data)
@@ -72,18 +76,15 @@ class PosProtocol:
             outcome = self.switchboard.network_management(request, stamp)
             self._log(request, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
-        return PosWork(envelope, message, request, stamp, received_at)
+        return PosWork(envelope, message, request, stamp, origin)
 
-    def busy(self, work: PosWork) -> bytes:
-        outcome = Outcome(code="91", message="busy: too many requests in flight")
+    async def respond(self, work: PosWork) -> Reply:
         message = work.message
-        return self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
-
-    async def respond(self, work: PosWork) -> bytes:
-        message = work.message
-        outcome = await self.switchboard.process(work.request, work.stamp)
-        self._log(work.request, outcome, message, work.received_at)
-        return self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
+        outcome = await self.switchboard.process(work.request, work.stamp, work.origin)
+        if not outcome.shed:  # refusals at the door are counted, not logged one by one
+            self._log(work.request, outcome, message, work.origin.received_at)
+        payload = self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
+        return Reply(payload, shed=outcome.shed)
 
     def _format_error(
         self, envelope: PosEnvelope, exc: MessageDecodeError, stamp: Stamp, received_at: float

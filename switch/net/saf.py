@@ -2,16 +2,24 @@
 journal until the bank answers them.
 
 Each reversal has its own schedule (exponential backoff with jitter), and several are
-in flight at once, so one that keeps failing never holds back the others; after
-``max_attempts`` it waits in state ``manual`` until an operator retries it
-(``switch saf retry ID``, which the task sees at its next poll). The first attempt is a
-0400; repeats are 0401.
+in flight at once, so one that keeps failing never holds back the others. Only
+attempts that reached the bank count: the first one sent is a 0400, repeats are 0401,
+and after ``max_attempts`` sent without an answer of 00 it waits in state ``manual``
+until an operator retries it (``switch saf retry ID``, seen at the next poll). One
+that could not be sent (the bank's circuit open, its links down or full) is tried
+again later as if it had never been tried.
+
+When the journal itself fails, a reversal the switch owes is kept in memory instead
+(``reverse_unjournaled``) and delivered the same way; its record in the journal still
+says ``sending``, so if the switch stops first, the next start reverses it again (a
+bank applies a reversal once, however often it is sent).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from typing import Final
 
 import structlog
@@ -21,16 +29,44 @@ from switch.config import SafSection
 from switch.core import bank as bankmsg
 from switch.core.bank import Institution
 from switch.core.book import TxnRecord
+from switch.core.changes import SafState
 from switch.core.clock import Stamp
-from switch.errors import SwitchError
-from switch.net.bank_link import BankConnector, LinkNotSent
-from switch.store.crypto import CardVault
-from switch.store.port import Journal, JournalError, ReversalAttempted, SafState
+from switch.core.lifecycle import Cards
+from switch.errors import CardDataUnreadable, SwitchError
+from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent
+from switch.store.port import Journal, JournalError, ReversalAttempted, TxnUpdated
 
 log = structlog.get_logger()
 
 BANK_ANSWERED: Final = "00"
 """bank-h2h.md: a bank answers every reversal 00, even of what it never saw."""
+UNJOURNALED_LIMIT: Final = 10_000
+"""Reversals kept in memory at most while the journal fails; past it the oldest is
+left to the next start's recovery (its journal record says ``sending``)."""
+JOURNAL_TROUBLE_LOG_S: Final = 10.0
+
+
+class _Unjournaled:
+    """A reversal owed while the journal cannot record it."""
+
+    __slots__ = ("attempts", "next_attempt_at", "reason", "record")
+
+    def __init__(self, record: TxnRecord, reason: str) -> None:
+        self.record = record
+        self.reason = reason
+        self.attempts = 0
+        self.next_attempt_at = 0.0
+
+
+class _Sent:
+    """What one attempt gave: the bank's answer (or why there was none), and whether
+    the reversal reached the bank at all."""
+
+    __slots__ = ("result", "sent")
+
+    def __init__(self, result: str, *, sent: bool) -> None:
+        self.result = result
+        self.sent = sent
 
 
 class ReversalForwarder:
@@ -38,7 +74,7 @@ class ReversalForwarder:
         self,
         connector: BankConnector,
         journal: Journal,
-        vault: CardVault,
+        cards: Cards,
         institution: Institution,
         config: SafSection,
         *,
@@ -47,25 +83,40 @@ class ReversalForwarder:
         self.connector = connector
         self.bank = connector.name
         self.journal = journal
-        self.vault = vault
+        self.cards = cards
         self.institution = institution
         self.config = config
         self.utc_offset_h = utc_offset_h
         self._wake = trio.Event()
         self._in_progress: set[int] = set()
+        self._unjournaled: deque[_Unjournaled] = deque()
+        self._next_trouble_log = 0.0
         self.delivered = 0
         self.failed_attempts = 0
+        self.not_sent = 0
+        self.unreadable = 0
 
     def nudge(self) -> None:
         """A reversal was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def reverse_unjournaled(self, record: TxnRecord, reason: str) -> None:
+        """Reverse ``record`` from memory: the journal could not queue it."""
+        if len(self._unjournaled) >= UNJOURNALED_LIMIT:
+            left = self._unjournaled.popleft()
+            log.critical("reversal_left_to_recovery", bank=self.bank, rrn=left.record.rrn)
+        self._unjournaled.append(_Unjournaled(record, reason))
         self._wake.set()
 
     def statistics(self) -> dict[str, object]:
         return {
             "bank": self.bank,
             "in_progress": len(self._in_progress),
+            "unjournaled": len(self._unjournaled),
             "delivered": self.delivered,
             "failed_attempts": self.failed_attempts,
+            "not_sent": self.not_sent,
+            "unreadable": self.unreadable,
         }
 
     async def run(self) -> None:
@@ -73,45 +124,120 @@ class ReversalForwarder:
         async with trio.open_nursery() as attempts:
             while True:
                 self._wake = trio.Event()
-                due = await self.journal.due_reversals(
-                    self.bank, time.time(), self.config.concurrency * 4
-                )
-                for reversal in due:
-                    saf_id, attempt_count, record = (
-                        reversal.saf_id,
-                        reversal.attempts,
-                        reversal.record,
+                now = time.time()
+                for owed in list(self._unjournaled):
+                    if owed.next_attempt_at <= now and id(owed) not in self._in_progress:
+                        await limiter.acquire_on_behalf_of(id(owed))
+                        self._in_progress.add(id(owed))
+                        attempts.start_soon(self._attempt_unjournaled, owed, limiter)
+                try:
+                    due = await self.journal.due_reversals(
+                        self.bank, now, self.config.concurrency * 4
                     )
-                    if saf_id in self._in_progress:
+                except JournalError as exc:
+                    self._journal_trouble("reversal_queue_unreadable", exc)
+                    due = []
+                for reversal in due:
+                    if reversal.saf_id in self._in_progress:
                         continue
-                    await limiter.acquire_on_behalf_of(saf_id)
-                    self._in_progress.add(saf_id)
-                    attempts.start_soon(self._attempt, saf_id, attempt_count, record, limiter)
+                    await limiter.acquire_on_behalf_of(reversal.saf_id)
+                    self._in_progress.add(reversal.saf_id)
+                    attempts.start_soon(
+                        self._attempt, reversal.saf_id, reversal.attempts, reversal.record, limiter
+                    )
                 with trio.move_on_after(self.config.poll_interval_s):
                     await self._wake.wait()
 
     async def _attempt(
-        self, saf_id: int, attempt_count: int, record: TxnRecord, limiter: trio.CapacityLimiter
+        self, saf_id: int, attempts: int, record: TxnRecord, limiter: trio.CapacityLimiter
     ) -> None:
         try:
-            result = await self._send(record, repeat=attempt_count > 0)
-            await self._record(saf_id, attempt_count + 1, record, result)
+            try:
+                pan = self.cards.open(record.pan_sealed)
+            except CardDataUnreadable as exc:
+                # Keys replaced: nothing can send it. An operator must restore the key
+                # (then `switch saf retry ID`); the switch goes on with the others.
+                self.unreadable += 1
+                log.error("reversal_card_data_unreadable", bank=self.bank, rrn=record.rrn)
+                await self._record(saf_id, attempts, "manual", time.time(), str(exc))
+                return
+            sent = await self._send(record, pan, repeat=attempts > 0)
+            now = time.time()
+            if sent.result == BANK_ANSWERED:
+                self.delivered += 1
+                log.info(
+                    "reversal_delivered", bank=self.bank, rrn=record.rrn, attempts=attempts + 1
+                )
+                await self._record(saf_id, attempts + 1, "delivered", now, sent.result)
+            elif not sent.sent:
+                self.not_sent += 1  # not an attempt: the bank never saw it
+                await self._record(
+                    saf_id, attempts, "pending", self._next_at(attempts), sent.result
+                )
+            else:
+                attempts += 1
+                self.failed_attempts += 1
+                state: SafState = "manual" if attempts >= self.config.max_attempts else "pending"
+                event = "reversal_manual" if state == "manual" else "reversal_retry"
+                log.warning(
+                    event, bank=self.bank, rrn=record.rrn, attempts=attempts, result=sent.result
+                )
+                await self._record(
+                    saf_id, attempts, state, self._next_at(attempts - 1), sent.result
+                )
         except JournalError as exc:
-            log.error("reversal_not_recorded", rrn=record.rrn, error=str(exc))
+            self._journal_trouble("reversal_not_recorded", exc)
         finally:
             self._in_progress.discard(saf_id)
             limiter.release_on_behalf_of(saf_id)
 
-    async def _send(self, record: TxnRecord, *, repeat: bool) -> str:
-        """The bank's response code, or why there was none."""
-        subject = record.reversal_subject(self.vault.open(record.pan_sealed))
+    async def _attempt_unjournaled(self, owed: _Unjournaled, limiter: trio.CapacityLimiter) -> None:
+        record = owed.record
+        try:
+            try:
+                pan = self.cards.open(record.pan_sealed)
+            except CardDataUnreadable:
+                self.unreadable += 1
+                self._unjournaled.remove(owed)
+                log.critical("reversal_card_data_unreadable", bank=self.bank, rrn=record.rrn)
+                return
+            sent = await self._send(record, pan, repeat=owed.attempts > 0)
+            if sent.result != BANK_ANSWERED:
+                if sent.sent:
+                    owed.attempts += 1
+                    self.failed_attempts += 1
+                owed.next_attempt_at = self._next_at(owed.attempts)
+                return
+            self.delivered += 1
+            self._unjournaled.remove(owed)
+            log.warning("reversal_delivered_without_journal", bank=self.bank, rrn=record.rrn)
+            try:  # best effort: if the journal is still failing, the next start reverses it
+                await self.journal.commit(
+                    TxnUpdated.of(
+                        record, time.time(), f"reversed without the journal: {owed.reason}"
+                    )
+                )
+            except JournalError as exc:
+                self._journal_trouble("reversal_not_recorded", exc)
+        finally:
+            self._in_progress.discard(id(owed))
+            limiter.release_on_behalf_of(id(owed))
+
+    def _next_at(self, attempts: int) -> float:
+        backoff: float = min(self.config.backoff_max_s, self.config.backoff_min_s * 2.0**attempts)
+        return time.time() + backoff * random.uniform(0.5, 1.0)
+
+    async def _send(self, record: TxnRecord, pan: str, *, repeat: bool) -> _Sent:
+        subject = record.reversal_subject(pan)
         if subject is None:
-            return BANK_ANSWERED  # never left the switch: nothing to reverse
+            return _Sent(BANK_ANSWERED, sent=False)  # never left the switch: nothing to undo
         connector = self.connector
         try:
-            link = connector.reserve_link()
-        except SwitchError as exc:
-            return f"not sent: {exc}"
+            link = connector.try_reserve_link()
+        except BankUnavailable as exc:
+            return _Sent(f"not sent: {exc}", sent=False)
+        if link is None:
+            return _Sent(f"not sent: no link of {self.bank} has room", sent=False)
         answered: bool | None = None
         try:
             mti, fields = bankmsg.reversal_request(
@@ -124,35 +250,24 @@ class ReversalForwarder:
             with trio.move_on_after(connector.config.issuer_timeout_s):
                 response = await link.exchange(mti, fields)
                 answered = True
-                return str(response.fields.get(39))
+                if response.mti != "0410":
+                    return _Sent(f"bank answered {response.mti} to a reversal", sent=True)
+                return _Sent(str(response.fields.get(39)), sent=True)
             answered = False
-            return "no answer in time"
+            return _Sent("no answer in time", sent=True)
         except LinkNotSent as exc:
-            return f"not sent: {exc}"
+            return _Sent(f"not sent: {exc}", sent=False)
         except SwitchError as exc:
             answered = False
-            return f"link failed: {exc}"
+            return _Sent(f"link failed: {exc}", sent=True)
         finally:
-            link.release()
+            connector.release(link)
             # A reversal may be the circuit's probe: its verdict must reach the circuit.
             connector.record_result(answered=answered)
 
-    async def _record(self, saf_id: int, attempts: int, record: TxnRecord, result: str) -> None:
-        now = time.time()
-        state: SafState
-        if result == BANK_ANSWERED:
-            state, next_at = "delivered", now
-            self.delivered += 1
-            log.info("reversal_delivered", bank=self.bank, rrn=record.rrn, attempts=attempts)
-        else:
-            self.failed_attempts += 1
-            backoff = min(
-                self.config.backoff_max_s, self.config.backoff_min_s * 2 ** (attempts - 1)
-            )
-            next_at = now + backoff * random.uniform(0.5, 1.0)
-            state = "manual" if attempts >= self.config.max_attempts else "pending"
-            event = "reversal_manual" if state == "manual" else "reversal_retry"
-            log.warning(event, bank=self.bank, rrn=record.rrn, attempts=attempts, result=result)
+    async def _record(
+        self, saf_id: int, attempts: int, state: SafState, next_at: float, result: str
+    ) -> None:
         await self.journal.commit(
             ReversalAttempted(
                 saf_id=saf_id,
@@ -160,6 +275,13 @@ class ReversalForwarder:
                 attempts=attempts,
                 next_attempt_at=next_at,
                 result=result,
-                at=now,
+                at=time.time(),
             )
         )
+
+    def _journal_trouble(self, event: str, exc: JournalError) -> None:
+        """The journal fails: said at most once every JOURNAL_TROUBLE_LOG_S."""
+        now = time.monotonic()
+        if now >= self._next_trouble_log:
+            self._next_trouble_log = now + JOURNAL_TROUBLE_LOG_S
+            log.error(event, bank=self.bank, error=str(exc))

@@ -1,81 +1,120 @@
-"""The switchboard: where a canonical request is routed, sent to its bank and answered.
+"""The switchboard: the trio driver of each transaction's lifecycle.
 
-Both channels hand their requests here. It routes by BIN (or to the original's bank for
-voids, refunds and reversals), assigns the RRN and the bank STAN, and holds the issuer
-timeout as a cancel scope around the bank exchange. Every bank-bound transaction is
-journaled before it leaves and again, with its answer, before the answer leaves; one
-that may have reached its bank without a final answer gets a reversal queued for
-store-and-forward in that same commit.
+Both channels hand their requests here. What happens to a request is decided by its
+state machine in ``switch.core.lifecycle``; this module only carries the machine's
+actions out (a journal read or commit, a wait for a slot or for a link, the exchange
+with the bank under the issuer timeout, a reversal handed to store-and-forward) and
+feeds back what happened. Where the time went (the journal, the bank) is measured
+here, for the transaction's log line.
+
+Once a request may be at its bank, nothing can stop its settlement: the switch
+stopping cancels the wait for the bank's answer (the machine hears Stopped), and every
+action after that runs shielded, so the outcome and any reversal are journaled.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Protocol
+from typing import Final, Protocol
 
 import msgspec
 import structlog
 import trio
 
-from switch.core import bank as bankmsg
-from switch.core.bank import BankTrace, Institution, OriginalData
-from switch.core.book import State, TransactionBook, TxnRecord
+from switch.core.bank import Institution
+from switch.core.book import TransactionBook, TxnRecord
 from switch.core.clock import Stamp
-from switch.core.model import (
-    KIND_NAMES,
-    BalanceInquiry,
-    BankBound,
-    Card,
-    Echo,
-    Outcome,
-    Refund,
-    Request,
-    Reversal,
-    Sale,
-    SignOn,
-    Void,
-)
-from switch.core.numbers import RrnAllocator, RrnExhausted
-from switch.core.routing import BinTable
-from switch.errors import TransactionRefused
-from switch.net.bank_link import (
-    BankConnector,
-    BankLink,
-    BankUnavailable,
-    LinkDown,
-    LinkNotSent,
-)
-from switch.store.crypto import CardVault
-from switch.store.port import (
-    Change,
+from switch.core.lifecycle import (
+    WAITS,
+    AcquireLink,
+    Action,
+    Admit,
+    Admitted,
+    Answer,
+    AwaitFirst,
+    BankAnswered,
+    BankTimedOut,
+    BankTransaction,
+    Cards,
+    Event,
+    Exchange,
+    Finalizer,
+    FirstFinished,
     Journal,
-    JournalError,
-    ReversalQueued,
-    TxnStarted,
-    TxnUpdated,
+    Journaled,
+    JournalFailed,
+    LinkGranted,
+    LinkLost,
+    LoadOriginal,
+    NotSent,
+    NudgeReversals,
+    OriginalLoaded,
+    Refused,
+    ReleaseLink,
+    ReverseUnjournaled,
+    Stopped,
+    TerminalReversal,
+    recovery_changes,
 )
+from switch.core.model import Echo, Origin, Outcome, Request, Reversal, SignOn
+from switch.core.numbers import RrnAllocator, RrnExhausted
+from switch.core.ratelimit import TokenBucket
+from switch.core.routing import BinTable
+from switch.net.admission import Admission, Busy
+from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
+from switch.store.port import Journal as JournalPort
+from switch.store.port import JournalError
 
 log = structlog.get_logger()
 
-STAN_RESTART_MARGIN = 10_000
+STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
-
-Finalizer = Callable[[Outcome], Sequence[Change]]
-"""Changes a channel wants committed with the outcome (online idempotency)."""
+SIGN_ONS_PER_S: Final = 100.0
+SIGN_ON_BURST: Final = 20_000
+"""Sign-ons switch-wide: each takes an RRN of the day's 100 million, so their rate is
+bounded (a fleet of 20,000 terminals signing on after a restart passes at once; a
+terminal in a sign-on loop cannot use up the day's numbers: beyond it, 91)."""
+LOOKUPS_IN_FLIGHT: Final = 16
+"""Journal reads for originals the book no longer holds, at once; more wait (within
+their own deadline): a flood of voids of unknown originals queues here, never in the
+slots of the bank path."""
 
 
 class ReversalQueue(Protocol):
-    """What the switchboard needs of store-and-forward: a nudge when one is queued."""
+    """What the switchboard needs of store-and-forward."""
 
-    def nudge(self, bank: str) -> None: ...
-
-
-class _NoReversalQueue:
     def nudge(self, bank: str) -> None:
-        pass
+        """A reversal was journaled for ``bank``: look now rather than at the next poll."""
+        ...
+
+    def reverse_unjournaled(self, record: TxnRecord, reason: str) -> None:
+        """The journal failed: reverse ``record`` at its bank from memory."""
+        ...
+
+
+class _Run:
+    """What one transaction holds while it is driven: its admission ticket and link
+    slot (released at the end, whatever happens), and where its time went."""
+
+    __slots__ = ("bank_s", "journal_s", "link", "registered", "ticket")
+
+    def __init__(self) -> None:
+        self.ticket: object | None = None
+        self.link: tuple[BankConnector, BankLink] | None = None
+        self.registered: str | None = None
+        self.journal_s: float | None = None  # None: never waited for the journal
+        self.bank_s: float | None = None  # None: never went to a bank
+
+    def waited_for_journal(self, seconds: float) -> None:
+        self.journal_s = (self.journal_s or 0.0) + seconds
+
+    def stamp(self, outcome: Outcome) -> Outcome:
+        return msgspec.structs.replace(
+            outcome,
+            journal_ms=None if self.journal_s is None else round(self.journal_s * 1000, 3),
+            bank_ms=None if self.bank_s is None else round(self.bank_s * 1000, 3),
+        )
 
 
 class Switchboard:
@@ -86,30 +125,37 @@ class Switchboard:
         connectors: dict[str, BankConnector],
         institution: Institution,
         book: TransactionBook,
-        journal: Journal,
-        vault: CardVault,
+        journal: JournalPort,
+        cards: Cards,
+        admission: Admission,
         utc_offset_h: int,
         rrns: RrnAllocator | None = None,
-        reversals: ReversalQueue | None = None,
+        reversals: ReversalQueue,
     ) -> None:
         self.bins = bins
         self.connectors = connectors
         self.institution = institution
         self.book = book
         self.journal = journal
-        self.vault = vault
+        self.cards = cards
+        self.admission = admission
         self.utc_offset_h = utc_offset_h
-        self.reversals = reversals or _NoReversalQueue()
+        self.reversals = reversals
         self._rrns = rrns or RrnAllocator()
         self._in_flight: dict[str, trio.Event] = {}
+        self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
+        self._sign_ons = TokenBucket(rate_per_s=SIGN_ONS_PER_S, burst=SIGN_ON_BURST)
         self.duplicates = 0
+        self.sign_ons_refused = 0
 
     def statistics(self) -> dict[str, object]:
         return {
             "in_flight": len(self._in_flight),
             "book": len(self.book),
             "duplicates": self.duplicates,
-            "journal": self.journal.statistics(),
+            "sign_ons_refused": self.sign_ons_refused,
+            "admission": msgspec.structs.asdict(self.admission.statistics()),
+            "journal": msgspec.structs.asdict(self.journal.statistics()),
             "banks": [connector.statistics() for connector in self.connectors.values()],
         }
 
@@ -119,101 +165,47 @@ class Switchboard:
         is refused under load takes its line for dead and reconnects, adding to it)."""
         if isinstance(request, Echo):
             return Outcome(code="00")
+        if not self._sign_ons.take(time.monotonic()):
+            self.sign_ons_refused += 1
+            return Outcome(code="91", message="too many sign-ons: try again shortly")
         try:
             rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
         except RrnExhausted as exc:
-            return Outcome(code="96", message=str(exc))
+            return Outcome(code="96", message="system malfunction", detail=str(exc))
         new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
         return Outcome(code="00", rrn=rrn, batch=new_batch)
 
     async def process(
-        self, request: Request, stamp: Stamp, finalize: Finalizer | None = None
+        self,
+        request: Request,
+        stamp: Stamp,
+        origin: Origin,
+        finalize: Finalizer | None = None,
     ) -> Outcome:
         """The outcome of one request. Never raises for a refusal: that is an outcome.
-        ``finalize``'s operations are committed with the outcome, before it is returned."""
+        ``finalize``'s changes are committed with an outcome that reached a bank."""
         if isinstance(request, SignOn | Echo):
             return self.network_management(request, stamp)
-        try:
-            rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
-        except RrnExhausted as exc:
-            return Outcome(code="96", message=str(exc))
-        try:
-            match request:
-                case Sale() | BalanceInquiry():
-                    return await self._purchase(request, stamp, rrn, finalize)
-                case Void() | Refund():
-                    return await self._void_or_refund(request, stamp, rrn, finalize)
-                case Reversal():
-                    return await self._reversal(request)
-        except TransactionRefused as exc:
-            outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=rrn)
-            operations = finalize(outcome) if finalize is not None else ()
-            if operations:
-                try:
-                    await self.journal.commit(*operations)
-                except JournalError as error:
-                    return Outcome(code="96", message=str(error), rrn=rrn)
-            return outcome
-        raise AssertionError(f"unhandled request {type(request).__name__}")
+        machine: BankTransaction | TerminalReversal
+        if isinstance(request, Reversal):
+            machine = TerminalReversal(
+                request, book=self.book, cards=self.cards, now=time.time(),
+                in_flight=self._in_flight.__contains__,
+            )  # fmt: skip
+        else:
+            machine = BankTransaction(
+                request, stamp, book=self.book, cards=self.cards, route=self._route,
+                institution=self.institution, allocate_rrn=self._allocate_rrn,
+                in_flight=self._in_flight.__contains__, now=time.time(), finalize=finalize,
+            )  # fmt: skip
+        return await self._drive(machine, origin)
 
-    # -- duplicates ----------------------------------------------------------------
-
-    def _request_digest(self, request: BankBound, pan: str) -> bytes:
-        amount = "" if request.amount is None else str(request.amount)
-        return self.vault.digest(f"{pan}|{amount}|{request.processing_code}|{request.currency}")
-
-    async def _repeat_of(self, request: BankBound, pan: str, local_date: str) -> Outcome | None:
-        """The first answer, when a POS request repeats one (same terminal, merchant,
-        batch, STAN, date and MTI): the bank sees it once. A repeat that asks something
-        else under the same identity is refused 94."""
-        if request.acceptor.channel != "pos":
-            return None  # online repeats are the idempotency book's
-        key = (
-            request.acceptor.terminal_id, request.acceptor.merchant_id, request.batch,
-            request.stan, local_date, request.request_mti,
-        )  # fmt: skip
-        first = self.book.by_request(key)
-        if first is None or first.state == "not_sent":
-            return None  # unseen, or never reached a bank: safe to process (again)
-        self.duplicates += 1
-        if first.request_digest != self._request_digest(request, pan):
-            raise TransactionRefused("94", "duplicate transmission with different content")
-        done = self._in_flight.get(first.rrn)
-        if done is not None:
-            await done.wait()
-        return Outcome(
-            code=first.code or "96",
-            rrn=first.rrn,
-            auth_code=first.auth_code,
-            balance=first.balance,
-            bank=first.bank,
-            route="duplicate",
-            bank_stan=first.sent.stan if first.sent else None,
-        )
-
-    # -- sales, balance inquiries, voids, refunds ---------------------------------
-
-    async def _purchase(
-        self, request: Sale | BalanceInquiry, stamp: Stamp, rrn: str, finalize: Finalizer | None
-    ) -> Outcome:
-        pan = request.card.pan
-        repeat = await self._repeat_of(request, pan, stamp.local_date)
-        if repeat is not None:
-            return repeat
-        prefix, bank = self._route(pan)
-        self._refuse_if_no_room(bank)
-        record = self._record(request, stamp, rrn, bank=bank, pan=pan, amount=request.amount)
-        return await self._to_bank(record, request, stamp, route=prefix, finalize=finalize)
-
-    def _refuse_if_no_room(self, bank: str) -> None:
-        """91 at once, before any card data is sealed or anything journaled, when the
-        bank cannot take the request now: under overload, refusing must cost little."""
-        connector = self.connectors[bank]
-        if not connector.has_room():
-            reason = "circuit open" if connector.circuit_open() else "every link is full or down"
-            raise TransactionRefused("91", f"bank {bank}: {reason}")
+    def _allocate_rrn(self, stamp: Stamp) -> str:
+        return self._rrns.allocate(stamp.local, stamp.rrn_day)
 
     def _route(self, pan: str) -> tuple[str, str]:
+        """The card's bank, or its route's secondary while the primary's circuit is
+        open and the secondary's is not."""
         prefix, bank, secondary = self.bins.route(pan)
         if (
             secondary is not None
@@ -223,271 +215,154 @@ class Switchboard:
             return f"{prefix}>{secondary}", secondary
         return prefix, bank
 
-    async def _void_or_refund(
-        self, request: Void | Refund, stamp: Stamp, rrn: str, finalize: Finalizer | None
-    ) -> Outcome:
-        if request.card is not None:  # a POS repeat is answered before any rule runs
-            repeat = await self._repeat_of(request, request.card.pan, stamp.local_date)
-            if repeat is not None:
-                return repeat
-        merchant_id = request.acceptor.merchant_id
-        await self._load_original(request)
-        original = self.book.find_sale(
-            merchant_id=merchant_id, rrn=request.original.rrn, online_id=request.original.online_id
-        )
-        pan = self.vault.open(original.pan_sealed)
-        if request.card is not None and request.card.pan != pan:
-            raise TransactionRefused("25", "card differs from the original's", field="pan")
-        amount = original.amount if request.amount is None else request.amount
-        resolved = msgspec.structs.replace(
-            request,
-            card=request.card or Card(pan=pan),
-            amount=amount,
-            currency=request.currency or original.currency,
-        )
-        self._refuse_if_no_room(original.bank)
-        if isinstance(request, Void):
-            self.book.reserve_void(original, amount)
-        else:
-            self.book.reserve_refund(original, amount)
-        record = self._record(resolved, stamp, rrn, bank=original.bank, pan=pan, amount=amount)
-        record.original_rrn = original.rrn
-        return await self._to_bank(
-            record, resolved, stamp, route="original", original=original.sent, finalize=finalize
-        )
+    # -- carrying the actions out ----------------------------------------------------
 
-    async def _load_original(self, request: Void | Refund) -> None:
-        """The book is a bounded cache of recent transactions: an original older than it
-        holds is read back from the journal."""
-        ref, merchant_id = request.original, request.acceptor.merchant_id
-        if ref.rrn is not None:
-            if self.book.by_rrn(ref.rrn) is None:
-                self._remember(await self.journal.transaction_by_rrn(ref.rrn))
-        elif (
-            ref.online_id is not None and self.book.by_online_id(merchant_id, ref.online_id) is None
-        ):
-            self._remember(await self.journal.transaction_by_online_id(merchant_id, ref.online_id))
-
-    def _remember(self, record: TxnRecord | None) -> TxnRecord | None:
-        """Adds a record read from the journal, unless another task added it meanwhile
-        (two copies of one original would each take reservations)."""
-        if record is None:
-            return None
-        existing = self.book.by_rrn(record.rrn)
-        if existing is not None:
-            return existing
-        self.book.add(record)
-        return record
-
-    def _record(
-        self, request: BankBound, stamp: Stamp, rrn: str, *, bank: str, pan: str, amount: int
-    ) -> TxnRecord:
-        acceptor = request.acceptor
-        assert request.currency is not None
-        record = TxnRecord(
-            kind=KIND_NAMES[type(request)],  # type: ignore[arg-type]
-            rrn=rrn,
-            bank=bank,
-            channel=acceptor.channel,
-            request_mti=request.request_mti,
-            terminal_id=acceptor.terminal_id,
-            merchant_id=acceptor.merchant_id,
-            stan=request.stan,
-            batch=request.batch,
-            local_date=stamp.local_date,
-            pan_masked=request.card.masked_pan if request.card else "",
-            pan_hmac=self.vault.lookup(pan),
-            pan_sealed=self.vault.seal(pan),
-            amount=amount,
-            currency=request.currency,
-            bank_processing_code=request.processing_code,
-            online_id=request.online_id,
-            request_digest=self._request_digest(request, pan),
-        )
-        self.book.add(record)
-        return record
-
-    async def _to_bank(
-        self,
-        record: TxnRecord,
-        request: BankBound,
-        stamp: Stamp,
-        *,
-        route: str,
-        original: OriginalData | None = None,
-        finalize: Finalizer | None = None,
-    ) -> Outcome:
-        """Sends one request to its bank within the issuer timeout and settles it,
-        whatever happens: approved, declined, no answer (reversal queued), or never sent.
-        The settlement is durable before this returns."""
-        connector = self.connectors[record.bank]
-        outcome = Outcome(code="91", rrn=record.rrn, bank=record.bank, route=route)
-        done = trio.Event()
-        self._in_flight[record.rrn] = done
+    async def _drive(self, machine: BankTransaction | TerminalReversal, origin: Origin) -> Outcome:
+        run = _Run()
+        stopped: BaseException | None = None
+        actions = machine.start()
         try:
-            stan = connector.stans.next()
-            mti, fields = bankmsg.bank_request(
-                request,
-                BankTrace(stan=stan, rrn=record.rrn, stamp=stamp),
-                self.institution,
-                original,
-            )
-            record.bank_processing_code = str(fields[3])
-            record.sent = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
-            outcome = msgspec.structs.replace(outcome, bank_stan=stan)
-            timing = _Timing()
-            try:  # on disk before it leaves: after a crash, it is known and reversed
-                with timing.journal():
-                    await self.journal.commit(TxnStarted.of(record, time.time()))
-            except JournalError as exc:
-                self.book.settle(record, state="not_sent", code="96")
-                return timing.stamp(msgspec.structs.replace(outcome, code="96", message=str(exc)))
-            # The window slot is taken only now, so it is held only while the bank has
-            # the request, not while the journal writes it.
-            try:
-                link = connector.reserve_link()
-            except BankUnavailable as exc:
-                outcome = msgspec.structs.replace(outcome, message=str(exc))
-                return await self._settle(
-                    record, outcome, "not_sent", finalize, timing, durable=False
-                )
-            return await self._exchange(record, link, mti, fields, outcome, route, finalize, timing)
+            while True:
+                *effects, last = actions
+                for effect in effects:
+                    self._carry_out(effect, run)
+                if isinstance(last, Answer):
+                    if stopped is not None:
+                        raise stopped
+                    return run.stamp(last.outcome)
+                assert isinstance(last, WAITS), last
+                # Once the request may be at the bank, its settlement runs to the end.
+                with trio.CancelScope(shield=stopped is not None):
+                    try:
+                        event = await self._wait(last, run, origin)
+                    except trio.Cancelled as exc:
+                        if not isinstance(last, Exchange):
+                            raise
+                        stopped, event = exc, Stopped()
+                actions = machine.handle(event, time.time())
+                if isinstance(machine, BankTransaction):
+                    self._register(machine, run)
         finally:
-            del self._in_flight[record.rrn]
-            done.set()
+            self._let_go(run)
 
-    async def _exchange(
-        self,
-        record: TxnRecord,
-        link: BankLink,
-        mti: str,
-        fields: dict[int, str | bytes],
-        outcome: Outcome,
-        route: str,
-        finalize: Finalizer | None,
-        timing: _Timing,
-    ) -> Outcome:
-        connector = self.connectors[record.bank]
-        # From here the request may be at the bank: without a final answer it is reversed.
-        state: State = "no_answer"
-        finished = False
-        outcome = msgspec.structs.replace(
-            outcome, code="68", message="issuer did not answer in time"
-        )
+    def _register(self, machine: BankTransaction, run: _Run) -> None:
+        """From the moment it has an RRN, a transaction is in flight: a repeat of it,
+        or a reversal naming it, waits for it to end."""
+        if run.registered is None and machine.rrn is not None:
+            run.registered = machine.rrn
+            self._in_flight[machine.rrn] = trio.Event()
+
+    def _let_go(self, run: _Run) -> None:
+        if run.link is not None:  # a bug or a cancellation left it held: no verdict
+            connector, link = run.link
+            connector.release(link)
+            connector.record_result(answered=None)
+        if run.ticket is not None:
+            self.admission.release(run.ticket)  # type: ignore[arg-type]
+        if run.registered is not None:
+            self._in_flight.pop(run.registered).set()
+
+    def _carry_out(self, action: Action, run: _Run) -> None:
+        match action:
+            case ReleaseLink(answered=answered):
+                assert run.link is not None
+                connector, link = run.link
+                run.link = None
+                connector.release(link)
+                connector.record_result(answered=answered)
+            case NudgeReversals(bank=bank):
+                self.reversals.nudge(bank)
+            case ReverseUnjournaled(record=record, reason=reason):
+                log.critical("reversed_without_journal", rrn=record.rrn, bank=record.bank)
+                self.reversals.reverse_unjournaled(record, reason)
+            case _:
+                raise AssertionError(f"not an effect: {action!r}")
+
+    async def _wait(self, action: Action, run: _Run, origin: Origin) -> Event:
+        deadline = origin.received_at + self.admission.max_wait_s
+        match action:
+            case Journal(changes=changes, durable=durable):
+                began = trio.current_time()
+                try:
+                    await self.journal.commit(*changes, durable=durable)
+                except JournalError as exc:
+                    return JournalFailed(str(exc))
+                finally:
+                    run.waited_for_journal(trio.current_time() - began)
+                return Journaled()
+            case Admit():
+                try:
+                    run.ticket = await self.admission.admit(
+                        origin.channel, origin.connection, arrived_at=origin.received_at,
+                        retry=origin.retry,
+                    )  # fmt: skip
+                except Busy as exc:
+                    return Refused(str(exc))
+                return Admitted()
+            case AcquireLink(bank=bank):
+                return await self._acquire_link(self.connectors[bank], run, deadline)
+            case Exchange(mti=mti, fields=fields):
+                return await self._exchange(mti, fields, run)
+            case LoadOriginal():
+                return await self._load_original(action, deadline, run)
+            case AwaitFirst(rrn=rrn):
+                done = self._in_flight.get(rrn)
+                if done is not None:
+                    await done.wait()
+                return FirstFinished()
+        raise AssertionError(f"not a wait: {action!r}")
+
+    async def _acquire_link(self, connector: BankConnector, run: _Run, deadline: float) -> Event:
         try:
-            with trio.move_on_after(connector.config.issuer_timeout_s), timing.bank():
+            link = connector.try_reserve_link()
+            if link is None:
+                # Waiting for the bank needs no switch-wide slot: a slow bank must not
+                # hold the capacity every other bank's traffic needs.
+                if run.ticket is not None:
+                    self.admission.release(run.ticket)  # type: ignore[arg-type]
+                    run.ticket = None
+                link = await connector.acquire_link(deadline=deadline)
+        except BankUnavailable as exc:
+            return Refused(str(exc))
+        run.link = (connector, link)
+        return LinkGranted(stan=connector.stans.next())
+
+    async def _exchange(self, mti: str, fields: dict[int, str | bytes], run: _Run) -> Event:
+        assert run.link is not None
+        connector, link = run.link
+        began = trio.current_time()
+        try:
+            with trio.move_on_after(connector.config.issuer_timeout_s):
                 response = await link.exchange(mti, fields)
-                answer = bankmsg.outcome_from_bank(
-                    response.fields, rrn=record.rrn, bank=record.bank
-                )
-                outcome = msgspec.structs.replace(answer, route=route, bank_stan=outcome.bank_stan)
-                state = "approved" if outcome.approved else "declined"
-            finished = True
+                return BankAnswered(response.mti, response.fields)
+            return BankTimedOut()
         except LinkNotSent as exc:
-            state, finished = "not_sent", True
-            outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+            return NotSent(str(exc))
         except LinkDown as exc:
-            finished = True
-            outcome = msgspec.structs.replace(outcome, code="91", message=str(exc))
+            return LinkLost(str(exc))
         finally:
-            link.release()
-            verdict = {"not_sent": None, "no_answer": False}.get(state, True)
-            connector.record_result(answered=verdict)
-            if not finished and state == "no_answer":  # cancelled: shutting down
-                outcome = msgspec.structs.replace(
-                    outcome, code="96", message="switch stopped before the bank answered"
-                )
-            with trio.CancelScope(shield=True):
-                outcome = await self._settle(record, outcome, state, finalize, timing)
-        return outcome
+            run.bank_s = trio.current_time() - began
 
-    async def _settle(
-        self,
-        record: TxnRecord,
-        outcome: Outcome,
-        state: State,
-        finalize: Finalizer | None,
-        timing: _Timing,
-        *,
-        durable: bool | None = None,
-    ) -> Outcome:
-        """Journals the settlement (and queues a reversal for a request with no final
-        answer) in one commit; returns the outcome to answer with."""
-        now = time.time()
-        touched = self.book.settle(
-            record, state=state, code=outcome.code, auth_code=outcome.auth_code,
-            balance=outcome.balance,
-        )  # fmt: skip
-        queued = (
-            self._queue_reversal(record, f"no final answer ({outcome.code})", now)
-            if state == "no_answer"
-            else []
-        )
-        operations: list[Change] = []
-        if record.sent is None:  # never journaled: it never left
-            operations.append(TxnStarted.of(record, now))
-        else:  # written after _queue_reversal, so it carries reversed
-            operations.append(TxnUpdated.of(record, now, outcome.message or None))
-        if touched is not None:
-            operations.append(TxnUpdated.of(touched, now))
-        operations.extend(queued)
-        if finalize is not None:
-            operations.extend(finalize(outcome))
+    async def _load_original(self, load: LoadOriginal, deadline: float, run: _Run) -> Event:
+        began = trio.current_time()
         try:
-            with timing.journal():
-                await self.journal.commit(*operations, durable=durable)
+            with trio.move_on_at(deadline):
+                async with self._lookups:
+                    if load.rrn is not None:
+                        record = await self.journal.transaction_by_rrn(load.rrn)
+                    elif load.online_id is not None and load.merchant_id is not None:
+                        record = await self.journal.transaction_by_online_id(
+                            load.merchant_id, load.online_id
+                        )
+                    else:
+                        assert load.trace is not None
+                        record = await self.journal.transaction_by_trace(*load.trace)
+                    return OriginalLoaded(record)
+            return Refused("busy: the original could not be looked up in time")
         except JournalError as exc:
-            log.critical("settlement_not_journaled", rrn=record.rrn, code=outcome.code)
-            return timing.stamp(msgspec.structs.replace(outcome, code="96", message=str(exc)))
-        if state == "no_answer":
-            self.reversals.nudge(record.bank)
-        return timing.stamp(outcome)
-
-    # -- reversals -----------------------------------------------------------------
-
-    def _queue_reversal(self, record: TxnRecord, reason: str, now: float) -> list[Change]:
-        """Marks ``record`` reversed (undoing its effect on its original) and returns the
-        writes that queue its reversal for store-and-forward, the original's included.
-        The caller journals the record itself, after this, so it carries ``reversed``."""
-        operations: list[Change] = [
-            ReversalQueued(rrn=record.rrn, bank=record.bank, reason=reason, at=now)
-        ]
-        original = self.book.mark_reversed(record)
-        if original is not None:
-            operations.append(TxnUpdated.of(original, now))
-        return operations
-
-    async def _reversal(self, request: Reversal) -> Outcome:
-        """A terminal's reversal is answered 00 whether or not its original reached a
-        bank (pos-cup.md); if it did, its reversal is queued for store-and-forward."""
-        acceptor = request.acceptor
-        ref = request.original
-        trace = (
-            acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
-            ref.stan or request.stan,
-        )  # fmt: skip
-        record = self.book.by_trace(*trace)
-        if record is None:  # older than the book holds
-            record = self._remember(await self.journal.transaction_by_trace(*trace))
-        if record is None or record.pan_hmac != self.vault.lookup(request.card.pan):
-            return Outcome(code="00", message="no original reached a bank")
-        done = self._in_flight.get(record.rrn)
-        if done is not None:
-            await done.wait()  # never let a reversal overtake its original
-        if record.sent is None or record.reversed:
-            return Outcome(code="00", rrn=record.rrn, bank=record.bank)
-        now = time.time()
-        queued = self._queue_reversal(record, f"terminal reversal {request.reason}", now)
-        operations = [
-            TxnUpdated.of(record, now, "reversal requested by terminal"),
-            *queued,
-        ]
-        try:
-            await self.journal.commit(*operations)
-        except JournalError as exc:
-            return Outcome(code="96", message=str(exc), rrn=record.rrn)
-        self.reversals.nudge(record.bank)
-        return Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
+            return JournalFailed(str(exc))
+        finally:
+            run.waited_for_journal(trio.current_time() - began)
 
     # -- start-up ------------------------------------------------------------------
 
@@ -495,18 +370,12 @@ class Switchboard:
         """Loads recent transactions as originals and queues reversals for those left
         in doubt by a crash; returns how many were in doubt."""
         in_doubt = await self.journal.transactions_in_doubt()
-        now = time.time()
-        operations: list[Change] = []
-        for record in in_doubt:
-            record.state, record.code = "no_answer", "96"
-            operations.extend(self._queue_reversal(record, "in doubt after restart", now))
-            operations.append(TxnUpdated.of(record, now, "in doubt after restart"))
-        if operations:
+        changes = recovery_changes(self.book, in_doubt, time.time())
+        if changes:
             # Durable whatever the journal's mode: the book is loaded from it next.
-            await self.journal.commit(*operations, durable=True)
+            await self.journal.commit(*changes, durable=True)
             log.warning("recovered_in_doubt", transactions=len(in_doubt))
-        recent = await self.journal.recent_transactions(recovery_since, max_records)
-        for record in recent:
+        for record in await self.journal.recent_transactions(recovery_since, max_records):
             self.book.add(record)
         for name, connector in self.connectors.items():
             last_stan = await self.journal.last_bank_stan(name)
@@ -518,37 +387,3 @@ class Switchboard:
             highest = await self.journal.highest_rrn_sequence(day)
             self._rrns.resume(day, highest + 1)
         return len(in_doubt)
-
-
-class _Timing:
-    """Where one transaction's time went: waiting for the journal, and for the bank
-    (logged with it, so that an operator can tell a slow disk from a slow bank)."""
-
-    __slots__ = ("bank_s", "journal_s")
-
-    def __init__(self) -> None:
-        self.journal_s = 0.0
-        self.bank_s: float | None = None
-
-    @contextmanager
-    def journal(self) -> Iterator[None]:
-        began = trio.current_time()
-        try:
-            yield
-        finally:
-            self.journal_s += trio.current_time() - began
-
-    @contextmanager
-    def bank(self) -> Iterator[None]:
-        began = trio.current_time()
-        try:
-            yield
-        finally:
-            self.bank_s = trio.current_time() - began
-
-    def stamp(self, outcome: Outcome) -> Outcome:
-        return msgspec.structs.replace(
-            outcome,
-            journal_ms=round(self.journal_s * 1000, 3),
-            bank_ms=None if self.bank_s is None else round(self.bank_s * 1000, 3),
-        )

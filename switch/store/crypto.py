@@ -6,8 +6,10 @@ to a bank again (reversals, voids, refunds). Track 2, PIN block and CVV2 are nev
 written anywhere: nothing here takes them.
 
 Keys come from a key file or an environment variable named in config. Each ciphertext
-starts with its key's id, so keys can be rotated: old ids stay readable while a new
-key seals.
+and each HMAC starts with its key's id, so keys rotate: the active key seals and
+hashes, every key still in the file opens and compares (an HMAC from before ids were
+prefixed is compared under every key). Retire a key only once nothing sealed or
+hashed under it is still needed.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from switch.errors import ConfigError
+from switch.errors import CardDataUnreadable, ConfigError
 
 NONCE_BYTES: Final = 12
 KEY_BYTES: Final = 32
 NONCE_POOL: Final = 256
+MAC_BYTES: Final = 32
+"""HMAC-SHA256; stored behind its key's id (1 byte)."""
 
 
 class CardKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -65,19 +70,36 @@ class CardVault:
         if key_file.active not in self._aead:
             raise ConfigError(f"active card key {key_file.active} is not among the keys")
         self._active = key_file.active
-        # Look-ups must match across rotations: the HMAC key stays that of the active
-        # generation, and a rotation re-keys the look-up column in one migration.
-        self._hmac = hmac.new(hmac_keys[key_file.active], digestmod=hashlib.sha256)
+        # Keyed once each: copying a keyed state is cheaper than keying.
+        self._hmacs = {
+            key_id: hmac.new(key, digestmod=hashlib.sha256) for key_id, key in hmac_keys.items()
+        }
+        self._active_prefix = bytes([key_file.active])
 
     def lookup(self, pan: str) -> bytes:
         return self.digest(pan)
 
     def digest(self, text: str | bytes) -> bytes:
-        """Keyed HMAC-SHA256: comparable, not reversible without the key."""
-        data = text.encode() if isinstance(text, str) else text
-        mac = self._hmac.copy()  # keyed once: copying the state is cheaper than keying
-        mac.update(data)
+        """Keyed HMAC-SHA256 under the active key, behind its id: comparable with
+        :meth:`matches`, not reversible without the key."""
+        return self._active_prefix + self._mac(self._active, text)
+
+    def _mac(self, key_id: int, text: str | bytes) -> bytes:
+        mac = self._hmacs[key_id].copy()
+        mac.update(text.encode() if isinstance(text, str) else text)
         return mac.digest()
+
+    def matches(self, text: str | bytes, stored: bytes) -> bool:
+        """Whether ``stored`` is the HMAC of ``text`` under a key held: its own key's
+        (named by its first byte), or any key for one stored before ids were prefixed."""
+        if len(stored) == MAC_BYTES + 1:
+            key_id = stored[0]
+            if key_id not in self._hmacs:
+                return False
+            return hmac.compare_digest(self._mac(key_id, text), stored[1:])
+        if len(stored) == MAC_BYTES:
+            return any(hmac.compare_digest(self._mac(k, text), stored) for k in self._hmacs)
+        return False
 
     def seal(self, pan: str, *, context: bytes = b"pan") -> bytes:
         nonce = self._nonce()
@@ -96,11 +118,20 @@ class CardVault:
         return self._nonce_pool[start : start + NONCE_BYTES]
 
     def open(self, blob: bytes, *, context: bytes = b"pan") -> str:
+        """The sealed text; CardDataUnreadable when no key held opens it (its key was
+        retired, or replaced by another under the same id, or the data is damaged)."""
+        if len(blob) <= 1 + NONCE_BYTES:
+            raise CardDataUnreadable("stored card data is damaged")
         key_id, nonce, sealed = blob[0], blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
         aead = self._aead.get(key_id)
         if aead is None:
-            raise ConfigError(f"card key {key_id} is needed to open stored card data")
-        return aead.decrypt(nonce, sealed, context).decode()
+            raise CardDataUnreadable(f"card key {key_id} is needed to open stored card data")
+        try:
+            return aead.decrypt(nonce, sealed, context).decode()
+        except InvalidTag:
+            raise CardDataUnreadable(
+                f"stored card data does not open with card key {key_id} (replaced?)"
+            ) from None
 
 
 def _hex_key(text: str, key_id: int) -> bytes:

@@ -8,23 +8,42 @@ due). Each storage engine implements this port in a module of its own under
 ``switch/store/``; its contract tests (``tests/store/test_journal_port.py``) run
 against every engine.
 
-Changes capture values when they are made, not when they are written: a TxnRecord is
-mutable (the book settles it in place), so a change snapshots what it needs of it.
+The changes themselves are the core's vocabulary (``switch.core.changes``): the
+lifecycle decides what happened, the journal makes it durable.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Literal, Protocol
 
 import msgspec
 import trio
 
 from switch.core.book import TxnRecord
+from switch.core.changes import (
+    Change,
+    OnlineResultKept,
+    OnlineResultsPurged,
+    ReversalAttempted,
+    ReversalQueued,
+    SafState,
+    TxnStarted,
+    TxnUpdated,
+)
 from switch.errors import SwitchError
 
+__all__ = [
+    "Change",
+    "OnlineResultKept",
+    "OnlineResultsPurged",
+    "ReversalAttempted",
+    "ReversalQueued",
+    "SafState",
+    "TxnStarted",
+    "TxnUpdated",
+]
+
 Durability = Literal["sync", "async"]
-SafState = Literal["pending", "delivered", "manual"]
 
 
 class JournalError(SwitchError):
@@ -37,86 +56,6 @@ class JournalError(SwitchError):
 class JournalUnavailable(JournalError):
     """The journal cannot be opened for writing at start-up (read-only, unwritable,
     disk full, in use by another switch): the switch refuses to start."""
-
-
-# -- changes -------------------------------------------------------------------------
-
-
-class TxnStarted(msgspec.Struct, frozen=True, tag=True):
-    """A bank-bound transaction, as it is before it leaves (or as it was refused)."""
-
-    record: TxnRecord
-    at: float
-
-    @classmethod
-    def of(cls, record: TxnRecord, at: float) -> TxnStarted:
-        return cls(record=copy.copy(record), at=at)
-
-
-class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
-    """A transaction's state and what hangs on it (refunded, voided, reversed) now."""
-
-    rrn: str
-    state: str
-    code: str | None
-    auth_code: str | None
-    balance: str | None
-    refunded: int
-    voided: bool
-    reversed: bool
-    at: float
-    detail: str | None = None
-
-    @classmethod
-    def of(cls, record: TxnRecord, at: float, detail: str | None = None) -> TxnUpdated:
-        return cls(
-            rrn=record.rrn, state=record.state, code=record.code, auth_code=record.auth_code,
-            balance=record.balance, refunded=record.refunded, voided=record.voided,
-            reversed=record.reversed, at=at, detail=detail,
-        )  # fmt: skip
-
-
-class ReversalQueued(msgspec.Struct, frozen=True, tag=True):
-    """The reversal of a transaction, queued for its bank's store-and-forward."""
-
-    rrn: str
-    bank: str
-    reason: str
-    at: float
-
-
-class ReversalAttempted(msgspec.Struct, frozen=True, tag=True):
-    """What one attempt at a queued reversal gave. ``attempts`` counts only attempts
-    that were sent to the bank (a repeat is a 0401)."""
-
-    saf_id: int
-    state: SafState
-    attempts: int
-    next_attempt_at: float
-    result: str
-    at: float
-
-
-class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
-    """An online request's result, kept so that a repeat of its id gets it back."""
-
-    merchant_id: str
-    online_id: str
-    fingerprint: bytes
-    response: bytes
-    at: float
-
-
-class OnlineResultsPurged(msgspec.Struct, frozen=True, tag=True):
-    """Online results older than they must be kept are forgotten."""
-
-    before: float
-
-
-Change = (
-    TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
-    | OnlineResultsPurged
-)  # fmt: skip
 
 
 # -- answers -------------------------------------------------------------------------

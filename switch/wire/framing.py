@@ -13,6 +13,8 @@ import msgspec
 
 from switch.errors import FramingError
 
+TPDU_ID: Final = 0x60
+"""The TPDU's first byte on pos-cup.md's interface."""
 TPDU_BYTES: Final = 5
 POS_HEADER_BYTES: Final = 6
 POS_ENVELOPE_BYTES: Final = TPDU_BYTES + POS_HEADER_BYTES

@@ -317,25 +317,31 @@ def test_network_request(h2h: Iso8583Codec, code: str, expected: str) -> None:
         ({39: "51"}, "51", None, None, None),
         ({39: "00", 54: "1002156C000000012345"}, "00", None, "1002156C000000012345", None),
         ({39: "00", 15: "1123"}, "00", None, None, "1123"),
-        # garbled or missing 39: the switch cannot tell, 96
-        ({}, "96", None, None, None),
-        ({38: "A1B2C3"}, "96", None, None, None),
-        ({39: "0"}, "96", None, None, None),
-        ({39: "000"}, "96", None, None, None),
-        ({39: ""}, "96", None, None, None),
-        ({39: b"00"}, "96", None, None, None),
+        ({39: "96"}, "96", None, None, None),  # the bank's own malfunction is an answer
+        # garbled or missing 39: no final answer (None: the lifecycle reverses it)
+        ({}, None, None, None, None),
+        ({38: "A1B2C3"}, None, None, None, None),
+        ({39: "0"}, None, None, None, None),
+        ({39: "000"}, None, None, None, None),
+        ({39: ""}, None, None, None, None),
+        ({39: b"00"}, None, None, None, None),
+        ({39: "0 "}, None, None, None, None),
         # wrong types elsewhere are dropped, not trusted
         ({39: "00", 38: b"A1B2C3", 54: b"x", 15: b"11"}, "00", None, None, None),
     ],
 )
 def test_outcome_from_bank(
     fields: dict[int, str | bytes],
-    code: str,
+    code: str | None,
     auth_code: str | None,
     balance: str | None,
     settlement: str | None,
 ) -> None:
     outcome = outcome_from_bank(fields, rrn=RRN, bank="bank-a")
+    if code is None:
+        assert outcome is None
+        return
+    assert outcome is not None
     assert outcome.code == code
     assert outcome.approved is (code == "00")
     assert outcome.rrn == RRN
@@ -343,5 +349,3 @@ def test_outcome_from_bank(
     assert outcome.auth_code == auth_code
     assert outcome.balance == balance
     assert outcome.settlement_date == settlement
-    if code == "96":
-        assert outcome.message

@@ -21,22 +21,31 @@ from switch.core.model import (
 from switch.core.online import (
     IdempotencyBook,
     decode_error,
-    fingerprint,
+    fingerprint_content,
     refusal,
     request_from_online,
     result,
 )
 from switch.errors import TransactionRefused
+from switch.store.crypto import CardKey, CardKeyFile, CardVault
 from switch.wire import online as wire
 
-_HMAC_KEY = b"test-key"
+KEY_1 = CardKey(id=1, hmac_key="01" * 32, aes_key="02" * 32)
+KEY_2 = CardKey(id=2, hmac_key="03" * 32, aes_key="04" * 32)
+CARDS = CardVault(CardKeyFile(active=1, keys=(KEY_1,)))
 
 
 def keyed_fingerprint(request: wire.OnlineRequest) -> bytes:
-    import hashlib
-    import hmac
+    return CARDS.digest(fingerprint_content(request))
 
-    return fingerprint(request, lambda data: hmac.new(_HMAC_KEY, data, hashlib.sha256).digest())
+
+def new_book(*, keep_s: float = 7 * 24 * 3600.0, max_entries: int = 100) -> IdempotencyBook:
+    return IdempotencyBook(keep_s=keep_s, max_entries=max_entries, matches=CARDS.matches)
+
+
+def claim(book: IdempotencyBook, request_id: str, request: wire.OnlineRequest) -> bytes | None:
+    content = fingerprint_content(request)
+    return book.begin(MERCHANT, request_id, content, CARDS.digest(content))
 
 
 PAN = "6222021000111122221"
@@ -304,108 +313,126 @@ def test_fingerprint_compares_content() -> None:
 
 
 def test_new_id_is_claimed() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    assert book.begin(MERCHANT, "order-1", keyed_fingerprint(PURCHASE), now_s=0.0) is None
+    book = new_book()
+    assert claim(book, "order-1", PURCHASE) is None
     assert book.stored(MERCHANT, "order-1") is None
-    assert book.statistics() == {"entries": 1, "evicted_early": 0}
+    assert book.statistics() == {"entries": 0, "in_flight": 1, "evicted_early": 0}
 
 
 def test_same_content_after_finish_gets_the_same_bytes() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
     payload = encoded()
-    book.finish(MERCHANT, "order-1", payload)
-    for now_s in (1.0, 3600.0, WEEK_S - 1):
-        assert book.begin(MERCHANT, "order-1", digest, now_s=now_s) == payload
+    book.finish(MERCHANT, "order-1", payload, now_s=0.0)
+    for _ in range(3):
+        assert claim(book, "order-1", PURCHASE) == payload
     assert book.stored(MERCHANT, "order-1") == payload
 
 
 def test_same_id_different_content_is_94() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    book.begin(MERCHANT, "order-1", keyed_fingerprint(PURCHASE), now_s=0.0)
-    other = keyed_fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
-    with pytest.raises(TransactionRefused) as info:
-        book.begin(MERCHANT, "order-1", other, now_s=1.0)
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
+    other = msgspec.structs.replace(PURCHASE, amount=1)
+    with pytest.raises(TransactionRefused, match="different content") as info:
+        claim(book, "order-1", other)
     assert info.value.response_code == "94"
-    book.finish(MERCHANT, "order-1", encoded())
-    with pytest.raises(TransactionRefused) as info:
-        book.begin(MERCHANT, "order-1", other, now_s=2.0)
+    book.finish(MERCHANT, "order-1", encoded(), now_s=1.0)
+    with pytest.raises(TransactionRefused, match="different content") as info:
+        claim(book, "order-1", other)
     assert info.value.response_code == "94"
 
 
 def test_same_id_while_in_flight_is_94_in_progress() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
     with pytest.raises(TransactionRefused) as info:
-        book.begin(MERCHANT, "order-1", digest, now_s=1.0)
+        claim(book, "order-1", PURCHASE)
     assert info.value.response_code == "94"
     assert "in progress" in str(info.value)
 
 
 def test_ids_are_per_merchant() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
-    assert book.begin("other-merchant", "order-1", digest, now_s=0.0) is None
+    book = new_book()
+    content = fingerprint_content(PURCHASE)
+    claim(book, "order-1", PURCHASE)
+    assert book.begin("other-merchant", "order-1", content, CARDS.digest(content)) is None
 
 
 def test_abandon_allows_a_retry() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
     book.abandon(MERCHANT, "order-1")
-    assert book.statistics()["entries"] == 0
+    assert book.statistics()["in_flight"] == 0
     # ... even with corrected content
-    other = keyed_fingerprint(msgspec.structs.replace(PURCHASE, amount=1))
-    assert book.begin(MERCHANT, "order-1", other, now_s=1.0) is None
+    assert claim(book, "order-1", msgspec.structs.replace(PURCHASE, amount=1)) is None
 
 
 def test_abandon_keeps_a_finished_result() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
-    book.finish(MERCHANT, "order-1", encoded())
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
+    book.finish(MERCHANT, "order-1", encoded(), now_s=0.0)
     book.abandon(MERCHANT, "order-1")
-    assert book.begin(MERCHANT, "order-1", digest, now_s=1.0) == encoded()
+    assert claim(book, "order-1", PURCHASE) == encoded()
 
 
 def test_finish_and_abandon_of_unknown_ids_do_nothing() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=100)
-    book.finish(MERCHANT, "nobody", encoded())
+    book = new_book()
+    book.finish(MERCHANT, "nobody", encoded(), now_s=0.0)
     book.abandon(MERCHANT, "nobody")
     assert book.stored(MERCHANT, "nobody") is None
-    assert book.statistics() == {"entries": 0, "evicted_early": 0}
+    assert book.statistics() == {"entries": 0, "in_flight": 0, "evicted_early": 0}
 
 
 def test_entries_expire_after_keep_s() -> None:
-    book = IdempotencyBook(keep_s=100.0, max_entries=100)
-    digest = keyed_fingerprint(PURCHASE)
-    book.begin(MERCHANT, "order-1", digest, now_s=0.0)
-    book.finish(MERCHANT, "order-1", encoded())
-    book.begin(MERCHANT, "order-2", digest, now_s=50.0)
-    # Within keep_s a new claim forgets nothing.
-    book.begin(MERCHANT, "order-3", digest, now_s=99.0)
-    assert book.stored(MERCHANT, "order-1") == encoded()
-    # Past keep_s, the next claim forgets what is older.
-    book.begin(MERCHANT, "order-4", digest, now_s=120.0)
+    book = new_book(keep_s=100.0)
+    for request_id, now_s in (("order-1", 0.0), ("order-2", 50.0), ("order-3", 99.0)):
+        claim(book, request_id, PURCHASE)
+        book.finish(MERCHANT, request_id, encoded(), now_s=now_s)
+    assert book.stored(MERCHANT, "order-1") == encoded()  # within keep_s nothing is forgotten
+    claim(book, "order-4", PURCHASE)
+    book.finish(MERCHANT, "order-4", encoded(), now_s=120.0)  # past it, what is older goes
     assert book.stored(MERCHANT, "order-1") is None
-    assert book.statistics() == {"entries": 3, "evicted_early": 0}
-    # The forgotten id is new again.
-    assert book.begin(MERCHANT, "order-1", digest, now_s=121.0) is None
+    assert book.statistics() == {"entries": 3, "in_flight": 0, "evicted_early": 0}
+    assert claim(book, "order-1", PURCHASE) is None  # the forgotten id is new again
 
 
 def test_max_entries_bound_counts_early_evictions() -> None:
-    book = IdempotencyBook(keep_s=WEEK_S, max_entries=3)
-    digest = keyed_fingerprint(PURCHASE)
+    book = new_book(max_entries=3)
     for index in range(5):
-        book.begin(MERCHANT, f"order-{index}", digest, now_s=float(index))
-        book.finish(MERCHANT, f"order-{index}", encoded())
-    assert book.statistics() == {"entries": 3, "evicted_early": 2}
+        claim(book, f"order-{index}", PURCHASE)
+        book.finish(MERCHANT, f"order-{index}", encoded(), now_s=float(index))
+    assert book.statistics() == {"entries": 3, "in_flight": 0, "evicted_early": 2}
     assert book.stored(MERCHANT, "order-0") is None
     assert book.stored(MERCHANT, "order-1") is None
     assert book.stored(MERCHANT, "order-4") == encoded()
     # Expiry is not an early eviction.
-    book.begin(MERCHANT, "late", digest, now_s=WEEK_S + 10.0)
-    assert book.statistics() == {"entries": 1, "evicted_early": 2}
+    book.expire(7 * 24 * 3600.0 + 10.0)
+    assert book.statistics() == {"entries": 0, "in_flight": 0, "evicted_early": 2}
+
+
+def test_a_request_in_flight_never_leaves_the_window_early() -> None:
+    """However many results pass through a full window, an id still in flight is held:
+    its repeat is refused 94, never sent to the bank a second time."""
+    book = new_book(max_entries=2)
+    claim(book, "slow-one", PURCHASE)
+    for index in range(10):
+        claim(book, f"order-{index}", PURCHASE)
+        book.finish(MERCHANT, f"order-{index}", encoded(), now_s=float(index))
+    assert book.evicted_early == 8
+    with pytest.raises(TransactionRefused, match="in progress"):
+        claim(book, "slow-one", PURCHASE)
+
+
+def test_a_repeat_matches_its_first_across_a_key_rotation() -> None:
+    """Rotation as documented (add key 2, active = 2): a result kept under key 1 is
+    still found by its repeat, and different content is still 94."""
+    book = new_book()
+    claim(book, "order-1", PURCHASE)
+    book.finish(MERCHANT, "order-1", encoded(), now_s=0.0)
+    rotated = CardVault(CardKeyFile(active=2, keys=(KEY_1, KEY_2)))
+    book.matches = rotated.matches
+    content = fingerprint_content(PURCHASE)
+    assert book.begin(MERCHANT, "order-1", content, rotated.digest(content)) == encoded()
+    other = fingerprint_content(msgspec.structs.replace(PURCHASE, amount=1))
+    with pytest.raises(TransactionRefused, match="different content"):
+        book.begin(MERCHANT, "order-1", other, rotated.digest(other))

@@ -136,9 +136,12 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-async def test_saf_waits_for_a_bank_that_is_down_then_delivers(
+async def test_saf_waits_for_a_bank_that_is_down_then_its_first_reversal_is_a_0400(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
+    """Attempts that never left (the bank's links down) are not attempts: however long
+    the bank is away, the reversal stays pending with nothing counted, and the first
+    one sent when it is back is a 0400, not a repeat."""
     probe = trio.socket.socket()
     await probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
@@ -160,24 +163,50 @@ async def test_saf_waits_for_a_bank_that_is_down_then_delivers(
     _, response = await client.receive()
     assert response.fields[39] == "91"
 
-    # While the bank is down the reversal waits; after max_attempts it is manual.
+    # Far more tries than max_attempts while the bank is down: none was sent.
+    forwarder = app.forwarders["icbc"]
+    await eventually(lambda: forwarder.not_sent >= 6)
+    listed = saf_list_command(config, tmp_path)
+    assert [(r["rrn"], r["attempts"], r["state"]) for r in listed] == [
+        (response.fields[37], 0, "pending")
+    ]
+    assert str(listed[0]["last_result"]).startswith("not sent")
+
+    simulator = BankSimulator("icbc", bank, H2H)  # the bank comes back
+    await nursery.start(simulator.serve)
+    await eventually(lambda: ops.saf_list(db(app)) == [])
+    assert [m.mti for m in simulator.received if m.mti.startswith("04")] == ["0400"]
+    delivered = ops.saf_list(db(app), state="delivered")
+    assert [(r["rrn"], r["attempts"]) for r in delivered] == [(response.fields[37], 1)]
+
+
+async def test_reversals_the_bank_never_answers_wait_for_an_operator_after_max_attempts(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    config = make_config(
+        banks={"icbc": {"issuer_timeout_s": 0.2, "circuit_timeouts": 1000}},
+        saf={**FAST_SAF, "max_attempts": 3},
+    )
+    app = await start_switch(nursery, config)
+    simulator = app.simulators["icbc"]
+    client = await pos_client(app)
+    never = await client.request(client.terminal.sale(1, PAN_ICBC, 10068))  # never answered
+    assert never.fields[39] == "68"
+    simulator.latency_s = 1.0  # reversals reach the bank, and time out
+
     await eventually(lambda: [r["state"] for r in ops.saf_list(db(app))] == ["manual"])
     listed = saf_list_command(config, tmp_path, "--state", "manual")
-    assert [(r["rrn"], r["attempts"], r["bank"]) for r in listed] == [
-        (response.fields[37], 3, "icbc")
-    ]
-    queued = listed[0]
+    assert [(r["rrn"], r["attempts"], r["bank"]) for r in listed] == [(never.fields[37], 3, "icbc")]
+    sent = [m.mti for m in simulator.received if m.mti.startswith("04")]
+    assert sent == ["0400", "0401", "0401"]
 
-    # The bank comes back; an operator retries; the reversal is delivered.
-    simulator = BankSimulator("icbc", bank, H2H)
-    await nursery.start(simulator.serve)
-    await app.connectors["icbc"].wait_up()
-    retried = ops.saf_retry(db(app), int(queued["id"]))
+    simulator.latency_s = 0  # the bank is well again; an operator retries
+    retried = ops.saf_retry(db(app), int(str(listed[0]["id"])))
     assert retried["state"] == "pending"
     await eventually(lambda: ops.saf_list(db(app)) == [])
-    assert saf_list_command(config, tmp_path) == []  # gone once the bank is back
-    assert simulator.received[-1].mti == "0401"  # a repeat: earlier attempts may have gone
-    assert ops.saf_list(db(app), state="delivered")[0]["rrn"] == response.fields[37]
+    assert saf_list_command(config, tmp_path) == []
+    assert simulator.received[-1].mti == "0401"  # a repeat: the earlier ones reached it
+    assert ops.saf_list(db(app), state="delivered")[0]["rrn"] == never.fields[37]
 
 
 async def _serve_until_cancelled(simulator: BankSimulator, scope: trio.CancelScope) -> None:

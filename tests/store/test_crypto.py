@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cryptography.exceptions import InvalidTag
 
-from switch.errors import ConfigError
+from switch.errors import CardDataUnreadable, ConfigError
 from switch.store.crypto import CardKey, CardKeyFile, CardVault, load_card_keys, new_key_file_text
 from tests.conftest import REPO
 
@@ -40,8 +39,10 @@ def test_tampering_is_detected() -> None:
     card_vault = vault()
     sealed = bytearray(card_vault.seal(PAN))
     sealed[-1] ^= 1
-    with pytest.raises(InvalidTag):
+    with pytest.raises(CardDataUnreadable, match="does not open with card key 1"):
         card_vault.open(bytes(sealed))
+    with pytest.raises(CardDataUnreadable, match="damaged"):
+        card_vault.open(bytes(sealed[:5]))
 
 
 def test_rotation_keeps_old_data_readable() -> None:
@@ -50,8 +51,31 @@ def test_rotation_keeps_old_data_readable() -> None:
     rotated = vault(2, 1, 2)
     assert rotated.open(sealed_before) == PAN
     assert rotated.seal(PAN)[0] == 2
-    with pytest.raises(ConfigError):
+    with pytest.raises(CardDataUnreadable, match="card key 1 is needed"):
         vault(2).open(sealed_before)  # key 1 retired: says which key is missing
+    replaced = CardVault(  # key 1 replaced by another under the same id
+        CardKeyFile(active=1, keys=(CardKey(id=1, hmac_key="aa" * 32, aes_key="bb" * 32),))
+    )
+    with pytest.raises(CardDataUnreadable, match="replaced"):
+        replaced.open(sealed_before)
+
+
+def test_lookups_and_digests_match_under_every_key_still_held() -> None:
+    """Rotation as documented (add key 2, active = 2): what was hashed under key 1 still
+    matches while key 1 is in the file; a new HMAC is under key 2."""
+    old = vault(1)
+    hashed_before = old.lookup(PAN)
+    assert hashed_before[0] == 1 and len(hashed_before) == 33
+    rotated = vault(2, 1, 2)
+    assert rotated.lookup(PAN) != hashed_before and rotated.lookup(PAN)[0] == 2
+    assert rotated.matches(PAN, hashed_before)
+    assert rotated.matches(PAN, rotated.lookup(PAN))
+    assert not rotated.matches("6222021000111122239", hashed_before)
+    assert not vault(2).matches(PAN, hashed_before)  # key 1 retired: no longer matches
+    # An HMAC stored before key ids were prefixed is compared under every key.
+    legacy = hashed_before[1:]
+    assert rotated.matches(PAN, legacy) and not vault(2).matches(PAN, legacy)
+    assert not rotated.matches(PAN, b"short")
 
 
 def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from switch.core import validate
-from switch.core.model import Echo, Outcome, Request, SignOn
+from switch.core.model import Echo, Origin, Outcome, Request, SignOn
 from switch.core.online import request_from_online
 from switch.core.pos import request_from_pos
 from switch.errors import FramingError, MessageDecodeError, TransactionRefused
@@ -559,7 +559,7 @@ def request_fields_of(frame: bytes) -> dict[int, FieldValue]:
 
 def check_pos_accept(protocol: PosProtocol, frame: bytes) -> None:
     try:
-        answer = in_trio(protocol.accept, frame, 0.0)
+        answer = in_trio(protocol.accept, frame, Origin("pos", 1, 0.0))
     except (FramingError, CloseConnection) as exc:
         event(f"closed: {type(exc).__name__}")
         return

@@ -1,0 +1,240 @@
+"""Switch-wide admission: who may start work now, who waits, and who is told "busy".
+
+Plain Python, no I/O: times are given by the caller. The trio layer
+(``switch.net.admission``) parks a waiting request until this core grants it a slot.
+
+The switch has ``slots`` transactions in progress at most. A request that finds every
+slot taken waits in a bounded queue, at most ``max_wait_s``; it is refused (91) at once
+only when the queue is full, or when the switch is *overloaded*, and then only while
+the oldest waiting request has waited longer than ``target_s``. Overloaded means that,
+over each of the last ``OVERLOAD_INTERVALS`` intervals of ``interval_s``, new requests
+arrived faster than slots were handed out (by more than ``overload_margin``, and by
+more than ``MIN_EXCESS``): a queue that only holds a steady population of terminals (a
+closed loop: each sends its next request when answered), or a burst of them, is served
+however long, within ``max_wait_s``; a queue fed faster than it drains, interval after
+interval, is kept at about ``target_s`` of work, so that what is accepted is answered
+quickly and the excess is refused at once rather than at the end of its wait.
+
+Retries (a request from a connection refused moments before) are counted apart: a
+terminal that resends the moment its 91 arrives would otherwise look like new demand,
+keep the switch "overloaded" and spin in a loop of refusals.
+
+Waiting requests are served fairly: the channels (POS, online) take turns, and within
+a channel its connections take turns, each connection's requests in their order. One
+client with many pipelined requests cannot take the capacity of every terminal.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Final, Literal
+
+import msgspec
+
+TicketState = Literal["waiting", "admitted", "refused", "withdrawn"]
+
+OVERLOAD_INTERVALS: Final = 3
+"""Intervals in a row of more demand than service before the switch is overloaded: a
+burst, or a fleet of terminals connecting over a few tenths of a second, fills the
+queue and is served."""
+MIN_EXCESS: Final = 8
+"""More arrivals than grants by at least this, in an interval, to count: at low rates
+a handful either way is noise."""
+RETRY_WINDOW_S: Final = 0.25
+"""A request read this soon after its connection was answered 91 is a retry (a
+person retrying takes seconds; a program in a loop, milliseconds)."""
+
+
+class AdmissionConfig(msgspec.Struct, frozen=True, kw_only=True):
+    slots: int
+    queue_limit: int
+    max_wait_s: float
+    target_s: float = 0.02
+    interval_s: float = 0.1
+    overload_margin: float = 0.25
+
+
+class Ticket:
+    """One request's place: admitted, waiting, refused (with why) or withdrawn."""
+
+    __slots__ = ("arrived_at", "channel", "connection", "reason", "retry", "state")
+
+    def __init__(self, channel: str, connection: int, arrived_at: float, retry: bool) -> None:
+        self.channel = channel
+        self.connection = connection
+        self.arrived_at = arrived_at
+        self.retry = retry
+        self.state: TicketState = "waiting"
+        self.reason = ""
+
+    @property
+    def admitted(self) -> bool:
+        return self.state == "admitted"
+
+    def __repr__(self) -> str:
+        return f"Ticket({self.channel}/{self.connection}, {self.state})"
+
+
+class AdmissionStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    slots: int
+    in_use: int
+    waiting: int
+    queue_limit: int
+    overloaded: bool
+    admitted: int
+    refused_queue_full: int
+    refused_overload: int
+    expired: int
+    oldest_wait_s: float
+
+
+class AdmissionQueue:
+    def __init__(self, config: AdmissionConfig) -> None:
+        self.config = config
+        self.in_use = 0
+        self.waiting = 0
+        self.overloaded = False
+        # Per channel, per connection, that connection's waiting tickets in order; the
+        # channels' turn order. A connection leaves its channel's queue when it has
+        # nothing waiting.
+        self._queues: dict[str, OrderedDict[int, deque[Ticket]]] = {}
+        self._turns: deque[str] = deque()
+        self._by_age: deque[Ticket] = deque()  # every waiting ticket, oldest first (lazily)
+        self._interval_ends = 0.0
+        self._excess_intervals = 0
+        self._arrivals = 0  # new (not retried) requests in the current interval
+        self._grants = 0  # slots handed out in the current interval
+        self.admitted = 0
+        self.refused_queue_full = 0
+        self.refused_overload = 0
+        self.expired = 0
+
+    # -- events ----------------------------------------------------------------------
+
+    def arrive(self, channel: str, connection: int, now: float, *, retry: bool = False) -> Ticket:
+        """A request asks for a slot. The ticket comes back admitted, waiting (the
+        caller waits for :meth:`release` to grant it, at most ``max_wait_s``) or
+        refused, with its reason."""
+        self._tick(now)
+        ticket = Ticket(channel, connection, now, retry)
+        if not retry:
+            self._arrivals += 1
+        if self.in_use < self.config.slots and not self.waiting:
+            self._admit(ticket)
+            return ticket
+        if self.waiting >= self.config.queue_limit:
+            self.refused_queue_full += 1
+            return self._refuse(ticket, f"busy: {self.waiting} requests waiting")
+        if self.overloaded and self.oldest_wait_s(now) > self.config.target_s:
+            self.refused_overload += 1
+            return self._refuse(ticket, "busy: requests arrive faster than they are served")
+        self._enqueue(ticket)
+        return ticket
+
+    def release(self, now: float) -> Ticket | None:
+        """A transaction ended: its slot goes to the next waiting ticket in turn (which
+        comes back admitted), or stays free."""
+        self._tick(now)
+        self.in_use -= 1
+        ticket = self._next_in_turn()
+        if ticket is not None:
+            self._admit(ticket)
+        return ticket
+
+    def withdraw(self, ticket: Ticket, now: float, *, expired: bool) -> None:
+        """A waiting ticket gives up its place: it waited ``max_wait_s`` (expired), or
+        its request was cancelled. An admitted one is released instead."""
+        if ticket.state != "waiting":
+            return
+        ticket.state = "withdrawn"
+        self.waiting -= 1
+        if expired:
+            self.expired += 1
+        queue = self._queues[ticket.channel]
+        tickets = queue[ticket.connection]
+        tickets.remove(ticket)
+        if not tickets:
+            del queue[ticket.connection]
+        self._tick(now)
+
+    # -- state -----------------------------------------------------------------------
+
+    def oldest_wait_s(self, now: float) -> float:
+        by_age = self._by_age
+        while by_age and by_age[0].state != "waiting":
+            by_age.popleft()
+        return now - by_age[0].arrived_at if by_age else 0.0
+
+    def statistics(self, now: float) -> AdmissionStatistics:
+        return AdmissionStatistics(
+            slots=self.config.slots,
+            in_use=self.in_use,
+            waiting=self.waiting,
+            queue_limit=self.config.queue_limit,
+            overloaded=self.overloaded,
+            admitted=self.admitted,
+            refused_queue_full=self.refused_queue_full,
+            refused_overload=self.refused_overload,
+            expired=self.expired,
+            oldest_wait_s=round(self.oldest_wait_s(now), 6),
+        )
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        """At the end of each interval: did new requests outnumber the slots handed out,
+        with requests waiting? Overloaded after OVERLOAD_INTERVALS such intervals in a
+        row. (An idle gap of several intervals counts as one quiet interval.)"""
+        if now < self._interval_ends:
+            return
+        demand, served = self._arrivals, self._grants
+        excess = demand > served * (1 + self.config.overload_margin) + MIN_EXCESS
+        self._excess_intervals = self._excess_intervals + 1 if excess and self.waiting else 0
+        self.overloaded = self._excess_intervals >= OVERLOAD_INTERVALS
+        self._arrivals = self._grants = 0
+        self._interval_ends = now + self.config.interval_s
+
+    def _admit(self, ticket: Ticket) -> None:
+        ticket.state = "admitted"
+        self.in_use += 1
+        self.admitted += 1
+        self._grants += 1
+
+    def _refuse(self, ticket: Ticket, reason: str) -> Ticket:
+        ticket.state = "refused"
+        ticket.reason = reason
+        return ticket
+
+    def _enqueue(self, ticket: Ticket) -> None:
+        queue = self._queues.get(ticket.channel)
+        if queue is None:
+            queue = self._queues[ticket.channel] = OrderedDict()
+            self._turns.append(ticket.channel)
+        tickets = queue.get(ticket.connection)
+        if tickets is None:
+            tickets = queue[ticket.connection] = deque()
+        tickets.append(ticket)
+        self._by_age.append(ticket)
+        self.waiting += 1
+
+    def _next_in_turn(self) -> Ticket | None:
+        """The next channel with anyone waiting takes its turn; within it, the
+        connection at the front (then it goes to the back, if it has more)."""
+        if not self.waiting:
+            return None
+        turns = self._turns
+        for _ in range(len(turns)):
+            channel = turns[0]
+            turns.rotate(-1)
+            queue = self._queues[channel]
+            if not queue:
+                continue
+            connection, tickets = next(iter(queue.items()))
+            ticket = tickets.popleft()
+            if tickets:
+                queue.move_to_end(connection)
+            else:
+                del queue[connection]
+            self.waiting -= 1
+            return ticket
+        raise AssertionError("tickets are counted waiting but none is queued")

@@ -1,0 +1,95 @@
+"""What happened, as the journal must keep it: the changes a transaction's lifecycle
+hands to the journal port (``switch.store.port``) to commit together.
+
+Plain data. Changes capture values when they are made, not when they are written: a
+TxnRecord is mutable (the book settles it in place), so a change snapshots what it
+needs of it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import msgspec
+
+from switch.core.book import TxnRecord
+
+SafState = Literal["pending", "delivered", "manual"]
+
+
+class TxnStarted(msgspec.Struct, frozen=True, tag=True):
+    """A bank-bound transaction, as it is before it leaves (or as it was refused)."""
+
+    record: TxnRecord
+    at: float
+
+    @classmethod
+    def of(cls, record: TxnRecord, at: float) -> TxnStarted:
+        return cls(record=copy.copy(record), at=at)
+
+
+class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
+    """A transaction's state and what hangs on it (refunded, voided, reversed) now."""
+
+    rrn: str
+    state: str
+    code: str | None
+    auth_code: str | None
+    balance: str | None
+    refunded: int
+    voided: bool
+    reversed: bool
+    at: float
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, record: TxnRecord, at: float, detail: str | None = None) -> TxnUpdated:
+        return cls(
+            rrn=record.rrn, state=record.state, code=record.code, auth_code=record.auth_code,
+            balance=record.balance, refunded=record.refunded, voided=record.voided,
+            reversed=record.reversed, at=at, detail=detail,
+        )  # fmt: skip
+
+
+class ReversalQueued(msgspec.Struct, frozen=True, tag=True):
+    """The reversal of a transaction, queued for its bank's store-and-forward."""
+
+    rrn: str
+    bank: str
+    reason: str
+    at: float
+
+
+class ReversalAttempted(msgspec.Struct, frozen=True, tag=True):
+    """What one attempt at a queued reversal gave. ``attempts`` counts only attempts
+    that were sent to the bank (a repeat is a 0401)."""
+
+    saf_id: int
+    state: SafState
+    attempts: int
+    next_attempt_at: float
+    result: str
+    at: float
+
+
+class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
+    """An online request's result, kept so that a repeat of its id gets it back."""
+
+    merchant_id: str
+    online_id: str
+    fingerprint: bytes
+    response: bytes
+    at: float
+
+
+class OnlineResultsPurged(msgspec.Struct, frozen=True, tag=True):
+    """Online results older than they must be kept are forgotten."""
+
+    before: float
+
+
+Change = (
+    TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
+    | OnlineResultsPurged
+)  # fmt: skip

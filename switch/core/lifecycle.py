@@ -1,0 +1,838 @@
+"""A transaction's life as explicit state machines: events in, actions out.
+
+Plain Python, no I/O (h11's design): :class:`BankTransaction` (a sale, balance inquiry,
+void or refund on its way to a bank) and :class:`TerminalReversal` (a terminal's 0400)
+each hold their phase and, for every event the trio layer feeds them, say what to do
+next: look an original up in the journal, wait for a slot, journal these changes, send
+this to the bank, queue a reversal, answer. ``switch.net.switchboard`` only carries the
+actions out and reports what happened as the next event. The tables ``TRANSITIONS``
+and ``REVERSAL_TRANSITIONS`` are the whole lifecycle; an event a phase does not expect
+is our own bug (LocalProtocolError).
+
+A bank-bound transaction::
+
+    received ─┬─ (repeat of one in flight) ─ waiting_for_first ─┐
+              ├─ (original not in the book) ─ loading_original ─┤
+              └─────────────────────────────────────────────────┴─ admitting
+    admitting ── waiting_for_link ── journaling_request ── at_bank ── journaling_answer ── answered
+       (91)            (91)                (96)                            (96: reversed without
+                                                                            the journal)
+
+Invariants, each tested in ``tests/core/test_lifecycle.py``:
+
+- nothing reaches a bank before it is journaled (``journaling_request`` precedes
+  ``at_bank``), and a journal failure there answers 96 with nothing sent;
+- a request that may have reached its bank and got no final answer (no answer in time,
+  the link lost after sending, an answer of the wrong type or without a valid 39, the
+  switch stopped) is settled ``no_answer`` with its reversal queued in the same commit;
+- an approval is answered 00 only once it is journaled; if that commit fails, it is
+  answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
+  is a request that got no final answer;
+- requests refused before a bank (no slot, no link, no route, a rule) write nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Final, Literal, Protocol
+
+import msgspec
+
+from switch.core import bank as bankmsg
+from switch.core.bank import BankTrace, Institution, OriginalData
+from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
+from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
+from switch.core.clock import Stamp
+from switch.core.model import (
+    KIND_NAMES,
+    BalanceInquiry,
+    BankBound,
+    Card,
+    Outcome,
+    Refund,
+    Reversal,
+    Sale,
+    Void,
+)
+from switch.core.numbers import RrnExhausted
+from switch.errors import CardDataUnreadable, LocalProtocolError, TransactionRefused
+
+
+class Cards(Protocol):
+    """What the lifecycle needs of card data protection (``switch.store.crypto``)."""
+
+    def lookup(self, pan: str) -> bytes: ...
+
+    def digest(self, text: str | bytes) -> bytes: ...
+
+    def matches(self, text: str | bytes, stored: bytes) -> bool:
+        """Whether ``stored`` is the look-up HMAC of ``text`` under any key held."""
+        ...
+
+    def seal(self, pan: str) -> bytes: ...
+
+    def open(self, sealed: bytes) -> str:
+        """The card number; CardDataUnreadable if no key held opens it."""
+        ...
+
+
+Router = Callable[[str], tuple[str, str]]
+"""Card number -> (route as logged, bank); raises TransactionRefused (92) without one."""
+Finalizer = Callable[[Outcome], Sequence[Change]]
+"""Changes a channel wants committed with an outcome that reached a bank (online
+results, kept for repeats of the same id)."""
+
+EXPECTED_RESPONSE: Final = {"0200": "0210", "0400": "0410", "0401": "0410", "0800": "0810"}
+"""The only message type that answers each request type (bank-h2h.md)."""
+
+
+# -- events: what happened ---------------------------------------------------------------
+
+
+class OriginalLoaded(msgspec.Struct, frozen=True):
+    """The journal's answer to LoadOriginal (None: it has no such transaction)."""
+
+    record: TxnRecord | None
+
+
+class FirstFinished(msgspec.Struct, frozen=True):
+    """The transaction a repeat (or a reversal) waited for has ended."""
+
+
+class Admitted(msgspec.Struct, frozen=True):
+    pass
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """No slot or no link for it now: 91, and nothing was written."""
+
+    reason: str
+
+
+class LinkGranted(msgspec.Struct, frozen=True):
+    stan: str
+    """The bank STAN the link's sequence gave this request."""
+
+
+class Journaled(msgspec.Struct, frozen=True):
+    pass
+
+
+class JournalFailed(msgspec.Struct, frozen=True):
+    error: str
+    """For the operator's log, never for a client."""
+
+
+class BankAnswered(msgspec.Struct, frozen=True):
+    mti: str
+    fields: dict[int, str | bytes]
+
+
+class BankTimedOut(msgspec.Struct, frozen=True):
+    pass
+
+
+class LinkLost(msgspec.Struct, frozen=True):
+    """The link dropped after the request was sent: it may have reached the bank."""
+
+    reason: str
+
+
+class NotSent(msgspec.Struct, frozen=True):
+    """The request never left (the link went down or could not take it)."""
+
+    reason: str
+
+
+class Stopped(msgspec.Struct, frozen=True):
+    """The switch is stopping and cancelled the wait for the bank's answer."""
+
+
+Event = (
+    OriginalLoaded | FirstFinished | Admitted | Refused | LinkGranted | Journaled
+    | JournalFailed | BankAnswered | BankTimedOut | LinkLost | NotSent | Stopped
+)  # fmt: skip
+
+
+# -- actions: what to do ------------------------------------------------------------------
+
+
+class LoadOriginal(msgspec.Struct, frozen=True, kw_only=True):
+    """Read an original the book does not hold: by RRN, online id or terminal trace."""
+
+    rrn: str | None = None
+    merchant_id: str | None = None
+    online_id: str | None = None
+    trace: tuple[str, str, str, str] | None = None
+
+
+class AwaitFirst(msgspec.Struct, frozen=True):
+    """Wait until the transaction with this RRN, still in flight, has ended."""
+
+    rrn: str
+
+
+class Admit(msgspec.Struct, frozen=True):
+    """Take a switch-wide slot (or wait for one, boundedly): Admitted or Refused."""
+
+
+class AcquireLink(msgspec.Struct, frozen=True):
+    """Take a slot in one of the bank's link windows (or wait for one, boundedly):
+    LinkGranted or Refused. While waiting, the switch-wide slot is not needed."""
+
+    bank: str
+
+
+class Journal(msgspec.Struct, frozen=True):
+    changes: tuple[Change, ...]
+    durable: bool | None = None
+    """None: as the journal's durability says; True: on disk whatever it says."""
+
+
+class Exchange(msgspec.Struct, frozen=True):
+    """Send on the granted link and wait for the answer within the issuer timeout:
+    BankAnswered, BankTimedOut, LinkLost, NotSent or Stopped."""
+
+    mti: str
+    fields: dict[int, str | bytes]
+
+
+class ReleaseLink(msgspec.Struct, frozen=True):
+    """Give the link slot back, with the bank's verdict for its circuit: answered
+    (True), timed out or lost (False), never sent (None)."""
+
+    answered: bool | None
+
+
+class NudgeReversals(msgspec.Struct, frozen=True):
+    """A reversal was queued for this bank: its store-and-forward should look now."""
+
+    bank: str
+
+
+class ReverseUnjournaled(msgspec.Struct, frozen=True):
+    """The journal failed: reverse this at its bank from memory (its record in the
+    journal still says ``sending``, so a restart reverses it again, harmlessly)."""
+
+    record: TxnRecord
+    reason: str
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """The final action: answer the channel with this outcome."""
+
+    outcome: Outcome
+
+
+Action = (
+    LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | Exchange | ReleaseLink
+    | NudgeReversals | ReverseUnjournaled | Answer
+)  # fmt: skip
+WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange)
+"""Actions whose result is the next event; every step ends with one, or with Answer."""
+
+
+Phase = Literal[
+    "received",
+    "waiting_for_first",
+    "loading_original",
+    "admitting",
+    "waiting_for_link",
+    "journaling_request",
+    "at_bank",
+    "journaling_answer",
+    "answered",
+]
+
+TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
+    ("waiting_for_first", FirstFinished): "answered",
+    ("loading_original", OriginalLoaded): ("admitting", "answered"),
+    ("loading_original", Refused): "answered",
+    ("loading_original", JournalFailed): "answered",
+    ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
+    ("admitting", Refused): "answered",
+    ("waiting_for_link", LinkGranted): "journaling_request",
+    ("waiting_for_link", Refused): "answered",
+    ("journaling_request", Journaled): "at_bank",
+    ("journaling_request", JournalFailed): "answered",
+    ("at_bank", BankAnswered): "journaling_answer",
+    ("at_bank", BankTimedOut): "journaling_answer",
+    ("at_bank", LinkLost): "journaling_answer",
+    ("at_bank", NotSent): "journaling_answer",
+    ("at_bank", Stopped): "journaling_answer",
+    ("journaling_answer", Journaled): "answered",
+    ("journaling_answer", JournalFailed): "answered",
+}
+"""(phase, event) -> the phase (or phases: which one is decided by what the event
+says) a bank-bound transaction moves to."""
+
+
+class _Step:
+    """A step's actions: zero or more effects, then one wait or the answer."""
+
+    __slots__ = ("actions",)
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+
+class BankTransaction:
+    """One sale, balance inquiry, void or refund, from the channel's hand-over to its
+    answer. Build it, call :meth:`start`, carry out the actions it returns, and feed
+    what happened to :meth:`handle` until an action is :class:`Answer`."""
+
+    def __init__(
+        self,
+        request: BankBound,
+        stamp: Stamp,
+        *,
+        book: TransactionBook,
+        cards: Cards,
+        route: Router,
+        institution: Institution,
+        allocate_rrn: Callable[[Stamp], str],
+        in_flight: Callable[[str], bool],
+        now: float,
+        finalize: Finalizer | None = None,
+    ) -> None:
+        self.request = request
+        self.stamp = stamp
+        self.rrn: str | None = None
+        """Given once admitted (refusals at the door use none of the day's numbers)."""
+        self.allocate_rrn = allocate_rrn
+        self.book = book
+        self.cards = cards
+        self.route = route
+        self.institution = institution
+        self.now = now
+        self.finalize = finalize
+        self.in_flight = in_flight
+        self.phase: Phase = "received"
+        self.record: TxnRecord | None = None
+        """The transaction's record, from the moment it holds a bank-path slot."""
+        self.bank: str | None = None
+        self.route_name: str | None = None
+        self.original: TxnRecord | None = None
+        self.first: TxnRecord | None = None
+        self._resolved: BankBound = request
+        self._exchange: Exchange | None = None
+        self._state: State = "not_sent"
+        self._outcome: Outcome | None = None
+        self._reversal_queued = False
+
+    # -- driving ---------------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        if self.phase != "received":
+            raise LocalProtocolError("a transaction starts once")
+        step = _Step()
+        try:
+            self._look_before_admission(step)
+        except TransactionRefused as exc:
+            self._answer(step, self._refusal(exc))
+        return step.actions
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """The actions that follow ``event`` (at ``now``, the wall clock's seconds)."""
+        moves = TRANSITIONS.get((self.phase, type(event)))
+        if moves is None:
+            raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
+        self.now = now
+        step = _Step()
+        handler = getattr(self, f"_on_{self.phase}")
+        try:
+            handler(event, step)
+        except TransactionRefused as exc:
+            self._answer(step, self._refusal(exc))
+        allowed = moves if isinstance(moves, tuple) else (moves,)
+        assert self.phase in allowed, f"{type(event).__name__}: moved to {self.phase}"
+        return step.actions
+
+    # -- before admission: repeats and originals (reads only) ---------------------------
+
+    def _look_before_admission(self, step: _Step) -> None:
+        if self._answer_repeat(step):
+            return
+        load = self._original_to_load()
+        if load is not None:
+            self.phase = "loading_original"
+            step.actions.append(load)
+            return
+        self._admit(step)
+
+    def _check(self) -> None:
+        """The rules that need nothing but the book, checked before a slot is taken so
+        that a request bound to be refused (no route, no original) never holds one."""
+        request = self.request
+        if isinstance(request, Sale | BalanceInquiry):
+            self.route(request.card.pan)
+        else:
+            self.book.find_sale(
+                merchant_id=request.acceptor.merchant_id,
+                rrn=request.original.rrn,
+                online_id=request.original.online_id,
+            )
+
+    def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
+        assert self.first is not None
+        self._answer(step, self._first_answer(self.first))
+
+    def _on_loading_original(self, event: Event, step: _Step) -> None:
+        if isinstance(event, Refused):
+            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
+            return
+        if isinstance(event, JournalFailed):
+            self._answer(step, self._journal_failure(event))
+            return
+        assert isinstance(event, OriginalLoaded)
+        record = event.record
+        if record is not None and self.book.by_rrn(record.rrn) is None:
+            self.book.add(record)  # unless another transaction added it meanwhile
+        self._admit(step)
+
+    def _admit(self, step: _Step) -> None:
+        self._check()
+        self.phase = "admitting"
+        step.actions.append(Admit())
+
+    def _on_admitting(self, event: Event, step: _Step) -> None:
+        if isinstance(event, Refused):
+            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
+            return
+        # Looked at again now that it holds a slot: a first may have arrived meanwhile.
+        if self._answer_repeat(step):
+            return
+        try:
+            self.rrn = self.allocate_rrn(self.stamp)
+        except RrnExhausted as exc:
+            raise TransactionRefused("96", str(exc)) from None
+        self._resolve()
+        self.phase = "waiting_for_link"
+        assert self.bank is not None
+        step.actions.append(AcquireLink(self.bank))
+
+    def _answer_repeat(self, step: _Step) -> bool:
+        """A POS request that repeats one the bank has seen (same terminal, merchant,
+        batch, STAN, date and MTI) gets the first's answer; the bank sees it once. One
+        asking something else under that identity is refused 94."""
+        first = self._repeated()
+        if first is None:
+            return False
+        self.first = first
+        if self.in_flight(first.rrn):
+            self.phase = "waiting_for_first"
+            step.actions.append(AwaitFirst(first.rrn))
+        else:
+            self._answer(step, self._first_answer(first))
+        return True
+
+    def _repeated(self) -> TxnRecord | None:
+        request = self.request
+        if request.acceptor.channel != "pos" or request.card is None:
+            return None  # online repeats are the idempotency book's
+        acceptor = request.acceptor
+        key: RequestKey = (
+            acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan,
+            self.stamp.local_date, request.request_mti,
+        )  # fmt: skip
+        first = self.book.by_request(key)
+        if first is None or first.state == "not_sent":
+            return None  # unseen, or never reached a bank: safe to process (again)
+        if first.request_digest is None or not self.cards.matches(
+            _digest_text(request, request.card.pan), first.request_digest
+        ):
+            raise TransactionRefused("94", "duplicate transmission with different content")
+        return first
+
+    def _first_answer(self, first: TxnRecord) -> Outcome:
+        return Outcome(
+            code=first.code or "96",
+            rrn=first.rrn,
+            auth_code=first.auth_code,
+            balance=first.balance,
+            bank=first.bank,
+            route="duplicate",
+            bank_stan=first.sent.stan if first.sent else None,
+        )
+
+    def _original_to_load(self) -> LoadOriginal | None:
+        """The book is a bounded cache of recent transactions: an original it does not
+        hold is read back from the journal."""
+        request = self.request
+        if not isinstance(request, Void | Refund):
+            return None
+        ref, merchant_id = request.original, request.acceptor.merchant_id
+        if ref.rrn is not None:
+            if self.book.by_rrn(ref.rrn) is None:
+                return LoadOriginal(rrn=ref.rrn)
+        elif (
+            ref.online_id is not None and self.book.by_online_id(merchant_id, ref.online_id) is None
+        ):
+            return LoadOriginal(merchant_id=merchant_id, online_id=ref.online_id)
+        return None
+
+    # -- admitted: the rules, the record -------------------------------------------------
+
+    def _resolve(self) -> None:
+        """Routes the request (to its card's bank, or its original's), applies the rules
+        on originals and reserves what it voids or refunds, and makes its record."""
+        request = self.request
+        if isinstance(request, Sale | BalanceInquiry):
+            pan = request.card.pan
+            self.route_name, self.bank = self.route(pan)
+            amount = request.amount
+        else:
+            original = self.book.find_sale(
+                merchant_id=request.acceptor.merchant_id,
+                rrn=request.original.rrn,
+                online_id=request.original.online_id,
+            )
+            try:
+                pan = self.cards.open(original.pan_sealed)
+            except CardDataUnreadable as exc:
+                raise TransactionRefused("96", str(exc), field="original") from None
+            if request.card is not None and request.card.pan != pan:
+                raise TransactionRefused("25", "card differs from the original's", field="pan")
+            amount = original.amount if request.amount is None else request.amount
+            if isinstance(request, Void):
+                self.book.reserve_void(original, amount)
+            else:
+                self.book.reserve_refund(original, amount)
+            self.original = original
+            self.route_name, self.bank = "original", original.bank
+            self._resolved = msgspec.structs.replace(
+                request,
+                card=request.card or Card(pan=pan),
+                amount=amount,
+                currency=request.currency or original.currency,
+            )
+        self.record = self._make_record(pan, amount)
+        self.book.add(self.record)
+
+    def _make_record(self, pan: str, amount: int) -> TxnRecord:
+        request = self._resolved
+        acceptor = request.acceptor
+        assert request.currency is not None and self.bank is not None and self.rrn is not None
+        card = request.card
+        return TxnRecord(
+            kind=KIND_NAMES[type(request)],  # type: ignore[arg-type]
+            rrn=self.rrn,
+            bank=self.bank,
+            channel=acceptor.channel,
+            request_mti=request.request_mti,
+            terminal_id=acceptor.terminal_id,
+            merchant_id=acceptor.merchant_id,
+            stan=request.stan,
+            batch=request.batch,
+            local_date=self.stamp.local_date,
+            pan_masked=card.masked_pan if card else "",
+            pan_hmac=self.cards.lookup(pan),
+            pan_sealed=self.cards.seal(pan),
+            amount=amount,
+            currency=request.currency,
+            bank_processing_code=request.processing_code,
+            online_id=request.online_id,
+            request_digest=self.cards.digest(_digest_text(request, pan)),
+            original_rrn=self.original.rrn if self.original is not None else None,
+        )
+
+    # -- the bank path ---------------------------------------------------------------
+
+    def _on_waiting_for_link(self, event: Event, step: _Step) -> None:
+        record = self.record
+        assert record is not None
+        if isinstance(event, Refused):
+            self._settle_in_memory("not_sent", "91")
+            self._answer(step, Outcome(code="91", message=event.reason, rrn=self.rrn))
+            return
+        assert isinstance(event, LinkGranted)
+        mti, fields = bankmsg.bank_request(
+            self._resolved,
+            BankTrace(stan=event.stan, rrn=record.rrn, stamp=self.stamp),
+            self.institution,
+            self.original.sent if self.original is not None else None,
+        )
+        record.bank_processing_code = str(fields[3])
+        record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
+        self._exchange = Exchange(mti, fields)
+        # On disk before it leaves: after a crash it is known, and reversed.
+        self.phase = "journaling_request"
+        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+
+    def _on_journaling_request(self, event: Event, step: _Step) -> None:
+        if isinstance(event, JournalFailed):
+            step.actions.append(ReleaseLink(answered=None))
+            self._settle_in_memory("not_sent", "96")
+            self._answer(step, self._journal_failure(event))
+            return
+        assert self._exchange is not None
+        self.phase = "at_bank"
+        step.actions.append(self._exchange)
+
+    def _on_at_bank(self, event: Event, step: _Step) -> None:
+        """The bank's answer, or why there is none, settles the transaction."""
+        record = self.record
+        assert record is not None and record.sent is not None
+        base = Outcome(
+            code="68", rrn=record.rrn, bank=record.bank, route=self.route_name,
+            bank_stan=record.sent.stan,
+        )  # fmt: skip
+        state: State = "no_answer"  # it may be at the bank: without a final answer, reversed
+        verdict: bool | None = False
+        match event:
+            case BankAnswered(mti=mti, fields=fields):
+                outcome, final = _bank_answer(base, mti, EXPECTED_RESPONSE[record.sent.mti], fields)
+                if final:
+                    state = "approved" if outcome.approved else "declined"
+                verdict = True
+            case BankTimedOut():
+                outcome = msgspec.structs.replace(base, message="issuer did not answer in time")
+            case LinkLost(reason=reason):
+                outcome = msgspec.structs.replace(base, code="91", message=reason)
+            case NotSent(reason=reason):
+                state, verdict = "not_sent", None
+                outcome = msgspec.structs.replace(base, code="91", message=reason)
+            case Stopped():
+                outcome = msgspec.structs.replace(
+                    base, code="96", message="switch stopped before the bank answered"
+                )
+            case _:
+                raise LocalProtocolError(f"{type(event).__name__} at the bank")
+        step.actions.append(ReleaseLink(answered=verdict))
+        self._outcome = outcome
+        self._state = state
+        self.phase = "journaling_answer"
+        step.actions.append(Journal(self._settlement(outcome, state)))
+
+    def _settlement(self, outcome: Outcome, state: State) -> tuple[Change, ...]:
+        """The changes of a settled transaction, committed together: the record, its
+        original, the reversal of what got no final answer, and the channel's own."""
+        record = self.record
+        assert record is not None
+        now = self.now
+        touched = self.book.settle(
+            record, state=state, code=outcome.code, auth_code=outcome.auth_code,
+            balance=outcome.balance,
+        )  # fmt: skip
+        changes: list[Change] = []
+        if state == "no_answer":
+            reason = f"no final answer ({outcome.code})"
+            changes.extend(_queue_reversal(self.book, record, reason, now))
+            self._reversal_queued = True
+        changes.append(TxnUpdated.of(record, now, outcome.message or None))
+        if touched is not None:
+            changes.append(TxnUpdated.of(touched, now))
+        if self.finalize is not None and state != "not_sent":
+            changes.extend(self.finalize(outcome))
+        return tuple(changes)
+
+    def _on_journaling_answer(self, event: Event, step: _Step) -> None:
+        outcome, record = self._outcome, self.record
+        assert outcome is not None and record is not None
+        if isinstance(event, JournalFailed):
+            if self._state in ("approved", "no_answer"):
+                if not record.reversed:
+                    self.book.mark_reversed(record)
+                record.state = "no_answer"
+                step.actions.append(
+                    ReverseUnjournaled(copy.copy(record), "answer not journaled: " + event.error)
+                )
+            self._answer(step, self._journal_failure(event))
+            return
+        if self._reversal_queued:
+            step.actions.append(NudgeReversals(record.bank))
+        self._answer(step, outcome)
+
+    # -- answers -----------------------------------------------------------------------
+
+    def _settle_in_memory(self, state: State, code: str) -> None:
+        """A record that never went further than the switch: settled in the book (which
+        releases what it reserved), never journaled."""
+        if self.record is not None:
+            self.book.settle(self.record, state=state, code=code)
+
+    def _journal_failure(self, event: JournalFailed) -> Outcome:
+        return Outcome(
+            code="96", message="system malfunction", detail=event.error, rrn=self.rrn,
+            bank=self.bank, route=self.route_name,
+        )  # fmt: skip
+
+    def _refusal(self, exc: TransactionRefused) -> Outcome:
+        return Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=self.rrn)
+
+    def _answer(self, step: _Step, outcome: Outcome) -> None:
+        self.phase = "answered"
+        step.actions.append(Answer(outcome))
+
+
+def _bank_answer(
+    base: Outcome, mti: str, expected_mti: str, fields: dict[int, str | bytes]
+) -> tuple[Outcome, bool]:
+    """The outcome of a bank's answer, and whether it is a final one. An answer of the
+    wrong message type, or without a valid 39, says nothing of what the bank did with
+    the request: no final answer (96), so it is reversed."""
+    if mti != expected_mti:
+        return msgspec.structs.replace(
+            base, code="96", message=f"bank answered {mti} to a {base_mti(expected_mti)}"
+        ), False
+    answer = bankmsg.outcome_from_bank(fields, rrn=base.rrn or "", bank=base.bank or "")
+    if answer is None:
+        return msgspec.structs.replace(
+            base, code="96", message="bank answer has no valid field 39"
+        ), False
+    return msgspec.structs.replace(answer, route=base.route, bank_stan=base.bank_stan), True
+
+
+def base_mti(response_mti: str) -> str:
+    return response_mti[:2] + str(int(response_mti[2]) - 1) + response_mti[3]
+
+
+def _digest_text(request: BankBound, pan: str) -> str:
+    """What a repeat must ask again: card, amount, processing code and currency."""
+    amount = "" if request.amount is None else str(request.amount)
+    return f"{pan}|{amount}|{request.processing_code}|{request.currency}"
+
+
+def _queue_reversal(
+    book: TransactionBook, record: TxnRecord, reason: str, now: float
+) -> list[Change]:
+    """Marks ``record`` reversed (undoing its effect on its original) and returns the
+    changes that queue its reversal, the original's included. The caller journals the
+    record itself after these, so that it carries ``reversed``."""
+    changes: list[Change] = [
+        ReversalQueued(rrn=record.rrn, bank=record.bank, reason=reason, at=now)
+    ]
+    original = book.mark_reversed(record)
+    if original is not None:
+        changes.append(TxnUpdated.of(original, now))
+    return changes
+
+
+# -- a terminal's reversal ---------------------------------------------------------------
+
+ReversalPhase = Literal[
+    "received", "loading_original", "waiting_for_first", "journaling", "answered"
+]
+
+REVERSAL_TRANSITIONS: Final[
+    dict[tuple[ReversalPhase, type], ReversalPhase | tuple[ReversalPhase, ...]]
+] = {
+    ("loading_original", OriginalLoaded): ("waiting_for_first", "journaling", "answered"),
+    ("loading_original", Refused): "answered",
+    ("loading_original", JournalFailed): "answered",
+    ("waiting_for_first", FirstFinished): ("journaling", "answered"),
+    ("journaling", Journaled): "answered",
+    ("journaling", JournalFailed): "answered",
+}
+
+
+class TerminalReversal:
+    """A terminal's 0400: answered 00 whether or not its original reached a bank
+    (pos-cup.md). If it did, the switch waits for it to end (a reversal never overtakes
+    its original) and queues its reversal for store-and-forward."""
+
+    def __init__(
+        self,
+        request: Reversal,
+        *,
+        book: TransactionBook,
+        cards: Cards,
+        now: float,
+        in_flight: Callable[[str], bool],
+    ) -> None:
+        self.request = request
+        self.book = book
+        self.cards = cards
+        self.now = now
+        self.in_flight = in_flight
+        self.phase: ReversalPhase = "received"
+        self.record: TxnRecord | None = None
+        acceptor, ref = request.acceptor, request.original
+        self.trace = (
+            acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
+            ref.stan or request.stan,
+        )  # fmt: skip
+
+    def start(self) -> list[Action]:
+        if self.phase != "received":
+            raise LocalProtocolError("a reversal starts once")
+        record = self.book.by_trace(*self.trace)
+        if record is None:  # older than the book holds
+            self.phase = "loading_original"
+            return [LoadOriginal(trace=self.trace)]
+        return self._found(record)
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        moves = REVERSAL_TRANSITIONS.get((self.phase, type(event)))
+        if moves is None:
+            raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
+        self.now = now
+        actions: list[Action]
+        match event:
+            case Refused(reason=reason):
+                self.phase = "answered"
+                actions = [Answer(Outcome(code="91", message=reason, shed=True))]
+            case JournalFailed(error=error) if self.phase == "loading_original":
+                self.phase = "answered"
+                actions = [Answer(Outcome(code="96", message="system malfunction", detail=error))]
+            case OriginalLoaded(record=record):
+                if record is not None and self.book.by_rrn(record.rrn) is None:
+                    self.book.add(record)
+                actions = self._found(self.book.by_rrn(record.rrn) if record else None)
+            case FirstFinished():
+                assert self.record is not None
+                actions = self._reverse(self.record)
+            case Journaled():
+                assert self.record is not None
+                self.phase = "answered"
+                rrn, bank = self.record.rrn, self.record.bank
+                actions = [
+                    NudgeReversals(bank),
+                    Answer(Outcome(code="00", rrn=rrn, bank=bank, route="original")),
+                ]
+            case JournalFailed(error=error):
+                assert self.record is not None
+                self.phase = "answered"
+                actions = [
+                    ReverseUnjournaled(copy.copy(self.record), "reversal not journaled: " + error),
+                    Answer(Outcome(code="96", message="system malfunction", detail=error)),
+                ]
+            case _:
+                raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
+        allowed = moves if isinstance(moves, tuple) else (moves,)
+        assert self.phase in allowed, f"{type(event).__name__}: moved to {self.phase}"
+        return actions
+
+    def _found(self, record: TxnRecord | None) -> list[Action]:
+        if record is None or not self.cards.matches(self.request.card.pan, record.pan_hmac):
+            self.phase = "answered"
+            return [Answer(Outcome(code="00", message="no original reached a bank"))]
+        self.record = record
+        if self.in_flight(record.rrn):
+            self.phase = "waiting_for_first"
+            return [AwaitFirst(record.rrn)]
+        return self._reverse(record)
+
+    def _reverse(self, record: TxnRecord) -> list[Action]:
+        if record.sent is None or record.reversed or record.state == "not_sent":
+            self.phase = "answered"
+            return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
+        reason = f"terminal reversal {self.request.reason}"
+        changes = _queue_reversal(self.book, record, reason, self.now)
+        changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+        self.phase = "journaling"
+        return [Journal(tuple(changes))]
+
+
+def recovery_changes(
+    book: TransactionBook, in_doubt: Sequence[TxnRecord], now: float
+) -> list[Change]:
+    """At start-up, what a crash left ``sending`` may have reached its bank: each is
+    settled ``no_answer`` (96) with its reversal queued."""
+    changes: list[Change] = []
+    for record in in_doubt:
+        record.state, record.code = "no_answer", "96"
+        changes.extend(_queue_reversal(book, record, "in doubt after restart", now))
+        changes.append(TxnUpdated.of(record, now, "in doubt after restart"))
+    return changes
