@@ -5,8 +5,9 @@ Plain Python, no I/O: times are given by the caller. The trio layer
 
 The switch has ``slots`` transactions in progress at most. A request that finds every
 slot taken waits in a bounded queue, at most ``max_wait_s``; it is refused (91) at once
-only when the queue is full, or when the switch is *overloaded*, and then only while
-the oldest waiting request has waited longer than ``target_s``. Overloaded means that,
+only when the queue is full, or when the switch is *overloaded*, and then only when it
+would wait longer than ``target_s`` (what is queued, at the rate slots were handed out
+in the last interval). Overloaded means that,
 over each of the last ``OVERLOAD_INTERVALS`` intervals of ``interval_s``, new requests
 arrived faster than slots were handed out (by more than ``overload_margin``, and by
 more than ``MIN_EXCESS``): a queue that only holds a steady population of terminals (a
@@ -102,6 +103,7 @@ class AdmissionQueue:
         self._by_age: deque[Ticket] = deque()  # every waiting ticket, oldest first (lazily)
         self._interval_ends = 0.0
         self._excess_intervals = 0
+        self._service_rate = 0.0  # slots handed out per second, over the last interval
         self._arrivals = 0  # new (not retried) requests in the current interval
         self._grants = 0  # slots handed out in the current interval
         self.admitted = 0
@@ -125,7 +127,7 @@ class AdmissionQueue:
         if self.waiting >= self.config.queue_limit:
             self.refused_queue_full += 1
             return self._refuse(ticket, f"busy: {self.waiting} requests waiting")
-        if self.overloaded and self.oldest_wait_s(now) > self.config.target_s:
+        if self.overloaded and self.waiting > self._service_rate * self.config.target_s:
             self.refused_overload += 1
             return self._refuse(ticket, "busy: requests arrive faster than they are served")
         self._enqueue(ticket)
@@ -188,6 +190,7 @@ class AdmissionQueue:
         if now < self._interval_ends:
             return
         demand, served = self._arrivals, self._grants
+        self._service_rate = served / self.config.interval_s
         excess = demand > served * (1 + self.config.overload_margin) + MIN_EXCESS
         self._excess_intervals = self._excess_intervals + 1 if excess and self.waiting else 0
         self.overloaded = self._excess_intervals >= OVERLOAD_INTERVALS

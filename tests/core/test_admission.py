@@ -1,0 +1,172 @@
+"""Switch-wide admission, synchronously: slots, the bounded queue, fairness between
+channels and connections, and overload told apart from a long steady queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from switch.core.admission import (
+    OVERLOAD_INTERVALS,
+    AdmissionConfig,
+    AdmissionQueue,
+    Ticket,
+)
+from switch.core.ratelimit import TokenBucket
+
+CONFIG = AdmissionConfig(slots=2, queue_limit=4, max_wait_s=1.0, target_s=0.02, interval_s=0.1)
+
+
+def states(tickets: list[Ticket]) -> list[str]:
+    return [ticket.state for ticket in tickets]
+
+
+def test_free_slots_admit_at_once_then_requests_wait_then_the_queue_refuses() -> None:
+    queue = AdmissionQueue(CONFIG)
+    tickets = [queue.arrive("pos", n, 0.0) for n in range(7)]
+    assert states(tickets) == ["admitted"] * 2 + ["waiting"] * 4 + ["refused"]
+    assert "waiting" in tickets[-1].reason
+    assert (queue.in_use, queue.waiting, queue.refused_queue_full) == (2, 4, 1)
+
+
+def test_a_released_slot_goes_to_the_oldest_waiting_of_the_next_channel_in_turn() -> None:
+    queue = AdmissionQueue(CONFIG)
+    queue.arrive("pos", 1, 0.0)
+    queue.arrive("pos", 2, 0.0)
+    first = queue.arrive("pos", 3, 0.01)
+    second = queue.arrive("pos", 3, 0.02)
+    assert queue.release(0.03) is first and first.state == "admitted"
+    assert queue.release(0.04) is second
+    assert queue.release(0.05) is None
+    assert (queue.in_use, queue.waiting) == (1, 0)
+
+
+def test_channels_take_turns_whatever_one_of_them_queued() -> None:
+    """An online client with many pipelined requests waits its channel's turn: the
+    terminals queued after it are served in between."""
+    queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=100, max_wait_s=1.0))
+    queue.arrive("online", 1, 0.0)
+    online = [queue.arrive("online", 1, 0.001 * n) for n in range(1, 11)]
+    pos = [queue.arrive("pos", 100 + n, 0.02 + 0.001 * n) for n in range(3)]
+    served = [queue.release(0.1 + n * 0.01) for n in range(6)]
+    assert served == [online[0], pos[0], online[1], pos[1], online[2], pos[2]]
+
+
+def test_connections_of_a_channel_take_turns() -> None:
+    queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=100, max_wait_s=1.0))
+    queue.arrive("online", 1, 0.0)
+    busy = [queue.arrive("online", 1, 0.001 * n) for n in range(1, 5)]
+    quiet = queue.arrive("online", 2, 0.01)
+    served = [queue.release(0.1 + n * 0.01) for n in range(3)]
+    assert served == [busy[0], quiet, busy[1]]
+
+
+def test_a_withdrawn_ticket_gives_its_place_up() -> None:
+    queue = AdmissionQueue(CONFIG)
+    queue.arrive("pos", 1, 0.0)
+    queue.arrive("pos", 2, 0.0)
+    expired = queue.arrive("pos", 3, 0.0)
+    later = queue.arrive("pos", 4, 0.5)
+    queue.withdraw(expired, 1.0, expired=True)
+    assert expired.state == "withdrawn" and queue.expired == 1
+    assert queue.oldest_wait_s(1.0) == pytest.approx(0.5)
+    assert queue.release(1.1) is later
+    queue.withdraw(later, 1.2, expired=True)  # admitted already: nothing to withdraw
+    assert later.state == "admitted" and queue.expired == 1
+
+
+def test_a_long_steady_queue_is_served_not_refused() -> None:
+    """A closed loop of many terminals: each sends its next request when answered, so
+    demand equals service however long the queue; nothing is refused."""
+    queue = AdmissionQueue(AdmissionConfig(slots=4, queue_limit=1000, max_wait_s=1.0))
+    now = 0.0
+    for connection in range(200):  # a fleet that all sends at once: a burst
+        queue.arrive("pos", connection, now)
+    refused = 0
+    for step in range(3000):  # 30 s: one answer and one new request every 10 ms
+        now = 0.01 * (step + 1)
+        queue.release(now)
+        refused += queue.arrive("pos", step % 200, now).state == "refused"
+    assert refused == 0 and not queue.overloaded
+    assert queue.oldest_wait_s(now) > CONFIG.target_s  # a long queue, all the same
+
+
+def test_demand_beyond_service_interval_after_interval_is_overload_and_sheds() -> None:
+    """Twice as many arrivals as answers: once it has lasted OVERLOAD_INTERVALS, new
+    arrivals are refused whenever they would wait over target_s, so what is admitted
+    waits about that long, and the excess is told at once."""
+    config = AdmissionConfig(slots=4, queue_limit=10_000, max_wait_s=1.0, target_s=0.02)
+    queue = AdmissionQueue(config)
+    now, waited, refused = 0.0, [], 0
+    tickets: list[Ticket] = []
+    for step in range(4000):  # 4 s: an answer every 1 ms, an arrival every 0.5 ms
+        now = step * 0.0005
+        ticket = queue.arrive("pos", step, now)
+        refused += ticket.state == "refused"
+        tickets.append(ticket)
+        if step % 2:
+            granted = queue.release(now)
+            if granted is not None and now > 1.0:
+                waited.append(now - granted.arrived_at)
+    assert queue.overloaded
+    assert refused > 1500  # about half of what arrived after the first few intervals
+    assert max(waited) < config.target_s + 0.01  # once shedding, accepted wait is short
+
+
+def test_overload_ends_when_demand_falls_back() -> None:
+    queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=10_000, max_wait_s=10.0))
+    now = 0.0
+    for step in range(2000):
+        now = step * 0.0005
+        queue.arrive("pos", step, now)
+        if step % 2:
+            queue.release(now)
+    assert queue.overloaded
+    for step in range(2000):  # as many answers as arrivals
+        now += 0.001
+        queue.release(now)
+        queue.arrive("pos", step, now)
+    assert not queue.overloaded
+
+
+def test_retries_of_refused_requests_are_not_counted_as_new_demand() -> None:
+    """Terminals that resend the moment they are refused (a crowd beyond capacity):
+    were their retries counted as demand, the switch would stay 'overloaded' and refuse
+    them for ever in a loop."""
+    queue = AdmissionQueue(AdmissionConfig(slots=4, queue_limit=1000, max_wait_s=1.0))
+    now = 0.0
+    for step in range(5000):
+        now = step * 0.001
+        queue.release(now)
+        queue.arrive("pos", step % 300, now)  # the served terminal's next request
+        for retry in range(3):  # and three refused ones resending
+            queue.arrive("pos", 1000 + retry, now, retry=True)
+    assert not queue.overloaded
+
+
+def test_a_few_either_way_at_low_rates_is_noise() -> None:
+    queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=100, max_wait_s=10.0))
+    now = 0.0
+    for _ in range(OVERLOAD_INTERVALS * 5):
+        for n in range(6):  # 6 arrivals, 1 answer an interval: MIN_EXCESS not reached
+            queue.arrive("pos", n, now + 0.01 * n)
+        queue.release(now + 0.09)
+        now += 0.1
+    assert not queue.overloaded
+
+
+def test_statistics_say_what_is_held_and_why_refused() -> None:
+    queue = AdmissionQueue(CONFIG)
+    for n in range(7):
+        queue.arrive("pos", n, 0.0)
+    statistics = queue.statistics(0.5)
+    assert (statistics.in_use, statistics.waiting, statistics.refused_queue_full) == (2, 4, 1)
+    assert statistics.oldest_wait_s == pytest.approx(0.5)
+
+
+def test_a_token_bucket_allows_a_burst_then_its_rate() -> None:
+    bucket = TokenBucket(rate_per_s=10.0, burst=3.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_s(0.0) == pytest.approx(0.1)
+    assert bucket.take(0.1) and not bucket.take(0.1)
+    assert bucket.take(10.0) and bucket.take(10.0) and bucket.take(10.0)
+    assert not bucket.take(10.0)  # refilled to its burst, not beyond

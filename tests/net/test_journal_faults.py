@@ -1,0 +1,133 @@
+"""A journal that stops taking writes while the switch runs (its disk full, or made
+read-only): through the real switch, simulator and SQLite file over loopback. The
+failure is injected where SQLite reports it, at COMMIT on the switch's own connection;
+everything around it is the real code.
+
+The invariant: every approval from a bank is either journaled and answered as an
+approval, or reversed at the bank; also while the journal cannot be written, and
+without a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import trio
+
+from switch.app import SwitchApp
+from switch.store.sqlite import JournalFile, SqliteJournal
+from switch.wire import online as wire
+from tests.conftest import LogSink, make_config
+from tests.net.helpers import PAN_ICBC, eventually, online_client, pos_client, start_switch
+
+FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
+
+
+class FailingDisk:
+    """Makes the journal file's COMMITs fail as SQLite fails them on a full disk (or a
+    read-only one) while ``failing`` is set; the transaction is rolled back."""
+
+    def __init__(self, app: SwitchApp, error: str = "database or disk is full") -> None:
+        assert isinstance(app.journal, SqliteJournal)
+        self.file: JournalFile = app.journal.file
+        self.error = error
+        self.failing = False
+        real = self.file._execute
+
+        def execute(statement: str, *, wait: bool) -> bool:
+            if self.failing and statement == "COMMIT":
+                raise sqlite3.OperationalError(self.error)
+            return real(statement, wait=wait)
+
+        self.file._execute = execute  # type: ignore[method-assign]
+
+
+def txn_states(app: SwitchApp) -> dict[str, str]:
+    with sqlite3.connect(app.config.path(app.config.journal.path)) as connection:
+        return dict(connection.execute("SELECT rrn, state FROM txn"))
+
+
+async def test_an_approval_the_journal_cannot_record_is_answered_96_and_reversed(
+    nursery: trio.Nursery, log_sink: LogSink
+) -> None:
+    app = await start_switch(nursery, make_config(saf=FAST_SAF))
+    simulator = app.simulators["icbc"]
+    disk = FailingDisk(app)
+    simulator.latency_s = 0.3
+    client = await pos_client(app)
+    await client.send(client.terminal.sale(1, PAN_ICBC, 4200))
+    await eventually(lambda: simulator.statistics().pending == 1)  # journaled, at the bank
+    disk.failing = True  # the disk fills while the bank approves
+    _, response = await client.receive()
+    assert response.fields[39] == "96"
+    rrn = str(response.fields[37])
+    # Reversed at the bank from memory: no restart, the journal still failing.
+    await eventually(lambda: simulator.totals().reversed == 4200)
+    totals = simulator.totals()
+    assert (totals.approved, totals.net) == (4200, 0)
+    assert [line["rrn"] for line in log_sink.events("reversed_without_journal")] == [rrn]
+    assert app.forwarders["icbc"].statistics()["unjournaled"] == 0  # delivered
+
+    simulator.latency_s = 0
+    refused = await client.request(client.terminal.sale(2, PAN_ICBC, 5100))
+    assert refused.fields[39] == "96"  # nothing leaves for a bank that is not journaled
+    assert simulator.totals().approvals == 1
+
+    disk.failing = False  # room again: the switch goes on as before, no restart
+    again = await client.request(client.terminal.sale(3, PAN_ICBC, 6100))
+    assert again.fields[39] == "00"
+    states = txn_states(app)
+    assert states[str(again.fields[37])] == "approved"
+    # The first is still "sending" in the journal (or reversed, once written): a restart
+    # would reverse it again, which a bank applies once.
+    assert states[rrn] in ("sending", "no_answer")
+
+
+async def test_a_terminal_reversal_the_journal_cannot_queue_still_reaches_the_bank(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config(saf=FAST_SAF))
+    simulator = app.simulators["icbc"]
+    disk = FailingDisk(app, "attempt to write a readonly database")
+    client = await pos_client(app)
+    sale = client.terminal.sale(1, PAN_ICBC, 3300)
+    assert (await client.request(sale)).fields[39] == "00"
+    disk.failing = True
+    reversal = await client.request(client.terminal.reversal(sale))
+    assert reversal.fields[39] == "96"  # the terminal sends it again later
+    await eventually(lambda: simulator.totals().reversed == 3300)
+    disk.failing = False
+    assert (await client.request(client.terminal.reversal(sale))).fields[39] == "00"
+    assert simulator.totals().reversed == 3300  # applied once
+
+
+async def test_an_online_client_never_sees_the_journals_own_error(
+    nursery: trio.Nursery, log_sink: LogSink
+) -> None:
+    app = await start_switch(nursery)
+    disk = FailingDisk(app)
+    disk.failing = True
+    client = await online_client(app)
+    result: Any = await client.request(
+        wire.Purchase(
+            id="full-1",
+            merchant_id="SHOP01",
+            amount=1200,
+            currency="CNY",
+            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+        )
+    )
+    assert result.code == "96" and result.message == "system malfunction"
+    [line] = [line for line in log_sink.events("txn") if line["channel"] == "online"]
+    assert "disk is full" in line["reason"]  # the operator is told, in the log
+    disk.failing = False
+    again: Any = await client.request(  # nothing was kept: the same id may be retried
+        wire.Purchase(
+            id="full-1",
+            merchant_id="SHOP01",
+            amount=1200,
+            currency="CNY",
+            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+        )
+    )
+    assert again.approved
