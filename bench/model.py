@@ -88,6 +88,8 @@ class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
     """The switch's ``journal_commit_slow`` lines for commits that overlapped the window:
     commits that took over 20 ms in their thread (the disk stalled)."""
     slowest_commit_ms: float | None = None
+    slow_commit_spans_s: list[tuple[float, float]] = []
+    """When each of those commits ran: (start, end) in seconds into the window."""
 
 
 class MaxRate(msgspec.Struct, frozen=True, kw_only=True):
