@@ -66,6 +66,11 @@ class ScenarioResult(msgspec.Struct, frozen=True, kw_only=True):
     ``closed``: the connection ended first. They add up to ``sent``."""
     latency_ms: LatencySummary
     latency_approved_ms: LatencySummary
+    latency_refused_ms: LatencySummary
+    """Answers 91 only, at the terminal: how long a refusal took."""
+    parts: WindowParts | None
+    """The window cut into parts, each with its latency and whether the disk stalled
+    in it (half_max only; None elsewhere)."""
     switch_logged: SwitchLogged | None
     """The switch's own view from its txn log lines in the window; None for the echo
     server."""
@@ -90,6 +95,26 @@ class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
     slowest_commit_ms: float | None = None
     slow_commit_spans_s: list[tuple[float, float]] = []
     """When each of those commits ran: (start, end) in seconds into the window."""
+
+
+class WindowPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One part of a measurement window."""
+
+    start_s: float
+    end_s: float
+    """Seconds into the window; a request belongs to the part it was due in."""
+    latency_ms: LatencySummary
+    slow_commits: int
+    """Journal commits over 20 ms that ran during the part (or just after its end,
+    while its last requests could still wait for them)."""
+
+
+class WindowParts(msgspec.Struct, frozen=True, kw_only=True):
+    parts: list[WindowPart]
+    unstalled: int
+    """Parts without a slow journal commit."""
+    unstalled_latency_ms: LatencySummary | None
+    """Latency over the parts without one, merged; None when every part had one."""
 
 
 class MaxRate(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,11 +176,18 @@ class SlowBank(msgspec.Struct, frozen=True, kw_only=True):
     result: ScenarioResult
 
 
+Verdict = Literal["PASS", "FAIL", "n/a", "n/a-stalled"]
+
+
 class TargetCheck(msgspec.Struct, frozen=True, kw_only=True):
     target: str
     measured: str
     passed: bool | None
-    """None when the scenario it needs was not run."""
+    """None when the scenario it needs was not run (or ran too small to judge, or only
+    in windows the disk stalled)."""
+    result: Verdict
+    """What the table prints: PASS, FAIL, n/a, or n/a-stalled when every window it is
+    judged on had a disk stall."""
 
 
 class Meta(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,18 +205,23 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     """Each generated switch config, as TOML text."""
 
 
-class Report(msgspec.Struct, frozen=True, kw_only=True):
-    meta: Meta
-    codec: CodecReport | None
-    disk: DiskProbe | None
+class SwitchResults(msgspec.Struct, frozen=True, kw_only=True):
+    """What the switch scenarios measured, what the targets are judged on."""
+
     closed_sweep: list[ScenarioResult]
     open_sweep: list[ScenarioResult]
     max_rate: MaxRate | None
     half_max: ScenarioResult | None
     overload: Overload | None
     online: ScenarioResult | None
-    echo: EchoBaseline | None
     idle: IdleConnections | None
     crowd: list[ScenarioResult]
     slow_bank: SlowBank | None
+
+
+class Report(SwitchResults, frozen=True, kw_only=True):
+    meta: Meta
+    codec: CodecReport | None
+    disk: DiskProbe | None
+    echo: EchoBaseline | None
     targets: list[TargetCheck]

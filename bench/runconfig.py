@@ -34,11 +34,11 @@ TomlTable = dict[str, Any]
 
 class BankPlan(msgspec.Struct, frozen=True, kw_only=True):
     """One bank as a run sets it up: its simulator's latency, the switch's links and
-    window towards it."""
+    window towards it (the demo configuration's, conf/switch.toml, by default)."""
 
     name: str
     links: int = 2
-    window: int = 64
+    window: int = 32
     latency_ms: float = 0.0
     issuer_timeout_s: float = 5.0
 

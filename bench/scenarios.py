@@ -27,7 +27,7 @@ import trio
 from bench.codec_bench import CodecReport, run_codec_bench
 from bench.disk_probe import DiskProbe, probe_disk
 from bench.histogram import LatencyHistogram
-from bench.jobs import CLOSED, TIMEOUT, Job, JobResult, Mode
+from bench.jobs import APPROVED, CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
     EchoBaseline,
     GeneratorUsage,
@@ -40,6 +40,9 @@ from bench.model import (
     ScenarioResult,
     SlowBank,
     SwitchLogged,
+    SwitchResults,
+    WindowPart,
+    WindowParts,
 )
 from bench.procstat import ProcessSample, cpu_seconds, raise_open_files_limit, sample
 from bench.report import check_targets
@@ -78,6 +81,9 @@ SATURATED_P99_MS: Final = 500.0
 SWITCH_ALLOWANCE_MS: Final = 5.0
 """A request holds its window slot for the bank's latency plus the switch's own time
 around it; without a half_max measurement of that time, this much is assumed (ms)."""
+STALL_MARGIN_S: Final = 0.1
+"""A part of a window counts as stalled also when a slow commit began this soon after
+its end: its last requests may be waiting for that commit."""
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,7 +92,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     warmup_s: float = 1.0
     duration_s: float = 4.0
     overload_duration_s: float = 8.0
-    terminals: tuple[int, ...] = (1, 8, 64, 256)
+    terminals: tuple[int, ...] = (1, 8, 64, 200, 1000)
+    """Closed-loop sweep: 200 and 1,000 are the targets' (every sale approved)."""
     open_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.15, 1.3)
     """Open-loop sweep: offered rates as fractions of the closed loop's best tps."""
     open_extra_points: int = 4
@@ -95,8 +102,10 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Skip finding the maximum rate: use this (approvals per second)."""
     workers: int = 2
     banks: tuple[str, ...] = ("icbc", "abc")
-    bank_window: int = 64
+    bank_window: int = 32
     bank_links: int = 2
+    """The demo configuration's links and window per bank (conf/switch.toml), for which
+    the targets are stated; the slow bank sizes its own window."""
     overload_pool_s: float = OPEN_POOL_S
     """Overload: terminals = rate x this (at most 4,000), as at every open-loop point, so
     that its RSS compares with the maximum rate's for the same rule (twice the rate, twice
@@ -107,12 +116,19 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     pipeline_depth: int = 16
     idle_connections: int = 10_000
     idle_hold_s: float = 5.0
-    crowd_terminals: tuple[int, ...] = (1024, 4096)
-    """Closed loops of more terminals than the switch admits at once (its cap, 128)."""
+    crowd_terminals: tuple[int, ...] = (4096,)
+    """Closed loops of more terminals than the switch admits at once (its cap, 128); the
+    closed sweep's 1,000 is the step before."""
     slow_bank_latency_ms: float = 50.0
     slow_bank_rate: float | None = None
     """Default: half the maximum rate, at most 1,000 per second."""
     request_timeout_s: float = 5.0
+    half_max_parts: int = 4
+    """half_max's window cut into this many parts, so that its p99 can be judged on the
+    parts without a disk stall."""
+    refusal_bound_s: float = 1.0
+    """The longest a 91 may take: the switch's retry hold (RETRY_HOLD_S in
+    switch/net/channel.py, a constant, not a config key)."""
     codec_target_s: float = 0.2
     disk_probe_s: float = 10.0
     codec_repeats: int = 5
@@ -136,6 +152,7 @@ SHORT: Final = Options(
     idle_connections=200,
     idle_hold_s=0.3,
     crowd_terminals=(300,),
+    half_max_parts=2,
     slow_bank_rate=100.0,
     request_timeout_s=3.0,
     codec_target_s=0.01,
@@ -228,10 +245,12 @@ def summarise(
 ) -> ScenarioResult:
     """Merges the workers' results with the samples of the process under test."""
     latency, latency_approved = LatencyHistogram(), LatencyHistogram()
+    latency_refused = LatencyHistogram()
     codes: dict[str, int] = {}
     for result in results:
         latency.merge(LatencyHistogram.from_wire(result.latency))
         latency_approved.merge(LatencyHistogram.from_wire(result.latency_approved))
+        latency_refused.merge(LatencyHistogram.from_wire(result.latency_refused))
         for code, count in result.codes.items():
             codes[code] = codes.get(code, 0) + count
     window_s = max(result.window_s for result in results)
@@ -254,6 +273,8 @@ def summarise(
         codes=dict(sorted(codes.items())),
         latency_ms=latency.summary(),
         latency_approved_ms=latency_approved.summary(),
+        latency_refused_ms=latency_refused.summary(),
+        parts=window_parts(results, window_s, switch_logged),
         switch_logged=switch_logged,
         server=sampler.usage(answered_in_window),
         banks_cpu_s=round(sampler.banks_cpu_s, 3),
@@ -266,8 +287,43 @@ def summarise(
     )
 
 
+def window_parts(
+    results: Sequence[JobResult], window_s: float, logged: SwitchLogged | None
+) -> WindowParts | None:
+    """The workers' latencies by part of the window, and which parts the disk stalled
+    (by the switch's slow journal commits); None for a window measured whole."""
+    count = max((len(result.latency_parts) for result in results), default=0)
+    if count == 0:
+        return None
+    part_s = window_s / count
+    spans = logged.slow_commit_spans_s if logged is not None else []
+    parts: list[WindowPart] = []
+    unstalled = LatencyHistogram()
+    for index in range(count):
+        histogram = LatencyHistogram()
+        for result in results:
+            if index < len(result.latency_parts):
+                histogram.merge(LatencyHistogram.from_wire(result.latency_parts[index]))
+        start, end = index * part_s, (index + 1) * part_s
+        stalls = sum(1 for a, b in spans if a < end + STALL_MARGIN_S and b >= start)
+        if not stalls:
+            unstalled.merge(histogram)
+        parts.append(
+            WindowPart(
+                start_s=round(start, 3),
+                end_s=round(end, 3),
+                latency_ms=histogram.summary(),
+                slow_commits=stalls,
+            )
+        )
+    clean = sum(1 for part in parts if not part.slow_commits)
+    return WindowParts(
+        parts=parts, unstalled=clean, unstalled_latency_ms=unstalled.summary() if clean else None
+    )
+
+
 def saturated(result: ScenarioResult) -> bool:
-    approved = result.codes.get("00", 0)
+    approved = result.codes.get(APPROVED, 0)
     return (
         approved < SATURATED_SHARE * max(result.offered, 1)
         or result.latency_ms.p99 > SATURATED_P99_MS
@@ -321,6 +377,7 @@ class Bench:
         depth: int = 1,
         duration_s: float | None = None,
         bins: list[str] | None = None,
+        parts: int = 1,
     ) -> ScenarioResult:
         """Runs one load on ``target`` and summarises it."""
         options = self.options
@@ -345,6 +402,7 @@ class Bench:
                     rate_per_s=rate * share / connections,
                     pipeline_depth=depth,
                     request_timeout_s=options.request_timeout_s,
+                    parts=parts,
                     batch=self._jobs,
                     seed=self._jobs * 100 + worker,
                 )
@@ -367,10 +425,22 @@ class Bench:
         )
 
     async def open_loop(
-        self, name: str, target: Target, rate: float, duration_s: float | None = None
+        self,
+        name: str,
+        target: Target,
+        rate: float,
+        *,
+        duration_s: float | None = None,
+        parts: int = 1,
     ) -> ScenarioResult:
         return await self.measure(
-            name, target, "open", open_terminals(rate), rate=rate, duration_s=duration_s
+            name,
+            target,
+            "open",
+            open_terminals(rate),
+            rate=rate,
+            duration_s=duration_s,
+            parts=parts,
         )
 
 
@@ -410,7 +480,9 @@ async def run_main_switch(bench: Bench, measured: _Measured) -> None:
             measured.max_rate = _max_rate_without_sweep(options, measured)
         if measured.max_rate is not None and wanted & {"open", "echo"}:
             half = measured.max_rate.tps / 2
-            measured.half_max = await bench.open_loop("half_max", target, half)
+            measured.half_max = await bench.open_loop(
+                "half_max", target, half, parts=options.half_max_parts
+            )
         if "online" in wanted:
             measured.online = await bench.measure(
                 "online",
@@ -663,28 +735,30 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         options=msgspec.to_builtins(options),
         configs=configs,
     )
-    return Report(
-        meta=meta,
-        codec=measured.codec,
-        disk=measured.disk,
+    results = SwitchResults(
         closed_sweep=measured.closed_sweep,
         open_sweep=measured.open_sweep,
         max_rate=measured.max_rate,
         half_max=measured.half_max,
         overload=measured.overload,
         online=measured.online,
-        echo=measured.echo,
         idle=measured.idle,
         crowd=measured.crowd,
         slow_bank=measured.slow_bank,
+    )
+    return Report(
+        **msgspec.structs.asdict(results),
+        meta=meta,
+        codec=measured.codec,
+        disk=measured.disk,
+        echo=measured.echo,
         targets=check_targets(
-            codec=measured.codec,
-            half_max=measured.half_max,
-            disk=measured.disk,
+            results,
             echo=measured.echo,
-            overload=measured.overload,
-            idle=measured.idle,
             journal=journal,
+            bank_links_window=(options.bank_links, options.bank_window),
+            refusal_bound_s=options.refusal_bound_s,
+            disk=measured.disk,
         ),
     )
 
