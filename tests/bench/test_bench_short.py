@@ -264,6 +264,66 @@ def test_the_crowd_runs_beyond_the_cap_on_its_own_switch(
     assert "crowd_n300" in printed
     assert "crowd" in report["meta"]["configs"]  # a switch of its own
 
+# An older switch's config, as its schema would describe it (no [journal], no window, no
+# [book], a log section that may be left out).
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class _OldSwitch(_Section, kw_only=True):
+    acquirer_id: str
+    dialects_dir: str = "dialects"
+
+
+class _OldBank(_Section, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int
+    links: int = 2
+
+
+class _OldRoute(_Section, kw_only=True):
+    prefix: str
+    bank: str
+
+
+class _OldLog(_Section, kw_only=True):
+    level: str = "info"
+
+
+class _OldConfig(_Section, kw_only=True):
+    switch: _OldSwitch
+    banks: dict[str, _OldBank]
+    routes: tuple[_OldRoute, ...]
+    log: _OldLog | None = None
+
+
+def test_config_is_cut_to_the_keys_a_version_knows(tmp_path: Path) -> None:
+    """What the older switch does not know is left out; the rest still loads with it."""
+    from bench.runconfig import BankPlan, extra_sections, fit_to_schema, switch_config, to_toml
+
+    banks = [BankPlan(name="icbc"), BankPlan(name="abc")]
+    raw = switch_config(banks, {"icbc": 9101, "abc": 9102}, extra=extra_sections(tmp_path, "t"))
+    fitted, dropped = fit_to_schema(raw, msgspec.json.schema(_OldConfig))
+    assert {"book", "journal", "online", "pos", "banks.*.window", "banks.*.sim"} <= set(dropped)
+    assert "switch.utc_offset_h" in dropped and "switch.dialects_dir" not in dropped
+    assert dropped == sorted(set(dropped))
+    old = msgspec.toml.decode(to_toml(fitted).encode(), type=_OldConfig)
+    assert old.banks["abc"].port == 9102 and [r.bank for r in old.routes] == ["icbc", "abc"]
+    assert old.log is not None and old.log.level == "info"
+
+
+def test_a_key_the_current_switch_does_not_know_is_the_benchs_bug(tmp_path: Path) -> None:
+    from bench.runconfig import BankPlan, merge, switch_config
+    from bench.versions import current_version
+
+    raw = switch_config([BankPlan(name="icbc")], {"icbc": 9101})
+    current = current_version()
+    assert current.fit(raw)[1] == []
+    with pytest.raises(ValueError, match=r"pos\.max_conections"):
+        current.fit(merge(raw, {"pos": {"max_conections": 5}}))
+
 
 def test_a_window_part_is_stalled_by_a_slow_commit_in_it_or_just_after() -> None:
     from bench.histogram import LatencyHistogram
