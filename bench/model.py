@@ -190,6 +190,41 @@ class TargetCheck(msgspec.Struct, frozen=True, kw_only=True):
     judged on had a disk stall."""
 
 
+class Ratio(msgspec.Struct, frozen=True, kw_only=True):
+    current: float | None
+    baseline: float | None
+    ratio: float | None
+    """current / baseline (None when either is missing or the baseline is 0)."""
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """One scenario measured on both versions, side by side."""
+
+    name: str
+    offered_rate: Ratio
+    """Open loop: each version's offered rate (half_max and overload_2x run at each
+    version's own maximum; every other point at the same rate for both)."""
+    tps: Ratio
+    goodput_tps: Ratio
+    p50_ms: Ratio
+    p99_ms: Ratio
+    cpu_ms_per_1k: Ratio
+    rss_mb: Ratio
+    """Highest VmRSS in the window."""
+
+
+class CodeVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Which switch code ran."""
+
+    ref: str | None
+    """The git revision as given (``--baseline REF``); None for the working tree."""
+    sha: str | None
+    """The commit it resolved to; for the working tree its HEAD (None outside git)."""
+    dirty: bool | None = None
+    """The working tree only: it had uncommitted changes under switch/ or conf/."""
+    tree: str
+
+
 class Meta(msgspec.Struct, frozen=True, kw_only=True):
     started_at: str
     finished_at: str
@@ -202,11 +237,14 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     logging: str
     options: dict[str, object]
     configs: dict[str, str]
-    """Each generated switch config, as TOML text."""
+    """Each generated switch config, as TOML text (a baseline's labelled baseline-*)."""
+    code: CodeVersion
+    """The switch code measured (the current one; the baseline's is in ``baseline``)."""
 
 
 class SwitchResults(msgspec.Struct, frozen=True, kw_only=True):
-    """What the switch scenarios measured, what the targets are judged on."""
+    """What one switch version measured: the current at the report's top level, the
+    baseline's under ``baseline``, with the same names."""
 
     closed_sweep: list[ScenarioResult]
     open_sweep: list[ScenarioResult]
@@ -219,9 +257,24 @@ class SwitchResults(msgspec.Struct, frozen=True, kw_only=True):
     slow_bank: SlowBank | None
 
 
+class BaselineResults(SwitchResults, frozen=True, kw_only=True):
+    """The switch of another commit, measured in the same run (``--baseline REF``)."""
+
+    ref: str
+    sha: str
+    """The commit REF resolved to when the run began."""
+    dropped_config_keys: list[str]
+    """Keys of the generated config its version does not know, left out of its config."""
+    targets: list[TargetCheck]
+    """The same targets, judged on its numbers (for the change's before and after)."""
+
+
 class Report(SwitchResults, frozen=True, kw_only=True):
     meta: Meta
     codec: CodecReport | None
     disk: DiskProbe | None
     echo: EchoBaseline | None
     targets: list[TargetCheck]
+    baseline: BaselineResults | None
+    comparison: list[Comparison]
+    """Each scenario run on both versions: current, baseline and current / baseline."""

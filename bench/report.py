@@ -13,8 +13,10 @@ from bench.codec_bench import CodecReport
 from bench.disk_probe import STALL_MS, DiskProbe
 from bench.jobs import APPROVED, CLOSED, REFUSED, TIMEOUT
 from bench.model import (
+    Comparison,
     EchoBaseline,
     MaxRate,
+    Ratio,
     ScenarioResult,
     SwitchLogged,
     SwitchResults,
@@ -40,6 +42,7 @@ OVERLOAD_P99_MS: Final = 100.0
 CPU_RATIO: Final = 4.0
 ONE_TERMINAL_P50_MS: Final = 2.0
 HALF_MAX_P99_MS: Final = 10.0
+BASELINE_MAX_RATE_RATIO: Final = 1.5
 
 
 def _verdict(passed: bool | None) -> Verdict:
@@ -62,8 +65,11 @@ def check_targets(
     bank_links_window: tuple[int, int],
     refusal_bound_s: float,
     disk: DiskProbe | None = None,
+    baseline: SwitchResults | None = None,
+    baseline_ref: str | None = None,
 ) -> list[TargetCheck]:
-    """Issue #11's targets, judged on the switch scenarios' ``results``."""
+    """Issue #11's targets, judged on one switch version's ``results`` (``echo`` and
+    ``baseline`` are given for the current version only)."""
     checks = [
         _all_approved(results.closed_sweep, terminals, bank_links_window)
         for terminals in ALL_APPROVED_TERMINALS
@@ -73,6 +79,7 @@ def check_targets(
     checks.append(_cpu(results.half_max, echo, journal))
     checks.append(_one_terminal(results.closed_sweep))
     checks.append(_half_max(results.half_max, disk))
+    checks.append(_against_baseline(results.max_rate, baseline, baseline_ref))
     return checks
 
 
@@ -241,6 +248,50 @@ def _parts_line(parts: WindowParts) -> str:
     ) + (" ms, * a disk stall" if any(part.slow_commits for part in parts.parts) else " ms")
 
 
+def _against_baseline(
+    max_rate: MaxRate | None, baseline: SwitchResults | None, baseline_ref: str | None
+) -> TargetCheck:
+    name = f"maximum rate >= {BASELINE_MAX_RATE_RATIO:g}x the baseline's (same run)"
+    if baseline is None:
+        return _not_run(name, "no --baseline")
+    if max_rate is None or baseline.max_rate is None or not baseline.max_rate.tps:
+        return _not_run(name, "no maximum rate measured")
+    ratio = max_rate.tps / baseline.max_rate.tps
+    measured = (
+        f"{ratio:.2f}x ({max_rate.tps:g}/s, {max_rate.source}, against {baseline_ref}'s"
+        f" {baseline.max_rate.tps:g}/s, {baseline.max_rate.source})"
+    )
+    return _check(name, measured, ratio >= BASELINE_MAX_RATE_RATIO)
+
+
+def compare(current: SwitchResults, baseline: SwitchResults) -> list[Comparison]:
+    """Each scenario that ran on both versions, side by side."""
+    theirs = {r.name: r for r in scenarios_of(baseline)}
+    return [
+        _comparison(mine, theirs[mine.name])
+        for mine in scenarios_of(current)
+        if mine.name in theirs
+    ]
+
+
+def _ratio(current: float | None, baseline: float | None) -> Ratio:
+    ratio = round(current / baseline, 3) if current is not None and baseline else None
+    return Ratio(current=current, baseline=baseline, ratio=ratio)
+
+
+def _comparison(current: ScenarioResult, baseline: ScenarioResult) -> Comparison:
+    return Comparison(
+        name=current.name,
+        offered_rate=_ratio(current.offered_rate, baseline.offered_rate),
+        tps=_ratio(current.tps, baseline.tps),
+        goodput_tps=_ratio(current.goodput_tps, baseline.goodput_tps),
+        p50_ms=_ratio(current.latency_ms.p50, baseline.latency_ms.p50),
+        p99_ms=_ratio(current.latency_ms.p99, baseline.latency_ms.p99),
+        cpu_ms_per_1k=_ratio(current.server.cpu_ms_per_1k, baseline.server.cpu_ms_per_1k),
+        rss_mb=_ratio(current.server.rss_mb_max, baseline.server.rss_mb_max),
+    )
+
+
 # -- tables --------------------------------------------------------------------------
 
 
@@ -280,7 +331,7 @@ def _journal_p99(result: ScenarioResult) -> float | None:
 def scenarios_of(
     results: SwitchResults, echo: EchoBaseline | None = None
 ) -> list[ScenarioResult]:
-    """The scenarios in the order they ran (the echo server's after overload)."""
+    """A version's scenarios in the order they ran (the echo server's after overload)."""
     found: list[ScenarioResult] = [*results.closed_sweep, *results.open_sweep]
     for single in (results.half_max, results.online):
         if single is not None:
@@ -297,17 +348,39 @@ def scenarios_of(
     return found
 
 
+BASELINE_MARK: Final = " @base"
+"""A baseline row's name suffix in the scenario table."""
+
+
+def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
+    """The scenario table's rows: each current row followed by the baseline's row of the
+    same name; a row only the baseline has comes after the baseline row before it."""
+    rows: list[tuple[str, ScenarioResult]] = [
+        (r.name, r) for r in scenarios_of(report, report.echo)
+    ]
+    if report.baseline is None:
+        return rows
+    for theirs in scenarios_of(report.baseline):
+        names = [name for name, _ in rows]
+        mine = names.index(theirs.name) if theirs.name in names else None
+        if mine is None:  # after the last baseline row so far
+            marked = [i for i, name in enumerate(names) if name.endswith(BASELINE_MARK)]
+            mine = marked[-1] if marked else len(rows) - 1
+        rows.insert(mine + 1, (theirs.name + BASELINE_MARK, theirs))
+    return rows
+
+
 def scenario_table(report: Report) -> str:
     headers = (
         "scenario", "conns", "offered/s", "tps", "good/s", "p50", "p90", "p99", "p99.9",
         "max ms", "sw p99", "jnl p99", "cpu ms/1k", "rss MB", "gen cpu", "codes",
     )  # fmt: skip
     rows = []
-    for r in scenarios_of(report, report.echo):
+    for name, r in paired_scenarios(report):
         lat = r.latency_ms
         rows.append(
             (
-                r.name,
+                name,
                 str(r.connections),
                 _number(r.offered_rate, 0),
                 _number(r.tps, 0),
@@ -328,6 +401,40 @@ def scenario_table(report: Report) -> str:
     return _table(headers, rows)
 
 
+COMPARED: Final = (
+    ("tps", "tps", 0),
+    ("good/s", "goodput_tps", 0),
+    ("p50", "p50_ms", 2),
+    ("p99", "p99_ms", 2),
+    ("cpu ms/1k", "cpu_ms_per_1k", 0),
+    ("rss MB", "rss_mb", 1),
+)
+"""The comparison table's measures: heading, Comparison field, digits."""
+
+
+def comparison_table(comparisons: Sequence[Comparison]) -> str:
+    headers = ["scenario", "offered/s"]
+    for heading, _, _ in COMPARED:
+        headers += [heading, "base", "x"]
+    rows = []
+    for c in comparisons:
+        offered = c.offered_rate
+        row = [
+            c.name,
+            _number(offered.current, 0)
+            + ("" if offered.current == offered.baseline else f" | {_number(offered.baseline, 0)}"),
+        ]
+        for _, field, digits in COMPARED:
+            ratio: Ratio = getattr(c, field)
+            row += [
+                _number(ratio.current, digits),
+                _number(ratio.baseline, digits),
+                "-" if ratio.ratio is None else f"{ratio.ratio:.2f}",
+            ]
+        rows.append(row)
+    return _table(headers, rows)
+
+
 def codec_table(codec: CodecReport) -> str:
     rows = []
     for dialect in codec.dialects:
@@ -344,9 +451,34 @@ def codec_table(codec: CodecReport) -> str:
     return _table(("dialect", "operation", "ours ns/op", "pyiso8583 ns/op", "speed-up"), rows)
 
 
-def targets_table(checks: Sequence[TargetCheck]) -> str:
-    rows = [(c.target, c.measured, c.result) for c in checks]
-    return _table(("target", "measured", "result"), rows)
+def targets_table(
+    checks: Sequence[TargetCheck], baseline: Sequence[TargetCheck] | None = None
+) -> str:
+    """The targets judged on this run; with a baseline, its verdict on each beside."""
+    if baseline is None:
+        return _table(
+            ("target", "measured", "result"), [(c.target, c.measured, c.result) for c in checks]
+        )
+    rows = [
+        (c.target, c.measured, c.result, b.result) for c, b in zip(checks, baseline, strict=True)
+    ]
+    return _table(("target", "measured", "result", "baseline"), rows)
+
+
+def _version_line(report: Report) -> str:
+    code = report.meta.code
+    current = "current: the working tree"
+    if code.sha is not None:
+        current += f" at {code.sha[:12]}" + (
+            " with uncommitted changes under switch/ or conf/" if code.dirty else ""
+        )
+    if report.baseline is None:
+        return current + "\n"
+    b = report.baseline
+    line = f"{current}; baseline: {b.ref} = {b.sha[:12]} (its own tree, the same interpreter)"
+    if b.dropped_config_keys:
+        line += f"; config keys it does not know, left out: {', '.join(b.dropped_config_keys)}"
+    return line + "\n"
 
 
 def print_report(report: Report, out: TextIO) -> None:
@@ -354,8 +486,9 @@ def print_report(report: Report, out: TextIO) -> None:
     out.write(
         f"\npayswitch bench ({meta.mode}), {meta.started_at} .. {meta.finished_at}; "
         f"{meta.cpus} CPUs, load {meta.load_average}; {meta.workers} generator process(es); "
-        f"journal {meta.journal}; logging {meta.logging}\n\n"
+        f"journal {meta.journal}; logging {meta.logging}\n"
     )
+    out.write(_version_line(report) + "\n")
     out.write(scenario_table(report) + "\n")
     out.write(
         "\nlatency in ms, end to end at the terminal (open loop: from when the request was"
@@ -364,34 +497,52 @@ def print_report(report: Report, out: TextIO) -> None:
         " it), p99 over the"
         " transactions that went to a bank;"
         " cpu ms/1k: the process under test's CPU per 1,000 answers; rss: its highest VmRSS"
-        " in the window; gen cpu: the busiest generator process's CPU seconds per second.\n"
+        " in the window; gen cpu: the busiest generator process's CPU seconds per second."
     )
+    if report.baseline is not None:
+        out.write(f" A row ending in{BASELINE_MARK}: the baseline's, measured beside the above.")
+    out.write("\n")
     if report.disk is not None:
         d, latency = report.disk, report.disk.latency_ms
         out.write(
-            f"disk (baseline): {latency.count} writes + fsyncs of 4 KiB in the run dir over"
-            f" {d.duration_s:g} s, alone: p50 {latency.p50:g}, p99 {latency.p99:g},"
+            f"disk alone: {latency.count} writes + fsyncs of 4 KiB in the run dir over"
+            f" {d.duration_s:g} s, before the load: p50 {latency.p50:g}, p99 {latency.p99:g},"
             f" p99.9 {latency.p99_9:g}, max {latency.max:g} ms; {d.stalls} over {STALL_MS:g} ms."
             " Every sale waits for two (durability sync).\n"
         )
     if report.max_rate is not None:
-        out.write(f"maximum rate: {report.max_rate.tps:g}/s ({report.max_rate.source})\n")
+        out.write(f"maximum rate: {report.max_rate.tps:g}/s ({report.max_rate.source})")
+        theirs = report.baseline.max_rate if report.baseline is not None else None
+        if theirs is not None:
+            out.write(f"; the baseline's {theirs.tps:g}/s ({theirs.source})")
+        out.write("\n")
     if report.slow_bank is not None:
         s = report.slow_bank
         out.write(
             f"slow bank: {s.latency_ms:g} ms at {s.rate:g}/s over {s.links} links: Little's law"
             f" needs a window >= {s.required_window:g} per link; with the switch's own"
-            f" {s.switch_allowance_ms:g} ms and Poisson bursts, window set to {s.window}\n"
+            f" {s.switch_allowance_ms:g} ms and Poisson bursts, window set to {s.window}"
+            + (" (the same for the baseline)" if report.baseline is not None else "")
+            + "\n"
         )
     if report.overload is not None and report.overload.result.server.rss_samples:
         samples = report.overload.result.server.rss_samples
         shown = ", ".join(f"{t:g}s {mb:.0f}" for t, mb in samples[:: max(1, len(samples) // 8)])
         out.write(f"overload RSS over time (MB): {shown}\n")
+    if report.baseline is not None:
+        out.write(
+            f"\ncurrent against the baseline ({report.baseline.ref}), x = current / baseline"
+            " (under 1 is less: better for latency, CPU and memory, worse for throughput);"
+            " half_max and overload_2x run at each version's own maximum rate, every other"
+            " point at the same load for both:\n"
+        )
+        out.write(comparison_table(report.comparison) + "\n")
     if report.codec is not None:
         out.write("\n" + codec_table(report.codec) + "\n")
         if report.codec.note:
             out.write(report.codec.note + "\n")
-    out.write("\n" + targets_table(report.targets) + "\n")
+    baseline_targets = report.baseline.targets if report.baseline is not None else None
+    out.write("\n" + targets_table(report.targets, baseline_targets) + "\n")
 
 
 # -- files ---------------------------------------------------------------------------

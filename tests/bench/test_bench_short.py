@@ -1,5 +1,6 @@
 """The bench harness keeps working: ``python -m bench --short`` runs every scenario with
-tiny loads, and its JSON report holds what the full run's readers rely on.
+tiny loads, and its JSON report holds what the full run's readers rely on; with
+``--baseline HEAD`` the same scenarios also run on the committed switch, side by side.
 
 Speed is reported, never asserted: the machine is shared and noisy. What is checked is
 the harness's own bookkeeping: every scenario present, traffic answered, every request
@@ -24,6 +25,10 @@ SCENARIO_KEYS = set(ScenarioResult.__struct_fields__)
 REPORT_KEYS = set(Report.__struct_fields__)
 
 
+BASELINE_ONLY = {"baseline", "comparison"}
+"""Report sections empty without --baseline."""
+
+
 def run_bench(out: Path, *arguments: str) -> tuple[dict[str, Any], str]:
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--short", "--quiet", "--output", str(out), *arguments],
@@ -44,9 +49,11 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
 
 
 def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A version's scenarios by name (the current's with the echo server's)."""
     found = [*report["closed_sweep"], *report["open_sweep"]]
     found += [report["half_max"], report["online"], report["overload"]["result"]]
-    found += [report["echo"]["closed"], report["echo"]["half_max"]]
+    if "echo" in report:
+        found += [report["echo"]["closed"], report["echo"]["half_max"]]
     found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
     return {scenario["name"]: scenario for scenario in found}
 
@@ -54,8 +61,9 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_report_has_every_section(short_run: tuple[dict[str, Any], str]) -> None:
     report, _ = short_run
     assert set(report) == REPORT_KEYS
-    for section in REPORT_KEYS:
+    for section in REPORT_KEYS - BASELINE_ONLY:
         assert report[section] not in (None, []), f"{section} missing from the short run"
+    assert report["baseline"] is None and report["comparison"] == []
     msgspec.convert(report, Report)  # the whole report has the documented shape
 
 
@@ -128,7 +136,7 @@ def test_disk_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
     assert disk["latency_ms"]["count"] > 0
     assert 0 < disk["latency_ms"]["p50"] <= disk["latency_ms"]["max"]
     assert 0 <= disk["stalls"] <= disk["latency_ms"]["count"]
-    assert "disk (baseline)" in printed
+    assert "disk alone:" in printed
 
 
 def test_scenario_details(short_run: tuple[dict[str, Any], str]) -> None:
@@ -155,12 +163,13 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
     _, stdout = short_run
     for heading in ("scenario", "speed-up", "target", "JSON report:"):
         assert heading in stdout
+    assert "@base" not in stdout
 
 
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 9
+    assert len(targets) == 10
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -172,6 +181,7 @@ def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None
         assert "demo banks (2 links x window 32)" in closed["target"]
         assert closed["result"] == "n/a"
     assert "300 terminals" in next(c["measured"] for c in targets if "(crowd)" in c["target"])
+    assert by_start["maximum rate >= 1.5x the baseline's (same run)"]["measured"] == "no --baseline"
     one = by_start["one terminal alone (closed loop of 1)"]
     assert one["result"] in ("PASS", "FAIL") and "p50" in one["measured"]
     excess = next(c for c in targets if "excess request answered 91 within 1 s" in c["target"])
@@ -263,6 +273,96 @@ def test_the_crowd_runs_beyond_the_cap_on_its_own_switch(
     assert set(crowd[0]["codes"]) <= {"00", "91"}
     assert "crowd_n300" in printed
     assert "crowd" in report["meta"]["configs"]  # a switch of its own
+
+
+# The same short run with a baseline: the committed switch (HEAD), from its own tree.
+
+
+def head_commit() -> str | None:
+    completed = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return completed.stdout.strip() or None
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    if head_commit() is None:
+        pytest.skip("not a git checkout: no commit to compare with")
+    # Every scenario that runs on a switch (codec and disk run once either way).
+    chosen = "closed,open,overload,online,echo,idle,crowd,slow-bank"
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    return run_bench(out, "--baseline", "HEAD", "--scenarios", chosen)
+
+
+def test_baseline_runs_every_switch_scenario(baseline_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = baseline_run
+    msgspec.convert(report, Report)
+    baseline = report["baseline"]
+    assert baseline["ref"] == "HEAD" and baseline["sha"] == head_commit()
+    assert report["meta"]["code"]["sha"] == head_commit()
+    mine, theirs = scenarios(report), scenarios(baseline)
+    switch_only = {name for name, s in mine.items() if s["target"] == "switch"}
+    assert set(theirs) == switch_only
+    for name, scenario in theirs.items():
+        assert scenario["target"] == "switch", name
+        assert scenario["sent"] > 0 and sum(scenario["codes"].values()) == scenario["sent"], name
+        if scenario["kind"] != "idle":
+            assert scenario["codes"].get("00", 0) > 0, name
+    # Each version's switches are its own processes, configs and journals.
+    configs = report["meta"]["configs"]
+    for label in ("main", "idle", "crowd", "slow-bank"):
+        assert label in configs and f"baseline-{label}" in configs
+        assert f"{label}-journal" in configs[label]
+        assert f"baseline-{label}-journal" in configs[f"baseline-{label}"]
+    assert mine["closed_n1"]["server"]["pid"] != theirs["closed_n1"]["server"]["pid"]
+    # The same load for both, but half_max and overload at each one's own maximum.
+    assert mine["closed_n4"]["connections"] == theirs["closed_n4"]["connections"]
+    assert theirs["half_max"]["offered_rate"] == pytest.approx(baseline["max_rate"]["tps"] / 2)
+    assert baseline["slow_bank"]["window"] == report["slow_bank"]["window"]
+
+
+def test_baseline_side_by_side_with_ratios(baseline_run: tuple[dict[str, Any], str]) -> None:
+    report, printed = baseline_run
+    comparison = {row["name"]: row for row in report["comparison"]}
+    assert set(comparison) == set(scenarios(report["baseline"]))
+    for name, row in comparison.items():
+        for measure in ("tps", "goodput_tps", "p50_ms", "p99_ms", "cpu_ms_per_1k", "rss_mb"):
+            ratio = row[measure]
+            mine = scenarios(report)[name]
+            assert ratio["current"] is not None and ratio["baseline"] is not None, (name, measure)
+            if ratio["baseline"]:
+                assert ratio["ratio"] == pytest.approx(ratio["current"] / ratio["baseline"], 0.01)
+        assert row["tps"]["current"] == mine["tps"]
+    assert "current against the baseline (HEAD)" in printed
+    for name in comparison:
+        assert f"{name} @base" in printed
+    # Every target judged for the baseline too, and the one against it judged here.
+    assert [c["target"] for c in report["baseline"]["targets"]] == [
+        c["target"] for c in report["targets"]
+    ]
+    against = next(c for c in report["targets"] if "the baseline's" in c["target"])
+    assert against["result"] in ("PASS", "FAIL") and "HEAD's" in against["measured"]
+    assert "baseline" in printed.split("\ntarget")[1].splitlines()[0]
+
+
+def test_a_baseline_that_is_no_commit_fails_before_anything_starts(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--short", "--quiet", "--baseline", "no/such-ref",
+         "--output", str(tmp_path / "report.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert "no/such-ref: not a commit" in completed.stderr
+    assert not (tmp_path / "report.json").exists()
+
 
 # An older switch's config, as its schema would describe it (no [journal], no window, no
 # [book], a log section that may be left out).
