@@ -14,6 +14,7 @@ import trio
 from bench.report import default_json_path, print_report, write_json, write_png
 from bench.scenarios import SCENARIOS, SHORT, Interrupted, Options, run_bench
 from bench.services import ServiceFailed
+from bench.versions import BaselineError
 from bench.workers import ProgressLine, WorkerFailed
 
 FULL = Options()
@@ -108,6 +109,14 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         "the slow bank scenario's rate (half the maximum, at most 1000/s)",
     ),
     (
+        "--baseline",
+        "baseline",
+        str,
+        "a git revision of this repository (sha, HEAD~3, a branch): every switch scenario "
+        "also runs on that commit's switch, interleaved, and the report gives current / "
+        "baseline",
+    ),
+    (
         "--journal-durability",
         "journal_durability",
         str,
@@ -122,7 +131,8 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark the payment switch as separate processes over loopback TCP: "
         "closed- and open-loop POS load, overload at twice the maximum rate, pipelined "
         "online load, 10,000 idle terminals, a 50 ms bank, an echo-server baseline and "
-        "codec micro-benchmarks. Prints tables and the targets; writes a JSON report "
+        "codec micro-benchmarks, and with --baseline the same on another commit's switch, "
+        "interleaved. Prints tables and the targets; writes a JSON report "
         "(and a PNG with the bench extra) under bench/results/. See bench/README.md. "
         "Numbers in parentheses are the full run's defaults.",
     )
@@ -130,11 +140,12 @@ def parser() -> argparse.ArgumentParser:
         "--short",
         action="store_true",
         help="a few seconds of tiny loads: checks that the harness works (the tests run "
-        "this); its numbers mean little",
+        "this, also with --baseline HEAD); its numbers mean little",
     )
     for flag, _, kind, help_text in OVERRIDES:
         choices = ("sync", "async") if flag == "--journal-durability" else None
-        p.add_argument(flag, type=kind, choices=choices, help=help_text)
+        metavar = "REF" if flag == "--baseline" else None
+        p.add_argument(flag, type=kind, choices=choices, metavar=metavar, help=help_text)
     p.add_argument("--output", type=Path, help="JSON report path (bench/results/bench-<time>.json)")
     p.add_argument(
         "--png",
@@ -181,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = trio.run(run_bench, options, progress)
     except* (Interrupted, KeyboardInterrupt):
         failure = "interrupted"
-    except* (ServiceFailed, WorkerFailed) as group:
+    except* (ServiceFailed, WorkerFailed, BaselineError) as group:
         failure = "\n".join(str(error) for error in _leaves(group))
     if failure is not None:
         progress.done()

@@ -20,6 +20,9 @@ TIMEOUT: Final = "timeout"
 """Pseudo response code: no answer within the request timeout (a terminal gives up)."""
 CLOSED: Final = "closed"
 """Pseudo response code: the connection ended before the answer came."""
+APPROVED: Final = "00"
+REFUSED: Final = "91"
+"""The switch's "busy": what it answers when it sheds a request."""
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +43,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     pipeline_depth: int = 1
     """Online: requests outstanding at once on each connection."""
     request_timeout_s: float = 5.0
+    parts: int = 1
+    """The window cut into this many equal parts, each with its own latency histogram
+    (by when each request was due), so a part the disk stalled can be told apart."""
     connect_concurrency: int = 200
     amount_fen: int = 100
     batch: int = 1
@@ -86,6 +92,10 @@ class JobResult(msgspec.Struct, frozen=True, tag="result", kw_only=True):
     latency: HistogramWire
     """Answers to requests sent in the window, from when they were due."""
     latency_approved: HistogramWire
+    latency_refused: HistogramWire
+    """Answers 91 only: how long a refusal took to reach the terminal."""
+    latency_parts: list[HistogramWire]
+    """Answers by part of the window (``Job.parts``); empty for a window of one part."""
     cpu_s: float
     """This worker's own CPU (user + system) over the window."""
     max_lag_ms: float

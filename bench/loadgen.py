@@ -28,7 +28,9 @@ import trio
 
 from bench.histogram import LatencyHistogram
 from bench.jobs import (
+    APPROVED,
     CLOSED,
+    REFUSED,
     TIMEOUT,
     Job,
     JobResult,
@@ -57,7 +59,6 @@ from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec
 
 RECEIVE_BYTES = 65536
-APPROVED = "00"
 RECONNECT_PAUSE_S = 0.05
 PROGRESS_INTERVAL_S = 0.5
 """Twice as often as the bench shows its progress line, so each line is fresh."""
@@ -66,7 +67,7 @@ PROGRESS_INTERVAL_S = 0.5
 class Tally:
     """Counts and latencies of one job, against its measurement window."""
 
-    def __init__(self, window_start: float, window_end: float) -> None:
+    def __init__(self, window_start: float, window_end: float, parts: int = 1) -> None:
         self.window_start = window_start
         self.window_end = window_end
         self.offered = 0
@@ -81,6 +82,9 @@ class Tally:
         self.sent_total = 0
         self.latency = LatencyHistogram()
         self.latency_approved = LatencyHistogram()
+        self.latency_refused = LatencyHistogram()
+        self.part_s = (window_end - window_start) / parts
+        self.latency_parts = [LatencyHistogram() for _ in range(parts)] if parts > 1 else []
         self.max_lag_s = 0.0
 
     def in_window(self, moment: float) -> bool:
@@ -115,6 +119,11 @@ class Tally:
         self.latency.record(latency_us)
         if approved:
             self.latency_approved.record(latency_us)
+        elif code == REFUSED:
+            self.latency_refused.record(latency_us)
+        if self.latency_parts:
+            part = min(int((due - self.window_start) / self.part_s), len(self.latency_parts) - 1)
+            self.latency_parts[part].record(latency_us)
 
     def progress(self, worker: int) -> Progress:
         return Progress(
@@ -359,7 +368,7 @@ async def run_job(job: Job, lines: LineReader, write: Callable[[bytes], None]) -
 
     go = go_decoder.decode(await lines.next_line())
     start = trio.current_time() + (go.start_at - time.time())
-    tally = Tally(start + job.warmup_s, start + job.warmup_s + job.duration_s)
+    tally = Tally(start + job.warmup_s, start + job.warmup_s + job.duration_s, job.parts)
     cpu: list[float] = []
     await trio.sleep_until(start)
 
@@ -409,6 +418,8 @@ def _result(job: Job, tally: Tally, connected: int, failures: int, cpu_s: float)
         approved_in_window=tally.approved_in_window,
         latency=tally.latency.to_wire(),
         latency_approved=tally.latency_approved.to_wire(),
+        latency_refused=tally.latency_refused.to_wire(),
+        latency_parts=[part.to_wire() for part in tally.latency_parts],
         cpu_s=round(cpu_s, 3),
         max_lag_ms=round(tally.max_lag_s * 1000, 3),
     )

@@ -66,6 +66,11 @@ class ScenarioResult(msgspec.Struct, frozen=True, kw_only=True):
     ``closed``: the connection ended first. They add up to ``sent``."""
     latency_ms: LatencySummary
     latency_approved_ms: LatencySummary
+    latency_refused_ms: LatencySummary
+    """Answers 91 only, at the terminal: how long a refusal took."""
+    parts: WindowParts | None
+    """The window cut into parts, each with its latency and whether the disk stalled
+    in it (half_max only; None elsewhere)."""
     switch_logged: SwitchLogged | None
     """The switch's own view from its txn log lines in the window; None for the echo
     server."""
@@ -88,6 +93,28 @@ class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
     """The switch's ``journal_commit_slow`` lines for commits that overlapped the window:
     commits that took over 20 ms in their thread (the disk stalled)."""
     slowest_commit_ms: float | None = None
+    slow_commit_spans_s: list[tuple[float, float]] = []
+    """When each of those commits ran: (start, end) in seconds into the window."""
+
+
+class WindowPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One part of a measurement window."""
+
+    start_s: float
+    end_s: float
+    """Seconds into the window; a request belongs to the part it was due in."""
+    latency_ms: LatencySummary
+    slow_commits: int
+    """Journal commits over 20 ms that ran during the part (or just after its end,
+    while its last requests could still wait for them)."""
+
+
+class WindowParts(msgspec.Struct, frozen=True, kw_only=True):
+    parts: list[WindowPart]
+    unstalled: int
+    """Parts without a slow journal commit."""
+    unstalled_latency_ms: LatencySummary | None
+    """Latency over the parts without one, merged; None when every part had one."""
 
 
 class MaxRate(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,11 +176,53 @@ class SlowBank(msgspec.Struct, frozen=True, kw_only=True):
     result: ScenarioResult
 
 
+Verdict = Literal["PASS", "FAIL", "n/a", "n/a-stalled"]
+
+
 class TargetCheck(msgspec.Struct, frozen=True, kw_only=True):
     target: str
     measured: str
     passed: bool | None
-    """None when the scenario it needs was not run."""
+    """None when the scenario it needs was not run (or ran too small to judge, or only
+    in windows the disk stalled)."""
+    result: Verdict
+    """What the table prints: PASS, FAIL, n/a, or n/a-stalled when every window it is
+    judged on had a disk stall."""
+
+
+class Ratio(msgspec.Struct, frozen=True, kw_only=True):
+    current: float | None
+    baseline: float | None
+    ratio: float | None
+    """current / baseline (None when either is missing or the baseline is 0)."""
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """One scenario measured on both versions, side by side."""
+
+    name: str
+    offered_rate: Ratio
+    """Open loop: each version's offered rate (half_max and overload_2x run at each
+    version's own maximum; every other point at the same rate for both)."""
+    tps: Ratio
+    goodput_tps: Ratio
+    p50_ms: Ratio
+    p99_ms: Ratio
+    cpu_ms_per_1k: Ratio
+    rss_mb: Ratio
+    """Highest VmRSS in the window."""
+
+
+class CodeVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """Which switch code ran."""
+
+    ref: str | None
+    """The git revision as given (``--baseline REF``); None for the working tree."""
+    sha: str | None
+    """The commit it resolved to; for the working tree its HEAD (None outside git)."""
+    dirty: bool | None = None
+    """The working tree only: it had uncommitted changes under switch/ or conf/."""
+    tree: str
 
 
 class Meta(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,21 +237,44 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     logging: str
     options: dict[str, object]
     configs: dict[str, str]
-    """Each generated switch config, as TOML text."""
+    """Each generated switch config, as TOML text (a baseline's labelled baseline-*)."""
+    code: CodeVersion
+    """The switch code measured (the current one; the baseline's is in ``baseline``)."""
 
 
-class Report(msgspec.Struct, frozen=True, kw_only=True):
-    meta: Meta
-    codec: CodecReport | None
-    disk: DiskProbe | None
+class SwitchResults(msgspec.Struct, frozen=True, kw_only=True):
+    """What one switch version measured: the current at the report's top level, the
+    baseline's under ``baseline``, with the same names."""
+
     closed_sweep: list[ScenarioResult]
     open_sweep: list[ScenarioResult]
     max_rate: MaxRate | None
     half_max: ScenarioResult | None
     overload: Overload | None
     online: ScenarioResult | None
-    echo: EchoBaseline | None
     idle: IdleConnections | None
     crowd: list[ScenarioResult]
     slow_bank: SlowBank | None
+
+
+class BaselineResults(SwitchResults, frozen=True, kw_only=True):
+    """The switch of another commit, measured in the same run (``--baseline REF``)."""
+
+    ref: str
+    sha: str
+    """The commit REF resolved to when the run began."""
+    dropped_config_keys: list[str]
+    """Keys of the generated config its version does not know, left out of its config."""
     targets: list[TargetCheck]
+    """The same targets, judged on its numbers (for the change's before and after)."""
+
+
+class Report(SwitchResults, frozen=True, kw_only=True):
+    meta: Meta
+    codec: CodecReport | None
+    disk: DiskProbe | None
+    echo: EchoBaseline | None
+    targets: list[TargetCheck]
+    baseline: BaselineResults | None
+    comparison: list[Comparison]
+    """Each scenario run on both versions: current, baseline and current / baseline."""

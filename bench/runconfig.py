@@ -34,11 +34,11 @@ TomlTable = dict[str, Any]
 
 class BankPlan(msgspec.Struct, frozen=True, kw_only=True):
     """One bank as a run sets it up: its simulator's latency, the switch's links and
-    window towards it."""
+    window towards it (the demo configuration's, conf/switch.toml, by default)."""
 
     name: str
     links: int = 2
-    window: int = 64
+    window: int = 32
     latency_ms: float = 0.0
     issuer_timeout_s: float = 5.0
 
@@ -46,7 +46,9 @@ class BankPlan(msgspec.Struct, frozen=True, kw_only=True):
 CACHED_RECORDS = 10_000
 
 
-def extra_sections(run_dir: Path, label: str, *, durability: str = "sync") -> TomlTable:
+def extra_sections(
+    run_dir: Path, label: str, *, durability: str = "sync", key_file: Path = DEMO_CARD_KEYS
+) -> TomlTable:
     """Switch sections beyond the base config, merged over it: the one place to add one.
 
     The journal runs as in production, with synchronous durability by default (an
@@ -57,7 +59,7 @@ def extra_sections(run_dir: Path, label: str, *, durability: str = "sync") -> To
         "journal": {
             "path": str(run_dir / f"{label}-journal.sqlite3"),
             "durability": durability,
-            "key_file": str(DEMO_CARD_KEYS),
+            "key_file": str(key_file),
         },
         # The in-memory windows of originals and online results are bounded caches
         # (the journal holds everything); sized so that they are full before the
@@ -74,6 +76,7 @@ def switch_config(
     *,
     pos_max_connections: int = 20_000,
     extra: Mapping[str, Any] | None = None,
+    dialects_dir: Path = DIALECTS_DIR,
 ) -> TomlTable:
     """The switch's config: listeners on ephemeral loopback ports, logging at the
     production level, and every bank a real TCP peer (``simulate = false``)."""
@@ -82,7 +85,7 @@ def switch_config(
             "acquirer_id": ACQUIRER_ID,
             "utc_offset_h": 8,
             "shutdown_grace_s": 5.0,
-            "dialects_dir": str(DIALECTS_DIR),
+            "dialects_dir": str(dialects_dir),
         },
         "pos": {
             "host": "127.0.0.1",
@@ -135,13 +138,82 @@ def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> TomlTable:
     return merged
 
 
-def write_config(path: Path, config: TomlTable) -> Path:
-    """Writes ``config`` as TOML and checks that the switch accepts it, so a bad key fails
-    here, naming it, rather than in a child process's log."""
+def write_config(path: Path, config: TomlTable, *, check: bool = True) -> Path:
+    """Writes ``config`` as TOML and (``check``) that the current switch accepts it, so a
+    bad key fails here, naming it, rather than in a child process's log. Another
+    version's config is checked by that version, when it starts."""
     text = to_toml(config)
-    msgspec.toml.decode(text.encode(), type=SwitchConfig)
+    if check:
+        msgspec.toml.decode(text.encode(), type=SwitchConfig)
     path.write_text(text)
     return path
+
+
+def fit_to_schema(
+    table: Mapping[str, Any], schema: Mapping[str, Any]
+) -> tuple[TomlTable, list[str]]:
+    """``table`` without the keys that a switch version's config schema (its
+    ``msgspec.json.schema(SwitchConfig)``) does not know, and those keys, dotted, with
+    ``*`` for a bank's name. Values are not checked: the version does that itself."""
+    definitions: Mapping[str, Any] = schema.get("$defs", {})
+    dropped: list[str] = []
+    fitted = _fit_table(table, _object_schema(schema, definitions), definitions, "", dropped)
+    return fitted, sorted(set(dropped))
+
+
+def _object_schema(node: Mapping[str, Any], definitions: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object (or array) a node describes, through ``$ref`` and ``anyOf`` (an
+    optional section is ``anyOf`` the section and null)."""
+    while "$ref" in node:
+        node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+    for option in node.get("anyOf", ()):
+        resolved = _object_schema(option, definitions)
+        if resolved.get("type") in ("object", "array"):
+            return resolved
+    return node
+
+
+def _fit_table(
+    table: Mapping[str, Any],
+    node: Mapping[str, Any],
+    definitions: Mapping[str, Any],
+    path: str,
+    dropped: list[str],
+) -> TomlTable:
+    properties: Mapping[str, Any] = node.get("properties", {})
+    entries = node.get("additionalProperties")
+    fitted: TomlTable = {}
+    for key, value in table.items():
+        if key in properties:
+            child, child_path = properties[key], f"{path}{key}"
+        elif isinstance(entries, Mapping):  # a dict of sections, such as [banks.*]
+            child, child_path = entries, f"{path}*"
+        else:
+            dropped.append(f"{path}{key}")
+            continue
+        fitted[key] = _fit_value(value, child, definitions, child_path, dropped)
+    return fitted
+
+
+def _fit_value(
+    value: Any,
+    node: Mapping[str, Any],
+    definitions: Mapping[str, Any],
+    path: str,
+    dropped: list[str],
+) -> Any:
+    node = _object_schema(node, definitions)
+    if isinstance(value, Mapping) and node.get("type") == "object":
+        return _fit_table(value, node, definitions, f"{path}.", dropped)
+    if isinstance(value, list) and node.get("type") == "array" and "items" in node:
+        items = _object_schema(node["items"], definitions)
+        return [
+            _fit_table(item, items, definitions, f"{path}[].", dropped)
+            if isinstance(item, Mapping) and items.get("type") == "object"
+            else item
+            for item in value
+        ]
+    return value
 
 
 # A TOML writer for what a config holds: tables, arrays of tables, and scalars.

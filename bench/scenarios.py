@@ -27,8 +27,10 @@ import trio
 from bench.codec_bench import CodecReport, run_codec_bench
 from bench.disk_probe import DiskProbe, probe_disk
 from bench.histogram import LatencyHistogram
-from bench.jobs import CLOSED, TIMEOUT, Job, JobResult, Mode
+from bench.jobs import APPROVED, CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
+    BaselineResults,
+    CodeVersion,
     EchoBaseline,
     GeneratorUsage,
     IdleConnections,
@@ -40,9 +42,13 @@ from bench.model import (
     ScenarioResult,
     SlowBank,
     SwitchLogged,
+    SwitchResults,
+    TargetCheck,
+    WindowPart,
+    WindowParts,
 )
 from bench.procstat import ProcessSample, cpu_seconds, raise_open_files_limit, sample
-from bench.report import check_targets
+from bench.report import BASELINE_MARK, check_targets, compare
 from bench.runconfig import (
     BANK_BINS,
     DIALECTS_DIR,
@@ -52,6 +58,7 @@ from bench.runconfig import (
 )
 from bench.services import SwitchUnderTest, echo_server, switch_under_test
 from bench.switchlog import LogReader
+from bench.versions import SwitchVersion, baseline_version, current_version, resolve_commit
 from bench.workers import ProgressLine, WorkerPool
 
 SCENARIOS: Final = (
@@ -78,6 +85,9 @@ SATURATED_P99_MS: Final = 500.0
 SWITCH_ALLOWANCE_MS: Final = 5.0
 """A request holds its window slot for the bank's latency plus the switch's own time
 around it; without a half_max measurement of that time, this much is assumed (ms)."""
+STALL_MARGIN_S: Final = 0.1
+"""A part of a window counts as stalled also when a slow commit began this soon after
+its end: its last requests may be waiting for that commit."""
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,7 +96,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     warmup_s: float = 1.0
     duration_s: float = 4.0
     overload_duration_s: float = 8.0
-    terminals: tuple[int, ...] = (1, 8, 64, 256)
+    terminals: tuple[int, ...] = (1, 8, 64, 200, 1000)
+    """Closed-loop sweep: 200 and 1,000 are the targets' (every sale approved)."""
     open_fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.15, 1.3)
     """Open-loop sweep: offered rates as fractions of the closed loop's best tps."""
     open_extra_points: int = 4
@@ -95,8 +106,10 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Skip finding the maximum rate: use this (approvals per second)."""
     workers: int = 2
     banks: tuple[str, ...] = ("icbc", "abc")
-    bank_window: int = 64
+    bank_window: int = 32
     bank_links: int = 2
+    """The demo configuration's links and window per bank (conf/switch.toml), for which
+    the targets are stated; the slow bank sizes its own window."""
     overload_pool_s: float = OPEN_POOL_S
     """Overload: terminals = rate x this (at most 4,000), as at every open-loop point, so
     that its RSS compares with the maximum rate's for the same rule (twice the rate, twice
@@ -107,12 +120,21 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     pipeline_depth: int = 16
     idle_connections: int = 10_000
     idle_hold_s: float = 5.0
-    crowd_terminals: tuple[int, ...] = (1024, 4096)
-    """Closed loops of more terminals than the switch admits at once (its cap, 128)."""
+    crowd_terminals: tuple[int, ...] = (4096,)
+    """Closed loops of more terminals than the switch admits at once (its cap, 128); the
+    closed sweep's 1,000 is the step before."""
     slow_bank_latency_ms: float = 50.0
     slow_bank_rate: float | None = None
     """Default: half the maximum rate, at most 1,000 per second."""
     request_timeout_s: float = 5.0
+    half_max_parts: int = 4
+    """half_max's window cut into this many parts, so that its p99 can be judged on the
+    parts without a disk stall."""
+    refusal_bound_s: float = 1.0
+    """The longest a 91 may take: the switch's retry hold (RETRY_HOLD_S in
+    switch/net/channel.py, a constant, not a config key)."""
+    baseline: str | None = None
+    """A git revision: the same scenarios also run on that commit's switch, interleaved."""
     codec_target_s: float = 0.2
     disk_probe_s: float = 10.0
     codec_repeats: int = 5
@@ -136,6 +158,7 @@ SHORT: Final = Options(
     idle_connections=200,
     idle_hold_s=0.3,
     crowd_terminals=(300,),
+    half_max_parts=2,
     slow_bank_rate=100.0,
     request_timeout_s=3.0,
     codec_target_s=0.01,
@@ -228,10 +251,12 @@ def summarise(
 ) -> ScenarioResult:
     """Merges the workers' results with the samples of the process under test."""
     latency, latency_approved = LatencyHistogram(), LatencyHistogram()
+    latency_refused = LatencyHistogram()
     codes: dict[str, int] = {}
     for result in results:
         latency.merge(LatencyHistogram.from_wire(result.latency))
         latency_approved.merge(LatencyHistogram.from_wire(result.latency_approved))
+        latency_refused.merge(LatencyHistogram.from_wire(result.latency_refused))
         for code, count in result.codes.items():
             codes[code] = codes.get(code, 0) + count
     window_s = max(result.window_s for result in results)
@@ -254,6 +279,8 @@ def summarise(
         codes=dict(sorted(codes.items())),
         latency_ms=latency.summary(),
         latency_approved_ms=latency_approved.summary(),
+        latency_refused_ms=latency_refused.summary(),
+        parts=window_parts(results, window_s, switch_logged),
         switch_logged=switch_logged,
         server=sampler.usage(answered_in_window),
         banks_cpu_s=round(sampler.banks_cpu_s, 3),
@@ -266,8 +293,43 @@ def summarise(
     )
 
 
+def window_parts(
+    results: Sequence[JobResult], window_s: float, logged: SwitchLogged | None
+) -> WindowParts | None:
+    """The workers' latencies by part of the window, and which parts the disk stalled
+    (by the switch's slow journal commits); None for a window measured whole."""
+    count = max((len(result.latency_parts) for result in results), default=0)
+    if count == 0:
+        return None
+    part_s = window_s / count
+    spans = logged.slow_commit_spans_s if logged is not None else []
+    parts: list[WindowPart] = []
+    unstalled = LatencyHistogram()
+    for index in range(count):
+        histogram = LatencyHistogram()
+        for result in results:
+            if index < len(result.latency_parts):
+                histogram.merge(LatencyHistogram.from_wire(result.latency_parts[index]))
+        start, end = index * part_s, (index + 1) * part_s
+        stalls = sum(1 for a, b in spans if a < end + STALL_MARGIN_S and b >= start)
+        if not stalls:
+            unstalled.merge(histogram)
+        parts.append(
+            WindowPart(
+                start_s=round(start, 3),
+                end_s=round(end, 3),
+                latency_ms=histogram.summary(),
+                slow_commits=stalls,
+            )
+        )
+    clean = sum(1 for part in parts if not part.slow_commits)
+    return WindowParts(
+        parts=parts, unstalled=clean, unstalled_latency_ms=unstalled.summary() if clean else None
+    )
+
+
 def saturated(result: ScenarioResult) -> bool:
-    approved = result.codes.get("00", 0)
+    approved = result.codes.get(APPROVED, 0)
     return (
         approved < SATURATED_SHARE * max(result.offered, 1)
         or result.latency_ms.p99 > SATURATED_P99_MS
@@ -278,20 +340,38 @@ def open_terminals(rate: float) -> int:
     return max(16, min(MAX_OPEN_TERMINALS, math.ceil(rate * OPEN_POOL_S)))
 
 
-class Bench:
-    """One run: its options, its temporary dir, its worker pool and what it measured."""
+class Side:
+    """One switch version of the run, and what has been measured on it."""
 
-    def __init__(self, options: Options, run_dir: Path, pool: WorkerPool) -> None:
+    def __init__(self, version: SwitchVersion) -> None:
+        self.version = version
+        self.measured = _Measured()
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.version.side == "baseline"
+
+
+class Bench:
+    """One run: its options, its temporary dir, its worker pool, the switch versions it
+    measures and what it measured."""
+
+    def __init__(
+        self, options: Options, run_dir: Path, pool: WorkerPool, sides: Sequence[Side]
+    ) -> None:
         self.options = options
         self.run_dir = run_dir
         self.pool = pool
+        self.sides = list(sides)
         self.bins = [BANK_BINS[name] for name in options.banks]
         self.configs: dict[str, str] = {}
+        self.dropped_config_keys: dict[str, set[str]] = {}
         self._logs: dict[str, LogReader] = {}
         self._jobs = 0
         """Jobs run so far: each job's number is its terminals' batch (60.2), so no two
         jobs' requests share a POS identity (41, 42, 60.2, 11), which the switch would
         answer as duplicates."""
+        self._turns = 0
 
     def bank_plans(self) -> list[BankPlan]:
         return [
@@ -299,16 +379,44 @@ class Bench:
             for name in self.options.banks
         ]
 
+    def in_turn(self, pairs: Sequence[tuple[Side, Target]]) -> list[tuple[Side, Target]]:
+        """The versions in the order to measure the next load point: current first, then
+        baseline first, and so on, so that a drift of the machine's load favours neither."""
+        self._turns += 1
+        return list(pairs) if self._turns % 2 else list(reversed(pairs))
+
     @contextlib.asynccontextmanager
     async def switch(
-        self, label: str, banks: list[BankPlan] | None = None
+        self, label: str, version: SwitchVersion, banks: list[BankPlan] | None = None
     ) -> AsyncIterator[Target]:
-        extra = extra_sections(self.run_dir, label, durability=self.options.journal_durability)
+        label = version.label(label)
+        extra = extra_sections(
+            self.run_dir,
+            label,
+            durability=self.options.journal_durability,
+            key_file=version.card_keys,
+        )
         async with switch_under_test(
-            self.run_dir, label, banks or self.bank_plans(), extra=extra
+            self.run_dir, label, banks or self.bank_plans(), extra=extra, version=version
         ) as sut:
             self.configs[label] = to_toml(sut.config)
+            self.dropped_config_keys.setdefault(version.side, set()).update(
+                sut.dropped_config_keys
+            )
             yield Target.of_switch(sut)
+
+    @contextlib.asynccontextmanager
+    async def switches(
+        self, label: str, banks: list[BankPlan] | None = None
+    ) -> AsyncIterator[list[tuple[Side, Target]]]:
+        """A fresh switch of each version, all running until the group ends (each load
+        point then runs on one of them at a time)."""
+        async with contextlib.AsyncExitStack() as stack:
+            pairs = []
+            for side in self.sides:
+                target = await stack.enter_async_context(self.switch(label, side.version, banks))
+                pairs.append((side, target))
+            yield pairs
 
     async def measure(
         self,
@@ -317,10 +425,12 @@ class Bench:
         mode: Mode,
         connections: int,
         *,
+        side: Side | None = None,
         rate: float = 0.0,
         depth: int = 1,
         duration_s: float | None = None,
         bins: list[str] | None = None,
+        parts: int = 1,
     ) -> ScenarioResult:
         """Runs one load on ``target`` and summarises it."""
         options = self.options
@@ -345,12 +455,14 @@ class Bench:
                     rate_per_s=rate * share / connections,
                     pipeline_depth=depth,
                     request_timeout_s=options.request_timeout_s,
+                    parts=parts,
                     batch=self._jobs,
                     seed=self._jobs * 100 + worker,
                 )
             )
         sampler = Sampler(target)
-        results = await self.pool.run(jobs, name, sampler.observe)
+        label = f"{name}{BASELINE_MARK}" if side is not None and side.is_baseline else name
+        results = await self.pool.run(jobs, label, sampler.observe)
         logged = None
         if target.log_path is not None:
             reader = self._logs.setdefault(target.log_path, LogReader(Path(target.log_path)))
@@ -367,19 +479,32 @@ class Bench:
         )
 
     async def open_loop(
-        self, name: str, target: Target, rate: float, duration_s: float | None = None
+        self,
+        name: str,
+        target: Target,
+        rate: float,
+        *,
+        side: Side | None = None,
+        duration_s: float | None = None,
+        parts: int = 1,
     ) -> ScenarioResult:
         return await self.measure(
-            name, target, "open", open_terminals(rate), rate=rate, duration_s=duration_s
+            name,
+            target,
+            "open",
+            open_terminals(rate),
+            side=side,
+            rate=rate,
+            duration_s=duration_s,
+            parts=parts,
         )
 
 
 class _Measured:
-    """What the scenarios have measured so far; later ones build on earlier ones."""
+    """What the scenarios have measured so far on one version; later ones build on
+    earlier ones."""
 
     def __init__(self) -> None:
-        self.codec: CodecReport | None = None
-        self.disk: DiskProbe | None = None
         self.closed_sweep: list[ScenarioResult] = []
         self.open_sweep: list[ScenarioResult] = []
         self.max_rate: MaxRate | None = None
@@ -388,41 +513,67 @@ class _Measured:
         self.half_max: ScenarioResult | None = None
         self.overload: Overload | None = None
         self.online: ScenarioResult | None = None
-        self.echo: EchoBaseline | None = None
         self.idle: IdleConnections | None = None
         self.crowd: list[ScenarioResult] = []
         self.slow_bank: SlowBank | None = None
 
+    def results(self) -> SwitchResults:
+        return SwitchResults(
+            closed_sweep=self.closed_sweep,
+            open_sweep=self.open_sweep,
+            max_rate=self.max_rate,
+            half_max=self.half_max,
+            overload=self.overload,
+            online=self.online,
+            idle=self.idle,
+            crowd=self.crowd,
+            slow_bank=self.slow_bank,
+        )
 
-async def run_main_switch(bench: Bench, measured: _Measured) -> None:
-    """Closed sweep, open sweep, half the maximum, online and overload, on one switch
-    (so overload's RSS compares with the same process's RSS at the maximum rate)."""
+
+async def run_main_switch(bench: Bench) -> None:
+    """Closed sweep, open sweep, half the maximum, online and overload, on one switch of
+    each version (so overload's RSS compares with the same process's RSS at the maximum
+    rate), each load point on one version then the other."""
     options = bench.options
     wanted = set(options.scenarios)
-    async with bench.switch("main") as target:
+    async with bench.switches("main") as pairs:
         if "closed" in wanted or _needs_max_rate(options):
             for terminals in options.terminals:
-                result = await bench.measure(f"closed_n{terminals}", target, "closed", terminals)
-                measured.closed_sweep.append(result)
+                for side, target in bench.in_turn(pairs):
+                    side.measured.closed_sweep.append(
+                        await bench.measure(
+                            f"closed_n{terminals}", target, "closed", terminals, side=side
+                        )
+                    )
         if "open" in wanted and options.max_rate is None:
-            await _open_sweep(bench, target, measured)
-        if measured.max_rate is None:
-            measured.max_rate = _max_rate_without_sweep(options, measured)
-        if measured.max_rate is not None and wanted & {"open", "echo"}:
-            half = measured.max_rate.tps / 2
-            measured.half_max = await bench.open_loop("half_max", target, half)
+            await _open_sweep(bench, pairs)
+        for side, _ in pairs:
+            if side.measured.max_rate is None:
+                side.measured.max_rate = _max_rate_without_sweep(options, side.measured)
+        if wanted & {"open", "echo"}:
+            for side, target in bench.in_turn(pairs):
+                if (max_rate := side.measured.max_rate) is not None:
+                    side.measured.half_max = await bench.open_loop(
+                        "half_max", target, max_rate.tps / 2, side=side,
+                        parts=options.half_max_parts,
+                    )  # fmt: skip
         if "online" in wanted:
-            measured.online = await bench.measure(
-                "online",
-                target,
-                "online",
-                options.online_connections,
-                depth=options.pipeline_depth,
-            )
-        # Last on this switch: the backlog an overload leaves behind would spoil whatever
-        # ran after it.
-        if "overload" in wanted and measured.max_rate is not None:
-            measured.overload = await _overload(bench, target, measured)
+            for side, target in bench.in_turn(pairs):
+                side.measured.online = await bench.measure(
+                    "online",
+                    target,
+                    "online",
+                    options.online_connections,
+                    side=side,
+                    depth=options.pipeline_depth,
+                )
+        # Last on these switches: the backlog an overload leaves behind would spoil
+        # whatever ran after it.
+        if "overload" in wanted:
+            for side, target in bench.in_turn(pairs):
+                if side.measured.max_rate is not None:
+                    side.measured.overload = await _overload(bench, target, side)
 
 
 def _needs_max_rate(options: Options) -> bool:
@@ -439,31 +590,44 @@ def _max_rate_without_sweep(options: Options, measured: _Measured) -> MaxRate | 
     return None
 
 
-async def _open_sweep(bench: Bench, target: Target, measured: _Measured) -> None:
-    """Offered rates as fractions of the closed loop's best, until one point past
-    saturation; the maximum rate is the best goodput seen."""
+async def _open_sweep(bench: Bench, pairs: Sequence[tuple[Side, Target]]) -> None:
+    """Offered rates as fractions of the closed loop's best (the better version's), the
+    same rates for every version, until each is one point past saturation (a version
+    that is, sits out the points after); each version's maximum rate is the best
+    goodput it reached."""
     options = bench.options
-    base = max(10.0, max((r.goodput_tps for r in measured.closed_sweep), default=100.0))
+    closed_best = max(
+        (r.goodput_tps for side, _ in pairs for r in side.measured.closed_sweep), default=100.0
+    )
+    base = max(10.0, closed_best)
     rates = [base * fraction for fraction in options.open_fractions]
     extra = options.open_extra_points
-    past_saturation = 0
+    saturations = {id(side): 0 for side, _ in pairs}
     while rates:
         rate = round(rates.pop(0), 1)
-        result = await bench.open_loop(f"open_r{rate:g}", target, rate)
-        measured.open_sweep.append(result)
-        if saturated(result):
-            past_saturation += 1
-            if past_saturation >= 2:
-                break
-        elif not rates and extra > 0:  # the listed rates did not saturate: go on
+        running = [(side, target) for side, target in pairs if saturations[id(side)] < 2]
+        if not running:
+            break
+        any_unsaturated = False
+        for side, target in bench.in_turn(running):
+            result = await bench.open_loop(f"open_r{rate:g}", target, rate, side=side)
+            side.measured.open_sweep.append(result)
+            if saturated(result):
+                saturations[id(side)] += 1
+            else:
+                any_unsaturated = True
+        if not rates and extra > 0 and any_unsaturated:  # the listed rates did not saturate
             rates.append(rate * 1.25)
             extra -= 1
-    best = max(measured.open_sweep, key=lambda r: r.goodput_tps)
-    measured.max_rate = MaxRate(tps=best.goodput_tps, source=best.name)
-    measured.max_rate_point = best
+    for side, _ in pairs:
+        sweep = side.measured.open_sweep
+        best = max(sweep, key=lambda r: r.goodput_tps)
+        side.measured.max_rate = MaxRate(tps=best.goodput_tps, source=best.name)
+        side.measured.max_rate_point = best
 
 
-async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overload:
+async def _overload(bench: Bench, target: Target, side: Side) -> Overload:
+    measured = side.measured
     assert measured.max_rate is not None
     max_tps = measured.max_rate.tps
     rate = 2 * max_tps
@@ -472,6 +636,7 @@ async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overlo
         target,
         "open",
         min(MAX_OPEN_TERMINALS, math.ceil(rate * bench.options.overload_pool_s)),
+        side=side,
         rate=rate,
         duration_s=bench.options.overload_duration_s,
     )
@@ -489,9 +654,9 @@ async def _overload(bench: Bench, target: Target, measured: _Measured) -> Overlo
     )
 
 
-async def run_echo(bench: Bench, measured: _Measured) -> None:
+async def run_echo(bench: Bench, measured: _Measured) -> EchoBaseline:
     """The same load generator against the echo server: the same closed loop as the
-    switch's busiest closed point, and the switch's half_max rate."""
+    switch's busiest closed point, and the (current) switch's half_max rate."""
     options = bench.options
     async with echo_server(bench.run_dir) as echo:
         target = Target(
@@ -512,48 +677,56 @@ async def run_echo(bench: Bench, measured: _Measured) -> None:
         echo_cpu = half.server.cpu_ms_per_1k
         if switch_cpu and echo_cpu:
             ratio = round(switch_cpu / echo_cpu, 2)
-    measured.echo = EchoBaseline(closed=closed, half_max=half, cpu_ratio=ratio)
+    return EchoBaseline(closed=closed, half_max=half, cpu_ratio=ratio)
 
 
-async def run_idle(bench: Bench, measured: _Measured) -> None:
+async def run_idle(bench: Bench) -> None:
     """A fresh switch, then ``idle_connections`` terminals that each send one echo test
     and stay connected: what many quiet terminals cost in memory."""
     options = bench.options
-    async with bench.switch("idle") as target:
-        before = sample(target.pid).rss_mb
-        result = await bench.measure(
-            "idle_connections",
-            target,
-            "idle",
-            options.idle_connections,
-            duration_s=options.idle_hold_s,
-        )
-    measured.idle = IdleConnections(
-        connections=options.idle_connections,
-        connected=result.connections,
-        connect_failures=options.idle_connections - result.connections,
-        rss_mb_before=before,
-        rss_mb=result.server.rss_mb_max,
-        result=result,
-    )
+    async with bench.switches("idle") as pairs:
+        for side, target in bench.in_turn(pairs):
+            before = sample(target.pid).rss_mb
+            result = await bench.measure(
+                "idle_connections",
+                target,
+                "idle",
+                options.idle_connections,
+                side=side,
+                duration_s=options.idle_hold_s,
+            )
+            side.measured.idle = IdleConnections(
+                connections=options.idle_connections,
+                connected=result.connections,
+                connect_failures=options.idle_connections - result.connections,
+                rss_mb_before=before,
+                rss_mb=result.server.rss_mb_max,
+                result=result,
+            )
 
 
-async def run_crowd(bench: Bench, measured: _Measured) -> None:
+async def run_crowd(bench: Bench) -> None:
     """A fresh switch (the main one's RSS would keep the crowd's high-water mark), then
     closed loops of ``crowd_terminals``: each terminal sends its next sale as soon as
     it is answered, 91 included, as a terminal or client in a retry loop does. Beyond
     the cap most are refused; the goodput shows whether refusing them takes the switch
     away from the transactions it admitted."""
-    async with bench.switch("crowd") as target:
+    async with bench.switches("crowd") as pairs:
         for terminals in bench.options.crowd_terminals:
-            result = await bench.measure(f"crowd_n{terminals}", target, "closed", terminals)
-            measured.crowd.append(result)
+            for side, target in bench.in_turn(pairs):
+                side.measured.crowd.append(
+                    await bench.measure(
+                        f"crowd_n{terminals}", target, "closed", terminals, side=side
+                    )
+                )
 
 
-async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
+async def run_slow_bank(bench: Bench) -> None:
     """A bank answering after ``slow_bank_latency_ms``, with the switch's window sized by
-    Little's law for the offered rate."""
+    Little's law for the offered rate (from the current version's numbers: the baseline
+    gets the same bank, rate and window)."""
     options = bench.options
+    measured = bench.sides[0].measured
     if options.slow_bank_rate is not None:
         rate = options.slow_bank_rate
     elif measured.max_rate is not None:
@@ -574,24 +747,26 @@ async def run_slow_bank(bench: Bench, measured: _Measured) -> None:
     window = math.ceil(held + 4 * math.sqrt(held) + 1)
     bank = options.banks[0]
     plan = BankPlan(name=bank, links=links, window=window, latency_ms=latency_ms)
-    async with bench.switch("slow-bank", [plan]) as target:
-        result = await bench.measure(
-            "slow_bank",
-            target,
-            "open",
-            open_terminals(rate * (1 + latency_ms / 1000 / OPEN_POOL_S)),
-            rate=rate,
-            bins=[BANK_BINS[bank]],
-        )
-    measured.slow_bank = SlowBank(
-        latency_ms=latency_ms,
-        rate=rate,
-        links=links,
-        required_window=round(required, 2),
-        switch_allowance_ms=allowance_ms,
-        window=window,
-        result=result,
-    )
+    async with bench.switches("slow-bank", [plan]) as pairs:
+        for side, target in bench.in_turn(pairs):
+            result = await bench.measure(
+                "slow_bank",
+                target,
+                "open",
+                open_terminals(rate * (1 + latency_ms / 1000 / OPEN_POOL_S)),
+                side=side,
+                rate=rate,
+                bins=[BANK_BINS[bank]],
+            )
+            side.measured.slow_bank = SlowBank(
+                latency_ms=latency_ms,
+                rate=rate,
+                links=links,
+                required_window=round(required, 2),
+                switch_allowance_ms=allowance_ms,
+                window=window,
+                result=result,
+            )
 
 
 async def run_bench(options: Options, progress: ProgressLine) -> Report:
@@ -616,40 +791,52 @@ async def _stop_on_sigterm() -> None:
 
 async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     started_at = _now()
+    # A REF that names no commit fails here, before anything has started.
+    baseline_sha = resolve_commit(options.baseline) if options.baseline is not None else None
     raise_open_files_limit()
     run_dir = Path(tempfile.mkdtemp(prefix="payswitch-bench-"))
-    measured = _Measured()
     wanted = set(options.scenarios)
+    codec: CodecReport | None = None
+    disk: DiskProbe | None = None
+    echo: EchoBaseline | None = None
     try:
+        sides = [Side(current_version())]
+        if options.baseline is not None and baseline_sha is not None:
+            progress.show(f"[baseline] {options.baseline} = {baseline_sha[:12]}: git archive")
+            version = await trio.to_thread.run_sync(
+                baseline_version, options.baseline, baseline_sha, run_dir
+            )
+            sides.append(Side(version))
+            progress.done()
         if "codec" in wanted:
             progress.show("[codec] ISO 8583 micro-benchmarks against pyiso8583")
-            measured.codec = run_codec_bench(
-                target_s=options.codec_target_s, repeats=options.codec_repeats
-            )
+            codec = run_codec_bench(target_s=options.codec_target_s, repeats=options.codec_repeats)
             progress.done()
         if "disk" in wanted:
             progress.show(f"[disk] write + fsync in the run dir for {options.disk_probe_s:g} s")
-            measured.disk = await trio.to_thread.run_sync(probe_disk, run_dir, options.disk_probe_s)
+            disk = await trio.to_thread.run_sync(probe_disk, run_dir, options.disk_probe_s)
             progress.done()
         async with WorkerPool.open(options.workers, run_dir, progress) as pool:
-            bench = Bench(options, run_dir, pool)
+            bench = Bench(options, run_dir, pool, sides)
             if wanted & {"closed", "open", "overload", "online", "echo"}:
-                await run_main_switch(bench, measured)
+                await run_main_switch(bench)
             if "echo" in wanted:
-                await run_echo(bench, measured)
+                echo = await run_echo(bench, sides[0].measured)
             if "idle" in wanted:
-                await run_idle(bench, measured)
+                await run_idle(bench)
             if "crowd" in wanted:
-                await run_crowd(bench, measured)
+                await run_crowd(bench)
             if "slow-bank" in wanted:
-                await run_slow_bank(bench, measured)
+                await run_slow_bank(bench)
             configs = bench.configs
+            dropped = bench.dropped_config_keys
             journal = f"on, durability {options.journal_durability}"
     finally:
         if options.keep_run_dir:
             print(f"run dir kept: {run_dir}", file=sys.stderr)
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
+    current = sides[0].version
     meta = Meta(
         started_at=started_at,
         finished_at=_now(),
@@ -662,30 +849,45 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         logging="info, JSON lines to a file in the run dir",
         options=msgspec.to_builtins(options),
         configs=configs,
+        code=CodeVersion(ref=None, sha=current.sha, dirty=current.dirty, tree=current.tree),
     )
-    return Report(
-        meta=meta,
-        codec=measured.codec,
-        disk=measured.disk,
-        closed_sweep=measured.closed_sweep,
-        open_sweep=measured.open_sweep,
-        max_rate=measured.max_rate,
-        half_max=measured.half_max,
-        overload=measured.overload,
-        online=measured.online,
-        echo=measured.echo,
-        idle=measured.idle,
-        crowd=measured.crowd,
-        slow_bank=measured.slow_bank,
-        targets=check_targets(
-            codec=measured.codec,
-            half_max=measured.half_max,
-            disk=measured.disk,
-            echo=measured.echo,
-            overload=measured.overload,
-            idle=measured.idle,
+
+    def judge(
+        results: SwitchResults, echo: EchoBaseline | None, baseline: SwitchResults | None = None
+    ) -> list[TargetCheck]:
+        return check_targets(
+            results,
+            echo=echo,
             journal=journal,
-        ),
+            bank_links_window=(options.bank_links, options.bank_window),
+            refusal_bound_s=options.refusal_bound_s,
+            disk=disk,
+            baseline=baseline,
+            baseline_ref=options.baseline,
+        )
+
+    mine = sides[0].measured.results()
+    baseline: BaselineResults | None = None
+    if len(sides) > 1:
+        version = sides[1].version
+        assert version.ref is not None and version.sha is not None
+        theirs = sides[1].measured.results()
+        baseline = BaselineResults(
+            **msgspec.structs.asdict(theirs),
+            ref=version.ref,
+            sha=version.sha,
+            dropped_config_keys=sorted(dropped.get("baseline", ())),
+            targets=judge(theirs, echo=None),
+        )
+    return Report(
+        **msgspec.structs.asdict(mine),
+        meta=meta,
+        codec=codec,
+        disk=disk,
+        echo=echo,
+        targets=judge(mine, echo, baseline),
+        baseline=baseline,
+        comparison=compare(mine, baseline) if baseline is not None else [],
     )
 
 

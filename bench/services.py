@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import msgspec
 import trio
 
 from bench.runconfig import REPO, BankPlan, TomlTable, switch_config, write_config
+from bench.versions import SwitchVersion, child_environment
 
 START_TIMEOUT_S: Final = 30.0
 STOP_GRACE_S: Final = 8.0
@@ -40,18 +40,6 @@ class ServiceFailed(Exception):
     """A process under test exited or never said it had started."""
 
 
-def child_environment() -> dict[str, str]:
-    """The bench's environment with the repository importable (``bench`` is not an
-    installed package), Python's output unbuffered and no card keys."""
-    env = dict(os.environ)
-    # The switch would take card keys from this variable over the config's key file: the
-    # bench's generated cards use the demo keys, whatever the operator's shell holds.
-    env.pop("SWITCH_CARD_KEYS", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 async def stop_process(process: trio.Process, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``; always waits for it to be reaped."""
     with trio.CancelScope(shield=True):
@@ -66,11 +54,14 @@ async def stop_process(process: trio.Process, grace_s: float = STOP_GRACE_S) -> 
                 await process.wait()
 
 
-async def start_process(argv: list[str], **options: Any) -> trio.Process:
+async def start_process(argv: list[str], *, tree: Path = REPO, **options: Any) -> trio.Process:
+    """Starts ``argv`` in ``tree`` with ``tree``'s code first on the import path."""
     # No PR_SET_PDEATHSIG: trio starts processes from a worker thread, and the kernel
     # would signal the child when that thread (not the bench) ends. Stopping is the
     # callers' finally blocks' job, and the bench turns SIGTERM into a cancellation.
-    return await trio.lowlevel.open_process(argv, cwd=str(REPO), env=child_environment(), **options)
+    return await trio.lowlevel.open_process(
+        argv, cwd=str(tree), env=child_environment(tree), **options
+    )
 
 
 @contextlib.asynccontextmanager
@@ -81,14 +72,15 @@ async def service(
     started_event: str,
     *,
     ready: Callable[[trio.Process, Path], Awaitable[None]] | None = None,
+    tree: Path = REPO,
 ) -> AsyncIterator[Service]:
-    """Runs ``argv`` with its stdout and stderr in ``<run_dir>/<name>.log``, until the
-    log says ``started_event`` (and ``ready``, given the process and its log, returns);
-    stops it on exit."""
+    """Runs ``argv`` (in ``tree``, with its code) with its stdout and stderr in
+    ``<run_dir>/<name>.log``, until the log says ``started_event`` (and ``ready``, given
+    the process and its log, returns); stops it on exit."""
     log_path = run_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = await start_process(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            argv, tree=tree, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
         started = await wait_for_log_line(
@@ -148,6 +140,8 @@ class SwitchUnderTest(msgspec.Struct, frozen=True, kw_only=True):
     simulators: dict[str, Service]
     config: TomlTable
     config_path: str
+    dropped_config_keys: list[str]
+    """Keys the bench generates that this switch's version does not know: left out."""
 
     @property
     def pos_port(self) -> int:
@@ -165,11 +159,14 @@ async def switch_under_test(
     banks: list[BankPlan],
     *,
     extra: Mapping[str, Any],
+    version: SwitchVersion,
     pos_max_connections: int = 20_000,
 ) -> AsyncIterator[SwitchUnderTest]:
     """Starts a bank simulator process per bank (each on an ephemeral port), then the
-    switch with a config pointing at them, and waits until every bank link has signed
-    on. Everything is stopped on exit, the switch first."""
+    switch of ``version`` with a config pointing at them (cut to the keys that version
+    knows), and waits until every bank link has signed on. Everything is stopped on
+    exit, the switch first. The simulators are always the current code's: the bank
+    interface is a fixed spec, and the banks stay the same whichever switch they serve."""
     async with contextlib.AsyncExitStack() as stack:
         sims_path = write_config(
             run_dir / f"{label}-sims.toml", switch_config(banks, {}, extra=extra)
@@ -183,9 +180,18 @@ async def switch_under_test(
                 service(f"{label}-sim-{plan.name}", argv, run_dir, "simulator_started")
             )
         ports = {name: int(sim.started["port"]) for name, sim in simulators.items()}
-        config = switch_config(banks, ports, pos_max_connections=pos_max_connections, extra=extra)
-        config_path = write_config(run_dir / f"{label}-switch.toml", config)
-        argv = switch_command("run", "--config", str(config_path))
+        generated = switch_config(
+            banks,
+            ports,
+            pos_max_connections=pos_max_connections,
+            extra=extra,
+            dialects_dir=version.dialects_dir,
+        )
+        config, dropped = version.fit(generated)
+        config_path = write_config(
+            run_dir / f"{label}-switch.toml", config, check=version.side == "current"
+        )
+        argv = version.switch_command("run", "--config", str(config_path))
         links = sum(plan.links for plan in banks)
         switch = await stack.enter_async_context(  # entered last: stopped first
             service(
@@ -194,6 +200,7 @@ async def switch_under_test(
                 run_dir,
                 "switch_started",
                 ready=functools.partial(_wait_for_links, links=links),
+                tree=Path(version.tree),
             )
         )
         yield SwitchUnderTest(
@@ -202,6 +209,7 @@ async def switch_under_test(
             simulators=simulators,
             config=config,
             config_path=str(config_path),
+            dropped_config_keys=dropped,
         )
 
 

@@ -50,7 +50,7 @@ class LogReader:
         complete = data[: data.rfind(b"\n") + 1]
         self.offset += len(complete)
         latency, journal, bank = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
-        slow_commits: list[float] = []
+        slow_commits: list[tuple[float, float]] = []  # (when it ended, wall clock; ms)
         for raw in complete.splitlines():
             if b'"txn"' not in raw and b'"journal_commit_slow"' not in raw:
                 continue  # the cheap test first: most lines are txn lines, others are few
@@ -62,7 +62,7 @@ class LogReader:
                 # Logged when the commit ended: it counts if any of it was in the window.
                 ended = datetime.fromisoformat(line.timestamp).timestamp()
                 if ended - line.ms / 1000 < wall_end and ended >= wall_start:
-                    slow_commits.append(line.ms)
+                    slow_commits.append((ended, line.ms))
                 continue
             if line.event != "txn" or line.latency_ms is None:
                 continue
@@ -82,7 +82,11 @@ class LogReader:
             journal_ms=journal.summary(),
             bank_ms=bank.summary(),
             slow_commits=len(slow_commits),
-            slowest_commit_ms=max(slow_commits, default=None),
+            slowest_commit_ms=max((ms for _, ms in slow_commits), default=None),
+            slow_commit_spans_s=[
+                (round(ended - ms / 1000 - wall_start, 3), round(ended - wall_start, 3))
+                for ended, ms in slow_commits
+            ],
         )
 
 

@@ -1,5 +1,6 @@
 """The bench harness keeps working: ``python -m bench --short`` runs every scenario with
-tiny loads, and its JSON report holds what the full run's readers rely on.
+tiny loads, and its JSON report holds what the full run's readers rely on; with
+``--baseline HEAD`` the same scenarios also run on the committed switch, side by side.
 
 Speed is reported, never asserted: the machine is shared and noisy. What is checked is
 the harness's own bookkeeping: every scenario present, traffic answered, every request
@@ -24,11 +25,13 @@ SCENARIO_KEYS = set(ScenarioResult.__struct_fields__)
 REPORT_KEYS = set(Report.__struct_fields__)
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    out = tmp_path_factory.mktemp("bench") / "report.json"
+BASELINE_ONLY = {"baseline", "comparison"}
+"""Report sections empty without --baseline."""
+
+
+def run_bench(out: Path, *arguments: str) -> tuple[dict[str, Any], str]:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--short", "--quiet", "--output", str(out)],
+        [sys.executable, "-m", "bench", "--short", "--quiet", "--output", str(out), *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -40,10 +43,17 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     return json.loads(out.read_text()), completed.stdout
 
 
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    return run_bench(tmp_path_factory.mktemp("bench") / "report.json")
+
+
 def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A version's scenarios by name (the current's with the echo server's)."""
     found = [*report["closed_sweep"], *report["open_sweep"]]
     found += [report["half_max"], report["online"], report["overload"]["result"]]
-    found += [report["echo"]["closed"], report["echo"]["half_max"]]
+    if "echo" in report:
+        found += [report["echo"]["closed"], report["echo"]["half_max"]]
     found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
     return {scenario["name"]: scenario for scenario in found}
 
@@ -51,8 +61,9 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_report_has_every_section(short_run: tuple[dict[str, Any], str]) -> None:
     report, _ = short_run
     assert set(report) == REPORT_KEYS
-    for section in REPORT_KEYS:
+    for section in REPORT_KEYS - BASELINE_ONLY:
         assert report[section] not in (None, []), f"{section} missing from the short run"
+    assert report["baseline"] is None and report["comparison"] == []
     msgspec.convert(report, Report)  # the whole report has the documented shape
 
 
@@ -125,25 +136,25 @@ def test_disk_baseline_present(short_run: tuple[dict[str, Any], str]) -> None:
     assert disk["latency_ms"]["count"] > 0
     assert 0 < disk["latency_ms"]["p50"] <= disk["latency_ms"]["max"]
     assert 0 <= disk["stalls"] <= disk["latency_ms"]["count"]
-    assert "disk (baseline)" in printed
+    assert "disk alone:" in printed
 
 
 def test_scenario_details(short_run: tuple[dict[str, Any], str]) -> None:
-    report, printed = short_run
+    report, _ = short_run
     assert report["max_rate"]["tps"] > 0
     overload = report["overload"]
     assert overload["result"]["offered_rate"] == pytest.approx(2 * overload["max_rate_tps"])
     assert overload["answered_91"] == overload["result"]["codes"].get("91", 0)
+    refused = overload["result"]["latency_refused_ms"]
+    assert refused["count"] == overload["answered_91"]
     best = max(report["open_sweep"], key=lambda result: result["goodput_tps"])
     assert overload["rss_reference_terminals"] == best["connections"]
-    assert f"vs {best['connections']} terminals connected" in printed
     assert report["online"]["pipeline_depth"] > 1
     idle = report["idle"]
     assert idle["connected"] == idle["connections"] > 0
     slow = report["slow_bank"]
     assert slow["window"] >= slow["required_window"] > 0
     assert slow["result"]["latency_ms"]["p50"] >= slow["latency_ms"]
-    assert len(report["targets"]) == 8
     assert report["meta"]["journal"].startswith("on")
     assert "[journal]" in report["meta"]["configs"]["main"]
 
@@ -152,6 +163,42 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
     _, stdout = short_run
     for heading in ("scenario", "speed-up", "target", "JSON report:"):
         assert heading in stdout
+    assert "@base" not in stdout
+
+
+def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
+    report, printed = short_run
+    targets = report["targets"]
+    assert len(targets) == 10
+    for check in targets:
+        assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
+        assert (check["passed"] is None) == check["result"].startswith("n/a"), check
+        assert check["result"] in printed
+    by_start = {check["target"].split(":")[0]: check for check in targets}
+    # The short run's closed loops are of 1 and 4 terminals, its crowd of 300.
+    for terminals in ("200", "1,000"):
+        closed = next(c for c in targets if c["target"].startswith(f"closed loop of {terminals} "))
+        assert "demo banks (2 links x window 32)" in closed["target"]
+        assert closed["result"] == "n/a"
+    assert "300 terminals" in next(c["measured"] for c in targets if "(crowd)" in c["target"])
+    assert by_start["maximum rate >= 1.5x the baseline's (same run)"]["measured"] == "no --baseline"
+    one = by_start["one terminal alone (closed loop of 1)"]
+    assert one["result"] in ("PASS", "FAIL") and "p50" in one["measured"]
+    excess = next(c for c in targets if "excess request answered 91 within 1 s" in c["target"])
+    assert excess["result"] in ("PASS", "FAIL")
+    for gone in ("codec", "idle terminal", "RSS within"):
+        assert not any(gone in check["target"] for check in targets), gone
+
+
+def test_half_max_is_judged_by_part_of_its_window(short_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = short_run
+    parts = report["half_max"]["parts"]
+    assert len(parts["parts"]) == 2
+    assert sum(part["latency_ms"]["count"] for part in parts["parts"]) == report["half_max"][
+        "latency_ms"
+    ]["count"]
+    assert parts["unstalled"] == sum(1 for part in parts["parts"] if not part["slow_commits"])
+    assert report["closed_sweep"][0]["parts"] is None
 
 
 # The harness's own pieces, as quick tables.
@@ -226,3 +273,191 @@ def test_the_crowd_runs_beyond_the_cap_on_its_own_switch(
     assert set(crowd[0]["codes"]) <= {"00", "91"}
     assert "crowd_n300" in printed
     assert "crowd" in report["meta"]["configs"]  # a switch of its own
+
+
+# The same short run with a baseline: the committed switch (HEAD), from its own tree.
+
+
+def head_commit() -> str | None:
+    completed = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return completed.stdout.strip() or None
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    if head_commit() is None:
+        pytest.skip("not a git checkout: no commit to compare with")
+    # Every scenario that runs on a switch (codec and disk run once either way).
+    chosen = "closed,open,overload,online,echo,idle,crowd,slow-bank"
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    return run_bench(out, "--baseline", "HEAD", "--scenarios", chosen)
+
+
+def test_baseline_runs_every_switch_scenario(baseline_run: tuple[dict[str, Any], str]) -> None:
+    report, _ = baseline_run
+    msgspec.convert(report, Report)
+    baseline = report["baseline"]
+    assert baseline["ref"] == "HEAD" and baseline["sha"] == head_commit()
+    assert report["meta"]["code"]["sha"] == head_commit()
+    mine, theirs = scenarios(report), scenarios(baseline)
+    switch_only = {name for name, s in mine.items() if s["target"] == "switch"}
+    assert set(theirs) == switch_only
+    for name, scenario in theirs.items():
+        assert scenario["target"] == "switch", name
+        assert scenario["sent"] > 0 and sum(scenario["codes"].values()) == scenario["sent"], name
+        if scenario["kind"] != "idle":
+            assert scenario["codes"].get("00", 0) > 0, name
+    # Each version's switches are its own processes, configs and journals.
+    configs = report["meta"]["configs"]
+    for label in ("main", "idle", "crowd", "slow-bank"):
+        assert label in configs and f"baseline-{label}" in configs
+        assert f"{label}-journal" in configs[label]
+        assert f"baseline-{label}-journal" in configs[f"baseline-{label}"]
+    assert mine["closed_n1"]["server"]["pid"] != theirs["closed_n1"]["server"]["pid"]
+    # The same load for both, but half_max and overload at each one's own maximum.
+    assert mine["closed_n4"]["connections"] == theirs["closed_n4"]["connections"]
+    assert theirs["half_max"]["offered_rate"] == pytest.approx(baseline["max_rate"]["tps"] / 2)
+    assert baseline["slow_bank"]["window"] == report["slow_bank"]["window"]
+
+
+def test_baseline_side_by_side_with_ratios(baseline_run: tuple[dict[str, Any], str]) -> None:
+    report, printed = baseline_run
+    comparison = {row["name"]: row for row in report["comparison"]}
+    assert set(comparison) == set(scenarios(report["baseline"]))
+    for name, row in comparison.items():
+        for measure in ("tps", "goodput_tps", "p50_ms", "p99_ms", "cpu_ms_per_1k", "rss_mb"):
+            ratio = row[measure]
+            mine = scenarios(report)[name]
+            assert ratio["current"] is not None and ratio["baseline"] is not None, (name, measure)
+            if ratio["baseline"]:
+                assert ratio["ratio"] == pytest.approx(ratio["current"] / ratio["baseline"], 0.01)
+        assert row["tps"]["current"] == mine["tps"]
+    assert "current against the baseline (HEAD)" in printed
+    for name in comparison:
+        assert f"{name} @base" in printed
+    # Every target judged for the baseline too, and the one against it judged here.
+    assert [c["target"] for c in report["baseline"]["targets"]] == [
+        c["target"] for c in report["targets"]
+    ]
+    against = next(c for c in report["targets"] if "the baseline's" in c["target"])
+    assert against["result"] in ("PASS", "FAIL") and "HEAD's" in against["measured"]
+    assert "baseline" in printed.split("\ntarget")[1].splitlines()[0]
+
+
+def test_a_baseline_that_is_no_commit_fails_before_anything_starts(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--short", "--quiet", "--baseline", "no/such-ref",
+         "--output", str(tmp_path / "report.json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert "no/such-ref: not a commit" in completed.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
+# An older switch's config, as its schema would describe it (no [journal], no window, no
+# [book], a log section that may be left out).
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class _OldSwitch(_Section, kw_only=True):
+    acquirer_id: str
+    dialects_dir: str = "dialects"
+
+
+class _OldBank(_Section, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int
+    links: int = 2
+
+
+class _OldRoute(_Section, kw_only=True):
+    prefix: str
+    bank: str
+
+
+class _OldLog(_Section, kw_only=True):
+    level: str = "info"
+
+
+class _OldConfig(_Section, kw_only=True):
+    switch: _OldSwitch
+    banks: dict[str, _OldBank]
+    routes: tuple[_OldRoute, ...]
+    log: _OldLog | None = None
+
+
+def test_config_is_cut_to_the_keys_a_version_knows(tmp_path: Path) -> None:
+    """What the older switch does not know is left out; the rest still loads with it."""
+    from bench.runconfig import BankPlan, extra_sections, fit_to_schema, switch_config, to_toml
+
+    banks = [BankPlan(name="icbc"), BankPlan(name="abc")]
+    raw = switch_config(banks, {"icbc": 9101, "abc": 9102}, extra=extra_sections(tmp_path, "t"))
+    fitted, dropped = fit_to_schema(raw, msgspec.json.schema(_OldConfig))
+    assert {"book", "journal", "online", "pos", "banks.*.window", "banks.*.sim"} <= set(dropped)
+    assert "switch.utc_offset_h" in dropped and "switch.dialects_dir" not in dropped
+    assert dropped == sorted(set(dropped))
+    old = msgspec.toml.decode(to_toml(fitted).encode(), type=_OldConfig)
+    assert old.banks["abc"].port == 9102 and [r.bank for r in old.routes] == ["icbc", "abc"]
+    assert old.log is not None and old.log.level == "info"
+
+
+def test_a_key_the_current_switch_does_not_know_is_the_benchs_bug(tmp_path: Path) -> None:
+    from bench.runconfig import BankPlan, merge, switch_config
+    from bench.versions import current_version
+
+    raw = switch_config([BankPlan(name="icbc")], {"icbc": 9101})
+    current = current_version()
+    assert current.fit(raw)[1] == []
+    with pytest.raises(ValueError, match=r"pos\.max_conections"):
+        current.fit(merge(raw, {"pos": {"max_conections": 5}}))
+
+
+def test_a_window_part_is_stalled_by_a_slow_commit_in_it_or_just_after() -> None:
+    from bench.histogram import LatencyHistogram
+    from bench.histogram import LatencySummary as Summary
+    from bench.jobs import JobResult
+    from bench.model import SwitchLogged
+    from bench.scenarios import window_parts
+
+    def part(*latencies_us: int) -> Any:
+        histogram = LatencyHistogram()
+        for value in latencies_us:
+            histogram.record(value)
+        return histogram.to_wire()
+
+    empty = part()
+    result = JobResult(
+        worker=0, mode="open", connected=1, connect_failures=0, window_s=4.0, offered=4,
+        sent=4, not_sent=0, codes={"00": 4}, answered_in_window=4, approved_in_window=4,
+        latency=empty, latency_approved=empty, latency_refused=empty,
+        latency_parts=[part(1000), part(2000), part(90_000), part(4000)],
+        cpu_s=0.0, max_lag_ms=0.0,
+    )  # fmt: skip
+    zero = Summary(count=0, mean=0, p50=0, p90=0, p99=0, p99_9=0, max=0)
+    # One commit inside the second part, one 50 ms into the fourth (the third's last
+    # requests may wait for it); the first part's end is 200 ms before the first.
+    logged = SwitchLogged(
+        latency_ms=zero, journal_ms=zero, bank_ms=zero, slow_commits=2,
+        slow_commit_spans_s=[(1.2, 1.4), (3.05, 3.08)],
+    )  # fmt: skip
+    parts = window_parts([result], 4.0, logged)
+    assert parts is not None
+    assert [p.slow_commits for p in parts.parts] == [0, 1, 1, 1]
+    assert [p.start_s for p in parts.parts] == [0.0, 1.0, 2.0, 3.0]
+    assert parts.unstalled == 1
+    assert parts.unstalled_latency_ms is not None
+    assert parts.unstalled_latency_ms.count == 1 and parts.unstalled_latency_ms.max == 1.0
+    assert window_parts([msgspec.structs.replace(result, latency_parts=[])], 4.0, logged) is None

@@ -39,6 +39,7 @@ def test_txn_lines_by_arrival_and_slow_commits_by_overlap(tmp_path: Path) -> Non
     assert logged.journal_ms.count == logged.bank_ms.count == 2
     assert logged.slow_commits == 3
     assert logged.slowest_commit_ms == 500.0
+    assert logged.slow_commit_spans_s == [(-0.2, 0.1), (4.975, 5.0), (9.8, 10.3)]
 
 
 def test_the_reader_goes_on_from_where_it_stopped(tmp_path: Path) -> None:
