@@ -60,6 +60,11 @@ from bench.services import SwitchUnderTest, echo_server, switch_under_test
 from bench.switchlog import LogReader
 from bench.versions import SwitchVersion, baseline_version, current_version, resolve_commit
 from bench.workers import ProgressLine, WorkerPool
+from switch.config import SwitchSection
+
+MAX_WAIT_S: Final = next(
+    field.default for field in msgspec.structs.fields(SwitchSection) if field.name == "max_wait_s"
+)
 
 SCENARIOS: Final = (
     "codec",
@@ -130,9 +135,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     half_max_parts: int = 4
     """half_max's window cut into this many parts, so that its p99 can be judged on the
     parts without a disk stall."""
-    refusal_bound_s: float = 1.0
-    """The longest a 91 may take: the switch's retry hold (RETRY_HOLD_S in
-    switch/net/channel.py, a constant, not a config key)."""
+    refusal_bound_s: float = MAX_WAIT_S
+    """The longest a 91 may take: the switch's ``[switch] max_wait_s``, which the
+    bench's config leaves at its default."""
     baseline: str | None = None
     """A git revision: the same scenarios also run on that commit's switch, interleaved."""
     codec_target_s: float = 0.2
