@@ -25,8 +25,8 @@ from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
-from switch.errors import ConfigError
-from switch.log import configure_logging
+from switch.errors import ConfigError, StartupError
+from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
@@ -198,20 +198,30 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
     if args.port is not None:
         bank = msgspec.structs.replace(bank, port=args.port)
     configure_logging(config.log.level)
+    log_uncaught_exceptions()
     codec = Codecs(config.dialects_path()).get(bank.dialect)
     simulator = BankSimulator(args.bank, bank, codec)
     totals_file = Path(args.totals_file) if args.totals_file else None
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(simulator.serve)
+            try:
+                port = await nursery.start(simulator.serve)
+            except OSError as exc:  # trio's bind error does not say where
+                where = f"[banks.{args.bank}] port {bank.port} on {bank.host}"
+                raise StartupError(f"{where} cannot be listened on: {exc.strerror}") from exc
             log.info("simulator_started", bank=args.bank, port=port)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return
 
-    trio.run(serve)
+    try:
+        trio.run(serve)
+    except Exception as exc:
+        log.critical("simulator_failed", exc_info=exc)
+        print(f"switch: {describe_exception(exc)}", file=sys.stderr)
+        return 2
     if totals_file is not None:
         totals_file.write_bytes(msgspec.json.encode(simulator.totals()))
     return 0
