@@ -20,7 +20,7 @@ import msgspec
 import structlog
 import trio
 
-from switch import ops
+from switch import ops, startup
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
@@ -156,27 +156,31 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
     try:
-        app = SwitchApp(config)
-    except (ConfigError, KeyError) as exc:
-        print(f"switch: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config.log.level)
-    # The journal's worker thread must take the GIL back from the busy trio thread after
-    # each SQLite call; at the default 5 ms switch interval every such hand-back can
-    # stall a group commit (and the requests waiting on it) by up to 5 ms.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    # Full collections stop the event loop for as long as they take to walk every
-    # tracked object: fewer of them (a larger first-generation threshold), and none of
-    # the objects made at start-up, which live as long as the process (gc.freeze).
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
-    trio.run(_run_switch, app)
-    return 0
+        started = startup.prepare(config)  # logging, fds, keys, the journal's lock, ports
+    except Exception as exc:
+        return startup.refuse(exc)
+    try:
+        # The journal's worker thread must take the GIL back from the busy trio thread
+        # after each SQLite call; at the default 5 ms switch interval every such
+        # hand-back can stall a group commit (and the requests waiting on it) by up to
+        # 5 ms.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Full collections stop the event loop for as long as they take to walk every
+        # tracked object: fewer of them (a larger first-generation threshold), and none
+        # of the objects made at start-up, which live as long as the process (gc.freeze).
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
+        return started.run(_run_switch)
+    finally:
+        started.close()
 
 
-async def _run_switch(app: SwitchApp) -> None:
+async def _run_switch(started: startup.Startup) -> None:
+    app = started.app
+    assert app is not None, "prepared"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, app)
         await nursery.start(app.run)
+        started.listening()  # the listeners hold their ports now
         gc.freeze()  # what start-up made (config, codecs, the book loaded) stays
         await app.stopped.wait()
         nursery.cancel_scope.cancel()

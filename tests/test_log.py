@@ -10,11 +10,13 @@ import resource
 import signal
 from pathlib import Path
 
+import pytest
 import trio
 
 from switch.errors import ConfigError
 from switch.log import describe_exception
-from tests.conftest import LogSink
+from switch.startup import Startup
+from tests.conftest import LogSink, make_config
 from tests.switch_process import Process, demo_config, write_config
 
 
@@ -47,6 +49,29 @@ def test_an_exception_group_is_described_in_one_line() -> None:
     assert describe_exception(ConfigError("banks.icbc.dialect: no dialect 'x'")) == (
         "banks.icbc.dialect: no dialect 'x'"
     )
+
+
+def test_a_crash_after_the_switch_started_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], log_sink: LogSink
+) -> None:
+    startup = Startup(make_config())
+
+    async def crash_while_serving(started: Startup) -> None:
+        started.listening()
+        async with trio.open_nursery() as nursery:  # a task's error, as nurseries raise it
+            nursery.start_soon(_fail)
+
+    assert startup.run(crash_while_serving) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("switch: stopped by an error: RuntimeError: the disk went away (")
+    (crashed,) = log_sink.events("switch_crashed")
+    assert crashed["exception"].startswith("RuntimeError: the disk went away (")
+    assert "Traceback" not in log_sink.text()
+
+
+async def _fail() -> None:
+    await trio.lowlevel.checkpoint()
+    raise RuntimeError("the disk went\naway")
 
 
 def _descriptor_limit(count: int) -> None:
