@@ -265,6 +265,20 @@ def test_a_simulated_bank_whose_port_is_taken_is_refused(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
+    ("section", "key"), [("pos", "pos.dialect"), ("bank", "banks.icbc.dialect")]
+)
+def test_an_unknown_dialect_is_refused_naming_its_key(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    settings = demo_config(tmp_path)
+    target = settings["pos"] if section == "pos" else settings["banks"]["icbc"]
+    target["dialect"] = "cup-typo"
+    result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])
+    assert_refused_in_one_line(result, key, "'cup-typo'", "known: cup-pos, h2h-ascii")
+    assert not (tmp_path / "journal.sqlite3.lock").exists()
+
+
+@pytest.mark.parametrize(
     ("key_text", "expected"),
     [
         (None, "No such file or directory"),
