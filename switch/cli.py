@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +27,23 @@ from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
-from switch.errors import ConfigError, StartupError
+from switch.core.validate import MAX_AMOUNT
+from switch.errors import ConfigError, MessageEncodeError, StartupError
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text
 from switch.store.port import OperatorJournal
-from switch.terminal import Terminal
+from switch.terminal import Terminal, encode_pos_request
 
 DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
 log = structlog.get_logger()
+
+
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,8 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switch: {exc}", file=sys.stderr)
         return 2
-    result: int = args.handler(args, config)
+    try:
+        result: int = args.handler(args, config)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say, and no one to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
+
+
+def _version() -> str:
+    try:
+        return metadata.version("payswitch")
+    except metadata.PackageNotFoundError:  # run from a source tree never installed
+        from switch import __version__
+
+        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A payment switch: POS (ISO 8583) and online (MessagePack) channels "
         "routed by card BIN to bank host-to-host links.",
     )
+    parser.add_argument("--version", action="version", version=f"switch {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -128,23 +149,55 @@ def _parser() -> argparse.ArgumentParser:
         description="The operator's smoke test: send one pos-cup.md message and print the "
         "decoded response (card numbers masked).",
     )
-    pos.add_argument("message", choices=["sale", "balance", "echo", "signon"])
-    _config_option(pos)
-    pos.add_argument("--host", help="switch host (default: the config's [pos] host)")
-    pos.add_argument("--port", type=int, help="switch POS port (default: the config's)")
-    pos.add_argument("--pan", default="6222021000111122221", help="card number")
-    pos.add_argument("--amount", default="100.00", help="amount in yuan, e.g. 100.00")
-    pos.add_argument("--expiry", default="2812", help="card expiry YYMM")
-    pos.add_argument("--terminal", default="POS00001", help="terminal id (field 41)")
-    pos.add_argument("--merchant", default="898310048990001", help="merchant id (field 42)")
-    pos.add_argument(
+    pos_messages = pos.add_subparsers(required=True, metavar="MESSAGE")
+    connection = argparse.ArgumentParser(add_help=False)
+    _config_option(connection)
+    connection.add_argument("--host", help="switch host (default: the config's [pos] host)")
+    connection.add_argument("--port", type=int, help="switch POS port (default: the config's)")
+    connection.add_argument("--terminal", default="POS00001", help="terminal id (field 41)")
+    connection.add_argument("--merchant", default="898310048990001", help="merchant id (field 42)")
+    connection.add_argument(
         "--stan",
         type=int,
-        help="trace number (field 11); by default a new one each time, since a repeat of "
-        "the same terminal, batch and STAN is answered as a duplicate",
+        help="trace number (field 11), 1 to 999999; by default a new one each time, since "
+        "a repeat of the same terminal, batch and STAN is answered as a duplicate",
     )
-    pos.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
-    pos.set_defaults(handler=_pos)
+    connection.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
+    card = argparse.ArgumentParser(add_help=False)
+    card.add_argument("--pan", default="6222021000111122221", help="card number")
+    card.add_argument("--expiry", default="2812", help="card expiry YYMM")
+    sale = pos_messages.add_parser(
+        "sale",
+        parents=[connection, card],
+        help="a sale (0200, 000000)",
+        description="Send a sale and print the response; its field 37 is the RRN that "
+        "`switch journal show` takes.",
+    )
+    sale.add_argument(
+        "--amount",
+        default="100.00",
+        help="amount in yuan, more than 0, at most 2 decimals, e.g. 100.00 (default)",
+    )
+    balance = pos_messages.add_parser(
+        "balance",
+        parents=[connection, card],
+        help="a balance inquiry (0200, 310000)",
+        description="Send a balance inquiry and print the response (the balance in field 54).",
+    )
+    echo = pos_messages.add_parser(
+        "echo",
+        parents=[connection],
+        help="an echo test (0820)",
+        description="Send an echo test and print the response.",
+    )
+    signon = pos_messages.add_parser(
+        "signon",
+        parents=[connection],
+        help="a sign-on (0800)",
+        description="Send a sign-on and print the response (the new batch in field 60).",
+    )
+    for name, parser_ in (("sale", sale), ("balance", balance), ("echo", echo), ("signon", signon)):
+        parser_.set_defaults(handler=_pos, message=name)
     return parser
 
 
@@ -286,12 +339,40 @@ def _keys_new(args: argparse.Namespace, config: SwitchConfig) -> int:
     return 0
 
 
+def parse_amount(text: str) -> int:
+    """An amount in yuan as the operator types it (``100``, ``100.5``, ``100.00``), in
+    fen; ValueError saying why it is not one. Never rounded: a third decimal is refused."""
+    if text.startswith("-") and _AMOUNT.fullmatch(text[1:]):
+        raise ValueError("must be more than 0")
+    if not _AMOUNT.fullmatch(text):
+        raise ValueError("not an amount in yuan (digits, a point and at most 2 decimals)")
+    whole, _, decimals = text.partition(".")
+    if len(decimals) > 2:
+        raise ValueError("more than 2 decimals: fen are the smallest unit")
+    fen = int(whole) * 100 + int(decimals.ljust(2, "0"))
+    if fen == 0:
+        raise ValueError("must be more than 0")
+    if fen > MAX_AMOUNT:
+        raise ValueError(
+            f"more than field 4 holds: at most {MAX_AMOUNT // 100}.{MAX_AMOUNT % 100:02d} "
+            f"({len(str(MAX_AMOUNT))} digits in fen)"
+        )
+    return fen
+
+
 def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
-    try:
-        amount = int(Decimal(args.amount) * 100)
-    except InvalidOperation:
-        print(f"switch: --amount {args.amount!r} is not an amount in yuan", file=sys.stderr)
+    amount = 0
+    if args.message == "sale":
+        try:
+            amount = parse_amount(args.amount)
+        except ValueError as exc:
+            print(f"switch: --amount {args.amount!r}: {exc}", file=sys.stderr)
+            return 2
+    if args.stan is not None and not 1 <= args.stan <= 999_999:
+        print(f"switch: --stan {args.stan}: must be 1 to 999999", file=sys.stderr)
         return 2
+    if args.stan is None:
+        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
     codec = Codecs(config.dialects_path()).get(config.pos.dialect)
     terminal = Terminal(terminal_id=args.terminal, merchant_id=args.merchant, batch=args.batch)
     builders = {
@@ -300,9 +381,12 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
         "echo": lambda: terminal.echo(args.stan),
         "signon": lambda: terminal.sign_on(args.stan),
     }
-    if args.stan is None:
-        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
     message = builders[args.message]()
+    try:
+        encode_pos_request(codec, terminal, message)  # refused here, before connecting
+    except MessageEncodeError as exc:
+        print(f"switch: cannot send this {args.message}: {exc}", file=sys.stderr)
+        return 2
     host = args.host or config.pos.host
     port = args.port or config.pos.port
 

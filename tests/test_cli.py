@@ -6,10 +6,15 @@ import json
 import signal
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
+from switch.cli import parse_amount
+from switch.core.validate import MAX_AMOUNT
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from tests.conftest import DIALECTS, REPO
@@ -169,3 +174,77 @@ async def test_sigterm_lets_in_flight_transactions_finish_then_exits_0(tmp_path:
         await switch.read_to_end()
         assert await switch.process.wait() == 0
     assert b"switch_stopped" in switch.output
+
+
+# -- the operator's commands ---------------------------------------------------------
+
+
+def _switch(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+        **options,
+    )
+
+
+def test_version_is_the_package_version() -> None:
+    result = _switch("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"switch {metadata.version('payswitch')}"
+
+
+def test_each_pos_message_has_its_own_help_and_options() -> None:
+    listed = _switch("pos", "--help").stdout
+    for message in ("sale", "balance", "echo", "signon"):
+        assert message in listed
+    sale = _switch("pos", "sale", "--help")
+    assert sale.returncode == 0 and "usage: switch pos sale" in sale.stdout
+    assert "--amount" in sale.stdout and "--pan" in sale.stdout
+    balance = _switch("pos", "balance", "--help").stdout
+    assert "--pan" in balance and "--amount" not in balance
+    for message in ("echo", "signon"):
+        text = _switch("pos", message, "--help").stdout
+        assert f"usage: switch pos {message}" in text
+        assert "--amount" not in text and "--pan" not in text and "--terminal" in text
+    # An option of another message is refused, not ignored.
+    assert _switch("pos", "echo", "--amount", "1.00").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("-5", "must be more than 0"),
+        ("0", "must be more than 0"),
+        ("0.00", "must be more than 0"),
+        ("100.001", "more than 2 decimals"),
+        ("1e3", "not an amount in yuan"),
+        ("12,50", "not an amount in yuan"),
+        ("NaN", "not an amount in yuan"),
+        ("10000000000.00", "12 digits in fen"),
+    ],
+)
+def test_a_bad_amount_is_refused_in_one_line(tmp_path: Path, amount: str, why: str) -> None:
+    """Before anything is sent (no switch runs here: nothing to connect to)."""
+    config = _demo_config_on_free_ports(tmp_path)
+    result = _switch("pos", "sale", "--config", str(config), "--port", "1", "--amount", amount)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"switch: --amount {amount!r}: ") and why in line
+
+
+@pytest.mark.parametrize(
+    ("amount", "fen"),
+    [
+        ("100", 10000),
+        ("100.5", 10050),
+        ("100.00", 10000),
+        ("0.01", 1),
+        ("9999999999.99", MAX_AMOUNT),
+    ],
+)
+def test_amounts_in_yuan_become_fen_exactly(amount: str, fen: int) -> None:
+    assert parse_amount(amount) == fen
