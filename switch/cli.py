@@ -33,7 +33,7 @@ from switch.log import configure_logging, describe_exception, log_uncaught_excep
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
-from switch.store.crypto import new_key_file_text
+from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
 from switch.terminal import Terminal, encode_pos_request
 
@@ -49,11 +49,13 @@ _AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"switch: {exc}", file=sys.stderr)
-        return 2
+    config: SwitchConfig | None = None
+    if args.needs_config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"switch: {exc}", file=sys.stderr)
+            return 2
     try:
         result: int = args.handler(args, config)
     except BrokenPipeError:
@@ -79,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "routed by card BIN to bank host-to-host links.",
     )
     parser.add_argument("--version", action="version", version=f"switch {_version()}")
+    parser.set_defaults(needs_config=True)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -137,11 +140,18 @@ def _parser() -> argparse.ArgumentParser:
     saf_retry.set_defaults(handler=_saf_retry)
 
     keys = commands.add_parser(
-        "keys", help="card data keys", description="Print a new card key file on stdout."
+        "keys", help="card data keys", description="Make card data key files."
     )
-    keys.add_argument("action", choices=["new"])
-    _config_option(keys)
-    keys.set_defaults(handler=_keys_new)
+    keys_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    keys_new = keys_commands.add_parser(
+        "new",
+        help="a new card key file",
+        description="A new card key file (fresh random keys): written to --out, created "
+        "0600 and never over an existing file, or printed on stdout.",
+    )
+    keys_new.add_argument("--out", help="write it to this new file (mode 0600)")
+    keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
+    keys_new.set_defaults(handler=_keys_new, needs_config=False)
 
     pos = commands.add_parser(
         "pos",
@@ -334,8 +344,19 @@ def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
 
 
-def _keys_new(args: argparse.Namespace, config: SwitchConfig) -> int:
-    print(new_key_file_text(), end="")
+def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
+    if args.out is None:
+        print(new_key_file_text(), end="")
+        return 0
+    try:
+        write_new_key_file(Path(args.out))
+    except FileExistsError:
+        why = "exists, not overwritten (its keys may be needed to open what they sealed)"
+        print(f"switch: --out {args.out}: {why}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"switch: --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 from importlib import metadata
@@ -16,6 +18,7 @@ import trio
 from switch.cli import parse_amount
 from switch.core.validate import MAX_AMOUNT
 from switch.net.clients import PosClient
+from switch.store.crypto import load_card_keys
 from switch.terminal import Terminal
 from tests.conftest import DIALECTS, REPO
 from tests.net.helpers import PAN_ICBC, POS_CODEC
@@ -248,3 +251,23 @@ def test_a_bad_amount_is_refused_in_one_line(tmp_path: Path, amount: str, why: s
 )
 def test_amounts_in_yuan_become_fen_exactly(amount: str, fen: int) -> None:
     assert parse_amount(amount) == fen
+
+
+def test_keys_new_out_writes_an_owner_only_file_and_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "card-keys.toml"
+    result = _switch("keys", "new", "--out", str(out), preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    written = out.read_text()
+    keys = load_card_keys(key_file=out, key_env=None)
+    assert keys.active == 1 and len(keys.keys) == 1
+
+    again = _switch("keys", "new", "--out", str(out))
+    assert again.returncode == 2
+    (line,) = again.stderr.splitlines()
+    assert str(out) in line and "not overwritten" in line
+    assert out.read_text() == written
+
+    printed = _switch("keys", "new")  # no --out: on stdout, as before
+    assert printed.returncode == 0 and printed.stdout.startswith("active = 1")
+    assert printed.stdout != written  # fresh keys each time
