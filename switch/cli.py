@@ -109,14 +109,28 @@ def _parser() -> argparse.ArgumentParser:
         "journal", help="read the journal", description="Read transactions from the journal."
     )
     journal_commands = journal.add_subparsers(required=True, metavar="ACTION")
-    show = journal_commands.add_parser("show", help="one transaction, its history and reversal")
-    show.add_argument("rrn", help="the retrieval reference number (field 37)")
-    find = journal_commands.add_parser("find", help="a terminal's transactions on a date")
+    show = journal_commands.add_parser(
+        "show",
+        help="one transaction, its history and reversal",
+        description="One transaction, its history and its reversal; times in ISO 8601 UTC.",
+    )
+    show.add_argument("rrn", help="the retrieval reference number (field 37 of its response)")
+    find = journal_commands.add_parser(
+        "find",
+        help="a terminal's transactions on a local date",
+        description="A terminal's transactions on a date of the switch's local time (UTC + "
+        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC.",
+    )
     find.add_argument("--terminal", required=True, help="terminal id (field 41)")
-    find.add_argument("--date", required=True, help="local date, MMDD or YYYY-MM-DD")
+    find.add_argument(
+        "--date",
+        required=True,
+        help="the switch's local date (UTC + [switch] utc_offset_h): YYYY-MM-DD for that "
+        "local day, or MMDD for that day in any year",
+    )
     for parser_ in (show, find):
         _config_option(parser_)
-        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     show.set_defaults(handler=_journal_show)
     find.set_defaults(handler=_journal_find)
 
@@ -135,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     saf_retry.add_argument("id", type=int, help="the reversal's id, from `saf list`")
     for parser_ in (saf_list, saf_retry):
         _config_option(parser_)
-        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     saf_list.set_defaults(handler=_saf_list)
     saf_retry.set_defaults(handler=_saf_retry)
 
@@ -327,6 +341,11 @@ def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     offset = config.switch.utc_offset_h
+    try:
+        ops.local_day(args.date, utc_offset_h=offset)
+    except ValueError as exc:
+        print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
+        return 2
     return _operator(
         config,
         lambda journal: ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset),
