@@ -22,6 +22,7 @@ import msgspec
 import structlog
 import trio
 
+import switch
 from switch import ops, startup
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
@@ -41,9 +42,8 @@ DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
 log = structlog.get_logger()
-
-
-_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+"""An amount as an operator types it: yuan, and decimals if any."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,9 +69,7 @@ def _version() -> str:
     try:
         return metadata.version("payswitch")
     except metadata.PackageNotFoundError:  # run from a source tree never installed
-        from switch import __version__
-
-        return __version__
+        return switch.__version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -382,9 +380,9 @@ def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
 def parse_amount(text: str) -> int:
     """An amount in yuan as the operator types it (``100``, ``100.5``, ``100.00``), in
     fen; ValueError saying why it is not one. Never rounded: a third decimal is refused."""
-    if text.startswith("-") and _AMOUNT.fullmatch(text[1:]):
+    if text.startswith("-") and _YUAN.fullmatch(text[1:]):
         raise ValueError("must be more than 0")
-    if not _AMOUNT.fullmatch(text):
+    if not _YUAN.fullmatch(text):
         raise ValueError("not an amount in yuan (digits, a point and at most 2 decimals)")
     whole, _, decimals = text.partition(".")
     if len(decimals) > 2:

@@ -29,6 +29,7 @@ import structlog
 
 from switch.core.model import mask_pan
 from switch.core.validate import luhn_valid
+from switch.errors import SwitchError
 
 SENSITIVE_KEYS: Final = frozenset({"track2", "pin_block", "cvv2", "cvv", "pin", "track"})
 UNSCANNED_KEYS: Final = frozenset(
@@ -95,8 +96,6 @@ def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _describe_one(exc: BaseException) -> str:
-    from switch.errors import SwitchError  # here: errors imports nothing, log imports core
-
     message = " ".join(str(exc).split())  # a multi-line message on one line
     if isinstance(exc, SwitchError):
         return message or type(exc).__name__
@@ -245,8 +244,9 @@ def log_uncaught_exceptions() -> None:
     def unraisable(args: Any) -> None:
         if args.exc_value is not None:
             where = repr(args.object) if args.object is not None else None
-            log.error("exception_ignored", message=args.err_msg, where=where,
-                      exc_info=args.exc_value)  # fmt: skip
+            log.error(
+                "exception_ignored", message=args.err_msg, where=where, exc_info=args.exc_value
+            )
 
     sys.excepthook = main_thread
     threading.excepthook = other_thread
