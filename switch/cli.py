@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,36 +22,54 @@ import msgspec
 import structlog
 import trio
 
-from switch import ops
+import switch
+from switch import ops, startup
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
-from switch.errors import ConfigError
-from switch.log import configure_logging
+from switch.core.validate import MAX_AMOUNT
+from switch.errors import ConfigError, MessageEncodeError, StartupError
+from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
-from switch.store.crypto import new_key_file_text
+from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
-from switch.terminal import Terminal
+from switch.terminal import Terminal, encode_pos_request
 
 DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
 log = structlog.get_logger()
+_YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+"""An amount as an operator types it: yuan, and decimals if any."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    config: SwitchConfig | None = None
+    if args.needs_config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"switch: {exc}", file=sys.stderr)
+            return 2
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"switch: {exc}", file=sys.stderr)
-        return 2
-    result: int = args.handler(args, config)
+        result: int = args.handler(args, config)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing left to say, and no one to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return result
+
+
+def _version() -> str:
+    try:
+        return metadata.version("payswitch")
+    except metadata.PackageNotFoundError:  # run from a source tree never installed
+        return switch.__version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         description="A payment switch: POS (ISO 8583) and online (MessagePack) channels "
         "routed by card BIN to bank host-to-host links.",
     )
+    parser.add_argument("--version", action="version", version=f"switch {_version()}")
+    parser.set_defaults(needs_config=True)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -85,14 +107,28 @@ def _parser() -> argparse.ArgumentParser:
         "journal", help="read the journal", description="Read transactions from the journal."
     )
     journal_commands = journal.add_subparsers(required=True, metavar="ACTION")
-    show = journal_commands.add_parser("show", help="one transaction, its history and reversal")
-    show.add_argument("rrn", help="the retrieval reference number (field 37)")
-    find = journal_commands.add_parser("find", help="a terminal's transactions on a date")
+    show = journal_commands.add_parser(
+        "show",
+        help="one transaction, its history and reversal",
+        description="One transaction, its history and its reversal; times in ISO 8601 UTC.",
+    )
+    show.add_argument("rrn", help="the retrieval reference number (field 37 of its response)")
+    find = journal_commands.add_parser(
+        "find",
+        help="a terminal's transactions on a local date",
+        description="A terminal's transactions on a date of the switch's local time (UTC + "
+        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC.",
+    )
     find.add_argument("--terminal", required=True, help="terminal id (field 41)")
-    find.add_argument("--date", required=True, help="local date, MMDD or YYYY-MM-DD")
+    find.add_argument(
+        "--date",
+        required=True,
+        help="the switch's local date (UTC + [switch] utc_offset_h): YYYY-MM-DD for that "
+        "local day, or MMDD for that day in any year",
+    )
     for parser_ in (show, find):
         _config_option(parser_)
-        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     show.set_defaults(handler=_journal_show)
     find.set_defaults(handler=_journal_find)
 
@@ -111,16 +147,23 @@ def _parser() -> argparse.ArgumentParser:
     saf_retry.add_argument("id", type=int, help="the reversal's id, from `saf list`")
     for parser_ in (saf_list, saf_retry):
         _config_option(parser_)
-        parser_.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
     saf_list.set_defaults(handler=_saf_list)
     saf_retry.set_defaults(handler=_saf_retry)
 
     keys = commands.add_parser(
-        "keys", help="card data keys", description="Print a new card key file on stdout."
+        "keys", help="card data keys", description="Make card data key files."
     )
-    keys.add_argument("action", choices=["new"])
-    _config_option(keys)
-    keys.set_defaults(handler=_keys_new)
+    keys_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    keys_new = keys_commands.add_parser(
+        "new",
+        help="a new card key file",
+        description="A new card key file (fresh random keys): written to --out, created "
+        "0600 and never over an existing file, or printed on stdout.",
+    )
+    keys_new.add_argument("--out", help="write it to this new file (mode 0600)")
+    keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
+    keys_new.set_defaults(handler=_keys_new, needs_config=False)
 
     pos = commands.add_parser(
         "pos",
@@ -128,23 +171,55 @@ def _parser() -> argparse.ArgumentParser:
         description="The operator's smoke test: send one pos-cup.md message and print the "
         "decoded response (card numbers masked).",
     )
-    pos.add_argument("message", choices=["sale", "balance", "echo", "signon"])
-    _config_option(pos)
-    pos.add_argument("--host", help="switch host (default: the config's [pos] host)")
-    pos.add_argument("--port", type=int, help="switch POS port (default: the config's)")
-    pos.add_argument("--pan", default="6222021000111122221", help="card number")
-    pos.add_argument("--amount", default="100.00", help="amount in yuan, e.g. 100.00")
-    pos.add_argument("--expiry", default="2812", help="card expiry YYMM")
-    pos.add_argument("--terminal", default="POS00001", help="terminal id (field 41)")
-    pos.add_argument("--merchant", default="898310048990001", help="merchant id (field 42)")
-    pos.add_argument(
+    pos_messages = pos.add_subparsers(required=True, metavar="MESSAGE")
+    connection = argparse.ArgumentParser(add_help=False)
+    _config_option(connection)
+    connection.add_argument("--host", help="switch host (default: the config's [pos] host)")
+    connection.add_argument("--port", type=int, help="switch POS port (default: the config's)")
+    connection.add_argument("--terminal", default="POS00001", help="terminal id (field 41)")
+    connection.add_argument("--merchant", default="898310048990001", help="merchant id (field 42)")
+    connection.add_argument(
         "--stan",
         type=int,
-        help="trace number (field 11); by default a new one each time, since a repeat of "
-        "the same terminal, batch and STAN is answered as a duplicate",
+        help="trace number (field 11), 1 to 999999; by default a new one each time, since "
+        "a repeat of the same terminal, batch and STAN is answered as a duplicate",
     )
-    pos.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
-    pos.set_defaults(handler=_pos)
+    connection.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
+    card = argparse.ArgumentParser(add_help=False)
+    card.add_argument("--pan", default="6222021000111122221", help="card number")
+    card.add_argument("--expiry", default="2812", help="card expiry YYMM")
+    sale = pos_messages.add_parser(
+        "sale",
+        parents=[connection, card],
+        help="a sale (0200, 000000)",
+        description="Send a sale and print the response; its field 37 is the RRN that "
+        "`switch journal show` takes.",
+    )
+    sale.add_argument(
+        "--amount",
+        default="100.00",
+        help="amount in yuan, more than 0, at most 2 decimals, e.g. 100.00 (default)",
+    )
+    balance = pos_messages.add_parser(
+        "balance",
+        parents=[connection, card],
+        help="a balance inquiry (0200, 310000)",
+        description="Send a balance inquiry and print the response (the balance in field 54).",
+    )
+    echo = pos_messages.add_parser(
+        "echo",
+        parents=[connection],
+        help="an echo test (0820)",
+        description="Send an echo test and print the response.",
+    )
+    signon = pos_messages.add_parser(
+        "signon",
+        parents=[connection],
+        help="a sign-on (0800)",
+        description="Send a sign-on and print the response (the new batch in field 60).",
+    )
+    for name, parser_ in (("sale", sale), ("balance", balance), ("echo", echo), ("signon", signon)):
+        parser_.set_defaults(handler=_pos, message=name)
     return parser
 
 
@@ -156,27 +231,31 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
     try:
-        app = SwitchApp(config)
-    except (ConfigError, KeyError) as exc:
-        print(f"switch: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(config.log.level)
-    # The journal's worker thread must take the GIL back from the busy trio thread after
-    # each SQLite call; at the default 5 ms switch interval every such hand-back can
-    # stall a group commit (and the requests waiting on it) by up to 5 ms.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    # Full collections stop the event loop for as long as they take to walk every
-    # tracked object: fewer of them (a larger first-generation threshold), and none of
-    # the objects made at start-up, which live as long as the process (gc.freeze).
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
-    trio.run(_run_switch, app)
-    return 0
+        started = startup.prepare(config)  # logging, fds, keys, the journal's lock, ports
+    except Exception as exc:
+        return startup.refuse(exc)
+    try:
+        # The journal's worker thread must take the GIL back from the busy trio thread
+        # after each SQLite call; at the default 5 ms switch interval every such
+        # hand-back can stall a group commit (and the requests waiting on it) by up to
+        # 5 ms.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Full collections stop the event loop for as long as they take to walk every
+        # tracked object: fewer of them (a larger first-generation threshold), and none
+        # of the objects made at start-up, which live as long as the process (gc.freeze).
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 50)
+        return started.run(_run_switch)
+    finally:
+        started.close()
 
 
-async def _run_switch(app: SwitchApp) -> None:
+async def _run_switch(started: startup.Startup) -> None:
+    app = started.app
+    assert app is not None, "prepared"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, app)
         await nursery.start(app.run)
+        started.listening()  # the listeners hold their ports now
         gc.freeze()  # what start-up made (config, codecs, the book loaded) stays
         await app.stopped.wait()
         nursery.cancel_scope.cancel()
@@ -198,20 +277,30 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
     if args.port is not None:
         bank = msgspec.structs.replace(bank, port=args.port)
     configure_logging(config.log.level)
+    log_uncaught_exceptions()
     codec = Codecs(config.dialects_path()).get(bank.dialect)
     simulator = BankSimulator(args.bank, bank, codec)
     totals_file = Path(args.totals_file) if args.totals_file else None
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(simulator.serve)
+            try:
+                port = await nursery.start(simulator.serve)
+            except OSError as exc:  # trio's bind error does not say where
+                where = f"[banks.{args.bank}] port {bank.port} on {bank.host}"
+                raise StartupError(f"{where} cannot be listened on: {exc.strerror}") from exc
             log.info("simulator_started", bank=args.bank, port=port)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return
 
-    trio.run(serve)
+    try:
+        trio.run(serve)
+    except Exception as exc:
+        log.critical("simulator_failed", exc_info=exc)
+        print(f"switch: {describe_exception(exc)}", file=sys.stderr)
+        return 2
     if totals_file is not None:
         totals_file.write_bytes(msgspec.json.encode(simulator.totals()))
     return 0
@@ -250,6 +339,11 @@ def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     offset = config.switch.utc_offset_h
+    try:
+        ops.local_day(args.date, utc_offset_h=offset)
+    except ValueError as exc:
+        print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
+        return 2
     return _operator(
         config,
         lambda journal: ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset),
@@ -267,17 +361,56 @@ def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
 
 
-def _keys_new(args: argparse.Namespace, config: SwitchConfig) -> int:
-    print(new_key_file_text(), end="")
+def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
+    if args.out is None:
+        print(new_key_file_text(), end="")
+        return 0
+    try:
+        write_new_key_file(Path(args.out))
+    except FileExistsError:
+        why = "exists, not overwritten (its keys may be needed to open what they sealed)"
+        print(f"switch: --out {args.out}: {why}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"switch: --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 
+def parse_amount(text: str) -> int:
+    """An amount in yuan as the operator types it (``100``, ``100.5``, ``100.00``), in
+    fen; ValueError saying why it is not one. Never rounded: a third decimal is refused."""
+    if text.startswith("-") and _YUAN.fullmatch(text[1:]):
+        raise ValueError("must be more than 0")
+    if not _YUAN.fullmatch(text):
+        raise ValueError("not an amount in yuan (digits, a point and at most 2 decimals)")
+    whole, _, decimals = text.partition(".")
+    if len(decimals) > 2:
+        raise ValueError("more than 2 decimals: fen are the smallest unit")
+    fen = int(whole) * 100 + int(decimals.ljust(2, "0"))
+    if fen == 0:
+        raise ValueError("must be more than 0")
+    if fen > MAX_AMOUNT:
+        raise ValueError(
+            f"more than field 4 holds: at most {MAX_AMOUNT // 100}.{MAX_AMOUNT % 100:02d} "
+            f"({len(str(MAX_AMOUNT))} digits in fen)"
+        )
+    return fen
+
+
 def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
-    try:
-        amount = int(Decimal(args.amount) * 100)
-    except InvalidOperation:
-        print(f"switch: --amount {args.amount!r} is not an amount in yuan", file=sys.stderr)
+    amount = 0
+    if args.message == "sale":
+        try:
+            amount = parse_amount(args.amount)
+        except ValueError as exc:
+            print(f"switch: --amount {args.amount!r}: {exc}", file=sys.stderr)
+            return 2
+    if args.stan is not None and not 1 <= args.stan <= 999_999:
+        print(f"switch: --stan {args.stan}: must be 1 to 999999", file=sys.stderr)
         return 2
+    if args.stan is None:
+        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
     codec = Codecs(config.dialects_path()).get(config.pos.dialect)
     terminal = Terminal(terminal_id=args.terminal, merchant_id=args.merchant, batch=args.batch)
     builders = {
@@ -286,9 +419,12 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
         "echo": lambda: terminal.echo(args.stan),
         "signon": lambda: terminal.sign_on(args.stan),
     }
-    if args.stan is None:
-        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
     message = builders[args.message]()
+    try:
+        encode_pos_request(codec, terminal, message)  # refused here, before connecting
+    except MessageEncodeError as exc:
+        print(f"switch: cannot send this {args.message}: {exc}", file=sys.stderr)
+        return 2
     host = args.host or config.pos.host
     port = args.port or config.pos.port
 

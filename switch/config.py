@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.errors import ConfigError
+from switch.wire.dialect import load_dialects
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
@@ -218,6 +219,7 @@ def check_config(config: SwitchConfig) -> None:
     """Cross-checks that the types alone cannot express."""
     if not config.banks:
         raise ConfigError("no [banks.*] section: the switch needs at least one bank")
+    _check_dialects(config)
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):
@@ -226,3 +228,17 @@ def check_config(config: SwitchConfig) -> None:
         if route.prefix in seen:
             raise ConfigError(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
+
+
+def _check_dialects(config: SwitchConfig) -> None:
+    """Every dialect the config names is a table in the dialects folder: a typo fails
+    here, naming its key, rather than when the first codec is built."""
+    folder = config.dialects_path()
+    known = load_dialects(folder)
+    named = {"pos.dialect": config.pos.dialect} | {
+        f"banks.{name}.dialect": bank.dialect for name, bank in config.banks.items()
+    }
+    for key, dialect in named.items():
+        if dialect not in known:
+            choices = ", ".join(sorted(known)) or "none"
+            raise ConfigError(f"{key}: no dialect {dialect!r} in {folder} (known: {choices})")

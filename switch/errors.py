@@ -75,6 +75,11 @@ class ConfigError(SwitchError):
     """The configuration cannot be loaded; raised at start-up, naming the key."""
 
 
+class StartupError(SwitchError):
+    """The switch cannot start (a port in use, no file descriptors left for
+    connections); its text is the one line the operator reads."""
+
+
 class TransactionRefused(SwitchError):
     """A request is refused before or instead of reaching a bank, with a response code.
 

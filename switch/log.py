@@ -1,9 +1,15 @@
 """structlog, configured once: JSON lines on stdout, card data redacted.
 
 Processors run in this order: contextvars merged first (trio copies them into each
-task, so connection and link context follows the work), level, ISO UTC timestamp, the
-redaction step, then JSON. The redaction step is the guarantee behind PCI DSS 3.3: even
-if a full card number reaches a log call by mistake, only its masked form is written.
+task, so connection and link context follows the work), level, events logged at a
+bounded rate, ISO UTC timestamp, an exception as a one-line field, the redaction step,
+then JSON. The redaction step is the guarantee behind PCI DSS 3.3: even if a full card
+number reaches a log call by mistake, only its masked form is written.
+
+Every line of the stream is one JSON object: the standard library's ``logging`` (trio
+logs accept errors through it, with tracebacks) is routed through the same processors,
+and :func:`log_uncaught_exceptions` does the same for exceptions nothing caught, in any
+thread, and for warnings.
 """
 
 from __future__ import annotations
@@ -11,7 +17,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, MutableMapping
+from types import TracebackType
 from typing import Any, BinaryIO, Final
 
 import msgspec
@@ -19,6 +29,7 @@ import structlog
 
 from switch.core.model import mask_pan
 from switch.core.validate import luhn_valid
+from switch.errors import SwitchError
 
 SENSITIVE_KEYS: Final = frozenset({"track2", "pin_block", "cvv2", "cvv", "pin", "track"})
 UNSCANNED_KEYS: Final = frozenset(
@@ -67,6 +78,98 @@ def redact_card_data(
     return event_dict
 
 
+def describe_exception(exc: BaseException) -> str:
+    """An exception in one line: ``Type: message (file:line in function)`` at the frame
+    that raised it, and each of a group's exceptions, ``; `` between them. The
+    switch's own errors (SwitchError) say what is wrong in their message alone."""
+    return "; ".join(_describe_one(leaf) for leaf in exception_leaves(exc))
+
+
+def exception_leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions an exception group holds, however nested (trio's nurseries nest
+    them); an exception that is not a group is its own leaf."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from exception_leaves(inner)
+    else:
+        yield exc
+
+
+def _describe_one(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())  # a multi-line message on one line
+    if isinstance(exc, SwitchError):
+        return message or type(exc).__name__
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" ({_short_path(last.filename)}:{last.lineno} in {last.name})"
+    return text
+
+
+def _short_path(filename: str) -> str:
+    """The path from the package on (``trio/...``, ``switch/...``): enough to find it."""
+    parts = filename.split("/")
+    for marker, keep_marker in (("site-packages", False), ("switch", True), ("lib", False)):
+        if marker in parts[:-1]:
+            index = len(parts) - 1 - parts[::-1].index(marker)
+            return "/".join(parts[index if keep_marker else index + 1 :])
+    return "/".join(parts[-2:])
+
+
+def one_line_exception(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``exc_info`` becomes an ``exception`` field of one line
+    (a traceback of many lines would break the stream into lines that are not JSON)."""
+    exc_info = event_dict.pop("exc_info", None)
+    event_dict.pop("stack_info", None)
+    if not exc_info:
+        return event_dict
+    if isinstance(exc_info, BaseException):
+        exc: BaseException | None = exc_info
+    elif isinstance(exc_info, tuple):
+        exc = exc_info[1]
+    else:
+        exc = sys.exc_info()[1]
+    if exc is not None:
+        event_dict["exception"] = describe_exception(exc)
+    return event_dict
+
+
+class RateLimitedEvents:
+    """structlog processor: each named event (or stdlib logger) is written at most once
+    per its interval and per channel; the line written says in ``count`` how many
+    happened since the last one (itself included). The rest are dropped, so a storm of
+    the same event (a refused connection per attacker) cannot flood the log."""
+
+    def __init__(self, intervals_s: dict[str, float]) -> None:
+        self._intervals_s = intervals_s
+        self._next_at: dict[tuple[str, object], float] = {}
+        self._dropped: dict[tuple[str, object], int] = {}
+
+    def __call__(
+        self, _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        name = event_dict.get("logger") or event_dict.get("event")
+        interval_s = self._intervals_s.get(name) if isinstance(name, str) else None
+        if interval_s is None:
+            return event_dict
+        key = (str(name), event_dict.get("channel"))
+        now = time.monotonic()
+        if now < self._next_at.get(key, 0.0):
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            raise structlog.DropEvent
+        self._next_at[key] = now + interval_s
+        event_dict["count"] = self._dropped.pop(key, 0) + 1
+        return event_dict
+
+
+STDLIB_RATE_LIMITED_S: Final = {"trio.serve_listeners": 1.0}
+"""Standard-library loggers that repeat themselves: trio logs every failed accept
+(EMFILE: every 0.1 s while it lasts), each with a traceback."""
+
+
 _json_encoder: Final = msgspec.json.Encoder()
 
 
@@ -77,20 +180,75 @@ def _serialize(event_dict: Any, **_kw: Any) -> bytes:
         return _json_encoder.encode({key: str(value) for key, value in event_dict.items()})
 
 
-def configure_logging(level: str = "info", *, stream: BinaryIO | None = None) -> None:
-    """Configures structlog for the whole process; call once, from the CLI."""
+class _ToStructlog(logging.Handler):
+    """Hands standard-library records to structlog: same processors, same stream."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = max(logging.DEBUG, min(logging.CRITICAL, record.levelno // 10 * 10))
+            message = " ".join(record.getMessage().split())  # a warning's source line too
+            structlog.get_logger().log(level, message, logger=record.name, exc_info=record.exc_info)
+        except Exception:
+            pass  # nowhere left to report a failure to log
+
+
+def configure_logging(
+    level: str = "info",
+    *,
+    stream: BinaryIO | None = None,
+    rate_limited_events: Iterable[str] = (),
+) -> None:
+    """Configures structlog for the whole process, and routes the standard library's
+    logging through it; call once, from the CLI. ``rate_limited_events`` are written at
+    most once a second (per channel), with a count."""
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    intervals_s = dict(STDLIB_RATE_LIMITED_S)
+    intervals_s.update((event, 1.0) for event in rate_limited_events)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            RateLimitedEvents(intervals_s),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            one_line_exception,
             redact_card_data,
             structlog.processors.JSONRenderer(serializer=_serialize),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(numeric_level)
+
+
+def log_uncaught_exceptions() -> None:
+    """Exceptions nothing caught (in the main thread, in other threads, and those
+    Python can only ignore, in finalizers) and warnings become one log line each,
+    instead of a traceback on stderr. For the long-running commands."""
+    log = structlog.get_logger()
+
+    def main_thread(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        log.critical("uncaught_exception", exc_info=exc.with_traceback(tb))
+
+    def other_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            thread = args.thread.name if args.thread is not None else None
+            log.critical("uncaught_exception", thread=thread, exc_info=args.exc_value)
+
+    def unraisable(args: Any) -> None:
+        if args.exc_value is not None:
+            where = repr(args.object) if args.object is not None else None
+            log.error(
+                "exception_ignored", message=args.err_msg, where=where, exc_info=args.exc_value
+            )
+
+    sys.excepthook = main_thread
+    threading.excepthook = other_thread
+    sys.unraisablehook = unraisable
+    logging.captureWarnings(True)

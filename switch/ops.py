@@ -14,7 +14,15 @@ import msgspec
 
 from switch.store.port import OperatorError, OperatorJournal
 
-__all__ = ["OperatorError", "journal_find", "journal_show", "print_rows", "saf_list", "saf_retry"]
+__all__ = [
+    "OperatorError",
+    "journal_find",
+    "journal_show",
+    "local_day",
+    "print_rows",
+    "saf_list",
+    "saf_retry",
+]
 
 _TIME_FIELDS = frozenset({"at", "created_at", "updated_at", "next_attempt_at"})
 
@@ -44,21 +52,34 @@ def journal_find(
     journal: OperatorJournal, terminal: str, date: str, *, utc_offset_h: int
 ) -> list[dict[str, Any]]:
     """A terminal's transactions on a local date of the switch (UTC + ``utc_offset_h``):
-    ``MMDD`` (any year) or ``YYYY-MM-DD``."""
+    ``MMDD`` (any year) or ``YYYY-MM-DD``; OperatorError if ``date`` is neither."""
+    try:
+        local_date, since, until = local_day(date, utc_offset_h=utc_offset_h)
+    except ValueError as exc:
+        raise OperatorError(f"date {date!r}: {exc}") from None
+    rows = journal.terminal_transactions(terminal, local_date, since, until)
+    return [_readable(row) for row in rows]
+
+
+def local_day(date: str, *, utc_offset_h: int) -> tuple[str, float, float]:
+    """A local date of the switch as the journal finds it: its ``MMDD`` (field 13, the
+    journal's ``local_date``) and the UTC times [since, until) it covers. ``YYYY-MM-DD``
+    is that one local day: at +8, 2026-11-23 runs from 2026-11-22 16:00 UTC to
+    2026-11-23 16:00 UTC; ``MMDD`` is that day in any year. ValueError says why not."""
     if len(date) == 10 and date[4] == "-" and date[7] == "-":
         try:
             day = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
         except ValueError:
-            raise OperatorError(f"date {date!r} is not a date") from None
-        local_date = date[5:7] + date[8:10]
+            raise ValueError("not a date (YYYY-MM-DD)") from None
         since = (day - timedelta(hours=utc_offset_h)).timestamp()
-        until = since + 86400
-    elif len(date) == 4 and date.isdigit():
-        local_date, since, until = date, 0.0, float("inf")
-    else:
-        raise OperatorError(f"date {date!r} is neither MMDD nor YYYY-MM-DD")
-    rows = journal.terminal_transactions(terminal, local_date, since, until)
-    return [_readable(row) for row in rows]
+        return date[5:7] + date[8:10], since, since + 86400
+    if len(date) == 4 and date.isascii() and date.isdigit():
+        try:
+            datetime.strptime(f"2000{date}", "%Y%m%d")  # a leap year: 0229 is a date
+        except ValueError:
+            raise ValueError("not a month and day (MMDD)") from None
+        return date, 0.0, float("inf")
+    raise ValueError("neither MMDD nor YYYY-MM-DD")
 
 
 def saf_list(

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import stat
 import subprocess
 import sys
+from datetime import datetime
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
+from switch.cli import parse_amount
+from switch.core.validate import MAX_AMOUNT
 from switch.net.clients import PosClient
+from switch.store.crypto import load_card_keys
+from switch.store.port import Change, ReversalQueued, TxnStarted, TxnUpdated
+from switch.store.sqlite import JournalFile, SqliteJournal
 from switch.terminal import Terminal
 from tests.conftest import DIALECTS, REPO
 from tests.net.helpers import PAN_ICBC, POS_CODEC
+from tests.store.records import make_record
 
 
 def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
@@ -169,3 +182,202 @@ async def test_sigterm_lets_in_flight_transactions_finish_then_exits_0(tmp_path:
         await switch.read_to_end()
         assert await switch.process.wait() == 0
     assert b"switch_stopped" in switch.output
+
+
+# -- the operator's commands ---------------------------------------------------------
+
+
+def _switch(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+        **options,
+    )
+
+
+def test_version_is_the_package_version() -> None:
+    result = _switch("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"switch {metadata.version('payswitch')}"
+
+
+def test_each_pos_message_has_its_own_help_and_options() -> None:
+    listed = _switch("pos", "--help").stdout
+    for message in ("sale", "balance", "echo", "signon"):
+        assert message in listed
+    sale = _switch("pos", "sale", "--help")
+    assert sale.returncode == 0 and "usage: switch pos sale" in sale.stdout
+    assert "--amount" in sale.stdout and "--pan" in sale.stdout
+    balance = _switch("pos", "balance", "--help").stdout
+    assert "--pan" in balance and "--amount" not in balance
+    for message in ("echo", "signon"):
+        text = _switch("pos", message, "--help").stdout
+        assert f"usage: switch pos {message}" in text
+        assert "--amount" not in text and "--pan" not in text and "--terminal" in text
+    # An option of another message is refused, not ignored.
+    assert _switch("pos", "echo", "--amount", "1.00").returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("-5", "must be more than 0"),
+        ("0", "must be more than 0"),
+        ("0.00", "must be more than 0"),
+        ("100.001", "more than 2 decimals"),
+        ("1e3", "not an amount in yuan"),
+        ("12,50", "not an amount in yuan"),
+        ("NaN", "not an amount in yuan"),
+        ("10000000000.00", "12 digits in fen"),
+    ],
+)
+def test_a_bad_amount_is_refused_in_one_line(tmp_path: Path, amount: str, why: str) -> None:
+    """Before anything is sent (no switch runs here: nothing to connect to)."""
+    config = _demo_config_on_free_ports(tmp_path)
+    result = _switch("pos", "sale", "--config", str(config), "--port", "1", "--amount", amount)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"switch: --amount {amount!r}: ") and why in line
+
+
+@pytest.mark.parametrize(
+    ("amount", "fen"),
+    [
+        ("100", 10000),
+        ("100.5", 10050),
+        ("100.00", 10000),
+        ("0.01", 1),
+        ("9999999999.99", MAX_AMOUNT),
+    ],
+)
+def test_amounts_in_yuan_become_fen_exactly(amount: str, fen: int) -> None:
+    assert parse_amount(amount) == fen
+
+
+def test_keys_new_out_writes_an_owner_only_file_and_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "card-keys.toml"
+    result = _switch("keys", "new", "--out", str(out), preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    written = out.read_text()
+    keys = load_card_keys(key_file=out, key_env=None)
+    assert keys.active == 1 and len(keys.keys) == 1
+
+    again = _switch("keys", "new", "--out", str(out))
+    assert again.returncode == 2
+    (line,) = again.stderr.splitlines()
+    assert str(out) in line and "not overwritten" in line
+    assert out.read_text() == written
+
+    printed = _switch("keys", "new")  # no --out: on stdout, as before
+    assert printed.returncode == 0 and printed.stdout.startswith("active = 1")
+    assert printed.stdout != written  # fresh keys each time
+
+
+async def _journal_of(path: Path, *changes: Change) -> None:
+    """A journal file holding ``changes``, written through the journal port."""
+    journal = SqliteJournal(JournalFile(path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(*changes)
+        nursery.cancel_scope.cancel()
+
+
+def _at(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def test_journal_find_date_is_the_switchs_local_day(tmp_path: Path) -> None:
+    """At UTC+8 a sale at 23:30 UTC on 22 November is on the 23rd, local time (its field
+    13 and RRN say 1123): --date 2026-11-23 finds it, --date 2026-11-22 does not."""
+    config = _demo_config_on_free_ports(tmp_path)  # utc_offset_h = 8
+    after_midnight = make_record("633270000001", local_date="1123")
+    before_midnight = make_record("633260000002", local_date="1122")
+    a_year_before = make_record("533270000003", local_date="1123")
+    await _journal_of(
+        tmp_path / "journal.sqlite3",
+        TxnStarted.of(after_midnight, _at("2026-11-22T23:30:00+00:00")),  # 07:30 local, 23rd
+        TxnStarted.of(before_midnight, _at("2026-11-22T15:30:00+00:00")),  # 23:30 local, 22nd
+        TxnStarted.of(a_year_before, _at("2025-11-23T02:00:00+00:00")),
+    )
+
+    def found(date: str) -> list[str]:
+        result = _switch(
+            "journal", "find", "--terminal", "POS00001", "--date", date,
+            "--config", str(config), "--json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return [row["rrn"] for row in json.loads(result.stdout)]
+
+    assert found("2026-11-23") == ["633270000001"]
+    assert found("2026-11-22") == ["633260000002"]
+    assert found("2026-11-24") == []
+    assert found("1123") == ["533270000003", "633270000001"]  # MMDD: any year
+    help_text = _switch("journal", "find", "--help").stdout
+    assert "local date" in help_text and "utc_offset_h" in help_text
+    bad = _switch(
+        "journal", "find", "--terminal", "T", "--date", "2026-02-30", "--config", str(config)
+    )
+    assert bad.returncode == 2 and bad.stderr.splitlines() == [
+        "switch: --date '2026-02-30': not a date (YYYY-MM-DD)"
+    ]
+
+
+async def test_saf_list_json_of_an_empty_queue_is_an_empty_array(tmp_path: Path) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    await _journal_of(tmp_path / "journal.sqlite3")
+    listed = _switch("saf", "list", "--config", str(config), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert _switch("saf", "list", "--config", str(config)).stdout.strip() == "(none)"
+
+
+async def test_journal_show_prints_every_time_as_iso_8601(tmp_path: Path) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    record = make_record("633270000009")
+    started, answered = _at("2026-11-22T23:30:00+00:00"), _at("2026-11-22T23:30:05+00:00")
+    record.state, record.code = "no_answer", "68"
+    await _journal_of(
+        tmp_path / "journal.sqlite3",
+        TxnStarted.of(make_record("633270000009"), started),
+        TxnUpdated.of(record, answered, "issuer timeout"),
+        ReversalQueued(rrn=record.rrn, bank="icbc", reason="no final answer (68)", at=answered),
+    )
+    shown = _switch("journal", "show", record.rrn, "--config", str(config), "--json")
+    assert shown.returncode == 0, shown.stderr
+    (history,) = json.loads(shown.stdout)
+    times = {
+        "transaction.created_at": history["transaction"]["created_at"],
+        "transaction.updated_at": history["transaction"]["updated_at"],
+        "events[0].at": history["events"][0]["at"],
+        "events[1].at": history["events"][1]["at"],
+        "reversal.created_at": history["reversal"]["created_at"],
+        "reversal.next_attempt_at": history["reversal"]["next_attempt_at"],
+    }
+    assert times == {
+        "transaction.created_at": "2026-11-22T23:30:00+00:00",
+        "transaction.updated_at": "2026-11-22T23:30:05+00:00",
+        "events[0].at": "2026-11-22T23:30:00+00:00",
+        "events[1].at": "2026-11-22T23:30:05+00:00",
+        "reversal.created_at": "2026-11-22T23:30:05+00:00",
+        "reversal.next_attempt_at": "2026-11-22T23:30:05+00:00",
+    }
+
+    def floats(value: object) -> list[float]:
+        if isinstance(value, float):
+            return [value]
+        if isinstance(value, dict):
+            return [f for item in value.values() for f in floats(item)]
+        if isinstance(value, list):
+            return [f for item in value for f in floats(item)]
+        return []
+
+    assert floats(history) == []  # no epoch seconds beside the ISO times
+    table = _switch("journal", "show", record.rrn, "--config", str(config))
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("2026-11-22T23:30:05+00:00") >= 3
+    assert not re.search(r"\b1[0-9]{9}\.[0-9]", table.stdout), table.stdout

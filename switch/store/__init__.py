@@ -4,7 +4,7 @@ data at rest (``crypto.py``)."""
 from __future__ import annotations
 
 from switch.config import SwitchConfig
-from switch.store.port import Journal, OperatorJournal
+from switch.store.port import Journal, JournalLock, OperatorJournal
 
 
 def open_journal(config: SwitchConfig) -> Journal:
@@ -18,6 +18,16 @@ def open_journal(config: SwitchConfig) -> Journal:
         queue_size=section.queue_size,
         max_group=section.max_group,
     )
+
+
+def lock_journal(config: SwitchConfig) -> JournalLock:
+    """Locks the journal the config names for this process's life, before it is opened:
+    JournalUnavailable if another switch holds it (or its folder cannot be written)."""
+    from switch.store.sqlite import LockFile
+
+    lock = LockFile(config.path(config.journal.path))
+    lock.acquire()
+    return lock
 
 
 def open_operator_journal(config: SwitchConfig) -> OperatorJournal:

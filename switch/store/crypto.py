@@ -32,6 +32,8 @@ KEY_BYTES: Final = 32
 NONCE_POOL: Final = 256
 MAC_BYTES: Final = 32
 """HMAC-SHA256; stored behind its key's id (1 byte)."""
+KEY_FILE_MODE: Final = 0o600
+"""A key file opens every sealed card number: only its owner reads it."""
 
 
 class CardKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -168,3 +170,20 @@ def new_key_file_text(key_id: int = 1) -> str:
         f"active = {key_id}\n\n[[keys]]\nid = {key_id}\n"
         f'hmac_key = "{os.urandom(KEY_BYTES).hex()}"\naes_key = "{os.urandom(KEY_BYTES).hex()}"\n'
     )
+
+
+def write_new_key_file(path: Path, key_id: int = 1) -> None:
+    """Writes a fresh key file to ``path``, created 0600 (never another mode, not even
+    for a moment); FileExistsError rather than overwrite one (the keys it holds may be
+    the only way to open what they sealed). A file left half written is removed."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    try:
+        os.fchmod(descriptor, KEY_FILE_MODE)  # exactly 0600, whatever the umask
+        with open(descriptor, "w", closefd=False) as file:
+            file.write(new_key_file_text(key_id))
+        os.fsync(descriptor)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(descriptor)

@@ -58,6 +58,13 @@ class JournalUnavailable(JournalError):
     disk full, in use by another switch): the switch refuses to start."""
 
 
+class JournalLock(Protocol):
+    """Held by the switch that runs on a journal, for its whole life: another switch
+    on the same journal refuses to start (JournalUnavailable, naming the holder)."""
+
+    def release(self) -> None: ...
+
+
 # -- answers -------------------------------------------------------------------------
 
 

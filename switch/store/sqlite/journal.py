@@ -18,11 +18,19 @@ the callers waiting for them, never the event loop, which goes on reading, answe
 
 Reads use a second connection (WAL lets readers and the writer work at once), one at a
 time, also in a worker thread.
+
+Opening proves the file can be written (a small change, committed), so a read-only
+file or filesystem refuses the start (``JournalUnavailable``) instead of answering 96 to
+everything. The file is created 0600 (its ``-wal`` and ``-shm`` take its mode), and
+:class:`LockFile` keeps a second switch off a journal in use.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -35,15 +43,23 @@ import trio
 
 from switch.core.book import TxnRecord
 from switch.store import port
-from switch.store.port import Change, Durability, JournalError, JournalStatistics
+from switch.store.port import (
+    Change,
+    Durability,
+    JournalError,
+    JournalStatistics,
+    JournalUnavailable,
+)
 from switch.store.sqlite import sql
-from switch.store.sqlite.schema import migrate
+from switch.store.sqlite.schema import SchemaError, migrate
 from switch.store.sqlite.sql import Write
 
 log = structlog.get_logger()
 
 Result = TypeVar("Result")
 
+PRIVATE_MODE = 0o600
+"""The journal holds masked and sealed card data: only its owner reads it."""
 SLOW_COMMIT_S = 0.02
 """A commit that takes longer in its thread (an fsync is 0.2-0.5 ms on this machine) is
 logged, one warning line each: the disk stalled, or an operator's command held the
@@ -72,8 +88,17 @@ class JournalFile:
         self._reader: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = _connect(self.path)
+        """Opens (creating it 0600 if need be), migrates and proves the file can be
+        written; JournalUnavailable, naming the file and the cause, if it cannot."""
+        try:
+            self._open()
+        except (OSError, sqlite3.Error, SchemaError) as exc:
+            self.close()
+            raise _unwritable(self.path, exc) from exc
+
+    def _open(self) -> None:
+        _create_private(self.path)
+        writer = self._writer = _connect(self.path)
         writer.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit is on disk (WAL fsync) before it returns, power loss included.
         writer.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -82,10 +107,10 @@ class JournalFile:
         # waiting on that group. Checkpoints run on their own instead (checkpoint()).
         writer.execute("PRAGMA wal_autocheckpoint = 0")
         migrate(writer)
+        _prove_writable(writer)
         # The event loop begins transactions itself and must never wait on a lock; an
         # operator command's write makes it begin in a thread instead (begin()).
         writer.execute("PRAGMA busy_timeout = 0")
-        self._writer = writer
         self._reader = _connect(self.path)
 
     def close(self) -> None:
@@ -203,6 +228,97 @@ def _statement(write: Write) -> str:
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # extended codes keep it low
     return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _create_private(path: Path) -> None:
+    """Creates the journal file empty and 0600 before SQLite writes to it: SQLite gives
+    the ``-wal`` and ``-shm`` it makes next to it the same mode."""
+    if path.exists():
+        return
+    _make_folder(path)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        return  # made meanwhile by whoever else opened it
+    try:
+        os.fchmod(descriptor, PRIVATE_MODE)  # exactly 0600, whatever the umask
+    finally:
+        os.close(descriptor)
+
+
+def _make_folder(path: Path) -> None:
+    """The journal's folder, made if missing; a file in its place is named as such
+    (mkdir would only say "File exists")."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _prove_writable(writer: sqlite3.Connection) -> None:
+    """Writes and commits one small change (the schema version, set to what it is:
+    SQLite writes the header page again), so that a journal that opens but cannot be
+    written (read-only file or filesystem, full disk) fails here, at start-up."""
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(writer.execute("PRAGMA user_version").fetchone()[0])
+        writer.execute(f"PRAGMA user_version = {version}")
+        writer.execute("COMMIT")
+    except BaseException:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        raise
+
+
+def _unwritable(journal: Path, exc: BaseException) -> JournalUnavailable:
+    """The one line an operator reads: the file, and the OS's or SQLite's own words."""
+    if isinstance(exc, OSError) and exc.strerror:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        cause = str(exc) or type(exc).__name__
+    return JournalUnavailable(f"journal {journal} cannot be written: {cause}")
+
+
+class LockFile:
+    """An exclusive lock on a journal, held for the life of the switch that takes it:
+    a second switch on the same journal stops before it opens the file (or signs on to
+    any bank). ``flock`` on ``<journal>.lock`` (0600), which names the holder's pid; the
+    kernel releases it when the process ends, however it ends."""
+
+    def __init__(self, journal_path: Path) -> None:
+        self.journal_path = journal_path
+        self.path = journal_path.with_name(journal_path.name + ".lock")
+        self._descriptor: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises JournalUnavailable: in use (naming the other
+        switch's pid), or its folder cannot be written."""
+        journal = self.journal_path
+        try:
+            _make_folder(journal)
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+        except OSError as exc:
+            raise _unwritable(journal, exc) from exc
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise JournalUnavailable(
+                f"journal {journal} is in use by another switch (pid {holder}; lock {self.path})"
+            ) from None
+        try:
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(descriptor)  # a folder that takes no byte (full disk) takes no journal
+            raise _unwritable(journal, exc) from exc
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the last descriptor releases the flock
+            self._descriptor = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

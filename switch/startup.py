@@ -1,0 +1,259 @@
+"""The start-up of ``switch run``: whatever can refuse a start does so before the switch
+takes anything another process could be using, with one line naming the cause, exit 2.
+
+In order:
+
+1. File descriptors. The soft RLIMIT_NOFILE is raised to the hard limit. If the
+   listeners' ``max_connections`` together and :func:`descriptor_reserve` do not fit
+   in it, one warning line says so and each listener is capped to its share of what
+   fits: a connection beyond it is closed at accept and counted (and its log line is
+   written at most once a second), instead of the process running out of descriptors
+   (accept failing with EMFILE, the journal's checkpoints and commits failing).
+2. Logging: JSON lines, the standard library's logging and uncaught exceptions too.
+3. Dialects and card keys (the config was checked on loading; the keys are read here).
+4. The journal's lock: a second switch on the same journal stops here, before it has
+   opened the journal or signed on to any bank, naming the first one's pid.
+5. The listeners' ports (and those of the banks it simulates) are bound, not listening
+   (``SO_REUSEADDR`` lets the listeners bind them again once the switch is ready), so a
+   port in use stops the start before the journal is opened or any bank signed on.
+
+Then the switch runs (:class:`switch.app.SwitchApp`): the journal is opened and proved
+writable (JournalUnavailable otherwise), recovery, banks, listeners. Anything that
+fails before the switch has started is a start-up failure (exit 2); after, a crash
+(exit 1); each is one line on stderr and one JSON line in the log, never a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import msgspec
+import structlog
+import trio
+
+from switch import store
+from switch.app import SwitchApp
+from switch.config import ListenerSection, SwitchConfig
+from switch.errors import StartupError
+from switch.log import (
+    configure_logging,
+    describe_exception,
+    exception_leaves,
+    log_uncaught_exceptions,
+)
+from switch.store.port import JournalLock
+
+log = structlog.get_logger()
+
+FD_RESERVE_BASE: Final = 32
+"""Descriptors kept for the process itself, beyond its bank links: the standard
+streams, the event loop's (epoll, wake-up pair), the journal's (writer, reader and a
+checkpoint's connection: file, WAL and shared memory), the lock file, the two listening
+sockets and a connection accepted past a listener's cap before it is closed. Measured:
+17 of them in use at most on the demo configuration; the rest is margin (name look-ups
+and lazy imports open files of their own for a moment)."""
+
+REFUSED_CONNECTION_EVENT: Final = "connection_refused"
+"""The channel's log line for a connection closed at accept."""
+
+
+def descriptor_reserve(config: SwitchConfig) -> int:
+    """Descriptors the switch needs besides its terminals' connections: FD_RESERVE_BASE
+    and each bank's links (a simulated bank in this process also holds a listener and
+    the far end of each link)."""
+    bank_fds = sum(
+        bank.links * 2 + 1 if bank.simulate else bank.links for bank in config.banks.values()
+    )
+    return FD_RESERVE_BASE + bank_fds
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raises the soft RLIMIT_NOFILE to the hard limit; (the limit before, the limit
+    now). Where the hard limit is unlimited, to the kernel's usual per-process cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft, soft  # kept; the budget below is computed from what is in force
+        return soft, target
+    return soft, soft
+
+
+def fit_connections(config: SwitchConfig, room: int) -> dict[str, int] | None:
+    """Each listener's connection cap within ``room`` descriptors: as configured when
+    they fit, else each its share of ``room`` in proportion to its ``max_connections``
+    (at least one); None when ``room`` cannot hold one connection per listener."""
+    listeners = _listeners(config)
+    wanted = sum(section.max_connections for section in listeners.values())
+    if wanted <= room:
+        return {name: section.max_connections for name, section in listeners.items()}
+    if room < len(listeners):
+        return None
+    return {
+        name: max(1, section.max_connections * room // wanted)
+        for name, section in listeners.items()
+    }
+
+
+def _listeners(config: SwitchConfig) -> dict[str, ListenerSection]:
+    return {"pos": config.pos, "online": config.online}
+
+
+class Startup:
+    """What the start-up holds while the switch runs: the journal's lock (for the
+    process's life) and the listeners' ports (until the listeners have bound them)."""
+
+    def __init__(self, config: SwitchConfig) -> None:
+        self.config = config
+        """As loaded, but with the listeners' ``max_connections`` fitted to the
+        descriptors there are."""
+        self.app: SwitchApp | None = None
+        self.started = False
+        """Set once the switch serves: a failure after it is a crash, not a refusal."""
+        self._lock: JournalLock | None = None
+        self._ports: list[socket.socket] = []
+
+    def listening(self) -> None:
+        """The listeners have bound their ports: the reservations can go."""
+        self.started = True
+        self._release_ports()
+
+    def close(self) -> None:
+        self._release_ports()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _release_ports(self) -> None:
+        for reservation in self._ports:
+            reservation.close()
+        self._ports.clear()
+
+    def run(self, main: Callable[[Startup], Awaitable[None]]) -> int:
+        """Runs ``main`` under trio; the exit status: 0 when it returns, 2 when it
+        failed before the switch started, 1 after (one line on stderr either way)."""
+        try:
+            trio.run(main, self)
+        except BaseException as exc:
+            return self._failed(exc)
+        return 0
+
+    def _failed(self, exc: BaseException) -> int:
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in exception_leaves(exc)):
+            print("switch: interrupted", file=sys.stderr)
+            return 130
+        if not self.started:
+            return refuse(exc)
+        log.critical("switch_crashed", exc_info=exc)
+        print(f"switch: stopped by an error: {describe_exception(exc)}", file=sys.stderr)
+        return 1
+
+    def lock_journal(self) -> None:
+        """Locks the journal for the process's life; JournalUnavailable if another
+        switch holds it (naming its pid), before anything has opened the journal."""
+        self._lock = store.lock_journal(self.config)
+
+    def reserve_ports(self) -> None:
+        """Binds each listener's host and port (as ``trio.open_tcp_listeners`` will,
+        ``SO_REUSEADDR``, IPv6 only on IPv6), without listening: StartupError naming the
+        listener when one is in use. Port 0 is skipped: any free port will do."""
+        for label, host, port in _bound_ports(self.config):
+            try:
+                addresses = socket.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )
+            except socket.gaierror as exc:
+                raise StartupError(f"{label} host {host!r}: {exc.strerror}") from exc
+            for family, kind, protocol, _, address in addresses:
+                try:
+                    reservation = socket.socket(family, kind, protocol)
+                except OSError as exc:
+                    if exc.errno == errno.EAFNOSUPPORT:
+                        continue  # as trio does: an address family this system lacks
+                    raise
+                self._ports.append(reservation)
+                reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    reservation.bind(address)
+                except OSError as exc:
+                    what = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be bound"
+                    raise StartupError(
+                        f"{label} port {port} on {host} {what}: {exc.strerror}"
+                    ) from exc
+
+
+def _bound_ports(config: SwitchConfig) -> list[tuple[str, str, int]]:
+    """What the switch listens on: its channels, and the banks it simulates itself."""
+    ports = [
+        (f"[{name}]", section.host, section.port) for name, section in _listeners(config).items()
+    ]
+    ports += [
+        (f"[banks.{name}] (simulated)", bank.host, bank.port)
+        for name, bank in config.banks.items()
+        if bank.simulate
+    ]
+    return [(label, host, port) for label, host, port in ports if port != 0]
+
+
+def prepare(config: SwitchConfig) -> Startup:
+    """Steps 1 to 5 of the module's docstring; raises the first failure (its text the
+    one line to print), having released whatever it took."""
+    limit_before, limit = raise_open_files_limit()
+    reserve = descriptor_reserve(config)
+    caps = fit_connections(config, limit - reserve)
+    listeners = _listeners(config)
+    capped = caps is not None and any(
+        caps[name] < section.max_connections for name, section in listeners.items()
+    )
+    configure_logging(
+        config.log.level, rate_limited_events=(REFUSED_CONNECTION_EVENT,) if capped else ()
+    )
+    log_uncaught_exceptions()
+    log.info("file_descriptors", limit=limit, raised_from=limit_before, reserve=reserve)
+    if caps is None:
+        raise StartupError(
+            f"the file descriptor limit ({limit}) leaves no room for connections: the "
+            f"switch keeps {reserve} for the journal, bank links and itself (raise the hard "
+            f"limit: ulimit -Hn, systemd LimitNOFILE=)"
+        )
+    if capped:
+        log.warning(
+            "connections_capped",
+            fd_limit=limit,
+            fd_reserve=reserve,
+            max_connections={name: section.max_connections for name, section in listeners.items()},
+            capped_to=caps,
+            note="a connection beyond the cap is closed at accept; raise the hard "
+            "RLIMIT_NOFILE (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections",
+        )
+    config = msgspec.structs.replace(
+        config,
+        pos=msgspec.structs.replace(config.pos, max_connections=caps["pos"]),
+        online=msgspec.structs.replace(config.online, max_connections=caps["online"]),
+    )
+    startup = Startup(config)
+    try:
+        startup.app = SwitchApp(config)  # reads the card keys
+        startup.lock_journal()
+        startup.reserve_ports()
+    except BaseException:
+        startup.close()
+        raise
+    return startup
+
+
+def refuse(exc: BaseException) -> int:
+    """A start-up failure: one line on stderr, one in the log; exit status 2."""
+    cause = describe_exception(exc)
+    log.critical("switch_start_refused", reason=cause)
+    print(f"switch: {cause}", file=sys.stderr)
+    return 2
