@@ -194,9 +194,10 @@ def test_half_max_is_judged_by_part_of_its_window(short_run: tuple[dict[str, Any
     report, _ = short_run
     parts = report["half_max"]["parts"]
     assert len(parts["parts"]) == 2
-    assert sum(part["latency_ms"]["count"] for part in parts["parts"]) == report["half_max"][
-        "latency_ms"
-    ]["count"]
+    assert (
+        sum(part["latency_ms"]["count"] for part in parts["parts"])
+        == report["half_max"]["latency_ms"]["count"]
+    )
     assert parts["unstalled"] == sum(1 for part in parts["parts"] if not part["slow_commits"])
     assert report["closed_sweep"][0]["parts"] is None
 

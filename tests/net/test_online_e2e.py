@@ -10,7 +10,7 @@ import trio
 from switch.core.model import Sale
 from switch.wire import online as wire
 from tests.conftest import make_config
-from tests.net.helpers import PAN_ABC, PAN_ICBC, online_client, start_switch
+from tests.net.helpers import PAN_ABC, PAN_ICBC, eventually, online_client, start_switch
 
 CARD = wire.Card(pan=PAN_ICBC, expiry="2812", cvv2="123")
 
@@ -242,3 +242,30 @@ async def test_ids_that_left_memory_are_still_answered_from_the_journal(
     changed = await client.request(purchase("mem-0", 9900))
     assert isinstance(changed, wire.Error) and changed.code == "94"
     assert app.simulators["icbc"].totals().approvals == 4  # mem-0 reached the bank once
+
+
+async def test_an_id_in_flight_never_leaves_memory_early_so_its_repeat_is_refused(
+    nursery: trio.Nursery,
+) -> None:
+    """The in-memory window holds 2 results; 10 finish while one id is still at a slow
+    bank: a repeat of that id is refused 94, and the bank sees the request once."""
+    app = await start_switch(nursery, make_config(online={"idempotency_max_entries": 2}))
+    app.simulators["icbc"].latency_s = 0.5
+    slow = await online_client(app)
+    await slow.send(purchase("slow-1", 4400))
+    await eventually(lambda: app.simulators["icbc"].statistics().pending == 1)
+    fast = await online_client(app)
+    for n in range(10):
+        result = await fast.request(
+            wire.Purchase(
+                id=f"fast-{n}", merchant_id="SHOP01", amount=1000 + n * 100, currency="CNY",
+                card=wire.Card(pan=PAN_ABC, expiry="2812"),
+            )
+        )  # fmt: skip
+        assert isinstance(result, wire.Result) and result.approved
+    repeat = await fast.request(purchase("slow-1", 4400))
+    assert isinstance(repeat, wire.Error) and repeat.code == "94"
+    assert "in progress" in repeat.message
+    first = await slow.receive()
+    assert isinstance(first, wire.Result) and first.approved
+    assert app.simulators["icbc"].totals().approvals == 1

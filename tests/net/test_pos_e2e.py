@@ -8,11 +8,14 @@ import inspect
 import types
 from pathlib import Path
 
+import pytest
 import trio
 
 import switch
 from switch.core.model import Sale
+from switch.core.ratelimit import TokenBucket
 from switch.terminal import Terminal
+from switch.wire.framing import PosEnvelope
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import luhn_complete, make_config
 from tests.net.helpers import (
@@ -371,3 +374,58 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
         assert line["journal_ms"] + line["bank_ms"] <= line["latency_ms"]
     unrouted = next(line for line in lines if line["code"] != "00")
     assert unrouted["journal_ms"] is None and unrouted["bank_ms"] is None
+
+
+async def test_a_terminal_looping_on_echo_tests_is_slowed_and_the_others_served(
+    nursery: trio.Nursery,
+) -> None:
+    """Echo tests and sign-ons wait for nothing, so they are answered at once; past a
+    few a second a connection's next ones are read more slowly, and nobody else's."""
+    app = await start_switch(nursery)
+    looping = await pos_client(app, Terminal(terminal_id="L0000001"))
+    for stan in range(1, 101):
+        await looping.send(looping.terminal.echo(stan))
+    other = await pos_client(app)
+    assert (await other.request(other.terminal.sale(1, PAN_ICBC, 1200))).fields[39] == "00"
+    with trio.fail_after(20):
+        echoes = [(await looping.receive())[1].fields[39] for _ in range(100)]
+    assert echoes == ["00"] * 100  # slowed down, never refused
+    assert app.pos is not None and app.pos.statistics()["slowed"] >= 1
+
+
+async def test_sign_ons_are_bounded_switch_wide_so_the_days_rrns_cannot_run_out(
+    nursery: trio.Nursery,
+) -> None:
+    """Each sign-on takes an RRN of the day's sequence: beyond their switch-wide rate a
+    sign-on is answered 91 (and takes none); transactions are not affected."""
+    app = await start_switch(nursery)
+    assert app.switchboard is not None
+    app.switchboard._sign_ons = TokenBucket(rate_per_s=0.001, burst=3)
+    codes, rrns = [], set()
+    for index in range(6):
+        client = await pos_client(app, Terminal(terminal_id=f"S{index:07d}"))
+        response = await client.request(client.terminal.sign_on(1))
+        codes.append(response.fields[39])
+        if 37 in response.fields:
+            rrns.add(response.fields[37])
+    assert codes == ["00"] * 3 + ["91"] * 3 and len(rrns) == 3
+    assert app.switchboard.statistics()["sign_ons_refused"] == 3
+    assert (await client.request(client.terminal.sale(1, PAN_ICBC, 1300))).fields[39] == "00"
+
+
+async def test_a_frame_that_is_not_pos_cup_is_closed_and_a_wrong_60_1_is_30(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery)
+    stranger = await pos_client(app, Terminal(envelope=PosEnvelope(
+        tpdu=bytes.fromhex("7000030000"), header=bytes.fromhex("603100310730")
+    )))  # fmt: skip
+    await stranger.send(stranger.terminal.sale(1, PAN_ICBC, 1000))
+    with pytest.raises(EOFError):
+        await stranger.receive()
+    client = await pos_client(app)
+    mti, fields = client.terminal.sale(2, PAN_ICBC, 1000)
+    fields[60] = "23" + str(fields[60])[2:]  # a void's 60.1 on a sale
+    response = await client.request((mti, fields))
+    assert response.fields[39] == "30"
+    assert app.simulators["icbc"].totals().approvals == 0
