@@ -10,7 +10,8 @@ would wait longer than ``target_s`` (what is queued, at the rate slots were hand
 in the last interval). Overloaded means that,
 over each of the last ``OVERLOAD_INTERVALS`` intervals of ``interval_s``, new requests
 arrived faster than slots were handed out (by more than ``overload_margin``, and by
-more than ``MIN_EXCESS``): a queue that only holds a steady population of terminals (a
+more than ``MIN_EXCESS``); it ends once demand is back within half the margin for
+``CALM_INTERVALS``. A queue that only holds a steady population of terminals (a
 closed loop: each sends its next request when answered), or a burst of them, is served
 however long, within ``max_wait_s``; a queue fed faster than it drains, interval after
 interval, is kept at about ``target_s`` of work, so that what is accepted is answered
@@ -38,6 +39,8 @@ OVERLOAD_INTERVALS: Final = 3
 """Intervals in a row of more demand than service before the switch is overloaded: a
 burst, or a fleet of terminals connecting over a few tenths of a second, fills the
 queue and is served."""
+CALM_INTERVALS: Final = 2
+"""Intervals in a row of demand near service (half the margin) that end an overload."""
 MIN_EXCESS: Final = 8
 """More arrivals than grants by at least this, in an interval, to count: at low rates
 a handful either way is noise."""
@@ -58,13 +61,12 @@ class AdmissionConfig(msgspec.Struct, frozen=True, kw_only=True):
 class Ticket:
     """One request's place: admitted, waiting, refused (with why) or withdrawn."""
 
-    __slots__ = ("arrived_at", "channel", "connection", "reason", "retry", "state")
+    __slots__ = ("arrived_at", "channel", "connection", "reason", "state")
 
-    def __init__(self, channel: str, connection: int, arrived_at: float, retry: bool) -> None:
+    def __init__(self, channel: str, connection: int, arrived_at: float) -> None:
         self.channel = channel
         self.connection = connection
         self.arrived_at = arrived_at
-        self.retry = retry
         self.state: TicketState = "waiting"
         self.reason = ""
 
@@ -100,10 +102,10 @@ class AdmissionQueue:
         # nothing waiting.
         self._queues: dict[str, OrderedDict[int, deque[Ticket]]] = {}
         self._turns: deque[str] = deque()
-        self._by_age: deque[Ticket] = deque()  # every waiting ticket, oldest first (lazily)
         self._interval_ends = 0.0
         self._excess_intervals = 0
-        self._service_rate = 0.0  # slots handed out per second, over the last interval
+        self._calm_intervals = 0
+        self._service_rate = 0.0  # slots handed out per second, smoothed over intervals
         self._arrivals = 0  # new (not retried) requests in the current interval
         self._grants = 0  # slots handed out in the current interval
         self.admitted = 0
@@ -113,23 +115,35 @@ class AdmissionQueue:
 
     # -- events ----------------------------------------------------------------------
 
-    def arrive(self, channel: str, connection: int, now: float, *, retry: bool = False) -> Ticket:
-        """A request asks for a slot. The ticket comes back admitted, waiting (the
-        caller waits for :meth:`release` to grant it, at most ``max_wait_s``) or
-        refused, with its reason."""
+    def at_the_door(self, now: float, *, retry: bool = False) -> str | None:
+        """A request that will need a slot has been read: it counts as demand (unless
+        it is a retry), and is refused at once, with the reason returned, when the
+        queue is full, or when the switch is overloaded and it would wait longer than
+        ``target_s``. None: it goes on, and asks for its slot with :meth:`arrive`.
+        Decided before any work is spent on it: under overload refusing must be cheap."""
         self._tick(now)
-        ticket = Ticket(channel, connection, now, retry)
         if not retry:
             self._arrivals += 1
+        if self.waiting >= self.config.queue_limit:
+            self.refused_queue_full += 1
+            return f"busy: {self.waiting} requests waiting"
+        if self.overloaded and self.waiting > self._service_rate * self.config.target_s:
+            self.refused_overload += 1
+            return "busy: requests arrive faster than they are served"
+        return None
+
+    def arrive(self, channel: str, connection: int, now: float) -> Ticket:
+        """A request let in at the door asks for its slot. The ticket comes back
+        admitted, waiting (the caller waits for :meth:`release` to grant it, at most
+        ``max_wait_s``) or refused when the queue filled meanwhile."""
+        self._tick(now)
+        ticket = Ticket(channel, connection, now)
         if self.in_use < self.config.slots and not self.waiting:
             self._admit(ticket)
             return ticket
         if self.waiting >= self.config.queue_limit:
             self.refused_queue_full += 1
             return self._refuse(ticket, f"busy: {self.waiting} requests waiting")
-        if self.overloaded and self.waiting > self._service_rate * self.config.target_s:
-            self.refused_overload += 1
-            return self._refuse(ticket, "busy: requests arrive faster than they are served")
         self._enqueue(ticket)
         return ticket
 
@@ -162,10 +176,12 @@ class AdmissionQueue:
     # -- state -----------------------------------------------------------------------
 
     def oldest_wait_s(self, now: float) -> float:
-        by_age = self._by_age
-        while by_age and by_age[0].state != "waiting":
-            by_age.popleft()
-        return now - by_age[0].arrived_at if by_age else 0.0
+        """How long the longest waiting has waited (looks at every connection's first:
+        for statistics, not for the hot path)."""
+        heads = (
+            tickets[0].arrived_at for queue in self._queues.values() for tickets in queue.values()
+        )
+        return now - min(heads, default=now)
 
     def statistics(self, now: float) -> AdmissionStatistics:
         return AdmissionStatistics(
@@ -190,10 +206,22 @@ class AdmissionQueue:
         if now < self._interval_ends:
             return
         demand, served = self._arrivals, self._grants
-        self._service_rate = served / self.config.interval_s
-        excess = demand > served * (1 + self.config.overload_margin) + MIN_EXCESS
-        self._excess_intervals = self._excess_intervals + 1 if excess and self.waiting else 0
-        self.overloaded = self._excess_intervals >= OVERLOAD_INTERVALS
+        margin = self.config.overload_margin
+        # Smoothed: an interval in which few slots came free (a disk stall, a burst of
+        # refusals to write) must not make every newcomer look as if it would wait.
+        self._service_rate = (self._service_rate + served / self.config.interval_s) / 2
+        if not self.overloaded:
+            excess = demand > served * (1 + margin) + MIN_EXCESS and bool(self.waiting)
+            self._excess_intervals = self._excess_intervals + 1 if excess else 0
+            self.overloaded = self._excess_intervals >= OVERLOAD_INTERVALS
+            self._calm_intervals = 0
+        else:
+            # While shedding the queue is kept short on purpose, so its length says
+            # nothing: only demand falling back near what is served ends the overload.
+            calm = demand <= served * (1 + margin / 2) + MIN_EXCESS
+            self._calm_intervals = self._calm_intervals + 1 if calm else 0
+            self.overloaded = self._calm_intervals < CALM_INTERVALS
+            self._excess_intervals = 0
         self._arrivals = self._grants = 0
         self._interval_ends = now + self.config.interval_s
 
@@ -217,7 +245,6 @@ class AdmissionQueue:
         if tickets is None:
             tickets = queue[ticket.connection] = deque()
         tickets.append(ticket)
-        self._by_age.append(ticket)
         self.waiting += 1
 
     def _next_in_turn(self) -> Ticket | None:

@@ -29,14 +29,16 @@ class Admission:
     def max_wait_s(self) -> float:
         return self.queue.config.max_wait_s
 
-    async def admit(
-        self, channel: str, connection: int, *, arrived_at: float, retry: bool = False
-    ) -> Ticket:
+    def at_the_door(self, *, retry: bool) -> str | None:
+        """Why a request just read is refused at once, or None (AdmissionQueue)."""
+        return self.queue.at_the_door(trio.current_time(), retry=retry)
+
+    async def admit(self, channel: str, connection: int, *, arrived_at: float) -> Ticket:
         """A slot for one request (read at ``arrived_at``, trio time), or Busy. Waits at
         most until ``arrived_at + max_wait_s``; cancelling the wait gives the place up."""
         queue = self.queue
         now = trio.current_time()
-        ticket = queue.arrive(channel, connection, now, retry=retry)
+        ticket = queue.arrive(channel, connection, now)
         if ticket.state == "admitted":
             return ticket
         if ticket.state == "refused":

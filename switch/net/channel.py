@@ -26,6 +26,7 @@ from switch.core.admission import RETRY_WINDOW_S
 from switch.core.model import Origin, Outcome, Request
 from switch.core.ratelimit import TokenBucket
 from switch.errors import FramingError
+from switch.net.admission import Admission
 from switch.net.framed import FrameReader, FrameWriter
 from switch.wire.framing import LengthPrefixedFramer
 
@@ -63,6 +64,17 @@ class ChannelProtocol(Protocol[Work]):
         Raises CloseConnection when the frame cannot be answered at all."""
         ...
 
+    def sheddable(self, work: Work) -> bool:
+        """Whether the work needs a switch-wide slot (and may be refused at the door);
+        a reversal or a status query does not."""
+        ...
+
+    def busy(self, work: Work, reason: str) -> bytes:
+        """The 91 answer for work refused at the door: it costs as little as possible
+        and is counted, not logged one by one (a line per refusal would add to
+        overload)."""
+        ...
+
     async def respond(self, work: Work) -> Reply | None:
         """Processes the work; the answer, or None for no answer."""
         ...
@@ -72,9 +84,12 @@ _connection_ids = itertools.count(1)
 
 
 class ChannelServer(Generic[Work]):
-    def __init__(self, config: ListenerSection, protocol: ChannelProtocol[Work]) -> None:
+    def __init__(
+        self, config: ListenerSection, protocol: ChannelProtocol[Work], admission: Admission
+    ) -> None:
         self.config = config
         self.protocol = protocol
+        self.admission = admission
         self.port = 0
         self.connections = 0
         self.refused = 0
@@ -218,6 +233,7 @@ class _Connection(Generic[Work]):
         reading is stopped; returns once every request started has been answered."""
         server = self._server
         protocol = server.protocol
+        admission = server.admission
         channel = protocol.name
         cap = server.config.max_in_flight_per_connection
         writer, framer = self._writer, self._framer
@@ -235,11 +251,21 @@ class _Connection(Generic[Work]):
                     if frame is None:
                         break
                     received_at = trio.current_time()
-                    retry = received_at - self._refused_at < RETRY_WINDOW_S
-                    work = protocol.accept(frame, Origin(channel, self._id, received_at, retry))
+                    work = protocol.accept(frame, Origin(channel, self._id, received_at))
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
                         await self._pace_immediate_answers(received_at)
+                    elif protocol.sheddable(work) and (
+                        refused := admission.at_the_door(
+                            retry=received_at - self._refused_at < RETRY_WINDOW_S
+                        )
+                    ):
+                        # Refused before a task or anything else is spent on it.
+                        server._shed()
+                        self._refused_at = received_at
+                        await _answer(
+                            writer, framer.frame(protocol.busy(work, refused)), write_deadline_s
+                        )
                     else:
                         self._in_flight += 1
                         requests.start_soon(self._run, work)

@@ -92,6 +92,18 @@ class OnlineProtocol:
         stamp = Stamp.now(self.utc_offset_h)
         return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
+    def sheddable(self, work: OnlineWork | StatusWork) -> bool:
+        return isinstance(work, OnlineWork)
+
+    def busy(self, work: OnlineWork | StatusWork, reason: str) -> bytes:
+        message = work.message
+        if isinstance(work, OnlineWork):  # never reached a bank: the id may be used again
+            self.idempotency.abandon(message.merchant_id, message.id)
+        outcome = Outcome(code="91", message=reason)
+        if isinstance(message, wire.Status):
+            return wire.encode_response(wire.Error(id=message.id, code="91", message=reason))
+        return wire.encode_response(online.result(message, outcome))
+
     async def respond(self, work: OnlineWork | StatusWork) -> Reply:
         if isinstance(work, StatusWork):
             status = work.message

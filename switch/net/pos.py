@@ -8,7 +8,7 @@ import trio
 
 from switch.core import pos
 from switch.core.clock import Stamp
-from switch.core.model import KIND_NAMES, Echo, Origin, Outcome, Request, SignOn
+from switch.core.model import KIND_NAMES, Echo, Origin, Outcome, Request, Reversal, SignOn
 from switch.errors import MessageDecodeError, MessageEncodeError, TransactionRefused
 from switch.net.channel import CloseConnection, Reply, log_transaction
 from switch.net.switchboard import Switchboard
@@ -77,6 +77,14 @@ class PosProtocol:
             self._log(request, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
         return PosWork(envelope, message, request, stamp, origin)
+
+    def sheddable(self, work: PosWork) -> bool:
+        return not isinstance(work.request, Reversal)
+
+    def busy(self, work: PosWork, reason: str) -> bytes:
+        message = work.message
+        outcome = Outcome(code="91", message=reason)
+        return self._reply(work.envelope, message.mti, message.fields, outcome, work.stamp)
 
     async def respond(self, work: PosWork) -> Reply:
         message = work.message

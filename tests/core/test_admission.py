@@ -16,13 +16,26 @@ from switch.core.ratelimit import TokenBucket
 CONFIG = AdmissionConfig(slots=2, queue_limit=4, max_wait_s=1.0, target_s=0.02, interval_s=0.1)
 
 
+def come(
+    queue: AdmissionQueue, channel: str, connection: int, now: float, *, retry: bool = False
+) -> Ticket:
+    """A request read at ``now``: through the door, then asking for its slot (a ticket
+    refused at the door comes back refused, as the channel answers it)."""
+    reason = queue.at_the_door(now, retry=retry)
+    if reason is not None:
+        ticket = Ticket(channel, connection, now)
+        ticket.state, ticket.reason = "refused", reason
+        return ticket
+    return queue.arrive(channel, connection, now)
+
+
 def states(tickets: list[Ticket]) -> list[str]:
     return [ticket.state for ticket in tickets]
 
 
 def test_free_slots_admit_at_once_then_requests_wait_then_the_queue_refuses() -> None:
     queue = AdmissionQueue(CONFIG)
-    tickets = [queue.arrive("pos", n, 0.0) for n in range(7)]
+    tickets = [come(queue, "pos", n, 0.0) for n in range(7)]
     assert states(tickets) == ["admitted"] * 2 + ["waiting"] * 4 + ["refused"]
     assert "waiting" in tickets[-1].reason
     assert (queue.in_use, queue.waiting, queue.refused_queue_full) == (2, 4, 1)
@@ -30,10 +43,10 @@ def test_free_slots_admit_at_once_then_requests_wait_then_the_queue_refuses() ->
 
 def test_a_released_slot_goes_to_the_oldest_waiting_of_the_next_channel_in_turn() -> None:
     queue = AdmissionQueue(CONFIG)
-    queue.arrive("pos", 1, 0.0)
-    queue.arrive("pos", 2, 0.0)
-    first = queue.arrive("pos", 3, 0.01)
-    second = queue.arrive("pos", 3, 0.02)
+    come(queue, "pos", 1, 0.0)
+    come(queue, "pos", 2, 0.0)
+    first = come(queue, "pos", 3, 0.01)
+    second = come(queue, "pos", 3, 0.02)
     assert queue.release(0.03) is first and first.state == "admitted"
     assert queue.release(0.04) is second
     assert queue.release(0.05) is None
@@ -44,28 +57,28 @@ def test_channels_take_turns_whatever_one_of_them_queued() -> None:
     """An online client with many pipelined requests waits its channel's turn: the
     terminals queued after it are served in between."""
     queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=100, max_wait_s=1.0))
-    queue.arrive("online", 1, 0.0)
-    online = [queue.arrive("online", 1, 0.001 * n) for n in range(1, 11)]
-    pos = [queue.arrive("pos", 100 + n, 0.02 + 0.001 * n) for n in range(3)]
+    come(queue, "online", 1, 0.0)
+    online = [come(queue, "online", 1, 0.001 * n) for n in range(1, 11)]
+    pos = [come(queue, "pos", 100 + n, 0.02 + 0.001 * n) for n in range(3)]
     served = [queue.release(0.1 + n * 0.01) for n in range(6)]
     assert served == [online[0], pos[0], online[1], pos[1], online[2], pos[2]]
 
 
 def test_connections_of_a_channel_take_turns() -> None:
     queue = AdmissionQueue(AdmissionConfig(slots=1, queue_limit=100, max_wait_s=1.0))
-    queue.arrive("online", 1, 0.0)
-    busy = [queue.arrive("online", 1, 0.001 * n) for n in range(1, 5)]
-    quiet = queue.arrive("online", 2, 0.01)
+    come(queue, "online", 1, 0.0)
+    busy = [come(queue, "online", 1, 0.001 * n) for n in range(1, 5)]
+    quiet = come(queue, "online", 2, 0.01)
     served = [queue.release(0.1 + n * 0.01) for n in range(3)]
     assert served == [busy[0], quiet, busy[1]]
 
 
 def test_a_withdrawn_ticket_gives_its_place_up() -> None:
     queue = AdmissionQueue(CONFIG)
-    queue.arrive("pos", 1, 0.0)
-    queue.arrive("pos", 2, 0.0)
-    expired = queue.arrive("pos", 3, 0.0)
-    later = queue.arrive("pos", 4, 0.5)
+    come(queue, "pos", 1, 0.0)
+    come(queue, "pos", 2, 0.0)
+    expired = come(queue, "pos", 3, 0.0)
+    later = come(queue, "pos", 4, 0.5)
     queue.withdraw(expired, 1.0, expired=True)
     assert expired.state == "withdrawn" and queue.expired == 1
     assert queue.oldest_wait_s(1.0) == pytest.approx(0.5)
@@ -80,12 +93,12 @@ def test_a_long_steady_queue_is_served_not_refused() -> None:
     queue = AdmissionQueue(AdmissionConfig(slots=4, queue_limit=1000, max_wait_s=1.0))
     now = 0.0
     for connection in range(200):  # a fleet that all sends at once: a burst
-        queue.arrive("pos", connection, now)
+        come(queue, "pos", connection, now)
     refused = 0
     for step in range(3000):  # 30 s: one answer and one new request every 10 ms
         now = 0.01 * (step + 1)
         queue.release(now)
-        refused += queue.arrive("pos", step % 200, now).state == "refused"
+        refused += come(queue, "pos", step % 200, now).state == "refused"
     assert refused == 0 and not queue.overloaded
     assert queue.oldest_wait_s(now) > CONFIG.target_s  # a long queue, all the same
 
@@ -100,7 +113,7 @@ def test_demand_beyond_service_interval_after_interval_is_overload_and_sheds() -
     tickets: list[Ticket] = []
     for step in range(4000):  # 4 s: an answer every 1 ms, an arrival every 0.5 ms
         now = step * 0.0005
-        ticket = queue.arrive("pos", step, now)
+        ticket = come(queue, "pos", step, now)
         refused += ticket.state == "refused"
         tickets.append(ticket)
         if step % 2:
@@ -117,14 +130,14 @@ def test_overload_ends_when_demand_falls_back() -> None:
     now = 0.0
     for step in range(2000):
         now = step * 0.0005
-        queue.arrive("pos", step, now)
+        come(queue, "pos", step, now)
         if step % 2:
             queue.release(now)
     assert queue.overloaded
     for step in range(2000):  # as many answers as arrivals
         now += 0.001
         queue.release(now)
-        queue.arrive("pos", step, now)
+        come(queue, "pos", step, now)
     assert not queue.overloaded
 
 
@@ -137,9 +150,9 @@ def test_retries_of_refused_requests_are_not_counted_as_new_demand() -> None:
     for step in range(5000):
         now = step * 0.001
         queue.release(now)
-        queue.arrive("pos", step % 300, now)  # the served terminal's next request
+        come(queue, "pos", step % 300, now)  # the served terminal's next request
         for retry in range(3):  # and three refused ones resending
-            queue.arrive("pos", 1000 + retry, now, retry=True)
+            come(queue, "pos", 1000 + retry, now, retry=True)
     assert not queue.overloaded
 
 
@@ -148,7 +161,7 @@ def test_a_few_either_way_at_low_rates_is_noise() -> None:
     now = 0.0
     for _ in range(OVERLOAD_INTERVALS * 5):
         for n in range(6):  # 6 arrivals, 1 answer an interval: MIN_EXCESS not reached
-            queue.arrive("pos", n, now + 0.01 * n)
+            come(queue, "pos", n, now + 0.01 * n)
         queue.release(now + 0.09)
         now += 0.1
     assert not queue.overloaded
@@ -157,7 +170,7 @@ def test_a_few_either_way_at_low_rates_is_noise() -> None:
 def test_statistics_say_what_is_held_and_why_refused() -> None:
     queue = AdmissionQueue(CONFIG)
     for n in range(7):
-        queue.arrive("pos", n, 0.0)
+        come(queue, "pos", n, 0.0)
     statistics = queue.statistics(0.5)
     assert (statistics.in_use, statistics.waiting, statistics.refused_queue_full) == (2, 4, 1)
     assert statistics.oldest_wait_s == pytest.approx(0.5)
