@@ -328,9 +328,7 @@ def _journal_p99(result: ScenarioResult) -> float | None:
     return logged.journal_ms.p99 if logged is not None and logged.journal_ms.count else None
 
 
-def scenarios_of(
-    results: SwitchResults, echo: EchoBaseline | None = None
-) -> list[ScenarioResult]:
+def scenarios_of(results: SwitchResults, echo: EchoBaseline | None = None) -> list[ScenarioResult]:
     """A version's scenarios in the order they ran (the echo server's after overload)."""
     found: list[ScenarioResult] = [*results.closed_sweep, *results.open_sweep]
     for single in (results.half_max, results.online):

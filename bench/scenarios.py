@@ -405,9 +405,7 @@ class Bench:
             self.run_dir, label, banks or self.bank_plans(), extra=extra, version=version
         ) as sut:
             self.configs[label] = to_toml(sut.config)
-            self.dropped_config_keys.setdefault(version.side, set()).update(
-                sut.dropped_config_keys
-            )
+            self.dropped_config_keys.setdefault(version.side, set()).update(sut.dropped_config_keys)
             yield Target.of_switch(sut)
 
     @contextlib.asynccontextmanager

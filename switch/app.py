@@ -192,8 +192,8 @@ class SwitchApp:
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
             )
-            self.pos = ChannelServer(config.pos, pos_protocol)  # type: ignore[arg-type]
-            self.online = ChannelServer(config.online, online_protocol)  # type: ignore[arg-type]
+            self.pos = ChannelServer(config.pos, pos_protocol, self.admission)  # type: ignore[arg-type]
+            self.online = ChannelServer(config.online, online_protocol, self.admission)  # type: ignore[arg-type]
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)

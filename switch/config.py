@@ -38,7 +38,7 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """How long in-flight transactions may take to finish after SIGTERM."""
     dialects_dir: str = "dialects"
     """Folder of dialect tables, relative to the config file."""
-    max_in_flight: Count = 64
+    max_in_flight: Count = 128
     """Transactions in progress at once, switch-wide, across channels and connections
     (a request waiting for its bank's link does not count). Beyond it a request waits
     for a slot in the admission queue. Enough to keep the journal's group commits and
@@ -51,9 +51,9 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """The longest a request waits for a slot, switch-wide and then for its bank's
     link, before it is answered 91."""
     overload_wait_s: PositiveSeconds = 0.02
-    """While requests arrive faster than the switch serves them, new ones are refused
-    91 at once whenever the oldest waiting has waited longer than this: what is
-    accepted is answered quickly, the excess at once."""
+    """While requests arrive faster than the switch serves them (interval after
+    interval), a new one that would wait longer than this is refused 91 at once: what
+    is accepted is answered quickly, the excess at once."""
 
 
 class ListenerSection(_Section, frozen=True, kw_only=True):
@@ -65,7 +65,8 @@ class ListenerSection(_Section, frozen=True, kw_only=True):
     write_deadline_s: PositiveSeconds = 10.0
     """A peer that takes longer than this to make room for its answers is closed."""
     max_in_flight_per_connection: Count = 1
-    """Requests processed at once per connection; beyond it a request is answered 91."""
+    """Requests processed at once per connection; while it has that many, the
+    connection is not read (its peer is slowed down by TCP, not refused)."""
     max_connections: Count = 20_000
     """Connections a listener holds at once; beyond it new ones are closed on accept."""
 
@@ -92,6 +93,7 @@ class SimulatorSection(_Section, frozen=True, kw_only=True):
     """How an in-process or stand-alone bank simulator behaves."""
 
     latency_ms: Annotated[float, Meta(ge=0)] = 0.0
+    """How long the simulated bank takes to answer each request."""
     opening_balance: Annotated[int, Meta(ge=0)] = 100_000_000
     """Every card's balance before the simulator's first approval, in fen."""
     currency: str = "156"
@@ -105,7 +107,9 @@ class BankSection(_Section, frozen=True, kw_only=True):
     window: Count = 32
     """Requests in flight at most on each link."""
     issuer_timeout_s: PositiveSeconds = 5.0
+    """A request sent and not answered within this is answered 68 and reversed."""
     dialect: str = "h2h-ascii"
+    """The bank's ISO 8583 field table: a file of that name under dialects_dir."""
     simulate: bool = False
     """Start a bank simulator for this bank inside the switch process."""
     echo_interval_s: PositiveSeconds = 30.0
@@ -113,14 +117,18 @@ class BankSection(_Section, frozen=True, kw_only=True):
     connect_timeout_s: PositiveSeconds = 5.0
     sign_on_timeout_s: PositiveSeconds = 5.0
     reconnect_min_s: PositiveSeconds = 0.1
+    """A dropped link reconnects after this, doubling each failed try (with jitter)..."""
     reconnect_max_s: PositiveSeconds = 10.0
+    """...up to this."""
     circuit_timeouts: Count = 5
     """Consecutive issuer timeouts that open the bank's circuit (answered 91 at once)."""
     circuit_open_s: PositiveSeconds = 5.0
     """How long an open circuit refuses before one request probes the bank again."""
-    queue: Count = 256
+    queue: Count = 64
     """Requests waiting for a slot in this bank's windows at most (FIFO, each at most
-    [switch] max_wait_s from its arrival); beyond it 91 at once."""
+    [switch] max_wait_s from its arrival); beyond it 91 at once. They keep their
+    switch-wide slot: a bank that slows down holds at most links x window + queue of
+    [switch] max_in_flight, and the other banks keep the rest."""
     unsolicited_limit_per_s: Count = 500
     """Messages a link may receive in a second that answer nothing in flight (late or
     never asked) or are the bank's own requests; past it the link is dropped and
@@ -155,8 +163,9 @@ class JournalSection(_Section, frozen=True, kw_only=True):
     key_env: str | None = "SWITCH_CARD_KEYS"
     """An environment variable holding the key file's text; wins over key_file when set."""
     max_group: Count = 512
-    """Operations committed together at most."""
+    """Changes committed together at most (one group commit, one fsync)."""
     queue_size: Count = 8192
+    """Commits waiting for the writer at most; beyond it callers wait for room."""
     recovery_days: Count = 30
     """Transactions this recent are loaded at start-up as originals."""
 
@@ -165,9 +174,12 @@ class SafSection(_Section, frozen=True, kw_only=True):
     """Store-and-forward of reversals, per bank."""
 
     max_attempts: Count = 10
-    """After this many failed attempts a reversal waits in state manual for an operator."""
+    """After this many attempts sent and not answered 00, a reversal waits in state manual
+    for an operator (attempts that could not be sent do not count)."""
     backoff_min_s: PositiveSeconds = 1.0
+    """A reversal tried and not answered 00 is tried again after this, doubling..."""
     backoff_max_s: PositiveSeconds = 300.0
+    """...up to this."""
     poll_interval_s: PositiveSeconds = 1.0
     """How often the queue is read for due reversals (and operator retries)."""
     concurrency: Count = 8

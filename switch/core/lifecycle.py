@@ -179,7 +179,7 @@ class Admit(msgspec.Struct, frozen=True):
 
 class AcquireLink(msgspec.Struct, frozen=True):
     """Take a slot in one of the bank's link windows (or wait for one, boundedly):
-    LinkGranted or Refused. While waiting, the switch-wide slot is not needed."""
+    LinkGranted or Refused."""
 
     bank: str
 
