@@ -166,9 +166,8 @@ class ChannelServer(Generic[Work]):
             )
             reader = FrameReader(stream, framer, read_deadline_s=self.config.read_deadline_s)
             # A connection's requests and its writer's flush task run in the listener's
-            # nursery, not one of the connection's own: a nursery (with its cancel
-            # scope) cost every connection, idle ones included, 1.6 KB. The connection
-            # still outlives them: it waits for its requests' answers, then its flush.
+            # nursery, not one of the connection's own (a nursery for each idle
+            # connection costs memory); it still waits for its requests, then its flush.
             tasks = self._tasks
             assert tasks is not None, "connections are handled only while serving"
             # The answer queue has room for every request in flight, plus immediate
@@ -198,8 +197,8 @@ class ChannelServer(Generic[Work]):
 
 class _Connection(Generic[Work]):
     """One peer's requests: read, answered at once or run, answered. Its state is held
-    here rather than in a closure's cells: on an idle connection, which is most of
-    them, that was 12 cells and a function, about 0.8 KB."""
+    in slots rather than a closure's cells: most connections are idle, and each holds
+    this as long as it stays connected."""
 
     __slots__ = (
         "_all_answered",

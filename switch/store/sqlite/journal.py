@@ -12,7 +12,7 @@ is handed over, so it holds the values of that moment. A group's writes are sort
 into a fixed statement order and each statement runs once with ``executemany``, in the
 event loop (they only change SQLite's page cache, and never wait on a lock there). The
 commit, which writes the WAL and waits for the disk, always runs in a worker thread: a
-disk that stalls (this machine's does, for up to half a second) stalls the commits and
+disk that stalls (for up to half a second, on shared machines) stalls the commits and
 the callers waiting for them, never the event loop, which goes on reading, answering
 91 when full, and talking to the banks.
 
@@ -61,8 +61,8 @@ Result = TypeVar("Result")
 PRIVATE_MODE = 0o600
 """The journal holds masked and sealed card data: only its owner reads it."""
 SLOW_COMMIT_S = 0.02
-"""A commit that takes longer in its thread (an fsync is 0.2-0.5 ms on this machine) is
-logged, one warning line each: the disk stalled, or an operator's command held the
+"""A commit that takes longer in its thread (an fsync takes a fraction of a millisecond)
+is logged, one warning line each: the disk stalled, or an operator's command held the
 write lock. Commits run one at a time, so at most 50 such lines a second."""
 BUSY_TIMEOUT_MS = 10_000
 """How long a connection waits for another's lock (an operator command's write)."""
@@ -70,12 +70,9 @@ CHECKPOINT_INTERVAL_S = 0.25
 """How often the WAL is copied into the database, away from the commit path."""
 WAL_RESET_INTERVAL_S = 5.0
 """How often the writer itself, between two groups, checkpoints what the background
-checkpoints left (3-6 ms at 800 sales/s here, while commits wait): only a checkpoint
-that copied every frame lets the next write start the WAL over, and under steady
-traffic the background ones never catch up (new frames arrive while they copy), so
-without this the WAL grows for ever (~10 MB/s at 800 sales/s). Its file then stays at
-what one interval writes; the interval is long because this checkpoint's fsync of the
-database, unlike the background ones', holds the commits up if the disk stalls."""
+checkpoints left: only a checkpoint that copied every frame lets the WAL start over,
+and under steady traffic the background ones never catch up, so the WAL would grow
+for ever. Long, because this one's fsync holds the commits up if the disk stalls."""
 
 
 class JournalFile:
@@ -451,11 +448,9 @@ class SqliteJournal:
                 group.done.set()
 
     async def _write_and_commit(self, change_count: int, writes: list[Write]) -> None:
-        # The statements run here, in the event loop: tens of microseconds, no lock
-        # waits (see begin). The commit (WAL write and fsync) in a worker thread: never
-        # in the loop, not even when it is idle. That saved the thread's round trip
-        # (~5% of the CPU at half the maximum rate), but an fsync that met a disk stall
-        # froze the whole switch for as long: nothing read, not even a 91 sent.
+        # The statements in the event loop (page cache only, no lock waits: see begin);
+        # the commit always in a thread, since an fsync meeting a disk stall would
+        # freeze the whole switch for as long.
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
