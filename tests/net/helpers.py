@@ -10,6 +10,7 @@ from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.net.clients import OnlineClient, PosClient
 from switch.terminal import Terminal
+from switch.wire import online as wire
 from switch.wire.dialect import load_dialect
 from switch.wire.iso8583 import Iso8583Codec
 from tests.conftest import DIALECTS, luhn_complete, make_config
@@ -45,3 +46,17 @@ async def eventually(predicate: Callable[[], bool], *, within_s: float = 10.0) -
     with trio.fail_after(within_s):
         while not predicate():
             await trio.sleep(0.02)
+
+
+def purchase(
+    request_id: str, amount: int, *, pan: str = PAN_ICBC, cvv2: str | None = None, **extra: object
+) -> wire.Purchase:
+    """An online purchase of SHOP01 with a card of ``pan``."""
+    return wire.Purchase(
+        id=request_id,
+        merchant_id="SHOP01",
+        amount=amount,
+        currency="CNY",
+        card=wire.Card(pan=pan, expiry="2812", cvv2=cvv2),
+        **extra,  # type: ignore[arg-type]
+    )

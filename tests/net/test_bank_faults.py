@@ -13,7 +13,15 @@ from switch.terminal import Terminal
 from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import LogSink, make_config
-from tests.net.helpers import PAN_ABC, PAN_ICBC, eventually, online_client, pos_client, start_switch
+from tests.net.helpers import (
+    PAN_ABC,
+    PAN_ICBC,
+    eventually,
+    online_client,
+    pos_client,
+    purchase,
+    start_switch,
+)
 from tests.net.rogue_bank import Reply, RogueBank, echoed
 
 H2H = SwitchApp(make_config()).codecs.get("h2h-ascii")
@@ -55,15 +63,7 @@ async def test_a_terminal_id_shorter_than_8_is_matched_to_its_answers(
     assert not app.connectors["icbc"].circuit_open()
     assert all(link.unsolicited == 0 for link in app.connectors["icbc"].links)
     online = await online_client(app)
-    result = await online.request(
-        wire.Purchase(
-            id="short-1",
-            merchant_id="SHOP01",
-            amount=2500,
-            currency="CNY",
-            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
-        )
-    )
+    result = await online.request(purchase("short-1", 2500))
     assert isinstance(result, wire.Result) and result.approved
 
 

@@ -15,9 +15,15 @@ from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
-from switch.wire import online as wire
 from tests.conftest import LogSink, make_config
-from tests.net.helpers import PAN_ICBC, eventually, online_client, pos_client, start_switch
+from tests.net.helpers import (
+    PAN_ICBC,
+    eventually,
+    online_client,
+    pos_client,
+    purchase,
+    start_switch,
+)
 
 KEY_1 = '[[keys]]\nid = 1\nhmac_key = "{}"\naes_key = "{}"\n'.format("a1" * 32, "b1" * 32)
 KEY_2 = '[[keys]]\nid = 2\nhmac_key = "{}"\naes_key = "{}"\n'.format("a2" * 32, "b2" * 32)
@@ -31,16 +37,6 @@ def with_keys(config: SwitchConfig, tmp_path: Path, name: str, text: str) -> Swi
     key_file.write_text(text)
     return msgspec.structs.replace(
         config, journal=msgspec.structs.replace(config.journal, key_file=str(key_file))
-    )
-
-
-def purchase(order: str, amount: int) -> wire.Purchase:
-    return wire.Purchase(
-        id=order,
-        merchant_id="SHOP01",
-        amount=amount,
-        currency="CNY",
-        card=wire.Card(pan=PAN_ICBC, expiry="2812"),
     )
 
 

@@ -16,9 +16,15 @@ import trio
 
 from switch.app import SwitchApp
 from switch.store.sqlite import JournalFile, SqliteJournal
-from switch.wire import online as wire
 from tests.conftest import LogSink, make_config
-from tests.net.helpers import PAN_ICBC, eventually, online_client, pos_client, start_switch
+from tests.net.helpers import (
+    PAN_ICBC,
+    eventually,
+    online_client,
+    pos_client,
+    purchase,
+    start_switch,
+)
 
 FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
@@ -108,26 +114,12 @@ async def test_an_online_client_never_sees_the_journals_own_error(
     disk = FailingDisk(app)
     disk.failing = True
     client = await online_client(app)
-    result: Any = await client.request(
-        wire.Purchase(
-            id="full-1",
-            merchant_id="SHOP01",
-            amount=1200,
-            currency="CNY",
-            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
-        )
-    )
+    result: Any = await client.request(purchase("full-1", 1200))
     assert result.code == "96" and result.message == "system malfunction"
     [line] = [line for line in log_sink.events("txn") if line["channel"] == "online"]
     assert "disk is full" in line["reason"]  # the operator is told, in the log
     disk.failing = False
     again: Any = await client.request(  # nothing was kept: the same id may be retried
-        wire.Purchase(
-            id="full-1",
-            merchant_id="SHOP01",
-            amount=1200,
-            currency="CNY",
-            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
-        )
+        purchase("full-1", 1200)
     )
     assert again.approved

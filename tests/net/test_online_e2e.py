@@ -10,20 +10,12 @@ import trio
 from switch.core.model import Sale
 from switch.wire import online as wire
 from tests.conftest import make_config
+from tests.net import helpers
 from tests.net.helpers import PAN_ABC, PAN_ICBC, eventually, online_client, start_switch
-
-CARD = wire.Card(pan=PAN_ICBC, expiry="2812", cvv2="123")
 
 
 def purchase(request_id: str, amount: int, **extra: object) -> wire.Purchase:
-    return wire.Purchase(
-        id=request_id,
-        merchant_id="SHOP01",
-        amount=amount,
-        currency="CNY",
-        card=CARD,
-        **extra,  # type: ignore[arg-type]
-    )
+    return helpers.purchase(request_id, amount, cvv2="123", **extra)
 
 
 async def test_pipelined_purchases_come_back_by_id(nursery: trio.Nursery) -> None:
