@@ -116,27 +116,32 @@ class AdmissionQueue:
     # -- events ----------------------------------------------------------------------
 
     def at_the_door(self, now: float, *, retry: bool = False) -> str | None:
-        """A request that will need a slot has been read: it counts as demand (unless
-        it is a retry), and is refused at once, with the reason returned, when the
-        queue is full, or when the switch is overloaded and it would wait longer than
-        ``target_s``. None: it goes on, and asks for its slot with :meth:`arrive`.
-        Decided before any work is spent on it: under overload refusing must be cheap."""
+        """A request that will need a slot has been read: the reason it is refused at
+        once, when the queue is full, or when the switch is overloaded and it would
+        wait longer than ``target_s``; None: it goes on, and asks for its slot with
+        :meth:`arrive` (unless a rule answers it first). Decided before any work is
+        spent on it: under overload refusing must be cheap. A refused one counts as
+        demand (unless a retry), as does every one that asks for its slot."""
         self._tick(now)
-        if not retry:
-            self._arrivals += 1
         if self.waiting >= self.config.queue_limit:
             self.refused_queue_full += 1
-            return f"busy: {self.waiting} requests waiting"
-        if self.overloaded and self.waiting > self._service_rate * self.config.target_s:
+            reason = f"busy: {self.waiting} requests waiting"
+        elif self.overloaded and self.waiting > self._service_rate * self.config.target_s:
             self.refused_overload += 1
-            return "busy: requests arrive faster than they are served"
-        return None
+            reason = "busy: requests arrive faster than they are served"
+        else:
+            return None
+        if not retry:
+            self._arrivals += 1
+        return reason
 
-    def arrive(self, channel: str, connection: int, now: float) -> Ticket:
+    def arrive(self, channel: str, connection: int, now: float, *, retry: bool = False) -> Ticket:
         """A request let in at the door asks for its slot. The ticket comes back
         admitted, waiting (the caller waits for :meth:`release` to grant it, at most
         ``max_wait_s``) or refused when the queue filled meanwhile."""
         self._tick(now)
+        if not retry:
+            self._arrivals += 1
         ticket = Ticket(channel, connection, now)
         if self.in_use < self.config.slots and not self.waiting:
             self._admit(ticket)

@@ -23,12 +23,14 @@ def mask_pan(pan: str) -> str:
 
 class Origin(msgspec.Struct, frozen=True, gc=False):
     """Where and when a request came in: its channel and connection (admission shares
-    capacity fairly among them), and when it was read (trio time: its waits are
-    bounded from then)."""
+    capacity fairly among them), when it was read (trio time: its waits are bounded
+    from then), and whether it is a retry of one refused moments before on its
+    connection (admission does not count retries as demand)."""
 
     channel: str
     connection: int
     received_at: float
+    retry: bool = False
 
 
 class Acceptor(msgspec.Struct, frozen=True, gc=False):

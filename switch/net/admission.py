@@ -33,12 +33,14 @@ class Admission:
         """Why a request just read is refused at once, or None (AdmissionQueue)."""
         return self.queue.at_the_door(trio.current_time(), retry=retry)
 
-    async def admit(self, channel: str, connection: int, *, arrived_at: float) -> Ticket:
+    async def admit(
+        self, channel: str, connection: int, *, arrived_at: float, retry: bool
+    ) -> Ticket:
         """A slot for one request (read at ``arrived_at``, trio time), or Busy. Waits at
         most until ``arrived_at + max_wait_s``; cancelling the wait gives the place up."""
         queue = self.queue
         now = trio.current_time()
-        ticket = queue.arrive(channel, connection, now)
+        ticket = queue.arrive(channel, connection, now, retry=retry)
         if ticket.state == "admitted":
             return ticket
         if ticket.state == "refused":

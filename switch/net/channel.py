@@ -250,14 +250,13 @@ class _Connection(Generic[Work]):
                     if frame is None:
                         break
                     received_at = trio.current_time()
-                    work = protocol.accept(frame, Origin(channel, self._id, received_at))
+                    retry = received_at - self._refused_at < RETRY_WINDOW_S
+                    work = protocol.accept(frame, Origin(channel, self._id, received_at, retry))
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
                         await self._pace_immediate_answers(received_at)
                     elif protocol.sheddable(work) and (
-                        refused := admission.at_the_door(
-                            retry=received_at - self._refused_at < RETRY_WINDOW_S
-                        )
+                        refused := admission.at_the_door(retry=retry)
                     ):
                         # Refused before a task or anything else is spent on it.
                         server._shed()

@@ -295,7 +295,10 @@ class Switchboard:
             case Admit():
                 try:
                     run.ticket = await self.admission.admit(
-                        origin.channel, origin.connection, arrived_at=origin.received_at
+                        origin.channel,
+                        origin.connection,
+                        arrived_at=origin.received_at,
+                        retry=origin.retry,
                     )
                 except Busy as exc:
                     return Refused(str(exc))

@@ -26,7 +26,7 @@ def come(
         ticket = Ticket(channel, connection, now)
         ticket.state, ticket.reason = "refused", reason
         return ticket
-    return queue.arrive(channel, connection, now)
+    return queue.arrive(channel, connection, now, retry=retry)
 
 
 def states(tickets: list[Ticket]) -> list[str]:
@@ -164,6 +164,22 @@ def test_a_few_either_way_at_low_rates_is_noise() -> None:
             come(queue, "pos", n, now + 0.01 * n)
         queue.release(now + 0.09)
         now += 0.1
+    assert not queue.overloaded
+
+
+def test_requests_a_rule_answers_before_they_ask_for_a_slot_are_not_demand() -> None:
+    """A flood of cards with no route (92 before any slot) beside steady traffic that
+    fills the queue: let in at the door, they never ask for a slot, and must not make
+    the switch look overloaded."""
+    queue = AdmissionQueue(AdmissionConfig(slots=4, queue_limit=1000, max_wait_s=1.0))
+    for connection in range(100):
+        come(queue, "pos", connection, 0.0)
+    for step in range(2000):
+        now = 0.001 * (step + 1)
+        queue.release(now)
+        come(queue, "pos", step % 100, now)
+        for _ in range(5):
+            assert queue.at_the_door(now) is None  # then answered 92 by the lifecycle
     assert not queue.overloaded
 
 
