@@ -88,8 +88,9 @@ class ReversalForwarder:
         self.config = config
         self.utc_offset_h = utc_offset_h
         self._wake = trio.Event()
-        self._in_progress: set[int] = set()
+        self._in_progress: set[int] = set()  # saf ids
         self._unjournaled: deque[_Unjournaled] = deque()
+        self._unjournaled_in_progress: set[_Unjournaled] = set()
         self._next_trouble_log = 0.0
         self.delivered = 0
         self.failed_attempts = 0
@@ -111,7 +112,7 @@ class ReversalForwarder:
     def statistics(self) -> dict[str, object]:
         return {
             "bank": self.bank,
-            "in_progress": len(self._in_progress),
+            "in_progress": len(self._in_progress) + len(self._unjournaled_in_progress),
             "unjournaled": len(self._unjournaled),
             "delivered": self.delivered,
             "failed_attempts": self.failed_attempts,
@@ -126,9 +127,9 @@ class ReversalForwarder:
                 self._wake = trio.Event()
                 now = time.time()
                 for owed in list(self._unjournaled):
-                    if owed.next_attempt_at <= now and id(owed) not in self._in_progress:
-                        await limiter.acquire_on_behalf_of(id(owed))
-                        self._in_progress.add(id(owed))
+                    if owed.next_attempt_at <= now and owed not in self._unjournaled_in_progress:
+                        await limiter.acquire_on_behalf_of(owed)
+                        self._unjournaled_in_progress.add(owed)
                         attempts.start_soon(self._attempt_unjournaled, owed, limiter)
                 try:
                     due = await self.journal.due_reversals(
@@ -220,8 +221,8 @@ class ReversalForwarder:
             except JournalError as exc:
                 self._journal_trouble("reversal_not_recorded", exc)
         finally:
-            self._in_progress.discard(id(owed))
-            limiter.release_on_behalf_of(id(owed))
+            self._unjournaled_in_progress.discard(owed)
+            limiter.release_on_behalf_of(owed)
 
     def _next_at(self, attempts: int) -> float:
         backoff: float = min(self.config.backoff_max_s, self.config.backoff_min_s * 2.0**attempts)
