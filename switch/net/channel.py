@@ -25,6 +25,7 @@ from switch.config import ListenerSection
 from switch.core.admission import RETRY_WINDOW_S
 from switch.core.model import Origin, Outcome, Request
 from switch.core.ratelimit import TokenBucket
+from switch.core.stats import TransactionStats
 from switch.errors import FramingError
 from switch.net.admission import Admission
 from switch.net.framed import FrameReader, FrameWriter
@@ -358,6 +359,7 @@ def log_transaction(
     request: Request | None,
     outcome: Outcome,
     *,
+    stats: TransactionStats,
     channel: str,
     kind: str,
     received_at: float,
@@ -365,13 +367,23 @@ def log_transaction(
     merchant: str | None = None,
     stan: str | None = None,
 ) -> None:
-    """The one canonical line per transaction."""
+    """The one canonical line per transaction, and its counts for the admin interface."""
     card = getattr(request, "card", None)
     amount = getattr(request, "amount", None)
     if request is not None:
         terminal = request.acceptor.terminal_id
         merchant = request.acceptor.merchant_id
         stan = request.stan
+    latency_ms = round((trio.current_time() - received_at) * 1000, 3)
+    stats.record(
+        channel=channel,
+        kind=kind,
+        bank=outcome.bank,
+        code=outcome.code,
+        latency_ms=latency_ms,
+        journal_ms=outcome.journal_ms,
+        bank_ms=outcome.bank_ms,
+    )
     log.info(
         "txn",
         channel=channel,
@@ -386,7 +398,7 @@ def log_transaction(
         bank_stan=outcome.bank_stan,
         rrn=outcome.rrn,
         code=outcome.code,
-        latency_ms=round((trio.current_time() - received_at) * 1000, 3),
+        latency_ms=latency_ms,
         journal_ms=outcome.journal_ms,
         bank_ms=outcome.bank_ms,
         **_reason(outcome),

@@ -156,6 +156,7 @@ class OnlineProtocol:
             log_transaction(
                 work.request,
                 outcome,
+                stats=self.switchboard.stats,
                 channel=self.name,
                 kind=KIND_NAMES[type(work.request)],
                 received_at=work.origin.received_at,
@@ -203,6 +204,7 @@ class OnlineProtocol:
         log_transaction(
             None,
             Outcome(code=error.code, message=error.message),
+            stats=self.switchboard.stats,
             channel=self.name,
             kind=kind,
             received_at=received_at,

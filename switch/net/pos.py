@@ -105,6 +105,7 @@ class PosProtocol:
         log_transaction(
             None,
             outcome,
+            stats=self.switchboard.stats,
             channel=self.name,
             kind="unreadable",
             received_at=received_at,
@@ -137,6 +138,7 @@ class PosProtocol:
         log_transaction(
             request,
             outcome,
+            stats=self.switchboard.stats,
             channel=self.name,
             kind=KIND_NAMES[type(request)] if request is not None else message.mti,
             received_at=received_at,

@@ -60,6 +60,7 @@ from switch.core.model import Echo, Origin, Outcome, Request, Reversal, SignOn
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import TokenBucket
 from switch.core.routing import BinTable
+from switch.core.stats import TransactionStats
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.store.port import Journal as JournalPort
@@ -145,6 +146,8 @@ class Switchboard:
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
         self._sign_ons = TokenBucket(rate_per_s=SIGN_ONS_PER_S, burst=SIGN_ON_BURST)
+        self.stats = TransactionStats()
+        """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
         self.sign_ons_refused = 0
 

@@ -1,0 +1,129 @@
+"""The status document: one JSON document of the running switch's state, served at
+``GET /status`` and read by ``switch top`` and ``switch status``.
+
+Counters and histograms are cumulative since the switch started: a reader takes two
+documents a second apart and works out rates and window percentiles from their
+difference (``HistogramSnapshot.minus``), so the switch keeps no per-reader state.
+This module is the schema both sides share; ``switch.admin.collect`` builds it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from switch.core.stats import HistogramSnapshot
+
+
+class TransactionCount(msgspec.Struct, frozen=True, kw_only=True):
+    channel: str
+    kind: str
+    bank: str
+    """Empty for what never went to a bank."""
+    code: str
+    count: int
+
+
+class LinkStatus(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    state: str
+    """down, connecting, signing_on, up."""
+    in_flight: int
+    window: int
+    connects: int
+    unsolicited: int
+
+
+class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    links: list[LinkStatus]
+    links_up: int
+    circuit_open: bool
+    queued: int
+    """Waiting now for a slot in the bank's windows."""
+    queue_limit: int
+    refused_queue_full: int
+    expired: int
+    link_state_changes: int
+    transactions: int
+    approved: int
+    latency: HistogramSnapshot
+    """End to end, of the transactions that went to this bank."""
+    bank_wait: HistogramSnapshot
+    """Of that, waiting for the bank's answer."""
+    saf_pending: int
+    """Reversals queued and not yet delivered (manual ones included)."""
+    saf_manual: int
+    saf_oldest_age_s: float | None
+    """How long the oldest undelivered reversal has waited."""
+    saf_unjournaled: int
+    """Reversals owed from memory while the journal cannot record them."""
+
+
+class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    connections: int
+    max_connections: int
+    connections_refused: int
+    transactions: int
+    shed: int
+    """Requests answered 91 at the door for want of capacity."""
+    latency: HistogramSnapshot
+
+
+class AdmissionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    slots: int
+    in_use: int
+    waiting: int
+    queue_limit: int
+    overloaded: bool
+    admitted: int
+    refused_queue_full: int
+    refused_overload: int
+    expired: int
+    oldest_wait_s: float
+
+
+class JournalStatus(msgspec.Struct, frozen=True, kw_only=True):
+    backend: str
+    durability: str
+    writable: bool
+    commits: int
+    changes: int
+    failures: int
+    queued: int
+    commit_latency: HistogramSnapshot
+    """Each group commit's time in its thread (the disk, and a lock)."""
+    group_size: HistogramSnapshot
+    """Changes per group commit (the buckets' bounds read as counts)."""
+    journal_wait: HistogramSnapshot
+    """What transactions waited for the journal, all channels and banks."""
+
+
+class ConfigStatus(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    """1 at start-up, one more at each reload that took effect."""
+    loaded_at: str
+    """ISO 8601 UTC."""
+    path: str
+    last_reload_error: str | None
+
+
+class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
+    switch_version: str
+    started_at: str
+    """ISO 8601 UTC."""
+    now: str
+    uptime_s: float
+    ready: bool
+    not_ready: list[str]
+    """What keeps /readyz at 503: each a sentence naming the part."""
+    config: ConfigStatus
+    admission: AdmissionStatus
+    channels: list[ChannelStatus]
+    banks: list[BankStatus]
+    journal: JournalStatus
+    transactions: list[TransactionCount]
+
+
+status_encoder = msgspec.json.Encoder()
+status_decoder = msgspec.json.Decoder(StatusDocument)
