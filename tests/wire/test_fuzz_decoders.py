@@ -24,6 +24,7 @@ from switch.core import validate
 from switch.core.model import Echo, Origin, Outcome, Request, SignOn
 from switch.core.online import request_from_online
 from switch.core.pos import request_from_pos
+from switch.core.stats import TransactionStats
 from switch.errors import FramingError, MessageDecodeError, TransactionRefused
 from switch.net.channel import CloseConnection
 from switch.net.pos import REQUEST_CLASSES, PosProtocol, PosWork
@@ -520,8 +521,11 @@ def test_request_from_online_of_decoded_requests_raises_only_refusal(
 
 
 class NetworkOnlySwitchboard:
-    """accept reaches the switchboard only for what waits for nothing (sign-on, echo);
-    everything else is respond's, and any other use is a test failure."""
+    """accept reaches the switchboard only for what waits for nothing (sign-on, echo),
+    and counts what it answers; everything else is respond's, and any other use is a
+    test failure."""
+
+    stats = TransactionStats()
 
     def network_management(self, request: SignOn | Echo, stamp: object) -> Outcome:
         assert isinstance(request, SignOn | Echo)
