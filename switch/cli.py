@@ -165,6 +165,21 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
     keys_new.set_defaults(handler=_keys_new, needs_config=False)
 
+    config_command = commands.add_parser(
+        "config", help="the configuration", description="Check a configuration file."
+    )
+    config_commands = config_command.add_subparsers(required=True, metavar="ACTION")
+    check = config_commands.add_parser(
+        "check",
+        help="validate everything `switch run` would, starting nothing",
+        description="Validate a configuration as `switch run` would (its keys and types, "
+        "dialects, routes, the card key file, the journal, the ports, the file "
+        "descriptors) without starting anything: one line per problem, exit 2; `ok` and "
+        "exit 0 when there is none.",
+    )
+    _config_option(check)
+    check.set_defaults(handler=_config_check, needs_config=False)
+
     pos = commands.add_parser(
         "pos",
         help="send one POS message to a running switch and print the response",
@@ -223,6 +238,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_check(args: argparse.Namespace, config: SwitchConfig | None) -> int:
+    try:
+        loaded = load_config(args.config, check=False)
+    except ConfigError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    problems = startup.preflight(loaded)
+    for problem in problems:
+        print(f"switch: {args.config}: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"ok: {args.config}")
+    return 0
+
+
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"switch config file (default: {DEFAULT_CONFIG})"
@@ -262,9 +292,13 @@ async def _run_switch(started: startup.Startup) -> None:
 
 
 async def _shutdown_on_signal(app: SwitchApp) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                await app.reload()  # says in the log what it did, or why not
+                continue
             app.shutdown()
             return
 
@@ -276,7 +310,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
         return 2
     if args.port is not None:
         bank = msgspec.structs.replace(bank, port=args.port)
-    configure_logging(config.log.level)
+    configure_logging(config.log.level, format=config.log.format)
     log_uncaught_exceptions()
     codec = Codecs(config.dialects_path()).get(bank.dialect)
     simulator = BankSimulator(args.bank, bank, codec)

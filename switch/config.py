@@ -188,6 +188,10 @@ class SafSection(_Section, frozen=True, kw_only=True):
 
 class LogSection(_Section, frozen=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """A reload changes it at once."""
+    format: Literal["json", "console"] = "json"
+    """json: one JSON object a line, for machines; console: key=value lines for a
+    person at a terminal. Either way one line an event, the event's name first."""
 
 
 class SwitchConfig(_Section, frozen=True, kw_only=True):
@@ -202,6 +206,8 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     saf: SafSection = msgspec.field(default_factory=SafSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
+    source: str | None = None
+    """The file it was read from (set by :func:`load_config`): what a reload reads."""
 
     def dialects_path(self) -> Path:
         return Path(self.base_dir) / self.switch.dialects_dir
@@ -211,8 +217,10 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
         return Path(self.base_dir) / relative
 
 
-def load_config(path: str | Path) -> SwitchConfig:
-    """Reads and checks a switch config file; every problem raises ConfigError."""
+def load_config(path: str | Path, *, check: bool = True) -> SwitchConfig:
+    """Reads and checks a switch config file; a problem raises ConfigError (with
+    ``check=False`` only one that the types find: the cross-checks are the caller's,
+    who may want all of them, see config_problems)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -222,35 +230,51 @@ def load_config(path: str | Path) -> SwitchConfig:
         config = msgspec.toml.decode(raw, type=SwitchConfig)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    config = msgspec.structs.replace(config, base_dir=str(path.parent.resolve()))
-    check_config(config)
+    config = msgspec.structs.replace(
+        config, base_dir=str(path.parent.resolve()), source=str(path.resolve())
+    )
+    if check:
+        check_config(config)
     return config
 
 
 def check_config(config: SwitchConfig) -> None:
-    """Cross-checks that the types alone cannot express."""
+    """Cross-checks that the types alone cannot express; the first problem raises."""
+    for problem in config_problems(config):
+        raise ConfigError(problem)
+
+
+def config_problems(config: SwitchConfig) -> list[str]:
+    """Every problem the cross-checks find, one sentence each naming its key."""
+    problems: list[str] = []
     if not config.banks:
-        raise ConfigError("no [banks.*] section: the switch needs at least one bank")
-    _check_dialects(config)
+        problems.append("no [banks.*] section: the switch needs at least one bank")
+    problems.extend(_dialect_problems(config))
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):
             if bank is not None and bank not in config.banks:
-                raise ConfigError(f"routes: prefix {route.prefix} names unknown bank {bank!r}")
+                problems.append(f"routes: prefix {route.prefix} names unknown bank {bank!r}")
         if route.prefix in seen:
-            raise ConfigError(f"routes: prefix {route.prefix} is listed twice")
+            problems.append(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
+    return problems
 
 
-def _check_dialects(config: SwitchConfig) -> None:
+def _dialect_problems(config: SwitchConfig) -> list[str]:
     """Every dialect the config names is a table in the dialects folder: a typo fails
     here, naming its key, rather than when the first codec is built."""
     folder = config.dialects_path()
-    known = load_dialects(folder)
+    try:
+        known = load_dialects(folder)
+    except ConfigError as exc:
+        return [str(exc)]
     named = {"pos.dialect": config.pos.dialect} | {
         f"banks.{name}.dialect": bank.dialect for name, bank in config.banks.items()
     }
-    for key, dialect in named.items():
-        if dialect not in known:
-            choices = ", ".join(sorted(known)) or "none"
-            raise ConfigError(f"{key}: no dialect {dialect!r} in {folder} (known: {choices})")
+    choices = ", ".join(sorted(known)) or "none"
+    return [
+        f"{key}: no dialect {dialect!r} in {folder} (known: {choices})"
+        for key, dialect in named.items()
+        if dialect not in known
+    ]

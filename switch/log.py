@@ -14,6 +14,7 @@ thread, and for warnings.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -22,7 +23,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator, MutableMapping
 from types import TracebackType
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Literal, TextIO
 
 import msgspec
 import structlog
@@ -192,37 +193,135 @@ class _ToStructlog(logging.Handler):
             pass  # nowhere left to report a failure to log
 
 
+class LevelFilter:
+    """structlog processor, first in line: drops what is below the level, which a
+    reload may change while the switch runs (a logger's own filtering is fixed when it
+    is first used, and the switch's loggers are cached)."""
+
+    __slots__ = ("threshold",)
+
+    def __init__(self, level: str) -> None:
+        self.threshold = _numeric(level)
+
+    def __call__(
+        self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if _METHOD_LEVELS.get(method, logging.INFO) < self.threshold:
+            raise structlog.DropEvent
+        return event_dict
+
+
+_METHOD_LEVELS: Final = {
+    "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+    "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+    "critical": logging.CRITICAL, "fatal": logging.CRITICAL,
+}  # fmt: skip
+
+
+def _numeric(level: str) -> int:
+    return logging.getLevelNamesMapping()[level.upper()]
+
+
+def event_first(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the event's name leads its line (a person reads it first,
+    and ``grep '^{"event":"txn"'`` finds the transactions)."""
+    return {"event": event_dict.pop("event", None), **event_dict}
+
+
+def _console_renderer() -> structlog.dev.ConsoleRenderer:
+    """One line for a person at a terminal: the event, its time and level, then the
+    rest as key=value, without colours (a log may end up in a file). Its exception
+    key is renamed: the console renderer would print one on lines of its own."""
+    plain = {"key_style": None, "value_style": "", "reset_style": "", "value_repr": str}
+    return structlog.dev.ConsoleRenderer(
+        columns=[
+            structlog.dev.Column("event", structlog.dev.KeyValueColumnFormatter(**plain)),  # type: ignore[arg-type]
+            structlog.dev.Column("timestamp", structlog.dev.KeyValueColumnFormatter(**plain)),  # type: ignore[arg-type]
+            structlog.dev.Column(
+                "level",
+                structlog.dev.KeyValueColumnFormatter(**plain, prefix="[", postfix="]"),  # type: ignore[arg-type]
+            ),
+            structlog.dev.Column(
+                "",
+                structlog.dev.KeyValueColumnFormatter(
+                    key_style="", value_style="", reset_style="", value_repr=repr
+                ),
+            ),
+        ],
+    )
+
+
+def _exception_inline(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if "exception" in event_dict:
+        event_dict["error"] = event_dict.pop("exception")
+    return event_dict
+
+
+_level_filter = LevelFilter("info")
+"""The process's one level filter: structlog's configuration is the process's too."""
+
+
+def set_log_level(level: str) -> None:
+    """Changes the level of every logger of the process, at once (a reload)."""
+    _level_filter.threshold = _numeric(level)
+    logging.getLogger().setLevel(_level_filter.threshold)
+
+
 def configure_logging(
     level: str = "info",
     *,
     stream: BinaryIO | None = None,
     rate_limited_events: Iterable[str] = (),
+    format: Literal["json", "console"] = "json",
 ) -> None:
     """Configures structlog for the whole process, and routes the standard library's
     logging through it; call once, from the CLI. ``rate_limited_events`` are written at
-    most once a second (per channel), with a count."""
-    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    most once a second (per channel), with a count. ``format``: JSON lines (for
+    machines, the default) or structlog's console lines (for a person)."""
     intervals_s = dict(STDLIB_RATE_LIMITED_S)
     intervals_s.update((event, 1.0) for event in rate_limited_events)
+    renderer: Any = (
+        _console_renderer()
+        if format == "console"
+        else structlog.processors.JSONRenderer(serializer=_serialize)
+    )
+    set_log_level(level)
     structlog.configure(
         processors=[
+            _level_filter,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             RateLimitedEvents(intervals_s),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             one_line_exception,
             redact_card_data,
-            structlog.processors.JSONRenderer(serializer=_serialize),
+            event_first,
+            *([_exception_inline] if format == "console" else []),
+            renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory=(
+            structlog.BytesLoggerFactory(stream or sys.stdout.buffer)
+            if format == "json"
+            else structlog.WriteLoggerFactory(_text(stream))
+        ),
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_ToStructlog())
-    root.setLevel(numeric_level)
+
+
+def _text(stream: BinaryIO | None) -> TextIO:
+    """The console renderer writes text: the binary stream wrapped, line-buffered."""
+    if stream is None:
+        return sys.stdout
+    return io.TextIOWrapper(stream, encoding="utf-8", line_buffering=True)
 
 
 def log_uncaught_exceptions() -> None:

@@ -38,8 +38,8 @@ import trio
 
 from switch import store
 from switch.app import SwitchApp
-from switch.config import ListenerSection, SwitchConfig
-from switch.errors import StartupError
+from switch.config import ListenerSection, SwitchConfig, config_problems
+from switch.errors import StartupError, SwitchError
 from switch.log import (
     configure_logging,
     describe_exception,
@@ -165,30 +165,31 @@ class Startup:
         ``SO_REUSEADDR``, IPv6 only on IPv6), without listening: StartupError naming the
         listener when one is in use. Port 0 is skipped: any free port will do."""
         for label, host, port in _bound_ports(self.config):
-            try:
-                addresses = socket.getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-                )
-            except socket.gaierror as exc:
-                raise StartupError(f"{label} host {host!r}: {exc.strerror}") from exc
-            for family, kind, protocol, _, address in addresses:
-                try:
-                    reservation = socket.socket(family, kind, protocol)
-                except OSError as exc:
-                    if exc.errno == errno.EAFNOSUPPORT:
-                        continue  # as trio does: an address family this system lacks
-                    raise
-                self._ports.append(reservation)
-                reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    reservation.bind(address)
-                except OSError as exc:
-                    what = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be bound"
-                    raise StartupError(
-                        f"{label} port {port} on {host} {what}: {exc.strerror}"
-                    ) from exc
+            _reserve_port(label, host, port, self._ports)
+
+
+def _reserve_port(label: str, host: str, port: int, taken: list[socket.socket]) -> None:
+    """Binds one listener's addresses into ``taken`` (which the caller closes)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"{label} host {host!r}: {exc.strerror}") from exc
+    for family, kind, protocol, _, address in addresses:
+        try:
+            reservation = socket.socket(family, kind, protocol)
+        except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                continue  # as trio does: an address family this system lacks
+            raise
+        taken.append(reservation)
+        reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            reservation.bind(address)
+        except OSError as exc:
+            what = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be bound"
+            raise StartupError(f"{label} port {port} on {host} {what}: {exc.strerror}") from exc
 
 
 def _bound_ports(config: SwitchConfig) -> list[tuple[str, str, int]]:
@@ -215,7 +216,9 @@ def prepare(config: SwitchConfig) -> Startup:
         caps[name] < section.max_connections for name, section in listeners.items()
     )
     configure_logging(
-        config.log.level, rate_limited_events=(REFUSED_CONNECTION_EVENT,) if capped else ()
+        config.log.level,
+        rate_limited_events=(REFUSED_CONNECTION_EVENT,) if capped else (),
+        format=config.log.format,
     )
     log_uncaught_exceptions()
     log.info("file_descriptors", limit=limit, raised_from=limit_before, reserve=reserve)
@@ -257,3 +260,34 @@ def refuse(exc: BaseException) -> int:
     log.critical("switch_start_refused", reason=cause)
     print(f"switch: {cause}", file=sys.stderr)
     return 2
+
+
+def preflight(config: SwitchConfig) -> list[str]:
+    """Everything ``switch run`` would refuse to start on, one sentence a problem,
+    found without starting anything (``switch config check``): the cross-checks, the
+    card keys, the journal (in use, or not writable), the ports (bound and let go at
+    once) and the file descriptors."""
+    problems = config_problems(config)
+    try:
+        SwitchApp(config)  # builds the codecs and reads the card keys
+    except (SwitchError, KeyError) as exc:
+        problems.append(str(exc).strip("'\""))
+    journal = store.journal_problem(config)
+    if journal is not None:
+        problems.append(journal)
+    for label, host, port in _bound_ports(config):
+        taken: list[socket.socket] = []
+        try:
+            _reserve_port(label, host, port, taken)
+        except StartupError as exc:
+            problems.append(str(exc))
+        finally:
+            for reservation in taken:
+                reservation.close()
+    _, limit = raise_open_files_limit()
+    if fit_connections(config, limit - descriptor_reserve(config)) is None:
+        problems.append(
+            f"the file descriptor limit ({limit}) leaves no room for connections beyond "
+            f"the {descriptor_reserve(config)} the switch keeps"
+        )
+    return problems

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -381,3 +382,56 @@ async def test_journal_show_prints_every_time_as_iso_8601(tmp_path: Path) -> Non
     assert table.returncode == 0, table.stderr
     assert table.stdout.count("2026-11-22T23:30:05+00:00") >= 3
     assert not re.search(r"\b1[0-9]{9}\.[0-9]", table.stdout), table.stdout
+
+
+def test_config_check_says_ok_or_names_every_problem_and_starts_nothing(tmp_path: Path) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    ok = _switch("config", "check", "--config", str(config))
+    assert (ok.returncode, ok.stdout.strip()) == (0, f"ok: {config}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = config.read_text().replace('dialect = "cup-pos"', 'dialect = "cup-typo"')
+        text = text.replace('bank = "citic"', 'bank = "nobody"', 1)
+        text = text.replace("port = 0", f"port = {port}", 1)  # [pos]
+        config.write_text(text)
+        bad = _switch("config", "check", "--config", str(config))
+    problems = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2
+    assert [line.split(": ", 2)[2].split(":")[0] for line in problems] == [
+        "pos.dialect",
+        "routes",
+        f"[pos] port {port} on 127.0.0.1 is in use",
+    ], problems
+    assert not (tmp_path / "journal.sqlite3").exists()  # nothing was started or created
+    config.write_text(config.read_text() + "\n[admin_typo]\nport = 1\n")
+    typo = _switch("config", "check", "--config", str(config))
+    assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
+    assert "admin_typo" in typo.stderr
+
+
+async def test_console_log_format_puts_the_event_first_on_one_line(tmp_path: Path) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    config.write_text(
+        config.read_text().replace('level = "info"', 'level = "info"\nformat = "console"')
+    )
+    switch = await _start(config)
+    assert switch.process.stdout is not None
+    try:
+        with trio.fail_after(20):
+            while b"\nswitch_started " not in switch.output:
+                chunk = await switch.process.stdout.receive_some(65536)
+                assert chunk, switch.output.decode()
+                switch.output += chunk
+        started = next(
+            line for line in bytes(switch.output).decode().splitlines()
+            if line.startswith("switch_started ")
+        )  # fmt: skip
+        assert "[info]" in started and "pos_port=" in started
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0
+    assert not any(line.startswith("{") for line in bytes(switch.output).decode().splitlines())

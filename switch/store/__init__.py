@@ -30,6 +30,14 @@ def lock_journal(config: SwitchConfig) -> JournalLock:
     return lock
 
 
+def journal_problem(config: SwitchConfig) -> str | None:
+    """Why ``switch run`` could not take the journal the config names now, or None;
+    without creating or locking anything."""
+    from switch.store.sqlite import LockFile
+
+    return LockFile(config.path(config.journal.path)).check()
+
+
 def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
     """The journal the config names, for an operator's command."""
     from switch.store.sqlite import SqliteOperatorJournal

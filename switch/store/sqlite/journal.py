@@ -317,6 +317,30 @@ class LockFile:
             os.close(self._descriptor)  # closing the last descriptor releases the flock
             self._descriptor = None
 
+    def check(self) -> str | None:
+        """Why a switch could not take this journal now (in use, or its folder not
+        writable), or None; creates nothing and takes nothing (``config check``)."""
+        journal = self.journal_path
+        folder = next((p for p in (journal, *journal.parents) if p.exists()), None)
+        if folder is None or not os.access(folder if folder.is_dir() else folder.parent, os.W_OK):
+            return f"journal {journal}: its folder cannot be written"
+        if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
+            return f"journal {journal}: the file cannot be read and written"
+        if not self.path.exists():
+            return None
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            return f"journal {journal}: its lock {self.path} cannot be opened: {exc.strerror}"
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            return f"journal {journal} is in use by another switch (pid {holder})"
+        finally:
+            os.close(descriptor)
+        return None
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit mode (isolation_level=None): transactions are explicit. The connection
