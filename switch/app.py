@@ -11,18 +11,24 @@ journal commits what is queued and closes.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import structlog
 import trio
 
-from switch.config import BankSection, SwitchConfig
+from switch.config import BankSection, SwitchConfig, config_problems, load_config
 from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
+from switch.core.numbers import StanSequence
 from switch.core.online import IdempotencyBook
+from switch.core.reconfig import ReloadPlan, plan_reload
 from switch.core.routing import BinTable
+from switch.errors import ConfigError
+from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.bank_link import BankConnector
 from switch.net.channel import ChannelServer
@@ -79,6 +85,14 @@ class SwitchApp:
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
         self._channels: trio.Nursery | None = None
+        self._bank_side: trio.Nursery | None = None
+        self._bank_scopes: dict[BankConnector, trio.CancelScope] = {}
+        self.retired: dict[str, BankConnector] = {}
+        """Banks a reload removed: no new requests, their store-and-forward delivers on."""
+        self._reloading = trio.Lock()
+        self.config_version = 1
+        self.config_loaded_at = time.time()
+        self.last_reload_error: str | None = None
         self.stopped = trio.Event()
         """Set once run() has returned: everything stopped and the journal closed."""
 
@@ -116,39 +130,19 @@ class SwitchApp:
         config = self.config
         utc_offset_h = config.switch.utc_offset_h
         async with trio.open_nursery() as bank_side:
-            banks: dict[str, BankSection] = {}
+            self._bank_side = bank_side
             for name, bank in config.banks.items():
-                if bank.simulate:
-                    simulator = BankSimulator(name, bank, self.codecs.get(bank.dialect))
-                    port = await bank_side.start(simulator.serve)
-                    self.simulators[name] = simulator
-                    bank = msgspec.structs.replace(bank, port=port)
-                banks[name] = bank
-            for name, bank in banks.items():
-                connector = BankConnector(
-                    name, bank, self.codecs.get(bank.dialect), utc_offset_h=utc_offset_h
-                )
-                self.connectors[name] = connector
-                await bank_side.start(connector.run)
-
-            institution = Institution(config.switch.acquirer_id, config.switch.forwarding_id)
+                self.connectors[name] = await self._start_bank(name, bank)
+            institution = self._institution = Institution(
+                config.switch.acquirer_id, config.switch.forwarding_id
+            )
             for name, connector in self.connectors.items():
                 self.forwarders[name] = ReversalForwarder(
                     connector, journal, vault, institution, config.saf, utc_offset_h=utc_offset_h
                 )
-            section = config.switch
-            self.admission = Admission(
-                AdmissionConfig(
-                    slots=section.max_in_flight,
-                    queue_limit=section.queue_limit,
-                    max_wait_s=section.max_wait_s,
-                    target_s=section.overload_wait_s,
-                )
-            )
+            self.admission = Admission(_admission_config(config))
             switchboard = self.switchboard = Switchboard(
-                bins=BinTable(
-                    (route.prefix, route.bank, route.secondary) for route in config.routes
-                ),
+                bins=_bin_table(config),
                 connectors=self.connectors,
                 institution=institution,
                 book=TransactionBook(max_records=config.book.max_records),
@@ -208,6 +202,147 @@ class SwitchApp:
             # Every connection has ended: nothing is in flight any more.
             bank_side.cancel_scope.cancel()
 
+    async def _start_bank(
+        self, name: str, bank: BankSection, *, stans: StanSequence | None = None
+    ) -> BankConnector:
+        """A bank's connector running (its links connecting), with its simulator first
+        when the switch simulates it; each in a cancel scope of its own, so a reload
+        can stop it again."""
+        bank_side = self._bank_side
+        assert bank_side is not None
+        if bank.simulate:
+            simulator = BankSimulator(name, bank, self.codecs.get(bank.dialect))
+            port = await bank_side.start(_in_scope, simulator.serve, trio.CancelScope())
+            self.simulators[name] = simulator
+            bank = msgspec.structs.replace(bank, port=port)
+        connector = BankConnector(
+            name,
+            bank,
+            self.codecs.get(bank.dialect),
+            utc_offset_h=self.config.switch.utc_offset_h,
+            stans=stans,
+        )
+        scope = self._bank_scopes[connector] = trio.CancelScope()
+        await bank_side.start(_in_scope, connector.run, scope)
+        return connector
+
+    def _stop_bank(self, connector: BankConnector) -> None:
+        scope = self._bank_scopes.pop(connector, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def reload(self, new: SwitchConfig | None = None) -> ReloadResult:
+        """Takes a new configuration while the switch runs: by default the file it was
+        started from, read again. A configuration that does not validate, or that
+        changes what only a restart can, is refused whole, and the running one stays.
+        New banks are signed on before any route points to them; a bank removed takes
+        no new requests, finishes what it has and its reversals keep being delivered;
+        what is in flight is never touched. One reload at a time."""
+        async with self._reloading:
+            try:
+                if new is None:
+                    if self.config.source is None:
+                        raise ConfigError("the switch was not started from a file")
+                    new = load_config(self.config.source, check=False)
+                plan = self._plan(new)
+                await self._apply(new, plan)
+            except ReloadRefused as exc:
+                self.last_reload_error = "; ".join(exc.problems)
+                log.error("config_reload_refused", problems=exc.problems)
+                return ReloadResult(
+                    accepted=False, version=self.config_version, problems=exc.problems
+                )
+            except ConfigError as exc:
+                self.last_reload_error = str(exc)
+                log.error("config_reload_refused", problems=[str(exc)])
+                return ReloadResult(
+                    accepted=False, version=self.config_version, problems=[str(exc)]
+                )
+            self.last_reload_error = None
+            if plan.changes_anything:
+                self.config_version += 1
+                self.config_loaded_at = time.time()
+            log.info("config_reloaded", version=self.config_version, **plan.summary())
+            set_log_level(new.log.level)  # after its own line, which a higher level would hide
+            return ReloadResult(accepted=True, version=self.config_version, changes=plan.summary())
+
+    def _plan(self, new: SwitchConfig) -> ReloadPlan:
+        problems = config_problems(new)
+        plan = plan_reload(self.config, new)
+        problems.extend(f"{key} cannot change without a restart" for key in plan.needs_restart)
+        for name in (*plan.banks_added, *plan.banks_changed):
+            try:
+                self.codecs.get(new.banks[name].dialect)
+            except KeyError as exc:
+                problems.append(f"banks.{name}.dialect: {exc.args[0]}")
+        if problems:
+            raise ReloadRefused(problems)
+        return plan
+
+    async def _apply(self, new: SwitchConfig, plan: ReloadPlan) -> None:
+        """Carries the plan out: first what can fail (new banks signing on), then the
+        swaps, which cannot."""
+        switchboard, admission = self.switchboard, self.admission
+        assert switchboard is not None and admission is not None and self.journal is not None
+        started: dict[str, BankConnector] = {}
+        try:
+            for name in (*plan.banks_added, *plan.banks_changed):
+                bank = new.banks[name]
+                running = self.connectors.get(name) or self.retired.get(name)
+                connector = await self._start_bank(
+                    name, bank, stans=running.stans if running is not None else None
+                )
+                started[name] = connector
+                with trio.move_on_after(bank.connect_timeout_s + bank.sign_on_timeout_s):
+                    await connector.wait_up()
+                if not all(link.status == "up" for link in connector.links):
+                    raise ReloadRefused(
+                        [f"banks.{name}: its links did not all sign on within "
+                         f"{bank.connect_timeout_s + bank.sign_on_timeout_s:g} s"]
+                    )  # fmt: skip
+        except BaseException:
+            for connector in started.values():
+                self._stop_bank(connector)
+            raise
+        # From here nothing fails: banks up first, then the routes that point to them.
+        for name, connector in started.items():
+            previous = self.connectors.get(name) or self.retired.pop(name, None)
+            self.connectors[name] = connector
+            forwarder = self.forwarders.get(name)
+            if forwarder is None:
+                forwarder = self.forwarders[name] = ReversalForwarder(
+                    connector, self.journal, self.vault, self._institution, new.saf,
+                    utc_offset_h=new.switch.utc_offset_h,
+                )  # fmt: skip
+                self._bank_side.start_soon(forwarder.run, name=f"saf:{name}")  # type: ignore[union-attr]
+            forwarder.connector = connector
+            if previous is not None:
+                self._bank_side.start_soon(self._retire, previous)  # type: ignore[union-attr]
+        switchboard.bins = _bin_table(new)
+        for name in plan.banks_removed:
+            self.retired[name] = self.connectors.pop(name)
+        section = new.switch
+        admission.queue.config = _admission_config(new)
+        for server, fitted in ((self.pos, new.pos), (self.online, new.online)):
+            if server is not None:
+                cap = min(fitted.max_connections, server.config.max_connections)
+                server.config = msgspec.structs.replace(fitted, max_connections=cap)
+        for forwarder in self.forwarders.values():
+            forwarder.config = new.saf
+        switchboard.book.max_records = new.book.max_records
+        self.config = msgspec.structs.replace(
+            new,
+            pos=self.pos.config if self.pos is not None else new.pos,
+            online=self.online.config if self.online is not None else new.online,
+            switch=section,
+        )
+
+    async def _retire(self, connector: BankConnector) -> None:
+        """A bank's old connector, replaced: its requests in flight finish on it, then
+        its links close."""
+        await connector.wait_idle()
+        self._stop_bank(connector)
+
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
         """Forgets online results older than they must be kept, hourly."""
         keep_s = self.config.online.idempotency_keep_s
@@ -235,6 +370,46 @@ class SwitchApp:
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a reload did: taken (with what it changed) or refused (with why)."""
+
+    accepted: bool
+    version: int
+    changes: dict[str, object] = msgspec.field(default_factory=dict)
+    problems: list[str] = msgspec.field(default_factory=list)
+
+
+class ReloadRefused(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _admission_config(config: SwitchConfig) -> AdmissionConfig:
+    section = config.switch
+    return AdmissionConfig(
+        slots=section.max_in_flight,
+        queue_limit=section.queue_limit,
+        max_wait_s=section.max_wait_s,
+        target_s=section.overload_wait_s,
+    )
+
+
+def _bin_table(config: SwitchConfig) -> BinTable:
+    return BinTable((route.prefix, route.bank, route.secondary) for route in config.routes)
+
+
+async def _in_scope(
+    service: Callable[..., Awaitable[None]],
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Runs a started service (``nursery.start``-style) inside ``scope``."""
+    with scope:
+        await service(task_status=task_status)
 
 
 class _Reversals:

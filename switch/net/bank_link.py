@@ -424,6 +424,7 @@ class BankConnector:
         self.queued_total = 0
         self.refused_queue_full = 0
         self.expired = 0
+        self._idle: trio.Event | None = None  # made when someone waits for it
 
     # -- the circuit: a bank that keeps timing out is refused at once for a while ----
 
@@ -519,6 +520,18 @@ class BankConnector:
         """A request is done with its slot: it goes to the first waiting, if any."""
         link.in_flight -= 1
         self._hand_out()
+        if self._idle is not None and not self._busy():
+            self._idle.set()
+
+    def _busy(self) -> bool:
+        return bool(self._waiting) or any(link.in_flight for link in self.links)
+
+    async def wait_idle(self) -> None:
+        """Returns once nothing is in flight on the bank's links and nothing waits for
+        them (a reload's replaced connector, before its links close)."""
+        while self._busy():
+            self._idle = trio.Event()
+            await self._idle.wait()
 
     def _hand_out(self) -> None:
         """Slots with room go to those waiting, in order (a slot freed, a link up)."""

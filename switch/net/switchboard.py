@@ -307,7 +307,10 @@ class Switchboard:
                     return Refused(str(exc))
                 return Admitted()
             case AcquireLink(bank=bank):
-                return await self._acquire_link(self.connectors[bank], run, deadline)
+                connector = self.connectors.get(bank)
+                if connector is None:  # a reload removed it: it takes nothing new
+                    return Refused(f"bank {bank} is no longer configured")
+                return await self._acquire_link(connector, run, deadline)
             case Exchange(mti=mti, fields=fields):
                 return await self._exchange(mti, fields, run)
             case LoadOriginal():
