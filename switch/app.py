@@ -86,7 +86,8 @@ class SwitchApp:
         self.online: ChannelServer[object] | None = None
         self._channels: trio.Nursery | None = None
         self._bank_side: trio.Nursery | None = None
-        self._bank_scopes: dict[BankConnector, trio.CancelScope] = {}
+        self._bank_scopes: dict[BankConnector, list[trio.CancelScope]] = {}
+        """Each connector's scope, and its simulator's when the switch simulates it."""
         self.retired: dict[str, BankConnector] = {}
         """Banks a reload removed: no new requests, their store-and-forward delivers on."""
         self._reloading = trio.Lock()
@@ -210,9 +211,11 @@ class SwitchApp:
         can stop it again."""
         bank_side = self._bank_side
         assert bank_side is not None
+        scopes: list[trio.CancelScope] = []
         if bank.simulate:
             simulator = BankSimulator(name, bank, self.codecs.get(bank.dialect))
-            port = await bank_side.start(_in_scope, simulator.serve, trio.CancelScope())
+            scopes.append(trio.CancelScope())
+            port = await bank_side.start(_in_scope, simulator.serve, scopes[-1])
             self.simulators[name] = simulator
             bank = msgspec.structs.replace(bank, port=port)
         connector = BankConnector(
@@ -222,13 +225,14 @@ class SwitchApp:
             utc_offset_h=self.config.switch.utc_offset_h,
             stans=stans,
         )
-        scope = self._bank_scopes[connector] = trio.CancelScope()
-        await bank_side.start(_in_scope, connector.run, scope)
+        scopes.append(trio.CancelScope())
+        self._bank_scopes[connector] = scopes
+        await bank_side.start(_in_scope, connector.run, scopes[-1])
         return connector
 
     def _stop_bank(self, connector: BankConnector) -> None:
-        scope = self._bank_scopes.pop(connector, None)
-        if scope is not None:
+        """Stops a connector's links (and the simulator the switch ran for it)."""
+        for scope in self._bank_scopes.pop(connector, []):
             scope.cancel()
 
     async def reload(self, new: SwitchConfig | None = None) -> ReloadResult:
