@@ -6,6 +6,9 @@ channel listeners, so that a caller of ``nursery.start(app.run)`` may send traff
 once. Shutdown runs the other way: the listeners stop accepting and reading, in-flight
 transactions get ``shutdown_grace_s`` to finish, the bank side is cancelled, and the
 journal commits what is queued and closes.
+
+The admin interface (``[admin] enabled``) starts right after the journal and stops
+just before it closes, so it answers health checks through recovery and the drain.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import msgspec
 import structlog
 import trio
 
+from switch.admin.collect import config_loaded
+from switch.admin.server import AdminServer
 from switch.config import BankSection, SwitchConfig
 from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
@@ -58,8 +63,10 @@ class Codecs:
 
 
 class SwitchApp:
-    def __init__(self, config: SwitchConfig) -> None:
+    def __init__(self, config: SwitchConfig, *, config_path: str = "") -> None:
         self.config = config
+        self.config_status = config_loaded(config_path)
+        """What GET /status says of the config; a reload replaces it."""
         self.codecs = Codecs(config.dialects_path())
         key_file = config.journal.key_file
         # Keys are read here, before anything runs, so a missing or bad key file stops
@@ -81,6 +88,8 @@ class SwitchApp:
         self._channels: trio.Nursery | None = None
         self.stopped = trio.Event()
         """Set once run() has returned: everything stopped and the journal closed."""
+        # Made last: it reads the app's parts; its token file is read here, at start-up.
+        self.admin = AdminServer(self) if config.admin.enabled else None
 
     @property
     def pos_port(self) -> int:
@@ -91,6 +100,11 @@ class SwitchApp:
     def online_port(self) -> int:
         assert self.online is not None
         return self.online.port
+
+    @property
+    def admin_port(self) -> int:
+        assert self.admin is not None
+        return self.admin.port
 
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED
@@ -105,6 +119,8 @@ class SwitchApp:
         journal = self.journal = open_journal(config)
         async with trio.open_nursery() as store_side:
             await store_side.start(journal.run)
+            if self.admin is not None:  # up from here to the journal's close: health, drain
+                await store_side.start(self.admin.serve)
             await self._run_banks_and_channels(journal, vault, task_status)
             store_side.cancel_scope.cancel()
         log.info("switch_stopped")
@@ -202,6 +218,7 @@ class SwitchApp:
                     "switch_started",
                     pos_port=self.pos.port,
                     online_port=self.online.port,
+                    admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
                 )
                 task_status.started(self)
