@@ -149,9 +149,11 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     disk_probe_s: float = 10.0
     codec_repeats: int = 5
     journal_durability: Literal["sync", "async"] = "sync"
-    admin_rounds: int = 2
-    """The admin scenario's half-max loops on each of its two switches (off, on), in
-    turns (off on, on off, ...), so that a drift of the machine's load favours neither."""
+    admin_rounds: int = 4
+    """The admin scenario's half-max loops on each of its two switches, in turns (off on,
+    on off, off on, on off), so that a drift of the machine's load favours neither: one
+    window against one differs by a few percent on a shared 2-core machine, more than
+    the 3% to be told apart."""
     admin_scrape_interval_s: float = 1.0
     keep_run_dir: bool = False
     quiet: bool = False

@@ -49,7 +49,7 @@ def add_commands(
     top.add_argument(
         "--once",
         action="store_true",
-        help="read two documents a second apart, print that frame and exit",
+        help="read two documents --interval apart, print that frame and exit",
     )
     top.add_argument(
         "--interval", type=float, default=1.0, help="seconds between readings (default 1)"

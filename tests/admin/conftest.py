@@ -42,7 +42,7 @@ class SwitchRun(msgspec.Struct, frozen=True, kw_only=True):
         return [json.loads(line) for line in self.log.read_bytes().splitlines() if line]
 
 
-def _wait_until_up(process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+def wait_until_up(process: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
     """The switch's switch_started line, once every demo link has signed on."""
     deadline = time.monotonic() + START_S
     while time.monotonic() < deadline:
@@ -75,7 +75,7 @@ def running_switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchR
             env={k: v for k, v in os.environ.items() if k != "SWITCH_CARD_KEYS"},
         )
     try:
-        started = _wait_until_up(process, log)
+        started = wait_until_up(process, log)
         records = [json.loads(line) for line in log.read_bytes().splitlines() if line]
         [listening] = [r for r in records if r.get("event") == "admin_listening"]
         assert listening["port"] == started["admin_port"]

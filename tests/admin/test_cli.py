@@ -15,7 +15,7 @@ import trio
 from switch.admin.status import StatusDocument, status_decoder
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
-from tests.admin.conftest import SwitchRun
+from tests.admin.conftest import SwitchRun, wait_until_up
 from tests.conftest import REPO
 from tests.net.helpers import PAN_ABC, PAN_ICBC, POS_CODEC
 from tests.switch_process import (
@@ -165,14 +165,11 @@ def test_status_sends_the_token_of_the_config(tmp_path: Path) -> None:
     with log.open("wb") as out:
         process = subprocess.Popen([*SWITCH, "run", "--config", str(config)], stdout=out, cwd=REPO)
     try:
-        from tests.admin.conftest import _wait_until_up
-
-        started = _wait_until_up(process, log)
+        started = wait_until_up(process, log)
         url = f"http://127.0.0.1:{started['admin_port']}"
         result = run_switch(["status", "--json", "--config", str(config), "--url", url])
         assert result.returncode == 0, result.stderr
         assert status_decoder.decode(result.stdout).ready
-        settings["admin"]["token_file"] = None
         del settings["admin"]["token_file"]
         settings["admin"]["host"] = "127.0.0.1"  # a config without the token
         other = write_config(tmp_path, settings, "no-token.toml")
