@@ -149,6 +149,34 @@ class EchoBaseline(msgspec.Struct, frozen=True, kw_only=True):
     """Switch CPU per transaction (half_max) over echo CPU per message (same rate)."""
 
 
+class AdminScrapes(msgspec.Struct, frozen=True, kw_only=True):
+    """What the bench asked of the admin interface while its switch was measured."""
+
+    interval_s: float
+    scrapes: int
+    """Rounds of GET /metrics and GET /status both answered 200."""
+    failures: int
+    metrics_bytes: int
+    """The last /metrics answer's size."""
+    status_bytes: int
+    last_error: str | None
+
+
+class AdminOverhead(msgspec.Struct, frozen=True, kw_only=True):
+    """The same half-max open loop on a switch with [admin] off and on one with it on and
+    scraped, in turns, in the same run (the current code only)."""
+
+    rate: float
+    off: list[ScenarioResult]
+    on: list[ScenarioResult]
+    cpu_ms_per_1k_off: float | None
+    """CPU ms per 1,000 answers over every round, off."""
+    cpu_ms_per_1k_on: float | None
+    ratio: float | None
+    """On over off."""
+    scrapes: AdminScrapes
+
+
 class IdleConnections(msgspec.Struct, frozen=True, kw_only=True):
     connections: int
     connected: int
@@ -274,6 +302,8 @@ class Report(SwitchResults, frozen=True, kw_only=True):
     codec: CodecReport | None
     disk: DiskProbe | None
     echo: EchoBaseline | None
+    admin: AdminOverhead | None
+    """The admin interface's cost (the current code only)."""
     targets: list[TargetCheck]
     baseline: BaselineResults | None
     comparison: list[Comparison]

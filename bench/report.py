@@ -13,6 +13,7 @@ from bench.codec_bench import CodecReport
 from bench.disk_probe import STALL_MS, DiskProbe
 from bench.jobs import APPROVED, CLOSED, REFUSED, TIMEOUT
 from bench.model import (
+    AdminOverhead,
     Comparison,
     EchoBaseline,
     MaxRate,
@@ -43,6 +44,8 @@ CPU_RATIO: Final = 4.0
 ONE_TERMINAL_P50_MS: Final = 2.0
 HALF_MAX_P99_MS: Final = 10.0
 BASELINE_MAX_RATE_RATIO: Final = 1.5
+ADMIN_CPU_RATIO: Final = 1.03
+"""Issue #12: CPU per sale with the admin interface on and scraped, over off."""
 
 
 def _verdict(passed: bool | None) -> Verdict:
@@ -67,9 +70,10 @@ def check_targets(
     disk: DiskProbe | None = None,
     baseline: SwitchResults | None = None,
     baseline_ref: str | None = None,
+    admin: AdminOverhead | None = None,
 ) -> list[TargetCheck]:
-    """Issue #11's targets, judged on one switch version's ``results`` (``echo`` and
-    ``baseline`` are given for the current version only)."""
+    """Issue #11's targets and issue #12's, judged on one switch version's ``results``
+    (``echo``, ``baseline`` and ``admin`` are given for the current version only)."""
     checks = [
         _all_approved(results.closed_sweep, terminals, bank_links_window)
         for terminals in ALL_APPROVED_TERMINALS
@@ -80,6 +84,7 @@ def check_targets(
     checks.append(_one_terminal(results.closed_sweep))
     checks.append(_half_max(results.half_max, disk))
     checks.append(_against_baseline(results.max_rate, baseline, baseline_ref))
+    checks.append(_admin(admin))
     return checks
 
 
@@ -264,6 +269,27 @@ def _against_baseline(
     return _check(name, measured, ratio >= BASELINE_MAX_RATE_RATIO)
 
 
+def _admin(admin: AdminOverhead | None) -> TargetCheck:
+    name = (
+        "CPU per sale with the admin interface on and scraped within"
+        f" {ADMIN_CPU_RATIO - 1:.0%} of off"
+    )
+    if admin is None:
+        return _not_run(name)
+    scrapes = admin.scrapes
+    rounds = len(admin.on)
+    measured = (
+        f"{admin.cpu_ms_per_1k_on} vs {admin.cpu_ms_per_1k_off} CPU ms/1k at {admin.rate:g}/s,"
+        f" {rounds} window{'s' if rounds > 1 else ''} each, in turns; {scrapes.scrapes}"
+        f" scrapes of /metrics ({scrapes.metrics_bytes:,} B) and /status"
+        f" ({scrapes.status_bytes:,} B) every {scrapes.interval_s:g} s, {scrapes.failures} failed"
+    )
+    if admin.ratio is None:
+        return _not_run(name, f"{measured}: too little CPU in the windows to read")
+    passed = admin.ratio <= ADMIN_CPU_RATIO and scrapes.scrapes > 0 and not scrapes.failures
+    return _check(name, f"{admin.ratio - 1:+.1%} ({measured})", passed)
+
+
 def compare(current: SwitchResults, baseline: SwitchResults) -> list[Comparison]:
     """Each scenario that ran on both versions, side by side."""
     theirs = {r.name: r for r in scenarios_of(baseline)}
@@ -356,6 +382,9 @@ def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
     rows: list[tuple[str, ScenarioResult]] = [
         (r.name, r) for r in scenarios_of(report, report.echo)
     ]
+    if report.admin is not None:  # the current code only, each round's off beside its on
+        for off, on in zip(report.admin.off, report.admin.on, strict=True):
+            rows += [(off.name, off), (on.name, on)]
     if report.baseline is None:
         return rows
     for theirs in scenarios_of(report.baseline):
@@ -522,6 +551,15 @@ def print_report(report: Report, out: TextIO) -> None:
             f" {s.switch_allowance_ms:g} ms and Poisson bursts, window set to {s.window}"
             + (" (the same for the baseline)" if report.baseline is not None else "")
             + "\n"
+        )
+    if report.admin is not None:
+        a = report.admin
+        change = "-" if a.ratio is None else f"{a.ratio - 1:+.1%}"
+        out.write(
+            f"admin interface: CPU per 1,000 sales at {a.rate:g}/s with [admin] off"
+            f" {_number(a.cpu_ms_per_1k_off, 0)} ms, on and scraped every"
+            f" {a.scrapes.interval_s:g} s {_number(a.cpu_ms_per_1k_on, 0)} ms ({change});"
+            f" {a.scrapes.scrapes} scrapes, {a.scrapes.failures} failed\n"
         )
     if report.overload is not None and report.overload.result.server.rss_samples:
         samples = report.overload.result.server.rss_samples

@@ -29,6 +29,7 @@ from bench.disk_probe import DiskProbe, probe_disk
 from bench.histogram import LatencyHistogram
 from bench.jobs import APPROVED, CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
+    AdminOverhead,
     BaselineResults,
     CodeVersion,
     EchoBaseline,
@@ -53,9 +54,12 @@ from bench.runconfig import (
     BANK_BINS,
     DIALECTS_DIR,
     BankPlan,
+    TomlTable,
     extra_sections,
+    merge,
     to_toml,
 )
+from bench.scrape import Scraper
 from bench.services import SwitchUnderTest, echo_server, switch_under_test
 from bench.switchlog import LogReader
 from bench.versions import SwitchVersion, baseline_version, current_version, resolve_commit
@@ -77,6 +81,7 @@ SCENARIOS: Final = (
     "idle",
     "crowd",
     "slow-bank",
+    "admin",
 )
 RSS_INTERVAL_S: Final = 0.25
 OPEN_POOL_S: Final = 0.5
@@ -144,6 +149,12 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     disk_probe_s: float = 10.0
     codec_repeats: int = 5
     journal_durability: Literal["sync", "async"] = "sync"
+    admin_rounds: int = 4
+    """The admin scenario's half-max loops on each of its two switches, in turns (off on,
+    on off, off on, on off), so that a drift of the machine's load favours neither: one
+    window against one differs by a few percent on a shared 2-core machine, more than
+    the 3% to be told apart."""
+    admin_scrape_interval_s: float = 1.0
     keep_run_dir: bool = False
     quiet: bool = False
 
@@ -165,6 +176,7 @@ SHORT: Final = Options(
     crowd_terminals=(300,),
     half_max_parts=2,
     slow_bank_rate=100.0,
+    admin_rounds=1,
     request_timeout_s=3.0,
     codec_target_s=0.01,
     codec_repeats=2,
@@ -182,6 +194,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     bank_pids: list[int]
     log_path: str | None = None
     """The switch's log, for its own latency figures."""
+    admin_port: int | None = None
+    """Its admin interface, when it has one on."""
 
     @classmethod
     def of_switch(cls, sut: SwitchUnderTest) -> Target:
@@ -192,6 +206,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
             online_port=sut.online_port,
             bank_pids=[sim.pid for sim in sut.simulators.values()],
             log_path=sut.switch.log_path,
+            admin_port=sut.switch.started.get("admin_port"),
         )
 
 
@@ -392,8 +407,13 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def switch(
-        self, label: str, version: SwitchVersion, banks: list[BankPlan] | None = None
+        self,
+        label: str,
+        version: SwitchVersion,
+        banks: list[BankPlan] | None = None,
+        sections: TomlTable | None = None,
     ) -> AsyncIterator[Target]:
+        """A switch of ``version``; ``sections`` merged over its generated config."""
         label = version.label(label)
         extra = extra_sections(
             self.run_dir,
@@ -401,6 +421,7 @@ class Bench:
             durability=self.options.journal_durability,
             key_file=version.card_keys,
         )
+        extra = merge(extra, sections or {})
         async with switch_under_test(
             self.run_dir, label, banks or self.bank_plans(), extra=extra, version=version
         ) as sut:
@@ -581,7 +602,8 @@ async def run_main_switch(bench: Bench) -> None:
 
 def _needs_max_rate(options: Options) -> bool:
     wanted = set(options.scenarios)
-    return options.max_rate is None and bool(wanted & {"open", "overload", "echo", "slow-bank"})
+    needing = {"open", "overload", "echo", "slow-bank", "admin"}
+    return options.max_rate is None and bool(wanted & needing)
 
 
 def _max_rate_without_sweep(options: Options, measured: _Measured) -> MaxRate | None:
@@ -772,6 +794,59 @@ async def run_slow_bank(bench: Bench) -> None:
             )
 
 
+ADMIN_ON: Final = {"admin": {"enabled": True, "host": "127.0.0.1", "port": 0}}
+ADMIN_OFF: Final = {"admin": {"enabled": False}}
+
+
+async def run_admin(bench: Bench) -> AdminOverhead | None:
+    """What the admin interface costs: the half-max open loop on a fresh switch with
+    [admin] off and on a fresh one with it on and scraped (GET /metrics and GET /status
+    every ``admin_scrape_interval_s`` for as long as both run), in turns; CPU per sale
+    over every round of each. The current code only (a baseline may have no [admin])."""
+    options = bench.options
+    side = bench.sides[0]
+    max_rate = side.measured.max_rate
+    if max_rate is None:
+        return None
+    rate = round(max_rate.tps / 2, 1)
+    measured: dict[str, list[ScenarioResult]] = {"off": [], "on": []}
+    async with contextlib.AsyncExitStack() as stack:
+        off = await stack.enter_async_context(
+            bench.switch("admin-off", side.version, sections=ADMIN_OFF)
+        )
+        on = await stack.enter_async_context(
+            bench.switch("admin-on", side.version, sections=ADMIN_ON)
+        )
+        assert on.admin_port is not None, "the switch logs its admin port when it starts"
+        scraper = Scraper(on.admin_port, options.admin_scrape_interval_s)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scraper.run)
+            for turn in range(options.admin_rounds):
+                order = [("off", off), ("on", on)]
+                for label, target in order if turn % 2 == 0 else reversed(order):
+                    suffix = f"_{turn + 1}" if options.admin_rounds > 1 else ""
+                    result = await bench.open_loop(f"admin_{label}{suffix}", target, rate)
+                    measured[label].append(result)
+            nursery.cancel_scope.cancel()
+    cpu_off, cpu_on = _cpu_ms_per_1k(measured["off"]), _cpu_ms_per_1k(measured["on"])
+    return AdminOverhead(
+        rate=rate,
+        off=measured["off"],
+        on=measured["on"],
+        cpu_ms_per_1k_off=cpu_off,
+        cpu_ms_per_1k_on=cpu_on,
+        ratio=round(cpu_on / cpu_off, 4) if cpu_on and cpu_off else None,
+        scrapes=scraper.summary(),
+    )
+
+
+def _cpu_ms_per_1k(results: Sequence[ScenarioResult]) -> float | None:
+    """CPU ms per 1,000 answers over several windows together."""
+    cpu_s = sum(result.server.cpu_s for result in results)
+    answers = sum(round(result.tps * result.window_s) for result in results)
+    return round(cpu_s * 1000 / answers * 1000, 2) if answers and cpu_s else None
+
+
 async def run_bench(options: Options, progress: ProgressLine) -> Report:
     """Runs the chosen scenarios; every process started here is stopped before return,
     also when the bench is interrupted (SIGINT) or told to stop (SIGTERM)."""
@@ -802,6 +877,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     codec: CodecReport | None = None
     disk: DiskProbe | None = None
     echo: EchoBaseline | None = None
+    admin: AdminOverhead | None = None
     try:
         sides = [Side(current_version())]
         if options.baseline is not None and baseline_sha is not None:
@@ -821,7 +897,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             progress.done()
         async with WorkerPool.open(options.workers, run_dir, progress) as pool:
             bench = Bench(options, run_dir, pool, sides)
-            if wanted & {"closed", "open", "overload", "online", "echo"}:
+            if wanted & {"closed", "open", "overload", "online", "echo", "admin"}:
                 await run_main_switch(bench)
             if "echo" in wanted:
                 echo = await run_echo(bench, sides[0].measured)
@@ -831,6 +907,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 await run_crowd(bench)
             if "slow-bank" in wanted:
                 await run_slow_bank(bench)
+            if "admin" in wanted:
+                admin = await run_admin(bench)
             configs = bench.configs
             dropped = bench.dropped_config_keys
             journal = f"on, durability {options.journal_durability}"
@@ -856,11 +934,15 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     )
 
     def judge(
-        results: SwitchResults, echo: EchoBaseline | None, baseline: SwitchResults | None = None
+        results: SwitchResults,
+        echo: EchoBaseline | None,
+        baseline: SwitchResults | None = None,
+        admin: AdminOverhead | None = None,
     ) -> list[TargetCheck]:
         return check_targets(
             results,
             echo=echo,
+            admin=admin,
             journal=journal,
             bank_links_window=(options.bank_links, options.bank_window),
             refusal_bound_s=options.refusal_bound_s,
@@ -888,7 +970,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         codec=codec,
         disk=disk,
         echo=echo,
-        targets=judge(mine, echo, baseline),
+        admin=admin,
+        targets=judge(mine, echo, baseline, admin),
         baseline=baseline,
         comparison=compare(mine, baseline) if baseline is not None else [],
     )

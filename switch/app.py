@@ -6,6 +6,9 @@ channel listeners, so that a caller of ``nursery.start(app.run)`` may send traff
 once. Shutdown runs the other way: the listeners stop accepting and reading, in-flight
 transactions get ``shutdown_grace_s`` to finish, the bank side is cancelled, and the
 journal commits what is queued and closes.
+
+The admin interface (``[admin] enabled``) starts right after the journal and stops
+just before it closes, so it answers health checks through recovery and the drain.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import msgspec
 import structlog
 import trio
 
+from switch.admin.collect import iso_utc
+from switch.admin.server import AdminServer
+from switch.admin.status import ConfigStatus
 from switch.config import BankSection, SwitchConfig, config_problems, load_config
 from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
@@ -91,11 +97,29 @@ class SwitchApp:
         self.retired: dict[str, BankConnector] = {}
         """Banks a reload removed: no new requests, their store-and-forward delivers on."""
         self._reloading = trio.Lock()
+        self._connection_caps = {
+            "pos": config.pos.max_connections,
+            "online": config.online.max_connections,
+        }
+        """What the file descriptors allow each listener (start-up fitted them): a reload
+        may lower a listener's max_connections, never raise it past this."""
         self.config_version = 1
         self.config_loaded_at = time.time()
         self.last_reload_error: str | None = None
         self.stopped = trio.Event()
         """Set once run() has returned: everything stopped and the journal closed."""
+        # Made last: it reads the app's parts; its token file is read here, at start-up.
+        self.admin = AdminServer(self) if config.admin.enabled else None
+
+    @property
+    def config_status(self) -> ConfigStatus:
+        """What GET /status says of the configuration in force."""
+        return ConfigStatus(
+            version=self.config_version,
+            loaded_at=iso_utc(self.config_loaded_at),
+            path=self.config.source or "",
+            last_reload_error=self.last_reload_error,
+        )
 
     @property
     def pos_port(self) -> int:
@@ -106,6 +130,11 @@ class SwitchApp:
     def online_port(self) -> int:
         assert self.online is not None
         return self.online.port
+
+    @property
+    def admin_port(self) -> int:
+        assert self.admin is not None
+        return self.admin.port
 
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED
@@ -120,6 +149,8 @@ class SwitchApp:
         journal = self.journal = open_journal(config)
         async with trio.open_nursery() as store_side:
             await store_side.start(journal.run)
+            if self.admin is not None:  # up from here to the journal's close: health, drain
+                await store_side.start(self.admin.serve)
             await self._run_banks_and_channels(journal, vault, task_status)
             store_side.cancel_scope.cancel()
         log.info("switch_stopped")
@@ -197,6 +228,7 @@ class SwitchApp:
                     "switch_started",
                     pos_port=self.pos.port,
                     online_port=self.online.port,
+                    admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
                 )
                 task_status.started(self)
@@ -248,6 +280,7 @@ class SwitchApp:
                     if self.config.source is None:
                         raise ConfigError("the switch was not started from a file")
                     new = load_config(self.config.source, check=False)
+                new = self._within_descriptors(new)
                 plan = self._plan(new)
                 await self._apply(new, plan)
             except ReloadRefused as exc:
@@ -269,6 +302,18 @@ class SwitchApp:
             log.info("config_reloaded", version=self.config_version, **plan.summary())
             set_log_level(new.log.level)  # after its own line, which a higher level would hide
             return ReloadResult(accepted=True, version=self.config_version, changes=plan.summary())
+
+    def _within_descriptors(self, new: SwitchConfig) -> SwitchConfig:
+        caps = self._connection_caps
+        return msgspec.structs.replace(
+            new,
+            pos=msgspec.structs.replace(
+                new.pos, max_connections=min(new.pos.max_connections, caps["pos"])
+            ),
+            online=msgspec.structs.replace(
+                new.online, max_connections=min(new.online.max_connections, caps["online"])
+            ),
+        )
 
     def _plan(self, new: SwitchConfig) -> ReloadPlan:
         problems = config_problems(new)
@@ -325,21 +370,14 @@ class SwitchApp:
         switchboard.bins = _bin_table(new)
         for name in plan.banks_removed:
             self.retired[name] = self.connectors.pop(name)
-        section = new.switch
         admission.queue.config = _admission_config(new)
-        for server, fitted in ((self.pos, new.pos), (self.online, new.online)):
+        for server, listener in ((self.pos, new.pos), (self.online, new.online)):
             if server is not None:
-                cap = min(fitted.max_connections, server.config.max_connections)
-                server.config = msgspec.structs.replace(fitted, max_connections=cap)
+                server.config = listener
         for forwarder in self.forwarders.values():
             forwarder.config = new.saf
         switchboard.book.max_records = new.book.max_records
-        self.config = msgspec.structs.replace(
-            new,
-            pos=self.pos.config if self.pos is not None else new.pos,
-            online=self.online.config if self.online is not None else new.online,
-            switch=section,
-        )
+        self.config = new
 
     async def _retire(self, connector: BankConnector) -> None:
         """A bank's old connector, replaced: its requests in flight finish on it, then

@@ -24,6 +24,7 @@ import trio
 
 import switch
 from switch import ops, startup
+from switch.admin.commands import add_commands as add_admin_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
@@ -235,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name, parser_ in (("sale", sale), ("balance", balance), ("echo", echo), ("signon", signon)):
         parser_.set_defaults(handler=_pos, message=name)
+
+    add_admin_commands(commands, _config_option)  # top, status: the admin interface's
     return parser
 
 
@@ -261,7 +264,8 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
     try:
-        started = startup.prepare(config)  # logging, fds, keys, the journal's lock, ports
+        # logging, fds, keys, the admin token, the journal's lock, ports
+        started = startup.prepare(config)
     except Exception as exc:
         return startup.refuse(exc)
     try:

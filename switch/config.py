@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from switch.admin.settings import AdminSection
 from switch.errors import ConfigError
 from switch.wire.dialect import load_dialects
 
@@ -204,6 +205,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     book: BookSection = msgspec.field(default_factory=BookSection)
     journal: JournalSection = msgspec.field(default_factory=JournalSection)
     saf: SafSection = msgspec.field(default_factory=SafSection)
+    admin: AdminSection = msgspec.field(default_factory=AdminSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None

@@ -10,12 +10,14 @@ In order:
    written at most once a second), instead of the process running out of descriptors
    (accept failing with EMFILE, the journal's checkpoints and commits failing).
 2. Logging: JSON lines, the standard library's logging and uncaught exceptions too.
-3. Dialects and card keys (the config was checked on loading; the keys are read here).
+3. Dialects, card keys and the admin token (the config was checked on loading; the
+   keys and the token are read here).
 4. The journal's lock: a second switch on the same journal stops here, before it has
    opened the journal or signed on to any bank, naming the first one's pid.
-5. The listeners' ports (and those of the banks it simulates) are bound, not listening
-   (``SO_REUSEADDR`` lets the listeners bind them again once the switch is ready), so a
-   port in use stops the start before the journal is opened or any bank signed on.
+5. The listeners' ports (and those of the banks it simulates, and the admin
+   interface's) are bound, not listening (``SO_REUSEADDR`` lets the listeners bind
+   them again once the switch is ready), so a port in use stops the start before the
+   journal is opened or any bank signed on.
 
 Then the switch runs (:class:`switch.app.SwitchApp`): the journal is opened and proved
 writable (JournalUnavailable otherwise), recovery, banks, listeners. Anything that
@@ -63,13 +65,14 @@ REFUSED_CONNECTION_EVENT: Final = "connection_refused"
 
 
 def descriptor_reserve(config: SwitchConfig) -> int:
-    """Descriptors the switch needs besides its terminals' connections: FD_RESERVE_BASE
-    and each bank's links (a simulated bank in this process also holds a listener and
-    the far end of each link)."""
+    """Descriptors the switch needs besides its terminals' connections: FD_RESERVE_BASE,
+    each bank's links (a simulated bank in this process also holds a listener and the
+    far end of each link) and the admin interface's listener and connections."""
     bank_fds = sum(
         bank.links * 2 + 1 if bank.simulate else bank.links for bank in config.banks.values()
     )
-    return FD_RESERVE_BASE + bank_fds
+    admin_fds = config.admin.max_connections + 1 if config.admin.enabled else 0
+    return FD_RESERVE_BASE + bank_fds + admin_fds
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -202,6 +205,8 @@ def _bound_ports(config: SwitchConfig) -> list[tuple[str, str, int]]:
         for name, bank in config.banks.items()
         if bank.simulate
     ]
+    if config.admin.enabled:
+        ports.append(("[admin]", config.admin.host, config.admin.port))
     return [(label, host, port) for label, host, port in ports if port != 0]
 
 
@@ -245,7 +250,7 @@ def prepare(config: SwitchConfig) -> Startup:
     )
     startup = Startup(config)
     try:
-        startup.app = SwitchApp(config)  # reads the card keys
+        startup.app = SwitchApp(config)  # reads keys, admin token
         startup.lock_journal()
         startup.reserve_ports()
     except BaseException:

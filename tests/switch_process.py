@@ -33,6 +33,7 @@ def demo_config(tmp_path: Path) -> dict[str, Any]:
     config["online"]["port"] = 0
     for bank in config["banks"].values():
         bank["port"] = 0
+    config["admin"]["port"] = 0
     config["journal"].update(
         path=str(tmp_path / "journal.sqlite3"),
         key_file=str(REPO / "conf" / "card-keys.toml"),

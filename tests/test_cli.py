@@ -33,7 +33,7 @@ from tests.store.records import make_record
 def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
     """conf/switch.toml with every port 0 (the switch logs the ones it bound)."""
     text = (REPO / "conf" / "switch.toml").read_text()
-    for port in ("8583", "8584", "9101", "9102", "9103", "9104"):
+    for port in ("8583", "8584", "8585", "9101", "9102", "9103", "9104"):
         text = text.replace(f"port = {port}", "port = 0")
     text = text.replace('dialects_dir = "dialects"', f'dialects_dir = "{DIALECTS}"')
     text = text.replace(

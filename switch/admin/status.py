@@ -31,6 +31,8 @@ class LinkStatus(msgspec.Struct, frozen=True, kw_only=True):
     window: int
     connects: int
     unsolicited: int
+    state_changes: int = 0
+    """Times ``state`` changed: a link that flaps."""
 
 
 class BankStatus(msgspec.Struct, frozen=True, kw_only=True):

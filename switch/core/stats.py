@@ -37,6 +37,19 @@ class HistogramSnapshot(msgspec.Struct, frozen=True, kw_only=True):
             count=self.count - earlier.count,
         )
 
+    def plus(self, other: HistogramSnapshot) -> HistogramSnapshot:
+        """Both together (same bounds): e.g. a bank's over every channel."""
+        return HistogramSnapshot(
+            bounds_ms=self.bounds_ms,
+            counts=tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)),
+            sum_ms=round(self.sum_ms + other.sum_ms, 3),
+            count=self.count + other.count,
+        )
+
+    @classmethod
+    def empty(cls, bounds_ms: tuple[float, ...] = LATENCY_BOUNDS_MS) -> HistogramSnapshot:
+        return cls(bounds_ms=bounds_ms, counts=(0,) * (len(bounds_ms) + 1), sum_ms=0.0, count=0)
+
     def quantile_ms(self, q: float) -> float | None:
         """The upper bound of the bucket holding the ``q`` quantile (never understated;
         None when empty, the last bound when it lies beyond every bound)."""

@@ -94,6 +94,8 @@ class BankLink:
         self._on_room = on_room
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
         self.status: LinkStatus = "down"
+        self.state_changes = 0
+        """Times ``status`` changed (down, connecting, signing_on, up): a flapping link."""
         self.in_flight = 0
         self._pending: dict[MatchKey, _Pending] = {}
         self._writer: FrameWriter | None = None
@@ -167,6 +169,7 @@ class BankLink:
             "window": self.window,
             "pending": len(self._pending),
             "connects": self.connects,
+            "state_changes": self.state_changes,
             "unsolicited": self.unsolicited,
             "flood_drops": self.flood_drops,
         }
@@ -180,7 +183,7 @@ class BankLink:
         bound = structlog.contextvars.bound_contextvars
         with bound(bank=self.bank, link=self.index):
             while True:
-                self.status = "connecting"
+                self._set_status("connecting")
                 flooded = False
                 try:
                     with trio.fail_after(self.config.connect_timeout_s):
@@ -195,7 +198,7 @@ class BankLink:
                     log.warning("link_down", reason=_reason(leaf))
                 finally:
                     self._fail_pending(f"link {self.bank}/{self.index} dropped")
-                    self.status = "down"
+                    self._set_status("down")
                     self._writer = None
                 # A link that signed on starts its backoff over, unless the bank flooded
                 # it: then it backs off as if it had never come up.
@@ -206,6 +209,11 @@ class BankLink:
                 await trio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.config.reconnect_max_s)
 
+    def _set_status(self, status: LinkStatus) -> None:
+        if status != self.status:
+            self.state_changes += 1
+            self.status = status
+
     async def _serve(self, stream: trio.SocketStream) -> None:
         """Runs one connection until it fails: sign on, then keep it alive."""
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
@@ -215,9 +223,9 @@ class BankLink:
             # Room for a full window plus the link's own echo and answers to the bank.
             self._writer = FrameWriter(stream, capacity=self.window + 8, nursery=nursery)
             nursery.start_soon(self._read_responses, reader)
-            self.status = "signing_on"
+            self._set_status("signing_on")
             await self._sign_on()
-            self.status = "up"
+            self._set_status("up")
             self._up_event.set()
             log.info("link_signed_on")
             self._on_room()
@@ -561,11 +569,16 @@ class BankConnector:
         while self._waiting:
             self._waiting.popleft().event.set()  # set without a link: refused
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting now for a slot in this bank's windows."""
+        return len(self._waiting)
+
     def statistics(self) -> dict[str, object]:
         return {
             "bank": self.name,
             "circuit_open": self.circuit_open(),
-            "queued": len(self._waiting),
+            "queued": self.queued,
             "queued_total": self.queued_total,
             "refused_queue_full": self.refused_queue_full,
             "expired": self.expired,

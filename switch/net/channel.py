@@ -92,6 +92,8 @@ class ChannelServer(Generic[Work]):
         self.protocol = protocol
         self.admission = admission
         self.port = 0
+        self.listening = False
+        """Bound and accepting (not yet, or no longer: drained)."""
         self.connections = 0
         self.refused = 0
         self._accept_scope = trio.CancelScope()
@@ -116,8 +118,12 @@ class ChannelServer(Generic[Work]):
         async with trio.open_nursery() as connections:
             self._tasks = connections
             with self._accept_scope:
+                self.listening = True
                 task_status.started(self.port)
-                await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
+                try:
+                    await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
+                finally:
+                    self.listening = False
             for scope in self._read_scopes:
                 scope.cancel()
         log.info("listener_stopped", channel=self.protocol.name)

@@ -30,6 +30,7 @@ from switch.core.changes import (
     TxnStarted,
     TxnUpdated,
 )
+from switch.core.stats import HistogramSnapshot
 from switch.errors import SwitchError
 
 __all__ = [
@@ -84,12 +85,29 @@ class OnlineResult(msgspec.Struct, frozen=True):
     created_at: float
 
 
+class ReversalBacklog(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank's reversals not yet delivered."""
+
+    bank: str
+    pending: int
+    manual: int
+    oldest_created_at: float
+    """When the oldest of them (pending or manual) was queued."""
+
+
 class JournalStatistics(msgspec.Struct, frozen=True, kw_only=True):
     commits: int
     changes: int
     failures: int
     queued: int
     wal_resets: int = 0
+    backend: str = ""
+    writable: bool = True
+    """Running, and its latest commit did not fail."""
+    commit_latency: HistogramSnapshot | None = None
+    """Each group commit's time in its thread, ms."""
+    group_size: HistogramSnapshot | None = None
+    """Changes per group commit (the bounds read as counts)."""
 
 
 class Journal(Protocol):
@@ -149,6 +167,11 @@ class Journal(Protocol):
 
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[DueReversal]:
         """Pending reversals of ``bank`` due at ``at``, the longest due first."""
+        ...
+
+    async def reversal_backlog(self) -> list[ReversalBacklog]:
+        """Per bank with any, the reversals not yet delivered (pending and manual), by
+        bank name; cheap however long the history of delivered ones."""
         ...
 
 

@@ -55,6 +55,8 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "echo" in report:
         found += [report["echo"]["closed"], report["echo"]["half_max"]]
     found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
+    if report.get("admin"):
+        found += [*report["admin"]["off"], *report["admin"]["on"]]
     return {scenario["name"]: scenario for scenario in found}
 
 
@@ -169,7 +171,7 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 10
+    assert len(targets) == 11
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -188,6 +190,33 @@ def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None
     assert excess["result"] in ("PASS", "FAIL")
     for gone in ("codec", "idle terminal", "RSS within"):
         assert not any(gone in check["target"] for check in targets), gone
+
+
+def test_the_admin_interface_is_measured_off_and_on_and_scraped(
+    short_run: tuple[dict[str, Any], str],
+) -> None:
+    """The same half-max load on a switch without [admin] and one with it, scraped at
+    /metrics and /status while measured: CPU per sale of each, and the target's line."""
+    report, printed = short_run
+    admin = report["admin"]
+    assert [r["name"] for r in admin["off"]] == ["admin_off"]
+    assert [r["name"] for r in admin["on"]] == ["admin_on"]
+    for result in (*admin["off"], *admin["on"]):
+        assert result["offered_rate"] == pytest.approx(admin["rate"])
+        assert result["codes"].get("00", 0) > 0
+    assert admin["off"][0]["server"]["pid"] != admin["on"][0]["server"]["pid"]
+    scrapes = admin["scrapes"]
+    assert scrapes["scrapes"] >= 1 and scrapes["failures"] == 0, scrapes["last_error"]
+    assert scrapes["metrics_bytes"] > 0 and scrapes["status_bytes"] > 0
+    configs = report["meta"]["configs"]
+    assert "[admin]\nenabled = true" in configs["admin-on"]
+    assert "[admin]\nenabled = false" in configs["admin-off"]
+    assert "[admin]" not in configs["main"]  # every other switch as it always was
+    check = next(c for c in report["targets"] if "admin interface on and scraped" in c["target"])
+    assert check["target"].endswith("within 3% of off")
+    assert "scrapes of /metrics" in check["measured"]
+    assert "admin interface: CPU per 1,000 sales" in printed
+    assert "admin_off" in printed and "admin_on" in printed
 
 
 def test_half_max_is_judged_by_part_of_its_window(short_run: tuple[dict[str, Any], str]) -> None:

@@ -16,7 +16,9 @@ from switch.store.port import (
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
+    ReversalBacklog,
     ReversalQueued,
+    SafState,
     TxnStarted,
     TxnUpdated,
 )
@@ -148,6 +150,45 @@ async def test_a_queued_reversal_is_due_until_delivered(journal: Journal) -> Non
     assert again.attempts == 1
     await journal.commit(msgspec.structs.replace(retry, state="delivered", result="00"))
     assert await journal.due_reversals("icbc", 1000.0, 10) == []
+
+
+async def test_the_reversal_backlog_counts_what_is_not_delivered_per_bank(
+    journal: Journal,
+) -> None:
+    assert await journal.reversal_backlog() == []
+    records = [make_record(f"63260000000{index}") for index in range(5)]
+    records.append(make_record("632600000009", bank="abc"))
+    await journal.commit(*(TxnStarted.of(record, 100.0) for record in records))
+    queued_at = {0: 110.0, 1: 105.0, 2: 120.0, 3: 130.0, 4: 103.0, 5: 140.0}
+    await journal.commit(
+        *(
+            ReversalQueued(rrn=record.rrn, bank=record.bank, reason="68", at=queued_at[index])
+            for index, record in enumerate(records)
+        )
+    )
+    due = await journal.due_reversals("icbc", 1000.0, 10) + await journal.due_reversals(
+        "abc", 1000.0, 10
+    )
+    saf_ids = {entry.record.rrn: entry.saf_id for entry in due}
+
+    def attempted(rrn: str, state: SafState) -> ReversalAttempted:
+        return ReversalAttempted(
+            saf_id=saf_ids[rrn], state=state, attempts=10, next_attempt_at=0.0,
+            result="x", at=200.0,
+        )  # fmt: skip
+
+    # icbc: 632600000004 (the oldest) delivered, 632600000001 and 632600000003 manual.
+    await journal.commit(
+        attempted("632600000004", "delivered"),
+        attempted("632600000001", "manual"),
+        attempted("632600000003", "manual"),
+    )
+    assert await journal.reversal_backlog() == [
+        ReversalBacklog(bank="abc", pending=1, manual=0, oldest_created_at=140.0),
+        ReversalBacklog(bank="icbc", pending=2, manual=2, oldest_created_at=105.0),
+    ]
+    await journal.commit(attempted("632600000009", "delivered"))
+    assert [entry.bank for entry in await journal.reversal_backlog()] == ["icbc"]
 
 
 async def test_changes_committed_together_are_all_or_nothing(journal: Journal) -> None:

@@ -79,6 +79,26 @@ async def test_file_is_wal_and_commits_are_grouped(tmp_path: Path) -> None:
         assert journal.commits < 500  # grouped: fewer commits than changes
         with sqlite3.connect(path) as connection:
             assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # Each group's commit time and size, counted for the admin interface.
+        statistics = journal.statistics()
+        assert statistics.commit_latency is not None and statistics.group_size is not None
+        assert statistics.commit_latency.count == statistics.group_size.count == journal.commits
+        assert statistics.group_size.sum_ms == 500  # a "ms" here is a change
+        assert statistics.writable and statistics.backend == "sqlite"
+        nursery.cancel_scope.cancel()
+    assert not journal.statistics().writable  # stopped
+
+
+async def test_a_failed_commit_makes_it_unwritable_until_one_succeeds(tmp_path: Path) -> None:
+    journal = Journal(JournalFile(tmp_path / "j.sqlite3"), durability="sync")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(insert(1))
+        with pytest.raises(JournalError):
+            await journal.commit(insert(1))  # the same RRN again
+        assert not journal.statistics().writable
+        await journal.commit(insert(2))
+        assert journal.statistics().writable
         nursery.cancel_scope.cancel()
 
 

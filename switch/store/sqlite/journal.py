@@ -42,6 +42,7 @@ import structlog
 import trio
 
 from switch.core.book import TxnRecord
+from switch.core.stats import LatencyHistogram
 from switch.store import port
 from switch.store.port import (
     Change,
@@ -199,10 +200,10 @@ class JournalFile:
         return query(connection)
 
 
-async def _in_thread_timed(change_count: int, work: Callable[..., object], *args: Any) -> None:
+async def _in_thread_timed(change_count: int, work: Callable[..., object], *args: Any) -> float:
     """Runs a commit's blocking ``work`` in a worker thread, and logs it if it was slow
     there: timed in the thread, so the disk's time (and a lock's), not the thread's wait
-    for a core or the loop's turn."""
+    for a core or the loop's turn. Returns that time, in seconds."""
 
     def timed() -> float:
         started = time.perf_counter()
@@ -212,6 +213,7 @@ async def _in_thread_timed(change_count: int, work: Callable[..., object], *args
     took_s = await trio.to_thread.run_sync(timed)
     if took_s > SLOW_COMMIT_S:
         log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
+    return took_s
 
 
 def _rank(write: Write) -> int:
@@ -387,6 +389,10 @@ class SqliteJournal:
         self.commits = 0
         self.changes = 0
         self.failures = 0
+        self.last_commit_failed = False
+        # Plain counts for the admin interface, read on a scrape.
+        self.commit_ms = LatencyHistogram()
+        self.group_sizes = LatencyHistogram()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Opens the file, then commits groups until cancelled; what was queued when it
@@ -456,29 +462,33 @@ class SqliteJournal:
                 # The first write after a full checkpoint starts the WAL over (rewrites
                 # its header): all of it in a thread, off the loop.
                 self._wal_starts_over = False
-                await _in_thread_timed(change_count, self.file.apply, writes)
+                took_s = await _in_thread_timed(change_count, self.file.apply, writes)
             else:
-                await self._write_and_commit(change_count, writes)
+                took_s = await self._write_and_commit(change_count, writes)
         except Exception as exc:
             self.failures += 1
+            self.last_commit_failed = True
             log.critical("journal_commit_failed", error=repr(exc), changes=change_count)
             for group in groups:
                 group.error = exc
         else:
             self.commits += 1
             self.changes += change_count
+            self.last_commit_failed = False
+            self.commit_ms.record(took_s * 1000)
+            self.group_sizes.record(change_count)
         for group in groups:
             if group.done is not None:
                 group.done.set()
 
-    async def _write_and_commit(self, change_count: int, writes: list[Write]) -> None:
+    async def _write_and_commit(self, change_count: int, writes: list[Write]) -> float:
         # The statements in the event loop (page cache only, no lock waits: see begin);
         # the commit always in a thread, since an fsync meeting a disk stall would
         # freeze the whole switch for as long.
         if not self.file.begin(wait=False):
             await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        await _in_thread_timed(change_count, self.file.commit)
+        return await _in_thread_timed(change_count, self.file.commit)
 
     async def _flush_remaining(self) -> None:
         while True:
@@ -527,6 +537,10 @@ class SqliteJournal:
             failures=self.failures,
             queued=self._send.statistics().current_buffer_used,
             wal_resets=self.wal_resets,
+            backend="sqlite",
+            writable=self._running and not self.last_commit_failed,
+            commit_latency=self.commit_ms.snapshot(),
+            group_size=self.group_sizes.snapshot(),
         )
 
     # -- the port's questions ------------------------------------------------------
@@ -574,3 +588,6 @@ class SqliteJournal:
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
         due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
         return due
+
+    async def reversal_backlog(self) -> list[port.ReversalBacklog]:
+        return await self._read(sql.reversal_backlog)

@@ -16,6 +16,7 @@ from switch.store.port import (
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
+    ReversalBacklog,
     ReversalQueued,
     TxnStarted,
     TxnUpdated,
@@ -286,3 +287,34 @@ def due_reversals(bank: str, at: float, limit: int) -> Query:
         ]
 
     return query
+
+
+# Delivered reversals are never purged: the banks are found by a loose index scan
+# (one seek of saf_due a bank), then each bank's undelivered ones by seeks, never a
+# scan of the whole history.
+_REVERSAL_BACKLOG = """
+WITH RECURSIVE banks(bank) AS (
+    SELECT min(bank) FROM saf
+    UNION ALL
+    SELECT (SELECT min(bank) FROM saf WHERE bank > banks.bank) FROM banks
+    WHERE banks.bank IS NOT NULL
+)
+SELECT saf.bank, saf.state, count(*), min(saf.created_at)
+FROM banks JOIN saf ON saf.bank = banks.bank AND saf.state IN ('pending', 'manual')
+GROUP BY saf.bank, saf.state
+"""
+
+
+def reversal_backlog(connection: sqlite3.Connection) -> list[ReversalBacklog]:
+    found: dict[str, tuple[int, int, float]] = {}
+    for bank, state, count, oldest in connection.execute(_REVERSAL_BACKLOG):
+        pending, manual, earliest = found.get(bank, (0, 0, oldest))
+        if state == "pending":
+            pending = count
+        else:
+            manual = count
+        found[bank] = (pending, manual, min(earliest, oldest))
+    return [
+        ReversalBacklog(bank=bank, pending=pending, manual=manual, oldest_created_at=oldest)
+        for bank, (pending, manual, oldest) in sorted(found.items())
+    ]

@@ -1,0 +1,106 @@
+"""The operator's side of the admin interface: GET requests with the standard library's
+``http.client`` (one kept-alive connection), for ``switch top``, ``switch status`` and
+the bench. Blocking: a command does one thing at a time."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from typing import Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from switch.admin.status import StatusDocument, status_decoder
+from switch.config import SwitchConfig
+
+TIMEOUT_S: Final = 5.0
+WILDCARD_HOSTS: Final = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+"""An admin bound to every address is reached on loopback."""
+
+
+class AdminUnavailable(Exception):
+    """The switch did not answer, or answered with an error; says which."""
+
+
+def admin_url(config: SwitchConfig) -> str:
+    """Where the config's switch serves its admin interface."""
+    host = WILDCARD_HOSTS.get(config.admin.host, config.admin.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.admin.port}"
+
+
+class AdminClient:
+    def __init__(self, url: str, *, token: str | None, timeout_s: float = TIMEOUT_S) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http://HOST:PORT address")
+        self.url = url
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._timeout_s = timeout_s
+        self._connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """The status and body of GET ``path``; AdminUnavailable when nothing answers.
+        A kept-alive connection the switch has closed meanwhile is opened again once."""
+        return self._request("GET", path)
+
+    def post(self, path: str) -> tuple[int, bytes]:
+        """The status and body of POST ``path`` (no body), as ``get``."""
+        return self._request("POST", path)
+
+    def _request(self, method: str, path: str) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout_s
+                )
+            try:
+                self._connection.request(method, path, headers=self._headers)
+                response = self._connection.getresponse()
+                return response.status, response.read()
+            except (http.client.HTTPException, OSError) as exc:
+                self.close()
+                reused = attempt == 1 and isinstance(
+                    exc, http.client.RemoteDisconnected | BrokenPipeError | ConnectionResetError
+                )
+                if not reused:
+                    raise AdminUnavailable(
+                        f"{self.url}{path}: {_reason(exc, self._timeout_s)}"
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def status(self) -> StatusDocument:
+        status, body = self.get("/status")
+        if status != 200:
+            raise AdminUnavailable(f"{self.url}/status answered {status}: {_error(body)}")
+        try:
+            return status_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise AdminUnavailable(f"{self.url}/status: not a status document: {exc}") from exc
+
+
+def _reason(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _error(body: bytes) -> str:
+    try:
+        found = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body[:200].decode(errors="replace").strip()
+    if isinstance(found, dict) and isinstance(found.get("error"), str):
+        return str(found["error"])
+    return body[:200].decode(errors="replace").strip()

@@ -1,0 +1,254 @@
+"""``GET /metrics``: the switch's counters as Prometheus metric families, made on each
+scrape by a custom collector over what :class:`~switch.admin.collect.StatusCollector`
+reads (nothing is counted twice, nothing on the hot path), exposed by
+``prometheus_client``'s own registry and encoders.
+
+Times are in seconds, as Prometheus names them; the histograms' buckets are the
+switch's fixed ones (``switch.core.stats.LATENCY_BOUNDS_MS``), and the journal's group
+sizes use the same bounds read as counts of changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from switch.admin.collect import StatusCollector, by_path
+from switch.admin.status import StatusDocument
+from switch.core.stats import HistogramSnapshot
+
+PREFIX: Final = "payswitch_"
+MS_PER_S: Final = 1000.0
+
+
+def buckets(snapshot: HistogramSnapshot, *, divisor: float = 1.0) -> list[tuple[str, float]]:
+    """A snapshot's buckets as Prometheus wants them: cumulative, each named by its upper
+    bound (divided by ``divisor``: ms to s), and +Inf holding the count."""
+    cumulative = 0
+    found: list[tuple[str, float]] = []
+    for bound, count in zip(snapshot.bounds_ms, snapshot.counts, strict=False):
+        cumulative += count
+        found.append((repr(bound / divisor), cumulative))  # as Go writes a float: 0.0005, 1.0
+    found.append(("+Inf", snapshot.count))
+    return found
+
+
+class SwitchMetrics:
+    """A prometheus_client collector: every family, read at each scrape."""
+
+    def __init__(self, status: StatusCollector) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        document = self.status.document()
+        yield from self._transactions()
+        yield from _switch(document)
+        yield from _admission(document)
+        yield from _channels(document)
+        yield from _banks(document)
+        yield from _journal(document)
+
+    def _transactions(self) -> Iterator[Metric]:
+        stats = self.status.transaction_stats()
+        transactions = CounterMetricFamily(
+            f"{PREFIX}transactions",
+            "Transactions answered, by channel, kind, bank (empty: none) and response code.",
+            labels=["channel", "kind", "bank", "code"],
+        )
+        for (channel, kind, bank, code), count in sorted(stats.counts.items()):
+            transactions.add_metric([channel, kind, bank, code], count)
+        yield transactions
+        for name, histograms, what in (
+            ("transaction_seconds", stats.latency_ms, "End to end: frame read to answer queued"),
+            ("journal_wait_seconds", stats.journal_ms, "Of it, waiting for the journal's commits"),
+            ("bank_wait_seconds", stats.bank_ms, "Of it, waiting for the bank's answer"),
+        ):
+            family = HistogramMetricFamily(
+                f"{PREFIX}{name}", f"{what}, by channel and bank.", labels=["channel", "bank"]
+            )
+            for (channel, bank), snapshot in by_path(histograms):
+                family.add_metric(
+                    [channel, bank],
+                    buckets(snapshot, divisor=MS_PER_S),
+                    round(snapshot.sum_ms / MS_PER_S, 6),
+                )
+            yield family
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+
+
+def _switch(document: StatusDocument) -> Iterator[Metric]:
+    info = GaugeMetricFamily(f"{PREFIX}info", "The switch's version.", labels=["version"])
+    info.add_metric([document.switch_version], 1)
+    yield info
+    yield _gauge("ready", "1 when /readyz answers 200.", 1 if document.ready else 0)
+    yield _gauge("config_version", "1 at start-up, one more a reload.", document.config.version)
+
+
+def _admission(document: StatusDocument) -> Iterator[Metric]:
+    admission = document.admission
+    yield _gauge(
+        "admission_slots", "Transactions in progress at most, switch-wide.", admission.slots
+    )
+    yield _gauge("admission_in_flight", "Transactions holding a slot now.", admission.in_use)
+    yield _gauge("admission_queued", "Requests waiting for a slot now.", admission.waiting)
+    yield _gauge("admission_queue_limit", "Requests waiting at most.", admission.queue_limit)
+    yield _gauge(
+        "admission_overloaded", "1 while arrivals outrun service.", int(admission.overloaded)
+    )
+    yield _gauge(
+        "admission_oldest_wait_seconds", "How long the longest waiting has waited.",
+        admission.oldest_wait_s,
+    )  # fmt: skip
+    yield _counter("admission_admitted", "Requests given a slot.", admission.admitted)
+    refused = CounterMetricFamily(
+        f"{PREFIX}admission_refused",
+        "Requests answered 91 for want of a slot: queue full, overload, waited too long.",
+        labels=["reason"],
+    )
+    refused.add_metric(["queue_full"], admission.refused_queue_full)
+    refused.add_metric(["overload"], admission.refused_overload)
+    refused.add_metric(["expired"], admission.expired)
+    yield refused
+
+
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
+def _family(kind: type[Family], name: str, documentation: str, labels: list[str]) -> Family:
+    return kind(f"{PREFIX}{name}", documentation, labels=labels)
+
+
+def _channels(document: StatusDocument) -> Iterator[Metric]:
+    channel = ["channel"]
+    connections = _family(
+        GaugeMetricFamily, "channel_connections", "Connections open now.", channel
+    )
+    limit = _family(GaugeMetricFamily, "channel_max_connections", "Connections at most.", channel)
+    refused = _family(
+        CounterMetricFamily, "channel_connections_refused",
+        "Connections closed at accept (beyond max_connections, or draining).", channel,
+    )  # fmt: skip
+    shed = _family(
+        CounterMetricFamily, "channel_shed",
+        "Requests answered 91 for want of capacity (at the door, or waited too long).", channel,
+    )  # fmt: skip
+    for status in document.channels:
+        connections.add_metric([status.name], status.connections)
+        limit.add_metric([status.name], status.max_connections)
+        refused.add_metric([status.name], status.connections_refused)
+        shed.add_metric([status.name], status.shed)
+    yield from (connections, limit, refused, shed)
+
+
+def _banks(document: StatusDocument) -> Iterator[Metric]:
+    bank, link = ["bank"], ["bank", "link"]
+    gauges = {
+        "bank_links": "Links configured.",
+        "bank_links_up": "Links signed on now.",
+        "bank_in_flight": "Requests at the bank now, every link.",
+        "bank_window": "Requests in flight at most, every link.",
+        "bank_queued": "Requests waiting for a window slot now.",
+        "bank_queue_limit": "Requests waiting for a window slot at most.",
+        "bank_circuit_open": "1 while the bank is refused at once.",
+        "saf_pending": "Reversals queued and not yet delivered (manual ones included).",
+        "saf_manual": "Reversals waiting for an operator (state manual).",
+        "saf_unjournaled": "Reversals owed from memory while the journal cannot record them.",
+        "saf_oldest_age_seconds": "How long the oldest undelivered reversal has waited "
+        "(absent when there is none).",
+    }
+    families = {
+        name: _family(GaugeMetricFamily, name, documentation, bank)
+        for name, documentation in gauges.items()
+    }
+    refused = _family(
+        CounterMetricFamily, "bank_refused",
+        "Requests answered 91 waiting for a window slot: queue full, or waited too long.",
+        ["bank", "reason"],
+    )  # fmt: skip
+    state_changes = _family(
+        CounterMetricFamily, "bank_link_state_changes",
+        "Times a link's state changed (down, connecting, signing_on, up): a flapping link.", link,
+    )  # fmt: skip
+    connects = _family(CounterMetricFamily, "bank_link_connects", "Connections made.", link)
+    unsolicited = _family(
+        CounterMetricFamily, "bank_unsolicited",
+        "Messages from the bank that answered nothing in flight (late, never asked) or "
+        "asked something.", link,
+    )  # fmt: skip
+    for status in document.banks:
+        values: dict[str, float | None] = {
+            "bank_links": len(status.links),
+            "bank_links_up": status.links_up,
+            "bank_in_flight": sum(one.in_flight for one in status.links),
+            "bank_window": sum(one.window for one in status.links),
+            "bank_queued": status.queued,
+            "bank_queue_limit": status.queue_limit,
+            "bank_circuit_open": int(status.circuit_open),
+            "saf_pending": status.saf_pending,
+            "saf_manual": status.saf_manual,
+            "saf_unjournaled": status.saf_unjournaled,
+            "saf_oldest_age_seconds": status.saf_oldest_age_s,
+        }
+        for name, value in values.items():
+            if value is not None:
+                families[name].add_metric([status.name], value)
+        refused.add_metric([status.name, "queue_full"], status.refused_queue_full)
+        refused.add_metric([status.name, "expired"], status.expired)
+        for one in status.links:
+            labels = [status.name, str(one.index)]
+            state_changes.add_metric(labels, one.state_changes)
+            connects.add_metric(labels, one.connects)
+            unsolicited.add_metric(labels, one.unsolicited)
+    yield from families.values()
+    yield from (refused, state_changes, connects, unsolicited)
+
+
+def _journal(document: StatusDocument) -> Iterator[Metric]:
+    journal = document.journal
+    yield _gauge("journal_writable", "1 while the journal commits.", int(journal.writable))
+    yield _gauge("journal_queued", "Commits waiting for the writer now.", journal.queued)
+    yield _counter("journal_commits", "Group commits (one fsync each).", journal.commits)
+    yield _counter("journal_changes", "Changes committed.", journal.changes)
+    yield _counter("journal_commit_failures", "Group commits that failed.", journal.failures)
+    latency = journal.commit_latency
+    commit = HistogramMetricFamily(
+        f"{PREFIX}journal_commit_seconds", "Each group commit's time in its thread (the disk)."
+    )
+    commit.add_metric([], buckets(latency, divisor=MS_PER_S), round(latency.sum_ms / MS_PER_S, 6))
+    yield commit
+    sizes = journal.group_size
+    group = HistogramMetricFamily(f"{PREFIX}journal_group_size", "Changes per group commit.")
+    group.add_metric([], buckets(sizes), sizes.sum_ms)
+    yield group
+
+
+def metrics_registry(status: StatusCollector) -> CollectorRegistry:
+    """The admin interface's own registry (never the global one): the switch's families
+    and the process's (CPU, memory, descriptors)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SwitchMetrics(status))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    """The scrape's body and content type, in the format the scraper's Accept header
+    asks for (Prometheus text, or OpenMetrics)."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(registry), content_type

@@ -1,0 +1,262 @@
+"""The admin interface's HTTP listener, in the switch's own trio process: h11 does the
+protocol (it is sans-IO: bytes in, events out), this module only moves bytes between
+trio streams and h11 and hands each whole request to its route (``routes.py``).
+
+Bounded like the channels: ``max_connections`` at once (more are closed at accept), a
+request's head and body within ``max_request_bytes`` (431, 413), each request whole
+within ``read_deadline_s`` (408; an idle kept-alive connection is closed after it),
+and a client that does not read its answer closed after as long. A bad request gets
+its HTTP error (400, 401, 404, 405, ...) and ends its own connection, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final
+
+import h11
+import structlog
+import trio
+
+from switch.admin.auth import authorized, read_token
+from switch.admin.collect import StatusCollector
+from switch.admin.metrics import metrics_registry
+from switch.admin.routes import AdminRequest, AdminResponse, admin_routes, json_response
+
+if TYPE_CHECKING:
+    from switch.app import SwitchApp
+
+log = structlog.get_logger()
+
+RECEIVE_BYTES: Final = 4096
+LINGER_S: Final = 1.0
+LINGER_BYTES: Final = 65536
+"""After an error answer, what is read (and dropped) before closing: closing with
+unread bytes sends a reset, which can destroy the answer before the client reads it."""
+REFUSAL_LOG_INTERVAL_S: Final = 1.0
+
+
+class _TooLarge(Exception):
+    """The request's body is longer than ``max_request_bytes``."""
+
+
+class AdminServer:
+    """The admin listener of one switch; made with the app (which reads the token file
+    then, so a bad one stops the start), served in its nursery."""
+
+    def __init__(self, app: SwitchApp) -> None:
+        self.config = app.config.admin
+        self.token = read_token(app.config)
+        self.status = StatusCollector(app)
+        self.registry = metrics_registry(self.status)
+        self.routes = admin_routes(app, self.status, self.registry)
+        self.port = 0
+        self.connections = 0
+        self.connections_refused = 0
+        self.requests = 0
+        self.refusals: dict[int, int] = {}
+        """Requests answered with an error, by HTTP status."""
+        self._refusals_logged = 0
+        self._next_refusal_log = 0.0
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listens until cancelled; reports the bound port as started."""
+        section = self.config
+        listeners = await trio.open_tcp_listeners(section.port, host=section.host)
+        if section.port == 0:  # each address got a port of its own: one is reported
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("admin_listening", host=section.host, port=self.port, token=self.token is not None)
+        async with trio.open_nursery() as connections:
+            task_status.started(self.port)
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        if self.connections >= self.config.max_connections:
+            self.connections_refused += 1
+            self._refused(0, "too many admin connections")
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections += 1
+        try:
+            await _Connection(self, stream).serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            pass  # the client went away, or does not read its answers
+        except Exception as exc:  # one bad client only ever ends its own connection
+            log.error("admin_connection_failed", error=repr(exc))
+        finally:
+            self.connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def respond(self, request: AdminRequest) -> AdminResponse:
+        """The answer to one whole request: the token first, then its route."""
+        self.requests += 1
+        if self.token is not None and not authorized(
+            request.headers.get("authorization"), self.token
+        ):
+            return AdminResponse(
+                status=401,
+                body=b'{"error": "a bearer token is required"}\n',
+                headers=(("www-authenticate", 'Bearer realm="payswitch admin"'),),
+            )
+        route = self.routes.get(request.path)
+        if route is None:
+            return json_response(404, {"error": f"no such endpoint: {request.path}"})
+        handler = route.get(request.method)
+        if handler is None:
+            allowed = ", ".join(sorted(route))
+            return AdminResponse(
+                status=405,
+                body=f'{{"error": "{request.method} is not allowed here"}}\n'.encode(),
+                headers=(("allow", allowed),),
+            )
+        try:
+            return await handler(request)
+        except Exception as exc:  # a bug in one endpoint answers 500, nothing more
+            log.error("admin_endpoint_failed", path=request.path, error=repr(exc))
+            return json_response(500, {"error": "internal error"})
+
+    def _refused(self, status: int, reason: str) -> None:
+        """Counts a refused request (status 0: a connection closed at accept); one log
+        line a second at most, with how many since the last."""
+        self.refusals[status] = self.refusals.get(status, 0) + 1
+        total = sum(self.refusals.values())
+        now = trio.current_time()
+        if now >= self._next_refusal_log:
+            count, self._refusals_logged = total - self._refusals_logged, total
+            log.warning("admin_request_refused", status=status, reason=reason, count=count)
+            self._next_refusal_log = now + REFUSAL_LOG_INTERVAL_S
+
+
+class _Connection:
+    """One client's requests, one at a time (HTTP/1.1 keep-alive)."""
+
+    def __init__(self, server: AdminServer, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.limit = server.config.max_request_bytes
+        self.deadline_s = server.config.read_deadline_s
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limit)
+        self.received = 0
+
+    async def serve(self) -> None:
+        while True:
+            self.received = 0
+            try:
+                with trio.fail_after(self.deadline_s):
+                    request = await self._read_request()
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(exc.error_status_hint, str(exc))
+                return
+            except _TooLarge:
+                await self._refuse(413, f"the request is longer than {self.limit} bytes")
+                return
+            except trio.TooSlowError:
+                if self.received:  # begun and not finished; an idle one just closes
+                    await self._refuse(408, "the request was not complete within the deadline")
+                return
+            if request is None:
+                return  # the client closed
+            response = await self.server.respond(request)
+            if response.status >= 400:
+                self.server._refused(response.status, f"{request.method} {request.path}")
+            await self._send(response)
+            if self.h11.our_state is h11.MUST_CLOSE:
+                return
+            self.h11.start_next_cycle()
+
+    async def _read_request(self) -> AdminRequest | None:
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                if self.h11.they_are_waiting_for_100_continue:
+                    await self._write(
+                        self.h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+                    )
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+                self.received += len(data)
+                self.h11.receive_data(data)  # b"": the client closed its side
+            elif isinstance(event, h11.Request):
+                head = event
+                length = _header(event.headers, b"content-length")
+                if length is not None and length.isdigit() and int(length) > self.limit:
+                    raise _TooLarge
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.limit:
+                    raise _TooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                return _request(head, bytes(body))
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+            else:  # PAUSED cannot come before we answer; anything else is h11's
+                raise h11.RemoteProtocolError(f"unexpected {event!r}", error_status_hint=400)
+
+    async def _send(self, response: AdminResponse) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            ("cache-control", "no-store"),
+            *response.headers,
+        ]
+        data = self.h11.send(
+            h11.Response(
+                status_code=response.status,
+                headers=headers,
+                reason=HTTPStatus(response.status).phrase.encode(),
+            )
+        )
+        data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
+        await self._write(data + (self.h11.send(h11.EndOfMessage()) or b""))
+
+    async def _write(self, data: bytes | None) -> None:
+        if data:
+            with trio.fail_after(self.deadline_s):  # a client that does not read is closed
+                await self.stream.send_all(data)
+
+    async def _refuse(self, status: int, reason: str) -> None:
+        """Answers a bad request with its error (when h11 still may), then closes."""
+        self.server._refused(status, reason)
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f'{{"error": "{HTTPStatus(status).phrase.lower()}"}}\n'.encode()
+        response = AdminResponse(status=status, body=body, headers=(("connection", "close"),))
+        try:
+            await self._send(response)
+            await self.stream.send_eof()
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        with trio.move_on_after(LINGER_S):
+            left = LINGER_BYTES
+            while left > 0 and (data := await self.stream.receive_some(RECEIVE_BYTES)):
+                left -= len(data)
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _request(head: h11.Request, body: bytes) -> AdminRequest:
+    target = head.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    headers: dict[str, str] = {}
+    for name, value in head.headers:
+        key = name.decode("latin-1")  # h11 gives names in lower case
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return AdminRequest(
+        method=head.method.decode("ascii", "replace"),
+        path=path,
+        query=query,
+        headers=headers,
+        body=body,
+    )

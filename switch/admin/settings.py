@@ -1,0 +1,51 @@
+"""The ``[admin]`` section of the switch's config: where the admin interface listens,
+who may read it, and the bounds on what one client can make it hold.
+
+Here rather than in ``switch.config`` so the admin interface keeps its settings with
+its code; ``SwitchConfig`` names it as one section like the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) can only be reached from this machine;
+    any other name counts as reachable from the network."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False
+    """Off unless asked for: a config without [admin] opens no port of its own."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8585
+    token_file: str | None = None
+    """A file (relative to the config file) holding the bearer token every request must
+    carry; required when ``host`` is not loopback, and used on loopback too when set."""
+    max_connections: Annotated[int, Meta(ge=1, le=1024)] = 8
+    """Admin connections at once; beyond it new ones are closed at accept."""
+    max_request_bytes: Annotated[int, Meta(ge=1024)] = 16384
+    """A request's head and body together at most; beyond it 431 or 413, then closed."""
+    read_deadline_s: Annotated[float, Meta(gt=0)] = 5.0
+    """A request must arrive whole within this (and an idle kept-alive connection is
+    closed after it); a client that does not read its answer for as long is closed."""
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.token_file is None and not is_loopback(self.host):
+            raise ValueError(
+                f"[admin] host {self.host!r} is not loopback: token_file is required "
+                "(a file holding the bearer token clients must send)"
+            )

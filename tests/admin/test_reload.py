@@ -1,0 +1,50 @@
+"""``switch reload`` (POST /reload) as an operator runs it: the configuration file of a
+real ``switch run`` edited, the running switch told, its answer and status read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from switch.admin.status import status_decoder
+from tests.admin.conftest import SwitchRun, switch_running
+from tests.switch_process import demo_config, run_switch, write_config
+
+
+@pytest.fixture
+def reloadable_switch(tmp_path: Path) -> Iterator[SwitchRun]:
+    """A ``switch run`` of the test's own, since the test changes its configuration."""
+    with switch_running(tmp_path, demo_config(tmp_path)) as run:
+        yield run
+
+
+def test_switch_reload_takes_a_new_bank_and_refuses_a_bad_file(
+    reloadable_switch: SwitchRun, tmp_path: Path
+) -> None:
+    run = reloadable_switch
+    settings = demo_config(tmp_path)
+    settings["banks"]["boc"] = {**settings["banks"]["icbc"], "port": 0}
+    settings["routes"].append({"prefix": "621700", "bank": "boc"})
+    write_config(tmp_path, settings)
+    taken = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+    assert taken.returncode == 0, taken.stderr
+    answer = json.loads(taken.stdout)
+    assert answer["accepted"] and answer["changes"] == {"banks_added": ["boc"], "routes": True}
+    status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
+    document = status_decoder.decode(status.stdout)
+    assert document.config.version == 2 and "boc" in [bank.name for bank in document.banks]
+
+    settings["routes"].append({"prefix": "621701", "bank": "nobody"})
+    write_config(tmp_path, settings)
+    refused = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["problems"] == [
+        "routes: prefix 621701 names unknown bank 'nobody'"
+    ]
+    status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
+    document = status_decoder.decode(status.stdout)
+    assert document.config.version == 2  # the running configuration stayed
+    assert document.config.last_reload_error == "routes: prefix 621701 names unknown bank 'nobody'"
