@@ -23,7 +23,6 @@ import trio
 
 import switch
 from switch.admin.status import (
-    AdmissionStatus,
     BankStatus,
     ChannelStatus,
     JournalStatus,
@@ -31,6 +30,7 @@ from switch.admin.status import (
     StatusDocument,
     TransactionCount,
 )
+from switch.core.admission import AdmissionStatistics
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
 from switch.store.port import JournalError, ReversalBacklog
 
@@ -159,28 +159,16 @@ class StatusCollector:
             ],
         )
 
-    def _admission(self) -> AdmissionStatus:
+    def _admission(self) -> AdmissionStatistics:
         admission = self.app.admission
         if admission is None:  # not made yet: the switch is starting
             section = self.app.config.switch
-            return AdmissionStatus(
+            return AdmissionStatistics(
                 slots=section.max_in_flight, in_use=0, waiting=0,
                 queue_limit=section.queue_limit, overloaded=False, admitted=0,
                 refused_queue_full=0, refused_overload=0, expired=0, oldest_wait_s=0.0,
             )  # fmt: skip
-        statistics = admission.statistics()
-        return AdmissionStatus(
-            slots=statistics.slots,
-            in_use=statistics.in_use,
-            waiting=statistics.waiting,
-            queue_limit=statistics.queue_limit,
-            overloaded=statistics.overloaded,
-            admitted=statistics.admitted,
-            refused_queue_full=statistics.refused_queue_full,
-            refused_overload=statistics.refused_overload,
-            expired=statistics.expired,
-            oldest_wait_s=statistics.oldest_wait_s,
-        )
+        return admission.statistics()
 
     def _channel(
         self, name: str, server: ChannelServer[object], stats: TransactionStats

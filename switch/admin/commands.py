@@ -78,12 +78,12 @@ def add_commands(
         )
     # The running switch judges its file (and remembers why it refused one): these
     # need of it only where the admin interface is, so a file being edited still does.
-    top.set_defaults(handler=_leniently(_top), needs_config=False)
-    status.set_defaults(handler=_leniently(_status), needs_config=False)
-    reload.set_defaults(handler=_leniently(_reload), needs_config=False)
+    top.set_defaults(handler=leniently(_top), needs_config=False)
+    status.set_defaults(handler=leniently(_status), needs_config=False)
+    reload.set_defaults(handler=leniently(_reload), needs_config=False)
 
 
-def _leniently(
+def leniently(
     handler: Callable[[argparse.Namespace, SwitchConfig], int],
 ) -> Callable[[argparse.Namespace, SwitchConfig | None], int]:
     """The handler, given the config file as its types read it (no cross-checks)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from switch.core.admission import AdmissionStatistics
 from switch.core.stats import HistogramSnapshot
 
 
@@ -72,19 +73,6 @@ class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
     latency: HistogramSnapshot
 
 
-class AdmissionStatus(msgspec.Struct, frozen=True, kw_only=True):
-    slots: int
-    in_use: int
-    waiting: int
-    queue_limit: int
-    overloaded: bool
-    admitted: int
-    refused_queue_full: int
-    refused_overload: int
-    expired: int
-    oldest_wait_s: float
-
-
 class JournalStatus(msgspec.Struct, frozen=True, kw_only=True):
     backend: str
     durability: str
@@ -120,7 +108,8 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     not_ready: list[str]
     """What keeps /readyz at 503: each a sentence naming the part."""
     config: ConfigStatus
-    admission: AdmissionStatus
+    admission: AdmissionStatistics
+    """The switch-wide admission queue, as its core counts it."""
     channels: list[ChannelStatus]
     banks: list[BankStatus]
     journal: JournalStatus

@@ -13,7 +13,6 @@ from rich.console import Console
 
 from switch.admin import console
 from switch.admin.status import (
-    AdmissionStatus,
     BankStatus,
     ChannelStatus,
     ConfigStatus,
@@ -21,6 +20,7 @@ from switch.admin.status import (
     LinkStatus,
     StatusDocument,
 )
+from switch.core.admission import AdmissionStatistics
 from switch.core.stats import HistogramSnapshot, LatencyHistogram
 
 
@@ -100,7 +100,7 @@ def document(uptime_s: float, **fields: Any) -> StatusDocument:
         "config": ConfigStatus(
             version=1, loaded_at="2026-11-22T06:00:00.000Z", path="", last_reload_error=None
         ),
-        "admission": AdmissionStatus(
+        "admission": AdmissionStatistics(
             slots=128,
             in_use=3,
             waiting=0,
