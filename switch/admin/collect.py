@@ -151,7 +151,13 @@ class StatusCollector:
                 for name, server in zip(CHANNELS, (app.pos, app.online), strict=True)
                 if server is not None
             ],
-            banks=[self._bank(name, stats) for name in app.config.banks],
+            banks=[
+                self._bank(name, stats)
+                for name in (
+                    *app.config.banks,
+                    *(n for n in app.retired if n not in app.config.banks),
+                )
+            ],
             journal=self._journal(stats),
             transactions=[
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
@@ -185,10 +191,14 @@ class StatusCollector:
             latency=merged(h for (channel, _), h in stats.latency_ms.items() if channel == name),
         )
 
+    def _retired(self) -> list[str]:
+        """Banks a reload removed (and did not add again): shown for their reversals."""
+        return [name for name in self.app.retired if name not in self.app.config.banks]
+
     def _bank(self, name: str, stats: TransactionStats) -> BankStatus:
         app = self.app
-        section = app.config.banks[name]
-        connector: BankConnector | None = app.connectors.get(name)
+        connector: BankConnector | None = app.connectors.get(name) or app.retired.get(name)
+        section = connector.config if connector is not None else app.config.banks[name]
         links = connector.links if connector is not None else []
         forwarder = app.forwarders.get(name)
         unjournaled = forwarder.statistics()["unjournaled"] if forwarder is not None else 0
@@ -198,6 +208,7 @@ class StatusCollector:
         ]
         return BankStatus(
             name=name,
+            retired=name in app.retired,
             links=[
                 LinkStatus(
                     index=link.index,

@@ -38,6 +38,8 @@ class LinkStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
     name: str
+    retired: bool = False
+    """Removed by a reload: it takes nothing new; its reversals are still delivered."""
     links: list[LinkStatus]
     links_up: int
     circuit_open: bool

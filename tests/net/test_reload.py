@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import trio
 
+from switch.admin.collect import StatusCollector
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.terminal import Terminal
@@ -122,6 +123,10 @@ async def test_a_bank_removed_finishes_its_sales_and_keeps_delivering_reversals(
     assert reversal.fields[39] == "00"
     await eventually(lambda: simulator.totals().reversed == 3100)  # its SAF delivers on
     assert "icbc" in app.retired and "icbc" not in app.connectors
+    # The status document still shows it, for its reversals (a collector of its own:
+    # the tests' config has no admin interface).
+    [icbc] = [bank for bank in StatusCollector(app).document().banks if bank.name == "icbc"]
+    assert icbc.retired and icbc.links_up == 2
 
 
 async def test_a_banks_settings_changed_under_load_take_new_links(nursery: trio.Nursery) -> None:
