@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import trio
 
-from switch.app import SwitchApp
+from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig
 from switch.net.clients import OnlineClient, PosClient
 from switch.terminal import Terminal
@@ -16,6 +16,10 @@ from switch.wire.iso8583 import Iso8583Codec
 from tests.conftest import DIALECTS, luhn_complete, make_config
 
 POS_CODEC = Iso8583Codec(load_dialect(DIALECTS / "cup-pos.toml"))
+H2H = Codecs(DIALECTS).get("h2h-ascii")
+
+# A store-and-forward queue that retries within a test's patience.
+FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 PAN_ICBC = "6222021000111122221"  # pos-cup.md's sample card
 PAN_ABC = luhn_complete("622848000000000001")

@@ -14,6 +14,8 @@ from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import LogSink, make_config
 from tests.net.helpers import (
+    FAST_SAF,
+    H2H,
     PAN_ABC,
     PAN_ICBC,
     eventually,
@@ -23,9 +25,6 @@ from tests.net.helpers import (
     start_switch,
 )
 from tests.net.rogue_bank import Reply, RogueBank, echoed
-
-H2H = SwitchApp(make_config()).codecs.get("h2h-ascii")
-FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 
 def saf_states(app: SwitchApp) -> list[tuple[str, str]]:

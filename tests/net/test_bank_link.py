@@ -9,12 +9,10 @@ import sys
 import msgspec
 import trio
 
-from switch.app import Codecs, SwitchApp
+from switch.app import SwitchApp
 from switch.sim.server import BankSimulator
-from tests.conftest import DIALECTS, REPO, make_config
-from tests.net.helpers import PAN_ICBC, pos_client, start_switch
-
-H2H = Codecs(DIALECTS).get("h2h-ascii")
+from tests.conftest import REPO, make_config
+from tests.net.helpers import H2H, PAN_ICBC, pos_client, start_switch
 
 
 async def test_every_link_signs_on_before_any_traffic(nursery: trio.Nursery) -> None:

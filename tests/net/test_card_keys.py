@@ -11,12 +11,13 @@ import msgspec
 import trio
 
 from switch import ops
-from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from tests.conftest import LogSink, make_config
 from tests.net.helpers import (
+    FAST_SAF,
+    H2H,
     PAN_ICBC,
     eventually,
     online_client,
@@ -28,8 +29,6 @@ from tests.net.helpers import (
 KEY_1 = '[[keys]]\nid = 1\nhmac_key = "{}"\naes_key = "{}"\n'.format("a1" * 32, "b1" * 32)
 KEY_2 = '[[keys]]\nid = 2\nhmac_key = "{}"\naes_key = "{}"\n'.format("a2" * 32, "b2" * 32)
 KEY_1_REPLACED = '[[keys]]\nid = 1\nhmac_key = "{}"\naes_key = "{}"\n'.format("c1" * 32, "d1" * 32)
-H2H = SwitchApp(make_config()).codecs.get("h2h-ascii")
-FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 
 def with_keys(config: SwitchConfig, tmp_path: Path, name: str, text: str) -> SwitchConfig:

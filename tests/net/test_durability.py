@@ -30,6 +30,8 @@ from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import make_config
 from tests.net.helpers import (
+    FAST_SAF,
+    H2H,
     PAN_ABC,
     PAN_ICBC,
     eventually,
@@ -37,9 +39,6 @@ from tests.net.helpers import (
     pos_client,
     start_switch,
 )
-
-H2H = SwitchApp(make_config()).codecs.get("h2h-ascii")
-FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 
 def journal_path(app: SwitchApp) -> Path:

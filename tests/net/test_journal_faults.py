@@ -18,6 +18,7 @@ from switch.app import SwitchApp
 from switch.store.sqlite import JournalFile, SqliteJournal
 from tests.conftest import LogSink, make_config
 from tests.net.helpers import (
+    FAST_SAF,
     PAN_ICBC,
     eventually,
     online_client,
@@ -25,8 +26,6 @@ from tests.net.helpers import (
     purchase,
     start_switch,
 )
-
-FAST_SAF = {"poll_interval_s": 0.05, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 
 class FailingDisk:
