@@ -90,6 +90,22 @@ class OnlineListenerSection(ListenerSection, frozen=True, kw_only=True):
     journal when their id comes again."""
 
 
+class ClearingFaults(_Section, frozen=True, kw_only=True):
+    """What a simulated bank gets wrong in its clearing files, on purpose: each names
+    the records (by RRN, field 37) it applies to, in whichever date's file they fall."""
+
+    drop_rrns: tuple[str, ...] = ()
+    """Records left out of the file."""
+    amount_rrns: tuple[str, ...] = ()
+    """Records written with 1 fen more than the bank applied."""
+    next_date_rrns: tuple[str, ...] = ()
+    """Records moved to the next date's file."""
+    extra_records: Annotated[int, Meta(ge=0)] = 0
+    """Approved sales added to each file that the switch never sent."""
+    corrupt_trailer: bool = False
+    """The trailer's record count is off by one: the switch must reject the file."""
+
+
 class SimulatorSection(_Section, frozen=True, kw_only=True):
     """How an in-process or stand-alone bank simulator behaves."""
 
@@ -98,6 +114,8 @@ class SimulatorSection(_Section, frozen=True, kw_only=True):
     opening_balance: Annotated[int, Meta(ge=0)] = 100_000_000
     """Every card's balance before the simulator's first approval, in fen."""
     currency: str = "156"
+    clearing: ClearingFaults = msgspec.field(default_factory=ClearingFaults)
+    """Faults the simulator writes into its clearing files (tests, demos of matching)."""
 
 
 class BankSection(_Section, frozen=True, kw_only=True):
@@ -134,6 +152,11 @@ class BankSection(_Section, frozen=True, kw_only=True):
     """Messages a link may receive in a second that answer nothing in flight (late or
     never asked) or are the bank's own requests; past it the link is dropped and
     re-established. They are counted, and logged at most once a second per link."""
+    institution_id: InstitutionId = "0"
+    """The bank's institution id, as its clearing files' header names it."""
+    clearing_dir: str | None = None
+    """Where the bank delivers its clearing files (settlement.md), relative to the
+    config file; None: settlement's clearing folder, ``<out_dir>/../clearing``."""
     sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
 
 
@@ -187,6 +210,27 @@ class SafSection(_Section, frozen=True, kw_only=True):
     """Reversals in flight at once per bank."""
 
 
+LocalTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class SettlementSection(_Section, frozen=True, kw_only=True):
+    """The business day, its cut-off, merchants and their payouts (settlement.md)."""
+
+    cutoff: LocalTime = "23:00"
+    """Local time (UTC + [switch] utc_offset_h) at which the business date closes."""
+    settle_deadline: LocalTime = "03:00"
+    """Local time on the next day by which a date is settled, whatever files are missing."""
+    merchants_file: str | None = None
+    """The merchants CSV (settlement.md), relative to the config file. None: every
+    merchant is accepted, at no fee, paid to an account named as its id."""
+    out_dir: str | None = None
+    """Where payout and reconciliation files are written; None: ``settlement/`` beside
+    the journal."""
+    path: str | None = None
+    """The settlement database (SQLite) beside the journal's; None:
+    ``settlement.sqlite3`` in the journal's folder."""
+
+
 class LogSection(_Section, frozen=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     """A reload changes it at once."""
@@ -206,6 +250,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     journal: JournalSection = msgspec.field(default_factory=JournalSection)
     saf: SafSection = msgspec.field(default_factory=SafSection)
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
+    settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None
@@ -217,6 +262,21 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     def path(self, relative: str) -> Path:
         """A path named in the config, resolved against the config file's folder."""
         return Path(self.base_dir) / relative
+
+    def settlement_db_path(self) -> Path:
+        named = self.settlement.path
+        return self.path(named) if named else self.path(self.journal.path).with_name(
+            "settlement.sqlite3"
+        )
+
+    def settlement_out_dir(self) -> Path:
+        named = self.settlement.out_dir
+        return self.path(named) if named else self.path(self.journal.path).with_name("settlement")
+
+    def clearing_dir(self, bank: str) -> Path:
+        """Where ``bank`` delivers its clearing files (and its simulator writes them)."""
+        named = self.banks[bank].clearing_dir
+        return self.path(named) if named else self.settlement_out_dir().parent / "clearing"
 
 
 def load_config(path: str | Path, *, check: bool = True) -> SwitchConfig:

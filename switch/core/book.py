@@ -53,6 +53,8 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     amount: int
     currency: str
     bank_processing_code: str
+    business_date: str = ""
+    """YYYY-MM-DD: the business date it settles on (settlement.md), fixed on receipt."""
     online_id: str | None = None
     request_digest: bytes | None = None
     """Keyed digest of what the terminal asked: a repeat must ask the same."""

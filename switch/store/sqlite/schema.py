@@ -84,6 +84,36 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX idempotency_by_age ON idempotency (created_at);
     """,
+    # 2: the business date of each transaction; terminals' batch settlements and uploads.
+    """
+    ALTER TABLE txn ADD COLUMN business_date TEXT NOT NULL DEFAULT '';  -- YYYY-MM-DD
+    CREATE INDEX txn_by_business_date ON txn (business_date, bank);
+    CREATE INDEX txn_by_batch ON txn (terminal_id, merchant_id, batch);
+
+    CREATE TABLE batch_settlement (         -- a terminal's 0500, as last answered
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        terminal_totals TEXT NOT NULL,      -- field 48 as the terminal sent it
+        switch_totals TEXT NOT NULL,        -- the journal's, in the same layout
+        result TEXT NOT NULL,               -- 48.5: 1 balanced, 2 not
+        business_date TEXT NOT NULL,
+        upload_count INTEGER,               -- records the last 0320 (202) says were sent
+        settled_at REAL NOT NULL,
+        PRIMARY KEY (terminal_id, merchant_id, batch)
+    );
+
+    CREATE TABLE batch_upload (             -- the terminal's record of its batch (0320)
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        kind TEXT NOT NULL,                 -- 22 sale, 25 refund
+        stan TEXT NOT NULL,                 -- the original's
+        amount INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (terminal_id, merchant_id, batch, kind, stan)
+    );
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

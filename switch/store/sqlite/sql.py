@@ -40,7 +40,7 @@ TXN_COLUMNS = (
     "local_date", "online_id", "request_digest", "pan_masked", "pan_hmac", "pan_sealed",
     "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
     "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
-    "refunded", "voided", "reversed", "created_at", "updated_at",
+    "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
 )  # fmt: skip
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
 
@@ -118,7 +118,7 @@ def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.mti if sent else None, sent.stan if sent else None,
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
-        int(record.voided), int(record.reversed), at, at,
+        int(record.voided), int(record.reversed), at, at, record.business_date,
     )  # fmt: skip
 
 
@@ -139,6 +139,7 @@ def record_from_row(row: sqlite3.Row) -> TxnRecord:
         stan=row["stan"],
         batch=row["batch"],
         local_date=row["local_date"],
+        business_date=row["business_date"],
         pan_masked=row["pan_masked"],
         pan_hmac=row["pan_hmac"],
         pan_sealed=row["pan_sealed"],
