@@ -29,6 +29,7 @@ from switch.config import BankSection, SwitchConfig, config_problems, load_confi
 from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
+from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.numbers import StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.reconfig import ReloadPlan, plan_reload
@@ -183,6 +184,9 @@ class SwitchApp:
                 admission=self.admission,
                 utc_offset_h=utc_offset_h,
                 reversals=_Reversals(self.forwarders),
+                calendar=BusinessCalendar(
+                    cutoff=parse_local_time(config.settlement.cutoff), utc_offset_h=utc_offset_h
+                ),
             )
             await switchboard.recover(
                 recovery_since=time.time() - config.journal.recovery_days * 86400,

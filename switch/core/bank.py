@@ -149,7 +149,6 @@ def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str)
     code = fields.get(39)
     auth_code = fields.get(38)
     balance = fields.get(54)
-    settlement = fields.get(15)
     if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
         return None
     return Outcome(
@@ -158,5 +157,4 @@ def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str)
         bank=bank,
         auth_code=auth_code if isinstance(auth_code, str) else None,
         balance=balance if isinstance(balance, str) else None,
-        settlement_date=settlement if isinstance(settlement, str) else None,
-    )
+    )  # the bank's 15 is its own view: the switch's business date decides (settlement.md)

@@ -15,6 +15,8 @@ import msgspec
 
 
 class Stamp(msgspec.Struct, frozen=True, gc=False):
+    epoch_s: int
+    """The whole second stamped."""
     utc: datetime
     local: datetime
     transmission: str
@@ -37,6 +39,7 @@ class Stamp(msgspec.Struct, frozen=True, gc=False):
         utc = datetime.fromtimestamp(second, UTC)
         local = utc + timedelta(hours=utc_offset_h)
         stamp = cls(
+            epoch_s=second,
             utc=utc,
             local=local,
             transmission=(

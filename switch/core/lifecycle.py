@@ -294,10 +294,13 @@ class BankTransaction:
         allocate_rrn: Callable[[Stamp], str],
         in_flight: Callable[[str], bool],
         now: float,
+        business_date: str = "",
         finalize: Finalizer | None = None,
     ) -> None:
         self.request = request
         self.stamp = stamp
+        self.business_date = business_date
+        """YYYY-MM-DD: the date it settles on, by when it was received (settlement.md)."""
         self.rrn: str | None = None
         """Given once admitted (refusals at the door use none of the day's numbers)."""
         self.allocate_rrn = allocate_rrn
@@ -454,6 +457,7 @@ class BankTransaction:
             bank=first.bank,
             route="duplicate",
             bank_stan=first.sent.stan if first.sent else None,
+            settlement_date=first.business_date or None,
         )
 
     def _original_to_load(self) -> LoadOriginal | None:
@@ -526,6 +530,7 @@ class BankTransaction:
             stan=request.stan,
             batch=request.batch,
             local_date=self.stamp.local_date,
+            business_date=self.business_date,
             pan_masked=card.masked_pan if card else "",
             pan_hmac=self.cards.lookup(pan),
             pan_sealed=self.cards.seal(pan),
@@ -663,6 +668,9 @@ class BankTransaction:
 
     def _answer(self, step: _Step, outcome: Outcome) -> None:
         self.phase = "answered"
+        if outcome.settlement_date is None and self.business_date:
+            # Every financial answer names its date, declines and refusals included.
+            outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
         step.actions.append(Answer(outcome))
 
 

@@ -215,12 +215,14 @@ def response_fields(
     stamp: Stamp,
     acquirer_id: str,
 ) -> dict[int, str | bytes]:
-    """A response's fields: the request's echoed ones plus 12, 13, 32, 37, 38, 39, 54."""
+    """A response's fields: the request's echoed ones plus 12, 13, 15, 32, 37, 38, 39, 54."""
     fields: dict[int, str | bytes] = {
         number: request_fields[number] for number in ECHOED_FIELDS if number in request_fields
     }
     fields[12] = stamp.local_time
     fields[13] = stamp.local_date
+    if outcome.settlement_date is not None:  # YYYY-MM-DD; field 15 is MMDD
+        fields[15] = outcome.settlement_date[5:7] + outcome.settlement_date[8:10]
     fields[32] = acquirer_id
     if outcome.rrn is not None:
         fields[37] = outcome.rrn

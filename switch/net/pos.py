@@ -15,6 +15,8 @@ from switch.net.switchboard import Switchboard
 from switch.wire.framing import TPDU_ID, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
+FINANCIAL_MTIS = frozenset({"0200", "0220", "0400"})
+"""Their answers carry the business date in field 15, refusals included (pos-cup.md)."""
 REQUEST_CLASSES = "0246"
 """MTI third digit of requests, advices and notifications: the messages a terminal
 sends. A response class from a terminal (1, 3, 5) cannot be answered."""
@@ -122,6 +124,10 @@ class PosProtocol:
         outcome: Outcome,
         stamp: Stamp,
     ) -> bytes:
+        if outcome.settlement_date is None and mti in FINANCIAL_MTIS:
+            outcome = msgspec.structs.replace(
+                outcome, settlement_date=self.switchboard.business_date(stamp)
+            )
         fields = pos.response_fields(request_fields, outcome, stamp, self.acquirer_id)
         return self._encode(envelope, pos.response_mti(mti), fields)
 

@@ -23,6 +23,7 @@ import trio
 
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
+from switch.core.calendar import BusinessCalendar
 from switch.core.clock import Stamp
 from switch.core.lifecycle import (
     WAITS,
@@ -132,6 +133,7 @@ class Switchboard:
         utc_offset_h: int,
         rrns: RrnAllocator | None = None,
         reversals: ReversalQueue,
+        calendar: BusinessCalendar,
     ) -> None:
         self.bins = bins
         self.connectors = connectors
@@ -142,6 +144,7 @@ class Switchboard:
         self.admission = admission
         self.utc_offset_h = utc_offset_h
         self.reversals = reversals
+        self.calendar = calendar
         self._rrns = rrns or RrnAllocator()
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
@@ -178,6 +181,10 @@ class Switchboard:
         new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
         return Outcome(code="00", rrn=rrn, batch=new_batch)
 
+    def business_date(self, stamp: Stamp) -> str:
+        """The business date (YYYY-MM-DD) of a request stamped ``stamp``."""
+        return self.calendar.date_at(stamp.epoch_s).isoformat()
+
     async def process(
         self,
         request: Request,
@@ -190,17 +197,21 @@ class Switchboard:
         if isinstance(request, SignOn | Echo):
             return self.network_management(request, stamp)
         machine: BankTransaction | TerminalReversal
+        business_date = self.business_date(stamp)
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=time.time(),
                 in_flight=self._in_flight.__contains__,
             )  # fmt: skip
-        else:
-            machine = BankTransaction(
-                request, stamp, book=self.book, cards=self.cards, route=self._route,
-                institution=self.institution, allocate_rrn=self._allocate_rrn,
-                in_flight=self._in_flight.__contains__, now=time.time(), finalize=finalize,
-            )  # fmt: skip
+            outcome = await self._drive(machine, origin)
+            # A reversal belongs to the date on which it was received (settlement.md).
+            return msgspec.structs.replace(outcome, settlement_date=business_date)
+        machine = BankTransaction(
+            request, stamp, book=self.book, cards=self.cards, route=self._route,
+            institution=self.institution, allocate_rrn=self._allocate_rrn,
+            in_flight=self._in_flight.__contains__, now=time.time(),
+            business_date=business_date, finalize=finalize,
+        )  # fmt: skip
         return await self._drive(machine, origin)
 
     def _allocate_rrn(self, stamp: Stamp) -> str:

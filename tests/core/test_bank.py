@@ -316,7 +316,8 @@ def test_network_request(h2h: Iso8583Codec, code: str, expected: str) -> None:
         ({39: "00", 38: "A1B2C3"}, "00", "A1B2C3", None, None),
         ({39: "51"}, "51", None, None, None),
         ({39: "00", 54: "1002156C000000012345"}, "00", None, "1002156C000000012345", None),
-        ({39: "00", 15: "1123"}, "00", None, None, "1123"),
+        # the bank's 15 is not the switch's business date: never taken over
+        ({39: "00", 15: "1123"}, "00", None, None, None),
         ({39: "96"}, "96", None, None, None),  # the bank's own malfunction is an answer
         # garbled or missing 39: no final answer (None: the lifecycle reverses it)
         ({}, None, None, None, None),

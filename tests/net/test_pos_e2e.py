@@ -65,7 +65,13 @@ async def test_sale_is_approved_and_reaches_the_bank_as_the_spec_shows(
     )
     assert len(str(fields[38])) == 6 and len(str(fields[37])) == 12
     assert fields[32] == "48990000"
-    assert sorted(fields) == [2, 3, 4, 11, 12, 13, 32, 37, 38, 39, 41, 42, 49, 60]
+    assert sorted(fields) == [2, 3, 4, 11, 12, 13, 15, 32, 37, 38, 39, 41, 42, 49, 60]
+    # Before the 23:00 cut-off the business date is the local date, after it the next.
+    local_time, local_date = str(fields[12]), str(fields[13])
+    if local_time < "230000":
+        assert fields[15] == local_date
+    else:
+        assert fields[15] != local_date
 
     sent = app.simulators["icbc"].received[-1]
     assert sent.mti == "0200"
