@@ -30,6 +30,7 @@ from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
+from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.reconfig import ReloadPlan, plan_reload
@@ -83,6 +84,7 @@ class SwitchApp:
                 key_env=config.journal.key_env,
             )
         )
+        self.merchants = load_merchants(config)
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -187,6 +189,7 @@ class SwitchApp:
                 calendar=BusinessCalendar(
                     cutoff=parse_local_time(config.settlement.cutoff), utc_offset_h=utc_offset_h
                 ),
+                merchants=self.merchants,
             )
             await switchboard.recover(
                 recovery_since=time.time() - config.journal.recovery_days * 86400,
@@ -431,6 +434,20 @@ class ReloadRefused(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def load_merchants(config: SwitchConfig) -> MerchantBook:
+    """The merchants file of ``[settlement]`` (ConfigError naming the file and line if
+    it cannot be used); without one every merchant is served."""
+    named = config.settlement.merchants_file
+    if named is None:
+        return MerchantBook.open_to_all()
+    path = config.path(named)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"settlement.merchants_file: cannot read {path}: {exc}") from exc
+    return parse_merchants(text, source=str(path))
 
 
 def _admission_config(config: SwitchConfig) -> AdmissionConfig:

@@ -39,6 +39,10 @@ def demo_config(tmp_path: Path) -> dict[str, Any]:
         key_file=str(REPO / "conf" / "card-keys.toml"),
         key_env=KEY_ENV,
     )
+    config["settlement"].update(
+        merchants_file=str(REPO / "conf" / "merchants.csv"),
+        out_dir=str(tmp_path / "settlement"),
+    )
     return config
 
 

@@ -43,6 +43,12 @@ def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
         'path = "../var/journal.sqlite3"', f'path = "{tmp_path / "journal.sqlite3"}"'
     )
     text = text.replace("shutdown_grace_s = 10.0", "shutdown_grace_s = 5.0")
+    text = text.replace(
+        'merchants_file = "merchants.csv"', f'merchants_file = "{REPO / "conf" / "merchants.csv"}"'
+    )
+    text = text.replace(
+        'out_dir = "../var/settlement"', f'out_dir = "{tmp_path / "settlement"}"'
+    )
     if latency_ms:
         text += f"\n[banks.icbc.sim]\nlatency_ms = {latency_ms}\n"
     path = tmp_path / "switch.toml"

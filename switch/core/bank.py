@@ -68,9 +68,12 @@ def bank_request(
     trace: BankTrace,
     institution: Institution,
     original: OriginalData | None = None,
+    *,
+    mcc: str | None = None,
 ) -> tuple[str, dict[int, str | bytes]]:
     """The 0200 for a sale, balance inquiry, void or refund. A void or refund must first
-    be resolved against its original (card, amount and currency filled in)."""
+    be resolved against its original (card, amount and currency filled in). ``mcc``
+    is the merchant's category code (field 18), when the merchants file gives one."""
     card, amount, currency = request.card, request.amount, request.currency
     if card is None or amount is None or currency is None:
         raise LocalProtocolError(f"{type(request).__name__} is not resolved against its original")
@@ -84,6 +87,7 @@ def bank_request(
         11: trace.stan,
         12: stamp.local_time,
         13: stamp.local_date,
+        **({18: mcc} if mcc is not None else {}),
         22: card.entry_mode,
         25: card.condition_code,
         32: institution.acquirer_id,

@@ -295,12 +295,14 @@ class BankTransaction:
         in_flight: Callable[[str], bool],
         now: float,
         business_date: str = "",
+        mcc: str | None = None,
         finalize: Finalizer | None = None,
     ) -> None:
         self.request = request
         self.stamp = stamp
         self.business_date = business_date
         """YYYY-MM-DD: the date it settles on, by when it was received (settlement.md)."""
+        self.mcc = mcc
         self.rrn: str | None = None
         """Given once admitted (refusals at the door use none of the day's numbers)."""
         self.allocate_rrn = allocate_rrn
@@ -557,6 +559,7 @@ class BankTransaction:
             BankTrace(stan=event.stan, rrn=record.rrn, stamp=self.stamp),
             self.institution,
             self.original.sent if self.original is not None else None,
+            mcc=self.mcc,
         )
         record.bank_processing_code = str(fields[3])
         record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
@@ -581,7 +584,7 @@ class BankTransaction:
         assert record is not None and record.sent is not None
         base = Outcome(
             code="68", rrn=record.rrn, bank=record.bank, route=self.route_name,
-            bank_stan=record.sent.stan,
+            bank_stan=record.sent.stan, settlement_date=self.business_date or None,
         )  # fmt: skip
         state: State = "no_answer"  # it may be at the bank: without a final answer, reversed
         verdict: bool | None = False
@@ -689,7 +692,9 @@ def _bank_answer(
         return msgspec.structs.replace(
             base, code="96", message="bank answer has no valid field 39"
         ), False
-    return msgspec.structs.replace(answer, route=base.route, bank_stan=base.bank_stan), True
+    return msgspec.structs.replace(
+        answer, route=base.route, bank_stan=base.bank_stan, settlement_date=base.settlement_date
+    ), True
 
 
 def base_mti(response_mti: str) -> str:

@@ -127,6 +127,7 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         auth_code=outcome.auth_code if outcome.approved else None,
         message=outcome.message or MESSAGES.get(outcome.code, "declined"),
         balance=balance_amount(outcome.balance) if isinstance(request, wire.Balance) else None,
+        settlement_date=None if isinstance(request, wire.Balance) else outcome.settlement_date,
         order_id=request.order_id,
         memo=request.memo,
     )

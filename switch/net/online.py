@@ -84,6 +84,7 @@ class OnlineProtocol:
             request = online.request_from_online(
                 message, terminal_id=self.terminal_id, stan=self._stans.next()
             )
+            self.switchboard.check_merchant(merchant_id)
         except TransactionRefused as exc:
             # Refused before it reached the switchboard: the client may correct the
             # request and send it again under the same id.
@@ -100,6 +101,10 @@ class OnlineProtocol:
         if isinstance(work, OnlineWork):  # never reached a bank: the id may be used again
             self.idempotency.abandon(message.merchant_id, message.id)
         outcome = Outcome(code="91", message=reason)
+        if isinstance(work, OnlineWork):
+            outcome = msgspec.structs.replace(
+                outcome, settlement_date=self.switchboard.business_date(work.stamp)
+            )
         if isinstance(message, wire.Status):
             return wire.encode_response(wire.Error(id=message.id, code="91", message=reason))
         return wire.encode_response(online.result(message, outcome))

@@ -70,6 +70,8 @@ class PosProtocol:
         # them is answered at once and never takes one of the switch's in-flight slots.
         try:
             request = pos.request_from_pos(message.mti, message.fields)
+            if not isinstance(request, SignOn | Echo):
+                self.switchboard.check_merchant(request.acceptor.merchant_id)
         except TransactionRefused as exc:
             outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
             self._log(None, outcome, message, received_at)

@@ -57,11 +57,13 @@ from switch.core.lifecycle import (
     TerminalReversal,
     recovery_changes,
 )
+from switch.core.merchants import MerchantBook
 from switch.core.model import Echo, Origin, Outcome, Request, Reversal, SignOn
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import TokenBucket
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.store.port import Journal as JournalPort
@@ -134,6 +136,7 @@ class Switchboard:
         rrns: RrnAllocator | None = None,
         reversals: ReversalQueue,
         calendar: BusinessCalendar,
+        merchants: MerchantBook,
     ) -> None:
         self.bins = bins
         self.connectors = connectors
@@ -145,6 +148,7 @@ class Switchboard:
         self.utc_offset_h = utc_offset_h
         self.reversals = reversals
         self.calendar = calendar
+        self.merchants = merchants
         self._rrns = rrns or RrnAllocator()
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
@@ -181,6 +185,11 @@ class Switchboard:
         new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
         return Outcome(code="00", rrn=rrn, batch=new_batch)
 
+    def check_merchant(self, merchant_id: str) -> None:
+        """Refuses (03) a merchant that is neither listed nor covered by a ``*`` row."""
+        if self.merchants.terms(merchant_id) is None:
+            raise TransactionRefused("03", f"merchant {merchant_id} is not served", field="42")
+
     def business_date(self, stamp: Stamp) -> str:
         """The business date (YYYY-MM-DD) of a request stamped ``stamp``."""
         return self.calendar.date_at(stamp.epoch_s).isoformat()
@@ -210,9 +219,14 @@ class Switchboard:
             request, stamp, book=self.book, cards=self.cards, route=self._route,
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=time.time(),
-            business_date=business_date, finalize=finalize,
+            business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
+            finalize=finalize,
         )  # fmt: skip
         return await self._drive(machine, origin)
+
+    def _mcc(self, merchant_id: str) -> str | None:
+        terms = self.merchants.terms(merchant_id)
+        return terms.mcc if terms is not None else None
 
     def _allocate_rrn(self, stamp: Stamp) -> str:
         return self._rrns.allocate(stamp.local, stamp.rrn_day)

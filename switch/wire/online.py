@@ -85,6 +85,8 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     auth_code: str | None
     message: str
     balance: int | None = None
+    settlement_date: str | None = None
+    """YYYY-MM-DD, on purchase, void and refund results (settlement.md)."""
     order_id: str | None = None
     memo: str | None = None
 

@@ -29,7 +29,7 @@ import trio
 from switch.net.clients import PosClient
 from switch.terminal import DEFAULT_ENVELOPE, Terminal
 from switch.wire import online as wire
-from tests.conftest import DIALECTS, REPO
+from tests.conftest import REPO
 from tests.net.helpers import (
     PAN_ABC,
     PAN_CITIC_CREDIT,
@@ -39,6 +39,7 @@ from tests.net.helpers import (
     online_client,
     start_switch,
 )
+from tests.switch_process import demo_config, write_config
 
 READ_DEADLINE_S = 0.5
 MAX_CONNECTIONS = 400
@@ -93,53 +94,12 @@ RSS_PEAK_LIMIT_KB = 80 * 1024
 # -- the switch process -------------------------------------------------------------------
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _toml(table: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
-    """Enough of a TOML writer for conf/switch.toml: scalars, tables, arrays of tables."""
-    lines = [
-        f"{key} = {_toml_value(value)}"
-        for key, value in table.items()
-        if not isinstance(value, dict)
-        and not (isinstance(value, list) and value and isinstance(value[0], dict))
-    ]
-    for key, value in table.items():
-        if isinstance(value, dict):
-            lines += ["", f"[{'.'.join((*path, key))}]", *_toml(value, (*path, key))]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines += ["", f"[[{'.'.join((*path, key))}]]", *_toml(item, (*path, key))]
-    return lines
-
-
 def _flood_config(tmp_path: Path) -> Path:
-    """conf/switch.toml on free ports, with a short POS read deadline and a low POS
-    connection maximum; every file it names is absolute (the journal in tmp_path)."""
-    config = tomllib.loads((REPO / "conf" / "switch.toml").read_text())
-    config["switch"]["dialects_dir"] = str(DIALECTS)
-    config["switch"]["shutdown_grace_s"] = 5.0
-    config["pos"].update(port=0, read_deadline_s=READ_DEADLINE_S, max_connections=MAX_CONNECTIONS)
-    config["online"]["port"] = 0
-    for bank in config["banks"].values():
-        bank["port"] = 0
-    journal = config.get("journal")
-    if journal is not None:
-        journal["path"] = str(tmp_path / "journal.sqlite3")
-        if journal.get("key_file"):
-            journal["key_file"] = str((REPO / "conf" / journal["key_file"]).resolve())
-    path = tmp_path / "switch.toml"
-    path.write_text("\n".join(_toml(config)) + "\n")
-    return path
+    """The demo config on free ports (tests.switch_process), with a short POS read
+    deadline and a low POS connection maximum."""
+    config = demo_config(tmp_path)
+    config["pos"].update(read_deadline_s=READ_DEADLINE_S, max_connections=MAX_CONNECTIONS)
+    return write_config(tmp_path, config)
 
 
 class SwitchProcess:

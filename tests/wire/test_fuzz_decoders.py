@@ -531,6 +531,9 @@ class NetworkOnlySwitchboard:
         assert isinstance(request, SignOn | Echo)
         return Outcome(code="00")
 
+    def check_merchant(self, merchant_id: str) -> None:
+        pass  # every merchant is served here
+
     def business_date(self, stamp: object) -> str:
         return "2026-11-22"  # refusals of financial requests name their date
 
