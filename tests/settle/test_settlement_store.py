@@ -1,0 +1,144 @@
+"""The settlement of business dates on real SQLite files: every category of
+settlement.md's table, payouts computed here by hand, carries, held sales paid later,
+the ledger, and settling again posting nothing twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switch.core.merchants import MerchantTerms
+from switch.core.settlement import payout_file, recon_file
+from switch.store.sqlite.settlement import SettlementError
+from tests.settle.ledger_days import open_store, record_of, txn, write_journal
+
+D0, D1, D2 = "2026-11-22", "2026-11-23", "2026-11-24"
+MERCHANTS = [
+    MerchantTerms(merchant_id="*", name="default", mcc="5999", mdr_bps=60, account="DEFAULT"),
+    MerchantTerms(merchant_id="M1", name="one", mcc="5411", mdr_bps=38, fee_cap_fen=2600,
+                  account="ACC-M1"),
+]  # fmt: skip
+
+
+def test_three_dates_of_every_category(tmp_path: Path) -> None:
+    s1 = txn(D0, 10000, merchant_id="M1")
+    s2 = txn(D0, 20000, merchant_id="M1", voided=True)
+    v2 = txn(D0, 20000, merchant_id="M1", kind="void", original_rrn=s2.rrn)
+    s3 = txn(D0, 5000, merchant_id="M2")  # the bank has 1 fen more
+    s4 = txn(D0, 7000, merchant_id="M2")  # the bank never lists it
+    s5 = txn(D0, 3000, merchant_id="M2", state="declined", code="05")  # the bank approved it
+    r1 = txn(D0, 4000, merchant_id="M1", kind="refund", original_rrn=s1.rrn)
+    s6 = txn(D0, 1000, merchant_id="M1", reversed=True)  # reversed on both sides
+    s7 = txn(D0, 8000, merchant_id="M1")  # the bank lists it a date late
+    s8 = txn(D1, 1000, merchant_id="M2")
+    r2 = txn(D1, 5000, merchant_id="M2", kind="refund", original_rrn=s3.rrn)
+    s9 = txn(D2, 10000, merchant_id="M2")
+    declined = txn(D0, 500, merchant_id="M1", state="declined", code="51")  # nowhere: matched
+    write_journal(tmp_path / "journal.sqlite3",
+                  [s1, s2, v2, s3, s4, s5, r1, s6, s7, s8, r2, s9, declined])  # fmt: skip
+    store = open_store(tmp_path, [D0, D1, D2])
+    unknown = record_of(txn(D0, 900, rrn="S00000000001", merchant_id="M9"))
+    store.accept_clearing_file("icbc", D0, "icbc-20261122.clr", [
+        record_of(s1), record_of(s2), record_of(v2), record_of(s3, amount=5001), record_of(s5),
+        record_of(r1), record_of(s6), record_of(s6, reversal=True), unknown,
+    ], at=1.0)  # fmt: skip
+
+    assert store.settle(D0, MERCHANTS, at=2.0) is True
+    payouts = {line.merchant_id: line for line in store.payout_lines(D0)}
+    m1, m2 = payouts["M1"], payouts["M2"]
+    # M1: s1 paid (fee 38); s2 and its void cancel out, no fee; r1 refunded; s7 held.
+    assert (m1.sales_count, m1.sales_fen, m1.refunds_count, m1.refunds_fen) == (1, 10000, 1, 4000)
+    assert (m1.fees_fen, m1.held_fen, m1.net_fen, m1.payout_fen) == (38, 8000, 5962, 5962)
+    assert m1.account == "ACC-M1"
+    # M2 (unlisted: the * profile): s3 paid at the bank's 5001, fee 30; s4 held.
+    assert (m2.sales_fen, m2.fees_fen, m2.held_fen, m2.payout_fen) == (5001, 30, 7000, 4971)
+    assert m2.account == "DEFAULT"
+    assert set(payouts) == {"M1", "M2"}  # M9's record was never the switch's: nothing owed
+    recon = {(line.rrn, line.category): line for line in store.recon_lines(D0)}
+    assert {key: (line.switch_fen, line.bank_fen, line.action) for key, line in recon.items()} == {
+        (s3.rrn, "amount_mismatch"): (5000, 5001, "paid"),
+        (s4.rrn, "switch_only"): (7000, None, "held"),
+        (s5.rrn, "bank_only"): (None, 3000, "reversal_queued"),
+        (s7.rrn, "switch_only"): (8000, None, "held"),
+        ("S00000000001", "bank_only"): (None, 900, "reversal_queued"),
+    }
+    orders = {order.rrn: order for order in store.pending_reversal_orders()}
+    assert set(orders) == {s5.rrn, "S00000000001"}
+    assert orders[s5.rrn].known and not orders["S00000000001"].known
+    assert orders["S00000000001"].stan == unknown[2] and orders["S00000000001"].amount == 900
+    first_files = payout_file(store.payout_lines(D0)), recon_file(store.recon_lines(D0))
+
+    # D1: s7 turns up in the bank's next file (timing, paid now); M2 goes negative.
+    store.accept_clearing_file("icbc", D1, "icbc-20261123.clr",
+                               [record_of(s7), record_of(s8), record_of(r2)], at=3.0)  # fmt: skip
+    assert store.settle(D1, MERCHANTS, at=4.0) is True
+    payouts = {line.merchant_id: line for line in store.payout_lines(D1)}
+    assert (payouts["M1"].sales_fen, payouts["M1"].fees_fen, payouts["M1"].payout_fen) == (
+        8000, 30, 7970,
+    )  # fmt: skip
+    m2 = payouts["M2"]
+    assert (m2.sales_fen, m2.refunds_fen, m2.fees_fen, m2.held_fen) == (1000, 5000, 6, 7000)
+    assert (m2.net_fen, m2.payout_fen, m2.carried_out_fen) == (-4006, 0, -4006)
+    recon = {(line.rrn, line.category): line.action for line in store.recon_lines(D1)}
+    assert recon == {(s7.rrn, "timing"): "paid", (s4.rrn, "switch_only"): "held"}
+
+    # D2: s4 was looked for in two more dates' files: reversed, never paid; M2's carry
+    # comes off its sale.
+    store.accept_clearing_file("icbc", D2, "icbc-20261124.clr", [record_of(s9)], at=5.0)
+    assert store.settle(D2, MERCHANTS, at=6.0) is True
+    m2 = {line.merchant_id: line for line in store.payout_lines(D2)}["M2"]
+    assert (m2.carried_in_fen, m2.sales_fen, m2.fees_fen, m2.held_fen) == (-4006, 10000, 60, 0)
+    assert (m2.net_fen, m2.payout_fen, m2.carried_out_fen) == (5934, 5934, 0)
+    assert {(line.rrn, line.category): line.action for line in store.recon_lines(D2)} == {
+        (s4.rrn, "switch_only"): "reversal_queued"
+    }
+    assert s4.rrn in {order.rrn for order in store.pending_reversal_orders()}
+
+    # The ledger balances, every merchant's payable is settled to 0, and the money paid
+    # out is every payout.
+    debits, credits = store.ledger_totals()
+    assert debits == credits > 0
+    balances = {balance.account: balance.balance_fen for balance in store.ledger_balances()}
+    assert all(value == 0 for account, value in balances.items() if account.startswith("merchant:"))
+    assert balances["carried:M2"] == 0
+    assert balances["payouts"] == 5962 + 4971 + 7970 + 5934
+    assert balances["fees"] == 38 + 30 + 30 + 6 + 60
+    assert balances["bank:icbc"] == -(10000 + 5001 + 8000 + 1000 + 10000 - 4000 - 5000)
+
+    # Settling again: nothing posted twice, the same files.
+    assert store.settle(D0, MERCHANTS, at=9.0) is False
+    assert store.ledger_totals() == (debits, credits)
+    assert (payout_file(store.payout_lines(D0)), recon_file(store.recon_lines(D0))) == first_files
+    store.close()
+
+
+def test_a_date_not_closed_cannot_be_settled(tmp_path: Path) -> None:
+    write_journal(tmp_path / "journal.sqlite3", [])
+    store = open_store(tmp_path, [D0])
+    with pytest.raises(SettlementError, match="2026-11-23 is not closed"):
+        store.settle(D1, MERCHANTS, at=1.0)
+    # Closing D0 opened D1, and nothing else.
+    assert store.unsettled_closed_dates() == [D0]
+    store.close()
+
+
+def test_the_files_are_the_spec_s_columns(tmp_path: Path) -> None:
+    sale = txn(D0, 12345, merchant_id="M1")
+    write_journal(tmp_path / "journal.sqlite3", [sale])
+    store = open_store(tmp_path, [D0])
+    store.accept_clearing_file("icbc", D0, "icbc-20261122.clr", [record_of(sale, amount=12346)],
+                               at=1.0)  # fmt: skip
+    store.settle(D0, MERCHANTS, at=2.0)
+    assert payout_file(store.payout_lines(D0)).decode() == (
+        "business_date,value_date,merchant_id,account,sales_count,sales_fen,refunds_count,"
+        "refunds_fen,fees_fen,held_fen,carried_in_fen,net_fen,payout_fen,carried_out_fen\n"
+        "2026-11-22,2026-11-23,M1,ACC-M1,1,12346,0,0,47,0,0,12299,12299,0\n"
+    )
+    assert recon_file(store.recon_lines(D0)).decode() == (
+        "business_date,category,bank,rrn,terminal_id,merchant_id,masked_pan,switch_fen,"
+        "bank_fen,action\n"
+        f"2026-11-22,amount_mismatch,icbc,{sale.rrn},POS00001,M1,622202*********2221,12345,"
+        "12346,paid\n"
+    )
+    store.close()
