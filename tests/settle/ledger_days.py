@@ -30,12 +30,16 @@ def write_journal(path: Path, records: list[TxnRecord]) -> None:
     journal = JournalFile(path)
     journal.open()
     try:
-        journal.apply(write for record in records for write in writes_of(TxnStarted.of(record, 1.0)))
+        journal.apply(
+            write for record in records for write in writes_of(TxnStarted.of(record, 1.0))
+        )
     finally:
         journal.close()
 
 
-def record_of(txn: TxnRecord, *, amount: int | None = None, reversal: bool = False) -> tuple[Any, ...]:
+def record_of(
+    txn: TxnRecord, *, amount: int | None = None, reversal: bool = False
+) -> tuple[Any, ...]:
     """The bank's clearing record of ``txn`` (or of its reversal), in the store's order."""
     direction = {"sale": "D", "void": "C", "refund": "C"}[txn.kind]
     if reversal:
