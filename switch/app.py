@@ -43,11 +43,13 @@ from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
+from switch.net.settlement import SettlementService
 from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
-from switch.store import open_journal
+from switch.store import open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged
+from switch.store.sqlite.settlement import SqliteSettlementStore
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
 
@@ -90,6 +92,7 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
+        self.settlement: SettlementService | None = None
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
@@ -150,17 +153,26 @@ class SwitchApp:
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
         journal = self.journal = open_journal(config)
-        async with trio.open_nursery() as store_side:
-            await store_side.start(journal.run)
-            if self.admin is not None:  # up from here to the journal's close: health, drain
-                await store_side.start(self.admin.serve)
-            await self._run_banks_and_channels(journal, vault, task_status)
-            store_side.cancel_scope.cancel()
+        settlement_store = open_settlement_store(config)
+        await trio.to_thread.run_sync(settlement_store.open)
+        try:
+            async with trio.open_nursery() as store_side:
+                await store_side.start(journal.run)
+                if self.admin is not None:  # up from here to the journal's close: health, drain
+                    await store_side.start(self.admin.serve)
+                await self._run_banks_and_channels(journal, vault, settlement_store, task_status)
+                store_side.cancel_scope.cancel()
+        finally:
+            settlement_store.close()
         log.info("switch_stopped")
         self.stopped.set()
 
     async def _run_banks_and_channels(
-        self, journal: Journal, vault: CardVault, task_status: trio.TaskStatus[SwitchApp]
+        self,
+        journal: Journal,
+        vault: CardVault,
+        settlement_store: SqliteSettlementStore,
+        task_status: trio.TaskStatus[SwitchApp],
     ) -> None:
         config = self.config
         utc_offset_h = config.switch.utc_offset_h
@@ -176,6 +188,12 @@ class SwitchApp:
                     connector, journal, vault, institution, config.saf, utc_offset_h=utc_offset_h
                 )
             self.admission = Admission(_admission_config(config))
+            # The dates closed so far, before any request is dated by them.
+            calendar = BusinessCalendar(
+                cutoff=parse_local_time(config.settlement.cutoff),
+                utc_offset_h=utc_offset_h,
+                closes=await trio.to_thread.run_sync(settlement_store.closes),
+            )
             switchboard = self.switchboard = Switchboard(
                 bins=_bin_table(config),
                 connectors=self.connectors,
@@ -186,9 +204,7 @@ class SwitchApp:
                 admission=self.admission,
                 utc_offset_h=utc_offset_h,
                 reversals=_Reversals(self.forwarders),
-                calendar=BusinessCalendar(
-                    cutoff=parse_local_time(config.settlement.cutoff), utc_offset_h=utc_offset_h
-                ),
+                calendar=calendar,
                 merchants=self.merchants,
             )
             await switchboard.recover(
@@ -197,6 +213,20 @@ class SwitchApp:
             )
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
+            self.settlement = SettlementService(
+                store=settlement_store,
+                journal=journal,
+                calendar=calendar,
+                merchants=self.merchants,
+                connectors=self.connectors,
+                clearing_dir=lambda bank: self.config.clearing_dir(bank),
+                out_dir=config.settlement_out_dir(),
+                banks=lambda: sorted(self.config.banks),
+                settle_deadline=config.settlement.settle_deadline,
+                utc_offset_h=utc_offset_h,
+                nudge=_Reversals(self.forwarders).nudge,
+            )
+            await bank_side.start(self.settlement.run)
             pos_protocol = PosProtocol(
                 self.codecs.get(config.pos.dialect),
                 switchboard,

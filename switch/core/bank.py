@@ -110,7 +110,9 @@ def bank_request(
 class ReversalSubject(msgspec.Struct, frozen=True, kw_only=True):
     """What a reversal repeats of the message it reverses (no track 2, no PIN)."""
 
-    pan: str
+    pan: str | None
+    """None for a bank's record the switch never sent: it never had the card number,
+    and the bank finds the original by 37 and 90 (a decision: bank-h2h.md lists 2)."""
     processing_code: str
     amount: int
     currency: str
@@ -130,7 +132,7 @@ def reversal_request(
 ) -> tuple[str, dict[int, str | bytes]]:
     """A 0400 (0401 when repeated) with a new 11 and 90 naming the original."""
     fields: dict[int, str | bytes] = {
-        2: subject.pan,
+        **({2: subject.pan} if subject.pan is not None else {}),
         3: subject.processing_code,
         4: f"{subject.amount:012d}",
         7: stamp.transmission,

@@ -22,9 +22,11 @@ from switch.core.bank import OriginalData, ReversalSubject
 from switch.errors import TransactionRefused
 
 Kind = Literal["sale", "balance", "void", "refund"]
-State = Literal["sending", "approved", "declined", "no_answer", "not_sent"]
+State = Literal["sending", "approved", "declined", "no_answer", "not_sent", "bank_only"]
 """``sending``: written and maybe at the bank; ``no_answer``: it may have reached the
-bank and got no final answer (a reversal is queued); ``not_sent``: it never left."""
+bank and got no final answer (a reversal is queued); ``not_sent``: it never left;
+``bank_only``: never the switch's, found standing in a bank's clearing file (reversed,
+with no card number: the switch never had one)."""
 
 
 class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
@@ -79,7 +81,7 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
             self.request_mti,
         )  # fmt: skip
 
-    def reversal_subject(self, pan: str) -> ReversalSubject | None:
+    def reversal_subject(self, pan: str | None) -> ReversalSubject | None:
         """What a reversal of this message repeats (``pan`` opened from ``pan_sealed``);
         None if it never left for a bank."""
         if self.sent is None:

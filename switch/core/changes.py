@@ -73,6 +73,16 @@ class ReversalAttempted(msgspec.Struct, frozen=True, tag=True):
     at: float
 
 
+class BankOnlyFound(msgspec.Struct, frozen=True, tag=True):
+    """A bank's clearing record of a transaction the switch never sent, kept with its
+    reversal queued (settlement.md, ``bank_only``). Written once, however often the
+    settlement that found it hands it over."""
+
+    record: TxnRecord
+    reason: str
+    at: float
+
+
 class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
     """An online request's result, kept so that a repeat of its id gets it back."""
 
@@ -91,5 +101,5 @@ class OnlineResultsPurged(msgspec.Struct, frozen=True, tag=True):
 
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
-    | OnlineResultsPurged
+    | OnlineResultsPurged | BankOnlyFound
 )  # fmt: skip

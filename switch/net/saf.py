@@ -154,7 +154,8 @@ class ReversalForwarder:
     ) -> None:
         try:
             try:
-                pan = self.cards.open(record.pan_sealed)
+                # A bank's own record carries no card number the switch could seal.
+                pan = self.cards.open(record.pan_sealed) if record.state != "bank_only" else None
             except CardDataUnreadable as exc:
                 # Keys replaced: nothing can send it. An operator must restore the key
                 # (then `switch saf retry ID`); the switch goes on with the others.
@@ -228,7 +229,7 @@ class ReversalForwarder:
         backoff: float = min(self.config.backoff_max_s, self.config.backoff_min_s * 2.0**attempts)
         return time.time() + backoff * random.uniform(0.5, 1.0)
 
-    async def _send(self, record: TxnRecord, pan: str, *, repeat: bool) -> _Sent:
+    async def _send(self, record: TxnRecord, pan: str | None, *, repeat: bool) -> _Sent:
         subject = record.reversal_subject(pan)
         if subject is None:
             return _Sent(BANK_ANSWERED, sent=False)  # never left the switch: nothing to undo

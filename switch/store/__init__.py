@@ -3,8 +3,13 @@ data at rest (``crypto.py``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from switch.config import SwitchConfig
 from switch.store.port import Journal, JournalLock, OperatorJournal
+
+if TYPE_CHECKING:
+    from switch.store.sqlite.settlement import SqliteSettlementStore
 
 
 def open_journal(config: SwitchConfig) -> Journal:
@@ -43,3 +48,10 @@ def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
     from switch.store.sqlite import SqliteOperatorJournal
 
     return SqliteOperatorJournal(config.path(config.journal.path))
+
+
+def open_settlement_store(config: SwitchConfig) -> SqliteSettlementStore:
+    """The settlement store the config names (not yet open), beside the journal."""
+    from switch.store.sqlite.settlement import SqliteSettlementStore
+
+    return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))

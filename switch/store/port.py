@@ -21,6 +21,7 @@ import trio
 
 from switch.core.book import TxnRecord
 from switch.core.changes import (
+    BankOnlyFound,
     Change,
     OnlineResultKept,
     OnlineResultsPurged,
@@ -34,6 +35,7 @@ from switch.core.stats import HistogramSnapshot
 from switch.errors import SwitchError
 
 __all__ = [
+    "BankOnlyFound",
     "Change",
     "OnlineResultKept",
     "OnlineResultsPurged",

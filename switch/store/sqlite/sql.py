@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.store.port import (
+    BankOnlyFound,
     Change,
     DueReversal,
     OnlineResult,
@@ -103,6 +104,13 @@ def writes_of(change: Change) -> tuple[Write, ...]:
                 change.at,
             )  # fmt: skip
             return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
+        case BankOnlyFound(record=record, reason=reason, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, _INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
+                      _txn_row(record, at)),
+                Write(_RANK_INSERT_SAF, _INSERT_SAF,
+                      (record.rrn, record.bank, reason, at, at, at)),
+            )  # fmt: skip
         case OnlineResultsPurged(before=before):
             return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
     raise AssertionError(f"unknown change {type(change).__name__}")

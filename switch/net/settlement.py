@@ -1,0 +1,329 @@
+"""Settlement under trio: the business day's cut-off and cutovers, the banks' clearing
+files as they arrive, the settlement of each closed date and its files (settlement.md).
+
+Every decision is elsewhere: which date a moment belongs to is the calendar's
+(``switch.core.calendar``), what a file says is the codec's (``switch.wire.clearing``),
+what is matched, paid and posted is the settlement store's set-based SQL. This module
+carries out the sequence: close the date (persisted before anything else), send each
+bank its cutover, read each bank's file, settle when all are in or at the deadline,
+write the files, hand the reversals decided to store-and-forward. Each step is
+idempotent, so after a crash the switch simply runs the sequence again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Final, TypeVar
+
+import msgspec
+import structlog
+import trio
+
+from switch.core.bank import OriginalData
+from switch.core.book import TxnRecord
+from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
+from switch.core.changes import BankOnlyFound, Change, ReversalQueued
+from switch.core.merchants import MerchantBook
+from switch.core.settlement import (
+    PayoutLine,
+    ReconLine,
+    ReversalOrder,
+    SettlementStatus,
+    payout_file,
+    payout_file_name,
+    recon_file,
+    recon_file_name,
+)
+from switch.errors import SwitchError
+from switch.net.bank_link import BankConnector
+from switch.store.port import Journal, JournalError
+from switch.store.sqlite.settlement import SettlementError, SqliteSettlementStore
+from switch.wire.clearing import ClearingFileRejected, clearing_file_name, decode_clearing_file
+
+log = structlog.get_logger()
+
+POLL_INTERVAL_S: Final = 1.0
+"""How often the clearing folders are looked at while a date waits for its files."""
+CUTOVER_RETRY_S: Final = 30.0
+"""A cutover a bank did not answer 00 is sent again this often, until the date settles."""
+
+_KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
+_T = TypeVar("_T")
+
+
+class SettlementService:
+    """The business day of a running switch. ``store`` must be open."""
+
+    def __init__(
+        self,
+        *,
+        store: SqliteSettlementStore,
+        journal: Journal,
+        calendar: BusinessCalendar,
+        merchants: MerchantBook,
+        connectors: Mapping[str, BankConnector],
+        clearing_dir: Callable[[str], Path],
+        out_dir: Path,
+        banks: Callable[[], list[str]],
+        settle_deadline: str,
+        utc_offset_h: int,
+        nudge: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.calendar = calendar
+        self.merchants = merchants
+        self.connectors = connectors
+        self.clearing_dir = clearing_dir
+        self.out_dir = out_dir
+        self.banks = banks
+        """The banks whose files a date waits for: those configured now."""
+        self.deadline = parse_local_time(settle_deadline)
+        self.offset = timedelta(hours=utc_offset_h)
+        self.nudge = nudge
+        self.clock = clock
+        self._store_lock = trio.Lock()
+        """One thread at a time on the store's connection."""
+        self._closing = trio.Lock()
+        self._settling = trio.Lock()
+        self._wake_cutoff = trio.Event()
+        self._wake_settler = trio.Event()
+        self._cutover_tried: dict[tuple[str, str], float] = {}
+
+    async def _in_store(self, work: Callable[..., _T], *args: object) -> _T:
+        async with self._store_lock:
+            return await trio.to_thread.run_sync(work, *args)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        now = self.clock()
+        current = self.calendar.date_at(now)
+        first_open = await self._in_store(self.store.first_open_date) or current
+        # Dates that ended while the switch was down close at their natural ends.
+        for close in self.calendar.due_closes(now, first_open):
+            await self._close(close)
+        await self._in_store(self.store.record_open, self.calendar.date_at(now), now)
+        await self._hand_over_reversals()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cutoffs)
+            nursery.start_soon(self._settler)
+            task_status.started()
+
+    async def _cutoffs(self) -> None:
+        """Closes each date at its cut-off (unless an operator closed it first)."""
+        while True:
+            now = self.clock()
+            open_date = self.calendar.date_at(now)
+            end = self.calendar.natural_end(open_date)
+            with trio.move_on_after(max(0.0, end - now)):
+                await self._wake_cutoff.wait()
+                self._wake_cutoff = trio.Event()
+                continue  # closed early by an operator: a new date is open
+            async with self._closing:
+                if self.calendar.date_at(self.clock()) != open_date:  # natural close came
+                    await self._close(DateClosed(open_date, end, forced=False))
+
+    async def close_now(self) -> DateClosed:
+        """The operator's cut-off: the open date closes now, the next one opens."""
+        async with self._closing:
+            close = self.calendar.force_close(self.clock())
+            # The close takes effect on the next whole second: wait it out, so that
+            # every request of the closed date was received before the cutovers leave.
+            await trio.sleep(max(0.0, close.at - self.clock()))
+            await self._close(close)
+        self._wake_cutoff.set()
+        return close
+
+    async def _close(self, close: DateClosed) -> None:
+        self.calendar.record(close)
+        await self._in_store(self.store.record_close, close)
+        log.info(
+            "business_date_closed", business_date=close.business_date.isoformat(),
+            forced=close.forced,
+        )  # fmt: skip
+        await self._cutovers(close.business_date.isoformat())
+        self._wake_settler.set()
+
+    async def _cutovers(self, business_date: str) -> None:
+        """One cutover to each bank not yet answered 00 for the date, all at once."""
+        done = await self._in_store(self.store.cutovers, business_date)
+        async with trio.open_nursery() as nursery:
+            for bank in self.banks():
+                if done.get(bank) != "00" and bank in self.connectors:
+                    nursery.start_soon(self._cutover, bank, business_date)
+
+    async def _cutover(self, bank: str, business_date: str) -> None:
+        self._cutover_tried[(business_date, bank)] = self.clock()
+        try:
+            code = await self.connectors[bank].cutover(date.fromisoformat(business_date))
+        except SwitchError as exc:
+            code = f"not answered: {exc}"
+        await self._in_store(self.store.record_cutover, business_date, bank, code, self.clock())
+        event = "cutover_answered" if code == "00" else "cutover_failed"
+        (log.info if code == "00" else log.warning)(
+            event, bank=bank, business_date=business_date, code=code
+        )
+
+    # -- clearing files and settling ----------------------------------------------------
+
+    async def _settler(self) -> None:
+        while True:
+            for business_date in await self._in_store(self.store.unsettled_closed_dates):
+                await self._advance(business_date)
+            with trio.move_on_after(POLL_INTERVAL_S):
+                await self._wake_settler.wait()
+                self._wake_settler = trio.Event()
+
+    async def _advance(self, business_date: str) -> None:
+        """What a closed date waits for, looked at once: its cutovers, its files; it
+        settles once every bank's file is in, or at the deadline."""
+        now = self.clock()
+        cutovers = await self._in_store(self.store.cutovers, business_date)
+        for bank in self.banks():
+            tried = self._cutover_tried.get((business_date, bank), 0.0)
+            if cutovers.get(bank) != "00" and now - tried >= CUTOVER_RETRY_S:
+                await self._cutovers(business_date)
+                break
+        missing = await self.read_files(business_date)
+        if not missing or now >= self.deadline_of(business_date):
+            await self.settle(business_date)
+
+    def deadline_of(self, business_date: str) -> float:
+        """settle_deadline local time on the next date (settlement.md)."""
+        local = datetime.combine(date.fromisoformat(business_date) + timedelta(days=1),
+                                 self.deadline)  # fmt: skip
+        return (local - self.offset).replace(tzinfo=UTC).timestamp()
+
+    async def read_files(self, business_date: str) -> list[str]:
+        """Reads each bank's file for the date that has arrived and is not yet taken;
+        returns the banks whose file is still missing or rejected."""
+        missing = []
+        day = date.fromisoformat(business_date)
+        for bank in self.banks():
+            path = self.clearing_dir(bank) / clearing_file_name(bank, day)
+            known = await self._in_store(self.store.clearing_file, bank, business_date)
+            if known is not None and known.status == "accepted":
+                continue
+            try:
+                modified = path.stat().st_mtime
+            except FileNotFoundError:
+                missing.append(bank)
+                continue
+            if known is not None and modified <= known.read_at:  # the same rejected file
+                missing.append(bank)
+                continue
+            if not await self._read_file(bank, day, path):
+                missing.append(bank)
+        return missing
+
+    async def _read_file(self, bank: str, day: date, path: Path) -> bool:
+        business_date, now = day.isoformat(), self.clock()
+        try:
+            data = await trio.to_thread.run_sync(path.read_bytes)
+            decoded = await trio.to_thread.run_sync(decode_clearing_file, data)
+            if decoded.header.business_date != day:
+                raise ClearingFileRejected(
+                    1, "header", f"header date {decoded.header.business_date} is not {day}"
+                )
+        except (OSError, ClearingFileRejected) as exc:
+            reason = str(exc)
+            await self._in_store(
+                self.store.reject_clearing_file, bank, business_date, path.name, reason, now
+            )
+            log.error("clearing_file_rejected", bank=bank, business_date=business_date,
+                      file=str(path), reason=reason)  # fmt: skip
+            return False
+        rows = [msgspec.structs.astuple(record) for record in decoded.records]
+        count = await self._in_store(
+            self.store.accept_clearing_file, bank, business_date, path.name, rows, now
+        )
+        log.info("clearing_file_accepted", bank=bank, business_date=business_date, records=count)
+        return True
+
+    async def settle(self, business_date: str) -> SettlementStatus:
+        """Settles a closed date (once: settling it again posts nothing) and writes its
+        payout and reconciliation files from what was stored."""
+        async with self._settling:
+            await self.read_files(business_date)
+            merchants = self.merchants.listed()
+            settled_now = await self._in_store(
+                lambda: self.store.settle(business_date, merchants, at=self.clock())
+            )
+            payouts = await self._in_store(self.store.payout_lines, business_date)
+            recon = await self._in_store(self.store.recon_lines, business_date)
+            await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
+            await self._hand_over_reversals()
+            status = await self.status(business_date)
+        log.info(
+            "business_date_settled", business_date=business_date, again=not settled_now,
+            merchants=status.merchants, payout_fen=status.payout_fen, held_fen=status.held_fen,
+            reversals_queued=status.reversals_queued, missing=status.missing,
+        )  # fmt: skip
+        return status
+
+    def _write_files(
+        self, business_date: str, payouts: list[PayoutLine], recon: list[ReconLine]
+    ) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _write_whole(self.out_dir / payout_file_name(business_date), payout_file(payouts))
+        _write_whole(self.out_dir / recon_file_name(business_date), recon_file(recon))
+
+    async def _hand_over_reversals(self) -> None:
+        """The reversals settlement decided, queued in the journal's store-and-forward
+        (idempotent there), then marked handed over."""
+        orders = await self._in_store(self.store.pending_reversal_orders)
+        if not orders:
+            return
+        now = self.clock()
+        changes: list[Change] = [_reversal_change(order, now) for order in orders]
+        try:
+            await self.journal.commit(*changes, durable=True)
+        except JournalError as exc:  # tried again after the next settlement or start
+            log.error("settlement_reversals_not_queued", error=str(exc), count=len(orders))
+            return
+        await self._in_store(self.store.reversal_orders_handed, [o.rrn for o in orders], now)
+        for bank in {order.bank for order in orders}:
+            self.nudge(bank)
+        log.info("settlement_reversals_queued", count=len(orders))
+
+    async def status(self, business_date: str) -> SettlementStatus:
+        return await self._in_store(self.store.status, business_date, self.banks())
+
+    async def latest_dates(self, limit: int = 1) -> list[str]:
+        return await self._in_store(self.store.latest_dates, limit)
+
+
+def _reversal_change(order: ReversalOrder, at: float) -> Change:
+    if order.known:
+        return ReversalQueued(rrn=order.rrn, bank=order.bank, reason=order.reason, at=at)
+    record = TxnRecord(
+        kind=_KINDS.get(order.processing_code[:2], "sale"),  # type: ignore[arg-type]
+        rrn=order.rrn, bank=order.bank, channel="clearing", request_mti=order.mti,
+        terminal_id=order.terminal_id, merchant_id=order.merchant_id, stan=order.stan,
+        batch="000000", local_date=order.transmission[:4], pan_masked=order.masked_pan,
+        pan_hmac=b"", pan_sealed=b"", amount=order.amount, currency=order.currency,
+        bank_processing_code=order.processing_code, business_date=order.business_date,
+        sent=OriginalData(mti=order.mti, stan=order.stan, transmission=order.transmission),
+        state="bank_only",
+    )  # fmt: skip
+    return BankOnlyFound(record=record, reason=order.reason, at=at)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Written under another name, synced, then renamed: a reader sees the whole file
+    or none (and settling again writes the same bytes)."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+__all__ = ["SettlementError", "SettlementService"]
