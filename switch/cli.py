@@ -26,6 +26,7 @@ import switch
 from switch import ops, startup
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import leniently
+from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.model import mask_pan
@@ -239,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, parser_ in (("sale", sale), ("balance", balance), ("echo", echo), ("signon", signon)):
         parser_.set_defaults(handler=_pos, message=name)
 
+    add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
     return parser
 

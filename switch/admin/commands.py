@@ -120,11 +120,11 @@ def _output() -> Console:
 
 
 def _status(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return _with_client(args, config, lambda client: _print_status(client, args.json))
+    return with_client(args, config, lambda client: _print_status(client, args.json))
 
 
 def _reload(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return _with_client(args, config, _ask_to_reload)
+    return with_client(args, config, _ask_to_reload)
 
 
 def _ask_to_reload(client: AdminClient) -> int:
@@ -151,11 +151,11 @@ def _top(args: argparse.Namespace, config: SwitchConfig) -> int:
         print("switch: --interval must be more than 0", file=sys.stderr)
         return 2
     if args.once:
-        return _with_client(args, config, lambda client: _print_once(client, args.interval))
-    return _with_client(args, config, lambda client: _live(client, args.interval))
+        return with_client(args, config, lambda client: _print_once(client, args.interval))
+    return with_client(args, config, lambda client: _live(client, args.interval))
 
 
-def _with_client(
+def with_client(
     args: argparse.Namespace, config: SwitchConfig, action: Callable[[AdminClient], int]
 ) -> int:
     try:

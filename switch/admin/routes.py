@@ -8,7 +8,9 @@ not listed under its path.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import exposition
 from switch.admin.status import status_encoder
+from switch.store.sqlite.settlement import SettlementError
 
 if TYPE_CHECKING:
     from switch.app import SwitchApp
@@ -44,6 +47,23 @@ class AdminResponse(msgspec.Struct, frozen=True, kw_only=True):
 Handler = Callable[[AdminRequest], Awaitable[AdminResponse]]
 RouteTable = dict[str, dict[str, Handler]]
 """Path, then method, to its handler."""
+
+
+def _query_date(request: AdminRequest) -> str | None:
+    """``date=YYYY-MM-DD`` of the query string, or None (absent or not a date)."""
+    values = urllib.parse.parse_qs(request.query).get("date")
+    if not values:
+        return None
+    try:
+        return date.fromisoformat(values[0]).isoformat()
+    except ValueError:
+        return None
+
+
+def _no_settlement(not_running: bool) -> AdminResponse:
+    if not_running:
+        return json_response(503, {"error": "settlement is not running yet"})
+    return json_response(400, {"error": "date must be given as date=YYYY-MM-DD"})
 
 
 def json_response(status: int, document: dict[str, Any]) -> AdminResponse:
@@ -82,7 +102,60 @@ def admin_routes(
             status=200 if result.accepted else 422, body=msgspec.json.encode(result) + b"\n"
         )
 
+    async def cutoff(request: AdminRequest) -> AdminResponse:
+        """Closes the open business date now (``switch settle cutoff``): 200 with the
+        date closed and its cutovers."""
+        service = app.settlement
+        if service is None:
+            return json_response(503, {"error": "settlement is not running yet"})
+        closed = await service.close_now()
+        status = await service.status(closed.business_date.isoformat())
+        return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
+
+    async def settle_run(request: AdminRequest) -> AdminResponse:
+        """Settles a closed date now (``switch settle run``); idempotent."""
+        service = app.settlement
+        business_date = _query_date(request)
+        if service is None or business_date is None:
+            return _no_settlement(service is None)
+        try:
+            status = await service.settle(business_date)
+        except SettlementError as exc:
+            return json_response(409, {"error": str(exc)})
+        return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
+
+    async def settle_status(request: AdminRequest) -> AdminResponse:
+        service = app.settlement
+        if service is None:
+            return _no_settlement(True)
+        business_date = _query_date(request)
+        if business_date is None:
+            if "date=" in request.query:
+                return _no_settlement(False)
+            business_date = await service.latest_closed_date()
+            if business_date is None:
+                return json_response(404, {"error": "no business date has closed yet"})
+        status = await service.status(business_date)
+        return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
+
+    async def ledger(request: AdminRequest) -> AdminResponse:
+        service = app.settlement
+        if service is None:
+            return _no_settlement(True)
+        account = urllib.parse.parse_qs(request.query).get("account", [None])[0]
+        balances = await service.ledger_balances(account)
+        document = [
+            {"account": b.account, "debit_fen": b.debit_fen, "credit_fen": b.credit_fen,
+             "balance_fen": b.balance_fen}
+            for b in balances
+        ]  # fmt: skip
+        return AdminResponse(status=200, body=json.dumps(document).encode() + b"\n")
+
     return {
+        "/settlement/cutoff": {"POST": cutoff},
+        "/settlement/run": {"POST": settle_run},
+        "/settlement": {"GET": settle_status},
+        "/ledger": {"GET": ledger},
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
         "/metrics": {"GET": metrics},

@@ -29,6 +29,7 @@ from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
 from switch.core.changes import BankOnlyFound, Change, ReversalQueued
 from switch.core.merchants import MerchantBook
 from switch.core.settlement import (
+    LedgerBalance,
     PayoutLine,
     ReconLine,
     ReversalOrder,
@@ -295,8 +296,11 @@ class SettlementService:
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
 
-    async def latest_dates(self, limit: int = 1) -> list[str]:
-        return await self._in_store(self.store.latest_dates, limit)
+    async def latest_closed_date(self) -> str | None:
+        return await self._in_store(self.store.latest_closed_date)
+
+    async def ledger_balances(self, account: str | None) -> list[LedgerBalance]:
+        return await self._in_store(self.store.ledger_balances, account)
 
 
 def _reversal_change(order: ReversalOrder, at: float) -> Change:

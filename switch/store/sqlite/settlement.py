@@ -469,11 +469,11 @@ class SqliteSettlementStore:
             reversals_queued=queued,
         )
 
-    def latest_dates(self, limit: int) -> list[str]:
-        rows = self._db.execute(
-            "SELECT business_date FROM business_day ORDER BY business_date DESC LIMIT ?", (limit,)
-        )
-        return [row[0] for row in rows]
+    def latest_closed_date(self) -> str | None:
+        row = self._db.execute(
+            "SELECT max(business_date) FROM business_day WHERE closed_at IS NOT NULL"
+        ).fetchone()
+        return row[0]  # type: ignore[no-any-return]
 
     def ledger_balances(self, account: str | None = None) -> list[LedgerBalance]:
         where, parameters = ("WHERE account = ?", (account,)) if account else ("", ())

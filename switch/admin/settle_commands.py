@@ -1,0 +1,157 @@
+"""``switch settle cutoff|run|status`` and ``switch ledger balance``: the business day
+of a running switch, through its admin interface (``/settlement``, ``/ledger``).
+
+Each prints a short table, or with ``--json`` the document the switch answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.parse
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from switch.admin.client import AdminClient, AdminUnavailable
+from switch.admin.commands import leniently, with_client
+from switch.config import SwitchConfig
+
+
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    config_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    settle = commands.add_parser(
+        "settle",
+        help="the business day: cut-off, settlement, its status",
+        description="Settlement of the running switch (settlement.md), through its admin "
+        "interface.",
+    )
+    actions = settle.add_subparsers(dest="settle_action", required=True, metavar="ACTION")
+    cutoff = actions.add_parser(
+        "cutoff",
+        help="close the current business date now",
+        description="Closes the open business date at once (the next one begins), and "
+        "sends every bank its cutover; the date then settles when every bank's clearing "
+        "file is in, or at settle_deadline.",
+    )
+    run = actions.add_parser(
+        "run",
+        help="settle a closed date now",
+        description="Settles a closed business date now, with the clearing files that "
+        "have arrived (a bank's missing file holds its transactions as switch_only). "
+        "Settling a date again writes the same files and posts nothing twice.",
+    )
+    run.add_argument("--date", required=True, type=_iso_date, help="the date, YYYY-MM-DD")
+    status = actions.add_parser(
+        "status",
+        help="a date's files, categories and totals",
+        description="Which banks' files arrived, which were rejected and why, the count "
+        "and amounts of each category, the payouts' totals.",
+    )
+    status.add_argument(
+        "--date", type=_iso_date, help="the date, YYYY-MM-DD (default: the latest closed)"
+    )
+    ledger = commands.add_parser(
+        "ledger",
+        help="the settlement ledger's balances",
+        description="Double-entry balances of the settlement ledger: bank:<name> what "
+        "banks owe, merchant:<id> what is owed to merchants (0 once paid), carried:<id> "
+        "negative balances carried, fees, payouts.",
+    )
+    ledger_actions = ledger.add_subparsers(dest="ledger_action", required=True, metavar="ACTION")
+    balance = ledger_actions.add_parser("balance", help="every account's balance, or one's")
+    balance.add_argument("--account", help="only this account, e.g. merchant:898310048990001")
+    for parser in (cutoff, run, status, balance):
+        config_option(parser)
+        parser.add_argument("--url", help="the admin interface, http://HOST:PORT")
+        parser.add_argument("--json", action="store_true", help="the switch's answer as JSON")
+    cutoff.set_defaults(handler=leniently(_asking(_cutoff_target)))
+    run.set_defaults(handler=leniently(_asking(_run_target)))
+    status.set_defaults(handler=leniently(_asking(_status_target)))
+    balance.set_defaults(handler=leniently(_asking(_ledger_target, printer=_print_ledger)))
+    for parser in (cutoff, run, status, balance):
+        parser.set_defaults(needs_config=False)
+
+
+def _cutoff_target(args: argparse.Namespace) -> tuple[str, str]:
+    return "POST", "/settlement/cutoff"
+
+
+def _run_target(args: argparse.Namespace) -> tuple[str, str]:
+    return "POST", f"/settlement/run?date={args.date}"
+
+
+def _status_target(args: argparse.Namespace) -> tuple[str, str]:
+    return "GET", f"/settlement?date={args.date}" if args.date else "/settlement"
+
+
+def _ledger_target(args: argparse.Namespace) -> tuple[str, str]:
+    query = f"?account={urllib.parse.quote(args.account)}" if args.account else ""
+    return "GET", f"/ledger{query}"
+
+
+def _iso_date(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def _asking(
+    target: Callable[[argparse.Namespace], tuple[str, str]],
+    printer: Callable[[Any], None] | None = None,
+) -> Callable[[argparse.Namespace, SwitchConfig], int]:
+    def handler(args: argparse.Namespace, config: SwitchConfig) -> int:
+        method, path = target(args)
+
+        def ask(client: AdminClient) -> int:
+            status, body = client.post(path) if method == "POST" else client.get(path)
+            if status >= 500 and status != 503:
+                raise AdminUnavailable(f"{client.url}{path} answered {status}")
+            document = json.loads(body)
+            if status != 200:
+                print(f"switch: {document.get('error', status)}", file=sys.stderr)
+                return 2
+            if args.json:
+                sys.stdout.write(json.dumps(document, indent=2) + "\n")
+            else:
+                (printer or _print_status)(document)
+            return 0
+
+        return with_client(args, config, ask)
+
+    return handler
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    def fen(value: int) -> str:
+        return f"{value / 100:,.2f}"
+
+    closed = "closed" if status["closed_at"] else "open"
+    settled = "settled" if status["settled_at"] else "not settled"
+    print(f"business date {status['business_date']}: {closed}"
+          f"{' (forced)' if status['forced'] else ''}, {settled}")  # fmt: skip
+    for bank, code in sorted(status["cutovers"].items()):
+        print(f"  cutover {bank}: {code}")
+    for file in status["files"]:
+        why = f": {file['reason']}" if file["reason"] else f", {file['records']} records"
+        print(f"  file {file['name']}: {file['status']}{why}")
+    if status["missing"]:
+        print(f"  files missing: {', '.join(status['missing'])}")
+    for row in status["categories"]:
+        print(f"  {row['category']:<17} {row['action']:<16} {row['count']:>9}  "
+              f"switch {fen(row['switch_fen'])}  bank {fen(row['bank_fen'])}")  # fmt: skip
+    print(f"  merchants {status['merchants']}: sales {fen(status['sales_fen'])}, refunds "
+          f"{fen(status['refunds_fen'])}, fees {fen(status['fees_fen'])}, paid "
+          f"{fen(status['payout_fen'])}, carried {fen(status['carried_out_fen'])}, held "
+          f"{fen(status['held_fen'])}; reversals queued {status['reversals_queued']}")  # fmt: skip
+
+
+def _print_ledger(balances: list[dict[str, Any]]) -> None:
+    print(f"{'account':<40} {'debit':>16} {'credit':>16} {'balance':>16}")
+    for row in balances:
+        print(f"{row['account']:<40} {row['debit_fen'] / 100:>16,.2f} "
+              f"{row['credit_fen'] / 100:>16,.2f} {row['balance_fen'] / 100:>16,.2f}")  # fmt: skip
