@@ -282,7 +282,12 @@ class SwitchApp:
         assert bank_side is not None
         scopes: list[trio.CancelScope] = []
         if bank.simulate:
-            simulator = BankSimulator(name, bank, self.codecs.get(bank.dialect))
+            # The folder of the section being started: during a reload self.config is
+            # still the old configuration, which may not have this bank yet.
+            started = msgspec.structs.replace(self.config, banks={name: bank})
+            simulator = BankSimulator(
+                name, bank, self.codecs.get(bank.dialect), clearing_dir=started.clearing_dir(name)
+            )
             scopes.append(trio.CancelScope())
             port = await bank_side.start(_in_scope, simulator.serve, scopes[-1])
             self.simulators[name] = simulator

@@ -316,7 +316,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
     configure_logging(config.log.level, format=config.log.format)
     log_uncaught_exceptions()
     codec = Codecs(config.dialects_path()).get(bank.dialect)
-    simulator = BankSimulator(args.bank, bank, codec)
+    simulator = BankSimulator(args.bank, bank, codec, clearing_dir=config.clearing_dir(args.bank))
     totals_file = Path(args.totals_file) if args.totals_file else None
 
     async def serve() -> None:

@@ -7,16 +7,19 @@ bank-h2h.md is what :func:`bank_request` builds from pos-cup.md's sample sale.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import Final
 
 import msgspec
 
+from switch.core.calendar import mmdd
 from switch.core.clock import Stamp
 from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Sale, Void
 from switch.errors import LocalProtocolError
 
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"
+CUTOVER: Final = "201"
 ECHO: Final = "301"
 
 
@@ -50,9 +53,16 @@ class OriginalData(msgspec.Struct, frozen=True, gc=False):
         return f"{self.mti}{self.stan}{self.transmission}{institution.original_ids()}"
 
 
-def network_request(code: str, stan: str, stamp: Stamp) -> tuple[str, dict[int, str | bytes]]:
-    """Sign-on, sign-off or echo test (0800 with 70)."""
-    return "0800", {7: stamp.transmission, 11: stan, 70: code}
+def network_request(
+    code: str, stan: str, stamp: Stamp, *, business_date: date | None = None
+) -> tuple[str, dict[int, str | bytes]]:
+    """Sign-on, sign-off, echo test or cutover (0800 with 70); a cutover names in 15
+    the business date it closes."""
+    fields: dict[int, str | bytes] = {7: stamp.transmission, 11: stan}
+    if business_date is not None:
+        fields[15] = mmdd(business_date)
+    fields[70] = code
+    return "0800", fields
 
 
 _PROCESSING_PREFIX: Final[dict[type, str]] = {

@@ -8,6 +8,9 @@ slot (as a host queues for a bank link), at most until its own deadline; a full 
 an open circuit or a bank with every link down is refused at once (91). A link that
 drops fails its in-flight requests with :class:`LinkDown` and starts over.
 
+A cutover (:meth:`BankConnector.cutover`) is a network message like the echo: it
+goes on one signed-on link, outside the windows, and waits for its 0810.
+
 What a bank sends unasked (a response to nothing in flight, a late one, a request of
 its own) is counted and logged at most once a second per link; a link that gets more
 than ``unsolicited_limit_per_s`` of them within a second is dropped and re-established.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from datetime import date
 from typing import Final, Literal
 
 import structlog
@@ -59,6 +63,12 @@ class BankUnavailable(SwitchError):
     link is down, its queue is full, or it waited as long as it may. Answered 91."""
 
     response_code = "91"
+
+
+class CutoverFailed(SwitchError):
+    """A cutover got no answer: no link was up, it could not be sent, its link dropped,
+    or no 0810 came within the bank's issuer timeout. Whether the bank applied it is
+    unknown; sending it again is safe (a repeated cutover changes nothing)."""
 
 
 class _Pending:
@@ -233,7 +243,7 @@ class BankLink:
 
     async def _sign_on(self) -> None:
         with trio.fail_after(self.config.sign_on_timeout_s):
-            response = await self._network_exchange(bankmsg.SIGN_ON)
+            response = await self.network_exchange(bankmsg.SIGN_ON)
         code = response.fields.get(39)
         if code != "00":
             raise LinkDown(f"sign-on answered {code!r}")
@@ -249,7 +259,7 @@ class BankLink:
                 continue
             try:
                 with trio.fail_after(self.config.issuer_timeout_s):
-                    response = await self._network_exchange(bankmsg.ECHO)
+                    response = await self.network_exchange(bankmsg.ECHO)
             except trio.TooSlowError:
                 log.warning("echo_failed", reason="no answer")
                 raise
@@ -257,9 +267,15 @@ class BankLink:
                 log.warning("echo_failed", code=response.fields.get(39))
                 raise LinkDown("echo test refused")
 
-    async def _network_exchange(self, code: str) -> Iso8583Message:
+    async def network_exchange(
+        self, code: str, *, business_date: date | None = None
+    ) -> Iso8583Message:
+        """One 0800 (70 = ``code``; a cutover's 15 from ``business_date``) and its 0810,
+        outside the window; the caller holds the deadline. LinkDown when the link drops
+        or the bank answers with another MTI, LinkNotSent when it cannot be sent."""
         stan = self._stans.next()
-        mti, fields = bankmsg.network_request(code, stan, Stamp.now(self._utc_offset_h))
+        stamp = Stamp.now(self._utc_offset_h)
+        mti, fields = bankmsg.network_request(code, stan, stamp, business_date=business_date)
         response = await self._exchange(mti, fields)
         if response.mti != "0810":
             raise LinkDown(f"bank answered {response.mti} to an 0800 (70 = {code})")
@@ -479,6 +495,40 @@ class BankConnector:
         """Waits until every link is signed on; for tests and start-up."""
         for link in self.links:
             await link.wait_up()
+
+    # -- cutover -------------------------------------------------------------------
+
+    async def cutover(self, business_date: date) -> str:
+        """Closes ``business_date`` at the bank (bank-h2h.md, "Cutover and clearing"):
+        one 0800 with 70 = 201 and 15 = its MMDD on the first signed-on link, and the
+        bank's 39 ("00": it will deliver that date's clearing file).
+
+        Waits ``issuer_timeout_s`` at most. Raises :class:`CutoverFailed` when no link
+        is up or no answer comes; a bank's refusal is its code, returned.
+        """
+        link = next((candidate for candidate in self.links if candidate.status == "up"), None)
+        if link is None:
+            raise CutoverFailed(f"bank {self.name}: no link is up for the cutover")
+        when = business_date.isoformat()
+        failure = code = None
+        with trio.move_on_after(self.config.issuer_timeout_s) as waited:
+            try:
+                response = await link.network_exchange(
+                    bankmsg.CUTOVER, business_date=business_date
+                )
+            except LinkDown as exc:  # dropped, not sent, or not an 0810
+                failure = str(exc)
+            else:
+                code = response.fields.get(39)
+                if not isinstance(code, str) or not code:
+                    failure = f"answered without a response code: {code!r}"
+        if waited.cancelled_caught:
+            failure = f"no answer within {self.config.issuer_timeout_s:g} s"
+        if failure is not None or not isinstance(code, str):
+            log.warning("bank_cutover_failed", bank=self.name, business_date=when, reason=failure)
+            raise CutoverFailed(f"bank {self.name}: cutover of {when}: {failure}")
+        log.info("bank_cutover", bank=self.name, link=link.index, business_date=when, code=code)
+        return code
 
     # -- slots -------------------------------------------------------------------
 

@@ -13,20 +13,46 @@ Transactions are keyed like the bank-h2h.md field 90 that refers back to them:
 (PAN, 11, 7, 32, 33), with 32 and 33 zero-padded on the left to 11 digits (an absent
 33 is eleven zeros). The MTI of field 90 is not part of the key: a sale, a void and a
 refund are all 0200s and their keys never collide, because each has its own 11/7.
+A reversal without a card number (neither 2 nor 35: the switch reverses a record of
+the bank's clearing file that it never sent, so it never had the card) names its
+original by (37, 11, 7, 32, 33) instead: 37 and field 90 without its MTI.
+
+Clearing (settlement.md, bank-h2h.md "Cutover and clearing"): every approved sale,
+void and refund and every applied reversal becomes a detail record of the open
+business date. A cutover (0800, 70 = 201, 15 = the date closed) is answered 00 and
+hands the server that date's clearing file to deliver (:class:`ClearingDelivery`);
+the next date opens at once. ``clearing_faults`` (settable at any time) makes the
+file wrong on purpose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from typing import Final, Literal
 
 import msgspec
 
-from switch.config import SimulatorSection
+from switch.config import ClearingFaults, SimulatorSection
+from switch.core.calendar import date_from_mmdd, mmdd
+from switch.core.model import mask_pan
+from switch.core.validate import luhn_valid
+from switch.wire.clearing import (
+    ClearingHeader,
+    ClearingRecord,
+    Direction,
+    encode_header,
+    encode_record,
+    encode_trailer,
+    trailer_totals,
+)
 
 FieldValues = Mapping[int, str | bytes]
 TxKey = tuple[str, str, str, str, str]
 """(PAN, STAN, transmission date-time, acquirer id, forwarding id) of one transaction."""
+Reference = tuple[str, str, str, str, str]
+"""(RRN, STAN, transmission date-time, acquirer id, forwarding id): a transaction as a
+reversal without a card names it."""
 
 ECHOED_FIELDS: Final = (2, 3, 4, 7, 11, 32, 37, 41, 42, 49)
 """What every response copies from its request (bank-h2h.md, "Messages")."""
@@ -37,6 +63,7 @@ _NETWORK_FIELDS: Final = (7, 11, 70)
 
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"
+CUTOVER: Final = "201"
 ECHO_TEST: Final = "301"
 
 HOOK_DECLINES: Final = frozenset({"05", "51", "54", "61"})
@@ -44,6 +71,13 @@ HOOK_NO_ANSWER: Final = "68"
 
 _ID_WIDTH: Final = 11
 _ORIGINAL_DATA_WIDTH: Final = 42
+
+EXTRA_TERMINAL: Final = "SIMPOS01"
+EXTRA_MERCHANT: Final = "SIMMERCHANT0001"
+EXTRA_BIN: Final = "622202"
+"""The sales a ``clearing_faults.extra_records`` bank adds: a terminal, merchant and
+card range of its own; their RRNs begin with S, which the switch's (all digits) never
+do."""
 
 
 class LinkSession:
@@ -55,11 +89,20 @@ class LinkSession:
         self.signed_on = False
 
 
+class ClearingDelivery(msgspec.Struct, frozen=True):
+    """A clearing file to deliver once its cutover has been answered."""
+
+    business_date: date
+    data: bytes
+
+
 class BankReply(msgspec.Struct, frozen=True):
-    """A response for the codec to encode: its MTI and field values."""
+    """A response for the codec to encode: its MTI and field values, and for a
+    cutover the clearing file to deliver after it."""
 
     mti: str
     fields: dict[int, str | bytes]
+    clearing: ClearingDelivery | None = None
 
     @property
     def response_code(self) -> str:
@@ -106,6 +149,7 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
 
 class _Sale:
     __slots__ = ("amount", "pan", "refunded", "refunds", "reversed", "void")
+    direction: Final = "D"
 
     def __init__(self, pan: str, amount: int) -> None:
         self.pan = pan
@@ -126,6 +170,7 @@ class _Adjustment:
     """An approved void or refund of a sale."""
 
     __slots__ = ("amount", "kind", "reversed", "sale")
+    direction: Final = "C"
 
     def __init__(self, kind: Literal["void", "refund"], sale: _Sale, amount: int) -> None:
         self.kind = kind
@@ -145,17 +190,43 @@ class SimulatedBank:
     :class:`LinkSession`. Decisions take effect when :meth:`respond` returns.
     """
 
-    def __init__(self, sim: SimulatorSection) -> None:
+    def __init__(
+        self,
+        sim: SimulatorSection,
+        *,
+        institution_id: str = "0",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._opening_balance = sim.opening_balance
         self._currency = sim.currency
+        self._institution_id = institution_id
+        """The bank's own id, in its clearing files' header."""
+        self._clock = clock
+        """Now, timezone-aware: the year of a cutover's MMDD and a file's created time."""
+        self.clearing_faults: ClearingFaults = sim.clearing
+        """Read at each cutover, so a test may change it between two."""
         self._applied: dict[TxKey, _Sale | _Adjustment] = {}
         """Every approved sale, void and refund, by its own key."""
+        self._by_reference: dict[Reference, TxKey] = {}
+        """The same, for reversals that carry no card."""
         self._reversed_unseen: set[TxKey] = set()
         """Keys reversed before the bank saw their original (a reversal overtook it)."""
+        self._unseen_references: set[Reference] = set()
+        """Cardless reversals of what the bank never saw (counted once)."""
         self._spent: dict[str, int] = {}
         """Net fen that moved from each card, by PAN."""
         self._auth_seq = 0
         self._totals = _Counters()
+        self._open_records: list[ClearingRecord] = []
+        """The open business date's clearing records, in the order applied."""
+        self._carried: list[ClearingRecord] = []
+        """Records a ``next_date_rrns`` fault moved out of the last file into the next;
+        they are not moved again."""
+        self._last_closed: date | None = None
+        self._institutions = ("0" * _ID_WIDTH, "0" * _ID_WIDTH)
+        """32 and 33 of the latest approved request: the acquirer whose sales an
+        ``extra_records`` fault invents."""
+        self._extra_seq = 0
 
     # -- queries -------------------------------------------------------------------
 
@@ -165,6 +236,15 @@ class SimulatedBank:
     def balance(self, pan: str) -> int:
         """The card's available balance in fen."""
         return self._opening_balance - self._spent.get(pan, 0)
+
+    def open_records(self) -> list[ClearingRecord]:
+        """The clearing records of the open business date so far (before faults)."""
+        return [*self._carried, *self._open_records]
+
+    @property
+    def last_closed(self) -> date | None:
+        """The latest business date cut over."""
+        return self._last_closed
 
     # -- requests ------------------------------------------------------------------
 
@@ -187,7 +267,7 @@ class SimulatedBank:
             if mti == "0200":
                 return self._financial(reply_mti, fields)
             if mti in ("0400", "0401"):
-                return self._reversal(reply_mti, fields)
+                return self._reversal(mti, reply_mti, fields)
         except _FormatError:
             if mti == "0200":
                 self._totals.declines += 1
@@ -212,9 +292,100 @@ class SimulatedBank:
             link.signed_on = True
         elif code == SIGN_OFF:
             link.signed_on = False
+        elif code == CUTOVER:
+            return self._cutover(reply_mti, fields)
         elif code != ECHO_TEST:
             return _reply(reply_mti, fields, "40", echo_70=True)
         return _reply(reply_mti, fields, "00", echo_70=True)
+
+    # -- cutover and clearing --------------------------------------------------------
+
+    def _cutover(self, reply_mti: str, fields: FieldValues) -> BankReply:
+        text = _text(fields, 15)
+        now = self._clock()
+        try:
+            if text is None or len(text) != 4 or not text.isdigit():
+                raise ValueError(text)
+            closed = date_from_mmdd(text, now.date())
+        except ValueError:
+            return _reply(reply_mti, fields, "30", echo_70=True)
+        reply = _reply(reply_mti, fields, "00", echo_70=True)
+        if self._last_closed is not None and closed <= self._last_closed:
+            return reply  # a repeat (or an older date): it changes nothing
+        data = self._close(closed, now)
+        return BankReply(reply.mti, reply.fields, ClearingDelivery(closed, data))
+
+    def _close(self, closed: date, now: datetime) -> bytes:
+        """The clearing file of ``closed``; the next date opens with nothing in it but
+        what a fault moved there."""
+        faults = self.clearing_faults
+        moving = set(faults.next_date_rrns)
+        records = list(self._carried)
+        carried: list[ClearingRecord] = []
+        for record in self._open_records:
+            (carried if record.rrn in moving else records).append(record)
+        records.extend(self._extra_sales(closed, faults.extra_records))
+        dropped, bumped = set(faults.drop_rrns), set(faults.amount_rrns)
+        written = [
+            msgspec.structs.replace(record, amount=record.amount + 1)
+            if record.rrn in bumped
+            else record
+            for record in records
+            if record.rrn not in dropped
+        ]
+        count, debits, credits = trailer_totals(written)
+        if faults.corrupt_trailer:
+            count += 1
+        header = ClearingHeader(closed, self._institution_id, now)
+        self._open_records, self._carried, self._last_closed = [], carried, closed
+        return b"".join(
+            [
+                encode_header(header),
+                *map(encode_record, written),
+                encode_trailer(count, debits, credits),
+            ]
+        )
+
+    def _extra_sales(self, business_date: date, count: int) -> list[ClearingRecord]:
+        """``count`` approved sales of this acquirer that the switch never sent, applied
+        here (a reversal of one finds it) and cleared."""
+        records = []
+        acquirer, forwarding = self._institutions
+        for _ in range(count):
+            self._extra_seq += 1
+            seq = self._extra_seq
+            pan = _luhn_complete(f"{EXTRA_BIN}{seq:012d}")
+            stan = f"{seq % 1_000_000:06d}"
+            second = seq % 86_400
+            transmission = (
+                f"{mmdd(business_date)}{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"
+            )
+            rrn = f"S{business_date:%y%m%d}{seq % 100_000:05d}"
+            amount = 1_000 + seq * 137 % 99_000
+            key = (pan, stan, transmission, acquirer, forwarding)
+            self._applied[key] = _Sale(pan, amount)
+            self._by_reference[(rrn, stan, transmission, acquirer, forwarding)] = key
+            self._move(pan, amount)
+            self._totals.approved += amount
+            self._totals.approvals += 1
+            records.append(
+                ClearingRecord(
+                    mti="0200",
+                    processing_code="000000",
+                    stan=stan,
+                    transmission=transmission,
+                    rrn=rrn,
+                    amount=amount,
+                    currency=self._currency,
+                    response_code="00",
+                    auth_code=self._next_auth_code(),
+                    terminal_id=EXTRA_TERMINAL,
+                    merchant_id=EXTRA_MERCHANT,
+                    masked_pan=mask_pan(pan),
+                    direction="D",
+                )
+            )
+        return records
 
     # -- 0200 ----------------------------------------------------------------------
 
@@ -229,6 +400,7 @@ class SimulatedBank:
         amount = _amount(fields)
         if kind == "31":
             return self._balance_inquiry(reply_mti, fields, pan)
+        cleared = _clearing_fields(fields)
         key = _own_key(fields, pan)
         if kind == "00":
             code = self._sale(key, pan, amount)
@@ -242,7 +414,12 @@ class SimulatedBank:
             return _reply(reply_mti, fields, code)
         # The settlement date is the request's transmission date (field 7's MMDD): a
         # simulator has no business day of its own, and this keeps replies repeatable.
-        extra = {38: self._next_auth_code(), 15: _required(fields, 7)[:4]}
+        auth_code = self._next_auth_code()
+        extra = {38: auth_code, 15: _required(fields, 7)[:4]}
+        self._by_reference[(cleared.rrn, *key[1:])] = key
+        self._institutions = (key[3], key[4])
+        direction: Direction = "D" if kind == "00" else "C"
+        self._open_records.append(cleared.record("0200", amount, auth_code, pan, direction))
         return _reply(reply_mti, fields, "00", extra=extra)
 
     def _balance_inquiry(self, reply_mti: str, fields: FieldValues, pan: str) -> BankReply:
@@ -331,22 +508,35 @@ class SimulatedBank:
 
     # -- 0400 / 0401 ---------------------------------------------------------------
 
-    def _reversal(self, reply_mti: str, fields: FieldValues) -> BankReply:
+    def _reversal(self, mti: str, reply_mti: str, fields: FieldValues) -> BankReply:
         _require(fields, _REVERSAL_FIELDS)
-        original = _original_key(fields, _pan(fields))
-        record = self._applied.get(original)
+        cleared = _clearing_fields(fields)
+        if 2 in fields or 35 in fields:
+            original: TxKey | None = _original_key(fields, _pan(fields))
+            reference = None
+        else:
+            reference = _original_reference(fields, cleared.rrn)
+            original = self._by_reference.get(reference)
+        record = None if original is None else self._applied.get(original)
         if record is None:
             # Never seen (bank-h2h.md: answered 00 all the same). Remember it, so that
             # an original arriving after its reversal is refused rather than applied.
-            if original not in self._reversed_unseen:
+            if original is not None and original not in self._reversed_unseen:
                 self._reversed_unseen.add(original)
+                self._totals.unmatched_reversals += 1
+            elif reference is not None and reference not in self._unseen_references:
+                self._unseen_references.add(reference)
                 self._totals.unmatched_reversals += 1
         elif not record.reversed:
             if isinstance(record, _Sale):
                 self._reverse_sale(record)
+                pan = record.pan
             else:
                 self._reverse_adjustment(record)
+                pan = record.sale.pan
             self._totals.reversals += 1
+            direction: Direction = "C" if record.direction == "D" else "D"
+            self._open_records.append(cleared.record(mti, record.amount, "", pan, direction))
         # The reversal undoes the whole original, whatever amount field 4 carries.
         return _reply(reply_mti, fields, "00")
 
@@ -519,9 +709,84 @@ def _own_key(fields: FieldValues, pan: str) -> TxKey:
     )
 
 
-def _original_key(fields: FieldValues, pan: str) -> TxKey:
-    """The key of the transaction that field 90 refers to."""
+def _original_data(fields: FieldValues) -> str:
     data = _digits(_required(fields, 90), 90)
     if len(data) != _ORIGINAL_DATA_WIDTH:
         raise _FormatError("field 90 is not 42 digits")
+    return data
+
+
+def _original_key(fields: FieldValues, pan: str) -> TxKey:
+    """The key of the transaction that field 90 refers to."""
+    data = _original_data(fields)
     return (pan, data[4:10], data[10:20], data[20:31], data[31:42])
+
+
+def _original_reference(fields: FieldValues, rrn: str) -> Reference:
+    """The transaction that 37 and field 90 name, for a reversal without a card."""
+    data = _original_data(fields)
+    return (rrn, data[4:10], data[10:20], data[20:31], data[31:42])
+
+
+class _ClearingFields(msgspec.Struct, frozen=True, gc=False):
+    """What a request gives its clearing record, checked before anything is applied."""
+
+    processing_code: str
+    stan: str
+    transmission: str
+    rrn: str
+    currency: str
+    terminal_id: str
+    merchant_id: str
+
+    def record(
+        self, mti: str, amount: int, auth_code: str, pan: str, direction: Direction
+    ) -> ClearingRecord:
+        return ClearingRecord(
+            mti=mti,
+            processing_code=self.processing_code,
+            stan=self.stan,
+            transmission=self.transmission,
+            rrn=self.rrn,
+            amount=amount,
+            currency=self.currency,
+            response_code="00",
+            auth_code=auth_code,
+            terminal_id=self.terminal_id,
+            merchant_id=self.merchant_id,
+            masked_pan=mask_pan(pan),
+            direction=direction,
+        )
+
+
+def _clearing_fields(fields: FieldValues) -> _ClearingFields:
+    """3, 11, 7, 37, 49, 41 and 42 as a clearing record holds them; a value that does
+    not fit its column is a format error (the h2h codec never lets one through)."""
+    return _ClearingFields(
+        processing_code=_fixed_digits(fields, 3, 6),
+        stan=_fixed_digits(fields, 11, 6),
+        transmission=_fixed_digits(fields, 7, 10),
+        rrn=_column_text(fields, 37, 12),
+        currency=_fixed_digits(fields, 49, 3),
+        terminal_id=_column_text(fields, 41, 8),
+        merchant_id=_column_text(fields, 42, 15),
+    )
+
+
+def _fixed_digits(fields: FieldValues, number: int, width: int) -> str:
+    value = _required(fields, number)
+    if len(value) != width or not (value.isascii() and value.isdigit()):
+        raise _FormatError(f"field {number} is not {width} digits")
+    return value
+
+
+def _column_text(fields: FieldValues, number: int, width: int) -> str:
+    value = _required(fields, number).rstrip(" ")
+    if len(value) > width or not (value.isascii() and value.isprintable()):
+        raise _FormatError(f"field {number} is not at most {width} printable characters")
+    return value
+
+
+def _luhn_complete(partial: str) -> str:
+    """``partial`` and the check digit that makes it a valid card number."""
+    return next(partial + d for d in "0123456789" if luhn_valid(partial + d))

@@ -9,20 +9,33 @@ before the response is written: a link dropped during the latency cancels the ta
 the request was never applied, which is what a bank that never received or processed
 it looks like. (A link that breaks while the response is being written leaves the
 request applied and unanswered: the other real-world case, a lost response.)
+
+After answering a cutover, the server delivers the clearing file the ledger made:
+``<bank>-<YYYYMMDD>.clr`` in ``clearing_dir``, written under a hidden ``.part`` name
+in the same folder and renamed when complete, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
 import collections
+import os
+from pathlib import Path
 from typing import Final
 
 import msgspec
 import structlog
 import trio
 
-from switch.config import BankSection
+from switch.config import BankSection, ClearingFaults
 from switch.errors import FramingError, MessageDecodeError, MessageEncodeError
-from switch.sim.ledger import BankReply, LedgerTotals, LinkSession, SimulatedBank
+from switch.sim.ledger import (
+    BankReply,
+    ClearingDelivery,
+    LedgerTotals,
+    LinkSession,
+    SimulatedBank,
+)
+from switch.wire.clearing import clearing_file_name
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec, Iso8583Message
 
@@ -52,6 +65,8 @@ class SimulatorStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Requests the bank chose never to answer (test hook 68, responses sent to it)."""
     protocol_errors: int
     """Links closed because the peer sent a bad frame or an undecodable message."""
+    clearing_files: int
+    """Clearing files delivered (written and renamed into clearing_dir)."""
 
 
 class _Link:
@@ -82,7 +97,8 @@ class BankSimulator:
     """An issuing bank's host-to-host server, for demos, tests and bench.
 
     ``latency_s`` may be changed at run time; a request waits the value current when it
-    was read.
+    was read. So may ``clearing_faults``: a cutover writes the faults current when it
+    is applied. ``clearing_dir`` None delivers no files (the dates still close).
     """
 
     def __init__(
@@ -93,8 +109,10 @@ class BankSimulator:
         *,
         max_frame_bytes: int = 4096,
         max_in_flight: int = MAX_IN_FLIGHT_PER_CONNECTION,
+        clearing_dir: Path | None = None,
     ) -> None:
         self.name = name
+        self.clearing_dir = clearing_dir
         self._bank_config = bank
         self._codec = codec
         self._max_frame_bytes = max_frame_bytes
@@ -103,7 +121,7 @@ class BankSimulator:
             prefix_bytes=PREFIX_BYTES, max_frame_bytes=max_frame_bytes
         )
         """Only builds frames (never fed), so every link can share it."""
-        self._bank = SimulatedBank(bank.sim)
+        self._bank = SimulatedBank(bank.sim, institution_id=bank.institution_id)
         self.port = bank.port
         """The bound port once :meth:`serve` has started (the configured one before)."""
         self.latency_s = bank.sim.latency_ms / 1000
@@ -117,6 +135,15 @@ class BankSimulator:
         self._busy = 0
         self._unanswered = 0
         self._protocol_errors = 0
+        self._clearing_files = 0
+
+    @property
+    def clearing_faults(self) -> ClearingFaults:
+        return self._bank.clearing_faults
+
+    @clearing_faults.setter
+    def clearing_faults(self, faults: ClearingFaults) -> None:
+        self._bank.clearing_faults = faults
 
     # -- queries -------------------------------------------------------------------
 
@@ -136,6 +163,7 @@ class BankSimulator:
             busy=self._busy,
             unanswered=self._unanswered,
             protocol_errors=self._protocol_errors,
+            clearing_files=self._clearing_files,
         )
 
     # -- control -------------------------------------------------------------------
@@ -236,6 +264,29 @@ class BankSimulator:
             self._pending -= 1
             link.in_flight.release_on_behalf_of(token)
         await self._send(link, reply)
+        if reply is not None and reply.clearing is not None:
+            await self._deliver(reply.clearing)
+
+    async def _deliver(self, delivery: ClearingDelivery) -> None:
+        folder = self.clearing_dir
+        name = clearing_file_name(self.name, delivery.business_date)
+        if folder is None:
+            log.info("bank_sim_clearing_not_delivered", bank=self.name, file=name)
+            return
+        try:
+            await trio.to_thread.run_sync(_write_whole, folder, name, delivery.data)
+        except OSError as exc:
+            # The date is closed at the bank all the same: the file is lost, as when a
+            # real bank's transfer fails; the switch's settlement waits for it.
+            log.error("bank_sim_clearing_failed", bank=self.name, file=name, error=str(exc))
+            return
+        self._clearing_files += 1
+        log.info(
+            "bank_sim_clearing_delivered",
+            bank=self.name,
+            file=str(folder / name),
+            bytes=len(delivery.data),
+        )
 
     async def _send(self, link: _Link, reply: BankReply | None) -> None:
         if reply is None:
@@ -256,3 +307,15 @@ class BankSimulator:
             link.cancel_scope.cancel()
             return
         self._responses += 1
+
+
+def _write_whole(folder: Path, name: str, data: bytes) -> None:
+    """Writes ``folder/name`` so that it only ever appears complete: its bytes reach
+    the disk under a hidden name before the rename gives it its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{name}.part"
+    with partial.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    partial.replace(folder / name)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from switch.core.bank import (
+    CUTOVER,
     ECHO,
     SIGN_OFF,
     SIGN_ON,
@@ -304,6 +305,12 @@ def test_network_request(h2h: Iso8583Codec, code: str, expected: str) -> None:
     mti, fields = network_request(code, "000001", SALE_STAMP)
     assert (mti, fields) == ("0800", {7: "1122063015", 11: "000001", 70: expected})
     # 70 needs the secondary bitmap.
+    assert h2h.decode(h2h.encode(mti, fields)).fields == fields
+
+
+def test_cutover_request_names_the_closed_date_in_15(h2h: Iso8583Codec) -> None:
+    mti, fields = network_request(CUTOVER, "000002", SALE_STAMP, business_date=date(2025, 11, 22))
+    assert (mti, fields) == ("0800", {7: "1122063015", 11: "000002", 15: "1122", 70: "201"})
     assert h2h.decode(h2h.encode(mti, fields)).fields == fields
 
 

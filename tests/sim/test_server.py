@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import trio
 
-from switch.config import BankSection, SimulatorSection
+from switch.config import BankSection, ClearingFaults, SimulatorSection
+from switch.core.calendar import mmdd
 from switch.sim.server import BankSimulator
+from switch.wire.clearing import ClearingFileRejected, decode_clearing_file
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec, Iso8583Message
@@ -293,3 +296,82 @@ async def test_requests_split_across_reads(simulator: BankSimulator, codec: Iso8
         for index in range(len(frame)):
             await client.stream.send_all(frame[index : index + 1])
         assert (await client.receive()).fields[39] == "00"
+
+
+# -- cutover and clearing files --------------------------------------------------------
+
+
+@pytest.fixture
+async def clearing_simulator(
+    codec: Iso8583Codec, nursery: trio.Nursery, tmp_path: Path
+) -> BankSimulator:
+    bank = BankSection(port=0, institution_id="1020000", sim=SimulatorSection())
+    sim = BankSimulator("testbank", bank, codec, clearing_dir=tmp_path / "clearing")
+    await nursery.start(sim.serve)
+    return sim
+
+
+async def wait_for_file(path: Path) -> bytes:
+    """The file once the simulator has delivered it (after its 0810)."""
+    file = trio.Path(path)
+    with trio.fail_after(WAIT_S):
+        while not await file.exists():
+            await trio.sleep(0.005)
+    return await file.read_bytes()
+
+
+def cutover_fields(mmdd: str, stan: str = "000900") -> Fields:
+    return {7: DATE_TIME, 11: stan, 15: mmdd, 70: "201"}
+
+
+async def test_a_cutover_delivers_the_clearing_file(
+    clearing_simulator: BankSimulator, codec: Iso8583Codec, tmp_path: Path
+) -> None:
+    client = await open_client(clearing_simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        sale = sale_fields(10_000, "000042")
+        auth = (await client.exchange("0200", sale)).fields[38]
+        day = datetime.now(UTC).date()
+        reply = await client.exchange("0800", cutover_fields(mmdd(day)))
+        assert (reply.mti, reply.fields[39], reply.fields[70]) == ("0810", "00", "201")
+    folder = tmp_path / "clearing"
+    file = decode_clearing_file(await wait_for_file(folder / f"testbank-{day:%Y%m%d}.clr"))
+    assert (file.header.business_date, file.header.institution_id) == (day, "1020000")
+    assert [(r.stan, r.rrn, r.amount, r.auth_code, r.direction) for r in file.records] == [
+        ("000042", "532614000123", 10_000, auth, "D")
+    ]
+    # Written under another name first; nothing of it is left beside the file.
+    assert [path.name for path in await trio.Path(folder).iterdir()] == [
+        f"testbank-{day:%Y%m%d}.clr"
+    ]
+    assert clearing_simulator.statistics().clearing_files == 1
+
+
+async def test_faults_set_at_run_time_reach_the_next_file(
+    clearing_simulator: BankSimulator, codec: Iso8583Codec, tmp_path: Path
+) -> None:
+    client = await open_client(clearing_simulator, codec)
+    day = datetime.now(UTC).date()
+    async with client.stream:
+        await client.sign_on()
+        assert (await client.exchange("0200", sale_fields(1_000))).fields[39] == "00"
+        clearing_simulator.clearing_faults = ClearingFaults(corrupt_trailer=True)
+        assert (await client.exchange("0800", cutover_fields(mmdd(day)))).fields[39] == "00"
+    data = await wait_for_file(tmp_path / "clearing" / f"testbank-{day:%Y%m%d}.clr")
+    with pytest.raises(ClearingFileRejected):
+        decode_clearing_file(data)
+
+
+async def test_without_a_clearing_dir_the_date_closes_and_no_file_is_written(
+    simulator: BankSimulator, codec: Iso8583Codec, tmp_path: Path
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        day = datetime.now(UTC).date()
+        reply = await client.exchange("0800", cutover_fields(mmdd(day)))
+        assert reply.fields[39] == "00"
+    assert simulator.clearing_dir is None
+    assert simulator.statistics().clearing_files == 0
+    assert list(await trio.Path(tmp_path).iterdir()) == []
