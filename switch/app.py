@@ -222,6 +222,7 @@ class SwitchApp:
                 clearing_dir=lambda bank: self.config.clearing_dir(bank),
                 out_dir=config.settlement_out_dir(),
                 banks=lambda: sorted(self.config.banks),
+                institution_of=lambda bank: self.config.banks[bank].institution_id,
                 settle_deadline=config.settlement.settle_deadline,
                 utc_offset_h=utc_offset_h,
                 nudge=_Reversals(self.forwarders).nudge,

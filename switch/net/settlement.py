@@ -70,6 +70,7 @@ class SettlementService:
         clearing_dir: Callable[[str], Path],
         out_dir: Path,
         banks: Callable[[], list[str]],
+        institution_of: Callable[[str], str],
         settle_deadline: str,
         utc_offset_h: int,
         nudge: Callable[[str], None],
@@ -84,6 +85,8 @@ class SettlementService:
         self.out_dir = out_dir
         self.banks = banks
         """The banks whose files a date waits for: those configured now."""
+        self.institution_of = institution_of
+        """A bank's institution id, which its files' header must name ("0": any)."""
         self.deadline = parse_local_time(settle_deadline)
         self.offset = timedelta(hours=utc_offset_h)
         self.nudge = nudge
@@ -228,10 +231,17 @@ class SettlementService:
         try:
             data = await trio.to_thread.run_sync(path.read_bytes)
             decoded = await trio.to_thread.run_sync(decode_clearing_file, data)
-            if decoded.header.business_date != day:
+            header = decoded.header
+            if header.business_date != day:
                 raise ClearingFileRejected(
-                    1, "header", f"header date {decoded.header.business_date} is not {day}"
+                    1, "wrong_date", f"header date {header.business_date} is not {day}"
                 )
+            expected = self.institution_of(bank).lstrip("0")
+            if expected and header.institution_id.lstrip("0") != expected:
+                raise ClearingFileRejected(
+                    1, "wrong_institution", f"header names institution {header.institution_id}, "
+                    f"not {bank}'s {expected}",
+                )  # fmt: skip
         except (OSError, ClearingFileRejected) as exc:
             reason = str(exc)
             await self._in_store(

@@ -54,6 +54,8 @@ RejectionReason = Literal[
     "trailer_count",
     "trailer_debits",
     "trailer_credits",
+    "wrong_date",
+    "wrong_institution",
 ]
 
 
