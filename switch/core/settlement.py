@@ -179,6 +179,8 @@ class SettlementStatus(msgspec.Struct, frozen=True, kw_only=True):
     closed_at: float | None
     forced: bool
     settled_at: float | None
+    files_written_at: float | None
+    """When its payout and reconciliation files were last written (after settling)."""
     cutovers: dict[str, str]
     """Bank -> the cutover's response code."""
     files: list[ClearingFileStatus]

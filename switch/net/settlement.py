@@ -269,6 +269,7 @@ class SettlementService:
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)
             await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
+            await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
             status = await self.status(business_date)
         log.info(

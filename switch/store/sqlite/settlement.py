@@ -44,7 +44,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         opened_at REAL NOT NULL,
         closed_at REAL,                     -- from then on the next date is open
         forced INTEGER NOT NULL DEFAULT 0,  -- closed by an operator before its cut-off
-        settled_at REAL
+        settled_at REAL,
+        files_at REAL                       -- its payout and recon files last written
     );
     CREATE TABLE cutover (
         business_date TEXT NOT NULL,
@@ -383,6 +384,11 @@ class SqliteSettlementStore:
             )
         return True
 
+    def record_files_written(self, business_date: str, at: float) -> None:
+        self._db.execute(
+            "UPDATE business_day SET files_at = ? WHERE business_date = ?", (at, business_date)
+        )
+
     def payout_lines(self, business_date: str) -> list[PayoutLine]:
         rows = self._db.execute(
             f"SELECT {', '.join(PayoutLine.__struct_fields__)} FROM payout "
@@ -419,7 +425,8 @@ class SqliteSettlementStore:
     def status(self, business_date: str, banks: Sequence[str]) -> SettlementStatus:
         db = self._db
         day = db.execute(
-            "SELECT closed_at, forced, settled_at FROM business_day WHERE business_date = ?",
+            "SELECT closed_at, forced, settled_at, files_at FROM business_day "
+            "WHERE business_date = ?",
             (business_date,),
         ).fetchone()
         files = self.clearing_files(business_date)
@@ -455,6 +462,7 @@ class SqliteSettlementStore:
             closed_at=day["closed_at"] if day is not None else None,
             forced=bool(day["forced"]) if day is not None else False,
             settled_at=day["settled_at"] if day is not None else None,
+            files_written_at=day["files_at"] if day is not None else None,
             cutovers=self.cutovers(business_date),
             files=files,
             missing=[bank for bank in banks if bank not in accepted],
