@@ -246,6 +246,19 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
             for entry in self._standing()
         )
 
+    def upload_messages(self, first_stan: int) -> list[tuple[str, dict[int, FieldValue]]]:
+        """Its batch upload: 0320s of up to 8 records, then the last one (60.3 = 202)
+        with their number; STANs from ``first_stan`` on, 999999 then 000001."""
+        records = self.upload_records()
+        chunks = [records[start : start + 8] for start in range(0, len(records), 8)]
+        stans = [(first_stan - 1 + index) % 999_999 + 1 for index in range(len(chunks) + 1)]
+        terminal = self.terminal
+        messages = [
+            terminal.batch_upload(stans[index], chunk) for index, chunk in enumerate(chunks)
+        ]
+        messages.append(terminal.batch_upload(stans[-1], (), last_total=len(records)))
+        return messages
+
     def next_batch(self) -> TerminalBatch:
         """The batch after this one, empty: a sign-on's rule, 999999 then 000000."""
         return TerminalBatch(

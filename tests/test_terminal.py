@@ -128,3 +128,19 @@ def test_a_batch_finds_its_sales_and_moves_on_to_the_next() -> None:
 def test_a_batch_reads_back_from_its_json() -> None:
     batch = kept(SALE_1, ("refund", (4, 2500, "532600000004", "532600000001")))
     assert msgspec.json.decode(msgspec.json.encode(batch), type=TerminalBatch) == batch
+
+
+def test_a_batch_upload_is_0320s_of_up_to_8_records_then_the_last_with_their_number() -> None:
+    batch = EMPTY
+    for stan in range(1, 10):
+        batch = batch.with_sale(stan, 100 * stan, f"5326000000{stan:02d}")
+    messages = batch.upload_messages(999_998)
+    assert [(mti, fields[11], fields[60]) for mti, fields in messages] == [
+        ("0320", "999998", "00000005201"),
+        ("0320", "999999", "00000005201"),
+        ("0320", "000001", "00000005202"),  # STANs go round as the terminal's do
+    ]
+    assert str(messages[0][1][48]).startswith("08") and str(messages[1][1][48]).startswith("01")
+    assert messages[2][1][48] == "0009"
+    [(mti, fields)] = EMPTY.upload_messages(1)  # nothing standing: only the last one
+    assert (mti, fields[48], fields[60]) == ("0320", "0000", "00000005202")
