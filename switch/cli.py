@@ -29,6 +29,7 @@ from switch.admin.commands import leniently
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
+from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
@@ -39,7 +40,8 @@ from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
-from switch.terminal import Terminal, encode_pos_request
+from switch.terminal import TerminalBatch, encode_pos_request
+from switch.wire.iso8583 import FieldValue, Iso8583Message
 
 DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
@@ -188,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
         "pos",
         help="send one POS message to a running switch and print the response",
         description="The operator's smoke test: send one pos-cup.md message and print the "
-        "decoded response (card numbers masked).",
+        "decoded response (card numbers masked), as JSON. The terminal's batch is kept in a "
+        "batch file between commands (--batch-file): approved sales, voids and refunds are "
+        "recorded in it, and `settle` settles it.",
     )
     pos_messages = pos.add_subparsers(required=True, metavar="MESSAGE")
     connection = argparse.ArgumentParser(add_help=False)
@@ -203,16 +207,29 @@ def _parser() -> argparse.ArgumentParser:
         help="trace number (field 11), 1 to 999999; by default a new one each time, since "
         "a repeat of the same terminal, batch and STAN is answered as a duplicate",
     )
-    connection.add_argument("--batch", type=int, default=1, help="batch number (field 60.2)")
-    card = argparse.ArgumentParser(add_help=False)
-    card.add_argument("--pan", default="6222021000111122221", help="card number")
+    connection.add_argument(
+        "--batch",
+        type=int,
+        help="batch number (field 60.2); default: the batch file's (1 for a new one). "
+        "Another batch than the file's is refused while the file holds transactions",
+    )
+    connection.add_argument(
+        "--batch-file",
+        help="the terminal's batch, kept between commands (JSON; default: "
+        f"{BATCH_FILE_PATTERN} in the folder of the config's [journal] path, the "
+        "demo's var/)",
+    )
+    card_number = argparse.ArgumentParser(add_help=False)
+    card_number.add_argument("--pan", default="6222021000111122221", help="card number")
+    card = argparse.ArgumentParser(add_help=False, parents=[card_number])
     card.add_argument("--expiry", default="2812", help="card expiry YYMM")
     sale = pos_messages.add_parser(
         "sale",
         parents=[connection, card],
         help="a sale (0200, 000000)",
         description="Send a sale and print the response; its field 37 is the RRN that "
-        "`switch journal show` takes.",
+        "`switch journal show` and `switch pos void --rrn` take. Approved, it is recorded "
+        "in the batch file.",
     )
     sale.add_argument(
         "--amount",
@@ -225,6 +242,35 @@ def _parser() -> argparse.ArgumentParser:
         help="a balance inquiry (0200, 310000)",
         description="Send a balance inquiry and print the response (the balance in field 54).",
     )
+    void = pos_messages.add_parser(
+        "void",
+        parents=[connection, card_number],
+        help="a sale void (0200, 200000)",
+        description="Void a sale of the batch and print the response. Approved, it is "
+        "recorded in the batch file, and the sale no longer counts in its totals.",
+    )
+    refund = pos_messages.add_parser(
+        "refund",
+        parents=[connection, card_number],
+        help="a refund (0220, 200000)",
+        description="Refund (part of) a sale and print the response. Approved, it is "
+        "recorded in the batch file as a credit.",
+    )
+    for parser_ in (void, refund):
+        parser_.add_argument(
+            "--rrn", required=True, help="the sale's RRN (field 37 of its approval)"
+        )
+        parser_.add_argument(
+            "--original-stan",
+            type=int,
+            help="the sale's STAN (field 61.2; default: as the batch file recorded it)",
+        )
+    void.add_argument(
+        "--amount", help="the sale's amount in yuan (default: as the batch file recorded it)"
+    )
+    refund.add_argument(
+        "--amount", required=True, help="the amount in yuan, at most what is left of the sale"
+    )
     echo = pos_messages.add_parser(
         "echo",
         parents=[connection],
@@ -235,10 +281,28 @@ def _parser() -> argparse.ArgumentParser:
         "signon",
         parents=[connection],
         help="a sign-on (0800)",
-        description="Send a sign-on and print the response (the new batch in field 60).",
+        description="Send a sign-on and print the response (the new batch in field 60). The "
+        "batch file keeps its batch: a terminal takes a new one when it settles.",
     )
-    for name, parser_ in (("sale", sale), ("balance", balance), ("echo", echo), ("signon", signon)):
+    settle = pos_messages.add_parser(
+        "settle",
+        parents=[connection],
+        help="settle the batch file's batch (0500; 0320 upload when not balanced)",
+        description="Send the batch settlement (0500) with the batch file's totals (approved "
+        "sales neither voided nor reversed, approved refunds) and print the answer, 48.5 "
+        "included. When the switch's totals differ (48.5 = 2), upload the batch: 0320s of up "
+        "to 8 records, then the last one (60.3 = 202) with their number. The batch is then "
+        "closed: after a balanced settlement, or an unbalanced one whose upload was all "
+        "answered 00, the batch file starts the next batch (its number + 1, empty); "
+        "otherwise it keeps the batch, to be settled again. The STAN of each upload follows "
+        "the settlement's.",
+    )
+    for name, parser_ in (
+        ("sale", sale), ("balance", balance), ("void", void), ("refund", refund),
+        ("echo", echo), ("signon", signon),
+    ):  # fmt: skip
         parser_.set_defaults(handler=_pos, message=name)
+    settle.set_defaults(handler=_pos_settle, message="settle")
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
@@ -435,28 +499,108 @@ def parse_amount(text: str) -> int:
     return fen
 
 
+BATCH_FILE_PATTERN = "pos-batch-<terminal>-<merchant>.json"
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_-]")
+RESPONSE_TIMEOUT_S = 30.0
+
+
+class BatchFileError(Exception):
+    """The batch file cannot be used for this command; says why, in one line."""
+
+
+def _batch_file(args: argparse.Namespace, config: SwitchConfig) -> Path:
+    if args.batch_file:
+        return Path(args.batch_file)
+    terminal, merchant = (
+        _UNSAFE_IN_FILE_NAME.sub("_", name) for name in (args.terminal, args.merchant)
+    )
+    name = BATCH_FILE_PATTERN.replace("<terminal>", terminal).replace("<merchant>", merchant)
+    return config.path(config.journal.path).parent / name
+
+
+def _load_batch(path: Path, args: argparse.Namespace) -> TerminalBatch:
+    """The terminal's batch from its file (a new batch 1 if there is none), moved to
+    ``--batch`` when that is another batch and the file holds no transaction."""
+    if path.exists():
+        try:
+            batch = msgspec.json.decode(path.read_bytes(), type=TerminalBatch)
+        except (OSError, msgspec.DecodeError) as exc:
+            raise BatchFileError(f"--batch-file {path}: cannot be read: {exc}") from None
+    else:
+        batch = TerminalBatch(terminal_id=args.terminal, merchant_id=args.merchant)
+    if (batch.terminal_id, batch.merchant_id) != (args.terminal, args.merchant):
+        raise BatchFileError(
+            f"--batch-file {path}: holds terminal {batch.terminal_id} of merchant "
+            f"{batch.merchant_id}, not {args.terminal} of {args.merchant}"
+        )
+    if args.batch is not None and args.batch != batch.batch:
+        if not 0 <= args.batch <= 999_999:
+            raise BatchFileError(f"--batch {args.batch}: must be 0 to 999999")
+        if batch.entries:
+            raise BatchFileError(
+                f"--batch {args.batch}: {path} holds batch {batch.batch:06d}, not settled "
+                f"({len(batch.entries)} recorded): settle it first, or name another "
+                "--batch-file"
+            )
+        batch = msgspec.structs.replace(batch, batch=args.batch)
+    return batch
+
+
+def _save_batch(path: Path, batch: TerminalBatch) -> None:
+    """Written beside and renamed, so a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = path.with_name(path.name + ".tmp")
+    written.write_bytes(msgspec.json.format(msgspec.json.encode(batch)) + b"\n")
+    os.replace(written, path)
+
+
+def _printable(response: Iso8583Message) -> dict[str, Any]:
+    """A response as the pos commands print it: card numbers masked, bytes in hex."""
+    fields = {
+        str(number): mask_pan(value)
+        if number == 2 and isinstance(value, str)
+        else (value.hex() if isinstance(value, bytes) else value)
+        for number, value in sorted(response.fields.items())
+    }
+    code = response.fields.get(39)
+    return {
+        "mti": response.mti,
+        "response_code": code,
+        "meaning": MESSAGES.get(str(code), "unknown"),
+        "approved": code == "00",
+        "fields": fields,
+    }
+
+
+def _check_stan(args: argparse.Namespace) -> bool:
+    """Whether ``--stan`` is one (and a new one if it was not given)."""
+    if args.stan is not None and not 1 <= args.stan <= 999_999:
+        print(f"switch: --stan {args.stan}: must be 1 to 999999", file=sys.stderr)
+        return False
+    if args.stan is None:
+        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
+    return True
+
+
 def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
     amount = 0
-    if args.message == "sale":
+    if args.message in ("sale", "void", "refund") and args.amount is not None:
         try:
             amount = parse_amount(args.amount)
         except ValueError as exc:
             print(f"switch: --amount {args.amount!r}: {exc}", file=sys.stderr)
             return 2
-    if args.stan is not None and not 1 <= args.stan <= 999_999:
-        print(f"switch: --stan {args.stan}: must be 1 to 999999", file=sys.stderr)
+    if not _check_stan(args):
         return 2
-    if args.stan is None:
-        args.stan = time.time_ns() // 1_000_000 % 999_999 + 1
+    path = _batch_file(args, config)
+    try:
+        batch = _load_batch(path, args)
+        message = _pos_message(args, batch, amount)
+    except BatchFileError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
     codec = Codecs(config.dialects_path()).get(config.pos.dialect)
-    terminal = Terminal(terminal_id=args.terminal, merchant_id=args.merchant, batch=args.batch)
-    builders = {
-        "sale": lambda: terminal.sale(args.stan, args.pan, amount, expiry=args.expiry),
-        "balance": lambda: terminal.balance(args.stan, args.pan, expiry=args.expiry),
-        "echo": lambda: terminal.echo(args.stan),
-        "signon": lambda: terminal.sign_on(args.stan),
-    }
-    message = builders[args.message]()
+    terminal = batch.terminal
     try:
         encode_pos_request(codec, terminal, message)  # refused here, before connecting
     except MessageEncodeError as exc:
@@ -465,36 +609,145 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
     host = args.host or config.pos.host
     port = args.port or config.pos.port
 
-    async def send() -> None:
+    async def send() -> Iso8583Message:
         client = await PosClient.connect(host, port, codec, terminal)
         try:
-            with trio.fail_after(30):
-                response = await client.request(message)
+            with trio.fail_after(RESPONSE_TIMEOUT_S):
+                return await client.request(message)
         finally:
             await client.aclose()
-        fields = {
-            str(number): mask_pan(value)
-            if number == 2 and isinstance(value, str)
-            else (value.hex() if isinstance(value, bytes) else value)
-            for number, value in sorted(response.fields.items())
-        }
-        code = response.fields.get(39)
-        print(
-            json.dumps(
-                {
-                    "mti": response.mti,
-                    "response_code": code,
-                    "meaning": MESSAGES.get(str(code), "unknown"),
-                    "approved": code == "00",
-                    "fields": fields,
-                },
-                indent=2,
-            )
-        )
 
     try:
-        trio.run(send)
+        response = trio.run(send)
     except (OSError, EOFError, trio.TooSlowError) as exc:
         print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
         return 1
+    print(json.dumps(_printable(response), indent=2))
+    recorded = _recorded(args, batch, message, response)
+    if recorded is not batch:
+        try:
+            _save_batch(path, recorded)
+        except OSError as exc:
+            print(f"switch: --batch-file {path}: not recorded: {exc}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _pos_message(
+    args: argparse.Namespace, batch: TerminalBatch, amount: int
+) -> tuple[str, dict[int, FieldValue]]:
+    terminal = batch.terminal
+    if args.message in ("void", "refund"):
+        sale = batch.sale(args.rrn)
+        original_stan = args.original_stan or (sale.stan if sale is not None else None)
+        if args.message == "void" and not amount and sale is not None:
+            amount = sale.amount
+        if original_stan is None or not amount:
+            missing = "--original-stan" if original_stan is None else "--amount"
+            raise BatchFileError(
+                f"{missing} is needed: the batch file has no sale of RRN {args.rrn} to take it from"
+            )
+        if args.message == "void":
+            return terminal.void(args.stan, args.pan, amount, args.rrn, original_stan)
+        return terminal.refund(args.stan, args.pan, amount, args.rrn, original_stan)
+    if args.message == "sale":
+        return terminal.sale(args.stan, args.pan, amount, expiry=args.expiry)
+    if args.message == "balance":
+        return terminal.balance(args.stan, args.pan, expiry=args.expiry)
+    if args.message == "echo":
+        return terminal.echo(args.stan)
+    return terminal.sign_on(args.stan)
+
+
+def _recorded(
+    args: argparse.Namespace,
+    batch: TerminalBatch,
+    message: tuple[str, dict[int, FieldValue]],
+    response: Iso8583Message,
+) -> TerminalBatch:
+    """The batch with an approved sale, void or refund recorded in it."""
+    if response.fields.get(39) != "00" or args.message not in ("sale", "void", "refund"):
+        return batch
+    rrn, amount = str(response.fields.get(37, "")), int(str(message[1][4]))
+    if args.message == "sale":
+        return batch.with_sale(args.stan, amount, rrn)
+    if args.message == "void":
+        return batch.with_void(args.stan, amount, rrn, args.rrn)
+    return batch.with_refund(args.stan, amount, rrn, args.rrn)
+
+
+def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if not _check_stan(args):
+        return 2
+    path = _batch_file(args, config)
+    try:
+        batch = _load_batch(path, args)
+    except BatchFileError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    terminal, totals = batch.terminal, batch.totals()
+    try:
+        settlement = terminal.settlement(args.stan, totals)
+        upload = batch.upload_messages(args.stan % 999_999 + 1)
+    except ValueError as exc:  # more than field 48 holds
+        print(f"switch: batch {batch.batch:06d} cannot be settled: {exc}", file=sys.stderr)
+        return 2
+    codec = Codecs(config.dialects_path()).get(config.pos.dialect)
+    host = args.host or config.pos.host
+    port = args.port or config.pos.port
+    uploaded: list[Iso8583Message] = []
+
+    async def send() -> Iso8583Message:
+        client = await PosClient.connect(host, port, codec, terminal)
+        try:
+            with trio.fail_after(RESPONSE_TIMEOUT_S):
+                answer = await client.request(settlement)
+            if answer.fields.get(39) != "00" or _batch_result(answer) != NOT_BALANCED:
+                return answer
+            for message in upload:  # each answered 00, or the upload stops there
+                with trio.fail_after(RESPONSE_TIMEOUT_S):
+                    uploaded.append(await client.request(message))
+                if uploaded[-1].fields.get(39) != "00":
+                    break
+            return answer
+        finally:
+            await client.aclose()
+
+    try:
+        answer = trio.run(send)
+    except (OSError, EOFError, trio.TooSlowError) as exc:
+        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
+        return 1
+    result = _batch_result(answer) if answer.fields.get(39) == "00" else None
+    upload_complete = len(uploaded) == len(upload) and all(
+        response.fields.get(39) == "00" for response in uploaded
+    )
+    closed = result == BALANCED or (result == NOT_BALANCED and upload_complete)
+    printed = _printable(answer) | {
+        "batch": f"{batch.batch:06d}",
+        "totals": msgspec.structs.asdict(totals),
+        "balanced": None if result is None else result == BALANCED,
+        "upload": None
+        if result != NOT_BALANCED
+        else {
+            "records": len(batch.upload_records()),
+            "answers": [_printable(response) for response in uploaded],
+            "complete": upload_complete,
+        },
+        "next_batch": f"{batch.next_batch().batch:06d}" if closed else None,
+        "batch_file": str(path),
+    }
+    print(json.dumps(printed, indent=2))
+    if closed:
+        try:
+            _save_batch(path, batch.next_batch())
+        except OSError as exc:
+            print(f"switch: --batch-file {path}: next batch not recorded: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _batch_result(answer: Iso8583Message) -> str | None:
+    """48.5 of a 0510."""
+    field48 = answer.fields.get(48)
+    return field48[RESULT_AT] if isinstance(field48, str) and len(field48) > RESULT_AT else None

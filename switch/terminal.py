@@ -1,12 +1,19 @@
 """A POS terminal's side of pos-cup.md, as pure functions: the messages a terminal
-sends. The CLI's smoke test, the tests and the bench all speak through these."""
+sends, and what it keeps of its batch to settle it. The CLI's smoke test, the tests and
+the bench all speak through these."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
+from switch.core.batch import (
+    BatchTotals,
+    UploadRecord,
+    upload_end_field48,
+    upload_field48,
+)
 from switch.wire.framing import PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
@@ -111,6 +118,154 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         reversal[39] = reason
         reversal[61] = f"{self.batch:06d}{fields[11]!s}{date}"
         return "0400", reversal
+
+    def settlement(self, stan: int, totals: BatchTotals) -> tuple[str, dict[int, FieldValue]]:
+        """The 0500 that closes this batch with the terminal's ``totals``."""
+        fields = self._base(stan, "00", "201")
+        fields[48] = totals.field48()
+        fields[49] = "156"
+        return "0500", fields
+
+    def batch_upload(
+        self,
+        stan: int,
+        records: tuple[UploadRecord, ...] | list[UploadRecord],
+        *,
+        last_total: int | None = None,
+    ) -> tuple[str, dict[int, FieldValue]]:
+        """A 0320 with 1 to 8 ``records``; with ``last_total`` instead, the last one
+        (60.3 = 202), which says how many were uploaded in all and carries none."""
+        if last_total is None:
+            fields = self._base(stan, "00", "201")
+            fields[48] = upload_field48(records)
+        else:
+            if records:
+                raise ValueError("the last 0320 carries the total of records, not records")
+            fields = self._base(stan, "00", "202")
+            fields[48] = upload_end_field48(last_total)
+        return "0320", fields
+
+
+EntryKind = Literal["sale", "void", "refund"]
+
+
+class BatchEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One transaction the switch approved, as the terminal saw it."""
+
+    kind: EntryKind
+    stan: int
+    amount: int
+    """In fen."""
+    rrn: str
+    """Field 37 of its approval."""
+    original_rrn: str | None = None
+    """A void's or refund's sale."""
+    reversed: bool = False
+    """The terminal sent a reversal of it."""
+
+
+class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What a terminal keeps of its current batch to settle it (pos-cup.md, "Batch
+    settlement"): its approved sales, voids and refunds, and which it reversed."""
+
+    terminal_id: str = "POS00001"
+    merchant_id: str = "898310048990001"
+    batch: int = 1
+    entries: tuple[BatchEntry, ...] = ()
+
+    @property
+    def terminal(self) -> Terminal:
+        """The terminal that sends this batch's messages."""
+        return Terminal(
+            terminal_id=self.terminal_id, merchant_id=self.merchant_id, batch=self.batch
+        )
+
+    def _with(self, entry: BatchEntry) -> TerminalBatch:
+        return msgspec.structs.replace(self, entries=(*self.entries, entry))
+
+    def with_sale(self, stan: int, amount: int, rrn: str) -> TerminalBatch:
+        return self._with(BatchEntry(kind="sale", stan=stan, amount=amount, rrn=rrn))
+
+    def with_void(self, stan: int, amount: int, rrn: str, original_rrn: str) -> TerminalBatch:
+        return self._with(
+            BatchEntry(kind="void", stan=stan, amount=amount, rrn=rrn, original_rrn=original_rrn)
+        )
+
+    def with_refund(self, stan: int, amount: int, rrn: str, original_rrn: str) -> TerminalBatch:
+        return self._with(
+            BatchEntry(kind="refund", stan=stan, amount=amount, rrn=rrn, original_rrn=original_rrn)
+        )
+
+    def with_reversal(self, stan: int) -> TerminalBatch:
+        """The transaction of STAN ``stan`` reversed (a 0400 repeats its STAN); one not
+        in the batch (never approved) changes nothing."""
+        entries = tuple(
+            msgspec.structs.replace(entry, reversed=True) if entry.stan == stan else entry
+            for entry in self.entries
+        )
+        return msgspec.structs.replace(self, entries=entries)
+
+    def sale(self, rrn: str) -> BatchEntry | None:
+        """The batch's sale approved with ``rrn``, if there is one."""
+        return next((e for e in self.entries if e.kind == "sale" and e.rrn == rrn), None)
+
+    def _standing(self) -> list[BatchEntry]:
+        """Sales neither voided nor reversed, refunds not reversed: what counts."""
+        voided = {
+            entry.original_rrn
+            for entry in self.entries
+            if entry.kind == "void" and not entry.reversed
+        }
+        return [
+            entry
+            for entry in self.entries
+            if not entry.reversed
+            and (entry.kind == "refund" or (entry.kind == "sale" and entry.rrn not in voided))
+        ]
+
+    def totals(self) -> BatchTotals:
+        """48.1-48.4 of its 0500: standing sales are debits, standing refunds credits."""
+        standing = self._standing()
+        sales = [entry.amount for entry in standing if entry.kind == "sale"]
+        refunds = [entry.amount for entry in standing if entry.kind == "refund"]
+        return BatchTotals(
+            debit_fen=sum(sales),
+            debit_count=len(sales),
+            credit_fen=sum(refunds),
+            credit_count=len(refunds),
+        )
+
+    def upload_records(self) -> tuple[UploadRecord, ...]:
+        """What a batch upload carries: each standing sale (22) and refund (25)."""
+        return tuple(
+            UploadRecord(
+                kind="22" if entry.kind == "sale" else "25",
+                stan=f"{entry.stan:06d}",
+                amount=entry.amount,
+            )
+            for entry in self._standing()
+        )
+
+    def upload_messages(self, first_stan: int) -> list[tuple[str, dict[int, FieldValue]]]:
+        """Its batch upload: 0320s of up to 8 records, then the last one (60.3 = 202)
+        with their number; STANs from ``first_stan`` on, 999999 then 000001."""
+        records = self.upload_records()
+        chunks = [records[start : start + 8] for start in range(0, len(records), 8)]
+        stans = [(first_stan - 1 + index) % 999_999 + 1 for index in range(len(chunks) + 1)]
+        terminal = self.terminal
+        messages = [
+            terminal.batch_upload(stans[index], chunk) for index, chunk in enumerate(chunks)
+        ]
+        messages.append(terminal.batch_upload(stans[-1], (), last_total=len(records)))
+        return messages
+
+    def next_batch(self) -> TerminalBatch:
+        """The batch after this one, empty: a sign-on's rule, 999999 then 000000."""
+        return TerminalBatch(
+            terminal_id=self.terminal_id,
+            merchant_id=self.merchant_id,
+            batch=(self.batch + 1) % 1_000_000,
+        )
 
 
 def encode_pos_request(

@@ -155,6 +155,84 @@ async def test_pos_sale_against_the_demo_prints_an_approval(tmp_path: Path) -> N
             assert await switch.process.wait() == 0
 
 
+async def _pos_command(config: Path, port: object, *args: str) -> dict[str, Any]:
+    """``switch pos ...`` against a running switch; its printed JSON."""
+    result = await trio.run_process(
+        [sys.executable, "-m", "switch", "pos", *args, "--config", str(config), "--port",
+         str(port)],
+        capture_stdout=True, capture_stderr=True, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed: dict[str, Any] = json.loads(result.stdout)
+    return printed
+
+
+async def test_pos_sale_sale_void_settle_balances_and_starts_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    """The operator's smoke test of a batch: each command a process of its own, the
+    terminal's batch kept in its batch file between them (beside the journal)."""
+    config = _demo_config_on_free_ports(tmp_path)
+    switch = await _start(config)
+    try:
+        started = await switch.wait_for_event("switch_started")
+        await switch.wait_for_event("link_signed_on", count=8)
+        port = started["pos_port"]
+        first = await _pos_command(config, port, "sale", "--amount", "100.00")
+        second = await _pos_command(config, port, "sale", "--amount", "20.00")
+        assert first["approved"] and second["approved"]
+        void = await _pos_command(config, port, "void", "--rrn", second["fields"]["37"])
+        assert void["approved"] and void["fields"]["4"] == "000000002000"  # from the file
+        batch_file = tmp_path / "pos-batch-POS00001-898310048990001.json"
+        kept = json.loads(batch_file.read_text())
+        assert [entry["kind"] for entry in kept["entries"]] == ["sale", "sale", "void"]
+
+        settled = await _pos_command(config, port, "settle")
+        assert (settled["mti"], settled["response_code"], settled["balanced"]) == (
+            "0510", "00", True,
+        )  # fmt: skip
+        assert settled["fields"]["48"][30] == "1" and settled["upload"] is None
+        assert settled["totals"] == {
+            "debit_fen": 10000, "debit_count": 1, "credit_fen": 0, "credit_count": 0,
+        }  # fmt: skip
+        assert (settled["batch"], settled["next_batch"]) == ("000001", "000002")
+        assert json.loads(batch_file.read_text()) | {"entries": []} == {
+            "terminal_id": "POS00001", "merchant_id": "898310048990001", "batch": 2,
+            "entries": [],
+        }  # fmt: skip
+
+        # A terminal that lost its record of batch 1 settles it with nothing: not
+        # balanced, so it uploads its (empty) record and closes the batch.
+        lost = tmp_path / "lost.json"
+        unbalanced = await _pos_command(
+            config, port, "settle", "--batch", "1", "--batch-file", str(lost)
+        )
+        assert (unbalanced["response_code"], unbalanced["balanced"]) == ("00", False)
+        assert unbalanced["upload"]["complete"] is True
+        assert [m["mti"] for m in unbalanced["upload"]["answers"]] == ["0330"]
+        assert unbalanced["upload"]["answers"][0]["response_code"] == "00"
+        assert json.loads(lost.read_text())["batch"] == 2
+        # Another batch is taken while the file's holds nothing, and refused (before
+        # anything is sent) while it holds a transaction.
+        moved = await _pos_command(config, port, "sale", "--amount", "1.00", "--batch", "7")
+        assert moved["fields"]["60"] == "22000007"
+        assert json.loads(batch_file.read_text())["batch"] == 7
+        again = await trio.run_process(
+            [sys.executable, "-m", "switch", "pos", "sale", "--batch", "8", "--config",
+             str(config), "--port", "1"],
+            capture_stdout=True, capture_stderr=True, check=False, cwd=REPO,
+        )  # fmt: skip
+        assert (
+            again.returncode == 2
+            and b"holds batch 000007, not settled (1 recorded)" in again.stderr
+        )
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0
+
+
 async def test_sigterm_lets_in_flight_transactions_finish_then_exits_0(tmp_path: Path) -> None:
     switch = await _start(_demo_config_on_free_ports(tmp_path, latency_ms=800))
     started = await switch.wait_for_event("switch_started")
@@ -214,7 +292,7 @@ def test_version_is_the_package_version() -> None:
 
 def test_each_pos_message_has_its_own_help_and_options() -> None:
     listed = _switch("pos", "--help").stdout
-    for message in ("sale", "balance", "echo", "signon"):
+    for message in ("sale", "balance", "void", "refund", "echo", "signon", "settle"):
         assert message in listed
     sale = _switch("pos", "sale", "--help")
     assert sale.returncode == 0 and "usage: switch pos sale" in sale.stdout
@@ -225,6 +303,12 @@ def test_each_pos_message_has_its_own_help_and_options() -> None:
         text = _switch("pos", message, "--help").stdout
         assert f"usage: switch pos {message}" in text
         assert "--amount" not in text and "--pan" not in text and "--terminal" in text
+    for message in ("void", "refund"):
+        text = _switch("pos", message, "--help").stdout
+        assert "--rrn" in text and "--original-stan" in text and "--expiry" not in text
+    settle = _switch("pos", "settle", "--help").stdout
+    assert "--batch-file" in settle and "--pan" not in settle and "--amount" not in settle
+    assert "48.5" in settle and "next batch" in settle
     # An option of another message is refused, not ignored.
     assert _switch("pos", "echo", "--amount", "1.00").returncode == 2
 

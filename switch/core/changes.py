@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from switch.core.batch import SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 
 SafState = Literal["pending", "delivered", "manual"]
@@ -99,7 +100,36 @@ class OnlineResultsPurged(msgspec.Struct, frozen=True, tag=True):
     before: float
 
 
+class BatchSettled(msgspec.Struct, frozen=True, tag=True):
+    """A terminal's 0500 as answered: it replaces what an earlier 0500 of the batch left
+    (its settlement and any upload, which belonged to other totals)."""
+
+    settled: SettledBatch
+
+
+class BatchRecordsUploaded(msgspec.Struct, frozen=True, tag=True):
+    """Records of a terminal's 0320; a record uploaded again replaces the one before."""
+
+    terminal_id: str
+    merchant_id: str
+    batch: str
+    records: tuple[UploadRecord, ...]
+    at: float
+
+
+class BatchUploadEnded(msgspec.Struct, frozen=True, tag=True):
+    """The last 0320 (60.3 = 202): how many records the terminal says it uploaded, kept
+    on the batch's settlement (a batch with none on record has nowhere to keep it)."""
+
+    terminal_id: str
+    merchant_id: str
+    batch: str
+    total: int
+    at: float
+
+
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
-    | OnlineResultsPurged | BankOnlyFound
+    | OnlineResultsPurged | BankOnlyFound | BatchSettled | BatchRecordsUploaded
+    | BatchUploadEnded
 )  # fmt: skip

@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
+
 Channel = Literal["pos", "online"]
 
 
@@ -134,7 +136,28 @@ class Reversal(_Financial, frozen=True, kw_only=True):
     reason: str = "98"
 
 
-Request = SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal
+class BatchSettlement(_Request, frozen=True, kw_only=True):
+    """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
+
+    totals: BatchTotals
+    field48: str
+    """48 as the terminal sent it: the answer echoes it with 48.5 set."""
+
+
+class BatchUpload(_Request, frozen=True, kw_only=True):
+    """A terminal's 0320 after an unbalanced settlement: some of its record of the
+    batch, or (the last one, 60.3 = 202) how many records it uploaded in all."""
+
+    records: tuple[UploadRecord, ...] = ()
+    total: int | None = None
+    """Set on the last 0320 only, which carries no records."""
+
+
+Request = (
+    SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
+    | BatchUpload
+)  # fmt: skip
+BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = Sale | BalanceInquiry | Void | Refund | Reversal
 BankBound = Sale | BalanceInquiry | Void | Refund
 
@@ -146,6 +169,8 @@ KIND_NAMES: dict[type[_Request], str] = {
     Void: "void",
     Refund: "refund",
     Reversal: "reversal",
+    BatchSettlement: "settlement",
+    BatchUpload: "batch_upload",
 }
 
 
@@ -165,6 +190,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     bank: str | None = None
     batch: str | None = None
     """A sign-on's new batch number."""
+    batch_result: SettlementResult | None = None
+    """A batch settlement's 48.5: "1" the switch's totals equal the terminal's, "2" not."""
     field: str | None = None
     """The field at fault, for a refusal."""
     route: str | None = None

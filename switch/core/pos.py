@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from switch.core import batch as batch48
 from switch.core import validate
 from switch.core.clock import Stamp
 from switch.core.model import (
     Acceptor,
     BalanceInquiry,
+    BatchSettlement,
+    BatchUpload,
     Card,
     Echo,
     OriginalRef,
@@ -42,6 +45,13 @@ MESSAGE_TYPE_CODES: Final[dict[tuple[str, str], str]] = {
 }
 """Field 60.1 of each transaction (pos-cup.md's table); a reversal's is its original's."""
 REVERSIBLE_TYPE_CODES: Final = frozenset({"01", "22", "23", "25"})
+SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
+UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
+"""What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""
+SETTLEMENT_CURRENCY: Final = "156"
+SETTLEMENT_CODE: Final = "201"
+LAST_UPLOAD_CODE: Final = "202"
+"""60.3 of a 0500 and of every 0320 but the last; 60.3 of the last 0320."""
 
 
 def _check_type_code(reserved: str, mti: str, processing_code: str) -> None:
@@ -60,8 +70,21 @@ def _check_type_code(reserved: str, mti: str, processing_code: str) -> None:
     )
 
 
+def _check_batch_reserved(reserved: str, mti: str, network_codes: tuple[str, ...]) -> str:
+    """A 0500's or 0320's 60: 60.1 = 00, a batch (60.2) and one of ``network_codes``
+    in 60.3, which it returns; else 30 naming field 60."""
+    network_code = reserved[8:11]
+    if reserved[:2] != "00" or len(reserved) < 11 or network_code not in network_codes:
+        expected = " or ".join(network_codes)
+        raise TransactionRefused(
+            "30", f"field 60 of a {mti} must be 00, its batch and {expected}", field="60"
+        )
+    return network_code
+
+
 def response_mti(mti: str) -> str:
-    """0200 -> 0210, 0220 -> 0230, 0400 -> 0410, 0800 -> 0810, 0820 -> 0830."""
+    """0200 -> 0210, 0220 -> 0230, 0320 -> 0330, 0400 -> 0410, 0500 -> 0510, 0800 -> 0810,
+    0820 -> 0830."""
     return f"{mti[:2]}{int(mti[2]) + 1}{mti[3]}"
 
 
@@ -97,6 +120,31 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
     if mti == "0820":
         _check_type_code(reserved, mti, "")
         return Echo(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
+    if mti == "0500":
+        _check_batch_reserved(reserved, mti, (SETTLEMENT_CODE,))
+        if _required(fields, 49) != SETTLEMENT_CURRENCY:
+            raise TransactionRefused("30", "field 49 of a 0500 must be 156", field="49")
+        field48 = _required(fields, 48)
+        return BatchSettlement(
+            acceptor=acceptor,
+            stan=stan,
+            batch=batch,
+            request_mti=mti,
+            totals=batch48.settlement_totals(field48),
+            field48=field48,
+        )
+    if mti == "0320":
+        network_code = _check_batch_reserved(reserved, mti, (SETTLEMENT_CODE, LAST_UPLOAD_CODE))
+        field48 = _required(fields, 48)
+        if network_code == LAST_UPLOAD_CODE:
+            return BatchUpload(
+                acceptor=acceptor, stan=stan, batch=batch, request_mti=mti,
+                total=batch48.upload_total(field48),
+            )  # fmt: skip
+        return BatchUpload(
+            acceptor=acceptor, stan=stan, batch=batch, request_mti=mti,
+            records=batch48.upload_records(field48),
+        )  # fmt: skip
     if mti not in ("0200", "0220", "0400"):
         raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
 
@@ -238,11 +286,56 @@ def response_fields(
     return fields
 
 
+def settlement_answer_fields(
+    request_fields: Fields, outcome: Outcome, stamp: Stamp
+) -> dict[int, str | bytes]:
+    """A 0510's fields: the 0500's 11, 41, 42, 49, 60 and 48 (48.5 set to the result,
+    when there is one), plus 12, 13, 15, 37 and 39; no 32 (pos-cup.md's sample)."""
+    fields: dict[int, str | bytes] = {
+        number: request_fields[number]
+        for number in SETTLEMENT_ECHOED_FIELDS
+        if number in request_fields
+    }
+    fields[12] = stamp.local_time
+    fields[13] = stamp.local_date
+    if outcome.settlement_date is not None:  # YYYY-MM-DD; field 15 is MMDD
+        fields[15] = outcome.settlement_date[5:7] + outcome.settlement_date[8:10]
+    if outcome.rrn is not None:
+        fields[37] = outcome.rrn
+    fields[39] = outcome.code
+    field48 = request_fields.get(48)
+    if outcome.batch_result is not None and isinstance(field48, str):
+        fields[48] = batch48.answer_field48(field48, outcome.batch_result)
+    return fields
+
+
+def upload_answer_fields(request_fields: Fields, outcome: Outcome) -> dict[int, str | bytes]:
+    """A 0330's fields: the 0320's 11, 41, 42 and 60, and 39."""
+    fields: dict[int, str | bytes] = {
+        number: request_fields[number]
+        for number in UPLOAD_ECHOED_FIELDS
+        if number in request_fields
+    }
+    fields[39] = outcome.code
+    return fields
+
+
+def answer_fields(
+    mti: str, request_fields: Fields, outcome: Outcome, stamp: Stamp, acquirer_id: str
+) -> dict[int, str | bytes]:
+    """The fields of the answer to a ``mti`` request, in the layout of its kind."""
+    if mti == "0500":
+        return settlement_answer_fields(request_fields, outcome, stamp)
+    if mti == "0320":
+        return upload_answer_fields(request_fields, outcome)
+    return response_fields(request_fields, outcome, stamp, acquirer_id)
+
+
 def format_error_fields(
-    partial_fields: Fields, stamp: Stamp, acquirer_id: str
+    partial_fields: Fields, stamp: Stamp, acquirer_id: str, *, mti: str = ""
 ) -> dict[int, str | bytes] | None:
-    """The 30 answer to a message that did not parse, or None when it cannot be
+    """The 30 answer to a ``mti`` message that did not parse, or None when it cannot be
     addressed (11 or 41 unreadable): then the connection is closed instead."""
     if not isinstance(partial_fields.get(11), str) or not isinstance(partial_fields.get(41), str):
         return None
-    return response_fields(partial_fields, Outcome(code="30"), stamp, acquirer_id)
+    return answer_fields(mti, partial_fields, Outcome(code="30"), stamp, acquirer_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from typing import Final, Generic, Protocol, TypeVar
 
 import msgspec
@@ -372,8 +373,10 @@ def log_transaction(
     terminal: str | None = None,
     merchant: str | None = None,
     stan: str | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> None:
-    """The one canonical line per transaction, and its counts for the admin interface."""
+    """The one canonical line per transaction, and its counts for the admin interface;
+    ``extra``: what a kind of message adds to it (a batch settlement's batch and result)."""
     card = getattr(request, "card", None)
     amount = getattr(request, "amount", None)
     if request is not None:
@@ -408,6 +411,7 @@ def log_transaction(
         journal_ms=outcome.journal_ms,
         bank_ms=outcome.bank_ms,
         **_reason(outcome),
+        **(extra or {}),
     )
 
 

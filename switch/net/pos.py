@@ -8,15 +8,26 @@ import trio
 
 from switch.core import pos
 from switch.core.clock import Stamp
-from switch.core.model import KIND_NAMES, Echo, Origin, Outcome, Request, Reversal, SignOn
+from switch.core.model import (
+    KIND_NAMES,
+    BatchSettlement,
+    BatchUpload,
+    Echo,
+    Origin,
+    Outcome,
+    Request,
+    Reversal,
+    SignOn,
+)
 from switch.errors import MessageDecodeError, MessageEncodeError, TransactionRefused
 from switch.net.channel import CloseConnection, Reply, log_transaction
 from switch.net.switchboard import Switchboard
 from switch.wire.framing import TPDU_ID, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
-FINANCIAL_MTIS = frozenset({"0200", "0220", "0400"})
-"""Their answers carry the business date in field 15, refusals included (pos-cup.md)."""
+DATED_MTIS = frozenset({"0200", "0220", "0400", "0500"})
+"""Financial requests and batch settlement: their answers carry the business date in
+field 15, refusals included (pos-cup.md)."""
 REQUEST_CLASSES = "0246"
 """MTI third digit of requests, advices and notifications: the messages a terminal
 sends. A response class from a terminal (1, 3, 5) cannot be answered."""
@@ -102,7 +113,7 @@ class PosProtocol:
         self, envelope: PosEnvelope, exc: MessageDecodeError, stamp: Stamp, received_at: float
     ) -> bytes:
         """30 when the MTI, 11 and 41 could be read; otherwise the connection closes."""
-        fields = pos.format_error_fields(exc.fields, stamp, self.acquirer_id)
+        fields = pos.format_error_fields(exc.fields, stamp, self.acquirer_id, mti=exc.mti or "")
         if exc.mti is None or fields is None or exc.mti[2] not in REQUEST_CLASSES:
             raise CloseConnection(f"unreadable message: {exc}")
         outcome = Outcome(code="30", message=str(exc))
@@ -126,11 +137,11 @@ class PosProtocol:
         outcome: Outcome,
         stamp: Stamp,
     ) -> bytes:
-        if outcome.settlement_date is None and mti in FINANCIAL_MTIS:
+        if outcome.settlement_date is None and mti in DATED_MTIS:
             outcome = msgspec.structs.replace(
                 outcome, settlement_date=self.switchboard.business_date(stamp)
             )
-        fields = pos.response_fields(request_fields, outcome, stamp, self.acquirer_id)
+        fields = pos.answer_fields(mti, request_fields, outcome, stamp, self.acquirer_id)
         return self._encode(envelope, pos.response_mti(mti), fields)
 
     def _encode(self, envelope: PosEnvelope, mti: str, fields: dict[int, FieldValue]) -> bytes:
@@ -153,7 +164,17 @@ class PosProtocol:
             terminal=str(fields.get(41, "")).rstrip(),
             merchant=str(fields.get(42, "")).rstrip(),
             stan=str(fields.get(11, "")),
+            extra=_batch_facts(request, outcome),
         )
+
+
+def _batch_facts(request: Request | None, outcome: Outcome) -> dict[str, object] | None:
+    """What a settlement's or upload's line adds: which batch, and what became of it."""
+    if isinstance(request, BatchSettlement):
+        return {"batch": request.batch, "batch_result": outcome.batch_result}
+    if isinstance(request, BatchUpload):
+        return {"batch": request.batch, "records": len(request.records), "total": request.total}
+    return None
 
 
 _ = trio  # the protocol's coroutines run under trio, in the channel's nursery

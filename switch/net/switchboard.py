@@ -22,6 +22,15 @@ import structlog
 import trio
 
 from switch.core.bank import Institution
+from switch.core.batch_lifecycle import (
+    BatchEvent,
+    BatchTotalsLoaded,
+    LoadBatchTotals,
+    LoadSettledBatch,
+    SettledBatchLoaded,
+    TerminalSettlement,
+    TerminalUpload,
+)
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
 from switch.core.clock import Stamp
@@ -58,7 +67,16 @@ from switch.core.lifecycle import (
     recovery_changes,
 )
 from switch.core.merchants import MerchantBook
-from switch.core.model import Echo, Origin, Outcome, Request, Reversal, SignOn
+from switch.core.model import (
+    BatchSettlement,
+    BatchUpload,
+    Echo,
+    Origin,
+    Outcome,
+    Request,
+    Reversal,
+    SignOn,
+)
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import TokenBucket
 from switch.core.routing import BinTable
@@ -207,6 +225,16 @@ class Switchboard:
             return self.network_management(request, stamp)
         machine: BankTransaction | TerminalReversal
         business_date = self.business_date(stamp)
+        if isinstance(request, BatchSettlement):
+            return await self._drive_batch(
+                TerminalSettlement(
+                    request, stamp, business_date=business_date,
+                    allocate_rrn=self._allocate_rrn, now=time.time(),
+                ),
+                origin,
+            )  # fmt: skip
+        if isinstance(request, BatchUpload):
+            return await self._drive_batch(TerminalUpload(request, now=time.time()), origin)
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=time.time(),
@@ -274,6 +302,43 @@ class Switchboard:
                     self._register(machine, run)
         finally:
             self._let_go(run)
+
+    async def _drive_batch(
+        self, machine: TerminalSettlement | TerminalUpload, origin: Origin
+    ) -> Outcome:
+        """A terminal's settlement or upload: admission, journal reads and a commit;
+        nothing goes to a bank, so nothing needs finishing once the switch stops."""
+        run = _Run()
+        try:
+            actions = machine.start()
+            while True:
+                (action,) = actions  # each of their steps is one wait or the answer
+                event: BatchEvent
+                match action:
+                    case Answer(outcome=outcome):
+                        return run.stamp(outcome)
+                    case LoadSettledBatch(key=key) | LoadBatchTotals(key=key):
+                        event = await self._read_batch(action, key, run)
+                    case _:  # Admit, Journal: as for any transaction
+                        waited = await self._wait(action, run, origin)
+                        assert isinstance(waited, Admitted | Refused | Journaled | JournalFailed)
+                        event = waited
+                actions = machine.handle(event, time.time())
+        finally:
+            self._let_go(run)
+
+    async def _read_batch(
+        self, action: LoadSettledBatch | LoadBatchTotals, key: tuple[str, str, str], run: _Run
+    ) -> SettledBatchLoaded | BatchTotalsLoaded | JournalFailed:
+        began = trio.current_time()
+        try:
+            if isinstance(action, LoadSettledBatch):
+                return SettledBatchLoaded(await self.journal.settled_batch(*key))
+            return BatchTotalsLoaded(await self.journal.batch_totals(*key))
+        except JournalError as exc:
+            return JournalFailed(str(exc))
+        finally:
+            run.waited_for_journal(trio.current_time() - began)
 
     def _register(self, machine: BankTransaction, run: _Run) -> None:
         """From the moment it has an RRN, a transaction is in flight: a repeat of it,

@@ -19,9 +19,13 @@ from typing import Literal, Protocol
 import msgspec
 import trio
 
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.core.changes import (
     BankOnlyFound,
+    BatchRecordsUploaded,
+    BatchSettled,
+    BatchUploadEnded,
     Change,
     OnlineResultKept,
     OnlineResultsPurged,
@@ -36,6 +40,9 @@ from switch.errors import SwitchError
 
 __all__ = [
     "BankOnlyFound",
+    "BatchRecordsUploaded",
+    "BatchSettled",
+    "BatchUploadEnded",
     "Change",
     "OnlineResultKept",
     "OnlineResultsPurged",
@@ -174,6 +181,27 @@ class Journal(Protocol):
     async def reversal_backlog(self) -> list[ReversalBacklog]:
         """Per bank with any, the reversals not yet delivered (pending and manual), by
         bank name; cheap however long the history of delivered ones."""
+        ...
+
+    # A terminal's batch. These see every change whose commit was asked for before
+    # them, even with "async" durability: a terminal settles right after its last sale.
+
+    async def batch_totals(self, terminal_id: str, merchant_id: str, batch: str) -> BatchTotals:
+        """The switch's totals of a terminal's batch (pos-cup.md): its approved POS sales
+        neither voided nor reversed (debit), its approved refunds not reversed (credit);
+        nothing else counts."""
+        ...
+
+    async def settled_batch(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> SettledBatch | None:
+        """How the batch was last settled (its 0500 and the answer), if it was."""
+        ...
+
+    async def batch_upload(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> list[UploadRecord]:
+        """The records the terminal uploaded for the batch, by kind and STAN."""
         ...
 
 

@@ -8,10 +8,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
 from switch.core.clock import Stamp
 from switch.core.model import (
     Acceptor,
     BalanceInquiry,
+    BatchSettlement,
+    BatchUpload,
     Card,
     Echo,
     OriginalRef,
@@ -23,12 +26,18 @@ from switch.core.model import (
     SignOn,
     Void,
 )
-from switch.core.pos import format_error_fields, request_from_pos, response_fields, response_mti
+from switch.core.pos import (
+    answer_fields,
+    format_error_fields,
+    request_from_pos,
+    response_fields,
+    response_mti,
+)
 from switch.errors import TransactionRefused
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
-from switch.wire.samples import PAN, POS_SALE_FIELDS
+from switch.wire.samples import PAN, POS_SALE_FIELDS, POS_SETTLEMENT_FIELDS
 from switch.wire.samples import POS_SALE_APPROVAL_FRAME as APPROVAL_FRAME
 from switch.wire.samples import POS_SALE_FRAME as SALE_FRAME
 
@@ -57,6 +66,17 @@ VOID: Fields = {
 }
 REFUND: Fields = {**VOID, 3: "200000", 4: "000000002500", 60: "25000042"}
 REVERSAL: Fields = {**SALE, 39: "98", 61: "0000420001231122"}
+# pos-cup.md's sample settlement, and uploads of that batch.
+SETTLEMENT: Fields = dict(POS_SETTLEMENT_FIELDS)
+SETTLEMENT_48 = str(SETTLEMENT[48])
+UPLOAD: Fields = {
+    11: "000131",
+    41: "POS00001",
+    42: "898310048990001",
+    48: "02" + "22000123000000010000" + "25000125000000002500",
+    60: "00000042201",
+}
+LAST_UPLOAD: Fields = {**UPLOAD, 11: "000132", 48: "0002", 60: "00000042202"}
 
 ACCEPTOR = Acceptor(channel="pos", terminal_id="POS00001", merchant_id="898310048990001")
 CARD = Card(pan=PAN, expiry="2812", entry_mode="021", condition_code="00")
@@ -226,6 +246,50 @@ REQUESTS: list[tuple[str, str, Fields, Request]] = [
         with_(SIGN_ON, f60="00"),
         SignOn(acceptor=ACCEPTOR, stan="000124", batch="000000"),
     ),
+    (
+        "settlement",
+        "0500",
+        SETTLEMENT,
+        BatchSettlement(
+            acceptor=ACCEPTOR,
+            stan="000130",
+            batch="000042",
+            totals=BatchTotals(debit_fen=10000, debit_count=1),
+            field48=SETTLEMENT_48,
+        ),
+    ),
+    (
+        "settlement-60-with-more-than-60.3",
+        "0500",
+        with_(SETTLEMENT, f60="00000042201000"),
+        BatchSettlement(
+            acceptor=ACCEPTOR,
+            stan="000130",
+            batch="000042",
+            totals=BatchTotals(debit_fen=10000, debit_count=1),
+            field48=SETTLEMENT_48,
+        ),
+    ),
+    (
+        "batch-upload",
+        "0320",
+        UPLOAD,
+        BatchUpload(
+            acceptor=ACCEPTOR,
+            stan="000131",
+            batch="000042",
+            records=(
+                UploadRecord(kind="22", stan="000123", amount=10000),
+                UploadRecord(kind="25", stan="000125", amount=2500),
+            ),
+        ),
+    ),
+    (
+        "last-batch-upload",
+        "0320",
+        LAST_UPLOAD,
+        BatchUpload(acceptor=ACCEPTOR, stan="000132", batch="000042", total=2),
+    ),
 ]
 
 
@@ -329,6 +393,51 @@ REFUSALS: list[tuple[str, str, Fields, str, str | None]] = [
     ),
     ("unsupported-currency", "0200", with_(SALE, f49="999"), "30", "49"),
     ("balance-unsupported-currency", "0200", with_(BALANCE, f49="999"), "30", "49"),
+    # batch settlement: 11, 41, 42, 49 = 156, 60 (00, batch, 201) and 48
+    ("settlement-missing-11", "0500", with_(SETTLEMENT, f11=None), "30", "11"),
+    ("settlement-missing-41", "0500", with_(SETTLEMENT, f41=None), "30", "41"),
+    ("settlement-missing-42", "0500", with_(SETTLEMENT, f42=None), "30", "42"),
+    ("settlement-missing-60", "0500", with_(SETTLEMENT, f60=None), "30", "60"),
+    ("settlement-missing-49", "0500", with_(SETTLEMENT, f49=None), "30", "49"),
+    ("settlement-missing-48", "0500", with_(SETTLEMENT, f48=None), "30", "48"),
+    ("settlement-in-CNY-letters", "0500", with_(SETTLEMENT, f49="CNY"), "30", "49"),
+    ("settlement-in-another-currency", "0500", with_(SETTLEMENT, f49="840"), "30", "49"),
+    ("settlement-60.1-22", "0500", with_(SETTLEMENT, f60="22000042201"), "30", "60"),
+    ("settlement-60.3-202", "0500", with_(SETTLEMENT, f60="00000042202"), "30", "60"),
+    ("settlement-60.3-001", "0500", with_(SETTLEMENT, f60="00000042001"), "30", "60"),
+    ("settlement-60-without-60.3", "0500", with_(SETTLEMENT, f60="00000042"), "30", "60"),
+    ("settlement-48-short", "0500", with_(SETTLEMENT, f48=SETTLEMENT_48[:-1]), "30", "48"),
+    (
+        "settlement-48.5-not-0",
+        "0500",
+        with_(SETTLEMENT, f48=SETTLEMENT_48[:30] + "1" + SETTLEMENT_48[31:]),
+        "30",
+        "48",
+    ),
+    (
+        "settlement-foreign-totals",
+        "0500",
+        with_(SETTLEMENT, f48=SETTLEMENT_48[:-1] + "1"),
+        "30",
+        "48",
+    ),
+    ("settlement-48-as-bytes", "0500", with_(SETTLEMENT, f48=b"\x00" * 31), "30", "48"),
+    # batch upload: 11, 41, 42, 60 (00, batch, 201 or 202 for the last) and 48
+    ("upload-missing-11", "0320", with_(UPLOAD, f11=None), "30", "11"),
+    ("upload-missing-41", "0320", with_(UPLOAD, f41=None), "30", "41"),
+    ("upload-missing-42", "0320", with_(UPLOAD, f42=None), "30", "42"),
+    ("upload-missing-60", "0320", with_(UPLOAD, f60=None), "30", "60"),
+    ("upload-missing-48", "0320", with_(UPLOAD, f48=None), "30", "48"),
+    ("last-upload-missing-48", "0320", with_(LAST_UPLOAD, f48=None), "30", "48"),
+    ("upload-60.1-25", "0320", with_(UPLOAD, f60="25000042201"), "30", "60"),
+    ("upload-60.3-203", "0320", with_(UPLOAD, f60="00000042203"), "30", "60"),
+    ("upload-60-without-60.3", "0320", with_(UPLOAD, f60="00000042"), "30", "60"),
+    ("upload-count-mismatch", "0320", with_(UPLOAD, f48="03" + str(UPLOAD[48])[2:]), "30", "48"),
+    ("upload-no-records", "0320", with_(UPLOAD, f48="00"), "30", "48"),
+    ("upload-of-a-void", "0320", with_(UPLOAD, f48="01" + "23000124000000010000"), "30", "48"),
+    ("upload-total-in-a-201", "0320", with_(UPLOAD, f48="0002"), "30", "48"),
+    ("last-upload-with-records", "0320", with_(LAST_UPLOAD, f48=UPLOAD[48]), "30", "48"),
+    ("last-upload-total-short", "0320", with_(LAST_UPLOAD, f48="002"), "30", "48"),
 ]
 
 
@@ -483,3 +592,63 @@ def test_format_error_fields() -> None:
         41: "POS00001",
         60: "22000042",
     }
+
+
+# -- batch settlement and upload answers ---------------------------------------------
+
+
+def test_response_mti_of_batch_messages() -> None:
+    assert (response_mti("0500"), response_mti("0320")) == ("0510", "0330")
+
+
+@pytest.mark.parametrize("result", ["1", "2"])
+def test_a_settlement_answer_echoes_48_with_the_result(result: SettlementResult) -> None:
+    outcome = Outcome(
+        code="00", rrn="532614000131", settlement_date="2025-11-23", batch_result=result
+    )
+    fields = answer_fields("0500", SETTLEMENT, outcome, STAMP, ACQUIRER)
+    assert fields == {
+        11: "000130",
+        12: "143015",
+        13: "1122",
+        15: "1123",
+        37: "532614000131",
+        39: "00",
+        41: "POS00001",
+        42: "898310048990001",
+        48: SETTLEMENT_48[:30] + result + SETTLEMENT_48[31:],
+        49: "156",
+        60: "00000042201",
+    }
+
+
+def test_a_refused_settlement_echoes_48_as_sent_and_has_no_37() -> None:
+    outcome = Outcome(code="30", settlement_date="2025-11-22")
+    fields = answer_fields("0500", SETTLEMENT, outcome, STAMP, ACQUIRER)
+    assert fields[39] == "30" and fields[48] == SETTLEMENT_48 and fields[15] == "1122"
+    assert not {32, 37, 38} & fields.keys()
+
+
+@pytest.mark.parametrize("request_fields", [UPLOAD, LAST_UPLOAD])
+@pytest.mark.parametrize("code", ["00", "30", "91", "96"])
+def test_an_upload_answer_is_39_and_the_echoes_of_11_41_42_60(
+    request_fields: Fields, code: str
+) -> None:
+    fields = answer_fields("0320", request_fields, Outcome(code=code), STAMP, ACQUIRER)
+    assert fields == {n: request_fields[n] for n in (11, 41, 42, 60)} | {39: code}
+
+
+def test_other_answers_keep_their_layout() -> None:
+    outcome = Outcome(code="00", rrn="532614000123", auth_code="A1B2C3")
+    assert answer_fields("0200", SALE, outcome, STAMP, ACQUIRER) == response_fields(
+        SALE, outcome, STAMP, ACQUIRER
+    )
+
+
+def test_format_errors_of_batch_messages_answer_in_their_layout() -> None:
+    partial: Fields = {11: "000130", 41: "POS00001", 48: "12", 60: "00000042201"}
+    settlement = format_error_fields(partial, STAMP, ACQUIRER, mti="0500")
+    assert settlement == {11: "000130", 12: "143015", 13: "1122", 39: "30", 41: "POS00001",
+                          48: "12", 60: "00000042201"}  # fmt: skip
+    upload = format_error_fields(partial, STAMP, ACQUIRER, mti="0320")
+    assert upload == {11: "000130", 39: "30", 41: "POS00001", 60: "00000042201"}

@@ -10,7 +10,11 @@ import msgspec
 import pytest
 import trio
 
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.store.port import (
+    BatchRecordsUploaded,
+    BatchSettled,
+    BatchUploadEnded,
     Journal,
     JournalError,
     OnlineResultKept,
@@ -189,6 +193,169 @@ async def test_the_reversal_backlog_counts_what_is_not_delivered_per_bank(
     ]
     await journal.commit(attempted("632600000009", "delivered"))
     assert [entry.bank for entry in await journal.reversal_backlog()] == ["icbc"]
+
+
+TERMINAL, MERCHANT = "POS00001", "898310048990001"
+
+
+@pytest.mark.parametrize(
+    ("fields", "counts_as"),
+    [
+        ({}, "debit"),  # an approved sale
+        ({"voided": True}, None),
+        ({"reversed": True}, None),
+        ({"voided": True, "reversed": True}, None),
+        ({"state": "declined", "code": "51"}, None),
+        ({"state": "no_answer", "reversed": True}, None),
+        ({"state": "not_sent"}, None),
+        ({"state": "sending"}, None),
+        ({"refunded": 300}, "debit"),  # partly refunded: the refund is a credit of its own
+        ({"kind": "balance", "amount": 0}, None),
+        ({"kind": "void", "original_rrn": "632600000999"}, None),  # voids count nowhere
+        ({"kind": "refund", "original_rrn": "632600000999"}, "credit"),
+        ({"kind": "refund", "reversed": True}, None),
+        ({"kind": "refund", "state": "declined"}, None),
+        ({"batch": "000002"}, None),  # another batch
+        ({"terminal_id": "POS00002"}, None),
+        ({"merchant_id": "898310048990002"}, None),
+        ({"channel": "online"}, None),  # an online checkout has no terminal batch
+    ],
+)
+async def test_batch_totals_count_standing_sales_and_refunds_only(
+    journal: Journal, fields: dict[str, object], counts_as: str | None
+) -> None:
+    values = {"amount": 1234, **fields}
+    state = values.pop("state", "approved")
+    record = make_record("632600000001", **values)
+    await journal.commit(TxnStarted.of(record, 100.0))
+    record.state = state  # type: ignore[assignment]
+    await journal.commit(TxnUpdated.of(record, 101.0))
+    expected = {
+        None: BatchTotals(),
+        "debit": BatchTotals(debit_fen=1234, debit_count=1),
+        "credit": BatchTotals(credit_fen=1234, credit_count=1),
+    }[counts_as]
+    assert await journal.batch_totals(TERMINAL, MERCHANT, "000001") == expected
+
+
+async def test_batch_totals_add_up_a_batch(journal: Journal) -> None:
+    assert await journal.batch_totals(TERMINAL, MERCHANT, "000001") == BatchTotals()
+    records = [
+        make_record("632600000001", amount=10000, state="approved"),
+        make_record("632600000002", amount=2500, state="approved", refunded=500),
+        make_record("632600000003", amount=700, state="approved", voided=True),
+        make_record("632600000004", kind="void", amount=700, state="approved"),
+        make_record("632600000005", kind="refund", amount=500, state="approved"),
+        make_record("632600000006", kind="refund", amount=99, state="approved"),
+        make_record("632600000007", amount=4000, state="declined"),
+    ]
+    await journal.commit(*(TxnStarted.of(record, 100.0) for record in records))
+    assert await journal.batch_totals(TERMINAL, MERCHANT, "000001") == BatchTotals(
+        debit_fen=12500, debit_count=2, credit_fen=599, credit_count=2
+    )
+    # A reversal of the first sale and of a refund take them out; the voided sale's
+    # void reversed puts it back.
+    updates = [(records[0], {"reversed": True}), (records[5], {"reversed": True})]
+    updates += [(records[2], {"voided": False}), (records[3], {"reversed": True})]
+    for record, changed in updates:
+        for name, value in changed.items():
+            setattr(record, name, value)
+    await journal.commit(*(TxnUpdated.of(record, 101.0) for record, _ in updates))
+    assert await journal.batch_totals(TERMINAL, MERCHANT, "000001") == BatchTotals(
+        debit_fen=3200, debit_count=2, credit_fen=500, credit_count=1
+    )
+
+
+def settled(batch: str = "000001", **fields: object) -> SettledBatch:
+    values: dict[str, object] = {
+        "terminal_id": TERMINAL,
+        "merchant_id": MERCHANT,
+        "batch": batch,
+        "terminal_totals": BatchTotals(debit_fen=10000, debit_count=1),
+        "switch_totals": BatchTotals(debit_fen=12000, debit_count=2),
+        "result": "2",
+        "business_date": "2025-11-22",
+        "rrn": "532679501000",
+        "settled_at": 100.0,
+    }
+    values.update(fields)
+    return SettledBatch(**values)  # type: ignore[arg-type]
+
+
+def uploaded(*records: tuple[str, str, int], at: float = 110.0) -> BatchRecordsUploaded:
+    return BatchRecordsUploaded(
+        terminal_id=TERMINAL, merchant_id=MERCHANT, batch="000001", at=at,
+        records=tuple(UploadRecord(kind=k, stan=s, amount=a) for k, s, a in records),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def upload_ended(total: int, batch: str = "000001") -> BatchUploadEnded:
+    return BatchUploadEnded(
+        terminal_id=TERMINAL, merchant_id=MERCHANT, batch=batch, total=total, at=120.0
+    )
+
+
+async def test_a_settlement_and_its_upload_are_kept(journal: Journal) -> None:
+    assert await journal.settled_batch(TERMINAL, MERCHANT, "000001") is None
+    first = settled()
+    await journal.commit(BatchSettled(first))
+    assert await journal.settled_batch(TERMINAL, MERCHANT, "000001") == first
+    assert await journal.settled_batch(TERMINAL, MERCHANT, "000002") is None
+    assert await journal.settled_batch("POS00002", MERCHANT, "000001") is None
+
+    await journal.commit(uploaded(("22", "000007", 10000), ("25", "000009", 300)))
+    # A record uploaded again replaces the one before.
+    await journal.commit(uploaded(("22", "000008", 2000), ("22", "000007", 10001)))
+    await journal.commit(upload_ended(3))
+    assert await journal.batch_upload(TERMINAL, MERCHANT, "000001") == [
+        UploadRecord(kind="22", stan="000007", amount=10001),
+        UploadRecord(kind="22", stan="000008", amount=2000),
+        UploadRecord(kind="25", stan="000009", amount=300),
+    ]
+    assert await journal.batch_upload(TERMINAL, MERCHANT, "000002") == []
+    kept = await journal.settled_batch(TERMINAL, MERCHANT, "000001")
+    assert kept == msgspec.structs.replace(first, upload_count=3)
+
+    # Settled again with other totals: the answer and the batch's upload are replaced.
+    again = settled(terminal_totals=BatchTotals(debit_fen=12000, debit_count=2), result="1")
+    await journal.commit(BatchSettled(again))
+    assert await journal.settled_batch(TERMINAL, MERCHANT, "000001") == again
+    assert await journal.batch_upload(TERMINAL, MERCHANT, "000001") == []
+
+
+async def test_an_upload_ended_without_a_settlement_keeps_no_count(journal: Journal) -> None:
+    await journal.commit(uploaded(("22", "000007", 10000)), upload_ended(1))
+    assert await journal.settled_batch(TERMINAL, MERCHANT, "000001") is None
+    assert len(await journal.batch_upload(TERMINAL, MERCHANT, "000001")) == 1
+
+
+async def test_totals_too_large_for_field_48_are_kept_at_its_largest(journal: Journal) -> None:
+    outsized = BatchTotals(debit_fen=10**12, debit_count=1000, credit_fen=5, credit_count=1)
+    await journal.commit(BatchSettled(settled(switch_totals=outsized)))
+    kept = await journal.settled_batch(TERMINAL, MERCHANT, "000001")
+    assert kept is not None and kept.switch_totals == BatchTotals(
+        debit_fen=10**12 - 1, debit_count=999, credit_fen=5, credit_count=1
+    )
+
+
+async def test_a_batch_read_sees_what_was_queued_before_it_with_async_durability(
+    open_journal: Opener,
+) -> None:
+    """An approval leaves before its commit when the journal is "async"; a terminal that
+    settles at once must still find it."""
+    async with trio.open_nursery() as nursery:
+        journal = open_journal()
+        journal.durability = "async"
+        await nursery.start(journal.run)
+        for index in range(50):
+            record = make_record(f"6326{index:08d}", state="approved", amount=100)
+            await journal.commit(TxnStarted.of(record, 100.0))
+        await journal.commit(BatchSettled(settled()), uploaded(("22", "000007", 100)))
+        totals = await journal.batch_totals(TERMINAL, MERCHANT, "000001")
+        assert totals == BatchTotals(debit_fen=5000, debit_count=50)
+        assert await journal.settled_batch(TERMINAL, MERCHANT, "000001") == settled()
+        assert len(await journal.batch_upload(TERMINAL, MERCHANT, "000001")) == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_changes_committed_together_are_all_or_nothing(journal: Journal) -> None:

@@ -11,7 +11,7 @@ from switch.wire.dialect import Dialect, load_dialect, load_dialects
 
 DIALECTS_DIR = Path(__file__).resolve().parents[2] / "conf" / "dialects"
 
-POS_FIELDS = [2, 3, 4, 11, 12, 13, 14, 15, 22, 23, 25, 26, 32, 35, 37, 38, 39, 41, 42, 44, 49]
+POS_FIELDS = [2, 3, 4, 11, 12, 13, 14, 15, 22, 23, 25, 26, 32, 35, 37, 38, 39, 41, 42, 44, 48, 49]
 POS_FIELDS += [52, 53, 54, 55, 60, 61, 62, 63, 64]
 BANK_FIELDS = [2, 3, 4, 7, 11, 12, 13, 14, 15, 18, 22, 25, 32, 33, 35, 37, 38, 39, 41, 42, 43]
 BANK_FIELDS += [49, 52, 54, 70, 90]
@@ -33,6 +33,7 @@ def test_shipped_dialects_load() -> None:
         ("cup-pos", 2, ("n", "LLVAR", 19)),
         ("cup-pos", 35, ("z", "LLVAR", 37)),
         ("cup-pos", 41, ("ans", "fixed", 8)),
+        ("cup-pos", 48, ("n", "LLLVAR", 322)),
         ("cup-pos", 49, ("an", "fixed", 3)),
         ("cup-pos", 53, ("n", "fixed", 16)),
         ("cup-pos", 54, ("ans", "LLLVAR", 20)),

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from switch.core import validate
+from switch.core.batch import BatchTotals, UploadRecord
 from switch.core.model import Echo, Origin, Outcome, Request, SignOn
 from switch.core.online import request_from_online
 from switch.core.pos import request_from_pos
@@ -364,10 +365,15 @@ VALID_POS: list[tuple[str, dict[int, FieldValue]]] = [
     TERMINAL.reversal(SALE_MESSAGE),
     TERMINAL.sign_on(127),
     TERMINAL.echo(128),
+    TERMINAL.settlement(129, BatchTotals(debit_fen=10000, debit_count=1)),
+    TERMINAL.batch_upload(130, [UploadRecord(kind="22", stan="000123", amount=10000)]),
+    TERMINAL.batch_upload(131, [], last_total=1),
     ("0200", {**SALE_MESSAGE[1], 35: f"{PAN}=28121010000000"}),
 ]
 POS_MTIS = st.one_of(
-    st.sampled_from(["0200", "0220", "0400", "0800", "0820", "0100", "0210", "0600"]),
+    st.sampled_from(
+        ["0200", "0220", "0400", "0800", "0820", "0500", "0320", "0100", "0210", "0600"]
+    ),
     st.text(string.digits, min_size=4, max_size=4),
 )
 POS_NUMBERS = st.integers(2, 64)

@@ -23,6 +23,10 @@ from switch.wire.samples import (
     POS_SALE_APPROVAL_FRAME,
     POS_SALE_FIELDS,
     POS_SALE_FRAME,
+    POS_SETTLEMENT,
+    POS_SETTLEMENT_ANSWER,
+    POS_SETTLEMENT_ANSWER_FIELDS,
+    POS_SETTLEMENT_FIELDS,
 )
 
 DIALECTS = load_dialects(Path(__file__).resolve().parents[2] / "conf" / "dialects")
@@ -33,6 +37,10 @@ CODECS = {"pos": POS, "bank": BANK}
 SAMPLES = [
     pytest.param(POS, POS_SALE, "0200", POS_SALE_FIELDS, id="pos-sale"),
     pytest.param(POS, POS_SALE_APPROVAL, "0210", POS_SALE_APPROVAL_FIELDS, id="pos-approval"),
+    pytest.param(POS, POS_SETTLEMENT, "0500", POS_SETTLEMENT_FIELDS, id="pos-settlement"),
+    pytest.param(
+        POS, POS_SETTLEMENT_ANSWER, "0510", POS_SETTLEMENT_ANSWER_FIELDS, id="pos-settlement-answer"
+    ),
     pytest.param(BANK, BANK_SALE, "0200", BANK_SALE_FIELDS, id="bank-sale"),
     pytest.param(BANK, BANK_REVERSAL, "0400", BANK_REVERSAL_FIELDS, id="bank-reversal"),
 ]

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import structlog
 import trio
 
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.core.stats import LatencyHistogram
 from switch.store import port
@@ -591,3 +592,33 @@ class SqliteJournal:
 
     async def reversal_backlog(self) -> list[port.ReversalBacklog]:
         return await self._read(sql.reversal_backlog)
+
+    async def _read_after_queued(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+        """A read that sees every change handed over before it: with "async"
+        durability an answer leaves before its commit, so an empty group, queued
+        behind them, is waited for first."""
+        if self.durability != "sync":
+            await self.commit(durable=True)
+        return await self._read(query)
+
+    async def batch_totals(self, terminal_id: str, merchant_id: str, batch: str) -> BatchTotals:
+        totals: BatchTotals = await self._read_after_queued(
+            sql.batch_totals(terminal_id, merchant_id, batch)
+        )
+        return totals
+
+    async def settled_batch(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> SettledBatch | None:
+        settled: SettledBatch | None = await self._read_after_queued(
+            sql.settled_batch(terminal_id, merchant_id, batch)
+        )
+        return settled
+
+    async def batch_upload(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> list[UploadRecord]:
+        records: list[UploadRecord] = await self._read_after_queued(
+            sql.batch_upload(terminal_id, merchant_id, batch)
+        )
+        return records

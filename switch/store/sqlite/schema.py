@@ -98,6 +98,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         switch_totals TEXT NOT NULL,        -- the journal's, in the same layout
         result TEXT NOT NULL,               -- 48.5: 1 balanced, 2 not
         business_date TEXT NOT NULL,
+        rrn TEXT NOT NULL,                  -- the 0510's 37: a repeat is answered with it
         upload_count INTEGER,               -- records the last 0320 (202) says were sent
         settled_at REAL NOT NULL,
         PRIMARY KEY (terminal_id, merchant_id, batch)

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from switch.core.bank import OriginalData
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store.port import (
     BankOnlyFound,
+    BatchRecordsUploaded,
+    BatchSettled,
+    BatchUploadEnded,
     Change,
     DueReversal,
     OnlineResult,
@@ -48,6 +52,8 @@ _TXN_SELECT = ", ".join(TXN_COLUMNS)
 # Statement ranks: within a group, rows are inserted before they are updated.
 _RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+# A settlement answered anew clears the batch's upload before records of one are put.
+_RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
 _INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN_COLUMNS))})"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
@@ -68,6 +74,22 @@ _PUT_IDEMPOTENCY = (
     "created_at) VALUES (?, ?, ?, ?, ?)"
 )
 _PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < ?"
+_PUT_BATCH_SETTLEMENT = (
+    "INSERT OR REPLACE INTO batch_settlement (terminal_id, merchant_id, batch, "
+    "terminal_totals, switch_totals, result, business_date, rrn, upload_count, settled_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+)
+_CLEAR_BATCH_UPLOAD = (
+    "DELETE FROM batch_upload WHERE terminal_id = ? AND merchant_id = ? AND batch = ?"
+)
+_PUT_BATCH_UPLOAD = (
+    "INSERT OR REPLACE INTO batch_upload (terminal_id, merchant_id, batch, kind, stan, "
+    "amount, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_END_BATCH_UPLOAD = (
+    "UPDATE batch_settlement SET upload_count = ? "
+    "WHERE terminal_id = ? AND merchant_id = ? AND batch = ?"
+)
 
 
 def writes_of(change: Change) -> tuple[Write, ...]:
@@ -113,6 +135,24 @@ def writes_of(change: Change) -> tuple[Write, ...]:
             )  # fmt: skip
         case OnlineResultsPurged(before=before):
             return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
+        case BatchSettled(settled=settled):
+            batch_key = (settled.terminal_id, settled.merchant_id, settled.batch)
+            values = (
+                *batch_key, settled.terminal_totals.field48(saturate=True),
+                settled.switch_totals.field48(saturate=True), settled.result,
+                settled.business_date, settled.rrn, settled.settled_at,
+            )  # fmt: skip
+            return (
+                Write(_RANK_SETTLE_BATCH, _PUT_BATCH_SETTLEMENT, values),
+                Write(_RANK_CLEAR_UPLOAD, _CLEAR_BATCH_UPLOAD, batch_key),
+            )
+        case BatchRecordsUploaded(records=records, at=at):
+            batch_key = (change.terminal_id, change.merchant_id, change.batch)
+            rows = [(*batch_key, record.kind, record.stan, record.amount, at) for record in records]
+            return tuple(Write(_RANK_UPLOAD, _PUT_BATCH_UPLOAD, row) for row in rows)
+        case BatchUploadEnded(total=total):
+            values = (total, change.terminal_id, change.merchant_id, change.batch)
+            return (Write(_RANK_END_UPLOAD, _END_BATCH_UPLOAD, values),)
     raise AssertionError(f"unknown change {type(change).__name__}")
 
 
@@ -327,3 +367,68 @@ def reversal_backlog(connection: sqlite3.Connection) -> list[ReversalBacklog]:
         ReversalBacklog(bank=bank, pending=pending, manual=manual, oldest_created_at=oldest)
         for bank, (pending, manual, oldest) in sorted(found.items())
     ]
+
+
+# -- a terminal's batch ------------------------------------------------------------------
+
+# pos-cup.md's rules, over the batch's rows (txn_by_batch): approved sales neither
+# voided nor reversed are its debits, approved refunds not reversed its credits.
+_BATCH_TOTALS = """
+SELECT
+    coalesce(sum(CASE WHEN kind = 'sale' THEN amount END), 0),
+    count(CASE WHEN kind = 'sale' THEN 1 END),
+    coalesce(sum(CASE WHEN kind = 'refund' THEN amount END), 0),
+    count(CASE WHEN kind = 'refund' THEN 1 END)
+FROM txn
+WHERE terminal_id = ? AND merchant_id = ? AND batch = ?
+    AND channel = 'pos' AND state = 'approved' AND reversed = 0
+    AND (kind = 'refund' OR (kind = 'sale' AND voided = 0))
+"""
+
+
+def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: sqlite3.Connection) -> BatchTotals:
+        row = connection.execute(_BATCH_TOTALS, (terminal_id, merchant_id, batch)).fetchone()
+        return BatchTotals(
+            debit_fen=row[0], debit_count=row[1], credit_fen=row[2], credit_count=row[3]
+        )
+
+    return query
+
+
+def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: sqlite3.Connection) -> SettledBatch | None:
+        row = connection.execute(
+            "SELECT terminal_totals, switch_totals, result, business_date, rrn, settled_at, "
+            "upload_count FROM batch_settlement "
+            "WHERE terminal_id = ? AND merchant_id = ? AND batch = ?",
+            (terminal_id, merchant_id, batch),
+        ).fetchone()
+        if row is None:
+            return None
+        return SettledBatch(
+            terminal_id=terminal_id,
+            merchant_id=merchant_id,
+            batch=batch,
+            terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
+            switch_totals=BatchTotals.from_layout(row["switch_totals"]),
+            result=row["result"],
+            business_date=row["business_date"],
+            rrn=row["rrn"],
+            settled_at=row["settled_at"],
+            upload_count=row["upload_count"],
+        )
+
+    return query
+
+
+def batch_upload(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: sqlite3.Connection) -> list[UploadRecord]:
+        rows = connection.execute(
+            "SELECT kind, stan, amount FROM batch_upload "
+            "WHERE terminal_id = ? AND merchant_id = ? AND batch = ? ORDER BY kind, stan",
+            (terminal_id, merchant_id, batch),
+        )
+        return [UploadRecord(kind=row[0], stan=row[1], amount=row[2]) for row in rows]
+
+    return query
