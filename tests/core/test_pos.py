@@ -489,7 +489,9 @@ def test_sample_approval_fields() -> None:
 def test_sample_approval_bytes(cup_codec: Iso8583Codec) -> None:
     envelope, message = split_pos_frame(SALE_FRAME[2:])
     request = cup_codec.decode(message)
-    outcome = Outcome(code="00", rrn="532614000123", auth_code="A1B2C3")
+    outcome = Outcome(
+        code="00", rrn="532614000123", auth_code="A1B2C3", settlement_date="2026-11-22"
+    )
     fields = response_fields(request.fields, outcome, STAMP, ACQUIRER)
     reply = cup_codec.encode(response_mti(request.mti), fields)
     payload = join_pos_frame(envelope.reply(), reply)
