@@ -263,8 +263,9 @@ class SettlementService:
         async with self._settling:
             await self.read_files(business_date)
             merchants = self.merchants.listed()
+            at = self.clock()
             settled_now = await self._in_store(
-                lambda: self.store.settle(business_date, merchants, at=self.clock())
+                lambda: self.store.settle(business_date, merchants, at=at)
             )
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)

@@ -19,6 +19,7 @@ import trio
 from switch import cli
 from switch.app import SwitchApp
 from switch.config import ClearingFaults, SwitchConfig
+from switch.core.batch import BatchTotals, UploadRecord
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import REPO, make_config
@@ -44,10 +45,12 @@ def fee(amount: int, bps: int, minimum: int = 0, cap: int = 0) -> int:
     return min(value, cap) if cap else value
 
 
-def day_config(tmp_path: Path) -> SwitchConfig:
-    banks = {name: {"clearing_dir": str(tmp_path / "clearing")} for name in
-             ("icbc", "abc", "cmb", "citic")}  # fmt: skip
-    banks["icbc"]["issuer_timeout_s"] = 0.5  # the *68 sale times out quickly
+def day_config(tmp_path: Path, *, icbc_timeout_s: float = 0.5) -> SwitchConfig:
+    banks: dict[str, dict[str, Any]] = {
+        name: {"clearing_dir": str(tmp_path / "clearing")}
+        for name in ("icbc", "abc", "cmb", "citic")
+    }
+    banks["icbc"]["issuer_timeout_s"] = icbc_timeout_s  # the *68 sale times out quickly
     return make_config(
         banks=banks,
         settlement={
@@ -289,6 +292,67 @@ async def test_a_corrupt_file_is_rejected_with_its_reason_and_the_date_waits(
         assert code == 0 and status["settled_at"] is not None
         assert {(c["category"], c["action"]) for c in status["categories"]} >= {
             ("switch_only", "held")
+        }
+        await pos.aclose()
+        app.shutdown()
+
+
+async def test_in_flight_across_the_cutoff_and_a_batch_upload_in_the_reconciliation(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        app = await start_switch(nursery, day_config(tmp_path, icbc_timeout_s=5.0))
+        icbc = app.simulators["icbc"]
+        pos = await pos_client(app)
+        terminal = pos.terminal
+        kept = await pos.request(terminal.sale(1, PAN_ICBC, 10000))
+        left_out = await pos.request(terminal.sale(2, PAN_ICBC, 20000))
+        assert kept.fields[39] == left_out.fields[39] == "00"
+        # A sale at the bank while the operator closes the date: it was received
+        # before the close, so it is of the closed date, whenever its answer comes.
+        icbc.latency_s = 1.5
+        in_flight: dict[int, Any] = {}
+
+        async def slow_sale() -> None:
+            response = await pos.request(terminal.sale(3, PAN_ICBC, 30000))
+            in_flight.update(response.fields)
+
+        nursery.start_soon(slow_sale)
+        await trio.sleep(0.3)
+        code, closed = await operator(app, "settle", "cutoff")
+        business_date = closed["business_date"]
+        icbc.latency_s = 0.0
+        await until(lambda: bool(in_flight))
+        assert in_flight[39] == "00"
+        assert in_flight[15] == business_date[5:7] + business_date[8:10]
+        # The terminal's own record of its batch differs from the journal's: it lists
+        # a sale the switch never approved (STAN 9) and leaves out STAN 2.
+        totals = BatchTotals(debit_fen=10000 + 30000 + 500, debit_count=3)
+        answer = await pos.request(terminal.settlement(4, totals))
+        assert answer.fields[39] == "00" and str(answer.fields[48])[30] == "2"  # 48.5: no
+        records = [UploadRecord("22", "000001", 10000), UploadRecord("22", "000003", 30000),
+                   UploadRecord("22", "000009", 500)]  # fmt: skip
+        for message in (terminal.batch_upload(5, records),
+                        terminal.batch_upload(6, (), last_total=3)):  # fmt: skip
+            assert (await pos.request(message)).fields[39] == "00"
+        status = await settled(app, business_date)
+        stamp = business_date.replace("-", "")
+        assert rows(tmp_path / "out" / f"recon-{stamp}.csv") == []
+        payout = {
+            row["merchant_id"]: row for row in rows(tmp_path / "out" / f"payouts-{stamp}.csv")
+        }
+        # The journal and the bank decide: all three sales are paid, the one in flight too.
+        assert int(payout[SAMPLE_MERCHANT]["sales_fen"]) == 60000
+        assert status["missing"] == []
+        # The batch was settled (0500) after the cut-off: its differences are in the
+        # reconciliation of the date on which the terminal settled it.
+        code, closed = await operator(app, "settle", "cutoff")
+        assert code == 0
+        await settled(app, closed["business_date"])
+        recon = rows(tmp_path / "out" / f"recon-{closed['business_date'].replace('-', '')}.csv")
+        assert {(row["category"], row["rrn"], row["action"]) for row in recon} == {
+            ("terminal_only", "", "not_paid"),
+            ("terminal_missing", str(left_out.fields[37]), "paid"),
         }
         await pos.aclose()
         app.shutdown()

@@ -1,0 +1,150 @@
+"""The business day's clock, under trio's MockClock: the cut-off closes the date at
+23:00 local and not at midnight, a forced cut-off starts the next date at once, closes
+survive a restart (dates that ended while the switch was down are closed and cut over
+when it comes back), and a date whose files never come settles at the deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from switch.core.calendar import BusinessCalendar
+from switch.core.merchants import MerchantBook
+from switch.net.settlement import SettlementService
+from switch.store.sqlite import JournalFile, SqliteJournal
+from switch.store.sqlite.settlement import SqliteSettlementStore
+
+CST = timedelta(hours=8)
+BANKS = ["abc", "icbc"]
+
+
+def local(text: str) -> float:
+    return (datetime.fromisoformat(text) - CST).replace(tzinfo=UTC).timestamp()
+
+
+class CutoverRecorder:
+    """A bank connector's cutover, as the service uses it: what was asked, and when."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.asked: list[tuple[date, float]] = []
+
+    async def cutover(self, business_date: date) -> str:
+        self.asked.append((business_date, self.clock()))
+        return "00"
+
+
+def service(
+    tmp_path: Path, clock: Callable[[], float]
+) -> tuple[SettlementService, dict[str, CutoverRecorder]]:
+    store = SqliteSettlementStore(tmp_path / "settlement.sqlite3", tmp_path / "journal.sqlite3")
+    store.open()
+    calendar = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
+    connectors = {bank: CutoverRecorder(clock) for bank in BANKS}
+    journal = SqliteJournal(JournalFile(tmp_path / "journal.sqlite3"), durability="sync",
+                            queue_size=16, max_group=16)  # fmt: skip
+    return SettlementService(
+        store=store, journal=journal, calendar=calendar, merchants=MerchantBook.open_to_all(),
+        connectors=connectors,  # type: ignore[arg-type]
+        clearing_dir=lambda bank: tmp_path / "clearing", out_dir=tmp_path / "out",
+        banks=lambda: BANKS, institution_of=lambda bank: "0", settle_deadline="03:00",
+        utc_offset_h=8, nudge=lambda bank: None, clock=clock,
+    ), connectors  # fmt: skip
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Polls: the store's work runs in threads, during which the mock clock jumps on."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await trio.sleep(0.001)
+    raise AssertionError("never happened")
+
+
+def run_with_clock(start: str, main: Callable[..., object], *args: object) -> None:
+    """Runs ``main(wall_clock, *args)`` under an autojumping MockClock whose wall time
+    starts at the local time ``start``."""
+    mock = trio.testing.MockClock(autojump_threshold=0)
+    base = local(start)
+
+    def wall() -> float:
+        return base + trio.current_time()
+
+    trio.run(main, wall, *args, clock=mock)  # type: ignore[arg-type]
+
+
+def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) -> None:
+    async def main(wall: Callable[[], float]) -> None:
+        settlement, banks = service(tmp_path, wall)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            assert settlement.calendar.date_at(wall()) == date(2026, 11, 22)
+            await trio.sleep(local("2026-11-22 23:00:00") - wall() - 0.5)
+            assert banks["icbc"].asked == []  # not yet
+            await until(lambda: len(banks["icbc"].asked) == 1 and len(banks["abc"].asked) == 1)
+            # The cut-off: 22 November closed at 23:00 and cut over at every bank.
+            assert [d for d, _ in banks["icbc"].asked] == [date(2026, 11, 22)]
+            closes = {close.business_date: close for close in settlement.calendar.closes}
+            assert closes[date(2026, 11, 22)].at == local("2026-11-22 23:00:00")
+            # (the mock clock runs on while the store's threads work: seconds, not hours)
+            assert 0 <= banks["abc"].asked[0][1] - local("2026-11-22 23:00:00") < 5
+            assert settlement.calendar.date_at(wall()) == date(2026, 11, 23)
+            # Midnight is not a cut-off.
+            await trio.sleep(local("2026-11-23 00:30:00") - wall())
+            assert len(banks["icbc"].asked) == 1
+            assert settlement.calendar.date_at(wall()) == date(2026, 11, 23)
+            # No bank's file came: at 03:00 on the 23rd the 22nd settles all the same.
+            await trio.sleep(local("2026-11-23 02:59:58") - wall())
+            assert (await settlement.status("2026-11-22")).settled_at is None
+            await trio.sleep(3)
+            for _ in range(1000):
+                status = await settlement.status("2026-11-22")
+                if status.files_written_at is not None:
+                    break
+            assert status.settled_at is not None and status.missing == BANKS
+            assert status.settled_at >= local("2026-11-23 03:00:00")
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    run_with_clock("2026-11-22 22:00:00", main)
+
+
+def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(tmp_path: Path) -> None:
+    async def before(wall: Callable[[], float]) -> None:
+        settlement, banks = service(tmp_path, wall)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            closed = await settlement.close_now()
+            await until(lambda: len(banks["icbc"].asked) == 1)
+            assert closed.business_date == date(2026, 11, 22) and closed.forced
+            assert [d for d, _ in banks["icbc"].asked] == [date(2026, 11, 22)]
+            # From the next second on it is the 23rd, though the local date is the 22nd.
+            assert settlement.calendar.date_at(wall()) == date(2026, 11, 23)
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    run_with_clock("2026-11-22 15:00:00", before)
+
+    async def after(wall: Callable[[], float]) -> None:
+        # Back on the 25th at 09:00: the 23rd and the 24th ended while it was down.
+        settlement, banks = service(tmp_path, wall)
+        assert settlement.calendar.date_at(local("2026-11-22 16:00:00")) == date(2026, 11, 23)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            await until(lambda: len(banks["icbc"].asked) == 2)
+            assert [d for d, _ in banks["icbc"].asked] == [date(2026, 11, 23), date(2026, 11, 24)]
+            assert settlement.calendar.date_at(wall()) == date(2026, 11, 25)
+            closes = {c.business_date: c for c in settlement.calendar.closes}
+            assert closes[date(2026, 11, 22)].forced
+            assert closes[date(2026, 11, 23)].at == local("2026-11-23 23:00:00")
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    run_with_clock("2026-11-25 09:00:00", after)
