@@ -1,0 +1,93 @@
+"""The ledger over random days: whatever the day's transactions and whatever the banks'
+files get wrong, every settlement's postings balance, every merchant's payable is
+settled to zero, and the ledger's accounts agree with the payout files."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from switch.core.merchants import MerchantTerms
+from tests.settle.ledger_days import open_store, record_of, txn, write_journal
+
+MERCHANTS = [
+    MerchantTerms(merchant_id="*", name="", mcc="5999", mdr_bps=60, account="DEFAULT"),
+    MerchantTerms(merchant_id="M1", name="", mcc="5411", mdr_bps=38, fee_cap_fen=2600,
+                  account="A1"),
+    MerchantTerms(merchant_id="M2", name="", mcc="5311", mdr_bps=250, fee_min_fen=50,
+                  account="A2"),
+]  # fmt: skip
+FIRST = date(2026, 11, 22)
+
+sale_plan = st.fixed_dictionaries(
+    {
+        "day": st.integers(0, 3),
+        "merchant": st.sampled_from(["M1", "M2", "M3"]),
+        "bank": st.sampled_from(["icbc", "abc"]),
+        "amount": st.integers(1, 2_000_000),
+        "fate": st.sampled_from(["stands", "voided", "reversed", "declined", "refunded"]),
+        "bank_fault": st.sampled_from(["none", "none", "none", "drop", "amount", "late"]),
+    }
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(sale_plan, min_size=1, max_size=25))
+def test_every_settlement_balances_and_agrees_with_its_payouts(plans: list[dict[str, Any]]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        check_days(Path(folder), plans)
+
+
+def check_days(folder: Path, plans: list[dict[str, Any]]) -> None:
+    days = [(FIRST + timedelta(days=n)).isoformat() for n in range(4)]
+    journal, files = [], {(bank, day): [] for bank in ("icbc", "abc") for day in days}
+    for plan in plans:
+        day, bank, merchant = days[plan["day"]], plan["bank"], plan["merchant"]
+        fate, fault = plan["fate"], plan["bank_fault"]
+        state = "declined" if fate == "declined" else "approved"
+        sale = txn(day, plan["amount"], bank=bank, merchant_id=merchant, state=state,
+                   voided=fate == "voided", reversed=fate == "reversed")  # fmt: skip
+        journal.append(sale)
+        listed_on = days[min(plan["day"] + 1, 3)] if fault == "late" else day
+        if state == "approved" and fault != "drop":
+            amount = plan["amount"] + 1 if fault == "amount" else None
+            files[(bank, listed_on)].append(record_of(sale, amount=amount))
+            if fate == "reversed":
+                files[(bank, listed_on)].append(record_of(sale, reversal=True))
+        if fate in ("voided", "refunded"):
+            kind = "void" if fate == "voided" else "refund"
+            amount = plan["amount"] if kind == "void" else max(1, plan["amount"] // 3)
+            other = txn(day, amount, bank=bank, merchant_id=merchant, kind=kind,
+                        original_rrn=sale.rrn)  # fmt: skip
+            journal.append(other)
+            files[(bank, day)].append(record_of(other))
+    write_journal(folder / "journal.sqlite3", journal)
+    store = open_store(folder, days)
+    paid_out = fees = 0
+    carried: dict[str, int] = {}
+    for day in days:
+        for bank in ("icbc", "abc"):
+            store.accept_clearing_file(bank, day, f"{bank}.clr", files[(bank, day)], at=1.0)
+        store.settle(day, MERCHANTS, at=2.0)
+        debits, credits = store.ledger_totals()
+        assert debits == credits
+        for line in store.payout_lines(day):
+            net = line.sales_fen - line.refunds_fen - line.fees_fen + line.carried_in_fen
+            assert line.net_fen == net
+            assert (line.payout_fen, line.carried_out_fen) == ((net, 0) if net > 0 else (0, net))
+            assert line.carried_in_fen == carried.get(line.merchant_id, 0)
+            carried[line.merchant_id] = line.carried_out_fen
+            paid_out += line.payout_fen
+            fees += line.fees_fen
+        balances = {b.account: b.balance_fen for b in store.ledger_balances()}
+        assert all(v == 0 for account, v in balances.items() if account.startswith("merchant:"))
+        assert balances.get("payouts", 0) == paid_out
+        assert balances.get("fees", 0) == fees
+        for merchant, owed in carried.items():
+            assert balances.get(f"carried:{merchant}", 0) == owed
+    store.close()
