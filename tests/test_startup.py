@@ -302,6 +302,30 @@ def test_a_missing_or_bad_key_file_is_refused_naming_it(
     assert not (tmp_path / "journal.sqlite3").exists()
 
 
+@pytest.mark.parametrize(
+    ("merchants", "expected"),
+    [
+        (None, "settlement.merchants_file: cannot read"),
+        ("merchant_id,name\n", "the header must be merchant_id,name,mcc"),
+        ("merchant_id,name,mcc,mdr_bps,fee_min_fen,fee_cap_fen,account\nM1,Shop,54,60,0,0,A\n",
+         "line 2: mcc '54' is not 4 digits"),
+    ],
+    ids=["missing", "bad-header", "bad-row"],
+)  # fmt: skip
+def test_a_missing_or_bad_merchants_file_is_refused_naming_it(
+    tmp_path: Path, merchants: str | None, expected: str
+) -> None:
+    path = tmp_path / "merchants.csv"
+    if merchants is not None:
+        path.write_text(merchants)
+    settings = demo_config(tmp_path)
+    settings["settlement"]["merchants_file"] = str(path)
+    result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])
+    assert_refused_in_one_line(result, expected)
+    assert str(path) in result.stderr
+    assert not (tmp_path / "journal.sqlite3").exists()
+
+
 # -- a journal that cannot be written ------------------------------------------------
 
 
