@@ -573,6 +573,40 @@ _FEE = """min(
 """A sale's fee (settlement.md): its amount x bps / 10000 rounded half up, raised to
 the minimum, lowered to the cap (as MerchantTerms.fee)."""
 
+
+def _postings(source: str, key: str, *postings: tuple[str, str, str, str]) -> str:
+    """One INSERT of ledger lines: for each row of ``source`` (one per ``key``) and
+    each (posting, amount, debit account, credit account) whose amount is positive, a
+    debit line and a credit line of that amount, under the posting's name."""
+    lines = []
+    for number, (posting, amount, debit, credit) in enumerate(postings):
+        name = f"'{posting}:' || " + " || ':' || ".join(key.split(", "))
+        for side, account, debit_fen, credit_fen in ((0, debit, amount, "0"),
+                                                     (1, credit, "0", amount)):  # fmt: skip
+            lines.append(
+                f"SELECT {key}, {2 * number + side} AS line, {name} AS posting, "
+                f"{account} AS account, {debit_fen} AS debit, {credit_fen} AS credit "
+                f"FROM {source}_sums WHERE {amount} > 0"
+            )
+    return (
+        f"INSERT INTO ledger_entry (business_date, posting, account, debit_fen, credit_fen) "
+        f"WITH {source}_sums AS ({_SUMS[source]}) "
+        f"SELECT :d, posting, account, debit, credit FROM ({' UNION ALL '.join(lines)}) "
+        f"ORDER BY {key}, line"
+    )
+
+
+_SUMS: Final = {
+    "counted": "SELECT bank, merchant_id, "
+    "sum(CASE WHEN role = 'sale' THEN paid_fen ELSE 0 END) AS sales_fen, "
+    "sum(CASE WHEN role = 'refund' THEN paid_fen ELSE 0 END) AS refunds_fen "
+    "FROM counted GROUP BY bank, merchant_id",
+    "payout": "SELECT * FROM payout WHERE business_date = :d",
+}
+"""What the postings are made of: per bank and merchant, the date's paid sales and
+refunds; per merchant, its payout row."""
+
+
 _SETTLE_STEPS: Final = (
     # 1. The candidates: the date's transactions that went to a bank (declined, timed
     #    out and reversed ones included: the bank may say otherwise), and the sales held
@@ -742,50 +776,25 @@ _SETTLE_STEPS: Final = (
     #    refunds the other way; fees move from the merchant to fees:; a carried
     #    negative balance moves between merchant: and carried:; payouts leave to
     #    payouts: (the money sent).
-    """INSERT INTO ledger_entry (business_date, posting, account, debit_fen, credit_fen)
-    SELECT :d, posting, account, debit, credit FROM (
-        SELECT bank, merchant_id, 1 AS line, 'sales:' || bank || ':' || merchant_id AS posting,
-               'bank:' || bank AS account, sum(paid_fen) AS debit, 0 AS credit
-        FROM counted WHERE role = 'sale' GROUP BY bank, merchant_id
-        UNION ALL
-        SELECT bank, merchant_id, 2, 'sales:' || bank || ':' || merchant_id,
-               'merchant:' || merchant_id, 0, sum(paid_fen)
-        FROM counted WHERE role = 'sale' GROUP BY bank, merchant_id
-        UNION ALL
-        SELECT bank, merchant_id, 3, 'refunds:' || bank || ':' || merchant_id,
-               'merchant:' || merchant_id, sum(paid_fen), 0
-        FROM counted WHERE role = 'refund' GROUP BY bank, merchant_id
-        UNION ALL
-        SELECT bank, merchant_id, 4, 'refunds:' || bank || ':' || merchant_id,
-               'bank:' || bank, 0, sum(paid_fen)
-        FROM counted WHERE role = 'refund' GROUP BY bank, merchant_id
-    ) WHERE debit + credit > 0
-    ORDER BY bank, merchant_id, line""",
-    """INSERT INTO ledger_entry (business_date, posting, account, debit_fen, credit_fen)
-    SELECT :d, posting, account, debit, credit FROM (
-        SELECT merchant_id, 1 AS line, 'fees:' || merchant_id AS posting,
-               'merchant:' || merchant_id AS account, fees_fen AS debit, 0 AS credit
-        FROM payout WHERE business_date = :d AND fees_fen > 0
-        UNION ALL SELECT merchant_id, 2, 'fees:' || merchant_id, 'fees', 0, fees_fen
-        FROM payout WHERE business_date = :d AND fees_fen > 0
-        UNION ALL SELECT merchant_id, 3, 'carry_in:' || merchant_id, 'merchant:' || merchant_id,
-               -carried_in_fen, 0
-        FROM payout WHERE business_date = :d AND carried_in_fen < 0
-        UNION ALL SELECT merchant_id, 4, 'carry_in:' || merchant_id, 'carried:' || merchant_id,
-               0, -carried_in_fen
-        FROM payout WHERE business_date = :d AND carried_in_fen < 0
-        UNION ALL SELECT merchant_id, 5, 'payout:' || merchant_id, 'merchant:' || merchant_id,
-               payout_fen, 0
-        FROM payout WHERE business_date = :d AND payout_fen > 0
-        UNION ALL SELECT merchant_id, 6, 'payout:' || merchant_id, 'payouts', 0, payout_fen
-        FROM payout WHERE business_date = :d AND payout_fen > 0
-        UNION ALL SELECT merchant_id, 7, 'carry_out:' || merchant_id, 'carried:' || merchant_id,
-               -carried_out_fen, 0
-        FROM payout WHERE business_date = :d AND carried_out_fen < 0
-        UNION ALL SELECT merchant_id, 8, 'carry_out:' || merchant_id, 'merchant:' || merchant_id,
-               0, -carried_out_fen
-        FROM payout WHERE business_date = :d AND carried_out_fen < 0
-    ) ORDER BY merchant_id, line""",
+    _postings(
+        "counted",
+        "bank, merchant_id",
+        ("sales", "sales_fen", "'bank:' || bank", "'merchant:' || merchant_id"),
+        ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank:' || bank"),
+    ),
+    _postings(
+        "payout",
+        "merchant_id",
+        ("fees", "fees_fen", "'merchant:' || merchant_id", "'fees'"),
+        ("carry_in", "-carried_in_fen", "'merchant:' || merchant_id", "'carried:' || merchant_id"),
+        ("payout", "payout_fen", "'merchant:' || merchant_id", "'payouts'"),
+        (
+            "carry_out",
+            "-carried_out_fen",
+            "'carried:' || merchant_id",
+            "'merchant:' || merchant_id",
+        ),
+    ),
     # 10. The reversals decided: of the switch's own transactions, and of records the
     #     switch never sent (with what the bank's file says of them).
     """INSERT OR IGNORE INTO reversal_order (rrn, bank, business_date, reason, known)
