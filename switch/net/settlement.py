@@ -29,6 +29,7 @@ from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
 from switch.core.changes import BankOnlyFound, Change, ReversalQueued
 from switch.core.merchants import MerchantBook
 from switch.core.settlement import (
+    HOLD_DATES,
     LedgerBalance,
     PayoutLine,
     ReconLine,
@@ -261,7 +262,11 @@ class SettlementService:
         """Settles a closed date (once: settling it again posts nothing) and writes its
         payout and reconciliation files from what was stored."""
         async with self._settling:
-            await self.read_files(business_date)
+            # A file that came after its own date settled still counts: the sales it
+            # holds are looked for again (held) within the next dates' settlements.
+            day = date.fromisoformat(business_date)
+            for days_before in range(HOLD_DATES, -1, -1):
+                await self.read_files((day - timedelta(days=days_before)).isoformat())
             merchants = self.merchants.listed()
             at = self.clock()
             settled_now = await self._in_store(

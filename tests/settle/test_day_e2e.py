@@ -293,6 +293,24 @@ async def test_a_corrupt_file_is_rejected_with_its_reason_and_the_date_waits(
         assert {(c["category"], c["action"]) for c in status["categories"]} >= {
             ("switch_only", "held")
         }
+        # The bank delivers its file again, corrected, after the date settled: the held
+        # sale is found in it and paid with the next date.
+        path = tmp_path / "clearing" / f"abc-{business_date.replace('-', '')}.clr"
+        lines = path.read_bytes().split(b"\n")
+        details = sum(1 for line in lines if line.startswith(b"D"))
+        trailer = next(i for i, line in enumerate(lines) if line.startswith(b"T"))
+        lines[trailer] = b"T" + b"%09d" % details + lines[trailer][10:]
+        path.write_bytes(b"\n".join(lines))
+        app.simulators["abc"].clearing_faults = ClearingFaults()
+        code, closed = await operator(app, "settle", "cutoff")
+        await settled(app, closed["business_date"])
+        stamp = closed["business_date"].replace("-", "")
+        payouts = {
+            row["merchant_id"]: row for row in rows(tmp_path / "out" / f"payouts-{stamp}.csv")
+        }
+        assert (payouts[SAMPLE_MERCHANT]["sales_fen"], payouts[SAMPLE_MERCHANT]["held_fen"]) == (
+            "4000", "0",
+        )  # fmt: skip
         await pos.aclose()
         app.shutdown()
 
