@@ -224,7 +224,10 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
         wal = path.with_name(path.name + "-wal").stat().st_size
         nursery.cancel_scope.cancel()
     assert written > 2_000_000
-    assert wal < written / 4, (wal, written)
+    # Without the resets the WAL holds at least everything written (whole 4 KiB pages
+    # for 2 KB rows); a reset missed now and then (the periodic checkpoint holding the
+    # lock on a loaded machine) lets it reach a third of it, seen here, never half.
+    assert wal < written / 2, (wal, written)
     assert journal.wal_resets > 0
 
 
