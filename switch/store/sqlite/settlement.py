@@ -16,7 +16,8 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -163,6 +164,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
+StepHook = Callable[[str, float], None]
+
+
 class SettlementError(RuntimeError):
     """The settlement store cannot do what was asked; says why (for the operator)."""
 
@@ -190,6 +194,9 @@ class SqliteSettlementStore:
         self.path = path
         self.journal_path = journal_path
         self._connection: sqlite3.Connection | None = None
+        self.on_step: StepHook | None = None
+        """A debugging hook (the bench's): called after each statement of a settlement
+        with the statement and the seconds it took."""
 
     # -- opening ------------------------------------------------------------------
 
@@ -376,7 +383,7 @@ class SqliteSettlementStore:
                 raise SettlementError(f"business date {business_date} is not closed")
             if row[1] is not None:
                 return False
-            _settle(db, business_date, merchants)
+            _settle(db, business_date, merchants, self.on_step)
             db.execute(
                 "UPDATE business_day SET settled_at = ? WHERE business_date = ?",
                 (at, business_date),
@@ -495,7 +502,12 @@ class SqliteSettlementStore:
 # -- the settlement of one date, statement by statement ----------------------------------
 
 
-def _settle(db: sqlite3.Connection, day: str, merchants: Sequence[MerchantTerms]) -> None:
+def _settle(
+    db: sqlite3.Connection,
+    day: str,
+    merchants: Sequence[MerchantTerms],
+    on_step: StepHook | None = None,
+) -> None:
     """Everything a date's settlement writes, inside the caller's transaction."""
     parameters = {"d": day, "d_1": _day(day, -1), "d_hold": _day(day, -HOLD_DATES),
                   "hold": HOLD_DATES}  # fmt: skip
@@ -511,18 +523,25 @@ def _settle(db: sqlite3.Connection, day: str, merchants: Sequence[MerchantTerms]
     if not any(terms.merchant_id == DEFAULT_PROFILE for terms in merchants):
         db.execute("INSERT INTO temp.terms VALUES ('*', '', 0, 0, 0)")
     for statement in _SETTLE_STEPS:
+        started = time.perf_counter()
         db.execute(statement, parameters)
-    unbalanced = db.execute(
-        "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
-        "WHERE business_date = :d GROUP BY posting HAVING sum(debit_fen) != sum(credit_fen) "
-        "LIMIT 1",
-        parameters,
-    ).fetchone()
+        if on_step is not None:
+            on_step(statement, time.perf_counter() - started)
+    started = time.perf_counter()
+    unbalanced = db.execute(_UNBALANCED, parameters).fetchone()
+    if on_step is not None:
+        on_step(_UNBALANCED, time.perf_counter() - started)
     if unbalanced is not None:
         raise LedgerUnbalanced(f"posting {unbalanced[0]} is off by {unbalanced[1]} fen")
     for statement in _DROP_TEMP_TABLES:
         db.execute(statement)
 
+
+_UNBALANCED: Final = (
+    "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
+    "WHERE business_date = :d GROUP BY posting HAVING sum(debit_fen) != sum(credit_fen) "
+    "LIMIT 1"
+)
 
 _TEMP_TABLES: Final = (
     "DROP TABLE IF EXISTS temp.terms",
