@@ -161,6 +161,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX reversal_order_pending ON reversal_order (handed_at) WHERE handed_at IS NULL;
     """,
+    # 2: what a settlement reads of earlier dates, found without reading all of them:
+    # the matched items of the date (its status) and the merchants carrying a balance.
+    """
+    CREATE INDEX item_by_settlement ON settlement_item (settled_on);
+    CREATE INDEX payout_carried ON payout (merchant_id, business_date)
+        WHERE carried_out_fen != 0;
+    """,
 )
 
 
@@ -439,15 +446,7 @@ class SqliteSettlementStore:
                 switch_fen=row[3] or 0,
                 bank_fen=row[4] or 0,
             )
-            for row in db.execute(
-                "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
-                " SELECT category, action, switch_fen, bank_fen FROM recon_line"
-                "  WHERE business_date = ?1"
-                " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
-                "  WHERE settled_on = ?1 AND category = 'matched') "
-                "GROUP BY category, action ORDER BY category, action",
-                (business_date,),
-            )
+            for row in db.execute(_CATEGORY_COUNTS, {"d": business_date})
         ]
         sums = db.execute(
             "SELECT count(*), sum(sales_fen), sum(refunds_fen), sum(fees_fen), sum(payout_fen), "
@@ -537,6 +536,16 @@ def _settle(
         db.execute(statement)
 
 
+_CATEGORY_COUNTS: Final = (
+    "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
+    " SELECT category, action, switch_fen, bank_fen FROM recon_line"
+    "  WHERE business_date = :d"
+    " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
+    "  WHERE settled_on = :d AND category = 'matched') "
+    "GROUP BY category, action ORDER BY category, action"
+)
+"""A date's transactions by category and action, as its status shows them."""
+
 _UNBALANCED: Final = (
     "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
     "WHERE business_date = :d GROUP BY posting HAVING sum(debit_fen) != sum(credit_fen) "
@@ -611,7 +620,7 @@ _SETTLE_STEPS: Final = (
            max(CASE WHEN r.mti_class = '02' THEN r.amount END),
            max(CASE WHEN r.mti_class = '02' THEN r.file_date END),
            max(r.mti_class = '04')
-    FROM cand c JOIN clearing_record r ON r.rrn = c.rrn AND r.bank = c.bank
+    FROM cand c CROSS JOIN clearing_record r ON r.rrn = c.rrn AND r.bank = c.bank
     WHERE r.file_date BETWEEN date(c.txn_date, '-1 day') AND :d
     GROUP BY c.rrn""",
     # 3. The verdicts, as settlement.md's table.
@@ -679,8 +688,8 @@ _SETTLE_STEPS: Final = (
     SELECT :d, 'terminal_missing', t.bank, t.rrn, t.terminal_id, t.merchant_id, t.pan_masked,
            t.amount, NULL, coalesce(s.action, 'paid')
     FROM j.batch_settlement b
-    JOIN j.txn t ON t.terminal_id = b.terminal_id AND t.merchant_id = b.merchant_id
-                 AND t.batch = b.batch
+    CROSS JOIN j.txn t ON t.terminal_id = b.terminal_id AND t.merchant_id = b.merchant_id
+                       AND t.batch = b.batch
     LEFT JOIN settlement_item s ON s.rrn = t.rrn
     WHERE b.business_date = :d AND b.upload_count IS NOT NULL
       AND t.state = 'approved' AND t.reversed = 0
@@ -814,8 +823,9 @@ _SETTLE_STEPS: Final = (
     SELECT r.rrn, r.bank, :d, 'settlement: bank_only, never sent by the switch', 0, r.mti,
            r.processing_code, r.stan, r.transmission, r.amount, r.currency, r.terminal_id,
            r.merchant_id, r.masked_pan
-    FROM decided d JOIN clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
-                                         AND r.file_date = d.txn_date AND r.mti_class = '02'
+    FROM decided d CROSS JOIN clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
+                                               AND r.file_date = d.txn_date
+                                               AND r.mti_class = '02'
     WHERE d.kind = 'unknown'""",
 )
 
