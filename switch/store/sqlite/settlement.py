@@ -614,7 +614,9 @@ _SETTLE_STEPS: Final = (
     WHERE s.state = 'held' AND t.business_date < :d""",
     # 2. What the banks' files say of each: its own record (by RRN and MTI class) in
     #    the file of its date or of the date before (timing) and, for one held, the
-    #    files since; and whether a reversal of it is listed.
+    #    files since; and whether a reversal of it is listed. (CROSS JOIN fixes SQLite's
+    #    join order: each candidate looks its records up by RRN; the other way round
+    #    reads the records of every date up to this one.)
     """INSERT INTO seen
     SELECT c.rrn,
            max(CASE WHEN r.mti_class = '02' THEN r.amount END),
@@ -671,7 +673,8 @@ _SETTLE_STEPS: Final = (
            action
     FROM decided WHERE category != 'matched'""",
     # A terminal's batch upload, against the journal: approvals the terminal lists that
-    # the journal does not have standing, and standing ones it left out.
+    # the journal does not have standing, and standing ones it left out (the date's
+    # batches first, CROSS JOIN, then their transactions: not the whole journal).
     """INSERT INTO recon_line
     SELECT :d, 'terminal_only', coalesce(t.bank, ''), coalesce(t.rrn, ''), u.terminal_id,
            u.merchant_id, coalesce(t.pan_masked, ''), NULL, NULL, 'not_paid'
@@ -811,7 +814,8 @@ _SETTLE_STEPS: Final = (
         FROM payout WHERE business_date = :d AND carried_out_fen < 0
     ) ORDER BY merchant_id, line""",
     # 10. The reversals decided: of the switch's own transactions, and of records the
-    #     switch never sent (with what the bank's file says of them).
+    #     switch never sent (with what the bank's file says of them; the verdicts first,
+    #     CROSS JOIN, not every date's records).
     """INSERT OR IGNORE INTO reversal_order (rrn, bank, business_date, reason, known)
     SELECT rrn, bank, :d,
            CASE category WHEN 'bank_only' THEN 'settlement: bank_only'
