@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ from switch.core.settlement import (
 )
 from switch.log import configure_logging
 from switch.net.settlement import SettlementService
-from switch.store.sqlite import JournalFile, SqliteJournal
+from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
 from switch.store.sqlite.settlement import SqliteSettlementStore
 
 SHOWN_PROBLEMS: Final = 20
@@ -311,11 +310,17 @@ def _check(folder: Path, day: SyntheticDay, statuses: list[SettlementStatus]) ->
         store.close()
     reversed_rrns = {rrn for kind in ("unknown", "declined_listed", "reversed_listed")
                      for rrn in day.injected[kind]}  # fmt: skip
-    with sqlite3.connect(f"file:{journal_path(folder)}?mode=ro", uri=True) as journal:
-        queued = {row[0] for row in journal.execute("SELECT rrn FROM saf")}
+    journal = SqliteOperatorJournal(journal_path(folder))
+    try:
+        queued = {view.rrn for view in journal.reversals(bank=None, state=None)}
+        never_sent = {journal.transaction(rrn).transaction.state for rrn in day.injected["unknown"]}
+    finally:
+        journal.close()
     if queued != reversed_rrns:
         problems.append(f"the journal queued {len(queued)} reversals, not the "
                         f"{len(reversed_rrns)} bank_only ones")  # fmt: skip
+    if never_sent - {"bank_only"}:
+        problems.append(f"records the switch never sent are in its journal as {never_sent}")
     return problems
 
 
