@@ -673,7 +673,8 @@ _SETTLE_STEPS: Final = (
            action
     FROM decided WHERE category != 'matched'""",
     # A terminal's batch upload, against the journal: approvals the terminal lists that
-    # the journal does not have standing, and standing ones it left out (the date's
+    # the journal does not have standing, and standing ones it left out, paid as the
+    # bank's file decides: this settlement's verdict, or an earlier one's (the date's
     # batches first, CROSS JOIN, then their transactions: not the whole journal).
     """INSERT INTO recon_line
     SELECT :d, 'terminal_only', coalesce(t.bank, ''), coalesce(t.rrn, ''), u.terminal_id,
@@ -689,10 +690,11 @@ _SETTLE_STEPS: Final = (
            OR (t.kind = 'sale' AND t.voided = 1))""",
     """INSERT INTO recon_line
     SELECT :d, 'terminal_missing', t.bank, t.rrn, t.terminal_id, t.merchant_id, t.pan_masked,
-           t.amount, NULL, coalesce(s.action, 'paid')
+           t.amount, NULL, coalesce(v.action, s.action, 'paid')
     FROM j.batch_settlement b
     CROSS JOIN j.txn t ON t.terminal_id = b.terminal_id AND t.merchant_id = b.merchant_id
                        AND t.batch = b.batch
+    LEFT JOIN decided v ON v.rrn = t.rrn
     LEFT JOIN settlement_item s ON s.rrn = t.rrn
     WHERE b.business_date = :d AND b.upload_count IS NOT NULL
       AND t.state = 'approved' AND t.reversed = 0
