@@ -117,6 +117,19 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         "baseline",
     ),
     (
+        "--settlement-transactions",
+        "settlement_transactions",
+        int,
+        f"the settlement scenario's day: transactions over its 4 banks "
+        f"({FULL.settlement_transactions:,})",
+    ),
+    (
+        "--settlement-merchants",
+        "settlement_merchants",
+        int,
+        f"the settlement scenario's merchants ({FULL.settlement_merchants:,})",
+    ),
+    (
         "--journal-durability",
         "journal_durability",
         str,

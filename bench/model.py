@@ -9,6 +9,7 @@ import msgspec
 from bench.codec_bench import CodecReport
 from bench.disk_probe import DiskProbe
 from bench.histogram import LatencySummary
+from bench.settle_day import SettleRun
 
 ScenarioKind = Literal["closed", "open", "idle", "online"]
 
@@ -204,6 +205,31 @@ class SlowBank(msgspec.Struct, frozen=True, kw_only=True):
     result: ScenarioResult
 
 
+class SettlementBench(msgspec.Struct, frozen=True, kw_only=True):
+    """A synthetic business date settled by the switch's SettlementService, end to end
+    on real files, in a process of its own (the current code only)."""
+
+    plan_transactions: int
+    """The four banks' transactions asked for (``--settlement-transactions``)."""
+    merchants: int
+    fault_fraction: float
+    """Of each fault kind, this share of the transactions."""
+    banks: list[str]
+    corrupt_bank: str | None
+    """The fifth, small bank whose file's trailer is corrupt (rejected whole)."""
+    by_bank: dict[str, int]
+    injected: dict[str, int]
+    """Fault kind: transactions it touched."""
+    build_s: float
+    """Building the day, not timed in the settlement (wall seconds)."""
+    build_parts_s: dict[str, float]
+    """Of which: generating, the journal (through its own write path), the clearing
+    files, the store."""
+    result: SettleRun
+    ok: bool
+    """Every category, payout line and check as the day says it must be."""
+
+
 Verdict = Literal["PASS", "FAIL", "n/a", "n/a-stalled"]
 
 
@@ -304,6 +330,8 @@ class Report(SwitchResults, frozen=True, kw_only=True):
     echo: EchoBaseline | None
     admin: AdminOverhead | None
     """The admin interface's cost (the current code only)."""
+    settlement: SettlementBench | None
+    """A business date's settlement (the current code only)."""
     targets: list[TargetCheck]
     baseline: BaselineResults | None
     comparison: list[Comparison]

@@ -19,6 +19,7 @@ from bench.model import (
     MaxRate,
     Ratio,
     ScenarioResult,
+    SettlementBench,
     SwitchLogged,
     SwitchResults,
     TargetCheck,
@@ -46,6 +47,11 @@ HALF_MAX_P99_MS: Final = 10.0
 BASELINE_MAX_RATE_RATIO: Final = 1.5
 ADMIN_CPU_RATIO: Final = 1.03
 """Issue #12: CPU per sale with the admin interface on and scraped, over off."""
+SETTLEMENT_TRANSACTIONS: Final = 1_000_000
+SETTLEMENT_MERCHANTS: Final = 10_000
+SETTLEMENT_S: Final = 60.0
+SETTLEMENT_RSS_MB: Final = 1024.0
+"""1 GB of peak resident set (VmHWM, in MiB)."""
 
 
 def _verdict(passed: bool | None) -> Verdict:
@@ -71,9 +77,11 @@ def check_targets(
     baseline: SwitchResults | None = None,
     baseline_ref: str | None = None,
     admin: AdminOverhead | None = None,
+    settlement: SettlementBench | None = None,
 ) -> list[TargetCheck]:
-    """Issue #11's targets and issue #12's, judged on one switch version's ``results``
-    (``echo``, ``baseline`` and ``admin`` are given for the current version only)."""
+    """Issue #11's targets and issue #12's, and the settlement's, judged on one switch
+    version's ``results`` (``echo``, ``baseline``, ``admin`` and ``settlement`` are given
+    for the current version only)."""
     checks = [
         _all_approved(results.closed_sweep, terminals, bank_links_window)
         for terminals in ALL_APPROVED_TERMINALS
@@ -85,6 +93,7 @@ def check_targets(
     checks.append(_half_max(results.half_max, disk))
     checks.append(_against_baseline(results.max_rate, baseline, baseline_ref))
     checks.append(_admin(admin))
+    checks.extend(_settlement_checks(settlement))
     return checks
 
 
@@ -290,6 +299,49 @@ def _admin(admin: AdminOverhead | None) -> TargetCheck:
     return _check(name, f"{admin.ratio - 1:+.1%} ({measured})", passed)
 
 
+def _settlement_checks(settlement: SettlementBench | None) -> list[TargetCheck]:
+    size = (
+        f"{SETTLEMENT_TRANSACTIONS:,} transactions over 4 banks and {SETTLEMENT_MERCHANTS:,}"
+        " merchants"
+    )
+    names = (
+        f"settlement of {size}: SettlementService.settle <= {SETTLEMENT_S:g} s end to end",
+        f"settlement of {size}: peak RSS <= 1 GB ({SETTLEMENT_RSS_MB:,.0f} MiB)",
+        "settlement: every category, payout line and reversal as injected",
+    )
+    if settlement is None:
+        return [_not_run(name) for name in names]
+    run = settlement.result
+    size_line = (
+        f"{run.transactions:,} transactions ({settlement.plan_transactions:,} over 4 banks,"
+        f" {run.transactions - settlement.plan_transactions:,} on {settlement.corrupt_bank}),"
+        f" {settlement.merchants:,} merchants"
+    )
+    full = (
+        settlement.plan_transactions >= SETTLEMENT_TRANSACTIONS
+        and settlement.merchants >= SETTLEMENT_MERCHANTS
+    )
+    found = ", ".join(f"{category} {count:,}" for category, count in run.categories.items())
+    problems = "; ".join(run.problems[:3])
+    return [
+        _check(
+            names[0],
+            f"{run.seconds:g} s, {run.rate_per_s:,.0f} transactions/s, for {size_line}",
+            run.seconds <= SETTLEMENT_S if full else None,
+        ),
+        _check(
+            names[1],
+            f"{run.peak_rss_mb:,.0f} MiB (VmHWM of the settling process) for {size_line}",
+            run.peak_rss_mb <= SETTLEMENT_RSS_MB if full else None,
+        ),
+        _check(
+            names[2],
+            f"found {found}" + (f"; {problems}" if problems else "; as injected"),
+            settlement.ok,
+        ),
+    ]
+
+
 def compare(current: SwitchResults, baseline: SwitchResults) -> list[Comparison]:
     """Each scenario that ran on both versions, side by side."""
     theirs = {r.name: r for r in scenarios_of(baseline)}
@@ -492,6 +544,33 @@ def targets_table(
     return _table(("target", "measured", "result", "baseline"), rows)
 
 
+SHOWN_STEPS: Final = 6
+
+
+def settlement_lines(settlement: SettlementBench) -> str:
+    """The settlement scenario: its size, time, memory, and where the time went."""
+    run = settlement.result
+    injected = ", ".join(f"{kind} {count:,}" for kind, count in settlement.injected.items())
+    phases = ", ".join(f"{phase.name} {phase.seconds:g} s" for phase in run.phases)
+    slowest = sorted(run.steps, key=lambda step: step.seconds, reverse=True)[:SHOWN_STEPS]
+    checks = "all as injected" if settlement.ok else "; ".join(run.problems)
+    lines = [
+        f"settlement: {run.transactions:,} transactions of {run.business_date} over"
+        f" {', '.join(settlement.banks)} ({settlement.corrupt_bank}'s file corrupt),"
+        f" {settlement.merchants:,} merchants, {run.clearing_records:,} clearing records;"
+        f" injected {injected}",
+        f"  built in {settlement.build_s:g} s, not timed (of which the journal, through its"
+        f" own write path, {settlement.build_parts_s.get('journal', 0):g} s)",
+        f"  SettlementService.settle: {run.seconds:g} s ({run.rate_per_s:,.0f} transactions/s),"
+        f" peak RSS {run.peak_rss_mb:,.0f} MiB (VmHWM of its own process)",
+        f"  of which: {phases}",
+        "  slowest SQL steps: " + "; ".join(f"{s.seconds:g} s {s.step}" for s in slowest),
+        f"  checks: {checks} (the next date, where the moved records are timing, settled in"
+        f" {run.next_date_seconds} s)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _version_line(report: Report) -> str:
     code = report.meta.code
     current = "current: the working tree"
@@ -561,6 +640,8 @@ def print_report(report: Report, out: TextIO) -> None:
             f" {a.scrapes.interval_s:g} s {_number(a.cpu_ms_per_1k_on, 0)} ms ({change});"
             f" {a.scrapes.scrapes} scrapes, {a.scrapes.failures} failed\n"
         )
+    if report.settlement is not None:
+        out.write(settlement_lines(report.settlement))
     if report.overload is not None and report.overload.result.server.rss_samples:
         samples = report.overload.result.server.rss_samples
         shown = ", ".join(f"{t:g}s {mb:.0f}" for t, mb in samples[:: max(1, len(samples) // 8)])

@@ -41,6 +41,7 @@ from bench.model import (
     ProcessUsage,
     Report,
     ScenarioResult,
+    SettlementBench,
     SlowBank,
     SwitchLogged,
     SwitchResults,
@@ -61,7 +62,9 @@ from bench.runconfig import (
 )
 from bench.scrape import Scraper
 from bench.services import SwitchUnderTest, echo_server, switch_under_test
+from bench.settlement_bench import run_settlement_bench
 from bench.switchlog import LogReader
+from bench.synthetic_day import DayPlan
 from bench.versions import SwitchVersion, baseline_version, current_version, resolve_commit
 from bench.workers import ProgressLine, WorkerPool
 from switch.config import SwitchSection
@@ -82,6 +85,7 @@ SCENARIOS: Final = (
     "crowd",
     "slow-bank",
     "admin",
+    "settlement",
 )
 RSS_INTERVAL_S: Final = 0.25
 OPEN_POOL_S: Final = 0.5
@@ -155,6 +159,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     window against one differs by a few percent on a shared 2-core machine, more than
     the 3% to be told apart."""
     admin_scrape_interval_s: float = 1.0
+    settlement_transactions: int = 1_000_000
+    """The settlement scenario's day: the four banks' transactions (issue's target size)."""
+    settlement_merchants: int = 10_000
     keep_run_dir: bool = False
     quiet: bool = False
 
@@ -181,6 +188,8 @@ SHORT: Final = Options(
     codec_target_s=0.01,
     codec_repeats=2,
     disk_probe_s=0.2,
+    settlement_transactions=2000,
+    settlement_merchants=50,
 )
 
 
@@ -878,6 +887,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     disk: DiskProbe | None = None
     echo: EchoBaseline | None = None
     admin: AdminOverhead | None = None
+    settlement: SettlementBench | None = None
     try:
         sides = [Side(current_version())]
         if options.baseline is not None and baseline_sha is not None:
@@ -912,6 +922,14 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             configs = bench.configs
             dropped = bench.dropped_config_keys
             journal = f"on, durability {options.journal_durability}"
+        # Last, with the load generators gone: its gigabyte of writes would disturb
+        # the latencies measured after it.
+        if "settlement" in wanted:
+            plan = DayPlan(
+                transactions=options.settlement_transactions,
+                merchants=options.settlement_merchants,
+            )
+            settlement = await run_settlement_bench(run_dir, plan, progress)
     finally:
         if options.keep_run_dir:
             print(f"run dir kept: {run_dir}", file=sys.stderr)
@@ -938,6 +956,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         echo: EchoBaseline | None,
         baseline: SwitchResults | None = None,
         admin: AdminOverhead | None = None,
+        settlement: SettlementBench | None = None,
     ) -> list[TargetCheck]:
         return check_targets(
             results,
@@ -949,6 +968,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             disk=disk,
             baseline=baseline,
             baseline_ref=options.baseline,
+            settlement=settlement,
         )
 
     mine = sides[0].measured.results()
@@ -971,7 +991,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         disk=disk,
         echo=echo,
         admin=admin,
-        targets=judge(mine, echo, baseline, admin),
+        settlement=settlement,
+        targets=judge(mine, echo, baseline, admin, settlement),
         baseline=baseline,
         comparison=compare(mine, baseline) if baseline is not None else [],
     )

@@ -171,7 +171,7 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 11
+    assert len(targets) == 14
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -217,6 +217,35 @@ def test_the_admin_interface_is_measured_off_and_on_and_scraped(
     assert "scrapes of /metrics" in check["measured"]
     assert "admin interface: CPU per 1,000 sales" in printed
     assert "admin_off" in printed and "admin_on" in printed
+
+
+def test_a_synthetic_day_is_settled_and_checked(short_run: tuple[dict[str, Any], str]) -> None:
+    """The settlement scenario's tiny day: settled by the service in its own process,
+    every category found as injected, the time and peak RSS reported, and the targets
+    of the issue's size n/a at this size (their numbers still shown)."""
+    report, printed = short_run
+    settlement = report["settlement"]
+    result = settlement["result"]
+    assert settlement["plan_transactions"] == 2000
+    assert result["transactions"] == sum(settlement["by_bank"].values()) > 2000
+    assert settlement["ok"] is True and result["problems"] == [] and result["checked"]
+    assert result["categories"] == result["expected"]
+    assert set(result["categories"]) == {"matched", "switch_only", "bank_only", "amount_mismatch"}
+    assert set(settlement["injected"]) == {
+        "dropped", "amount_changed", "unknown", "moved", "declined_listed", "reversed_listed",
+        "corrupt_file",
+    }  # fmt: skip
+    assert all(count > 0 for count in settlement["injected"].values())
+    assert result["seconds"] > 0 and result["rate_per_s"] > 0
+    assert result["peak_rss_mb"] > 0 and result["next_date_seconds"] is not None
+    assert any(step["step"].startswith("INSERT INTO counted") for step in result["steps"])
+    assert sum(phase["seconds"] for phase in result["phases"]) == pytest.approx(
+        result["seconds"], abs=0.01
+    )
+    checks = [c for c in report["targets"] if c["target"].startswith("settlement")]
+    assert [c["result"] for c in checks] == ["n/a", "n/a", "PASS"]
+    assert "2,010 transactions" in checks[0]["measured"]
+    assert "settlement: " in printed and "SettlementService.settle:" in printed
 
 
 def test_half_max_is_judged_by_part_of_its_window(short_run: tuple[dict[str, Any], str]) -> None:

@@ -4,6 +4,7 @@ the ledger, and settling again posting nothing twice."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -141,4 +142,51 @@ def test_the_files_are_the_spec_s_columns(tmp_path: Path) -> None:
         f"2026-11-22,amount_mismatch,icbc,{sale.rrn},POS00001,M1,622202*********2221,12345,"
         "12346,paid\n"
     )
+    store.close()
+
+
+def record_batch(journal: Path, day: str, uploaded: list[tuple[str, str, int]]) -> None:
+    """POS00001's batch 000001 settled (0500) on ``day`` and its upload (0320): each of
+    ``uploaded`` a (kind 22/25, original STAN, amount). This branch has no journal
+    change for batches yet, so the rows are written as the journal's schema has them."""
+    connection = sqlite3.connect(journal)
+    with connection:
+        connection.execute(
+            "INSERT INTO batch_settlement (terminal_id, merchant_id, batch, terminal_totals, "
+            "switch_totals, result, business_date, upload_count, settled_at) "
+            "VALUES ('POS00001', 'M1', '000001', '', '', '2', ?, ?, 1.0)",
+            (day, len(uploaded)),
+        )
+        connection.executemany(
+            "INSERT INTO batch_upload (terminal_id, merchant_id, batch, kind, stan, amount, "
+            "received_at) VALUES ('POS00001', 'M1', '000001', ?, ?, ?, 1.0)",
+            uploaded,
+        )
+    connection.close()
+
+
+def test_a_terminal_batch_upload_against_the_journal_and_the_bank(tmp_path: Path) -> None:
+    """terminal_only: the terminal lists an approval the journal does not have standing
+    (not paid); terminal_missing: standing in the journal, not in the upload, paid as
+    the bank's file decides: paid when the bank lists it, held when it does not."""
+    listed = txn(D0, 1000, merchant_id="M1")  # in the upload: nothing to say
+    missing_paid = txn(D0, 2000, merchant_id="M1")  # not uploaded, the bank has it
+    missing_held = txn(D0, 3000, merchant_id="M1")  # not uploaded, the bank has it not
+    declined = txn(D0, 4000, merchant_id="M1", state="declined", code="05")
+    journal = tmp_path / "journal.sqlite3"
+    write_journal(journal, [listed, missing_paid, missing_held, declined])
+    record_batch(journal, D0, [("22", listed.stan, 1000), ("22", declined.stan, 4000),
+                               ("22", "999999", 500)])  # fmt: skip
+    store = open_store(tmp_path, [D0])
+    store.accept_clearing_file("icbc", D0, "icbc-20261122.clr",
+                               [record_of(listed), record_of(missing_paid)], at=1.0)  # fmt: skip
+    store.settle(D0, MERCHANTS, at=2.0)
+    recon = {(line.rrn, line.category): line.action for line in store.recon_lines(D0)}
+    assert recon == {
+        (missing_paid.rrn, "terminal_missing"): "paid",
+        (missing_held.rrn, "terminal_missing"): "held",
+        (missing_held.rrn, "switch_only"): "held",
+        (declined.rrn, "terminal_only"): "not_paid",
+        ("", "terminal_only"): "not_paid",
+    }
     store.close()

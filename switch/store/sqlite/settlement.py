@@ -16,7 +16,8 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -161,7 +162,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX reversal_order_pending ON reversal_order (handed_at) WHERE handed_at IS NULL;
     """,
+    # 2: what a settlement reads of earlier dates, found without reading all of them:
+    # the matched items of the date (its status) and the merchants carrying a balance.
+    """
+    CREATE INDEX item_by_settlement ON settlement_item (settled_on);
+    CREATE INDEX payout_carried ON payout (merchant_id, business_date)
+        WHERE carried_out_fen != 0;
+    """,
 )
+
+
+StepHook = Callable[[str, float], None]
 
 
 class SettlementError(RuntimeError):
@@ -191,6 +202,9 @@ class SqliteSettlementStore:
         self.path = path
         self.journal_path = journal_path
         self._connection: sqlite3.Connection | None = None
+        self.on_step: StepHook | None = None
+        """A debugging hook (the bench's): called after each statement of a settlement
+        with the statement and the seconds it took."""
 
     # -- opening ------------------------------------------------------------------
 
@@ -377,7 +391,7 @@ class SqliteSettlementStore:
                 raise SettlementError(f"business date {business_date} is not closed")
             if row[1] is not None:
                 return False
-            _settle(db, business_date, merchants)
+            _settle(db, business_date, merchants, self.on_step)
             db.execute(
                 "UPDATE business_day SET settled_at = ? WHERE business_date = ?",
                 (at, business_date),
@@ -439,15 +453,7 @@ class SqliteSettlementStore:
                 switch_fen=row[3] or 0,
                 bank_fen=row[4] or 0,
             )
-            for row in db.execute(
-                "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
-                " SELECT category, action, switch_fen, bank_fen FROM recon_line"
-                "  WHERE business_date = ?1"
-                " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
-                "  WHERE settled_on = ?1 AND category = 'matched') "
-                "GROUP BY category, action ORDER BY category, action",
-                (business_date,),
-            )
+            for row in db.execute(_CATEGORY_COUNTS, {"d": business_date})
         ]
         sums = db.execute(
             "SELECT count(*), sum(sales_fen), sum(refunds_fen), sum(fees_fen), sum(payout_fen), "
@@ -503,7 +509,12 @@ class SqliteSettlementStore:
 # -- the settlement of one date, statement by statement ----------------------------------
 
 
-def _settle(db: sqlite3.Connection, day: str, merchants: Sequence[MerchantTerms]) -> None:
+def _settle(
+    db: sqlite3.Connection,
+    day: str,
+    merchants: Sequence[MerchantTerms],
+    on_step: StepHook | None = None,
+) -> None:
     """Everything a date's settlement writes, inside the caller's transaction."""
     parameters = {"d": day, "d_1": _day(day, -1), "d_hold": _day(day, -HOLD_DATES),
                   "hold": HOLD_DATES}  # fmt: skip
@@ -519,18 +530,35 @@ def _settle(db: sqlite3.Connection, day: str, merchants: Sequence[MerchantTerms]
     if not any(terms.merchant_id == DEFAULT_PROFILE for terms in merchants):
         db.execute("INSERT INTO temp.terms VALUES ('*', '', 0, 0, 0)")
     for statement in _SETTLE_STEPS:
+        started = time.perf_counter()
         db.execute(statement, parameters)
-    unbalanced = db.execute(
-        "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
-        "WHERE business_date = :d GROUP BY posting HAVING sum(debit_fen) != sum(credit_fen) "
-        "LIMIT 1",
-        parameters,
-    ).fetchone()
+        if on_step is not None:
+            on_step(statement, time.perf_counter() - started)
+    started = time.perf_counter()
+    unbalanced = db.execute(_UNBALANCED, parameters).fetchone()
+    if on_step is not None:
+        on_step(_UNBALANCED, time.perf_counter() - started)
     if unbalanced is not None:
         raise LedgerUnbalanced(f"posting {unbalanced[0]} is off by {unbalanced[1]} fen")
     for statement in _DROP_TEMP_TABLES:
         db.execute(statement)
 
+
+_CATEGORY_COUNTS: Final = (
+    "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
+    " SELECT category, action, switch_fen, bank_fen FROM recon_line"
+    "  WHERE business_date = :d"
+    " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
+    "  WHERE settled_on = :d AND category = 'matched') "
+    "GROUP BY category, action ORDER BY category, action"
+)
+"""A date's transactions by category and action, as its status shows them."""
+
+_UNBALANCED: Final = (
+    "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
+    "WHERE business_date = :d GROUP BY posting HAVING sum(debit_fen) != sum(credit_fen) "
+    "LIMIT 1"
+)
 
 _TEMP_TABLES: Final = (
     "DROP TABLE IF EXISTS temp.terms",
@@ -549,6 +577,10 @@ _TEMP_TABLES: Final = (
         terminal_id TEXT, masked_pan TEXT, original_rrn TEXT, switch_fen INTEGER,
         bank_fen INTEGER, category TEXT, action TEXT, paid_fen INTEGER
     )""",
+    # The voids paid, by the sale they void: step 7 asks of each sale paid whether one
+    # voids it (without this, a scan of every verdict for every sale).
+    "CREATE INDEX temp.decided_void_of ON decided (original_rrn) "
+    "WHERE kind = 'void' AND action = 'paid'",
     "DROP TABLE IF EXISTS temp.counted",
     """CREATE TEMP TABLE counted (
         rrn TEXT PRIMARY KEY, bank TEXT, merchant_id TEXT, role TEXT, paid_fen INTEGER,
@@ -624,13 +656,15 @@ _SETTLE_STEPS: Final = (
     WHERE s.state = 'held' AND t.business_date < :d""",
     # 2. What the banks' files say of each: its own record (by RRN and MTI class) in
     #    the file of its date or of the date before (timing) and, for one held, the
-    #    files since; and whether a reversal of it is listed.
+    #    files since; and whether a reversal of it is listed. (CROSS JOIN fixes SQLite's
+    #    join order: each candidate looks its records up by RRN; the other way round
+    #    reads the records of every date up to this one.)
     """INSERT INTO seen
     SELECT c.rrn,
            max(CASE WHEN r.mti_class = '02' THEN r.amount END),
            max(CASE WHEN r.mti_class = '02' THEN r.file_date END),
            max(r.mti_class = '04')
-    FROM cand c JOIN clearing_record r ON r.rrn = c.rrn AND r.bank = c.bank
+    FROM cand c CROSS JOIN clearing_record r ON r.rrn = c.rrn AND r.bank = c.bank
     WHERE r.file_date BETWEEN date(c.txn_date, '-1 day') AND :d
     GROUP BY c.rrn""",
     # 3. The verdicts, as settlement.md's table.
@@ -681,7 +715,9 @@ _SETTLE_STEPS: Final = (
            action
     FROM decided WHERE category != 'matched'""",
     # A terminal's batch upload, against the journal: approvals the terminal lists that
-    # the journal does not have standing, and standing ones it left out.
+    # the journal does not have standing, and standing ones it left out, paid as the
+    # bank's file decides: this settlement's verdict, or an earlier one's (the date's
+    # batches first, CROSS JOIN, then their transactions: not the whole journal).
     """INSERT INTO recon_line
     SELECT :d, 'terminal_only', coalesce(t.bank, ''), coalesce(t.rrn, ''), u.terminal_id,
            u.merchant_id, coalesce(t.pan_masked, ''), NULL, NULL, 'not_paid'
@@ -696,10 +732,11 @@ _SETTLE_STEPS: Final = (
            OR (t.kind = 'sale' AND t.voided = 1))""",
     """INSERT INTO recon_line
     SELECT :d, 'terminal_missing', t.bank, t.rrn, t.terminal_id, t.merchant_id, t.pan_masked,
-           t.amount, NULL, coalesce(s.action, 'paid')
+           t.amount, NULL, coalesce(v.action, s.action, 'paid')
     FROM j.batch_settlement b
-    JOIN j.txn t ON t.terminal_id = b.terminal_id AND t.merchant_id = b.merchant_id
-                 AND t.batch = b.batch
+    CROSS JOIN j.txn t ON t.terminal_id = b.terminal_id AND t.merchant_id = b.merchant_id
+                       AND t.batch = b.batch
+    LEFT JOIN decided v ON v.rrn = t.rrn
     LEFT JOIN settlement_item s ON s.rrn = t.rrn
     WHERE b.business_date = :d AND b.upload_count IS NOT NULL
       AND t.state = 'approved' AND t.reversed = 0
@@ -796,7 +833,8 @@ _SETTLE_STEPS: Final = (
         ),
     ),
     # 10. The reversals decided: of the switch's own transactions, and of records the
-    #     switch never sent (with what the bank's file says of them).
+    #     switch never sent (with what the bank's file says of them; the verdicts first,
+    #     CROSS JOIN, not every date's records).
     """INSERT OR IGNORE INTO reversal_order (rrn, bank, business_date, reason, known)
     SELECT rrn, bank, :d,
            CASE category WHEN 'bank_only' THEN 'settlement: bank_only'
@@ -808,8 +846,9 @@ _SETTLE_STEPS: Final = (
     SELECT r.rrn, r.bank, :d, 'settlement: bank_only, never sent by the switch', 0, r.mti,
            r.processing_code, r.stan, r.transmission, r.amount, r.currency, r.terminal_id,
            r.merchant_id, r.masked_pan
-    FROM decided d JOIN clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
-                                         AND r.file_date = d.txn_date AND r.mti_class = '02'
+    FROM decided d CROSS JOIN clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
+                                               AND r.file_date = d.txn_date
+                                               AND r.mti_class = '02'
     WHERE d.kind = 'unknown'""",
 )
 
