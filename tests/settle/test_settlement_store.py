@@ -4,14 +4,17 @@ the ledger, and settling again posting nothing twice."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
+from switch.core.changes import BatchRecordsUploaded, BatchSettled, BatchUploadEnded
 from switch.core.merchants import MerchantTerms
 from switch.core.settlement import payout_file, recon_file
+from switch.store.sqlite import JournalFile
 from switch.store.sqlite.settlement import SettlementError
+from switch.store.sqlite.sql import writes_of
 from tests.settle.ledger_days import open_store, record_of, txn, write_journal
 
 D0, D1, D2 = "2026-11-22", "2026-11-23", "2026-11-24"
@@ -147,22 +150,27 @@ def test_the_files_are_the_spec_s_columns(tmp_path: Path) -> None:
 
 def record_batch(journal: Path, day: str, uploaded: list[tuple[str, str, int]]) -> None:
     """POS00001's batch 000001 settled (0500) on ``day`` and its upload (0320): each of
-    ``uploaded`` a (kind 22/25, original STAN, amount). This branch has no journal
-    change for batches yet, so the rows are written as the journal's schema has them."""
-    connection = sqlite3.connect(journal)
-    with connection:
-        connection.execute(
-            "INSERT INTO batch_settlement (terminal_id, merchant_id, batch, terminal_totals, "
-            "switch_totals, result, business_date, upload_count, settled_at) "
-            "VALUES ('POS00001', 'M1', '000001', '', '', '2', ?, ?, 1.0)",
-            (day, len(uploaded)),
-        )
-        connection.executemany(
-            "INSERT INTO batch_upload (terminal_id, merchant_id, batch, kind, stan, amount, "
-            "received_at) VALUES ('POS00001', 'M1', '000001', ?, ?, ?, 1.0)",
-            uploaded,
-        )
-    connection.close()
+    ``uploaded`` a (kind 22/25, original STAN, amount), through the journal's changes."""
+    settled = SettledBatch(
+        terminal_id="POS00001", merchant_id="M1", batch="000001",
+        terminal_totals=BatchTotals(), switch_totals=BatchTotals(), result="2",
+        business_date=day, rrn="632600999999", settled_at=1.0,
+    )  # fmt: skip
+    records = tuple(UploadRecord(kind, stan, amount) for kind, stan, amount in uploaded)  # type: ignore[arg-type]
+    changes = (
+        BatchSettled(settled=settled),
+        BatchRecordsUploaded(terminal_id="POS00001", merchant_id="M1", batch="000001",
+                             records=records, at=1.0),
+        BatchUploadEnded(terminal_id="POS00001", merchant_id="M1", batch="000001",
+                         total=len(records), at=1.0),
+    )  # fmt: skip
+    file = JournalFile(journal)
+    file.open()
+    try:
+        for change in changes:  # in order: the 0500, then its 0320s
+            file.apply(writes_of(change))
+    finally:
+        file.close()
 
 
 def test_a_terminal_batch_upload_against_the_journal_and_the_bank(tmp_path: Path) -> None:
