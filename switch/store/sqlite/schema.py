@@ -103,6 +103,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         settled_at REAL NOT NULL,
         PRIMARY KEY (terminal_id, merchant_id, batch)
     );
+    CREATE INDEX batch_settlement_by_date ON batch_settlement (business_date);
 
     CREATE TABLE batch_upload (             -- the terminal's record of its batch (0320)
         terminal_id TEXT NOT NULL,
