@@ -7,6 +7,13 @@ Layout: the last digit of the local year, the day of the year (3 digits), then a
 restart on the same day does not hand out numbers again, a day's sequence starts at
 the later of the seconds since local midnight times 1,000 and the highest number the
 journal holds for the day (``resume``), plus one.
+
+With N worker processes (``[switch] workers``) the sequences are interleaved: worker i
+of N hands out only the numbers whose sequence is i modulo N, so no two workers can
+give the same RRN, whatever each has journaled, without asking one another. The
+layout stays 12 digits (terminals and banks see nothing new) and the worker that gave
+an RRN is its sequence modulo N. With one process (N = 1) every number is its own,
+as before.
 """
 
 from __future__ import annotations
@@ -27,11 +34,15 @@ class RrnAllocator:
     """Keeps a sequence per local day (the last few), because requests stamped either
     side of midnight may ask for their RRNs out of order."""
 
-    __slots__ = ("_floored", "_next")
+    __slots__ = ("_floored", "_next", "_stride", "_worker")
 
     DAYS_KEPT = 3
 
-    def __init__(self) -> None:
+    def __init__(self, *, worker: int = 0, workers: int = 1) -> None:
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of {workers}")
+        self._worker = worker
+        self._stride = workers
         self._next: dict[str, int] = {}
         self._floored: set[str] = set()
         """Days whose sequence has been raised to the time of day it was first used."""
@@ -59,6 +70,7 @@ class RrnAllocator:
                 forgotten = next(iter(self._next))
                 del self._next[forgotten]
                 self._floored.discard(forgotten)
+        sequence += (self._worker - sequence) % self._stride  # this worker's next one
         if sequence >= SEQUENCE_LIMIT:
             raise RrnExhausted(f"RRN sequence for day {day} is exhausted")
         self._next[day] = sequence + 1
