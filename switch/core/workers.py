@@ -49,6 +49,12 @@ class Worker(msgspec.Struct, frozen=True, kw_only=True):
 
     index: int = 0
     count: int = 1
+    pos_port: int | None = None
+    online_port: int | None = None
+    """The listeners' ports as the supervisor bound them (a configured port 0 becomes
+    one port, the same for every worker); None: the config's."""
+    own_journal: bool = False
+    """Tests only (SQLITE_WORKERS_FOR_TESTS): a journal of its own, see the module."""
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
@@ -106,13 +112,19 @@ def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> 
     return problems
 
 
-def worker_config(config: SwitchConfig, worker: Worker, *, own_journal: bool) -> SwitchConfig:
-    """What ``worker`` runs of ``config``: its share of every bank's links, the admin
-    interface on worker 0 only, and with ``own_journal`` (tests only, see the module)
-    its journal in ``worker-<index>/`` beside the configured file. Unchanged for a
-    switch of one process."""
+def worker_config(config: SwitchConfig, worker: Worker) -> SwitchConfig:
+    """What ``worker`` runs of ``config`` (at start and at each reload of its file):
+    ``workers`` as the supervisor counts them, the ports it bound, its share of every
+    bank's links, the admin interface on worker 0 only, and with ``own_journal`` (tests
+    only, see the module) its journal in ``worker-<index>/`` beside the configured
+    file. Unchanged for a switch of one process."""
     if worker.alone:
-        return config
+        if config.switch.workers == 1:
+            return config
+        # switch run --workers 1 on a file that says more: one process, as asked.
+        return msgspec.structs.replace(
+            config, switch=msgspec.structs.replace(config.switch, workers=1)
+        )
     banks = {
         name: msgspec.structs.replace(bank, links=link_share(bank.links, worker))
         for name, bank in config.banks.items()
@@ -121,9 +133,22 @@ def worker_config(config: SwitchConfig, worker: Worker, *, own_journal: bool) ->
     if not worker.serves_admin:
         admin = msgspec.structs.replace(admin, enabled=False)
     journal = config.journal
-    if own_journal:
+    if worker.own_journal:
         path = PurePath(journal.path)
         journal = msgspec.structs.replace(
             journal, path=str(path.parent / f"worker-{worker.index}" / path.name)
         )
-    return msgspec.structs.replace(config, banks=banks, admin=admin, journal=journal)
+    pos, online = config.pos, config.online
+    if worker.pos_port is not None:
+        pos = msgspec.structs.replace(pos, port=worker.pos_port)
+    if worker.online_port is not None:
+        online = msgspec.structs.replace(online, port=worker.online_port)
+    return msgspec.structs.replace(
+        config,
+        switch=msgspec.structs.replace(config.switch, workers=worker.count),
+        banks=banks,
+        admin=admin,
+        journal=journal,
+        pos=pos,
+        online=online,
+    )

@@ -58,7 +58,7 @@ def test_a_worker_outside_its_count_is_refused(index: int, count: int) -> None:
 
 def test_one_process_runs_the_config_as_it_is() -> None:
     config = _demo()
-    assert worker_config(config, SINGLE, own_journal=False) is config
+    assert worker_config(config, SINGLE) is config
     assert worker_problems(config) == []
     assert SINGLE.alone and SINGLE.runs_settlement and SINGLE.serves_admin
 
@@ -68,8 +68,8 @@ def test_each_worker_gets_its_links_and_only_worker_0_the_admin_interface() -> N
     config = msgspec.structs.replace(
         config, admin=msgspec.structs.replace(config.admin, enabled=True)
     )
-    first = worker_config(config, Worker(index=0, count=2), own_journal=False)
-    second = worker_config(config, Worker(index=1, count=2), own_journal=False)
+    first = worker_config(config, Worker(index=0, count=2))
+    second = worker_config(config, Worker(index=1, count=2))
     assert {bank.links for bank in first.banks.values()} == {3}
     assert {bank.links for bank in second.banks.values()} == {2}
     assert (first.admin.enabled, second.admin.enabled) == (True, False)
@@ -79,7 +79,7 @@ def test_each_worker_gets_its_links_and_only_worker_0_the_admin_interface() -> N
 
 def test_own_journals_are_a_folder_per_worker_beside_the_configured_file() -> None:
     config = _demo(2)
-    second = worker_config(config, Worker(index=1, count=2), own_journal=True)
+    second = worker_config(config, Worker(index=1, count=2, own_journal=True))
     configured = Path(config.journal.path)
     assert Path(second.journal.path) == configured.parent / "worker-1" / configured.name
     # Settlement's database and files follow the journal's folder unless named.
@@ -101,3 +101,13 @@ def test_workers_cannot_simulate_a_bank_in_their_own_processes() -> None:
     assert len(problems) == 4
     assert problems[0].startswith("banks.")
     assert "simulate = true" in problems[0] and "switch sim-bank" in problems[0]
+
+
+def test_the_supervisors_ports_and_count_win_over_the_file() -> None:
+    """A reload reads the file again: what the supervisor decided must not look like a
+    change that needs a restart."""
+    config = _demo(1)
+    worker = Worker(index=1, count=3, pos_port=40001, online_port=40002)
+    view = worker_config(config, worker)
+    assert (view.switch.workers, view.pos.port, view.online.port) == (3, 40001, 40002)
+    assert worker_config(_demo(4), SINGLE).switch.workers == 1  # switch run --workers 1
