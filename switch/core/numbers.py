@@ -80,18 +80,29 @@ class RrnAllocator:
 class StanSequence:
     """Trace numbers 000001..999999, then around again. One sequence serves all of a
     bank's links, so a STAN is unique on its link (and across the bank's links) among
-    requests in flight."""
+    requests in flight.
 
-    __slots__ = ("_counter",)
+    With N worker processes each has a block of its own, 999,999 // N numbers (worker
+    i's start at i x block + 1), and goes around within it: the workers' links to one
+    bank never send the same STAN (a bank takes a STAN seen again within moments for a
+    duplicate). One process has the whole range, as before."""
 
-    def __init__(self, start: int = 1) -> None:
+    __slots__ = ("_block", "_counter", "_low")
+
+    def __init__(self, start: int = 1, *, worker: int = 0, workers: int = 1) -> None:
+        if not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is not one of {workers}")
+        self._block = 999_999 // workers
+        self._low = worker * self._block + 1
         self._counter = itertools.count(start - 1)
 
     def next(self) -> str:
-        return f"{next(self._counter) % 999_999 + 1:06d}"
+        return f"{self._low + next(self._counter) % self._block:06d}"
 
     def resume_after(self, stan: int, margin: int) -> None:
         """Continues ``margin`` past ``stan``, the last one journaled before a restart:
         messages not journaled (echoes, reversal repeats) used a few in between, and a
-        bank that sees a STAN again in the same second takes it for a duplicate."""
-        self._counter = itertools.count((stan + margin) % 999_999)
+        bank that sees a STAN again in the same second takes it for a duplicate. A STAN
+        outside this worker's block (another worker's) changes nothing."""
+        if self._low <= stan < self._low + self._block:
+            self._counter = itertools.count(stan - self._low + 1 + margin)

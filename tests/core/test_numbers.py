@@ -161,3 +161,29 @@ def test_a_restarted_worker_continues_past_the_journal_in_its_own_numbers() -> N
 def test_a_worker_index_outside_the_count_is_refused() -> None:
     with pytest.raises(ValueError, match="worker 2 is not one of 2"):
         RrnAllocator(worker=2, workers=2)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_workers_stans_to_one_bank_are_blocks_of_their_own(workers: int) -> None:
+    block = 999_999 // workers
+    seen: set[str] = set()
+    for index in range(workers):
+        stans = StanSequence(worker=index, workers=workers)
+        numbers = [stans.next() for _ in range(block + 3)]  # around its block once
+        assert numbers[0] == f"{index * block + 1:06d}"
+        assert numbers[block] == numbers[0]
+        assert not seen & set(numbers)
+        seen |= set(numbers)
+        stans.resume_after(index * block + 10, margin=5)
+        assert stans.next() == f"{index * block + 16:06d}"
+        stans.resume_after((index + 1) % workers * block + 10, margin=5)  # another's
+        assert stans.next() == f"{index * block + 17:06d}"
+
+
+def test_one_process_keeps_the_whole_stan_range() -> None:
+    one, plain = StanSequence(999_998, worker=0, workers=1), StanSequence(999_998)
+    assert [one.next() for _ in range(3)] == [plain.next() for _ in range(3)]
+    assert [StanSequence(999_998).next() for _ in range(1)] == ["999998"]
+    one.resume_after(999_990, margin=20)
+    plain.resume_after(999_990, margin=20)
+    assert one.next() == plain.next() == "000012"
