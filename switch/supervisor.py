@@ -45,7 +45,7 @@ import trio
 from switch.config import SwitchConfig
 from switch.core.workers import SQLITE_WORKERS_FOR_TESTS, worker_problems
 from switch.errors import StartupError
-from switch.log import configure_logging, log_uncaught_exceptions
+from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.startup import SHARED_PORTS, refuse, reserve_port
 
 log = structlog.get_logger()
@@ -95,6 +95,11 @@ def supervise(config: SwitchConfig, workers: int) -> int:
     except KeyboardInterrupt:
         print("switch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # its workers end with it (PR_SET_PDEATHSIG)
+        log.critical("supervisor_crashed", exc_info=exc)
+        print(f"switch: the supervisor stopped by an error: {describe_exception(exc)}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     finally:
         for reservation in held:
             reservation.close()
@@ -178,6 +183,13 @@ class Supervisor:
             return REFUSED
         return 1 if self._failed else 0
 
+    def statistics(self) -> dict[str, object]:
+        return {
+            "workers": self.count,
+            "running": {index: process.pid for index, process in self.processes.items()},
+            "restarts": self.restarts,
+        }
+
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """No more restarts; ``signum`` to every worker running."""
         self._stopping = True
@@ -208,18 +220,32 @@ class Supervisor:
             self._failed = True
         await self._all_ended.wait()
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps before a restart, but not past a drain's start."""
+        with trio.move_on_after(seconds):
+            await self._stop_requested.wait()
+
     async def _keep_running(self, index: int) -> None:
         backoff = RESTART_MIN_S
         first = True
         try:
             while not self._stopping:
                 began = trio.current_time()
-                process = await trio.lowlevel.open_process(
-                    self.command(index),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
+                try:
+                    process = await trio.lowlevel.open_process(
+                        self.command(index),
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    )
+                except OSError as exc:  # no process (EAGAIN, ENOMEM): tried again
+                    log.error(
+                        "worker_not_started", worker=index, error=str(exc), retry_in_s=backoff
+                    )
+                    first = False
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, RESTART_MAX_S)
+                    continue
                 self.processes[index] = process
                 log.info("worker_started", worker=index, pid=process.pid, restart=not first)
                 with trio.CancelScope(shield=True):  # a worker is waited for, never left
@@ -247,8 +273,7 @@ class Supervisor:
                     restart_in_s=backoff,
                 )
                 first = False
-                with trio.move_on_after(backoff):
-                    await self._stop_requested.wait()  # a drain does not wait for a restart
+                await self._pause(backoff)
                 backoff = min(backoff * 2, RESTART_MAX_S)
                 self.restarts += 1
         finally:

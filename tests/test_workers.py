@@ -192,6 +192,14 @@ async def test_two_workers_share_the_ports_survive_a_kill_and_drain_on_sigterm(
         again = await _connect_to_each_worker(switch, port, 2, after=before_kill)
         assert len(sim.events("bank_sim_link_connected")) == 4  # 2 + 1, and 1 again
 
+        # SIGHUP reaches every worker; the file read again is what each runs already
+        # (the supervisor's port and count, the worker's links): nothing to restart.
+        switch.process.send_signal(signal.SIGHUP)
+        await switch.wait_for_event("config_reloaded", count=2)
+        assert {r["worker"] for r in switch.events("config_reloaded")} == {0, 1}
+        assert {r["version"] for r in switch.events("config_reloaded")} == {1}  # no change
+        assert switch.events("config_reload_refused") == []
+
         # RRNs: worker 0's are even, worker 1's odd: never the same across workers.
         rrns = {r["rrn"]: r["worker"] for r in switch.events("txn") if r["code"] == "00"}
         assert {int(rrn[4:]) % 2 == worker for rrn, worker in rrns.items()} == {True}
