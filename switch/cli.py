@@ -400,15 +400,25 @@ async def _run_switch(started: startup.Startup) -> None:
 
 
 async def _shutdown_on_signal(app: SwitchApp) -> None:
-    """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file."""
+    """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file.
+
+    A worker (workers > 1) keeps its handlers through the drain: it may be sent SIGTERM
+    more than once when its supervisor dies (PR_SET_PDEATHSIG fires at each reparenting,
+    from thread to thread of the dead supervisor), and the drain is bounded anyway. One
+    process leaves them at the first, as ever (a second signal ends it at once)."""
+    draining = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
             if signum == signal.SIGHUP:
-                await app.reload()  # says in the log what it did, or why not
+                if not draining:
+                    await app.reload()  # says in the log what it did, or why not
                 continue
-            app.shutdown()
-            return
+            if not draining:
+                app.shutdown()
+                draining = True
+            if app.worker.alone:
+                return
 
 
 def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:

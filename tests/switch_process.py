@@ -170,6 +170,7 @@ def run_switch(
     *,
     wrapper: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace)."""
     return subprocess.run(
@@ -178,7 +179,7 @@ def run_switch(
         text=True,
         timeout=60,
         cwd=REPO,
-        env=_environment(),
+        env=_environment() | dict(env or {}),
         preexec_fn=preexec_fn,
         check=False,
     )

@@ -14,6 +14,7 @@ import itertools
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,69 @@ async def test_a_worker_refusing_its_first_start_stops_the_switch(tmp_path: Path
     assert [r["worker"] for r in refused] == [0]
     assert "[admin] port" in switch.stderr_path.read_text()
     assert switch.events("worker_died") == []
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie no one has reaped yet counts: it serves nothing)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+async def _two_workers(tmp_path: Path) -> tuple[Process, Process]:
+    sim, bank_port = await start_sim_bank(write_config(tmp_path, demo_config(tmp_path), "sim.toml"))
+    config = write_config(tmp_path, one_bank_config(tmp_path, bank_port))
+    switch = await start_switch(config, args=["--workers", "2"], env=TEST_ONLY_SQLITE)
+    await switch.wait_for_event("switch_started", count=2)
+    return sim, switch
+
+
+async def test_sigint_drains_the_workers_too(tmp_path: Path) -> None:
+    sim, switch = await _two_workers(tmp_path)
+    try:
+        switch.process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await switch.process.wait() == 0, switch.output()
+        assert switch.events("supervisor_draining")[0]["signal"] == "SIGINT"
+        assert len(switch.events("switch_stopped")) == 2
+    finally:
+        if switch.process.poll() is None:
+            switch.process.kill()
+        assert await sim.stop() == 0, sim.output()
+
+
+async def test_workers_end_with_their_supervisor_however_it_ends(tmp_path: Path) -> None:
+    """SIGKILL of the supervisor: the kernel sends each worker SIGTERM (it drains and
+    stops), so none is left serving without a supervisor."""
+    sim, switch = await _two_workers(tmp_path)
+    pids = [r["pid"] for r in switch.events("worker_started")]
+    try:
+        switch.process.kill()
+        await switch.process.wait()
+        with trio.fail_after(30):
+            while not all(_gone(pid) for pid in pids):
+                await trio.sleep(0.05)
+        assert len(switch.events("switch_stopped")) == 2
+    finally:
+        for pid in pids:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        assert await sim.stop() == 0, sim.output()
+
+
+def test_a_port_in_use_refuses_the_supervisor_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = one_bank_config(tmp_path, 9)  # never reached
+        settings["online"]["port"] = port
+        result = subprocess_run_workers(write_config(tmp_path, settings))
+    assert_refused_in_one_line(result, "[online]", f"port {port}", "is in use")
+    assert not (tmp_path / "worker-0").exists()
+
+
+def subprocess_run_workers(config: Path) -> subprocess.CompletedProcess[str]:
+    return run_switch(["run", "--config", str(config), "--workers", "2"], env=TEST_ONLY_SQLITE)
