@@ -132,6 +132,7 @@ class Supervisor:
         self._refused = False
         """A worker refused its first start: exit 2."""
         self._stop_requested = trio.Event()
+        self._stop_signal: int = signal.SIGTERM
         self._running = 0
         self._all_ended = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -193,6 +194,7 @@ class Supervisor:
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """No more restarts; ``signum`` to every worker running."""
         self._stopping = True
+        self._stop_signal = signum
         self._stop_requested.set()
         self._send(signum)
 
@@ -252,9 +254,15 @@ class Supervisor:
                     status = await process.wait()
                 del self.processes[index]
                 if self._stopping:
-                    log.info("worker_stopped", worker=index, pid=process.pid, status=status)
-                    if status != 0:
-                        self._failed = True
+                    if status == -self._stop_signal:
+                        # Ended by the drain's own signal before it could handle it: it
+                        # was still starting, and had taken no transaction.
+                        log.info("worker_stopped", worker=index, pid=process.pid,
+                                 status=status, note="stopped while starting")  # fmt: skip
+                    else:
+                        log.info("worker_stopped", worker=index, pid=process.pid, status=status)
+                        if status != 0:
+                            self._failed = True
                     return
                 if first and status == REFUSED:
                     log.critical(

@@ -320,3 +320,22 @@ def test_a_port_in_use_refuses_the_supervisor_in_one_line(tmp_path: Path) -> Non
 
 def subprocess_run_workers(config: Path) -> subprocess.CompletedProcess[str]:
     return run_switch(["run", "--config", str(config), "--workers", "2"], env=TEST_ONLY_SQLITE)
+
+
+async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(tmp_path: Path) -> None:
+    sim, switch = await _two_workers(tmp_path)
+    try:
+        for attempt, backoff in enumerate((0.5, 1.0, 2.0), start=1):
+            pid = [r for r in switch.events("worker_started") if r["worker"] == 1][-1]["pid"]
+            await switch.wait_for_event("switch_started", count=1 + attempt)  # it serves
+            os.kill(pid, signal.SIGKILL)
+            died = await switch.wait_for_event("worker_died", count=attempt)
+            assert (died["pid"], died["restart_in_s"]) == (pid, backoff)
+            await switch.wait_for_event("worker_started", count=2 + attempt)
+        assert await switch.stop() == 0, switch.output()
+        assert switch.events("supervisor_stopped")[0]["restarts"] == 3
+        assert all(r["worker"] == 1 for r in switch.events("worker_died"))
+    finally:
+        if switch.process.poll() is None:
+            switch.process.kill()
+        assert await sim.stop() == 0, sim.output()
