@@ -123,6 +123,8 @@ class SwitchApp:
         self.last_reload_error: str | None = None
         self.stopped = trio.Event()
         """Set once run() has returned: everything stopped and the journal closed."""
+        self._shutdown_asked = False
+        """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
         self.admin = AdminServer(self) if config.admin.enabled else None
 
@@ -275,6 +277,8 @@ class SwitchApp:
                     banks=sorted(self.connectors),
                 )
                 task_status.started(self)
+                if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
+                    self.shutdown()
             # Every connection has ended: nothing is in flight any more.
             bank_side.cancel_scope.cancel()
 
@@ -475,6 +479,7 @@ class SwitchApp:
         """Stops accepting and reading; in-flight transactions have the grace period to
         finish, after which whatever is left is cancelled."""
         log.info("switch_draining", grace_s=self.config.switch.shutdown_grace_s)
+        self._shutdown_asked = True
         for server in (self.pos, self.online):
             if server is not None:
                 server.drain()

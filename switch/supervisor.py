@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from typing import Final
 
 import msgspec
@@ -133,9 +134,8 @@ class Supervisor:
         """A worker refused its first start: exit 2."""
         self._stop_requested = trio.Event()
         self._stop_signal: int = signal.SIGTERM
-        self._running = 0
+        self._running = self.count
         self._all_ended = trio.Event()
-        self._nursery: trio.Nursery | None = None
 
     def command(self, index: int) -> list[str]:
         assert self.config.source is not None
@@ -152,8 +152,6 @@ class Supervisor:
         signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         with trio.open_signal_receiver(*signals_wanted) as signals:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self._running = self.count
                 for index in range(self.count):
                     nursery.start_soon(self._keep_running, index, name=f"worker:{index}")
                 log.info(
@@ -163,26 +161,33 @@ class Supervisor:
                     online_port=self.online_port,
                     pid=os.getpid(),
                 )
-                nursery.start_soon(self._stop_when_ended, nursery.cancel_scope)
-                async for signum in signals:
-                    name = signal.Signals(signum).name
-                    if signum == signal.SIGHUP:
-                        log.info("signal_received", signal=name, forwarded_to=self._pids())
-                        self._send(signum)
-                        continue
-                    log.info(
-                        "supervisor_draining",
-                        signal=name,
-                        workers=self._pids(),
-                        grace_s=self.config.switch.shutdown_grace_s,
-                    )
-                    self.stop(signum)
-                    break
+                nursery.start_soon(self._on_signals, signals)
+                await self._stop_requested.wait()  # a signal, or a worker's refused start
                 await self._wait_or_kill()
+                nursery.cancel_scope.cancel()  # the signals' task
         log.info("supervisor_stopped", restarts=self.restarts, clean=not self._failed)
         if self._refused:
             return REFUSED
         return 1 if self._failed else 0
+
+    async def _on_signals(self, signals: AsyncIterator[int]) -> None:
+        """SIGHUP is forwarded; the first SIGTERM or SIGINT drains, later ones are only
+        logged (the drain is bounded: shutdown_grace_s + STOP_MARGIN_S)."""
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                log.info("signal_received", signal=name, forwarded_to=self._pids())
+                self._send(signum)
+            elif self._stopping:
+                log.info("signal_received", signal=name, note="already draining")
+            else:
+                log.info(
+                    "supervisor_draining",
+                    signal=name,
+                    workers=self._pids(),
+                    grace_s=self.config.switch.shutdown_grace_s,
+                )
+                self.stop(signum)
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -205,12 +210,6 @@ class Supervisor:
         for process in self.processes.values():
             if process.returncode is None:
                 process.send_signal(signum)
-
-    async def _stop_when_ended(self, scope: trio.CancelScope) -> None:
-        """Every worker has ended for good (a refused start stopped the others): the
-        supervisor stops too, without waiting for a signal."""
-        await self._all_ended.wait()
-        scope.cancel()
 
     async def _wait_or_kill(self) -> None:
         with trio.move_on_after(self.config.switch.shutdown_grace_s + STOP_MARGIN_S):

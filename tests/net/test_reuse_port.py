@@ -1,4 +1,4 @@
-"""Listeners that share a port with other workers' (SO_REUSEPORT)."""
+"""Listeners that share a port with other workers' (SO_REUSEPORT), and a worker's drain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import errno
 import pytest
 import trio
 
+from switch.app import SwitchApp
 from switch.net.channel import open_reuse_port_listeners
+from tests.conftest import make_config
 
 
 async def test_two_listeners_share_a_port_and_a_plain_one_is_refused_on_it() -> None:
@@ -32,3 +34,16 @@ async def test_two_listeners_share_a_port_and_a_plain_one_is_refused_on_it() -> 
     finally:
         for listener in (*first, *second):
             await listener.aclose()
+
+
+async def test_a_shutdown_asked_while_starting_drains_once_started() -> None:
+    """A SIGTERM that reaches a switch before its listeners are up (a supervisor
+    draining a worker that is still starting) is not lost: the switch drains as soon
+    as it has started, instead of serving on."""
+    app = SwitchApp(make_config())
+    async with trio.open_nursery() as nursery:
+        app.shutdown()  # nothing is running yet
+        await nursery.start(app.run)
+        with trio.fail_after(10):
+            await app.stopped.wait()
+    assert app.pos is not None and not app.pos.listening
