@@ -260,10 +260,16 @@ class SwitchApp:
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
-                config.pos, pos_protocol, self.admission, reuse_port=shared  # type: ignore[arg-type]
+                config.pos,
+                pos_protocol,  # type: ignore[arg-type]
+                self.admission,
+                reuse_port=shared,
             )
             self.online = ChannelServer(
-                config.online, online_protocol, self.admission, reuse_port=shared  # type: ignore[arg-type]
+                config.online,
+                online_protocol,  # type: ignore[arg-type]
+                self.admission,
+                reuse_port=shared,
             )
             async with trio.open_nursery() as channels:
                 self._channels = channels

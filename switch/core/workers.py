@@ -9,7 +9,10 @@ A worker is one ``switch run`` process among N, started by the supervisor:
 - it holds its share of each bank's ``links`` (:func:`link_share`: worker i gets
   links // N, plus one of the remainder for the first ones, and at least one);
 - its RRNs are the sequences equal to its index modulo N
-  (:class:`switch.core.numbers.RrnAllocator`), so the workers never collide;
+  (:class:`switch.core.numbers.RrnAllocator`), so the workers never collide, and its
+  STANs (to each bank, and the online channel's) a block of 999,999 // N of its own
+  (:class:`switch.core.numbers.StanSequence`): two workers' links to one bank sending
+  the same STAN were answered 94, duplicate;
 - worker 0 alone runs the settlement service (a business date closes and settles
   once) and the admin interface (its status is worker 0's own view; the supervisor's
   log says which workers run). A reload (SIGHUP to the supervisor) reaches every
@@ -22,7 +25,11 @@ refused on it (:func:`worker_problems`). What needs the shared PostgreSQL journa
 everything that crosses workers: a repeat, void, refund or reversal reaching a worker
 other than the original's, each queued reversal claimed by exactly one worker
 (``FOR UPDATE SKIP LOCKED``), the recovery of a dead worker's in-doubt transactions by
-its successor, and worker 0's settlement seeing every worker's transactions.
+its successor, and worker 0's settlement seeing every worker's transactions. The
+shared journal must also give each worker its own last STAN to a bank (the newest in
+its block, not the newest of all: ``Journal.last_bank_stan`` today), and worker 0's
+forced cut-off must reach the other workers' business calendars (they read the closes
+at start, and follow the natural cut-off by the clock).
 
 For the supervisor's own tests only, :data:`SQLITE_WORKERS_FOR_TESTS` set in the
 environment lets the workers run on SQLite, each on a journal file of its own
