@@ -9,6 +9,10 @@ journal commits what is queued and closes.
 
 The admin interface (``[admin] enabled``) starts right after the journal and stops
 just before it closes, so it answers health checks through recovery and the drain.
+
+One of N worker processes (``[switch] workers``, :mod:`switch.core.workers`) runs the
+same parts from its worker's view of the config, with listeners that share their ports
+(SO_REUSEPORT), RRNs of its own, and the settlement service only on worker 0.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.merchants import MerchantBook, parse_merchants
-from switch.core.numbers import StanSequence
+from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.reconfig import ReloadPlan, plan_reload
 from switch.core.routing import BinTable
+from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError
 from switch.log import set_log_level
 from switch.net.admission import Admission
@@ -74,7 +79,11 @@ class Codecs:
 
 
 class SwitchApp:
-    def __init__(self, config: SwitchConfig) -> None:
+    def __init__(self, config: SwitchConfig, worker: Worker = SINGLE) -> None:
+        """``config``: the worker's view of it (switch.core.workers.worker_config),
+        which for the one process of a switch is the config itself."""
+        self.worker = worker
+        """Which of the switch's processes this is (the one, by default)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
         key_file = config.journal.key_file
@@ -114,6 +123,8 @@ class SwitchApp:
         self.last_reload_error: str | None = None
         self.stopped = trio.Event()
         """Set once run() has returned: everything stopped and the journal closed."""
+        self._shutdown_asked = False
+        """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
         self.admin = AdminServer(self) if config.admin.enabled else None
 
@@ -206,6 +217,7 @@ class SwitchApp:
                 reversals=_Reversals(self.forwarders),
                 calendar=calendar,
                 merchants=self.merchants,
+                rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
             )
             await switchboard.recover(
                 recovery_since=time.time() - config.journal.recovery_days * 86400,
@@ -213,21 +225,10 @@ class SwitchApp:
             )
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
-            self.settlement = SettlementService(
-                store=settlement_store,
-                journal=journal,
-                calendar=calendar,
-                merchants=self.merchants,
-                connectors=self.connectors,
-                clearing_dir=lambda bank: self.config.clearing_dir(bank),
-                out_dir=config.settlement_out_dir(),
-                banks=lambda: sorted(self.config.banks),
-                institution_of=lambda bank: self.config.banks[bank].institution_id,
-                settle_deadline=config.settlement.settle_deadline,
-                utc_offset_h=utc_offset_h,
-                nudge=_Reversals(self.forwarders).nudge,
-            )
-            await bank_side.start(self.settlement.run)
+            if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
+                self.settlement = await self._start_settlement(
+                    bank_side, settlement_store, journal, calendar
+                )
             pos_protocol = PosProtocol(
                 self.codecs.get(config.pos.dialect),
                 switchboard,
@@ -255,9 +256,21 @@ class SwitchApp:
                 vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
+                stans=self._new_stans(),
             )
-            self.pos = ChannelServer(config.pos, pos_protocol, self.admission)  # type: ignore[arg-type]
-            self.online = ChannelServer(config.online, online_protocol, self.admission)  # type: ignore[arg-type]
+            shared = not self.worker.alone  # the other workers listen on the same ports
+            self.pos = ChannelServer(
+                config.pos,
+                pos_protocol,  # type: ignore[arg-type]
+                self.admission,
+                reuse_port=shared,
+            )
+            self.online = ChannelServer(
+                config.online,
+                online_protocol,  # type: ignore[arg-type]
+                self.admission,
+                reuse_port=shared,
+            )
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)
@@ -270,8 +283,35 @@ class SwitchApp:
                     banks=sorted(self.connectors),
                 )
                 task_status.started(self)
+                if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
+                    self.shutdown()
             # Every connection has ended: nothing is in flight any more.
             bank_side.cancel_scope.cancel()
+
+    async def _start_settlement(
+        self,
+        bank_side: trio.Nursery,
+        settlement_store: SqliteSettlementStore,
+        journal: Journal,
+        calendar: BusinessCalendar,
+    ) -> SettlementService:
+        utc_offset_h = self.config.switch.utc_offset_h
+        settlement = SettlementService(
+            store=settlement_store,
+            journal=journal,
+            calendar=calendar,
+            merchants=self.merchants,
+            connectors=self.connectors,
+            clearing_dir=lambda bank: self.config.clearing_dir(bank),
+            out_dir=self.config.settlement_out_dir(),
+            banks=lambda: sorted(self.config.banks),
+            institution_of=lambda bank: self.config.banks[bank].institution_id,
+            settle_deadline=self.config.settlement.settle_deadline,
+            utc_offset_h=utc_offset_h,
+            nudge=_Reversals(self.forwarders).nudge,
+        )
+        await bank_side.start(settlement.run)
+        return settlement
 
     async def _start_bank(
         self, name: str, bank: BankSection, *, stans: StanSequence | None = None
@@ -298,12 +338,16 @@ class SwitchApp:
             bank,
             self.codecs.get(bank.dialect),
             utc_offset_h=self.config.switch.utc_offset_h,
-            stans=stans,
+            stans=stans if stans is not None else self._new_stans(),
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
         await bank_side.start(_in_scope, connector.run, scopes[-1])
         return connector
+
+    def _new_stans(self) -> StanSequence:
+        """Trace numbers of this worker's own (the whole range for one process)."""
+        return StanSequence(worker=self.worker.index, workers=self.worker.count)
 
     def _stop_bank(self, connector: BankConnector) -> None:
         """Stops a connector's links (and the simulator the switch ran for it)."""
@@ -323,6 +367,7 @@ class SwitchApp:
                     if self.config.source is None:
                         raise ConfigError("the switch was not started from a file")
                     new = load_config(self.config.source, check=False)
+                new = worker_config(new, self.worker)  # the supervisor's share, as at start
                 new = self._within_descriptors(new)
                 plan = self._plan(new)
                 await self._apply(new, plan)
@@ -440,6 +485,7 @@ class SwitchApp:
         """Stops accepting and reading; in-flight transactions have the grace period to
         finish, after which whatever is left is cancelled."""
         log.info("switch_draining", grace_s=self.config.switch.shutdown_grace_s)
+        self._shutdown_asked = True
         for server in (self.pos, self.online):
             if server is not None:
                 server.drain()

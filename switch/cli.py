@@ -23,7 +23,7 @@ import structlog
 import trio
 
 import switch
-from switch import ops, startup
+from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import leniently
 from switch.admin.settle_commands import add_commands as add_settle_commands
@@ -33,6 +33,7 @@ from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
+from switch.core.workers import Worker
 from switch.errors import ConfigError, MessageEncodeError, StartupError
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
@@ -91,6 +92,20 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run the switch", description="Run the switch until SIGINT or SIGTERM."
     )
     _config_option(run)
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes sharing the POS and online ports (default: [switch] workers); more "
+        "than 1 starts a supervisor and needs a journal the workers can share",
+    )
+    run.add_argument(
+        "--worker-index",
+        type=int,
+        help="run as worker I of --workers (what the supervisor starts; not for operators)",
+    )
+    # The listeners' ports as the supervisor bound them (a configured 0 made one port).
+    run.add_argument("--pos-port", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--online-port", type=int, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     sim = commands.add_parser(
@@ -310,7 +325,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
-    problems = startup.preflight(config)
+    problems = startup.preflight(
+        config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
+    )
     for problem in problems:
         print(f"switch: {args.config}: {problem}", file=sys.stderr)
     if problems:
@@ -325,10 +342,34 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not 1 or more")
+    return value
+
+
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
+    workers: int = args.workers if args.workers is not None else config.switch.workers
+    if workers > 1 and args.worker_index is None:
+        return supervisor.supervise(config, workers)
+    try:
+        worker = Worker(
+            index=args.worker_index or 0,
+            count=workers,
+            pos_port=args.pos_port,
+            online_port=args.online_port,
+            own_journal=workers > 1 and supervisor.sqlite_workers_for_tests(),
+        )
+    except ValueError:
+        print(f"switch: --worker-index {args.worker_index} is not one of --workers {workers}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not worker.alone:
+        structlog.contextvars.bind_contextvars(worker=worker.index)  # on every line
     try:
         # logging, fds, keys, the admin token, the journal's lock, ports
-        started = startup.prepare(config)
+        started = startup.prepare(config, worker)
     except Exception as exc:
         return startup.refuse(exc)
     try:
@@ -359,15 +400,25 @@ async def _run_switch(started: startup.Startup) -> None:
 
 
 async def _shutdown_on_signal(app: SwitchApp) -> None:
-    """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file."""
+    """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file.
+
+    A worker (workers > 1) keeps its handlers through the drain: it may be sent SIGTERM
+    more than once when its supervisor dies (PR_SET_PDEATHSIG fires at each reparenting,
+    from thread to thread of the dead supervisor), and the drain is bounded anyway. One
+    process leaves them at the first, as ever (a second signal ends it at once)."""
+    draining = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
             if signum == signal.SIGHUP:
-                await app.reload()  # says in the log what it did, or why not
+                if not draining:
+                    await app.reload()  # says in the log what it did, or why not
                 continue
-            app.shutdown()
-            return
+            if not draining:
+                app.shutdown()
+                draining = True
+            if app.worker.alone:
+                return
 
 
 def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:

@@ -37,6 +37,11 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """Local time of fields 12/13 (China Standard Time has no daylight saving)."""
     shutdown_grace_s: PositiveSeconds = 10.0
     """How long in-flight transactions may take to finish after SIGTERM."""
+    workers: Count = 1
+    """Switch processes sharing the POS and online ports (``switch run --workers``
+    overrides it): 1 is one process, as ever; more start a supervisor and that many
+    worker processes (switch.core.workers), which need a journal they can share
+    ([journal] backend = "postgresql")."""
     dialects_dir: str = "dialects"
     """Folder of dialect tables, relative to the config file."""
     max_in_flight: Count = 128

@@ -19,6 +19,11 @@ In order:
    them again once the switch is ready), so a port in use stops the start before the
    journal is opened or any bank signed on.
 
+With ``[switch] workers`` > 1 this is one worker's start (switch.core.workers; the
+supervisor, switch.supervisor, checked first that the config may run that many): its
+view of the config, and its listeners' ports bound with ``SO_REUSEPORT`` beside the
+other workers' (the supervisor holds them too).
+
 Then the switch runs (:class:`switch.app.SwitchApp`): the journal is opened and proved
 writable (JournalUnavailable otherwise), recovery, banks, listeners. Anything that
 fails before the switch has started is a start-up failure (exit 2); after, a crash
@@ -41,6 +46,7 @@ import trio
 from switch import store
 from switch.app import SwitchApp
 from switch.config import ListenerSection, SwitchConfig, config_problems
+from switch.core.workers import SINGLE, Worker, worker_config, worker_problems
 from switch.errors import StartupError, SwitchError
 from switch.log import (
     configure_logging,
@@ -113,7 +119,8 @@ class Startup:
     """What the start-up holds while the switch runs: the journal's lock (for the
     process's life) and the listeners' ports (until the listeners have bound them)."""
 
-    def __init__(self, config: SwitchConfig) -> None:
+    def __init__(self, config: SwitchConfig, worker: Worker = SINGLE) -> None:
+        self.worker = worker
         self.config = config
         """As loaded, but with the listeners' ``max_connections`` fitted to the
         descriptors there are."""
@@ -168,11 +175,19 @@ class Startup:
         ``SO_REUSEADDR``, IPv6 only on IPv6), without listening: StartupError naming the
         listener when one is in use. Port 0 is skipped: any free port will do."""
         for label, host, port in _bound_ports(self.config):
-            _reserve_port(label, host, port, self._ports)
+            shared = not self.worker.alone and label in SHARED_PORTS
+            reserve_port(label, host, port, self._ports, reuse_port=shared)
 
 
-def _reserve_port(label: str, host: str, port: int, taken: list[socket.socket]) -> None:
-    """Binds one listener's addresses into ``taken`` (which the caller closes)."""
+SHARED_PORTS: Final = ("[pos]", "[online]")
+"""The ports N workers listen on together (SO_REUSEPORT)."""
+
+
+def reserve_port(
+    label: str, host: str, port: int, taken: list[socket.socket], *, reuse_port: bool = False
+) -> None:
+    """Binds one listener's addresses into ``taken`` (which the caller closes); with
+    ``reuse_port``, beside other SO_REUSEPORT sockets of this user (the workers')."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -186,6 +201,8 @@ def _reserve_port(label: str, host: str, port: int, taken: list[socket.socket]) 
             raise
         taken.append(reservation)
         reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             reservation.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
@@ -210,9 +227,11 @@ def _bound_ports(config: SwitchConfig) -> list[tuple[str, str, int]]:
     return [(label, host, port) for label, host, port in ports if port != 0]
 
 
-def prepare(config: SwitchConfig) -> Startup:
+def prepare(config: SwitchConfig, worker: Worker = SINGLE) -> Startup:
     """Steps 1 to 5 of the module's docstring; raises the first failure (its text the
-    one line to print), having released whatever it took."""
+    one line to print), having released whatever it took. ``worker``: which of the
+    switch's processes this is (the one, by default)."""
+    config = worker_config(config, worker)
     limit_before, limit = raise_open_files_limit()
     reserve = descriptor_reserve(config)
     caps = fit_connections(config, limit - reserve)
@@ -227,6 +246,8 @@ def prepare(config: SwitchConfig) -> Startup:
     )
     log_uncaught_exceptions()
     log.info("file_descriptors", limit=limit, raised_from=limit_before, reserve=reserve)
+    for problem in worker_problems(config, sqlite_for_tests=worker.own_journal):
+        raise StartupError(problem)
     if caps is None:
         raise StartupError(
             f"the file descriptor limit ({limit}) leaves no room for connections: the "
@@ -248,9 +269,9 @@ def prepare(config: SwitchConfig) -> Startup:
         pos=msgspec.structs.replace(config.pos, max_connections=caps["pos"]),
         online=msgspec.structs.replace(config.online, max_connections=caps["online"]),
     )
-    startup = Startup(config)
+    startup = Startup(config, worker)
     try:
-        startup.app = SwitchApp(config)  # reads keys, admin token
+        startup.app = SwitchApp(config, worker)  # reads keys, admin token
         startup.lock_journal()
         startup.reserve_ports()
     except BaseException:
@@ -267,12 +288,13 @@ def refuse(exc: BaseException) -> int:
     return 2
 
 
-def preflight(config: SwitchConfig) -> list[str]:
+def preflight(config: SwitchConfig, *, sqlite_workers_for_tests: bool = False) -> list[str]:
     """Everything ``switch run`` would refuse to start on, one sentence a problem,
     found without starting anything (``switch config check``): the cross-checks, the
     card keys, the journal (in use, or not writable), the ports (bound and let go at
     once) and the file descriptors."""
     problems = config_problems(config)
+    problems.extend(worker_problems(config, sqlite_for_tests=sqlite_workers_for_tests))
     try:
         SwitchApp(config)  # builds the codecs and reads the card keys
     except (SwitchError, KeyError) as exc:
@@ -283,7 +305,7 @@ def preflight(config: SwitchConfig) -> list[str]:
     for label, host, port in _bound_ports(config):
         taken: list[socket.socket] = []
         try:
-            _reserve_port(label, host, port, taken)
+            reserve_port(label, host, port, taken)
         except StartupError as exc:
             problems.append(str(exc))
         finally:

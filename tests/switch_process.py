@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,9 @@ class Process:
         *,
         name: str = "switch",
         preexec_fn: Callable[[], None] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Process:
+        """``env``: variables set for this process beside the tests' own."""
         stdout, stderr = directory / f"{name}.out", directory / f"{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = await trio.lowlevel.open_process(
@@ -91,7 +93,7 @@ class Process:
                 stdout=out,
                 stderr=err,
                 cwd=REPO,
-                env=_environment(),
+                env=_environment() | dict(env or {}),
                 preexec_fn=preexec_fn,
             )
         return cls(process, stdout, stderr)
@@ -135,11 +137,20 @@ class Process:
 
 
 async def start_switch(
-    config: Path, *, name: str = "switch", preexec_fn: Callable[[], None] | None = None
+    config: Path,
+    *,
+    name: str = "switch",
+    preexec_fn: Callable[[], None] | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Process:
-    """``switch run``, its log lines in ``<config's folder>/<name>.out``."""
+    """``switch run`` (and ``args``), its log lines in ``<config's folder>/<name>.out``."""
     return await Process.start(
-        ["run", "--config", str(config)], config.parent, name=name, preexec_fn=preexec_fn
+        ["run", "--config", str(config), *args],
+        config.parent,
+        name=name,
+        preexec_fn=preexec_fn,
+        env=env,
     )
 
 
@@ -159,6 +170,7 @@ def run_switch(
     *,
     wrapper: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace)."""
     return subprocess.run(
@@ -167,7 +179,7 @@ def run_switch(
         text=True,
         timeout=60,
         cwd=REPO,
-        env=_environment(),
+        env=_environment() | dict(env or {}),
         preexec_fn=preexec_fn,
         check=False,
     )

@@ -84,12 +84,52 @@ class ChannelProtocol(Protocol[Work]):
 
 _connection_ids = itertools.count(1)
 
+LISTEN_BACKLOG: Final = 65535
+"""As trio's open_tcp_listeners asks (the kernel caps it at somaxconn)."""
+
+
+async def open_reuse_port_listeners(port: int, *, host: str) -> list[trio.SocketListener]:
+    """trio.open_tcp_listeners, with SO_REUSEPORT on each socket (trio never sets it):
+    several processes listen on one port, each with its own accept queue."""
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, protocol, _, address in addresses:
+            sock = trio.socket.socket(family, kind, protocol)
+            try:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+                if family == trio.socket.AF_INET6:
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(LISTEN_BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
 
 class ChannelServer(Generic[Work]):
     def __init__(
-        self, config: ListenerSection, protocol: ChannelProtocol[Work], admission: Admission
+        self,
+        config: ListenerSection,
+        protocol: ChannelProtocol[Work],
+        admission: Admission,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self.reuse_port = reuse_port
+        """Listen with SO_REUSEPORT, beside the other workers of the switch on the same
+        port (the kernel spreads new connections over them); one process does not, so
+        that a second switch on its port is refused, not admitted beside it."""
         self.protocol = protocol
         self.admission = admission
         self.port = 0
@@ -111,7 +151,10 @@ class ChannelServer(Generic[Work]):
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listens until drained (or cancelled); returns once every connection ended.
         Reports the bound port as started."""
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        if self.reuse_port:
+            listeners = await open_reuse_port_listeners(self.config.port, host=self.config.host)
+        else:
+            listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info(
             "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port

@@ -50,13 +50,15 @@ class OnlineProtocol:
         *,
         terminal_id: str,
         utc_offset_h: int,
+        stans: StanSequence | None = None,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
         self.cards = cards
         self.terminal_id = terminal_id
         self.utc_offset_h = utc_offset_h
-        self._stans = StanSequence()
+        self._stans = stans or StanSequence()
+        """Field 11 of the online terminal's requests (a block of them per worker)."""
 
     def accept(self, frame: bytes, origin: Origin) -> OnlineWork | StatusWork | bytes:
         received_at = origin.received_at

@@ -123,3 +123,67 @@ def test_around_the_wrap_never_000000_and_no_repeats() -> None:
     assert all(len(stan) == 6 and stan.isdigit() for stan in window)
     assert window[1_999:2_001] == ["999999", "000001"]
     assert window[-1] == "002000"
+
+
+# -- worker processes ([switch] workers = N) -------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_workers_rrns_never_collide_and_carry_the_worker_index(workers: int) -> None:
+    """Each worker hands out only the sequences that are its index modulo N, from the
+    same moments and the same journal high-water mark as the others."""
+    allocators = [RrnAllocator(worker=index, workers=workers) for index in range(workers)]
+    for allocator in allocators:
+        allocator.resume("5326", 52_215_003)  # what a shared journal holds: any worker's
+    seen: set[str] = set()
+    for index, allocator in enumerate(allocators):
+        rrns = [allocator.allocate(SAMPLE_LOCAL) for _ in range(2000)]
+        assert all(len(rrn) == 12 and rrn[:4] == "5326" for rrn in rrns)
+        assert {int(rrn[4:]) % workers for rrn in rrns} == {index}
+        assert not seen & set(rrns)
+        seen |= set(rrns)
+
+
+def test_one_worker_of_one_is_the_single_process_allocator() -> None:
+    one, plain = RrnAllocator(worker=0, workers=1), RrnAllocator()
+    rrns = [one.allocate(SAMPLE_LOCAL) for _ in range(3)]
+    assert rrns == [plain.allocate(SAMPLE_LOCAL) for _ in range(3)]
+    assert rrns == ["532652215000", "532652215001", "532652215002"]
+
+
+def test_a_restarted_worker_continues_past_the_journal_in_its_own_numbers() -> None:
+    allocator = RrnAllocator(worker=1, workers=2)
+    allocator.resume("5326", 60_000_001)
+    assert allocator.allocate(SAMPLE_LOCAL) == "532660000001"
+    assert allocator.allocate(SAMPLE_LOCAL) == "532660000003"
+
+
+def test_a_worker_index_outside_the_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="worker 2 is not one of 2"):
+        RrnAllocator(worker=2, workers=2)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_workers_stans_to_one_bank_are_blocks_of_their_own(workers: int) -> None:
+    block = 999_999 // workers
+    seen: set[str] = set()
+    for index in range(workers):
+        stans = StanSequence(worker=index, workers=workers)
+        numbers = [stans.next() for _ in range(block + 3)]  # around its block once
+        assert numbers[0] == f"{index * block + 1:06d}"
+        assert numbers[block] == numbers[0]
+        assert not seen & set(numbers)
+        seen |= set(numbers)
+        stans.resume_after(index * block + 10, margin=5)
+        assert stans.next() == f"{index * block + 16:06d}"
+        stans.resume_after((index + 1) % workers * block + 10, margin=5)  # another's
+        assert stans.next() == f"{index * block + 17:06d}"
+
+
+def test_one_process_keeps_the_whole_stan_range() -> None:
+    one, plain = StanSequence(999_998, worker=0, workers=1), StanSequence(999_998)
+    assert [one.next() for _ in range(3)] == [plain.next() for _ in range(3)]
+    assert [StanSequence(999_998).next() for _ in range(1)] == ["999998"]
+    one.resume_after(999_990, margin=20)
+    plain.resume_after(999_990, margin=20)
+    assert one.next() == plain.next() == "000012"

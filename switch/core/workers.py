@@ -1,0 +1,161 @@
+"""N switch processes on one set of ports (``[switch] workers``): what each worker is
+given, and when more than one may run. Plain functions of the config: the processes
+themselves are :mod:`switch.supervisor`'s.
+
+A worker is one ``switch run`` process among N, started by the supervisor:
+
+- it listens on the same POS and online ports as the others (``SO_REUSEPORT``: the
+  kernel spreads new connections over the workers' listeners);
+- it holds its share of each bank's ``links`` (:func:`link_share`: worker i gets
+  links // N, plus one of the remainder for the first ones, and at least one);
+- its RRNs are the sequences equal to its index modulo N
+  (:class:`switch.core.numbers.RrnAllocator`), so the workers never collide, and its
+  STANs (to each bank, and the online channel's) a block of 999,999 // N of its own
+  (:class:`switch.core.numbers.StanSequence`): two workers' links to one bank sending
+  the same STAN were answered 94, duplicate;
+- worker 0 alone runs the settlement service (a business date closes and settles
+  once) and the admin interface (its status is worker 0's own view; the supervisor's
+  log says which workers run). A reload (SIGHUP to the supervisor) reaches every
+  worker.
+
+What is production-ready here and what is not: the supervisor, the shared ports, the
+link spread, the RRNs, settlement and admin on worker 0 are. The workers must share one
+journal, and the only journal today is SQLite, one process's file: ``workers > 1`` is
+refused on it (:func:`worker_problems`). What needs the shared PostgreSQL journal is
+everything that crosses workers: a repeat, void, refund or reversal reaching a worker
+other than the original's, each queued reversal claimed by exactly one worker
+(``FOR UPDATE SKIP LOCKED``), the recovery of a dead worker's in-doubt transactions by
+its successor, and worker 0's settlement seeing every worker's transactions. The
+shared journal must also give each worker its own last STAN to a bank (the newest in
+its block, not the newest of all: ``Journal.last_bank_stan`` today), and worker 0's
+forced cut-off must reach the other workers' business calendars (they read the closes
+at start, and follow the natural cut-off by the clock).
+
+For the supervisor's own tests only, :data:`SQLITE_WORKERS_FOR_TESTS` set in the
+environment lets the workers run on SQLite, each on a journal file of its own
+(``worker-<i>/`` beside the configured one). Those journals are NOT one switch's
+journal (see above): never set it in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+
+if TYPE_CHECKING:
+    from switch.config import SwitchConfig
+
+SQLITE_WORKERS_FOR_TESTS: Final = "SWITCH_TEST_ONLY_WORKERS_ON_SQLITE"
+"""Set to 1 (tests only): workers > 1 on SQLite, one journal per worker."""
+
+
+class Worker(msgspec.Struct, frozen=True, kw_only=True):
+    """Which of the switch's processes this one is."""
+
+    index: int = 0
+    count: int = 1
+    pos_port: int | None = None
+    online_port: int | None = None
+    """The listeners' ports as the supervisor bound them (a configured port 0 becomes
+    one port, the same for every worker); None: the config's."""
+    own_journal: bool = False
+    """Tests only (SQLITE_WORKERS_FOR_TESTS): a journal of its own, see the module."""
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"worker {self.index} is not one of {self.count}")
+
+    @property
+    def alone(self) -> bool:
+        """The one process of the switch (workers = 1): everything as ever."""
+        return self.count == 1
+
+    @property
+    def runs_settlement(self) -> bool:
+        return self.index == 0
+
+    @property
+    def serves_admin(self) -> bool:
+        return self.index == 0
+
+
+SINGLE: Final = Worker()
+
+
+def link_share(links: int, worker: Worker) -> int:
+    """A bank's links held by ``worker``: links // N, one more for each of the first
+    links % N workers, and at least one (a worker without a link to a bank could not
+    route to it)."""
+    base, extra = divmod(links, worker.count)
+    return max(1, base + (1 if worker.index < extra else 0))
+
+
+def journal_backend(config: SwitchConfig) -> str:
+    """``[journal] backend``: the key arrives with the PostgreSQL engine; until then
+    every journal is SQLite."""
+    return str(getattr(config.journal, "backend", "sqlite"))
+
+
+def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> list[str]:
+    """Why ``config`` cannot run its ``[switch] workers`` processes, one sentence each
+    naming its key (none when workers = 1)."""
+    workers = config.switch.workers
+    if workers == 1:
+        return []
+    problems: list[str] = []
+    if journal_backend(config) != "postgresql" and not sqlite_for_tests:
+        problems.append(
+            f'switch.workers = {workers} needs [journal] backend = "postgresql": a SQLite '
+            f"journal belongs to one process (set workers = 1)"
+        )
+    for name, bank in config.banks.items():
+        if bank.simulate:
+            problems.append(
+                f"banks.{name}.simulate = true runs the bank inside the switch process: "
+                f"with switch.workers = {workers} run it on its own (switch sim-bank)"
+            )
+    return problems
+
+
+def worker_config(config: SwitchConfig, worker: Worker) -> SwitchConfig:
+    """What ``worker`` runs of ``config`` (at start and at each reload of its file):
+    ``workers`` as the supervisor counts them, the ports it bound, its share of every
+    bank's links, the admin interface on worker 0 only, and with ``own_journal`` (tests
+    only, see the module) its journal in ``worker-<index>/`` beside the configured
+    file. Unchanged for a switch of one process."""
+    if worker.alone:
+        if config.switch.workers == 1:
+            return config
+        # switch run --workers 1 on a file that says more: one process, as asked.
+        return msgspec.structs.replace(
+            config, switch=msgspec.structs.replace(config.switch, workers=1)
+        )
+    banks = {
+        name: msgspec.structs.replace(bank, links=link_share(bank.links, worker))
+        for name, bank in config.banks.items()
+    }
+    admin = config.admin
+    if not worker.serves_admin:
+        admin = msgspec.structs.replace(admin, enabled=False)
+    journal = config.journal
+    if worker.own_journal:
+        path = PurePath(journal.path)
+        journal = msgspec.structs.replace(
+            journal, path=str(path.parent / f"worker-{worker.index}" / path.name)
+        )
+    pos, online = config.pos, config.online
+    if worker.pos_port is not None:
+        pos = msgspec.structs.replace(pos, port=worker.pos_port)
+    if worker.online_port is not None:
+        online = msgspec.structs.replace(online, port=worker.online_port)
+    return msgspec.structs.replace(
+        config,
+        switch=msgspec.structs.replace(config.switch, workers=worker.count),
+        banks=banks,
+        admin=admin,
+        journal=journal,
+        pos=pos,
+        online=online,
+    )
