@@ -93,6 +93,10 @@ def journal_problem(config: SwitchConfig) -> str | None:
 
 def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
     """The journal the config names, for an operator's command."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.operator import PostgresOperatorJournal
+
+        return PostgresOperatorJournal(journal_dsn(config.journal))
     from switch.store.sqlite import SqliteOperatorJournal
 
     return SqliteOperatorJournal(config.path(config.journal.path))
