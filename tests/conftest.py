@@ -123,8 +123,12 @@ def luhn_complete(partial: str) -> str:
 
 # -- a real PostgreSQL server, for the tests of stored state on that engine ------------
 
-POSTGRESQL_REQUIRED = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-"""In CI a PostgreSQL test never skips: a server that cannot be started fails them."""
+POSTGRESQL_REQUIRED = (
+    os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    or os.environ.get("SWITCH_TEST_POSTGRESQL") == "required"
+)
+"""In CI (and always under .ci/run) a PostgreSQL test never skips: a server that
+cannot be started fails them."""
 _POSTGRESQL_MISSING: list[str] = []
 
 
@@ -132,7 +136,7 @@ _POSTGRESQL_MISSING: list[str] = []
 def postgres_server() -> Iterator[PostgresServer]:
     """One server for the session (about a second to start), stopped at its end. Where
     none can be started the tests that need it skip, saying why, and the session's
-    summary says so loudly; in CI (``CI`` set) they fail instead."""
+    summary says so loudly; in CI (``CI`` set, or under .ci/run) they fail instead."""
     server = PostgresServer()
     try:
         server.start()
@@ -140,7 +144,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
         reason = f"no PostgreSQL server could be started: {exc}"
         if POSTGRESQL_REQUIRED:
-            pytest.fail(f"{reason} (CI is set: PostgreSQL tests must run)", pytrace=False)
+            pytest.fail(f"{reason} (in CI PostgreSQL tests must run)", pytrace=False)
         _POSTGRESQL_MISSING.append(reason)
         pytest.skip(reason)
     try:
