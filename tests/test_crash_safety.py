@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 
 from tests.conftest import DIALECTS, REPO
 from tests.crash_load import LoadTerminal, Sent, SwitchGate
-from tests.store.test_journal_port import ENGINES
+from tests.store.engines import ENGINES
 
 TERMINALS = 16
 KILL_ROUNDS = 4

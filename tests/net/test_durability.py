@@ -4,20 +4,16 @@ circuits and card data at rest, through the real switch and simulators."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 import tomli_w
 import trio
-from psycopg.rows import dict_row
 
 from switch import ops
 from switch.app import SwitchApp
@@ -33,7 +29,6 @@ from switch.store.sqlite import JournalFile
 from switch.store.sqlite.sql import writes_of
 from switch.terminal import Terminal
 from switch.wire import online as wire
-from tests.conftest import make_config as make_sqlite_config
 from tests.net.helpers import (
     FAST_SAF,
     H2H,
@@ -44,24 +39,13 @@ from tests.net.helpers import (
     pos_client,
     start_switch,
 )
-from tests.store.test_journal_port import ENGINES
-
-Configure = Callable[..., SwitchConfig]
+from tests.store.engines import ENGINES, Configure, config_maker, journal_rows
 
 
 @pytest.fixture(params=ENGINES)
 def make_config(request: pytest.FixtureRequest) -> Configure:
-    """The tests' ``make_config`` with the journal on this run's engine: SQLite beside
-    the config, or a PostgreSQL database of the test's own."""
-    if request.param == "sqlite":
-        return make_sqlite_config
-    dsn: str = request.getfixturevalue("postgres_dsn")
-
-    def on_postgresql(**sections: Any) -> SwitchConfig:
-        journal = {"backend": "postgresql", "dsn": dsn, **sections.pop("journal", {})}
-        return make_sqlite_config(journal=journal, **sections)
-
-    return on_postgresql
+    """The tests' ``make_config``, with the journal on this run's engine."""
+    return config_maker(request)
 
 
 def journal_path(app: SwitchApp) -> Path:
@@ -74,19 +58,8 @@ def db(app_or_config: SwitchApp | SwitchConfig) -> OperatorJournal:
 
 
 def rows(app: SwitchApp, statement: str, *parameters: Any) -> list[dict[str, Any]]:
-    """The journal's tables themselves, for what no operator command shows, on either
-    engine (``?`` placeholders)."""
-    journal = app.config.journal
-    if journal.backend == "postgresql":
-        assert journal.dsn is not None
-        with psycopg.connect(journal.dsn, row_factory=dict_row) as connection:
-            return connection.execute(statement.replace("?", "%s"), parameters).fetchall()
-    connection = sqlite3.connect(journal_path(app))
-    connection.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in connection.execute(statement, parameters)]
-    finally:
-        connection.close()
+    """The journal's tables themselves, for what no operator command shows."""
+    return journal_rows(app.config, statement, *parameters)
 
 
 def txn(app: SwitchApp, rrn: str) -> dict[str, Any]:

@@ -28,11 +28,10 @@ from switch.store.port import (
 )
 from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.sqlite import JournalFile, SqliteJournal
+from tests.store.engines import ENGINES
 from tests.store.records import make_record
 
 Opener = Callable[[], Journal]
-
-ENGINES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=ENGINES)

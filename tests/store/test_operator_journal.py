@@ -22,8 +22,8 @@ from switch.store.port import (
 from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.postgresql.operator import PostgresOperatorJournal
 from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
+from tests.store.engines import ENGINES
 from tests.store.records import make_record
-from tests.store.test_journal_port import ENGINES
 
 Engine = tuple[Callable[[], Journal], Callable[[], OperatorJournal]]
 
