@@ -30,15 +30,6 @@ def journal_dsn(section: JournalSection) -> str:
     return section.dsn
 
 
-class _SharedJournal:
-    """A PostgreSQL journal takes no lock of the switch's: the server arbitrates its
-    writers itself. (What must then be unique across switches on one database, their
-    RRNs and reversal claims, is the N-worker supervisor's: issue 14, item 3.)"""
-
-    def release(self) -> None:
-        pass
-
-
 def open_journal(config: SwitchConfig) -> Journal:
     """The journal the config names (not yet running: run it in a nursery)."""
     section = config.journal
@@ -65,7 +56,11 @@ def lock_journal(config: SwitchConfig) -> JournalLock:
     """Locks the journal the config names for this process's life, before it is opened:
     JournalUnavailable if another switch holds it (or its folder cannot be written)."""
     if config.journal.backend == "postgresql":
-        return _SharedJournal()
+        from switch.store.postgresql.journal import DatabaseLock
+
+        database_lock = DatabaseLock(journal_dsn(config.journal))
+        database_lock.acquire()
+        return database_lock
     from switch.store.sqlite import LockFile
 
     lock = LockFile(config.path(config.journal.path))

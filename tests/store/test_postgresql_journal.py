@@ -3,6 +3,7 @@ its durability setting, coming back after the server dropped it, and its config.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -14,6 +15,7 @@ from switch.errors import ConfigError
 from switch.store import journal_dsn, journal_problem, open_journal
 from switch.store.port import JournalError, JournalUnavailable, TxnStarted
 from switch.store.postgresql import JournalDatabase, PostgresJournal, describe_dsn
+from switch.store.postgresql.journal import DatabaseLock
 from tests.conftest import make_config
 from tests.store.records import make_record
 
@@ -123,3 +125,23 @@ def test_the_backend_picks_the_engine(postgres_dsn: str) -> None:
     unreachable = make_config(journal={"backend": "postgresql", "dsn": "host=127.0.0.1 port=1"})
     problem = journal_problem(unreachable)
     assert problem is not None and problem.startswith("journal postgresql (host=127.0.0.1 port=1")
+
+
+def test_a_second_switch_on_the_database_is_refused_naming_the_first(postgres_dsn: str) -> None:
+    first = DatabaseLock(postgres_dsn, wait_s=0.1)
+    first.acquire()
+    config = make_config(journal={"backend": "postgresql", "dsn": postgres_dsn})
+    try:
+        second = DatabaseLock(postgres_dsn, wait_s=0.1)
+        with pytest.raises(
+            JournalUnavailable, match=rf"in use by another switch \(switch-lock pid {os.getpid()}"
+        ):
+            second.acquire()
+        problem = journal_problem(config)
+        assert problem is not None and "in use by another switch" in problem
+    finally:
+        first.release()
+    assert journal_problem(config) is None
+    again = DatabaseLock(postgres_dsn, wait_s=0.1)
+    again.acquire()  # released with its connection
+    again.release()

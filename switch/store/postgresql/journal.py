@@ -9,19 +9,22 @@ it, so an approval never leaves before it is durable.
 
 The event loop never waits on the database. psycopg's non-blocking API is asyncio's,
 so every call to the server runs in a worker thread: the writer's whole group (BEGIN,
-each statement once with ``executemany``, COMMIT) in one pipeline, one round trip and
-one flush; reads on a small, fixed set of connections, one read each at a time. A
+each statement once with ``executemany``, COMMIT) pipelined, sent without waiting for
+each statement's answer, then one WAL flush; reads on a small, fixed set of
+connections, one read each at a time. A
 server that is gone fails the commits and reads of that moment (JournalError, so 96)
 and each connection is opened again on its next use, so the journal comes back with
 the server by itself.
 
 Opening migrates the schema and proves the database can be written (a small change,
 committed), so a read-only database or a standby refuses the start
-(``JournalUnavailable``) instead of answering 96 to everything.
+(``JournalUnavailable``) instead of answering 96 to everything; and
+:class:`DatabaseLock` keeps a second switch off a database in use.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from itertools import groupby
@@ -130,8 +133,8 @@ class JournalDatabase:
             self._writer = None
 
     def apply(self, writes: Iterable[Write]) -> None:
-        """Runs the writes in one transaction, all of them or none, in one pipeline: one
-        round trip and one WAL flush. Reconnects first if the last connection broke."""
+        """Runs the writes in one transaction, all of them or none, pipelined, with one
+        WAL flush. Reconnects first if the last connection broke."""
         writer = self._writer
         if writer is None or writer.broken or writer.closed:
             if writer is not None:
@@ -436,6 +439,84 @@ def database_problem(dsn: str) -> str | None:
             row = connection.execute("SELECT pg_is_in_recovery() AS standby").fetchone()
             if row is not None and row["standby"]:
                 return f"journal {database}: the server is a standby (read only)"
+            if connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone() is not None:
+                return (
+                    f"journal {database} is in use by another switch ({_lock_holder(connection)})"
+                )
     except psycopg.Error as exc:
         return f"journal {database} cannot be reached: {_cause(exc)}"
     return None
+
+
+JOURNAL_LOCK_KEY = 0x5357_4C4B  # "SWLK": an advisory lock key, the same for every switch
+"""Held by the switch that runs on a database; advisory locks are per database, so this
+is one switch per journal, as the SQLite engine's lock file."""
+LOCK_WAIT_S = 5
+"""How long a starting switch waits for the lock: the server releases a killed switch's
+lock only once it sees its connection gone, a moment after a restart may ask again."""
+
+
+class DatabaseLock:
+    """The journal's lock on PostgreSQL: a session advisory lock on a connection of its
+    own, held for the life of the switch that takes it; the server releases it when
+    that connection ends, however the switch ends.
+
+    (N workers on one database, issue 14 item 3, will need this to become a lock of the
+    supervisor's, or claims per worker: here a second switch is refused.)"""
+
+    def __init__(self, dsn: str, *, wait_s: float = LOCK_WAIT_S) -> None:
+        self.database = JournalDatabase(dsn)
+        self.wait_s = wait_s
+        self._connection: Connection | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises JournalUnavailable: held by another switch (naming
+        where its connection comes from), or the database cannot be reached."""
+        database = self.database
+        try:
+            connection = database.connect()
+        except psycopg.Error as exc:
+            raise JournalUnavailable(
+                f"journal {database} cannot be reached: {_cause(exc)}"
+            ) from exc
+        try:
+            connection.execute(f"SET application_name = 'switch-lock pid {os.getpid()}'")
+            connection.execute(f"SET lock_timeout = '{round(self.wait_s * 1000)}ms'")
+            connection.execute("SELECT pg_advisory_lock(%s)", (JOURNAL_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            holder = _lock_holder(connection)
+            connection.close()
+            raise JournalUnavailable(
+                f"journal {database} is in use by another switch ({holder})"
+            ) from None
+        except psycopg.Error as exc:
+            connection.close()
+            raise JournalUnavailable(f"journal {database} cannot be locked: {_cause(exc)}") from exc
+        self._connection = connection
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # the session's end releases its advisory locks
+            self._connection = None
+
+
+_HOLDER = """
+SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+    SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.objid = %s
+"""
+
+
+def _lock_holder(connection: Connection) -> str:
+    """Who holds the journal's lock, as the server knows them (or "unknown")."""
+    try:
+        row = connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone()
+    except psycopg.Error:
+        return "unknown"
+    if row is None:
+        return "unknown"
+    return (
+        f"{row['application_name']} from {row['client_addr'] or 'local'}, server pid {row['pid']}"
+    )
