@@ -129,7 +129,7 @@ class PostgresServer:
         """Installs if need be, initialises and starts; ServerUnavailable if it cannot."""
         self.bin_dir = install_server()
         self._account = _server_account()
-        self.folder = Path(tempfile.mkdtemp(prefix="switch-pg-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="switch-pg-", dir=self._temp_base()))
         if self._account is not None:
             os.chown(self.folder, self._account.pw_uid, self._account.pw_gid)
         self.port = _free_port()
@@ -152,6 +152,15 @@ class PostgresServer:
             "--options", options, "--wait", "--timeout", str(SERVER_START_TIMEOUT_S),
             "--silent", "start",
         )  # fmt: skip
+
+    def _temp_base(self) -> str | None:
+        """Where the server's folder goes: the usual temporary folder, unless the server's
+        account could not reach it (a TMPDIR private to root), then /tmp."""
+        base = Path(tempfile.gettempdir())
+        if self._account is None:
+            return None
+        reachable = all(folder.stat().st_mode & 0o001 for folder in (base, *base.parents))
+        return None if reachable else "/tmp"
 
     def stop(self) -> None:
         if self.folder is None:
