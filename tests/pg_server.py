@@ -153,6 +153,18 @@ class PostgresServer:
             "--silent", "start",
         )  # fmt: skip
 
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection ended, the server back when this
+        returns (what an operator's restart or a failover does to the switch)."""
+        assert self.folder is not None, "server not started"
+        # --log as at start: the server's output is not left on our pipes (it would hold
+        # them open, and this call waiting, for as long as the server runs).
+        self._run(
+            "pg_ctl", "--pgdata", str(self.data_dir), "--log", str(self.folder / "server.log"),
+            "--mode", "fast", "--wait", "--timeout", str(SERVER_START_TIMEOUT_S), "--silent",
+            "restart",
+        )  # fmt: skip
+
     def _temp_base(self) -> str | None:
         """Where the server's folder goes: the usual temporary folder, unless the server's
         account could not reach it (a TMPDIR private to root), then /tmp."""
