@@ -46,7 +46,9 @@ def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
     text = text.replace(
         'merchants_file = "merchants.csv"', f'merchants_file = "{REPO / "conf" / "merchants.csv"}"'
     )
-    text = text.replace('out_dir = "../var/settlement"', f'out_dir = "{tmp_path / "settlement"}"')
+    text = text.replace(
+        'out_dir = "../var/settlement"', f'out_dir = "{tmp_path / "settlement"}"'
+    )
     if latency_ms:
         text += f"\n[banks.icbc.sim]\nlatency_ms = {latency_ms}\n"
     path = tmp_path / "switch.toml"

@@ -405,7 +405,9 @@ def test_fault_extra_records(bank: SimulatedBank, link: LinkSession) -> None:
     assert totals.approvals == 5  # the bank holds them as approved sales
     # Each date's file has its own.
     again = close(bank, link, date(2025, 11, 23))
-    assert len(again.records) == 2 and not {r.rrn for r in again.records} & {r.rrn for r in extras}
+    assert len(again.records) == 2 and not {r.rrn for r in again.records} & {
+        r.rrn for r in extras
+    }
 
 
 def test_an_extra_record_is_reversed_by_a_cardless_reversal(
