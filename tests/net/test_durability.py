@@ -232,10 +232,12 @@ async def test_reversals_the_bank_never_answers_wait_for_an_operator_after_max_a
     )
     app = await start_switch(nursery, config)
     simulator = app.simulators["icbc"]
+    # Reversals reach the bank, and time out: slow from the start, since the reversal is
+    # queued with the sale's 68 and may leave before this test reads that answer.
+    simulator.latency_s = 1.0
     client = await pos_client(app)
     never = await client.request(client.terminal.sale(1, PAN_ICBC, 10068))  # never answered
     assert never.fields[39] == "68"
-    simulator.latency_s = 1.0  # reversals reach the bank, and time out
 
     await eventually(lambda: [r["state"] for r in ops.saf_list(db(app))] == ["manual"])
     listed = saf_list_command(config, tmp_path, "--state", "manual")
