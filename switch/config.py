@@ -180,8 +180,16 @@ class BookSection(_Section, frozen=True, kw_only=True):
 
 
 class JournalSection(_Section, frozen=True, kw_only=True):
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    """sqlite: one file beside the switch (the embedded default). postgresql: a
+    database server, named by ``dsn`` or ``dsn_env``."""
     path: str = "var/journal.sqlite3"
-    """The SQLite file, relative to the config file."""
+    """The SQLite file, relative to the config file (sqlite only)."""
+    dsn: str | None = None
+    """The PostgreSQL database, as a libpq connection string or URI (postgresql only).
+    Put a password in ``dsn_env``'s variable or libpq's ``.pgpass``, not here."""
+    dsn_env: str | None = None
+    """An environment variable holding the DSN; wins over ``dsn`` when set."""
     durability: Literal["sync", "async"] = "sync"
     """sync: a request is on disk before it leaves for a bank, and the bank's answer
     before it leaves for the terminal. async: commits are queued, not awaited: faster,
@@ -317,6 +325,7 @@ def config_problems(config: SwitchConfig) -> list[str]:
     if not config.banks:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
+    problems.extend(_journal_problems(config.journal))
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):
@@ -326,6 +335,13 @@ def config_problems(config: SwitchConfig) -> list[str]:
             problems.append(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
     return problems
+
+
+def _journal_problems(journal: JournalSection) -> list[str]:
+    """A PostgreSQL journal names its database; an SQLite one needs none."""
+    if journal.backend == "postgresql" and not (journal.dsn or journal.dsn_env):
+        return ["journal.dsn: backend postgresql needs a dsn (or dsn_env naming a variable)"]
+    return []
 
 
 def _dialect_problems(config: SwitchConfig) -> list[str]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 
 from switch.config import SwitchConfig, check_config
 from switch.log import configure_logging
+from tests.pg_server import PostgresServer, ServerUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
 DIALECTS = REPO / "conf" / "dialects"
@@ -115,3 +119,47 @@ def luhn_complete(partial: str) -> str:
         if luhn_valid(partial + digit):
             return partial + digit
     raise AssertionError("unreachable")
+
+
+# -- a real PostgreSQL server, for the tests of stored state on that engine ------------
+
+POSTGRESQL_REQUIRED = (
+    os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+    or os.environ.get("SWITCH_TEST_POSTGRESQL") == "required"
+)
+"""In CI (and always under .ci/run) a PostgreSQL test never skips: a server that
+cannot be started fails them."""
+_POSTGRESQL_MISSING: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One server for the session (about a second to start), stopped at its end. Where
+    none can be started the tests that need it skip, saying why, and the session's
+    summary says so loudly; in CI (``CI`` set, or under .ci/run) they fail instead."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        server.stop()
+        reason = f"no PostgreSQL server could be started: {exc}"
+        if POSTGRESQL_REQUIRED:
+            pytest.fail(f"{reason} (in CI PostgreSQL tests must run)", pytrace=False)
+        _POSTGRESQL_MISSING.append(reason)
+        pytest.skip(reason)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A new empty database on the session's server, for one test."""
+    return postgres_server.create_database()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for reason in _POSTGRESQL_MISSING[:1]:
+        terminalreporter.section("PostgreSQL tests SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.line(f"{reason}\nEvery test of the PostgreSQL journal was skipped.")

@@ -31,10 +31,14 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
+import pytest
 import trio
+from psycopg.rows import dict_row
 
 from tests.conftest import DIALECTS, REPO
 from tests.crash_load import LoadTerminal, Sent, SwitchGate
+from tests.store.engines import ENGINES
 
 TERMINALS = 16
 KILL_ROUNDS = 4
@@ -47,7 +51,8 @@ STOPPED_BEFORE_ANSWER = "switch stopped before the bank answered"
 """switchboard.py's detail for a transaction cancelled at the bank by shutdown."""
 
 
-def _config_text(tmp_path: Path, bank_port: int) -> str:
+def _config_text(tmp_path: Path, bank_port: int, dsn: str | None = None) -> str:
+    backend = f'backend = "postgresql"\ndsn = "{dsn}"' if dsn else 'backend = "sqlite"'
     return f"""
 [switch]
 acquirer_id = "48990000"
@@ -68,6 +73,7 @@ port = 0
 level = "info"
 
 [journal]
+{backend}
 path = "{tmp_path / "journal.sqlite3"}"
 key_file = "{REPO / "conf" / "card-keys.toml"}"
 
@@ -155,22 +161,42 @@ async def _start_switch(config: Path, tmp_path: Path, life: int) -> tuple[Child,
     return switch, int(started["pos_port"])
 
 
-def _journal(tmp_path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(tmp_path / "journal.sqlite3", isolation_level=None)
-    connection.execute("PRAGMA busy_timeout = 10000")
-    connection.row_factory = sqlite3.Row
-    return connection
+class _Journal:
+    """The journal's tables, read straight (SQLite's file, or the PostgreSQL database
+    when ``dsn`` is set), rows as dicts; ``?`` placeholders on both."""
+
+    def __init__(self, tmp_path: Path, dsn: str | None) -> None:
+        self.dsn = dsn
+        self._sqlite: sqlite3.Connection | None = None
+        self._postgresql: psycopg.Connection[dict[str, Any]] | None = None
+        if dsn is None:
+            self._sqlite = sqlite3.connect(tmp_path / "journal.sqlite3", isolation_level=None)
+            self._sqlite.execute("PRAGMA busy_timeout = 10000")
+            self._sqlite.row_factory = sqlite3.Row
+        else:
+            self._postgresql = psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
+
+    def execute(self, sql: str, *args: object) -> list[dict[str, Any]]:
+        if self._postgresql is not None:
+            return self._postgresql.execute(sql.replace("?", "%s"), args).fetchall()
+        assert self._sqlite is not None
+        return [dict(row) for row in self._sqlite.execute(sql, args)]
+
+    def close(self) -> None:
+        for connection in (self._sqlite, self._postgresql):
+            if connection is not None:
+                connection.close()
 
 
-def _count(db: sqlite3.Connection, sql: str, *args: object) -> int:
-    return int(db.execute(sql, args).fetchone()[0])
+def _count(db: _Journal, sql: str, *args: object) -> int:
+    return int(next(iter(db.execute(sql, *args)[0].values())))
 
 
-def _undelivered(tmp_path: Path) -> list[tuple[str, str, int, str]]:
-    db = _journal(tmp_path)
+def _undelivered(tmp_path: Path, dsn: str | None) -> list[tuple[str, str, int, str]]:
+    db = _Journal(tmp_path, dsn)
     try:
         return [
-            tuple(row)
+            (row["rrn"], row["state"], row["attempts"], row["last_result"])
             for row in db.execute(
                 "SELECT rrn, state, attempts, last_result FROM saf WHERE state != 'delivered'"
             )
@@ -179,25 +205,36 @@ def _undelivered(tmp_path: Path) -> list[tuple[str, str, int, str]]:
         db.close()
 
 
-def _journal_net(db: sqlite3.Connection) -> int:
+def _journal_net(db: _Journal) -> int:
     """Money moved per the journal, as the bank's ledger counts it: approved sales not
     reversed or voided, less approved refunds not reversed (a refund of a reversed sale
     is undone with it at the bank)."""
     sales = _count(
         db,
         "SELECT coalesce(sum(amount), 0) FROM txn WHERE kind = 'sale' AND state = 'approved' "
-        "AND reversed = 0 AND voided = 0",
+        "AND NOT reversed AND NOT voided",
     )
     refunds = _count(
         db,
         "SELECT coalesce(sum(r.amount), 0) FROM txn r JOIN txn s ON s.rrn = r.original_rrn "
-        "WHERE r.kind = 'refund' AND r.state = 'approved' AND r.reversed = 0 "
-        "AND s.reversed = 0",
+        "WHERE r.kind = 'refund' AND r.state = 'approved' AND NOT r.reversed "
+        "AND NOT s.reversed",
     )
     return sales - refunds
 
 
-async def test_kills_and_restarts_under_load_lose_no_money(tmp_path: Path) -> None:
+@pytest.fixture(params=ENGINES)
+def journal_dsn(request: pytest.FixtureRequest) -> str | None:
+    """None for the SQLite journal; a database of its own on the PostgreSQL server."""
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return dsn
+    return None
+
+
+async def test_kills_and_restarts_under_load_lose_no_money(
+    tmp_path: Path, journal_dsn: str | None
+) -> None:
     seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
     print(f"crash-safety seed: CRASH_SEED={seed}")
     rng = random.Random(seed)
@@ -213,7 +250,7 @@ async def test_kills_and_restarts_under_load_lose_no_money(tmp_path: Path) -> No
         children.append(bank)
         bank_port = int((await bank.wait_for("simulator_started"))["port"])
         config = tmp_path / "switch.toml"
-        config.write_text(_config_text(tmp_path, bank_port))
+        config.write_text(_config_text(tmp_path, bank_port, journal_dsn))
 
         life = 1
         switch, pos_port = await _start_switch(config, tmp_path, life)
@@ -243,7 +280,7 @@ async def test_kills_and_restarts_under_load_lose_no_money(tmp_path: Path) -> No
                 gate.closing()
                 graceful_epoch = gate.epoch
                 assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
-                db = _journal(tmp_path)
+                db = _Journal(tmp_path, journal_dsn)
                 try:
                     in_doubt = _count(db, "SELECT count(*) FROM txn WHERE state = 'sending'")
                 finally:
@@ -257,7 +294,7 @@ async def test_kills_and_restarts_under_load_lose_no_money(tmp_path: Path) -> No
                 stop.set()  # each terminal: one last sale ending in 68, then its reversals
 
             with trio.move_on_after(SAF_DRAIN_TIMEOUT_S):
-                while undelivered := _undelivered(tmp_path):
+                while undelivered := _undelivered(tmp_path, journal_dsn):
                     if any(state == "manual" for _, state, _, _ in undelivered):
                         break
                     await trio.sleep(0.1)
@@ -273,13 +310,12 @@ async def test_kills_and_restarts_under_load_lose_no_money(tmp_path: Path) -> No
 
     ledger = json.loads(totals_file.read_bytes())
     sent = [s for terminal in terminals for s in terminal.sent]
-    _check(tmp_path, sent, ledger, graceful_epoch, life)
+    _check(_Journal(tmp_path, journal_dsn), sent, ledger, graceful_epoch, life)
 
 
 def _check(
-    tmp_path: Path, sent: list[Sent], ledger: dict[str, int], graceful_epoch: int, lives: int
+    db: _Journal, sent: list[Sent], ledger: dict[str, int], graceful_epoch: int, lives: int
 ) -> None:
-    db = _journal(tmp_path)
     try:
         _check_journal(db, sent, ledger, graceful_epoch, lives)
     finally:
@@ -287,7 +323,7 @@ def _check(
 
 
 def _check_journal(
-    db: sqlite3.Connection,
+    db: _Journal,
     sent: list[Sent],
     ledger: dict[str, int],
     graceful_epoch: int,

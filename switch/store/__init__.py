@@ -3,20 +3,47 @@ data at rest (``crypto.py``)."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
-from switch.config import SwitchConfig
+from switch.config import JournalSection, SwitchConfig
+from switch.errors import ConfigError
 from switch.store.port import Journal, JournalLock, OperatorJournal
 
 if TYPE_CHECKING:
     from switch.store.sqlite.settlement import SqliteSettlementStore
 
 
+def journal_dsn(section: JournalSection) -> str:
+    """The PostgreSQL journal's DSN: ``dsn_env``'s variable when it is set, else ``dsn``;
+    ConfigError naming the key when neither gives one."""
+    if section.dsn_env:
+        from_environment = os.environ.get(section.dsn_env)
+        if from_environment:
+            return from_environment
+        if not section.dsn:
+            raise ConfigError(
+                f"journal.dsn_env: the variable {section.dsn_env} is not set (and no dsn)"
+            )
+    if not section.dsn:
+        raise ConfigError("journal.dsn: backend postgresql needs a dsn (or dsn_env)")
+    return section.dsn
+
+
 def open_journal(config: SwitchConfig) -> Journal:
     """The journal the config names (not yet running: run it in a nursery)."""
+    section = config.journal
+    if section.backend == "postgresql":
+        from switch.store.postgresql import JournalDatabase, PostgresJournal
+
+        return PostgresJournal(
+            JournalDatabase(journal_dsn(section)),
+            durability=section.durability,
+            queue_size=section.queue_size,
+            max_group=section.max_group,
+        )
     from switch.store.sqlite import JournalFile, SqliteJournal
 
-    section = config.journal
     return SqliteJournal(
         JournalFile(config.path(section.path)),
         durability=section.durability,
@@ -28,6 +55,12 @@ def open_journal(config: SwitchConfig) -> Journal:
 def lock_journal(config: SwitchConfig) -> JournalLock:
     """Locks the journal the config names for this process's life, before it is opened:
     JournalUnavailable if another switch holds it (or its folder cannot be written)."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.journal import DatabaseLock
+
+        database_lock = DatabaseLock(journal_dsn(config.journal))
+        database_lock.acquire()
+        return database_lock
     from switch.store.sqlite import LockFile
 
     lock = LockFile(config.path(config.journal.path))
@@ -38,6 +71,16 @@ def lock_journal(config: SwitchConfig) -> JournalLock:
 def journal_problem(config: SwitchConfig) -> str | None:
     """Why ``switch run`` could not take the journal the config names now, or None;
     without creating or locking anything."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.journal import database_problem
+
+        if not (config.journal.dsn or config.journal.dsn_env):
+            return None  # a problem of the config's, which config_problems names
+        try:
+            dsn = journal_dsn(config.journal)
+        except ConfigError as exc:
+            return str(exc)
+        return database_problem(dsn)
     from switch.store.sqlite import LockFile
 
     return LockFile(config.path(config.journal.path)).check()
@@ -45,6 +88,10 @@ def journal_problem(config: SwitchConfig) -> str | None:
 
 def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
     """The journal the config names, for an operator's command."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.operator import PostgresOperatorJournal
+
+        return PostgresOperatorJournal(journal_dsn(config.journal))
     from switch.store.sqlite import SqliteOperatorJournal
 
     return SqliteOperatorJournal(config.path(config.journal.path))

@@ -1,7 +1,8 @@
 """A journal that stops taking writes while the switch runs (its disk full, or made
-read-only): through the real switch, simulator and SQLite file over loopback. The
-failure is injected where SQLite reports it, at COMMIT on the switch's own connection;
-everything around it is the real code.
+read-only): through the real switch, simulator and journal over loopback, on each
+engine. The failure is injected where the engine reports it: SQLite at COMMIT on the
+switch's own connection, PostgreSQL where psycopg raises the server's error for the
+group's transaction; everything around it is the real code.
 
 The invariant: every approval from a bank is either journaled and answered as an
 approval, or reversed at the bank; also while the journal cannot be written, and
@@ -10,13 +11,18 @@ without a restart."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
+import psycopg
+import pytest
 import trio
 
 from switch.app import SwitchApp
+from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.sqlite import JournalFile, SqliteJournal
-from tests.conftest import LogSink, make_config
+from switch.store.sqlite.sql import Write
+from tests.conftest import LogSink
 from tests.net.helpers import (
     FAST_SAF,
     PAN_ICBC,
@@ -26,17 +32,38 @@ from tests.net.helpers import (
     purchase,
     start_switch,
 )
+from tests.store.engines import ENGINES, Configure, config_maker, journal_rows
+
+
+@pytest.fixture(params=ENGINES)
+def make_config(request: pytest.FixtureRequest) -> Configure:
+    """The tests' ``make_config``, with the journal on this run's engine."""
+    return config_maker(request)
+
+
+# What each engine says when its storage is full, and when it is read-only.
+DISK_FULL = "database or disk is full"
+READ_ONLY = "attempt to write a readonly database"
+_POSTGRESQL_ERRORS = {
+    DISK_FULL: psycopg.errors.DiskFull("could not extend file: No space left on device"),
+    READ_ONLY: psycopg.errors.ReadOnlySqlTransaction(
+        "cannot execute INSERT in a read-only transaction"
+    ),
+}
 
 
 class FailingDisk:
-    """Makes the journal file's COMMITs fail as SQLite fails them on a full disk (or a
-    read-only one) while ``failing`` is set; the transaction is rolled back."""
+    """Makes the journal's commits fail as its engine fails them on a full disk (or a
+    read-only one) while ``failing`` is set; nothing of the group is written."""
 
-    def __init__(self, app: SwitchApp, error: str = "database or disk is full") -> None:
-        assert isinstance(app.journal, SqliteJournal)
-        self.file: JournalFile = app.journal.file
+    def __init__(self, app: SwitchApp, error: str = DISK_FULL) -> None:
         self.error = error
         self.failing = False
+        if isinstance(app.journal, PostgresJournal):
+            self._fail_postgresql(app.journal.database)
+            return
+        assert isinstance(app.journal, SqliteJournal)
+        self.file: JournalFile = app.journal.file
         real = self.file._execute
 
         def execute(statement: str, *, wait: bool) -> bool:
@@ -46,14 +73,23 @@ class FailingDisk:
 
         self.file._execute = execute  # type: ignore[method-assign]
 
+    def _fail_postgresql(self, database: JournalDatabase) -> None:
+        real = database.apply
+
+        def apply(writes: Iterable[Write]) -> None:
+            if self.failing:
+                raise _POSTGRESQL_ERRORS[self.error]
+            real(writes)
+
+        database.apply = apply  # type: ignore[method-assign]
+
 
 def txn_states(app: SwitchApp) -> dict[str, str]:
-    with sqlite3.connect(app.config.path(app.config.journal.path)) as connection:
-        return dict(connection.execute("SELECT rrn, state FROM txn"))
+    return {row["rrn"]: row["state"] for row in journal_rows(app.config, "SELECT * FROM txn")}
 
 
 async def test_an_approval_the_journal_cannot_record_is_answered_96_and_reversed(
-    nursery: trio.Nursery, log_sink: LogSink
+    nursery: trio.Nursery, make_config: Configure, log_sink: LogSink
 ) -> None:
     app = await start_switch(nursery, make_config(saf=FAST_SAF))
     simulator = app.simulators["icbc"]
@@ -90,10 +126,11 @@ async def test_an_approval_the_journal_cannot_record_is_answered_96_and_reversed
 
 async def test_a_terminal_reversal_the_journal_cannot_queue_still_reaches_the_bank(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
     app = await start_switch(nursery, make_config(saf=FAST_SAF))
     simulator = app.simulators["icbc"]
-    disk = FailingDisk(app, "attempt to write a readonly database")
+    disk = FailingDisk(app, READ_ONLY)
     client = await pos_client(app)
     sale = client.terminal.sale(1, PAN_ICBC, 3300)
     assert (await client.request(sale)).fields[39] == "00"
@@ -107,16 +144,17 @@ async def test_a_terminal_reversal_the_journal_cannot_queue_still_reaches_the_ba
 
 
 async def test_an_online_client_never_sees_the_journals_own_error(
-    nursery: trio.Nursery, log_sink: LogSink
+    nursery: trio.Nursery, make_config: Configure, log_sink: LogSink
 ) -> None:
-    app = await start_switch(nursery)
+    app = await start_switch(nursery, make_config())
     disk = FailingDisk(app)
     disk.failing = True
     client = await online_client(app)
     result: Any = await client.request(purchase("full-1", 1200))
     assert result.code == "96" and result.message == "system malfunction"
     [line] = [line for line in log_sink.events("txn") if line["channel"] == "online"]
-    assert "disk is full" in line["reason"]  # the operator is told, in the log
+    # The operator is told, in the log, in the engine's words.
+    assert any(words in line["reason"] for words in ("disk is full", "No space left"))
     disk.failing = False
     again: Any = await client.request(  # nothing was kept: the same id may be retried
         purchase("full-1", 1200)

@@ -5,20 +5,29 @@ from __future__ import annotations
 import gc
 
 import msgspec
+import pytest
 import trio
 
 from switch.core.model import Sale
 from switch.wire import online as wire
-from tests.conftest import make_config
 from tests.net import helpers
 from tests.net.helpers import PAN_ABC, PAN_ICBC, eventually, online_client, start_switch
+from tests.store.engines import ENGINES, Configure, config_maker
+
+
+@pytest.fixture(params=ENGINES)
+def make_config(request: pytest.FixtureRequest) -> Configure:
+    """The tests' ``make_config``, with the journal on this run's engine."""
+    return config_maker(request)
 
 
 def purchase(request_id: str, amount: int, **extra: object) -> wire.Purchase:
     return helpers.purchase(request_id, amount, cvv2="123", **extra)
 
 
-async def test_pipelined_purchases_come_back_by_id(nursery: trio.Nursery) -> None:
+async def test_pipelined_purchases_come_back_by_id(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
     app = await start_switch(nursery, make_config(online={"max_in_flight_per_connection": 128}))
     app.simulators["icbc"].latency_s = 0.05
     client = await online_client(app)
@@ -40,10 +49,11 @@ async def test_pipelined_purchases_come_back_by_id(nursery: trio.Nursery) -> Non
 
 async def test_an_idle_connection_holds_nothing_of_its_last_purchase(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
     """As on POS: once answered, the purchase (its card among its fields) is held by
     nothing while the connection waits for the next one."""
-    app = await start_switch(nursery)
+    app = await start_switch(nursery, make_config())
     client = await online_client(app)
     amount = 31_338  # no other test's purchase has it
     result = await client.request(purchase("held-1", amount))
@@ -66,6 +76,7 @@ async def test_an_idle_connection_holds_nothing_of_its_last_purchase(
 
 async def test_pipelining_beyond_the_connection_cap_waits_and_is_all_served(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
     """A client that pipelines more than its connection's window is slowed down (its
     next requests are read as earlier ones end), not refused: all are approved, at most
@@ -89,8 +100,10 @@ async def test_pipelining_beyond_the_connection_cap_waits_and_is_all_served(
     assert app.online is not None and app.online.statistics()["slowed"] >= 1
 
 
-async def test_result_echoes_order_and_memo_and_balance(nursery: trio.Nursery) -> None:
-    app = await start_switch(nursery)
+async def test_result_echoes_order_and_memo_and_balance(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    app = await start_switch(nursery, make_config())
     client = await online_client(app)
     result = await client.request(purchase("p-1", 2500, order_id="ORD-9", memo="two books"))
     assert isinstance(result, wire.Result)
@@ -102,8 +115,8 @@ async def test_result_echoes_order_and_memo_and_balance(nursery: trio.Nursery) -
     assert balance.balance == app.config.banks["abc"].sim.opening_balance
 
 
-async def test_idempotency_same_id(nursery: trio.Nursery) -> None:
-    app = await start_switch(nursery)
+async def test_idempotency_same_id(nursery: trio.Nursery, make_config: Configure) -> None:
+    app = await start_switch(nursery, make_config())
     client = await online_client(app)
     first = wire.encode_request(purchase("same-1", 7000))
     await client.send_raw(first)
@@ -121,8 +134,10 @@ async def test_idempotency_same_id(nursery: trio.Nursery) -> None:
     assert (status.id, status.rrn, status.code) == ("s-1", original.rrn, "00")
 
 
-async def test_same_id_while_in_flight_is_94_in_progress(nursery: trio.Nursery) -> None:
-    app = await start_switch(nursery)
+async def test_same_id_while_in_flight_is_94_in_progress(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    app = await start_switch(nursery, make_config())
     app.simulators["icbc"].latency_s = 0.5
     client = await online_client(app)
     await client.send(purchase("slow-1", 3000))
@@ -133,8 +148,10 @@ async def test_same_id_while_in_flight_is_94_in_progress(nursery: trio.Nursery) 
     assert isinstance(second, wire.Result) and second.approved
 
 
-async def test_void_and_refund_by_original_id(nursery: trio.Nursery) -> None:
-    app = await start_switch(nursery)
+async def test_void_and_refund_by_original_id(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    app = await start_switch(nursery, make_config())
     client = await online_client(app)
     await client.request(purchase("buy-1", 9000))
     await client.request(purchase("buy-2", 5000))
@@ -165,8 +182,9 @@ async def test_void_and_refund_by_original_id(nursery: trio.Nursery) -> None:
 
 async def test_validation_errors_name_the_field_and_keep_the_connection(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
-    app = await start_switch(nursery)
+    app = await start_switch(nursery, make_config())
     client = await online_client(app)
     bad_luhn = await client.request(
         wire.Purchase(
@@ -211,6 +229,7 @@ async def test_validation_errors_name_the_field_and_keep_the_connection(
 
 async def test_ids_that_left_memory_are_still_answered_from_the_journal(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
     app = await start_switch(nursery, make_config(online={"idempotency_max_entries": 2}))
     client = await online_client(app)
@@ -238,6 +257,7 @@ async def test_ids_that_left_memory_are_still_answered_from_the_journal(
 
 async def test_an_id_in_flight_never_leaves_memory_early_so_its_repeat_is_refused(
     nursery: trio.Nursery,
+    make_config: Configure,
 ) -> None:
     """The in-memory window holds 2 results; 10 finish while one id is still at a slow
     bank: a repeat of that id is refused 94, and the bank sees the request once."""

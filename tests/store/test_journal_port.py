@@ -26,12 +26,12 @@ from switch.store.port import (
     TxnStarted,
     TxnUpdated,
 )
+from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.sqlite import JournalFile, SqliteJournal
+from tests.store.engines import ENGINES
 from tests.store.records import make_record
 
 Opener = Callable[[], Journal]
-
-ENGINES = ["sqlite"]
 
 
 @pytest.fixture(params=ENGINES)
@@ -39,6 +39,9 @@ def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens the engine's journal on the same storage each time it is called."""
     if request.param == "sqlite":
         return lambda: SqliteJournal(JournalFile(tmp_path / "journal.sqlite3"))
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("postgres_dsn")  # a new database, this test's
+        return lambda: PostgresJournal(JournalDatabase(dsn))
     raise AssertionError(request.param)
 
 

@@ -1,0 +1,202 @@
+"""What a durable commit costs on each journal engine: SQLite (WAL, synchronous FULL)
+against PostgreSQL (synchronous_commit on, fsync on), through the journal port alone.
+
+``python -m bench.journal_bench [--backend sqlite|postgresql|both] [--callers 1,16,64]``
+
+Each caller commits what a sale commits, one after the other and each waited for
+("sync"): the request before it leaves (TxnStarted) and the answer before it goes back
+(TxnUpdated). Many callers at once is what makes group commits: the commits queued
+while one group is in its thread go together in the next. Per engine and number of
+callers: caller commits a second, their latency, the group commits and their size, and
+CPU per caller commit in this process (the switch's side) and, for PostgreSQL, in the
+server's processes apart.
+
+PostgreSQL is a server of the bench's own (``tests/pg_server.py``: installed if
+missing and allowed, in a temporary folder, fsync on), unless ``--dsn`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import trio
+
+from bench.procstat import cpu_seconds, own_cpu_seconds
+from switch.core.book import TxnRecord
+from switch.log import configure_logging
+from switch.store.port import Journal, TxnStarted, TxnUpdated
+from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.sqlite import JournalFile, SqliteJournal
+
+DEFAULT_CALLERS = (1, 16, 64)
+COMMITS_PER_RUN = 4000
+"""Caller commits (two per sale) per engine and number of callers: a few seconds."""
+
+
+class Run(msgspec.Struct, frozen=True, kw_only=True):
+    backend: str
+    callers: int
+    commits: int
+    commits_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    group_commits: int
+    changes_per_group: float
+    switch_cpu_us_per_commit: float
+    server_cpu_us_per_commit: float | None
+    """The database server's processes (PostgreSQL only), per caller commit."""
+
+
+def _sale(index: int) -> TxnRecord:
+    from switch.core.bank import OriginalData
+
+    rrn = f"6326{index:08d}"
+    return TxnRecord(
+        kind="sale", rrn=rrn, bank="icbc", channel="pos", request_mti="0200",
+        terminal_id=f"POS{index % 1000:05d}", merchant_id="898310048990001",
+        stan=rrn[-6:], batch="000001", local_date="1122", pan_masked="622202*********2221",
+        pan_hmac=b"\x01" + b"h" * 32, pan_sealed=b"\x01" + b"s" * 40, amount=10000,
+        currency="156", bank_processing_code="000000",
+        sent=OriginalData(mti="0200", stan=rrn[-6:], transmission="1122063015"),
+    )  # fmt: skip
+
+
+def _server_cpu_s(data_dir: Path | None) -> float | None:
+    """The postmaster's and its children's CPU seconds, from /proc."""
+    if data_dir is None:
+        return None
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    total = cpu_seconds(postmaster)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = stat.read_text()
+            if int(text[text.rindex(")") + 2 :].split()[1]) == postmaster:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+async def _measure(
+    journal: Journal, backend: str, callers: int, first_index: int, data_dir: Path | None
+) -> Run:
+    sales = COMMITS_PER_RUN // 2 // callers
+    latencies: list[float] = []
+
+    async def caller(offset: int) -> None:
+        for number in range(sales):
+            record = _sale(first_index + offset * sales + number)
+            started = time.perf_counter()
+            await journal.commit(TxnStarted.of(record, time.time()))
+            latencies.append(time.perf_counter() - started)
+            record.state, record.code = "approved", "00"
+            started = time.perf_counter()
+            await journal.commit(TxnUpdated.of(record, time.time(), "answered"))
+            latencies.append(time.perf_counter() - started)
+
+    before = journal.statistics()
+    server_before = _server_cpu_s(data_dir)
+    cpu_before, wall_before = own_cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for offset in range(callers):
+            nursery.start_soon(caller, offset)
+    wall_s = time.perf_counter() - wall_before
+    cpu_s = own_cpu_seconds() - cpu_before
+    server_after = _server_cpu_s(data_dir)
+    after = journal.statistics()
+    commits = len(latencies)
+    groups = after.commits - before.commits
+    latencies.sort()
+    server_us = (
+        None
+        if server_before is None or server_after is None
+        else round((server_after - server_before) / commits * 1e6, 1)
+    )
+    return Run(
+        backend=backend,
+        callers=callers,
+        commits=commits,
+        commits_per_s=round(commits / wall_s),
+        latency_p50_ms=round(latencies[commits // 2] * 1000, 3),
+        latency_p99_ms=round(latencies[int(commits * 0.99)] * 1000, 3),
+        group_commits=groups,
+        changes_per_group=round((after.changes - before.changes) / max(groups, 1), 1),
+        switch_cpu_us_per_commit=round(cpu_s / commits * 1e6, 1),
+        server_cpu_us_per_commit=server_us,
+    )
+
+
+async def _bench(
+    journal: Journal, backend: str, callers: list[int], data: Path | None
+) -> list[Run]:
+    runs = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for number, count in enumerate(callers):
+            runs.append(await _measure(journal, backend, count, number * COMMITS_PER_RUN, data))
+        nursery.cancel_scope.cancel()
+    return runs
+
+
+@contextlib.contextmanager
+def _postgres(dsn: str | None) -> Iterator[tuple[str, Path | None]]:
+    if dsn is not None:
+        yield dsn, None
+        return
+    from tests.pg_server import running_server
+
+    with running_server(fsync=True) as server:
+        yield server.create_database(), server.data_dir
+
+
+def run(backends: list[str], callers: list[int], dsn: str | None) -> list[Run]:
+    runs: list[Run] = []
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory(prefix="journal-bench-") as folder:
+            journal = SqliteJournal(JournalFile(Path(folder) / "journal.sqlite3"))
+            runs += trio.run(_bench, journal, "sqlite", callers, None)
+    if "postgresql" in backends:
+        with _postgres(dsn) as (database, data_dir):
+            pg_journal = PostgresJournal(JournalDatabase(database))
+            runs += trio.run(_bench, pg_journal, "postgresql", callers, data_dir)
+    return runs
+
+
+def _table(runs: list[Run]) -> str:
+    header = (
+        f"{'backend':<11}{'callers':>8}{'commits/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'groups':>8}{'per group':>10}{'switch CPU us':>15}{'server CPU us':>15}"
+    )
+    lines = [header]
+    for r in runs:
+        server = "-" if r.server_cpu_us_per_commit is None else f"{r.server_cpu_us_per_commit}"
+        lines.append(
+            f"{r.backend:<11}{r.callers:>8}{r.commits_per_s:>11}{r.latency_p50_ms:>9}"
+            f"{r.latency_p99_ms:>9}{r.group_commits:>8}{r.changes_per_group:>10}"
+            f"{r.switch_cpu_us_per_commit:>15}{server:>15}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.journal_bench", description=__doc__)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--callers", default=",".join(map(str, DEFAULT_CALLERS)))
+    parser.add_argument("--dsn", help="an existing PostgreSQL database to use (it is written)")
+    parser.add_argument("--json", action="store_true", help="the runs as JSON, not a table")
+    options = parser.parse_args(argv)
+    configure_logging("error", stream=sys.stderr.buffer)  # slow-commit warnings are expected here
+    backends = ["sqlite", "postgresql"] if options.backend == "both" else [options.backend]
+    callers = [int(count) for count in options.callers.split(",")]
+    runs = run(backends, callers, options.dsn)
+    print(msgspec.json.encode(runs).decode() if options.json else _table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""The PostgreSQL journal: the journal port of ``switch.store.port`` on a database server.
+
+Same shape as the SQLite journal: one writer task takes the groups of changes callers
+hand it and commits whatever has gathered as one transaction, so a durable commit costs
+one WAL flush (and, with a synchronous standby, one round trip to it) per group rather
+than per transaction. ``synchronous_commit = on`` on the writer's connection: with
+``durability = "sync"`` a caller's ``commit`` returns only once the server has flushed
+it, so an approval never leaves before it is durable.
+
+The event loop never waits on the database. psycopg's non-blocking API is asyncio's,
+so every call to the server runs in a worker thread: the writer's whole group (BEGIN,
+each statement once with ``executemany``, COMMIT) pipelined, sent without waiting for
+each statement's answer, then one WAL flush; reads on a small, fixed set of
+connections, one read each at a time. A
+server that is gone fails the commits and reads of that moment (JournalError, so 96)
+and each connection is opened again on its next use, so the journal comes back with
+the server by itself.
+
+Opening migrates the schema and proves the database can be written (a small change,
+committed), so a read-only database or a standby refuses the start
+(``JournalUnavailable``) instead of answering 96 to everything; and
+:class:`DatabaseLock` keeps a second switch off a database in use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from itertools import groupby
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+import trio
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
+from switch.core.book import TxnRecord
+from switch.core.stats import LatencyHistogram
+from switch.store import port
+from switch.store.port import (
+    Change,
+    Durability,
+    JournalError,
+    JournalStatistics,
+    JournalUnavailable,
+)
+from switch.store.postgresql import sql
+from switch.store.postgresql.schema import SchemaError, migrate
+from switch.store.postgresql.sql import Connection, Query
+from switch.store.sqlite.sql import Write
+
+log = structlog.get_logger()
+
+Result = TypeVar("Result")
+
+SLOW_COMMIT_S = 0.02
+"""A group commit that takes longer in its thread is logged, one warning line each: the
+server or its disk stalled (a local commit takes about a millisecond)."""
+CONNECT_TIMEOUT_S = 5
+"""How long opening a connection waits for the server (libpq's connect_timeout)."""
+READ_CONNECTIONS = 2
+"""Reads in flight at once: the switch's reads are few (look-ups of originals, the
+reversal queue, a batch's totals) and short, and each holds a server process."""
+APPLICATION_NAME = "switch-journal"
+"""How the journal's connections show in pg_stat_activity."""
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN as an operator may read it in a log line: no password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "postgresql (unparsable dsn)"
+    shown = " ".join(
+        f"{key}={parts[key]}" for key in ("host", "port", "dbname", "user") if parts.get(key)
+    )
+    return f"postgresql ({shown or 'libpq defaults'})"
+
+
+class _Reader:
+    """A slot of the read pool: its connection, made on first use."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self) -> None:
+        self.connection: Connection | None = None
+
+
+class JournalDatabase:
+    """The database and the journal's connections to it; plain blocking calls, for
+    worker threads. The writer is used by one thread at a time; each reader too."""
+
+    def __init__(self, dsn: str, *, read_connections: int = READ_CONNECTIONS) -> None:
+        self.dsn = dsn
+        self.read_connections = read_connections
+        self._writer: Connection | None = None
+
+    def __str__(self) -> str:
+        return describe_dsn(self.dsn)
+
+    def connect(self) -> Connection:
+        """A new connection in autocommit (transactions are explicit), whose commits
+        wait for the server's WAL flush."""
+        connection = psycopg.connect(
+            self.dsn,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=APPLICATION_NAME,
+        )
+        # "on" whatever the server's default: durable before an approval leaves.
+        connection.execute("SET synchronous_commit = on")
+        return connection
+
+    def open(self) -> None:
+        """Connects, migrates and proves the database can be written; JournalUnavailable,
+        naming the database (never its password) and the cause, if it cannot."""
+        try:
+            writer = self._writer = self.connect()
+            migrate(writer)
+            with writer.transaction():  # a read-only database or a standby fails here
+                writer.execute("UPDATE journal_schema_version SET version = version")
+        except (psycopg.Error, SchemaError) as exc:
+            self.close()
+            raise JournalUnavailable(f"journal {self} cannot be written: {_cause(exc)}") from exc
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        """Runs the writes in one transaction, all of them or none, pipelined, with one
+        WAL flush. Reconnects first if the last connection broke."""
+        writer = self._writer
+        if writer is None or writer.broken or writer.closed:
+            if writer is not None:
+                writer.close()
+            writer = self._writer = self.connect()
+        ordered = sorted(writes, key=_rank)  # stable: equal ranks keep their order
+        with writer.pipeline(), writer.transaction(), writer.cursor() as cursor:
+            for statement, same in groupby(ordered, key=_statement):
+                cursor.executemany(statement, [write.parameters for write in same])
+
+    def read(self, reader: _Reader, query: Query) -> Any:
+        """Runs a query on a reader's connection, connecting it first if it has none or
+        the last one broke (the server restarted)."""
+        connection = reader.connection
+        if connection is None or connection.broken or connection.closed:
+            if connection is not None:
+                connection.close()
+            connection = reader.connection = self.connect()
+        return query(connection)
+
+
+def _cause(exc: BaseException) -> str:
+    return str(exc).strip().replace("\n", " ") or type(exc).__name__
+
+
+def _rank(write: Write) -> int:
+    return write.rank
+
+
+def _statement(write: Write) -> str:
+    return write.statement
+
+
+class _Group:
+    __slots__ = ("changes", "done", "error", "writes")
+
+    def __init__(self, changes: int, writes: list[Write], wait: bool) -> None:
+        self.changes = changes
+        self.writes = writes
+        self.done = trio.Event() if wait else None
+        self.error: BaseException | None = None
+
+
+class PostgresJournal:
+    """The journal port on a PostgreSQL database (see the module's docstring)."""
+
+    def __init__(
+        self,
+        database: JournalDatabase,
+        *,
+        durability: Durability = "sync",
+        queue_size: int = 4096,
+        max_group: int = 512,
+    ) -> None:
+        self.database = database
+        self.durability = durability
+        self.max_group = max_group
+        self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
+        # The read pool: a reader is taken from the channel for one read, then put back.
+        self._idle_send, self._idle_readers = trio.open_memory_channel[_Reader](
+            database.read_connections
+        )
+        self._running = False
+        self._closed = True  # until opened, and again once closed
+        self.commits = 0
+        self.changes = 0
+        self.failures = 0
+        self.last_commit_failed = False
+        self.commit_ms = LatencyHistogram()
+        self.group_sizes = LatencyHistogram()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Opens the database, then commits groups until cancelled; what was queued when
+        it is cancelled is still committed before it returns, and later commits are
+        refused (JournalError) rather than left waiting."""
+        await trio.to_thread.run_sync(self.database.open)
+        for _ in range(self.database.read_connections):
+            self._idle_send.send_nowait(_Reader())
+        self._closed = False
+        self._running = True
+        log.info("journal_opened", database=str(self.database), durability=self.durability)
+        try:
+            task_status.started()
+            async for group in self._receive:
+                # Once taken from the queue, a group is committed or fails: never
+                # dropped half way because the journal is being stopped.
+                with trio.CancelScope(shield=True):
+                    await self._commit_gathered(group)
+        finally:
+            self._running = False
+            with trio.CancelScope(shield=True):
+                await self._flush_remaining()
+                self._send.close()  # a caller still waiting for room is refused
+                await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        """Takes every reader back (waiting out reads still in their threads: closing a
+        connection in use would fail them), closes them and the writer; a read asked
+        for later is refused."""
+        self._closed = True
+        readers = [
+            await self._idle_readers.receive() for _ in range(self.database.read_connections)
+        ]
+        self._idle_send.close()
+
+        def close_all() -> None:
+            for reader in readers:
+                if reader.connection is not None:
+                    reader.connection.close()
+            self.database.close()
+
+        await trio.to_thread.run_sync(close_all)
+
+    async def _commit_gathered(self, first: _Group) -> None:
+        # Whatever was queued while the last commit was in its thread joins this one.
+        groups = [first]
+        change_count = first.changes
+        while change_count < self.max_group:
+            try:
+                group = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            groups.append(group)
+            change_count += group.changes
+        writes = [write for group in groups for write in group.writes]
+        try:
+            took_s = await self._in_thread_timed(change_count, writes)
+        except Exception as exc:
+            self.failures += 1
+            self.last_commit_failed = True
+            log.critical("journal_commit_failed", error=_cause(exc), changes=change_count)
+            for group in groups:
+                group.error = exc
+        else:
+            self.commits += 1
+            self.changes += change_count
+            self.last_commit_failed = False
+            self.commit_ms.record(took_s * 1000)
+            self.group_sizes.record(change_count)
+        for group in groups:
+            if group.done is not None:
+                group.done.set()
+
+    async def _in_thread_timed(self, change_count: int, writes: list[Write]) -> float:
+        """Commits in a worker thread, timed there: the server's time, not the thread's
+        wait for a core or the loop's turn."""
+
+        def timed() -> float:
+            started = time.perf_counter()
+            self.database.apply(writes)
+            return time.perf_counter() - started
+
+        took_s = await trio.to_thread.run_sync(timed)
+        if took_s > SLOW_COMMIT_S:
+            log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
+        return took_s
+
+    async def _flush_remaining(self) -> None:
+        while True:
+            try:
+                group = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await self._commit_gathered(group)
+
+    async def commit(self, *changes: Change, durable: bool | None = None) -> None:
+        """Commits the changes together. Waits until the server has flushed them when
+        the journal is "sync" (or ``durable=True``); raises JournalError if they failed."""
+        if not self._running:
+            raise JournalError("the journal is not running")
+        wait = self.durability == "sync" if durable is None else durable
+        writes = [write for change in changes for write in sql.writes_of(change)]
+        group = _Group(len(changes), writes, wait)
+        try:
+            try:
+                self._send.send_nowait(group)  # no trip through the scheduler when there is room
+            except trio.WouldBlock:
+                await self._send.send(group)  # bounded: a slow server holds callers back here
+        except trio.ClosedResourceError:
+            raise JournalError("the journal stopped") from None
+        if group.done is None:
+            return
+        await group.done.wait()
+        if group.error is not None:
+            raise JournalError(f"journal commit failed: {_cause(group.error)}") from group.error
+
+    async def _read(self, query: Callable[[Connection], Result]) -> Result:
+        if self._closed:
+            raise JournalError("the journal is closed")
+        try:
+            reader = await self._idle_readers.receive()
+        except trio.EndOfChannel:
+            raise JournalError("the journal is closed") from None
+        try:
+            # Not abandoned on cancel: the reader goes back to the pool only once its
+            # thread is done with it.
+            answer: Result = await trio.to_thread.run_sync(self.database.read, reader, query)
+        except psycopg.Error as exc:
+            raise JournalError(f"journal read failed: {_cause(exc)}") from exc
+        finally:
+            self._idle_send.send_nowait(reader)
+        return answer
+
+    def statistics(self) -> JournalStatistics:
+        return JournalStatistics(
+            commits=self.commits,
+            changes=self.changes,
+            failures=self.failures,
+            queued=self._send.statistics().current_buffer_used,
+            backend="postgresql",
+            writable=self._running and not self.last_commit_failed,
+            commit_latency=self.commit_ms.snapshot(),
+            group_size=self.group_sizes.snapshot(),
+        )
+
+    # -- the port's questions ------------------------------------------------------
+
+    async def transaction_by_rrn(self, rrn: str) -> TxnRecord | None:
+        record: TxnRecord | None = await self._read(sql.record_by_rrn(rrn))
+        return record
+
+    async def transaction_by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
+        record: TxnRecord | None = await self._read(sql.record_by_online_id(merchant_id, online_id))
+        return record
+
+    async def transaction_by_trace(
+        self, terminal_id: str, merchant_id: str, batch: str, stan: str
+    ) -> TxnRecord | None:
+        query = sql.record_by_trace(terminal_id, merchant_id, batch, stan)
+        record: TxnRecord | None = await self._read(query)
+        return record
+
+    async def transactions_in_doubt(self) -> list[TxnRecord]:
+        return await self._read(sql.records_in_doubt)
+
+    async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
+        records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
+        return records
+
+    async def last_bank_stan(self, bank: str) -> int | None:
+        stan: int | None = await self._read(sql.last_bank_stan(bank))
+        return stan
+
+    async def highest_rrn_sequence(self, day: str) -> int:
+        highest: int = await self._read(sql.highest_rrn_sequence(day))
+        return highest
+
+    async def online_result(self, merchant_id: str, online_id: str) -> port.OnlineResult | None:
+        result: port.OnlineResult | None = await self._read(
+            sql.online_result(merchant_id, online_id)
+        )
+        return result
+
+    async def online_results_since(self, since: float) -> list[port.OnlineResult]:
+        results: list[port.OnlineResult] = await self._read(sql.online_results_since(since))
+        return results
+
+    async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
+        due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
+        return due
+
+    async def reversal_backlog(self) -> list[port.ReversalBacklog]:
+        return await self._read(sql.reversal_backlog)
+
+    async def _read_after_queued(self, query: Callable[[Connection], Result]) -> Result:
+        """A read that sees every change handed over before it: with "async"
+        durability an answer leaves before its commit, so an empty group, queued
+        behind them, is waited for first."""
+        if self.durability != "sync":
+            await self.commit(durable=True)
+        return await self._read(query)
+
+    async def batch_totals(self, terminal_id: str, merchant_id: str, batch: str) -> BatchTotals:
+        totals: BatchTotals = await self._read_after_queued(
+            sql.batch_totals(terminal_id, merchant_id, batch)
+        )
+        return totals
+
+    async def settled_batch(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> SettledBatch | None:
+        settled: SettledBatch | None = await self._read_after_queued(
+            sql.settled_batch(terminal_id, merchant_id, batch)
+        )
+        return settled
+
+    async def batch_upload(
+        self, terminal_id: str, merchant_id: str, batch: str
+    ) -> list[UploadRecord]:
+        records: list[UploadRecord] = await self._read_after_queued(
+            sql.batch_upload(terminal_id, merchant_id, batch)
+        )
+        return records
+
+
+def database_problem(dsn: str) -> str | None:
+    """Why a switch could not journal on this database now (unreachable, refused, read
+    only), or None; connects and reads, writes nothing (``config check``)."""
+    database = JournalDatabase(dsn)
+    try:
+        with database.connect() as connection:
+            row = connection.execute("SELECT pg_is_in_recovery() AS standby").fetchone()
+            if row is not None and row["standby"]:
+                return f"journal {database}: the server is a standby (read only)"
+            if connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone() is not None:
+                return (
+                    f"journal {database} is in use by another switch ({_lock_holder(connection)})"
+                )
+    except psycopg.Error as exc:
+        return f"journal {database} cannot be reached: {_cause(exc)}"
+    return None
+
+
+JOURNAL_LOCK_KEY = 0x5357_4C4B  # "SWLK": an advisory lock key, the same for every switch
+"""Held by the switch that runs on a database; advisory locks are per database, so this
+is one switch per journal, as the SQLite engine's lock file."""
+LOCK_WAIT_S = 5
+"""How long a starting switch waits for the lock: the server releases a killed switch's
+lock only once it sees its connection gone, a moment after a restart may ask again."""
+
+
+class DatabaseLock:
+    """The journal's lock on PostgreSQL: a session advisory lock on a connection of its
+    own, held for the life of the switch that takes it; the server releases it when
+    that connection ends, however the switch ends.
+
+    (N workers on one database, issue 14 item 3, will need this to become a lock of the
+    supervisor's, or claims per worker: here a second switch is refused.)"""
+
+    def __init__(self, dsn: str, *, wait_s: float = LOCK_WAIT_S) -> None:
+        self.database = JournalDatabase(dsn)
+        self.wait_s = wait_s
+        self._connection: Connection | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises JournalUnavailable: held by another switch (naming
+        where its connection comes from), or the database cannot be reached."""
+        database = self.database
+        try:
+            connection = database.connect()
+        except psycopg.Error as exc:
+            raise JournalUnavailable(
+                f"journal {database} cannot be reached: {_cause(exc)}"
+            ) from exc
+        try:
+            connection.execute(f"SET application_name = 'switch-lock pid {os.getpid()}'")
+            connection.execute(f"SET lock_timeout = '{round(self.wait_s * 1000)}ms'")
+            connection.execute("SELECT pg_advisory_lock(%s)", (JOURNAL_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            holder = _lock_holder(connection)
+            connection.close()
+            raise JournalUnavailable(
+                f"journal {database} is in use by another switch ({holder})"
+            ) from None
+        except psycopg.Error as exc:
+            connection.close()
+            raise JournalUnavailable(f"journal {database} cannot be locked: {_cause(exc)}") from exc
+        self._connection = connection
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.close()  # the session's end releases its advisory locks
+            self._connection = None
+
+
+_HOLDER = """
+SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+    SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.objid = %s
+"""
+
+
+def _lock_holder(connection: Connection) -> str:
+    """Who holds the journal's lock, as the server knows them (or "unknown")."""
+    try:
+        row = connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone()
+    except psycopg.Error:
+        return "unknown"
+    if row is None:
+        return "unknown"
+    return (
+        f"{row['application_name']} from {row['client_addr'] or 'local'}, server pid {row['pid']}"
+    )

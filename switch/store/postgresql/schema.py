@@ -1,0 +1,169 @@
+"""The PostgreSQL journal's schema, as numbered migrations applied in order at start-up.
+
+The same tables, keys and indexes as the SQLite journal's (``switch/store/sqlite/
+schema.py``), in PostgreSQL's types: BYTEA for blobs, BIGINT for amounts, DOUBLE
+PRECISION for the epoch-second timestamps, BOOLEAN for the flags. Where SQLite's
+behaviour differs by accident of the engine, this schema spells out SQLite's:
+
+* ``rrn``, ``kind`` and ``stan`` compare byte by byte (``COLLATE "C"``), as SQLite's
+  text does, whatever the database's locale: the highest RRN of a day is a range scan
+  over them.
+* Rows of one commit share a timestamp; ``txn.seq`` keeps their insertion order for
+  ties, as SQLite's rowid does.
+* ``saf.rrn`` names a transaction but is not a foreign key: SQLite's is not enforced
+  (``foreign_keys`` is off there), and a reversal is never refused for its original.
+
+The version lives in ``journal_schema_version`` (one row); a database newer than this
+code refuses to open rather than be misread. Migrations take a transaction-level
+advisory lock, so two switches starting on one database migrate it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import psycopg
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: transactions, their state changes, store-and-forward, online idempotency.
+    """
+    CREATE TABLE txn (
+        rrn TEXT COLLATE "C" PRIMARY KEY,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        kind TEXT COLLATE "C" NOT NULL,
+        channel TEXT NOT NULL,
+        request_mti TEXT NOT NULL,
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        stan TEXT COLLATE "C" NOT NULL,
+        batch TEXT NOT NULL,
+        local_date TEXT NOT NULL,
+        online_id TEXT,
+        request_digest BYTEA,
+        pan_masked TEXT NOT NULL,
+        pan_hmac BYTEA NOT NULL,
+        pan_sealed BYTEA NOT NULL,
+        amount BIGINT NOT NULL,
+        currency TEXT NOT NULL,
+        bank TEXT NOT NULL,
+        bank_mti TEXT,
+        bank_stan TEXT,
+        transmission TEXT,
+        bank_processing_code TEXT,
+        original_rrn TEXT COLLATE "C",
+        state TEXT NOT NULL,
+        code TEXT,
+        auth_code TEXT,
+        balance TEXT,
+        refunded BIGINT NOT NULL DEFAULT 0,
+        voided BOOLEAN NOT NULL DEFAULT FALSE,
+        reversed BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        business_date TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX txn_by_terminal ON txn (terminal_id, merchant_id, stan, batch, local_date);
+    CREATE INDEX txn_by_online_id ON txn (merchant_id, online_id) WHERE online_id IS NOT NULL;
+    CREATE INDEX txn_in_doubt ON txn (created_at, seq) WHERE state = 'sending';
+    CREATE INDEX txn_by_created ON txn (created_at);
+    CREATE INDEX txn_by_business_date ON txn (business_date, bank);
+    CREATE INDEX txn_by_batch ON txn (terminal_id, merchant_id, batch);
+
+    CREATE TABLE txn_event (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        rrn TEXT COLLATE "C" NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        code TEXT,
+        detail TEXT
+    );
+    CREATE INDEX txn_event_by_rrn ON txn_event (rrn);
+
+    CREATE TABLE saf (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        rrn TEXT COLLATE "C" NOT NULL UNIQUE,
+        bank TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        last_result TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX saf_due ON saf (bank, state, next_attempt_at);
+
+    CREATE TABLE idempotency (
+        merchant_id TEXT NOT NULL,
+        online_id TEXT NOT NULL,
+        fingerprint BYTEA NOT NULL,
+        response BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (merchant_id, online_id)
+    );
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+
+    CREATE TABLE batch_settlement (
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        terminal_totals TEXT NOT NULL,
+        switch_totals TEXT NOT NULL,
+        result TEXT NOT NULL,
+        business_date TEXT NOT NULL,
+        rrn TEXT NOT NULL,
+        upload_count INTEGER,
+        settled_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (terminal_id, merchant_id, batch)
+    );
+
+    CREATE TABLE batch_upload (
+        terminal_id TEXT NOT NULL,
+        merchant_id TEXT NOT NULL,
+        batch TEXT NOT NULL,
+        kind TEXT COLLATE "C" NOT NULL,
+        stan TEXT COLLATE "C" NOT NULL,
+        amount BIGINT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (terminal_id, merchant_id, batch, kind, stan)
+    );
+    """,
+)
+"""One migration holds what SQLite's first two do: there is no PostgreSQL journal of
+SQLite's version 1 to bring forward."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+_MIGRATION_LOCK: Final = 0x5357_4A4E  # "SWJN": any constant, the same for every switch
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer version of the switch."""
+
+
+def migrate(connection: psycopg.Connection[Any]) -> int:
+    """Applies the migrations the database lacks, each with its version bump in one
+    transaction; returns the version it is now at."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS journal_schema_version (version INTEGER NOT NULL)"
+        )
+        row = connection.execute("SELECT max(version) FROM journal_schema_version").fetchone()
+        version = 0 if row is None else _first(row) or 0
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"journal schema version {version} is newer than this switch ({SCHEMA_VERSION})"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            connection.execute(MIGRATIONS[number])
+            connection.execute("DELETE FROM journal_schema_version")
+            connection.execute(
+                "INSERT INTO journal_schema_version (version) VALUES (%s)", (number + 1,)
+            )
+    return SCHEMA_VERSION
+
+
+def _first(row: Any) -> Any:
+    """A row's first value, whichever row factory the connection has."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]

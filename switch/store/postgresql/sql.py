@@ -1,0 +1,448 @@
+"""The SQL of the PostgreSQL journal: each change of the port as the statements it
+writes, and each question as a query, over the schema in ``schema.py``.
+
+The statements mirror the SQLite engine's (``switch/store/sqlite/sql.py``) one for one
+and in the same ranks; SQLite's ``INSERT OR IGNORE`` / ``OR REPLACE`` are
+``ON CONFLICT DO NOTHING`` / ``DO UPDATE`` on the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import psycopg
+from psycopg.rows import DictRow
+
+from switch.core.bank import OriginalData
+from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
+from switch.core.book import TxnRecord
+from switch.store.port import (
+    BankOnlyFound,
+    BatchRecordsUploaded,
+    BatchSettled,
+    BatchUploadEnded,
+    Change,
+    DueReversal,
+    OnlineResult,
+    OnlineResultKept,
+    OnlineResultsPurged,
+    ReversalAttempted,
+    ReversalBacklog,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
+from switch.store.sqlite.sql import TXN_COLUMNS, Write
+
+Connection: TypeAlias = psycopg.Connection[DictRow]
+Query = Callable[[Connection], Any]
+
+_TXN_SELECT = ", ".join(TXN_COLUMNS)
+
+# Statement ranks, as SQLite's: within a group, rows are inserted before they are updated.
+_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
+_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+_RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
+
+_INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join(['%s'] * len(TXN_COLUMNS))})"
+_INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
+_INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
+_UPDATE_TXN = (
+    "UPDATE txn SET state = %s, code = %s, auth_code = %s, balance = %s, refunded = %s, "
+    "voided = %s, reversed = %s, updated_at = %s WHERE rrn = %s"
+)
+_INSERT_SAF = (
+    "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
+    "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
+)
+_UPDATE_SAF = (
+    "UPDATE saf SET state = %s, attempts = %s, next_attempt_at = %s, last_result = %s, "
+    "updated_at = %s WHERE id = %s"
+)
+_PUT_IDEMPOTENCY = (
+    "INSERT INTO idempotency (merchant_id, online_id, fingerprint, response, created_at) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (merchant_id, online_id) DO UPDATE SET "
+    "fingerprint = EXCLUDED.fingerprint, response = EXCLUDED.response, "
+    "created_at = EXCLUDED.created_at"
+)
+_PURGE_IDEMPOTENCY = "DELETE FROM idempotency WHERE created_at < %s"
+_PUT_BATCH_SETTLEMENT = (
+    "INSERT INTO batch_settlement (terminal_id, merchant_id, batch, terminal_totals, "
+    "switch_totals, result, business_date, rrn, upload_count, settled_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s) "
+    "ON CONFLICT (terminal_id, merchant_id, batch) DO UPDATE SET "
+    "terminal_totals = EXCLUDED.terminal_totals, switch_totals = EXCLUDED.switch_totals, "
+    "result = EXCLUDED.result, business_date = EXCLUDED.business_date, rrn = EXCLUDED.rrn, "
+    "upload_count = NULL, settled_at = EXCLUDED.settled_at"
+)
+_CLEAR_BATCH_UPLOAD = (
+    "DELETE FROM batch_upload WHERE terminal_id = %s AND merchant_id = %s AND batch = %s"
+)
+_PUT_BATCH_UPLOAD = (
+    "INSERT INTO batch_upload (terminal_id, merchant_id, batch, kind, stan, amount, "
+    "received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (terminal_id, merchant_id, batch, kind, stan) DO UPDATE SET "
+    "amount = EXCLUDED.amount, received_at = EXCLUDED.received_at"
+)
+_END_BATCH_UPLOAD = (
+    "UPDATE batch_settlement SET upload_count = %s "
+    "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s"
+)
+
+
+def writes_of(change: Change) -> tuple[Write, ...]:
+    """The statements one change writes."""
+    match change:
+        case TxnStarted(record=record, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at)),
+                Write(
+                    _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
+                ),
+            )
+        case TxnUpdated():
+            values: tuple[Any, ...] = (
+                change.state, change.code, change.auth_code, change.balance, change.refunded,
+                change.voided, change.reversed, change.at, change.rrn,
+            )  # fmt: skip
+            event = (change.rrn, change.at, change.state, change.code, change.detail)
+            return (
+                Write(_RANK_UPDATE_TXN, _UPDATE_TXN, values),
+                Write(_RANK_EVENT, _INSERT_EVENT, event),
+            )
+        case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
+            return (Write(_RANK_INSERT_SAF, _INSERT_SAF, (rrn, bank, reason, at, at, at)),)
+        case ReversalAttempted():
+            values = (
+                change.state, change.attempts, change.next_attempt_at, change.result, change.at,
+                change.saf_id,
+            )  # fmt: skip
+            return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
+        case OnlineResultKept():
+            values = (
+                change.merchant_id, change.online_id, change.fingerprint, change.response,
+                change.at,
+            )  # fmt: skip
+            return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
+        case BankOnlyFound(record=record, reason=reason, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at)),
+                Write(_RANK_INSERT_SAF, _INSERT_SAF,
+                      (record.rrn, record.bank, reason, at, at, at)),
+            )  # fmt: skip
+        case OnlineResultsPurged(before=before):
+            return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
+        case BatchSettled(settled=settled):
+            batch_key = (settled.terminal_id, settled.merchant_id, settled.batch)
+            values = (
+                *batch_key, settled.terminal_totals.field48(saturate=True),
+                settled.switch_totals.field48(saturate=True), settled.result,
+                settled.business_date, settled.rrn, settled.settled_at,
+            )  # fmt: skip
+            return (
+                Write(_RANK_SETTLE_BATCH, _PUT_BATCH_SETTLEMENT, values),
+                Write(_RANK_CLEAR_UPLOAD, _CLEAR_BATCH_UPLOAD, batch_key),
+            )
+        case BatchRecordsUploaded(records=records, at=at):
+            batch_key = (change.terminal_id, change.merchant_id, change.batch)
+            rows = [(*batch_key, record.kind, record.stan, record.amount, at) for record in records]
+            return tuple(Write(_RANK_UPLOAD, _PUT_BATCH_UPLOAD, row) for row in rows)
+        case BatchUploadEnded(total=total):
+            values = (total, change.terminal_id, change.merchant_id, change.batch)
+            return (Write(_RANK_END_UPLOAD, _END_BATCH_UPLOAD, values),)
+    raise AssertionError(f"unknown change {type(change).__name__}")
+
+
+def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
+    sent = record.sent
+    return (
+        record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
+        record.merchant_id, record.stan, record.batch, record.local_date, record.online_id,
+        record.request_digest, record.pan_masked, record.pan_hmac, record.pan_sealed,
+        record.amount, record.currency, record.bank,
+        sent.mti if sent else None, sent.stan if sent else None,
+        sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
+        record.state, record.code, record.auth_code, record.balance, record.refunded,
+        record.voided, record.reversed, at, at, record.business_date,
+    )  # fmt: skip
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def record_from_row(row: DictRow) -> TxnRecord:
+    sent = (
+        OriginalData(mti=row["bank_mti"], stan=row["bank_stan"], transmission=row["transmission"])
+        if row["bank_mti"] is not None
+        else None
+    )
+    return TxnRecord(
+        kind=row["kind"],
+        rrn=row["rrn"],
+        bank=row["bank"],
+        channel=row["channel"],
+        request_mti=row["request_mti"],
+        terminal_id=row["terminal_id"],
+        merchant_id=row["merchant_id"],
+        stan=row["stan"],
+        batch=row["batch"],
+        local_date=row["local_date"],
+        business_date=row["business_date"],
+        pan_masked=row["pan_masked"],
+        pan_hmac=bytes(row["pan_hmac"]),
+        pan_sealed=bytes(row["pan_sealed"]),
+        amount=row["amount"],
+        currency=row["currency"],
+        bank_processing_code=row["bank_processing_code"],
+        online_id=row["online_id"],
+        request_digest=_bytes(row["request_digest"]),
+        original_rrn=row["original_rrn"],
+        sent=sent,
+        state=row["state"],
+        code=row["code"],
+        auth_code=row["auth_code"],
+        balance=row["balance"],
+        refunded=row["refunded"],
+        voided=row["voided"],
+        reversed=row["reversed"],
+    )
+
+
+# -- the switch's questions ------------------------------------------------------------
+
+
+def _one_record(statement: str, *parameters: Any) -> Query:
+    def query(connection: Connection) -> TxnRecord | None:
+        row = connection.execute(statement, parameters).fetchone()
+        return None if row is None else record_from_row(row)
+
+    return query
+
+
+def record_by_rrn(rrn: str) -> Query:
+    return _one_record(f"SELECT {_TXN_SELECT} FROM txn WHERE rrn = %s", rrn)
+
+
+def record_by_online_id(merchant_id: str, online_id: str) -> Query:
+    return _one_record(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE merchant_id = %s AND online_id = %s "
+        "ORDER BY created_at DESC, seq DESC LIMIT 1",
+        merchant_id,
+        online_id,
+    )
+
+
+def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -> Query:
+    return _one_record(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE terminal_id = %s AND merchant_id = %s "
+        "AND stan = %s AND batch = %s ORDER BY created_at DESC, seq DESC LIMIT 1",
+        terminal_id,
+        merchant_id,
+        stan,
+        batch,
+    )
+
+
+def records_in_doubt(connection: Connection) -> list[TxnRecord]:
+    rows = connection.execute(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY created_at, seq"
+    ).fetchall()
+    return [record_from_row(row) for row in rows]
+
+
+def recent_records(since: float, limit: int) -> Query:
+    def query(connection: Connection) -> list[TxnRecord]:
+        rows = connection.execute(
+            f"SELECT {_TXN_SELECT} FROM txn WHERE created_at >= %s "
+            "ORDER BY created_at DESC, seq DESC LIMIT %s",
+            (since, limit),
+        ).fetchall()
+        return [record_from_row(row) for row in reversed(rows)]
+
+    return query
+
+
+def highest_rrn_sequence(day: str) -> Query:
+    def query(connection: Connection) -> int:
+        # rrn is COLLATE "C": "~" sorts after every digit, as in SQLite.
+        row = connection.execute(
+            "SELECT max(rrn) AS highest FROM txn WHERE rrn >= %s AND rrn < %s",
+            (day, f"{day}~"),
+        ).fetchone()
+        highest = None if row is None else row["highest"]
+        return -1 if highest is None else int(highest[4:])
+
+    return query
+
+
+def last_bank_stan(bank: str) -> Query:
+    def query(connection: Connection) -> int | None:
+        row = connection.execute(
+            "SELECT bank_stan FROM txn WHERE bank = %s AND bank_stan IS NOT NULL "
+            "ORDER BY created_at DESC, seq DESC LIMIT 1",
+            (bank,),
+        ).fetchone()
+        return None if row is None else int(row["bank_stan"])
+
+    return query
+
+
+_IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
+
+
+def _online_result(row: DictRow) -> OnlineResult:
+    return OnlineResult(
+        merchant_id=row["merchant_id"],
+        online_id=row["online_id"],
+        fingerprint=bytes(row["fingerprint"]),
+        response=bytes(row["response"]),
+        created_at=row["created_at"],
+    )
+
+
+def online_result(merchant_id: str, online_id: str) -> Query:
+    def query(connection: Connection) -> OnlineResult | None:
+        row = connection.execute(
+            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE merchant_id = %s AND online_id = %s",
+            (merchant_id, online_id),
+        ).fetchone()
+        return None if row is None else _online_result(row)
+
+    return query
+
+
+def online_results_since(since: float) -> Query:
+    def query(connection: Connection) -> list[OnlineResult]:
+        rows = connection.execute(
+            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE created_at >= %s ORDER BY created_at",
+            (since,),
+        ).fetchall()
+        return [_online_result(row) for row in rows]
+
+    return query
+
+
+def due_reversals(bank: str, at: float, limit: int) -> Query:
+    def query(connection: Connection) -> list[DueReversal]:
+        rows = connection.execute(
+            f"SELECT saf.id AS saf_id, saf.attempts AS saf_attempts, "
+            f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
+            "FROM saf JOIN txn ON txn.rrn = saf.rrn "
+            "WHERE saf.bank = %s AND saf.state = 'pending' AND saf.next_attempt_at <= %s "
+            "ORDER BY saf.next_attempt_at, saf.id LIMIT %s",
+            (bank, at, limit),
+        ).fetchall()
+        return [
+            DueReversal(
+                saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row)
+            )
+            for row in rows
+        ]
+
+    return query
+
+
+# As SQLite's: delivered reversals are never purged, so the banks are found by a loose
+# index scan (one seek of saf_due a bank) and each bank's undelivered ones by seeks.
+_REVERSAL_BACKLOG = """
+WITH RECURSIVE banks(bank) AS (
+    SELECT min(bank) FROM saf
+    UNION ALL
+    SELECT (SELECT min(bank) FROM saf WHERE saf.bank > banks.bank) FROM banks
+    WHERE banks.bank IS NOT NULL
+)
+SELECT saf.bank AS bank, saf.state AS state, count(*) AS queued,
+    min(saf.created_at) AS oldest
+FROM banks JOIN saf ON saf.bank = banks.bank AND saf.state IN ('pending', 'manual')
+GROUP BY saf.bank, saf.state
+"""
+
+
+def reversal_backlog(connection: Connection) -> list[ReversalBacklog]:
+    found: dict[str, tuple[int, int, float]] = {}
+    for row in connection.execute(_REVERSAL_BACKLOG).fetchall():
+        bank, oldest = row["bank"], row["oldest"]
+        pending, manual, earliest = found.get(bank, (0, 0, oldest))
+        if row["state"] == "pending":
+            pending = row["queued"]
+        else:
+            manual = row["queued"]
+        found[bank] = (pending, manual, min(earliest, oldest))
+    return [
+        ReversalBacklog(bank=bank, pending=pending, manual=manual, oldest_created_at=oldest)
+        for bank, (pending, manual, oldest) in sorted(found.items())
+    ]
+
+
+# -- a terminal's batch ------------------------------------------------------------------
+
+# pos-cup.md's rules, as SQLite's: approved sales neither voided nor reversed are the
+# batch's debits, approved refunds not reversed its credits.
+_BATCH_TOTALS = """
+SELECT
+    coalesce(sum(CASE WHEN kind = 'sale' THEN amount END), 0) AS debit_fen,
+    count(CASE WHEN kind = 'sale' THEN 1 END) AS debit_count,
+    coalesce(sum(CASE WHEN kind = 'refund' THEN amount END), 0) AS credit_fen,
+    count(CASE WHEN kind = 'refund' THEN 1 END) AS credit_count
+FROM txn
+WHERE terminal_id = %s AND merchant_id = %s AND batch = %s
+    AND channel = 'pos' AND state = 'approved' AND NOT reversed
+    AND (kind = 'refund' OR (kind = 'sale' AND NOT voided))
+"""
+
+
+def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: Connection) -> BatchTotals:
+        row = connection.execute(_BATCH_TOTALS, (terminal_id, merchant_id, batch)).fetchone()
+        assert row is not None, "an aggregate always has a row"
+        # sum() of BIGINT is NUMERIC in PostgreSQL: back to whole fen.
+        return BatchTotals(
+            debit_fen=int(row["debit_fen"]),
+            debit_count=row["debit_count"],
+            credit_fen=int(row["credit_fen"]),
+            credit_count=row["credit_count"],
+        )
+
+    return query
+
+
+def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: Connection) -> SettledBatch | None:
+        row = connection.execute(
+            "SELECT terminal_totals, switch_totals, result, business_date, rrn, settled_at, "
+            "upload_count FROM batch_settlement "
+            "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s",
+            (terminal_id, merchant_id, batch),
+        ).fetchone()
+        if row is None:
+            return None
+        return SettledBatch(
+            terminal_id=terminal_id,
+            merchant_id=merchant_id,
+            batch=batch,
+            terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
+            switch_totals=BatchTotals.from_layout(row["switch_totals"]),
+            result=row["result"],
+            business_date=row["business_date"],
+            rrn=row["rrn"],
+            settled_at=row["settled_at"],
+            upload_count=row["upload_count"],
+        )
+
+    return query
+
+
+def batch_upload(terminal_id: str, merchant_id: str, batch: str) -> Query:
+    def query(connection: Connection) -> list[UploadRecord]:
+        rows = connection.execute(
+            "SELECT kind, stan, amount FROM batch_upload "
+            "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s ORDER BY kind, stan",
+            (terminal_id, merchant_id, batch),
+        ).fetchall()
+        return [
+            UploadRecord(kind=row["kind"], stan=row["stan"], amount=row["amount"]) for row in rows
+        ]
+
+    return query

@@ -1,0 +1,22 @@
+"""The journal bench keeps working: a tiny run on each engine accounts for every commit
+it made. Speed is reported by the bench, never asserted here."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import journal_bench
+
+
+def test_a_tiny_run_counts_every_commit_on_both_engines(
+    monkeypatch: pytest.MonkeyPatch, postgres_dsn: str
+) -> None:
+    monkeypatch.setattr(journal_bench, "COMMITS_PER_RUN", 80)
+    runs = journal_bench.run(["sqlite", "postgresql"], [1, 4], postgres_dsn)
+    assert [(r.backend, r.callers) for r in runs] == [
+        ("sqlite", 1), ("sqlite", 4), ("postgresql", 1), ("postgresql", 4),
+    ]  # fmt: skip
+    for r in runs:
+        assert r.commits == 80 and r.group_commits >= 80 // r.callers
+        assert r.changes_per_group * r.group_commits == pytest.approx(80, abs=1)
+    assert all(r.server_cpu_us_per_commit is None for r in runs)  # a server not its own

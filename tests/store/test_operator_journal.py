@@ -1,0 +1,124 @@
+"""The operator's journal (``switch journal``, ``switch saf``): what it shows of what the
+switch's journal committed, and the retry of a reversal, once per engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+
+from switch.store.port import (
+    Journal,
+    OperatorError,
+    OperatorJournal,
+    ReversalAttempted,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
+from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.operator import PostgresOperatorJournal
+from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
+from tests.store.engines import ENGINES
+from tests.store.records import make_record
+
+Engine = tuple[Callable[[], Journal], Callable[[], OperatorJournal]]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
+    """The engine's switch journal and operator journal, on the same storage."""
+    if request.param == "sqlite":
+        path = tmp_path / "journal.sqlite3"
+        return (lambda: SqliteJournal(JournalFile(path))), (lambda: SqliteOperatorJournal(path))
+    if request.param == "postgresql":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return (
+            lambda: PostgresJournal(JournalDatabase(dsn)),
+            lambda: PostgresOperatorJournal(dsn),
+        )
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+async def journals(engine: Engine) -> AsyncIterator[tuple[Journal, OperatorJournal]]:
+    open_journal, open_operator = engine
+    async with trio.open_nursery() as nursery:
+        journal = open_journal()
+        await nursery.start(journal.run)
+        operator = open_operator()
+        yield journal, operator
+        operator.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_transaction_shows_with_its_events_and_reversal(
+    journals: tuple[Journal, OperatorJournal],
+) -> None:
+    journal, operator = journals
+    record = make_record()
+    await journal.commit(TxnStarted.of(record, 100.0))
+    record.state, record.code, record.reversed = "no_answer", None, True
+    await journal.commit(
+        TxnUpdated.of(record, 102.0, "no answer in time"),
+        ReversalQueued(rrn=record.rrn, bank="icbc", reason="no answer (68)", at=102.0),
+    )
+    history = operator.transaction(record.rrn)
+    assert (history.transaction.rrn, history.transaction.state) == (record.rrn, "no_answer")
+    assert history.transaction.reversed is True and history.transaction.voided is False
+    assert history.transaction.pan_masked == record.pan_masked
+    assert [(e.at, e.state, e.detail) for e in history.events] == [
+        (100.0, "sending", None),
+        (102.0, "no_answer", "no answer in time"),
+    ]
+    assert history.reversal is not None and history.reversal.state == "pending"
+    with pytest.raises(OperatorError, match="no transaction with RRN 632600000999"):
+        operator.transaction("632600000999")
+
+
+async def test_a_terminals_transactions_of_a_day_in_a_window(
+    journals: tuple[Journal, OperatorJournal],
+) -> None:
+    journal, operator = journals
+    for index, at in enumerate((100.0, 200.0, 300.0)):
+        await journal.commit(TxnStarted.of(make_record(f"63260000000{index}"), at))
+    await journal.commit(TxnStarted.of(make_record("632600000009", terminal_id="POS2"), 200.0))
+    shown = operator.terminal_transactions("POS00001", "1122", 150.0, 300.0)
+    assert [view.rrn for view in shown] == ["632600000001"]
+    assert operator.terminal_transactions("POS00001", "1123", 0.0, 1000.0) == []
+
+
+async def test_reversals_are_listed_and_retried(
+    journals: tuple[Journal, OperatorJournal],
+) -> None:
+    journal, operator = journals
+    first, second = make_record("632600000001"), make_record("632600000002", bank="abc")
+    await journal.commit(TxnStarted.of(first, 100.0), TxnStarted.of(second, 100.0))
+    await journal.commit(
+        ReversalQueued(rrn=first.rrn, bank="icbc", reason="68", at=100.0),
+        ReversalQueued(rrn=second.rrn, bank="abc", reason="68", at=100.0),
+    )
+    [icbc] = operator.reversals(bank="icbc", state=None)
+    [abc] = operator.reversals(bank="abc", state="pending")
+    gave_up = ReversalAttempted(
+        saf_id=icbc.id, state="manual", attempts=10, next_attempt_at=0.0, result="96", at=150.0
+    )
+    await journal.commit(
+        gave_up, msgspec.structs.replace(gave_up, saf_id=abc.id, state="delivered")
+    )
+    assert [view.rrn for view in operator.reversals(bank=None, state=None)] == [first.rrn]
+    assert [view.rrn for view in operator.reversals(bank=None, state="delivered")] == [second.rrn]
+
+    retried = operator.retry_reversal(icbc.id, 500.0)
+    assert (retried.state, retried.next_attempt_at, retried.last_result) == (
+        "pending", 500.0, "96 (retry requested)",
+    )  # fmt: skip
+    [due] = await journal.due_reversals("icbc", 500.0, 10)
+    assert due.saf_id == icbc.id
+    with pytest.raises(OperatorError, match="was delivered already"):
+        operator.retry_reversal(abc.id, 500.0)
+    with pytest.raises(OperatorError, match="no reversal with id 999"):
+        operator.retry_reversal(999, 500.0)
