@@ -92,12 +92,6 @@ def link_share(links: int, worker: Worker) -> int:
     return max(1, base + (1 if worker.index < extra else 0))
 
 
-def journal_backend(config: SwitchConfig) -> str:
-    """``[journal] backend``: the key arrives with the PostgreSQL engine; until then
-    every journal is SQLite."""
-    return str(getattr(config.journal, "backend", "sqlite"))
-
-
 def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> list[str]:
     """Why ``config`` cannot run its ``[switch] workers`` processes, one sentence each
     naming its key (none when workers = 1)."""
@@ -105,10 +99,18 @@ def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> 
     if workers == 1:
         return []
     problems: list[str] = []
-    if journal_backend(config) != "postgresql" and not sqlite_for_tests:
+    if config.journal.backend != "postgresql" and not sqlite_for_tests:
         problems.append(
             f'switch.workers = {workers} needs [journal] backend = "postgresql": a SQLite '
             f"journal belongs to one process (set workers = 1)"
+        )
+    elif not sqlite_for_tests:
+        # Workers on one journal must claim reversals and a dead worker's in-doubt
+        # transactions row by row (FOR UPDATE SKIP LOCKED), and share the calendar's
+        # closes: until they do, two workers would reverse the same sale twice.
+        problems.append(
+            f"switch.workers = {workers}: workers sharing a PostgreSQL journal do not yet "
+            "claim reversals and in-doubt transactions across processes (set workers = 1)"
         )
     for name, bank in config.banks.items():
         if bank.simulate:

@@ -53,6 +53,8 @@ POLL_INTERVAL_S: Final = 1.0
 CUTOVER_RETRY_S: Final = 30.0
 """A cutover a bank did not answer 00 is sent again this often, until the date settles."""
 
+SETTLE_RETRY_S: Final = 60.0
+"""A date whose settlement failed is tried again this much later."""
 _KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
 _T = TypeVar("_T")
 
@@ -178,9 +180,19 @@ class SettlementService:
     # -- clearing files and settling ----------------------------------------------------
 
     async def _settler(self) -> None:
+        failed_until: dict[str, float] = {}
         while True:
             for business_date in await self._in_store(self.store.unsettled_closed_dates):
-                await self._advance(business_date)
+                if failed_until.get(business_date, 0.0) > self.clock():
+                    continue
+                try:
+                    await self._advance(business_date)
+                except SettlementError as exc:
+                    # The date stays closed and unsettled, its files kept: tried again
+                    # later, and the switch goes on serving meanwhile.
+                    failed_until[business_date] = self.clock() + SETTLE_RETRY_S
+                    log.error("settlement_failed", business_date=business_date, error=str(exc),
+                              retry_in_s=SETTLE_RETRY_S)  # fmt: skip
             with trio.move_on_after(POLL_INTERVAL_S):
                 await self._wake_settler.wait()
                 self._wake_settler = trio.Event()

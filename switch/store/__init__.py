@@ -101,4 +101,7 @@ def open_settlement_store(config: SwitchConfig) -> SqliteSettlementStore:
     """The settlement store the config names (not yet open), beside the journal."""
     from switch.store.sqlite.settlement import SqliteSettlementStore
 
-    return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))
+    # Settlement reads the journal it attaches: a SQLite file. On a PostgreSQL journal
+    # dates still close and files are read, but settling is refused (not built yet).
+    journal = config.path(config.journal.path) if config.journal.backend == "sqlite" else None
+    return SqliteSettlementStore(config.settlement_db_path(), journal)

@@ -11,7 +11,6 @@ from switch.config import SwitchConfig, load_config
 from switch.core.workers import (
     SINGLE,
     Worker,
-    journal_backend,
     link_share,
     worker_config,
     worker_problems,
@@ -88,12 +87,22 @@ def test_own_journals_are_a_folder_per_worker_beside_the_configured_file() -> No
 
 def test_workers_on_sqlite_are_refused_naming_the_key() -> None:
     config = _demo(2)
-    assert journal_backend(config) == "sqlite"
+    assert config.journal.backend == "sqlite"
     assert worker_problems(config) == [
         'switch.workers = 2 needs [journal] backend = "postgresql": a SQLite journal '
         "belongs to one process (set workers = 1)"
     ]
     assert worker_problems(config, sqlite_for_tests=True) == []
+
+
+def test_workers_on_postgresql_are_refused_until_they_claim_work_across_processes() -> None:
+    config = _demo(2)
+    shared = msgspec.structs.replace(
+        config, journal=msgspec.structs.replace(config.journal, backend="postgresql",
+                                                dsn="host=127.0.0.1 dbname=switch")
+    )  # fmt: skip
+    [problem] = worker_problems(shared)
+    assert problem.startswith("switch.workers = 2: workers sharing a PostgreSQL journal")
 
 
 def test_workers_cannot_simulate_a_bank_in_their_own_processes() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from switch import cli
@@ -22,7 +23,7 @@ from switch.config import ClearingFaults, SwitchConfig
 from switch.core.batch import BatchTotals, UploadRecord
 from switch.terminal import Terminal
 from switch.wire import online as wire
-from tests.conftest import REPO, make_config
+from tests.conftest import REPO, LogSink, make_config
 from tests.net.helpers import (
     FAST_SAF,
     PAN_ABC,
@@ -374,3 +375,30 @@ async def test_in_flight_across_the_cutoff_and_a_batch_upload_in_the_reconciliat
         }
         await pos.aclose()
         app.shutdown()
+
+
+async def test_on_a_postgresql_journal_dates_close_and_a_settlement_is_refused_not_fatal(
+    tmp_path: Path, postgres_dsn: str, log_sink: LogSink
+) -> None:
+    """Settlement reads a SQLite journal (on PostgreSQL it is not built yet): the
+    cut-off, the cutovers and the files still happen, settling is refused with why,
+    and the switch goes on serving."""
+    config = day_config(tmp_path)
+    config = msgspec.structs.replace(
+        config, journal=msgspec.structs.replace(config.journal, backend="postgresql",
+                                                dsn=postgres_dsn)
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        app = await start_switch(nursery, config)
+        pos = await pos_client(app)
+        assert (await pos.request(pos.terminal.sale(1, PAN_ICBC, 1000))).fields[39] == "00"
+        code, closed = await operator(app, "settle", "cutoff")
+        assert code == 0 and set(closed["cutovers"].values()) == {"00"}
+        await until(lambda: bool(log_sink.events("settlement_failed")))
+        code, _ = await operator(app, "settle", "run", "--date", closed["business_date"])
+        assert code == 2
+        assert (await pos.request(pos.terminal.sale(2, PAN_ICBC, 1000))).fields[39] == "00"
+        await pos.aclose()
+        app.shutdown()
+    [failed] = log_sink.events("settlement_failed")
+    assert "on a PostgreSQL journal it is not built yet" in failed["error"]

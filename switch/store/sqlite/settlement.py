@@ -198,7 +198,7 @@ def _day(text: str, days: int) -> str:
 
 
 class SqliteSettlementStore:
-    def __init__(self, path: Path, journal_path: Path) -> None:
+    def __init__(self, path: Path, journal_path: Path | None) -> None:
         self.path = path
         self.journal_path = journal_path
         self._connection: sqlite3.Connection | None = None
@@ -237,6 +237,11 @@ class SqliteSettlementStore:
         """The journal, read-only, as ``j``: a settlement's one snapshot of it."""
         names = [row[1] for row in self._db.execute("PRAGMA database_list")]
         if "j" not in names:
+            if self.journal_path is None:
+                raise SettlementError(
+                    "settlement reads a SQLite journal: on a PostgreSQL journal it is not "
+                    "built yet (dates close, cutovers go and files are read; none settles)"
+                )
             if not self.journal_path.exists():
                 raise SettlementError(f"no journal at {self.journal_path}")
             self._db.execute("ATTACH DATABASE ? AS j", (f"file:{self.journal_path}?mode=ro",))
@@ -391,7 +396,10 @@ class SqliteSettlementStore:
                 raise SettlementError(f"business date {business_date} is not closed")
             if row[1] is not None:
                 return False
-            _settle(db, business_date, merchants, self.on_step)
+            try:
+                _settle(db, business_date, merchants, self.on_step)
+            except sqlite3.Error as exc:  # rolled back whole: nothing of it stays
+                raise SettlementError(f"settling {business_date} failed: {exc}") from exc
             db.execute(
                 "UPDATE business_day SET settled_at = ? WHERE business_date = ?",
                 (at, business_date),
