@@ -470,6 +470,9 @@ def _operator(
     except ops.OperatorError as exc:
         print(f"switch: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # a journal the config cannot name (a DSN not set)
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
     ops.print_rows(rows, as_json=as_json)
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from switch import cli
 from switch.cli import parse_amount
 from switch.core.validate import MAX_AMOUNT
 from switch.net.clients import PosClient
@@ -525,3 +526,19 @@ async def test_console_log_format_puts_the_event_first_on_one_line(tmp_path: Pat
             await switch.read_to_end()
             assert await switch.process.wait() == 0
     assert not any(line.startswith("{") for line in bytes(switch.output).decode().splitlines())
+
+
+def test_an_operator_command_whose_journal_dsn_is_not_set_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    text = config.read_text().replace(
+        f'path = "{tmp_path / "journal.sqlite3"}"',
+        'backend = "postgresql"\ndsn_env = "SWITCH_TEST_DSN_NEVER_SET"',
+    )
+    config.write_text(text)
+    assert cli.main(["journal", "show", "633630000001", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert error.strip().splitlines() == [
+        "switch: journal.dsn_env: the variable SWITCH_TEST_DSN_NEVER_SET is not set (and no dsn)"
+    ]
