@@ -187,3 +187,27 @@ def test_a_terminal_batch_upload_against_the_journal_and_the_bank(place: Place) 
         ("", "terminal_only"): "not_paid",
     }
     store.close()
+
+
+def test_two_settlements_of_a_date_at_once_take_turns(place: Place) -> None:
+    """The switch's own settlement and an operator's, each on its own connection (or
+    file handle), at the same moment: one settles, the other finds it settled, and
+    nothing is posted twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sales = [txn(D0, 1000 + n, merchant_id="M1") for n in range(50)]
+    place.write_journal(sales)
+    first = place.open_store([D0])
+    first.accept_clearing_file("icbc", D0, "icbc-20261122.clr",
+                               [record_of(sale) for sale in sales], at=1.0)  # fmt: skip
+    second = place.open_store([])
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda store: store.settle(D0, MERCHANTS, at=2.0), [first, second]))
+    assert sorted(done) == [False, True]
+    debits, credits = first.ledger_totals()
+    assert debits == credits and second.ledger_totals() == (debits, credits)
+    assert sum(line.sales_fen for line in first.payout_lines(D0)) == sum(
+        sale.amount for sale in sales
+    )
+    first.close()
+    second.close()
