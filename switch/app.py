@@ -54,7 +54,7 @@ from switch.sim.server import BankSimulator
 from switch.store import open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged
-from switch.store.sqlite.settlement import SqliteSettlementStore
+from switch.store.settlement_port import SettlementStore
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
 
@@ -182,7 +182,7 @@ class SwitchApp:
         self,
         journal: Journal,
         vault: CardVault,
-        settlement_store: SqliteSettlementStore,
+        settlement_store: SettlementStore,
         task_status: trio.TaskStatus[SwitchApp],
     ) -> None:
         config = self.config
@@ -291,7 +291,7 @@ class SwitchApp:
     async def _start_settlement(
         self,
         bank_side: trio.Nursery,
-        settlement_store: SqliteSettlementStore,
+        settlement_store: SettlementStore,
         journal: Journal,
         calendar: BusinessCalendar,
     ) -> SettlementService:

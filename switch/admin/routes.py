@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import exposition
 from switch.admin.status import status_encoder
-from switch.store.sqlite.settlement import SettlementError
+from switch.store.settlement_port import SettlementError
 
 if TYPE_CHECKING:
     from switch.app import SwitchApp

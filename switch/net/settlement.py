@@ -43,7 +43,7 @@ from switch.core.settlement import (
 from switch.errors import SwitchError
 from switch.net.bank_link import BankConnector
 from switch.store.port import Journal, JournalError
-from switch.store.sqlite.settlement import SettlementError, SqliteSettlementStore
+from switch.store.settlement_port import SettlementError, SettlementStore
 from switch.wire.clearing import ClearingFileRejected, clearing_file_name, decode_clearing_file
 
 log = structlog.get_logger()
@@ -65,7 +65,7 @@ class SettlementService:
     def __init__(
         self,
         *,
-        store: SqliteSettlementStore,
+        store: SettlementStore,
         journal: Journal,
         calendar: BusinessCalendar,
         merchants: MerchantBook,

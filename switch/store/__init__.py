@@ -11,7 +11,7 @@ from switch.errors import ConfigError
 from switch.store.port import Journal, JournalLock, OperatorJournal
 
 if TYPE_CHECKING:
-    from switch.store.sqlite.settlement import SqliteSettlementStore
+    from switch.store.settlement_port import SettlementStore
 
 
 def journal_dsn(section: JournalSection) -> str:
@@ -97,11 +97,13 @@ def open_operator_journal(config: SwitchConfig) -> OperatorJournal:
     return SqliteOperatorJournal(config.path(config.journal.path))
 
 
-def open_settlement_store(config: SwitchConfig) -> SqliteSettlementStore:
-    """The settlement store the config names (not yet open), beside the journal."""
+def open_settlement_store(config: SwitchConfig) -> SettlementStore:
+    """The settlement store the config names (not yet open): a SQLite file beside a
+    SQLite journal (which it attaches), or tables in a PostgreSQL journal's database."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.settlement import PostgresSettlementStore
+
+        return PostgresSettlementStore(journal_dsn(config.journal))
     from switch.store.sqlite.settlement import SqliteSettlementStore
 
-    # Settlement reads the journal it attaches: a SQLite file. On a PostgreSQL journal
-    # dates still close and files are read, but settling is refused (not built yet).
-    journal = config.path(config.journal.path) if config.journal.backend == "sqlite" else None
-    return SqliteSettlementStore(config.settlement_db_path(), journal)
+    return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))

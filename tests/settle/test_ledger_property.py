@@ -9,11 +9,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from switch.core.book import TxnRecord
 from switch.core.merchants import MerchantTerms
-from tests.settle.ledger_days import open_store, record_of, txn, write_journal
+from switch.core.settlement import payout_file, recon_file
+from tests.settle.ledger_days import Place, place_on, record_of, txn
+from tests.store.engines import ENGINES
 
 MERCHANTS = [
     MerchantTerms(merchant_id="*", name="", mcc="5999", mdr_bps=60, account="DEFAULT"),
@@ -36,16 +40,63 @@ sale_plan = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(
+    max_examples=40,
+    deadline=None,
+    # ``request`` only reaches the session's PostgreSQL server: each example has a
+    # database (or folder) of its own.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(sale_plan, min_size=1, max_size=25))
-def test_every_settlement_balances_and_agrees_with_its_payouts(plans: list[dict[str, Any]]) -> None:
+def test_every_settlement_balances_and_agrees_with_its_payouts(
+    engine: str, request: pytest.FixtureRequest, plans: list[dict[str, Any]]
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        check_days(Path(folder), plans)
+        check_days(place_on(engine, Path(folder), request), plans)
 
 
-def check_days(folder: Path, plans: list[dict[str, Any]]) -> None:
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(sale_plan, min_size=1, max_size=25))
+def test_both_engines_write_the_same_files_and_post_the_same_ledger(
+    request: pytest.FixtureRequest, plans: list[dict[str, Any]]
+) -> None:
+    """The same days on SQLite and on PostgreSQL: the payout and reconciliation files
+    byte for byte, the reversal orders and the ledger's balances."""
+    days, journal, files = plan_days(plans)
+    seen = []
+    with tempfile.TemporaryDirectory() as folder:
+        for engine in ENGINES:
+            place = place_on(engine, Path(folder) / engine, request)
+            place.folder.mkdir()
+            place.write_journal(journal)
+            store = place.open_store(days)
+            written = []
+            for day in days:
+                for bank in ("icbc", "abc"):
+                    store.accept_clearing_file(bank, day, f"{bank}.clr", files[(bank, day)],
+                                               at=1.0)  # fmt: skip
+                store.settle(day, MERCHANTS, at=2.0)
+                written.append((payout_file(store.payout_lines(day)),
+                                recon_file(store.recon_lines(day))))  # fmt: skip
+            seen.append((written, store.pending_reversal_orders(), store.ledger_balances()))
+            store.close()
+    assert seen[0] == seen[1]
+
+
+def plan_days(
+    plans: list[dict[str, Any]],
+) -> tuple[list[str], list[TxnRecord], dict[tuple[str, str], list[tuple[Any, ...]]]]:
+    """The four dates, the journal's transactions and each bank's records of each date."""
     days = [(FIRST + timedelta(days=n)).isoformat() for n in range(4)]
-    journal, files = [], {(bank, day): [] for bank in ("icbc", "abc") for day in days}
+    journal: list[TxnRecord] = []
+    files: dict[tuple[str, str], list[tuple[Any, ...]]] = {
+        (bank, day): [] for bank in ("icbc", "abc") for day in days
+    }
     for plan in plans:
         day, bank, merchant = days[plan["day"]], plan["bank"], plan["merchant"]
         fate, fault = plan["fate"], plan["bank_fault"]
@@ -66,8 +117,13 @@ def check_days(folder: Path, plans: list[dict[str, Any]]) -> None:
                         original_rrn=sale.rrn)  # fmt: skip
             journal.append(other)
             files[(bank, day)].append(record_of(other))
-    write_journal(folder / "journal.sqlite3", journal)
-    store = open_store(folder, days)
+    return days, journal, files
+
+
+def check_days(place: Place, plans: list[dict[str, Any]]) -> None:
+    days, journal, files = plan_days(plans)
+    place.write_journal(journal)
+    store = place.open_store(days)
     paid_out = fees = 0
     carried: dict[str, int] = {}
     for day in days:

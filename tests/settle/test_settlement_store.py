@@ -1,10 +1,9 @@
-"""The settlement of business dates on real SQLite files: every category of
+"""The settlement of business dates on each engine (real SQLite files, a real
+PostgreSQL database): every category of
 settlement.md's table, payouts computed here by hand, carries, held sales paid later,
 the ledger, and settling again posting nothing twice."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -12,10 +11,8 @@ from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.changes import BatchRecordsUploaded, BatchSettled, BatchUploadEnded
 from switch.core.merchants import MerchantTerms
 from switch.core.settlement import payout_file, recon_file
-from switch.store.sqlite import JournalFile
-from switch.store.sqlite.settlement import SettlementError
-from switch.store.sqlite.sql import writes_of
-from tests.settle.ledger_days import open_store, record_of, txn, write_journal
+from switch.store.settlement_port import SettlementError
+from tests.settle.ledger_days import Place, record_of, txn
 
 D0, D1, D2 = "2026-11-22", "2026-11-23", "2026-11-24"
 MERCHANTS = [
@@ -25,7 +22,7 @@ MERCHANTS = [
 ]  # fmt: skip
 
 
-def test_three_dates_of_every_category(tmp_path: Path) -> None:
+def test_three_dates_of_every_category(place: Place) -> None:
     s1 = txn(D0, 10000, merchant_id="M1")
     s2 = txn(D0, 20000, merchant_id="M1", voided=True)
     v2 = txn(D0, 20000, merchant_id="M1", kind="void", original_rrn=s2.rrn)
@@ -39,9 +36,8 @@ def test_three_dates_of_every_category(tmp_path: Path) -> None:
     r2 = txn(D1, 5000, merchant_id="M2", kind="refund", original_rrn=s3.rrn)
     s9 = txn(D2, 10000, merchant_id="M2")
     declined = txn(D0, 500, merchant_id="M1", state="declined", code="51")  # nowhere: matched
-    write_journal(tmp_path / "journal.sqlite3",
-                  [s1, s2, v2, s3, s4, s5, r1, s6, s7, s8, r2, s9, declined])  # fmt: skip
-    store = open_store(tmp_path, [D0, D1, D2])
+    place.write_journal([s1, s2, v2, s3, s4, s5, r1, s6, s7, s8, r2, s9, declined])  # fmt: skip
+    store = place.open_store([D0, D1, D2])
     unknown = record_of(txn(D0, 900, rrn="S00000000001", merchant_id="M9"))
     store.accept_clearing_file("icbc", D0, "icbc-20261122.clr", [
         record_of(s1), record_of(s2), record_of(v2), record_of(s3, amount=5001), record_of(s5),
@@ -117,9 +113,9 @@ def test_three_dates_of_every_category(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_date_not_closed_cannot_be_settled(tmp_path: Path) -> None:
-    write_journal(tmp_path / "journal.sqlite3", [])
-    store = open_store(tmp_path, [D0])
+def test_a_date_not_closed_cannot_be_settled(place: Place) -> None:
+    place.write_journal([])
+    store = place.open_store([D0])
     with pytest.raises(SettlementError, match="2026-11-23 is not closed"):
         store.settle(D1, MERCHANTS, at=1.0)
     # Closing D0 opened D1, and nothing else.
@@ -127,10 +123,10 @@ def test_a_date_not_closed_cannot_be_settled(tmp_path: Path) -> None:
     store.close()
 
 
-def test_the_files_are_the_spec_s_columns(tmp_path: Path) -> None:
+def test_the_files_are_the_spec_s_columns(place: Place) -> None:
     sale = txn(D0, 12345, merchant_id="M1")
-    write_journal(tmp_path / "journal.sqlite3", [sale])
-    store = open_store(tmp_path, [D0])
+    place.write_journal([sale])
+    store = place.open_store([D0])
     store.accept_clearing_file("icbc", D0, "icbc-20261122.clr", [record_of(sale, amount=12346)],
                                at=1.0)  # fmt: skip
     store.settle(D0, MERCHANTS, at=2.0)
@@ -148,7 +144,7 @@ def test_the_files_are_the_spec_s_columns(tmp_path: Path) -> None:
     store.close()
 
 
-def record_batch(journal: Path, day: str, uploaded: list[tuple[str, str, int]]) -> None:
+def record_batch(place: Place, day: str, uploaded: list[tuple[str, str, int]]) -> None:
     """POS00001's batch 000001 settled (0500) on ``day`` and its upload (0320): each of
     ``uploaded`` a (kind 22/25, original STAN, amount), through the journal's changes."""
     settled = SettledBatch(
@@ -164,16 +160,10 @@ def record_batch(journal: Path, day: str, uploaded: list[tuple[str, str, int]]) 
         BatchUploadEnded(terminal_id="POS00001", merchant_id="M1", batch="000001",
                          total=len(records), at=1.0),
     )  # fmt: skip
-    file = JournalFile(journal)
-    file.open()
-    try:
-        for change in changes:  # in order: the 0500, then its 0320s
-            file.apply(writes_of(change))
-    finally:
-        file.close()
+    place.apply(changes)  # in order: the 0500, then its 0320s
 
 
-def test_a_terminal_batch_upload_against_the_journal_and_the_bank(tmp_path: Path) -> None:
+def test_a_terminal_batch_upload_against_the_journal_and_the_bank(place: Place) -> None:
     """terminal_only: the terminal lists an approval the journal does not have standing
     (not paid); terminal_missing: standing in the journal, not in the upload, paid as
     the bank's file decides: paid when the bank lists it, held when it does not."""
@@ -181,11 +171,10 @@ def test_a_terminal_batch_upload_against_the_journal_and_the_bank(tmp_path: Path
     missing_paid = txn(D0, 2000, merchant_id="M1")  # not uploaded, the bank has it
     missing_held = txn(D0, 3000, merchant_id="M1")  # not uploaded, the bank has it not
     declined = txn(D0, 4000, merchant_id="M1", state="declined", code="05")
-    journal = tmp_path / "journal.sqlite3"
-    write_journal(journal, [listed, missing_paid, missing_held, declined])
-    record_batch(journal, D0, [("22", listed.stan, 1000), ("22", declined.stan, 4000),
+    place.write_journal([listed, missing_paid, missing_held, declined])
+    record_batch(place, D0, [("22", listed.stan, 1000), ("22", declined.stan, 4000),
                                ("22", "999999", 500)])  # fmt: skip
-    store = open_store(tmp_path, [D0])
+    store = place.open_store([D0])
     store.accept_clearing_file("icbc", D0, "icbc-20261122.clr",
                                [record_of(listed), record_of(missing_paid)], at=1.0)  # fmt: skip
     store.settle(D0, MERCHANTS, at=2.0)
@@ -198,3 +187,27 @@ def test_a_terminal_batch_upload_against_the_journal_and_the_bank(tmp_path: Path
         ("", "terminal_only"): "not_paid",
     }
     store.close()
+
+
+def test_two_settlements_of_a_date_at_once_take_turns(place: Place) -> None:
+    """The switch's own settlement and an operator's, each on its own connection (or
+    file handle), at the same moment: one settles, the other finds it settled, and
+    nothing is posted twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sales = [txn(D0, 1000 + n, merchant_id="M1") for n in range(50)]
+    place.write_journal(sales)
+    first = place.open_store([D0])
+    first.accept_clearing_file("icbc", D0, "icbc-20261122.clr",
+                               [record_of(sale) for sale in sales], at=1.0)  # fmt: skip
+    second = place.open_store([])
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda store: store.settle(D0, MERCHANTS, at=2.0), [first, second]))
+    assert sorted(done) == [False, True]
+    debits, credits = first.ledger_totals()
+    assert debits == credits and second.ledger_totals() == (debits, credits)
+    assert sum(line.sales_fen for line in first.payout_lines(D0)) == sum(
+        sale.amount for sale in sales
+    )
+    first.close()
+    second.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +34,10 @@ from switch.core.settlement import (
     ReversalOrder,
     SettlementStatus,
 )
+from switch.store.settlement_port import CLEARING_COLUMNS
+from switch.store.settlement_port import LedgerUnbalanced as LedgerUnbalanced
+from switch.store.settlement_port import SettlementError as SettlementError
+from switch.store.settlement_port import StepHook as StepHook
 
 BUSY_TIMEOUT_MS: Final = 30_000
 """Two settlements of one date (the switch's own and an operator's) take turns."""
@@ -172,21 +176,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
-StepHook = Callable[[str, float], None]
-
-
-class SettlementError(RuntimeError):
-    """The settlement store cannot do what was asked; says why (for the operator)."""
-
-
-class LedgerUnbalanced(SettlementError):
-    """A settlement's postings did not balance: it was rolled back whole."""
-
-
-_CLEARING_COLUMNS: Final = (
-    "mti", "processing_code", "stan", "transmission", "rrn", "amount", "currency",
-    "response_code", "auth_code", "terminal_id", "merchant_id", "masked_pan", "direction",
-)  # fmt: skip
+_CLEARING_COLUMNS: Final = CLEARING_COLUMNS
 _INSERT_RECORD: Final = (
     "INSERT INTO clearing_record (bank, file_date, mti_class, "
     f"{', '.join(_CLEARING_COLUMNS)}) VALUES (?, ?, ?, {', '.join('?' * len(_CLEARING_COLUMNS))})"
