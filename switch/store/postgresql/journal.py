@@ -64,6 +64,11 @@ CONNECT_TIMEOUT_S = 5
 READ_CONNECTIONS = 2
 """Reads in flight at once: the switch's reads are few (look-ups of originals, the
 reversal queue, a batch's totals) and short, and each holds a server process."""
+CLAIM_LEASE_S = 120.0
+"""How long a claim on a due reversal holds: past it, another process may claim and
+send the reversal again. It must outlast the attempt and the wait before it (a poll
+claims up to four times the forwarder's concurrency, each attempt bounded by the bank's
+timeout, a few seconds); a claimer that died delays its reversals by at most this."""
 APPLICATION_NAME = "switch-journal"
 """How the journal's connections show in pg_stat_activity."""
 
@@ -188,9 +193,16 @@ class PostgresJournal:
         durability: Durability = "sync",
         queue_size: int = 4096,
         max_group: int = 512,
+        claimant: str | None = None,
+        claim_lease_s: float = CLAIM_LEASE_S,
     ) -> None:
         self.database = database
         self.durability = durability
+        # Names this journal's claims on due reversals. The worker's (one process runs
+        # as a worker at a time: its lock), so that a worker restarted after a crash
+        # takes its predecessor's claims over at once rather than after their lease.
+        self.claimant = claimant or "worker 0"
+        self.claim_lease_s = claim_lease_s
         self.max_group = max_group
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         # The read pool: a reader is taken from the channel for one read, then put back.
@@ -306,7 +318,8 @@ class PostgresJournal:
         if not self._running:
             raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
-        writes = [write for change in changes for write in sql.writes_of(change)]
+        claimant = self.claimant
+        writes = [write for change in changes for write in sql.writes_of(change, claimant=claimant)]
         group = _Group(len(changes), writes, wait)
         try:
             try:
@@ -393,7 +406,14 @@ class PostgresJournal:
         return results
 
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
-        due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
+        """Claims them for this journal (see ``sql.due_reversals``): another process on
+        the database is not handed them until their attempt is recorded or the claim's
+        lease runs out; an attempt's result is kept only if this journal still holds
+        its claim."""
+        query = sql.due_reversals(
+            bank, at, limit, claimant=self.claimant, lease_s=self.claim_lease_s
+        )
+        due: list[port.DueReversal] = await self._read(query)
         return due
 
     async def reversal_backlog(self) -> list[port.ReversalBacklog]:

@@ -128,9 +128,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (terminal_id, merchant_id, batch, kind, stan)
     );
     """,
+    # 2: claims on queued reversals, so that several switch processes (workers) on one
+    # database hand each attempt to exactly one of them: a claim names its claimer and
+    # holds until its lease runs out (a claimer that died leaves a claim that expires).
+    """
+    ALTER TABLE saf ADD COLUMN claimed_by TEXT;
+    ALTER TABLE saf ADD COLUMN claimed_until DOUBLE PRECISION;
+    """,
 )
-"""One migration holds what SQLite's first two do: there is no PostgreSQL journal of
-SQLite's version 1 to bring forward."""
+"""The first migration holds what SQLite's first two do: there is no PostgreSQL journal
+of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across
+processes, which one SQLite process never needs)."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

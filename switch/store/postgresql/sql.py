@@ -56,9 +56,14 @@ _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
 )
+# An attempt's result is kept only if it is its claimer's (or the row was never
+# claimed): a claimer whose lease ran out, and whose row another process claimed since,
+# changes nothing. The claim stays named (its lease ended) so that a late result of an
+# earlier claimer is still refused once the later one has recorded its own.
 _UPDATE_SAF = (
     "UPDATE saf SET state = %s, attempts = %s, next_attempt_at = %s, last_result = %s, "
-    "updated_at = %s WHERE id = %s"
+    "updated_at = %s, claimed_until = NULL "
+    "WHERE id = %s AND (claimed_by IS NULL OR claimed_by = %s)"
 )
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency (merchant_id, online_id, fingerprint, response, created_at) "
@@ -91,8 +96,9 @@ _END_BATCH_UPLOAD = (
 )
 
 
-def writes_of(change: Change) -> tuple[Write, ...]:
-    """The statements one change writes."""
+def writes_of(change: Change, *, claimant: str = "") -> tuple[Write, ...]:
+    """The statements one change writes; ``claimant`` names the process whose claims
+    (``due_reversals``) its attempts' results are."""
     match change:
         case TxnStarted(record=record, at=at):
             return (
@@ -116,7 +122,7 @@ def writes_of(change: Change) -> tuple[Write, ...]:
         case ReversalAttempted():
             values = (
                 change.state, change.attempts, change.next_attempt_at, change.result, change.at,
-                change.saf_id,
+                change.saf_id, claimant,
             )  # fmt: skip
             return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
         case OnlineResultKept():
@@ -324,16 +330,37 @@ def online_results_since(since: float) -> Query:
     return query
 
 
-def due_reversals(bank: str, at: float, limit: int) -> Query:
+_SAF_TXN_SELECT = ", ".join("txn." + column for column in TXN_COLUMNS)
+_CLAIM_DUE = f"""
+WITH due AS (
+    SELECT id FROM saf
+    WHERE bank = %(bank)s AND state = 'pending' AND next_attempt_at <= %(at)s
+      AND (claimed_until IS NULL OR claimed_until <= %(at)s OR claimed_by = %(claimant)s)
+    ORDER BY next_attempt_at, id LIMIT %(limit)s
+    FOR UPDATE OF saf SKIP LOCKED
+)
+UPDATE saf SET claimed_by = %(claimant)s, claimed_until = %(until)s
+FROM due, txn
+WHERE saf.id = due.id AND txn.rrn = saf.rrn
+RETURNING saf.id AS saf_id, saf.attempts AS saf_attempts,
+    saf.next_attempt_at AS saf_next_attempt_at,
+    {_SAF_TXN_SELECT}
+"""
+
+
+def due_reversals(bank: str, at: float, limit: int, *, claimant: str, lease_s: float) -> Query:
+    """Claims the bank's due reversals for ``claimant`` until ``at + lease_s``, and
+    returns them: those unclaimed, whose claim expired, or already the claimant's. One
+    statement, so one short transaction; rows another process is claiming at that
+    moment are skipped (``SKIP LOCKED``), never waited for nor handed out twice."""
+
     def query(connection: Connection) -> list[DueReversal]:
-        rows = connection.execute(
-            f"SELECT saf.id AS saf_id, saf.attempts AS saf_attempts, "
-            f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
-            "FROM saf JOIN txn ON txn.rrn = saf.rrn "
-            "WHERE saf.bank = %s AND saf.state = 'pending' AND saf.next_attempt_at <= %s "
-            "ORDER BY saf.next_attempt_at, saf.id LIMIT %s",
-            (bank, at, limit),
-        ).fetchall()
+        parameters = {
+            "bank": bank, "at": at, "limit": limit, "claimant": claimant,
+            "until": at + lease_s,
+        }  # fmt: skip
+        rows = connection.execute(_CLAIM_DUE, parameters).fetchall()
+        rows.sort(key=lambda row: (row["saf_next_attempt_at"], row["saf_id"]))
         return [
             DueReversal(
                 saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row)
