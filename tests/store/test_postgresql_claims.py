@@ -1,6 +1,8 @@
-"""Queued reversals claimed across processes on PostgreSQL: several journals on one
-database (several workers) are each handed a due reversal only while no other holds a
-live claim on it, and only its claimer's result of an attempt is kept."""
+"""Work claimed across processes on PostgreSQL: several journals on one database
+(several workers) are each handed a due reversal only while no other holds a live claim
+on it, and only its claimer's result of an attempt is kept; a worker's start-up
+recovery takes its own in-doubt transactions and a dead worker's, never a live one's,
+each by one recoverer."""
 
 from __future__ import annotations
 
@@ -8,10 +10,19 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
-from switch.store.port import ReversalAttempted, ReversalQueued, SafState, TxnStarted
+from switch.store.port import (
+    JournalUnavailable,
+    ReversalAttempted,
+    ReversalQueued,
+    SafState,
+    TxnStarted,
+    TxnUpdated,
+)
 from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.journal import DatabaseLock
 from tests.store.records import make_record
 
 LEASE_S = 60.0
@@ -131,3 +142,93 @@ async def test_a_restarted_worker_takes_its_predecessors_claims_over_at_once(
         assert await other.due_reversals("icbc", 201.0, 10) == []
         [again] = await after.due_reversals("icbc", 201.0, 10)
         assert again.saf_id == claimed.saf_id
+
+
+# -- in-doubt transactions, by the worker that wrote them ----------------------------
+
+
+@asynccontextmanager
+async def _workers(dsn: str, *indexes: int) -> AsyncIterator[list[PostgresJournal]]:
+    async with trio.open_nursery() as nursery:
+        journals = [PostgresJournal(JournalDatabase(dsn), worker=index) for index in indexes]
+        for journal in journals:
+            await nursery.start(journal.run)
+        yield journals
+        nursery.cancel_scope.cancel()
+
+
+def _alive(dsn: str, worker: int) -> DatabaseLock:
+    """A running worker, as far as the others can tell: its lock held."""
+    lock = DatabaseLock(dsn, worker=worker, wait_s=0.5)
+    lock.acquire()
+    return lock
+
+
+async def _sending(journal: PostgresJournal, first: int, count: int) -> set[str]:
+    records = [make_record(f"6326{first + index:08d}") for index in range(count)]
+    await journal.commit(*(TxnStarted.of(record, 100.0) for record in records))
+    return {record.rrn for record in records}
+
+
+async def _taken(journal: PostgresJournal) -> set[str]:
+    async with journal.in_doubt() as records:
+        return {record.rrn for record in records}
+
+
+async def test_a_workers_recovery_takes_its_own_and_the_dead_workers_in_doubt_only(
+    postgres_dsn: str,
+) -> None:
+    locks = {index: _alive(postgres_dsn, index) for index in (0, 1, 2)}
+    try:
+        async with _workers(postgres_dsn, 0, 1, 2) as (zero, one, two):
+            of_zero = await _sending(zero, 0, 3)
+            of_one = await _sending(one, 10, 2)
+            of_two = await _sending(two, 20, 2)
+            # Every worker alive: each sees its own only (never a live worker's sales
+            # still at their bank).
+            assert await _taken(zero) == of_zero
+            assert await _taken(one) == of_one
+            # Worker 2 dies: its transactions are anyone's to recover, its own successor's
+            # too (it holds worker 2's lock again).
+            locks.pop(2).release()
+            assert await _taken(zero) == of_zero | of_two
+            locks[2] = _alive(postgres_dsn, 2)
+            assert await _taken(two) == of_two
+            assert await _taken(one) == of_one
+    finally:
+        for lock in locks.values():
+            lock.release()
+
+
+async def test_a_dead_workers_in_doubt_go_to_exactly_one_recoverer(postgres_dsn: str) -> None:
+    locks = [_alive(postgres_dsn, index) for index in (1, 2)]
+    try:
+        async with _workers(postgres_dsn, 0, 1, 2) as (zero, one, two):
+            of_zero = await _sending(zero, 0, 4)  # worker 0 then dies: its lock was never held
+            async with one.in_doubt() as first:
+                assert {record.rrn for record in first} == of_zero
+                # Worker 2 starting at this moment leaves them alone: worker 1 holds them.
+                assert await _taken(two) == set()
+                # Worker 0's successor waits for them to be recovered before it runs.
+                with pytest.raises(JournalUnavailable, match="worker 0"):
+                    DatabaseLock(postgres_dsn, worker=0, wait_s=0.1).acquire()
+                for record in first:
+                    record.state, record.code = "no_answer", "96"
+                await one.commit(*(TxnUpdated.of(record, 200.0, "in doubt") for record in first))
+            assert await _taken(two) == set()
+            assert await _taken(zero) == set()
+            assert await zero.transactions_in_doubt() == []
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+async def test_a_worker_is_refused_while_another_process_runs_as_it(postgres_dsn: str) -> None:
+    first = _alive(postgres_dsn, 1)
+    try:
+        other = _alive(postgres_dsn, 0)  # another worker's lock: not in the way
+        other.release()
+        with pytest.raises(JournalUnavailable, match=r"in use by another switch .*worker 1"):
+            DatabaseLock(postgres_dsn, worker=1, wait_s=0.1).acquire()
+    finally:
+        first.release()

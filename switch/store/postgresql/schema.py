@@ -135,6 +135,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE saf ADD COLUMN claimed_by TEXT;
     ALTER TABLE saf ADD COLUMN claimed_until DOUBLE PRECISION;
     """,
+    # 3: which worker wrote each transaction, so that a worker's start-up recovery
+    # takes only the in-doubt transactions of workers that are gone (their lock free).
+    """
+    ALTER TABLE txn ADD COLUMN worker INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX txn_in_doubt_by_worker ON txn (worker) WHERE state = 'sending';
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

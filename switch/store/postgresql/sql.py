@@ -45,7 +45,11 @@ _RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
 _RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
-_INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join(['%s'] * len(TXN_COLUMNS))})"
+# The worker that wrote a transaction is PostgreSQL's alone (one SQLite process has one).
+_INSERT_TXN = (
+    f"INSERT INTO txn ({_TXN_SELECT}, worker) "
+    f"VALUES ({', '.join(['%s'] * (len(TXN_COLUMNS) + 1))})"
+)
 _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
@@ -96,13 +100,13 @@ _END_BATCH_UPLOAD = (
 )
 
 
-def writes_of(change: Change, *, claimant: str = "") -> tuple[Write, ...]:
+def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[Write, ...]:
     """The statements one change writes; ``claimant`` names the process whose claims
-    (``due_reversals``) its attempts' results are."""
+    (``due_reversals``) its attempts' results are, ``worker`` the worker it is."""
     match change:
         case TxnStarted(record=record, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at, worker)),
                 Write(
                     _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
                 ),
@@ -133,7 +137,7 @@ def writes_of(change: Change, *, claimant: str = "") -> tuple[Write, ...]:
             return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
         case BankOnlyFound(record=record, reason=reason, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at, worker)),
                 Write(_RANK_INSERT_SAF, _INSERT_SAF,
                       (record.rrn, record.bank, reason, at, at, at)),
             )  # fmt: skip
@@ -160,7 +164,7 @@ def writes_of(change: Change, *, claimant: str = "") -> tuple[Write, ...]:
     raise AssertionError(f"unknown change {type(change).__name__}")
 
 
-def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
+def _txn_row(record: TxnRecord, at: float, worker: int) -> tuple[Any, ...]:
     sent = record.sent
     return (
         record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
@@ -170,7 +174,7 @@ def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.mti if sent else None, sent.stan if sent else None,
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
-        record.voided, record.reversed, at, at, record.business_date,
+        record.voided, record.reversed, at, at, record.business_date, worker,
     )  # fmt: skip
 
 
@@ -249,6 +253,26 @@ def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -
         stan,
         batch,
     )
+
+
+def in_doubt_workers(connection: Connection) -> list[int]:
+    """The workers that left transactions in doubt."""
+    rows = connection.execute(
+        "SELECT DISTINCT worker FROM txn WHERE state = 'sending' ORDER BY worker"
+    ).fetchall()
+    return [row["worker"] for row in rows]
+
+
+def records_in_doubt_of(workers: list[int]) -> Query:
+    def query(connection: Connection) -> list[TxnRecord]:
+        rows = connection.execute(
+            f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' AND worker = ANY(%s) "
+            "ORDER BY created_at, seq",
+            (workers,),
+        ).fetchall()
+        return [record_from_row(row) for row in rows]
+
+    return query
 
 
 def records_in_doubt(connection: Connection) -> list[TxnRecord]:
