@@ -163,7 +163,7 @@ class SwitchApp:
             log.warning(
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
-        journal = self.journal = open_journal(config)
+        journal = self.journal = open_journal(config, self.worker.index)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
         try:

@@ -168,7 +168,7 @@ class Startup:
     def lock_journal(self) -> None:
         """Locks the journal for the process's life; JournalUnavailable if another
         switch holds it (naming its pid), before anything has opened the journal."""
-        self._lock = store.lock_journal(self.config)
+        self._lock = store.lock_journal(self.config, self.worker.index)
 
     def reserve_ports(self) -> None:
         """Binds each listener's host and port (as ``trio.open_tcp_listeners`` will,

@@ -462,12 +462,13 @@ class Switchboard:
     async def recover(self, *, recovery_since: float, max_records: int) -> int:
         """Loads recent transactions as originals and queues reversals for those left
         in doubt by a crash; returns how many were in doubt."""
-        in_doubt = await self.journal.transactions_in_doubt()
-        changes = recovery_changes(self.book, in_doubt, time.time())
-        if changes:
-            # Durable whatever the journal's mode: the book is loaded from it next.
-            await self.journal.commit(*changes, durable=True)
-            log.warning("recovered_in_doubt", transactions=len(in_doubt))
+        # Held until committed: another worker's recovery never takes the same ones.
+        async with self.journal.in_doubt() as in_doubt:
+            changes = recovery_changes(self.book, in_doubt, time.time())
+            if changes:
+                # Durable whatever the journal's mode: the book is loaded from it next.
+                await self.journal.commit(*changes, durable=True)
+                log.warning("recovered_in_doubt", transactions=len(in_doubt))
         for record in await self.journal.recent_transactions(recovery_since, max_records):
             self.book.add(record)
         for name, connector in self.connectors.items():

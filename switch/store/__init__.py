@@ -30,8 +30,9 @@ def journal_dsn(section: JournalSection) -> str:
     return section.dsn
 
 
-def open_journal(config: SwitchConfig) -> Journal:
-    """The journal the config names (not yet running: run it in a nursery)."""
+def open_journal(config: SwitchConfig, worker: int = 0) -> Journal:
+    """The journal the config names (not yet running: run it in a nursery), written
+    as ``worker`` (its index among the switch's workers)."""
     section = config.journal
     if section.backend == "postgresql":
         from switch.store.postgresql import JournalDatabase, PostgresJournal
@@ -41,6 +42,7 @@ def open_journal(config: SwitchConfig) -> Journal:
             durability=section.durability,
             queue_size=section.queue_size,
             max_group=section.max_group,
+            worker=worker,
         )
     from switch.store.sqlite import JournalFile, SqliteJournal
 
@@ -52,13 +54,14 @@ def open_journal(config: SwitchConfig) -> Journal:
     )
 
 
-def lock_journal(config: SwitchConfig) -> JournalLock:
+def lock_journal(config: SwitchConfig, worker: int = 0) -> JournalLock:
     """Locks the journal the config names for this process's life, before it is opened:
-    JournalUnavailable if another switch holds it (or its folder cannot be written)."""
+    JournalUnavailable if another switch holds it (or its folder cannot be written). On
+    PostgreSQL the lock is ``worker``'s: each of the switch's workers holds its own."""
     if config.journal.backend == "postgresql":
         from switch.store.postgresql.journal import DatabaseLock
 
-        database_lock = DatabaseLock(journal_dsn(config.journal))
+        database_lock = DatabaseLock(journal_dsn(config.journal), worker=worker)
         database_lock.acquire()
         return database_lock
     from switch.store.sqlite import LockFile

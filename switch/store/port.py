@@ -14,6 +14,7 @@ lifecycle decides what happened, the journal makes it durable.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 import msgspec
@@ -154,6 +155,13 @@ class Journal(Protocol):
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         """Written before they left for a bank and never settled: after a crash, each
         may or may not have reached its bank."""
+        ...
+
+    def in_doubt(self) -> AbstractAsyncContextManager[list[TxnRecord]]:
+        """The transactions in doubt that this process's start-up recovery is to take,
+        held for it until the block ends (its recovery is committed inside): on one
+        process's journal all of them; on a journal of several workers, this worker's
+        own and those of workers that are not running, each to one recoverer."""
         ...
 
     async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:

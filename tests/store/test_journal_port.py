@@ -159,6 +159,27 @@ async def test_a_queued_reversal_is_due_until_delivered(journal: Journal) -> Non
     assert await journal.due_reversals("icbc", 1000.0, 10) == []
 
 
+async def test_a_reversal_handed_out_is_handed_to_the_same_journal_again_until_recorded(
+    journal: Journal,
+) -> None:
+    # One process asking again while its attempt is under way gets it again (the
+    # forwarder skips those in progress); once recorded, its result is what holds.
+    record = make_record("632600000001")
+    await journal.commit(TxnStarted.of(record, 100.0))
+    await journal.commit(ReversalQueued(rrn=record.rrn, bank="icbc", reason="68", at=100.0))
+    [first] = await journal.due_reversals("icbc", 200.0, 10)
+    [again] = await journal.due_reversals("icbc", 201.0, 10)
+    assert again.saf_id == first.saf_id
+    retry = ReversalAttempted(
+        saf_id=first.saf_id, state="pending", attempts=1, next_attempt_at=500.0,
+        result="no answer in time", at=202.0,
+    )  # fmt: skip
+    await journal.commit(retry)
+    assert await journal.due_reversals("icbc", 400.0, 10) == []
+    [later] = await journal.due_reversals("icbc", 500.0, 10)
+    assert (later.saf_id, later.attempts) == (first.saf_id, 1)
+
+
 async def test_the_reversal_backlog_counts_what_is_not_delivered_per_bank(
     journal: Journal,
 ) -> None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -64,6 +65,11 @@ CONNECT_TIMEOUT_S = 5
 READ_CONNECTIONS = 2
 """Reads in flight at once: the switch's reads are few (look-ups of originals, the
 reversal queue, a batch's totals) and short, and each holds a server process."""
+CLAIM_LEASE_S = 120.0
+"""How long a claim on a due reversal holds: past it, another process may claim and
+send the reversal again. It must outlast the attempt and the wait before it (a poll
+claims up to four times the forwarder's concurrency, each attempt bounded by the bank's
+timeout, a few seconds); a claimer that died delays its reversals by at most this."""
 APPLICATION_NAME = "switch-journal"
 """How the journal's connections show in pg_stat_activity."""
 
@@ -188,9 +194,20 @@ class PostgresJournal:
         durability: Durability = "sync",
         queue_size: int = 4096,
         max_group: int = 512,
+        claimant: str | None = None,
+        claim_lease_s: float = CLAIM_LEASE_S,
+        worker: int = 0,
     ) -> None:
         self.database = database
         self.durability = durability
+        self.worker = worker
+        """The worker this journal writes for: its transactions are marked with it, and
+        its :class:`DatabaseLock` (held by the process) says it is alive."""
+        # Names this journal's claims on due reversals. The worker's (one process runs
+        # as a worker at a time: its lock), so that a worker restarted after a crash
+        # takes its predecessor's claims over at once rather than after their lease.
+        self.claimant = claimant or f"worker {worker}"
+        self.claim_lease_s = claim_lease_s
         self.max_group = max_group
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         # The read pool: a reader is taken from the channel for one read, then put back.
@@ -306,7 +323,12 @@ class PostgresJournal:
         if not self._running:
             raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
-        writes = [write for change in changes for write in sql.writes_of(change)]
+        claimant, worker = self.claimant, self.worker
+        writes = [
+            write
+            for change in changes
+            for write in sql.writes_of(change, claimant=claimant, worker=worker)
+        ]
         group = _Group(len(changes), writes, wait)
         try:
             try:
@@ -370,6 +392,25 @@ class PostgresJournal:
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         return await self._read(sql.records_in_doubt)
 
+    @asynccontextmanager
+    async def in_doubt(self) -> AsyncIterator[list[TxnRecord]]:
+        """This worker's own transactions left in doubt and those of every worker that
+        is gone (its lock free, see :class:`InDoubtClaim`), held for this one until the
+        block ends: a live worker's are never taken, and a dead one's by one worker."""
+        if self._closed:
+            raise JournalError("the journal is closed")
+        claim = InDoubtClaim(self.database, self.worker)
+        try:
+            records = await trio.to_thread.run_sync(claim.take)
+        except psycopg.Error as exc:
+            await trio.to_thread.run_sync(claim.release)
+            raise JournalError(f"journal read failed: {_cause(exc)}") from exc
+        try:
+            yield records
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(claim.release)
+
     async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
         records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
         return records
@@ -393,7 +434,14 @@ class PostgresJournal:
         return results
 
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
-        due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
+        """Claims them for this journal (see ``sql.due_reversals``): another process on
+        the database is not handed them until their attempt is recorded or the claim's
+        lease runs out; an attempt's result is kept only if this journal still holds
+        its claim."""
+        query = sql.due_reversals(
+            bank, at, limit, claimant=self.claimant, lease_s=self.claim_lease_s
+        )
+        due: list[port.DueReversal] = await self._read(query)
         return due
 
     async def reversal_backlog(self) -> list[port.ReversalBacklog]:
@@ -439,7 +487,8 @@ def database_problem(dsn: str) -> str | None:
             row = connection.execute("SELECT pg_is_in_recovery() AS standby").fetchone()
             if row is not None and row["standby"]:
                 return f"journal {database}: the server is a standby (read only)"
-            if connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone() is not None:
+            holder = {"key": JOURNAL_LOCK_KEY, "worker": None}
+            if connection.execute(_HOLDER, holder).fetchone() is not None:
                 return (
                     f"journal {database} is in use by another switch ({_lock_holder(connection)})"
                 )
@@ -449,23 +498,24 @@ def database_problem(dsn: str) -> str | None:
 
 
 JOURNAL_LOCK_KEY = 0x5357_4C4B  # "SWLK": an advisory lock key, the same for every switch
-"""Held by the switch that runs on a database; advisory locks are per database, so this
-is one switch per journal, as the SQLite engine's lock file."""
+"""With a worker's index, the advisory lock (key, index) that a switch's worker holds
+for its life: advisory locks are per database, so one process a worker per journal (one
+switch of one process is worker 0), as the SQLite engine's lock file; and a worker
+whose lock is free is not running."""
 LOCK_WAIT_S = 5
 """How long a starting switch waits for the lock: the server releases a killed switch's
 lock only once it sees its connection gone, a moment after a restart may ask again."""
 
 
 class DatabaseLock:
-    """The journal's lock on PostgreSQL: a session advisory lock on a connection of its
-    own, held for the life of the switch that takes it; the server releases it when
-    that connection ends, however the switch ends.
+    """A worker's lock on the PostgreSQL journal: a session advisory lock (key, worker
+    index) on a connection of its own, held for the life of the process that takes it;
+    the server releases it when that connection ends, however the process ends. A second
+    process as the same worker is refused; the other workers each hold their own."""
 
-    (N workers on one database, issue 14 item 3, will need this to become a lock of the
-    supervisor's, or claims per worker: here a second switch is refused.)"""
-
-    def __init__(self, dsn: str, *, wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(self, dsn: str, *, worker: int = 0, wait_s: float = LOCK_WAIT_S) -> None:
         self.database = JournalDatabase(dsn)
+        self.worker = worker
         self.wait_s = wait_s
         self._connection: Connection | None = None
 
@@ -480,14 +530,17 @@ class DatabaseLock:
                 f"journal {database} cannot be reached: {_cause(exc)}"
             ) from exc
         try:
-            connection.execute(f"SET application_name = 'switch-lock pid {os.getpid()}'")
+            connection.execute(
+                f"SET application_name = 'switch-lock pid {os.getpid()} worker {self.worker}'"
+            )
             connection.execute(f"SET lock_timeout = '{round(self.wait_s * 1000)}ms'")
-            connection.execute("SELECT pg_advisory_lock(%s)", (JOURNAL_LOCK_KEY,))
+            connection.execute(_WORKER_LOCK, (JOURNAL_LOCK_KEY, self.worker))
         except psycopg.errors.LockNotAvailable:
-            holder = _lock_holder(connection)
+            holder = _lock_holder(connection, self.worker)
             connection.close()
             raise JournalUnavailable(
-                f"journal {database} is in use by another switch ({holder})"
+                f"journal {database} is in use by another switch ({holder}; as worker "
+                f"{self.worker})"
             ) from None
         except psycopg.Error as exc:
             connection.close()
@@ -500,19 +553,64 @@ class DatabaseLock:
             self._connection = None
 
 
+_WORKER_LOCK = "SELECT pg_advisory_lock(%s::int4, %s::int4)"
+_TRY_WORKER_LOCK = "SELECT pg_try_advisory_lock(%s::int4, %s::int4) AS taken"
+# A lock of two int4 keys shows in pg_locks as classid, objid and objsubid = 2.
 _HOLDER = """
 SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l
 JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
     SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.objid = %s
+  AND l.objsubid = 2 AND l.classid::bigint = %(key)s
+  AND (%(worker)s::int4 IS NULL OR l.objid::bigint = %(worker)s::int4)
+ORDER BY l.objid LIMIT 1
 """
 
 
-def _lock_holder(connection: Connection) -> str:
-    """Who holds the journal's lock, as the server knows them (or "unknown")."""
+class InDoubtClaim:
+    """The in-doubt transactions one worker's start-up recovery may take: its own (its
+    lock is its process's) and those of every worker whose lock is free, that is, no
+    process runs as it. Taking a free lock, on a connection of the claim's own, for as
+    long as the recovery is committed, makes the claim: a worker that starts at that
+    moment waits for it, and a second recoverer finds the lock taken and leaves those
+    transactions alone (then finds them recovered). Plain blocking calls, for a thread."""
+
+    def __init__(self, database: JournalDatabase, worker: int) -> None:
+        self.database = database
+        self.worker = worker
+        self.workers: list[int] = []
+        """Whose transactions were taken."""
+        self._connection: Connection | None = None
+
+    def take(self) -> list[TxnRecord]:
+        connection = self._connection = self.database.connect()
+        connection.execute(f"SET application_name = 'switch-recovery worker {self.worker}'")
+        self.workers = [self.worker]
+        for other in sql.in_doubt_workers(connection):
+            if other == self.worker:
+                continue
+            row = connection.execute(_TRY_WORKER_LOCK, (JOURNAL_LOCK_KEY, other)).fetchone()
+            if row is not None and row["taken"]:
+                self.workers.append(other)
+        records: list[TxnRecord] = sql.records_in_doubt_of(self.workers)(connection)
+        return records
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        # At once: the server would release them only once it saw the session end (and
+        # if the connection is gone, its locks went with it).
+        with suppress(psycopg.Error):
+            connection.execute("SELECT pg_advisory_unlock_all()")
+        connection.close()
+
+
+def _lock_holder(connection: Connection, worker: int | None = None) -> str:
+    """Who holds the worker's lock (any worker's: None), as the server knows them (or
+    "unknown")."""
     try:
-        row = connection.execute(_HOLDER, (JOURNAL_LOCK_KEY,)).fetchone()
+        row = connection.execute(_HOLDER, {"key": JOURNAL_LOCK_KEY, "worker": worker}).fetchone()
     except psycopg.Error:
         return "unknown"
     if row is None:

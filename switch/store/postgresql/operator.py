@@ -94,6 +94,7 @@ class PostgresOperatorJournal:
                     raise OperatorError(f"reversal {saf_id} was delivered already")
                 row = self._connection.execute(
                     "UPDATE saf SET state = 'pending', next_attempt_at = %s, updated_at = %s, "
+                    "claimed_until = NULL, "
                     "last_result = coalesce(last_result, '') || ' (retry requested)' "
                     f"WHERE id = %s RETURNING {_SAF}",
                     (at, at, saf_id),

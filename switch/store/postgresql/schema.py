@@ -128,9 +128,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (terminal_id, merchant_id, batch, kind, stan)
     );
     """,
+    # 2: claims on queued reversals, so that several switch processes (workers) on one
+    # database hand each attempt to exactly one of them: a claim names its claimer and
+    # holds until its lease runs out (a claimer that died leaves a claim that expires).
+    """
+    ALTER TABLE saf ADD COLUMN claimed_by TEXT;
+    ALTER TABLE saf ADD COLUMN claimed_until DOUBLE PRECISION;
+    """,
+    # 3: which worker wrote each transaction, so that a worker's start-up recovery
+    # takes only the in-doubt transactions of workers that are gone (their lock free).
+    """
+    ALTER TABLE txn ADD COLUMN worker INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX txn_in_doubt_by_worker ON txn (worker) WHERE state = 'sending';
+    """,
 )
-"""One migration holds what SQLite's first two do: there is no PostgreSQL journal of
-SQLite's version 1 to bring forward."""
+"""The first migration holds what SQLite's first two do: there is no PostgreSQL journal
+of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across
+processes, which one SQLite process never needs)."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

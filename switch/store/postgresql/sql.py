@@ -45,7 +45,11 @@ _RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
 _RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
-_INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join(['%s'] * len(TXN_COLUMNS))})"
+# The worker that wrote a transaction is PostgreSQL's alone (one SQLite process has one).
+_INSERT_TXN = (
+    f"INSERT INTO txn ({_TXN_SELECT}, worker) "
+    f"VALUES ({', '.join(['%s'] * (len(TXN_COLUMNS) + 1))})"
+)
 _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
@@ -56,9 +60,14 @@ _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
 )
+# An attempt's result is kept only if it is its claimer's (or the row was never
+# claimed): a claimer whose lease ran out, and whose row another process claimed since,
+# changes nothing. The claim stays named (its lease ended) so that a late result of an
+# earlier claimer is still refused once the later one has recorded its own.
 _UPDATE_SAF = (
     "UPDATE saf SET state = %s, attempts = %s, next_attempt_at = %s, last_result = %s, "
-    "updated_at = %s WHERE id = %s"
+    "updated_at = %s, claimed_until = NULL "
+    "WHERE id = %s AND (claimed_by IS NULL OR claimed_by = %s)"
 )
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency (merchant_id, online_id, fingerprint, response, created_at) "
@@ -91,12 +100,13 @@ _END_BATCH_UPLOAD = (
 )
 
 
-def writes_of(change: Change) -> tuple[Write, ...]:
-    """The statements one change writes."""
+def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[Write, ...]:
+    """The statements one change writes; ``claimant`` names the process whose claims
+    (``due_reversals``) its attempts' results are, ``worker`` the worker it is."""
     match change:
         case TxnStarted(record=record, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at, worker)),
                 Write(
                     _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
                 ),
@@ -116,7 +126,7 @@ def writes_of(change: Change) -> tuple[Write, ...]:
         case ReversalAttempted():
             values = (
                 change.state, change.attempts, change.next_attempt_at, change.result, change.at,
-                change.saf_id,
+                change.saf_id, claimant,
             )  # fmt: skip
             return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
         case OnlineResultKept():
@@ -127,7 +137,7 @@ def writes_of(change: Change) -> tuple[Write, ...]:
             return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
         case BankOnlyFound(record=record, reason=reason, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at, worker)),
                 Write(_RANK_INSERT_SAF, _INSERT_SAF,
                       (record.rrn, record.bank, reason, at, at, at)),
             )  # fmt: skip
@@ -154,7 +164,7 @@ def writes_of(change: Change) -> tuple[Write, ...]:
     raise AssertionError(f"unknown change {type(change).__name__}")
 
 
-def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
+def _txn_row(record: TxnRecord, at: float, worker: int) -> tuple[Any, ...]:
     sent = record.sent
     return (
         record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
@@ -164,7 +174,7 @@ def _txn_row(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.mti if sent else None, sent.stan if sent else None,
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
-        record.voided, record.reversed, at, at, record.business_date,
+        record.voided, record.reversed, at, at, record.business_date, worker,
     )  # fmt: skip
 
 
@@ -243,6 +253,26 @@ def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -
         stan,
         batch,
     )
+
+
+def in_doubt_workers(connection: Connection) -> list[int]:
+    """The workers that left transactions in doubt."""
+    rows = connection.execute(
+        "SELECT DISTINCT worker FROM txn WHERE state = 'sending' ORDER BY worker"
+    ).fetchall()
+    return [row["worker"] for row in rows]
+
+
+def records_in_doubt_of(workers: list[int]) -> Query:
+    def query(connection: Connection) -> list[TxnRecord]:
+        rows = connection.execute(
+            f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' AND worker = ANY(%s) "
+            "ORDER BY created_at, seq",
+            (workers,),
+        ).fetchall()
+        return [record_from_row(row) for row in rows]
+
+    return query
 
 
 def records_in_doubt(connection: Connection) -> list[TxnRecord]:
@@ -324,16 +354,37 @@ def online_results_since(since: float) -> Query:
     return query
 
 
-def due_reversals(bank: str, at: float, limit: int) -> Query:
+_SAF_TXN_SELECT = ", ".join("txn." + column for column in TXN_COLUMNS)
+_CLAIM_DUE = f"""
+WITH due AS (
+    SELECT id FROM saf
+    WHERE bank = %(bank)s AND state = 'pending' AND next_attempt_at <= %(at)s
+      AND (claimed_until IS NULL OR claimed_until <= %(at)s OR claimed_by = %(claimant)s)
+    ORDER BY next_attempt_at, id LIMIT %(limit)s
+    FOR UPDATE OF saf SKIP LOCKED
+)
+UPDATE saf SET claimed_by = %(claimant)s, claimed_until = %(until)s
+FROM due, txn
+WHERE saf.id = due.id AND txn.rrn = saf.rrn
+RETURNING saf.id AS saf_id, saf.attempts AS saf_attempts,
+    saf.next_attempt_at AS saf_next_attempt_at,
+    {_SAF_TXN_SELECT}
+"""
+
+
+def due_reversals(bank: str, at: float, limit: int, *, claimant: str, lease_s: float) -> Query:
+    """Claims the bank's due reversals for ``claimant`` until ``at + lease_s``, and
+    returns them: those unclaimed, whose claim expired, or already the claimant's. One
+    statement, so one short transaction; rows another process is claiming at that
+    moment are skipped (``SKIP LOCKED``), never waited for nor handed out twice."""
+
     def query(connection: Connection) -> list[DueReversal]:
-        rows = connection.execute(
-            f"SELECT saf.id AS saf_id, saf.attempts AS saf_attempts, "
-            f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
-            "FROM saf JOIN txn ON txn.rrn = saf.rrn "
-            "WHERE saf.bank = %s AND saf.state = 'pending' AND saf.next_attempt_at <= %s "
-            "ORDER BY saf.next_attempt_at, saf.id LIMIT %s",
-            (bank, at, limit),
-        ).fetchall()
+        parameters = {
+            "bank": bank, "at": at, "limit": limit, "claimant": claimant,
+            "until": at + lease_s,
+        }  # fmt: skip
+        rows = connection.execute(_CLAIM_DUE, parameters).fetchall()
+        rows.sort(key=lambda row: (row["saf_next_attempt_at"], row["saf_id"]))
         return [
             DueReversal(
                 saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row)

@@ -33,7 +33,8 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
@@ -563,6 +564,11 @@ class SqliteJournal:
 
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         return await self._read(sql.records_in_doubt)
+
+    @asynccontextmanager
+    async def in_doubt(self) -> AsyncIterator[list[TxnRecord]]:
+        """All of them: the file is one process's (its lock file)."""
+        yield await self.transactions_in_doubt()
 
     async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
         records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
