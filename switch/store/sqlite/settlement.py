@@ -188,7 +188,7 @@ def _day(text: str, days: int) -> str:
 
 
 class SqliteSettlementStore:
-    def __init__(self, path: Path, journal_path: Path | None) -> None:
+    def __init__(self, path: Path, journal_path: Path) -> None:
         self.path = path
         self.journal_path = journal_path
         self._connection: sqlite3.Connection | None = None
@@ -227,11 +227,6 @@ class SqliteSettlementStore:
         """The journal, read-only, as ``j``: a settlement's one snapshot of it."""
         names = [row[1] for row in self._db.execute("PRAGMA database_list")]
         if "j" not in names:
-            if self.journal_path is None:
-                raise SettlementError(
-                    "settlement reads a SQLite journal: on a PostgreSQL journal it is not "
-                    "built yet (dates close, cutovers go and files are read; none settles)"
-                )
             if not self.journal_path.exists():
                 raise SettlementError(f"no journal at {self.journal_path}")
             self._db.execute("ATTACH DATABASE ? AS j", (f"file:{self.journal_path}?mode=ro",))
