@@ -14,7 +14,6 @@ from typing import Any, TypeAlias
 import psycopg
 from psycopg.rows import DictRow
 
-from switch.core.bank import OriginalData
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store.port import (
@@ -33,6 +32,7 @@ from switch.store.port import (
     TxnStarted,
     TxnUpdated,
 )
+from switch.store.rows import record_from_row, txn_values
 from switch.store.sqlite.sql import TXN_COLUMNS, Write
 
 Connection: TypeAlias = psycopg.Connection[DictRow]
@@ -106,7 +106,7 @@ def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[W
     match change:
         case TxnStarted(record=record, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN, _txn_row(record, at, worker)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN, (*txn_values(record, at), worker)),
                 Write(
                     _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
                 ),
@@ -137,7 +137,7 @@ def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[W
             return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
         case BankOnlyFound(record=record, reason=reason, at=at):
             return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, _txn_row(record, at, worker)),
+                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, (*txn_values(record, at), worker)),
                 Write(_RANK_INSERT_SAF, _INSERT_SAF,
                       (record.rrn, record.bank, reason, at, at, at)),
             )  # fmt: skip
@@ -162,62 +162,6 @@ def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[W
             values = (total, change.terminal_id, change.merchant_id, change.batch)
             return (Write(_RANK_END_UPLOAD, _END_BATCH_UPLOAD, values),)
     raise AssertionError(f"unknown change {type(change).__name__}")
-
-
-def _txn_row(record: TxnRecord, at: float, worker: int) -> tuple[Any, ...]:
-    sent = record.sent
-    return (
-        record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
-        record.merchant_id, record.stan, record.batch, record.local_date, record.online_id,
-        record.request_digest, record.pan_masked, record.pan_hmac, record.pan_sealed,
-        record.amount, record.currency, record.bank,
-        sent.mti if sent else None, sent.stan if sent else None,
-        sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
-        record.state, record.code, record.auth_code, record.balance, record.refunded,
-        record.voided, record.reversed, at, at, record.business_date, worker,
-    )  # fmt: skip
-
-
-def _bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def record_from_row(row: DictRow) -> TxnRecord:
-    sent = (
-        OriginalData(mti=row["bank_mti"], stan=row["bank_stan"], transmission=row["transmission"])
-        if row["bank_mti"] is not None
-        else None
-    )
-    return TxnRecord(
-        kind=row["kind"],
-        rrn=row["rrn"],
-        bank=row["bank"],
-        channel=row["channel"],
-        request_mti=row["request_mti"],
-        terminal_id=row["terminal_id"],
-        merchant_id=row["merchant_id"],
-        stan=row["stan"],
-        batch=row["batch"],
-        local_date=row["local_date"],
-        business_date=row["business_date"],
-        pan_masked=row["pan_masked"],
-        pan_hmac=bytes(row["pan_hmac"]),
-        pan_sealed=bytes(row["pan_sealed"]),
-        amount=row["amount"],
-        currency=row["currency"],
-        bank_processing_code=row["bank_processing_code"],
-        online_id=row["online_id"],
-        request_digest=_bytes(row["request_digest"]),
-        original_rrn=row["original_rrn"],
-        sent=sent,
-        state=row["state"],
-        code=row["code"],
-        auth_code=row["auth_code"],
-        balance=row["balance"],
-        refunded=row["refunded"],
-        voided=row["voided"],
-        reversed=row["reversed"],
-    )
 
 
 # -- the switch's questions ------------------------------------------------------------

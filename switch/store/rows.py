@@ -1,0 +1,70 @@
+"""A transaction as a row of the journal's ``txn`` table, for every engine: the values
+an insert writes (in ``TXN_COLUMNS`` order) and the record read back from a row.
+
+The engines differ in their SQL, not in what a transaction's row holds; each engine's
+``sql.py`` uses these two, so a column added to the table is added here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from switch.core.bank import OriginalData
+from switch.core.book import TxnRecord
+
+
+def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
+    """The row of ``record`` created at ``at``, in ``TXN_COLUMNS`` order."""
+    sent = record.sent
+    return (
+        record.rrn, record.kind, record.channel, record.request_mti, record.terminal_id,
+        record.merchant_id, record.stan, record.batch, record.local_date, record.online_id,
+        record.request_digest, record.pan_masked, record.pan_hmac, record.pan_sealed,
+        record.amount, record.currency, record.bank,
+        sent.mti if sent else None, sent.stan if sent else None,
+        sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
+        record.state, record.code, record.auth_code, record.balance, record.refunded,
+        record.voided, record.reversed, at, at, record.business_date,
+    )  # fmt: skip
+
+
+def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
+    """The record of a ``txn`` row, whatever the engine gave for bytes (memoryview or
+    bytes) and flags (0/1 or booleans)."""
+    sent = (
+        OriginalData(mti=row["bank_mti"], stan=row["bank_stan"], transmission=row["transmission"])
+        if row["bank_mti"] is not None
+        else None
+    )
+    digest = row["request_digest"]
+    return TxnRecord(
+        kind=row["kind"],
+        rrn=row["rrn"],
+        bank=row["bank"],
+        channel=row["channel"],
+        request_mti=row["request_mti"],
+        terminal_id=row["terminal_id"],
+        merchant_id=row["merchant_id"],
+        stan=row["stan"],
+        batch=row["batch"],
+        local_date=row["local_date"],
+        business_date=row["business_date"],
+        pan_masked=row["pan_masked"],
+        pan_hmac=bytes(row["pan_hmac"]),
+        pan_sealed=bytes(row["pan_sealed"]),
+        amount=row["amount"],
+        currency=row["currency"],
+        bank_processing_code=row["bank_processing_code"],
+        online_id=row["online_id"],
+        request_digest=None if digest is None else bytes(digest),
+        original_rrn=row["original_rrn"],
+        sent=sent,
+        state=row["state"],
+        code=row["code"],
+        auth_code=row["auth_code"],
+        balance=row["balance"],
+        refunded=row["refunded"],
+        voided=bool(row["voided"]),
+        reversed=bool(row["reversed"]),
+    )
