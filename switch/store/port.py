@@ -169,7 +169,8 @@ class Journal(Protocol):
         ...
 
     async def last_bank_stan(self, bank: str) -> int | None:
-        """The STAN of the bank's most recently journaled request."""
+        """The STAN of the bank's most recently journaled request (on a journal of
+        several workers, of this worker's)."""
         ...
 
     async def highest_rrn_sequence(self, day: str) -> int:

@@ -232,3 +232,14 @@ async def test_a_worker_is_refused_while_another_process_runs_as_it(postgres_dsn
             DatabaseLock(postgres_dsn, worker=1, wait_s=0.1).acquire()
     finally:
         first.release()
+
+
+async def test_each_worker_resumes_after_its_own_last_stan(postgres_dsn: str) -> None:
+    """Each worker has a block of STANs: another worker's newer one is not where a
+    restarted worker goes on from."""
+    async with _workers(postgres_dsn, 0, 1) as (first, second):
+        await first.commit(TxnStarted.of(make_record("632600000017"), 100.0))
+        await second.commit(TxnStarted.of(make_record("632600500018"), 101.0))
+        assert await first.last_bank_stan("icbc") == 17
+        assert await second.last_bank_stan("icbc") == 500018
+        assert await first.last_bank_stan("abc") is None

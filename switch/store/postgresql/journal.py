@@ -416,7 +416,7 @@ class PostgresJournal:
         return records
 
     async def last_bank_stan(self, bank: str) -> int | None:
-        stan: int | None = await self._read(sql.last_bank_stan(bank))
+        stan: int | None = await self._read(sql.last_bank_stan(bank, self.worker))
         return stan
 
     async def highest_rrn_sequence(self, day: str) -> int:

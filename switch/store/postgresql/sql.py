@@ -251,12 +251,15 @@ def highest_rrn_sequence(day: str) -> Query:
     return query
 
 
-def last_bank_stan(bank: str) -> Query:
+def last_bank_stan(bank: str, worker: int) -> Query:
+    """The worker's own: each worker has a block of STANs (StanSequence), and another
+    worker's newer one would leave a restarted worker starting its block again."""
+
     def query(connection: Connection) -> int | None:
         row = connection.execute(
-            "SELECT bank_stan FROM txn WHERE bank = %s AND bank_stan IS NOT NULL "
-            "ORDER BY created_at DESC, seq DESC LIMIT 1",
-            (bank,),
+            "SELECT bank_stan FROM txn WHERE bank = %s AND worker = %s "
+            "AND bank_stan IS NOT NULL ORDER BY created_at DESC, seq DESC LIMIT 1",
+            (bank, worker),
         ).fetchone()
         return None if row is None else int(row["bank_stan"])
 
