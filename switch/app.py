@@ -209,7 +209,9 @@ class SwitchApp:
                 bins=_bin_table(config),
                 connectors=self.connectors,
                 institution=institution,
-                book=TransactionBook(max_records=config.book.max_records),
+                book=TransactionBook(
+                    max_records=config.book.max_records, shared=self.worker.shares_journal
+                ),
                 journal=journal,
                 cards=vault,
                 admission=self.admission,
@@ -239,6 +241,7 @@ class SwitchApp:
                 keep_s=config.online.idempotency_keep_s,
                 max_entries=config.online.idempotency_max_entries,
                 matches=vault.matches,
+                shared=self.worker.shares_journal,
             )
             kept_since = time.time() - config.online.idempotency_keep_s
             for entry in await journal.online_results_since(kept_since):

@@ -108,10 +108,14 @@ repeat with the same key is a duplicate (pos-cup.md terminals resend on time-out
 
 
 class TransactionBook:
-    __slots__ = ("_by_online_id", "_by_request", "_by_rrn", "_by_trace", "max_records")
+    __slots__ = ("_by_online_id", "_by_request", "_by_rrn", "_by_trace", "max_records", "shared")
 
-    def __init__(self, *, max_records: int) -> None:
+    def __init__(self, *, max_records: int, shared: bool = False) -> None:
         self.max_records = max_records
+        self.shared = shared
+        """The journal is shared with other worker processes: a record held here may
+        since have been answered, voided or reversed by another worker, so an original
+        or a first is read from the journal unless this process has it in flight."""
         self._by_rrn: OrderedDict[str, TxnRecord] = OrderedDict()
         self._by_trace: dict[TerminalTrace, TxnRecord] = {}
         self._by_request: dict[RequestKey, TxnRecord] = {}
@@ -138,6 +142,22 @@ class TransactionBook:
         while len(self._by_rrn) > self.max_records:
             _, oldest = self._by_rrn.popitem(last=False)
             self._forget(oldest)
+
+    def take_fresh(self, record: TxnRecord) -> TxnRecord:
+        """A record just read from the journal, as the book is to hold it; returns the
+        copy now held. On one process's journal the copy held, if any, is the newer
+        (its changes are journaled after they are made here), so it is kept. On a
+        shared journal the read one replaces it, unless a void or refund of this
+        process's is pending on the held copy (a reservation the journal never sees)."""
+        held = self._by_rrn.get(record.rrn)
+        if held is None or (
+            self.shared and not held.void_pending and not held.refund_reserved
+        ):
+            if held is not None:
+                self._forget(held)
+            self.add(record)
+            return record
+        return held
 
     def _forget(self, record: TxnRecord) -> None:
         trace = _trace_of(record)

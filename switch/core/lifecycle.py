@@ -11,9 +11,10 @@ is our own bug (LocalProtocolError).
 
 A bank-bound transaction::
 
-    received ─┬─ (repeat of one in flight) ─ waiting_for_first ─┐
-              ├─ (original not in the book) ─ loading_original ─┤
-              └─────────────────────────────────────────────────┴─ admitting
+    received ─┬─ (shared journal: a first elsewhere?) ─ loading_first ─┐
+              ├─ (repeat of one in flight) ─ waiting_for_first ────────┤ (answered)
+              ├─ (original not in the book) ─ loading_original ────────┤
+              └────────────────────────────────────────────────────────┴─ admitting
     admitting ── waiting_for_link ── journaling_request ── at_bank ── journaling_answer ── answered
        (91)            (91)                (96)                            (96: reversed without
                                                                             the journal)
@@ -99,6 +100,10 @@ class OriginalLoaded(msgspec.Struct, frozen=True):
 class FirstFinished(msgspec.Struct, frozen=True):
     """The transaction a repeat (or a reversal) waited for has ended."""
 
+    record: TxnRecord | None = None
+    """For a first at another worker (``AwaitFirst.elsewhere``): its record as the
+    journal has it now (still ``sending`` if the wait ran out, None if unreadable)."""
+
 
 class Admitted(msgspec.Struct, frozen=True):
     pass
@@ -171,6 +176,9 @@ class AwaitFirst(msgspec.Struct, frozen=True):
     """Wait until the transaction with this RRN, still in flight, has ended."""
 
     rrn: str
+    elsewhere: bool = False
+    """In flight at another worker (its journal row still ``sending``): watched in the
+    journal, for a bounded time, rather than waited for here."""
 
 
 class Admit(msgspec.Struct, frozen=True):
@@ -235,6 +243,7 @@ WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange)
 
 Phase = Literal[
     "received",
+    "loading_first",
     "waiting_for_first",
     "loading_original",
     "admitting",
@@ -246,6 +255,11 @@ Phase = Literal[
 ]
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
+    ("loading_first", OriginalLoaded): (
+        "waiting_for_first", "loading_original", "admitting", "answered",
+    ),
+    ("loading_first", Refused): "answered",
+    ("loading_first", JournalFailed): "answered",
     ("waiting_for_first", FirstFinished): "answered",
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
@@ -357,6 +371,14 @@ class BankTransaction:
     # -- before admission: repeats and originals (reads only) ---------------------------
 
     def _look_before_admission(self, step: _Step) -> None:
+        load = self._first_to_load()
+        if load is not None:
+            self.phase = "loading_first"
+            step.actions.append(load)
+            return
+        self._look_past_repeats(step)
+
+    def _look_past_repeats(self, step: _Step) -> None:
         if self._answer_repeat(step):
             return
         load = self._original_to_load()
@@ -379,22 +401,53 @@ class BankTransaction:
                 online_id=request.original.online_id,
             )
 
+    def _first_to_load(self) -> LoadOriginal | None:
+        """On a journal shared by several workers, a POS request's first may have come
+        through another worker (a terminal reconnects anywhere): read the latest with
+        its trace, unless this process has the first in flight."""
+        key = self._repeat_key()
+        if not self.book.shared or key is None:
+            return None
+        held = self.book.by_request(key)
+        if held is not None and self.in_flight(held.rrn):
+            return None
+        request = self.request
+        acceptor = request.acceptor
+        return LoadOriginal(
+            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
+        )
+
+    def _on_loading_first(self, event: Event, step: _Step) -> None:
+        if not self._loaded(event, step):
+            return
+        assert isinstance(event, OriginalLoaded)
+        if event.record is not None and event.record.request_key == self._repeat_key():
+            self.book.take_fresh(event.record)
+        self._look_past_repeats(step)
+
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
-        assert self.first is not None
+        assert self.first is not None and isinstance(event, FirstFinished)
+        if event.record is not None:
+            self.first = self.book.take_fresh(event.record)
         self._answer(step, self._first_answer(self.first))
 
     def _on_loading_original(self, event: Event, step: _Step) -> None:
-        if isinstance(event, Refused):
-            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
-            return
-        if isinstance(event, JournalFailed):
-            self._answer(step, self._journal_failure(event))
+        if not self._loaded(event, step):
             return
         assert isinstance(event, OriginalLoaded)
-        record = event.record
-        if record is not None and self.book.by_rrn(record.rrn) is None:
-            self.book.add(record)  # unless another transaction added it meanwhile
+        if event.record is not None:
+            self.book.take_fresh(event.record)  # kept if the book's copy is the newer
         self._admit(step)
+
+    def _loaded(self, event: Event, step: _Step) -> bool:
+        """Whether a read from the journal came back (else it is answered)."""
+        if isinstance(event, Refused):
+            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
+            return False
+        if isinstance(event, JournalFailed):
+            self._answer(step, self._journal_failure(event))
+            return False
+        return True
 
     def _admit(self, step: _Step) -> None:
         self._check()
@@ -428,19 +481,29 @@ class BankTransaction:
         if self.in_flight(first.rrn):
             self.phase = "waiting_for_first"
             step.actions.append(AwaitFirst(first.rrn))
+        elif first.state == "sending":  # at another worker's bank, or its in doubt
+            self.phase = "waiting_for_first"
+            step.actions.append(AwaitFirst(first.rrn, elsewhere=True))
         else:
             self._answer(step, self._first_answer(first))
         return True
 
-    def _repeated(self) -> TxnRecord | None:
+    def _repeat_key(self) -> RequestKey | None:
+        """A POS request's identity, which a repeat shares (None: not a POS request)."""
         request = self.request
         if request.acceptor.channel != "pos" or request.card is None:
             return None  # online repeats are the idempotency book's
         acceptor = request.acceptor
-        key: RequestKey = (
+        return (
             acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan,
             self.stamp.local_date, request.request_mti,
         )  # fmt: skip
+
+    def _repeated(self) -> TxnRecord | None:
+        request = self.request
+        key = self._repeat_key()
+        if key is None or request.card is None:
+            return None
         first = self.book.by_request(key)
         if first is None or first.state == "not_sent":
             return None  # unseen, or never reached a bank: safe to process (again)
@@ -469,11 +532,13 @@ class BankTransaction:
         if not isinstance(request, Void | Refund):
             return None
         ref, merchant_id = request.original, request.acceptor.merchant_id
+        # On a shared journal another worker may have voided or refunded it since.
+        shared = self.book.shared
         if ref.rrn is not None:
-            if self.book.by_rrn(ref.rrn) is None:
+            if shared or self.book.by_rrn(ref.rrn) is None:
                 return LoadOriginal(rrn=ref.rrn)
-        elif (
-            ref.online_id is not None and self.book.by_online_id(merchant_id, ref.online_id) is None
+        elif ref.online_id is not None and (
+            shared or self.book.by_online_id(merchant_id, ref.online_id) is None
         ):
             return LoadOriginal(merchant_id=merchant_id, online_id=ref.online_id)
         return None
@@ -771,7 +836,8 @@ class TerminalReversal:
         if self.phase != "received":
             raise LocalProtocolError("a reversal starts once")
         record = self.book.by_trace(*self.trace)
-        if record is None:  # older than the book holds
+        # Older than the book holds, or, on a shared journal, maybe another worker's.
+        if record is None or (self.book.shared and not self.in_flight(record.rrn)):
             self.phase = "loading_original"
             return [LoadOriginal(trace=self.trace)]
         return self._found(record)
@@ -790,12 +856,21 @@ class TerminalReversal:
                 self.phase = "answered"
                 actions = [Answer(Outcome(code="96", message="system malfunction", detail=error))]
             case OriginalLoaded(record=record):
-                if record is not None and self.book.by_rrn(record.rrn) is None:
-                    self.book.add(record)
-                actions = self._found(self.book.by_rrn(record.rrn) if record else None)
-            case FirstFinished():
+                actions = self._found(self.book.take_fresh(record) if record else None)
+            case FirstFinished(record=record):
                 assert self.record is not None
-                actions = self._reverse(self.record)
+                if record is not None:
+                    self.record = self.book.take_fresh(record)
+                if self.record.state == "sending":
+                    # Still at another worker's bank: reversing it now would race that
+                    # worker's answer; the terminal sends its reversal again.
+                    self.phase = "answered"
+                    actions = [Answer(Outcome(
+                        code="96", message="system malfunction",
+                        detail="original still in flight at another worker",
+                    ))]  # fmt: skip
+                else:
+                    actions = self._reverse(self.record)
             case Journaled():
                 assert self.record is not None
                 self.phase = "answered"
@@ -825,6 +900,9 @@ class TerminalReversal:
         if self.in_flight(record.rrn):
             self.phase = "waiting_for_first"
             return [AwaitFirst(record.rrn)]
+        if record.state == "sending":  # at another worker's bank, or its in doubt
+            self.phase = "waiting_for_first"
+            return [AwaitFirst(record.rrn, elsewhere=True)]
         return self._reverse(record)
 
     def _reverse(self, record: TxnRecord) -> list[Action]:

@@ -183,15 +183,27 @@ class IdempotencyBook:
     (there are as many as the connections' windows allow).
     """
 
-    __slots__ = ("_done", "_in_flight", "evicted_early", "keep_s", "matches", "max_entries")
+    __slots__ = (
+        "_done", "_in_flight", "evicted_early", "keep_s", "matches", "max_entries", "shared",
+    )  # fmt: skip
 
-    def __init__(self, *, keep_s: float, max_entries: int, matches: Matches) -> None:
+    def __init__(
+        self, *, keep_s: float, max_entries: int, matches: Matches, shared: bool = False
+    ) -> None:
         self.keep_s = keep_s
         self.max_entries = max_entries
         self.matches = matches
+        self.shared = shared
+        """Other workers keep results in the same journal (a client's repeat may come
+        through any of them): the journal is always asked about an id not held."""
         self.evicted_early = 0
         self._done: OrderedDict[tuple[str, str], IdempotencyEntry] = OrderedDict()
         self._in_flight: dict[tuple[str, str], bytes] = {}
+
+    @property
+    def journal_has_more(self) -> bool:
+        """Whether an id this window does not hold may still be in the journal."""
+        return self.shared or self.evicted_early > 0
 
     def statistics(self) -> dict[str, int]:
         return {

@@ -78,6 +78,12 @@ class Worker(msgspec.Struct, frozen=True, kw_only=True):
         return self.count == 1
 
     @property
+    def shares_journal(self) -> bool:
+        """Other workers write the same journal: what this one holds in memory of a
+        transaction may be stale (see :class:`switch.core.book.TransactionBook`)."""
+        return self.count > 1 and not self.own_journal
+
+    @property
     def runs_settlement(self) -> bool:
         return self.index == 0
 

@@ -70,7 +70,7 @@ class OnlineProtocol:
             return wire.encode_response(error)
         if isinstance(message, wire.Status):
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
-            if stored is None and self.idempotency.evicted_early:
+            if stored is None and self.idempotency.journal_has_more:
                 return StatusWork(message, origin)  # forgotten early here: the journal has it
             return self._status(message, stored)
         merchant_id, request_id = message.merchant_id, message.id
@@ -123,9 +123,10 @@ class OnlineProtocol:
                 return Reply(wire.encode_response(error))
             return Reply(self._status(status, entry.response if entry is not None else None))
         message = work.message
-        if self.idempotency.evicted_early:
-            # The in-memory window has forgotten some ids before their time: the
-            # journal, which keeps them all, has the last word on this one.
+        if self.idempotency.journal_has_more:
+            # The in-memory window has forgotten some ids before their time, or other
+            # workers keep results too: the journal, which has them all, has the last
+            # word on this one.
             earlier = await self._journaled_result(work)
             if earlier is not None:
                 return Reply(earlier)

@@ -101,6 +101,11 @@ LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
 slots of the bank path."""
+ELSEWHERE_WAIT_S: Final = 10.0
+"""How long a repeat or a reversal watches a first at another worker: its bank's
+timeout is a few seconds, and a dead worker is restarted and recovers its in-doubt
+ones within a few more; past this the first is answered as in doubt (96)."""
+ELSEWHERE_POLL_S: Final = 0.05
 
 
 class ReversalQueue(Protocol):
@@ -405,6 +410,8 @@ class Switchboard:
                 return await self._exchange(mti, fields, run)
             case LoadOriginal():
                 return await self._load_original(action, deadline, run)
+            case AwaitFirst(rrn=rrn, elsewhere=True):
+                return await self._await_elsewhere(rrn, run)
             case AwaitFirst(rrn=rrn):
                 done = self._in_flight.get(rrn)
                 if done is not None:
@@ -435,6 +442,25 @@ class Switchboard:
             return LinkLost(str(exc))
         finally:
             run.bank_s = trio.current_time() - began
+
+    async def _await_elsewhere(self, rrn: str, run: _Run) -> Event:
+        """A first at another worker ends within its bank's timeout, or, if that worker
+        died, when its restart recovers it: watched in the journal for a bounded time."""
+        began = trio.current_time()
+        record = None
+        try:
+            with trio.move_on_after(ELSEWHERE_WAIT_S):
+                while True:
+                    async with self._lookups:
+                        record = await self.journal.transaction_by_rrn(rrn)
+                    if record is None or record.state != "sending":
+                        break
+                    await trio.sleep(ELSEWHERE_POLL_S)
+        except JournalError:
+            record = None  # what the book holds answers: still in doubt
+        finally:
+            run.waited_for_journal(trio.current_time() - began)
+        return FirstFinished(record)
 
     async def _load_original(self, load: LoadOriginal, deadline: float, run: _Run) -> Event:
         began = trio.current_time()

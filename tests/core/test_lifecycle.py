@@ -3,9 +3,11 @@ events by hand and checked by the actions they return."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 
 from switch.core.bank import Institution, OriginalData
@@ -641,3 +643,122 @@ def test_what_a_crash_left_sending_is_settled_no_answer_and_reversed() -> None:
     changes = recovery_changes(TransactionBook(max_records=10), [record], NOW)
     assert [type(c) for c in changes] == [ReversalQueued, TxnUpdated]
     assert (record.state, record.code, record.reversed) == ("no_answer", "96", True)
+
+
+# -- on a journal shared by several workers ------------------------------------------------
+
+
+def two_workers() -> tuple[World, World]:
+    """Two workers on one journal, each with a book and RRNs of its own; what one
+    journaled reaches the other (whose book knows it is shared) only as the journal's
+    rows, copies of the first's records."""
+    here, there = World(), World()
+    here.rrns, there.rrns = RrnAllocator(worker=0, workers=2), RrnAllocator(worker=1, workers=2)
+    there.book = TransactionBook(max_records=1000, shared=True)
+    return here, there
+
+
+def row(record: TxnRecord, **changes: Any) -> TxnRecord:
+    """``record`` as the journal gives it back: a copy, as of now."""
+    return msgspec.structs.replace(copy.deepcopy(record), **changes)
+
+
+def test_a_repeat_of_another_workers_sale_is_read_from_the_journal_and_answered_as_its() -> None:
+    here, there = two_workers()
+    first = here.approved_sale()
+    repeat = there.transaction(sale())
+    trace = ("POS00001", "898310048990001", "000042", "000123")
+    assert repeat.start() == [LoadOriginal(trace=trace)]
+    outcome = answer_of(repeat.handle(OriginalLoaded(row(first)), NOW))
+    assert (outcome.code, outcome.rrn, outcome.auth_code, outcome.route) == (
+        "00", first.rrn, "A1B2C3", "duplicate",
+    )  # fmt: skip
+
+
+def test_a_new_sale_on_a_shared_journal_looks_for_a_first_then_goes_on() -> None:
+    here, there = two_workers()
+    machine = there.transaction(sale())
+    assert kinds(machine.start()) == ["LoadOriginal"]
+    assert kinds(machine.handle(OriginalLoaded(None), NOW)) == ["Admit"]
+    # The latest with its trace is of another day: not a repeat of it.
+    yesterday = row(here.approved_sale(), local_date="1121")
+    machine = there.transaction(sale())
+    machine.start()
+    assert kinds(machine.handle(OriginalLoaded(yesterday), NOW)) == ["Admit"]
+
+
+def test_a_repeat_of_a_first_still_at_another_workers_bank_watches_it_end() -> None:
+    here, there = two_workers()
+    first = here.transaction(sale())
+    drive(first, Admitted(), LinkGranted("000007"), Journaled())  # at the bank, there
+    assert first.record is not None
+    repeat = there.transaction(sale())
+    repeat.start()
+    actions = repeat.handle(OriginalLoaded(row(first.record)), NOW)
+    assert actions == [AwaitFirst(first.record.rrn, elsewhere=True)]
+    drive(first, BankAnswered("0210", {39: "00", 38: "A1B2C3"}), Journaled())
+    outcome = answer_of(repeat.handle(FirstFinished(row(first.record)), NOW))
+    assert (outcome.code, outcome.auth_code, outcome.route) == ("00", "A1B2C3", "duplicate")
+    # Never ended within the wait (its worker died and is not back yet): in doubt, 96.
+    stuck = there.transaction(sale(stan="000124"))
+    other = here.transaction(sale(stan="000124"))
+    drive(other, Admitted(), LinkGranted("000008"), Journaled())
+    assert other.record is not None
+    stuck.start()
+    stuck.handle(OriginalLoaded(row(other.record)), NOW)
+    assert answer_of(stuck.handle(FirstFinished(row(other.record)), NOW)).code == "96"
+
+
+def test_a_void_on_a_shared_journal_reads_the_original_again_even_when_held() -> None:
+    here, there = two_workers()
+    original = here.approved_sale()
+    there.book.add(row(original))  # an old copy: another worker voided it since
+    machine = there.transaction(void(original.rrn))
+    assert kinds(machine.start()) == ["LoadOriginal"]  # a first of the void itself?
+    assert machine.handle(OriginalLoaded(None), NOW) == [LoadOriginal(rrn=original.rrn)]
+    outcome = answer_of(machine.handle(OriginalLoaded(row(original, voided=True)), NOW))
+    assert outcome.code == "12"
+    assert there.book.by_rrn(original.rrn).voided  # type: ignore[union-attr]
+
+
+def test_a_copy_with_this_workers_refund_pending_is_kept_over_the_journals() -> None:
+    here, there = two_workers()
+    original = here.approved_sale()
+    there.book.add(row(original))
+    first = there.transaction(refund(original.rrn, 6000))
+    drive(first, OriginalLoaded(None), OriginalLoaded(row(original)), Admitted())
+    assert there.book.by_rrn(original.rrn).refund_reserved == 6000  # type: ignore[union-attr]
+    second = there.transaction(refund(original.rrn, 6000, stan="000301"))
+    drive(second, OriginalLoaded(None), OriginalLoaded(row(original)))
+    assert answer_of(second.handle(Admitted(), NOW)).code == "61"
+
+
+def test_a_reversal_on_a_shared_journal_reads_its_original_and_waits_for_it_to_end() -> None:
+    here, there = two_workers()
+    first = here.transaction(sale())
+    drive(first, Admitted(), LinkGranted("000007"), Journaled())
+    assert first.record is not None
+    there.book.add(row(first.record))  # held, but not in flight here
+    machine = there.reversal(reversal_of(first.record))
+    assert kinds(machine.start()) == ["LoadOriginal"]
+    actions = machine.handle(OriginalLoaded(row(first.record)), NOW)
+    assert actions == [AwaitFirst(first.record.rrn, elsewhere=True)]
+    drive(first, BankAnswered("0210", {39: "00", 38: "A1B2C3"}), Journaled())
+    changes = journal_of(machine.handle(FirstFinished(row(first.record)), NOW))
+    assert [type(c) for c in changes] == [ReversalQueued, TxnUpdated]
+    updated = changes[-1]
+    assert isinstance(updated, TxnUpdated)
+    assert (updated.state, updated.reversed) == ("approved", True)
+
+
+def test_a_reversal_of_a_first_that_stays_in_flight_elsewhere_is_96_and_queues_nothing() -> None:
+    here, there = two_workers()
+    first = here.transaction(sale())
+    drive(first, Admitted(), LinkGranted("000007"), Journaled())
+    assert first.record is not None
+    machine = there.reversal(reversal_of(first.record))
+    machine.start()
+    machine.handle(OriginalLoaded(row(first.record)), NOW)
+    actions = machine.handle(FirstFinished(row(first.record)), NOW)
+    assert kinds(actions) == ["Answer"] and answer_of(actions).code == "96"
+    assert not there.book.by_rrn(first.record.rrn).reversed  # type: ignore[union-attr]
