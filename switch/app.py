@@ -48,7 +48,7 @@ from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
-from switch.net.settlement import SettlementService
+from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
 from switch.store import open_journal, open_settlement_store
@@ -231,6 +231,8 @@ class SwitchApp:
                 self.settlement = await self._start_settlement(
                     bank_side, settlement_store, journal, calendar
                 )
+            elif self.worker.shares_journal:  # the others date by worker 0's closes
+                bank_side.start_soon(follow_closes, settlement_store, calendar)
             pos_protocol = PosProtocol(
                 self.codecs.get(config.pos.dialect),
                 switchboard,
@@ -312,6 +314,7 @@ class SwitchApp:
             settle_deadline=self.config.settlement.settle_deadline,
             utc_offset_h=utc_offset_h,
             nudge=_Reversals(self.forwarders).nudge,
+            close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
         )
         await bank_side.start(settlement.run)
         return settlement

@@ -93,14 +93,20 @@ class BusinessCalendar:
             for day in _dates_between(first, self.date_at(epoch_s))
         ]
 
-    def force_close(self, epoch_s: float) -> DateClosed:
-        """Closes the date open at ``epoch_s`` early: from the next whole second on,
-        the next date is open."""
+    def force_close(self, epoch_s: float, notice_s: float = 0.0) -> DateClosed:
+        """Closes the date open at ``epoch_s`` early: from the next whole second on
+        (after ``notice_s``, the time other processes need to learn of it), the next
+        date is open."""
         close = DateClosed(
-            business_date=self.date_at(epoch_s), at=float(math.floor(epoch_s) + 1), forced=True
+            business_date=self.date_at(epoch_s),
+            at=float(math.floor(epoch_s + notice_s) + 1),
+            forced=True,
         )
         self.record(close)
         return close
+
+    def close_of(self, business_date: date) -> DateClosed | None:
+        return next((c for c in self._closes if c.business_date == business_date), None)
 
     def record(self, close: DateClosed) -> None:
         """Remembers a close (forced, natural, or read back from the store)."""

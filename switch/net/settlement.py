@@ -55,6 +55,11 @@ CUTOVER_RETRY_S: Final = 30.0
 
 SETTLE_RETRY_S: Final = 60.0
 """A date whose settlement failed is tried again this much later."""
+CLOSE_POLL_S: Final = 0.5
+"""How often a worker other than the one that closes dates reads the closes."""
+CLOSE_NOTICE_S: Final = 2.0
+"""With several workers, an operator's close is recorded this long before it takes
+effect: several polls, so that every worker dates by it from the same second."""
 _KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
 _T = TypeVar("_T")
 
@@ -78,8 +83,11 @@ class SettlementService:
         utc_offset_h: int,
         nudge: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        close_notice_s: float = 0.0,
     ) -> None:
         self.store = store
+        self.close_notice_s = close_notice_s
+        """0 for one process; CLOSE_NOTICE_S when other workers follow the closes."""
         self.journal = journal
         self.calendar = calendar
         self.merchants = merchants
@@ -139,9 +147,11 @@ class SettlementService:
     async def close_now(self) -> DateClosed:
         """The operator's cut-off: the open date closes now, the next one opens."""
         async with self._closing:
-            close = self.calendar.force_close(self.clock())
-            # The close takes effect on the next whole second: wait it out, so that
-            # every request of the closed date was received before the cutovers leave.
+            close = self.calendar.force_close(self.clock(), self.close_notice_s)
+            # Recorded at once, for the other workers to read before it takes effect.
+            await self._in_store(self.store.record_close, close)
+            # It takes effect on a whole second: wait it out, so that every request of
+            # the closed date was received before the cutovers leave.
             await trio.sleep(max(0.0, close.at - self.clock()))
             await self._close(close)
         self._wake_cutoff.set()
@@ -149,7 +159,7 @@ class SettlementService:
 
     async def _close(self, close: DateClosed) -> None:
         self.calendar.record(close)
-        await self._in_store(self.store.record_close, close)
+        await self._in_store(self.store.record_close, close)  # again: idempotent
         log.info(
             "business_date_closed", business_date=close.business_date.isoformat(),
             forced=close.forced,
@@ -201,6 +211,11 @@ class SettlementService:
         """What a closed date waits for, looked at once: its cutovers, its files; it
         settles once every bank's file is in, or at the deadline."""
         now = self.clock()
+        if self._closing.locked():
+            return  # a close is under way: its own cutovers are leaving
+        close = self.calendar.close_of(date.fromisoformat(business_date))
+        if close is not None and close.at > now:
+            return  # an operator's close still on notice (restarted meanwhile)
         cutovers = await self._in_store(self.store.cutovers, business_date)
         for bank in self.banks():
             tried = self._cutover_tried.get((business_date, bank), 0.0)
@@ -360,3 +375,30 @@ def _write_whole(path: Path, data: bytes) -> None:
 
 
 __all__ = ["SettlementError", "SettlementService"]
+
+
+async def follow_closes(
+    store: SettlementStore, calendar: BusinessCalendar, *, interval_s: float = CLOSE_POLL_S
+) -> None:
+    """On every worker but the one that closes dates: the closes it records, read into
+    this worker's calendar (a forced one is recorded CLOSE_NOTICE_S before it takes
+    effect, so each worker dates by it from the same second as the closer)."""
+    failing = False
+    while True:
+        try:
+            closes = await trio.to_thread.run_sync(store.closes)
+        except SettlementError as exc:
+            if not failing:  # one line a failure, not one a poll
+                log.warning("closes_unreadable", error=str(exc))
+            failing = True
+        else:
+            if failing:
+                log.info("closes_readable")
+            failing = False
+            for close in closes:
+                if calendar.close_of(close.business_date) is None:
+                    calendar.record(close)
+                    log.info("business_date_close_followed",
+                             business_date=close.business_date.isoformat(),
+                             at=close.at, forced=close.forced)  # fmt: skip
+        await trio.sleep(interval_s)

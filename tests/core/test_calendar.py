@@ -66,6 +66,17 @@ def test_a_forced_close_starts_the_next_date_from_the_next_second() -> None:
     assert days.date_at(at("2026-11-23 23:00:00")) == date(2026, 11, 24)
 
 
+def test_a_forced_close_given_notice_starts_the_next_date_after_it() -> None:
+    """With several workers the close is announced before it takes effect."""
+    days = calendar()
+    close = days.force_close(at("2026-11-22 15:00:00") + 0.4, notice_s=2.0)
+    assert close.at == at("2026-11-22 15:00:03")
+    assert days.date_at(at("2026-11-22 15:00:02")) == date(2026, 11, 22)
+    assert days.date_at(at("2026-11-22 15:00:03")) == date(2026, 11, 23)
+    assert days.close_of(date(2026, 11, 22)) == close
+    assert days.close_of(date(2026, 11, 23)) is None
+
+
 def test_two_forced_closes_in_a_day_run_the_date_ahead() -> None:
     days = calendar()
     days.force_close(at("2026-11-22 10:00:00"))

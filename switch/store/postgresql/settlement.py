@@ -278,10 +278,13 @@ class PostgresSettlementStore:
     # -- business days --------------------------------------------------------------
 
     def closes(self) -> list[DateClosed]:
-        rows = self._db.execute(
-            "SELECT business_date, closed_at, forced FROM business_day "
-            "WHERE closed_at IS NOT NULL ORDER BY closed_at"
-        )
+        try:  # read by every worker, polling: its failure is theirs to log and retry
+            rows = self._db.execute(
+                "SELECT business_date, closed_at, forced FROM business_day "
+                "WHERE closed_at IS NOT NULL ORDER BY closed_at"
+            ).fetchall()
+        except psycopg.Error as exc:
+            raise SettlementError(f"settlement store (postgresql): {_cause(exc)}") from exc
         return [
             DateClosed(date.fromisoformat(row["business_date"]), row["closed_at"], row["forced"])
             for row in rows

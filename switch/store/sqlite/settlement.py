@@ -234,10 +234,13 @@ class SqliteSettlementStore:
     # -- business days --------------------------------------------------------------
 
     def closes(self) -> list[DateClosed]:
-        rows = self._db.execute(
-            "SELECT business_date, closed_at, forced FROM business_day "
-            "WHERE closed_at IS NOT NULL ORDER BY closed_at"
-        )
+        try:  # read by every worker, polling: its failure is theirs to log and retry
+            rows = self._db.execute(
+                "SELECT business_date, closed_at, forced FROM business_day "
+                "WHERE closed_at IS NOT NULL ORDER BY closed_at"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise SettlementError(f"settlement store: {exc}") from exc
         return [DateClosed(date.fromisoformat(row[0]), row[1], bool(row[2])) for row in rows]
 
     def first_open_date(self) -> date | None:
