@@ -392,6 +392,7 @@ async def _run_switch(started: startup.Startup) -> None:
     assert app is not None, "prepared"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, app)
+        nursery.start_soon(supervisor.stop_with_parent)  # a worker's, or a demo's switch
         await nursery.start(app.run)
         started.listening()  # the listeners hold their ports now
         gc.freeze()  # what start-up made (config, codecs, the book loaded) stays
@@ -402,10 +403,10 @@ async def _run_switch(started: startup.Startup) -> None:
 async def _shutdown_on_signal(app: SwitchApp) -> None:
     """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file.
 
-    A worker (workers > 1) keeps its handlers through the drain: it may be sent SIGTERM
-    more than once when its supervisor dies (PR_SET_PDEATHSIG fires at each reparenting,
-    from thread to thread of the dead supervisor), and the drain is bounded anyway. One
-    process leaves them at the first, as ever (a second signal ends it at once)."""
+    A worker (workers > 1) keeps its handlers through the drain: its supervisor's
+    SIGTERM and its own, when the supervisor has ended (supervisor.stop_with_parent),
+    may both come, and the drain is bounded anyway. One process leaves them at the
+    first, as ever (a second signal ends it at once)."""
     draining = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -443,6 +444,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
                 raise StartupError(f"{where} cannot be listened on: {exc.strerror}") from exc
             log.info("simulator_started", bank=args.bank, port=port)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(supervisor.stop_with_parent)  # a demo's bank
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return
