@@ -1,7 +1,8 @@
-"""A throw-away PostgreSQL server for the tests (and the journal bench): found on the
+"""A local PostgreSQL server for the tests, the journal bench and the demo: found on the
 machine, installed from Debian's ``postgresql`` package if it is missing and we may,
-initialised in a temporary folder by an unprivileged user, started on a free loopback
-port and stopped at the end.
+initialised by an unprivileged user, started on a free loopback port and stopped at
+the end. The tests' and the bench's is thrown away with its temporary folder; the
+demo's is a cluster in a folder of its own, kept between runs.
 
 Nothing here is the switch's: the switch only ever gets a DSN.
 """
@@ -105,20 +106,28 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One server in its own temporary folder (data and unix socket), on a free port.
+    """One server on a free loopback port, its data in ``folder``.
 
-    ``fsync=False`` for the tests: they never pull the plug, and a database a test
-    takes a few milliseconds less. The bench keeps fsync on, since it measures what a
-    durable commit costs.
+    Without ``folder`` a temporary one, removed at :meth:`stop` (the server killed:
+    nothing in it is kept), and ``fsync`` off by default: the tests never pull the
+    plug, and a database a test takes a few milliseconds less. The bench keeps fsync
+    on, since it measures what a durable commit costs.
+
+    With ``folder`` (the demo's) a persistent cluster: initialised the first time,
+    started again on what it holds after, stopped cleanly (``pg_ctl stop -m fast``),
+    and reached on TCP only (a unix socket's path has a length limit a deep folder
+    exceeds).
     """
 
-    def __init__(self, *, fsync: bool = False) -> None:
+    def __init__(self, *, fsync: bool = False, folder: Path | None = None) -> None:
         self.fsync = fsync
+        self.persistent = folder is not None
         self.bin_dir: Path | None = None
-        self.folder: Path | None = None
+        self.folder: Path | None = folder
         self.port = 0
         self._account: pwd.struct_passwd | None = None
         self._databases = count(1)
+        self._started = False
 
     @property
     def data_dir(self) -> Path:
@@ -129,29 +138,73 @@ class PostgresServer:
         """Installs if need be, initialises and starts; ServerUnavailable if it cannot."""
         self.bin_dir = install_server()
         self._account = _server_account()
-        self.folder = Path(tempfile.mkdtemp(prefix="switch-pg-", dir=self._temp_base()))
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="switch-pg-", dir=self._temp_base()))
+        else:
+            self._prepare_own_folder(self.folder)
         if self._account is not None:
             os.chown(self.folder, self._account.pw_uid, self._account.pw_gid)
         self.port = _free_port()
-        self._run(
-            "initdb", "--pgdata", str(self.data_dir), "--username", SUPERUSER,
-            "--auth", "trust", "--encoding", "UTF8", "--locale", "C", "--no-sync",
-            "--no-instructions",
-        )  # fmt: skip
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run(
+                "initdb", "--pgdata", str(self.data_dir), "--username", SUPERUSER,
+                "--auth", "trust", "--encoding", "UTF8", "--locale", "C",
+                *([] if self.persistent else ["--no-sync"]), "--no-instructions",
+            )  # fmt: skip
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
-            "unix_socket_directories": str(self.folder),
+            "unix_socket_directories": "''" if self.persistent else str(self.folder),
             "fsync": "on" if self.fsync else "off",
             "max_connections": "200",
             "shared_buffers": "64MB",
         }
         options = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        self._started = True  # from here on stop() stops it, even if the start fails
         self._run(
             "pg_ctl", "--pgdata", str(self.data_dir), "--log", str(self.folder / "server.log"),
             "--options", options, "--wait", "--timeout", str(SERVER_START_TIMEOUT_S),
             "--silent", "start",
         )  # fmt: skip
+
+    def _prepare_own_folder(self, folder: Path) -> None:
+        """A persistent cluster's folder: made if missing, reachable by the server's
+        account, and not the data of a server running now."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self._account is not None:
+            closed = [
+                parent
+                for parent in folder.resolve().parents
+                if not parent.stat().st_mode & 0o001
+                and parent.stat().st_uid != self._account.pw_uid
+            ]
+            if closed:
+                raise ServerUnavailable(
+                    f"{folder}: the server's account {self._account.pw_name} (initdb refuses "
+                    f"root) cannot reach it: {closed[0]} is closed to others; choose a folder "
+                    "it can reach"
+                )
+        pid_file = folder / "data" / "postmaster.pid"
+        if pid_file.exists() and self._status() == 0:
+            pid = pid_file.read_text().split("\n", 1)[0]
+            raise ServerUnavailable(
+                f"{folder}: a PostgreSQL server already runs on it (pid {pid}): another demo's, "
+                f"or one left by a demo that was killed (stop it: kill {pid})"
+            )
+
+    def _status(self) -> int:
+        """``pg_ctl status``: 0 while a server runs on the data folder."""
+        assert self.bin_dir is not None
+        account = self._account
+        return subprocess.run(
+            [str(self.bin_dir / "pg_ctl"), "--pgdata", str(self.data_dir), "status"],
+            capture_output=True,
+            timeout=SERVER_START_TIMEOUT_S,
+            user=None if account is None else account.pw_uid,
+            group=None if account is None else account.pw_gid,
+            extra_groups=None if account is None else [],
+            check=False,
+        ).returncode
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection ended, the server back when this
@@ -175,12 +228,24 @@ class PostgresServer:
         return None if reachable else "/tmp"
 
     def stop(self) -> None:
+        """A temporary server is killed and its folder removed; a persistent one is
+        shut down cleanly (its sessions ended, its data written) and kept."""
         if self.folder is None:
+            return
+        if self.persistent:
+            if self._started and (self.data_dir / "postmaster.pid").exists():
+                self._run("pg_ctl", "--pgdata", str(self.data_dir), "--mode", "fast",
+                          "--wait", "--silent", "stop")  # fmt: skip
+            self._started = False
             return
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "--pgdata", str(self.data_dir), "--mode", "immediate", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder = None
+
+    def running(self) -> bool:
+        """Whether a server runs on the data folder now."""
+        return self.folder is not None and self.bin_dir is not None and self._status() == 0
 
     def _run(self, program: str, *arguments: str) -> None:
         assert self.bin_dir is not None
@@ -212,6 +277,17 @@ class PostgresServer:
         name = f"test_{os.getpid()}_{next(self._databases)}"
         with psycopg.connect(self.dsn(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def ensure_database(self, name: str) -> str:
+        """The database ``name``, made if it is not there yet (what it holds is kept);
+        its DSN."""
+        with psycopg.connect(self.dsn(), autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if found is None:
+                connection.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
 
