@@ -123,6 +123,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(handler=_sim_bank)
 
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo: the switch and its banks as processes, on a journal of choice",
+        description="Run the demo: each bank of the config as a `switch sim-bank` process "
+        "and `switch run` with --workers, from a config written to "
+        "<var>/demo-<journal>.toml (<var>: the folder of the config's [journal] path, the "
+        "demo's var/; the operator commands take it as --config). With --journal "
+        "postgresql, a local PostgreSQL server is installed if missing (Debian, as root), "
+        "its cluster kept in <var>/postgresql between runs. SIGINT or SIGTERM stops the "
+        "switch (it drains), the banks, then the server.",
+    )
+    _config_option(demo)
+    demo.add_argument(
+        "--journal",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the config's SQLite journal (default; 1 worker), or a local PostgreSQL server's",
+    )
+    demo.add_argument(
+        "--workers", type=_positive, help="switch processes (default: [switch] workers)"
+    )
+    demo.set_defaults(handler=_demo)
+
     journal = commands.add_parser(
         "journal", help="read the journal", description="Read transactions from the journal."
     )
@@ -420,6 +443,13 @@ async def _shutdown_on_signal(app: SwitchApp) -> None:
                 draining = True
             if app.worker.alone:
                 return
+
+
+def _demo(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch.devtools.demo import run_demo  # psycopg and the server's tools: only here
+
+    workers: int = args.workers if args.workers is not None else config.switch.workers
+    return run_demo(config, journal=args.journal, workers=workers)
 
 
 def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
