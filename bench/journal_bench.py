@@ -11,8 +11,8 @@ callers: caller commits a second, their latency, the group commits and their siz
 CPU per caller commit in this process (the switch's side) and, for PostgreSQL, in the
 server's processes apart.
 
-PostgreSQL is a server of the bench's own (``tests/pg_server.py``: installed if
-missing and allowed, in a temporary folder, fsync on), unless ``--dsn`` names one.
+PostgreSQL is a server of the bench's own (``switch/devtools/postgresql.py``: installed
+if missing and allowed, in a temporary folder, fsync on), unless ``--dsn`` names one.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _postgres(dsn: str | None) -> Iterator[tuple[str, Path | None]]:
     if dsn is not None:
         yield dsn, None
         return
-    from tests.pg_server import running_server
+    from switch.devtools.postgresql import running_server
 
     with running_server(fsync=True) as server:
         yield server.create_database(), server.data_dir

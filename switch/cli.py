@@ -123,6 +123,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(handler=_sim_bank)
 
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo: the switch and its banks as processes, on a journal of choice",
+        description="Run the demo: each bank of the config as a `switch sim-bank` process "
+        "and `switch run` with --workers, from a config written to "
+        "<var>/demo-<journal>.toml (<var>: the folder of the config's [journal] path, the "
+        "demo's var/; the operator commands take it as --config). With --journal "
+        "postgresql, a local PostgreSQL server is installed if missing (Debian, as root), "
+        "its cluster kept in <var>/postgresql between runs. SIGINT or SIGTERM stops the "
+        "switch (it drains), the banks, then the server.",
+    )
+    _config_option(demo)
+    demo.add_argument(
+        "--journal",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the config's SQLite journal (default; 1 worker), or a local PostgreSQL server's",
+    )
+    demo.add_argument(
+        "--workers", type=_positive, help="switch processes (default: [switch] workers)"
+    )
+    demo.set_defaults(handler=_demo)
+
     journal = commands.add_parser(
         "journal", help="read the journal", description="Read transactions from the journal."
     )
@@ -392,6 +415,7 @@ async def _run_switch(started: startup.Startup) -> None:
     assert app is not None, "prepared"
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_shutdown_on_signal, app)
+        nursery.start_soon(supervisor.stop_with_parent)  # a worker's, or a demo's switch
         await nursery.start(app.run)
         started.listening()  # the listeners hold their ports now
         gc.freeze()  # what start-up made (config, codecs, the book loaded) stays
@@ -402,10 +426,10 @@ async def _run_switch(started: startup.Startup) -> None:
 async def _shutdown_on_signal(app: SwitchApp) -> None:
     """SIGINT and SIGTERM drain the switch; SIGHUP reloads its configuration file.
 
-    A worker (workers > 1) keeps its handlers through the drain: it may be sent SIGTERM
-    more than once when its supervisor dies (PR_SET_PDEATHSIG fires at each reparenting,
-    from thread to thread of the dead supervisor), and the drain is bounded anyway. One
-    process leaves them at the first, as ever (a second signal ends it at once)."""
+    A worker (workers > 1) keeps its handlers through the drain: its supervisor's
+    SIGTERM and its own, when the supervisor has ended (supervisor.stop_with_parent),
+    may both come, and the drain is bounded anyway. One process leaves them at the
+    first, as ever (a second signal ends it at once)."""
     draining = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
@@ -419,6 +443,13 @@ async def _shutdown_on_signal(app: SwitchApp) -> None:
                 draining = True
             if app.worker.alone:
                 return
+
+
+def _demo(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch.devtools.demo import run_demo  # psycopg and the server's tools: only here
+
+    workers: int = args.workers if args.workers is not None else config.switch.workers
+    return run_demo(config, journal=args.journal, workers=workers)
 
 
 def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
@@ -443,6 +474,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
                 raise StartupError(f"{where} cannot be listened on: {exc.strerror}") from exc
             log.info("simulator_started", bank=args.bank, port=port)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(supervisor.stop_with_parent)  # a demo's bank
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     return

@@ -20,8 +20,8 @@ The supervisor serves nothing itself. It:
    exits 0, or 1 if one had to be killed or failed to stop cleanly.
 
 Workers run in sessions of their own (a terminal's Ctrl-C reaches the supervisor only,
-which forwards it once) and are sent SIGTERM by the kernel if the supervisor itself
-dies (``PR_SET_PDEATHSIG``), so none is left serving without one.
+which forwards it once) and send themselves SIGTERM when the supervisor has ended,
+however it ended (:func:`stop_with_parent`), so none is left serving without one.
 
 What waits for the PostgreSQL journal is in switch.core.workers' docstring: the
 supervisor, ports, link spread, RRNs and the places of settlement and admin are
@@ -30,7 +30,6 @@ ready; the shared journal, and everything that crosses workers through it, is no
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -60,7 +59,9 @@ STOP_MARGIN_S: Final = 10.0
 A worker still running then is killed."""
 REFUSED: Final = 2
 """A worker's exit status when it refused to start (switch.startup)."""
-_PR_SET_PDEATHSIG: Final = 1
+PARENT_PID_ENV: Final = "SWITCH_PARENT_PID"
+"""Set by a process for the ``switch`` processes it starts, to its own pid: each of them
+stops when that process has ended (:func:`stop_with_parent`)."""
 
 
 def sqlite_workers_for_tests() -> bool:
@@ -96,7 +97,7 @@ def supervise(config: SwitchConfig, workers: int) -> int:
     except KeyboardInterrupt:
         print("switch: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # its workers end with it (PR_SET_PDEATHSIG)
+    except Exception as exc:  # its workers end with it (stop_with_parent)
         log.critical("supervisor_crashed", exc_info=exc)
         print(f"switch: the supervisor stopped by an error: {describe_exception(exc)}",
               file=sys.stderr)  # fmt: skip
@@ -106,10 +107,37 @@ def supervise(config: SwitchConfig, workers: int) -> int:
             reservation.close()
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: SIGTERM when the supervisor ends, however it ends."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def child_environment() -> dict[str, str]:
+    """The environment of a ``switch`` process this one starts: ours, and our pid, so
+    that it stops when we end (:func:`stop_with_parent`)."""
+    return {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+
+
+async def stop_with_parent() -> None:
+    """Sends this process SIGTERM (its own handler then drains it) once the process
+    that started it, named in PARENT_PID_ENV, has ended, however it ended; returns at
+    once when none is named.
+
+    Not ``PR_SET_PDEATHSIG``: that signal follows the *thread* that forked the child,
+    and trio forks in a thread of its cache, which ends after 10 s idle: every worker
+    was sent SIGTERM 10 s after it started, while its supervisor ran on."""
+    named = os.environ.get(PARENT_PID_ENV, "")
+    if not named.isdigit():
+        return
+    parent = int(named)
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        pidfd = None
+    try:
+        # Ours is gone if we were handed to another parent (its pid may be reused).
+        if pidfd is not None and os.getppid() == parent:
+            await trio.lowlevel.wait_readable(pidfd)  # readable once it has exited
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    log.warning("parent_ended", parent_pid=parent, note="stopping as on SIGTERM")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _reason(status: int) -> str:
@@ -162,6 +190,7 @@ class Supervisor:
                     pid=os.getpid(),
                 )
                 nursery.start_soon(self._on_signals, signals)
+                nursery.start_soon(stop_with_parent)  # when a demo started it
                 await self._stop_requested.wait()  # a signal, or a worker's refused start
                 await self._wait_or_kill()
                 nursery.cancel_scope.cancel()  # the signals' task
@@ -237,7 +266,7 @@ class Supervisor:
                         self.command(index),
                         stdin=subprocess.DEVNULL,
                         start_new_session=True,
-                        preexec_fn=_die_with_parent,
+                        env=child_environment(),
                     )
                 except OSError as exc:  # no process (EAGAIN, ENOMEM): tried again
                     log.error(

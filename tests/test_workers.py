@@ -288,7 +288,7 @@ async def test_sigint_drains_the_workers_too(tmp_path: Path) -> None:
 
 
 async def test_workers_end_with_their_supervisor_however_it_ends(tmp_path: Path) -> None:
-    """SIGKILL of the supervisor: the kernel sends each worker SIGTERM (it drains and
+    """SIGKILL of the supervisor: each worker sends itself SIGTERM (it drains and
     stops), so none is left serving without a supervisor."""
     sim, switch = await _two_workers(tmp_path)
     pids = [r["pid"] for r in switch.events("worker_started")]
@@ -303,6 +303,25 @@ async def test_workers_end_with_their_supervisor_however_it_ends(tmp_path: Path)
         for pid in pids:
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
+        assert await sim.stop() == 0, sim.output()
+
+
+async def test_workers_serve_on_after_the_thread_that_started_them_ends(
+    tmp_path: Path,
+) -> None:
+    """trio forks a worker in a thread of its cache, which ends after 10 s idle: a
+    worker must not take that for its supervisor's end (PR_SET_PDEATHSIG did, and every
+    worker drained 10 s after it started)."""
+    sim, switch = await _two_workers(tmp_path)
+    try:
+        await trio.sleep(12)  # trio's cache ends a thread idle for 10 s
+        assert switch.events("signal_received") == [], switch.output()
+        assert switch.events("worker_died") == [], switch.output()
+        assert switch.process.poll() is None
+        assert await switch.stop() == 0, switch.output()
+    finally:
+        if switch.process.poll() is None:
+            switch.process.kill()
         assert await sim.stop() == 0, sim.output()
 
 
