@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from itertools import groupby
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import psycopg
 import structlog
@@ -49,6 +49,7 @@ from switch.store.port import (
     JournalUnavailable,
 )
 from switch.store.postgresql import sql
+from switch.store.postgresql.pipeline import LoopWriter
 from switch.store.postgresql.schema import SchemaError, migrate
 from switch.store.postgresql.sql import Connection, Query
 from switch.store.sqlite.sql import Write
@@ -56,6 +57,10 @@ from switch.store.sqlite.sql import Write
 log = structlog.get_logger()
 
 Result = TypeVar("Result")
+
+Writer: TypeAlias = Literal["thread", "loop"]
+"""How the writer task commits a group: handed to a worker thread (psycopg's blocking
+pipeline), or from the event loop itself (``pipeline.LoopWriter``)."""
 
 SLOW_COMMIT_S = 0.02
 """A group commit that takes longer in its thread is logged, one warning line each: the
@@ -138,14 +143,19 @@ class JournalDatabase:
             self._writer.close()
             self._writer = None
 
-    def apply(self, writes: Iterable[Write]) -> None:
-        """Runs the writes in one transaction, all of them or none, pipelined, with one
-        WAL flush. Reconnects first if the last connection broke."""
+    def writer(self) -> Connection:
+        """The writer's connection, opened again if the last one broke or was closed."""
         writer = self._writer
         if writer is None or writer.broken or writer.closed:
             if writer is not None:
                 writer.close()
             writer = self._writer = self.connect()
+        return writer
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        """Runs the writes in one transaction, all of them or none, pipelined, with one
+        WAL flush. Reconnects first if the last connection broke."""
+        writer = self.writer()
         ordered = sorted(writes, key=_rank)  # stable: equal ranks keep their order
         with writer.pipeline(), writer.transaction(), writer.cursor() as cursor:
             for statement, same in groupby(ordered, key=_statement):
@@ -197,8 +207,11 @@ class PostgresJournal:
         claimant: str | None = None,
         claim_lease_s: float = CLAIM_LEASE_S,
         worker: int = 0,
+        writer: Writer = "thread",
     ) -> None:
         self.database = database
+        self.writer: Writer = writer
+        self._loop_writer = LoopWriter(database.writer) if writer == "loop" else None
         self.durability = durability
         self.worker = worker
         """The worker this journal writes for: its transactions are marked with it, and
@@ -278,7 +291,7 @@ class PostgresJournal:
             change_count += group.changes
         writes = [write for group in groups for write in group.writes]
         try:
-            took_s = await self._in_thread_timed(change_count, writes)
+            took_s = await self._apply_timed(change_count, writes)
         except Exception as exc:
             self.failures += 1
             self.last_commit_failed = True
@@ -295,16 +308,22 @@ class PostgresJournal:
             if group.done is not None:
                 group.done.set()
 
-    async def _in_thread_timed(self, change_count: int, writes: list[Write]) -> float:
-        """Commits in a worker thread, timed there: the server's time, not the thread's
-        wait for a core or the loop's turn."""
-
-        def timed() -> float:
+    async def _apply_timed(self, change_count: int, writes: list[Write]) -> float:
+        """Commits, timed where it runs: in the worker thread, the server's time, not the
+        thread's wait for a core or the loop's turn; from the loop, the loop's turns too."""
+        loop_writer = self._loop_writer
+        if loop_writer is not None:
             started = time.perf_counter()
-            self.database.apply(writes)
-            return time.perf_counter() - started
+            await loop_writer.apply(writes)
+            took_s = time.perf_counter() - started
+        else:
 
-        took_s = await trio.to_thread.run_sync(timed)
+            def timed() -> float:
+                started = time.perf_counter()
+                self.database.apply(writes)
+                return time.perf_counter() - started
+
+            took_s = await trio.to_thread.run_sync(timed)
         if took_s > SLOW_COMMIT_S:
             log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
         return took_s
