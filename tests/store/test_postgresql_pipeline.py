@@ -1,7 +1,7 @@
 """The PostgreSQL journal's group commit from the event loop (``pipeline.LoopWriter``):
 the rows the writer thread writes, the server's refusals as JournalError, and a
-connection the server dropped opened again. The port's contract runs on it too
-(``test_journal_port.py``)."""
+connection the server dropped opened again. It is the journal's by default, so the
+port's contract (``test_journal_port.py``) and the engine's own tests run on it too."""
 
 from __future__ import annotations
 

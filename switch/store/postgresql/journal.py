@@ -7,11 +7,14 @@ than per transaction. ``synchronous_commit = on`` on the writer's connection: wi
 ``durability = "sync"`` a caller's ``commit`` returns only once the server has flushed
 it, so an approval never leaves before it is durable.
 
-The event loop never waits on the database. psycopg's non-blocking API is asyncio's,
-so every call to the server runs in a worker thread: the writer's whole group (BEGIN,
-each statement once with ``executemany``, COMMIT) pipelined, sent without waiting for
-each statement's answer, then one WAL flush; reads on a small, fixed set of
-connections, one read each at a time. A
+The event loop never waits on the database. The writer's group commit runs from the
+event loop itself (``pipeline.LoopWriter``): libpq in non-blocking pipeline mode, trio
+waiting on its socket, the whole group sent at once, then one WAL flush. Per commit it
+costs the switch about a third of the CPU that handing each group to a worker thread
+does with one caller, three quarters with 256 (``docs/performance.md``); that thread
+(``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
+the measured alternative. psycopg's own non-blocking API is asyncio's, so reads run in
+worker threads, on a small, fixed set of connections, one read each at a time. A
 server that is gone fails the commits and reads of that moment (JournalError, so 96)
 and each connection is opened again on its next use, so the journal comes back with
 the server by itself.
@@ -59,11 +62,12 @@ log = structlog.get_logger()
 Result = TypeVar("Result")
 
 Writer: TypeAlias = Literal["thread", "loop"]
-"""How the writer task commits a group: handed to a worker thread (psycopg's blocking
-pipeline), or from the event loop itself (``pipeline.LoopWriter``)."""
+"""How the writer task commits a group: from the event loop itself
+(``pipeline.LoopWriter``, the journal's), or handed to a worker thread (psycopg's
+blocking pipeline, the measured alternative: ``bench/journal_bench.py``)."""
 
 SLOW_COMMIT_S = 0.02
-"""A group commit that takes longer in its thread is logged, one warning line each: the
+"""A group commit that takes longer on the server is logged, one warning line each: the
 server or its disk stalled (a local commit takes about a millisecond)."""
 CONNECT_TIMEOUT_S = 5
 """How long opening a connection waits for the server (libpq's connect_timeout)."""
@@ -102,7 +106,8 @@ class _Reader:
 
 class JournalDatabase:
     """The database and the journal's connections to it; plain blocking calls, for
-    worker threads. The writer is used by one thread at a time; each reader too."""
+    worker threads. The writer's connection is used by one writer at a time (its thread,
+    or ``LoopWriter`` from the event loop); each reader's by one thread at a time."""
 
     def __init__(self, dsn: str, *, read_connections: int = READ_CONNECTIONS) -> None:
         self.dsn = dsn
@@ -207,7 +212,7 @@ class PostgresJournal:
         claimant: str | None = None,
         claim_lease_s: float = CLAIM_LEASE_S,
         worker: int = 0,
-        writer: Writer = "thread",
+        writer: Writer = "loop",
     ) -> None:
         self.database = database
         self.writer: Writer = writer
@@ -279,7 +284,7 @@ class PostgresJournal:
         await trio.to_thread.run_sync(close_all)
 
     async def _commit_gathered(self, first: _Group) -> None:
-        # Whatever was queued while the last commit was in its thread joins this one.
+        # Whatever was queued while the last commit was on the server joins this one.
         groups = [first]
         change_count = first.changes
         while change_count < self.max_group:
