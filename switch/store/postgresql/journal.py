@@ -11,7 +11,7 @@ The event loop never waits on the database. The writer's group commit runs from 
 event loop itself (``pipeline.LoopWriter``): libpq in non-blocking pipeline mode, trio
 waiting on its socket, the whole group sent at once, then one WAL flush. Per commit it
 costs the switch about a third of the CPU that handing each group to a worker thread
-does with one caller, three quarters with 256 (``docs/performance.md``); that thread
+does with one caller, about half from 64 callers up (``docs/performance.md``); the thread
 (``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
 the measured alternative. psycopg's own non-blocking API is asyncio's, so reads run in
 worker threads, on a small, fixed set of connections, one read each at a time. A
