@@ -1,7 +1,8 @@
 """What a durable commit costs on each journal engine: SQLite (WAL, synchronous FULL)
 against PostgreSQL (synchronous_commit on, fsync on), through the journal port alone.
 
-``python -m bench.journal_bench [--backend sqlite|postgresql|both] [--callers 1,16,64]``
+``python -m bench.journal_bench [--backend sqlite|postgresql|both] [--callers 1,16,64]
+[--postgresql-writer thread,loop]``
 
 Each caller commits what a sale commits, one after the other and each waited for
 ("sync"): the request before it leaves (TxnStarted) and the answer before it goes back
@@ -10,6 +11,12 @@ while one group is in its thread go together in the next. Per engine and number 
 callers: caller commits a second, their latency, the group commits and their size, and
 CPU per caller commit in this process (the switch's side) and, for PostgreSQL, in the
 server's processes apart.
+
+PostgreSQL's writer commits a group either in a worker thread (psycopg's blocking
+pipeline) or from the event loop (libpq non-blocking, ``pipeline.LoopWriter``); with
+both named, one journal of each runs on the same database and server, and each number
+of callers is measured on one and then the other (the order alternating from one
+number to the next), so the two are side by side under the same load of the machine.
 
 PostgreSQL is a server of the bench's own (``switch/devtools/postgresql.py``: installed
 if missing and allowed, in a temporary folder, fsync on), unless ``--dsn`` names one.
@@ -22,6 +29,7 @@ import contextlib
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,15 +41,19 @@ from switch.core.book import TxnRecord
 from switch.log import configure_logging
 from switch.store.port import Journal, TxnStarted, TxnUpdated
 from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.journal import Writer
 from switch.store.sqlite import JournalFile, SqliteJournal
 
 DEFAULT_CALLERS = (1, 16, 64)
+WRITERS: tuple[Writer, ...] = ("thread", "loop")
 COMMITS_PER_RUN = 4000
 """Caller commits (two per sale) per engine and number of callers: a few seconds."""
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
     backend: str
+    writer: str | None
+    """PostgreSQL's: "thread" or "loop" (see ``PostgresJournal``)."""
     callers: int
     commits: int
     commits_per_s: float
@@ -83,7 +95,12 @@ def _server_cpu_s(data_dir: Path | None) -> float | None:
 
 
 async def _measure(
-    journal: Journal, backend: str, callers: int, first_index: int, data_dir: Path | None
+    journal: Journal,
+    backend: str,
+    writer: str | None,
+    callers: int,
+    first_index: int,
+    data_dir: Path | None,
 ) -> Run:
     sales = COMMITS_PER_RUN // 2 // callers
     latencies: list[float] = []
@@ -119,6 +136,7 @@ async def _measure(
     )
     return Run(
         backend=backend,
+        writer=writer,
         callers=callers,
         commits=commits,
         commits_per_s=round(commits / wall_s),
@@ -132,13 +150,26 @@ async def _measure(
 
 
 async def _bench(
-    journal: Journal, backend: str, callers: list[int], data: Path | None
+    journals: dict[str | None, Journal], backend: str, callers: list[int], data: Path | None
 ) -> list[Run]:
+    """Each number of callers on each journal in turn (the order alternating), all the
+    journals running throughout: idle, a journal's writer waits and costs nothing."""
     runs = []
     async with trio.open_nursery() as nursery:
-        await nursery.start(journal.run)
+        for journal in journals.values():
+            await nursery.start(journal.run)
+        first_index = 0
         for number, count in enumerate(callers):
-            runs.append(await _measure(journal, backend, count, number * COMMITS_PER_RUN, data))
+            order = list(journals.items())
+            if number % 2:
+                order.reverse()
+            measured = {}
+            for writer, journal in order:
+                measured[writer] = await _measure(
+                    journal, backend, writer, count, first_index, data
+                )
+                first_index += COMMITS_PER_RUN
+            runs += [measured[writer] for writer in journals]
         nursery.cancel_scope.cancel()
     return runs
 
@@ -154,29 +185,35 @@ def _postgres(dsn: str | None) -> Iterator[tuple[str, Path | None]]:
         yield server.create_database(), server.data_dir
 
 
-def run(backends: list[str], callers: list[int], dsn: str | None) -> list[Run]:
+def run(
+    backends: list[str], callers: list[int], dsn: str | None, writers: tuple[Writer, ...] = WRITERS
+) -> list[Run]:
     runs: list[Run] = []
     if "sqlite" in backends:
         with tempfile.TemporaryDirectory(prefix="journal-bench-") as folder:
             journal = SqliteJournal(JournalFile(Path(folder) / "journal.sqlite3"))
-            runs += trio.run(_bench, journal, "sqlite", callers, None)
+            runs += trio.run(_bench, {None: journal}, "sqlite", callers, None)
     if "postgresql" in backends:
         with _postgres(dsn) as (database, data_dir):
-            pg_journal = PostgresJournal(JournalDatabase(database))
-            runs += trio.run(_bench, pg_journal, "postgresql", callers, data_dir)
+            journals: dict[str | None, Journal] = {
+                writer: PostgresJournal(JournalDatabase(database), writer=writer)
+                for writer in writers
+            }
+            runs += trio.run(_bench, journals, "postgresql", callers, data_dir)
     return runs
 
 
 def _table(runs: list[Run]) -> str:
     header = (
-        f"{'backend':<11}{'callers':>8}{'commits/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'backend':<19}{'callers':>8}{'commits/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'groups':>8}{'per group':>10}{'switch CPU us':>15}{'server CPU us':>15}"
     )
     lines = [header]
     for r in runs:
         server = "-" if r.server_cpu_us_per_commit is None else f"{r.server_cpu_us_per_commit}"
+        label = r.backend if r.writer is None else f"{r.backend} {r.writer}"
         lines.append(
-            f"{r.backend:<11}{r.callers:>8}{r.commits_per_s:>11}{r.latency_p50_ms:>9}"
+            f"{label:<19}{r.callers:>8}{r.commits_per_s:>11}{r.latency_p50_ms:>9}"
             f"{r.latency_p99_ms:>9}{r.group_commits:>8}{r.changes_per_group:>10}"
             f"{r.switch_cpu_us_per_commit:>15}{server:>15}"
         )
@@ -187,13 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.journal_bench", description=__doc__)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--callers", default=",".join(map(str, DEFAULT_CALLERS)))
+    parser.add_argument(
+        "--postgresql-writer",
+        default=",".join(WRITERS),
+        help="PostgreSQL's writers to measure side by side: thread, loop or both",
+    )
     parser.add_argument("--dsn", help="an existing PostgreSQL database to use (it is written)")
     parser.add_argument("--json", action="store_true", help="the runs as JSON, not a table")
     options = parser.parse_args(argv)
     configure_logging("error", stream=sys.stderr.buffer)  # slow-commit warnings are expected here
     backends = ["sqlite", "postgresql"] if options.backend == "both" else [options.backend]
     callers = [int(count) for count in options.callers.split(",")]
-    runs = run(backends, callers, options.dsn)
+    writers = tuple(options.postgresql_writer.split(","))
+    unknown = set(writers) - set(WRITERS)
+    if unknown:
+        parser.error(f"unknown --postgresql-writer {', '.join(sorted(unknown))}")
+    runs = run(backends, callers, options.dsn, typing.cast(tuple[Writer, ...], writers))
     print(msgspec.json.encode(runs).decode() if options.json else _table(runs))
     return 0
 

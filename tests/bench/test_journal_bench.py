@@ -1,5 +1,6 @@
-"""The journal bench keeps working: a tiny run on each engine accounts for every commit
-it made. Speed is reported by the bench, never asserted here."""
+"""The journal bench keeps working: a tiny run on each engine (and on each of
+PostgreSQL's writers) accounts for every commit it made. Speed is reported by the
+bench, never asserted here."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import pytest
 from bench import journal_bench
 
 
-def test_a_tiny_run_counts_every_commit_on_both_engines(
+def test_a_tiny_run_counts_every_commit_on_both_engines_and_both_writers(
     monkeypatch: pytest.MonkeyPatch, postgres_dsn: str
 ) -> None:
     monkeypatch.setattr(journal_bench, "COMMITS_PER_RUN", 80)
     runs = journal_bench.run(["sqlite", "postgresql"], [1, 4], postgres_dsn)
-    assert [(r.backend, r.callers) for r in runs] == [
-        ("sqlite", 1), ("sqlite", 4), ("postgresql", 1), ("postgresql", 4),
+    assert [(r.backend, r.writer, r.callers) for r in runs] == [
+        ("sqlite", None, 1), ("sqlite", None, 4),
+        ("postgresql", "thread", 1), ("postgresql", "loop", 1),
+        ("postgresql", "thread", 4), ("postgresql", "loop", 4),
     ]  # fmt: skip
     for r in runs:
         assert r.commits == 80 and r.group_commits >= 80 // r.callers

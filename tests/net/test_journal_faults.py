@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from switch.app import SwitchApp
-from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql import PostgresJournal
 from switch.store.sqlite import JournalFile, SqliteJournal
 from switch.store.sqlite.sql import Write
 from tests.conftest import LogSink
@@ -60,7 +60,7 @@ class FailingDisk:
         self.error = error
         self.failing = False
         if isinstance(app.journal, PostgresJournal):
-            self._fail_postgresql(app.journal.database)
+            self._fail_postgresql(app.journal)
             return
         assert isinstance(app.journal, SqliteJournal)
         self.file: JournalFile = app.journal.file
@@ -73,15 +73,17 @@ class FailingDisk:
 
         self.file._execute = execute  # type: ignore[method-assign]
 
-    def _fail_postgresql(self, database: JournalDatabase) -> None:
-        real = database.apply
+    def _fail_postgresql(self, journal: PostgresJournal) -> None:
+        loop_writer = journal._loop_writer  # the journal's group commit, from the loop
+        assert loop_writer is not None
+        real = loop_writer.apply
 
-        def apply(writes: Iterable[Write]) -> None:
+        async def apply(writes: Iterable[Write]) -> None:
             if self.failing:
                 raise _POSTGRESQL_ERRORS[self.error]
-            real(writes)
+            await real(writes)
 
-        database.apply = apply  # type: ignore[method-assign]
+        loop_writer.apply = apply  # type: ignore[method-assign]
 
 
 def txn_states(app: SwitchApp) -> dict[str, str]:

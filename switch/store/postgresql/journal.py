@@ -7,11 +7,14 @@ than per transaction. ``synchronous_commit = on`` on the writer's connection: wi
 ``durability = "sync"`` a caller's ``commit`` returns only once the server has flushed
 it, so an approval never leaves before it is durable.
 
-The event loop never waits on the database. psycopg's non-blocking API is asyncio's,
-so every call to the server runs in a worker thread: the writer's whole group (BEGIN,
-each statement once with ``executemany``, COMMIT) pipelined, sent without waiting for
-each statement's answer, then one WAL flush; reads on a small, fixed set of
-connections, one read each at a time. A
+The event loop never waits on the database. The writer's group commit runs from the
+event loop itself (``pipeline.LoopWriter``): libpq in non-blocking pipeline mode, trio
+waiting on its socket, the whole group sent at once, then one WAL flush. Per commit it
+costs the switch about a third of the CPU that handing each group to a worker thread
+does with one caller, about half from 64 callers up (``docs/performance.md``); the thread
+(``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
+the measured alternative. psycopg's own non-blocking API is asyncio's, so reads run in
+worker threads, on a small, fixed set of connections, one read each at a time. A
 server that is gone fails the commits and reads of that moment (JournalError, so 96)
 and each connection is opened again on its next use, so the journal comes back with
 the server by itself.
@@ -29,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from itertools import groupby
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import psycopg
 import structlog
@@ -49,6 +52,7 @@ from switch.store.port import (
     JournalUnavailable,
 )
 from switch.store.postgresql import sql
+from switch.store.postgresql.pipeline import LoopWriter
 from switch.store.postgresql.schema import SchemaError, migrate
 from switch.store.postgresql.sql import Connection, Query
 from switch.store.sqlite.sql import Write
@@ -57,8 +61,13 @@ log = structlog.get_logger()
 
 Result = TypeVar("Result")
 
+Writer: TypeAlias = Literal["thread", "loop"]
+"""How the writer task commits a group: from the event loop itself
+(``pipeline.LoopWriter``, the journal's), or handed to a worker thread (psycopg's
+blocking pipeline, the measured alternative: ``bench/journal_bench.py``)."""
+
 SLOW_COMMIT_S = 0.02
-"""A group commit that takes longer in its thread is logged, one warning line each: the
+"""A group commit that takes longer on the server is logged, one warning line each: the
 server or its disk stalled (a local commit takes about a millisecond)."""
 CONNECT_TIMEOUT_S = 5
 """How long opening a connection waits for the server (libpq's connect_timeout)."""
@@ -97,7 +106,8 @@ class _Reader:
 
 class JournalDatabase:
     """The database and the journal's connections to it; plain blocking calls, for
-    worker threads. The writer is used by one thread at a time; each reader too."""
+    worker threads. The writer's connection is used by one writer at a time (its thread,
+    or ``LoopWriter`` from the event loop); each reader's by one thread at a time."""
 
     def __init__(self, dsn: str, *, read_connections: int = READ_CONNECTIONS) -> None:
         self.dsn = dsn
@@ -138,14 +148,19 @@ class JournalDatabase:
             self._writer.close()
             self._writer = None
 
-    def apply(self, writes: Iterable[Write]) -> None:
-        """Runs the writes in one transaction, all of them or none, pipelined, with one
-        WAL flush. Reconnects first if the last connection broke."""
+    def writer(self) -> Connection:
+        """The writer's connection, opened again if the last one broke or was closed."""
         writer = self._writer
         if writer is None or writer.broken or writer.closed:
             if writer is not None:
                 writer.close()
             writer = self._writer = self.connect()
+        return writer
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        """Runs the writes in one transaction, all of them or none, pipelined, with one
+        WAL flush. Reconnects first if the last connection broke."""
+        writer = self.writer()
         ordered = sorted(writes, key=_rank)  # stable: equal ranks keep their order
         with writer.pipeline(), writer.transaction(), writer.cursor() as cursor:
             for statement, same in groupby(ordered, key=_statement):
@@ -197,8 +212,11 @@ class PostgresJournal:
         claimant: str | None = None,
         claim_lease_s: float = CLAIM_LEASE_S,
         worker: int = 0,
+        writer: Writer = "loop",
     ) -> None:
         self.database = database
+        self.writer: Writer = writer
+        self._loop_writer = LoopWriter(database.writer) if writer == "loop" else None
         self.durability = durability
         self.worker = worker
         """The worker this journal writes for: its transactions are marked with it, and
@@ -266,7 +284,7 @@ class PostgresJournal:
         await trio.to_thread.run_sync(close_all)
 
     async def _commit_gathered(self, first: _Group) -> None:
-        # Whatever was queued while the last commit was in its thread joins this one.
+        # Whatever was queued while the last commit was on the server joins this one.
         groups = [first]
         change_count = first.changes
         while change_count < self.max_group:
@@ -278,7 +296,7 @@ class PostgresJournal:
             change_count += group.changes
         writes = [write for group in groups for write in group.writes]
         try:
-            took_s = await self._in_thread_timed(change_count, writes)
+            took_s = await self._apply_timed(change_count, writes)
         except Exception as exc:
             self.failures += 1
             self.last_commit_failed = True
@@ -295,16 +313,22 @@ class PostgresJournal:
             if group.done is not None:
                 group.done.set()
 
-    async def _in_thread_timed(self, change_count: int, writes: list[Write]) -> float:
-        """Commits in a worker thread, timed there: the server's time, not the thread's
-        wait for a core or the loop's turn."""
-
-        def timed() -> float:
+    async def _apply_timed(self, change_count: int, writes: list[Write]) -> float:
+        """Commits, timed where it runs: in the worker thread, the server's time, not the
+        thread's wait for a core or the loop's turn; from the loop, the loop's turns too."""
+        loop_writer = self._loop_writer
+        if loop_writer is not None:
             started = time.perf_counter()
-            self.database.apply(writes)
-            return time.perf_counter() - started
+            await loop_writer.apply(writes)
+            took_s = time.perf_counter() - started
+        else:
 
-        took_s = await trio.to_thread.run_sync(timed)
+            def timed() -> float:
+                started = time.perf_counter()
+                self.database.apply(writes)
+                return time.perf_counter() - started
+
+            took_s = await trio.to_thread.run_sync(timed)
         if took_s > SLOW_COMMIT_S:
             log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
         return took_s

@@ -1,0 +1,185 @@
+"""The journal's group commit from the event loop: psycopg's libpq wrapper
+(``psycopg.pq.PGconn``) in non-blocking pipeline mode, driven by trio's
+``wait_writable`` / ``wait_readable`` on its socket, so no thread is handed anything.
+
+A group is sent as it is in the writer thread (``JournalDatabase.apply``): the same
+statements of ``sql.py`` in the same ranks, their parameters dumped by psycopg's own
+adapters (a ``Transformer`` of the connection, as a cursor does), each statement
+prepared once a connection and a signature of parameter types (what ``executemany``
+does), then one Sync. Everything before the Sync is one transaction on the server
+(the extended protocol's implicit one: committed at the Sync if every statement
+succeeded, rolled back if one failed), so no BEGIN and COMMIT travel, and with
+``synchronous_commit = on`` the Sync's answer comes once the WAL is flushed.
+
+A statement the server refuses fails the group with psycopg's error for it, and the
+connection stays (the server skipped to the Sync); a connection that failed, or was
+left half way through a group, is closed, and the next group opens another (in a
+thread: connecting is rare and libpq's connect would block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import count
+from typing import Any
+
+import psycopg
+import trio
+from psycopg import pq
+from psycopg.abc import Transformer
+from psycopg.adapt import PyFormat
+from psycopg.adapt import Transformer as make_transformer
+
+from switch.store.postgresql.sql import Connection
+from switch.store.sqlite.sql import Write
+
+SEND_CHUNK = 64
+"""Statements dumped and sent between two turns of the event loop: a group of 512
+changes is about a thousand statements, a few milliseconds of dumping that other tasks
+should not wait behind all at once."""
+
+_COMMAND_OK = pq.ExecStatus.COMMAND_OK
+_FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+
+
+def numbered(statement: str) -> bytes:
+    """A statement of ``sql.py`` (``%s`` placeholders) in the server's own form
+    (``$1``, ``$2``...), as psycopg sends it."""
+    parts = statement.split("%s")
+    if any("%" in part for part in parts):
+        raise ValueError(f"only %s placeholders are supported: {statement!r}")
+    text = parts[0] + "".join(f"${index}{part}" for index, part in enumerate(parts[1:], 1))
+    return text.encode()
+
+
+class LoopWriter:
+    """Commits groups of writes from the event loop; one group at a time (the journal's
+    writer task is its only caller). ``connect`` is a blocking function, run in a
+    thread, that gives the writer's connection (``JournalDatabase.writer``)."""
+
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._connect = connect
+        self._connection: Connection | None = None
+        self._transformer: Transformer | None = None
+        self._encoding = "utf-8"
+        self._statements: dict[str, bytes] = {}
+        self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._names = count()
+        self._formats: dict[int, list[PyFormat]] = {}
+
+    async def apply(self, writes: Iterable[Write]) -> None:
+        """Runs the writes in one transaction, all of them or none, pipelined, with one
+        WAL flush; raises psycopg's error if the server refused one or the connection
+        failed."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.broken:
+            connection = await trio.to_thread.run_sync(self._connect)
+            self._take(connection)
+        try:
+            refused = await self._commit(connection.pgconn, sorted(writes, key=_rank))
+        except BaseException:  # failed or left half way through the group: not used again
+            connection.close()
+            self._connection = None
+            raise
+        connection.pgconn.exit_pipeline_mode()
+        if refused is not None:  # the server skipped to the Sync: the connection is fine
+            raise refused
+
+    def _take(self, connection: Connection) -> None:
+        self._connection = connection
+        self._transformer = make_transformer(connection)
+        self._encoding = connection.info.encoding
+        self._prepared.clear()  # prepared statements are the server session's
+        connection.pgconn.nonblocking = 1
+
+    async def _commit(self, pgconn: pq.abc.PGconn, writes: list[Write]) -> psycopg.Error | None:
+        """Sends the group and reads its results: the server's error if it refused a
+        statement (and so rolled the group back)."""
+        transformer = self._transformer
+        assert transformer is not None
+        pgconn.enter_pipeline_mode()
+        preparing: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        for index, write in enumerate(writes, 1):
+            parameters = write.parameters
+            values = transformer.dump_sequence(parameters, self._formats_of(len(parameters)))
+            statement = self._numbered(write.statement)
+            key = (statement, transformer.types or ())
+            name = self._prepared.get(key) or preparing.get(key)
+            if name is None:
+                name = preparing[key] = f"journal_{next(self._names)}".encode()
+                pgconn.send_prepare(name, statement, param_types=key[1])
+            pgconn.send_query_prepared(name, values, param_formats=transformer.formats)
+            if index % SEND_CHUNK == 0:
+                pgconn.flush()  # what the socket takes now; the rest after the Sync
+                await trio.lowlevel.checkpoint()
+        pgconn.pipeline_sync()
+        await _flush(pgconn)
+        refused = await self._results(pgconn)
+        if refused is None:
+            # Only now: a statement prepared in a group that failed may not exist (its
+            # name is not used again either way).
+            self._prepared.update(preparing)
+        return refused
+
+    async def _results(self, pgconn: pq.abc.PGconn) -> psycopg.Error | None:
+        """Reads every result up to the Sync's; the first error among them, if any."""
+        error: psycopg.Error | None = None
+        while True:
+            while pgconn.is_busy():
+                # The socket asked anew each time: libpq closes it when the server goes.
+                await trio.lowlevel.wait_readable(pgconn.socket)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:  # the end of one statement's results
+                if pgconn.status != pq.ConnStatus.OK:  # or of the connection: no Sync
+                    raise psycopg.OperationalError(_lost(pgconn, error))
+                continue
+            status = result.status
+            if status == _PIPELINE_SYNC:
+                return error
+            if status == _FATAL_ERROR and error is None:
+                error = psycopg.errors.error_from_result(result, encoding=self._encoding)
+            # COMMAND_OK, or PIPELINE_ABORTED for each statement after a failed one.
+
+    def _numbered(self, statement: str) -> bytes:
+        found = self._statements.get(statement)
+        if found is None:
+            found = self._statements[statement] = numbered(statement)
+        return found
+
+    def _formats_of(self, length: int) -> list[PyFormat]:
+        formats = self._formats.get(length)
+        if formats is None:
+            formats = self._formats[length] = [PyFormat.AUTO] * length
+        return formats
+
+
+async def _flush(pgconn: pq.abc.PGconn) -> None:
+    """Sends what libpq holds. While the socket is full, what the server answers is read
+    too (libpq's rule for PQflush), so neither side waits for the other to read."""
+    while pgconn.flush():
+        await _readable_or_writable(pgconn.socket)
+        pgconn.consume_input()
+
+
+async def _readable_or_writable(socket: int) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def until(wait: Callable[[int], Any]) -> None:
+            await wait(socket)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(until, trio.lowlevel.wait_writable)
+        nursery.start_soon(until, trio.lowlevel.wait_readable)
+
+
+def _lost(pgconn: pq.abc.PGconn, error: psycopg.Error | None) -> str:
+    if error is not None:
+        return str(error)
+    message = pgconn.error_message.decode("utf-8", "replace").strip()
+    return message or "the connection to the server was lost"
+
+
+def _rank(write: Write) -> int:
+    return write.rank
