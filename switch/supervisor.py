@@ -23,9 +23,8 @@ Workers run in sessions of their own (a terminal's Ctrl-C reaches the supervisor
 which forwards it once) and send themselves SIGTERM when the supervisor has ended,
 however it ended (:func:`stop_with_parent`), so none is left serving without one.
 
-What waits for the PostgreSQL journal is in switch.core.workers' docstring: the
-supervisor, ports, link spread, RRNs and the places of settlement and admin are
-ready; the shared journal, and everything that crosses workers through it, is not.
+What each worker is given, and what crosses workers through their shared PostgreSQL
+journal, is in switch.core.workers' docstring.
 """
 
 from __future__ import annotations

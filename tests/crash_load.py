@@ -48,7 +48,8 @@ class Sent:
     stan: int
     amount: int
     epoch: int
-    """Which start of the switch the request went to (its connection's)."""
+    """The gate's epoch when it was sent: which start of the switch it went to (with
+    workers, which span between two kills of one)."""
     code: str | None = None
     """Field 39, or None: no response (the connection broke or the answer never came)."""
     rrn: str | None = None
@@ -74,9 +75,9 @@ class SwitchGate:
         if self._up.is_set():
             self._up = trio.Event()
 
-    async def wait_open(self) -> tuple[int, int]:
+    async def wait_open(self) -> int:
         await self._up.wait()
-        return self.port, self.epoch
+        return self.port
 
 
 @dataclass
@@ -125,11 +126,10 @@ class LoadTerminal:
     async def run(self, gate: SwitchGate, stop: trio.Event) -> None:
         """Sends until ``stop`` is set and every unanswered request has been reversed."""
         client: PosClient | None = None
-        epoch = 0
         try:
             while True:
                 if client is None:
-                    port, epoch = await gate.wait_open()
+                    port = await gate.wait_open()
                     try:
                         client = await PosClient.connect(
                             "127.0.0.1", port, POS_CODEC, self.terminal
@@ -154,7 +154,7 @@ class LoadTerminal:
                     message[0],
                     int(str(message[1][11])),
                     amount,
-                    epoch,
+                    gate.epoch,
                 )
                 self.sent.append(sent)
                 try:

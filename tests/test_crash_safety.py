@@ -51,10 +51,11 @@ STOPPED_BEFORE_ANSWER = "switch stopped before the bank answered"
 """switchboard.py's detail for a transaction cancelled at the bank by shutdown."""
 
 
-def _config_text(tmp_path: Path, bank_port: int, dsn: str | None = None) -> str:
+def _config_text(tmp_path: Path, bank_port: int, dsn: str | None = None, workers: int = 1) -> str:
     backend = f'backend = "postgresql"\ndsn = "{dsn}"' if dsn else 'backend = "sqlite"'
     return f"""
 [switch]
+workers = {workers}
 acquirer_id = "48990000"
 utc_offset_h = 8
 shutdown_grace_s = 3.0
@@ -153,11 +154,14 @@ class Child:
             return await self.process.wait()
 
 
-async def _start_switch(config: Path, tmp_path: Path, life: int) -> tuple[Child, int]:
-    """A switch on the journal, up with its bank links signed on; and its POS port."""
+async def _start_switch(
+    config: Path, tmp_path: Path, life: int, workers: int = 1
+) -> tuple[Child, int]:
+    """A switch on the journal (a supervisor and its workers), up with its bank links
+    signed on; and its POS port."""
     switch = await Child.start(tmp_path / f"switch-{life}.log", "run", "--config", str(config))
-    started = await switch.wait_for("switch_started")
-    await switch.wait_for("link_signed_on", count=LINKS)
+    started = await switch.wait_for("switch_started", count=workers)
+    await switch.wait_for("link_signed_on", count=max(LINKS, workers))
     return switch, int(started["pos_port"])
 
 
@@ -311,6 +315,98 @@ async def test_kills_and_restarts_under_load_lose_no_money(
     ledger = json.loads(totals_file.read_bytes())
     sent = [s for terminal in terminals for s in terminal.sent]
     _check(_Journal(tmp_path, journal_dsn), sent, ledger, graceful_epoch, life)
+
+
+WORKERS = 2
+
+
+async def test_workers_killed_under_load_on_a_shared_journal_lose_no_money(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Two workers on one PostgreSQL journal: one of them (either) killed with SIGKILL
+    at random points while the other serves on; the supervisor restarts it and its
+    recovery reverses what it left in doubt. Then SIGTERM drains both, and a new
+    supervisor serves the rest. The same invariants as one process's."""
+    seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
+    print(f"crash-safety seed: CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    bank_config = tmp_path / "bank.toml"
+    bank_config.write_text(_config_text(tmp_path, 0))
+    totals_file = tmp_path / "totals.json"
+    children: list[Child] = []
+    killed: list[int] = []
+    try:
+        bank = await Child.start(
+            tmp_path / "bank.log", "sim-bank", "--config", str(bank_config), "--bank", BANK,
+            "--port", "0", "--totals-file", str(totals_file),
+        )  # fmt: skip
+        children.append(bank)
+        bank_port = int((await bank.wait_for("simulator_started"))["port"])
+        config = tmp_path / "switch.toml"
+        config.write_text(_config_text(tmp_path, bank_port, postgres_dsn, workers=WORKERS))
+
+        life = 1
+        switch, pos_port = await _start_switch(config, tmp_path, life, WORKERS)
+        children.append(switch)
+        gate = SwitchGate()
+        gate.opened(pos_port)
+        stop = trio.Event()
+        terminals = [LoadTerminal(i, random.Random(rng.random())) for i in range(TERMINALS)]
+        with trio.fail_after(90):
+            async with trio.open_nursery() as load:
+                for terminal in terminals:
+                    load.start_soon(terminal.run, gate, stop)
+                for round_ in range(1, KILL_ROUNDS + 1):
+                    await trio.sleep(rng.uniform(0.3, 1.5))
+                    # The port stays open: the other worker serves while this one is gone.
+                    pids = {r["worker"]: r["pid"] for r in await switch.events("worker_started")}
+                    victim = rng.randrange(WORKERS)
+                    os.kill(pids[victim], signal.SIGKILL)
+                    killed.append(victim)
+                    await switch.wait_for("worker_started", count=WORKERS + round_)
+                    await switch.wait_for("switch_started", count=WORKERS + round_)
+                    gate.opened(pos_port)  # same port; what is sent from now on is apart
+
+                await trio.sleep(rng.uniform(0.3, 1.5))
+                gate.closing()
+                graceful_epoch = gate.epoch
+                assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
+                stopped = await switch.events("worker_stopped")
+                assert sorted((r["worker"], r["status"]) for r in stopped) == [(0, 0), (1, 0)]
+                db = _Journal(tmp_path, postgres_dsn)
+                try:
+                    in_doubt = _count(db, "SELECT count(*) FROM txn WHERE state = 'sending'")
+                finally:
+                    db.close()
+                assert in_doubt == 0, f"{in_doubt} transactions left 'sending' by SIGTERM"
+                life += 1
+                switch, pos_port = await _start_switch(config, tmp_path, life, WORKERS)
+                children.append(switch)
+                gate.opened(pos_port)
+                await trio.sleep(rng.uniform(0.3, 1.0))
+                stop.set()
+
+            with trio.move_on_after(SAF_DRAIN_TIMEOUT_S):
+                while undelivered := _undelivered(tmp_path, postgres_dsn):
+                    if any(state == "manual" for _, state, _, _ in undelivered):
+                        break
+                    await trio.sleep(0.1)
+            assert not undelivered, f"reversals not delivered: {undelivered[:10]}"
+            assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
+            assert await bank.stop(signal.SIGTERM) == 0, bank.log.read_text()[-3000:]
+    finally:
+        for child in children:
+            if child.process.returncode is None:
+                child.process.kill()
+                with trio.move_on_after(5):
+                    await child.process.wait()
+
+    print(f"workers killed: {killed}")
+    recovered = [r for child in children[1:] for r in await child.events("recovered_in_doubt")]
+    print(f"in-doubt recoveries: {[(r.get('worker'), r['transactions']) for r in recovered]}")
+    ledger = json.loads(totals_file.read_bytes())
+    sent = [s for terminal in terminals for s in terminal.sent]
+    _check(_Journal(tmp_path, postgres_dsn), sent, ledger, graceful_epoch, life + len(killed))
 
 
 def _check(

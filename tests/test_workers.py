@@ -2,10 +2,10 @@
 
 Real processes, real ports. Workers need a journal they share (PostgreSQL); on SQLite
 ``switch run`` refuses them. The supervisor's mechanics (shared ports, the link spread,
-RRNs, restarts, the drain) are tested on SQLite through the test-only switch
-SQLITE_WORKERS_FOR_TESTS, each worker on a journal file of its own: what crosses
-workers through the journal (a void of another worker's sale, reversals claimed once,
-a dead worker's in-doubt transactions) waits for the PostgreSQL journal.
+RRNs, restarts, the drain) are tested on a shared PostgreSQL journal and, where the
+journal does not matter, on SQLite through the test-only switch
+SQLITE_WORKERS_FOR_TESTS, each worker on a journal file of its own. What crosses
+workers through the journal is tests/test_workers_shared.py's.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from switch.core.workers import SQLITE_WORKERS_FOR_TESTS
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from tests.net.helpers import PAN_ICBC, POS_CODEC
+from tests.store.engines import ENGINES
 from tests.switch_process import (
     Process,
     assert_refused_in_one_line,
@@ -126,16 +128,27 @@ def _worker_events(switch: Process, event: str, worker: int) -> list[dict[str, A
     return [record for record in switch.events(event) if record.get("worker") == worker]
 
 
+@pytest.fixture(params=ENGINES)
+def journal_of_workers(request: pytest.FixtureRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    """The workers' journal settings, and the environment they need: one PostgreSQL
+    database they share, or (the test-only switch) a SQLite file each."""
+    if request.param == "postgresql":
+        return {"backend": "postgresql", "dsn": request.getfixturevalue("postgres_dsn")}, {}
+    return {}, TEST_ONLY_SQLITE
+
+
 async def test_two_workers_share_the_ports_survive_a_kill_and_drain_on_sigterm(
-    tmp_path: Path,
+    tmp_path: Path, journal_of_workers: tuple[dict[str, Any], dict[str, str]]
 ) -> None:
+    journal, env = journal_of_workers
     sim_settings = demo_config(tmp_path)
     sim_settings["banks"]["icbc"]["sim"] = {"latency_ms": 100.0}
     sim, bank_port = await start_sim_bank(write_config(tmp_path, sim_settings, "sim.toml"))
     settings = one_bank_config(tmp_path, bank_port)
     settings["banks"]["icbc"]["links"] = 3  # worker 0 gets 2, worker 1 gets 1
+    settings["journal"].update(journal)
     config = write_config(tmp_path, settings)
-    switch = await start_switch(config, args=["--workers", "2"], env=TEST_ONLY_SQLITE)
+    switch = await start_switch(config, args=["--workers", "2"], env=env)
     try:
         started = await switch.wait_for_event("supervisor_started")
         await switch.wait_for_event("switch_started", count=2)

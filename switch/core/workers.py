@@ -18,23 +18,24 @@ A worker is one ``switch run`` process among N, started by the supervisor:
   log says which workers run). A reload (SIGHUP to the supervisor) reaches every
   worker.
 
-What is production-ready here and what is not: the supervisor, the shared ports, the
-link spread, the RRNs, settlement and admin on worker 0 are. The workers must share one
-journal: ``workers > 1`` is refused on SQLite, one process's file
-(:func:`worker_problems`). On the shared PostgreSQL journal, what crosses workers in
-the store is built: each queued reversal is claimed by one worker at a time (a lease,
-``FOR UPDATE SKIP LOCKED``; only its claimer's result of an attempt is kept), each
-transaction is marked with the worker that wrote it, and each worker holds an advisory
-lock of its own for its life, so a worker's start-up recovery takes its own in-doubt
-transactions and those of workers that are gone (their lock free), each by exactly one
-recoverer, never a live worker's sales still at their bank. It stays refused there too
-until real processes show it (issue 14 item 4: a worker killed under load, every sale
-the terminals saw approved journaled once, every unanswered one reversed once). Still
-to do across workers: each worker's own last STAN to a bank (``Journal.last_bank_stan``
-is the newest of all workers', which a worker's resume ignores when it is another's,
-so a restarted worker starts its block again), and worker 0's forced cut-off reaching
-the other workers' business calendars (they read the closes at start, and follow the
-natural cut-off by the clock).
+The workers share one journal, PostgreSQL's (``workers > 1`` is refused on SQLite, one
+process's file: :func:`worker_problems`). What crosses workers goes through it:
+
+- a repeat, void, refund or terminal reversal reads its first or original from the
+  journal (a terminal reconnects to any worker, and what another worker did is not in
+  this one's book), and one whose first is still at another worker's bank watches it
+  end there (``TransactionBook.shared``); an online request's id is looked up in the
+  journal too;
+- each queued reversal is claimed by one worker at a time (a lease, ``FOR UPDATE SKIP
+  LOCKED``; only its claimer's result of an attempt is kept);
+- each transaction is marked with its worker, and each worker holds an advisory lock
+  of its own for its life: a worker's start-up recovery takes its own in-doubt
+  transactions and those of workers that are gone, each by exactly one recoverer,
+  never a live worker's sales still at their bank; a restarted worker resumes its own
+  STANs (``Journal.last_bank_stan`` is its own);
+- worker 0 records the business dates' closes; the others poll them, and an operator's
+  forced close is recorded ``CLOSE_NOTICE_S`` before it takes effect, so every worker
+  dates by it from the same second.
 
 For the supervisor's own tests only, :data:`SQLITE_WORKERS_FOR_TESTS` set in the
 environment lets the workers run on SQLite, each on a journal file of its own
@@ -114,14 +115,6 @@ def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> 
         problems.append(
             f'switch.workers = {workers} needs [journal] backend = "postgresql": a SQLite '
             f"journal belongs to one process (set workers = 1)"
-        )
-    elif not sqlite_for_tests:
-        # The PostgreSQL journal claims reversals and a dead worker's in-doubt
-        # transactions across processes; lifted once a test of real workers, one killed
-        # under load, shows no sale reversed twice or left unreversed (see the module).
-        problems.append(
-            f"switch.workers = {workers}: workers sharing a PostgreSQL journal are not yet "
-            "proven by a test of real processes, one killed under load (set workers = 1)"
         )
     for name, bank in config.banks.items():
         if bank.simulate:

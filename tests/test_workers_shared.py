@@ -1,0 +1,224 @@
+"""Two workers on one PostgreSQL journal, as real processes on one set of ports, with a
+bank simulator of their own: what one worker did, the other finds. A terminal's
+connection may land on either worker (the kernel spreads them), so a repeat, a void, a
+refund or a reversal may reach a worker that never saw the original; the bank must see
+each request once, and the journal must say what the bank did. An operator's forced
+cut-off, taken by worker 0, dates the other worker's sales too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import trio
+from psycopg.rows import dict_row
+
+from switch.net.clients import PosClient
+from switch.terminal import Terminal
+from switch.wire.iso8583 import FieldValue
+from tests.admin.http import HttpConnection
+from tests.net.helpers import PAN_ICBC, POS_CODEC
+from tests.switch_process import (
+    Process,
+    demo_config,
+    one_bank_config,
+    start_switch,
+    write_config,
+)
+
+WORKERS = 2
+_terminal_ids = itertools.count(1)
+
+
+class SharedSwitch:
+    """The supervisor, its bank's simulator, and the journal they write."""
+
+    def __init__(self, switch: Process, bank: Process, dsn: str, totals: Path) -> None:
+        self.switch = switch
+        self.bank = bank
+        self.dsn = dsn
+        self.totals = totals
+        started = switch.events("supervisor_started")[0]
+        self.pos_port = int(started["pos_port"])
+        self.admin_port = int(switch.events("admin_listening")[0]["port"])
+
+    def rows(self, statement: str, *parameters: object) -> list[dict[str, Any]]:
+        with psycopg.connect(self.dsn, row_factory=dict_row) as connection:
+            return connection.execute(statement, parameters).fetchall()
+
+    async def connection_to(self, worker: int, terminal: Terminal) -> PosClient:
+        """A connection of ``terminal``'s served by ``worker`` (found by its echo's
+        canonical line, which names the peer)."""
+        with trio.fail_after(20):
+            while True:
+                client = await PosClient.connect("127.0.0.1", self.pos_port, POS_CODEC, terminal)
+                await exchange(client, terminal.echo(next(_stans)))
+                peer = f"127.0.0.1:{client.stream.socket.getsockname()[1]}"
+                served_by = [
+                    r["worker"] for r in self.switch.events("txn") if r.get("peer") == peer
+                ]
+                if served_by == [worker]:
+                    return client
+                await client.aclose()
+
+    async def bank_totals(self) -> dict[str, int]:
+        """The simulator's ledger, written when it stops."""
+        assert await self.bank.stop() == 0, self.bank.output()
+        totals: dict[str, int] = json.loads(self.totals.read_bytes())
+        return totals
+
+
+_stans = itertools.count(100)
+
+
+async def exchange(client: PosClient, message: tuple[str, dict[int, FieldValue]]) -> dict[int, Any]:
+    with trio.fail_after(15):
+        response = await client.request(message)
+    return dict(response.fields)
+
+
+@asynccontextmanager
+async def shared_switch(
+    tmp_path: Path, dsn: str, *, latency_ms: float = 0.0
+) -> AsyncIterator[SharedSwitch]:
+    sim_settings = demo_config(tmp_path)
+    sim_settings["banks"]["icbc"]["sim"] = {"latency_ms": latency_ms}
+    totals = tmp_path / "bank-totals.json"
+    bank = await Process.start(
+        ["sim-bank", "--config", str(write_config(tmp_path, sim_settings, "sim.toml")),
+         "--bank", "icbc", "--port", "0", "--totals-file", str(totals)],
+        tmp_path, name="sim-icbc",
+    )  # fmt: skip
+    bank_port = int((await bank.wait_for_event("simulator_started"))["port"])
+    settings = one_bank_config(tmp_path, bank_port)
+    settings["journal"].update(backend="postgresql", dsn=dsn)
+    settings["switch"]["workers"] = WORKERS
+    switch = await start_switch(write_config(tmp_path, settings))
+    try:
+        await switch.wait_for_event("switch_started", count=WORKERS)
+        await switch.wait_for_event("link_signed_on", count=settings["banks"]["icbc"]["links"])
+        yield SharedSwitch(switch, bank, dsn, totals)
+        assert await switch.stop() == 0, switch.output()
+    finally:
+        for process in (switch, bank):
+            if process.process.poll() is None:
+                process.process.kill()
+                await process.process.wait()
+
+
+def _txn(shared: SharedSwitch, rrn: str) -> dict[str, Any]:
+    [row] = shared.rows("SELECT * FROM txn WHERE rrn = %s", rrn)
+    return row
+
+
+async def test_repeats_voids_refunds_and_reversals_find_their_original_at_either_worker(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    async with shared_switch(tmp_path, postgres_dsn) as shared:
+        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
+        here = await shared.connection_to(0, terminal)
+        there = await shared.connection_to(1, terminal)
+
+        # A repeat at the other worker gets the first's answer; the bank sees it once.
+        sale = terminal.sale(1, PAN_ICBC, 10000)
+        first = await exchange(here, sale)
+        assert first[39] == "00"
+        repeat = await exchange(there, sale)
+        assert (repeat[39], repeat[37], repeat[38]) == ("00", first[37], first[38])
+        assert len(shared.rows("SELECT rrn FROM txn WHERE terminal_id = %s AND stan = %s",
+                               terminal.terminal_id, "000001")) == 1  # fmt: skip
+        duplicate = [r for r in shared.switch.events("txn") if r.get("route") == "duplicate"]
+        assert [r["worker"] for r in duplicate] == [1]
+
+        # Voided at the other worker; voided again where it was sold: 12.
+        void = await exchange(there, terminal.void(2, PAN_ICBC, 10000, str(first[37]), 1))
+        assert void[39] == "00"
+        assert _txn(shared, str(first[37]))["voided"]
+        again = await exchange(here, terminal.void(3, PAN_ICBC, 10000, str(first[37]), 1))
+        assert again[39] == "12"
+
+        # Refunds at both workers never together exceed the sale.
+        sold = await exchange(here, terminal.sale(4, PAN_ICBC, 5000))
+        rrn = str(sold[37])
+        assert (await exchange(there, terminal.refund(5, PAN_ICBC, 3000, rrn, 4)))[39] == "00"
+        assert (await exchange(here, terminal.refund(6, PAN_ICBC, 2001, rrn, 4)))[39] == "61"
+        assert (await exchange(here, terminal.refund(7, PAN_ICBC, 2000, rrn, 4)))[39] == "00"
+        assert _txn(shared, rrn)["refunded"] == 5000
+
+        # A terminal's reversal at the other worker reverses the sale at the bank once.
+        reversed_sale = terminal.sale(8, PAN_ICBC, 777)
+        reversed_rrn = str((await exchange(here, reversed_sale))[37])
+        assert (await exchange(there, terminal.reversal(reversed_sale)))[39] == "00"
+        with trio.fail_after(15):
+            while shared.rows("SELECT state FROM saf WHERE rrn = %s", reversed_rrn) != [
+                {"state": "delivered"}
+            ]:
+                await trio.sleep(0.05)
+        assert _txn(shared, reversed_rrn)["reversed"]
+        for client in (here, there):
+            await client.aclose()
+        totals = await shared.bank_totals()
+    # The bank's ledger: 10,000 sold and voided, 5,000 sold and refunded, 777 reversed.
+    assert (totals["approvals"], totals["voids"], totals["refunds"]) == (3, 1, 2)
+    assert (totals["reversals"], totals["net"]) == (1, 0)
+
+
+async def test_a_repeat_and_a_reversal_of_a_sale_at_the_other_workers_bank_wait_for_it(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    async with shared_switch(tmp_path, postgres_dsn, latency_ms=1500.0) as shared:
+        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
+        here = await shared.connection_to(0, terminal)
+        there = await shared.connection_to(1, terminal)
+        sale = terminal.sale(1, PAN_ICBC, 10000)
+        await here.send(sale)
+        await trio.sleep(0.3)  # at the bank, from worker 0
+        repeat = await exchange(there, sale)  # worker 1 watches it end
+        _, first = await here.receive()
+        assert (repeat[39], repeat[37], repeat[38]) == ("00", first.fields[37], first.fields[38])
+
+        slow = terminal.sale(2, PAN_ICBC, 2500)
+        await here.send(slow)
+        await trio.sleep(0.3)
+        assert (await exchange(there, terminal.reversal(slow)))[39] == "00"
+        _, answered = await here.receive()
+        slow_rrn = str(dict(answered.fields)[37])
+        row = _txn(shared, slow_rrn)
+        assert (row["state"], row["reversed"]) == ("approved", True)
+        with trio.fail_after(15):
+            while shared.rows("SELECT state FROM saf WHERE rrn = %s", slow_rrn) != [
+                {"state": "delivered"}
+            ]:
+                await trio.sleep(0.05)
+        for client in (here, there):
+            await client.aclose()
+        totals = await shared.bank_totals()
+    assert (totals["approvals"], totals["reversals"], totals["net"]) == (2, 1, 10000)
+
+
+async def test_an_operators_cutoff_at_worker_0_dates_the_other_workers_sales_too(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    async with shared_switch(tmp_path, postgres_dsn) as shared:
+        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
+        there = await shared.connection_to(1, terminal)
+        before = await exchange(there, terminal.sale(1, PAN_ICBC, 1000))
+        admin = await HttpConnection.open(shared.admin_port)
+        answer = await admin.request("/settlement/cutoff", method="POST")
+        await admin.aclose()
+        assert answer.status == 200, answer.body
+        closed = answer.json()
+        after = await exchange(there, terminal.sale(2, PAN_ICBC, 1000))
+        await there.aclose()
+        followed = shared.switch.events("business_date_close_followed")
+        assert [r["worker"] for r in followed] == [1]
+    closed_date = date.fromisoformat(closed["business_date"])
+    assert before[15] == f"{closed_date:%m%d}"
+    assert after[15] == f"{closed_date + timedelta(days=1):%m%d}"  # worker 1's sale
