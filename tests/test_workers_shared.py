@@ -20,11 +20,12 @@ import psycopg
 import trio
 from psycopg.rows import dict_row
 
-from switch.net.clients import PosClient
+from switch.net.clients import OnlineClient, PosClient
 from switch.terminal import Terminal
+from switch.wire import online as wire
 from switch.wire.iso8583 import FieldValue
 from tests.admin.http import HttpConnection
-from tests.net.helpers import PAN_ICBC, POS_CODEC
+from tests.net.helpers import PAN_ICBC, POS_CODEC, purchase
 from tests.switch_process import (
     Process,
     demo_config,
@@ -47,6 +48,7 @@ class SharedSwitch:
         self.totals = totals
         started = switch.events("supervisor_started")[0]
         self.pos_port = int(started["pos_port"])
+        self.online_port = int(started["online_port"])
         self.admin_port = int(switch.events("admin_listening")[0]["port"])
 
     def rows(self, statement: str, *parameters: object) -> list[dict[str, Any]]:
@@ -65,6 +67,22 @@ class SharedSwitch:
                     r["worker"] for r in self.switch.events("txn") if r.get("peer") == peer
                 ]
                 if served_by == [worker]:
+                    return client
+                await client.aclose()
+
+    async def online_connection_to(self, worker: int) -> OnlineClient:
+        """An online connection served by ``worker`` (found by a purchase's canonical
+        line)."""
+        with trio.fail_after(30):
+            while True:
+                client = await OnlineClient.connect("127.0.0.1", self.online_port)
+                result = await client.request(purchase(f"probe-{next(_stans)}", 100, cvv2="123"))
+                assert isinstance(result, wire.Result) and result.approved, result
+                peer = f"127.0.0.1:{client.stream.socket.getsockname()[1]}"
+                served_by = {
+                    r["worker"] for r in self.switch.events("txn") if r.get("peer") == peer
+                }
+                if served_by == {worker}:
                     return client
                 await client.aclose()
 
@@ -199,8 +217,25 @@ async def test_a_repeat_and_a_reversal_of_a_sale_at_the_other_workers_bank_wait_
                 await trio.sleep(0.05)
         for client in (here, there):
             await client.aclose()
+
+        # An online purchase repeated at the other worker while the first is at the bank.
+        online_here = await shared.online_connection_to(0)
+        online_there = await shared.online_connection_to(1)
+        buy = purchase("twice-1", 4200, cvv2="123")
+        await online_here.send(buy)
+        await trio.sleep(0.3)
+        repeated = await online_there.request(buy)
+        first_result = await online_here.receive()
+        assert isinstance(first_result, wire.Result) and first_result.approved
+        assert repeated == first_result
+        assert len(shared.rows("SELECT rrn FROM txn WHERE online_id = 'twice-1'")) == 1
+        for online_client in (online_here, online_there):
+            await online_client.aclose()
+        approved = shared.rows(
+            "SELECT count(*) AS n FROM txn WHERE kind = 'sale' AND state = 'approved'"
+        )[0]["n"]
         totals = await shared.bank_totals()
-    assert (totals["approvals"], totals["reversals"], totals["net"]) == (2, 1, 10000)
+    assert (totals["approvals"], totals["reversals"]) == (approved, 1)  # each sale once
 
 
 async def test_an_operators_cutoff_at_worker_0_dates_the_other_workers_sales_too(

@@ -128,6 +128,8 @@ class OnlineProtocol:
             # workers keep results too: the journal, which has them all, has the last
             # word on this one.
             earlier = await self._journaled_result(work)
+            if earlier is None and self.idempotency.shared:
+                earlier = await self._result_of_first_elsewhere(work)
             if earlier is not None:
                 return Reply(earlier)
         kept: list[bytes] = []
@@ -170,6 +172,24 @@ class OnlineProtocol:
                 received_at=work.origin.received_at,
             )
         return Reply(payload, shed=outcome.shed)
+
+    async def _result_of_first_elsewhere(self, work: OnlineWork) -> bytes | None:
+        """A repeat whose first went through another worker and has no result kept yet:
+        its result once it has ended; a 96 if it is still in doubt; None if no first
+        reached a bank (this one goes ahead)."""
+        message = work.message
+        try:
+            first = await self.switchboard.online_first(message.merchant_id, message.id)
+        except JournalError:
+            return None  # the switchboard's own journal use will say what is wrong
+        if first is None or first.state == "not_sent":
+            return None
+        kept = await self._journaled_result(work)
+        if kept is not None:
+            return kept
+        self.idempotency.abandon(message.merchant_id, message.id)
+        refusal = TransactionRefused("96", "the first request with this id is still in doubt")
+        return wire.encode_response(online.refusal(message.id, refusal))
 
     async def _journaled_result(self, work: OnlineWork) -> bytes | None:
         message = work.message

@@ -15,6 +15,8 @@ action after that runs shielded, so the outcome and any reversal are journaled.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Final, Protocol
 
 import msgspec
@@ -444,23 +446,38 @@ class Switchboard:
             run.bank_s = trio.current_time() - began
 
     async def _await_elsewhere(self, rrn: str, run: _Run) -> Event:
-        """A first at another worker ends within its bank's timeout, or, if that worker
-        died, when its restart recovers it: watched in the journal for a bounded time."""
         began = trio.current_time()
-        record = None
         try:
-            with trio.move_on_after(ELSEWHERE_WAIT_S):
-                while True:
-                    async with self._lookups:
-                        record = await self.journal.transaction_by_rrn(rrn)
-                    if record is None or record.state != "sending":
-                        break
-                    await trio.sleep(ELSEWHERE_POLL_S)
+            record = await self._once_ended(partial(self.journal.transaction_by_rrn, rrn))
         except JournalError:
             record = None  # what the book holds answers: still in doubt
         finally:
             run.waited_for_journal(trio.current_time() - began)
         return FirstFinished(record)
+
+    async def online_first(self, merchant_id: str, online_id: str) -> TxnRecord | None:
+        """The transaction journaled for an online id (by another worker: a client's
+        repeat may come through any), once it has ended or the wait ran out; None if
+        none was journaled. JournalError if the journal cannot say."""
+        return await self._once_ended(
+            partial(self.journal.transaction_by_online_id, merchant_id, online_id)
+        )
+
+    async def _once_ended(
+        self, read: Callable[[], Awaitable[TxnRecord | None]]
+    ) -> TxnRecord | None:
+        """A first at another worker ends within its bank's timeout, or, if that worker
+        died, when its restart recovers it: watched in the journal for a bounded time
+        (still ``sending`` if it ran out)."""
+        record = None
+        with trio.move_on_after(ELSEWHERE_WAIT_S):
+            while True:
+                async with self._lookups:
+                    record = await read()
+                if record is None or record.state != "sending":
+                    break
+                await trio.sleep(ELSEWHERE_POLL_S)
+        return record
 
     async def _load_original(self, load: LoadOriginal, deadline: float, run: _Run) -> Event:
         began = trio.current_time()
