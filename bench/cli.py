@@ -81,7 +81,7 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         f"({FULL.open_extra_points})",
     ),
     ("--max-rate", "max_rate", float, "use this maximum rate (per second): no open sweep"),
-    ("--workers", "workers", int, f"load-generator processes ({FULL.workers})"),
+    ("--generators", "generators", int, f"load-generator processes ({FULL.generators})"),
     (
         "--idle-connections",
         "idle_connections",

@@ -286,7 +286,8 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     python: str
     cpus: int
     load_average: list[float]
-    workers: int
+    generators: int
+    """Load-generator processes."""
     journal: str
     logging: str
     options: dict[str, object]

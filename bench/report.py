@@ -591,7 +591,7 @@ def print_report(report: Report, out: TextIO) -> None:
     meta = report.meta
     out.write(
         f"\npayswitch bench ({meta.mode}), {meta.started_at} .. {meta.finished_at}; "
-        f"{meta.cpus} CPUs, load {meta.load_average}; {meta.workers} generator process(es); "
+        f"{meta.cpus} CPUs, load {meta.load_average}; {meta.generators} generator process(es); "
         f"journal {meta.journal}; logging {meta.logging}\n"
     )
     out.write(_version_line(report) + "\n")

@@ -118,7 +118,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Further open-loop points, each 1.25x the last, while none has saturated yet."""
     max_rate: float | None = None
     """Skip finding the maximum rate: use this (approvals per second)."""
-    workers: int = 2
+    generators: int = 2
+    """Load-generator processes (``--generators``)."""
     banks: tuple[str, ...] = ("icbc", "abc")
     bank_window: int = 32
     bank_links: int = 2
@@ -175,7 +176,7 @@ SHORT: Final = Options(
     terminals=(1, 4),
     open_fractions=(0.5, 1.0),
     open_extra_points=0,
-    workers=1,
+    generators=1,
     online_connections=2,
     pipeline_depth=4,
     idle_connections=200,
@@ -905,7 +906,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             progress.show(f"[disk] write + fsync in the run dir for {options.disk_probe_s:g} s")
             disk = await trio.to_thread.run_sync(probe_disk, run_dir, options.disk_probe_s)
             progress.done()
-        async with WorkerPool.open(options.workers, run_dir, progress) as pool:
+        async with WorkerPool.open(options.generators, run_dir, progress) as pool:
             bench = Bench(options, run_dir, pool, sides)
             if wanted & {"closed", "open", "overload", "online", "echo", "admin"}:
                 await run_main_switch(bench)
@@ -943,7 +944,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         python=platform.python_version(),
         cpus=os.cpu_count() or 0,
         load_average=[round(x, 2) for x in os.getloadavg()],
-        workers=options.workers,
+        generators=options.generators,
         journal=journal,
         logging="info, JSON lines to a file in the run dir",
         options=msgspec.to_builtins(options),
