@@ -112,6 +112,16 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+async def _wait(process: subprocess.Popen[bytes]) -> int:
+    """Waits for ``process`` to end (its pidfd readable) and reaps it: its status."""
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return process.wait()
+
+
 def _reason(status: int) -> str:
     if status < 0:
         return f"killed by {signal.Signals(-status).name}"
@@ -124,7 +134,7 @@ class Supervisor:
         self.count = config.switch.workers
         self.pos_port = pos_port
         self.online_port = online_port
-        self.processes: dict[int, trio.Process] = {}
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
         """The workers running now, by index."""
         self.restarts = 0
         self._stopping = False
@@ -226,6 +236,20 @@ class Supervisor:
         with trio.move_on_after(seconds):
             await self._stop_requested.wait()
 
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        """Starts worker ``index`` from the supervisor's own thread, not from one of
+        trio's (``trio.lowlevel.open_process`` forks in a worker thread): the kernel sends
+        PR_SET_PDEATHSIG's signal when the *thread* that forked the child ends, and trio
+        ends a thread left idle for 10 s, which drained every worker 10 s after it
+        started. Forking here holds the event loop for a few milliseconds, while a
+        supervisor serves nothing."""
+        return subprocess.Popen(
+            self.command(index),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
     async def _keep_running(self, index: int) -> None:
         backoff = RESTART_MIN_S
         first = True
@@ -233,12 +257,7 @@ class Supervisor:
             while not self._stopping:
                 began = trio.current_time()
                 try:
-                    process = await trio.lowlevel.open_process(
-                        self.command(index),
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        preexec_fn=_die_with_parent,
-                    )
+                    process = self._spawn(index)
                 except OSError as exc:  # no process (EAGAIN, ENOMEM): tried again
                     log.error(
                         "worker_not_started", worker=index, error=str(exc), retry_in_s=backoff
@@ -250,7 +269,7 @@ class Supervisor:
                 self.processes[index] = process
                 log.info("worker_started", worker=index, pid=process.pid, restart=not first)
                 with trio.CancelScope(shield=True):  # a worker is waited for, never left
-                    status = await process.wait()
+                    status = await _wait(process)
                 del self.processes[index]
                 if self._stopping:
                     if status == -self._stop_signal:

@@ -306,6 +306,29 @@ async def test_workers_end_with_their_supervisor_however_it_ends(tmp_path: Path)
         assert await sim.stop() == 0, sim.output()
 
 
+THREAD_IDLE_S = 10
+"""trio ends a worker thread left idle this long (trio._core._thread_cache.IDLE_TIMEOUT)."""
+
+
+async def test_workers_outlive_the_thread_that_forked_them(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG's signal comes when the *thread* that forked a worker ends: had
+    the supervisor forked in one of trio's threads, which end after 10 s idle, every
+    worker would be drained and restarted 10 s after its start."""
+    sim, switch = await _two_workers(tmp_path)
+    pids = sorted(r["pid"] for r in switch.events("worker_started"))
+    try:
+        await trio.sleep(THREAD_IDLE_S + 2)
+        assert not switch.events("signal_received"), switch.output()
+        assert not switch.events("worker_died"), switch.output()
+        assert sorted(r["pid"] for r in switch.events("worker_started")) == pids
+        assert not any(_gone(pid) for pid in pids)
+        assert await switch.stop() == 0, switch.output()
+    finally:
+        if switch.process.poll() is None:
+            switch.process.kill()
+        assert await sim.stop() == 0, sim.output()
+
+
 def test_a_port_in_use_refuses_the_supervisor_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
