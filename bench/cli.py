@@ -48,8 +48,9 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         "--scenarios",
         "scenarios",
         _scenarios,
-        f"comma-separated subset of: {', '.join(SCENARIOS)} (default: all); 'open' also "
-        "runs half_max; 'echo' compares at the switch's half_max rate",
+        f"comma-separated subset of: {', '.join(SCENARIOS)} (default: all but scaling, "
+        "which needs PostgreSQL); 'open' also runs half_max; 'echo' compares at the "
+        "switch's half_max rate",
     ),
     ("--duration", "duration_s", float, f"seconds measured per load point ({FULL.duration_s:g})"),
     ("--warmup", "warmup_s", float, f"seconds before each measurement ({FULL.warmup_s:g})"),
@@ -81,7 +82,29 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         f"({FULL.open_extra_points})",
     ),
     ("--max-rate", "max_rate", float, "use this maximum rate (per second): no open sweep"),
-    ("--workers", "workers", int, f"load-generator processes ({FULL.workers})"),
+    ("--generators", "generators", int, f"load-generator processes ({FULL.generators})"),
+    (
+        "--workers",
+        "switch_workers",
+        int,
+        f"the switch's worker processes, [switch] workers ({FULL.switch_workers}); more than 1"
+        " needs --journal postgresql; the scaling scenario's third setup is PostgreSQL x"
+        " max(2, N)",
+    ),
+    (
+        "--journal",
+        "journal",
+        str,
+        f"the switches' journal engine ({FULL.journal}); postgresql: a database of its own for"
+        " each switch, on a throw-away server of the run's (fsync on) unless --dsn names one",
+    ),
+    (
+        "--dsn",
+        "dsn",
+        str,
+        "a PostgreSQL server for the journals (--journal postgresql, the scaling scenario):"
+        " the bench creates a database per switch there (and drops them at the end)",
+    ),
     (
         "--idle-connections",
         "idle_connections",
@@ -155,8 +178,9 @@ def parser() -> argparse.ArgumentParser:
         help="a few seconds of tiny loads: checks that the harness works (the tests run "
         "this, also with --baseline HEAD); its numbers mean little",
     )
+    choices_of = {"--journal-durability": ("sync", "async"), "--journal": ("sqlite", "postgresql")}
     for flag, _, kind, help_text in OVERRIDES:
-        choices = ("sync", "async") if flag == "--journal-durability" else None
+        choices = choices_of.get(flag)
         metavar = "REF" if flag == "--baseline" else None
         p.add_argument(flag, type=kind, choices=choices, metavar=metavar, help=help_text)
     p.add_argument("--output", type=Path, help="JSON report path (bench/results/bench-<time>.json)")
@@ -197,8 +221,16 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = parser()
+    args = arguments.parse_args(argv)
     options = options_from(args)
+    if options.switch_workers < 1:
+        arguments.error("--workers: at least 1")
+    if options.switch_workers > 1 and options.journal != "postgresql":
+        arguments.error(
+            f"--workers {options.switch_workers} needs --journal postgresql: a SQLite journal"
+            " belongs to one process"
+        )
     progress = ProgressLine(quiet=options.quiet)
     failure: str | None = None
     try:

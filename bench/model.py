@@ -15,16 +15,22 @@ ScenarioKind = Literal["closed", "open", "idle", "online"]
 
 
 class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
-    """The process under test (switch or echo server) over a measurement window."""
+    """The process under test (switch or echo server) over a measurement window; a
+    switch of several workers is its supervisor and its workers together."""
 
     pid: int
+    """The first process (a supervisor's, with workers)."""
+    processes: int = 1
+    """The processes counted: ``pid`` and those below it (a supervisor and N workers)."""
     cpu_s: float
-    """utime + stime over the window, from /proc/<pid>/stat."""
+    """utime + stime over the window, from /proc/<pid>/stat, of every process counted
+    (and of those that ended in the window: their parents' cutime + cstime)."""
     cpu_ms_per_1k: float | None
     """CPU milliseconds per 1,000 answers in the window (CPU seconds per 1,000 x 1000)."""
     rss_mb_start: float
     rss_mb_max: float
-    """Highest VmRSS sampled in the window (every ``rss_interval_s``)."""
+    """Highest VmRSS sampled in the window (every ``rss_interval_s``); with workers the
+    sum of every process's."""
     rss_mb_end: float
     hwm_mb: float
     """VmHWM at the end: the process's peak since it started."""
@@ -78,6 +84,12 @@ class ScenarioResult(msgspec.Struct, frozen=True, kw_only=True):
     server: ProcessUsage
     banks_cpu_s: float
     generator: GeneratorUsage
+    db_cpu_s: float | None = None
+    """The journal's PostgreSQL server over the window (postmaster and backends), when it
+    runs on this machine; None on SQLite (its work is in the switch's process)."""
+    machine_busy: float | None = None
+    """The whole machine's busy share over the window, every process's (others' too),
+    from /proc/stat: 1.0 is every core busy."""
 
 
 class SwitchLogged(msgspec.Struct, frozen=True, kw_only=True):
@@ -230,6 +242,72 @@ class SettlementBench(msgspec.Struct, frozen=True, kw_only=True):
     """Every category, payout line and check as the day says it must be."""
 
 
+JournalBackend = Literal["sqlite", "postgresql"]
+
+
+class Setup(msgspec.Struct, frozen=True, kw_only=True):
+    """How a switch of the run is deployed: its journal's engine and its processes."""
+
+    journal: JournalBackend = "sqlite"
+    workers: int = 1
+    """``[switch] workers``: with more than 1, a supervisor and that many workers."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.journal}-x{self.workers}"
+
+
+class CpuPerSale(msgspec.Struct, frozen=True, kw_only=True):
+    """Who spent the CPU of one load point, in µs per answer, and how busy the machine
+    was: everything on it shares its cores."""
+
+    scenario: str
+    offered_rate: float | None
+    goodput_tps: float
+    answers: int
+    """Answers received in the window."""
+    switch_us: float | None
+    """The switch: its process, or its supervisor and every worker."""
+    db_us: float | None
+    """The PostgreSQL server: postmaster and backends (None on SQLite, whose work is in
+    the switch's process)."""
+    banks_us: float | None
+    generators_us: float | None
+    machine_busy: float | None
+    """The whole machine's busy share over the window (every process, others' too, from
+    /proc/stat): 1.0 is every core busy."""
+    measured_busy: float | None
+    """Of it, the processes the bench measured (switch, database, banks, generators)."""
+
+
+class ScalingRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One setup of the scaling scenario: its maximum rate and CPU per sale."""
+
+    setup: Setup
+    closed: ScenarioResult
+    open_sweep: list[ScenarioResult]
+    max_rate: MaxRate
+    at_max: CpuPerSale
+    """At the open-loop point that measured the maximum rate."""
+    common: ScenarioResult | None
+    at_common: CpuPerSale | None
+    """At the rate every setup ran (``Scaling.common_rate``): CPU compared like for like."""
+
+
+class Scaling(msgspec.Struct, frozen=True, kw_only=True):
+    """SQLite x 1, PostgreSQL x 1 and PostgreSQL x N side by side in one run (the current
+    code only), each on a switch and bank simulators of its own, the load points in
+    turns."""
+
+    cpus: int
+    common_rate: float | None
+    """Every setup offered this rate too (a share of the lowest maximum): CPU per sale
+    at the same load, where group commits batch alike."""
+    load_average_before: list[float]
+    load_average_after: list[float]
+    runs: list[ScalingRun]
+
+
 Verdict = Literal["PASS", "FAIL", "n/a", "n/a-stalled"]
 
 
@@ -286,7 +364,10 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     python: str
     cpus: int
     load_average: list[float]
-    workers: int
+    generators: int
+    """Load-generator processes."""
+    setup: Setup
+    """The journal engine and workers of every switch but the scaling scenario's."""
     journal: str
     logging: str
     options: dict[str, object]
@@ -332,6 +413,8 @@ class Report(SwitchResults, frozen=True, kw_only=True):
     """The admin interface's cost (the current code only)."""
     settlement: SettlementBench | None
     """A business date's settlement (the current code only)."""
+    scaling: Scaling | None
+    """SQLite x 1, PostgreSQL x 1 and x N side by side (the current code only)."""
     targets: list[TargetCheck]
     baseline: BaselineResults | None
     comparison: list[Comparison]

@@ -15,9 +15,12 @@ from bench.jobs import APPROVED, CLOSED, REFUSED, TIMEOUT
 from bench.model import (
     AdminOverhead,
     Comparison,
+    CpuPerSale,
     EchoBaseline,
     MaxRate,
     Ratio,
+    Scaling,
+    ScalingRun,
     ScenarioResult,
     SettlementBench,
     SwitchLogged,
@@ -52,6 +55,9 @@ SETTLEMENT_MERCHANTS: Final = 10_000
 SETTLEMENT_S: Final = 60.0
 SETTLEMENT_RSS_MB: Final = 1024.0
 """1 GB of peak resident set (VmHWM, in MiB)."""
+# Issue #14's, on the scaling scenario.
+SCALING_RATE_RATIO: Final = 1.3
+"""PostgreSQL x N's maximum rate over PostgreSQL x 1's."""
 
 
 def _verdict(passed: bool | None) -> Verdict:
@@ -78,10 +84,11 @@ def check_targets(
     baseline_ref: str | None = None,
     admin: AdminOverhead | None = None,
     settlement: SettlementBench | None = None,
+    scaling: Scaling | None = None,
 ) -> list[TargetCheck]:
-    """Issue #11's targets and issue #12's, and the settlement's, judged on one switch
-    version's ``results`` (``echo``, ``baseline``, ``admin`` and ``settlement`` are given
-    for the current version only)."""
+    """Issue #11's targets and issue #12's, the settlement's and issue #14's, judged on
+    one switch version's ``results`` (``echo``, ``baseline``, ``admin``, ``settlement``
+    and ``scaling`` are given for the current version only)."""
     checks = [
         _all_approved(results.closed_sweep, terminals, bank_links_window)
         for terminals in ALL_APPROVED_TERMINALS
@@ -94,6 +101,7 @@ def check_targets(
     checks.append(_against_baseline(results.max_rate, baseline, baseline_ref))
     checks.append(_admin(admin))
     checks.extend(_settlement_checks(settlement))
+    checks.extend(scaling_checks(scaling))
     return checks
 
 
@@ -342,6 +350,114 @@ def _settlement_checks(settlement: SettlementBench | None) -> list[TargetCheck]:
     ]
 
 
+def _run_of(scaling: Scaling, journal: str, workers: int) -> ScalingRun | None:
+    return next(
+        (r for r in scaling.runs if r.setup.journal == journal and r.setup.workers == workers),
+        None,
+    )
+
+
+def _busy(point: CpuPerSale) -> str:
+    """How busy the machine was at a load point."""
+    if point.machine_busy is None:
+        return "machine load not read"
+    return f"the machine {point.machine_busy:.0%} busy" + (
+        f" ({point.measured_busy:.0%} the bench's processes)" if point.measured_busy else ""
+    )
+
+
+def scaling_checks(scaling: Scaling | None) -> list[TargetCheck]:
+    """Issue #14's: PostgreSQL x 1's switch CPU per sale at most SQLite x 1's (at the same
+    offered rate), and PostgreSQL x N's maximum rate at least 1.3x PostgreSQL x 1's."""
+    workers = max((r.setup.workers for r in scaling.runs), default=2) if scaling else 2
+    names = (
+        "scaling: PostgreSQL x 1 switch CPU per sale <= SQLite x 1's (same offered rate)",
+        f"scaling: PostgreSQL x {workers} maximum rate >= {SCALING_RATE_RATIO:g}x"
+        " PostgreSQL x 1's (same run)",
+    )
+    if scaling is None:
+        return [_not_run(name) for name in names]
+    sqlite, pg1 = _run_of(scaling, "sqlite", 1), _run_of(scaling, "postgresql", 1)
+    pgn = _run_of(scaling, "postgresql", workers)
+    checks = []
+    if sqlite is None or pg1 is None or sqlite.at_common is None or pg1.at_common is None:
+        checks.append(_not_run(names[0]))
+    else:
+        mine, theirs = pg1.at_common, sqlite.at_common
+        measured = (
+            f"{_number(mine.switch_us, 0)} vs {_number(theirs.switch_us, 0)} µs at"
+            f" {scaling.common_rate:g}/s (the database server's"
+            f" {_number(mine.db_us, 0)} µs apart); at each one's maximum"
+            f" {_number(pg1.at_max.switch_us, 0)} vs {_number(sqlite.at_max.switch_us, 0)} µs"
+        )
+        passed = None
+        if mine.switch_us is not None and theirs.switch_us is not None:
+            passed = mine.switch_us <= theirs.switch_us
+            measured = f"{mine.switch_us / theirs.switch_us:.2f}x ({measured})"
+        checks.append(_check(names[0], measured, passed))
+    if pg1 is None or pgn is None or not pg1.max_rate.tps or pgn is pg1:
+        checks.append(_not_run(names[1]))
+    else:
+        ratio = pgn.max_rate.tps / pg1.max_rate.tps
+        measured = (
+            f"{ratio:.2f}x ({pgn.max_rate.tps:g} vs {pg1.max_rate.tps:g}/s); at x {workers}'s"
+            f" maximum {_busy(pgn.at_max)}, at x 1's {_busy(pg1.at_max)}"
+        )
+        checks.append(_check(names[1], measured, ratio >= SCALING_RATE_RATIO))
+    return checks
+
+
+def scaling_table(scaling: Scaling) -> str:
+    """The scaling scenario's setups side by side: maximum rate, CPU per sale (µs of each
+    side), the machine's load at the maximum and at the common rate."""
+    headers = (
+        "setup", "max/s", "switch us", "db us", "banks us", "gen us", "busy", "bench's",
+        "common/s", "switch us", "db us", "busy", "p99 ms",
+    )  # fmt: skip
+    rows = []
+    for run in scaling.runs:
+        top, common = run.at_max, run.at_common
+
+        def share(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0%}"
+
+        row = [
+            run.setup.name, _number(run.max_rate.tps, 0), _number(top.switch_us, 0),
+            _number(top.db_us, 0), _number(top.banks_us, 0), _number(top.generators_us, 0),
+            share(top.machine_busy), share(top.measured_busy),
+        ]  # fmt: skip
+        if common is not None and run.common is not None:
+            row += [
+                _number(common.offered_rate, 0), _number(common.switch_us, 0),
+                _number(common.db_us, 0), share(common.machine_busy),
+                _number(run.common.latency_ms.p99, 2),
+            ]  # fmt: skip
+        else:
+            row += ["-"] * 5
+        rows.append(row)
+    return _table(headers, rows)
+
+
+def scaling_lines(scaling: Scaling) -> str:
+    checks = scaling_checks(scaling)
+    lines = [
+        f"scaling: {', '.join(r.setup.name for r in scaling.runs)} side by side, each its own"
+        f" switch and banks, the load points in turns; {scaling.cpus} CPUs shared by the"
+        " switches, the database server, the banks and the generators; load average"
+        f" {scaling.load_average_before} before, {scaling.load_average_after} after",
+        scaling_table(scaling),
+        "  max/s: the open sweep's best goodput; us: CPU µs per sale at that point, of the"
+        " switch (with workers: supervisor and workers), the PostgreSQL server (postmaster"
+        " and backends), the bank simulators, the generators; busy: the whole machine's"
+        " (others' processes too); bench's: of it, the processes measured; common/s: every"
+        " setup at the same rate, CPU like for like",
+    ]
+    for check in checks:
+        verdict = {"PASS": "met", "FAIL": "NOT met"}.get(check.result, check.result)
+        lines.append(f"  {check.target}: {verdict}: {check.measured}")
+    return "\n".join(lines) + "\n"
+
+
 def compare(current: SwitchResults, baseline: SwitchResults) -> list[Comparison]:
     """Each scenario that ran on both versions, side by side."""
     theirs = {r.name: r for r in scenarios_of(baseline)}
@@ -406,6 +522,14 @@ def _journal_p99(result: ScenarioResult) -> float | None:
     return logged.journal_ms.p99 if logged is not None and logged.journal_ms.count else None
 
 
+def _db_ms_per_1k(result: ScenarioResult) -> float | None:
+    """The PostgreSQL server's CPU ms per 1,000 answers (None on SQLite)."""
+    answers = round(result.tps * result.window_s)
+    if result.db_cpu_s is None or not answers:
+        return None
+    return result.db_cpu_s * 1e6 / answers
+
+
 def scenarios_of(results: SwitchResults, echo: EchoBaseline | None = None) -> list[ScenarioResult]:
     """A version's scenarios in the order they ran (the echo server's after overload)."""
     found: list[ScenarioResult] = [*results.closed_sweep, *results.open_sweep]
@@ -437,6 +561,11 @@ def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
     if report.admin is not None:  # the current code only, each round's off beside its on
         for off, on in zip(report.admin.off, report.admin.on, strict=True):
             rows += [(off.name, off), (on.name, on)]
+    if report.scaling is not None:  # the current code only, each setup's rows together
+        for run in report.scaling.runs:
+            mark = f" @{run.setup.name}"
+            points = [run.closed, *run.open_sweep, *([run.common] if run.common else [])]
+            rows += [(point.name + mark, point) for point in points]
     if report.baseline is None:
         return rows
     for theirs in scenarios_of(report.baseline):
@@ -452,7 +581,7 @@ def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
 def scenario_table(report: Report) -> str:
     headers = (
         "scenario", "conns", "offered/s", "tps", "good/s", "p50", "p90", "p99", "p99.9",
-        "max ms", "sw p99", "jnl p99", "cpu ms/1k", "rss MB", "gen cpu", "codes",
+        "max ms", "sw p99", "jnl p99", "cpu ms/1k", "db ms/1k", "rss MB", "gen cpu", "codes",
     )  # fmt: skip
     rows = []
     for name, r in paired_scenarios(report):
@@ -472,6 +601,7 @@ def scenario_table(report: Report) -> str:
                 _number(r.switch_logged.latency_ms.p99 if r.switch_logged else None, 2),
                 _number(_journal_p99(r), 2),
                 _number(r.server.cpu_ms_per_1k, 0),
+                _number(_db_ms_per_1k(r), 0),
                 _number(r.server.rss_mb_max, 1),
                 _number(r.generator.busiest_worker_cpu, 2),
                 _codes(r.codes) + (f" not_sent:{r.not_sent}" if r.not_sent else ""),
@@ -591,7 +721,7 @@ def print_report(report: Report, out: TextIO) -> None:
     meta = report.meta
     out.write(
         f"\npayswitch bench ({meta.mode}), {meta.started_at} .. {meta.finished_at}; "
-        f"{meta.cpus} CPUs, load {meta.load_average}; {meta.workers} generator process(es); "
+        f"{meta.cpus} CPUs, load {meta.load_average}; {meta.generators} generator process(es); "
         f"journal {meta.journal}; logging {meta.logging}\n"
     )
     out.write(_version_line(report) + "\n")
@@ -602,7 +732,9 @@ def print_report(report: Report, out: TextIO) -> None:
         " jnl p99: of that, waiting for the journal's commits (the disk and the trips around"
         " it), p99 over the"
         " transactions that went to a bank;"
-        " cpu ms/1k: the process under test's CPU per 1,000 answers; rss: its highest VmRSS"
+        " cpu ms/1k: the process under test's CPU per 1,000 answers (a switch of workers:"
+        " its supervisor's and workers' together); db ms/1k: the PostgreSQL server's"
+        " (postmaster and backends); rss: its highest VmRSS"
         " in the window; gen cpu: the busiest generator process's CPU seconds per second."
     )
     if report.baseline is not None:
@@ -642,6 +774,8 @@ def print_report(report: Report, out: TextIO) -> None:
         )
     if report.settlement is not None:
         out.write(settlement_lines(report.settlement))
+    if report.scaling is not None:
+        out.write(scaling_lines(report.scaling))
     if report.overload is not None and report.overload.result.server.rss_samples:
         samples = report.overload.result.server.rss_samples
         shown = ", ".join(f"{t:g}s {mb:.0f}" for t, mb in samples[:: max(1, len(samples) // 8)])

@@ -47,17 +47,31 @@ CACHED_RECORDS = 10_000
 
 
 def extra_sections(
-    run_dir: Path, label: str, *, durability: str = "sync", key_file: Path = DEMO_CARD_KEYS
+    run_dir: Path,
+    label: str,
+    *,
+    durability: str = "sync",
+    key_file: Path = DEMO_CARD_KEYS,
+    dsn: str | None = None,
+    workers: int = 1,
 ) -> TomlTable:
     """Switch sections beyond the base config, merged over it: the one place to add one.
 
     The journal runs as in production, with synchronous durability by default (an
     approval is on disk before its answer leaves), each switch of the run in its own
-    file; the demo card keys are good enough for generated cards.
+    SQLite file, or with ``dsn`` in its own PostgreSQL database; the demo card keys are
+    good enough for generated cards. ``workers`` > 1: ``[switch] workers``, a supervisor
+    and that many worker processes on the same ports.
     """
+    journal: TomlTable = (
+        {"path": str(run_dir / f"{label}-journal.sqlite3")}
+        if dsn is None
+        else {"backend": "postgresql", "dsn": dsn}
+    )
     return {
+        **({"switch": {"workers": workers}} if workers > 1 else {}),
         "journal": {
-            "path": str(run_dir / f"{label}-journal.sqlite3"),
+            **journal,
             "durability": durability,
             "key_file": str(key_file),
         },

@@ -25,6 +25,7 @@ import msgspec
 import trio
 
 from bench.codec_bench import CodecReport, run_codec_bench
+from bench.database import JournalServer, journal_server
 from bench.disk_probe import DiskProbe, probe_disk
 from bench.histogram import LatencyHistogram
 from bench.jobs import APPROVED, CLOSED, TIMEOUT, Job, JobResult, Mode
@@ -32,16 +33,21 @@ from bench.model import (
     AdminOverhead,
     BaselineResults,
     CodeVersion,
+    CpuPerSale,
     EchoBaseline,
     GeneratorUsage,
     IdleConnections,
+    JournalBackend,
     MaxRate,
     Meta,
     Overload,
     ProcessUsage,
     Report,
+    Scaling,
+    ScalingRun,
     ScenarioResult,
     SettlementBench,
+    Setup,
     SlowBank,
     SwitchLogged,
     SwitchResults,
@@ -49,7 +55,15 @@ from bench.model import (
     WindowPart,
     WindowParts,
 )
-from bench.procstat import ProcessSample, cpu_seconds, raise_open_files_limit, sample
+from bench.procstat import (
+    ProcessSample,
+    cpu_seconds,
+    machine_cpu_seconds,
+    memory_sample,
+    raise_open_files_limit,
+    tree_cpu_seconds,
+    tree_sample,
+)
 from bench.report import BASELINE_MARK, check_targets, compare
 from bench.runconfig import (
     BANK_BINS,
@@ -86,7 +100,11 @@ SCENARIOS: Final = (
     "slow-bank",
     "admin",
     "settlement",
+    "scaling",
 )
+DEFAULT_SCENARIOS: Final = tuple(name for name in SCENARIOS if name != "scaling")
+"""What a run measures unless --scenarios says: the scaling scenario needs a PostgreSQL
+server and a few minutes of its own, so it is asked for by name."""
 RSS_INTERVAL_S: Final = 0.25
 OPEN_POOL_S: Final = 0.5
 """Open loop: terminals = rate x this, so up to this much latency every arrival still
@@ -106,7 +124,7 @@ its end: its last requests may be waiting for that commit."""
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):
     mode: Literal["short", "full"] = "full"
-    scenarios: tuple[str, ...] = SCENARIOS
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
     warmup_s: float = 1.0
     duration_s: float = 4.0
     overload_duration_s: float = 8.0
@@ -118,7 +136,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """Further open-loop points, each 1.25x the last, while none has saturated yet."""
     max_rate: float | None = None
     """Skip finding the maximum rate: use this (approvals per second)."""
-    workers: int = 2
+    generators: int = 2
+    """Load-generator processes (``--generators``)."""
     banks: tuple[str, ...] = ("icbc", "abc")
     bank_window: int = 32
     bank_links: int = 2
@@ -153,6 +172,18 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     disk_probe_s: float = 10.0
     codec_repeats: int = 5
     journal_durability: Literal["sync", "async"] = "sync"
+    journal: JournalBackend = "sqlite"
+    """Every switch's journal engine (``--journal``; the scaling scenario sets its own)."""
+    switch_workers: int = 1
+    """``[switch] workers`` of every switch (``--workers``; more than 1 needs PostgreSQL).
+    The scaling scenario's third setup is PostgreSQL x max(2, this)."""
+    dsn: str | None = None
+    """The PostgreSQL server for the journals (``--dsn``); None: a throw-away one of the
+    run's own (tests/pg_server.py, fsync on), started only if a switch needs it."""
+    scaling_terminals: int = 200
+    """The scaling scenario's closed loop, whose best sets its open sweep's rates."""
+    scaling_common_share: float = 0.5
+    """The scaling scenario's common rate: this share of the lowest maximum rate."""
     admin_rounds: int = 4
     """The admin scenario's half-max loops on each of its two switches, in turns (off on,
     on off, off on, on off), so that a drift of the machine's load favours neither: one
@@ -175,7 +206,7 @@ SHORT: Final = Options(
     terminals=(1, 4),
     open_fractions=(0.5, 1.0),
     open_extra_points=0,
-    workers=1,
+    generators=1,
     online_connections=2,
     pipeline_depth=4,
     idle_connections=200,
@@ -190,6 +221,7 @@ SHORT: Final = Options(
     disk_probe_s=0.2,
     settlement_transactions=2000,
     settlement_merchants=50,
+    scaling_terminals=4,
 )
 
 
@@ -205,9 +237,12 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     """The switch's log, for its own latency figures."""
     admin_port: int | None = None
     """Its admin interface, when it has one on."""
+    db_pid: int | None = None
+    """The journal's database server (its postmaster) when it runs on this machine: its
+    CPU, backends included, is measured apart from the switch's."""
 
     @classmethod
-    def of_switch(cls, sut: SwitchUnderTest) -> Target:
+    def of_switch(cls, sut: SwitchUnderTest, db_pid: int | None = None) -> Target:
         return cls(
             kind="switch",
             pid=sut.switch.pid,
@@ -216,34 +251,50 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
             bank_pids=[sim.pid for sim in sut.simulators.values()],
             log_path=sut.switch.log_path,
             admin_port=sut.switch.started.get("admin_port"),
+            db_pid=db_pid,
         )
 
 
 class Sampler:
-    """Samples the process under test (and the banks' CPU) over a window."""
+    """Samples the process under test (and the banks' and the database server's CPU)
+    over a window. The process under test is its whole tree: a switch of N workers is
+    its supervisor and the workers, their CPU and their RSS summed."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.first: ProcessSample | None = None
         self.last: ProcessSample | None = None
+        self.processes = 1
         self.banks_cpu_s = 0.0
+        self.db_cpu_s: float | None = None
+        self.machine_busy: float | None = None
         self.rss: list[tuple[float, float]] = []
         self.wall_start = self.wall_end = 0.0
 
     async def observe(self, window_start: float, window_end: float) -> None:
         await trio.sleep_until(window_start)
         self.wall_start = time.time()
-        pid = self.target.pid
-        self.first = sample(pid)
+        pid, db_pid = self.target.pid, self.target.db_pid
+        machine_before = machine_cpu_seconds()
+        self.first, members = tree_sample(pid)
         banks_before = sum(cpu_seconds(p) for p in self.target.bank_pids)
+        db_before = tree_cpu_seconds(db_pid) if db_pid is not None else None
         self.rss.append((0.0, self.first.rss_mb))
         while (now := trio.current_time()) + RSS_INTERVAL_S < window_end:
             await trio.sleep_until(now + RSS_INTERVAL_S)
-            self.rss.append((round(trio.current_time() - window_start, 2), sample(pid).rss_mb))
+            rss = memory_sample(members, 0.0).rss_mb
+            self.rss.append((round(trio.current_time() - window_start, 2), rss))
         await trio.sleep_until(window_end)
         self.wall_end = time.time()
-        self.last = sample(pid)
+        self.last, members = tree_sample(pid)
+        self.processes = len(members)
         self.banks_cpu_s = sum(cpu_seconds(p) for p in self.target.bank_pids) - banks_before
+        if db_pid is not None and db_before is not None:
+            self.db_cpu_s = tree_cpu_seconds(db_pid) - db_before
+        machine_after = machine_cpu_seconds()
+        elapsed = machine_after[1] - machine_before[1]
+        if elapsed > 0:
+            self.machine_busy = (machine_after[0] - machine_before[0]) / elapsed
         self.rss.append((round(window_end - window_start, 2), self.last.rss_mb))
 
     def usage(self, answers: int) -> ProcessUsage:
@@ -251,6 +302,7 @@ class Sampler:
         cpu_s = self.last.cpu_s - self.first.cpu_s
         return ProcessUsage(
             pid=self.target.pid,
+            processes=self.processes,
             cpu_s=round(cpu_s, 3),
             cpu_ms_per_1k=round(cpu_s * 1000 / answers * 1000, 2) if answers else None,
             rss_mb_start=self.first.rss_mb,
@@ -313,6 +365,8 @@ def summarise(
         switch_logged=switch_logged,
         server=sampler.usage(answered_in_window),
         banks_cpu_s=round(sampler.banks_cpu_s, 3),
+        db_cpu_s=None if sampler.db_cpu_s is None else round(sampler.db_cpu_s, 3),
+        machine_busy=None if sampler.machine_busy is None else round(sampler.machine_busy, 3),
         generator=GeneratorUsage(
             workers=len(results),
             cpu_s=round(sum(r.cpu_s for r in results), 3),
@@ -370,15 +424,25 @@ def open_terminals(rate: float) -> int:
 
 
 class Side:
-    """One switch version of the run, and what has been measured on it."""
+    """One switch version of the run (and for the scaling scenario, one setup of it),
+    and what has been measured on it."""
 
-    def __init__(self, version: SwitchVersion) -> None:
+    def __init__(self, version: SwitchVersion, setup: Setup | None = None) -> None:
         self.version = version
+        self.setup = setup
+        """None: the run's own (--journal, --workers)."""
         self.measured = _Measured()
 
     @property
     def is_baseline(self) -> bool:
         return self.version.side == "baseline"
+
+    @property
+    def mark(self) -> str:
+        """What the progress line adds to a load point's name."""
+        if self.setup is not None:
+            return f" @{self.setup.name}"
+        return BASELINE_MARK if self.is_baseline else ""
 
 
 class Bench:
@@ -386,9 +450,17 @@ class Bench:
     measures and what it measured."""
 
     def __init__(
-        self, options: Options, run_dir: Path, pool: WorkerPool, sides: Sequence[Side]
+        self,
+        options: Options,
+        run_dir: Path,
+        pool: WorkerPool,
+        sides: Sequence[Side],
+        database: JournalServer | None = None,
     ) -> None:
         self.options = options
+        self.database = database
+        """Where the PostgreSQL journals go (None: no switch of the run needs one)."""
+        self.setup = Setup(journal=options.journal, workers=options.switch_workers)
         self.run_dir = run_dir
         self.pool = pool
         self.sides = list(sides)
@@ -421,22 +493,37 @@ class Bench:
         version: SwitchVersion,
         banks: list[BankPlan] | None = None,
         sections: TomlTable | None = None,
+        setup: Setup | None = None,
     ) -> AsyncIterator[Target]:
-        """A switch of ``version``; ``sections`` merged over its generated config."""
+        """A switch of ``version`` as ``setup`` (default: the run's) deploys it: on
+        PostgreSQL with a database of its own; ``sections`` merged over its generated
+        config."""
         label = version.label(label)
+        setup = setup or self.setup
+        dsn, db_pid = None, None
+        if setup.journal == "postgresql":
+            assert self.database is not None, "a PostgreSQL journal needs the run's server"
+            dsn, db_pid = await self.database.new_database(label), self.database.postmaster_pid
         extra = extra_sections(
             self.run_dir,
             label,
             durability=self.options.journal_durability,
             key_file=version.card_keys,
+            dsn=dsn,
+            workers=setup.workers,
         )
         extra = merge(extra, sections or {})
         async with switch_under_test(
-            self.run_dir, label, banks or self.bank_plans(), extra=extra, version=version
+            self.run_dir,
+            label,
+            banks or self.bank_plans(),
+            extra=extra,
+            version=version,
+            workers=setup.workers,
         ) as sut:
             self.configs[label] = to_toml(sut.config)
             self.dropped_config_keys.setdefault(version.side, set()).update(sut.dropped_config_keys)
-            yield Target.of_switch(sut)
+            yield Target.of_switch(sut, db_pid=db_pid)
 
     @contextlib.asynccontextmanager
     async def switches(
@@ -494,7 +581,7 @@ class Bench:
                 )
             )
         sampler = Sampler(target)
-        label = f"{name}{BASELINE_MARK}" if side is not None and side.is_baseline else name
+        label = f"{name}{side.mark}" if side is not None else name
         results = await self.pool.run(jobs, label, sampler.observe)
         logged = None
         if target.log_path is not None:
@@ -720,7 +807,7 @@ async def run_idle(bench: Bench) -> None:
     options = bench.options
     async with bench.switches("idle") as pairs:
         for side, target in bench.in_turn(pairs):
-            before = sample(target.pid).rss_mb
+            before = tree_sample(target.pid)[0].rss_mb
             result = await bench.measure(
                 "idle_connections",
                 target,
@@ -856,6 +943,99 @@ def _cpu_ms_per_1k(results: Sequence[ScenarioResult]) -> float | None:
     return round(cpu_s * 1000 / answers * 1000, 2) if answers and cpu_s else None
 
 
+def scaling_setups(options: Options) -> list[Setup]:
+    """SQLite x 1, PostgreSQL x 1 and PostgreSQL x N (N: --workers, at least 2)."""
+    workers = max(2, options.switch_workers)
+    return [
+        Setup(journal="sqlite", workers=1),
+        Setup(journal="postgresql", workers=1),
+        Setup(journal="postgresql", workers=workers),
+    ]
+
+
+async def run_scaling(bench: Bench) -> Scaling:
+    """The scaling scenario: a switch of each setup (:func:`scaling_setups`), with bank
+    simulators of its own, all running until the end; on each, in turns, a closed loop
+    of ``scaling_terminals``, then the open sweep that finds the maximum rate (the same
+    search as the main switch's, the same rates for each setup, each until it has
+    saturated twice), then one open loop at the common rate, a share of the lowest
+    maximum, where CPU per sale is compared like for like."""
+    options = bench.options
+    version = bench.sides[0].version
+    before = [round(x, 2) for x in os.getloadavg()]
+    sides = [Side(version, setup) for setup in scaling_setups(options)]
+    terminals = options.scaling_terminals
+    common_rate: float | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        pairs: list[tuple[Side, Target]] = []
+        for side in sides:
+            assert side.setup is not None
+            label = f"scaling-{side.setup.name}"
+            target = await stack.enter_async_context(bench.switch(label, version, setup=side.setup))
+            pairs.append((side, target))
+        for side, target in bench.in_turn(pairs):
+            side.measured.closed_sweep.append(
+                await bench.measure(f"closed_n{terminals}", target, "closed", terminals, side=side)
+            )
+        await _open_sweep(bench, pairs)
+        lowest = min(side.measured.max_rate.tps for side in sides if side.measured.max_rate)
+        if lowest > 0:
+            common_rate = round(lowest * options.scaling_common_share, 1)
+            for side, target in bench.in_turn(pairs):
+                side.measured.half_max = await bench.open_loop(
+                    f"common_r{common_rate:g}", target, common_rate, side=side
+                )
+    runs = []
+    for side in sides:
+        measured = side.measured
+        assert side.setup is not None and measured.max_rate is not None
+        assert measured.max_rate_point is not None
+        common = measured.half_max
+        runs.append(
+            ScalingRun(
+                setup=side.setup,
+                closed=measured.closed_sweep[0],
+                open_sweep=measured.open_sweep,
+                max_rate=measured.max_rate,
+                at_max=cpu_per_sale(measured.max_rate_point),
+                common=common,
+                at_common=cpu_per_sale(common) if common is not None else None,
+            )
+        )
+    return Scaling(
+        cpus=os.cpu_count() or 0,
+        common_rate=common_rate,
+        load_average_before=before,
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        runs=runs,
+    )
+
+
+def cpu_per_sale(result: ScenarioResult) -> CpuPerSale:
+    """Who spent a load point's CPU, per answer in its window, and how busy the machine
+    was (every process on it) and the processes measured."""
+    answers = round(result.tps * result.window_s)
+
+    def per_answer(cpu_s: float | None) -> float | None:
+        return round(cpu_s * 1e6 / answers, 1) if cpu_s is not None and answers else None
+
+    cpus = os.cpu_count() or 1
+    spent = [result.server.cpu_s, result.banks_cpu_s, result.generator.cpu_s]
+    measured = sum(spent) + (result.db_cpu_s or 0.0)
+    return CpuPerSale(
+        scenario=result.name,
+        offered_rate=result.offered_rate,
+        goodput_tps=result.goodput_tps,
+        answers=answers,
+        switch_us=per_answer(result.server.cpu_s),
+        db_us=per_answer(result.db_cpu_s),
+        banks_us=per_answer(result.banks_cpu_s),
+        generators_us=per_answer(result.generator.cpu_s),
+        machine_busy=result.machine_busy,
+        measured_busy=round(measured / result.window_s / cpus, 3) if result.window_s else None,
+    )
+
+
 async def run_bench(options: Options, progress: ProgressLine) -> Report:
     """Runs the chosen scenarios; every process started here is stopped before return,
     also when the bench is interrupted (SIGINT) or told to stop (SIGTERM)."""
@@ -888,6 +1068,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     echo: EchoBaseline | None = None
     admin: AdminOverhead | None = None
     settlement: SettlementBench | None = None
+    scaling: Scaling | None = None
     try:
         sides = [Side(current_version())]
         if options.baseline is not None and baseline_sha is not None:
@@ -905,8 +1086,17 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             progress.show(f"[disk] write + fsync in the run dir for {options.disk_probe_s:g} s")
             disk = await trio.to_thread.run_sync(probe_disk, run_dir, options.disk_probe_s)
             progress.done()
-        async with WorkerPool.open(options.workers, run_dir, progress) as pool:
-            bench = Bench(options, run_dir, pool, sides)
+        async with contextlib.AsyncExitStack() as stack:
+            database = None
+            if options.journal == "postgresql" or "scaling" in wanted:
+                progress.show("[postgresql] the journals' server")
+                database = await stack.enter_async_context(journal_server(options.dsn))
+                progress.done()
+            # Entered last: the generators stop first, then the switches' server.
+            pool = await stack.enter_async_context(
+                WorkerPool.open(options.generators, run_dir, progress)
+            )
+            bench = Bench(options, run_dir, pool, sides, database)
             if wanted & {"closed", "open", "overload", "online", "echo", "admin"}:
                 await run_main_switch(bench)
             if "echo" in wanted:
@@ -919,9 +1109,13 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 await run_slow_bank(bench)
             if "admin" in wanted:
                 admin = await run_admin(bench)
+            if "scaling" in wanted:
+                scaling = await run_scaling(bench)
             configs = bench.configs
             dropped = bench.dropped_config_keys
-            journal = f"on, durability {options.journal_durability}"
+            journal = f"on, {options.journal}, durability {options.journal_durability}"
+            if options.switch_workers > 1:
+                journal += f", {options.switch_workers} workers"
         # Last, with the load generators gone: its gigabyte of writes would disturb
         # the latencies measured after it.
         if "settlement" in wanted:
@@ -943,7 +1137,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         python=platform.python_version(),
         cpus=os.cpu_count() or 0,
         load_average=[round(x, 2) for x in os.getloadavg()],
-        workers=options.workers,
+        generators=options.generators,
+        setup=Setup(journal=options.journal, workers=options.switch_workers),
         journal=journal,
         logging="info, JSON lines to a file in the run dir",
         options=msgspec.to_builtins(options),
@@ -957,6 +1152,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         baseline: SwitchResults | None = None,
         admin: AdminOverhead | None = None,
         settlement: SettlementBench | None = None,
+        scaling: Scaling | None = None,
     ) -> list[TargetCheck]:
         return check_targets(
             results,
@@ -969,6 +1165,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
             baseline=baseline,
             baseline_ref=options.baseline,
             settlement=settlement,
+            scaling=scaling,
         )
 
     mine = sides[0].measured.results()
@@ -992,7 +1189,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         echo=echo,
         admin=admin,
         settlement=settlement,
-        targets=judge(mine, echo, baseline, admin, settlement),
+        scaling=scaling,
+        targets=judge(mine, echo, baseline, admin, settlement, scaling),
         baseline=baseline,
         comparison=compare(mine, baseline) if baseline is not None else [],
     )

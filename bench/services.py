@@ -23,6 +23,7 @@ import trio
 
 from bench.runconfig import REPO, BankPlan, TomlTable, switch_config, write_config
 from bench.versions import SwitchVersion, child_environment
+from switch.core.workers import Worker, link_share
 
 START_TIMEOUT_S: Final = 30.0
 STOP_GRACE_S: Final = 8.0
@@ -73,10 +74,12 @@ async def service(
     *,
     ready: Callable[[trio.Process, Path], Awaitable[None]] | None = None,
     tree: Path = REPO,
+    started_by: Callable[[dict[str, Any]], bool] | None = None,
 ) -> AsyncIterator[Service]:
     """Runs ``argv`` (in ``tree``, with its code) with its stdout and stderr in
-    ``<run_dir>/<name>.log``, until the log says ``started_event`` (and ``ready``, given
-    the process and its log, returns); stops it on exit."""
+    ``<run_dir>/<name>.log``, until the log says ``started_event`` (in a line that
+    ``started_by`` also accepts, when given), and ``ready``, given the process and its
+    log, returns; stops it on exit."""
     log_path = run_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = await start_process(
@@ -84,7 +87,11 @@ async def service(
         )
     try:
         started = await wait_for_log_line(
-            process, log_path, lambda line: line.get("event") == started_event
+            process,
+            log_path,
+            lambda line: (
+                line.get("event") == started_event and (started_by is None or started_by(line))
+            ),
         )
         if ready is not None:
             await ready(process, log_path)
@@ -161,12 +168,16 @@ async def switch_under_test(
     extra: Mapping[str, Any],
     version: SwitchVersion,
     pos_max_connections: int = 20_000,
+    workers: int = 1,
 ) -> AsyncIterator[SwitchUnderTest]:
     """Starts a bank simulator process per bank (each on an ephemeral port), then the
     switch of ``version`` with a config pointing at them (cut to the keys that version
-    knows), and waits until every bank link has signed on. Everything is stopped on
-    exit, the switch first. The simulators are always the current code's: the bank
-    interface is a fixed spec, and the banks stay the same whichever switch they serve."""
+    knows), and waits until every bank link has signed on (with ``workers`` > 1, as the
+    config says, every worker started and each one's share of the links signed on: the
+    switch's pid is then its supervisor's, and its log every worker's lines). Everything
+    is stopped on exit, the switch first. The simulators are always the current code's:
+    the bank interface is a fixed spec, and the banks stay the same whichever switch they
+    serve."""
     async with contextlib.AsyncExitStack() as stack:
         sims_path = write_config(
             run_dir / f"{label}-sims.toml", switch_config(banks, {}, extra=extra)
@@ -192,15 +203,21 @@ async def switch_under_test(
             run_dir / f"{label}-switch.toml", config, check=version.side == "current"
         )
         argv = version.switch_command("run", "--config", str(config_path))
-        links = sum(plan.links for plan in banks)
+        links = sum(
+            link_share(plan.links, Worker(index=index, count=workers))
+            for plan in banks
+            for index in range(workers)
+        )
         switch = await stack.enter_async_context(  # entered last: stopped first
             service(
                 f"{label}-switch",
                 argv,
                 run_dir,
                 "switch_started",
-                ready=functools.partial(_wait_for_links, links=links),
+                ready=functools.partial(_wait_for_links, links=links, workers=workers),
                 tree=Path(version.tree),
+                # Worker 0's line: it has the admin interface, and its port.
+                started_by=lambda line: line.get("worker", 0) == 0,
             )
         )
         yield SwitchUnderTest(
@@ -213,14 +230,20 @@ async def switch_under_test(
         )
 
 
-async def _wait_for_links(process: trio.Process, log_path: Path, links: int) -> None:
-    """Waits for ``links`` distinct links to log ``link_signed_on``."""
-    seen: set[tuple[object, object]] = set()
+async def _wait_for_links(
+    process: trio.Process, log_path: Path, links: int, workers: int = 1
+) -> None:
+    """Waits for ``links`` distinct links (of any worker) to log ``link_signed_on`` and
+    for ``workers`` workers to log ``switch_started``."""
+    seen: set[tuple[object, object, object]] = set()
+    started: set[object] = set()
 
     def signed_on(line: dict[str, Any]) -> bool:
         if line.get("event") == "link_signed_on":
-            seen.add((line.get("bank"), line.get("link")))
-        return len(seen) >= links
+            seen.add((line.get("worker"), line.get("bank"), line.get("link")))
+        elif line.get("event") == "switch_started":
+            started.add(line.get("worker"))
+        return len(seen) >= links and len(started) >= workers
 
     await wait_for_log_line(process, log_path, signed_on)
 

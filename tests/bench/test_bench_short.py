@@ -19,6 +19,7 @@ import msgspec
 import pytest
 
 from bench.model import Report, ScenarioResult
+from tests.pg_server import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_KEYS = set(ScenarioResult.__struct_fields__)
@@ -27,6 +28,8 @@ REPORT_KEYS = set(Report.__struct_fields__)
 
 BASELINE_ONLY = {"baseline", "comparison"}
 """Report sections empty without --baseline."""
+ASKED_FOR_BY_NAME = {"scaling"}
+"""Report sections of scenarios a run without --scenarios leaves out."""
 
 
 def run_bench(out: Path, *arguments: str) -> tuple[dict[str, Any], str]:
@@ -63,9 +66,10 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_report_has_every_section(short_run: tuple[dict[str, Any], str]) -> None:
     report, _ = short_run
     assert set(report) == REPORT_KEYS
-    for section in REPORT_KEYS - BASELINE_ONLY:
+    for section in REPORT_KEYS - BASELINE_ONLY - ASKED_FOR_BY_NAME:
         assert report[section] not in (None, []), f"{section} missing from the short run"
     assert report["baseline"] is None and report["comparison"] == []
+    assert report["scaling"] is None
     msgspec.convert(report, Report)  # the whole report has the documented shape
 
 
@@ -171,7 +175,7 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 14
+    assert len(targets) == 16
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -190,6 +194,8 @@ def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None
     assert excess["result"] in ("PASS", "FAIL")
     for gone in ("codec", "idle terminal", "RSS within"):
         assert not any(gone in check["target"] for check in targets), gone
+    scaling = [c for c in targets if c["target"].startswith("scaling: ")]
+    assert [c["result"] for c in scaling] == ["n/a", "n/a"]  # not asked for
 
 
 def test_the_admin_interface_is_measured_off_and_on_and_scraped(
@@ -332,6 +338,93 @@ def test_the_crowd_runs_beyond_the_cap_on_its_own_switch(
     assert set(crowd[0]["codes"]) <= {"00", "91"}
     assert "crowd_n300" in printed
     assert "crowd" in report["meta"]["configs"]  # a switch of its own
+
+
+# The scaling scenario: SQLite x 1, PostgreSQL x 1 and x 2 side by side, and the main
+# switch on PostgreSQL x 2 (--journal postgresql --workers 2), on the tests' server.
+
+
+@pytest.fixture(scope="module")
+def scaling_run(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("bench") / "report.json"
+    return run_bench(
+        out, "--scenarios", "scaling,closed", "--terminals", "4",
+        "--journal", "postgresql", "--workers", "2", "--dsn", postgres_server.dsn(),
+    )  # fmt: skip
+
+
+def test_scaling_runs_each_setup_side_by_side(scaling_run: tuple[dict[str, Any], str]) -> None:
+    """Each setup on a switch of its own: a closed loop, the open sweep that finds its
+    maximum, the common rate; the switch's CPU its every process's, the database
+    server's apart, the machine's load beside."""
+    report, printed = scaling_run
+    msgspec.convert(report, Report)
+    scaling = report["scaling"]
+    runs = {f"{r['setup']['journal']}-x{r['setup']['workers']}": r for r in scaling["runs"]}
+    assert list(runs) == ["sqlite-x1", "postgresql-x1", "postgresql-x2"]
+    assert scaling["cpus"] >= 1 and len(scaling["load_average_before"]) == 3
+    for name, run in runs.items():
+        points = [run["closed"], *run["open_sweep"], run["common"]]
+        assert run["closed"]["name"] == "closed_n4", name
+        assert len(run["open_sweep"]) >= 2, name
+        best = max(run["open_sweep"], key=lambda point: point["goodput_tps"])
+        assert run["max_rate"] == {"tps": best["goodput_tps"], "source": best["name"]}, name
+        assert run["at_max"]["scenario"] == best["name"], name
+        assert run["common"]["offered_rate"] == scaling["common_rate"] > 0, name
+        processes = 3 if name == "postgresql-x2" else 1  # the supervisor and its workers
+        for point in points:
+            assert point["codes"].get("00", 0) > 0 and sum(point["codes"].values()) == point["sent"]
+            assert point["server"]["processes"] == processes, (name, point["name"])
+            assert (point["db_cpu_s"] is None) == (name == "sqlite-x1"), (name, point["name"])
+            assert 0 < point["machine_busy"] <= 1, (name, point["name"])
+        for cpu in (run["at_max"], run["at_common"]):
+            assert cpu["answers"] > 0 and cpu["switch_us"] > 0, name
+            assert (cpu["db_us"] is None) == (name == "sqlite-x1"), name
+            assert cpu["measured_busy"] > 0 and 0 < cpu["machine_busy"] <= 1, name
+        assert f"closed_n4 @{name}" in printed
+    # Each PostgreSQL switch had a database of its own; the x 2 one its workers.
+    configs = report["meta"]["configs"]
+    assert 'backend = "postgresql"' not in configs["scaling-sqlite-x1"]
+    for label in ("scaling-postgresql-x1", "scaling-postgresql-x2"):
+        assert 'backend = "postgresql"' in configs[label]
+    assert "workers = 2" in configs["scaling-postgresql-x2"]
+    assert "workers" not in configs["scaling-postgresql-x1"]
+    checks = [c for c in report["targets"] if c["target"].startswith("scaling: ")]
+    assert [c["target"] for c in checks] == [
+        "scaling: PostgreSQL x 1 switch CPU per sale <= SQLite x 1's (same offered rate)",
+        "scaling: PostgreSQL x 2 maximum rate >= 1.3x PostgreSQL x 1's (same run)",
+    ]
+    for check in checks:
+        assert check["result"] in ("PASS", "FAIL"), check
+        assert f"{check['target']}: {'met' if check['passed'] else 'NOT met'}: " in printed
+    assert "at x 2's maximum the machine" in checks[1]["measured"]
+    assert "scaling: sqlite-x1, postgresql-x1, postgresql-x2 side by side" in printed
+
+
+def test_the_run_options_put_the_main_switch_on_postgresql_workers(
+    scaling_run: tuple[dict[str, Any], str],
+) -> None:
+    report, _ = scaling_run
+    assert report["meta"]["setup"] == {"journal": "postgresql", "workers": 2}
+    assert report["meta"]["journal"] == "on, postgresql, durability sync, 2 workers"
+    main = report["meta"]["configs"]["main"]
+    assert 'backend = "postgresql"' in main and "workers = 2" in main
+    for point in report["closed_sweep"]:
+        assert point["server"]["processes"] == 3 and point["db_cpu_s"] is not None
+        assert point["codes"].get("00", 0) == point["sent"] > 0
+
+
+def test_workers_on_a_sqlite_journal_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--short", "--workers", "2",
+         "--output", str(tmp_path / "report.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "--workers 2 needs --journal postgresql" in completed.stderr
+    assert not (tmp_path / "report.json").exists()
 
 
 # The same short run with a baseline: the committed switch (HEAD), from its own tree.
