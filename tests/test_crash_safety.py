@@ -14,6 +14,10 @@ switch's circuit to the bank; their reversals must still be delivered. Afterward
 and the SIGTERM round exited 0, left nothing 'sending', cut nothing short at the bank,
 and journaled no request it did not answer.
 
+The same run with two workers on one PostgreSQL journal: each round kills either
+worker (the other serves on, the supervisor restarts it and its recovery reverses what
+it left in doubt), then SIGTERM drains both; the same invariants hold.
+
 The seed is printed; ``CRASH_SEED=N`` replays the same kill points and traffic mix (the
 timing of processes is not reproducible, so a replay is close, not exact).
 """
@@ -28,6 +32,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -236,177 +241,157 @@ def journal_dsn(request: pytest.FixtureRequest) -> str | None:
     return None
 
 
-async def test_kills_and_restarts_under_load_lose_no_money(
-    tmp_path: Path, journal_dsn: str | None
-) -> None:
-    seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
-    print(f"crash-safety seed: CRASH_SEED={seed}")
-    rng = random.Random(seed)
-    bank_config = tmp_path / "bank.toml"
-    bank_config.write_text(_config_text(tmp_path, 0))
-    totals_file = tmp_path / "totals.json"
-    children: list[Child] = []
-    try:
-        bank = await Child.start(
-            tmp_path / "bank.log", "sim-bank", "--config", str(bank_config), "--bank", BANK,
-            "--port", "0", "--totals-file", str(totals_file),
+class _Run:
+    """One crash run: the bank, the switch's life (a new one at each start), the load's
+    gate, and every process started, to be killed if the run fails."""
+
+    def __init__(self, tmp_path: Path, dsn: str | None, workers: int) -> None:
+        self.tmp_path = tmp_path
+        self.dsn = dsn
+        self.workers = workers
+        self.config = tmp_path / "switch.toml"
+        self.totals_file = tmp_path / "totals.json"
+        self.children: list[Child] = []
+        self.gate = SwitchGate()
+        self.life = 0
+        self.switch: Child
+        self.bank: Child
+
+    async def start_bank(self) -> None:
+        bank_config = self.tmp_path / "bank.toml"
+        bank_config.write_text(_config_text(self.tmp_path, 0))
+        self.bank = await Child.start(
+            self.tmp_path / "bank.log", "sim-bank", "--config", str(bank_config),
+            "--bank", BANK, "--port", "0", "--totals-file", str(self.totals_file),
         )  # fmt: skip
-        children.append(bank)
-        bank_port = int((await bank.wait_for("simulator_started"))["port"])
-        config = tmp_path / "switch.toml"
-        config.write_text(_config_text(tmp_path, bank_port, journal_dsn))
+        self.children.append(self.bank)
+        bank_port = int((await self.bank.wait_for("simulator_started"))["port"])
+        self.config.write_text(_config_text(self.tmp_path, bank_port, self.dsn, self.workers))
 
-        life = 1
-        switch, pos_port = await _start_switch(config, tmp_path, life)
-        children.append(switch)
-        gate = SwitchGate()
-        gate.opened(pos_port)
-        stop = trio.Event()
-        terminals = [LoadTerminal(i, random.Random(rng.random())) for i in range(TERMINALS)]
-        graceful_epoch = 0
-        with trio.fail_after(45):
-            async with trio.open_nursery() as load:
-                for terminal in terminals:
-                    load.start_soon(terminal.run, gate, stop)
-                for _ in range(KILL_ROUNDS):
-                    await trio.sleep(rng.uniform(0.3, 1.5))
-                    gate.closing()
-                    switch.process.kill()
-                    with trio.fail_after(STOP_TIMEOUT_S):
-                        await switch.process.wait()
-                    life += 1
-                    switch, pos_port = await _start_switch(config, tmp_path, life)
-                    children.append(switch)
-                    gate.opened(pos_port)
+    async def start_switch(self) -> None:
+        self.life += 1
+        self.switch, pos_port = await _start_switch(
+            self.config, self.tmp_path, self.life, self.workers
+        )
+        self.children.append(self.switch)
+        self.gate.opened(pos_port)
 
-                # Graceful: SIGTERM under load finishes what is in flight and exits 0.
-                await trio.sleep(rng.uniform(0.3, 1.5))
-                gate.closing()
-                graceful_epoch = gate.epoch
-                assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
-                db = _Journal(tmp_path, journal_dsn)
-                try:
-                    in_doubt = _count(db, "SELECT count(*) FROM txn WHERE state = 'sending'")
-                finally:
-                    db.close()
-                assert in_doubt == 0, f"{in_doubt} transactions left 'sending' by SIGTERM"
-                life += 1
-                switch, pos_port = await _start_switch(config, tmp_path, life)
-                children.append(switch)
-                gate.opened(pos_port)
-                await trio.sleep(rng.uniform(0.3, 1.0))
-                stop.set()  # each terminal: one last sale ending in 68, then its reversals
+    async def stop_gracefully(self) -> int:
+        """SIGTERM under load: what is in flight is finished, the exit is 0 and nothing
+        is left 'sending'. Returns the epoch that ended."""
+        self.gate.closing()
+        epoch = self.gate.epoch
+        switch = self.switch
+        assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
+        if self.workers > 1:
+            stopped = await switch.events("worker_stopped")
+            assert sorted((r["worker"], r["status"]) for r in stopped) == [
+                (index, 0) for index in range(self.workers)
+            ]
+        db = _Journal(self.tmp_path, self.dsn)
+        try:
+            in_doubt = _count(db, "SELECT count(*) FROM txn WHERE state = 'sending'")
+        finally:
+            db.close()
+        assert in_doubt == 0, f"{in_doubt} transactions left 'sending' by SIGTERM"
+        return epoch
 
-            with trio.move_on_after(SAF_DRAIN_TIMEOUT_S):
-                while undelivered := _undelivered(tmp_path, journal_dsn):
-                    if any(state == "manual" for _, state, _, _ in undelivered):
-                        break
-                    await trio.sleep(0.1)
-            assert not undelivered, f"reversals not delivered: {undelivered[:10]}"
-            assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
-            assert await bank.stop(signal.SIGTERM) == 0, bank.log.read_text()[-3000:]
-    finally:
-        for child in children:
+    async def drain_and_stop(self) -> None:
+        """Every queued reversal delivered (or given up on), then both stopped."""
+        with trio.move_on_after(SAF_DRAIN_TIMEOUT_S):
+            while undelivered := _undelivered(self.tmp_path, self.dsn):
+                if any(state == "manual" for _, state, _, _ in undelivered):
+                    break
+                await trio.sleep(0.1)
+        assert not undelivered, f"reversals not delivered: {undelivered[:10]}"
+        assert await self.switch.stop(signal.SIGTERM) == 0, self.switch.log.read_text()[-3000:]
+        assert await self.bank.stop(signal.SIGTERM) == 0, self.bank.log.read_text()[-3000:]
+
+    async def kill_all(self) -> None:
+        for child in self.children:
             if child.process.returncode is None:
                 child.process.kill()
                 with trio.move_on_after(5):
                     await child.process.wait()
 
-    ledger = json.loads(totals_file.read_bytes())
+
+KillRound = Callable[[_Run, random.Random, int], Awaitable[None]]
+
+
+async def _crash_run(
+    tmp_path: Path, dsn: str | None, *, workers: int, kill: KillRound
+) -> None:
+    """Terminals keep selling while ``kill`` strikes KILL_ROUNDS times at random points;
+    then SIGTERM under load and one more start; then each terminal's last sale (the
+    bank falls silent) and its reversals; then the invariants."""
+    seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
+    print(f"crash-safety seed: CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    run = _Run(tmp_path, dsn, workers)
+    stop = trio.Event()
+    terminals = [LoadTerminal(i, random.Random(rng.random())) for i in range(TERMINALS)]
+    graceful_epoch = 0
+    try:
+        await run.start_bank()
+        await run.start_switch()
+        with trio.fail_after(90):
+            async with trio.open_nursery() as load:
+                for terminal in terminals:
+                    load.start_soon(terminal.run, run.gate, stop)
+                for round_ in range(1, KILL_ROUNDS + 1):
+                    await trio.sleep(rng.uniform(0.3, 1.5))
+                    await kill(run, rng, round_)
+                await trio.sleep(rng.uniform(0.3, 1.5))
+                graceful_epoch = await run.stop_gracefully()
+                await run.start_switch()
+                await trio.sleep(rng.uniform(0.3, 1.0))
+                stop.set()  # each terminal: one last sale ending in 68, then its reversals
+            await run.drain_and_stop()
+    finally:
+        await run.kill_all()
+
+    ledger = json.loads(run.totals_file.read_bytes())
     sent = [s for terminal in terminals for s in terminal.sent]
-    _check(_Journal(tmp_path, journal_dsn), sent, ledger, graceful_epoch, life)
+    lives = run.life if workers == 1 else run.life + KILL_ROUNDS  # a killed worker's too
+    _check(_Journal(tmp_path, dsn), sent, ledger, graceful_epoch, lives)
+
+
+async def _kill_the_switch(run: _Run, rng: random.Random, round_: int) -> None:
+    run.gate.closing()
+    run.switch.process.kill()
+    with trio.fail_after(STOP_TIMEOUT_S):
+        await run.switch.process.wait()
+    await run.start_switch()
+
+
+async def test_kills_and_restarts_under_load_lose_no_money(
+    tmp_path: Path, journal_dsn: str | None
+) -> None:
+    await _crash_run(tmp_path, journal_dsn, workers=1, kill=_kill_the_switch)
 
 
 WORKERS = 2
 
 
+async def _kill_a_worker(run: _Run, rng: random.Random, round_: int) -> None:
+    """SIGKILL of either worker; the port stays open (the other serves on) while the
+    supervisor restarts it and its recovery reverses what it left in doubt."""
+    switch = run.switch
+    pids = {r["worker"]: r["pid"] for r in await switch.events("worker_started")}
+    victim = rng.randrange(WORKERS)
+    os.kill(pids[victim], signal.SIGKILL)
+    print(f"round {round_}: killed worker {victim}")
+    await switch.wait_for("worker_started", count=WORKERS + round_)
+    await switch.wait_for("switch_started", count=WORKERS + round_)
+    run.gate.opened(run.gate.port)  # same port; what is sent from now on is apart
+
+
 async def test_workers_killed_under_load_on_a_shared_journal_lose_no_money(
     tmp_path: Path, postgres_dsn: str
 ) -> None:
-    """Two workers on one PostgreSQL journal: one of them (either) killed with SIGKILL
-    at random points while the other serves on; the supervisor restarts it and its
-    recovery reverses what it left in doubt. Then SIGTERM drains both, and a new
-    supervisor serves the rest. The same invariants as one process's."""
-    seed = int(os.environ.get("CRASH_SEED") or random.randrange(1 << 32))
-    print(f"crash-safety seed: CRASH_SEED={seed}")
-    rng = random.Random(seed)
-    bank_config = tmp_path / "bank.toml"
-    bank_config.write_text(_config_text(tmp_path, 0))
-    totals_file = tmp_path / "totals.json"
-    children: list[Child] = []
-    killed: list[int] = []
-    try:
-        bank = await Child.start(
-            tmp_path / "bank.log", "sim-bank", "--config", str(bank_config), "--bank", BANK,
-            "--port", "0", "--totals-file", str(totals_file),
-        )  # fmt: skip
-        children.append(bank)
-        bank_port = int((await bank.wait_for("simulator_started"))["port"])
-        config = tmp_path / "switch.toml"
-        config.write_text(_config_text(tmp_path, bank_port, postgres_dsn, workers=WORKERS))
-
-        life = 1
-        switch, pos_port = await _start_switch(config, tmp_path, life, WORKERS)
-        children.append(switch)
-        gate = SwitchGate()
-        gate.opened(pos_port)
-        stop = trio.Event()
-        terminals = [LoadTerminal(i, random.Random(rng.random())) for i in range(TERMINALS)]
-        with trio.fail_after(90):
-            async with trio.open_nursery() as load:
-                for terminal in terminals:
-                    load.start_soon(terminal.run, gate, stop)
-                for round_ in range(1, KILL_ROUNDS + 1):
-                    await trio.sleep(rng.uniform(0.3, 1.5))
-                    # The port stays open: the other worker serves while this one is gone.
-                    pids = {r["worker"]: r["pid"] for r in await switch.events("worker_started")}
-                    victim = rng.randrange(WORKERS)
-                    os.kill(pids[victim], signal.SIGKILL)
-                    killed.append(victim)
-                    await switch.wait_for("worker_started", count=WORKERS + round_)
-                    await switch.wait_for("switch_started", count=WORKERS + round_)
-                    gate.opened(pos_port)  # same port; what is sent from now on is apart
-
-                await trio.sleep(rng.uniform(0.3, 1.5))
-                gate.closing()
-                graceful_epoch = gate.epoch
-                assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
-                stopped = await switch.events("worker_stopped")
-                assert sorted((r["worker"], r["status"]) for r in stopped) == [(0, 0), (1, 0)]
-                db = _Journal(tmp_path, postgres_dsn)
-                try:
-                    in_doubt = _count(db, "SELECT count(*) FROM txn WHERE state = 'sending'")
-                finally:
-                    db.close()
-                assert in_doubt == 0, f"{in_doubt} transactions left 'sending' by SIGTERM"
-                life += 1
-                switch, pos_port = await _start_switch(config, tmp_path, life, WORKERS)
-                children.append(switch)
-                gate.opened(pos_port)
-                await trio.sleep(rng.uniform(0.3, 1.0))
-                stop.set()
-
-            with trio.move_on_after(SAF_DRAIN_TIMEOUT_S):
-                while undelivered := _undelivered(tmp_path, postgres_dsn):
-                    if any(state == "manual" for _, state, _, _ in undelivered):
-                        break
-                    await trio.sleep(0.1)
-            assert not undelivered, f"reversals not delivered: {undelivered[:10]}"
-            assert await switch.stop(signal.SIGTERM) == 0, switch.log.read_text()[-3000:]
-            assert await bank.stop(signal.SIGTERM) == 0, bank.log.read_text()[-3000:]
-    finally:
-        for child in children:
-            if child.process.returncode is None:
-                child.process.kill()
-                with trio.move_on_after(5):
-                    await child.process.wait()
-
-    print(f"workers killed: {killed}")
-    recovered = [r for child in children[1:] for r in await child.events("recovered_in_doubt")]
-    print(f"in-doubt recoveries: {[(r.get('worker'), r['transactions']) for r in recovered]}")
-    ledger = json.loads(totals_file.read_bytes())
-    sent = [s for terminal in terminals for s in terminal.sent]
-    _check(_Journal(tmp_path, postgres_dsn), sent, ledger, graceful_epoch, life + len(killed))
+    """Two workers on one PostgreSQL journal, either killed at each round; then SIGTERM
+    drains both and a new supervisor serves the rest. The same invariants."""
+    await _crash_run(tmp_path, postgres_dsn, workers=WORKERS, kill=_kill_a_worker)
 
 
 def _check(

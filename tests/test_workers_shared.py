@@ -86,6 +86,14 @@ class SharedSwitch:
                     return client
                 await client.aclose()
 
+    async def reversal_delivered(self, rrn: str) -> None:
+        """Waits until the transaction's one queued reversal is delivered."""
+        with trio.fail_after(15):
+            while self.rows("SELECT state FROM saf WHERE rrn = %s", rrn) != [
+                {"state": "delivered"}
+            ]:
+                await trio.sleep(0.05)
+
     async def bank_totals(self) -> dict[str, int]:
         """The simulator's ledger, written when it stops."""
         assert await self.bank.stop() == 0, self.bank.output()
@@ -174,11 +182,7 @@ async def test_repeats_voids_refunds_and_reversals_find_their_original_at_either
         reversed_sale = terminal.sale(8, PAN_ICBC, 777)
         reversed_rrn = str((await exchange(here, reversed_sale))[37])
         assert (await exchange(there, terminal.reversal(reversed_sale)))[39] == "00"
-        with trio.fail_after(15):
-            while shared.rows("SELECT state FROM saf WHERE rrn = %s", reversed_rrn) != [
-                {"state": "delivered"}
-            ]:
-                await trio.sleep(0.05)
+        await shared.reversal_delivered(reversed_rrn)
         assert _txn(shared, reversed_rrn)["reversed"]
         for client in (here, there):
             await client.aclose()
@@ -210,11 +214,7 @@ async def test_a_repeat_and_a_reversal_of_a_sale_at_the_other_workers_bank_wait_
         slow_rrn = str(dict(answered.fields)[37])
         row = _txn(shared, slow_rrn)
         assert (row["state"], row["reversed"]) == ("approved", True)
-        with trio.fail_after(15):
-            while shared.rows("SELECT state FROM saf WHERE rrn = %s", slow_rrn) != [
-                {"state": "delivered"}
-            ]:
-                await trio.sleep(0.05)
+        await shared.reversal_delivered(slow_rrn)
         for client in (here, there):
             await client.aclose()
 
