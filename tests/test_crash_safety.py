@@ -136,9 +136,11 @@ class Child:
 
     async def events(self, event: str) -> list[dict[str, Any]]:
         text = await trio.Path(self.log).read_bytes()
+        # The last line may be half written (several processes write this log).
+        complete = text[: text.rfind(b"\n") + 1]
         return [
             record
-            for line in text.splitlines()
+            for line in complete.splitlines()
             if line.startswith(b"{") and (record := json.loads(line)).get("event") == event
         ]
 

@@ -95,14 +95,16 @@ def test_workers_on_sqlite_are_refused_naming_the_key() -> None:
     assert worker_problems(config, sqlite_for_tests=True) == []
 
 
-def test_workers_on_postgresql_are_refused_until_they_claim_work_across_processes() -> None:
+def test_workers_on_postgresql_are_accepted_and_share_the_journal() -> None:
     config = _demo(2)
     shared = msgspec.structs.replace(
         config, journal=msgspec.structs.replace(config.journal, backend="postgresql",
                                                 dsn="host=127.0.0.1 dbname=switch")
     )  # fmt: skip
-    [problem] = worker_problems(shared)
-    assert problem.startswith("switch.workers = 2: workers sharing a PostgreSQL journal")
+    assert worker_problems(shared) == []
+    assert Worker(index=1, count=2).shares_journal
+    assert not Worker(index=1, count=2, own_journal=True).shares_journal  # tests only
+    assert not SINGLE.shares_journal
 
 
 def test_workers_cannot_simulate_a_bank_in_their_own_processes() -> None:
