@@ -1,13 +1,13 @@
 """The business day's clock, under trio's MockClock: the cut-off closes the date at
 23:00 local and not at midnight, a forced cut-off starts the next date at once, closes
 survive a restart (dates that ended while the switch was down are closed and cut over
-when it comes back), and a date whose files never come settles at the deadline."""
+when it comes back), and a date whose files never come settles at the deadline. On each
+engine: SQLite's files, or the journal's PostgreSQL database holding the store too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import trio
 import trio.testing
@@ -15,8 +15,13 @@ import trio.testing
 from switch.core.calendar import BusinessCalendar
 from switch.core.merchants import MerchantBook
 from switch.net.settlement import SettlementService
+from switch.store.port import Journal
+from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.settlement import PostgresSettlementStore
+from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile, SqliteJournal
 from switch.store.sqlite.settlement import SqliteSettlementStore
+from tests.settle.ledger_days import Place
 
 CST = timedelta(hours=8)
 BANKS = ["abc", "icbc"]
@@ -38,19 +43,34 @@ class CutoverRecorder:
         return "00"
 
 
+def stores(place: Place) -> tuple[SettlementStore, Journal]:
+    """The settlement store and the journal of ``place``, as ``switch run`` opens them."""
+    store: SettlementStore
+    journal: Journal
+    if place.dsn is None:
+        folder = place.folder
+        store = SqliteSettlementStore(folder / "settlement.sqlite3", folder / "journal.sqlite3")
+        journal = SqliteJournal(JournalFile(folder / "journal.sqlite3"), durability="sync",
+                                queue_size=16, max_group=16)  # fmt: skip
+    else:
+        store = PostgresSettlementStore(place.dsn)
+        journal = PostgresJournal(JournalDatabase(place.dsn), durability="sync",
+                                  queue_size=16, max_group=16)  # fmt: skip
+    return store, journal
+
+
 def service(
-    tmp_path: Path, clock: Callable[[], float]
+    place: Place, clock: Callable[[], float]
 ) -> tuple[SettlementService, dict[str, CutoverRecorder]]:
-    store = SqliteSettlementStore(tmp_path / "settlement.sqlite3", tmp_path / "journal.sqlite3")
+    folder = place.folder
+    store, journal = stores(place)
     store.open()
     calendar = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
     connectors = {bank: CutoverRecorder(clock) for bank in BANKS}
-    journal = SqliteJournal(JournalFile(tmp_path / "journal.sqlite3"), durability="sync",
-                            queue_size=16, max_group=16)  # fmt: skip
     return SettlementService(
         store=store, journal=journal, calendar=calendar, merchants=MerchantBook.open_to_all(),
         connectors=connectors,  # type: ignore[arg-type]
-        clearing_dir=lambda bank: tmp_path / "clearing", out_dir=tmp_path / "out",
+        clearing_dir=lambda bank: folder / "clearing", out_dir=folder / "out",
         banks=lambda: BANKS, institution_of=lambda bank: "0", settle_deadline="03:00",
         utc_offset_h=8, nudge=lambda bank: None, clock=clock,
     ), connectors  # fmt: skip
@@ -77,9 +97,9 @@ def run_with_clock(start: str, main: Callable[..., object], *args: object) -> No
     trio.run(main, wall, *args, clock=mock)  # type: ignore[arg-type]
 
 
-def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) -> None:
+def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(place: Place) -> None:
     async def main(wall: Callable[[], float]) -> None:
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)
             await nursery.start(settlement.run)
@@ -114,9 +134,9 @@ def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) 
     run_with_clock("2026-11-22 22:00:00", main)
 
 
-def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(tmp_path: Path) -> None:
+def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(place: Place) -> None:
     async def before(wall: Callable[[], float]) -> None:
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)
             await nursery.start(settlement.run)
@@ -133,7 +153,7 @@ def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(tmp_path: Pa
 
     async def after(wall: Callable[[], float]) -> None:
         # Back on the 25th at 09:00: the 23rd and the 24th ended while it was down.
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         assert settlement.calendar.date_at(local("2026-11-22 16:00:00")) == date(2026, 11, 23)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)
