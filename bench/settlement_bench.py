@@ -12,7 +12,7 @@ On SQLite by default; given a DSN, the day is built in that PostgreSQL database 
 settled there (the PostgreSQL journal and settlement store, as ``switch run`` uses them).
 Standalone, ``python -m bench.settlement_bench --backend sqlite|postgresql|both`` runs
 the scenario alone on each engine, PostgreSQL on a throw-away server of its own
-(``tests/pg_server.py``, fsync on) unless ``--dsn`` names a database, and prints a
+(``switch/devtools/postgresql.py``, fsync on) unless ``--dsn`` names a database, and prints a
 table of each engine's time and peak resident set.
 """
 
@@ -113,7 +113,7 @@ def _database(dsn: str | None) -> Iterator[str]:
     if dsn is not None:
         yield dsn
         return
-    from tests.pg_server import running_server
+    from switch.devtools.postgresql import running_server
 
     with running_server(fsync=True) as server:
         yield server.create_database()
