@@ -14,6 +14,9 @@ merchant's payout line (as the builder worked it out in Python), the ledger bala
 the reversals in the journal's store-and-forward, the corrupt file rejected; and the
 next date is settled too, where the moved records must be ``timing``. The result is
 one JSON object (:class:`SettleRun`) on stdout; the service's log goes to stderr.
+
+A day built on PostgreSQL (``bench.synthetic_day --dsn``) is settled there: the
+PostgreSQL journal and settlement store on its database, as ``switch run`` opens them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+import psycopg
 import trio
 
 from bench.procstat import memory_mb
@@ -36,11 +40,13 @@ from bench.synthetic_day import (
     UTC_OFFSET_H,
     SyntheticDay,
     clearing_dir,
+    engine_of,
+    journal_dsn,
     journal_path,
     load_day,
     merchants_path,
     out_dir,
-    store_path,
+    settlement_store,
 )
 from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.merchants import MerchantBook, parse_merchants
@@ -53,8 +59,12 @@ from switch.core.settlement import (
 )
 from switch.log import configure_logging
 from switch.net.settlement import SettlementService
+from switch.store.port import Journal, OperatorJournal
+from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.operator import PostgresOperatorJournal
+from switch.store.postgresql.settlement import APPLICATION_NAME
+from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
-from switch.store.sqlite.settlement import SqliteSettlementStore
 
 SHOWN_PROBLEMS: Final = 20
 
@@ -72,6 +82,8 @@ class Phase(msgspec.Struct, frozen=True, kw_only=True):
 
 class SettleRun(msgspec.Struct, frozen=True, kw_only=True):
     business_date: str
+    backend: str = "sqlite"
+    """The journal's engine, and so the settlement store's: sqlite or postgresql."""
     transactions: int
     """The date's transactions in the journal."""
     clearing_records: int
@@ -84,6 +96,9 @@ class SettleRun(msgspec.Struct, frozen=True, kw_only=True):
     """VmHWM just after the settlement: this process's peak since it started."""
     maxrss_mb: float
     """getrusage's ru_maxrss, the same peak as the kernel counts it for rusage."""
+    server_peak_rss_mb: float | None = None
+    """On PostgreSQL, the VmHWM of the server process that ran the settlement (its
+    connection's backend; shared buffers it touched included), when /proc shows it."""
     phases: list[Phase]
     """Where the time went, by the store calls the service made."""
     steps: list[StepTime]
@@ -113,7 +128,7 @@ TIMED_CALLS: Final = {
 """The store's calls the service makes that are timed, and the phase each counts in."""
 
 
-def time_calls(store: SqliteSettlementStore, spent: dict[str, float]) -> None:
+def time_calls(store: SettlementStore, spent: dict[str, float]) -> None:
     """Adds the seconds each of ``store``'s TIMED_CALLS takes to its phase in ``spent``."""
     for name, phase in TIMED_CALLS.items():
         method = getattr(store, name)
@@ -128,8 +143,24 @@ def time_calls(store: SqliteSettlementStore, spent: dict[str, float]) -> None:
         setattr(store, name, timed)
 
 
+def day_journal(folder: Path) -> Journal:
+    """The day's journal, on its engine, as the switch opens it (not yet running)."""
+    dsn = journal_dsn(folder)
+    if dsn is not None:
+        return PostgresJournal(JournalDatabase(dsn))
+    return SqliteJournal(JournalFile(journal_path(folder)))
+
+
+def operator_journal(folder: Path) -> OperatorJournal:
+    """The day's journal as ``switch journal`` and ``switch saf`` read it."""
+    dsn = journal_dsn(folder)
+    if dsn is not None:
+        return PostgresOperatorJournal(dsn)
+    return SqliteOperatorJournal(journal_path(folder))
+
+
 def service(
-    folder: Path, day: SyntheticDay, store: SqliteSettlementStore, journal: SqliteJournal
+    folder: Path, day: SyntheticDay, store: SettlementStore, journal: Journal
 ) -> SettlementService:
     """The switch's settlement service over the day's folder, as ``switch run`` makes it
     (no bank links: settling needs none)."""
@@ -161,15 +192,15 @@ async def settle_dates(
     folder: Path,
     dates: Sequence[str],
     *,
-    store: SqliteSettlementStore | None = None,
+    store: SettlementStore | None = None,
     on_settled: Callable[[str, SettlementStatus, float], None] | None = None,
 ) -> list[SettlementStatus]:
     """Settles each date with the switch's service, a real journal running beside it;
     ``on_settled`` is told of each (with the seconds it took) as soon as it returns."""
     day = load_day(folder)
-    store = store or SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = store or settlement_store(folder)
     store.open()
-    journal = SqliteJournal(JournalFile(journal_path(folder)))
+    journal = day_journal(folder)
     statuses = []
     try:
         async with trio.open_nursery() as nursery:
@@ -196,7 +227,7 @@ def run(folder: Path, *, check: bool = True, time_steps: bool = True) -> SettleR
     """Settles the day's date (timed) and, with ``check``, checks it and settles the
     next date (not timed)."""
     day = load_day(folder)
-    store = SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = settlement_store(folder)
     spent: dict[str, float] = {}
     time_calls(store, spent)
     steps: list[StepTime] = []
@@ -212,6 +243,9 @@ def run(folder: Path, *, check: bool = True, time_steps: bool = True) -> SettleR
             measured["seconds"] = seconds
             measured["hwm"] = memory_mb(os.getpid())[1]
             measured["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            server = _server_peak_mb(folder)
+            if server is not None:
+                measured["server"] = server
             store.on_step = None
             phases.update(spent)  # the next date's calls are not this settlement's
         else:
@@ -236,6 +270,7 @@ def run(folder: Path, *, check: bool = True, time_steps: bool = True) -> SettleR
     )
     return SettleRun(
         business_date=day.business_date,
+        backend=engine_of(folder),
         transactions=day.transactions,
         clearing_records=sum(
             count
@@ -246,6 +281,7 @@ def run(folder: Path, *, check: bool = True, time_steps: bool = True) -> SettleR
         rate_per_s=round(day.transactions / seconds, 1),
         peak_rss_mb=round(measured["hwm"], 1),
         maxrss_mb=round(measured["maxrss"], 1),
+        server_peak_rss_mb=round(measured["server"], 1) if "server" in measured else None,
         phases=timed,
         steps=steps,
         categories=dict(sorted(found.items())),
@@ -256,11 +292,28 @@ def run(folder: Path, *, check: bool = True, time_steps: bool = True) -> SettleR
     )
 
 
+def _server_peak_mb(folder: Path) -> float | None:
+    """The peak resident set of the settlement store's backend, on a local server."""
+    dsn = journal_dsn(folder)
+    if dsn is None:
+        return None
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+        ).fetchone()
+    if row is None:
+        return None
+    try:
+        return memory_mb(int(row[0]))[1]
+    except OSError:  # another machine's, or not ours to read
+        return None
+
+
 def _check(folder: Path, day: SyntheticDay, statuses: list[SettlementStatus]) -> list[str]:
     """Every way the settlement of the day (and of the next date) differs from what the
     manifest says was injected."""
     problems: list[str] = []
-    store = SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = settlement_store(folder)
     store.open()
     try:
         for business_date in (day.business_date, day.next_date):
@@ -310,7 +363,7 @@ def _check(folder: Path, day: SyntheticDay, statuses: list[SettlementStatus]) ->
         store.close()
     reversed_rrns = {rrn for kind in ("unknown", "declined_listed", "reversed_listed")
                      for rrn in day.injected[kind]}  # fmt: skip
-    journal = SqliteOperatorJournal(journal_path(folder))
+    journal = operator_journal(folder)
     try:
         queued = {view.rrn for view in journal.reversals(bank=None, state=None)}
         never_sent = {journal.transaction(rrn).transaction.state for rrn in day.injected["unknown"]}

@@ -5,6 +5,8 @@ settlement, with known faults in the banks' clearing files (settlement.md).
 
 - ``journal.sqlite3``: the date's transactions, written through the journal's own write
   path (``JournalFile.apply`` of ``writes_of(TxnStarted)``, as the switch commits them),
+  or, for a day on PostgreSQL (``--dsn``), the same through that journal's own writes
+  into the database, whose DSN is then in ``journal.dsn``;
   over four banks (icbc, abc, cmb, citic) and a merchants file's merchants: mostly
   approved sales, and voids (the sale marked voided), refunds, declines, terminal
   reversals and timed-out sales auto-reversed; 12-digit RRNs in the switch's own form
@@ -13,7 +15,8 @@ settlement, with known faults in the banks' clearing files (settlement.md).
   caps (and about 1% of the transactions come from merchants it does not list, on ``*``);
 - ``clearing/<bank>-<YYYYMMDD>.clr``: each bank's file of the date, and of the next date
   (where a fault moved records), by ``encode_clearing_file``;
-- ``settlement.sqlite3``: the settlement store, with the date and the next one closed;
+- ``settlement.sqlite3``: the settlement store, with the date and the next one closed (on
+  PostgreSQL: its tables in the journal's database, as the switch keeps them);
 - ``day.json``: the :class:`SyntheticDay` manifest (what was built, what was injected
   and what settling should find), for the bench and the tests to check against.
 
@@ -62,6 +65,10 @@ from switch.core.book import TxnRecord
 from switch.core.calendar import DateClosed
 from switch.core.changes import TxnStarted
 from switch.core.merchants import COLUMNS, MerchantTerms
+from switch.store.postgresql import JournalDatabase
+from switch.store.postgresql import sql as postgresql_sql
+from switch.store.postgresql.settlement import PostgresSettlementStore
+from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile
 from switch.store.sqlite.settlement import SqliteSettlementStore
 from switch.store.sqlite.sql import writes_of
@@ -93,6 +100,8 @@ CUTOFF_HOUR: Final = 23
 
 JOURNAL: Final = "journal.sqlite3"
 STORE: Final = "settlement.sqlite3"
+DSN: Final = "journal.dsn"
+"""Where a day on PostgreSQL names its database (journal and settlement store in one)."""
 MERCHANTS: Final = "merchants.csv"
 CLEARING: Final = "clearing"
 OUT: Final = "out"
@@ -194,6 +203,25 @@ def journal_path(folder: Path) -> Path:
 
 def store_path(folder: Path) -> Path:
     return folder / STORE
+
+
+def journal_dsn(folder: Path) -> str | None:
+    """The PostgreSQL database of a day on that engine; None for a day on SQLite."""
+    path = folder / DSN
+    return path.read_text().strip() if path.exists() else None
+
+
+def engine_of(folder: Path) -> str:
+    return "sqlite" if journal_dsn(folder) is None else "postgresql"
+
+
+def settlement_store(folder: Path) -> SettlementStore:
+    """The day's settlement store (not opened), on the day's engine, as the switch's
+    ``open_settlement_store`` makes it."""
+    dsn = journal_dsn(folder)
+    if dsn is not None:
+        return PostgresSettlementStore(dsn)
+    return SqliteSettlementStore(store_path(folder), journal_path(folder))
 
 
 def clearing_dir(folder: Path) -> Path:
@@ -443,8 +471,13 @@ def _record(txn: _Txn, business_date: str) -> TxnRecord:
     )  # fmt: skip
 
 
-def _write_journal(path: Path, txns: Sequence[_Txn], business_date: str) -> None:
-    journal = JournalFile(path, synchronous="OFF")  # a setup's commits need not wait for the disk
+def _write_journal(folder: Path, txns: Sequence[_Txn], business_date: str) -> None:
+    dsn = journal_dsn(folder)
+    if dsn is not None:
+        _write_postgresql_journal(dsn, txns, business_date)
+        return
+    # a setup's commits need not wait for the disk
+    journal = JournalFile(journal_path(folder), synchronous="OFF")
     journal.open()
     try:
         for start in range(0, len(txns), WRITE_CHUNK):
@@ -455,6 +488,24 @@ def _write_journal(path: Path, txns: Sequence[_Txn], business_date: str) -> None
             )
     finally:
         journal.close()
+
+
+def _write_postgresql_journal(dsn: str, txns: Sequence[_Txn], business_date: str) -> None:
+    """The same writes through the PostgreSQL journal's own statements, a transaction a
+    chunk (the journal's schema made as the switch makes it, on open)."""
+    database = JournalDatabase(dsn)
+    database.open()
+    try:
+        for start in range(0, len(txns), WRITE_CHUNK):
+            database.apply(
+                write
+                for txn in txns[start : start + WRITE_CHUNK]
+                for write in postgresql_sql.writes_of(
+                    TxnStarted(record=_record(txn, business_date), at=txn.at)
+                )
+            )
+    finally:
+        database.close()
 
 
 def _clearing_records(txn: _Txn) -> Iterator[ClearingRecord]:
@@ -536,12 +587,15 @@ def _payouts(
     return {merchant: (a, b, c, d, e, f) for merchant, (a, b, c, d, e, f) in lines.items()}
 
 
-def build_day(folder: Path, plan: DayPlan | None = None) -> SyntheticDay:
-    """Builds the day in ``folder`` (made if missing; it must not hold a day already)."""
+def build_day(folder: Path, plan: DayPlan | None = None, *, dsn: str | None = None) -> SyntheticDay:
+    """Builds the day in ``folder`` (made if missing; it must not hold a day already):
+    on SQLite, or with ``dsn`` in that PostgreSQL database (which must be empty)."""
     plan = plan or DayPlan()
     folder.mkdir(parents=True, exist_ok=True)
-    if journal_path(folder).exists() or store_path(folder).exists():
+    if any(path.exists() for path in (journal_path(folder), store_path(folder), folder / DSN)):
         raise FileExistsError(f"{folder} already holds a day")
+    if dsn is not None:
+        (folder / DSN).write_text(dsn + "\n")
     rng = random.Random(plan.seed)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -568,7 +622,7 @@ def build_day(folder: Path, plan: DayPlan | None = None) -> SyntheticDay:
     timings["generate"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    _write_journal(journal_path(folder), txns, day)
+    _write_journal(folder, txns, day)
     timings["journal"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -577,7 +631,7 @@ def build_day(folder: Path, plan: DayPlan | None = None) -> SyntheticDay:
     timings["clearing"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    store = SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = settlement_store(folder)
     store.open()
     try:
         for when in (plan.business_date, plan.business_date + timedelta(days=1)):
@@ -620,13 +674,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fault-fraction", type=float, default=default.fault_fraction)
     parser.add_argument("--no-corrupt-bank", action="store_true")
     parser.add_argument("--seed", type=int, default=default.seed)
+    parser.add_argument(
+        "--dsn", help="build the day in this (empty) PostgreSQL database instead of SQLite"
+    )
     args = parser.parse_args(argv)
     plan = DayPlan(
         transactions=args.transactions, merchants=args.merchants,
         fault_fraction=args.fault_fraction, corrupt_bank=not args.no_corrupt_bank,
         seed=args.seed,
     )  # fmt: skip
-    built = build_day(args.folder, plan)
+    built = build_day(args.folder, plan, dsn=args.dsn)
     summary = {
         "transactions": built.transactions, "by_bank": built.by_bank,
         "injected": built.counts, "clearing_files": built.clearing_files,

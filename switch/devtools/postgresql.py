@@ -272,11 +272,15 @@ class PostgresServer:
     def dsn(self, database: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}"
 
-    def create_database(self) -> str:
-        """A new empty database, so that each test starts from nothing; its DSN."""
+    def create_database(self, template: str | None = None) -> str:
+        """A new empty database, so that each test starts from nothing, or a copy of the
+        database of DSN ``template`` (to which nothing may be connected); its DSN."""
         name = f"test_{os.getpid()}_{next(self._databases)}"
+        copied = ""
+        if template is not None:
+            copied = f' TEMPLATE "{psycopg.conninfo.conninfo_to_dict(template)["dbname"]}"'
         with psycopg.connect(self.dsn(), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{copied}')
         return self.dsn(name)
 
     def ensure_database(self, name: str) -> str:

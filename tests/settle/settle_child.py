@@ -1,6 +1,7 @@
 """``python -m tests.settle.settle_child FOLDER [--die-after POINT]``: the switch's
 settlement of a synthetic day (bench/synthetic_day.py) in a process of its own, as
-``bench.settle_day`` runs it (SettlementService.settle, a real journal beside it).
+``bench.settle_day`` runs it (SettlementService.settle, a real journal beside it), on
+the engine the day was built on.
 
 With ``--die-after``, the process kills itself (SIGKILL: no cleanup, no flush) just
 after one of the moments a random kill seldom lands on, the narrow ones between the
@@ -28,6 +29,8 @@ import switch.net.settlement
 from bench.settle_day import settle_dates
 from bench.synthetic_day import load_day
 from switch.log import configure_logging
+from switch.store.postgresql import PostgresJournal
+from switch.store.postgresql.settlement import PostgresSettlementStore
 from switch.store.sqlite import SqliteJournal
 from switch.store.sqlite.settlement import SqliteSettlementStore
 
@@ -39,16 +42,20 @@ def _die() -> None:
 
 
 def die_after(point: str) -> None:
-    """Makes the process kill itself just after ``point``."""
+    """Makes the process kill itself just after ``point`` (on either engine's store or
+    journal, whichever the day is on)."""
     if point == "settled":
-        settle = SqliteSettlementStore.settle
+        for store in (SqliteSettlementStore, PostgresSettlementStore):
+            settle = store.settle
 
-        def settle_then_die(self: SqliteSettlementStore, *args: Any, **kwargs: Any) -> bool:
-            settle(self, *args, **kwargs)
-            _die()
-            raise AssertionError("unreachable")
+            def settle_then_die(
+                self: Any, *args: Any, _settle: Any = settle, **kwargs: Any
+            ) -> bool:
+                _settle(self, *args, **kwargs)
+                _die()
+                raise AssertionError("unreachable")
 
-        SqliteSettlementStore.settle = settle_then_die  # type: ignore[method-assign]
+            store.settle = settle_then_die  # type: ignore[method-assign]
     elif point == "payouts_written":
         write_whole = switch.net.settlement._write_whole
 
@@ -59,13 +66,16 @@ def die_after(point: str) -> None:
 
         switch.net.settlement._write_whole = write_then_die
     elif point == "reversals_queued":
-        commit = SqliteJournal.commit
+        for journal in (SqliteJournal, PostgresJournal):
+            commit = journal.commit
 
-        async def commit_then_die(self: SqliteJournal, *changes: Any, **kwargs: Any) -> None:
-            await commit(self, *changes, **kwargs)
-            _die()
+            async def commit_then_die(
+                self: Any, *changes: Any, _commit: Any = commit, **kwargs: Any
+            ) -> None:
+                await _commit(self, *changes, **kwargs)
+                _die()
 
-        SqliteJournal.commit = commit_then_die  # type: ignore[method-assign]
+            journal.commit = commit_then_die  # type: ignore[method-assign]
     else:
         raise ValueError(f"no such point {point!r}: one of {', '.join(POINTS)}")
 

@@ -1,24 +1,32 @@
 """The business day's clock, under trio's MockClock: the cut-off closes the date at
 23:00 local and not at midnight, a forced cut-off starts the next date at once, closes
 survive a restart (dates that ended while the switch was down are closed and cut over
-when it comes back), and a date whose files never come settles at the deadline."""
+when it comes back), and a date whose files never come settles at the deadline. On each
+engine: SQLite's files, or the journal's PostgreSQL database holding the store too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
+from time import perf_counter
 
 import trio
 import trio.testing
 
 from switch.core.calendar import BusinessCalendar
 from switch.core.merchants import MerchantBook
+from switch.core.settlement import SettlementStatus
 from switch.net.settlement import SettlementService
+from switch.store.port import Journal
+from switch.store.postgresql import JournalDatabase, PostgresJournal
+from switch.store.postgresql.settlement import PostgresSettlementStore
+from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile, SqliteJournal
 from switch.store.sqlite.settlement import SqliteSettlementStore
+from tests.settle.ledger_days import Place
 
 CST = timedelta(hours=8)
+WRITTEN_WITHIN_S = 30.0
 BANKS = ["abc", "icbc"]
 
 
@@ -38,19 +46,34 @@ class CutoverRecorder:
         return "00"
 
 
+def stores(place: Place) -> tuple[SettlementStore, Journal]:
+    """The settlement store and the journal of ``place``, as ``switch run`` opens them."""
+    store: SettlementStore
+    journal: Journal
+    if place.dsn is None:
+        folder = place.folder
+        store = SqliteSettlementStore(folder / "settlement.sqlite3", folder / "journal.sqlite3")
+        journal = SqliteJournal(JournalFile(folder / "journal.sqlite3"), durability="sync",
+                                queue_size=16, max_group=16)  # fmt: skip
+    else:
+        store = PostgresSettlementStore(place.dsn)
+        journal = PostgresJournal(JournalDatabase(place.dsn), durability="sync",
+                                  queue_size=16, max_group=16)  # fmt: skip
+    return store, journal
+
+
 def service(
-    tmp_path: Path, clock: Callable[[], float]
+    place: Place, clock: Callable[[], float]
 ) -> tuple[SettlementService, dict[str, CutoverRecorder]]:
-    store = SqliteSettlementStore(tmp_path / "settlement.sqlite3", tmp_path / "journal.sqlite3")
+    folder = place.folder
+    store, journal = stores(place)
     store.open()
     calendar = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
     connectors = {bank: CutoverRecorder(clock) for bank in BANKS}
-    journal = SqliteJournal(JournalFile(tmp_path / "journal.sqlite3"), durability="sync",
-                            queue_size=16, max_group=16)  # fmt: skip
     return SettlementService(
         store=store, journal=journal, calendar=calendar, merchants=MerchantBook.open_to_all(),
         connectors=connectors,  # type: ignore[arg-type]
-        clearing_dir=lambda bank: tmp_path / "clearing", out_dir=tmp_path / "out",
+        clearing_dir=lambda bank: folder / "clearing", out_dir=folder / "out",
         banks=lambda: BANKS, institution_of=lambda bank: "0", settle_deadline="03:00",
         utc_offset_h=8, nudge=lambda bank: None, clock=clock,
     ), connectors  # fmt: skip
@@ -65,6 +88,16 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("never happened")
 
 
+async def written(settlement: SettlementService, business_date: str) -> SettlementStatus:
+    """The date's status once its files are written, asked again and again for up to
+    WRITTEN_WITHIN_S of real time (a loaded machine's PostgreSQL takes a while to
+    settle even an empty date; the mock clock barely moves meanwhile)."""
+    deadline = perf_counter() + WRITTEN_WITHIN_S
+    while (status := await settlement.status(business_date)).files_written_at is None:
+        assert perf_counter() < deadline, f"{business_date}'s files never written"
+    return status
+
+
 def run_with_clock(start: str, main: Callable[..., object], *args: object) -> None:
     """Runs ``main(wall_clock, *args)`` under an autojumping MockClock whose wall time
     starts at the local time ``start``."""
@@ -77,9 +110,9 @@ def run_with_clock(start: str, main: Callable[..., object], *args: object) -> No
     trio.run(main, wall, *args, clock=mock)  # type: ignore[arg-type]
 
 
-def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) -> None:
+def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(place: Place) -> None:
     async def main(wall: Callable[[], float]) -> None:
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)
             await nursery.start(settlement.run)
@@ -102,10 +135,7 @@ def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) 
             await trio.sleep(local("2026-11-23 02:59:58") - wall())
             assert (await settlement.status("2026-11-22")).settled_at is None
             await trio.sleep(3)
-            for _ in range(1000):
-                status = await settlement.status("2026-11-22")
-                if status.files_written_at is not None:
-                    break
+            status = await written(settlement, "2026-11-22")
             assert status.settled_at is not None and status.missing == BANKS
             assert status.settled_at >= local("2026-11-23 03:00:00")
             nursery.cancel_scope.cancel()
@@ -114,9 +144,9 @@ def test_the_cutoff_closes_at_23_local_midnight_changes_nothing(tmp_path: Path) 
     run_with_clock("2026-11-22 22:00:00", main)
 
 
-def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(tmp_path: Path) -> None:
+def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(place: Place) -> None:
     async def before(wall: Callable[[], float]) -> None:
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)
             await nursery.start(settlement.run)
@@ -133,7 +163,7 @@ def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(tmp_path: Pa
 
     async def after(wall: Callable[[], float]) -> None:
         # Back on the 25th at 09:00: the 23rd and the 24th ended while it was down.
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         assert settlement.calendar.date_at(local("2026-11-22 16:00:00")) == date(2026, 11, 23)
         async with trio.open_nursery() as nursery:
             await nursery.start(settlement.journal.run)

@@ -2,30 +2,30 @@
 its closes from the settlement store. An operator's close is recorded CLOSE_NOTICE_S
 before it takes effect, so a follower polling the store dates by it from the same
 second as worker 0, and no cutover leaves before it takes effect. Under trio's
-MockClock, the store's files shared as the workers' database is."""
+MockClock, the store shared as the workers' database is: SQLite's files, or the
+PostgreSQL database (where several workers run)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, time
 from functools import partial
-from pathlib import Path
 
 import trio
 
 from switch.core.calendar import BusinessCalendar, DateClosed
 from switch.net.settlement import CLOSE_NOTICE_S, follow_closes
-from switch.store.sqlite.settlement import SqliteSettlementStore
-from tests.settle.test_business_day import local, run_with_clock, service, until
+from tests.settle.ledger_days import Place
+from tests.settle.test_business_day import local, run_with_clock, service, stores, until
 
 
 def test_an_operators_close_is_followed_by_the_other_workers_before_it_takes_effect(
-    tmp_path: Path,
+    place: Place,
 ) -> None:
     async def main(wall: Callable[[], float]) -> None:
-        settlement, banks = service(tmp_path, wall)
+        settlement, banks = service(place, wall)
         settlement.close_notice_s = CLOSE_NOTICE_S
-        store = SqliteSettlementStore(tmp_path / "settlement.sqlite3", tmp_path / "journal.sqlite3")
+        store, _ = stores(place)  # a follower's own connection to the store
         store.open()
         follower = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
         closed: list[DateClosed] = []
@@ -57,9 +57,9 @@ def test_an_operators_close_is_followed_by_the_other_workers_before_it_takes_eff
     run_with_clock("2026-11-22 15:00:00", main)
 
 
-def test_a_follower_takes_the_natural_and_forced_closes_it_did_not_know(tmp_path: Path) -> None:
+def test_a_follower_takes_the_natural_and_forced_closes_it_did_not_know(place: Place) -> None:
     async def main(wall: Callable[[], float]) -> None:
-        store = SqliteSettlementStore(tmp_path / "settlement.sqlite3", tmp_path / "journal.sqlite3")
+        store, _ = stores(place)
         store.open()
         follower = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,9 @@ balances are the reference's (nothing posted twice), every reversal decided is i
 journal's store-and-forward once, each record the switch never sent is in its journal
 as bank_only, and no reversal order is left unhanded.
 
+On each engine: a day on SQLite files, and one in a PostgreSQL database (the journal
+and the settlement store in one, each copy of the day a copy of that database).
+
 The seed is printed; ``SETTLE_CRASH_SEED=N`` replays the same kill delays (the timing
 of processes is not reproducible, so a replay is close, not exact).
 """
@@ -26,18 +29,20 @@ from typing import Any
 
 import pytest
 
+from bench.settle_day import operator_journal
 from bench.synthetic_day import (
+    DSN,
     DayPlan,
     SyntheticDay,
     build_day,
-    journal_path,
+    journal_dsn,
     out_dir,
-    store_path,
+    settlement_store,
 )
-from switch.store.sqlite import SqliteOperatorJournal
-from switch.store.sqlite.settlement import SqliteSettlementStore
 from tests.conftest import REPO
+from tests.pg_server import PostgresServer
 from tests.settle.settle_child import POINTS
+from tests.store.engines import ENGINES
 
 TRANSACTIONS = 120_000
 MERCHANTS = 2_000
@@ -85,7 +90,7 @@ def state(folder: Path, day: SyntheticDay, finished: bool) -> str:
     """Where a settlement stopped: files taken, settled or not, files written, reversals."""
     if finished:
         return "it had finished"
-    store = SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = settlement_store(folder)
     store.open()
     try:
         files = len(store.clearing_files(day.business_date))
@@ -103,14 +108,14 @@ def state(folder: Path, day: SyntheticDay, finished: bool) -> str:
 def outcome(folder: Path, day: SyntheticDay) -> dict[str, Any]:
     """What a settlement leaves that must not depend on crashes: its files, the ledger,
     the reversals queued in the journal and the orders not handed over."""
-    store = SqliteSettlementStore(store_path(folder), journal_path(folder))
+    store = settlement_store(folder)
     store.open()
     try:
         ledger = (store.ledger_totals(), store.ledger_balances())
         pending = store.pending_reversal_orders()
     finally:
         store.close()
-    journal = SqliteOperatorJournal(journal_path(folder))
+    journal = operator_journal(folder)
     try:
         queued = sorted((v.rrn, v.bank, v.reason) for v in journal.reversals(bank=None, state=None))
         never_sent = [journal.transaction(rrn).transaction.state for rrn in day.injected["unknown"]]
@@ -125,20 +130,41 @@ def outcome(folder: Path, day: SyntheticDay) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SyntheticDay]:
+class Pristine:
+    """The day as built, untouched: copied for each settlement of it."""
+
+    def __init__(self, folder: Path, day: SyntheticDay, server: PostgresServer | None) -> None:
+        self.folder = folder
+        self.day = day
+        self.server = server
+
+    def copy(self, target: Path) -> None:
+        """The day's folder, and on PostgreSQL its database, copied to ``target``."""
+        shutil.copytree(self.folder, target)
+        dsn = journal_dsn(self.folder)
+        if dsn is not None:
+            assert self.server is not None
+            (target / DSN).write_text(self.server.create_database(template=dsn) + "\n")
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Pristine:
     folder = tmp_path_factory.mktemp("settle-crash") / "pristine"
-    day = build_day(folder, DayPlan(transactions=TRANSACTIONS, merchants=MERCHANTS, seed=7))
-    return folder, day
+    server: PostgresServer | None = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+    dsn = None if server is None else server.create_database()
+    plan = DayPlan(transactions=TRANSACTIONS, merchants=MERCHANTS, seed=7)
+    return Pristine(folder, build_day(folder, plan, dsn=dsn), server)
 
 
 def test_settlement_killed_at_random_points_ends_as_if_never_killed(
-    pristine: tuple[Path, SyntheticDay], tmp_path: Path
+    pristine: Pristine, tmp_path: Path
 ) -> None:
-    source, day = pristine
+    day = pristine.day
     reference, crashed, stepped = tmp_path / "reference", tmp_path / "crashed", tmp_path / "stepped"
     for copy in (reference, crashed, stepped):
-        shutil.copytree(source, copy)
+        pristine.copy(copy)
     settle_s = settle_to_the_end(reference)
     expected = outcome(reference, day)
     assert expected["files"] and expected["ledger"][0][0] == expected["ledger"][0][1] > 0

@@ -737,35 +737,38 @@ _SETTLE_STEPS: Final = (
     FROM cand c JOIN clearing_record r ON r.rrn = c.rrn AND r.bank = c.bank
     WHERE r.file_date BETWEEN to_char(c.txn_date::date - 1, 'YYYY-MM-DD') AND %(d)s
     GROUP BY c.rrn""",
-    # 3. The verdicts, as settlement.md's table.
+    # 3. The verdicts, as settlement.md's table; what is paid, at the bank's amount (the
+    #    same as the switch's, but for a mismatch), in the same pass (an UPDATE of every
+    #    verdict after it cost a second pass, and on PostgreSQL a new version of each row).
     """INSERT INTO decided
     SELECT rrn, bank, kind, txn_date, merchant_id, terminal_id, masked_pan, original_rrn,
-           switch_fen, bank_fen, category,
-           CASE category
-               WHEN 'matched' THEN CASE WHEN switch_fen IS NULL THEN 'not_paid' ELSE 'paid' END
-               WHEN 'switch_only' THEN CASE WHEN %(d)s::date - txn_date::date >= %(hold)s
-                                            THEN 'reversal_queued' ELSE 'held' END
-               WHEN 'bank_only' THEN 'reversal_queued'
-               ELSE 'paid' END,
-           NULL
+           switch_fen, bank_fen, category, action,
+           CASE WHEN action = 'paid' THEN bank_fen END
     FROM (
-        SELECT v.*, CASE
-            WHEN switch_fen IS NOT NULL AND bank_fen IS NOT NULL THEN CASE
-                WHEN bank_fen != switch_fen THEN 'amount_mismatch'
-                WHEN date02 != txn_date THEN 'timing'
-                ELSE 'matched' END
-            WHEN switch_fen IS NOT NULL THEN 'switch_only'
-            WHEN bank_fen IS NOT NULL THEN 'bank_only'
-            ELSE 'matched' END AS category
+        SELECT w.*, CASE category
+            WHEN 'matched' THEN CASE WHEN switch_fen IS NULL THEN 'not_paid' ELSE 'paid' END
+            WHEN 'switch_only' THEN CASE WHEN %(d)s::date - txn_date::date >= %(hold)s
+                                         THEN 'reversal_queued' ELSE 'held' END
+            WHEN 'bank_only' THEN 'reversal_queued'
+            ELSE 'paid' END AS action
         FROM (
-            SELECT c.*, s.date02,
-                   CASE WHEN c.stands THEN c.amount END AS switch_fen,
-                   CASE WHEN s.amount02 IS NOT NULL AND NOT s.has04 THEN s.amount02 END
-                       AS bank_fen
-            FROM cand c LEFT JOIN seen s ON s.rrn = c.rrn
-        ) AS v
-    ) AS w""",
-    "UPDATE decided SET paid_fen = bank_fen WHERE action = 'paid'",
+            SELECT v.*, CASE
+                WHEN switch_fen IS NOT NULL AND bank_fen IS NOT NULL THEN CASE
+                    WHEN bank_fen != switch_fen THEN 'amount_mismatch'
+                    WHEN date02 != txn_date THEN 'timing'
+                    ELSE 'matched' END
+                WHEN switch_fen IS NOT NULL THEN 'switch_only'
+                WHEN bank_fen IS NOT NULL THEN 'bank_only'
+                ELSE 'matched' END AS category
+            FROM (
+                SELECT c.*, s.date02,
+                       CASE WHEN c.stands THEN c.amount END AS switch_fen,
+                       CASE WHEN s.amount02 IS NOT NULL AND NOT s.has04 THEN s.amount02 END
+                           AS bank_fen
+                FROM cand c LEFT JOIN seen s ON s.rrn = c.rrn
+            ) AS v
+        ) AS w
+    ) AS x""",
     # 4. Records the switch never sent.
     """INSERT INTO decided
     SELECT r.rrn, r.bank, 'unknown', r.file_date, r.merchant_id, r.terminal_id, r.masked_pan,
