@@ -1,5 +1,5 @@
 """The journal's PostgreSQL server for a run (``--journal postgresql``, and the scaling
-scenario): a throw-away server of the bench's own (``tests/pg_server.py``: fsync on, in
+scenario): a throw-away server of the bench's own (``switch/devtools/postgresql.py``: fsync on, in
 a temporary folder, stopped at the end), or the one ``--dsn`` names. Either way every
 switch the run starts gets a database of its own in it, empty, as a switch's journal
 starts; those made on a ``--dsn`` server are dropped at the end.
@@ -24,6 +24,7 @@ import trio
 from psycopg.conninfo import make_conninfo
 
 from bench.services import ServiceFailed
+from switch.devtools.postgresql import PostgresServer, ServerUnavailable
 
 DROP_TIMEOUT_S: Final = 30.0
 
@@ -90,7 +91,7 @@ def local_postmaster(dsn: str) -> int | None:
 @contextlib.asynccontextmanager
 async def journal_server(dsn: str | None) -> AsyncIterator[JournalServer]:
     """The server named by ``dsn``, or one started for the run (installed if missing and
-    allowed: see tests/pg_server.py); stopped, or its databases dropped, on exit."""
+    allowed: see switch/devtools/postgresql.py); stopped, or its databases dropped, on exit."""
     if dsn is not None:
         postmaster = await trio.to_thread.run_sync(local_postmaster, dsn)
         server = JournalServer(dsn, postmaster, owned=False)
@@ -99,8 +100,6 @@ async def journal_server(dsn: str | None) -> AsyncIterator[JournalServer]:
         finally:
             await server.drop_created()
         return
-    from tests.pg_server import PostgresServer, ServerUnavailable
-
     own = PostgresServer(fsync=True)  # the bench measures what a durable commit costs
     try:
         try:

@@ -179,7 +179,7 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     The scaling scenario's third setup is PostgreSQL x max(2, this)."""
     dsn: str | None = None
     """The PostgreSQL server for the journals (``--dsn``); None: a throw-away one of the
-    run's own (tests/pg_server.py, fsync on), started only if a switch needs it."""
+    run's own (switch/devtools/postgresql.py, fsync on), started only if a switch needs it."""
     scaling_terminals: int = 200
     """The scaling scenario's closed loop, whose best sets its open sweep's rates."""
     scaling_common_share: float = 0.5
@@ -1123,7 +1123,12 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 transactions=options.settlement_transactions,
                 merchants=options.settlement_merchants,
             )
-            settlement = await run_settlement_bench(run_dir, plan, progress)
+            if options.journal == "postgresql":  # the store in the journal's database
+                async with journal_server(options.dsn) as server:
+                    dsn = await server.new_database("settlement")
+                    settlement = await run_settlement_bench(run_dir, plan, progress, dsn=dsn)
+            else:
+                settlement = await run_settlement_bench(run_dir, plan, progress)
     finally:
         if options.keep_run_dir:
             print(f"run dir kept: {run_dir}", file=sys.stderr)
