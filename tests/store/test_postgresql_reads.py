@@ -168,3 +168,15 @@ async def test_reads_in_flight_at_once_each_get_their_own_answer(postgres_dsn: s
                 readers.start_soon(read, rrn)
         assert found == {rrn: make_record(rrn) for rrn in rrns}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_read_whose_prepared_statement_the_server_refuses_is_prepared_again(
+    journal: PostgresJournal, postgres_dsn: str
+) -> None:
+    """A column's type changed under a running switch: the server refuses the statement
+    prepared before (its result type changed) once, and the next read prepares it anew."""
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("ALTER TABLE txn ALTER COLUMN auth_code TYPE varchar(6)")
+    with pytest.raises(JournalError, match="cached plan must not change result type"):
+        await journal.transaction_by_rrn(SECOND)
+    assert await journal.transaction_by_rrn(SECOND) == make_record(SECOND)

@@ -270,6 +270,10 @@ class LoopReader:
             # Only now: a statement prepared in a read that failed may not exist (its
             # name is not used again either way).
             self._prepared[key] = prepared
+        elif error is not None:
+            # Prepared again next time: a refusal may be the prepared statement's own
+            # ("cached plan must not change result type", after a schema change).
+            self._prepared.pop(key, None)
         return rows, error
 
     @staticmethod
