@@ -15,8 +15,8 @@ does with one caller, about half from 64 callers up (``docs/performance.md``); t
 (``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
 the measured alternative. Reads run from the event loop too (``pipeline.LoopReader``),
 on a small, fixed set of connections, one read each at a time: every POS request
-reads once before it goes to the bank, and a read handed to a worker thread cost the
-switch more CPU than a whole commit from the loop.
+reads once before it goes to the bank, and a read from the loop costs the switch about
+0.3 of the CPU of one handed to a worker thread (``docs/performance.md``).
 ``reads="thread"`` (psycopg's blocking query in ``trio.to_thread``) stays as the
 measured alternative. A server that is gone fails the commits and reads of that moment
 (JournalError, so 96) and each connection is opened again on its next use, so the
