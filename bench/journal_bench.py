@@ -2,7 +2,8 @@
 against PostgreSQL (synchronous_commit on, fsync on), through the journal port alone.
 
 ``python -m bench.journal_bench [--backend sqlite|postgresql|both] [--callers 1,16,64]
-[--postgresql-writer thread,loop]``
+[--postgresql-writer thread,loop]``, and ``python -m bench.journal_bench --reads
+[--readers 1,16]`` for PostgreSQL's reads.
 
 Each caller commits what a sale commits, one after the other and each waited for
 ("sync"): the request before it leaves (TxnStarted) and the answer before it goes back
@@ -17,6 +18,13 @@ pipeline) or from the event loop (libpq non-blocking, ``pipeline.LoopWriter``); 
 both named, one journal of each runs on the same database and server, and each number
 of callers is measured on one and then the other (the order alternating from one
 number to the next), so the two are side by side under the same load of the machine.
+
+``--reads`` measures PostgreSQL's reads instead: each reader asks, one after the other,
+what every POS request asks before it goes to the bank (``transaction_by_trace``), of
+sales in the journal (so a row comes back and is made a record). Reads in a worker
+thread (``reads="thread"``) and from the event loop (``pipeline.LoopReader``) are two
+journals on the same database, measured in turn as the writers are: reads a second,
+their latency, and CPU per read in this process and in the server's.
 
 PostgreSQL is a server of the bench's own (``switch/devtools/postgresql.py``: installed
 if missing and allowed, in a temporary folder, fsync on), unless ``--dsn`` names one.
@@ -41,13 +49,19 @@ from switch.core.book import TxnRecord
 from switch.log import configure_logging
 from switch.store.port import Journal, TxnStarted, TxnUpdated
 from switch.store.postgresql import JournalDatabase, PostgresJournal
-from switch.store.postgresql.journal import Writer
+from switch.store.postgresql.journal import Reads, Writer
 from switch.store.sqlite import JournalFile, SqliteJournal
 
 DEFAULT_CALLERS = (1, 16, 64)
 WRITERS: tuple[Writer, ...] = ("thread", "loop")
 COMMITS_PER_RUN = 4000
 """Caller commits (two per sale) per engine and number of callers: a few seconds."""
+DEFAULT_READERS = (1, 16)
+READ_PATHS: tuple[Reads, ...] = ("thread", "loop")
+READS_PER_RUN = 8000
+"""Reads per read path and number of readers: a second or two."""
+READ_SALES = 1000
+"""Sales in the journal that the reads look up."""
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +78,18 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     switch_cpu_us_per_commit: float
     server_cpu_us_per_commit: float | None
     """The database server's processes (PostgreSQL only), per caller commit."""
+
+
+class ReadRun(msgspec.Struct, frozen=True, kw_only=True):
+    reads_in: str
+    """"thread" or "loop" (see ``PostgresJournal``)."""
+    readers: int
+    reads: int
+    reads_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    switch_cpu_us_per_read: float
+    server_cpu_us_per_read: float | None
 
 
 def _sale(index: int) -> TxnRecord:
@@ -174,6 +200,103 @@ async def _bench(
     return runs
 
 
+async def _measure_reads(
+    journal: Journal, reads_in: str, readers: int, sales: list[TxnRecord], data_dir: Path | None
+) -> ReadRun:
+    per_reader = READS_PER_RUN // readers
+    latencies: list[float] = []
+
+    async def reader(offset: int) -> None:
+        for number in range(per_reader):
+            sale = sales[(offset * per_reader + number) % len(sales)]
+            started = time.perf_counter()
+            found = await journal.transaction_by_trace(
+                sale.terminal_id, sale.merchant_id, sale.batch, sale.stan
+            )
+            latencies.append(time.perf_counter() - started)
+            assert found is not None and found.rrn == sale.rrn
+
+    server_before = _server_cpu_s(data_dir)
+    cpu_before, wall_before = own_cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for offset in range(readers):
+            nursery.start_soon(reader, offset)
+    wall_s = time.perf_counter() - wall_before
+    cpu_s = own_cpu_seconds() - cpu_before
+    server_after = _server_cpu_s(data_dir)
+    reads = len(latencies)
+    latencies.sort()
+    server_us = (
+        None
+        if server_before is None or server_after is None
+        else round((server_after - server_before) / reads * 1e6, 1)
+    )
+    return ReadRun(
+        reads_in=reads_in,
+        readers=readers,
+        reads=reads,
+        reads_per_s=round(reads / wall_s),
+        latency_p50_ms=round(latencies[reads // 2] * 1000, 3),
+        latency_p99_ms=round(latencies[int(reads * 0.99)] * 1000, 3),
+        switch_cpu_us_per_read=round(cpu_s / reads * 1e6, 1),
+        server_cpu_us_per_read=server_us,
+    )
+
+
+async def _bench_reads(
+    journals: dict[str, Journal], readers: list[int], data: Path | None
+) -> list[ReadRun]:
+    """The sales committed once (through the first journal), every pool connected and
+    its statement prepared, then each number of readers on each journal in turn."""
+    sales = [_sale(index) for index in range(READ_SALES)]
+    runs = []
+    async with trio.open_nursery() as nursery:
+        for journal in journals.values():
+            await nursery.start(journal.run)
+        first = next(iter(journals.values()))
+        await first.commit(*(TxnStarted.of(sale, time.time()) for sale in sales))
+        for reads_in, journal in journals.items():  # warm: each connection of each pool
+            await _measure_reads(journal, reads_in, 4, sales[:40], None)
+        for number, count in enumerate(readers):
+            order = list(journals.items())
+            if number % 2:
+                order.reverse()
+            measured = {
+                reads_in: await _measure_reads(journal, reads_in, count, sales, data)
+                for reads_in, journal in order
+            }
+            runs += [measured[reads_in] for reads_in in journals]
+        nursery.cancel_scope.cancel()
+    return runs
+
+
+def run_reads(
+    readers: list[int], dsn: str | None, paths: tuple[Reads, ...] = READ_PATHS
+) -> list[ReadRun]:
+    with _postgres(dsn) as (database, data_dir):
+        journals: dict[str, Journal] = {
+            reads_in: PostgresJournal(JournalDatabase(database), reads=reads_in)
+            for reads_in in paths
+        }
+        runs: list[ReadRun] = trio.run(_bench_reads, journals, readers, data_dir)
+        return runs
+
+
+def _reads_table(runs: list[ReadRun]) -> str:
+    header = (
+        f"{'reads in':<12}{'readers':>8}{'reads/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'switch CPU us':>15}{'server CPU us':>15}"
+    )
+    lines = [header]
+    for r in runs:
+        server = "-" if r.server_cpu_us_per_read is None else f"{r.server_cpu_us_per_read}"
+        lines.append(
+            f"{r.reads_in:<12}{r.readers:>8}{r.reads_per_s:>9}{r.latency_p50_ms:>9}"
+            f"{r.latency_p99_ms:>9}{r.switch_cpu_us_per_read:>15}{server:>15}"
+        )
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def _postgres(dsn: str | None) -> Iterator[tuple[str, Path | None]]:
     if dsn is not None:
@@ -229,10 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(WRITERS),
         help="PostgreSQL's writers to measure side by side: thread, loop or both",
     )
+    parser.add_argument(
+        "--reads",
+        action="store_true",
+        help="PostgreSQL's reads (in a thread and from the loop) instead of commits",
+    )
+    parser.add_argument("--readers", default=",".join(map(str, DEFAULT_READERS)))
     parser.add_argument("--dsn", help="an existing PostgreSQL database to use (it is written)")
     parser.add_argument("--json", action="store_true", help="the runs as JSON, not a table")
     options = parser.parse_args(argv)
     configure_logging("error", stream=sys.stderr.buffer)  # slow-commit warnings are expected here
+    if options.reads:
+        read_runs = run_reads([int(count) for count in options.readers.split(",")], options.dsn)
+        print(msgspec.json.encode(read_runs).decode() if options.json else _reads_table(read_runs))
+        return 0
     backends = ["sqlite", "postgresql"] if options.backend == "both" else [options.backend]
     callers = [int(count) for count in options.callers.split(",")]
     writers = tuple(options.postgresql_writer.split(","))

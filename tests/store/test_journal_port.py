@@ -1,6 +1,6 @@
 """The journal port's contract: what every storage engine must do, tested through the
 port alone (changes in, domain answers out), once per engine (and once more for the
-PostgreSQL journal's group commit in a worker thread, its measured alternative)."""
+PostgreSQL journal's group commit and reads in worker threads, its measured alternatives)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     if request.param == "postgresql":
         dsn: str = request.getfixturevalue("postgres_dsn")  # a new database, this test's
         return lambda: PostgresJournal(JournalDatabase(dsn))
-    if request.param == "postgresql-thread":  # its group commit in a worker thread
+    if request.param == "postgresql-thread":  # its group commit and reads in worker threads
         thread_dsn: str = request.getfixturevalue("postgres_dsn")
-        return lambda: PostgresJournal(JournalDatabase(thread_dsn), writer="thread")
+        return lambda: PostgresJournal(
+            JournalDatabase(thread_dsn), writer="thread", reads="thread"
+        )
     raise AssertionError(request.param)
 
 

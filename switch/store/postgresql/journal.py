@@ -13,11 +13,15 @@ waiting on its socket, the whole group sent at once, then one WAL flush. Per com
 costs the switch about a third of the CPU that handing each group to a worker thread
 does with one caller, about half from 64 callers up (``docs/performance.md``); the thread
 (``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
-the measured alternative. psycopg's own non-blocking API is asyncio's, so reads run in
-worker threads, on a small, fixed set of connections, one read each at a time. A
-server that is gone fails the commits and reads of that moment (JournalError, so 96)
-and each connection is opened again on its next use, so the journal comes back with
-the server by itself.
+the measured alternative. Reads run from the event loop too (``pipeline.LoopReader``),
+on a small, fixed set of connections, one read each at a time: every POS request
+reads once before it goes to the bank, and a read from the loop costs the switch about
+0.3 of the CPU of one handed to a worker thread (``docs/performance.md``).
+``reads="thread"`` (psycopg's blocking query in ``trio.to_thread``) stays as the
+measured alternative. A server that is gone fails the commits and reads of that moment
+(JournalError, so 96) and each connection is opened again on its next use, so the
+journal comes back with the server by itself. Start-up's claim on what was left in
+doubt (``InDoubtClaim``) runs in a thread: once a start, on a connection of its own.
 
 Opening migrates the schema and proves the database can be written (a small change,
 committed), so a read-only database or a standby refuses the start
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from itertools import groupby
 from typing import Any, Literal, TypeAlias, TypeVar
@@ -52,9 +56,9 @@ from switch.store.port import (
     JournalUnavailable,
 )
 from switch.store.postgresql import sql
-from switch.store.postgresql.pipeline import LoopWriter
+from switch.store.postgresql.pipeline import LoopReader, LoopWriter
 from switch.store.postgresql.schema import SchemaError, migrate
-from switch.store.postgresql.sql import Connection, Query
+from switch.store.postgresql.sql import Connection, Query, Select
 from switch.store.sqlite.sql import Write
 
 log = structlog.get_logger()
@@ -65,6 +69,9 @@ Writer: TypeAlias = Literal["thread", "loop"]
 """How the writer task commits a group: from the event loop itself
 (``pipeline.LoopWriter``, the journal's), or handed to a worker thread (psycopg's
 blocking pipeline, the measured alternative: ``bench/journal_bench.py``)."""
+Reads: TypeAlias = Literal["thread", "loop"]
+"""How a read runs: from the event loop (``pipeline.LoopReader``, the journal's), or as
+psycopg's blocking query in a worker thread (the measured alternative)."""
 
 SLOW_COMMIT_S = 0.02
 """A group commit that takes longer on the server is logged, one warning line each: the
@@ -96,7 +103,7 @@ def describe_dsn(dsn: str) -> str:
 
 
 class _Reader:
-    """A slot of the read pool: its connection, made on first use."""
+    """A slot of the thread's read pool: its connection, made on first use."""
 
     __slots__ = ("connection",)
 
@@ -213,9 +220,11 @@ class PostgresJournal:
         claim_lease_s: float = CLAIM_LEASE_S,
         worker: int = 0,
         writer: Writer = "loop",
+        reads: Reads = "loop",
     ) -> None:
         self.database = database
         self.writer: Writer = writer
+        self.reads: Reads = reads
         self._loop_writer = LoopWriter(database.writer) if writer == "loop" else None
         self.durability = durability
         self.worker = worker
@@ -229,7 +238,7 @@ class PostgresJournal:
         self.max_group = max_group
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         # The read pool: a reader is taken from the channel for one read, then put back.
-        self._idle_send, self._idle_readers = trio.open_memory_channel[_Reader](
+        self._idle_send, self._idle_readers = trio.open_memory_channel[_Reader | LoopReader](
             database.read_connections
         )
         self._running = False
@@ -247,7 +256,8 @@ class PostgresJournal:
         refused (JournalError) rather than left waiting."""
         await trio.to_thread.run_sync(self.database.open)
         for _ in range(self.database.read_connections):
-            self._idle_send.send_nowait(_Reader())
+            reader = LoopReader(self.database.connect) if self.reads == "loop" else _Reader()
+            self._idle_send.send_nowait(reader)
         self._closed = False
         self._running = True
         log.info("journal_opened", database=str(self.database), durability=self.durability)
@@ -266,7 +276,7 @@ class PostgresJournal:
                 await self._close_connections()
 
     async def _close_connections(self) -> None:
-        """Takes every reader back (waiting out reads still in their threads: closing a
+        """Takes every reader back (waiting out reads still in flight: closing a
         connection in use would fail them), closes them and the writer; a read asked
         for later is refused."""
         self._closed = True
@@ -277,7 +287,9 @@ class PostgresJournal:
 
         def close_all() -> None:
             for reader in readers:
-                if reader.connection is not None:
+                if isinstance(reader, LoopReader):
+                    reader.close()
+                elif reader.connection is not None:
                     reader.connection.close()
             self.database.close()
 
@@ -367,17 +379,25 @@ class PostgresJournal:
         if group.error is not None:
             raise JournalError(f"journal commit failed: {_cause(group.error)}") from group.error
 
-    async def _read(self, query: Callable[[Connection], Result]) -> Result:
+    async def _read(self, query: Select[Result]) -> Result:
         if self._closed:
             raise JournalError("the journal is closed")
         try:
-            reader = await self._idle_readers.receive()
+            try:
+                reader = self._idle_readers.receive_nowait()  # no trip through the scheduler
+            except trio.WouldBlock:
+                reader = await self._idle_readers.receive()
         except trio.EndOfChannel:
             raise JournalError("the journal is closed") from None
         try:
-            # Not abandoned on cancel: the reader goes back to the pool only once its
-            # thread is done with it.
-            answer: Result = await trio.to_thread.run_sync(self.database.read, reader, query)
+            answer: Result
+            if isinstance(reader, LoopReader):
+                # Cancelled half way, it closes its connection: the next read opens one.
+                answer = await reader.read(query)
+            else:
+                # Not abandoned on cancel: the reader goes back to the pool only once its
+                # thread is done with it.
+                answer = await trio.to_thread.run_sync(self.database.read, reader, query)
         except psycopg.Error as exc:
             raise JournalError(f"journal read failed: {_cause(exc)}") from exc
         finally:
@@ -471,7 +491,7 @@ class PostgresJournal:
     async def reversal_backlog(self) -> list[port.ReversalBacklog]:
         return await self._read(sql.reversal_backlog)
 
-    async def _read_after_queued(self, query: Callable[[Connection], Result]) -> Result:
+    async def _read_after_queued(self, query: Select[Result]) -> Result:
         """A read that sees every change handed over before it: with "async"
         durability an answer leaves before its commit, so an empty group, queued
         behind them, is waited for first."""

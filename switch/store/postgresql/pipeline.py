@@ -1,4 +1,4 @@
-"""The journal's group commit from the event loop: psycopg's libpq wrapper
+"""The journal's group commit and reads from the event loop: psycopg's libpq wrapper
 (``psycopg.pq.PGconn``) in non-blocking pipeline mode, driven by trio's
 ``wait_writable`` / ``wait_readable`` on its socket, so no thread is handed anything.
 
@@ -15,13 +15,22 @@ A statement the server refuses fails the group with psycopg's error for it, and 
 connection stays (the server skipped to the Sync); a connection that failed, or was
 left half way through a group, is closed, and the next group opens another (in a
 thread: connecting is rare and libpq's connect would block).
+
+A read (``LoopReader``, one connection of the journal's read pool) is one question of
+``sql.py`` (a ``Select``): its statement prepared once a connection, then each time
+Bind/Execute and a Sync in one write, binary results turned into rows by psycopg's
+loaders (a cursor's), and the rows into the answer by the ``Select``'s own function,
+the one the thread's read uses. A refusal is the server's error and leaves the
+connection in use (the Sync ends it); a connection lost, or a read cancelled or failed
+with its results not all read, is closed, and the next read opens another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import cache
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import trio
@@ -30,7 +39,7 @@ from psycopg.abc import Transformer
 from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as make_transformer
 
-from switch.store.postgresql.sql import Connection
+from switch.store.postgresql.sql import Connection, Row, Select
 from switch.store.sqlite.sql import Write
 
 SEND_CHUNK = 64
@@ -41,8 +50,13 @@ should not wait behind all at once."""
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_BINARY = pq.Format.BINARY
+
+Answer = TypeVar("Answer")
 
 
+@cache  # the statements of sql.py: a few dozen
 def numbered(statement: str) -> bytes:
     """A statement of ``sql.py`` (``%s`` placeholders) in the server's own form
     (``$1``, ``$2``...), as psycopg sends it."""
@@ -153,6 +167,124 @@ class LoopWriter:
         if formats is None:
             formats = self._formats[length] = [PyFormat.AUTO] * length
         return formats
+
+
+class LoopReader:
+    """One connection of the journal's read pool, read from the event loop; one read at
+    a time (the pool hands it to one caller). ``connect`` is a blocking function, run in
+    a thread, that opens a connection (``JournalDatabase.connect``)."""
+
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._connect = connect
+        self._connection: Connection | None = None
+        self._transformer: Transformer | None = None
+        self._encoding = "utf-8"
+        # (statement, parameter types) -> the prepared name and its columns' names
+        self._prepared: dict[tuple[str, tuple[int, ...]], tuple[bytes, list[str]]] = {}
+        self._names = count()
+        self._formats: dict[int, list[PyFormat]] = {}
+        self.connects = 0
+        """Connections opened so far (the first, and one after each lost)."""
+
+    async def read(self, select: Select[Answer]) -> Answer:
+        """The answer to ``select``; psycopg's error if the server refused it (the
+        connection stays) or the connection failed (it is closed: the next read opens
+        another). Cancelled with its results not all read, the connection is closed too,
+        never used again with an answer pending."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.broken:
+            self.close()
+            connection = await trio.to_thread.run_sync(self._connect)
+            self._take(connection)
+        try:
+            rows, refused = await self._query(connection.pgconn, select)
+        except BaseException:
+            self.close()
+            raise
+        if refused is not None:
+            raise refused
+        return select.answer(rows)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def _take(self, connection: Connection) -> None:
+        self._connection = connection
+        self._transformer = make_transformer(connection)
+        self._encoding = connection.info.encoding
+        self._prepared.clear()  # prepared statements are the server session's
+        self.connects += 1
+        pgconn = connection.pgconn
+        pgconn.nonblocking = 1
+        pgconn.enter_pipeline_mode()  # for good: a statement prepared and run in one write
+
+    async def _query(
+        self, pgconn: pq.abc.PGconn, select: Select[Any]
+    ) -> tuple[list[Row], psycopg.Error | None]:
+        transformer = self._transformer
+        assert transformer is not None
+        parameters = select.parameters
+        formats = self._formats.get(len(parameters))
+        if formats is None:
+            formats = self._formats[len(parameters)] = [PyFormat.AUTO] * len(parameters)
+        values = transformer.dump_sequence(parameters, formats)
+        key = (select.statement, transformer.types or ())
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            name = f"read_{next(self._names)}".encode()
+            pgconn.send_prepare(name, numbered(select.statement), param_types=key[1])
+        else:
+            name = prepared[0]
+        pgconn.send_query_prepared(
+            name, values, param_formats=transformer.formats, result_format=_BINARY
+        )
+        pgconn.pipeline_sync()
+        await _flush(pgconn)
+        rows: list[Row] = []
+        error: psycopg.Error | None = None
+        while True:
+            while pgconn.is_busy():
+                await trio.lowlevel.wait_readable(pgconn.socket)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:  # the end of one statement's results
+                if pgconn.status != pq.ConnStatus.OK:  # or of the connection: no Sync
+                    raise psycopg.OperationalError(_lost(pgconn, error))
+                continue
+            status = result.status
+            if status == _TUPLES_OK:
+                if prepared is None:
+                    columns = [
+                        (result.fname(column) or b"").decode(self._encoding)
+                        for column in range(result.nfields)
+                    ]
+                    prepared = (name, columns)
+                rows = self._rows(transformer, result, prepared[1])
+            elif status == _PIPELINE_SYNC:
+                break
+            elif status == _FATAL_ERROR and error is None:
+                error = psycopg.errors.error_from_result(result, encoding=self._encoding)
+        if error is None and prepared is not None:
+            # Only now: a statement prepared in a read that failed may not exist (its
+            # name is not used again either way).
+            self._prepared[key] = prepared
+        elif error is not None:
+            # Prepared again next time: a refusal may be the prepared statement's own
+            # ("cached plan must not change result type", after a schema change).
+            self._prepared.pop(key, None)
+        return rows, error
+
+    @staticmethod
+    def _rows(transformer: Transformer, result: pq.abc.PGresult, columns: list[str]) -> list[Row]:
+        transformer.set_pgresult(result, format=_BINARY)
+        try:
+            return transformer.load_rows(
+                0, result.ntuples, lambda values: dict(zip(columns, values, strict=True))
+            )
+        finally:
+            transformer.set_pgresult(None)
 
 
 async def _flush(pgconn: pq.abc.PGconn) -> None:

@@ -9,7 +9,8 @@ and in the same ranks; SQLite's ``INSERT OR IGNORE`` / ``OR REPLACE`` are
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import psycopg
 from psycopg.rows import DictRow
@@ -37,6 +38,7 @@ from switch.store.sqlite.sql import TXN_COLUMNS, Write
 
 Connection: TypeAlias = psycopg.Connection[DictRow]
 Query = Callable[[Connection], Any]
+Answer = TypeVar("Answer")
 
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
 
@@ -166,37 +168,56 @@ def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[W
 
 # -- the switch's questions ------------------------------------------------------------
 
-
-def _one_record(statement: str, *parameters: Any) -> Query:
-    def query(connection: Connection) -> TxnRecord | None:
-        row = connection.execute(statement, parameters).fetchone()
-        return None if row is None else record_from_row(row)
-
-    return query
+Row: TypeAlias = dict[str, Any]
+"""A row as every read path gives it: column name to value."""
 
 
-def record_by_rrn(rrn: str) -> Query:
-    return _one_record(f"SELECT {_TXN_SELECT} FROM txn WHERE rrn = %s", rrn)
+@dataclass(frozen=True, slots=True)
+class Select(Generic[Answer]):
+    """A question as one statement (``%s`` placeholders), its parameters, and how its
+    rows become the answer. The same for both read paths: called on a connection (a
+    worker thread's blocking read, psycopg's ``dict_row`` rows), or its statement sent
+    from the event loop (``pipeline.LoopReader``, rows made by psycopg's loaders)."""
+
+    statement: str
+    parameters: tuple[Any, ...]
+    answer: Callable[[list[Row]], Answer]
+
+    def __call__(self, connection: Connection) -> Answer:
+        return self.answer(connection.execute(self.statement, self.parameters).fetchall())
 
 
-def record_by_online_id(merchant_id: str, online_id: str) -> Query:
-    return _one_record(
-        f"SELECT {_TXN_SELECT} FROM txn WHERE merchant_id = %s AND online_id = %s "
-        "ORDER BY created_at DESC, seq DESC LIMIT 1",
-        merchant_id,
-        online_id,
-    )
+def _first_record(rows: list[Row]) -> TxnRecord | None:
+    return record_from_row(rows[0]) if rows else None
 
 
-def record_by_trace(terminal_id: str, merchant_id: str, batch: str, stan: str) -> Query:
-    return _one_record(
-        f"SELECT {_TXN_SELECT} FROM txn WHERE terminal_id = %s AND merchant_id = %s "
-        "AND stan = %s AND batch = %s ORDER BY created_at DESC, seq DESC LIMIT 1",
-        terminal_id,
-        merchant_id,
-        stan,
-        batch,
-    )
+def _records(rows: list[Row]) -> list[TxnRecord]:
+    return [record_from_row(row) for row in rows]
+
+
+_BY_RRN = f"SELECT {_TXN_SELECT} FROM txn WHERE rrn = %s"
+_BY_ONLINE_ID = (
+    f"SELECT {_TXN_SELECT} FROM txn WHERE merchant_id = %s AND online_id = %s "
+    "ORDER BY created_at DESC, seq DESC LIMIT 1"
+)
+_BY_TRACE = (
+    f"SELECT {_TXN_SELECT} FROM txn WHERE terminal_id = %s AND merchant_id = %s "
+    "AND stan = %s AND batch = %s ORDER BY created_at DESC, seq DESC LIMIT 1"
+)
+
+
+def record_by_rrn(rrn: str) -> Select[TxnRecord | None]:
+    return Select(_BY_RRN, (rrn,), _first_record)
+
+
+def record_by_online_id(merchant_id: str, online_id: str) -> Select[TxnRecord | None]:
+    return Select(_BY_ONLINE_ID, (merchant_id, online_id), _first_record)
+
+
+def record_by_trace(
+    terminal_id: str, merchant_id: str, batch: str, stan: str
+) -> Select[TxnRecord | None]:
+    return Select(_BY_TRACE, (terminal_id, merchant_id, stan, batch), _first_record)
 
 
 def in_doubt_workers(connection: Connection) -> list[int]:
@@ -207,69 +228,68 @@ def in_doubt_workers(connection: Connection) -> list[int]:
     return [row["worker"] for row in rows]
 
 
-def records_in_doubt_of(workers: list[int]) -> Query:
-    def query(connection: Connection) -> list[TxnRecord]:
-        rows = connection.execute(
-            f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' AND worker = ANY(%s) "
-            "ORDER BY created_at, seq",
-            (workers,),
-        ).fetchall()
-        return [record_from_row(row) for row in rows]
-
-    return query
+def records_in_doubt_of(workers: list[int]) -> Select[list[TxnRecord]]:
+    return Select(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' AND worker = ANY(%s) "
+        "ORDER BY created_at, seq",
+        (workers,),
+        _records,
+    )
 
 
-def records_in_doubt(connection: Connection) -> list[TxnRecord]:
-    rows = connection.execute(
-        f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY created_at, seq"
-    ).fetchall()
-    return [record_from_row(row) for row in rows]
+records_in_doubt = Select(
+    f"SELECT {_TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY created_at, seq",
+    (),
+    _records,
+)
 
 
-def recent_records(since: float, limit: int) -> Query:
-    def query(connection: Connection) -> list[TxnRecord]:
-        rows = connection.execute(
-            f"SELECT {_TXN_SELECT} FROM txn WHERE created_at >= %s "
-            "ORDER BY created_at DESC, seq DESC LIMIT %s",
-            (since, limit),
-        ).fetchall()
-        return [record_from_row(row) for row in reversed(rows)]
-
-    return query
+def _oldest_first(rows: list[Row]) -> list[TxnRecord]:
+    return [record_from_row(row) for row in reversed(rows)]
 
 
-def highest_rrn_sequence(day: str) -> Query:
-    def query(connection: Connection) -> int:
-        # rrn is COLLATE "C": "~" sorts after every digit, as in SQLite.
-        row = connection.execute(
-            "SELECT max(rrn) AS highest FROM txn WHERE rrn >= %s AND rrn < %s",
-            (day, f"{day}~"),
-        ).fetchone()
-        highest = None if row is None else row["highest"]
-        return -1 if highest is None else int(highest[4:])
-
-    return query
+def recent_records(since: float, limit: int) -> Select[list[TxnRecord]]:
+    return Select(
+        f"SELECT {_TXN_SELECT} FROM txn WHERE created_at >= %s "
+        "ORDER BY created_at DESC, seq DESC LIMIT %s",
+        (since, limit),
+        _oldest_first,
+    )
 
 
-def last_bank_stan(bank: str, worker: int) -> Query:
+def _sequence_of(rows: list[Row]) -> int:
+    highest = rows[0]["highest"]
+    return -1 if highest is None else int(highest[4:])
+
+
+def highest_rrn_sequence(day: str) -> Select[int]:
+    # rrn is COLLATE "C": "~" sorts after every digit, as in SQLite.
+    return Select(
+        "SELECT max(rrn) AS highest FROM txn WHERE rrn >= %s AND rrn < %s",
+        (day, f"{day}~"),
+        _sequence_of,
+    )
+
+
+def _bank_stan(rows: list[Row]) -> int | None:
+    return int(rows[0]["bank_stan"]) if rows else None
+
+
+def last_bank_stan(bank: str, worker: int) -> Select[int | None]:
     """The worker's own: each worker has a block of STANs (StanSequence), and another
     worker's newer one would leave a restarted worker starting its block again."""
-
-    def query(connection: Connection) -> int | None:
-        row = connection.execute(
-            "SELECT bank_stan FROM txn WHERE bank = %s AND worker = %s "
-            "AND bank_stan IS NOT NULL ORDER BY created_at DESC, seq DESC LIMIT 1",
-            (bank, worker),
-        ).fetchone()
-        return None if row is None else int(row["bank_stan"])
-
-    return query
+    return Select(
+        "SELECT bank_stan FROM txn WHERE bank = %s AND worker = %s "
+        "AND bank_stan IS NOT NULL ORDER BY created_at DESC, seq DESC LIMIT 1",
+        (bank, worker),
+        _bank_stan,
+    )
 
 
 _IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
 
 
-def _online_result(row: DictRow) -> OnlineResult:
+def _online_result(row: Row) -> OnlineResult:
     return OnlineResult(
         merchant_id=row["merchant_id"],
         online_id=row["online_id"],
@@ -279,38 +299,43 @@ def _online_result(row: DictRow) -> OnlineResult:
     )
 
 
-def online_result(merchant_id: str, online_id: str) -> Query:
-    def query(connection: Connection) -> OnlineResult | None:
-        row = connection.execute(
-            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE merchant_id = %s AND online_id = %s",
-            (merchant_id, online_id),
-        ).fetchone()
-        return None if row is None else _online_result(row)
-
-    return query
+def _first_online_result(rows: list[Row]) -> OnlineResult | None:
+    return _online_result(rows[0]) if rows else None
 
 
-def online_results_since(since: float) -> Query:
-    def query(connection: Connection) -> list[OnlineResult]:
-        rows = connection.execute(
-            f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE created_at >= %s ORDER BY created_at",
-            (since,),
-        ).fetchall()
-        return [_online_result(row) for row in rows]
+def _online_results(rows: list[Row]) -> list[OnlineResult]:
+    return [_online_result(row) for row in rows]
 
-    return query
+
+_ONLINE_RESULT = (
+    f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE merchant_id = %s AND online_id = %s"
+)
+
+
+def online_result(merchant_id: str, online_id: str) -> Select[OnlineResult | None]:
+    return Select(_ONLINE_RESULT, (merchant_id, online_id), _first_online_result)
+
+
+def online_results_since(since: float) -> Select[list[OnlineResult]]:
+    return Select(
+        f"{_IDEMPOTENCY_SELECT} FROM idempotency WHERE created_at >= %s ORDER BY created_at",
+        (since,),
+        _online_results,
+    )
 
 
 _SAF_TXN_SELECT = ", ".join("txn." + column for column in TXN_COLUMNS)
+# Positional parameters (the loop's reads send the server's own $1, $2...): bank, at,
+# at, claimant, limit, claimant, until.
 _CLAIM_DUE = f"""
 WITH due AS (
     SELECT id FROM saf
-    WHERE bank = %(bank)s AND state = 'pending' AND next_attempt_at <= %(at)s
-      AND (claimed_until IS NULL OR claimed_until <= %(at)s OR claimed_by = %(claimant)s)
-    ORDER BY next_attempt_at, id LIMIT %(limit)s
+    WHERE bank = %s AND state = 'pending' AND next_attempt_at <= %s
+      AND (claimed_until IS NULL OR claimed_until <= %s OR claimed_by = %s)
+    ORDER BY next_attempt_at, id LIMIT %s
     FOR UPDATE OF saf SKIP LOCKED
 )
-UPDATE saf SET claimed_by = %(claimant)s, claimed_until = %(until)s
+UPDATE saf SET claimed_by = %s, claimed_until = %s
 FROM due, txn
 WHERE saf.id = due.id AND txn.rrn = saf.rrn
 RETURNING saf.id AS saf_id, saf.attempts AS saf_attempts,
@@ -319,27 +344,23 @@ RETURNING saf.id AS saf_id, saf.attempts AS saf_attempts,
 """
 
 
-def due_reversals(bank: str, at: float, limit: int, *, claimant: str, lease_s: float) -> Query:
+def _due(rows: list[Row]) -> list[DueReversal]:
+    rows.sort(key=lambda row: (row["saf_next_attempt_at"], row["saf_id"]))
+    return [
+        DueReversal(saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row))
+        for row in rows
+    ]
+
+
+def due_reversals(
+    bank: str, at: float, limit: int, *, claimant: str, lease_s: float
+) -> Select[list[DueReversal]]:
     """Claims the bank's due reversals for ``claimant`` until ``at + lease_s``, and
     returns them: those unclaimed, whose claim expired, or already the claimant's. One
     statement, so one short transaction; rows another process is claiming at that
     moment are skipped (``SKIP LOCKED``), never waited for nor handed out twice."""
-
-    def query(connection: Connection) -> list[DueReversal]:
-        parameters = {
-            "bank": bank, "at": at, "limit": limit, "claimant": claimant,
-            "until": at + lease_s,
-        }  # fmt: skip
-        rows = connection.execute(_CLAIM_DUE, parameters).fetchall()
-        rows.sort(key=lambda row: (row["saf_next_attempt_at"], row["saf_id"]))
-        return [
-            DueReversal(
-                saf_id=row["saf_id"], attempts=row["saf_attempts"], record=record_from_row(row)
-            )
-            for row in rows
-        ]
-
-    return query
+    parameters = (bank, at, at, claimant, limit, claimant, at + lease_s)
+    return Select(_CLAIM_DUE, parameters, _due)
 
 
 # As SQLite's: delivered reversals are never purged, so the banks are found by a loose
@@ -358,9 +379,9 @@ GROUP BY saf.bank, saf.state
 """
 
 
-def reversal_backlog(connection: Connection) -> list[ReversalBacklog]:
+def _backlog(rows: list[Row]) -> list[ReversalBacklog]:
     found: dict[str, tuple[int, int, float]] = {}
-    for row in connection.execute(_REVERSAL_BACKLOG).fetchall():
+    for row in rows:
         bank, oldest = row["bank"], row["oldest"]
         pending, manual, earliest = found.get(bank, (0, 0, oldest))
         if row["state"] == "pending":
@@ -372,6 +393,9 @@ def reversal_backlog(connection: Connection) -> list[ReversalBacklog]:
         ReversalBacklog(bank=bank, pending=pending, manual=manual, oldest_created_at=oldest)
         for bank, (pending, manual, oldest) in sorted(found.items())
     ]
+
+
+reversal_backlog = Select(_REVERSAL_BACKLOG, (), _backlog)
 
 
 # -- a terminal's batch ------------------------------------------------------------------
@@ -391,56 +415,58 @@ WHERE terminal_id = %s AND merchant_id = %s AND batch = %s
 """
 
 
-def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Query:
-    def query(connection: Connection) -> BatchTotals:
-        row = connection.execute(_BATCH_TOTALS, (terminal_id, merchant_id, batch)).fetchone()
-        assert row is not None, "an aggregate always has a row"
-        # sum() of BIGINT is NUMERIC in PostgreSQL: back to whole fen.
-        return BatchTotals(
-            debit_fen=int(row["debit_fen"]),
-            debit_count=row["debit_count"],
-            credit_fen=int(row["credit_fen"]),
-            credit_count=row["credit_count"],
-        )
-
-    return query
+def _totals(rows: list[Row]) -> BatchTotals:
+    assert rows, "an aggregate always has a row"
+    row = rows[0]
+    # sum() of BIGINT is NUMERIC in PostgreSQL: back to whole fen.
+    return BatchTotals(
+        debit_fen=int(row["debit_fen"]),
+        debit_count=row["debit_count"],
+        credit_fen=int(row["credit_fen"]),
+        credit_count=row["credit_count"],
+    )
 
 
-def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Query:
-    def query(connection: Connection) -> SettledBatch | None:
-        row = connection.execute(
-            "SELECT terminal_totals, switch_totals, result, business_date, rrn, settled_at, "
-            "upload_count FROM batch_settlement "
-            "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s",
-            (terminal_id, merchant_id, batch),
-        ).fetchone()
-        if row is None:
-            return None
-        return SettledBatch(
-            terminal_id=terminal_id,
-            merchant_id=merchant_id,
-            batch=batch,
-            terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
-            switch_totals=BatchTotals.from_layout(row["switch_totals"]),
-            result=row["result"],
-            business_date=row["business_date"],
-            rrn=row["rrn"],
-            settled_at=row["settled_at"],
-            upload_count=row["upload_count"],
-        )
-
-    return query
+def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Select[BatchTotals]:
+    return Select(_BATCH_TOTALS, (terminal_id, merchant_id, batch), _totals)
 
 
-def batch_upload(terminal_id: str, merchant_id: str, batch: str) -> Query:
-    def query(connection: Connection) -> list[UploadRecord]:
-        rows = connection.execute(
-            "SELECT kind, stan, amount FROM batch_upload "
-            "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s ORDER BY kind, stan",
-            (terminal_id, merchant_id, batch),
-        ).fetchall()
-        return [
-            UploadRecord(kind=row["kind"], stan=row["stan"], amount=row["amount"]) for row in rows
-        ]
+def _settled(rows: list[Row]) -> SettledBatch | None:
+    if not rows:
+        return None
+    row = rows[0]
+    return SettledBatch(
+        terminal_id=row["terminal_id"],
+        merchant_id=row["merchant_id"],
+        batch=row["batch"],
+        terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
+        switch_totals=BatchTotals.from_layout(row["switch_totals"]),
+        result=row["result"],
+        business_date=row["business_date"],
+        rrn=row["rrn"],
+        settled_at=row["settled_at"],
+        upload_count=row["upload_count"],
+    )
 
-    return query
+
+def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Select[SettledBatch | None]:
+    return Select(
+        "SELECT terminal_id, merchant_id, batch, terminal_totals, switch_totals, result, "
+        "business_date, rrn, settled_at, upload_count FROM batch_settlement "
+        "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s",
+        (terminal_id, merchant_id, batch),
+        _settled,
+    )
+
+
+def _uploaded(rows: list[Row]) -> list[UploadRecord]:
+    return [UploadRecord(kind=row["kind"], stan=row["stan"], amount=row["amount"]) for row in rows]
+
+
+def batch_upload(terminal_id: str, merchant_id: str, batch: str) -> Select[list[UploadRecord]]:
+    return Select(
+        "SELECT kind, stan, amount FROM batch_upload "
+        "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s ORDER BY kind, stan",
+        (terminal_id, merchant_id, batch),
+        _uploaded,
+    )
