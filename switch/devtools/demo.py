@@ -87,7 +87,7 @@ def one_line(text: str) -> str:
 
 def var_folder(config: SwitchConfig) -> Path:
     """Where the demo keeps what it makes: the folder of the config's journal path."""
-    return config.path(config.journal.path).parent
+    return config.path(config.journal.path).parent.resolve()  # named as an operator reads it
 
 
 def _free_port(host: str) -> int:
