@@ -140,15 +140,7 @@ class LoopWriter:
         """Reads every result up to the Sync's; the first error among them, if any."""
         error: psycopg.Error | None = None
         while True:
-            while pgconn.is_busy():
-                # The socket asked anew each time: libpq closes it when the server goes.
-                await trio.lowlevel.wait_readable(pgconn.socket)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:  # the end of one statement's results
-                if pgconn.status != pq.ConnStatus.OK:  # or of the connection: no Sync
-                    raise psycopg.OperationalError(_lost(pgconn, error))
-                continue
+            result = await _next_result(pgconn, error)
             status = result.status
             if status == _PIPELINE_SYNC:
                 return error
@@ -245,14 +237,7 @@ class LoopReader:
         rows: list[Row] = []
         error: psycopg.Error | None = None
         while True:
-            while pgconn.is_busy():
-                await trio.lowlevel.wait_readable(pgconn.socket)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:  # the end of one statement's results
-                if pgconn.status != pq.ConnStatus.OK:  # or of the connection: no Sync
-                    raise psycopg.OperationalError(_lost(pgconn, error))
-                continue
+            result = await _next_result(pgconn, error)
             status = result.status
             if status == _TUPLES_OK:
                 if prepared is None:
@@ -285,6 +270,24 @@ class LoopReader:
             )
         finally:
             transformer.set_pgresult(None)
+
+
+async def _next_result(
+    pgconn: pq.abc.PGconn, error: psycopg.Error | None
+) -> pq.abc.PGresult:
+    """The pipeline's next result, read from the server as it comes; OperationalError
+    (naming ``error``, the first refusal so far, if any) if the connection is lost."""
+    while True:
+        while pgconn.is_busy():
+            # The socket asked anew each time: libpq closes it when the server goes.
+            await trio.lowlevel.wait_readable(pgconn.socket)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is not None:
+            return result
+        # The end of one statement's results, or of the connection: no Sync will come.
+        if pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError(_lost(pgconn, error))
 
 
 async def _flush(pgconn: pq.abc.PGconn) -> None:
