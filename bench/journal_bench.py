@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -120,6 +120,45 @@ def _server_cpu_s(data_dir: Path | None) -> float | None:
     return total
 
 
+class _Spent(msgspec.Struct, frozen=True):
+    """What a run of tasks took: wall time, this process's CPU, the server's (None
+    without one to read), and each operation's latency, sorted."""
+
+    wall_s: float
+    cpu_s: float
+    server_s: float | None
+    latencies: list[float]
+
+    def per_op_us(self, seconds: float) -> float:
+        return round(seconds / len(self.latencies) * 1e6, 1)
+
+    @property
+    def server_us(self) -> float | None:
+        return None if self.server_s is None else self.per_op_us(self.server_s)
+
+    def quantile_ms(self, fraction: float) -> float:
+        return round(self.latencies[int(len(self.latencies) * fraction)] * 1000, 3)
+
+
+async def _spent(
+    task: Callable[[int], Awaitable[None]], count: int, latencies: list[float],
+    data_dir: Path | None,
+) -> _Spent:  # fmt: skip
+    """Runs ``count`` copies of ``task`` (each given its number) at once, measured."""
+    server_before = _server_cpu_s(data_dir)
+    cpu_before, wall_before = own_cpu_seconds(), time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for offset in range(count):
+            nursery.start_soon(task, offset)
+    wall_s = time.perf_counter() - wall_before
+    cpu_s = own_cpu_seconds() - cpu_before
+    server_after = _server_cpu_s(data_dir)
+    server_s = (
+        None if server_before is None or server_after is None else server_after - server_before
+    )
+    return _Spent(wall_s, cpu_s, server_s, sorted(latencies))
+
+
 async def _measure(
     journal: Journal,
     backend: str,
@@ -143,35 +182,22 @@ async def _measure(
             latencies.append(time.perf_counter() - started)
 
     before = journal.statistics()
-    server_before = _server_cpu_s(data_dir)
-    cpu_before, wall_before = own_cpu_seconds(), time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for offset in range(callers):
-            nursery.start_soon(caller, offset)
-    wall_s = time.perf_counter() - wall_before
-    cpu_s = own_cpu_seconds() - cpu_before
-    server_after = _server_cpu_s(data_dir)
+    spent = await _spent(caller, callers, latencies, data_dir)
     after = journal.statistics()
-    commits = len(latencies)
+    commits = len(spent.latencies)
     groups = after.commits - before.commits
-    latencies.sort()
-    server_us = (
-        None
-        if server_before is None or server_after is None
-        else round((server_after - server_before) / commits * 1e6, 1)
-    )
     return Run(
         backend=backend,
         writer=writer,
         callers=callers,
         commits=commits,
-        commits_per_s=round(commits / wall_s),
-        latency_p50_ms=round(latencies[commits // 2] * 1000, 3),
-        latency_p99_ms=round(latencies[int(commits * 0.99)] * 1000, 3),
+        commits_per_s=round(commits / spent.wall_s),
+        latency_p50_ms=spent.quantile_ms(0.5),
+        latency_p99_ms=spent.quantile_ms(0.99),
         group_commits=groups,
         changes_per_group=round((after.changes - before.changes) / max(groups, 1), 1),
-        switch_cpu_us_per_commit=round(cpu_s / commits * 1e6, 1),
-        server_cpu_us_per_commit=server_us,
+        switch_cpu_us_per_commit=spent.per_op_us(spent.cpu_s),
+        server_cpu_us_per_commit=spent.server_us,
     )
 
 
@@ -216,30 +242,17 @@ async def _measure_reads(
             latencies.append(time.perf_counter() - started)
             assert found is not None and found.rrn == sale.rrn
 
-    server_before = _server_cpu_s(data_dir)
-    cpu_before, wall_before = own_cpu_seconds(), time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for offset in range(readers):
-            nursery.start_soon(reader, offset)
-    wall_s = time.perf_counter() - wall_before
-    cpu_s = own_cpu_seconds() - cpu_before
-    server_after = _server_cpu_s(data_dir)
-    reads = len(latencies)
-    latencies.sort()
-    server_us = (
-        None
-        if server_before is None or server_after is None
-        else round((server_after - server_before) / reads * 1e6, 1)
-    )
+    spent = await _spent(reader, readers, latencies, data_dir)
+    reads = len(spent.latencies)
     return ReadRun(
         reads_in=reads_in,
         readers=readers,
         reads=reads,
-        reads_per_s=round(reads / wall_s),
-        latency_p50_ms=round(latencies[reads // 2] * 1000, 3),
-        latency_p99_ms=round(latencies[int(reads * 0.99)] * 1000, 3),
-        switch_cpu_us_per_read=round(cpu_s / reads * 1e6, 1),
-        server_cpu_us_per_read=server_us,
+        reads_per_s=round(reads / spent.wall_s),
+        latency_p50_ms=spent.quantile_ms(0.5),
+        latency_p99_ms=spent.quantile_ms(0.99),
+        switch_cpu_us_per_read=spent.per_op_us(spent.cpu_s),
+        server_cpu_us_per_read=spent.server_us,
     )
 
 
