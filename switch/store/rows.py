@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from switch.core.bank import OriginalData
+from switch.core.batch import BatchTotals, SettledBatch
 from switch.core.book import TxnRecord
 
 
@@ -67,4 +68,27 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         refunded=row["refunded"],
         voided=bool(row["voided"]),
         reversed=bool(row["reversed"]),
+    )
+
+
+SETTLED_BATCH_COLUMNS = (
+    "terminal_id, merchant_id, batch, terminal_totals, switch_totals, result, "
+    "business_date, rrn, settled_at, upload_count"
+)
+"""What :func:`settled_batch_from_row` reads of a batch_settlement row."""
+
+
+def settled_batch_from_row(row: Mapping[str, Any]) -> SettledBatch:
+    """A batch_settlement row (SETTLED_BATCH_COLUMNS, by name) as the port returns it."""
+    return SettledBatch(
+        terminal_id=row["terminal_id"],
+        merchant_id=row["merchant_id"],
+        batch=row["batch"],
+        terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
+        switch_totals=BatchTotals.from_layout(row["switch_totals"]),
+        result=row["result"],
+        business_date=row["business_date"],
+        rrn=row["rrn"],
+        settled_at=row["settled_at"],
+        upload_count=row["upload_count"],
     )

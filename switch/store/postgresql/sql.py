@@ -33,7 +33,12 @@ from switch.store.port import (
     TxnStarted,
     TxnUpdated,
 )
-from switch.store.rows import record_from_row, txn_values
+from switch.store.rows import (
+    SETTLED_BATCH_COLUMNS,
+    record_from_row,
+    settled_batch_from_row,
+    txn_values,
+)
 from switch.store.sqlite.sql import TXN_COLUMNS, Write
 
 Connection: TypeAlias = psycopg.Connection[DictRow]
@@ -432,27 +437,12 @@ def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Select[Batch
 
 
 def _settled(rows: list[Row]) -> SettledBatch | None:
-    if not rows:
-        return None
-    row = rows[0]
-    return SettledBatch(
-        terminal_id=row["terminal_id"],
-        merchant_id=row["merchant_id"],
-        batch=row["batch"],
-        terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
-        switch_totals=BatchTotals.from_layout(row["switch_totals"]),
-        result=row["result"],
-        business_date=row["business_date"],
-        rrn=row["rrn"],
-        settled_at=row["settled_at"],
-        upload_count=row["upload_count"],
-    )
+    return settled_batch_from_row(rows[0]) if rows else None
 
 
 def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Select[SettledBatch | None]:
     return Select(
-        "SELECT terminal_id, merchant_id, batch, terminal_totals, switch_totals, result, "
-        "business_date, rrn, settled_at, upload_count FROM batch_settlement "
+        f"SELECT {SETTLED_BATCH_COLUMNS} FROM batch_settlement "
         "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s",
         (terminal_id, merchant_id, batch),
         _settled,

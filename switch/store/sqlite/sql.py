@@ -25,7 +25,12 @@ from switch.store.port import (
     TxnStarted,
     TxnUpdated,
 )
-from switch.store.rows import record_from_row, txn_values
+from switch.store.rows import (
+    SETTLED_BATCH_COLUMNS,
+    record_from_row,
+    settled_batch_from_row,
+    txn_values,
+)
 
 
 class Write(NamedTuple):
@@ -347,25 +352,11 @@ def batch_totals(terminal_id: str, merchant_id: str, batch: str) -> Query:
 def settled_batch(terminal_id: str, merchant_id: str, batch: str) -> Query:
     def query(connection: sqlite3.Connection) -> SettledBatch | None:
         row = connection.execute(
-            "SELECT terminal_totals, switch_totals, result, business_date, rrn, settled_at, "
-            "upload_count FROM batch_settlement "
+            f"SELECT {SETTLED_BATCH_COLUMNS} FROM batch_settlement "
             "WHERE terminal_id = ? AND merchant_id = ? AND batch = ?",
             (terminal_id, merchant_id, batch),
         ).fetchone()
-        if row is None:
-            return None
-        return SettledBatch(
-            terminal_id=terminal_id,
-            merchant_id=merchant_id,
-            batch=batch,
-            terminal_totals=BatchTotals.from_layout(row["terminal_totals"]),
-            switch_totals=BatchTotals.from_layout(row["switch_totals"]),
-            result=row["result"],
-            business_date=row["business_date"],
-            rrn=row["rrn"],
-            settled_at=row["settled_at"],
-            upload_count=row["upload_count"],
-        )
+        return None if row is None else settled_batch_from_row(row)
 
     return query
 
