@@ -406,23 +406,6 @@ class BankTransaction:
                 online_id=request.original.online_id,
             )
 
-    def _on_loading_first(self, event: Event, step: _Step) -> None:
-        """The first the journal named when it refused this request, read by its trace
-        (the latest request the terminal sent with this batch and STAN)."""
-        if not self._loaded(event, step):
-            return
-        assert isinstance(event, OriginalLoaded)
-        if event.record is not None and event.record.request_key == self._repeat_key():
-            self.book.take_fresh(event.record)
-        if not self._answer_repeat(step):
-            # Refused as a repeat, yet no first that reached a bank is found now: sent
-            # nowhere, so the terminal may send it again.
-            self._answer(step, Outcome(
-                code="96", message="system malfunction",
-                detail="refused by the journal as a repeat, but its first is not found",
-                bank=self.bank, route=self.route_name,
-            ))  # fmt: skip
-
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
         assert self.first is not None and isinstance(event, FirstFinished)
         if event.record is not None:
@@ -657,6 +640,23 @@ class BankTransaction:
         assert self._exchange is not None
         self.phase = "at_bank"
         step.actions.append(self._exchange)
+
+    def _on_loading_first(self, event: Event, step: _Step) -> None:
+        """The first the journal named when it refused this request, read by its trace
+        (the latest request the terminal sent with this batch and STAN)."""
+        if not self._loaded(event, step):
+            return
+        assert isinstance(event, OriginalLoaded)
+        if event.record is not None and event.record.request_key == self._repeat_key():
+            self.book.take_fresh(event.record)
+        if not self._answer_repeat(step):
+            # Refused as a repeat, yet no first that reached a bank is found now: sent
+            # nowhere, so the terminal may send it again.
+            self._answer(step, Outcome(
+                code="96", message="system malfunction",
+                detail="refused by the journal as a repeat, but its first is not found",
+                bank=self.bank, route=self.route_name,
+            ))  # fmt: skip
 
     def _on_at_bank(self, event: Event, step: _Step) -> None:
         """The bank's answer, or why there is none, settles the transaction."""
