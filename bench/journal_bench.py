@@ -20,8 +20,9 @@ of callers is measured on one and then the other (the order alternating from one
 number to the next), so the two are side by side under the same load of the machine.
 
 ``--reads`` measures PostgreSQL's reads instead: each reader asks, one after the other,
-what every POS request asks before it goes to the bank (``transaction_by_trace``), of
-sales in the journal (so a row comes back and is made a record). Reads in a worker
+for a transaction by its terminal's trace (``transaction_by_trace``: a reversal's
+original, a refused repeat's first), of sales in the journal (so a row comes back and
+is made a record). Reads in a worker
 thread (``reads="thread"``) and from the event loop (``pipeline.LoopReader``) are two
 journals on the same database, measured in turn as the writers are: reads a second,
 their latency, and CPU per read in this process and in the server's.

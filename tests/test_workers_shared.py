@@ -238,6 +238,35 @@ async def test_a_repeat_and_a_reversal_of_a_sale_at_the_other_workers_bank_wait_
     assert (totals["approvals"], totals["reversals"]) == (approved, 1)  # each sale once
 
 
+async def test_a_sale_sent_to_both_workers_at_once_reaches_the_bank_once(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """Neither worker has journaled it when the other reads it: the journal refuses the
+    second start, and that worker answers with the first's answer."""
+    async with shared_switch(tmp_path, postgres_dsn, latency_ms=300.0) as shared:
+        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
+        here = await shared.connection_to(0, terminal)
+        there = await shared.connection_to(1, terminal)
+        sale = terminal.sale(1, PAN_ICBC, 10000)
+        await here.send(sale)
+        await there.send(sale)
+        with trio.fail_after(15):
+            answers = [dict((await client.receive())[1].fields) for client in (here, there)]
+        assert [(a[39], a[37], a[38]) for a in answers[1:]] == [
+            (answers[0][39], answers[0][37], answers[0][38])
+        ]
+        assert answers[0][39] == "00"
+        rows = shared.rows(
+            "SELECT rrn FROM txn WHERE terminal_id = %s AND stan = %s",
+            terminal.terminal_id, "000001",
+        )  # fmt: skip
+        assert len(rows) == 1
+        for client in (here, there):
+            await client.aclose()
+        totals = await shared.bank_totals()
+    assert totals["approvals"] == 1
+
+
 async def test_an_operators_cutoff_at_worker_0_dates_the_other_workers_sales_too(
     tmp_path: Path, postgres_dsn: str
 ) -> None:

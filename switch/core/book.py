@@ -115,7 +115,9 @@ class TransactionBook:
         self.shared = shared
         """The journal is shared with other worker processes: a record held here may
         since have been answered, voided or reversed by another worker, so an original
-        or a first is read from the journal unless this process has it in flight."""
+        is read from the journal unless this process has it in flight; a first held
+        ``sending`` is watched in the journal, and one held nowhere is found by the
+        journal refusing its repeat (``RequestRepeated``)."""
         self._by_rrn: OrderedDict[str, TxnRecord] = OrderedDict()
         self._by_trace: dict[TerminalTrace, TxnRecord] = {}
         self._by_request: dict[RequestKey, TxnRecord] = {}
@@ -158,6 +160,13 @@ class TransactionBook:
             self.add(record)
             return record
         return held
+
+    def discard(self, record: TxnRecord) -> None:
+        """Forgets a record this process made and will never journal (the journal
+        refused it as a repeat of another worker's)."""
+        if self._by_rrn.get(record.rrn) is record:
+            del self._by_rrn[record.rrn]
+        self._forget(record)
 
     def _forget(self, record: TxnRecord) -> None:
         trace = _trace_of(record)

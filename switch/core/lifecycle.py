@@ -11,13 +11,14 @@ is our own bug (LocalProtocolError).
 
 A bank-bound transaction::
 
-    received ─┬─ (shared journal: a first elsewhere?) ─ loading_first ─┐
-              ├─ (repeat of one in flight) ─ waiting_for_first ────────┤ (answered)
-              ├─ (original not in the book) ─ loading_original ────────┤
-              └────────────────────────────────────────────────────────┴─ admitting
+    received ─┬─ (repeat of one in flight) ─ waiting_for_first ───────────┐ (answered)
+              ├─ (original not in the book) ─ loading_original ──┐        │
+              └──────────────────────────────────────────────────┴─ admitting
     admitting ── waiting_for_link ── journaling_request ── at_bank ── journaling_answer ── answered
-       (91)            (91)                (96)                            (96: reversed without
-                                                                            the journal)
+       (91)            (91)                 │  (96)                       (96: reversed without
+                                            │                              the journal)
+                 (shared journal: a first   └─ loading_first ─┬─ waiting_for_first ── answered
+                  of it journaled elsewhere)                  └─ answered
 
 Invariants, each tested in ``tests/core/test_lifecycle.py``:
 
@@ -29,7 +30,10 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
-- requests refused before a bank (no slot, no link, no route, a rule) write nothing.
+- requests refused before a bank (no slot, no link, no route, a rule) write nothing;
+- on a journal shared by several workers, a POS request is not looked up before it is
+  admitted: the journal refuses a second request of one identity (``RequestRepeated``)
+  and the request, sent nowhere, is answered as the repeat of the first it names.
 """
 
 from __future__ import annotations
@@ -129,6 +133,15 @@ class JournalFailed(msgspec.Struct, frozen=True):
     """For the operator's log, never for a client."""
 
 
+class FirstElsewhere(msgspec.Struct, frozen=True):
+    """The journal refused the request's start (``RequestRepeated``): it holds a first
+    of the same POS identity that went to a bank, one another worker journaled (or one
+    this process's bounded book no longer holds)."""
+
+    error: str
+    """For the operator's log."""
+
+
 class BankAnswered(msgspec.Struct, frozen=True):
     mti: str
     fields: dict[int, str | bytes]
@@ -156,7 +169,8 @@ class Stopped(msgspec.Struct, frozen=True):
 
 Event = (
     OriginalLoaded | FirstFinished | Admitted | Refused | LinkGranted | Journaled
-    | JournalFailed | BankAnswered | BankTimedOut | LinkLost | NotSent | Stopped
+    | JournalFailed | FirstElsewhere | BankAnswered | BankTimedOut | LinkLost | NotSent
+    | Stopped
 )  # fmt: skip
 
 
@@ -255,11 +269,6 @@ Phase = Literal[
 ]
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
-    ("loading_first", OriginalLoaded): (
-        "waiting_for_first", "loading_original", "admitting", "answered",
-    ),
-    ("loading_first", Refused): "answered",
-    ("loading_first", JournalFailed): "answered",
     ("waiting_for_first", FirstFinished): "answered",
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
@@ -270,6 +279,10 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("waiting_for_link", Refused): "answered",
     ("journaling_request", Journaled): "at_bank",
     ("journaling_request", JournalFailed): "answered",
+    ("journaling_request", FirstElsewhere): "loading_first",
+    ("loading_first", OriginalLoaded): ("waiting_for_first", "answered"),
+    ("loading_first", Refused): "answered",
+    ("loading_first", JournalFailed): "answered",
     ("at_bank", BankAnswered): "journaling_answer",
     ("at_bank", BankTimedOut): "journaling_answer",
     ("at_bank", LinkLost): "journaling_answer",
@@ -347,7 +360,7 @@ class BankTransaction:
             raise LocalProtocolError("a transaction starts once")
         step = _Step()
         try:
-            self._look_before_admission(step)
+            self._look_past_repeats(step)
         except TransactionRefused as exc:
             self._answer(step, self._refusal(exc))
         return step.actions
@@ -369,14 +382,6 @@ class BankTransaction:
         return step.actions
 
     # -- before admission: repeats and originals (reads only) ---------------------------
-
-    def _look_before_admission(self, step: _Step) -> None:
-        load = self._first_to_load()
-        if load is not None:
-            self.phase = "loading_first"
-            step.actions.append(load)
-            return
-        self._look_past_repeats(step)
 
     def _look_past_repeats(self, step: _Step) -> None:
         if self._answer_repeat(step):
@@ -400,30 +405,6 @@ class BankTransaction:
                 rrn=request.original.rrn,
                 online_id=request.original.online_id,
             )
-
-    def _first_to_load(self) -> LoadOriginal | None:
-        """On a journal shared by several workers, a POS request's first may have come
-        through another worker (a terminal reconnects anywhere): read the latest with
-        its trace, unless this process has the first in flight."""
-        key = self._repeat_key()
-        if not self.book.shared or key is None:
-            return None
-        held = self.book.by_request(key)
-        if held is not None and self.in_flight(held.rrn):
-            return None
-        request = self.request
-        acceptor = request.acceptor
-        return LoadOriginal(
-            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
-        )
-
-    def _on_loading_first(self, event: Event, step: _Step) -> None:
-        if not self._loaded(event, step):
-            return
-        assert isinstance(event, OriginalLoaded)
-        if event.record is not None and event.record.request_key == self._repeat_key():
-            self.book.take_fresh(event.record)
-        self._look_past_repeats(step)
 
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
         assert self.first is not None and isinstance(event, FirstFinished)
@@ -639,9 +620,43 @@ class BankTransaction:
             self._settle_in_memory("not_sent", "96")
             self._answer(step, self._journal_failure(event))
             return
+        if isinstance(event, FirstElsewhere):
+            # Another worker journaled this request first (a terminal that reconnected
+            # sent it there too): nothing was sent, nothing written. It gives its slot
+            # back, undoes what it reserved, leaves the book (its RRN is not used again)
+            # and is answered as the repeat of that first, read from the journal.
+            step.actions.append(ReleaseLink(answered=None))
+            record = self.record
+            assert record is not None
+            self._settle_in_memory("not_sent", None)
+            self.book.discard(record)
+            self.record = None
+            acceptor, request = self.request.acceptor, self.request
+            self.phase = "loading_first"
+            step.actions.append(LoadOriginal(
+                trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
+            ))  # fmt: skip
+            return
         assert self._exchange is not None
         self.phase = "at_bank"
         step.actions.append(self._exchange)
+
+    def _on_loading_first(self, event: Event, step: _Step) -> None:
+        """The first the journal named when it refused this request, read by its trace
+        (the latest request the terminal sent with this batch and STAN)."""
+        if not self._loaded(event, step):
+            return
+        assert isinstance(event, OriginalLoaded)
+        if event.record is not None and event.record.request_key == self._repeat_key():
+            self.book.take_fresh(event.record)
+        if not self._answer_repeat(step):
+            # Refused as a repeat, yet no first that reached a bank is found now: sent
+            # nowhere, so the terminal may send it again.
+            self._answer(step, Outcome(
+                code="96", message="system malfunction",
+                detail="refused by the journal as a repeat, but its first is not found",
+                bank=self.bank, route=self.route_name,
+            ))  # fmt: skip
 
     def _on_at_bank(self, event: Event, step: _Step) -> None:
         """The bank's answer, or why there is none, settles the transaction."""
@@ -719,7 +734,7 @@ class BankTransaction:
 
     # -- answers -----------------------------------------------------------------------
 
-    def _settle_in_memory(self, state: State, code: str) -> None:
+    def _settle_in_memory(self, state: State, code: str | None) -> None:
         """A record that never went further than the switch: settled in the book (which
         releases what it reserved), never journaled."""
         if self.record is not None:

@@ -51,6 +51,7 @@ from switch.core.lifecycle import (
     Event,
     Exchange,
     Finalizer,
+    FirstElsewhere,
     FirstFinished,
     Journal,
     Journaled,
@@ -87,7 +88,7 @@ from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError
+from switch.store.port import JournalError, RequestRepeated
 
 log = structlog.get_logger()
 
@@ -387,6 +388,8 @@ class Switchboard:
                 began = trio.current_time()
                 try:
                     await self.journal.commit(*changes, durable=durable)
+                except RequestRepeated as exc:  # journaled first by another worker
+                    return FirstElsewhere(str(exc))
                 except JournalError as exc:
                     return JournalFailed(str(exc))
                 finally:
@@ -411,6 +414,10 @@ class Switchboard:
             case Exchange(mti=mti, fields=fields):
                 return await self._exchange(mti, fields, run)
             case LoadOriginal():
+                if run.ticket is not None:
+                    # Holding its slot (a repeat's first, read once the journal named
+                    # it): bounded as a wait for a first, not by its queueing deadline.
+                    deadline = trio.current_time() + ELSEWHERE_WAIT_S
                 return await self._load_original(action, deadline, run)
             case AwaitFirst(rrn=rrn, elsewhere=True):
                 return await self._await_elsewhere(rrn, run)

@@ -21,7 +21,7 @@ import msgspec
 import trio
 
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
-from switch.core.book import TxnRecord
+from switch.core.book import RequestKey, TxnRecord
 from switch.core.changes import (
     BankOnlyFound,
     BatchRecordsUploaded,
@@ -62,6 +62,25 @@ class JournalError(SwitchError):
     answered 00. Its text is for the operator's log, never for a client."""
 
     response_code = "96"
+
+
+class RequestRepeated(JournalError):
+    """A commit starting a POS request (its ``TxnStarted``) was refused: the journal
+    already holds a request of the same identity (``TxnRecord.request_key``: terminal,
+    merchant, batch, STAN, local date, MTI) that went to a bank, that is, in any state
+    but ``not_sent``. On a journal shared by several workers it is how a repeat that
+    reached another worker is found; the caller answers it as that first's repeat and
+    sends nothing. Nothing of the refused commit is written, and the other callers'
+    commits are not affected. Only a journal that several processes write (PostgreSQL)
+    raises it; the SQLite journal's one process finds its repeats in its own book."""
+
+    def __init__(self, key: RequestKey) -> None:
+        self.key = key
+        terminal, merchant, batch, stan, local_date, mti = key
+        super().__init__(
+            f"request {mti} of terminal {terminal} merchant {merchant} batch {batch} "
+            f"STAN {stan} of {local_date} is already journaled"
+        )
 
 
 class JournalUnavailable(JournalError):
@@ -133,7 +152,9 @@ class Journal(Protocol):
 
     async def commit(self, *changes: Change, durable: bool | None = None) -> None:
         """Commits the changes together (all or none). Waits until they are on disk
-        when the journal is "sync" (or ``durable=True``); JournalError if they failed."""
+        when the journal is "sync" (or ``durable=True``); JournalError if they failed,
+        RequestRepeated (one) if a POS request they start repeats one the journal holds
+        (another caller's changes committed with them are not failed by it)."""
         ...
 
     def statistics(self) -> JournalStatistics: ...

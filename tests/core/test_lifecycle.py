@@ -27,6 +27,7 @@ from switch.core.lifecycle import (
     BankTransaction,
     Event,
     Exchange,
+    FirstElsewhere,
     FirstFinished,
     Journal,
     Journaled,
@@ -663,28 +664,51 @@ def row(record: TxnRecord, **changes: Any) -> TxnRecord:
     return msgspec.structs.replace(copy.deepcopy(record), **changes)
 
 
-def test_a_repeat_of_another_workers_sale_is_read_from_the_journal_and_answered_as_its() -> None:
+TRACE = ("POS00001", "898310048990001", "000042", "000123")
+
+
+def refused_as_repeat(machine: BankTransaction, *before: Event) -> list[Action]:
+    """Takes a request through admission to its journaling, where the journal refuses
+    it as a repeat of a first another worker journaled; the actions that follow."""
+    assert kinds(drive(machine, *before, Admitted(), LinkGranted("000009"))) == ["Journal"]
+    return machine.handle(FirstElsewhere("already journaled"), NOW)
+
+
+def test_a_new_sale_on_a_shared_journal_reads_nothing_before_admission() -> None:
+    _, there = two_workers()
+    machine = there.transaction(sale())
+    assert kinds(machine.start()) == ["Admit"]
+    assert kinds(machine.handle(Admitted(), NOW)) == ["AcquireLink"]
+    changes = journal_of(machine.handle(LinkGranted("000009"), NOW))
+    assert [type(change) for change in changes] == [TxnStarted]
+    assert kinds(machine.handle(Journaled(), NOW)) == ["Exchange"]
+
+
+def test_a_repeat_of_another_workers_sale_refused_by_the_journal_is_answered_as_its() -> None:
     here, there = two_workers()
     first = here.approved_sale()
     repeat = there.transaction(sale())
-    trace = ("POS00001", "898310048990001", "000042", "000123")
-    assert repeat.start() == [LoadOriginal(trace=trace)]
+    actions = refused_as_repeat(repeat)
+    # Nothing sent: its slot back without a verdict, its first read by the trace.
+    assert actions == [ReleaseLink(answered=None), LoadOriginal(trace=TRACE)]
+    assert repeat.phase == "loading_first"
+    burnt = repeat.rrn
+    assert burnt is not None and there.book.by_rrn(burnt) is None  # not left "sending"
     outcome = answer_of(repeat.handle(OriginalLoaded(row(first)), NOW))
     assert (outcome.code, outcome.rrn, outcome.auth_code, outcome.route) == (
         "00", first.rrn, "A1B2C3", "duplicate",
     )  # fmt: skip
+    assert there.book.by_request(first.request_key).rrn == first.rrn  # type: ignore[union-attr]
+    # Held now: the next repeat at this worker is answered from the book.
+    assert answer_of(there.transaction(sale()).start()).rrn == first.rrn
 
 
-def test_a_new_sale_on_a_shared_journal_looks_for_a_first_then_goes_on() -> None:
+def test_a_repeat_refused_by_the_journal_that_asks_something_else_is_94() -> None:
     here, there = two_workers()
-    machine = there.transaction(sale())
-    assert kinds(machine.start()) == ["LoadOriginal"]
-    assert kinds(machine.handle(OriginalLoaded(None), NOW)) == ["Admit"]
-    # The latest with its trace is of another day: not a repeat of it.
-    yesterday = row(here.approved_sale(), local_date="1121")
-    machine = there.transaction(sale())
-    machine.start()
-    assert kinds(machine.handle(OriginalLoaded(yesterday), NOW)) == ["Admit"]
+    first = here.approved_sale()
+    other = there.transaction(sale(20000))
+    refused_as_repeat(other)
+    assert answer_of(other.handle(OriginalLoaded(row(first)), NOW)).code == "94"
 
 
 def test_a_repeat_of_a_first_still_at_another_workers_bank_watches_it_end() -> None:
@@ -693,7 +717,7 @@ def test_a_repeat_of_a_first_still_at_another_workers_bank_watches_it_end() -> N
     drive(first, Admitted(), LinkGranted("000007"), Journaled())  # at the bank, there
     assert first.record is not None
     repeat = there.transaction(sale())
-    repeat.start()
+    refused_as_repeat(repeat)
     actions = repeat.handle(OriginalLoaded(row(first.record)), NOW)
     assert actions == [AwaitFirst(first.record.rrn, elsewhere=True)]
     drive(first, BankAnswered("0210", {39: "00", 38: "A1B2C3"}), Journaled())
@@ -704,9 +728,36 @@ def test_a_repeat_of_a_first_still_at_another_workers_bank_watches_it_end() -> N
     other = here.transaction(sale(stan="000124"))
     drive(other, Admitted(), LinkGranted("000008"), Journaled())
     assert other.record is not None
-    stuck.start()
+    refused_as_repeat(stuck)
     stuck.handle(OriginalLoaded(row(other.record)), NOW)
     assert answer_of(stuck.handle(FirstFinished(row(other.record)), NOW)).code == "96"
+
+
+def test_a_repeat_whose_first_is_not_found_is_96_and_sent_nowhere() -> None:
+    here, there = two_workers()
+    yesterday = row(here.approved_sale(), local_date="1121")  # the latest by its trace
+    for loaded in (OriginalLoaded(None), OriginalLoaded(yesterday)):
+        machine = there.transaction(sale())
+        refused_as_repeat(machine)
+        actions = machine.handle(loaded, NOW)
+        assert kinds(actions) == ["Answer"] and answer_of(actions).code == "96"
+        assert there.book.by_request(yesterday.request_key) is None
+    unread = there.transaction(sale())
+    refused_as_repeat(unread)
+    assert answer_of(unread.handle(JournalFailed("server gone"), NOW)).code == "96"
+    busy = there.transaction(sale())
+    refused_as_repeat(busy)
+    assert answer_of(busy.handle(Refused("busy"), NOW)).code == "91"
+
+
+def test_a_void_refused_as_a_repeat_gives_its_reservation_back() -> None:
+    here, there = two_workers()
+    original = here.approved_sale()
+    voided = there.transaction(void(original.rrn))
+    actions = refused_as_repeat(voided, OriginalLoaded(row(original)))
+    held = there.book.by_rrn(original.rrn)
+    assert held is not None and not held.void_pending
+    assert actions[-1] == LoadOriginal(trace=("POS00001", "898310048990001", "000042", "000200"))
 
 
 def test_a_void_on_a_shared_journal_reads_the_original_again_even_when_held() -> None:
@@ -714,8 +765,7 @@ def test_a_void_on_a_shared_journal_reads_the_original_again_even_when_held() ->
     original = here.approved_sale()
     there.book.add(row(original))  # an old copy: another worker voided it since
     machine = there.transaction(void(original.rrn))
-    assert kinds(machine.start()) == ["LoadOriginal"]  # a first of the void itself?
-    assert machine.handle(OriginalLoaded(None), NOW) == [LoadOriginal(rrn=original.rrn)]
+    assert machine.start() == [LoadOriginal(rrn=original.rrn)]
     outcome = answer_of(machine.handle(OriginalLoaded(row(original, voided=True)), NOW))
     assert outcome.code == "12"
     assert there.book.by_rrn(original.rrn).voided  # type: ignore[union-attr]
@@ -726,10 +776,10 @@ def test_a_copy_with_this_workers_refund_pending_is_kept_over_the_journals() -> 
     original = here.approved_sale()
     there.book.add(row(original))
     first = there.transaction(refund(original.rrn, 6000))
-    drive(first, OriginalLoaded(None), OriginalLoaded(row(original)), Admitted())
+    drive(first, OriginalLoaded(row(original)), Admitted())
     assert there.book.by_rrn(original.rrn).refund_reserved == 6000  # type: ignore[union-attr]
     second = there.transaction(refund(original.rrn, 6000, stan="000301"))
-    drive(second, OriginalLoaded(None), OriginalLoaded(row(original)))
+    drive(second, OriginalLoaded(row(original)))
     assert answer_of(second.handle(Admitted(), NOW)).code == "61"
 
 

@@ -90,7 +90,7 @@ async def test_updates_change_state_and_what_hangs_on_it(journal: Journal) -> No
 
 async def test_the_latest_of_a_terminals_trace_is_found(journal: Journal) -> None:
     first = make_record("632600000001", stan="000007")
-    second = make_record("632600000002", stan="000007")
+    second = make_record("632600000002", stan="000007", local_date="1123")  # a day later
     other_batch = make_record("632600000003", stan="000007", batch="000002")
     await journal.commit(TxnStarted.of(first, 100.0))
     await journal.commit(TxnStarted.of(second, 101.0), TxnStarted.of(other_batch, 101.0))

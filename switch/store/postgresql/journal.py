@@ -14,14 +14,22 @@ costs the switch about a third of the CPU that handing each group to a worker th
 does with one caller, about half from 64 callers up (``docs/performance.md``); the thread
 (``writer="thread"``: psycopg's blocking pipeline, ``JournalDatabase.apply``) stays as
 the measured alternative. Reads run from the event loop too (``pipeline.LoopReader``),
-on a small, fixed set of connections, one read each at a time: every POS request
-reads once before it goes to the bank, and a read from the loop costs the switch about
-0.3 of the CPU of one handed to a worker thread (``docs/performance.md``).
+on a small, fixed set of connections, one read each at a time: a read from the loop
+costs the switch about 0.3 of the CPU of one handed to a worker thread
+(``docs/performance.md``).
 ``reads="thread"`` (psycopg's blocking query in ``trio.to_thread``) stays as the
 measured alternative. A server that is gone fails the commits and reads of that moment
 (JournalError, so 96) and each connection is opened again on its next use, so the
 journal comes back with the server by itself. Start-up's claim on what was left in
 doubt (``InDoubtClaim``) runs in a thread: once a start, on a connection of its own.
+
+A POS request is journaled once among those that went to a bank, whichever worker
+took it: the schema's unique index on its identity (``schema.POS_REQUEST_INDEX``)
+refuses a repeat's start, so no worker reads the journal before a request to find
+one. The group that holds it fails whole on the server; its callers are then
+committed one by one, so only the repeat's caller fails, with RequestRepeated (a
+deadlock between two workers' groups, each holding a request the other repeats, is
+untangled the same way). A group without a repeat costs nothing more.
 
 Opening migrates the schema and proves the database can be written (a small change,
 committed), so a read-only database or a standby refuses the start
@@ -45,7 +53,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
-from switch.core.book import TxnRecord
+from switch.core.book import RequestKey, TxnRecord
 from switch.core.stats import LatencyHistogram
 from switch.store import port
 from switch.store.port import (
@@ -54,10 +62,12 @@ from switch.store.port import (
     JournalError,
     JournalStatistics,
     JournalUnavailable,
+    RequestRepeated,
+    TxnStarted,
 )
 from switch.store.postgresql import sql
 from switch.store.postgresql.pipeline import LoopReader, LoopWriter
-from switch.store.postgresql.schema import SchemaError, migrate
+from switch.store.postgresql.schema import POS_REQUEST_INDEX, SchemaError, migrate
 from switch.store.postgresql.sql import Connection, Query, Select
 from switch.store.sqlite.sql import Write
 
@@ -196,14 +206,33 @@ def _statement(write: Write) -> str:
     return write.statement
 
 
-class _Group:
-    __slots__ = ("changes", "done", "error", "writes")
+def _repeats(exc: BaseException) -> bool:
+    """Whether the server refused a group for a POS request journaled already."""
+    return (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and exc.diag.constraint_name == POS_REQUEST_INDEX
+    )
 
-    def __init__(self, changes: int, writes: list[Write], wait: bool) -> None:
+
+def _one_callers(exc: BaseException) -> bool:
+    """Whether a group's failure may be one caller's alone, so that its callers are
+    committed one by one: a repeat, or a deadlock (two workers' groups, each inserting
+    a request the other's repeats, each waiting for the other's commit)."""
+    return _repeats(exc) or isinstance(exc, psycopg.errors.DeadlockDetected)
+
+
+class _Group:
+    __slots__ = ("changes", "done", "error", "requests", "writes")
+
+    def __init__(
+        self, changes: int, writes: list[Write], wait: bool, requests: tuple[RequestKey, ...]
+    ) -> None:
         self.changes = changes
         self.writes = writes
         self.done = trio.Event() if wait else None
         self.error: BaseException | None = None
+        self.requests = requests
+        """The POS requests its changes start (``TxnStarted``): what a repeat names."""
 
 
 class PostgresJournal:
@@ -310,20 +339,48 @@ class PostgresJournal:
         try:
             took_s = await self._apply_timed(change_count, writes)
         except Exception as exc:
-            self.failures += 1
-            self.last_commit_failed = True
-            log.critical("journal_commit_failed", error=_cause(exc), changes=change_count)
-            for group in groups:
-                group.error = exc
+            if not _one_callers(exc):
+                self._failed(groups, change_count, exc)
+            elif len(groups) == 1 and _repeats(exc):
+                groups[0].error = exc  # its own repeat: nothing to commit apart
+            else:
+                await self._commit_one_by_one(groups)
         else:
-            self.commits += 1
-            self.changes += change_count
-            self.last_commit_failed = False
-            self.commit_ms.record(took_s * 1000)
-            self.group_sizes.record(change_count)
+            self._committed(change_count, took_s)
         for group in groups:
             if group.done is not None:
                 group.done.set()
+
+    async def _commit_one_by_one(self, groups: list[_Group]) -> None:
+        """A commit refused for one caller's repeat (or a deadlock with another
+        worker's) rolled back everyone's: each caller's changes are committed again on
+        their own, so only the repeat's caller fails (RequestRepeated)."""
+        for group in groups:
+            if not group.writes:
+                continue
+            try:
+                took_s = await self._apply_timed(group.changes, group.writes)
+            except Exception as exc:
+                if _repeats(exc):
+                    group.error = exc
+                else:
+                    self._failed([group], group.changes, exc)
+            else:
+                self._committed(group.changes, took_s)
+
+    def _committed(self, change_count: int, took_s: float) -> None:
+        self.commits += 1
+        self.changes += change_count
+        self.last_commit_failed = False
+        self.commit_ms.record(took_s * 1000)
+        self.group_sizes.record(change_count)
+
+    def _failed(self, groups: list[_Group], change_count: int, exc: Exception) -> None:
+        self.failures += 1
+        self.last_commit_failed = True
+        log.critical("journal_commit_failed", error=_cause(exc), changes=change_count)
+        for group in groups:
+            group.error = exc
 
     async def _apply_timed(self, change_count: int, writes: list[Write]) -> float:
         """Commits, timed where it runs: in the worker thread, the server's time, not the
@@ -355,7 +412,10 @@ class PostgresJournal:
 
     async def commit(self, *changes: Change, durable: bool | None = None) -> None:
         """Commits the changes together. Waits until the server has flushed them when
-        the journal is "sync" (or ``durable=True``); raises JournalError if they failed."""
+        the journal is "sync" (or ``durable=True``), and always when they start a POS
+        request; raises JournalError if they failed, RequestRepeated if that request
+        is journaled already (by another worker: the other callers of its group
+        commit all the same)."""
         if not self._running:
             raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
@@ -365,7 +425,13 @@ class PostgresJournal:
             for change in changes
             for write in sql.writes_of(change, claimant=claimant, worker=worker)
         ]
-        group = _Group(len(changes), writes, wait)
+        requests = tuple(
+            change.record.request_key
+            for change in changes
+            if isinstance(change, TxnStarted) and change.record.channel == "pos"
+        )
+        # A repeat is refused whatever the durability: its caller must hear of it.
+        group = _Group(len(changes), writes, wait or bool(requests), requests)
         try:
             try:
                 self._send.send_nowait(group)  # no trip through the scheduler when there is room
@@ -376,8 +442,11 @@ class PostgresJournal:
         if group.done is None:
             return
         await group.done.wait()
-        if group.error is not None:
-            raise JournalError(f"journal commit failed: {_cause(group.error)}") from group.error
+        error = group.error
+        if error is not None:
+            if _repeats(error) and group.requests:
+                raise RequestRepeated(group.requests[0]) from error
+            raise JournalError(f"journal commit failed: {_cause(error)}") from error
 
     async def _read(self, query: Select[Result]) -> Result:
         if self._closed:

@@ -24,6 +24,9 @@ from typing import Any, Final
 
 import psycopg
 
+POS_REQUEST_INDEX: Final = "txn_pos_request"
+"""The unique index a repeat's start violates (migration 4)."""
+
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: transactions, their state changes, store-and-forward, online idempotency.
     """
@@ -141,6 +144,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN worker INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX txn_in_doubt_by_worker ON txn (worker) WHERE state = 'sending';
     """,
+    # 4: a POS request's identity (TxnRecord.request_key) journaled once among those that
+    # went to a bank, whichever worker took it: a repeat's start is refused by the
+    # server (RequestRepeated), so no worker reads the journal before each request. One
+    # that never left (not_sent) may be sent again, so it is not counted.
+    f"""
+    CREATE UNIQUE INDEX {POS_REQUEST_INDEX} ON txn
+        (terminal_id, merchant_id, batch, stan, local_date, request_mti)
+        WHERE channel = 'pos' AND state <> 'not_sent';
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across
@@ -152,7 +164,8 @@ _MIGRATION_LOCK: Final = 0x5357_4A4E  # "SWJN": any constant, the same for every
 
 
 class SchemaError(RuntimeError):
-    """The database was written by a newer version of the switch."""
+    """The database was written by a newer version of the switch, or holds rows a
+    migration's constraint refuses."""
 
 
 def migrate(connection: psycopg.Connection[Any]) -> int:
@@ -170,12 +183,26 @@ def migrate(connection: psycopg.Connection[Any]) -> int:
                 f"journal schema version {version} is newer than this switch ({SCHEMA_VERSION})"
             )
         for number in range(version, SCHEMA_VERSION):
-            connection.execute(MIGRATIONS[number])
+            try:
+                connection.execute(MIGRATIONS[number])
+            except psycopg.errors.UniqueViolation as exc:
+                # Rows written before the index (a repeat sent to two workers at the same
+                # moment, both to the bank): the start is refused, naming one pair.
+                raise SchemaError(
+                    f"migration {number + 1} cannot build its unique index: the journal "
+                    f"holds two POS requests of one identity that went to a bank "
+                    f"({_cause(exc)}); resolve them by hand before upgrading"
+                ) from exc
             connection.execute("DELETE FROM journal_schema_version")
             connection.execute(
                 "INSERT INTO journal_schema_version (version) VALUES (%s)", (number + 1,)
             )
     return SCHEMA_VERSION
+
+
+def _cause(exc: psycopg.Error) -> str:
+    detail = exc.diag.message_detail
+    return (detail or str(exc)).strip().replace("\n", " ")
 
 
 def _first(row: Any) -> Any:
