@@ -211,20 +211,23 @@ class SettlementService:
         """What a closed date waits for, looked at once: its cutovers, its files; it
         settles once every bank's file is in, or at the deadline."""
         now = self.clock()
-        if self._closing.locked():
-            return  # a close is under way: its own cutovers are leaving
         close = self.calendar.close_of(date.fromisoformat(business_date))
         if close is not None and close.at > now:
             return  # an operator's close still on notice (restarted meanwhile)
+        if not self._closing.locked():  # a close under way sends its own cutovers
+            await self._retry_cutovers(business_date, now)
+        missing = await self.read_files(business_date)
+        if not missing or now >= self.deadline_of(business_date):
+            await self.settle(business_date)
+
+    async def _retry_cutovers(self, business_date: str, now: float) -> None:
+        """The date's cutovers again, if a bank has not answered 00 for a while."""
         cutovers = await self._in_store(self.store.cutovers, business_date)
         for bank in self.banks():
             tried = self._cutover_tried.get((business_date, bank), 0.0)
             if cutovers.get(bank) != "00" and now - tried >= CUTOVER_RETRY_S:
                 await self._cutovers(business_date)
-                break
-        missing = await self.read_files(business_date)
-        if not missing or now >= self.deadline_of(business_date):
-            await self.settle(business_date)
+                return
 
     def deadline_of(self, business_date: str) -> float:
         """settle_deadline local time on the next date (settlement.md)."""
