@@ -70,6 +70,13 @@ class SharedSwitch:
                     return client
                 await client.aclose()
 
+    async def terminal_at_both_workers(self) -> tuple[Terminal, PosClient, PosClient]:
+        """A new terminal with a connection served by worker 0 and one by worker 1, as
+        after a reconnect that landed on the other worker."""
+        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
+        here = await self.connection_to(0, terminal)
+        return terminal, here, await self.connection_to(1, terminal)
+
     async def online_connection_to(self, worker: int) -> OnlineClient:
         """An online connection served by ``worker`` (found by a purchase's canonical
         line)."""
@@ -148,9 +155,7 @@ async def test_repeats_voids_refunds_and_reversals_find_their_original_at_either
     tmp_path: Path, postgres_dsn: str
 ) -> None:
     async with shared_switch(tmp_path, postgres_dsn) as shared:
-        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
-        here = await shared.connection_to(0, terminal)
-        there = await shared.connection_to(1, terminal)
+        terminal, here, there = await shared.terminal_at_both_workers()
 
         # A repeat at the other worker gets the first's answer; the bank sees it once.
         sale = terminal.sale(1, PAN_ICBC, 10000)
@@ -196,9 +201,7 @@ async def test_a_repeat_and_a_reversal_of_a_sale_at_the_other_workers_bank_wait_
     tmp_path: Path, postgres_dsn: str
 ) -> None:
     async with shared_switch(tmp_path, postgres_dsn, latency_ms=1500.0) as shared:
-        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
-        here = await shared.connection_to(0, terminal)
-        there = await shared.connection_to(1, terminal)
+        terminal, here, there = await shared.terminal_at_both_workers()
         sale = terminal.sale(1, PAN_ICBC, 10000)
         await here.send(sale)
         await trio.sleep(0.3)  # at the bank, from worker 0
@@ -244,9 +247,7 @@ async def test_a_sale_sent_to_both_workers_at_once_reaches_the_bank_once(
     """Neither worker has journaled it when the other reads it: the journal refuses the
     second start, and that worker answers with the first's answer."""
     async with shared_switch(tmp_path, postgres_dsn, latency_ms=300.0) as shared:
-        terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
-        here = await shared.connection_to(0, terminal)
-        there = await shared.connection_to(1, terminal)
+        terminal, here, there = await shared.terminal_at_both_workers()
         sale = terminal.sale(1, PAN_ICBC, 10000)
         await here.send(sale)
         await there.send(sale)
