@@ -21,7 +21,7 @@ import trio
 from switch.app import SwitchApp
 from switch.store.postgresql import PostgresJournal
 from switch.store.sqlite import JournalFile, SqliteJournal
-from switch.store.sqlite.sql import Write
+from switch.store.writes import Write
 from tests.conftest import LogSink
 from tests.net.helpers import (
     FAST_SAF,

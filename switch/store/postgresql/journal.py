@@ -69,7 +69,7 @@ from switch.store.postgresql import sql
 from switch.store.postgresql.pipeline import LoopReader, LoopWriter
 from switch.store.postgresql.schema import POS_REQUEST_INDEX, SchemaError, migrate
 from switch.store.postgresql.sql import Connection, Query, Select
-from switch.store.sqlite.sql import Write
+from switch.store.writes import Write
 
 log = structlog.get_logger()
 

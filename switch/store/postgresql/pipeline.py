@@ -40,7 +40,7 @@ from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as make_transformer
 
 from switch.store.postgresql.sql import Connection, Row, Select
-from switch.store.sqlite.sql import Write
+from switch.store.writes import Write
 
 SEND_CHUNK = 64
 """Statements dumped and sent between two turns of the event loop: a group of 512

@@ -2,8 +2,9 @@
 writes, and each question as a query, over the schema in ``schema.py``.
 
 The statements mirror the SQLite engine's (``switch/store/sqlite/sql.py``) one for one
-and in the same ranks; SQLite's ``INSERT OR IGNORE`` / ``OR REPLACE`` are
-``ON CONFLICT DO NOTHING`` / ``DO UPDATE`` on the same keys.
+(which a change writes, in which ranks, is ``switch/store/writes.py``'s); SQLite's
+``INSERT OR IGNORE`` / ``OR REPLACE`` are ``ON CONFLICT DO NOTHING`` / ``DO UPDATE`` on
+the same keys.
 """
 
 from __future__ import annotations
@@ -17,29 +18,20 @@ from psycopg.rows import DictRow
 
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
+from switch.store import writes
 from switch.store.port import (
-    BankOnlyFound,
-    BatchRecordsUploaded,
-    BatchSettled,
-    BatchUploadEnded,
     Change,
     DueReversal,
     OnlineResult,
-    OnlineResultKept,
-    OnlineResultsPurged,
-    ReversalAttempted,
     ReversalBacklog,
-    ReversalQueued,
-    TxnStarted,
-    TxnUpdated,
 )
 from switch.store.rows import (
     SETTLED_BATCH_COLUMNS,
     record_from_row,
     settled_batch_from_row,
-    txn_values,
 )
-from switch.store.sqlite.sql import TXN_COLUMNS, Write
+from switch.store.sqlite.sql import TXN_COLUMNS
+from switch.store.writes import Statements, Write
 
 Connection: TypeAlias = psycopg.Connection[DictRow]
 Query = Callable[[Connection], Any]
@@ -47,10 +39,6 @@ Answer = TypeVar("Answer")
 
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
 
-# Statement ranks, as SQLite's: within a group, rows are inserted before they are updated.
-_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
-_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
-_RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
 # The worker that wrote a transaction is PostgreSQL's alone (one SQLite process has one).
 _INSERT_TXN = (
@@ -107,68 +95,27 @@ _END_BATCH_UPLOAD = (
 )
 
 
+_STATEMENTS = Statements(
+    insert_txn=_INSERT_TXN,
+    insert_txn_once=_INSERT_TXN_ONCE,
+    insert_event=_INSERT_EVENT,
+    update_txn=_UPDATE_TXN,
+    insert_saf=_INSERT_SAF,
+    update_saf=_UPDATE_SAF,
+    put_idempotency=_PUT_IDEMPOTENCY,
+    purge_idempotency=_PURGE_IDEMPOTENCY,
+    put_batch_settlement=_PUT_BATCH_SETTLEMENT,
+    clear_batch_upload=_CLEAR_BATCH_UPLOAD,
+    put_batch_upload=_PUT_BATCH_UPLOAD,
+    end_batch_upload=_END_BATCH_UPLOAD,
+    flag=bool,
+)
+
+
 def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[Write, ...]:
     """The statements one change writes; ``claimant`` names the process whose claims
     (``due_reversals``) its attempts' results are, ``worker`` the worker it is."""
-    match change:
-        case TxnStarted(record=record, at=at):
-            return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN, (*txn_values(record, at), worker)),
-                Write(
-                    _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
-                ),
-            )
-        case TxnUpdated():
-            values: tuple[Any, ...] = (
-                change.state, change.code, change.auth_code, change.balance, change.refunded,
-                change.voided, change.reversed, change.at, change.rrn,
-            )  # fmt: skip
-            event = (change.rrn, change.at, change.state, change.code, change.detail)
-            return (
-                Write(_RANK_UPDATE_TXN, _UPDATE_TXN, values),
-                Write(_RANK_EVENT, _INSERT_EVENT, event),
-            )
-        case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
-            return (Write(_RANK_INSERT_SAF, _INSERT_SAF, (rrn, bank, reason, at, at, at)),)
-        case ReversalAttempted():
-            values = (
-                change.state, change.attempts, change.next_attempt_at, change.result, change.at,
-                change.saf_id, claimant,
-            )  # fmt: skip
-            return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
-        case OnlineResultKept():
-            values = (
-                change.merchant_id, change.online_id, change.fingerprint, change.response,
-                change.at,
-            )  # fmt: skip
-            return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
-        case BankOnlyFound(record=record, reason=reason, at=at):
-            return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN_ONCE, (*txn_values(record, at), worker)),
-                Write(_RANK_INSERT_SAF, _INSERT_SAF,
-                      (record.rrn, record.bank, reason, at, at, at)),
-            )  # fmt: skip
-        case OnlineResultsPurged(before=before):
-            return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
-        case BatchSettled(settled=settled):
-            batch_key = (settled.terminal_id, settled.merchant_id, settled.batch)
-            values = (
-                *batch_key, settled.terminal_totals.field48(saturate=True),
-                settled.switch_totals.field48(saturate=True), settled.result,
-                settled.business_date, settled.rrn, settled.settled_at,
-            )  # fmt: skip
-            return (
-                Write(_RANK_SETTLE_BATCH, _PUT_BATCH_SETTLEMENT, values),
-                Write(_RANK_CLEAR_UPLOAD, _CLEAR_BATCH_UPLOAD, batch_key),
-            )
-        case BatchRecordsUploaded(records=records, at=at):
-            batch_key = (change.terminal_id, change.merchant_id, change.batch)
-            rows = [(*batch_key, record.kind, record.stan, record.amount, at) for record in records]
-            return tuple(Write(_RANK_UPLOAD, _PUT_BATCH_UPLOAD, row) for row in rows)
-        case BatchUploadEnded(total=total):
-            values = (total, change.terminal_id, change.merchant_id, change.batch)
-            return (Write(_RANK_END_UPLOAD, _END_BATCH_UPLOAD, values),)
-    raise AssertionError(f"unknown change {type(change).__name__}")
+    return writes.writes_of(change, _STATEMENTS, txn_extra=(worker,), attempt_extra=(claimant,))
 
 
 # -- the switch's questions ------------------------------------------------------------

@@ -55,7 +55,7 @@ from switch.store.port import (
 )
 from switch.store.sqlite import sql
 from switch.store.sqlite.schema import SchemaError, migrate
-from switch.store.sqlite.sql import Write
+from switch.store.writes import Write
 
 log = structlog.get_logger()
 

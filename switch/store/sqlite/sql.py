@@ -5,43 +5,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
+from switch.store import writes
 from switch.store.port import (
-    BankOnlyFound,
-    BatchRecordsUploaded,
-    BatchSettled,
-    BatchUploadEnded,
     Change,
     DueReversal,
     OnlineResult,
-    OnlineResultKept,
-    OnlineResultsPurged,
-    ReversalAttempted,
     ReversalBacklog,
-    ReversalQueued,
-    TxnStarted,
-    TxnUpdated,
 )
 from switch.store.rows import (
     SETTLED_BATCH_COLUMNS,
     record_from_row,
     settled_batch_from_row,
-    txn_values,
 )
-
-
-class Write(NamedTuple):
-    """One statement and its parameters. ``rank`` orders statements within a group so
-    that, for example, every insert of a row runs before any update of it; writes of
-    equal rank keep the order they were given in."""
-
-    rank: int
-    statement: str
-    parameters: tuple[Any, ...]
-
+from switch.store.writes import Statements, Write
 
 Query = Callable[[sqlite3.Connection], Any]
 
@@ -53,12 +33,6 @@ TXN_COLUMNS = (
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
 )  # fmt: skip
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
-
-# Statement ranks: within a group, rows are inserted before they are updated.
-_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
-_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
-# A settlement answered anew clears the batch's upload before records of one are put.
-_RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
 _INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN_COLUMNS))})"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
@@ -97,68 +71,26 @@ _END_BATCH_UPLOAD = (
 )
 
 
+_STATEMENTS = Statements(
+    insert_txn=_INSERT_TXN,
+    insert_txn_once=_INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
+    insert_event=_INSERT_EVENT,
+    update_txn=_UPDATE_TXN,
+    insert_saf=_INSERT_SAF,
+    update_saf=_UPDATE_SAF,
+    put_idempotency=_PUT_IDEMPOTENCY,
+    purge_idempotency=_PURGE_IDEMPOTENCY,
+    put_batch_settlement=_PUT_BATCH_SETTLEMENT,
+    clear_batch_upload=_CLEAR_BATCH_UPLOAD,
+    put_batch_upload=_PUT_BATCH_UPLOAD,
+    end_batch_upload=_END_BATCH_UPLOAD,
+    flag=int,
+)
+
+
 def writes_of(change: Change) -> tuple[Write, ...]:
     """The statements one change writes."""
-    match change:
-        case TxnStarted(record=record, at=at):
-            return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN, txn_values(record, at)),
-                Write(
-                    _RANK_EVENT, _INSERT_EVENT, (record.rrn, at, record.state, record.code, None)
-                ),
-            )
-        case TxnUpdated():
-            values: tuple[Any, ...] = (
-                change.state, change.code, change.auth_code, change.balance, change.refunded,
-                int(change.voided), int(change.reversed), change.at, change.rrn,
-            )  # fmt: skip
-            event = (change.rrn, change.at, change.state, change.code, change.detail)
-            return (
-                Write(_RANK_UPDATE_TXN, _UPDATE_TXN, values),
-                Write(_RANK_EVENT, _INSERT_EVENT, event),
-            )
-        case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
-            return (Write(_RANK_INSERT_SAF, _INSERT_SAF, (rrn, bank, reason, at, at, at)),)
-        case ReversalAttempted():
-            values = (
-                change.state, change.attempts, change.next_attempt_at, change.result, change.at,
-                change.saf_id,
-            )  # fmt: skip
-            return (Write(_RANK_UPDATE_SAF, _UPDATE_SAF, values),)
-        case OnlineResultKept():
-            values = (
-                change.merchant_id, change.online_id, change.fingerprint, change.response,
-                change.at,
-            )  # fmt: skip
-            return (Write(_RANK_IDEMPOTENCY, _PUT_IDEMPOTENCY, values),)
-        case BankOnlyFound(record=record, reason=reason, at=at):
-            return (
-                Write(_RANK_INSERT_TXN, _INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
-                      txn_values(record, at)),
-                Write(_RANK_INSERT_SAF, _INSERT_SAF,
-                      (record.rrn, record.bank, reason, at, at, at)),
-            )  # fmt: skip
-        case OnlineResultsPurged(before=before):
-            return (Write(_RANK_PURGE, _PURGE_IDEMPOTENCY, (before,)),)
-        case BatchSettled(settled=settled):
-            batch_key = (settled.terminal_id, settled.merchant_id, settled.batch)
-            values = (
-                *batch_key, settled.terminal_totals.field48(saturate=True),
-                settled.switch_totals.field48(saturate=True), settled.result,
-                settled.business_date, settled.rrn, settled.settled_at,
-            )  # fmt: skip
-            return (
-                Write(_RANK_SETTLE_BATCH, _PUT_BATCH_SETTLEMENT, values),
-                Write(_RANK_CLEAR_UPLOAD, _CLEAR_BATCH_UPLOAD, batch_key),
-            )
-        case BatchRecordsUploaded(records=records, at=at):
-            batch_key = (change.terminal_id, change.merchant_id, change.batch)
-            rows = [(*batch_key, record.kind, record.stan, record.amount, at) for record in records]
-            return tuple(Write(_RANK_UPLOAD, _PUT_BATCH_UPLOAD, row) for row in rows)
-        case BatchUploadEnded(total=total):
-            values = (total, change.terminal_id, change.merchant_id, change.batch)
-            return (Write(_RANK_END_UPLOAD, _END_BATCH_UPLOAD, values),)
-    raise AssertionError(f"unknown change {type(change).__name__}")
+    return writes.writes_of(change, _STATEMENTS)
 
 
 # -- the switch's questions ------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""The statements each change of the journal port writes, for either engine: which
+tables a change touches, in which order within a group (the ranks), with which values.
+Each engine gives its own SQL for them (:class:`Statements`) and what it adds of its
+own to a row (PostgreSQL: the worker that wrote a transaction, the claimant of an
+attempt's result)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import msgspec
+
+from switch.store.port import (
+    BankOnlyFound,
+    BatchRecordsUploaded,
+    BatchSettled,
+    BatchUploadEnded,
+    Change,
+    OnlineResultKept,
+    OnlineResultsPurged,
+    ReversalAttempted,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
+from switch.store.rows import txn_values
+
+
+class Write(NamedTuple):
+    """One statement and its parameters. ``rank`` orders statements within a group so
+    that, for example, every insert of a row runs before any update of it; writes of
+    equal rank keep the order they were given in."""
+
+    rank: int
+    statement: str
+    parameters: tuple[Any, ...]
+
+
+# Statement ranks: within a group, rows are inserted before they are updated.
+_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
+_RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+# A settlement answered anew clears the batch's upload before records of one are put.
+_RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
+
+
+class Statements(msgspec.Struct, frozen=True, kw_only=True):
+    """An engine's SQL for each write, its parameters in the order writes_of gives."""
+
+    insert_txn: str
+    insert_txn_once: str
+    """The same, doing nothing when the RRN is there already."""
+    insert_event: str
+    update_txn: str
+    insert_saf: str
+    update_saf: str
+    put_idempotency: str
+    purge_idempotency: str
+    put_batch_settlement: str
+    clear_batch_upload: str
+    put_batch_upload: str
+    end_batch_upload: str
+    flag: Callable[[bool], Any]
+    """A boolean as the engine stores it."""
+
+
+def writes_of(
+    change: Change,
+    sql: Statements,
+    *,
+    txn_extra: tuple[Any, ...] = (),
+    attempt_extra: tuple[Any, ...] = (),
+) -> tuple[Write, ...]:
+    """The statements one change writes; ``txn_extra`` ends each inserted txn row,
+    ``attempt_extra`` each recorded attempt's parameters."""
+    match change:
+        case TxnStarted(record=record, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, sql.insert_txn, (*txn_values(record, at), *txn_extra)),
+                Write(
+                    _RANK_EVENT, sql.insert_event, (record.rrn, at, record.state, record.code, None)
+                ),
+            )
+        case TxnUpdated():
+            values: tuple[Any, ...] = (
+                change.state, change.code, change.auth_code, change.balance, change.refunded,
+                sql.flag(change.voided), sql.flag(change.reversed), change.at, change.rrn,
+            )  # fmt: skip
+            event = (change.rrn, change.at, change.state, change.code, change.detail)
+            return (
+                Write(_RANK_UPDATE_TXN, sql.update_txn, values),
+                Write(_RANK_EVENT, sql.insert_event, event),
+            )
+        case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
+            return (Write(_RANK_INSERT_SAF, sql.insert_saf, (rrn, bank, reason, at, at, at)),)
+        case ReversalAttempted():
+            values = (
+                change.state, change.attempts, change.next_attempt_at, change.result, change.at,
+                change.saf_id, *attempt_extra,
+            )  # fmt: skip
+            return (Write(_RANK_UPDATE_SAF, sql.update_saf, values),)
+        case OnlineResultKept():
+            values = (
+                change.merchant_id, change.online_id, change.fingerprint, change.response,
+                change.at,
+            )  # fmt: skip
+            return (Write(_RANK_IDEMPOTENCY, sql.put_idempotency, values),)
+        case BankOnlyFound(record=record, reason=reason, at=at):
+            return (
+                Write(_RANK_INSERT_TXN, sql.insert_txn_once,
+                      (*txn_values(record, at), *txn_extra)),
+                Write(_RANK_INSERT_SAF, sql.insert_saf,
+                      (record.rrn, record.bank, reason, at, at, at)),
+            )  # fmt: skip
+        case OnlineResultsPurged(before=before):
+            return (Write(_RANK_PURGE, sql.purge_idempotency, (before,)),)
+        case BatchSettled(settled=settled):
+            batch_key = (settled.terminal_id, settled.merchant_id, settled.batch)
+            values = (
+                *batch_key, settled.terminal_totals.field48(saturate=True),
+                settled.switch_totals.field48(saturate=True), settled.result,
+                settled.business_date, settled.rrn, settled.settled_at,
+            )  # fmt: skip
+            return (
+                Write(_RANK_SETTLE_BATCH, sql.put_batch_settlement, values),
+                Write(_RANK_CLEAR_UPLOAD, sql.clear_batch_upload, batch_key),
+            )
+        case BatchRecordsUploaded(records=records, at=at):
+            batch_key = (change.terminal_id, change.merchant_id, change.batch)
+            rows = [(*batch_key, record.kind, record.stan, record.amount, at) for record in records]
+            return tuple(Write(_RANK_UPLOAD, sql.put_batch_upload, row) for row in rows)
+        case BatchUploadEnded(total=total):
+            values = (total, change.terminal_id, change.merchant_id, change.batch)
+            return (Write(_RANK_END_UPLOAD, sql.end_batch_upload, values),)
+    raise AssertionError(f"unknown change {type(change).__name__}")
