@@ -4,7 +4,7 @@ channel's idempotency rules. Pure Python, no I/O."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 import msgspec
@@ -45,6 +45,7 @@ MESSAGES: Final = {
     "40": "function not supported",
     "51": "insufficient funds",
     "54": "expired card",
+    "57": "transaction not permitted",
     "61": "exceeds amount limit",
     "64": "original amount incorrect",
     "65": "exceeds frequency limit",
@@ -73,13 +74,15 @@ def request_from_online(
     *,
     terminal_id: str,
     stan: str,
+    currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
 ) -> Request:
-    """The canonical request; payment-rule failures raise TransactionRefused."""
+    """The canonical request; payment-rule failures raise TransactionRefused.
+    ``currencies``: those the switch settles (57 for another)."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
     match request:
         case wire.Purchase():
             validate.check_amount(request.amount, field="amount")
-            currency = validate.numeric_currency(request.currency, field="currency")
+            currency = validate.settled_currency(request.currency, currencies, field="currency")
             return Sale(
                 acceptor=acceptor,
                 stan=stan,

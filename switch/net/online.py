@@ -7,7 +7,7 @@ import time
 
 import msgspec
 
-from switch.core import online
+from switch.core import online, validate
 from switch.core.changes import Change, OnlineResultKept
 from switch.core.clock import Stamp
 from switch.core.lifecycle import Cards
@@ -51,6 +51,7 @@ class OnlineProtocol:
         terminal_id: str,
         utc_offset_h: int,
         stans: StanSequence | None = None,
+        currencies: tuple[str, ...] = validate.SETTLED_BY_DEFAULT,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
@@ -59,6 +60,8 @@ class OnlineProtocol:
         self.utc_offset_h = utc_offset_h
         self._stans = stans or StanSequence()
         """Field 11 of the online terminal's requests (a block of them per worker)."""
+        self.currencies = frozenset(currencies)
+        """What the switch settles ([switch] currencies): any other is answered 57."""
 
     def accept(self, frame: bytes, origin: Origin) -> OnlineWork | StatusWork | bytes:
         received_at = origin.received_at
@@ -84,7 +87,10 @@ class OnlineProtocol:
             return stored
         try:
             request = online.request_from_online(
-                message, terminal_id=self.terminal_id, stan=self._stans.next()
+                message,
+                terminal_id=self.terminal_id,
+                stan=self._stans.next(),
+                currencies=self.currencies,
             )
             self.switchboard.check_merchant(merchant_id)
         except TransactionRefused as exc:

@@ -85,18 +85,6 @@ def online(request: Any) -> Request:
             ),
         ),
         (
-            msgspec.structs.replace(PURCHASE, currency="USD"),
-            Sale(
-                acceptor=ACCEPTOR,
-                stan="000042",
-                processing_code="000000",
-                online_id="order-1",
-                card=MODEL_CARD,
-                currency="840",
-                amount=10000,
-            ),
-        ),
-        (
             BALANCE,
             BalanceInquiry(
                 acceptor=ACCEPTOR,
@@ -129,10 +117,19 @@ def online(request: Any) -> Request:
             ),
         ),
     ],
-    ids=["purchase", "purchase-usd", "balance", "void", "refund"],
+    ids=["purchase", "balance", "void", "refund"],
 )
 def test_request_from_online(request_: Any, expected: Request) -> None:
     assert online(request_) == expected
+
+
+def test_a_configured_currency_is_settled_in_its_own_minor_units() -> None:
+    jpy = msgspec.structs.replace(PURCHASE, currency="JPY")
+    request = request_from_online(
+        jpy, terminal_id=TERMINAL, stan="000042", currencies=("156", "392")
+    )
+    assert isinstance(request, Sale)
+    assert (request.currency, request.amount) == ("392", 10000)  # 10,000 yen, unconverted
 
 
 def test_card_without_cvv2() -> None:
@@ -162,7 +159,10 @@ def _card(**changes: Any) -> wire.Card:
         (msgspec.structs.replace(PURCHASE, amount=-1), "13", "amount"),
         (msgspec.structs.replace(PURCHASE, amount=10**12), "13", "amount"),
         (msgspec.structs.replace(REFUND, amount=0), "13", "amount"),
-        (msgspec.structs.replace(PURCHASE, currency="XXX"), "30", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="XXX"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="USD"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="JPY"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="cny"), "30", "currency"),
     ],
 )
 def test_refusals(request_: Any, code: str, field: str) -> None:

@@ -332,6 +332,18 @@ def test_pan_and_expiry_from_track_2(fields: Fields, expiry: str | None) -> None
     assert request.card.track2 == fields[35]
 
 
+def test_a_reversal_is_taken_whatever_its_currency() -> None:
+    # Its original was refused 57 and never sent: the reversal is still answered 00.
+    request = request_from_pos("0400", with_(REVERSAL, f49="840"))
+    assert isinstance(request, Reversal)
+
+
+def test_a_configured_currency_is_taken_in_its_own_minor_units() -> None:
+    request = request_from_pos("0200", with_(SALE, f49="392"), currencies=("156", "392"))
+    assert isinstance(request, Sale)
+    assert (request.currency, request.amount) == ("392", 10000)
+
+
 def test_pan_field_wins_over_track_2() -> None:
     request = request_from_pos("0200", with_(SALE, f35=TRACK2))
     assert isinstance(request, Sale)
@@ -391,8 +403,11 @@ REFUSALS: list[tuple[str, str, Fields, str, str | None]] = [
         "30",
         "14",
     ),
-    ("unsupported-currency", "0200", with_(SALE, f49="999"), "30", "49"),
-    ("balance-unsupported-currency", "0200", with_(BALANCE, f49="999"), "30", "49"),
+    ("unknown-currency", "0200", with_(SALE, f49="999"), "57", "49"),
+    ("usd-not-settled", "0200", with_(SALE, f49="840"), "57", "49"),
+    ("jpy-not-settled", "0200", with_(SALE, f49="392"), "57", "49"),
+    ("balance-usd-not-settled", "0200", with_(BALANCE, f49="840"), "57", "49"),
+    ("currency-not-a-code", "0200", with_(SALE, f49="1 6"), "30", "49"),
     # batch settlement: 11, 41, 42, 49 = 156, 60 (00, batch, 201) and 48
     ("settlement-missing-11", "0500", with_(SETTLEMENT, f11=None), "30", "11"),
     ("settlement-missing-41", "0500", with_(SETTLEMENT, f41=None), "30", "41"),
