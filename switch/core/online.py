@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from datetime import date
 from typing import Final
 
 import msgspec
@@ -57,9 +58,11 @@ MESSAGES: Final = {
 }
 
 
-def _card(card: wire.Card) -> Card:
+def _card(card: wire.Card, today: date | None) -> Card:
     validate.check_pan(card.pan, field="card.pan")
     validate.check_expiry(card.expiry, field="card.expiry")
+    if today is not None:
+        validate.check_not_expired(card.expiry, today, field="card.expiry")
     return Card(
         pan=card.pan,
         expiry=card.expiry,
@@ -75,9 +78,11 @@ def request_from_online(
     terminal_id: str,
     stan: str,
     currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    today: date | None = None,
 ) -> Request:
     """The canonical request; payment-rule failures raise TransactionRefused.
-    ``currencies``: those the switch settles (57 for another)."""
+    ``currencies``: those the switch settles (57 for another). ``today``: the local date
+    of the request's stamp, by which its card has expired (54); None checks no date."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
     match request:
         case wire.Purchase():
@@ -88,7 +93,7 @@ def request_from_online(
                 stan=stan,
                 online_id=request.id,
                 processing_code="000000",
-                card=_card(request.card),
+                card=_card(request.card, today),
                 currency=currency,
                 amount=request.amount,
             )
@@ -98,7 +103,7 @@ def request_from_online(
                 stan=stan,
                 online_id=request.id,
                 processing_code="310000",
-                card=_card(request.card),
+                card=_card(request.card, today),
                 currency="156",
             )
         case wire.Void():

@@ -7,6 +7,7 @@ mandatory fields are there, and which fields its response carries.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from datetime import date
 from typing import Final
 
 from switch.core import batch as batch48
@@ -109,10 +110,12 @@ def request_from_pos(
     fields: Fields,
     *,
     currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    today: date | None = None,
 ) -> Request:
     """The canonical request for a decoded POS message; refusals raise TransactionRefused.
     ``currencies``: those the switch settles (57 for another 49, but in a reversal,
-    which is always taken)."""
+    which is always taken). ``today``: the local date of the request's stamp (its 13),
+    by which a sale's or balance inquiry's card has expired (54); None checks no date."""
     stan = _required(fields, 11)
     acceptor = Acceptor(
         channel="pos",
@@ -163,6 +166,8 @@ def request_from_pos(
     currency = _required(fields, 49)
     if mti != "0400":  # a reversal is answered 00 whatever it names (pos-cup.md)
         currency = validate.settled_currency(currency, currencies, field="49")
+    if today is not None and kind in (("0200", "31"), ("0200", "00")):
+        validate.check_not_expired(card.expiry, today, field="14")
     if kind == ("0200", "31"):
         return BalanceInquiry(
             acceptor=acceptor,

@@ -7,6 +7,7 @@ a POS terminal gets the code and an online client gets the code and the field's 
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import date
 from typing import Final, NamedTuple
 
 from switch.errors import TransactionRefused
@@ -80,6 +81,15 @@ def check_expiry(expiry: str | None, *, field: str) -> None:
         len(expiry) == 4 and expiry.isascii() and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12
     ):
         raise TransactionRefused("30", "expiry must be YYMM", field=field)
+
+
+def check_not_expired(expiry: str | None, today: date, *, field: str) -> None:
+    """54 when a well-formed YYMM (20YY) is past: a card is valid through the last day
+    of its expiry month, by the switch's local date ``today`` (that of fields 12/13)."""
+    if expiry is None:
+        return
+    if (2000 + int(expiry[:2]), int(expiry[2:])) < (today.year, today.month):
+        raise TransactionRefused("54", f"the card expired at the end of {expiry}", field=field)
 
 
 def settled_currency(code: str, settled: Collection[str], *, field: str) -> str:

@@ -85,12 +85,14 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         if stored is not None:
             return stored
+        stamp = Stamp.now(self.utc_offset_h)
         try:
             request = online.request_from_online(
                 message,
                 terminal_id=self.terminal_id,
                 stan=self._stans.next(),
                 currencies=self.currencies,
+                today=stamp.local.date(),  # the date of its 13 towards the bank
             )
             self.switchboard.check_merchant(merchant_id)
         except TransactionRefused as exc:
@@ -98,7 +100,6 @@ class OnlineProtocol:
             # request and send it again under the same id.
             self.idempotency.abandon(merchant_id, request_id)
             return self._refuse(message, exc, received_at)
-        stamp = Stamp.now(self.utc_offset_h)
         return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
     def sheddable(self, work: OnlineWork | StatusWork) -> bool:

@@ -87,6 +87,7 @@ class PosProtocol:
                 message.mti,
                 message.fields,
                 currencies=self.currencies,
+                today=stamp.local.date(),  # the date of the answer's 13
             )
             if not isinstance(request, SignOn | Echo):
                 self.switchboard.check_merchant(request.acceptor.merchant_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -130,6 +131,28 @@ def test_a_configured_currency_is_settled_in_its_own_minor_units() -> None:
     )
     assert isinstance(request, Sale)
     assert (request.currency, request.amount) == ("392", 10000)  # 10,000 yen, unconverted
+
+
+@pytest.mark.parametrize(
+    ("request_", "expiry", "today", "refused"),
+    [
+        (PURCHASE, "2611", date(2026, 12, 7), True),
+        (BALANCE, "2611", date(2026, 12, 7), True),
+        (PURCHASE, "2612", date(2026, 12, 31), False),
+        (PURCHASE, "2612", date(2027, 1, 1), True),
+        (PURCHASE, "2001", None, False),  # no date given: no date checked
+    ],
+)
+def test_an_expired_card_is_refused_with_54(
+    request_: Any, expiry: str, today: date | None, refused: bool
+) -> None:
+    request = msgspec.structs.replace(request_, card=_card(expiry=expiry))
+    if not refused:
+        request_from_online(request, terminal_id=TERMINAL, stan="000042", today=today)
+        return
+    with pytest.raises(TransactionRefused) as info:
+        request_from_online(request, terminal_id=TERMINAL, stan="000042", today=today)
+    assert (info.value.response_code, info.value.field) == ("54", "card.expiry")
 
 
 def test_card_without_cvv2() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from switch.core.validate import (
@@ -10,6 +12,7 @@ from switch.core.validate import (
     SETTLED_BY_DEFAULT,
     check_amount,
     check_expiry,
+    check_not_expired,
     check_pan,
     luhn_valid,
     require,
@@ -156,6 +159,22 @@ def test_check_expiry_refuses_non_ascii_digits() -> None:
     with pytest.raises(TransactionRefused) as info:
         check_expiry("２８１２", field="card.expiry")
     assert info.value.response_code == "30"
+
+
+TODAY = date(2026, 12, 7)
+
+
+@pytest.mark.parametrize("expiry", [None, "2612", "2701", "2812", "9912"])
+def test_a_card_is_valid_through_its_expiry_month(expiry: str | None) -> None:
+    check_not_expired(expiry, TODAY, field="14")
+    check_not_expired("2612", date(2026, 12, 31), field="14")  # its last day
+
+
+@pytest.mark.parametrize("expiry", ["2611", "2512", "2001", "0001"])
+def test_a_past_expiry_is_refused_with_54(expiry: str) -> None:
+    with pytest.raises(TransactionRefused) as info:
+        check_not_expired(expiry, TODAY, field="card.expiry")
+    assert (info.value.response_code, info.value.field) == ("54", "card.expiry")
 
 
 @pytest.mark.parametrize(

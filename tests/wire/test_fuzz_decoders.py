@@ -594,7 +594,7 @@ def check_pos_accept(protocol: PosProtocol, frame: bytes) -> None:
     if response.fields[39] == "00":  # a sign-on or an echo test, answered at once
         assert response.mti in {"0810", "0830"}, response.mti
     else:
-        assert response.fields[39] in {"13", "14", "30", "40", "57"}
+        assert response.fields[39] in {"13", "14", "30", "40", "54", "57"}
     request_fields = request_fields_of(frame)
     for number in (11, 41):
         if number in request_fields:
