@@ -1,7 +1,8 @@
 """Canonical requests to bank host-to-host messages (bank-h2h.md), and answers back.
 
 The switch sends exactly the key fields of the spec's message table: the sample sale in
-bank-h2h.md is what :func:`bank_request` builds from pos-cup.md's sample sale.
+bank-h2h.md is what :func:`bank_request` builds from pos-cup.md's sample sale. Beyond
+them it sends 14 (expiry) for a keyed card, as the issuer has no track to read it from.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from switch.core.calendar import mmdd
 from switch.core.clock import Stamp
 from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Sale, Void
 from switch.errors import LocalProtocolError
+
+KEYED_ENTRY: Final = "01"
+"""Field 22's digits 1-2 for a card number keyed in (every online payment): the
+request's 14 goes to the bank. A card read (02, magnetic stripe; 05, chip) carries its
+expiry in its track or chip data, and its 14 is not forwarded: bank-h2h.md's sample
+sale (pos-cup.md's, 22 = 021, which has 14) has none."""
 
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"
@@ -106,6 +113,8 @@ def bank_request(
         42: request.acceptor.merchant_id,
         49: currency,
     }
+    if card.expiry is not None and card.entry_mode[:2] == KEYED_ENTRY:
+        fields[14] = card.expiry
     if institution.forwarding_id is not None:
         fields[33] = institution.forwarding_id
     if card.track2 is not None:

@@ -4,7 +4,8 @@ channel's idempotency rules. Pure Python, no I/O."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import date
 from typing import Final
 
 import msgspec
@@ -45,6 +46,7 @@ MESSAGES: Final = {
     "40": "function not supported",
     "51": "insufficient funds",
     "54": "expired card",
+    "57": "transaction not permitted",
     "61": "exceeds amount limit",
     "64": "original amount incorrect",
     "65": "exceeds frequency limit",
@@ -56,9 +58,11 @@ MESSAGES: Final = {
 }
 
 
-def _card(card: wire.Card) -> Card:
+def _card(card: wire.Card, today: date | None) -> Card:
     validate.check_pan(card.pan, field="card.pan")
     validate.check_expiry(card.expiry, field="card.expiry")
+    if today is not None:
+        validate.check_not_expired(card.expiry, today, field="card.expiry")
     return Card(
         pan=card.pan,
         expiry=card.expiry,
@@ -73,19 +77,23 @@ def request_from_online(
     *,
     terminal_id: str,
     stan: str,
+    currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    today: date | None = None,
 ) -> Request:
-    """The canonical request; payment-rule failures raise TransactionRefused."""
+    """The canonical request; payment-rule failures raise TransactionRefused.
+    ``currencies``: those the switch settles (57 for another). ``today``: the local date
+    of the request's stamp, by which its card has expired (54); None checks no date."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
     match request:
         case wire.Purchase():
             validate.check_amount(request.amount, field="amount")
-            currency = validate.numeric_currency(request.currency, field="currency")
+            currency = validate.settled_currency(request.currency, currencies, field="currency")
             return Sale(
                 acceptor=acceptor,
                 stan=stan,
                 online_id=request.id,
                 processing_code="000000",
-                card=_card(request.card),
+                card=_card(request.card, today),
                 currency=currency,
                 amount=request.amount,
             )
@@ -95,7 +103,7 @@ def request_from_online(
                 stan=stan,
                 online_id=request.id,
                 processing_code="310000",
-                card=_card(request.card),
+                card=_card(request.card, today),
                 currency="156",
             )
         case wire.Void():

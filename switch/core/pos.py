@@ -6,7 +6,8 @@ mandatory fields are there, and which fields its response carries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from datetime import date
 from typing import Final
 
 from switch.core import batch as batch48
@@ -104,8 +105,17 @@ def _required(fields: Fields, number: int) -> str:
     return value
 
 
-def request_from_pos(mti: str, fields: Fields) -> Request:
-    """The canonical request for a decoded POS message; refusals raise TransactionRefused."""
+def request_from_pos(
+    mti: str,
+    fields: Fields,
+    *,
+    currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    today: date | None = None,
+) -> Request:
+    """The canonical request for a decoded POS message; refusals raise TransactionRefused.
+    ``currencies``: those the switch settles (57 for another 49, but in a reversal,
+    which is always taken). ``today``: the local date of the request's stamp (its 13),
+    by which a sale's or balance inquiry's card has expired (54); None checks no date."""
     stan = _required(fields, 11)
     acceptor = Acceptor(
         channel="pos",
@@ -153,7 +163,11 @@ def request_from_pos(mti: str, fields: Fields) -> Request:
     if kind in MESSAGE_TYPE_CODES or mti == "0400":
         _check_type_code(reserved, mti, processing_code)
     card = _card(fields)
-    currency = validate.numeric_currency(_required(fields, 49), field="49")
+    currency = _required(fields, 49)
+    if mti != "0400":  # a reversal is answered 00 whatever it names (pos-cup.md)
+        currency = validate.settled_currency(currency, currencies, field="49")
+    if today is not None and kind in (("0200", "31"), ("0200", "00")):
+        validate.check_not_expired(card.expiry, today, field="14")
     if kind == ("0200", "31"):
         return BalanceInquiry(
             acceptor=acceptor,

@@ -6,26 +6,46 @@ a POS terminal gets the code and an online client gets the code and the field's 
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Collection
+from datetime import date
+from typing import Final, NamedTuple
 
 from switch.errors import TransactionRefused
 
 MAX_AMOUNT: Final = 999_999_999_999
 """n12 in fen: the most either interface can carry."""
 
-ALPHA_TO_NUMERIC_CURRENCY: Final[dict[str, str]] = {
-    "CNY": "156",
-    "HKD": "344",
-    "MOP": "446",
-    "TWD": "901",
-    "USD": "840",
-    "EUR": "978",
-    "GBP": "826",
-    "JPY": "392",
-    "KRW": "410",
-    "SGD": "702",
+
+class CurrencyUnit(NamedTuple):
+    """An ISO 4217 currency: its codes, and how many decimals its minor unit is
+    (amounts on every interface are integers in minor units: fen for CNY, yen for JPY)."""
+
+    alpha: str
+    numeric: str
+    exponent: int
+
+
+ISO_4217: Final[dict[str, CurrencyUnit]] = {
+    unit.numeric: unit
+    for unit in (
+        CurrencyUnit("CNY", "156", 2),
+        CurrencyUnit("HKD", "344", 2),
+        CurrencyUnit("MOP", "446", 2),
+        CurrencyUnit("TWD", "901", 2),
+        CurrencyUnit("USD", "840", 2),
+        CurrencyUnit("EUR", "978", 2),
+        CurrencyUnit("GBP", "826", 2),
+        CurrencyUnit("JPY", "392", 0),
+        CurrencyUnit("KRW", "410", 0),
+        CurrencyUnit("SGD", "702", 2),
+    )
 }
-SUPPORTED_NUMERIC_CURRENCIES: Final = frozenset(ALPHA_TO_NUMERIC_CURRENCY.values())
+"""The currencies the switch knows, by numeric code: a settled currency must be one."""
+ALPHA_TO_NUMERIC_CURRENCY: Final[dict[str, str]] = {
+    unit.alpha: unit.numeric for unit in ISO_4217.values()
+}
+SETTLED_BY_DEFAULT: Final = ("156",)
+"""``[switch] currencies`` unless configured: CNY only."""
 
 _LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
@@ -54,7 +74,7 @@ def check_amount(amount: int, *, field: str, allow_zero: bool = False) -> None:
 
 
 def check_expiry(expiry: str | None, *, field: str) -> None:
-    """YYMM with a real month; an expired card is the issuer's call (54), not ours."""
+    """YYMM with a real month (30 otherwise)."""
     if expiry is None:
         return
     if not (
@@ -63,11 +83,26 @@ def check_expiry(expiry: str | None, *, field: str) -> None:
         raise TransactionRefused("30", "expiry must be YYMM", field=field)
 
 
-def numeric_currency(code: str, *, field: str) -> str:
-    """ISO 4217 numeric code for a numeric or alphabetic code the switch supports."""
+def check_not_expired(expiry: str | None, today: date, *, field: str) -> None:
+    """54 when a well-formed YYMM (20YY) is past: a card is valid through the last day
+    of its expiry month, by the switch's local date ``today`` (that of fields 12/13)."""
+    if expiry is None:
+        return
+    if (2000 + int(expiry[:2]), int(expiry[2:])) < (today.year, today.month):
+        raise TransactionRefused("54", f"the card expired at the end of {expiry}", field=field)
+
+
+def settled_currency(code: str, settled: Collection[str], *, field: str) -> str:
+    """The ISO 4217 numeric code of ``code`` (numeric, or alphabetic as online sends
+    it) when the switch settles that currency. A code of the wrong shape is 30; a
+    currency it does not settle, known or not, is 57: it is refused before anything is
+    journaled or sent, since the switch converts no amount."""
+    well_formed = code.isdigit() or (code.isalpha() and code.isupper())
+    if len(code) != 3 or not code.isascii() or not well_formed:
+        raise TransactionRefused("30", "currency must be an ISO 4217 code", field=field)
     numeric = ALPHA_TO_NUMERIC_CURRENCY.get(code, code)
-    if numeric not in SUPPORTED_NUMERIC_CURRENCIES:
-        raise TransactionRefused("30", f"currency {code!r} is not supported", field=field)
+    if numeric not in settled:
+        raise TransactionRefused("57", f"currency {code} is not settled here", field=field)
     return numeric
 
 

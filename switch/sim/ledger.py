@@ -5,7 +5,8 @@ state of the link it came on (:class:`LinkSession`, owned by the server) and ret
 response to send, or None when the bank must never answer. All money is in fen.
 
 Test hooks, chosen by the last two digits of a sale's amount in fen: 05, 51, 54 and 61
-decline the sale with that response code; 68 makes the bank never answer it. Anything
+decline the sale with that response code; 68 makes the bank never answer it. A sale or
+balance inquiry whose 14 is before the bank's current month is declined 54. Anything
 else is approved while the card's balance allows. Void, refund and reversal ignore
 these hooks.
 
@@ -398,6 +399,9 @@ class SimulatedBank:
         _require(fields, _FINANCIAL_FIELDS)
         pan = _pan(fields)
         amount = _amount(fields)
+        if kind in ("00", "31") and self._expired(fields):
+            self._totals.declines += 1
+            return _reply(reply_mti, fields, "54")
         if kind == "31":
             return self._balance_inquiry(reply_mti, fields, pan)
         cleared = _clearing_fields(fields)
@@ -421,6 +425,18 @@ class SimulatedBank:
         direction: Direction = "D" if kind == "00" else "C"
         self._open_records.append(cleared.record("0200", amount, auth_code, pan, direction))
         return _reply(reply_mti, fields, "00", extra=extra)
+
+    def _expired(self, fields: FieldValues) -> bool:
+        """Whether the expiry in 14 (YYMM, 20YY), when sent, is before this month by the
+        bank's own date; 14 that is not YYMM is a format error."""
+        expiry = _text(fields, 14)
+        if expiry is None:
+            return False
+        expiry = _digits(expiry, 14)
+        if len(expiry) != 4 or not 1 <= int(expiry[2:]) <= 12:
+            raise _FormatError("field 14 is not YYMM")
+        today = self._clock()
+        return (2000 + int(expiry[:2]), int(expiry[2:])) < (today.year, today.month)
 
     def _balance_inquiry(self, reply_mti: str, fields: FieldValues, pan: str) -> BankReply:
         balance = self.balance(pan)

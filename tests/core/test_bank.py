@@ -256,9 +256,15 @@ def test_void_and_refund_encode(h2h: Iso8583Codec) -> None:
         ),
         ({"cvv2": "123"}, {}, {14, 35, 52}),
         ({"expiry": None}, {}, {14}),
-        ({"entry_mode": "012", "condition_code": "08"}, {22: "012", 25: "08"}, {14}),
+        (
+            {"entry_mode": "012", "condition_code": "08"},
+            {14: "2812", 22: "012", 25: "08"},
+            {35, 52},
+        ),
+        ({"entry_mode": "011", "expiry": None}, {22: "011"}, {14}),
+        ({"entry_mode": "051"}, {22: "051"}, {14}),
     ],
-    ids=["plain", "track-2", "pin", "cvv2", "no-expiry", "online"],
+    ids=["plain", "track-2", "pin", "cvv2", "no-expiry", "keyed", "keyed-no-expiry", "chip"],
 )
 def test_card_fields(
     h2h: Iso8583Codec,

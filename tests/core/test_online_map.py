@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -85,18 +86,6 @@ def online(request: Any) -> Request:
             ),
         ),
         (
-            msgspec.structs.replace(PURCHASE, currency="USD"),
-            Sale(
-                acceptor=ACCEPTOR,
-                stan="000042",
-                processing_code="000000",
-                online_id="order-1",
-                card=MODEL_CARD,
-                currency="840",
-                amount=10000,
-            ),
-        ),
-        (
             BALANCE,
             BalanceInquiry(
                 acceptor=ACCEPTOR,
@@ -129,10 +118,41 @@ def online(request: Any) -> Request:
             ),
         ),
     ],
-    ids=["purchase", "purchase-usd", "balance", "void", "refund"],
+    ids=["purchase", "balance", "void", "refund"],
 )
 def test_request_from_online(request_: Any, expected: Request) -> None:
     assert online(request_) == expected
+
+
+def test_a_configured_currency_is_settled_in_its_own_minor_units() -> None:
+    jpy = msgspec.structs.replace(PURCHASE, currency="JPY")
+    request = request_from_online(
+        jpy, terminal_id=TERMINAL, stan="000042", currencies=("156", "392")
+    )
+    assert isinstance(request, Sale)
+    assert (request.currency, request.amount) == ("392", 10000)  # 10,000 yen, unconverted
+
+
+@pytest.mark.parametrize(
+    ("request_", "expiry", "today", "refused"),
+    [
+        (PURCHASE, "2611", date(2026, 12, 7), True),
+        (BALANCE, "2611", date(2026, 12, 7), True),
+        (PURCHASE, "2612", date(2026, 12, 31), False),
+        (PURCHASE, "2612", date(2027, 1, 1), True),
+        (PURCHASE, "2001", None, False),  # no date given: no date checked
+    ],
+)
+def test_an_expired_card_is_refused_with_54(
+    request_: Any, expiry: str, today: date | None, refused: bool
+) -> None:
+    request = msgspec.structs.replace(request_, card=_card(expiry=expiry))
+    if not refused:
+        request_from_online(request, terminal_id=TERMINAL, stan="000042", today=today)
+        return
+    with pytest.raises(TransactionRefused) as info:
+        request_from_online(request, terminal_id=TERMINAL, stan="000042", today=today)
+    assert (info.value.response_code, info.value.field) == ("54", "card.expiry")
 
 
 def test_card_without_cvv2() -> None:
@@ -162,7 +182,10 @@ def _card(**changes: Any) -> wire.Card:
         (msgspec.structs.replace(PURCHASE, amount=-1), "13", "amount"),
         (msgspec.structs.replace(PURCHASE, amount=10**12), "13", "amount"),
         (msgspec.structs.replace(REFUND, amount=0), "13", "amount"),
-        (msgspec.structs.replace(PURCHASE, currency="XXX"), "30", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="XXX"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="USD"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="JPY"), "57", "currency"),
+        (msgspec.structs.replace(PURCHASE, currency="cny"), "30", "currency"),
     ],
 )
 def test_refusals(request_: Any, code: str, field: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import msgspec
@@ -332,6 +332,45 @@ def test_pan_and_expiry_from_track_2(fields: Fields, expiry: str | None) -> None
     assert request.card.track2 == fields[35]
 
 
+def test_a_reversal_is_taken_whatever_its_currency() -> None:
+    # Its original was refused 57 and never sent: the reversal is still answered 00.
+    request = request_from_pos("0400", with_(REVERSAL, f49="840"))
+    assert isinstance(request, Reversal)
+
+
+def test_a_configured_currency_is_taken_in_its_own_minor_units() -> None:
+    request = request_from_pos("0200", with_(SALE, f49="392"), currencies=("156", "392"))
+    assert isinstance(request, Sale)
+    assert (request.currency, request.amount) == ("392", 10000)
+
+
+@pytest.mark.parametrize(
+    ("mti", "fields", "today", "refused"),
+    [
+        ("0200", with_(SALE, f14="2611"), date(2026, 12, 7), True),
+        ("0200", with_(BALANCE, f14="2611"), date(2026, 12, 7), True),
+        ("0200", with_(SALE, f14="2612"), date(2026, 12, 31), False),
+        ("0200", with_(SALE, f14="2612"), date(2027, 1, 1), True),
+        # track 2's expiry when 14 is absent
+        ("0200", with_(SALE, f2=None, f14=None, f35=PAN + "=20011010000"), date(2026, 1, 1), True),
+        # a void, a refund and a reversal are never refused for expiry
+        ("0200", with_(VOID, f14="2001"), date(2026, 12, 7), False),
+        ("0220", with_(REFUND, f14="2001"), date(2026, 12, 7), False),
+        ("0400", with_(REVERSAL, f14="2001"), date(2026, 12, 7), False),
+        ("0200", with_(SALE, f14="2001"), None, False),  # no date given: no date checked
+    ],
+)
+def test_an_expired_card_is_refused_with_54(
+    mti: str, fields: Fields, today: date | None, refused: bool
+) -> None:
+    if not refused:
+        request_from_pos(mti, fields, today=today)
+        return
+    with pytest.raises(TransactionRefused) as info:
+        request_from_pos(mti, fields, today=today)
+    assert (info.value.response_code, info.value.field) == ("54", "14")
+
+
 def test_pan_field_wins_over_track_2() -> None:
     request = request_from_pos("0200", with_(SALE, f35=TRACK2))
     assert isinstance(request, Sale)
@@ -391,8 +430,11 @@ REFUSALS: list[tuple[str, str, Fields, str, str | None]] = [
         "30",
         "14",
     ),
-    ("unsupported-currency", "0200", with_(SALE, f49="999"), "30", "49"),
-    ("balance-unsupported-currency", "0200", with_(BALANCE, f49="999"), "30", "49"),
+    ("unknown-currency", "0200", with_(SALE, f49="999"), "57", "49"),
+    ("usd-not-settled", "0200", with_(SALE, f49="840"), "57", "49"),
+    ("jpy-not-settled", "0200", with_(SALE, f49="392"), "57", "49"),
+    ("balance-usd-not-settled", "0200", with_(BALANCE, f49="840"), "57", "49"),
+    ("currency-not-a-code", "0200", with_(SALE, f49="1 6"), "30", "49"),
     # batch settlement: 11, 41, 42, 49 = 156, 60 (00, batch, 201) and 48
     ("settlement-missing-11", "0500", with_(SETTLEMENT, f11=None), "30", "11"),
     ("settlement-missing-41", "0500", with_(SETTLEMENT, f41=None), "30", "41"),

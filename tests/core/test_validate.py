@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from switch.core.validate import (
+    ISO_4217,
     MAX_AMOUNT,
+    SETTLED_BY_DEFAULT,
     check_amount,
     check_expiry,
+    check_not_expired,
     check_pan,
     luhn_valid,
-    numeric_currency,
     require,
+    settled_currency,
 )
 from switch.errors import TransactionRefused
 
@@ -156,19 +161,52 @@ def test_check_expiry_refuses_non_ascii_digits() -> None:
     assert info.value.response_code == "30"
 
 
-@pytest.mark.parametrize(
-    ("code", "numeric"), [("CNY", "156"), ("156", "156"), ("USD", "840"), ("HKD", "344")]
-)
-def test_numeric_currency(code: str, numeric: str) -> None:
-    assert numeric_currency(code, field="49") == numeric
+TODAY = date(2026, 12, 7)
 
 
-@pytest.mark.parametrize("code", ["XXX", "999", "cny", "Cny", "", "000", "15", "1560", "CN"])
-def test_numeric_currency_refuses_with_30(code: str) -> None:
+@pytest.mark.parametrize("expiry", [None, "2612", "2701", "2812", "9912"])
+def test_a_card_is_valid_through_its_expiry_month(expiry: str | None) -> None:
+    check_not_expired(expiry, TODAY, field="14")
+    check_not_expired("2612", date(2026, 12, 31), field="14")  # its last day
+
+
+@pytest.mark.parametrize("expiry", ["2611", "2512", "2001", "0001"])
+def test_a_past_expiry_is_refused_with_54(expiry: str) -> None:
     with pytest.raises(TransactionRefused) as info:
-        numeric_currency(code, field="currency")
-    assert info.value.response_code == "30"
-    assert info.value.field == "currency"
+        check_not_expired(expiry, TODAY, field="card.expiry")
+    assert (info.value.response_code, info.value.field) == ("54", "card.expiry")
+
+
+@pytest.mark.parametrize(
+    ("code", "settled", "numeric"),
+    [
+        ("CNY", SETTLED_BY_DEFAULT, "156"),
+        ("156", SETTLED_BY_DEFAULT, "156"),
+        ("JPY", ("156", "392"), "392"),
+        ("392", ("156", "392"), "392"),
+    ],
+)
+def test_settled_currency(code: str, settled: tuple[str, ...], numeric: str) -> None:
+    assert settled_currency(code, settled, field="49") == numeric
+
+
+@pytest.mark.parametrize("code", ["USD", "840", "JPY", "392", "XXX", "999", "000", "AUD"])
+def test_a_currency_not_settled_is_refused_with_57(code: str) -> None:
+    with pytest.raises(TransactionRefused) as info:
+        settled_currency(code, SETTLED_BY_DEFAULT, field="currency")
+    assert (info.value.response_code, info.value.field) == ("57", "currency")
+
+
+@pytest.mark.parametrize("code", ["cny", "Cny", "", "15", "1560", "CN", "15A", "１５６"])
+def test_a_currency_of_the_wrong_shape_is_refused_with_30(code: str) -> None:
+    with pytest.raises(TransactionRefused) as info:
+        settled_currency(code, SETTLED_BY_DEFAULT, field="currency")
+    assert (info.value.response_code, info.value.field) == ("30", "currency")
+
+
+def test_minor_units_per_iso_4217() -> None:
+    assert ISO_4217["156"].exponent == 2 and ISO_4217["156"].alpha == "CNY"
+    assert ISO_4217["392"].exponent == 0 and ISO_4217["840"].exponent == 2
 
 
 @pytest.mark.parametrize("value", ["", "0", 0, b""])

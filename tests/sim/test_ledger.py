@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -272,6 +273,20 @@ def test_sale_decisions(bank: SimulatedBank, link: LinkSession, amount: int, exp
     assert bank.totals().approved == approved
     assert bank.totals().declines == (0 if expected == "00" else 1)
     assert bank.balance(PAN) == OPENING - approved
+
+
+@pytest.mark.parametrize(
+    ("expiry", "expected"), [("2612", "00"), ("2701", "00"), ("2611", "54"), ("2001", "54")]
+)
+def test_a_past_expiry_in_14_is_declined_54(expiry: str, expected: str, link: LinkSession) -> None:
+    bank = SimulatedBank(
+        SimulatorSection(opening_balance=OPENING),
+        clock=lambda: datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+    )
+    assert code(bank, link, "0200", {**sale(10_000), 14: expiry}) == expected
+    assert code(bank, link, "0200", {**inquiry(), 14: expiry}) == expected
+    assert bank.totals().approved == (10_000 if expected == "00" else 0)
+    assert code(bank, link, "0200", {**sale(10_000), 14: "2613"}) == "30"
 
 
 def test_sale_ending_68_is_never_answered(bank: SimulatedBank, link: LinkSession) -> None:

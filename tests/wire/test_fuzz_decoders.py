@@ -411,7 +411,7 @@ def check_request_from_pos(mti: str, fields: dict[int, FieldValue]) -> None:
         request = request_from_pos(mti, fields)
     except TransactionRefused as exc:
         event(f"refused {exc.response_code}")
-        assert exc.response_code in {"13", "14", "30", "40"}
+        assert exc.response_code in {"13", "14", "30", "40", "57"}
         return
     event(f"request: {type(request).__name__}")
     assert isinstance(request, Request)
@@ -511,7 +511,7 @@ def test_request_from_online_of_decoded_requests_raises_only_refusal(
         model = request_from_online(decoded, terminal_id="ONLINE01", stan="000001")
     except TransactionRefused as exc:
         event(f"refused {exc.response_code} ({exc.field})")
-        assert exc.response_code in {"13", "14", "30"}
+        assert exc.response_code in {"13", "14", "30", "57"}
         assert exc.field in {"amount", "currency", "card.pan", "card.expiry"}
         return
     assert model.online_id == request.id
@@ -594,7 +594,7 @@ def check_pos_accept(protocol: PosProtocol, frame: bytes) -> None:
     if response.fields[39] == "00":  # a sign-on or an echo test, answered at once
         assert response.mti in {"0810", "0830"}, response.mti
     else:
-        assert response.fields[39] in {"13", "14", "30", "40"}
+        assert response.fields[39] in {"13", "14", "30", "40", "54", "57"}
     request_fields = request_fields_of(frame)
     for number in (11, 41):
         if number in request_fields:
