@@ -238,7 +238,6 @@ class SwitchApp:
                 switchboard,
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
-                currencies=config.switch.currencies,
             )
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,
@@ -263,7 +262,6 @@ class SwitchApp:
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
                 stans=self._new_stans(),
-                currencies=config.switch.currencies,
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(

@@ -13,7 +13,6 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection
-from switch.core.validate import ISO_4217, SETTLED_BY_DEFAULT
 from switch.errors import ConfigError
 from switch.wire.dialect import load_dialects
 
@@ -23,7 +22,6 @@ Count = Annotated[int, Meta(ge=1)]
 BinPrefix = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
 BankName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 InstitutionId = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
-NumericCurrency = Annotated[str, Meta(pattern=r"^[0-9]{3}$")]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -37,11 +35,6 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """Field 33, sent only when set."""
     utc_offset_h: Annotated[int, Meta(ge=-12, le=14)] = 8
     """Local time of fields 12/13 (China Standard Time has no daylight saving)."""
-    currencies: Annotated[tuple[NumericCurrency, ...], Meta(min_length=1)] = SETTLED_BY_DEFAULT
-    """ISO 4217 numeric codes of the currencies the switch settles (each one it knows,
-    with its minor unit: validate.ISO_4217). A request in any other (POS 49, online
-    ``currency``) is refused 57 before it is journaled or sent: amounts are never
-    converted."""
     shutdown_grace_s: PositiveSeconds = 10.0
     """How long in-flight transactions may take to finish after SIGTERM."""
     workers: Count = 1
@@ -333,12 +326,6 @@ def config_problems(config: SwitchConfig) -> list[str]:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
     problems.extend(_journal_problems(config.journal))
-    known = ", ".join(sorted(ISO_4217))
-    problems.extend(
-        f"switch.currencies: {code} is not an ISO 4217 currency the switch knows ({known})"
-        for code in config.switch.currencies
-        if code not in ISO_4217
-    )
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):

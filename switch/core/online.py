@@ -77,7 +77,7 @@ def request_from_online(
     *,
     terminal_id: str,
     stan: str,
-    currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    currencies: Collection[str] = validate.SETTLED_CURRENCIES,
     today: date | None = None,
 ) -> Request:
     """The canonical request; payment-rule failures raise TransactionRefused.

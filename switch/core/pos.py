@@ -109,7 +109,7 @@ def request_from_pos(
     mti: str,
     fields: Fields,
     *,
-    currencies: Collection[str] = validate.SETTLED_BY_DEFAULT,
+    currencies: Collection[str] = validate.SETTLED_CURRENCIES,
     today: date | None = None,
 ) -> Request:
     """The canonical request for a decoded POS message; refusals raise TransactionRefused.

@@ -44,8 +44,9 @@ ISO_4217: Final[dict[str, CurrencyUnit]] = {
 ALPHA_TO_NUMERIC_CURRENCY: Final[dict[str, str]] = {
     unit.alpha: unit.numeric for unit in ISO_4217.values()
 }
-SETTLED_BY_DEFAULT: Final = ("156",)
-"""``[switch] currencies`` unless configured: CNY only."""
+SETTLED_CURRENCIES: Final = frozenset({"156"})
+"""CNY only: payouts, batch totals and clearing add amounts as fen (settlement.md), so
+a request in any other currency is refused 57 rather than settled as if it were fen."""
 
 _LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 

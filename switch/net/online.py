@@ -7,7 +7,7 @@ import time
 
 import msgspec
 
-from switch.core import online, validate
+from switch.core import online
 from switch.core.changes import Change, OnlineResultKept
 from switch.core.clock import Stamp
 from switch.core.lifecycle import Cards
@@ -51,7 +51,6 @@ class OnlineProtocol:
         terminal_id: str,
         utc_offset_h: int,
         stans: StanSequence | None = None,
-        currencies: tuple[str, ...] = validate.SETTLED_BY_DEFAULT,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
@@ -60,8 +59,6 @@ class OnlineProtocol:
         self.utc_offset_h = utc_offset_h
         self._stans = stans or StanSequence()
         """Field 11 of the online terminal's requests (a block of them per worker)."""
-        self.currencies = frozenset(currencies)
-        """What the switch settles ([switch] currencies): any other is answered 57."""
 
     def accept(self, frame: bytes, origin: Origin) -> OnlineWork | StatusWork | bytes:
         received_at = origin.received_at
@@ -91,7 +88,6 @@ class OnlineProtocol:
                 message,
                 terminal_id=self.terminal_id,
                 stan=self._stans.next(),
-                currencies=self.currencies,
                 today=stamp.local.date(),  # the date of its 13 towards the bank
             )
             self.switchboard.check_merchant(merchant_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import trio
 
-from switch.core import pos, validate
+from switch.core import pos
 from switch.core.clock import Stamp
 from switch.core.model import (
     KIND_NAMES,
@@ -52,14 +52,11 @@ class PosProtocol:
         *,
         acquirer_id: str,
         utc_offset_h: int,
-        currencies: tuple[str, ...] = validate.SETTLED_BY_DEFAULT,
     ) -> None:
         self.codec = codec
         self.switchboard = switchboard
         self.acquirer_id = acquirer_id
         self.utc_offset_h = utc_offset_h
-        self.currencies = frozenset(currencies)
-        """What the switch settles ([switch] currencies): any other 49 is answered 57."""
 
     def accept(self, frame: bytes, origin: Origin) -> PosWork | bytes:
         envelope, data = split_pos_frame(frame)
@@ -86,7 +83,6 @@ class PosProtocol:
             request = pos.request_from_pos(
                 message.mti,
                 message.fields,
-                currencies=self.currencies,
                 today=stamp.local.date(),  # the date of the answer's 13
             )
             if not isinstance(request, SignOn | Echo):

@@ -9,7 +9,7 @@ import pytest
 from switch.core.validate import (
     ISO_4217,
     MAX_AMOUNT,
-    SETTLED_BY_DEFAULT,
+    SETTLED_CURRENCIES,
     check_amount,
     check_expiry,
     check_not_expired,
@@ -180,8 +180,8 @@ def test_a_past_expiry_is_refused_with_54(expiry: str) -> None:
 @pytest.mark.parametrize(
     ("code", "settled", "numeric"),
     [
-        ("CNY", SETTLED_BY_DEFAULT, "156"),
-        ("156", SETTLED_BY_DEFAULT, "156"),
+        ("CNY", SETTLED_CURRENCIES, "156"),
+        ("156", SETTLED_CURRENCIES, "156"),
         ("JPY", ("156", "392"), "392"),
         ("392", ("156", "392"), "392"),
     ],
@@ -193,14 +193,14 @@ def test_settled_currency(code: str, settled: tuple[str, ...], numeric: str) -> 
 @pytest.mark.parametrize("code", ["USD", "840", "JPY", "392", "XXX", "999", "000", "AUD"])
 def test_a_currency_not_settled_is_refused_with_57(code: str) -> None:
     with pytest.raises(TransactionRefused) as info:
-        settled_currency(code, SETTLED_BY_DEFAULT, field="currency")
+        settled_currency(code, SETTLED_CURRENCIES, field="currency")
     assert (info.value.response_code, info.value.field) == ("57", "currency")
 
 
 @pytest.mark.parametrize("code", ["cny", "Cny", "", "15", "1560", "CN", "15A", "１５６"])
 def test_a_currency_of_the_wrong_shape_is_refused_with_30(code: str) -> None:
     with pytest.raises(TransactionRefused) as info:
-        settled_currency(code, SETTLED_BY_DEFAULT, field="currency")
+        settled_currency(code, SETTLED_CURRENCIES, field="currency")
     assert (info.value.response_code, info.value.field) == ("30", "currency")
 
 

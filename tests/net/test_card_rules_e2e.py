@@ -12,7 +12,6 @@ from switch.app import SwitchApp
 from switch.core.clock import Stamp
 from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
-from tests.conftest import make_config
 from tests.net.helpers import PAN_ICBC, online_client, pos_client, start_switch
 
 
@@ -61,20 +60,6 @@ async def test_pos_foreign_currencies_are_refused_57_before_any_bank(
     [sent] = bank_requests(app)
     assert (sent.fields[4], sent.fields[49]) == ("000000010000", "156")
     assert app.simulators["icbc"].totals().approved == 10000
-
-
-async def test_pos_a_configured_currency_goes_to_the_bank_in_its_own_minor_units(
-    nursery: trio.Nursery,
-) -> None:
-    app = await start_switch(nursery, make_config(switch={"currencies": ["156", "392"]}))
-    client = await pos_client(app)
-    yen = await client.request(client.terminal.sale(1, PAN_ICBC, 10000, currency="392"))
-    assert yen.fields[39] == "00"
-    [sent] = bank_requests(app)
-    assert (sent.fields[4], sent.fields[49]) == ("000000010000", "392")  # 10,000 yen
-    dollars = await client.request(client.terminal.sale(2, PAN_ICBC, 10000, currency="840"))
-    assert dollars.fields[39] == "57"
-    assert len(bank_requests(app)) == 1
 
 
 async def test_online_foreign_currencies_are_error_57_before_any_bank(
