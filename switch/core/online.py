@@ -56,6 +56,11 @@ MESSAGES: Final = {
 }
 
 
+BANK_FIELD_NAMES: Final = {2: "card.pan", 4: "amount", 42: "merchant_id"}
+"""The request field each bank field of an online request is made of, so a value the
+bank's dialect cannot carry is refused naming the client's field."""
+
+
 def _card(card: wire.Card) -> Card:
     validate.check_pan(card.pan, field="card.pan")
     validate.check_expiry(card.expiry, field="card.expiry")
@@ -131,6 +136,17 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         order_id=request.order_id,
         memo=request.memo,
     )
+
+
+def response(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result | wire.Error:
+    """The answer to a request that went through the switchboard: its result, or an
+    error naming the field when a value failed the bank's format (30 with a bank field,
+    nothing sent, nothing kept)."""
+    if outcome.code == "30" and outcome.field is not None and outcome.field.isdigit():
+        name = BANK_FIELD_NAMES.get(int(outcome.field), f"bank field {outcome.field}")
+        message = outcome.message or MESSAGES["30"]
+        return wire.Error(id=request.id, code="30", message=f"{message} (field {name})")
+    return result(request, outcome)
 
 
 def refusal(request_id: str | None, exc: TransactionRefused) -> wire.Error:

@@ -157,7 +157,7 @@ class OnlineProtocol:
         except BaseException:
             self.idempotency.abandon(message.merchant_id, message.id)
             raise
-        payload = wire.encode_response(online.result(message, outcome))
+        payload = wire.encode_response(online.response(message, outcome))
         if kept and kept[-1] == payload:
             self.idempotency.finish(message.merchant_id, message.id, payload, now_s=time.time())
         else:  # not journaled (nothing reached a bank, or the journal failed)

@@ -1,0 +1,121 @@
+"""What a client sends is checked against what its bank can receive before anything is
+journaled: field formats of the bank's dialect, ids the bank would not tell apart, and
+card data in free text that would be kept. Through the real listeners, simulated banks
+and journal files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import trio
+
+from switch.app import SwitchApp
+from switch.terminal import Terminal
+from switch.wire import online as wire
+from tests.conftest import DIALECTS, make_config
+from tests.net.helpers import (
+    PAN_ABC,
+    PAN_ICBC,
+    online_client,
+    pos_client,
+    purchase,
+    start_switch,
+)
+from tests.net.test_durability import rows
+
+
+def transactions(app: SwitchApp) -> list[dict[str, object]]:
+    return rows(app, "SELECT rrn, merchant_id, state FROM txn")
+
+
+def bank_requests(app: SwitchApp, bank: str) -> list[str]:
+    """The MTIs of what ``bank`` received other than network management."""
+    return [m.mti for m in app.simulators[bank].received if m.mti != "0800"]
+
+
+# -- item: every field the bank receives is valid for its dialect, before the journal ---
+
+
+async def test_a_merchant_id_the_bank_cannot_carry_is_refused_30_before_the_journal(
+    nursery: trio.Nursery,
+) -> None:
+    """Full-width letters and control characters in merchant_id (42 is ans15 at every
+    bank): 30 naming the field, the connection still open, nothing journaled, nothing
+    sent, and the bank's circuit untouched (one timeout would open it here)."""
+    config = make_config(banks={"icbc": {"circuit_timeouts": 1, "circuit_open_s": 120}})
+    app = await start_switch(nursery, config)
+    client = await online_client(app)
+    for n, merchant_id in enumerate(["ＳＨＯＰ", "SH\x01P", "SHOP\x7f"]):
+        bad = wire.Purchase(
+            id=f"fw-{n}", merchant_id=merchant_id, amount=1000, currency="CNY",
+            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+        )  # fmt: skip
+        with trio.fail_after(5):
+            answer = await client.request(bad)
+        assert isinstance(answer, wire.Error), answer
+        assert (answer.id, answer.code) == (f"fw-{n}", "30")
+        assert "merchant_id" in answer.message
+    assert transactions(app) == []
+    assert bank_requests(app, "icbc") == []
+    assert not app.connectors["icbc"].circuit_open()
+    good = await client.request(purchase("fw-ok", 1000))  # same connection
+    assert isinstance(good, wire.Result) and good.approved
+
+
+def narrow_dialects(tmp_path: Path) -> Path:
+    """The stock dialects and ``h2h-narrow``: h2h-ascii whose 42 is ``an`` (letters,
+    digits and spaces only), as some banks define it."""
+    folder = tmp_path / "dialects"
+    shutil.copytree(DIALECTS, folder)
+    text = (DIALECTS / "h2h-ascii.toml").read_text()
+    text = text.replace('name = "h2h-ascii"', 'name = "h2h-narrow"')
+    merchant = 'name = "card acceptor id (merchant)"\nformat = "ans"'
+    assert merchant in text
+    text = text.replace(merchant, 'name = "card acceptor id (merchant)"\nformat = "an"')
+    (folder / "h2h-narrow.toml").write_text(text)
+    return folder
+
+
+async def test_each_request_is_checked_against_its_own_banks_dialect(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """icbc's 42 takes no dash; abc's does. A merchant id with a dash is refused 30
+    (naming merchant_id online, 42 on POS) for an icbc card, with nothing journaled
+    or sent and the id free to be used again, and approved for an abc card."""
+    config = make_config(
+        switch={"dialects_dir": str(narrow_dialects(tmp_path))},
+        banks={"icbc": {"dialect": "h2h-narrow", "circuit_timeouts": 1, "circuit_open_s": 120}},
+    )
+    app = await start_switch(nursery, config)
+    online = await online_client(app)
+    refused = await online.request(
+        wire.Purchase(
+            id="dash-1", merchant_id="SHOP-01", amount=1000, currency="CNY",
+            card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+        )
+    )  # fmt: skip
+    assert isinstance(refused, wire.Error), refused
+    assert (refused.id, refused.code) == ("dash-1", "30")
+    assert "merchant_id" in refused.message and "42" in refused.message
+
+    terminal = Terminal(merchant_id="SHOP-01")
+    pos = await pos_client(app, terminal)
+    answer = await pos.request(terminal.sale(1, PAN_ICBC, 1000))
+    assert answer.fields[39] == "30"
+
+    assert transactions(app) == []
+    assert bank_requests(app, "icbc") == []
+    assert not app.connectors["icbc"].circuit_open()
+
+    # Nothing was kept: the id may carry the corrected request (an abc card).
+    fixed = await online.request(
+        wire.Purchase(
+            id="dash-1", merchant_id="SHOP-01", amount=1000, currency="CNY",
+            card=wire.Card(pan=PAN_ABC, expiry="2812"),
+        )
+    )  # fmt: skip
+    assert isinstance(fixed, wire.Result) and fixed.approved
+    assert (await pos.request(terminal.sale(2, PAN_ABC, 1000))).fields[39] == "00"
+    sale = await online.request(purchase("dash-2", 1000))  # icbc still serves SHOP01
+    assert isinstance(sale, wire.Result) and sale.approved
