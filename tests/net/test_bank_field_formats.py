@@ -6,23 +6,31 @@ and journal files."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import trio
 
+from switch import ops
 from switch.app import SwitchApp
+from switch.core.bank import OriginalData
+from switch.core.book import TxnRecord
+from switch.core.clock import Stamp
+from switch.store.port import TxnStarted
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import DIALECTS, make_config
 from tests.net.helpers import (
+    FAST_SAF,
     PAN_ABC,
     PAN_ICBC,
+    eventually,
     online_client,
     pos_client,
     purchase,
     start_switch,
 )
-from tests.net.test_durability import rows
+from tests.net.test_durability import db, journal_as_a_crash_left_it, rows
 
 
 def transactions(app: SwitchApp) -> list[dict[str, object]]:
@@ -119,3 +127,40 @@ async def test_each_request_is_checked_against_its_own_banks_dialect(
     assert (await pos.request(terminal.sale(2, PAN_ABC, 1000))).fields[39] == "00"
     sale = await online.request(purchase("dash-2", 1000))  # icbc still serves SHOP01
     assert isinstance(sale, wire.Result) and sale.approved
+
+
+async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_circuit(
+    nursery: trio.Nursery,
+) -> None:
+    """A sale left in doubt (``sending``) with a merchant id the bank cannot carry, as
+    the switch journaled them before it checked: at start-up its reversal goes to
+    ``manual`` at once with the reason, no attempt counted, nothing sent, and the bank's
+    circuit stays closed (one timeout would open it here) so its sales are approved."""
+    config = make_config(
+        saf=FAST_SAF, banks={"icbc": {"circuit_timeouts": 1, "circuit_open_s": 120}}
+    )
+    app = SwitchApp(config)
+    stamp = Stamp.now(8)
+    for n in range(1, 4):
+        record = TxnRecord(
+            kind="sale", rrn=f"{stamp.rrn_day}0000000{n}", bank="icbc", channel="online",
+            request_mti="0200", terminal_id="ONLINE01", merchant_id="ＳＨＯＰ",
+            stan=f"00000{n}", batch="000000", local_date=stamp.local_date,
+            pan_masked="622202*********2221", pan_hmac=app.vault.lookup(PAN_ICBC),
+            pan_sealed=app.vault.seal(PAN_ICBC), amount=1000 * n, currency="156",
+            bank_processing_code="000000", online_id=f"in-doubt-{n}",
+            sent=OriginalData(mti="0200", stan=f"00000{n}", transmission=stamp.transmission),
+        )  # fmt: skip
+        journal_as_a_crash_left_it(config, TxnStarted.of(record, time.time()))
+
+    app = await start_switch(nursery, config)
+    await eventually(lambda: [r["state"] for r in ops.saf_list(db(app))] == ["manual"] * 3)
+    for reversal in ops.saf_list(db(app)):
+        assert reversal["attempts"] == 0
+        assert "field 42" in str(reversal["last_result"]), reversal
+    assert bank_requests(app, "icbc") == []
+    assert not app.connectors["icbc"].circuit_open()
+    client = await online_client(app)
+    for n in range(5):
+        sale = await client.request(purchase(f"after-{n}", 1000 + n))
+        assert isinstance(sale, wire.Result) and sale.code == "00", sale
