@@ -18,7 +18,11 @@ from switch.errors import MessageDecodeError
 # Patterns end in \Z, not $: "$" would also match before a trailing newline.
 REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}\Z"
 RequestId = Annotated[str, Meta(pattern=REQUEST_ID_PATTERN)]
-MerchantId = Annotated[str, Meta(min_length=1, max_length=15)]
+ACCEPTOR_ID_PATTERN: Final = r"^[!-~](?:[ -~]*[!-~])?\Z"
+"""An id a bank receives in an ans field (42, 41): printable ASCII, with no space at
+either end (a bank pads 42 with spaces, so "SHOP01 " would be SHOP01 there) and not
+blank."""
+MerchantId = Annotated[str, Meta(min_length=1, max_length=15, pattern=ACCEPTOR_ID_PATTERN)]
 OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]

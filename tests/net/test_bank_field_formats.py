@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import shutil
 import time
+import tomllib
 from pathlib import Path
 
+import pytest
+import tomli_w
 import trio
 
 from switch import ops
 from switch.app import SwitchApp
+from switch.config import load_config
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.clock import Stamp
+from switch.errors import ConfigError
 from switch.store.port import TxnStarted
 from switch.terminal import Terminal
 from switch.wire import online as wire
-from tests.conftest import DIALECTS, make_config
+from tests.conftest import DIALECTS, REPO, make_config
 from tests.net.helpers import (
     FAST_SAF,
     PAN_ABC,
@@ -164,3 +169,64 @@ async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_ci
     for n in range(5):
         sale = await client.request(purchase(f"after-{n}", 1000 + n))
         assert isinstance(sale, wire.Result) and sale.code == "00", sale
+
+
+# -- item: look-alike ids are refused; what the bank sees is the key -------------------
+
+
+async def test_merchant_ids_with_spaces_at_either_end_or_blank_are_refused(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config())
+    client = await online_client(app)
+    for n, merchant_id in enumerate(["SHOP01 ", " SHOP01", "   ", "\tSHOP01"]):
+        answer = await client.request(
+            wire.Purchase(
+                id=f"ws-{n}", merchant_id=merchant_id, amount=1000, currency="CNY",
+                card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+            )
+        )  # fmt: skip
+        assert isinstance(answer, wire.Error), (merchant_id, answer)
+        assert answer.code == "30" and "merchant_id" in answer.message
+    status = await client.request(wire.Status(id="ws-s", merchant_id="SHOP01 ", original_id="a"))
+    assert isinstance(status, wire.Error) and status.code == "30"
+    assert transactions(app) == [] and bank_requests(app, "icbc") == []
+
+    # POS: 42 and 41 are fixed ans fields padded on the right, which is their normal
+    # form; blank, or a space before the id, is refused.
+    for n, terminal in enumerate(
+        [
+            Terminal(merchant_id="               "),
+            Terminal(merchant_id=" 898310048990001"[:15]),
+            Terminal(terminal_id="        "),
+            Terminal(terminal_id=" POS0001"),
+        ]
+    ):
+        pos = await pos_client(app, terminal)
+        assert (await pos.request(terminal.sale(n + 1, PAN_ICBC, 1000))).fields[39] == "30"
+        await pos.aclose()
+    assert transactions(app) == [] and bank_requests(app, "icbc") == []
+
+    padded = Terminal(merchant_id="SHOP01")  # sent as "SHOP01" and 9 spaces
+    pos = await pos_client(app, padded)
+    assert (await pos.request(padded.sale(9, PAN_ICBC, 1000))).fields[39] == "00"
+    online_sale = await client.request(purchase("ws-ok", 1000))
+    assert isinstance(online_sale, wire.Result) and online_sale.approved
+    assert {row["merchant_id"] for row in transactions(app)} == {"SHOP01"}
+
+
+def test_an_online_terminal_id_with_a_space_at_either_end_fails_the_config(
+    tmp_path: Path,
+) -> None:
+    """41 of online requests comes from the config: it is held to the same rule, at
+    start-up, naming the key."""
+    raw = tomllib.loads((REPO / "conf" / "switch.toml").read_text())
+    path = tmp_path / "switch.toml"
+    for terminal_id in ("ONLINE1 ", " ONLINE1", "        "):
+        raw["online"]["terminal_id"] = terminal_id
+        path.write_text(tomli_w.dumps(raw))
+        with pytest.raises(ConfigError, match=r"online\.terminal_id"):
+            load_config(path, check=False)
+    raw["online"]["terminal_id"] = "ONLINE01"
+    path.write_text(tomli_w.dumps(raw))
+    assert load_config(path, check=False).online.terminal_id == "ONLINE01"
