@@ -3,6 +3,7 @@ channel's idempotency rules. Pure Python, no I/O."""
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
@@ -59,6 +60,21 @@ MESSAGES: Final = {
 BANK_FIELD_NAMES: Final = {2: "card.pan", 4: "amount", 42: "merchant_id"}
 """The request field each bank field of an online request is made of, so a value the
 bank's dialect cannot carry is refused naming the client's field."""
+
+
+def check_free_text(request: wire.OnlineRequest) -> None:
+    """``order_id`` and ``memo`` are echoed and kept with the result: text holding a
+    card number or track data (the log's detector), or the request's own CVV2, is
+    refused (30 naming the field), never stored."""
+    cvv2 = request.card.cvv2 if isinstance(request, wire.Purchase | wire.Balance) else None
+    for name in ("order_id", "memo"):
+        text = getattr(request, name)
+        if text is None:
+            continue
+        if validate.holds_card_data(text):
+            raise TransactionRefused("30", "must not hold a card number", field=name)
+        if cvv2 is not None and re.search(f"(?<![0-9]){cvv2}(?![0-9])", text):
+            raise TransactionRefused("30", "must not hold the card's CVV2", field=name)
 
 
 def _card(card: wire.Card) -> Card:

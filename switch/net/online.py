@@ -68,6 +68,10 @@ class OnlineProtocol:
             error = online.decode_error(exc)
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
+        try:
+            online.check_free_text(message)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
         if isinstance(message, wire.Status):
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
             if stored is None and self.idempotency.journal_has_more:

@@ -35,7 +35,7 @@ from tests.net.helpers import (
     purchase,
     start_switch,
 )
-from tests.net.test_durability import db, journal_as_a_crash_left_it, rows
+from tests.net.test_durability import db, journal_as_a_crash_left_it, rows, stored_bytes
 
 
 def transactions(app: SwitchApp) -> list[dict[str, object]]:
@@ -169,6 +169,43 @@ async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_ci
     for n in range(5):
         sale = await client.request(purchase(f"after-{n}", 1000 + n))
         assert isinstance(sale, wire.Result) and sale.code == "00", sale
+
+
+# -- item: card data typed into free text is refused, never stored ----------------------
+
+
+async def test_card_data_in_order_id_or_memo_is_refused_and_never_stored(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery, make_config())
+    client = await online_client(app)
+    spaced = " ".join(PAN_ABC[i : i + 4] for i in range(0, len(PAN_ABC), 4))
+    cases = [
+        ("memo", {"memo": f"card {PAN_ABC} exp 2812"}),
+        ("order_id", {"order_id": spaced}),
+        ("memo", {"memo": f"track {PAN_ABC}=28121015555"}),
+        ("memo", {"memo": "cvv is 987, thanks"}),
+    ]
+    for n, (field, extra) in enumerate(cases):
+        answer = await client.request(
+            purchase(f"free-{n}", 1500, pan=PAN_ICBC, cvv2="987", **extra)
+        )
+        assert isinstance(answer, wire.Error), (field, answer)
+        assert (answer.id, answer.code) == (f"free-{n}", "30") and field in answer.message
+    void = await client.request(
+        wire.Void(id="free-v", merchant_id="SHOP01", original_id="x", memo=f"pan {PAN_ICBC}")
+    )
+    assert isinstance(void, wire.Error) and void.code == "30" and "memo" in void.message
+
+    kept = await client.request(
+        purchase("free-ok", 1500, cvv2="987", order_id="ORD-2025-11-22-0001", memo="order 9870")
+    )
+    assert isinstance(kept, wire.Result) and kept.approved
+    assert kept.order_id == "ORD-2025-11-22-0001"
+    assert bank_requests(app, "icbc") == ["0200"]  # only the clean one went out
+    stored = stored_bytes(app)
+    for secret in (PAN_ABC, spaced, "28121015555"):
+        assert secret.encode() not in stored, secret
 
 
 # -- item: look-alike ids are refused; what the bank sees is the key -------------------
