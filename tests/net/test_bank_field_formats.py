@@ -36,6 +36,7 @@ from tests.net.helpers import (
     start_switch,
 )
 from tests.net.test_durability import db, journal_as_a_crash_left_it, rows, stored_bytes
+from tests.store.engines import ENGINES, Configure, config_maker
 
 
 def transactions(app: SwitchApp) -> list[dict[str, object]]:
@@ -134,14 +135,20 @@ async def test_each_request_is_checked_against_its_own_banks_dialect(
     assert isinstance(sale, wire.Result) and sale.approved
 
 
+@pytest.fixture(params=ENGINES)
+def on_each_engine(request: pytest.FixtureRequest) -> Configure:
+    """``make_config``, with the journal on this run's engine."""
+    return config_maker(request)
+
+
 async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_circuit(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, on_each_engine: Configure
 ) -> None:
     """A sale left in doubt (``sending``) with a merchant id the bank cannot carry, as
     the switch journaled them before it checked: at start-up its reversal goes to
     ``manual`` at once with the reason, no attempt counted, nothing sent, and the bank's
     circuit stays closed (one timeout would open it here) so its sales are approved."""
-    config = make_config(
+    config = on_each_engine(
         saf=FAST_SAF, banks={"icbc": {"circuit_timeouts": 1, "circuit_open_s": 120}}
     )
     app = SwitchApp(config)
@@ -175,9 +182,9 @@ async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_ci
 
 
 async def test_card_data_in_order_id_or_memo_is_refused_and_never_stored(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, on_each_engine: Configure
 ) -> None:
-    app = await start_switch(nursery, make_config())
+    app = await start_switch(nursery, on_each_engine())
     client = await online_client(app)
     spaced = " ".join(PAN_ABC[i : i + 4] for i in range(0, len(PAN_ABC), 4))
     cases = [
