@@ -110,6 +110,8 @@ _id_probe_decoder: Final = msgspec.msgpack.Decoder(dict[str, object])
 _response_encoder: Final = msgspec.msgpack.Encoder()
 _PATH_FIELD = re.compile(r"at `\$\.?([A-Za-z0-9_.\[\]]*)`")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_ACCEPTOR_ID_REGEX: Final = f"matching regex {ACCEPTOR_ID_PATTERN!r}"
+_ACCEPTOR_ID_RULE: Final = "of printable ASCII with no space at either end"
 
 
 class OnlineDecodeError(MessageDecodeError):
@@ -127,7 +129,7 @@ def decode_request(payload: bytes) -> OnlineRequest:
     try:
         return _request_decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        text = str(exc)
+        text = str(exc).replace(_ACCEPTOR_ID_REGEX, _ACCEPTOR_ID_RULE)
         match = _PATH_FIELD.search(text)
         raise OnlineDecodeError(
             text, request_id=_probe_id(payload), field_path=match.group(1) if match else None

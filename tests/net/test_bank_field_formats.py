@@ -232,6 +232,7 @@ async def test_merchant_ids_with_spaces_at_either_end_or_blank_are_refused(
         )  # fmt: skip
         assert isinstance(answer, wire.Error), (merchant_id, answer)
         assert answer.code == "30" and "merchant_id" in answer.message
+        assert "printable ASCII with no space at either end" in answer.message
     status = await client.request(wire.Status(id="ws-s", merchant_id="SHOP01 ", original_id="a"))
     assert isinstance(status, wire.Error) and status.code == "30"
     assert transactions(app) == [] and bank_requests(app, "icbc") == []
