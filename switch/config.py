@@ -15,6 +15,7 @@ from msgspec import Meta
 from switch.admin.settings import AdminSection
 from switch.errors import ConfigError
 from switch.wire.dialect import load_dialects
+from switch.wire.online import ACCEPTOR_ID_PATTERN
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
@@ -86,8 +87,11 @@ class PosListenerSection(ListenerSection, frozen=True, kw_only=True):
 class OnlineListenerSection(ListenerSection, frozen=True, kw_only=True):
     max_frame_bytes: Count = 65536
     max_in_flight_per_connection: Count = 64
-    terminal_id: Annotated[str, Meta(min_length=1, max_length=8)] = "ONLINE01"
-    """Field 41 towards banks for online payments (they have no terminal of their own)."""
+    terminal_id: Annotated[str, Meta(min_length=1, max_length=8, pattern=ACCEPTOR_ID_PATTERN)] = (
+        "ONLINE01"
+    )
+    """Field 41 towards banks for online payments (they have no terminal of their own):
+    printable ASCII, no space at either end."""
     idempotency_keep_s: PositiveSeconds = 7 * 24 * 3600.0
     idempotency_max_entries: Count = 200_000
     """Online results kept in memory (the journal keeps all of them for

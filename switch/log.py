@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from switch.core.model import mask_pan
-from switch.core.validate import luhn_valid
+from switch.core.validate import DIGIT_RUN, TRACK2_SHAPE, card_number_digits
 from switch.errors import SwitchError
 
 SENSITIVE_KEYS: Final = frozenset({"track2", "pin_block", "cvv2", "cvv", "pin", "track"})
@@ -38,21 +38,20 @@ UNSCANNED_KEYS: Final = frozenset(
 )
 """Keys whose values are switch-assigned numbers or ids, never card data: an RRN or a
 merchant id that happens to pass the Luhn check must not be masked."""
-_DIGIT_RUN: Final = re.compile(r"(?<![0-9])[0-9]{12,19}(?![0-9])")
-_TRACK2: Final = re.compile(r"[0-9]{12,19}[=Dd][0-9]+")
 
 
 def _mask_match(match: re.Match[str]) -> str:
-    digits = match.group(0)
-    return mask_pan(digits) if luhn_valid(digits) else digits
+    digits = card_number_digits(match)
+    return mask_pan(digits) if digits is not None else match.group(0)
 
 
 def redact_text(text: str) -> str:
-    """Masks anything that looks like track 2 or a Luhn-valid card number."""
+    """Masks anything that looks like track 2 or a Luhn-valid card number (what
+    ``switch.core.validate.holds_card_data`` detects)."""
     if len(text) < 12:
         return text
-    text = _TRACK2.sub("<track2 redacted>", text)
-    return _DIGIT_RUN.sub(_mask_match, text)
+    text = TRACK2_SHAPE.sub("<track2 redacted>", text)
+    return DIGIT_RUN.sub(_mask_match, text)
 
 
 def _redact(value: Any) -> Any:

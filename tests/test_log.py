@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import structlog
 import trio
 
 from switch.errors import ConfigError
@@ -34,6 +35,19 @@ def test_stdlib_logging_with_a_traceback_is_one_json_line(log_sink: LogSink) -> 
     assert record["logger"] == "tests.accept" and record["level"] == "error"
     assert record["exception"].startswith("OSError: [Errno 24] Too many open files (tests/")
     assert "test_log.py" in record["exception"]
+
+
+def test_a_card_number_typed_in_groups_is_masked_in_the_log(log_sink: LogSink) -> None:
+    """The log's detector (shared with the online channel's check of free text) finds a
+    card number as people type it, in groups, and leaves date-like numbers alone."""
+    structlog.get_logger().warning(
+        "typed", note="card 6222 0210 0011 1122 221 or 6222-0210-0011-1122-221",
+        order="ORD-2025-11-22-0001",
+    )  # fmt: skip
+    (line,) = b"".join(log_sink.lines).splitlines()
+    record = json.loads(line)
+    assert record["note"] == "card 622202*********2221 or 622202*********2221"
+    assert record["order"] == "ORD-2025-11-22-0001"
 
 
 def test_an_exception_group_is_described_in_one_line() -> None:

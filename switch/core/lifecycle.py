@@ -31,6 +31,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
 - requests refused before a bank (no slot, no link, no route, a rule) write nothing;
+- a request is encoded in its bank's dialect before it is journaled: one holding a value
+  the dialect cannot carry is refused 30 naming the field, writes nothing and gives its
+  slot back with no verdict on the bank (never a timeout for its circuit);
 - on a journal shared by several workers, a POS request is not looked up before it is
   admitted: the journal refuses a second request of one identity (``RequestRepeated``)
   and the request, sent nowhere, is answered as the repeat of the first it names.
@@ -61,7 +64,12 @@ from switch.core.model import (
     Void,
 )
 from switch.core.numbers import RrnExhausted
-from switch.errors import CardDataUnreadable, LocalProtocolError, TransactionRefused
+from switch.errors import (
+    CardDataUnreadable,
+    LocalProtocolError,
+    MessageEncodeError,
+    TransactionRefused,
+)
 
 
 class Cards(Protocol):
@@ -119,9 +127,17 @@ class Refused(msgspec.Struct, frozen=True):
     reason: str
 
 
+BankEncoder = Callable[[str, dict[int, str | bytes]], bytes]
+"""(MTI, fields) -> the message in the bank's dialect; MessageEncodeError naming the
+field the dialect cannot carry."""
+
+
 class LinkGranted(msgspec.Struct, frozen=True):
     stan: str
     """The bank STAN the link's sequence gave this request."""
+    encode: BankEncoder | None = None
+    """The granted link's encoder: the request is encoded with it before it is
+    journaled, so a value its bank cannot take is refused (30) with nothing written."""
 
 
 class Journaled(msgspec.Struct, frozen=True):
@@ -218,6 +234,8 @@ class Exchange(msgspec.Struct, frozen=True):
 
     mti: str
     fields: dict[int, str | bytes]
+    encoded: bytes | None = None
+    """The message as ``LinkGranted.encode`` made it (None: the link encodes it)."""
 
 
 class ReleaseLink(msgspec.Struct, frozen=True):
@@ -275,7 +293,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", JournalFailed): "answered",
     ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
     ("admitting", Refused): "answered",
-    ("waiting_for_link", LinkGranted): "journaling_request",
+    ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): "answered",
     ("journaling_request", Journaled): "at_bank",
     ("journaling_request", JournalFailed): "answered",
@@ -607,9 +625,23 @@ class BankTransaction:
             self.original.sent if self.original is not None else None,
             mcc=self.mcc,
         )
+        encoded = None
+        if event.encode is not None:
+            try:
+                encoded = event.encode(mti, fields)
+            except MessageEncodeError as exc:
+                # A value this bank's dialect cannot carry (a merchant id in full-width
+                # letters, say): refused before anything is written or sent, and never
+                # a verdict on the bank.
+                step.actions.append(ReleaseLink(answered=None))
+                self._settle_in_memory("not_sent", "30")
+                field = str(exc.field) if exc.field is not None else None
+                raise TransactionRefused(
+                    "30", f"bank {self.bank} cannot take it: {exc}", field=field
+                ) from None
         record.bank_processing_code = str(fields[3])
         record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
-        self._exchange = Exchange(mti, fields)
+        self._exchange = Exchange(mti, fields, encoded)
         # On disk before it leaves: after a crash it is known, and reversed.
         self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))

@@ -3,6 +3,7 @@ channel's idempotency rules. Pure Python, no I/O."""
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from datetime import date
@@ -56,6 +57,26 @@ MESSAGES: Final = {
     "94": "duplicate transmission",
     "96": "system malfunction",
 }
+
+
+BANK_FIELD_NAMES: Final = {2: "card.pan", 4: "amount", 42: "merchant_id"}
+"""The request field each bank field of an online request is made of, so a value the
+bank's dialect cannot carry is refused naming the client's field."""
+
+
+def check_free_text(request: wire.OnlineRequest) -> None:
+    """``order_id`` and ``memo`` are echoed and kept with the result: text holding a
+    card number or track data (the log's detector), or the request's own CVV2, is
+    refused (30 naming the field), never stored."""
+    cvv2 = request.card.cvv2 if isinstance(request, wire.Purchase | wire.Balance) else None
+    for name in ("order_id", "memo"):
+        text = getattr(request, name)
+        if text is None:
+            continue
+        if validate.holds_card_data(text):
+            raise TransactionRefused("30", "must not hold a card number", field=name)
+        if cvv2 is not None and re.search(f"(?<![0-9]){cvv2}(?![0-9])", text):
+            raise TransactionRefused("30", "must not hold the card's CVV2", field=name)
 
 
 def _card(card: wire.Card, today: date | None) -> Card:
@@ -139,6 +160,17 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         order_id=request.order_id,
         memo=request.memo,
     )
+
+
+def response(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result | wire.Error:
+    """The answer to a request that went through the switchboard: its result, or an
+    error naming the field when a value failed the bank's format (30 with a bank field,
+    nothing sent, nothing kept)."""
+    if outcome.code == "30" and outcome.field is not None and outcome.field.isdigit():
+        name = BANK_FIELD_NAMES.get(int(outcome.field), f"bank field {outcome.field}")
+        message = outcome.message or MESSAGES["30"]
+        return wire.Error(id=request.id, code="30", message=f"{message} (field {name})")
+    return result(request, outcome)
 
 
 def refusal(request_id: str | None, exc: TransactionRefused) -> wire.Error:

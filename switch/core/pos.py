@@ -105,6 +105,18 @@ def _required(fields: Fields, number: int) -> str:
     return value
 
 
+def _acceptor_id(fields: Fields, number: int) -> str:
+    """41 or 42 as the bank sees it: without the right space padding of its fixed ans
+    field. A blank id, or one that starts with a space, is refused (30): the bank would
+    not tell it from another terminal's or merchant's."""
+    value = _required(fields, number).rstrip(" ")
+    if not value or value[0] == " ":
+        raise TransactionRefused(
+            "30", f"field {number} is blank or starts with a space", field=str(number)
+        )
+    return value
+
+
 def request_from_pos(
     mti: str,
     fields: Fields,
@@ -119,8 +131,8 @@ def request_from_pos(
     stan = _required(fields, 11)
     acceptor = Acceptor(
         channel="pos",
-        terminal_id=_required(fields, 41).rstrip(" "),
-        merchant_id=_required(fields, 42).rstrip(" "),
+        terminal_id=_acceptor_id(fields, 41),
+        merchant_id=_acceptor_id(fields, 42),
     )
     reserved = _required(fields, 60)
     batch = reserved[2:8] if len(reserved) >= 8 else "000000"

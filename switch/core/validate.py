@@ -6,6 +6,7 @@ a POS terminal gets the code and an online client gets the code and the field's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import date
 from typing import Final, NamedTuple
@@ -110,3 +111,35 @@ def settled_currency(code: str, settled: Collection[str], *, field: str) -> str:
 def require(value: object | None, *, field: str) -> None:
     if value is None:
         raise TransactionRefused("30", "mandatory field is missing", field=field)
+
+
+# -- card data where none belongs (free text, log lines) ---------------------------------
+
+TRACK2_SHAPE: Final = re.compile(r"[0-9]{12,19}[=Dd][0-9]+")
+DIGIT_RUN: Final = re.compile(
+    r"(?<![0-9])(?<![0-9][ -])(?:"
+    r"[0-9]{12,19}"
+    r"|[0-9]{4}(?P<a>[ -])[0-9]{4}(?P=a)[0-9]{4}(?P=a)[0-9]{4}(?P=a)[0-9]{3}"
+    r"|[0-9]{4}(?P<b>[ -])[0-9]{4}(?P=b)[0-9]{4}(?P=b)[0-9]{1,7}"
+    r"|[0-9]{4}(?P<c>[ -])[0-9]{6}(?P=c)[0-9]{4,5}"
+    r")(?![ -]?[0-9])"
+)
+"""12 to 19 digits standing alone, together or grouped as a card is printed and typed
+(4-4-4-4, 4-4-4-4-3, 4-6-5, one space or dash between groups): a date-like
+``2025-11-22-0001`` is not taken for one."""
+
+
+def card_number_digits(match: re.Match[str]) -> str | None:
+    """The digits of a DIGIT_RUN match if they pass the Luhn check (a card number)."""
+    digits = match.group(0).replace(" ", "").replace("-", "")
+    return digits if luhn_valid(digits) else None
+
+
+def holds_card_data(text: str) -> bool:
+    """Whether ``text`` holds what the log masks: track 2 data or a Luhn-valid card
+    number (the one detector behind both, ``switch.log.redact_text``)."""
+    if len(text) < 12:
+        return False
+    if TRACK2_SHAPE.search(text):
+        return True
+    return any(card_number_digits(match) for match in DIGIT_RUN.finditer(text))

@@ -58,6 +58,15 @@ class LinkNotSent(LinkDown):
     reverse."""
 
 
+class NotEncodable(LinkNotSent):
+    """The message cannot be encoded in the bank's dialect (a field it cannot carry):
+    never sent, and never will be as it is. Not a verdict on the bank."""
+
+    def __init__(self, message: str, *, field: int | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class BankUnavailable(SwitchError):
     """No slot on any of the bank's links for this request: its circuit is open, every
     link is down, its queue is full, or it waited as long as it may. Answered 91."""
@@ -132,19 +141,37 @@ class BankLink:
     def has_room(self) -> bool:
         return self.status == "up" and self.in_flight < self.window
 
-    async def exchange(self, mti: str, fields: dict[int, FieldValue]) -> Iso8583Message:
-        """Sends a request on a reserved slot and waits for its response.
+    def encode(self, mti: str, fields: dict[int, FieldValue]) -> bytes:
+        """The message in this bank's dialect; MessageEncodeError naming the field it
+        cannot carry."""
+        return self._codec.encode(mti, fields)
+
+    async def exchange(
+        self, mti: str, fields: dict[int, FieldValue], *, encoded: bytes | None = None
+    ) -> Iso8583Message:
+        """Sends a request on a reserved slot and waits for its response; ``encoded``
+        is the message as :meth:`encode` made it, if the caller already has it.
 
         The caller holds the deadline (a cancel scope); when it fires, the request is
         forgotten here and a response arriving later is counted as unsolicited.
-        Raises LinkNotSent if it could not be sent, LinkDown if the link drops after.
-        The caller releases the slot (``BankConnector.release``).
+        Raises LinkNotSent if it could not be sent (NotEncodable if the dialect cannot
+        carry it), LinkDown if the link drops after. The caller releases the slot
+        (``BankConnector.release``).
         """
         if self.status != "up":
             raise LinkNotSent(f"link {self.bank}/{self.index} is down")
-        return await self._exchange(mti, fields)
+        return await self._exchange(mti, fields, encoded)
 
-    async def _exchange(self, mti: str, fields: dict[int, FieldValue]) -> Iso8583Message:
+    async def _exchange(
+        self, mti: str, fields: dict[int, FieldValue], encoded: bytes | None = None
+    ) -> Iso8583Message:
+        if encoded is None:
+            try:
+                encoded = self._codec.encode(mti, fields)
+            except MessageEncodeError as exc:
+                raise NotEncodable(
+                    f"bank {self.bank} cannot take it: {exc}", field=exc.field
+                ) from None
         writer = self._writer
         if writer is None:
             raise LinkNotSent(f"link {self.bank}/{self.index} is not connected")
@@ -154,7 +181,7 @@ class BankLink:
         pending = _Pending()
         self._pending[key] = pending
         try:
-            frame = self._framer.frame(self._codec.encode(mti, fields))
+            frame = self._framer.frame(encoded)
             try:
                 writer.send_nowait(frame)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):

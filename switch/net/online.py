@@ -68,6 +68,10 @@ class OnlineProtocol:
             error = online.decode_error(exc)
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
+        try:
+            online.check_free_text(message)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
         if isinstance(message, wire.Status):
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
             if stored is None and self.idempotency.journal_has_more:
@@ -160,7 +164,7 @@ class OnlineProtocol:
         except BaseException:
             self.idempotency.abandon(message.merchant_id, message.id)
             raise
-        payload = wire.encode_response(online.result(message, outcome))
+        payload = wire.encode_response(online.response(message, outcome))
         if kept and kept[-1] == payload:
             self.idempotency.finish(message.merchant_id, message.id, payload, now_s=time.time())
         else:  # not journaled (nothing reached a bank, or the journal failed)

@@ -7,7 +7,9 @@ attempts that reached the bank count: the first one sent is a 0400, repeats are 
 and after ``max_attempts`` sent without an answer of 00 it waits in state ``manual``
 until an operator retries it (``switch saf retry ID``, seen at the next poll). One
 that could not be sent (the bank's circuit open, its links down or full) is tried
-again later as if it had never been tried.
+again later as if it had never been tried. One that can never be sent as it is (a field
+the bank's dialect cannot carry) goes to ``manual`` at once with the reason; it is no
+verdict on the bank, so it never counts towards its circuit.
 
 When the journal itself fails, a reversal the switch owes is kept in memory instead
 (``reverse_unjournaled``) and delivered the same way; its record in the journal still
@@ -33,7 +35,7 @@ from switch.core.changes import SafState
 from switch.core.clock import Stamp
 from switch.core.lifecycle import Cards
 from switch.errors import CardDataUnreadable, SwitchError
-from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent
+from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent, NotEncodable
 from switch.store.port import Journal, JournalError, ReversalAttempted, TxnUpdated
 
 log = structlog.get_logger()
@@ -59,14 +61,16 @@ class _Unjournaled:
 
 
 class _Sent:
-    """What one attempt gave: the bank's answer (or why there was none), and whether
-    the reversal reached the bank at all."""
+    """What one attempt gave: the bank's answer (or why there was none), whether the
+    reversal reached the bank at all, and whether it never can (its bank's dialect
+    cannot carry one of its fields)."""
 
-    __slots__ = ("result", "sent")
+    __slots__ = ("never", "result", "sent")
 
-    def __init__(self, result: str, *, sent: bool) -> None:
+    def __init__(self, result: str, *, sent: bool, never: bool = False) -> None:
         self.result = result
         self.sent = sent
+        self.never = never
 
 
 class ReversalForwarder:
@@ -96,6 +100,7 @@ class ReversalForwarder:
         self.failed_attempts = 0
         self.not_sent = 0
         self.unreadable = 0
+        self.unencodable = 0
 
     def nudge(self) -> None:
         """A reversal was queued: look now rather than at the next poll."""
@@ -118,6 +123,7 @@ class ReversalForwarder:
             "failed_attempts": self.failed_attempts,
             "not_sent": self.not_sent,
             "unreadable": self.unreadable,
+            "unencodable": self.unencodable,
         }
 
     async def run(self) -> None:
@@ -165,7 +171,15 @@ class ReversalForwarder:
                 return
             sent = await self._send(record, pan, repeat=attempts > 0)
             now = time.time()
-            if sent.result == BANK_ANSWERED:
+            if sent.never:
+                # No attempt will ever encode it: an operator must settle it with the
+                # bank; counted as no attempt and never as a timeout of the bank.
+                self.unencodable += 1
+                log.error(
+                    "reversal_not_encodable", bank=self.bank, rrn=record.rrn, reason=sent.result
+                )
+                await self._record(saf_id, attempts, "manual", now, sent.result)
+            elif sent.result == BANK_ANSWERED:
                 self.delivered += 1
                 log.info(
                     "reversal_delivered", bank=self.bank, rrn=record.rrn, attempts=attempts + 1
@@ -204,6 +218,13 @@ class ReversalForwarder:
                 log.critical("reversal_card_data_unreadable", bank=self.bank, rrn=record.rrn)
                 return
             sent = await self._send(record, pan, repeat=owed.attempts > 0)
+            if sent.never:
+                self.unencodable += 1
+                self._unjournaled.remove(owed)
+                log.critical(
+                    "reversal_not_encodable", bank=self.bank, rrn=record.rrn, reason=sent.result
+                )
+                return
             if sent.result != BANK_ANSWERED:
                 if sent.sent:
                     owed.attempts += 1
@@ -257,6 +278,8 @@ class ReversalForwarder:
                 return _Sent(str(response.fields.get(39)), sent=True)
             answered = False
             return _Sent("no answer in time", sent=True)
+        except NotEncodable as exc:
+            return _Sent(f"not encodable: {exc}", sent=False, never=True)
         except LinkNotSent as exc:
             return _Sent(f"not sent: {exc}", sent=False)
         except SwitchError as exc:

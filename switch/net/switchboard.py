@@ -411,8 +411,8 @@ class Switchboard:
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
                 return await self._acquire_link(connector, run, deadline)
-            case Exchange(mti=mti, fields=fields):
-                return await self._exchange(mti, fields, run)
+            case Exchange(mti=mti, fields=fields, encoded=encoded):
+                return await self._exchange(mti, fields, encoded, run)
             case LoadOriginal():
                 if run.ticket is not None:
                     # Holding its slot (a repeat's first, read once the journal named
@@ -434,15 +434,17 @@ class Switchboard:
         except BankUnavailable as exc:
             return Refused(str(exc))
         run.link = (connector, link)
-        return LinkGranted(stan=connector.stans.next())
+        return LinkGranted(stan=connector.stans.next(), encode=link.encode)
 
-    async def _exchange(self, mti: str, fields: dict[int, str | bytes], run: _Run) -> Event:
+    async def _exchange(
+        self, mti: str, fields: dict[int, str | bytes], encoded: bytes | None, run: _Run
+    ) -> Event:
         assert run.link is not None
         connector, link = run.link
         began = trio.current_time()
         try:
             with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields)
+                response = await link.exchange(mti, fields, encoded=encoded)
                 return BankAnswered(response.mti, response.fields)
             return BankTimedOut()
         except LinkNotSent as exc:

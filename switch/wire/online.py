@@ -18,7 +18,11 @@ from switch.errors import MessageDecodeError
 # Patterns end in \Z, not $: "$" would also match before a trailing newline.
 REQUEST_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}\Z"
 RequestId = Annotated[str, Meta(pattern=REQUEST_ID_PATTERN)]
-MerchantId = Annotated[str, Meta(min_length=1, max_length=15)]
+ACCEPTOR_ID_PATTERN: Final = r"^[!-~](?:[ -~]*[!-~])?\Z"
+"""An id a bank receives in an ans field (42, 41): printable ASCII, with no space at
+either end (a bank pads 42 with spaces, so "SHOP01 " would be SHOP01 there) and not
+blank."""
+MerchantId = Annotated[str, Meta(min_length=1, max_length=15, pattern=ACCEPTOR_ID_PATTERN)]
 OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
@@ -106,6 +110,8 @@ _id_probe_decoder: Final = msgspec.msgpack.Decoder(dict[str, object])
 _response_encoder: Final = msgspec.msgpack.Encoder()
 _PATH_FIELD = re.compile(r"at `\$\.?([A-Za-z0-9_.\[\]]*)`")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_ACCEPTOR_ID_REGEX: Final = f"matching regex {ACCEPTOR_ID_PATTERN!r}"
+_ACCEPTOR_ID_RULE: Final = "of printable ASCII with no space at either end"
 
 
 class OnlineDecodeError(MessageDecodeError):
@@ -123,7 +129,7 @@ def decode_request(payload: bytes) -> OnlineRequest:
     try:
         return _request_decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        text = str(exc)
+        text = str(exc).replace(_ACCEPTOR_ID_REGEX, _ACCEPTOR_ID_RULE)
         match = _PATH_FIELD.search(text)
         raise OnlineDecodeError(
             text, request_id=_probe_id(payload), field_path=match.group(1) if match else None

@@ -59,6 +59,9 @@ from switch.core.model import (
 from switch.core.numbers import RrnAllocator
 from switch.errors import LocalProtocolError, TransactionRefused
 from switch.store.crypto import CardKey, CardKeyFile, CardVault
+from switch.wire.dialect import load_dialect
+from switch.wire.iso8583 import Iso8583Codec
+from tests.conftest import DIALECTS
 
 PAN = "6222021000111122221"
 OTHER_PAN = "6222021000111122239"
@@ -331,6 +334,43 @@ def test_nothing_reaches_a_bank_before_it_is_journaled() -> None:
             pending_start = isinstance(last, Journal) and isinstance(last.changes[0], TxnStarted)
             if isinstance(last, Exchange):
                 assert started_and_durable
+
+
+def test_a_request_its_banks_dialect_cannot_carry_is_refused_30_with_nothing_written() -> None:
+    """Encoded with the granted link's encoder before it is journaled: a field the
+    dialect refuses answers 30 naming it, gives the slot back with no verdict on the
+    bank, journals nothing and releases what a void reserved."""
+    world = World()
+    original = world.approved_sale(9000)
+    codec = Iso8583Codec(load_dialect(DIALECTS / "h2h-ascii.toml"))
+
+    def control_character_in_42(mti: str, fields: dict[int, str | bytes]) -> bytes:
+        return codec.encode(mti, {**fields, 42: "SH\x01P"})
+
+    void = Void(
+        acceptor=POS, stan="000124", batch="000042", request_mti="0200",
+        processing_code="020000", card=Card(pan=PAN, entry_mode="021"), currency="156",
+        amount=9000, original=OriginalRef(rrn=original.rrn),
+    )  # fmt: skip
+    full_width = sale(acceptor=msgspec.structs.replace(ONLINE, merchant_id="ＳＨＯＰ"))
+    for request, encode in ((full_width, codec.encode), (void, control_character_in_42)):
+        machine = world.transaction(request)
+        drive(machine, Admitted())
+        actions = machine.handle(LinkGranted("000008", encode=encode), NOW)
+        assert kinds(actions) == ["ReleaseLink", "Answer"]
+        assert actions[0] == ReleaseLink(answered=None)
+        outcome = answer_of(actions)
+        assert (outcome.code, outcome.field) == ("30", "42") and "field 42" in outcome.message
+        assert machine.record is not None and machine.record.state == "not_sent"
+    kept = world.book.by_rrn(original.rrn)
+    assert kept is not None and not kept.voided and not kept.void_pending
+    machine = world.transaction(sale(stan="000125"))
+    drive(machine, Admitted())
+    started = journal_of(machine.handle(LinkGranted("000009", encode=codec.encode), NOW))
+    assert [type(c) for c in started] == [TxnStarted]
+    exchange = machine.handle(Journaled(), NOW)[-1]
+    assert isinstance(exchange, Exchange)
+    assert exchange.encoded == codec.encode(exchange.mti, exchange.fields)  # encoded once
 
 
 def test_the_link_slot_is_given_back_exactly_once_with_the_banks_verdict() -> None:

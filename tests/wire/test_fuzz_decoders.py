@@ -461,7 +461,8 @@ def test_request_from_pos_with_a_non_digit_amount_is_refused(amount: str) -> Non
 # -- online requests to the model -------------------------------------------------------
 
 IDS = st.from_regex(wire.REQUEST_ID_PATTERN, fullmatch=True)
-MERCHANTS = st.text(min_size=1, max_size=15)
+MERCHANTS = st.from_regex(r"[!-~](?:[ -~]{0,13}[!-~])?", fullmatch=True)
+"""What decode_request accepts as merchant_id (wire.ACCEPTOR_ID_PATTERN, 1..15)."""
 AMOUNTS = st.one_of(
     st.integers(-(1 << 63), (1 << 64) - 1),
     st.integers(-2, 2),

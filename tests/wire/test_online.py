@@ -151,6 +151,12 @@ INVALID: list[tuple[bytes, str | None, str | None]] = [
     # other fields: the id is known
     (encode({**PURCHASE, "merchant_id": "M" * 16}), "merchant_id", "order-1"),
     (encode({**PURCHASE, "merchant_id": ""}), "merchant_id", "order-1"),
+    # what bank field 42 (ans15, space-padded) cannot carry or tell apart
+    (encode({**PURCHASE, "merchant_id": "SHOP01 "}), "merchant_id", "order-1"),
+    (encode({**PURCHASE, "merchant_id": " SHOP01"}), "merchant_id", "order-1"),
+    (encode({**PURCHASE, "merchant_id": "   "}), "merchant_id", "order-1"),
+    (encode({**PURCHASE, "merchant_id": "\uff33\uff28\uff2f\uff30"}), "merchant_id", "order-1"),
+    (encode({**VOID, "merchant_id": "SH\x01P"}), "merchant_id", "void:1"),
     (encode({**PURCHASE, "amount": "100"}), "amount", "order-1"),
     (encode({**PURCHASE, "amount": 1.5}), "amount", "order-1"),
     (encode(_without(PURCHASE, "amount")), None, "order-1"),
