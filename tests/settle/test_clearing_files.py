@@ -7,13 +7,21 @@ number a bank writes into the masked PAN column reaches none of the switch's fil
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import resource
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import time as clock_now
+from typing import Any
 
+import pytest
 import trio
 
+from switch import cli
 from switch.core.calendar import BusinessCalendar
 from switch.core.merchants import MerchantBook
 from switch.net.settlement import SettlementService
@@ -31,6 +39,8 @@ from tests.settle.test_business_day import (
     stores,
     written,
 )
+from tests.switch_process import demo_config, start_switch, write_config
+from tests.test_startup import can_mount  # noqa: F401  (a fixture)
 
 DAY = date(2026, 11, 22)
 MAX_BYTES = 4096
@@ -185,3 +195,106 @@ def test_a_card_number_in_the_masked_pan_column_reaches_no_file_of_the_switch(
         data = path.read_bytes()
         assert FULL_PAN.encode() not in data, path
         assert FULL_PAN[:12].encode() not in data, path  # nor its first 12 digits
+
+
+# -- in a running switch ---------------------------------------------------------------
+
+
+def _address_space(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+async def _operator(port: int, *arguments: str) -> tuple[int, Any]:
+    """``switch ...`` against the running switch's admin port, in a thread."""
+    out = io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out):
+            return cli.main([*arguments, "--url", f"http://127.0.0.1:{port}", "--json"])
+
+    code = await trio.to_thread.run_sync(run)
+    return code, json.loads(out.getvalue()) if out.getvalue() else None
+
+
+async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``switch run`` with the demo's four simulated banks: the files of the two dates
+    before the one closed are looked at when it settles (a file that came after its own
+    date settled still counts), and there a link to /dev/zero, a FIFO, a folder, an
+    oversized file and one the switch may not read wait. Before: the link ended the
+    switch (MemoryError; its address space is bounded here so that it does not take
+    the machine's memory first), the FIFO hung the settlement and SIGTERM with it."""
+    settings = demo_config(tmp_path)
+    settings["settlement"]["max_clearing_file_bytes"] = MAX_BYTES
+    config = write_config(tmp_path, settings)
+    calendar = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=[])
+    closing = calendar.date_at(clock_now())
+    before, two_before = closing - timedelta(days=1), closing - timedelta(days=2)
+    clearing = tmp_path / "clearing"
+    clearing.mkdir()
+    (clearing / clearing_file_name("icbc", before)).symlink_to("/dev/zero")
+    os.mkfifo(clearing / clearing_file_name("abc", before))
+    (clearing / clearing_file_name("cmb", before)).mkdir()
+    (clearing / clearing_file_name("citic", before)).write_bytes(b"H" * (MAX_BYTES + 1))
+    expected = {
+        (before, "icbc"): "not a regular file: a symbolic link (never followed)",
+        (before, "abc"): "not a regular file: a FIFO",
+        (before, "cmb"): "not a regular file: a directory",
+        (before, "citic"): f"larger than [settlement] max_clearing_file_bytes ({MAX_BYTES}): "
+        f"{MAX_BYTES + 1} bytes",
+    }
+    # One it may not read: a write-only kernel file mounted over it (root reads any
+    # file's bytes whatever its mode), or its mode where the test is not root.
+    unreadable = clearing / clearing_file_name("icbc", two_before)
+    unreadable.write_bytes(_clearing_file())
+    wrapper: list[str] = []
+    if request.getfixturevalue("can_mount"):
+        script = 'mount --bind /proc/sys/vm/drop_caches "$1" && shift && exec "$@"'
+        wrapper = ["unshare", "-m", "sh", "-c", script, "sh", str(unreadable)]
+    elif os.geteuid() != 0:
+        unreadable.chmod(0)
+    if wrapper or os.geteuid() != 0:
+        expected[(two_before, "icbc")] = "cannot be opened: Permission denied"
+
+    switch = await start_switch(config, preexec_fn=_address_space(4 << 30), wrapper=wrapper)
+    try:
+        port = int((await switch.wait_for_event("admin_listening"))["port"])
+        code, closed = await _operator(port, "settle", "cutoff")
+        assert code == 0 and closed["business_date"] == closing.isoformat(), switch.output()
+        # Every bank delivers the closed date's file: it settles without its deadline.
+        with trio.fail_after(30):
+            while True:
+                code, status = await _operator(port, "settle", "status", "--date",
+                                               closing.isoformat())  # fmt: skip
+                assert switch.process.poll() is None, switch.output()
+                if code == 0 and status["files_written_at"] is not None:
+                    break
+                await trio.sleep(0.1)
+        assert status["missing"] == [] and {f["status"] for f in status["files"]} == {"accepted"}
+        found = {}
+        for day in (before, two_before):
+            code, status = await _operator(port, "settle", "status", "--date", day.isoformat())
+            assert code == 0
+            found.update(
+                {
+                    (day, f["bank"]): f["reason"]
+                    for f in status["files"]
+                    if f["status"] == "rejected"
+                }
+            )
+        assert found == expected
+        rejected = switch.events("clearing_file_rejected")
+        assert {(event["bank"], event["reason"]) for event in rejected} == {
+            (bank, reason) for (_, bank), reason in expected.items()
+        }
+        # Still serving; SIGTERM stops it.
+        assert (await _operator(port, "settle", "status"))[0] == 0
+        assert await switch.stop() == 0, switch.output()
+    finally:
+        if switch.process.poll() is None:
+            switch.process.kill()
+            await switch.process.wait()
