@@ -262,7 +262,7 @@ async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
 
     switch = await start_switch(config, preexec_fn=_address_space(4 << 30), wrapper=wrapper)
     try:
-        port = int((await switch.wait_for_event("admin_listening"))["port"])
+        port = int((await switch.wait_for_event("switch_started"))["admin_port"])
         code, closed = await _operator(port, "settle", "cutoff")
         assert code == 0 and closed["business_date"] == closing.isoformat(), switch.output()
         # Every bank delivers the closed date's file: it settles without its deadline.
