@@ -31,6 +31,7 @@ from switch.wire.clearing import (
     clearing_file_name,
     encode_clearing_file,
 )
+from tests.conftest import LogSink
 from tests.settle.ledger_days import Place
 from tests.settle.test_business_day import (
     CutoverRecorder,
@@ -55,7 +56,8 @@ def _service(place: Place, clock: Callable[[], float], banks: list[str]) -> Sett
     return SettlementService(
         store=store, journal=journal, calendar=calendar, merchants=MerchantBook.open_to_all(),
         connectors={bank: CutoverRecorder(clock) for bank in banks},  # type: ignore[misc]
-        clearing_dir=lambda bank: folder / "clearing", out_dir=folder / "out",
+        clearing_dir=lambda bank: folder / ("loop" if bank == "loop" else "clearing"),
+        out_dir=folder / "out",
         banks=lambda: banks, institution_of=lambda bank: "0", settle_deadline="03:00",
         utc_offset_h=8, nudge=lambda bank: None, clock=clock,
         max_clearing_file_bytes=MAX_BYTES,
@@ -87,7 +89,7 @@ def _path(place: Place, bank: str) -> Path:
 
 
 def test_what_is_not_a_clearing_file_is_rejected_and_the_date_settles_at_its_deadline(
-    place: Place,
+    place: Place, log_sink: LogSink
 ) -> None:
     (place.folder / "clearing").mkdir()
     _path(place, "good").write_bytes(_clearing_file(_record("532614000001", "622202******1111")))
@@ -100,12 +102,16 @@ def test_what_is_not_a_clearing_file_is_rejected_and_the_date_settles_at_its_dea
     big = _clearing_file(*(_record(f"{n:012d}", "") for n in range(40)))
     assert len(big) > MAX_BYTES
     _path(place, "big").write_bytes(big)
-    banks = ["big", "fifo", "folder", "good", "zero"]
+    # A folder that cannot be looked into (a link to itself). Before: an OSError out of
+    # the settler that ended the switch.
+    (place.folder / "loop").symlink_to(place.folder / "loop")
+    banks = ["big", "fifo", "folder", "good", "loop", "zero"]
     reasons = {
         "zero": "not a regular file: a symbolic link (never followed)",
         "fifo": "not a regular file: a FIFO",
         "folder": "not a regular file: a directory",
         "big": f"larger than [settlement] max_clearing_file_bytes ({MAX_BYTES}): {len(big)} bytes",
+        "loop": "cannot be looked at: Too many levels of symbolic links",
     }
 
     async def main(wall: Callable[[], float]) -> None:
@@ -141,7 +147,13 @@ def test_what_is_not_a_clearing_file_is_rejected_and_the_date_settles_at_its_dea
             assert status.settled_at is not None and status.settled_at >= local(
                 "2026-11-23 03:00:00"
             )
-            assert status.missing == ["big", "fifo", "folder", "zero"]
+            assert status.missing == ["big", "fifo", "folder", "loop", "zero"]
+            # The folder that cannot be looked into is said once a date (the settlement
+            # looks at the two before too), not once a poll.
+            loop = [e for e in log_sink.events("clearing_file_rejected") if e["bank"] == "loop"]
+            assert sorted(e["business_date"] for e in loop) == [
+                "2026-11-20", "2026-11-21", "2026-11-22",
+            ]  # fmt: skip
             # Cancelled (as SIGTERM cancels it), the service ends.
             nursery.cancel_scope.cancel()
         settlement.store.close()
