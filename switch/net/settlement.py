@@ -417,7 +417,7 @@ _FILE_KINDS: Final = (
 def _not_regular(mode: int) -> ClearingFileUnreadable | None:
     if stat.S_ISREG(mode):
         return None
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "of an unknown kind")
     return ClearingFileUnreadable(f"not a regular file: {kind}")
 
 
@@ -453,7 +453,7 @@ def read_clearing_file(path: Path, max_bytes: int) -> ClearingFile:
         while chunk := os.read(descriptor, min(READ_CHUNK_BYTES, max_bytes + 1 - size)):
             size += len(chunk)
             if size > max_bytes:
-                raise _too_large(max_bytes, "it grew past them while read")
+                raise _too_large(max_bytes, "it grew past that while read")
             decoder.feed(chunk)
         return decoder.close()
     except OSError as exc:
