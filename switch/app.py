@@ -315,6 +315,7 @@ class SwitchApp:
             utc_offset_h=utc_offset_h,
             nudge=_Reversals(self.forwarders).nudge,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
+            max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
         )
         await bank_side.start(settlement.run)
         return settlement

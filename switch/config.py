@@ -246,6 +246,11 @@ class SettlementSection(_Section, frozen=True, kw_only=True):
     path: str | None = None
     """The settlement database (SQLite) beside the journal's; None:
     ``settlement.sqlite3`` in the journal's folder."""
+    max_clearing_file_bytes: Count = 256 * 1024 * 1024
+    """A bank's clearing file larger than this is rejected unread. 256 MiB is some 2.5
+    million detail records of 106 bytes, two and a half times the day of a million
+    that bench/clearing_bench.py decodes; a file's records are held in memory while
+    they are stored, some 8 bytes for each byte of the file."""
 
 
 class LogSection(_Section, frozen=True, kw_only=True):

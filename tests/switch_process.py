@@ -84,12 +84,14 @@ class Process:
         name: str = "switch",
         preexec_fn: Callable[[], None] | None = None,
         env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> Process:
-        """``env``: variables set for this process beside the tests' own."""
+        """``env``: variables set for this process beside the tests' own; ``wrapper``
+        runs it (e.g. in a mount namespace), exec'ing it in the same process."""
         stdout, stderr = directory / f"{name}.out", directory / f"{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = await trio.lowlevel.open_process(
-                [*SWITCH, *args],
+                [*wrapper, *SWITCH, *args],
                 stdout=out,
                 stderr=err,
                 cwd=REPO,
@@ -143,6 +145,7 @@ async def start_switch(
     preexec_fn: Callable[[], None] | None = None,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Process:
     """``switch run`` (and ``args``), its log lines in ``<config's folder>/<name>.out``."""
     return await Process.start(
@@ -151,6 +154,7 @@ async def start_switch(
         name=name,
         preexec_fn=preexec_fn,
         env=env,
+        wrapper=wrapper,
     )
 
 

@@ -12,7 +12,9 @@ idempotent, so after a crash the switch simply runs the sequence again.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -44,7 +46,12 @@ from switch.errors import SwitchError
 from switch.net.bank_link import BankConnector
 from switch.store.port import Journal, JournalError
 from switch.store.settlement_port import SettlementError, SettlementStore
-from switch.wire.clearing import ClearingFileRejected, clearing_file_name, decode_clearing_file
+from switch.wire.clearing import (
+    ClearingDecoder,
+    ClearingFile,
+    ClearingFileRejected,
+    clearing_file_name,
+)
 
 log = structlog.get_logger()
 
@@ -60,6 +67,9 @@ CLOSE_POLL_S: Final = 0.5
 CLOSE_NOTICE_S: Final = 2.0
 """With several workers, an operator's close is recorded this long before it takes
 effect: several polls, so that every worker dates by it from the same second."""
+READ_CHUNK_BYTES: Final = 1 << 20
+"""A clearing file is read and decoded this much at a time: memory holds its records,
+never its bytes."""
 _KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
 _T = TypeVar("_T")
 
@@ -84,8 +94,11 @@ class SettlementService:
         nudge: Callable[[str], None],
         clock: Callable[[], float] = time.time,
         close_notice_s: float = 0.0,
+        max_clearing_file_bytes: int = 1 << 28,
     ) -> None:
         self.store = store
+        self.max_clearing_file_bytes = max_clearing_file_bytes
+        """A larger clearing file is rejected unread ([settlement] key of that name)."""
         self.close_notice_s = close_notice_s
         """0 for one process; CLOSE_NOTICE_S when other workers follow the closes."""
         self.journal = journal
@@ -246,8 +259,15 @@ class SettlementService:
             if known is not None and known.status == "accepted":
                 continue
             try:
-                modified = path.stat().st_mtime
-            except FileNotFoundError:
+                # Not followed: a link is looked at as itself (and rejected).
+                modified = path.lstat().st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                missing.append(bank)
+                continue
+            except OSError as exc:  # the folder cannot be looked into: said once
+                reason = f"cannot be looked at: {exc.strerror or exc}"
+                if known is None or known.reason != reason:
+                    await self._reject(bank, business_date, path, reason)
                 missing.append(bank)
                 continue
             if known is not None and modified <= known.read_at:  # the same rejected file
@@ -260,8 +280,11 @@ class SettlementService:
     async def _read_file(self, bank: str, day: date, path: Path) -> bool:
         business_date, now = day.isoformat(), self.clock()
         try:
-            data = await trio.to_thread.run_sync(path.read_bytes)
-            decoded = await trio.to_thread.run_sync(decode_clearing_file, data)
+            # In a thread left behind on cancellation: a read that hangs (a dead network
+            # file system) never holds up the switch's shutdown.
+            decoded = await trio.to_thread.run_sync(
+                read_clearing_file, path, self.max_clearing_file_bytes, abandon_on_cancel=True
+            )
             header = decoded.header
             if header.business_date != day:
                 raise ClearingFileRejected(
@@ -273,20 +296,29 @@ class SettlementService:
                     1, "wrong_institution", f"header names institution {header.institution_id}, "
                     f"not {bank}'s {expected}",
                 )  # fmt: skip
-        except (OSError, ClearingFileRejected) as exc:
-            reason = str(exc)
-            await self._in_store(
-                self.store.reject_clearing_file, bank, business_date, path.name, reason, now
-            )
-            log.error("clearing_file_rejected", bank=bank, business_date=business_date,
-                      file=str(path), reason=reason)  # fmt: skip
+        except (ClearingFileUnreadable, ClearingFileRejected) as exc:
+            await self._reject(bank, business_date, path, str(exc), now)
             return False
+        if decoded.pans_masked:
+            log.warning("clearing_file_pans_masked", bank=bank, business_date=business_date,
+                        file=str(path), records=decoded.pans_masked,
+                        first_line=decoded.first_masked_line)  # fmt: skip
         rows = [msgspec.structs.astuple(record) for record in decoded.records]
         count = await self._in_store(
             self.store.accept_clearing_file, bank, business_date, path.name, rows, now
         )
         log.info("clearing_file_accepted", bank=bank, business_date=business_date, records=count)
         return True
+
+    async def _reject(
+        self, bank: str, business_date: str, path: Path, reason: str, now: float | None = None
+    ) -> None:
+        at = self.clock() if now is None else now
+        await self._in_store(
+            self.store.reject_clearing_file, bank, business_date, path.name, reason, at
+        )
+        log.error("clearing_file_rejected", bank=bank, business_date=business_date,
+                  file=str(path), reason=reason)  # fmt: skip
 
     async def settle(self, business_date: str) -> SettlementStatus:
         """Settles a closed date (once: settling it again posts nothing) and writes its
@@ -364,6 +396,76 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
         state="bank_only",
     )  # fmt: skip
     return BankOnlyFound(record=record, reason=order.reason, at=at)
+
+
+class ClearingFileUnreadable(SwitchError):
+    """A clearing file that cannot be read as one: not a regular file (a link, a FIFO,
+    a device, a folder), larger than allowed, or a read that failed. It is rejected
+    whole with this reason, as a file that breaks the format is."""
+
+
+_FILE_KINDS: Final = (
+    (stat.S_ISLNK, "a symbolic link (never followed)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(mode: int) -> ClearingFileUnreadable | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "of an unknown kind")
+    return ClearingFileUnreadable(f"not a regular file: {kind}")
+
+
+def read_clearing_file(path: Path, max_bytes: int) -> ClearingFile:
+    """A bank's clearing file, read and decoded a chunk at a time (blocking: run it in
+    a thread). Only a regular file is opened, and opened without following a link or
+    waiting on a FIFO's writer (so neither a link to ``/dev/zero`` nor a FIFO is ever
+    read); one of more than ``max_bytes`` is rejected unread, or as soon as it has
+    grown past them. Raises :class:`ClearingFileUnreadable` or
+    :class:`ClearingFileRejected`."""
+    try:
+        # Looked at before it is opened: opening a device can act on it.
+        refused = _not_regular(os.lstat(path).st_mode)
+        if refused is not None:
+            raise refused
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        descriptor = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # made a link since it was looked at
+            raise ClearingFileUnreadable(
+                "not a regular file: a symbolic link (never followed)"
+            ) from None
+        raise ClearingFileUnreadable(f"cannot be opened: {exc.strerror or exc}") from None
+    try:
+        status = os.fstat(descriptor)
+        refused = _not_regular(status.st_mode)  # replaced since it was looked at
+        if refused is not None:
+            raise refused
+        if status.st_size > max_bytes:
+            raise _too_large(max_bytes, f"{status.st_size} bytes")
+        decoder = ClearingDecoder()
+        size = 0
+        while chunk := os.read(descriptor, min(READ_CHUNK_BYTES, max_bytes + 1 - size)):
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes, "it grew past that while read")
+            decoder.feed(chunk)
+        return decoder.close()
+    except OSError as exc:
+        raise ClearingFileUnreadable(f"unreadable: {exc.strerror or exc}") from None
+    finally:
+        os.close(descriptor)
+
+
+def _too_large(max_bytes: int, how: str) -> ClearingFileUnreadable:
+    return ClearingFileUnreadable(
+        f"larger than [settlement] max_clearing_file_bytes ({max_bytes}): {how}"
+    )
 
 
 def _write_whole(path: Path, data: bytes) -> None:

@@ -3,9 +3,9 @@
 A file is ASCII lines ending in LF: one header, a detail record for every transaction
 the bank approved or applied, one trailer with the count and the totals of the
 details. Numeric fields are zero-padded on the left, text fields space-padded on the
-right. :func:`decode_clearing_file` takes a whole file's bytes and either returns it
-or rejects it whole, naming the line and what is wrong; :func:`encode_clearing_file`
-writes one.
+right. :class:`ClearingDecoder` takes a file a chunk at a time as it is read (and
+:func:`decode_clearing_file` a whole file's bytes) and either returns it or rejects it
+whole, naming the line and what is wrong; :func:`encode_clearing_file` writes one.
 
 Text fields are printable ASCII. Decoded values: text fields (RRN, response and
 authorisation codes, terminal, merchant, masked PAN) lose their space padding;
@@ -112,6 +112,11 @@ class ClearingFile(msgspec.Struct, frozen=True):
     """The trailer's total of D amounts (it agrees with the records)."""
     credits_fen: int
     """The trailer's total of C amounts (it agrees with the records)."""
+    pans_masked: int = 0
+    """Records whose masked PAN column held more than settlement.md's first 6 and last
+    4 (a full card number): masked on the way in (:class:`ClearingDecoder`)."""
+    first_masked_line: int = 0
+    """The line of the first of them (0: none), for the bank to be told where."""
 
     @property
     def record_count(self) -> int:
@@ -238,69 +243,232 @@ _DETAIL_FIELDS: Final = (
 
 
 def decode_clearing_file(data: bytes) -> ClearingFile:
-    """A clearing file, or :class:`ClearingFileRejected` naming its first fault.
+    """A whole clearing file, or :class:`ClearingFileRejected` naming its first fault
+    (:class:`ClearingDecoder` fed once)."""
+    decoder = ClearingDecoder()
+    decoder.feed(data)
+    return decoder.close()
 
-    The detail lines are matched by one regular expression over the whole block (the
-    checking and slicing of a million lines stay in C); only a file that fails it is
-    walked line by line, to name the first line at fault.
+
+class ClearingDecoder:
+    """A clearing file decoded as it is read: :meth:`feed` each chunk (any size, cut
+    anywhere), then :meth:`close` for the file, or :class:`ClearingFileRejected` (from
+    either) naming the first fault. Only the records and one incomplete line are kept,
+    never the file's bytes.
+
+    The complete lines of a chunk are matched by one regular expression (the checking
+    and slicing of a million lines stay in C); only a chunk that fails it is walked
+    line by line, to name the first line at fault.
+
+    A masked PAN column that is not first 6, ``*``s, last 4 (a bank that wrote the
+    full card number there) is masked on the way in, every character between its
+    first 6 and its last 4 becoming ``*``: the record is kept, matched and paid as
+    any other (its RRN, MTI and amount decide), and no card number goes further.
+    :attr:`ClearingFile.pans_masked` counts them.
     """
-    if data.isascii() and data.endswith(b"\n"):
-        text = data.decode("ascii")
-        header_end = text.find("\n") + 1
-        trailer_start = text.rfind("\n", 0, len(text) - 1) + 1
-        if 0 < header_end <= trailer_start:
-            rows = _DETAIL_LINES.findall(text, header_end, trailer_start)
-            if len(rows) == text.count("\n", header_end, trailer_start):
-                header = _header_or_none(text[: header_end - 1])
-                trailer = _TRAILER.fullmatch(text, trailer_start, len(text) - 1)
-                if header is not None and trailer is not None:
-                    return _assemble(header, rows, trailer, text.count("\n"))
-    _diagnose(data)
-    raise AssertionError("a clearing file that fails the fast path was not rejected")
 
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        """The last line fed, while its LF has not come."""
+        self._lines = 0
+        """Complete lines taken."""
+        self._header: ClearingHeader | None = None
+        self._trailer: re.Match[str] | None = None
+        self._trailer_line = 0
+        self._records: list[ClearingRecord] = []
+        self._debits = 0
+        self._credits = 0
+        self._pans_masked = 0
+        self._first_masked_line = 0
 
-def _assemble(
-    header: ClearingHeader, rows: list[tuple[str, ...]], trailer: re.Match[str], lines: int
-) -> ClearingFile:
-    # Text fields are mostly unpadded: testing the last character is cheaper than rstrip.
-    records = tuple(
-        [
-            ClearingRecord(
-                mti,
-                processing_code,
-                stan,
-                transmission,
-                rrn if rrn[-1] != " " else rrn.rstrip(" "),
-                int(amount),
-                currency,
-                code if code[-1] != " " else code.rstrip(" "),
-                auth if auth[-1] != " " else auth.rstrip(" "),
-                terminal if terminal[-1] != " " else terminal.rstrip(" "),
-                merchant if merchant[-1] != " " else merchant.rstrip(" "),
-                pan if pan[-1] != " " else pan.rstrip(" "),
-                direction,  # type: ignore[arg-type]  # the pattern allows only D or C
+    @property
+    def lines(self) -> int:
+        """Complete lines taken so far."""
+        return self._lines
+
+    def feed(self, data: bytes) -> None:
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            self._partial += data
+            return
+        if self._partial:
+            self._partial += data[:end]
+            block = bytes(self._partial)
+            self._partial.clear()
+        else:
+            block = data[:end]
+        self._partial += data[end:]
+        self._take(block)
+
+    def close(self) -> ClearingFile:
+        """The file: everything has been fed."""
+        if self._partial:
+            number = self._lines + 1
+            if self._trailer is not None:
+                raise _after_trailer(number)
+            line = self._partial.decode("latin-1")
+            _check_ascii(number, line)
+            raise ClearingFileRejected(number, "unterminated", "the last line does not end in LF")
+        if self._header is None:
+            raise ClearingFileRejected(1, "no_header", "the file is empty: no header")
+        if self._trailer is None:
+            raise ClearingFileRejected(
+                self._lines, "no_trailer", f"the file ends at line {self._lines} without a trailer"
             )
-            for (
-                mti,
-                processing_code,
-                stan,
-                transmission,
-                rrn,
-                amount,
-                currency,
-                code,
-                auth,
-                terminal,
-                merchant,
-                pan,
-                direction,
-            ) in rows
-        ]
-    )
-    debits = sum([record.amount for record in records if record.direction == "D"])
-    credits = sum([record.amount for record in records]) - debits
-    _check_trailer(lines, len(records), debits, credits, trailer)
-    return ClearingFile(header, records, debits, credits)
+        _check_trailer(
+            self._trailer_line, len(self._records), self._debits, self._credits, self._trailer
+        )
+        return ClearingFile(
+            self._header,
+            tuple(self._records),
+            self._debits,
+            self._credits,
+            pans_masked=self._pans_masked,
+            first_masked_line=self._first_masked_line,
+        )
+
+    def _take(self, block: bytes) -> None:
+        """Complete lines, each with its LF."""
+        if not block.isascii():
+            self._walk(block.decode("latin-1"))
+            raise AssertionError("a line that is not ASCII was not rejected")
+        text = block.decode("ascii")
+        start = 0
+        if self._header is None:
+            start = text.find("\n") + 1
+            self._line(self._lines + 1, text[: start - 1])
+            self._lines += 1
+        if start == len(text):
+            return
+        if self._trailer is None:
+            count = text.count("\n", start)
+            rows = _DETAIL_LINES.findall(text, start)
+            if len(rows) == count:
+                self._add(rows, self._lines + 1)
+                self._lines += count
+                return
+            last = text.rfind("\n", start, len(text) - 1) + 1
+            if len(rows) == count - 1 and text[last] == "T":
+                trailer = _TRAILER.fullmatch(text, last, len(text) - 1)
+                if trailer is not None:  # every other line is a detail record
+                    self._add(rows, self._lines + 1)
+                    self._lines += count
+                    self._trailer, self._trailer_line = trailer, self._lines
+                    return
+        self._walk(text[start:])
+
+    def _walk(self, text: str) -> None:
+        """Complete lines, one at a time: the slow path that names a fault."""
+        for line in text.split("\n")[:-1]:
+            self._lines += 1
+            self._line(self._lines, line)
+
+    def _line(self, number: int, line: str) -> None:
+        """One line, checked field by field: raises at its first fault, else takes it."""
+        if self._trailer is not None:
+            raise _after_trailer(number)
+        _check_ascii(number, line)
+        kind = line[:1]
+        if self._header is None:
+            if kind != "H":
+                if kind == "":
+                    raise ClearingFileRejected(1, "no_header", "the file is empty: no header")
+                if kind in ("D", "T"):
+                    raise ClearingFileRejected(
+                        1, "no_header", f"the file begins with a {kind} record, not a header"
+                    )
+                raise ClearingFileRejected(1, "record_type", f"record type {kind!r} is not H")
+            _diagnose_header(line)
+            self._header = _header_or_none(line)
+            assert self._header is not None, "a header that passes its checks decodes"
+        elif kind == "D":
+            _diagnose_detail(number, line)
+            self._add(_DETAIL_LINES.findall(f"{line}\n"), number)
+        elif kind == "T":
+            self._trailer, self._trailer_line = _diagnose_trailer(number, line), number
+        elif kind == "H":
+            raise ClearingFileRejected(number, "record_type", "a second header")
+        elif kind == "":
+            raise ClearingFileRejected(number, "line_length", "the line is empty")
+        else:
+            raise ClearingFileRejected(
+                number, "record_type", f"record type {kind!r} is none of H, D, T"
+            )
+
+    def _add(self, rows: list[tuple[str, ...]], first_line: int) -> None:
+        """Detail rows, one a line from ``first_line`` on."""
+        records = _records(rows)
+        debits = sum([record.amount for record in records if record.direction == "D"])
+        self._debits += debits
+        self._credits += sum([record.amount for record in records]) - debits
+        # A well-masked column has only "*"s between its first 6 and last 4.
+        if any([record.masked_pan[6:-4].strip("*") for record in records]):
+            for index, record in enumerate(records):
+                masked = mask_pan_column(record.masked_pan)
+                if masked != record.masked_pan:
+                    records[index] = msgspec.structs.replace(record, masked_pan=masked)
+                    if not self._pans_masked:
+                        self._first_masked_line = first_line + index
+                    self._pans_masked += 1
+        self._records.extend(records)
+
+
+def mask_pan_column(value: str) -> str:
+    """A masked PAN column's value as settlement.md defines it: first 6 and last 4
+    characters kept, every one between them ``*`` (a value of 10 or fewer characters
+    has nothing between them). A value in that form already is returned as it is."""
+    if len(value) <= 10 or not value[6:-4].strip("*"):
+        return value
+    return f"{value[:6]}{'*' * (len(value) - 10)}{value[-4:]}"
+
+
+def _records(rows: list[tuple[str, ...]]) -> list[ClearingRecord]:
+    # Text fields are mostly unpadded: testing the last character is cheaper than rstrip.
+    return [
+        ClearingRecord(
+            mti,
+            processing_code,
+            stan,
+            transmission,
+            rrn if rrn[-1] != " " else rrn.rstrip(" "),
+            int(amount),
+            currency,
+            code if code[-1] != " " else code.rstrip(" "),
+            auth if auth[-1] != " " else auth.rstrip(" "),
+            terminal if terminal[-1] != " " else terminal.rstrip(" "),
+            merchant if merchant[-1] != " " else merchant.rstrip(" "),
+            pan if pan[-1] != " " else pan.rstrip(" "),
+            direction,  # type: ignore[arg-type]  # the pattern allows only D or C
+        )
+        for (
+            mti,
+            processing_code,
+            stan,
+            transmission,
+            rrn,
+            amount,
+            currency,
+            code,
+            auth,
+            terminal,
+            merchant,
+            pan,
+            direction,
+        ) in rows
+    ]
+
+
+def _check_ascii(number: int, line: str) -> None:
+    if not line.isascii():
+        column = next(i for i, char in enumerate(line, start=1) if not char.isascii())
+        byte = ord(line[column - 1])
+        raise ClearingFileRejected(
+            number, "not_ascii", f"byte {byte:#04x} at column {column} is not ASCII"
+        )
+
+
+def _after_trailer(number: int) -> ClearingFileRejected:
+    return ClearingFileRejected(number, "after_trailer", f"line {number} follows the trailer")
 
 
 def _check_trailer(
@@ -354,61 +522,12 @@ def _utc_time(text: str) -> datetime:
 
 def _diagnose(data: bytes) -> None:
     """Walks the file line by line and raises for the first fault; returns when it
-    finds none (which the fast path makes impossible)."""
-    text = data.decode("latin-1")  # one character a byte, so non-ASCII is seen per line
-    lines = text.split("\n")
-    unterminated = lines[-1] != ""  # what follows the last LF: nothing, if all is well
-    if not unterminated:
-        lines.pop()
-    if not lines or lines[0] == "":
-        raise ClearingFileRejected(1, "no_header", "the file is empty: no header")
-    last = len(lines)
-    count = debits = credits = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.isascii():
-            column = next(i for i, char in enumerate(line, start=1) if not char.isascii())
-            byte = ord(line[column - 1])
-            raise ClearingFileRejected(
-                number, "not_ascii", f"byte {byte:#04x} at column {column} is not ASCII"
-            )
-        if number == last and unterminated:
-            raise ClearingFileRejected(number, "unterminated", "the last line does not end in LF")
-        kind = line[:1]
-        if number == 1:
-            if kind != "H":
-                if kind in ("D", "T"):
-                    raise ClearingFileRejected(
-                        1, "no_header", f"the file begins with a {kind} record, not a header"
-                    )
-                raise ClearingFileRejected(1, "record_type", f"record type {kind!r} is not H")
-            _diagnose_header(line)
-            continue
-        if kind == "D":
-            amount, direction = _diagnose_detail(number, line)
-            count += 1
-            if direction == "D":
-                debits += amount
-            else:
-                credits += amount
-        elif kind == "T":
-            trailer = _diagnose_trailer(number, line)
-            if number != last:
-                raise ClearingFileRejected(
-                    number + 1, "after_trailer", f"line {number + 1} follows the trailer"
-                )
-            _check_trailer(number, count, debits, credits, trailer)
-            return
-        elif kind == "H":
-            raise ClearingFileRejected(number, "record_type", "a second header")
-        elif kind == "":
-            raise ClearingFileRejected(number, "line_length", "the line is empty")
-        else:
-            raise ClearingFileRejected(
-                number, "record_type", f"record type {kind!r} is none of H, D, T"
-            )
-    raise ClearingFileRejected(
-        last, "no_trailer", f"the file ends at line {last} without a trailer"
-    )
+    finds none (what the fast path takes, it does too)."""
+    decoder = ClearingDecoder()
+    end = data.rfind(b"\n") + 1
+    decoder._walk(data[:end].decode("latin-1"))
+    decoder._partial += data[end:]
+    decoder.close()
 
 
 def _check_length(number: int, line: str, what: str, length: int) -> None:

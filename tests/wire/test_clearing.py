@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
@@ -15,6 +16,7 @@ from switch.wire.clearing import (
     DETAIL_LENGTH,
     HEADER_LENGTH,
     TRAILER_LENGTH,
+    ClearingDecoder,
     ClearingFile,
     ClearingFileRejected,
     ClearingHeader,
@@ -187,10 +189,20 @@ _records = st.builds(
 )
 
 
+def _as_masked(value: str) -> str:
+    """settlement.md's masked PAN: first 6, ``*``s, last 4; what is not is masked."""
+    if len(value) <= 10 or set(value[6:-4]) == {"*"}:
+        return value
+    return value[:6] + "*" * (len(value) - 10) + value[-4:]
+
+
 @given(st.lists(_records, max_size=20))
 def test_round_trip_of_any_records(records: list[ClearingRecord]) -> None:
     decoded = decode_clearing_file(encode_clearing_file(HEADER, records))
-    assert decoded.records == tuple(records)
+    assert decoded.records == tuple(
+        msgspec.structs.replace(r, masked_pan=_as_masked(r.masked_pan)) for r in records
+    )
+    assert decoded.pans_masked == sum(_as_masked(r.masked_pan) != r.masked_pan for r in records)
     assert decoded.debits_fen == sum(r.amount for r in records if r.direction == "D")
     assert decoded.credits_fen == sum(r.amount for r in records if r.direction == "C")
 
@@ -335,9 +347,104 @@ def test_any_one_byte_changed_decodes_or_is_rejected(position: int, value: int) 
     # The line-by-line walk that names faults finds none in what the fast path took.
     _diagnose(bytes(data))
     # What still decodes is a file in the format: writing it again gives its bytes,
-    # but for padding a changed text field may have lost.
+    # but for padding a changed text field may have lost (and a PAN column it masked).
     again = encode_clearing_file(decoded.header, decoded.records)
-    assert decode_clearing_file(again) == decoded
+    assert decode_clearing_file(again) == msgspec.structs.replace(
+        decoded, pans_masked=0, first_masked_line=0
+    )
+
+
+# -- read a chunk at a time ---------------------------------------------------------
+
+
+def _fed(data: bytes, cuts: list[int]) -> ClearingFile:
+    """``data`` fed to a decoder in pieces cut at ``cuts``."""
+    decoder = ClearingDecoder()
+    bounds = [0, *sorted(cuts), len(data)]
+    for start, end in itertools.pairwise(bounds):
+        decoder.feed(data[start:end])
+    return decoder.close()
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 105, 106, 107, 4096])
+def test_a_file_fed_in_chunks_decodes_as_a_whole(size: int) -> None:
+    data = encode_clearing_file(HEADER, [SALE, REVERSAL, REFUND] * 20)
+    cuts = list(range(size, len(data), size))
+    assert _fed(data, cuts) == decode_clearing_file(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "reason"),
+    [case[1:4] for case in REJECTIONS],
+    ids=[case[0] for case in REJECTIONS],
+)
+@pytest.mark.parametrize("size", [1, 3, 106])
+def test_a_fault_is_named_alike_whatever_the_chunks(
+    data: bytes, line: int, reason: RejectionReason, size: int
+) -> None:
+    with pytest.raises(ClearingFileRejected) as caught:
+        _fed(data, list(range(size, len(data), size)))
+    assert (caught.value.line, caught.value.reason) == (line, reason)
+
+
+@given(st.lists(st.integers(0, len(GOOD)), max_size=8), st.integers(0, len(GOOD) - 1),
+       st.integers(0, 255))  # fmt: skip
+def test_any_chunks_of_any_changed_file_decode_as_the_whole(
+    cuts: list[int], position: int, value: int
+) -> None:
+    data = bytearray(GOOD)
+    data[position] = value
+    try:
+        whole: ClearingFile | ClearingFileRejected = decode_clearing_file(bytes(data))
+    except ClearingFileRejected as exc:
+        whole = exc
+    try:
+        fed: ClearingFile | ClearingFileRejected = _fed(bytes(data), cuts)
+    except ClearingFileRejected as exc:
+        fed = exc
+    if isinstance(whole, ClearingFileRejected):
+        assert isinstance(fed, ClearingFileRejected)
+        assert (fed.line, fed.reason, str(fed)) == (whole.line, whole.reason, str(whole))
+    else:
+        assert fed == whole
+
+
+# -- a card number in the masked PAN column -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "kept"),
+    [
+        ("6222021234567890", "622202******7890"),  # a full 16-digit PAN
+        ("6222021234567890123", "622202*********0123"),  # 19 digits: the whole column
+        ("622202123456789", "622202*****6789"),
+        ("62220212345", "622202*2345"),
+        ("6222 0212 3456 7890", "6222 0*********7890"),  # separators: masked alike
+        ("622202****56789012", "622202********9012"),  # starred, but not enough
+        ("622202*********2221", "622202*********2221"),  # as settlement.md: kept
+        ("622848******0001", "622848******0001"),
+        ("", ""),  # no card (a reversal without field 2)
+        ("1234567890", "1234567890"),  # 10 characters: nothing between 6 and 4
+    ],
+)
+def test_a_pan_column_not_masked_is_masked_on_the_way_in(column: str, kept: str) -> None:
+    records = [REVERSAL, msgspec.structs.replace(SALE, masked_pan=column), REFUND]
+    decoded = decode_clearing_file(encode_clearing_file(HEADER, records))
+    assert decoded.records[1] == msgspec.structs.replace(SALE, masked_pan=kept)
+    assert decoded.records[0] == REVERSAL and decoded.records[2] == REFUND
+    changed = kept != column
+    assert (decoded.pans_masked, decoded.first_masked_line) == ((1, 3) if changed else (0, 0))
+
+
+def test_every_full_pan_of_a_file_is_masked_and_counted_on_either_path() -> None:
+    full = msgspec.structs.replace(SALE, masked_pan="6222021234567890")
+    data = encode_clearing_file(HEADER, [SALE, full, REVERSAL, full])
+    for decoded in (decode_clearing_file(data), _fed(data, list(range(1, len(data))))):
+        assert [r.masked_pan for r in decoded.records] == [
+            SALE.masked_pan, "622202******7890", REVERSAL.masked_pan, "622202******7890",
+        ]  # fmt: skip
+        assert (decoded.pans_masked, decoded.first_masked_line) == (2, 3)
+        assert decoded.debits_fen == 3 * SALE.amount  # the records count as they are
 
 
 # -- our own misuse ------------------------------------------------------------------
