@@ -18,6 +18,7 @@ from switch.wire.dialect import load_dialects
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+PositiveRate = Annotated[float, Meta(gt=0)]
 Count = Annotated[int, Meta(ge=1)]
 BinPrefix = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
 BankName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -60,6 +61,24 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """While requests arrive faster than the switch serves them (interval after
     interval), a new one that would wait longer than this is refused 91 at once: what
     is accepted is answered quickly, the excess at once."""
+    sign_ons_per_s: PositiveRate = 100.0
+    sign_on_burst: Count = 20_000
+    """POS sign-ons switch-wide (each takes an RRN of the day's 100 million): a fleet of
+    20,000 terminals signing on after a restart passes at once; beyond the rate, 91."""
+    sign_ons_per_source_per_s: PositiveRate = 20.0
+    sign_on_source_burst: Count = 2_000
+    """Sign-ons from one source address (an IPv6 source: its /64), looked at before the
+    switch-wide limit: a flood from one address is answered 91 and takes nothing from
+    the others. A concentrator carrying many terminals needs a burst as large as its
+    fleet."""
+    sign_ons_per_terminal_per_s: PositiveRate = 0.05
+    sign_on_terminal_burst: Count = 10
+    """Sign-ons of one terminal (terminal id and merchant id), looked at first: a
+    terminal in a sign-on loop is answered 91 and takes nothing from its address's or
+    the switch-wide allowance."""
+    sign_on_max_tracked: Count = 50_000
+    """Terminals, and source addresses, whose sign-on allowance is remembered (each
+    about 200 bytes); past it the least recently seen is forgotten (it starts afresh)."""
 
 
 class ListenerSection(_Section, frozen=True, kw_only=True):
