@@ -139,6 +139,12 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         f" ({FULL.busy_online_depth})",
     ),
     (
+        "--busy-online-max-in-flight",
+        "busy_online_max_in_flight",
+        int,
+        "busy-online: the switches' [switch] max_in_flight (its default)",
+    ),
+    (
         "--slow-bank-rate",
         "slow_bank_rate",
         float,

@@ -165,6 +165,8 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     """busy-online: the POS closed loop, alone and beside the busy online client."""
     busy_online_depth: int = 64
     """busy-online: requests the one online connection keeps in flight."""
+    busy_online_max_in_flight: int | None = None
+    """busy-online: the switches' ``[switch] max_in_flight``; None: its default."""
     request_timeout_s: float = 5.0
     half_max_parts: int = 4
     """half_max's window cut into this many parts, so that its p99 can be judged on the
@@ -535,14 +537,19 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def switches(
-        self, label: str, banks: list[BankPlan] | None = None
+        self,
+        label: str,
+        banks: list[BankPlan] | None = None,
+        sections: TomlTable | None = None,
     ) -> AsyncIterator[list[tuple[Side, Target]]]:
         """A fresh switch of each version, all running until the group ends (each load
         point then runs on one of them at a time)."""
         async with contextlib.AsyncExitStack() as stack:
             pairs = []
             for side in self.sides:
-                target = await stack.enter_async_context(self.switch(label, side.version, banks))
+                target = await stack.enter_async_context(
+                    self.switch(label, side.version, banks, sections)
+                )
                 pairs.append((side, target))
             yield pairs
 
@@ -963,7 +970,9 @@ async def run_busy_online(bench: Bench) -> None:
         bench.pool.progress.done()
         return
     terminals, depth = options.busy_online_terminals, options.busy_online_depth
-    async with bench.switches("busy-online") as pairs:
+    slots = options.busy_online_max_in_flight
+    sections: TomlTable = {"switch": {"max_in_flight": slots}} if slots is not None else {}
+    async with bench.switches("busy-online", sections=sections) as pairs:
         alone: dict[str, ScenarioResult] = {}
         for side, target in bench.in_turn(pairs):
             (alone[side.version.side],) = await bench.measure_side_by_side(

@@ -168,8 +168,9 @@ class BankSection(_Section, frozen=True, kw_only=True):
     circuit_open_s: PositiveSeconds = 5.0
     """How long an open circuit refuses before one request probes the bank again."""
     queue: Count = 64
-    """Requests waiting for a slot in this bank's windows at most (FIFO, each at most
-    [switch] max_wait_s from its arrival); beyond it 91 at once. They keep their
+    """Requests waiting for a slot in this bank's windows at most (the channels served
+    in turn, then their connections; each waits at most [switch] max_wait_s from its
+    arrival); beyond it 91 at once. They keep their
     switch-wide slot: a bank that slows down holds at most links x window + queue of
     [switch] max_in_flight, and the other banks keep the rest."""
     unsolicited_limit_per_s: Count = 500

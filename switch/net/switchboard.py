@@ -410,7 +410,7 @@ class Switchboard:
                 connector = self.connectors.get(bank)
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
-                return await self._acquire_link(connector, run, deadline)
+                return await self._acquire_link(connector, run, deadline, origin)
             case Exchange(mti=mti, fields=fields):
                 return await self._exchange(mti, fields, run)
             case LoadOriginal():
@@ -428,9 +428,13 @@ class Switchboard:
                 return FirstFinished()
         raise AssertionError(f"not a wait: {action!r}")
 
-    async def _acquire_link(self, connector: BankConnector, run: _Run, deadline: float) -> Event:
+    async def _acquire_link(
+        self, connector: BankConnector, run: _Run, deadline: float, origin: Origin
+    ) -> Event:
         try:
-            link = await connector.acquire_link(deadline=deadline)
+            link = await connector.acquire_link(
+                deadline=deadline, channel=origin.channel, connection=origin.connection
+            )
         except BankUnavailable as exc:
             return Refused(str(exc))
         run.link = (connector, link)
