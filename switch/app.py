@@ -547,6 +547,7 @@ def _admission_config(config: SwitchConfig) -> AdmissionConfig:
         queue_limit=section.queue_limit,
         max_wait_s=section.max_wait_s,
         target_s=section.overload_wait_s,
+        shares={str(channel): share for channel, share in section.channel_shares.items()},
     )
 
 

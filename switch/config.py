@@ -19,6 +19,7 @@ from switch.wire.dialect import load_dialects
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 PositiveRate = Annotated[float, Meta(gt=0)]
+Share = Annotated[float, Meta(gt=0, le=1)]
 Count = Annotated[int, Meta(ge=1)]
 BinPrefix = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
 BankName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -61,6 +62,14 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """While requests arrive faster than the switch serves them (interval after
     interval), a new one that would wait longer than this is refused 91 at once: what
     is accepted is answered quickly, the excess at once."""
+    channel_shares: dict[Literal["pos", "online"], Share] = msgspec.field(
+        default_factory=lambda: {"pos": 0.75, "online": 0.25}
+    )
+    """Per channel, the share of max_in_flight it holds at most while the other channel
+    has requests in progress or waiting (alone, a channel may use them all): with
+    shares adding up to at most 1, each is guaranteed its share. What is in progress
+    shares the switch's time (its event loop, the journal's group commits), so this
+    also bounds what one busy online client costs the terminals' answers."""
     sign_ons_per_s: PositiveRate = 100.0
     sign_on_burst: Count = 20_000
     """POS sign-ons switch-wide (each takes an RRN of the day's 100 million): a fleet of
@@ -346,6 +355,12 @@ def config_problems(config: SwitchConfig) -> list[str]:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
     problems.extend(_journal_problems(config.journal))
+    shares = config.switch.channel_shares
+    if sum(shares.values()) > 1:
+        problems.append(
+            f"switch.channel_shares: {shares} add up to more than 1 (each is a channel's"
+            " guaranteed share of max_in_flight)"
+        )
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):

@@ -59,3 +59,48 @@ async def test_a_terminal_is_served_between_a_busy_online_clients_queued_request
     statistics = connector.statistics()
     assert statistics["queued"] == 0 and statistics["queued_by_channel"] == {}
     assert all(link["in_flight"] == 0 for link in statistics["links"])  # type: ignore[attr-defined]
+
+
+async def test_beside_a_terminals_work_a_busy_online_client_holds_only_its_share(
+    nursery: trio.Nursery,
+) -> None:
+    """Switch-wide slots: while a terminal's sale is in progress, the online client
+    pipelining many requests holds at most its share of max_in_flight, though slots are
+    free; the next terminal's sale is admitted at once and reaches the bank before the
+    client's queued requests. Once the terminals are done, the client uses them all."""
+    config = make_config(
+        switch={
+            "max_in_flight": 4,
+            "max_wait_s": 30.0,
+            "channel_shares": {"pos": 0.75, "online": 0.25},
+        },
+        banks={"icbc": {"window": 32, "issuer_timeout_s": 30.0}},
+    )
+    app = await start_switch(nursery, config)
+    assert app.admission is not None
+    admission, simulator = app.admission, app.simulators["icbc"]
+    simulator.latency_s = 0.5
+
+    def in_use() -> dict[str, int]:
+        return admission.statistics().in_use_by_channel
+
+    first = await pos_client(app, Terminal(terminal_id="FIRST001"))
+    await first.send(first.terminal.sale(1, PAN_ICBC, 500))
+    await eventually(lambda: in_use() == {"pos": 1})
+    client = await online_client(app)
+    for n in range(6):
+        await client.send(purchase(f"share-{n}", 1000 + n * 100))
+    await eventually(lambda: admission.statistics().waiting == 5)
+    assert in_use() == {"pos": 1, "online": 1}  # 0.25 x 4, though two slots are free
+    second = await pos_client(app, Terminal(terminal_id="SECOND01"))
+    await second.send(second.terminal.sale(1, PAN_ICBC, 600))
+    await eventually(lambda: in_use() == {"pos": 2, "online": 1})  # admitted at once
+    with trio.fail_after(30):
+        assert (await first.receive())[1].fields[39] == "00"
+        assert (await second.receive())[1].fields[39] == "00"
+        results = [await client.receive() for _ in range(6)]
+    assert all(isinstance(r, wire.Result) and r.code == "00" for r in results)
+    sales = [str(m.fields[41]).strip() for m in simulator.received if m.mti == "0200"]
+    assert sales[:3] == ["FIRST001", "ONLINE01", "SECOND01"]
+    statistics = admission.statistics()
+    assert statistics.in_use == 0 and statistics.waiting == 0 and statistics.expired == 0
