@@ -58,6 +58,8 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "echo" in report:
         found += [report["echo"]["closed"], report["echo"]["half_max"]]
     found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
+    busy = report["busy_online"]
+    found += [busy["pos_alone"], busy["pos_beside_online"], busy["online"]]
     if report.get("admin"):
         found += [*report["admin"]["off"], *report["admin"]["on"]]
     return {scenario["name"]: scenario for scenario in found}
