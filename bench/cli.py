@@ -126,6 +126,25 @@ OVERRIDES: list[tuple[str, str, Callable[[str], Any], str]] = [
         f"the slow bank's latency ({FULL.slow_bank_latency_ms:g})",
     ),
     (
+        "--busy-online-terminals",
+        "busy_online_terminals",
+        int,
+        f"busy-online: POS terminals in the closed loop ({FULL.busy_online_terminals})",
+    ),
+    (
+        "--busy-online-depth",
+        "busy_online_depth",
+        int,
+        f"busy-online: requests the online connection keeps in flight"
+        f" ({FULL.busy_online_depth})",
+    ),
+    (
+        "--busy-online-max-in-flight",
+        "busy_online_max_in_flight",
+        int,
+        "busy-online: the switches' [switch] max_in_flight (its default)",
+    ),
+    (
         "--slow-bank-rate",
         "slow_bank_rate",
         float,

@@ -217,6 +217,18 @@ class SlowBank(msgspec.Struct, frozen=True, kw_only=True):
     result: ScenarioResult
 
 
+class BusyOnline(msgspec.Struct, frozen=True, kw_only=True):
+    """A closed loop of POS terminals alone, then beside one online connection that
+    keeps ``online_depth`` requests in flight: what one busy client costs the terminals."""
+
+    terminals: int
+    online_depth: int
+    pos_alone: ScenarioResult
+    pos_beside_online: ScenarioResult
+    online: ScenarioResult
+    """The busy client's own answers, in the same window as ``pos_beside_online``."""
+
+
 class SettlementBench(msgspec.Struct, frozen=True, kw_only=True):
     """A synthetic business date settled by the switch's SettlementService, end to end
     on real files, in a process of its own (the current code only)."""
@@ -390,6 +402,7 @@ class SwitchResults(msgspec.Struct, frozen=True, kw_only=True):
     idle: IdleConnections | None
     crowd: list[ScenarioResult]
     slow_bank: SlowBank | None
+    busy_online: BusyOnline | None = None
 
 
 class BaselineResults(SwitchResults, frozen=True, kw_only=True):

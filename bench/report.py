@@ -14,6 +14,7 @@ from bench.disk_probe import STALL_MS, DiskProbe
 from bench.jobs import APPROVED, CLOSED, REFUSED, TIMEOUT
 from bench.model import (
     AdminOverhead,
+    BusyOnline,
     Comparison,
     CpuPerSale,
     EchoBaseline,
@@ -545,6 +546,9 @@ def scenarios_of(results: SwitchResults, echo: EchoBaseline | None = None) -> li
     found.extend(results.crowd)
     if results.slow_bank is not None:
         found.append(results.slow_bank.result)
+    if results.busy_online is not None:
+        busy = results.busy_online
+        found.extend((busy.pos_alone, busy.pos_beside_online, busy.online))
     return found
 
 
@@ -717,6 +721,24 @@ def _version_line(report: Report) -> str:
     return line + "\n"
 
 
+def _busy_online_line(busy: BusyOnline, which: str) -> str:
+    """POS throughput and latency alone and beside one busy online connection."""
+
+    def pos(result: ScenarioResult) -> str:
+        latency = result.latency_ms
+        return (
+            f"{result.tps:g}/s, median {_number(latency.p50)} ms, p99 {_number(latency.p99)} ms,"
+            f" {result.codes.get('91', 0)} x 91"
+        )
+
+    online = busy.online
+    return (
+        f"busy online client{which}: {busy.terminals} POS terminals alone {pos(busy.pos_alone)};"
+        f" beside 1 online connection {busy.online_depth} deep {pos(busy.pos_beside_online)}"
+        f" (the online client {online.tps:g}/s, {online.codes.get('91', 0)} x 91)"
+    )
+
+
 def print_report(report: Report, out: TextIO) -> None:
     meta = report.meta
     out.write(
@@ -763,6 +785,10 @@ def print_report(report: Report, out: TextIO) -> None:
             + (" (the same for the baseline)" if report.baseline is not None else "")
             + "\n"
         )
+    if report.busy_online is not None:
+        out.write(_busy_online_line(report.busy_online, "") + "\n")
+        if report.baseline is not None and report.baseline.busy_online is not None:
+            out.write(_busy_online_line(report.baseline.busy_online, " (baseline)") + "\n")
     if report.admin is not None:
         a = report.admin
         change = "-" if a.ratio is None else f"{a.ratio - 1:+.1%}"

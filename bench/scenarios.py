@@ -32,6 +32,7 @@ from bench.jobs import APPROVED, CLOSED, TIMEOUT, Job, JobResult, Mode
 from bench.model import (
     AdminOverhead,
     BaselineResults,
+    BusyOnline,
     CodeVersion,
     CpuPerSale,
     EchoBaseline,
@@ -98,6 +99,7 @@ SCENARIOS: Final = (
     "idle",
     "crowd",
     "slow-bank",
+    "busy-online",
     "admin",
     "settlement",
     "scaling",
@@ -159,6 +161,12 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     slow_bank_latency_ms: float = 50.0
     slow_bank_rate: float | None = None
     """Default: half the maximum rate, at most 1,000 per second."""
+    busy_online_terminals: int = 16
+    """busy-online: the POS closed loop, alone and beside the busy online client."""
+    busy_online_depth: int = 64
+    """busy-online: requests the one online connection keeps in flight."""
+    busy_online_max_in_flight: int | None = None
+    """busy-online: the switches' ``[switch] max_in_flight``; None: its default."""
     request_timeout_s: float = 5.0
     half_max_parts: int = 4
     """half_max's window cut into this many parts, so that its p99 can be judged on the
@@ -206,7 +214,7 @@ SHORT: Final = Options(
     terminals=(1, 4),
     open_fractions=(0.5, 1.0),
     open_extra_points=0,
-    generators=1,
+    generators=2,
     online_connections=2,
     pipeline_depth=4,
     idle_connections=200,
@@ -214,6 +222,8 @@ SHORT: Final = Options(
     crowd_terminals=(300,),
     half_max_parts=2,
     slow_bank_rate=100.0,
+    busy_online_terminals=4,
+    busy_online_depth=8,
     admin_rounds=1,
     request_timeout_s=3.0,
     codec_target_s=0.01,
@@ -527,14 +537,19 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def switches(
-        self, label: str, banks: list[BankPlan] | None = None
+        self,
+        label: str,
+        banks: list[BankPlan] | None = None,
+        sections: TomlTable | None = None,
     ) -> AsyncIterator[list[tuple[Side, Target]]]:
         """A fresh switch of each version, all running until the group ends (each load
         point then runs on one of them at a time)."""
         async with contextlib.AsyncExitStack() as stack:
             pairs = []
             for side in self.sides:
-                target = await stack.enter_async_context(self.switch(label, side.version, banks))
+                target = await stack.enter_async_context(
+                    self.switch(label, side.version, banks, sections)
+                )
                 pairs.append((side, target))
             yield pairs
 
@@ -553,33 +568,23 @@ class Bench:
         parts: int = 1,
     ) -> ScenarioResult:
         """Runs one load on ``target`` and summarises it."""
-        options = self.options
         workers = max(1, min(self.pool.size, connections))
         shares = split(connections, workers)
-        jobs: list[Job] = []
         self._jobs += 1
-        for worker, share in enumerate(shares):
-            port = target.online_port if mode == "online" else target.pos_port
-            assert port is not None
-            jobs.append(
-                Job(
-                    mode=mode,
-                    worker=worker,
-                    host="127.0.0.1",
-                    port=port,
-                    dialects_dir=str(DIALECTS_DIR),
-                    connections=share,
-                    bins=bins or self.bins,
-                    warmup_s=0.0 if mode == "idle" else options.warmup_s,
-                    duration_s=duration_s or options.duration_s,
-                    rate_per_s=rate * share / connections,
-                    pipeline_depth=depth,
-                    request_timeout_s=options.request_timeout_s,
-                    parts=parts,
-                    batch=self._jobs,
-                    seed=self._jobs * 100 + worker,
-                )
+        jobs = [
+            self._job(
+                target,
+                mode,
+                worker,
+                share,
+                rate_per_s=rate * share / connections,
+                depth=depth,
+                duration_s=duration_s,
+                bins=bins,
+                parts=parts,
             )
+            for worker, share in enumerate(shares)
+        ]
         sampler = Sampler(target)
         label = f"{name}{side.mark}" if side is not None else name
         results = await self.pool.run(jobs, label, sampler.observe)
@@ -597,6 +602,68 @@ class Bench:
             pipeline_depth=depth,
             switch_logged=logged,
         )
+
+    def _job(
+        self,
+        target: Target,
+        mode: Mode,
+        worker: int,
+        connections: int,
+        *,
+        rate_per_s: float = 0.0,
+        depth: int = 1,
+        duration_s: float | None = None,
+        bins: list[str] | None = None,
+        parts: int = 1,
+    ) -> Job:
+        options = self.options
+        port = target.online_port if mode == "online" else target.pos_port
+        assert port is not None
+        return Job(
+            mode=mode,
+            worker=worker,
+            host="127.0.0.1",
+            port=port,
+            dialects_dir=str(DIALECTS_DIR),
+            connections=connections,
+            bins=bins or self.bins,
+            warmup_s=0.0 if mode == "idle" else options.warmup_s,
+            duration_s=duration_s or options.duration_s,
+            rate_per_s=rate_per_s,
+            pipeline_depth=depth,
+            request_timeout_s=options.request_timeout_s,
+            parts=parts,
+            batch=self._jobs,
+            seed=self._jobs * 100 + worker,
+        )
+
+    async def measure_side_by_side(
+        self, names: Sequence[str], target: Target, jobs: Sequence[tuple[Mode, int, int]],
+        *, side: Side,
+    ) -> list[ScenarioResult]:  # fmt: skip
+        """Loads that run at once, each ``(mode, connections, depth)`` on a load
+        generator of its own, summarised apart (named by ``names``) over the same window."""
+        assert len(jobs) <= self.pool.size, "one load generator per load"
+        self._jobs += 1
+        built = [
+            self._job(target, mode, worker, connections, depth=depth)
+            for worker, (mode, connections, depth) in enumerate(jobs)
+        ]
+        sampler = Sampler(target)
+        results = await self.pool.run(built, f"{'+'.join(names)}{side.mark}", sampler.observe)
+        by_worker = {result.worker: result for result in results}
+        return [
+            summarise(
+                name,
+                mode,
+                target,
+                [by_worker[worker]],
+                sampler,
+                offered_rate=None,
+                pipeline_depth=depth,
+            )
+            for worker, (name, (mode, _, depth)) in enumerate(zip(names, jobs, strict=True))
+        ]
 
     async def open_loop(
         self,
@@ -636,6 +703,7 @@ class _Measured:
         self.idle: IdleConnections | None = None
         self.crowd: list[ScenarioResult] = []
         self.slow_bank: SlowBank | None = None
+        self.busy_online: BusyOnline | None = None
 
     def results(self) -> SwitchResults:
         return SwitchResults(
@@ -648,6 +716,7 @@ class _Measured:
             idle=self.idle,
             crowd=self.crowd,
             slow_bank=self.slow_bank,
+            busy_online=self.busy_online,
         )
 
 
@@ -890,6 +959,41 @@ async def run_slow_bank(bench: Bench) -> None:
             )
 
 
+async def run_busy_online(bench: Bench) -> None:
+    """A fresh switch of each version; on it a closed loop of ``busy_online_terminals``
+    POS terminals alone, then the same beside one online connection that keeps
+    ``busy_online_depth`` requests in flight (each load on a load generator of its own,
+    the POS one on the same generator both times). Needs two load generators."""
+    options = bench.options
+    if bench.pool.size < 2:
+        bench.pool.progress.show("[busy-online] skipped: it needs --generators 2 or more")
+        bench.pool.progress.done()
+        return
+    terminals, depth = options.busy_online_terminals, options.busy_online_depth
+    slots = options.busy_online_max_in_flight
+    sections: TomlTable = {"switch": {"max_in_flight": slots}} if slots is not None else {}
+    async with bench.switches("busy-online", sections=sections) as pairs:
+        alone: dict[str, ScenarioResult] = {}
+        for side, target in bench.in_turn(pairs):
+            (alone[side.version.side],) = await bench.measure_side_by_side(
+                ["pos_alone"], target, [("closed", terminals, 1)], side=side
+            )
+        for side, target in bench.in_turn(pairs):
+            pos, online = await bench.measure_side_by_side(
+                ["pos_beside_online", "busy_online_client"],
+                target,
+                [("closed", terminals, 1), ("online", 1, depth)],
+                side=side,
+            )
+            side.measured.busy_online = BusyOnline(
+                terminals=terminals,
+                online_depth=depth,
+                pos_alone=alone[side.version.side],
+                pos_beside_online=pos,
+                online=online,
+            )
+
+
 ADMIN_ON: Final = {"admin": {"enabled": True, "host": "127.0.0.1", "port": 0}}
 ADMIN_OFF: Final = {"admin": {"enabled": False}}
 
@@ -1107,6 +1211,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 await run_crowd(bench)
             if "slow-bank" in wanted:
                 await run_slow_bank(bench)
+            if "busy-online" in wanted:
+                await run_busy_online(bench)
             if "admin" in wanted:
                 admin = await run_admin(bench)
             if "scaling" in wanted:

@@ -37,6 +37,7 @@ from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
+from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ReloadPlan, plan_reload
 from switch.core.routing import BinTable
 from switch.core.workers import SINGLE, Worker, worker_config
@@ -220,6 +221,7 @@ class SwitchApp:
                 calendar=calendar,
                 merchants=self.merchants,
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
+                sign_ons=_sign_on_limiter(config),
             )
             await switchboard.recover(
                 recovery_since=time.time() - config.journal.recovery_days * 86400,
@@ -546,6 +548,20 @@ def _admission_config(config: SwitchConfig) -> AdmissionConfig:
         queue_limit=section.queue_limit,
         max_wait_s=section.max_wait_s,
         target_s=section.overload_wait_s,
+        shares={str(channel): share for channel, share in section.channel_shares.items()},
+    )
+
+
+def _sign_on_limiter(config: SwitchConfig) -> SignOnLimiter:
+    section = config.switch
+    return SignOnLimiter(
+        rate_per_s=section.sign_ons_per_s,
+        burst=section.sign_on_burst,
+        source_rate_per_s=section.sign_ons_per_source_per_s,
+        source_burst=section.sign_on_source_burst,
+        terminal_rate_per_s=section.sign_ons_per_terminal_per_s,
+        terminal_burst=section.sign_on_terminal_burst,
+        max_tracked=section.sign_on_max_tracked,
     )
 
 

@@ -19,6 +19,8 @@ from switch.wire.online import ACCEPTOR_ID_PATTERN
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+PositiveRate = Annotated[float, Meta(gt=0)]
+Share = Annotated[float, Meta(gt=0, le=1)]
 Count = Annotated[int, Meta(ge=1)]
 BinPrefix = Annotated[str, Meta(pattern=r"^[0-9]{1,11}$")]
 BankName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -61,6 +63,32 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     """While requests arrive faster than the switch serves them (interval after
     interval), a new one that would wait longer than this is refused 91 at once: what
     is accepted is answered quickly, the excess at once."""
+    channel_shares: dict[Literal["pos", "online"], Share] = msgspec.field(
+        default_factory=lambda: {"pos": 0.75, "online": 0.25}
+    )
+    """Per channel, the share of max_in_flight it holds at most while the other channel
+    has requests in progress or waiting (alone, a channel may use them all): with
+    shares adding up to at most 1, each is guaranteed its share. What is in progress
+    shares the switch's time (its event loop, the journal's group commits), so this
+    also bounds what one busy online client costs the terminals' answers."""
+    sign_ons_per_s: PositiveRate = 100.0
+    sign_on_burst: Count = 20_000
+    """POS sign-ons switch-wide (each takes an RRN of the day's 100 million): a fleet of
+    20,000 terminals signing on after a restart passes at once; beyond the rate, 91."""
+    sign_ons_per_source_per_s: PositiveRate = 20.0
+    sign_on_source_burst: Count = 2_000
+    """Sign-ons from one source address (an IPv6 source: its /64), looked at before the
+    switch-wide limit: a flood from one address is answered 91 and takes nothing from
+    the others. A concentrator carrying many terminals needs a burst as large as its
+    fleet."""
+    sign_ons_per_terminal_per_s: PositiveRate = 0.05
+    sign_on_terminal_burst: Count = 10
+    """Sign-ons of one terminal (terminal id and merchant id), looked at first: a
+    terminal in a sign-on loop is answered 91 and takes nothing from its address's or
+    the switch-wide allowance."""
+    sign_on_max_tracked: Count = 50_000
+    """Terminals, and source addresses, whose sign-on allowance is remembered (each
+    about 200 bytes); past it the least recently seen is forgotten (it starts afresh)."""
 
 
 class ListenerSection(_Section, frozen=True, kw_only=True):
@@ -153,8 +181,9 @@ class BankSection(_Section, frozen=True, kw_only=True):
     circuit_open_s: PositiveSeconds = 5.0
     """How long an open circuit refuses before one request probes the bank again."""
     queue: Count = 64
-    """Requests waiting for a slot in this bank's windows at most (FIFO, each at most
-    [switch] max_wait_s from its arrival); beyond it 91 at once. They keep their
+    """Requests waiting for a slot in this bank's windows at most (the channels served
+    in turn, then their connections; each waits at most [switch] max_wait_s from its
+    arrival); beyond it 91 at once. They keep their
     switch-wide slot: a bank that slows down holds at most links x window + queue of
     [switch] max_in_flight, and the other banks keep the rest."""
     unsolicited_limit_per_s: Count = 500
@@ -335,6 +364,12 @@ def config_problems(config: SwitchConfig) -> list[str]:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
     problems.extend(_journal_problems(config.journal))
+    shares = config.switch.channel_shares
+    if sum(shares.values()) > 1:
+        problems.append(
+            f"switch.channel_shares: {shares} add up to more than 1 (each is a channel's"
+            " guaranteed share of max_in_flight)"
+        )
     seen: set[str] = set()
     for route in config.routes:
         for bank in (route.bank, route.secondary):

@@ -24,6 +24,14 @@ keep the switch "overloaded" and spin in a loop of refusals.
 Waiting requests are served fairly: the channels (POS, online) take turns, and within
 a channel its connections take turns, each connection's requests in their order. One
 client with many pipelined requests cannot take the capacity of every terminal.
+
+Each channel may also have a *share* of the slots: while another channel has requests
+in progress or waiting, a channel holds at most its share (the rest wait their turn);
+alone, it may use every slot. With shares that add up to at most 1, each channel is
+guaranteed its share whatever the other does. This matters even when the slots are
+not all taken: the switch's time (its event loop, the journal's group commits) is
+shared by whatever is in progress, in proportion, so a client that keeps many requests
+in flight slows every terminal's answers unless its share of them is bounded.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class AdmissionConfig(msgspec.Struct, frozen=True, kw_only=True):
     target_s: float = 0.02
     interval_s: float = 0.1
     overload_margin: float = 0.25
+    shares: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per channel, the share of ``slots`` it holds at most while another channel has
+    requests in progress or waiting; a channel not named has no bound."""
 
 
 class Ticket:
@@ -89,6 +100,7 @@ class AdmissionStatistics(msgspec.Struct, frozen=True, kw_only=True):
     refused_overload: int
     expired: int
     oldest_wait_s: float
+    in_use_by_channel: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class AdmissionQueue:
@@ -96,6 +108,8 @@ class AdmissionQueue:
         self.config = config
         self.in_use = 0
         self.waiting = 0
+        self.held: dict[str, int] = {}
+        """Slots in use by channel."""
         self.overloaded = False
         # Per channel, per connection, that connection's waiting tickets in order; the
         # channels' turn order. A connection leaves its channel's queue when it has
@@ -143,7 +157,12 @@ class AdmissionQueue:
         if not retry:
             self._arrivals += 1
         ticket = Ticket(channel, connection, now)
-        if self.in_use < self.config.slots and not self.waiting:
+        # Others may wait while slots are free only when their channel is at its share.
+        if (
+            self.in_use < self.config.slots
+            and not self._queues.get(channel)
+            and self._under_share(channel)
+        ):
             self._admit(ticket)
             return ticket
         if self.waiting >= self.config.queue_limit:
@@ -152,21 +171,21 @@ class AdmissionQueue:
         self._enqueue(ticket)
         return ticket
 
-    def release(self, now: float) -> Ticket | None:
-        """A transaction ended: its slot goes to the next waiting ticket in turn (which
-        comes back admitted), or stays free."""
+    def release(self, now: float, channel: str) -> list[Ticket]:
+        """A transaction of ``channel`` ended: its slot goes to the next waiting ticket
+        in turn, or stays free. The tickets admitted now (more than one when the
+        channel's last one ended, and another channel's share no longer applies)."""
         self._tick(now)
         self.in_use -= 1
-        ticket = self._next_in_turn()
-        if ticket is not None:
-            self._admit(ticket)
-        return ticket
+        self.held[channel] = self.held.get(channel, 0) - 1
+        return self._grant()
 
-    def withdraw(self, ticket: Ticket, now: float, *, expired: bool) -> None:
+    def withdraw(self, ticket: Ticket, now: float, *, expired: bool) -> list[Ticket]:
         """A waiting ticket gives up its place: it waited ``max_wait_s`` (expired), or
-        its request was cancelled. An admitted one is released instead."""
+        its request was cancelled. An admitted one is released instead. The tickets
+        admitted now (its channel no longer waiting, another's share may not apply)."""
         if ticket.state != "waiting":
-            return
+            return []
         ticket.state = "withdrawn"
         self.waiting -= 1
         if expired:
@@ -177,6 +196,7 @@ class AdmissionQueue:
         if not tickets:
             del queue[ticket.connection]
         self._tick(now)
+        return self._grant()
 
     # -- state -----------------------------------------------------------------------
 
@@ -200,6 +220,7 @@ class AdmissionQueue:
             refused_overload=self.refused_overload,
             expired=self.expired,
             oldest_wait_s=round(self.oldest_wait_s(now), 6),
+            in_use_by_channel={channel: held for channel, held in self.held.items() if held},
         )
 
     # -- inside ------------------------------------------------------------------------
@@ -230,9 +251,32 @@ class AdmissionQueue:
         self._arrivals = self._grants = 0
         self._interval_ends = now + self.config.interval_s
 
+    def _under_share(self, channel: str) -> bool:
+        """Whether ``channel`` may take one more slot: it has no share, it holds less
+        than its share, or no other channel has anything in progress or waiting."""
+        share = self.config.shares.get(channel)
+        if share is None or self.held.get(channel, 0) < max(1, int(share * self.config.slots)):
+            return True
+        return not any(
+            held for other, held in self.held.items() if other != channel
+        ) and not any(queue for other, queue in self._queues.items() if other != channel)
+
+    def _grant(self) -> list[Ticket]:
+        """Free slots to the waiting, in turn, as long as a channel under its share
+        has someone waiting."""
+        granted: list[Ticket] = []
+        while self.in_use < self.config.slots and self.waiting:
+            ticket = self._next_in_turn()
+            if ticket is None:
+                break
+            self._admit(ticket)
+            granted.append(ticket)
+        return granted
+
     def _admit(self, ticket: Ticket) -> None:
         ticket.state = "admitted"
         self.in_use += 1
+        self.held[ticket.channel] = self.held.get(ticket.channel, 0) + 1
         self.admitted += 1
         self._grants += 1
 
@@ -253,8 +297,9 @@ class AdmissionQueue:
         self.waiting += 1
 
     def _next_in_turn(self) -> Ticket | None:
-        """The next channel with anyone waiting takes its turn; within it, the
-        connection at the front (then it goes to the back, if it has more)."""
+        """The next channel with anyone waiting and under its share takes its turn;
+        within it, the connection at the front (then it goes to the back, if it has
+        more). None when every channel waiting is at its share."""
         if not self.waiting:
             return None
         turns = self._turns
@@ -262,7 +307,7 @@ class AdmissionQueue:
             channel = turns[0]
             turns.rotate(-1)
             queue = self._queues[channel]
-            if not queue:
+            if not queue or not self._under_share(channel):
                 continue
             connection, tickets = next(iter(queue.items()))
             ticket = tickets.popleft()
@@ -272,4 +317,4 @@ class AdmissionQueue:
                 del queue[connection]
             self.waiting -= 1
             return ticket
-        raise AssertionError("tickets are counted waiting but none is queued")
+        return None

@@ -27,12 +27,14 @@ class Origin(msgspec.Struct, frozen=True, gc=False):
     """Where and when a request came in: its channel and connection (admission shares
     capacity fairly among them), when it was read (trio time: its waits are bounded
     from then), and whether it is a retry of one refused moments before on its
-    connection (admission does not count retries as demand)."""
+    connection (admission does not count retries as demand); and the peer's address
+    (sign-ons are limited per source address)."""
 
     channel: str
     connection: int
     received_at: float
     retry: bool = False
+    source: str = ""
 
 
 class Acceptor(msgspec.Struct, frozen=True, gc=False):

@@ -16,7 +16,14 @@ import msgspec
 from switch.config import ListenerSection, SwitchConfig
 
 _SWITCH_LIVE = frozenset(
-    {"max_in_flight", "queue_limit", "max_wait_s", "overload_wait_s", "shutdown_grace_s"}
+    {
+        "max_in_flight",
+        "queue_limit",
+        "max_wait_s",
+        "overload_wait_s",
+        "shutdown_grace_s",
+        "channel_shares",
+    }
 )
 """[switch] keys a reload changes at once (the rest are the switch's identity)."""
 _LISTENER_FIXED = frozenset({"host", "port", "dialect", "terminal_id"})

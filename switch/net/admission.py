@@ -56,7 +56,7 @@ class Admission:
             raise
         finally:
             del self._waiters[ticket]
-            queue.withdraw(ticket, trio.current_time(), expired=waited.cancelled_caught)
+            self._wake(queue.withdraw(ticket, trio.current_time(), expired=waited.cancelled_caught))
         if not ticket.admitted:
             raise Busy(f"busy: waited {queue.config.max_wait_s:g} s for a slot")
         return ticket
@@ -66,9 +66,11 @@ class Admission:
         if not ticket.admitted:
             return
         ticket.state = "withdrawn"
-        granted = self.queue.release(trio.current_time())
-        if granted is not None:
-            self._waiters[granted].set()
+        self._wake(self.queue.release(trio.current_time(), ticket.channel))
+
+    def _wake(self, granted: list[Ticket]) -> None:
+        for ticket in granted:
+            self._waiters[ticket].set()
 
     def statistics(self) -> AdmissionStatistics:
         return self.queue.statistics(trio.current_time())

@@ -3,8 +3,12 @@
 A link connects with backoff, signs on (0800, 70 = 001) before any traffic, echoes
 (0800, 70 = 301) when idle, and carries up to ``window`` requests at once, matched to
 their responses by fields 11 and 41 (41 without its space padding: ans8 on the wire).
-When every window of a bank is full, a request waits in the bank's bounded FIFO for a
-slot (as a host queues for a bank link), at most until its own deadline; a full queue,
+When every window of a bank is full, a request waits in the bank's bounded queue for a
+slot (as a host queues for a bank link), at most until its own deadline. The queue is
+served fairly (``switch.core.fairqueue``): the channels take turns, then within a
+channel its connections, each connection's requests in order; so one online client
+with many requests in flight cannot keep the bank's windows from the terminals. A full
+queue,
 an open circuit or a bank with every link down is refused at once (91). A link that
 drops fails its in-flight requests with :class:`LinkDown` and starts over.
 
@@ -19,8 +23,7 @@ than ``unsolicited_limit_per_s`` of them within a second is dropped and re-estab
 from __future__ import annotations
 
 import random
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import date
 from typing import Final, Literal
 
@@ -30,6 +33,7 @@ import trio
 from switch.config import BankSection
 from switch.core import bank as bankmsg
 from switch.core.clock import Stamp
+from switch.core.fairqueue import FairQueue
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
 from switch.net.framed import FrameReader, FrameWriter
@@ -432,16 +436,18 @@ def _reason(exc: BaseException) -> str:
 
 
 class _LinkWaiter:
-    __slots__ = ("event", "link")
+    __slots__ = ("channel", "connection", "event", "link")
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str, connection: Hashable) -> None:
+        self.channel = channel
+        self.connection = connection
         self.event = trio.Event()
         self.link: BankLink | None = None
 
 
 class BankConnector:
-    """All links to one bank, the choice of link for each request, the FIFO of those
-    waiting for a slot, and the bank's circuit."""
+    """All links to one bank, the choice of link for each request, the fair queue of
+    those waiting for a slot, and the bank's circuit."""
 
     def __init__(
         self,
@@ -468,7 +474,7 @@ class BankConnector:
             for index in range(config.links)
         ]
         self._next_link = 0
-        self._waiting: deque[_LinkWaiter] = deque()
+        self._waiting: FairQueue[_LinkWaiter] = FairQueue()
         self._timeouts_in_a_row = 0
         self._open_until: float | None = None
         self._probing = False
@@ -569,10 +575,13 @@ class BankConnector:
             return None
         return self._reserve_any()
 
-    async def acquire_link(self, *, deadline: float) -> BankLink:
-        """A link slot, waiting in the bank's FIFO when every window is full, until
-        ``deadline`` (trio time) at most. BankUnavailable at once when the circuit is
-        open, every link is down or the queue is full; when the deadline passes."""
+    async def acquire_link(
+        self, *, deadline: float, channel: str = "", connection: Hashable = 0
+    ) -> BankLink:
+        """A link slot, waiting in the bank's queue when every window is full, until
+        ``deadline`` (trio time) at most; the queue takes ``channel`` and, within it,
+        ``connection`` in turn. BankUnavailable at once when the circuit is open, every
+        link is down or the queue is full; when the deadline passes."""
         link = self.try_reserve_link()
         if link is not None:
             return link
@@ -581,8 +590,8 @@ class BankConnector:
         if len(self._waiting) >= self.config.queue:
             self.refused_queue_full += 1
             raise BankUnavailable(f"bank {self.name}: {len(self._waiting)} requests queued")
-        waiter = _LinkWaiter()
-        self._waiting.append(waiter)
+        waiter = _LinkWaiter(channel, connection)
+        self._waiting.push(channel, connection, waiter)
         self.queued_total += 1
         try:
             with trio.move_on_at(deadline):
@@ -593,7 +602,7 @@ class BankConnector:
             raise
         finally:
             if waiter.link is None and not waiter.event.is_set():
-                self._waiting.remove(waiter)
+                self._waiting.remove(channel, connection, waiter)
         if waiter.link is None:
             if waiter.event.is_set():
                 raise BankUnavailable(f"bank {self.name}: circuit open")
@@ -619,12 +628,13 @@ class BankConnector:
             await self._idle.wait()
 
     def _hand_out(self) -> None:
-        """Slots with room go to those waiting, in order (a slot freed, a link up)."""
+        """Slots with room go to those waiting, in turn (a slot freed, a link up)."""
         while self._waiting:
             link = self._reserve_any()
             if link is None:
                 return
-            waiter = self._waiting.popleft()
+            waiter = self._waiting.pop()
+            assert waiter is not None
             waiter.link = link
             waiter.event.set()
 
@@ -643,8 +653,8 @@ class BankConnector:
         return None
 
     def _refuse_waiting(self) -> None:
-        while self._waiting:
-            self._waiting.popleft().event.set()  # set without a link: refused
+        for waiter in self._waiting.drain():
+            waiter.event.set()  # set without a link: refused
 
     @property
     def queued(self) -> int:
@@ -656,6 +666,7 @@ class BankConnector:
             "bank": self.name,
             "circuit_open": self.circuit_open(),
             "queued": self.queued,
+            "queued_by_channel": self._waiting.waiting_by_channel(),
             "queued_total": self.queued_total,
             "refused_queue_full": self.refused_queue_full,
             "expired": self.expired,

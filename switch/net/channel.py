@@ -13,6 +13,7 @@ slows itself down, not the switch.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 from collections.abc import Mapping
@@ -231,7 +232,7 @@ class ChannelServer(Generic[Work]):
                 nursery=tasks,
                 raise_failures=False,
             )
-            await _Connection(self, writer, framer).serve(reader, tasks)
+            await _Connection(self, writer, framer, _source(stream)).serve(reader, tasks)
             # Every accepted request has been answered (or its peer is gone): what is
             # still queued is flushed, within WRITER_DRAIN_S (closing the stream then
             # ends a flush still waiting for the peer).
@@ -261,13 +262,19 @@ class _Connection(Generic[Work]):
         "_refused_at",
         "_room",
         "_server",
+        "_source",
         "_writer",
     )
 
     def __init__(
-        self, server: ChannelServer[Work], writer: FrameWriter, framer: LengthPrefixedFramer
+        self,
+        server: ChannelServer[Work],
+        writer: FrameWriter,
+        framer: LengthPrefixedFramer,
+        source: str,
     ) -> None:
         self._server = server
+        self._source = source
         self._writer = writer
         self._framer = framer
         self._id = next(_connection_ids)
@@ -289,6 +296,7 @@ class _Connection(Generic[Work]):
         writer, framer = self._writer, self._framer
         write_deadline_s = server.config.write_deadline_s
         read_scope = self._read_scope
+        source = self._source
         with read_scope:
             server._read_scopes.add(read_scope)
             try:
@@ -302,7 +310,8 @@ class _Connection(Generic[Work]):
                         break
                     received_at = trio.current_time()
                     retry = received_at - self._refused_at < RETRY_WINDOW_S
-                    work = protocol.accept(frame, Origin(channel, self._id, received_at, retry))
+                    origin = Origin(channel, self._id, received_at, retry, source)
+                    work = protocol.accept(frame, origin)
                     if isinstance(work, bytes):
                         await _answer(writer, framer.frame(work), write_deadline_s)
                         await self._pace_immediate_answers(received_at)
@@ -321,7 +330,7 @@ class _Connection(Generic[Work]):
                     # Waiting for the next request, hold nothing of this one: its
                     # decoded fields (the clear card number among them) would live as
                     # long as an idle terminal stays connected.
-                    del frame, work
+                    del frame, work, origin
             except (FramingError, CloseConnection) as exc:
                 log.warning("connection_closed", reason=str(exc))
             except trio.TooSlowError:
@@ -395,6 +404,24 @@ async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) ->
         raise CloseConnection("peer does not read its answers") from None
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         pass  # the peer has gone; its answer has nowhere to go
+
+
+def _source(stream: trio.SocketStream) -> str:
+    """The peer's address, as limits per source count it: an IPv4 address, or an IPv6
+    address's /64 (one host is given a whole /64, and picks addresses in it at will)."""
+    try:
+        host = str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 def _peer_name(stream: trio.SocketStream) -> str:

@@ -92,7 +92,7 @@ class PosProtocol:
             self._log(None, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
         if isinstance(request, SignOn | Echo):  # nothing to wait for: never shed
-            outcome = self.switchboard.network_management(request, stamp)
+            outcome = self.switchboard.network_management(request, stamp, origin)
             self._log(request, outcome, message, received_at)
             return self._reply(envelope, message.mti, message.fields, outcome, stamp)
         return PosWork(envelope, message, request, stamp, origin)

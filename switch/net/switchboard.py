@@ -81,7 +81,7 @@ from switch.core.model import (
     SignOn,
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
-from switch.core.ratelimit import TokenBucket
+from switch.core.ratelimit import SignOnLimiter
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.errors import TransactionRefused
@@ -95,11 +95,6 @@ log = structlog.get_logger()
 STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
-SIGN_ONS_PER_S: Final = 100.0
-SIGN_ON_BURST: Final = 20_000
-"""Sign-ons switch-wide: each takes an RRN of the day's 100 million, so their rate is
-bounded (a fleet of 20,000 terminals signing on after a restart passes at once; a
-terminal in a sign-on loop cannot use up the day's numbers: beyond it, 91)."""
 LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
@@ -163,6 +158,7 @@ class Switchboard:
         reversals: ReversalQueue,
         calendar: BusinessCalendar,
         merchants: MerchantBook,
+        sign_ons: SignOnLimiter,
     ) -> None:
         self.bins = bins
         self.connectors = connectors
@@ -178,32 +174,36 @@ class Switchboard:
         self._rrns = rrns or RrnAllocator()
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
-        self._sign_ons = TokenBucket(rate_per_s=SIGN_ONS_PER_S, burst=SIGN_ON_BURST)
+        self.sign_ons = sign_ons
         self.stats = TransactionStats()
         """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
-        self.sign_ons_refused = 0
 
     def statistics(self) -> dict[str, object]:
         return {
             "in_flight": len(self._in_flight),
             "book": len(self.book),
             "duplicates": self.duplicates,
-            "sign_ons_refused": self.sign_ons_refused,
+            "sign_ons_refused": self.sign_ons.refused,
+            "sign_ons": self.sign_ons.statistics(),
             "admission": msgspec.structs.asdict(self.admission.statistics()),
             "journal": msgspec.structs.asdict(self.journal.statistics()),
             "banks": [connector.statistics() for connector in self.connectors.values()],
         }
 
-    def network_management(self, request: SignOn | Echo, stamp: Stamp) -> Outcome:
+    def network_management(self, request: SignOn | Echo, stamp: Stamp, origin: Origin) -> Outcome:
         """A sign-on or an echo test: answered at once, with nothing to wait for, so a
         channel answers them itself and never sheds them (a terminal whose echo test
-        is refused under load takes its line for dead and reconnects, adding to it)."""
+        is refused under load takes its line for dead and reconnects, adding to it).
+        Sign-ons are limited per terminal, per source address and switch-wide: 91."""
         if isinstance(request, Echo):
             return Outcome(code="00")
-        if not self._sign_ons.take(time.monotonic()):
-            self.sign_ons_refused += 1
-            return Outcome(code="91", message="too many sign-ons: try again shortly")
+        acceptor = request.acceptor
+        refused = self.sign_ons.take(
+            (acceptor.terminal_id, acceptor.merchant_id), origin.source, trio.current_time()
+        )
+        if refused is not None:
+            return Outcome(code="91", message=refused)
         try:
             rrn = self._rrns.allocate(stamp.local, stamp.rrn_day)
         except RrnExhausted as exc:
@@ -230,7 +230,7 @@ class Switchboard:
         """The outcome of one request. Never raises for a refusal: that is an outcome.
         ``finalize``'s changes are committed with an outcome that reached a bank."""
         if isinstance(request, SignOn | Echo):
-            return self.network_management(request, stamp)
+            return self.network_management(request, stamp, origin)
         machine: BankTransaction | TerminalReversal
         business_date = self.business_date(stamp)
         if isinstance(request, BatchSettlement):
@@ -410,7 +410,7 @@ class Switchboard:
                 connector = self.connectors.get(bank)
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
-                return await self._acquire_link(connector, run, deadline)
+                return await self._acquire_link(connector, run, deadline, origin)
             case Exchange(mti=mti, fields=fields, encoded=encoded):
                 return await self._exchange(mti, fields, encoded, run)
             case LoadOriginal():
@@ -428,9 +428,13 @@ class Switchboard:
                 return FirstFinished()
         raise AssertionError(f"not a wait: {action!r}")
 
-    async def _acquire_link(self, connector: BankConnector, run: _Run, deadline: float) -> Event:
+    async def _acquire_link(
+        self, connector: BankConnector, run: _Run, deadline: float, origin: Origin
+    ) -> Event:
         try:
-            link = await connector.acquire_link(deadline=deadline)
+            link = await connector.acquire_link(
+                deadline=deadline, channel=origin.channel, connection=origin.connection
+            )
         except BankUnavailable as exc:
             return Refused(str(exc))
         run.link = (connector, link)

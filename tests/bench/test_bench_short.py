@@ -58,6 +58,8 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "echo" in report:
         found += [report["echo"]["closed"], report["echo"]["half_max"]]
     found += [report["idle"]["result"], *report["crowd"], report["slow_bank"]["result"]]
+    if busy := report.get("busy_online"):
+        found += [busy["pos_alone"], busy["pos_beside_online"], busy["online"]]
     if report.get("admin"):
         found += [*report["admin"]["off"], *report["admin"]["on"]]
     return {scenario["name"]: scenario for scenario in found}
@@ -445,7 +447,7 @@ def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
     if head_commit() is None:
         pytest.skip("not a git checkout: no commit to compare with")
     # Every scenario that runs on a switch (codec and disk run once either way).
-    chosen = "closed,open,overload,online,echo,idle,crowd,slow-bank"
+    chosen = "closed,open,overload,online,echo,idle,crowd,slow-bank,busy-online"
     out = tmp_path_factory.mktemp("bench") / "report.json"
     return run_bench(out, "--baseline", "HEAD", "--scenarios", chosen)
 
@@ -466,7 +468,7 @@ def test_baseline_runs_every_switch_scenario(baseline_run: tuple[dict[str, Any],
             assert scenario["codes"].get("00", 0) > 0, name
     # Each version's switches are its own processes, configs and journals.
     configs = report["meta"]["configs"]
-    for label in ("main", "idle", "crowd", "slow-bank"):
+    for label in ("main", "idle", "crowd", "slow-bank", "busy-online"):
         assert label in configs and f"baseline-{label}" in configs
         assert f"{label}-journal" in configs[label]
         assert f"baseline-{label}-journal" in configs[f"baseline-{label}"]

@@ -29,6 +29,13 @@ def come(
     return queue.arrive(channel, connection, now, retry=retry)
 
 
+def release(queue: AdmissionQueue, now: float, channel: str = "pos") -> Ticket | None:
+    """A transaction of ``channel`` ended: the one ticket its slot went to, if any."""
+    granted = queue.release(now, channel)
+    assert len(granted) <= 1, granted
+    return granted[0] if granted else None
+
+
 def states(tickets: list[Ticket]) -> list[str]:
     return [ticket.state for ticket in tickets]
 
@@ -47,9 +54,9 @@ def test_a_released_slot_goes_to_the_oldest_waiting_of_the_next_channel_in_turn(
     come(queue, "pos", 2, 0.0)
     first = come(queue, "pos", 3, 0.01)
     second = come(queue, "pos", 3, 0.02)
-    assert queue.release(0.03) is first and first.state == "admitted"
-    assert queue.release(0.04) is second
-    assert queue.release(0.05) is None
+    assert release(queue, 0.03) is first and first.state == "admitted"
+    assert release(queue, 0.04) is second
+    assert release(queue, 0.05) is None
     assert (queue.in_use, queue.waiting) == (1, 0)
 
 
@@ -60,7 +67,12 @@ def test_channels_take_turns_whatever_one_of_them_queued() -> None:
     come(queue, "online", 1, 0.0)
     online = [come(queue, "online", 1, 0.001 * n) for n in range(1, 11)]
     pos = [come(queue, "pos", 100 + n, 0.02 + 0.001 * n) for n in range(3)]
-    served = [queue.release(0.1 + n * 0.01) for n in range(6)]
+    served, holder = [], "online"
+    for n in range(6):
+        ticket = release(queue, 0.1 + n * 0.01, holder)
+        assert ticket is not None
+        served.append(ticket)
+        holder = ticket.channel
     assert served == [online[0], pos[0], online[1], pos[1], online[2], pos[2]]
 
 
@@ -69,7 +81,7 @@ def test_connections_of_a_channel_take_turns() -> None:
     come(queue, "online", 1, 0.0)
     busy = [come(queue, "online", 1, 0.001 * n) for n in range(1, 5)]
     quiet = come(queue, "online", 2, 0.01)
-    served = [queue.release(0.1 + n * 0.01) for n in range(3)]
+    served = [release(queue, 0.1 + n * 0.01, "online") for n in range(3)]
     assert served == [busy[0], quiet, busy[1]]
 
 
@@ -82,7 +94,7 @@ def test_a_withdrawn_ticket_gives_its_place_up() -> None:
     queue.withdraw(expired, 1.0, expired=True)
     assert expired.state == "withdrawn" and queue.expired == 1
     assert queue.oldest_wait_s(1.0) == pytest.approx(0.5)
-    assert queue.release(1.1) is later
+    assert release(queue, 1.1) is later
     queue.withdraw(later, 1.2, expired=True)  # admitted already: nothing to withdraw
     assert later.state == "admitted" and queue.expired == 1
 
@@ -97,7 +109,7 @@ def test_a_long_steady_queue_is_served_not_refused() -> None:
     refused = 0
     for step in range(3000):  # 30 s: one answer and one new request every 10 ms
         now = 0.01 * (step + 1)
-        queue.release(now)
+        release(queue, now)
         refused += come(queue, "pos", step % 200, now).state == "refused"
     assert refused == 0 and not queue.overloaded
     assert queue.oldest_wait_s(now) > CONFIG.target_s  # a long queue, all the same
@@ -117,7 +129,7 @@ def test_demand_beyond_service_interval_after_interval_is_overload_and_sheds() -
         refused += ticket.state == "refused"
         tickets.append(ticket)
         if step % 2:
-            granted = queue.release(now)
+            granted = release(queue, now)
             if granted is not None and now > 1.0:
                 waited.append(now - granted.arrived_at)
     assert queue.overloaded
@@ -132,11 +144,11 @@ def test_overload_ends_when_demand_falls_back() -> None:
         now = step * 0.0005
         come(queue, "pos", step, now)
         if step % 2:
-            queue.release(now)
+            release(queue, now)
     assert queue.overloaded
     for step in range(2000):  # as many answers as arrivals
         now += 0.001
-        queue.release(now)
+        release(queue, now)
         come(queue, "pos", step, now)
     assert not queue.overloaded
 
@@ -149,7 +161,7 @@ def test_retries_of_refused_requests_are_not_counted_as_new_demand() -> None:
     now = 0.0
     for step in range(5000):
         now = step * 0.001
-        queue.release(now)
+        release(queue, now)
         come(queue, "pos", step % 300, now)  # the served terminal's next request
         for retry in range(3):  # and three refused ones resending
             come(queue, "pos", 1000 + retry, now, retry=True)
@@ -162,7 +174,7 @@ def test_a_few_either_way_at_low_rates_is_noise() -> None:
     for _ in range(OVERLOAD_INTERVALS * 5):
         for n in range(6):  # 6 arrivals, 1 answer an interval: MIN_EXCESS not reached
             come(queue, "pos", n, now + 0.01 * n)
-        queue.release(now + 0.09)
+        release(queue, now + 0.09)
         now += 0.1
     assert not queue.overloaded
 
@@ -176,7 +188,7 @@ def test_requests_a_rule_answers_before_they_ask_for_a_slot_are_not_demand() -> 
         come(queue, "pos", connection, 0.0)
     for step in range(2000):
         now = 0.001 * (step + 1)
-        queue.release(now)
+        release(queue, now)
         come(queue, "pos", step % 100, now)
         for _ in range(5):
             assert queue.at_the_door(now) is None  # then answered 92 by the lifecycle
@@ -199,3 +211,48 @@ def test_a_token_bucket_allows_a_burst_then_its_rate() -> None:
     assert bucket.take(0.1) and not bucket.take(0.1)
     assert bucket.take(10.0) and bucket.take(10.0) and bucket.take(10.0)
     assert not bucket.take(10.0)  # refilled to its burst, not beyond
+
+
+# -- shares: a channel holds at most its share while another has work -------------------
+
+SHARED = AdmissionConfig(
+    slots=8, queue_limit=100, max_wait_s=1.0, shares={"pos": 0.75, "online": 0.25}
+)
+
+
+def test_a_channel_alone_uses_every_slot_whatever_its_share() -> None:
+    queue = AdmissionQueue(SHARED)
+    tickets = [come(queue, "online", 1, 0.0) for _ in range(9)]
+    assert states(tickets) == ["admitted"] * 8 + ["waiting"]
+
+
+def test_beside_another_channel_a_busy_one_is_held_to_its_share() -> None:
+    """Free slots do not go to the online client beyond its share while terminals
+    have work: the terminals' requests are admitted at once, the client's wait."""
+    queue = AdmissionQueue(SHARED)
+    pos = come(queue, "pos", 10, 0.0)
+    online = [come(queue, "online", 1, 0.001 * n) for n in range(6)]
+    assert states(online) == ["admitted"] * 2 + ["waiting"] * 4  # 0.25 x 8
+    assert queue.in_use == 3 and queue.statistics(0.01).in_use_by_channel == {
+        "pos": 1,
+        "online": 2,
+    }
+    more_pos = [come(queue, "pos", 11 + n, 0.01) for n in range(5)]
+    assert states(more_pos) == ["admitted"] * 5  # slots free, and under pos's share
+    # An online request ending frees a slot for the next online one, not beyond.
+    assert queue.release(0.02, "online") == [online[2]]
+    # The terminals' last requests end: the share no longer applies, every free slot
+    # goes to the waiting online requests at once.
+    for _ in more_pos:
+        queue.release(0.03, "pos")
+    assert queue.release(0.04, "pos") == online[3:]
+    assert pos.admitted and queue.waiting == 0 and queue.held == {"pos": 0, "online": 5}
+
+
+def test_shares_keep_the_order_within_a_channel() -> None:
+    queue = AdmissionQueue(SHARED)
+    come(queue, "pos", 10, 0.0)
+    online = [come(queue, "online", n % 2, 0.001 * n) for n in range(6)]
+    assert states(online) == ["admitted"] * 2 + ["waiting"] * 4
+    granted = [queue.release(0.1, "online") for _ in range(4)]
+    assert granted == [[ticket] for ticket in online[2:]]  # one for one, in turn

@@ -13,7 +13,6 @@ import trio
 
 import switch
 from switch.core.model import Sale
-from switch.core.ratelimit import TokenBucket
 from switch.terminal import Terminal
 from switch.wire.framing import PosEnvelope
 from switch.wire.iso8583 import Iso8583Message
@@ -404,9 +403,10 @@ async def test_sign_ons_are_bounded_switch_wide_so_the_days_rrns_cannot_run_out(
 ) -> None:
     """Each sign-on takes an RRN of the day's sequence: beyond their switch-wide rate a
     sign-on is answered 91 (and takes none); transactions are not affected."""
-    app = await start_switch(nursery)
+    app = await start_switch(
+        nursery, make_config(switch={"sign_ons_per_s": 0.001, "sign_on_burst": 3})
+    )
     assert app.switchboard is not None
-    app.switchboard._sign_ons = TokenBucket(rate_per_s=0.001, burst=3)
     codes, rrns = [], set()
     for index in range(6):
         client = await pos_client(app, Terminal(terminal_id=f"S{index:07d}"))

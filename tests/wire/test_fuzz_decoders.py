@@ -534,7 +534,7 @@ class NetworkOnlySwitchboard:
 
     stats = TransactionStats()
 
-    def network_management(self, request: SignOn | Echo, stamp: object) -> Outcome:
+    def network_management(self, request: SignOn | Echo, stamp: object, origin: object) -> Outcome:
         assert isinstance(request, SignOn | Echo)
         return Outcome(code="00")
 
