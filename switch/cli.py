@@ -35,6 +35,7 @@ from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
 from switch.core.workers import Worker
 from switch.errors import ConfigError, MessageEncodeError, StartupError
+from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
@@ -55,6 +56,10 @@ _YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.private_files:
+        # Every file a command makes (journal, settlement database, payouts, clearing
+        # and batch files, key files) is its owner's only: 0600 in folders made 0700.
+        os.umask(PRIVATE_UMASK)
     config: SwitchConfig | None = None
     if args.needs_config:
         try:
@@ -85,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         "routed by card BIN to bank host-to-host links.",
     )
     parser.add_argument("--version", action="version", version=f"switch {_version()}")
-    parser.set_defaults(needs_config=True)
+    # The demo keeps the caller's umask: as root its PostgreSQL cluster's folders must
+    # stay reachable by the server's account; its switch and banks set their own.
+    parser.set_defaults(needs_config=True, private_files=True)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -144,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workers", type=_positive, help="switch processes (default: [switch] workers)"
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, private_files=False)
 
     journal = commands.add_parser(
         "journal", help="read the journal", description="Read transactions from the journal."
@@ -486,7 +493,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
         print(f"switch: {describe_exception(exc)}", file=sys.stderr)
         return 2
     if totals_file is not None:
-        totals_file.write_bytes(msgspec.json.encode(simulator.totals()))
+        write_private(totals_file, msgspec.json.encode(simulator.totals()))
     return 0
 
 
@@ -633,11 +640,9 @@ def _load_batch(path: Path, args: argparse.Namespace) -> TerminalBatch:
 
 
 def _save_batch(path: Path, batch: TerminalBatch) -> None:
-    """Written beside and renamed, so a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = path.with_name(path.name + ".tmp")
-    written.write_bytes(msgspec.json.format(msgspec.json.encode(batch)) + b"\n")
-    os.replace(written, path)
+    """Written beside and renamed, so a crash leaves the old file or the new one; 0600."""
+    data = msgspec.json.format(msgspec.json.encode(batch)) + b"\n"
+    write_private(path, data, partial=path.with_name(path.name + ".tmp"))
 
 
 def _printable(response: Iso8583Message) -> dict[str, Any]:

@@ -12,7 +12,6 @@ idempotent, so after a crash the switch simply runs the sequence again.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +40,7 @@ from switch.core.settlement import (
     recon_file_name,
 )
 from switch.errors import SwitchError
+from switch.files import make_private_folder, write_private
 from switch.net.bank_link import BankConnector
 from switch.store.port import Journal, JournalError
 from switch.store.settlement_port import SettlementError, SettlementStore
@@ -318,7 +318,7 @@ class SettlementService:
     def _write_files(
         self, business_date: str, payouts: list[PayoutLine], recon: list[ReconLine]
     ) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self.out_dir)
         _write_whole(self.out_dir / payout_file_name(business_date), payout_file(payouts))
         _write_whole(self.out_dir / recon_file_name(business_date), recon_file(recon))
 
@@ -368,13 +368,8 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
 
 def _write_whole(path: Path, data: bytes) -> None:
     """Written under another name, synced, then renamed: a reader sees the whole file
-    or none (and settling again writes the same bytes)."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
+    or none (and settling again writes the same bytes); 0600, its folder 0700."""
+    write_private(path, data)  # 0600, whatever the umask
 
 
 __all__ = ["SettlementError", "SettlementService"]

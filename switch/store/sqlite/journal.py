@@ -45,6 +45,7 @@ import trio
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.core.stats import LatencyHistogram
+from switch.files import make_private_folder
 from switch.store import port
 from switch.store.port import (
     Change,
@@ -253,7 +254,7 @@ def _make_folder(path: Path) -> None:
     folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)  # 0700
 
 
 def _prove_writable(writer: sqlite3.Connection) -> None:

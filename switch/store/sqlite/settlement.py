@@ -15,6 +15,7 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from switch.core.settlement import (
     ReversalOrder,
     SettlementStatus,
 )
+from switch.files import make_private_folder, open_private
 from switch.store.settlement_port import CLEARING_COLUMNS
 from switch.store.settlement_port import LedgerUnbalanced as LedgerUnbalanced
 from switch.store.settlement_port import SettlementError as SettlementError
@@ -201,7 +203,9 @@ class SqliteSettlementStore:
     def open(self) -> None:
         """Opens (creating and migrating) the store; SettlementError naming the file."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # 0600 before SQLite makes it (and its -wal, -shm)
+                make_private_folder(self.path.parent)
+                os.close(open_private(self.path, os.O_RDONLY))
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
