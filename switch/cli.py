@@ -215,6 +215,18 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
     keys_new.set_defaults(handler=_keys_new, needs_config=False)
 
+    pid = commands.add_parser(
+        "pid",
+        help="the pid of the switch running on the config's journal",
+        description="Print the pid of the process that holds the config's SQLite journal "
+        "now (its lock, as the kernel has it), e.g. `kill -HUP $(switch pid)`; nothing, "
+        "and exit 1, when no process holds it. The pid in the lock file is only valid "
+        "while the lock is held: a switch that was killed leaves its pid there, which may "
+        "by then be another process's.",
+    )
+    _config_option(pid)
+    pid.set_defaults(handler=_pid)
+
     config_command = commands.add_parser(
         "config", help="the configuration", description="Check a configuration file."
     )
@@ -225,7 +237,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a configuration as `switch run` would (its keys and types, "
         "dialects, routes, the card key file, the journal, the ports, the file "
         "descriptors) without starting anything: one line per problem, exit 2; `ok` and "
-        "exit 0 when there is none.",
+        "exit 0 when there is none. A switch running on the journal is no problem (the "
+        "file is checked before it is reloaded): its journal, and the ports its `switch "
+        "run` processes listen on, are each a `note:` line.",
     )
     _config_option(check)
     # Read as its types allow: the cross-checks are what it reports, all of them.
@@ -355,12 +369,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
-    problems = startup.preflight(
+    checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )
-    for problem in problems:
+    for note in checked.notes:  # a running switch's own journal and ports
+        print(f"note: {args.config}: {note}")
+    for problem in checked.problems:
         print(f"switch: {args.config}: {problem}", file=sys.stderr)
-    if problems:
+    if checked.problems:
         return 2
     print(f"ok: {args.config}")
     return 0
@@ -553,6 +569,23 @@ def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
+
+
+def _pid(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if config.journal.backend != "sqlite":
+        print(f"switch: {args.config}: the journal is on PostgreSQL: no lock file names the "
+              "switch; use `switch reload`", file=sys.stderr)  # fmt: skip
+        return 2
+    from switch.store.sqlite import LockFile
+
+    lock = LockFile(config.path(config.journal.path))
+    holder = lock.holder()
+    if holder is None:
+        print(f"switch: no switch holds journal {lock.journal_path} ({lock.path} is not "
+              "locked)", file=sys.stderr)  # fmt: skip
+        return 1
+    print(holder)
+    return 0
 
 
 def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
