@@ -524,7 +524,7 @@ def _operator(
             journal.close()
     except ops.OperatorError as exc:
         print(f"switch: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ops.UnknownBank) else 1
     except ConfigError as exc:  # a journal the config cannot name (a DSN not set)
         print(f"switch: {exc}", file=sys.stderr)
         return 2
@@ -563,7 +563,11 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(
-        config, lambda journal: ops.saf_list(journal, bank=args.bank, state=args.state), args.json
+        config,
+        lambda journal: ops.saf_list(
+            journal, bank=args.bank, state=args.state, banks=list(config.banks)
+        ),
+        args.json,
     )
 
 

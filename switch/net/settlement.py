@@ -343,6 +343,13 @@ class SettlementService:
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
 
+    def knows(self, business_date: str) -> bool:
+        """Whether the switch has had ``business_date``: closed (the calendar holds
+        every close since the settlement store began), or the date open now."""
+        day = date.fromisoformat(business_date)
+        calendar = self.calendar
+        return calendar.close_of(day) is not None or calendar.date_at(self.clock()) == day
+
     async def latest_closed_date(self) -> str | None:
         return await self._in_store(self.store.latest_closed_date)
 

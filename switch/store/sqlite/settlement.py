@@ -545,14 +545,22 @@ def _settle(
 
 
 _CATEGORY_COUNTS: Final = (
-    "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
-    " SELECT category, action, switch_fen, bank_fen FROM recon_line"
+    "WITH pair AS (SELECT v.rrn AS void_rrn, s.rrn AS sale_rrn FROM settlement_item v"
+    " JOIN settlement_item s ON s.rrn = v.original_rrn"
+    " WHERE v.settled_on = :d AND v.kind = 'void' AND v.action = 'paid'"
+    "  AND s.settled_on = :d AND s.kind = 'sale' AND s.action = 'paid'),"
+    " cancelled (rrn) AS (SELECT void_rrn FROM pair UNION SELECT sale_rrn FROM pair) "
+    "SELECT category, CASE WHEN action = 'paid' AND rrn IN (SELECT rrn FROM cancelled)"
+    " THEN 'cancelled' ELSE action END AS shown, count(*), sum(switch_fen), sum(bank_fen) "
+    "FROM ("
+    " SELECT category, action, rrn, switch_fen, bank_fen FROM recon_line"
     "  WHERE business_date = :d"
-    " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
+    " UNION ALL SELECT 'matched', action, rrn, switch_fen, bank_fen FROM settlement_item"
     "  WHERE settled_on = :d AND category = 'matched') "
-    "GROUP BY category, action ORDER BY category, action"
+    "GROUP BY category, shown ORDER BY category, shown"
 )
-"""A date's transactions by category and action, as its status shows them."""
+"""A date's transactions by category and action, as its status shows them: a sale and
+its void paid by the same settlement cancel out (step 7), so both show ``cancelled``."""
 
 _UNBALANCED: Final = (
     "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
