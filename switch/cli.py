@@ -54,11 +54,14 @@ _YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; ``argv`` None: the process's own command line (``sys.argv``)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.private_files:
+    if args.private_files and argv is None:
         # Every file a command makes (journal, settlement database, payouts, clearing
         # and batch files, key files) is its owner's only: 0600 in folders made 0700.
+        # Only as the process's own command: the umask is the whole process's, and a
+        # caller of main() (a test) keeps its own; the files are made 0600 anyway.
         os.umask(PRIVATE_UMASK)
     config: SwitchConfig | None = None
     if args.needs_config:
