@@ -35,6 +35,7 @@ from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
 from switch.core.workers import Worker
 from switch.errors import ConfigError, MessageEncodeError, StartupError
+from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
 from switch.sim.server import BankSimulator
@@ -53,8 +54,15 @@ _YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; ``argv`` None: the process's own command line (``sys.argv``)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.private_files and argv is None:
+        # Every file a command makes (journal, settlement database, payouts, clearing
+        # and batch files, key files) is its owner's only: 0600 in folders made 0700.
+        # Only as the process's own command: the umask is the whole process's, and a
+        # caller of main() (a test) keeps its own; the files are made 0600 anyway.
+        os.umask(PRIVATE_UMASK)
     config: SwitchConfig | None = None
     if args.needs_config:
         try:
@@ -85,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         "routed by card BIN to bank host-to-host links.",
     )
     parser.add_argument("--version", action="version", version=f"switch {_version()}")
-    parser.set_defaults(needs_config=True)
+    # The demo keeps the caller's umask: as root its PostgreSQL cluster's folders must
+    # stay reachable by the server's account; its switch and banks set their own.
+    parser.set_defaults(needs_config=True, private_files=True)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -144,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workers", type=_positive, help="switch processes (default: [switch] workers)"
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, private_files=False)
 
     journal = commands.add_parser(
         "journal", help="read the journal", description="Read transactions from the journal."
@@ -208,6 +218,18 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
     keys_new.set_defaults(handler=_keys_new, needs_config=False)
 
+    pid = commands.add_parser(
+        "pid",
+        help="the pid of the switch running on the config's journal",
+        description="Print the pid of the process that holds the config's SQLite journal "
+        "now (its lock, as the kernel has it), e.g. `kill -HUP $(switch pid)`; nothing, "
+        "and exit 1, when no process holds it. The pid in the lock file is only valid "
+        "while the lock is held: a switch that was killed leaves its pid there, which may "
+        "by then be another process's.",
+    )
+    _config_option(pid)
+    pid.set_defaults(handler=_pid)
+
     config_command = commands.add_parser(
         "config", help="the configuration", description="Check a configuration file."
     )
@@ -218,7 +240,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a configuration as `switch run` would (its keys and types, "
         "dialects, routes, the card key file, the journal, the ports, the file "
         "descriptors) without starting anything: one line per problem, exit 2; `ok` and "
-        "exit 0 when there is none.",
+        "exit 0 when there is none. A switch running on the journal is no problem (the "
+        "file is checked before it is reloaded): its journal, and the ports its `switch "
+        "run` processes listen on, are each a `note:` line.",
     )
     _config_option(check)
     # Read as its types allow: the cross-checks are what it reports, all of them.
@@ -348,12 +372,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
-    problems = startup.preflight(
+    checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )
-    for problem in problems:
+    for note in checked.notes:  # a running switch's own journal and ports
+        print(f"note: {args.config}: {note}")
+    for problem in checked.problems:
         print(f"switch: {args.config}: {problem}", file=sys.stderr)
-    if problems:
+    if checked.problems:
         return 2
     print(f"ok: {args.config}")
     return 0
@@ -486,7 +512,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
         print(f"switch: {describe_exception(exc)}", file=sys.stderr)
         return 2
     if totals_file is not None:
-        totals_file.write_bytes(msgspec.json.encode(simulator.totals()))
+        write_private(totals_file, msgspec.json.encode(simulator.totals()))
     return 0
 
 
@@ -501,7 +527,7 @@ def _operator(
             journal.close()
     except ops.OperatorError as exc:
         print(f"switch: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ops.UnknownBank) else 1
     except ConfigError as exc:  # a journal the config cannot name (a DSN not set)
         print(f"switch: {exc}", file=sys.stderr)
         return 2
@@ -540,12 +566,33 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(
-        config, lambda journal: ops.saf_list(journal, bank=args.bank, state=args.state), args.json
+        config,
+        lambda journal: ops.saf_list(
+            journal, bank=args.bank, state=args.state, banks=list(config.banks)
+        ),
+        args.json,
     )
 
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
     return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
+
+
+def _pid(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if config.journal.backend != "sqlite":
+        print(f"switch: {args.config}: the journal is on PostgreSQL: no lock file names the "
+              "switch; use `switch reload`", file=sys.stderr)  # fmt: skip
+        return 2
+    from switch.store.sqlite import LockFile
+
+    lock = LockFile(config.path(config.journal.path))
+    holder = lock.holder()
+    if holder is None:
+        print(f"switch: no switch holds journal {lock.journal_path} ({lock.path} is not "
+              "locked)", file=sys.stderr)  # fmt: skip
+        return 1
+    print(holder)
+    return 0
 
 
 def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
@@ -633,11 +680,9 @@ def _load_batch(path: Path, args: argparse.Namespace) -> TerminalBatch:
 
 
 def _save_batch(path: Path, batch: TerminalBatch) -> None:
-    """Written beside and renamed, so a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = path.with_name(path.name + ".tmp")
-    written.write_bytes(msgspec.json.format(msgspec.json.encode(batch)) + b"\n")
-    os.replace(written, path)
+    """Written beside and renamed, so a crash leaves the old file or the new one; 0600."""
+    data = msgspec.json.format(msgspec.json.encode(batch)) + b"\n"
+    write_private(path, data, partial=path.with_name(path.name + ".tmp"))
 
 
 def _printable(response: Iso8583Message) -> dict[str, Any]:

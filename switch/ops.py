@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from switch.store.port import OperatorError, OperatorJournal
 
 __all__ = [
     "OperatorError",
+    "UnknownBank",
     "journal_find",
     "journal_show",
     "local_day",
@@ -82,11 +83,29 @@ def local_day(date: str, *, utc_offset_h: int) -> tuple[str, float, float]:
     raise ValueError("neither MMDD nor YYYY-MM-DD")
 
 
+class UnknownBank(OperatorError):
+    """A bank named that neither the config nor the queue has: a typo, not an empty
+    list."""
+
+
 def saf_list(
-    journal: OperatorJournal, *, bank: str | None = None, state: str | None = None
+    journal: OperatorJournal,
+    *,
+    bank: str | None = None,
+    state: str | None = None,
+    banks: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Reversals in the queue; by default those not yet delivered."""
-    return [_readable(row) for row in journal.reversals(bank=bank, state=state)]
+    """Reversals in the queue; by default those not yet delivered. UnknownBank when
+    ``bank`` is not among ``banks`` (the config's) and the queue lists none of its: a
+    bank taken out of the config keeps its reversals, and they are still listed."""
+    rows = [_readable(row) for row in journal.reversals(bank=bank, state=state)]
+    if not rows and bank is not None and banks is not None and bank not in banks:
+        which = f"{state} reversals" if state else "reversals"
+        raise UnknownBank(
+            f"--bank {bank}: no such bank in the config (its banks: {', '.join(sorted(banks))}), "
+            f"and the queue has none of its {which}"
+        )
+    return rows
 
 
 def saf_retry(journal: OperatorJournal, saf_id: int) -> dict[str, Any]:

@@ -33,10 +33,12 @@ fails before the switch has started is a start-up failure (exit 2); after, a cra
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Final
 
 import msgspec
@@ -288,26 +290,51 @@ def refuse(exc: BaseException) -> int:
     return 2
 
 
-def preflight(config: SwitchConfig, *, sqlite_workers_for_tests: bool = False) -> list[str]:
+class Preflight(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``switch config check`` found: ``problems``, each a reason ``switch run``
+    would refuse to start; ``notes``, what a running switch of this journal holds (its
+    journal, its ports): information, since a reload of the file is what it is checked
+    for."""
+
+    problems: list[str]
+    notes: list[str]
+
+
+JOURNAL_IN_USE: Final = "is in use by another switch"
+"""How either journal engine says another switch holds the journal (its lock)."""
+
+
+def preflight(config: SwitchConfig, *, sqlite_workers_for_tests: bool = False) -> Preflight:
     """Everything ``switch run`` would refuse to start on, one sentence a problem,
     found without starting anything (``switch config check``): the cross-checks, the
     card keys, the journal (in use, or not writable), the ports (bound and let go at
-    once) and the file descriptors."""
+    once) and the file descriptors. The journal held by a running switch, and a port
+    held by a ``switch run`` process while it is, are notes, not problems."""
     problems = config_problems(config)
+    notes: list[str] = []
     problems.extend(worker_problems(config, sqlite_for_tests=sqlite_workers_for_tests))
     try:
         SwitchApp(config)  # builds the codecs and reads the card keys
     except (SwitchError, KeyError) as exc:
         problems.append(str(exc).strip("'\""))
     journal = store.journal_problem(config)
+    running = journal is not None and JOURNAL_IN_USE in journal
     if journal is not None:
-        problems.append(journal)
+        (notes if running else problems).append(
+            journal.replace(JOURNAL_IN_USE, "is in use by the running switch")
+        )
     for label, host, port in _bound_ports(config):
         taken: list[socket.socket] = []
         try:
             reserve_port(label, host, port, taken)
         except StartupError as exc:
-            problems.append(str(exc))
+            owners = _switches_listening(port) if running else []
+            if owners:
+                pids = ", ".join(map(str, owners))
+                notes.append(f"{label} port {port} on {host} is in use by the running switch "
+                             f"(pid {pids})")  # fmt: skip
+            else:
+                problems.append(str(exc))
         finally:
             for reservation in taken:
                 reservation.close()
@@ -317,4 +344,54 @@ def preflight(config: SwitchConfig, *, sqlite_workers_for_tests: bool = False) -
             f"the file descriptor limit ({limit}) leaves no room for connections beyond "
             f"the {descriptor_reserve(config)} the switch keeps"
         )
-    return problems
+    return Preflight(problems=problems, notes=notes)
+
+
+def _switches_listening(port: int) -> list[int]:
+    """The pids of the ``switch run`` processes listening on TCP ``port`` (any address),
+    when every process listening on it is one; else none. From /proc: the listening
+    sockets' inodes, then whose descriptors they are (processes of other users cannot
+    be looked into: a port of theirs is not the switch's)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl, local address:port (hex), remote, state (0A: listening), ..., inode
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return []
+    owners: set[int] = set()
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            descriptors = {os.readlink(fd) for fd in (process / "fd").iterdir()}
+        except OSError:
+            continue  # another user's, or gone meanwhile
+        if descriptors & inodes:
+            owners.add(int(process.name))
+    if not owners or not all(_is_switch_run(pid) for pid in owners):
+        return []
+    return sorted(owners)
+
+
+def _is_switch_run(pid: int) -> bool:
+    """Whether process ``pid`` is ``switch run`` (``switch`` or ``python -m switch``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    names = [os.path.basename(arg) for arg in argv]
+    for index, name in enumerate(names[:-1]):
+        if name == b"switch" and names[index + 1] == b"run":
+            return True
+    return False

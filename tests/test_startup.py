@@ -293,6 +293,7 @@ def test_a_missing_or_bad_key_file_is_refused_naming_it(
     key_file = tmp_path / "keys.toml"
     if key_text is not None:
         key_file.write_text(key_text)
+        key_file.chmod(0o600)  # its content is what is wrong
     settings = demo_config(tmp_path)
     settings["journal"]["key_file"] = str(key_file)
     result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])

@@ -11,12 +11,13 @@ import json
 import sys
 import urllib.parse
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from switch.admin.client import AdminClient, AdminUnavailable
 from switch.admin.commands import leniently, with_client
 from switch.config import SwitchConfig
+from switch.core.calendar import date_from_mmdd
 
 
 def add_commands(
@@ -44,7 +45,13 @@ def add_commands(
         "have arrived (a bank's missing file holds its transactions as switch_only). "
         "Settling a date again writes the same files and posts nothing twice.",
     )
-    run.add_argument("--date", required=True, type=_iso_date, help="the date, YYYY-MM-DD")
+    run.add_argument(
+        "--date",
+        required=True,
+        type=_date_argument,
+        help="the date, YYYY-MM-DD, or MMDD for the date of that month and day nearest the "
+        "switch's local date (UTC + [switch] utc_offset_h)",
+    )
     status = actions.add_parser(
         "status",
         help="a date's files, categories and totals",
@@ -52,7 +59,9 @@ def add_commands(
         "and amounts of each category, the payouts' totals.",
     )
     status.add_argument(
-        "--date", type=_iso_date, help="the date, YYYY-MM-DD (default: the latest closed)"
+        "--date",
+        type=_date_argument,
+        help="the date, YYYY-MM-DD or MMDD (as settle run's; default: the latest closed)",
     )
     ledger = commands.add_parser(
         "ledger",
@@ -93,11 +102,49 @@ def _ledger_target(args: argparse.Namespace) -> tuple[str, str]:
     return "GET", f"/ledger{query}"
 
 
-def _iso_date(text: str) -> str:
+def _date_argument(text: str) -> str:
+    """``--date`` as typed: a date YYYY-MM-DD, or MMDD (as ``journal find`` takes it),
+    whose year is found once the config is read (:func:`_business_date`)."""
+    if len(text) == 4 and text.isascii() and text.isdigit():
+        try:
+            date(2000, int(text[:2]), int(text[2:]))  # a leap year: 0229 is a date
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a month and day MMDD") from None
+        return text
     try:
         return date.fromisoformat(text).isoformat()
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date YYYY-MM-DD (or a month and day MMDD)"
+        ) from None
+
+
+def _business_date(text: str, config: SwitchConfig) -> str:
+    """``--date`` as a date YYYY-MM-DD: MMDD is the date of that month and day nearest
+    the switch's local date (a business date is never months away from today)."""
+    if len(text) != 4:
+        return text
+    offset = timedelta(hours=config.switch.utc_offset_h)
+    today = (datetime.now(UTC) + offset).date()
+    try:
+        return date_from_mmdd(text, today).isoformat()
+    except ValueError:  # 0229 with no leap year within a year of today
+        raise ValueError(f"--date {text}: no such date within a year of {today}") from None
+
+
+def _readable(document: Any) -> Any:
+    """The switch's answer with its times (``*_at``: epoch seconds) in ISO 8601 UTC, as
+    every command prints times."""
+    if isinstance(document, dict):
+        return {
+            key: datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+            if key.endswith("_at") and type(value) in (int, float)
+            else _readable(value)
+            for key, value in document.items()
+        }
+    if isinstance(document, list):
+        return [_readable(item) for item in document]
+    return document
 
 
 def _asking(
@@ -105,6 +152,12 @@ def _asking(
     printer: Callable[[Any], None] | None = None,
 ) -> Callable[[argparse.Namespace, SwitchConfig], int]:
     def handler(args: argparse.Namespace, config: SwitchConfig) -> int:
+        if getattr(args, "date", None):
+            try:
+                args.date = _business_date(args.date, config)
+            except ValueError as exc:
+                print(f"switch: {exc}", file=sys.stderr)
+                return 2
         method, path = target(args)
 
         def ask(client: AdminClient) -> int:
@@ -115,6 +168,7 @@ def _asking(
             if status != 200:
                 print(f"switch: {document.get('error', status)}", file=sys.stderr)
                 return 2
+            document = _readable(document)
             if args.json:
                 sys.stdout.write(json.dumps(document, indent=2) + "\n")
             else:

@@ -47,6 +47,7 @@ from switch.admin.settings import is_loopback
 from switch.config import SwitchConfig, load_config
 from switch.devtools.postgresql import PostgresServer, ServerUnavailable, find_bin_dir
 from switch.errors import ConfigError
+from switch.files import write_private
 from switch.log import configure_logging
 from switch.supervisor import STOP_MARGIN_S, child_environment
 
@@ -320,7 +321,7 @@ class Demo:
         raw = derived_config(self.config, workers=self.workers, dsn=dsn)
         try:
             self.var.mkdir(parents=True, exist_ok=True)
-            self.config_path.write_bytes(msgspec.toml.encode(raw))
+            write_private(self.config_path, msgspec.toml.encode(raw))  # 0600: names the DSN
             config = load_config(self.config_path)
         except (OSError, ConfigError) as exc:
             raise DemoError(f"{self.config_path}: {one_line(str(exc))}") from exc

@@ -43,6 +43,7 @@ from switch.core.settlement import (
     recon_file_name,
 )
 from switch.errors import SwitchError
+from switch.files import make_private_folder, write_private
 from switch.net.bank_link import BankConnector
 from switch.store.port import Journal, JournalError
 from switch.store.settlement_port import SettlementError, SettlementStore
@@ -350,7 +351,7 @@ class SettlementService:
     def _write_files(
         self, business_date: str, payouts: list[PayoutLine], recon: list[ReconLine]
     ) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        make_private_folder(self.out_dir)
         _write_whole(self.out_dir / payout_file_name(business_date), payout_file(payouts))
         _write_whole(self.out_dir / recon_file_name(business_date), recon_file(recon))
 
@@ -374,6 +375,13 @@ class SettlementService:
 
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
+
+    def knows(self, business_date: str) -> bool:
+        """Whether the switch has had ``business_date``: closed (the calendar holds
+        every close since the settlement store began), or the date open now."""
+        day = date.fromisoformat(business_date)
+        calendar = self.calendar
+        return calendar.close_of(day) is not None or calendar.date_at(self.clock()) == day
 
     async def latest_closed_date(self) -> str | None:
         return await self._in_store(self.store.latest_closed_date)
@@ -470,13 +478,8 @@ def _too_large(max_bytes: int, how: str) -> ClearingFileUnreadable:
 
 def _write_whole(path: Path, data: bytes) -> None:
     """Written under another name, synced, then renamed: a reader sees the whole file
-    or none (and settling again writes the same bytes)."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
+    or none (and settling again writes the same bytes); 0600, its folder 0700."""
+    write_private(path, data)  # 0600, whatever the umask
 
 
 __all__ = ["SettlementError", "SettlementService"]

@@ -18,7 +18,6 @@ in the same folder and renamed when complete, so a reader never sees half a file
 from __future__ import annotations
 
 import collections
-import os
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +27,7 @@ import trio
 
 from switch.config import BankSection, ClearingFaults
 from switch.errors import FramingError, MessageDecodeError, MessageEncodeError
+from switch.files import write_private
 from switch.sim.ledger import (
     BankReply,
     ClearingDelivery,
@@ -312,10 +312,4 @@ class BankSimulator:
 def _write_whole(folder: Path, name: str, data: bytes) -> None:
     """Writes ``folder/name`` so that it only ever appears complete: its bytes reach
     the disk under a hidden name before the rename gives it its own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{name}.part"
-    with partial.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    partial.replace(folder / name)
+    write_private(folder / name, data, partial=folder / f".{name}.part")  # 0600, folder 0700

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Final
@@ -34,6 +35,9 @@ MAC_BYTES: Final = 32
 """HMAC-SHA256; stored behind its key's id (1 byte)."""
 KEY_FILE_MODE: Final = 0o600
 """A key file opens every sealed card number: only its owner reads it."""
+OTHERS_PERMISSIONS: Final = stat.S_IRWXG | stat.S_IRWXO
+"""A key file with any of these is refused (``demo = true`` excepted: its keys are
+published with the code and protect nothing)."""
 
 
 class CardKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -148,20 +152,30 @@ def _hex_key(text: str, key_id: int) -> bytes:
 
 def load_card_keys(*, key_file: Path | None, key_env: str | None) -> CardKeyFile:
     """The key file's content, from the environment variable (TOML text) when it is set,
-    else from the file."""
+    else from the file; ConfigError, in one line, for a file whose mode lets anyone but
+    its owner in (group or other permissions), unless it is a demo file."""
+    mode = KEY_FILE_MODE
     if key_env and os.environ.get(key_env):
         text, source = os.environ[key_env], f"${key_env}"
     elif key_file is not None:
         try:
-            text, source = key_file.read_text(), str(key_file)
-        except OSError as exc:
+            with key_file.open() as file:
+                mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)  # of the file read
+                text, source = file.read(), str(key_file)
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read card keys from {key_file}: {exc}") from exc
     else:
         raise ConfigError("no card keys: set [journal] key_file or key_env")
     try:
-        return msgspec.convert(tomllib.loads(text), CardKeyFile)
+        keys = msgspec.convert(tomllib.loads(text), CardKeyFile)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
         raise ConfigError(f"card keys in {source}: {exc}") from exc
+    if mode & OTHERS_PERMISSIONS and not keys.demo:
+        raise ConfigError(
+            f"card key file {key_file} is mode {mode:04o}: users other than its owner "
+            f"can reach the keys that open every stored card number (chmod 600 {key_file})"
+        )
+    return keys
 
 
 def new_key_file_text(key_id: int = 1) -> str:

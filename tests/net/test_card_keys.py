@@ -34,6 +34,7 @@ KEY_1_REPLACED = '[[keys]]\nid = 1\nhmac_key = "{}"\naes_key = "{}"\n'.format("c
 def with_keys(config: SwitchConfig, tmp_path: Path, name: str, text: str) -> SwitchConfig:
     key_file = tmp_path / name
     key_file.write_text(text)
+    key_file.chmod(0o600)  # a key file others can read is refused
     return msgspec.structs.replace(
         config, journal=msgspec.structs.replace(config.journal, key_file=str(key_file))
     )

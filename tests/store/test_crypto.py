@@ -89,5 +89,6 @@ def test_keys_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Monk
         load_card_keys(key_file=tmp_path / "missing.toml", key_env=None)
     bad = tmp_path / "bad.toml"
     bad.write_text('active = 1\n[[keys]]\nid = 1\nhmac_key = "00"\naes_key = "00"\n')
+    bad.chmod(0o600)
     with pytest.raises(ConfigError, match="32 bytes"):
         CardVault(load_card_keys(key_file=bad, key_env=None))

@@ -633,15 +633,23 @@ def _used(statement: str, parameters: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _CATEGORY_COUNTS: Final = (
+    "WITH pair AS (SELECT v.rrn AS void_rrn, s.rrn AS sale_rrn FROM settlement_item v"
+    " JOIN settlement_item s ON s.rrn = v.original_rrn"
+    " WHERE v.settled_on = %(d)s AND v.kind = 'void' AND v.action = 'paid'"
+    "  AND s.settled_on = %(d)s AND s.kind = 'sale' AND s.action = 'paid'),"
+    " cancelled (rrn) AS (SELECT void_rrn FROM pair UNION SELECT sale_rrn FROM pair) "
     "SELECT category, action, count(*) AS count, sum(switch_fen)::bigint AS switch_fen, "
     "sum(bank_fen)::bigint AS bank_fen FROM ("
-    " SELECT category, action, switch_fen, bank_fen FROM recon_line"
-    "  WHERE business_date = %(d)s"
-    " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
-    "  WHERE settled_on = %(d)s AND category = 'matched') AS lines "
+    " SELECT category, CASE WHEN l.action = 'paid' AND l.rrn IN (SELECT rrn FROM cancelled)"
+    "  THEN 'cancelled' ELSE l.action END AS action, switch_fen, bank_fen FROM ("
+    "  SELECT category, action, rrn, switch_fen, bank_fen FROM recon_line"
+    "   WHERE business_date = %(d)s"
+    "  UNION ALL SELECT 'matched', action, rrn, switch_fen, bank_fen FROM settlement_item"
+    "   WHERE settled_on = %(d)s AND category = 'matched') AS l) AS lines "
     "GROUP BY category, action ORDER BY category, action"
 )
-"""A date's transactions by category and action, as its status shows them."""
+"""A date's transactions by category and action, as its status shows them: a sale and
+its void paid by the same settlement cancel out (step 7), so both show ``cancelled``."""
 
 _UNBALANCED: Final = (
     "SELECT posting, (sum(debit_fen) - sum(credit_fen))::bigint AS off FROM ledger_entry "

@@ -27,6 +27,7 @@ everything. The file is created 0600 (its ``-wal`` and ``-shm`` take its mode), 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -45,6 +46,7 @@ import trio
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.core.stats import LatencyHistogram
+from switch.files import make_private_folder
 from switch.store import port
 from switch.store.port import (
     Change,
@@ -253,7 +255,7 @@ def _make_folder(path: Path) -> None:
     folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_folder(folder)  # 0700
 
 
 def _prove_writable(writer: sqlite3.Connection) -> None:
@@ -318,8 +320,27 @@ class LockFile:
 
     def release(self) -> None:
         if self._descriptor is not None:
+            with contextlib.suppress(OSError):  # its pid names a switch holding the lock
+                os.ftruncate(self._descriptor, 0)
             os.close(self._descriptor)  # closing the last descriptor releases the flock
             self._descriptor = None
+
+    def holder(self) -> int | None:
+        """The pid of the process holding the lock now, as the kernel has it
+        (``/proc/locks``), or None when no process does: unlike the pid in the file,
+        which a switch that was killed leaves behind, it never names another process."""
+        try:
+            info = os.stat(self.path)
+            table = Path("/proc/locks").read_text()
+        except FileNotFoundError:
+            return None
+        lock = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        for line in table.splitlines():
+            # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" (a waiter's has "->")
+            fields = line.split()
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == lock:
+                return int(fields[4])
+        return None
 
     def check(self) -> str | None:
         """Why a switch could not take this journal now (in use, or its folder not

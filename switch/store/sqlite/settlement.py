@@ -15,6 +15,7 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from switch.core.settlement import (
     ReversalOrder,
     SettlementStatus,
 )
+from switch.files import make_private_folder, open_private
 from switch.store.settlement_port import CLEARING_COLUMNS
 from switch.store.settlement_port import LedgerUnbalanced as LedgerUnbalanced
 from switch.store.settlement_port import SettlementError as SettlementError
@@ -201,7 +203,9 @@ class SqliteSettlementStore:
     def open(self) -> None:
         """Opens (creating and migrating) the store; SettlementError naming the file."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # 0600 before SQLite makes it (and its -wal, -shm)
+                make_private_folder(self.path.parent)
+                os.close(open_private(self.path, os.O_RDONLY))
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             connection.execute("PRAGMA journal_mode = WAL")
@@ -541,14 +545,22 @@ def _settle(
 
 
 _CATEGORY_COUNTS: Final = (
-    "SELECT category, action, count(*), sum(switch_fen), sum(bank_fen) FROM ("
-    " SELECT category, action, switch_fen, bank_fen FROM recon_line"
+    "WITH pair AS (SELECT v.rrn AS void_rrn, s.rrn AS sale_rrn FROM settlement_item v"
+    " JOIN settlement_item s ON s.rrn = v.original_rrn"
+    " WHERE v.settled_on = :d AND v.kind = 'void' AND v.action = 'paid'"
+    "  AND s.settled_on = :d AND s.kind = 'sale' AND s.action = 'paid'),"
+    " cancelled (rrn) AS (SELECT void_rrn FROM pair UNION SELECT sale_rrn FROM pair) "
+    "SELECT category, CASE WHEN action = 'paid' AND rrn IN (SELECT rrn FROM cancelled)"
+    " THEN 'cancelled' ELSE action END AS shown, count(*), sum(switch_fen), sum(bank_fen) "
+    "FROM ("
+    " SELECT category, action, rrn, switch_fen, bank_fen FROM recon_line"
     "  WHERE business_date = :d"
-    " UNION ALL SELECT 'matched', action, switch_fen, bank_fen FROM settlement_item"
+    " UNION ALL SELECT 'matched', action, rrn, switch_fen, bank_fen FROM settlement_item"
     "  WHERE settled_on = :d AND category = 'matched') "
-    "GROUP BY category, action ORDER BY category, action"
+    "GROUP BY category, shown ORDER BY category, shown"
 )
-"""A date's transactions by category and action, as its status shows them."""
+"""A date's transactions by category and action, as its status shows them: a sale and
+its void paid by the same settlement cancel out (step 7), so both show ``cancelled``."""
 
 _UNBALANCED: Final = (
     "SELECT posting, sum(debit_fen) - sum(credit_fen) FROM ledger_entry "
