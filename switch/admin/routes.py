@@ -135,10 +135,10 @@ def admin_routes(
             business_date = await service.latest_closed_date()
             if business_date is None:
                 return json_response(404, {"error": "no business date has closed yet"})
-        elif not service.knows(business_date):
+        status = await service.status(business_date)
+        if not service.knows(status):
             why = f"unknown date: the switch has no business day {business_date}"
             return json_response(404, {"error": why})
-        status = await service.status(business_date)
         return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
 
     async def ledger(request: AdminRequest) -> AdminResponse:

@@ -376,10 +376,14 @@ class SettlementService:
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
 
-    def knows(self, business_date: str) -> bool:
-        """Whether the switch has had ``business_date``: closed (the calendar holds
-        every close since the settlement store began), or the date open now."""
-        day = date.fromisoformat(business_date)
+    def knows(self, status: SettlementStatus) -> bool:
+        """Whether the switch has had the date of ``status``: closed (the calendar holds
+        every close since the settlement store began), the date open now, or one a
+        bank's clearing file was delivered for (settlement reads the dates before the
+        one it settles, and records a rejected file under its own date)."""
+        if status.files or status.cutovers:
+            return True
+        day = date.fromisoformat(status.business_date)
         calendar = self.calendar
         return calendar.close_of(day) is not None or calendar.date_at(self.clock()) == day
 
