@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store import writes
+from switch.store.dialect import Dialect
 from switch.store.port import (
     Change,
     DueReversal,
@@ -38,6 +39,36 @@ Query = Callable[[Connection], Any]
 Answer = TypeVar("Answer")
 
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
+
+DIALECT = Dialect(
+    positional="%s",
+    named="%({})s",
+    # Every text compares byte by byte, as SQLite's does, whatever the database's locale.
+    text='TEXT COLLATE "C"',
+    integer="BIGINT",
+    real="DOUBLE PRECISION",
+    flag="BOOLEAN",
+    row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    true="TRUE",
+    false="FALSE",
+    journal="",
+    temp_table="CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP",
+    temp_index="CREATE INDEX {name} ON {table} {definition}",
+    drop_temp_before="",
+    drop_temp_after="",
+    cross_join="JOIN",
+    least="LEAST",
+    greatest="GREATEST",
+    any_of="bool_or",
+    count_if="count(*) FILTER (WHERE {})",
+    whole="{}::bigint",
+    as_text="{}::text",
+    day_before="to_char({}::date - 1, 'YYYY-MM-DD')",
+    days_between="{0}::date - {1}::date",
+    newest_first="created_at DESC, seq DESC",
+    oldest_first="created_at, seq",
+)
+"""What PostgreSQL spells its own way (``switch/store/dialect.py``)."""
 
 
 # The worker that wrote a transaction is PostgreSQL's alone (one SQLite process has one).

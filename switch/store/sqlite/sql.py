@@ -10,6 +10,7 @@ from typing import Any
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store import writes
+from switch.store.dialect import Dialect
 from switch.store.port import (
     Change,
     DueReversal,
@@ -24,6 +25,35 @@ from switch.store.rows import (
 from switch.store.writes import Statements, Write
 
 Query = Callable[[sqlite3.Connection], Any]
+
+DIALECT = Dialect(
+    positional="?",
+    named=":{}",
+    text="TEXT",
+    integer="INTEGER",
+    real="REAL",
+    flag="INTEGER",
+    row_id="INTEGER PRIMARY KEY",
+    true="1",
+    false="0",
+    journal="j.",
+    temp_table="CREATE TEMP TABLE {name} ({columns})",
+    temp_index="CREATE INDEX temp.{name} ON {table} {definition}",
+    drop_temp_before="DROP TABLE IF EXISTS temp.{}",
+    drop_temp_after="DROP TABLE temp.{}",
+    cross_join="CROSS JOIN",
+    least="min",
+    greatest="max",
+    any_of="max",
+    count_if="sum({})",
+    whole="{}",
+    as_text="{}",
+    day_before="date({}, '-1 day')",
+    days_between="julianday({0}) - julianday({1})",
+    newest_first="created_at DESC",
+    oldest_first="created_at",
+)
+"""What SQLite spells its own way (``switch/store/dialect.py``)."""
 
 TXN_COLUMNS = (
     "rrn", "kind", "channel", "request_mti", "terminal_id", "merchant_id", "stan", "batch",
