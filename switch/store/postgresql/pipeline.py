@@ -39,7 +39,8 @@ from psycopg.abc import Transformer
 from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as make_transformer
 
-from switch.store.postgresql.sql import Connection, Row, Select
+from switch.store.postgresql.sql import Connection
+from switch.store.questions import Row, Select
 from switch.store.writes import Write
 
 SEND_CHUNK = 64
