@@ -70,6 +70,7 @@ class PostgresSettlementStore(SettlementStoreBase):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._connection: Connection | None = None
+        self._held: Connection | None = None
         self.on_step: StepHook | None = None
 
     # -- opening ------------------------------------------------------------------
@@ -118,38 +119,55 @@ class PostgresSettlementStore(SettlementStoreBase):
                 raise SettlementError(f"settlement store (postgresql): {_cause(exc)}") from exc
         return connection
 
+    @property
+    def _in_use(self) -> Connection:
+        """The connection of the transaction under way, else the store's: a statement of
+        a transaction whose connection the server dropped fails with it, rather than run
+        on a connection opened again, outside the transaction."""
+        held = self._held
+        return held if held is not None else self._db
+
+    @contextmanager
+    def _holding(self, db: Connection) -> Iterator[None]:
+        self._held = db
+        try:
+            yield
+        finally:
+            self._held = None
+
     # -- what the shared store asks of the engine ---------------------------------------
 
     def _execute(self, statement: str, parameters: Parameters = ()) -> Iterable[Row]:
         if isinstance(parameters, dict):
-            return self._db.execute(statement, _used(statement, parameters))
-        return self._db.execute(statement, parameters)
+            return self._in_use.execute(statement, _used(statement, parameters))
+        return self._in_use.execute(statement, parameters)
 
     def _executemany(self, statement: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._db.cursor() as cursor:
+        with self._in_use.cursor() as cursor:
             cursor.executemany(statement, rows)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._db.transaction():
+        db = self._db
+        with self._holding(db), db.transaction():
             yield
 
     @contextmanager
     def _settling(self) -> Iterator[None]:
         db = self._db
-        with _settle_lock(db), db.transaction():
+        with self._holding(db), _settle_lock(db), db.transaction():
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             yield
 
     def _take_turns_with_settlements(self) -> None:
         """A file accepted while a date settles waits for that settlement's end."""
-        self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SETTLE_LOCK,))
+        self._in_use.execute("SELECT pg_advisory_xact_lock(%s)", (_SETTLE_LOCK,))
 
     def _insert_records(
         self, bank: str, business_date: str, records: Iterable[Sequence[Any]]
     ) -> int:
         count = 0
-        with self._db.cursor() as cursor, cursor.copy(_COPY_RECORDS) as copy:
+        with self._in_use.cursor() as cursor, cursor.copy(_COPY_RECORDS) as copy:
             for record in records:
                 mti_class = "04" if record[0].startswith("04") else "02"
                 copy.write_row((bank, business_date, mti_class, *record))
