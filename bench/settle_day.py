@@ -102,7 +102,7 @@ class SettleRun(msgspec.Struct, frozen=True, kw_only=True):
     phases: list[Phase]
     """Where the time went, by the store calls the service made."""
     steps: list[StepTime]
-    """Each SQL statement of the settlement (``_SETTLE_STEPS``), when timed."""
+    """Each SQL statement of the settlement (``SettlementSql.settle_steps``), when timed."""
     categories: dict[str, int]
     """What the settlement found: category -> transactions (matched included)."""
     expected: dict[str, int]

@@ -2,7 +2,8 @@
 an insert writes (in ``TXN_COLUMNS`` order) and the record read back from a row.
 
 The engines differ in their SQL, not in what a transaction's row holds; each engine's
-``sql.py`` uses these two, so a column added to the table is added here once.
+``sql.py`` and the shared questions (``questions.py``) use these, so a column added to
+the table is added here once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from typing import Any
 from switch.core.bank import OriginalData
 from switch.core.batch import BatchTotals, SettledBatch
 from switch.core.book import TxnRecord
+
+TXN_COLUMNS = (
+    "rrn", "kind", "channel", "request_mti", "terminal_id", "merchant_id", "stan", "batch",
+    "local_date", "online_id", "request_digest", "pan_masked", "pan_hmac", "pan_sealed",
+    "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
+    "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
+    "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
+)  # fmt: skip
+"""The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
 
 def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:

@@ -24,11 +24,11 @@ def plans(tmp_path: Path) -> list[tuple[str, list[tuple[int, int, str]]]]:
     db = store._db
     parameters = {"d": D0, "d_1": "2026-11-21", "d_hold": "2026-11-20", "hold": 2}
     try:
-        for statement in settlement._TEMP_TABLES:
+        for statement in settlement.SQL.temp_tables:
             db.execute(statement)
         found = []
-        statements = (*settlement._SETTLE_STEPS, settlement._UNBALANCED,
-                      settlement._CATEGORY_COUNTS)  # fmt: skip
+        statements = (*settlement.SQL.settle_steps, settlement.SQL.unbalanced,
+                      settlement.SQL.category_counts)  # fmt: skip
         for statement in statements:
             rows = db.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
             found.append((statement, [(row[0], row[1], row[3]) for row in rows]))

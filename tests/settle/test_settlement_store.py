@@ -5,6 +5,9 @@ the ledger, and settling again posting nothing twice."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
@@ -12,6 +15,7 @@ from switch.core.changes import BatchRecordsUploaded, BatchSettled, BatchUploadE
 from switch.core.merchants import MerchantTerms
 from switch.core.settlement import payout_file, recon_file
 from switch.store.settlement_port import SettlementError
+from switch.store.sqlite.settlement import SqliteSettlementStore
 from tests.settle.ledger_days import Place, record_of, txn
 
 D0, D1, D2 = "2026-11-22", "2026-11-23", "2026-11-24"
@@ -211,3 +215,26 @@ def test_two_settlements_of_a_date_at_once_take_turns(place: Place) -> None:
     )
     first.close()
     second.close()
+
+
+def test_a_settlement_that_cannot_take_its_turn_fails_as_a_settlement(tmp_path: Path) -> None:
+    """Another connection holds the SQLite store's write lock past the busy timeout (an
+    operator's command, a backup): the settlement fails as one (SettlementError, which
+    the service logs and tries again later) with nothing of it kept, not with the
+    driver's own error, which would end the service's settler."""
+    place = Place(tmp_path)
+    place.write_journal([txn(D0, 1000)])
+    store = place.open_store([D0])
+    assert isinstance(store, SqliteSettlementStore)
+    store._db.execute("PRAGMA busy_timeout = 0")  # the store's 30 s, not waited out here
+    other = sqlite3.connect(tmp_path / "settlement.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(SettlementError, match=f"settling {D0} failed: database is locked"):
+            store.settle(D0, MERCHANTS, at=2.0)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.unsettled_closed_dates() == [D0]
+    assert store.settle(D0, MERCHANTS, at=3.0) is True
+    store.close()

@@ -52,7 +52,6 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import RequestKey, TxnRecord
 from switch.core.stats import LatencyHistogram
 from switch.store import port
@@ -68,7 +67,8 @@ from switch.store.port import (
 from switch.store.postgresql import sql
 from switch.store.postgresql.pipeline import LoopReader, LoopWriter
 from switch.store.postgresql.schema import POS_REQUEST_INDEX, SchemaError, migrate
-from switch.store.postgresql.sql import Connection, Query, Select
+from switch.store.postgresql.sql import Connection, Query
+from switch.store.questions import JournalQuestions, Select
 from switch.store.writes import Write
 
 log = structlog.get_logger()
@@ -235,8 +235,10 @@ class _Group:
         """The POS requests its changes start (``TxnStarted``): what a repeat names."""
 
 
-class PostgresJournal:
+class PostgresJournal(JournalQuestions):
     """The journal port on a PostgreSQL database (see the module's docstring)."""
+
+    questions = sql.QUESTIONS
 
     def __init__(
         self,
@@ -259,6 +261,7 @@ class PostgresJournal:
         self.worker = worker
         """The worker this journal writes for: its transactions are marked with it, and
         its :class:`DatabaseLock` (held by the process) says it is alive."""
+        self.own = (worker,)
         # Names this journal's claims on due reversals. The worker's (one process runs
         # as a worker at a time: its lock), so that a worker restarted after a crash
         # takes its predecessor's claims over at once rather than after their lease.
@@ -485,25 +488,7 @@ class PostgresJournal:
             group_size=self.group_sizes.snapshot(),
         )
 
-    # -- the port's questions ------------------------------------------------------
-
-    async def transaction_by_rrn(self, rrn: str) -> TxnRecord | None:
-        record: TxnRecord | None = await self._read(sql.record_by_rrn(rrn))
-        return record
-
-    async def transaction_by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
-        record: TxnRecord | None = await self._read(sql.record_by_online_id(merchant_id, online_id))
-        return record
-
-    async def transaction_by_trace(
-        self, terminal_id: str, merchant_id: str, batch: str, stan: str
-    ) -> TxnRecord | None:
-        query = sql.record_by_trace(terminal_id, merchant_id, batch, stan)
-        record: TxnRecord | None = await self._read(query)
-        return record
-
-    async def transactions_in_doubt(self) -> list[TxnRecord]:
-        return await self._read(sql.records_in_doubt)
+    # -- the port's questions (the rest: ``JournalQuestions``) ---------------------
 
     @asynccontextmanager
     async def in_doubt(self) -> AsyncIterator[list[TxnRecord]]:
@@ -524,28 +509,6 @@ class PostgresJournal:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(claim.release)
 
-    async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
-        records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
-        return records
-
-    async def last_bank_stan(self, bank: str) -> int | None:
-        stan: int | None = await self._read(sql.last_bank_stan(bank, self.worker))
-        return stan
-
-    async def highest_rrn_sequence(self, day: str) -> int:
-        highest: int = await self._read(sql.highest_rrn_sequence(day))
-        return highest
-
-    async def online_result(self, merchant_id: str, online_id: str) -> port.OnlineResult | None:
-        result: port.OnlineResult | None = await self._read(
-            sql.online_result(merchant_id, online_id)
-        )
-        return result
-
-    async def online_results_since(self, since: float) -> list[port.OnlineResult]:
-        results: list[port.OnlineResult] = await self._read(sql.online_results_since(since))
-        return results
-
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
         """Claims them for this journal (see ``sql.due_reversals``): another process on
         the database is not handed them until their attempt is recorded or the claim's
@@ -556,39 +519,6 @@ class PostgresJournal:
         )
         due: list[port.DueReversal] = await self._read(query)
         return due
-
-    async def reversal_backlog(self) -> list[port.ReversalBacklog]:
-        return await self._read(sql.reversal_backlog)
-
-    async def _read_after_queued(self, query: Select[Result]) -> Result:
-        """A read that sees every change handed over before it: with "async"
-        durability an answer leaves before its commit, so an empty group, queued
-        behind them, is waited for first."""
-        if self.durability != "sync":
-            await self.commit(durable=True)
-        return await self._read(query)
-
-    async def batch_totals(self, terminal_id: str, merchant_id: str, batch: str) -> BatchTotals:
-        totals: BatchTotals = await self._read_after_queued(
-            sql.batch_totals(terminal_id, merchant_id, batch)
-        )
-        return totals
-
-    async def settled_batch(
-        self, terminal_id: str, merchant_id: str, batch: str
-    ) -> SettledBatch | None:
-        settled: SettledBatch | None = await self._read_after_queued(
-            sql.settled_batch(terminal_id, merchant_id, batch)
-        )
-        return settled
-
-    async def batch_upload(
-        self, terminal_id: str, merchant_id: str, batch: str
-    ) -> list[UploadRecord]:
-        records: list[UploadRecord] = await self._read_after_queued(
-            sql.batch_upload(terminal_id, merchant_id, batch)
-        )
-        return records
 
 
 def database_problem(dsn: str) -> str | None:

@@ -16,8 +16,9 @@ connection stays (the server skipped to the Sync); a connection that failed, or 
 left half way through a group, is closed, and the next group opens another (in a
 thread: connecting is rare and libpq's connect would block).
 
-A read (``LoopReader``, one connection of the journal's read pool) is one question of
-``sql.py`` (a ``Select``): its statement prepared once a connection, then each time
+A read (``LoopReader``, one connection of the journal's read pool) is one question (a
+``Select`` of ``switch/store/questions.py``, in ``sql.py``'s dialect): its statement
+prepared once a connection, then each time
 Bind/Execute and a Sync in one write, binary results turned into rows by psycopg's
 loaders (a cursor's), and the rows into the answer by the ``Select``'s own function,
 the one the thread's read uses. A refusal is the server's error and leaves the
@@ -39,7 +40,8 @@ from psycopg.abc import Transformer
 from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as make_transformer
 
-from switch.store.postgresql.sql import Connection, Row, Select
+from switch.store.postgresql.sql import Connection
+from switch.store.questions import Row, Select
 from switch.store.writes import Write
 
 SEND_CHUNK = 64

@@ -43,7 +43,6 @@ from typing import Any, TypeVar
 import structlog
 import trio
 
-from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.core.stats import LatencyHistogram
 from switch.files import make_private_folder
@@ -55,6 +54,7 @@ from switch.store.port import (
     JournalStatistics,
     JournalUnavailable,
 )
+from switch.store.questions import JournalQuestions, Select
 from switch.store.sqlite import sql
 from switch.store.sqlite.schema import SchemaError, migrate
 from switch.store.writes import Write
@@ -386,8 +386,10 @@ class _Group:
         self.error: BaseException | None = None
 
 
-class SqliteJournal:
+class SqliteJournal(JournalQuestions):
     """The journal port on one SQLite file (see the module's docstring)."""
+
+    questions = sql.QUESTIONS
 
     def __init__(
         self,
@@ -544,12 +546,12 @@ class SqliteJournal:
         if group.error is not None:
             raise JournalError(f"journal commit failed: {group.error!r}") from group.error
 
-    async def _read(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
+    async def _read(self, select: Select[Result]) -> Result:
         async with self._read_lock:
             if self._closed:
                 raise JournalError("the journal is closed")
             try:
-                return await trio.to_thread.run_sync(self.file.read, query)
+                return await trio.to_thread.run_sync(self.file.read, select)
             except sqlite3.Error as exc:
                 raise JournalError(f"journal read failed: {exc!r}") from exc
 
@@ -566,86 +568,12 @@ class SqliteJournal:
             group_size=self.group_sizes.snapshot(),
         )
 
-    # -- the port's questions ------------------------------------------------------
-
-    async def transaction_by_rrn(self, rrn: str) -> TxnRecord | None:
-        record: TxnRecord | None = await self._read(sql.record_by_rrn(rrn))
-        return record
-
-    async def transaction_by_online_id(self, merchant_id: str, online_id: str) -> TxnRecord | None:
-        record: TxnRecord | None = await self._read(sql.record_by_online_id(merchant_id, online_id))
-        return record
-
-    async def transaction_by_trace(
-        self, terminal_id: str, merchant_id: str, batch: str, stan: str
-    ) -> TxnRecord | None:
-        query = sql.record_by_trace(terminal_id, merchant_id, batch, stan)
-        record: TxnRecord | None = await self._read(query)
-        return record
-
-    async def transactions_in_doubt(self) -> list[TxnRecord]:
-        return await self._read(sql.records_in_doubt)
+    # -- the port's questions (the rest: ``JournalQuestions``) ---------------------
 
     @asynccontextmanager
     async def in_doubt(self) -> AsyncIterator[list[TxnRecord]]:
         """All of them: the file is one process's (its lock file)."""
         yield await self.transactions_in_doubt()
 
-    async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
-        records: list[TxnRecord] = await self._read(sql.recent_records(since, limit))
-        return records
-
-    async def last_bank_stan(self, bank: str) -> int | None:
-        stan: int | None = await self._read(sql.last_bank_stan(bank))
-        return stan
-
-    async def highest_rrn_sequence(self, day: str) -> int:
-        highest: int = await self._read(sql.highest_rrn_sequence(day))
-        return highest
-
-    async def online_result(self, merchant_id: str, online_id: str) -> port.OnlineResult | None:
-        result: port.OnlineResult | None = await self._read(
-            sql.online_result(merchant_id, online_id)
-        )
-        return result
-
-    async def online_results_since(self, since: float) -> list[port.OnlineResult]:
-        results: list[port.OnlineResult] = await self._read(sql.online_results_since(since))
-        return results
-
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
-        due: list[port.DueReversal] = await self._read(sql.due_reversals(bank, at, limit))
-        return due
-
-    async def reversal_backlog(self) -> list[port.ReversalBacklog]:
-        return await self._read(sql.reversal_backlog)
-
-    async def _read_after_queued(self, query: Callable[[sqlite3.Connection], Result]) -> Result:
-        """A read that sees every change handed over before it: with "async"
-        durability an answer leaves before its commit, so an empty group, queued
-        behind them, is waited for first."""
-        if self.durability != "sync":
-            await self.commit(durable=True)
-        return await self._read(query)
-
-    async def batch_totals(self, terminal_id: str, merchant_id: str, batch: str) -> BatchTotals:
-        totals: BatchTotals = await self._read_after_queued(
-            sql.batch_totals(terminal_id, merchant_id, batch)
-        )
-        return totals
-
-    async def settled_batch(
-        self, terminal_id: str, merchant_id: str, batch: str
-    ) -> SettledBatch | None:
-        settled: SettledBatch | None = await self._read_after_queued(
-            sql.settled_batch(terminal_id, merchant_id, batch)
-        )
-        return settled
-
-    async def batch_upload(
-        self, terminal_id: str, merchant_id: str, batch: str
-    ) -> list[UploadRecord]:
-        records: list[UploadRecord] = await self._read_after_queued(
-            sql.batch_upload(terminal_id, merchant_id, batch)
-        )
-        return records
+        return await self._read(sql.due_reversals(bank, at, limit))

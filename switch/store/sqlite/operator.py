@@ -1,7 +1,6 @@
-"""The operator's view of the SQLite journal: what ``switch journal`` and ``switch saf``
-read and change, on a connection of their own (a running switch keeps writing
-meanwhile: WAL lets both work). Only masked card numbers are stored in the clear, so
-only masked numbers come out of here."""
+"""The operator's view of the SQLite journal (``switch/store/operator_journal.py``): what
+``switch journal`` and ``switch saf`` read and change, on a connection of their own (a
+running switch keeps writing meanwhile: WAL lets both work)."""
 
 from __future__ import annotations
 
@@ -11,20 +10,15 @@ from typing import Any
 
 import msgspec
 
-from switch.store.port import (
-    OperatorError,
-    ReversalView,
-    TxnEventView,
-    TxnHistory,
-    TxnView,
-)
+from switch.store.operator_journal import OperatorJournalBase, operator_sql
+from switch.store.port import OperatorError, ReversalView
 from switch.store.sqlite.journal import BUSY_TIMEOUT_MS
-
-_SHOWN_TXN = ", ".join(TxnView.__struct_fields__)
-_SAF = ", ".join(ReversalView.__struct_fields__)
+from switch.store.sqlite.sql import DIALECT
 
 
-class SqliteOperatorJournal:
+class SqliteOperatorJournal(OperatorJournalBase):
+    sql = operator_sql(DIALECT)
+
     def __init__(self, path: Path) -> None:
         if not path.exists():
             raise OperatorError(f"no journal at {path}")
@@ -38,50 +32,11 @@ class SqliteOperatorJournal:
     def close(self) -> None:
         self._connection.close()
 
-    def _rows(self, sql: str, parameters: tuple[Any, ...] | list[Any]) -> list[dict[str, Any]]:
+    def _rows(self, statement: str, parameters: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:
-            return [dict(row) for row in self._connection.execute(sql, parameters)]
+            return [dict(row) for row in self._connection.execute(statement, parameters)]
         except sqlite3.Error as exc:
             raise OperatorError(f"the journal cannot be read: {exc}") from exc
-
-    def transaction(self, rrn: str) -> TxnHistory:
-        rows = self._rows(f"SELECT {_SHOWN_TXN} FROM txn WHERE rrn = ?", (rrn,))
-        if not rows:
-            raise OperatorError(f"no transaction with RRN {rrn}")
-        events = self._rows(
-            "SELECT at, state, code, detail FROM txn_event WHERE rrn = ? ORDER BY id", (rrn,)
-        )
-        reversal = self._rows(f"SELECT {_SAF} FROM saf WHERE rrn = ?", (rrn,))
-        return TxnHistory(
-            transaction=msgspec.convert(rows[0], TxnView, strict=False),
-            events=msgspec.convert(events, list[TxnEventView]),
-            reversal=msgspec.convert(reversal[0], ReversalView) if reversal else None,
-        )
-
-    def terminal_transactions(
-        self, terminal_id: str, local_date: str, since: float, until: float
-    ) -> list[TxnView]:
-        rows = self._rows(
-            f"SELECT {_SHOWN_TXN} FROM txn WHERE terminal_id = ? AND local_date = ? "
-            "AND created_at >= ? AND created_at < ? ORDER BY created_at",
-            (terminal_id, local_date, since, until),
-        )
-        return msgspec.convert(rows, list[TxnView], strict=False)
-
-    def reversals(self, *, bank: str | None, state: str | None) -> list[ReversalView]:
-        clauses, parameters = [], []
-        if bank is not None:
-            clauses.append("bank = ?")
-            parameters.append(bank)
-        if state is not None:
-            clauses.append("state = ?")
-            parameters.append(state)
-        else:
-            clauses.append("state != 'delivered'")
-        rows = self._rows(
-            f"SELECT {_SAF} FROM saf WHERE {' AND '.join(clauses)} ORDER BY id", parameters
-        )
-        return msgspec.convert(rows, list[ReversalView])
 
     def retry_reversal(self, saf_id: int, at: float) -> ReversalView:
         rows = self._rows("SELECT state FROM saf WHERE id = ?", (saf_id,))
@@ -97,5 +52,5 @@ class SqliteOperatorJournal:
             )
         except sqlite3.Error as exc:
             raise OperatorError(f"the journal cannot be written: {exc}") from exc
-        row = self._rows(f"SELECT {_SAF} FROM saf WHERE id = ?", (saf_id,))[0]
+        row = self._rows(self.sql.reversal, (saf_id,))[0]
         return msgspec.convert(row, ReversalView)
