@@ -1,8 +1,8 @@
 """Who may use the admin interface: a request carrying ``Authorization: Bearer <token>``.
 
 The token is ``[admin] token_file``'s; without one (loopback only) the switch makes one
-at its first start, in a file only its user can read (``admin-token`` beside the SQLite
-journal, or beside the config file on PostgreSQL), which the ``switch`` commands read
+at its first start, in a file only its user can read (``admin-token`` in the folder of
+``[journal] path``, on either engine), which the ``switch`` commands read
 from the same place. On loopback the read-only probes (``OPEN_ON_LOOPBACK``) need none.
 """
 
@@ -39,14 +39,13 @@ GENERATED_TOKEN_BYTES: Final = 32
 
 
 def token_path(config: SwitchConfig) -> Path:
-    """Where the switch's token is: ``[admin] token_file``, else ``admin-token`` beside
-    the SQLite journal (beside the config file with a PostgreSQL journal)."""
+    """Where the switch's token is: ``[admin] token_file``, else ``admin-token`` in the
+    folder of ``[journal] path`` (the switch's own folder, where settlement's files go
+    too, whichever the journal's engine)."""
     section = config.admin
     if section.token_file is not None:
         return config.path(section.token_file)
-    if config.journal.backend == "sqlite":
-        return config.path(config.journal.path).parent / DEFAULT_TOKEN_FILE
-    return config.path(DEFAULT_TOKEN_FILE)
+    return config.path(config.journal.path).parent / DEFAULT_TOKEN_FILE
 
 
 def read_token(config: SwitchConfig, *, create: bool = True) -> str | None:

@@ -35,8 +35,8 @@ class AdminSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     token_file: str | None = None
     """A file (relative to the config file) holding the bearer token requests must
     carry; required when ``host`` is not loopback. Without one the switch makes its own
-    at start-up, ``admin-token`` beside the SQLite journal (beside the config file on
-    PostgreSQL), readable by its user only, which the ``switch`` commands read."""
+    at start-up, ``admin-token`` in the folder of ``[journal] path`` (on either engine),
+    readable by its user only, which the ``switch`` commands read."""
     max_connections: Annotated[int, Meta(ge=1, le=1024)] = 8
     """Admin connections at once; at the cap a new one takes the place of the one that
     has waited longest for a request, and is closed at accept only when every one is
