@@ -36,6 +36,7 @@ from switch.admin.auth import (
     foreign_host,
     foreign_origin,
     read_token,
+    token_path,
 )
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import metrics_registry
@@ -61,8 +62,9 @@ class _TooLarge(Exception):
 
 
 class AdminServer:
-    """The admin listener of one switch; made with the app (which reads or makes the
-    token file then, so a bad one stops the start), served in its nursery."""
+    """The admin listener of one switch; made with the app, which reads the token file
+    then (a bad one stops the start), served in its nursery (which makes the token file
+    when there is none to read)."""
 
     def __init__(self, app: SwitchApp) -> None:
         self.config = app.config.admin
@@ -100,7 +102,10 @@ class AdminServer:
                 await extra.aclose()
             listeners = listeners[:1]
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("admin_listening", host=section.host, port=self.port)
+        log.info(
+            "admin_listening", host=section.host, port=self.port,
+            token_file=str(token_path(self._switch_config)),
+        )  # fmt: skip
         async with trio.open_nursery() as connections:
             task_status.started(self.port)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
