@@ -547,7 +547,9 @@ def repay(
     payoff = payoff_fen(book)
     if not 1 <= amount_fen <= payoff:
         raise CreditRefused("13", f"the amount must be 1 to the payoff {payoff}")
-    named = purchase_of(book, purchase_id) if purchase_id is not None else None
+    # A ``purchase_id`` that names nothing unbilled only loses its priority: the spec
+    # gives `credit_repay` no code for it, and the amount still pays what is owed.
+    named = next((p for p in book.purchases if p.purchase_id == purchase_id), None)
     charges = list(book.charges)
     indexed = list(enumerate(charges))
 

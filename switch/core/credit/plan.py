@@ -89,6 +89,9 @@ def plan_periods(principal_fen: int, instalments: int, fee_bps: int) -> tuple[Pe
         raise ValueError(f"a plan's principal must be positive, not {principal_fen}")
     if instalments <= 0:
         raise ValueError(f"a plan needs at least one period, not {instalments}")
+    if principal_fen < instalments:
+        # Every period bills some principal (`min_plan_fen` keeps plans far above this).
+        raise ValueError(f"{principal_fen} fen cannot be spread over {instalments} periods")
     if fee_bps < 0:
         raise ValueError(f"fee_bps must not be negative, not {fee_bps}")
     fee = round_half_up(principal_fen * fee_bps, 10_000)
