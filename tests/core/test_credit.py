@@ -760,6 +760,41 @@ def test_allocation_pays_billed_before_prepaying_and_refuses_above_the_payoff() 
     assert payoff_fen(book) == 0
 
 
+def test_a_statements_amounts_are_paid_in_line_order() -> None:
+    """Instalment lines come before purchase lines whatever the purchases' order, and a
+    repayment pays a statement's principal in that order: the plan bought after the
+    unplanned purchase is paid first."""
+    book = purchase(
+        defaults_book(),
+        purchase_id="601020000001",
+        business_date=d("2026-01-10"),
+        merchant_id="898310048990001",
+        amount_fen=fen("460.00"),
+    )
+    book = purchase(
+        book,
+        purchase_id="601220000002",
+        business_date=d("2026-01-12"),
+        merchant_id="898110000012345",
+        amount_fen=fen("6,000.00"),
+        plan=make_plan(fen("6,000.00"), 3, 50),
+    )
+    book, closes = close_through(book, d("2026-02-01"), TERMS_DEFAULT)
+    february = closes[-2].statement
+    assert february is not None
+    assert [type(line) for line in february.lines] == [InstalmentLine, PurchaseLine]
+    book, allocation = repay(
+        book, on=d("2026-02-02"), ref="603320000001", amount_fen=fen("2,100.00")
+    )
+    assert [
+        (book.charges[i].ref, book.charges[i].kind, fen_paid) for i, fen_paid in allocation.paid
+    ] == [
+        ("601220000002", "fee", fen("30.00")),
+        ("601220000002", "principal", fen("2,000.00")),
+        ("601020000001", "principal", fen("70.00")),
+    ]
+
+
 def test_void_before_billing_is_never_billed() -> None:
     book, split = void(three_purchases(), on=d("2026-01-29"), purchase_id="602015000102")
     assert (split.unbilled_fen, split.billed_fen, split.wallet_fen) == (fen("460.00"), 0, 0)
@@ -983,6 +1018,20 @@ def check_book(book: Book, receivable: int) -> None:
         assert statement.previous_balance_fen == previous
         assert statement.new_balance_fen == previous + sum(x.amount_fen for x in statement.lines)
         previous = statement.new_balance_fen
+        # Its fees and principal are kept in its line order (the order a repayment pays).
+        expected: list[tuple[str, str]] = []
+        for line in statement.lines:
+            if isinstance(line, InstalmentLine):
+                expected += [(line.ref, "fee")] if line.fee_fen else []
+                expected.append((line.ref, "principal"))
+            elif isinstance(line, PurchaseLine):
+                expected.append((line.ref, "principal"))
+        stated = [
+            (c.ref, c.kind)
+            for c in book.charges
+            if c.statement_date == statement.statement_date and c.kind != "penalty"
+        ]
+        assert stated == expected
     for item in book.purchases:
         # A purchase's principal is billed, unbilled, refunded, or prepaid: never more.
         billed = sum(p.principal_fen for p in item.billed)

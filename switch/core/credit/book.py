@@ -399,8 +399,12 @@ def make_statement(book: Book, statement_date: date) -> tuple[Book, Statement]:
             )
         )
 
+    # Charges are kept in line order (instalments, then unplanned purchases), the order
+    # a repayment pays one statement's amounts in.
     instalment_lines: list[Line] = []
     purchase_lines: list[Line] = []
+    instalment_charges: list[Charge] = []
+    purchase_charges: list[Charge] = []
     purchases = []
     for item in book.purchases:
         unbilled = list(item.unbilled)
@@ -412,10 +416,12 @@ def make_statement(book: Book, statement_date: date) -> tuple[Book, Statement]:
         ):
             period = unbilled.pop(0)
             billed.append(period)
-            charges += _period_charges(item, period, item.business_date, statement_date, due)
+            billing = _period_charges(item, period, item.business_date, statement_date, due)
             if item.plan is not None:
+                instalment_charges += billing
                 instalment_lines.append(_instalment_line(item, period, item.business_date))
             else:
+                purchase_charges += billing
                 purchase_lines.append(
                     PurchaseLine(
                         date=item.business_date,
@@ -426,6 +432,7 @@ def make_statement(book: Book, statement_date: date) -> tuple[Book, Statement]:
                 )
         purchases.append(replace(item, unbilled=tuple(unbilled), billed=tuple(billed)))
     lines += instalment_lines + purchase_lines
+    charges += instalment_charges + purchase_charges
 
     previous = book.statements[-1].new_balance_fen if book.statements else 0
     statement = Statement(
