@@ -29,6 +29,8 @@ from switch.core.credit.book import (
     convert,
     due_fen,
     first_due_date,
+    next_due_date,
+    next_statement_date,
     open_book,
     outstanding_principal_fen,
     overdue_days,
@@ -399,6 +401,9 @@ def test_statement_sample_march() -> None:
     assert march.new_balance_fen == fen("3,230.00")
     assert statement_unpaid_fen(walk.book, d("2026-03-01")) == fen("3,230.00")
     assert statement_unpaid_fen(walk.book, d("2026-02-01")) == 0
+    assert next_due_date(walk.book, d("2026-03-10")) == d("2026-03-10")
+    assert next_due_date(walk.book, d("2026-03-11")) is None
+    assert next_statement_date(walk.book) == d("2026-04-01")
 
 
 def test_statement_sample_receivable() -> None:
@@ -1133,8 +1138,8 @@ def test_random_days_keep_the_books(data: st.DataObject) -> None:
                 receivable += conversion.plan.periods[0].fee_fen  # the fee it billed
         elif action == "close":
             last = day + timedelta(data.draw(st.one_of(st.integers(0, 3), st.integers(0, 45))))
-            book, closes = close_through(book, last, terms)
-            for close in closes:
+            while day <= last:
+                book, close = close_day(book, day, terms)
                 if close.penalty_fen:
                     event("penalty")
                 if close.freeze:
@@ -1144,5 +1149,11 @@ def test_random_days_keep_the_books(data: st.DataObject) -> None:
                     receivable += sum(
                         x.fee_fen for x in close.statement.lines if isinstance(x, InstalmentLine)
                     )
-            day = last + timedelta(1)
+                    # The new balance is everything billed and unpaid at its date.
+                    assert close.statement.new_balance_fen == due_fen(book)
+                    assert close.statement.due_date == close.statement.statement_date + timedelta(
+                        book.grace_days
+                    )
+                    assert close.statement.statement_date.day == book.statement_day
+                day += timedelta(1)
         check_book(book, receivable)

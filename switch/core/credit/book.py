@@ -210,6 +210,13 @@ def next_statement_date(book: Book) -> date:
     return statement_after(book.opened, book.statement_day)
 
 
+def next_due_date(book: Book, today: date) -> date | None:
+    """The latest statement's due date while it has not passed, else None."""
+    if book.statements and today <= book.statements[-1].due_date:
+        return book.statements[-1].due_date
+    return None
+
+
 def find_statement(book: Book, statement_date: date) -> Statement | None:
     for statement in book.statements:
         if statement.statement_date == statement_date:
