@@ -912,20 +912,23 @@ def test_cobrand_convert_checks(
     amount: int, refunded: int, age_days: int, converted: bool, answer: int | str
 ) -> None:
     today = d("2026-03-31")
-    kwargs = dict(
-        amount_fen=amount,
-        refunded_fen=refunded,
-        sale_date=today - timedelta(age_days),
-        today=today,
-        converted=converted,
-        terms=TERMS_DEFAULT,
-    )
+
+    def check() -> int:
+        return cobrand_convert_amount(
+            amount_fen=amount,
+            refunded_fen=refunded,
+            sale_date=today - timedelta(age_days),
+            today=today,
+            converted=converted,
+            terms=TERMS_DEFAULT,
+        )
+
     if isinstance(answer, str):
         with pytest.raises(CreditRefused) as refused:
-            cobrand_convert_amount(**kwargs)  # type: ignore[arg-type]
+            check()
         assert refused.value.code == answer
     else:
-        assert cobrand_convert_amount(**kwargs) == answer  # type: ignore[arg-type]
+        assert check() == answer
 
 
 # -- properties -----------------------------------------------------------------------
