@@ -103,9 +103,8 @@ def xor_components(components: list[bytes]) -> bytes:
 # -- POS MACs (field 64) ---------------------------------------------------------------
 
 
-def pos_mac_cup(mak: bytes, mab: bytes) -> bytes:
-    """The ``3des`` profile's MAC (CUP "ECB" algorithm, single-DES MAK): 8 ASCII
-    upper-case hexadecimal characters."""
+def cup_mac_steps(mak: bytes, mab: bytes) -> tuple[bytes, bytes, bytes]:
+    """R, E1 and E2 of the ``3des`` profile's MAC (security.md names them)."""
     padded = mab + bytes(-len(mab) % 8)
     r = bytes(8)
     for offset in range(0, len(padded), 8):
@@ -113,6 +112,13 @@ def pos_mac_cup(mak: bytes, mab: bytes) -> bytes:
     h = r.hex().upper().encode("ascii")
     e1 = ecb_encrypt("des", mak, h[:8])
     e2 = ecb_encrypt("des", mak, _xor(e1, h[8:16]))
+    return r, e1, e2
+
+
+def pos_mac_cup(mak: bytes, mab: bytes) -> bytes:
+    """The ``3des`` profile's MAC (CUP "ECB" algorithm, single-DES MAK): 8 ASCII
+    upper-case hexadecimal characters."""
+    e2 = cup_mac_steps(mak, mab)[2]
     return e2.hex().upper().encode("ascii")[:8]
 
 
