@@ -275,8 +275,6 @@ def test_no_clear_key_component_or_secret_in_any_file_or_log(
         ("tmk", "POS00002", "sm4", v.TMK_SM4),
         ("zmk", "icbc", "3des", v.ZMK),
     ):
-        from tests.security.helpers import split
-
         parts = split(key)
         components += parts
         module.import_key_from_components(
