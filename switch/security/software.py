@@ -30,6 +30,7 @@ from switch.security.errors import (
     KeyLengthError,
     KeyStoreError,
     OperatorInputError,
+    PinBlockFormatError,
     UnknownKeyError,
 )
 from switch.security.keystore import KeyRecord, KeyStore, KeyStoreFile, Lmk
@@ -138,9 +139,35 @@ class SoftwareSecurityModule:
         security_event("key_store_created", lmk_check=lmk.check[:6])
 
     def reload(self) -> None:
-        """Reads the store again (after an operator command changed it)."""
+        """Reads the store again (after an operator command changed it). Every record is
+        opened and its KCV checked now, so a store that was altered, or a record moved
+        to another name, stops the start in one line rather than a sign-on later."""
         store = self._store.read(self._lmk)
+        for record in store.keys:
+            clear = self._lmk.open(record.name, record.blob)
+            if record.kind == "online":
+                check = alg.hmac_key_check_value(clear)
+            elif record.cipher in alg.KEY_BYTES and len(clear) == alg.KEY_BYTES[record.cipher]:
+                check = alg.kcv(record.cipher, clear)  # type: ignore[arg-type]
+            else:
+                raise KeyStoreError(f"key {record.name} is not a {record.cipher} key")
+            if _kcv_hex(check) != record.kcv:
+                raise KeyStoreError(f"key {record.name} does not match its KCV {record.kcv[:6]}")
         self._records = {record.name: record for record in store.keys}
+
+    def warn_at_start(self) -> bool:
+        """security.md: while the software module holds keys, the switch says so at every
+        start (a payment HSM belongs in production). Whether it warned."""
+        if not self._records:
+            return False
+        log.warning(
+            "software_security_module",
+            message="keys are held by the software security module, for development, tests "
+            "and demos only; production needs a payment HSM",
+            keys=len(self._records),
+            lmk_check=self.lmk_check,
+        )
+        return True
 
     @property
     def lmk_check(self) -> str:
@@ -245,9 +272,15 @@ class SoftwareSecurityModule:
         return alg.macs_equal(self.make_pos_mac(mak, mab), mac)
 
     def translate_pin(self, pik: LmkKey, zpk: LmkKey, pin_block: bytes, pan: str) -> bytes:
-        return alg.translate_pin_block(
-            pik.cipher, self._open(pik, "pik"), zpk.cipher, self._open(zpk, "zpk"), pin_block, pan
-        )
+        try:
+            return alg.translate_pin_block(
+                pik.cipher, self._open(pik, "pik"), zpk.cipher, self._open(zpk, "zpk"),
+                pin_block, pan,
+            )  # fmt: skip
+        except PinBlockFormatError as exc:
+            # The caller's context (channel, terminal, STAN) is in the contextvars.
+            security_event("pin_block_refused", key=pik.name, check=str(exc))
+            raise
 
     # -- bank links ---------------------------------------------------------------------
 

@@ -95,9 +95,30 @@ def test_a_record_moved_to_another_name_does_not_open(tmp_path: Path) -> None:
         store["keys"][0]["blob"],
     )
     (tmp_path / "keys.json").write_text(json.dumps(store))
-    moved = open_module(tmp_path)
     with pytest.raises(KeyStoreError, match="key tmk:POS00001 does not open under the LMK"):
-        moved.make_pos_working_keys("tmk:POS00001", "003")
+        open_module(tmp_path)  # at start, not at the terminal's first sign-on
+
+
+def test_a_record_whose_kcv_was_altered_stops_the_start(tmp_path: Path) -> None:
+    module = new_store(tmp_path)
+    load(module, "zmk", "icbc", "3des", v.ZMK)
+    store = json.loads((tmp_path / "keys.json").read_text())
+    store["keys"][0]["kcv"] = "00000000"
+    (tmp_path / "keys.json").write_text(json.dumps(store))
+    with pytest.raises(KeyStoreError, match=r"key zmk:icbc does not match its KCV 000000$"):
+        open_module(tmp_path)
+
+
+def test_the_software_module_warns_at_start_while_it_holds_keys(
+    tmp_path: Path, log_sink: LogSink
+) -> None:
+    module = new_store(tmp_path)
+    assert not module.warn_at_start()
+    load(module, "zmk", "icbc", "3des", v.ZMK)
+    assert open_module(tmp_path).warn_at_start()
+    (warning,) = log_sink.events("software_security_module")
+    assert warning["level"] == "warning" and warning["keys"] == 1
+    assert "payment HSM" in warning["message"]
 
 
 def _usable(module: SoftwareSecurityModule, folder: Path) -> None:

@@ -20,6 +20,7 @@ from switch.security.errors import (
 )
 from switch.security.port import BankKeys, PosWorkingKeys, TerminalProfile
 from switch.security.software import SoftwareSecurityModule
+from tests.conftest import LogSink
 from tests.security import vectors as v
 from tests.security.helpers import ScriptedRandom, load, new_store
 
@@ -128,7 +129,7 @@ def test_a_pin_block_round_trips_through_translation(
     ],
 )
 def test_a_block_that_is_no_format_0_pin_is_answered_99(
-    keys: Keys, pin_field: str, why: str
+    keys: Keys, pin_field: str, why: str, log_sink: LogSink
 ) -> None:
     working, pik = keys.pos["003"]
     pan_field = bytes.fromhex(alg.pan_field_digits(v.PAN).rjust(16, "0"))
@@ -138,6 +139,9 @@ def test_a_block_that_is_no_format_0_pin_is_answered_99(
         keys.module.translate_pin(working.pik, keys.bank.zpk, block, v.PAN)
     assert caught.value.response_code == "99"
     assert block.hex() not in str(caught.value).lower() and pin_field not in str(caught.value)
+    (event,) = log_sink.events("security_event")
+    assert (event["kind"], event["key"]) == ("pin_block_refused", "pik:POS00001")
+    assert block.hex() not in log_sink.text().lower() and pin_field not in log_sink.text()
 
 
 def test_a_pin_block_of_the_wrong_size_is_a_field_error(keys: Keys) -> None:
