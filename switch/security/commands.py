@@ -23,7 +23,12 @@ from switch.log import configure_logging
 from switch.security.errors import OperatorInputError
 from switch.security.keystore import KeyStore, load_lmk, write_new_lmk_file
 from switch.security.port import KeyComponent, KeyInfo, TerminalProfile, TmkCipher
-from switch.security.software import SoftwareSecurityModule, component_kcv, kcv_matches
+from switch.security.software import (
+    SoftwareSecurityModule,
+    component_kcv,
+    kcv_matches,
+    security_event,
+)
 
 Handler = Callable[[argparse.Namespace, Any], int]
 
@@ -214,7 +219,7 @@ class _Entry:
         return line.strip()
 
 
-def _components(cipher: TmkCipher, count: int) -> tuple[list[KeyComponent], str]:
+def _components(name: str, cipher: TmkCipher, count: int) -> tuple[list[KeyComponent], str]:
     """Each component with its KCV, each checked before the next; then the key's KCV
     shown and confirmed (what the operator confirmed)."""
     from switch.security import algorithms
@@ -229,6 +234,7 @@ def _components(cipher: TmkCipher, count: int) -> tuple[list[KeyComponent], str]
         value = bytes.fromhex(text)
         kcv = entry.plain(f"component {number} KCV (6 or 8 hex): ")
         if not kcv_matches(kcv, component_kcv(cipher, value)):
+            security_event("component_refused", key=name, component=number)
             raise OperatorInputError(f"component {number} does not match its KCV")
         print(f"component {number}: KCV {component_kcv(cipher, value).hex().upper()[:6]} checked")
         components.append(KeyComponent(value=value, kcv=kcv))
@@ -256,7 +262,7 @@ def _load_tmk(args: argparse.Namespace) -> int:
         raise OperatorInputError("--allow-single-des is for a 3des TMK only")
     if args.require_sm4 and cipher != "sm4":
         raise OperatorInputError("--require-sm4 takes an sm4 TMK")
-    components, confirm = _components(cipher, args.components)
+    components, confirm = _components(f"tmk:{args.terminal}", cipher, args.components)
     info = module.import_key_from_components(
         "tmk", args.terminal, cipher, components, confirm_kcv=confirm, profile=profile,
         replace=args.replace,
@@ -266,7 +272,7 @@ def _load_tmk(args: argparse.Namespace) -> int:
 
 def _load_zmk(args: argparse.Namespace) -> int:
     module = _module(args)
-    components, confirm = _components("3des", args.components)
+    components, confirm = _components(f"zmk:{args.bank}", "3des", args.components)
     info = module.import_key_from_components(
         "zmk", args.bank, "3des", components, confirm_kcv=confirm, replace=args.replace
     )

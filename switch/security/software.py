@@ -390,6 +390,7 @@ class SoftwareSecurityModule:
                     f"component {number} is not {2 * alg.KEY_BYTES[cipher]} hexadecimal characters"
                 )
             if not kcv_matches(component.kcv, component_kcv(cipher, component.value)):
+                security_event("component_refused", key=key_name(kind, owner), component=number)
                 raise OperatorInputError(f"component {number} does not match its KCV")
         clear = alg.xor_components([component.value for component in components])
         kcv = alg.kcv(cipher, clear)
@@ -507,6 +508,7 @@ class SoftwareSecurityModule:
         return _info(revoked[0])
 
     def list_keys(self) -> list[KeyInfo]:
+        security_event("keys_listed", keys=len(self._records))
         return [_info(record) for record in sorted(self._records.values(), key=lambda r: r.name)]
 
     def rotate_lmk(self, new_lmk: Lmk) -> int:

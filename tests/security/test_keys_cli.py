@@ -167,6 +167,8 @@ def test_a_component_not_matching_its_kcv_stops_before_the_next(tmp_path: Path) 
     assert result.returncode == 1
     assert "switch: component 1 does not match its KCV" in result.stderr
     assert "component 2 of 2" not in result.stderr  # the next one was never asked for
+    (event,) = _events(result)
+    assert (event["kind"], event["key"], event["component"]) == ("component_refused", "zmk:icbc", 1)
     assert parts[0].hex() not in (result.stdout + result.stderr).lower()
     assert json.loads(_switch("list", *store, "--json").stdout) == []
 
