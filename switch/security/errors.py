@@ -18,6 +18,19 @@ class KeyLengthError(SecurityError):
     our own misuse (or a corrupt record), answered 96."""
 
 
+class KeyUsageError(SecurityError):
+    """A key asked for what its kind is not for (a PIK as a MAK, a TMK as a ZMK): our
+    own misuse, answered 96."""
+
+
+class LayoutNotAllowedError(SecurityError):
+    """A sign-on's 60.3 that the terminal's entry does not allow (001 without the
+    permission, 003 from a terminal that requires 005, a layout of the other cipher,
+    an unknown one): 40, and no field 62."""
+
+    response_code = "40"
+
+
 class PinBlockFieldError(RemoteProtocolError):
     """The PIN block field is the wrong size for the key set: 30 naming the field."""
 

@@ -155,13 +155,17 @@ class SecurityModule(Protocol):
     stay inside the implementation; what it returns is safe to hold and to log by repr
     (kind, owner, KCV)."""
 
-    def make_pos_working_keys(self, tmk: KeyName, layout: PosKeyLayout) -> PosWorkingKeys:
-        """A fresh PIK and MAK for a sign-on with this 60.3 under the terminal's TMK."""
+    def terminal_profile(self, tmk: KeyName) -> TerminalProfile:
+        """The terminal entry stored with its TMK (merchant, 001, ``require_sm4``);
+        :class:`UnknownKeyError` when there is none (the channel answers 97)."""
         ...
 
-    def import_pos_working_keys(
-        self, tmk: KeyName, layout: PosKeyLayout, field_62: bytes
-    ) -> PosWorkingKeys:
+    def make_pos_working_keys(self, tmk: KeyName, layout: str) -> PosWorkingKeys:
+        """A fresh PIK and MAK for a sign-on with this 60.3 under the terminal's TMK;
+        :class:`LayoutNotAllowedError` (40) for a 60.3 its entry does not allow."""
+        ...
+
+    def import_pos_working_keys(self, tmk: KeyName, layout: str, field_62: bytes) -> PosWorkingKeys:
         """A terminal's side of the sign-on: field 62 opened under its TMK, both KCVs
         checked (:class:`KcvMismatchError` else)."""
         ...

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import structlog
 
@@ -29,6 +29,8 @@ from switch.security.errors import (
     KcvMismatchError,
     KeyLengthError,
     KeyStoreError,
+    KeyUsageError,
+    LayoutNotAllowedError,
     OperatorInputError,
     PinBlockFormatError,
     UnknownKeyError,
@@ -187,7 +189,7 @@ class SoftwareSecurityModule:
 
     def _open(self, key: LmkKey, *kinds: KeyKind) -> bytes:
         if key.kind not in kinds:
-            raise KeyLengthError(f"{key.name} is a {key.kind}, not a {' or '.join(kinds)}")
+            raise KeyUsageError(f"{key.name} is a {key.kind}, not a {' or '.join(kinds)}")
         clear = self._lmk.open(key.name, key.blob)
         if len(clear) != alg.KEY_BYTES[key.cipher]:
             raise KeyLengthError(f"{key.name} is not a {key.cipher} key")
@@ -208,20 +210,36 @@ class SoftwareSecurityModule:
 
     # -- POS ----------------------------------------------------------------------------
 
-    def _tmk(self, tmk: KeyName, layout: PosKeyLayout) -> tuple[KeyRecord, bytes]:
+    def _tmk(self, tmk: KeyName, layout: str, *, enforce: bool) -> tuple[KeyRecord, bytes]:
+        """The TMK for a sign-on with this 60.3; with ``enforce``, the switch's side, also
+        what the terminal's entry allows (001, ``require_sm4``)."""
         record, clear = self._stored(tmk, "tmk")
         if layout not in LAYOUT_CIPHERS:
-            raise KeyLengthError(f"no working key layout {layout}")
+            raise LayoutNotAllowedError(f"60.3 = {layout!r} is no working key layout")
         if LAYOUT_CIPHERS[layout][0] != record.cipher:
-            raise KeyLengthError(f"60.3 = {layout} needs a {LAYOUT_CIPHERS[layout][0]} TMK")
+            raise LayoutNotAllowedError(
+                f"60.3 = {layout} needs a {LAYOUT_CIPHERS[layout][0]} TMK; {tmk} is {record.cipher}"
+            )
+        if enforce and layout == "001" and not record.allow_single_des:
+            raise LayoutNotAllowedError(f"60.3 = 001 is not allowed for {tmk}")
         return record, clear
 
-    def make_pos_working_keys(self, tmk: KeyName, layout: PosKeyLayout) -> PosWorkingKeys:
-        record, tmk_clear = self._tmk(tmk, layout)
+    def terminal_profile(self, tmk: KeyName) -> TerminalProfile:
+        record = self._records.get(tmk)
+        if record is None or record.kind != "tmk" or record.revoked is not None:
+            raise UnknownKeyError(f"no active tmk named {tmk}")
+        return TerminalProfile(
+            merchant=record.merchant or "",
+            allow_single_des=record.allow_single_des,
+            require_sm4=record.require_sm4,
+        )
+
+    def make_pos_working_keys(self, tmk: KeyName, layout: str) -> PosWorkingKeys:
+        record, tmk_clear = self._tmk(tmk, layout, enforce=True)
         tmk_cipher, pik_cipher, mak_cipher = LAYOUT_CIPHERS[layout]
         pik, mak = self._fresh(pik_cipher), self._fresh(mak_cipher)
         keys = PosWorkingKeys(
-            layout=layout,
+            layout=cast(PosKeyLayout, layout),
             pik=self._seal("pik", record.owner, pik_cipher, pik),
             mak=self._seal("mak", record.owner, mak_cipher, mak),
             pik_under_tmk=alg.wrap_key(tmk_cipher, tmk_clear, pik),
@@ -233,10 +251,8 @@ class SoftwareSecurityModule:
         )  # fmt: skip
         return keys
 
-    def import_pos_working_keys(
-        self, tmk: KeyName, layout: PosKeyLayout, field_62: bytes
-    ) -> PosWorkingKeys:
-        record, tmk_clear = self._tmk(tmk, layout)
+    def import_pos_working_keys(self, tmk: KeyName, layout: str, field_62: bytes) -> PosWorkingKeys:
+        record, tmk_clear = self._tmk(tmk, layout, enforce=False)
         tmk_cipher, pik_cipher, mak_cipher = LAYOUT_CIPHERS[layout]
         if len(field_62) != FIELD_62_BYTES[layout]:
             raise KcvMismatchError(f"field 62 of 60.3 = {layout} is {FIELD_62_BYTES[layout]} bytes")
@@ -253,7 +269,7 @@ class SoftwareSecurityModule:
             security_event("working_keys_refused", key=tmk, layout=layout)
             raise KcvMismatchError("a working key of field 62 does not match its KCV")
         keys = PosWorkingKeys(
-            layout=layout,
+            layout=cast(PosKeyLayout, layout),
             pik=self._seal("pik", record.owner, pik_cipher, pik),
             mak=self._seal("mak", record.owner, mak_cipher, mak),
             pik_under_tmk=pik_under,

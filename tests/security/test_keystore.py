@@ -14,8 +14,8 @@ import pytest
 
 from switch.security import algorithms as alg
 from switch.security.errors import (
-    KeyLengthError,
     KeyStoreError,
+    LayoutNotAllowedError,
     OperatorInputError,
     UnknownKeyError,
 )
@@ -241,18 +241,26 @@ def test_components_are_checked_and_the_key_confirmed(tmp_path: Path) -> None:
         )  # fmt: skip
 
 
-def test_a_terminal_not_allowed_001_gets_no_single_des_keys(tmp_path: Path) -> None:
+def test_a_sign_on_layout_the_entry_does_not_allow_is_answered_40(tmp_path: Path) -> None:
     module = new_store(tmp_path)
-    load(
-        module,
-        "tmk",
-        "POS00002",
-        "sm4",
-        v.TMK_SM4,
-        TerminalProfile("898310048990001", require_sm4=True),
-    )
-    with pytest.raises(KeyLengthError, match=r"60\.3 = 003 needs a 3des TMK"):
-        module.make_pos_working_keys("tmk:POS00002", "003")
+    sm4_only = TerminalProfile("898310048990001", require_sm4=True)
+    load(module, "tmk", "POS00002", "sm4", v.TMK_SM4, sm4_only)
+    load(module, "tmk", "POS00001", "3des", v.TMK_3DES)
+    load(module, "tmk", "POS00003", "3des", v.TMK_3DES, TerminalProfile("1", allow_single_des=True))
+    for tmk, layout, why in (
+        ("tmk:POS00002", "003", r"60\.3 = 003 needs a 3des TMK; tmk:POS00002 is sm4"),
+        ("tmk:POS00002", "001", r"60\.3 = 001 needs a 3des TMK"),
+        ("tmk:POS00001", "005", r"60\.3 = 005 needs a sm4 TMK"),
+        ("tmk:POS00001", "001", r"60\.3 = 001 is not allowed for tmk:POS00001"),
+        ("tmk:POS00001", "002", r"60\.3 = '002' is no working key layout"),
+    ):
+        with pytest.raises(LayoutNotAllowedError, match=why) as caught:
+            module.make_pos_working_keys(tmk, layout)
+        assert caught.value.response_code == "40"
+    assert len(module.make_pos_working_keys("tmk:POS00003", "001").field_62()) == 24
+    assert module.terminal_profile("tmk:POS00002") == sm4_only
+    with pytest.raises(UnknownKeyError):
+        module.terminal_profile("tmk:POS00009")
 
 
 def test_online_keys_two_active_at_most_revoke_at_once(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class Keys:
         load(self.module, "zmk", "icbc", "3des", v.ZMK)
         self.pos: dict[str, tuple[PosWorkingKeys, bytes]] = {}
         for terminal, layout in (("POS00001", "003"), ("POS00002", "005"), ("POS00001", "001")):
-            keys = self.module.make_pos_working_keys(f"tmk:{terminal}", layout)  # type: ignore[arg-type]
+            keys = self.module.make_pos_working_keys(f"tmk:{terminal}", layout)
             self.pos[layout] = (keys, self.random.given[-2])  # the clear PIK, for the test
             if layout != "005":
                 self.pos[layout] = (keys, alg.with_odd_parity(self.random.given[-2]))

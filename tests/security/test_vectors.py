@@ -143,7 +143,7 @@ def test_the_request_body_is_the_129_bytes_after_c481() -> None:
 
 def _module(tmp_path: Path, *queued: bytes) -> SoftwareSecurityModule:
     module = new_store(tmp_path, ScriptedRandom(*queued))
-    load(module, "tmk", "POS00001", "3des", v.TMK_3DES)
+    load(module, "tmk", "POS00001", "3des", v.TMK_3DES, TerminalProfile("1", allow_single_des=True))
     load(
         module,
         "tmk",
