@@ -151,6 +151,9 @@ def _handler(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namesp
         except (EOFError, KeyboardInterrupt):
             print("switch: no key stored (input ended)", file=sys.stderr)
             return 1
+        except OSError as exc:  # a folder missing, a file not ours: one line, no traceback
+            print(f"switch: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+            return 1
 
     parser.set_defaults(handler=run, needs_config=False)
 

@@ -206,3 +206,14 @@ def test_the_lmk_from_an_environment_variable(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert lmk not in result.stdout + result.stderr
     assert "a-wallet-1" in _switch("online", "list", *store, env={"SWITCH_TEST_LMK": lmk}).stdout
+
+
+def test_a_file_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    result = _switch("lmk", "new", "--out", str(tmp_path / "missing" / "lmk.hex"))
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"switch: {tmp_path / 'missing' / 'lmk.hex'}: No such file or directory\n"
+    )
+    store = _with_store(tmp_path)
+    ended = _switch("load-zmk", *store, "--bank", "icbc", stdin=split(v.ZMK)[0].hex() + "\n")
+    assert ended.returncode == 1 and "switch: no key stored (input ended)" in ended.stderr
