@@ -38,6 +38,7 @@ from switch.errors import ConfigError, MessageEncodeError, StartupError
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
+from switch.security.commands import add_commands as add_key_store_commands
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
@@ -205,7 +206,10 @@ def _parser() -> argparse.ArgumentParser:
     saf_retry.set_defaults(handler=_saf_retry)
 
     keys = commands.add_parser(
-        "keys", help="card data keys", description="Make card data key files."
+        "keys",
+        help="card data keys; the key store (TMKs, ZMKs, online keys, the LMK)",
+        description="Make card data key files; load, list and rotate the keys of the key "
+        "store (security.md).",
     )
     keys_commands = keys.add_subparsers(required=True, metavar="ACTION")
     keys_new = keys_commands.add_parser(
@@ -217,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--out", help="write it to this new file (mode 0600)")
     keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
     keys_new.set_defaults(handler=_keys_new, needs_config=False)
+    add_key_store_commands(keys_commands)
 
     pid = commands.add_parser(
         "pid",
