@@ -139,18 +139,20 @@ class SettlementService:
             task_status.started()
 
     async def _cutoffs(self) -> None:
-        """Closes each date at its cut-off (unless an operator closed it first)."""
+        """Closes each date at its cut-off (unless an operator closed it first). The
+        wait is in real seconds, the business seconds to the cut-off over the clock's
+        speed; when the clock has passed several cut-offs meanwhile (a fast simulated
+        clock, a machine suspended), each of those dates closes at its own."""
+        first_open = self.calendar.date_at(self.clock())
         while True:
+            async with self._closing:  # every date ended and not closed, oldest first
+                for close in self.calendar.due_closes(self.clock(), first_open):
+                    await self._close(close)
             now = self.clock()
-            open_date = self.calendar.date_at(now)
-            end = self.calendar.natural_end(open_date)
+            end = self.calendar.natural_end(self.calendar.date_at(now))
             with trio.move_on_after(max(0.0, end - now) / self.speed):
                 await self._wake_cutoff.wait()
-                self._wake_cutoff = trio.Event()
-                continue  # closed early by an operator: a new date is open
-            async with self._closing:
-                if self.calendar.date_at(self.clock()) != open_date:  # natural close came
-                    await self._close(DateClosed(open_date, end, forced=False))
+                self._wake_cutoff = trio.Event()  # closed early by an operator
 
     async def close_now(self) -> DateClosed:
         """The operator's cut-off: the open date closes now, the next one opens."""
