@@ -60,9 +60,7 @@ def test_a_simulated_clock_runs_speed_times_real_time_from_its_start(
 
 def test_a_simulated_clock_ignores_the_wall_clock() -> None:
     ticks = Ticks()
-    clock = BusinessClock(
-        start_s=START.timestamp(), speed=60, wall=lambda: 0.0, monotonic=ticks
-    )
+    clock = BusinessClock(start_s=START.timestamp(), speed=60, wall=lambda: 0.0, monotonic=ticks)
     ticks.at += 1
     assert clock.now() == START.timestamp() + 60
 
