@@ -20,8 +20,10 @@ from switch.log import exception_leaves
 from switch.store import open_operator_journal
 from switch.terminal import Terminal
 from tests.conftest import make_config
-from tests.net.helpers import PAN_ICBC, eventually, pos_client
+from tests.net.helpers import H2H, PAN_ICBC, eventually, pos_client
+from tests.sim.test_server import Client, sale_fields
 from tests.switch_process import (
+    Process,
     assert_refused_in_one_line,
     demo_config,
     run_switch,
@@ -174,6 +176,29 @@ async def test_switch_run_refuses_a_rehearsal_journal_on_the_real_clock(tmp_path
         result, str(tmp_path / "journal.sqlite3"), "first run on a simulated clock"
     )
     assert '"link_signed_on"' not in result.stdout and '"bank_sim_listening"' not in result.stdout
+
+
+async def test_switch_sim_bank_dates_by_the_clock_it_is_given(tmp_path: Path) -> None:
+    """A stand-alone simulator on ``--clock``: in June 2029 a card that expired in
+    December 2028 is declined 54 (on today's real clock it would still be good)."""
+    config = write_config(tmp_path, demo_config(tmp_path))
+    sim = await Process.start(
+        ["sim-bank", "--config", str(config), "--bank", "icbc", "--port", "0",
+         "--clock", "2029-06-15T10:00:00+08:00"],
+        tmp_path, name="sim-icbc",
+    )  # fmt: skip
+    try:
+        started = await sim.wait_for_event("simulator_started")
+        assert started["clock"] == "simulated from 2029-06-15T02:00:00+00:00 at 1x"
+        stream = await trio.open_tcp_stream("127.0.0.1", int(started["port"]))
+        client = Client(stream, H2H)
+        async with client.stream:
+            await client.sign_on()
+            expired = await client.exchange("0200", {**sale_fields(100), 14: "2812"})
+            good = await client.exchange("0200", {**sale_fields(100), 14: "2906"})
+        assert (expired.fields[39], good.fields[39]) == ("54", "00")
+    finally:
+        assert await sim.stop() == 0, sim.output()
 
 
 @pytest.mark.parametrize(
