@@ -6,6 +6,7 @@ line, before any bank is signed on to."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from switch.log import exception_leaves
 from switch.store import open_operator_journal
 from switch.terminal import Terminal
 from tests.conftest import make_config
-from tests.net.helpers import H2H, PAN_ICBC, eventually, pos_client
+from tests.net.helpers import FAST_SAF, H2H, PAN_ICBC, eventually, pos_client
 from tests.sim.test_server import Client, sale_fields
 from tests.switch_process import (
     Process,
@@ -122,6 +123,33 @@ async def test_a_simulated_clock_stamps_dates_and_cuts_off_as_it_passes_23_00(
     after = (await client.request(client.terminal.sale(2, PAN_ICBC, 2000))).fields
     assert after[39] == "00" and after[15] == "0201"
     assert str(after[37])[:4] == ("7031" if after[13] == "0131" else "7032")
+    await client.aclose()
+    await stop(app)
+
+
+async def test_store_and_forward_reverses_on_a_clock_years_ahead(nursery: trio.Nursery) -> None:
+    """Reversals are queued on the business clock and come due on it: one owed in 2028
+    is sent at once, not when the wall clock reaches 2028."""
+    config = make_config(banks={"icbc": {"issuer_timeout_s": 0.3}}, saf=FAST_SAF)
+    app = await start_on(nursery, config, simulated("2028-06-01T10:00:00+08:00", 1440))
+    client = await pos_client(app, Terminal())
+    never = await client.request(client.terminal.sale(9, PAN_ICBC, 10068))  # never answered
+    assert never.fields[39] == "68"
+    rrn = str(never.fields[37])
+    assert rrn[:4] == "8153"  # 2028, day 153
+
+    def reversal() -> tuple[str, float] | None:
+        with sqlite3.connect(config.path(config.journal.path)) as connection:
+            row = connection.execute("SELECT state, created_at FROM saf WHERE rrn = ?", (rrn,))
+            return row.fetchone()  # type: ignore[no-any-return]
+
+    await eventually(lambda: (reversal() or ("", 0.0))[0] == "delivered")
+    queued = reversal()
+    assert queued is not None
+    assert queued[1] >= parse_clock_start("2028-06-01T10:00:00+08:00").timestamp()
+    reversals = [m for m in app.simulators["icbc"].received if m.mti == "0400"]
+    assert [m.fields[37] for m in reversals] == [rrn]
+    assert str(reversals[0].fields[7])[:4] == "0601"  # stamped on the business clock
     await client.aclose()
     await stop(app)
 
