@@ -127,6 +127,18 @@ async def test_a_simulated_clock_stamps_dates_and_cuts_off_as_it_passes_23_00(
     await stop(app)
 
 
+async def test_card_expiry_is_judged_by_the_business_month(nursery: trio.Nursery) -> None:
+    """The test terminal's card expires at the end of December 2028: good today, expired
+    (54, before any bank) on a clock in January 2029."""
+    app = await start_on(nursery, make_config(), simulated("2029-01-01T09:00:00+08:00"))
+    client = await pos_client(app, Terminal())
+    refused = await client.request(client.terminal.sale(1, PAN_ICBC, 100, expiry="2812"))
+    assert (refused.fields[39], refused.fields[13]) == ("54", "0101")
+    assert not [m for m in app.simulators["icbc"].received if m.mti == "0200"]
+    await client.aclose()
+    await stop(app)
+
+
 async def test_store_and_forward_reverses_on_a_clock_years_ahead(nursery: trio.Nursery) -> None:
     """Reversals are queued on the business clock and come due on it: one owed in 2028
     is sent at once, not when the wall clock reaches 2028."""
