@@ -87,9 +87,9 @@ class SwitchApp:
         which for the one process of a switch is the config itself. ``clock``: the
         business clock (the real one by default; ``switch run --clock``)."""
         self.worker = worker
+        """Which of the switch's processes this is (the one, by default)."""
         self.clock = clock if clock is not None else BusinessClock.real()
         """Business time, for every part that stamps or dates (switch.core.clock)."""
-        """Which of the switch's processes this is (the one, by default)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
         key_file = config.journal.key_file
