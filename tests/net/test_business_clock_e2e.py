@@ -32,8 +32,8 @@ from tests.switch_process import (
     write_config,
 )
 
-START = "2027-01-31T22:57:00+08:00"
-SPEED = 60  # a business minute a real second: 23:00 comes 3 s after the start
+START = "2027-01-31T22:55:00+08:00"
+SPEED = 60  # a business minute a real second: 23:00 comes 5 s after the start (time to start)
 CST = timedelta(hours=8)
 
 
@@ -87,8 +87,8 @@ async def test_a_simulated_clock_stamps_dates_and_cuts_off_as_it_passes_23_00(
     fields = sale.fields
     assert fields[39] == "00"
     local_time, local_date = str(fields[12]), str(fields[13])
-    # The switch started at 22:57 on 31 January 2027 (business time), not today.
-    assert local_date == "0131" and "225700" <= local_time < "240000"
+    # The switch started at 22:55 on 31 January 2027 (business time), not today.
+    assert local_date == "0131" and "225500" <= local_time < "240000"
     assert fields[15] == ("0131" if local_time < "230000" else "0201")
     rrn = str(fields[37])
     assert rrn[:4] == "7031"  # 2027, day 31
@@ -208,7 +208,7 @@ async def test_switch_run_refuses_a_rehearsal_journal_on_the_real_clock(tmp_path
     rehearsal = await start_switch(config, args=["--clock", START, "--clock-speed", "1440"])
     try:
         started = await rehearsal.wait_for_event("switch_started")
-        assert started["clock"] == "simulated from 2027-01-31T14:57:00+00:00 at 1440x"
+        assert started["clock"] == "simulated from 2027-01-31T14:55:00+00:00 at 1440x"
     finally:
         assert await rehearsal.stop() == 0, rehearsal.output()
     result = run_switch(["run", "--config", str(config)])
