@@ -20,6 +20,7 @@ from switch.errors import StartupError
 from switch.log import exception_leaves
 from switch.store import open_operator_journal
 from switch.terminal import Terminal
+from switch.wire.clearing import clearing_file_name, decode_clearing_file
 from tests.conftest import make_config
 from tests.net.helpers import FAST_SAF, H2H, PAN_ICBC, eventually, pos_client
 from tests.sim.test_server import Client, sale_fields
@@ -119,6 +120,13 @@ async def test_a_simulated_clock_stamps_dates_and_cuts_off_as_it_passes_23_00(
     cutover = next(m for m in simulator.received if m.fields.get(70) == "201")
     assert cutover.fields[15] == "0131"
     assert str(cutover.fields[7])[:4] == "0131"  # 15:00 UTC on 31 January, or later
+    # The simulated bank in the switch's process is on the same clock: it wrote its
+    # clearing file for the 31st just after 23:00 on the 31st.
+    path = config.clearing_dir("icbc") / clearing_file_name("icbc", date(2027, 1, 31))
+    await eventually(path.exists)
+    created = decode_clearing_file(path.read_bytes()).header.created
+    cutoff = datetime(2027, 1, 31, 15, 0, tzinfo=UTC)
+    assert cutoff <= created < cutoff + timedelta(hours=1)
 
     after = (await client.request(client.terminal.sale(2, PAN_ICBC, 2000))).fields
     assert after[39] == "00" and after[15] == "0201"
