@@ -132,10 +132,10 @@ class StatusCollector:
 
     def document(self) -> StatusDocument:
         """The status document of this moment (the backlog as last refreshed)."""
-        switch = self.switch
+        view = self.switch
         stats = self.transaction_stats()
-        listeners = switch.listener_readings()
-        banks = switch.bank_readings()
+        listeners = view.listener_readings()
+        banks = view.bank_readings()
         not_ready = self._not_ready(listeners, banks)
         return StatusDocument(
             switch_version=self.version,
@@ -144,8 +144,8 @@ class StatusCollector:
             uptime_s=self.uptime_s(),
             ready=not not_ready,
             not_ready=not_ready,
-            config=switch.config_status,
-            admission=switch.admission_statistics(),
+            config=view.config_status,
+            admission=view.admission_statistics(),
             channels=[self._channel(listener, stats) for listener in listeners if listener.started],
             banks=[self._bank(bank, stats) for bank in banks],
             journal=self._journal(stats),
