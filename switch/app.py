@@ -27,10 +27,11 @@ import structlog
 import trio
 
 from switch.admin.collect import iso_utc
+from switch.admin.port import BankReading, JournalReading, ListenerReading
 from switch.admin.server import AdminServer
-from switch.admin.status import ConfigStatus
+from switch.admin.status import ConfigStatus, LinkStatus
 from switch.config import BankSection, SwitchConfig, config_problems, load_config
-from switch.core.admission import AdmissionConfig
+from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
@@ -39,8 +40,9 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
-from switch.core.reconfig import ReloadPlan, plan_reload
+from switch.core.reconfig import ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
+from switch.core.stats import TransactionStats
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
@@ -55,7 +57,7 @@ from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
-from switch.store.port import Journal, OnlineResultsPurged
+from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
@@ -136,7 +138,7 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
-        self.admin = AdminServer(self) if config.admin.enabled else None
+        self.admin = AdminServer(config, self) if config.admin.enabled else None
 
     @property
     def config_status(self) -> ConfigStatus:
@@ -162,6 +164,103 @@ class SwitchApp:
     def admin_port(self) -> int:
         assert self.admin is not None
         return self.admin.port
+
+    # -- what the admin interface reads (switch.admin.port.SwitchView) ---------------
+
+    def listener_readings(self) -> list[ListenerReading]:
+        readings = []
+        for name, server, section in (
+            ("pos", self.pos, self.config.pos),
+            ("online", self.online, self.config.online),
+        ):
+            if server is None:  # made after recovery
+                readings.append(
+                    ListenerReading(
+                        name=name,
+                        started=False,
+                        port=0,
+                        listening=False,
+                        connections=0,
+                        max_connections=section.max_connections,
+                        refused=0,
+                        shed=0,
+                    )
+                )
+                continue
+            readings.append(
+                ListenerReading(
+                    name=name,
+                    started=True,
+                    port=server.port,
+                    listening=server.listening,
+                    connections=server.connections,
+                    max_connections=server.config.max_connections,
+                    refused=server.refused,
+                    shed=server.shed,
+                )
+            )
+        return readings
+
+    def bank_readings(self) -> list[BankReading]:
+        config = self.config
+        names = (*config.banks, *(n for n in self.retired if n not in config.banks))
+        return [self._bank_reading(name) for name in names]
+
+    def _bank_reading(self, name: str) -> BankReading:
+        connector = self.connectors.get(name) or self.retired.get(name)
+        configured = self.config.banks.get(name)
+        section = connector.config if connector is not None else configured
+        assert section is not None  # a retired bank always has its connector
+        links = connector.links if connector is not None else []
+        forwarder = self.forwarders.get(name)
+        unjournaled = forwarder.statistics()["unjournaled"] if forwarder is not None else 0
+        return BankReading(
+            name=name,
+            retired=name in self.retired,
+            links_configured=(configured or section).links,
+            links=tuple(
+                LinkStatus(
+                    index=link.index,
+                    state=link.status,
+                    in_flight=link.in_flight,
+                    window=link.window,
+                    connects=link.connects,
+                    unsolicited=link.unsolicited,
+                    state_changes=link.state_changes,
+                )
+                for link in links
+            ),
+            circuit_open=connector.circuit_open() if connector is not None else True,
+            queued=connector.queued if connector is not None else 0,
+            queue_limit=section.queue,
+            refused_queue_full=connector.refused_queue_full if connector is not None else 0,
+            expired=connector.expired if connector is not None else 0,
+            saf_unjournaled=unjournaled if isinstance(unjournaled, int) else 0,
+        )
+
+    def journal_reading(self) -> JournalReading:
+        journal = self.journal
+        if journal is None:
+            return JournalReading(durability=self.config.journal.durability, statistics=None)
+        return JournalReading(durability=journal.durability, statistics=journal.statistics())
+
+    def admission_statistics(self) -> AdmissionStatistics:
+        if self.admission is None:  # not made yet: the switch is starting
+            section = self.config.switch
+            return AdmissionStatistics(
+                slots=section.max_in_flight, in_use=0, waiting=0,
+                queue_limit=section.queue_limit, overloaded=False, admitted=0,
+                refused_queue_full=0, refused_overload=0, expired=0, oldest_wait_s=0.0,
+            )  # fmt: skip
+        return self.admission.statistics()
+
+    def transaction_stats(self) -> TransactionStats:
+        switchboard = self.switchboard
+        return switchboard.stats if switchboard is not None else TransactionStats()
+
+    async def reversal_backlog(self) -> list[ReversalBacklog] | None:
+        journal = self.journal
+        return await journal.reversal_backlog() if journal is not None else None
 
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED
@@ -592,15 +691,6 @@ class SwitchApp:
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
-
-
-class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What a reload did: taken (with what it changed) or refused (with why)."""
-
-    accepted: bool
-    version: int
-    changes: dict[str, object] = msgspec.field(default_factory=dict)
-    problems: list[str] = msgspec.field(default_factory=list)
 
 
 class ReloadRefused(Exception):

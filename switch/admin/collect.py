@@ -6,8 +6,9 @@ plain attributes (``TransactionStats``, the links, queues and listeners' own cou
 nothing is computed on the hot path for it. The one thing read from disk is the
 reversal backlog, a journal question asked under a deadline before each document.
 
-The parts are read through the app on every call, not kept: a part made late (the
-listeners start after recovery) or replaced (a reload) is what the next reading sees.
+The parts are read through the switch's :class:`~switch.admin.port.SwitchView` on
+every call, not kept: a part made late (the listeners start after recovery) or replaced
+(a reload) is what the next reading sees.
 """
 
 from __future__ import annotations
@@ -16,33 +17,26 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import structlog
 import trio
 
 import switch
+from switch.admin.port import BankReading, ListenerReading, SwitchView
 from switch.admin.status import (
     BankStatus,
     ChannelStatus,
     JournalStatus,
-    LinkStatus,
     StatusDocument,
     TransactionCount,
 )
-from switch.core.admission import AdmissionStatistics
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
 from switch.store.port import JournalError, ReversalBacklog
-
-if TYPE_CHECKING:
-    from switch.app import SwitchApp
-    from switch.net.bank_link import BankConnector
-    from switch.net.channel import ChannelServer
 
 log = structlog.get_logger()
 
 APPROVED: Final = "00"
-CHANNELS: Final = ("pos", "online")
 BACKLOG_WAIT_S: Final = 1.0
 """The longest a document waits for its turn at the journal's reader (shared with the
 switch's own look-ups); past it the backlog last read is used."""
@@ -65,8 +59,8 @@ def switch_version() -> str:
 class StatusCollector:
     """Reads one running switch (see the module's docstring)."""
 
-    def __init__(self, app: SwitchApp) -> None:
-        self.app = app
+    def __init__(self, switch: SwitchView) -> None:
+        self.switch = switch
         self.started_at = time.time()
         self._started = time.monotonic()
         self.version = switch_version()
@@ -83,18 +77,17 @@ class StatusCollector:
         """Reads the reversal backlog from the journal. When the journal cannot answer
         (closed, failing) or its reader stays busy for BACKLOG_WAIT_S, the backlog last
         read stands."""
-        journal = self.app.journal
-        if journal is None:
-            return
         with trio.move_on_after(BACKLOG_WAIT_S):
             async with self._backlog_read:
                 try:
-                    backlog = await journal.reversal_backlog()
+                    backlog = await self.switch.reversal_backlog()
                 except JournalError as exc:
                     now = time.monotonic()
                     if now >= self._next_trouble_log:
                         self._next_trouble_log = now + BACKLOG_TROUBLE_LOG_S
                         log.warning("admin_backlog_unreadable", error=str(exc))
+                    return
+                if backlog is None:  # no journal yet
                     return
                 self._backlog = {entry.bank: entry for entry in backlog}
 
@@ -104,45 +97,46 @@ class StatusCollector:
         """What keeps the switch from taking traffic, each a sentence naming the part;
         empty when both listeners are bound, the journal is writable and every bank has
         a link signed on."""
-        app = self.app
+        return self._not_ready(self.switch.listener_readings(), self.switch.bank_readings())
+
+    def _not_ready(self, listeners: list[ListenerReading], banks: list[BankReading]) -> list[str]:
         reasons: list[str] = []
-        for name, server in zip(CHANNELS, (app.pos, app.online), strict=True):
-            if server is None or not server.port:
-                reasons.append(f"the {name} listener is not bound yet")
-            elif not server.listening:
-                reasons.append(f"the {name} listener has stopped accepting (draining)")
-        journal = app.journal
-        if journal is None:
+        for listener in listeners:
+            if not listener.started or not listener.port:
+                reasons.append(f"the {listener.name} listener is not bound yet")
+            elif not listener.listening:
+                reasons.append(f"the {listener.name} listener has stopped accepting (draining)")
+        statistics = self.switch.journal_reading().statistics
+        if statistics is None:
             reasons.append("the journal is not open")
-        else:
-            statistics = journal.statistics()
-            if not statistics.writable:
-                why = "its latest commit failed" if statistics.failures else "it is not running"
-                reasons.append(f"the journal is not writable: {why}")
-        for name, bank in app.config.banks.items():
-            connector = app.connectors.get(name)
-            links = connector.links if connector is not None else []
-            if not any(link.status == "up" for link in links):
-                reasons.append(f"bank {name}: no link signed on (0 of {bank.links} up)")
+        elif not statistics.writable:
+            why = "its latest commit failed" if statistics.failures else "it is not running"
+            reasons.append(f"the journal is not writable: {why}")
+        for bank in banks:
+            if not bank.retired and not any(link.state == "up" for link in bank.links):
+                reasons.append(
+                    f"bank {bank.name}: no link signed on (0 of {bank.links_configured} up)"
+                )
         return reasons
 
     # -- the document ----------------------------------------------------------------
 
     def transaction_stats(self) -> TransactionStats:
-        switchboard = self.app.switchboard
-        return switchboard.stats if switchboard is not None else TransactionStats()
+        return self.switch.transaction_stats()
 
     def _real_age_s(self, business_at: float) -> float:
         """The real seconds since ``business_at``, a time the journal recorded on the
         business clock."""
-        clock = self.app.clock
+        clock = self.switch.clock
         return round(max(0.0, clock.real_s(clock.now() - business_at)), 3)
 
     def document(self) -> StatusDocument:
         """The status document of this moment (the backlog as last refreshed)."""
-        app = self.app
+        view = self.switch
         stats = self.transaction_stats()
-        not_ready = self.not_ready()
+        listeners = view.listener_readings()
+        banks = view.bank_readings()
+        not_ready = self._not_ready(listeners, banks)
         return StatusDocument(
             switch_version=self.version,
             started_at=iso_utc(self.started_at),
@@ -150,20 +144,10 @@ class StatusCollector:
             uptime_s=self.uptime_s(),
             ready=not not_ready,
             not_ready=not_ready,
-            config=app.config_status,
-            admission=self._admission(),
-            channels=[
-                self._channel(name, server, stats)
-                for name, server in zip(CHANNELS, (app.pos, app.online), strict=True)
-                if server is not None
-            ],
-            banks=[
-                self._bank(name, stats)
-                for name in (
-                    *app.config.banks,
-                    *(n for n in app.retired if n not in app.config.banks),
-                )
-            ],
+            config=view.config_status,
+            admission=view.admission_statistics(),
+            channels=[self._channel(listener, stats) for listener in listeners if listener.started],
+            banks=[self._bank(bank, stats) for bank in banks],
             journal=self._journal(stats),
             transactions=[
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
@@ -171,68 +155,37 @@ class StatusCollector:
             ],
         )
 
-    def _admission(self) -> AdmissionStatistics:
-        admission = self.app.admission
-        if admission is None:  # not made yet: the switch is starting
-            section = self.app.config.switch
-            return AdmissionStatistics(
-                slots=section.max_in_flight, in_use=0, waiting=0,
-                queue_limit=section.queue_limit, overloaded=False, admitted=0,
-                refused_queue_full=0, refused_overload=0, expired=0, oldest_wait_s=0.0,
-            )  # fmt: skip
-        return admission.statistics()
-
-    def _channel(
-        self, name: str, server: ChannelServer[object], stats: TransactionStats
-    ) -> ChannelStatus:
+    def _channel(self, listener: ListenerReading, stats: TransactionStats) -> ChannelStatus:
+        name = listener.name
         return ChannelStatus(
             name=name,
-            connections=server.connections,
-            max_connections=server.config.max_connections,
-            connections_refused=server.refused,
+            connections=listener.connections,
+            max_connections=listener.max_connections,
+            connections_refused=listener.refused,
             transactions=sum(
                 count for (channel, *_), count in stats.counts.items() if channel == name
             ),
-            shed=server.shed,
+            shed=listener.shed,
             latency=merged(h for (channel, _), h in stats.latency_ms.items() if channel == name),
         )
 
-    def _retired(self) -> list[str]:
-        """Banks a reload removed (and did not add again): shown for their reversals."""
-        return [name for name in self.app.retired if name not in self.app.config.banks]
-
-    def _bank(self, name: str, stats: TransactionStats) -> BankStatus:
-        app = self.app
-        connector: BankConnector | None = app.connectors.get(name) or app.retired.get(name)
-        section = connector.config if connector is not None else app.config.banks[name]
-        links = connector.links if connector is not None else []
-        forwarder = app.forwarders.get(name)
-        unjournaled = forwarder.statistics()["unjournaled"] if forwarder is not None else 0
+    def _bank(self, reading: BankReading, stats: TransactionStats) -> BankStatus:
+        name = reading.name
+        links = reading.links
         backlog = self._backlog.get(name)
         counts = [
             (code, count) for (_, _, bank, code), count in stats.counts.items() if bank == name
         ]
         return BankStatus(
             name=name,
-            retired=name in app.retired,
-            links=[
-                LinkStatus(
-                    index=link.index,
-                    state=link.status,
-                    in_flight=link.in_flight,
-                    window=link.window,
-                    connects=link.connects,
-                    unsolicited=link.unsolicited,
-                    state_changes=link.state_changes,
-                )
-                for link in links
-            ],
-            links_up=sum(1 for link in links if link.status == "up"),
-            circuit_open=connector.circuit_open() if connector is not None else True,
-            queued=connector.queued if connector is not None else 0,
-            queue_limit=section.queue,
-            refused_queue_full=connector.refused_queue_full if connector is not None else 0,
-            expired=connector.expired if connector is not None else 0,
+            retired=reading.retired,
+            links=list(links),
+            links_up=sum(1 for link in links if link.state == "up"),
+            circuit_open=reading.circuit_open,
+            queued=reading.queued,
+            queue_limit=reading.queue_limit,
+            refused_queue_full=reading.refused_queue_full,
+            expired=reading.expired,
             link_state_changes=sum(link.state_changes for link in links),
             transactions=sum(count for _, count in counts),
             approved=sum(count for code, count in counts if code == APPROVED),
@@ -243,23 +196,23 @@ class StatusCollector:
             saf_oldest_age_s=(
                 self._real_age_s(backlog.oldest_created_at) if backlog is not None else None
             ),
-            saf_unjournaled=unjournaled if isinstance(unjournaled, int) else 0,
+            saf_unjournaled=reading.saf_unjournaled,
         )
 
     def _journal(self, stats: TransactionStats) -> JournalStatus:
-        journal = self.app.journal
+        reading = self.switch.journal_reading()
         waited = merged(stats.journal_ms.values())
-        if journal is None:
+        statistics = reading.statistics
+        if statistics is None:
             empty = HistogramSnapshot.empty()
             return JournalStatus(
-                backend="", durability=self.app.config.journal.durability, writable=False,
+                backend="", durability=reading.durability, writable=False,
                 commits=0, changes=0, failures=0, queued=0, commit_latency=empty,
                 group_size=empty, journal_wait=waited,
             )  # fmt: skip
-        statistics = journal.statistics()
         return JournalStatus(
             backend=statistics.backend,
-            durability=journal.durability,
+            durability=reading.durability,
             writable=statistics.writable,
             commits=statistics.commits,
             changes=statistics.changes,

@@ -11,19 +11,17 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import exposition
+from switch.admin.port import SwitchView
 from switch.admin.status import status_encoder
 from switch.core.calendar import DateNotBegun
 from switch.store.settlement_port import SettlementError
-
-if TYPE_CHECKING:
-    from switch.app import SwitchApp
 
 JSON = "application/json"
 
@@ -72,7 +70,7 @@ def json_response(status: int, document: dict[str, Any]) -> AdminResponse:
 
 
 def admin_routes(
-    app: SwitchApp, status: StatusCollector, registry: CollectorRegistry
+    switch: SwitchView, status: StatusCollector, registry: CollectorRegistry
 ) -> RouteTable:
     """Every endpoint of the admin interface."""
 
@@ -98,7 +96,7 @@ def admin_routes(
     async def reload(request: AdminRequest) -> AdminResponse:
         """Re-reads the configuration file (as SIGHUP does): 200 with what changed, or
         422 with why it was refused (and the running configuration stays)."""
-        result = await app.reload()
+        result = await switch.reload()
         return AdminResponse(
             status=200 if result.accepted else 422, body=msgspec.json.encode(result) + b"\n"
         )
@@ -107,7 +105,7 @@ def admin_routes(
         """Closes the open business date now (``switch settle cutoff``): 200 with the
         date closed and its cutovers; 409 when the open date's own day has not begun
         (an early close opened it: one early close a day)."""
-        service = app.settlement
+        service = switch.settlement
         if service is None:
             return json_response(503, {"error": "settlement is not running yet"})
         try:
@@ -121,7 +119,7 @@ def admin_routes(
         """Settles a closed date now (``switch settle run``); idempotent. A date that
         is not closed (in the future, or before the journal's first) is 422: the request
         names no date that can be settled."""
-        service = app.settlement
+        service = switch.settlement
         business_date = _query_date(request)
         if service is None or business_date is None:
             return _no_settlement(service is None)
@@ -132,7 +130,7 @@ def admin_routes(
         return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
 
     async def settle_status(request: AdminRequest) -> AdminResponse:
-        service = app.settlement
+        service = switch.settlement
         if service is None:
             return _no_settlement(True)
         business_date = _query_date(request)
@@ -149,7 +147,7 @@ def admin_routes(
         return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
 
     async def ledger(request: AdminRequest) -> AdminResponse:
-        service = app.settlement
+        service = switch.settlement
         if service is None:
             return _no_settlement(True)
         account = urllib.parse.parse_qs(request.query).get("account", [None])[0]

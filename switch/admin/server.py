@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import h11
 import msgspec
@@ -40,12 +40,11 @@ from switch.admin.auth import (
 )
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import metrics_registry
+from switch.admin.port import SwitchView
 from switch.admin.routes import AdminRequest, AdminResponse, admin_routes, json_response
 from switch.admin.settings import is_loopback
+from switch.config import SwitchConfig
 from switch.store.settlement_port import SettlementError
-
-if TYPE_CHECKING:
-    from switch.app import SwitchApp
 
 log = structlog.get_logger()
 
@@ -62,20 +61,21 @@ class _TooLarge(Exception):
 
 
 class AdminServer:
-    """The admin listener of one switch; made with the app, which reads the token file
-    then (a bad one stops the start), served in its nursery (which makes the token file
-    when there is none to read)."""
+    """The admin listener of one switch; made with the app from the configuration it
+    starts with (``[admin]`` changes only with a restart), reading the token file then
+    (a bad one stops the start), served in its nursery (which makes the token file when
+    there is none to read). It knows the switch only as a ``SwitchView``."""
 
-    def __init__(self, app: SwitchApp) -> None:
-        self.config = app.config.admin
-        self._switch_config = app.config
+    def __init__(self, config: SwitchConfig, switch: SwitchView) -> None:
+        self.config = config.admin
+        self._switch_config = config
         # Read now, so that a bad token file stops the start (and `config check`); one
         # the switch makes is made when it starts to listen, not by a check.
-        self.token = read_token(app.config, create=False)
+        self.token = read_token(config, create=False)
         self.loopback = is_loopback(self.config.host)
-        self.status = StatusCollector(app)
+        self.status = StatusCollector(switch)
         self.registry = metrics_registry(self.status)
-        self.routes = admin_routes(app, self.status, self.registry)
+        self.routes = admin_routes(switch, self.status, self.registry)
         self.port = 0
         self.open: dict[_Connection, None] = {}
         """The connections being served, oldest first."""

@@ -30,6 +30,15 @@ _LISTENER_FIXED = frozenset({"host", "port", "dialect", "terminal_id"})
 """Listener keys that only a restart changes (where it listens, what it speaks)."""
 
 
+class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a reload did: taken (with what it changed) or refused (with why)."""
+
+    accepted: bool
+    version: int
+    changes: dict[str, object] = msgspec.field(default_factory=dict)
+    problems: list[str] = msgspec.field(default_factory=list)
+
+
 class ReloadPlan(msgspec.Struct, frozen=True, kw_only=True):
     banks_added: tuple[str, ...]
     banks_removed: tuple[str, ...]

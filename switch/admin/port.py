@@ -1,0 +1,128 @@
+"""What the admin interface may know of a running switch, and what it may ask of it.
+
+The admin is written against :class:`SwitchView`, never against the switch process
+(``switch.app``, which implements it structurally and never gets imported here): each
+reading is a frozen value taken at the moment it is asked for, each operation one of
+the few things an operator may request (a reload, the settlement service's cut-off,
+run, status and ledger). A part not made yet (the switch is starting) reads as such:
+a listener not started, no journal, admission as configured and idle.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from switch.admin.status import ConfigStatus, LinkStatus
+from switch.core.admission import AdmissionStatistics
+from switch.core.calendar import DateClosed
+from switch.core.clock import BusinessClock
+from switch.core.reconfig import ReloadResult
+from switch.core.settlement import LedgerBalance, SettlementStatus
+from switch.core.stats import TransactionStats
+from switch.store.port import JournalStatistics, ReversalBacklog
+
+
+class ListenerReading(msgspec.Struct, frozen=True, kw_only=True):
+    """One channel's listener (``pos``, ``online``)."""
+
+    name: str
+    started: bool
+    """Made (the listeners are made after recovery); False: every count below is 0."""
+    port: int
+    """0 until it is bound."""
+    listening: bool
+    """Accepting connections (False once it drains)."""
+    connections: int
+    max_connections: int
+    refused: int
+    shed: int
+
+
+class BankReading(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank: configured, or retired by a reload (its reversals still delivered)."""
+
+    name: str
+    retired: bool
+    links_configured: int
+    links: tuple[LinkStatus, ...]
+    """Its links as they are now; none while the switch has no connector for it."""
+    circuit_open: bool
+    queued: int
+    queue_limit: int
+    refused_queue_full: int
+    expired: int
+    saf_unjournaled: int
+    """Reversals owed from memory while the journal cannot record them."""
+
+
+class JournalReading(msgspec.Struct, frozen=True, kw_only=True):
+    durability: str
+    statistics: JournalStatistics | None
+    """None while the journal is not open."""
+
+
+class SettlementOperations(Protocol):
+    """What the admin may ask of the settlement service (worker 0's)."""
+
+    async def close_now(self) -> DateClosed:
+        """The operator's cut-off (``DateNotBegun`` when the open date's own day has
+        not begun)."""
+        ...
+
+    async def settle(self, business_date: str) -> SettlementStatus:
+        """Settles a closed date (``SettlementError`` when it is not closed)."""
+        ...
+
+    async def status(self, business_date: str) -> SettlementStatus: ...
+
+    def knows(self, status: SettlementStatus) -> bool:
+        """Whether the switch has had the date of ``status``."""
+        ...
+
+    async def latest_closed_date(self) -> str | None: ...
+
+    async def ledger_balances(self, account: str | None) -> list[LedgerBalance]: ...
+
+
+class SwitchView(Protocol):
+    """A running switch as the admin sees it (see the module's docstring)."""
+
+    @property
+    def clock(self) -> BusinessClock:
+        """Business time: the journal's times are on it."""
+        ...
+
+    @property
+    def config_status(self) -> ConfigStatus: ...
+
+    @property
+    def settlement(self) -> SettlementOperations | None:
+        """None until it runs, and on every worker but worker 0."""
+        ...
+
+    def listener_readings(self) -> list[ListenerReading]:
+        """The POS listener's, then the online one's."""
+        ...
+
+    def bank_readings(self) -> list[BankReading]:
+        """The configured banks in the config's order, then the retired ones."""
+        ...
+
+    def journal_reading(self) -> JournalReading: ...
+
+    def admission_statistics(self) -> AdmissionStatistics: ...
+
+    def transaction_stats(self) -> TransactionStats:
+        """The switch's running counts and histograms (read, never changed)."""
+        ...
+
+    async def reversal_backlog(self) -> list[ReversalBacklog] | None:
+        """Each bank's undelivered reversals, from the journal (``JournalError`` when
+        it cannot answer); None while there is no journal to ask."""
+        ...
+
+    async def reload(self) -> ReloadResult:
+        """Re-reads the configuration file (as SIGHUP does)."""
+        ...
