@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
-from collections import OrderedDict, deque
+from bisect import insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import product
 from typing import Annotated, Final, Literal
@@ -71,6 +72,8 @@ DEFAULT_MAX_KEYS: Final = 1 << 20
 """Key values a window holds at most (a card, a terminal...): past it the value seen
 longest ago is forgotten (counted in ``statistics()['evicted']``)."""
 MAX_BIN_DIGITS: Final = 11
+NO_LIMIT: Final = 1 << 128
+"""A limit a rule does not set (above any count or amount)."""
 VELOCITY_KEYS: Final = frozenset({"card", "terminal", "merchant", "customer", "device"})
 BLOCKLIST_KEYS: Final = VELOCITY_KEYS | {"bin"}
 CARD_FUNDING: Final = frozenset({"card", "cobrand"})
@@ -94,6 +97,8 @@ _VALUE_FORMS: Final[dict[str, tuple[re.Pattern[str], str]]] = {
     "customer": (_CUSTOMER, "a customer_id (1-32 of [A-Za-z0-9._:-])"),
     "device": (_DEVICE, "a device_id (1-64 of [A-Za-z0-9._:-])"),
 }
+Counter = tuple[str, str, str, int]
+"""(key, window, counts, scope mask): one window's identity."""
 _VALUES_FILE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
@@ -237,12 +242,15 @@ class Rule:
         "action",
         "allow",
         "code",
+        "counter",
         "counter_identity",
         "counts_attempts",
         "decides",
         "id",
         "key",
         "kind",
+        "limit_count",
+        "limit_fen",
         "max_count",
         "max_fen",
         "mccs",
@@ -268,6 +276,8 @@ class Rule:
         self.key = spec.key
         self.max_fen = spec.max_fen
         self.max_count = spec.max_count
+        self.limit_count = NO_LIMIT if spec.max_count is None else spec.max_count
+        self.limit_fen = NO_LIMIT if spec.max_fen is None else spec.max_fen
         self.window = spec.window
         self.counts_attempts = spec.counts == "attempts"
         self.values = values
@@ -280,17 +290,17 @@ class Rule:
         for scope in product(channels, fundings, kinds):
             mask |= 1 << _SCOPE_INDEX[scope]
         self.scope_mask = mask
-        self.counter_identity = (
-            spec.id,
-            spec.kind,
-            spec.key,
-            spec.window,
-            spec.counts,
-            frozenset(channels),
-            frozenset(fundings),
-            frozenset(kinds),
+        self.counter: Counter = (
+            spec.key or "",
+            spec.window or "",
+            spec.counts or "",
+            self.scope_mask,
         )
-        """What must stay unchanged for the rule to keep its counters across a reload."""
+        """What a velocity rule counts: rules with the same key, window, counts and scope
+        count the very same requests, so they share one window."""
+        self.counter_identity = (spec.id, spec.kind, *self.counter)
+        """What must stay unchanged for the rule to keep its counters across a reload
+        (risk.md: ``id``, ``kind``, ``key``, ``window``, ``counts`` and scope)."""
 
     def in_scope(self, scope_index: int) -> bool:
         return bool(self.scope_mask >> scope_index & 1)
@@ -308,16 +318,28 @@ class _Scope:
         self.mcc_allow: tuple[Rule, ...] = ()
         self.mcc_deny: dict[str, tuple[Rule, ...]] = {}
         self.amount_caps: tuple[Rule, ...] = ()
-        self.velocity: tuple[tuple[str, tuple[Rule, ...]], ...] = ()
+        self.velocity: tuple[tuple[str, tuple[tuple[Counter, bool, tuple[Rule, ...]], ...]], ...]
+        self.velocity = ()
+        """Per key: per window (its counter, whether it counts attempts), its rules."""
 
 
 class RuleSet:
     """A checked, compiled rules file: immutable, swapped whole on reload."""
 
-    __slots__ = ("_bin_lengths", "_bins", "_blocks", "_scopes", "rules", "source", "version")
+    __slots__ = (
+        "_bin_lengths",
+        "_bins",
+        "_blocks",
+        "_by_id",
+        "_scopes",
+        "rules",
+        "source",
+        "version",
+    )
 
     def __init__(self, rules: Sequence[Rule], *, version: str, source: str = "") -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self._by_id = {rule.id: rule for rule in self.rules}
         self.version = version
         self.source = source
         scopes = [_Scope() for _ in SCOPES]
@@ -331,12 +353,21 @@ class RuleSet:
                         deny.setdefault(mcc, []).append(rule)
             scope.mcc_deny = {mcc: tuple(rules) for mcc, rules in deny.items()}
             scope.amount_caps = tuple(r for r in mine if r.kind == "amount_cap")
-            groups: dict[str, list[Rule]] = {}
+            groups: dict[str, dict[Counter, list[Rule]]] = {}
             for rule in mine:
                 if rule.kind == "velocity":
                     assert rule.key is not None
-                    groups.setdefault(rule.key, []).append(rule)
-            scope.velocity = tuple((key, tuple(rules)) for key, rules in groups.items())
+                    groups.setdefault(rule.key, {}).setdefault(rule.counter, []).append(rule)
+            scope.velocity = tuple(
+                (
+                    key,
+                    tuple(
+                        (counter, counter[2] == "attempts", tuple(rules))
+                        for counter, rules in counters.items()
+                    ),
+                )
+                for key, counters in groups.items()
+            )
         self._scopes = tuple(scopes)
         blocks: dict[str, dict[str, list[Rule]]] = {}
         bins: dict[int, dict[str, list[Rule]]] = {}
@@ -365,10 +396,7 @@ class RuleSet:
         return cls((), version="")
 
     def get(self, rule_id: str) -> Rule | None:
-        for rule in self.rules:
-            if rule.id == rule_id:
-                return rule
-        return None
+        return self._by_id.get(rule_id)
 
     def velocity_rules(self) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.kind == "velocity")
@@ -610,70 +638,40 @@ class PastRequest(msgspec.Struct, frozen=True, kw_only=True):
 # -- windows ---------------------------------------------------------------------------
 
 
-class _Series:
-    """One key value's buckets in a window, oldest first: [index, count, amount]."""
-
-    __slots__ = ("amount", "buckets", "count")
-
-    def __init__(self) -> None:
-        self.buckets: deque[list[int]] = deque()
-        self.count = 0
-        self.amount = 0
-
-    def expire(self, floor: int) -> None:
-        buckets = self.buckets
-        while buckets and buckets[0][0] < floor:
-            _, count, amount = buckets.popleft()
-            self.count -= count
-            self.amount -= amount
-
-    def add(self, index: int, amount: int) -> None:
-        buckets = self.buckets
-        if buckets and buckets[-1][0] == index:
-            bucket = buckets[-1]
-            bucket[1] += 1
-            bucket[2] += amount
-        elif not buckets or buckets[-1][0] < index:
-            buckets.append([index, 1, amount])
-        else:  # out of order (a rebuild): find its place among at most 61
-            for position, bucket in enumerate(buckets):
-                if bucket[0] == index:
-                    bucket[1] += 1
-                    bucket[2] += amount
-                    break
-                if bucket[0] > index:
-                    buckets.insert(position, [index, 1, amount])
-                    break
-        self.count += 1
-        self.amount += amount
-
-    def take(self, index: int, amount: int) -> bool:
-        for position, bucket in enumerate(self.buckets):
-            if bucket[0] == index:
-                if bucket[1] <= 0:
-                    return False
-                taken = min(amount, bucket[2])
-                bucket[1] -= 1
-                bucket[2] -= taken
-                self.count -= 1
-                self.amount -= taken
-                if bucket[1] == 0:
-                    del self.buckets[position]
-                return True
-        return False
+ENTRY: Final = 1 << 64
+"""A window's count and amount for a key value are one int, count x 2**64 + amount: one
+dict read gives both (amounts in fen stay far below 2**64)."""
+_AMOUNT: Final = ENTRY - 1
 
 
 class Window:
-    """A rule's counts and amounts per key value: rolling (buckets of W/60, kept while
-    any of their moments is within W of now) or the local calendar date.
+    """Counts and amounts per key value over a rolling window (buckets of W/60, a bucket
+    kept while any moment it covers is within W of now: an entry leaves up to one bucket
+    late, never early) or over the local calendar date (one bucket).
 
-    Memory is bounded: at most 61 buckets a key value (one for ``day``), at most
-    ``max_keys`` key values (past it the one counted longest ago is forgotten), and a
-    key value whose buckets have all left is dropped when met, or as each new entry
-    comes (two of the oldest looked at each time).
+    Each bucket is a plain dict (key value -> count and amount, :data:`ENTRY`) and the
+    window keeps their sums per key value: a look-up is one dict read, an entry two
+    writes, and a bucket that leaves subtracts what it held, once. Memory is bounded: at
+    most 61 buckets (one for ``day``) and ``max_keys`` key values; past that the oldest
+    buckets leave early, whole (``statistics()['evicted']``). The dicts hold only
+    strings and ints, which the garbage collector does not traverse.
     """
 
-    __slots__ = ("_series", "bucket_s", "evicted", "max_keys", "shift_s", "span")
+    __slots__ = (
+        "_buckets",
+        "_expire_at",
+        "_newest",
+        "_newest_end",
+        "_newest_index",
+        "_newest_start",
+        "_order",
+        "_totals",
+        "bucket_s",
+        "evicted",
+        "max_keys",
+        "shift_s",
+        "span",
+    )
 
     def __init__(self, window: str, *, utc_offset_h: int, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         if window == "day":
@@ -688,92 +686,161 @@ class Window:
             raise ValueError("a window holds at least one key value")
         self.max_keys = max_keys
         self.evicted = 0
-        self._series: OrderedDict[str, _Series] = OrderedDict()
+        self._order: list[int] = []
+        """The buckets' indexes, oldest first."""
+        self._buckets: dict[int, dict[str, int]] = {}
+        self._totals: dict[str, int] = {}
+        self._expire_at = math.inf
+        """When the oldest bucket leaves."""
+        self._newest: dict[str, int] | None = None
+        self._newest_index = 0
+        self._newest_start = self._newest_end = 0.0
+        """The newest bucket and the moments it covers: most entries go there."""
 
     def index(self, moment: float) -> int:
         return int((moment + self.shift_s) // self.bucket_s)
 
     def floor(self, now: float) -> int:
-        """The oldest bucket still in the window at ``now``: bucket i holds moments up
+        """The oldest bucket still in the window at ``now``: bucket i covers moments up
         to (i + 1) x bucket, within W of now while i >= index(now) - 60."""
         return self.index(now) - self.span
 
-    def totals(self, key: str, now: float) -> tuple[int, int]:
-        series = self._series.get(key)
-        if series is None:
-            return 0, 0
-        series.expire(self.floor(now))
-        if not series.buckets:
-            del self._series[key]
-            return 0, 0
-        return series.count, series.amount
+    def expire(self, now: float) -> None:
+        """Drops the buckets that have left by ``now``."""
+        if now < self._expire_at:
+            return
+        floor = self.floor(now)
+        order = self._order
+        while order and order[0] < floor:
+            self._drop(order[0])
+        self._reset_expiry()
+
+    def _reset_expiry(self) -> None:
+        order = self._order
+        self._expire_at = (
+            (order[0] + self.span + 1) * self.bucket_s - self.shift_s if order else math.inf
+        )
+
+    def _drop(self, index: int) -> None:
+        """The bucket leaves: what it held leaves the sums."""
+        self._order.remove(index)
+        bucket = self._buckets.pop(index)
+        if index == self._newest_index:
+            self._newest = None
+        totals = self._totals
+        for key, held in bucket.items():
+            left = totals[key] - held
+            if left >= ENTRY:
+                totals[key] = left
+            else:
+                del totals[key]
+
+    def held(self, key: str, now: float) -> tuple[int, int]:
+        """(count, amount) the window holds for ``key`` at ``now``."""
+        held = self.peek(key, now)
+        return held >> 64, held & _AMOUNT
+
+    def peek(self, key: str, now: float) -> int:
+        """What the window holds for ``key`` at ``now``, as count x ENTRY + amount."""
+        if now >= self._expire_at:
+            self.expire(now)
+        return self._totals.get(key, 0)
+
+    def count(self, key: str, now: float, amount: int) -> int:
+        """Counts one entry now; what the window held for ``key`` before it."""
+        if now >= self._expire_at:
+            self.expire(now)
+        totals = self._totals
+        held = totals.get(key, 0)
+        bucket = self._newest
+        if bucket is not None and self._newest_start <= now < self._newest_end:
+            entry = ENTRY + amount
+            bucket[key] = bucket.get(key, 0) + entry
+            totals[key] = held + entry
+            if len(totals) > self.max_keys:
+                self._evict()
+        else:
+            self.add(key, now, amount, now)
+        return held
 
     def add(self, key: str, moment: float, amount: int, now: float) -> int | None:
-        """Counts one entry at ``moment``; its bucket, or None when it has left already."""
-        floor = self.floor(now)
-        index = self.index(min(moment, now))
-        if index < floor:
-            return None
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _Series()
+        """Counts one entry at ``moment`` (taken as ``now`` if later); its bucket, or
+        None when that bucket has left already."""
+        if now >= self._expire_at:
+            self.expire(now)
+        if moment > now:
+            moment = now
+        bucket = self._newest
+        if bucket is not None and self._newest_start <= moment < self._newest_end:
+            index = self._newest_index
         else:
-            self._series.move_to_end(key)
-        series.expire(floor)
-        series.add(index, amount)
-        self._sweep(floor)
+            index = self.index(moment)
+            if index < self.floor(now):
+                return None
+            bucket = self._buckets.get(index)
+            if bucket is None:
+                bucket = self._buckets[index] = {}
+                insort(self._order, index)
+                if index == self._order[0]:
+                    self._reset_expiry()
+            if index == self._order[-1]:
+                self._newest, self._newest_index = bucket, index
+                self._newest_start = index * self.bucket_s - self.shift_s
+                self._newest_end = self._newest_start + self.bucket_s
+        entry = ENTRY + amount
+        bucket[key] = bucket.get(key, 0) + entry
+        totals = self._totals
+        totals[key] = totals.get(key, 0) + entry
+        if len(totals) > self.max_keys:
+            self._evict()
+            return index if index in self._buckets else None
         return index
+
+    def _evict(self) -> None:
+        while len(self._totals) > self.max_keys and self._order:
+            self._drop(self._order[0])
+            self.evicted += 1
+        self._reset_expiry()
 
     def take(self, key: str, index: int, amount: int, now: float) -> bool:
         """Removes one entry of ``amount`` from bucket ``index`` if the window still
-        holds it there."""
-        series = self._series.get(key)
-        if series is None or index < self.floor(now):
+        holds one there."""
+        self.expire(now)
+        bucket = self._buckets.get(index)
+        if bucket is None or key not in bucket:
             return False
-        taken = series.take(index, amount)
-        if not series.buckets:
-            del self._series[key]
-        return taken
-
-    def _sweep(self, floor: int) -> None:
-        series = self._series
-        for _ in range(2):
-            oldest = next(iter(series.values()))
-            if oldest.buckets and oldest.buckets[-1][0] >= floor:
-                break
-            series.popitem(last=False)
-        while len(series) > self.max_keys:
-            series.popitem(last=False)
-            self.evicted += 1
-
-    def compact(self, now: float) -> None:
-        """Drops what has left and orders key values by their newest bucket (after a
-        rebuild, which adds out of order)."""
-        floor = self.floor(now)
-        kept = []
-        for key, series in self._series.items():
-            series.expire(floor)
-            if series.buckets:
-                kept.append((series.buckets[-1][0], key, series))
-        kept.sort(key=lambda item: item[0])
-        self._series = OrderedDict((key, series) for _, key, series in kept)
-        while len(self._series) > self.max_keys:
-            self._series.popitem(last=False)
-            self.evicted += 1
+        held = bucket[key]
+        entry = ENTRY + min(amount, held & _AMOUNT)
+        if held - entry >= ENTRY:
+            bucket[key] = held - entry
+        else:
+            del bucket[key]
+            if not bucket:
+                self._drop(index)  # empty: nothing left in it to subtract
+                self._reset_expiry()
+        left = self._totals[key] - entry
+        if left >= ENTRY:
+            self._totals[key] = left
+        else:
+            del self._totals[key]
+        return True
 
     def snapshot(self, now: float) -> dict[str, tuple[tuple[int, int, int], ...]]:
-        """What the window holds at ``now``, key value by key value (tests, reports)."""
+        """What the window holds at ``now``: per key value, its (bucket, count, amount)
+        oldest first (tests, reports)."""
         floor = self.floor(now)
-        return {
-            key: held
-            for key, series in self._series.items()
-            if (held := tuple((i, c, a) for i, c, a in series.buckets if i >= floor))
-        }
+        kept: dict[str, list[tuple[int, int, int]]] = {}
+        for index in self._order:
+            if index >= floor:
+                for key, held in self._buckets[index].items():
+                    kept.setdefault(key, []).append((index, held >> 64, held & _AMOUNT))
+        return {key: tuple(entries) for key, entries in sorted(kept.items())}
 
     def statistics(self) -> dict[str, int]:
         return {
-            "keys": len(self._series),
-            "buckets": sum(len(series.buckets) for series in self._series.values()),
+            "keys": len(self._totals),
+            "buckets": len(self._order),
+            "entries": sum(len(bucket) for bucket in self._buckets.values()),
             "evicted": self.evicted,
         }
 
@@ -798,10 +865,6 @@ class Reload(msgspec.Struct, frozen=True, kw_only=True):
     until: float = 0.0
 
 
-def _identities(rules: RuleSet) -> dict[str, tuple[object, ...]]:
-    return {rule.id: rule.counter_identity for rule in rules.rules}
-
-
 def diff(old: RuleSet, new: RuleSet) -> tuple[list[str], list[str], list[str], list[str]]:
     """(added, removed, changed, kept) rule ids: ``kept`` keep their counters (unchanged
     counter identity), ``changed`` are in both sets with another identity or content."""
@@ -821,7 +884,8 @@ def diff(old: RuleSet, new: RuleSet) -> tuple[list[str], list[str], list[str], l
 
 class RiskEngine:
     """The running rule set and its windows; every method is synchronous and takes the
-    time it acts at."""
+    time it acts at. Velocity rules that count the same requests (same key, window,
+    counts and scope) share one window (:attr:`Rule.counter`)."""
 
     __slots__ = ("_hits", "_windows", "max_keys", "rules", "utc_offset_h")
 
@@ -831,9 +895,10 @@ class RiskEngine:
         self.rules = rules
         self.utc_offset_h = utc_offset_h
         self.max_keys = max_keys
-        self._windows: dict[str, Window] = {
-            rule.id: self._window(rule) for rule in rules.velocity_rules()
-        }
+        self._windows: dict[Counter, Window] = {}
+        for rule in rules.velocity_rules():
+            if rule.counter not in self._windows:
+                self._windows[rule.counter] = self._window(rule)
         self._hits: dict[str, int] = {}
 
     def _window(self, rule: Rule) -> Window:
@@ -841,7 +906,11 @@ class RiskEngine:
         return Window(rule.window, utc_offset_h=self.utc_offset_h, max_keys=self.max_keys)
 
     def window(self, rule_id: str) -> Window:
-        return self._windows[rule_id]
+        """The window a velocity rule counts in."""
+        rule = self.rules.get(rule_id)
+        if rule is None or rule.kind != "velocity":
+            raise KeyError(rule_id)
+        return self._windows[rule.counter]
 
     # evaluation
 
@@ -854,28 +923,37 @@ class RiskEngine:
             return APPROVE
         scope_index = _SCOPE_INDEX[(request.channel, request.funding, request.kind)]
         hits: list[Rule] = []
-        checked = self._blocklists(rules, request, scope_index, hits)
-        counted: list[tuple[Rule, Window, str]] = []
+        checked = _blocklists(rules, request, scope_index, hits)
+        reserve: list[tuple[Window, str]] = []
         if not request.completion:
-            checked += self._others(rules._scopes[scope_index], request, now, hits, counted)
-        hits.sort(key=lambda rule: rule.order)
-        decider = next((rule for rule in hits if rule.decides), None)
+            checked += self._others(rules._scopes[scope_index], request, now, hits, reserve)
+        if len(hits) > 1:
+            hits.sort(key=_ORDER)
+        decider = None
+        for rule in hits:
+            if rule.decides:
+                decider = rule
+                break
         hold = None
-        entries: list[tuple[Window, str, int]] = []
-        for rule, window, key in counted:
-            if rule.counts_attempts:
-                window.add(key, now, request.amount, now)
-            elif decider is None:
-                index = window.add(key, now, request.amount, now)
+        if reserve and decider is None:
+            entries: list[tuple[Window, str, int]] = []
+            amount = request.amount
+            for window, key in reserve:
+                index = window.add(key, now, amount, now)
                 if index is not None:
                     entries.append((window, key, index))
-        if entries:
-            hold = Hold(entries, request.amount)
+            if entries:
+                hold = Hold(entries, amount)
+        if not hits:
+            if hold is None:
+                return Verdict(outcome="approve", version=rules.version, checked=checked)
+            return Verdict(outcome="approve", version=rules.version, checked=checked, hold=hold)
+        counts = self._hits
         for rule in hits:
-            self._hits[rule.id] = self._hits.get(rule.id, 0) + 1
-        shadow = tuple(Hit(r.id, r.mode, r.action, r.code) for r in hits if r.shadow)
-        review = tuple(r.id for r in hits if not r.shadow and r.action == "review")
+            counts[rule.id] = counts.get(rule.id, 0) + 1
         every = tuple(Hit(r.id, r.mode, r.action, r.code) for r in hits)
+        shadow = tuple(hit for rule, hit in zip(hits, every, strict=True) if rule.shadow)
+        review = tuple(r.id for r in hits if not r.shadow and r.action == "review")
         if decider is not None:
             return Verdict(
                 outcome="decline",
@@ -897,48 +975,13 @@ class RiskEngine:
             hold=hold,
         )
 
-    @staticmethod
-    def _blocklists(
-        rules: RuleSet, request: RiskRequest, scope_index: int, hits: list[Rule]
-    ) -> int:
-        checked = 0
-        blocks = rules._blocks
-        found: list[Rule] = []
-        if blocks:
-            for key, value in _key_values(request):
-                table = blocks.get(key)
-                if table is None or value is None:
-                    continue
-                listed = table.get(value)
-                if listed:
-                    found.extend(listed)
-            cards = blocks.get("card")
-            if cards is not None:
-                for card_hash in request.card:
-                    listed = cards.get(card_hash)
-                    if listed:
-                        found.extend(listed)
-        if rules._bin_lengths and request.funding in CARD_FUNDING:
-            pan = request.pan_prefix[:MAX_BIN_DIGITS]
-            for length, table in zip(rules._bin_lengths, rules._bins, strict=True):
-                if length > len(pan):
-                    break
-                listed = table.get(pan[:length])
-                if listed:
-                    found.extend(listed)
-        for rule in found:
-            checked += 1
-            if rule.in_scope(scope_index) and rule not in hits:
-                hits.append(rule)
-        return checked
-
     def _others(
         self,
         scope: _Scope,
         request: RiskRequest,
         now: float,
         hits: list[Rule],
-        counted: list[tuple[Rule, Window, str]],
+        reserve: list[tuple[Window, str]],
     ) -> int:
         checked = 0
         mcc = request.mcc
@@ -955,19 +998,24 @@ class RiskEngine:
             checked += 1
             if amount > rule.max_fen:  # type: ignore[operator]
                 hits.append(rule)
-        for key_name, group in scope.velocity:
+        windows = self._windows
+        for key_name, counters in scope.velocity:
             key = _velocity_key(request, key_name)
             if key is None:
                 continue
-            for rule in group:
-                checked += 1
-                window = self._windows[rule.id]
-                count, total = window.totals(key, now)
-                if (rule.max_count is not None and count + 1 > rule.max_count) or (
-                    rule.max_fen is not None and total + amount > rule.max_fen
-                ):
-                    hits.append(rule)
-                counted.append((rule, window, key))
+            for counter, attempts, group in counters:
+                window = windows[counter]
+                if attempts:  # counted whatever happens: read and count at once
+                    held = window.count(key, now, amount)
+                else:
+                    held = window.peek(key, now)
+                    reserve.append((window, key))
+                count = (held >> 64) + 1  # counting this request
+                total = (held & _AMOUNT) + amount
+                for rule in group:
+                    checked += 1
+                    if count > rule.limit_count or total > rule.limit_fen:
+                        hits.append(rule)
         return checked
 
     # counting after the fact
@@ -991,25 +1039,30 @@ class RiskEngine:
             _SCOPE_INDEX[(original.channel, original.funding, original.kind)]
         ]
         taken = 0
-        for key_name, group in scope.velocity:
+        for key_name, counters in scope.velocity:
             key = _velocity_key(original, key_name)
             if key is None:
                 continue
-            for rule in group:
-                if rule.counts_attempts:
-                    continue
-                window = self._windows[rule.id]
-                taken += window.take(key, window.index(min(received, now)), original.amount, now)
+            for counter, attempts, _ in counters:
+                if not attempts:
+                    window = self._windows[counter]
+                    index = window.index(min(received, now))
+                    taken += window.take(key, index, original.amount, now)
         return taken
 
+    def _counters(self, rule_ids: Iterable[str] | None) -> set[Counter]:
+        if rule_ids is None:
+            return set(self._windows)
+        wanted = (self.rules.get(rule_id) for rule_id in rule_ids)
+        return {rule.counter for rule in wanted if rule is not None and rule.kind == "velocity"}
+
     def history_since(self, now: float, rule_ids: Iterable[str] | None = None) -> float:
-        """The earliest receipt time a rebuild at ``now`` needs (of the named velocity
+        """The earliest receipt time a rebuild at ``now`` needs (for the named velocity
         rules, or all): what came before has left every window."""
         earliest = now
-        wanted = None if rule_ids is None else set(rule_ids)
-        for rule_id, window in self._windows.items():
-            if wanted is None or rule_id in wanted:
-                earliest = min(earliest, window.floor(now) * window.bucket_s - window.shift_s)
+        for counter in self._counters(rule_ids):
+            window = self._windows[counter]
+            earliest = min(earliest, window.floor(now) * window.bucket_s - window.shift_s)
         return float(earliest)
 
     def rebuild(
@@ -1024,48 +1077,51 @@ class RiskEngine:
         evaluation would have: ``attempts`` windows every request in scope, ``approved``
         ones those that stand. Requests received at or after ``until`` are skipped
         (counted live since a reload). Returns the number of entries counted."""
-        wanted = set(self._windows) if rule_ids is None else set(rule_ids) & set(self._windows)
+        wanted = self._counters(rule_ids)
         if not wanted:
             return 0
         scopes = self.rules._scopes
+        windows = self._windows
         counted = 0
         for event in events:
             request = event.request
-            if request.completion or (until is not None and event.received >= until):
+            received = event.received
+            if request.completion or (until is not None and received >= until):
                 continue
             scope = scopes[_SCOPE_INDEX[(request.channel, request.funding, request.kind)]]
             stands = event.outcome == "approved"
-            for key_name, group in scope.velocity:
+            for key_name, counters in scope.velocity:
                 key = _velocity_key(request, key_name)
                 if key is None:
                     continue
-                for rule in group:
-                    if rule.id not in wanted or not (stands or rule.counts_attempts):
+                for counter, attempts, _ in counters:
+                    if counter not in wanted or not (stands or attempts):
                         continue
-                    window = self._windows[rule.id]
-                    if window.add(key, event.received, request.amount, now) is not None:
+                    if windows[counter].add(key, received, request.amount, now) is not None:
                         counted += 1
-        for rule_id in wanted:
-            self._windows[rule_id].compact(now)
         return counted
 
     # reload
 
     def apply(self, new: RuleSet, now: float) -> Reload:
-        """Swaps ``new`` in whole, between requests. A velocity rule whose counter
-        identity is unchanged keeps its window; the others start empty and are named in
-        ``rebuild`` (with ``since``/``until``: the requests to count, :meth:`rebuild`)."""
+        """Swaps ``new`` in whole, between requests. A velocity rule whose window (key,
+        window, counts, scope) ran before keeps it, so a rule whose ``id``, ``kind``,
+        ``key``, ``window``, ``counts`` and scope are unchanged keeps its counters; the
+        others start empty and are named in ``rebuild`` (with ``since`` and ``until``:
+        the requests to count with :meth:`rebuild`)."""
         added, removed, changed, kept = diff(self.rules, new)
-        old_identity = _identities(self.rules)
-        windows: dict[str, Window] = {}
+        windows: dict[Counter, Window] = {}
         rebuild: list[str] = []
         for rule in new.velocity_rules():
-            window = self._windows.get(rule.id)
-            if window is not None and old_identity.get(rule.id) == rule.counter_identity:
-                windows[rule.id] = window
-            else:
-                windows[rule.id] = self._window(rule)
+            if rule.counter in windows:
+                if rule.counter not in self._windows:
+                    rebuild.append(rule.id)
+                continue
+            window = self._windows.get(rule.counter)
+            if window is None:
+                window = self._window(rule)
                 rebuild.append(rule.id)
+            windows[rule.counter] = window
         self.rules = new
         self._windows = windows
         self._hits = {rule_id: n for rule_id, n in self._hits.items() if new.get(rule_id)}
@@ -1085,8 +1141,51 @@ class RiskEngine:
             "version": self.rules.version,
             "rules": len(self.rules),
             "hits": dict(self._hits),
-            "windows": {rule_id: w.statistics() for rule_id, w in self._windows.items()},
+            "windows": {
+                rule.id: self._windows[rule.counter].statistics()
+                for rule in self.rules.velocity_rules()
+            },
         }
+
+
+def _blocklists(rules: RuleSet, request: RiskRequest, scope_index: int, hits: list[Rule]) -> int:
+    """The blocklist rules whose list holds one of the request's values: one dict look-up
+    a key (a card: one a look-up key; a BIN: one a prefix length), whatever the lists'
+    sizes. Returns how many rules were looked at."""
+    found: list[Rule] = []
+    blocks = rules._blocks
+    if blocks:
+        for key, value in _key_values(request):
+            table = blocks.get(key)
+            if table is not None and value is not None:
+                listed = table.get(value)
+                if listed:
+                    found.extend(listed)
+        cards = blocks.get("card")
+        if cards is not None:
+            for card_hash in request.card:
+                listed = cards.get(card_hash)
+                if listed:
+                    found.extend(listed)
+    if rules._bin_lengths and request.funding in CARD_FUNDING:
+        pan = request.pan_prefix[:MAX_BIN_DIGITS]
+        for length, table in zip(rules._bin_lengths, rules._bins, strict=True):
+            if length > len(pan):
+                break
+            listed = table.get(pan[:length])
+            if listed:
+                found.extend(listed)
+    for rule in found:
+        if rule.in_scope(scope_index) and rule not in hits:
+            hits.append(rule)
+    return len(found)
+
+
+def _order(rule: Rule) -> int:
+    return rule.order
+
+
+_ORDER: Final = _order
 
 
 def _key_values(request: RiskRequest) -> tuple[tuple[str, str | None], ...]:

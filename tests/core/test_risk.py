@@ -491,6 +491,22 @@ def test_velocity_counts_by_the_active_hash_and_a_request_without_the_key_is_out
     assert no_card.trail() == "approve" and no_card.checked == 0
 
 
+def test_rules_that_count_the_same_requests_share_one_window_counted_once() -> None:
+    loose = spec("card-9", kind="velocity", key="card", window="1h", counts="approved", max_count=9)
+    pos_only = spec(
+        "card-pos", kind="velocity", key="card", window="1h", counts="approved", max_count=9,
+        channels=["pos"],
+    )  # fmt: skip
+    engine = RiskEngine(ruleset(APPROVED_COUNT, loose, pos_only))
+    assert engine.window("card-9") is engine.window("card-3")
+    assert engine.window("card-pos") is not engine.window("card-3")  # another scope
+    verdicts = [engine.evaluate(request(), T0 + n) for n in range(5)]
+    assert [v.trail() for v in verdicts] == ["approve"] * 3 + ["decline 65 card-3"] * 2
+    assert engine.window("card-9").held(request().card[0], T0 + 5) == (3, 30_000)
+    hold = verdicts[0].hold
+    assert hold is not None and len(hold.entries) == 2  # the shared window and card-pos's
+
+
 def test_hits_decide_in_kind_order_then_file_order() -> None:
     late = spec("b-late", kind="blocklist", key="merchant", values=["898310070110001"], code="57")
     cap = spec("cap", kind="amount_cap", max_fen=1, code="61")
@@ -508,7 +524,7 @@ def test_rolling_windows_let_an_entry_leave_late_by_a_bucket_at_most_never_early
     window = Window("1h", utc_offset_h=8)
     window.add("k", T0, 100, T0)
     for offset in range(0, 3600 + 61):
-        count, _ = window.totals("k", T0 + offset)
+        count, _ = window.held("k", T0 + offset)
         if offset < 3600:
             assert count == 1, offset  # within W of now: always held
         if offset >= 3600 + 60:
@@ -601,13 +617,18 @@ def test_reload_keeps_the_counters_of_unchanged_rules_and_names_those_to_rebuild
             counts="attempts",
             max_count=50,
         ),
-        spec("new", kind="velocity", key="card", window="1m", counts="attempts", max_count=50),
+        spec("new", kind="velocity", key="card", window="24h", counts="attempts", max_count=50),
+        # Counts what "gone" counted (same key, window, counts, scope): its window is taken
+        # over, whole, with nothing to rebuild.
+        spec("renamed", kind="velocity", key="card", window="1m", counts="attempts", max_count=9),
     ]
     now = T0 + 30
+    gone_window = engine.window("gone")
     plan = engine.apply(ruleset(*changed), now)
     assert plan.kept == ("card-3",) and plan.changed == ("card-3", "merchant-day", "terminal-1m")
-    assert plan.added == ("new",) and plan.removed == ("gone",)
+    assert plan.added == ("new", "renamed") and plan.removed == ("gone",)
     assert plan.rebuild == ("merchant-day", "terminal-1m", "new")
+    assert engine.window("renamed") is gone_window
     assert plan.until == now and plan.since <= now - 3600
     assert engine.window("card-3") is kept_window  # max_count changed: counters kept
     # A request received after the swap is counted live; the rebuild skips it.
@@ -616,12 +637,14 @@ def test_reload_keeps_the_counters_of_unchanged_rules_and_names_those_to_rebuild
     events = [PastRequest(request=request(), received=T0 + n, outcome="approved") for n in range(3)]
     events.append(PastRequest(request=after, received=now + 1, outcome="approved"))
     engine.rebuild(events, now + 2, rule_ids=plan.rebuild, until=plan.until)
-    assert engine.window("terminal-1m").totals("898310070110001/POS00007", now + 2) == (4, 40_000)
-    assert engine.window("merchant-day").totals("898310070110001", now + 2) == (4, 40_000)
-    assert engine.window("card-3").totals(request().card[0], now + 2) == (4, 40_000)
+    assert engine.window("terminal-1m").held("898310070110001/POS00007", now + 2) == (4, 40_000)
+    assert engine.window("merchant-day").held("898310070110001", now + 2) == (4, 40_000)
+    assert engine.window("card-3").held(request().card[0], now + 2) == (4, 40_000)
+    assert engine.window("new").held(request().card[0], now + 2) == (4, 40_000)
+    assert engine.window("renamed").held(request().card[0], now + 2) == (4, 40_000)
     # The hold of a request evaluated before the swap still gives back its reservation.
     engine.release(before[0].hold, now + 3)
-    assert engine.window("card-3").totals(request().card[0], now + 3) == (3, 30_000)
+    assert engine.window("card-3").held(request().card[0], now + 3) == (3, 30_000)
 
 
 def test_diff_tells_content_changes_from_counter_changes() -> None:
@@ -643,21 +666,32 @@ EVENTS = st.lists(
 )
 
 
-@given(events=EVENTS, window=st.sampled_from(["1m", "1h", "24h", "day"]))
+@given(
+    events=EVENTS,
+    lags=st.lists(st.integers(min_value=0, max_value=5000), max_size=120),
+    window=st.sampled_from(["1m", "1h", "24h", "day"]),
+)
 @settings(max_examples=150, deadline=None)
 def test_windows_never_hold_more_than_their_bound(
-    events: list[tuple[str, int, int]], window: str
+    events: list[tuple[str, int, int]], lags: list[int], window: str
 ) -> None:
     win = Window(window, utc_offset_h=8, max_keys=3)
+    buckets = 1 if window == "day" else 61
     now = T0
-    for key, step, amount in events:
+    for n, (key, step, amount) in enumerate(events):
         now += step
-        win.add(key, now, amount, now)
+        lag = lags[n] if n < len(lags) else 0  # a rebuild adds past moments too
+        win.add(key, now - lag, amount, now)
         stats = win.statistics()
         assert stats["keys"] <= 3
-        for held in win.snapshot(now).values():
-            assert len(held) <= (1 if window == "day" else 61)
-        assert stats["buckets"] <= 3 * (1 if window == "day" else 61)
+        assert stats["buckets"] <= buckets
+        assert stats["entries"] <= 3 * buckets
+        # The sums it answers with are what its buckets hold.
+        for held_key, held in win.snapshot(now).items():
+            assert win.held(held_key, now) == (
+                sum(count for _, count, _ in held),
+                sum(amount for _, _, amount in held),
+            )
 
 
 @given(events=EVENTS, probe=st.sampled_from(["k1", "k7"]), amount=st.integers(1, 10**6))
