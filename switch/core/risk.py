@@ -12,8 +12,9 @@ that can apply to it:
   one dict per prefix length, as ``routing.BinTable``: a look-up costs the same
   whatever the lists' sizes, and only the rules whose list holds the value are seen.
 
-A :class:`RiskEngine` holds the running set and the velocity windows (per rule and key
-value, bucketed counts and amounts, :class:`Window`). :meth:`RiskEngine.evaluate` takes
+A :class:`RiskEngine` holds the running set and the velocity windows (bucketed counts
+and amounts per key value, :class:`Window`; one per distinct key, window, counts and
+scope, shared by the rules that count the same requests). :meth:`RiskEngine.evaluate` takes
 the request and ``now`` (the request's receipt stamp, epoch seconds: windows follow
 the switch's clock, never a clock read here), counts it as risk.md says and returns a
 :class:`Verdict`; :meth:`RiskEngine.release` gives a reservation back (declined, timed
