@@ -102,6 +102,7 @@ Counter = tuple[str, str, str, int]
 """(key, window, counts, scope mask): one window's identity."""
 _VALUES_FILE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
 _COMMENT = re.compile(r"(^|\s)#.*$")
+_DIGIT_RUN = re.compile(r"[0-9]{12}")
 
 # -- the file ------------------------------------------------------------------------
 
@@ -489,7 +490,10 @@ def _blocklist_values(
     for place, value in lines:
         candidate = value.lower() if spec.key == "card" else value
         if not pattern.match(candidate):
-            shown = "a value" if spec.key == "card" and len(value) >= 12 else repr(value)
+            # Never echoed when it could be a card number (or a card's hash) pasted by
+            # mistake: the message goes to the log and /status.
+            hidden = spec.key == "card" or _DIGIT_RUN.search(value)
+            shown = f"a {len(value)}-character value" if hidden else repr(value)
             raise fault(place, f"{shown} is not {form}")
         accepted.add(candidate)
     return frozenset(accepted)

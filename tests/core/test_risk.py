@@ -193,13 +193,13 @@ RULE = (
             RULE.replace(
                 '"amount_cap", max_fen = 100', '"blocklist", key = "card", values = ["x"]'
             ),
-            "rule 'r1': key values[0]: 'x' is not a card's look-up hash",
+            "rule 'r1': key values[0]: a 1-character value is not a card's look-up hash",
         ),
         (
             RULE.replace(
                 '"amount_cap", max_fen = 100', '"blocklist", key = "bin", values = ["123456789012"]'
             ),
-            "key values[0]: '123456789012' is not a card-number prefix of 1-11 digits",
+            "key values[0]: a 12-character value is not a card-number prefix of 1-11 digits",
         ),
         (
             RULE.replace(
@@ -269,7 +269,8 @@ def test_a_bad_line_of_a_values_file_is_named_without_showing_the_value(tmp_path
     with pytest.raises(RulesError) as caught:
         load(path)
     text = str(caught.value)
-    assert "rule 'blocked-cards': key values_file: blocked-cards.txt line 2: a value is not" in text
+    assert "rule 'blocked-cards': key values_file: blocked-cards.txt line 2: " in text
+    assert "a 16-character value is not a card's look-up hash" in text
     assert PAN not in text  # a card number pasted by mistake is not echoed to the log
 
 
