@@ -160,6 +160,7 @@ def decode_rules_file(data: bytes, *, source: str) -> RulesFile:
 
 _AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _FIELD = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<key>[^`]*)`$")
+_PROBLEM: Final = {"contains unknown": "unknown key", "missing required": "missing key"}
 _RULE_PATH = re.compile(r"^\.rules\[(?P<index>\d+)\](?:\.(?P<key>[A-Za-z_]+))?(?P<rest>.*)$")
 
 
@@ -168,7 +169,10 @@ def _explain(message: str, data: bytes, source: str) -> str:
     match = _AT.match(message)
     text, path = (match["text"], match["path"] or "") if match else (message, "")
     rule = _RULE_PATH.match(path)
+    named = _FIELD.match(text)
     if rule is None:
+        if not path and named is not None:  # the file's own keys: only ``rules``
+            return f"{source}: key {named['key']}: {_PROBLEM[named['what']]}"
         return f"{source}: {text}" + (f" (at {path.lstrip('.')})" if path else "")
     name = f"rule #{int(rule['index']) + 1}"
     try:
@@ -179,11 +183,9 @@ def _explain(message: str, data: bytes, source: str) -> str:
         pass
     key = rule["key"]
     if key is None:  # the table itself: an unknown or missing key, named in the text
-        named = _FIELD.match(text)
         if named is None:
             return f"{source}: {name}: {text}"
-        problem = "unknown key" if named["what"] == "contains unknown" else "missing key"
-        return f"{source}: {name}: key {named['key']}: {problem}"
+        return f"{source}: {name}: key {named['key']}: {_PROBLEM[named['what']]}"
     return f"{source}: {name}: key {key}{rule['rest']}: {text}"
 
 
@@ -950,8 +952,6 @@ class RiskEngine:
             if entries:
                 hold = Hold(entries, amount)
         if not hits:
-            if hold is None:
-                return Verdict(outcome="approve", version=rules.version, checked=checked)
             return Verdict(outcome="approve", version=rules.version, checked=checked, hold=hold)
         counts = self._hits
         for rule in hits:

@@ -254,7 +254,7 @@ def test_a_fault_refuses_the_file_naming_file_rule_and_key(
     ("text", "named"),
     [
         ("rules = [ { id = ", "not TOML"),
-        ("rule = []\n", "unknown field `rule`"),
+        ("rule = []\n", "risk.toml: key rule: unknown key"),
         ('rules = [ { mode = "enforce" } ]\n', "rule #1: key id: missing key"),
     ],
 )
