@@ -650,6 +650,20 @@ def test_reload_keeps_the_counters_of_unchanged_rules_and_names_those_to_rebuild
     assert engine.window("card-3").held(request().card[0], now + 3) == (3, 30_000)
 
 
+def test_a_rebuild_reads_back_as_far_as_the_longest_window_and_a_same_set_rebuilds_nothing(
+    tmp_path: Path,
+) -> None:
+    path = write_sample(tmp_path)
+    engine = RiskEngine(load(path), utc_offset_h=8)
+    now = LOCAL_MIDNIGHT + 5 * 3600  # 05:00 local
+    # card-day-amount: from local midnight; customer-24h-credit: 24 h and one bucket.
+    assert engine.history_since(now, ["card-day-amount"]) == LOCAL_MIDNIGHT
+    assert now - 86400 - 1440 <= engine.history_since(now) <= now - 86400
+    plan = engine.apply(load(path), now)  # the same file read again
+    assert plan.rebuild == () and plan.since == now and plan.changed == ()
+    assert RiskEngine(RuleSet.empty()).evaluate(request(amount=10**9), now).trail() == "approve"
+
+
 def test_diff_tells_content_changes_from_counter_changes() -> None:
     old = ruleset(APPROVED_COUNT, spec("cap", kind="amount_cap", max_fen=5))
     new = ruleset(spec("cap", kind="amount_cap", max_fen=6), APPROVED_COUNT)
