@@ -73,6 +73,8 @@ DEFAULT_MAX_KEYS: Final = 1 << 20
 """Key values a window holds at most (a card, a terminal...): past it the value seen
 longest ago is forgotten (counted in ``statistics()['evicted']``)."""
 MAX_BIN_DIGITS: Final = 11
+REBUILD_BATCH: Final = 65_536
+"""Entries a rebuild gathers before counting them window by window."""
 NO_LIMIT: Final = 1 << 128
 """A limit a rule does not set (above any count or amount)."""
 VELOCITY_KEYS: Final = frozenset({"card", "terminal", "merchant", "customer", "device"})
@@ -770,6 +772,34 @@ class Window:
             self.add(key, now, amount, now)
         return held
 
+    def load(self, entries: Iterable[tuple[str, float, int]], now: float) -> int:
+        """Counts past entries (key value, moment, amount) in any order, as :meth:`add`
+        would one by one (a rebuild); returns how many were still in the window."""
+        self.expire(now)
+        floor = self.floor(now)
+        shift, size = self.shift_s, self.bucket_s
+        buckets, totals, order = self._buckets, self._totals, self._order
+        max_keys = self.max_keys
+        counted = 0
+        for key, moment, amount in entries:
+            index = int(((moment if moment < now else now) + shift) // size)
+            if index < floor:
+                continue
+            bucket = buckets.get(index)
+            if bucket is None:
+                bucket = buckets[index] = {}
+                insort(order, index)
+            entry = ENTRY + amount
+            bucket[key] = bucket.get(key, 0) + entry
+            totals[key] = totals.get(key, 0) + entry
+            counted += 1
+            if len(totals) > max_keys:
+                self._evict()
+                floor = max(floor, order[0] if order else floor)
+        self._newest = None  # found again by the next add
+        self._reset_expiry()
+        return counted
+
     def add(self, key: str, moment: float, amount: int, now: float) -> int | None:
         """Counts one entry at ``moment`` (taken as ``now`` if later); its bucket, or
         None when that bucket has left already."""
@@ -1085,25 +1115,45 @@ class RiskEngine:
         wanted = self._counters(rule_ids)
         if not wanted:
             return 0
-        scopes = self.rules._scopes
-        windows = self._windows
+        # Per scope, once: the wanted windows by key, (window, counts attempts).
+        plans: dict[int, list[tuple[str, list[tuple[Window, bool]]]]] = {}
+        for index, scope in enumerate(self.rules._scopes):
+            plan = [
+                (
+                    key_name,
+                    [(self._windows[c], attempts) for c, attempts, _ in counters if c in wanted],
+                )
+                for key_name, counters in scope.velocity
+            ]
+            plans[index] = [(key_name, chosen) for key_name, chosen in plan if chosen]
         counted = 0
+        batch: dict[Window, list[tuple[str, float, int]]] = {}
+        held = 0
         for event in events:
             request = event.request
             received = event.received
             if request.completion or (until is not None and received >= until):
                 continue
-            scope = scopes[_SCOPE_INDEX[(request.channel, request.funding, request.kind)]]
             stands = event.outcome == "approved"
-            for key_name, counters in scope.velocity:
+            amount = request.amount
+            for key_name, chosen in plans[
+                _SCOPE_INDEX[(request.channel, request.funding, request.kind)]
+            ]:
                 key = _velocity_key(request, key_name)
                 if key is None:
                     continue
-                for counter, attempts, _ in counters:
-                    if counter not in wanted or not (stands or attempts):
-                        continue
-                    if windows[counter].add(key, received, request.amount, now) is not None:
-                        counted += 1
+                for window, attempts in chosen:
+                    if stands or attempts:
+                        entries = batch.get(window)
+                        if entries is None:
+                            entries = batch[window] = []
+                        entries.append((key, received, amount))
+                        held += 1
+            if held >= REBUILD_BATCH:
+                counted += sum(window.load(entries, now) for window, entries in batch.items())
+                batch.clear()
+                held = 0
+        counted += sum(window.load(entries, now) for window, entries in batch.items())
         return counted
 
     # reload

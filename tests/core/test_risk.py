@@ -709,6 +709,21 @@ def test_windows_never_hold_more_than_their_bound(
                 sum(count for _, count, _ in held),
                 sum(amount for _, _, amount in held),
             )
+    # A rebuild loads the same entries at once, in any order: the same bound, and, with
+    # room for every key value, what adding them one by one left.
+    entries = []
+    moment = T0
+    for n, (key, step, amount) in enumerate(events):
+        moment += step
+        entries.append((key, moment - (lags[n] if n < len(lags) else 0), amount))
+    loaded = Window(window, utc_offset_h=8, max_keys=3)
+    loaded.load(reversed(entries), now)
+    assert loaded.statistics()["keys"] <= 3 and loaded.statistics()["buckets"] <= buckets
+    roomy, added = Window(window, utc_offset_h=8), Window(window, utc_offset_h=8)
+    roomy.load(reversed(entries), now)
+    for key, at, amount in entries:
+        added.add(key, at, amount, now)
+    assert roomy.snapshot(now) == added.snapshot(now)
 
 
 @given(events=EVENTS, probe=st.sampled_from(["k1", "k7"]), amount=st.integers(1, 10**6))
