@@ -50,7 +50,7 @@ def server_context(label: str, cert_file: Path, key_file: Path) -> ssl.SSLContex
         x509.load_pem_x509_certificates(chain)
     except ValueError as exc:
         raise StartupError(
-            f"[{label}] tls_cert_file {cert_file} is not a PEM certificate chain: {exc}"
+            f"[{label}] tls_cert_file {cert_file} is not a PEM certificate chain"
         ) from exc
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MINIMUM_VERSION
@@ -58,21 +58,21 @@ def server_context(label: str, cert_file: Path, key_file: Path) -> ssl.SSLContex
     try:
         # A key under a passphrase fails here rather than prompting on a terminal.
         context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-    except (ssl.SSLError, OSError) as exc:  # the certificate loads: the key is at fault
-        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+    except ssl.SSLError as exc:  # the certificate loads: the key is at fault
+        if exc.reason == "KEY_VALUES_MISMATCH":
             why = f"is not the key of tls_cert_file {cert_file}"
         else:
-            why = f"is not a PEM private key without a passphrase ({_reason(exc)})"
+            why = "is not a PEM private key (without a passphrase)"
         raise StartupError(f"[{label}] tls_key_file {key_file} {why}") from exc
+    except OSError as exc:
+        raise StartupError(
+            f"[{label}] tls_key_file {key_file} cannot be read: {exc.strerror}"
+        ) from exc
     return context
 
 
 def _no_passphrase() -> bytes:
     return b""
-
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)
 
 
 async def accept_tls(
