@@ -163,8 +163,9 @@ class ChannelServer(Generic[Work]):
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info(
-            "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port
-        )
+            "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port,
+            tls=self.tls is not None,
+        )  # fmt: skip
         async with trio.open_nursery() as connections:
             self._tasks = connections
             with self._accept_scope:
@@ -261,7 +262,10 @@ class ChannelServer(Generic[Work]):
             # TLS says goodbye (close_notify) within the write deadline; the socket is
             # closed either way.
             with trio.CancelScope(shield=True), trio.move_on_after(self.config.write_deadline_s):
-                await connection.aclose()
+                try:
+                    await connection.aclose()
+                except (trio.BrokenResourceError, OSError) as exc:  # TLS's goodbye failed
+                    log.info("connection_lost", reason=repr(exc))
             if connection is not stream:
                 await trio.aclose_forcefully(stream)
 
