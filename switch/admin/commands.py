@@ -74,7 +74,7 @@ def add_commands(
         config_option(parser)
         parser.add_argument(
             "--url",
-            help="the admin interface, http://HOST:PORT (default: the config's [admin] host "
+            help="the admin interface, http(s)://HOST:PORT (default: the config's [admin] host "
             "and port)",
         )
         add_token_option(parser)
