@@ -59,6 +59,7 @@ from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
+from switch.tls import server_context
 from switch.wire.dialect import load_dialects
 from switch.wire.iso8583 import Iso8583Codec
 
@@ -105,6 +106,9 @@ class SwitchApp:
             )
         )
         self.merchants = load_merchants(config)
+        online_tls = config.tls_files("online")
+        # Read here too: a certificate or key that does not load stops the start.
+        self.online_tls = server_context("online", *online_tls) if online_tls else None
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -424,6 +428,7 @@ class SwitchApp:
                 online_protocol,  # type: ignore[arg-type]
                 self.admission,
                 reuse_port=shared,
+                tls=self.online_tls,
             )
             async with trio.open_nursery() as channels:
                 self._channels = channels

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from switch.admin.settings import AdminSection
+from switch.admin.settings import AdminSection, is_loopback
 from switch.errors import ConfigError
 from switch.wire.dialect import load_dialects
 from switch.wire.online import ACCEPTOR_ID_PATTERN
@@ -120,6 +120,11 @@ class OnlineListenerSection(ListenerSection, frozen=True, kw_only=True):
     )
     """Field 41 towards banks for online payments (they have no terminal of their own):
     printable ASCII, no space at either end."""
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    """The listener's certificate chain and private key (PEM, relative to the config
+    file; both or neither, the key file of mode 0600): with them it speaks only TLS 1.2
+    or later. Without them it may listen on loopback only."""
     idempotency_keep_s: PositiveSeconds = 7 * 24 * 3600.0
     idempotency_max_entries: Count = 200_000
     """Online results kept in memory (the journal keeps all of them for
@@ -314,6 +319,14 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
         """A path named in the config, resolved against the config file's folder."""
         return Path(self.base_dir) / relative
 
+    def tls_files(self, section: Literal["online", "admin"]) -> tuple[Path, Path] | None:
+        """``[online]``'s or ``[admin]``'s certificate and key files, resolved; None when
+        the section serves in the clear."""
+        settings: OnlineListenerSection | AdminSection = getattr(self, section)
+        if settings.tls_cert_file is None or settings.tls_key_file is None:
+            return None
+        return self.path(settings.tls_cert_file), self.path(settings.tls_key_file)
+
     def settlement_db_path(self) -> Path:
         named = self.settlement.path
         return self.path(named) if named else self.path(self.journal.path).with_name(
@@ -364,6 +377,9 @@ def config_problems(config: SwitchConfig) -> list[str]:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
     problems.extend(_journal_problems(config.journal))
+    problems.extend(_tls_problems("online", config.online))
+    if config.admin.enabled:
+        problems.extend(_tls_problems("admin", config.admin))
     shares = config.switch.channel_shares
     if sum(shares.values()) > 1:
         problems.append(
@@ -379,6 +395,23 @@ def config_problems(config: SwitchConfig) -> list[str]:
             problems.append(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
     return problems
+
+
+def _tls_problems(name: str, section: OnlineListenerSection | AdminSection) -> list[str]:
+    """TLS names both files or neither; off loopback it is required (security.md: card
+    data never crosses a network in the clear)."""
+    cert, key = section.tls_cert_file, section.tls_key_file
+    if (cert is None) != (key is None):
+        given, missing = ("tls_cert_file", "tls_key_file") if key is None else (
+            "tls_key_file", "tls_cert_file"
+        )
+        return [f"{name}.{missing}: {given} is set without it (TLS needs both or neither)"]
+    if cert is None and not is_loopback(section.host):
+        return [
+            f"[{name}] host {section.host!r} is not loopback: tls_cert_file and "
+            "tls_key_file are required (card data never crosses a network in the clear)"
+        ]
+    return []
 
 
 def _journal_problems(journal: JournalSection) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -15,6 +16,8 @@ import msgspec
 
 from switch.admin.status import StatusDocument, status_decoder
 from switch.config import SwitchConfig
+from switch.errors import StartupError
+from switch.tls import client_context
 
 TIMEOUT_S: Final = 5.0
 WILDCARD_HOSTS: Final = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
@@ -26,21 +29,48 @@ class AdminUnavailable(Exception):
 
 
 def admin_url(config: SwitchConfig) -> str:
-    """Where the config's switch serves its admin interface."""
+    """Where the config's switch serves its admin interface (https when it names a
+    certificate)."""
     host = WILDCARD_HOSTS.get(config.admin.host, config.admin.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.admin.port}"
+    scheme = "https" if config.tls_files("admin") else "http"
+    return f"{scheme}://{host}:{config.admin.port}"
+
+
+def admin_tls(config: SwitchConfig) -> ssl.SSLContext | None:
+    """What a client of the config's switch trusts over https: the certificate the
+    config names (a self-signed one is its own authority), else the system's
+    authorities (None)."""
+    files = config.tls_files("admin")
+    if files is None:
+        return None
+    try:
+        return client_context(files[0])
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"[admin] tls_cert_file {files[0]} cannot be trusted: {_reason(exc, TIMEOUT_S)}"
+        ) from exc
 
 
 class AdminClient:
-    def __init__(self, url: str, *, token: str | None, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        timeout_s: float = TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: whom an https ``url`` is trusted to be (the system's certificate
+        authorities by default); its certificate must name the URL's host."""
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"{url!r} is not an http://HOST:PORT address")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s)://HOST:PORT address")
         self.url = url
         self._host = parts.hostname
-        self._port = parts.port or 80
+        self._tls = (tls or client_context()) if parts.scheme == "https" else None
+        self._port = parts.port or (443 if self._tls else 80)
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
         self._connection: http.client.HTTPConnection | None = None
@@ -62,9 +92,14 @@ class AdminClient:
     def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         for attempt in (1, 2):
             if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout_s
-                )
+                if self._tls is not None:
+                    self._connection = http.client.HTTPSConnection(
+                        self._host, self._port, timeout=self._timeout_s, context=self._tls
+                    )
+                else:
+                    self._connection = http.client.HTTPConnection(
+                        self._host, self._port, timeout=self._timeout_s
+                    )
             try:
                 headers = self._headers
                 if body is not None:
@@ -96,6 +131,10 @@ class AdminClient:
 def _reason(exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, socket.timeout | TimeoutError):
         return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its certificate is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -25,7 +25,7 @@ from rich.live import Live
 
 from switch.admin import console
 from switch.admin.auth import client_token, token_from_file
-from switch.admin.client import AdminClient, AdminUnavailable, admin_url
+from switch.admin.client import AdminClient, AdminUnavailable, admin_tls, admin_url
 from switch.admin.status import StatusDocument, status_encoder
 from switch.config import SwitchConfig, load_config
 from switch.errors import ConfigError, StartupError
@@ -74,7 +74,7 @@ def add_commands(
         config_option(parser)
         parser.add_argument(
             "--url",
-            help="the admin interface, http://HOST:PORT (default: the config's [admin] host "
+            help="the admin interface, http(s)://HOST:PORT (default: the config's [admin] host "
             "and port)",
         )
         add_token_option(parser)
@@ -119,7 +119,7 @@ def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
     named = getattr(args, "token_file", None)
     token = token_from_file(Path(named)) if named else client_token(config)
     try:
-        return AdminClient(args.url or admin_url(config), token=token)
+        return AdminClient(args.url or admin_url(config), token=token, tls=admin_tls(config))
     except ValueError as exc:
         raise StartupError(f"--url: {exc}") from None
 

@@ -45,6 +45,7 @@ from switch.admin.routes import AdminRequest, AdminResponse, admin_routes, json_
 from switch.admin.settings import is_loopback
 from switch.config import SwitchConfig
 from switch.store.settlement_port import SettlementError
+from switch.tls import accept_tls, server_context
 
 log = structlog.get_logger()
 
@@ -73,6 +74,9 @@ class AdminServer:
         # the switch makes is made when it starts to listen, not by a check.
         self.token = read_token(config, create=False)
         self.loopback = is_loopback(self.config.host)
+        tls = config.tls_files("admin")
+        self.tls = server_context("admin", *tls) if tls else None
+        """HTTPS only (its handshake within ``read_deadline_s``), when the config says."""
         self.status = StatusCollector(switch)
         self.registry = metrics_registry(self.status)
         self.routes = admin_routes(switch, self.status, self.registry)
@@ -120,6 +124,10 @@ class AdminServer:
         self.open[connection] = None
         try:
             with connection.scope:
+                if self.tls is not None:
+                    connection.stream = await accept_tls(
+                        stream, self.tls, deadline_s=self.config.read_deadline_s, https=True
+                    )
                 await connection.serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass  # the client went away, or does not read its answers
@@ -127,7 +135,7 @@ class AdminServer:
             log.error("admin_connection_failed", error=repr(exc))
         finally:
             self.open.pop(connection, None)
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(connection.stream)
 
     def _evict(self) -> bool:
         """Closes the connection that has waited longest for a request, one that never
@@ -226,7 +234,8 @@ class _Connection:
 
     def __init__(self, server: AdminServer, stream: trio.SocketStream) -> None:
         self.server = server
-        self.stream = stream
+        self.stream: trio.abc.Stream = stream
+        """The socket's stream, or the TLS stream over it once its handshake is done."""
         self.limit = server.config.max_request_bytes
         self.deadline_s = server.config.read_deadline_s
         self.head_deadline_s = min(server.config.head_deadline_s, self.deadline_s)
@@ -285,7 +294,7 @@ class _Connection:
                     )
                 data = await self.stream.receive_some(RECEIVE_BYTES)
                 self.received += len(data)
-                self.h11.receive_data(data)  # b"": the client closed its side
+                self.h11.receive_data(bytes(data))  # b"": the client closed its side
             elif isinstance(event, h11.Request):
                 head = event
                 self._reading.deadline = self._whole_by
@@ -335,7 +344,8 @@ class _Connection:
         response = AdminResponse(status=status, body=body, headers=(("connection", "close"),))
         try:
             await self._send(response)
-            await self.stream.send_eof()
+            if isinstance(self.stream, trio.abc.HalfCloseableStream):  # TLS cannot half-close
+                await self.stream.send_eof()
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         with trio.move_on_after(LINGER_S):

@@ -37,6 +37,12 @@ class AdminSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     carry; required when ``host`` is not loopback. Without one the switch makes its own
     at start-up, ``admin-token`` in the folder of ``[journal] path`` (on either engine),
     readable by its user only, which the ``switch`` commands read."""
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    """The certificate chain and private key (PEM, relative to the config file; both or
+    neither, the key file of mode 0600): with them the interface speaks only HTTPS, TLS
+    1.2 or later, and the ``switch`` commands trust that certificate. Required when
+    ``host`` is not loopback."""
     max_connections: Annotated[int, Meta(ge=1, le=1024)] = 8
     """Admin connections at once; at the cap a new one takes the place of the one that
     has waited longest for a request, and is closed at accept only when every one is

@@ -75,7 +75,7 @@ def add_commands(
     balance.add_argument("--account", help="only this account, e.g. merchant:898310048990001")
     for parser in (cutoff, run, status, balance):
         config_option(parser)
-        parser.add_argument("--url", help="the admin interface, http://HOST:PORT")
+        parser.add_argument("--url", help="the admin interface, http(s)://HOST:PORT")
         add_token_option(parser)
         parser.add_argument("--json", action="store_true", help="the switch's answer as JSON")
     cutoff.set_defaults(handler=leniently(_asking(_cutoff_target)))

@@ -26,7 +26,9 @@ _SWITCH_LIVE = frozenset(
     }
 )
 """[switch] keys a reload changes at once (the rest are the switch's identity)."""
-_LISTENER_FIXED = frozenset({"host", "port", "dialect", "terminal_id"})
+_LISTENER_FIXED = frozenset(
+    {"host", "port", "dialect", "terminal_id", "tls_cert_file", "tls_key_file"}
+)
 """Listener keys that only a restart changes (where it listens, what it speaks)."""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
+import ssl
 from collections.abc import Mapping
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -31,6 +32,7 @@ from switch.core.stats import TransactionStats
 from switch.errors import FramingError
 from switch.net.admission import Admission
 from switch.net.framed import FrameReader, FrameWriter
+from switch.tls import accept_tls
 from switch.wire.framing import LengthPrefixedFramer
 
 log = structlog.get_logger()
@@ -125,8 +127,11 @@ class ChannelServer(Generic[Work]):
         admission: Admission,
         *,
         reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls
+        """Each connection speaks TLS (its handshake within ``read_deadline_s``)."""
         self.reuse_port = reuse_port
         """Listen with SO_REUSEPORT, beside the other workers of the switch on the same
         port (the kernel spreads new connections over them); one process does not, so
@@ -158,8 +163,9 @@ class ChannelServer(Generic[Work]):
             listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
         log.info(
-            "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port
-        )
+            "listener_started", channel=self.protocol.name, host=self.config.host, port=self.port,
+            tls=self.tls is not None,
+        )  # fmt: skip
         async with trio.open_nursery() as connections:
             self._tasks = connections
             with self._accept_scope:
@@ -206,17 +212,27 @@ class ChannelServer(Generic[Work]):
             await stream.aclose()
             return
         self.connections += 1
+        connection: trio.abc.Stream = stream
         try:
             # Bound for good, not for a with block: this task is the connection's alone
             # (trio gives each task its own copy of the context), and ends with it.
             structlog.contextvars.bind_contextvars(
                 channel=self.protocol.name, peer=_peer_name(stream)
             )
+            source = _source(stream)
+            if self.tls is not None:
+                try:
+                    connection = await accept_tls(
+                        stream, self.tls, deadline_s=self.config.read_deadline_s
+                    )
+                except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                    log.info("connection_lost", reason=_handshake_failure(exc))
+                    return
             framer = LengthPrefixedFramer(
                 prefix_bytes=self.protocol.prefix_bytes,
                 max_frame_bytes=self.config.max_frame_bytes,
             )
-            reader = FrameReader(stream, framer, read_deadline_s=self.config.read_deadline_s)
+            reader = FrameReader(connection, framer, read_deadline_s=self.config.read_deadline_s)
             # A connection's requests and its writer's flush task run in the listener's
             # nursery, not one of the connection's own (a nursery for each idle
             # connection costs memory); it still waits for its requests, then its flush.
@@ -227,12 +243,12 @@ class ChannelServer(Generic[Work]):
             # is slowed down, not cut off, and one that stops reading its answers for
             # write_deadline_s is closed.
             writer = FrameWriter(
-                stream,
+                connection,
                 capacity=self.config.max_in_flight_per_connection + 16,
                 nursery=tasks,
                 raise_failures=False,
             )
-            await _Connection(self, writer, framer, _source(stream)).serve(reader, tasks)
+            await _Connection(self, writer, framer, source).serve(reader, tasks)
             # Every accepted request has been answered (or its peer is gone): what is
             # still queued is flushed, within WRITER_DRAIN_S (closing the stream then
             # ends a flush still waiting for the peer).
@@ -243,8 +259,15 @@ class ChannelServer(Generic[Work]):
             log.error("connection_failed", channel=self.protocol.name, error=repr(exc))
         finally:
             self.connections -= 1
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            # TLS says goodbye (close_notify) within the write deadline; the socket is
+            # closed either way.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.config.write_deadline_s):
+                try:
+                    await connection.aclose()
+                except (trio.BrokenResourceError, OSError) as exc:  # TLS's goodbye failed
+                    log.info("connection_lost", reason=repr(exc))
+            if connection is not stream:
+                await trio.aclose_forcefully(stream)
 
 
 class _Connection(Generic[Work]):
@@ -404,6 +427,15 @@ async def _answer(writer: FrameWriter, frame: bytes, write_deadline_s: float) ->
         raise CloseConnection("peer does not read its answers") from None
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         pass  # the peer has gone; its answer has nowhere to go
+
+
+def _handshake_failure(exc: BaseException) -> str:
+    """Why a TLS handshake failed, for the connection's log line."""
+    if isinstance(exc, trio.TooSlowError):
+        return "TLS handshake not completed within the read deadline"
+    cause = exc.__cause__
+    reason = getattr(cause, "reason", None) or str(cause or exc) or type(exc).__name__
+    return f"TLS handshake failed: {reason}"
 
 
 def _source(stream: trio.SocketStream) -> str:

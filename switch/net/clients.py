@@ -4,6 +4,8 @@ checkouts built from the specs would."""
 
 from __future__ import annotations
 
+import ssl
+
 import trio
 
 from switch.errors import FramingError
@@ -54,13 +56,25 @@ class PosClient:
 class OnlineClient:
     """One online connection; requests may be pipelined, responses come in any order."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.framer = LengthPrefixedFramer(prefix_bytes=4, max_frame_bytes=1 << 24)
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> OnlineClient:
-        return cls(await trio.open_tcp_stream(host, port))
+    async def connect(
+        cls, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> OnlineClient:
+        """Connected over TCP, or with ``tls`` over TLS (the handshake done: a server
+        that refuses it raises trio.BrokenResourceError here)."""
+        if tls is None:
+            return cls(await trio.open_tcp_stream(host, port))
+        stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=tls)
+        try:
+            await stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return cls(stream)
 
     async def send(self, request: wire.OnlineRequest) -> None:
         await self.stream.send_all(self.framer.frame(wire.encode_request(request)))

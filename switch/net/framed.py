@@ -2,7 +2,8 @@
 that sends at once when it can and otherwise queues for a flush task.
 
 Both work on the socket's file descriptor directly when it is ready, and fall back to
-waiting in trio when it is not. A frame's bytes are few and the kernel's buffers
+waiting in trio when it is not (a TLS stream is read and written with trio's stream
+methods only). A frame's bytes are few and the kernel's buffers
 usually have room, so the common case costs one system call and no task switch: with
 trio's stream methods every read and every write also costs a trip through the
 scheduler (a checkpoint), and a separate writer task two more. At a few thousand
@@ -41,12 +42,14 @@ class FrameReader:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.ReceiveStream,
         framer: LengthPrefixedFramer,
         *,
         read_deadline_s: float,
     ) -> None:
-        self._socket = stream.socket
+        self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        """None: another kind of stream (TLS), read with its receive_some."""
         self._framer = framer
         self._read_deadline_s = read_deadline_s
         self._partial_since: float | None = None
@@ -69,6 +72,15 @@ class FrameReader:
                 deadline = self._partial_since + self._read_deadline_s
             else:
                 deadline = math.inf
+            if socket is None:
+                with trio.CancelScope(deadline=deadline) as scope:
+                    received = await self._stream.receive_some(RECEIVE_BYTES)
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
+                if not received:
+                    return None
+                framer.feed(received)
+                continue
             data = None
             if not self._drained:
                 # The last read filled the buffer: more may be waiting. Read it now, then
@@ -115,13 +127,15 @@ class FrameWriter:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.SendStream,
         *,
         capacity: int,
         nursery: trio.Nursery,
         raise_failures: bool = True,
     ) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        """None: another kind of stream (TLS): every frame goes by the flush task."""
         self._capacity = capacity
         self._nursery = nursery
         self._raise_failures = raise_failures
@@ -164,14 +178,14 @@ class FrameWriter:
             self._queued.append(frame)
             return
         try:
-            sent = os.write(self._stream.socket.fileno(), frame)
+            sent = os.write(self._socket.fileno(), frame) if self._socket is not None else 0
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._fail(exc)
             raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
         if sent < len(frame):  # the kernel's buffer is full: the flush task sends the rest
-            self._queued.append(frame[sent:])
+            self._queued.append(frame[sent:] if sent else frame)
             if not self._flushing:
                 self._flushing = True
                 self._nursery.start_soon(self._flush)

@@ -4,6 +4,7 @@ one connection kept alive for as many requests as a test makes on it."""
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import h11
@@ -23,14 +24,20 @@ class Answer(msgspec.Struct, frozen=True):
 
 
 class HttpConnection:
-    def __init__(self, stream: trio.SocketStream, authority: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, authority: str) -> None:
         self.stream = stream
         self.authority = authority
         """The Host header sent unless a request names its own."""
         self.h11 = h11.Connection(h11.CLIENT)
 
     @classmethod
-    async def open(cls, port: int, host: str = "127.0.0.1") -> HttpConnection:
+    async def open(
+        cls, port: int, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None
+    ) -> HttpConnection:
+        """Over TCP, or with ``tls`` HTTPS."""
+        if tls is not None:
+            stream = await trio.open_ssl_over_tcp_stream(host, port, ssl_context=tls)
+            return cls(stream, f"{host}:{port}")
         return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
 
     async def aclose(self) -> None:
@@ -76,10 +83,15 @@ class HttpConnection:
 
 
 async def get(
-    port: int, path: str, *, host: str = "127.0.0.1", headers: dict[str, str] | None = None
+    port: int,
+    path: str,
+    *,
+    host: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Answer:
-    """One request on a connection of its own."""
-    connection = await HttpConnection.open(port, host)
+    """One request on a connection of its own (HTTPS with ``tls``)."""
+    connection = await HttpConnection.open(port, host, tls=tls)
     try:
         return await connection.request(path, headers=headers)
     finally:

@@ -16,6 +16,7 @@ from switch.admin.status import StatusDocument, status_decoder
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from tests.admin.conftest import SwitchRun, wait_until_up
+from tests.certs import make_certificate
 from tests.conftest import REPO
 from tests.net.helpers import PAN_ABC, PAN_ICBC, POS_CODEC
 from tests.switch_process import (
@@ -147,26 +148,32 @@ def test_off_loopback_without_a_token_file_the_switch_refuses_to_start(tmp_path:
     result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])
     assert_refused_in_one_line(result, "[admin] host '0.0.0.0' is not loopback", "token_file")
     settings["admin"]["token_file"] = str(tmp_path / "no-such-token")
+    cert, key = make_certificate(tmp_path)  # off loopback, HTTPS is required too
+    settings["admin"].update(tls_cert_file=str(cert), tls_key_file=str(key))
     result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])
     assert_refused_in_one_line(result, "[admin] token_file", "cannot be read")
     assert not (tmp_path / "journal.sqlite3").exists()  # refused before the journal
 
 
 def test_status_sends_the_token_of_the_config(tmp_path: Path) -> None:
-    """A switch on 0.0.0.0 with a token: the command reads the token file the config
-    names, and without it is refused."""
+    """A switch on 0.0.0.0 with a token (and HTTPS): the command reads the token file
+    the config names, and trusts the certificate it names; without the token it is
+    refused."""
     token = tmp_path / "switch-token"  # not where a config without one looks
     token.write_text("a-token-of-thirty-two-characters\n")
     token.chmod(0o600)
+    cert, key = make_certificate(tmp_path)
     settings = demo_config(tmp_path)
-    settings["admin"].update(host="0.0.0.0", token_file=str(token))
+    settings["admin"].update(
+        host="0.0.0.0", token_file=str(token), tls_cert_file=str(cert), tls_key_file=str(key)
+    )
     config = write_config(tmp_path, settings)
     log = tmp_path / "switch.out"
     with log.open("wb") as out:
         process = subprocess.Popen([*SWITCH, "run", "--config", str(config)], stdout=out, cwd=REPO)
     try:
         started = wait_until_up(process, log)
-        url = f"http://127.0.0.1:{started['admin_port']}"
+        url = f"https://127.0.0.1:{started['admin_port']}"
         result = run_switch(["status", "--json", "--config", str(config), "--url", url])
         assert result.returncode == 0, result.stderr
         assert status_decoder.decode(result.stdout).ready

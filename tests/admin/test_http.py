@@ -18,8 +18,11 @@ from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig
 from switch.errors import StartupError
 from switch.sim.server import BankSimulator
+from switch.tls import client_context
 from switch.wire import online as wire
 from tests.admin.http import Answer, HttpConnection, get, post, raw_exchange
+from tests.admin.http import get as http_get
+from tests.certs import make_certificate
 from tests.conftest import make_config
 from tests.net.helpers import (
     PAN_ABC,
@@ -195,8 +198,20 @@ async def test_a_token_is_required_off_loopback(nursery: trio.Nursery, tmp_path:
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    app = await start_switch(nursery, admin_config(host="0.0.0.0", token_file=str(token_file)))
+    cert, key = make_certificate(tmp_path)  # off loopback it serves only HTTPS
+    app = await start_switch(
+        nursery,
+        admin_config(
+            host="0.0.0.0", token_file=str(token_file), tls_cert_file=str(cert),
+            tls_key_file=str(key),
+        ),
+    )  # fmt: skip
     port = app.admin_port
+    https = client_context(cert)
+
+    async def get(port: int, path: str, *, headers: dict[str, str] | None = None) -> Answer:
+        return await http_get(port, path, headers=headers, tls=https)
+
     for headers in (
         None,
         {"authorization": "Bearer wrong-token-0123456789"},
@@ -216,8 +231,14 @@ async def test_a_token_is_required_off_loopback(nursery: trio.Nursery, tmp_path:
 
 def test_an_unreadable_or_empty_token_file_stops_the_start(tmp_path: Path) -> None:
     missing = tmp_path / "none"
+    cert, key = make_certificate(tmp_path)
     with pytest.raises(StartupError, match=f"token_file {missing} cannot be read"):
-        SwitchApp(admin_config(host="0.0.0.0", token_file=str(missing)))
+        SwitchApp(
+            admin_config(
+                host="0.0.0.0", token_file=str(missing), tls_cert_file=str(cert),
+                tls_key_file=str(key),
+            )
+        )  # fmt: skip
     empty = tmp_path / "empty"
     empty.write_text("\n")
     with pytest.raises(StartupError, match="is empty"):

@@ -85,3 +85,10 @@ def test_what_only_a_restart_changes(sections: dict[str, Any], key: str) -> None
 
 def test_a_journal_elsewhere_is_a_restart() -> None:
     assert "journal.path" in plan_reload(RUNNING, make_config()).needs_restart
+
+
+def test_tls_on_the_online_listener_is_a_restart() -> None:
+    """Its files are read at start-up: a reload that names others is refused."""
+    tls = edited(online={"tls_cert_file": "tls/new.crt", "tls_key_file": "tls/new.key"})
+    restart = plan_reload(RUNNING, tls).needs_restart
+    assert restart == ("online.tls_cert_file", "online.tls_key_file")

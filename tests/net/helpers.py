@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 import trio
@@ -40,8 +41,8 @@ async def pos_client(app: SwitchApp, terminal: Terminal | None = None) -> PosCli
     return await PosClient.connect("127.0.0.1", app.pos_port, POS_CODEC, terminal or Terminal())
 
 
-async def online_client(app: SwitchApp) -> OnlineClient:
-    return await OnlineClient.connect("127.0.0.1", app.online_port)
+async def online_client(app: SwitchApp, *, tls: ssl.SSLContext | None = None) -> OnlineClient:
+    return await OnlineClient.connect("127.0.0.1", app.online_port, tls=tls)
 
 
 async def eventually(predicate: Callable[[], bool], *, within_s: float = 10.0) -> None:
