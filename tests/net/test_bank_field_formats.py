@@ -19,7 +19,7 @@ from switch.app import SwitchApp
 from switch.config import load_config
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK
 from switch.errors import ConfigError
 from switch.store.port import TxnStarted
 from switch.terminal import Terminal
@@ -152,7 +152,7 @@ async def test_a_reversal_that_can_never_be_encoded_goes_to_manual_not_to_the_ci
         saf=FAST_SAF, banks={"icbc": {"circuit_timeouts": 1, "circuit_open_s": 120}}
     )
     app = SwitchApp(config)
-    stamp = Stamp.now(8)
+    stamp = WALL_CLOCK.stamp(8)
     for n in range(1, 4):
         record = TxnRecord(
             kind="sale", rrn=f"{stamp.rrn_day}0000000{n}", bank="icbc", channel="online",
