@@ -26,7 +26,7 @@ import trio
 import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
-from switch.admin.commands import leniently
+from switch.admin.commands import leniently, running_config_notes
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
@@ -253,7 +253,9 @@ def _parser() -> argparse.ArgumentParser:
         "descriptors) without starting anything: one line per problem, exit 2; `ok` and "
         "exit 0 when there is none. A switch running on the journal is no problem (the "
         "file is checked before it is reloaded): its journal, and the ports its `switch "
-        "run` processes listen on, are each a `note:` line.",
+        "run` processes listen on, are each a `note:` line, and so is each key a reload "
+        "of the file would change (`a reload changes switch.max_in_flight 128 \u2192 "
+        "256`), asked of the switch's admin interface.",
     )
     _config_option(check)
     # Read as its types allow: the cross-checks are what it reports, all of them.
@@ -386,7 +388,10 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
     checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )
-    for note in checked.notes:  # a running switch's own journal and ports
+    notes = list(checked.notes)  # a running switch's own journal and ports
+    if not checked.problems:
+        notes.extend(running_config_notes(config))  # and what a reload would change in it
+    for note in notes:
         print(f"note: {args.config}: {note}")
     for problem in checked.problems:
         print(f"switch: {args.config}: {problem}", file=sys.stderr)
