@@ -26,10 +26,16 @@ import trio
 import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
-from switch.admin.commands import leniently, running_config_notes
+from switch.admin.commands import config_error_line, leniently, running_config_notes
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
-from switch.config import SwitchConfig, load_config
+from switch.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    SwitchConfig,
+    config_argument,
+    load_config,
+)
 from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
 from switch.core.clock import MAX_SPEED, BusinessClock, parse_clock_start
 from switch.core.model import mask_pan
@@ -48,7 +54,6 @@ from switch.store.port import OperatorJournal
 from switch.terminal import TerminalBatch, encode_pos_request
 from switch.wire.iso8583 import FieldValue, Iso8583Message
 
-DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
 log = structlog.get_logger()
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command; ``argv`` None: the process's own command line (``sys.argv``)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "config"):  # --config, else $SWITCH_CONFIG, else conf/switch.toml
+        args.config, args.config_origin = config_argument(args.config, os.environ)
     if args.private_files and argv is None:
         # Every file a command makes (journal, settlement database, payouts, clearing
         # and batch files, key files) is its owner's only: 0600 in folders made 0700.
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             config = load_config(args.config)
         except ConfigError as exc:
-            print(f"switch: {exc}", file=sys.stderr)
+            print(f"switch: {config_error_line(exc, args)}", file=sys.stderr)
             return 2
     try:
         result: int = args.handler(args, config)
@@ -146,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the demo: each bank of the config as a `switch sim-bank` process "
         "and `switch run` with --workers, from a config written to "
         "<var>/demo-<journal>.toml (<var>: the folder of the config's [journal] path, the "
-        "demo's var/; the operator commands take it as --config). With --journal "
+        "demo's var/; the operator commands take it as --config, or from SWITCH_CONFIG: "
+        "the demo prints the `export SWITCH_CONFIG=...` line once it is ready). With --journal "
         "postgresql, a local PostgreSQL server is installed if missing (Debian, as root), "
         "its cluster kept in <var>/postgresql between runs. SIGINT or SIGTERM stops the "
         "switch (it drains), the banks, then the server.",
@@ -403,7 +411,9 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"switch config file (default: {DEFAULT_CONFIG})"
+        "--config",
+        help=f"switch config file (default: ${CONFIG_ENV} if set, else {DEFAULT_CONFIG} in "
+        "the current folder)",
     )
 
 

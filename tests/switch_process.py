@@ -175,14 +175,16 @@ def run_switch(
     wrapper: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> subprocess.CompletedProcess[str]:
-    """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace)."""
+    """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace),
+    from the repository's root unless ``cwd`` is another folder."""
     return subprocess.run(
         [*wrapper, *SWITCH, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=REPO,
+        cwd=cwd,
         env=_environment() | dict(env or {}),
         preexec_fn=preexec_fn,
         check=False,

@@ -28,9 +28,9 @@ from switch.admin import console
 from switch.admin.auth import client_token, token_from_file
 from switch.admin.client import AdminClient, AdminUnavailable, admin_url
 from switch.admin.status import StatusDocument, status_encoder
-from switch.config import SwitchConfig, load_config
+from switch.config import SwitchConfig, load_config, unreadable_config_hint
 from switch.core.reconfig import ConfigChange
-from switch.errors import ConfigError, StartupError
+from switch.errors import ConfigError, ConfigUnreadable, StartupError
 
 NOT_A_TERMINAL_WIDTH: Final = 120
 """Columns for a frame printed to a file or a pipe (rich would take 80)."""
@@ -109,11 +109,19 @@ def leniently(
         try:
             config = load_config(args.config, check=False)
         except ConfigError as exc:
-            print(f"switch: {exc}", file=sys.stderr)
+            print(f"switch: {config_error_line(exc, args)}", file=sys.stderr)
             return 2
         return handler(args, config)
 
     return with_config
+
+
+def config_error_line(exc: ConfigError, args: argparse.Namespace) -> str:
+    """A config's error as printed; one that cannot be read says where its path came
+    from (--config, $SWITCH_CONFIG or the default) and how to give another."""
+    if isinstance(exc, ConfigUnreadable):
+        return f"{exc} {unreadable_config_hint(getattr(args, 'config_origin', '--config'))}"
+    return str(exc)
 
 
 def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
