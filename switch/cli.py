@@ -178,7 +178,10 @@ def _parser() -> argparse.ArgumentParser:
     show = journal_commands.add_parser(
         "show",
         help="one transaction, its history and reversal",
-        description="One transaction, its history and its reversal; times in ISO 8601 UTC.",
+        description="One transaction one field a line (amounts in yuan, and in fen), its "
+        "history as events saying what happened to it (voided by void RRN ..., its refund "
+        "RRN ... reversed (no final answer (68)) ...), and its reversal; times in ISO 8601 "
+        "UTC. --json: the same as JSON, amounts in fen (amount_fen).",
     )
     show.add_argument("rrn", help="the retrieval reference number (field 37 of its response)")
     find = journal_commands.add_parser(
@@ -607,8 +610,13 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _operator(
-    config: SwitchConfig, action: Callable[[OperatorJournal], list[dict[str, Any]]], as_json: bool
+    config: SwitchConfig,
+    action: Callable[[OperatorJournal], list[dict[str, Any]]],
+    as_json: bool,
+    *,
+    printed: bool = False,
 ) -> int:
+    """``action`` on the config's journal, its rows printed (unless it ``printed``)."""
     try:
         journal = open_operator_journal(config)
         try:
@@ -621,23 +629,19 @@ def _operator(
     except ConfigError as exc:  # a journal the config cannot name (a DSN not set)
         print(f"switch: {exc}", file=sys.stderr)
         return 2
-    ops.print_rows(rows, as_json=as_json)
+    if not printed:
+        ops.print_rows(rows, as_json=as_json)
     return 0
 
 
 def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
     def show(journal: OperatorJournal) -> list[dict[str, Any]]:
         found = ops.journal_show(journal, args.rrn)
-        if args.json:
-            return [found]
-        print_sections = [found["transaction"]]
-        ops.print_rows(print_sections, as_json=False)
-        print("\nhistory:")
-        ops.print_rows(found["events"], as_json=False)
-        print("\nreversal:")
-        return [found["reversal"]] if found["reversal"] else []
+        if not args.json:
+            print("\n".join(ops.show_lines(found)))
+        return [found]
 
-    return _operator(config, show, args.json)
+    return _operator(config, show, args.json, printed=not args.json)
 
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
