@@ -188,7 +188,10 @@ def _parser() -> argparse.ArgumentParser:
         "find",
         help="a terminal's transactions on a local date",
         description="A terminal's transactions on a date of the switch's local time (UTC + "
-        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC.",
+        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC. A "
+        "row each: time, RRN, kind, state, code, amount in yuan, card, STAN, bank and "
+        "notes (voided, refunded, reversed, the original's RRN); --json: every field, "
+        "amounts in fen (amount_fen).",
     )
     find.add_argument("--terminal", required=True, help="terminal id (field 41)")
     find.add_argument(
@@ -651,11 +654,11 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     except ValueError as exc:
         print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
         return 2
-    return _operator(
-        config,
-        lambda journal: ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset),
-        args.json,
-    )
+    def find(journal: OperatorJournal) -> list[dict[str, Any]]:
+        rows = ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset)
+        return rows if args.json else ops.find_rows(rows)
+
+    return _operator(config, find, args.json)
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:

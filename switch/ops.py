@@ -80,6 +80,39 @@ def _what_happened(event: dict[str, Any], previous: dict[str, Any] | None) -> st
     return what
 
 
+def find_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``switch journal find``'s table for people: a transaction a row, what tells them
+    apart (``journal show RRN`` has the rest, ``--json`` has every field)."""
+    return [
+        {
+            "created_at": row["created_at"],
+            "rrn": row["rrn"],
+            "kind": row["kind"],
+            "state": row["state"],
+            "code": row["code"] or "-",
+            "amount": yuan(row["amount_fen"]),
+            "card": row["pan_masked"],
+            "stan": row["stan"],
+            "bank": row["bank"],
+            "notes": _notes(row),
+        }
+        for row in rows
+    ]
+
+
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    if row["original_rrn"]:
+        notes.append(f"of RRN {row['original_rrn']}")
+    if row["voided"]:
+        notes.append("voided")
+    if row["refunded_fen"]:
+        notes.append(f"refunded {yuan(row['refunded_fen'])}")
+    if row["reversed"]:
+        notes.append("reversed")
+    return ", ".join(notes) or "-"
+
+
 def show_lines(found: dict[str, Any]) -> list[str]:
     """``switch journal show`` for people: the transaction one field a line, amounts in
     yuan with their fen, then its history as events, then its reversal."""

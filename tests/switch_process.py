@@ -64,7 +64,10 @@ def write_config(tmp_path: Path, config: dict[str, Any], name: str = "switch.tom
 
 
 def _environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key != "SWITCH_CARD_KEYS"}
+    """The test's environment, but the variables an operator's shell may have set that
+    would change what the commands read (card keys, the config of SWITCH_CONFIG)."""
+    unset = ("SWITCH_CARD_KEYS", "SWITCH_CONFIG")
+    return {key: value for key, value in os.environ.items() if key not in unset}
 
 
 class Process:

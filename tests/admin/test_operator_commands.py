@@ -108,6 +108,20 @@ async def test_journal_show_of_a_voided_sale_names_the_void_and_says_yuan(
         (void,) = await switch(run, "journal", "show", void_rrn)
         assert void["transaction"]["original_rrn"] == rrn
 
+        local_day = (datetime.now(UTC) + timedelta(hours=8)).date().isoformat()
+        found = await refused(run, "journal", "find", "--terminal", TERMINAL, "--date", local_day)
+        assert found.returncode == 0, found.stderr
+        header, *rows = found.stdout.splitlines()
+        assert header.split() == [
+            "created_at", "rrn", "kind", "state", "code", "amount", "card", "stan", "bank",
+            "notes",
+        ]  # fmt: skip
+        [sale_row] = [row for row in rows if f" {rrn} " in row]
+        assert "123.45 yuan" in sale_row and sale_row.rstrip().endswith("voided")
+        [void_row] = [row for row in rows if f" {void_rrn} " in row]
+        assert void_row.rstrip().endswith(f"of RRN {rrn}")
+        assert max(map(len, found.stdout.splitlines())) < 150
+
         logged = [r for r in run.records() if r.get("event") == "txn"]
         assert [(r["kind"], r["amount_fen"]) for r in logged] == [
             ("sale", 12345), ("void", 12345)
