@@ -18,7 +18,7 @@ same parts from its worker's view of the config, with listeners that share their
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
-from switch.core.reconfig import ReloadPlan, ReloadResult, plan_reload
+from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.workers import SINGLE, Worker, worker_config
@@ -528,13 +528,16 @@ class SwitchApp:
         for scope in self._bank_scopes.pop(connector, []):
             scope.cancel()
 
-    async def reload(self, new: SwitchConfig | None = None) -> ReloadResult:
+    async def reload(
+        self, new: SwitchConfig | None = None, *, dry_run: bool = False
+    ) -> ReloadResult:
         """Takes a new configuration while the switch runs: by default the file it was
         started from, read again. A configuration that does not validate, or that
         changes what only a restart can, is refused whole, and the running one stays.
         New banks are signed on before any route points to them; a bank removed takes
         no new requests, finishes what it has and its reversals keep being delivered;
-        what is in flight is never touched. One reload at a time."""
+        what is in flight is never touched. One reload at a time. ``dry_run``: what it
+        would change, or why it would be refused, changing nothing."""
         async with self._reloading:
             try:
                 if new is None:
@@ -544,14 +547,29 @@ class SwitchApp:
                 new = worker_config(new, self.worker)  # the supervisor's share, as at start
                 new = self._within_descriptors(new)
                 plan = self._plan(new)
+                if dry_run:
+                    return ReloadResult(
+                        accepted=True, version=self.config_version, changes=plan.summary(),
+                        diff=list(plan.diff),
+                    )  # fmt: skip
                 await self._apply(new, plan)
             except ReloadRefused as exc:
+                if dry_run:
+                    return ReloadResult(
+                        accepted=False, version=self.config_version, problems=exc.problems,
+                        diff=list(exc.diff),
+                    )  # fmt: skip
                 self.last_reload_error = "; ".join(exc.problems)
                 log.error("config_reload_refused", problems=exc.problems)
                 return ReloadResult(
-                    accepted=False, version=self.config_version, problems=exc.problems
-                )
+                    accepted=False, version=self.config_version, problems=exc.problems,
+                    diff=list(exc.diff),
+                )  # fmt: skip
             except ConfigError as exc:
+                if dry_run:
+                    return ReloadResult(
+                        accepted=False, version=self.config_version, problems=[str(exc)]
+                    )
                 self.last_reload_error = str(exc)
                 log.error("config_reload_refused", problems=[str(exc)])
                 return ReloadResult(
@@ -566,9 +584,13 @@ class SwitchApp:
             if plan.changes_anything:
                 self.config_version += 1
                 self.config_loaded_at = time.time()
-            log.info("config_reloaded", version=self.config_version, **plan.summary())
+            diff = [change.describe() for change in plan.diff]
+            log.info("config_reloaded", version=self.config_version, **plan.summary(), diff=diff)
             set_log_level(new.log.level)  # after its own line, which a higher level would hide
-            return ReloadResult(accepted=True, version=self.config_version, changes=plan.summary())
+            return ReloadResult(
+                accepted=True, version=self.config_version, changes=plan.summary(),
+                diff=list(plan.diff),
+            )  # fmt: skip
 
     def _within_descriptors(self, new: SwitchConfig) -> SwitchConfig:
         caps = self._connection_caps
@@ -592,7 +614,7 @@ class SwitchApp:
             except KeyError as exc:
                 problems.append(f"banks.{name}.dialect: {exc.args[0]}")
         if problems:
-            raise ReloadRefused(problems)
+            raise ReloadRefused(problems, plan.diff)
         return plan
 
     async def _apply(self, new: SwitchConfig, plan: ReloadPlan) -> None:
@@ -699,9 +721,10 @@ class SwitchApp:
 
 
 class ReloadRefused(Exception):
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], diff: Sequence[ConfigChange] = ()) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.diff = tuple(diff)
 
 
 def load_merchants(config: SwitchConfig) -> MerchantBook:

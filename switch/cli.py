@@ -26,10 +26,16 @@ import trio
 import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
-from switch.admin.commands import leniently
+from switch.admin.commands import config_error_line, leniently, running_config_notes
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
-from switch.config import SwitchConfig, load_config
+from switch.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    SwitchConfig,
+    config_argument,
+    load_config,
+)
 from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
 from switch.core.clock import MAX_SPEED, BusinessClock, parse_clock_start
 from switch.core.model import mask_pan
@@ -48,7 +54,6 @@ from switch.store.port import OperatorJournal
 from switch.terminal import TerminalBatch, encode_pos_request
 from switch.wire.iso8583 import FieldValue, Iso8583Message
 
-DEFAULT_CONFIG = "conf/switch.toml"
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
 log = structlog.get_logger()
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command; ``argv`` None: the process's own command line (``sys.argv``)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "config"):  # --config, else $SWITCH_CONFIG, else conf/switch.toml
+        args.config, args.config_origin = config_argument(args.config, os.environ)
     if args.private_files and argv is None:
         # Every file a command makes (journal, settlement database, payouts, clearing
         # and batch files, key files) is its owner's only: 0600 in folders made 0700.
@@ -71,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             config = load_config(args.config)
         except ConfigError as exc:
-            print(f"switch: {exc}", file=sys.stderr)
+            print(f"switch: {config_error_line(exc, args)}", file=sys.stderr)
             return 2
     try:
         result: int = args.handler(args, config)
@@ -146,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the demo: each bank of the config as a `switch sim-bank` process "
         "and `switch run` with --workers, from a config written to "
         "<var>/demo-<journal>.toml (<var>: the folder of the config's [journal] path, the "
-        "demo's var/; the operator commands take it as --config). With --journal "
+        "demo's var/; the operator commands take it as --config, or from SWITCH_CONFIG: "
+        "the demo prints the `export SWITCH_CONFIG=...` line once it is ready). With --journal "
         "postgresql, a local PostgreSQL server is installed if missing (Debian, as root), "
         "its cluster kept in <var>/postgresql between runs. SIGINT or SIGTERM stops the "
         "switch (it drains), the banks, then the server.",
@@ -170,14 +178,20 @@ def _parser() -> argparse.ArgumentParser:
     show = journal_commands.add_parser(
         "show",
         help="one transaction, its history and reversal",
-        description="One transaction, its history and its reversal; times in ISO 8601 UTC.",
+        description="One transaction one field a line (amounts in yuan, and in fen), its "
+        "history as events saying what happened to it (voided by void RRN ..., its refund "
+        "RRN ... reversed (no final answer (68)) ...), and its reversal; times in ISO 8601 "
+        "UTC. --json: the same as JSON, amounts in fen (amount_fen).",
     )
     show.add_argument("rrn", help="the retrieval reference number (field 37 of its response)")
     find = journal_commands.add_parser(
         "find",
         help="a terminal's transactions on a local date",
         description="A terminal's transactions on a date of the switch's local time (UTC + "
-        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC.",
+        "[switch] utc_offset_h), the date in their field 13 and RRN; times shown in UTC. A "
+        "row each: time, RRN, kind, state, code, amount in yuan, card, STAN, bank and "
+        "notes (voided, refunded, reversed, the original's RRN); --json: every field, "
+        "amounts in fen (amount_fen).",
     )
     find.add_argument("--terminal", required=True, help="terminal id (field 41)")
     find.add_argument(
@@ -253,7 +267,9 @@ def _parser() -> argparse.ArgumentParser:
         "descriptors) without starting anything: one line per problem, exit 2; `ok` and "
         "exit 0 when there is none. A switch running on the journal is no problem (the "
         "file is checked before it is reloaded): its journal, and the ports its `switch "
-        "run` processes listen on, are each a `note:` line.",
+        "run` processes listen on, are each a `note:` line, and so is each key a reload "
+        "of the file would change (`a reload changes switch.max_in_flight 128 \u2192 "
+        "256`), asked of the switch's admin interface.",
     )
     _config_option(check)
     # Read as its types allow: the cross-checks are what it reports, all of them.
@@ -386,7 +402,10 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
     checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )
-    for note in checked.notes:  # a running switch's own journal and ports
+    notes = list(checked.notes)  # a running switch's own journal and ports
+    if not checked.problems:
+        notes.extend(running_config_notes(config))  # and what a reload would change in it
+    for note in notes:
         print(f"note: {args.config}: {note}")
     for problem in checked.problems:
         print(f"switch: {args.config}: {problem}", file=sys.stderr)
@@ -398,7 +417,9 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"switch config file (default: {DEFAULT_CONFIG})"
+        "--config",
+        help=f"switch config file (default: ${CONFIG_ENV} if set, else {DEFAULT_CONFIG} in "
+        "the current folder)",
     )
 
 
@@ -592,8 +613,13 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _operator(
-    config: SwitchConfig, action: Callable[[OperatorJournal], list[dict[str, Any]]], as_json: bool
+    config: SwitchConfig,
+    action: Callable[[OperatorJournal], list[dict[str, Any]]],
+    as_json: bool,
+    *,
+    printed: bool = False,
 ) -> int:
+    """``action`` on the config's journal, its rows printed (unless it ``printed``)."""
     try:
         journal = open_operator_journal(config)
         try:
@@ -606,23 +632,19 @@ def _operator(
     except ConfigError as exc:  # a journal the config cannot name (a DSN not set)
         print(f"switch: {exc}", file=sys.stderr)
         return 2
-    ops.print_rows(rows, as_json=as_json)
+    if not printed:
+        ops.print_rows(rows, as_json=as_json)
     return 0
 
 
 def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
     def show(journal: OperatorJournal) -> list[dict[str, Any]]:
         found = ops.journal_show(journal, args.rrn)
-        if args.json:
-            return [found]
-        print_sections = [found["transaction"]]
-        ops.print_rows(print_sections, as_json=False)
-        print("\nhistory:")
-        ops.print_rows(found["events"], as_json=False)
-        print("\nreversal:")
-        return [found["reversal"]] if found["reversal"] else []
+        if not args.json:
+            print("\n".join(ops.show_lines(found)))
+        return [found]
 
-    return _operator(config, show, args.json)
+    return _operator(config, show, args.json, printed=not args.json)
 
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
@@ -632,11 +654,11 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     except ValueError as exc:
         print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
         return 2
-    return _operator(
-        config,
-        lambda journal: ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset),
-        args.json,
-    )
+    def find(journal: OperatorJournal) -> list[dict[str, Any]]:
+        rows = ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset)
+        return rows if args.json else ops.find_rows(rows)
+
+    return _operator(config, find, args.json)
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:

@@ -6,14 +6,15 @@ loaded once by the CLI and passed down: there are no module-level settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
-from switch.errors import ConfigError
+from switch.errors import ConfigError, ConfigUnreadable
 from switch.wire.dialect import load_dialects
 from switch.wire.online import ACCEPTOR_ID_PATTERN
 
@@ -343,6 +344,33 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
         return self.path(named) if named else self.settlement_out_dir().parent / "clearing"
 
 
+DEFAULT_CONFIG: Final = "conf/switch.toml"
+CONFIG_ENV: Final = "SWITCH_CONFIG"
+"""The variable naming the config file of the ``switch`` commands given no --config."""
+
+
+def config_argument(given: str | None, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The config file a ``switch`` command reads, and where that came from: ``--config``,
+    else ``$SWITCH_CONFIG``, else ``conf/switch.toml`` (relative to the current folder)."""
+    if given:
+        return given, "--config"
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], CONFIG_ENV
+    return DEFAULT_CONFIG, "default"
+
+
+def unreadable_config_hint(origin: str) -> str:
+    """What a "cannot read config" line adds: where the path came from, how to give one."""
+    if origin == "--config":
+        return f"(named by --config; without it ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
+    if origin == CONFIG_ENV:
+        return f"(named by ${CONFIG_ENV}; --config overrides it)"
+    return (
+        f"(neither --config nor ${CONFIG_ENV} given: the default, from the current folder "
+        f"{Path.cwd()}; give --config PATH or export {CONFIG_ENV}=PATH)"
+    )
+
+
 def load_config(path: str | Path, *, check: bool = True) -> SwitchConfig:
     """Reads and checks a switch config file; a problem raises ConfigError (with
     ``check=False`` only one that the types find: the cross-checks are the caller's,
@@ -351,7 +379,7 @@ def load_config(path: str | Path, *, check: bool = True) -> SwitchConfig:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        raise ConfigUnreadable(f"cannot read config {path}: {exc.strerror or exc}") from exc
     try:
         config = msgspec.toml.decode(raw, type=SwitchConfig)
     except msgspec.DecodeError as exc:

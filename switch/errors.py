@@ -75,6 +75,10 @@ class ConfigError(SwitchError):
     """The configuration cannot be loaded; raised at start-up, naming the key."""
 
 
+class ConfigUnreadable(ConfigError):
+    """The configuration file itself cannot be read (not there, not readable)."""
+
+
 class StartupError(SwitchError):
     """The switch cannot start (a port in use, no file descriptors left for
     connections); its text is the one line the operator reads."""

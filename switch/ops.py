@@ -26,12 +26,16 @@ __all__ = [
 ]
 
 _TIME_FIELDS = frozenset({"at", "created_at", "updated_at", "next_attempt_at"})
+_FEN_FIELDS = {"amount": "amount_fen", "refunded": "refunded_fen"}
+"""Amounts are kept in fen (the smallest unit, as field 4 carries them): their names
+say so wherever a command prints them."""
 
 
 def _readable(row: msgspec.Struct) -> dict[str, Any]:
-    """A row for people and scripts: times as ISO 8601 UTC, everything else as stored."""
+    """A row for people and scripts: times as ISO 8601 UTC, amounts named with their
+    unit (``amount_fen``), everything else as stored."""
     return {
-        name: (
+        _FEN_FIELDS.get(name, name): (
             datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
             if name in _TIME_FIELDS and isinstance(value, float | int)
             else value
@@ -40,13 +44,108 @@ def _readable(row: msgspec.Struct) -> dict[str, Any]:
     }
 
 
+def yuan(fen: int) -> str:
+    """An amount in fen as the operator types it: ``12345`` is ``123.45 yuan``."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d} yuan"
+
+
 def journal_show(journal: OperatorJournal, rrn: str) -> dict[str, Any]:
+    """One transaction, its history (each event saying what happened: ``what``) and
+    its reversal, for ``--json``; ``show_lines`` draws it for people."""
     history = journal.transaction(rrn)
+    events = [_readable(event) for event in history.events]
+    previous: dict[str, Any] | None = None
+    for event in events:
+        event["what"] = _what_happened(event, previous)
+        previous = event
     return {
         "transaction": _readable(history.transaction),
-        "events": [_readable(event) for event in history.events],
+        "events": events,
         "reversal": _readable(history.reversal) if history.reversal else None,
     }
+
+
+def _what_happened(event: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """An event as a sentence: its state and code, and what its detail says (a void,
+    refund or reversal names itself and its RRN in its original's history)."""
+    what = str(event["state"]) + (f" {event['code']}" if event["code"] else "")
+    if event["detail"] and event["detail"] != event["state"]:
+        return f"{what}: {event['detail']}"
+    if previous is not None and (previous["state"], previous["code"]) == (
+        event["state"],
+        event["code"],
+    ):  # written before events named what they did
+        return f"{what}: a void, refund or reversal of it was answered (not named)"
+    return what
+
+
+def find_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``switch journal find``'s table for people: a transaction a row, what tells them
+    apart (``journal show RRN`` has the rest, ``--json`` has every field)."""
+    return [
+        {
+            "created_at": row["created_at"],
+            "rrn": row["rrn"],
+            "kind": row["kind"],
+            "state": row["state"],
+            "code": row["code"] or "-",
+            "amount": yuan(row["amount_fen"]),
+            "card": row["pan_masked"],
+            "stan": row["stan"],
+            "bank": row["bank"],
+            "notes": _notes(row),
+        }
+        for row in rows
+    ]
+
+
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    if row["original_rrn"]:
+        notes.append(f"of RRN {row['original_rrn']}")
+    if row["voided"]:
+        notes.append("voided")
+    if row["refunded_fen"]:
+        notes.append(f"refunded {yuan(row['refunded_fen'])}")
+    if row["reversed"]:
+        notes.append("reversed")
+    return ", ".join(notes) or "-"
+
+
+def show_lines(found: dict[str, Any]) -> list[str]:
+    """``switch journal show`` for people: the transaction one field a line, amounts in
+    yuan with their fen, then its history as events, then its reversal."""
+    transaction = found["transaction"]
+    lines = [f"transaction {transaction['rrn']}"]
+    for name, value in transaction.items():
+        if name == "rrn":
+            continue
+        if name in ("amount_fen", "refunded_fen"):
+            shown = f"{yuan(value)} ({value} fen)"
+            name = name.removesuffix("_fen")
+        elif value is None:
+            shown = "-"
+        elif isinstance(value, bool) or name in ("voided", "reversed"):
+            shown = "yes" if value else "no"
+        else:
+            shown = str(value)
+        lines.append(f"  {name:<14} {shown}")
+    lines.append("")
+    lines.append("history (UTC)")
+    lines.extend(f"  {event['at']}  {event['what']}" for event in found["events"])
+    if not found["events"]:
+        lines.append("  (none)")
+    lines.append("")
+    lines.append("reversal")
+    reversal = found["reversal"]
+    if reversal is None:
+        lines.append("  (none)")
+    else:
+        lines.extend(
+            f"  {name:<16} {'-' if value is None else value}" for name, value in reversal.items()
+        )
+    return lines
 
 
 def journal_find(

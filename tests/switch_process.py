@@ -64,7 +64,10 @@ def write_config(tmp_path: Path, config: dict[str, Any], name: str = "switch.tom
 
 
 def _environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key != "SWITCH_CARD_KEYS"}
+    """The test's environment, but the variables an operator's shell may have set that
+    would change what the commands read (card keys, the config of SWITCH_CONFIG)."""
+    unset = ("SWITCH_CARD_KEYS", "SWITCH_CONFIG")
+    return {key: value for key, value in os.environ.items() if key not in unset}
 
 
 class Process:
@@ -175,14 +178,16 @@ def run_switch(
     wrapper: Sequence[str] = (),
     preexec_fn: Callable[[], None] | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
 ) -> subprocess.CompletedProcess[str]:
-    """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace)."""
+    """A ``switch`` command to its end (``wrapper`` runs it, e.g. in a mount namespace),
+    from the repository's root unless ``cwd`` is another folder."""
     return subprocess.run(
         [*wrapper, *SWITCH, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=REPO,
+        cwd=cwd,
         env=_environment() | dict(env or {}),
         preexec_fn=preexec_fn,
         check=False,

@@ -274,14 +274,14 @@ async def test_sigterm_lets_in_flight_transactions_finish_then_exits_0(tmp_path:
 
 
 def _switch(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """A ``switch`` command to its end, from the repository's root unless ``cwd`` says."""
     return subprocess.run(
         [sys.executable, "-m", "switch", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=REPO,
         check=False,
-        **options,
+        **{"cwd": REPO, **options},
     )
 
 
@@ -416,6 +416,39 @@ async def test_journal_find_date_is_the_switchs_local_day(tmp_path: Path) -> Non
     )
     assert bad.returncode == 2 and bad.stderr.splitlines() == [
         "switch: --date '2026-02-30': not a date (YYYY-MM-DD)"
+    ]
+
+
+async def test_switch_config_names_the_config_from_any_folder(tmp_path: Path) -> None:
+    """SWITCH_CONFIG is the config of every command given no --config, whatever the
+    current folder; a config that cannot be read says where its path came from."""
+    config = _demo_config_on_free_ports(tmp_path)
+    await _journal_of(tmp_path / "journal.sqlite3", TxnStarted.of(make_record("633270000010"), 1.0))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = os.environ | {"SWITCH_CONFIG": str(config)}
+    shown = _switch("journal", "show", "633270000010", "--json", cwd=elsewhere, env=environment)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["transaction"]["rrn"] == "633270000010"
+    assert _switch("config", "check", cwd=elsewhere, env=environment).stdout.startswith("ok: ")
+
+    without = {key: value for key, value in os.environ.items() if key != "SWITCH_CONFIG"}
+    default = _switch("saf", "list", cwd=elsewhere, env=without)
+    assert default.returncode == 2 and default.stderr.splitlines() == [
+        "switch: cannot read config conf/switch.toml: No such file or directory (neither "
+        f"--config nor $SWITCH_CONFIG given: the default, from the current folder {elsewhere}; "
+        "give --config PATH or export SWITCH_CONFIG=PATH)"
+    ]
+    missing = str(tmp_path / "gone.toml")
+    named = _switch("status", cwd=elsewhere, env=without | {"SWITCH_CONFIG": missing})
+    assert named.returncode == 2 and named.stderr.splitlines() == [
+        f"switch: cannot read config {missing}: No such file or directory (named by "
+        "$SWITCH_CONFIG; --config overrides it)"
+    ]
+    given = _switch("journal", "show", "1", "--config", missing, cwd=elsewhere, env=environment)
+    assert given.returncode == 2 and given.stderr.splitlines() == [
+        f"switch: cannot read config {missing}: No such file or directory (named by "
+        "--config; without it $SWITCH_CONFIG, else conf/switch.toml)"
     ]
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from rich.console import Console
 from rich.live import Live
 
@@ -27,8 +28,9 @@ from switch.admin import console
 from switch.admin.auth import client_token, token_from_file
 from switch.admin.client import AdminClient, AdminUnavailable, admin_tls, admin_url
 from switch.admin.status import StatusDocument, status_encoder
-from switch.config import SwitchConfig, load_config
-from switch.errors import ConfigError, StartupError
+from switch.config import SwitchConfig, load_config, unreadable_config_hint
+from switch.core.reconfig import ConfigChange
+from switch.errors import ConfigError, ConfigUnreadable, StartupError
 
 NOT_A_TERMINAL_WIDTH: Final = 120
 """Columns for a frame printed to a file or a pipe (rich would take 80)."""
@@ -68,7 +70,12 @@ def add_commands(
         description="Asks the running switch, through its admin interface, to re-read the "
         "configuration file it was started from (as SIGHUP does) and prints what it "
         "changed; a configuration that does not validate, or changes what only a restart "
-        "can, is refused whole with the reasons (exit 2) and the running one stays.",
+        "can, is refused whole with the reasons (exit 2) and the running one stays. "
+        "What changed is one line a key: `switch.max_in_flight 128 \u2192 256`, "
+        "`banks.boc added`; --json prints the switch's answer itself.",
+    )
+    reload.add_argument(
+        "--json", action="store_true", help="the switch's answer as JSON (changes key by key)"
     )
     for parser in (top, status, reload):
         config_option(parser)
@@ -102,11 +109,19 @@ def leniently(
         try:
             config = load_config(args.config, check=False)
         except ConfigError as exc:
-            print(f"switch: {exc}", file=sys.stderr)
+            print(f"switch: {config_error_line(exc, args)}", file=sys.stderr)
             return 2
         return handler(args, config)
 
     return with_config
+
+
+def config_error_line(exc: ConfigError, args: argparse.Namespace) -> str:
+    """A config's error as printed; one that cannot be read says where its path came
+    from (--config, $SWITCH_CONFIG or the default) and how to give another."""
+    if isinstance(exc, ConfigUnreadable):
+        return f"{exc} {unreadable_config_hint(getattr(args, 'config_origin', '--config'))}"
+    return str(exc)
 
 
 def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
@@ -134,17 +149,86 @@ def _status(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _reload(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return with_client(args, config, _ask_to_reload)
+    return with_client(args, config, lambda client: _ask_to_reload(client, args.json))
 
 
-def _ask_to_reload(client: AdminClient) -> int:
+class ReloadAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """The switch's answer to ``POST /reload`` (and ``GET /reload``), as read here."""
+
+    accepted: bool
+    version: int
+    problems: list[str] = msgspec.field(default_factory=list)
+    diff: list[ConfigChange] = msgspec.field(default_factory=list)
+
+
+_reload_answer = msgspec.json.Decoder(ReloadAnswer)
+
+
+def _ask_to_reload(client: AdminClient, as_json: bool) -> int:
     status, body = client.post("/reload")
-    sys.stdout.write(body.decode(errors="replace"))
-    if status == 200:
-        return 0
-    if status == 422:
-        return 2  # refused: the body says why
-    raise AdminUnavailable(f"{client.url}/reload answered {status}")
+    if status not in (200, 422):
+        raise AdminUnavailable(f"{client.url}/reload answered {status}")
+    if as_json:
+        sys.stdout.write(body.decode(errors="replace"))
+    else:
+        print("\n".join(reload_lines(_decode_answer(client, body))))
+    return 0 if status == 200 else 2  # 422: refused, the lines say why
+
+
+def _decode_answer(client: AdminClient, body: bytes) -> ReloadAnswer:
+    try:
+        return _reload_answer.decode(body)
+    except msgspec.DecodeError as exc:
+        raise AdminUnavailable(f"{client.url}/reload: not a reload answer: {exc}") from None
+
+
+def reload_lines(answer: ReloadAnswer) -> list[str]:
+    """What ``switch reload`` prints: taken or refused, then what changed, a key a line."""
+    if not answer.accepted:
+        lines = [f"refused: {problem}" for problem in answer.problems]
+        lines.append(f"the running configuration stays (version {answer.version}); the file "
+                     "would have changed:" if answer.diff else
+                     f"the running configuration stays (version {answer.version})")  # fmt: skip
+        lines.extend(f"  {change.describe()}" for change in answer.diff)
+        return lines
+    if not answer.diff:
+        return [f"reloaded: nothing changed (configuration version {answer.version})"]
+    lines = [f"reloaded: configuration version {answer.version}"]
+    lines.extend(f"  {change.describe()}" for change in answer.diff)
+    return lines
+
+
+def running_config_notes(config: SwitchConfig) -> list[str]:
+    """What a reload of ``config``'s file would change in the switch running it, asked
+    of its admin interface (``GET /reload``, which changes nothing), a note a line; none
+    when no switch answers there, or when it runs from another file."""
+    if not config.admin.enabled or config.source is None:
+        return []
+    token = client_token(config)
+    if token is None:
+        return []
+    try:
+        client = AdminClient(admin_url(config), token=token)
+    except ValueError:
+        return []
+    try:
+        running = client.status()
+        if Path(running.config.path).resolve() != Path(config.source):
+            return [f"the running switch reads {running.config.path}, not this file: a reload "
+                    "does not read it"]  # fmt: skip
+        status, body = client.get("/reload")
+        if status not in (200, 422):
+            return [f"the running switch cannot say what a reload would change ({status})"]
+        answer = _decode_answer(client, body)
+    except AdminUnavailable:
+        return []  # no switch answers: nothing runs this file
+    finally:
+        client.close()
+    notes = [f"a reload would be refused: {problem}" for problem in answer.problems]
+    if not answer.diff:
+        notes.append("the running switch has this configuration (a reload changes nothing)")
+    notes.extend(f"a reload changes {change.describe()}" for change in answer.diff)
+    return notes
 
 
 def _print_status(client: AdminClient, as_json: bool) -> int:

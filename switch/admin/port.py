@@ -123,6 +123,7 @@ class SwitchView(Protocol):
         it cannot answer); None while there is no journal to ask."""
         ...
 
-    async def reload(self) -> ReloadResult:
-        """Re-reads the configuration file (as SIGHUP does)."""
+    async def reload(self, *, dry_run: bool = False) -> ReloadResult:
+        """Re-reads the configuration file (as SIGHUP does); ``dry_run``: says what it
+        would change, or why it would be refused, changing nothing."""
         ...

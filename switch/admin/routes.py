@@ -101,6 +101,14 @@ def admin_routes(
             status=200 if result.accepted else 422, body=msgspec.json.encode(result) + b"\n"
         )
 
+    async def reload_plan(request: AdminRequest) -> AdminResponse:
+        """What ``POST /reload`` would do now, doing nothing: 200 with what would change
+        key by key, or 422 with why it would be refused (``switch config check``)."""
+        result = await switch.reload(dry_run=True)
+        return AdminResponse(
+            status=200 if result.accepted else 422, body=msgspec.json.encode(result) + b"\n"
+        )
+
     async def cutoff(request: AdminRequest) -> AdminResponse:
         """Closes the open business date now (``switch settle cutoff``): 200 with the
         date closed and its cutovers; 409 when the open date's own day has not begun
@@ -168,5 +176,5 @@ def admin_routes(
         "/readyz": {"GET": readyz},
         "/metrics": {"GET": metrics},
         "/status": {"GET": status_document},
-        "/reload": {"POST": reload},
+        "/reload": {"POST": reload, "GET": reload_plan},
     }

@@ -741,8 +741,8 @@ class BankTransaction:
             changes.extend(_queue_reversal(self.book, record, reason, now))
             self._reversal_queued = True
         changes.append(TxnUpdated.of(record, now, outcome.message or None))
-        if touched is not None:
-            changes.append(TxnUpdated.of(touched, now))
+        if touched is not None:  # the original's history names what happened to it
+            changes.append(TxnUpdated.of(touched, now, _effect_on_original(record, state)))
         if self.finalize is not None and state != "not_sent":
             changes.extend(self.finalize(outcome))
         return tuple(changes)
@@ -819,6 +819,19 @@ def _digest_text(request: BankBound, pan: str) -> str:
     return f"{pan}|{amount}|{request.processing_code}|{request.currency}"
 
 
+def _effect_on_original(record: TxnRecord, state: str) -> str:
+    """What a void's or refund's answer did to its original, in the original's history:
+    ``voided by void RRN 633270000012``, ``refunded 12.00 by refund RRN ...``."""
+    if state != "approved":
+        return f"{record.kind} RRN {record.rrn} {state} ({record.code}): it stands as it was"
+    if record.kind == "void":
+        return f"voided by void RRN {record.rrn}"
+    if record.kind == "refund":
+        yuan = f"{record.amount // 100}.{record.amount % 100:02d}"
+        return f"refunded {yuan} yuan ({record.amount} fen) by refund RRN {record.rrn}"
+    return f"{record.kind} RRN {record.rrn} approved"
+
+
 def _queue_reversal(
     book: TransactionBook, record: TxnRecord, reason: str, now: float
 ) -> list[Change]:
@@ -830,7 +843,8 @@ def _queue_reversal(
     ]
     original = book.mark_reversed(record)
     if original is not None:
-        changes.append(TxnUpdated.of(original, now))
+        undone = f"its {record.kind} RRN {record.rrn} reversed ({reason})"
+        changes.append(TxnUpdated.of(original, now, undone))
     return changes
 
 

@@ -11,7 +11,8 @@ From a config (``conf/switch.toml`` by default) it:
 2. writes ``<var>/demo-<journal>.toml``: the config with its paths made absolute, the
    journal on that database, every bank ``simulate = false``, ``[switch] workers``
    as asked, and any port 0 replaced by a free one (the file says where everything
-   is: the operator commands take it as ``--config``);
+   is: the operator commands take it as ``--config``, or from ``SWITCH_CONFIG``: the
+   demo says ``export SWITCH_CONFIG=...`` on stderr, and in ``demo_ready``);
 3. starts each bank as a ``switch sim-bank`` process on its configured port, then
    ``switch run`` (its supervisor and workers), and says ``demo_ready`` once the POS
    port accepts and, with ``[admin]`` on loopback, ``/readyz`` answers 200;
@@ -28,6 +29,7 @@ PostgreSQL server, a daemon, is then left running, and the next demo says so.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
 import subprocess
@@ -44,7 +46,7 @@ import trio
 from switch.admin.auth import client_token
 from switch.admin.client import AdminClient, AdminUnavailable, admin_tls, admin_url
 from switch.admin.settings import is_loopback
-from switch.config import SwitchConfig, load_config
+from switch.config import CONFIG_ENV, SwitchConfig, load_config
 from switch.devtools.postgresql import PostgresServer, ServerUnavailable, find_bin_dir
 from switch.errors import ConfigError
 from switch.files import write_private
@@ -347,8 +349,23 @@ class Demo:
             online_port=config.online.port,
             admin_port=config.admin.port if config.admin.enabled else None,
             banks={name: bank.port for name, bank in config.banks.items()},
+            operator_commands=self.export_line,
             stop="Ctrl-C or SIGTERM",
         )
+        # For the person at the terminal (stdout is the log's, one JSON object a line):
+        # without it `switch journal show` in another shell reads conf/switch.toml's
+        # journal, not this demo's.
+        print(
+            f"{self.export_line}  # then `switch journal show RRN`, `switch status`, ... "
+            "read this demo",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def export_line(self) -> str:
+        """The shell line that points the operator commands at the demo's config."""
+        return f"export {CONFIG_ENV}={shlex.quote(str(self.config_path.resolve()))}"
 
     async def _start_postgresql(self) -> str:
         folder = self.var / CLUSTER_FOLDER

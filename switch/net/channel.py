@@ -502,7 +502,7 @@ def log_transaction(
         terminal=terminal,
         merchant=merchant,
         pan=card.masked_pan if card is not None else None,
-        amount=amount,
+        amount_fen=amount,
         route=outcome.route,
         bank=outcome.bank,
         stan=stan,

@@ -63,12 +63,70 @@ async def refused(run: SwitchRun, *args: str) -> subprocess.CompletedProcess[str
 
 
 async def sale(run: SwitchRun, terminal: Terminal, stan: int, pan: str, amount: int) -> Any:
+    return await send(run, terminal, terminal.sale(stan, pan, amount))
+
+
+async def send(run: SwitchRun, terminal: Terminal, message: Any) -> Any:
     client = await PosClient.connect("127.0.0.1", run.pos_port, POS_CODEC, terminal)
     try:
         with trio.fail_after(10):
-            return (await client.request(terminal.sale(stan, pan, amount))).fields
+            return (await client.request(message)).fields
     finally:
         await client.aclose()
+
+
+async def test_journal_show_of_a_voided_sale_names_the_void_and_says_yuan(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A sale voided: its history names the void by RRN, its amount is in yuan with its
+    unit (and fen beside it), one field a line; the log's txn lines say amount_fen."""
+    with switch_running(tmp_path, operator_settings(tmp_path, "sqlite", request)) as run:
+        terminal = Terminal(terminal_id=TERMINAL)
+        approved = await sale(run, terminal, 1, PAN_ICBC, 12345)
+        assert approved[39] == "00"
+        rrn = str(approved[37])
+        voided = await send(run, terminal, terminal.void(2, PAN_ICBC, 12345, rrn, 1))
+        assert voided[39] == "00"
+        void_rrn = str(voided[37])
+
+        done = await refused(run, "journal", "show", rrn)  # without --json: for people
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0] == f"transaction {rrn}"
+        assert "  amount         123.45 yuan (12345 fen)" in lines
+        assert "  refunded       0.00 yuan (0 fen)" in lines
+        assert "  voided         yes" in lines
+        assert max(len(line) for line in lines) < 100  # one field a line, not a 330-wide row
+        history = lines[lines.index("history (UTC)") + 1 : lines.index("reversal")]
+        assert history[-2].endswith(f"approved 00: voided by void RRN {void_rrn}"), history
+        assert lines[-1] == "  (none)"  # no reversal
+
+        (shown,) = await switch(run, "journal", "show", rrn)
+        assert shown["transaction"]["amount_fen"] == 12345
+        assert "amount" not in shown["transaction"]
+        assert shown["events"][-1]["what"] == f"approved 00: voided by void RRN {void_rrn}"
+        (void,) = await switch(run, "journal", "show", void_rrn)
+        assert void["transaction"]["original_rrn"] == rrn
+
+        local_day = (datetime.now(UTC) + timedelta(hours=8)).date().isoformat()
+        found = await refused(run, "journal", "find", "--terminal", TERMINAL, "--date", local_day)
+        assert found.returncode == 0, found.stderr
+        header, *rows = found.stdout.splitlines()
+        assert header.split() == [
+            "created_at", "rrn", "kind", "state", "code", "amount", "card", "stan", "bank",
+            "notes",
+        ]  # fmt: skip
+        [sale_row] = [row for row in rows if f" {rrn} " in row]
+        assert "123.45 yuan" in sale_row and sale_row.rstrip().endswith("voided")
+        [void_row] = [row for row in rows if f" {void_rrn} " in row]
+        assert void_row.rstrip().endswith(f"of RRN {rrn}")
+        assert max(map(len, found.stdout.splitlines())) < 150
+
+        logged = [r for r in run.records() if r.get("event") == "txn"]
+        assert [(r["kind"], r["amount_fen"]) for r in logged] == [
+            ("sale", 12345), ("void", 12345)
+        ]  # fmt: skip
+        assert not [r for r in logged if "amount" in r]
 
 
 async def until(what: str, check: Any, within_s: float = SETTLED_WITHIN_S) -> Any:
@@ -96,7 +154,7 @@ async def test_every_operator_command_on_a_running_switch(
         # switch journal show / find: the sale, its history; the terminal's day.
         (shown,) = await switch(run, "journal", "show", rrn)
         assert shown["transaction"]["state"] == "approved"
-        assert shown["transaction"]["amount"] == 12300
+        assert shown["transaction"]["amount_fen"] == 12300
         assert shown["transaction"]["pan_masked"].startswith("622202")
         assert shown["events"] and shown["reversal"] is None
         found = await switch(run, "journal", "find", "--terminal", TERMINAL, "--date", local_day)

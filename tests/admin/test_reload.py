@@ -30,7 +30,7 @@ def test_switch_reload_takes_a_new_bank_and_refuses_a_bad_file(
     settings["banks"]["boc"] = {**settings["banks"]["icbc"], "port": 0}
     settings["routes"].append({"prefix": "621700", "bank": "boc"})
     write_config(tmp_path, settings)
-    taken = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+    taken = run_switch(["reload", "--json", "--config", str(run.config), "--url", run.url])
     assert taken.returncode == 0, taken.stderr
     answer = json.loads(taken.stdout)
     assert answer["accepted"] and answer["changes"] == {"banks_added": ["boc"], "routes": True}
@@ -40,7 +40,7 @@ def test_switch_reload_takes_a_new_bank_and_refuses_a_bad_file(
 
     settings["routes"].append({"prefix": "621701", "bank": "nobody"})
     write_config(tmp_path, settings)
-    refused = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+    refused = run_switch(["reload", "--json", "--config", str(run.config), "--url", run.url])
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["problems"] == [
         "routes: prefix 621701 names unknown bank 'nobody'"
@@ -49,6 +49,60 @@ def test_switch_reload_takes_a_new_bank_and_refuses_a_bad_file(
     document = status_decoder.decode(status.stdout)
     assert document.config.version == 2  # the running configuration stayed
     assert document.config.last_reload_error == "routes: prefix 621701 names unknown bank 'nobody'"
+
+
+def test_reload_and_config_check_say_what_changes_key_by_key(tmp_path: Path) -> None:
+    settings = demo_config(tmp_path)
+    settings["admin"]["port"] = free_port()  # the file names where its switch answers
+    with switch_running(tmp_path, settings) as run:
+        same = run_switch(["config", "check", "--config", str(run.config)])
+        assert same.returncode == 0, same.stderr
+        assert "the running switch has this configuration" in same.stdout
+
+        assert settings["switch"]["max_in_flight"] == 128
+        settings["switch"]["max_in_flight"] = 256
+        settings["banks"]["icbc"]["window"] = 16
+        settings["banks"]["boc"] = {**settings["banks"]["icbc"], "port": 0}
+        settings["routes"].append({"prefix": "621700", "bank": "boc"})
+        settings["settlement"]["cutoff"] = "22:30"
+        write_config(tmp_path, settings)
+        checked = run_switch(["config", "check", "--config", str(run.config)])
+        assert checked.returncode == 0, checked.stderr
+        notes = [line for line in checked.stdout.splitlines() if "a reload changes" in line]
+        assert notes == [
+            f"note: {run.config}: a reload changes switch.max_in_flight 128 \u2192 256",
+            f"note: {run.config}: a reload changes banks.icbc.window 32 \u2192 16",
+            f"note: {run.config}: a reload changes banks.boc added",
+            f"note: {run.config}: a reload changes routes.621700 added",
+            f'note: {run.config}: a reload changes settlement.cutoff "23:00" \u2192 "22:30"  '
+            "(only at a restart)",
+        ]
+        status = run_switch(["status", "--json", "--config", str(run.config)])
+        assert status_decoder.decode(status.stdout).config.version == 1  # checked, not taken
+
+        taken = run_switch(["reload", "--config", str(run.config)])
+        assert taken.returncode == 0, taken.stderr
+        assert taken.stdout.splitlines() == [
+            "reloaded: configuration version 2",
+            "  switch.max_in_flight 128 \u2192 256",
+            "  banks.icbc.window 32 \u2192 16",
+            "  banks.boc added",
+            "  routes.621700 added",
+            '  settlement.cutoff "23:00" \u2192 "22:30"  (only at a restart)',
+        ]
+        again = run_switch(["reload", "--json", "--config", str(run.config)])
+        assert json.loads(again.stdout)["diff"] == []
+
+        settings["journal"]["path"] = str(tmp_path / "elsewhere.sqlite3")
+        write_config(tmp_path, settings)
+        refused = run_switch(["reload", "--config", str(run.config)])
+        assert refused.returncode == 2
+        assert refused.stdout.splitlines() == [
+            "refused: journal.path cannot change without a restart",
+            "the running configuration stays (version 2); the file would have changed:",
+            f"  journal.path {json.dumps(str(tmp_path / 'journal.sqlite3'))} \u2192 "
+            f"{json.dumps(settings['journal']['path'])}  (only at a restart)",
+        ]
 
 
 RAPID_RELOADS = 50
@@ -69,7 +123,7 @@ def test_rapid_reloads_keep_an_in_process_simulator_and_a_failed_bind_is_refused
         for turn in range(RAPID_RELOADS):
             settings["banks"]["icbc"]["issuer_timeout_s"] = 4.0 if turn % 2 == 0 else 5.0
             write_config(tmp_path, settings)
-            taken = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+            taken = run_switch(["reload", "--json", "--config", str(run.config), "--url", run.url])
             assert taken.returncode == 0, (turn, taken.stdout, taken.stderr)
             assert json.loads(taken.stdout)["changes"] == {"banks_changed": ["icbc"]}
         status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
@@ -83,7 +137,7 @@ def test_rapid_reloads_keep_an_in_process_simulator_and_a_failed_bind_is_refused
         # one holds, and the reload is refused with that reason, kept in the status.
         settings["banks"]["icbc"].setdefault("sim", {})["latency_ms"] = 5
         write_config(tmp_path, settings)
-        refused = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+        refused = run_switch(["reload", "--json", "--config", str(run.config), "--url", run.url])
         assert refused.returncode == 2, refused.stderr
         [problem] = json.loads(refused.stdout)["problems"]
         port = settings["banks"]["icbc"]["port"]

@@ -628,6 +628,28 @@ def test_a_reversal_of_an_approved_sale_is_queued_and_answered_00() -> None:
     assert (answer_of(actions).code, answer_of(actions).rrn) == ("00", original.rrn)
 
 
+def test_the_originals_history_names_its_void_and_the_voids_reversal() -> None:
+    world = World()
+    original = world.approved_sale()
+    machine = world.transaction(void(original.rrn))
+    drive(machine, *AT_BANK)
+    changes = journal_of(machine.handle(BankAnswered("0210", {39: "00"}), NOW))
+    [of_original] = [c for c in changes if isinstance(c, TxnUpdated) and c.rrn == original.rrn]
+    assert of_original.detail == f"voided by void RRN {machine.rrn}"
+    assert machine.record is not None
+    reversal = world.reversal(reversal_of(machine.record))
+    changes = journal_of(reversal.start())
+    [undone] = [c for c in changes if isinstance(c, TxnUpdated) and c.rrn == original.rrn]
+    assert undone.detail == f"its void RRN {machine.rrn} reversed (terminal reversal 98)"
+    assert not original.voided
+
+    declined = world.transaction(refund(original.rrn, 500))
+    drive(declined, *AT_BANK)
+    changes = journal_of(declined.handle(BankAnswered("0210", {39: "51"}), NOW))
+    [of_original] = [c for c in changes if isinstance(c, TxnUpdated) and c.rrn == original.rrn]
+    assert of_original.detail == f"refund RRN {declined.rrn} declined (51): it stands as it was"
+
+
 def test_a_reversal_waits_for_its_original_still_in_flight() -> None:
     world = World()
     first = world.transaction(sale())

@@ -92,3 +92,50 @@ def test_tls_on_the_online_listener_is_a_restart() -> None:
     tls = edited(online={"tls_cert_file": "tls/new.crt", "tls_key_file": "tls/new.key"})
     restart = plan_reload(RUNNING, tls).needs_restart
     assert restart == ("online.tls_cert_file", "online.tls_key_file")
+
+
+BANKS = msgspec.to_builtins(RUNNING.banks)
+ROUTES = msgspec.to_builtins(RUNNING.routes)
+
+
+@pytest.mark.parametrize(
+    ("sections", "lines"),
+    [
+        ({}, []),
+        ({"switch": {"max_in_flight": 256}}, ["switch.max_in_flight 1024 \u2192 256"]),
+        (
+            {"switch": {"acquirer_id": "12345678"}},
+            ['switch.acquirer_id "48990000" \u2192 "12345678"  (only at a restart)'],
+        ),
+        (
+            {"banks": {**BANKS, "icbc": bank(window=8, issuer_timeout_s=3)}},
+            ["banks.icbc.window 64 \u2192 8", "banks.icbc.issuer_timeout_s 2.0 \u2192 3.0"],
+        ),
+        (
+            {"banks": {**BANKS, "boc": bank(port=9)}},
+            ["banks.boc added"],
+        ),
+        (
+            {"routes": [{**ROUTES[0], "secondary": "abc"}, *ROUTES[1:]]},
+            ['routes.622202.secondary (not set) \u2192 "abc"'],
+        ),
+        (
+            {"routes": ROUTES[1:]},
+            ["routes.622202 removed"],
+        ),
+        (
+            {"journal": {"backend": "postgresql", "dsn": "postgresql://switch:secret@db/switch"}},
+            [
+                'journal.backend "sqlite" \u2192 "postgresql"  (only at a restart)',
+                "journal.dsn (not set) \u2192 (hidden)  (only at a restart)",
+            ],
+        ),
+        ({"log": {"level": "debug"}}, ['log.level "info" \u2192 "debug"']),
+    ],
+)
+def test_the_diff_names_each_key_with_its_old_and_new_value(
+    sections: dict[str, Any], lines: list[str]
+) -> None:
+    plan = plan_reload(RUNNING, edited(**sections))
+    assert [change.describe() for change in plan.diff] == lines
+    assert "secret" not in msgspec.json.encode(plan.diff).decode()

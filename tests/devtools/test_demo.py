@@ -114,6 +114,18 @@ async def test_the_demo_on_postgresql_with_two_workers_journals_a_sale_and_stops
                 "SELECT state, code, amount FROM txn WHERE rrn = %s", (rrn,)
             ).fetchone()
         assert row == ("approved", "00", 10000)
+        # The line the demo says for the operator's other shell: from any folder, the
+        # commands then read this demo's journal, not conf/switch.toml's SQLite one.
+        export = f"export SWITCH_CONFIG={derived}"
+        assert ready["operator_commands"] == export
+        assert export in demo.stderr_path.read_text()
+        elsewhere = folder / "elsewhere"
+        elsewhere.mkdir()
+        shown = run_switch(
+            ["journal", "show", rrn, "--json"], env={"SWITCH_CONFIG": derived}, cwd=elsewhere
+        )
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert json.loads(shown.stdout)[0]["transaction"]["rrn"] == rrn
         pids = _pids(demo, cluster / "data" / "postmaster.pid")
         await _stop(demo, pids)
         assert not (cluster / "data" / "postmaster.pid").exists()

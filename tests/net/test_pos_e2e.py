@@ -362,7 +362,7 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
             "terminal",
             "merchant",
             "pan",
-            "amount",
+            "amount_fen",
             "route",
             "bank",
             "stan",
