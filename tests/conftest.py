@@ -7,8 +7,9 @@ import copy
 import json
 import os
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,49 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for reason in _POSTGRESQL_MISSING[:1]:
         terminalreporter.section("PostgreSQL tests SKIPPED", sep="!", red=True, bold=True)
         terminalreporter.line(f"{reason}\nEvery test of the PostgreSQL journal was skipped.")
+
+
+# -- the `slow` marker: every test that starts a Python process carries it ------------------
+
+_PYTHON_STARTED: list[str] = []
+"""What the running test started with this interpreter (the switch, the bench, a
+settlement child), from the ``subprocess.Popen`` audit event: ``trio.run_process`` and
+``open_process`` reach it too, in whichever thread."""
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen":
+        return
+    executable, argv = args[0], args[1]
+    words = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv or ())
+    first = os.fsdecode(executable if executable is not None else words[0] if words else "")
+    if first.split(" ", 1)[0] == sys.executable:
+        _PYTHON_STARTED.append(" ".join(os.fsdecode(word) for word in words[:4]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _PYTHON_STARTED.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A test that started a Python process and is not marked ``slow`` fails at its
+    teardown, naming the process: ``pytest -m "not slow"`` (the quick loop) must leave
+    every process-level test out."""
+    outcome = yield
+    if call.when != "teardown" or not _PYTHON_STARTED or item.get_closest_marker("slow"):
+        return
+    report = outcome.get_result()
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{item.nodeid} started {_PYTHON_STARTED[0]!r} ({len(_PYTHON_STARTED)} Python "
+        "process(es)) and is not marked slow: add @pytest.mark.slow (or the module's "
+        "pytestmark)"
+    )
+

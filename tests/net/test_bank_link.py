@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import msgspec
+import pytest
 import trio
 
 from switch.app import SwitchApp
@@ -66,6 +67,7 @@ async def test_a_bank_down_at_start_is_refused_91_then_joined_with_backoff(
     assert approved.fields[39] == "00"
 
 
+@pytest.mark.slow
 async def test_sim_bank_command_serves_a_switch_in_another_process(
     nursery: trio.Nursery,
 ) -> None:

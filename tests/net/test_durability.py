@@ -140,6 +140,7 @@ async def test_timeout_queues_a_reversal_in_the_same_commit_and_delivers_it(
     assert (totals.approved, totals.net) == (20000, 0)
 
 
+@pytest.mark.slow
 async def test_link_lost_after_sending_reverses_after_reconnect(
     nursery: trio.Nursery, make_config: Configure
 ) -> None:
