@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 import pytest
+import trio
+import trio.testing
 
 from switch.config import SwitchConfig, check_config
 from switch.log import configure_logging
@@ -120,6 +122,35 @@ def luhn_complete(partial: str) -> str:
         if luhn_valid(partial + digit):
             return partial + digit
     raise AssertionError("unreachable")
+
+
+# -- trio's MockClock, for a whole switch in the test's process -------------------------
+
+
+@pytest.fixture
+def switch_clock() -> trio.testing.MockClock:
+    """The test's clock (pytest-trio runs a test on the clock among its arguments): trio's
+    MockClock, jumping to the next deadline once every task has waited a millisecond and
+    no worker thread is running. A switch in the test's process commits its SQLite
+    journal, reads it and writes files in threads (``trio.to_thread``, the default
+    limiter); while one works its caller only looks blocked, and the ``autojump_clock``
+    would jump over the commit and fire a timeout real time never would. Here a commit
+    takes the real time it takes and no virtual time, and the switch's own timers (read
+    deadlines, echo intervals, queueing deadlines, a bank's latency, reconnect backoffs)
+    take virtual time and no real time. Not for a server in another process (PostgreSQL,
+    a ``switch`` process): waiting on its socket looks idle too.
+
+    trio's run loop calls the clock's ``_autojump`` once everything has been idle for
+    ``autojump_threshold`` (it offers no public hook): that call is the one guarded."""
+    clock = trio.testing.MockClock(autojump_threshold=0.001)
+    autojump = clock._autojump
+
+    def _autojump_unless_a_thread_works() -> None:
+        if trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0:
+            autojump()
+
+    clock._autojump = _autojump_unless_a_thread_works  # type: ignore[method-assign]
+    return clock
 
 
 # -- a real PostgreSQL server, for the tests of stored state on that engine ------------

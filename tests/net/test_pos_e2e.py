@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import switch
 from switch.core.model import Sale
@@ -301,7 +302,9 @@ async def test_200_terminals_10_sales_each_every_response_is_its_own(
     assert approvals == 2000
 
 
-async def test_link_killed_mid_flight_answers_91_then_recovers(nursery: trio.Nursery) -> None:
+async def test_link_killed_mid_flight_answers_91_then_recovers(
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
+) -> None:
     config = make_config(banks={"abc": {"links": 1, "issuer_timeout_s": 5.0}})
     app = await start_switch(nursery, config)
     simulator = app.simulators["abc"]
