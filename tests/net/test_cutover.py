@@ -310,8 +310,8 @@ async def test_no_answer_within_the_issuer_timeout_fails(
 async def test_a_link_dropped_under_the_cutover_fails(
     bank: Bank, switch_clock: trio.testing.MockClock
 ) -> None:
-    # Real time: the file written afterwards is written by a thread, which a MockClock
-    # that jumps while every task waits would not wait for.
+    # switch_clock, not autojump_clock: the file written afterwards is written by a
+    # thread, which a clock that jumps whenever every task waits would not wait for.
     bank.simulator.latency_s = 0.5
 
     async def drop_once_received() -> None:
