@@ -140,7 +140,6 @@ async def test_timeout_queues_a_reversal_in_the_same_commit_and_delivers_it(
     assert (totals.approved, totals.net) == (20000, 0)
 
 
-@pytest.mark.slow
 async def test_link_lost_after_sending_reverses_after_reconnect(
     nursery: trio.Nursery, make_config: Configure
 ) -> None:
@@ -181,6 +180,7 @@ def _without_none(value: Any) -> Any:
     return value
 
 
+@pytest.mark.slow
 async def test_saf_waits_for_a_bank_that_is_down_then_its_first_reversal_is_a_0400(
     nursery: trio.Nursery, make_config: Configure, tmp_path: Path
 ) -> None:
@@ -225,6 +225,7 @@ async def test_saf_waits_for_a_bank_that_is_down_then_its_first_reversal_is_a_04
     assert [(r["rrn"], r["attempts"]) for r in delivered] == [(response.fields[37], 1)]
 
 
+@pytest.mark.slow
 async def test_reversals_the_bank_never_answers_wait_for_an_operator_after_max_attempts(
     nursery: trio.Nursery, make_config: Configure, tmp_path: Path
 ) -> None:
