@@ -385,7 +385,7 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
 
 
 async def test_a_terminal_looping_on_echo_tests_is_slowed_and_the_others_served(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
 ) -> None:
     """Echo tests and sign-ons wait for nothing, so they are answered at once; past a
     few a second a connection's next ones are read more slowly, and nobody else's."""
