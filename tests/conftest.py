@@ -7,13 +7,16 @@ import copy
 import json
 import os
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import trio
+import trio.testing
 
 from switch.config import SwitchConfig, check_config
 from switch.log import configure_logging
@@ -121,6 +124,35 @@ def luhn_complete(partial: str) -> str:
     raise AssertionError("unreachable")
 
 
+# -- trio's MockClock, for a whole switch in the test's process -------------------------
+
+
+@pytest.fixture
+def switch_clock() -> trio.testing.MockClock:
+    """The test's clock (pytest-trio runs a test on the clock among its arguments): trio's
+    MockClock, jumping to the next deadline once every task has waited a millisecond and
+    no worker thread is running. A switch in the test's process commits its SQLite
+    journal, reads it and writes files in threads (``trio.to_thread``, the default
+    limiter); while one works its caller only looks blocked, and the ``autojump_clock``
+    would jump over the commit and fire a timeout real time never would. Here a commit
+    takes the real time it takes and no virtual time, and the switch's own timers (read
+    deadlines, echo intervals, queueing deadlines, a bank's latency, reconnect backoffs)
+    take virtual time and no real time. Not for a server in another process (PostgreSQL,
+    a ``switch`` process): waiting on its socket looks idle too.
+
+    trio's run loop calls the clock's ``_autojump`` once everything has been idle for
+    ``autojump_threshold`` (it offers no public hook): that call is the one guarded."""
+    clock = trio.testing.MockClock(autojump_threshold=0.001)
+    autojump = clock._autojump
+
+    def _autojump_unless_a_thread_works() -> None:
+        if trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0:
+            autojump()
+
+    clock._autojump = _autojump_unless_a_thread_works  # type: ignore[method-assign]
+    return clock
+
+
 # -- a real PostgreSQL server, for the tests of stored state on that engine ------------
 
 POSTGRESQL_REQUIRED = (
@@ -163,3 +195,49 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for reason in _POSTGRESQL_MISSING[:1]:
         terminalreporter.section("PostgreSQL tests SKIPPED", sep="!", red=True, bold=True)
         terminalreporter.line(f"{reason}\nEvery test of the PostgreSQL journal was skipped.")
+
+
+# -- the `slow` marker: every test that starts a Python process carries it ------------------
+
+_PYTHON_STARTED: list[str] = []
+"""What the running test started with this interpreter (the switch, the bench, a
+settlement child), from the ``subprocess.Popen`` audit event: ``trio.run_process`` and
+``open_process`` reach it too, in whichever thread."""
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen":
+        return
+    executable, argv = args[0], args[1]
+    words = [argv] if isinstance(argv, str | bytes | os.PathLike) else list(argv or ())
+    first = os.fsdecode(executable if executable is not None else words[0] if words else "")
+    if first.split(" ", 1)[0] == sys.executable:
+        _PYTHON_STARTED.append(" ".join(os.fsdecode(word) for word in words[:4]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _PYTHON_STARTED.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A test that started a Python process and is not marked ``slow`` fails at its
+    teardown, naming the process: ``pytest -m "not slow"`` (the quick loop) must leave
+    every process-level test out."""
+    outcome = yield
+    if call.when != "teardown" or not _PYTHON_STARTED or item.get_closest_marker("slow"):
+        return
+    report = outcome.get_result()
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{item.nodeid} started {_PYTHON_STARTED[0]!r} ({len(_PYTHON_STARTED)} Python "
+        "process(es)) and is not marked slow: add @pytest.mark.slow (or the module's "
+        "pytestmark)"
+    )
+

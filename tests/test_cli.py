@@ -30,6 +30,9 @@ from tests.conftest import DIALECTS, REPO
 from tests.net.helpers import PAN_ICBC, POS_CODEC
 from tests.store.records import make_record
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
     """conf/switch.toml with every port 0 (the switch logs the ones it bound)."""

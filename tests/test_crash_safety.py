@@ -45,6 +45,9 @@ from tests.conftest import DIALECTS, REPO
 from tests.crash_load import LoadTerminal, Sent, SwitchGate
 from tests.store.engines import ENGINES
 
+# The switch killed under load, as processes: `pytest -m "not slow"` leaves it out.
+pytestmark = pytest.mark.slow
+
 TERMINALS = 16
 KILL_ROUNDS = 4
 BANK = "icbc"

@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 import trio
 
 from switch.store.crypto import new_key_file_text
@@ -19,6 +20,9 @@ from tests.switch_process import (
     start_switch,
     write_config,
 )
+
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def _permissive() -> None:

@@ -92,6 +92,7 @@ def _descriptor_limit(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
+@pytest.mark.slow
 async def test_trio_accept_errors_in_a_real_process_are_one_json_line(tmp_path: Path) -> None:
     """A bank simulator with 16 descriptors, sent 24 connections: trio's accept fails
     with EMFILE and logs it through the standard library, every 0.1 s, each time with a

@@ -10,9 +10,13 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from tests.switch_process import demo_config, run_switch, start_switch, write_config
+
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 

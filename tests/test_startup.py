@@ -37,6 +37,9 @@ from tests.switch_process import (
     write_config,
 )
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 DEMO_SIGN_ONS = 8
 """Four simulated banks, two links each."""
 

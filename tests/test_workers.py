@@ -37,6 +37,9 @@ from tests.switch_process import (
     write_config,
 )
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 TEST_ONLY_SQLITE = {SQLITE_WORKERS_FOR_TESTS: "1"}
 SQLITE_REFUSAL = 'switch.workers = 2 needs [journal] backend = "postgresql"'
 _stans = itertools.count(1)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import trio
 from psycopg.rows import dict_row
 
@@ -33,6 +34,9 @@ from tests.switch_process import (
     start_switch,
     write_config,
 )
+
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 WORKERS = 2
 _terminal_ids = itertools.count(1)

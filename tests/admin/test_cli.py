@@ -27,6 +27,9 @@ from tests.switch_process import (
     write_config,
 )
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 async def sales(run: SwitchRun, pan: str, count: int, *, stan_from: int) -> None:
     """``count`` approved sales of ``pan``, one after the other, on one terminal."""

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from switch.admin.status import status_decoder
@@ -83,7 +84,9 @@ class StoppableBank:
             await BankSimulator("icbc", section, self.codec).serve(task_status=task_status)
 
 
-async def test_readiness_is_503_while_a_banks_links_are_all_down(nursery: trio.Nursery) -> None:
+async def test_readiness_is_503_while_a_banks_links_are_all_down(
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
+) -> None:
     bank = StoppableBank()
     await bank.start(nursery)
     app = await start_switch(

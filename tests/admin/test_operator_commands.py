@@ -23,6 +23,9 @@ from tests.net.helpers import PAN_CMB, PAN_ICBC, POS_CODEC
 from tests.store.engines import ENGINES
 from tests.switch_process import demo_config, run_switch
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 TERMINAL = "T0000042"
 SETTLED_WITHIN_S = 30.0
 

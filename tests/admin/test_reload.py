@@ -14,6 +14,9 @@ from switch.admin.status import status_decoder
 from tests.admin.conftest import SwitchRun, switch_running
 from tests.switch_process import demo_config, run_switch, write_config
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def reloadable_switch(tmp_path: Path) -> Iterator[SwitchRun]:

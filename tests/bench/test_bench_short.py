@@ -21,6 +21,9 @@ import pytest
 from bench.model import Report, ScenarioResult
 from tests.pg_server import PostgresServer
 
+# Bench runs: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_KEYS = set(ScenarioResult.__struct_fields__)
 REPORT_KEYS = set(Report.__struct_fields__)

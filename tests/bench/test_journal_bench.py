@@ -8,6 +8,9 @@ import pytest
 
 from bench import journal_bench
 
+# Bench runs: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def test_a_tiny_run_counts_every_commit_on_both_engines_and_both_writers(
     monkeypatch: pytest.MonkeyPatch, postgres_dsn: str

@@ -26,6 +26,9 @@ from switch.devtools.postgresql import PostgresServer
 from tests.conftest import REPO
 from tests.switch_process import Process, demo_config, run_switch, write_config
 
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 READY_TIMEOUT_S = 120
 """The first start initialises the cluster (and may install the server)."""
 STOP_TIMEOUT_S = 60

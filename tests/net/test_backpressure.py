@@ -8,6 +8,7 @@ import sqlite3
 from collections import Counter
 
 import trio
+import trio.testing
 
 from switch.app import SwitchApp
 from switch.terminal import Terminal
@@ -39,7 +40,7 @@ def journaled_rows(app: SwitchApp, table: str) -> int:
 
 
 async def test_a_full_bank_window_queues_requests_instead_of_refusing_them(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
 ) -> None:
     config = make_config(banks={"icbc": {"links": 1, "window": 4, "issuer_timeout_s": 10.0}})
     app = await start_switch(nursery, config)
@@ -97,7 +98,7 @@ async def test_a_request_that_waits_longer_than_max_wait_is_answered_91_then(
 
 
 async def test_more_terminals_than_switch_slots_wait_their_turn_and_are_all_served(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
 ) -> None:
     app = await start_switch(nursery, make_config(switch={"max_in_flight": 2}))
     app.simulators["icbc"].latency_s = 0.05  # 20 sales, 2 at a time: 0.5 s, within max_wait_s
@@ -141,7 +142,7 @@ async def test_a_full_admission_queue_answers_91_at_once_and_logs_a_summary(
 
 
 async def test_a_slow_bank_holds_at_most_its_windows_and_queue_of_the_switch(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
 ) -> None:
     """A bank that slows down holds at most its window plus its queue of the switch's
     slots (the excess for it is refused at once): the other banks keep the rest, and

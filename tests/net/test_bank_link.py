@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import msgspec
+import pytest
 import trio
+import trio.testing
 
 from switch.app import SwitchApp
 from switch.sim.server import BankSimulator
@@ -29,7 +31,9 @@ async def test_every_link_signs_on_before_any_traffic(nursery: trio.Nursery) -> 
     assert first_sale > max(received.index(m) for m in sign_ons)
 
 
-async def test_an_idle_link_echoes(nursery: trio.Nursery) -> None:
+async def test_an_idle_link_echoes(
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
+) -> None:
     config = make_config(banks={"abc": {"links": 1, "echo_interval_s": 0.2}})
     app = await start_switch(nursery, config)
     simulator = app.simulators["abc"]
@@ -66,6 +70,7 @@ async def test_a_bank_down_at_start_is_refused_91_then_joined_with_backoff(
     assert approved.fields[39] == "00"
 
 
+@pytest.mark.slow
 async def test_sim_bank_command_serves_a_switch_in_another_process(
     nursery: trio.Nursery,
 ) -> None:

@@ -209,6 +209,7 @@ async def test_a_simulated_clock_is_refused_behind_what_the_journal_holds(
     await stop(app)
 
 
+@pytest.mark.slow
 async def test_switch_run_refuses_a_rehearsal_journal_on_the_real_clock(tmp_path: Path) -> None:
     """The operator's view: ``switch run`` on a journal first run with ``--clock``
     exits 2 with one line, before it signs on to any bank."""
@@ -226,6 +227,7 @@ async def test_switch_run_refuses_a_rehearsal_journal_on_the_real_clock(tmp_path
     assert '"link_signed_on"' not in result.stdout and '"bank_sim_listening"' not in result.stdout
 
 
+@pytest.mark.slow
 async def test_switch_sim_bank_dates_by_the_clock_it_is_given(tmp_path: Path) -> None:
     """A stand-alone simulator on ``--clock``: in June 2029 a card that expired in
     December 2028 is declined 54 (on today's real clock it would still be good)."""
@@ -249,6 +251,7 @@ async def test_switch_sim_bank_dates_by_the_clock_it_is_given(tmp_path: Path) ->
         assert await sim.stop() == 0, sim.output()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "expected"),
     [

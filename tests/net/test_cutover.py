@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 import trio
+import trio.testing
 
 from switch.config import BankSection, ClearingFaults, SimulatorSection
 from switch.core.bank import Institution, OriginalData
@@ -306,9 +307,11 @@ async def test_no_answer_within_the_issuer_timeout_fails(
     assert trio.current_time() - start == pytest.approx(1.0, abs=0.1)
 
 
-async def test_a_link_dropped_under_the_cutover_fails(bank: Bank) -> None:
-    # Real time: the file written afterwards is written by a thread, which a MockClock
-    # that jumps while every task waits would not wait for.
+async def test_a_link_dropped_under_the_cutover_fails(
+    bank: Bank, switch_clock: trio.testing.MockClock
+) -> None:
+    # switch_clock, not autojump_clock: the file written afterwards is written by a
+    # thread, which a clock that jumps whenever every task waits would not wait for.
     bank.simulator.latency_s = 0.5
 
     async def drop_once_received() -> None:

@@ -180,6 +180,7 @@ def _without_none(value: Any) -> Any:
     return value
 
 
+@pytest.mark.slow
 async def test_saf_waits_for_a_bank_that_is_down_then_its_first_reversal_is_a_0400(
     nursery: trio.Nursery, make_config: Configure, tmp_path: Path
 ) -> None:
@@ -224,6 +225,7 @@ async def test_saf_waits_for_a_bank_that_is_down_then_its_first_reversal_is_a_04
     assert [(r["rrn"], r["attempts"]) for r in delivered] == [(response.fields[37], 1)]
 
 
+@pytest.mark.slow
 async def test_reversals_the_bank_never_answers_wait_for_an_operator_after_max_attempts(
     nursery: trio.Nursery, make_config: Configure, tmp_path: Path
 ) -> None:

@@ -238,6 +238,7 @@ class Tally:
         self.peak_rss_kb = 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 async def test_terminals_are_served_through_a_flood_of_hostile_input(tmp_path: Path) -> None:
     config = _flood_config(tmp_path)

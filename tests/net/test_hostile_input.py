@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from switch.terminal import DEFAULT_ENVELOPE, Terminal
 from tests.conftest import LogSink, make_config
@@ -84,7 +85,9 @@ async def test_unreadable_message_closes_the_connection(nursery: trio.Nursery) -
     await _still_serves(app)
 
 
-async def test_half_frame_is_dropped_after_the_read_deadline(nursery: trio.Nursery) -> None:
+async def test_half_frame_is_dropped_after_the_read_deadline(
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
+) -> None:
     app = await start_switch(nursery, make_config(pos={"read_deadline_s": 0.3}))
     stream = await _raw_connection(app.pos_port)
     await stream.send_all(b"\x00\x40" + b"\x60" * 10)  # 10 of 64 promised bytes

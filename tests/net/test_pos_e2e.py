@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import switch
 from switch.core.model import Sale
@@ -301,7 +302,9 @@ async def test_200_terminals_10_sales_each_every_response_is_its_own(
     assert approvals == 2000
 
 
-async def test_link_killed_mid_flight_answers_91_then_recovers(nursery: trio.Nursery) -> None:
+async def test_link_killed_mid_flight_answers_91_then_recovers(
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
+) -> None:
     config = make_config(banks={"abc": {"links": 1, "issuer_timeout_s": 5.0}})
     app = await start_switch(nursery, config)
     simulator = app.simulators["abc"]
@@ -382,7 +385,7 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
 
 
 async def test_a_terminal_looping_on_echo_tests_is_slowed_and_the_others_served(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, switch_clock: trio.testing.MockClock
 ) -> None:
     """Echo tests and sign-ons wait for nothing, so they are answered at once; past a
     few a second a connection's next ones are read more slowly, and nobody else's."""

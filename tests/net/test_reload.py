@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 
 from switch.admin.collect import StatusCollector
@@ -182,6 +183,7 @@ async def test_a_new_bank_that_does_not_sign_on_is_refused_and_nothing_changes(
     assert app.switchboard.bins.route_or_none(PAN_BOC) is None  # no route to it
 
 
+@pytest.mark.slow
 async def test_sighup_reloads_the_file_a_running_switch_was_started_from(tmp_path: Path) -> None:
     config = _demo_config_on_free_ports(tmp_path)
     switch = await _start(config)

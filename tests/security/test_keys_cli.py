@@ -12,10 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from switch.security import algorithms as alg
 from tests.conftest import REPO
 from tests.security import vectors as v
 from tests.security.helpers import split
+
+# Every test here starts switch processes: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 def _switch(

@@ -188,6 +188,7 @@ module.rotate_lmk(load_lmk(lmk_file=folder / "new.hex"))
 """
 
 
+@pytest.mark.slow
 def test_a_rotation_killed_between_write_and_rename_leaves_the_old_store(tmp_path: Path) -> None:
     _full_store(tmp_path)
     before = (tmp_path / "keys.json").read_bytes()

@@ -239,6 +239,7 @@ async def _operator(port: int, token: Path, *arguments: str) -> tuple[int, Any]:
     return code, json.loads(out.getvalue()) if out.getvalue() else None
 
 
+@pytest.mark.slow
 async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -44,6 +44,9 @@ from tests.pg_server import PostgresServer
 from tests.settle.settle_child import POINTS
 from tests.store.engines import ENGINES
 
+# Settlements run and killed as processes of their own: `pytest -m "not slow"` leaves them out.
+pytestmark = pytest.mark.slow
+
 TRANSACTIONS = 120_000
 MERCHANTS = 2_000
 KILLS = 5
