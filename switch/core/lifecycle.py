@@ -88,7 +88,6 @@ Finalizer = Callable[[Outcome], Sequence[Change]]
 results, kept for repeats of the same id)."""
 
 
-
 # -- events: what happened ---------------------------------------------------------------
 
 

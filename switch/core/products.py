@@ -260,6 +260,13 @@ def kinds_sql(*, counts: Counts | None = None, settled: bool = False) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
+def kind_sql(column: str, *, counts: Counts | None = None, settled: bool = False) -> str:
+    """An SQL condition that ``column`` is one of :func:`kinds`: ``column = 'sale'`` for
+    one (as a partial index's condition is written), ``column IN (...)`` for several."""
+    names = kinds_sql(counts=counts, settled=settled)
+    return f"{column} = {names}" if "," not in names else f"{column} IN ({names})"
+
+
 def upload_case_sql(column: str) -> str:
     """SQL mapping a 0320 record's kind in ``column`` to the journal's kind; NULL for
     one that names no product."""

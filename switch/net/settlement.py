@@ -25,6 +25,7 @@ import msgspec
 import structlog
 import trio
 
+from switch.core import products
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
@@ -71,7 +72,10 @@ effect: several polls, so that every worker dates by it from the same second."""
 READ_CHUNK_BYTES: Final = 1 << 20
 """A clearing file is read and decoded this much at a time: memory holds its records,
 never its bytes."""
-_KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
+UNKNOWN_KIND: Final = "unknown"
+"""The kind a bank's record is journaled under when its MTI and processing code name no
+product (as the settlement store names a bank-only record): still reversed, never
+taken for a sale."""
 _T = TypeVar("_T")
 
 
@@ -397,8 +401,13 @@ class SettlementService:
 def _reversal_change(order: ReversalOrder, at: float) -> Change:
     if order.known:
         return ReversalQueued(rrn=order.rrn, bank=order.bank, reason=order.reason, at=at)
+    reason = order.reason
+    try:
+        kind = products.by_bank(order.mti, order.processing_code).kind
+    except products.UnknownProduct as exc:
+        kind, reason = UNKNOWN_KIND, f"{reason}; {exc}"
     record = TxnRecord(
-        kind=_KINDS.get(order.processing_code[:2], "sale"),  # type: ignore[arg-type]
+        kind=kind,  # type: ignore[arg-type]
         rrn=order.rrn, bank=order.bank, channel="clearing", request_mti=order.mti,
         terminal_id=order.terminal_id, merchant_id=order.merchant_id, stan=order.stan,
         batch="000000", local_date=order.transmission[:4], pan_masked=order.masked_pan,
@@ -407,7 +416,7 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
         sent=OriginalData(mti=order.mti, stan=order.stan, transmission=order.transmission),
         state="bank_only",
     )  # fmt: skip
-    return BankOnlyFound(record=record, reason=order.reason, at=at)
+    return BankOnlyFound(record=record, reason=reason, at=at)
 
 
 class ClearingFileUnreadable(SwitchError):
