@@ -696,7 +696,7 @@ class BankTransaction:
         verdict: bool | None = False
         match event:
             case BankAnswered(mti=mti, fields=fields):
-                outcome, final = _bank_answer(base, mti, self.product.response_mti, fields)
+                outcome, final = _bank_answer(base, mti, self.product.bank_response_mti, fields)
                 if final:
                     state = "approved" if outcome.approved else "declined"
                 verdict = True

@@ -17,30 +17,37 @@ canonical request Struct of each kind is ``switch.core.model``'s (``REQUEST_TYPE
 
 How the pre-authorisation rows of risk.md ("Pre-authorisation and completion") fit,
 without a new column (they are not live products: a later change adds them, with
-what is genuinely new about them: the book's "hold" and "state" reservations and the
-expiry of open pre-authorisations)::
+what is genuinely new about them: two new values, ``original="authorisation"`` (a
+completion finds its pre-authorisation by merchant, card, 38 and 61, not by RRN) and
+``reserves="hold"`` (up to 115 % of the pre-authorisation's amount), with their book
+rules; the pre-authorisation's states; the expiry of open ones)::
 
     Product(kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06",
-            pos_type="10", online_type="preauth", bank_mti="0100", bank_code="03",
-            response_mti="0110", original="none", counts="none")
+            pos_type="10", response_mti="0110", online_type="preauth", bank_mti="0100",
+            bank_code="03", bank_condition="06", bank_response_mti="0110", counts="none")
     Product(kind="preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
-            pos_type="11", online_type="preauth_void", bank_mti="0100", bank_code="02",
-            response_mti="0110", original="reference", original_kinds=("preauth",),
-            reserves="whole", counts="none")
+            pos_type="11", response_mti="0110", online_type="preauth_void",
+            bank_mti="0100", bank_code="02", bank_condition="06", bank_response_mti="0110",
+            original="reference", original_kinds=("preauth",), reserves="whole",
+            counts="none")
     Product(kind="completion", pos_mti="0200", pos_code="00", pos_condition="06",
-            pos_type="20", online_type="completion", bank_mti="0200", bank_code="00",
-            response_mti="0210", original="reference", original_kinds=("preauth",),
-            reserves="hold", counts="debit")
+            pos_type="20", response_mti="0210", online_type="completion",
+            bank_mti="0200", bank_code="00", bank_condition="06", bank_response_mti="0210",
+            original="authorisation", original_kinds=("preauth",), reserves="hold",
+            counts="debit")
     Product(kind="completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
-            pos_type="21", online_type=None, bank_mti="0200", bank_code="02",
-            response_mti="0210", original="reference", original_kinds=("completion",),
-            reserves="whole", counts="cancels")
+            pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
+            bank_response_mti="0210", original="reference",
+            original_kinds=("completion",), reserves="whole", counts="cancels")
 
 A completion (0200, 00, 25 = 06) and a sale (0200, 00, any other 25) share MTI and
-processing code: the POS look-up tries the row that names 25 first, then the one that
-takes any 25 (two dict gets at most). A completion uploads as kind 20 (its 60.1) and
-settles like a sale because its ``counts`` is "debit"; a pre-authorisation and its void
-count nowhere, so they are in no batch total, upload or settlement kind list.
+processing code, on POS and towards the bank: the look-ups try the row that names 25
+first, then the one that takes any 25 (two dict gets at most). A completion void is a
+void to the bank (bank-h2h.md): rows may share a bank identity when they agree on what
+the bank does with it, and the first declared stands for both. A completion uploads as
+kind 20 (its 60.1) and settles like a sale because its ``counts`` is "debit"; a
+pre-authorisation and its void count nowhere, so they are in no batch total, upload or
+settlement kind list.
 """
 
 from __future__ import annotations
@@ -97,8 +104,14 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     bank_code: str | None = None
     """Field 3's first two digits towards the bank (the rest is the request's own);
     None: its original's."""
-    response_mti: str
-    """The message type that answers it, on the terminal's wire and from the bank."""
+    bank_condition: str | None = None
+    """Field 25 that tells it apart towards the bank (a completion's 06, where a sale
+    has the same MTI and 3); None: the request's own, any."""
+    response_mti: str | None = None
+    """The MTI that answers it on the terminal's wire (None: not offered on POS)."""
+    bank_response_mti: str
+    """The only MTI that answers it from the bank (bank-h2h.md): another is no final
+    answer, and it is reversed."""
     original: Original = "none"
     original_kinds: tuple[str, ...] = ()
     """The kinds of original it may act on (``reference``)."""
@@ -128,26 +141,29 @@ PRODUCTS: Final[dict[str, Product]] = {
     product.kind: product
     for product in (
         Product(
-            kind="sale", pos_mti="0200", pos_code="00", pos_type="22", online_type="purchase",
-            bank_mti="0200", bank_code="00", response_mti="0210", counts="debit",
+            kind="sale", pos_mti="0200", pos_code="00", pos_type="22", response_mti="0210",
+            online_type="purchase", bank_mti="0200", bank_code="00", bank_response_mti="0210",
+            counts="debit",
         ),
         Product(
-            kind="balance", pos_mti="0200", pos_code="31", pos_type="01", online_type="balance",
-            bank_mti="0200", bank_code="31", response_mti="0210", carries_amount=False,
+            kind="balance", pos_mti="0200", pos_code="31", pos_type="01", response_mti="0210",
+            online_type="balance", bank_mti="0200", bank_code="31", bank_response_mti="0210",
+            carries_amount=False,
         ),
         Product(
-            kind="void", pos_mti="0200", pos_code="20", pos_type="23", online_type="void",
-            bank_mti="0200", bank_code="02", response_mti="0210", original="reference",
-            original_kinds=("sale",), reserves="whole", counts="cancels",
+            kind="void", pos_mti="0200", pos_code="20", pos_type="23", response_mti="0210",
+            online_type="void", bank_mti="0200", bank_code="02", bank_response_mti="0210",
+            original="reference", original_kinds=("sale",), reserves="whole", counts="cancels",
         ),
         Product(
-            kind="refund", pos_mti="0220", pos_code="20", pos_type="25", online_type="refund",
-            bank_mti="0200", bank_code="20", response_mti="0210", original="reference",
-            original_kinds=("sale",), reserves="remaining", counts="credit",
+            kind="refund", pos_mti="0220", pos_code="20", pos_type="25", response_mti="0230",
+            online_type="refund", bank_mti="0200", bank_code="20", bank_response_mti="0210",
+            original="reference", original_kinds=("sale",), reserves="remaining",
+            counts="credit",
         ),
         Product(
-            kind="reversal", pos_mti="0400", bank_mti="0400", response_mti="0410",
-            original="trace", reversed_on_no_answer=False,
+            kind="reversal", pos_mti="0400", response_mti="0410", bank_mti="0400",
+            bank_response_mti="0410", original="trace", reversed_on_no_answer=False,
         ),
     )
 }  # fmt: skip
@@ -164,45 +180,68 @@ def product(kind: str) -> Product:
 
 # -- look-ups, compiled once ------------------------------------------------------------
 
+PosKey = tuple[str, str | None, str | None]
+"""(MTI, 3[:2] or None, 25 or None)."""
+BankKey = tuple[str, str, str | None]
+"""(MTI, 3[:2], 25 or None)."""
 
-def _unique(pairs: Iterable[tuple[object, Product]], wire: str) -> dict[object, Product]:
-    compiled: dict[object, Product] = {}
-    for key, row in pairs:
+_BANK_EFFECT: Final = ("original", "reserves", "counts", "carries_amount")
+"""What rows that share a bank identity must agree on: the bank does the same with
+either (a completion void is a void to the bank)."""
+
+
+def compile_pos(rows: Iterable[Product]) -> dict[PosKey, Product]:
+    """POS identity -> product; ValueError if two rows share one."""
+    compiled: dict[PosKey, Product] = {}
+    for row in rows:
+        if row.pos_mti is None:
+            continue
+        key = (row.pos_mti, row.pos_code, row.pos_condition)
         if key in compiled:
-            raise ValueError(
-                f"{wire} identity {key!r} names both {compiled[key].kind} and {row.kind}"
-            )
+            raise ValueError(f"POS {key!r} names both {compiled[key].kind} and {row.kind}")
         compiled[key] = row
     return compiled
 
 
-def _compile_pos() -> dict[tuple[str, str | None, str | None], Product]:
-    pairs = [
-        ((row.pos_mti, row.pos_code, row.pos_condition), row)
-        for row in PRODUCTS.values()
-        if row.pos_mti is not None
-    ]
-    return _unique(pairs, "POS")  # type: ignore[return-value]
+def compile_online(rows: Iterable[Product]) -> dict[str, Product]:
+    """Online type -> product; ValueError if two rows share one."""
+    compiled: dict[str, Product] = {}
+    for row in rows:
+        if row.online_type is None:
+            continue
+        if row.online_type in compiled:
+            raise ValueError(f"online type {row.online_type!r} names two products")
+        compiled[row.online_type] = row
+    return compiled
 
 
-BY_POS: Final = _compile_pos()
-"""(MTI, 3[:2] or None, 25 or None) -> product."""
+def compile_bank(rows: Iterable[Product]) -> dict[BankKey, Product]:
+    """Bank identity -> product. Rows may share one only when they agree on what the
+    bank does with it (``_BANK_EFFECT``): the first row declared stands for them;
+    else ValueError."""
+    compiled: dict[BankKey, Product] = {}
+    for row in rows:
+        if row.bank_code is None:
+            continue
+        key = (row.bank_mti, row.bank_code, row.bank_condition)
+        first = compiled.setdefault(key, row)
+        if any(getattr(first, name) != getattr(row, name) for name in _BANK_EFFECT):
+            raise ValueError(f"bank {key!r} is {first.kind} and {row.kind}, which differ")
+    return compiled
+
+
+BY_POS: Final = compile_pos(PRODUCTS.values())
 POS_MTIS: Final = frozenset(row.pos_mti for row in PRODUCTS.values() if row.pos_mti)
 """The MTIs of POS financial requests."""
-BY_ONLINE_TYPE: Final[dict[str, Product]] = _unique(  # type: ignore[assignment]
-    ((row.online_type, row) for row in PRODUCTS.values() if row.online_type), "online"
-)
-BY_BANK: Final[dict[tuple[str, str], Product]] = _unique(  # type: ignore[assignment]
-    (((row.bank_mti, row.bank_code), row) for row in PRODUCTS.values() if row.bank_code), "bank"
-)
-"""(bank MTI, 3[:2]) -> the product a bank message of that identity carries."""
+BY_ONLINE_TYPE: Final = compile_online(PRODUCTS.values())
+BY_BANK: Final = compile_bank(PRODUCTS.values())
 BY_RESPONSE: Final[dict[str, tuple[Product, ...]]] = {
-    mti: tuple(row for row in PRODUCTS.values() if row.response_mti == mti)
-    for mti in {row.response_mti for row in PRODUCTS.values()}
+    mti: tuple(row for row in PRODUCTS.values() if row.bank_response_mti == mti)
+    for mti in sorted({row.bank_response_mti for row in PRODUCTS.values()})
 }
-"""Response MTI -> the products it may answer."""
+"""A bank's response MTI -> the products it may answer."""
 EXPECTED_RESPONSE: Final[dict[str, str]] = {
-    row.bank_mti: row.response_mti for row in PRODUCTS.values()
+    row.bank_mti: row.bank_response_mti for row in PRODUCTS.values()
 }
 """Bank request MTI -> the only MTI that answers it (bank-h2h.md)."""
 REVERSIBLE_TYPES: Final = frozenset(
@@ -230,9 +269,11 @@ def by_pos(mti: str, code: str, condition: str | None) -> Product | None:
     )
 
 
-def by_bank(mti: str, code: str) -> Product:
-    """The product of a bank message by MTI and 3[:2]; UnknownProduct if none."""
-    row = BY_BANK.get((mti, code[:2]))
+def by_bank(mti: str, code: str, condition: str | None = None) -> Product:
+    """The product of a bank message by MTI, 3[:2] and 25 (None: not known, as in a
+    clearing record); UnknownProduct if none."""
+    table = BY_BANK
+    row = table.get((mti, code[:2], condition)) or table.get((mti, code[:2], None))
     if row is None:
         raise UnknownProduct(f"no product is a bank {mti} with processing code {code[:2]!r}")
     return row

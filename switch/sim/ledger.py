@@ -394,8 +394,9 @@ class SimulatedBank:
     def _financial(self, mti: str, reply_mti: str, fields: FieldValues) -> BankReply | None:
         # The product a message is, by its MTI and processing code, as the switch's own
         # table says (the simulator speaks the same bank-h2h.md).
-        product = products.BY_BANK.get((mti, _required(fields, 3)[:2]))
-        if product is None:
+        try:
+            product = products.by_bank(mti, _required(fields, 3), _text(fields, 25))
+        except products.UnknownProduct:
             self._totals.declines += 1
             return _reply(reply_mti, fields, "40")
         _require(fields, _FINANCIAL_FIELDS)
