@@ -132,6 +132,12 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.pos_code or '00'}0000"
 
 
+UNKNOWN_KIND: Final = "unknown"
+"""The kind of a bank's record the switch never sent whose MTI and processing code name
+no product (settlement reverses it, and it is journaled under this kind): no row has
+it, so it is in no list of kinds that count."""
+
+
 class UnknownProduct(LookupError):
     """A kind or wire identity that names no product: our own data or a peer's that
     the table does not know, never taken for another product."""

@@ -72,10 +72,6 @@ effect: several polls, so that every worker dates by it from the same second."""
 READ_CHUNK_BYTES: Final = 1 << 20
 """A clearing file is read and decoded this much at a time: memory holds its records,
 never its bytes."""
-UNKNOWN_KIND: Final = "unknown"
-"""The kind a bank's record is journaled under when its MTI and processing code name no
-product (as the settlement store names a bank-only record): still reversed, never
-taken for a sale."""
 _T = TypeVar("_T")
 
 
@@ -405,7 +401,7 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
     try:
         kind = products.by_bank(order.mti, order.processing_code).kind
     except products.UnknownProduct as exc:
-        kind, reason = UNKNOWN_KIND, f"{reason}; {exc}"
+        kind, reason = products.UNKNOWN_KIND, f"{reason}; {exc}"
     record = TxnRecord(
         kind=kind,  # type: ignore[arg-type]
         rrn=order.rrn, bank=order.bank, channel="clearing", request_mti=order.mti,

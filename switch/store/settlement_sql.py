@@ -33,6 +33,9 @@ what is paid like a sale (``debit``), what returns money (``credit``), what canc
 original (``cancels``), and every kind that settles."""
 
 
+_UNKNOWN: Final = f"'{products.UNKNOWN_KIND}'"
+
+
 def migrations(d: Dialect) -> tuple[str, str]:
     """The store's two migrations (SQLite applies them in turn; PostgreSQL, whose store
     came later, both at once)."""
@@ -500,7 +503,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         # 4. Records the switch never sent (standing: no reversal of them listed), in the
         #    files of the dates this settlement looks at.
         f"""INSERT INTO decided
-    SELECT r.rrn, r.bank, 'unknown', r.file_date, r.merchant_id, r.terminal_id, r.masked_pan,
+    SELECT r.rrn, r.bank, {_UNKNOWN}, r.file_date, r.merchant_id, r.terminal_id, r.masked_pan,
            NULL, NULL, r.amount, 'bank_only', 'reversal_queued', NULL
     FROM clearing_record r
     WHERE r.file_date BETWEEN :d_hold AND :d AND r.mti_class = '02'
@@ -662,7 +665,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
            CASE category WHEN 'bank_only' THEN 'settlement: bank_only'
                 ELSE 'settlement: switch_only after ' || {d.as_text.format(":hold")} || ' dates'
            END, {d.true}
-    FROM decided WHERE action = 'reversal_queued' AND kind != 'unknown'
+    FROM decided WHERE action = 'reversal_queued' AND kind != {_UNKNOWN}
     ON CONFLICT (rrn) DO NOTHING""",
         f"""INSERT INTO reversal_order (rrn, bank, business_date, reason, known, mti,
         processing_code, stan, transmission, amount, currency, terminal_id, merchant_id,
@@ -673,6 +676,6 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     FROM decided d {cross_join} clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
                                                AND r.file_date = d.txn_date
                                                AND r.mti_class = '02'
-    WHERE d.kind = 'unknown'
+    WHERE d.kind = {_UNKNOWN}
     ON CONFLICT (rrn) DO NOTHING""",
     )
