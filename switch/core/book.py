@@ -22,8 +22,6 @@ from switch.core.bank import OriginalData, ReversalSubject
 from switch.core.products import Product, product
 from switch.errors import TransactionRefused
 
-Kind = Literal["sale", "balance", "void", "refund"]
-"""The kinds of ``switch.core.products`` that go to a bank as themselves."""
 State = Literal["sending", "approved", "declined", "no_answer", "not_sent", "bank_only"]
 """``sending``: written and maybe at the bank; ``no_answer``: it may have reached the
 bank and got no final answer (a reversal is queued); ``not_sent``: it never left;
@@ -41,7 +39,9 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     book of many thousands would otherwise lengthen every full collection.
     """
 
-    kind: Kind
+    kind: str
+    """Its product's kind (``switch.core.products``); ``unknown`` for a bank's record of
+    no product."""
     rrn: str
     bank: str
     channel: str

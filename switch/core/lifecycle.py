@@ -580,7 +580,7 @@ class BankTransaction:
         assert request.currency is not None and self.bank is not None and self.rrn is not None
         card = request.card
         return TxnRecord(
-            kind=self.product.kind,  # type: ignore[arg-type]
+            kind=self.product.kind,
             rrn=self.rrn,
             bank=self.bank,
             channel=acceptor.channel,

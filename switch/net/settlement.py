@@ -403,7 +403,7 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
     except products.UnknownProduct as exc:
         kind, reason = products.UNKNOWN_KIND, f"{reason}; {exc}"
     record = TxnRecord(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         rrn=order.rrn, bank=order.bank, channel="clearing", request_mti=order.mti,
         terminal_id=order.terminal_id, merchant_id=order.merchant_id, stan=order.stan,
         batch="000000", local_date=order.transmission[:4], pan_masked=order.masked_pan,
