@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -14,12 +14,14 @@ import pytest
 from switch.core import products
 from switch.core.bank import BankTrace, Institution, OriginalData, reversal_request
 from switch.core.bank import bank_request as to_bank
+from switch.core.batch import UploadKind, upload_records
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.clock import Stamp
 from switch.core.model import KIND_NAMES, PRODUCT_OF, REQUEST_TYPES, BankBound, Card
 from switch.core.online import request_from_online
 from switch.core.pos import request_from_pos, response_mti
 from switch.core.products import PRODUCTS, Product, UnknownProduct
+from switch.errors import TransactionRefused
 from switch.store import questions
 from switch.store.postgresql import settlement as pg_settlement
 from switch.store.settlement_sql import settlement_sql
@@ -209,6 +211,14 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
     )
     totals = questions._BATCH_TOTALS
     assert set(_kind_conditions(totals)) == {lists["debit"], lists["credit"]}
+
+
+def test_batch_uploads_take_the_kinds_that_count() -> None:
+    """A 0320 record's kind is the 60.1 of a product that counts as a debit or credit."""
+    assert get_args(UploadKind) == tuple(products.UPLOAD_KINDS) == ("22", "25")
+    assert {row.kind for row in products.UPLOAD_KINDS.values()} == {"sale", "refund"}
+    with pytest.raises(TransactionRefused, match="'23' is neither 22 \\(sale\\) nor 25"):
+        upload_records("01" + "23" + "000123" + "000000010000")
 
 
 def test_the_store_writes_no_kind_by_hand() -> None:
