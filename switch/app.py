@@ -110,6 +110,9 @@ class SwitchApp:
         self._bank_side: trio.Nursery | None = None
         self._bank_scopes: dict[BankConnector, list[trio.CancelScope]] = {}
         """Each connector's scope, and its simulator's when the switch simulates it."""
+        self._simulated: dict[str, tuple[BankSection, trio.CancelScope]] = {}
+        """Each simulated bank's newest simulator: the section it was started with and
+        its scope (owned by the connector in ``_bank_scopes`` that holds it)."""
         self.retired: dict[str, BankConnector] = {}
         """Banks a reload removed: no new requests, their store-and-forward delivers on."""
         self._reloading = trio.Lock()
@@ -332,15 +335,24 @@ class SwitchApp:
         assert bank_side is not None
         scopes: list[trio.CancelScope] = []
         if bank.simulate:
-            # The folder of the section being started: during a reload self.config is
-            # still the old configuration, which may not have this bank yet.
-            started = msgspec.structs.replace(self.config, banks={name: bank})
-            simulator = BankSimulator(
-                name, bank, self.codecs.get(bank.dialect), clearing_dir=started.clearing_dir(name)
-            )
-            scopes.append(trio.CancelScope())
-            port = await bank_side.start(_in_scope, simulator.serve, scopes[-1])
-            self.simulators[name] = simulator
+            running = self._simulated.get(name)
+            if running is not None and _simulated_alike(running[0], bank):
+                # A reload that changes only the connector's side keeps the simulator
+                # (and its port): a second one could not bind a fixed port it holds.
+                port = self.simulators[name].port
+            else:
+                # The folder of the section being started: during a reload self.config
+                # is still the old configuration, which may not have this bank yet.
+                started = msgspec.structs.replace(self.config, banks={name: bank})
+                simulator = BankSimulator(
+                    name, bank, self.codecs.get(bank.dialect),
+                    clearing_dir=started.clearing_dir(name),
+                )  # fmt: skip
+                scope = trio.CancelScope()
+                port = await bank_side.start(_in_scope, simulator.serve, scope)
+                scopes.append(scope)
+                self.simulators[name] = simulator
+                self._simulated[name] = (bank, scope)
             bank = msgspec.structs.replace(bank, port=port)
         connector = BankConnector(
             name,
@@ -392,6 +404,11 @@ class SwitchApp:
                 return ReloadResult(
                     accepted=False, version=self.config_version, problems=[str(exc)]
                 )
+            except Exception as exc:  # refused all the same, with the reason kept
+                problem = f"the reload failed: {exc!r}"
+                self.last_reload_error = problem
+                log.exception("config_reload_failed", problems=[problem])
+                return ReloadResult(accepted=False, version=self.config_version, problems=[problem])
             self.last_reload_error = None
             if plan.changes_anything:
                 self.config_version += 1
@@ -431,13 +448,20 @@ class SwitchApp:
         switchboard, admission = self.switchboard, self.admission
         assert switchboard is not None and admission is not None and self.journal is not None
         started: dict[str, BankConnector] = {}
+        simulated, simulators = dict(self._simulated), dict(self.simulators)
         try:
             for name in (*plan.banks_added, *plan.banks_changed):
                 bank = new.banks[name]
                 running = self.connectors.get(name) or self.retired.get(name)
-                connector = await self._start_bank(
-                    name, bank, stans=running.stans if running is not None else None
-                )
+                try:
+                    connector = await self._start_bank(
+                        name, bank, stans=running.stans if running is not None else None
+                    )
+                except OSError as exc:  # its simulator's port (changed, or still held)
+                    raise ReloadRefused(
+                        [f"banks.{name}: its simulator cannot listen on {bank.host}:"
+                         f"{bank.port}: {exc.strerror or exc}"]
+                    ) from exc  # fmt: skip
                 started[name] = connector
                 with trio.move_on_after(bank.connect_timeout_s + bank.sign_on_timeout_s):
                     await connector.wait_up()
@@ -449,11 +473,20 @@ class SwitchApp:
         except BaseException:
             for connector in started.values():
                 self._stop_bank(connector)
+            self._simulated, self.simulators = simulated, simulators
             raise
         # From here nothing fails: banks up first, then the routes that point to them.
         for name, connector in started.items():
             previous = self.connectors.get(name) or self.retired.pop(name, None)
             self.connectors[name] = connector
+            if previous is not None and name in self._simulated:
+                # A kept simulator is the new connector's now: the old one's retirement
+                # must not stop it.
+                simulator_scope = self._simulated[name][1]
+                old_scopes = self._bank_scopes.get(previous, [])
+                if simulator_scope in old_scopes:
+                    old_scopes.remove(simulator_scope)
+                    self._bank_scopes[connector].insert(0, simulator_scope)
             forwarder = self.forwarders.get(name)
             if forwarder is None:
                 forwarder = self.forwarders[name] = ReversalForwarder(
@@ -563,6 +596,15 @@ def _sign_on_limiter(config: SwitchConfig) -> SignOnLimiter:
         terminal_burst=section.sign_on_terminal_burst,
         max_tracked=section.sign_on_max_tracked,
     )
+
+
+_SIMULATOR_KEYS = ("host", "port", "dialect", "institution_id", "clearing_dir", "sim")
+"""What a bank's in-process simulator is made from; the rest is the connector's."""
+
+
+def _simulated_alike(running: BankSection, new: BankSection) -> bool:
+    """Whether ``new`` would start the same simulator as ``running``."""
+    return all(getattr(running, key) == getattr(new, key) for key in _SIMULATOR_KEYS)
 
 
 def _bin_table(config: SwitchConfig) -> BinTable:

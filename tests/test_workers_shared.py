@@ -24,7 +24,7 @@ from switch.net.clients import OnlineClient, PosClient
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from switch.wire.iso8583 import FieldValue
-from tests.admin.http import HttpConnection
+from tests.admin.http import post
 from tests.net.helpers import PAN_ICBC, POS_CODEC, purchase
 from tests.switch_process import (
     Process,
@@ -275,9 +275,8 @@ async def test_an_operators_cutoff_at_worker_0_dates_the_other_workers_sales_too
         terminal = Terminal(terminal_id=f"XWRK{next(_terminal_ids):04d}")
         there = await shared.connection_to(1, terminal)
         before = await exchange(there, terminal.sale(1, PAN_ICBC, 1000))
-        admin = await HttpConnection.open(shared.admin_port)
-        answer = await admin.request("/settlement/cutoff", method="POST")
-        await admin.aclose()
+        token = (tmp_path / "admin-token").read_text().strip()  # made by the switch
+        answer = await post(shared.admin_port, "/settlement/cutoff", token=token)
         assert answer.status == 200, answer.body
         closed = answer.json()
         after = await exchange(there, terminal.sale(2, PAN_ICBC, 1000))

@@ -1,6 +1,8 @@
-"""The operator's side of the admin interface: GET requests with the standard library's
-``http.client`` (one kept-alive connection), for ``switch top``, ``switch status`` and
-the bench. Blocking: a command does one thing at a time."""
+"""The operator's side of the admin interface: requests with the standard library's
+``http.client`` (one kept-alive connection), for ``switch top``, ``switch status``, the
+settlement and reload commands and the bench, each with the bearer token; a POST sends
+a JSON object (``{}``), as the switch requires. Blocking: a command does one thing at a
+time."""
 
 from __future__ import annotations
 
@@ -54,17 +56,20 @@ class AdminClient:
         return self._request("GET", path)
 
     def post(self, path: str) -> tuple[int, bytes]:
-        """The status and body of POST ``path`` (no body), as ``get``."""
-        return self._request("POST", path)
+        """The status and body of POST ``path`` (its body ``{}``), as ``get``."""
+        return self._request("POST", path, b"{}")
 
-    def _request(self, method: str, path: str) -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(
                     self._host, self._port, timeout=self._timeout_s
                 )
             try:
-                self._connection.request(method, path, headers=self._headers)
+                headers = self._headers
+                if body is not None:
+                    headers = {**headers, "content-type": "application/json"}
+                self._connection.request(method, path, body=body, headers=headers)
                 response = self._connection.getresponse()
                 return response.status, response.read()
             except (http.client.HTTPException, OSError) as exc:

@@ -17,13 +17,14 @@ import termios
 import time
 import tty
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console
 from rich.live import Live
 
 from switch.admin import console
-from switch.admin.auth import token_from_file
+from switch.admin.auth import client_token, token_from_file
 from switch.admin.client import AdminClient, AdminUnavailable, admin_url
 from switch.admin.status import StatusDocument, status_encoder
 from switch.config import SwitchConfig, load_config
@@ -76,11 +77,20 @@ def add_commands(
             help="the admin interface, http://HOST:PORT (default: the config's [admin] host "
             "and port)",
         )
+        add_token_option(parser)
     # The running switch judges its file (and remembers why it refused one): these
     # need of it only where the admin interface is, so a file being edited still does.
     top.set_defaults(handler=leniently(_top), needs_config=False)
     status.set_defaults(handler=leniently(_status), needs_config=False)
     reload.set_defaults(handler=leniently(_reload), needs_config=False)
+
+
+def add_token_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-file",
+        help="the file holding the admin bearer token (default: the config's [admin] "
+        "token_file, else the admin-token file the switch made)",
+    )
 
 
 def leniently(
@@ -106,8 +116,8 @@ def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
             f"{args.config}: [admin] enabled is false: the switch has no admin interface "
             "to read (enable it, or give --url)"
         )
-    section = config.admin
-    token = token_from_file(config.path(section.token_file)) if section.token_file else None
+    named = getattr(args, "token_file", None)
+    token = token_from_file(Path(named)) if named else client_token(config)
     try:
         return AdminClient(args.url or admin_url(config), token=token)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import exposition
 from switch.admin.status import status_encoder
+from switch.core.calendar import DateNotBegun
 from switch.store.settlement_port import SettlementError
 
 if TYPE_CHECKING:
@@ -104,16 +105,21 @@ def admin_routes(
 
     async def cutoff(request: AdminRequest) -> AdminResponse:
         """Closes the open business date now (``switch settle cutoff``): 200 with the
-        date closed and its cutovers."""
+        date closed and its cutovers; 409 when the open date's own day has not begun
+        (an early close opened it: one early close a day)."""
         service = app.settlement
         if service is None:
             return json_response(503, {"error": "settlement is not running yet"})
-        closed = await service.close_now()
+        try:
+            closed = await service.close_now()
+        except DateNotBegun as exc:
+            return json_response(409, {"error": str(exc)})
         status = await service.status(closed.business_date.isoformat())
         return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
 
     async def settle_run(request: AdminRequest) -> AdminResponse:
-        """Settles a closed date now (``switch settle run``); idempotent."""
+        """Settles a closed date now (``switch settle run``); idempotent. A date that
+        is not closed (in the future, or before the journal's first) is 409."""
         service = app.settlement
         business_date = _query_date(request)
         if service is None or business_date is None:

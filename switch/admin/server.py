@@ -2,11 +2,21 @@
 protocol (it is sans-IO: bytes in, events out), this module only moves bytes between
 trio streams and h11 and hands each whole request to its route (``routes.py``).
 
-Bounded like the channels: ``max_connections`` at once (more are closed at accept), a
-request's head and body within ``max_request_bytes`` (431, 413), each request whole
-within ``read_deadline_s`` (408; an idle kept-alive connection is closed after it),
-and a client that does not read its answer closed after as long. A bad request gets
-its HTTP error (400, 401, 404, 405, ...) and ends its own connection, nothing else.
+Who may ask (``auth.py``): a Host that is this listener's (on loopback: a loopback
+name or address, so a DNS-rebinding page is refused), no foreign Origin (403), the
+bearer token except for the read-only probes on loopback (401), and a POST's body a
+JSON object sent as ``application/json`` (415, 400): a browser's cross-site form or
+``text/plain`` request never gets through.
+
+Bounded like the channels: ``max_connections`` at once; at the cap a new connection
+takes the place of the oldest one waiting for a request (one that never finished a
+request first), so half-open connections cannot keep the probes out; only when every
+connection is answering is a new one closed at accept. A request's head must arrive
+within ``head_deadline_s`` and the whole request within ``read_deadline_s`` (408; an
+idle kept-alive connection is closed after ``head_deadline_s``), head and body within
+``max_request_bytes`` (431, 413), and a client that does not read its answer is closed
+after ``read_deadline_s``. A bad request gets its HTTP error (400, 401, 403, 404, 405,
+409, 415, ...) with its reason and ends its own connection, nothing else.
 """
 
 from __future__ import annotations
@@ -16,13 +26,23 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
 
 import h11
+import msgspec
 import structlog
 import trio
 
-from switch.admin.auth import authorized, read_token
+from switch.admin.auth import (
+    OPEN_ON_LOOPBACK,
+    authorized,
+    foreign_host,
+    foreign_origin,
+    read_token,
+    token_path,
+)
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import metrics_registry
 from switch.admin.routes import AdminRequest, AdminResponse, admin_routes, json_response
+from switch.admin.settings import is_loopback
+from switch.store.settlement_port import SettlementError
 
 if TYPE_CHECKING:
     from switch.app import SwitchApp
@@ -42,66 +62,93 @@ class _TooLarge(Exception):
 
 
 class AdminServer:
-    """The admin listener of one switch; made with the app (which reads the token file
-    then, so a bad one stops the start), served in its nursery."""
+    """The admin listener of one switch; made with the app, which reads the token file
+    then (a bad one stops the start), served in its nursery (which makes the token file
+    when there is none to read)."""
 
     def __init__(self, app: SwitchApp) -> None:
         self.config = app.config.admin
-        self.token = read_token(app.config)
+        self._switch_config = app.config
+        # Read now, so that a bad token file stops the start (and `config check`); one
+        # the switch makes is made when it starts to listen, not by a check.
+        self.token = read_token(app.config, create=False)
+        self.loopback = is_loopback(self.config.host)
         self.status = StatusCollector(app)
         self.registry = metrics_registry(self.status)
         self.routes = admin_routes(app, self.status, self.registry)
         self.port = 0
-        self.connections = 0
+        self.open: dict[_Connection, None] = {}
+        """The connections being served, oldest first."""
         self.connections_refused = 0
+        self.connections_evicted = 0
         self.requests = 0
         self.refusals: dict[int, int] = {}
         """Requests answered with an error, by HTTP status."""
         self._refusals_logged = 0
         self._next_refusal_log = 0.0
 
+    @property
+    def connections(self) -> int:
+        return len(self.open)
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Listens until cancelled; reports the bound port as started."""
         section = self.config
+        if self.token is None:
+            self.token = read_token(self._switch_config)
         listeners = await trio.open_tcp_listeners(section.port, host=section.host)
         if section.port == 0:  # each address got a port of its own: one is reported
             for extra in listeners[1:]:
                 await extra.aclose()
             listeners = listeners[:1]
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("admin_listening", host=section.host, port=self.port, token=self.token is not None)
+        log.info(
+            "admin_listening", host=section.host, port=self.port,
+            token_file=str(token_path(self._switch_config)),
+        )  # fmt: skip
         async with trio.open_nursery() as connections:
             task_status.started(self.port)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self.connections >= self.config.max_connections:
+        if len(self.open) >= self.config.max_connections and not self._evict():
             self.connections_refused += 1
-            self._refused(0, "too many admin connections")
+            self._refused(0, "too many admin connections, all answering")
             await trio.aclose_forcefully(stream)
             return
-        self.connections += 1
+        connection = _Connection(self, stream)
+        self.open[connection] = None
         try:
-            await _Connection(self, stream).serve()
+            with connection.scope:
+                await connection.serve()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass  # the client went away, or does not read its answers
         except Exception as exc:  # one bad client only ever ends its own connection
             log.error("admin_connection_failed", error=repr(exc))
         finally:
-            self.connections -= 1
+            self.open.pop(connection, None)
             await trio.aclose_forcefully(stream)
 
+    def _evict(self) -> bool:
+        """Closes the connection that has waited longest for a request, one that never
+        finished one first; False when every connection is answering one."""
+        waiting = [connection for connection in self.open if not connection.answering]
+        if not waiting:
+            return False
+        victim = min(waiting, key=lambda c: (c.served > 0, c.waiting_since))
+        del self.open[victim]
+        victim.scope.cancel()
+        self.connections_evicted += 1
+        self._refused(0, "admin connections at the cap: the longest waiting one closed")
+        return True
+
     async def respond(self, request: AdminRequest) -> AdminResponse:
-        """The answer to one whole request: the token first, then its route."""
+        """The answer to one whole request: where it comes from, the token, its route,
+        its body, then its handler."""
         self.requests += 1
-        if self.token is not None and not authorized(
-            request.headers.get("authorization"), self.token
-        ):
-            return AdminResponse(
-                status=401,
-                body=b'{"error": "a bearer token is required"}\n',
-                headers=(("www-authenticate", 'Bearer realm="payswitch admin"'),),
-            )
+        refused = self._admit(request)
+        if refused is not None:
+            return refused
         route = self.routes.get(request.path)
         if route is None:
             return json_response(404, {"error": f"no such endpoint: {request.path}"})
@@ -113,11 +160,39 @@ class AdminServer:
                 body=f'{{"error": "{request.method} is not allowed here"}}\n'.encode(),
                 headers=(("allow", allowed),),
             )
+        if request.method == "POST":
+            refused = _json_body_refused(request)
+            if refused is not None:
+                return refused
         try:
             return await handler(request)
-        except Exception as exc:  # a bug in one endpoint answers 500, nothing more
-            log.error("admin_endpoint_failed", path=request.path, error=repr(exc))
-            return json_response(500, {"error": "internal error"})
+        except SettlementError as exc:  # the settlement store cannot do what was asked
+            return json_response(409, {"error": str(exc)})
+        except Exception as exc:  # a bug in one endpoint answers 500, with its reason logged
+            log.exception("admin_endpoint_failed", path=request.path, error=repr(exc))
+            return json_response(500, {"error": f"internal error: {type(exc).__name__}"})
+
+    def _admit(self, request: AdminRequest) -> AdminResponse | None:
+        """The refusal of a request from the wrong place or without the token, or None."""
+        host = request.headers.get("host")
+        if self.loopback and host is not None and (why := foreign_host(host, self.port)):
+            return json_response(403, {"error": why})
+        origin = request.headers.get("origin")
+        if origin is not None and (why := foreign_origin(origin, host)):
+            return json_response(403, {"error": why})
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return json_response(403, {"error": "a cross-site request is refused"})
+        probe = request.method == "GET" and request.path in OPEN_ON_LOOPBACK
+        token = request.headers.get("authorization")
+        if (self.loopback and probe) or (
+            self.token is not None and authorized(token, self.token)
+        ):
+            return None
+        return AdminResponse(
+            status=401,
+            body=b'{"error": "a bearer token is required"}\n',
+            headers=(("www-authenticate", 'Bearer realm="payswitch admin"'),),
+        )
 
     def _refused(self, status: int, reason: str) -> None:
         """Counts a refused request (status 0: a connection closed at accept); one log
@@ -131,6 +206,21 @@ class AdminServer:
             self._next_refusal_log = now + REFUSAL_LOG_INTERVAL_S
 
 
+def _json_body_refused(request: AdminRequest) -> AdminResponse | None:
+    """A POST's body must be a JSON object sent as such (``{}`` when it says nothing):
+    415 for another content type, 400 for anything else."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        return json_response(415, {"error": "the body must be sent as application/json"})
+    try:
+        document = msgspec.json.decode(request.body)
+    except msgspec.DecodeError as exc:
+        return json_response(400, {"error": f"the body is not JSON: {exc}"})
+    if not isinstance(document, dict):
+        return json_response(400, {"error": "the body must be a JSON object ({} at least)"})
+    return None
+
+
 class _Connection:
     """One client's requests, one at a time (HTTP/1.1 keep-alive)."""
 
@@ -139,14 +229,26 @@ class _Connection:
         self.stream = stream
         self.limit = server.config.max_request_bytes
         self.deadline_s = server.config.read_deadline_s
+        self.head_deadline_s = min(server.config.head_deadline_s, self.deadline_s)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limit)
         self.received = 0
+        self.scope = trio.CancelScope()
+        """Cancelled when a newer connection takes this one's place."""
+        self.answering = False
+        self.served = 0
+        self.waiting_since = trio.current_time()
+        self._reading = trio.CancelScope()
+        self._whole_by = 0.0
 
     async def serve(self) -> None:
         while True:
             self.received = 0
+            self.waiting_since = now = trio.current_time()
+            self._whole_by = now + self.deadline_s
+            request: AdminRequest | None = None
             try:
-                with trio.fail_after(self.deadline_s):
+                # The head's deadline first; the whole request's once the head is in.
+                with trio.CancelScope(deadline=now + self.head_deadline_s) as self._reading:
                     request = await self._read_request()
             except h11.RemoteProtocolError as exc:
                 await self._refuse(exc.error_status_hint, str(exc))
@@ -154,16 +256,19 @@ class _Connection:
             except _TooLarge:
                 await self._refuse(413, f"the request is longer than {self.limit} bytes")
                 return
-            except trio.TooSlowError:
+            if self._reading.cancelled_caught:
                 if self.received:  # begun and not finished; an idle one just closes
                     await self._refuse(408, "the request was not complete within the deadline")
                 return
             if request is None:
                 return  # the client closed
+            self.answering = True
             response = await self.server.respond(request)
             if response.status >= 400:
                 self.server._refused(response.status, f"{request.method} {request.path}")
             await self._send(response)
+            self.answering = False
+            self.served += 1
             if self.h11.our_state is h11.MUST_CLOSE:
                 return
             self.h11.start_next_cycle()
@@ -183,6 +288,7 @@ class _Connection:
                 self.h11.receive_data(data)  # b"": the client closed its side
             elif isinstance(event, h11.Request):
                 head = event
+                self._reading.deadline = self._whole_by
                 length = _header(event.headers, b"content-length")
                 if length is not None and length.isdigit() and int(length) > self.limit:
                     raise _TooLarge

@@ -33,15 +33,22 @@ class AdminSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 8585
     token_file: str | None = None
-    """A file (relative to the config file) holding the bearer token every request must
-    carry; required when ``host`` is not loopback, and used on loopback too when set."""
+    """A file (relative to the config file) holding the bearer token requests must
+    carry; required when ``host`` is not loopback. Without one the switch makes its own
+    at start-up, ``admin-token`` in the folder of ``[journal] path`` (on either engine),
+    readable by its user only, which the ``switch`` commands read."""
     max_connections: Annotated[int, Meta(ge=1, le=1024)] = 8
-    """Admin connections at once; beyond it new ones are closed at accept."""
+    """Admin connections at once; at the cap a new one takes the place of the one that
+    has waited longest for a request, and is closed at accept only when every one is
+    being answered."""
+    head_deadline_s: Annotated[float, Meta(gt=0)] = 2.0
+    """A request's head (request line and headers) must arrive within this, and an
+    idle kept-alive connection is closed after it (408 when a head was begun)."""
     max_request_bytes: Annotated[int, Meta(ge=1024)] = 16384
     """A request's head and body together at most; beyond it 431 or 413, then closed."""
     read_deadline_s: Annotated[float, Meta(gt=0)] = 5.0
-    """A request must arrive whole within this (and an idle kept-alive connection is
-    closed after it); a client that does not read its answer for as long is closed."""
+    """A request must arrive whole within this; a client that does not read its answer
+    for as long is closed."""
 
     def __post_init__(self) -> None:
         if self.enabled and self.token_file is None and not is_loopback(self.host):

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from switch.admin.client import AdminClient, AdminUnavailable
-from switch.admin.commands import leniently, with_client
+from switch.admin.commands import add_token_option, leniently, with_client
 from switch.config import SwitchConfig
 from switch.core.calendar import date_from_mmdd
 
@@ -76,6 +76,7 @@ def add_commands(
     for parser in (cutoff, run, status, balance):
         config_option(parser)
         parser.add_argument("--url", help="the admin interface, http://HOST:PORT")
+        add_token_option(parser)
         parser.add_argument("--json", action="store_true", help="the switch's answer as JSON")
     cutoff.set_defaults(handler=leniently(_asking(_cutoff_target)))
     run.set_defaults(handler=leniently(_asking(_run_target)))

@@ -23,6 +23,11 @@ from datetime import UTC, date, datetime, time, timedelta
 import msgspec
 
 
+class DateNotBegun(ValueError):
+    """An early close of a date whose own calendar day has not begun: refused, so that
+    cut-offs asked again and again cannot run the business date ahead of the clock."""
+
+
 class DateClosed(msgspec.Struct, frozen=True):
     """A business date closed: from ``at`` (epoch seconds, a whole second) on, the
     next date is open."""
@@ -96,9 +101,18 @@ class BusinessCalendar:
     def force_close(self, epoch_s: float, notice_s: float = 0.0) -> DateClosed:
         """Closes the date open at ``epoch_s`` early: from the next whole second on
         (after ``notice_s``, the time other processes need to learn of it), the next
-        date is open."""
+        date is open. DateNotBegun when the open date is itself one a close opened
+        early and its day by the cut-off has not begun: one early close per day."""
+        open_date = self.date_at(epoch_s)
+        if open_date > self.natural_date(epoch_s):
+            begins = datetime.combine(open_date - timedelta(days=1), self._cutoff)
+            raise DateNotBegun(
+                f"business date {open_date} has not begun: it was opened early by the "
+                f"close of {open_date - timedelta(days=1)}, and can be closed from "
+                f"{begins:%Y-%m-%d %H:%M} local time on"
+            )
         close = DateClosed(
-            business_date=self.date_at(epoch_s),
+            business_date=open_date,
             at=float(math.floor(epoch_s + notice_s) + 1),
             forced=True,
         )

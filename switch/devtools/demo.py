@@ -41,7 +41,7 @@ import msgspec
 import structlog
 import trio
 
-from switch.admin.auth import read_token
+from switch.admin.auth import client_token
 from switch.admin.client import AdminClient, AdminUnavailable, admin_url
 from switch.admin.settings import is_loopback
 from switch.config import SwitchConfig, load_config
@@ -371,7 +371,7 @@ class Demo:
             return False
         if not config.admin.enabled or not is_loopback(config.admin.host):
             return True
-        client = AdminClient(admin_url(config), token=read_token(config))
+        client = AdminClient(admin_url(config), token=client_token(config))
         try:
             status, _ = await trio.to_thread.run_sync(client.get, "/readyz")
         except AdminUnavailable:

@@ -324,10 +324,12 @@ class SettlementService:
     async def settle(self, business_date: str) -> SettlementStatus:
         """Settles a closed date (once: settling it again posts nothing) and writes its
         payout and reconciliation files from what was stored."""
+        day = date.fromisoformat(business_date)
+        if self.calendar.close_of(day) is None:
+            raise SettlementError(f"business date {business_date} is not closed")
         async with self._settling:
             # A file that came after its own date settled still counts: the sales it
             # holds are looked for again (held) within the next dates' settlements.
-            day = date.fromisoformat(business_date)
             for days_before in range(HOLD_DATES, -1, -1):
                 await self.read_files((day - timedelta(days=days_before)).isoformat())
             merchants = self.merchants.listed()

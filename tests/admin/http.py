@@ -23,13 +23,15 @@ class Answer(msgspec.Struct, frozen=True):
 
 
 class HttpConnection:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, authority: str) -> None:
         self.stream = stream
+        self.authority = authority
+        """The Host header sent unless a request names its own."""
         self.h11 = h11.Connection(h11.CLIENT)
 
     @classmethod
     async def open(cls, port: int, host: str = "127.0.0.1") -> HttpConnection:
-        return cls(await trio.open_tcp_stream(host, port))
+        return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -44,7 +46,8 @@ class HttpConnection:
     ) -> Answer:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
-        sent = [("host", "switch"), *(headers or {}).items()]
+        given = {name.lower(): value for name, value in (headers or {}).items()}
+        sent = [("host", given.pop("host", self.authority)), *given.items()]
         if body or method == "POST":
             sent.append(("content-length", str(len(body))))
         data = self.h11.send(h11.Request(method=method, target=path, headers=sent))
@@ -79,6 +82,28 @@ async def get(
     connection = await HttpConnection.open(port, host)
     try:
         return await connection.request(path, headers=headers)
+    finally:
+        await connection.aclose()
+
+
+async def post(
+    port: int,
+    path: str,
+    *,
+    token: str | None,
+    body: bytes = b"{}",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One POST, as the switch's own client sends it (JSON, the token) unless
+    ``headers`` say otherwise, on a connection of its own."""
+    sent = {"content-type": "application/json"}
+    if token is not None:
+        sent["authorization"] = f"Bearer {token}"
+    connection = await HttpConnection.open(port)
+    try:
+        return await connection.request(
+            path, method="POST", headers={**sent, **(headers or {})}, body=body
+        )
     finally:
         await connection.aclose()
 

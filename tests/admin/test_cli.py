@@ -155,7 +155,7 @@ def test_off_loopback_without_a_token_file_the_switch_refuses_to_start(tmp_path:
 def test_status_sends_the_token_of_the_config(tmp_path: Path) -> None:
     """A switch on 0.0.0.0 with a token: the command reads the token file the config
     names, and without it is refused."""
-    token = tmp_path / "admin-token"
+    token = tmp_path / "switch-token"  # not where a config without one looks
     token.write_text("a-token-of-thirty-two-characters\n")
     token.chmod(0o600)
     settings = demo_config(tmp_path)

@@ -4,6 +4,7 @@ real ``switch run`` edited, the running switch told, its answer and status read.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,47 @@ def test_switch_reload_takes_a_new_bank_and_refuses_a_bad_file(
     document = status_decoder.decode(status.stdout)
     assert document.config.version == 2  # the running configuration stayed
     assert document.config.last_reload_error == "routes: prefix 621701 names unknown bank 'nobody'"
+
+
+RAPID_RELOADS = 50
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_rapid_reloads_keep_an_in_process_simulator_and_a_failed_bind_is_refused(
+    tmp_path: Path,
+) -> None:
+    settings = demo_config(tmp_path)
+    settings["banks"]["icbc"]["port"] = free_port()  # simulated here, on a fixed port
+    with switch_running(tmp_path, settings) as run:
+        for turn in range(RAPID_RELOADS):
+            settings["banks"]["icbc"]["issuer_timeout_s"] = 4.0 if turn % 2 == 0 else 5.0
+            write_config(tmp_path, settings)
+            taken = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+            assert taken.returncode == 0, (turn, taken.stdout, taken.stderr)
+            assert json.loads(taken.stdout)["changes"] == {"banks_changed": ["icbc"]}
+        status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
+        document = status_decoder.decode(status.stdout)
+        assert document.config.version == 1 + RAPID_RELOADS
+        assert document.config.last_reload_error is None
+        icbc = next(bank for bank in document.banks if bank.name == "icbc")
+        assert icbc.links_up == 2
+
+        # Its simulator itself changed: a second one cannot bind the port the running
+        # one holds, and the reload is refused with that reason, kept in the status.
+        settings["banks"]["icbc"].setdefault("sim", {})["latency_ms"] = 5
+        write_config(tmp_path, settings)
+        refused = run_switch(["reload", "--config", str(run.config), "--url", run.url])
+        assert refused.returncode == 2, refused.stderr
+        [problem] = json.loads(refused.stdout)["problems"]
+        port = settings["banks"]["icbc"]["port"]
+        assert problem.startswith(f"banks.icbc: its simulator cannot listen on 127.0.0.1:{port}")
+        status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
+        document = status_decoder.decode(status.stdout)
+        assert document.config.version == 1 + RAPID_RELOADS
+        assert document.config.last_reload_error == problem
+        assert not [r for r in run.records() if r.get("event") == "admin_endpoint_failed"]

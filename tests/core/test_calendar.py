@@ -10,6 +10,7 @@ import pytest
 from switch.core.calendar import (
     BusinessCalendar,
     DateClosed,
+    DateNotBegun,
     date_from_mmdd,
     mmdd,
     parse_local_time,
@@ -77,12 +78,18 @@ def test_a_forced_close_given_notice_starts_the_next_date_after_it() -> None:
     assert days.close_of(date(2026, 11, 23)) is None
 
 
-def test_two_forced_closes_in_a_day_run_the_date_ahead() -> None:
+def test_a_date_opened_early_cannot_be_closed_before_its_day_begins() -> None:
     days = calendar()
     days.force_close(at("2026-11-22 10:00:00"))
-    second = days.force_close(at("2026-11-22 11:00:00"))
+    for moment in ("2026-11-22 11:00:00", "2026-11-22 22:59:59"):
+        with pytest.raises(DateNotBegun, match=r"2026-11-23 has not begun.*2026-11-22 23:00"):
+            days.force_close(at(moment))
+    assert days.date_at(at("2026-11-22 12:00:00")) == date(2026, 11, 23)
+    assert [close.business_date for close in days.closes] == [date(2026, 11, 22)]
+    # From the 22nd's cut-off on, the 23rd is the calendar's own date: it may close early.
+    second = days.force_close(at("2026-11-22 23:30:00"))
     assert second.business_date == date(2026, 11, 23)
-    assert days.date_at(at("2026-11-22 12:00:00")) == date(2026, 11, 24)
+    assert days.date_at(at("2026-11-22 23:45:00")) == date(2026, 11, 24)
 
 
 def test_closes_read_back_after_a_restart_give_the_same_dates() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import pytest
 import trio
 
 from switch import cli
+from switch.admin.auth import token_path
 from switch.app import SwitchApp
 from switch.config import ClearingFaults, SwitchConfig
 from switch.core.batch import BatchTotals, UploadRecord
+from switch.core.calendar import DateClosed
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import REPO, LogSink, make_config
@@ -69,16 +72,32 @@ async def operator(app: SwitchApp, *arguments: str) -> tuple[int, Any]:
     """``switch ...`` as an operator types it, against the running switch's admin port,
     in a thread (it blocks); returns its exit code and its --json output."""
     url = f"http://127.0.0.1:{app.admin_port}"
+    token = str(token_path(app.config))
     out = io.StringIO()
 
     def run() -> int:
         import contextlib
 
         with contextlib.redirect_stdout(out):
-            return cli.main([*arguments, "--url", url, "--json"])
+            return cli.main([*arguments, "--url", url, "--token-file", token, "--json"])
 
     code = await trio.to_thread.run_sync(run)
     return code, json.loads(out.getvalue()) if out.getvalue() else None
+
+
+async def a_day_passes(app: SwitchApp) -> str:
+    """The open date closed as its own cut-off closes it once its day has come (an
+    operator's cut-off closes no date whose day has not begun, so the test's later
+    dates come this way): recorded and its cutovers sent, as the switch's cut-off task
+    does. The date closed."""
+    settlement = app.settlement
+    assert settlement is not None
+    async with settlement._closing:
+        now = time.time()
+        open_date = settlement.calendar.date_at(now)
+        await settlement._close(DateClosed(open_date, float(int(now) + 1), forced=False))
+    await trio.sleep(max(0.0, int(now) + 1 - time.time()))
+    return open_date.isoformat()
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -229,8 +248,7 @@ async def test_a_business_day_settles_with_every_fault_classified(
         await until(lambda: icbc.totals().reversals == reversals_before + 1)
 
         # The next date: the moved sale turns up (timing) and is paid with it.
-        code, closed = await operator(app, "settle", "cutoff")
-        next_date = closed["business_date"]
+        next_date = await a_day_passes(app)
         await settled(app, next_date)
         next_stamp = next_date.replace("-", "")
         payouts = {row["merchant_id"]: row for row in rows(out / f"payouts-{next_stamp}.csv")}
@@ -244,8 +262,7 @@ async def test_a_business_day_settles_with_every_fault_classified(
 
         # Two dates on, the dropped sale is reversed at the bank and never paid.
         net_before = icbc.totals().net
-        code, closed = await operator(app, "settle", "cutoff")
-        third = closed["business_date"]
+        third = await a_day_passes(app)
         await settled(app, third)
         recon = rows(out / f"recon-{third.replace('-', '')}.csv")
         assert ("switch_only", rrn[7], "reversal_queued") in {
@@ -318,9 +335,9 @@ async def test_a_corrupt_file_is_rejected_with_its_reason_and_the_date_waits(
         lines[trailer] = b"T" + b"%09d" % details + lines[trailer][10:]
         path.write_bytes(b"\n".join(lines))
         app.simulators["abc"].clearing_faults = ClearingFaults()
-        code, closed = await operator(app, "settle", "cutoff")
-        await settled(app, closed["business_date"])
-        stamp = closed["business_date"].replace("-", "")
+        next_date = await a_day_passes(app)
+        await settled(app, next_date)
+        stamp = next_date.replace("-", "")
         payouts = {
             row["merchant_id"]: row for row in rows(tmp_path / "out" / f"payouts-{stamp}.csv")
         }
@@ -354,6 +371,7 @@ async def test_in_flight_across_the_cutoff_and_a_batch_upload_in_the_reconciliat
         nursery.start_soon(slow_sale)
         await trio.sleep(0.3)
         code, closed = await operator(app, "settle", "cutoff")
+        assert code == 0
         business_date = closed["business_date"]
         icbc.latency_s = 0.0
         await until(lambda: bool(in_flight))
@@ -380,10 +398,9 @@ async def test_in_flight_across_the_cutoff_and_a_batch_upload_in_the_reconciliat
         assert status["missing"] == []
         # The batch was settled (0500) after the cut-off: its differences are in the
         # reconciliation of the date on which the terminal settled it.
-        code, closed = await operator(app, "settle", "cutoff")
-        assert code == 0
-        await settled(app, closed["business_date"])
-        recon = rows(tmp_path / "out" / f"recon-{closed['business_date'].replace('-', '')}.csv")
+        next_date = await a_day_passes(app)
+        await settled(app, next_date)
+        recon = rows(tmp_path / "out" / f"recon-{next_date.replace('-', '')}.csv")
         assert {(row["category"], row["rrn"], row["action"]) for row in recon} == {
             ("terminal_only", "", "not_paid"),
             ("terminal_missing", str(left_out.fields[37]), "paid"),
