@@ -34,6 +34,7 @@ from switch.core.admission import AdmissionConfig
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
+from switch.core.clock import BusinessClock
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
@@ -41,7 +42,7 @@ from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ReloadPlan, plan_reload
 from switch.core.routing import BinTable
 from switch.core.workers import SINGLE, Worker, worker_config
-from switch.errors import ConfigError
+from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.bank_link import BankConnector
@@ -52,7 +53,7 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.sim.server import BankSimulator
-from switch.store import open_journal, open_settlement_store
+from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged
 from switch.store.settlement_port import SettlementStore
@@ -80,11 +81,16 @@ class Codecs:
 
 
 class SwitchApp:
-    def __init__(self, config: SwitchConfig, worker: Worker = SINGLE) -> None:
+    def __init__(
+        self, config: SwitchConfig, worker: Worker = SINGLE, clock: BusinessClock | None = None
+    ) -> None:
         """``config``: the worker's view of it (switch.core.workers.worker_config),
-        which for the one process of a switch is the config itself."""
+        which for the one process of a switch is the config itself. ``clock``: the
+        business clock (the real one by default; ``switch run --clock``)."""
         self.worker = worker
         """Which of the switch's processes this is (the one, by default)."""
+        self.clock = clock if clock is not None else BusinessClock.real()
+        """Business time, for every part that stamps or dates (switch.core.clock)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
         key_file = config.journal.key_file
@@ -173,6 +179,7 @@ class SwitchApp:
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
+                await self._check_clock(journal, settlement_store)  # before any sign-on
                 if self.admin is not None:  # up from here to the journal's close: health, drain
                     await store_side.start(self.admin.serve)
                 await self._run_banks_and_channels(journal, vault, settlement_store, task_status)
@@ -181,6 +188,40 @@ class SwitchApp:
             settlement_store.close()
         log.info("switch_stopped")
         self.stopped.set()
+
+    async def _check_clock(self, journal: Journal, settlement_store: SettlementStore) -> None:
+        """The journal runs on the kind of clock it was first run on (StartupError
+        otherwise), and a simulated clock never starts behind what the journal holds:
+        its RRNs, dates and closes would be handed out or dated again."""
+        clock = self.clock
+        marked = await trio.to_thread.run_sync(claim_clock, self.config, clock.kind)
+        if marked != clock.kind:
+            where = _journal_name(self.config)
+            if marked == "simulated":
+                raise StartupError(
+                    f"the journal {where} was first run on a simulated clock (--clock): "
+                    f"it refuses the real one; start it with --clock, or use another journal"
+                )
+            raise StartupError(
+                f"the journal {where} was first run on the real clock: it refuses a "
+                f"simulated one (--clock); rehearse on another journal"
+            )
+        if clock.kind == "real":
+            return
+        now = clock.now()
+        closes = await trio.to_thread.run_sync(settlement_store.closes)
+        last_close = max((close.at for close in closes), default=None)
+        if last_close is not None and last_close > now:
+            behind = f"a business date closed at {iso_utc(last_close)}"
+        elif await journal.recent_transactions(now, 1):
+            behind = "transactions recorded later"
+        else:
+            return
+        raise StartupError(
+            f"--clock {iso_utc(now)} is behind the journal, which holds {behind}: a "
+            f"simulated clock never runs a journal backwards (start later, or use "
+            f"another journal)"
+        )
 
     async def _run_banks_and_channels(
         self,
@@ -200,8 +241,9 @@ class SwitchApp:
             )
             for name, connector in self.connectors.items():
                 self.forwarders[name] = ReversalForwarder(
-                    connector, journal, vault, institution, config.saf, utc_offset_h=utc_offset_h
-                )
+                    connector, journal, vault, institution, config.saf,
+                    utc_offset_h=utc_offset_h, clock=self.clock,
+                )  # fmt: skip
             self.admission = Admission(_admission_config(config))
             # The dates closed so far, before any request is dated by them.
             calendar = BusinessCalendar(
@@ -225,9 +267,10 @@ class SwitchApp:
                 merchants=self.merchants,
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
                 sign_ons=_sign_on_limiter(config),
+                clock=self.clock,
             )
             await switchboard.recover(
-                recovery_since=time.time() - config.journal.recovery_days * 86400,
+                recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
                 max_records=config.book.max_records,
             )
             for name, forwarder in self.forwarders.items():
@@ -243,6 +286,7 @@ class SwitchApp:
                 switchboard,
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
+                clock=self.clock,
             )
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,
@@ -267,6 +311,7 @@ class SwitchApp:
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
                 stans=self._new_stans(),
+                clock=self.clock,
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
@@ -291,6 +336,7 @@ class SwitchApp:
                     online_port=self.online.port,
                     admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
+                    clock=self.clock.describe(),
                 )
                 task_status.started(self)
                 if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
@@ -319,6 +365,8 @@ class SwitchApp:
             settle_deadline=self.config.settlement.settle_deadline,
             utc_offset_h=utc_offset_h,
             nudge=_Reversals(self.forwarders).nudge,
+            clock=self.clock.now,
+            speed=self.clock.speed,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
         )
@@ -346,7 +394,7 @@ class SwitchApp:
                 started = msgspec.structs.replace(self.config, banks={name: bank})
                 simulator = BankSimulator(
                     name, bank, self.codecs.get(bank.dialect),
-                    clearing_dir=started.clearing_dir(name),
+                    clearing_dir=started.clearing_dir(name), clock=self.clock,
                 )  # fmt: skip
                 scope = trio.CancelScope()
                 port = await bank_side.start(_in_scope, simulator.serve, scope)
@@ -360,6 +408,7 @@ class SwitchApp:
             self.codecs.get(bank.dialect),
             utc_offset_h=self.config.switch.utc_offset_h,
             stans=stans if stans is not None else self._new_stans(),
+            clock=self.clock,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
@@ -491,7 +540,7 @@ class SwitchApp:
             if forwarder is None:
                 forwarder = self.forwarders[name] = ReversalForwarder(
                     connector, self.journal, self.vault, self._institution, new.saf,
-                    utc_offset_h=new.switch.utc_offset_h,
+                    utc_offset_h=new.switch.utc_offset_h, clock=self.clock,
                 )  # fmt: skip
                 self._bank_side.start_soon(forwarder.run, name=f"saf:{name}")  # type: ignore[union-attr]
             forwarder.connector = connector
@@ -572,6 +621,12 @@ def load_merchants(config: SwitchConfig) -> MerchantBook:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"settlement.merchants_file: cannot read {path}: {exc}") from exc
     return parse_merchants(text, source=str(path))
+
+
+def _journal_name(config: SwitchConfig) -> str:
+    if config.journal.backend == "postgresql":
+        return "(PostgreSQL)"
+    return str(config.path(config.journal.path))
 
 
 def _admission_config(config: SwitchConfig) -> AdmissionConfig:

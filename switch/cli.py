@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import SwitchConfig, load_config
 from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
+from switch.core.clock import MAX_SPEED, BusinessClock, parse_clock_start
 from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
@@ -38,6 +40,7 @@ from switch.errors import ConfigError, MessageEncodeError, StartupError
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
+from switch.security.commands import add_commands as add_key_store_commands
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
@@ -116,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     # The listeners' ports as the supervisor bound them (a configured 0 made one port).
     run.add_argument("--pos-port", type=int, help=argparse.SUPPRESS)
     run.add_argument("--online-port", type=int, help=argparse.SUPPRESS)
+    _clock_options(run)
+    # When the supervisor's business clock read --clock (epoch seconds): its workers'.
+    run.add_argument("--clock-anchor", type=float, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
     sim = commands.add_parser(
@@ -127,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(sim)
     sim.add_argument("--bank", required=True, help="the bank's name in the config, e.g. icbc")
     sim.add_argument("--port", type=int, help="listen on this port instead of the config's")
+    _clock_options(sim)
     sim.add_argument(
         "--totals-file",
         help="write the ledger's totals (JSON, in fen) here when the simulator stops",
@@ -205,7 +212,10 @@ def _parser() -> argparse.ArgumentParser:
     saf_retry.set_defaults(handler=_saf_retry)
 
     keys = commands.add_parser(
-        "keys", help="card data keys", description="Make card data key files."
+        "keys",
+        help="card data keys; the key store (TMKs, ZMKs, online keys, the LMK)",
+        description="Make card data key files; load, list and rotate the keys of the key "
+        "store (security.md).",
     )
     keys_commands = keys.add_subparsers(required=True, metavar="ACTION")
     keys_new = keys_commands.add_parser(
@@ -217,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_new.add_argument("--out", help="write it to this new file (mode 0600)")
     keys_new.add_argument("--config", help=argparse.SUPPRESS)  # accepted, as before; unused
     keys_new.set_defaults(handler=_keys_new, needs_config=False)
+    add_key_store_commands(keys_commands)
 
     pid = commands.add_parser(
         "pid",
@@ -391,6 +402,58 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _clock_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clock",
+        metavar="START",
+        help="run on a simulated business clock from START (ISO 8601 with its UTC offset, "
+        "e.g. 2027-01-31T22:59:00+08:00): every date and time the switch stamps or "
+        "decides by follows it; timeouts and other protections stay on real time. A "
+        "journal keeps the kind of clock it was first run on",
+    )
+    parser.add_argument(
+        "--clock-speed",
+        metavar="N",
+        help=f"the simulated clock runs N times real time (default 1; at most "
+        f"{MAX_SPEED:g}, a day a second): 1440 is a day a minute",
+    )
+
+
+def business_clock(args: argparse.Namespace) -> BusinessClock:
+    """The business clock of ``--clock`` and ``--clock-speed`` (the real one without
+    them); ValueError, one line naming the option, when they are wrong."""
+    if args.clock is None:
+        if args.clock_speed is not None:
+            raise ValueError("--clock-speed needs --clock START: the real clock has one speed")
+        return BusinessClock.real()
+    try:
+        start = parse_clock_start(args.clock)
+    except ValueError as exc:
+        raise ValueError(f"--clock: {exc}") from None
+    text = args.clock_speed if args.clock_speed is not None else "1"
+    try:
+        speed = float(text)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and 0 < speed <= MAX_SPEED):
+        raise ValueError(
+            f"--clock-speed: {text!r} is not a number above 0 and at most {MAX_SPEED:g}"
+        )
+    anchor = getattr(args, "clock_anchor", None)
+    elapsed_s = max(0.0, time.time() - anchor) if anchor is not None else 0.0
+    return BusinessClock.simulated(start, speed, elapsed_s=elapsed_s)
+
+
+def _clock_argv(args: argparse.Namespace) -> list[str]:
+    """A worker's clock options: the supervisor's clock, read from the same moment."""
+    if args.clock is None:
+        return []
+    return [
+        "--clock", args.clock, "--clock-speed", args.clock_speed or "1",
+        "--clock-anchor", repr(time.time()),
+    ]  # fmt: skip
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -400,8 +463,13 @@ def _positive(text: str) -> int:
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
     workers: int = args.workers if args.workers is not None else config.switch.workers
+    try:
+        clock = business_clock(args)
+    except ValueError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
     if workers > 1 and args.worker_index is None:
-        return supervisor.supervise(config, workers)
+        return supervisor.supervise(config, workers, _clock_argv(args))
     try:
         worker = Worker(
             index=args.worker_index or 0,
@@ -418,7 +486,7 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
         structlog.contextvars.bind_contextvars(worker=worker.index)  # on every line
     try:
         # logging, fds, keys, the admin token, the journal's lock, ports
-        started = startup.prepare(config, worker)
+        started = startup.prepare(config, worker, clock)
     except Exception as exc:
         return startup.refuse(exc)
     try:
@@ -483,12 +551,19 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
     if bank is None:
         print(f"switch: no bank {args.bank!r} in {args.config}", file=sys.stderr)
         return 2
+    try:
+        clock = business_clock(args)
+    except ValueError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
     if args.port is not None:
         bank = msgspec.structs.replace(bank, port=args.port)
     configure_logging(config.log.level, format=config.log.format)
     log_uncaught_exceptions()
     codec = Codecs(config.dialects_path()).get(bank.dialect)
-    simulator = BankSimulator(args.bank, bank, codec, clearing_dir=config.clearing_dir(args.bank))
+    simulator = BankSimulator(
+        args.bank, bank, codec, clearing_dir=config.clearing_dir(args.bank), clock=clock
+    )
     totals_file = Path(args.totals_file) if args.totals_file else None
 
     async def serve() -> None:
@@ -498,7 +573,7 @@ def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
             except OSError as exc:  # trio's bind error does not say where
                 where = f"[banks.{args.bank}] port {bank.port} on {bank.host}"
                 raise StartupError(f"{where} cannot be listened on: {exc.strerror}") from exc
-            log.info("simulator_started", bank=args.bank, port=port)
+            log.info("simulator_started", bank=args.bank, port=port, clock=clock.describe())
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 nursery.start_soon(supervisor.stop_with_parent)  # a demo's bank
                 async for _ in signals:

@@ -81,8 +81,8 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     switch-wide limit: a flood from one address is answered 91 and takes nothing from
     the others. A concentrator carrying many terminals needs a burst as large as its
     fleet."""
-    sign_ons_per_terminal_per_s: PositiveRate = 0.05
-    sign_on_terminal_burst: Count = 10
+    sign_ons_per_terminal_per_s: PositiveRate = 1.0
+    sign_on_terminal_burst: Count = 60
     """Sign-ons of one terminal (terminal id and merchant id), looked at first: a
     terminal in a sign-on loop is answered 91 and takes nothing from its address's or
     the switch-wide allowance."""

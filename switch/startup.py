@@ -48,6 +48,7 @@ import trio
 from switch import store
 from switch.app import SwitchApp
 from switch.config import ListenerSection, SwitchConfig, config_problems
+from switch.core.clock import BusinessClock
 from switch.core.workers import SINGLE, Worker, worker_config, worker_problems
 from switch.errors import StartupError, SwitchError
 from switch.log import (
@@ -229,10 +230,13 @@ def _bound_ports(config: SwitchConfig) -> list[tuple[str, str, int]]:
     return [(label, host, port) for label, host, port in ports if port != 0]
 
 
-def prepare(config: SwitchConfig, worker: Worker = SINGLE) -> Startup:
+def prepare(
+    config: SwitchConfig, worker: Worker = SINGLE, clock: BusinessClock | None = None
+) -> Startup:
     """Steps 1 to 5 of the module's docstring; raises the first failure (its text the
     one line to print), having released whatever it took. ``worker``: which of the
-    switch's processes this is (the one, by default)."""
+    switch's processes this is (the one, by default); ``clock``: the business clock
+    (the real one by default)."""
     config = worker_config(config, worker)
     limit_before, limit = raise_open_files_limit()
     reserve = descriptor_reserve(config)
@@ -273,7 +277,7 @@ def prepare(config: SwitchConfig, worker: Worker = SINGLE) -> Startup:
     )
     startup = Startup(config, worker)
     try:
-        startup.app = SwitchApp(config, worker)  # reads keys, admin token
+        startup.app = SwitchApp(config, worker, clock)  # reads keys, admin token
         startup.lock_journal()
         startup.reserve_ports()
     except BaseException:

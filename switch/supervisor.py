@@ -34,7 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 import msgspec
@@ -69,9 +69,10 @@ def sqlite_workers_for_tests() -> bool:
     return os.environ.get(SQLITE_WORKERS_FOR_TESTS) == "1"
 
 
-def supervise(config: SwitchConfig, workers: int) -> int:
+def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()) -> int:
     """Runs the switch as ``workers`` processes until SIGTERM or SIGINT; the exit
-    status (2: refused to start, one line on stderr)."""
+    status (2: refused to start, one line on stderr). ``clock_argv``: the business
+    clock's options for every worker (the same simulated clock, from the same moment)."""
     configure_logging(config.log.level, format=config.log.format)
     log_uncaught_exceptions()
     config = msgspec.structs.replace(
@@ -89,7 +90,9 @@ def supervise(config: SwitchConfig, workers: int) -> int:
             before = len(held)
             reserve_port(label, section.host, section.port, held, reuse_port=True)
             ports.append(held[before].getsockname()[1] if len(held) > before else section.port)
-        supervisor = Supervisor(config, pos_port=ports[0], online_port=ports[1])
+        supervisor = Supervisor(
+            config, pos_port=ports[0], online_port=ports[1], clock_argv=clock_argv
+        )
         return trio.run(supervisor.run)
     except StartupError as exc:
         return refuse(exc)
@@ -146,8 +149,16 @@ def _reason(status: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, config: SwitchConfig, *, pos_port: int, online_port: int) -> None:
+    def __init__(
+        self,
+        config: SwitchConfig,
+        *,
+        pos_port: int,
+        online_port: int,
+        clock_argv: Sequence[str] = (),
+    ) -> None:
         self.config = config
+        self.clock_argv = list(clock_argv)
         self.count = config.switch.workers
         self.pos_port = pos_port
         self.online_port = online_port
@@ -173,6 +184,7 @@ class Supervisor:
             "--worker-index", str(index),
             "--pos-port", str(self.pos_port),
             "--online-port", str(self.online_port),
+            *self.clock_argv,
         ]  # fmt: skip
 
     async def run(self) -> int:

@@ -371,3 +371,45 @@ async def test_a_worker_that_keeps_dying_is_restarted_later_each_time(tmp_path: 
         if switch.process.poll() is None:
             switch.process.kill()
         assert await sim.stop() == 0, sim.output()
+
+
+async def test_workers_and_a_restarted_one_read_the_supervisors_simulated_clock(
+    tmp_path: Path,
+) -> None:
+    """``--clock`` with ``--workers``: every worker, a restarted one too, is on the
+    supervisor's clock (a worker that counted from its own start would be behind it by
+    its start's delay times the speed: minutes here)."""
+    sim, bank_port = await start_sim_bank(write_config(tmp_path, demo_config(tmp_path), "sim.toml"))
+    config = write_config(tmp_path, one_bank_config(tmp_path, bank_port))
+    clock = ["--clock", "2027-01-31T10:00:00+08:00", "--clock-speed", "60"]
+    switch = await start_switch(config, args=["--workers", "2", *clock], env=TEST_ONLY_SQLITE)
+    try:
+        started = await switch.wait_for_event("supervisor_started")
+        await switch.wait_for_event("switch_started", count=2)
+        assert {r["clock"] for r in switch.events("switch_started")} == {
+            "simulated from 2027-01-31T02:00:00+00:00 at 60x"
+        }
+        pids = {r["worker"]: r["pid"] for r in switch.events("worker_started")}
+        await trio.sleep(2)  # two business minutes
+        os.kill(pids[1], signal.SIGKILL)
+        await switch.wait_for(
+            lambda r: r.get("event") == "worker_started" and r.get("restart") is True
+        )
+        await switch.wait_for_event("switch_started", count=3)
+        held = await _connect_to_each_worker(
+            switch, int(started["pos_port"]), 2, after=len(switch.records())
+        )
+        times = {}
+        for worker, clients in held.items():
+            fields = await _sale(clients[0])
+            assert (fields[39], fields[13]) == ("00", "0131")
+            local = str(fields[12])
+            times[worker] = int(local[:2]) * 3600 + int(local[2:4]) * 60 + int(local[4:])
+        # Sold a moment apart: at 60x, seconds of real time are minutes.
+        assert abs(times[0] - times[1]) < 60, times
+        for clients in held.values():
+            for client in clients:
+                await client.aclose()
+    finally:
+        assert await switch.stop() == 0, switch.output()
+        assert await sim.stop() == 0, sim.output()

@@ -132,6 +132,12 @@ class StatusCollector:
         switchboard = self.app.switchboard
         return switchboard.stats if switchboard is not None else TransactionStats()
 
+    def _real_age_s(self, business_at: float) -> float:
+        """The real seconds since ``business_at``, a time the journal recorded on the
+        business clock."""
+        clock = self.app.clock
+        return round(max(0.0, clock.real_s(clock.now() - business_at)), 3)
+
     def document(self) -> StatusDocument:
         """The status document of this moment (the backlog as last refreshed)."""
         app = self.app
@@ -235,9 +241,7 @@ class StatusCollector:
             saf_pending=backlog.pending + backlog.manual if backlog is not None else 0,
             saf_manual=backlog.manual if backlog is not None else 0,
             saf_oldest_age_s=(
-                round(max(0.0, time.time() - backlog.oldest_created_at), 3)
-                if backlog is not None
-                else None
+                self._real_age_s(backlog.oldest_created_at) if backlog is not None else None
             ),
             saf_unjournaled=unjournaled if isinstance(unjournaled, int) else 0,
         )

@@ -119,7 +119,8 @@ def admin_routes(
 
     async def settle_run(request: AdminRequest) -> AdminResponse:
         """Settles a closed date now (``switch settle run``); idempotent. A date that
-        is not closed (in the future, or before the journal's first) is 409."""
+        is not closed (in the future, or before the journal's first) is 422: the request
+        names no date that can be settled."""
         service = app.settlement
         business_date = _query_date(request)
         if service is None or business_date is None:
@@ -127,7 +128,7 @@ def admin_routes(
         try:
             status = await service.settle(business_date)
         except SettlementError as exc:
-            return json_response(409, {"error": str(exc)})
+            return json_response(422, {"error": str(exc)})
         return AdminResponse(status=200, body=msgspec.json.encode(status) + b"\n")
 
     async def settle_status(request: AdminRequest) -> AdminResponse:

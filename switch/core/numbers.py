@@ -36,7 +36,11 @@ class RrnAllocator:
 
     __slots__ = ("_floored", "_next", "_stride", "_worker")
 
-    DAYS_KEPT = 3
+    DAYS_KEPT = 40
+    """A day forgotten would start again at its time of day x 1000 and could repeat a
+    number. A request is stamped at most a few real seconds before its RRN is taken;
+    on a simulated clock at its fastest (switch.core.clock.MAX_SPEED, a day a second)
+    that is a few days, well within these."""
 
     def __init__(self, *, worker: int = 0, workers: int = 1) -> None:
         if not 0 <= worker < workers:

@@ -32,7 +32,7 @@ import trio
 
 from switch.config import BankSection
 from switch.core import bank as bankmsg
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.fairqueue import FairQueue
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
@@ -106,6 +106,7 @@ class BankLink:
         *,
         utc_offset_h: int,
         on_room: Callable[[], None] = lambda: None,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.bank = bank
         self.index = index
@@ -114,6 +115,9 @@ class BankLink:
         self._codec = codec
         self._stans = stans
         self._utc_offset_h = utc_offset_h
+        self._clock = clock
+        """Business time, for the 0800s' 7 (and a cutover's 15 is the caller's date);
+        echo intervals, timeouts and the circuit stay on trio's real clock."""
         self._on_room = on_room
         self._framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=BANK_MAX_FRAME_BYTES)
         self.status: LinkStatus = "down"
@@ -305,7 +309,7 @@ class BankLink:
         outside the window; the caller holds the deadline. LinkDown when the link drops
         or the bank answers with another MTI, LinkNotSent when it cannot be sent."""
         stan = self._stans.next()
-        stamp = Stamp.now(self._utc_offset_h)
+        stamp = self._clock.stamp(self._utc_offset_h)
         mti, fields = bankmsg.network_request(code, stan, stamp, business_date=business_date)
         response = await self._exchange(mti, fields)
         if response.mti != "0810":
@@ -457,8 +461,10 @@ class BankConnector:
         *,
         utc_offset_h: int,
         stans: StanSequence | None = None,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.name = name
+        self.clock = clock
         self.config = config
         self.stans = stans or StanSequence()
         self.links = [
@@ -470,6 +476,7 @@ class BankConnector:
                 self.stans,
                 utc_offset_h=utc_offset_h,
                 on_room=self._hand_out,
+                clock=clock,
             )
             for index in range(config.links)
         ]

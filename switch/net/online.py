@@ -9,7 +9,7 @@ import msgspec
 
 from switch.core import online
 from switch.core.changes import Change, OnlineResultKept
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
@@ -51,12 +51,15 @@ class OnlineProtocol:
         terminal_id: str,
         utc_offset_h: int,
         stans: StanSequence | None = None,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.switchboard = switchboard
         self.idempotency = idempotency
         self.cards = cards
         self.terminal_id = terminal_id
         self.utc_offset_h = utc_offset_h
+        self.clock = clock
+        """Business time: the stamp. An id's memory (idempotency) stays on real time."""
         self._stans = stans or StanSequence()
         """Field 11 of the online terminal's requests (a block of them per worker)."""
 
@@ -86,7 +89,7 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         if stored is not None:
             return stored
-        stamp = Stamp.now(self.utc_offset_h)
+        stamp = self.clock.stamp(self.utc_offset_h)
         try:
             request = online.request_from_online(
                 message,

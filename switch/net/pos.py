@@ -7,7 +7,7 @@ import msgspec
 import trio
 
 from switch.core import pos
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.model import (
     KIND_NAMES,
     BatchSettlement,
@@ -52,11 +52,13 @@ class PosProtocol:
         *,
         acquirer_id: str,
         utc_offset_h: int,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.codec = codec
         self.switchboard = switchboard
         self.acquirer_id = acquirer_id
         self.utc_offset_h = utc_offset_h
+        self.clock = clock
 
     def accept(self, frame: bytes, origin: Origin) -> PosWork | bytes:
         envelope, data = split_pos_frame(frame)
@@ -64,7 +66,7 @@ class PosProtocol:
             # Not pos-cup.md's frame at all: nothing in it can be trusted to answer.
             raise CloseConnection(f"TPDU id {envelope.tpdu[0]:#04x}, not {TPDU_ID:#04x}")
         received_at = origin.received_at
-        stamp = Stamp.now(self.utc_offset_h)
+        stamp = self.clock.stamp(self.utc_offset_h)  # business time
         try:
             message = self.codec.decode(data)
         except MessageDecodeError as exc:

@@ -32,7 +32,7 @@ from switch.core import bank as bankmsg
 from switch.core.bank import Institution
 from switch.core.book import TxnRecord
 from switch.core.changes import SafState
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.lifecycle import Cards
 from switch.errors import CardDataUnreadable, SwitchError
 from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent, NotEncodable
@@ -83,8 +83,12 @@ class ReversalForwarder:
         config: SafSection,
         *,
         utc_offset_h: int,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.connector = connector
+        self.clock = clock
+        """Business time: the reversal's stamp and the queue's times, which the journal
+        keeps with the transaction's. Its backoffs are real seconds, scaled onto it."""
         self.bank = connector.name
         self.journal = journal
         self.cards = cards
@@ -131,7 +135,7 @@ class ReversalForwarder:
         async with trio.open_nursery() as attempts:
             while True:
                 self._wake = trio.Event()
-                now = time.time()
+                now = self.clock.now()
                 for owed in list(self._unjournaled):
                     if owed.next_attempt_at <= now and owed not in self._unjournaled_in_progress:
                         await limiter.acquire_on_behalf_of(owed)
@@ -167,10 +171,10 @@ class ReversalForwarder:
                 # (then `switch saf retry ID`); the switch goes on with the others.
                 self.unreadable += 1
                 log.error("reversal_card_data_unreadable", bank=self.bank, rrn=record.rrn)
-                await self._record(saf_id, attempts, "manual", time.time(), str(exc))
+                await self._record(saf_id, attempts, "manual", self.clock.now(), str(exc))
                 return
             sent = await self._send(record, pan, repeat=attempts > 0)
-            now = time.time()
+            now = self.clock.now()
             if sent.never:
                 # No attempt will ever encode it: an operator must settle it with the
                 # bank; counted as no attempt and never as a timeout of the bank.
@@ -237,7 +241,7 @@ class ReversalForwarder:
             try:  # best effort: if the journal is still failing, the next start reverses it
                 await self.journal.commit(
                     TxnUpdated.of(
-                        record, time.time(), f"reversed without the journal: {owed.reason}"
+                        record, self.clock.now(), f"reversed without the journal: {owed.reason}"
                     )
                 )
             except JournalError as exc:
@@ -247,8 +251,10 @@ class ReversalForwarder:
             limiter.release_on_behalf_of(owed)
 
     def _next_at(self, attempts: int) -> float:
+        """When the next attempt is due, on the business clock: a backoff of real
+        seconds (it protects the bank), whatever the clock's speed."""
         backoff: float = min(self.config.backoff_max_s, self.config.backoff_min_s * 2.0**attempts)
-        return time.time() + backoff * random.uniform(0.5, 1.0)
+        return self.clock.now() + self.clock.business_s(backoff * random.uniform(0.5, 1.0))
 
     async def _send(self, record: TxnRecord, pan: str | None, *, repeat: bool) -> _Sent:
         subject = record.reversal_subject(pan)
@@ -266,7 +272,7 @@ class ReversalForwarder:
             mti, fields = bankmsg.reversal_request(
                 subject,
                 connector.stans.next(),
-                Stamp.now(self.utc_offset_h),
+                self.clock.stamp(self.utc_offset_h),
                 self.institution,
                 repeat=repeat,
             )
@@ -300,7 +306,7 @@ class ReversalForwarder:
                 attempts=attempts,
                 next_attempt_at=next_at,
                 result=result,
-                at=time.time(),
+                at=self.clock.now(),
             )
         )
 

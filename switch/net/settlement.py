@@ -13,6 +13,7 @@ idempotent, so after a crash the switch simply runs the sequence again.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
 import time
@@ -94,6 +95,7 @@ class SettlementService:
         utc_offset_h: int,
         nudge: Callable[[str], None],
         clock: Callable[[], float] = time.time,
+        speed: float = 1.0,
         close_notice_s: float = 0.0,
         max_clearing_file_bytes: int = 1 << 28,
     ) -> None:
@@ -116,6 +118,11 @@ class SettlementService:
         self.offset = timedelta(hours=utc_offset_h)
         self.nudge = nudge
         self.clock = clock
+        """Business time (switch.core.clock.BusinessClock.now): the dates, cut-off and
+        deadline, and what the store records."""
+        self.speed = speed
+        """The business clock's speed: a wait until a business moment sleeps the
+        business seconds to it divided by this. Retries and polls are real seconds."""
         self._store_lock = trio.Lock()
         """One thread at a time on the store's connection."""
         self._closing = trio.Lock()
@@ -123,6 +130,7 @@ class SettlementService:
         self._wake_cutoff = trio.Event()
         self._wake_settler = trio.Event()
         self._cutover_tried: dict[tuple[str, str], float] = {}
+        """When each cutover was last sent, on trio's (real) clock."""
 
     async def _in_store(self, work: Callable[..., _T], *args: object) -> _T:
         async with self._store_lock:
@@ -145,28 +153,30 @@ class SettlementService:
             task_status.started()
 
     async def _cutoffs(self) -> None:
-        """Closes each date at its cut-off (unless an operator closed it first)."""
+        """Closes each date at its cut-off (unless an operator closed it first). The
+        wait is in real seconds, the business seconds to the cut-off over the clock's
+        speed; when the clock has passed several cut-offs meanwhile (a fast simulated
+        clock, a machine suspended), each of those dates closes at its own."""
+        first_open = self.calendar.date_at(self.clock())
         while True:
+            async with self._closing:  # every date ended and not closed, oldest first
+                for close in self.calendar.due_closes(self.clock(), first_open):
+                    await self._close(close)
             now = self.clock()
-            open_date = self.calendar.date_at(now)
-            end = self.calendar.natural_end(open_date)
-            with trio.move_on_after(max(0.0, end - now)):
+            end = self.calendar.natural_end(self.calendar.date_at(now))
+            with trio.move_on_after(max(0.0, end - now) / self.speed):
                 await self._wake_cutoff.wait()
-                self._wake_cutoff = trio.Event()
-                continue  # closed early by an operator: a new date is open
-            async with self._closing:
-                if self.calendar.date_at(self.clock()) != open_date:  # natural close came
-                    await self._close(DateClosed(open_date, end, forced=False))
+                self._wake_cutoff = trio.Event()  # closed early by an operator
 
     async def close_now(self) -> DateClosed:
         """The operator's cut-off: the open date closes now, the next one opens."""
         async with self._closing:
-            close = self.calendar.force_close(self.clock(), self.close_notice_s)
+            close = self.calendar.force_close(self.clock(), self.close_notice_s * self.speed)
             # Recorded at once, for the other workers to read before it takes effect.
             await self._in_store(self.store.record_close, close)
             # It takes effect on a whole second: wait it out, so that every request of
             # the closed date was received before the cutovers leave.
-            await trio.sleep(max(0.0, close.at - self.clock()))
+            await trio.sleep(max(0.0, close.at - self.clock()) / self.speed)
             await self._close(close)
         self._wake_cutoff.set()
         return close
@@ -190,7 +200,7 @@ class SettlementService:
                     nursery.start_soon(self._cutover, bank, business_date)
 
     async def _cutover(self, bank: str, business_date: str) -> None:
-        self._cutover_tried[(business_date, bank)] = self.clock()
+        self._cutover_tried[(business_date, bank)] = trio.current_time()
         try:
             code = await self.connectors[bank].cutover(date.fromisoformat(business_date))
         except SwitchError as exc:
@@ -207,14 +217,14 @@ class SettlementService:
         failed_until: dict[str, float] = {}
         while True:
             for business_date in await self._in_store(self.store.unsettled_closed_dates):
-                if failed_until.get(business_date, 0.0) > self.clock():
+                if failed_until.get(business_date, -math.inf) > trio.current_time():
                     continue
                 try:
                     await self._advance(business_date)
                 except SettlementError as exc:
                     # The date stays closed and unsettled, its files kept: tried again
                     # later, and the switch goes on serving meanwhile.
-                    failed_until[business_date] = self.clock() + SETTLE_RETRY_S
+                    failed_until[business_date] = trio.current_time() + SETTLE_RETRY_S
                     log.error("settlement_failed", business_date=business_date, error=str(exc),
                               retry_in_s=SETTLE_RETRY_S)  # fmt: skip
             with trio.move_on_after(POLL_INTERVAL_S):
@@ -229,16 +239,18 @@ class SettlementService:
         if close is not None and close.at > now:
             return  # an operator's close still on notice (restarted meanwhile)
         if not self._closing.locked():  # a close under way sends its own cutovers
-            await self._retry_cutovers(business_date, now)
+            await self._retry_cutovers(business_date)
         missing = await self.read_files(business_date)
         if not missing or now >= self.deadline_of(business_date):
             await self.settle(business_date)
 
-    async def _retry_cutovers(self, business_date: str, now: float) -> None:
-        """The date's cutovers again, if a bank has not answered 00 for a while."""
+    async def _retry_cutovers(self, business_date: str) -> None:
+        """The date's cutovers again, if a bank has not answered 00 for a while (real
+        seconds, whatever the business clock's speed)."""
         cutovers = await self._in_store(self.store.cutovers, business_date)
+        now = trio.current_time()
         for bank in self.banks():
-            tried = self._cutover_tried.get((business_date, bank), 0.0)
+            tried = self._cutover_tried.get((business_date, bank), -math.inf)
             if cutovers.get(bank) != "00" and now - tried >= CUTOVER_RETRY_S:
                 await self._cutovers(business_date)
                 return
@@ -279,7 +291,8 @@ class SettlementService:
         return missing
 
     async def _read_file(self, bank: str, day: date, path: Path) -> bool:
-        business_date, now = day.isoformat(), self.clock()
+        # Wall time, not business time: it is compared with the files' modification times.
+        business_date, now = day.isoformat(), time.time()
         try:
             # In a thread left behind on cancellation: a read that hangs (a dead network
             # file system) never holds up the switch's shutdown.

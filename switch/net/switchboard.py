@@ -14,7 +14,6 @@ action after that runs shielded, so the outcome and any reversal are journaled.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Final, Protocol
@@ -35,7 +34,7 @@ from switch.core.batch_lifecycle import (
 )
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import (
     WAITS,
     AcquireLink,
@@ -159,8 +158,12 @@ class Switchboard:
         calendar: BusinessCalendar,
         merchants: MerchantBook,
         sign_ons: SignOnLimiter,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.bins = bins
+        self.clock = clock
+        """Business time: what the machines and the journal record, the RRN's day. The
+        sign-on rate and every wait stay on real time."""
         self.connectors = connectors
         self.institution = institution
         self.book = book
@@ -237,15 +240,15 @@ class Switchboard:
             return await self._drive_batch(
                 TerminalSettlement(
                     request, stamp, business_date=business_date,
-                    allocate_rrn=self._allocate_rrn, now=time.time(),
+                    allocate_rrn=self._allocate_rrn, now=self.clock.now(),
                 ),
                 origin,
             )  # fmt: skip
         if isinstance(request, BatchUpload):
-            return await self._drive_batch(TerminalUpload(request, now=time.time()), origin)
+            return await self._drive_batch(TerminalUpload(request, now=self.clock.now()), origin)
         if isinstance(request, Reversal):
             machine = TerminalReversal(
-                request, book=self.book, cards=self.cards, now=time.time(),
+                request, book=self.book, cards=self.cards, now=self.clock.now(),
                 in_flight=self._in_flight.__contains__,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
@@ -254,7 +257,7 @@ class Switchboard:
         machine = BankTransaction(
             request, stamp, book=self.book, cards=self.cards, route=self._route,
             institution=self.institution, allocate_rrn=self._allocate_rrn,
-            in_flight=self._in_flight.__contains__, now=time.time(),
+            in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
             finalize=finalize,
         )  # fmt: skip
@@ -305,7 +308,7 @@ class Switchboard:
                 else:  # the request may be at the bank: its settlement runs to the end
                     with trio.CancelScope(shield=True):
                         event = await self._wait(last, run, origin)
-                actions = machine.handle(event, time.time())
+                actions = machine.handle(event, self.clock.now())
                 if isinstance(machine, BankTransaction):
                     self._register(machine, run)
         finally:
@@ -331,7 +334,7 @@ class Switchboard:
                         waited = await self._wait(action, run, origin)
                         assert isinstance(waited, Admitted | Refused | Journaled | JournalFailed)
                         event = waited
-                actions = machine.handle(event, time.time())
+                actions = machine.handle(event, self.clock.now())
         finally:
             self._let_go(run)
 
@@ -520,7 +523,7 @@ class Switchboard:
         in doubt by a crash; returns how many were in doubt."""
         # Held until committed: another worker's recovery never takes the same ones.
         async with self.journal.in_doubt() as in_doubt:
-            changes = recovery_changes(self.book, in_doubt, time.time())
+            changes = recovery_changes(self.book, in_doubt, self.clock.now())
             if changes:
                 # Durable whatever the journal's mode: the book is loaded from it next.
                 await self.journal.commit(*changes, durable=True)
@@ -532,8 +535,9 @@ class Switchboard:
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
         # RRNs already journaled today (and yesterday, across midnight) are not reused.
-        today = Stamp.now(self.utc_offset_h)
-        for day in {today.rrn_day, Stamp.at(time.time() - 86400, self.utc_offset_h).rrn_day}:
+        now = self.clock.now()
+        today = Stamp.at(now, self.utc_offset_h)
+        for day in {today.rrn_day, Stamp.at(now - 86400, self.utc_offset_h).rrn_day}:
             highest = await self.journal.highest_rrn_sequence(day)
             self._rrns.resume(day, highest + 1)
         return len(in_doubt)

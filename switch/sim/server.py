@@ -18,6 +18,7 @@ in the same folder and renamed when complete, so a reader never sees half a file
 from __future__ import annotations
 
 import collections
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -26,6 +27,7 @@ import structlog
 import trio
 
 from switch.config import BankSection, ClearingFaults
+from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.errors import FramingError, MessageDecodeError, MessageEncodeError
 from switch.files import write_private
 from switch.sim.ledger import (
@@ -110,6 +112,7 @@ class BankSimulator:
         max_frame_bytes: int = 4096,
         max_in_flight: int = MAX_IN_FLIGHT_PER_CONNECTION,
         clearing_dir: Path | None = None,
+        clock: BusinessClock = WALL_CLOCK,
     ) -> None:
         self.name = name
         self.clearing_dir = clearing_dir
@@ -121,7 +124,13 @@ class BankSimulator:
             prefix_bytes=PREFIX_BYTES, max_frame_bytes=max_frame_bytes
         )
         """Only builds frames (never fed), so every link can share it."""
-        self._bank = SimulatedBank(bank.sim, institution_id=bank.institution_id)
+        # The bank's dates (expiry, its clearing files' dates) by the business clock;
+        # its latency is real.
+        self._bank = SimulatedBank(
+            bank.sim,
+            institution_id=bank.institution_id,
+            clock=lambda: datetime.fromtimestamp(clock.now(), UTC),
+        )
         self.port = bank.port
         """The bound port once :meth:`serve` has started (the configured one before)."""
         self.latency_s = bank.sim.latency_ms / 1000

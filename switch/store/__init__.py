@@ -3,12 +3,13 @@ data at rest (``crypto.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
 from switch.config import JournalSection, SwitchConfig
 from switch.errors import ConfigError
-from switch.store.port import Journal, JournalLock, OperatorJournal
+from switch.store.port import Journal, JournalError, JournalLock, OperatorJournal
 
 if TYPE_CHECKING:
     from switch.store.settlement_port import SettlementStore
@@ -87,6 +88,33 @@ def journal_problem(config: SwitchConfig) -> str | None:
     from switch.store.sqlite import LockFile
 
     return LockFile(config.path(config.journal.path)).check()
+
+
+def claim_clock(config: SwitchConfig, kind: str) -> str:
+    """Marks the journal the config names (opened: migrated) with the kind of business
+    clock it runs on (``real`` or ``simulated``) the first time; returns the kind it is
+    marked with. JournalError if it cannot be read."""
+    if config.journal.backend == "postgresql":
+        import psycopg
+
+        from switch.store.postgresql import JournalDatabase
+        from switch.store.postgresql import schema as postgresql_schema
+
+        try:
+            with JournalDatabase(journal_dsn(config.journal)).connect() as database:
+                return postgresql_schema.claim_clock(database, kind)
+        except psycopg.Error as exc:
+            raise JournalError(f"the journal's clock cannot be read: {exc}") from exc
+    import sqlite3
+
+    from switch.store.sqlite import schema as sqlite_schema
+
+    try:
+        with contextlib.closing(sqlite3.connect(config.path(config.journal.path))) as connection:
+            connection.execute("PRAGMA busy_timeout = 10000")
+            return sqlite_schema.claim_clock(connection, kind)
+    except sqlite3.Error as exc:
+        raise JournalError(f"the journal's clock cannot be read: {exc}") from exc
 
 
 def open_operator_journal(config: SwitchConfig) -> OperatorJournal:

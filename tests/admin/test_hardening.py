@@ -135,12 +135,18 @@ async def test_a_cutoff_never_closes_a_date_that_has_not_begun(nursery: trio.Nur
 async def test_a_date_that_is_not_closed_is_refused_with_its_reason(nursery: trio.Nursery) -> None:
     app = await start_switch(nursery, admin_config())
     port, token = app.admin_port, token_of(app)
-    for day in ("0001-01-01", "9999-12-31", date.today().isoformat()):
+    assert app.settlement is not None
+    open_date = app.settlement.calendar.date_at(time.time()).isoformat()
+    for day in ("0001-01-01", "9999-12-31", open_date):
         answer = await post(port, f"/settlement/run?date={day}", token=token)
-        assert answer.status == 409, day
+        assert answer.status == 422, day
         assert answer.json()["error"] == f"business date {day} is not closed"
         status = await get(port, f"/settlement?date={day}", headers=bearer(app))
-        assert status.status == 200 and status.json()["closed_at"] is None
+        if day == open_date:  # known, not closed
+            assert status.status == 200 and status.json()["closed_at"] is None
+        else:
+            assert status.status == 404, day
+            assert status.json()["error"] == f"unknown date: the switch has no business day {day}"
     for query in ("date=0001-13-01", "date=yesterday", ""):
         answer = await post(port, f"/settlement/run?{query}", token=token)
         assert answer.status == 400 and "date" in answer.json()["error"], query

@@ -187,3 +187,17 @@ def test_one_process_keeps_the_whole_stan_range() -> None:
     one.resume_after(999_990, margin=20)
     plain.resume_after(999_990, margin=20)
     assert one.next() == plain.next() == "000012"
+
+
+def test_a_fast_simulated_clock_never_repeats_a_number_stamped_days_earlier() -> None:
+    """On a simulated clock at its fastest (a day a real second) a request stamped a few
+    real seconds before its RRN is taken is days behind the others: its day's sequence
+    must still be remembered, not started again from its time of day."""
+    allocator = RrnAllocator()
+    first_day = datetime(2027, 1, 31, 8, 0, 0)
+    given = {allocator.allocate(first_day) for _ in range(2000)}  # a busy second
+    for days in range(1, 6):  # the others' requests, on the days that followed
+        allocator.allocate(first_day + timedelta(days=days))
+    late = allocator.allocate(first_day + timedelta(seconds=1))  # stamped back then
+    assert late[:4] == "7031"
+    assert late not in given

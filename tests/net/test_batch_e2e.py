@@ -3,14 +3,12 @@ listener, switchboard, journal, bank links and simulators, over loopback TCP."""
 
 from __future__ import annotations
 
-import types
 from datetime import UTC, datetime
 
 import pytest
 import trio
 
 from switch.app import SwitchApp
-from switch.core import clock
 from switch.core.batch import BatchTotals, UploadRecord
 from switch.core.numbers import RrnAllocator
 from switch.net.clients import PosClient
@@ -295,7 +293,7 @@ async def test_the_sample_settlement_frame_is_answered_with_the_sample_answer_fr
     assert app.switchboard is not None
     app.switchboard._rrns = PinnedRrns("532614000131")
     sample_s = datetime(2025, 11, 22, 14, 5, 1, tzinfo=UTC).timestamp()
-    monkeypatch.setattr(clock, "time", types.SimpleNamespace(time=lambda: sample_s))
+    monkeypatch.setattr(app.clock, "_wall", lambda: sample_s)  # the real clock's wall time
     await client.stream.send_all(POS_SETTLEMENT_FRAME)
     assert await receive_frame(client) == POS_SETTLEMENT_ANSWER_FRAME
 

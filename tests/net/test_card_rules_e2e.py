@@ -9,7 +9,7 @@ import msgspec
 import trio
 
 from switch.app import SwitchApp
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK
 from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.net.helpers import PAN_ICBC, online_client, pos_client, start_switch
@@ -22,7 +22,7 @@ def bank_requests(app: SwitchApp) -> list[Iso8583Message]:
 
 def this_month() -> str:
     """YYMM of the switch's local date (fields 12/13, UTC+8 in the tests' config)."""
-    local = Stamp.now(8).local
+    local = WALL_CLOCK.stamp(8).local
     return f"{local.year % 100:02d}{local.month:02d}"
 
 

@@ -15,7 +15,7 @@ import trio
 from switch.config import BankSection, ClearingFaults, SimulatorSection
 from switch.core.bank import Institution, OriginalData
 from switch.core.calendar import mmdd
-from switch.core.clock import Stamp
+from switch.core.clock import WALL_CLOCK
 from switch.core.model import mask_pan
 from switch.net.bank_link import BankConnector, CutoverFailed
 from switch.sim.server import BankSimulator
@@ -106,7 +106,7 @@ class Sent(msgspec.Struct, frozen=True):
 
 
 async def sale(bank: Bank, amount: int) -> Sent:
-    stamp = Stamp.now(8)
+    stamp = WALL_CLOCK.stamp(8)
     fields: Fields = {
         **BANK_SALE_FIELDS,
         4: f"{amount:012d}",
@@ -126,7 +126,7 @@ def reversal_of(original: Fields, *, card: bool = True) -> Fields:
     stan, when = original[11], original[7]
     assert isinstance(stan, str) and isinstance(when, str)
     fields: Fields = {n: original[n] for n in (2, 3, 4, 32, 37, 41, 42, 49)}
-    fields[7] = Stamp.now(8).transmission
+    fields[7] = WALL_CLOCK.stamp(8).transmission
     fields[11] = f"{next(_stans):06d}"
     fields[90] = OriginalData("0200", stan, when).field_90(INSTITUTION)
     if not card:
@@ -263,7 +263,7 @@ async def test_fault_extra_records_and_their_cardless_reversal(bank: Bank) -> No
     request: Fields = {
         3: extra.processing_code,
         4: f"{extra.amount:012d}",
-        7: Stamp.now(8).transmission,
+        7: WALL_CLOCK.stamp(8).transmission,
         11: f"{next(_stans):06d}",
         32: ACQUIRER,
         37: extra.rrn,

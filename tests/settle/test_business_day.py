@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from switch.core.calendar import BusinessCalendar
+from switch.core.clock import BusinessClock
 from switch.core.merchants import MerchantBook
 from switch.core.settlement import SettlementStatus
 from switch.net.settlement import SettlementService
@@ -63,7 +64,7 @@ def stores(place: Place) -> tuple[SettlementStore, Journal]:
 
 
 def service(
-    place: Place, clock: Callable[[], float]
+    place: Place, clock: Callable[[], float], *, speed: float = 1.0
 ) -> tuple[SettlementService, dict[str, CutoverRecorder]]:
     folder = place.folder
     store, journal = stores(place)
@@ -75,7 +76,7 @@ def service(
         connectors=connectors,  # type: ignore[arg-type]
         clearing_dir=lambda bank: folder / "clearing", out_dir=folder / "out",
         banks=lambda: BANKS, institution_of=lambda bank: "0", settle_deadline="03:00",
-        utc_offset_h=8, nudge=lambda bank: None, clock=clock,
+        utc_offset_h=8, nudge=lambda bank: None, clock=clock, speed=speed,
     ), connectors  # fmt: skip
 
 
@@ -86,6 +87,17 @@ async def until(condition: Callable[[], bool]) -> None:
             return
         await trio.sleep(0.001)
     raise AssertionError("never happened")
+
+
+async def until_real(
+    condition: Callable[[], bool], *, step_s: float = 0.001, state: Callable[[], object] = str
+) -> None:
+    """Polls for up to WRITTEN_WITHIN_S of real time (as written() does): for work of
+    several store calls, which a loaded machine's PostgreSQL takes a while to do."""
+    deadline = perf_counter() + WRITTEN_WITHIN_S
+    while not condition():
+        assert perf_counter() < deadline, f"never happened: {state()}"
+        await trio.sleep(step_s)
 
 
 async def written(settlement: SettlementService, business_date: str) -> SettlementStatus:
@@ -178,3 +190,78 @@ def test_a_forced_cutoff_opens_the_next_date_and_survives_a_restart(place: Place
         settlement.store.close()
 
     run_with_clock("2026-11-25 09:00:00", after)
+
+
+def test_on_a_simulated_clock_each_cutoff_happens_as_the_business_clock_passes_it(
+    place: Place,
+) -> None:
+    """A day a minute (--clock-speed 1440): the service waits real seconds = business
+    seconds / speed, so each date closes at its own 23:00, is cut over then, and settles
+    at its own 03:00 deadline, three dates in three (mock) minutes."""
+
+    async def main() -> None:
+        clock = BusinessClock.simulated(
+            datetime.fromisoformat("2027-01-30T22:00:00+08:00"), 1440,
+            monotonic=trio.current_time,
+        )  # fmt: skip
+        settlement, banks = service(place, clock.now, speed=clock.speed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            assert settlement.calendar.date_at(clock.now()) == date(2027, 1, 30)
+            # 1 February's 23:00 is 49 business hours away: 122.5 real seconds. Looked at
+            # often: the mock clock jumps to the next deadline while a thread works.
+            await until_real(
+                lambda: len(banks["icbc"].asked) >= 3,
+                step_s=0.05,
+                state=lambda: banks["icbc"].asked,
+            )
+            asked = banks["icbc"].asked[:3]
+            days = [date(2027, 1, 30), date(2027, 1, 31), date(2027, 2, 1)]
+            assert [day for day, _ in asked] == days
+            closes = {close.business_date: close for close in settlement.calendar.closes}
+            for day, at in asked:
+                cutoff = local(f"{day} 23:00:00")
+                assert closes[day].at == cutoff and not closes[day].forced
+                # Cut over once the clock passed 23:00, and in order. How long after
+                # depends on the store: the mock clock runs on while its threads work,
+                # a few seconds that are business hours here (days, on a loaded
+                # machine's PostgreSQL). Sleeping business seconds as real ones, the
+                # service would have slept 60 business days before its first cut-off.
+                assert cutoff <= at < cutoff + 7 * 86400, (day, at - cutoff)
+            assert [at for _, at in asked] == sorted(at for _, at in asked)
+            status = await written(settlement, "2027-01-30")
+            assert status.settled_at is not None and status.missing == BANKS
+            assert status.settled_at >= local("2027-01-31 03:00:00")
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_cutoffs_the_clock_passed_at_once_close_each_date_at_its_own(place: Place) -> None:
+    """The business clock passed three cut-offs while the service waited for the first
+    (a fast simulated clock, or a machine suspended): each of those dates closes at its
+    own cut-off and is cut over, in order, none skipped."""
+
+    async def main(wall: Callable[[], float]) -> None:
+        jumped = [0.0]
+        settlement, banks = service(place, lambda: wall() + jumped[0])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            await trio.sleep(1800)  # waiting for the 22nd's cut-off, the clock jumps:
+            jumped[0] = 2 * 86400.0 + 1800  # 22:30 on the 22nd reads 23:00 on the 24th
+            await trio.sleep(1800)  # the wait ends (at 23:30 on the 24th)
+            await until_real(
+                lambda: len(banks["icbc"].asked) == 3, state=lambda: banks["icbc"].asked
+            )
+            days = [date(2026, 11, 22), date(2026, 11, 23), date(2026, 11, 24)]
+            assert [day for day, _ in banks["icbc"].asked] == days
+            closes = {close.business_date: close for close in settlement.calendar.closes}
+            assert [closes[day].at for day in days] == [local(f"{day} 23:00:00") for day in days]
+            assert settlement.calendar.date_at(wall() + jumped[0]) == date(2026, 11, 25)
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    run_with_clock("2026-11-22 22:00:00", main)

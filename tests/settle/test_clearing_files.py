@@ -279,13 +279,15 @@ def _address_space(limit: int) -> Callable[[], None]:
     return apply
 
 
-async def _operator(port: int, *arguments: str) -> tuple[int, Any]:
-    """``switch ...`` against the running switch's admin port, in a thread."""
+async def _operator(port: int, token: Path, *arguments: str) -> tuple[int, Any]:
+    """``switch ...`` against the running switch's admin port (its ``token`` file), in a
+    thread."""
     out = io.StringIO()
 
     def run() -> int:
         with contextlib.redirect_stdout(out):
-            return cli.main([*arguments, "--url", f"http://127.0.0.1:{port}", "--json"])
+            url = f"http://127.0.0.1:{port}"
+            return cli.main([*arguments, "--url", url, "--token-file", str(token), "--json"])
 
     code = await trio.to_thread.run_sync(run)
     return code, json.loads(out.getvalue()) if out.getvalue() else None
@@ -335,12 +337,13 @@ async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
     switch = await start_switch(config, preexec_fn=_address_space(4 << 30), wrapper=wrapper)
     try:
         port = int((await switch.wait_for_event("switch_started"))["admin_port"])
-        code, closed = await _operator(port, "settle", "cutoff")
+        token = Path((await switch.wait_for_event("admin_listening"))["token_file"])
+        code, closed = await _operator(port, token, "settle", "cutoff")
         assert code == 0 and closed["business_date"] == closing.isoformat(), switch.output()
         # Every bank delivers the closed date's file: it settles without its deadline.
         with trio.fail_after(30):
             while True:
-                code, status = await _operator(port, "settle", "status", "--date",
+                code, status = await _operator(port, token, "settle", "status", "--date",
                                                closing.isoformat())  # fmt: skip
                 assert switch.process.poll() is None, switch.output()
                 if code == 0 and status["files_written_at"] is not None:
@@ -349,7 +352,8 @@ async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
         assert status["missing"] == [] and {f["status"] for f in status["files"]} == {"accepted"}
         found = {}
         for day in (before, two_before):
-            code, status = await _operator(port, "settle", "status", "--date", day.isoformat())
+            day_status = ("settle", "status", "--date", day.isoformat())
+            code, status = await _operator(port, token, *day_status)
             assert code == 0
             found.update(
                 {
@@ -364,7 +368,7 @@ async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
             (bank, reason) for (_, bank), reason in expected.items()
         }
         # Still serving; SIGTERM stops it.
-        assert (await _operator(port, "settle", "status"))[0] == 0
+        assert (await _operator(port, token, "settle", "status"))[0] == 0
         assert await switch.stop() == 0, switch.output()
     finally:
         if switch.process.poll() is None:

@@ -153,6 +153,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         (terminal_id, merchant_id, batch, stan, local_date, request_mti)
         WHERE channel = 'pos' AND state <> 'not_sent';
     """,
+    # 5: the kind of business clock the journal was first run on (real or simulated):
+    # one row, written by the first start; a start on the other kind is refused.
+    """
+    CREATE TABLE journal_clock (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        kind TEXT NOT NULL CHECK (kind IN ('real', 'simulated'))
+    );
+    -- A journal written before there was a simulated clock was written on the real one.
+    INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across
@@ -198,6 +208,18 @@ def migrate(connection: psycopg.Connection[Any]) -> int:
                 "INSERT INTO journal_schema_version (version) VALUES (%s)", (number + 1,)
             )
     return SCHEMA_VERSION
+
+
+def claim_clock(connection: psycopg.Connection[Any], kind: str) -> str:
+    """Marks the journal with ``kind`` if it has no mark yet; the kind it is marked with.
+    Two workers starting at once: the first insert wins, both read it."""
+    with connection.transaction():
+        connection.execute(
+            "INSERT INTO journal_clock (id, kind) VALUES (1, %s) ON CONFLICT DO NOTHING",
+            (kind,),
+        )
+        row = connection.execute("SELECT kind FROM journal_clock WHERE id = 1").fetchone()
+    return str(_first(row))
 
 
 def _cause(exc: psycopg.Error) -> str:

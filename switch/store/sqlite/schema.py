@@ -116,6 +116,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (terminal_id, merchant_id, batch, kind, stan)
     );
     """,
+    # 3: the kind of business clock the journal was first run on (real or simulated):
+    # one row, written by the first start; a start on the other kind is refused.
+    """
+    CREATE TABLE journal_clock (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        kind TEXT NOT NULL CHECK (kind IN ('real', 'simulated'))
+    );
+    -- A journal written before there was a simulated clock was written on the real one.
+    INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -123,6 +133,14 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 class SchemaError(RuntimeError):
     """The database was written by a newer version of the switch."""
+
+
+def claim_clock(connection: sqlite3.Connection, kind: str) -> str:
+    """Marks the journal with ``kind`` if it has no mark yet; the kind it is marked with."""
+    with connection:
+        connection.execute("INSERT OR IGNORE INTO journal_clock (id, kind) VALUES (1, ?)", (kind,))
+    row = connection.execute("SELECT kind FROM journal_clock WHERE id = 1").fetchone()
+    return str(row[0])
 
 
 def migrate(connection: sqlite3.Connection) -> int:

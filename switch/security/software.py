@@ -1,0 +1,580 @@
+"""The software security module: security.md's algorithms on ``cryptography``, with the
+LMK and the key store in this process. For development, tests and demos; in production a
+payment HSM implements the same port (docs/design.md).
+
+Clear keys exist only inside these methods: a stored key is opened from its record, a
+working key from its :class:`LmkKey`, used, and dropped. What leaves is encrypted (under
+the LMK, a TMK or a ZMK), a KCV, a MAC, a translated PIN block or a signature. The one
+exception is a new online secret, written once to its delivery file and nowhere else.
+
+Every key operation writes a ``security_event`` line: its kind, the key's kind and
+owner and its KCV (6 characters), never more.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal, cast
+
+import structlog
+
+from switch.files import open_private
+from switch.security import algorithms as alg
+from switch.security.errors import (
+    KcvMismatchError,
+    KeyLengthError,
+    KeyStoreError,
+    KeyUsageError,
+    LayoutNotAllowedError,
+    OperatorInputError,
+    PinBlockFormatError,
+    UnknownKeyError,
+)
+from switch.security.keystore import KeyRecord, KeyStore, KeyStoreFile, Lmk
+from switch.security.port import (
+    BankKeys,
+    KeyComponent,
+    KeyInfo,
+    KeyKind,
+    KeyName,
+    LmkKey,
+    PosKeyLayout,
+    PosWorkingKeys,
+    TerminalProfile,
+    TmkCipher,
+    key_name,
+    operator_kcv,
+)
+
+log = structlog.get_logger()
+
+ONLINE_SECRET_BYTES: Final = 32
+MAX_ACTIVE_ONLINE_KEYS: Final = 2
+"""A principal's active keys: a new one is deployed before the old one is revoked."""
+KEY_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+PRINCIPAL: Final = re.compile(r"(merchant:[0-9A-Za-z]{1,15}|app:[A-Za-z0-9._-]{1,40})")
+OWNER: Final = re.compile(r"[A-Za-z0-9._-]{1,40}")
+KCV_ENTRY: Final = re.compile(r"[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8}")
+LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCipher]]] = {
+    # 60.3: (the TMK's cipher, the PIK's, the MAK's)
+    "003": ("3des", "3des", "des"),
+    "005": ("sm4", "sm4", "sm4"),
+    "001": ("3des", "des", "des"),
+}
+FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
+
+
+def security_event(kind: str, **fields: str | int) -> None:
+    """One ``security_event`` line. Callers pass names, KCVs, channels, STANs: never a
+    key, MAC, PIN block or full PAN."""
+    log.info("security_event", kind=kind, **fields)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _kcv_hex(kcv: bytes) -> str:
+    return kcv.hex().upper()
+
+
+def _info(record: KeyRecord) -> KeyInfo:
+    return KeyInfo(
+        kind=record.kind,
+        owner=record.owner,
+        cipher=record.cipher,
+        kcv=record.kcv[:6],
+        state="revoked" if record.revoked is not None else "active",
+        created=record.created,
+        revoked=record.revoked,
+        merchant=record.merchant,
+        allow_single_des=record.allow_single_des,
+        require_sm4=record.require_sm4,
+        principal=record.principal,
+    )
+
+
+def kcv_matches(entered: str, kcv: bytes) -> bool:
+    """An operator's 6 or 8 hexadecimal characters against a KCV (any case)."""
+    if KCV_ENTRY.fullmatch(entered) is None:
+        return False
+    return alg.macs_equal(entered.upper().encode(), _kcv_hex(kcv)[: len(entered)].encode())
+
+
+def component_kcv(cipher: TmkCipher, component: bytes) -> bytes:
+    """A component's KCV (what its form shows), to check it as it is entered."""
+    return alg.kcv(cipher, component)
+
+
+class SoftwareSecurityModule:
+    """:class:`switch.security.port.SecurityModule` in software. ``random_bytes`` makes
+    the working keys and online secrets (the OS's secure source; tests give fixed ones to
+    reproduce security.md's vectors)."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        lmk: Lmk,
+        *,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._lmk = lmk
+        self._random = random_bytes
+        self._clock = clock
+        self._records: dict[KeyName, KeyRecord] = {}
+        self.reload()
+
+    @classmethod
+    def create_store(cls, store: KeyStore, lmk: Lmk) -> None:
+        """A new, empty store under ``lmk`` (never over an existing one)."""
+        if store.exists():
+            raise KeyStoreError(f"key store {store.path} exists, not overwritten")
+        with store.locked():
+            store.write(store.empty(lmk))
+        security_event("key_store_created", lmk_check=lmk.check[:6])
+
+    def reload(self) -> None:
+        """Reads the store again (after an operator command changed it). Every record is
+        opened and its KCV checked now, so a store that was altered, or a record moved
+        to another name, stops the start in one line rather than a sign-on later."""
+        store = self._store.read(self._lmk)
+        for record in store.keys:
+            clear = self._lmk.open(record.name, record.blob)
+            if record.kind == "online":
+                check = alg.hmac_key_check_value(clear)
+            elif record.cipher in alg.KEY_BYTES and len(clear) == alg.KEY_BYTES[record.cipher]:
+                check = alg.kcv(record.cipher, clear)  # type: ignore[arg-type]
+            else:
+                raise KeyStoreError(f"key {record.name} is not a {record.cipher} key")
+            if _kcv_hex(check) != record.kcv:
+                raise KeyStoreError(f"key {record.name} does not match its KCV {record.kcv[:6]}")
+        self._records = {record.name: record for record in store.keys}
+
+    def warn_at_start(self) -> bool:
+        """security.md: while the software module holds keys, the switch says so at every
+        start (a payment HSM belongs in production). Whether it warned."""
+        if not self._records:
+            return False
+        log.warning(
+            "software_security_module",
+            message="keys are held by the software security module, for development, tests "
+            "and demos only; production needs a payment HSM",
+            keys=len(self._records),
+            lmk_check=self.lmk_check,
+        )
+        return True
+
+    @property
+    def lmk_check(self) -> str:
+        return self._lmk.check[:6]
+
+    def holds_real_keys(self) -> bool:
+        """Whether any key is stored (the start-up warning of security.md is due)."""
+        return bool(self._records)
+
+    # -- clear keys, inside only --------------------------------------------------------
+
+    def _stored(self, name: KeyName, kind: str) -> tuple[KeyRecord, bytes]:
+        record = self._records.get(name)
+        if record is None or record.kind != kind or record.revoked is not None:
+            raise UnknownKeyError(f"no active {kind} named {name}")
+        return record, self._lmk.open(record.name, record.blob)
+
+    def _open(self, key: LmkKey, *kinds: KeyKind) -> bytes:
+        if key.kind not in kinds:
+            raise KeyUsageError(f"{key.name} is a {key.kind}, not a {' or '.join(kinds)}")
+        clear = self._lmk.open(key.name, key.blob)
+        if len(clear) != alg.KEY_BYTES[key.cipher]:
+            raise KeyLengthError(f"{key.name} is not a {key.cipher} key")
+        return clear
+
+    def _seal(self, kind: KeyKind, owner: str, cipher: alg.KeyCipher, clear: bytes) -> LmkKey:
+        return LmkKey(
+            kind=kind,
+            owner=owner,
+            cipher=cipher,
+            kcv=alg.kcv(cipher, clear),
+            blob=self._lmk.seal(key_name(kind, owner), clear),
+        )
+
+    def _fresh(self, cipher: alg.KeyCipher) -> bytes:
+        key = self._random(alg.KEY_BYTES[cipher])
+        return key if cipher == "sm4" else alg.with_odd_parity(key)
+
+    # -- POS ----------------------------------------------------------------------------
+
+    def _tmk(self, tmk: KeyName, layout: str, *, enforce: bool) -> tuple[KeyRecord, bytes]:
+        """The TMK for a sign-on with this 60.3; with ``enforce``, the switch's side, also
+        what the terminal's entry allows (001, ``require_sm4``)."""
+        record, clear = self._stored(tmk, "tmk")
+        if layout not in LAYOUT_CIPHERS:
+            raise LayoutNotAllowedError(f"60.3 = {layout!r} is no working key layout")
+        if LAYOUT_CIPHERS[layout][0] != record.cipher:
+            raise LayoutNotAllowedError(
+                f"60.3 = {layout} needs a {LAYOUT_CIPHERS[layout][0]} TMK; {tmk} is {record.cipher}"
+            )
+        if enforce and layout == "001" and not record.allow_single_des:
+            raise LayoutNotAllowedError(f"60.3 = 001 is not allowed for {tmk}")
+        return record, clear
+
+    def terminal_profile(self, tmk: KeyName) -> TerminalProfile:
+        record = self._records.get(tmk)
+        if record is None or record.kind != "tmk" or record.revoked is not None:
+            raise UnknownKeyError(f"no active tmk named {tmk}")
+        return TerminalProfile(
+            merchant=record.merchant or "",
+            allow_single_des=record.allow_single_des,
+            require_sm4=record.require_sm4,
+        )
+
+    def make_pos_working_keys(self, tmk: KeyName, layout: str) -> PosWorkingKeys:
+        record, tmk_clear = self._tmk(tmk, layout, enforce=True)
+        tmk_cipher, pik_cipher, mak_cipher = LAYOUT_CIPHERS[layout]
+        pik, mak = self._fresh(pik_cipher), self._fresh(mak_cipher)
+        keys = PosWorkingKeys(
+            layout=cast(PosKeyLayout, layout),
+            pik=self._seal("pik", record.owner, pik_cipher, pik),
+            mak=self._seal("mak", record.owner, mak_cipher, mak),
+            pik_under_tmk=alg.wrap_key(tmk_cipher, tmk_clear, pik),
+            mak_under_tmk=alg.wrap_key(tmk_cipher, tmk_clear, mak),
+        )
+        security_event(
+            "working_keys_made", key=tmk, layout=layout,
+            pik_kcv=operator_kcv(keys.pik.kcv), mak_kcv=operator_kcv(keys.mak.kcv),
+        )  # fmt: skip
+        return keys
+
+    def import_pos_working_keys(self, tmk: KeyName, layout: str, field_62: bytes) -> PosWorkingKeys:
+        record, tmk_clear = self._tmk(tmk, layout, enforce=False)
+        tmk_cipher, pik_cipher, mak_cipher = LAYOUT_CIPHERS[layout]
+        if len(field_62) != FIELD_62_BYTES[layout]:
+            raise KcvMismatchError(f"field 62 of 60.3 = {layout} is {FIELD_62_BYTES[layout]} bytes")
+        pik_len, mak_len = alg.KEY_BYTES[pik_cipher], alg.KEY_BYTES[mak_cipher]
+        pik_under = field_62[:pik_len]
+        pik_kcv = field_62[pik_len : pik_len + 4]
+        mak_under = field_62[pik_len + 4 : pik_len + 4 + mak_len]
+        mak_kcv = field_62[-4:]
+        pik = alg.unwrap_key(tmk_cipher, tmk_clear, pik_under)
+        mak = alg.unwrap_key(tmk_cipher, tmk_clear, mak_under)
+        if not alg.macs_equal(alg.kcv(pik_cipher, pik), pik_kcv) or not alg.macs_equal(
+            alg.kcv(mak_cipher, mak), mak_kcv
+        ):
+            security_event("working_keys_refused", key=tmk, layout=layout)
+            raise KcvMismatchError("a working key of field 62 does not match its KCV")
+        keys = PosWorkingKeys(
+            layout=cast(PosKeyLayout, layout),
+            pik=self._seal("pik", record.owner, pik_cipher, pik),
+            mak=self._seal("mak", record.owner, mak_cipher, mak),
+            pik_under_tmk=pik_under,
+            mak_under_tmk=mak_under,
+        )
+        security_event(
+            "working_keys_imported", key=tmk, layout=layout,
+            pik_kcv=operator_kcv(keys.pik.kcv), mak_kcv=operator_kcv(keys.mak.kcv),
+        )  # fmt: skip
+        return keys
+
+    def make_pos_mac(self, mak: LmkKey, mab: bytes) -> bytes:
+        return alg.pos_mac(mak.cipher, self._open(mak, "mak"), mab)
+
+    def verify_pos_mac(self, mak: LmkKey, mab: bytes, mac: bytes) -> bool:
+        return alg.macs_equal(self.make_pos_mac(mak, mab), mac)
+
+    def translate_pin(self, pik: LmkKey, zpk: LmkKey, pin_block: bytes, pan: str) -> bytes:
+        try:
+            return alg.translate_pin_block(
+                pik.cipher, self._open(pik, "pik"), zpk.cipher, self._open(zpk, "zpk"),
+                pin_block, pan,
+            )  # fmt: skip
+        except PinBlockFormatError as exc:
+            # The caller's context (channel, terminal, STAN) is in the contextvars.
+            security_event("pin_block_refused", key=pik.name, check=str(exc))
+            raise
+
+    # -- bank links ---------------------------------------------------------------------
+
+    def make_bank_keys(self, zmk: KeyName, link: str) -> BankKeys:
+        _, zmk_clear = self._stored(zmk, "zmk")
+        zpk, zak = self._fresh("3des"), self._fresh("3des")
+        keys = BankKeys(
+            zpk=self._seal("zpk", link, "3des", zpk),
+            zak=self._seal("zak", link, "3des", zak),
+            zpk_under_zmk=alg.wrap_key("3des", zmk_clear, zpk),
+            zak_under_zmk=alg.wrap_key("3des", zmk_clear, zak),
+        )
+        security_event(
+            "bank_keys_made", key=zmk, link=link,
+            zpk_kcv=operator_kcv(keys.zpk.kcv), zak_kcv=operator_kcv(keys.zak.kcv),
+        )  # fmt: skip
+        return keys
+
+    def import_bank_keys(self, zmk: KeyName, link: str, field_48: str) -> BankKeys:
+        _, zmk_clear = self._stored(zmk, "zmk")
+        if len(field_48) != 80 or any(c not in "0123456789abcdefABCDEF" for c in field_48):
+            raise KcvMismatchError("field 48 of a key change is 80 hexadecimal characters")
+        raw = bytes.fromhex(field_48)
+        zpk_under, zpk_kcv, zak_under, zak_kcv = raw[:16], raw[16:20], raw[20:36], raw[36:40]
+        zpk = alg.unwrap_key("3des", zmk_clear, zpk_under)
+        zak = alg.unwrap_key("3des", zmk_clear, zak_under)
+        if not alg.macs_equal(alg.kcv("3des", zpk), zpk_kcv) or not alg.macs_equal(
+            alg.kcv("3des", zak), zak_kcv
+        ):
+            security_event("bank_keys_refused", key=zmk, link=link)
+            raise KcvMismatchError("a key of field 48 does not match its KCV")
+        keys = BankKeys(
+            zpk=self._seal("zpk", link, "3des", zpk),
+            zak=self._seal("zak", link, "3des", zak),
+            zpk_under_zmk=zpk_under,
+            zak_under_zmk=zak_under,
+        )
+        security_event(
+            "bank_keys_imported", key=zmk, link=link,
+            zpk_kcv=operator_kcv(keys.zpk.kcv), zak_kcv=operator_kcv(keys.zak.kcv),
+        )  # fmt: skip
+        return keys
+
+    def make_bank_mac(self, zak: LmkKey, mab: bytes) -> bytes:
+        return alg.x919_mac(self._open(zak, "zak"), mab)
+
+    def verify_bank_mac(self, zak: LmkKey, mab: bytes, mac: bytes) -> bool:
+        return alg.macs_equal(self.make_bank_mac(zak, mab), mac)
+
+    # -- online -------------------------------------------------------------------------
+
+    def online_principal(self, key_id: str) -> str:
+        record = self._records.get(key_name("online", key_id))
+        if record is None or record.revoked is not None or record.principal is None:
+            raise UnknownKeyError("unknown key")
+        return record.principal
+
+    def _online_secret(self, key_id: str) -> bytes:
+        self.online_principal(key_id)
+        return self._stored(key_name("online", key_id), "online")[1]
+
+    def sign_online(self, key_id: str, ts: int, nonce: str, body: bytes) -> bytes:
+        return alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
+
+    def verify_online(self, key_id: str, ts: int, nonce: str, body: bytes, sig: bytes) -> bool:
+        expected = alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
+        return alg.macs_equal(expected, sig)
+
+    # -- operator commands --------------------------------------------------------------
+
+    def _change(self, change: Callable[[KeyStoreFile], KeyStoreFile]) -> None:
+        """Re-reads the store under its lock, changes it, replaces it whole."""
+        with self._store.locked():
+            store = self._store.read(self._lmk)
+            changed = change(store)
+            self._store.write(changed)
+            self._records = {record.name: record for record in changed.keys}
+
+    def import_key_from_components(
+        self,
+        kind: Literal["tmk", "zmk"],
+        owner: str,
+        cipher: TmkCipher,
+        components: Sequence[KeyComponent],
+        *,
+        confirm_kcv: str,
+        profile: TerminalProfile | None = None,
+        replace: bool = False,
+    ) -> KeyInfo:
+        if kind not in ("tmk", "zmk"):
+            raise OperatorInputError(f"keys from components are TMKs and ZMKs, not {kind}")
+        if OWNER.fullmatch(owner) is None:
+            raise OperatorInputError(f"{owner!r} is no terminal id or bank name")
+        if kind == "zmk" and cipher != "3des":
+            raise OperatorInputError("a ZMK is a 3des key")
+        if kind == "tmk" and profile is None:
+            raise OperatorInputError("a TMK needs its terminal's merchant")
+        if profile is not None and profile.require_sm4 and cipher != "sm4":
+            raise OperatorInputError("a terminal that requires 005 has an sm4 TMK")
+        if profile is not None and profile.allow_single_des and cipher != "3des":
+            raise OperatorInputError("60.3 = 001 is for a 3des TMK only")
+        if not 2 <= len(components) <= 3:
+            raise OperatorInputError("a key is made of 2 or 3 components")
+        for number, component in enumerate(components, 1):
+            if len(component.value) != alg.KEY_BYTES[cipher]:
+                raise OperatorInputError(
+                    f"component {number} is not {2 * alg.KEY_BYTES[cipher]} hexadecimal characters"
+                )
+            if not kcv_matches(component.kcv, component_kcv(cipher, component.value)):
+                security_event("component_refused", key=key_name(kind, owner), component=number)
+                raise OperatorInputError(f"component {number} does not match its KCV")
+        clear = alg.xor_components([component.value for component in components])
+        kcv = alg.kcv(cipher, clear)
+        name = key_name(kind, owner)
+        if not kcv_matches(confirm_kcv, kcv):
+            security_event("key_not_confirmed", key=name, kcv=operator_kcv(kcv))
+            raise OperatorInputError(f"the key's KCV is {operator_kcv(kcv)}, not the one confirmed")
+        record = KeyRecord(
+            kind=kind,
+            owner=owner,
+            cipher=cipher,
+            kcv=_kcv_hex(kcv),
+            blob=self._lmk.seal(name, clear),
+            created=self._clock(),
+            merchant=profile.merchant if profile else None,
+            allow_single_des=profile.allow_single_des if profile else False,
+            require_sm4=profile.require_sm4 if profile else False,
+        )
+        replaced: list[KeyRecord] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            kept = []
+            for existing in store.keys:
+                if existing.name == name:
+                    if not replace:
+                        raise OperatorInputError(
+                            f"{name} exists (KCV {existing.kcv[:6]}); --replace to replace it"
+                        )
+                    replaced.append(existing)
+                else:
+                    kept.append(existing)
+            return KeyStoreFile(store.format, store.lmk_check, store.lmk_proof, (*kept, record))
+
+        self._change(add)
+        for old in replaced:
+            security_event("key_replaced", key=name, kcv=old.kcv[:6])
+        security_event("key_loaded", key=name, cipher=cipher, kcv=operator_kcv(kcv),
+                       components=len(components))  # fmt: skip
+        return _info(record)
+
+    def create_online_key(
+        self, principal: str, deliver_to: Path, key_id: str | None = None
+    ) -> KeyInfo:
+        if PRINCIPAL.fullmatch(principal) is None:
+            raise OperatorInputError(
+                f"principal {principal!r} is not merchant:<merchant id> or app:<name>"
+            )
+        secret = self._random(ONLINE_SECRET_BYTES)
+        created = self._clock()
+        chosen: list[KeyRecord] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            active = [
+                k for k in store.keys
+                if k.kind == "online" and k.principal == principal and k.revoked is None
+            ]  # fmt: skip
+            if len(active) >= MAX_ACTIVE_ONLINE_KEYS:
+                raise OperatorInputError(
+                    f"{principal} has {len(active)} active keys; revoke one first"
+                )
+            new_id = key_id or _next_key_id(principal, store)
+            if KEY_ID.fullmatch(new_id) is None:
+                raise OperatorInputError(f"key id {new_id!r} is not 1-64 of [A-Za-z0-9._:-]")
+            name = key_name("online", new_id)
+            if any(k.name == name for k in store.keys):
+                raise OperatorInputError(f"key id {new_id} exists")
+            record = KeyRecord(
+                kind="online",
+                owner=new_id,
+                cipher="hmac-sha256",
+                kcv=_kcv_hex(alg.hmac_key_check_value(secret)),
+                blob=self._lmk.seal(name, secret),
+                created=created,
+                principal=principal,
+            )
+            # Delivered first, in a new file: a store that failed to be written then
+            # leaves a file whose key was never active (removed below), never an active
+            # key whose secret no one got.
+            _deliver(deliver_to, secret)
+            chosen.append(record)
+            return KeyStoreFile(
+                store.format, store.lmk_check, store.lmk_proof, (*store.keys, record)
+            )
+
+        try:
+            self._change(add)
+        except BaseException:
+            if chosen:
+                deliver_to.unlink(missing_ok=True)
+            raise
+        record = chosen[0]
+        security_event("online_key_created", key=record.name, principal=principal,
+                       kcv=record.kcv[:6])  # fmt: skip
+        return _info(record)
+
+    def revoke_online_key(self, key_id: str) -> KeyInfo:
+        name = key_name("online", key_id)
+        revoked: list[KeyRecord] = []
+
+        def revoke(store: KeyStoreFile) -> KeyStoreFile:
+            keys = []
+            for record in store.keys:
+                if record.name == name:
+                    if record.revoked is not None:
+                        raise OperatorInputError(f"key {key_id} is already revoked")
+                    record = _replace(record, revoked=self._clock())
+                    revoked.append(record)
+                keys.append(record)
+            if not revoked:
+                raise OperatorInputError(f"no online key {key_id}")
+            return KeyStoreFile(store.format, store.lmk_check, store.lmk_proof, tuple(keys))
+
+        self._change(revoke)
+        security_event("online_key_revoked", key=name, kcv=revoked[0].kcv[:6])
+        return _info(revoked[0])
+
+    def list_keys(self) -> list[KeyInfo]:
+        security_event("keys_listed", keys=len(self._records))
+        return [_info(record) for record in sorted(self._records.values(), key=lambda r: r.name)]
+
+    def rotate_lmk(self, new_lmk: Lmk) -> int:
+        """Every record re-encrypted under ``new_lmk`` in one replacement of the store
+        (complete, or the store as it was); the number of keys. This module then holds
+        the new LMK; working keys made under the old one no longer open."""
+        if new_lmk.check == self._lmk.check:
+            raise OperatorInputError("the new LMK is the LMK in use")
+        count = 0
+        with self._store.locked():
+            store = self._store.read(self._lmk)
+            keys = []
+            for record in store.keys:
+                clear = self._lmk.open(record.name, record.blob)
+                keys.append(_replace(record, blob=new_lmk.seal(record.name, clear)))
+            rotated = KeyStoreFile(
+                store.format, new_lmk.check, new_lmk.seal("lmk-check", b""), tuple(keys)
+            )
+            self._store.write(rotated)
+            count = len(keys)
+        old_check = self._lmk.check
+        self._lmk = new_lmk
+        self.reload()
+        security_event("lmk_rotated", old_lmk_check=old_check[:6],
+                       new_lmk_check=new_lmk.check[:6], keys=count)  # fmt: skip
+        return count
+
+
+def _replace(record: KeyRecord, **changes: object) -> KeyRecord:
+    import msgspec
+
+    return msgspec.structs.replace(record, **changes)
+
+
+def _next_key_id(principal: str, store: KeyStoreFile) -> str:
+    """``m-<merchant id>-<n>`` or ``a-<app name>-<n>``, n one more than the highest."""
+    kind, _, who = principal.partition(":")
+    prefix = f"{'m' if kind == 'merchant' else 'a'}-{who}-"
+    used = [
+        int(k.owner[len(prefix) :]) for k in store.keys
+        if k.kind == "online" and k.owner.startswith(prefix) and k.owner[len(prefix) :].isdigit()
+    ]  # fmt: skip
+    return f"{prefix}{max(used, default=0) + 1}"
+
+
+def _deliver(path: Path, secret: bytes) -> None:
+    """The secret, once, as 64 lower-case hexadecimal characters in the new file ``path``."""
+    descriptor = open_private(path, os.O_WRONLY | os.O_EXCL)
+    try:
+        os.write(descriptor, secret.hex().encode("ascii") + b"\n")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,71 @@
+"""The journal's clock mark, on each engine: the first start writes the kind of clock
+it runs on, a start on the other kind is refused, and a journal written before there
+was a mark (an upgrade) counts as written on the real clock."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.store.postgresql.schema import SCHEMA_VERSION as POSTGRESQL_VERSION
+from switch.store.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
+from switch.terminal import Terminal
+from tests.net.helpers import PAN_ICBC, pos_client
+from tests.net.test_business_clock_e2e import refusal, simulated, start_on, stop
+from tests.store.engines import ENGINES, Configure, config_maker, journal_rows
+
+
+@pytest.fixture(params=ENGINES)
+def configure(request: pytest.FixtureRequest) -> Configure:
+    return config_maker(request)
+
+
+def mark(config: SwitchConfig) -> list[str]:
+    return [row["kind"] for row in journal_rows(config, "SELECT kind FROM journal_clock")]
+
+
+async def test_the_first_start_marks_the_journal_and_the_other_kind_is_refused(
+    nursery: trio.Nursery, configure: Configure
+) -> None:
+    config = configure()
+    await stop(await start_on(nursery, config, simulated()))
+    assert mark(config) == ["simulated"]
+    assert "first run on a simulated clock" in await refusal(nursery, SwitchApp(config))
+    await stop(await start_on(nursery, config, simulated("2027-02-01T08:00:00+08:00")))
+    assert mark(config) == ["simulated"]
+
+
+def _unmark(config: SwitchConfig) -> None:
+    """The journal as the version before the mark left it."""
+    if config.journal.backend == "postgresql":
+        import psycopg
+
+        assert config.journal.dsn is not None
+        with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
+            connection.execute("DROP TABLE journal_clock")
+            connection.execute(
+                "UPDATE journal_schema_version SET version = %s", (POSTGRESQL_VERSION - 1,)
+            )
+        return
+    import sqlite3
+
+    with sqlite3.connect(config.path(config.journal.path), isolation_level=None) as connection:
+        connection.execute("DROP TABLE journal_clock")
+        connection.execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+
+
+async def test_a_journal_written_before_the_mark_counts_as_the_real_clocks(
+    nursery: trio.Nursery, configure: Configure
+) -> None:
+    config = configure()
+    app = await start_on(nursery, config, None)
+    client = await pos_client(app, Terminal())
+    assert (await client.request(client.terminal.sale(1, PAN_ICBC, 100))).fields[39] == "00"
+    await client.aclose()
+    await stop(app)
+    _unmark(config)
+    refused = await refusal(nursery, SwitchApp(config, clock=simulated()))
+    assert "first run on the real clock" in refused
+    assert mark(config) == ["real"]
