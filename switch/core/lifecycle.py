@@ -48,13 +48,13 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 from switch.core import bank as bankmsg
+from switch.core import products
 from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
 from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
 from switch.core.clock import Stamp
 from switch.core.model import PRODUCT_OF, BankBound, Card, Outcome, Reversal, original_of
 from switch.core.numbers import RrnExhausted
-from switch.core.products import product
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
@@ -965,7 +965,7 @@ def recovery_changes(
     changes: list[Change] = []
     for record in in_doubt:
         record.state, record.code = "no_answer", "96"
-        if product(record.kind).reversed_on_no_answer:
+        if products.product(record.kind).reversed_on_no_answer:
             changes.extend(_queue_reversal(book, record, "in doubt after restart", now))
         changes.append(TxnUpdated.of(record, now, "in doubt after restart"))
     return changes

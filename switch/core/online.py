@@ -31,7 +31,7 @@ ONLINE_CONDITION_CODE: Final = "08"
 
 SETTLEMENT_CURRENCY: Final = "156"
 """What a balance inquiry, which names no currency, asks in."""
-PRODUCTS: Final[dict[type, products.Product]] = {
+ONLINE_PRODUCTS: Final[dict[type, products.Product]] = {
     request_type: products.BY_ONLINE_TYPE[request_type.__struct_config__.tag]
     for request_type in get_args(wire.OnlineRequest)
     if request_type.__struct_config__.tag in products.BY_ONLINE_TYPE
@@ -111,7 +111,7 @@ def request_from_online(
     ``currencies``: those the switch settles (57 for another). ``today``: the local date
     of the request's stamp, by which its card has expired (54); None checks no date."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
-    product = PRODUCTS[type(request)]
+    product = ONLINE_PRODUCTS[type(request)]
     fields: dict[str, object] = {}
     amount = getattr(request, "amount", None)
     if amount is not None:
@@ -120,7 +120,7 @@ def request_from_online(
     if product.original == "none":
         currency = getattr(request, "currency", None)
         fields["currency"] = (
-            SETTLEMENT_CURRENCY  # an inquiry names none: the balance is in the card's
+            SETTLEMENT_CURRENCY  # a balance inquiry names none (online.md)
             if currency is None
             else validate.settled_currency(currency, currencies, field="currency")
         )

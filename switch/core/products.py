@@ -128,8 +128,9 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def online_code(self) -> str:
-        """Field 3 of an online request of this product (online requests have none)."""
-        return f"{self.pos_code or '00'}0000"
+        """Field 3 of an online request of this product (online requests carry none):
+        its POS code, no account types."""
+        return f"{self.pos_code}0000"
 
 
 UNKNOWN_KIND: Final = "unknown"
@@ -217,6 +218,8 @@ def compile_online(rows: Iterable[Product]) -> dict[str, Product]:
             continue
         if row.online_type in compiled:
             raise ValueError(f"online type {row.online_type!r} names two products")
+        if row.pos_code is None:
+            raise ValueError(f"online product {row.kind} has no processing code")
         compiled[row.online_type] = row
     return compiled
 
