@@ -15,7 +15,8 @@ import msgspec
 
 from switch.core.calendar import mmdd
 from switch.core.clock import Stamp
-from switch.core.model import BalanceInquiry, BankBound, Outcome, Refund, Sale, Void
+from switch.core.model import PRODUCT_OF, BankBound, Outcome
+from switch.core.products import PRODUCTS
 from switch.errors import LocalProtocolError
 
 KEYED_ENTRY: Final = "01"
@@ -72,14 +73,6 @@ def network_request(
     return "0800", fields
 
 
-_PROCESSING_PREFIX: Final[dict[type, str]] = {
-    Sale: "00",
-    BalanceInquiry: "31",
-    Void: "02",
-    Refund: "20",
-}
-
-
 def bank_request(
     request: BankBound,
     trace: BankTrace,
@@ -88,13 +81,17 @@ def bank_request(
     *,
     mcc: str | None = None,
 ) -> tuple[str, dict[int, str | bytes]]:
-    """The 0200 for a sale, balance inquiry, void or refund. A void or refund must first
+    """The bank message for a sale, balance inquiry, void or refund (its product's MTI
+    and processing code: ``switch.core.products``). A void or refund must first
     be resolved against its original (card, amount and currency filled in). ``mcc``
     is the merchant's category code (field 18), when the merchants file gives one."""
     card, amount, currency = request.card, request.amount, request.currency
     if card is None or amount is None or currency is None:
         raise LocalProtocolError(f"{type(request).__name__} is not resolved against its original")
-    processing_code = _PROCESSING_PREFIX[type(request)] + request.processing_code[2:]
+    product = PRODUCT_OF[type(request)]
+    if product.bank_code is None:
+        raise LocalProtocolError(f"product {product.kind} names no processing code for banks")
+    processing_code = product.bank_code + request.processing_code[2:]
     stamp = trace.stamp
     fields: dict[int, str | bytes] = {
         2: card.pan,
@@ -123,7 +120,10 @@ def bank_request(
         fields[52] = card.pin_block
     if original is not None:
         fields[90] = original.field_90(institution)
-    return "0200", fields
+    return product.bank_mti, fields
+
+
+REVERSAL: Final = PRODUCTS["reversal"]
 
 
 class ReversalSubject(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,7 +165,8 @@ def reversal_request(
     }
     if institution.forwarding_id is not None:
         fields[33] = institution.forwarding_id
-    return ("0401" if repeat else "0400"), fields
+    mti = REVERSAL.bank_mti
+    return (f"{mti[:3]}1" if repeat else mti), fields
 
 
 def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str) -> Outcome | None:

@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from switch.core import products
 from switch.errors import TransactionRefused
 
 SettlementResult = Literal["1", "2"]
@@ -25,8 +26,15 @@ BALANCED: Final[SettlementResult] = "1"
 NOT_BALANCED: Final[SettlementResult] = "2"
 
 UploadKind = Literal["22", "25"]
-"""60.1 of the uploaded transaction: 22 sale, 25 refund."""
-UPLOAD_KINDS: Final[dict[str, UploadKind]] = {"22": "22", "25": "25"}
+"""60.1 of the uploaded transaction: 22 sale, 25 refund (the products that count as a
+debit or a credit: ``products.UPLOAD_KINDS``, which a test holds this to)."""
+UPLOAD_KINDS: Final[dict[str, UploadKind]] = {code: code for code in products.UPLOAD_KINDS}  # type: ignore[misc]
+_UPLOAD_NAMES: Final = [f"{code} ({row.kind})" for code, row in products.UPLOAD_KINDS.items()]
+_UPLOAD_KINDS_TEXT: Final = (
+    "neither " + " nor ".join(_UPLOAD_NAMES)
+    if len(_UPLOAD_NAMES) == 2
+    else "none of " + ", ".join(_UPLOAD_NAMES)
+)
 
 SETTLEMENT_DIGITS: Final = 62
 RESULT_AT: Final = 30
@@ -128,7 +136,7 @@ class UploadRecord(msgspec.Struct, frozen=True, gc=False):
 
 def upload_records(field48: str) -> tuple[UploadRecord, ...]:
     """The records of a 0320 (60.3 = 201); refused 30 (field 48) unless 48 is a count
-    of 1 to 8 followed by exactly that many 20-digit records of kind 22 or 25."""
+    of 1 to 8 followed by exactly that many 20-digit records of an upload kind."""
     if not _digits(field48) or len(field48) < 2:
         raise TransactionRefused("30", "field 48 of a 0320 must be digits", field="48")
     count = int(field48[:2])
@@ -148,7 +156,7 @@ def upload_records(field48: str) -> tuple[UploadRecord, ...]:
         kind = UPLOAD_KINDS.get(record[:2])
         if kind is None:
             raise TransactionRefused(
-                "30", f"upload record kind {record[:2]!r} is neither 22 (sale) nor 25 (refund)",
+                "30", f"upload record kind {record[:2]!r} is {_UPLOAD_KINDS_TEXT}",
                 field="48",
             )  # fmt: skip
         records.append(UploadRecord(kind=kind, stan=record[2:8], amount=int(record[8:])))

@@ -19,9 +19,9 @@ from typing import Literal
 import msgspec
 
 from switch.core.bank import OriginalData, ReversalSubject
+from switch.core.products import Product, product
 from switch.errors import TransactionRefused
 
-Kind = Literal["sale", "balance", "void", "refund"]
 State = Literal["sending", "approved", "declined", "no_answer", "not_sent", "bank_only"]
 """``sending``: written and maybe at the bank; ``no_answer``: it may have reached the
 bank and got no final answer (a reversal is queued); ``not_sent``: it never left;
@@ -39,7 +39,9 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     book of many thousands would otherwise lengthen every full collection.
     """
 
-    kind: Kind
+    kind: str
+    """Its product's kind (``switch.core.products``); ``unknown`` for a bank's record of
+    no product."""
     rrn: str
     bank: str
     channel: str
@@ -197,13 +199,27 @@ class TransactionBook:
 
     def find_sale(self, *, merchant_id: str, rrn: str | None, online_id: str | None) -> TxnRecord:
         """The approved, live sale a void or refund acts on, or 25."""
+        return self.find_original(
+            merchant_id=merchant_id, rrn=rrn, online_id=online_id, kinds=("sale",)
+        )
+
+    def find_original(
+        self,
+        *,
+        merchant_id: str,
+        rrn: str | None,
+        online_id: str | None,
+        kinds: tuple[str, ...],
+    ) -> TxnRecord:
+        """The approved, live original of one of ``kinds`` (its product's
+        ``original_kinds``) that a request finds by reference, or 25 (12: voided)."""
         if rrn is not None:
             original = self.by_rrn(rrn)
         elif online_id is not None:
             original = self.by_online_id(merchant_id, online_id)
         else:
             original = None
-        if original is None or original.merchant_id != merchant_id or original.kind != "sale":
+        if original is None or original.merchant_id != merchant_id or original.kind not in kinds:
             raise TransactionRefused("25", "original transaction not found", field="original")
         if original.state != "approved" or original.reversed:
             raise TransactionRefused(
@@ -212,6 +228,15 @@ class TransactionBook:
         if original.voided or original.void_pending:
             raise TransactionRefused("12", "original transaction is voided", field="original")
         return original
+
+    def reserve(self, product: Product, original: TxnRecord, amount: int) -> None:
+        """Reserves on ``original`` what ``product`` takes of it (its ``reserves``:
+        the whole original, or part of what is left of its amount) until the bank
+        decides; refused (64, 12, 61) when that is not there to take."""
+        if product.reserves == "whole":
+            self.reserve_void(original, amount)
+        elif product.reserves == "remaining":
+            self.reserve_refund(original, amount)
 
     def reserve_void(self, original: TxnRecord, amount: int) -> None:
         if amount != original.amount:
@@ -251,10 +276,11 @@ class TransactionBook:
         if original is None:
             return None
         approved = state == "approved"
-        if record.kind == "void":
+        reserves = product(record.kind).reserves
+        if reserves == "whole":
             original.void_pending = False
             original.voided = original.voided or approved
-        elif record.kind == "refund":
+        elif reserves == "remaining":
             original.refund_reserved -= record.amount
             if approved:
                 original.refunded += record.amount
@@ -271,9 +297,10 @@ class TransactionBook:
         original = self._by_rrn.get(record.original_rrn)
         if original is None:
             return None
-        if record.kind == "void":
+        reserves = product(record.kind).reserves
+        if reserves == "whole":
             original.voided = False
-        elif record.kind == "refund":
+        elif reserves == "remaining":
             original.refunded -= record.amount
         return original
 

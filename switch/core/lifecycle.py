@@ -48,21 +48,12 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 from switch.core import bank as bankmsg
+from switch.core import products
 from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
 from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
 from switch.core.clock import Stamp
-from switch.core.model import (
-    KIND_NAMES,
-    BalanceInquiry,
-    BankBound,
-    Card,
-    Outcome,
-    Refund,
-    Reversal,
-    Sale,
-    Void,
-)
+from switch.core.model import PRODUCT_OF, BankBound, Card, Outcome, Reversal, original_of
 from switch.core.numbers import RrnExhausted
 from switch.errors import (
     CardDataUnreadable,
@@ -95,9 +86,6 @@ Router = Callable[[str], tuple[str, str]]
 Finalizer = Callable[[Outcome], Sequence[Change]]
 """Changes a channel wants committed with an outcome that reached a bank (online
 results, kept for repeats of the same id)."""
-
-EXPECTED_RESPONSE: Final = {"0200": "0210", "0400": "0410", "0401": "0410", "0800": "0810"}
-"""The only message type that answers each request type (bank-h2h.md)."""
 
 
 # -- events: what happened ---------------------------------------------------------------
@@ -344,6 +332,9 @@ class BankTransaction:
         finalize: Finalizer | None = None,
     ) -> None:
         self.request = request
+        self.product = PRODUCT_OF[type(request)]
+        """Its row of ``switch.core.products``: how it finds its original, what it
+        reserves, the answer that closes it, whether it is reversed on no answer."""
         self.stamp = stamp
         self.business_date = business_date
         """YYYY-MM-DD: the date it settles on, by when it was received (settlement.md)."""
@@ -415,13 +406,16 @@ class BankTransaction:
         """The rules that need nothing but the book, checked before a slot is taken so
         that a request bound to be refused (no route, no original) never holds one."""
         request = self.request
-        if isinstance(request, Sale | BalanceInquiry):
+        if self.product.original == "none":
+            assert request.card is not None
             self.route(request.card.pan)
         else:
-            self.book.find_sale(
+            ref = original_of(request)
+            self.book.find_original(
                 merchant_id=request.acceptor.merchant_id,
-                rrn=request.original.rrn,
-                online_id=request.original.online_id,
+                rrn=ref.rrn,
+                online_id=ref.online_id,
+                kinds=self.product.original_kinds,
             )
 
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
@@ -528,9 +522,9 @@ class BankTransaction:
         """The book is a bounded cache of recent transactions: an original it does not
         hold is read back from the journal."""
         request = self.request
-        if not isinstance(request, Void | Refund):
+        if self.product.original != "reference":
             return None
-        ref, merchant_id = request.original, request.acceptor.merchant_id
+        ref, merchant_id = original_of(request), request.acceptor.merchant_id
         # On a shared journal another worker may have voided or refunded it since.
         shared = self.book.shared
         if ref.rrn is not None:
@@ -547,16 +541,19 @@ class BankTransaction:
     def _resolve(self) -> None:
         """Routes the request (to its card's bank, or its original's), applies the rules
         on originals and reserves what it voids or refunds, and makes its record."""
-        request = self.request
-        if isinstance(request, Sale | BalanceInquiry):
+        request, product = self.request, self.product
+        if product.original == "none":
+            assert request.card is not None and request.amount is not None
             pan = request.card.pan
             self.route_name, self.bank = self.route(pan)
             amount = request.amount
         else:
-            original = self.book.find_sale(
+            ref = original_of(request)
+            original = self.book.find_original(
                 merchant_id=request.acceptor.merchant_id,
-                rrn=request.original.rrn,
-                online_id=request.original.online_id,
+                rrn=ref.rrn,
+                online_id=ref.online_id,
+                kinds=product.original_kinds,
             )
             try:
                 pan = self.cards.open(original.pan_sealed)
@@ -565,10 +562,7 @@ class BankTransaction:
             if request.card is not None and request.card.pan != pan:
                 raise TransactionRefused("25", "card differs from the original's", field="pan")
             amount = original.amount if request.amount is None else request.amount
-            if isinstance(request, Void):
-                self.book.reserve_void(original, amount)
-            else:
-                self.book.reserve_refund(original, amount)
+            self.book.reserve(product, original, amount)
             self.original = original
             self.route_name, self.bank = "original", original.bank
             self._resolved = msgspec.structs.replace(
@@ -586,7 +580,7 @@ class BankTransaction:
         assert request.currency is not None and self.bank is not None and self.rrn is not None
         card = request.card
         return TxnRecord(
-            kind=KIND_NAMES[type(request)],  # type: ignore[arg-type]
+            kind=self.product.kind,
             rrn=self.rrn,
             bank=self.bank,
             channel=acceptor.channel,
@@ -702,7 +696,7 @@ class BankTransaction:
         verdict: bool | None = False
         match event:
             case BankAnswered(mti=mti, fields=fields):
-                outcome, final = _bank_answer(base, mti, EXPECTED_RESPONSE[record.sent.mti], fields)
+                outcome, final = _bank_answer(base, mti, self.product.bank_response_mti, fields)
                 if final:
                     state = "approved" if outcome.approved else "declined"
                 verdict = True
@@ -736,7 +730,7 @@ class BankTransaction:
             balance=outcome.balance,
         )  # fmt: skip
         changes: list[Change] = []
-        if state == "no_answer":
+        if state == "no_answer" and self.product.reversed_on_no_answer:
             reason = f"no final answer ({outcome.code})"
             changes.extend(_queue_reversal(self.book, record, reason, now))
             self._reversal_queued = True
@@ -985,6 +979,7 @@ def recovery_changes(
     changes: list[Change] = []
     for record in in_doubt:
         record.state, record.code = "no_answer", "96"
-        changes.extend(_queue_reversal(book, record, "in doubt after restart", now))
+        if products.product(record.kind).reversed_on_no_answer:
+            changes.extend(_queue_reversal(book, record, "in doubt after restart", now))
         changes.append(TxnUpdated.of(record, now, "in doubt after restart"))
     return changes

@@ -7,11 +7,13 @@ Card data is held only as long as the request lives and never reaches a repr.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 
 from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
+from switch.core.products import PRODUCTS, Product
 
 Channel = Literal["pos", "online"]
 
@@ -174,6 +176,29 @@ KIND_NAMES: dict[type[_Request], str] = {
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
 }
+
+PRODUCT_OF: dict[type[_Request], Product] = {
+    request_type: PRODUCTS[kind] for request_type, kind in KIND_NAMES.items() if kind in PRODUCTS
+}
+"""Each financial request's product row (``switch.core.products``)."""
+REQUEST_TYPES: dict[str, Callable[..., FinancialRequest]] = {
+    product.kind: request_type  # type: ignore[misc]  # those in PRODUCT_OF are financial
+    for request_type, product in PRODUCT_OF.items()
+}
+"""Each product's canonical request Struct."""
+
+
+def original_of(request: FinancialRequest) -> OriginalRef:
+    """The reference a request whose product acts on an original carries to find it
+    (LookupError for one that carries none: its product row says it needs none)."""
+    original: OriginalRef | None = getattr(request, "original", None)
+    if original is None:
+        raise LookupError(f"a {type(request).__name__} names no original")
+    return original
+
+
+if REQUEST_TYPES.keys() != PRODUCTS.keys():  # a row without its request Struct
+    raise ImportError(f"products without a request type: {PRODUCTS.keys() - REQUEST_TYPES.keys()}")
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,21 +7,18 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from datetime import date
-from typing import Final
+from typing import Final, get_args
 
 import msgspec
 
-from switch.core import validate
+from switch.core import products, validate
 from switch.core.model import (
+    REQUEST_TYPES,
     Acceptor,
-    BalanceInquiry,
     Card,
     OriginalRef,
     Outcome,
-    Refund,
     Request,
-    Sale,
-    Void,
     balance_amount,
 )
 from switch.errors import TransactionRefused
@@ -31,6 +28,15 @@ ONLINE_ENTRY_MODE: Final = "012"
 """Field 22 towards banks: card number keyed, no PIN."""
 ONLINE_CONDITION_CODE: Final = "08"
 """Field 25 towards banks: card not present (mail, telephone or electronic order)."""
+
+SETTLEMENT_CURRENCY: Final = "156"
+"""What a balance inquiry, which names no currency, asks in."""
+ONLINE_PRODUCTS: Final[dict[type, products.Product]] = {
+    request_type: products.BY_ONLINE_TYPE[request_type.__struct_config__.tag]
+    for request_type in get_args(wire.OnlineRequest)
+    if request_type.__struct_config__.tag in products.BY_ONLINE_TYPE
+}
+"""Each online request Struct's product, by its ``type`` (online.md)."""
 
 _FIELD_CODES: Final = {"amount": "13", "card.pan": "14"}
 """Decode errors in these fields answer with their own code rather than 30."""
@@ -105,46 +111,29 @@ def request_from_online(
     ``currencies``: those the switch settles (57 for another). ``today``: the local date
     of the request's stamp, by which its card has expired (54); None checks no date."""
     acceptor = Acceptor(channel="online", terminal_id=terminal_id, merchant_id=request.merchant_id)
-    match request:
-        case wire.Purchase():
-            validate.check_amount(request.amount, field="amount")
-            currency = validate.settled_currency(request.currency, currencies, field="currency")
-            return Sale(
-                acceptor=acceptor,
-                stan=stan,
-                online_id=request.id,
-                processing_code="000000",
-                card=_card(request.card, today),
-                currency=currency,
-                amount=request.amount,
-            )
-        case wire.Balance():
-            return BalanceInquiry(
-                acceptor=acceptor,
-                stan=stan,
-                online_id=request.id,
-                processing_code="310000",
-                card=_card(request.card, today),
-                currency="156",
-            )
-        case wire.Void():
-            return Void(
-                acceptor=acceptor,
-                stan=stan,
-                online_id=request.id,
-                processing_code="200000",
-                original=OriginalRef(online_id=request.original_id),
-            )
-        case wire.Refund():
-            validate.check_amount(request.amount, field="amount")
-            return Refund(
-                acceptor=acceptor,
-                stan=stan,
-                online_id=request.id,
-                processing_code="200000",
-                amount=request.amount,
-                original=OriginalRef(online_id=request.original_id),
-            )
+    product = ONLINE_PRODUCTS[type(request)]
+    fields: dict[str, object] = {}
+    amount = getattr(request, "amount", None)
+    if amount is not None:
+        validate.check_amount(amount, field="amount")
+        fields["amount"] = amount
+    if product.original == "none":
+        currency = getattr(request, "currency", None)
+        fields["currency"] = (
+            SETTLEMENT_CURRENCY  # a balance inquiry names none (online.md)
+            if currency is None
+            else validate.settled_currency(currency, currencies, field="currency")
+        )
+        fields["card"] = _card(request.card, today)  # type: ignore[union-attr]
+    else:
+        fields["original"] = OriginalRef(online_id=request.original_id)  # type: ignore[union-attr]
+    return REQUEST_TYPES[product.kind](
+        acceptor=acceptor,
+        stan=stan,
+        online_id=request.id,
+        processing_code=product.online_code,
+        **fields,
+    )
 
 
 def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:

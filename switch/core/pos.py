@@ -11,23 +11,19 @@ from datetime import date
 from typing import Final
 
 from switch.core import batch as batch48
-from switch.core import validate
+from switch.core import products, validate
 from switch.core.clock import Stamp
 from switch.core.model import (
+    REQUEST_TYPES,
     Acceptor,
-    BalanceInquiry,
     BatchSettlement,
     BatchUpload,
     Card,
     Echo,
     OriginalRef,
     Outcome,
-    Refund,
     Request,
-    Reversal,
-    Sale,
     SignOn,
-    Void,
 )
 from switch.errors import TransactionRefused
 
@@ -36,16 +32,9 @@ Fields = Mapping[int, str | bytes]
 ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 """What a response copies from its request (pos-cup.md, "Transactions")."""
 
-MESSAGE_TYPE_CODES: Final[dict[tuple[str, str], str]] = {
-    ("0800", ""): "00",
-    ("0820", ""): "00",
-    ("0200", "31"): "01",
-    ("0200", "00"): "22",
-    ("0200", "20"): "23",
-    ("0220", "20"): "25",
-}
-"""Field 60.1 of each transaction (pos-cup.md's table); a reversal's is its original's."""
-REVERSIBLE_TYPE_CODES: Final = frozenset({"01", "22", "23", "25"})
+NETWORK_TYPE_CODE: Final = "00"
+"""Field 60.1 of a sign-on (0800) and an echo test (0820); a financial request's is its
+product's (``switch.core.products``), a reversal's its original's."""
 SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
 UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
 """What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""
@@ -55,17 +44,16 @@ LAST_UPLOAD_CODE: Final = "202"
 """60.3 of a 0500 and of every 0320 but the last; 60.3 of the last 0320."""
 
 
-def _check_type_code(reserved: str, mti: str, processing_code: str) -> None:
-    """60.1 must name the transaction the MTI and processing code say it is."""
+def _check_type_code(reserved: str, mti: str, expected: str | None) -> None:
+    """60.1 must name the transaction the MTI and processing code say it is (None: a
+    reversal's, which names a product that may be reversed)."""
     type_code = reserved[:2]
-    if mti == "0400":
-        if type_code in REVERSIBLE_TYPE_CODES:
+    if expected is None:
+        if type_code in products.REVERSIBLE_TYPES:
             return
         expected = "that of the original"
-    else:
-        expected = MESSAGE_TYPE_CODES.get((mti, processing_code[:2]), "")
-        if type_code == expected:
-            return
+    elif type_code == expected:
+        return
     raise TransactionRefused(
         "30", f"field 60.1 is {type_code!r}, not {expected} for this {mti}", field="60"
     )
@@ -137,10 +125,10 @@ def request_from_pos(
     reserved = _required(fields, 60)
     batch = reserved[2:8] if len(reserved) >= 8 else "000000"
     if mti == "0800":
-        _check_type_code(reserved, mti, "")
+        _check_type_code(reserved, mti, NETWORK_TYPE_CODE)
         return SignOn(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti == "0820":
-        _check_type_code(reserved, mti, "")
+        _check_type_code(reserved, mti, NETWORK_TYPE_CODE)
         return Echo(acceptor=acceptor, stan=stan, batch=batch, request_mti=mti)
     if mti == "0500":
         _check_batch_reserved(reserved, mti, (SETTLEMENT_CODE,))
@@ -167,81 +155,56 @@ def request_from_pos(
             acceptor=acceptor, stan=stan, batch=batch, request_mti=mti,
             records=batch48.upload_records(field48),
         )  # fmt: skip
-    if mti not in ("0200", "0220", "0400"):
+    if mti not in products.POS_MTIS:
         raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
 
     processing_code = _required(fields, 3)
-    kind = (mti, processing_code[:2])
-    if kind in MESSAGE_TYPE_CODES or mti == "0400":
-        _check_type_code(reserved, mti, processing_code)
+    product = products.by_pos(mti, processing_code[:2], _text(fields, 25))
+    if product is not None:
+        _check_type_code(reserved, mti, product.pos_type)
     card = _card(fields)
     currency = _required(fields, 49)
-    if mti != "0400":  # a reversal is answered 00 whatever it names (pos-cup.md)
+    if product is None or product.original != "trace":
+        # a reversal is answered 00 whatever it names (pos-cup.md)
         currency = validate.settled_currency(currency, currencies, field="49")
-    if today is not None and kind in (("0200", "31"), ("0200", "00")):
+    if today is not None and product is not None and product.original == "none":
         validate.check_not_expired(card.expiry, today, field="14")
-    if kind == ("0200", "31"):
-        return BalanceInquiry(
-            acceptor=acceptor,
-            stan=stan,
-            batch=batch,
-            request_mti=mti,
-            processing_code=processing_code,
-            card=card,
-            currency=currency,
+    amount = _amount(fields) if product is None or product.carries_amount else None
+    if product is None:
+        raise TransactionRefused(
+            "40", f"processing code {processing_code} is not supported with {mti}", field="3"
         )
+    request: dict[str, object] = {}
+    if amount is not None:
+        if product.original != "trace":
+            validate.check_amount(amount, field="4")
+        request["amount"] = amount
+    if product.original == "reference":
+        request["original"] = OriginalRef(rrn=_required(fields, 37), **_original_trace(fields))
+    elif product.original == "trace":
+        trace = _original_trace(fields)
+        # A reversal repeats the original's STAN in 11; 61 names batch and date.
+        request["original"] = OriginalRef(
+            batch=trace.get("batch", batch), stan=trace.get("stan", stan), date=trace.get("date")
+        )
+        request["reason"] = _text(fields, 39) or "98"
+    return REQUEST_TYPES[product.kind](
+        acceptor=acceptor,
+        stan=stan,
+        batch=batch,
+        request_mti=mti,
+        processing_code=processing_code,
+        card=card,
+        currency=currency,
+        **request,
+    )
+
+
+def _amount(fields: Fields) -> int:
     amount_digits = _required(fields, 4)
     if not (amount_digits.isascii() and amount_digits.isdigit()):
         raise TransactionRefused("30", "field 4 is not an amount", field="4")
-    amount = int(amount_digits)
-    if kind == ("0200", "00"):
-        validate.check_amount(amount, field="4")
-        return Sale(
-            acceptor=acceptor,
-            stan=stan,
-            batch=batch,
-            request_mti=mti,
-            processing_code=processing_code,
-            card=card,
-            currency=currency,
-            amount=amount,
-        )
-    if kind in (("0200", "20"), ("0220", "20")):
-        validate.check_amount(amount, field="4")
-        original = OriginalRef(rrn=_required(fields, 37), **_original_trace(fields))
-        kind_class = Void if mti == "0200" else Refund
-        return kind_class(
-            acceptor=acceptor,
-            stan=stan,
-            batch=batch,
-            request_mti=mti,
-            processing_code=processing_code,
-            card=card,
-            currency=currency,
-            amount=amount,
-            original=original,
-        )
-    if mti == "0400":
-        trace = _original_trace(fields)
-        # A reversal repeats the original's STAN in 11; 61 names batch and date.
-        original = OriginalRef(
-            batch=trace.get("batch", batch), stan=trace.get("stan", stan), date=trace.get("date")
-        )
-        return Reversal(
-            acceptor=acceptor,
-            stan=stan,
-            batch=batch,
-            request_mti=mti,
-            processing_code=processing_code,
-            card=card,
-            currency=currency,
-            amount=amount,
-            original=original,
-            reason=_text(fields, 39) or "98",
-        )
-    raise TransactionRefused(
-        "40", f"processing code {processing_code} is not supported with {mti}", field="3"
-    )
+    return int(amount_digits)
 
 
 def _original_trace(fields: Fields) -> dict[str, str]:

@@ -26,6 +26,7 @@ import msgspec
 import structlog
 import trio
 
+from switch.core import products
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
@@ -72,7 +73,6 @@ effect: several polls, so that every worker dates by it from the same second."""
 READ_CHUNK_BYTES: Final = 1 << 20
 """A clearing file is read and decoded this much at a time: memory holds its records,
 never its bytes."""
-_KINDS: Final = {"00": "sale", "02": "void", "20": "refund"}
 _T = TypeVar("_T")
 
 
@@ -412,8 +412,13 @@ class SettlementService:
 def _reversal_change(order: ReversalOrder, at: float) -> Change:
     if order.known:
         return ReversalQueued(rrn=order.rrn, bank=order.bank, reason=order.reason, at=at)
+    reason = order.reason
+    try:
+        kind = products.by_bank(order.mti, order.processing_code).kind
+    except products.UnknownProduct as exc:
+        kind, reason = products.UNKNOWN_KIND, f"{reason}; {exc}"
     record = TxnRecord(
-        kind=_KINDS.get(order.processing_code[:2], "sale"),  # type: ignore[arg-type]
+        kind=kind,
         rrn=order.rrn, bank=order.bank, channel="clearing", request_mti=order.mti,
         terminal_id=order.terminal_id, merchant_id=order.merchant_id, stan=order.stan,
         batch="000000", local_date=order.transmission[:4], pan_masked=order.masked_pan,
@@ -422,7 +427,7 @@ def _reversal_change(order: ReversalOrder, at: float) -> Change:
         sent=OriginalData(mti=order.mti, stan=order.stan, transmission=order.transmission),
         state="bank_only",
     )  # fmt: skip
-    return BankOnlyFound(record=record, reason=order.reason, at=at)
+    return BankOnlyFound(record=record, reason=reason, at=at)
 
 
 class ClearingFileUnreadable(SwitchError):

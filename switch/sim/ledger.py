@@ -35,6 +35,7 @@ from typing import Final, Literal
 import msgspec
 
 from switch.config import ClearingFaults, SimulatorSection
+from switch.core import products
 from switch.core.calendar import date_from_mmdd, mmdd
 from switch.core.model import mask_pan
 from switch.core.validate import luhn_valid
@@ -266,7 +267,7 @@ class SimulatedBank:
             if mti == "0800":
                 return self._network(reply_mti, fields, link)
             if mti == "0200":
-                return self._financial(reply_mti, fields)
+                return self._financial(mti, reply_mti, fields)
             if mti in ("0400", "0401"):
                 return self._reversal(mti, reply_mti, fields)
         except _FormatError:
@@ -390,27 +391,30 @@ class SimulatedBank:
 
     # -- 0200 ----------------------------------------------------------------------
 
-    def _financial(self, reply_mti: str, fields: FieldValues) -> BankReply | None:
-        processing = _required(fields, 3)
-        kind = processing[:2]
-        if kind not in ("00", "31", "02", "20"):
+    def _financial(self, mti: str, reply_mti: str, fields: FieldValues) -> BankReply | None:
+        # The product a message is, by its MTI and processing code, as the switch's own
+        # table says (the simulator speaks the same bank-h2h.md).
+        try:
+            product = products.by_bank(mti, _required(fields, 3), _text(fields, 25))
+        except products.UnknownProduct:
             self._totals.declines += 1
             return _reply(reply_mti, fields, "40")
         _require(fields, _FINANCIAL_FIELDS)
         pan = _pan(fields)
         amount = _amount(fields)
-        if kind in ("00", "31") and self._expired(fields):
+        if product.original == "none" and self._expired(fields):
             self._totals.declines += 1
             return _reply(reply_mti, fields, "54")
-        if kind == "31":
+        if not product.carries_amount:
             return self._balance_inquiry(reply_mti, fields, pan)
         cleared = _clearing_fields(fields)
         key = _own_key(fields, pan)
-        if kind == "00":
+        if product.original == "none":
             code = self._sale(key, pan, amount)
         else:
             original = _original_key(fields, pan)
-            code = (self._void if kind == "02" else self._refund)(key, original, amount)
+            apply = self._void if product.reserves == "whole" else self._refund
+            code = apply(key, original, amount)
         if code is None:
             return None
         if code != "00":
@@ -422,7 +426,7 @@ class SimulatedBank:
         extra = {38: auth_code, 15: _required(fields, 7)[:4]}
         self._by_reference[(cleared.rrn, *key[1:])] = key
         self._institutions = (key[3], key[4])
-        direction: Direction = "D" if kind == "00" else "C"
+        direction: Direction = "D" if product.counts == "debit" else "C"
         self._open_records.append(cleared.record("0200", amount, auth_code, pan, direction))
         return _reply(reply_mti, fields, "00", extra=extra)
 

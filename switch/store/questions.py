@@ -12,10 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar
 
 import msgspec
 
+from switch.core import products
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store.dialect import Dialect
@@ -151,16 +152,20 @@ GROUP BY saf.bank, saf.state
 
 # pos-cup.md's rules, over the batch's rows (txn_by_batch): approved sales neither
 # voided nor reversed are its debits, approved refunds not reversed its credits.
-_BATCH_TOTALS = """
+# The kinds are the product table's (``switch.core.products``): what counts as a debit
+# and what as a credit.
+_DEBIT: Final = products.kind_sql("kind", counts="debit")
+_CREDIT: Final = products.kind_sql("kind", counts="credit")
+_BATCH_TOTALS: Final = f"""
 SELECT
-    coalesce(sum(CASE WHEN kind = 'sale' THEN amount END), 0) AS debit_fen,
-    count(CASE WHEN kind = 'sale' THEN 1 END) AS debit_count,
-    coalesce(sum(CASE WHEN kind = 'refund' THEN amount END), 0) AS credit_fen,
-    count(CASE WHEN kind = 'refund' THEN 1 END) AS credit_count
+    coalesce(sum(CASE WHEN {_DEBIT} THEN amount END), 0) AS debit_fen,
+    count(CASE WHEN {_DEBIT} THEN 1 END) AS debit_count,
+    coalesce(sum(CASE WHEN {_CREDIT} THEN amount END), 0) AS credit_fen,
+    count(CASE WHEN {_CREDIT} THEN 1 END) AS credit_count
 FROM txn
 WHERE terminal_id = ? AND merchant_id = ? AND batch = ?
-    AND channel = 'pos' AND state = 'approved' AND reversed = {false}
-    AND (kind = 'refund' OR (kind = 'sale' AND voided = {false}))
+    AND channel = 'pos' AND state = 'approved' AND reversed = {{false}}
+    AND ({_CREDIT} OR ({_DEBIT} AND voided = {{false}}))
 """
 
 

@@ -22,9 +22,18 @@ from typing import Final
 
 import msgspec
 
+from switch.core import products
 from switch.core.settlement import PayoutLine, ReconLine, ReversalOrder
 from switch.store.dialect import Dialect
 from switch.store.settlement_port import CLEARING_COLUMNS
+
+_kind: Final = products.kind_sql
+"""The settlement's kind lists are the product table's (``switch.core.products``):
+what is paid like a sale (``debit``), what returns money (``credit``), what cancels its
+original (``cancels``), and every kind that settles."""
+
+
+_UNKNOWN: Final = f"'{products.UNKNOWN_KIND}'"
 
 
 def migrations(d: Dialect) -> tuple[str, str]:
@@ -328,8 +337,9 @@ def settlement_sql(d: Dialect) -> SettlementSql:
         category_counts=sql(
             "WITH pair AS (SELECT v.rrn AS void_rrn, s.rrn AS sale_rrn FROM settlement_item v"
             " JOIN settlement_item s ON s.rrn = v.original_rrn"
-            " WHERE v.settled_on = :d AND v.kind = 'void' AND v.action = 'paid'"
-            "  AND s.settled_on = :d AND s.kind = 'sale' AND s.action = 'paid'),"
+            f" WHERE v.settled_on = :d AND {_kind('v.kind', counts='cancels')}"
+            " AND v.action = 'paid'"
+            f"  AND s.settled_on = :d AND {_kind('s.kind', counts='debit')} AND s.action = 'paid'),"
             " cancelled (rrn) AS (SELECT void_rrn FROM pair UNION SELECT sale_rrn FROM pair) "
             "SELECT category, shown AS action, count(*) AS count, "
             f"{d.whole.format('sum(switch_fen)')} AS switch_fen, "
@@ -383,7 +393,8 @@ def _temp_tables(d: Dialect) -> tuple[str, ...]:
             # whether one voids it (without this, a scan of every verdict for every sale).
             made.append(d.temp_index.format(
                 name="decided_void_of", table="decided",
-                definition="(original_rrn) WHERE kind = 'void' AND action = 'paid'",
+                definition=f"(original_rrn) WHERE {_kind('kind', counts='cancels')}"
+                " AND action = 'paid'",
             ))  # fmt: skip
     return tuple(made)
 
@@ -437,7 +448,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     SELECT rrn, bank, kind, business_date, merchant_id, terminal_id, pan_masked, amount,
            original_rrn, state = 'approved' AND reversed = {d.false}
     FROM {j}txn
-    WHERE business_date = :d AND kind IN ('sale', 'void', 'refund')
+    WHERE business_date = :d AND {_kind("kind", settled=True)}
       AND state IN ('approved', 'declined', 'no_answer', 'sending')""",
         f"""INSERT INTO cand
     SELECT t.rrn, t.bank, t.kind, t.business_date, t.merchant_id, t.terminal_id, t.pan_masked,
@@ -492,7 +503,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         # 4. Records the switch never sent (standing: no reversal of them listed), in the
         #    files of the dates this settlement looks at.
         f"""INSERT INTO decided
-    SELECT r.rrn, r.bank, 'unknown', r.file_date, r.merchant_id, r.terminal_id, r.masked_pan,
+    SELECT r.rrn, r.bank, {_UNKNOWN}, r.file_date, r.merchant_id, r.terminal_id, r.masked_pan,
            NULL, NULL, r.amount, 'bank_only', 'reversal_queued', NULL
     FROM clearing_record r
     WHERE r.file_date BETWEEN :d_hold AND :d AND r.mti_class = '02'
@@ -518,10 +529,10 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                           AND u.batch = b.batch
     LEFT JOIN {j}txn t ON t.terminal_id = u.terminal_id AND t.merchant_id = u.merchant_id
                       AND t.batch = u.batch AND t.stan = u.stan
-                      AND t.kind = CASE u.kind WHEN '22' THEN 'sale' ELSE 'refund' END
+                      AND t.kind = {products.upload_case_sql("u.kind")}
     WHERE b.business_date = :d AND b.upload_count IS NOT NULL
       AND (t.rrn IS NULL OR t.state != 'approved' OR t.reversed = {d.true}
-           OR (t.kind = 'sale' AND t.voided = {d.true}))""",
+           OR ({_kind("t.kind", counts="debit")} AND t.voided = {d.true}))""",
         f"""INSERT INTO recon_line
     SELECT :d, 'terminal_missing', t.bank, t.rrn, t.terminal_id, t.merchant_id, t.pan_masked,
            t.amount, NULL, coalesce(v.action, s.action, 'paid')
@@ -532,11 +543,12 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     LEFT JOIN settlement_item s ON s.rrn = t.rrn
     WHERE b.business_date = :d AND b.upload_count IS NOT NULL
       AND t.state = 'approved' AND t.reversed = {d.false}
-      AND ((t.kind = 'sale' AND t.voided = {d.false}) OR t.kind = 'refund')
+      AND (({_kind("t.kind", counts="debit")} AND t.voided = {d.false})
+           OR {_kind("t.kind", counts="credit")})
       AND NOT EXISTS (SELECT 1 FROM {j}batch_upload u
                       WHERE u.terminal_id = t.terminal_id AND u.merchant_id = t.merchant_id
                         AND u.batch = t.batch AND u.stan = t.stan
-                        AND u.kind = CASE t.kind WHEN 'sale' THEN '22' ELSE '25' END)""",
+                        AND u.kind = {products.upload_code_sql("t.kind")})""",
         # 6. Each verdict kept: held ones are looked for again by the next settlements.
         #    (WHERE true: SQLite reads an ON after a FROM as a join's, but for a WHERE.)
         """INSERT INTO settlement_item
@@ -554,16 +566,18 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         # 7. What is paid counts as a sale or a refund; a sale voided in the same
         #    settlement and its void cancel out (no fee); a later void returns money like
         #    a refund.
-        """INSERT INTO counted
+        f"""INSERT INTO counted
     SELECT d.rrn, d.bank, d.merchant_id, role, d.paid_fen,
-           CASE WHEN role = 'sale' THEN {fee} ELSE 0 END
+           CASE WHEN role = 'sale' THEN {{fee}} ELSE 0 END
     FROM (
         SELECT p.*, CASE
-            WHEN p.kind = 'sale' AND EXISTS (SELECT 1 FROM decided v WHERE v.action = 'paid'
-                AND v.kind = 'void' AND v.original_rrn = p.rrn) THEN 'cancelled'
-            WHEN p.kind = 'void' AND EXISTS (SELECT 1 FROM decided s WHERE s.action = 'paid'
-                AND s.kind = 'sale' AND s.rrn = p.original_rrn) THEN 'cancelled'
-            WHEN p.kind = 'sale' THEN 'sale'
+            WHEN {_kind("p.kind", counts="debit")} AND EXISTS (SELECT 1 FROM decided v
+                WHERE v.action = 'paid' AND {_kind("v.kind", counts="cancels")}
+                AND v.original_rrn = p.rrn) THEN 'cancelled'
+            WHEN {_kind("p.kind", counts="cancels")} AND EXISTS (SELECT 1 FROM decided s
+                WHERE s.action = 'paid' AND {_kind("s.kind", counts="debit")}
+                AND s.rrn = p.original_rrn) THEN 'cancelled'
+            WHEN {_kind("p.kind", counts="debit")} THEN 'sale'
             ELSE 'refund' END AS role
         FROM decided p WHERE p.action = 'paid'
     ) AS d
@@ -586,7 +600,8 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                      ORDER BY p.business_date DESC LIMIT 1), 0)
     FROM (
         SELECT merchant_id FROM counted
-        UNION SELECT merchant_id FROM settlement_item WHERE state = 'held' AND kind = 'sale'
+        UNION SELECT merchant_id FROM settlement_item
+              WHERE state = 'held' AND {_kind("kind", counts="debit")}
         UNION SELECT p.merchant_id FROM payout p
               WHERE p.carried_out_fen != 0 AND p.business_date = (
                   SELECT max(q.business_date) FROM payout q
@@ -603,7 +618,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     ) AS c ON c.merchant_id = m.merchant_id
     LEFT JOIN (
         SELECT merchant_id, sum(switch_fen) AS held_fen FROM settlement_item
-        WHERE state = 'held' AND kind = 'sale' GROUP BY merchant_id
+        WHERE state = 'held' AND {_kind("kind", counts="debit")} GROUP BY merchant_id
     ) AS h ON h.merchant_id = m.merchant_id""",
         """INSERT INTO payout
     SELECT :d, merchant_id, account, sales_count, sales_fen, refunds_count, refunds_fen,
@@ -650,7 +665,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
            CASE category WHEN 'bank_only' THEN 'settlement: bank_only'
                 ELSE 'settlement: switch_only after ' || {d.as_text.format(":hold")} || ' dates'
            END, {d.true}
-    FROM decided WHERE action = 'reversal_queued' AND kind != 'unknown'
+    FROM decided WHERE action = 'reversal_queued' AND kind != {_UNKNOWN}
     ON CONFLICT (rrn) DO NOTHING""",
         f"""INSERT INTO reversal_order (rrn, bank, business_date, reason, known, mti,
         processing_code, stan, transmission, amount, currency, terminal_id, merchant_id,
@@ -661,6 +676,6 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     FROM decided d {cross_join} clearing_record r ON r.rrn = d.rrn AND r.bank = d.bank
                                                AND r.file_date = d.txn_date
                                                AND r.mti_class = '02'
-    WHERE d.kind = 'unknown'
+    WHERE d.kind = {_UNKNOWN}
     ON CONFLICT (rrn) DO NOTHING""",
     )

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import resource
+import sqlite3
 import stat
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,6 +20,7 @@ from pathlib import Path
 from time import time as clock_now
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -213,6 +215,58 @@ def test_a_card_number_in_the_masked_pan_column_reaches_no_file_of_the_switch(
         data = path.read_bytes()
         assert FULL_PAN.encode() not in data, path
         assert FULL_PAN[:12].encode() not in data, path  # nor its first 12 digits
+
+
+def test_a_bank_record_is_journaled_as_its_product_and_one_of_no_product_as_unknown(
+    tmp_path: Path,
+) -> None:
+    """Records the switch never sent are journaled (bank_only, their reversal queued)
+    under the kind the product table gives their MTI and processing code; one whose
+    code names no product is journaled as ``unknown``, its reason saying so, never
+    taken for a sale. Over real SQLite files."""
+    place = Place(tmp_path)
+    (tmp_path / "clearing").mkdir()
+    records = [
+        msgspec.structs.replace(_record(rrn, "622202******1111"), processing_code=code)
+        for rrn, code in (
+            ("532614000011", "000000"), ("532614000012", "200000"),
+            ("532614000013", "990000"),
+        )
+    ]  # fmt: skip
+    _path(place, "icbc").write_bytes(_clearing_file(*records))
+
+    async def main(wall: Callable[[], float]) -> None:
+        settlement = _service(place, wall, ["icbc"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            await nursery.start(settlement.run)
+            await settlement.close_now()
+            status = await written(settlement, DAY.isoformat())
+            assert status.reversals_queued == 3
+            for _ in range(1000):  # until the orders are handed to the journal
+                if len(_journaled(tmp_path)) == 3:
+                    break
+                await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        settlement.store.close()
+
+    run_with_clock("2026-11-22 15:00:00", main)
+    journaled = _journaled(tmp_path)
+    assert {rrn: kind for rrn, (kind, _, _) in journaled.items()} == {
+        "532614000011": "sale", "532614000012": "refund", "532614000013": "unknown",
+    }  # fmt: skip
+    assert {state for _, state, _ in journaled.values()} == {"bank_only"}
+    assert "no product is a bank 0200 with processing code '99'" in journaled["532614000013"][2]
+    assert "no product" not in journaled["532614000011"][2]
+
+
+def _journaled(folder: Path) -> dict[str, tuple[str, str, str]]:
+    """The journal's bank_only records: RRN -> (kind, state, the reason of its reversal)."""
+    with contextlib.closing(sqlite3.connect(folder / "journal.sqlite3")) as db:
+        rows = db.execute(
+            "SELECT t.rrn, t.kind, t.state, s.reason FROM txn t JOIN saf s ON s.rrn = t.rrn"
+        ).fetchall()
+    return {rrn: (kind, state, reason) for rrn, kind, state, reason in rows}
 
 
 # -- in a running switch ---------------------------------------------------------------
