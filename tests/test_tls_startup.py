@@ -18,6 +18,8 @@ from switch.startup import preflight
 from tests.certs import make_certificate
 from tests.switch_process import assert_refused_in_one_line, demo_config, run_switch, write_config
 
+pytestmark = pytest.mark.slow  # runs `switch run` as a process
+
 
 def _refused(tmp_path: Path, settings: dict[str, Any], *expected: str) -> None:
     result = run_switch(["run", "--config", str(write_config(tmp_path, settings))])

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,6 +63,7 @@ def test_no_admin_module_imports_the_switch_process() -> None:
     assert {name: found for name, found in importing.items() if found} == {}
 
 
+@pytest.mark.slow  # a Python process of its own
 def test_the_admin_package_imports_with_switch_app_blocked() -> None:
     """What the admin imports at run time does not reach ``switch.app`` either."""
     modules = [f"switch.admin.{path.stem}" for path in sorted(ADMIN.glob("*.py"))]
