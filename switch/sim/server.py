@@ -143,6 +143,8 @@ class BankSimulator:
         self.port = bank.port
         """The bound port once :meth:`serve` has started (the configured one before)."""
         self.latency_s = bank.sim.latency_ms / 1000
+        self.bad_macs = 0
+        """Test hook: the next this many MAC'd answers go out with a wrong MAC."""
         self.received: collections.deque[Iso8583Message] = collections.deque(maxlen=RECEIVED_KEPT)
         """The latest requests decoded, oldest first, for tests to inspect."""
         self._links: set[_Link] = set()
@@ -335,6 +337,9 @@ class BankSimulator:
                 assert keys is not None
                 mab = payload[: -bankmsg.MAC_BYTES]
                 payload = mab + keys.mac(mab)
+                if self.bad_macs > 0:
+                    self.bad_macs -= 1
+                    payload = mab + bytes(b ^ 0xFF for b in payload[-bankmsg.MAC_BYTES :])
         except MessageEncodeError as exc:
             # Our own bug (a field echoed that the dialect cannot carry): skip this
             # response rather than take the link down.
