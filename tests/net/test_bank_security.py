@@ -158,7 +158,7 @@ def test_a_bank_without_a_zmk_stops_the_start() -> None:
     config = msgspec.structs.replace(
         demo, security=msgspec.structs.replace(demo.security, demo_keys=False)
     )
-    with pytest.raises(StartupError, match="bank .* has no ZMK .*load-zmk --bank"):
+    with pytest.raises(StartupError, match=r"bank .* has no ZMK .*load-zmk --bank"):
         SwitchApp(config)
     # With demo_keys the demo ZMK is stored for every bank; without, it is refused.
     SwitchApp(demo)

@@ -13,7 +13,7 @@ import trio
 from switch.config import BankSection, ClearingFaults, SimulatorSection
 from switch.core import bank as bankmsg
 from switch.core.calendar import mmdd
-from switch.security.algorithms import x919_mac
+from switch.security.algorithms import clear_pin_block, ecb_encrypt, x919_mac
 from switch.sim.server import BankSimulator
 from switch.wire.clearing import ClearingFileRejected, decode_clearing_file
 from switch.wire.dialect import load_dialect
@@ -28,9 +28,7 @@ WAIT_S = 10.0
 # security.md, "Sample frames and vectors": the bank key change (ZPK and ZAK under the
 # demo ZMK), then bank-h2h.md's sale (with 52 = PIN 123456 under the ZPK, 53 and 64) and
 # its reversal (128), as the switch sends them.
-SAMPLE_FIELD_48 = (
-    "3D041B4AE9D0CC07C9650C0C269799465CC54A20CC3EFA41645F4F4DC510C79F3D4A6E2D30D25FA0"
-)
+SAMPLE_FIELD_48 = "3D041B4AE9D0CC07C9650C0C269799465CC54A20CC3EFA41645F4F4DC510C79F3D4A6E2D30D25FA0"
 SAMPLE_KEY_CHANGE = bytes.fromhex(
     "007a303830308220000000010000040000000000000031313232303630303031"
     "3030303030323038303344303431423441453944304343303743393635304330"
@@ -38,8 +36,7 @@ SAMPLE_KEY_CHANGE = bytes.fromhex(
     "44433531304337394633443441364532443330443235464130313031"
 )
 SAMPLE_KEY_CHANGE_ANSWER = bytes.fromhex(
-    "0029303831308220000002000000040000000000000031313232303630303031"
-    "3030303030323030313031"
+    "00293038313082200000020000000400000000000000313132323036303030313030303030323030313031"
 )
 SAMPLE_ZAK = bytes.fromhex("4C5857E59D23FDBC0B20DAB0D6B0166D")
 SAMPLE_SALE = bytes.fromhex(
@@ -413,3 +410,62 @@ async def test_without_a_clearing_dir_the_date_closes_and_no_file_is_written(
     assert simulator.clearing_dir is None
     assert simulator.statistics().clearing_files == 0
     assert list(await trio.Path(tmp_path).iterdir()) == []
+
+
+async def test_a_request_whose_mac_fails_is_answered_a0_and_not_applied(
+    simulator: BankSimulator, codec: Iso8583Codec
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        await client.send("0200", sale_fields(10_000), zak=bytes(16))  # not the ZAK
+        reply = await client.receive()  # its own MAC verifies under the link's ZAK
+        assert (reply.mti, reply.fields[39]) == ("0210", "A0")
+        await client.send("0200", sale_fields(10_000), zak=None)  # no MAC at all
+        assert (await client.receive()).fields[39] == "A0"
+    assert simulator.totals().approvals == 0
+    assert simulator.statistics().mac_failures == 2
+
+
+async def test_a_key_change_with_a_wrong_kcv_is_refused(
+    simulator: BankSimulator, codec: Iso8583Codec
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        reply = await client.exchange("0800", {7: DATE_TIME, 11: "000001", 70: "001"})
+        bad = SAMPLE_FIELD_48[:32] + "00000000" + SAMPLE_FIELD_48[40:]
+        reply = await client.exchange("0800", {7: DATE_TIME, 11: "000002", 48: bad, 70: "101"})
+        assert (reply.mti, reply.fields[39]) == ("0810", "30")
+        # No keys yet: a financial request is refused 91.
+        assert (await client.exchange("0200", sale_fields(1_000))).fields[39] == "91"
+
+
+def pin_block(pin: str, pan: str = PAN) -> bytes:
+    """A format 0 PIN block under security.md's sample ZPK (the sample key change's)."""
+    zpk = bytes.fromhex("6E1F68F7838F6DE086832FE907265D5D")
+    return ecb_encrypt("3des", zpk, clear_pin_block(pin, pan))
+
+
+async def test_pins_are_checked_55_then_75(codec: Iso8583Codec, nursery: trio.Nursery) -> None:
+    other = "6222021000111133332"
+    sim_section = SimulatorSection(pins={other: "4321"})
+    sim = BankSimulator("testbank", BankSection(port=0, sim=sim_section), codec)
+    await nursery.start(sim.serve)
+    client = await open_client(sim, codec)
+    async with client.stream:
+        await client.sign_on()
+
+        async def sale(pin: str, pan: str = PAN) -> str:
+            fields = {**sale_fields(1_000), 52: pin_block(pin, pan), 53: "2600000000000000"}
+            if pan != PAN:
+                fields[2] = pan
+            return str((await client.exchange("0200", fields)).fields[39])
+
+        assert await sale("123456") == "00"  # every card's PIN by default
+        assert await sale("4321", other) == "00"  # its own
+        assert [await sale("111111") for _ in range(2)] == ["55", "55"]
+        assert await sale("123456") == "00"  # a right one starts the count again
+        assert [await sale("111111") for _ in range(3)] == ["55", "55", "75"]
+        assert await sale("123456") == "75"  # refused from then on
+        assert await sale("4321", other) == "00"  # another card is not
+    assert sim.totals().approvals == 4
