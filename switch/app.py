@@ -53,7 +53,7 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmk, open_security_module
+from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
@@ -108,7 +108,7 @@ class SwitchApp:
         # The key store and its LMK, and every bank's ZMK, before anything runs: a bank
         # without keys stops the start in one line (security.md: every link MACs).
         self.security = open_security_module(config)
-        self._zmks = {name: bank_zmk(self.security, config, name) for name in config.banks}
+        self._zmks = bank_zmks(self.security, config, config.banks)
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -387,6 +387,7 @@ class SwitchApp:
         can stop it again."""
         bank_side = self._bank_side
         assert bank_side is not None
+        security = BankSecurity(self.security, self._zmk(name))  # before anything starts
         scopes: list[trio.CancelScope] = []
         if bank.simulate:
             running = self._simulated.get(name)
@@ -415,7 +416,7 @@ class SwitchApp:
             utc_offset_h=self.config.switch.utc_offset_h,
             stans=stans if stans is not None else self._new_stans(),
             clock=self.clock,
-            security=BankSecurity(self.security, self._zmk(name)),
+            security=security,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
@@ -428,7 +429,7 @@ class SwitchApp:
         name = self._zmks.get(bank)
         if name is None:
             self.security.reload()  # an operator may have loaded it since the start
-            name = self._zmks[bank] = bank_zmk(self.security, self.config, bank)
+            name = self._zmks[bank] = bank_zmks(self.security, self.config, [bank])[bank]
         return name
 
     def _new_stans(self) -> StanSequence:
@@ -522,6 +523,8 @@ class SwitchApp:
                     connector = await self._start_bank(
                         name, bank, stans=running.stans if running is not None else None
                     )
+                except StartupError as exc:  # no ZMK for it in the key store
+                    raise ReloadRefused([f"banks.{name}: {exc}"]) from exc
                 except OSError as exc:  # its simulator's port (changed, or still held)
                     raise ReloadRefused(
                         [f"banks.{name}: its simulator cannot listen on {bank.host}:"

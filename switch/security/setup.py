@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterable
 from typing import Final
 
 import structlog
@@ -23,8 +24,8 @@ from switch.errors import StartupError
 from switch.security import algorithms as alg
 from switch.security.errors import KeyStoreError, OperatorInputError
 from switch.security.keystore import KeyStore, Lmk, load_lmk, write_new_lmk_file
-from switch.security.port import KeyComponent, KeyName, key_name, operator_kcv
-from switch.security.software import SoftwareSecurityModule
+from switch.security.port import KeyComponent, KeyInfo, KeyName, key_name, operator_kcv
+from switch.security.software import SoftwareSecurityModule, security_event
 
 log = structlog.get_logger()
 
@@ -47,11 +48,10 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
     lmk = _lmk(config)
     if section.demo_keys and not store.exists():
         store.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            SoftwareSecurityModule.create_store(store, lmk)
-        except KeyStoreError:
-            if not store.exists():  # not merely made meanwhile by another worker
-                raise
+        with store.locked():  # several workers may start at once
+            if not store.exists():
+                store.write(store.empty(lmk))
+                security_event("key_store_created", lmk_check=lmk.check[:6])
     if not store.exists():
         raise KeyStoreError(
             f"key store {store.path} does not exist (switch keys init; [security] key_store)"
@@ -77,13 +77,20 @@ def _lmk(config: SwitchConfig) -> Lmk:
     return load_lmk(lmk_file=path)
 
 
-def bank_zmk(module: SoftwareSecurityModule, config: SwitchConfig, bank: str) -> KeyName:
-    """The name of ``bank``'s ZMK; with ``demo_keys``, the demo ZMK is stored for a bank
-    that has none. :class:`StartupError` when the bank has none, or has the demo ZMK
+def bank_zmks(
+    module: SoftwareSecurityModule, config: SwitchConfig, banks: Iterable[str]
+) -> dict[str, KeyName]:
+    """The name of each bank's ZMK; with ``demo_keys``, the demo ZMK is stored for a
+    bank that has none. :class:`StartupError` when a bank has none, or has the demo ZMK
     without ``demo_keys``."""
-    name = key_name("zmk", bank)
     stored = {(info.kind, info.owner): info for info in module.list_keys()}
-    info = stored.get(("zmk", bank))
+    return {bank: _bank_zmk(module, config, bank, stored.get(("zmk", bank))) for bank in banks}
+
+
+def _bank_zmk(
+    module: SoftwareSecurityModule, config: SwitchConfig, bank: str, info: KeyInfo | None
+) -> KeyName:
+    name = key_name("zmk", bank)
     if info is not None and info.state == "active":
         if info.kcv == DEMO_ZMK_KCV and not config.security.demo_keys:
             raise StartupError(

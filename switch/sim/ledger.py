@@ -324,11 +324,18 @@ class SimulatedBank:
         return _reply(reply_mti, fields, "12")
 
     def check_mac(
-        self, mti: str, fields: FieldValues, message: bytes, link: LinkSession
+        self,
+        mti: str,
+        fields: FieldValues,
+        message: bytes,
+        link: LinkSession,
+        *,
+        fail: bool = False,
     ) -> BankReply | None:
         """The refusal of a request that must carry a MAC (bank-h2h.md): 91 on a link
         that has not changed its keys, A0 when its MAC does not verify (not applied);
-        None when it may go on to :meth:`respond`."""
+        None when it may go on to :meth:`respond`. ``fail``: take its MAC as failing
+        (a test hook: the bank's keys no longer the switch's)."""
         if self._zmk is None or mti not in bankmsg.MAC_REQUEST_MTIS or not link.signed_on:
             return None
         reply_mti = response_mti(mti)
@@ -336,7 +343,7 @@ class SimulatedBank:
         if link.keys is None:
             return _reply(reply_mti, fields, "91")
         split = bankmsg.split_mac(message, fields)
-        if split is None or not alg.macs_equal(link.keys.mac(split[0]), split[1]):
+        if fail or split is None or not alg.macs_equal(link.keys.mac(split[0]), split[1]):
             self.mac_failures += 1
             return _reply(reply_mti, fields, "A0")
         return None

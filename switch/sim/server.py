@@ -145,6 +145,9 @@ class BankSimulator:
         self.latency_s = bank.sim.latency_ms / 1000
         self.bad_macs = 0
         """Test hook: the next this many MAC'd answers go out with a wrong MAC."""
+        self.refuse_macs = 0
+        """Test hook: the next this many MAC'd requests are taken as failing their MAC
+        (answered A0, not applied)."""
         self.received: collections.deque[Iso8583Message] = collections.deque(maxlen=RECEIVED_KEPT)
         """The latest requests decoded, oldest first, for tests to inspect."""
         self._links: set[_Link] = set()
@@ -270,7 +273,9 @@ class BankSimulator:
         # The keys the request came under: its answer is MAC'd (and its PIN read) under
         # them, even if the link's keys change meanwhile.
         keys = link.session.keys
-        refused = self._bank.check_mac(request.mti, request.fields, frame, link.session)
+        fail = self.refuse_macs > 0 and request.mti in bankmsg.MAC_REQUEST_MTIS
+        self.refuse_macs -= fail
+        refused = self._bank.check_mac(request.mti, request.fields, frame, link.session, fail=fail)
         if refused is not None:
             await self._send(link, refused, keys)
             return
