@@ -289,6 +289,9 @@ class BankLink:
                     self._fail_pending(f"link {self.bank}/{self.index} dropped")
                     self._set_status("down")
                     self._writer = None
+                    # A new connection signs on and changes its keys afresh.
+                    self._keys, self._next_key_change = None, math.inf
+                    self._rekey_due = trio.Event()
                 # A link that signed on starts its backoff over, unless the bank flooded
                 # it: then it backs off as if it had never come up.
                 if self._up_event.is_set():

@@ -161,3 +161,29 @@ def test_a_bank_without_a_zmk_stops_the_start() -> None:
     SwitchApp(demo)
     with pytest.raises(StartupError, match="DEMO ZMK"):
         SwitchApp(config)
+
+
+async def test_a_refused_key_change_drops_the_link_and_takes_no_request(
+    nursery: trio.Nursery,
+    log_sink,  # type: ignore[no-untyped-def]
+) -> None:
+    """The bank holds another ZMK: it answers the key change 30; the switch writes a
+    security event, drops the link and connects again; the link never takes a request."""
+    config = make_config()
+    module = open_security_module(config)
+    section = BankSection(port=0, links=1, reconnect_min_s=0.05, reconnect_max_s=0.1)
+    simulator = BankSimulator("icbc", section, H2H, zmk=bytes.fromhex("0123456789ABCDEF" * 2))
+    port = await nursery.start(simulator.serve)
+    connector = BankConnector(
+        "icbc",
+        msgspec.structs.replace(section, port=port),
+        H2H,
+        utc_offset_h=8,
+        security=BankSecurity(module, bank_zmks(module, config, ["icbc"])["icbc"]),
+    )
+    await nursery.start(connector.run)
+    await eventually(lambda: connector.links[0].connects >= 2)
+    failed = [e for e in log_sink.events("security_event") if e["kind"] == "bank_key_change_failed"]
+    assert failed and "'30'" in failed[0]["reason"]
+    assert connector.links[0].status != "up" and connector.links[0].key_changes == 0
+    assert connector.circuit_open()  # its requests are refused 91 at once
