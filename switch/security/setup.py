@@ -11,7 +11,6 @@ the store), and a ``demo_keys`` warning is written at every start.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from collections.abc import Iterable
@@ -45,13 +44,14 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
             message="[security] demo_keys = true: DEMO key material (the published demo ZMK, "
             "an LMK made in var/); never in production",
         )
-    lmk = _lmk(config)
     if section.demo_keys and not store.exists():
         store.path.parent.mkdir(parents=True, exist_ok=True)
-        with store.locked():  # several workers may start at once
+        with store.locked():  # several workers may start at once: one makes them
+            lmk = _lmk(config, make=True)
             if not store.exists():
                 store.write(store.empty(lmk))
                 security_event("key_store_created", lmk_check=lmk.check[:6])
+    lmk = _lmk(config)
     if not store.exists():
         raise KeyStoreError(
             f"key store {store.path} does not exist (switch keys init; [security] key_store)"
@@ -61,7 +61,9 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
     return module
 
 
-def _lmk(config: SwitchConfig) -> Lmk:
+def _lmk(config: SwitchConfig, *, make: bool = False) -> Lmk:
+    """The LMK; ``make``: a new LMK file first when there is none (demo keys, under the
+    store's lock)."""
     section = config.security
     if section.lmk_env is not None and section.lmk_env in os.environ:
         return load_lmk(lmk_env=section.lmk_env)
@@ -70,10 +72,9 @@ def _lmk(config: SwitchConfig) -> Lmk:
             f"[security] names no lmk_file and {section.lmk_env or 'no lmk_env'} is not set"
         )
     path = config.path(section.lmk_file)
-    if section.demo_keys and not path.exists():
+    if make and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another worker made it first
-            write_new_lmk_file(path)
+        write_new_lmk_file(path)
     return load_lmk(lmk_file=path)
 
 
