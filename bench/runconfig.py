@@ -80,6 +80,13 @@ def extra_sections(
         # measured scenarios, the RSS compared across them is the switch's working
         # memory, not a cache still filling. Production sizes: see conf/switch.toml.
         "book": {"max_records": CACHED_RECORDS},
+        # The bench's banks are simulators, which hold the DEMO ZMK (security.md's
+        # sample): the switch's store and LMK are made in the run's folder at start.
+        "security": {
+            "demo_keys": True,
+            "key_store": str(run_dir / f"{label}-key-store.json"),
+            "lmk_file": str(run_dir / f"{label}-lmk"),
+        },
         "online": {"idempotency_max_entries": CACHED_RECORDS},
     }
 

@@ -47,13 +47,15 @@ from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
-from switch.net.bank_link import BankConnector
+from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
+from switch.security.port import KeyName
+from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
@@ -109,6 +111,10 @@ class SwitchApp:
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
         self.online_tls = server_context("online", *online_tls) if online_tls else None
+        # The key store and its LMK, and every bank's ZMK, before anything runs: a bank
+        # without keys stops the start in one line (security.md: every link MACs).
+        self.security = open_security_module(config)
+        self._zmks = bank_zmks(self.security, config, config.banks)
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -485,6 +491,7 @@ class SwitchApp:
         can stop it again."""
         bank_side = self._bank_side
         assert bank_side is not None
+        security = BankSecurity(self.security, self._zmk(name))  # before anything starts
         scopes: list[trio.CancelScope] = []
         if bank.simulate:
             running = self._simulated.get(name)
@@ -513,11 +520,21 @@ class SwitchApp:
             utc_offset_h=self.config.switch.utc_offset_h,
             stans=stans if stans is not None else self._new_stans(),
             clock=self.clock,
+            security=security,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
         await bank_side.start(_in_scope, connector.run, scopes[-1])
         return connector
+
+    def _zmk(self, bank: str) -> KeyName:
+        """The bank's ZMK (a bank a reload added is looked up, or given the demo ZMK,
+        now)."""
+        name = self._zmks.get(bank)
+        if name is None:
+            self.security.reload()  # an operator may have loaded it since the start
+            name = self._zmks[bank] = bank_zmks(self.security, self.config, [bank])[bank]
+        return name
 
     def _new_stans(self) -> StanSequence:
         """Trace numbers of this worker's own (the whole range for one process)."""
@@ -632,6 +649,8 @@ class SwitchApp:
                     connector = await self._start_bank(
                         name, bank, stans=running.stans if running is not None else None
                     )
+                except StartupError as exc:  # no ZMK for it in the key store
+                    raise ReloadRefused([f"banks.{name}: {exc}"]) from exc
                 except OSError as exc:  # its simulator's port (changed, or still held)
                     raise ReloadRefused(
                         [f"banks.{name}: its simulator cannot listen on {bank.host}:"

@@ -159,6 +159,11 @@ class SimulatorSection(_Section, frozen=True, kw_only=True):
     currency: str = "156"
     clearing: ClearingFaults = msgspec.field(default_factory=ClearingFaults)
     """Faults the simulator writes into its clearing files (tests, demos of matching)."""
+    pin: Annotated[str, Meta(pattern=r"^[0-9]{4,12}$")] = "123456"
+    """Every card's PIN at the simulated bank (a PIN block in 52 is checked against it:
+    55 when wrong, 75 at the third wrong in a row and then for that card)..."""
+    pins: dict[str, Annotated[str, Meta(pattern=r"^[0-9]{4,12}$")]] = {}
+    """...unless the card number has its own here."""
 
 
 class BankSection(_Section, frozen=True, kw_only=True):
@@ -201,6 +206,9 @@ class BankSection(_Section, frozen=True, kw_only=True):
     clearing_dir: str | None = None
     """Where the bank delivers its clearing files (settlement.md), relative to the
     config file; None: settlement's clearing folder, ``<out_dir>/../clearing``."""
+    key_change_h: Annotated[float, Meta(gt=0)] = 24.0
+    """Each link changes its ZPK and ZAK this often (hours), besides after every sign-on
+    and after a MAC failure (security.md, "Bank links: keys and MAC")."""
     sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
 
 
@@ -288,6 +296,21 @@ class SettlementSection(_Section, frozen=True, kw_only=True):
     they are stored, some 8 bytes for each byte of the file."""
 
 
+class SecuritySection(_Section, frozen=True, kw_only=True):
+    """The key store and its LMK (security.md; the software security module)."""
+
+    key_store: str = "var/key-store.json"
+    """The key store file (0600), relative to the config file."""
+    lmk_file: str | None = "var/lmk"
+    """The LMK's file (0600, 64 hexadecimal characters), relative to the config file..."""
+    lmk_env: str | None = None
+    """...or an environment variable holding it, which wins when it is set."""
+    demo_keys: bool = False
+    """DEMO material: the store and its LMK are made at the first start if missing, and
+    every bank without a ZMK gets the published demo ZMK. Never in production; a
+    warning at every start while it is on."""
+
+
 class LogSection(_Section, frozen=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     """A reload changes it at once."""
@@ -308,6 +331,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     saf: SafSection = msgspec.field(default_factory=SafSection)
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
+    security: SecuritySection = msgspec.field(default_factory=SecuritySection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None
@@ -330,8 +354,10 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
 
     def settlement_db_path(self) -> Path:
         named = self.settlement.path
-        return self.path(named) if named else self.path(self.journal.path).with_name(
-            "settlement.sqlite3"
+        return (
+            self.path(named)
+            if named
+            else self.path(self.journal.path).with_name("settlement.sqlite3")
         )
 
     def settlement_out_dir(self) -> Path:

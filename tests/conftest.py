@@ -96,8 +96,16 @@ def make_config(**sections: Any) -> SwitchConfig:
     updates the icbc bank, ``routes=[...]`` replaces the routes; other keys update
     top-level sections."""
     raw = copy.deepcopy(BASE_CONFIG)
+    folder = Path(tempfile.mkdtemp(prefix="switch-test-"))
+    # DEMO keys (security.md's sample ZMK for every bank): the LMK and the key store
+    # are made at the first start in the test's folder.
+    raw["security"] = {
+        "demo_keys": True,
+        "key_store": str(folder / "key-store.json"),
+        "lmk_file": str(folder / "lmk"),
+    }
     raw["journal"] = {
-        "path": str(Path(tempfile.mkdtemp(prefix="switch-test-")) / "journal.sqlite3"),
+        "path": str(folder / "journal.sqlite3"),
         "key_file": str(REPO / "conf" / "card-keys.toml"),
         "key_env": None,
     }

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from switch.config import load_config
 from switch.net.clients import PosClient
+from switch.security.setup import bank_zmks, open_security_module
 from switch.store.sqlite import JournalFile
 from switch.terminal import Terminal
 from tests.net.helpers import PAN_ICBC, POS_CODEC
@@ -460,3 +462,30 @@ async def test_the_journal_and_its_lock_are_created_owner_only(tmp_path: Path) -
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     finally:
         assert await switch.stop() == 0, switch.output()
+
+
+def test_without_demo_keys_a_bank_needs_its_zmk(tmp_path: Path) -> None:
+    """security.md: every bank link MACs, so a bank without a ZMK stops the start in one
+    line naming the command that loads it; the store must exist; and the published demo
+    ZMK is refused unless demo_keys is on."""
+    settings = demo_config(tmp_path)
+    settings["security"]["demo_keys"] = False
+    path = write_config(tmp_path, settings)
+    result = run_switch(["run", "--config", str(path)])
+    assert_refused_in_one_line(result, "LMK file", "does not exist")
+    assert run_switch(["keys", "lmk", "new", "--out", str(tmp_path / "lmk")]).returncode == 0
+    result = run_switch(["run", "--config", str(path)])
+    assert_refused_in_one_line(result, "key store", "does not exist", "switch keys init")
+
+    store = ["--store", str(tmp_path / "key-store.json"), "--lmk-file", str(tmp_path / "lmk")]
+    assert run_switch(["keys", "init", *store]).returncode == 0
+    result = run_switch(["run", "--config", str(path)])
+    assert_refused_in_one_line(result, "has no ZMK")
+    assert "switch keys load-zmk --bank" in result.stderr
+
+    settings["security"]["demo_keys"] = True  # the demo ZMK is stored for every bank
+    demo = load_config(write_config(tmp_path, settings, "demo.toml"))
+    assert bank_zmks(open_security_module(demo), demo, demo.banks)["icbc"] == "zmk:icbc"
+    result = run_switch(["run", "--config", str(path)])
+    assert_refused_in_one_line(result, "published DEMO ZMK")
+    assert not (tmp_path / "journal.sqlite3").exists()

@@ -177,6 +177,8 @@ def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str)
     balance = fields.get(54)
     if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
         return None
+    if code == "A0":  # its MAC verified here: the bank refused ours, applied nothing
+        code = VERIFIED_A0_CODE
     return Outcome(
         code=code,
         rrn=rrn,
@@ -184,3 +186,60 @@ def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str)
         auth_code=auth_code if isinstance(auth_code, str) else None,
         balance=balance if isinstance(balance, str) else None,
     )  # the bank's 15 is its own view: the switch's business date decides (settlement.md)
+
+
+# -- keys and MAC (security.md, "Bank links: keys and MAC") ----------------------------
+
+KEY_CHANGE: Final = "101"
+MAC_BYTES: Final = 8
+MAC_REQUEST_MTIS: Final = frozenset({"0100", "0200", "0220", "0221", "0400", "0401"})
+"""The requests that carry a MAC; their responses carry one too."""
+MAC_RESPONSE_MTIS: Final = frozenset({"0110", "0210", "0230", "0410"})
+VERIFIED_A0_CODE: Final = "96"
+"""What the terminal gets after a bank's verified A0 (its MAC did not verify at the
+bank): the request was not applied, so nothing is reversed."""
+
+
+def key_change_request(
+    stan: str, stamp: Stamp, field_48: str
+) -> tuple[str, dict[int, str | bytes]]:
+    """The key change: 0800 with 7, 11, 48 (the new ZPK and ZAK under the bank's ZMK,
+    with their KCVs: 80 hexadecimal characters) and 70 = 101."""
+    return "0800", {7: stamp.transmission, 11: stan, 48: field_48, 70: KEY_CHANGE}
+
+
+def carries_mac(mti: str) -> bool:
+    """Whether a message of this MTI carries a MAC (a request or its response)."""
+    return mti in MAC_REQUEST_MTIS or mti in MAC_RESPONSE_MTIS
+
+
+def mac_field(fields: Mapping[int, object]) -> int:
+    """Where the MAC goes: 128 when the message has a secondary bitmap (a field above
+    64 besides the MAC), else 64."""
+    return 128 if any(64 < number < 128 for number in fields) else 64
+
+
+def with_mac_placeholder(mti: str, fields: dict[int, str | bytes]) -> dict[int, str | bytes]:
+    """``fields`` with 8 zero bytes in the MAC's field when ``mti`` carries one: encoded,
+    the MAC is then the message's last 8 bytes and what precedes them is the MAB (the
+    bitmaps already have the MAC's bit set), so the MAC is put in place of the zeros
+    when the message is sent, under the keys in force then."""
+    if not carries_mac(mti):
+        return fields
+    out = {number: value for number, value in fields.items() if number not in (64, 128)}
+    out[mac_field(out)] = bytes(MAC_BYTES)
+    return out
+
+
+def split_mac(message: bytes, fields: Mapping[int, object]) -> tuple[bytes, bytes] | None:
+    """(MAB, MAC) of a received message as decoded (``fields``), or None when it carries
+    no MAC where security.md puts it: 128 with a secondary bitmap, else 64, always its
+    last 8 bytes."""
+    number = mac_field(fields)
+    mac = fields.get(number)
+    other = 64 if number == 128 else 128
+    if not isinstance(mac, bytes) or len(mac) != MAC_BYTES or other in fields:
+        return None
+    if not message.endswith(mac) or len(message) <= MAC_BYTES:
+        return None
+    return message[:-MAC_BYTES], mac

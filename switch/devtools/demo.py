@@ -74,6 +74,8 @@ PATH_KEYS: Final = (
     ("settlement", "merchants_file"),
     ("settlement", "out_dir"),
     ("settlement", "path"),
+    ("security", "key_store"),
+    ("security", "lmk_file"),
 )
 """The config's paths (relative to its file) outside ``[banks.*]``, whose
 ``clearing_dir`` is one too."""

@@ -22,10 +22,11 @@ than ``unsolicited_limit_per_s`` of them within a second is dropped and re-estab
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Hashable
 from datetime import date
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import structlog
 import trio
@@ -37,6 +38,8 @@ from switch.core.fairqueue import FairQueue
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
 from switch.net.framed import FrameReader, FrameWriter
+from switch.security.port import BankKeys, KeyName, SecurityModule, operator_kcv
+from switch.security.software import security_event
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
@@ -84,13 +87,24 @@ class CutoverFailed(SwitchError):
     unknown; sending it again is safe (a repeated cutover changes nothing)."""
 
 
-class _Pending:
-    __slots__ = ("error", "event", "response")
+class BankSecurity(NamedTuple):
+    """A bank's keys as its links use them: the security module and the bank's ZMK by
+    name. Each link holds its own ZPK and ZAK (under the LMK), never a clear key."""
 
-    def __init__(self) -> None:
+    module: SecurityModule
+    zmk: KeyName
+
+
+class _Pending:
+    __slots__ = ("error", "event", "keys", "response")
+
+    def __init__(self, keys: BankKeys | None) -> None:
         self.event = trio.Event()
         self.response: Iso8583Message | None = None
         self.error: SwitchError | None = None
+        self.keys = keys
+        """The keys its request was MAC'd under: its response's MAC is checked under
+        them, even after a key change."""
 
 
 class BankLink:
@@ -107,9 +121,20 @@ class BankLink:
         utc_offset_h: int,
         on_room: Callable[[], None] = lambda: None,
         clock: BusinessClock = WALL_CLOCK,
+        security: BankSecurity | None = None,
     ) -> None:
         self.bank = bank
         self.index = index
+        self._security = security
+        """None: no key change and no MAC (a bank reached only in tests of the link)."""
+        self._keys: BankKeys | None = None
+        self._keying: trio.Event | None = None
+        """Set while a key change is out: every other message waits for its 0810."""
+        self._rekey_due = trio.Event()
+        self._next_key_change = math.inf
+        self.key_changes = 0
+        self.mac_failures = 0
+        """Responses whose MAC did not verify (each is no answer, and changes the keys)."""
         self.config = config
         self.window = config.window
         self._codec = codec
@@ -151,7 +176,10 @@ class BankLink:
 
     def encode(self, mti: str, fields: dict[int, FieldValue]) -> bytes:
         """The message in this bank's dialect; MessageEncodeError naming the field it
-        cannot carry."""
+        cannot carry. One that carries a MAC has 8 zero bytes in its place, filled in as
+        it is sent (under the keys in force then)."""
+        if self._security is not None:
+            fields = bankmsg.with_mac_placeholder(mti, fields)
         return self._codec.encode(mti, fields)
 
     async def exchange(
@@ -171,11 +199,19 @@ class BankLink:
         return await self._exchange(mti, fields, encoded)
 
     async def _exchange(
-        self, mti: str, fields: dict[int, FieldValue], encoded: bytes | None = None
+        self,
+        mti: str,
+        fields: dict[int, FieldValue],
+        encoded: bytes | None = None,
+        *,
+        key_change: bool = False,
     ) -> Iso8583Message:
+        # security.md: nothing else goes between a key change's 0800 and its 0810.
+        while not key_change and self._keying is not None:
+            await self._keying.wait()
         if encoded is None:
             try:
-                encoded = self._codec.encode(mti, fields)
+                encoded = self.encode(mti, fields)
             except MessageEncodeError as exc:
                 raise NotEncodable(
                     f"bank {self.bank} cannot take it: {exc}", field=exc.field
@@ -186,7 +222,13 @@ class BankLink:
         key = (str(fields[11]), _terminal(fields))
         if key in self._pending:
             raise LinkNotSent(f"STAN {key[0]} is already in flight on {self.bank}/{self.index}")
-        pending = _Pending()
+        keys = self._keys
+        if self._security is not None and bankmsg.carries_mac(mti):
+            if keys is None:
+                raise LinkNotSent(f"link {self.bank}/{self.index} has no keys yet")
+            mab = encoded[: -bankmsg.MAC_BYTES]
+            encoded = mab + self._security.module.make_bank_mac(keys.zak, mab)
+        pending = _Pending(keys)
         self._pending[key] = pending
         try:
             frame = self._framer.frame(encoded)
@@ -217,6 +259,8 @@ class BankLink:
             "state_changes": self.state_changes,
             "unsolicited": self.unsolicited,
             "flood_drops": self.flood_drops,
+            "key_changes": self.key_changes,
+            "mac_failures": self.mac_failures,
         }
 
     # -- the link's own task -------------------------------------------------------
@@ -245,6 +289,9 @@ class BankLink:
                     self._fail_pending(f"link {self.bank}/{self.index} dropped")
                     self._set_status("down")
                     self._writer = None
+                    # A new connection signs on and changes its keys afresh.
+                    self._keys, self._next_key_change = None, math.inf
+                    self._rekey_due = trio.Event()
                 # A link that signed on starts its backoff over, unless the bank flooded
                 # it: then it backs off as if it had never come up.
                 if self._up_event.is_set():
@@ -270,6 +317,7 @@ class BankLink:
             nursery.start_soon(self._read_responses, reader)
             self._set_status("signing_on")
             await self._sign_on()
+            await self._change_keys("sign-on")
             self._set_status("up")
             self._up_event.set()
             log.info("link_signed_on")
@@ -283,13 +331,55 @@ class BankLink:
         if code != "00":
             raise LinkDown(f"sign-on answered {code!r}")
 
+    async def _change_keys(self, reason: str) -> None:
+        """A key change (0800, 70 = 101): new ZPK and ZAK under the bank's ZMK in 48.
+        Requests wait meanwhile; from its 0810 (00) on, new messages are MAC'd under the
+        new keys. A refusal or no answer within ``sign_on_timeout_s`` writes a security
+        event and drops the link (it connects and signs on again)."""
+        security = self._security
+        if security is None:
+            return
+        owner = f"{self.bank}.{self.index}"
+        keys = security.module.make_bank_keys(security.zmk, owner)
+        done = trio.Event()
+        self._keying = done
+        try:
+            with trio.fail_after(self.config.sign_on_timeout_s):
+                response = await self.network_exchange(bankmsg.KEY_CHANGE, field_48=keys.field_48())
+            code = response.fields.get(39)
+            if code != "00":
+                raise LinkDown(f"key change answered {code!r}")
+        except (trio.TooSlowError, LinkDown) as exc:
+            reason_failed = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+            security_event(
+                "bank_key_change_failed", bank=self.bank, link=self.index, reason=reason_failed
+            )
+            raise
+        finally:
+            self._keying = None
+            done.set()
+        self._keys = keys
+        self.key_changes += 1
+        self._next_key_change = trio.current_time() + self.config.key_change_h * 3600
+        security_event(
+            "bank_key_change", bank=self.bank, link=self.index, reason=reason,
+            zpk_kcv=operator_kcv(keys.zpk.kcv), zak_kcv=operator_kcv(keys.zak.kcv),
+        )  # fmt: skip
+
     async def _keep_alive(self) -> None:
         """Echoes when nothing has been received for ``echo_interval_s``; a failed echo
-        drops the link (it is then reconnected and signed on again)."""
+        drops the link (it is then reconnected and signed on again). Changes the keys
+        every ``key_change_h`` and after a MAC failure."""
         interval = self.config.echo_interval_s
         while True:
             idle_until = self._last_received + interval
-            await trio.sleep_until(idle_until)
+            with trio.move_on_at(min(idle_until, self._next_key_change)):
+                await self._rekey_due.wait()
+            if self._rekey_due.is_set() or trio.current_time() >= self._next_key_change:
+                reason = "mac failure" if self._rekey_due.is_set() else "key_change_h"
+                self._rekey_due = trio.Event()
+                await self._change_keys(reason)
+                continue
             if trio.current_time() < self._last_received + interval:
                 continue
             try:
@@ -303,15 +393,19 @@ class BankLink:
                 raise LinkDown("echo test refused")
 
     async def network_exchange(
-        self, code: str, *, business_date: date | None = None
+        self, code: str, *, business_date: date | None = None, field_48: str | None = None
     ) -> Iso8583Message:
-        """One 0800 (70 = ``code``; a cutover's 15 from ``business_date``) and its 0810,
-        outside the window; the caller holds the deadline. LinkDown when the link drops
-        or the bank answers with another MTI, LinkNotSent when it cannot be sent."""
+        """One 0800 (70 = ``code``; a cutover's 15 from ``business_date``, a key change's
+        48) and its 0810, outside the window; the caller holds the deadline. LinkDown
+        when the link drops or the bank answers with another MTI, LinkNotSent when it
+        cannot be sent."""
         stan = self._stans.next()
         stamp = self._clock.stamp(self._utc_offset_h)
-        mti, fields = bankmsg.network_request(code, stan, stamp, business_date=business_date)
-        response = await self._exchange(mti, fields)
+        if field_48 is not None:
+            mti, fields = bankmsg.key_change_request(stan, stamp, field_48)
+        else:
+            mti, fields = bankmsg.network_request(code, stan, stamp, business_date=business_date)
+        response = await self._exchange(mti, fields, key_change=field_48 is not None)
         if response.mti != "0810":
             raise LinkDown(f"bank answered {response.mti} to an 0800 (70 = {code})")
         return response
@@ -326,16 +420,17 @@ class BankLink:
             if frame is None:
                 raise LinkDown("bank closed the link")
             self._last_received = trio.current_time()
-            self._dispatch(codec.decode(frame))
+            self._dispatch(codec.decode(frame), frame)
             del frame  # a quiet link holds nothing of its last response (card data)
             handled += 1
             if handled % FRAMES_PER_TURN == 0:
                 await trio.lowlevel.checkpoint()
 
-    def _dispatch(self, message: Iso8583Message) -> None:
+    def _dispatch(self, message: Iso8583Message, frame: bytes = b"") -> None:
         """Hands a response to the request waiting for it (its MTI is for the waiter to
         judge); what answers nothing in flight is counted, and a request from the bank
-        is answered here."""
+        is answered here. A response whose MAC does not verify reaches its waiter
+        without its 39: no final answer."""
         if message.mti[2] in "02468":
             self._unsolicited(message)
             self._answer_bank_request(message)
@@ -345,8 +440,41 @@ class BankLink:
         if waiter is None:
             self._unsolicited(message)
             return
+        if self._security is not None and bankmsg.carries_mac(message.mti):
+            message = self._checked(message, frame, waiter.keys)
         waiter.response = message
         waiter.event.set()
+
+    def _checked(
+        self, message: Iso8583Message, frame: bytes, keys: BankKeys | None
+    ) -> Iso8583Message:
+        """The response if its MAC verifies under ``keys`` (its request's); else the
+        response without its 39, and the link's keys are changed. A verified A0 (the
+        bank refused our MAC) changes them too."""
+        assert self._security is not None
+        fields = message.fields
+        split = bankmsg.split_mac(frame, fields)
+        if (
+            keys is not None
+            and split is not None
+            and self._security.module.verify_bank_mac(keys.zak, *split)
+        ):
+            if fields.get(39) == "A0":
+                security_event(
+                    "bank_refused_mac",
+                    bank=self.bank,
+                    link=self.index,
+                    bank_stan=str(fields.get(11)),
+                )
+                self._rekey_due.set()
+            return message
+        self.mac_failures += 1
+        security_event(
+            "bank_mac_failed", bank=self.bank, link=self.index, mti=message.mti,
+            bank_stan=str(fields.get(11)), rrn=str(fields.get(37)),
+        )  # fmt: skip
+        self._rekey_due.set()
+        return Iso8583Message(message.mti, {n: v for n, v in fields.items() if n != 39})
 
     def _unsolicited(self, message: Iso8583Message) -> None:
         """Counts a message that answered nothing in flight (late, or never asked) or
@@ -462,6 +590,7 @@ class BankConnector:
         utc_offset_h: int,
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
+        security: BankSecurity | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -477,6 +606,7 @@ class BankConnector:
                 utc_offset_h=utc_offset_h,
                 on_room=self._hand_out,
                 clock=clock,
+                security=security,
             )
             for index in range(config.links)
         ]
@@ -553,9 +683,7 @@ class BankConnector:
         failure = code = None
         with trio.move_on_after(self.config.issuer_timeout_s) as waited:
             try:
-                response = await link.network_exchange(
-                    bankmsg.CUTOVER, business_date=business_date
-                )
+                response = await link.network_exchange(bankmsg.CUTOVER, business_date=business_date)
             except LinkDown as exc:  # dropped, not sent, or not an 0810
                 failure = str(exc)
             else:

@@ -67,6 +67,8 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCiphe
     "001": ("3des", "des", "des"),
 }
 FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
+MAC_KEYS_KEPT: Final = 256
+"""ZAKs kept prepared for X9.19 (two per link in a key change, old and new)."""
 
 
 def security_event(kind: str, **fields: str | int) -> None:
@@ -129,6 +131,8 @@ class SoftwareSecurityModule:
         self._random = random_bytes
         self._clock = clock
         self._records: dict[KeyName, KeyRecord] = {}
+        self._x919: dict[bytes, alg.X919Key] = {}
+        """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
         self.reload()
 
     @classmethod
@@ -341,7 +345,15 @@ class SoftwareSecurityModule:
         return keys
 
     def make_bank_mac(self, zak: LmkKey, mab: bytes) -> bytes:
-        return alg.x919_mac(self._open(zak, "zak"), mab)
+        # On every bank message: the ZAK is opened and its ciphers made once per key,
+        # then kept here (bounded; a link's keys change every key_change_h).
+        prepared = self._x919.get(zak.blob)
+        if prepared is None:
+            prepared = alg.X919Key(self._open(zak, "zak"))
+            if len(self._x919) >= MAC_KEYS_KEPT:
+                del self._x919[next(iter(self._x919))]  # the oldest
+            self._x919[zak.blob] = prepared
+        return prepared.mac(mab)
 
     def verify_bank_mac(self, zak: LmkKey, mab: bytes, mac: bytes) -> bool:
         return alg.macs_equal(self.make_bank_mac(zak, mab), mac)
@@ -547,6 +559,7 @@ class SoftwareSecurityModule:
             count = len(keys)
         old_check = self._lmk.check
         self._lmk = new_lmk
+        self._x919.clear()
         self.reload()
         security_event("lmk_rotated", old_lmk_check=old_check[:6],
                        new_lmk_check=new_lmk.check[:6], keys=count)  # fmt: skip

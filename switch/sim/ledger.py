@@ -35,10 +35,13 @@ from typing import Final, Literal
 import msgspec
 
 from switch.config import ClearingFaults, SimulatorSection
+from switch.core import bank as bankmsg
 from switch.core import products
 from switch.core.calendar import date_from_mmdd, mmdd
 from switch.core.model import mask_pan
 from switch.core.validate import luhn_valid
+from switch.security import algorithms as alg
+from switch.security.errors import SecurityError
 from switch.wire.clearing import (
     ClearingHeader,
     ClearingRecord,
@@ -65,6 +68,9 @@ _NETWORK_FIELDS: Final = (7, 11, 70)
 
 SIGN_ON: Final = "001"
 SIGN_OFF: Final = "002"
+KEY_CHANGE: Final = "101"
+PIN_TRIES: Final = 3
+"""Wrong PINs in a row after which a card is refused 75 (the third is answered 75)."""
 CUTOVER: Final = "201"
 ECHO_TEST: Final = "301"
 
@@ -82,13 +88,36 @@ card range of its own; their RRNs begin with S, which the switch's (all digits) 
 do."""
 
 
-class LinkSession:
-    """What the bank knows about one TCP link: whether it has signed on."""
+class LinkKeys:
+    """A link's ZPK and ZAK at the bank. The simulator is the bank: it holds them in the
+    clear, in memory only, and never logs them."""
 
-    __slots__ = ("signed_on",)
+    __slots__ = ("_zak", "_zpk")
+
+    def __init__(self, zpk: bytes, zak: bytes) -> None:
+        self._zpk = zpk
+        self._zak = alg.X919Key(zak)
+
+    def __repr__(self) -> str:
+        return "LinkKeys(<hidden>)"
+
+    def mac(self, mab: bytes) -> bytes:
+        return self._zak.mac(mab)
+
+    def pin(self, block: bytes, pan: str) -> str:
+        """The PIN of a format 0 block under the ZPK (SecurityError if it is none)."""
+        return alg.pin_from_clear_block(alg.ecb_decrypt("3des", self._zpk, block), pan)
+
+
+class LinkSession:
+    """What the bank knows about one TCP link: whether it has signed on, and its keys
+    since its latest key change."""
+
+    __slots__ = ("keys", "signed_on")
 
     def __init__(self) -> None:
         self.signed_on = False
+        self.keys: LinkKeys | None = None
 
 
 class ClearingDelivery(msgspec.Struct, frozen=True):
@@ -198,7 +227,16 @@ class SimulatedBank:
         *,
         institution_id: str = "0",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        zmk: bytes | None = None,
     ) -> None:
+        self._zmk = zmk
+        """The bank's ZMK (clear: the simulator is the bank). None: no key change is
+        taken and no MAC or PIN is checked."""
+        self._pins = sim.pins
+        self._default_pin = sim.pin
+        self._wrong_pins: dict[str, int] = {}
+        self.mac_failures = 0
+        """Requests answered A0: their MAC did not verify."""
         self._opening_balance = sim.opening_balance
         self._currency = sim.currency
         self._institution_id = institution_id
@@ -250,7 +288,14 @@ class SimulatedBank:
 
     # -- requests ------------------------------------------------------------------
 
-    def respond(self, mti: str, fields: FieldValues, link: LinkSession) -> BankReply | None:
+    def respond(
+        self,
+        mti: str,
+        fields: FieldValues,
+        link: LinkSession,
+        *,
+        keys: LinkKeys | None = None,
+    ) -> BankReply | None:
         """The bank's answer to one request on ``link``, or None to never answer.
 
         A message that is itself a response (odd third MTI digit) or has an MTI that
@@ -267,7 +312,7 @@ class SimulatedBank:
             if mti == "0800":
                 return self._network(reply_mti, fields, link)
             if mti == "0200":
-                return self._financial(mti, reply_mti, fields)
+                return self._financial(mti, reply_mti, fields, keys or link.keys)
             if mti in ("0400", "0401"):
                 return self._reversal(mti, reply_mti, fields)
         except _FormatError:
@@ -278,6 +323,71 @@ class SimulatedBank:
         # MTI asking for a function the bank does not offer (an unknown processing code
         # or network management code) gets 40, function not supported.
         return _reply(reply_mti, fields, "12")
+
+    def check_mac(
+        self,
+        mti: str,
+        fields: FieldValues,
+        message: bytes,
+        link: LinkSession,
+        *,
+        fail: bool = False,
+    ) -> BankReply | None:
+        """The refusal of a request that must carry a MAC (bank-h2h.md): 91 on a link
+        that has not changed its keys, A0 when its MAC does not verify (not applied);
+        None when it may go on to :meth:`respond`. ``fail``: take its MAC as failing
+        (a test hook: the bank's keys no longer the switch's)."""
+        if self._zmk is None or mti not in bankmsg.MAC_REQUEST_MTIS or not link.signed_on:
+            return None
+        reply_mti = response_mti(mti)
+        assert reply_mti is not None
+        if link.keys is None:
+            return _reply(reply_mti, fields, "91")
+        split = bankmsg.split_mac(message, fields)
+        if fail or split is None or not alg.macs_equal(link.keys.mac(split[0]), split[1]):
+            self.mac_failures += 1
+            return _reply(reply_mti, fields, "A0")
+        return None
+
+    def _key_change(self, reply_mti: str, fields: FieldValues, link: LinkSession) -> BankReply:
+        """48: the new ZPK and ZAK under the ZMK with their KCVs; 00 when both KCVs
+        match (the link's keys from then on), else 30."""
+        field_48 = _text(fields, 48)
+        if self._zmk is None or field_48 is None or len(field_48) != 80:
+            return _reply(reply_mti, fields, "30", echo_70=True)
+        try:
+            raw = bytes.fromhex(field_48)
+        except ValueError:
+            return _reply(reply_mti, fields, "30", echo_70=True)
+        zpk = alg.unwrap_key("3des", self._zmk, raw[:16])
+        zak = alg.unwrap_key("3des", self._zmk, raw[20:36])
+        if not (
+            alg.macs_equal(alg.kcv("3des", zpk), raw[16:20])
+            and alg.macs_equal(alg.kcv("3des", zak), raw[36:40])
+        ):
+            return _reply(reply_mti, fields, "30", echo_70=True)
+        link.keys = LinkKeys(zpk, zak)
+        return _reply(reply_mti, fields, "00", echo_70=True)
+
+    def _pin_refused(self, fields: FieldValues, pan: str, keys: LinkKeys | None) -> str | None:
+        """55 for a PIN in 52 that is not the card's (or no PIN block at all), 75 from
+        the third wrong one in a row on; None when right, or when there is no 52."""
+        block = fields.get(52)
+        if block is None or keys is None:
+            return None
+        if self._wrong_pins.get(pan, 0) >= PIN_TRIES:
+            return "75"
+        try:
+            right = isinstance(block, bytes) and alg.macs_equal(
+                keys.pin(block, pan).encode(), self._pins.get(pan, self._default_pin).encode()
+            )
+        except SecurityError:
+            right = False
+        if right:
+            self._wrong_pins.pop(pan, None)
+            return None
+        self._wrong_pins[pan] = tries = self._wrong_pins.get(pan, 0) + 1
+        return "75" if tries >= PIN_TRIES else "55"
 
     def busy(self, mti: str, fields: FieldValues) -> BankReply | None:
         """The 91 a host answers at once when it has no capacity; touches nothing."""
@@ -291,11 +401,13 @@ class SimulatedBank:
             return _reply(reply_mti, fields, "30", echo_70=True)
         code = _text(fields, 70)
         if code == SIGN_ON:
-            link.signed_on = True
+            link.signed_on, link.keys = True, None  # a key change must follow
         elif code == SIGN_OFF:
-            link.signed_on = False
+            link.signed_on, link.keys = False, None
         elif code == CUTOVER:
             return self._cutover(reply_mti, fields)
+        elif code == KEY_CHANGE:
+            return self._key_change(reply_mti, fields, link)
         elif code != ECHO_TEST:
             return _reply(reply_mti, fields, "40", echo_70=True)
         return _reply(reply_mti, fields, "00", echo_70=True)
@@ -391,7 +503,9 @@ class SimulatedBank:
 
     # -- 0200 ----------------------------------------------------------------------
 
-    def _financial(self, mti: str, reply_mti: str, fields: FieldValues) -> BankReply | None:
+    def _financial(
+        self, mti: str, reply_mti: str, fields: FieldValues, keys: LinkKeys | None = None
+    ) -> BankReply | None:
         # The product a message is, by its MTI and processing code, as the switch's own
         # table says (the simulator speaks the same bank-h2h.md).
         try:
@@ -402,6 +516,10 @@ class SimulatedBank:
         _require(fields, _FINANCIAL_FIELDS)
         pan = _pan(fields)
         amount = _amount(fields)
+        refused = self._pin_refused(fields, pan, keys)
+        if refused is not None:
+            self._totals.declines += 1
+            return _reply(reply_mti, fields, refused)
         if product.original == "none" and self._expired(fields):
             self._totals.declines += 1
             return _reply(reply_mti, fields, "54")

@@ -27,13 +27,16 @@ import structlog
 import trio
 
 from switch.config import BankSection, ClearingFaults
+from switch.core import bank as bankmsg
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.errors import FramingError, MessageDecodeError, MessageEncodeError
 from switch.files import write_private
+from switch.security.setup import DEMO_ZMK
 from switch.sim.ledger import (
     BankReply,
     ClearingDelivery,
     LedgerTotals,
+    LinkKeys,
     LinkSession,
     SimulatedBank,
 )
@@ -67,6 +70,8 @@ class SimulatorStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Requests the bank chose never to answer (test hook 68, responses sent to it)."""
     protocol_errors: int
     """Links closed because the peer sent a bad frame or an undecodable message."""
+    mac_failures: int = 0
+    """Requests answered A0: their MAC did not verify."""
     clearing_files: int
     """Clearing files delivered (written and renamed into clearing_dir)."""
 
@@ -113,7 +118,10 @@ class BankSimulator:
         max_in_flight: int = MAX_IN_FLIGHT_PER_CONNECTION,
         clearing_dir: Path | None = None,
         clock: BusinessClock = WALL_CLOCK,
+        zmk: bytes | None = DEMO_ZMK,
     ) -> None:
+        """``zmk``: the bank's ZMK (the published demo ZMK by default, as every demo
+        bank's; None takes no key change and checks no MAC or PIN)."""
         self.name = name
         self.clearing_dir = clearing_dir
         self._bank_config = bank
@@ -130,10 +138,16 @@ class BankSimulator:
             bank.sim,
             institution_id=bank.institution_id,
             clock=lambda: datetime.fromtimestamp(clock.now(), UTC),
+            zmk=zmk,
         )
         self.port = bank.port
         """The bound port once :meth:`serve` has started (the configured one before)."""
         self.latency_s = bank.sim.latency_ms / 1000
+        self.bad_macs = 0
+        """Test hook: the next this many MAC'd answers go out with a wrong MAC."""
+        self.refuse_macs = 0
+        """Test hook: the next this many MAC'd requests are taken as failing their MAC
+        (answered A0, not applied)."""
         self.received: collections.deque[Iso8583Message] = collections.deque(maxlen=RECEIVED_KEPT)
         """The latest requests decoded, oldest first, for tests to inspect."""
         self._links: set[_Link] = set()
@@ -173,6 +187,7 @@ class BankSimulator:
             unanswered=self._unanswered,
             protocol_errors=self._protocol_errors,
             clearing_files=self._clearing_files,
+            mac_failures=self._bank.mac_failures,
         )
 
     # -- control -------------------------------------------------------------------
@@ -244,35 +259,51 @@ class BankSimulator:
             try:
                 while (frame := framer.next_frame()) is not None:
                     request = self._codec.decode(frame)
-                    await self._dispatch(link, request, nursery)
+                    await self._dispatch(link, request, nursery, frame)
             except (FramingError, MessageDecodeError) as exc:
                 # A bad peer ends only its own link.
                 self._protocol_errors += 1
                 return f"protocol error: {exc}"
 
-    async def _dispatch(self, link: _Link, request: Iso8583Message, nursery: trio.Nursery) -> None:
+    async def _dispatch(
+        self, link: _Link, request: Iso8583Message, nursery: trio.Nursery, frame: bytes = b""
+    ) -> None:
         self._requests += 1
         self.received.append(request)
+        # The keys the request came under: its answer is MAC'd (and its PIN read) under
+        # them, even if the link's keys change meanwhile.
+        keys = link.session.keys
+        fail = self.refuse_macs > 0 and request.mti in bankmsg.MAC_REQUEST_MTIS
+        self.refuse_macs -= fail
+        refused = self._bank.check_mac(request.mti, request.fields, frame, link.session, fail=fail)
+        if refused is not None:
+            await self._send(link, refused, keys)
+            return
         token = object()
         try:
             link.in_flight.acquire_on_behalf_of_nowait(token)
         except trio.WouldBlock:
             self._busy += 1
-            await self._send(link, self._bank.busy(request.mti, request.fields))
+            await self._send(link, self._bank.busy(request.mti, request.fields), keys)
             return
         self._pending += 1
-        nursery.start_soon(self._answer, link, request, token, self.latency_s)
+        nursery.start_soon(self._answer, link, request, token, self.latency_s, keys)
 
     async def _answer(
-        self, link: _Link, request: Iso8583Message, token: object, latency_s: float
+        self,
+        link: _Link,
+        request: Iso8583Message,
+        token: object,
+        latency_s: float,
+        keys: LinkKeys | None,
     ) -> None:
         try:
             await trio.sleep(latency_s)
-            reply = self._bank.respond(request.mti, request.fields, link.session)
+            reply = self._bank.respond(request.mti, request.fields, link.session, keys=keys)
         finally:
             self._pending -= 1
             link.in_flight.release_on_behalf_of(token)
-        await self._send(link, reply)
+        await self._send(link, reply, keys)
         if reply is not None and reply.clearing is not None:
             await self._deliver(reply.clearing)
 
@@ -297,12 +328,23 @@ class BankSimulator:
             bytes=len(delivery.data),
         )
 
-    async def _send(self, link: _Link, reply: BankReply | None) -> None:
+    async def _send(
+        self, link: _Link, reply: BankReply | None, keys: LinkKeys | None = None
+    ) -> None:
         if reply is None:
             self._unanswered += 1
             return
+        mac = keys is not None and bankmsg.carries_mac(reply.mti)
+        fields = bankmsg.with_mac_placeholder(reply.mti, reply.fields) if mac else reply.fields
         try:
-            payload = self._codec.encode(reply.mti, reply.fields)
+            payload = self._codec.encode(reply.mti, fields)
+            if mac:
+                assert keys is not None
+                mab = payload[: -bankmsg.MAC_BYTES]
+                payload = mab + keys.mac(mab)
+                if self.bad_macs > 0:
+                    self.bad_macs -= 1
+                    payload = mab + bytes(b ^ 0xFF for b in payload[-bankmsg.MAC_BYTES :])
         except MessageEncodeError as exc:
             # Our own bug (a field echoed that the dialect cannot carry): skip this
             # response rather than take the link down.

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from switch.core import bank as bankmsg
 from switch.core.bank import (
     CUTOVER,
     ECHO,
@@ -363,3 +364,40 @@ def test_outcome_from_bank(
     assert outcome.auth_code == auth_code
     assert outcome.balance == balance
     assert outcome.settlement_date == settlement
+
+
+# -- keys and MAC (security.md) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mti", "numbers", "where"),
+    [
+        ("0200", (2, 3, 4, 11, 41), 64),  # no secondary bitmap
+        ("0400", (2, 3, 11, 90), 128),  # 90: a secondary bitmap, so 128
+        ("0410", (2, 3, 11, 39), 64),
+        ("0221", (2, 3, 11, 39), 64),
+        ("0800", (7, 11, 70), None),  # network messages carry none
+        ("0810", (7, 11, 39, 70), None),
+    ],
+)
+def test_the_mac_goes_in_64_or_128_as_the_last_8_bytes(
+    mti: str, numbers: tuple[int, ...], where: int | None
+) -> None:
+    fields: dict[int, str | bytes] = {n: "1" for n in numbers}
+    placed = bankmsg.with_mac_placeholder(mti, fields)
+    if where is None:
+        assert placed == fields and not bankmsg.carries_mac(mti)
+        return
+    other = 64 if where == 128 else 128
+    assert placed[where] == bytes(8) and other not in placed
+    message = b"MAB..." + b"\x01" * 8
+    assert bankmsg.split_mac(message, {**fields, where: b"\x01" * 8}) == (b"MAB...", b"\x01" * 8)
+    # In the wrong field, of the wrong size, or not last: no MAC.
+    assert bankmsg.split_mac(message, {**fields, other: b"\x01" * 8}) is None
+    assert bankmsg.split_mac(message, {**fields, where: b"\x01" * 7}) is None
+    assert bankmsg.split_mac(b"MAB..." + b"\x02" * 8, {**fields, where: b"\x01" * 8}) is None
+
+
+def test_a_verified_a0_is_96_to_the_terminal() -> None:
+    outcome = bankmsg.outcome_from_bank({39: "A0"}, rrn="532614000123", bank="icbc")
+    assert outcome is not None and outcome.code == "96"

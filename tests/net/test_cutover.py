@@ -82,7 +82,8 @@ async def bank(nursery: trio.Nursery, tmp_path: Path) -> Bank:
         sim=SimulatorSection(opening_balance=10_000_000),
     )
     folder = tmp_path / "clearing"
-    simulator = BankSimulator("testbank", section, H2H, clearing_dir=folder)
+    # The connector holds no keys here (no security module): a bank without a ZMK.
+    simulator = BankSimulator("testbank", section, H2H, clearing_dir=folder, zmk=None)
     port = await nursery.start(simulator.serve)
     connector = BankConnector(
         "testbank", msgspec.structs.replace(section, port=port), H2H, utc_offset_h=8

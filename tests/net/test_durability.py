@@ -399,7 +399,8 @@ async def test_no_card_data_in_the_clear_in_journal_or_logs(
     del fields[2]
     fields[35] = f"{PAN_ABC}=28121015555"
     fields[52] = bytes.fromhex("1122334455667788")
-    assert (await client.request(("0200", fields))).fields[39] == "00"
+    # No PIN block of the card's PIN under the link's ZPK: the bank finds it wrong (55).
+    assert (await client.request(("0200", fields))).fields[39] == "55"
     online = await online_client(app)
     await online.request(
         wire.Purchase(

@@ -11,7 +11,9 @@ import pytest
 import trio
 
 from switch.config import BankSection, ClearingFaults, SimulatorSection
+from switch.core import bank as bankmsg
 from switch.core.calendar import mmdd
+from switch.security.algorithms import clear_pin_block, ecb_encrypt, x919_mac
 from switch.sim.server import BankSimulator
 from switch.wire.clearing import ClearingFileRejected, decode_clearing_file
 from switch.wire.dialect import load_dialect
@@ -23,21 +25,35 @@ DIALECT = Path(__file__).resolve().parents[2] / "conf" / "dialects" / "h2h-ascii
 DATE_TIME = "1122063015"
 WAIT_S = 10.0
 
-# bank-h2h.md, "Sample frames": the sale of pos-cup.md's sample, then its reversal.
+# security.md, "Sample frames and vectors": the bank key change (ZPK and ZAK under the
+# demo ZMK), then bank-h2h.md's sale (with 52 = PIN 123456 under the ZPK, 53 and 64) and
+# its reversal (128), as the switch sends them.
+SAMPLE_FIELD_48 = "3D041B4AE9D0CC07C9650C0C269799465CC54A20CC3EFA41645F4F4DC510C79F3D4A6E2D30D25FA0"
+SAMPLE_KEY_CHANGE = bytes.fromhex(
+    "007a303830308220000000010000040000000000000031313232303630303031"
+    "3030303030323038303344303431423441453944304343303743393635304330"
+    "4332363937393934363543433534413230434333454641343136343546344634"
+    "44433531304337394633443441364532443330443235464130313031"
+)
+SAMPLE_KEY_CHANGE_ANSWER = bytes.fromhex(
+    "00293038313082200000020000000400000000000000313132323036303030313030303030323030313031"
+)
+SAMPLE_ZAK = bytes.fromhex("4C5857E59D23FDBC0B20DAB0D6B0166D")
 SAMPLE_SALE = bytes.fromhex(
-    "0082303230307238048108c08000313936323232303231303030313131313232"
+    "00a2303230307238048108c09801313936323232303231303030313131313232"
     "3232313030303030303030303030303031303030303131323230363330313530"
     "3030303037313433303135313132323032313030303834383939303030303533"
     "32363134303030313233504f5330303030313839383331303034383939303030"
-    "31313536"
+    "313135363d6b0f925e99fb7a323630303030303030303030303030305f79b885"
+    "8fa78aa9"
 )
 SAMPLE_REVERSAL = bytes.fromhex(
-    "00a530343030f220000108c08000000000400000000031393632323230323130"
+    "00ad30343030f220000108c08000000000400000000131393632323230323130"
     "3030313131313232323231303030303030303030303030303130303030313132"
     "3230363335323030303030313930383438393930303030353332363134303030"
     "313233504f533030303031383938333130303438393930303031313536303230"
     "3030303030303731313232303633303135303030343839393030303030303030"
-    "30303030303030"
+    "30303030303030a2668fb6de8df39a"
 )
 
 Fields = dict[int, str | bytes]
@@ -68,25 +84,44 @@ class Client:
         self.stream = stream
         self.codec = codec
         self.framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=4096)
+        self.keyed = False
 
-    async def send(self, mti: str, fields: Fields) -> None:
-        await self.stream.send_all(self.framer.frame(self.codec.encode(mti, fields)))
+    async def send(self, mti: str, fields: Fields, *, zak: bytes | None = SAMPLE_ZAK) -> None:
+        """Sends a request; one that carries a MAC is MAC'd under ``zak``."""
+        if zak is None or not bankmsg.carries_mac(mti):
+            await self.stream.send_all(self.framer.frame(self.codec.encode(mti, fields)))
+            return
+        message = self.codec.encode(mti, bankmsg.with_mac_placeholder(mti, fields))
+        mab = message[:-8]
+        await self.stream.send_all(self.framer.frame(mab + x919_mac(zak, mab)))
 
-    async def receive(self) -> Iso8583Message:
+    async def receive_frame(self) -> bytes:
         with trio.fail_after(WAIT_S):
             while (frame := self.framer.next_frame()) is None:
                 data = await self.stream.receive_some(65536)
                 assert data, "the simulator closed the link"
                 self.framer.feed(data)
-        return self.codec.decode(frame)
+        return frame
+
+    async def receive(self) -> Iso8583Message:
+        frame = await self.receive_frame()
+        message = self.codec.decode(frame)
+        if self.keyed and bankmsg.carries_mac(message.mti):  # every answer's MAC verifies
+            split = bankmsg.split_mac(frame, message.fields)
+            assert split is not None and x919_mac(SAMPLE_ZAK, split[0]) == split[1]
+        return message
 
     async def exchange(self, mti: str, fields: Fields) -> Iso8583Message:
         await self.send(mti, fields)
         return await self.receive()
 
     async def sign_on(self) -> None:
+        """Sign-on, then security.md's sample key change (its ZPK and ZAK)."""
         reply = await self.exchange("0800", {7: DATE_TIME, 11: "000001", 70: "001"})
         assert (reply.mti, reply.fields[39]) == ("0810", "00")
+        await self.stream.send_all(SAMPLE_KEY_CHANGE)
+        assert await self.receive_frame() == SAMPLE_KEY_CHANGE_ANSWER[2:]
+        self.keyed = True
 
     async def wait_closed(self) -> None:
         """Returns once the simulator has closed the link."""
@@ -135,9 +170,9 @@ async def test_sign_on_then_sale(simulator: BankSimulator, codec: Iso8583Codec) 
             assert reply.fields[number] == request[number]
     assert simulator.totals().approved == 10_000
     assert simulator.balance(PAN) == 1_000_000 - 10_000
-    assert [message.mti for message in simulator.received] == ["0800", "0200"]
+    assert [message.mti for message in simulator.received] == ["0800", "0800", "0200"]
     stats = simulator.statistics()
-    assert (stats.requests, stats.responses, stats.pending) == (2, 2, 0)
+    assert (stats.requests, stats.responses, stats.pending) == (3, 3, 0)
 
 
 async def test_request_before_sign_on_is_91(simulator: BankSimulator, codec: Iso8583Codec) -> None:
@@ -190,7 +225,7 @@ async def test_pipelined_requests_answered_out_of_order(
         for index, stan in enumerate(("000011", "000012", "000013")):
             simulator.latency_s = 3.0 - index
             await client.send("0200", sale_fields(1_000, stan))
-            await wait_until_received(simulator, 2 + index)
+            await wait_until_received(simulator, 3 + index)
         assert simulator.statistics().pending == 3
         start = trio.current_time()
         stans = [(await client.receive()).fields[11] for _ in range(3)]
@@ -243,7 +278,7 @@ async def test_drop_links_closes_every_link(
         await second.sign_on()
         simulator.latency_s = 5.0
         await first.send("0200", sale_fields(1_000))
-        await wait_until_received(simulator, 3)
+        await wait_until_received(simulator, 5)
         assert simulator.statistics().pending == 1
         simulator.drop_links()
         await first.wait_closed()
@@ -375,3 +410,62 @@ async def test_without_a_clearing_dir_the_date_closes_and_no_file_is_written(
     assert simulator.clearing_dir is None
     assert simulator.statistics().clearing_files == 0
     assert list(await trio.Path(tmp_path).iterdir()) == []
+
+
+async def test_a_request_whose_mac_fails_is_answered_a0_and_not_applied(
+    simulator: BankSimulator, codec: Iso8583Codec
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        await client.sign_on()
+        await client.send("0200", sale_fields(10_000), zak=bytes(16))  # not the ZAK
+        reply = await client.receive()  # its own MAC verifies under the link's ZAK
+        assert (reply.mti, reply.fields[39]) == ("0210", "A0")
+        await client.send("0200", sale_fields(10_000), zak=None)  # no MAC at all
+        assert (await client.receive()).fields[39] == "A0"
+    assert simulator.totals().approvals == 0
+    assert simulator.statistics().mac_failures == 2
+
+
+async def test_a_key_change_with_a_wrong_kcv_is_refused(
+    simulator: BankSimulator, codec: Iso8583Codec
+) -> None:
+    client = await open_client(simulator, codec)
+    async with client.stream:
+        reply = await client.exchange("0800", {7: DATE_TIME, 11: "000001", 70: "001"})
+        bad = SAMPLE_FIELD_48[:32] + "00000000" + SAMPLE_FIELD_48[40:]
+        reply = await client.exchange("0800", {7: DATE_TIME, 11: "000002", 48: bad, 70: "101"})
+        assert (reply.mti, reply.fields[39]) == ("0810", "30")
+        # No keys yet: a financial request is refused 91.
+        assert (await client.exchange("0200", sale_fields(1_000))).fields[39] == "91"
+
+
+def pin_block(pin: str, pan: str = PAN) -> bytes:
+    """A format 0 PIN block under security.md's sample ZPK (the sample key change's)."""
+    zpk = bytes.fromhex("6E1F68F7838F6DE086832FE907265D5D")
+    return ecb_encrypt("3des", zpk, clear_pin_block(pin, pan))
+
+
+async def test_pins_are_checked_55_then_75(codec: Iso8583Codec, nursery: trio.Nursery) -> None:
+    other = "6222021000111133332"
+    sim_section = SimulatorSection(pins={other: "4321"})
+    sim = BankSimulator("testbank", BankSection(port=0, sim=sim_section), codec)
+    await nursery.start(sim.serve)
+    client = await open_client(sim, codec)
+    async with client.stream:
+        await client.sign_on()
+
+        async def sale(pin: str, pan: str = PAN) -> str:
+            fields = {**sale_fields(1_000), 52: pin_block(pin, pan), 53: "2600000000000000"}
+            if pan != PAN:
+                fields[2] = pan
+            return str((await client.exchange("0200", fields)).fields[39])
+
+        assert await sale("123456") == "00"  # every card's PIN by default
+        assert await sale("4321", other) == "00"  # its own
+        assert [await sale("111111") for _ in range(2)] == ["55", "55"]
+        assert await sale("123456") == "00"  # a right one starts the count again
+        assert [await sale("111111") for _ in range(3)] == ["55", "55", "75"]
+        assert await sale("123456") == "75"  # refused from then on
+        assert await sale("4321", other) == "00"  # another card is not
+    assert sim.totals().approvals == 4

@@ -1,0 +1,119 @@
+"""Opening the security module for ``switch run`` (the ``[security]`` section), and the
+DEMO material of the demo configuration.
+
+Without ``demo_keys`` the key store and its LMK must exist (``switch keys lmk new``,
+``switch keys init``) and every bank needs its ZMK, ``zmk:<bank>`` (``switch keys
+load-zmk --bank B``): else one line, and no start. A stored ZMK that is the published
+demo ZMK is refused too. With ``demo_keys = true`` the LMK and the store are made at
+the first start if missing (0600), every bank without a ZMK is given the demo ZMK (in
+the store), and a ``demo_keys`` warning is written at every start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from typing import Final
+
+import structlog
+
+from switch.config import SwitchConfig
+from switch.errors import StartupError
+from switch.security import algorithms as alg
+from switch.security.errors import KeyStoreError, OperatorInputError
+from switch.security.keystore import KeyStore, Lmk, load_lmk, write_new_lmk_file
+from switch.security.port import KeyComponent, KeyInfo, KeyName, key_name, operator_kcv
+from switch.security.software import SoftwareSecurityModule, security_event
+
+log = structlog.get_logger()
+
+DEMO_ZMK: Final = bytes.fromhex("6EB6B3253864862AF23D2FA1042A38BA")
+"""security.md's sample ZMK: every demo bank's. Published, so never a real key."""
+DEMO_ZMK_KCV: Final = operator_kcv(alg.kcv("3des", DEMO_ZMK))
+
+
+def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
+    """The module on the configured store and LMK (made first with ``demo_keys``);
+    :class:`StartupError` in one line when it cannot be opened."""
+    section = config.security
+    store = KeyStore(config.path(section.key_store))
+    if section.demo_keys:
+        log.warning(
+            "demo_keys",
+            message="[security] demo_keys = true: DEMO key material (the published demo ZMK, "
+            "an LMK made in var/); never in production",
+        )
+    if section.demo_keys and not store.exists():
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with store.locked():  # several workers may start at once: one makes them
+            lmk = _lmk(config, make=True)
+            if not store.exists():
+                store.write(store.empty(lmk))
+                security_event("key_store_created", lmk_check=lmk.check[:6])
+    lmk = _lmk(config)
+    if not store.exists():
+        raise KeyStoreError(
+            f"key store {store.path} does not exist (switch keys init; [security] key_store)"
+        )
+    module = SoftwareSecurityModule(store, lmk)
+    module.warn_at_start()
+    return module
+
+
+def _lmk(config: SwitchConfig, *, make: bool = False) -> Lmk:
+    """The LMK; ``make``: a new LMK file first when there is none (demo keys, under the
+    store's lock)."""
+    section = config.security
+    if section.lmk_env is not None and section.lmk_env in os.environ:
+        return load_lmk(lmk_env=section.lmk_env)
+    if section.lmk_file is None:
+        raise KeyStoreError(
+            f"[security] names no lmk_file and {section.lmk_env or 'no lmk_env'} is not set"
+        )
+    path = config.path(section.lmk_file)
+    if make and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_new_lmk_file(path)
+    return load_lmk(lmk_file=path)
+
+
+def bank_zmks(
+    module: SoftwareSecurityModule, config: SwitchConfig, banks: Iterable[str]
+) -> dict[str, KeyName]:
+    """The name of each bank's ZMK; with ``demo_keys``, the demo ZMK is stored for a
+    bank that has none. :class:`StartupError` when a bank has none, or has the demo ZMK
+    without ``demo_keys``."""
+    stored = {(info.kind, info.owner): info for info in module.list_keys()}
+    return {bank: _bank_zmk(module, config, bank, stored.get(("zmk", bank))) for bank in banks}
+
+
+def _bank_zmk(
+    module: SoftwareSecurityModule, config: SwitchConfig, bank: str, info: KeyInfo | None
+) -> KeyName:
+    name = key_name("zmk", bank)
+    if info is not None and info.state == "active":
+        if info.kcv == DEMO_ZMK_KCV and not config.security.demo_keys:
+            raise StartupError(
+                f"bank {bank}: its ZMK is the published DEMO ZMK (KCV {DEMO_ZMK_KCV}); "
+                "load its own (switch keys load-zmk) or set [security] demo_keys = true"
+            )
+        return name
+    if not config.security.demo_keys:
+        raise StartupError(
+            f"bank {bank} has no ZMK in the key store {config.path(config.security.key_store)} "
+            f"(switch keys load-zmk --bank {bank})"
+        )
+    mask = secrets.token_bytes(len(DEMO_ZMK))
+    components = [
+        KeyComponent(value=part, kcv=alg.kcv("3des", part).hex().upper())
+        for part in (bytes(a ^ b for a, b in zip(DEMO_ZMK, mask, strict=True)), mask)
+    ]
+    try:
+        module.import_key_from_components("zmk", bank, "3des", components, confirm_kcv=DEMO_ZMK_KCV)
+    except OperatorInputError:
+        module.reload()  # stored meanwhile by another worker
+        if name not in {key_name(i.kind, i.owner) for i in module.list_keys()}:
+            raise
+    log.warning("demo_zmk", bank=bank, kcv=DEMO_ZMK_KCV)
+    return name
