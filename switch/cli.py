@@ -399,6 +399,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
+    # What building the parts logs (a DEMO key warning, say) goes to stderr: stdout is
+    # the verdict, one line a note, then "ok".
+    configure_logging(config.log.level, stream=sys.stderr.buffer, format="console")
     checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )

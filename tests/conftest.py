@@ -150,6 +150,11 @@ def switch_clock() -> trio.testing.MockClock:
 
     trio's run loop calls the clock's ``_autojump`` once everything has been idle for
     ``autojump_threshold`` (it offers no public hook): that call is the one guarded."""
+    return thread_aware_mock_clock()
+
+
+def thread_aware_mock_clock() -> trio.testing.MockClock:
+    """:func:`switch_clock`'s clock, for a test that calls ``trio.run`` itself."""
     clock = trio.testing.MockClock(autojump_threshold=0.001)
     autojump = clock._autojump
 

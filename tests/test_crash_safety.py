@@ -81,6 +81,9 @@ port = 0
 [log]
 level = "info"
 
+[security]
+demo_keys = true
+
 [journal]
 {backend}
 path = "{tmp_path / "journal.sqlite3"}"

@@ -14,7 +14,7 @@ DIALECTS_DIR = Path(__file__).resolve().parents[2] / "conf" / "dialects"
 POS_FIELDS = [2, 3, 4, 11, 12, 13, 14, 15, 22, 23, 25, 26, 32, 35, 37, 38, 39, 41, 42, 44, 48, 49]
 POS_FIELDS += [52, 53, 54, 55, 60, 61, 62, 63, 64]
 BANK_FIELDS = [2, 3, 4, 7, 11, 12, 13, 14, 15, 18, 22, 25, 32, 33, 35, 37, 38, 39, 41, 42, 43]
-BANK_FIELDS += [49, 52, 54, 70, 90]
+BANK_FIELDS += [49, 52, 54, 70, 90, 48, 53, 64, 128]  # the dialect file's order
 
 
 def test_shipped_dialects_load() -> None:
