@@ -399,9 +399,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
-    # What building the parts logs (a DEMO key warning, say) goes to stderr: stdout is
-    # the verdict, one line a note, then "ok".
-    configure_logging(config.log.level, stream=sys.stderr.buffer, format="console")
+    # Its output is its verdict (notes and "ok" on stdout, problems on stderr): what
+    # building the parts would log as they start (the DEMO keys' warning, key events)
+    # is for `switch run`, and only an error of theirs is shown here, on stderr.
+    configure_logging("error", stream=sys.stderr.buffer, format="console")
     checked = startup.preflight(
         config, sqlite_workers_for_tests=supervisor.sqlite_workers_for_tests()
     )
