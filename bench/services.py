@@ -175,20 +175,27 @@ async def switch_under_test(
     knows), and waits until every bank link has signed on (with ``workers`` > 1, as the
     config says, every worker started and each one's share of the links signed on: the
     switch's pid is then its supervisor's, and its log every worker's lines). Everything
-    is stopped on exit, the switch first. The simulators are always the current code's:
-    the bank interface is a fixed spec, and the banks stay the same whichever switch they
-    serve."""
+    is stopped on exit, the switch first. The simulators are the same version's: the bank
+    interface changed with security.md (a key change after sign-on, MACs), so a switch of
+    before it is served by banks of before it; their CPU is reported apart from the
+    switch's."""
     async with contextlib.AsyncExitStack() as stack:
+        sims_config, _ = version.fit(
+            switch_config(banks, {}, extra=extra, dialects_dir=version.dialects_dir)
+        )
         sims_path = write_config(
-            run_dir / f"{label}-sims.toml", switch_config(banks, {}, extra=extra)
+            run_dir / f"{label}-sims.toml", sims_config, check=version.side == "current"
         )
         simulators: dict[str, Service] = {}
         for plan in banks:
-            argv = switch_command(
+            argv = version.switch_command(
                 "sim-bank", "--config", str(sims_path), "--bank", plan.name, "--port", "0"
             )
             simulators[plan.name] = await stack.enter_async_context(
-                service(f"{label}-sim-{plan.name}", argv, run_dir, "simulator_started")
+                service(
+                    f"{label}-sim-{plan.name}", argv, run_dir, "simulator_started",
+                    tree=Path(version.tree),
+                )
             )
         ports = {name: int(sim.started["port"]) for name, sim in simulators.items()}
         generated = switch_config(
