@@ -106,17 +106,41 @@ def test_the_sample_day_of_wallet_md(ledger_store: LedgerStoreBase) -> None:
                                 debit="withdrawals_payable", credit="payouts", amount=10000,
                                 kind="withdrawals_file"), 10.0)  # fmt: skip
     assert row() == [33200, 6800, -50000, 0, 0, 10000]
-    store.transfer(TransferSpec(key=TransferKey(TODAY, "fee", M), debit=f"merchant:{M}",
-                                credit="merchant_fee_income", amount=33, kind="fee"), 11.0)
+    store.transfer(
+        TransferSpec(
+            key=TransferKey(TODAY, "fee", M),
+            debit=f"merchant:{M}",
+            credit="merchant_fee_income",
+            amount=33,
+            kind="fee",
+        ),
+        11.0,
+    )
     assert row() == [33200, 6767, -50000, 0, 33, 10000]
-    store.transfer(TransferSpec(key=TransferKey(TODAY, "payout", M), debit=f"merchant:{M}",
-                                credit="payouts", amount=6767, kind="payout"), 12.0)
+    store.transfer(
+        TransferSpec(
+            key=TransferKey(TODAY, "payout", M),
+            debit=f"merchant:{M}",
+            credit="payouts",
+            amount=6767,
+            kind="payout",
+        ),
+        12.0,
+    )
     assert row() == [33200, 0, -50000, 0, 33, 16767]
     # Every step again: nothing changes.
     store.end_payment(pay.key, True, 13.0)
     store.post(refund, 13.0)
-    store.transfer(TransferSpec(key=TransferKey(TODAY, "payout", M), debit=f"merchant:{M}",
-                                credit="payouts", amount=6767, kind="payout"), 13.0)
+    store.transfer(
+        TransferSpec(
+            key=TransferKey(TODAY, "payout", M),
+            debit=f"merchant:{M}",
+            credit="payouts",
+            amount=6767,
+            kind="payout",
+        ),
+        13.0,
+    )
     assert row() == [33200, 0, -50000, 0, 33, 16767]
     assert store.verify() == []
     history = store.history(C, APP, 20, None)
@@ -185,30 +209,42 @@ def test_a_dynamic_qr_is_paid_at_most_once(ledger_store: LedgerStoreBase) -> Non
     store = ledger_store
     store.open_wallet(C, APP, 2, TODAY, 0.0)
     top_up(store, 50000)
-    store.create_qr(QrRecord(qr_id="K7Q2M9X4D8P3A6TB", merchant_id=M, kind="dynamic",
-                             payload="...", created_at=0.0, amount=8800, expires_at=300.0))
+    store.create_qr(
+        QrRecord(
+            qr_id="K7Q2M9X4D8P3A6TB",
+            merchant_id=M,
+            kind="dynamic",
+            payload="...",
+            created_at=0.0,
+            amount=8800,
+            expires_at=300.0,
+        )
+    )
     hold = QrHold(qr_id="K7Q2M9X4D8P3A6TB", merchant_id=M, kind="dynamic", amount=8800)
     wrong = QrHold(qr_id="K7Q2M9X4D8P3A6TB", merchant_id="M2", kind="dynamic", amount=8800)
     assert store.reserve_payment(ask(8800), pay_spec("a", 8800), SETTINGS, 1.0,
                                  qr=wrong) == Refusal("14", "QR not as issued")  # fmt: skip
     assert store.reserve_payment(ask(8800), pay_spec("a", 8800), SETTINGS, 300.0,
                                  qr=hold) == Refusal("54", "QR expired")  # fmt: skip
-    assert store.reserve_payment(ask(8000), pay_spec("a", 8000), SETTINGS, 1.0,
-                                 qr=hold) == Refusal("13", "amount other than the QR's")
+    assert store.reserve_payment(ask(8000), pay_spec("a", 8000), SETTINGS, 1.0, qr=hold) == Refusal(
+        "13", "amount other than the QR's"
+    )
     assert isinstance(store.reserve_payment(ask(8800), pay_spec("a", 8800), SETTINGS, 1.0,
                                             qr=hold), Reserved)  # fmt: skip
     qr = store.qr(hold.qr_id)
     assert qr is not None and qr.state == "paying"
-    assert store.reserve_payment(ask(8800), pay_spec("b", 8800), SETTINGS, 2.0,
-                                 qr=hold) == Refusal("94", "QR paid or being paid")
+    assert store.reserve_payment(ask(8800), pay_spec("b", 8800), SETTINGS, 2.0, qr=hold) == Refusal(
+        "94", "QR paid or being paid"
+    )
     store.end_payment(TransferKey(APP, "a", "pay"), False, 3.0, qr_id=hold.qr_id)  # open again
     assert isinstance(store.reserve_payment(ask(8800), pay_spec("b", 8800), SETTINGS, 4.0,
                                             qr=hold), Reserved)  # fmt: skip
     store.end_payment(TransferKey(APP, "b", "pay"), True, 5.0, qr_id=hold.qr_id)
     qr = store.qr(hold.qr_id)
     assert qr is not None and qr.state == "paid"
-    assert store.reserve_payment(ask(8800), pay_spec("c", 8800), SETTINGS, 6.0,
-                                 qr=hold) == Refusal("94", "QR paid or being paid")
+    assert store.reserve_payment(ask(8800), pay_spec("c", 8800), SETTINGS, 6.0, qr=hold) == Refusal(
+        "94", "QR paid or being paid"
+    )
     assert balance(store, f"wallet:{C}") == 50000 - 8800
 
 
@@ -218,8 +254,12 @@ def test_bound_accounts(ledger_store: LedgerStoreBase) -> None:
     for n in range(5):
         store.bind_account(C, APP, BoundAccount(account=f"6222{n:010d}", account_name="张三",
                                                 bank_code="102100099996"), 1.0)  # fmt: skip
-    again = store.bind_account(C, APP, BoundAccount(account=f"6222{0:010d}", account_name="张三",
-                                                    bank_code="102100099996"), 2.0)
+    again = store.bind_account(
+        C,
+        APP,
+        BoundAccount(account=f"6222{0:010d}", account_name="张三", bank_code="102100099996"),
+        2.0,
+    )
     assert len(again) == 5
     with pytest.raises(TooManyAccounts) as raised:
         store.bind_account(C, APP, ACCOUNT, 3.0)
@@ -228,8 +268,13 @@ def test_bound_accounts(ledger_store: LedgerStoreBase) -> None:
     with pytest.raises(AccountNotBound):
         store.unbind_account(C, APP, f"6222{0:010d}", "102100099996")
     top_up(store, 1000)
-    withdraw = TransferSpec(key=TransferKey(APP, "wd", "withdraw"), debit=f"wallet:{C}",
-                            credit="withdrawals_payable", amount=100, kind="withdraw")
+    withdraw = TransferSpec(
+        key=TransferKey(APP, "wd", "withdraw"),
+        debit=f"wallet:{C}",
+        credit="withdrawals_payable",
+        amount=100,
+        kind="withdraw",
+    )
     with pytest.raises(AccountNotBound):
         store.reserve_payment(ask(100, counted="withdraw", channel="none", verification=None),
                               withdraw, SETTINGS, 4.0, withdraw_to=ACCOUNT)  # fmt: skip
