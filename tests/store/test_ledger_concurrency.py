@@ -45,7 +45,7 @@ def test_workers_racing_for_one_wallet(postgres_dsn: str) -> None:
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
-        )  # fmt: skip
+        )
         for worker in range(WORKERS)
     ]
     for child in children:  # each has connected (the store opened) or is about to

@@ -20,7 +20,7 @@ from switch.core.wallet import (
 )
 from switch.store.ledger_port import QrHold, QrRecord, Reserved
 from switch.store.ledger_store import LedgerStoreBase
-from tests.store.ledgers import ledger_store as ledger_store  # noqa: F401 (fixture)
+from tests.store.ledgers import ledger_store as ledger_store
 
 APP = "app:wallet"
 C = "C100000001"
