@@ -143,8 +143,8 @@ class Balances(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def available(self) -> int:
         """wallet.md: what can still be debited, the posted credits minus the posted
-        and pending debits (plus the cap); for an account without a cap, None-like
-        infinity is not useful, so callers ask only capped accounts."""
+        and pending debits, plus the cap (0 for a wallet). Meaningful for a capped
+        account only: an account without a cap may be debited without limit."""
         cap = self.debit_cap or 0
         return self.credits_posted - self.debits_posted - self.debits_pending + cap
 
@@ -375,3 +375,34 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
                 f"credits {self.credits_pending}"
             )
         return found
+
+
+# -- start-up -----------------------------------------------------------------------
+
+Answer = Literal["approved", "declined", "open_hold", "none"]
+"""What the journal says of a pending transfer's request: approved (its answer
+journaled), declined (or timed out, or reversed), an ``open`` pre-authorisation's hold
+(risk.md), or nothing journaled (the request as if never received)."""
+
+RECOVERY: Final[dict[Answer, Operation | None]] = {
+    "approved": "post",
+    "declined": "void",
+    "none": "void",
+    "open_hold": None,
+}
+"""wallet.md: at start-up each pending transfer is posted or voided as its journaled
+answer says, except the hold of an open pre-authorisation, which stays pending; one
+without a journaled answer is voided."""
+
+
+def recovery(
+    pending: list[Transfer], answer: dict[TransferKey, Answer]
+) -> list[tuple[TransferKey, Operation]]:
+    """What start-up does to each pending transfer (``answer``: the journal's, by key;
+    a key it lacks has none)."""
+    actions = []
+    for transfer in pending:
+        operation = RECOVERY[answer.get(transfer.spec.key, "none")]
+        if operation is not None:
+            actions.append((transfer.spec.key, operation))
+    return actions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from switch.core import ledger
@@ -119,3 +120,15 @@ def test_fen_and_points_never_meet() -> None:
     spec = TransferSpec(key=KEY, debit="points:C1", credit="merchant:M1", amount=1)
     with pytest.raises(ledger.LedgerError, match="points against fen"):
         decide("transfer", None, {}, spec=spec)
+
+
+def test_start_up_posts_or_voids_each_pending_transfer_as_the_journal_says() -> None:
+    keys = [TransferKey("pos:M1:T1", f"000042{n:06d}", "pay") for n in range(4)]
+    pending = [Transfer(spec=msgspec.structs.replace(SPEC, key=key), state="pending")
+               for key in keys]  # fmt: skip
+    answers: dict[TransferKey, ledger.Answer] = {
+        keys[0]: "approved", keys[1]: "declined", keys[2]: "open_hold"
+    }  # fmt: skip
+    assert ledger.recovery(pending, answers) == [
+        (keys[0], "post"), (keys[1], "void"), (keys[3], "void")
+    ]  # fmt: skip
