@@ -7,8 +7,11 @@ asks :func:`money_check`, and reserves the transfer in the same transaction.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from datetime import date
+from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Final, Literal
 
 import msgspec
@@ -198,3 +201,38 @@ def check_bound_account(account: str, account_name: str, bank_code: str) -> Boun
 
 def opened_today(today: date) -> str:
     return today.isoformat()
+
+
+WITHDRAWAL_COLUMNS: Final = (
+    "business_date", "value_date", "rrn", "customer_id", "bank_code", "account",
+    "account_name", "amount_fen",
+)  # fmt: skip
+
+
+class WithdrawalLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One approved withdrawal of a business date, as its file's row needs it."""
+
+    rrn: str
+    customer_id: str
+    bank_code: str
+    account: str
+    account_name: str
+    amount: int
+
+
+def withdrawals_file_name(business_date: str) -> str:
+    return f"withdrawals-{business_date.replace('-', '')}.csv"
+
+
+def withdrawals_file(business_date: str, lines: Sequence[WithdrawalLine]) -> bytes:
+    """wallet.md's withdrawals file of a business date D: UTF-8, LF, its header, one row
+    per withdrawal approved on D ordered by RRN, value date D + 1; written even when
+    empty, byte-identical when written again."""
+    value_date = (date.fromisoformat(business_date) + timedelta(days=1)).isoformat()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(WITHDRAWAL_COLUMNS)
+    for line in sorted(lines, key=lambda line: line.rrn):
+        writer.writerow((business_date, value_date, line.rrn, line.customer_id, line.bank_code,
+                         line.account, line.account_name, line.amount))  # fmt: skip
+    return out.getvalue().encode()

@@ -25,7 +25,7 @@ import msgspec
 from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transfer, TransferKey
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
-from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings
+from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
 
 
 class LedgerUnavailable(LedgerError):
@@ -100,16 +100,6 @@ class QrHold(msgspec.Struct, frozen=True, kw_only=True):
     amount: int | None
 
 
-class WithdrawalRow(msgspec.Struct, frozen=True, kw_only=True):
-    business_date: str
-    rrn: str
-    customer_id: str
-    bank_code: str
-    account: str
-    account_name: str
-    amount: int
-
-
 Fault = Callable[[str], None]
 """Called inside each step's transaction just before its commit (tests inject commit
 failures through it: what it raises rolls the step back)."""
@@ -173,7 +163,7 @@ class LedgerStore(Protocol):
     def history(
         self, customer_id: str, app: str | None, limit: int, cursor: str | None
     ) -> History: ...
-    def withdrawals(self, business_date: str) -> list[WithdrawalRow]: ...
+    def withdrawals(self, business_date: str) -> list[WithdrawalLine]: ...
 
     # QR codes
     def create_qr(self, record: QrRecord) -> None: ...

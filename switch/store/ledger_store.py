@@ -43,6 +43,7 @@ from switch.core.paycode import (
 from switch.core.wallet import (
     MAX_BOUND,
     AccountNotBound,
+    BadField,
     BoundAccount,
     MoneyAsk,
     NoSuchWallet,
@@ -52,6 +53,7 @@ from switch.core.wallet import (
     Usage,
     Wallet,
     WalletSettings,
+    WithdrawalLine,
     class_left,
     money_check,
     year_of,
@@ -66,7 +68,6 @@ from switch.store.ledger_port import (
     QrRecord,
     Reserved,
     WalletView,
-    WithdrawalRow,
 )
 from switch.store.ledger_sql import LedgerSql
 
@@ -589,8 +590,6 @@ class LedgerStoreBase(ABC):
                 rows = self._execute(self.sql.movements, (name, limit + 1))
             else:
                 if not cursor.isdigit() or len(cursor) > 18:
-                    from switch.core.wallet import BadField
-
                     raise BadField("cursor", "not a result's next")
                 rows = self._execute(self.sql.movements_before, (name, int(cursor), limit + 1))
             items = [
@@ -606,9 +605,11 @@ class LedgerStoreBase(ABC):
 
         return self._read(body)
 
-    def withdrawals(self, business_date: str) -> list[WithdrawalRow]:
+    def withdrawals(self, business_date: str) -> list[WithdrawalLine]:
+        """The withdrawals approved on a business date, its file's rows, by RRN."""
         rows = self._read(lambda: self._execute(self.sql.withdrawals, (business_date,)))
-        return [WithdrawalRow(**dict(row)) for row in rows]
+        return [WithdrawalLine(**{k: row[k] for k in WithdrawalLine.__struct_fields__})
+                for row in rows]  # fmt: skip
 
     # -- QR codes -------------------------------------------------------------------------
 

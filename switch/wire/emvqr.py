@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import secrets
 import unicodedata
 from typing import Final, Literal
 
@@ -56,6 +57,11 @@ class QrPayload(msgspec.Struct, frozen=True, kw_only=True):
     order_id: str | None = None
     local_name: str | None = None
     """Template 64's 01 (the name in the merchant's own script)."""
+
+
+def new_qr_id() -> str:
+    """16 random characters of ``[0-9A-Z]`` (``secrets``)."""
+    return "".join(secrets.choice(QR_ID_ALPHABET) for _ in range(QR_ID_LENGTH))
 
 
 def crc16(data: bytes) -> int:

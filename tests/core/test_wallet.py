@@ -12,9 +12,12 @@ from switch.core.wallet import (
     Usage,
     Wallet,
     WalletSettings,
+    WithdrawalLine,
     check_bound_account,
     class_left,
     money_check,
+    withdrawals_file,
+    withdrawals_file_name,
 )
 
 SETTINGS = WalletSettings()
@@ -86,3 +89,21 @@ def test_bound_account_fields(account: str, name: str, bank_code: str, field: st
     with pytest.raises(BadField) as raised:
         check_bound_account(account, name, bank_code)
     assert raised.value.field == field and raised.value.response_code == "30"
+
+
+def test_the_withdrawals_file_of_wallet_md() -> None:
+    line = WithdrawalLine(rrn="634114000140", customer_id="C100000001",
+                          bank_code="102100099996", account="6222021000111133335",
+                          account_name="张三", amount=10000)  # fmt: skip
+    assert (
+        withdrawals_file("2026-12-07", [line])
+        == (
+            "business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
+            "2026-12-07,2026-12-08,634114000140,C100000001,102100099996,6222021000111133335,"
+            "张三,10000\n"
+        ).encode()
+    )
+    assert withdrawals_file("2026-12-31", []) == (
+        b"business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
+    )
+    assert withdrawals_file_name("2026-12-07") == "withdrawals-20261207.csv"

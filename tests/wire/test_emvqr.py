@@ -113,3 +113,8 @@ def test_decode_of_encode(kind: str, qr_id: str, merchant_id: str, amount: int, 
 def test_render_terminal_draws_blocks() -> None:
     drawn = emvqr.render_terminal(STATIC)
     assert drawn.count("\n") > 20 and "█" in drawn
+
+
+def test_new_qr_ids() -> None:
+    ids = {emvqr.new_qr_id() for _ in range(100)}
+    assert len(ids) == 100 and all(emvqr._QR_ID.fullmatch(qr_id) for qr_id in ids)
