@@ -17,7 +17,7 @@ from typing import Final, Literal
 import msgspec
 
 from switch.core.ledger import LedgerError
-from switch.core.paycode import Funding, Verification
+from switch.core.paycode import Funding, PaycodeSettings, Verification
 
 WalletClass = Literal[1, 2, 3]
 Channel = Literal["qr_static", "qr_dynamic", "code", "none"]
@@ -85,6 +85,37 @@ class WalletSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     daily_b_fen: int = 500_000
     daily_c_fen: int = 100_000
     static_qr_daily_fen: int = 50_000
+
+    def problems(self, route_prefixes: Sequence[str]) -> list[str]:
+        """What start-up refuses, one sentence each naming its key: a prefix of 2
+        digits that no BIN route begins with (a code is never routed to a bank),
+        positive lifetimes, limits and caps."""
+        found = []
+        if not re.fullmatch(r"[0-9]{2}", self.paycode_prefix):
+            found.append(f"wallet.paycode_prefix: {self.paycode_prefix!r} is not 2 digits")
+        for prefix in route_prefixes:
+            if prefix.startswith(self.paycode_prefix):
+                found.append(
+                    f"wallet.paycode_prefix: BIN route {prefix} begins with "
+                    f"{self.paycode_prefix} (payment codes are never routed to a bank)"
+                )
+        if not 30 <= self.qr_expires_s <= 3600:
+            found.append("wallet.qr_expires_s: 30..3600")
+        if not re.fullmatch(r"[0-9A-Za-z.]{1,32}", self.qr_gui):
+            found.append("wallet.qr_gui: 1..32 of [0-9A-Za-z.]")
+        if not 1 <= len(self.qr_city) <= 15 or not self.qr_city.isascii():
+            found.append("wallet.qr_city: 1..15 ASCII characters")
+        for key in ("paycode_ttl_s", "paycode_max_open", "paycode_probe_limit", "daily_a_fen",
+                    "daily_b_fen", "daily_c_fen", "static_qr_daily_fen"):  # fmt: skip
+            if getattr(self, key) < 1:
+                found.append(f"wallet.{key}: at least 1")
+        return found
+
+    def paycodes(self) -> PaycodeSettings:
+        return PaycodeSettings(
+            prefix=self.paycode_prefix, ttl_s=self.paycode_ttl_s,
+            max_open=self.paycode_max_open, probe_limit=self.paycode_probe_limit,
+        )  # fmt: skip
 
     def daily_cap(self, tier: Verification) -> int:
         return {"A": self.daily_a_fen, "B": self.daily_b_fen, "C": self.daily_c_fen}[tier]

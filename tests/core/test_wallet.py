@@ -107,3 +107,16 @@ def test_the_withdrawals_file_of_wallet_md() -> None:
         b"business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
     )
     assert withdrawals_file_name("2026-12-07") == "withdrawals-20261207.csv"
+
+
+def test_the_wallet_section_is_checked_at_start_up() -> None:
+    from switch.errors import ConfigError
+    from tests.conftest import make_config
+
+    assert make_config().wallet == WalletSettings()
+    with pytest.raises(ConfigError, match=r"wallet.paycode_prefix: BIN route 622202 begins"):
+        make_config(wallet={"paycode_prefix": "62"})
+    with pytest.raises(ConfigError, match=r"wallet.paycode_prefix: '8' is not 2 digits"):
+        make_config(wallet={"paycode_prefix": "8"})
+    with pytest.raises(Exception, match="paycode_ttl"):
+        make_config(wallet={"paycode_ttl": 60})  # a typo names the key
