@@ -18,6 +18,7 @@ import msgspec
 
 from switch.core.ledger import LedgerError
 from switch.core.paycode import Funding, PaycodeSettings, Verification
+from switch.wire import emvqr
 
 WalletClass = Literal[1, 2, 3]
 Channel = Literal["qr_static", "qr_dynamic", "code", "none"]
@@ -267,3 +268,24 @@ def withdrawals_file(business_date: str, lines: Sequence[WithdrawalLine]) -> byt
         writer.writerow((business_date, value_date, line.rrn, line.customer_id, line.bank_code,
                          line.account, line.account_name, line.amount))  # fmt: skip
     return out.getvalue().encode()
+
+
+def qr_payload(
+    settings: WalletSettings,
+    *,
+    merchant_id: str,
+    name: str,
+    mcc: str,
+    city: str | None,
+    qr_id: str,
+    amount: int | None = None,
+    order_id: str | None = None,
+) -> str:
+    """``qr_create``'s payload (wallet.md): dynamic with an ``amount``, static without;
+    the merchant's city, else ``qr_city``."""
+    payload = emvqr.make(
+        kind="dynamic" if amount is not None else "static", gui=settings.qr_gui,
+        merchant_id=merchant_id, qr_id=qr_id, mcc=mcc, name=name,
+        city=city or settings.qr_city, amount=amount, order_id=order_id,
+    )  # fmt: skip
+    return emvqr.encode(payload)

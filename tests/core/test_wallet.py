@@ -16,6 +16,7 @@ from switch.core.wallet import (
     check_bound_account,
     class_left,
     money_check,
+    qr_payload,
     withdrawals_file,
     withdrawals_file_name,
 )
@@ -120,3 +121,12 @@ def test_the_wallet_section_is_checked_at_start_up() -> None:
         make_config(wallet={"paycode_prefix": "8"})
     with pytest.raises(Exception, match="paycode_ttl"):
         make_config(wallet={"paycode_ttl": 60})  # a typo names the key
+
+
+def test_qr_create_payloads_are_wallet_md_samples() -> None:
+    from tests.wire.test_emvqr import DYNAMIC, STATIC
+
+    merchant = {"merchant_id": "898110054110001", "name": "京东便利店 JD Mart", "mcc": "5411"}
+    assert qr_payload(SETTINGS, city=None, qr_id="K7Q2M9X4D8P3A6TB", amount=8800,
+                      order_id="ORD20261207001", **merchant) == DYNAMIC  # fmt: skip
+    assert qr_payload(SETTINGS, city="BEIJING", qr_id="S5N8W2R6C4J9E3HL", **merchant) == STATIC
