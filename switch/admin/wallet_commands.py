@@ -48,6 +48,14 @@ def add_commands(
     history.add_argument("--limit", type=int, default=HISTORY_LIMIT,
                          help=f"1..{HISTORY_MAX} (default {HISTORY_LIMIT})")  # fmt: skip
     history.add_argument("--cursor", help="a page's next, to read on")
+    verify = actions.add_parser(
+        "verify", help="check the on-us ledger's invariants",
+        description="Checks the whole ledger store: debits equal credits per unit and "
+        "phase, each account's sums equal its transfers', its movements add up to its "
+        "balance, no wallet below zero. Prints ok, or each problem (exit status 1).",
+    )  # fmt: skip
+    config_option(verify)
+    verify.set_defaults(handler=_verify)
     for parser in (opening, balance, history):
         config_option(parser)
         parser.add_argument("--json", action="store_true", help="the answer as JSON")
@@ -119,6 +127,23 @@ def _wallet(args: argparse.Namespace, config: SwitchConfig) -> int:
         for key, value in document.items():
             print(f"{key}: {value}")
     return 0
+
+
+def _verify(args: argparse.Namespace, config: SwitchConfig) -> int:
+    store = open_ledger_store(config)
+    try:
+        store.open()
+        problems = store.verify()
+    except LedgerError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    for problem in problems:
+        print(f"problem: {problem}")
+    if not problems:
+        print("ok: the ledger balances")
+    return 1 if problems else 0
 
 
 def _view(view: object) -> dict[str, object]:

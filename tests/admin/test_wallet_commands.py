@@ -4,6 +4,7 @@ beside the config's SQLite journal."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,19 @@ def test_open_balance_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert cli.main(args) == 0
     rest = json.loads(capsys.readouterr().out)
     assert [item["balance_after"] for item in rest["items"]] == [100] and rest["next"] is None
+    assert cli.main(["wallet", "verify", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "ok: the ledger balances\n"
+    damaged = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    with damaged:  # a posted sum changed behind the ledger's back
+        damaged.execute(
+            "UPDATE ledger_account SET credits_posted = credits_posted + 1 "
+            "WHERE name = 'wallet:C100000001'"
+        )
+    damaged.close()
+    assert cli.main(["wallet", "verify", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "problem: fen: posted debits 600 != credits 601" in out
+    assert "problem: wallet:C100000001: sums differ from its transfers'" in out
     # another app's wallet is refused to it; the operator's commands see every wallet
     assert cli.main(["wallet", "open", "C100000001", "--class", "3", "--app", "app:x", *base]) == 2
     assert "another app's (03)" in capsys.readouterr().err
