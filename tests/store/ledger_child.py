@@ -1,6 +1,8 @@
 """A worker process of the ledger concurrency test: waits for ``go`` on stdin, then
 reserves and posts payments from two shared wallets as fast as it can, and prints what
-it got as JSON. ``python -m tests.store.ledger_child DSN WORKER ROUNDS``."""
+it got as JSON; then takes every payment code named after ROUNDS (each is single-use:
+one worker only may get it). ``python -m tests.store.ledger_child DSN WORKER ROUNDS
+[CODE...]``."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import json
 import sys
 
 from switch.core.ledger import TransferKey, TransferSpec
+from switch.core.paycode import PaycodeSettings
 from switch.core.wallet import MoneyAsk, WalletSettings
 from switch.store.ledger_port import Reserved
 from switch.store.postgresql.ledger import PostgresLedgerStore
 
 APP = "app:wallet"
 MERCHANT = "898110054110001"
+NOW = 1_800_000_000.0
+"""The wall clock the codes are issued and taken at."""
 AMOUNT = 7000
 """The balance test's wallet (BAL) holds 100,000: 14 payments. The daily-cap test's
 (CAP) holds plenty, but tier C's cap is 100,000 a day: 14 payments too."""
@@ -24,7 +29,7 @@ def main() -> None:
     store = PostgresLedgerStore(dsn)
     store.open()
     settings = WalletSettings()
-    got: dict[str, list[str]] = {"reserved": [], "again": [], "refused": []}
+    got: dict[str, list[str]] = {"reserved": [], "again": [], "refused": [], "codes": []}
     sys.stdin.readline()
     for n in range(rounds):
         for customer in ("BAL", "CAP"):
@@ -45,6 +50,10 @@ def main() -> None:
                 store.end_payment(spec.key, True, float(n))
             else:
                 got["refused"].append(result.code)
+    for code in sys.argv[4:]:
+        taken = store.take_paycode(code, f"T{worker}", NOW, PaycodeSettings(probe_limit=10**6))
+        if taken.response_code == "00":
+            got["codes"].append(code)
     store.close()
     print(json.dumps(got))
 

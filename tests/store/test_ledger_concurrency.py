@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from switch.core.ledger import TransferKey, TransferSpec
+from switch.core.paycode import PaycodeSettings, draw
 from switch.store.postgresql.ledger import PostgresLedgerStore
-from tests.store.ledger_child import AMOUNT, APP
+from tests.store.ledger_child import AMOUNT, APP, NOW
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,11 @@ def test_workers_racing_for_one_wallet(postgres_dsn: str) -> None:
         store.transfer(TransferSpec(key=TransferKey(APP, f"topup-{customer}", "topup"),
                                     debit="bank_clearing:icbc", credit=f"wallet:{customer}",
                                     amount=funds, kind="topup"), 0.0)  # fmt: skip
+    codes = [
+        store.issue_paycode("CAP", APP, "wallet", "B", NOW, PaycodeSettings(max_open=50),
+                            lambda: draw("88")).code
+        for _ in range(20)
+    ]  # fmt: skip
     children = [
         subprocess.Popen(
             [
@@ -40,6 +46,7 @@ def test_workers_racing_for_one_wallet(postgres_dsn: str) -> None:
                 postgres_dsn,
                 str(worker),
                 str(ROUNDS),
+                *codes,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -70,4 +77,6 @@ def test_workers_racing_for_one_wallet(postgres_dsn: str) -> None:
     refused = [code for result in results for code in result["refused"]]
     assert set(refused) == {"51", "61"}
     assert store.verify() == []
+    taken = sorted(code for result in results for code in result["codes"])
+    assert taken == sorted(codes), "a payment code used twice, or not at all"
     store.close()
