@@ -289,3 +289,11 @@ def qr_payload(
         city=city or settings.qr_city, amount=amount, order_id=order_id,
     )  # fmt: skip
     return emvqr.encode(payload)
+
+
+def recon_debit(available: int, amount: int) -> tuple[int, int]:
+    """A recon correction that takes ``amount`` back from a wallet (wallet.md): the
+    wallet is debited at most to zero, ``recon_loss`` the rest. (from the wallet, to the
+    loss)."""
+    from_wallet = max(0, min(available, amount))
+    return from_wallet, amount - from_wallet

@@ -17,6 +17,7 @@ from switch.core.wallet import (
     class_left,
     money_check,
     qr_payload,
+    recon_debit,
     withdrawals_file,
     withdrawals_file_name,
 )
@@ -130,3 +131,13 @@ def test_qr_create_payloads_are_wallet_md_samples() -> None:
     assert qr_payload(SETTINGS, city=None, qr_id="K7Q2M9X4D8P3A6TB", amount=8800,
                       order_id="ORD20261207001", **merchant) == DYNAMIC  # fmt: skip
     assert qr_payload(SETTINGS, city="BEIJING", qr_id="S5N8W2R6C4J9E3HL", **merchant) == STATIC
+
+
+@pytest.mark.parametrize(
+    ("available", "amount", "split"),
+    [(10_000, 2_000, (2_000, 0)), (500, 2_000, (500, 1_500)), (0, 2_000, (0, 2_000))],
+)
+def test_a_recon_correction_debits_a_wallet_at_most_to_zero(
+    available: int, amount: int, split: tuple[int, int]
+) -> None:
+    assert recon_debit(available, amount) == split
