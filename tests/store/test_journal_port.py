@@ -45,7 +45,9 @@ def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
         return lambda: PostgresJournal(JournalDatabase(dsn))
     if request.param == "postgresql-thread":  # its group commit and reads in worker threads
         thread_dsn: str = request.getfixturevalue("postgres_dsn")
-        return lambda: PostgresJournal(JournalDatabase(thread_dsn), writer="thread", reads="thread")
+        return lambda: PostgresJournal(
+            JournalDatabase(thread_dsn), writer="thread", reads="thread"
+        )
     raise AssertionError(request.param)
 
 

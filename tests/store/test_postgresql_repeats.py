@@ -120,8 +120,7 @@ async def test_a_first_that_never_reached_a_bank_may_be_started_again(
                 await journal.commit(TxnStarted.of(_sale("632600000203", "000077"), 102.0))
     states = _rows(postgres_dsn, "SELECT rrn, state FROM txn ORDER BY rrn")
     assert states == [
-        {"rrn": first.rrn, "state": "not_sent"},
-        {"rrn": again.rrn, "state": "sending"},
+        {"rrn": first.rrn, "state": "not_sent"}, {"rrn": again.rrn, "state": "sending"}
     ]
 
 

@@ -84,9 +84,10 @@ def test_every_shared_statement_is_one_its_engine_accepts(
             for statement in sqlite_settlement.SQL.temp_tables:
                 db.execute(statement)
             for name, statement in shown.items():
-                parameters: Any = dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", statement)) or (
-                    None,
-                ) * statement.count("?")
+                parameters: Any = (
+                    dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", statement))
+                    or (None,) * statement.count("?")
+                )
                 try:
                     db.execute(f"EXPLAIN {statement}", parameters)
                 except sqlite3.Error as exc:
