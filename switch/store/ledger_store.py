@@ -445,8 +445,13 @@ class LedgerStoreBase(ABC):
                     raise AccountNotBound("the account is not bound to the wallet")
             if qr is not None:
                 self._hold_qr(qr, ask, at)
-            self._ensure_account(spec.debit)
-            available = self._lock_account(spec.debit).available
+            # Both accounts locked now, in the order of their names as every step locks
+            # them (locking the debit first would wait in a circle with a refund's post).
+            names = sorted({spec.debit, spec.credit})
+            for name in names:
+                self._ensure_account(name)
+            locked = {name: self._lock_account(name) for name in names}
+            available = locked[spec.debit].available
             refusal = money_check(wallet, self._usage(wallet, ask.local_date), ask,
                                   available, settings)  # fmt: skip
             if refusal is not None:
