@@ -180,7 +180,19 @@ def request_from_pos(
             validate.check_amount(amount, field="4")
         request["amount"] = amount
     if product.original == "reference":
-        request["original"] = OriginalRef(rrn=_required(fields, 37), **_original_trace(fields))
+        auth = _required(fields, 38) if product.kind in products.NAMES_ORIGINAL_AUTH else None
+        request["original"] = OriginalRef(
+            rrn=_required(fields, 37), auth_code=auth, **_original_trace(fields)
+        )
+    elif product.original == "authorisation":
+        # A completion: its pre-authorisation's 38 and 61 (61.3 its date), 37 optional.
+        _required(fields, 61)
+        trace = _original_trace(fields)
+        if "date" not in trace:
+            raise TransactionRefused("30", "field 61 has no original date", field="61")
+        request["original"] = OriginalRef(
+            rrn=_text(fields, 37), auth_code=_required(fields, 38), **trace
+        )
     elif product.original == "trace":
         trace = _original_trace(fields)
         # A reversal repeats the original's STAN in 11; 61 names batch and date.
