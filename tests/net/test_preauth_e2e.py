@@ -17,9 +17,18 @@ from switch.config import SwitchConfig
 from switch.core.batch import BatchTotals
 from switch.core.clock import BusinessClock, parse_clock_start
 from switch.terminal import Terminal
+from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import luhn_complete, make_config
-from tests.net.helpers import FAST_SAF, H2H, PAN_ICBC, eventually, pos_client, start_switch
+from tests.net.helpers import (
+    FAST_SAF,
+    H2H,
+    PAN_ICBC,
+    eventually,
+    online_client,
+    pos_client,
+    start_switch,
+)
 from tests.net.rogue_bank import Reply, RogueBank, echoed
 
 PAN = luhn_complete("622690123456789")  # citic's
@@ -275,3 +284,66 @@ async def test_an_open_preauth_expires_at_the_cutoff_and_is_reversed(
         client.terminal.completion(2, PAN, 100, auth, 1, str(approval.fields[13]))
     )
     assert late.fields[39] == "12"
+
+
+# -- online (risk.md, "Online request types") ---------------------------------------------
+
+
+async def test_online_preauth_completion_and_their_voids(nursery: trio.Nursery) -> None:
+    app = await start_switch(nursery)
+    citic = app.simulators["citic"]
+    client = await online_client(app)
+    card = wire.Card(pan=PAN, expiry="2812")
+    hold = await client.request(
+        wire.Preauth(id="pa-1", merchant_id="SHOP01", amount=50000, currency="CNY", card=card,
+                     device_id="phone:42")
+    )  # fmt: skip
+    assert isinstance(hold, wire.Result) and hold.approved, hold
+    assert hold.settlement_date is None and hold.auth_code is not None
+    last = date.fromisoformat(str(hold.last_completion_date))
+    [sent] = bank_messages(app, "citic", "0100")
+    assert (sent.fields[3], sent.fields[25]) == ("030000", "06")
+    assert citic.held(PAN) == 50000
+    [(until,)] = journal_rows(app, "SELECT hold_until FROM txn WHERE rrn = ?", hold.rrn)
+    assert until == last.isoformat()
+
+    over = await client.request(
+        wire.Completion(id="c-0", merchant_id="SHOP01", original_id="pa-1", amount=57501)
+    )
+    assert isinstance(over, wire.Result) and over.code == "61"
+    done = await client.request(
+        wire.Completion(id="c-1", merchant_id="SHOP01", original_id="pa-1", amount=52000)
+    )
+    assert isinstance(done, wire.Result) and done.approved and done.settlement_date
+    completion = bank_messages(app, "citic", "0200")[-1]
+    assert (completion.fields[25], completion.fields[38]) == ("06", hold.auth_code)
+    # A completion is voided by `void` and refunded by `refund` naming it.
+    void = await client.request(wire.Void(id="v-1", merchant_id="SHOP01", original_id="c-1"))
+    assert isinstance(void, wire.Result) and void.approved
+    assert citic.held(PAN) == 50000
+    again = await client.request(
+        wire.Completion(id="c-2", merchant_id="SHOP01", original_id="pa-1", amount=50000)
+    )
+    assert isinstance(again, wire.Result) and again.approved
+    refund = await client.request(
+        wire.Refund(id="r-1", merchant_id="SHOP01", original_id="c-2", amount=1000)
+    )
+    assert isinstance(refund, wire.Result) and refund.approved
+
+    other = await client.request(
+        wire.Preauth(id="pa-2", merchant_id="SHOP01", amount=7000, currency="CNY", card=card)
+    )
+    assert isinstance(other, wire.Result) and other.approved
+    released = await client.request(
+        wire.PreauthVoid(id="pv-1", merchant_id="SHOP01", original_id="pa-2")
+    )
+    assert isinstance(released, wire.Result) and released.approved
+    assert released.settlement_date is None and citic.held(PAN) == 0
+    status = await client.request(wire.Status(id="s-1", merchant_id="SHOP01", original_id="pa-1"))
+    assert isinstance(status, wire.Result)
+    assert (status.rrn, status.last_completion_date) == (hold.rrn, hold.last_completion_date)
+    bad = await client.request(
+        wire.Preauth(id="pa-3", merchant_id="SHOP01", amount=7000, currency="CNY", card=card,
+                     device_id="phone 42")
+    )  # fmt: skip
+    assert isinstance(bad, wire.Error) and bad.code == "30" and "device_id" in bad.message
