@@ -200,7 +200,15 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         return "0320", fields
 
 
-EntryKind = Literal["sale", "void", "refund"]
+EntryKind = Literal["sale", "void", "refund", "completion"]
+
+
+DEBITS: Final = ("sale", "completion")
+"""What counts in 48.1/48.2 while standing (pos-cup.md)."""
+UPLOAD_KIND: Final[dict[str, Literal["22", "25", "20"]]] = {
+    "sale": "22", "refund": "25", "completion": "20",
+}  # fmt: skip
+"""A standing entry's 0320 record kind (its 60.1)."""
 
 
 class BatchEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -240,6 +248,10 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
     def with_sale(self, stan: int, amount: int, rrn: str) -> TerminalBatch:
         return self._with(BatchEntry(kind="sale", stan=stan, amount=amount, rrn=rrn))
 
+    def with_completion(self, stan: int, amount: int, rrn: str) -> TerminalBatch:
+        """An approved completion: a debit, as a sale; voided by a completion void."""
+        return self._with(BatchEntry(kind="completion", stan=stan, amount=amount, rrn=rrn))
+
     def with_void(self, stan: int, amount: int, rrn: str, original_rrn: str) -> TerminalBatch:
         return self._with(
             BatchEntry(kind="void", stan=stan, amount=amount, rrn=rrn, original_rrn=original_rrn)
@@ -274,13 +286,13 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
             entry
             for entry in self.entries
             if not entry.reversed
-            and (entry.kind == "refund" or (entry.kind == "sale" and entry.rrn not in voided))
+            and (entry.kind == "refund" or (entry.kind in DEBITS and entry.rrn not in voided))
         ]
 
     def totals(self) -> BatchTotals:
         """48.1-48.4 of its 0500: standing sales are debits, standing refunds credits."""
         standing = self._standing()
-        sales = [entry.amount for entry in standing if entry.kind == "sale"]
+        sales = [entry.amount for entry in standing if entry.kind in DEBITS]
         refunds = [entry.amount for entry in standing if entry.kind == "refund"]
         return BatchTotals(
             debit_fen=sum(sales),
@@ -293,7 +305,7 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
         """What a batch upload carries: each standing sale (22) and refund (25)."""
         return tuple(
             UploadRecord(
-                kind="22" if entry.kind == "sale" else "25",
+                kind=UPLOAD_KIND[entry.kind],
                 stan=f"{entry.stan:06d}",
                 amount=entry.amount,
             )
