@@ -35,6 +35,8 @@ ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 NETWORK_TYPE_CODE: Final = "00"
 """Field 60.1 of a sign-on (0800) and an echo test (0820); a financial request's is its
 product's (``switch.core.products``), a reversal's its original's."""
+PAYMENT_CODE_ENTRY: Final = "03"
+"""Field 22's digits 1-2 of a scanned payment code (wallet.md)."""
 SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
 UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
 """What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""
@@ -173,6 +175,12 @@ def request_from_pos(
     if product is None:
         raise TransactionRefused(
             "40", f"processing code {processing_code} is not supported with {mti}", field="3"
+        )
+    if product.kind in products.HELD_KINDS and card.entry_mode[:2] == PAYMENT_CODE_ENTRY:
+        # On-us funding (wallet.md) of a pre-authorisation needs the ledger, which the
+        # transaction path does not reach yet: refused, never taken for a card.
+        raise TransactionRefused(
+            "40", "a pre-authorisation or completion by payment code is not offered", field="22"
         )
     request: dict[str, object] = {}
     if amount is not None:

@@ -303,6 +303,14 @@ NAMES_ORIGINAL_AUTH: Final = frozenset(
 pre-authorisation void, a completion, a completion void): it must be the original's."""
 
 
+HELD_KINDS: Final = frozenset(
+    row.kind
+    for row in PRODUCTS.values()
+    if row.holds or row.kind in NAMES_ORIGINAL_AUTH
+)
+"""A pre-authorisation, its void, a completion and a completion void."""
+
+
 def by_pos(mti: str, code: str, condition: str | None) -> Product | None:
     """The product a POS request is, by MTI, 3[:2] and 25 (None: no such product).
     Its 60.1 is checked against the row's afterwards, so that a wrong one is refused

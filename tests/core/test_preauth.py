@@ -448,3 +448,11 @@ def test_expiry_expires_open_holds_with_their_reversal_and_skips_busy_ones() -> 
     machine, _ = world.run(completion(), None)
     assert refused(machine).code == "12"
     assert expiry_changes(world.book, [held], NOW) == []  # expired once
+
+
+def test_a_preauth_by_payment_code_is_refused_40(cup_codec: Iso8583Codec) -> None:
+    _, message = split_pos_frame(PREAUTH_FRAME[2:])
+    fields = dict(cup_codec.decode(message).fields)
+    with pytest.raises(TransactionRefused) as refused:
+        request_from_pos("0100", _pos(fields, f22="032", f14=None))
+    assert (refused.value.response_code, refused.value.field) == ("40", "22")
