@@ -42,6 +42,7 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Final, Literal, Protocol
@@ -379,6 +380,12 @@ class BankTransaction:
         self._state: State = "not_sent"
         self._outcome: Outcome | None = None
         self._reversal_queued = False
+        self._lookup: bytes | None = None
+        """The request card's look-up HMAC under the active key, once computed."""
+        self._card_matched: set[str] = set()
+        """RRNs of originals whose look-up HMAC this request's card matched (a
+        completion's pre-authorisation): checked once, and its card number taken from
+        the request rather than opened from the sealed copy."""
 
     # -- driving ---------------------------------------------------------------------
 
@@ -442,7 +449,7 @@ class BankTransaction:
                 raise TransactionRefused("30", "a completion names 38 and 61", field="61")
             original = self.book.find_held(
                 merchant_id=merchant_id, auth_code=ref.auth_code, local_date=ref.date,
-                matches=lambda held: _names(held, ref, card.pan, self.cards),
+                matches=lambda held: self._names(held, ref, card.pan),
                 kinds=product.original_kinds,
             )  # fmt: skip
         else:
@@ -461,6 +468,24 @@ class BankTransaction:
         ):
             raise TransactionRefused("12", "pre-authorisation is expired", field="original")
         return original
+
+    def _names(self, held: TxnRecord, ref: OriginalRef, pan: str) -> bool:
+        """Whether a completion's card, 61.1, 61.2 and 37 name ``held`` (risk.md: 61.1
+        and 61.2 when not zero, 37 when sent); the card is compared once."""
+        if ref.batch and ref.batch.strip("0") and ref.batch != held.batch:
+            return False
+        if ref.stan and ref.stan.strip("0") and ref.stan != held.stan:
+            return False
+        if ref.rrn is not None and ref.rrn != held.rrn:
+            return False
+        if held.rrn in self._card_matched:
+            return True
+        if self._lookup is None:  # the record's own, computed once (_make_record's)
+            self._lookup = self.cards.lookup(pan)
+        if held.pan_hmac == self._lookup or self.cards.matches(pan, held.pan_hmac):
+            self._card_matched.add(held.rrn)
+            return True
+        return False
 
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
         assert self.first is not None and isinstance(event, FirstFinished)
@@ -605,12 +630,17 @@ class BankTransaction:
             amount = request.amount
         else:
             original = self._find_original()
-            try:
-                pan = self.cards.open(original.pan_sealed)
-            except CardDataUnreadable as exc:
-                raise TransactionRefused("96", str(exc), field="original") from None
-            if request.card is not None and request.card.pan != pan:
-                raise TransactionRefused("25", "card differs from the original's", field="pan")
+            if original.rrn in self._card_matched:
+                pan = request.card.pan  # type: ignore[union-attr]  # its look-up HMAC matched
+            else:
+                try:
+                    pan = self.cards.open(original.pan_sealed)
+                except CardDataUnreadable as exc:
+                    raise TransactionRefused("96", str(exc), field="original") from None
+                if request.card is not None and request.card.pan != pan:
+                    raise TransactionRefused(
+                        "25", "card differs from the original's", field="pan"
+                    )
             amount = original.amount if request.amount is None else request.amount
             self.book.reserve(product, original, amount)
             self.original = original
@@ -624,8 +654,8 @@ class BankTransaction:
         self.record = self._make_record(pan, amount)
         if product.holds:
             expiry_days, max_pct = self.hold_terms
-            until = date.fromisoformat(self.business_date) + timedelta(days=expiry_days)
-            self.record.hold_until, self.record.hold_max_pct = until.isoformat(), max_pct
+            until = last_completion_date(self.business_date, expiry_days)
+            self.record.hold_until, self.record.hold_max_pct = until, max_pct
         self.book.add(self.record)
 
     def _make_record(self, pan: str, amount: int) -> TxnRecord:
@@ -646,7 +676,7 @@ class BankTransaction:
             local_date=self.stamp.local_date,
             business_date=self.business_date,
             pan_masked=card.masked_pan if card else "",
-            pan_hmac=self.cards.lookup(pan),
+            pan_hmac=self._lookup if self._lookup is not None else self.cards.lookup(pan),
             pan_sealed=self.cards.seal(pan),
             amount=amount,
             currency=request.currency,
@@ -905,16 +935,11 @@ def _queue_reversal(
     return changes
 
 
-def _names(held: TxnRecord, ref: OriginalRef, pan: str, cards: Cards) -> bool:
-    """Whether a completion's 2 (or 35), 61.1, 61.2 and 37 name the pre-authorisation
-    ``held`` (risk.md: 61.1 and 61.2 when not zero, 37 when sent)."""
-    if ref.batch and ref.batch.strip("0") and ref.batch != held.batch:
-        return False
-    if ref.stan and ref.stan.strip("0") and ref.stan != held.stan:
-        return False
-    if ref.rrn is not None and ref.rrn != held.rrn:
-        return False
-    return cards.matches(pan, held.pan_hmac)
+@functools.lru_cache(maxsize=64)
+def last_completion_date(business_date: str, expiry_days: int) -> str:
+    """The last business date (YYYY-MM-DD) a pre-authorisation of ``business_date`` can
+    be completed on: ``expiry_days`` later (risk.md). Cached: a day's are all the same."""
+    return (date.fromisoformat(business_date) + timedelta(days=expiry_days)).isoformat()
 
 
 def _hold_moved(book: TransactionBook, changed: TxnRecord, now: float) -> list[Change]:
