@@ -931,7 +931,9 @@ def _queue_reversal(
     if original is not None:
         undone = f"its {record.kind} RRN {record.rrn} reversed ({reason})"
         changes.append(TxnUpdated.of(original, now, undone))
-        changes.extend(_hold_moved(book, original, now))
+        changes.extend(_hold_moved(book, original, now))  # a completion's void undone
+    elif record.state == "approved":  # a completion whose pre-authorisation is not held
+        changes.extend(_hold_moved(book, record, now))
     return changes
 
 

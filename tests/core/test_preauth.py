@@ -456,3 +456,31 @@ def test_a_preauth_by_payment_code_is_refused_40(cup_codec: Iso8583Codec) -> Non
     with pytest.raises(TransactionRefused) as refused:
         request_from_pos("0100", _pos(fields, f22="032", f14=None))
     assert (refused.value.response_code, refused.value.field) == ("40", "22")
+
+
+def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> None:
+    """After a restart (or the book's eviction) the pre-authorisation is only in the
+    journal: the reversal of its approved completion moves it there by RRN."""
+    from switch.core.lifecycle import TerminalReversal
+    from switch.core.model import Reversal
+
+    world = World()
+    held = world.preauth()
+    request = completion()
+    machine, _ = world.run(request, BankAnswered("0210", {39: "00", 38: "C00001"}))
+    done = machine.record
+    assert done is not None and held.hold_state == "completed"
+    world.book.discard(held)  # no longer in memory
+    reversal = Reversal(
+        acceptor=HOTEL, stan=request.stan, batch="000018", request_mti="0400",
+        processing_code="000000", card=request.card, currency="156", amount=request.amount,
+        original=OriginalRef(batch="000018", stan=request.stan),
+    )  # fmt: skip
+    actions = TerminalReversal(
+        reversal, book=world.book, cards=CARDS, now=NOW, in_flight=lambda rrn: False
+    ).start()
+    changes = actions[-1].changes  # type: ignore[union-attr]
+    assert ReversalQueued(rrn=done.rrn, bank="citic", reason="terminal reversal 98",
+                          at=NOW) in changes  # fmt: skip
+    assert HoldMoved(rrn=held.rrn, hold_state="open", at=NOW,
+                     detail="its completion voided or reversed") in changes  # fmt: skip
