@@ -9,6 +9,7 @@ import sqlite3
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -30,6 +31,8 @@ from tests.net.helpers import (
     start_switch,
 )
 from tests.net.rogue_bank import Reply, RogueBank, echoed
+from tests.store.engines import ENGINES, Configure, config_maker
+from tests.store.engines import journal_rows as engine_rows
 
 PAN = luhn_complete("622690123456789")  # citic's
 HOTEL = Terminal(terminal_id="POS00007", merchant_id="898310070110001", batch=17)
@@ -347,3 +350,42 @@ async def test_online_preauth_completion_and_their_voids(nursery: trio.Nursery) 
                      device_id="phone 42")
     )  # fmt: skip
     assert isinstance(bad, wire.Error) and bad.code == "30" and "device_id" in bad.message
+
+
+# -- a pre-authorisation the book no longer holds, on both engines ------------------------
+
+
+@pytest.fixture(params=ENGINES)
+def configure(request: pytest.FixtureRequest) -> Configure:
+    return config_maker(request)
+
+
+async def test_a_completion_finds_in_the_journal_a_preauth_the_book_forgot(
+    nursery: trio.Nursery, configure: Configure
+) -> None:
+    """A book of 2 records: by the completion the pre-authorisation is only in the
+    journal, found there by merchant, 38 and 61.3 (holds_by_authorisation); its
+    void-by-completion-void and the hold's state are the journal's too."""
+    config = configure(book={"max_records": 2})
+    app = await start_switch(nursery, config)
+    client = await pos_client(app, HOTEL)
+    held = await client.request(client.terminal.preauth(1, PAN, 50000))
+    auth, rrn, day = str(held.fields[38]), str(held.fields[37]), str(held.fields[13])
+    for stan in (2, 3, 4):  # push it out of the book
+        assert (await client.request(client.terminal.sale(stan, PAN_ICBC, 100))).fields[39] == "00"
+    over = await client.request(client.terminal.completion(5, PAN, 57501, auth, 1, day))
+    assert over.fields[39] == "61"
+    done = await client.request(client.terminal.completion(6, PAN, 57500, auth, 1, day))
+    assert done.fields[39] == "00"
+    [row] = engine_rows(config, "SELECT hold_state FROM txn WHERE rrn = ?", rrn)
+    assert row["hold_state"] == "completed"
+    for stan in (7, 8, 9):
+        assert (await client.request(client.terminal.sale(stan, PAN_ICBC, 100))).fields[39] == "00"
+    cancel = await client.request(
+        client.terminal.completion_void(10, PAN, 57500, str(done.fields[37]),
+                                        str(done.fields[38]), 6)
+    )  # fmt: skip
+    assert cancel.fields[39] == "00"
+    [row] = engine_rows(config, "SELECT hold_state FROM txn WHERE rrn = ?", rrn)
+    assert row["hold_state"] == "open"
+    assert app.simulators["citic"].held(PAN) == 50000
