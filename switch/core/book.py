@@ -309,9 +309,7 @@ class TransactionBook:
         _check_open(original)
         limit = original.amount * (original.hold_max_pct or 100) // 100
         if not 1 <= amount <= limit:
-            raise TransactionRefused(
-                "61", f"completion must be 1 to {limit} fen", field="amount"
-            )
+            raise TransactionRefused("61", f"completion must be 1 to {limit} fen", field="amount")
         original.void_pending = True
 
     def reserve_void(self, original: TxnRecord, amount: int) -> None:
@@ -418,9 +416,7 @@ def _check_open(record: TxnRecord) -> None:
     one that is not open; a completed one is voided by voiding its completion first),
     or has a completion or void at its bank (one at a time); 25 for one never approved."""
     if record.state != "approved":
-        raise TransactionRefused(
-            "25", "original transaction was not approved", field="original"
-        )
+        raise TransactionRefused("25", "original transaction was not approved", field="original")
     if not hold_open(record):
         state = "reversed" if record.reversed and record.hold_state == "open" else record.hold_state
         raise TransactionRefused("12", f"pre-authorisation is {state}", field="original")

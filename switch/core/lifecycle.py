@@ -638,9 +638,7 @@ class BankTransaction:
                 except CardDataUnreadable as exc:
                     raise TransactionRefused("96", str(exc), field="original") from None
                 if request.card is not None and request.card.pan != pan:
-                    raise TransactionRefused(
-                        "25", "card differs from the original's", field="pan"
-                    )
+                    raise TransactionRefused("25", "card differs from the original's", field="pan")
             amount = original.amount if request.amount is None else request.amount
             self.book.reserve(product, original, amount)
             self.original = original

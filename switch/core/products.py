@@ -304,9 +304,7 @@ pre-authorisation void, a completion, a completion void): it must be the origina
 
 
 HELD_KINDS: Final = frozenset(
-    row.kind
-    for row in PRODUCTS.values()
-    if row.holds or row.kind in NAMES_ORIGINAL_AUTH
+    row.kind for row in PRODUCTS.values() if row.holds or row.kind in NAMES_ORIGINAL_AUTH
 )
 """A pre-authorisation, its void, a completion and a completion void."""
 
