@@ -377,6 +377,7 @@ class SwitchApp:
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
+                hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
             )
             await switchboard.recover(
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
@@ -479,6 +480,7 @@ class SwitchApp:
             speed=self.clock.speed,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
+            on_close=self.switchboard.expire_holds if self.switchboard is not None else None,
         )
         await bank_side.start(settlement.run)
         return settlement

@@ -297,6 +297,18 @@ class SettlementSection(_Section, frozen=True, kw_only=True):
     they are stored, some 8 bytes for each byte of the file."""
 
 
+class PreauthSection(_Section, frozen=True, kw_only=True):
+    """Pre-authorisation and completion (risk.md); each pre-authorisation keeps the
+    values in force when it was approved."""
+
+    expiry_days: Annotated[int, Meta(ge=1, le=30)] = 30
+    """A pre-authorisation of business date D can be completed until the cut-off that
+    closes D + expiry_days; at that cut-off one still open expires and is reversed."""
+    completion_max_pct: Annotated[int, Meta(ge=100, le=1000)] = 115
+    """A completion is 1 fen to floor(pre-authorisation x completion_max_pct / 100),
+    else 61."""
+
+
 class SecuritySection(_Section, frozen=True, kw_only=True):
     """The key store and its LMK (security.md; the software security module)."""
 
@@ -334,6 +346,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
     security: SecuritySection = msgspec.field(default_factory=SecuritySection)
     wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)  # wallet.md
+    preauth: PreauthSection = msgspec.field(default_factory=PreauthSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None

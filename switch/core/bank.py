@@ -80,6 +80,7 @@ def bank_request(
     original: OriginalData | None = None,
     *,
     mcc: str | None = None,
+    original_auth: str | None = None,
 ) -> tuple[str, dict[int, str | bytes]]:
     """The bank message for a sale, balance inquiry, void or refund (its product's MTI
     and processing code: ``switch.core.products``). A void or refund must first
@@ -103,7 +104,7 @@ def bank_request(
         13: stamp.local_date,
         **({18: mcc} if mcc is not None else {}),
         22: card.entry_mode,
-        25: card.condition_code,
+        25: product.bank_condition or card.condition_code,
         32: institution.acquirer_id,
         37: trace.rrn,
         41: request.acceptor.terminal_id,
@@ -116,6 +117,8 @@ def bank_request(
         fields[33] = institution.forwarding_id
     if card.track2 is not None:
         fields[35] = card.track2
+    if original_auth is not None:  # a pre-authorisation void's, a completion's (risk.md)
+        fields[38] = original_auth
     if card.pin_block is not None:
         fields[52] = card.pin_block
     if original is not None:

@@ -43,14 +43,27 @@ class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
     reversed: bool
     at: float
     detail: str | None = None
+    hold_state: str | None = None
+    """A pre-authorisation's state (``TxnRecord.hold_state``); None for other kinds."""
 
     @classmethod
     def of(cls, record: TxnRecord, at: float, detail: str | None = None) -> TxnUpdated:
         return cls(
             rrn=record.rrn, state=record.state, code=record.code, auth_code=record.auth_code,
             balance=record.balance, refunded=record.refunded, voided=record.voided,
-            reversed=record.reversed, at=at, detail=detail,
+            reversed=record.reversed, at=at, detail=detail, hold_state=record.hold_state,
         )  # fmt: skip
+
+
+class HoldMoved(msgspec.Struct, frozen=True, tag=True):
+    """A pre-authorisation's state moved by what happened to its completion (voided or
+    reversed: ``open`` again; that undone: ``completed``), written without its record,
+    which the book may no longer hold."""
+
+    rrn: str
+    hold_state: str
+    at: float
+    detail: str
 
 
 class ReversalQueued(msgspec.Struct, frozen=True, tag=True):
@@ -131,5 +144,5 @@ class BatchUploadEnded(msgspec.Struct, frozen=True, tag=True):
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
     | OnlineResultsPurged | BankOnlyFound | BatchSettled | BatchRecordsUploaded
-    | BatchUploadEnded
+    | BatchUploadEnded | HoldMoved
 )  # fmt: skip

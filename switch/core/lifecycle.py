@@ -42,7 +42,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from typing import Final, Literal, Protocol
 
 import msgspec
@@ -51,9 +53,17 @@ from switch.core import bank as bankmsg
 from switch.core import products
 from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
-from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
+from switch.core.changes import Change, HoldMoved, ReversalQueued, TxnStarted, TxnUpdated
 from switch.core.clock import Stamp
-from switch.core.model import PRODUCT_OF, BankBound, Card, Outcome, Reversal, original_of
+from switch.core.model import (
+    PRODUCT_OF,
+    BankBound,
+    Card,
+    OriginalRef,
+    Outcome,
+    Reversal,
+    original_of,
+)
 from switch.core.numbers import RrnExhausted
 from switch.errors import (
     CardDataUnreadable,
@@ -81,8 +91,9 @@ class Cards(Protocol):
         ...
 
 
-Router = Callable[[str], tuple[str, str]]
-"""Card number -> (route as logged, bank); raises TransactionRefused (92) without one."""
+Router = Callable[..., tuple[str, str]]
+"""Card number (and ``secondary=False``: never a route's secondary bank) -> (route as
+logged, bank); raises TransactionRefused (92) without one."""
 Finalizer = Callable[[Outcome], Sequence[Change]]
 """Changes a channel wants committed with an outcome that reached a bank (online
 results, kept for repeats of the same id)."""
@@ -95,6 +106,8 @@ class OriginalLoaded(msgspec.Struct, frozen=True):
     """The journal's answer to LoadOriginal (None: it has no such transaction)."""
 
     record: TxnRecord | None
+    others: tuple[TxnRecord, ...] = ()
+    """More candidates (a completion's pre-authorisations by 38 and 61.3)."""
 
 
 class FirstFinished(msgspec.Struct, frozen=True):
@@ -188,6 +201,8 @@ class LoadOriginal(msgspec.Struct, frozen=True, kw_only=True):
     merchant_id: str | None = None
     online_id: str | None = None
     trace: tuple[str, str, str, str] | None = None
+    authorisation: tuple[str, str] | None = None
+    """A completion's pre-authorisations: (38, 61.3) at ``merchant_id``."""
 
 
 class AwaitFirst(msgspec.Struct, frozen=True):
@@ -330,6 +345,7 @@ class BankTransaction:
         business_date: str = "",
         mcc: str | None = None,
         finalize: Finalizer | None = None,
+        hold_terms: tuple[int, int] = (30, 115),
     ) -> None:
         self.request = request
         self.product = PRODUCT_OF[type(request)]
@@ -339,6 +355,9 @@ class BankTransaction:
         self.business_date = business_date
         """YYYY-MM-DD: the date it settles on, by when it was received (settlement.md)."""
         self.mcc = mcc
+        self.hold_terms = hold_terms
+        """``[preauth]``'s (expiry_days, completion_max_pct), kept by a
+        pre-authorisation made now."""
         self.rrn: str | None = None
         """Given once admitted (refusals at the door use none of the day's numbers)."""
         self.allocate_rrn = allocate_rrn
@@ -361,6 +380,12 @@ class BankTransaction:
         self._state: State = "not_sent"
         self._outcome: Outcome | None = None
         self._reversal_queued = False
+        self._lookup: bytes | None = None
+        """The request card's look-up HMAC under the active key, once computed."""
+        self._card_matched: set[str] = set()
+        """RRNs of originals whose look-up HMAC this request's card matched (a
+        completion's pre-authorisation): checked once, and its card number taken from
+        the request rather than opened from the sealed copy."""
 
     # -- driving ---------------------------------------------------------------------
 
@@ -410,13 +435,57 @@ class BankTransaction:
             assert request.card is not None
             self.route(request.card.pan)
         else:
-            ref = original_of(request)
-            self.book.find_original(
-                merchant_id=request.acceptor.merchant_id,
+            self._find_original()
+
+    def _find_original(self) -> TxnRecord:
+        """The original the request acts on, by its product's ``original``; refused
+        (25, 12) when there is none it may act on."""
+        request, product = self.request, self.product
+        ref = original_of(request)
+        merchant_id = request.acceptor.merchant_id
+        if product.original == "authorisation" and ref.online_id is None:
+            card = request.card
+            if card is None or ref.auth_code is None or ref.date is None:
+                raise TransactionRefused("30", "a completion names 38 and 61", field="61")
+            original = self.book.find_held(
+                merchant_id=merchant_id, auth_code=ref.auth_code, local_date=ref.date,
+                matches=lambda held: self._names(held, ref, card.pan),
+                kinds=product.original_kinds,
+            )  # fmt: skip
+        else:
+            original = self.book.find_original(
+                merchant_id=merchant_id,
                 rrn=ref.rrn,
                 online_id=ref.online_id,
-                kinds=self.product.original_kinds,
+                kinds=product.original_kinds,
             )
+            if ref.auth_code is not None and ref.auth_code != original.auth_code:
+                raise TransactionRefused("25", "38 is not the original's", field="38")
+        if (
+            original.hold_until is not None
+            and self.business_date
+            and self.business_date > original.hold_until
+        ):
+            raise TransactionRefused("12", "pre-authorisation is expired", field="original")
+        return original
+
+    def _names(self, held: TxnRecord, ref: OriginalRef, pan: str) -> bool:
+        """Whether a completion's card, 61.1, 61.2 and 37 name ``held`` (risk.md: 61.1
+        and 61.2 when not zero, 37 when sent); the card is compared once."""
+        if ref.batch and ref.batch.strip("0") and ref.batch != held.batch:
+            return False
+        if ref.stan and ref.stan.strip("0") and ref.stan != held.stan:
+            return False
+        if ref.rrn is not None and ref.rrn != held.rrn:
+            return False
+        if held.rrn in self._card_matched:
+            return True
+        if self._lookup is None:  # the record's own, computed once (_make_record's)
+            self._lookup = self.cards.lookup(pan)
+        if held.pan_hmac == self._lookup or self.cards.matches(pan, held.pan_hmac):
+            self._card_matched.add(held.rrn)
+            return True
+        return False
 
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
         assert self.first is not None and isinstance(event, FirstFinished)
@@ -430,6 +499,8 @@ class BankTransaction:
         assert isinstance(event, OriginalLoaded)
         if event.record is not None:
             self.book.take_fresh(event.record)  # kept if the book's copy is the newer
+        for other in event.others:
+            self.book.take_fresh(other)
         self._admit(step)
 
     def _loaded(self, event: Event, step: _Step) -> bool:
@@ -522,11 +593,19 @@ class BankTransaction:
         """The book is a bounded cache of recent transactions: an original it does not
         hold is read back from the journal."""
         request = self.request
-        if self.product.original != "reference":
+        if self.product.original not in ("reference", "authorisation"):
             return None
         ref, merchant_id = original_of(request), request.acceptor.merchant_id
         # On a shared journal another worker may have voided or refunded it since.
         shared = self.book.shared
+        if self.product.original == "authorisation" and ref.online_id is None:
+            if ref.auth_code is None or ref.date is None:
+                return None  # refused by the rules
+            if shared or not self.book.by_authorisation(merchant_id, ref.auth_code, ref.date):
+                return LoadOriginal(
+                    merchant_id=merchant_id, authorisation=(ref.auth_code, ref.date)
+                )
+            return None
         if ref.rrn is not None:
             if shared or self.book.by_rrn(ref.rrn) is None:
                 return LoadOriginal(rrn=ref.rrn)
@@ -545,22 +624,21 @@ class BankTransaction:
         if product.original == "none":
             assert request.card is not None and request.amount is not None
             pan = request.card.pan
-            self.route_name, self.bank = self.route(pan)
+            # A hold is its card's own bank's: never a route's secondary (risk.md).
+            route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+            self.route_name, self.bank = route
             amount = request.amount
         else:
-            ref = original_of(request)
-            original = self.book.find_original(
-                merchant_id=request.acceptor.merchant_id,
-                rrn=ref.rrn,
-                online_id=ref.online_id,
-                kinds=product.original_kinds,
-            )
-            try:
-                pan = self.cards.open(original.pan_sealed)
-            except CardDataUnreadable as exc:
-                raise TransactionRefused("96", str(exc), field="original") from None
-            if request.card is not None and request.card.pan != pan:
-                raise TransactionRefused("25", "card differs from the original's", field="pan")
+            original = self._find_original()
+            if original.rrn in self._card_matched:
+                pan = request.card.pan  # type: ignore[union-attr]  # its look-up HMAC matched
+            else:
+                try:
+                    pan = self.cards.open(original.pan_sealed)
+                except CardDataUnreadable as exc:
+                    raise TransactionRefused("96", str(exc), field="original") from None
+                if request.card is not None and request.card.pan != pan:
+                    raise TransactionRefused("25", "card differs from the original's", field="pan")
             amount = original.amount if request.amount is None else request.amount
             self.book.reserve(product, original, amount)
             self.original = original
@@ -572,6 +650,10 @@ class BankTransaction:
                 currency=request.currency or original.currency,
             )
         self.record = self._make_record(pan, amount)
+        if product.holds:
+            expiry_days, max_pct = self.hold_terms
+            until = last_completion_date(self.business_date, expiry_days)
+            self.record.hold_until, self.record.hold_max_pct = until, max_pct
         self.book.add(self.record)
 
     def _make_record(self, pan: str, amount: int) -> TxnRecord:
@@ -592,7 +674,7 @@ class BankTransaction:
             local_date=self.stamp.local_date,
             business_date=self.business_date,
             pan_masked=card.masked_pan if card else "",
-            pan_hmac=self.cards.lookup(pan),
+            pan_hmac=self._lookup if self._lookup is not None else self.cards.lookup(pan),
             pan_sealed=self.cards.seal(pan),
             amount=amount,
             currency=request.currency,
@@ -618,6 +700,11 @@ class BankTransaction:
             self.institution,
             self.original.sent if self.original is not None else None,
             mcc=self.mcc,
+            original_auth=(
+                self.original.auth_code
+                if self.original is not None and self.product.sends_original_auth
+                else None
+            ),
         )
         encoded = None
         if event.encode is not None:
@@ -714,6 +801,8 @@ class BankTransaction:
             case _:
                 raise LocalProtocolError(f"{type(event).__name__} at the bank")
         step.actions.append(ReleaseLink(answered=verdict))
+        if self.product.holds and state == "approved":
+            outcome = msgspec.structs.replace(outcome, hold_until=record.hold_until)
         self._outcome = outcome
         self._state = state
         self.phase = "journaling_answer"
@@ -737,6 +826,7 @@ class BankTransaction:
         changes.append(TxnUpdated.of(record, now, outcome.message or None))
         if touched is not None:  # the original's history names what happened to it
             changes.append(TxnUpdated.of(touched, now, _effect_on_original(record, state)))
+            changes.extend(_hold_moved(self.book, touched, now))
         if self.finalize is not None and state != "not_sent":
             changes.extend(self.finalize(outcome))
         return tuple(changes)
@@ -839,6 +929,51 @@ def _queue_reversal(
     if original is not None:
         undone = f"its {record.kind} RRN {record.rrn} reversed ({reason})"
         changes.append(TxnUpdated.of(original, now, undone))
+        changes.extend(_hold_moved(book, original, now))  # a completion's void undone
+    elif record.state == "approved":  # a completion whose pre-authorisation is not held
+        changes.extend(_hold_moved(book, record, now))
+    return changes
+
+
+@functools.lru_cache(maxsize=64)
+def last_completion_date(business_date: str, expiry_days: int) -> str:
+    """The last business date (YYYY-MM-DD) a pre-authorisation of ``business_date`` can
+    be completed on: ``expiry_days`` later (risk.md). Cached: a day's are all the same."""
+    return (date.fromisoformat(business_date) + timedelta(days=expiry_days)).isoformat()
+
+
+def _hold_moved(book: TransactionBook, changed: TxnRecord, now: float) -> list[Change]:
+    """A completion (``changed``) stopped standing (voided, reversed: its
+    pre-authorisation is ``open`` again) or stands again (its void reversed:
+    ``completed``). The pre-authorisation is moved by RRN, in the book if held there
+    and in the journal whether or not."""
+    if products.product(changed.kind).reserves != "hold" or changed.original_rrn is None:
+        return []
+    standing = changed.state == "approved" and not changed.voided and not changed.reversed
+    state = "completed" if standing else "open"
+    held = book.by_rrn(changed.original_rrn)
+    if held is not None and held.hold_state in ("open", "completed"):
+        held.hold_state = state
+    why = "its completion stands again" if standing else "its completion voided or reversed"
+    return [HoldMoved(rrn=changed.original_rrn, hold_state=state, at=now, detail=why)]
+
+
+def expiry_changes(
+    book: TransactionBook, open_holds: Sequence[TxnRecord], now: float
+) -> list[Change]:
+    """At the cut-off that closes their last completion date, the open
+    pre-authorisations (as the journal has them) become ``expired``, each with its
+    reversal queued (a 0400 naming its 0100): the hold is released the day a
+    completion stops being possible (risk.md). One with a completion or void at its
+    bank is left for the next close."""
+    changes: list[Change] = []
+    for found in open_holds:
+        record = book.take_fresh(found)
+        if not book.expire(record):
+            continue
+        changes.append(ReversalQueued(rrn=record.rrn, bank=record.bank, reason="expired", at=now))
+        detail = f"expired: last completion date {record.hold_until}"
+        changes.append(TxnUpdated.of(record, now, detail))
     return changes
 
 

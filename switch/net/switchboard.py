@@ -66,6 +66,7 @@ from switch.core.lifecycle import (
     ReverseUnjournaled,
     Stopped,
     TerminalReversal,
+    expiry_changes,
     recovery_changes,
 )
 from switch.core.merchants import MerchantBook
@@ -87,7 +88,7 @@ from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError, RequestRepeated
+from switch.store.port import JournalError, RequestRepeated, ReversalQueued
 
 log = structlog.get_logger()
 
@@ -159,7 +160,10 @@ class Switchboard:
         merchants: MerchantBook,
         sign_ons: SignOnLimiter,
         clock: BusinessClock = WALL_CLOCK,
+        hold_terms: tuple[int, int] = (30, 115),
     ) -> None:
+        self.hold_terms = hold_terms
+        """``[preauth]``'s (expiry_days, completion_max_pct)."""
         self.bins = bins
         self.clock = clock
         """Business time: what the machines and the journal record, the RRN's day. The
@@ -259,7 +263,7 @@ class Switchboard:
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
-            finalize=finalize,
+            finalize=finalize, hold_terms=self.hold_terms,
         )  # fmt: skip
         return await self._drive(machine, origin)
 
@@ -270,16 +274,17 @@ class Switchboard:
     def _allocate_rrn(self, stamp: Stamp) -> str:
         return self._rrns.allocate(stamp.local, stamp.rrn_day)
 
-    def _route(self, pan: str) -> tuple[str, str]:
+    def _route(self, pan: str, *, secondary: bool = True) -> tuple[str, str]:
         """The card's bank, or its route's secondary while the primary's circuit is
-        open and the secondary's is not."""
-        prefix, bank, secondary = self.bins.route(pan)
+        open and the secondary's is not (and ``secondary`` allows it)."""
+        prefix, bank, second = self.bins.route(pan)
         if (
-            secondary is not None
+            secondary
+            and second is not None
             and self.connectors[bank].circuit_open()
-            and not self.connectors[secondary].circuit_open()
+            and not self.connectors[second].circuit_open()
         ):
-            return f"{prefix}>{secondary}", secondary
+            return f"{prefix}>{second}", second
         return prefix, bank
 
     # -- carrying the actions out ----------------------------------------------------
@@ -502,6 +507,13 @@ class Switchboard:
                 async with self._lookups:
                     if load.rrn is not None:
                         record = await self.journal.transaction_by_rrn(load.rrn)
+                    elif load.authorisation is not None and load.merchant_id is not None:
+                        found = await self.journal.holds_by_authorisation(
+                            load.merchant_id, *load.authorisation
+                        )
+                        return OriginalLoaded(
+                            found[0] if found else None, others=tuple(found[1:])
+                        )
                     elif load.online_id is not None and load.merchant_id is not None:
                         record = await self.journal.transaction_by_online_id(
                             load.merchant_id, load.online_id
@@ -515,6 +527,22 @@ class Switchboard:
             return JournalFailed(str(exc))
         finally:
             run.waited_for_journal(trio.current_time() - began)
+
+    async def expire_holds(self, business_date: str) -> int:
+        """At the close of ``business_date``: the open pre-authorisations whose last
+        completion date it is (or earlier) expire, each with its reversal queued in its
+        bank's store-and-forward, in one durable commit. Returns how many."""
+        found = await self.journal.holds_open_until(business_date)
+        changes = expiry_changes(self.book, found, self.clock.now())
+        if not changes:
+            return 0
+        await self.journal.commit(*changes, durable=True)
+        banks = {change.bank for change in changes if isinstance(change, ReversalQueued)}
+        for bank in sorted(banks):
+            self.reversals.nudge(bank)
+        expired = len(changes) // 2
+        log.info("holds_expired", business_date=business_date, expired=expired)
+        return expired
 
     # -- start-up ------------------------------------------------------------------
 

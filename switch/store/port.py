@@ -28,6 +28,7 @@ from switch.core.changes import (
     BatchSettled,
     BatchUploadEnded,
     Change,
+    HoldMoved,
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
@@ -45,6 +46,7 @@ __all__ = [
     "BatchSettled",
     "BatchUploadEnded",
     "Change",
+    "HoldMoved",
     "OnlineResultKept",
     "OnlineResultsPurged",
     "ReversalAttempted",
@@ -171,6 +173,18 @@ class Journal(Protocol):
         self, terminal_id: str, merchant_id: str, batch: str, stan: str
     ) -> TxnRecord | None:
         """The latest transaction a terminal sent with this batch and STAN."""
+        ...
+
+    async def holds_by_authorisation(
+        self, merchant_id: str, auth_code: str, local_date: str
+    ) -> list[TxnRecord]:
+        """The pre-authorisations of a merchant with this authorisation code (38) and
+        local date (MMDD, 61.3): what a completion may name."""
+        ...
+
+    async def holds_open_until(self, business_date: str) -> list[TxnRecord]:
+        """The open pre-authorisations whose last completion date is ``business_date``
+        or earlier: those its close expires."""
         ...
 
     async def transactions_in_doubt(self) -> list[TxnRecord]:

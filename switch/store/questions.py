@@ -72,6 +72,8 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     by_rrn: str
     by_online_id: str
     by_trace: str
+    holds_by_authorisation: str
+    holds_open_until: str
     in_doubt: str
     recent: str
     highest_rrn: str
@@ -102,6 +104,14 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         by_trace=sql(
             f"SELECT {TXN_SELECT} FROM txn WHERE terminal_id = ? AND merchant_id = ? "
             f"AND stan = ? AND batch = ? ORDER BY {d.newest_first} LIMIT 1"
+        ),
+        holds_by_authorisation=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE merchant_id = ? AND auth_code = ? "
+            f"AND hold_state IS NOT NULL AND local_date = ? ORDER BY {d.oldest_first}"
+        ),
+        holds_open_until=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE hold_state = 'open' AND hold_until <= ? "
+            f"ORDER BY {d.oldest_first}"
         ),
         in_doubt=sql(
             f"SELECT {TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY {d.oldest_first}"
@@ -287,6 +297,16 @@ class JournalQuestions(ABC):
     ) -> TxnRecord | None:
         parameters = (terminal_id, merchant_id, stan, batch)
         return await self._read(Select(self.questions.by_trace, parameters, first_record))
+
+    async def holds_by_authorisation(
+        self, merchant_id: str, auth_code: str, local_date: str
+    ) -> list[TxnRecord]:
+        parameters = (merchant_id, auth_code, local_date)
+        return await self._read(Select(self.questions.holds_by_authorisation, parameters, records))
+
+    async def holds_open_until(self, business_date: str) -> list[TxnRecord]:
+        statement = self.questions.holds_open_until
+        return await self._read(Select(statement, (business_date,), records))
 
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         return await self._read(Select(self.questions.in_doubt, (), records))

@@ -17,6 +17,7 @@ from switch.store.port import (
     BatchSettled,
     BatchUploadEnded,
     Change,
+    HoldMoved,
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
@@ -52,6 +53,8 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     """The same, doing nothing when the RRN is there already."""
     insert_event: str
     update_txn: str
+    move_hold: str
+    """A pre-authorisation's hold_state (parameters: the state, the time, the RRN)."""
     insert_saf: str
     update_saf: str
     put_idempotency: str
@@ -84,12 +87,18 @@ def writes_of(
         case TxnUpdated():
             values: tuple[Any, ...] = (
                 change.state, change.code, change.auth_code, change.balance, change.refunded,
-                sql.flag(change.voided), sql.flag(change.reversed), change.at, change.rrn,
+                sql.flag(change.voided), sql.flag(change.reversed), change.hold_state, change.at,
+                change.rrn,
             )  # fmt: skip
             event = (change.rrn, change.at, change.state, change.code, change.detail)
             return (
                 Write(_RANK_UPDATE_TXN, sql.update_txn, values),
                 Write(_RANK_EVENT, sql.insert_event, event),
+            )
+        case HoldMoved(rrn=rrn, hold_state=hold_state, at=at, detail=detail):
+            return (
+                Write(_RANK_UPDATE_TXN, sql.move_hold, (hold_state, at, rrn)),
+                Write(_RANK_EVENT, sql.insert_event, (rrn, at, "approved", None, detail)),
             )
         case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
             return (Write(_RANK_INSERT_SAF, sql.insert_saf, (rrn, bank, reason, at, at, at)),)

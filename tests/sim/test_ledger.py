@@ -199,7 +199,8 @@ def test_links_sign_on_separately(bank: SimulatedBank) -> None:
         ("0800", network("999"), "40"),
         ("0800", {7: DATE_TIME, 11: "000001", 70: "301", 41: "POS00001"}, "00"),
         ("0800", {11: "000001", 70: "301"}, "30"),
-        ("0100", sale(100), "12"),
+        ("0100", sale(100), "40"),  # a 0100 of no product (3 = 00): function not supported
+        ("0600", sale(100), "12"),
         ("0220", sale(100), "12"),
         ("0200", financial("990000", 100), "40"),
         ("0200", {k: v for k, v in sale(100).items() if k != 3}, "30"),

@@ -37,6 +37,17 @@ async def test_the_first_start_marks_the_journal_and_the_other_kind_is_refused(
     assert mark(config) == ["simulated"]
 
 
+SQLITE_CLOCK, POSTGRESQL_CLOCK = 3, 5
+"""The migrations that mark the journal's clock."""
+LATER_MIGRATIONS_UNDONE = (
+    "DROP INDEX txn_by_authorisation", "DROP INDEX txn_holds_open",
+    "ALTER TABLE txn DROP COLUMN hold_state", "ALTER TABLE txn DROP COLUMN hold_until",
+    "ALTER TABLE txn DROP COLUMN hold_max_pct",
+)  # fmt: skip
+"""What the migrations after the mark's added (pre-authorisations), undone."""
+assert (SQLITE_VERSION, POSTGRESQL_VERSION) == (SQLITE_CLOCK + 1, POSTGRESQL_CLOCK + 1)
+
+
 def _unmark(config: SwitchConfig) -> None:
     """The journal as the version before the mark left it."""
     if config.journal.backend == "postgresql":
@@ -45,15 +56,19 @@ def _unmark(config: SwitchConfig) -> None:
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
             connection.execute("DROP TABLE journal_clock")
+            for statement in LATER_MIGRATIONS_UNDONE:
+                connection.execute(statement)
             connection.execute(
-                "UPDATE journal_schema_version SET version = %s", (POSTGRESQL_VERSION - 1,)
+                "UPDATE journal_schema_version SET version = %s", (POSTGRESQL_CLOCK - 1,)
             )
         return
     import sqlite3
 
     with sqlite3.connect(config.path(config.journal.path), isolation_level=None) as connection:
         connection.execute("DROP TABLE journal_clock")
-        connection.execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+        for statement in LATER_MIGRATIONS_UNDONE:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {SQLITE_CLOCK - 1}")
 
 
 async def test_a_journal_written_before_the_mark_counts_as_the_real_clocks(

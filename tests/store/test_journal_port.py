@@ -16,6 +16,7 @@ from switch.store.port import (
     BatchRecordsUploaded,
     BatchSettled,
     BatchUploadEnded,
+    HoldMoved,
     Journal,
     JournalError,
     OnlineResultKept,
@@ -431,3 +432,38 @@ async def test_async_durability_still_commits_what_was_queued_when_it_stops(
         await nursery.start(reopened.run)
         assert len(await reopened.recent_transactions(0.0, 1000)) == 100
         nursery.cancel_scope.cancel()
+
+
+async def test_preauths_are_found_by_authorisation_and_by_their_last_date(
+    journal: Journal,
+) -> None:
+    """risk.md: a completion finds its pre-authorisation by merchant, 38 and 61.3; the
+    close of a date finds the open ones whose last completion date it is; a completion's
+    void moves its pre-authorisation's state without its record (HoldMoved)."""
+    held = [
+        make_record(f"63260000000{n}", kind="preauth", request_mti="0100", auth_code="702215",
+                    hold_until=until, hold_max_pct=115)
+        for n, until in ((1, "2025-11-23"), (2, "2025-11-24"), (3, "2025-11-23"))
+    ]  # fmt: skip
+    for record in held:
+        await journal.commit(TxnStarted.of(record, 100.0))
+        record.state, record.code, record.hold_state = "approved", "00", "open"
+        await journal.commit(TxnUpdated.of(record, 101.0))
+    other_day = make_record("632600000004", kind="preauth", auth_code="702215",
+                            local_date="1123", hold_state="open")  # fmt: skip
+    await journal.commit(TxnStarted.of(other_day, 100.0))
+    sale = make_record("632600000005", auth_code="702215", state="approved")
+    await journal.commit(TxnStarted.of(sale, 100.0))
+    found = await journal.holds_by_authorisation(held[0].merchant_id, "702215", "1122")
+    assert [r.rrn for r in found] == [r.rrn for r in held]
+    assert found[0] == held[0] and found[0].hold_until == "2025-11-23"
+    assert await journal.holds_by_authorisation("another merchant", "702215", "1122") == []
+    await journal.commit(HoldMoved(rrn=held[2].rrn, hold_state="completed", at=102.0,
+                                   detail="completed"))  # fmt: skip
+    expiring = await journal.holds_open_until("2025-11-23")
+    assert [r.rrn for r in expiring] == [held[0].rrn]
+    # other_day has no last date (NULL): never compared as one
+    later = await journal.holds_open_until("2025-11-24")
+    assert [r.rrn for r in later] == [held[0].rrn, held[1].rrn]
+    moved = await journal.transaction_by_rrn(held[2].rrn)
+    assert moved is not None and moved.hold_state == "completed"

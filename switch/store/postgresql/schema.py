@@ -163,6 +163,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- A journal written before there was a simulated clock was written on the real one.
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
+    # 6: pre-authorisations (risk.md): their state, last completion date and completion
+    # limit as approved; found by a completion's 38 and 61.3, and open ones by expiry.
+    """
+    ALTER TABLE txn ADD COLUMN hold_state TEXT COLLATE "C";
+    ALTER TABLE txn ADD COLUMN hold_until TEXT COLLATE "C";
+    ALTER TABLE txn ADD COLUMN hold_max_pct INTEGER;
+    CREATE INDEX txn_by_authorisation ON txn (merchant_id, auth_code)
+        WHERE hold_state IS NOT NULL;
+    CREATE INDEX txn_holds_open ON txn (hold_until) WHERE hold_state = 'open';
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

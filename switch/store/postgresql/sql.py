@@ -69,8 +69,9 @@ _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = %s, code = %s, auth_code = %s, balance = %s, refunded = %s, "
-    "voided = %s, reversed = %s, updated_at = %s WHERE rrn = %s"
+    "voided = %s, reversed = %s, hold_state = %s, updated_at = %s WHERE rrn = %s"
 )
+_MOVE_HOLD = "UPDATE txn SET hold_state = %s, updated_at = %s WHERE rrn = %s"
 _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
@@ -120,6 +121,7 @@ _STATEMENTS = Statements(
     insert_txn_once=_INSERT_TXN_ONCE,
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
+    move_hold=_MOVE_HOLD,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,

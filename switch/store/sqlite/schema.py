@@ -126,6 +126,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- A journal written before there was a simulated clock was written on the real one.
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
+    # 4: pre-authorisations (risk.md): their state, last completion date and completion
+    # limit as approved; found by a completion's 38 and 61.3, and open ones by expiry.
+    """
+    ALTER TABLE txn ADD COLUMN hold_state TEXT;      -- open, completed, voided, ...
+    ALTER TABLE txn ADD COLUMN hold_until TEXT;      -- YYYY-MM-DD
+    ALTER TABLE txn ADD COLUMN hold_max_pct INTEGER;
+    CREATE INDEX txn_by_authorisation ON txn (merchant_id, auth_code)
+        WHERE hold_state IS NOT NULL;
+    CREATE INDEX txn_holds_open ON txn (hold_until) WHERE hold_state = 'open';
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -48,8 +48,9 @@ _INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
-    "voided = ?, reversed = ?, updated_at = ? WHERE rrn = ?"
+    "voided = ?, reversed = ?, hold_state = ?, updated_at = ? WHERE rrn = ?"
 )
+_MOVE_HOLD = "UPDATE txn SET hold_state = ?, updated_at = ? WHERE rrn = ?"
 _INSERT_SAF = (
     "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
     "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
@@ -86,6 +87,7 @@ _STATEMENTS = Statements(
     insert_txn_once=_INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
+    move_hold=_MOVE_HOLD,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
