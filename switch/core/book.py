@@ -75,6 +75,11 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
+    stand_in: str | None = None
+    """Stood in by the switch (risk.md): why (``circuit_open``, ``no_link``,
+    ``bank_91``); None for every other transaction."""
+    advice: str | None = None
+    """A stood-in sale's advice state as last journaled (``switch.core.stip``)."""
 
     @property
     def request_key(self) -> RequestKey:

@@ -21,6 +21,7 @@ TXN_COLUMNS = (
     "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
     "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
+    "stand_in", "advice_state",
 )  # fmt: skip
 """The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
@@ -36,7 +37,8 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.mti if sent else None, sent.stan if sent else None,
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
-        record.voided, record.reversed, at, at, record.business_date,
+        record.voided, record.reversed, at, at, record.business_date, record.stand_in,
+        record.advice,
     )  # fmt: skip
 
 
@@ -78,6 +80,8 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         refunded=row["refunded"],
         voided=bool(row["voided"]),
         reversed=bool(row["reversed"]),
+        stand_in=row["stand_in"],
+        advice=row["advice_state"],
     )
 
 

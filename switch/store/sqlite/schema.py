@@ -126,6 +126,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- A journal written before there was a simulated clock was written on the real one.
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
+    # 4: stand-in processing (risk.md): why a sale was stood in, its advice's state, and
+    # each bank's advice queue beside its reversal SAF, in the order of stand-in (id).
+    """
+    ALTER TABLE txn ADD COLUMN stand_in TEXT;          -- circuit_open, no_link, bank_91
+    ALTER TABLE txn ADD COLUMN advice_state TEXT;      -- as advice.state
+    CREATE TABLE advice (
+        id INTEGER PRIMARY KEY,
+        rrn TEXT NOT NULL UNIQUE REFERENCES txn (rrn),
+        bank TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,                -- queued, sent, accepted, refused, manual, cancelled
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_result TEXT,
+        accepted_date TEXT,                 -- YYYY-MM-DD, the business date it was accepted
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX advice_queue ON advice (bank, state, id);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
