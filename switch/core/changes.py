@@ -94,6 +94,14 @@ class AdviceQueued(msgspec.Struct, frozen=True, tag=True):
     reason: str
     """Why it was stood in: ``circuit_open``, ``no_link`` or ``bank_91``."""
     at: float
+    local_time: str
+    """The sale's 12 (hhmmss local); its 13 is the record's local date."""
+    entry_mode: str
+    """The sale's 22..."""
+    condition_code: str
+    """...25..."""
+    mcc: str | None
+    """...and 18, as the advice repeats them (bank-h2h.md)."""
 
 
 class AdviceAttempted(msgspec.Struct, frozen=True, tag=True):

@@ -14,7 +14,7 @@ the amount whose advice is not yet accepted. It is rebuilt from the journal at s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Final, Literal
 
@@ -178,3 +178,62 @@ def decide(
     if tally.pending(bank) + request.amount > config.max_pending_fen:
         return NoStandIn("bank pending cap")
     return StandIn(why)
+
+
+class StandInDesk:
+    """Every bank's ``stand_in`` section, the tally its caps are checked against and
+    what it did (the metrics' counters). One per process; a reload replaces the
+    sections (``configure``), never the tally."""
+
+    def __init__(self, banks: Mapping[str, StandInSection] | None = None) -> None:
+        self.banks: dict[str, StandInSection] = dict(banks or {})
+        self.tally = StandInTally()
+        self.approvals: dict[str, int] = {}
+        """Stand-in approvals by bank."""
+        self.declines: dict[tuple[str, str], int] = {}
+        """Requests not stood in by (bank, reason), stand-in being on for the bank."""
+        self.advices: dict[tuple[str, str], int] = {}
+        """Advices' final results and attempts by (bank, result)."""
+        self.approved_on: dict[tuple[str, str], int] = {}
+        """Stand-in approvals by (bank, business date), for today's figures."""
+        self.losses_on: dict[tuple[str, str], int] = {}
+        """Refused advices by (bank, business date)."""
+
+    def configure(self, banks: Mapping[str, StandInSection]) -> None:
+        self.banks = dict(banks)
+
+    def enabled(self, bank: str) -> bool:
+        config = self.banks.get(bank)
+        return config is not None and config.enabled
+
+    def decide(
+        self, bank: str, request: StandInRequest, why: StandInReason
+    ) -> StandIn | NoStandIn:
+        config = self.banks.get(bank)
+        if config is None:
+            return NoStandIn("stand-in off")
+        verdict = decide(request, bank, why, config, self.tally)
+        if isinstance(verdict, StandIn):
+            self.tally.stood_in(bank, request.card_key, request.local_date, request.amount)
+            self.approvals[bank] = self.approvals.get(bank, 0) + 1
+            key = (bank, request.business_date.isoformat())
+            self.approved_on[key] = self.approved_on.get(key, 0) + 1
+        elif config.enabled:
+            self.declines[(bank, verdict.reason)] = self.declines.get((bank, verdict.reason), 0) + 1
+        return verdict
+
+    def undo(self, bank: str, request: StandInRequest) -> None:
+        """A stand-in that was not journaled: as if it had never been decided."""
+        self.tally.undone(bank, request.card_key, request.local_date, request.amount)
+        self.tally.settled(bank, request.amount)
+        self.approvals[bank] = max(0, self.approvals.get(bank, 0) - 1)
+        key = (bank, request.business_date.isoformat())
+        self.approved_on[key] = max(0, self.approved_on.get(key, 0) - 1)
+
+    def advised(self, bank: str, result: str, amount: int, *, final: bool, on: str) -> None:
+        """An advice's attempt gave ``result`` (accepted, refused, retry, manual...)."""
+        self.advices[(bank, result)] = self.advices.get((bank, result), 0) + 1
+        if final:
+            self.tally.settled(bank, amount)
+        if result == "refused":
+            self.losses_on[(bank, on)] = self.losses_on.get((bank, on), 0) + 1

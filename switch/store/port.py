@@ -118,6 +118,10 @@ class DueAdvice(msgspec.Struct, frozen=True, kw_only=True):
     state: str
     attempts: int
     next_attempt_at: float
+    local_time: str
+    entry_mode: str
+    condition_code: str
+    mcc: str | None
     record: TxnRecord
 
 

@@ -24,11 +24,11 @@ from switch.store.port import (
     AdviceBacklog,
     Change,
     DueAdvice,
-    StoodIn,
     DueReversal,
     Durability,
     OnlineResult,
     ReversalBacklog,
+    StoodIn,
 )
 from switch.store.rows import (
     SETTLED_BATCH_COLUMNS,
@@ -140,6 +140,8 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         advice_head=sql(
             "SELECT advice.id AS advice_id, advice.state AS advice_row_state, "
             "advice.attempts AS advice_attempts, advice.next_attempt_at AS advice_next, "
+            "advice.local_time AS advice_local_time, advice.entry_mode AS advice_entry_mode, "
+            "advice.condition_code AS advice_condition_code, advice.mcc AS advice_mcc, "
             f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
             "FROM advice JOIN txn ON txn.rrn = advice.rrn "
             "WHERE advice.bank = ? AND advice.state IN ('queued', 'sent') "
@@ -253,6 +255,8 @@ def _advice_head(rows: list[Row]) -> DueAdvice | None:
     return DueAdvice(
         advice_id=row["advice_id"], state=row["advice_row_state"],
         attempts=row["advice_attempts"], next_attempt_at=row["advice_next"],
+        local_time=row["advice_local_time"], entry_mode=row["advice_entry_mode"],
+        condition_code=row["advice_condition_code"], mcc=row["advice_mcc"],
         record=record_from_row(row),
     )  # fmt: skip
 

@@ -65,7 +65,8 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     put_batch_upload: str
     end_batch_upload: str
     insert_advice: str
-    """Parameters: rrn, bank, reason, next_attempt_at, created_at, updated_at."""
+    """Parameters: rrn, bank, reason, next_attempt_at, created_at, updated_at,
+    local_time, entry_mode, condition_code, mcc."""
     update_advice: str
     """Parameters: state, attempts, next_attempt_at, last_result, accepted_date,
     updated_at, id."""
@@ -112,8 +113,12 @@ def writes_of(
             )  # fmt: skip
             return (Write(_RANK_UPDATE_SAF, sql.update_saf, values),)
         case AdviceQueued(rrn=rrn, bank=bank, reason=reason, at=at):
+            advice = (
+                rrn, bank, reason, at, at, at, change.local_time, change.entry_mode,
+                change.condition_code, change.mcc,
+            )  # fmt: skip
             return (
-                Write(_RANK_INSERT_ADVICE, sql.insert_advice, (rrn, bank, reason, at, at, at)),
+                Write(_RANK_INSERT_ADVICE, sql.insert_advice, advice),
                 Write(_RANK_TXN_ADVICE, sql.txn_advice,
                       (reason, "queued", None, None, None, at, rrn)),
                 Write(_RANK_EVENT, sql.insert_event,

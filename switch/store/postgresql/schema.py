@@ -178,6 +178,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         next_attempt_at DOUBLE PRECISION NOT NULL,
         last_result TEXT,
         accepted_date TEXT,
+        local_time TEXT NOT NULL,
+        entry_mode TEXT NOT NULL,
+        condition_code TEXT NOT NULL,
+        mcc TEXT,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL
     );

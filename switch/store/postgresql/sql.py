@@ -115,8 +115,9 @@ _END_BATCH_UPLOAD = (
 )
 
 _INSERT_ADVICE = (
-    "INSERT INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
-    "VALUES (%s, %s, %s, 'queued', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
+    "INSERT INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, updated_at, "
+    "local_time, entry_mode, condition_code, mcc) "
+    "VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
 )
 _UPDATE_ADVICE = (
     "UPDATE advice SET state = %s, attempts = %s, next_attempt_at = %s, last_result = %s, "

@@ -141,6 +141,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         next_attempt_at REAL NOT NULL,
         last_result TEXT,
         accepted_date TEXT,                 -- YYYY-MM-DD, the business date it was accepted
+        local_time TEXT NOT NULL,           -- the sale's 12, 13 is its txn.local_date
+        entry_mode TEXT NOT NULL,           -- the sale's 22
+        condition_code TEXT NOT NULL,       -- the sale's 25
+        mcc TEXT,                           -- the sale's 18
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );

@@ -81,8 +81,9 @@ _END_BATCH_UPLOAD = (
 )
 
 _INSERT_ADVICE = (
-    "INSERT OR IGNORE INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
-    "VALUES (?, ?, ?, 'queued', ?, ?, ?)"
+    "INSERT OR IGNORE INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, "
+    "updated_at, local_time, entry_mode, condition_code, mcc) "
+    "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_ADVICE = (
     "UPDATE advice SET state = ?, attempts = ?, next_attempt_at = ?, last_result = ?, "
