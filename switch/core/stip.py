@@ -162,7 +162,9 @@ def decide(
         return NoStandIn(f"currency {request.currency}")
     if not any(request.pan.startswith(prefix) for prefix in config.bins):
         return NoStandIn("card not covered")
-    if request.mcc is None or request.mcc in config.mcc_excluded:
+    if request.mcc is None:
+        return NoStandIn("MCC unknown")  # no merchants file: nothing says it is not excluded
+    if request.mcc in config.mcc_excluded:
         return NoStandIn(f"MCC {request.mcc} excluded")
     if request.expiry is None:
         return NoStandIn("no expiry")

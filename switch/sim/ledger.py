@@ -665,7 +665,8 @@ class SimulatedBank:
         if answered is not None:
             return _reply(reply_mti, fields, answered)
         if self.refuse_advices is not None:
-            self._advices[identity] = self.refuse_advices
+            if self.refuse_advices not in ("91", "96"):  # those say "send it again"
+                self._advices[identity] = self.refuse_advices
             return _reply(reply_mti, fields, self.refuse_advices)
         pan = _pan(fields)
         amount = _amount(fields)

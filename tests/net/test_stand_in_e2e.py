@@ -1,0 +1,208 @@
+"""Stand-in processing (risk.md, "Stand-in processing (STIP)") through the real switch
+over loopback: citic's bank is a simulator the test starts and stops on a port of its
+own, so the switch finds it down (no link signed on) and then back; its advices go out
+when it is."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+import trio
+
+from switch import ops
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.sim.server import BankSimulator
+from switch.store import open_operator_journal
+from switch.terminal import Terminal
+from tests.conftest import REPO, LogSink, luhn_complete, make_config
+from switch.wire.iso8583 import Iso8583Message
+from tests.net.helpers import FAST_SAF, H2H, PAN_CITIC_CREDIT, eventually, pos_client
+from tests.net.rogue_bank import Reply, RogueBank, echoed
+
+MERCHANTS = str(REPO / "conf" / "merchants.csv")
+PAN_CITIC_OTHER = luhn_complete("622690000000000001")  # routed to citic, not covered
+STAND_IN = {"enabled": True, "bins": ["625808"], "single_cap_fen": 200_000}
+
+
+async def free_port() -> int:
+    probe = trio.socket.socket()
+    await probe.bind(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def citic_down_config(port: int, **stand_in: object) -> SwitchConfig:
+    return make_config(
+        banks={"citic": {"simulate": False, "port": port, "links": 1,
+                         "stand_in": {**STAND_IN, **stand_in}}},
+        saf={**FAST_SAF, "max_attempts": 3},
+        settlement={"merchants_file": MERCHANTS},
+    )  # fmt: skip
+
+
+async def start_without_citic(nursery: trio.Nursery, config: SwitchConfig) -> SwitchApp:
+    """The switch, its simulated banks up; citic's is not there."""
+    app: SwitchApp = await nursery.start(SwitchApp(config).run)
+    with trio.fail_after(10):
+        for name, connector in app.connectors.items():
+            if name != "citic":
+                await connector.wait_up()
+    return app
+
+
+async def citic_back(nursery: trio.Nursery, config: SwitchConfig) -> BankSimulator:
+    simulator = BankSimulator("citic", config.banks["citic"], H2H)
+    await nursery.start(simulator.serve)
+    return simulator
+
+
+def rows(app: SwitchApp, statement: str, *parameters: Any) -> list[dict[str, Any]]:
+    with sqlite3.connect(app.config.path(app.config.journal.path)) as connection:
+        connection.row_factory = sqlite3.Row
+        return [dict(row) for row in connection.execute(statement, parameters)]
+
+
+def advices(app: SwitchApp) -> list[tuple[str, str, int]]:
+    return [
+        (row["rrn"], row["state"], row["attempts"])
+        for row in rows(app, "SELECT rrn, state, attempts FROM advice ORDER BY id")
+    ]
+
+
+async def test_eligible_sales_are_stood_in_the_rest_91_and_advices_go_in_order_after(
+    nursery: trio.Nursery, log_sink: LogSink
+) -> None:
+    port = await free_port()
+    config = citic_down_config(port)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+
+    first = await client.request(client.terminal.sale(1, PAN_CITIC_CREDIT, 8800))
+    assert first.fields[39] == "00"
+    rrn1 = str(first.fields[37])
+    assert first.fields[38] == "S" + rrn1[-5:]
+    # Not stood in, each journaled with why: above the single cap; a card the bank's
+    # stand-in does not cover.
+    too_big = await client.request(client.terminal.sale(2, PAN_CITIC_CREDIT, 200_001))
+    uncovered = await client.request(client.terminal.sale(3, PAN_CITIC_OTHER, 1000))
+    assert (too_big.fields[39], uncovered.fields[39]) == ("91", "91")
+    second = await client.request(client.terminal.sale(4, PAN_CITIC_CREDIT, 12000))
+    assert second.fields[39] == "00"
+    rrn2 = str(second.fields[37])
+
+    stood = rows(app, "SELECT rrn, state, code, auth_code, stand_in FROM txn "
+                      "WHERE stand_in IS NOT NULL ORDER BY rrn")  # fmt: skip
+    assert [(r["rrn"], r["state"], r["code"], r["stand_in"]) for r in stood] == [
+        (rrn1, "approved", "00", "no_link"), (rrn2, "approved", "00", "no_link"),
+    ]  # fmt: skip
+    refused = rows(app, "SELECT txn.rrn AS rrn, detail FROM txn JOIN txn_event USING (rrn) "
+                        "WHERE txn.state = 'not_sent' AND detail IS NOT NULL ORDER BY txn.rrn")
+    assert [r["detail"].split("not stood in: ")[1] for r in refused] == [
+        "single cap", "card not covered"
+    ]
+    assert advices(app) == [(rrn1, "queued", 0), (rrn2, "queued", 0)]
+    lines = [e for e in log_sink.events("txn") if e.get("stand_in")]
+    assert [(e["rrn"], e["stand_in_reason"]) for e in lines] == [
+        (rrn1, "no_link"), (rrn2, "no_link")
+    ]
+
+    simulator = await citic_back(nursery, config)
+    await eventually(lambda: [a[1] for a in advices(app)] == ["accepted", "accepted"])
+    sent = [m for m in simulator.received if m.mti in ("0220", "0221")]
+    assert [(m.mti, m.fields[37], m.fields[38], m.fields[39]) for m in sent] == [
+        ("0220", rrn1, "S" + rrn1[-5:], "00"), ("0220", rrn2, "S" + rrn2[-5:], "00"),
+    ]  # fmt: skip
+    # The accepted send is the sale's bank message now (a later void names it in 90).
+    sale = rows(app, "SELECT bank_mti, bank_stan, advice_state FROM txn WHERE rrn = ?", rrn1)[0]
+    assert sale == {"bank_mti": "0220", "bank_stan": sent[0].fields[11],
+                    "advice_state": "accepted"}  # fmt: skip
+    assert app.stand_in.approvals["citic"] == 2
+    assert app.stand_in.declines[("citic", "single cap")] == 1
+    assert app.stand_in.tally.pending("citic") == 0
+
+
+async def test_a_refused_advice_is_final_and_one_answered_96_is_repeated_as_0221(
+    nursery: trio.Nursery,
+) -> None:
+    port = await free_port()
+    config = citic_down_config(port)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+    one = await client.request(client.terminal.sale(1, PAN_CITIC_CREDIT, 5000))
+    two = await client.request(client.terminal.sale(2, PAN_CITIC_CREDIT, 6000))
+    assert (one.fields[39], two.fields[39]) == ("00", "00")
+
+    refusing = msgspec.structs.replace(
+        config.banks["citic"],
+        sim=msgspec.structs.replace(config.banks["citic"].sim, refuse_advices="96"),
+    )
+    simulator = BankSimulator("citic", refusing, H2H)
+    await nursery.start(simulator.serve)
+    # 96: sent again (0221, new 11 and 7) up to max_attempts, then manual; the next goes.
+    await eventually(lambda: advices(app)[0][1:] == ("manual", 3))
+    first_sends = [m for m in simulator.received if m.fields.get(37) == one.fields[37]]
+    assert [m.mti for m in first_sends] == ["0220", "0221", "0221"]
+    assert len({(m.fields[11], m.fields[7]) for m in first_sends}) == 3
+    await eventually(lambda: advices(app)[1][1:] == ("manual", 3))
+
+    journal = open_operator_journal(app.config)
+    try:
+        listed = ops.advice_list(journal)
+        assert [(r["id"], r["rrn"], r["state"]) for r in listed] == [
+            ("A1", one.fields[37], "manual"), ("A2", two.fields[37], "manual")
+        ]
+        simulator._bank.refuse_advices = "05"  # the bank now refuses: finally
+        ops.advice_retry(journal, 1)
+        await eventually(lambda: advices(app)[0][1] == "refused")
+        simulator._bank.refuse_advices = None
+        ops.advice_retry(journal, 2)
+    finally:
+        journal.close()
+    await eventually(lambda: advices(app)[1][1] == "accepted")
+    again = [m.mti for m in simulator.received if m.fields.get(37) == two.fields[37]]
+    assert again[-1] == "0221"
+    losses = app.stand_in.advices
+    assert losses[("citic", "refused")] == 1 and losses[("citic", "accepted")] == 1
+
+
+async def test_a_bank_91_is_stood_in_and_a_timed_out_one_never(nursery: trio.Nursery) -> None:
+    """91 from the bank: it did not act, so the sale is stood in (bank_91). A request
+    that got no answer in time may have been approved: never stood in (68)."""
+
+    def answer(request: Iso8583Message) -> list[Reply]:
+        if request.mti == "0200" and request.fields[4] == "000000001091":
+            return [echoed(request, "0210", f39="91")]
+        if request.mti == "0200":
+            return []  # never answered
+        if request.mti in ("0220", "0221"):
+            return [echoed(request, "0230", f39="00")]
+        return [echoed(request, "0410", f39="00")]
+
+    rogue = RogueBank(H2H, answer)
+    port = await nursery.start(rogue.serve)
+    config = citic_down_config(port, channels=["pos"])
+    config = msgspec.structs.replace(
+        config,
+        banks={**config.banks, "citic": msgspec.structs.replace(
+            config.banks["citic"], issuer_timeout_s=0.3, circuit_timeouts=100)},
+    )  # fmt: skip
+    app = await start_without_citic(nursery, config)
+    with trio.fail_after(10):
+        await app.connectors["citic"].wait_up()
+    client = await pos_client(app, Terminal(terminal_id="POS00002"))
+    declined_91 = await client.request(client.terminal.sale(1, PAN_CITIC_CREDIT, 1091))
+    assert declined_91.fields[39] == "00"
+    rrn = str(declined_91.fields[37])
+    assert declined_91.fields[38] == "S" + rrn[-5:]
+    assert rows(app, "SELECT stand_in, state FROM txn WHERE rrn = ?", rrn) == [
+        {"stand_in": "bank_91", "state": "approved"}
+    ]
+    timed_out = await client.request(client.terminal.sale(2, PAN_CITIC_CREDIT, 10068))
+    assert timed_out.fields[39] == "68"
+    await eventually(lambda: advices(app) == [(rrn, "accepted", 1)])
+    assert [m.mti for m in rogue.received if m.mti.startswith("022")] == ["0220"]
+    assert rows(app, "SELECT count(*) AS n FROM txn WHERE stand_in IS NOT NULL") == [{"n": 1}]
