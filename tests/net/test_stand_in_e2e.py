@@ -17,8 +17,8 @@ from switch.config import SwitchConfig
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.terminal import Terminal
-from tests.conftest import REPO, LogSink, luhn_complete, make_config
 from switch.wire.iso8583 import Iso8583Message
+from tests.conftest import REPO, LogSink, luhn_complete, make_config
 from tests.net.helpers import FAST_SAF, H2H, PAN_CITIC_CREDIT, eventually, pos_client
 from tests.net.rogue_bank import Reply, RogueBank, echoed
 
