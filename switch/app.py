@@ -400,7 +400,9 @@ class SwitchApp:
                 adviser = self.advisers[name] = AdviceForwarder(
                     connector, journal, vault, institution, config.saf, self.stand_in,
                     calendar, utc_offset_h=utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
                 )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
                 bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
@@ -713,7 +715,9 @@ class SwitchApp:
                     connector, self.journal, self.vault, self._institution, new.saf,
                     self.stand_in, switchboard.calendar,
                     utc_offset_h=new.switch.utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
                 )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
                 self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
             adviser.connector = connector
             if previous is not None:

@@ -296,7 +296,9 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
+    ("admitting", Admitted): (
+        "waiting_for_link", "answered", "waiting_for_first", "journaling_stand_in"
+    ),
     ("admitting", Refused): "answered",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): ("answered", "journaling_stand_in"),
@@ -356,6 +358,9 @@ class BankTransaction:
         """Stand-in processing (risk.md): None, or off for its bank, never stands in."""
         self._stood_in: StandInRequest | None = None
         self._not_stood_in: str | None = None
+        self._in_switch: TxnRecord | None = None
+        """A stood-in sale this void undoes in the switch (its advice never sent, or
+        refused): nothing goes to the bank."""
         self.product = PRODUCT_OF[type(request)]
         """Its row of ``switch.core.products``: how it finds its original, what it
         reserves, the answer that closes it, whether it is reversed on no answer."""
@@ -483,6 +488,9 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
+        if self._in_switch is not None:
+            self._void_in_switch(step, self._in_switch)
+            return
         self.phase = "waiting_for_link"
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
@@ -579,6 +587,12 @@ class BankTransaction:
                 online_id=ref.online_id,
                 kinds=product.original_kinds,
             )
+            if (
+                original.stand_in is not None
+                and original.advice != "accepted"
+                and _undone_in_switch(product.reserves, original.advice)
+            ):
+                self._in_switch = original
             try:
                 pan = self.cards.open(original.pan_sealed)
             except CardDataUnreadable as exc:
@@ -877,9 +891,44 @@ class BankTransaction:
             condition_code=card.condition_code, mcc=self.mcc,
         )  # fmt: skip
 
+    def _void_in_switch(self, step: _Step, original: TxnRecord) -> None:
+        """risk.md: a stood-in sale whose advice was never sent (it is cancelled) or was
+        refused (the loss is cancelled) is voided in the switch, answered 00."""
+        record = self.record
+        assert record is not None
+        touched = self.book.settle(record, state="approved", code="00")
+        self._outcome = Outcome(
+            code="00", rrn=record.rrn, bank=record.bank, route=self.route_name,
+            settlement_date=self.business_date or None,
+        )  # fmt: skip
+        self._state = "approved"
+        why = "its advice not sent: cancelled" if original.advice == "queued" else (
+            "its advice refused: the loss cancelled"
+        )  # fmt: skip
+        changes: list[Change] = [
+            TxnStarted.of(record, self.now),
+            TxnUpdated.of(record, self.now, f"voided in the switch: stood in, {why}"),
+        ]
+        if touched is not None:
+            changes.append(TxnUpdated.of(touched, self.now, f"voided in the switch by void RRN "
+                                                             f"{record.rrn} ({why})"))
+        if self.finalize is not None:
+            changes.extend(self.finalize(self._outcome))
+        if self.stand_in is not None:
+            self.stand_in.undone(original)
+        self.phase = "journaling_stand_in"
+        step.actions.append(Journal(tuple(changes), durable=True))
+
     def _on_journaling_stand_in(self, event: Event, step: _Step) -> None:
         outcome = self._outcome
         assert outcome is not None
+        if isinstance(event, JournalFailed) and self._in_switch is not None:
+            # Nothing written: the sale stands as it was, the terminal may try again.
+            self._in_switch.voided = False
+            if self.stand_in is not None:
+                self.stand_in.redone(self._in_switch)
+            self._answer(step, self._journal_failure(event))
+            return
         if isinstance(event, JournalFailed) and outcome.stand_in is not None:
             # Nothing was sent and nothing written: 96, the terminal may try again.
             self._stand_in_not_journaled()
@@ -927,6 +976,16 @@ class BankTransaction:
             # Every financial answer names its date, declines and refusals included.
             outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
         step.actions.append(Answer(outcome))
+
+
+def _undone_in_switch(reserves: str, advice: str | None) -> bool:
+    """risk.md's table for a stood-in sale whose advice is not accepted: whether its void
+    is done in the switch (True); else refused here (91; a refund of a refused one 12)."""
+    if reserves == "whole" and advice in ("queued", "refused"):
+        return True
+    if reserves != "whole" and advice == "refused":
+        raise TransactionRefused("12", "its stood-in sale was refused by its bank")
+    raise TransactionRefused("91", "its stood-in sale's advice has no answer from its bank yet")
 
 
 def _bank_answer(
@@ -1019,8 +1078,10 @@ class TerminalReversal:
         cards: Cards,
         now: float,
         in_flight: Callable[[str], bool],
+        stand_in: StandInDesk | None = None,
     ) -> None:
         self.request = request
+        self.stand_in = stand_in
         self.book = book
         self.cards = cards
         self.now = now
@@ -1107,6 +1168,8 @@ class TerminalReversal:
         return self._reverse(record)
 
     def _reverse(self, record: TxnRecord) -> list[Action]:
+        if record.stand_in is not None and record.advice != "accepted" and not record.reversed:
+            return self._reverse_stood_in(record)
         if record.sent is None or record.reversed or record.state == "not_sent":
             self.phase = "answered"
             return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
@@ -1115,6 +1178,25 @@ class TerminalReversal:
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         self.phase = "journaling"
         return [Journal(tuple(changes))]
+
+    def _reverse_stood_in(self, record: TxnRecord) -> list[Action]:
+        """risk.md: a stood-in sale whose advice is not accepted is reversed in the
+        switch (advice not sent: cancelled; refused: the loss cancelled) or, its advice
+        sent without a final answer, its 0400 is queued by the advice's acceptance
+        (dropped if refused). Answered 00."""
+        self.book.mark_reversed(record)
+        if self.stand_in is not None:
+            self.stand_in.undone(record)
+        self.phase = "journaling"
+        return [Journal((TxnUpdated.of(record, self.now, _reverse_stood_in_note(record.advice)),))]
+
+
+def _reverse_stood_in_note(advice: str | None) -> str:
+    if advice == "queued":
+        return "reversed in the switch: stood in, its advice not sent (cancelled)"
+    if advice == "refused":
+        return "reversed in the switch: stood in, its advice refused (the loss cancelled)"
+    return "reversal requested by terminal: its 0400 goes once its advice is accepted"
 
 
 def recovery_changes(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import msgspec
 
@@ -182,6 +182,16 @@ def decide(
     return StandIn(why)
 
 
+class _StoodInSale(Protocol):
+    """What the desk reads of a stood-in sale's record (``switch.core.book.TxnRecord``)."""
+
+    bank: str
+    pan_hmac: bytes
+    local_date: str
+    amount: int
+    advice: str | None
+
+
 class StandInDesk:
     """Every bank's ``stand_in`` section, the tally its caps are checked against and
     what it did (the metrics' counters). One per process; a reload replaces the
@@ -231,6 +241,18 @@ class StandInDesk:
         self.approvals[bank] = max(0, self.approvals.get(bank, 0) - 1)
         key = (bank, request.business_date.isoformat())
         self.approved_on[key] = max(0, self.approved_on.get(key, 0) - 1)
+
+    def undone(self, sale: _StoodInSale) -> None:
+        """A stood-in sale voided or reversed: it no longer stands on its card's date,
+        and an advice never sent (cancelled) is no longer pending."""
+        self.tally.undone(sale.bank, sale.pan_hmac, sale.local_date, sale.amount)
+        if sale.advice == "queued":
+            self.tally.settled(sale.bank, sale.amount)
+
+    def redone(self, sale: _StoodInSale) -> None:
+        """An ``undone`` that was not journaled: as it was."""
+        self.tally.load([(sale.bank, sale.pan_hmac, sale.local_date, sale.amount, True,
+                          sale.advice == "queued")])  # fmt: skip
 
     def advised(self, bank: str, result: str, amount: int, *, final: bool, on: str) -> None:
         """An advice's attempt gave ``result`` (accepted, refused, retry, manual...)."""

@@ -13,13 +13,20 @@ accepts it: its send becomes the sale's bank message (what a void or a reversal 
 in 90). Any other 39 refuses it finally: the switch bears the loss.
 
 A stood-in sale voided or reversed in the switch before its advice was ever sent has
-its advice cancelled here, when it comes to the head: nothing is sent for it.
+its advice cancelled here, when it comes to the head: nothing is sent for it. One the
+terminal reversed while its advice was out gets its 0400 queued (to the reversal SAF)
+in the commit that records the advice's acceptance, or none if it is refused.
+
+The book's copy of the sale (``TransactionBook``) learns each state when it is decided,
+before it is journaled: a void or a reversal of the sale, decided on that copy, never
+races an advice being sent (risk.md's table by advice state).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -28,13 +35,21 @@ import trio
 from switch.config import SafSection
 from switch.core import bank as bankmsg
 from switch.core.bank import AdviceSubject, Institution, OriginalData
+from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.lifecycle import Cards
 from switch.core.stip import StandInDesk
 from switch.errors import CardDataUnreadable, SwitchError
 from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent, NotEncodable
-from switch.store.port import AdviceAttempted, DueAdvice, Journal, JournalError
+from switch.store.port import (
+    AdviceAttempted,
+    Change,
+    DueAdvice,
+    Journal,
+    JournalError,
+    ReversalQueued,
+)
 
 log = structlog.get_logger()
 
@@ -77,8 +92,11 @@ class AdviceForwarder:
         *,
         utc_offset_h: int,
         clock: BusinessClock = WALL_CLOCK,
+        book: TransactionBook | None = None,
     ) -> None:
         self.connector = connector
+        self.book = book
+        """The switchboard's book: its copy of each sale learns the advice's state."""
         self.bank = connector.name
         self.journal = journal
         self.cards = cards
@@ -91,6 +109,8 @@ class AdviceForwarder:
         self.clock = clock
         self._wake = trio.Event()
         self._next_trouble_log = 0.0
+        self.nudge_reversals: Callable[[str], None] = lambda bank: None
+        """Tells the bank's reversal SAF that a reversal was queued."""
         self.accepted = 0
         self.refused = 0
         self.failed_attempts = 0
@@ -132,12 +152,19 @@ class AdviceForwarder:
         """One attempt at the head; whether it has a final answer now (or went manual
         or was cancelled), so the next may go."""
         record = head.record
+        held = self.book.by_rrn(record.rrn) if self.book is not None else None
         if head.state == "queued" and (record.voided or record.reversed):
             self.cancelled += 1
             log.info("advice_cancelled", bank=self.bank, rrn=record.rrn)
+            self._learn(held, "cancelled")
             await self._record(head, "cancelled", head.attempts, "its sale was undone first")
-            self.desk.advised(self.bank, "cancelled", record.amount, final=True, on=self._today())
+            # Its void or reversal released what it held of the caps.
+            self.desk.advised(self.bank, "cancelled", record.amount, final=False, on=self._today())
             return True
+        if head.state == "queued" and held is not None and (
+            held.voided or held.void_pending or held.reversed
+        ):
+            return False  # its void or reversal is being journaled: cancelled next time
         try:
             pan = self.cards.open(record.pan_sealed)
         except CardDataUnreadable as exc:
@@ -149,6 +176,7 @@ class AdviceForwarder:
             return False
         if head.state == "queued":
             # On disk before it leaves: after a stop, it is repeated as a 0221.
+            self._learn(held, "sent")
             await self._record(head, "sent", head.attempts, "sending", at=head.next_attempt_at)
         sent = await self._send(head, pan, repeat=head.state == "sent" or head.attempts > 0)
         if sent.never:
@@ -167,9 +195,21 @@ class AdviceForwarder:
             self.accepted += 1
             today = self._today()
             log.info("advice_accepted", bank=self.bank, rrn=record.rrn, attempts=attempts)
+            held = self.book.by_rrn(record.rrn) if self.book is not None else None
+            self._learn(held, "accepted", sent.trace)
+            # A terminal reversed it while its advice was out: its 0400 goes now, 90
+            # naming the accepted advice.
+            reversed_ = record.reversed or (held is not None and held.reversed)
+            also: tuple[Change, ...] = (
+                ReversalQueued(rrn=record.rrn, bank=self.bank, at=self.clock.now(),
+                               reason="terminal reversal, behind its advice"),
+            ) if reversed_ else ()  # fmt: skip
             await self._record(
-                head, "accepted", attempts, "00", trace=sent.trace, accepted_date=today
-            )
+                head, "accepted", attempts, "00", trace=sent.trace, accepted_date=today,
+                also=also,
+            )  # fmt: skip
+            if reversed_:
+                self.nudge_reversals(self.bank)
             self.desk.advised(self.bank, "accepted", record.amount, final=True, on=today)
             return True
         if sent.code is not None and sent.code not in bankmsg.ADVICE_AGAIN:
@@ -178,6 +218,7 @@ class AdviceForwarder:
                 "advice_refused", bank=self.bank, rrn=record.rrn, code=sent.code,
                 amount_fen=record.amount,
             )  # fmt: skip
+            self._learn(self.book.by_rrn(record.rrn) if self.book is not None else None, "refused")
             await self._record(head, "refused", attempts, sent.code)
             self.desk.advised(self.bank, "refused", record.amount, final=True, on=self._today())
             return True
@@ -185,6 +226,7 @@ class AdviceForwarder:
         if attempts >= self.config.max_attempts:
             log.warning("advice_manual", bank=self.bank, rrn=record.rrn, attempts=attempts,
                         result=sent.result)  # fmt: skip
+            self._learn(self.book.by_rrn(record.rrn) if self.book is not None else None, "manual")
             await self._record(head, "manual", attempts, sent.result)
             self.desk.advised(self.bank, "manual", record.amount, final=False, on=self._today())
             return True
@@ -193,6 +235,13 @@ class AdviceForwarder:
         await self._record(head, "sent", attempts, sent.result, at=self._next_at(attempts - 1))
         self.desk.advised(self.bank, "retry", record.amount, final=False, on=self._today())
         return False
+
+    @staticmethod
+    def _learn(held: TxnRecord | None, state: str, trace: OriginalData | None = None) -> None:
+        if held is not None:
+            held.advice = state
+            if trace is not None:
+                held.sent = trace
 
     def _ready(self) -> bool:
         """Its circuit closed and a link signed on (risk.md)."""
@@ -262,6 +311,7 @@ class AdviceForwarder:
         at: float | None = None,
         trace: OriginalData | None = None,
         accepted_date: str | None = None,
+        also: tuple[Change, ...] = (),
     ) -> None:
         now = self.clock.now()
         attempted = AdviceAttempted(
@@ -269,7 +319,7 @@ class AdviceForwarder:
             next_attempt_at=now if at is None else at, result=result, at=now, sent=trace,
             accepted_date=accepted_date,
         )  # fmt: skip
-        await self.journal.commit(attempted, durable=True)
+        await self.journal.commit(attempted, *also, durable=True)
 
     def _journal_trouble(self, event: str, exc: JournalError) -> None:
         now = time.monotonic()

@@ -253,7 +253,7 @@ class Switchboard:
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
-                in_flight=self._in_flight.__contains__,
+                in_flight=self._in_flight.__contains__, stand_in=self.stand_in,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).

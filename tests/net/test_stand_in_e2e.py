@@ -206,3 +206,123 @@ async def test_a_bank_91_is_stood_in_and_a_timed_out_one_never(nursery: trio.Nur
     await eventually(lambda: advices(app) == [(rrn, "accepted", 1)])
     assert [m.mti for m in rogue.received if m.mti.startswith("022")] == ["0220"]
     assert rows(app, "SELECT count(*) AS n FROM txn WHERE stand_in IS NOT NULL") == [{"n": 1}]
+
+
+def state_of(app: SwitchApp, rrn: object) -> dict[str, Any]:
+    return rows(app, "SELECT state, voided, reversed, advice_state FROM txn WHERE rrn = ?",
+                rrn)[0]  # fmt: skip
+
+
+async def test_voids_reversals_and_refunds_of_stood_in_sales_by_advice_state(
+    nursery: trio.Nursery,
+) -> None:
+    """risk.md's table: advice never sent, the void and the reversal are done in the
+    switch (00, advice cancelled), a refund 91; accepted, a void goes to the bank as
+    for any sale, 90 naming the accepted 0220."""
+    port = await free_port()
+    config = citic_down_config(port)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+    terminal = client.terminal
+    voided = await client.request(terminal.sale(1, PAN_CITIC_CREDIT, 1000))
+    reversed_sale = terminal.sale(2, PAN_CITIC_CREDIT, 2000)
+    to_reverse = await client.request(reversed_sale)
+    kept = await client.request(terminal.sale(3, PAN_CITIC_CREDIT, 3000))
+    assert [r.fields[39] for r in (voided, to_reverse, kept)] == ["00", "00", "00"]
+
+    void = await client.request(terminal.void(4, PAN_CITIC_CREDIT, 1000, voided.fields[37], 1))
+    assert void.fields[39] == "00"
+    reversal = await client.request(terminal.reversal(reversed_sale))
+    assert reversal.fields[39] == "00"
+    refund = await client.request(terminal.refund(5, PAN_CITIC_CREDIT, 500, kept.fields[37], 3))
+    assert refund.fields[39] == "91"
+    assert state_of(app, voided.fields[37])["voided"] == 1
+    assert state_of(app, to_reverse.fields[37])["reversed"] == 1
+    assert rows(app, "SELECT count(*) AS n FROM saf") == [{"n": 0}]  # nothing to reverse
+
+    simulator = await citic_back(nursery, config)
+    await eventually(
+        lambda: [a[1] for a in advices(app)] == ["cancelled", "cancelled", "accepted"]
+    )
+    sent = [m for m in simulator.received if m.mti.startswith("02")]
+    assert [(m.mti, m.fields[37]) for m in sent] == [("0220", kept.fields[37])]
+    # Accepted: its void goes to the bank, 90 naming the accepted advice.
+    void_kept = await client.request(terminal.void(6, PAN_CITIC_CREDIT, 3000, kept.fields[37], 3))
+    assert void_kept.fields[39] == "00"
+    to_bank = [m for m in simulator.received if m.mti == "0200"][-1]
+    accepted = sent[0]
+    assert str(to_bank.fields[90]).startswith(f"0220{accepted.fields[11]}{accepted.fields[7]}")
+    assert state_of(app, kept.fields[37])["voided"] == 1
+
+
+async def test_a_stood_in_sale_whose_advice_is_out_is_reversed_once_it_is_accepted(
+    nursery: trio.Nursery,
+) -> None:
+    """Sent without a final answer: a void is 91; the terminal's reversal is answered 00
+    and its 0400 queued behind the advice, sent once the advice is accepted."""
+    answering = trio.Event()
+
+    def answer(request: Iso8583Message) -> list[Reply]:
+        if request.mti in ("0220", "0221"):
+            return [echoed(request, "0230", f39="00")] if answering.is_set() else []
+        if request.mti in ("0400", "0401"):
+            return [echoed(request, "0410", f39="00")]
+        return [echoed(request, "0210", f39="91")]  # the bank does not act on sales
+
+    rogue = RogueBank(H2H, answer)
+    port = await nursery.start(rogue.serve)
+    config = citic_down_config(port)
+    config = msgspec.structs.replace(
+        config,
+        banks={**config.banks, "citic": msgspec.structs.replace(
+            config.banks["citic"], issuer_timeout_s=0.3, circuit_timeouts=1000)},
+        saf=msgspec.structs.replace(config.saf, max_attempts=1000),
+    )  # fmt: skip
+    app = await start_without_citic(nursery, config)
+    with trio.fail_after(10):
+        await app.connectors["citic"].wait_up()
+    client = await pos_client(app)
+    terminal = client.terminal
+    sale_request = terminal.sale(1, PAN_CITIC_CREDIT, 4000)
+    sale = await client.request(sale_request)
+    assert sale.fields[39] == "00"  # the bank's 91, stood in
+    rrn = sale.fields[37]
+    await eventually(lambda: advices(app)[0][1:] == ("sent", 1))
+    void = await client.request(terminal.void(2, PAN_CITIC_CREDIT, 4000, rrn, 1))
+    assert void.fields[39] == "91"
+    reversal = await client.request(terminal.reversal(sale_request))
+    assert reversal.fields[39] == "00"
+    assert rows(app, "SELECT count(*) AS n FROM saf") == [{"n": 0}]  # not before the advice
+    answering.set()
+    await eventually(lambda: rows(app, "SELECT state FROM saf") == [{"state": "delivered"}])
+    assert advices(app)[0][1] == "accepted"
+    accepted = [m for m in rogue.received if m.mti in ("0220", "0221")][-1]
+    reversed_ = [m for m in rogue.received if m.mti == "0400"]
+    assert [(m.fields[37], str(m.fields[90])[:20]) for m in reversed_] == [
+        (rrn, f"{accepted.mti}{accepted.fields[11]}{accepted.fields[7]}")
+    ]
+
+
+async def test_a_refused_stood_in_sale_is_voided_in_the_switch_and_not_refunded(
+    nursery: trio.Nursery,
+) -> None:
+    port = await free_port()
+    config = citic_down_config(port)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+    terminal = client.terminal
+    one = await client.request(terminal.sale(1, PAN_CITIC_CREDIT, 1000))
+    two = await client.request(terminal.sale(2, PAN_CITIC_CREDIT, 2000))
+    refusing = msgspec.structs.replace(
+        config.banks["citic"],
+        sim=msgspec.structs.replace(config.banks["citic"].sim, refuse_advices="05"),
+    )
+    simulator = BankSimulator("citic", refusing, H2H)
+    await nursery.start(simulator.serve)
+    await eventually(lambda: [a[1] for a in advices(app)] == ["refused", "refused"])
+    void = await client.request(terminal.void(3, PAN_CITIC_CREDIT, 1000, one.fields[37], 1))
+    assert void.fields[39] == "00"
+    refund = await client.request(terminal.refund(4, PAN_CITIC_CREDIT, 500, two.fields[37], 2))
+    assert refund.fields[39] == "12"
+    assert not [m for m in simulator.received if m.mti in ("0200", "0220") and m.fields[3][:2] != "00"]
+    assert state_of(app, one.fields[37])["voided"] == 1
