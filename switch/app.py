@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from switch.admin.collect import iso_utc
-from switch.admin.port import BankReading, JournalReading, ListenerReading
+from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
 from switch.admin.status import ConfigStatus, LinkStatus
 from switch.config import (
@@ -67,7 +67,7 @@ from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
-from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
+from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
 from switch.wire.dialect import load_dialects
@@ -282,6 +282,33 @@ class SwitchApp:
     async def reversal_backlog(self) -> list[ReversalBacklog] | None:
         journal = self.journal
         return await journal.reversal_backlog() if journal is not None else None
+
+    async def advice_backlog(self) -> list[AdviceBacklog] | None:
+        journal = self.journal
+        return await journal.advice_backlog() if journal is not None else None
+
+    def stand_in_readings(self) -> list[StandInReading]:
+        desk, switchboard = self.stand_in, self.switchboard
+        today = (
+            switchboard.calendar.date_at(self.clock.now()).isoformat()
+            if switchboard is not None
+            else ""
+        )
+        banks = [*self.config.banks, *(name for name in desk.approvals
+                                       if name not in self.config.banks)]  # fmt: skip
+        return [
+            StandInReading(
+                bank=name,
+                enabled=desk.enabled(name),
+                approvals=desk.approvals.get(name, 0),
+                today=desk.approved_on.get((name, today), 0),
+                declines={reason: n for (bank, reason), n in desk.declines.items() if bank == name},
+                advices={result: n for (bank, result), n in desk.advices.items() if bank == name},
+                losses_today=desk.losses_on.get((name, today), 0),
+            )
+            for name in banks
+            if desk.enabled(name) or desk.approvals.get(name)
+        ]
 
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED

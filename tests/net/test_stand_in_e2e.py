@@ -12,6 +12,8 @@ import msgspec
 import trio
 
 from switch import ops
+from switch.admin.collect import StatusCollector
+from switch.admin.metrics import exposition, metrics_registry
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.sim.server import BankSimulator
@@ -110,8 +112,25 @@ async def test_eligible_sales_are_stood_in_the_rest_91_and_advices_go_in_order_a
         (rrn1, "no_link"), (rrn2, "no_link")
     ]
 
+    # /status, `switch status` and /metrics: per bank, stood in today, advices pending.
+    collector = StatusCollector(app)
+    await collector.refresh()
+    (citic,) = [row for row in collector.document().stand_in if row.bank == "citic"]
+    assert (citic.approvals, citic.today, citic.pending, citic.pending_fen, citic.manual) == (
+        2, 2, 2, 8800 + 12000, 0
+    )
+    assert citic.declines == {"single cap": 1, "card not covered": 1}
+    assert citic.oldest_age_s is not None
+    scraped = exposition(metrics_registry(collector), "text/plain")[0].decode()
+    assert 'payswitch_stand_in_approvals_total{bank="citic"} 2.0' in scraped
+    assert 'payswitch_stand_in_declines_total{bank="citic",reason="single cap"} 1.0' in scraped
+    assert 'payswitch_stand_in_advices_pending_fen{bank="citic"} 20800.0' in scraped
+
     simulator = await citic_back(nursery, config)
     await eventually(lambda: [a[1] for a in advices(app)] == ["accepted", "accepted"])
+    await collector.refresh()
+    (citic,) = [row for row in collector.document().stand_in if row.bank == "citic"]
+    assert (citic.pending, citic.pending_fen, citic.advices) == (0, 0, {"accepted": 2})
     sent = [m for m in simulator.received if m.mti in ("0220", "0221")]
     assert [(m.mti, m.fields[37], m.fields[38], m.fields[39]) for m in sent] == [
         ("0220", rrn1, "S" + rrn1[-5:], "00"), ("0220", rrn2, "S" + rrn2[-5:], "00"),
