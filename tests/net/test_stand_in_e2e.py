@@ -345,3 +345,25 @@ async def test_a_refused_stood_in_sale_is_voided_in_the_switch_and_not_refunded(
     assert refund.fields[39] == "12"
     assert [m.mti for m in simulator.received if m.mti.startswith("02")] == ["0220", "0220"]
     assert state_of(app, one.fields[37])["voided"] == 1
+
+
+async def test_stand_in_is_off_by_default_and_a_reload_turns_it_on_keeping_the_links(
+    nursery: trio.Nursery,
+) -> None:
+    port = await free_port()
+    config = citic_down_config(port, enabled=False)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+    refused = await client.request(client.terminal.sale(1, PAN_CITIC_CREDIT, 1000))
+    assert refused.fields[39] == "91"
+    assert rows(app, "SELECT count(*) AS n FROM txn") == [{"n": 0}]  # as before stand-in
+    connector = app.connectors["citic"]
+
+    raw = msgspec.to_builtins(app.config)
+    raw["banks"]["citic"]["stand_in"]["enabled"] = True
+    result = await app.reload(msgspec.convert(raw, SwitchConfig))
+    assert result.accepted, result.problems
+    assert result.changes == {"stand_in": ["citic"]}
+    assert app.connectors["citic"] is connector  # its links were not restarted
+    stood = await client.request(client.terminal.sale(2, PAN_CITIC_CREDIT, 1000))
+    assert stood.fields[39] == "00" and str(stood.fields[38]).startswith("S")
