@@ -19,9 +19,18 @@ from switch.config import SwitchConfig
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.terminal import Terminal
+from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import REPO, LogSink, luhn_complete, make_config
-from tests.net.helpers import FAST_SAF, H2H, PAN_CITIC_CREDIT, eventually, pos_client
+from tests.net.helpers import (
+    FAST_SAF,
+    H2H,
+    PAN_CITIC_CREDIT,
+    eventually,
+    online_client,
+    pos_client,
+    purchase,
+)
 from tests.net.rogue_bank import Reply, RogueBank, echoed
 
 MERCHANTS = str(REPO / "conf" / "merchants.csv")
@@ -367,3 +376,24 @@ async def test_stand_in_is_off_by_default_and_a_reload_turns_it_on_keeping_the_l
     assert app.connectors["citic"] is connector  # its links were not restarted
     stood = await client.request(client.terminal.sale(2, PAN_CITIC_CREDIT, 1000))
     assert stood.fields[39] == "00" and str(stood.fields[38]).startswith("S")
+
+
+async def test_an_online_purchase_is_stood_in_only_where_channels_name_online(
+    nursery: trio.Nursery,
+) -> None:
+    port = await free_port()
+    config = citic_down_config(port, channels=["pos", "online"])
+    app = await start_without_citic(nursery, config)
+    client = await online_client(app)
+    result = await client.request(purchase("stip-1", 4200, pan=PAN_CITIC_CREDIT))
+    assert isinstance(result, wire.Result) and result.approved
+    assert result.auth_code == "S" + str(result.rrn)[-5:]
+    again = await client.request(purchase("stip-1", 4200, pan=PAN_CITIC_CREDIT))
+    assert isinstance(again, wire.Result) and again.auth_code == result.auth_code  # kept
+    assert advices(app) == [(result.rrn, "queued", 0)]
+
+    pos_only = citic_down_config(await free_port())
+    app = await start_without_citic(nursery, pos_only)
+    client = await online_client(app)
+    refused = await client.request(purchase("stip-2", 4200, pan=PAN_CITIC_CREDIT))
+    assert isinstance(refused, wire.Result) and refused.code == "91"
