@@ -37,8 +37,8 @@ _UNKNOWN: Final = f"'{products.UNKNOWN_KIND}'"
 
 
 def migrations(d: Dialect) -> tuple[str, ...]:
-    """The store's migrations (SQLite applies them in turn; PostgreSQL, whose store
-    came later, the first two at once)."""
+    """The store's migrations (SQLite applies them in turn; PostgreSQL, whose store came
+    later, the first two at once, then the rest in turn)."""
     t, integer, real = d.text, d.integer, d.real
     return (
         f"""
@@ -171,7 +171,14 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     CREATE INDEX payout_carried ON payout (merchant_id, business_date)
         WHERE carried_out_fen != 0;
     """,
-        # 3: stood-in sales examined again at each settlement while stip_pending (risk.md):
+        # 3: the ledger's accounts named as settlement.md lists them (wallet.md's ledger
+        # shares them): bank:<bank> is bank_clearing:<bank>, fees merchant_fee_income.
+        """
+    UPDATE ledger_entry SET account = 'bank_clearing:' || substr(account, 6)
+        WHERE account LIKE 'bank:%';
+    UPDATE ledger_entry SET account = 'merchant_fee_income' WHERE account = 'fees';
+    """,
+        # 4: stood-in sales examined again at each settlement while stip_pending (risk.md):
         # their items' state is ``stip`` (paid already, unlike a held one).
         """
     CREATE INDEX item_stip ON settlement_item (state) WHERE state = 'stip';
@@ -451,9 +458,10 @@ def _stip_postings(d: Dialect) -> str:
     moves = (
         # (posting, which, amount, debit account, credit account)
         ("stip_fund", f"s.own_date = {true} AND x.category IN ('stip_pending', 'stip_loss') "
-         "AND x.paid_fen > 0", "x.paid_fen", "'stip_receivable:' || x.bank", "'bank:' || x.bank"),
+         "AND x.paid_fen > 0", "x.paid_fen", "'stip_receivable:' || x.bank",
+         "'bank_clearing:' || x.bank"),
         ("stip_match", f"s.own_date != {true} AND x.category IN ('matched', 'timing') "
-         "AND x.switch_fen > 0", "x.switch_fen", "'bank:' || x.bank",
+         "AND x.switch_fen > 0", "x.switch_fen", "'bank_clearing:' || x.bank",
          "'stip_receivable:' || x.bank"),
         ("stip_loss", f"x.category = 'stip_loss' AND x.switch_fen > 0 AND (s.own_date != {true} "
          "OR x.paid_fen > 0)", "x.switch_fen", "'stip_loss'", "'stip_receivable:' || x.bank"),
@@ -723,22 +731,23 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     FROM (SELECT *, sales_fen - refunds_fen - fees_fen + carried_in_fen AS net
           FROM merchant_day) AS md""",
         # 9. The ledger: each amount paid as a posting of a debit and a credit line.
-        #    Banks owe the sales they approved (bank:), merchants are owed them
-        #    (merchant:); refunds the other way; fees move from the merchant to fees:; a
+        #    Banks owe the sales they approved (bank_clearing:), merchants are owed them
+        #    (merchant:); refunds the other way; fees move from the merchant to
+        #    merchant_fee_income (settlement.md's accounts); a
         #    carried negative balance moves between merchant: and carried:; payouts leave
         #    to payouts: (the money sent).
         _postings(
             d,
             "counted",
             "bank, merchant_id",
-            ("sales", "sales_fen", "'bank:' || bank", "'merchant:' || merchant_id"),
-            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank:' || bank"),
+            ("sales", "sales_fen", "'bank_clearing:' || bank", "'merchant:' || merchant_id"),
+            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank_clearing:' || bank"),
         ),
         _postings(
             d,
             "payout",
             "merchant_id",
-            ("fees", "fees_fen", "'merchant:' || merchant_id", "'fees'"),
+            ("fees", "fees_fen", "'merchant:' || merchant_id", "'merchant_fee_income'"),
             (
                 "carry_in",
                 "-carried_in_fen",

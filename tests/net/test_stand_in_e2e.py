@@ -137,6 +137,8 @@ async def test_eligible_sales_are_stood_in_the_rest_91_and_advices_go_in_order_a
 
     simulator = await citic_back(nursery, config)
     await eventually(lambda: [a[1] for a in advices(app)] == ["accepted", "accepted"])
+    # Counted once the forwarder is back from the commit that recorded the answer.
+    await eventually(lambda: app.stand_in.advices.get(("citic", "accepted")) == 2)
     await collector.refresh()
     (citic,) = [row for row in collector.document().stand_in if row.bank == "citic"]
     assert (citic.pending, citic.pending_fen, citic.advices) == (0, 0, {"accepted": 2})
@@ -191,6 +193,7 @@ async def test_a_refused_advice_is_final_and_one_answered_96_is_repeated_as_0221
     finally:
         journal.close()
     await eventually(lambda: advices(app)[1][1] == "accepted")
+    await eventually(lambda: app.stand_in.advices.get(("citic", "accepted")) == 1)
     again = [m.mti for m in simulator.received if m.fields.get(37) == two.fields[37]]
     assert again[-1] == "0221"
     losses = app.stand_in.advices

@@ -97,5 +97,5 @@ def test_stood_in_sales_are_paid_on_their_date_and_matched_by_their_acceptance(
     ledger = balances(store)
     assert ledger["stip_receivable:citic"] == 0
     assert ledger["stip_loss"] == 2000 + 8000
-    assert ledger["bank:citic"] == 1000 + 4000  # what the bank owes: the two it listed
+    assert ledger["bank_clearing:citic"] == 1000 + 4000  # what the bank owes: the two it listed
     assert store.ledger_totals()[0] == store.ledger_totals()[1]
