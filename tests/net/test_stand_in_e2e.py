@@ -6,9 +6,11 @@ when it is."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import trio
 
 from switch import ops
@@ -32,6 +34,8 @@ from tests.net.helpers import (
     purchase,
 )
 from tests.net.rogue_bank import Reply, RogueBank, echoed
+from tests.net.test_durability import saf_list_command
+from tests.switch_process import run_switch
 
 MERCHANTS = str(REPO / "conf" / "merchants.csv")
 PAN_CITIC_OTHER = luhn_complete("622690000000000001")  # routed to citic, not covered
@@ -400,3 +404,27 @@ async def test_an_online_purchase_is_stood_in_only_where_channels_name_online(
     client = await online_client(app)
     refused = await client.request(purchase("stip-2", 4200, pan=PAN_CITIC_CREDIT))
     assert isinstance(refused, wire.Result) and refused.code == "91"
+
+
+@pytest.mark.slow
+async def test_the_operator_lists_and_retries_advices_by_command(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """`switch saf list --kind advice` and `switch saf retry A<n>`, run as an operator
+    runs them (a process of their own) beside the running switch."""
+    port = await free_port()
+    config = citic_down_config(port)
+    app = await start_without_citic(nursery, config)
+    client = await pos_client(app)
+    sale = await client.request(client.terminal.sale(1, PAN_CITIC_CREDIT, 1000))
+    assert sale.fields[39] == "00"
+    listed = saf_list_command(config, tmp_path, "--kind", "advice")
+    assert [(r["id"], r["rrn"], r["state"], r["amount_fen"]) for r in listed] == [
+        ("A1", sale.fields[37], "queued", 1000)
+    ]
+    assert saf_list_command(config, tmp_path) == []  # the reversals' queue: empty
+    config_file = tmp_path / "switch.toml"  # written by saf_list_command
+    refused = run_switch(["saf", "retry", "A1", "--config", str(config_file)])
+    assert refused.returncode != 0 and "not manual" in refused.stderr
+    wrong = run_switch(["saf", "retry", "B1", "--config", str(config_file)])
+    assert wrong.returncode == 2 and "A<n>" in wrong.stderr
