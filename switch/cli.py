@@ -209,17 +209,27 @@ def _parser() -> argparse.ArgumentParser:
 
     saf = commands.add_parser(
         "saf",
-        help="the store-and-forward queue of reversals",
-        description="List queued reversals, or put one back in the queue.",
+        help="the store-and-forward queues: reversals, and advices of stood-in sales",
+        description="List queued reversals or advices, or put one back in its queue.",
     )
     saf_commands = saf.add_subparsers(required=True, metavar="ACTION")
     saf_list = saf_commands.add_parser("list", help="reversals not yet delivered")
     saf_list.add_argument("--bank", help="only this bank's")
     saf_list.add_argument(
-        "--state", choices=["pending", "manual", "delivered"], help="only this state's"
+        "--state",
+        choices=["pending", "manual", "delivered", "queued", "sent", "accepted", "refused",
+                 "cancelled"],
+        help="only this state's (reversals: pending, manual, delivered; advices: queued, "
+        "sent, manual, accepted, refused, cancelled)",
+    )  # fmt: skip
+    saf_list.add_argument(
+        "--kind", choices=["reversal", "advice"], default="reversal",
+        help="reversals (the default) or advices of stood-in sales (ids A<n>)",
+    )  # fmt: skip
+    saf_retry = saf_commands.add_parser(
+        "retry", help="send a reversal again (e.g. a manual one), or a manual advice (A<n>)"
     )
-    saf_retry = saf_commands.add_parser("retry", help="send a reversal again (e.g. a manual one)")
-    saf_retry.add_argument("id", type=int, help="the reversal's id, from `saf list`")
+    saf_retry.add_argument("id", help="the id from `saf list`: a reversal's n, an advice's A<n>")
     for parser_ in (saf_list, saf_retry):
         _config_option(parser_)
         parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
@@ -722,6 +732,12 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if args.kind == "advice":
+        return _operator(
+            config,
+            lambda journal: ops.advice_list(journal, bank=args.bank, state=args.state),
+            args.json,
+        )
     return _operator(
         config,
         lambda journal: ops.saf_list(
@@ -732,7 +748,15 @@ def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
+    given = str(args.id)
+    if given[:1] in ("A", "a") and given[1:].isdigit():
+        advice_id = int(given[1:])
+        return _operator(config, lambda journal: [ops.advice_retry(journal, advice_id)], args.json)
+    if not given.isdigit():
+        print(f"switch saf retry: {given!r} is neither a reversal's id (n) nor an advice's "
+              "(A<n>)", file=sys.stderr)  # fmt: skip
+        return 2
+    return _operator(config, lambda journal: [ops.saf_retry(journal, int(given))], args.json)
 
 
 def _pid(args: argparse.Namespace, config: SwitchConfig) -> int:

@@ -85,6 +85,11 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     date plus the ``expiry_days`` in force when it was made."""
     hold_max_pct: int | None = None
     """A pre-authorisation's ``completion_max_pct`` in force when it was made."""
+    stand_in: str | None = None
+    """Stood in by the switch (risk.md): why (``circuit_open``, ``no_link``,
+    ``bank_91``); None for every other transaction."""
+    advice: str | None = None
+    """A stood-in sale's advice state as last journaled (``switch.core.stip``)."""
 
     @property
     def request_key(self) -> RequestKey:

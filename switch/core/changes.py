@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from switch.core.bank import OriginalData
 from switch.core.batch import SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 
@@ -97,6 +98,43 @@ class BankOnlyFound(msgspec.Struct, frozen=True, tag=True):
     at: float
 
 
+class AdviceQueued(msgspec.Struct, frozen=True, tag=True):
+    """A stood-in sale's advice, queued for its bank (risk.md): committed with the
+    sale's approval, before the answer leaves."""
+
+    rrn: str
+    bank: str
+    reason: str
+    """Why it was stood in: ``circuit_open``, ``no_link`` or ``bank_91``."""
+    at: float
+    local_time: str
+    """The sale's 12 (hhmmss local); its 13 is the record's local date."""
+    entry_mode: str
+    """The sale's 22..."""
+    condition_code: str
+    """...25..."""
+    mcc: str | None
+    """...and 18, as the advice repeats them (bank-h2h.md)."""
+
+
+class AdviceAttempted(msgspec.Struct, frozen=True, tag=True):
+    """What one attempt at an advice gave (``switch.core.stip.AdviceState``), kept on
+    the advice and on its sale's row. ``attempts`` counts those sent (a repeat is a
+    0221). An accepted advice's send (MTI, 11, 7) becomes its sale's bank message:
+    what a later void or reversal names in 90, what the bank's file lists."""
+
+    advice_id: int
+    rrn: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    result: str
+    at: float
+    sent: OriginalData | None = None
+    accepted_date: str | None = None
+    """YYYY-MM-DD: the business date it was accepted on (its clearing file's)."""
+
+
 class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
     """An online request's result, kept so that a repeat of its id gets it back."""
 
@@ -144,5 +182,5 @@ class BatchUploadEnded(msgspec.Struct, frozen=True, tag=True):
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
     | OnlineResultsPurged | BankOnlyFound | BatchSettled | BatchRecordsUploaded
-    | BatchUploadEnded | HoldMoved
+    | BatchUploadEnded | HoldMoved | AdviceQueued | AdviceAttempted
 )  # fmt: skip

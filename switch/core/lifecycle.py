@@ -30,7 +30,11 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
-- requests refused before a bank (no slot, no link, no route, a rule) write nothing;
+- requests refused before a bank (no slot, no link, no route, a rule) write nothing, but
+  for one its bank's stand-in could have taken (``switch.core.stip``): journaled
+  ``not_sent`` 91 with why it was not stood in;
+- a sale stood in (its bank known not to have acted: circuit open, no link, or 91) is
+  answered 00 only once it is journaled with its advice queued in the same commit;
 - a request is encoded in its bank's dialect before it is journaled: one holding a value
   the dialect cannot carry is refused 30 naming the field, writes nothing and gives its
   slot back with no verdict on the bank (never a timeout for its circuit);
@@ -53,7 +57,14 @@ from switch.core import bank as bankmsg
 from switch.core import products
 from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
-from switch.core.changes import Change, HoldMoved, ReversalQueued, TxnStarted, TxnUpdated
+from switch.core.changes import (
+    AdviceQueued,
+    Change,
+    HoldMoved,
+    ReversalQueued,
+    TxnStarted,
+    TxnUpdated,
+)
 from switch.core.clock import Stamp
 from switch.core.model import (
     PRODUCT_OF,
@@ -65,6 +76,14 @@ from switch.core.model import (
     original_of,
 )
 from switch.core.numbers import RrnExhausted
+from switch.core.stip import (
+    NoStandIn,
+    StandIn,
+    StandInDesk,
+    StandInReason,
+    StandInRequest,
+)
+from switch.core.stip import auth_code as stand_in_auth_code
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
@@ -126,6 +145,9 @@ class Refused(msgspec.Struct, frozen=True):
     """No slot or no link for it now: 91, and nothing was written."""
 
     reason: str
+    unavailable: StandInReason | None = None
+    """Set when the bank is known not to have acted (``circuit_open``, ``no_link``),
+    rather than busy: a sale may be stood in."""
 
 
 BankEncoder = Callable[[str, dict[int, str | bytes]], bytes]
@@ -286,6 +308,7 @@ Phase = Literal[
     "journaling_request",
     "at_bank",
     "journaling_answer",
+    "journaling_stand_in",
     "answered",
 ]
 
@@ -294,10 +317,14 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
+    ("admitting", Admitted): (
+        "waiting_for_link", "answered", "waiting_for_first", "journaling_stand_in"
+    ),
     ("admitting", Refused): "answered",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
-    ("waiting_for_link", Refused): "answered",
+    ("waiting_for_link", Refused): ("answered", "journaling_stand_in"),
+    ("journaling_stand_in", Journaled): "answered",
+    ("journaling_stand_in", JournalFailed): "answered",
     ("journaling_request", Journaled): "at_bank",
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
@@ -346,8 +373,16 @@ class BankTransaction:
         mcc: str | None = None,
         finalize: Finalizer | None = None,
         hold_terms: tuple[int, int] = (30, 115),
+        stand_in: StandInDesk | None = None,
     ) -> None:
         self.request = request
+        self.stand_in = stand_in
+        """Stand-in processing (risk.md): None, or off for its bank, never stands in."""
+        self._stood_in: StandInRequest | None = None
+        self._not_stood_in: str | None = None
+        self._in_switch: TxnRecord | None = None
+        """A stood-in sale this void undoes in the switch (its advice never sent, or
+        refused): nothing goes to the bank."""
         self.product = PRODUCT_OF[type(request)]
         """Its row of ``switch.core.products``: how it finds its original, what it
         reserves, the answer that closes it, whether it is reversed on no answer."""
@@ -530,6 +565,9 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
+        if self._in_switch is not None:
+            self._void_in_switch(step, self._in_switch)
+            return
         self.phase = "waiting_for_link"
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
@@ -630,6 +668,12 @@ class BankTransaction:
             amount = request.amount
         else:
             original = self._find_original()
+            if (
+                original.stand_in is not None
+                and original.advice != "accepted"
+                and _undone_in_switch(product.reserves, original.advice)
+            ):
+                self._in_switch = original
             if original.rrn in self._card_matched:
                 pan = request.card.pan  # type: ignore[union-attr]  # its look-up HMAC matched
             else:
@@ -690,6 +734,10 @@ class BankTransaction:
         record = self.record
         assert record is not None
         if isinstance(event, Refused):
+            if event.unavailable is not None and self._stand_in_unsent(
+                step, event.unavailable, event.reason
+            ):
+                return
             self._settle_in_memory("not_sent", "91")
             self._answer(step, Outcome(code="91", message=event.reason, rrn=self.rrn))
             return
@@ -803,6 +851,8 @@ class BankTransaction:
         step.actions.append(ReleaseLink(answered=verdict))
         if self.product.holds and state == "approved":
             outcome = msgspec.structs.replace(outcome, hold_until=record.hold_until)
+        if state == "declined" and outcome.code == "91":
+            outcome, state = self._stand_in_after_91(outcome, state)
         self._outcome = outcome
         self._state = state
         self.phase = "journaling_answer"
@@ -823,7 +873,12 @@ class BankTransaction:
             reason = f"no final answer ({outcome.code})"
             changes.extend(_queue_reversal(self.book, record, reason, now))
             self._reversal_queued = True
-        changes.append(TxnUpdated.of(record, now, outcome.message or None))
+        detail = outcome.message or None
+        if self._not_stood_in is not None:
+            detail = f"{detail or '91'}; not stood in: {self._not_stood_in}"
+        changes.append(TxnUpdated.of(record, now, detail))
+        if outcome.stand_in is not None:
+            changes.append(self._advice_queued(outcome.stand_in))
         if touched is not None:  # the original's history names what happened to it
             changes.append(TxnUpdated.of(touched, now, _effect_on_original(record, state)))
             changes.extend(_hold_moved(self.book, touched, now))
@@ -835,6 +890,7 @@ class BankTransaction:
         outcome, record = self._outcome, self.record
         assert outcome is not None and record is not None
         if isinstance(event, JournalFailed):
+            self._stand_in_not_journaled()
             if self._state in ("approved", "no_answer"):
                 if not record.reversed:
                     self.book.mark_reversed(record)
@@ -847,6 +903,151 @@ class BankTransaction:
         if self._reversal_queued:
             step.actions.append(NudgeReversals(record.bank))
         self._answer(step, outcome)
+
+    # -- stand-in (risk.md, "Stand-in processing (STIP)") ---------------------------
+
+    def _stand_in_request(self) -> StandInRequest | None:
+        record, request = self.record, self._resolved
+        if record is None or request.card is None or request.currency is None:
+            return None
+        try:
+            business_date = date.fromisoformat(self.business_date)
+        except ValueError:
+            return None
+        card = request.card
+        return StandInRequest(
+            kind=self.product.kind, channel=record.channel, pan=card.pan,
+            card_key=record.pan_hmac, amount=record.amount, currency=request.currency,
+            expiry=card.expiry, has_pin=card.pin_block is not None, has_chip=card.chip,
+            mcc=self.mcc, local_date=record.local_date, business_date=business_date,
+        )  # fmt: skip
+
+    def _decide_stand_in(self, why: StandInReason) -> StandIn | NoStandIn | None:
+        """None: stand-in is off for the bank (the request is answered as ever)."""
+        desk, bank = self.stand_in, self.bank
+        if desk is None or bank is None or not desk.enabled(bank):
+            return None
+        wanted = self._stand_in_request()
+        if wanted is None:
+            return NoStandIn("not a card sale")
+        verdict = desk.decide(bank, wanted, why)
+        if isinstance(verdict, StandIn):
+            self._stood_in = wanted
+        else:
+            self._not_stood_in = verdict.reason
+        return verdict
+
+    def _stood_in_outcome(self, why: StandInReason, base: Outcome) -> Outcome:
+        record = self.record
+        assert record is not None
+        return msgspec.structs.replace(
+            base, code="00", message="", detail=None, rrn=record.rrn, bank=record.bank,
+            auth_code=stand_in_auth_code(record.rrn), route=self.route_name,
+            settlement_date=self.business_date or None, stand_in=why,
+        )  # fmt: skip
+
+    def _stand_in_unsent(self, step: _Step, why: StandInReason, reason: str) -> bool:
+        """The bank's circuit is open or no link of it is signed on: the sale is stood
+        in (journaled approved, its advice queued) or, stand-in being on for the bank,
+        its refusal journaled with why. False: stand-in is off, answered as ever."""
+        verdict = self._decide_stand_in(why)
+        if verdict is None:
+            return False
+        record = self.record
+        assert record is not None
+        self.phase = "journaling_stand_in"
+        if isinstance(verdict, NoStandIn):
+            self.book.settle(record, state="not_sent", code="91")
+            self._outcome = Outcome(code="91", message=reason, rrn=self.rrn, bank=self.bank,
+                                    route=self.route_name)  # fmt: skip
+            step.actions.append(Journal((
+                TxnStarted.of(record, self.now),
+                TxnUpdated.of(record, self.now, f"{reason}; not stood in: {verdict.reason}"),
+            )))  # fmt: skip
+            return True
+        outcome = self._stood_in_outcome(why, Outcome(code="00"))
+        self.book.settle(record, state="approved", code="00", auth_code=outcome.auth_code)
+        record.stand_in, record.advice = why, "queued"
+        self._outcome, self._state = outcome, "approved"
+        changes: list[Change] = [
+            TxnStarted.of(record, self.now),
+            self._advice_queued(why),
+        ]
+        if self.finalize is not None:
+            changes.extend(self.finalize(outcome))
+        step.actions.append(Journal(tuple(changes), durable=True))
+        return True
+
+    def _advice_queued(self, why: str) -> AdviceQueued:
+        record, card = self.record, self._resolved.card
+        assert record is not None and card is not None
+        return AdviceQueued(
+            rrn=record.rrn, bank=record.bank, reason=why, at=self.now,
+            local_time=self.stamp.local_time, entry_mode=card.entry_mode,
+            condition_code=card.condition_code, mcc=self.mcc,
+        )  # fmt: skip
+
+    def _void_in_switch(self, step: _Step, original: TxnRecord) -> None:
+        """risk.md: a stood-in sale whose advice was never sent (it is cancelled) or was
+        refused (the loss is cancelled) is voided in the switch, answered 00."""
+        record = self.record
+        assert record is not None
+        touched = self.book.settle(record, state="approved", code="00")
+        self._outcome = Outcome(
+            code="00", rrn=record.rrn, bank=record.bank, route=self.route_name,
+            settlement_date=self.business_date or None,
+        )  # fmt: skip
+        self._state = "approved"
+        why = "its advice not sent: cancelled" if original.advice == "queued" else (
+            "its advice refused: the loss cancelled"
+        )  # fmt: skip
+        changes: list[Change] = [
+            TxnStarted.of(record, self.now),
+            TxnUpdated.of(record, self.now, f"voided in the switch: stood in, {why}"),
+        ]
+        if touched is not None:
+            changes.append(TxnUpdated.of(touched, self.now, f"voided in the switch by void RRN "
+                                                             f"{record.rrn} ({why})"))
+        if self.finalize is not None:
+            changes.extend(self.finalize(self._outcome))
+        if self.stand_in is not None:
+            self.stand_in.undone(original)
+        self.phase = "journaling_stand_in"
+        step.actions.append(Journal(tuple(changes), durable=True))
+
+    def _on_journaling_stand_in(self, event: Event, step: _Step) -> None:
+        outcome = self._outcome
+        assert outcome is not None
+        if isinstance(event, JournalFailed) and self._in_switch is not None:
+            # Nothing written: the sale stands as it was, the terminal may try again.
+            self._in_switch.voided = False
+            if self.stand_in is not None:
+                self.stand_in.redone(self._in_switch)
+            self._answer(step, self._journal_failure(event))
+            return
+        if isinstance(event, JournalFailed) and outcome.stand_in is not None:
+            # Nothing was sent and nothing written: 96, the terminal may try again.
+            self._stand_in_not_journaled()
+            self._settle_in_memory("not_sent", "96")
+            self._answer(step, self._journal_failure(event))
+            return
+        self._answer(step, outcome)
+
+    def _stand_in_after_91(self, outcome: Outcome, state: State) -> tuple[Outcome, State]:
+        """The bank answered 91: it did not act. A sale may be stood in."""
+        verdict = self._decide_stand_in("bank_91")
+        if not isinstance(verdict, StandIn):
+            return outcome, state
+        record = self.record
+        assert record is not None
+        record.stand_in, record.advice = "bank_91", "queued"
+        return self._stood_in_outcome("bank_91", outcome), "approved"
+
+    def _stand_in_not_journaled(self) -> None:
+        wanted, desk = self._stood_in, self.stand_in
+        if wanted is not None and desk is not None and self.bank is not None:
+            desk.undo(self.bank, wanted)
+            self._stood_in = None
 
     # -- answers -----------------------------------------------------------------------
 
@@ -871,6 +1072,16 @@ class BankTransaction:
             # Every financial answer names its date, declines and refusals included.
             outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
         step.actions.append(Answer(outcome))
+
+
+def _undone_in_switch(reserves: str, advice: str | None) -> bool:
+    """risk.md's table for a stood-in sale whose advice is not accepted: whether its void
+    is done in the switch (True); else refused here (91; a refund of a refused one 12)."""
+    if reserves == "whole" and advice in ("queued", "refused"):
+        return True
+    if reserves != "whole" and advice == "refused":
+        raise TransactionRefused("12", "its stood-in sale was refused by its bank")
+    raise TransactionRefused("91", "its stood-in sale's advice has no answer from its bank yet")
 
 
 def _bank_answer(
@@ -1008,8 +1219,10 @@ class TerminalReversal:
         cards: Cards,
         now: float,
         in_flight: Callable[[str], bool],
+        stand_in: StandInDesk | None = None,
     ) -> None:
         self.request = request
+        self.stand_in = stand_in
         self.book = book
         self.cards = cards
         self.now = now
@@ -1096,6 +1309,8 @@ class TerminalReversal:
         return self._reverse(record)
 
     def _reverse(self, record: TxnRecord) -> list[Action]:
+        if record.stand_in is not None and record.advice != "accepted" and not record.reversed:
+            return self._reverse_stood_in(record)
         if record.sent is None or record.reversed or record.state == "not_sent":
             self.phase = "answered"
             return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
@@ -1104,6 +1319,25 @@ class TerminalReversal:
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         self.phase = "journaling"
         return [Journal(tuple(changes))]
+
+    def _reverse_stood_in(self, record: TxnRecord) -> list[Action]:
+        """risk.md: a stood-in sale whose advice is not accepted is reversed in the
+        switch (advice not sent: cancelled; refused: the loss cancelled) or, its advice
+        sent without a final answer, its 0400 is queued by the advice's acceptance
+        (dropped if refused). Answered 00."""
+        self.book.mark_reversed(record)
+        if self.stand_in is not None:
+            self.stand_in.undone(record)
+        self.phase = "journaling"
+        return [Journal((TxnUpdated.of(record, self.now, _reverse_stood_in_note(record.advice)),))]
+
+
+def _reverse_stood_in_note(advice: str | None) -> str:
+    if advice == "queued":
+        return "reversed in the switch: stood in, its advice not sent (cancelled)"
+    if advice == "refused":
+        return "reversed in the switch: stood in, its advice refused (the loss cancelled)"
+    return "reversal requested by terminal: its 0400 goes once its advice is accepted"
 
 
 def recovery_changes(

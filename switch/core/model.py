@@ -57,6 +57,8 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     cvv2: str | None = None
     entry_mode: str = "012"
     condition_code: str = "00"
+    chip: bool = False
+    """The terminal sent chip data (55), which the switch cannot verify."""
 
     @property
     def masked_pan(self) -> str:
@@ -257,6 +259,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Where the time went, for the log: waiting for the journal's commits (the disk)..."""
     bank_ms: float | None = None
     """...and for the bank's answer. The rest of a transaction's time is the switch's."""
+    stand_in: str | None = None
+    """Approved by the switch in its bank's place (risk.md): why (``circuit_open``,
+    ``no_link``, ``bank_91``); the log line says ``stand_in = true``."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""

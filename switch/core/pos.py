@@ -263,6 +263,7 @@ def _card(fields: Fields) -> Card:
         pin_block=pin_block if isinstance(pin_block, bytes) else None,
         entry_mode=_required(fields, 22),
         condition_code=_required(fields, 25),
+        chip=55 in fields,
     )
 
 

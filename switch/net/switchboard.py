@@ -84,6 +84,7 @@ from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.core.stip import StandInDesk, StandInReason
 from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
@@ -161,10 +162,13 @@ class Switchboard:
         sign_ons: SignOnLimiter,
         clock: BusinessClock = WALL_CLOCK,
         hold_terms: tuple[int, int] = (30, 115),
+        stand_in: StandInDesk | None = None,
     ) -> None:
         self.hold_terms = hold_terms
         """``[preauth]``'s (expiry_days, completion_max_pct)."""
         self.bins = bins
+        self.stand_in = stand_in or StandInDesk()
+        """Stand-in processing: every bank's section, its tally and its counters."""
         self.clock = clock
         """Business time: what the machines and the journal record, the RRN's day. The
         sign-on rate and every wait stay on real time."""
@@ -253,7 +257,7 @@ class Switchboard:
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
-                in_flight=self._in_flight.__contains__,
+                in_flight=self._in_flight.__contains__, stand_in=self.stand_in,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).
@@ -263,7 +267,7 @@ class Switchboard:
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
-            finalize=finalize, hold_terms=self.hold_terms,
+            finalize=finalize, hold_terms=self.hold_terms, stand_in=self.stand_in,
         )  # fmt: skip
         return await self._drive(machine, origin)
 
@@ -444,7 +448,7 @@ class Switchboard:
                 deadline=deadline, channel=origin.channel, connection=origin.connection
             )
         except BankUnavailable as exc:
-            return Refused(str(exc))
+            return Refused(str(exc), unavailable=_unavailable(connector))
         run.link = (connector, link)
         return LinkGranted(stan=connector.stans.next(), encode=link.encode)
 
@@ -558,14 +562,31 @@ class Switchboard:
                 log.warning("recovered_in_doubt", transactions=len(in_doubt))
         for record in await self.journal.recent_transactions(recovery_since, max_records):
             self.book.add(record)
+        now = self.clock.now()
+        today = Stamp.at(now, self.utc_offset_h)
+        # The stand-in caps count what was stood in today (and yesterday, across
+        # midnight) and every advice without a final answer.
+        days = sorted({today.local_date, Stamp.at(now - 86400, self.utc_offset_h).local_date})
+        self.stand_in.tally.load(
+            (row.bank, row.card_key, row.local_date, row.amount, row.standing, row.pending)
+            for row in await self.journal.stood_in(days)
+        )
         for name, connector in self.connectors.items():
             last_stan = await self.journal.last_bank_stan(name)
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
         # RRNs already journaled today (and yesterday, across midnight) are not reused.
-        now = self.clock.now()
-        today = Stamp.at(now, self.utc_offset_h)
         for day in {today.rrn_day, Stamp.at(now - 86400, self.utc_offset_h).rrn_day}:
             highest = await self.journal.highest_rrn_sequence(day)
             self._rrns.resume(day, highest + 1)
         return len(in_doubt)
+
+
+def _unavailable(connector: BankConnector) -> StandInReason | None:
+    """Why a bank refused a slot, when it is known not to act on what it is sent (no
+    link signed on, its circuit open), rather than busy (risk.md: only then stand-in)."""
+    if not any(link.status == "up" for link in connector.links):
+        return "no_link"
+    if connector.circuit_open():
+        return "circuit_open"
+    return None

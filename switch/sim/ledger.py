@@ -300,6 +300,12 @@ class SimulatedBank:
         """32 and 33 of the latest approved request: the acquirer whose sales an
         ``extra_records`` fault invents."""
         self._extra_seq = 0
+        self.refuse_advices: str | None = sim.refuse_advices
+        """Tests: answer every advice with this 39 instead of accepting it (00)."""
+        self._advices: dict[Reference, str] = {}
+        """Each advice's answer, by 37, 41 and 42 (bank-h2h.md: a repeat of one already
+        answered gets the same answer and is applied once)."""
+        self.advices_received = 0
 
     # -- queries -------------------------------------------------------------------
 
@@ -352,6 +358,8 @@ class SimulatedBank:
                 return self._financial(mti, reply_mti, fields, keys or link.keys)
             if mti in ("0400", "0401"):
                 return self._reversal(mti, reply_mti, fields)
+            if mti in ("0220", "0221"):
+                return self._advice(reply_mti, fields)
         except _FormatError:
             if mti == "0200":
                 self._totals.declines += 1
@@ -747,6 +755,37 @@ class SimulatedBank:
         self._totals.refunded += amount
         self._totals.refunds += 1
         return "00"
+
+    # -- 0220 / 0221 ---------------------------------------------------------------
+
+    def _advice(self, reply_mti: str, fields: FieldValues) -> BankReply:
+        """A sale the switch stood in for: posted as approved at its 12/13 (00), or
+        refused when ``refuse_advices`` says so. Once per 37, 41 and 42."""
+        _require(fields, _FINANCIAL_FIELDS)
+        self.advices_received += 1
+        cleared = _clearing_fields(fields)
+        identity = (cleared.rrn, cleared.terminal_id, cleared.merchant_id, "", "")
+        answered = self._advices.get(identity)
+        if answered is not None:
+            return _reply(reply_mti, fields, answered)
+        if self.refuse_advices is not None:
+            if self.refuse_advices not in ("91", "96"):  # those say "send it again"
+                self._advices[identity] = self.refuse_advices
+            return _reply(reply_mti, fields, self.refuse_advices)
+        pan = _pan(fields)
+        amount = _amount(fields)
+        key = _own_key(fields, pan)
+        sale = _Sale(pan, amount)
+        self._applied[key] = sale
+        self._move(pan, amount)
+        self._totals.approved += amount
+        self._totals.approvals += 1
+        self._by_reference[(cleared.rrn, *key[1:])] = key
+        self._advices[identity] = "00"
+        # Listed once, as 0220, with the 11 and 7 of the send accepted (settlement.md).
+        auth_code = _text(fields, 38) or ""
+        self._open_records.append(cleared.record("0220", amount, auth_code, pan, "D"))
+        return _reply(reply_mti, fields, "00")
 
     # -- 0400 / 0401 ---------------------------------------------------------------
 

@@ -11,8 +11,12 @@ import msgspec
 import pytest
 import trio
 
+from switch.core.bank import OriginalData
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
+from switch.core.book import TxnRecord
 from switch.store.port import (
+    AdviceAttempted,
+    AdviceQueued,
     BatchRecordsUploaded,
     BatchSettled,
     BatchUploadEnded,
@@ -467,3 +471,64 @@ async def test_preauths_are_found_by_authorisation_and_by_their_last_date(
     assert [r.rrn for r in later] == [held[0].rrn, held[1].rrn]
     moved = await journal.transaction_by_rrn(held[2].rrn)
     assert moved is not None and moved.hold_state == "completed"
+def _stood_in(rrn: str, amount: int) -> TxnRecord:
+    return make_record(rrn, amount=amount, bank="citic", sent=None, code="00",
+                       state="approved", auth_code="S" + rrn[-5:], stand_in="circuit_open",
+                       advice="queued")  # fmt: skip
+
+
+def _queued(record: TxnRecord, at: float) -> AdviceQueued:
+    return AdviceQueued(
+        rrn=record.rrn, bank=record.bank, reason="circuit_open", at=at, local_time="154005",
+        entry_mode="022", condition_code="00", mcc="5411",
+    )  # fmt: skip
+
+
+async def test_advices_are_handed_out_one_at_a_time_in_the_order_of_stand_in(
+    journal: Journal,
+) -> None:
+    first, second = _stood_in("532614000150", 8800), _stood_in("532614000151", 1200)
+    for record, at in ((first, 100.0), (second, 101.0)):  # each with its sale, one commit
+        await journal.commit(TxnStarted.of(record, at), _queued(record, at))
+    assert await journal.advice_head("abc") is None
+    head = await journal.advice_head("citic")
+    assert head is not None and head.record == first
+    assert (head.state, head.attempts, head.local_time, head.entry_mode, head.mcc) == (
+        "queued", 0, "154005", "022", "5411"
+    )
+    # Sent, no answer: still the head (the next waits), as a repeat.
+    await journal.commit(AdviceAttempted(
+        advice_id=head.advice_id, rrn=first.rrn, state="sent", attempts=1,
+        next_attempt_at=200.0, result="no answer in time", at=150.0,
+    ))  # fmt: skip
+    again = await journal.advice_head("citic")
+    assert again is not None and (again.advice_id, again.state, again.attempts) == (
+        head.advice_id, "sent", 1
+    )
+    [backlog] = await journal.advice_backlog()
+    assert (backlog.bank, backlog.pending, backlog.pending_fen, backlog.manual) == (
+        "citic", 2, 10000, 0
+    )
+    accepted = OriginalData(mti="0221", stan="000089", transmission="1122080640")
+    await journal.commit(AdviceAttempted(
+        advice_id=head.advice_id, rrn=first.rrn, state="accepted", attempts=2,
+        next_attempt_at=200.0, result="00", at=200.0, sent=accepted, accepted_date="2025-11-22",
+    ))  # fmt: skip
+    nxt = await journal.advice_head("citic")
+    assert nxt is not None and nxt.record == second
+    # The accepted send is the sale's bank message now; its advice state is kept with it.
+    read = await journal.transaction_by_rrn(first.rrn)
+    assert read is not None and (read.sent, read.advice, read.stand_in) == (
+        accepted, "accepted", "circuit_open"
+    )
+    await journal.commit(AdviceAttempted(
+        advice_id=nxt.advice_id, rrn=second.rrn, state="manual", attempts=10,
+        next_attempt_at=300.0, result="91", at=300.0,
+    ))  # fmt: skip
+    assert await journal.advice_head("citic") is None  # manual ones wait for an operator
+    [backlog] = await journal.advice_backlog()
+    assert (backlog.pending, backlog.manual, backlog.pending_fen) == (0, 1, 1200)
+    stood = await journal.stood_in(["1122"])
+    assert sorted((row.amount, row.standing, row.pending) for row in stood) == [
+        (1200, True, True), (8800, True, False)
+    ]
