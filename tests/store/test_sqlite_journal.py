@@ -287,3 +287,49 @@ async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(
     assert sum(line["changes"] for line in slow) == 4
     assert file.commits_in_workers <= 3  # 0; then 1, and 2 and 3 together (or all three)
     assert ticks >= took / 0.01 / 2  # the loop turned all along
+
+
+class SyncRecordingFile(JournalFile):
+    """Records the ``synchronous`` level each commit ran at (1 NORMAL, 2 FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.levels: list[int] = []
+
+    def commit(self) -> None:
+        assert self._writer is not None
+        self.levels.append(int(self._writer.execute("PRAGMA synchronous").fetchone()[0]))
+        super().commit()
+
+
+async def test_only_a_request_start_commits_without_its_own_fsync(tmp_path: Path) -> None:
+    """A group of request starts ('sending') alone commits at NORMAL: in the WAL, no
+    fsync. Anything else in the group (an answer, a start refused before its bank), or a
+    caller asking for ``durable``, commits at FULL: the WAL's fsync, which makes every
+    start before it durable too."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = SyncRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600)
+    started = insert(1)
+    refused = TxnStarted.of(make_record(f"{2:012d}", state="not_sent"), 1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(started)
+        await journal.commit(
+            TxnUpdated.of(msgspec.structs.replace(started.record, state="approved"), 2.0)
+        )
+        await journal.commit(insert(3), durable=True)
+        await journal.commit(refused)
+        await journal.commit(insert(4), insert(5))
+        nursery.cancel_scope.cancel()
+    assert file.levels == [1, 2, 2, 2, 1]
+    assert count(path) == 5
+    # The measured alternative: every group with its own fsync.
+    file = SyncRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600, sync_starts=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(insert(6))
+        nursery.cancel_scope.cancel()
+    assert file.levels == [2]
