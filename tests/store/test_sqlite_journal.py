@@ -333,3 +333,38 @@ async def test_only_a_request_start_commits_without_its_own_fsync(tmp_path: Path
         await journal.commit(insert(6))
         nursery.cancel_scope.cancel()
     assert file.levels == [2]
+
+
+class ThreadRecordingFile(JournalFile):
+    """Records the thread each commit ran in."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.threads: list[threading.Thread] = []
+
+    def commit(self) -> None:
+        self.threads.append(threading.current_thread())
+        super().commit()
+
+
+async def test_commits_run_in_the_journals_own_thread_for_its_life(tmp_path: Path) -> None:
+    """Every commit runs in one thread the journal keeps (handed each group with one
+    wake, no thread pool's job per commit), never in the event loop's; it ends when the
+    journal stops."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = ThreadRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for value in range(5):
+            await journal.commit(insert(value))
+        async with trio.open_nursery() as callers:
+            for value in range(5, 10):
+                callers.start_soon(journal.commit, insert(value))
+        nursery.cancel_scope.cancel()
+    assert count(path) == 10
+    (writer,) = set(file.threads)
+    assert writer is not threading.main_thread()
+    assert writer.name == f"journal writer {path.name}"
+    assert not writer.is_alive()
