@@ -28,6 +28,7 @@ from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import config_error_line, leniently, running_config_notes
 from switch.admin.settle_commands import add_commands as add_settle_commands
+from switch.admin.wallet_commands import add_commands as add_wallet_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import (
     CONFIG_ENV,
@@ -395,6 +396,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
+    add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
     return parser
 
 

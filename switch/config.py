@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
+from switch.core.wallet import WalletSettings
 from switch.errors import ConfigError, ConfigUnreadable
 from switch.wire.dialect import load_dialects
 from switch.wire.online import ACCEPTOR_ID_PATTERN
@@ -332,6 +333,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
     security: SecuritySection = msgspec.field(default_factory=SecuritySection)
+    wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)  # wallet.md
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None
@@ -448,6 +450,7 @@ def config_problems(config: SwitchConfig) -> list[str]:
         if route.prefix in seen:
             problems.append(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
+    problems.extend(config.wallet.problems([route.prefix for route in config.routes]))
     return problems
 
 

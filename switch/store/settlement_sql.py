@@ -36,9 +36,9 @@ original (``cancels``), and every kind that settles."""
 _UNKNOWN: Final = f"'{products.UNKNOWN_KIND}'"
 
 
-def migrations(d: Dialect) -> tuple[str, str]:
-    """The store's two migrations (SQLite applies them in turn; PostgreSQL, whose store
-    came later, both at once)."""
+def migrations(d: Dialect) -> tuple[str, ...]:
+    """The store's migrations (SQLite applies them in turn; PostgreSQL, whose store came
+    later, the first two at once, then the rest in turn)."""
     t, integer, real = d.text, d.integer, d.real
     return (
         f"""
@@ -170,6 +170,13 @@ def migrations(d: Dialect) -> tuple[str, str]:
     CREATE INDEX item_by_settlement ON settlement_item (settled_on);
     CREATE INDEX payout_carried ON payout (merchant_id, business_date)
         WHERE carried_out_fen != 0;
+    """,
+        # 3: the ledger's accounts named as settlement.md lists them (wallet.md's ledger
+        # shares them): bank:<bank> is bank_clearing:<bank>, fees merchant_fee_income.
+        """
+    UPDATE ledger_entry SET account = 'bank_clearing:' || substr(account, 6)
+        WHERE account LIKE 'bank:%';
+    UPDATE ledger_entry SET account = 'merchant_fee_income' WHERE account = 'fees';
     """,
     )
 
@@ -627,22 +634,23 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     FROM (SELECT *, sales_fen - refunds_fen - fees_fen + carried_in_fen AS net
           FROM merchant_day) AS md""",
         # 9. The ledger: each amount paid as a posting of a debit and a credit line.
-        #    Banks owe the sales they approved (bank:), merchants are owed them
-        #    (merchant:); refunds the other way; fees move from the merchant to fees:; a
+        #    Banks owe the sales they approved (bank_clearing:), merchants are owed them
+        #    (merchant:); refunds the other way; fees move from the merchant to
+        #    merchant_fee_income (settlement.md's accounts); a
         #    carried negative balance moves between merchant: and carried:; payouts leave
         #    to payouts: (the money sent).
         _postings(
             d,
             "counted",
             "bank, merchant_id",
-            ("sales", "sales_fen", "'bank:' || bank", "'merchant:' || merchant_id"),
-            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank:' || bank"),
+            ("sales", "sales_fen", "'bank_clearing:' || bank", "'merchant:' || merchant_id"),
+            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank_clearing:' || bank"),
         ),
         _postings(
             d,
             "payout",
             "merchant_id",
-            ("fees", "fees_fen", "'merchant:' || merchant_id", "'fees'"),
+            ("fees", "fees_fen", "'merchant:' || merchant_id", "'merchant_fee_income'"),
             (
                 "carry_in",
                 "-carried_in_fen",
