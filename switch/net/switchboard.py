@@ -95,10 +95,10 @@ STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
 RRN_RESTART_MARGIN: Final = 10_000
-"""RRNs skipped after a restart: more than were in flight at once. A request's start is
-committed without its own fsync (the SQLite journal): a power cut can lose the starts of
-requests that were at their banks, unanswered, and the journal's high-water mark would
-then hand their RRNs out again."""
+"""RRNs skipped after a restart. A request's start is committed without its own fsync
+(the SQLite journal): a power cut can lose one group of starts of requests that were at
+their banks, unanswered (at most ``max_in_flight`` and ``max_group`` of them), and the
+journal's high-water mark would then hand their RRNs out again."""
 LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
