@@ -4,17 +4,21 @@ One writer task owns the write connection. Callers hand it changes; it commits
 whatever has gathered in one transaction, so durability costs one fsync per group
 rather than per transaction. With ``durability = "sync"`` a caller's ``commit``
 returns only once its operations are on disk: the switch commits a request before it
-leaves for a bank, and the bank's answer before it leaves for the terminal.
+leaves for a bank, and the bank's answer before it leaves for the terminal. A group
+of requests' starts alone is the exception: it is written to the WAL without its own
+fsync (``synchronous = NORMAL``: a crash of the process loses nothing, a power cut at
+most that group), and the next group, its answers' at the latest, syncs it with its own
+(design.md, "The request's start without its own fsync").
 ``"async"`` returns once queued: faster, and a crash may lose the last group.
 
 Each change becomes writes (a statement and its parameters, ``sql.writes_of``) when it
 is handed over, so it holds the values of that moment. A group's writes are sorted
 into a fixed statement order and each statement runs once with ``executemany``, in the
 event loop (they only change SQLite's page cache, and never wait on a lock there). The
-commit, which writes the WAL and waits for the disk, always runs in a worker thread: a
-disk that stalls (for up to half a second, on shared machines) stalls the commits and
-the callers waiting for them, never the event loop, which goes on reading, answering
-91 when full, and talking to the banks.
+commit, which writes the WAL and waits for the disk, always runs in the journal's own
+writer thread (:class:`WriterThread`): a disk that stalls (for up to half a second,
+on shared machines) stalls the commits and the callers waiting for them, never the
+event loop, which goes on reading, answering 91 when full, and talking to the banks.
 
 Reads use a second connection (WAL lets readers and the writer work at once), one at a
 time, also in a worker thread.
