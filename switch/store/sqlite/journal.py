@@ -507,7 +507,6 @@ class SqliteJournal(JournalQuestions):
         self.sync_starts = sync_starts
         """True: every group waits for its own fsync, requests' starts alone included
         (the measured alternative)."""
-        self.synced_commits = 0
         self.durability = durability
         self.max_group = max_group
         self.wal_reset_interval_s = wal_reset_interval_s
@@ -609,8 +608,6 @@ class SqliteJournal(JournalQuestions):
         # short, and the WAL can start over).
         synced = self.sync_starts or not self._last_synced or any(g.synced for g in groups)
         self._last_synced = synced
-        if synced:
-            self.synced_commits += 1
         level = self.file.synchronous if synced or self.file.synchronous != "FULL" else "NORMAL"
         try:
             if self._wal_starts_over:
