@@ -96,6 +96,11 @@ log = structlog.get_logger()
 STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
+RRN_RESTART_MARGIN: Final = 10_000
+"""RRNs skipped after a restart. A request's start is committed without its own fsync
+(the SQLite journal): a power cut can lose one group of starts of requests that were at
+their banks, unanswered (at most ``max_in_flight`` and ``max_group`` of them), and the
+journal's high-water mark would then hand their RRNs out again."""
 LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
@@ -575,10 +580,11 @@ class Switchboard:
             last_stan = await self.journal.last_bank_stan(name)
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
-        # RRNs already journaled today (and yesterday, across midnight) are not reused.
+        # RRNs already journaled today (and yesterday, across midnight) are not reused,
+        # nor those of starts a power cut may have taken (RRN_RESTART_MARGIN).
         for day in {today.rrn_day, Stamp.at(now - 86400, self.utc_offset_h).rrn_day}:
             highest = await self.journal.highest_rrn_sequence(day)
-            self._rrns.resume(day, highest + 1)
+            self._rrns.resume(day, highest + 1 + RRN_RESTART_MARGIN)
         return len(in_doubt)
 
 
