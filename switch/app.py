@@ -49,6 +49,7 @@ from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
@@ -57,7 +58,7 @@ from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
 from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_settlement_store
+from switch.store import claim_clock, open_journal, open_nonce_store, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
@@ -413,12 +414,16 @@ class SwitchApp:
                     entry.created_at,
                 )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
+            nonces = NonceGuard(open_nonce_store(config))
+            await bank_side.start(nonces.run)
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
                 vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
+                security=self.security,
+                nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
             )

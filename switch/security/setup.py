@@ -42,7 +42,8 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
         log.warning(
             "demo_keys",
             message="[security] demo_keys = true: DEMO key material (the published demo ZMK, "
-            "an LMK made in var/); never in production",
+            "an LMK made in var/, the online keys demo-app and demo-m-<merchant id> with the "
+            "published secret: anyone can sign as any merchant); never in production",
         )
     if section.demo_keys and not store.exists():
         store.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
         raise KeyStoreError(
             f"key store {store.path} does not exist (switch keys init; [security] key_store)"
         )
-    module = SoftwareSecurityModule(store, lmk)
+    module = SoftwareSecurityModule(store, lmk, demo_online_keys=section.demo_keys)
     module.warn_at_start()
     return module
 

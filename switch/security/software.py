@@ -13,6 +13,8 @@ owner and its KCV (6 characters), never more.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -69,6 +71,29 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCiphe
 FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
 MAC_KEYS_KEPT: Final = 256
 """ZAKs kept prepared for X9.19 (two per link in a key change, old and new)."""
+ONLINE_KEYS_KEPT: Final = 4096
+"""Online secrets kept prepared for HMAC (opened from the LMK once, not per frame)."""
+DEMO_ONLINE_SECRET: Final = bytes.fromhex(
+    "dd245b45470baa3ea93f22b6396f41506ec902e2e5f24e96f27225a6d09cdb93"
+)
+"""security.md's sample online secret: every DEMO online key's. Published, so never real."""
+DEMO_APP_KEY_ID: Final = "demo-app"
+DEMO_APP_PRINCIPAL: Final = "app:wallet"
+DEMO_MERCHANT_KEY_PREFIX: Final = "demo-m-"
+"""``demo-m-<merchant id>`` is a DEMO key of ``merchant:<merchant id>``, for any id."""
+_DEMO_MERCHANT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,15}")
+
+
+def demo_online_principal(key_id: str) -> str | None:
+    """The principal of a DEMO online key id (``demo-app``, ``demo-m-<merchant id>``),
+    or None for any other id."""
+    if key_id == DEMO_APP_KEY_ID:
+        return DEMO_APP_PRINCIPAL
+    if key_id.startswith(DEMO_MERCHANT_KEY_PREFIX):
+        merchant = key_id[len(DEMO_MERCHANT_KEY_PREFIX) :]
+        if _DEMO_MERCHANT_ID.fullmatch(merchant):
+            return f"merchant:{merchant}"
+    return None
 
 
 def security_event(kind: str, **fields: str | int) -> None:
@@ -125,6 +150,7 @@ class SoftwareSecurityModule:
         *,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         clock: Callable[[], datetime] = _now,
+        demo_online_keys: bool = False,
     ) -> None:
         self._store = store
         self._lmk = lmk
@@ -133,6 +159,11 @@ class SoftwareSecurityModule:
         self._records: dict[KeyName, KeyRecord] = {}
         self._x919: dict[bytes, alg.X919Key] = {}
         """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
+        self._online: dict[str, tuple[str, hmac.HMAC]] = {}
+        """Active online keys by id: their principal and their secret prepared for HMAC."""
+        self.demo_online_keys = demo_online_keys
+        """``demo-app`` and ``demo-m-<merchant id>`` are keys, with the published secret."""
+        self._store_seen: tuple[int, int, int] | None = None
         self.reload()
 
     @classmethod
@@ -159,7 +190,32 @@ class SoftwareSecurityModule:
                 raise KeyStoreError(f"key {record.name} is not a {record.cipher} key")
             if _kcv_hex(check) != record.kcv:
                 raise KeyStoreError(f"key {record.name} does not match its KCV {record.kcv[:6]}")
-        self._records = {record.name: record for record in store.keys}
+        self._set_records(store.keys)
+        self._store_seen = self._store_stamp()
+
+    def _set_records(self, records: Sequence[KeyRecord]) -> None:
+        self._records = {record.name: record for record in records}
+        self._online.clear()
+
+    def _store_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self._store.path)
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    def refresh(self) -> None:
+        """Reads the store again if an operator command has replaced it since (a key
+        revoked or made by ``switch keys online``): revoking takes effect at once. A
+        store that no longer reads keeps the keys held, with an error line."""
+        stamp = self._store_stamp()
+        if stamp == self._store_seen:
+            return
+        try:
+            self.reload()
+        except KeyStoreError as exc:
+            self._store_seen = stamp
+            log.error("key_store_unreadable", error=str(exc))
 
     def warn_at_start(self) -> bool:
         """security.md: while the software module holds keys, the switch says so at every
@@ -360,22 +416,41 @@ class SoftwareSecurityModule:
 
     # -- online -------------------------------------------------------------------------
 
-    def online_principal(self, key_id: str) -> str:
+    def _online_key(self, key_id: str) -> tuple[str, hmac.HMAC]:
+        """The principal of an active online key and its secret prepared for HMAC;
+        :class:`UnknownKeyError` for an unknown or revoked one (the store is looked at
+        again when it has changed, so a revocation takes effect at once)."""
+        self.refresh()
+        prepared = self._online.get(key_id)
+        if prepared is not None:
+            return prepared
         record = self._records.get(key_name("online", key_id))
-        if record is None or record.revoked is not None or record.principal is None:
-            raise UnknownKeyError("unknown key")
-        return record.principal
+        if record is not None:
+            if record.revoked is not None or record.principal is None:
+                raise UnknownKeyError("unknown key")
+            principal = record.principal
+            secret = self._stored(record.name, "online")[1]
+        else:
+            demo = demo_online_principal(key_id) if self.demo_online_keys else None
+            if demo is None:
+                raise UnknownKeyError("unknown key")
+            principal, secret = demo, DEMO_ONLINE_SECRET
+        prepared = (principal, hmac.new(secret, digestmod=hashlib.sha256))
+        if len(self._online) >= ONLINE_KEYS_KEPT:
+            del self._online[next(iter(self._online))]  # the oldest
+        self._online[key_id] = prepared
+        return prepared
 
-    def _online_secret(self, key_id: str) -> bytes:
-        self.online_principal(key_id)
-        return self._stored(key_name("online", key_id), "online")[1]
+    def online_principal(self, key_id: str) -> str:
+        return self._online_key(key_id)[0]
 
     def sign_online(self, key_id: str, ts: int, nonce: str, body: bytes) -> bytes:
-        return alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
+        mac = self._online_key(key_id)[1].copy()
+        mac.update(alg.signed_bytes(key_id, ts, nonce, body))
+        return mac.digest()
 
     def verify_online(self, key_id: str, ts: int, nonce: str, body: bytes, sig: bytes) -> bool:
-        expected = alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
-        return alg.macs_equal(expected, sig)
+        return alg.macs_equal(self.sign_online(key_id, ts, nonce, body), sig)
 
     # -- operator commands --------------------------------------------------------------
 
@@ -385,7 +460,8 @@ class SoftwareSecurityModule:
             store = self._store.read(self._lmk)
             changed = change(store)
             self._store.write(changed)
-            self._records = {record.name: record for record in changed.keys}
+            self._set_records(changed.keys)
+            self._store_seen = self._store_stamp()
 
     def import_key_from_components(
         self,

@@ -12,6 +12,7 @@ from switch.errors import ConfigError
 from switch.store.port import Journal, JournalError, JournalLock, OperatorJournal
 
 if TYPE_CHECKING:
+    from switch.store.nonces import NonceStore
     from switch.store.settlement_port import SettlementStore
 
 
@@ -138,3 +139,13 @@ def open_settlement_store(config: SwitchConfig) -> SettlementStore:
     from switch.store.sqlite.settlement import SqliteSettlementStore
 
     return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))
+
+
+def open_nonce_store(config: SwitchConfig) -> NonceStore:
+    """Where the online envelopes' nonces are kept: the journal's database (not yet
+    open: open it in a thread)."""
+    from switch.store.nonces import PostgresNonces, SqliteNonces
+
+    if config.journal.backend == "postgresql":
+        return PostgresNonces(journal_dsn(config.journal))
+    return SqliteNonces(config.path(config.journal.path))
