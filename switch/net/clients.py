@@ -184,6 +184,10 @@ class OnlineClient:
         """``payload`` as the body of a signed envelope."""
         await self.send_frame(self.key_for(payload).seal(payload))
 
+    def signed_frame(self, payload: bytes) -> bytes:
+        """The frame (length prefix included) of ``payload`` in a signed envelope."""
+        return self.framer.frame(self.key_for(payload).seal(payload))
+
     async def send_frame(self, frame: bytes) -> None:
         """``frame`` as it is: no envelope added."""
         await self.stream.send_all(self.framer.frame(frame))
