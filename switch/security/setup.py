@@ -25,6 +25,7 @@ from switch.security.errors import KeyStoreError, OperatorInputError
 from switch.security.keystore import KeyStore, Lmk, load_lmk, write_new_lmk_file
 from switch.security.port import KeyComponent, KeyInfo, KeyName, key_name, operator_kcv
 from switch.security.software import SoftwareSecurityModule, security_event
+from switch.store.crypto import CardVault, load_card_keys
 
 log = structlog.get_logger()
 
@@ -60,6 +61,66 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
     module = SoftwareSecurityModule(store, lmk, demo_online_keys=section.demo_keys)
     module.warn_at_start()
     return module
+
+
+def open_card_vault(module: SoftwareSecurityModule, config: SwitchConfig) -> CardVault:
+    """The card-data keys of the key store (security.md's look-up and sealing keys).
+
+    A store without them: with ``demo_keys`` the key file of ``[journal] key_file`` /
+    ``key_env`` is imported into the store at the first start (as ``switch keys
+    import-card-keys`` does), or, with no key file, a new pair is made; without
+    ``demo_keys`` the start is refused in one line naming the command. Once the store
+    holds them, the key file is no longer read (a warning while it is still named and
+    there)."""
+    vault = module.card_vault()
+    key_file = _card_key_file(config)
+    if vault is not None:
+        if key_file is not None:
+            log.warning(
+                "card_key_file_ignored",
+                message="the card-data keys are in the key store; [journal] key_file / "
+                "key_env are no longer read (remove them, and keep the file offline)",
+            )
+        return vault
+    if not config.security.demo_keys:
+        if key_file is not None:
+            raise StartupError(
+                "the card-data keys are still in a key file: import them into the key store "
+                f"once (switch keys import-card-keys --key-file {key_file} --store "
+                f"{config.path(config.security.key_store)} --lmk-file ...)"
+            )
+        raise StartupError(
+            f"the key store {config.path(config.security.key_store)} holds no card-data keys "
+            "(switch keys card new)"
+        )
+    try:
+        if key_file is not None:
+            module.import_card_keys(
+                load_card_keys(
+                    key_file=config.path(config.journal.key_file or ""),
+                    key_env=config.journal.key_env,
+                )
+            )
+        else:
+            module.add_card_keys()
+        log.warning("demo_card_keys_stored", source=key_file or "made")
+    except OperatorInputError:
+        module.reload()  # stored meanwhile by another worker
+    vault = module.card_vault()
+    if vault is None:
+        raise StartupError("no card-data keys could be stored in the key store")
+    vault.demo = True  # stored by demo_keys: the "demo_card_keys" warning at every start
+    return vault
+
+
+def _card_key_file(config: SwitchConfig) -> str | None:
+    """Where card keys would be read from outside the store: the variable or the file."""
+    section = config.journal
+    if section.key_env and os.environ.get(section.key_env):
+        return f"${section.key_env}"
+    if section.key_file and config.path(section.key_file).exists():
+        return str(config.path(section.key_file))
+    return None
 
 
 def _lmk(config: SwitchConfig, *, make: bool = False) -> Lmk:

@@ -52,6 +52,7 @@ from switch.security.port import (
     key_name,
     operator_kcv,
 )
+from switch.store.crypto import CardKey, CardKeyFile, CardVault
 
 log = structlog.get_logger()
 
@@ -71,6 +72,10 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCiphe
 FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
 MAC_KEYS_KEPT: Final = 256
 """ZAKs kept prepared for X9.19 (two per link in a key change, old and new)."""
+CARD_KINDS: Final = ("lookup", "sealing")
+CARD_KEY_BYTES: Final = 32
+MAX_CARD_KEY_ID: Final = 255
+"""A card-data key id is the first byte of every hash and seal it makes."""
 ONLINE_KEYS_KEPT: Final = 4096
 """Online secrets kept prepared for HMAC (opened from the LMK once, not per frame)."""
 DEMO_ONLINE_SECRET: Final = bytes.fromhex(
@@ -182,8 +187,10 @@ class SoftwareSecurityModule:
         store = self._store.read(self._lmk)
         for record in store.keys:
             clear = self._lmk.open(record.name, record.blob)
-            if record.kind == "online":
+            if record.kind in ("online", "lookup"):
                 check = alg.hmac_key_check_value(clear)
+            elif record.kind == "sealing":
+                check = alg.aes_key_check_value(clear)
             elif record.cipher in alg.KEY_BYTES and len(clear) == alg.KEY_BYTES[record.cipher]:
                 check = alg.kcv(record.cipher, clear)  # type: ignore[arg-type]
             else:
@@ -610,6 +617,124 @@ class SoftwareSecurityModule:
         self._change(revoke)
         security_event("online_key_revoked", key=name, kcv=revoked[0].kcv[:6])
         return _info(revoked[0])
+
+    # -- card-data keys (security.md's look-up and sealing keys) ----------------------
+
+    def card_key_ids(self) -> list[int]:
+        """The ids of the card-data key pairs in the store, not retired, oldest first
+        (the last one hashes and seals)."""
+        active = {
+            r.name for r in self._records.values()
+            if r.kind in CARD_KINDS and r.revoked is None
+        }  # fmt: skip
+        return [
+            int(record.owner) for record in self._records.values()
+            if record.kind == "sealing" and record.revoked is None
+            and key_name("lookup", record.owner) in active
+        ]  # fmt: skip
+
+    def card_vault(self) -> CardVault | None:
+        """What hashes, matches, seals and opens card data in this process, under the
+        stored card-data keys: the newest hashes and seals, every one not retired matches
+        and opens. None when the store holds none."""
+        ids = self.card_key_ids()
+        if not ids:
+            return None
+        keys = tuple(
+            CardKey(
+                id=key_id,
+                hmac_key=self._stored(key_name("lookup", str(key_id)), "lookup")[1].hex(),
+                aes_key=self._stored(key_name("sealing", str(key_id)), "sealing")[1].hex(),
+            )
+            for key_id in ids
+        )
+        return CardVault(CardKeyFile(active=ids[-1], keys=keys))
+
+    def add_card_keys(
+        self, *, key_id: int | None = None, lookup: bytes | None = None,
+        sealing: bytes | None = None,
+    ) -> int:  # fmt: skip
+        """A new card-data key pair, which hashes and seals from then on (random keys,
+        or given ones when a key file is imported); its id (one more than any so far,
+        retired ones included, unless given)."""
+        lookup = self._random(CARD_KEY_BYTES) if lookup is None else lookup
+        sealing = self._random(CARD_KEY_BYTES) if sealing is None else sealing
+        if len(lookup) != CARD_KEY_BYTES or len(sealing) != CARD_KEY_BYTES:
+            raise OperatorInputError(f"a card-data key is {CARD_KEY_BYTES} bytes")
+        created = self._clock()
+        chosen: list[int] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            used = [int(k.owner) for k in store.keys if k.kind in CARD_KINDS]
+            new_id = key_id if key_id is not None else max(used, default=0) + 1
+            if not 1 <= new_id <= MAX_CARD_KEY_ID:
+                raise OperatorInputError(f"card key id {new_id} is outside 1..{MAX_CARD_KEY_ID}")
+            if new_id in used:
+                raise OperatorInputError(f"card key id {new_id} exists")
+            chosen.append(new_id)
+            records = tuple(
+                KeyRecord(
+                    kind=kind,
+                    owner=str(new_id),
+                    cipher=cipher,
+                    kcv=_kcv_hex(check(clear)),
+                    blob=self._lmk.seal(key_name(kind, str(new_id)), clear),
+                    created=created,
+                )
+                for kind, cipher, check, clear in (
+                    ("lookup", "hmac-sha256", alg.hmac_key_check_value, lookup),
+                    ("sealing", "aes-256-gcm", alg.aes_key_check_value, sealing),
+                )
+            )
+            return KeyStoreFile(
+                store.format, store.lmk_check, store.lmk_proof, (*store.keys, *records)
+            )
+
+        self._change(add)
+        security_event("card_keys_added", key=f"card:{chosen[0]}")
+        return chosen[0]
+
+    def import_card_keys(self, key_file: CardKeyFile) -> list[int]:
+        """A card key file's keys (``[journal] key_file``) into the store, once: its
+        active key last, so that it hashes and seals. Ids already in the store with the
+        same keys are skipped; with other keys, refused (what they sealed would no
+        longer open). The ids imported."""
+        held = set(self.card_key_ids())
+        imported = []
+        ordered = sorted(key_file.keys, key=lambda k: (k.id == key_file.active, k.id))
+        for key in ordered:
+            lookup, sealing = bytes.fromhex(key.hmac_key), bytes.fromhex(key.aes_key)
+            name = key_name("lookup", str(key.id))
+            if key.id in held or name in self._records:
+                stored = self._records[name]
+                if stored.kcv != _kcv_hex(alg.hmac_key_check_value(lookup)):
+                    raise OperatorInputError(
+                        f"card key id {key.id} is in the store with other keys: not imported"
+                    )
+                continue
+            imported.append(self.add_card_keys(key_id=key.id, lookup=lookup, sealing=sealing))
+        security_event("card_keys_imported", keys=len(imported))
+        return imported
+
+    def retire_card_keys(self, key_id: int) -> None:
+        """Retires a card-data key pair: what it hashed no longer matches, what it sealed
+        no longer opens. The newest (the one that hashes and seals) is refused."""
+        ids = self.card_key_ids()
+        if key_id not in ids:
+            raise OperatorInputError(f"no card key {key_id} in use")
+        if key_id == ids[-1]:
+            raise OperatorInputError(
+                f"card key {key_id} hashes and seals: add a new one first (switch keys card new)"
+            )
+        names = {key_name("lookup", str(key_id)), key_name("sealing", str(key_id))}
+        now = self._clock()
+
+        def retire(store: KeyStoreFile) -> KeyStoreFile:
+            keys = tuple(_replace(r, revoked=now) if r.name in names else r for r in store.keys)
+            return KeyStoreFile(store.format, store.lmk_check, store.lmk_proof, keys)
+
+        self._change(retire)
+        security_event("card_keys_retired", key=f"card:{key_id}")
 
     def list_keys(self) -> list[KeyInfo]:
         security_event("keys_listed", keys=len(self._records))
