@@ -111,20 +111,22 @@ class OnlineProtocol:
         except envelope.EnvelopeDecodeError as exc:
             where = f" (field {exc.key})" if exc.key else ""
             return self._unsigned(exc.request_id, "30", f"{exc}{where}", received_at)
-        request_id = _body_id(signed.body)
         try:
             principal = self.security.online_principal(signed.key_id)
         except UnknownKeyError:
-            return self._refuse_envelope(signed, request_id, "unknown key", received_at)
+            return self._refuse_envelope(signed, "unknown key", received_at)
         if not self.security.verify_online(
             signed.key_id, signed.ts, signed.nonce, signed.body, signed.sig
         ):
-            return self._refuse_envelope(signed, request_id, "bad signature", received_at)
+            return self._refuse_envelope(signed, "bad signature", received_at)
         if abs(signed.ts - self.wall_clock()) > envelope.MAX_SKEW_S:
             return self._refuse_envelope(
-                signed, request_id, f"timestamp outside ±{envelope.MAX_SKEW_S} s", received_at
+                signed, f"timestamp outside ±{envelope.MAX_SKEW_S} s", received_at
             )
         inner = self._accept_body(signed.body, origin, principal)
+        # The id for an unsigned refusal of its nonce: the request's, read from the body
+        # again only for an answer made at once (rare: errors and repeats).
+        request_id = _body_id(signed.body) if isinstance(inner, bytes) else inner.message.id
         return SignedWork(signed.key_id, signed.nonce, request_id, inner)
 
     def _accept_body(
@@ -219,9 +221,8 @@ class OnlineProtocol:
             return self._unsigned(_body_id(body), "A0", "unknown key", None)
         return envelope.encode(envelope.Envelope(key_id, ts, nonce, body, sig))
 
-    def _refuse_envelope(
-        self, signed: envelope.Envelope, request_id: str | None, check: str, received_at: float
-    ) -> bytes:
+    def _refuse_envelope(self, signed: envelope.Envelope, check: str, received_at: float) -> bytes:
+        request_id = _body_id(signed.body)
         security_event("online_refused", channel=self.name, key=signed.key_id, check=check,
                        id=request_id or "")  # fmt: skip
         return self._unsigned(request_id, "A0", check, received_at)

@@ -425,9 +425,7 @@ class SoftwareSecurityModule:
 
     def _online_key(self, key_id: str) -> tuple[str, hmac.HMAC]:
         """The principal of an active online key and its secret prepared for HMAC;
-        :class:`UnknownKeyError` for an unknown or revoked one (the store is looked at
-        again when it has changed, so a revocation takes effect at once)."""
-        self.refresh()
+        :class:`UnknownKeyError` for an unknown or revoked one."""
         prepared = self._online.get(key_id)
         if prepared is not None:
             return prepared
@@ -449,6 +447,9 @@ class SoftwareSecurityModule:
         return prepared
 
     def online_principal(self, key_id: str) -> str:
+        """The store is looked at again first when it has changed (an operator's command
+        replaced it), so a revocation takes effect at the next request."""
+        self.refresh()
         return self._online_key(key_id)[0]
 
     def sign_online(self, key_id: str, ts: int, nonce: str, body: bytes) -> bytes:

@@ -81,6 +81,9 @@ class SqliteNonces:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA busy_timeout = 10000")
             connection.execute("PRAGMA synchronous = OFF")
+            # Checkpoints are the journal's (its writer runs them on their own): none
+            # inside a claim's commit.
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute(SQLITE_TABLE)
         except sqlite3.Error as exc:
             raise JournalError(f"online nonces in {self.path}: {exc}") from exc
