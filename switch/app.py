@@ -407,7 +407,7 @@ class SwitchApp:
                     entry.created_at,
                 )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
-            nonces = NonceGuard(open_nonce_store(config))
+            nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
             await bank_side.start(nonces.run)
             online_protocol = OnlineProtocol(
                 switchboard,

@@ -4,10 +4,14 @@ minutes).
 
 One table, ``online_nonces`` (key id, nonce, when accepted), beside the journal's on
 either engine, made here if missing (it holds nothing that outlives ten minutes, so it
-takes no part in the journal's migrations). A claim is an insert that either adds the
-nonce or finds it accepted within ``memory_s``: one statement decides, so two workers
-that get the same envelope at once cannot both accept it. Rows older than ``memory_s``
-are purged; the table is bounded by the request rate times ten minutes.
+takes no part in the journal's migrations). Where workers share the database
+(PostgreSQL), a claim is an insert that either adds the nonce or finds it accepted
+within ``memory_s``: one statement decides, so two workers that get the same envelope
+at once cannot both accept it. A switch of one process (SQLite: its journal is one
+process's) decides in memory and writes its nonces here behind, for its next start
+(``remember``, ``recent``), so no claim waits for the journal's write lock. Rows
+older than ``memory_s`` are purged; the table is bounded by the request rate times ten
+minutes.
 
 Claims are not made durable on their own (SQLite ``synchronous = OFF`` on this
 connection, PostgreSQL ``synchronous_commit = off``): a crash may forget the last few
@@ -39,6 +43,13 @@ ON CONFLICT (key_id, nonce) DO UPDATE SET accepted_at = excluded.accepted_at
 WHERE online_nonces.accepted_at < ?
 """
 SQLITE_PURGE = "DELETE FROM online_nonces WHERE accepted_at < ?"
+SQLITE_REMEMBER = (
+    "INSERT OR REPLACE INTO online_nonces (key_id, nonce, accepted_at) VALUES (?, ?, ?)"
+)
+SQLITE_RECENT = (
+    "SELECT key_id, nonce, accepted_at FROM online_nonces WHERE accepted_at >= ? "
+    "ORDER BY accepted_at"
+)
 
 POSTGRESQL_TABLE = """
 CREATE TABLE IF NOT EXISTS online_nonces (
@@ -56,6 +67,14 @@ WHERE kept.accepted_at < %(cutoff)s
 RETURNING key_id, nonce
 """
 POSTGRESQL_PURGE = "DELETE FROM online_nonces WHERE accepted_at < %s"
+POSTGRESQL_REMEMBER = """
+INSERT INTO online_nonces (key_id, nonce, accepted_at) VALUES (%s, %s, %s)
+ON CONFLICT (key_id, nonce) DO UPDATE SET accepted_at = excluded.accepted_at
+"""
+POSTGRESQL_RECENT = (
+    "SELECT key_id, nonce, accepted_at FROM online_nonces WHERE accepted_at >= %s "
+    "ORDER BY accepted_at"
+)
 
 
 class NonceStore(Protocol):
@@ -67,6 +86,14 @@ class NonceStore(Protocol):
         ...
 
     def purge(self, before: float) -> int: ...
+
+    def remember(self, accepted: Sequence[tuple[str, str, float]]) -> None:
+        """Nonces already decided (by one process's memory), kept for its next start."""
+        ...
+
+    def recent(self, since: float) -> list[tuple[str, str, float]]:
+        """The nonces accepted at ``since`` or later, oldest first."""
+        ...
 
     def close(self) -> None: ...
 
@@ -115,6 +142,29 @@ class SqliteNonces:
             return connection.execute(SQLITE_PURGE, (before,)).rowcount
         except sqlite3.Error as exc:
             raise JournalError(f"online nonces: {exc}") from exc
+
+    def remember(self, accepted: Sequence[tuple[str, str, float]]) -> None:
+        connection = self._connection
+        assert connection is not None, "nonce store is not open"
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany(SQLITE_REMEMBER, accepted)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise JournalError(f"online nonces: {exc}") from exc
+
+    def recent(self, since: float) -> list[tuple[str, str, float]]:
+        connection = self._connection
+        assert connection is not None, "nonce store is not open"
+        try:
+            rows = connection.execute(SQLITE_RECENT, (since,)).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"online nonces: {exc}") from exc
+        return [(str(k), str(n), float(t)) for k, n, t in rows]
 
     def close(self) -> None:
         if self._connection is not None:
@@ -167,6 +217,28 @@ class PostgresNonces:
             return connection.execute(POSTGRESQL_PURGE, (before,)).rowcount
         except psycopg.Error as exc:
             raise JournalError(f"online nonces: {exc}") from exc
+
+    def remember(self, accepted: Sequence[tuple[str, str, float]]) -> None:
+        import psycopg
+
+        connection = self._connection
+        assert isinstance(connection, psycopg.Connection), "nonce store is not open"
+        try:
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.executemany(POSTGRESQL_REMEMBER, accepted)
+        except psycopg.Error as exc:
+            raise JournalError(f"online nonces: {exc}") from exc
+
+    def recent(self, since: float) -> list[tuple[str, str, float]]:
+        import psycopg
+
+        connection = self._connection
+        assert isinstance(connection, psycopg.Connection), "nonce store is not open"
+        try:
+            rows = connection.execute(POSTGRESQL_RECENT, (since,)).fetchall()
+        except psycopg.Error as exc:
+            raise JournalError(f"online nonces: {exc}") from exc
+        return [(str(k), str(n), float(t)) for k, n, t in rows]
 
     def close(self) -> None:
         import psycopg

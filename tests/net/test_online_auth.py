@@ -222,3 +222,26 @@ async def test_keys_rotate_with_two_active_and_a_revoked_one_stops_at_once(
     # A key of one merchant does not sign for another.
     shop = await new_client.request(purchase("rot-4", 104, merchant="SHOP01"))
     assert isinstance(shop, wire.Error) and shop.code == "03"
+
+
+async def test_a_replay_after_a_restart_is_still_refused(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    """The nonces a switch accepted are in its journal's database: the next life of the
+    switch on the same journal refuses the envelope again."""
+    config = make_config()
+    key = OnlineKey.demo_merchant("SHOP01")
+    frame = key.seal(body(purchase("restart-1", 600)))
+    async with trio.open_nursery() as first_life:
+        app = await start_switch(first_life, config)
+        client = await connect(app, key)
+        first = await answer_to(client, frame)
+        assert isinstance(first, wire.Result) and first.approved
+        await client.aclose()
+        app.shutdown()
+    app = await start_switch(nursery, config)
+    client = await connect(app, key)
+    again = await answer_to(client, frame)
+    assert isinstance(again, wire.Error) and (again.code, again.message) == (
+        "A0", "nonce replayed",
+    )  # fmt: skip

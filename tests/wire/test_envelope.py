@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switch.net.clients import OnlineKey, UnverifiedAnswer
 from switch.security import algorithms as alg
@@ -158,3 +161,31 @@ def test_new_nonces_are_of_the_allowed_alphabet_and_length() -> None:
     nonces = {envelope.new_nonce() for _ in range(100)}
     assert len(nonces) == 100
     assert all(len(n) == envelope.NONCE_CHARS and n.isalnum() and n.isascii() for n in nonces)
+
+
+@given(frame=st.binary(max_size=512))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_decode_or_raise_only_the_envelope_error(frame: bytes) -> None:
+    with contextlib.suppress(envelope.EnvelopeDecodeError):
+        envelope.decode(frame)
+
+
+def test_demo_online_keys_exist_only_with_demo_keys(tmp_path: Path) -> None:
+    from switch.security.errors import UnknownKeyError
+
+    module = _module(tmp_path)
+    for key_id in ("demo-app", "demo-m-SHOP01"):
+        with pytest.raises(UnknownKeyError):
+            module.online_principal(key_id)
+    demo = SoftwareSecurityModule(module._store, module._lmk, demo_online_keys=True)
+    assert demo.online_principal("demo-app") == "app:wallet"
+    assert demo.online_principal("demo-m-SHOP01") == "merchant:SHOP01"
+    assert demo.online_principal("demo-m-898310048990001") == "merchant:898310048990001"
+    with pytest.raises(UnknownKeyError):
+        demo.online_principal("demo-m-" + "1" * 16)  # no merchant id is 16 long
+    body = b"\x80"
+    demo_sig = OnlineKey.demo_merchant("SHOP01")
+    signed = envelope.decode(demo_sig.seal(body))
+    assert demo.verify_online(signed.key_id, signed.ts, signed.nonce, body, signed.sig)
+    # The stored keys are still the store's.
+    assert demo.online_principal(KEY_ID) == "merchant:898310048990001"
