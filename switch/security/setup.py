@@ -93,19 +93,18 @@ def open_card_vault(module: SoftwareSecurityModule, config: SwitchConfig) -> Car
             f"the key store {config.path(config.security.key_store)} holds no card-data keys "
             "(switch keys card new)"
         )
-    try:
-        if key_file is not None:
-            module.import_card_keys(
-                load_card_keys(
-                    key_file=config.path(config.journal.key_file or ""),
-                    key_env=config.journal.key_env,
-                )
+    # Each one change of the store under its lock: workers starting at once store the
+    # same keys once (an import skips what is there; a pair is made only if none is).
+    if key_file is not None:
+        module.import_card_keys(
+            load_card_keys(
+                key_file=config.path(config.journal.key_file or ""),
+                key_env=config.journal.key_env,
             )
-        else:
-            module.add_card_keys()
-        log.warning("demo_card_keys_stored", source=key_file or "made")
-    except OperatorInputError:
-        module.reload()  # stored meanwhile by another worker
+        )
+    else:
+        module.add_card_keys(only_if_none=True)
+    log.warning("demo_card_keys_stored", source=key_file or "made")
     vault = module.card_vault()
     if vault is None:
         raise StartupError("no card-data keys could be stored in the key store")

@@ -651,42 +651,43 @@ class SoftwareSecurityModule:
         )
         return CardVault(CardKeyFile(active=ids[-1], keys=keys))
 
-    def add_card_keys(
-        self, *, key_id: int | None = None, lookup: bytes | None = None,
-        sealing: bytes | None = None,
-    ) -> int:  # fmt: skip
-        """A new card-data key pair, which hashes and seals from then on (random keys,
-        or given ones when a key file is imported); its id (one more than any so far,
-        retired ones included, unless given)."""
-        lookup = self._random(CARD_KEY_BYTES) if lookup is None else lookup
-        sealing = self._random(CARD_KEY_BYTES) if sealing is None else sealing
+    def _card_records(self, key_id: int, lookup: bytes, sealing: bytes) -> tuple[KeyRecord, ...]:
         if len(lookup) != CARD_KEY_BYTES or len(sealing) != CARD_KEY_BYTES:
             raise OperatorInputError(f"a card-data key is {CARD_KEY_BYTES} bytes")
+        if not 1 <= key_id <= MAX_CARD_KEY_ID:
+            raise OperatorInputError(f"card key id {key_id} is outside 1..{MAX_CARD_KEY_ID}")
         created = self._clock()
+        return tuple(
+            KeyRecord(
+                kind=kind,
+                owner=str(key_id),
+                cipher=cipher,
+                kcv=_kcv_hex(check(clear)),
+                blob=self._lmk.seal(key_name(kind, str(key_id)), clear),
+                created=created,
+            )
+            for kind, cipher, check, clear in (
+                ("lookup", "hmac-sha256", alg.hmac_key_check_value, lookup),
+                ("sealing", "aes-256-gcm", alg.aes_key_check_value, sealing),
+            )
+        )
+
+    def add_card_keys(self, *, only_if_none: bool = False) -> int:
+        """A new card-data key pair (random), which hashes and seals from then on; its id,
+        one more than any so far (retired ones included). ``only_if_none``: only when
+        the store holds no pair in use (several workers starting at once make one), else
+        the newest's id."""
+        lookup, sealing = self._random(CARD_KEY_BYTES), self._random(CARD_KEY_BYTES)
         chosen: list[int] = []
 
         def add(store: KeyStoreFile) -> KeyStoreFile:
             used = [int(k.owner) for k in store.keys if k.kind in CARD_KINDS]
-            new_id = key_id if key_id is not None else max(used, default=0) + 1
-            if not 1 <= new_id <= MAX_CARD_KEY_ID:
-                raise OperatorInputError(f"card key id {new_id} is outside 1..{MAX_CARD_KEY_ID}")
-            if new_id in used:
-                raise OperatorInputError(f"card key id {new_id} exists")
-            chosen.append(new_id)
-            records = tuple(
-                KeyRecord(
-                    kind=kind,
-                    owner=str(new_id),
-                    cipher=cipher,
-                    kcv=_kcv_hex(check(clear)),
-                    blob=self._lmk.seal(key_name(kind, str(new_id)), clear),
-                    created=created,
-                )
-                for kind, cipher, check, clear in (
-                    ("lookup", "hmac-sha256", alg.hmac_key_check_value, lookup),
-                    ("sealing", "aes-256-gcm", alg.aes_key_check_value, sealing),
-                )
-            )
+            in_use = [int(k.owner) for k in store.keys if k.kind == "sealing" and k.revoked is None]
+            if only_if_none and in_use:
+                chosen.append(in_use[-1])
+                return store
+            chosen.append(max(used, default=0) + 1)
+            records = self._card_records(chosen[0], lookup, sealing)
             return KeyStoreFile(
                 store.format, store.lmk_check, store.lmk_proof, (*store.keys, *records)
             )
@@ -696,24 +697,35 @@ class SoftwareSecurityModule:
         return chosen[0]
 
     def import_card_keys(self, key_file: CardKeyFile) -> list[int]:
-        """A card key file's keys (``[journal] key_file``) into the store, once: its
-        active key last, so that it hashes and seals. Ids already in the store with the
-        same keys are skipped; with other keys, refused (what they sealed would no
-        longer open). The ids imported."""
-        held = set(self.card_key_ids())
-        imported = []
+        """A card key file's keys (``[journal] key_file``) into the store, once, in one
+        change of the store: its active key last, so that it hashes and seals. Ids
+        already in the store with the same keys are skipped; with other keys, refused
+        (what they sealed would no longer open). The ids imported."""
         ordered = sorted(key_file.keys, key=lambda k: (k.id == key_file.active, k.id))
-        for key in ordered:
-            lookup, sealing = bytes.fromhex(key.hmac_key), bytes.fromhex(key.aes_key)
-            name = key_name("lookup", str(key.id))
-            if key.id in held or name in self._records:
-                stored = self._records[name]
-                if stored.kcv != _kcv_hex(alg.hmac_key_check_value(lookup)):
-                    raise OperatorInputError(
-                        f"card key id {key.id} is in the store with other keys: not imported"
-                    )
-                continue
-            imported.append(self.add_card_keys(key_id=key.id, lookup=lookup, sealing=sealing))
+        imported: list[int] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            imported.clear()
+            stored = {r.name: r for r in store.keys}
+            added: list[KeyRecord] = []
+            for key in ordered:
+                lookup, sealing = bytes.fromhex(key.hmac_key), bytes.fromhex(key.aes_key)
+                held = stored.get(key_name("lookup", str(key.id)))
+                if held is not None:
+                    if held.kcv != _kcv_hex(alg.hmac_key_check_value(lookup)):
+                        raise OperatorInputError(
+                            f"card key id {key.id} is in the store with other keys: not imported"
+                        )
+                    continue
+                added.extend(self._card_records(key.id, lookup, sealing))
+                imported.append(key.id)
+            if not added:
+                return store
+            return KeyStoreFile(
+                store.format, store.lmk_check, store.lmk_proof, (*store.keys, *added)
+            )
+
+        self._change(add)
         security_event("card_keys_imported", keys=len(imported))
         return imported
 

@@ -139,3 +139,18 @@ def test_start_up_takes_the_card_keys_from_the_store(tmp_path: Path) -> None:
         open_card_vault(strict_module, no_file)
     strict_module.add_card_keys()
     assert open_card_vault(strict_module, no_file).seal(PAN)[0] == 1
+
+
+def test_workers_starting_at_once_store_one_pair_and_read_each_others_data(
+    tmp_path: Path,
+) -> None:
+    """Two modules on one store, as two demo workers' first start: the second finds the
+    first's pair (one change of the store under its lock), so both seal under it."""
+    new_store(tmp_path)
+    first, second = open_module(tmp_path), open_module(tmp_path)  # both read an empty store
+    assert first.add_card_keys(only_if_none=True) == 1
+    assert second.add_card_keys(only_if_none=True) == 1
+    one, two = first.card_vault(), second.card_vault()
+    assert one is not None and two is not None
+    assert two.open(one.seal(PAN)) == PAN and one.matches(PAN, two.lookup(PAN))
+    assert second.card_key_ids() == [1]
