@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -75,7 +76,7 @@ def open_card_vault(module: SoftwareSecurityModule, config: SwitchConfig) -> Car
     vault = module.card_vault()
     key_file = _card_key_file(config)
     if vault is not None:
-        if key_file is not None:
+        if key_file is not None and (key_file.startswith("$") or Path(key_file).exists()):
             log.warning(
                 "card_key_file_ignored",
                 message="the card-data keys are in the key store; [journal] key_file / "
@@ -113,11 +114,12 @@ def open_card_vault(module: SoftwareSecurityModule, config: SwitchConfig) -> Car
 
 
 def _card_key_file(config: SwitchConfig) -> str | None:
-    """Where card keys would be read from outside the store: the variable or the file."""
+    """Where card keys would be read from outside the store: the variable, or the file
+    named (which, missing, refuses an import naming it)."""
     section = config.journal
     if section.key_env and os.environ.get(section.key_env):
         return f"${section.key_env}"
-    if section.key_file and config.path(section.key_file).exists():
+    if section.key_file:
         return str(config.path(section.key_file))
     return None
 

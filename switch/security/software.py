@@ -701,6 +701,7 @@ class SoftwareSecurityModule:
         change of the store: its active key last, so that it hashes and seals. Ids
         already in the store with the same keys are skipped; with other keys, refused
         (what they sealed would no longer open). The ids imported."""
+        CardVault(key_file)  # every key checked as it would be used (ConfigError naming it)
         ordered = sorted(key_file.keys, key=lambda k: (k.id == key_file.active, k.id))
         imported: list[int] = []
 
