@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import msgspec
-import structlog
 
 from switch.core import online
 from switch.core.changes import Change, OnlineResultKept
@@ -34,8 +33,6 @@ from switch.security.software import security_event
 from switch.store.port import JournalError
 from switch.wire import envelope
 from switch.wire import online as wire
-
-log = structlog.get_logger()
 
 MERCHANT_TYPES = frozenset(("purchase", "balance", "void", "refund", "status"))
 """online.md's types open to a ``merchant:`` principal (those this switch serves)."""
