@@ -28,7 +28,10 @@ MAX_BATCH: Final = 256
 PURGE_EVERY_S: Final = 60.0
 QUEUE_SIZE: Final = 4096
 """Claims waiting for their batch (each connection's window bounds its own)."""
-WRITE_BEHIND_S: Final = 1.0
+WRITE_BEHIND_S: Final = 10.0
+"""Every second cost the online channel some 17% of its rate on a SQLite journal (each
+write takes the journal's write lock); every ten, none measurable. A crash forgets at
+most these seconds' nonces, and the ±300 s check still bounds their envelopes."""
 MAX_REMEMBERED: Final = 2_000_000
 """Nonces one process holds in memory (ten minutes at over 3,000 requests a second);
 beyond, a claim is refused as undecidable rather than an older nonce forgotten."""
