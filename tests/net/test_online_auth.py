@@ -173,7 +173,7 @@ async def test_a_merchant_acts_only_on_its_own_transactions(
     ):
         answer = await other.request(request)
         refused(answer, "03")
-        assert other.last_signed and "merchant_id" in answer.message  # type: ignore[union-attr]
+        assert other.last_signed and "merchant_id" in answer.message
     # Under its own merchant_id, SHOP01's purchase is not found: 25, never 00.
     for request in (
         wire.Status(id="y-1", merchant_id=OTHER, original_id="own-1"),
