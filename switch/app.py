@@ -57,16 +57,17 @@ from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_security_module
+from switch.security.setup import bank_zmks, open_card_vault, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_settlement_store
-from switch.store.crypto import CardVault, load_card_keys
+from switch.store import claim_clock, open_journal, open_nonce_store, open_settlement_store
+from switch.store.crypto import CardVault
 from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
@@ -106,15 +107,6 @@ class SwitchApp:
         """Business time, for every part that stamps or dates (switch.core.clock)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
-        key_file = config.journal.key_file
-        # Keys are read here, before anything runs, so a missing or bad key file stops
-        # the start with a message naming it.
-        self.vault = CardVault(
-            load_card_keys(
-                key_file=config.path(key_file) if key_file else None,
-                key_env=config.journal.key_env,
-            )
-        )
         self.merchants = load_merchants(config)
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
@@ -123,6 +115,8 @@ class SwitchApp:
         # without keys stops the start in one line (security.md: every link MACs).
         self.security = open_security_module(config)
         self._zmks = bank_zmks(self.security, config, config.banks)
+        # The card-data keys, from the key store (security.md), before anything runs.
+        self.vault = open_card_vault(self.security, config)
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -461,12 +455,16 @@ class SwitchApp:
                     entry.created_at,
                 )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
+            nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
+            await bank_side.start(nonces.run)
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
                 vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
+                security=self.security,
+                nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
             )

@@ -47,6 +47,7 @@ from switch.errors import ConfigError, MessageEncodeError, StartupError
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
+from switch.online_cli import add_commands as add_online_commands
 from switch.security.commands import add_commands as add_key_store_commands
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
@@ -457,6 +458,7 @@ def _parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         parser_.set_defaults(handler=_pos, message=name)
     settle.set_defaults(handler=_pos_settle, message="settle")
+    add_online_commands(commands, _config_option, parse_amount)  # signed online requests
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
