@@ -23,6 +23,7 @@ from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
+from switch.core.products import BY_ONLINE_TYPE
 from switch.errors import TransactionRefused
 from switch.net.channel import Reply, log_transaction
 from switch.net.nonces import NonceGuard
@@ -34,8 +35,9 @@ from switch.store.port import JournalError
 from switch.wire import envelope
 from switch.wire import online as wire
 
-MERCHANT_TYPES = frozenset(("purchase", "balance", "void", "refund", "status"))
-"""online.md's types open to a ``merchant:`` principal (those this switch serves)."""
+MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status"))
+"""online.md's types open to a ``merchant:`` principal: every product offered online (the
+product table's), and ``status``."""
 
 
 class OnlineWork(msgspec.Struct, gc=False):
