@@ -30,7 +30,13 @@ from switch.admin.collect import iso_utc
 from switch.admin.port import BankReading, JournalReading, ListenerReading
 from switch.admin.server import AdminServer
 from switch.admin.status import ConfigStatus, LinkStatus
-from switch.config import BankSection, SwitchConfig, config_problems, load_config
+from switch.config import (
+    BankSection,
+    SwitchConfig,
+    config_problems,
+    load_config,
+    load_risk_rules,
+)
 from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
@@ -40,6 +46,8 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
+from switch.core.risk import RiskEngine, RuleSet
+from switch.core.riskgate import RiskGate
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
@@ -51,6 +59,8 @@ from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
+from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
+from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
@@ -108,6 +118,12 @@ class SwitchApp:
             )
         )
         self.merchants = load_merchants(config)
+        # Read here too: a rules file with a fault stops the start, naming file, rule, key.
+        self.risk = RiskGate(
+            RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
+            card_hashes=self.vault.card_hashes,
+        )
+        """The risk rules in force and their windows (risk.md)."""
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
         self.online_tls = server_context("online", *online_tls) if online_tls else None
@@ -382,6 +398,17 @@ class SwitchApp:
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
                 max_records=config.book.max_records,
             )
+            # The risk rules' windows, from the journal, before the listeners accept.
+            rebuilt = await rebuild_risk(journal, self.risk, self.clock.now())
+            switchboard.risk = self.risk
+            if self.worker.shares_journal:  # the other workers' requests count here too
+                others = OtherWorkers(self.risk)
+                others.seed(rebuilt)
+                bank_side.start_soon(
+                    follow_other_workers, journal, others, self.clock,
+                    config.risk.sync_interval_s, name="risk:others",
+                )  # fmt: skip
+            del rebuilt
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
@@ -577,6 +604,8 @@ class SwitchApp:
                         diff=list(exc.diff),
                     )  # fmt: skip
                 self.last_reload_error = "; ".join(exc.problems)
+                if new is not None:
+                    self._note_risk_refusal(new)
                 log.error("config_reload_refused", problems=exc.problems)
                 return ReloadResult(
                     accepted=False, version=self.config_version, problems=exc.problems,
@@ -622,7 +651,7 @@ class SwitchApp:
         )
 
     def _plan(self, new: SwitchConfig) -> ReloadPlan:
-        problems = config_problems(new)
+        problems = config_problems(new)  # the rules file's faults among them
         plan = plan_reload(self.config, new)
         problems.extend(f"{key} cannot change without a restart" for key in plan.needs_restart)
         for name in (*plan.banks_added, *plan.banks_changed):
@@ -702,6 +731,35 @@ class SwitchApp:
             forwarder.config = new.saf
         switchboard.book.max_records = new.book.max_records
         self.config = new
+        await self._apply_risk_rules(new)
+
+    async def _apply_risk_rules(self, new: SwitchConfig) -> None:
+        """The rules file read again with the rest (it compiled in the plan): swapped in
+        when its version changed, its new windows rebuilt from the journal."""
+        try:
+            rules = load_risk_rules(new)
+        except ConfigError as exc:  # changed between the plan and now: the old stay
+            self._risk_refused(str(exc))
+            return
+        self.risk.last_error = None
+        if rules.version == self.risk.rules.version:
+            return
+        assert self.journal is not None
+        await apply_rules(self.journal, self.risk, rules, self.clock.now())
+
+    def _note_risk_refusal(self, new: SwitchConfig) -> None:
+        """A refused reload whose rules file is at fault: counted, its reason kept for
+        /status; the running rules stay."""
+        try:
+            load_risk_rules(new)
+        except ConfigError as exc:
+            self._risk_refused(str(exc))
+
+    def _risk_refused(self, reason: str) -> None:
+        risk = self.risk
+        risk.reloads["refused"] = risk.reloads.get("refused", 0) + 1
+        risk.last_error = reason
+        log.error("risk_rules_refused", reason=reason, version=risk.rules.version)
 
     async def _retire(self, connector: BankConnector) -> None:
         """A bank's old connector, replaced: its requests in flight finish on it, then

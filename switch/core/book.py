@@ -75,6 +75,21 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
+    updated_at: float = 0.0
+    """When its row last changed (the journal's ``updated_at``; 0 until read back)."""
+    received_at: float = 0.0
+    """When it was received (epoch seconds; the journal's ``created_at``): the moment
+    the risk rules' windows count it at."""
+    device_id: str | None = None
+    """The online request's ``device_id`` (risk.md), sent to no bank."""
+    risk_version: str | None = None
+    """The risk rule set's version it was evaluated under (None: it met no rule)."""
+    risk_rule: str | None = None
+    """The rule that declined it."""
+    risk_review: str | None = None
+    """The ``review`` rules that flagged it, comma-separated."""
+    risk_shadow: str | None = None
+    """The ``shadow`` rules that hit, each ``id:action[:code]``, comma-separated."""
 
     @property
     def request_key(self) -> RequestKey:

@@ -30,7 +30,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
-- requests refused before a bank (no slot, no link, no route, a rule) write nothing;
+- requests refused before a bank (no slot, no link, no route) write nothing; one a
+  risk rule declines (risk.md) is journaled declined, with the rule's id, and sent
+  nowhere (``journaling_decline``);
 - a request is encoded in its bank's dialect before it is journaled: one holding a value
   the dialect cannot carry is refused 30 naming the field, writes nothing and gives its
   slot back with no verdict on the bank (never a timeout for its circuit);
@@ -55,6 +57,9 @@ from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
 from switch.core.clock import Stamp
 from switch.core.model import PRODUCT_OF, BankBound, Card, Outcome, Reversal, original_of
 from switch.core.numbers import RrnExhausted
+from switch.core.risk import Verdict
+from switch.core.riskgate import MESSAGES as RISK_MESSAGES
+from switch.core.riskgate import RiskGate
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
@@ -267,6 +272,7 @@ Phase = Literal[
     "waiting_for_first",
     "loading_original",
     "admitting",
+    "journaling_decline",
     "waiting_for_link",
     "journaling_request",
     "at_bank",
@@ -279,8 +285,13 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
+    ("admitting", Admitted): (
+        "waiting_for_link", "answered", "waiting_for_first", "journaling_decline"
+    ),
     ("admitting", Refused): "answered",
+    ("journaling_decline", Journaled): "answered",
+    ("journaling_decline", JournalFailed): "answered",
+    ("journaling_decline", FirstElsewhere): "loading_first",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): "answered",
     ("journaling_request", Journaled): "at_bank",
@@ -330,6 +341,7 @@ class BankTransaction:
         business_date: str = "",
         mcc: str | None = None,
         finalize: Finalizer | None = None,
+        risk: RiskGate | None = None,
     ) -> None:
         self.request = request
         self.product = PRODUCT_OF[type(request)]
@@ -347,8 +359,13 @@ class BankTransaction:
         self.route = route
         self.institution = institution
         self.now = now
+        self.received = now
+        """When it was received: the moment the risk rules count it at."""
         self.finalize = finalize
         self.in_flight = in_flight
+        self.risk = risk
+        self.verdict: Verdict | None = None
+        """The risk rules' verdict, once evaluated (risk.md)."""
         self.phase: Phase = "received"
         self.record: TxnRecord | None = None
         """The transaction's record, from the moment it holds a bank-path slot."""
@@ -459,6 +476,8 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
+        if self._assess(step):
+            return
         self.phase = "waiting_for_link"
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
@@ -574,6 +593,40 @@ class BankTransaction:
         self.record = self._make_record(pan, amount)
         self.book.add(self.record)
 
+    def _assess(self, step: _Step) -> bool:
+        """The risk rules (risk.md), once routed and any original found, before a bank:
+        whether a rule declined it (then its row is journaled, declined with the rule's
+        code and id, and nothing goes to a bank)."""
+        risk, kind, record = self.risk, self.product.risk_kind, self.record
+        if risk is None or kind is None or record is None:
+            return False
+        request = self._resolved
+        assert request.card is not None
+        verdict = self.verdict = risk.evaluate(
+            risk.request_of(request, request.card.pan, kind, self.mcc), self.received, record
+        )
+        if not verdict.declined:
+            return False
+        assert verdict.code is not None
+        self.book.settle(record, state="declined", code=verdict.code)
+        self.phase = "journaling_decline"
+        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        return True
+
+    def _on_journaling_decline(self, event: Event, step: _Step) -> None:
+        verdict = self.verdict
+        assert verdict is not None and verdict.code is not None
+        if isinstance(event, FirstElsewhere):
+            self._first_elsewhere(step)
+            return
+        outcome = Outcome(
+            code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
+            rrn=self.rrn, bank=self.bank, route=self.route_name,
+        )  # fmt: skip
+        if isinstance(event, JournalFailed):  # declined all the same: nothing was sent
+            outcome = msgspec.structs.replace(outcome, detail=f"not journaled: {event.error}")
+        self._answer(step, outcome)
+
     def _make_record(self, pan: str, amount: int) -> TxnRecord:
         request = self._resolved
         acceptor = request.acceptor
@@ -600,6 +653,8 @@ class BankTransaction:
             online_id=request.online_id,
             request_digest=self.cards.digest(_digest_text(request, pan)),
             original_rrn=self.original.rrn if self.original is not None else None,
+            received_at=self.received,
+            device_id=request.device_id,
         )
 
     # -- the bank path ---------------------------------------------------------------
@@ -647,25 +702,28 @@ class BankTransaction:
             self._answer(step, self._journal_failure(event))
             return
         if isinstance(event, FirstElsewhere):
-            # Another worker journaled this request first (a terminal that reconnected
-            # sent it there too): nothing was sent, nothing written. It gives its slot
-            # back, undoes what it reserved, leaves the book (its RRN is not used again)
-            # and is answered as the repeat of that first, read from the journal.
             step.actions.append(ReleaseLink(answered=None))
-            record = self.record
-            assert record is not None
-            self._settle_in_memory("not_sent", None)
-            self.book.discard(record)
-            self.record = None
-            acceptor, request = self.request.acceptor, self.request
-            self.phase = "loading_first"
-            step.actions.append(LoadOriginal(
-                trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
-            ))  # fmt: skip
+            self._first_elsewhere(step)
             return
         assert self._exchange is not None
         self.phase = "at_bank"
         step.actions.append(self._exchange)
+
+    def _first_elsewhere(self, step: _Step) -> None:
+        """Another worker journaled this request first (a terminal that reconnected
+        sent it there too): nothing was sent, nothing written. It has given its slot
+        back; it undoes what it reserved, leaves the book (its RRN is not used again)
+        and is answered as the repeat of that first, read from the journal."""
+        record = self.record
+        assert record is not None
+        self._settle_in_memory("not_sent", None)
+        self.book.discard(record)
+        self.record = None
+        acceptor, request = self.request.acceptor, self.request
+        self.phase = "loading_first"
+        step.actions.append(LoadOriginal(
+            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
+        ))  # fmt: skip
 
     def _on_loading_first(self, event: Event, step: _Step) -> None:
         """The first the journal named when it refused this request, read by its trace
@@ -739,6 +797,11 @@ class BankTransaction:
             changes.append(TxnUpdated.of(touched, now, _effect_on_original(record, state)))
         if self.finalize is not None and state != "not_sent":
             changes.extend(self.finalize(outcome))
+        if (
+            state == "approved" and self.risk is not None and self.original is not None
+            and self.product.reserves == "whole"
+        ):  # a void: its original leaves the risk rules' approved windows
+            self.risk.remove(self.original, now)
         return tuple(changes)
 
     def _on_journaling_answer(self, event: Event, step: _Step) -> None:
@@ -777,6 +840,17 @@ class BankTransaction:
 
     def _answer(self, step: _Step, outcome: Outcome) -> None:
         self.phase = "answered"
+        verdict = self.verdict
+        if verdict is not None:
+            if verdict.hold is not None and not (outcome.approved and self._state == "approved"):
+                assert self.risk is not None  # declined, timed out, not sent: it goes
+                self.risk.release(verdict.hold, self.now)
+            if verdict.hits:
+                fields = verdict.log_fields()
+                outcome = msgspec.structs.replace(
+                    outcome, risk_rule=fields.get("risk_rule"),
+                    risk_review=fields.get("risk_review"), risk_shadow=fields.get("risk_shadow"),
+                )  # fmt: skip
         if outcome.settlement_date is None and self.business_date:
             # Every financial answer names its date, declines and refusals included.
             outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
@@ -873,8 +947,10 @@ class TerminalReversal:
         cards: Cards,
         now: float,
         in_flight: Callable[[str], bool],
+        risk: RiskGate | None = None,
     ) -> None:
         self.request = request
+        self.risk = risk
         self.book = book
         self.cards = cards
         self.now = now
@@ -965,6 +1041,8 @@ class TerminalReversal:
             self.phase = "answered"
             return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
         reason = f"terminal reversal {self.request.reason}"
+        if self.risk is not None and record.state == "approved":
+            self.risk.remove(record, self.now)  # it leaves the approved windows
         changes = _queue_reversal(self.book, record, reason, self.now)
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         self.phase = "journaling"

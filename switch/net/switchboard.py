@@ -81,6 +81,7 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import SignOnLimiter
+from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.errors import TransactionRefused
@@ -178,6 +179,8 @@ class Switchboard:
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
         self.sign_ons = sign_ons
+        self.risk: RiskGate | None = None
+        """The risk rules (risk.md); None: none are evaluated."""
         self.stats = TransactionStats()
         """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
@@ -249,7 +252,7 @@ class Switchboard:
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
-                in_flight=self._in_flight.__contains__,
+                in_flight=self._in_flight.__contains__, risk=self.risk,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).
@@ -259,7 +262,7 @@ class Switchboard:
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
-            finalize=finalize,
+            finalize=finalize, risk=self.risk,
         )  # fmt: skip
         return await self._drive(machine, origin)
 

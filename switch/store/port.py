@@ -189,6 +189,16 @@ class Journal(Protocol):
         """The newest ``limit`` transactions created since ``since``, oldest first."""
         ...
 
+    async def risk_history(self, since: float) -> list[TxnRecord]:
+        """The requests the risk rules count (risk.md) received since ``since``,
+        oldest first: what a rebuild of their windows reads."""
+        ...
+
+    async def risk_changes(self, since: float) -> list[TxnRecord]:
+        """Those of the other workers sharing the journal written or changed since
+        ``since`` (none on a journal of one process)."""
+        ...
+
     async def last_bank_stan(self, bank: str) -> int | None:
         """The STAN of the bank's most recently journaled request (on a journal of
         several workers, of this worker's)."""

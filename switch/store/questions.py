@@ -83,16 +83,21 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     batch_totals: str
     settled_batch: str
     batch_upload: str
+    risk_history: str
+    risk_changes: str
+    """Parameters: the time, then the journal's own (``JournalQuestions.own``): the
+    rows of the other workers changed since then."""
 
 
 TXN_SELECT = ", ".join(TXN_COLUMNS)
 _IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
 
 
-def questions(d: Dialect, *, own: str = "") -> Questions:
+def questions(d: Dialect, *, own: str = "", others: str = "") -> Questions:
     """The questions in the dialect ``d``; ``own`` narrows the last STAN to a bank to
     the journal's own rows (a condition, its parameters ``JournalQuestions.own``)."""
     sql = d.sql
+    risk_kinds = ", ".join(f"'{kind}'" for kind in products.RISK_KINDS) or "''"
     return Questions(
         by_rrn=sql(f"SELECT {TXN_SELECT} FROM txn WHERE rrn = ?"),
         by_online_id=sql(
@@ -130,6 +135,14 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         batch_upload=sql(
             "SELECT kind, stan, amount FROM batch_upload "
             "WHERE terminal_id = ? AND merchant_id = ? AND batch = ? ORDER BY kind, stan"
+        ),
+        risk_history=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE created_at >= ? AND kind IN ({risk_kinds}) "
+            f"ORDER BY {d.oldest_first}"
+        ),
+        risk_changes=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE updated_at >= ? AND kind IN ({risk_kinds}) "
+            f"{others}ORDER BY updated_at"
         ),
     )
 
@@ -293,6 +306,12 @@ class JournalQuestions(ABC):
 
     async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
         return await self._read(Select(self.questions.recent, (since, limit), _oldest_first))
+
+    async def risk_history(self, since: float) -> list[TxnRecord]:
+        return await self._read(Select(self.questions.risk_history, (since,), records))
+
+    async def risk_changes(self, since: float) -> list[TxnRecord]:
+        return await self._read(Select(self.questions.risk_changes, (since, *self.own), records))
 
     async def last_bank_stan(self, bank: str) -> int | None:
         statement = self.questions.last_bank_stan

@@ -21,6 +21,7 @@ TXN_COLUMNS = (
     "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
     "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
+    "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
 )  # fmt: skip
 """The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
@@ -36,7 +37,9 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.mti if sent else None, sent.stan if sent else None,
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
-        record.voided, record.reversed, at, at, record.business_date,
+        record.voided, record.reversed, record.received_at or at, at, record.business_date,
+        record.device_id, record.risk_version, record.risk_rule, record.risk_review,
+        record.risk_shadow,
     )  # fmt: skip
 
 
@@ -78,6 +81,13 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         refunded=row["refunded"],
         voided=bool(row["voided"]),
         reversed=bool(row["reversed"]),
+        received_at=row["created_at"],
+        updated_at=row["updated_at"],
+        device_id=row["device_id"],
+        risk_version=row["risk_version"],
+        risk_rule=row["risk_rule"],
+        risk_review=row["risk_review"],
+        risk_shadow=row["risk_shadow"],
     )
 
 

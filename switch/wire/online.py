@@ -27,6 +27,9 @@ OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
 Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
+DeviceId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}\Z")]
+"""The customer's device as the sender knows it (risk.md): used by risk rules,
+journaled, sent to no bank."""
 
 
 class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,6 +55,7 @@ class _Request(
     merchant_id: MerchantId
     order_id: OrderId | None = None
     memo: Memo | None = None
+    device_id: DeviceId | None = None
 
 
 class Purchase(_Request, frozen=True, kw_only=True, tag="purchase"):
