@@ -46,9 +46,9 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
-from switch.core.risk import RiskEngine, RuleSet
-from switch.core.riskgate import RiskGate
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
+from switch.core.risk import RiskEngine
+from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.workers import SINGLE, Worker, worker_config

@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
-from switch.core.risk import RuleSet, RulesError, load_rules
+from switch.core.risk import RulesError, RuleSet, load_rules
 from switch.errors import ConfigError, ConfigUnreadable
 from switch.wire.dialect import load_dialects
 from switch.wire.online import ACCEPTOR_ID_PATTERN

@@ -75,8 +75,6 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
-    updated_at: float = 0.0
-    """When its row last changed (the journal's ``updated_at``; 0 until read back)."""
     received_at: float = 0.0
     """When it was received (epoch seconds; the journal's ``created_at``): the moment
     the risk rules' windows count it at."""

@@ -113,9 +113,7 @@ class RiskGate:
                 return "cobrand"
         return "card"
 
-    def request_of(
-        self, request: BankBound, pan: str, kind: str, mcc: str | None
-    ) -> RiskRequest:
+    def request_of(self, request: BankBound, pan: str, kind: str, mcc: str | None) -> RiskRequest:
         acceptor = request.acceptor
         return RiskRequest(
             channel=acceptor.channel,
@@ -241,4 +239,3 @@ class RiskGate:
             "hits_today": dict(self.hits_today),
             "last_error": self.last_error,
         }
-

@@ -85,11 +85,11 @@ class OtherWorkers:
             if past is not None:
                 self.standing[record.rrn] = (past.outcome == "approved", past.received)
 
-    def take(self, records: list[TxnRecord], now: float) -> int:
+    def take(self, records: list[tuple[TxnRecord, float]], now: float) -> int:
         """Applies what changed; returns how many rows changed something."""
         gate, standing, changed = self.gate, self.standing, 0
-        for record in records:
-            self.cursor = max(self.cursor, _updated(record))
+        for record, updated_at in records:
+            self.cursor = max(self.cursor, updated_at)
             past = gate.past(record)
             if past is None:
                 continue
@@ -109,10 +109,6 @@ class OtherWorkers:
         horizon = now - SEEN_HORIZON_S
         for rrn in [rrn for rrn, (_, received) in self.standing.items() if received < horizon]:
             del self.standing[rrn]
-
-
-def _updated(record: TxnRecord) -> float:
-    return record.updated_at if record.updated_at else record.received_at
 
 
 async def follow_other_workers(

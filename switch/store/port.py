@@ -194,9 +194,10 @@ class Journal(Protocol):
         oldest first: what a rebuild of their windows reads."""
         ...
 
-    async def risk_changes(self, since: float) -> list[TxnRecord]:
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float]]:
         """Those of the other workers sharing the journal written or changed since
-        ``since`` (none on a journal of one process)."""
+        ``since``, each with when it last changed (on a journal of one process, its
+        own)."""
         ...
 
     async def last_bank_stan(self, bank: str) -> int | None:

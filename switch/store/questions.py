@@ -193,6 +193,11 @@ def records(rows: list[Row]) -> list[TxnRecord]:
     return [record_from_row(row) for row in rows]
 
 
+def _changed(rows: list[Row]) -> list[tuple[TxnRecord, float]]:
+    """Each row's record and when it last changed."""
+    return [(record_from_row(row), row["updated_at"]) for row in rows]
+
+
 def _oldest_first(rows: list[Row]) -> list[TxnRecord]:
     return [record_from_row(row) for row in reversed(rows)]
 
@@ -310,8 +315,8 @@ class JournalQuestions(ABC):
     async def risk_history(self, since: float) -> list[TxnRecord]:
         return await self._read(Select(self.questions.risk_history, (since,), records))
 
-    async def risk_changes(self, since: float) -> list[TxnRecord]:
-        return await self._read(Select(self.questions.risk_changes, (since, *self.own), records))
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float]]:
+        return await self._read(Select(self.questions.risk_changes, (since, *self.own), _changed))
 
     async def last_bank_stan(self, bank: str) -> int | None:
         statement = self.questions.last_bank_stan

@@ -82,7 +82,6 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         voided=bool(row["voided"]),
         reversed=bool(row["reversed"]),
         received_at=row["created_at"],
-        updated_at=row["updated_at"],
         device_id=row["device_id"],
         risk_version=row["risk_version"],
         risk_rule=row["risk_rule"],

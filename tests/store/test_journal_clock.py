@@ -9,8 +9,8 @@ import trio
 
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
-from switch.store.postgresql.schema import SCHEMA_VERSION as POSTGRESQL_VERSION
-from switch.store.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
+from switch.store.postgresql.schema import MIGRATIONS as POSTGRESQL_MIGRATIONS
+from switch.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from switch.terminal import Terminal
 from tests.net.helpers import PAN_ICBC, pos_client
 from tests.net.test_business_clock_e2e import refusal, simulated, start_on, stop
@@ -37,6 +37,20 @@ async def test_the_first_start_marks_the_journal_and_the_other_kind_is_refused(
     assert mark(config) == ["simulated"]
 
 
+def _before(migrations: tuple[str, ...]) -> int:
+    """The schema version before the mark's migration."""
+    return next(n for n, text in enumerate(migrations) if "CREATE TABLE journal_clock" in text)
+
+
+# What the migrations after the mark's add, taken away again (the risk rules' columns).
+_LATER = (
+    "DROP INDEX txn_by_updated",
+    *(f"ALTER TABLE txn DROP COLUMN {column}" for column in (
+        "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
+    )),
+)  # fmt: skip
+
+
 def _unmark(config: SwitchConfig) -> None:
     """The journal as the version before the mark left it."""
     if config.journal.backend == "postgresql":
@@ -45,15 +59,19 @@ def _unmark(config: SwitchConfig) -> None:
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
             connection.execute("DROP TABLE journal_clock")
+            for statement in _LATER:
+                connection.execute(statement)
             connection.execute(
-                "UPDATE journal_schema_version SET version = %s", (POSTGRESQL_VERSION - 1,)
+                "UPDATE journal_schema_version SET version = %s", (_before(POSTGRESQL_MIGRATIONS),)
             )
         return
     import sqlite3
 
     with sqlite3.connect(config.path(config.journal.path), isolation_level=None) as connection:
         connection.execute("DROP TABLE journal_clock")
-        connection.execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+        for statement in _LATER:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {_before(SQLITE_MIGRATIONS)}")
 
 
 async def test_a_journal_written_before_the_mark_counts_as_the_real_clocks(
