@@ -20,18 +20,63 @@ from tests.conftest import make_config
 from tests.net.helpers import PAN_ABC, PAN_ICBC, online_client, pos_client, purchase, start_switch
 from tests.store.engines import journal_rows
 
-DECISIONS = """rules = [
-  { id = "big", mode = "enforce", kind = "amount_cap", max_fen = 100000, action = "decline", code = "61" },
-  { id = "shadow-small", mode = "shadow", kind = "amount_cap", max_fen = 500, action = "decline", code = "59" },
-  { id = "online-review", mode = "enforce", kind = "amount_cap", channels = ["online"], max_fen = 1000, action = "review" },
-  { id = "blocked-devices", mode = "enforce", kind = "blocklist", key = "device", values = ["bad-phone-1"], action = "decline", code = "59" },
-]
+DECISIONS = """[[rules]]
+id = "big"
+mode = "enforce"
+kind = "amount_cap"
+max_fen = 100000
+action = "decline"
+code = "61"
+
+[[rules]]
+id = "shadow-small"
+mode = "shadow"
+kind = "amount_cap"
+max_fen = 500
+action = "decline"
+code = "59"
+
+[[rules]]
+id = "online-review"
+mode = "enforce"
+kind = "amount_cap"
+channels = ["online"]
+max_fen = 1000
+action = "review"
+
+[[rules]]
+id = "blocked-devices"
+mode = "enforce"
+kind = "blocklist"
+key = "device"
+values = ["bad-phone-1"]
+action = "decline"
+code = "59"
 """
 
-WINDOWS = """rules = [
-  { id = "pos-card-day", mode = "enforce", kind = "velocity", channels = ["pos"], key = "card", window = "day", counts = "approved", max_fen = 5000, action = "decline", code = "61" },
-  { id = "online-card-tries", mode = "enforce", kind = "velocity", channels = ["online"], key = "card", window = "1h", counts = "attempts", max_count = 3, action = "decline", code = "65" },
-]
+WINDOWS = """[[rules]]
+id = "pos-card-day"
+mode = "enforce"
+kind = "velocity"
+channels = ["pos"]
+key = "card"
+window = "day"
+counts = "approved"
+max_fen = 5000
+action = "decline"
+code = "61"
+
+[[rules]]
+id = "online-card-tries"
+mode = "enforce"
+kind = "velocity"
+channels = ["online"]
+key = "card"
+window = "1h"
+counts = "attempts"
+max_count = 3
+action = "decline"
+code = "65"
 """
 
 
@@ -151,8 +196,7 @@ async def test_a_reload_swaps_the_rules_and_a_bad_file_is_refused_whole(tmp_path
         pos = await pos_client(app)
         before = await sale(pos, 1, 150000)
         old_version = app.risk.rules.version
-        rules_file.write_text(DECISIONS.replace('max_fen = 100000, action = "decline"',
-                                                'max_fn = 100000, action = "decline"'))
+        rules_file.write_text(DECISIONS.replace("max_fen = 100000", "max_fn = 100000"))
         refused = await app.reload(app.config)
         still = await sale(pos, 2, 150000)  # the running rules stay
         status = app.risk.statistics()
