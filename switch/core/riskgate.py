@@ -99,6 +99,9 @@ class RiskGate:
         """Reloads of the rules by result (``applied``, ``refused``)."""
         self.last_error: str | None = None
         """Why the last rules file read was refused (the running set stayed)."""
+        self.removed: dict[str, float] = {}
+        """RRN -> received, of the approved requests taken out of the windows (voided,
+        reversed): each leaves once, whichever worker's row or act says so first."""
 
     @property
     def rules(self) -> RuleSet:
@@ -149,10 +152,13 @@ class RiskGate:
 
     def remove(self, original: TxnRecord, now: float) -> int:
         """An approved original that was voided or reversed leaves the ``approved``
-        windows (risk.md); one that met no rule is in none."""
+        windows (risk.md), once; one that met no rule is in none."""
+        if original.rrn in self.removed:
+            return 0
         past = self.past(original)
         if past is None:
             return 0
+        self.removed[original.rrn] = past.received
         return self.engine.remove(past.request, past.received, now)
 
     def _time(self, seconds: float) -> None:

@@ -68,37 +68,53 @@ async def apply_rules(journal: Journal, gate: RiskGate, rules: RuleSet, now: flo
 
 
 class OtherWorkers:
-    """The other workers' requests, counted here once each as they stand: a row first
-    seen counts as a rebuild would count it; one that stood and no longer does (declined
-    by its bank, timed out, voided, reversed) leaves the ``approved`` windows."""
+    """What the journal says the other workers did, counted here once each: their
+    requests as they stand (a row first seen counts as a rebuild would count it; one
+    that stood and no longer does, declined by its bank, timed out, voided or reversed,
+    leaves the ``approved`` windows), and this worker's own approved requests that
+    another worker voided or reversed. This worker's own requests were counted as they
+    were evaluated, and their bank's answers given back as they came."""
 
     def __init__(self, gate: RiskGate) -> None:
         self.gate = gate
         self.standing: dict[str, tuple[bool, float]] = {}
-        """RRN -> (whether it stands in the approved windows here, received)."""
+        """Other workers' RRN -> (whether it stands in the approved windows here,
+        received)."""
         self.cursor = 0.0
 
     def seed(self, records: list[TxnRecord]) -> None:
-        """The rows a rebuild counted: read again, they change nothing."""
+        """The rows a rebuild counted (every worker's): read again, they change
+        nothing."""
         for record in records:
             past = self.gate.past(record)
             if past is not None:
                 self.standing[record.rrn] = (past.outcome == "approved", past.received)
+                if past.outcome == "removed":
+                    self.gate.removed[record.rrn] = past.received
 
-    def take(self, records: list[tuple[TxnRecord, float]], now: float) -> int:
+    def take(self, records: list[tuple[TxnRecord, float, bool]], now: float) -> int:
         """Applies what changed; returns how many rows changed something."""
         gate, standing, changed = self.gate, self.standing, 0
-        for record, updated_at in records:
+        for record, updated_at, mine in records:
             self.cursor = max(self.cursor, updated_at)
             past = gate.past(record)
             if past is None:
                 continue
-            stands = past.outcome == "approved"
             seen = standing.get(record.rrn)
+            if mine and seen is None:  # counted live; only another's void or reversal
+                if past.outcome == "removed" and gate.remove(record, now):
+                    changed += 1
+                continue
+            stands = past.outcome == "approved"
             if seen is None:
                 gate.engine.rebuild([past], now)
+                if past.outcome == "removed":
+                    gate.removed[record.rrn] = past.received
             elif seen[0] and not stands:
-                gate.engine.remove(past.request, past.received, now)
+                if past.outcome == "removed":
+                    gate.remove(record, now)
+                else:  # its bank declined it, or it timed out
+                    gate.engine.remove(past.request, past.received, now)
             else:
                 continue
             standing[record.rrn] = (stands, past.received)
@@ -109,6 +125,9 @@ class OtherWorkers:
         horizon = now - SEEN_HORIZON_S
         for rrn in [rrn for rrn, (_, received) in self.standing.items() if received < horizon]:
             del self.standing[rrn]
+        removed = self.gate.removed
+        for rrn in [rrn for rrn, received in removed.items() if received < horizon]:
+            del removed[rrn]
 
 
 async def follow_other_workers(

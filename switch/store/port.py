@@ -194,10 +194,9 @@ class Journal(Protocol):
         oldest first: what a rebuild of their windows reads."""
         ...
 
-    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float]]:
-        """Those of the other workers sharing the journal written or changed since
-        ``since``, each with when it last changed (on a journal of one process, its
-        own)."""
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float, bool]]:
+        """Those written or changed since ``since``, each with when it last changed and
+        whether this worker wrote it (on a journal of one process, every one)."""
         ...
 
     async def last_bank_stan(self, bank: str) -> int | None:

@@ -85,17 +85,18 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     batch_upload: str
     risk_history: str
     risk_changes: str
-    """Parameters: the time, then the journal's own (``JournalQuestions.own``): the
-    rows of the other workers changed since then."""
+    """Parameters: the journal's own (``JournalQuestions.own``), then the time: the
+    rows changed since then, each saying whether it is this worker's (``mine``)."""
 
 
 TXN_SELECT = ", ".join(TXN_COLUMNS)
 _IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
 
 
-def questions(d: Dialect, *, own: str = "", others: str = "") -> Questions:
+def questions(d: Dialect, *, own: str = "", mine: str = "1") -> Questions:
     """The questions in the dialect ``d``; ``own`` narrows the last STAN to a bank to
-    the journal's own rows (a condition, its parameters ``JournalQuestions.own``)."""
+    the journal's own rows (a condition, its parameters ``JournalQuestions.own``), and
+    ``mine`` says whether a row is the journal's own (with the same parameters)."""
     sql = d.sql
     risk_kinds = ", ".join(f"'{kind}'" for kind in products.RISK_KINDS) or "''"
     return Questions(
@@ -141,8 +142,8 @@ def questions(d: Dialect, *, own: str = "", others: str = "") -> Questions:
             f"ORDER BY {d.oldest_first}"
         ),
         risk_changes=sql(
-            f"SELECT {TXN_SELECT} FROM txn WHERE updated_at >= ? AND kind IN ({risk_kinds}) "
-            f"{others}ORDER BY updated_at"
+            f"SELECT {TXN_SELECT}, {mine} AS mine FROM txn "
+            f"WHERE updated_at >= ? AND kind IN ({risk_kinds}) ORDER BY updated_at"
         ),
     )
 
@@ -193,9 +194,9 @@ def records(rows: list[Row]) -> list[TxnRecord]:
     return [record_from_row(row) for row in rows]
 
 
-def _changed(rows: list[Row]) -> list[tuple[TxnRecord, float]]:
-    """Each row's record and when it last changed."""
-    return [(record_from_row(row), row["updated_at"]) for row in rows]
+def _changed(rows: list[Row]) -> list[tuple[TxnRecord, float, bool]]:
+    """Each row's record, when it last changed, and whether it is the journal's own."""
+    return [(record_from_row(row), row["updated_at"], bool(row["mine"])) for row in rows]
 
 
 def _oldest_first(rows: list[Row]) -> list[TxnRecord]:
@@ -315,8 +316,8 @@ class JournalQuestions(ABC):
     async def risk_history(self, since: float) -> list[TxnRecord]:
         return await self._read(Select(self.questions.risk_history, (since,), records))
 
-    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float]]:
-        return await self._read(Select(self.questions.risk_changes, (since, *self.own), _changed))
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float, bool]]:
+        return await self._read(Select(self.questions.risk_changes, (*self.own, since), _changed))
 
     async def last_bank_stan(self, bank: str) -> int | None:
         statement = self.questions.last_bank_stan
