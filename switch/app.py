@@ -29,7 +29,13 @@ import trio
 from switch.admin.collect import iso_utc
 from switch.admin.port import BankReading, JournalReading, ListenerReading
 from switch.admin.server import AdminServer
-from switch.admin.status import ConfigStatus, LinkStatus
+from switch.admin.status import (
+    ConfigStatus,
+    LinkStatus,
+    RiskHitCount,
+    RiskRuleStatus,
+    RiskStatus,
+)
 from switch.config import (
     BankSection,
     SwitchConfig,
@@ -48,7 +54,7 @@ from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.risk import RiskEngine
-from switch.core.riskgate import RiskGate
+from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.workers import SINGLE, Worker, worker_config
@@ -165,6 +171,31 @@ class SwitchApp:
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
         self.admin = AdminServer(config, self) if config.admin.enabled else None
+
+    def risk_status(self) -> RiskStatus:
+        """What ``/status`` and the metrics show of the risk rules (risk.md, "Journal,
+        metrics, operator")."""
+        risk = self.risk
+        today = risk.hits_on_day_of(self.clock.now())
+        return RiskStatus(
+            version=risk.rules.version,
+            rules=[
+                RiskRuleStatus(
+                    id=rule.id, mode=rule.mode, kind=rule.kind, action=rule.action,
+                    hits_today=today.get(rule.id, 0),
+                )
+                for rule in risk.rules.rules
+            ],
+            last_error=risk.last_error,
+            hits=[
+                RiskHitCount(rule=rule, mode=mode, action=action, count=count)
+                for (rule, mode, action), count in sorted(risk.hits.items())
+            ],
+            evaluation_bounds_s=list(EVALUATION_BUCKETS_S),
+            evaluation_counts=list(risk.evaluations),
+            evaluation_sum_s=risk.evaluation_sum_s,
+            reloads=dict(risk.reloads),
+        )  # fmt: skip
 
     @property
     def config_status(self) -> ConfigStatus:

@@ -153,6 +153,7 @@ class StatusCollector:
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
+            risk=view.risk_status(),
         )
 
     def _channel(self, listener: ListenerReading, stats: TransactionStats) -> ChannelStatus:

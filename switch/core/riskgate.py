@@ -238,6 +238,11 @@ class RiskGate:
         self.hits_today = {k: n for k, n in self.hits_today.items() if rules.get(k)}
         return reload
 
+    def hits_on_day_of(self, now: float) -> dict[str, int]:
+        """Each rule's hits on the local date of ``now`` (none counted yet: empty)."""
+        day = int((now + self.engine.utc_offset_h * 3600) // 86400)
+        return dict(self.hits_today) if day == self.today else {}
+
     def statistics(self) -> dict[str, object]:
         return {
             "version": self.rules.version,

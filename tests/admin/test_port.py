@@ -189,6 +189,9 @@ class FakeSwitch:
             ReversalBacklog(bank="icbc", pending=2, manual=1, oldest_created_at=time.time() - 60)
         ]
 
+    def risk_status(self) -> None:
+        return None
+
     async def reload(self) -> ReloadResult:
         self.reloads += 1
         return ReloadResult(accepted=True, version=4, changes={"routes": True})

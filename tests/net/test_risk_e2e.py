@@ -11,11 +11,14 @@ from typing import Any
 
 import trio
 
+from switch.admin.status import status_decoder
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from switch.wire import online as wire
+from tests.admin.http import get
+from tests.admin.test_http import labels, samples
 from tests.conftest import make_config
 from tests.net.helpers import PAN_ABC, PAN_ICBC, online_client, pos_client, purchase, start_switch
 from tests.store.engines import journal_rows
@@ -83,7 +86,7 @@ code = "65"
 def config_with_rules(tmp_path: Path, text: str) -> SwitchConfig:
     path = tmp_path / "risk.toml"
     path.write_text(text)
-    return make_config(risk={"rules_file": str(path)})
+    return make_config(risk={"rules_file": str(path)}, admin={"enabled": True, "port": 0})
 
 
 def rows(config: SwitchConfig) -> list[dict[str, Any]]:
@@ -126,8 +129,8 @@ async def test_a_decline_is_answered_with_its_code_journaled_and_sent_to_no_bank
         blocked = await online.request(purchase("r-2", 300, device_id="bad-phone-1"))
         plain = await online.request(purchase("r-3", 300, device_id="good-phone"))
         at_bank = sales_at_bank(app)
-        status = app.risk.statistics()
-        hits = dict(app.risk.hits)
+        status = status_decoder.decode((await get(app.admin_port, "/status")).body).risk
+        scrape = (await get(app.admin_port, "/metrics")).body.decode()
         await stop(app)
     assert declined[39] == "61" and 37 in declined and 15 in declined
     assert shadowed[39] == "00"
@@ -151,10 +154,19 @@ async def test_a_decline_is_answered_with_its_code_journaled_and_sent_to_no_bank
         (300, "approved", "00", None, None, None),
     ]
     assert [r["device_id"] for r in journaled][3:] == ["bad-phone-1", "good-phone"]
-    assert status["hits_today"] == {
+    assert status is not None and status.version == version and status.last_error is None
+    assert {rule.id: rule.hits_today for rule in status.rules} == {
         "big": 1, "shadow-small": 3, "online-review": 1, "blocked-devices": 1,
     }  # fmt: skip
-    assert hits[("shadow-small", "shadow", "decline")] == 3
+    hits = samples(scrape, "payswitch_risk_hits_total")
+    assert hits == {
+        labels(rule="big", mode="enforce", action="decline"): 1,
+        labels(rule="shadow-small", mode="shadow", action="decline"): 3,
+        labels(rule="online-review", mode="enforce", action="review"): 1,
+        labels(rule="blocked-devices", mode="enforce", action="decline"): 1,
+    }
+    # Every request the rules met was timed: five sales and purchases.
+    assert samples(scrape, "payswitch_risk_evaluation_seconds_count") == {(): 5}
 
 
 async def test_windows_reserve_give_back_let_go_of_voids_and_are_rebuilt_at_a_restart(
