@@ -27,6 +27,7 @@ import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import config_error_line, leniently, running_config_notes
+from switch.admin.risk_commands import add_commands as add_risk_commands
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import (
@@ -394,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     settle.set_defaults(handler=_pos_settle, message="settle")
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
+    add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
     return parser
 

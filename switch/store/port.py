@@ -15,7 +15,7 @@ lifecycle decides what happened, the journal makes it durable.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import trio
@@ -324,6 +324,11 @@ class OperatorJournal(Protocol):
         self, terminal_id: str, local_date: str, since: float, until: float
     ) -> list[TxnView]:
         """A terminal's transactions of a local date (MMDD) created in [since, until)."""
+        ...
+
+    def risk_marked(self, before: float, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` requests created before ``before`` that risk rules declined,
+        flagged or hit in shadow, newest first (``operator_journal.RISK_MARKED``)."""
         ...
 
     def reversals(self, *, bank: str | None, state: str | None) -> list[ReversalView]:
