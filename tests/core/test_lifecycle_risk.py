@@ -1,0 +1,164 @@
+"""The risk rules in the sans-IO lifecycle: where they run, what a decline journals and
+sends (nothing), when a reservation is given back, and what leaves the windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from switch.core.changes import TxnStarted
+from switch.core.lifecycle import (
+    Admitted,
+    BankAnswered,
+    BankTimedOut,
+    BankTransaction,
+    Event,
+    Journaled,
+    JournalFailed,
+    LinkGranted,
+    Refused,
+)
+from switch.core.model import OriginalRef, Void
+from switch.core.risk import RiskEngine, load_rules
+from switch.core.riskgate import RiskGate
+from tests.core.test_lifecycle import (
+    CARDS,
+    INSTITUTION,
+    NOW,
+    PAN,
+    POS,
+    STAMP,
+    World,
+    answer_of,
+    drive,
+    journal_of,
+    kinds,
+    route,
+    sale,
+)
+
+RULES = b"""
+[[rules]]
+id = "cap"
+mode = "enforce"
+kind = "amount_cap"
+max_fen = 50000
+action = "decline"
+code = "61"
+
+[[rules]]
+id = "watch"
+mode = "shadow"
+kind = "amount_cap"
+max_fen = 100
+action = "decline"
+code = "59"
+
+[[rules]]
+id = "day"
+mode = "enforce"
+kind = "velocity"
+key = "card"
+window = "day"
+counts = "approved"
+max_fen = 30000
+action = "decline"
+code = "61"
+"""
+
+
+def gate() -> RiskGate:
+    rules = load_rules(RULES, source="risk.toml", read_beside=lambda name: b"")
+    return RiskGate(RiskEngine(rules), card_hashes=CARDS.card_hashes)
+
+
+class RiskWorld(World):
+    def __init__(self) -> None:
+        super().__init__()
+        self.risk = gate()
+
+    def transaction(self, request: object, finalize: object = None) -> BankTransaction:
+        return BankTransaction(
+            request, STAMP, book=self.book, cards=CARDS, route=route,  # type: ignore[arg-type]
+            institution=INSTITUTION,
+            allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
+            in_flight=self.in_flight.__contains__, now=NOW, risk=self.risk,
+        )  # fmt: skip
+
+    def held(self) -> int:
+        """The card's amount in the ``day`` window."""
+        hashes = CARDS.card_hashes(PAN)
+        return self.risk.engine.window("day").held(hashes[0], NOW)[1]
+
+
+def test_a_decline_is_journaled_declined_with_its_rule_and_asks_for_no_link() -> None:
+    world = RiskWorld()
+    machine = world.transaction(sale(60000))
+    actions = drive(machine, Admitted())
+    assert kinds(actions) == ["Journal"]  # no AcquireLink: nothing goes to a bank
+    [started] = journal_of(actions)
+    assert isinstance(started, TxnStarted)
+    record = started.record
+    assert (record.state, record.code, record.sent) == ("declined", "61", None)
+    assert (record.risk_rule, record.risk_shadow) == ("cap", "watch:decline:59")
+    assert record.risk_version == world.risk.rules.version
+    outcome = answer_of(machine.handle(Journaled(), NOW))
+    assert (outcome.code, outcome.message, outcome.risk_rule) == (
+        "61",
+        "exceeds amount limit",
+        "cap",
+    )
+    assert outcome.rrn == record.rrn and outcome.risk_shadow == "watch"
+    assert world.held() == 0  # a declined request reserves nothing
+
+
+def test_a_decline_whose_journal_fails_is_still_a_decline() -> None:
+    machine = RiskWorld().transaction(sale(60000))
+    outcome = answer_of(drive(machine, Admitted(), JournalFailed("disk gone")))
+    assert outcome.code == "61" and outcome.detail is not None and "disk gone" in outcome.detail
+
+
+AT_BANK: tuple[Event, ...] = (Admitted(), LinkGranted("000007"), Journaled())
+
+
+@pytest.mark.parametrize(
+    ("case", "events", "stands"),
+    [
+        ("approved", (*AT_BANK, BankAnswered("0210", {39: "00", 38: "A1"}), Journaled()), True),
+        ("declined by the bank", (*AT_BANK, BankAnswered("0210", {39: "51"}), Journaled()), False),
+        ("no answer", (*AT_BANK, BankTimedOut(), Journaled()), False),
+        ("no link", (Admitted(), Refused("no link up")), False),
+        ("answer not journaled", (*AT_BANK, BankAnswered("0210", {39: "00"}), JournalFailed("x")),
+         False),
+    ],
+)  # fmt: skip
+def test_a_reservation_stands_only_when_the_request_is_approved_and_journaled(
+    case: str, events: tuple[Event, ...], stands: bool
+) -> None:
+    world = RiskWorld()
+    machine = world.transaction(sale(20000))
+    drive(machine, *events)
+    assert machine.phase == "answered", case
+    assert world.held() == (20000 if stands else 0), case
+    assert machine.record is not None and machine.record.risk_version is not None
+
+
+def test_the_windows_decide_a_second_sale_and_a_void_takes_the_first_out() -> None:
+    world = RiskWorld()
+    first = world.transaction(sale(20000, stan="000001"))
+    drive(first, *AT_BANK, BankAnswered("0210", {39: "00", 38: "A1"}), Journaled())
+    second = world.transaction(sale(20000, stan="000002"))
+    assert answer_of(drive(second, Admitted(), Journaled())).code == "61"  # 40000 > 30000
+    assert first.record is not None
+    void = world.transaction(
+        Void(
+            acceptor=POS, stan="000003", batch="000042", request_mti="0200",
+            processing_code="200000", amount=20000, currency="156",
+            original=OriginalRef(rrn=first.record.rrn),
+        )
+    )  # fmt: skip
+    answered = drive(void, *AT_BANK, BankAnswered("0210", {39: "00"}), Journaled())
+    assert answer_of(answered).code == "00"
+    assert void.record is not None and void.record.risk_version is None  # voids meet no rule
+    assert world.held() == 0
+    third = world.transaction(sale(20000, stan="000004"))
+    assert kinds(drive(third, Admitted())) == ["AcquireLink"]
