@@ -2,9 +2,9 @@
 
 :class:`RiskGate` holds the running :class:`~switch.core.risk.RiskEngine` and what the
 operator reads of it: hits per rule, mode and action (the metric), hits per rule on the
-local date (``/status``), the last hits (``switch risk hits``) and the evaluation times
-(the histogram). The lifecycle hands it a request at one point, after routing and the
-look-up of any original and before anything goes to a bank
+local date (``/status``) and the evaluation times (the histogram); the last hits are
+the journal's (``switch risk hits``). The lifecycle hands it a request at one point,
+after routing and the look-up of any original and before anything goes to a bank
 (:meth:`RiskGate.evaluate`); a decline's hold is never made, an approval's hold is given
 back when the request ends without standing (:meth:`RiskGate.release`) and an approved
 original leaves the ``approved`` windows when it is voided or reversed
@@ -16,11 +16,8 @@ given; the evaluation's duration is measured with the timer it is given.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
-
-import msgspec
 
 from switch.core import products
 from switch.core.book import TxnRecord
@@ -39,8 +36,6 @@ from switch.core.risk import (
     Verdict,
 )
 
-RECENT_HITS: Final = 1000
-"""Hits kept in memory for ``switch risk hits`` (the journal keeps them all)."""
 EVALUATION_BUCKETS_S: Final = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01)
 """The evaluation-time histogram's upper bounds (seconds)."""
 MESSAGES: Final = {
@@ -51,25 +46,6 @@ MESSAGES: Final = {
     "62": "restricted card",
 }
 """What a client is told of a rule's decline: the code's meaning, never the rule."""
-
-
-class RecentHit(msgspec.Struct, frozen=True, kw_only=True):
-    """One rule's hit, as ``switch risk hits`` lists it (no card number in the clear)."""
-
-    at: float
-    rule: str
-    mode: str
-    action: str
-    channel: str
-    merchant: str
-    terminal: str
-    pan: str
-    """Masked."""
-    amount: int
-    rrn: str | None = None
-    online_id: str | None = None
-    code: str | None = None
-    """The code it answered (enforce) or would have answered (shadow); None: review."""
 
 
 class RiskGate:
@@ -92,7 +68,6 @@ class RiskGate:
         """(rule, mode, action) -> hits since start (the ``risk_hits_total`` counter)."""
         self.hits_today: dict[str, int] = {}
         self.today = -1
-        self.recent: deque[RecentHit] = deque(maxlen=RECENT_HITS)
         self.evaluations = [0] * (len(EVALUATION_BUCKETS_S) + 1)
         self.evaluation_sum_s = 0.0
         self.reloads: dict[str, int] = {}
@@ -138,7 +113,7 @@ class RiskGate:
         verdict = self.engine.evaluate(request, now)
         self._time(self.timer() - began)
         if verdict.hits:
-            self._count(verdict.hits, now, request, record)
+            self._count(verdict.hits, now)
         if verdict.version:
             fields = verdict.journal_fields()
             record.risk_version = fields["risk_version"]
@@ -169,9 +144,7 @@ class RiskGate:
                 return
         self.evaluations[-1] += 1
 
-    def _count(
-        self, hits: Iterable[Hit], now: float, request: RiskRequest, record: TxnRecord
-    ) -> None:
+    def _count(self, hits: Iterable[Hit], now: float) -> None:
         day = int((now + self.engine.utc_offset_h * 3600) // 86400)
         if day != self.today:
             self.today, self.hits_today = day, {}
@@ -179,15 +152,6 @@ class RiskGate:
             key = (hit.rule, hit.mode, hit.action)
             self.hits[key] = self.hits.get(key, 0) + 1
             self.hits_today[hit.rule] = self.hits_today.get(hit.rule, 0) + 1
-            self.recent.append(
-                RecentHit(
-                    at=now, rule=hit.rule, mode=hit.mode, action=hit.action,
-                    channel=request.channel, merchant=request.merchant_id,
-                    terminal=record.terminal_id, pan=record.pan_masked,
-                    amount=request.amount, rrn=record.rrn, online_id=record.online_id,
-                    code=hit.code,
-                )
-            )  # fmt: skip
 
     # -- the journal's rows ----------------------------------------------------------
 

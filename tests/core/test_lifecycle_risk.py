@@ -16,8 +16,9 @@ from switch.core.lifecycle import (
     JournalFailed,
     LinkGranted,
     Refused,
+    TerminalReversal,
 )
-from switch.core.model import OriginalRef, Void
+from switch.core.model import OriginalRef, Reversal, Void
 from switch.core.risk import RiskEngine, load_rules
 from switch.core.riskgate import RiskGate
 from tests.core.test_lifecycle import (
@@ -32,6 +33,7 @@ from tests.core.test_lifecycle import (
     drive,
     journal_of,
     kinds,
+    reversal_of,
     route,
     sale,
 )
@@ -82,6 +84,12 @@ class RiskWorld(World):
             institution=INSTITUTION,
             allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
             in_flight=self.in_flight.__contains__, now=NOW, risk=self.risk,
+        )  # fmt: skip
+
+    def reversal(self, request: Reversal) -> TerminalReversal:
+        return TerminalReversal(
+            request, book=self.book, cards=CARDS, now=NOW,
+            in_flight=self.in_flight.__contains__, risk=self.risk,
         )  # fmt: skip
 
     def held(self) -> int:
@@ -162,3 +170,15 @@ def test_the_windows_decide_a_second_sale_and_a_void_takes_the_first_out() -> No
     assert world.held() == 0
     third = world.transaction(sale(20000, stan="000004"))
     assert kinds(drive(third, Admitted())) == ["AcquireLink"]
+
+
+def test_a_terminals_reversal_takes_its_approved_sale_out_once() -> None:
+    world = RiskWorld()
+    first = world.transaction(sale(20000, stan="000001"))
+    drive(first, *AT_BANK, BankAnswered("0210", {39: "00", 38: "A1"}), Journaled())
+    assert first.record is not None and world.held() == 20000
+    reversal = world.reversal(reversal_of(first.record))
+    assert kinds(reversal.start()) == ["Journal"]
+    assert answer_of(reversal.handle(Journaled(), NOW)).code == "00"
+    assert world.held() == 0
+    assert world.risk.remove(first.record, NOW) == 0  # gone already: never twice
