@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switch.config import SwitchConfig
+from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.risk import RulesError, load_rules
 from switch.core.risktest import DryRunError, TestRequest, decode_request, dry_run
 from switch.errors import ConfigError
@@ -123,9 +124,7 @@ def _test(args: argparse.Namespace, config: SwitchConfig) -> int:
             text = Path(text).read_text()
         request = decode_request(text, source="request")
         history = list(_history(args.history))
-        from switch.app import load_merchants
-
-        merchants = load_merchants(config)
+        merchants = _merchants(config)
         vault = _vault(config) if _needs_cards(request, history) else None
 
         def card_hashes(pan: str) -> tuple[str, ...]:
@@ -151,6 +150,19 @@ def _test(args: argparse.Namespace, config: SwitchConfig) -> int:
         print(f"{rule_id:<{width}}  {result}")
     print(verdict.trail())
     return 0
+
+
+def _merchants(config: SwitchConfig) -> MerchantBook:
+    """The config's merchants file (every merchant, no MCC, when it names none)."""
+    named = config.settlement.merchants_file
+    if not named:
+        return MerchantBook.open_to_all()
+    path = config.path(named)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"settlement.merchants_file: cannot read {path}: {exc}") from exc
+    return parse_merchants(text, source=str(path))
 
 
 def _needs_cards(request: TestRequest, history: list[tuple[str, TestRequest]]) -> bool:

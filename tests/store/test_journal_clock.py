@@ -42,13 +42,12 @@ def _before(migrations: tuple[str, ...]) -> int:
     return next(n for n, text in enumerate(migrations) if "CREATE TABLE journal_clock" in text)
 
 
-# What the migrations after the mark's add, taken away again (the risk rules' columns).
-_LATER = (
-    "DROP INDEX txn_by_updated",
-    *(f"ALTER TABLE txn DROP COLUMN {column}" for column in (
-        "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
-    )),
-)  # fmt: skip
+# What the migrations after the mark's add, taken away again (the risk rules' columns;
+# on PostgreSQL, their index).
+_LATER = tuple(
+    f"ALTER TABLE txn DROP COLUMN {column}"
+    for column in ("device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow")
+)
 
 
 def _unmark(config: SwitchConfig) -> None:
@@ -59,7 +58,7 @@ def _unmark(config: SwitchConfig) -> None:
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
             connection.execute("DROP TABLE journal_clock")
-            for statement in _LATER:
+            for statement in ("DROP INDEX txn_by_updated", *_LATER):
                 connection.execute(statement)
             connection.execute(
                 "UPDATE journal_schema_version SET version = %s", (_before(POSTGRESQL_MIGRATIONS),)

@@ -127,14 +127,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
     # 4: what the risk rules (risk.md) decided of each request, and the online
-    # device it came from; rows by last change, for the other workers' windows.
+    # device it came from (no index by last change: one process writes an SQLite
+    # journal, no other worker follows it).
     """
     ALTER TABLE txn ADD COLUMN device_id TEXT;
     ALTER TABLE txn ADD COLUMN risk_version TEXT;   -- the rule set's version
     ALTER TABLE txn ADD COLUMN risk_rule TEXT;      -- the rule that declined it
     ALTER TABLE txn ADD COLUMN risk_review TEXT;    -- review rules that flagged it
     ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
-    CREATE INDEX txn_by_updated ON txn (updated_at);
     """,
 )
 
