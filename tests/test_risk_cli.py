@@ -166,3 +166,17 @@ async def test_risk_hits_lists_the_journals_hits_newest_first(tmp_path: Path) ->
     ]
     table = _switch("risk", "hits", "--config", str(config), "--last", "1")
     assert table.returncode == 0 and "622202*********2221" in table.stdout
+
+
+def test_config_check_names_a_faulty_rules_file_once(tmp_path: Path) -> None:
+    config = _demo_config_on_free_ports(tmp_path)
+    config.write_text(config.read_text() + '\n[risk]\nrules_file = "risk.toml"\n')
+    (tmp_path / "risk.toml").write_text(RULES.replace('code = "65"', 'code = "66"'))
+    bad = _switch("config", "check", "--config", str(config))
+    assert bad.returncode == 2, bad.stdout
+    [line] = bad.stderr.splitlines()
+    assert line.endswith("risk.toml: rule 'card-3-a-minute': key code: Invalid enum value '66'")
+    (tmp_path / "risk.toml").write_text(RULES)
+    (tmp_path / "blocked.txt").write_text("")
+    good = _switch("config", "check", "--config", str(config))
+    assert good.returncode == 0, good.stderr
