@@ -91,7 +91,9 @@ class RiskGate:
                 return "cobrand"
         return "card"
 
-    def request_of(self, request: BankBound, pan: str, kind: str, mcc: str | None) -> RiskRequest:
+    def request_of(
+        self, request: BankBound, pan: str, kind: str, mcc: str | None, *, completion: bool = False
+    ) -> RiskRequest:
         acceptor = request.acceptor
         return RiskRequest(
             channel=acceptor.channel,
@@ -104,6 +106,7 @@ class RiskGate:
             card=self.card_hashes(pan),
             pan_prefix=pan[:MAX_BIN_DIGITS],
             device_id=request.device_id,
+            completion=completion,
         )
 
     def evaluate(self, request: RiskRequest, now: float, record: TxnRecord) -> Verdict:
@@ -159,11 +162,12 @@ class RiskGate:
         """What a rebuild counts of a journal row (None: a kind that meets no rule, or
         a row the rules never saw)."""
         try:
-            kind = products.product(record.kind).risk_kind
+            row = products.product(record.kind)
         except products.UnknownProduct:
             return None
-        if kind is None or len(record.pan_hmac) < 2:
-            return None
+        kind = row.risk_kind
+        if kind is None or row.original == "authorisation" or len(record.pan_hmac) < 2:
+            return None  # a completion counts nowhere
         funding: Funding = (
             "cobrand"
             if any(record.pan_masked.startswith(b) for b in self.cobrand_bins if len(b) <= 6)

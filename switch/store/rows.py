@@ -22,6 +22,8 @@ TXN_COLUMNS = (
     "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
     "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
+    "hold_state", "hold_until", "hold_max_pct",
+    "stand_in", "advice_state",
 )  # fmt: skip
 """The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
@@ -40,6 +42,8 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         record.voided, record.reversed, record.received_at or at, at, record.business_date,
         record.device_id, record.risk_version, record.risk_rule, record.risk_review,
         record.risk_shadow,
+        record.hold_state, record.hold_until, record.hold_max_pct, record.stand_in,
+        record.advice,
     )  # fmt: skip
 
 
@@ -87,6 +91,11 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         risk_rule=row["risk_rule"],
         risk_review=row["risk_review"],
         risk_shadow=row["risk_shadow"],
+        hold_state=row["hold_state"],
+        hold_until=row["hold_until"],
+        hold_max_pct=row["hold_max_pct"],
+        stand_in=row["stand_in"],
+        advice=row["advice_state"],
     )
 
 

@@ -37,16 +37,25 @@ async def test_the_first_start_marks_the_journal_and_the_other_kind_is_refused(
     assert mark(config) == ["simulated"]
 
 
-def _before(migrations: tuple[str, ...]) -> int:
-    """The schema version before the mark's migration."""
+def _before_the_mark(migrations: tuple[str, ...]) -> int:
+    """The schema version just before the migration that made the mark."""
     return next(n for n, text in enumerate(migrations) if "CREATE TABLE journal_clock" in text)
 
 
-# What the migrations after the mark's add, taken away again (the risk rules' columns;
-# on PostgreSQL, their index).
-_LATER = tuple(
-    f"ALTER TABLE txn DROP COLUMN {column}"
-    for column in ("device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow")
+UNDO_AFTER_THE_MARK = (
+    # Each migration after the mark's, undone (newest first): the risk rules', the
+    # stand-in's, then the pre-authorisations'.
+    *(f"ALTER TABLE txn DROP COLUMN {column}" for column in (
+        "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
+    )),
+    "DROP TABLE advice",
+    "ALTER TABLE txn DROP COLUMN advice_state",
+    "ALTER TABLE txn DROP COLUMN stand_in",
+    "DROP INDEX txn_by_authorisation",
+    "DROP INDEX txn_holds_open",
+    "ALTER TABLE txn DROP COLUMN hold_state",
+    "ALTER TABLE txn DROP COLUMN hold_until",
+    "ALTER TABLE txn DROP COLUMN hold_max_pct",
 )
 
 
@@ -57,20 +66,20 @@ def _unmark(config: SwitchConfig) -> None:
 
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
-            connection.execute("DROP TABLE journal_clock")
-            for statement in ("DROP INDEX txn_by_updated", *_LATER):
+            for statement in ("DROP INDEX txn_by_updated", *UNDO_AFTER_THE_MARK,
+                              "DROP TABLE journal_clock"):  # fmt: skip
                 connection.execute(statement)
             connection.execute(
-                "UPDATE journal_schema_version SET version = %s", (_before(POSTGRESQL_MIGRATIONS),)
+                "UPDATE journal_schema_version SET version = %s",
+                (_before_the_mark(POSTGRESQL_MIGRATIONS),),
             )
         return
     import sqlite3
 
     with sqlite3.connect(config.path(config.journal.path), isolation_level=None) as connection:
-        connection.execute("DROP TABLE journal_clock")
-        for statement in _LATER:
+        for statement in (*UNDO_AFTER_THE_MARK, "DROP TABLE journal_clock"):
             connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {_before(SQLITE_MIGRATIONS)}")
+        connection.execute(f"PRAGMA user_version = {_before_the_mark(SQLITE_MIGRATIONS)}")
 
 
 async def test_a_journal_written_before_the_mark_counts_as_the_real_clocks(
