@@ -3,6 +3,8 @@ sends (nothing), when a reservation is given back, and what leaves the windows."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from switch.core.changes import TxnStarted
@@ -21,6 +23,7 @@ from switch.core.lifecycle import (
 from switch.core.model import OriginalRef, Reversal, Void
 from switch.core.risk import RiskEngine, load_rules
 from switch.core.riskgate import RiskGate
+from tests.core import test_preauth as preauth_tests
 from tests.core.test_lifecycle import (
     CARDS,
     INSTITUTION,
@@ -182,3 +185,78 @@ def test_a_terminals_reversal_takes_its_approved_sale_out_once() -> None:
     assert answer_of(reversal.handle(Journaled(), NOW)).code == "00"
     assert world.held() == 0
     assert world.risk.remove(first.record, NOW) == 0  # gone already: never twice
+
+
+# -- pre-authorisations and completions ---------------------------------------------------
+
+PREAUTH_RULES = b"""
+[[rules]]
+id = "preauth-cap"
+mode = "enforce"
+kind = "amount_cap"
+kinds = ["preauth"]
+max_fen = 60000
+action = "decline"
+code = "61"
+
+[[rules]]
+id = "card-day"
+mode = "enforce"
+kind = "velocity"
+key = "card"
+window = "day"
+counts = "approved"
+max_count = 1
+action = "decline"
+code = "65"
+"""
+
+
+class PreauthWorld(preauth_tests.World):
+    def __init__(self, blocked: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        text = PREAUTH_RULES
+        if blocked:
+            values = ", ".join(f'"{value}"' for value in blocked)
+            text += (
+                b'\n[[rules]]\nid = "stolen"\nmode = "enforce"\nkind = "blocklist"\n'
+                b'key = "card"\naction = "decline"\ncode = "62"\nvalues = [' + values.encode()
+                + b"]\n"
+            )  # fmt: skip
+        rules = load_rules(text, source="risk.toml", read_beside=lambda name: b"")
+        self.risk = RiskGate(RiskEngine(rules), card_hashes=preauth_tests.CARDS.card_hashes)
+
+    def transaction(self, request: Any, *, business_date: str = "2025-11-22") -> BankTransaction:
+        machine = super().transaction(request, business_date=business_date)
+        machine.risk = self.risk
+        return machine
+
+
+def test_a_preauth_meets_every_rule_and_a_completion_only_the_blocklists() -> None:
+    world = PreauthWorld()
+    capped, _ = world.run(preauth_tests.preauth(70000, stan="000301"), None)
+    assert answer_of(capped.handle(Journaled(), NOW)).code == "61"
+    assert capped.record is not None and capped.record.risk_rule == "preauth-cap"
+    record = world.preauth(50000)  # approved: one in the card's day window
+    second, _ = world.run(preauth_tests.preauth(100, stan="000302"), None)
+    assert answer_of(second.handle(Journaled(), NOW)).code == "65"
+    # A completion counts nowhere and meets no velocity or cap: sent to the bank.
+    done, _ = world.run(
+        preauth_tests.completion(52000), BankAnswered("0210", {39: "00", 38: "C00001"})
+    )
+    assert answer_of(done.last).code == "00", answer_of(done.last)  # type: ignore[attr-defined]
+    assert done.record is not None and done.record.risk_version is not None
+    assert world.risk.past(done.record) is None  # never counted, nor rebuilt
+    assert record.hold_state == "completed"
+
+
+def test_a_completion_of_a_card_blocked_since_its_preauth_is_declined() -> None:
+    world = PreauthWorld()
+    world.preauth(50000)
+    stolen = preauth_tests.CARDS.card_hashes(preauth_tests.PAN)[0]
+    blocked = PreauthWorld(blocked=(stolen,))
+    blocked.book, blocked.rrns = world.book, world.rrns  # the same pre-authorisation
+    machine, _ = blocked.run(preauth_tests.completion(52000), None)
+    outcome = answer_of(machine.handle(Journaled(), NOW))
+    assert (outcome.code, outcome.risk_rule) == ("62", "stolen")
+    assert machine.record is not None and machine.record.state == "declined"
