@@ -161,6 +161,7 @@ class StatusCollector:
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
+            risk=view.risk_status(),
             stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],
         )
 

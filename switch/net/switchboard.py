@@ -82,6 +82,7 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import SignOnLimiter
+from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk, StandInReason
@@ -191,6 +192,8 @@ class Switchboard:
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
         self.sign_ons = sign_ons
+        self.risk: RiskGate | None = None
+        """The risk rules (risk.md); None: none are evaluated."""
         self.stats = TransactionStats()
         """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
@@ -263,6 +266,7 @@ class Switchboard:
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
                 in_flight=self._in_flight.__contains__, stand_in=self.stand_in,
+                risk=self.risk,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).
@@ -273,6 +277,7 @@ class Switchboard:
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
             finalize=finalize, hold_terms=self.hold_terms, stand_in=self.stand_in,
+            risk=self.risk,
         )  # fmt: skip
         return await self._drive(machine, origin)
 

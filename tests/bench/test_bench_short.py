@@ -65,6 +65,8 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         found += [busy["pos_alone"], busy["pos_beside_online"], busy["online"]]
     if report.get("admin"):
         found += [*report["admin"]["off"], *report["admin"]["on"]]
+    if report.get("risk"):
+        found += [*report["risk"]["none"], *report["risk"]["with_rules"]]
     return {scenario["name"]: scenario for scenario in found}
 
 
@@ -180,7 +182,7 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 16
+    assert len(targets) == 17
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -201,6 +203,27 @@ def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None
         assert not any(gone in check["target"] for check in targets), gone
     scaling = [c for c in targets if c["target"].startswith("scaling: ")]
     assert [c["result"] for c in scaling] == ["n/a", "n/a"]  # not asked for
+
+
+def test_the_risk_rules_cost_is_measured_without_and_with_200_rules(
+    short_run: tuple[dict[str, Any], str],
+) -> None:
+    """The same half-max load on a switch without rules and one with 200 in scope of
+    every sale, none declining: CPU per sale of each, and the target's line."""
+    report, printed = short_run
+    risk = report["risk"]
+    assert risk["rules"] == 200
+    assert [r["name"] for r in risk["none"]] == ["risk_none"]
+    assert [r["name"] for r in risk["with_rules"]] == ["risk_200"]
+    for result in (*risk["none"], *risk["with_rules"]):
+        assert result["offered_rate"] == pytest.approx(risk["rate"])
+        assert set(result["codes"]) <= {"00", "not_sent"}, result["codes"]  # no rule declines
+    configs = report["meta"]["configs"]
+    assert "rules_file" in configs["risk-200"] and "[risk]" not in configs["risk-none"]
+    check = next(c for c in report["targets"] if "risk rules in scope" in c["target"])
+    assert check["target"].endswith("within 10% of none")
+    assert "risk rules: CPU per 1,000 sales" in printed
+    assert "risk_none" in printed and "risk_200" in printed
 
 
 def test_the_admin_interface_is_measured_off_and_on_and_scraped(
