@@ -119,12 +119,6 @@ class SwitchApp:
         self.config = config
         self.codecs = Codecs(config.dialects_path())
         self.merchants = load_merchants(config)
-        # Read here too: a rules file with a fault stops the start, naming file, rule, key.
-        self.risk = RiskGate(
-            RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
-            card_hashes=self.vault.card_hashes,
-        )
-        """The risk rules in force and their windows (risk.md)."""
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
         self.online_tls = server_context("online", *online_tls) if online_tls else None
@@ -134,6 +128,12 @@ class SwitchApp:
         self._zmks = bank_zmks(self.security, config, config.banks)
         # The card-data keys, from the key store (security.md), before anything runs.
         self.vault = open_card_vault(self.security, config)
+        # Read here too: a rules file with a fault stops the start, naming file, rule, key.
+        self.risk = RiskGate(
+            RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
+            card_hashes=self.vault.card_hashes,
+        )
+        """The risk rules in force and their windows (risk.md)."""
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
