@@ -36,6 +36,7 @@ from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.clock import BusinessClock
+from switch.core.ledger import LedgerError
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
@@ -50,6 +51,7 @@ from switch.net.admission import Admission
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
+from switch.net.onus import LedgerDesk
 from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
@@ -57,7 +59,7 @@ from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
 from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_settlement_store
+from switch.store import claim_clock, open_journal, open_ledger_store, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
 from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
@@ -119,6 +121,7 @@ class SwitchApp:
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
+        self._ledger: LedgerDesk | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.settlement: SettlementService | None = None
         self.admission: Admission | None = None
@@ -285,6 +288,13 @@ class SwitchApp:
         journal = self.journal = open_journal(config, self.worker.index)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
+        ledger_store = open_ledger_store(config)  # wallet.md: on-us payments
+        try:
+            await trio.to_thread.run_sync(ledger_store.open)
+        except LedgerError as exc:
+            settlement_store.close()
+            raise StartupError(str(exc)) from exc
+        self._ledger = LedgerDesk(ledger_store, config.wallet)
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -295,6 +305,7 @@ class SwitchApp:
                 store_side.cancel_scope.cancel()
         finally:
             settlement_store.close()
+            ledger_store.close()
         log.info("switch_stopped")
         self.stopped.set()
 
@@ -377,6 +388,7 @@ class SwitchApp:
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
+                ledger=self._ledger,
             )
             await switchboard.recover(
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,

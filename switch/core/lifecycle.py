@@ -55,6 +55,17 @@ from switch.core.changes import Change, ReversalQueued, TxnStarted, TxnUpdated
 from switch.core.clock import Stamp
 from switch.core.model import PRODUCT_OF, BankBound, Card, Outcome, Reversal, original_of
 from switch.core.numbers import RrnExhausted
+from switch.core.onus import (
+    LEDGER_ROUTE,
+    REVERSAL_LEG,
+    EndTransfer,
+    LedgerAnswered,
+    PostToLedger,
+    ReserveBack,
+    ReservePayment,
+    TakeCode,
+    record_key,
+)
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
@@ -174,7 +185,7 @@ class Stopped(msgspec.Struct, frozen=True):
 Event = (
     OriginalLoaded | FirstFinished | Admitted | Refused | LinkGranted | Journaled
     | JournalFailed | FirstElsewhere | BankAnswered | BankTimedOut | LinkLost | NotSent
-    | Stopped
+    | Stopped | LedgerAnswered
 )  # fmt: skip
 
 
@@ -255,9 +266,9 @@ class Answer(msgspec.Struct, frozen=True):
 
 Action = (
     LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | Exchange | ReleaseLink
-    | NudgeReversals | ReverseUnjournaled | Answer
+    | NudgeReversals | ReverseUnjournaled | Answer | PostToLedger
 )  # fmt: skip
-WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange)
+WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange, PostToLedger)
 """Actions whose result is the next event; every step ends with one, or with Answer."""
 
 
@@ -272,6 +283,11 @@ Phase = Literal[
     "at_bank",
     "journaling_answer",
     "answered",
+    # on-us (a product whose destination is the ledger): the payment code, then the
+    # ledger's pending transfer where a card's request is at its bank, then its end
+    "taking_code",
+    "at_ledger",
+    "ending_ledger",
 ]
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
@@ -279,11 +295,13 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("admitting", Admitted): ("waiting_for_link", "answered", "waiting_for_first"),
+    ("admitting", Admitted): (
+        "waiting_for_link", "answered", "waiting_for_first", "taking_code", "journaling_request"
+    ),
     ("admitting", Refused): "answered",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): "answered",
-    ("journaling_request", Journaled): "at_bank",
+    ("journaling_request", Journaled): ("at_bank", "at_ledger"),
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
     ("loading_first", OriginalLoaded): ("waiting_for_first", "answered"),
@@ -294,8 +312,11 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("at_bank", LinkLost): "journaling_answer",
     ("at_bank", NotSent): "journaling_answer",
     ("at_bank", Stopped): "journaling_answer",
-    ("journaling_answer", Journaled): "answered",
-    ("journaling_answer", JournalFailed): "answered",
+    ("journaling_answer", Journaled): ("answered", "ending_ledger"),
+    ("journaling_answer", JournalFailed): ("answered", "ending_ledger"),
+    ("taking_code", LedgerAnswered): ("journaling_request", "answered"),
+    ("at_ledger", LedgerAnswered): "journaling_answer",
+    ("ending_ledger", LedgerAnswered): "answered",
 }
 """(phase, event) -> the phase (or phases: which one is decided by what the event
 says) a bank-bound transaction moves to."""
@@ -361,6 +382,11 @@ class BankTransaction:
         self._state: State = "not_sent"
         self._outcome: Outcome | None = None
         self._reversal_queued = False
+        self.on_ledger = self.product.destination == "ledger"
+        """Carried out on the switch's own ledger (wallet.md), not at a bank."""
+        self._code: LedgerAnswered | None = None
+        """The payment code taken (its customer, funding and tier)."""
+        self._final: Outcome | None = None
 
     # -- driving ---------------------------------------------------------------------
 
@@ -408,7 +434,8 @@ class BankTransaction:
         request = self.request
         if self.product.original == "none":
             assert request.card is not None
-            self.route(request.card.pan)
+            if not self.on_ledger:  # a payment code is never routed to a bank
+                self.route(request.card.pan)
         else:
             ref = original_of(request)
             self.book.find_original(
@@ -459,6 +486,9 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
+        if self.on_ledger:
+            self._to_ledger(step)
+            return
         self.phase = "waiting_for_link"
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
@@ -545,7 +575,10 @@ class BankTransaction:
         if product.original == "none":
             assert request.card is not None and request.amount is not None
             pan = request.card.pan
-            self.route_name, self.bank = self.route(pan)
+            if self.on_ledger:
+                self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
+            else:
+                self.route_name, self.bank = self.route(pan)
             amount = request.amount
         else:
             ref = original_of(request)
@@ -641,8 +674,11 @@ class BankTransaction:
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
 
     def _on_journaling_request(self, event: Event, step: _Step) -> None:
+        if isinstance(event, Journaled) and self.on_ledger:
+            self._at_ledger(step)
+            return
         if isinstance(event, JournalFailed):
-            step.actions.append(ReleaseLink(answered=None))
+            self._release_link(step)
             self._settle_in_memory("not_sent", "96")
             self._answer(step, self._journal_failure(event))
             return
@@ -651,7 +687,7 @@ class BankTransaction:
             # sent it there too): nothing was sent, nothing written. It gives its slot
             # back, undoes what it reserved, leaves the book (its RRN is not used again)
             # and is answered as the repeat of that first, read from the journal.
-            step.actions.append(ReleaseLink(answered=None))
+            self._release_link(step)
             record = self.record
             assert record is not None
             self._settle_in_memory("not_sent", None)
@@ -744,6 +780,9 @@ class BankTransaction:
     def _on_journaling_answer(self, event: Event, step: _Step) -> None:
         outcome, record = self._outcome, self.record
         assert outcome is not None and record is not None
+        if self.on_ledger:
+            self._ledger_answer_journaled(event, step)
+            return
         if isinstance(event, JournalFailed):
             if self._state in ("approved", "no_answer"):
                 if not record.reversed:
@@ -757,6 +796,119 @@ class BankTransaction:
         if self._reversal_queued:
             step.actions.append(NudgeReversals(record.bank))
         self._answer(step, outcome)
+
+    # -- on the ledger (wallet.md) -----------------------------------------------------
+
+    def _release_link(self, step: _Step) -> None:
+        if not self.on_ledger:  # a ledger product never holds a link slot
+            step.actions.append(ReleaseLink(answered=None))
+
+    def _to_ledger(self, step: _Step) -> None:
+        """Admitted: a payment code is taken first (nothing is journaled for a code that
+        is not open); a void or refund is journaled at once."""
+        record = self.record
+        assert record is not None
+        if self.product.original == "none":
+            request = self.request
+            assert request.card is not None
+            acceptor = request.acceptor
+            self.phase = "taking_code"
+            step.actions.append(PostToLedger(TakeCode(
+                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}"
+            )))  # fmt: skip
+            return
+        self._journal_request(step)
+
+    def _journal_request(self, step: _Step) -> None:
+        record = self.record
+        assert record is not None
+        self.phase = "journaling_request"
+        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+
+    def _on_taking_code(self, event: Event, step: _Step) -> None:
+        assert isinstance(event, LedgerAnswered)
+        if not event.ok:
+            self._settle_in_memory("not_sent", event.code)
+            self._answer(step, Outcome(
+                code=event.code, message=event.message, detail=event.detail, rrn=self.rrn,
+                bank=self.bank, route=self.route_name, field="2",
+            ))  # fmt: skip
+            return
+        self._code = event
+        self._journal_request(step)
+
+    def _at_ledger(self, step: _Step) -> None:
+        """The request is journaled: its pending transfer, with the payment's checks."""
+        record, original = self.record, self.original
+        assert record is not None
+        key = record_key(record)
+        self.phase = "at_ledger"
+        if original is None:
+            code = self._code
+            assert code is not None and code.customer_id is not None
+            step.actions.append(PostToLedger(ReservePayment(
+                key=key, customer_id=code.customer_id, funding=code.funding or "wallet",
+                verification=code.verification or "C", merchant_id=record.merchant_id,
+                amount=record.amount, rrn=record.rrn,
+                local_date=self.stamp.local.date().isoformat(),
+            )))  # fmt: skip
+        else:
+            step.actions.append(PostToLedger(ReserveBack(
+                original=record_key(original), key=key, amount=record.amount,
+                kind=key.leg, rrn=record.rrn, merchant_id=record.merchant_id,
+            )))  # fmt: skip
+
+    def _on_at_ledger(self, event: Event, step: _Step) -> None:
+        """The ledger's verdict settles the transaction, as a bank's answer would."""
+        assert isinstance(event, LedgerAnswered) and self.record is not None
+        outcome = Outcome(
+            code=event.code, message=event.message or ("approved" if event.ok else ""),
+            detail=event.detail, rrn=self.record.rrn, bank=self.bank, route=self.route_name,
+            settlement_date=self.business_date or None,
+            auth_code=event.auth_code if event.ok else None,
+            funding=self._code.funding if self._code is not None else None,
+        )  # fmt: skip
+        state: State = "approved" if event.ok else "declined"
+        self._outcome, self._state = outcome, state
+        self.phase = "journaling_answer"
+        step.actions.append(Journal(self._settlement(outcome, state)))
+
+    def _ledger_answer_journaled(self, event: Event, step: _Step) -> None:
+        """The answer journaled: the pending transfer is posted (approved) or voided; the
+        answer leaves once that is done. Not journaled: voided, answered 96 (the journal
+        still says ``sending``: a restart settles it as no answer, and voids again)."""
+        record, outcome = self.record, self._outcome
+        assert record is not None and outcome is not None
+        approved = self._state == "approved"
+        if isinstance(event, JournalFailed):
+            if approved:
+                self.book.mark_reversed(record)
+            record.state = "no_answer"
+            approved = False
+            self._final = self._journal_failure(event)
+        else:
+            self._final = outcome
+        key = record_key(record)
+        self.phase = "ending_ledger"
+        step.actions.append(PostToLedger(EndTransfer(
+            key=key, approved=approved, payment=self.original is None,
+            uncount=(record_key(self.original)
+                     if approved and self.product.reserves == "whole" and self.original
+                     else None),
+        )))  # fmt: skip
+
+    def _on_ending_ledger(self, event: Event, step: _Step) -> None:
+        assert isinstance(event, LedgerAnswered) and self._final is not None
+        if not event.ok and self._final.approved:
+            # Journaled as approved, yet not posted: not answered 00 (the terminal
+            # reverses, which voids the pending transfer; a restart posts it otherwise).
+            self._answer(step, Outcome(
+                code="96", message="system malfunction", rrn=self.rrn, bank=self.bank,
+                route=self.route_name,
+                detail=f"ledger post failed: {event.detail or event.message}",
+            ))  # fmt: skip
+            return
+        self._answer(step, self._final)
 
     # -- answers -----------------------------------------------------------------------
 
@@ -845,18 +997,25 @@ def _queue_reversal(
 # -- a terminal's reversal ---------------------------------------------------------------
 
 ReversalPhase = Literal[
-    "received", "loading_original", "waiting_for_first", "journaling", "answered"
+    "received", "loading_original", "waiting_for_first", "journaling", "answered",
+    "reserving_back", "ending_ledger",
 ]
 
 REVERSAL_TRANSITIONS: Final[
     dict[tuple[ReversalPhase, type], ReversalPhase | tuple[ReversalPhase, ...]]
 ] = {
-    ("loading_original", OriginalLoaded): ("waiting_for_first", "journaling", "answered"),
+    ("loading_original", OriginalLoaded): (
+        "waiting_for_first", "journaling", "answered", "reserving_back"
+    ),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("waiting_for_first", FirstFinished): ("journaling", "answered"),
-    ("journaling", Journaled): "answered",
-    ("journaling", JournalFailed): "answered",
+    ("waiting_for_first", FirstFinished): ("journaling", "answered", "reserving_back"),
+    ("journaling", Journaled): ("answered", "ending_ledger"),
+    ("journaling", JournalFailed): ("answered", "ending_ledger"),
+    # an on-us original (wallet.md): the compensating transfer reserved, the reversal
+    # journaled, the transfer posted (or voided if the journal failed), then the answer
+    ("reserving_back", LedgerAnswered): ("journaling", "answered"),
+    ("ending_ledger", LedgerAnswered): "answered",
 }
 
 
@@ -881,6 +1040,7 @@ class TerminalReversal:
         self.in_flight = in_flight
         self.phase: ReversalPhase = "received"
         self.record: TxnRecord | None = None
+        self._final: Outcome | None = None
         acceptor, ref = request.acceptor, request.original
         self.trace = (
             acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
@@ -904,6 +1064,10 @@ class TerminalReversal:
         self.now = now
         actions: list[Action]
         match event:
+            case LedgerAnswered() | Journaled() | JournalFailed() if self.phase in (
+                "reserving_back", "ending_ledger"
+            ) or (self.phase == "journaling" and self._on_ledger()):
+                actions = self._ledger_step(event)
             case Refused(reason=reason):
                 self.phase = "answered"
                 actions = [Answer(Outcome(code="91", message=reason, shed=True))]
@@ -960,7 +1124,74 @@ class TerminalReversal:
             return [AwaitFirst(record.rrn, elsewhere=True)]
         return self._reverse(record)
 
+    def _on_ledger(self) -> bool:
+        return self.record is not None and (
+            products.product(self.record.kind).destination == "ledger"
+        )
+
+    def _reverse_on_ledger(self, record: TxnRecord) -> list[Action]:
+        """An on-us original: nothing to reverse unless it was approved (a decline's
+        pending transfer was voided before its answer left)."""
+        if record.reversed or record.state != "approved":
+            self.phase = "answered"
+            return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
+        self.phase = "reserving_back"
+        return [PostToLedger(ReserveBack(
+            original=record_key(record), key=record_key(record, REVERSAL_LEG),
+            amount=record.amount, kind="void", rrn=record.rrn,
+            merchant_id=record.merchant_id, reversal=True,
+        ))]  # fmt: skip
+
+    def _ledger_step(self, event: Event) -> list[Action]:
+        record = self.record
+        assert record is not None
+        key = record_key(record, REVERSAL_LEG)
+        if self.phase == "reserving_back":
+            assert isinstance(event, LedgerAnswered)
+            if not event.ok:
+                self.phase = "answered"
+                # Busy or broken: 96, the terminal sends it again. Refused (a reversed
+                # void whose money the wallet has spent): answered 00 as every reversal
+                # is, the operator told.
+                code = "96" if event.code in ("91", "96") else "00"
+                return [Answer(Outcome(
+                    code=code, rrn=record.rrn, bank=record.bank,
+                    message="system malfunction" if code == "96" else "",
+                    detail=f"ledger refused the reversal: {event.code} {event.message}",
+                ))]  # fmt: skip
+            changes: list[Change] = []
+            original = self.book.mark_reversed(record)
+            if original is not None:
+                undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
+                changes.append(TxnUpdated.of(original, self.now, undone))
+            changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+            self.phase = "journaling"
+            return [Journal(tuple(changes))]
+        if self.phase == "journaling":
+            failed = isinstance(event, JournalFailed)
+            self._final = (
+                Outcome(code="96", message="system malfunction", detail=event.error)
+                if isinstance(event, JournalFailed)
+                else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
+            )
+            self.phase = "ending_ledger"
+            payment = record.kind == "onus_sale"
+            return [PostToLedger(EndTransfer(
+                key=key, approved=not failed,
+                uncount=record_key(record) if payment and not failed else None,
+            ))]  # fmt: skip
+        assert isinstance(event, LedgerAnswered) and self._final is not None
+        self.phase = "answered"
+        if not event.ok and self._final.approved:
+            return [Answer(Outcome(
+                code="96", message="system malfunction",
+                detail=f"ledger post failed: {event.detail or event.message}",
+            ))]  # fmt: skip
+        return [Answer(self._final)]
+
     def _reverse(self, record: TxnRecord) -> list[Action]:
+        if products.product(record.kind).destination == "ledger":
+            return self._reverse_on_ledger(record)
         if record.sent is None or record.reversed or record.state == "not_sent":
             self.phase = "answered"
             return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]

@@ -140,6 +140,19 @@ class Reversal(_Financial, frozen=True, kw_only=True):
     reason: str = "98"
 
 
+class PaycodeSale(Sale, frozen=True, kw_only=True):
+    """wallet.md: a sale paid by a consumer payment code (``card.pan`` is the code),
+    carried out on the ledger."""
+
+
+class PaycodeVoid(Void, frozen=True, kw_only=True):
+    """The void of a payment-code sale (2 = the code, 22 = 032)."""
+
+
+class PaycodeRefund(Refund, frozen=True, kw_only=True):
+    """The refund of a payment-code sale (2 = the code, 22 = 032)."""
+
+
 class BatchSettlement(_Request, frozen=True, kw_only=True):
     """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
 
@@ -159,7 +172,7 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
-    | BatchUpload
+    | BatchUpload | PaycodeSale | PaycodeVoid | PaycodeRefund
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = Sale | BalanceInquiry | Void | Refund | Reversal
@@ -173,6 +186,9 @@ KIND_NAMES: dict[type[_Request], str] = {
     Void: "void",
     Refund: "refund",
     Reversal: "reversal",
+    PaycodeSale: "onus_sale",
+    PaycodeVoid: "onus_void",
+    PaycodeRefund: "onus_refund",
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
 }
@@ -228,6 +244,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Where the time went, for the log: waiting for the journal's commits (the disk)..."""
     bank_ms: float | None = None
     """...and for the bank's answer. The rest of a transaction's time is the switch's."""
+    funding: str | None = None
+    """An on-us payment's funding once its payment code was found open (wallet.md:
+    ``wallet`` or ``credit``; POS 63.1 ``WAL`` or ``CRL``)."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""
