@@ -248,3 +248,41 @@ async def test_terminal_reversal_undoes_the_payment(
 
 def response_code(message: Iso8583Message) -> str:
     return str(message.fields[39])
+
+
+async def test_start_up_posts_or_voids_what_the_journal_answered(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    """The ledger fails to post an approval the journal holds (answered 96), and to
+    void a decline's hold: the next start ends each as the journal says (wallet.md)."""
+    async with trio.open_nursery() as first_life:
+        app = await start_switch(first_life, onus_config)
+        await fund(app, 10_000)
+        code, code2 = await issue(app), await issue(app)
+        store = store_of(app)
+
+        def fail_ends(step: str) -> None:
+            if step == "end_payment":
+                raise RuntimeError("ledger lost")
+
+        store.fault = fail_ends
+        # (RuntimeError is no ledger error: the engines' own errors are, so map it.)
+        store.errors = (*store.errors, RuntimeError)  # type: ignore[attr-defined]
+        client = await pos_client(app)
+        approved = await client.request(client.terminal.code_sale(30, code, 4_000))
+        assert approved.fields[39] == "96"  # journaled approved, not posted: not 00
+        declined = await client.request(client.terminal.code_sale(31, code2, 60_000))
+        assert declined.fields[39] == "51"  # refused by the ledger: nothing held
+        assert await balance(app, WALLET) == (10_000, 4_000)  # the approval still held
+        assert len(await in_store(app, store.pending_transfers)) == 1
+        await client.aclose()
+        app.shutdown()
+    app = await start_switch(nursery, onus_config)  # same journal and ledger
+    assert await balance(app, WALLET) == (6_000, 0)  # posted: the journal approved it
+    assert await balance(app, MERCHANT_ACCOUNT) == (4_000, 0)
+    await verified(app)
+    # The terminal's repeat gets the journal's answer; nothing moves again.
+    client = await pos_client(app)
+    again = await client.request(client.terminal.code_sale(30, code, 4_000))
+    assert again.fields[39] == "00"
+    assert await balance(app, WALLET) == (6_000, 0)
