@@ -442,7 +442,7 @@ class BankTransaction:
                 merchant_id=request.acceptor.merchant_id,
                 rrn=ref.rrn,
                 online_id=ref.online_id,
-                kinds=self.product.original_kinds,
+                kinds=self._original_kinds(),
             )
 
     def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
@@ -586,8 +586,9 @@ class BankTransaction:
                 merchant_id=request.acceptor.merchant_id,
                 rrn=ref.rrn,
                 online_id=ref.online_id,
-                kinds=product.original_kinds,
+                kinds=self._original_kinds(),
             )
+            product = self._on_ledger_if(original)
             try:
                 pan = self.cards.open(original.pan_sealed)
             except CardDataUnreadable as exc:
@@ -799,6 +800,21 @@ class BankTransaction:
 
     # -- on the ledger (wallet.md) -----------------------------------------------------
 
+    def _original_kinds(self) -> tuple[str, ...]:
+        """The kinds of original it may act on: its row's, and, for a request that
+        carries no card (an online void or refund: by id), its on-us twin's."""
+        twin = products.LEDGER_TWINS.get(self.product.kind)
+        if twin is None or self.request.card is not None:
+            return self.product.original_kinds
+        return self.product.original_kinds + twin.original_kinds
+
+    def _on_ledger_if(self, original: TxnRecord) -> products.Product:
+        """An original on the ledger makes the request its on-us twin (wallet.md)."""
+        twin = products.LEDGER_TWINS.get(self.product.kind)
+        if twin is not None and not self.on_ledger and original.kind in twin.original_kinds:
+            self.product, self.on_ledger = twin, True
+        return self.product
+
     def _release_link(self, step: _Step) -> None:
         if not self.on_ledger:  # a ledger product never holds a link slot
             step.actions.append(ReleaseLink(answered=None))
@@ -866,7 +882,7 @@ class BankTransaction:
             detail=event.detail, rrn=self.record.rrn, bank=self.bank, route=self.route_name,
             settlement_date=self.business_date or None,
             auth_code=event.auth_code if event.ok else None,
-            funding=self._code.funding if self._code is not None else None,
+            funding=self._code.funding if self._code is not None else "wallet",
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state

@@ -279,6 +279,12 @@ def compile_bank(rows: Iterable[Product]) -> dict[BankKey, Product]:
 BY_POS: Final = compile_pos(PRODUCTS.values())
 BY_POS_PAYCODE: Final = compile_pos(PRODUCTS.values(), "paycode")
 """POS identity -> the product of a request whose field 2 is a payment code."""
+LEDGER_TWINS: Final[dict[str, Product]] = {
+    BY_POS[key].kind: row for key, row in BY_POS_PAYCODE.items() if key in BY_POS
+}
+"""A card product's kind -> its on-us twin (same wire identity, on the ledger): what an
+online void or refund, which names its original by id and carries no card, becomes when
+that original is on-us (``onus_sale``)."""
 POS_MTIS: Final = frozenset(row.pos_mti for row in PRODUCTS.values() if row.pos_mti)
 """The MTIs of POS financial requests."""
 BY_ONLINE_TYPE: Final = compile_online(PRODUCTS.values())

@@ -27,6 +27,8 @@ OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
 Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
+PaycodeText = Annotated[str, Meta(pattern=r"^[0-9]{19}\Z")]
+"""A consumer payment code (wallet.md): 19 digits."""
 
 
 class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,11 +60,15 @@ class Purchase(_Request, frozen=True, kw_only=True, tag="purchase"):
     # amount's range is a payment rule (13), checked in core with the POS channel's.
     amount: int
     currency: AlphaCurrency
-    card: Card
+    card: Card | None = None
+    paycode: PaycodeText | None = None
+    """wallet.md: instead of ``card``, a payment code the merchant scanned (on-us)."""
 
 
 class Balance(_Request, frozen=True, kw_only=True, tag="balance"):
-    card: Card
+    card: Card | None = None
+    paycode: PaycodeText | None = None
+    """Never answered with a balance: 57 (wallet.md)."""
 
 
 class Void(_Request, frozen=True, kw_only=True, tag="void"):
@@ -93,6 +99,8 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     """YYYY-MM-DD, on purchase, void and refund results (settlement.md)."""
     order_id: str | None = None
     memo: str | None = None
+    funding: str | None = None
+    """On-us results (wallet.md): ``wallet`` or ``credit``."""
 
 
 class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):

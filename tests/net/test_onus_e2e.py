@@ -18,9 +18,10 @@ from switch.core import ledger, paycode
 from switch.core.ledger import TransferKey, TransferSpec
 from switch.store.ledger_port import LedgerStore
 from switch.terminal import Terminal
+from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import make_config
-from tests.net.helpers import pos_client, start_switch
+from tests.net.helpers import online_client, pos_client, start_switch
 
 CUSTOMER = "C100000001"
 MERCHANT = Terminal().merchant_id
@@ -286,3 +287,57 @@ async def test_start_up_posts_or_voids_what_the_journal_answered(
     again = await client.request(client.terminal.code_sale(30, code, 4_000))
     assert again.fields[39] == "00"
     assert await balance(app, WALLET) == (6_000, 0)
+
+
+async def test_online_purchase_by_code_and_its_void_refund_status(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    """online.md's purchase with ``paycode`` instead of ``card`` (wallet.md), its void
+    and refund by ``original_id``, its status and its repeat."""
+    app = await start_switch(nursery, onus_config)
+    await fund(app, 20_000)
+    shop = ledger.merchant_account("SHOP01")
+    client = await online_client(app)
+    code = await issue(app)
+    buy = wire.Purchase(id="onus-1", merchant_id="SHOP01", amount=5_000, currency="CNY",
+                        paycode=code)  # fmt: skip
+    result = await client.request(buy)
+    assert isinstance(result, wire.Result)
+    assert (result.code, result.approved, result.funding) == ("00", True, "wallet")
+    assert result.auth_code and result.rrn and result.balance is None
+    assert await balance(app, WALLET) == (15_000, 0)
+    assert await balance(app, shop) == (5_000, 0)
+    # The same id again: the same result, nothing moves.
+    assert await client.request(buy) == result
+    assert await balance(app, WALLET) == (15_000, 0)
+    status = await client.request(wire.Status(id="st-1", merchant_id="SHOP01",
+                                              original_id="onus-1"))  # fmt: skip
+    assert isinstance(status, wire.Result) and status.rrn == result.rrn and status.code == "00"
+    refund = await client.request(wire.Refund(id="onus-2", merchant_id="SHOP01",
+                                              original_id="onus-1", amount=2_000))  # fmt: skip
+    assert isinstance(refund, wire.Result) and refund.code == "00"
+    assert await balance(app, WALLET) == (17_000, 0)
+    # Partly refunded: a void is refused (12), nothing moves.
+    void = await client.request(wire.Void(id="onus-3", merchant_id="SHOP01",
+                                          original_id="onus-1"))  # fmt: skip
+    assert isinstance(void, wire.Result) and void.code == "12"
+    code2 = await issue(app)
+    second = await client.request(wire.Purchase(
+        id="onus-4", merchant_id="SHOP01", amount=1_000, currency="CNY", paycode=code2))
+    assert isinstance(second, wire.Result) and second.code == "00"
+    void = await client.request(wire.Void(id="onus-5", merchant_id="SHOP01",
+                                          original_id="onus-4"))  # fmt: skip
+    assert isinstance(void, wire.Result) and void.code == "00"
+    assert await balance(app, WALLET) == (17_000, 0)
+    assert await balance(app, shop) == (3_000, 0)
+    # A used code, a balance inquiry with a code, a code and a card: 14, 57, 30.
+    used = await client.request(wire.Purchase(
+        id="onus-6", merchant_id="SHOP01", amount=10, currency="CNY", paycode=code))
+    assert used.code == "14"
+    asked = await client.request(wire.Balance(id="onus-7", merchant_id="SHOP01", paycode=code))
+    assert asked.code == "57"
+    both = await client.request(wire.Purchase(
+        id="onus-8", merchant_id="SHOP01", amount=10, currency="CNY", paycode=code,
+        card=wire.Card(pan="6222021000111122221", expiry="2812")))  # fmt: skip
+    assert both.code == "30"
+    await verified(app)
