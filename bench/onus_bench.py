@@ -93,7 +93,7 @@ async def _logged(log: Path, event: str, count: int = 1) -> dict[str, Any]:
     with trio.fail_after(30):
         while True:
             seen = [
-                record for line in log.read_bytes().splitlines()
+                record for line in (await trio.Path(log).read_bytes()).splitlines()
                 if line.startswith(b"{") and (record := json.loads(line)).get("event") == event
             ]  # fmt: skip
             if len(seen) >= count:
@@ -155,6 +155,10 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
         settings = config.wallet.paycodes()
         settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=per + 1,
                                   probe_limit=settings.probe_limit)  # fmt: skip
+
+        def draw() -> str:
+            return paycode.draw(settings.prefix)
+
         codes: list[list[tuple[str, dict[int, Any]]]] = []
         today = time.strftime("%Y-%m-%d")
         for t in range(terminals):
@@ -167,7 +171,7 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
             mine = []
             for n in range(per):
                 issued = store.issue_paycode(customer, "app:bench", "wallet", "A", time.time(),
-                                             settings, lambda: paycode.draw(settings.prefix))  # fmt: skip
+                                             settings, draw)  # fmt: skip
                 mine.append(Terminal(terminal_id=f"BNCH{t:04d}").code_sale(
                     100_000 + n + 1, issued.code, 100 + n))  # fmt: skip
             codes.append(mine)
