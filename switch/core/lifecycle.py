@@ -296,12 +296,12 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
     ("admitting", Admitted): (
-        "waiting_for_link", "answered", "waiting_for_first", "taking_code", "journaling_request"
+        "waiting_for_link", "answered", "waiting_for_first", "journaling_request"
     ),
     ("admitting", Refused): "answered",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): "answered",
-    ("journaling_request", Journaled): ("at_bank", "at_ledger"),
+    ("journaling_request", Journaled): ("at_bank", "at_ledger", "taking_code"),
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
     ("loading_first", OriginalLoaded): ("waiting_for_first", "answered"),
@@ -314,7 +314,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("at_bank", Stopped): "journaling_answer",
     ("journaling_answer", Journaled): ("answered", "ending_ledger"),
     ("journaling_answer", JournalFailed): ("answered", "ending_ledger"),
-    ("taking_code", LedgerAnswered): ("journaling_request", "answered"),
+    ("taking_code", LedgerAnswered): ("at_ledger", "journaling_answer"),
     ("at_ledger", LedgerAnswered): "journaling_answer",
     ("ending_ledger", LedgerAnswered): "answered",
 }
@@ -386,6 +386,8 @@ class BankTransaction:
         """Carried out on the switch's own ledger (wallet.md), not at a bank."""
         self._code: LedgerAnswered | None = None
         """The payment code taken (its customer, funding and tier)."""
+        self._reserved = True
+        """Whether a ledger step that may hold a transfer ran (not for a code not open)."""
         self._final: Outcome | None = None
 
     # -- driving ---------------------------------------------------------------------
@@ -820,43 +822,40 @@ class BankTransaction:
             step.actions.append(ReleaseLink(answered=None))
 
     def _to_ledger(self, step: _Step) -> None:
-        """Admitted: a payment code is taken first (nothing is journaled for a code that
-        is not open); a void or refund is journaled at once."""
-        record = self.record
-        assert record is not None
-        if self.product.original == "none":
-            request = self.request
-            assert request.card is not None
-            acceptor = request.acceptor
-            self.phase = "taking_code"
-            step.actions.append(PostToLedger(TakeCode(
-                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}"
-            )))  # fmt: skip
-            return
-        self._journal_request(step)
-
-    def _journal_request(self, step: _Step) -> None:
+        """Admitted: journaled first, as a card's request before its bank (a repeat a
+        shared journal refuses is answered as the first's before its code is looked at)."""
         record = self.record
         assert record is not None
         self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
 
+    def _take_code(self, step: _Step) -> None:
+        request = self.request
+        assert request.card is not None
+        acceptor = request.acceptor
+        self.phase = "taking_code"
+        step.actions.append(PostToLedger(TakeCode(
+            code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}"
+        )))  # fmt: skip
+
     def _on_taking_code(self, event: Event, step: _Step) -> None:
+        """A code not open (14) or the probe limit (65) is the sale's answer: journaled
+        declined, with nothing reserved; an open one is used, and its customer pays."""
         assert isinstance(event, LedgerAnswered)
         if not event.ok:
-            self._settle_in_memory("not_sent", event.code)
-            self._answer(step, Outcome(
-                code=event.code, message=event.message, detail=event.detail, rrn=self.rrn,
-                bank=self.bank, route=self.route_name, field="2",
-            ))  # fmt: skip
+            self._reserved = False
+            step.actions.append(self._settle_on_ledger(event))
             return
         self._code = event
-        self._journal_request(step)
+        self._at_ledger(step, taken=True)
 
-    def _at_ledger(self, step: _Step) -> None:
+    def _at_ledger(self, step: _Step, *, taken: bool = False) -> None:
         """The request is journaled: its pending transfer, with the payment's checks."""
         record, original = self.record, self.original
         assert record is not None
+        if original is None and not taken:
+            self._take_code(step)
+            return
         key = record_key(record)
         self.phase = "at_ledger"
         if original is None:
@@ -876,18 +875,23 @@ class BankTransaction:
 
     def _on_at_ledger(self, event: Event, step: _Step) -> None:
         """The ledger's verdict settles the transaction, as a bank's answer would."""
-        assert isinstance(event, LedgerAnswered) and self.record is not None
+        assert isinstance(event, LedgerAnswered)
+        step.actions.append(self._settle_on_ledger(event))
+
+    def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:
+        assert self.record is not None
         outcome = Outcome(
             code=event.code, message=event.message or ("approved" if event.ok else ""),
             detail=event.detail, rrn=self.record.rrn, bank=self.bank, route=self.route_name,
             settlement_date=self.business_date or None,
             auth_code=event.auth_code if event.ok else None,
-            funding=self._code.funding if self._code is not None else "wallet",
+            funding=(self._code.funding if self._code is not None
+                     else "wallet" if self.original is not None else None),
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state
         self.phase = "journaling_answer"
-        step.actions.append(Journal(self._settlement(outcome, state)))
+        return Journal(self._settlement(outcome, state))
 
     def _ledger_answer_journaled(self, event: Event, step: _Step) -> None:
         """The answer journaled: the pending transfer is posted (approved) or voided; the
@@ -904,6 +908,9 @@ class BankTransaction:
             self._final = self._journal_failure(event)
         else:
             self._final = outcome
+        if not self._reserved:  # a code not open: nothing on the ledger to end
+            self._answer(step, self._final)
+            return
         key = record_key(record)
         self.phase = "ending_ledger"
         step.actions.append(PostToLedger(EndTransfer(

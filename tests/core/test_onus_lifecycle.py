@@ -59,13 +59,13 @@ def step_of(actions: list[Any]) -> Any:
 
 def paid(world: World, amount: int = 2500, stan: str = "000124") -> Any:
     machine = world.transaction(code_sale(amount, stan))
-    drive(machine, Admitted(), TAKEN, Journaled(), LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
     assert answer_of(drive(machine, Journaled(), LedgerAnswered())).code == "00"
     return machine.record
 
 
 def test_the_new_transitions_are_in_the_tables() -> None:
-    assert TRANSITIONS[("taking_code", LedgerAnswered)] == ("journaling_request", "answered")
+    assert TRANSITIONS[("taking_code", LedgerAnswered)] == ("at_ledger", "journaling_answer")
     assert TRANSITIONS[("at_ledger", LedgerAnswered)] == "journaling_answer"
     assert TRANSITIONS[("ending_ledger", LedgerAnswered)] == "answered"
     assert REVERSAL_TRANSITIONS[("reserving_back", LedgerAnswered)] == ("journaling", "answered")
@@ -76,14 +76,15 @@ def test_a_code_sale_is_journaled_before_the_ledger_moves_and_answered_after_the
     world = World()
     machine = world.transaction(code_sale())
     actions = drive(machine, Admitted())
-    # No route, no link: the code is taken first (nothing journaled for a code not open).
-    assert step_of(actions) == TakeCode(code=CODE, terminal="POS00001:898310048990001")
-    actions = machine.handle(TAKEN, 0.0)
+    # No route, no link: journaled first, as a card's request before its bank.
     assert kinds(actions) == ["Journal"]
     (started,) = actions[0].changes
     assert isinstance(started, TxnStarted) and started.record.bank == "on-us"
     assert started.record.kind == "onus_sale" and started.record.state == "sending"
-    reserve = step_of(machine.handle(Journaled(), 0.0))
+    assert step_of(machine.handle(Journaled(), 0.0)) == TakeCode(
+        code=CODE, terminal="POS00001:898310048990001"
+    )
+    reserve = step_of(machine.handle(TAKEN, 0.0))
     assert reserve == ReservePayment(
         key=KEY, customer_id="C100000001", funding="wallet", verification="B",
         merchant_id="898310048990001", amount=2500, rrn=started.record.rrn,
@@ -103,20 +104,24 @@ def test_a_code_sale_is_journaled_before_the_ledger_moves_and_answered_after_the
 
 
 @pytest.mark.parametrize("code", ["14", "65", "91"])
-def test_a_code_not_open_is_answered_with_nothing_journaled(code: str) -> None:
+def test_a_code_not_open_is_journaled_declined_with_nothing_reserved(code: str) -> None:
     world = World()
     machine = world.transaction(code_sale())
-    actions = drive(machine, Admitted(), LedgerAnswered(code=code))
+    actions = drive(machine, Admitted(), Journaled(), LedgerAnswered(code=code))
+    assert isinstance(actions[-1], Journal)
+    update = next(c for c in actions[-1].changes if isinstance(c, TxnUpdated))
+    assert (update.state, update.code) == ("declined", code)
+    actions = machine.handle(Journaled(), 0.0)
+    assert kinds(actions) == ["Answer"]  # no ledger step: nothing was reserved
     outcome = answer_of(actions)
-    assert outcome.code == code and outcome.funding is None
-    assert kinds(actions) == ["Answer"]
+    assert outcome.code == code and outcome.funding is None  # no 63: the code was not open
 
 
 @pytest.mark.parametrize("code", ["51", "61", "57"])
 def test_a_refused_payment_is_journaled_declined_and_its_hold_voided(code: str) -> None:
     world = World()
     machine = world.transaction(code_sale())
-    actions = drive(machine, Admitted(), TAKEN, Journaled(), LedgerAnswered(code=code))
+    actions = drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(code=code))
     assert isinstance(actions[-1], Journal)
     update = next(c for c in actions[-1].changes if isinstance(c, TxnUpdated))
     assert (update.state, update.code) == ("declined", code)
@@ -129,7 +134,7 @@ def test_a_refused_payment_is_journaled_declined_and_its_hold_voided(code: str) 
 def test_an_approval_not_journaled_is_voided_and_answered_96() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), TAKEN, Journaled(), LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
     end = step_of(machine.handle(JournalFailed("disk full"), 0.0))
     assert end == EndTransfer(key=KEY, approved=False, payment=True)
     assert answer_of(machine.handle(LedgerAnswered(), 0.0)).code == "96"
@@ -138,7 +143,7 @@ def test_an_approval_not_journaled_is_voided_and_answered_96() -> None:
 def test_a_post_that_fails_is_not_answered_approved() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), TAKEN, Journaled(), LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
     machine.handle(Journaled(), 0.0)
     assert answer_of(machine.handle(LedgerAnswered(code="91"), 0.0)).code == "96"
 
@@ -146,7 +151,7 @@ def test_a_post_that_fails_is_not_answered_approved() -> None:
 def test_a_request_not_journaled_never_reaches_the_ledger() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    actions = drive(machine, Admitted(), TAKEN, JournalFailed("disk full"))
+    actions = drive(machine, Admitted(), JournalFailed("disk full"))
     assert kinds(actions) == ["Answer"] and answer_of(actions).code == "96"
 
 
@@ -236,7 +241,7 @@ def test_a_reversal_not_journaled_voids_its_compensating_transfer() -> None:
 def test_in_doubt_on_us_is_settled_without_a_bank_reversal() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), TAKEN)
+    drive(machine, Admitted(), Journaled(), TAKEN)
     record = machine.record
     assert record is not None
     changes = recovery_changes(world.book, [record], 0.0)
