@@ -309,7 +309,19 @@ class Switchboard:
                         raise stopped
                     return run.stamp(last.outcome)
                 assert isinstance(last, WAITS), last
-                if stopped is None:  # no cancel scope of its own: 15 µs a wait
+                if isinstance(last, PostToLedger):
+                    # A ledger step runs to its end (its store call cannot be taken
+                    # back); a stop asked meanwhile is heard after it, and what follows
+                    # (the answer journaled, the transfer ended) runs to the end, as
+                    # after a bank's Exchange.
+                    with trio.CancelScope(shield=True):
+                        event = await self._wait(last, run, origin)
+                    if stopped is None:
+                        try:
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                        except trio.Cancelled as exc:
+                            stopped = exc
+                elif stopped is None:  # no cancel scope of its own: 15 µs a wait
                     try:
                         event = await self._wait(last, run, origin)
                     except trio.Cancelled as exc:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -16,6 +17,7 @@ from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.core import ledger, paycode
 from switch.core.ledger import TransferKey, TransferSpec
+from switch.store import open_ledger_store
 from switch.store.ledger_port import LedgerStore
 from switch.terminal import Terminal
 from switch.wire import online as wire
@@ -341,3 +343,51 @@ async def test_online_purchase_by_code_and_its_void_refund_status(
         card=wire.Card(pan="6222021000111122221", expiry="2812")))  # fmt: skip
     assert both.code == "30"
     await verified(app)
+
+
+async def test_a_stop_during_a_ledger_step_still_settles_the_payment(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    """The switch stops (its grace run out) while a payment's ledger step is running:
+    the step ends, then its answer is journaled and its transfer posted, as a card sale
+    at its bank is settled when the switch stops. Nothing is left `sending` or pending."""
+    import threading
+
+    config = msgspec.structs.replace(
+        onus_config,
+        switch=msgspec.structs.replace(onus_config.switch, shutdown_grace_s=0.1),
+    )
+    async with trio.open_nursery() as life:
+        app = await start_switch(life, config)
+        await fund(app, 10_000)
+        code = await issue(app)
+        store = store_of(app)
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_reserve(step: str) -> None:
+            if step == "reserve_payment":
+                entered.set()
+                release.wait(10)
+
+        store.fault = slow_reserve
+        client = await pos_client(app)
+        await client.send(client.terminal.code_sale(40, code, 2_500))
+        await trio.to_thread.run_sync(entered.wait, 10)
+        app.shutdown()
+        await trio.sleep(0.5)  # the grace runs out while the step is held
+        release.set()
+    store.fault = None
+    reopened = open_ledger_store(config)
+    reopened.open()
+    try:
+        assert reopened.pending_transfers() == []
+        view = reopened.account(WALLET)
+        assert view is not None and view.balances.balance == 7_500
+    finally:
+        reopened.close()
+    app = await start_switch(nursery, config)
+    assert app.journal is not None
+    record = await app.journal.transaction_by_trace(
+        Terminal().terminal_id, MERCHANT, "000001", "000040"
+    )
+    assert record is not None and (record.state, record.kind) == ("approved", "onus_sale")
