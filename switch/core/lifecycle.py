@@ -60,10 +60,9 @@ from switch.core.onus import (
     REVERSAL_LEG,
     EndTransfer,
     LedgerAnswered,
+    PayByCode,
     PostToLedger,
     ReserveBack,
-    ReservePayment,
-    TakeCode,
     record_key,
 )
 from switch.errors import (
@@ -283,9 +282,8 @@ Phase = Literal[
     "at_bank",
     "journaling_answer",
     "answered",
-    # on-us (a product whose destination is the ledger): the payment code, then the
-    # ledger's pending transfer where a card's request is at its bank, then its end
-    "taking_code",
+    # on-us (a product whose destination is the ledger): the ledger's pending transfer
+    # where a card's request is at its bank, then its end
     "at_ledger",
     "ending_ledger",
 ]
@@ -301,7 +299,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("admitting", Refused): "answered",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): "answered",
-    ("journaling_request", Journaled): ("at_bank", "at_ledger", "taking_code"),
+    ("journaling_request", Journaled): ("at_bank", "at_ledger"),
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
     ("loading_first", OriginalLoaded): ("waiting_for_first", "answered"),
@@ -314,7 +312,6 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("at_bank", Stopped): "journaling_answer",
     ("journaling_answer", Journaled): ("answered", "ending_ledger"),
     ("journaling_answer", JournalFailed): ("answered", "ending_ledger"),
-    ("taking_code", LedgerAnswered): ("at_ledger", "journaling_answer"),
     ("at_ledger", LedgerAnswered): "journaling_answer",
     ("ending_ledger", LedgerAnswered): "answered",
 }
@@ -829,43 +826,21 @@ class BankTransaction:
         self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
 
-    def _take_code(self, step: _Step) -> None:
-        request = self.request
-        assert request.card is not None
-        acceptor = request.acceptor
-        self.phase = "taking_code"
-        step.actions.append(PostToLedger(TakeCode(
-            code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}"
-        )))  # fmt: skip
-
-    def _on_taking_code(self, event: Event, step: _Step) -> None:
-        """A code not open (14) or the probe limit (65) is the sale's answer: journaled
-        declined, with nothing reserved; an open one is used, and its customer pays."""
-        assert isinstance(event, LedgerAnswered)
-        if not event.ok:
-            self._reserved = False
-            step.actions.append(self._settle_on_ledger(event))
-            return
-        self._code = event
-        self._at_ledger(step, taken=True)
-
-    def _at_ledger(self, step: _Step, *, taken: bool = False) -> None:
-        """The request is journaled: its pending transfer, with the payment's checks."""
+    def _at_ledger(self, step: _Step) -> None:
+        """The request is journaled: a sale's code taken and its payment checked and
+        reserved, in one step; a void's or refund's compensating transfer reserved."""
         record, original = self.record, self.original
         assert record is not None
-        if original is None and not taken:
-            self._take_code(step)
-            return
         key = record_key(record)
         self.phase = "at_ledger"
         if original is None:
-            code = self._code
-            assert code is not None and code.customer_id is not None
-            step.actions.append(PostToLedger(ReservePayment(
-                key=key, customer_id=code.customer_id, funding=code.funding or "wallet",
-                verification=code.verification or "C", merchant_id=record.merchant_id,
-                amount=record.amount, rrn=record.rrn,
-                local_date=self.stamp.local.date().isoformat(),
+            request = self.request
+            assert request.card is not None
+            acceptor = request.acceptor
+            step.actions.append(PostToLedger(PayByCode(
+                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
+                key=key, merchant_id=record.merchant_id, amount=record.amount,
+                rrn=record.rrn, local_date=self.stamp.local.date().isoformat(),
             )))  # fmt: skip
         else:
             step.actions.append(PostToLedger(ReserveBack(
@@ -874,8 +849,13 @@ class BankTransaction:
             )))  # fmt: skip
 
     def _on_at_ledger(self, event: Event, step: _Step) -> None:
-        """The ledger's verdict settles the transaction, as a bank's answer would."""
+        """The ledger's verdict settles the transaction, as a bank's answer would. A code
+        not open (14) or the probe limit (65) reserved nothing; an open one was used,
+        and its funding is in the answer (63.1)."""
         assert isinstance(event, LedgerAnswered)
+        if self.original is None:
+            self._code = event if event.funding is not None else None
+            self._reserved = event.funding is not None
         step.actions.append(self._settle_on_ledger(event))
 
     def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:

@@ -7,8 +7,8 @@ against the ledger store and feeds back :class:`LedgerAnswered`. Plain data, no 
 
 The steps of a payment-code sale::
 
-    admitted ── TakeCode (14, 65) ── journal the request ── ReservePayment (61, 51)
-             ── journal the answer ── EndTransfer (post or void) ── answer
+    admitted ── journal the request ── PayByCode (14, 65; 61, 51)
+             ── journal the answer ── EndTransfer (post or void; none if 14 or 65) ── answer
 
 A void or refund reserves its compensating transfer (``ReserveBack``) once its request is
 journaled, and ends it once its answer is; a terminal's reversal reserves the
@@ -88,23 +88,16 @@ def journal_answer(key: TransferKey, record: TxnRecord | None) -> Answer | None:
 # -- the steps: actions the lifecycle returns -------------------------------------------
 
 
-class TakeCode(msgspec.Struct, frozen=True, kw_only=True):
-    """Find the payment code open and use it (wallet.md): 14 unknown, expired, used,
-    cancelled or failing Luhn; 65 past the terminal's probe limit."""
+class PayByCode(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment-code sale's step, one ledger transaction: the code found open and used
+    (14 unknown, expired, used, cancelled or failing Luhn; 65 past the terminal's probe
+    limit), then the payment's checks (class limit 61, daily caps 61, balance 51) and
+    its pending transfer. The code is used whatever the payment's outcome."""
 
     code: str
     terminal: str
-    """Whose probes count: POS ``<41>:<42>``, online the principal."""
-
-
-class ReservePayment(msgspec.Struct, frozen=True, kw_only=True):
-    """The payment's checks and its pending transfer, one atomic step (class limit 61,
-    daily caps 61, balance 51)."""
-
+    """Whose probes count: POS ``<41>:<42>``."""
     key: TransferKey
-    customer_id: str
-    funding: str
-    verification: str
     merchant_id: str
     amount: int
     rrn: str
@@ -137,7 +130,7 @@ class EndTransfer(msgspec.Struct, frozen=True, kw_only=True):
     uncount: TransferKey | None = None
 
 
-LedgerStep = TakeCode | ReservePayment | ReserveBack | EndTransfer
+LedgerStep = PayByCode | ReserveBack | EndTransfer
 
 
 class PostToLedger(msgspec.Struct, frozen=True):
@@ -148,7 +141,8 @@ class PostToLedger(msgspec.Struct, frozen=True):
 
 class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     """What the ledger did: ``code`` 00, or the refusal's (wallet.md's codes; 91 store
-    unavailable, 96 our own misuse). A taken code names its customer."""
+    unavailable, 96 our own misuse). A code found open names its customer, funding and
+    tier, whatever the payment's outcome."""
 
     code: str = "00"
     message: str = ""

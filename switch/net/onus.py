@@ -25,10 +25,10 @@ from switch.core.onus import (
     EndTransfer,
     LedgerAnswered,
     LedgerStep,
+    PayByCode,
     ReserveBack,
-    ReservePayment,
-    TakeCode,
 )
+from switch.core.paycode import Paycode
 from switch.core.wallet import MoneyAsk, Refusal, WalletSettings
 from switch.store.ledger_port import LedgerStore
 
@@ -76,10 +76,8 @@ class LedgerDesk:
         self.steps += 1
         try:
             match step:
-                case TakeCode():
-                    return await self._take(step)
-                case ReservePayment():
-                    return await self._reserve_payment(step)
+                case PayByCode():
+                    return await self._pay_by_code(step)
                 case ReserveBack():
                     return await self._reserve_back(step)
                 case EndTransfer():
@@ -96,43 +94,40 @@ class LedgerDesk:
             )  # fmt: skip
         raise AssertionError(f"not a ledger step: {step!r}")
 
-    async def _take(self, step: TakeCode) -> LedgerAnswered:
-        now = self.wall_clock()
-        taken = await self._run(
-            lambda: self.store.take_paycode(step.code, step.terminal, now, self.paycodes)
+    async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
+        at = self.wall_clock()
+
+        def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
+            if code.funding != "wallet":
+                # credit.md's line is not wired here: refused, the code used.
+                return Refusal("57", "credit funding is not offered")
+            ask = MoneyAsk(
+                customer_id=code.customer_id, amount=step.amount, counted="pay",
+                funding="wallet", channel="code", verification=code.verification,
+                local_date=step.local_date,
+            )  # fmt: skip
+            spec = TransferSpec(
+                key=step.key, debit=ledger.wallet_account(code.customer_id),
+                credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
+                kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
+            )  # fmt: skip
+            return ask, spec
+
+        taken, done = await self._run(
+            lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
         )
-        if taken.response_code != "00" or taken.paycode is None:
+        code = taken.paycode
+        if code is None:
             message = (
                 "payment code probe limit" if taken.response_code == "65"
                 else "payment code not open"
             )  # fmt: skip
             return LedgerAnswered(code=taken.response_code, message=message)
-        code = taken.paycode
-        return LedgerAnswered(
-            customer_id=code.customer_id, funding=code.funding, verification=code.verification
-        )
-
-    async def _reserve_payment(self, step: ReservePayment) -> LedgerAnswered:
-        if step.funding != "wallet":
-            # credit.md's line is not wired here: refused, nothing reserved.
-            return LedgerAnswered(code="57", message="credit funding is not offered")
-        ask = MoneyAsk(
-            customer_id=step.customer_id, amount=step.amount, counted="pay", funding="wallet",
-            channel="code", verification=step.verification,  # type: ignore[arg-type]
-            local_date=step.local_date,
-        )  # fmt: skip
-        spec = TransferSpec(
-            key=step.key, debit=ledger.wallet_account(step.customer_id),
-            credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
-            kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
-        )  # fmt: skip
-        at = self.wall_clock()
-        done = await self._run(
-            lambda: self.store.reserve_payment(ask, spec, self.settings, at)
-        )
+        found = {"customer_id": code.customer_id, "funding": code.funding,
+                 "verification": code.verification}  # fmt: skip
         if isinstance(done, Refusal):
-            return LedgerAnswered(code=done.code, message=done.message)
-        return LedgerAnswered(auth_code=auth_code())
+            return LedgerAnswered(code=done.code, message=done.message, **found)
+        return LedgerAnswered(auth_code=auth_code(), **found)
 
     async def _reserve_back(self, step: ReserveBack) -> LedgerAnswered:
         def body() -> LedgerAnswered:

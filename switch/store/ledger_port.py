@@ -183,4 +183,12 @@ class LedgerStore(Protocol):
     def take_paycode(
         self, code: str, terminal: str, now: float, settings: PaycodeSettings
     ) -> CodeTaken: ...
+    def pay_by_code(
+        self,
+        code: str,
+        terminal: str,
+        now: float,
+        settings: WalletSettings,
+        make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
+    ) -> tuple[CodeTaken, Reserved | Refusal | None]: ...
     def purge_paycodes(self, before: float) -> None: ...

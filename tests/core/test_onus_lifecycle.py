@@ -31,15 +31,16 @@ from switch.core.model import (
 from switch.core.onus import (
     EndTransfer,
     LedgerAnswered,
+    PayByCode,
     PostToLedger,
     ReserveBack,
-    ReservePayment,
-    TakeCode,
 )
 from tests.core.test_lifecycle import POS, World, answer_of, drive, kinds
 
 CODE = "8827503188461290572"  # wallet.md's sample code
-TAKEN = LedgerAnswered(customer_id="C100000001", funding="wallet", verification="B")
+FOUND = {"customer_id": "C100000001", "funding": "wallet", "verification": "B"}
+"""What the ledger's answer names once the code was found open."""
+PAID = LedgerAnswered(auth_code="Q4M7P2", **FOUND)
 KEY = TransferKey("pos:898310048990001:POS00001", "000042000124", "pay")
 
 
@@ -59,13 +60,13 @@ def step_of(actions: list[Any]) -> Any:
 
 def paid(world: World, amount: int = 2500, stan: str = "000124") -> Any:
     machine = world.transaction(code_sale(amount, stan))
-    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), PAID)
     assert answer_of(drive(machine, Journaled(), LedgerAnswered())).code == "00"
     return machine.record
 
 
 def test_the_new_transitions_are_in_the_tables() -> None:
-    assert TRANSITIONS[("taking_code", LedgerAnswered)] == ("at_ledger", "journaling_answer")
+    assert TRANSITIONS[("journaling_request", Journaled)] == ("at_bank", "at_ledger")
     assert TRANSITIONS[("at_ledger", LedgerAnswered)] == "journaling_answer"
     assert TRANSITIONS[("ending_ledger", LedgerAnswered)] == "answered"
     assert REVERSAL_TRANSITIONS[("reserving_back", LedgerAnswered)] == ("journaling", "answered")
@@ -81,16 +82,13 @@ def test_a_code_sale_is_journaled_before_the_ledger_moves_and_answered_after_the
     (started,) = actions[0].changes
     assert isinstance(started, TxnStarted) and started.record.bank == "on-us"
     assert started.record.kind == "onus_sale" and started.record.state == "sending"
-    assert step_of(machine.handle(Journaled(), 0.0)) == TakeCode(
-        code=CODE, terminal="POS00001:898310048990001"
-    )
-    reserve = step_of(machine.handle(TAKEN, 0.0))
-    assert reserve == ReservePayment(
-        key=KEY, customer_id="C100000001", funding="wallet", verification="B",
+    pay = step_of(machine.handle(Journaled(), 0.0))
+    assert pay == PayByCode(
+        code=CODE, terminal="POS00001:898310048990001", key=KEY,
         merchant_id="898310048990001", amount=2500, rrn=started.record.rrn,
         local_date="2025-11-22",
     )  # fmt: skip
-    actions = machine.handle(LedgerAnswered(auth_code="Q4M7P2"), 0.0)
+    actions = machine.handle(PAID, 0.0)
     assert kinds(actions) == ["Journal"]  # the approval journaled before the post...
     updated = [c for c in actions[0].changes if isinstance(c, TxnUpdated)]
     assert updated[0].state == "approved" and updated[0].auth_code == "Q4M7P2"
@@ -121,7 +119,7 @@ def test_a_code_not_open_is_journaled_declined_with_nothing_reserved(code: str) 
 def test_a_refused_payment_is_journaled_declined_and_its_hold_voided(code: str) -> None:
     world = World()
     machine = world.transaction(code_sale())
-    actions = drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(code=code))
+    actions = drive(machine, Admitted(), Journaled(), LedgerAnswered(code=code, **FOUND))
     assert isinstance(actions[-1], Journal)
     update = next(c for c in actions[-1].changes if isinstance(c, TxnUpdated))
     assert (update.state, update.code) == ("declined", code)
@@ -134,7 +132,7 @@ def test_a_refused_payment_is_journaled_declined_and_its_hold_voided(code: str) 
 def test_an_approval_not_journaled_is_voided_and_answered_96() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), PAID)
     end = step_of(machine.handle(JournalFailed("disk full"), 0.0))
     assert end == EndTransfer(key=KEY, approved=False, payment=True)
     assert answer_of(machine.handle(LedgerAnswered(), 0.0)).code == "96"
@@ -143,7 +141,7 @@ def test_an_approval_not_journaled_is_voided_and_answered_96() -> None:
 def test_a_post_that_fails_is_not_answered_approved() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), Journaled(), TAKEN, LedgerAnswered(auth_code="Q4M7P2"))
+    drive(machine, Admitted(), Journaled(), PAID)
     machine.handle(Journaled(), 0.0)
     assert answer_of(machine.handle(LedgerAnswered(code="91"), 0.0)).code == "96"
 
@@ -241,7 +239,7 @@ def test_a_reversal_not_journaled_voids_its_compensating_transfer() -> None:
 def test_in_doubt_on_us_is_settled_without_a_bank_reversal() -> None:
     world = World()
     machine = world.transaction(code_sale())
-    drive(machine, Admitted(), Journaled(), TAKEN)
+    drive(machine, Admitted(), Journaled())
     record = machine.record
     assert record is not None
     changes = recovery_changes(world.book, [record], 0.0)
