@@ -805,6 +805,8 @@ class BankTransaction:
         twin = products.LEDGER_TWINS.get(self.product.kind)
         if twin is None or self.request.card is not None:
             return self.product.original_kinds
+        if self.request.acceptor.channel != "pos" and original_of(self.request).rrn:
+            return twin.original_kinds  # online by RRN: an on-us payment only (wallet.md)
         return self.product.original_kinds + twin.original_kinds
 
     def _on_ledger_if(self, original: TxnRecord) -> products.Product:

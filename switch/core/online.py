@@ -134,7 +134,7 @@ def request_from_online(
         )
         fields["card"] = _card(request.card, today)  # type: ignore[union-attr,arg-type]
     else:
-        fields["original"] = OriginalRef(online_id=request.original_id)  # type: ignore[union-attr]
+        fields["original"] = _original(request)  # type: ignore[arg-type]
     return REQUEST_TYPES[product.kind](
         acceptor=acceptor,
         stan=stan,
@@ -145,6 +145,18 @@ def request_from_online(
 
 
 ONUS_CURRENCY: Final = "156"
+
+
+def _original(request: wire.Void | wire.Refund) -> OriginalRef:
+    """What a void or refund names: ``original_id``, or (wallet.md, an on-us payment)
+    ``original_rrn``; exactly one (30 naming ``original_id``)."""
+    if (request.original_id is None) == (request.original_rrn is None):
+        raise TransactionRefused(
+            "30", "exactly one of original_id and original_rrn", field="original_id"
+        )
+    if request.original_rrn is not None:
+        return OriginalRef(rrn=request.original_rrn)
+    return OriginalRef(online_id=request.original_id)
 
 
 def _paycode_request(

@@ -28,6 +28,7 @@ Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
 Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
 PaycodeText = Annotated[str, Meta(pattern=r"^[0-9]{19}\Z")]
+Rrn = Annotated[str, Meta(pattern=r"^[0-9]{12}\Z")]
 """A consumer payment code (wallet.md): 19 digits."""
 
 
@@ -72,12 +73,15 @@ class Balance(_Request, frozen=True, kw_only=True, tag="balance"):
 
 
 class Void(_Request, frozen=True, kw_only=True, tag="void"):
-    original_id: RequestId
+    original_id: RequestId | None = None
+    original_rrn: Rrn | None = None
+    """wallet.md: an on-us payment by its RRN, instead of ``original_id``."""
 
 
 class Refund(_Request, frozen=True, kw_only=True, tag="refund"):
-    original_id: RequestId
+    original_id: RequestId | None = None
     amount: int
+    original_rrn: Rrn | None = None
 
 
 class Status(_Request, frozen=True, kw_only=True, tag="status"):

@@ -391,3 +391,29 @@ async def test_a_stop_during_a_ledger_step_still_settles_the_payment(
         Terminal().terminal_id, MERCHANT, "000001", "000040"
     )
     assert record is not None and (record.state, record.kind) == ("approved", "onus_sale")
+
+
+async def test_online_void_and_refund_by_rrn_find_on_us_payments_only(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    """wallet.md: a merchant's void or refund may name an on-us payment by
+    ``original_rrn`` (a POS one too); a card sale's RRN is not found that way (25)."""
+    app = await start_switch(nursery, onus_config)
+    await fund(app, 10_000)
+    pos = await pos_client(app, Terminal(merchant_id="SHOP01"))
+    code = await issue(app)
+    sale = await pos.request(pos.terminal.code_sale(50, code, 2_000))
+    assert sale.fields[39] == "00"
+    card = await pos.request(pos.terminal.sale(51, "6222021000111122221", 3_000))
+    assert card.fields[39] == "00"
+    client = await online_client(app)
+    refund = await client.request(wire.Refund(
+        id="by-rrn-1", merchant_id="SHOP01", original_rrn=str(sale.fields[37]), amount=500))
+    assert isinstance(refund, wire.Result) and refund.code == "00"
+    assert await balance(app, WALLET) == (8_500, 0)
+    void_card = await client.request(wire.Void(
+        id="by-rrn-2", merchant_id="SHOP01", original_rrn=str(card.fields[37])))
+    assert void_card.code == "25"
+    neither = await client.request(wire.Void(id="by-rrn-3", merchant_id="SHOP01"))
+    assert neither.code == "30" and "original_id" in neither.message
+    await verified(app)
