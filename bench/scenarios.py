@@ -250,6 +250,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     db_pid: int | None = None
     """The journal's database server (its postmaster) when it runs on this machine: its
     CPU, backends included, is measured apart from the switch's."""
+    signs_online: bool = True
+    """Online requests go in signed envelopes (security.md), under the DEMO keys."""
 
     @classmethod
     def of_switch(cls, sut: SwitchUnderTest, db_pid: int | None = None) -> Target:
@@ -260,6 +262,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
             online_port=sut.online_port,
             bank_pids=[sim.pid for sim in sut.simulators.values()],
             log_path=sut.switch.log_path,
+            signs_online=sut.signs_online,
             admin_port=sut.switch.started.get("admin_port"),
             db_pid=db_pid,
         )
@@ -635,6 +638,7 @@ class Bench:
             parts=parts,
             batch=self._jobs,
             seed=self._jobs * 100 + worker,
+            sign_online=target.signs_online,
         )
 
     async def measure_side_by_side(

@@ -27,10 +27,16 @@ import structlog
 import trio
 
 from switch.admin.collect import iso_utc
-from switch.admin.port import BankReading, JournalReading, ListenerReading
+from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
 from switch.admin.status import ConfigStatus, LinkStatus
-from switch.config import BankSection, SwitchConfig, config_problems, load_config
+from switch.config import (
+    BankSection,
+    StandInSection,
+    SwitchConfig,
+    config_problems,
+    load_config,
+)
 from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
@@ -44,12 +50,15 @@ from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.core.stip import StandInDesk
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
+from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
 from switch.net.pos import PosProtocol
@@ -57,11 +66,17 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_security_module
+from switch.security.setup import bank_zmks, open_card_vault, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_ledger_store, open_settlement_store
-from switch.store.crypto import CardVault, load_card_keys
-from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
+from switch.store import (
+    claim_clock,
+    open_journal,
+    open_ledger_store,
+    open_nonce_store,
+    open_settlement_store,
+)
+from switch.store.crypto import CardVault
+from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
 from switch.wire.dialect import load_dialects
@@ -100,15 +115,6 @@ class SwitchApp:
         """Business time, for every part that stamps or dates (switch.core.clock)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
-        key_file = config.journal.key_file
-        # Keys are read here, before anything runs, so a missing or bad key file stops
-        # the start with a message naming it.
-        self.vault = CardVault(
-            load_card_keys(
-                key_file=config.path(key_file) if key_file else None,
-                key_env=config.journal.key_env,
-            )
-        )
         self.merchants = load_merchants(config)
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
@@ -117,12 +123,17 @@ class SwitchApp:
         # without keys stops the start in one line (security.md: every link MACs).
         self.security = open_security_module(config)
         self._zmks = bank_zmks(self.security, config, config.banks)
+        # The card-data keys, from the key store (security.md), before anything runs.
+        self.vault = open_card_vault(self.security, config)
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self._ledger: LedgerDesk | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
+        self.advisers: dict[str, AdviceForwarder] = {}
+        """Each bank's advice queue's sender (stand-in, risk.md)."""
+        self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
@@ -275,6 +286,33 @@ class SwitchApp:
         journal = self.journal
         return await journal.reversal_backlog() if journal is not None else None
 
+    async def advice_backlog(self) -> list[AdviceBacklog] | None:
+        journal = self.journal
+        return await journal.advice_backlog() if journal is not None else None
+
+    def stand_in_readings(self) -> list[StandInReading]:
+        desk, switchboard = self.stand_in, self.switchboard
+        today = (
+            switchboard.calendar.date_at(self.clock.now()).isoformat()
+            if switchboard is not None
+            else ""
+        )
+        banks = [*self.config.banks, *(name for name in desk.approvals
+                                       if name not in self.config.banks)]  # fmt: skip
+        return [
+            StandInReading(
+                bank=name,
+                enabled=desk.enabled(name),
+                approvals=desk.approvals.get(name, 0),
+                today=desk.approved_on.get((name, today), 0),
+                declines={reason: n for (bank, reason), n in desk.declines.items() if bank == name},
+                advices={result: n for (bank, result), n in desk.advices.items() if bank == name},
+                losses_today=desk.losses_on.get((name, today), 0),
+            )
+            for name in banks
+            if desk.enabled(name) or desk.approvals.get(name)
+        ]
+
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -388,6 +426,8 @@ class SwitchApp:
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
+                hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
+                stand_in=self.stand_in,
                 ledger=self._ledger,
             )
             await switchboard.recover(
@@ -396,6 +436,14 @@ class SwitchApp:
             )
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
+            for name, connector in self.connectors.items():
+                adviser = self.advisers[name] = AdviceForwarder(
+                    connector, journal, vault, institution, config.saf, self.stand_in,
+                    calendar, utc_offset_h=utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
+                )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
                     bank_side, settlement_store, journal, calendar
@@ -425,12 +473,16 @@ class SwitchApp:
                     entry.created_at,
                 )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
+            nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
+            await bank_side.start(nonces.run)
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
                 vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
+                security=self.security,
+                nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
             )
@@ -491,6 +543,7 @@ class SwitchApp:
             speed=self.clock.speed,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
+            on_close=self.switchboard.expire_holds if self.switchboard is not None else None,
         )
         await bank_side.start(settlement.run)
         return settlement
@@ -701,6 +754,17 @@ class SwitchApp:
                 )  # fmt: skip
                 self._bank_side.start_soon(forwarder.run, name=f"saf:{name}")  # type: ignore[union-attr]
             forwarder.connector = connector
+            adviser = self.advisers.get(name)
+            if adviser is None:
+                adviser = self.advisers[name] = AdviceForwarder(
+                    connector, self.journal, self.vault, self._institution, new.saf,
+                    self.stand_in, switchboard.calendar,
+                    utc_offset_h=new.switch.utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
+                )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
+            adviser.connector = connector
             if previous is not None:
                 self._bank_side.start_soon(self._retire, previous)  # type: ignore[union-attr]
         switchboard.bins = _bin_table(new)
@@ -712,6 +776,9 @@ class SwitchApp:
                 server.config = listener
         for forwarder in self.forwarders.values():
             forwarder.config = new.saf
+        for adviser in self.advisers.values():
+            adviser.config = new.saf
+        self.stand_in.configure(_stand_in_sections(new))
         switchboard.book.max_records = new.book.max_records
         self.config = new
 
@@ -745,10 +812,15 @@ class SwitchApp:
     def statistics(self) -> dict[str, object]:
         return {
             "saf": [forwarder.statistics() for forwarder in self.forwarders.values()],
+            "advices": [adviser.statistics() for adviser in self.advisers.values()],
             "switchboard": self.switchboard.statistics() if self.switchboard else None,
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+def _stand_in_sections(config: SwitchConfig) -> dict[str, StandInSection]:
+    return {name: bank.stand_in for name, bank in config.banks.items()}
 
 
 class ReloadRefused(Exception):

@@ -300,7 +300,9 @@ def test_patched_frames_equal_freshly_encoded_ones() -> None:
         online_request_id,
         online_sequence,
     )
+    from switch.net.clients import OnlineKey
     from switch.terminal import Terminal, encode_pos_request
+    from switch.wire import envelope
     from switch.wire import online as wire
     from switch.wire.dialect import load_dialect
     from switch.wire.iso8583 import Iso8583Codec
@@ -313,9 +315,15 @@ def test_patched_frames_equal_freshly_encoded_ones() -> None:
         payload = encode_pos_request(codec, terminal, terminal.sale(stan, pan, 100))
         assert template.frame(stan) == len(payload).to_bytes(2, "big") + payload
     online = OnlinePurchaseTemplate(3, 1, 2, pan, 100)
-    request = wire.decode_request(online.frame(77)[4:])
+    signed = envelope.decode(online.frame(77)[4:])  # in an envelope under the demo key
+    assert signed.key_id == "demo-m-898310048990001"
+    key = OnlineKey.demo_merchant("898310048990001")
+    assert key.open(signed) == signed.body
+    request = wire.decode_request(signed.body)
     assert request.id == online_request_id(3, 1, 2, 77)
     assert online_sequence(request.id) == 77 and online_sequence("other") == -1
+    bare = OnlinePurchaseTemplate(3, 1, 2, pan, 100, sign=False)  # a baseline's
+    assert wire.decode_request(bare.frame(77)[4:]) == request
 
 
 def test_generated_config_is_one_the_switch_loads(tmp_path: Path) -> None:
