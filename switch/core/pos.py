@@ -194,8 +194,8 @@ def request_from_pos(
             "40", f"processing code {processing_code} is not supported with {mti}", field="3"
         )
     if product.kind in products.HELD_KINDS and card.entry_mode[:2] == PAYMENT_CODE_ENTRY:
-        # On-us funding (wallet.md) of a pre-authorisation needs the ledger, which the
-        # transaction path does not reach yet: refused, never taken for a card.
+        # On-us funding (wallet.md) of a pre-authorisation needs a hold on the ledger,
+        # not built yet: refused, never taken for a card.
         raise TransactionRefused(
             "40", "a pre-authorisation or completion by payment code is not offered", field="22"
         )
