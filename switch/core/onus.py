@@ -71,15 +71,18 @@ def parse_pos_key(key: TransferKey) -> tuple[str, str, str, str] | None:
 
 def journal_answer(key: TransferKey, record: TxnRecord | None) -> Answer | None:
     """What the journal says of a pending transfer's request, for ``ledger.recovery``:
-    ``approved`` (post), ``declined`` or ``none`` (void); None: its request is still in
-    flight (``sending``: a live worker's, or in doubt until the journal's recovery
-    settles it), left alone."""
+    ``approved`` (post), ``declined`` or ``none`` (void); None: left alone. Left alone:
+    a request still in flight (``sending``: a live worker's, or in doubt until the
+    journal's recovery settles it), and a terminal's reversal reserved but not yet
+    journaled: it may be a live worker's, between its two steps, and voiding it would
+    leave the journal saying reversed and the ledger paid; the terminal repeats its
+    reversal until answered, which posts it."""
     if record is None:
         return "none"
     if record.state == "sending":
         return None
     if key.leg == REVERSAL_LEG:
-        return "approved" if record.reversed and record.state == "approved" else "declined"
+        return "approved" if record.reversed and record.state == "approved" else None
     if record.state == "approved" and not record.reversed:
         return "approved"
     return "declined"
