@@ -49,6 +49,7 @@ from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.clock import BusinessClock
+from switch.core.ledger import LedgerError
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
@@ -68,6 +69,7 @@ from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
+from switch.net.onus import LedgerDesk
 from switch.net.pos import PosProtocol
 from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
@@ -77,7 +79,13 @@ from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
 from switch.security.setup import bank_zmks, open_card_vault, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_nonce_store, open_settlement_store
+from switch.store import (
+    claim_clock,
+    open_journal,
+    open_ledger_store,
+    open_nonce_store,
+    open_settlement_store,
+)
 from switch.store.crypto import CardVault
 from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
@@ -138,6 +146,7 @@ class SwitchApp:
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
+        self._ledger: LedgerDesk | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.advisers: dict[str, AdviceForwarder] = {}
         """Each bank's advice queue's sender (stand-in, risk.md)."""
@@ -359,6 +368,13 @@ class SwitchApp:
         journal = self.journal = open_journal(config, self.worker.index)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
+        ledger_store = open_ledger_store(config)  # wallet.md: on-us payments
+        try:
+            await trio.to_thread.run_sync(ledger_store.open)
+        except LedgerError as exc:
+            settlement_store.close()
+            raise StartupError(str(exc)) from exc
+        self._ledger = LedgerDesk(ledger_store, config.wallet)
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -369,6 +385,7 @@ class SwitchApp:
                 store_side.cancel_scope.cancel()
         finally:
             settlement_store.close()
+            ledger_store.close()
         log.info("switch_stopped")
         self.stopped.set()
 
@@ -453,6 +470,7 @@ class SwitchApp:
                 clock=self.clock,
                 hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
                 stand_in=self.stand_in,
+                ledger=self._ledger,
             )
             await switchboard.recover(
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,

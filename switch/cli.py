@@ -323,6 +323,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     card_number = argparse.ArgumentParser(add_help=False)
     card_number.add_argument("--pan", default="6222021000111122221", help="card number")
+    card_number.add_argument(
+        "--code",
+        help="a payment code (wallet.md: `switch wallet paycode`) instead of a card: field "
+        "2 = the code, 22 = 032, no expiry",
+    )
     card = argparse.ArgumentParser(add_help=False, parents=[card_number])
     card.add_argument("--expiry", default="2812", help="card expiry YYMM")
     sale = pos_messages.add_parser(
@@ -963,9 +968,14 @@ def _pos_message(
             raise BatchFileError(
                 f"{missing} is needed: the batch file has no sale of RRN {args.rrn} to take it from"
             )
+        if args.code:
+            make = terminal.code_void if args.message == "void" else terminal.code_refund
+            return make(args.stan, args.code, amount, args.rrn, original_stan)
         if args.message == "void":
             return terminal.void(args.stan, args.pan, amount, args.rrn, original_stan)
         return terminal.refund(args.stan, args.pan, amount, args.rrn, original_stan)
+    if args.message == "sale" and args.code:
+        return terminal.code_sale(args.stan, args.code, amount)
     if args.message == "sale":
         return terminal.sale(args.stan, args.pan, amount, expiry=args.expiry)
     if args.message in HELD_MESSAGES:

@@ -26,6 +26,9 @@ DEFAULT_ENVELOPE: Final = PosEnvelope(
 PREAUTH_CONDITION: Final = "06"
 """Field 25 of a pre-authorisation, its void, a completion and a completion void."""
 
+PAYCODE_ENTRY_MODE: Final = "032"
+"""Field 22 of a scanned payment code (wallet.md)."""
+
 
 class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     terminal_id: str = "POS00001"
@@ -172,6 +175,31 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         reversal[39] = reason
         reversal[61] = f"{self.batch:06d}{fields[11]!s}{date}"
         return "0400", reversal
+
+    def code_sale(
+        self, stan: int, code: str, amount: int, *, currency: str = "156"
+    ) -> tuple[str, dict[int, FieldValue]]:
+        """A sale paid by a scanned payment code (wallet.md): 2 = the code, 22 = 032,
+        no 14, 35, 52, 53 or 55."""
+        fields = self._financial(
+            stan, "22", "000000", code, amount, expiry=None, currency=currency
+        )
+        fields[22] = PAYCODE_ENTRY_MODE
+        return "0200", fields
+
+    def code_void(
+        self, stan: int, code: str, amount: int, original_rrn: str, original_stan: int
+    ) -> tuple[str, dict[int, FieldValue]]:
+        mti, fields = self.void(stan, code, amount, original_rrn, original_stan)
+        fields[22] = PAYCODE_ENTRY_MODE
+        return mti, fields
+
+    def code_refund(
+        self, stan: int, code: str, amount: int, original_rrn: str, original_stan: int
+    ) -> tuple[str, dict[int, FieldValue]]:
+        mti, fields = self.refund(stan, code, amount, original_rrn, original_stan)
+        fields[22] = PAYCODE_ENTRY_MODE
+        return mti, fields
 
     def settlement(self, stan: int, totals: BatchTotals) -> tuple[str, dict[int, FieldValue]]:
         """The 0500 that closes this batch with the terminal's ``totals``."""

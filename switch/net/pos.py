@@ -86,6 +86,7 @@ class PosProtocol:
                 message.mti,
                 message.fields,
                 today=stamp.local.date(),  # the date of the answer's 13
+                paycode_prefix=self.switchboard.paycode_prefix,
             )
             if not isinstance(request, SignOn | Echo):
                 self.switchboard.check_merchant(request.acceptor.merchant_id)
