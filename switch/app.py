@@ -26,10 +26,12 @@ import msgspec
 import structlog
 import trio
 
-from switch.admin.collect import iso_utc
+from switch.admin.collect import StatusCollector, iso_utc
+from switch.admin.metrics import SwitchMetrics
+from switch.admin.peers import Peers, WorkerReporter
 from switch.admin.port import BankReading, JournalReading, ListenerReading
 from switch.admin.server import AdminServer
-from switch.admin.status import ConfigStatus, LinkStatus
+from switch.admin.status import ConfigStatus, LinkStatus, StatusDocument
 from switch.config import BankSection, SwitchConfig, config_problems, load_config
 from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
@@ -148,7 +150,23 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
-        self.admin = AdminServer(config, self) if config.admin.enabled else None
+        peers = None
+        if worker.peers_dir is not None and worker.serves_admin:
+            peers = Peers(worker.peers_dir, worker.count)
+        self.admin = AdminServer(config, self, peers) if config.admin.enabled else None
+        self.reporter = None
+        """What a worker other than worker 0 tells worker 0's admin (admin/peers.py)."""
+        if worker.peers_dir is not None and not worker.serves_admin:
+            reporter_status = StatusCollector(self)
+            reporter_metrics = SwitchMetrics(reporter_status)
+
+            async def document() -> StatusDocument:
+                await reporter_status.refresh()
+                return reporter_status.own_document()
+
+            self.reporter = WorkerReporter(
+                worker.peers_dir, worker.index, document, reporter_metrics.local_data
+            )
 
     @property
     def config_status(self) -> ConfigStatus:
@@ -291,6 +309,8 @@ class SwitchApp:
                 await self._check_clock(journal, settlement_store)  # before any sign-on
                 if self.admin is not None:  # up from here to the journal's close: health, drain
                     await store_side.start(self.admin.serve)
+                if self.reporter is not None:  # worker 0's admin reads this worker
+                    await store_side.start(self.reporter.serve)
                 await self._run_banks_and_channels(journal, vault, settlement_store, task_status)
                 store_side.cancel_scope.cancel()
         finally:

@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     # The listeners' ports as the supervisor bound them (a configured 0 made one port).
     run.add_argument("--pos-port", type=int, help=argparse.SUPPRESS)
     run.add_argument("--online-port", type=int, help=argparse.SUPPRESS)
+    # The supervisor's folder where the workers answer worker 0's admin (admin/peers.py).
+    run.add_argument("--peers-dir", help=argparse.SUPPRESS)
     _clock_options(run)
     # When the supervisor's business clock read --clock (epoch seconds): its workers'.
     run.add_argument("--clock-anchor", type=float, help=argparse.SUPPRESS)
@@ -502,6 +504,7 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
             pos_port=args.pos_port,
             online_port=args.online_port,
             own_journal=workers > 1 and supervisor.sqlite_workers_for_tests(),
+            peers_dir=args.peers_dir if workers > 1 else None,
         )
     except ValueError:
         print(f"switch: --worker-index {args.worker_index} is not one of --workers {workers}",

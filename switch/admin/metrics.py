@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import (
 )
 
 from switch.admin.collect import StatusCollector, by_path
+from switch.admin.peers import FamilyData, combine_families, family_data
 from switch.admin.status import StatusDocument
 from switch.core.stats import HistogramSnapshot
 
@@ -43,13 +44,37 @@ def buckets(snapshot: HistogramSnapshot, *, divisor: float = 1.0) -> list[tuple[
 
 
 class SwitchMetrics:
-    """A prometheus_client collector: every family, read at each scrape."""
+    """A prometheus_client collector: every family, read at each scrape; with several
+    workers (worker 0's admin), every worker's, labelled ``worker``
+    (switch.admin.peers), and the workers' own families."""
 
     def __init__(self, status: StatusCollector) -> None:
         self.status = status
+        self.process = ProcessCollector(registry=None)
 
     def collect(self) -> Iterator[Metric]:
-        document = self.status.document()
+        peers = self.status.peers
+        if peers is None:
+            yield from self.local()
+            return
+        reports: list[tuple[int, list[FamilyData]]] = [(0, self.local_data())]
+        reports.extend(
+            (index, report.families) for index, report in sorted(peers.last.reports.items())
+        )
+        yield from combine_families(reports)
+        yield from _workers(self.status)
+
+    def local_data(self) -> list[FamilyData]:
+        """This process's families, as a worker sends them to worker 0."""
+        return [family_data(metric) for metric in self.local()]
+
+    def local(self) -> Iterator[Metric]:
+        """This process's families: the switch's and the process's (CPU, memory)."""
+        yield from self._switch_families()
+        yield from self.process.collect()
+
+    def _switch_families(self) -> Iterator[Metric]:
+        document = self.status.own_document()
         yield from self._transactions()
         yield from _switch(document)
         yield from _admission(document)
@@ -238,12 +263,35 @@ def _journal(document: StatusDocument) -> Iterator[Metric]:
     yield group
 
 
+def _workers(status: StatusCollector) -> Iterator[Metric]:
+    """The supervisor's view of its workers (worker 0's admin of several)."""
+    peers = status.peers
+    assert peers is not None
+    yield _gauge("workers", "Worker processes configured.", peers.count)
+    up = GaugeMetricFamily(
+        f"{PREFIX}worker_up", "1 while the worker runs and answers worker 0.", labels=["worker"]
+    )
+    restarts = CounterMetricFamily(
+        f"{PREFIX}worker_restarts",
+        "Times the supervisor restarted the worker after it died.",
+        labels=["worker"],
+    )
+    states = peers.states()
+    for index in range(peers.count):
+        state = states.get(index)
+        answered = index == 0 or index in peers.last.reports
+        running = state is None or state.state == "running"
+        up.add_metric([str(index)], int(answered and running))
+        restarts.add_metric([str(index)], state.restarts if state is not None else 0)
+    yield up
+    yield restarts
+
+
 def metrics_registry(status: StatusCollector) -> CollectorRegistry:
     """The admin interface's own registry (never the global one): the switch's families
     and the process's (CPU, memory, descriptors)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SwitchMetrics(status))
-    ProcessCollector(registry=registry)
     return registry
 
 

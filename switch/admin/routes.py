@@ -79,6 +79,7 @@ def admin_routes(
         return json_response(200, {"status": "ok", "uptime_s": status.uptime_s()})
 
     async def readyz(request: AdminRequest) -> AdminResponse:
+        await status.refresh_workers()  # several workers: is each running and ready
         not_ready = status.not_ready()
         return json_response(
             503 if not_ready else 200, {"ready": not not_ready, "not_ready": not_ready}

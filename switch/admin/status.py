@@ -100,6 +100,27 @@ class ConfigStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_reload_error: str | None
 
 
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker of a switch of several processes (``[switch] workers`` > 1)."""
+
+    index: int
+    state: str
+    """running, starting, restarting (died; restarted after its backoff), stopped, not
+    answering (running, but no report within the admin's wait), unknown (no word from
+    the supervisor)."""
+    pid: int | None
+    restarts: int
+    last_exit: str | None
+    """Why it last ended (``killed by SIGKILL``, ``exit status 1``); None: never."""
+    ready: bool
+    not_ready: list[str]
+    uptime_s: float | None
+    connections: int
+    """Terminals' and online clients' connections open at this worker now."""
+    transactions: int
+    """Answered by this worker since it (last) started."""
+
+
 class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     switch_version: str
     started_at: str
@@ -116,6 +137,9 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankStatus]
     journal: JournalStatus
     transactions: list[TransactionCount]
+    workers: list[WorkerStatus] = msgspec.field(default_factory=list)
+    """Each worker when the switch runs several (the numbers above are then the
+    switch's: summed over every worker that answered); empty for one process."""
 
 
 status_encoder = msgspec.json.Encoder()

@@ -68,6 +68,9 @@ class Worker(msgspec.Struct, frozen=True, kw_only=True):
     one port, the same for every worker); None: the config's."""
     own_journal: bool = False
     """Tests only (SQLITE_WORKERS_FOR_TESTS): a journal of its own, see the module."""
+    peers_dir: str | None = None
+    """The supervisor's private folder where the workers and it answer worker 0's admin
+    interface (switch.admin.peers); None: not started by a supervisor."""
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
