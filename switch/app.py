@@ -28,7 +28,7 @@ import trio
 
 from switch.admin.collect import StatusCollector, iso_utc
 from switch.admin.metrics import SwitchMetrics
-from switch.admin.peers import Peers, WorkerReporter
+from switch.admin.peers import TRACE, Peers, WorkerReporter
 from switch.admin.port import BankReading, JournalReading, ListenerReading
 from switch.admin.server import AdminServer
 from switch.admin.status import ConfigStatus, LinkStatus, StatusDocument
@@ -56,6 +56,7 @@ from switch.net.pos import PosProtocol
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
+from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
 from switch.security.setup import bank_zmks, open_security_module
 from switch.sim.server import BankSimulator
@@ -150,6 +151,8 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
+        self.tracer = Tracer(self.codecs.get(config.pos.dialect), self._bank_codec)
+        """The message trace (switch.net.trace): chosen live through the admin."""
         peers = None
         if worker.peers_dir is not None and worker.serves_admin:
             peers = Peers(worker.peers_dir, worker.count)
@@ -165,8 +168,34 @@ class SwitchApp:
                 return reporter_status.own_document()
 
             self.reporter = WorkerReporter(
-                worker.peers_dir, worker.index, document, reporter_metrics.local_data
-            )
+                worker.peers_dir, worker.index, document, reporter_metrics.local_data,
+                self._trace_from_worker_0,
+            )  # fmt: skip
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        """Sets the message trace's selection here and at every other worker (worker 0
+        of several); None only says what it is."""
+        if selection is None:
+            return TraceAnswer(selection=self.tracer.selection)
+        self.tracer.select(selection)
+        missing: list[int] = []
+        peers = self.admin.status.peers if self.admin is not None else None
+        if peers is not None:
+            answers = await peers.tell(TRACE + msgspec.json.encode(selection))
+            missing = sorted(index for index, answer in answers.items() if answer is None)
+        return TraceAnswer(selection=selection, workers_not_answering=missing)
+
+    def _trace_from_worker_0(self, request: bytes) -> bytes:
+        try:
+            self.tracer.select(selection_decoder.decode(request))
+        except msgspec.ValidationError as exc:
+            log.warning("trace_refused", error=str(exc))
+        return msgspec.json.encode(self.tracer.selection)
+
+    def _bank_codec(self, bank: str) -> Iso8583Codec | None:
+        """A bank's codec, for the trace (None: a bank the config no longer has)."""
+        section = self.config.banks.get(bank)
+        return self.codecs.get(section.dialect) if section is not None else None
 
     @property
     def config_status(self) -> ConfigStatus:
@@ -456,6 +485,7 @@ class SwitchApp:
                 reuse_port=shared,
                 tls=self.online_tls,
             )
+            self.pos.tracer = self.online.tracer = self.tracer
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)
@@ -541,6 +571,7 @@ class SwitchApp:
             stans=stans if stans is not None else self._new_stans(),
             clock=self.clock,
             security=security,
+            tracer=self.tracer,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
@@ -624,6 +655,7 @@ class SwitchApp:
             diff = [change.describe() for change in plan.diff]
             log.info("config_reloaded", version=self.config_version, **plan.summary(), diff=diff)
             set_log_level(new.log.level)  # after its own line, which a higher level would hide
+            self.tracer.refresh()  # level debug traces every message
             return ReloadResult(
                 accepted=True, version=self.config_version, changes=plan.summary(),
                 diff=list(plan.diff),

@@ -206,7 +206,7 @@ class Supervisor:
     def _set_state(self, index: int, state: str, **changes: object) -> None:
         self.states[index] = msgspec.structs.replace(self.states[index], state=state, **changes)
 
-    async def _report(self) -> bytes:
+    async def _report(self, request: bytes) -> bytes:
         return msgspec.json.encode(
             SupervisorReport(pid=os.getpid(), workers=list(self.states.values()))
         )

@@ -54,6 +54,10 @@ SUPERVISOR_SOCKET: Final = "supervisor.sock"
 PEER_WAIT_S: Final = 1.0
 """How long worker 0 waits for a worker's (or the supervisor's) report."""
 MAX_REPORT_BYTES: Final = 8 * 1024 * 1024
+MAX_REQUEST_BYTES: Final = 64 * 1024
+REPORT: Final = b"report"
+"""The request for a report; ``trace <JSON selection>`` sets a worker's trace."""
+TRACE: Final = b"trace "
 SWITCH_WIDE: Final = frozenset(
     {"payswitch_saf_pending", "payswitch_saf_manual", "payswitch_saf_oldest_age_seconds"}
 )
@@ -154,12 +158,13 @@ def _remove(path: Path) -> None:
 
 async def serve_unix(
     path: Path,
-    answer: Callable[[], Awaitable[bytes]],
+    answer: Callable[[bytes], Awaitable[bytes]],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answers each connection to ``path`` with ``answer()`` and closes it, until
-    cancelled; the socket file is removed at the end."""
+    """Reads each connection's request to ``path`` (up to its end of file), answers
+    it with ``answer(request)`` and closes it, until cancelled; the socket file is
+    removed at the end."""
     _remove(path)  # a previous life's
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -173,7 +178,9 @@ async def serve_unix(
     async def handle(stream: trio.SocketStream) -> None:
         try:
             with trio.move_on_after(PEER_WAIT_S * 5):
-                await stream.send_all(await answer())
+                request = await _read_all(stream, MAX_REQUEST_BYTES)
+                if request is not None:
+                    await stream.send_all(await answer(request))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -189,23 +196,32 @@ async def serve_unix(
         _remove(path)
 
 
-async def ask(path: Path) -> bytes | None:
-    """The answer on ``path``, or None (nobody listens, or no whole answer within
-    PEER_WAIT_S)."""
+async def _read_all(stream: trio.SocketStream, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.receive_some(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def ask(path: Path, request: bytes = REPORT) -> bytes | None:
+    """The answer to ``request`` on ``path``, or None (nobody listens, or no whole
+    answer within PEER_WAIT_S)."""
     with trio.move_on_after(PEER_WAIT_S):
         try:
             stream = await trio.open_unix_socket(os.fspath(path))
         except OSError:
             return None
         async with stream:
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await stream.receive_some(65536):
-                size += len(chunk)
-                if size > MAX_REPORT_BYTES:
-                    return None
-                chunks.append(chunk)
-            return b"".join(chunks)
+            try:
+                await stream.send_all(request)
+                await stream.send_eof()
+                return await _read_all(stream, MAX_REPORT_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
     return None
 
 
@@ -249,6 +265,18 @@ class Peers:
                 nursery.start_soon(from_worker, index)
         self.last = Gathered(supervisor=supervisor[0] if supervisor else None, reports=reports)
         return self.last
+
+    async def tell(self, request: bytes) -> dict[int, bytes | None]:
+        """``request`` to every other worker at once: each one's answer (None: none)."""
+        answers: dict[int, bytes | None] = {}
+
+        async def one(index: int) -> None:
+            answers[index] = await ask(self.folder / worker_socket(index), request)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(1, self.count):
+                nursery.start_soon(one, index)
+        return answers
 
     def states(self) -> dict[int, WorkerState]:
         supervisor = self.last.supervisor
@@ -445,13 +473,18 @@ class WorkerReporter:
     """What a worker other than worker 0 answers on its socket (see the module)."""
 
     def __init__(self, folder: str, index: int, document: Callable[[], Awaitable[StatusDocument]],
-                 families: Callable[[], list[FamilyData]]) -> None:  # fmt: skip
+                 families: Callable[[], list[FamilyData]],
+                 trace: Callable[[bytes], bytes]) -> None:  # fmt: skip
+        """``trace``: sets this worker's trace from a JSON selection; its answer."""
         self.path = Path(folder) / worker_socket(index)
         self.index = index
         self._document = document
         self._families = families
+        self._trace = trace
 
-    async def answer(self) -> bytes:
+    async def answer(self, request: bytes) -> bytes:
+        if request.startswith(TRACE):
+            return self._trace(request[len(TRACE) :])
         document = await self._document()
         return encoder.encode(
             WorkerReport(

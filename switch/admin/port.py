@@ -21,6 +21,7 @@ from switch.core.clock import BusinessClock
 from switch.core.reconfig import ReloadResult
 from switch.core.settlement import LedgerBalance, SettlementStatus
 from switch.core.stats import TransactionStats
+from switch.net.trace import TraceAnswer, TraceSelection
 from switch.store.port import JournalStatistics, ReversalBacklog
 
 
@@ -126,4 +127,8 @@ class SwitchView(Protocol):
     async def reload(self, *, dry_run: bool = False) -> ReloadResult:
         """Re-reads the configuration file (as SIGHUP does); ``dry_run``: says what it
         would change, or why it would be refused, changing nothing."""
+        ...
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        """Sets who the message trace follows (None: only says), at every worker."""
         ...

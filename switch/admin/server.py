@@ -196,9 +196,7 @@ class AdminServer:
             return json_response(403, {"error": "a cross-site request is refused"})
         probe = request.method == "GET" and request.path in OPEN_ON_LOOPBACK
         token = request.headers.get("authorization")
-        if (self.loopback and probe) or (
-            self.token is not None and authorized(token, self.token)
-        ):
+        if (self.loopback and probe) or (self.token is not None and authorized(token, self.token)):
             return None
         return AdminResponse(
             status=401,
