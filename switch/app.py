@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import structlog
 import trio
+from cryptography import x509
 
 from switch.admin.collect import StatusCollector, iso_utc
 from switch.admin.metrics import SwitchMetrics
@@ -86,6 +87,22 @@ class Codecs:
                 raise KeyError(f"dialect {name!r} is not defined (known: {known})")
             codec = self._codecs[name] = Iso8583Codec(self._dialects[name])
         return codec
+
+
+def certificate_expiries(config: SwitchConfig) -> dict[str, float]:
+    """Each configured TLS certificate's end (epoch seconds), by listener; one that
+    cannot be read is left out (start-up has refused it already)."""
+    found: dict[str, float] = {}
+    for name in ("online", "admin"):
+        files = config.tls_files(name)
+        if files is None:
+            continue
+        try:
+            certificate = x509.load_pem_x509_certificate(files[0].read_bytes())
+        except (OSError, ValueError):
+            continue
+        found[name] = certificate.not_valid_after_utc.timestamp()
+    return found
 
 
 class SwitchApp:
@@ -151,6 +168,7 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
+        self._certificate_expiries = certificate_expiries(config)
         self.tracer = Tracer(self.codecs.get(config.pos.dialect), self._bank_codec)
         """The message trace (switch.net.trace): chosen live through the admin."""
         peers = None
@@ -171,6 +189,10 @@ class SwitchApp:
                 worker.peers_dir, worker.index, document, reporter_metrics.local_data,
                 self._trace_from_worker_0,
             )  # fmt: skip
+
+    def certificate_expiries(self) -> dict[str, float]:
+        """The TLS certificates in use, read at start-up (a new one needs a restart)."""
+        return self._certificate_expiries
 
     async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
         """Sets the message trace's selection here and at every other worker (worker 0
@@ -284,6 +306,7 @@ class SwitchApp:
                     connects=link.connects,
                     unsolicited=link.unsolicited,
                     state_changes=link.state_changes,
+                    key_expires_in_s=link.key_expires_in_s,
                 )
                 for link in links
             ),

@@ -33,8 +33,11 @@ from switch.admin.status import (
     StatusDocument,
     TransactionCount,
 )
+from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
+from switch.errors import SwitchError
 from switch.store.port import JournalError, ReversalBacklog
+from switch.store.settlement_port import SettlementError
 
 log = structlog.get_logger()
 
@@ -69,6 +72,7 @@ class StatusCollector:
         self._started = time.monotonic()
         self.version = switch_version()
         self._backlog: dict[str, ReversalBacklog] = {}
+        self._settlement: SettlementWatch | None = None
         self._backlog_read = trio.Lock()  # one scrape at a time asks the journal
         self._next_trouble_log = 0.0
 
@@ -83,6 +87,18 @@ class StatusCollector:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._refresh_backlog)
             nursery.start_soon(self.refresh_workers)
+            nursery.start_soon(self._refresh_settlement)
+
+    async def _refresh_settlement(self) -> None:
+        """The settlement's watch (worker 0's), within BACKLOG_WAIT_S; else the last."""
+        service = self.switch.settlement
+        if service is None:
+            return
+        with trio.move_on_after(BACKLOG_WAIT_S):
+            try:
+                self._settlement = await service.watch()
+            except (SwitchError, SettlementError) as exc:
+                log.warning("admin_settlement_unreadable", error=str(exc))
 
     async def refresh_workers(self) -> None:
         """The other workers' reports and their supervisor's (worker 0 of several)."""
@@ -181,6 +197,8 @@ class StatusCollector:
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
+            settlement=self._settlement,
+            certificates=view.certificate_expiries(),
         )
 
     def _channel(self, listener: ListenerReading, stats: TransactionStats) -> ChannelStatus:

@@ -81,22 +81,27 @@ class SwitchMetrics:
         yield from _channels(document)
         yield from _banks(document)
         yield from _journal(document)
+        yield from _settlement(document)
+        yield from _keys(document)
 
     def _transactions(self) -> Iterator[Metric]:
         stats = self.status.transaction_stats()
         transactions = CounterMetricFamily(
             f"{PREFIX}transactions",
-            "Transactions answered, by channel, kind, bank (empty: none) and response code.",
+            "Transactions answered, by channel, kind, bank (none: never sent to one) and "
+            "response code.",
             labels=["channel", "kind", "bank", "code"],
         )
         for (channel, kind, bank, code), count in sorted(stats.counts.items()):
             transactions.add_metric([channel, kind, bank, code], count)
-        yield transactions
+        yield without_empty_labels(transactions)
         for name, histograms, what in (
-            ("transaction_seconds", stats.latency_ms, "End to end: frame read to answer queued"),
-            ("journal_wait_seconds", stats.journal_ms, "Of it, waiting for the journal's commits"),
-            ("bank_wait_seconds", stats.bank_ms, "Of it, waiting for the bank's answer"),
-        ):
+            ("transaction_duration_seconds", stats.latency_ms,
+             "End to end: frame read to answer queued"),
+            ("journal_wait_duration_seconds", stats.journal_ms,
+             "Of it, waiting for the journal's commits"),
+            ("bank_wait_duration_seconds", stats.bank_ms, "Of it, waiting for the bank's answer"),
+        ):  # fmt: skip
             family = HistogramMetricFamily(
                 f"{PREFIX}{name}", f"{what}, by channel and bank.", labels=["channel", "bank"]
             )
@@ -106,7 +111,17 @@ class SwitchMetrics:
                     buckets(snapshot, divisor=MS_PER_S),
                     round(snapshot.sum_ms / MS_PER_S, 6),
                 )
-            yield family
+            yield without_empty_labels(family)
+
+
+def without_empty_labels(family: Metric) -> Metric:
+    """The family with each empty label left out of its samples (a transaction that
+    never went to a bank has no ``bank``, rather than ``bank=""``)."""
+    family.samples = [
+        sample._replace(labels={name: value for name, value in sample.labels.items() if value})
+        for sample in family.samples
+    ]
+    return family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -253,7 +268,8 @@ def _journal(document: StatusDocument) -> Iterator[Metric]:
     yield _counter("journal_commit_failures", "Group commits that failed.", journal.failures)
     latency = journal.commit_latency
     commit = HistogramMetricFamily(
-        f"{PREFIX}journal_commit_seconds", "Each group commit's time in its thread (the disk)."
+        f"{PREFIX}journal_commit_duration_seconds",
+        "Each group commit's time in its thread (the disk).",
     )
     commit.add_metric([], buckets(latency, divisor=MS_PER_S), round(latency.sum_ms / MS_PER_S, 6))
     yield commit
@@ -285,6 +301,85 @@ def _workers(status: StatusCollector) -> Iterator[Metric]:
         restarts.add_metric([str(index)], state.restarts if state is not None else 0)
     yield up
     yield restarts
+
+
+def _settlement(document: StatusDocument) -> Iterator[Metric]:
+    """Worker 0's settlement: what is late, rejected, unreconciled and paid."""
+    watch = document.settlement
+    if watch is None:
+        return
+    yield _gauge("settlement_unsettled_dates", "Business dates closed and not yet settled.",
+                 watch.unsettled_dates)  # fmt: skip
+    yield _gauge(
+        "settlement_overdue_dates",
+        "Closed dates not settled though past their settle_deadline.",
+        watch.overdue_dates,
+    )
+    yield _gauge(
+        "settlement_overdue_seconds",
+        "How far the oldest overdue date is past its settle_deadline (0: none).",
+        watch.overdue_s,
+    )
+    latest = watch.latest
+    if latest is None:
+        return
+    yield _gauge("settlement_latest_settled", "1 once the latest closed date is settled.",
+                 int(latest.settled_at is not None))  # fmt: skip
+    files = GaugeMetricFamily(
+        f"{PREFIX}clearing_file",
+        "The latest closed date's clearing file of each bank: 1 for its status "
+        "(accepted, rejected, missing).",
+        labels=["bank", "status"],
+    )
+    seen = set()
+    for entry in latest.files:
+        seen.add(entry.bank)
+        files.add_metric([entry.bank, entry.status], 1)
+    for bank in latest.missing:
+        if bank not in seen:
+            files.add_metric([bank, "missing"], 1)
+    yield files
+    recon = ["category", "action"]
+    counts = _family(GaugeMetricFamily, "recon_transactions",
+                     "The latest closed date's transactions not matched, by reconciliation "
+                     "category and action.", recon)  # fmt: skip
+    switch_fen = _family(GaugeMetricFamily, "recon_switch_amount_fen",
+                         "Their amounts as the switch has them, in fen.", recon)  # fmt: skip
+    bank_fen = _family(GaugeMetricFamily, "recon_bank_amount_fen",
+                       "Their amounts as the banks' files have them, in fen.", recon)  # fmt: skip
+    for category in latest.categories:
+        labels = [category.category, category.action]
+        counts.add_metric(labels, category.count)
+        switch_fen.add_metric(labels, category.switch_fen)
+        bank_fen.add_metric(labels, category.bank_fen)
+    yield from (counts, switch_fen, bank_fen)
+    yield _gauge("settlement_merchants", "Merchants in the latest closed date's payouts.",
+                 latest.merchants)  # fmt: skip
+    yield _gauge("settlement_payout_fen", "The latest closed date's payouts, in fen.",
+                 latest.payout_fen)  # fmt: skip
+    yield _gauge("settlement_held_fen", "The latest closed date's amounts held, in fen.",
+                 latest.held_fen)  # fmt: skip
+    yield _gauge("settlement_reversals_queued",
+                 "Reversals the latest closed date's reconciliation queued.",
+                 latest.reversals_queued)  # fmt: skip
+
+
+def _keys(document: StatusDocument) -> Iterator[Metric]:
+    """When keys and certificates stop being good."""
+    expires = _family(GaugeMetricFamily, "bank_key_expires_in_seconds",
+                      "Until a link's working keys (ZPK, ZAK) are due for their change "
+                      "(key_change_h); below 0: overdue.", ["bank", "link"])  # fmt: skip
+    for bank in document.banks:
+        for link in bank.links:
+            if link.key_expires_in_s is not None:
+                expires.add_metric([bank.name, str(link.index)], link.key_expires_in_s)
+    yield expires
+    certificates = _family(GaugeMetricFamily, "tls_certificate_expiry_timestamp_seconds",
+                           "When the listener's TLS certificate stops being valid.",
+                           ["listener"])  # fmt: skip
+    for listener, at in sorted(document.certificates.items()):
+        certificates.add_metric([listener], at)
+    yield certificates
 
 
 def metrics_registry(status: StatusCollector) -> CollectorRegistry:

@@ -59,9 +59,19 @@ REPORT: Final = b"report"
 """The request for a report; ``trace <JSON selection>`` sets a worker's trace."""
 TRACE: Final = b"trace "
 SWITCH_WIDE: Final = frozenset(
-    {"payswitch_saf_pending", "payswitch_saf_manual", "payswitch_saf_oldest_age_seconds"}
-)
-"""Families read from the shared journal: the same for every worker, given once."""
+    {
+        "payswitch_saf_pending", "payswitch_saf_manual", "payswitch_saf_oldest_age_seconds",
+        "payswitch_settlement_unsettled_dates", "payswitch_settlement_overdue_dates",
+        "payswitch_settlement_overdue_seconds", "payswitch_settlement_latest_settled",
+        "payswitch_clearing_file", "payswitch_recon_transactions",
+        "payswitch_recon_switch_amount_fen", "payswitch_recon_bank_amount_fen",
+        "payswitch_settlement_merchants", "payswitch_settlement_payout_fen",
+        "payswitch_settlement_held_fen", "payswitch_settlement_reversals_queued",
+        "payswitch_tls_certificate_expiry_timestamp_seconds",
+    }
+)  # fmt: skip
+"""Families read from the shared journal or worker 0's settlement (the same for every
+worker, or worker 0's alone), and the certificates every worker serves: given once."""
 
 
 def worker_socket(index: int) -> str:

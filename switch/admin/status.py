@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from switch.core.admission import AdmissionStatistics
+from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot
 
 
@@ -34,6 +35,9 @@ class LinkStatus(msgspec.Struct, frozen=True, kw_only=True):
     unsolicited: int
     state_changes: int = 0
     """Times ``state`` changed: a link that flaps."""
+    key_expires_in_s: float | None = None
+    """Until its working keys (ZPK, ZAK) are due for their change (``key_change_h``);
+    below 0: overdue. None: no keys (down, or a bank without them)."""
 
 
 class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,6 +141,10 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankStatus]
     journal: JournalStatus
     transactions: list[TransactionCount]
+    settlement: SettlementWatch | None = None
+    """Worker 0's settlement, as last read (None: not running, or not yet read)."""
+    certificates: dict[str, float] = msgspec.field(default_factory=dict)
+    """Each TLS certificate in use (``online``, ``admin``): its end, epoch seconds."""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     """Each worker when the switch runs several (the numbers above are then the
     switch's: summed over every worker that answered); empty for one process."""

@@ -175,6 +175,13 @@ class BankLink:
         return True
 
     @property
+    def key_expires_in_s(self) -> float | None:
+        """Until the keys' change is due (below 0: overdue); None: no keys."""
+        if self._keys is None or self._next_key_change == math.inf:
+            return None
+        return round(self._next_key_change - trio.current_time(), 3)
+
+    @property
     def has_room(self) -> bool:
         return self.status == "up" and self.in_flight < self.window
 
