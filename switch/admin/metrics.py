@@ -56,6 +56,7 @@ class SwitchMetrics:
         peers = self.status.peers
         if peers is None:
             yield from self.local()
+            yield from _one_worker()
             return
         reports: list[tuple[int, list[FamilyData]]] = [(0, self.local_data())]
         reports.extend(
@@ -279,6 +280,22 @@ def _journal(document: StatusDocument) -> Iterator[Metric]:
     yield group
 
 
+def _one_worker() -> Iterator[Metric]:
+    """A switch of one process is its own worker 0 (the same families as several)."""
+    yield _gauge("workers", "Worker processes configured.", 1)
+    up = GaugeMetricFamily(
+        f"{PREFIX}worker_up", "1 while the worker runs and answers worker 0.", labels=["worker"]
+    )
+    up.add_metric(["0"], 1)
+    restarts = CounterMetricFamily(
+        f"{PREFIX}worker_restarts",
+        "Times the supervisor restarted the worker after it died.",
+        labels=["worker"],
+    )
+    restarts.add_metric(["0"], 0)
+    yield from (up, restarts)
+
+
 def _workers(status: StatusCollector) -> Iterator[Metric]:
     """The supervisor's view of its workers (worker 0's admin of several)."""
     peers = status.peers
@@ -321,10 +338,6 @@ def _settlement(document: StatusDocument) -> Iterator[Metric]:
         watch.overdue_s,
     )
     latest = watch.latest
-    if latest is None:
-        return
-    yield _gauge("settlement_latest_settled", "1 once the latest closed date is settled.",
-                 int(latest.settled_at is not None))  # fmt: skip
     files = GaugeMetricFamily(
         f"{PREFIX}clearing_file",
         "The latest closed date's clearing file of each bank: 1 for its status "
@@ -332,10 +345,10 @@ def _settlement(document: StatusDocument) -> Iterator[Metric]:
         labels=["bank", "status"],
     )
     seen = set()
-    for entry in latest.files:
+    for entry in latest.files if latest is not None else []:
         seen.add(entry.bank)
         files.add_metric([entry.bank, entry.status], 1)
-    for bank in latest.missing:
+    for bank in latest.missing if latest is not None else []:
         if bank not in seen:
             files.add_metric([bank, "missing"], 1)
     yield files
@@ -347,21 +360,37 @@ def _settlement(document: StatusDocument) -> Iterator[Metric]:
                          "Their amounts as the switch has them, in fen.", recon)  # fmt: skip
     bank_fen = _family(GaugeMetricFamily, "recon_bank_amount_fen",
                        "Their amounts as the banks' files have them, in fen.", recon)  # fmt: skip
-    for category in latest.categories:
+    for category in latest.categories if latest is not None else []:
         labels = [category.category, category.action]
         counts.add_metric(labels, category.count)
         switch_fen.add_metric(labels, category.switch_fen)
         bank_fen.add_metric(labels, category.bank_fen)
     yield from (counts, switch_fen, bank_fen)
-    yield _gauge("settlement_merchants", "Merchants in the latest closed date's payouts.",
-                 latest.merchants)  # fmt: skip
-    yield _gauge("settlement_payout_fen", "The latest closed date's payouts, in fen.",
-                 latest.payout_fen)  # fmt: skip
-    yield _gauge("settlement_held_fen", "The latest closed date's amounts held, in fen.",
-                 latest.held_fen)  # fmt: skip
-    yield _gauge("settlement_reversals_queued",
-                 "Reversals the latest closed date's reconciliation queued.",
-                 latest.reversals_queued)  # fmt: skip
+    latest_values: dict[str, tuple[str, float | None]] = {
+        "settlement_latest_settled": (
+            "1 once the latest closed date is settled.",
+            None if latest is None else int(latest.settled_at is not None),
+        ),
+        "settlement_merchants": (
+            "Merchants in the latest closed date's payouts.",
+            None if latest is None else latest.merchants,
+        ),
+        "settlement_payout_fen": (
+            "The latest closed date's payouts, in fen.",
+            None if latest is None else latest.payout_fen,
+        ),
+        "settlement_held_fen": (
+            "The latest closed date's amounts held, in fen.",
+            None if latest is None else latest.held_fen,
+        ),
+        "settlement_reversals_queued": (
+            "Reversals the latest closed date's reconciliation queued.",
+            None if latest is None else latest.reversals_queued,
+        ),
+    }
+    for name, (documentation, value) in latest_values.items():
+        # Before any date has closed: the family, without a sample.
+        yield GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
 
 
 def _keys(document: StatusDocument) -> Iterator[Metric]:
