@@ -7,6 +7,7 @@ monitoring reads does not cross the journal)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import urllib.error
@@ -28,7 +29,7 @@ from tests.switch_process import (
     start_switch,
     write_config,
 )
-from tests.test_workers import TEST_ONLY_SQLITE, _connect_to_each_worker
+from tests.test_workers import TEST_ONLY_SQLITE, _connect_to_each_worker, _sale
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,20 @@ def _get(url: str) -> tuple[int, bytes]:
 
 async def get(url: str) -> tuple[int, bytes]:
     return await trio.to_thread.run_sync(_get, url)
+
+
+def _post_trace(base: str, token: str, selection: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"{base}/trace", method="POST", data=json.dumps(selection).encode(),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, object] = json.loads(response.read())
+        return answer
+
+
+async def post_trace(base: str, token: str, selection: dict[str, object]) -> dict[str, object]:
+    return await trio.to_thread.run_sync(_post_trace, base, token, selection)
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -119,6 +134,20 @@ async def test_every_worker_is_in_status_metrics_readiness_and_top(tmp_path: Pat
             assert result.returncode == 0, result.stderr
             row = cells(result.stdout, "1")
             assert row[1:3] == ["running", str(pids[1])], result.stdout
+
+        # The trace, set at worker 0's admin, reaches worker 1.
+        token = (tmp_path / "worker-0" / "admin-token").read_text().strip()
+        answer = await post_trace(base, token, {"terminals": ["POS00001"]})
+        assert answer == {
+            "selection": {"all": False, "terminals": ["POS00001"], "merchants": [], "banks": []},
+            "workers_not_answering": [],
+        }
+        before = len(switch.records())
+        assert (await _sale(held[1][0]))[39] == "00"
+        traced = [r for r in switch.records()[before:] if r.get("event") == "trace"]
+        assert {(r["worker"], r["channel"], r["direction"]) for r in traced} == {
+            (1, "pos", "in"), (1, "bank", "out"), (1, "bank", "in"), (1, "pos", "out"),
+        }  # fmt: skip
 
         # Worker 1 killed: not ready until its successor answers, the restart counted.
         assert (await get(f"{base}/readyz"))[0] == 200
