@@ -352,7 +352,7 @@ class SwitchApp:
             log.warning(
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
-        journal = self.journal = open_journal(config, self.worker.index)
+        journal = self.journal = open_journal(config, self.worker.slot)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
         try:
@@ -446,7 +446,7 @@ class SwitchApp:
                 reversals=_Reversals(self.forwarders),
                 calendar=calendar,
                 merchants=self.merchants,
-                rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
+                rrns=RrnAllocator(worker=self.worker.slot, workers=self.worker.slots),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
             )
@@ -520,6 +520,7 @@ class SwitchApp:
                     admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
                     clock=self.clock.describe(),
+                    settlement=self.settlement is not None,
                 )
                 task_status.started(self)
                 if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
@@ -612,7 +613,7 @@ class SwitchApp:
 
     def _new_stans(self) -> StanSequence:
         """Trace numbers of this worker's own (the whole range for one process)."""
-        return StanSequence(worker=self.worker.index, workers=self.worker.count)
+        return StanSequence(worker=self.worker.slot, workers=self.worker.slots)
 
     def _stop_bank(self, connector: BankConnector) -> None:
         """Stops a connector's links (and the simulator the switch ran for it)."""

@@ -554,13 +554,17 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
             online_port=args.online_port,
             own_journal=workers > 1 and supervisor.sqlite_workers_for_tests(),
             peers_dir=args.peers_dir if workers > 1 else None,
+            host=config.switch.host_id,
+            hosts=config.switch.hosts,
         )
-    except ValueError:
-        print(f"switch: --worker-index {args.worker_index} is not one of --workers {workers}",
+    except ValueError as exc:
+        print(f"switch: {exc} (--worker-index, --workers, [switch] host_id and hosts)",
               file=sys.stderr)  # fmt: skip
         return 2
     if not worker.alone:
         structlog.contextvars.bind_contextvars(worker=worker.index)  # on every line
+    if worker.hosts > 1:
+        structlog.contextvars.bind_contextvars(host=worker.host)
     try:
         # logging, fds, keys, the admin token, the journal's lock, ports
         started = startup.prepare(config, worker, clock)

@@ -44,12 +44,14 @@ import msgspec
 import structlog
 import trio
 
+from switch import store
 from switch.admin.peers import SUPERVISOR_SOCKET, SupervisorReport, WorkerState, serve_unix
 from switch.config import SwitchConfig
 from switch.core.workers import SQLITE_WORKERS_FOR_TESTS, worker_problems
 from switch.errors import StartupError
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.startup import SHARED_PORTS, refuse, reserve_port
+from switch.store.port import JournalError
 
 log = structlog.get_logger()
 
@@ -87,6 +89,10 @@ def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()
         return refuse(StartupError(problems[0]))
     if config.source is None:
         return refuse(StartupError("workers are started from a config file: --config"))
+    try:
+        host_lock = store.lock_host(config)  # [switch] host_id: one switch each
+    except JournalError as exc:
+        return refuse(StartupError(str(exc)))
     held: list[socket.socket] = []
     # Where worker 0's admin asks the other workers and this supervisor (admin/peers.py).
     peers_dir = tempfile.mkdtemp(prefix="switch-workers-")  # mode 0700
@@ -115,6 +121,8 @@ def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()
         for reservation in held:
             reservation.close()
         shutil.rmtree(peers_dir, ignore_errors=True)
+        if host_lock is not None:
+            host_lock.release()
 
 
 def child_environment() -> dict[str, str]:
