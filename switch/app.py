@@ -169,7 +169,7 @@ class SwitchApp:
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
         self._certificate_expiries = certificate_expiries(config)
-        self.tracer = Tracer(self.codecs.get(config.pos.dialect), self._bank_codec)
+        self.tracer = Tracer(self._pos_codec, self._bank_codec)
         """The message trace (switch.net.trace): chosen live through the admin."""
         peers = None
         if worker.peers_dir is not None and worker.serves_admin:
@@ -213,6 +213,9 @@ class SwitchApp:
         except msgspec.ValidationError as exc:
             log.warning("trace_refused", error=str(exc))
         return msgspec.json.encode(self.tracer.selection)
+
+    def _pos_codec(self) -> Iso8583Codec:
+        return self.codecs.get(self.config.pos.dialect)
 
     def _bank_codec(self, bank: str) -> Iso8583Codec | None:
         """A bank's codec, for the trace (None: a bank the config no longer has)."""

@@ -49,6 +49,18 @@ def _host_config(tmp_path: Path, bank_port: int, dsn: str, host: int) -> Path:
     return path
 
 
+def _who_settles(folder: Path) -> list[tuple[str, int, bool]]:
+    """Each worker's start, from every host's log: its log, its index, whether it runs
+    the settlement."""
+    found = []
+    for log in sorted(folder.glob("host-*.log")):
+        for line in log.read_bytes().splitlines():
+            record = json.loads(line) if line.startswith(b"{") else {}
+            if record.get("event") == "switch_started":
+                found.append((log.name, record["worker"], record["settlement"]))
+    return found
+
+
 async def _start(config: Path, log: Path) -> tuple[Child, int]:
     switch = await Child.start(log, "run", "--config", str(config))
     started = await switch.wait_for("switch_started", count=WORKERS)
@@ -150,11 +162,6 @@ async def test_two_hosts_share_a_journal_and_one_killed_loses_nothing(
     finally:
         db.close()
     # One settlement service: host 0's worker 0's; every other worker follows its closes.
-    settling = []
-    for log in sorted(tmp_path.glob("host-*.log")):
-        for line in log.read_bytes().splitlines():
-            record = json.loads(line) if line.startswith(b"{") else {}
-            if record.get("event") == "switch_started":
-                settling.append((log.name, record["worker"], record["settlement"]))
+    settling = _who_settles(tmp_path)
     assert [entry for entry in settling if entry[2]] == [("host-0-1.log", 0, True)], settling
     assert len(settling) == 3 * WORKERS

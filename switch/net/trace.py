@@ -68,9 +68,11 @@ class Tracer:
     """Decides which messages are traced and logs them (see the module)."""
 
     def __init__(
-        self, pos_codec: Iso8583Codec | None = None,
+        self, pos_codec: Callable[[], Iso8583Codec | None] = lambda: None,
         bank_codec: Callable[[str], Iso8583Codec | None] = lambda bank: None,
     ) -> None:  # fmt: skip
+        """The codecs are looked up when a message is traced (the config's, which a
+        check of a config may not have)."""
         self.pos_codec = pos_codec
         self.bank_codec = bank_codec
         self.selection = TraceSelection()
@@ -115,11 +117,12 @@ class Tracer:
         """A frame's payload in or out of the POS or online channel; whether it was
         traced (``traced``: its connection is)."""
         try:
-            if channel == "pos" and self.pos_codec is not None:
+            pos_codec = self.pos_codec() if channel == "pos" else None
+            if pos_codec is not None:
                 _, message = split_pos_frame(payload)
-                decoded = self.pos_codec.decode(message)
+                decoded = pos_codec.decode(message)
                 mti = decoded.mti
-                fields = dump.iso_fields(mti, decoded.fields, self.pos_codec.dialect)
+                fields = dump.iso_fields(mti, decoded.fields, pos_codec.dialect)
             else:
                 mti = ""
                 fields = dump.msgpack_fields(payload)

@@ -112,7 +112,7 @@ def trace_frame(tracer: Tracer, data: bytes) -> None:
 
 
 def test_the_trace_logs_every_spec_frame_masked_at_level_info(trace_log: LogSink) -> None:
-    tracer = Tracer(POS, lambda bank: BANK)
+    tracer = Tracer(lambda: POS, lambda bank: BANK)
     for _, data in frames():
         trace_frame(tracer, data)
     assert [r for r in records(trace_log) if r["event"] == "trace"] == []  # nobody chosen
@@ -131,7 +131,7 @@ def test_the_trace_logs_every_spec_frame_masked_at_level_info(trace_log: LogSink
 
 
 def test_the_trace_follows_only_whom_it_was_told(trace_log: LogSink) -> None:
-    tracer = Tracer(POS, lambda bank: BANK if bank == "icbc" else None)
+    tracer = Tracer(lambda: POS, lambda bank: BANK if bank == "icbc" else None)
     tracer.select(TraceSelection(terminals=["POS00007"]))
     by_spec = frames()
     pos_frames = [data for _, data in by_spec if dump.identify(data) == "pos"]
