@@ -210,7 +210,7 @@ class SwitchApp:
     def _trace_from_worker_0(self, request: bytes) -> bytes:
         try:
             self.tracer.select(selection_decoder.decode(request))
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:
             log.warning("trace_refused", error=str(exc))
         return msgspec.json.encode(self.tracer.selection)
 
