@@ -68,10 +68,13 @@ SWITCH_WIDE: Final = frozenset(
         "payswitch_settlement_merchants", "payswitch_settlement_payout_fen",
         "payswitch_settlement_held_fen", "payswitch_settlement_reversals_queued",
         "payswitch_tls_certificate_expiry_timestamp_seconds",
+        "payswitch_stand_in_advices_pending", "payswitch_stand_in_advices_pending_fen",
+        "payswitch_stand_in_advices_manual",
     }
 )  # fmt: skip
-"""Families read from the shared journal or worker 0's settlement (the same for every
-worker, or worker 0's alone), and the certificates every worker serves: given once."""
+"""Families read from the shared journal (reversals' and advices' backlogs) or worker
+0's settlement (the same for every worker, or worker 0's alone), and the certificates
+every worker serves: given once."""
 
 
 def worker_socket(index: int) -> str:

@@ -68,6 +68,29 @@ class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Reversals owed from memory while the journal cannot record them."""
 
 
+class StandInStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank's stand-in processing (risk.md): what it stood in, refused, advised."""
+
+    bank: str
+    enabled: bool
+    approvals: int
+    """Sales stood in since start (this process)."""
+    today: int
+    """Of them, of today's business date."""
+    declines: dict[str, int]
+    """Sales not stood in since start, by reason."""
+    advices: dict[str, int]
+    """Advices' attempts and answers since start, by result."""
+    losses_today: int
+    """Advices refused today: sales the switch bears."""
+    pending: int
+    """Advices without a final answer now (manual ones included), from the journal."""
+    pending_fen: int
+    manual: int
+    oldest_age_s: float | None
+    """How long the oldest of them has waited."""
+
+
 class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     connections: int
@@ -148,6 +171,8 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     """Each worker when the switch runs several (the numbers above are then the
     switch's: summed over every worker that answered); empty for one process."""
+    stand_in: list[StandInStatus] = []
+    """Per bank with stand-in on or anything stood in (risk.md)."""
 
 
 status_encoder = msgspec.json.Encoder()
