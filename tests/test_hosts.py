@@ -151,7 +151,9 @@ async def test_two_hosts_share_a_journal_and_one_killed_loses_nothing(
         # Each worker of each host numbered apart: host h's worker i is slot 2h + i,
         # its RRNs' sequences that slot modulo 4, its STANs a block of its own.
         rows = db.execute("SELECT rrn, worker, bank_stan FROM txn WHERE bank_stan IS NOT NULL")
-        assert {row["worker"] for row in rows} == {0, 1, 2, 3}
+        slots = {row["worker"] for row in rows}
+        # Each host's (the kernel spreads a host's terminals over its workers as it likes).
+        assert slots <= {0, 1, 2, 3} and slots & {0, 1} and slots & {2, 3}, slots
         assert all(int(row["rrn"][4:]) % 4 == row["worker"] for row in rows)
         block = 999_999 // 4
         assert all(
