@@ -52,6 +52,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     """The terminals' batch number (60.2), and part of online request ids: unique per job,
     so the switch never takes one job's request for a duplicate of another's."""
     seed: int = 1
+    sign_online: bool = True
+    """Online: each request in a signed envelope (security.md) under the DEMO key of
+    its merchant; False for a switch from before envelopes."""
 
 
 class Ready(msgspec.Struct, frozen=True, tag="ready", kw_only=True):

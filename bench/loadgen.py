@@ -279,7 +279,9 @@ async def run_idle(terminals: list[PosTerminal], tally: Tally, job: Job) -> None
 async def run_online(connections: list[Connection], tally: Tally, job: Job) -> None:
     async def pipeline(index: int, connection: Connection) -> None:
         pan = card_number(job.bins[index % len(job.bins)], job.worker * 100_000 + index)
-        template = OnlinePurchaseTemplate(job.batch, job.worker, index, pan, job.amount_fen)
+        template = OnlinePurchaseTemplate(
+            job.batch, job.worker, index, pan, job.amount_fen, sign=job.sign_online
+        )
         slots = trio.Semaphore(job.pipeline_depth)
         pending: dict[int, tuple[float, bool]] = {}
         sender_done = trio.Event()

@@ -190,6 +190,22 @@ class AdminOverhead(msgspec.Struct, frozen=True, kw_only=True):
     scrapes: AdminScrapes
 
 
+class RiskOverhead(msgspec.Struct, frozen=True, kw_only=True):
+    """The same half-max open loop on a switch with no risk rules and on one with
+    ``rules`` rules in scope of every sale (none of which declines it), in turns, in the
+    same run (the current code only)."""
+
+    rate: float
+    rules: int
+    none: list[ScenarioResult]
+    with_rules: list[ScenarioResult]
+    cpu_ms_per_1k_none: float | None
+    """CPU ms per 1,000 answers over every round, without rules."""
+    cpu_ms_per_1k_rules: float | None
+    ratio: float | None
+    """With the rules over without."""
+
+
 class IdleConnections(msgspec.Struct, frozen=True, kw_only=True):
     connections: int
     connected: int
@@ -424,6 +440,8 @@ class Report(SwitchResults, frozen=True, kw_only=True):
     echo: EchoBaseline | None
     admin: AdminOverhead | None
     """The admin interface's cost (the current code only)."""
+    risk: RiskOverhead | None = None
+    """The risk rules' cost (the current code only)."""
     settlement: SettlementBench | None
     """A business date's settlement (the current code only)."""
     scaling: Scaling | None

@@ -20,6 +20,7 @@ from bench.model import (
     EchoBaseline,
     MaxRate,
     Ratio,
+    RiskOverhead,
     Scaling,
     ScalingRun,
     ScenarioResult,
@@ -51,6 +52,8 @@ HALF_MAX_P99_MS: Final = 10.0
 BASELINE_MAX_RATE_RATIO: Final = 1.5
 ADMIN_CPU_RATIO: Final = 1.03
 """Issue #12: CPU per sale with the admin interface on and scraped, over off."""
+RISK_CPU_RATIO: Final = 1.1
+"""Issue #24: CPU per sale with 200 risk rules in scope, over none."""
 SETTLEMENT_TRANSACTIONS: Final = 1_000_000
 SETTLEMENT_MERCHANTS: Final = 10_000
 SETTLEMENT_S: Final = 60.0
@@ -86,6 +89,7 @@ def check_targets(
     admin: AdminOverhead | None = None,
     settlement: SettlementBench | None = None,
     scaling: Scaling | None = None,
+    risk: RiskOverhead | None = None,
 ) -> list[TargetCheck]:
     """Issue #11's targets and issue #12's, the settlement's and issue #14's, judged on
     one switch version's ``results`` (``echo``, ``baseline``, ``admin``, ``settlement``
@@ -101,6 +105,7 @@ def check_targets(
     checks.append(_half_max(results.half_max, disk))
     checks.append(_against_baseline(results.max_rate, baseline, baseline_ref))
     checks.append(_admin(admin))
+    checks.append(_risk(risk))
     checks.extend(_settlement_checks(settlement))
     checks.extend(scaling_checks(scaling))
     return checks
@@ -285,6 +290,19 @@ def _against_baseline(
         f" {baseline.max_rate.tps:g}/s, {baseline.max_rate.source})"
     )
     return _check(name, measured, ratio >= BASELINE_MAX_RATE_RATIO)
+
+
+def _risk(risk: RiskOverhead | None) -> TargetCheck:
+    name = f"CPU per sale with 200 risk rules in scope within {RISK_CPU_RATIO - 1:.0%} of none"
+    if risk is None:
+        return _check(name, "not measured", None)
+    measured = (
+        f"{risk.cpu_ms_per_1k_rules} vs {risk.cpu_ms_per_1k_none} CPU ms/1k at {risk.rate:g}/s,"
+        f" {risk.rules} rules, {len(risk.none)} round(s)"
+    )
+    if risk.ratio is None:
+        return _check(name, f"no ratio ({measured})", None)
+    return _check(name, f"{risk.ratio - 1:+.1%} ({measured})", risk.ratio <= RISK_CPU_RATIO)
 
 
 def _admin(admin: AdminOverhead | None) -> TargetCheck:
@@ -565,6 +583,9 @@ def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
     if report.admin is not None:  # the current code only, each round's off beside its on
         for off, on in zip(report.admin.off, report.admin.on, strict=True):
             rows += [(off.name, off), (on.name, on)]
+    if report.risk is not None:  # the current code only, each round's pair together
+        for none, ruled in zip(report.risk.none, report.risk.with_rules, strict=True):
+            rows += [(none.name, none), (ruled.name, ruled)]
     if report.scaling is not None:  # the current code only, each setup's rows together
         for run in report.scaling.runs:
             mark = f" @{run.setup.name}"
@@ -789,6 +810,14 @@ def print_report(report: Report, out: TextIO) -> None:
         out.write(_busy_online_line(report.busy_online, "") + "\n")
         if report.baseline is not None and report.baseline.busy_online is not None:
             out.write(_busy_online_line(report.baseline.busy_online, " (baseline)") + "\n")
+    if report.risk is not None:
+        r = report.risk
+        change = "-" if r.ratio is None else f"{r.ratio - 1:+.1%}"
+        out.write(
+            f"risk rules: CPU per 1,000 sales at {r.rate:g}/s with none"
+            f" {_number(r.cpu_ms_per_1k_none, 0)} ms, with {r.rules} in scope"
+            f" {_number(r.cpu_ms_per_1k_rules, 0)} ms ({change})\n"
+        )
     if report.admin is not None:
         a = report.admin
         change = "-" if a.ratio is None else f"{a.ratio - 1:+.1%}"

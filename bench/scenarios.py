@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import sys
@@ -44,6 +45,7 @@ from bench.model import (
     Overload,
     ProcessUsage,
     Report,
+    RiskOverhead,
     Scaling,
     ScalingRun,
     ScenarioResult,
@@ -101,6 +103,7 @@ SCENARIOS: Final = (
     "slow-bank",
     "busy-online",
     "admin",
+    "risk",
     "settlement",
     "scaling",
 )
@@ -193,6 +196,9 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
     scaling_common_share: float = 0.5
     """The scaling scenario's common rate: this share of the lowest maximum rate."""
     admin_rounds: int = 4
+    risk_rounds: int = 4
+    """Rounds of the risk scenario (each: without rules, then with, or the other way)."""
+    risk_rules: int = 200
     """The admin scenario's half-max loops on each of its two switches, in turns (off on,
     on off, off on, on off), so that a drift of the machine's load favours neither: one
     window against one differs by a few percent on a shared 2-core machine, more than
@@ -225,6 +231,7 @@ SHORT: Final = Options(
     busy_online_terminals=4,
     busy_online_depth=8,
     admin_rounds=1,
+    risk_rounds=1,
     request_timeout_s=3.0,
     codec_target_s=0.01,
     codec_repeats=2,
@@ -250,6 +257,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     db_pid: int | None = None
     """The journal's database server (its postmaster) when it runs on this machine: its
     CPU, backends included, is measured apart from the switch's."""
+    signs_online: bool = True
+    """Online requests go in signed envelopes (security.md), under the DEMO keys."""
 
     @classmethod
     def of_switch(cls, sut: SwitchUnderTest, db_pid: int | None = None) -> Target:
@@ -260,6 +269,7 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
             online_port=sut.online_port,
             bank_pids=[sim.pid for sim in sut.simulators.values()],
             log_path=sut.switch.log_path,
+            signs_online=sut.signs_online,
             admin_port=sut.switch.started.get("admin_port"),
             db_pid=db_pid,
         )
@@ -635,6 +645,7 @@ class Bench:
             parts=parts,
             batch=self._jobs,
             seed=self._jobs * 100 + worker,
+            sign_online=target.signs_online,
         )
 
     async def measure_side_by_side(
@@ -767,7 +778,7 @@ async def run_main_switch(bench: Bench) -> None:
 
 def _needs_max_rate(options: Options) -> bool:
     wanted = set(options.scenarios)
-    needing = {"open", "overload", "echo", "slow-bank", "admin"}
+    needing = {"open", "overload", "echo", "slow-bank", "admin", "risk"}
     return options.max_rate is None and bool(wanted & needing)
 
 
@@ -1040,6 +1051,64 @@ async def run_admin(bench: Bench) -> AdminOverhead | None:
     )
 
 
+def risk_rules_toml(count: int) -> str:
+    """``count`` rules in scope of every POS card sale, as bench/risk_bench.py makes
+    them, with limits no sale of the run reaches: each is evaluated (its windows
+    counted) and none declines, so both switches send the bank the same sales."""
+    import tomli_w
+
+    from bench.risk_bench import in_scope_rules
+
+    rules = []
+    for spec in in_scope_rules(count, random.Random(7)):
+        rule = {k: v for k, v in msgspec.to_builtins(spec).items() if v is not None}
+        if spec.kind == "amount_cap":
+            rule["max_fen"] = 10**12
+        if spec.kind == "velocity":
+            rule["max_count"], rule["max_fen"] = 10**9, 10**15
+        rules.append(rule)
+    return tomli_w.dumps({"rules": rules})
+
+
+async def run_risk(bench: Bench) -> RiskOverhead | None:
+    """What the risk rules cost (issue #24): the half-max open loop on a fresh switch
+    without rules and on a fresh one with ``risk_rules`` rules in scope of every sale,
+    in turns; CPU per sale over every round of each. The current code only."""
+    options = bench.options
+    side = bench.sides[0]
+    max_rate = side.measured.max_rate or _max_rate_without_sweep(options, side.measured)
+    if max_rate is None:
+        return None
+    rate = round(max_rate.tps / 2, 1)
+    rules_file = bench.run_dir / "risk-rules.toml"
+    rules_file.write_text(risk_rules_toml(options.risk_rules))
+    measured: dict[str, list[ScenarioResult]] = {"none": [], "rules": []}
+    async with contextlib.AsyncExitStack() as stack:
+        none = await stack.enter_async_context(bench.switch("risk-none", side.version))
+        with_rules = await stack.enter_async_context(
+            bench.switch(
+                f"risk-{options.risk_rules}", side.version,
+                sections={"risk": {"rules_file": str(rules_file)}},
+            )
+        )  # fmt: skip
+        for turn in range(options.risk_rounds):
+            order = [("none", none), ("rules", with_rules)]
+            for label, target in order if turn % 2 == 0 else reversed(order):
+                suffix = f"_{turn + 1}" if options.risk_rounds > 1 else ""
+                name = f"risk_{label if label == 'none' else options.risk_rules}{suffix}"
+                measured[label].append(await bench.open_loop(name, target, rate))
+    cpu_none, cpu_rules = _cpu_ms_per_1k(measured["none"]), _cpu_ms_per_1k(measured["rules"])
+    return RiskOverhead(
+        rate=rate,
+        rules=options.risk_rules,
+        none=measured["none"],
+        with_rules=measured["rules"],
+        cpu_ms_per_1k_none=cpu_none,
+        cpu_ms_per_1k_rules=cpu_rules,
+        ratio=round(cpu_rules / cpu_none, 4) if cpu_rules and cpu_none else None,
+    )
+
+
 def _cpu_ms_per_1k(results: Sequence[ScenarioResult]) -> float | None:
     """CPU ms per 1,000 answers over several windows together."""
     cpu_s = sum(result.server.cpu_s for result in results)
@@ -1171,6 +1240,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
     disk: DiskProbe | None = None
     echo: EchoBaseline | None = None
     admin: AdminOverhead | None = None
+    risk: RiskOverhead | None = None
     settlement: SettlementBench | None = None
     scaling: Scaling | None = None
     try:
@@ -1201,7 +1271,7 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 WorkerPool.open(options.generators, run_dir, progress)
             )
             bench = Bench(options, run_dir, pool, sides, database)
-            if wanted & {"closed", "open", "overload", "online", "echo", "admin"}:
+            if wanted & {"closed", "open", "overload", "online", "echo", "admin", "risk"}:
                 await run_main_switch(bench)
             if "echo" in wanted:
                 echo = await run_echo(bench, sides[0].measured)
@@ -1215,6 +1285,8 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
                 await run_busy_online(bench)
             if "admin" in wanted:
                 admin = await run_admin(bench)
+            if "risk" in wanted:
+                risk = await run_risk(bench)
             if "scaling" in wanted:
                 scaling = await run_scaling(bench)
             configs = bench.configs
@@ -1264,11 +1336,13 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         admin: AdminOverhead | None = None,
         settlement: SettlementBench | None = None,
         scaling: Scaling | None = None,
+        risk: RiskOverhead | None = None,
     ) -> list[TargetCheck]:
         return check_targets(
             results,
             echo=echo,
             admin=admin,
+            risk=risk,
             journal=journal,
             bank_links_window=(options.bank_links, options.bank_window),
             refusal_bound_s=options.refusal_bound_s,
@@ -1299,9 +1373,10 @@ async def _run_scenarios(options: Options, progress: ProgressLine) -> Report:
         disk=disk,
         echo=echo,
         admin=admin,
+        risk=risk,
         settlement=settlement,
         scaling=scaling,
-        targets=judge(mine, echo, baseline, admin, settlement, scaling),
+        targets=judge(mine, echo, baseline, admin, settlement, scaling, risk),
         baseline=baseline,
         comparison=compare(mine, baseline) if baseline is not None else [],
     )

@@ -149,6 +149,9 @@ class SwitchUnderTest(msgspec.Struct, frozen=True, kw_only=True):
     config_path: str
     dropped_config_keys: list[str]
     """Keys the bench generates that this switch's version does not know: left out."""
+    signs_online: bool = True
+    """Its online channel takes security.md's signed envelopes (a baseline from before
+    them takes bare requests)."""
 
     @property
     def pos_port(self) -> int:
@@ -234,6 +237,7 @@ async def switch_under_test(
             config=config,
             config_path=str(config_path),
             dropped_config_keys=dropped,
+            signs_online=(Path(version.tree) / "switch" / "wire" / "envelope.py").exists(),
         )
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 from switch.core.validate import luhn_valid
 from switch.errors import MessageDecodeError
+from switch.net.clients import OnlineKey
 from switch.terminal import Terminal, encode_pos_request
 from switch.wire import online as online_wire
 from switch.wire.framing import POS_ENVELOPE_BYTES
@@ -120,11 +121,16 @@ def online_sequence(request_id: str | None) -> int:
 
 
 class OnlinePurchaseTemplate:
-    """One connection's purchase frame (length prefix included), re-used per sequence."""
+    """One connection's purchase frame (length prefix included), re-used per sequence;
+    with ``sign``, its body in an envelope signed then (security.md) under the DEMO key
+    of the bench's merchant, as a merchant's back end signs each request."""
 
-    __slots__ = ("_frame", "_sequence_at")
+    __slots__ = ("_frame", "_key", "_sequence_at")
 
-    def __init__(self, job: int, worker: int, connection: int, pan: str, amount_fen: int) -> None:
+    def __init__(
+        self, job: int, worker: int, connection: int, pan: str, amount_fen: int,
+        *, sign: bool = True,
+    ) -> None:  # fmt: skip
         placeholder = online_request_id(job, worker, connection, 0)
         request = online_wire.Purchase(
             id=placeholder,
@@ -138,11 +144,16 @@ class OnlinePurchaseTemplate:
         at = frame.index(placeholder.encode("ascii"))
         self._sequence_at = at + len(placeholder) - ONLINE_SEQUENCE_DIGITS
         self._frame = frame
+        self._key = OnlineKey.demo_merchant(MERCHANT_ID) if sign else None
 
     def frame(self, sequence: int) -> bytes:
         at = self._sequence_at
         digits = f"{sequence:0{ONLINE_SEQUENCE_DIGITS}d}".encode("ascii")
-        return self._frame[:at] + digits + self._frame[at + ONLINE_SEQUENCE_DIGITS :]
+        frame = self._frame[:at] + digits + self._frame[at + ONLINE_SEQUENCE_DIGITS :]
+        if self._key is None:
+            return frame
+        signed = self._key.seal(frame[4:])
+        return len(signed).to_bytes(4, "big") + signed
 
 
 class OnlineAnswer(msgspec.Struct, frozen=True, gc=False):
@@ -155,8 +166,20 @@ class OnlineAnswer(msgspec.Struct, frozen=True, gc=False):
 _online_answer_decoder: Final = msgspec.msgpack.Decoder(OnlineAnswer)
 
 
+class _SignedAnswer(msgspec.Struct, frozen=True, gc=False):
+    body: bytes | None = None
+
+
+_signed_answer_decoder: Final = msgspec.msgpack.Decoder(_SignedAnswer)
+
+
 def read_online_answer(payload: bytes) -> OnlineAnswer:
+    """An answer's code and id: from a signed answer's body (not verified: the bench
+    measures the switch), or from an unsigned error."""
     try:
+        signed = _signed_answer_decoder.decode(payload)
+        if signed.body is not None:
+            payload = signed.body
         return _online_answer_decoder.decode(payload)
     except msgspec.DecodeError:
         return OnlineAnswer(code=UNDECODABLE)

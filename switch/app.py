@@ -32,13 +32,21 @@ from switch.admin.metrics import SwitchMetrics
 from switch.admin.peers import TRACE, Peers, WorkerReporter
 from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
-from switch.admin.status import ConfigStatus, LinkStatus, StatusDocument
+from switch.admin.status import (
+    ConfigStatus,
+    LinkStatus,
+    RiskHitCount,
+    RiskRuleStatus,
+    RiskStatus,
+    StatusDocument,
+)
 from switch.config import (
     BankSection,
     StandInSection,
     SwitchConfig,
     config_problems,
     load_config,
+    load_risk_rules,
 )
 from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
@@ -50,6 +58,8 @@ from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
+from switch.core.risk import RiskEngine
+from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
@@ -60,17 +70,20 @@ from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.pos import PosProtocol
+from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
+from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_security_module
+from switch.security.setup import bank_zmks, open_card_vault, open_security_module
 from switch.sim.server import BankSimulator
-from switch.store import claim_clock, open_journal, open_settlement_store
-from switch.store.crypto import CardVault, load_card_keys
+from switch.store import claim_clock, open_journal, open_nonce_store, open_settlement_store
+from switch.store.crypto import CardVault
 from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
@@ -126,15 +139,6 @@ class SwitchApp:
         """Business time, for every part that stamps or dates (switch.core.clock)."""
         self.config = config
         self.codecs = Codecs(config.dialects_path())
-        key_file = config.journal.key_file
-        # Keys are read here, before anything runs, so a missing or bad key file stops
-        # the start with a message naming it.
-        self.vault = CardVault(
-            load_card_keys(
-                key_file=config.path(key_file) if key_file else None,
-                key_env=config.journal.key_env,
-            )
-        )
         self.merchants = load_merchants(config)
         online_tls = config.tls_files("online")
         # Read here too: a certificate or key that does not load stops the start.
@@ -143,6 +147,14 @@ class SwitchApp:
         # without keys stops the start in one line (security.md: every link MACs).
         self.security = open_security_module(config)
         self._zmks = bank_zmks(self.security, config, config.banks)
+        # The card-data keys, from the key store (security.md), before anything runs.
+        self.vault = open_card_vault(self.security, config)
+        # Read here too: a rules file with a fault stops the start, naming file, rule, key.
+        self.risk = RiskGate(
+            RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
+            card_hashes=self.vault.card_hashes,
+        )
+        """The risk rules in force and their windows (risk.md)."""
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -232,6 +244,31 @@ class SwitchApp:
         """A bank's codec, for the trace (None: a bank the config no longer has)."""
         section = self.config.banks.get(bank)
         return self.codecs.get(section.dialect) if section is not None else None
+
+    def risk_status(self) -> RiskStatus:
+        """What ``/status`` and the metrics show of the risk rules (risk.md, "Journal,
+        metrics, operator")."""
+        risk = self.risk
+        today = risk.hits_on_day_of(self.clock.now())
+        return RiskStatus(
+            version=risk.rules.version,
+            rules=[
+                RiskRuleStatus(
+                    id=rule.id, mode=rule.mode, kind=rule.kind, action=rule.action,
+                    hits_today=today.get(rule.id, 0),
+                )
+                for rule in risk.rules.rules
+            ],
+            last_error=risk.last_error,
+            hits=[
+                RiskHitCount(rule=rule, mode=mode, action=action, count=count)
+                for (rule, mode, action), count in sorted(risk.hits.items())
+            ],
+            evaluation_bounds_s=list(EVALUATION_BUCKETS_S),
+            evaluation_counts=list(risk.evaluations),
+            evaluation_sum_s=risk.evaluation_sum_s,
+            reloads=dict(risk.reloads),
+        )  # fmt: skip
 
     @property
     def config_status(self) -> ConfigStatus:
@@ -497,6 +534,17 @@ class SwitchApp:
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
                 max_records=config.book.max_records,
             )
+            # The risk rules' windows, from the journal, before the listeners accept.
+            rebuilt = await rebuild_risk(journal, self.risk, self.clock.now())
+            switchboard.risk = self.risk
+            if self.worker.shares_journal:  # the other workers' requests count here too
+                others = OtherWorkers(self.risk)
+                others.seed(rebuilt)
+                bank_side.start_soon(
+                    follow_other_workers, journal, others, self.clock,
+                    config.risk.sync_interval_s, name="risk:others",
+                )  # fmt: skip
+            del rebuilt
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             for name, connector in self.connectors.items():
@@ -536,12 +584,16 @@ class SwitchApp:
                     entry.created_at,
                 )
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
+            nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
+            await bank_side.start(nonces.run)
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
                 vault,
                 terminal_id=config.online.terminal_id,
                 utc_offset_h=utc_offset_h,
+                security=self.security,
+                nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
             )
@@ -704,6 +756,8 @@ class SwitchApp:
                         diff=list(exc.diff),
                     )  # fmt: skip
                 self.last_reload_error = "; ".join(exc.problems)
+                if new is not None:
+                    self._note_risk_refusal(new)
                 log.error("config_reload_refused", problems=exc.problems)
                 return ReloadResult(
                     accepted=False, version=self.config_version, problems=exc.problems,
@@ -750,7 +804,7 @@ class SwitchApp:
         )
 
     def _plan(self, new: SwitchConfig) -> ReloadPlan:
-        problems = config_problems(new)
+        problems = config_problems(new)  # the rules file's faults among them
         plan = plan_reload(self.config, new)
         problems.extend(f"{key} cannot change without a restart" for key in plan.needs_restart)
         for name in (*plan.banks_added, *plan.banks_changed):
@@ -844,6 +898,35 @@ class SwitchApp:
         self.stand_in.configure(_stand_in_sections(new))
         switchboard.book.max_records = new.book.max_records
         self.config = new
+        await self._apply_risk_rules(new)
+
+    async def _apply_risk_rules(self, new: SwitchConfig) -> None:
+        """The rules file read again with the rest (it compiled in the plan): swapped in
+        when its version changed, its new windows rebuilt from the journal."""
+        try:
+            rules = load_risk_rules(new)
+        except ConfigError as exc:  # changed between the plan and now: the old stay
+            self._risk_refused(str(exc))
+            return
+        self.risk.last_error = None
+        if rules.version == self.risk.rules.version:
+            return
+        assert self.journal is not None
+        await apply_rules(self.journal, self.risk, rules, self.clock.now())
+
+    def _note_risk_refusal(self, new: SwitchConfig) -> None:
+        """A refused reload whose rules file is at fault: counted, its reason kept for
+        /status; the running rules stay."""
+        try:
+            load_risk_rules(new)
+        except ConfigError as exc:
+            self._risk_refused(str(exc))
+
+    def _risk_refused(self, reason: str) -> None:
+        risk = self.risk
+        risk.reloads["refused"] = risk.reloads.get("refused", 0) + 1
+        risk.last_error = reason
+        log.error("risk_rules_refused", reason=reason, version=risk.rules.version)
 
     async def _retire(self, connector: BankConnector) -> None:
         """A bank's old connector, replaced: its requests in flight finish on it, then

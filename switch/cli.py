@@ -27,6 +27,7 @@ import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import config_error_line, leniently, running_config_notes
+from switch.admin.risk_commands import add_commands as add_risk_commands
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.admin.wallet_commands import add_commands as add_wallet_commands
 from switch.app import Codecs, SwitchApp
@@ -47,6 +48,7 @@ from switch.errors import ConfigError, MessageEncodeError, StartupError, SwitchE
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
+from switch.online_cli import add_commands as add_online_commands
 from switch.security.commands import add_commands as add_key_store_commands
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
@@ -460,6 +462,7 @@ def _parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         parser_.set_defaults(handler=_pos, message=name)
     settle.set_defaults(handler=_pos_settle, message="settle")
+    add_online_commands(commands, _config_option, parse_amount)  # signed online requests
 
     decode = commands.add_parser(
         "decode",
@@ -481,6 +484,7 @@ def _parser() -> argparse.ArgumentParser:
     decode.set_defaults(handler=_decode)
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
+    add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
     add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
     return parser

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
+from switch.core.risk import RulesError, RuleSet, load_rules
 from switch.core.wallet import WalletSettings
 from switch.errors import ConfigError, ConfigUnreadable
 from switch.wire.dialect import load_dialects
@@ -363,6 +364,17 @@ class SecuritySection(_Section, frozen=True, kw_only=True):
     warning at every start while it is on."""
 
 
+class RiskSection(_Section, frozen=True, kw_only=True):
+    """The risk rules (risk.md, "Risk rules")."""
+
+    rules_file: str | None = None
+    """The rules (TOML), relative to the config file; None: no rules. Read with the
+    configuration (start, reload, ``switch config check``): a fault refuses it whole."""
+    sync_interval_s: PositiveSeconds = 0.05
+    """With several workers: how often each reads the journal for the others' requests
+    into its windows (docs/design.md, "Risk rules")."""
+
+
 class LogSection(_Section, frozen=True, kw_only=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     """A reload changes it at once."""
@@ -384,6 +396,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
     security: SecuritySection = msgspec.field(default_factory=SecuritySection)
+    risk: RiskSection = msgspec.field(default_factory=RiskSection)
     wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)  # wallet.md
     preauth: PreauthSection = msgspec.field(default_factory=PreauthSection)
     base_dir: str = "."
@@ -490,6 +503,7 @@ def config_problems(config: SwitchConfig) -> list[str]:
             f"switch.host_id: {config.switch.host_id} is not one of switch.hosts = "
             f"{config.switch.hosts} (0 to {config.switch.hosts - 1})"
         )
+    problems.extend(_risk_problems(config))
     problems.extend(_tls_problems("online", config.online))
     if config.admin.enabled:
         problems.extend(_tls_problems("admin", config.admin))
@@ -526,6 +540,33 @@ def _tls_problems(name: str, section: OnlineListenerSection | AdminSection) -> l
             "tls_key_file are required (card data never crosses a network in the clear)"
         ]
     return []
+
+
+def _risk_problems(config: SwitchConfig) -> list[str]:
+    """The rules file reads and compiles whole (risk.md: any fault refuses it)."""
+    try:
+        load_risk_rules(config)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def load_risk_rules(config: SwitchConfig) -> RuleSet:
+    """The rules of ``[risk] rules_file`` (an empty set when it names none);
+    ConfigError (RulesError) naming the file, rule and key for any fault."""
+    named = config.risk.rules_file
+    if not named:
+        return RuleSet.empty()
+    path = config.path(named)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RulesError(f"risk.rules_file: cannot read {path}: {exc.strerror or exc}") from None
+
+    def read_beside(name: str) -> bytes:
+        return (path.parent / name).read_bytes()
+
+    return load_rules(data, source=str(path), read_beside=read_beside)
 
 
 def _journal_problems(journal: JournalSection) -> list[str]:

@@ -329,7 +329,8 @@ def preflight(config: SwitchConfig, *, sqlite_workers_for_tests: bool = False) -
     try:
         SwitchApp(config)  # builds the codecs and reads the card keys
     except (SwitchError, KeyError) as exc:
-        problems.append(str(exc).strip("'\""))
+        if str(exc) not in problems:  # the cross-checks found it already (a rules file)
+            problems.append(str(exc).strip("'\""))
     journal = store.journal_problem(config)
     running = journal is not None and JOURNAL_IN_USE in journal
     if journal is not None:

@@ -21,8 +21,9 @@ import pytest
 import trio
 from psycopg.rows import dict_row
 
-from switch.net.clients import OnlineClient, PosClient
+from switch.net.clients import OnlineClient, OnlineKey, PosClient
 from switch.terminal import Terminal
+from switch.wire import envelope
 from switch.wire import online as wire
 from switch.wire.iso8583 import FieldValue
 from tests.admin.http import post
@@ -290,3 +291,37 @@ async def test_an_operators_cutoff_at_worker_0_dates_the_other_workers_sales_too
     closed_date = date.fromisoformat(closed["business_date"])
     assert before[15] == f"{closed_date:%m%d}"
     assert after[15] == f"{closed_date + timedelta(days=1):%m%d}"  # worker 1's sale
+
+
+async def test_an_envelope_replayed_at_the_other_worker_is_refused_there(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """security.md: a nonce counts across all the switch's processes once it passes.
+    The same signed envelope at worker 0, then at worker 1: the second is refused A0
+    "nonce replayed" (unsigned), and the bank saw the purchase once."""
+    async with shared_switch(tmp_path, postgres_dsn) as shared:
+        here = await shared.online_connection_to(0)
+        there = await shared.online_connection_to(1)
+        key = OnlineKey.demo_merchant("SHOP01")
+        frame = key.seal(wire.encode_request(purchase("nonce-x", 4321, cvv2="123")))
+        answers = []
+        for client in (here, there):
+            await client.send_frame(frame)
+            with trio.fail_after(15):
+                answers.append((wire.decode_response(await client.receive_raw()),
+                                client.last_signed))  # fmt: skip
+        (first, first_signed), (second, second_signed) = answers
+        assert isinstance(first, wire.Result) and first.approved and first_signed
+        assert isinstance(second, wire.Error) and not second_signed
+        assert (second.id, second.code, second.message) == ("nonce-x", "A0", "nonce replayed")
+        refused = [
+            e for e in shared.switch.events("security_event") if e.get("check") == "nonce replayed"
+        ]
+        assert [e["worker"] for e in refused] == [1]
+        [row] = shared.rows("SELECT count(*) AS n FROM online_nonces WHERE nonce = %s",
+                            envelope.decode(frame).nonce)  # fmt: skip
+        assert row["n"] == 1
+        sent = shared.rows("SELECT amount FROM txn WHERE online_id = %s", "nonce-x")
+        assert sent == [{"amount": 4321}]
+        for client in (here, there):
+            await client.aclose()

@@ -207,6 +207,7 @@ class StatusCollector:
             ],
             settlement=self._settlement,
             certificates=view.certificate_expiries(),
+            risk=view.risk_status(),
             stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],
         )
 

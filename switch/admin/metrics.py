@@ -85,6 +85,7 @@ class SwitchMetrics:
         yield from _journal(document)
         yield from _settlement(document)
         yield from _keys(document)
+        yield from _risk(document)
 
     def _transactions(self) -> Iterator[Metric]:
         stats = self.status.transaction_stats()
@@ -124,6 +125,37 @@ def without_empty_labels(family: Metric) -> Metric:
         for sample in family.samples
     ]
     return family
+
+
+def _risk(document: StatusDocument) -> Iterator[Metric]:
+    """risk.md's metrics: hits by rule, mode and action; evaluation time; reloads."""
+    risk = document.risk
+    if risk is None:
+        return
+    hits = CounterMetricFamily(
+        f"{PREFIX}risk_hits", "Risk rule hits, by rule, mode and action (what it would "
+        "have done, in shadow mode).", labels=["rule", "mode", "action"],
+    )  # fmt: skip
+    for hit in risk.hits:
+        hits.add_metric([hit.rule, hit.mode, hit.action], hit.count)
+    yield hits
+    evaluation = HistogramMetricFamily(
+        f"{PREFIX}risk_evaluation_seconds", "Time to evaluate a request's risk rules."
+    )
+    cumulative, found = 0, []
+    for bound, count in zip(risk.evaluation_bounds_s, risk.evaluation_counts, strict=False):
+        cumulative += count
+        found.append((repr(bound), float(cumulative)))
+    found.append(("+Inf", float(sum(risk.evaluation_counts))))
+    evaluation.add_metric([], found, round(risk.evaluation_sum_s, 9))
+    yield evaluation
+    reloads = CounterMetricFamily(
+        f"{PREFIX}risk_reloads", "Risk rules files read at a reload, by result.",
+        labels=["result"],
+    )  # fmt: skip
+    for result in ("applied", "refused"):
+        reloads.add_metric([result], risk.reloads.get(result, 0))
+    yield reloads
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from switch.admin.status import ConfigStatus, LinkStatus
+from switch.admin.status import ConfigStatus, LinkStatus, RiskStatus
 from switch.core.admission import AdmissionStatistics
 from switch.core.calendar import DateClosed
 from switch.core.clock import BusinessClock
@@ -138,6 +138,10 @@ class SwitchView(Protocol):
     async def reversal_backlog(self) -> list[ReversalBacklog] | None:
         """Each bank's undelivered reversals, from the journal (``JournalError`` when
         it cannot answer); None while there is no journal to ask."""
+        ...
+
+    def risk_status(self) -> RiskStatus | None:
+        """The risk rules in force and their counts (None: not running yet)."""
         ...
 
     def stand_in_readings(self) -> list[StandInReading]:

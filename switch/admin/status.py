@@ -146,6 +146,39 @@ class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Terminals' and online clients' connections open at this worker now."""
     transactions: int
     """Answered by this worker since it (last) started."""
+class RiskRuleStatus(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    mode: str
+    kind: str
+    action: str
+    hits_today: int
+    """Its hits on the switch's local date (risk.md)."""
+
+
+class RiskHitCount(msgspec.Struct, frozen=True, kw_only=True):
+    rule: str
+    mode: str
+    action: str
+    count: int
+    """Since the switch started."""
+
+
+class RiskStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The risk rules in force (risk.md): the set's version, each rule's hits today,
+    the hits by rule, mode and action, the evaluation times, the reloads."""
+
+    version: str
+    """12 hex digits; empty when no rules file is named."""
+    rules: list[RiskRuleStatus]
+    last_error: str | None
+    """Why the last rules file read was refused (the running rules stayed)."""
+    hits: list[RiskHitCount]
+    evaluation_bounds_s: list[float]
+    evaluation_counts: list[int]
+    """Per bound, the last one above every bound (not cumulative)."""
+    evaluation_sum_s: float
+    reloads: dict[str, int]
+    """By result: applied, refused."""
 
 
 class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,6 +204,7 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     """Each worker when the switch runs several (the numbers above are then the
     switch's: summed over every worker that answered); empty for one process."""
+    risk: RiskStatus | None = None
     stand_in: list[StandInStatus] = []
     """Per bank with stand-in on or anything stood in (risk.md)."""
 

@@ -76,6 +76,19 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
+    received_at: float = 0.0
+    """When it was received (epoch seconds; the journal's ``created_at``): the moment
+    the risk rules' windows count it at."""
+    device_id: str | None = None
+    """The online request's ``device_id`` (risk.md), sent to no bank."""
+    risk_version: str | None = None
+    """The risk rule set's version it was evaluated under (None: it met no rule)."""
+    risk_rule: str | None = None
+    """The rule that declined it."""
+    risk_review: str | None = None
+    """The ``review`` rules that flagged it, comma-separated."""
+    risk_shadow: str | None = None
+    """The ``shadow`` rules that hit, each ``id:action[:code]``, comma-separated."""
     hold_state: str | None = None
     """A pre-authorisation's (``Product.holds``): ``open`` once approved, then
     ``completed``, ``voided``, ``reversed`` or ``expired``; a completion's void or

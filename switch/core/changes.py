@@ -28,6 +28,8 @@ class TxnStarted(msgspec.Struct, frozen=True, tag=True):
 
     @classmethod
     def of(cls, record: TxnRecord, at: float) -> TxnStarted:
+        if not record.received_at:  # received when started, unless the lifecycle said
+            record.received_at = at
         return cls(record=copy.copy(record), at=at)
 
 

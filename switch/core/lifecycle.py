@@ -30,7 +30,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
-- requests refused before a bank (no slot, no link, no route, a rule) write nothing, but
+- one a risk rule declines (risk.md) is journaled declined, with the rule's id, and
+  sent nowhere (``journaling_decline``);
+- requests refused before a bank (no slot, no link, no route) write nothing, but
   for one its bank's stand-in could have taken (``switch.core.stip``): journaled
   ``not_sent`` 91 with why it was not stood in;
 - a sale stood in (its bank known not to have acted: circuit open, no link, or 91) is
@@ -76,6 +78,9 @@ from switch.core.model import (
     original_of,
 )
 from switch.core.numbers import RrnExhausted
+from switch.core.risk import Verdict
+from switch.core.riskgate import MESSAGES as RISK_MESSAGES
+from switch.core.riskgate import RiskGate
 from switch.core.stip import (
     NoStandIn,
     StandIn,
@@ -304,6 +309,7 @@ Phase = Literal[
     "waiting_for_first",
     "loading_original",
     "admitting",
+    "journaling_decline",
     "waiting_for_link",
     "journaling_request",
     "at_bank",
@@ -318,9 +324,13 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
     ("admitting", Admitted): (
-        "waiting_for_link", "answered", "waiting_for_first", "journaling_stand_in"
+        "waiting_for_link", "answered", "waiting_for_first", "journaling_stand_in",
+        "journaling_decline",
     ),
     ("admitting", Refused): "answered",
+    ("journaling_decline", Journaled): "answered",
+    ("journaling_decline", JournalFailed): "answered",
+    ("journaling_decline", FirstElsewhere): "loading_first",
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): ("answered", "journaling_stand_in"),
     ("journaling_stand_in", Journaled): "answered",
@@ -374,6 +384,7 @@ class BankTransaction:
         finalize: Finalizer | None = None,
         hold_terms: tuple[int, int] = (30, 115),
         stand_in: StandInDesk | None = None,
+        risk: RiskGate | None = None,
     ) -> None:
         self.request = request
         self.stand_in = stand_in
@@ -401,8 +412,13 @@ class BankTransaction:
         self.route = route
         self.institution = institution
         self.now = now
+        self.received = now
+        """When it was received: the moment the risk rules count it at."""
         self.finalize = finalize
         self.in_flight = in_flight
+        self.risk = risk
+        self.verdict: Verdict | None = None
+        """The risk rules' verdict, once evaluated (risk.md)."""
         self.phase: Phase = "received"
         self.record: TxnRecord | None = None
         """The transaction's record, from the moment it holds a bank-path slot."""
@@ -568,6 +584,8 @@ class BankTransaction:
         if self._in_switch is not None:
             self._void_in_switch(step, self._in_switch)
             return
+        if self._assess(step):
+            return
         self.phase = "waiting_for_link"
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
@@ -700,6 +718,43 @@ class BankTransaction:
             self.record.hold_until, self.record.hold_max_pct = until, max_pct
         self.book.add(self.record)
 
+    def _assess(self, step: _Step) -> bool:
+        """The risk rules (risk.md), once routed and any original found, before a bank:
+        whether a rule declined it (then its row is journaled, declined with the rule's
+        code and id, and nothing goes to a bank)."""
+        risk, kind, record = self.risk, self.product.risk_kind, self.record
+        if risk is None or kind is None or record is None or not risk.rules.rules:
+            return False
+        request = self._resolved
+        assert request.card is not None
+        completion = self.product.original == "authorisation"  # blocklists only
+        verdict = self.verdict = risk.evaluate(
+            risk.request_of(request, request.card.pan, kind, self.mcc, completion=completion),
+            self.received,
+            record,
+        )
+        if not verdict.declined:
+            return False
+        assert verdict.code is not None
+        self.book.settle(record, state="declined", code=verdict.code)
+        self.phase = "journaling_decline"
+        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        return True
+
+    def _on_journaling_decline(self, event: Event, step: _Step) -> None:
+        verdict = self.verdict
+        assert verdict is not None and verdict.code is not None
+        if isinstance(event, FirstElsewhere):
+            self._first_elsewhere(step)
+            return
+        outcome = Outcome(
+            code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
+            rrn=self.rrn, bank=self.bank, route=self.route_name,
+        )  # fmt: skip
+        if isinstance(event, JournalFailed):  # declined all the same: nothing was sent
+            outcome = msgspec.structs.replace(outcome, detail=f"not journaled: {event.error}")
+        self._answer(step, outcome)
+
     def _make_record(self, pan: str, amount: int) -> TxnRecord:
         request = self._resolved
         acceptor = request.acceptor
@@ -726,6 +781,8 @@ class BankTransaction:
             online_id=request.online_id,
             request_digest=self.cards.digest(_digest_text(request, pan)),
             original_rrn=self.original.rrn if self.original is not None else None,
+            received_at=self.received,
+            device_id=request.device_id,
         )
 
     # -- the bank path ---------------------------------------------------------------
@@ -782,25 +839,28 @@ class BankTransaction:
             self._answer(step, self._journal_failure(event))
             return
         if isinstance(event, FirstElsewhere):
-            # Another worker journaled this request first (a terminal that reconnected
-            # sent it there too): nothing was sent, nothing written. It gives its slot
-            # back, undoes what it reserved, leaves the book (its RRN is not used again)
-            # and is answered as the repeat of that first, read from the journal.
             step.actions.append(ReleaseLink(answered=None))
-            record = self.record
-            assert record is not None
-            self._settle_in_memory("not_sent", None)
-            self.book.discard(record)
-            self.record = None
-            acceptor, request = self.request.acceptor, self.request
-            self.phase = "loading_first"
-            step.actions.append(LoadOriginal(
-                trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
-            ))  # fmt: skip
+            self._first_elsewhere(step)
             return
         assert self._exchange is not None
         self.phase = "at_bank"
         step.actions.append(self._exchange)
+
+    def _first_elsewhere(self, step: _Step) -> None:
+        """Another worker journaled this request first (a terminal that reconnected
+        sent it there too): nothing was sent, nothing written. It has given its slot
+        back; it undoes what it reserved, leaves the book (its RRN is not used again)
+        and is answered as the repeat of that first, read from the journal."""
+        record = self.record
+        assert record is not None
+        self._settle_in_memory("not_sent", None)
+        self.book.discard(record)
+        self.record = None
+        acceptor, request = self.request.acceptor, self.request
+        self.phase = "loading_first"
+        step.actions.append(LoadOriginal(
+            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
+        ))  # fmt: skip
 
     def _on_loading_first(self, event: Event, step: _Step) -> None:
         """The first the journal named when it refused this request, read by its trace
@@ -884,6 +944,11 @@ class BankTransaction:
             changes.extend(_hold_moved(self.book, touched, now))
         if self.finalize is not None and state != "not_sent":
             changes.extend(self.finalize(outcome))
+        if (
+            state == "approved" and self.risk is not None and self.original is not None
+            and self.product.reserves == "whole"
+        ):  # a void: its original leaves the risk rules' approved windows
+            self.risk.remove(self.original, now)
         return tuple(changes)
 
     def _on_journaling_answer(self, event: Event, step: _Step) -> None:
@@ -1012,6 +1077,8 @@ class BankTransaction:
             changes.extend(self.finalize(self._outcome))
         if self.stand_in is not None:
             self.stand_in.undone(original)
+        if self.risk is not None:  # the void takes its original out of the windows
+            self.risk.remove(original, self.now)
         self.phase = "journaling_stand_in"
         step.actions.append(Journal(tuple(changes), durable=True))
 
@@ -1068,6 +1135,17 @@ class BankTransaction:
 
     def _answer(self, step: _Step, outcome: Outcome) -> None:
         self.phase = "answered"
+        verdict = self.verdict
+        if verdict is not None:
+            if verdict.hold is not None and not (outcome.approved and self._state == "approved"):
+                assert self.risk is not None  # declined, timed out, not sent: it goes
+                self.risk.release(verdict.hold, self.now)
+            if verdict.hits:
+                fields = verdict.log_fields()
+                outcome = msgspec.structs.replace(
+                    outcome, risk_rule=fields.get("risk_rule"),
+                    risk_review=fields.get("risk_review"), risk_shadow=fields.get("risk_shadow"),
+                )  # fmt: skip
         if outcome.settlement_date is None and self.business_date:
             # Every financial answer names its date, declines and refusals included.
             outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
@@ -1220,9 +1298,11 @@ class TerminalReversal:
         now: float,
         in_flight: Callable[[str], bool],
         stand_in: StandInDesk | None = None,
+        risk: RiskGate | None = None,
     ) -> None:
         self.request = request
         self.stand_in = stand_in
+        self.risk = risk
         self.book = book
         self.cards = cards
         self.now = now
@@ -1315,6 +1395,8 @@ class TerminalReversal:
             self.phase = "answered"
             return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
         reason = f"terminal reversal {self.request.reason}"
+        if self.risk is not None and record.state == "approved":
+            self.risk.remove(record, self.now)  # it leaves the approved windows
         changes = _queue_reversal(self.book, record, reason, self.now)
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         self.phase = "journaling"

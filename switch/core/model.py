@@ -106,6 +106,9 @@ class _Financial(_Request, frozen=True, kw_only=True):
     processing_code: str
     online_id: str | None = None
     """The online client's request id (its idempotency key)."""
+    device_id: str | None = None
+    """The online request's ``device_id`` (risk.md): for the risk rules and the
+    journal, sent to no bank."""
 
 
 class Sale(_Financial, frozen=True, kw_only=True):
@@ -265,6 +268,12 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""
+    risk_rule: str | None = None
+    """The risk rule that declined it (risk.md), for the log line; never for a client."""
+    risk_review: str | None = None
+    """The ``review`` rules that flagged it, comma-separated."""
+    risk_shadow: str | None = None
+    """The ``shadow`` rules that hit, comma-separated."""
 
     @property
     def approved(self) -> bool:

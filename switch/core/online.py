@@ -132,6 +132,7 @@ def request_from_online(
         stan=stan,
         online_id=request.id,
         processing_code=product.online_code,
+        device_id=request.device_id,
         **fields,
     )
 

@@ -119,6 +119,11 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the switch reverses it at its bank when it may have got there and got no
     final answer (and whether a terminal may reverse it: its 60.1 is one a 0400 may
     name)."""
+    risk_kind: str | None = None
+    """The kind the risk rules see it as (risk.md: ``sale``, ``preauth``, ...); None:
+    it meets no rule (voids, refunds, balance inquiries, pre-authorisation voids). A
+    completion (``original="authorisation"``) is seen as its pre-authorisation's kind
+    and meets only the blocklists, counting nowhere."""
 
     @property
     def online_code(self) -> str:
@@ -144,7 +149,7 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="sale", pos_mti="0200", pos_code="00", pos_type="22", response_mti="0210",
             online_type="purchase", bank_mti="0200", bank_code="00", bank_response_mti="0210",
-            counts="debit",
+            counts="debit", risk_kind="sale",
         ),
         Product(
             kind="balance", pos_mti="0200", pos_code="31", pos_type="01", response_mti="0210",
@@ -166,7 +171,7 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06", pos_type="10",
             response_mti="0110", online_type="preauth", bank_mti="0100", bank_code="03",
-            bank_condition="06", bank_response_mti="0110", holds=True,
+            bank_condition="06", bank_response_mti="0110", holds=True, risk_kind="preauth",
         ),
         Product(
             kind="preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
@@ -180,7 +185,7 @@ PRODUCTS: Final[dict[str, Product]] = {
             pos_type="20", response_mti="0210", online_type="completion", bank_mti="0200",
             bank_code="00", bank_condition="06", bank_response_mti="0210",
             original="authorisation", original_kinds=("preauth",), reserves="hold",
-            counts="debit", sends_original_auth=True,
+            counts="debit", sends_original_auth=True, risk_kind="preauth",
         ),
         Product(
             kind="completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
@@ -371,3 +376,7 @@ def upload_code_sql(column: str) -> str:
     """SQL mapping a journal kind in ``column`` to the 0320 record kind it uploads as."""
     whens = " ".join(f"WHEN '{row.kind}' THEN '{code}'" for code, row in UPLOAD_KINDS.items())
     return f"CASE {column} {whens} END"
+
+
+RISK_KINDS: Final = tuple(row.kind for row in PRODUCTS.values() if row.risk_kind is not None)
+"""The kinds whose requests the risk rules count (the journal's rows a rebuild reads)."""

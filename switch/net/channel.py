@@ -530,8 +530,23 @@ def log_transaction(
         journal_ms=outcome.journal_ms,
         bank_ms=outcome.bank_ms,
         **_reason(outcome),
+        **_risk(outcome),
         **(extra or {}),
     )
+
+
+def _risk(outcome: Outcome) -> dict[str, str]:
+    """``risk_rule``, ``risk_review``, ``risk_shadow`` (risk.md), each absent when empty."""
+    if outcome.risk_rule is None and outcome.risk_review is None and outcome.risk_shadow is None:
+        return {}
+    fields = {}
+    if outcome.risk_rule is not None:
+        fields["risk_rule"] = outcome.risk_rule
+    if outcome.risk_review is not None:
+        fields["risk_review"] = outcome.risk_review
+    if outcome.risk_shadow is not None:
+        fields["risk_shadow"] = outcome.risk_shadow
+    return fields
 
 
 def _reason(outcome: Outcome) -> dict[str, object]:

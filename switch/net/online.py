@@ -1,9 +1,19 @@
 """The online channel: where a checkout's MessagePack request enters the switch and
-its result leaves (online.md), with the channel's idempotency rules."""
+its result leaves (online.md), with the channel's idempotency rules, inside security.md's
+signed envelopes.
+
+Each frame is checked in security.md's order: the envelope's form (30), its key (A0
+"unknown key"), its signature (A0), its timestamp on the wall clock (A0), at once on
+the frame; then its nonce, once per switch across the workers (A0 "nonce replayed"),
+before anything of the request is answered or done; then the body, whose type must be
+open to the key's principal and whose ``merchant_id`` must be a merchant key's own (03).
+Answers to the first five are unsigned errors; every other answer is an envelope signed
+with the request's key."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -13,11 +23,21 @@ from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
+from switch.core.products import BY_ONLINE_TYPE
 from switch.errors import TransactionRefused
 from switch.net.channel import Reply, log_transaction
+from switch.net.nonces import NonceGuard
 from switch.net.switchboard import Switchboard
+from switch.security.errors import UnknownKeyError
+from switch.security.port import SecurityModule
+from switch.security.software import security_event
 from switch.store.port import JournalError
+from switch.wire import envelope
 from switch.wire import online as wire
+
+MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status"))
+"""online.md's types open to a ``merchant:`` principal: every product offered online (the
+product table's), and ``status``."""
 
 
 class OnlineWork(msgspec.Struct, gc=False):
@@ -38,6 +58,16 @@ class StatusWork(msgspec.Struct, gc=False):
     origin: Origin
 
 
+class SignedWork(msgspec.Struct, gc=False):
+    """A frame whose envelope passed steps 1-4: its nonce is claimed before ``inner``
+    (the body's work, or its immediate answer) is run or sent, and the answer signed."""
+
+    key_id: str
+    nonce: str
+    request_id: str | None
+    inner: OnlineWork | StatusWork | bytes
+
+
 class OnlineProtocol:
     name = "online"
     prefix_bytes = 4
@@ -50,9 +80,17 @@ class OnlineProtocol:
         *,
         terminal_id: str,
         utc_offset_h: int,
+        security: SecurityModule,
+        nonces: NonceGuard,
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self.security = security
+        self.nonces = nonces
+        self.wall_clock = wall_clock
+        """Unix time for the envelopes' ``ts`` (never the business clock, which may be
+        simulated: a client signs by the real time)."""
         self.switchboard = switchboard
         self.idempotency = idempotency
         self.cards = cards
@@ -63,7 +101,36 @@ class OnlineProtocol:
         self._stans = stans or StanSequence()
         """Field 11 of the online terminal's requests (a block of them per worker)."""
 
-    def accept(self, frame: bytes, origin: Origin) -> OnlineWork | StatusWork | bytes:
+    def accept(self, frame: bytes, origin: Origin) -> SignedWork | bytes:
+        """Steps 1-4 of security.md on the envelope (an unsigned error when one fails),
+        then the body as online.md says; its answer waits for the nonce's claim."""
+        received_at = origin.received_at
+        try:
+            signed = envelope.decode(frame)
+        except envelope.EnvelopeDecodeError as exc:
+            where = f" (field {exc.key})" if exc.key else ""
+            return self._unsigned(exc.request_id, "30", f"{exc}{where}", received_at)
+        try:
+            principal = self.security.online_principal(signed.key_id)
+        except UnknownKeyError:
+            return self._refuse_envelope(signed, "unknown key", received_at)
+        if not self.security.verify_online(
+            signed.key_id, signed.ts, signed.nonce, signed.body, signed.sig
+        ):
+            return self._refuse_envelope(signed, "bad signature", received_at)
+        if abs(signed.ts - self.wall_clock()) > envelope.MAX_SKEW_S:
+            return self._refuse_envelope(
+                signed, f"timestamp outside ±{envelope.MAX_SKEW_S} s", received_at
+            )
+        inner = self._accept_body(signed.body, origin, principal)
+        # The id for an unsigned refusal of its nonce: the request's, read from the body
+        # again only for an answer made at once (rare: errors and repeats).
+        request_id = _body_id(signed.body) if isinstance(inner, bytes) else inner.message.id
+        return SignedWork(signed.key_id, signed.nonce, request_id, inner)
+
+    def _accept_body(
+        self, frame: bytes, origin: Origin, principal: str
+    ) -> OnlineWork | StatusWork | bytes:
         received_at = origin.received_at
         try:
             message = wire.decode_request(frame)
@@ -71,6 +138,15 @@ class OnlineProtocol:
             error = online.decode_error(exc)
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
+        kind, _, owner = principal.partition(":")
+        if kind != "merchant" or type(message).__struct_config__.tag not in MERCHANT_TYPES:
+            refusal = TransactionRefused("03", f"type not open to the key's principal {kind}")
+            return self._refuse(message, refusal, received_at)
+        if message.merchant_id != owner:
+            refusal = TransactionRefused(
+                "03", "not the merchant of the key that signed it", field="merchant_id"
+            )
+            return self._refuse(message, refusal, received_at)
         try:
             online.check_free_text(message)
         except TransactionRefused as exc:
@@ -105,10 +181,60 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
-    def sheddable(self, work: OnlineWork | StatusWork) -> bool:
-        return isinstance(work, OnlineWork)
+    def sheddable(self, work: SignedWork) -> bool:
+        return isinstance(work.inner, OnlineWork)
 
-    def busy(self, work: OnlineWork | StatusWork, reason: str) -> bytes:
+    def busy(self, work: SignedWork, reason: str) -> bytes:
+        """A 91 before the nonce was claimed: the client sends again with a new one."""
+        assert not isinstance(work.inner, bytes), "an immediate answer is never shed"
+        return self._sign(work.key_id, self._busy(work.inner, reason))
+
+    async def respond(self, work: SignedWork) -> Reply:
+        inner = work.inner
+        try:
+            fresh = await self.nonces.claim(work.key_id, work.nonce)
+        except JournalError:
+            self._forget(inner)
+            return Reply(self._unsigned(work.request_id, "96", "nonce check unavailable", None))
+        if not fresh:
+            self._forget(inner)
+            security_event("online_refused", channel=self.name, key=work.key_id,
+                           check="nonce replayed", id=work.request_id or "")  # fmt: skip
+            return Reply(self._unsigned(work.request_id, "A0", "nonce replayed", None))
+        if isinstance(inner, bytes):
+            return Reply(self._sign(work.key_id, inner))
+        reply = await self._respond(inner)
+        return Reply(self._sign(work.key_id, reply.payload), shed=reply.shed)
+
+    def _forget(self, inner: OnlineWork | StatusWork | bytes) -> None:
+        """A request refused at its nonce: its id's claim is let go."""
+        if isinstance(inner, OnlineWork):
+            self.idempotency.abandon(inner.message.merchant_id, inner.message.id)
+
+    def _sign(self, key_id: str, body: bytes) -> bytes:
+        """The answer's envelope: the request's key, the switch's time, a new nonce."""
+        ts, nonce = int(self.wall_clock()), envelope.new_nonce()
+        try:
+            sig = self.security.sign_online(key_id, ts, nonce, body)
+        except UnknownKeyError:  # revoked meanwhile: the client gets no signed answer
+            return self._unsigned(_body_id(body), "A0", "unknown key", None)
+        return envelope.encode(envelope.Envelope(key_id, ts, nonce, body, sig))
+
+    def _refuse_envelope(self, signed: envelope.Envelope, check: str, received_at: float) -> bytes:
+        request_id = _body_id(signed.body)
+        security_event("online_refused", channel=self.name, key=signed.key_id, check=check,
+                       id=request_id or "")  # fmt: skip
+        return self._unsigned(request_id, "A0", check, received_at)
+
+    def _unsigned(
+        self, request_id: str | None, code: str, message: str, received_at: float | None
+    ) -> bytes:
+        error = wire.Error(id=request_id, code=code, message=message)
+        if received_at is not None:
+            self._log_error(error, received_at, kind="envelope")
+        return wire.encode_response(error)
+
+    def _busy(self, work: OnlineWork | StatusWork, reason: str) -> bytes:
         message = work.message
         if isinstance(work, OnlineWork):  # never reached a bank: the id may be used again
             self.idempotency.abandon(message.merchant_id, message.id)
@@ -121,7 +247,7 @@ class OnlineProtocol:
             return wire.encode_response(wire.Error(id=message.id, code="91", message=reason))
         return wire.encode_response(online.result(message, outcome))
 
-    async def respond(self, work: OnlineWork | StatusWork) -> Reply:
+    async def _respond(self, work: OnlineWork | StatusWork) -> Reply:
         if isinstance(work, StatusWork):
             status = work.message
             try:
@@ -250,3 +376,8 @@ class OnlineProtocol:
             merchant=merchant,
             stan=error.id,
         )
+
+
+def _body_id(body: bytes) -> str | None:
+    """The ``id`` of a body, when it is a map with a well-formed one (for an error)."""
+    return wire.probe_id(body)

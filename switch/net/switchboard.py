@@ -82,6 +82,7 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import SignOnLimiter
+from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk, StandInReason
@@ -96,6 +97,11 @@ log = structlog.get_logger()
 STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
+RRN_RESTART_MARGIN: Final = 10_000
+"""RRNs skipped after a restart. A request's start is committed without its own fsync
+(the SQLite journal): a power cut can lose one group of starts of requests that were at
+their banks, unanswered (at most ``max_in_flight`` and ``max_group`` of them), and the
+journal's high-water mark would then hand their RRNs out again."""
 LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
@@ -186,6 +192,8 @@ class Switchboard:
         self._in_flight: dict[str, trio.Event] = {}
         self._lookups = trio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
         self.sign_ons = sign_ons
+        self.risk: RiskGate | None = None
+        """The risk rules (risk.md); None: none are evaluated."""
         self.stats = TransactionStats()
         """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
@@ -258,6 +266,7 @@ class Switchboard:
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
                 in_flight=self._in_flight.__contains__, stand_in=self.stand_in,
+                risk=self.risk,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).
@@ -268,6 +277,7 @@ class Switchboard:
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
             finalize=finalize, hold_terms=self.hold_terms, stand_in=self.stand_in,
+            risk=self.risk,
         )  # fmt: skip
         return await self._drive(machine, origin)
 
@@ -575,10 +585,11 @@ class Switchboard:
             last_stan = await self.journal.last_bank_stan(name)
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
-        # RRNs already journaled today (and yesterday, across midnight) are not reused.
+        # RRNs already journaled today (and yesterday, across midnight) are not reused,
+        # nor those of starts a power cut may have taken (RRN_RESTART_MARGIN).
         for day in {today.rrn_day, Stamp.at(now - 86400, self.utc_offset_h).rrn_day}:
             highest = await self.journal.highest_rrn_sequence(day)
-            self._rrns.resume(day, highest + 1)
+            self._rrns.resume(day, highest + 1 + RRN_RESTART_MARGIN)
         return len(in_doubt)
 
 

@@ -132,6 +132,51 @@ def add_commands(keys_commands: Any) -> None:
     _store_options(online_list)
     online_list.add_argument("--json", action="store_true", help="a JSON array")
     _handler(online_list, _online_list)
+    card = keys_commands.add_parser(
+        "card",
+        help="card-data keys (look-up and sealing)",
+        description="Card-data key pairs in the key store (security.md): the newest hashes "
+        "card numbers for look-ups and seals those kept for later bank messages; every one "
+        "not retired still matches and opens what it made.",
+    )
+    card_commands = card.add_subparsers(required=True, metavar="ACTION")
+    card_new = card_commands.add_parser(
+        "new",
+        help="a new pair, which hashes and seals from now on",
+        description="A new look-up key and sealing key (random, under the LMK) with the next "
+        "key id; running switches take it at their next start.",
+    )
+    _store_options(card_new)
+    _handler(card_new, _card_new)
+    card_retire = card_commands.add_parser(
+        "retire",
+        help="retire a pair: what it made no longer matches or opens",
+        description="Retire an older pair, once nothing it hashed or sealed is needed (the "
+        "journal's kept card numbers under it no longer open). The newest cannot be retired.",
+    )
+    _store_options(card_retire)
+    card_retire.add_argument("key_id", type=int, metavar="KEYID")
+    _handler(card_retire, _card_retire)
+    for parser in (
+        card_commands.add_parser(
+            "import", help="import a card key file (as import-card-keys)",
+            description="As `switch keys import-card-keys`.",
+        ),
+        keys_commands.add_parser(
+            "import-card-keys",
+            help="move a card key file's keys into the key store, once",
+            description="Import the card key file of [journal] key_file (or the text of "
+            "its key_env variable) into the key store, each key under its id, its active key "
+            "newest; keys already imported are skipped. Then remove key_file and key_env "
+            "from the config and keep the file offline: the switch reads the store.",
+        ),
+    ):  # fmt: skip
+        _store_options(parser)
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--key-file", type=Path, help="the card key file (TOML)")
+        source.add_argument("--key-env", metavar="VAR", help="a variable holding its text")
+        _handler(parser, _card_import)
+
     revoke = online_commands.add_parser(
         "revoke", help="revoke an online key", description="Revoke an online key, at once."
     )
@@ -334,6 +379,28 @@ def _online_new(args: argparse.Namespace) -> int:
         f"online key {info.owner} of {info.principal} (KCV {info.kcv}); its secret is in "
         f"{args.out}, for its principal only"
     )
+    return 0
+
+
+def _card_new(args: argparse.Namespace) -> int:
+    key_id = _module(args).add_card_keys()
+    print(f"card-data keys {key_id} added: they hash and seal from the next start")
+    return 0
+
+
+def _card_retire(args: argparse.Namespace) -> int:
+    _module(args).retire_card_keys(args.key_id)
+    print(f"card-data keys {args.key_id} retired")
+    return 0
+
+
+def _card_import(args: argparse.Namespace) -> int:
+    from switch.store.crypto import load_card_keys
+
+    key_file = load_card_keys(key_file=args.key_file, key_env=args.key_env)
+    imported = _module(args).import_card_keys(key_file)
+    listed = ", ".join(str(i) for i in imported) or "none (all were imported before)"
+    print(f"card-data keys imported: {listed}; active: {key_file.active}")
     return 0
 
 

@@ -25,13 +25,14 @@ import msgspec
 from switch.security.algorithms import KeyCipher
 
 KeyName = str
-"""``kind:owner``: ``tmk:POS00001``, ``zmk:icbc``, ``online:m-898310048990001-1``."""
+"""``kind:owner``: ``tmk:POS00001``, ``zmk:icbc``, ``online:m-898310048990001-1``,
+``lookup:1`` and ``sealing:1`` (card-data keys, by their key id 1-255)."""
 KeyKind = Literal["tmk", "zmk", "online", "pik", "mak", "zpk", "zak"]
 PosKeyLayout = Literal["001", "003", "005"]
 """60.3 of a sign-on: which working keys and field 62 layout (security.md)."""
 TmkCipher = Literal["3des", "sm4"]
 
-STORED_KINDS: Final = ("tmk", "zmk", "online")
+STORED_KINDS: Final = ("tmk", "zmk", "online", "lookup", "sealing")
 """Kinds kept in the key store; the working kinds live in memory, under the LMK."""
 OPERATOR_KCV_CHARS: Final = 6
 """Operators see the first 6 hexadecimal characters of a KCV."""

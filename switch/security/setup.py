@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -25,6 +26,7 @@ from switch.security.errors import KeyStoreError, OperatorInputError
 from switch.security.keystore import KeyStore, Lmk, load_lmk, write_new_lmk_file
 from switch.security.port import KeyComponent, KeyInfo, KeyName, key_name, operator_kcv
 from switch.security.software import SoftwareSecurityModule, security_event
+from switch.store.crypto import CardVault, load_card_keys
 
 log = structlog.get_logger()
 
@@ -42,7 +44,8 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
         log.warning(
             "demo_keys",
             message="[security] demo_keys = true: DEMO key material (the published demo ZMK, "
-            "an LMK made in var/); never in production",
+            "an LMK made in var/, the online keys demo-app and demo-m-<merchant id> with the "
+            "published secret: anyone can sign as any merchant); never in production",
         )
     if section.demo_keys and not store.exists():
         store.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,9 +59,69 @@ def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
         raise KeyStoreError(
             f"key store {store.path} does not exist (switch keys init; [security] key_store)"
         )
-    module = SoftwareSecurityModule(store, lmk)
+    module = SoftwareSecurityModule(store, lmk, demo_online_keys=section.demo_keys)
     module.warn_at_start()
     return module
+
+
+def open_card_vault(module: SoftwareSecurityModule, config: SwitchConfig) -> CardVault:
+    """The card-data keys of the key store (security.md's look-up and sealing keys).
+
+    A store without them: with ``demo_keys`` the key file of ``[journal] key_file`` /
+    ``key_env`` is imported into the store at the first start (as ``switch keys
+    import-card-keys`` does), or, with no key file, a new pair is made; without
+    ``demo_keys`` the start is refused in one line naming the command. Once the store
+    holds them, the key file is no longer read (a warning while it is still named and
+    there)."""
+    vault = module.card_vault()
+    key_file = _card_key_file(config)
+    if vault is not None:
+        if key_file is not None and (key_file.startswith("$") or Path(key_file).exists()):
+            log.warning(
+                "card_key_file_ignored",
+                message="the card-data keys are in the key store; [journal] key_file / "
+                "key_env are no longer read (remove them, and keep the file offline)",
+            )
+        return vault
+    if not config.security.demo_keys:
+        if key_file is not None:
+            raise StartupError(
+                "the card-data keys are still in a key file: import them into the key store "
+                f"once (switch keys import-card-keys --key-file {key_file} --store "
+                f"{config.path(config.security.key_store)} --lmk-file ...)"
+            )
+        raise StartupError(
+            f"the key store {config.path(config.security.key_store)} holds no card-data keys "
+            "(switch keys card new)"
+        )
+    # Each one change of the store under its lock: workers starting at once store the
+    # same keys once (an import skips what is there; a pair is made only if none is).
+    if key_file is not None:
+        module.import_card_keys(
+            load_card_keys(
+                key_file=config.path(config.journal.key_file or ""),
+                key_env=config.journal.key_env,
+            )
+        )
+    else:
+        module.add_card_keys(only_if_none=True)
+    log.warning("demo_card_keys_stored", source=key_file or "made")
+    vault = module.card_vault()
+    if vault is None:
+        raise StartupError("no card-data keys could be stored in the key store")
+    vault.demo = True  # stored by demo_keys: the "demo_card_keys" warning at every start
+    return vault
+
+
+def _card_key_file(config: SwitchConfig) -> str | None:
+    """Where card keys would be read from outside the store: the variable, or the file
+    named (which, missing, refuses an import naming it)."""
+    section = config.journal
+    if section.key_env and os.environ.get(section.key_env):
+        return f"${section.key_env}"
+    if section.key_file:
+        return str(config.path(section.key_file))
+    return None
 
 
 def _lmk(config: SwitchConfig, *, make: bool = False) -> Lmk:

@@ -13,6 +13,8 @@ owner and its KCV (6 characters), never more.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -50,6 +52,7 @@ from switch.security.port import (
     key_name,
     operator_kcv,
 )
+from switch.store.crypto import CardKey, CardKeyFile, CardVault
 
 log = structlog.get_logger()
 
@@ -69,6 +72,33 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCiphe
 FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
 MAC_KEYS_KEPT: Final = 256
 """ZAKs kept prepared for X9.19 (two per link in a key change, old and new)."""
+CARD_KINDS: Final = ("lookup", "sealing")
+CARD_KEY_BYTES: Final = 32
+MAX_CARD_KEY_ID: Final = 255
+"""A card-data key id is the first byte of every hash and seal it makes."""
+ONLINE_KEYS_KEPT: Final = 4096
+"""Online secrets kept prepared for HMAC (opened from the LMK once, not per frame)."""
+DEMO_ONLINE_SECRET: Final = bytes.fromhex(
+    "dd245b45470baa3ea93f22b6396f41506ec902e2e5f24e96f27225a6d09cdb93"
+)
+"""security.md's sample online secret: every DEMO online key's. Published, so never real."""
+DEMO_APP_KEY_ID: Final = "demo-app"
+DEMO_APP_PRINCIPAL: Final = "app:wallet"
+DEMO_MERCHANT_KEY_PREFIX: Final = "demo-m-"
+"""``demo-m-<merchant id>`` is a DEMO key of ``merchant:<merchant id>``, for any id."""
+_DEMO_MERCHANT_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,15}")
+
+
+def demo_online_principal(key_id: str) -> str | None:
+    """The principal of a DEMO online key id (``demo-app``, ``demo-m-<merchant id>``),
+    or None for any other id."""
+    if key_id == DEMO_APP_KEY_ID:
+        return DEMO_APP_PRINCIPAL
+    if key_id.startswith(DEMO_MERCHANT_KEY_PREFIX):
+        merchant = key_id[len(DEMO_MERCHANT_KEY_PREFIX) :]
+        if _DEMO_MERCHANT_ID.fullmatch(merchant):
+            return f"merchant:{merchant}"
+    return None
 
 
 def security_event(kind: str, **fields: str | int) -> None:
@@ -125,6 +155,7 @@ class SoftwareSecurityModule:
         *,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         clock: Callable[[], datetime] = _now,
+        demo_online_keys: bool = False,
     ) -> None:
         self._store = store
         self._lmk = lmk
@@ -133,6 +164,11 @@ class SoftwareSecurityModule:
         self._records: dict[KeyName, KeyRecord] = {}
         self._x919: dict[bytes, alg.X919Key] = {}
         """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
+        self._online: dict[str, tuple[str, hmac.HMAC]] = {}
+        """Active online keys by id: their principal and their secret prepared for HMAC."""
+        self.demo_online_keys = demo_online_keys
+        """``demo-app`` and ``demo-m-<merchant id>`` are keys, with the published secret."""
+        self._store_seen: tuple[int, int, int] | None = None
         self.reload()
 
     @classmethod
@@ -151,15 +187,42 @@ class SoftwareSecurityModule:
         store = self._store.read(self._lmk)
         for record in store.keys:
             clear = self._lmk.open(record.name, record.blob)
-            if record.kind == "online":
+            if record.kind in ("online", "lookup"):
                 check = alg.hmac_key_check_value(clear)
+            elif record.kind == "sealing":
+                check = alg.aes_key_check_value(clear)
             elif record.cipher in alg.KEY_BYTES and len(clear) == alg.KEY_BYTES[record.cipher]:
                 check = alg.kcv(record.cipher, clear)  # type: ignore[arg-type]
             else:
                 raise KeyStoreError(f"key {record.name} is not a {record.cipher} key")
             if _kcv_hex(check) != record.kcv:
                 raise KeyStoreError(f"key {record.name} does not match its KCV {record.kcv[:6]}")
-        self._records = {record.name: record for record in store.keys}
+        self._set_records(store.keys)
+        self._store_seen = self._store_stamp()
+
+    def _set_records(self, records: Sequence[KeyRecord]) -> None:
+        self._records = {record.name: record for record in records}
+        self._online.clear()
+
+    def _store_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self._store.path)
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    def refresh(self) -> None:
+        """Reads the store again if an operator command has replaced it since (a key
+        revoked or made by ``switch keys online``): revoking takes effect at once. A
+        store that no longer reads keeps the keys held, with an error line."""
+        stamp = self._store_stamp()
+        if stamp == self._store_seen:
+            return
+        try:
+            self.reload()
+        except KeyStoreError as exc:
+            self._store_seen = stamp
+            log.error("key_store_unreadable", error=str(exc))
 
     def warn_at_start(self) -> bool:
         """security.md: while the software module holds keys, the switch says so at every
@@ -360,22 +423,42 @@ class SoftwareSecurityModule:
 
     # -- online -------------------------------------------------------------------------
 
-    def online_principal(self, key_id: str) -> str:
+    def _online_key(self, key_id: str) -> tuple[str, hmac.HMAC]:
+        """The principal of an active online key and its secret prepared for HMAC;
+        :class:`UnknownKeyError` for an unknown or revoked one."""
+        prepared = self._online.get(key_id)
+        if prepared is not None:
+            return prepared
         record = self._records.get(key_name("online", key_id))
-        if record is None or record.revoked is not None or record.principal is None:
-            raise UnknownKeyError("unknown key")
-        return record.principal
+        if record is not None:
+            if record.revoked is not None or record.principal is None:
+                raise UnknownKeyError("unknown key")
+            principal = record.principal
+            secret = self._stored(record.name, "online")[1]
+        else:
+            demo = demo_online_principal(key_id) if self.demo_online_keys else None
+            if demo is None:
+                raise UnknownKeyError("unknown key")
+            principal, secret = demo, DEMO_ONLINE_SECRET
+        prepared = (principal, hmac.new(secret, digestmod=hashlib.sha256))
+        if len(self._online) >= ONLINE_KEYS_KEPT:
+            del self._online[next(iter(self._online))]  # the oldest
+        self._online[key_id] = prepared
+        return prepared
 
-    def _online_secret(self, key_id: str) -> bytes:
-        self.online_principal(key_id)
-        return self._stored(key_name("online", key_id), "online")[1]
+    def online_principal(self, key_id: str) -> str:
+        """The store is looked at again first when it has changed (an operator's command
+        replaced it), so a revocation takes effect at the next request."""
+        self.refresh()
+        return self._online_key(key_id)[0]
 
     def sign_online(self, key_id: str, ts: int, nonce: str, body: bytes) -> bytes:
-        return alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
+        mac = self._online_key(key_id)[1].copy()
+        mac.update(alg.signed_bytes(key_id, ts, nonce, body))
+        return mac.digest()
 
     def verify_online(self, key_id: str, ts: int, nonce: str, body: bytes, sig: bytes) -> bool:
-        expected = alg.online_signature(self._online_secret(key_id), key_id, ts, nonce, body)
-        return alg.macs_equal(expected, sig)
+        return alg.macs_equal(self.sign_online(key_id, ts, nonce, body), sig)
 
     # -- operator commands --------------------------------------------------------------
 
@@ -385,7 +468,8 @@ class SoftwareSecurityModule:
             store = self._store.read(self._lmk)
             changed = change(store)
             self._store.write(changed)
-            self._records = {record.name: record for record in changed.keys}
+            self._set_records(changed.keys)
+            self._store_seen = self._store_stamp()
 
     def import_key_from_components(
         self,
@@ -534,6 +618,137 @@ class SoftwareSecurityModule:
         self._change(revoke)
         security_event("online_key_revoked", key=name, kcv=revoked[0].kcv[:6])
         return _info(revoked[0])
+
+    # -- card-data keys (security.md's look-up and sealing keys) ----------------------
+
+    def card_key_ids(self) -> list[int]:
+        """The ids of the card-data key pairs in the store, not retired, oldest first
+        (the last one hashes and seals)."""
+        active = {
+            r.name for r in self._records.values()
+            if r.kind in CARD_KINDS and r.revoked is None
+        }  # fmt: skip
+        return [
+            int(record.owner) for record in self._records.values()
+            if record.kind == "sealing" and record.revoked is None
+            and key_name("lookup", record.owner) in active
+        ]  # fmt: skip
+
+    def card_vault(self) -> CardVault | None:
+        """What hashes, matches, seals and opens card data in this process, under the
+        stored card-data keys: the newest hashes and seals, every one not retired matches
+        and opens. None when the store holds none."""
+        ids = self.card_key_ids()
+        if not ids:
+            return None
+        keys = tuple(
+            CardKey(
+                id=key_id,
+                hmac_key=self._stored(key_name("lookup", str(key_id)), "lookup")[1].hex(),
+                aes_key=self._stored(key_name("sealing", str(key_id)), "sealing")[1].hex(),
+            )
+            for key_id in ids
+        )
+        return CardVault(CardKeyFile(active=ids[-1], keys=keys))
+
+    def _card_records(self, key_id: int, lookup: bytes, sealing: bytes) -> tuple[KeyRecord, ...]:
+        if len(lookup) != CARD_KEY_BYTES or len(sealing) != CARD_KEY_BYTES:
+            raise OperatorInputError(f"a card-data key is {CARD_KEY_BYTES} bytes")
+        if not 1 <= key_id <= MAX_CARD_KEY_ID:
+            raise OperatorInputError(f"card key id {key_id} is outside 1..{MAX_CARD_KEY_ID}")
+        created = self._clock()
+        return tuple(
+            KeyRecord(
+                kind=kind,
+                owner=str(key_id),
+                cipher=cipher,
+                kcv=_kcv_hex(check(clear)),
+                blob=self._lmk.seal(key_name(kind, str(key_id)), clear),
+                created=created,
+            )
+            for kind, cipher, check, clear in (
+                ("lookup", "hmac-sha256", alg.hmac_key_check_value, lookup),
+                ("sealing", "aes-256-gcm", alg.aes_key_check_value, sealing),
+            )
+        )
+
+    def add_card_keys(self, *, only_if_none: bool = False) -> int:
+        """A new card-data key pair (random), which hashes and seals from then on; its id,
+        one more than any so far (retired ones included). ``only_if_none``: only when
+        the store holds no pair in use (several workers starting at once make one), else
+        the newest's id."""
+        lookup, sealing = self._random(CARD_KEY_BYTES), self._random(CARD_KEY_BYTES)
+        chosen: list[int] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            used = [int(k.owner) for k in store.keys if k.kind in CARD_KINDS]
+            in_use = [int(k.owner) for k in store.keys if k.kind == "sealing" and k.revoked is None]
+            if only_if_none and in_use:
+                chosen.append(in_use[-1])
+                return store
+            chosen.append(max(used, default=0) + 1)
+            records = self._card_records(chosen[0], lookup, sealing)
+            return KeyStoreFile(
+                store.format, store.lmk_check, store.lmk_proof, (*store.keys, *records)
+            )
+
+        self._change(add)
+        security_event("card_keys_added", key=f"card:{chosen[0]}")
+        return chosen[0]
+
+    def import_card_keys(self, key_file: CardKeyFile) -> list[int]:
+        """A card key file's keys (``[journal] key_file``) into the store, once, in one
+        change of the store: its active key last, so that it hashes and seals. Ids
+        already in the store with the same keys are skipped; with other keys, refused
+        (what they sealed would no longer open). The ids imported."""
+        CardVault(key_file)  # every key checked as it would be used (ConfigError naming it)
+        ordered = sorted(key_file.keys, key=lambda k: (k.id == key_file.active, k.id))
+        imported: list[int] = []
+
+        def add(store: KeyStoreFile) -> KeyStoreFile:
+            imported.clear()
+            stored = {r.name: r for r in store.keys}
+            added: list[KeyRecord] = []
+            for key in ordered:
+                lookup, sealing = bytes.fromhex(key.hmac_key), bytes.fromhex(key.aes_key)
+                held = stored.get(key_name("lookup", str(key.id)))
+                if held is not None:
+                    if held.kcv != _kcv_hex(alg.hmac_key_check_value(lookup)):
+                        raise OperatorInputError(
+                            f"card key id {key.id} is in the store with other keys: not imported"
+                        )
+                    continue
+                added.extend(self._card_records(key.id, lookup, sealing))
+                imported.append(key.id)
+            if not added:
+                return store
+            return KeyStoreFile(
+                store.format, store.lmk_check, store.lmk_proof, (*store.keys, *added)
+            )
+
+        self._change(add)
+        security_event("card_keys_imported", keys=len(imported))
+        return imported
+
+    def retire_card_keys(self, key_id: int) -> None:
+        """Retires a card-data key pair: what it hashed no longer matches, what it sealed
+        no longer opens. The newest (the one that hashes and seals) is refused."""
+        ids = self.card_key_ids()
+        if key_id not in ids:
+            raise OperatorInputError(f"no card key {key_id} in use")
+        if key_id == ids[-1]:
+            raise OperatorInputError(
+                f"card key {key_id} hashes and seals: add a new one first (switch keys card new)"
+            )
+        names = {key_name("lookup", str(key_id)), key_name("sealing", str(key_id))}
+        now = self._clock()
+
+        def retire(store: KeyStoreFile) -> KeyStoreFile:
+            keys = tuple(_replace(r, revoked=now) if r.name in names else r for r in store.keys)
+            return KeyStoreFile(store.format, store.lmk_check, store.lmk_proof, keys)
+
+        self._change(retire)
+        security_event("card_keys_retired", key=f"card:{key_id}")
 
     def list_keys(self) -> list[KeyInfo]:
         security_event("keys_listed", keys=len(self._records))

@@ -19,6 +19,7 @@ from switch.store.port import (
 
 if TYPE_CHECKING:
     from switch.store.ledger_port import LedgerStore
+    from switch.store.nonces import NonceStore
     from switch.store.settlement_port import SettlementStore
 
 
@@ -177,3 +178,13 @@ def open_ledger_store(config: SwitchConfig) -> LedgerStore:
     from switch.store.sqlite.ledger import SqliteLedgerStore
 
     return SqliteLedgerStore(config.path(config.journal.path).with_name("ledger.sqlite3"))
+
+
+def open_nonce_store(config: SwitchConfig) -> NonceStore:
+    """Where the online envelopes' nonces are kept: the journal's database (not yet
+    open: open it in a thread)."""
+    from switch.store.nonces import PostgresNonces, SqliteNonces
+
+    if config.journal.backend == "postgresql":
+        return PostgresNonces(journal_dsn(config.journal))
+    return SqliteNonces(config.path(config.journal.path))

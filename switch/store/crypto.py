@@ -85,6 +85,13 @@ class CardVault:
     def lookup(self, pan: str) -> bytes:
         return self.digest(pan)
 
+    def card_hashes(self, pan: str) -> tuple[str, ...]:
+        """The card's look-up hash under each key held, the active key's first,
+        lowercase hexadecimal without the key id (risk.md: what a rule names a card by,
+        and what ``switch risk card-hash`` prints)."""
+        others = (key_id for key_id in self._hmacs if key_id != self._active)
+        return tuple(self._mac(key_id, pan).hex() for key_id in (self._active, *others))
+
     def digest(self, text: str | bytes) -> bytes:
         """Keyed HMAC-SHA256 under the active key, behind its id: comparable with
         :meth:`matches`, not reversible without the key."""

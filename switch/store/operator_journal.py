@@ -40,10 +40,19 @@ class OperatorSql(msgspec.Struct, frozen=True, kw_only=True):
     reversals: dict[tuple[bool, bool], str]
     """By whether a bank and a state are asked for (neither: those not delivered)."""
     reversal: str
+    risk_marked: str
+    """Requests the risk rules marked (declined, reviewed, shadow hits), newest first:
+    parameters the time before which, and how many."""
     advices: dict[tuple[bool, bool], str]
     """By whether a bank and a state are asked for (neither: those without a final
     answer: queued, sent, manual)."""
     advice: str
+
+
+RISK_MARKED = (
+    "created_at, rrn, online_id, channel, merchant_id, terminal_id, pan_masked, amount, "
+    "code, risk_rule, risk_review, risk_shadow"
+)
 
 
 def operator_sql(d: Dialect) -> OperatorSql:
@@ -79,6 +88,11 @@ def operator_sql(d: Dialect) -> OperatorSql:
         ),
         reversals=reversals,
         reversal=sql(f"SELECT {SHOWN_SAF} FROM saf WHERE id = ?"),
+        risk_marked=sql(
+            f"SELECT {RISK_MARKED} FROM txn WHERE created_at < ? AND (risk_rule IS NOT NULL "
+            "OR risk_review IS NOT NULL OR risk_shadow IS NOT NULL) "
+            "ORDER BY created_at DESC LIMIT ?"
+        ),
     )
 
 
@@ -117,6 +131,9 @@ class OperatorJournalBase(ABC):
             self.sql.terminal_transactions, (terminal_id, local_date, since, until)
         )
         return msgspec.convert(rows, list[TxnView], strict=False)
+
+    def risk_marked(self, before: float, limit: int) -> list[dict[str, Any]]:
+        return self._rows(self.sql.risk_marked, (before, limit))
 
     @abstractmethod
     def retry_advice(self, advice_id: int, at: float) -> AdviceView: ...

@@ -15,7 +15,7 @@ lifecycle decides what happened, the journal makes it durable.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import trio
@@ -243,6 +243,16 @@ class Journal(Protocol):
         """The newest ``limit`` transactions created since ``since``, oldest first."""
         ...
 
+    async def risk_history(self, since: float) -> list[TxnRecord]:
+        """The requests the risk rules count (risk.md) received since ``since``,
+        oldest first: what a rebuild of their windows reads."""
+        ...
+
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float, bool]]:
+        """Those written or changed since ``since``, each with when it last changed and
+        whether this worker wrote it (on a journal of one process, every one)."""
+        ...
+
     async def last_bank_stan(self, bank: str) -> int | None:
         """The STAN of the bank's most recently journaled request (on a journal of
         several workers, of this worker's)."""
@@ -395,6 +405,11 @@ class OperatorJournal(Protocol):
         self, terminal_id: str, local_date: str, since: float, until: float
     ) -> list[TxnView]:
         """A terminal's transactions of a local date (MMDD) created in [since, until)."""
+        ...
+
+    def risk_marked(self, before: float, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` requests created before ``before`` that risk rules declined,
+        flagged or hit in shadow, newest first (``operator_journal.RISK_MARKED``)."""
         ...
 
     def reversals(self, *, bank: str | None, state: str | None) -> list[ReversalView]:

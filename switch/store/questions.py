@@ -88,6 +88,10 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     batch_totals: str
     settled_batch: str
     batch_upload: str
+    risk_history: str
+    risk_changes: str
+    """Parameters: the journal's own (``JournalQuestions.own``), then the time: the
+    rows changed since then, each saying whether it is this worker's (``mine``)."""
     advice_head: str
     stood_in: str
     advice_backlog: str
@@ -97,10 +101,12 @@ TXN_SELECT = ", ".join(TXN_COLUMNS)
 _IDEMPOTENCY_SELECT = "SELECT merchant_id, online_id, fingerprint, response, created_at"
 
 
-def questions(d: Dialect, *, own: str = "") -> Questions:
+def questions(d: Dialect, *, own: str = "", mine: str = "1") -> Questions:
     """The questions in the dialect ``d``; ``own`` narrows the last STAN to a bank to
-    the journal's own rows (a condition, its parameters ``JournalQuestions.own``)."""
+    the journal's own rows (a condition, its parameters ``JournalQuestions.own``), and
+    ``mine`` says whether a row is the journal's own (with the same parameters)."""
     sql = d.sql
+    risk_kinds = ", ".join(f"'{kind}'" for kind in products.RISK_KINDS) or "''"
     return Questions(
         by_rrn=sql(f"SELECT {TXN_SELECT} FROM txn WHERE rrn = ?"),
         by_online_id=sql(
@@ -146,6 +152,14 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         batch_upload=sql(
             "SELECT kind, stan, amount FROM batch_upload "
             "WHERE terminal_id = ? AND merchant_id = ? AND batch = ? ORDER BY kind, stan"
+        ),
+        risk_history=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE created_at >= ? AND kind IN ({risk_kinds}) "
+            f"ORDER BY {d.oldest_first}"
+        ),
+        risk_changes=sql(
+            f"SELECT {TXN_SELECT}, {mine} AS mine FROM txn "
+            f"WHERE updated_at >= ? AND kind IN ({risk_kinds}) ORDER BY updated_at"
         ),
         advice_head=sql(
             "SELECT advice.id AS advice_id, advice.state AS advice_row_state, "
@@ -217,6 +231,11 @@ def first_record(rows: list[Row]) -> TxnRecord | None:
 
 def records(rows: list[Row]) -> list[TxnRecord]:
     return [record_from_row(row) for row in rows]
+
+
+def _changed(rows: list[Row]) -> list[tuple[TxnRecord, float, bool]]:
+    """Each row's record, when it last changed, and whether it is the journal's own."""
+    return [(record_from_row(row), row["updated_at"], bool(row["mine"])) for row in rows]
 
 
 def _oldest_first(rows: list[Row]) -> list[TxnRecord]:
@@ -386,6 +405,12 @@ class JournalQuestions(ABC):
 
     async def recent_transactions(self, since: float, limit: int) -> list[TxnRecord]:
         return await self._read(Select(self.questions.recent, (since, limit), _oldest_first))
+
+    async def risk_history(self, since: float) -> list[TxnRecord]:
+        return await self._read(Select(self.questions.risk_history, (since,), records))
+
+    async def risk_changes(self, since: float) -> list[tuple[TxnRecord, float, bool]]:
+        return await self._read(Select(self.questions.risk_changes, (*self.own, since), _changed))
 
     async def last_bank_stan(self, bank: str) -> int | None:
         statement = self.questions.last_bank_stan

@@ -177,6 +177,10 @@ def _probe_id(payload: bytes) -> str | None:
     return None
 
 
+probe_id = _probe_id
+"""The request's ``id`` if the payload is a map holding a well-formed one."""
+
+
 def encode_response(response: OnlineResponse) -> bytes:
     return _response_encoder.encode(response)
 

@@ -192,6 +192,9 @@ class FakeSwitch:
             ReversalBacklog(bank="icbc", pending=2, manual=1, oldest_created_at=time.time() - 60)
         ]
 
+    def risk_status(self) -> None:
+        return None
+
     def stand_in_readings(self) -> list[StandInReading]:
         return []
 

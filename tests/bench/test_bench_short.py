@@ -65,6 +65,8 @@ def scenarios(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         found += [busy["pos_alone"], busy["pos_beside_online"], busy["online"]]
     if report.get("admin"):
         found += [*report["admin"]["off"], *report["admin"]["on"]]
+    if report.get("risk"):
+        found += [*report["risk"]["none"], *report["risk"]["with_rules"]]
     return {scenario["name"]: scenario for scenario in found}
 
 
@@ -180,7 +182,7 @@ def test_tables_printed(short_run: tuple[dict[str, Any], str]) -> None:
 def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None:
     report, printed = short_run
     targets = report["targets"]
-    assert len(targets) == 16
+    assert len(targets) == 17
     for check in targets:
         assert check["result"] in ("PASS", "FAIL", "n/a", "n/a-stalled"), check
         assert (check["passed"] is None) == check["result"].startswith("n/a"), check
@@ -201,6 +203,27 @@ def test_the_targets_of_the_issue(short_run: tuple[dict[str, Any], str]) -> None
         assert not any(gone in check["target"] for check in targets), gone
     scaling = [c for c in targets if c["target"].startswith("scaling: ")]
     assert [c["result"] for c in scaling] == ["n/a", "n/a"]  # not asked for
+
+
+def test_the_risk_rules_cost_is_measured_without_and_with_200_rules(
+    short_run: tuple[dict[str, Any], str],
+) -> None:
+    """The same half-max load on a switch without rules and one with 200 in scope of
+    every sale, none declining: CPU per sale of each, and the target's line."""
+    report, printed = short_run
+    risk = report["risk"]
+    assert risk["rules"] == 200
+    assert [r["name"] for r in risk["none"]] == ["risk_none"]
+    assert [r["name"] for r in risk["with_rules"]] == ["risk_200"]
+    for result in (*risk["none"], *risk["with_rules"]):
+        assert result["offered_rate"] == pytest.approx(risk["rate"])
+        assert set(result["codes"]) <= {"00", "not_sent"}, result["codes"]  # no rule declines
+    configs = report["meta"]["configs"]
+    assert "rules_file" in configs["risk-200"] and "[risk]" not in configs["risk-none"]
+    check = next(c for c in report["targets"] if "risk rules in scope" in c["target"])
+    assert check["target"].endswith("within 10% of none")
+    assert "risk rules: CPU per 1,000 sales" in printed
+    assert "risk_none" in printed and "risk_200" in printed
 
 
 def test_the_admin_interface_is_measured_off_and_on_and_scraped(
@@ -300,7 +323,9 @@ def test_patched_frames_equal_freshly_encoded_ones() -> None:
         online_request_id,
         online_sequence,
     )
+    from switch.net.clients import OnlineKey
     from switch.terminal import Terminal, encode_pos_request
+    from switch.wire import envelope
     from switch.wire import online as wire
     from switch.wire.dialect import load_dialect
     from switch.wire.iso8583 import Iso8583Codec
@@ -313,9 +338,15 @@ def test_patched_frames_equal_freshly_encoded_ones() -> None:
         payload = encode_pos_request(codec, terminal, terminal.sale(stan, pan, 100))
         assert template.frame(stan) == len(payload).to_bytes(2, "big") + payload
     online = OnlinePurchaseTemplate(3, 1, 2, pan, 100)
-    request = wire.decode_request(online.frame(77)[4:])
+    signed = envelope.decode(online.frame(77)[4:])  # in an envelope under the demo key
+    assert signed.key_id == "demo-m-898310048990001"
+    key = OnlineKey.demo_merchant("898310048990001")
+    assert key.open(signed) == signed.body
+    request = wire.decode_request(signed.body)
     assert request.id == online_request_id(3, 1, 2, 77)
     assert online_sequence(request.id) == 77 and online_sequence("other") == -1
+    bare = OnlinePurchaseTemplate(3, 1, 2, pan, 100, sign=False)  # a baseline's
+    assert wire.decode_request(bare.frame(77)[4:]) == request
 
 
 def test_generated_config_is_one_the_switch_loads(tmp_path: Path) -> None:

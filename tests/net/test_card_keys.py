@@ -32,11 +32,18 @@ KEY_1_REPLACED = '[[keys]]\nid = 1\nhmac_key = "{}"\naes_key = "{}"\n'.format("c
 
 
 def with_keys(config: SwitchConfig, tmp_path: Path, name: str, text: str) -> SwitchConfig:
+    """The keys of the key file ``name``, imported (demo_keys) into a key store of that
+    file's own at the first start: the store holds the card-data keys, and a store
+    whose keys are those of another file is how a key is added or replaced here."""
     key_file = tmp_path / name
     key_file.write_text(text)
     key_file.chmod(0o600)  # a key file others can read is refused
     return msgspec.structs.replace(
-        config, journal=msgspec.structs.replace(config.journal, key_file=str(key_file))
+        config,
+        journal=msgspec.structs.replace(config.journal, key_file=str(key_file)),
+        security=msgspec.structs.replace(
+            config.security, key_store=str(tmp_path / f"{name}.key-store.json")
+        ),
     )
 
 

@@ -479,7 +479,7 @@ async def _pipelined_burst(burst: int) -> list[str]:
         card = wire.Card(pan=PAN_ICBC, expiry="2812")
         await client.stream.send_all(
             b"".join(
-                client.framer.frame(
+                client.signed_frame(
                     wire.encode_request(
                         wire.Purchase(
                             id=f"burst-{index}",

@@ -43,8 +43,11 @@ def _before_the_mark(migrations: tuple[str, ...]) -> int:
 
 
 UNDO_AFTER_THE_MARK = (
-    # Each migration after the mark's, undone (newest first): the stand-in's, then the
-    # pre-authorisations'.
+    # Each migration after the mark's, undone (newest first): the risk rules', the
+    # stand-in's, then the pre-authorisations'.
+    *(f"ALTER TABLE txn DROP COLUMN {column}" for column in (
+        "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
+    )),
     "DROP TABLE advice",
     "ALTER TABLE txn DROP COLUMN advice_state",
     "ALTER TABLE txn DROP COLUMN stand_in",
@@ -63,7 +66,8 @@ def _unmark(config: SwitchConfig) -> None:
 
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
-            for statement in (*UNDO_AFTER_THE_MARK, "DROP TABLE journal_clock"):
+            for statement in ("DROP INDEX txn_by_updated", *UNDO_AFTER_THE_MARK,
+                              "DROP TABLE journal_clock"):  # fmt: skip
                 connection.execute(statement)
             connection.execute(
                 "UPDATE journal_schema_version SET version = %s",

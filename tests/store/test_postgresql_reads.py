@@ -18,11 +18,17 @@ import pytest
 import trio
 from psycopg.rows import dict_row
 
+from switch.core.book import TxnRecord
 from switch.store.port import JournalError, TxnStarted
 from switch.store.postgresql import JournalDatabase, PostgresJournal
 from tests.store.records import make_record
 
 FIRST, SECOND = "632600000001", "632600000002"
+
+
+def stored(rrn: str) -> TxnRecord:
+    """A record as the journal reads it back: journaled at 100.0, received then."""
+    return make_record(rrn, received_at=100.0)
 
 
 @pytest.fixture
@@ -83,7 +89,7 @@ async def test_reads_ask_no_thread_once_connected(
     def no_thread(*_: object, **__: object) -> None:
         raise AssertionError("a read ran in a thread")
 
-    record = make_record(SECOND)
+    record = stored(SECOND)
     with monkeypatch.context() as patched:  # the journal's closing may use one
         patched.setattr(trio.to_thread, "run_sync", no_thread)
         assert await journal.transaction_by_rrn(SECOND) == record
@@ -109,7 +115,7 @@ async def test_a_read_the_server_refuses_fails_and_its_connection_serves_the_nex
             nursery.start_soon(refused)
             assert await _waiting_read(postgres_dsn) == pid
             _rows(postgres_dsn, f"SELECT pg_cancel_backend({pid})")  # the server's error
-    assert await journal.transaction_by_rrn(SECOND) == make_record(SECOND)
+    assert await journal.transaction_by_rrn(SECOND) == stored(SECOND)
     assert _reader_pids(postgres_dsn) == [pid]  # the same connection
 
 
@@ -127,7 +133,7 @@ async def test_a_connection_lost_mid_read_fails_that_read_and_the_next_reconnect
             nursery.start_soon(lost)
             await _waiting_read(postgres_dsn)
             _rows(postgres_dsn, f"SELECT pg_terminate_backend({pid})")
-    assert await journal.transaction_by_rrn(SECOND) == make_record(SECOND)
+    assert await journal.transaction_by_rrn(SECOND) == stored(SECOND)
     (again,) = _reader_pids(postgres_dsn)
     assert again != pid
 
@@ -147,8 +153,8 @@ async def test_a_read_cancelled_in_flight_leaves_no_answer_for_the_next(
             await _waiting_read(postgres_dsn)
             nursery.cancel_scope.cancel()
     # The cancelled read's answer (FIRST) is never taken for this one's.
-    assert await journal.transaction_by_rrn(SECOND) == make_record(SECOND)
-    assert await journal.transaction_by_rrn(FIRST) == make_record(FIRST)
+    assert await journal.transaction_by_rrn(SECOND) == stored(SECOND)
+    assert await journal.transaction_by_rrn(FIRST) == stored(FIRST)
     assert pid not in _reader_pids(postgres_dsn)  # its connection was closed
 
 
@@ -166,7 +172,7 @@ async def test_reads_in_flight_at_once_each_get_their_own_answer(postgres_dsn: s
         async with trio.open_nursery() as readers:
             for rrn in rrns:
                 readers.start_soon(read, rrn)
-        assert found == {rrn: make_record(rrn) for rrn in rrns}
+        assert found == {rrn: stored(rrn) for rrn in rrns}
         nursery.cancel_scope.cancel()
 
 
@@ -179,4 +185,4 @@ async def test_a_read_whose_prepared_statement_the_server_refuses_is_prepared_ag
         connection.execute("ALTER TABLE txn ALTER COLUMN auth_code TYPE varchar(6)")
     with pytest.raises(JournalError, match="cached plan must not change result type"):
         await journal.transaction_by_rrn(SECOND)
-    assert await journal.transaction_by_rrn(SECOND) == make_record(SECOND)
+    assert await journal.transaction_by_rrn(SECOND) == stored(SECOND)

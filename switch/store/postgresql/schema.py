@@ -197,6 +197,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX advice_queue ON advice (bank, state, id);
     """,
+    # 8: what the risk rules (risk.md) decided of each request, and the online
+    # device it came from; rows by last change, for the other workers' windows.
+    """
+    ALTER TABLE txn ADD COLUMN device_id TEXT;
+    ALTER TABLE txn ADD COLUMN risk_version TEXT;   -- the rule set's version
+    ALTER TABLE txn ADD COLUMN risk_rule TEXT;      -- the rule that declined it
+    ALTER TABLE txn ADD COLUMN risk_review TEXT;    -- review rules that flagged it
+    ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
+    CREATE INDEX txn_by_updated ON txn (updated_at);
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

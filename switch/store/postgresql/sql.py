@@ -160,7 +160,7 @@ def writes_of(change: Change, *, claimant: str = "", worker: int = 0) -> tuple[W
 
 # -- the switch's questions (``switch/store/questions.py``) ---------------------------
 
-QUESTIONS = questions(DIALECT, own="AND worker = ? ")
+QUESTIONS = questions(DIALECT, own="AND worker = ? ", mine="(worker = ?)")
 """The shared questions; a worker's last STAN to a bank is read from its own rows: each
 worker has a block of STANs (StanSequence), and another worker's newer one would leave
 a restarted worker starting its block again."""

@@ -160,6 +160,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX advice_queue ON advice (bank, state, id);
     """,
+    # 6: what the risk rules (risk.md) decided of each request, and the online
+    # device it came from (no index by last change: one process writes an SQLite
+    # journal, no other worker follows it).
+    """
+    ALTER TABLE txn ADD COLUMN device_id TEXT;
+    ALTER TABLE txn ADD COLUMN risk_version TEXT;   -- the rule set's version
+    ALTER TABLE txn ADD COLUMN risk_rule TEXT;      -- the rule that declined it
+    ALTER TABLE txn ADD COLUMN risk_review TEXT;    -- review rules that flagged it
+    ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
