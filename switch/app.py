@@ -25,8 +25,11 @@ from typing import Any
 import msgspec
 import structlog
 import trio
+from cryptography import x509
 
-from switch.admin.collect import iso_utc
+from switch.admin.collect import StatusCollector, iso_utc
+from switch.admin.metrics import SwitchMetrics
+from switch.admin.peers import TRACE, Peers, WorkerReporter
 from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
 from switch.admin.status import (
@@ -35,6 +38,7 @@ from switch.admin.status import (
     RiskHitCount,
     RiskRuleStatus,
     RiskStatus,
+    StatusDocument,
 )
 from switch.config import (
     BankSection,
@@ -76,6 +80,7 @@ from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
+from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
 from switch.security.setup import bank_zmks, open_card_vault, open_security_module
 from switch.sim.server import BankSimulator
@@ -111,6 +116,22 @@ class Codecs:
                 raise KeyError(f"dialect {name!r} is not defined (known: {known})")
             codec = self._codecs[name] = Iso8583Codec(self._dialects[name])
         return codec
+
+
+def certificate_expiries(config: SwitchConfig) -> dict[str, float]:
+    """Each configured TLS certificate's end (epoch seconds), by listener; one that
+    cannot be read is left out (start-up has refused it already)."""
+    found: dict[str, float] = {}
+    for name in ("online", "admin"):
+        files = config.tls_files(name)
+        if files is None:
+            continue
+        try:
+            certificate = x509.load_pem_x509_certificate(files[0].read_bytes())
+        except (OSError, ValueError):
+            continue
+        found[name] = certificate.not_valid_after_utc.timestamp()
+    return found
 
 
 class SwitchApp:
@@ -179,7 +200,59 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
-        self.admin = AdminServer(config, self) if config.admin.enabled else None
+        self._certificate_expiries = certificate_expiries(config)
+        self.tracer = Tracer(self._pos_codec, self._bank_codec)
+        """The message trace (switch.net.trace): chosen live through the admin."""
+        peers = None
+        if worker.peers_dir is not None and worker.serves_admin:
+            peers = Peers(worker.peers_dir, worker.count)
+        self.admin = AdminServer(config, self, peers) if config.admin.enabled else None
+        self.reporter = None
+        """What a worker other than worker 0 tells worker 0's admin (admin/peers.py)."""
+        if worker.peers_dir is not None and not worker.serves_admin:
+            reporter_status = StatusCollector(self)
+            reporter_metrics = SwitchMetrics(reporter_status)
+
+            async def document() -> StatusDocument:
+                await reporter_status.refresh()
+                return reporter_status.own_document()
+
+            self.reporter = WorkerReporter(
+                worker.peers_dir, worker.index, document, reporter_metrics.local_data,
+                self._trace_from_worker_0,
+            )  # fmt: skip
+
+    def certificate_expiries(self) -> dict[str, float]:
+        """The TLS certificates in use, read at start-up (a new one needs a restart)."""
+        return self._certificate_expiries
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        """Sets the message trace's selection here and at every other worker (worker 0
+        of several); None only says what it is."""
+        if selection is None:
+            return TraceAnswer(selection=self.tracer.selection)
+        self.tracer.select(selection)
+        missing: list[int] = []
+        peers = self.admin.status.peers if self.admin is not None else None
+        if peers is not None:
+            answers = await peers.tell(TRACE + msgspec.json.encode(selection))
+            missing = sorted(index for index, answer in answers.items() if answer is None)
+        return TraceAnswer(selection=selection, workers_not_answering=missing)
+
+    def _trace_from_worker_0(self, request: bytes) -> bytes:
+        try:
+            self.tracer.select(selection_decoder.decode(request))
+        except msgspec.DecodeError as exc:
+            log.warning("trace_refused", error=str(exc))
+        return msgspec.json.encode(self.tracer.selection)
+
+    def _pos_codec(self) -> Iso8583Codec:
+        return self.codecs.get(self.config.pos.dialect)
+
+    def _bank_codec(self, bank: str) -> Iso8583Codec | None:
+        """A bank's codec, for the trace (None: a bank the config no longer has)."""
+        section = self.config.banks.get(bank)
+        return self.codecs.get(section.dialect) if section is not None else None
 
     def risk_status(self) -> RiskStatus:
         """What ``/status`` and the metrics show of the risk rules (risk.md, "Journal,
@@ -293,6 +366,7 @@ class SwitchApp:
                     connects=link.connects,
                     unsolicited=link.unsolicited,
                     state_changes=link.state_changes,
+                    key_expires_in_s=link.key_expires_in_s,
                 )
                 for link in links
             ),
@@ -365,7 +439,7 @@ class SwitchApp:
             log.warning(
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
-        journal = self.journal = open_journal(config, self.worker.index)
+        journal = self.journal = open_journal(config, self.worker.slot)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
         ledger_store = open_ledger_store(config)  # wallet.md: on-us payments
@@ -381,6 +455,8 @@ class SwitchApp:
                 await self._check_clock(journal, settlement_store)  # before any sign-on
                 if self.admin is not None:  # up from here to the journal's close: health, drain
                     await store_side.start(self.admin.serve)
+                if self.reporter is not None:  # worker 0's admin reads this worker
+                    await store_side.start(self.reporter.serve)
                 await self._run_banks_and_channels(journal, vault, settlement_store, task_status)
                 store_side.cancel_scope.cancel()
         finally:
@@ -465,7 +541,7 @@ class SwitchApp:
                 reversals=_Reversals(self.forwarders),
                 calendar=calendar,
                 merchants=self.merchants,
-                rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
+                rrns=RrnAllocator(worker=self.worker.slot, workers=self.worker.slots),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
                 hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
@@ -553,6 +629,7 @@ class SwitchApp:
                 reuse_port=shared,
                 tls=self.online_tls,
             )
+            self.pos.tracer = self.online.tracer = self.tracer
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)
@@ -564,6 +641,7 @@ class SwitchApp:
                     admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
                     clock=self.clock.describe(),
+                    settlement=self.settlement is not None,
                 )
                 task_status.started(self)
                 if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
@@ -639,6 +717,7 @@ class SwitchApp:
             stans=stans if stans is not None else self._new_stans(),
             clock=self.clock,
             security=security,
+            tracer=self.tracer,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
@@ -656,7 +735,7 @@ class SwitchApp:
 
     def _new_stans(self) -> StanSequence:
         """Trace numbers of this worker's own (the whole range for one process)."""
-        return StanSequence(worker=self.worker.index, workers=self.worker.count)
+        return StanSequence(worker=self.worker.slot, workers=self.worker.slots)
 
     def _stop_bank(self, connector: BankConnector) -> None:
         """Stops a connector's links (and the simulator the switch ran for it)."""
@@ -724,6 +803,7 @@ class SwitchApp:
             diff = [change.describe() for change in plan.diff]
             log.info("config_reloaded", version=self.config_version, **plan.summary(), diff=diff)
             set_log_level(new.log.level)  # after its own line, which a higher level would hide
+            self.tracer.refresh()  # level debug traces every message
             return ReloadResult(
                 accepted=True, version=self.config_version, changes=plan.summary(),
                 diff=list(plan.diff),

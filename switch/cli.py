@@ -44,7 +44,7 @@ from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
 from switch.core.workers import Worker
-from switch.errors import ConfigError, MessageEncodeError, StartupError
+from switch.errors import ConfigError, MessageEncodeError, StartupError, SwitchError
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.net.clients import PosClient
@@ -55,6 +55,7 @@ from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
 from switch.terminal import Terminal, TerminalBatch, encode_pos_request
+from switch.wire import dump
 from switch.wire.iso8583 import FieldValue, Iso8583Message
 
 SWITCH_INTERVAL_S = 0.0005
@@ -129,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     # The listeners' ports as the supervisor bound them (a configured 0 made one port).
     run.add_argument("--pos-port", type=int, help=argparse.SUPPRESS)
     run.add_argument("--online-port", type=int, help=argparse.SUPPRESS)
+    # The supervisor's folder where the workers answer worker 0's admin (admin/peers.py).
+    run.add_argument("--peers-dir", help=argparse.SUPPRESS)
     _clock_options(run)
     # When the supervisor's business clock read --clock (epoch seconds): its workers'.
     run.add_argument("--clock-anchor", type=float, help=argparse.SUPPRESS)
@@ -466,6 +469,25 @@ def _parser() -> argparse.ArgumentParser:
     settle.set_defaults(handler=_pos_settle, message="settle")
     add_online_commands(commands, _config_option, parse_amount)  # signed online requests
 
+    decode = commands.add_parser(
+        "decode",
+        help="a frame in hex, field by field (card data masked, secrets hidden)",
+        description="Prints a frame's fields as the message trace logs them: a POS frame "
+        "(2-byte length, TPDU, header, ISO 8583), a bank frame (2-byte length, ISO 8583 of "
+        "the bank's dialect), an online frame (4-byte length, MessagePack) or a MessagePack "
+        "map alone; the kind is recognised unless --kind says it. Card numbers are masked; "
+        "PIN blocks, keys, MACs, expiry and CVV2 never shown.",
+    )
+    _config_option(decode)
+    decode.add_argument(
+        "hex", nargs="*", help="the frame in hex (spaces allowed); - or none: stdin"
+    )
+    decode.add_argument("--kind", choices=("pos", "bank", "online", "msgpack"))
+    decode.add_argument(
+        "--bank", help="whose dialect a bank frame is in (default: the first bank's)"
+    )
+    decode.set_defaults(handler=_decode)
+
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
@@ -491,6 +513,35 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
     if checked.problems:
         return 2
     print(f"ok: {args.config}")
+    return 0
+
+
+def _decode(args: argparse.Namespace, config: SwitchConfig) -> int:
+    text = " ".join(args.hex) if args.hex and args.hex != ["-"] else sys.stdin.read()
+    try:
+        data = bytes.fromhex("".join(text.split()))
+    except ValueError:
+        print("switch: decode: the frame is not hexadecimal (two digits a byte)", file=sys.stderr)
+        return 2
+    banks = list(config.banks)
+    bank = args.bank or (banks[0] if banks else None)
+    if args.bank is not None and args.bank not in config.banks:
+        print(f"switch: decode: --bank {args.bank} is not in [banks] ({', '.join(banks)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        codecs = Codecs(config.dialects_path())
+        kind = args.kind or dump.identify(data)
+        wanted = {"pos": config.pos.dialect}
+        if bank is not None:
+            wanted["bank"] = config.banks[bank].dialect
+        lines = dump.decode_lines(
+            data, kind, {role: codecs.get(name) for role, name in wanted.items()}
+        )
+    except (ValueError, KeyError, msgspec.DecodeError, SwitchError) as exc:
+        print(f"switch: decode: {dump.mask_card_numbers(str(exc))}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 
@@ -577,13 +628,18 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
             pos_port=args.pos_port,
             online_port=args.online_port,
             own_journal=workers > 1 and supervisor.sqlite_workers_for_tests(),
+            peers_dir=args.peers_dir if workers > 1 else None,
+            host=config.switch.host_id,
+            hosts=config.switch.hosts,
         )
-    except ValueError:
-        print(f"switch: --worker-index {args.worker_index} is not one of --workers {workers}",
+    except ValueError as exc:
+        print(f"switch: {exc} (--worker-index, --workers, [switch] host_id and hosts)",
               file=sys.stderr)  # fmt: skip
         return 2
     if not worker.alone:
         structlog.contextvars.bind_contextvars(worker=worker.index)  # on every line
+    if worker.hosts > 1:
+        structlog.contextvars.bind_contextvars(host=worker.host)
     try:
         # logging, fds, keys, the admin token, the journal's lock, ports
         started = startup.prepare(config, worker, clock)
@@ -733,6 +789,7 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     except ValueError as exc:
         print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
         return 2
+
     def find(journal: OperatorJournal) -> list[dict[str, Any]]:
         rows = ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset)
         return rows if args.json else ops.find_rows(rows)

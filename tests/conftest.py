@@ -49,7 +49,8 @@ class LogSink:
 
 
 LOG_SINK = LogSink()
-configure_logging("debug", stream=LOG_SINK)  # type: ignore[arg-type]
+# At info, as a switch runs: at debug the message trace would follow every message.
+configure_logging("info", stream=LOG_SINK)  # type: ignore[arg-type]
 
 
 @pytest.fixture

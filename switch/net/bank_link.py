@@ -38,6 +38,7 @@ from switch.core.fairqueue import FairQueue
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
 from switch.net.framed import FrameReader, FrameWriter
+from switch.net.trace import Tracer
 from switch.security.port import BankKeys, KeyName, SecurityModule, operator_kcv
 from switch.security.software import security_event
 from switch.wire.framing import LengthPrefixedFramer
@@ -122,9 +123,12 @@ class BankLink:
         on_room: Callable[[], None] = lambda: None,
         clock: BusinessClock = WALL_CLOCK,
         security: BankSecurity | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.bank = bank
         self.index = index
+        self.tracer = tracer
+        """The message trace (switch.net.trace), when the switch has one."""
         self._security = security
         """None: no key change and no MAC (a bank reached only in tests of the link)."""
         self._keys: BankKeys | None = None
@@ -169,6 +173,13 @@ class BankLink:
             return False
         self.in_flight += 1
         return True
+
+    @property
+    def key_expires_in_s(self) -> float | None:
+        """Until the keys' change is due (below 0: overdue); None: no keys."""
+        if self._keys is None or self._next_key_change == math.inf:
+            return None
+        return round(self._next_key_change - trio.current_time(), 3)
 
     @property
     def has_room(self) -> bool:
@@ -230,6 +241,8 @@ class BankLink:
             encoded = mab + self._security.module.make_bank_mac(keys.zak, mab)
         pending = _Pending(keys)
         self._pending[key] = pending
+        if self.tracer is not None and self.tracer.active:
+            self.tracer.bank(self.bank, self.index, "out", mti, fields)
         try:
             frame = self._framer.frame(encoded)
             try:
@@ -420,7 +433,11 @@ class BankLink:
             if frame is None:
                 raise LinkDown("bank closed the link")
             self._last_received = trio.current_time()
-            self._dispatch(codec.decode(frame), frame)
+            message = codec.decode(frame)
+            if self.tracer is not None and self.tracer.active:
+                self.tracer.bank(self.bank, self.index, "in", message.mti, message.fields)
+            self._dispatch(message, frame)
+            del message
             del frame  # a quiet link holds nothing of its last response (card data)
             handled += 1
             if handled % FRAMES_PER_TURN == 0:
@@ -591,6 +608,7 @@ class BankConnector:
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
         security: BankSecurity | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -607,6 +625,7 @@ class BankConnector:
                 on_room=self._hand_out,
                 clock=clock,
                 security=security,
+                tracer=tracer,
             )
             for index in range(config.links)
         ]
