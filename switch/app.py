@@ -40,6 +40,7 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
+from switch.core.terminal_keys import TerminalKeys
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
@@ -55,7 +56,7 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_security_module
+from switch.security.setup import bank_zmks, open_security_module, terminal_entries
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
@@ -115,6 +116,12 @@ class SwitchApp:
         # without keys stops the start in one line (security.md: every link MACs).
         self.security = open_security_module(config)
         self._zmks = bank_zmks(self.security, config, config.banks)
+        terminal_entries(self.security, config)
+        self.terminal_keys = TerminalKeys(
+            self.security,
+            lifetime_s=config.security.key_lifetime_h * 3600,
+            max_terminals=config.security.max_signed_on_terminals,
+        )
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -396,6 +403,7 @@ class SwitchApp:
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
                 clock=self.clock,
+                keys=self.terminal_keys,
             )
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,

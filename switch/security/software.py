@@ -400,7 +400,7 @@ class SoftwareSecurityModule:
     ) -> KeyInfo:
         if kind not in ("tmk", "zmk"):
             raise OperatorInputError(f"keys from components are TMKs and ZMKs, not {kind}")
-        if OWNER.fullmatch(owner) is None:
+        if OWNER.fullmatch(owner) is None and not (kind == "tmk" and owner == "*"):
             raise OperatorInputError(f"{owner!r} is no terminal id or bank name")
         if kind == "zmk" and cipher != "3des":
             raise OperatorInputError("a ZMK is a 3des key")
