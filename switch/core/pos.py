@@ -108,6 +108,12 @@ def _acceptor_id(fields: Fields, number: int) -> str:
     return value
 
 
+def acceptor_ids(fields: Fields) -> tuple[str, str]:
+    """41 and 42 without their padding; 30 for a missing, blank or space-led one (it
+    names no terminal entry: answered before any MAC check, without 64)."""
+    return _acceptor_id(fields, 41), _acceptor_id(fields, 42)
+
+
 def request_from_pos(
     mti: str,
     fields: Fields,

@@ -29,6 +29,8 @@ DEMO_PIN: Final = "123456"
 """The simulator's default PIN: what the test and demo client enters for a request
 whose 22 says a PIN is sent and that carries none."""
 PIN_MTIS: Final = frozenset({"0100", "0200"})
+AUTO_SIGN_ON_STAN: Final = 999_999
+"""The STAN of the sign-ons the client makes by itself."""
 SHARED_KEYS_MAX: Final = 4096
 
 
@@ -155,12 +157,12 @@ class PosClient:
         reserved = fields.get(60)
         batch = reserved[2:8] if isinstance(reserved, str) and reserved[2:8].isdigit() else "000001"
         before = msgspec.structs.replace(self.terminal, batch=(int(batch) - 1) % 1_000_000)
-        stan = int(str(fields.get(11, "1"))) if str(fields.get(11, "")).isdigit() else 1
+        stan = AUTO_SIGN_ON_STAN  # its own, not the request's: the log tells them apart
         assert self.security is not None
         layout = self.security.layout
         await self.stream.send_all(
             self.framer.frame(
-                encode_pos_request(self.codec, before, before.sign_on(stan or 1, layout))
+                encode_pos_request(self.codec, before, before.sign_on(stan, layout))
             )
         )
         while True:

@@ -90,7 +90,12 @@ class PosProtocol:
         fields = message.fields
         keys: KeySet | None = None
         if self.keys is not None and message.mti in MAC_MTIS:
-            terminal = str(fields[41]).rstrip()
+            try:
+                terminal = pos.acceptor_ids(fields)[0]
+            except TransactionRefused as exc:
+                outcome = Outcome(code=exc.response_code, message=str(exc), field=exc.field)
+                self._log(None, outcome, message, received_at)
+                return self._reply(envelope, message.mti, fields, outcome, stamp)
             try:
                 keys = self.keys.verify(terminal, data, fields, received_at)
             except MacRefused as exc:
