@@ -40,10 +40,10 @@ from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
-from switch.core.terminal_keys import TerminalKeys
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level

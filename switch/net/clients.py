@@ -206,9 +206,11 @@ class PosClient:
         if self.security is not None:
             if message.mti == "0810":
                 self._take_keys(message)
-            elif (verified := self.security.verify(split_pos_frame(frame)[1], message.fields)) is False:
+                return envelope, message
+            verified = self.security.verify(split_pos_frame(frame)[1], message.fields)
+            if verified is False:
                 raise MacMismatch(f"the MAC of a {message.mti} does not verify")
-            elif verified:
+            if verified:
                 # Checked: the response as the terminal's application sees it, without 64.
                 fields = dict(message.fields)
                 mac = fields.pop(64)

@@ -160,6 +160,7 @@ def terminal_entries(module: SoftwareSecurityModule, config: SwitchConfig) -> No
         )  # fmt: skip
     except OperatorInputError:
         module.reload()  # stored meanwhile by another worker
-        if key_name("tmk", ANY_TERMINAL) not in {key_name(i.kind, i.owner) for i in module.list_keys()}:
+        stored = {key_name(info.kind, info.owner) for info in module.list_keys()}
+        if key_name("tmk", ANY_TERMINAL) not in stored:
             raise
     log.warning("demo_terminal_entry", terminal=ANY_TERMINAL, kcv=DEMO_TMK_KCV)
