@@ -384,6 +384,13 @@ class TerminalSecurity:
         cipher = "sm4" if keys.layout == "005" else "des"
         return self._alg.pos_mac(cipher, keys.mak, mab)  # type: ignore[arg-type]
 
+    def mac(self, mab: bytes) -> bytes:
+        """Field 64 of ``mab`` under the current MAK."""
+        current = self.current
+        if current is None:
+            raise TerminalKeyError("no working keys: sign on first")
+        return self._mac(current, mab)
+
     def encode(self, codec: Iso8583Codec, mti: str, fields: dict[int, FieldValue]) -> bytes:
         """The ISO 8583 message with its 64 under the current MAK (a message that takes
         one; others as they are)."""
