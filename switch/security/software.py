@@ -69,6 +69,8 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[alg.KeyCipher, alg.KeyCipher, alg.KeyCiphe
 FIELD_62_BYTES: Final = {"003": 40, "005": 40, "001": 24}
 MAC_KEYS_KEPT: Final = 256
 """ZAKs kept prepared for X9.19 (two per link in a key change, old and new)."""
+POS_MAC_KEYS_KEPT: Final = 8192
+"""MAKs kept prepared for POS MACs: the terminals transacting now (a few KB each)."""
 
 
 def security_event(kind: str, **fields: str | int) -> None:
@@ -132,6 +134,8 @@ class SoftwareSecurityModule:
         self._clock = clock
         self._records: dict[KeyName, KeyRecord] = {}
         self._x919: dict[bytes, alg.X919Key] = {}
+        self._pos_macs: dict[tuple[str, str, str, bytes], alg.PosMacKey] = {}
+        """Prepared MAKs by their blob under the LMK, as ``_x919``."""
         """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
         self.reload()
 
@@ -286,7 +290,18 @@ class SoftwareSecurityModule:
         return keys
 
     def make_pos_mac(self, mak: LmkKey, mab: bytes) -> bytes:
-        return alg.pos_mac(mak.cipher, self._open(mak, "mak"), mab)
+        # On every POS request and answer: the MAK is opened and its cipher made once
+        # per key, then kept here (bounded: the terminals transacting now).
+        # Keyed by name, cipher and blob: a blob relabelled (another owner or kind) is
+        # not found here, and fails to open under its new name's associated data.
+        cache_key = (mak.kind, mak.owner, mak.cipher, mak.blob)
+        prepared = self._pos_macs.get(cache_key)
+        if prepared is None:
+            prepared = alg.PosMacKey(mak.cipher, self._open(mak, "mak"))
+            if len(self._pos_macs) >= POS_MAC_KEYS_KEPT:
+                del self._pos_macs[next(iter(self._pos_macs))]  # the oldest
+            self._pos_macs[cache_key] = prepared
+        return prepared.mac(mab)
 
     def verify_pos_mac(self, mak: LmkKey, mab: bytes, mac: bytes) -> bool:
         return alg.macs_equal(self.make_pos_mac(mak, mab), mac)
@@ -560,6 +575,7 @@ class SoftwareSecurityModule:
         old_check = self._lmk.check
         self._lmk = new_lmk
         self._x919.clear()
+        self._pos_macs.clear()
         self.reload()
         security_event("lmk_rotated", old_lmk_check=old_check[:6],
                        new_lmk_check=new_lmk.check[:6], keys=count)  # fmt: skip
