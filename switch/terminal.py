@@ -338,6 +338,7 @@ class TerminalSecurity:
             raise ValueError(f"60.3 = {self.layout} is not for a {cipher} TMK")
         self.key_sets: list[TerminalKeySet] = []
         """Newest first."""
+        self.stale = False
 
     def __repr__(self) -> str:
         return f"TerminalSecurity({self.cipher}, {self.layout}, sets={len(self.key_sets)})"
@@ -350,10 +351,16 @@ class TerminalSecurity:
     def current(self) -> TerminalKeySet | None:
         return self.key_sets[0] if self.key_sets else None
 
+    def invalidate(self) -> None:
+        """The switch no longer takes the current keys (77, or A0 from a switch that
+        holds others): sign on before the next request; older sets still check answers."""
+        self.stale = True
+
     def needs_sign_on(self, mti: str, fields: dict[int, FieldValue]) -> bool:
-        """No keys yet, or (``3des``) a request outside the keys' batch (answered 12)."""
+        """No keys yet, keys the switch refused, or (``3des``) a request outside the
+        keys' batch (answered 12)."""
         current = self.current
-        if current is None:
+        if current is None or self.stale:
             return True
         if self.layout != "005" and mti in BATCH_CHECKED_MTIS:
             reserved = fields.get(60)
@@ -378,6 +385,7 @@ class TerminalSecurity:
             raise TerminalKeyError("a working key does not match its KCV")
         keys = TerminalKeySet(layout=self.layout, pik=pik, mak=mak, batch=batch)
         self.key_sets = [keys, *self.key_sets[: KEY_SETS_KEPT - 1]]
+        self.stale = False
         return keys
 
     def _mac(self, keys: TerminalKeySet, mab: bytes) -> bytes:

@@ -71,7 +71,7 @@ class PosClient:
     MAC checked (:class:`MacMismatch`); with ``auto_sign_on`` it signs on by itself
     before a request when it has no keys or (``3des``) its keys are of another batch
     (the 0800's 60.2 one less, so that the 0810 opens the request's batch), and
-    :meth:`request` signs on again and resends once after a 77. ``pin``: entered for a
+    :meth:`request` signs on again and resends once after a 77 or an A0. ``pin``: entered for a
     0100 or 0200 whose 22 says a PIN is sent and that carries no PIN fields."""
 
     def __init__(
@@ -222,12 +222,14 @@ class PosClient:
         await self.send(message)
         response = (await self.receive())[1]
         if (
-            response.fields.get(39) == "77"
+            response.fields.get(39) in ("77", "A0")
             and self.security is not None
             and self.auto_sign_on
             and message[0] in MAC_MTIS
         ):
-            self.security.key_sets.clear()  # the switch lost them (a restart): again
+            # The switch lost the keys (a restart), or holds others for this terminal
+            # (another connection of it signed on since, or another worker): again.
+            self.security.invalidate()
             await self.send(message)
             response = (await self.receive())[1]
         return response
