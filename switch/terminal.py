@@ -297,7 +297,7 @@ LAYOUT_CIPHERS: Final[dict[str, tuple[str, str, str]]] = {
 }
 SECURITY_CONTROL: Final = {"003": "2600000000000000", "005": "2400000000000000",
                            "001": "2000000000000000"}  # fmt: skip
-KEY_SETS_KEPT: Final = 4
+KEY_SETS_KEPT: Final = 16
 """Key sets a terminal still verifies responses with (requests sent before a sign-on)."""
 
 
@@ -338,7 +338,6 @@ class TerminalSecurity:
             raise ValueError(f"60.3 = {self.layout} is not for a {cipher} TMK")
         self.key_sets: list[TerminalKeySet] = []
         """Newest first."""
-        self.stale = False
 
     def __repr__(self) -> str:
         return f"TerminalSecurity({self.cipher}, {self.layout}, sets={len(self.key_sets)})"
@@ -351,16 +350,13 @@ class TerminalSecurity:
     def current(self) -> TerminalKeySet | None:
         return self.key_sets[0] if self.key_sets else None
 
-    def invalidate(self) -> None:
-        """The switch no longer takes the current keys (77, or A0 from a switch that
-        holds others): sign on before the next request; older sets still check answers."""
-        self.stale = True
-
-    def needs_sign_on(self, mti: str, fields: dict[int, FieldValue]) -> bool:
-        """No keys yet, keys the switch refused, or (``3des``) a request outside the
+    def needs_sign_on(
+        self, mti: str, fields: dict[int, FieldValue], keys: TerminalKeySet | None = None
+    ) -> bool:
+        """No keys (``keys``, else the newest), or (``3des``) a request outside the
         keys' batch (answered 12)."""
-        current = self.current
-        if current is None or self.stale:
+        current = keys or self.current
+        if current is None:
             return True
         if self.layout != "005" and mti in BATCH_CHECKED_MTIS:
             reserved = fields.get(60)
@@ -385,44 +381,58 @@ class TerminalSecurity:
             raise TerminalKeyError("a working key does not match its KCV")
         keys = TerminalKeySet(layout=self.layout, pik=pik, mak=mak, batch=batch)
         self.key_sets = [keys, *self.key_sets[: KEY_SETS_KEPT - 1]]
-        self.stale = False
         return keys
 
     def _mac(self, keys: TerminalKeySet, mab: bytes) -> bytes:
         cipher = "sm4" if keys.layout == "005" else "des"
         return self._alg.pos_mac(cipher, keys.mak, mab)  # type: ignore[arg-type]
 
-    def mac(self, mab: bytes) -> bytes:
-        """Field 64 of ``mab`` under the current MAK."""
-        current = self.current
+    def mac(self, mab: bytes, keys: TerminalKeySet | None = None) -> bytes:
+        """Field 64 of ``mab`` under the MAK of ``keys`` (else the newest)."""
+        current = keys or self.current
         if current is None:
             raise TerminalKeyError("no working keys: sign on first")
         return self._mac(current, mab)
 
-    def encode(self, codec: Iso8583Codec, mti: str, fields: dict[int, FieldValue]) -> bytes:
-        """The ISO 8583 message with its 64 under the current MAK (a message that takes
-        one; others as they are)."""
-        if mti not in MAC_MTIS or self.current is None:
+    def encode(
+        self,
+        codec: Iso8583Codec,
+        mti: str,
+        fields: dict[int, FieldValue],
+        keys: TerminalKeySet | None = None,
+    ) -> bytes:
+        """The ISO 8583 message with its 64 under the MAK of ``keys`` (else the newest;
+        a message that takes one; others as they are)."""
+        current = keys or self.current
+        if mti not in MAC_MTIS or current is None:
             return codec.encode(mti, fields)
         encoded = codec.encode(mti, {**fields, 64: bytes(8)})
         mab = encoded[:-8]
-        return mab + self._mac(self.current, mab)
+        return mab + self._mac(current, mab)
 
-    def verify(self, data: bytes, fields: dict[int, FieldValue]) -> bool | None:
-        """Whether a response's 64 verifies under one of the recent MAKs; None when it
-        carries none."""
+    def verify(
+        self, data: bytes, fields: dict[int, FieldValue], first: TerminalKeySet | None = None
+    ) -> bool | None:
+        """Whether a response's 64 verifies under ``first`` or one of the recent MAKs;
+        None when it carries none."""
         mac = fields.get(64)
         if not isinstance(mac, bytes):
             return None
         if len(mac) != 8 or not data.endswith(mac):
             return False
         mab = data[:-8]
-        return any(self._alg.macs_equal(self._mac(keys, mab), mac) for keys in self.key_sets)
+        candidates = [first] if first is not None else []
+        return any(
+            self._alg.macs_equal(self._mac(keys, mab), mac)
+            for keys in (*candidates, *self.key_sets)
+        )
 
-    def pin_fields(self, pin: str, pan: str) -> dict[int, FieldValue]:
-        """The PIN of a request under the current PIK: 52 and 53 (``3des``), or 62 and
-        53 (``sm4``)."""
-        current = self.current
+    def pin_fields(
+        self, pin: str, pan: str, keys: TerminalKeySet | None = None
+    ) -> dict[int, FieldValue]:
+        """The PIN of a request under the PIK of ``keys`` (else the newest): 52 and 53
+        (``3des``), or 62 and 53 (``sm4``)."""
+        current = keys or self.current
         if current is None:
             raise TerminalKeyError("no working keys: sign on first")
         alg = self._alg
@@ -444,12 +454,15 @@ class TerminalSecurity:
 
 
 def with_pin(
-    message: tuple[str, dict[int, FieldValue]], security: TerminalSecurity, pin: str
+    message: tuple[str, dict[int, FieldValue]],
+    security: TerminalSecurity,
+    pin: str,
+    keys: TerminalKeySet | None = None,
 ) -> tuple[str, dict[int, FieldValue]]:
     """``message`` with a PIN: 22's third digit 1 and the PIN fields of the key set."""
     mti, fields = message
     entry_mode = str(fields.get(22, "021"))
     out = {**fields, 22: entry_mode[:2] + "1"}
     pan = str(fields.get(2) or str(fields.get(35, "")).partition("=")[0])
-    out.update(security.pin_fields(pin, pan))
+    out.update(security.pin_fields(pin, pan, keys))
     return mti, out

@@ -23,8 +23,8 @@ import pytest
 import trio
 
 from switch.config import load_config
-from switch.net.clients import PosClient
 from switch.errors import StartupError
+from switch.net.clients import PosClient
 from switch.security.setup import bank_zmks, open_security_module, terminal_entries
 from switch.store.sqlite import JournalFile
 from switch.terminal import Terminal

@@ -16,6 +16,7 @@ from switch.terminal import (
     MAC_MTIS,
     Terminal,
     TerminalKeyError,
+    TerminalKeySet,
     TerminalSecurity,
     decode_pos_response,
     encode_pos_request,
@@ -92,6 +93,12 @@ class PosClient:
         self.auto_sign_on = auto_sign_on
         self.pin = pin
         self.sign_ons = 0
+        self.keys: TerminalKeySet | None = None
+        """The key set this connection signed on with: a connection stays with one
+        worker of the switch, whose keys these are. None: the terminal's newest (those
+        of another connection of it, which may be another worker's)."""
+        self.stale = False
+        """The switch refused the keys (77, A0): sign on before the next request."""
         self.last_mac: bytes | None = None
         """The verified 64 of the last response (it is taken out of its fields)."""
         self._queued: deque[bytes] = deque()
@@ -123,15 +130,18 @@ class PosClient:
         security = self.security
         if security is None:
             return encode_pos_request(self.codec, self.terminal, message)
+        keys = self.keys or security.current
         if (
             self.pin is not None
             and mti in PIN_MTIS
-            and security.current is not None
+            and keys is not None
             and _wants_pin(fields)
             and not any(number in fields for number in (52, 53, 62))
         ):
-            mti, fields = with_pin((mti, fields), security, self.pin)
-        return join_pos_frame(self.terminal.envelope, security.encode(self.codec, mti, fields))
+            mti, fields = with_pin((mti, fields), security, self.pin, keys)
+        return join_pos_frame(
+            self.terminal.envelope, security.encode(self.codec, mti, fields, keys)
+        )
 
     async def send(self, message: tuple[str, dict[int, FieldValue]]) -> None:
         mti, fields = message
@@ -140,7 +150,7 @@ class PosClient:
             security is not None
             and self.auto_sign_on
             and mti in MAC_MTIS
-            and security.needs_sign_on(mti, fields)
+            and (self.stale or security.needs_sign_on(mti, fields, self.keys))
         ):
             try:
                 await self.sign_on_for(fields)
@@ -190,9 +200,10 @@ class PosClient:
             return
         batch = reserved[2:8] if isinstance(reserved, str) else "000000"
         try:
-            self.security.accept_sign_on(keys, batch)
+            self.keys = self.security.accept_sign_on(keys, batch)
         except TerminalKeyError:
             return  # it keeps neither key, and signs on again (security.md)
+        self.stale = False
         self.sign_ons += 1
 
     async def receive(self) -> tuple[PosEnvelope, Iso8583Message]:
@@ -207,7 +218,8 @@ class PosClient:
             if message.mti == "0810":
                 self._take_keys(message)
                 return envelope, message
-            verified = self.security.verify(split_pos_frame(frame)[1], message.fields)
+            data = split_pos_frame(frame)[1]
+            verified = self.security.verify(data, message.fields, self.keys)
             if verified is False:
                 raise MacMismatch(f"the MAC of a {message.mti} does not verify")
             if verified:
@@ -229,7 +241,7 @@ class PosClient:
         ):
             # The switch lost the keys (a restart), or holds others for this terminal
             # (another connection of it signed on since, or another worker): again.
-            self.security.invalidate()
+            self.stale = True
             await self.send(message)
             response = (await self.receive())[1]
         return response
