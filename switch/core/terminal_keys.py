@@ -48,6 +48,9 @@ SECURITY_CONTROL: Final[dict[str, str]] = {
 BANK_SECURITY_CONTROL: Final = "2600000000000000"
 """Field 53 of the bank's PIN request: format 0 under the ZPK (double-length 3DES)."""
 DEFAULT_MAX_TERMINALS: Final = 200_000
+MAX_REPLACED: Final = 8
+"""Replaced key sets a terminal keeps within their 60 s (sign-ons are limited per
+terminal, 1 a second after a burst: ``sign_ons_per_terminal_per_s``)."""
 
 
 class KeySet(msgspec.Struct, frozen=True, gc=False):
@@ -74,8 +77,10 @@ class KeySet(msgspec.Struct, frozen=True, gc=False):
 
 class _Held(msgspec.Struct, gc=False):
     current: KeySet
-    previous: KeySet | None = None
-    replaced_at: float = 0.0
+    replaced: list[tuple[KeySet, float]] = msgspec.field(default_factory=list)
+    """Sets this terminal's sign-ons replaced, newest first, with when: each verifies
+    for ``previous_valid_s`` after its replacement; the newest is kept after that too,
+    so that a request under it is told 77 (it missed its new keys), not A0."""
 
 
 class MacRefused(TransactionRefused):
@@ -102,7 +107,7 @@ class PinSource(msgspec.Struct, frozen=True, gc=False):
 
 
 class TerminalKeys:
-    """Every terminal's current key set (and the one it replaced, for 60 s), bounded:
+    """Every terminal's current key set (and those it replaced, for 60 s), bounded:
     past ``max_terminals`` the longest-unsigned-on terminal is forgotten (it is then
     answered 77 once, as after a restart)."""
 
@@ -178,7 +183,10 @@ class TerminalKeys:
         if held is None:
             held = _Held(current=fresh)
         else:
-            held = _Held(current=fresh, previous=held.current, replaced_at=now)
+            replaced = [(held.current, now)] + [
+                (old, at) for old, at in held.replaced if now - at < self.previous_valid_s
+            ]
+            held = _Held(current=fresh, replaced=replaced[:MAX_REPLACED])
         self._held[terminal_id] = held
         while len(self._held) > self.max_terminals:
             self._held.popitem(last=False)
@@ -212,11 +220,11 @@ class TerminalKeys:
         mab = data[:-MAC_BYTES]
         if self.module.verify_pos_mac(current.mak, mab, mac):
             return current
-        previous = held.previous
-        if previous is not None and self.module.verify_pos_mac(previous.mak, mab, mac):
-            if now - held.replaced_at < self.previous_valid_s:
-                return previous
-            raise MacRefused("77", "MAC under replaced keys: sign on")
+        for previous, replaced_at in held.replaced:
+            if self.module.verify_pos_mac(previous.mak, mab, mac):
+                if now - replaced_at < self.previous_valid_s:
+                    return previous
+                raise MacRefused("77", "MAC under replaced keys: sign on")
         self.mac_failures += 1
         raise MacRefused("A0", "MAC verification failed", event="pos_mac_failed")
 

@@ -95,8 +95,8 @@ class PosClient:
         self.sign_ons = 0
         self.keys: TerminalKeySet | None = None
         """The key set this connection signed on with: a connection stays with one
-        worker of the switch, whose keys these are. None: the terminal's newest (those
-        of another connection of it, which may be another worker's)."""
+        worker of the switch, whose keys these are, so each connection signs on before
+        its first request that takes a MAC (workers do not share keys)."""
         self.stale = False
         """The switch refused the keys (77, A0): sign on before the next request."""
         self.last_mac: bytes | None = None
@@ -150,7 +150,7 @@ class PosClient:
             security is not None
             and self.auto_sign_on
             and mti in MAC_MTIS
-            and (self.stale or security.needs_sign_on(mti, fields, self.keys))
+            and (self.stale or self.keys is None or security.needs_sign_on(mti, fields, self.keys))
         ):
             try:
                 await self.sign_on_for(fields)
