@@ -27,10 +27,16 @@ import structlog
 import trio
 
 from switch.admin.collect import iso_utc
-from switch.admin.port import BankReading, JournalReading, ListenerReading
+from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
 from switch.admin.status import ConfigStatus, LinkStatus
-from switch.config import BankSection, SwitchConfig, config_problems, load_config
+from switch.config import (
+    BankSection,
+    StandInSection,
+    SwitchConfig,
+    config_problems,
+    load_config,
+)
 from switch.core.admission import AdmissionConfig, AdmissionStatistics
 from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
@@ -43,11 +49,13 @@ from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.core.stip import StandInDesk
 from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
+from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.online import OnlineProtocol
@@ -60,7 +68,7 @@ from switch.security.setup import bank_zmks, open_security_module, terminal_entr
 from switch.sim.server import BankSimulator
 from switch.store import claim_clock, open_journal, open_settlement_store
 from switch.store.crypto import CardVault, load_card_keys
-from switch.store.port import Journal, OnlineResultsPurged, ReversalBacklog
+from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
 from switch.wire.dialect import load_dialects
@@ -127,6 +135,9 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
+        self.advisers: dict[str, AdviceForwarder] = {}
+        """Each bank's advice queue's sender (stand-in, risk.md)."""
+        self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
@@ -279,6 +290,33 @@ class SwitchApp:
         journal = self.journal
         return await journal.reversal_backlog() if journal is not None else None
 
+    async def advice_backlog(self) -> list[AdviceBacklog] | None:
+        journal = self.journal
+        return await journal.advice_backlog() if journal is not None else None
+
+    def stand_in_readings(self) -> list[StandInReading]:
+        desk, switchboard = self.stand_in, self.switchboard
+        today = (
+            switchboard.calendar.date_at(self.clock.now()).isoformat()
+            if switchboard is not None
+            else ""
+        )
+        banks = [*self.config.banks, *(name for name in desk.approvals
+                                       if name not in self.config.banks)]  # fmt: skip
+        return [
+            StandInReading(
+                bank=name,
+                enabled=desk.enabled(name),
+                approvals=desk.approvals.get(name, 0),
+                today=desk.approved_on.get((name, today), 0),
+                declines={reason: n for (bank, reason), n in desk.declines.items() if bank == name},
+                advices={result: n for (bank, result), n in desk.advices.items() if bank == name},
+                losses_today=desk.losses_on.get((name, today), 0),
+            )
+            for name in banks
+            if desk.enabled(name) or desk.approvals.get(name)
+        ]
+
     async def run(
         self, *, task_status: trio.TaskStatus[SwitchApp] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -384,6 +422,8 @@ class SwitchApp:
                 rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
+                hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
+                stand_in=self.stand_in,
             )
             await switchboard.recover(
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
@@ -391,6 +431,14 @@ class SwitchApp:
             )
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
+            for name, connector in self.connectors.items():
+                adviser = self.advisers[name] = AdviceForwarder(
+                    connector, journal, vault, institution, config.saf, self.stand_in,
+                    calendar, utc_offset_h=utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
+                )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
                     bank_side, settlement_store, journal, calendar
@@ -487,6 +535,7 @@ class SwitchApp:
             speed=self.clock.speed,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
+            on_close=self.switchboard.expire_holds if self.switchboard is not None else None,
         )
         await bank_side.start(settlement.run)
         return settlement
@@ -697,6 +746,17 @@ class SwitchApp:
                 )  # fmt: skip
                 self._bank_side.start_soon(forwarder.run, name=f"saf:{name}")  # type: ignore[union-attr]
             forwarder.connector = connector
+            adviser = self.advisers.get(name)
+            if adviser is None:
+                adviser = self.advisers[name] = AdviceForwarder(
+                    connector, self.journal, self.vault, self._institution, new.saf,
+                    self.stand_in, switchboard.calendar,
+                    utc_offset_h=new.switch.utc_offset_h, clock=self.clock,
+                    book=switchboard.book,
+                )  # fmt: skip
+                adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
+            adviser.connector = connector
             if previous is not None:
                 self._bank_side.start_soon(self._retire, previous)  # type: ignore[union-attr]
         switchboard.bins = _bin_table(new)
@@ -708,6 +768,9 @@ class SwitchApp:
                 server.config = listener
         for forwarder in self.forwarders.values():
             forwarder.config = new.saf
+        for adviser in self.advisers.values():
+            adviser.config = new.saf
+        self.stand_in.configure(_stand_in_sections(new))
         switchboard.book.max_records = new.book.max_records
         self.config = new
 
@@ -741,10 +804,15 @@ class SwitchApp:
     def statistics(self) -> dict[str, object]:
         return {
             "saf": [forwarder.statistics() for forwarder in self.forwarders.values()],
+            "advices": [adviser.statistics() for adviser in self.advisers.values()],
             "switchboard": self.switchboard.statistics() if self.switchboard else None,
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+def _stand_in_sections(config: SwitchConfig) -> dict[str, StandInSection]:
+    return {name: bank.stand_in for name, bank in config.banks.items()}
 
 
 class ReloadRefused(Exception):

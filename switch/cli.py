@@ -30,6 +30,7 @@ from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import config_error_line, leniently, running_config_notes
 from switch.admin.settle_commands import add_commands as add_settle_commands
+from switch.admin.wallet_commands import add_commands as add_wallet_commands
 from switch.app import Codecs, SwitchApp
 from switch.config import (
     CONFIG_ENV,
@@ -53,7 +54,13 @@ from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
-from switch.terminal import DEMO_TMK, TerminalBatch, TerminalSecurity, encode_pos_request
+from switch.terminal import (
+    DEMO_TMK,
+    Terminal,
+    TerminalBatch,
+    TerminalSecurity,
+    encode_pos_request,
+)
 from switch.wire.iso8583 import FieldValue, Iso8583Message
 
 SWITCH_INTERVAL_S = 0.0005
@@ -210,17 +217,27 @@ def _parser() -> argparse.ArgumentParser:
 
     saf = commands.add_parser(
         "saf",
-        help="the store-and-forward queue of reversals",
-        description="List queued reversals, or put one back in the queue.",
+        help="the store-and-forward queues: reversals, and advices of stood-in sales",
+        description="List queued reversals or advices, or put one back in its queue.",
     )
     saf_commands = saf.add_subparsers(required=True, metavar="ACTION")
     saf_list = saf_commands.add_parser("list", help="reversals not yet delivered")
     saf_list.add_argument("--bank", help="only this bank's")
     saf_list.add_argument(
-        "--state", choices=["pending", "manual", "delivered"], help="only this state's"
+        "--state",
+        choices=["pending", "manual", "delivered", "queued", "sent", "accepted", "refused",
+                 "cancelled"],
+        help="only this state's (reversals: pending, manual, delivered; advices: queued, "
+        "sent, manual, accepted, refused, cancelled)",
+    )  # fmt: skip
+    saf_list.add_argument(
+        "--kind", choices=["reversal", "advice"], default="reversal",
+        help="reversals (the default) or advices of stood-in sales (ids A<n>)",
+    )  # fmt: skip
+    saf_retry = saf_commands.add_parser(
+        "retry", help="send a reversal again (e.g. a manual one), or a manual advice (A<n>)"
     )
-    saf_retry = saf_commands.add_parser("retry", help="send a reversal again (e.g. a manual one)")
-    saf_retry.add_argument("id", type=int, help="the reversal's id, from `saf list`")
+    saf_retry.add_argument("id", help="the id from `saf list`: a reversal's n, an advice's A<n>")
     for parser_ in (saf_list, saf_retry):
         _config_option(parser_)
         parser_.add_argument("--json", action="store_true", help="a JSON array instead of a table")
@@ -390,6 +407,59 @@ def _parser() -> argparse.ArgumentParser:
     refund.add_argument(
         "--amount", required=True, help="the amount in yuan, at most what is left of the sale"
     )
+    preauth = pos_messages.add_parser(
+        "preauth",
+        parents=[connection, card],
+        help="a pre-authorisation (0100, 030000; risk.md)",
+        description="Hold an amount on the card and print the response: its 37 and 38 "
+        "(and 13, its date) name it to `complete` and `preauth-void`. A pre-authorisation "
+        "counts in no batch total.",
+    )
+    preauth.add_argument("--amount", default="100.00", help="amount in yuan (default 100.00)")
+    complete = pos_messages.add_parser(
+        "complete",
+        parents=[connection, card_number],
+        help="a completion of a pre-authorisation (0200, 000000, 25 = 06)",
+        description="Complete a pre-authorisation (up to [preauth] completion_max_pct of "
+        "it) and print the response. Approved, it is recorded in the batch file as a debit.",
+    )
+    complete.add_argument("--amount", required=True, help="the amount in yuan")
+    complete.add_argument(
+        "--original-date",
+        required=True,
+        help="the pre-authorisation's date, MMDD (field 13 of its approval)",
+    )
+    complete.add_argument("--rrn", help="the pre-authorisation's RRN (field 37; optional)")
+    preauth_void = pos_messages.add_parser(
+        "preauth-void",
+        parents=[connection, card_number],
+        help="a pre-authorisation void (0100, 200000)",
+        description="Release a pre-authorisation's hold and print the response.",
+    )
+    complete_void = pos_messages.add_parser(
+        "complete-void",
+        parents=[connection, card_number],
+        help="a completion void (0200, 200000, 25 = 06)",
+        description="Void a completion and print the response: its pre-authorisation is open "
+        "again. Approved, it is recorded in the batch file, and the completion no longer "
+        "counts in its totals.",
+    )
+    for parser_ in (preauth_void, complete_void):
+        parser_.add_argument("--rrn", required=True, help="the original's RRN (field 37)")
+        parser_.add_argument("--amount", required=True, help="the original's amount in yuan")
+    for parser_ in (complete, preauth_void, complete_void):
+        parser_.add_argument(
+            "--auth", required=True,
+            help="the authorisation code (field 38) of the pre-authorisation "
+            "(complete-void: of the completion)",
+        )  # fmt: skip
+        parser_.add_argument(
+            "--original-stan", type=int, required=True, help="the original's STAN (field 61.2)"
+        )
+        parser_.add_argument(
+            "--original-batch", type=int,
+            help="the original's batch (field 61.1; default: this batch)",
+        )  # fmt: skip
     echo = pos_messages.add_parser(
         "echo",
         parents=[connection],
@@ -418,13 +488,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name, parser_ in (
         ("sale", sale), ("balance", balance), ("void", void), ("refund", refund),
-        ("echo", echo), ("signon", signon),
+        ("echo", echo), ("signon", signon), ("preauth", preauth), ("complete", complete),
+        ("preauth-void", preauth_void), ("complete-void", complete_void),
     ):  # fmt: skip
         parser_.set_defaults(handler=_pos, message=name)
     settle.set_defaults(handler=_pos_settle, message="settle")
 
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
+    add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
     return parser
 
 
@@ -696,6 +768,12 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if args.kind == "advice":
+        return _operator(
+            config,
+            lambda journal: ops.advice_list(journal, bank=args.bank, state=args.state),
+            args.json,
+        )
     return _operator(
         config,
         lambda journal: ops.saf_list(
@@ -706,7 +784,15 @@ def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
-    return _operator(config, lambda journal: [ops.saf_retry(journal, args.id)], args.json)
+    given = str(args.id)
+    if given[:1] in ("A", "a") and given[1:].isdigit():
+        advice_id = int(given[1:])
+        return _operator(config, lambda journal: [ops.advice_retry(journal, advice_id)], args.json)
+    if not given.isdigit():
+        print(f"switch saf retry: {given!r} is neither a reversal's id (n) nor an advice's "
+              "(A<n>)", file=sys.stderr)  # fmt: skip
+        return 2
+    return _operator(config, lambda journal: [ops.saf_retry(journal, int(given))], args.json)
 
 
 def _pid(args: argparse.Namespace, config: SwitchConfig) -> int:
@@ -851,7 +937,7 @@ def _check_stan(args: argparse.Namespace) -> bool:
 
 def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
     amount = 0
-    if args.message in ("sale", "void", "refund") and args.amount is not None:
+    if args.message in AMOUNT_MESSAGES and args.amount is not None:
         try:
             amount = parse_amount(args.amount)
         except ValueError as exc:
@@ -987,6 +1073,11 @@ def _pos_message(
             mti, fields = terminal.refund(args.stan, args.pan, amount, args.rrn, original_stan)
         fields[22] = "022"  # the sale's card, no PIN
         return mti, fields
+    if args.message in HELD_MESSAGES:
+        mti, fields = _held_message(args, terminal, amount)
+        if getattr(args, "pin", None) is None:
+            fields[22] = str(fields.get(22, "022"))[:2] + "2"  # no PIN sent
+        return mti, fields
     if args.message in ("sale", "balance"):
         if args.message == "sale":
             mti, fields = terminal.sale(args.stan, args.pan, amount, expiry=args.expiry)
@@ -1000,6 +1091,30 @@ def _pos_message(
     return terminal.sign_on(args.stan, args.layout or _default_layout(args))
 
 
+AMOUNT_MESSAGES = frozenset({"sale", "void", "refund", "preauth", "complete", "preauth-void",
+                             "complete-void"})  # fmt: skip
+HELD_MESSAGES = frozenset({"preauth", "complete", "preauth-void", "complete-void"})
+"""`switch pos` messages of risk.md's pre-authorisation and completion."""
+RECORDED_MESSAGES = frozenset({"sale", "void", "refund", "complete", "complete-void"})
+"""What the batch file records once approved: what counts in the batch's totals."""
+
+
+def _held_message(
+    args: argparse.Namespace, terminal: Terminal, amount: int
+) -> tuple[str, dict[int, FieldValue]]:
+    """A pre-authorisation, its void, a completion or a completion void (risk.md)."""
+    if args.message == "preauth":
+        return terminal.preauth(args.stan, args.pan, amount, expiry=args.expiry)
+    original = (args.auth, args.original_stan)
+    batch = {"original_batch": args.original_batch}
+    if args.message == "complete":
+        return terminal.completion(args.stan, args.pan, amount, *original, args.original_date,
+                                   rrn=args.rrn, **batch)  # fmt: skip
+    if args.message == "preauth-void":
+        return terminal.preauth_void(args.stan, args.pan, amount, args.rrn, *original, **batch)
+    return terminal.completion_void(args.stan, args.pan, amount, args.rrn, *original, **batch)
+
+
 def _recorded(
     args: argparse.Namespace,
     batch: TerminalBatch,
@@ -1007,12 +1122,14 @@ def _recorded(
     response: Iso8583Message,
 ) -> TerminalBatch:
     """The batch with an approved sale, void or refund recorded in it."""
-    if response.fields.get(39) != "00" or args.message not in ("sale", "void", "refund"):
+    if response.fields.get(39) != "00" or args.message not in RECORDED_MESSAGES:
         return batch
     rrn, amount = str(response.fields.get(37, "")), int(str(message[1][4]))
     if args.message == "sale":
         return batch.with_sale(args.stan, amount, rrn)
-    if args.message == "void":
+    if args.message == "complete":
+        return batch.with_completion(args.stan, amount, rrn)
+    if args.message in ("void", "complete-void"):
         return batch.with_void(args.stan, amount, rrn, args.rrn)
     return batch.with_refund(args.stan, amount, rrn, args.rrn)
 

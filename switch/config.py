@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
+from switch.core.wallet import WalletSettings
 from switch.errors import ConfigError, ConfigUnreadable
 from switch.wire.dialect import load_dialects
 from switch.wire.online import ACCEPTOR_ID_PATTERN
@@ -164,6 +165,36 @@ class SimulatorSection(_Section, frozen=True, kw_only=True):
     55 when wrong, 75 at the third wrong in a row and then for that card)..."""
     pins: dict[str, Annotated[str, Meta(pattern=r"^[0-9]{4,12}$")]] = {}
     """...unless the card number has its own here."""
+    refuse_advices: str | None = None
+    """Tests and demos: answer every advice (0220/0221) with this 39 (say "05") rather
+    than accept it with 00."""
+
+
+Mcc = Annotated[str, Meta(pattern=r"^[0-9]{4}$")]
+StandInChannel = Literal["pos", "online"]
+
+
+class StandInSection(_Section, frozen=True, kw_only=True):
+    """Stand-in processing (risk.md, "Stand-in processing (STIP)"): sales the switch
+    approves in the bank's place while it is known not to have acted (circuit open, no
+    link signed on, or it answered 91), advised to it afterwards (0220/0221). Where
+    risk.md gives no default, its sample's value is the default."""
+
+    enabled: bool = False
+    bins: list[BinPrefix] = []
+    """PAN prefixes routed to this bank that it covers; none: nothing is stood in."""
+    channels: list[StandInChannel] = msgspec.field(default_factory=lambda: ["pos"])
+    """Card-not-present merchants can retry, so online is off unless named."""
+    single_cap_fen: Annotated[int, Meta(ge=0)] = 200_000
+    card_daily_cap_fen: Annotated[int, Meta(ge=0)] = 500_000
+    """A card's standing stood-in sales at this bank on a local date, this one included."""
+    card_daily_count: Annotated[int, Meta(ge=0)] = 5
+    """Their number; 0: no count limit."""
+    max_pending_fen: Annotated[int, Meta(ge=0)] = 50_000_000
+    """Stood-in sales at this bank whose advice is not accepted yet, this one included."""
+    mcc_excluded: list[Mcc] = msgspec.field(
+        default_factory=lambda: ["4829", "6010", "6011", "6051", "7995"]
+    )
 
 
 class BankSection(_Section, frozen=True, kw_only=True):
@@ -210,6 +241,7 @@ class BankSection(_Section, frozen=True, kw_only=True):
     """Each link changes its ZPK and ZAK this often (hours), besides after every sign-on
     and after a MAC failure (security.md, "Bank links: keys and MAC")."""
     sim: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
+    stand_in: StandInSection = msgspec.field(default_factory=StandInSection)
 
 
 class RouteSection(_Section, frozen=True, kw_only=True):
@@ -296,6 +328,18 @@ class SettlementSection(_Section, frozen=True, kw_only=True):
     they are stored, some 8 bytes for each byte of the file."""
 
 
+class PreauthSection(_Section, frozen=True, kw_only=True):
+    """Pre-authorisation and completion (risk.md); each pre-authorisation keeps the
+    values in force when it was approved."""
+
+    expiry_days: Annotated[int, Meta(ge=1, le=30)] = 30
+    """A pre-authorisation of business date D can be completed until the cut-off that
+    closes D + expiry_days; at that cut-off one still open expires and is reversed."""
+    completion_max_pct: Annotated[int, Meta(ge=100, le=1000)] = 115
+    """A completion is 1 fen to floor(pre-authorisation x completion_max_pct / 100),
+    else 61."""
+
+
 class SecuritySection(_Section, frozen=True, kw_only=True):
     """The key store and its LMK (security.md; the software security module)."""
 
@@ -340,6 +384,8 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     admin: AdminSection = msgspec.field(default_factory=AdminSection)
     settlement: SettlementSection = msgspec.field(default_factory=SettlementSection)
     security: SecuritySection = msgspec.field(default_factory=SecuritySection)
+    wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)  # wallet.md
+    preauth: PreauthSection = msgspec.field(default_factory=PreauthSection)
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None
@@ -456,6 +502,7 @@ def config_problems(config: SwitchConfig) -> list[str]:
         if route.prefix in seen:
             problems.append(f"routes: prefix {route.prefix} is listed twice")
         seen.add(route.prefix)
+    problems.extend(config.wallet.problems([route.prefix for route in config.routes]))
     return problems
 
 

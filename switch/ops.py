@@ -213,6 +213,28 @@ def saf_retry(journal: OperatorJournal, saf_id: int) -> dict[str, Any]:
     return _readable(journal.retry_reversal(saf_id, time.time()))
 
 
+def advice_list(
+    journal: OperatorJournal, *, bank: str | None = None, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Advices of stood-in sales (risk.md); by default those without a final answer
+    (queued, sent, manual), in the order of stand-in. Ids read ``A<n>``."""
+    rows = []
+    for advice in journal.advices(bank=bank, state=state):
+        row = _readable(advice)
+        row["id"] = f"A{advice.id}"
+        rows.append(row)
+    return rows
+
+
+def advice_retry(journal: OperatorJournal, advice_id: int) -> dict[str, Any]:
+    """Puts a ``manual`` advice back in its bank's queue, in its place (the order of
+    stand-in): the running switch sends it (a 0221 if it was sent before) when it comes
+    to the head."""
+    row = _readable(journal.retry_advice(advice_id, time.time()))
+    row["id"] = f"A{advice_id}"
+    return row
+
+
 def print_rows(rows: Sequence[dict[str, Any]], *, as_json: bool) -> None:
     """A table for people; with ``as_json`` one JSON array for scripts (``[]`` when
     there is nothing)."""

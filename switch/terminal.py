@@ -23,6 +23,10 @@ DEFAULT_ENVELOPE: Final = PosEnvelope(
 """The TPDU and header of pos-cup.md's sample sale."""
 
 
+PREAUTH_CONDITION: Final = "06"
+"""Field 25 of a pre-authorisation, its void, a completion and a completion void."""
+
+
 class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     terminal_id: str = "POS00001"
     merchant_id: str = "898310048990001"
@@ -111,6 +115,56 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         fields[61] = f"{self.batch:06d}{original_stan:06d}"
         return fields
 
+    # -- pre-authorisation and completion (risk.md): 25 = 06 -------------------------
+
+    def preauth(
+        self, stan: int, pan: str, amount: int, *, expiry: str | None = "2812"
+    ) -> tuple[str, dict[int, FieldValue]]:
+        """A pre-authorisation: 0100, 3 = 030000, 60.1 = 10."""
+        fields = self._financial(stan, "10", "030000", pan, amount, expiry=expiry, currency="156")
+        fields[25] = PREAUTH_CONDITION
+        return "0100", fields
+
+    def preauth_void(
+        self, stan: int, pan: str, amount: int, rrn: str, auth_code: str, original_stan: int,
+        *, original_batch: int | None = None,
+    ) -> tuple[str, dict[int, FieldValue]]:  # fmt: skip
+        """A pre-authorisation void: 0100, 3 = 200000, 60.1 = 11; 37 and 38 are the
+        pre-authorisation's, 61 names it."""
+        fields = self._referencing(stan, "11", pan, amount, rrn, original_stan)
+        return "0100", self._held(fields, auth_code, original_stan, original_batch)
+
+    def completion(
+        self, stan: int, pan: str, amount: int, auth_code: str, original_stan: int,
+        original_date: str, *, original_batch: int | None = None, rrn: str | None = None,
+    ) -> tuple[str, dict[int, FieldValue]]:  # fmt: skip
+        """A completion: 0200, 3 = 000000, 60.1 = 20; 38 is the pre-authorisation's,
+        61 its batch, STAN and date (MMDD of its approval's 13); 37 optional."""
+        fields = self._financial(stan, "20", "000000", pan, amount, expiry=None, currency="156")
+        if rrn is not None:
+            fields[37] = rrn
+        fields = self._held(fields, auth_code, original_stan, original_batch)
+        fields[61] = f"{fields[61]!s}{original_date}"
+        return "0200", fields
+
+    def completion_void(
+        self, stan: int, pan: str, amount: int, rrn: str, auth_code: str, original_stan: int,
+        *, original_batch: int | None = None,
+    ) -> tuple[str, dict[int, FieldValue]]:  # fmt: skip
+        """A completion void: 0200, 3 = 200000, 60.1 = 21; 37 and 38 the completion's."""
+        fields = self._referencing(stan, "21", pan, amount, rrn, original_stan)
+        return "0200", self._held(fields, auth_code, original_stan, original_batch)
+
+    def _held(
+        self, fields: dict[int, FieldValue], auth_code: str, original_stan: int,
+        original_batch: int | None,
+    ) -> dict[int, FieldValue]:  # fmt: skip
+        batch = self.batch if original_batch is None else original_batch
+        fields[25] = PREAUTH_CONDITION
+        fields[38] = auth_code
+        fields[61] = f"{batch:06d}{original_stan:06d}"
+        return fields
+
     def reversal(
         self, original: tuple[str, dict[int, FieldValue]], *, reason: str = "98", date: str = ""
     ) -> tuple[str, dict[int, FieldValue]]:
@@ -148,7 +202,15 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
         return "0320", fields
 
 
-EntryKind = Literal["sale", "void", "refund"]
+EntryKind = Literal["sale", "void", "refund", "completion"]
+
+
+DEBITS: Final = ("sale", "completion")
+"""What counts in 48.1/48.2 while standing (pos-cup.md)."""
+UPLOAD_KIND: Final[dict[str, Literal["22", "25", "20"]]] = {
+    "sale": "22", "refund": "25", "completion": "20",
+}  # fmt: skip
+"""A standing entry's 0320 record kind (its 60.1)."""
 
 
 class BatchEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -188,6 +250,10 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
     def with_sale(self, stan: int, amount: int, rrn: str) -> TerminalBatch:
         return self._with(BatchEntry(kind="sale", stan=stan, amount=amount, rrn=rrn))
 
+    def with_completion(self, stan: int, amount: int, rrn: str) -> TerminalBatch:
+        """An approved completion: a debit, as a sale; voided by a completion void."""
+        return self._with(BatchEntry(kind="completion", stan=stan, amount=amount, rrn=rrn))
+
     def with_void(self, stan: int, amount: int, rrn: str, original_rrn: str) -> TerminalBatch:
         return self._with(
             BatchEntry(kind="void", stan=stan, amount=amount, rrn=rrn, original_rrn=original_rrn)
@@ -222,13 +288,13 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
             entry
             for entry in self.entries
             if not entry.reversed
-            and (entry.kind == "refund" or (entry.kind == "sale" and entry.rrn not in voided))
+            and (entry.kind == "refund" or (entry.kind in DEBITS and entry.rrn not in voided))
         ]
 
     def totals(self) -> BatchTotals:
         """48.1-48.4 of its 0500: standing sales are debits, standing refunds credits."""
         standing = self._standing()
-        sales = [entry.amount for entry in standing if entry.kind == "sale"]
+        sales = [entry.amount for entry in standing if entry.kind in DEBITS]
         refunds = [entry.amount for entry in standing if entry.kind == "refund"]
         return BatchTotals(
             debit_fen=sum(sales),
@@ -241,7 +307,7 @@ class TerminalBatch(msgspec.Struct, frozen=True, kw_only=True):
         """What a batch upload carries: each standing sale (22) and refund (25)."""
         return tuple(
             UploadRecord(
-                kind="22" if entry.kind == "sale" else "25",
+                kind=UPLOAD_KIND[entry.kind],
                 stan=f"{entry.stan:06d}",
                 amount=entry.amount,
             )

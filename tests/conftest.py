@@ -20,6 +20,7 @@ import trio.testing
 
 from switch.config import SwitchConfig, check_config
 from switch.log import configure_logging
+from switch.store.sqlite.journal import WriterThread
 from tests.pg_server import PostgresServer, ServerUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,8 +142,8 @@ def switch_clock() -> trio.testing.MockClock:
     """The test's clock (pytest-trio runs a test on the clock among its arguments): trio's
     MockClock, jumping to the next deadline once every task has waited a millisecond and
     no worker thread is running. A switch in the test's process commits its SQLite
-    journal, reads it and writes files in threads (``trio.to_thread``, the default
-    limiter); while one works its caller only looks blocked, and the ``autojump_clock``
+    journal in its writer thread, reads it and writes files in threads (``trio.to_thread``,
+    the default limiter); while one works its caller only looks blocked, and the ``autojump_clock``
     would jump over the commit and fire a timeout real time never would. Here a commit
     takes the real time it takes and no virtual time, and the switch's own timers (read
     deadlines, echo intervals, queueing deadlines, a bank's latency, reconnect backoffs)
@@ -160,7 +161,10 @@ def thread_aware_mock_clock() -> trio.testing.MockClock:
     autojump = clock._autojump
 
     def _autojump_unless_a_thread_works() -> None:
-        if trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0:
+        if (
+            trio.to_thread.current_default_thread_limiter().borrowed_tokens == 0
+            and WriterThread.working == 0
+        ):
             autojump()
 
     clock._autojump = _autojump_unless_a_thread_works  # type: ignore[method-assign]

@@ -296,7 +296,8 @@ def test_version_is_the_package_version() -> None:
 
 def test_each_pos_message_has_its_own_help_and_options() -> None:
     listed = _switch("pos", "--help").stdout
-    for message in ("sale", "balance", "void", "refund", "echo", "signon", "settle"):
+    for message in ("sale", "balance", "void", "refund", "echo", "signon", "settle", "preauth",
+                    "complete", "preauth-void", "complete-void"):  # fmt: skip
         assert message in listed
     sale = _switch("pos", "sale", "--help")
     assert sale.returncode == 0 and "usage: switch pos sale" in sale.stdout
@@ -578,6 +579,55 @@ def test_an_operator_command_whose_journal_dsn_is_not_set_says_so_in_one_line(
     assert error.strip().splitlines() == [
         "switch: journal.dsn_env: the variable SWITCH_TEST_DSN_NEVER_SET is not set (and no dsn)"
     ]
+
+
+async def test_pos_preauth_complete_void_and_complete_again_settles_balanced(
+    tmp_path: Path,
+) -> None:
+    """`switch pos preauth / complete / complete-void / preauth-void` against a running
+    switch, each a process: the completion is the batch file's debit, its void cancels
+    it, and the batch settles balanced."""
+    config = _demo_config_on_free_ports(tmp_path)
+    switch = await _start(config)
+    try:
+        started = await switch.wait_for_event("switch_started")
+        await switch.wait_for_event("link_signed_on", count=8)
+        port = started["pos_port"]
+        held = await _pos_command(config, port, "preauth", "--amount", "500.00")
+        assert held["approved"] and held["mti"] == "0110"
+        auth, stan, day = held["fields"]["38"], held["fields"]["11"], held["fields"]["13"]
+        original = ["--auth", auth, "--original-stan", stan]
+        over = await _pos_command(config, port, "complete", "--amount", "575.01",
+                                  "--original-date", day, *original)  # fmt: skip
+        assert over["response_code"] == "61"
+        done = await _pos_command(config, port, "complete", "--amount", "520.00",
+                                  "--original-date", day, *original)  # fmt: skip
+        assert done["approved"] and done["mti"] == "0210"
+        cancel = await _pos_command(
+            config, port, "complete-void", "--rrn", done["fields"]["37"], "--amount", "520.00",
+            "--auth", done["fields"]["38"], "--original-stan", done["fields"]["11"],
+        )  # fmt: skip
+        assert cancel["approved"]
+        again = await _pos_command(config, port, "complete", "--amount", "480.00",
+                                   "--original-date", day, *original)  # fmt: skip
+        assert again["approved"]
+        other = await _pos_command(config, port, "preauth", "--amount", "10.00")
+        released = await _pos_command(
+            config, port, "preauth-void", "--rrn", other["fields"]["37"], "--amount", "10.00",
+            "--auth", other["fields"]["38"], "--original-stan", other["fields"]["11"],
+        )  # fmt: skip
+        assert released["approved"] and released["mti"] == "0110"
+        batch_file = tmp_path / "pos-batch-POS00001-898310048990001.json"
+        kept = json.loads(batch_file.read_text())
+        assert [e["kind"] for e in kept["entries"]] == ["completion", "void", "completion"]
+        settled = await _pos_command(config, port, "settle")
+        assert settled["balanced"] is True
+        assert settled["totals"]["debit_fen"] == 48000 and settled["totals"]["debit_count"] == 1
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0
 
 
 async def test_pos_signs_on_keeps_its_keys_0600_and_sends_its_pin(tmp_path: Path) -> None:

@@ -23,16 +23,17 @@ import structlog
 import trio
 
 import switch
-from switch.admin.port import BankReading, ListenerReading, SwitchView
+from switch.admin.port import BankReading, ListenerReading, StandInReading, SwitchView
 from switch.admin.status import (
     BankStatus,
     ChannelStatus,
     JournalStatus,
+    StandInStatus,
     StatusDocument,
     TransactionCount,
 )
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
-from switch.store.port import JournalError, ReversalBacklog
+from switch.store.port import AdviceBacklog, JournalError, ReversalBacklog
 
 log = structlog.get_logger()
 
@@ -65,6 +66,7 @@ class StatusCollector:
         self._started = time.monotonic()
         self.version = switch_version()
         self._backlog: dict[str, ReversalBacklog] = {}
+        self._advices: dict[str, AdviceBacklog] = {}
         self._backlog_read = trio.Lock()  # one scrape at a time asks the journal
         self._next_trouble_log = 0.0
 
@@ -90,6 +92,12 @@ class StatusCollector:
                 if backlog is None:  # no journal yet
                     return
                 self._backlog = {entry.bank: entry for entry in backlog}
+                try:
+                    advices = await self.switch.advice_backlog()
+                except JournalError:
+                    return  # said above, at most so often; the last read stands
+                if advices is not None:
+                    self._advices = {entry.bank: entry for entry in advices}
 
     # -- readiness -------------------------------------------------------------------
 
@@ -153,7 +161,22 @@ class StatusCollector:
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
+            stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],
         )
+
+    def _stand_in(self, reading: StandInReading) -> StandInStatus:
+        backlog = self._advices.get(reading.bank)
+        return StandInStatus(
+            bank=reading.bank, enabled=reading.enabled, approvals=reading.approvals,
+            today=reading.today, declines=reading.declines, advices=reading.advices,
+            losses_today=reading.losses_today,
+            pending=backlog.pending + backlog.manual if backlog is not None else 0,
+            pending_fen=backlog.pending_fen if backlog is not None else 0,
+            manual=backlog.manual if backlog is not None else 0,
+            oldest_age_s=(
+                self._real_age_s(backlog.oldest_created_at) if backlog is not None else None
+            ),
+        )  # fmt: skip
 
     def _channel(self, listener: ListenerReading, stats: TransactionStats) -> ChannelStatus:
         name = listener.name

@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from switch.admin.status import BankStatus, ChannelStatus, StatusDocument
+from switch.admin.status import BankStatus, ChannelStatus, StandInStatus, StatusDocument
 from switch.core.stats import HistogramSnapshot
 
 
@@ -71,6 +71,7 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankRow]
     channels: list[ChannelRow]
     journal: JournalRow
+    stand_in: list[StandInStatus] = []
 
 
 def _rate(now: int, before: int, seconds: float) -> float:
@@ -107,6 +108,7 @@ def frame(previous: StatusDocument | None, current: StatusDocument) -> Frame:
         waiting=current.admission.waiting,
         overloaded=current.admission.overloaded,
         banks=[_bank(bank, banks_before.get(bank.name), seconds) for bank in current.banks],
+        stand_in=current.stand_in,
         channels=[
             _channel(channel, channels_before.get(channel.name), seconds)
             for channel in current.channels
@@ -195,6 +197,8 @@ def render(current: Frame | None, *, error: str | None = None) -> RenderableType
     parts.append(header)
     parts.extend(Text(f"  not ready: {reason}", style="red") for reason in current.not_ready)
     parts.append(bank_table(current))
+    if current.stand_in:
+        parts.append(stand_in_table(current))
     parts.append(channel_table(current))
     journal = current.journal
     parts.append(
@@ -225,6 +229,26 @@ def bank_table(current: Frame) -> Table:
             _share(bank.in_flight, bank.window),
             _share(bank.queued, bank.queue_limit),
             f"{bank.saf_pending} ({bank.saf_manual})",
+        )
+    return table
+
+
+def stand_in_table(current: Frame) -> Table:
+    """Per bank: stood in today, advices pending (and their amount), manual, the
+    oldest's age, losses today (risk.md)."""
+    table = Table(title="stand-in", title_justify="left", expand=False)
+    for heading in ("bank", "today", "advices pending", "yuan", "manual", "oldest", "lost today"):
+        table.add_column(heading, justify="left" if heading == "bank" else "right")
+    for row in current.stand_in:
+        age = "-" if row.oldest_age_s is None else _duration(row.oldest_age_s)
+        table.add_row(
+            row.bank + ("" if row.enabled else " (off)"),
+            str(row.today),
+            str(row.pending),
+            f"{row.pending_fen // 100}.{row.pending_fen % 100:02d}",
+            str(row.manual) if not row.manual else Text(str(row.manual), style="bold red"),
+            age,
+            str(row.losses_today),
         )
     return table
 

@@ -55,6 +55,7 @@ class SwitchMetrics:
         yield from _admission(document)
         yield from _channels(document)
         yield from _banks(document)
+        yield from _stand_in(document)
         yield from _journal(document)
 
     def _transactions(self) -> Iterator[Metric]:
@@ -217,6 +218,45 @@ def _banks(document: StatusDocument) -> Iterator[Metric]:
             unsolicited.add_metric(labels, one.unsolicited)
     yield from families.values()
     yield from (refused, state_changes, connects, unsolicited)
+
+
+def _stand_in(document: StatusDocument) -> Iterator[Metric]:
+    """Stand-in processing (risk.md): what was stood in, refused, advised; the advices
+    without a final answer."""
+    approvals = _family(
+        CounterMetricFamily, "stand_in_approvals", "Sales approved in the bank's place.", ["bank"]
+    )
+    declines = _family(
+        CounterMetricFamily, "stand_in_declines",
+        "Sales not stood in (answered 91), by why.", ["bank", "reason"],
+    )  # fmt: skip
+    advices = _family(
+        CounterMetricFamily, "stand_in_advices",
+        "Advices' attempts and answers: accepted, refused, retry, manual, cancelled.",
+        ["bank", "result"],
+    )  # fmt: skip
+    pending = _family(
+        GaugeMetricFamily, "stand_in_advices_pending",
+        "Advices without a final answer (manual ones included).", ["bank"],
+    )  # fmt: skip
+    pending_fen = _family(
+        GaugeMetricFamily, "stand_in_advices_pending_fen",
+        "Their amount in fen.", ["bank"],
+    )  # fmt: skip
+    manual = _family(
+        GaugeMetricFamily, "stand_in_advices_manual",
+        "Advices waiting for an operator (state manual).", ["bank"],
+    )  # fmt: skip
+    for status in document.stand_in:
+        approvals.add_metric([status.bank], status.approvals)
+        for reason, count in sorted(status.declines.items()):
+            declines.add_metric([status.bank, reason], count)
+        for result, count in sorted(status.advices.items()):
+            advices.add_metric([status.bank, result], count)
+        pending.add_metric([status.bank], status.pending)
+        pending_fen.add_metric([status.bank], status.pending_fen)
+        manual.add_metric([status.bank], status.manual)
+    yield from (approvals, declines, advices, pending, pending_fen, manual)
 
 
 def _journal(document: StatusDocument) -> Iterator[Metric]:

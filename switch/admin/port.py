@@ -21,7 +21,7 @@ from switch.core.clock import BusinessClock
 from switch.core.reconfig import ReloadResult
 from switch.core.settlement import LedgerBalance, SettlementStatus
 from switch.core.stats import TransactionStats
-from switch.store.port import JournalStatistics, ReversalBacklog
+from switch.store.port import AdviceBacklog, JournalStatistics, ReversalBacklog
 
 
 class ListenerReading(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +55,18 @@ class BankReading(msgspec.Struct, frozen=True, kw_only=True):
     expired: int
     saf_unjournaled: int
     """Reversals owed from memory while the journal cannot record them."""
+
+
+class StandInReading(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank's stand-in counters, as the switch's StandInDesk holds them."""
+
+    bank: str
+    enabled: bool
+    approvals: int
+    today: int
+    declines: dict[str, int]
+    advices: dict[str, int]
+    losses_today: int
 
 
 class JournalReading(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +133,15 @@ class SwitchView(Protocol):
     async def reversal_backlog(self) -> list[ReversalBacklog] | None:
         """Each bank's undelivered reversals, from the journal (``JournalError`` when
         it cannot answer); None while there is no journal to ask."""
+        ...
+
+    def stand_in_readings(self) -> list[StandInReading]:
+        """Per bank with stand-in on or anything stood in."""
+        ...
+
+    async def advice_backlog(self) -> list[AdviceBacklog] | None:
+        """Each bank's advices without a final answer, from the journal; None while
+        there is no journal to ask."""
         ...
 
     async def reload(self, *, dry_run: bool = False) -> ReloadResult:

@@ -66,9 +66,10 @@ def add_commands(
     ledger = commands.add_parser(
         "ledger",
         help="the settlement ledger's balances",
-        description="Double-entry balances of the settlement ledger: bank:<name> what "
-        "banks owe, merchant:<id> what is owed to merchants (0 once paid), carried:<id> "
-        "negative balances carried, fees, payouts.",
+        description="Double-entry balances of the settlement ledger (settlement.md's "
+        "accounts): bank_clearing:<name> what banks owe, merchant:<id> what is owed to "
+        "merchants (0 once paid), carried:<id> negative balances carried, "
+        "merchant_fee_income, payouts.",
     )
     ledger_actions = ledger.add_subparsers(dest="ledger_action", required=True, metavar="ACTION")
     balance = ledger_actions.add_parser("balance", help="every account's balance, or one's")

@@ -64,6 +64,29 @@ class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Reversals owed from memory while the journal cannot record them."""
 
 
+class StandInStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank's stand-in processing (risk.md): what it stood in, refused, advised."""
+
+    bank: str
+    enabled: bool
+    approvals: int
+    """Sales stood in since start (this process)."""
+    today: int
+    """Of them, of today's business date."""
+    declines: dict[str, int]
+    """Sales not stood in since start, by reason."""
+    advices: dict[str, int]
+    """Advices' attempts and answers since start, by result."""
+    losses_today: int
+    """Advices refused today: sales the switch bears."""
+    pending: int
+    """Advices without a final answer now (manual ones included), from the journal."""
+    pending_fen: int
+    manual: int
+    oldest_age_s: float | None
+    """How long the oldest of them has waited."""
+
+
 class ChannelStatus(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     connections: int
@@ -116,6 +139,8 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankStatus]
     journal: JournalStatus
     transactions: list[TransactionCount]
+    stand_in: list[StandInStatus] = []
+    """Per bank with stand-in on or anything stood in (risk.md)."""
 
 
 status_encoder = msgspec.json.Encoder()

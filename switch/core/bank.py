@@ -80,6 +80,7 @@ def bank_request(
     original: OriginalData | None = None,
     *,
     mcc: str | None = None,
+    original_auth: str | None = None,
 ) -> tuple[str, dict[int, str | bytes]]:
     """The bank message for a sale, balance inquiry, void or refund (its product's MTI
     and processing code: ``switch.core.products``). A void or refund must first
@@ -103,7 +104,7 @@ def bank_request(
         13: stamp.local_date,
         **({18: mcc} if mcc is not None else {}),
         22: card.entry_mode,
-        25: card.condition_code,
+        25: product.bank_condition or card.condition_code,
         32: institution.acquirer_id,
         37: trace.rrn,
         41: request.acceptor.terminal_id,
@@ -116,6 +117,8 @@ def bank_request(
         fields[33] = institution.forwarding_id
     if card.track2 is not None:
         fields[35] = card.track2
+    if original_auth is not None:  # a pre-authorisation void's, a completion's (risk.md)
+        fields[38] = original_auth
     if card.pin_block is not None:
         fields[52] = card.pin_block
     if original is not None:
@@ -167,6 +170,67 @@ def reversal_request(
         fields[33] = institution.forwarding_id
     mti = REVERSAL.bank_mti
     return (f"{mti[:3]}1" if repeat else mti), fields
+
+
+ADVICE_MTI: Final = "0220"
+ADVICE_REPEAT_MTI: Final = "0221"
+ADVICE_RESPONSE_MTI: Final = "0230"
+ADVICE_ACCEPTED: Final = "00"
+ADVICE_AGAIN: Final = frozenset({"91", "96"})
+"""An advice answered with these is sent again (bank-h2h.md); any other 39 is final."""
+
+
+class AdviceSubject(msgspec.Struct, frozen=True, kw_only=True):
+    """A stood-in sale as its advice reports it (risk.md, bank-h2h.md): all but 7 and
+    11 are the sale's and the same in every send."""
+
+    pan: str
+    processing_code: str
+    amount: int
+    currency: str
+    local_time: str
+    local_date: str
+    mcc: str | None
+    entry_mode: str
+    condition_code: str
+    rrn: str
+    auth_code: str
+    terminal_id: str
+    merchant_id: str
+
+
+def advice_request(
+    subject: AdviceSubject,
+    stan: str,
+    stamp: Stamp,
+    institution: Institution,
+    *,
+    repeat: bool = False,
+) -> tuple[str, dict[int, str | bytes]]:
+    """A 0220 (0221 when repeated) with a new 11 and 7; 39 = 00, the answer the switch
+    gave, 38 its ``S`` code."""
+    fields: dict[int, str | bytes] = {
+        2: subject.pan,
+        3: subject.processing_code,
+        4: f"{subject.amount:012d}",
+        7: stamp.transmission,
+        11: stan,
+        12: subject.local_time,
+        13: subject.local_date,
+        **({18: subject.mcc} if subject.mcc is not None else {}),
+        22: subject.entry_mode,
+        25: subject.condition_code,
+        32: institution.acquirer_id,
+        37: subject.rrn,
+        38: subject.auth_code,
+        39: "00",
+        41: subject.terminal_id,
+        42: subject.merchant_id,
+        49: subject.currency,
+    }
+    if institution.forwarding_id is not None:
+        fields[33] = institution.forwarding_id
+    return (ADVICE_REPEAT_MTI if repeat else ADVICE_MTI), fields
 
 
 def outcome_from_bank(fields: Mapping[int, str | bytes], *, rrn: str, bank: str) -> Outcome | None:

@@ -25,8 +25,8 @@ SettlementResult = Literal["1", "2"]
 BALANCED: Final[SettlementResult] = "1"
 NOT_BALANCED: Final[SettlementResult] = "2"
 
-UploadKind = Literal["22", "25"]
-"""60.1 of the uploaded transaction: 22 sale, 25 refund (the products that count as a
+UploadKind = Literal["22", "25", "20"]
+"""60.1 of the uploaded transaction: 22 sale, 25 refund, 20 completion (the products that count as a
 debit or a credit: ``products.UPLOAD_KINDS``, which a test holds this to)."""
 UPLOAD_KINDS: Final[dict[str, UploadKind]] = {code: code for code in products.UPLOAD_KINDS}  # type: ignore[misc]
 _UPLOAD_NAMES: Final = [f"{code} ({row.kind})" for code, row in products.UPLOAD_KINDS.items()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -75,6 +76,20 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     voided: bool = False
     void_pending: bool = False
     reversed: bool = False
+    hold_state: str | None = None
+    """A pre-authorisation's (``Product.holds``): ``open`` once approved, then
+    ``completed``, ``voided``, ``reversed`` or ``expired``; a completion's void or
+    reversal makes it ``open`` again. None for every other kind."""
+    hold_until: str | None = None
+    """A pre-authorisation's last business date for a completion (YYYY-MM-DD): its
+    date plus the ``expiry_days`` in force when it was made."""
+    hold_max_pct: int | None = None
+    """A pre-authorisation's ``completion_max_pct`` in force when it was made."""
+    stand_in: str | None = None
+    """Stood in by the switch (risk.md): why (``circuit_open``, ``no_link``,
+    ``bank_91``); None for every other transaction."""
+    advice: str | None = None
+    """A stood-in sale's advice state as last journaled (``switch.core.stip``)."""
 
     @property
     def request_key(self) -> RequestKey:
@@ -110,7 +125,10 @@ repeat with the same key is a duplicate (pos-cup.md terminals resend on time-out
 
 
 class TransactionBook:
-    __slots__ = ("_by_online_id", "_by_request", "_by_rrn", "_by_trace", "max_records", "shared")
+    __slots__ = (
+        "_by_authorisation", "_by_online_id", "_by_request", "_by_rrn", "_by_trace",
+        "max_records", "shared",
+    )  # fmt: skip
 
     def __init__(self, *, max_records: int, shared: bool = False) -> None:
         self.max_records = max_records
@@ -124,6 +142,7 @@ class TransactionBook:
         self._by_trace: dict[TerminalTrace, TxnRecord] = {}
         self._by_request: dict[RequestKey, TxnRecord] = {}
         self._by_online_id: dict[tuple[str, str], TxnRecord] = {}
+        self._by_authorisation: dict[AuthorisationKey, list[TxnRecord]] = {}
 
     def __len__(self) -> int:
         return len(self._by_rrn)
@@ -143,6 +162,8 @@ class TransactionBook:
         self._by_request[record.request_key] = record
         if record.online_id is not None:
             self._by_online_id[(record.merchant_id, record.online_id)] = record
+        if record.hold_state is not None:
+            self._index_authorisation(record)
         while len(self._by_rrn) > self.max_records:
             _, oldest = self._by_rrn.popitem(last=False)
             self._forget(oldest)
@@ -180,6 +201,27 @@ class TransactionBook:
             key = (record.merchant_id, record.online_id)
             if self._by_online_id.get(key) is record:
                 del self._by_online_id[key]
+        if record.hold_state is not None and record.auth_code is not None:
+            held = self._by_authorisation.get(_authorisation_of(record))
+            if held is not None and record in held:
+                held.remove(record)
+                if not held:
+                    del self._by_authorisation[_authorisation_of(record)]
+
+    def _index_authorisation(self, record: TxnRecord) -> None:
+        """A pre-authorisation, approved: found by a completion's 38 and 61.3."""
+        if record.auth_code is None:
+            return
+        held = self._by_authorisation.setdefault(_authorisation_of(record), [])
+        if record not in held:
+            held.append(record)
+
+    def by_authorisation(
+        self, merchant_id: str, auth_code: str, local_date: str
+    ) -> list[TxnRecord]:
+        """The pre-authorisations of a merchant with this authorisation code and local
+        date (MMDD), as the book holds them."""
+        return list(self._by_authorisation.get((merchant_id, auth_code, local_date), ()))
 
     def by_rrn(self, rrn: str) -> TxnRecord | None:
         return self._by_rrn.get(rrn)
@@ -221,6 +263,9 @@ class TransactionBook:
             original = None
         if original is None or original.merchant_id != merchant_id or original.kind not in kinds:
             raise TransactionRefused("25", "original transaction not found", field="original")
+        if original.hold_state is not None:
+            _check_open(original)
+            return original
         if original.state != "approved" or original.reversed:
             raise TransactionRefused(
                 "25", "original transaction was not approved", field="original"
@@ -228,6 +273,29 @@ class TransactionBook:
         if original.voided or original.void_pending:
             raise TransactionRefused("12", "original transaction is voided", field="original")
         return original
+
+    def find_held(
+        self,
+        *,
+        merchant_id: str,
+        auth_code: str,
+        local_date: str,
+        matches: Callable[[TxnRecord], bool],
+        kinds: tuple[str, ...],
+    ) -> TxnRecord:
+        """The open pre-authorisation a completion names by 38 and 61.3 (``matches``
+        checks its card, and 61.1, 61.2 and 37 when given): 25 if there is none, 12 if
+        it is not open."""
+        found = [
+            record
+            for record in self.by_authorisation(merchant_id, auth_code, local_date)
+            if record.kind in kinds and matches(record)
+        ]
+        if not found:
+            raise TransactionRefused("25", "pre-authorisation not found", field="original")
+        open_ones = [record for record in found if hold_open(record)]
+        _check_open(open_ones[0] if open_ones else found[-1])
+        return open_ones[0]
 
     def reserve(self, product: Product, original: TxnRecord, amount: int) -> None:
         """Reserves on ``original`` what ``product`` takes of it (its ``reserves``:
@@ -237,6 +305,17 @@ class TransactionBook:
             self.reserve_void(original, amount)
         elif product.reserves == "remaining":
             self.reserve_refund(original, amount)
+        elif product.reserves == "hold":
+            self.reserve_hold(original, amount)
+
+    def reserve_hold(self, original: TxnRecord, amount: int) -> None:
+        """A completion of ``original`` (an open pre-authorisation): 1 fen up to its
+        amount times its ``completion_max_pct`` (61); one at a time (12)."""
+        _check_open(original)
+        limit = original.amount * (original.hold_max_pct or 100) // 100
+        if not 1 <= amount <= limit:
+            raise TransactionRefused("61", f"completion must be 1 to {limit} fen", field="amount")
+        original.void_pending = True
 
     def reserve_void(self, original: TxnRecord, amount: int) -> None:
         if amount != original.amount:
@@ -270,6 +349,9 @@ class TransactionBook:
         record.code = code
         record.auth_code = auth_code
         record.balance = balance
+        if state == "approved" and product(record.kind).holds:
+            record.hold_state = "open"
+            self._index_authorisation(record)
         if record.original_rrn is None:
             return None
         original = self._by_rrn.get(record.original_rrn)
@@ -280,10 +362,16 @@ class TransactionBook:
         if reserves == "whole":
             original.void_pending = False
             original.voided = original.voided or approved
+            if approved and original.hold_state is not None:
+                original.hold_state = "voided"
         elif reserves == "remaining":
             original.refund_reserved -= record.amount
             if approved:
                 original.refunded += record.amount
+        elif reserves == "hold":
+            original.void_pending = False
+            if approved:
+                original.hold_state = "completed"
         return original
 
     def mark_reversed(self, record: TxnRecord) -> TxnRecord | None:
@@ -292,6 +380,8 @@ class TransactionBook:
         if record.reversed:
             return None
         record.reversed = True
+        if record.hold_state == "open":
+            record.hold_state = "reversed"
         if record.state != "approved" or record.original_rrn is None:
             return None
         original = self._by_rrn.get(record.original_rrn)
@@ -300,9 +390,54 @@ class TransactionBook:
         reserves = product(record.kind).reserves
         if reserves == "whole":
             original.voided = False
+            if original.hold_state == "voided":
+                original.hold_state = "open"
         elif reserves == "remaining":
             original.refunded -= record.amount
+        elif reserves == "hold" and original.hold_state == "completed":
+            original.hold_state = "open"
         return original
+
+    def expire(self, record: TxnRecord) -> bool:
+        """An open pre-authorisation whose last completion date has closed becomes
+        ``expired`` (its reversal is queued with it); False if it is not open or a
+        completion or void of it is at its bank (it is looked at again at the next
+        close)."""
+        if not hold_open(record) or record.void_pending:
+            return False
+        record.hold_state = "expired"
+        record.reversed = True
+        return True
+
+
+def hold_open(record: TxnRecord) -> bool:
+    """Whether a pre-authorisation is ``open``: approved, and not completed, voided,
+    reversed or expired."""
+    return record.state == "approved" and record.hold_state == "open" and not record.reversed
+
+
+def _check_open(record: TxnRecord) -> None:
+    """12 for a pre-authorisation that is not open (risk.md: a completion or a void of
+    one that is not open; a completed one is voided by voiding its completion first),
+    or has a completion or void at its bank (one at a time); 25 for one never approved."""
+    if record.state != "approved":
+        raise TransactionRefused("25", "original transaction was not approved", field="original")
+    if not hold_open(record):
+        state = "reversed" if record.reversed and record.hold_state == "open" else record.hold_state
+        raise TransactionRefused("12", f"pre-authorisation is {state}", field="original")
+    if record.void_pending:
+        raise TransactionRefused(
+            "12", "pre-authorisation has a completion or void in progress", field="original"
+        )
+
+
+AuthorisationKey = tuple[str, str, str]
+"""merchant, authorisation code, local date (MMDD): how a completion names its
+pre-authorisation (38, 61.3)."""
+
+
+def _authorisation_of(record: TxnRecord) -> AuthorisationKey:
+    return (record.merchant_id, record.auth_code or "", record.local_date)
 
 
 def _trace_of(record: TxnRecord) -> TerminalTrace:

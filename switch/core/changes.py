@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from switch.core.bank import OriginalData
 from switch.core.batch import SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 
@@ -43,14 +44,27 @@ class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
     reversed: bool
     at: float
     detail: str | None = None
+    hold_state: str | None = None
+    """A pre-authorisation's state (``TxnRecord.hold_state``); None for other kinds."""
 
     @classmethod
     def of(cls, record: TxnRecord, at: float, detail: str | None = None) -> TxnUpdated:
         return cls(
             rrn=record.rrn, state=record.state, code=record.code, auth_code=record.auth_code,
             balance=record.balance, refunded=record.refunded, voided=record.voided,
-            reversed=record.reversed, at=at, detail=detail,
+            reversed=record.reversed, at=at, detail=detail, hold_state=record.hold_state,
         )  # fmt: skip
+
+
+class HoldMoved(msgspec.Struct, frozen=True, tag=True):
+    """A pre-authorisation's state moved by what happened to its completion (voided or
+    reversed: ``open`` again; that undone: ``completed``), written without its record,
+    which the book may no longer hold."""
+
+    rrn: str
+    hold_state: str
+    at: float
+    detail: str
 
 
 class ReversalQueued(msgspec.Struct, frozen=True, tag=True):
@@ -82,6 +96,43 @@ class BankOnlyFound(msgspec.Struct, frozen=True, tag=True):
     record: TxnRecord
     reason: str
     at: float
+
+
+class AdviceQueued(msgspec.Struct, frozen=True, tag=True):
+    """A stood-in sale's advice, queued for its bank (risk.md): committed with the
+    sale's approval, before the answer leaves."""
+
+    rrn: str
+    bank: str
+    reason: str
+    """Why it was stood in: ``circuit_open``, ``no_link`` or ``bank_91``."""
+    at: float
+    local_time: str
+    """The sale's 12 (hhmmss local); its 13 is the record's local date."""
+    entry_mode: str
+    """The sale's 22..."""
+    condition_code: str
+    """...25..."""
+    mcc: str | None
+    """...and 18, as the advice repeats them (bank-h2h.md)."""
+
+
+class AdviceAttempted(msgspec.Struct, frozen=True, tag=True):
+    """What one attempt at an advice gave (``switch.core.stip.AdviceState``), kept on
+    the advice and on its sale's row. ``attempts`` counts those sent (a repeat is a
+    0221). An accepted advice's send (MTI, 11, 7) becomes its sale's bank message:
+    what a later void or reversal names in 90, what the bank's file lists."""
+
+    advice_id: int
+    rrn: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    result: str
+    at: float
+    sent: OriginalData | None = None
+    accepted_date: str | None = None
+    """YYYY-MM-DD: the business date it was accepted on (its clearing file's)."""
 
 
 class OnlineResultKept(msgspec.Struct, frozen=True, tag=True):
@@ -131,5 +182,5 @@ class BatchUploadEnded(msgspec.Struct, frozen=True, tag=True):
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
     | OnlineResultsPurged | BankOnlyFound | BatchSettled | BatchRecordsUploaded
-    | BatchUploadEnded
+    | BatchUploadEnded | HoldMoved | AdviceQueued | AdviceAttempted
 )  # fmt: skip

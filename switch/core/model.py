@@ -61,6 +61,8 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     cvv2: str | None = None
     entry_mode: str = "012"
     condition_code: str = "00"
+    chip: bool = False
+    """The terminal sent chip data (55), which the switch cannot verify."""
 
     @property
     def masked_pan(self) -> str:
@@ -81,6 +83,9 @@ class OriginalRef(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     stan: str | None = None
     date: str | None = None
     """MMDD, the original's local date."""
+    auth_code: str | None = None
+    """38 of a request naming a pre-authorisation or completion: its authorisation
+    code (a completion finds its pre-authorisation by it, risk.md)."""
 
 
 class _Request(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -144,6 +149,23 @@ class Reversal(_Financial, frozen=True, kw_only=True):
     reason: str = "98"
 
 
+class PreAuth(Sale, frozen=True, kw_only=True):
+    """A pre-authorisation (risk.md): holds its amount on the card."""
+
+
+class PreAuthVoid(Void, frozen=True, kw_only=True):
+    """A pre-authorisation void: releases the hold of an open pre-authorisation."""
+
+
+class Completion(Refund, frozen=True, kw_only=True):
+    """A completion: charges up to ``completion_max_pct`` of an open pre-authorisation,
+    which it names by 38 and 61 (POS) or by its request id (online)."""
+
+
+class CompletionVoid(Void, frozen=True, kw_only=True):
+    """A completion void: the completion's pre-authorisation is open again."""
+
+
 class BatchSettlement(_Request, frozen=True, kw_only=True):
     """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
 
@@ -163,10 +185,13 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
-    | BatchUpload
+    | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
-FinancialRequest = Sale | BalanceInquiry | Void | Refund | Reversal
+FinancialRequest = (
+    Sale | BalanceInquiry | Void | Refund | Reversal | PreAuth | PreAuthVoid | Completion
+    | CompletionVoid
+)  # fmt: skip
 BankBound = Sale | BalanceInquiry | Void | Refund
 
 KIND_NAMES: dict[type[_Request], str] = {
@@ -179,6 +204,10 @@ KIND_NAMES: dict[type[_Request], str] = {
     Reversal: "reversal",
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
+    PreAuth: "preauth",
+    PreAuthVoid: "preauth_void",
+    Completion: "completion",
+    CompletionVoid: "completion_void",
 }
 
 PRODUCT_OF: dict[type[_Request], Product] = {
@@ -221,6 +250,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     bank: str | None = None
     batch: str | None = None
     """A sign-on's new batch number."""
+    hold_until: str | None = None
+    """An approved pre-authorisation's last completion date (YYYY-MM-DD)."""
     batch_result: SettlementResult | None = None
     """A batch settlement's 48.5: "1" the switch's totals equal the terminal's, "2" not."""
     field: str | None = None
@@ -232,6 +263,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Where the time went, for the log: waiting for the journal's commits (the disk)..."""
     bank_ms: float | None = None
     """...and for the bank's answer. The rest of a transaction's time is the switch's."""
+    stand_in: str | None = None
+    """Approved by the switch in its bank's place (risk.md): why (``circuit_open``,
+    ``no_link``, ``bank_91``); the log line says ``stand_in = true``."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""

@@ -100,7 +100,7 @@ def _card(card: wire.Card, today: date | None) -> Card:
 
 
 def request_from_online(
-    request: wire.Purchase | wire.Balance | wire.Void | wire.Refund,
+    request: wire.FinancialRequest,
     *,
     terminal_id: str,
     stan: str,
@@ -137,6 +137,9 @@ def request_from_online(
 
 
 def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
+    product = ONLINE_PRODUCTS.get(type(request))
+    # Those never paid (a balance inquiry, a pre-authorisation, its void) name no date.
+    settles = product is not None and (product.counts != "none" or product.kind == "sale")
     return wire.Result(
         id=request.id,
         code=outcome.code,
@@ -145,7 +148,8 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         auth_code=outcome.auth_code if outcome.approved else None,
         message=outcome.message or MESSAGES.get(outcome.code, "declined"),
         balance=balance_amount(outcome.balance) if isinstance(request, wire.Balance) else None,
-        settlement_date=None if isinstance(request, wire.Balance) else outcome.settlement_date,
+        settlement_date=outcome.settlement_date if settles else None,
+        last_completion_date=outcome.hold_until if outcome.approved else None,
         order_id=request.order_id,
         memo=request.memo,
     )

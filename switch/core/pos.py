@@ -38,6 +38,8 @@ ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 NETWORK_TYPE_CODE: Final = "00"
 """Field 60.1 of a sign-on (0800) and an echo test (0820); a financial request's is its
 product's (``switch.core.products``), a reversal's its original's."""
+PAYMENT_CODE_ENTRY: Final = "03"
+"""Field 22's digits 1-2 of a scanned payment code (wallet.md)."""
 SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
 UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
 """What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""
@@ -183,13 +185,31 @@ def request_from_pos(
         raise TransactionRefused(
             "40", f"processing code {processing_code} is not supported with {mti}", field="3"
         )
+    if product.kind in products.HELD_KINDS and card.entry_mode[:2] == PAYMENT_CODE_ENTRY:
+        # On-us funding (wallet.md) of a pre-authorisation needs the ledger, which the
+        # transaction path does not reach yet: refused, never taken for a card.
+        raise TransactionRefused(
+            "40", "a pre-authorisation or completion by payment code is not offered", field="22"
+        )
     request: dict[str, object] = {}
     if amount is not None:
         if product.original != "trace":
             validate.check_amount(amount, field="4")
         request["amount"] = amount
     if product.original == "reference":
-        request["original"] = OriginalRef(rrn=_required(fields, 37), **_original_trace(fields))
+        auth = _required(fields, 38) if product.kind in products.NAMES_ORIGINAL_AUTH else None
+        request["original"] = OriginalRef(
+            rrn=_required(fields, 37), auth_code=auth, **_original_trace(fields)
+        )
+    elif product.original == "authorisation":
+        # A completion: its pre-authorisation's 38 and 61 (61.3 its date), 37 optional.
+        _required(fields, 61)
+        trace = _original_trace(fields)
+        if "date" not in trace:
+            raise TransactionRefused("30", "field 61 has no original date", field="61")
+        request["original"] = OriginalRef(
+            rrn=_text(fields, 37), auth_code=_required(fields, 38), **trace
+        )
     elif product.original == "trace":
         trace = _original_trace(fields)
         # A reversal repeats the original's STAN in 11; 61 names batch and date.
@@ -250,6 +270,7 @@ def _card(fields: Fields) -> Card:
         track2=track2,
         entry_mode=_required(fields, 22),
         condition_code=_required(fields, 25),
+        chip=55 in fields,
     )
 
 

@@ -15,30 +15,13 @@ product: the request path does dict gets, never a scan of the table.
 Pure data, no I/O; it imports nothing of the switch, so every layer may import it. The
 canonical request Struct of each kind is ``switch.core.model``'s (``REQUEST_TYPES``).
 
-How the pre-authorisation rows of risk.md ("Pre-authorisation and completion") fit,
-without a new column (they are not live products: a later change adds them, with
-what is genuinely new about them: two new values, ``original="authorisation"`` (a
-completion finds its pre-authorisation by merchant, card, 38 and 61, not by RRN) and
-``reserves="hold"`` (up to 115 % of the pre-authorisation's amount), with their book
-rules; the pre-authorisation's states; the expiry of open ones)::
-
-    Product(kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06",
-            pos_type="10", response_mti="0110", online_type="preauth", bank_mti="0100",
-            bank_code="03", bank_condition="06", bank_response_mti="0110", counts="none")
-    Product(kind="preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
-            pos_type="11", response_mti="0110", online_type="preauth_void",
-            bank_mti="0100", bank_code="02", bank_condition="06", bank_response_mti="0110",
-            original="reference", original_kinds=("preauth",), reserves="whole",
-            counts="none")
-    Product(kind="completion", pos_mti="0200", pos_code="00", pos_condition="06",
-            pos_type="20", response_mti="0210", online_type="completion",
-            bank_mti="0200", bank_code="00", bank_condition="06", bank_response_mti="0210",
-            original="authorisation", original_kinds=("preauth",), reserves="hold",
-            counts="debit")
-    Product(kind="completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
-            pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
-            bank_response_mti="0210", original="reference",
-            original_kinds=("completion",), reserves="whole", counts="cancels")
+The pre-authorisation rows (risk.md, "Pre-authorisation and completion") use two
+values of their own: ``original="authorisation"`` (a completion finds its
+pre-authorisation by merchant, card, 38 and 61 on POS, by its ``original_id`` online)
+and ``reserves="hold"`` (a completion takes 1 fen up to the pre-authorisation's
+``completion_max_pct``, one at a time), and one column, ``holds`` (an approved
+pre-authorisation is ``open`` until completed, voided, reversed or expired: the book's
+rules and the expiry at the cut-off read it).
 
 A completion (0200, 00, 25 = 06) and a sale (0200, 00, any other 25) share MTI and
 processing code, on POS and towards the bank: the look-ups try the row that names 25
@@ -57,20 +40,23 @@ from typing import Final, Literal
 
 import msgspec
 
-Original = Literal["none", "reference", "trace"]
+Original = Literal["none", "reference", "trace", "authorisation"]
 """How a product finds the original it acts on: ``none`` (it acts on a card: the card
 is checked, expiry included, and its BIN routes it); ``reference`` (by the original's
 RRN in 37 on POS, its request id online: an approved, live transaction of one of
 ``original_kinds`` of the same merchant, whose bank it goes to); ``trace`` (a
 terminal's reversal: the terminal's own earlier request by terminal, merchant, batch
-and STAN in 61; answered 00 whatever it names)."""
+and STAN in 61; answered 00 whatever it names); ``authorisation`` (a completion: the
+pre-authorisation of the same merchant and card with 38 and 61.3, also 61.1, 61.2 and
+37 when given; online by its request id)."""
 
-Reserves = Literal["none", "whole", "remaining"]
+Reserves = Literal["none", "whole", "remaining", "hold"]
 """What a product reserves on its original while the bank decides, and releases (or
 makes final) with the answer: ``whole`` (the original itself: its amount exactly,
 else 64, and nothing of it refunded, else 12; a void), ``remaining`` (part of what is
-left of the original's amount, else 61; a refund). Pre-authorisation adds ``hold``
-(a completion: up to the pre-authorisation's hold) with its book rules."""
+left of the original's amount, else 61; a refund), ``hold`` (an ``open``
+pre-authorisation, one completion at a time: 1 fen up to its amount times its
+``completion_max_pct``, else 61; not open, 12)."""
 
 Counts = Literal["debit", "credit", "cancels", "none"]
 """How an approved, standing product counts in a terminal's batch totals (48.1-48.4),
@@ -121,6 +107,14 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     carries_amount: bool = True
     """Whether the request carries an amount (POS field 4; online ``amount``, where an
     online request acting on an original may leave it out: then its original's)."""
+    holds: bool = False
+    """Approved, it holds its amount on the card for a completion: it is ``open`` until
+    completed, voided, reversed or expired (``core/book.py``'s ``hold_state``), goes to
+    its card's own bank (never a route's secondary), and at the cut-off that ends its
+    ``expiry_days`` one still open is expired and reversed."""
+    sends_original_auth: bool = False
+    """Towards the bank it carries its original's authorisation code in 38
+    (bank-h2h.md: a pre-authorisation void, a completion)."""
     reversed_on_no_answer: bool = True
     """Whether the switch reverses it at its bank when it may have got there and got no
     final answer (and whether a terminal may reverse it: its 60.1 is one a 0400 may
@@ -160,13 +154,39 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="void", pos_mti="0200", pos_code="20", pos_type="23", response_mti="0210",
             online_type="void", bank_mti="0200", bank_code="02", bank_response_mti="0210",
-            original="reference", original_kinds=("sale",), reserves="whole", counts="cancels",
+            original="reference", original_kinds=("sale", "completion"), reserves="whole",
+            counts="cancels",
         ),
         Product(
             kind="refund", pos_mti="0220", pos_code="20", pos_type="25", response_mti="0230",
             online_type="refund", bank_mti="0200", bank_code="20", bank_response_mti="0210",
-            original="reference", original_kinds=("sale",), reserves="remaining",
+            original="reference", original_kinds=("sale", "completion"), reserves="remaining",
             counts="credit",
+        ),
+        Product(
+            kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06", pos_type="10",
+            response_mti="0110", online_type="preauth", bank_mti="0100", bank_code="03",
+            bank_condition="06", bank_response_mti="0110", holds=True,
+        ),
+        Product(
+            kind="preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
+            pos_type="11", response_mti="0110", online_type="preauth_void", bank_mti="0100",
+            bank_code="02", bank_condition="06", bank_response_mti="0110",
+            original="reference", original_kinds=("preauth",), reserves="whole",
+            sends_original_auth=True,
+        ),
+        Product(
+            kind="completion", pos_mti="0200", pos_code="00", pos_condition="06",
+            pos_type="20", response_mti="0210", online_type="completion", bank_mti="0200",
+            bank_code="00", bank_condition="06", bank_response_mti="0210",
+            original="authorisation", original_kinds=("preauth",), reserves="hold",
+            counts="debit", sends_original_auth=True,
+        ),
+        Product(
+            kind="completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
+            pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
+            bank_response_mti="0210", original="reference", original_kinds=("completion",),
+            reserves="whole", counts="cancels",
         ),
         Product(
             kind="reversal", pos_mti="0400", response_mti="0410", bank_mti="0400",
@@ -264,6 +284,29 @@ UPLOAD_KINDS: Final[dict[str, Product]] = {
 }
 """A 0320 record's kind (the uploaded transaction's 60.1) -> its product: those that
 count in batch totals as a debit or a credit."""
+
+
+NAMES_ORIGINAL_AUTH: Final = frozenset(
+    row.kind
+    for row in PRODUCTS.values()
+    if row.original == "authorisation"
+    or (
+        row.pos_condition is not None
+        and any(
+            PRODUCTS[kind].holds or PRODUCTS[kind].reserves == "hold"
+            for kind in row.original_kinds
+            if kind in PRODUCTS
+        )
+    )
+)
+"""The products whose POS request names its original's authorisation code in 38 (a
+pre-authorisation void, a completion, a completion void): it must be the original's."""
+
+
+HELD_KINDS: Final = frozenset(
+    row.kind for row in PRODUCTS.values() if row.holds or row.kind in NAMES_ORIGINAL_AUTH
+)
+"""A pre-authorisation, its void, a completion and a completion void."""
 
 
 def by_pos(mti: str, code: str, condition: str | None) -> Product | None:

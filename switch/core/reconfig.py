@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from switch.config import ListenerSection, SwitchConfig
+from switch.config import BankSection, ListenerSection, StandInSection, SwitchConfig
 
 _SWITCH_LIVE = frozenset(
     {
@@ -156,6 +156,8 @@ class ReloadPlan(msgspec.Struct, frozen=True, kw_only=True):
     saf_changed: bool
     book_changed: bool
     log_level_changed: bool
+    stand_in_changed: tuple[str, ...] = ()
+    """Banks whose ``stand_in`` alone changed: applied between requests, links kept."""
     needs_restart: tuple[str, ...]
     """The keys whose change only a restart can make; any of them refuses the reload."""
     diff: tuple[ConfigChange, ...] = ()
@@ -166,7 +168,7 @@ class ReloadPlan(msgspec.Struct, frozen=True, kw_only=True):
         return bool(
             self.banks_added or self.banks_removed or self.banks_changed or self.routes_changed
             or self.admission_changed or self.listeners_changed or self.saf_changed
-            or self.book_changed or self.log_level_changed
+            or self.book_changed or self.log_level_changed or self.stand_in_changed
         )  # fmt: skip
 
     def summary(self) -> dict[str, object]:
@@ -181,6 +183,7 @@ class ReloadPlan(msgspec.Struct, frozen=True, kw_only=True):
             "saf": self.saf_changed,
             "book": self.book_changed,
             "log_level": self.log_level_changed,
+            "stand_in": list(self.stand_in_changed),
         }
         return {key: value for key, value in changed.items() if value}
 
@@ -204,7 +207,14 @@ def plan_reload(running: SwitchConfig, new: SwitchConfig) -> ReloadPlan:
             sorted(
                 name
                 for name in old_banks.keys() & new_banks.keys()
-                if old_banks[name] != new_banks[name]
+                if _without_stand_in(old_banks[name]) != _without_stand_in(new_banks[name])
+            )
+        ),
+        stand_in_changed=tuple(
+            sorted(
+                name
+                for name in old_banks.keys() & new_banks.keys()
+                if old_banks[name].stand_in != new_banks[name].stand_in
             )
         ),
         routes_changed=running.routes != new.routes,
@@ -216,6 +226,11 @@ def plan_reload(running: SwitchConfig, new: SwitchConfig) -> ReloadPlan:
         needs_restart=tuple(restart),
         diff=config_diff(running, new),
     )
+
+
+def _without_stand_in(bank: BankSection) -> BankSection:
+    """A bank's section but its stand-in (a change of which keeps its links)."""
+    return msgspec.structs.replace(bank, stand_in=StandInSection())
 
 
 def _restart_keys(running: SwitchConfig, new: SwitchConfig) -> list[str]:

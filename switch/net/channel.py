@@ -517,10 +517,10 @@ def log_transaction(
     )
 
 
-def _reason(outcome: Outcome) -> dict[str, str]:
+def _reason(outcome: Outcome) -> dict[str, object]:
     """Why a transaction was not approved, for the operator: the internal detail when
     there is one (the client only ever sees the message)."""
     if outcome.code == "00":
-        return {}
+        return {"stand_in": True, "stand_in_reason": outcome.stand_in} if outcome.stand_in else {}
     reason = outcome.detail or outcome.message
     return {"reason": reason} if reason else {}

@@ -21,7 +21,7 @@ from switch.wire import online as wire
 
 
 class OnlineWork(msgspec.Struct, gc=False):
-    message: wire.Purchase | wire.Balance | wire.Void | wire.Refund
+    message: wire.FinancialRequest
     request: Request
     content: bytes
     """What a repeat of its id must match (online.fingerprint_content)."""

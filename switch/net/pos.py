@@ -27,7 +27,7 @@ from switch.security.software import security_event
 from switch.wire.framing import TPDU_ID, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
-DATED_MTIS = frozenset({"0200", "0220", "0400", "0500"})
+DATED_MTIS = frozenset({"0100", "0200", "0220", "0400", "0500"})
 """Financial requests and batch settlement: their answers carry the business date in
 field 15, refusals included (pos-cup.md)."""
 REQUEST_CLASSES = "0246"

@@ -17,7 +17,7 @@ import math
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
@@ -98,8 +98,12 @@ class SettlementService:
         speed: float = 1.0,
         close_notice_s: float = 0.0,
         max_clearing_file_bytes: int = 1 << 28,
+        on_close: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
+        self.on_close = on_close
+        """Called with each date closed, before its cutovers: the pre-authorisations
+        whose last completion date it is expire (``Switchboard.expire_holds``)."""
         self.max_clearing_file_bytes = max_clearing_file_bytes
         """A larger clearing file is rejected unread ([settlement] key of that name)."""
         self.close_notice_s = close_notice_s
@@ -184,6 +188,11 @@ class SettlementService:
     async def _close(self, close: DateClosed) -> None:
         self.calendar.record(close)
         await self._in_store(self.store.record_close, close)  # again: idempotent
+        if self.on_close is not None:
+            try:
+                await self.on_close(close.business_date.isoformat())
+            except JournalError as exc:  # those left open expire at the next close
+                log.warning("holds_not_expired", error=str(exc))
         log.info(
             "business_date_closed", business_date=close.business_date.isoformat(),
             forced=close.forced,

@@ -67,6 +67,7 @@ from switch.core.lifecycle import (
     ReverseUnjournaled,
     Stopped,
     TerminalReversal,
+    expiry_changes,
     recovery_changes,
 )
 from switch.core.merchants import MerchantBook
@@ -84,17 +85,23 @@ from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
+from switch.core.stip import StandInDesk, StandInReason
 from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError, RequestRepeated
+from switch.store.port import JournalError, RequestRepeated, ReversalQueued
 
 log = structlog.get_logger()
 
 STAN_RESTART_MARGIN: Final = 10_000
 """STANs skipped after a restart: more than a bank's echoes and reversal repeats could
 have used since the last journaled request."""
+RRN_RESTART_MARGIN: Final = 10_000
+"""RRNs skipped after a restart. A request's start is committed without its own fsync
+(the SQLite journal): a power cut can lose one group of starts of requests that were at
+their banks, unanswered (at most ``max_in_flight`` and ``max_group`` of them), and the
+journal's high-water mark would then hand their RRNs out again."""
 LOOKUPS_IN_FLIGHT: Final = 16
 """Journal reads for originals the book no longer holds, at once; more wait (within
 their own deadline): a flood of voids of unknown originals queues here, never in the
@@ -160,8 +167,14 @@ class Switchboard:
         merchants: MerchantBook,
         sign_ons: SignOnLimiter,
         clock: BusinessClock = WALL_CLOCK,
+        hold_terms: tuple[int, int] = (30, 115),
+        stand_in: StandInDesk | None = None,
     ) -> None:
+        self.hold_terms = hold_terms
+        """``[preauth]``'s (expiry_days, completion_max_pct)."""
         self.bins = bins
+        self.stand_in = stand_in or StandInDesk()
+        """Stand-in processing: every bank's section, its tally and its counters."""
         self.clock = clock
         """Business time: what the machines and the journal record, the RRN's day. The
         sign-on rate and every wait stay on real time."""
@@ -250,7 +263,7 @@ class Switchboard:
         if isinstance(request, Reversal):
             machine = TerminalReversal(
                 request, book=self.book, cards=self.cards, now=self.clock.now(),
-                in_flight=self._in_flight.__contains__,
+                in_flight=self._in_flight.__contains__, stand_in=self.stand_in,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
             # A reversal belongs to the date on which it was received (settlement.md).
@@ -260,7 +273,7 @@ class Switchboard:
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
-            finalize=finalize,
+            finalize=finalize, hold_terms=self.hold_terms, stand_in=self.stand_in,
         )  # fmt: skip
         return await self._drive(machine, origin)
 
@@ -271,16 +284,17 @@ class Switchboard:
     def _allocate_rrn(self, stamp: Stamp) -> str:
         return self._rrns.allocate(stamp.local, stamp.rrn_day)
 
-    def _route(self, pan: str) -> tuple[str, str]:
+    def _route(self, pan: str, *, secondary: bool = True) -> tuple[str, str]:
         """The card's bank, or its route's secondary while the primary's circuit is
-        open and the secondary's is not."""
-        prefix, bank, secondary = self.bins.route(pan)
+        open and the secondary's is not (and ``secondary`` allows it)."""
+        prefix, bank, second = self.bins.route(pan)
         if (
-            secondary is not None
+            secondary
+            and second is not None
             and self.connectors[bank].circuit_open()
-            and not self.connectors[secondary].circuit_open()
+            and not self.connectors[second].circuit_open()
         ):
-            return f"{prefix}>{secondary}", secondary
+            return f"{prefix}>{second}", second
         return prefix, bank
 
     # -- carrying the actions out ----------------------------------------------------
@@ -440,7 +454,7 @@ class Switchboard:
                 deadline=deadline, channel=origin.channel, connection=origin.connection
             )
         except BankUnavailable as exc:
-            return Refused(str(exc))
+            return Refused(str(exc), unavailable=_unavailable(connector))
         run.link = (connector, link)
         return LinkGranted(
             stan=connector.stans.next(), encode=link.encode, translate_pin=link.translate_pin
@@ -510,6 +524,13 @@ class Switchboard:
                 async with self._lookups:
                     if load.rrn is not None:
                         record = await self.journal.transaction_by_rrn(load.rrn)
+                    elif load.authorisation is not None and load.merchant_id is not None:
+                        found = await self.journal.holds_by_authorisation(
+                            load.merchant_id, *load.authorisation
+                        )
+                        return OriginalLoaded(
+                            found[0] if found else None, others=tuple(found[1:])
+                        )
                     elif load.online_id is not None and load.merchant_id is not None:
                         record = await self.journal.transaction_by_online_id(
                             load.merchant_id, load.online_id
@@ -523,6 +544,22 @@ class Switchboard:
             return JournalFailed(str(exc))
         finally:
             run.waited_for_journal(trio.current_time() - began)
+
+    async def expire_holds(self, business_date: str) -> int:
+        """At the close of ``business_date``: the open pre-authorisations whose last
+        completion date it is (or earlier) expire, each with its reversal queued in its
+        bank's store-and-forward, in one durable commit. Returns how many."""
+        found = await self.journal.holds_open_until(business_date)
+        changes = expiry_changes(self.book, found, self.clock.now())
+        if not changes:
+            return 0
+        await self.journal.commit(*changes, durable=True)
+        banks = {change.bank for change in changes if isinstance(change, ReversalQueued)}
+        for bank in sorted(banks):
+            self.reversals.nudge(bank)
+        expired = len(changes) // 2
+        log.info("holds_expired", business_date=business_date, expired=expired)
+        return expired
 
     # -- start-up ------------------------------------------------------------------
 
@@ -538,14 +575,32 @@ class Switchboard:
                 log.warning("recovered_in_doubt", transactions=len(in_doubt))
         for record in await self.journal.recent_transactions(recovery_since, max_records):
             self.book.add(record)
+        now = self.clock.now()
+        today = Stamp.at(now, self.utc_offset_h)
+        # The stand-in caps count what was stood in today (and yesterday, across
+        # midnight) and every advice without a final answer.
+        days = sorted({today.local_date, Stamp.at(now - 86400, self.utc_offset_h).local_date})
+        self.stand_in.tally.load(
+            (row.bank, row.card_key, row.local_date, row.amount, row.standing, row.pending)
+            for row in await self.journal.stood_in(days)
+        )
         for name, connector in self.connectors.items():
             last_stan = await self.journal.last_bank_stan(name)
             if last_stan is not None:
                 connector.stans.resume_after(last_stan, margin=STAN_RESTART_MARGIN)
-        # RRNs already journaled today (and yesterday, across midnight) are not reused.
-        now = self.clock.now()
-        today = Stamp.at(now, self.utc_offset_h)
+        # RRNs already journaled today (and yesterday, across midnight) are not reused,
+        # nor those of starts a power cut may have taken (RRN_RESTART_MARGIN).
         for day in {today.rrn_day, Stamp.at(now - 86400, self.utc_offset_h).rrn_day}:
             highest = await self.journal.highest_rrn_sequence(day)
-            self._rrns.resume(day, highest + 1)
+            self._rrns.resume(day, highest + 1 + RRN_RESTART_MARGIN)
         return len(in_doubt)
+
+
+def _unavailable(connector: BankConnector) -> StandInReason | None:
+    """Why a bank refused a slot, when it is known not to act on what it is sent (no
+    link signed on, its circuit open), rather than busy (risk.md: only then stand-in)."""
+    if not any(link.status == "up" for link in connector.links):
+        return "no_link"
+    if connector.circuit_open():
+        return "circuit_open"
+    return None

@@ -24,6 +24,12 @@ business date. A cutover (0800, 70 = 201, 15 = the date closed) is answered 00 a
 hands the server that date's clearing file to deliver (:class:`ClearingDelivery`);
 the next date opens at once. ``clearing_faults`` (settable at any time) makes the
 file wrong on purpose.
+
+Pre-authorisations (0100, risk.md): an approved one holds its amount on the card (the
+available balance is reduced by every open hold); its void or reversal releases the
+hold; a completion (0200 with 25 = 06 naming it in 90) releases it and charges its own
+amount; a completion's void or reversal holds it again. Holds and their voids are in
+no clearing file.
 """
 
 from __future__ import annotations
@@ -178,13 +184,38 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
     unmatched_reversals: int = 0
 
 
-class _Sale:
-    __slots__ = ("amount", "pan", "refunded", "refunds", "reversed", "void")
-    direction: Final = "D"
+class _Hold:
+    """An approved pre-authorisation: its amount held on the card while ``open``."""
+
+    __slots__ = ("amount", "pan", "reversed", "state")
 
     def __init__(self, pan: str, amount: int) -> None:
         self.pan = pan
         self.amount = amount
+        self.state: Literal["open", "voided", "completed"] = "open"
+        self.reversed = False
+
+
+class _HoldVoid:
+    """An approved pre-authorisation void."""
+
+    __slots__ = ("hold", "reversed")
+
+    def __init__(self, hold: _Hold) -> None:
+        self.hold = hold
+        self.reversed = False
+
+
+class _Sale:
+    __slots__ = ("amount", "hold", "pan", "refunded", "refunds", "reversed", "void")
+    direction: Final = "D"
+
+    def __init__(self, pan: str, amount: int, hold: _Hold | None = None) -> None:
+        self.pan = pan
+        self.amount = amount
+        self.hold = hold
+        """The pre-authorisation a completion completed (held again while the
+        completion is voided or reversed)."""
         self.reversed = False
         self.void: _Adjustment | None = None
         """The void standing against this sale, if any."""
@@ -245,7 +276,7 @@ class SimulatedBank:
         """Now, timezone-aware: the year of a cutover's MMDD and a file's created time."""
         self.clearing_faults: ClearingFaults = sim.clearing
         """Read at each cutover, so a test may change it between two."""
-        self._applied: dict[TxKey, _Sale | _Adjustment] = {}
+        self._applied: dict[TxKey, _Sale | _Adjustment | _Hold | _HoldVoid] = {}
         """Every approved sale, void and refund, by its own key."""
         self._by_reference: dict[Reference, TxKey] = {}
         """The same, for reversals that carry no card."""
@@ -255,6 +286,8 @@ class SimulatedBank:
         """Cardless reversals of what the bank never saw (counted once)."""
         self._spent: dict[str, int] = {}
         """Net fen that moved from each card, by PAN."""
+        self._held: dict[str, int] = {}
+        """Fen held on each card by open pre-authorisations, by PAN."""
         self._auth_seq = 0
         self._totals = _Counters()
         self._open_records: list[ClearingRecord] = []
@@ -267,6 +300,12 @@ class SimulatedBank:
         """32 and 33 of the latest approved request: the acquirer whose sales an
         ``extra_records`` fault invents."""
         self._extra_seq = 0
+        self.refuse_advices: str | None = sim.refuse_advices
+        """Tests: answer every advice with this 39 instead of accepting it (00)."""
+        self._advices: dict[Reference, str] = {}
+        """Each advice's answer, by 37, 41 and 42 (bank-h2h.md: a repeat of one already
+        answered gets the same answer and is applied once)."""
+        self.advices_received = 0
 
     # -- queries -------------------------------------------------------------------
 
@@ -274,8 +313,12 @@ class SimulatedBank:
         return self._totals.snapshot()
 
     def balance(self, pan: str) -> int:
-        """The card's available balance in fen."""
-        return self._opening_balance - self._spent.get(pan, 0)
+        """The card's available balance in fen (less what open holds keep)."""
+        return self._opening_balance - self._spent.get(pan, 0) - self._held.get(pan, 0)
+
+    def held(self, pan: str) -> int:
+        """Fen held on the card by open pre-authorisations."""
+        return self._held.get(pan, 0)
 
     def open_records(self) -> list[ClearingRecord]:
         """The clearing records of the open business date so far (before faults)."""
@@ -311,10 +354,12 @@ class SimulatedBank:
         try:
             if mti == "0800":
                 return self._network(reply_mti, fields, link)
-            if mti == "0200":
+            if mti in ("0200", "0100"):
                 return self._financial(mti, reply_mti, fields, keys or link.keys)
             if mti in ("0400", "0401"):
                 return self._reversal(mti, reply_mti, fields)
+            if mti in ("0220", "0221"):
+                return self._advice(reply_mti, fields)
         except _FormatError:
             if mti == "0200":
                 self._totals.declines += 1
@@ -528,10 +573,16 @@ class SimulatedBank:
         cleared = _clearing_fields(fields)
         key = _own_key(fields, pan)
         if product.original == "none":
-            code = self._sale(key, pan, amount)
+            code = self._sale(key, pan, amount, hold=product.holds)
         else:
             original = _original_key(fields, pan)
-            apply = self._void if product.reserves == "whole" else self._refund
+            if product.reserves == "hold":
+                apply = self._complete
+            elif product.reserves == "whole":
+                holds = isinstance(self._applied.get(original), _Hold)
+                apply = self._release if holds else self._void
+            else:
+                apply = self._refund
             code = apply(key, original, amount)
         if code is None:
             return None
@@ -544,8 +595,9 @@ class SimulatedBank:
         extra = {38: auth_code, 15: _required(fields, 7)[:4]}
         self._by_reference[(cleared.rrn, *key[1:])] = key
         self._institutions = (key[3], key[4])
-        direction: Direction = "D" if product.counts == "debit" else "C"
-        self._open_records.append(cleared.record("0200", amount, auth_code, pan, direction))
+        if mti == "0200":  # a 0100 (a hold, its void) is in no clearing file
+            direction: Direction = "D" if product.counts == "debit" else "C"
+            self._open_records.append(cleared.record("0200", amount, auth_code, pan, direction))
         return _reply(reply_mti, fields, "00", extra=extra)
 
     def _expired(self, fields: FieldValues) -> bool:
@@ -577,7 +629,7 @@ class SimulatedBank:
             return "12"
         return None
 
-    def _sale(self, key: TxKey, pan: str, amount: int) -> str | None:
+    def _sale(self, key: TxKey, pan: str, amount: int, *, hold: bool = False) -> str | None:
         if amount <= 0:
             return "13"
         refused = self._check_new(key)
@@ -590,6 +642,10 @@ class SimulatedBank:
             return hook
         if amount > self.balance(pan):
             return "51"
+        if hold:
+            self._applied[key] = _Hold(pan, amount)
+            self._held[pan] = self._held.get(pan, 0) + amount
+            return "00"
         sale = _Sale(pan, amount)
         self._applied[key] = sale
         self._move(pan, amount)
@@ -600,6 +656,61 @@ class SimulatedBank:
     def _original_sale(self, original: TxKey) -> _Sale | None:
         record = self._applied.get(original)
         return record if isinstance(record, _Sale) else None
+
+    def _release(self, key: TxKey, original: TxKey, amount: int) -> str:
+        """A pre-authorisation void: the hold of an open one is released."""
+        hold = self._applied.get(original)
+        if not isinstance(hold, _Hold):
+            return "25"
+        if hold.reversed or hold.state != "open":
+            return "12"
+        if amount != hold.amount:
+            return "64"
+        refused = self._check_new(key)
+        if refused is not None:
+            return refused
+        hold.state = "voided"
+        self._held[hold.pan] -= hold.amount
+        self._applied[key] = _HoldVoid(hold)
+        return "00"
+
+    def _complete(self, key: TxKey, original: TxKey, amount: int) -> str:
+        """A completion: the hold is released and ``amount`` charged (51 if the card
+        cannot bear it without the hold)."""
+        hold = self._applied.get(original)
+        if not isinstance(hold, _Hold):
+            return "25"
+        if hold.reversed or hold.state != "open":
+            return "12"
+        if amount <= 0:
+            return "13"
+        if amount > self.balance(hold.pan) + hold.amount:
+            return "51"
+        refused = self._check_new(key)
+        if refused is not None:
+            return refused
+        hold.state = "completed"
+        self._held[hold.pan] -= hold.amount
+        completion = _Sale(hold.pan, amount, hold)
+        self._applied[key] = completion
+        self._move(hold.pan, amount)
+        self._totals.approved += amount
+        self._totals.approvals += 1
+        return "00"
+
+    def _hold_again(self, sale: _Sale) -> None:
+        """A completion no longer stands (voided, reversed): its hold is back."""
+        hold = sale.hold
+        if hold is not None and hold.state == "completed" and not hold.reversed:
+            hold.state = "open"
+            self._held[hold.pan] = self._held.get(hold.pan, 0) + hold.amount
+
+    def _complete_again(self, sale: _Sale) -> None:
+        """A completion stands again (its void reversed): its hold is consumed."""
+        hold = sale.hold
+        if hold is not None and hold.state == "open":
+            hold.state = "completed"
+            self._held[hold.pan] -= hold.amount
 
     def _void(self, key: TxKey, original: TxKey, amount: int) -> str:
         sale = self._original_sale(original)
@@ -618,6 +729,7 @@ class SimulatedBank:
         sale.void = void
         self._applied[key] = void
         self._move(sale.pan, -amount)
+        self._hold_again(sale)
         self._totals.voided += amount
         self._totals.voids += 1
         return "00"
@@ -644,6 +756,37 @@ class SimulatedBank:
         self._totals.refunds += 1
         return "00"
 
+    # -- 0220 / 0221 ---------------------------------------------------------------
+
+    def _advice(self, reply_mti: str, fields: FieldValues) -> BankReply:
+        """A sale the switch stood in for: posted as approved at its 12/13 (00), or
+        refused when ``refuse_advices`` says so. Once per 37, 41 and 42."""
+        _require(fields, _FINANCIAL_FIELDS)
+        self.advices_received += 1
+        cleared = _clearing_fields(fields)
+        identity = (cleared.rrn, cleared.terminal_id, cleared.merchant_id, "", "")
+        answered = self._advices.get(identity)
+        if answered is not None:
+            return _reply(reply_mti, fields, answered)
+        if self.refuse_advices is not None:
+            if self.refuse_advices not in ("91", "96"):  # those say "send it again"
+                self._advices[identity] = self.refuse_advices
+            return _reply(reply_mti, fields, self.refuse_advices)
+        pan = _pan(fields)
+        amount = _amount(fields)
+        key = _own_key(fields, pan)
+        sale = _Sale(pan, amount)
+        self._applied[key] = sale
+        self._move(pan, amount)
+        self._totals.approved += amount
+        self._totals.approvals += 1
+        self._by_reference[(cleared.rrn, *key[1:])] = key
+        self._advices[identity] = "00"
+        # Listed once, as 0220, with the 11 and 7 of the send accepted (settlement.md).
+        auth_code = _text(fields, 38) or ""
+        self._open_records.append(cleared.record("0220", amount, auth_code, pan, "D"))
+        return _reply(reply_mti, fields, "00")
+
     # -- 0400 / 0401 ---------------------------------------------------------------
 
     def _reversal(self, mti: str, reply_mti: str, fields: FieldValues) -> BankReply:
@@ -656,6 +799,11 @@ class SimulatedBank:
             reference = _original_reference(fields, cleared.rrn)
             original = self._by_reference.get(reference)
         record = None if original is None else self._applied.get(original)
+        if isinstance(record, _Hold | _HoldVoid):
+            if not record.reversed:  # a 0100's reversal: in no clearing file
+                self._reverse_hold(record)
+                self._totals.reversals += 1
+            return _reply(reply_mti, fields, "00")
         if record is None:
             # Never seen (bank-h2h.md: answered 00 all the same). Remember it, so that
             # an original arriving after its reversal is refused rather than applied.
@@ -678,6 +826,19 @@ class SimulatedBank:
         # The reversal undoes the whole original, whatever amount field 4 carries.
         return _reply(reply_mti, fields, "00")
 
+    def _reverse_hold(self, record: _Hold | _HoldVoid) -> None:
+        """A pre-authorisation's reversal releases an open hold (one completed stays
+        completed: its completion is reversed on its own); a void's holds it again."""
+        record.reversed = True
+        if isinstance(record, _Hold):
+            if record.state == "open":
+                self._held[record.pan] -= record.amount
+            return
+        hold = record.hold
+        if hold.state == "voided" and not hold.reversed:
+            hold.state = "open"
+            self._held[hold.pan] = self._held.get(hold.pan, 0) + hold.amount
+
     def _reverse_sale(self, sale: _Sale) -> None:
         # A reversed sale never happened, so whatever hung on it goes with it.
         if sale.void is not None:
@@ -688,6 +849,7 @@ class SimulatedBank:
         sale.reversed = True
         self._move(sale.pan, -sale.amount)
         self._totals.reversed += sale.amount
+        self._hold_again(sale)
 
     def _reverse_adjustment(self, adjustment: _Adjustment) -> None:
         adjustment.reversed = True
@@ -696,6 +858,7 @@ class SimulatedBank:
         if adjustment.kind == "void":
             sale.void = None
             self._totals.reversed_voids += adjustment.amount
+            self._complete_again(sale)
         else:
             sale.refunded -= adjustment.amount
             self._totals.reversed_refunds += adjustment.amount

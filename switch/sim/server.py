@@ -40,7 +40,7 @@ from switch.sim.ledger import (
     LinkSession,
     SimulatedBank,
 )
-from switch.wire.clearing import clearing_file_name
+from switch.wire.clearing import ClearingRecord, clearing_file_name
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec, Iso8583Message
 
@@ -175,6 +175,14 @@ class BankSimulator:
 
     def balance(self, pan: str) -> int:
         return self._bank.balance(pan)
+
+    def held(self, pan: str) -> int:
+        """Fen held on the card by open pre-authorisations."""
+        return self._bank.held(pan)
+
+    def open_records(self) -> list[ClearingRecord]:
+        """The open business date's clearing records so far."""
+        return self._bank.open_records()
 
     def statistics(self) -> SimulatorStatistics:
         return SimulatorStatistics(

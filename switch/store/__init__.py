@@ -12,6 +12,7 @@ from switch.errors import ConfigError
 from switch.store.port import Journal, JournalError, JournalLock, OperatorJournal
 
 if TYPE_CHECKING:
+    from switch.store.ledger_port import LedgerStore
     from switch.store.settlement_port import SettlementStore
 
 
@@ -138,3 +139,15 @@ def open_settlement_store(config: SwitchConfig) -> SettlementStore:
     from switch.store.sqlite.settlement import SqliteSettlementStore
 
     return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))
+
+
+def open_ledger_store(config: SwitchConfig) -> LedgerStore:
+    """The ledger store the config names (not yet open): ``ledger.sqlite3`` beside a
+    SQLite journal, or tables in a PostgreSQL journal's database."""
+    if config.journal.backend == "postgresql":
+        from switch.store.postgresql.ledger import PostgresLedgerStore
+
+        return PostgresLedgerStore(journal_dsn(config.journal))
+    from switch.store.sqlite.ledger import SqliteLedgerStore
+
+    return SqliteLedgerStore(config.path(config.journal.path).with_name("ledger.sqlite3"))

@@ -13,6 +13,7 @@ import msgspec
 
 from switch.store.dialect import Dialect
 from switch.store.port import (
+    AdviceView,
     OperatorError,
     ReversalView,
     TxnEventView,
@@ -22,6 +23,11 @@ from switch.store.port import (
 
 SHOWN_TXN = ", ".join(TxnView.__struct_fields__)
 SHOWN_SAF = ", ".join(ReversalView.__struct_fields__)
+SHOWN_ADVICE = ", ".join(
+    "txn.amount AS amount" if name == "amount" else f"advice.{name} AS {name}"
+    for name in AdviceView.__struct_fields__
+)
+_ADVICE_FROM = "FROM advice JOIN txn ON txn.rrn = advice.rrn"
 
 
 class OperatorSql(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +40,10 @@ class OperatorSql(msgspec.Struct, frozen=True, kw_only=True):
     reversals: dict[tuple[bool, bool], str]
     """By whether a bank and a state are asked for (neither: those not delivered)."""
     reversal: str
+    advices: dict[tuple[bool, bool], str]
+    """By whether a bank and a state are asked for (neither: those without a final
+    answer: queued, sent, manual)."""
+    advice: str
 
 
 def operator_sql(d: Dialect) -> OperatorSql:
@@ -46,7 +56,20 @@ def operator_sql(d: Dialect) -> OperatorSql:
             reversals[(by_bank, by_state)] = sql(
                 f"SELECT {SHOWN_SAF} FROM saf WHERE {' AND '.join(clauses)} ORDER BY id"
             )
+    advices = {}
+    for by_bank in (False, True):
+        for by_state in (False, True):
+            clauses = ["advice.bank = ?"] if by_bank else []
+            clauses.append(
+                "advice.state = ?" if by_state else "advice.state IN ('queued', 'sent', 'manual')"
+            )
+            advices[(by_bank, by_state)] = sql(
+                f"SELECT {SHOWN_ADVICE} {_ADVICE_FROM} WHERE {' AND '.join(clauses)} "
+                "ORDER BY advice.id"
+            )
     return OperatorSql(
+        advices=advices,
+        advice=sql(f"SELECT {SHOWN_ADVICE} {_ADVICE_FROM} WHERE advice.id = ?"),
         transaction=sql(f"SELECT {SHOWN_TXN} FROM txn WHERE rrn = ?"),
         events=sql("SELECT at, state, code, detail FROM txn_event WHERE rrn = ? ORDER BY id"),
         reversal_of=sql(f"SELECT {SHOWN_SAF} FROM saf WHERE rrn = ?"),
@@ -94,6 +117,17 @@ class OperatorJournalBase(ABC):
             self.sql.terminal_transactions, (terminal_id, local_date, since, until)
         )
         return msgspec.convert(rows, list[TxnView], strict=False)
+
+    @abstractmethod
+    def retry_advice(self, advice_id: int, at: float) -> AdviceView: ...
+
+    def advices(self, *, bank: str | None, state: str | None) -> list[AdviceView]:
+        statement = self.sql.advices[(bank is not None, state is not None)]
+        parameters = tuple(value for value in (bank, state) if value is not None)
+        return msgspec.convert(self._rows(statement, parameters), list[AdviceView])
+
+    def _advice(self, advice_id: int) -> AdviceView:
+        return msgspec.convert(self._rows(self.sql.advice, (advice_id,))[0], AdviceView)
 
     def reversals(self, *, bank: str | None, state: str | None) -> list[ReversalView]:
         statement = self.sql.reversals[(bank is not None, state is not None)]

@@ -23,11 +23,14 @@ import trio
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import RequestKey, TxnRecord
 from switch.core.changes import (
+    AdviceAttempted,
+    AdviceQueued,
     BankOnlyFound,
     BatchRecordsUploaded,
     BatchSettled,
     BatchUploadEnded,
     Change,
+    HoldMoved,
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
@@ -40,11 +43,14 @@ from switch.core.stats import HistogramSnapshot
 from switch.errors import SwitchError
 
 __all__ = [
+    "AdviceAttempted",
+    "AdviceQueued",
     "BankOnlyFound",
     "BatchRecordsUploaded",
     "BatchSettled",
     "BatchUploadEnded",
     "Change",
+    "HoldMoved",
     "OnlineResultKept",
     "OnlineResultsPurged",
     "ReversalAttempted",
@@ -104,6 +110,42 @@ class DueReversal(msgspec.Struct, frozen=True):
     saf_id: int
     attempts: int
     record: TxnRecord
+
+
+class DueAdvice(msgspec.Struct, frozen=True, kw_only=True):
+    """The head of a bank's advice queue (the oldest stood-in sale whose advice has no
+    final answer and is not ``manual``), with its sale."""
+
+    advice_id: int
+    state: str
+    attempts: int
+    next_attempt_at: float
+    local_time: str
+    entry_mode: str
+    condition_code: str
+    mcc: str | None
+    record: TxnRecord
+
+
+class StoodIn(msgspec.Struct, frozen=True, kw_only=True):
+    """A stood-in sale as the stand-in tally is rebuilt from (``switch.core.stip``)."""
+
+    bank: str
+    card_key: bytes
+    local_date: str
+    amount: int
+    standing: bool
+    pending: bool
+
+
+class AdviceBacklog(msgspec.Struct, frozen=True, kw_only=True):
+    """One bank's advices without a final answer."""
+
+    bank: str
+    pending: int
+    pending_fen: int
+    manual: int
+    oldest_created_at: float
 
 
 class OnlineResult(msgspec.Struct, frozen=True):
@@ -173,6 +215,18 @@ class Journal(Protocol):
         """The latest transaction a terminal sent with this batch and STAN."""
         ...
 
+    async def holds_by_authorisation(
+        self, merchant_id: str, auth_code: str, local_date: str
+    ) -> list[TxnRecord]:
+        """The pre-authorisations of a merchant with this authorisation code (38) and
+        local date (MMDD, 61.3): what a completion may name."""
+        ...
+
+    async def holds_open_until(self, business_date: str) -> list[TxnRecord]:
+        """The open pre-authorisations whose last completion date is ``business_date``
+        or earlier: those its close expires."""
+        ...
+
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         """Written before they left for a bank and never settled: after a crash, each
         may or may not have reached its bank."""
@@ -211,6 +265,18 @@ class Journal(Protocol):
     async def reversal_backlog(self) -> list[ReversalBacklog]:
         """Per bank with any, the reversals not yet delivered (pending and manual), by
         bank name; cheap however long the history of delivered ones."""
+        ...
+
+    async def advice_head(self, bank: str) -> DueAdvice | None:
+        """The next advice of ``bank`` to send, in the order of stand-in."""
+        ...
+
+    async def stood_in(self, local_dates: list[str]) -> list[StoodIn]:
+        """Stood-in sales of these local dates (MMDD) and those whose advice is pending."""
+        ...
+
+    async def advice_backlog(self) -> list[AdviceBacklog]:
+        """Per bank with any, its advices without a final answer."""
         ...
 
     # A terminal's batch. These see every change whose commit was asked for before
@@ -290,6 +356,21 @@ class ReversalView(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: float
 
 
+class AdviceView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    bank: str
+    rrn: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_result: str | None
+    reason: str
+    amount: int
+    accepted_date: str | None
+    created_at: float
+    updated_at: float
+
+
 class TxnHistory(msgspec.Struct, frozen=True, kw_only=True):
     transaction: TxnView
     events: list[TxnEventView]
@@ -322,4 +403,12 @@ class OperatorJournal(Protocol):
 
     def retry_reversal(self, saf_id: int, at: float) -> ReversalView:
         """Puts a reversal not yet delivered back in the queue, due at ``at``."""
+        ...
+
+    def advices(self, *, bank: str | None, state: str | None) -> list[AdviceView]:
+        """Queued advices; those without a final answer when ``state`` is None."""
+        ...
+
+    def retry_advice(self, advice_id: int, at: float) -> AdviceView:
+        """Puts a ``manual`` advice back in its queue (its attempts start again)."""
         ...

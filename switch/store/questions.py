@@ -21,11 +21,14 @@ from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
 from switch.core.book import TxnRecord
 from switch.store.dialect import Dialect
 from switch.store.port import (
+    AdviceBacklog,
     Change,
+    DueAdvice,
     DueReversal,
     Durability,
     OnlineResult,
     ReversalBacklog,
+    StoodIn,
 )
 from switch.store.rows import (
     SETTLED_BATCH_COLUMNS,
@@ -72,6 +75,8 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     by_rrn: str
     by_online_id: str
     by_trace: str
+    holds_by_authorisation: str
+    holds_open_until: str
     in_doubt: str
     recent: str
     highest_rrn: str
@@ -83,6 +88,9 @@ class Questions(msgspec.Struct, frozen=True, kw_only=True):
     batch_totals: str
     settled_batch: str
     batch_upload: str
+    advice_head: str
+    stood_in: str
+    advice_backlog: str
 
 
 TXN_SELECT = ", ".join(TXN_COLUMNS)
@@ -102,6 +110,14 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         by_trace=sql(
             f"SELECT {TXN_SELECT} FROM txn WHERE terminal_id = ? AND merchant_id = ? "
             f"AND stan = ? AND batch = ? ORDER BY {d.newest_first} LIMIT 1"
+        ),
+        holds_by_authorisation=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE merchant_id = ? AND auth_code = ? "
+            f"AND hold_state IS NOT NULL AND local_date = ? ORDER BY {d.oldest_first}"
+        ),
+        holds_open_until=sql(
+            f"SELECT {TXN_SELECT} FROM txn WHERE hold_state = 'open' AND hold_until <= ? "
+            f"ORDER BY {d.oldest_first}"
         ),
         in_doubt=sql(
             f"SELECT {TXN_SELECT} FROM txn WHERE state = 'sending' ORDER BY {d.oldest_first}"
@@ -130,6 +146,29 @@ def questions(d: Dialect, *, own: str = "") -> Questions:
         batch_upload=sql(
             "SELECT kind, stan, amount FROM batch_upload "
             "WHERE terminal_id = ? AND merchant_id = ? AND batch = ? ORDER BY kind, stan"
+        ),
+        advice_head=sql(
+            "SELECT advice.id AS advice_id, advice.state AS advice_row_state, "
+            "advice.attempts AS advice_attempts, advice.next_attempt_at AS advice_next, "
+            "advice.local_time AS advice_local_time, advice.entry_mode AS advice_entry_mode, "
+            "advice.condition_code AS advice_condition_code, advice.mcc AS advice_mcc, "
+            f"{', '.join('txn.' + column for column in TXN_COLUMNS)} "
+            "FROM advice JOIN txn ON txn.rrn = advice.rrn "
+            "WHERE advice.bank = ? AND advice.state IN ('queued', 'sent') "
+            "ORDER BY advice.id LIMIT 1"
+        ),
+        stood_in=sql(
+            "SELECT advice.bank AS bank, txn.pan_hmac AS card_key, txn.local_date AS "
+            "local_date, txn.amount AS amount, txn.voided AS voided, txn.reversed AS reversed, "
+            "advice.state AS state FROM advice JOIN txn ON txn.rrn = advice.rrn "
+            "WHERE advice.state IN ('queued', 'sent', 'manual') OR txn.local_date IN (?, ?)"
+        ),
+        advice_backlog=sql(
+            "SELECT advice.bank AS bank, advice.state AS state, count(*) AS queued, "
+            "sum(txn.amount) AS amount, min(advice.created_at) AS oldest "
+            "FROM advice JOIN txn ON txn.rrn = advice.rrn "
+            "WHERE advice.state IN ('queued', 'sent', 'manual') "
+            "GROUP BY advice.bank, advice.state"
         ),
     )
 
@@ -219,6 +258,50 @@ def due(rows: list[Row]) -> list[DueReversal]:
     ]
 
 
+def _advice_head(rows: list[Row]) -> DueAdvice | None:
+    if not rows:
+        return None
+    row = rows[0]
+    return DueAdvice(
+        advice_id=row["advice_id"], state=row["advice_row_state"],
+        attempts=row["advice_attempts"], next_attempt_at=row["advice_next"],
+        local_time=row["advice_local_time"], entry_mode=row["advice_entry_mode"],
+        condition_code=row["advice_condition_code"], mcc=row["advice_mcc"],
+        record=record_from_row(row),
+    )  # fmt: skip
+
+
+def _stood_in(rows: list[Row]) -> list[StoodIn]:
+    return [
+        StoodIn(
+            bank=row["bank"], card_key=bytes(row["card_key"]), local_date=row["local_date"],
+            amount=row["amount"], standing=not (row["voided"] or row["reversed"])
+            and row["state"] not in ("cancelled",),
+            pending=row["state"] in ("queued", "sent", "manual"),
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
+def _advice_backlog(rows: list[Row]) -> list[AdviceBacklog]:
+    found: dict[str, list[float]] = {}
+    for row in rows:
+        held = found.setdefault(row["bank"], [0, 0, 0, row["oldest"]])
+        if row["state"] == "manual":
+            held[2] += row["queued"]
+        else:
+            held[0] += row["queued"]
+        held[1] += int(row["amount"])
+        held[3] = min(held[3], row["oldest"])
+    return [
+        AdviceBacklog(
+            bank=bank, pending=int(pending), pending_fen=int(fen), manual=int(manual),
+            oldest_created_at=oldest,
+        )
+        for bank, (pending, fen, manual, oldest) in sorted(found.items())
+    ]  # fmt: skip
+
+
 def _backlog(rows: list[Row]) -> list[ReversalBacklog]:
     found: dict[str, tuple[int, int, float]] = {}
     for row in rows:
@@ -288,6 +371,16 @@ class JournalQuestions(ABC):
         parameters = (terminal_id, merchant_id, stan, batch)
         return await self._read(Select(self.questions.by_trace, parameters, first_record))
 
+    async def holds_by_authorisation(
+        self, merchant_id: str, auth_code: str, local_date: str
+    ) -> list[TxnRecord]:
+        parameters = (merchant_id, auth_code, local_date)
+        return await self._read(Select(self.questions.holds_by_authorisation, parameters, records))
+
+    async def holds_open_until(self, business_date: str) -> list[TxnRecord]:
+        statement = self.questions.holds_open_until
+        return await self._read(Select(statement, (business_date,), records))
+
     async def transactions_in_doubt(self) -> list[TxnRecord]:
         return await self._read(Select(self.questions.in_doubt, (), records))
 
@@ -312,6 +405,16 @@ class JournalQuestions(ABC):
 
     async def reversal_backlog(self) -> list[ReversalBacklog]:
         return await self._read(Select(self.questions.reversal_backlog, (), _backlog))
+
+    async def advice_head(self, bank: str) -> DueAdvice | None:
+        return await self._read(Select(self.questions.advice_head, (bank,), _advice_head))
+
+    async def stood_in(self, local_dates: list[str]) -> list[StoodIn]:
+        first, second = (local_dates + local_dates)[:2] if local_dates else ("", "")
+        return await self._read(Select(self.questions.stood_in, (first, second), _stood_in))
+
+    async def advice_backlog(self) -> list[AdviceBacklog]:
+        return await self._read(Select(self.questions.advice_backlog, (), _advice_backlog))
 
     # A terminal's batch: these see every change whose commit was asked for before them.
 

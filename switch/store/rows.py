@@ -21,6 +21,8 @@ TXN_COLUMNS = (
     "amount", "currency", "bank", "bank_mti", "bank_stan", "transmission",
     "bank_processing_code", "original_rrn", "state", "code", "auth_code", "balance",
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
+    "hold_state", "hold_until", "hold_max_pct",
+    "stand_in", "advice_state",
 )  # fmt: skip
 """The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
@@ -37,6 +39,8 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         sent.transmission if sent else None, record.bank_processing_code, record.original_rrn,
         record.state, record.code, record.auth_code, record.balance, record.refunded,
         record.voided, record.reversed, at, at, record.business_date,
+        record.hold_state, record.hold_until, record.hold_max_pct, record.stand_in,
+        record.advice,
     )  # fmt: skip
 
 
@@ -78,6 +82,11 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         refunded=row["refunded"],
         voided=bool(row["voided"]),
         reversed=bool(row["reversed"]),
+        hold_state=row["hold_state"],
+        hold_until=row["hold_until"],
+        hold_max_pct=row["hold_max_pct"],
+        stand_in=row["stand_in"],
+        advice=row["advice_state"],
     )
 
 

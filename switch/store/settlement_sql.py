@@ -36,9 +36,9 @@ original (``cancels``), and every kind that settles."""
 _UNKNOWN: Final = f"'{products.UNKNOWN_KIND}'"
 
 
-def migrations(d: Dialect) -> tuple[str, str]:
-    """The store's two migrations (SQLite applies them in turn; PostgreSQL, whose store
-    came later, both at once)."""
+def migrations(d: Dialect) -> tuple[str, ...]:
+    """The store's migrations (SQLite applies them in turn; PostgreSQL, whose store came
+    later, the first two at once, then the rest in turn)."""
     t, integer, real = d.text, d.integer, d.real
     return (
         f"""
@@ -171,6 +171,18 @@ def migrations(d: Dialect) -> tuple[str, str]:
     CREATE INDEX payout_carried ON payout (merchant_id, business_date)
         WHERE carried_out_fen != 0;
     """,
+        # 3: the ledger's accounts named as settlement.md lists them (wallet.md's ledger
+        # shares them): bank:<bank> is bank_clearing:<bank>, fees merchant_fee_income.
+        """
+    UPDATE ledger_entry SET account = 'bank_clearing:' || substr(account, 6)
+        WHERE account LIKE 'bank:%';
+    UPDATE ledger_entry SET account = 'merchant_fee_income' WHERE account = 'fees';
+    """,
+        # 4: stood-in sales examined again at each settlement while stip_pending (risk.md):
+        # their items' state is ``stip`` (paid already, unlike a held one).
+        """
+    CREATE INDEX item_stip ON settlement_item (state) WHERE state = 'stip';
+    """,
     )
 
 
@@ -238,6 +250,9 @@ _TEMP_TABLES: Final = (
     """),
     ("counted", """
         rrn {t} PRIMARY KEY, bank {t}, merchant_id {t}, role {t}, paid_fen {i}, fee {i}
+    """),
+    ("stip", """
+        rrn {t} PRIMARY KEY, own_date {f}, advice {t}, acc_date {t}, stands {f}
     """),
     ("merchant_day", """
         merchant_id {t} PRIMARY KEY, account {t}, sales_count {i}, sales_fen {i},
@@ -438,6 +453,36 @@ def _postings(d: Dialect, source: str, key: str, *postings: tuple[str, str, str,
     )
 
 
+def _stip_postings(d: Dialect) -> str:
+    true = d.true
+    moves = (
+        # (posting, which, amount, debit account, credit account)
+        ("stip_fund", f"s.own_date = {true} AND x.category IN ('stip_pending', 'stip_loss') "
+         "AND x.paid_fen > 0", "x.paid_fen", "'stip_receivable:' || x.bank",
+         "'bank_clearing:' || x.bank"),
+        ("stip_match", f"s.own_date != {true} AND x.category IN ('matched', 'timing') "
+         "AND x.switch_fen > 0", "x.switch_fen", "'bank_clearing:' || x.bank",
+         "'stip_receivable:' || x.bank"),
+        ("stip_loss", f"x.category = 'stip_loss' AND x.switch_fen > 0 AND (s.own_date != {true} "
+         "OR x.paid_fen > 0)", "x.switch_fen", "'stip_loss'", "'stip_receivable:' || x.bank"),
+    )  # fmt: skip
+    lines = []
+    for number, (posting, which, amount, debit, credit) in enumerate(moves):
+        name = f"'{posting}:' || x.bank || ':' || x.rrn"
+        for side, account, debit_fen, credit_fen in ((0, debit, amount, "0"),
+                                                     (1, credit, "0", amount)):  # fmt: skip
+            lines.append(
+                f"SELECT x.rrn AS rrn, {2 * number + side} AS line, {name} AS posting, "
+                f"{account} AS account, {debit_fen} AS debit, {credit_fen} AS credit "
+                f"FROM decided x JOIN stip s ON s.rrn = x.rrn WHERE {which}"
+            )
+    return (
+        "INSERT INTO ledger_entry (business_date, posting, account, debit_fen, credit_fen) "
+        f"SELECT :d, posting, account, debit, credit FROM ({' UNION ALL '.join(lines)}) "
+        "AS lines ORDER BY rrn, line"
+    )
+
+
 def _settle_steps(d: Dialect) -> tuple[str, ...]:
     j, cross_join = d.journal, d.cross_join
     return (
@@ -449,13 +494,71 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
            original_rrn, state = 'approved' AND reversed = {d.false}
     FROM {j}txn
     WHERE business_date = :d AND {_kind("kind", settled=True)}
-      AND state IN ('approved', 'declined', 'no_answer', 'sending')""",
+      AND state IN ('approved', 'declined', 'no_answer', 'sending')
+      AND stand_in IS NULL AND NOT (state = 'approved' AND bank_mti IS NULL)""",
         f"""INSERT INTO cand
     SELECT t.rrn, t.bank, t.kind, t.business_date, t.merchant_id, t.terminal_id, t.pan_masked,
            t.amount, t.original_rrn, t.state = 'approved' AND t.reversed = {d.false}
     FROM settlement_item s JOIN {j}txn t ON t.rrn = s.rrn
-    WHERE s.state = 'held' AND t.business_date < :d
+    WHERE s.state = 'held' AND t.business_date < :d AND t.stand_in IS NULL
     ON CONFLICT (rrn) DO NOTHING""",
+        # 1s. Stood-in sales (risk.md), apart: paid with their own date's settlement
+        #     whatever their advice's state, never switch_only, matched against the
+        #     bank's file of the date their advice was accepted (D - 1 to D + 1 of it),
+        #     looked for again while stip_pending. A void done in the switch (no bank
+        #     message: its advice never sent, or refused) is no candidate; its sale does
+        #     not stand.
+        f"""INSERT INTO stip
+    SELECT t.rrn, t.business_date = :d, coalesce(a.state, ''), a.accepted_date,
+           t.state = 'approved' AND t.reversed = {d.false}
+           AND NOT (t.voided = {d.true} AND a.state IN ('queued', 'cancelled', 'refused'))
+    FROM {j}txn t JOIN {j}advice a ON a.rrn = t.rrn
+    WHERE t.business_date = :d AND t.stand_in IS NOT NULL
+    UNION
+    SELECT t.rrn, {d.false}, coalesce(a.state, ''), a.accepted_date,
+           t.state = 'approved' AND t.reversed = {d.false}
+           AND NOT (t.voided = {d.true} AND a.state IN ('queued', 'cancelled', 'refused'))
+    FROM settlement_item s JOIN {j}txn t ON t.rrn = s.rrn JOIN {j}advice a ON a.rrn = t.rrn
+    WHERE s.state = 'stip' AND t.business_date < :d""",
+        f"""INSERT INTO decided
+    SELECT rrn, bank, kind, txn_date, merchant_id, terminal_id, masked_pan, original_rrn,
+           switch_fen, bank_fen, category,
+           CASE WHEN category IN ('stip_pending', 'stip_loss', 'timing') THEN 'paid'
+                WHEN category = 'bank_only' THEN 'reversal_queued'
+                WHEN switch_fen IS NULL THEN 'not_paid' ELSE 'paid' END,
+           CASE WHEN own_date = {d.true} AND switch_fen IS NOT NULL THEN switch_fen END
+    FROM (
+        SELECT v.*, CASE
+            WHEN switch_fen IS NULL THEN
+                CASE WHEN bank_fen IS NOT NULL THEN 'bank_only' ELSE 'matched' END
+            WHEN advice = 'refused' THEN 'stip_loss'
+            WHEN advice != 'accepted' THEN 'stip_pending'
+            WHEN bank_fen IS NOT NULL THEN
+                CASE WHEN date02 != acc_date THEN 'timing' ELSE 'matched' END
+            WHEN {d.days_between.format(":d", "acc_date")} >= :hold THEN 'stip_loss'
+            ELSE 'stip_pending' END AS category
+        FROM (
+            SELECT t.rrn, t.bank, t.kind, t.business_date AS txn_date, t.merchant_id,
+                   t.terminal_id, t.pan_masked AS masked_pan, t.original_rrn, s.own_date,
+                   s.advice, s.acc_date,
+                   CASE WHEN s.stands THEN t.amount END AS switch_fen,
+                   (SELECT max(r.amount) FROM clearing_record r
+                    WHERE r.rrn = t.rrn AND r.bank = t.bank AND r.mti_class = '02'
+                      AND s.acc_date IS NOT NULL
+                      AND r.file_date >= {d.day_before.format("s.acc_date")}
+                      AND {d.days_between.format("r.file_date", "s.acc_date")} <= 1
+                      AND r.file_date <= :d
+                      AND NOT EXISTS (SELECT 1 FROM clearing_record x WHERE x.rrn = t.rrn
+                                      AND x.bank = t.bank AND x.mti_class = '04')) AS bank_fen,
+                   (SELECT min(r.file_date) FROM clearing_record r
+                    WHERE r.rrn = t.rrn AND r.bank = t.bank AND r.mti_class = '02'
+                      AND s.acc_date IS NOT NULL
+                      AND r.file_date >= {d.day_before.format("s.acc_date")}
+                      AND {d.days_between.format("r.file_date", "s.acc_date")} <= 1
+                      AND r.file_date <= :d) AS date02
+            FROM stip s JOIN {j}txn t ON t.rrn = s.rrn
+        ) AS v
+    ) AS w""",
         # 2. What the banks' files say of each: its own record (by RRN and MTI class) in
         #    the file of its date or of the date before (timing) and, for one held, the
         #    files since; and whether a reversal of it is listed.
@@ -554,7 +657,8 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         """INSERT INTO settlement_item
     SELECT rrn, bank, kind, txn_date, merchant_id, terminal_id, masked_pan, original_rrn,
            switch_fen, bank_fen, paid_fen, category, action,
-           CASE action WHEN 'held' THEN 'held' ELSE 'final' END, :d
+           CASE WHEN action = 'held' THEN 'held' WHEN category = 'stip_pending' THEN 'stip'
+                ELSE 'final' END, :d
     FROM decided WHERE true
     ON CONFLICT (rrn) DO UPDATE SET bank = EXCLUDED.bank, kind = EXCLUDED.kind,
         txn_date = EXCLUDED.txn_date, merchant_id = EXCLUDED.merchant_id,
@@ -579,7 +683,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                 AND s.rrn = p.original_rrn) THEN 'cancelled'
             WHEN {_kind("p.kind", counts="debit")} THEN 'sale'
             ELSE 'refund' END AS role
-        FROM decided p WHERE p.action = 'paid'
+        FROM decided p WHERE p.action = 'paid' AND p.paid_fen IS NOT NULL
     ) AS d
     JOIN terms t ON t.merchant_id = CASE
         WHEN EXISTS (SELECT 1 FROM terms m WHERE m.merchant_id = d.merchant_id)
@@ -627,22 +731,23 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     FROM (SELECT *, sales_fen - refunds_fen - fees_fen + carried_in_fen AS net
           FROM merchant_day) AS md""",
         # 9. The ledger: each amount paid as a posting of a debit and a credit line.
-        #    Banks owe the sales they approved (bank:), merchants are owed them
-        #    (merchant:); refunds the other way; fees move from the merchant to fees:; a
+        #    Banks owe the sales they approved (bank_clearing:), merchants are owed them
+        #    (merchant:); refunds the other way; fees move from the merchant to
+        #    merchant_fee_income (settlement.md's accounts); a
         #    carried negative balance moves between merchant: and carried:; payouts leave
         #    to payouts: (the money sent).
         _postings(
             d,
             "counted",
             "bank, merchant_id",
-            ("sales", "sales_fen", "'bank:' || bank", "'merchant:' || merchant_id"),
-            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank:' || bank"),
+            ("sales", "sales_fen", "'bank_clearing:' || bank", "'merchant:' || merchant_id"),
+            ("refunds", "refunds_fen", "'merchant:' || merchant_id", "'bank_clearing:' || bank"),
         ),
         _postings(
             d,
             "payout",
             "merchant_id",
-            ("fees", "fees_fen", "'merchant:' || merchant_id", "'fees'"),
+            ("fees", "fees_fen", "'merchant:' || merchant_id", "'merchant_fee_income'"),
             (
                 "carry_in",
                 "-carried_in_fen",
@@ -657,6 +762,10 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                 "'merchant:' || merchant_id",
             ),
         ),
+        # 9s. Stood-in sales (risk.md): one paid before its bank's file matched it is
+        #     funded from stip_receivable:<bank>; a later match moves it to the bank's
+        #     account, a loss to stip_loss.
+        _stip_postings(d),
         # 10. The reversals decided: of the switch's own transactions, and of records the
         #     switch never sent (with what the bank's file says of them; the verdicts
         #     first, not every date's records).

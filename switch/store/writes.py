@@ -12,11 +12,14 @@ from typing import Any, NamedTuple
 import msgspec
 
 from switch.store.port import (
+    AdviceAttempted,
+    AdviceQueued,
     BankOnlyFound,
     BatchRecordsUploaded,
     BatchSettled,
     BatchUploadEnded,
     Change,
+    HoldMoved,
     OnlineResultKept,
     OnlineResultsPurged,
     ReversalAttempted,
@@ -40,6 +43,8 @@ class Write(NamedTuple):
 # Statement ranks: within a group, rows are inserted before they are updated.
 _RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
+# An advice is queued after its sale's row is written (or updated, after a bank's 91).
+_RANK_INSERT_ADVICE, _RANK_UPDATE_ADVICE, _RANK_TXN_ADVICE = 41, 51, 52
 # A settlement answered anew clears the batch's upload before records of one are put.
 _RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
@@ -52,6 +57,8 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     """The same, doing nothing when the RRN is there already."""
     insert_event: str
     update_txn: str
+    move_hold: str
+    """A pre-authorisation's hold_state (parameters: the state, the time, the RRN)."""
     insert_saf: str
     update_saf: str
     put_idempotency: str
@@ -60,6 +67,15 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     clear_batch_upload: str
     put_batch_upload: str
     end_batch_upload: str
+    insert_advice: str
+    """Parameters: rrn, bank, reason, next_attempt_at, created_at, updated_at,
+    local_time, entry_mode, condition_code, mcc."""
+    update_advice: str
+    """Parameters: state, attempts, next_attempt_at, last_result, accepted_date,
+    updated_at, id."""
+    txn_advice: str
+    """Parameters: stand_in (kept when None), advice_state, bank_mti, bank_stan,
+    transmission (each kept when None), updated_at, rrn."""
     flag: Callable[[bool], Any]
     """A boolean as the engine stores it."""
 
@@ -84,12 +100,18 @@ def writes_of(
         case TxnUpdated():
             values: tuple[Any, ...] = (
                 change.state, change.code, change.auth_code, change.balance, change.refunded,
-                sql.flag(change.voided), sql.flag(change.reversed), change.at, change.rrn,
+                sql.flag(change.voided), sql.flag(change.reversed), change.hold_state, change.at,
+                change.rrn,
             )  # fmt: skip
             event = (change.rrn, change.at, change.state, change.code, change.detail)
             return (
                 Write(_RANK_UPDATE_TXN, sql.update_txn, values),
                 Write(_RANK_EVENT, sql.insert_event, event),
+            )
+        case HoldMoved(rrn=rrn, hold_state=hold_state, at=at, detail=detail):
+            return (
+                Write(_RANK_UPDATE_TXN, sql.move_hold, (hold_state, at, rrn)),
+                Write(_RANK_EVENT, sql.insert_event, (rrn, at, "approved", None, detail)),
             )
         case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
             return (Write(_RANK_INSERT_SAF, sql.insert_saf, (rrn, bank, reason, at, at, at)),)
@@ -99,6 +121,35 @@ def writes_of(
                 change.saf_id, *attempt_extra,
             )  # fmt: skip
             return (Write(_RANK_UPDATE_SAF, sql.update_saf, values),)
+        case AdviceQueued(rrn=rrn, bank=bank, reason=reason, at=at):
+            advice = (
+                rrn, bank, reason, at, at, at, change.local_time, change.entry_mode,
+                change.condition_code, change.mcc,
+            )  # fmt: skip
+            return (
+                Write(_RANK_INSERT_ADVICE, sql.insert_advice, advice),
+                Write(_RANK_TXN_ADVICE, sql.txn_advice,
+                      (reason, "queued", None, None, None, at, rrn)),
+                Write(_RANK_EVENT, sql.insert_event,
+                      (rrn, at, "approved", "00", f"stood in ({reason}): advice queued")),
+            )  # fmt: skip
+        case AdviceAttempted():
+            sent = change.sent
+            values = (
+                change.state, change.attempts, change.next_attempt_at, change.result,
+                change.accepted_date, change.at, change.advice_id,
+            )  # fmt: skip
+            txn = (
+                None, change.state, sent.mti if sent else None, sent.stan if sent else None,
+                sent.transmission if sent else None, change.at, change.rrn,
+            )  # fmt: skip
+            detail = f"advice {change.state} after {change.attempts} sent: {change.result}"
+            return (
+                Write(_RANK_UPDATE_ADVICE, sql.update_advice, values),
+                Write(_RANK_TXN_ADVICE, sql.txn_advice, txn),
+                Write(_RANK_EVENT, sql.insert_event, (change.rrn, change.at, "approved", None,
+                                                      detail)),
+            )  # fmt: skip
         case OnlineResultKept():
             values = (
                 change.merchant_id, change.online_id, change.fingerprint, change.response,

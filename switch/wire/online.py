@@ -27,6 +27,8 @@ OrderId = Annotated[str, Meta(min_length=1, max_length=64)]
 Memo = Annotated[str, Meta(max_length=256)]
 AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
 Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
+DeviceId = Annotated[str, Meta(pattern=REQUEST_ID_PATTERN)]
+"""risk.md's ``device_id``: 1-64 characters of ``[A-Za-z0-9._:-]``, as an id."""
 
 
 class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -52,6 +54,8 @@ class _Request(
     merchant_id: MerchantId
     order_id: OrderId | None = None
     memo: Memo | None = None
+    device_id: DeviceId | None = None
+    """The customer's device as the sender knows it (risk.md); sent to no bank."""
 
 
 class Purchase(_Request, frozen=True, kw_only=True, tag="purchase"):
@@ -78,7 +82,21 @@ class Status(_Request, frozen=True, kw_only=True, tag="status"):
     original_id: RequestId
 
 
-OnlineRequest = Purchase | Balance | Void | Refund | Status
+class Preauth(Purchase, frozen=True, kw_only=True, tag="preauth"):
+    """A pre-authorisation (risk.md): as a purchase."""
+
+
+class Completion(Refund, frozen=True, kw_only=True, tag="completion"):
+    """A completion of the pre-authorisation ``original_id``, of ``amount``."""
+
+
+class PreauthVoid(Void, frozen=True, kw_only=True, tag="preauth_void"):
+    """A pre-authorisation void of ``original_id``."""
+
+
+OnlineRequest = Purchase | Balance | Void | Refund | Status | Preauth | Completion | PreauthVoid
+FinancialRequest = Purchase | Balance | Void | Refund | Preauth | Completion | PreauthVoid
+"""The requests that go to a bank (all but ``status``)."""
 
 
 class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True):
@@ -90,7 +108,10 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     message: str
     balance: int | None = None
     settlement_date: str | None = None
-    """YYYY-MM-DD, on purchase, void and refund results (settlement.md)."""
+    """YYYY-MM-DD, on purchase, completion, void and refund results (settlement.md)."""
+    last_completion_date: str | None = None
+    """YYYY-MM-DD, on an approved pre-authorisation: the last business date for its
+    completion (risk.md)."""
     order_id: str | None = None
     memo: str | None = None
 

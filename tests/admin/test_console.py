@@ -18,6 +18,7 @@ from switch.admin.status import (
     ConfigStatus,
     JournalStatus,
     LinkStatus,
+    StandInStatus,
     StatusDocument,
 )
 from switch.core.admission import AdmissionStatistics
@@ -262,3 +263,17 @@ def test_what_is_not_ready_and_a_silent_switch_are_said() -> None:
 def test_a_frame_is_plain_data() -> None:
     shown = console.frame(document(1.0), document(2.0))
     assert msgspec.json.decode(msgspec.json.encode(shown), type=console.Frame) == shown
+
+
+def test_the_stand_in_table_shows_each_bank_s_advices_and_losses() -> None:
+    stand_in = StandInStatus(
+        bank="citic", enabled=True, approvals=9, today=7, declines={"single cap": 2},
+        advices={"accepted": 3}, losses_today=1, pending=4, pending_fen=123456, manual=1,
+        oldest_age_s=125.0,
+    )  # fmt: skip
+    text = text_of(console.render(console.frame(None, document(10.0, stand_in=[stand_in]))))
+    assert "stand-in" in text
+    for shown in ("citic", "7", "4", "1234.56", "00:02:05"):
+        assert shown in text, shown
+    plain = text_of(console.render(console.frame(None, document(10.0))))
+    assert "stand-in" not in plain  # no bank with stand-in: no table

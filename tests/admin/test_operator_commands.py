@@ -203,7 +203,7 @@ async def test_every_operator_command_on_a_running_switch(
         balances = await switch(run, "ledger", "balance", admin=True)
         accounts = {row["account"]: row for row in balances}
         assert sum(r["debit_fen"] for r in balances) == sum(r["credit_fen"] for r in balances)
-        assert accounts["bank:icbc"]["debit_fen"] == 12300
+        assert accounts["bank_clearing:icbc"]["debit_fen"] == 12300
         merchant = next(name for name in accounts if name.startswith("merchant:"))
         one = await switch(run, "ledger", "balance", "--account", merchant, admin=True)
         assert one == [accounts[merchant]] and one[0]["balance_fen"] == 0

@@ -20,6 +20,7 @@ from switch.admin.port import (
     JournalReading,
     ListenerReading,
     SettlementOperations,
+    StandInReading,
     SwitchView,
 )
 from switch.admin.server import AdminServer
@@ -28,7 +29,7 @@ from switch.core.admission import AdmissionStatistics
 from switch.core.clock import BusinessClock
 from switch.core.reconfig import ReloadResult
 from switch.core.stats import TransactionStats
-from switch.store.port import JournalStatistics, ReversalBacklog
+from switch.store.port import AdviceBacklog, JournalStatistics, ReversalBacklog
 from tests.admin.http import get, post
 from tests.admin.test_http import admin_config
 from tests.conftest import REPO
@@ -188,6 +189,12 @@ class FakeSwitch:
         return [
             ReversalBacklog(bank="icbc", pending=2, manual=1, oldest_created_at=time.time() - 60)
         ]
+
+    def stand_in_readings(self) -> list[StandInReading]:
+        return []
+
+    async def advice_backlog(self) -> list[AdviceBacklog] | None:
+        return []
 
     async def reload(self) -> ReloadResult:
         self.reloads += 1

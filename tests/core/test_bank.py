@@ -401,3 +401,55 @@ def test_the_mac_goes_in_64_or_128_as_the_last_8_bytes(
 def test_a_verified_a0_is_96_to_the_terminal() -> None:
     outcome = bankmsg.outcome_from_bank({39: "A0"}, rrn="532614000123", bank="icbc")
     assert outcome is not None and outcome.code == "96"
+
+
+# risk.md's advice samples: 88.00 CNY stood in at 15:40:05 local on 22 November (RRN
+# 532614000150), sent at 16:05:12 local with STAN 000088, and its acceptance.
+ADVICE_FRAME = bytes.fromhex(
+    "008b30323230723844810ec08000313636323538303830303030313233343533"
+    "3030303030303030303030303030383830303131323230383035313230303030"
+    "3838313534303035313132323534313130323230303038343839393030303035"
+    "33323631343030303135305330303135303030504f5330303030333839383331"
+    "30303534313130303031313536"
+)
+ADVICE_ACCEPTED_FRAME = bytes.fromhex(
+    "007230323330722000010ac08000313636323538303830303030313233343533"
+    "3030303030303030303030303030383830303131323230383035313230303030"
+    "3838303834383939303030303533323631343030303135303030504f53303030"
+    "3033383938333130303534313130303031313536"
+)
+ADVICE_SUBJECT = bankmsg.AdviceSubject(
+    pan="6258080000123453", processing_code="000000", amount=8800, currency="156",
+    local_time="154005", local_date="1122", mcc="5411", entry_mode="022",
+    condition_code="00", rrn="532614000150", auth_code="S00150", terminal_id="POS00003",
+    merchant_id="898310054110001",
+)  # fmt: skip
+
+
+def test_advice_is_the_sample_to_the_byte(h2h: Iso8583Codec) -> None:
+    mti, fields = bankmsg.advice_request(
+        ADVICE_SUBJECT, "000088", utc_stamp(8, 5, 12), INSTITUTION
+    )
+    assert mti == "0220"
+    assert h2h.encode(mti, fields) == ADVICE_FRAME[2:]
+
+
+def test_advice_repeat_is_0221_with_its_new_trace(h2h: Iso8583Codec) -> None:
+    mti, fields = bankmsg.advice_request(
+        ADVICE_SUBJECT, "000090", utc_stamp(8, 6, 40), INSTITUTION, repeat=True
+    )
+    assert mti == "0221"
+    assert (fields[11], fields[7]) == ("000090", "1122080640")
+    first = h2h.decode(ADVICE_FRAME[2:]).fields
+    assert {k: v for k, v in fields.items() if k not in (7, 11)} == {
+        k: v for k, v in first.items() if k not in (7, 11)
+    }
+
+
+def test_advice_acceptance_sample_decodes(h2h: Iso8583Codec) -> None:
+    answer = h2h.decode(ADVICE_ACCEPTED_FRAME[2:])
+    assert answer.mti == "0230"
+    assert answer.fields[39] == "00"
+    assert (answer.fields[37], answer.fields[41], answer.fields[42]) == (
+        "532614000150", "POS00003", "898310054110001"
+    )

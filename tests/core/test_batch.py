@@ -151,8 +151,8 @@ def test_upload_records_read_and_write_alike(
         ("01" + SALE_7_DIGITS[:-1], "says 1 records but holds 19"),
         ("01" + SALE_7_DIGITS + "0", "says 1 records but holds 21"),
         ("02" + SALE_7_DIGITS, "says 2 records but holds 20"),
-        ("01" + "23" + SALE_7_DIGITS[2:], "'23' is neither 22"),  # a void is not uploaded
-        ("02" + SALE_7_DIGITS + "00" + REFUND_9_DIGITS[2:], "'00' is neither 22"),
+        ("01" + "23" + SALE_7_DIGITS[2:], "'23' is none of 22"),  # a void is not uploaded
+        ("02" + SALE_7_DIGITS + "00" + REFUND_9_DIGITS[2:], "'00' is none of 22"),
     ],
 )
 def test_a_bad_upload_48_is_refused_30_naming_it(field48: str, why: str) -> None:

@@ -425,7 +425,7 @@ REFUSALS: list[tuple[str, str, Fields, str, str | None]] = [
     ("zero-amount-sale", "0200", with_(SALE, f4="000000000000"), "13", "4"),
     ("zero-amount-void", "0200", with_(VOID, f4="000000000000"), "13", "4"),
     ("zero-amount-refund", "0220", with_(REFUND, f4="000000000000"), "13", "4"),
-    ("unsupported-mti-0100", "0100", SALE, "40", "mti"),
+    ("unsupported-mti-0600", "0600", SALE, "40", "mti"),
     ("unsupported-mti-0420", "0420", SALE, "40", "mti"),
     ("unsupported-processing-code", "0200", with_(SALE, f3="990000"), "40", "3"),
     ("refund-of-sale-code", "0220", with_(REFUND, f3="000000"), "40", "3"),

@@ -1,6 +1,6 @@
 """The product table (switch.core.products): its wire identities are unique and
 round-trip through the real mappings, the settlement SQL's kind lists are the table's,
-an unknown kind is an error, and risk.md's pre-authorisation rows fit its columns."""
+an unknown kind is an error, and risk.md's pre-authorisation rows are the table's."""
 
 from __future__ import annotations
 
@@ -54,22 +54,22 @@ ONLINE = {
     "refund": wire.Refund(id="o-4", merchant_id="SHOP01", original_id="o-1", amount=50),
 }  # fmt: skip
 
-# risk.md's "Pre-authorisation and completion" rows, as the module's docstring writes
-# them: they must be rows of the table's columns, with no new one.
+# risk.md's "Pre-authorisation and completion" rows, as the table has them.
 PREAUTH_ROWS = (
     Product(kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06",
             pos_type="10", response_mti="0110", online_type="preauth", bank_mti="0100",
-            bank_code="03", bank_condition="06", bank_response_mti="0110", counts="none"),
+            bank_code="03", bank_condition="06", bank_response_mti="0110", counts="none",
+            holds=True),
     Product(kind="preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
             pos_type="11", response_mti="0110", online_type="preauth_void",
             bank_mti="0100", bank_code="02", bank_condition="06", bank_response_mti="0110",
             original="reference", original_kinds=("preauth",), reserves="whole",
-            counts="none"),
+            counts="none", sends_original_auth=True),
     Product(kind="completion", pos_mti="0200", pos_code="00", pos_condition="06",
             pos_type="20", response_mti="0210", online_type="completion",
             bank_mti="0200", bank_code="00", bank_condition="06", bank_response_mti="0210",
-            original="authorisation", original_kinds=("preauth",),  # type: ignore[arg-type]
-            reserves="hold", counts="debit"),  # type: ignore[arg-type]
+            original="authorisation", original_kinds=("preauth",),
+            reserves="hold", counts="debit", sends_original_auth=True),
     Product(kind="completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
             pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
             bank_response_mti="0210", original="reference",
@@ -94,8 +94,10 @@ def _resolved(request: BankBound) -> BankBound:
 def test_every_wire_identity_names_one_product() -> None:
     with_pos = [row for row in PRODUCTS.values() if row.pos_mti is not None]
     assert len(products.BY_POS) == len(with_pos) == len(PRODUCTS)
-    assert len(products.BY_ONLINE_TYPE) == 4 == len(ONLINE)
-    assert len(products.BY_BANK) == 4  # the reversal is its original's code
+    assert len(products.BY_ONLINE_TYPE) == 7
+    assert set(ONLINE) <= products.BY_ONLINE_TYPE.keys()
+    # the reversal is its original's code; a completion void is a void to the bank
+    assert len(products.BY_BANK) == 7
     assert KIND_NAMES.keys() >= PRODUCT_OF.keys() and REQUEST_TYPES.keys() == PRODUCTS.keys()
     # A second row with an identity already taken is refused when the table compiles.
     sale = PRODUCTS["sale"]
@@ -193,8 +195,9 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
         "settled": frozenset(products.kinds(settled=True)),
     }
     assert lists == {
-        "debit": {"sale"}, "credit": {"refund"}, "cancels": {"void"},
-        "settled": {"sale", "void", "refund"},
+        "debit": {"sale", "completion"}, "credit": {"refund"},
+        "cancels": {"void", "completion_void"},
+        "settled": {"sale", "void", "refund", "completion", "completion_void"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
     # ... and the settlement's own name for a bank's record it never sent.
@@ -204,10 +207,12 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
     # The candidates of a date: every kind that settles, none that does not.
     assert any(products.kind_sql("kind", settled=True) in sql for sql in statements)
     assert "'balance'" not in "".join(statements)
+    assert "'preauth'" not in "".join(statements)  # never paid, never matched
     # A terminal's upload maps 60.1 to kinds as the table does.
     assert any(products.upload_case_sql("u.kind") in sql for sql in statements)
     assert products.upload_case_sql("u.kind") == (
-        "CASE u.kind WHEN '22' THEN 'sale' WHEN '25' THEN 'refund' END"
+        "CASE u.kind WHEN '22' THEN 'sale' WHEN '25' THEN 'refund' "
+        "WHEN '20' THEN 'completion' END"
     )
     totals = questions._BATCH_TOTALS
     assert set(_kind_conditions(totals)) == {lists["debit"], lists["credit"]}
@@ -215,9 +220,11 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
 
 def test_batch_uploads_take_the_kinds_that_count() -> None:
     """A 0320 record's kind is the 60.1 of a product that counts as a debit or credit."""
-    assert get_args(UploadKind) == tuple(products.UPLOAD_KINDS) == ("22", "25")
-    assert {row.kind for row in products.UPLOAD_KINDS.values()} == {"sale", "refund"}
-    with pytest.raises(TransactionRefused, match="'23' is neither 22 \\(sale\\) nor 25"):
+    assert set(get_args(UploadKind)) == set(products.UPLOAD_KINDS) == {"22", "25", "20"}
+    assert {row.kind for row in products.UPLOAD_KINDS.values()} == {
+        "sale", "refund", "completion"
+    }  # fmt: skip
+    with pytest.raises(TransactionRefused, match="'23' is none of 22"):
         upload_records("01" + "23" + "000123" + "000000010000")
 
 
@@ -236,8 +243,8 @@ def test_the_store_writes_no_kind_by_hand() -> None:
 
 
 def test_an_unknown_kind_is_an_error() -> None:
-    with pytest.raises(UnknownProduct, match="'preauth'"):
-        products.product("preauth")
+    with pytest.raises(UnknownProduct, match="'layaway'"):
+        products.product("layaway")
     with pytest.raises(UnknownProduct, match="'99'"):
         products.by_bank("0200", "990000")
     assert products.by_pos("0200", "99", "00") is None  # answered 40 by the POS mapping
@@ -260,12 +267,10 @@ def test_an_unknown_kind_is_an_error() -> None:
 # -- the pre-authorisation rows fit --------------------------------------------------------
 
 
-def test_the_preauth_rows_fit_the_columns(monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = (*PRODUCTS.values(), *PREAUTH_ROWS)
-    monkeypatch.setattr(products, "PRODUCTS", {row.kind: row for row in rows})
-    monkeypatch.setattr(products, "BY_POS", products.compile_pos(rows))
-    monkeypatch.setattr(products, "BY_BANK", products.compile_bank(rows))
-    assert len(products.compile_online(rows)) == 7
+def test_the_preauth_rows_are_the_tables() -> None:
+    for row in PREAUTH_ROWS:
+        assert PRODUCTS[row.kind] == row
+    assert len(products.compile_online(PRODUCTS.values())) == 7
     # A completion and a sale share 0200 and 3 = 00xxxx: 25 tells them apart.
     assert products.by_pos("0200", "00", "06").kind == "completion"  # type: ignore[union-attr]
     assert products.by_pos("0200", "00", "00").kind == "sale"  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from switch.config import SwitchConfig
 from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.clock import WALL_CLOCK
+from switch.net.switchboard import RRN_RESTART_MARGIN
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal, postgresql
 from switch.store.port import Change, OperatorJournal, TxnStarted
@@ -361,6 +362,39 @@ async def test_a_transaction_left_in_doubt_is_reversed_at_start_up(
     assert reversal.fields[90][:20] == f"0200000001{stamp.transmission}"
     row = txn(app, record.rrn)
     assert (row["state"], row["reversed"]) == ("no_answer", 1)
+
+
+async def test_rrns_a_power_cut_may_have_lost_are_not_handed_out_again(
+    nursery: trio.Nursery,
+    make_config: Configure,
+) -> None:
+    """A request's start is committed without its own fsync (SQLite): a power cut can
+    take the starts of requests that were at their banks, unanswered, so the journal's
+    highest RRN can be below RRNs a bank holds. A restart skips RRN_RESTART_MARGIN
+    beyond it. Here the day's traffic ran ahead of the time-of-day floor (a journaled RRN
+    far above it), as it does above 1,000 requests a second."""
+    config = make_config()
+    app = SwitchApp(config)
+    stamp = WALL_CLOCK.stamp(8)
+    now = time.gmtime(time.time() + 8 * 3600)
+    highest = (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec) * 1000 + 500_000
+    record = TxnRecord(
+        kind="sale", rrn=f"{stamp.rrn_day}{highest:08d}", bank="icbc", channel="pos",
+        request_mti="0200", terminal_id="POS00009", merchant_id="898310048990001",
+        stan="000001", batch="000001", local_date=stamp.local_date, pan_masked="622202****2221",
+        pan_hmac=app.vault.lookup(PAN_ICBC), pan_sealed=app.vault.seal(PAN_ICBC), amount=3300,
+        currency="156", bank_processing_code="000000", state="approved", code="00",
+        sent=OriginalData(mti="0200", stan="000001", transmission=stamp.transmission),
+    )  # fmt: skip
+    journal_as_a_crash_left_it(config, TxnStarted.of(record, time.time()))
+
+    app = await start_switch(nursery, config)
+    client = await pos_client(app)
+    sale = await client.request(client.terminal.sale(1, PAN_ICBC, 1200))
+    assert sale.fields[39] == "00"
+    rrn = str(sale.fields[37])
+    assert rrn[:4] == stamp.rrn_day
+    assert int(rrn[4:]) > highest + RRN_RESTART_MARGIN
 
 
 async def test_a_bank_that_keeps_timing_out_is_cut_off_and_its_secondary_used(

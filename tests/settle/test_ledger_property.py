@@ -143,7 +143,7 @@ def check_days(place: Place, plans: list[dict[str, Any]]) -> None:
         balances = {b.account: b.balance_fen for b in store.ledger_balances()}
         assert all(v == 0 for account, v in balances.items() if account.startswith("merchant:"))
         assert balances.get("payouts", 0) == paid_out
-        assert balances.get("fees", 0) == fees
+        assert balances.get("merchant_fee_income", 0) == fees
         for merchant, owed in carried.items():
             assert balances.get(f"carried:{merchant}", 0) == owed
     store.close()

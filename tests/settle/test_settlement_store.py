@@ -107,8 +107,8 @@ def test_three_dates_of_every_category(place: Place) -> None:
     assert all(value == 0 for account, value in balances.items() if account.startswith("merchant:"))
     assert balances["carried:M2"] == 0
     assert balances["payouts"] == 5962 + 4971 + 7970 + 5934
-    assert balances["fees"] == 38 + 30 + 30 + 6 + 60
-    assert balances["bank:icbc"] == -(10000 + 5001 + 8000 + 1000 + 10000 - 4000 - 5000)
+    assert balances["merchant_fee_income"] == 38 + 30 + 30 + 6 + 60
+    assert balances["bank_clearing:icbc"] == -(10000 + 5001 + 8000 + 1000 + 10000 - 4000 - 5000)
 
     # Settling again: nothing posted twice, the same files.
     assert store.settle(D0, MERCHANTS, at=9.0) is False

@@ -199,8 +199,8 @@ def test_links_sign_on_separately(bank: SimulatedBank) -> None:
         ("0800", network("999"), "40"),
         ("0800", {7: DATE_TIME, 11: "000001", 70: "301", 41: "POS00001"}, "00"),
         ("0800", {11: "000001", 70: "301"}, "30"),
-        ("0100", sale(100), "12"),
-        ("0220", sale(100), "12"),
+        ("0100", sale(100), "40"),  # a 0100 of no product (3 = 00): function not supported
+        ("0600", sale(100), "12"),
         ("0200", financial("990000", 100), "40"),
         ("0200", {k: v for k, v in sale(100).items() if k != 3}, "30"),
         ("0200", {k: v for k, v in sale(100).items() if k != 41}, "30"),
@@ -552,3 +552,37 @@ def test_totals_arithmetic(bank: SimulatedBank, link: LinkSession) -> None:
     )
     assert bank.balance(PAN) == OPENING - 40_000
     assert bank.balance(OTHER_PAN) == OPENING - 25_000
+
+
+def advice(amount: int, *, rrn: str = "532614000150") -> Fields:
+    return sale(amount) | {37: rrn, 38: "S" + rrn[-5:], 39: "00", 41: "POS00003"}
+
+
+def test_an_advice_is_posted_once_and_a_repeat_gets_the_same_answer(
+    bank: SimulatedBank, link: LinkSession
+) -> None:
+    """bank-h2h.md: an advice is identified by 37, 41 and 42; a repeat of one already
+    answered gets the same answer and is applied once."""
+    first = advice(8800)
+    assert send(bank, link, "0220", first).mti == "0230"
+    assert code(bank, link, "0220", first) == "00"
+    assert code(bank, link, "0221", first | {11: "000099"}) == "00"
+    assert bank.totals().approved == 8800
+    assert bank.balance(PAN) == OPENING - 8800
+    [record] = bank.open_records()
+    assert (record.mti, record.rrn, record.direction) == ("0220", "532614000150", "D")
+    assert record.stan == first[11]  # the send accepted
+
+
+def test_a_refusing_bank_refuses_advices_for_good_but_91_and_96_ask_again(
+    bank: SimulatedBank, link: LinkSession
+) -> None:
+    bank.refuse_advices = "96"
+    assert code(bank, link, "0220", advice(100, rrn="532614000151")) == "96"
+    bank.refuse_advices = None  # the bank is back: the repeat is posted
+    assert code(bank, link, "0221", advice(100, rrn="532614000151")) == "00"
+    bank.refuse_advices = "05"
+    assert code(bank, link, "0220", advice(200, rrn="532614000152")) == "05"
+    bank.refuse_advices = None
+    assert code(bank, link, "0221", advice(200, rrn="532614000152")) == "05"  # final
+    assert bank.totals().approved == 100

@@ -9,8 +9,8 @@ import trio
 
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
-from switch.store.postgresql.schema import SCHEMA_VERSION as POSTGRESQL_VERSION
-from switch.store.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
+from switch.store.postgresql.schema import MIGRATIONS as POSTGRESQL_MIGRATIONS
+from switch.store.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from switch.terminal import Terminal
 from tests.net.helpers import PAN_ICBC, pos_client
 from tests.net.test_business_clock_e2e import refusal, simulated, start_on, stop
@@ -37,6 +37,25 @@ async def test_the_first_start_marks_the_journal_and_the_other_kind_is_refused(
     assert mark(config) == ["simulated"]
 
 
+def _before_the_mark(migrations: tuple[str, ...]) -> int:
+    """The schema version just before the migration that made the mark."""
+    return next(n for n, text in enumerate(migrations) if "CREATE TABLE journal_clock" in text)
+
+
+UNDO_AFTER_THE_MARK = (
+    # Each migration after the mark's, undone (newest first): the stand-in's, then the
+    # pre-authorisations'.
+    "DROP TABLE advice",
+    "ALTER TABLE txn DROP COLUMN advice_state",
+    "ALTER TABLE txn DROP COLUMN stand_in",
+    "DROP INDEX txn_by_authorisation",
+    "DROP INDEX txn_holds_open",
+    "ALTER TABLE txn DROP COLUMN hold_state",
+    "ALTER TABLE txn DROP COLUMN hold_until",
+    "ALTER TABLE txn DROP COLUMN hold_max_pct",
+)
+
+
 def _unmark(config: SwitchConfig) -> None:
     """The journal as the version before the mark left it."""
     if config.journal.backend == "postgresql":
@@ -44,16 +63,19 @@ def _unmark(config: SwitchConfig) -> None:
 
         assert config.journal.dsn is not None
         with psycopg.connect(config.journal.dsn, autocommit=True) as connection:
-            connection.execute("DROP TABLE journal_clock")
+            for statement in (*UNDO_AFTER_THE_MARK, "DROP TABLE journal_clock"):
+                connection.execute(statement)
             connection.execute(
-                "UPDATE journal_schema_version SET version = %s", (POSTGRESQL_VERSION - 1,)
+                "UPDATE journal_schema_version SET version = %s",
+                (_before_the_mark(POSTGRESQL_MIGRATIONS),),
             )
         return
     import sqlite3
 
     with sqlite3.connect(config.path(config.journal.path), isolation_level=None) as connection:
-        connection.execute("DROP TABLE journal_clock")
-        connection.execute(f"PRAGMA user_version = {SQLITE_VERSION - 1}")
+        for statement in (*UNDO_AFTER_THE_MARK, "DROP TABLE journal_clock"):
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {_before_the_mark(SQLITE_MIGRATIONS)}")
 
 
 async def test_a_journal_written_before_the_mark_counts_as_the_real_clocks(

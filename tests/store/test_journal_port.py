@@ -11,11 +11,16 @@ import msgspec
 import pytest
 import trio
 
+from switch.core.bank import OriginalData
 from switch.core.batch import BatchTotals, SettledBatch, UploadRecord
+from switch.core.book import TxnRecord
 from switch.store.port import (
+    AdviceAttempted,
+    AdviceQueued,
     BatchRecordsUploaded,
     BatchSettled,
     BatchUploadEnded,
+    HoldMoved,
     Journal,
     JournalError,
     OnlineResultKept,
@@ -431,3 +436,99 @@ async def test_async_durability_still_commits_what_was_queued_when_it_stops(
         await nursery.start(reopened.run)
         assert len(await reopened.recent_transactions(0.0, 1000)) == 100
         nursery.cancel_scope.cancel()
+
+
+async def test_preauths_are_found_by_authorisation_and_by_their_last_date(
+    journal: Journal,
+) -> None:
+    """risk.md: a completion finds its pre-authorisation by merchant, 38 and 61.3; the
+    close of a date finds the open ones whose last completion date it is; a completion's
+    void moves its pre-authorisation's state without its record (HoldMoved)."""
+    held = [
+        make_record(f"63260000000{n}", kind="preauth", request_mti="0100", auth_code="702215",
+                    hold_until=until, hold_max_pct=115)
+        for n, until in ((1, "2025-11-23"), (2, "2025-11-24"), (3, "2025-11-23"))
+    ]  # fmt: skip
+    for record in held:
+        await journal.commit(TxnStarted.of(record, 100.0))
+        record.state, record.code, record.hold_state = "approved", "00", "open"
+        await journal.commit(TxnUpdated.of(record, 101.0))
+    other_day = make_record("632600000004", kind="preauth", auth_code="702215",
+                            local_date="1123", hold_state="open")  # fmt: skip
+    await journal.commit(TxnStarted.of(other_day, 100.0))
+    sale = make_record("632600000005", auth_code="702215", state="approved")
+    await journal.commit(TxnStarted.of(sale, 100.0))
+    found = await journal.holds_by_authorisation(held[0].merchant_id, "702215", "1122")
+    assert [r.rrn for r in found] == [r.rrn for r in held]
+    assert found[0] == held[0] and found[0].hold_until == "2025-11-23"
+    assert await journal.holds_by_authorisation("another merchant", "702215", "1122") == []
+    await journal.commit(HoldMoved(rrn=held[2].rrn, hold_state="completed", at=102.0,
+                                   detail="completed"))  # fmt: skip
+    expiring = await journal.holds_open_until("2025-11-23")
+    assert [r.rrn for r in expiring] == [held[0].rrn]
+    # other_day has no last date (NULL): never compared as one
+    later = await journal.holds_open_until("2025-11-24")
+    assert [r.rrn for r in later] == [held[0].rrn, held[1].rrn]
+    moved = await journal.transaction_by_rrn(held[2].rrn)
+    assert moved is not None and moved.hold_state == "completed"
+def _stood_in(rrn: str, amount: int) -> TxnRecord:
+    return make_record(rrn, amount=amount, bank="citic", sent=None, code="00",
+                       state="approved", auth_code="S" + rrn[-5:], stand_in="circuit_open",
+                       advice="queued")  # fmt: skip
+
+
+def _queued(record: TxnRecord, at: float) -> AdviceQueued:
+    return AdviceQueued(
+        rrn=record.rrn, bank=record.bank, reason="circuit_open", at=at, local_time="154005",
+        entry_mode="022", condition_code="00", mcc="5411",
+    )  # fmt: skip
+
+
+async def test_advices_are_handed_out_one_at_a_time_in_the_order_of_stand_in(
+    journal: Journal,
+) -> None:
+    first, second = _stood_in("532614000150", 8800), _stood_in("532614000151", 1200)
+    for record, at in ((first, 100.0), (second, 101.0)):  # each with its sale, one commit
+        await journal.commit(TxnStarted.of(record, at), _queued(record, at))
+    assert await journal.advice_head("abc") is None
+    head = await journal.advice_head("citic")
+    assert head is not None and head.record == first
+    assert (head.state, head.attempts, head.local_time, head.entry_mode, head.mcc) == (
+        "queued", 0, "154005", "022", "5411"
+    )
+    # Sent, no answer: still the head (the next waits), as a repeat.
+    await journal.commit(AdviceAttempted(
+        advice_id=head.advice_id, rrn=first.rrn, state="sent", attempts=1,
+        next_attempt_at=200.0, result="no answer in time", at=150.0,
+    ))  # fmt: skip
+    again = await journal.advice_head("citic")
+    assert again is not None and (again.advice_id, again.state, again.attempts) == (
+        head.advice_id, "sent", 1
+    )
+    [backlog] = await journal.advice_backlog()
+    assert (backlog.bank, backlog.pending, backlog.pending_fen, backlog.manual) == (
+        "citic", 2, 10000, 0
+    )
+    accepted = OriginalData(mti="0221", stan="000089", transmission="1122080640")
+    await journal.commit(AdviceAttempted(
+        advice_id=head.advice_id, rrn=first.rrn, state="accepted", attempts=2,
+        next_attempt_at=200.0, result="00", at=200.0, sent=accepted, accepted_date="2025-11-22",
+    ))  # fmt: skip
+    nxt = await journal.advice_head("citic")
+    assert nxt is not None and nxt.record == second
+    # The accepted send is the sale's bank message now; its advice state is kept with it.
+    read = await journal.transaction_by_rrn(first.rrn)
+    assert read is not None and (read.sent, read.advice, read.stand_in) == (
+        accepted, "accepted", "circuit_open"
+    )
+    await journal.commit(AdviceAttempted(
+        advice_id=nxt.advice_id, rrn=second.rrn, state="manual", attempts=10,
+        next_attempt_at=300.0, result="91", at=300.0,
+    ))  # fmt: skip
+    assert await journal.advice_head("citic") is None  # manual ones wait for an operator
+    [backlog] = await journal.advice_backlog()
+    assert (backlog.pending, backlog.manual, backlog.pending_fen) == (0, 1, 1200)
+    stood = await journal.stood_in(["1122"])
+    assert sorted((row.amount, row.standing, row.pending) for row in stood) == [
+        (1200, True, True), (8800, True, False)
+    ]

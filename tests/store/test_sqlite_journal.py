@@ -287,3 +287,184 @@ async def test_a_stalling_disk_stalls_the_commits_never_the_event_loop(
     assert sum(line["changes"] for line in slow) == 4
     assert file.commits_in_workers <= 3  # 0; then 1, and 2 and 3 together (or all three)
     assert ticks >= took / 0.01 / 2  # the loop turned all along
+
+
+class SyncRecordingFile(JournalFile):
+    """Records the ``synchronous`` level each commit ran at (1 NORMAL, 2 FULL)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.levels: list[int] = []
+
+    def commit(self) -> None:
+        assert self._writer is not None
+        self.levels.append(int(self._writer.execute("PRAGMA synchronous").fetchone()[0]))
+        super().commit()
+
+
+async def test_only_a_request_start_commits_without_its_own_fsync(tmp_path: Path) -> None:
+    """A group of request starts ('sending') alone commits at NORMAL: in the WAL, no
+    fsync. Anything else in the group (an answer, a start refused before its bank), or a
+    caller asking for ``durable``, commits at FULL: the WAL's fsync, which makes every
+    start before it durable too."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = SyncRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600)
+    started = insert(1)
+    refused = TxnStarted.of(make_record(f"{2:012d}", state="not_sent"), 1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(started)
+        await journal.commit(
+            TxnUpdated.of(msgspec.structs.replace(started.record, state="approved"), 2.0)
+        )
+        await journal.commit(insert(3), durable=True)
+        await journal.commit(refused)
+        await journal.commit(insert(4), insert(5))
+        nursery.cancel_scope.cancel()
+    assert file.levels == [1, 2, 2, 2, 1]
+    assert count(path) == 5
+    # The measured alternative: every group with its own fsync.
+    file = SyncRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600, sync_starts=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        await journal.commit(insert(6))
+        nursery.cancel_scope.cancel()
+    assert file.levels == [2]
+
+
+class ThreadRecordingFile(JournalFile):
+    """Records the thread each commit ran in."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.threads: list[threading.Thread] = []
+
+    def commit(self) -> None:
+        self.threads.append(threading.current_thread())
+        super().commit()
+
+
+async def test_commits_run_in_the_journals_own_thread_for_its_life(tmp_path: Path) -> None:
+    """Every commit runs in one thread the journal keeps (handed each group with one
+    wake, no thread pool's job per commit), never in the event loop's; it ends when the
+    journal stops."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = ThreadRecordingFile(path)
+    journal = Journal(file, durability="sync", wal_reset_interval_s=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        for value in range(5):
+            await journal.commit(insert(value))
+        async with trio.open_nursery() as callers:
+            for value in range(5, 10):
+                callers.start_soon(journal.commit, insert(value))
+        nursery.cancel_scope.cancel()
+    assert count(path) == 10
+    (writer,) = set(file.threads)
+    assert writer is not threading.main_thread()
+    assert writer.name == f"journal writer {path.name}"
+    assert not writer.is_alive()
+
+
+class PowerCutFile(JournalFile):
+    """Keeps what a power cut would leave of the WAL: its frames up to the end of the
+    last commit that synced it (``synchronous = FULL``). It never checkpoints, so the
+    database file holds only what opening wrote, synced, and the WAL only grows."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.wal = path.with_name(path.name + "-wal")
+        self.synced_wal_bytes = 0
+
+    def open(self) -> None:
+        super().open()
+        self.synced_wal_bytes = self.wal.stat().st_size  # opening commits with FULL
+
+    def commit(self) -> None:
+        assert self._writer is not None
+        synced = int(self._writer.execute("PRAGMA synchronous").fetchone()[0]) == 2
+        super().commit()
+        if synced:
+            self.synced_wal_bytes = self.wal.stat().st_size
+
+    def checkpoint_writer(self) -> bool:
+        return False
+
+    def checkpoint(self) -> None:
+        pass
+
+    def after_power_cut(self, folder: Path) -> Path:
+        """The journal as the disk would hold it after a power cut now."""
+        folder.mkdir()
+        image = folder / self.path.name
+        image.write_bytes(self.path.read_bytes())
+        image.with_name(image.name + "-wal").write_bytes(
+            self.wal.read_bytes()[: self.synced_wal_bytes]
+        )
+        return image
+
+
+async def test_a_power_cut_loses_only_starts_no_one_was_answered_for(tmp_path: Path) -> None:
+    """Sales from several callers, each a start then its answer (as the switch commits
+    them), then starts still at their banks when the power goes: the WAL is cut at the
+    last commit that synced it. SQLite recovers every answered sale, approved; what is
+    lost is only starts whose answers were never committed, one group of them at most."""
+    path = tmp_path / "j.sqlite3"
+    make_probe_table(path)
+    file = PowerCutFile(path)
+    journal = Journal(file, durability="sync")
+    answered: set[str] = set()
+    unanswered: set[str] = set()
+
+    def after_recovery(image: Path) -> dict[str, str]:
+        with sqlite3.connect(image) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            return dict(connection.execute("SELECT rrn, state FROM txn").fetchall())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+
+        async def sales(caller: int) -> None:
+            if caller % 2:  # half the callers a commit behind: groups mix starts and answers
+                left = insert(caller * 1000 + 998)
+                await journal.commit(left)
+                unanswered.add(left.record.rrn)
+            for number in range(20):
+                started = insert(caller * 1000 + number)
+                await journal.commit(started)
+                approved = msgspec.structs.replace(started.record, state="approved", code="00")
+                await journal.commit(TxnUpdated.of(approved, 2.0))
+                answered.add(started.record.rrn)
+                # Answered now: the power going this very moment keeps it.
+                cut = file.after_power_cut(tmp_path / f"answered-{started.record.rrn}")
+                assert after_recovery(cut).get(started.record.rrn) == "approved"
+            at_bank = insert(caller * 1000 + 999)
+            await journal.commit(at_bank)  # the power goes before its answer
+            unanswered.add(at_bank.record.rrn)
+
+        async with trio.open_nursery() as callers:
+            for caller in range(1, 7):
+                callers.start_soon(sales, caller)
+        cut_after_sales = file.after_power_cut(tmp_path / "after-sales")
+        synced = insert(7998)
+        await journal.commit(synced, durable=True)  # synced, as asked
+        alone = insert(7999)  # a start alone after a synced group: no sync of its own
+        await journal.commit(alone)
+        unanswered.add(alone.record.rrn)
+        image = file.after_power_cut(tmp_path / "after")
+        nursery.cancel_scope.cancel()
+
+    kept = after_recovery(cut_after_sales)
+    assert {rrn: kept.get(rrn) for rrn in answered} == dict.fromkeys(answered, "approved")
+    assert (answered | unanswered) - set(kept) <= unanswered
+    kept = after_recovery(image)
+    assert {rrn: kept.get(rrn) for rrn in answered} == dict.fromkeys(answered, "approved")
+    assert kept[synced.record.rrn] == "sending"
+    lost = (answered | unanswered) - set(kept)
+    assert alone.record.rrn in lost
+    assert lost <= unanswered
+    assert all(kept[rrn] == "sending" for rrn in unanswered - lost)

@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 
 from switch.store.operator_journal import SHOWN_SAF, OperatorJournalBase, operator_sql
-from switch.store.port import OperatorError, ReversalView
+from switch.store.port import AdviceView, OperatorError, ReversalView
 from switch.store.postgresql.journal import JournalDatabase
 from switch.store.postgresql.sql import DIALECT
 
@@ -56,3 +56,33 @@ class PostgresOperatorJournal(OperatorJournalBase):
         except psycopg.Error as exc:
             raise OperatorError(f"the journal cannot be written: {exc}") from exc
         return msgspec.convert(row, ReversalView)
+
+    def retry_advice(self, advice_id: int, at: float) -> AdviceView:
+        # Only one its attempts ran out on (manual): back in its place in the queue (the
+        # order of stand-in), as a repeat (0221) if it was ever sent.
+        try:
+            with self._connection.transaction():
+                rows = self._connection.execute(
+                    "SELECT state, rrn FROM advice WHERE id = %s FOR UPDATE", (advice_id,)
+                ).fetchall()
+                if not rows:
+                    raise OperatorError(f"no advice with id {advice_id}")
+                if rows[0]["state"] != "manual":
+                    raise OperatorError(
+                        f"advice {advice_id} is {rows[0]['state']}, not manual"
+                    )
+                self._connection.execute(
+                    "UPDATE advice SET state = CASE WHEN attempts > 0 THEN 'sent' ELSE 'queued' "
+                    "END, next_attempt_at = %s, updated_at = %s, "
+                    "last_result = coalesce(last_result, '') || ' (retry requested)' "
+                    "WHERE id = %s",
+                    (at, at, advice_id),
+                )
+                self._connection.execute(
+                    "UPDATE txn SET advice_state = (SELECT state FROM advice WHERE id = %s) "
+                    "WHERE rrn = %s",
+                    (advice_id, rows[0]["rrn"]),
+                )
+        except psycopg.Error as exc:
+            raise OperatorError(f"the journal cannot be written: {exc}") from exc
+        return self._advice(advice_id)

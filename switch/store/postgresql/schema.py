@@ -163,6 +163,40 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- A journal written before there was a simulated clock was written on the real one.
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
+    # 6: pre-authorisations (risk.md): their state, last completion date and completion
+    # limit as approved; found by a completion's 38 and 61.3, and open ones by expiry.
+    """
+    ALTER TABLE txn ADD COLUMN hold_state TEXT COLLATE "C";
+    ALTER TABLE txn ADD COLUMN hold_until TEXT COLLATE "C";
+    ALTER TABLE txn ADD COLUMN hold_max_pct INTEGER;
+    CREATE INDEX txn_by_authorisation ON txn (merchant_id, auth_code)
+        WHERE hold_state IS NOT NULL;
+    CREATE INDEX txn_holds_open ON txn (hold_until) WHERE hold_state = 'open';
+    """,
+    # 7: stand-in processing (risk.md): why a sale was stood in, its advice's state, and
+    # each bank's advice queue beside its reversal SAF, in the order of stand-in (id).
+    """
+    ALTER TABLE txn ADD COLUMN stand_in TEXT;
+    ALTER TABLE txn ADD COLUMN advice_state TEXT;
+    CREATE TABLE advice (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        rrn TEXT COLLATE "C" NOT NULL UNIQUE,
+        bank TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at DOUBLE PRECISION NOT NULL,
+        last_result TEXT,
+        accepted_date TEXT,
+        local_time TEXT NOT NULL,
+        entry_mode TEXT NOT NULL,
+        condition_code TEXT NOT NULL,
+        mcc TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX advice_queue ON advice (bank, state, id);
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

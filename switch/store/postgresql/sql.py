@@ -69,8 +69,9 @@ _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = %s, code = %s, auth_code = %s, balance = %s, refunded = %s, "
-    "voided = %s, reversed = %s, updated_at = %s WHERE rrn = %s"
+    "voided = %s, reversed = %s, hold_state = %s, updated_at = %s WHERE rrn = %s"
 )
+_MOVE_HOLD = "UPDATE txn SET hold_state = %s, updated_at = %s WHERE rrn = %s"
 _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
@@ -114,12 +115,28 @@ _END_BATCH_UPLOAD = (
     "WHERE terminal_id = %s AND merchant_id = %s AND batch = %s"
 )
 
+_INSERT_ADVICE = (
+    "INSERT INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, updated_at, "
+    "local_time, entry_mode, condition_code, mcc) "
+    "VALUES (%s, %s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
+)
+_UPDATE_ADVICE = (
+    "UPDATE advice SET state = %s, attempts = %s, next_attempt_at = %s, last_result = %s, "
+    "accepted_date = coalesce(%s, accepted_date), updated_at = %s WHERE id = %s"
+)
+_TXN_ADVICE = (
+    "UPDATE txn SET stand_in = coalesce(%s, stand_in), advice_state = %s, "
+    "bank_mti = coalesce(%s, bank_mti), bank_stan = coalesce(%s, bank_stan), "
+    "transmission = coalesce(%s, transmission), updated_at = %s WHERE rrn = %s"
+)
+
 
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
     insert_txn_once=_INSERT_TXN_ONCE,
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
+    move_hold=_MOVE_HOLD,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
@@ -128,6 +145,9 @@ _STATEMENTS = Statements(
     clear_batch_upload=_CLEAR_BATCH_UPLOAD,
     put_batch_upload=_PUT_BATCH_UPLOAD,
     end_batch_upload=_END_BATCH_UPLOAD,
+    insert_advice=_INSERT_ADVICE,
+    update_advice=_UPDATE_ADVICE,
+    txn_advice=_TXN_ADVICE,
     flag=bool,
 )
 

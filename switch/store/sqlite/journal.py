@@ -4,17 +4,21 @@ One writer task owns the write connection. Callers hand it changes; it commits
 whatever has gathered in one transaction, so durability costs one fsync per group
 rather than per transaction. With ``durability = "sync"`` a caller's ``commit``
 returns only once its operations are on disk: the switch commits a request before it
-leaves for a bank, and the bank's answer before it leaves for the terminal.
+leaves for a bank, and the bank's answer before it leaves for the terminal. A group
+of requests' starts alone is the exception: it is written to the WAL without its own
+fsync (``synchronous = NORMAL``: a crash of the process loses nothing, a power cut at
+most that group), and the next group, its answers' at the latest, syncs it with its own
+(design.md, "The request's start without its own fsync").
 ``"async"`` returns once queued: faster, and a crash may lose the last group.
 
 Each change becomes writes (a statement and its parameters, ``sql.writes_of``) when it
 is handed over, so it holds the values of that moment. A group's writes are sorted
 into a fixed statement order and each statement runs once with ``executemany``, in the
 event loop (they only change SQLite's page cache, and never wait on a lock there). The
-commit, which writes the WAL and waits for the disk, always runs in a worker thread: a
-disk that stalls (for up to half a second, on shared machines) stalls the commits and
-the callers waiting for them, never the event loop, which goes on reading, answering
-91 when full, and talking to the banks.
+commit, which writes the WAL and waits for the disk, always runs in the journal's own
+writer thread (:class:`WriterThread`): a disk that stalls (for up to half a second,
+on shared machines) stalls the commits and the callers waiting for them, never the
+event loop, which goes on reading, answering 91 when full, and talking to the banks.
 
 Reads use a second connection (WAL lets readers and the writer work at once), one at a
 time, also in a worker thread.
@@ -31,8 +35,10 @@ import contextlib
 import errno
 import fcntl
 import functools
+import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -40,6 +46,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, TypeVar
 
+import outcome
 import structlog
 import trio
 
@@ -53,6 +60,7 @@ from switch.store.port import (
     JournalError,
     JournalStatistics,
     JournalUnavailable,
+    TxnStarted,
 )
 from switch.store.questions import JournalQuestions, Select
 from switch.store.sqlite import sql
@@ -86,6 +94,7 @@ class JournalFile:
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
+        self._synchronous_now = synchronous
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -104,6 +113,7 @@ class JournalFile:
         writer.execute("PRAGMA journal_mode = WAL")
         # FULL: a commit is on disk (WAL fsync) before it returns, power loss included.
         writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._synchronous_now = self.synchronous
         # No checkpoint inside a commit: by default every ~1,000 pages one commit also
         # copies the WAL into the database and fsyncs it, stalling every transaction
         # waiting on that group. Checkpoints run on their own instead (checkpoint()).
@@ -147,6 +157,14 @@ class JournalFile:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+    def set_synchronous(self, level: str) -> None:
+        """``FULL`` or ``NORMAL`` for the next commits; between transactions only."""
+        connection = self._writer
+        assert connection is not None, "journal is not open"
+        if level != self._synchronous_now:
+            connection.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous_now = level
 
     def commit(self) -> None:
         """Commits the transaction begun: writes the WAL and, synchronous = FULL, waits
@@ -204,17 +222,89 @@ class JournalFile:
         return query(connection)
 
 
-async def _in_thread_timed(change_count: int, work: Callable[..., object], *args: Any) -> float:
-    """Runs a commit's blocking ``work`` in a worker thread, and logs it if it was slow
-    there: timed in the thread, so the disk's time (and a lock's), not the thread's wait
-    for a core or the loop's turn. Returns that time, in seconds."""
+class WriterThread:
+    """The writer's own thread: one, for the journal's life, running the blocking part
+    of each group (its COMMIT, and the rarer BEGIN that waits for a lock, or a whole
+    group after the WAL started over) one at a time.
+
+    The writer task hands a job over by setting it and releasing one lock the thread
+    sleeps on (one futex wake); the thread reports the outcome with one
+    ``run_sync_soon``, which reschedules the writer task. Against ``trio.to_thread``
+    per commit this spares, per group, trio's thread-cache bookkeeping (a job object,
+    the thread named again for every job: a ``prctl``), a thread-limiter token and a
+    task switch, and keeps the thread warm on its core."""
+
+    working: int = 0
+    """Jobs running in any writer thread now, across instances (the trio thread keeps
+    it): the tests' clock jumps only when none is (tests/conftest.py)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._job: tuple[Callable[[], object], Callable[[outcome.Outcome[object]], None]] | None
+        self._job = None
+        self._wake = threading.Lock()
+        self._wake.acquire()  # held: the thread sleeps on it until a job is set
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    def start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ends the thread (between jobs: the writer awaits each one)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        self._job = None
+        self._wake.release()
+        thread.join()
+
+    async def run(self, work: Callable[[], Result]) -> Result:
+        """Runs ``work`` in the thread and returns its result (or raises its exception).
+        Not cancellable once handed over: the writer runs it shielded."""
+        assert self._thread is not None and self._token is not None, "writer thread not started"
+        task = trio.lowlevel.current_task()
+
+        def deliver(result: outcome.Outcome[object]) -> None:  # in trio's thread
+            WriterThread.working -= 1
+            trio.lowlevel.reschedule(task, result)
+
+        WriterThread.working += 1
+        self._job = (work, deliver)
+        self._wake.release()
+        return await trio.lowlevel.wait_task_rescheduled(  # type: ignore[no-any-return]
+            lambda _: trio.lowlevel.Abort.FAILED
+        )
+
+    def _serve(self) -> None:
+        token = self._token
+        assert token is not None
+        while True:
+            self._wake.acquire()
+            job = self._job
+            if job is None:
+                return
+            self._job = None
+            work, deliver = job
+            token.run_sync_soon(deliver, outcome.capture(work))
+
+
+async def _in_thread_timed(
+    thread: WriterThread, change_count: int, work: Callable[..., object], *args: Any
+) -> float:
+    """Runs a commit's blocking ``work`` in the writer thread, and logs it if it was
+    slow there: timed in the thread, so the disk's time (and a lock's), not the
+    thread's wait for a core or the loop's turn. Returns that time, in seconds."""
 
     def timed() -> float:
         started = time.perf_counter()
         work(*args)
         return time.perf_counter() - started
 
-    took_s = await trio.to_thread.run_sync(timed)
+    took_s = await thread.run(timed)
     if took_s > SLOW_COMMIT_S:
         log.warning("journal_commit_slow", ms=round(took_s * 1000, 1), changes=change_count)
     return took_s
@@ -377,13 +467,25 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class _Group:
-    __slots__ = ("changes", "done", "error", "writes")
+    __slots__ = ("changes", "done", "error", "synced", "writes")
 
-    def __init__(self, changes: int, writes: list[Write], wait: bool) -> None:
+    def __init__(self, changes: int, writes: list[Write], wait: bool, synced: bool) -> None:
         self.changes = changes
         self.writes = writes
         self.done = trio.Event() if wait else None
         self.error: BaseException | None = None
+        self.synced = synced
+        """False: a request's start, which may commit without its own fsync (see
+        ``_written_ahead``)."""
+
+
+def _written_ahead(change: Change) -> bool:
+    """A request's start, journaled before it leaves for its bank: its commit need not
+    wait for the disk. Whatever answers it is committed with an fsync, and the WAL's
+    one fsync makes every frame before it durable, its start's included; a power cut
+    before then loses only starts of requests no one was answered for (design.md, "The
+    request's start without its own fsync")."""
+    return type(change) is TxnStarted and change.record.state == "sending"
 
 
 class SqliteJournal(JournalQuestions):
@@ -399,15 +501,22 @@ class SqliteJournal(JournalQuestions):
         queue_size: int = 4096,
         max_group: int = 512,
         wal_reset_interval_s: float = WAL_RESET_INTERVAL_S,
+        sync_starts: bool = False,
     ) -> None:
         self.file = file
+        self.sync_starts = sync_starts
+        """True: every group waits for its own fsync, requests' starts alone included
+        (the measured alternative)."""
         self.durability = durability
         self.max_group = max_group
         self.wal_reset_interval_s = wal_reset_interval_s
         self._send, self._receive = trio.open_memory_channel[_Group](queue_size)
         self._read_lock = trio.Lock()
+        self._thread = WriterThread(f"journal writer {file.path.name}")
         self._next_wal_reset = 0.0
         self._wal_starts_over = False
+        self._last_synced = True
+        self._writer_checkpointed_at = -math.inf
         self.wal_resets = 0
         self._running = False
         self._closed = True  # until opened, and again once closed
@@ -424,6 +533,7 @@ class SqliteJournal(JournalQuestions):
         is cancelled is still committed before it returns, and later commits are
         refused (JournalError) rather than left waiting."""
         await trio.to_thread.run_sync(self.file.open)
+        self._thread.start()
         self._closed = False
         self._running = True
         log.info("journal_opened", path=str(self.file.path), durability=self.durability)
@@ -443,6 +553,7 @@ class SqliteJournal(JournalQuestions):
             with trio.CancelScope(shield=True):
                 await self._flush_remaining()
                 self._send.close()  # a caller still waiting for room is refused
+                self._thread.stop()
                 # A read still running in its thread (a task cancelled with everything
                 # else waits for it there) must finish before its connection closes:
                 # closing a SQLite connection in use crashes the process.
@@ -455,8 +566,9 @@ class SqliteJournal(JournalQuestions):
         if now < self._next_wal_reset:
             return
         self._next_wal_reset = now + self.wal_reset_interval_s
+        self._writer_checkpointed_at = now
         try:
-            if await trio.to_thread.run_sync(self.file.checkpoint_writer):
+            if await self._thread.run(self.file.checkpoint_writer):
                 self.wal_resets += 1
                 self._wal_starts_over = True
         except sqlite3.Error as exc:
@@ -465,6 +577,14 @@ class SqliteJournal(JournalQuestions):
     async def _checkpoint_periodically(self) -> None:
         while True:
             await trio.sleep(CHECKPOINT_INTERVAL_S)
+            if (
+                self._wal_starts_over
+                or trio.current_time() - self._writer_checkpointed_at < CHECKPOINT_INTERVAL_S
+            ):
+                # The writer checkpointed since the last one: nothing much to copy, and
+                # its next group starts the WAL over only if no other connection is in
+                # the WAL then (while this one runs, the writer's groups only append).
+                continue
             try:
                 await trio.to_thread.run_sync(self.file.checkpoint)
             except sqlite3.Error as exc:
@@ -482,14 +602,23 @@ class SqliteJournal(JournalQuestions):
             groups.append(group)
             change_count += group.changes
         writes = [write for group in groups for write in group.writes]
+        # A group of starts alone goes without its fsync only after one that had it: a
+        # power cut loses at most that one group, and the WAL never holds more than a
+        # group unsynced (the checkpoints, which sync the WAL before they copy it, stay
+        # short, and the WAL can start over).
+        synced = self.sync_starts or not self._last_synced or any(g.synced for g in groups)
+        self._last_synced = synced
+        level = self.file.synchronous if synced or self.file.synchronous != "FULL" else "NORMAL"
         try:
             if self._wal_starts_over:
                 # The first write after a full checkpoint starts the WAL over (rewrites
                 # its header): all of it in a thread, off the loop.
                 self._wal_starts_over = False
-                took_s = await _in_thread_timed(change_count, self.file.apply, writes)
+                took_s = await _in_thread_timed(
+                    self._thread, change_count, self._apply_at, level, writes
+                )
             else:
-                took_s = await self._write_and_commit(change_count, writes)
+                took_s = await self._write_and_commit(change_count, writes, level)
         except Exception as exc:
             self.failures += 1
             self.last_commit_failed = True
@@ -506,14 +635,19 @@ class SqliteJournal(JournalQuestions):
             if group.done is not None:
                 group.done.set()
 
-    async def _write_and_commit(self, change_count: int, writes: list[Write]) -> float:
+    def _apply_at(self, level: str, writes: list[Write]) -> None:
+        self.file.set_synchronous(level)
+        self.file.apply(writes)
+
+    async def _write_and_commit(self, change_count: int, writes: list[Write], level: str) -> float:
         # The statements in the event loop (page cache only, no lock waits: see begin);
         # the commit always in a thread, since an fsync meeting a disk stall would
         # freeze the whole switch for as long.
+        self.file.set_synchronous(level)
         if not self.file.begin(wait=False):
-            await trio.to_thread.run_sync(functools.partial(self.file.begin, wait=True))
+            await self._thread.run(functools.partial(self.file.begin, wait=True))
         self.file.write(writes)
-        return await _in_thread_timed(change_count, self.file.commit)
+        return await _in_thread_timed(self._thread, change_count, self.file.commit)
 
     async def _flush_remaining(self) -> None:
         while True:
@@ -530,7 +664,8 @@ class SqliteJournal(JournalQuestions):
             raise JournalError("the journal is not running")
         wait = self.durability == "sync" if durable is None else durable
         writes = [write for change in changes for write in sql.writes_of(change)]
-        await self._hand_over(_Group(len(changes), writes, wait))
+        synced = durable is not None or not all(_written_ahead(change) for change in changes)
+        await self._hand_over(_Group(len(changes), writes, wait, synced))
 
     async def _hand_over(self, group: _Group) -> None:
         try:

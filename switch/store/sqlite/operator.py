@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from switch.store.operator_journal import OperatorJournalBase, operator_sql
-from switch.store.port import OperatorError, ReversalView
+from switch.store.port import AdviceView, OperatorError, ReversalView
 from switch.store.sqlite.journal import BUSY_TIMEOUT_MS
 from switch.store.sqlite.sql import DIALECT
 
@@ -54,3 +54,32 @@ class SqliteOperatorJournal(OperatorJournalBase):
             raise OperatorError(f"the journal cannot be written: {exc}") from exc
         row = self._rows(self.sql.reversal, (saf_id,))[0]
         return msgspec.convert(row, ReversalView)
+
+    def retry_advice(self, advice_id: int, at: float) -> AdviceView:
+        # Only one its attempts ran out on (manual): back in its place in the queue (the
+        # order of stand-in), as a repeat (0221) if it was ever sent.
+        rows = self._rows("SELECT state, rrn FROM advice WHERE id = ?", (advice_id,))
+        if not rows:
+            raise OperatorError(f"no advice with id {advice_id}")
+        if rows[0]["state"] != "manual":
+            raise OperatorError(f"advice {advice_id} is {rows[0]['state']}, not manual")
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute(
+                "UPDATE advice SET state = CASE WHEN attempts > 0 THEN 'sent' ELSE 'queued' END, "
+                "next_attempt_at = ?, updated_at = ?, "
+                "last_result = coalesce(last_result, '') || ' (retry requested)' "
+                "WHERE id = ? AND state = 'manual'",
+                (at, at, advice_id),
+            )
+            self._connection.execute(
+                "UPDATE txn SET advice_state = (SELECT state FROM advice WHERE id = ?) "
+                "WHERE rrn = ?",
+                (advice_id, rows[0]["rrn"]),
+            )
+            self._connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            raise OperatorError(f"the journal cannot be written: {exc}") from exc
+        return self._advice(advice_id)

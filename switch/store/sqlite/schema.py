@@ -126,6 +126,40 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- A journal written before there was a simulated clock was written on the real one.
     INSERT INTO journal_clock (id, kind) SELECT 1, 'real' WHERE EXISTS (SELECT 1 FROM txn);
     """,
+    # 4: pre-authorisations (risk.md): their state, last completion date and completion
+    # limit as approved; found by a completion's 38 and 61.3, and open ones by expiry.
+    """
+    ALTER TABLE txn ADD COLUMN hold_state TEXT;      -- open, completed, voided, ...
+    ALTER TABLE txn ADD COLUMN hold_until TEXT;      -- YYYY-MM-DD
+    ALTER TABLE txn ADD COLUMN hold_max_pct INTEGER;
+    CREATE INDEX txn_by_authorisation ON txn (merchant_id, auth_code)
+        WHERE hold_state IS NOT NULL;
+    CREATE INDEX txn_holds_open ON txn (hold_until) WHERE hold_state = 'open';
+    """,
+    # 5: stand-in processing (risk.md): why a sale was stood in, its advice's state, and
+    # each bank's advice queue beside its reversal SAF, in the order of stand-in (id).
+    """
+    ALTER TABLE txn ADD COLUMN stand_in TEXT;          -- circuit_open, no_link, bank_91
+    ALTER TABLE txn ADD COLUMN advice_state TEXT;      -- as advice.state
+    CREATE TABLE advice (
+        id INTEGER PRIMARY KEY,
+        rrn TEXT NOT NULL UNIQUE REFERENCES txn (rrn),
+        bank TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,                -- queued, sent, accepted, refused, manual, cancelled
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_result TEXT,
+        accepted_date TEXT,                 -- YYYY-MM-DD, the business date it was accepted
+        local_time TEXT NOT NULL,           -- the sale's 12, 13 is its txn.local_date
+        entry_mode TEXT NOT NULL,           -- the sale's 22
+        condition_code TEXT NOT NULL,       -- the sale's 25
+        mcc TEXT,                           -- the sale's 18
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX advice_queue ON advice (bank, state, id);
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

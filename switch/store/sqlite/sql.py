@@ -48,8 +48,9 @@ _INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
-    "voided = ?, reversed = ?, updated_at = ? WHERE rrn = ?"
+    "voided = ?, reversed = ?, hold_state = ?, updated_at = ? WHERE rrn = ?"
 )
+_MOVE_HOLD = "UPDATE txn SET hold_state = ?, updated_at = ? WHERE rrn = ?"
 _INSERT_SAF = (
     "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
     "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
@@ -80,12 +81,28 @@ _END_BATCH_UPLOAD = (
     "WHERE terminal_id = ? AND merchant_id = ? AND batch = ?"
 )
 
+_INSERT_ADVICE = (
+    "INSERT OR IGNORE INTO advice (rrn, bank, reason, state, next_attempt_at, created_at, "
+    "updated_at, local_time, entry_mode, condition_code, mcc) "
+    "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_ADVICE = (
+    "UPDATE advice SET state = ?, attempts = ?, next_attempt_at = ?, last_result = ?, "
+    "accepted_date = coalesce(?, accepted_date), updated_at = ? WHERE id = ?"
+)
+_TXN_ADVICE = (
+    "UPDATE txn SET stand_in = coalesce(?, stand_in), advice_state = ?, "
+    "bank_mti = coalesce(?, bank_mti), bank_stan = coalesce(?, bank_stan), "
+    "transmission = coalesce(?, transmission), updated_at = ? WHERE rrn = ?"
+)
+
 
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
     insert_txn_once=_INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
+    move_hold=_MOVE_HOLD,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
@@ -94,6 +111,9 @@ _STATEMENTS = Statements(
     clear_batch_upload=_CLEAR_BATCH_UPLOAD,
     put_batch_upload=_PUT_BATCH_UPLOAD,
     end_batch_upload=_END_BATCH_UPLOAD,
+    insert_advice=_INSERT_ADVICE,
+    update_advice=_UPDATE_ADVICE,
+    txn_advice=_TXN_ADVICE,
     flag=int,
 )
 

@@ -1,0 +1,186 @@
+"""The ledger store's port: the on-us engine's storage (wallet.md's Ledger, Wallets,
+QR codes and payment codes), one implementation per journal engine (``sqlite/ledger.py``,
+a file of its own beside the journal; ``postgresql/ledger.py``, tables in the journal's
+database, shared by every worker).
+
+Plain blocking calls, each one transaction: the trio layer runs them in a worker
+thread. Every call that moves money is one atomic step: its checks, its transfer and
+what it counts commit together or not at all.
+
+How the transaction machine will drive it (``PostToLedger``, not wired yet): a request
+journaled as received reserves its pending transfer (``reserve``, or
+``reserve_payment`` with the checks); the answer journaled posts it (``post``) or a
+decline voids it (``void``); a reversal voids a pending transfer, or reserves and posts
+the compensating one of a posted payment. At start-up each of ``pending_transfers`` is
+posted or voided as the journal's answer says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transfer, TransferKey
+from switch.core.ledger import TransferSpec as TransferSpec
+from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
+from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
+
+
+class LedgerUnavailable(LedgerError):
+    """The store cannot be reached, or stayed busy through every retry: 91."""
+
+    response_code = "91"
+
+
+class AccountView(msgspec.Struct, frozen=True, kw_only=True):
+    balances: Balances
+    type: str
+    unit: str
+
+
+class WalletView(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``wallet_open`` and ``wallet_balance`` answer (wallet.md)."""
+
+    customer_id: str
+    wallet_class: int
+    balance: int
+    """Posted credits minus posted debits."""
+    available: int
+    """What can be spent: posted credits minus posted and pending debits."""
+    class_left: int
+    opened: str
+
+
+class Reserved(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment or withdrawal that passed its checks: its pending transfer holds the
+    amount (``again``: the same key was reserved before, nothing new was counted)."""
+
+    transfer: Transfer
+    available_after: int
+    again: bool = False
+
+
+class HistoryItem(msgspec.Struct, frozen=True, kw_only=True):
+    at: float
+    kind: str
+    amount: int
+    balance_after: int
+    rrn: str
+    merchant_id: str
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[HistoryItem]
+    next: str | None
+
+
+class QrRecord(msgspec.Struct, frozen=True, kw_only=True):
+    qr_id: str
+    merchant_id: str
+    kind: str
+    payload: str
+    created_at: float
+    amount: int | None = None
+    order_id: str | None = None
+    online_id: str | None = None
+    expires_at: float | None = None
+    state: str = "open"
+    paying: str | None = None
+
+
+class QrHold(msgspec.Struct, frozen=True, kw_only=True):
+    """The QR a ``wallet_pay`` pays, as its payload read: checked again, locked, in the
+    payment's atomic step."""
+
+    qr_id: str
+    merchant_id: str
+    kind: str
+    amount: int | None
+
+
+Fault = Callable[[str], None]
+"""Called inside each step's transaction just before its commit (tests inject commit
+failures through it: what it raises rolls the step back)."""
+
+
+class LedgerStore(Protocol):
+    fault: Fault | None
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+
+    # the ledger
+    def reserve(self, spec: TransferSpec, at: float) -> Plan: ...
+    def transfer(self, spec: TransferSpec, at: float) -> Plan: ...
+    def post(
+        self,
+        key: TransferKey,
+        at: float,
+        *,
+        amount: int | None = None,
+        uncount: TransferKey | None = None,
+    ) -> Plan: ...
+    def void(self, key: TransferKey, at: float) -> Plan: ...
+    def transfer_of(self, key: TransferKey) -> Transfer | None: ...
+    def pending_transfers(self) -> list[Transfer]: ...
+    def account(self, name: str) -> AccountView | None: ...
+    def accounts(self) -> list[AccountView]: ...
+    def totals(self) -> list[LedgerTotals]: ...
+    def verify(self) -> list[str]: ...
+
+    # wallets
+    def open_wallet(
+        self, customer_id: str, app: str, wallet_class: int, today: str, at: float
+    ) -> WalletView: ...
+    def wallet(self, customer_id: str, app: str | None, today: str) -> WalletView: ...
+    def reserve_payment(
+        self,
+        ask: MoneyAsk,
+        spec: TransferSpec,
+        settings: WalletSettings,
+        at: float,
+        *,
+        app: str | None = None,
+        qr: QrHold | None = None,
+        withdraw_to: BoundAccount | None = None,
+        order: tuple[str, str] | None = None,
+    ) -> Reserved | Refusal: ...
+    def reserve_topup(
+        self, spec: TransferSpec, bank: str, business_date: str, at: float
+    ) -> Plan: ...
+    def end_payment(
+        self, key: TransferKey, approved: bool, at: float, *, qr_id: str | None = None
+    ) -> Plan: ...
+    def bind_account(
+        self, customer_id: str, app: str, account: BoundAccount, at: float
+    ) -> list[BoundAccount]: ...
+    def unbind_account(
+        self, customer_id: str, app: str, account: str, bank_code: str
+    ) -> list[BoundAccount]: ...
+    def bound_accounts(self, customer_id: str) -> list[BoundAccount]: ...
+    def history(
+        self, customer_id: str, app: str | None, limit: int, cursor: str | None
+    ) -> History: ...
+    def withdrawals(self, business_date: str) -> list[WithdrawalLine]: ...
+
+    # QR codes
+    def create_qr(self, record: QrRecord) -> None: ...
+    def qr(self, qr_id: str) -> QrRecord | None: ...
+
+    # payment codes (wall clock)
+    def issue_paycode(
+        self,
+        customer_id: str,
+        app: str,
+        funding: Funding,
+        verification: Verification,
+        now: float,
+        settings: PaycodeSettings,
+        draw: Callable[[], str],
+    ) -> Paycode: ...
+    def take_paycode(
+        self, code: str, terminal: str, now: float, settings: PaycodeSettings
+    ) -> CodeTaken: ...
+    def purge_paycodes(self, before: float) -> None: ...
