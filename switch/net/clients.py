@@ -26,9 +26,6 @@ from switch.wire import online as wire
 from switch.wire.framing import LengthPrefixedFramer, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
 
-DEMO_PIN: Final = "123456"
-"""The simulator's default PIN: what the test and demo client enters for a request
-whose 22 says a PIN is sent and that carries none."""
 PIN_MTIS: Final = frozenset({"0100", "0200"})
 AUTO_SIGN_ON_STAN: Final = 999_999
 """The STAN of the sign-ons the client makes by itself."""
@@ -73,7 +70,8 @@ class PosClient:
     before a request when it has no keys or (``3des``) its keys are of another batch
     (the 0800's 60.2 one less, so that the 0810 opens the request's batch), and
     :meth:`request` signs on again and resends once after a 77 or an A0. ``pin``: entered for a
-    0100 or 0200 whose 22 says a PIN is sent and that carries no PIN fields."""
+    0100 or 0200 whose 22 says a PIN is sent and that carries no PIN fields; without
+    one, such a request goes as one without a PIN (22's third digit 2)."""
 
     def __init__(
         self,
@@ -114,7 +112,7 @@ class PosClient:
         *,
         security: TerminalSecurity | _Demo | None = DEMO_KEYS,
         auto_sign_on: bool = True,
-        pin: str | None = DEMO_PIN,
+        pin: str | None = None,
     ) -> PosClient:
         """``security``: the demo TMK by default (the demo and test configurations'
         ``*`` terminal entry); None for a terminal without keys (no MAC)."""
@@ -132,13 +130,15 @@ class PosClient:
             return encode_pos_request(self.codec, self.terminal, message)
         keys = self.keys or security.current
         if (
-            self.pin is not None
-            and mti in PIN_MTIS
+            mti in PIN_MTIS
             and keys is not None
             and _wants_pin(fields)
             and not any(number in fields for number in (52, 53, 62))
         ):
-            mti, fields = with_pin((mti, fields), security, self.pin, keys)
+            if self.pin is not None:
+                mti, fields = with_pin((mti, fields), security, self.pin, keys)
+            else:  # no PIN entered: sent as a request without one (22 digit 3 = 2)
+                fields = {**fields, 22: str(fields[22])[:2] + "2"}
         return join_pos_frame(
             self.terminal.envelope, security.encode(self.codec, mti, fields, keys)
         )

@@ -30,10 +30,9 @@ from tests.net.helpers import (
     start_switch,
 )
 
-BANK_SALE_FIELDS = [2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 37, 41, 42, 49, 52, 53, 64]
+BANK_SALE_FIELDS = [2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 37, 41, 42, 49, 64]
 """The fields of bank-h2h.md's sample sale, which the switch sends for a sale, with its
-PIN (22 = 021) translated to the link's ZPK in 52 and 53, and its MAC in 64
-(security.md)."""
+MAC in 64 (security.md); without a PIN (the client enters none: 22 = 022)."""
 
 
 async def test_sign_on_starts_a_new_batch_and_echo_answers(nursery: trio.Nursery) -> None:

@@ -196,6 +196,7 @@ async def test_pin_checks_30_and_99_and_the_issuers_55(
     assert security is not None
     sale = client.terminal.sale(1, PAN_ICBC, 1000)  # 22 = 021: a PIN is sent
     await client.sign_on_for(sale[1])
+    sale[1][53] = "2600000000000000"  # ... but no block in 52
     missing = await client.request(sale)
     assert (missing.fields[39], client.last_mac is not None) == ("30", True)
     mti, fields = with_pin(client.terminal.sale(2, PAN_ICBC, 1000), security, "123456")
