@@ -970,6 +970,7 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
 
     async def send() -> Iso8583Message:
         client = await PosClient.connect(host, port, codec, terminal, security=security, pin=pin)
+        client.keys = security.current  # the keys file's: on a 77 or A0 it signs on again
         try:
             with trio.fail_after(RESPONSE_TIMEOUT_S):
                 return await client.request(message)
@@ -1162,6 +1163,7 @@ def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
 
     async def send() -> Iso8583Message:
         client = await PosClient.connect(host, port, codec, terminal, security=security)
+        client.keys = security.current
         try:
             with trio.fail_after(RESPONSE_TIMEOUT_S):
                 answer = await client.request(settlement)
