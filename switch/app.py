@@ -64,6 +64,7 @@ from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
+from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
@@ -82,7 +83,12 @@ from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_clos
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_card_vault, open_security_module
+from switch.security.setup import (
+    bank_zmks,
+    open_card_vault,
+    open_security_module,
+    terminal_entries,
+)
 from switch.sim.server import BankSimulator
 from switch.store import (
     claim_clock,
@@ -163,6 +169,12 @@ class SwitchApp:
             card_hashes=self.vault.card_hashes,
         )
         """The risk rules in force and their windows (risk.md)."""
+        terminal_entries(self.security, config)
+        self.terminal_keys = TerminalKeys(
+            self.security,
+            lifetime_s=config.security.key_lifetime_h * 3600,
+            max_terminals=config.security.max_signed_on_terminals,
+        )
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
@@ -585,6 +597,7 @@ class SwitchApp:
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
                 clock=self.clock,
+                keys=self.terminal_keys,
             )
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,

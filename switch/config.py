@@ -362,6 +362,14 @@ class SecuritySection(_Section, frozen=True, kw_only=True):
     """DEMO material: the store and its LMK are made at the first start if missing, and
     every bank without a ZMK gets the published demo ZMK. Never in production; a
     warning at every start while it is on."""
+    demo_terminals: bool = False
+    """DEMO material: a ``*`` terminal entry (any terminal id and merchant) whose TMK is
+    security.md's published sample (``3des``, KCV 43C6CC). Only with ``demo_keys``."""
+    key_lifetime_h: Annotated[float, Meta(gt=0)] = 24.0
+    """A terminal's working keys expire this long after its sign-on (then 77)."""
+    max_signed_on_terminals: Count = 200_000
+    """Terminals whose working keys a worker holds; past it the one signed on longest
+    ago is forgotten (answered 77 once, and signs on again)."""
 
 
 class RiskSection(_Section, frozen=True, kw_only=True):

@@ -103,6 +103,7 @@ def make_config(**sections: Any) -> SwitchConfig:
     # are made at the first start in the test's folder.
     raw["security"] = {
         "demo_keys": True,
+        "demo_terminals": True,
         "key_store": str(folder / "key-store.json"),
         "lmk_file": str(folder / "lmk"),
     }

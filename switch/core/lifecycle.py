@@ -99,12 +99,16 @@ from switch.core.stip import (
     StandInRequest,
 )
 from switch.core.stip import auth_code as stand_in_auth_code
+from switch.core.terminal_keys import BANK_SECURITY_CONTROL
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
     MessageEncodeError,
+    RemoteProtocolError,
     TransactionRefused,
 )
+from switch.security.errors import PinBlockFieldError, SecurityError
+from switch.security.port import LmkKey
 
 
 class Cards(Protocol):
@@ -170,12 +174,38 @@ BankEncoder = Callable[[str, dict[int, str | bytes]], bytes]
 field the dialect cannot carry."""
 
 
+class PinToSend(msgspec.Struct, frozen=True, gc=False):
+    """A PIN on its way to a bank (security.md, "PIN"): the terminal's block under its
+    PIK, and that block translated to format 0 under the link's ZPK ``zpk``. The link
+    translates again when its keys changed before it sends. In memory only; its repr
+    shows neither block."""
+
+    block: bytes
+    pik: LmkKey
+    pan: str
+    translated: bytes
+    zpk: LmkKey
+
+    def __repr__(self) -> str:
+        return f"PinToSend({self.pik!r} -> {self.zpk!r})"
+
+    __str__ = __repr__
+
+
+PinTranslator = Callable[[LmkKey, bytes, str], tuple[bytes, LmkKey]]
+"""(PIK, the terminal's block, PAN) -> (format 0 block under the link's ZPK, that ZPK);
+the security module's errors: 99 for no valid block, 30 for a block of the wrong size."""
+
+
 class LinkGranted(msgspec.Struct, frozen=True):
     stan: str
     """The bank STAN the link's sequence gave this request."""
     encode: BankEncoder | None = None
     """The granted link's encoder: the request is encoded with it before it is
     journaled, so a value its bank cannot take is refused (30) with nothing written."""
+    translate_pin: PinTranslator | None = None
+    """The granted link's PIN translation (its ZPK): a PIN block that is none under the
+    terminal's PIK is refused (99) before anything is written or sent."""
 
 
 class Journaled(msgspec.Struct, frozen=True):
@@ -276,6 +306,8 @@ class Exchange(msgspec.Struct, frozen=True):
     fields: dict[int, str | bytes]
     encoded: bytes | None = None
     """The message as ``LinkGranted.encode`` made it (None: the link encodes it)."""
+    pin: PinToSend | None = None
+    """Its PIN, translated again by the link if its ZPK changed before it is sent."""
 
 
 class ReleaseLink(msgspec.Struct, frozen=True):
@@ -842,6 +874,7 @@ class BankTransaction:
                 else None
             ),
         )
+        pin = self._translated_pin(event, fields, step)
         encoded = None
         if event.encode is not None:
             try:
@@ -858,10 +891,34 @@ class BankTransaction:
                 ) from None
         record.bank_processing_code = str(fields[3])
         record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
-        self._exchange = Exchange(mti, fields, encoded)
+        self._exchange = Exchange(mti, fields, encoded, pin)
         # On disk before it leaves: after a crash it is known, and reversed.
         self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+
+    def _translated_pin(
+        self, event: LinkGranted, fields: dict[int, str | bytes], step: _Step
+    ) -> PinToSend | None:
+        """The request's PIN under the link's ZPK in 52, with 53 (security.md); 99 (or
+        30 for a block of the wrong size) refuses it with nothing written or sent. A
+        block that cannot be translated (no security module) is never sent."""
+        card = self._resolved.card
+        fields.pop(52, None)
+        if card is None or card.pin_block is None or card.pin_key is None:
+            return None
+        if event.translate_pin is None:
+            return None
+        try:
+            translated, zpk = event.translate_pin(card.pin_key, card.pin_block, card.pan)
+        except (SecurityError, RemoteProtocolError) as exc:
+            step.actions.append(ReleaseLink(answered=None))
+            code = "30" if isinstance(exc, PinBlockFieldError) else exc.response_code
+            self._settle_in_memory("not_sent", code)
+            field = str(exc.field) if isinstance(exc, PinBlockFieldError) else "52"
+            raise TransactionRefused(code, "PIN block error", field=field) from None
+        fields[52] = translated
+        fields[53] = BANK_SECURITY_CONTROL
+        return PinToSend(card.pin_block, card.pin_key, card.pan, translated, zpk)
 
     def _on_journaling_request(self, event: Event, step: _Step) -> None:
         if isinstance(event, Journaled) and self.on_ledger:

@@ -14,6 +14,7 @@ import msgspec
 
 from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
 from switch.core.products import PRODUCTS, Product
+from switch.security.port import LmkKey
 
 Channel = Literal["pos", "online"]
 
@@ -54,6 +55,9 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     expiry: str | None = None
     track2: str | None = None
     pin_block: bytes | None = None
+    """A terminal's PIN block under ``pin_key`` (its PIK): in memory only, translated to
+    the bank link's ZPK as the request leaves (security.md, "PIN")."""
+    pin_key: LmkKey | None = None
     cvv2: str | None = None
     entry_mode: str = "012"
     condition_code: str = "00"

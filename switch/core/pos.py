@@ -10,6 +10,8 @@ from collections.abc import Collection, Mapping
 from datetime import date
 from typing import Final
 
+import msgspec
+
 from switch.core import batch as batch48
 from switch.core import products, validate
 from switch.core.clock import Stamp
@@ -26,6 +28,7 @@ from switch.core.model import (
     SignOn,
 )
 from switch.errors import TransactionRefused
+from switch.security.port import LmkKey
 
 Fields = Mapping[int, str | bytes]
 
@@ -105,6 +108,12 @@ def _acceptor_id(fields: Fields, number: int) -> str:
             "30", f"field {number} is blank or starts with a space", field=str(number)
         )
     return value
+
+
+def acceptor_ids(fields: Fields) -> tuple[str, str]:
+    """41 and 42 without their padding; 30 for a missing, blank or space-led one (it
+    names no terminal entry: answered before any MAC check, without 64)."""
+    return _acceptor_id(fields, 41), _acceptor_id(fields, 42)
 
 
 def request_from_pos(
@@ -318,16 +327,24 @@ def _card(fields: Fields) -> Card:
         field = "2"
     validate.check_pan(pan, field=field)
     validate.check_expiry(expiry, field="14")
-    pin_block = fields.get(52)
-    return Card(
+    return Card(  # its PIN, if any, is the channel's to check first (with_pin)
         pan=pan,
         expiry=expiry,
         track2=track2,
-        pin_block=pin_block if isinstance(pin_block, bytes) else None,
         entry_mode=_required(fields, 22),
         condition_code=_required(fields, 25),
         chip=55 in fields,
     )
+
+
+def with_pin(request: Request, block: bytes, pik: LmkKey) -> Request:
+    """``request`` with its card's PIN block under the terminal's PIK (security.md): the
+    channel checked 22, 53 and the block's size against the key set that verified it."""
+    card = getattr(request, "card", None)
+    if card is None:
+        return request
+    card = msgspec.structs.replace(card, pin_block=block, pin_key=pik)
+    return msgspec.structs.replace(request, card=card)
 
 
 def response_fields(

@@ -35,11 +35,13 @@ from switch.config import BankSection
 from switch.core import bank as bankmsg
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.fairqueue import FairQueue
+from switch.core.lifecycle import PinToSend
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
 from switch.net.framed import FrameReader, FrameWriter
 from switch.net.trace import Tracer
-from switch.security.port import BankKeys, KeyName, SecurityModule, operator_kcv
+from switch.security.errors import KeyUsageError
+from switch.security.port import BankKeys, KeyName, LmkKey, SecurityModule, operator_kcv
 from switch.security.software import security_event
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
@@ -193,8 +195,21 @@ class BankLink:
             fields = bankmsg.with_mac_placeholder(mti, fields)
         return self._codec.encode(mti, fields)
 
+    def translate_pin(self, pik: LmkKey, block: bytes, pan: str) -> tuple[bytes, LmkKey]:
+        """A terminal's PIN block (under its PIK) as a format 0 block under this link's
+        ZPK, in the security module (security.md, "PIN"), and that ZPK."""
+        if self._security is None or self._keys is None:
+            raise KeyUsageError(f"link {self.bank}/{self.index} has no ZPK")
+        zpk = self._keys.zpk
+        return self._security.module.translate_pin(pik, zpk, block, pan), zpk
+
     async def exchange(
-        self, mti: str, fields: dict[int, FieldValue], *, encoded: bytes | None = None
+        self,
+        mti: str,
+        fields: dict[int, FieldValue],
+        *,
+        encoded: bytes | None = None,
+        pin: PinToSend | None = None,
     ) -> Iso8583Message:
         """Sends a request on a reserved slot and waits for its response; ``encoded``
         is the message as :meth:`encode` made it, if the caller already has it.
@@ -207,7 +222,7 @@ class BankLink:
         """
         if self.status != "up":
             raise LinkNotSent(f"link {self.bank}/{self.index} is down")
-        return await self._exchange(mti, fields, encoded)
+        return await self._exchange(mti, fields, encoded, pin=pin)
 
     async def _exchange(
         self,
@@ -216,10 +231,15 @@ class BankLink:
         encoded: bytes | None = None,
         *,
         key_change: bool = False,
+        pin: PinToSend | None = None,
     ) -> Iso8583Message:
         # security.md: nothing else goes between a key change's 0800 and its 0810.
         while not key_change and self._keying is not None:
             await self._keying.wait()
+        if pin is not None and self._keys is not None and self._keys.zpk != pin.zpk:
+            # The keys changed since it was translated: under the ZPK in force now.
+            fields = {**fields, 52: self.translate_pin(pin.pik, pin.block, pin.pan)[0]}
+            encoded = None
         if encoded is None:
             try:
                 encoded = self.encode(mti, fields)

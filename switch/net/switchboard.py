@@ -62,6 +62,7 @@ from switch.core.lifecycle import (
     NotSent,
     NudgeReversals,
     OriginalLoaded,
+    PinToSend,
     Refused,
     ReleaseLink,
     ReverseUnjournaled,
@@ -456,8 +457,8 @@ class Switchboard:
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
                 return await self._acquire_link(connector, run, deadline, origin)
-            case Exchange(mti=mti, fields=fields, encoded=encoded):
-                return await self._exchange(mti, fields, encoded, run)
+            case Exchange(mti=mti, fields=fields, encoded=encoded, pin=pin):
+                return await self._exchange(mti, fields, encoded, run, pin)
             case LoadOriginal():
                 if run.ticket is not None:
                     # Holding its slot (a repeat's first, read once the journal named
@@ -491,17 +492,24 @@ class Switchboard:
         except BankUnavailable as exc:
             return Refused(str(exc), unavailable=_unavailable(connector))
         run.link = (connector, link)
-        return LinkGranted(stan=connector.stans.next(), encode=link.encode)
+        return LinkGranted(
+            stan=connector.stans.next(), encode=link.encode, translate_pin=link.translate_pin
+        )
 
     async def _exchange(
-        self, mti: str, fields: dict[int, str | bytes], encoded: bytes | None, run: _Run
+        self,
+        mti: str,
+        fields: dict[int, str | bytes],
+        encoded: bytes | None,
+        run: _Run,
+        pin: PinToSend | None = None,
     ) -> Event:
         assert run.link is not None
         connector, link = run.link
         began = trio.current_time()
         try:
             with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields, encoded=encoded)
+                response = await link.exchange(mti, fields, encoded=encoded, pin=pin)
                 return BankAnswered(response.mti, response.fields)
             return BankTimedOut()
         except LinkNotSent as exc:

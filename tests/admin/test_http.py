@@ -144,6 +144,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     assert scrape.status == 200 and scrape.headers["content-type"].startswith("text/plain")
     text = scrape.body.decode()
     assert samples(text, "payswitch_transactions_total") == {
+        labels(channel="pos", kind="sign_on", bank="", code="00"): 1,  # the terminal's own
         labels(channel="pos", kind="sale", bank="icbc", code="00"): 5,
         labels(channel="pos", kind="sale", bank="abc", code="00"): 2,
         labels(channel="pos", kind="sale", code="92"): 1,  # no bank: no bank label
@@ -177,6 +178,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     document = status_decoder.decode((await get(app.admin_port, "/status")).body)
     counted = {(t.channel, t.kind, t.bank, t.code): t.count for t in document.transactions}
     assert counted == {
+        ("pos", "sign_on", "", "00"): 1,
         ("pos", "sale", "icbc", "00"): 5,
         ("pos", "sale", "abc", "00"): 2,
         ("pos", "sale", "", "92"): 1,
@@ -185,7 +187,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     icbc = next(bank for bank in document.banks if bank.name == "icbc")
     assert (icbc.transactions, icbc.approved, icbc.latency.count) == (8, 8, 8)
     pos = next(channel for channel in document.channels if channel.name == "pos")
-    assert pos.transactions == 8 and pos.latency.count == 8
+    assert pos.transactions == 9 and pos.latency.count == 9  # 8 sales and its sign-on
     assert document.journal.commits == commits and document.journal.writable
     assert document.ready and document.config.version == 1
 
