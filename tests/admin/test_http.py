@@ -144,7 +144,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     assert scrape.status == 200 and scrape.headers["content-type"].startswith("text/plain")
     text = scrape.body.decode()
     assert samples(text, "payswitch_transactions_total") == {
-        labels(channel="pos", kind="sign_on", bank="", code="00"): 1,  # the terminal's own
+        labels(channel="pos", kind="sign_on", code="00"): 1,  # the terminal's own
         labels(channel="pos", kind="sale", bank="icbc", code="00"): 5,
         labels(channel="pos", kind="sale", bank="abc", code="00"): 2,
         labels(channel="pos", kind="sale", code="92"): 1,  # no bank: no bank label

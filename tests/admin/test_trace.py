@@ -73,12 +73,16 @@ async def test_a_terminal_and_a_merchant_traced_live_then_not(log_sink: LogSink)
         await sale(app, traced_terminal, 3)
         lines = traced(log_sink)
         assert [(r["channel"], r["direction"], r["mti"]) for r in lines] == [
+            ("pos", "in", "0800"),  # the terminal signs on on its connection (security.md)
+            ("pos", "out", "0810"),
             ("pos", "in", "0200"),
             ("bank", "out", "0200"),
             ("bank", "in", "0210"),
             ("pos", "out", "0210"),
         ]
         assert {r["fields"]["41"] for r in lines} == {"TRACED01"}
+        assert lines[1]["fields"]["62"].startswith("[hidden: ")  # the working keys
+        lines = lines[2:]
         assert lines[0]["fields"]["2"] == mask_number(PAN_ICBC)
         assert lines[0]["fields"]["14"] == "[hidden: 4 bytes]"
         assert lines[1]["bank"] == "icbc" and lines[1]["fields"]["2"] == mask_number(PAN_ICBC)

@@ -31,6 +31,7 @@ class SampleSwitchboard:
     approval (pos-cup.md's)."""
 
     stats = TransactionStats()
+    paycode_prefix = "88"  # wallet.md's: the sample card is no payment code
 
     def network_management(self, request: SignOn, stamp: object, origin: object) -> Outcome:
         return Outcome(code="00", rrn="532614000122", batch=f"{int(request.batch) + 1:06d}")
