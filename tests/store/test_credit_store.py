@@ -47,7 +47,8 @@ def buy(store: LedgerStoreBase, purchase_id: str, merchant: str, amount: int,
         instalments: int | None = None, customer: str = C) -> None:  # fmt: skip
     key = TransferKey("pos:test", purchase_id, "pay")
     store.credit_purchase(customer, key=key, purchase_id=purchase_id, merchant_id=merchant,
-                          amount_fen=amount, instalments=instalments, terms=TERMS, at=1.0)  # fmt: skip
+                          amount_fen=amount, instalments=instalments, terms=TERMS,
+                          at=1.0)  # fmt: skip
     store.credit_end_purchase(customer, key, purchase_id, True, 2.0)
 
 
@@ -99,8 +100,8 @@ def test_statement_sample_through_the_store(ledger_store: LedgerStoreBase) -> No
     assert balance(ledger_store, "instalment_fee_income") == 6_000
     assert balance(ledger_store, "penalty_income") == 225
     status = ledger_store.credit_status(C)
-    assert (status.payoff_fen, status.due_fen, status.available_fen) == (523_000, 323_000,
-                                                                         2_000_000 - 520_000)  # fmt: skip
+    figures = (status.payoff_fen, status.due_fen, status.available_fen)
+    assert figures == (523_000, 323_000, 2_000_000 - 520_000)
     assert status.statement is not None and status.statement.unpaid_fen == 323_000
     assert status.next_statement_date == d("2026-04-01")
     assert ledger_store.verify() == []
@@ -111,7 +112,8 @@ def test_a_close_run_again_changes_nothing(ledger_store: LedgerStoreBase) -> Non
     before = (ledger_store.credit_account(C), ledger_store.accounts(), ledger_store.totals())
     again = ledger_store.credit_close(d("2026-02-28"), TERMS, 99.0)
     assert (again.accounts, again.statements, again.penalties_fen, again.fees_fen) == (0, 0, 0, 0)
-    assert (ledger_store.credit_account(C), ledger_store.accounts(), ledger_store.totals()) == before
+    after = (ledger_store.credit_account(C), ledger_store.accounts(), ledger_store.totals())
+    assert after == before
     assert len(ledger_store.credit_statements(d("2026-03-01"))) == 1
 
 
