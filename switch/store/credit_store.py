@@ -71,8 +71,10 @@ class Purchased(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Repaid(msgspec.Struct, frozen=True, kw_only=True):
-    allocation: Allocation
+    allocation: Allocation | None
+    """None when the key had repaid before (``again``)."""
     account: AccountView
+    again: bool = False
 
 
 class ClosedDay(msgspec.Struct, frozen=True, kw_only=True):
@@ -320,6 +322,8 @@ class CreditSteps:
 
         def body() -> Repaid:
             account = self._credit_account(customer_id, None, lock=True)
+            if self._lock_transfer(key) is not None:  # repaid before: nothing moves again
+                return Repaid(allocation=None, account=account_view(account), again=True)
             try:
                 account, allocation = repay_account(
                     account, ref=rrn, amount_fen=amount_fen, purchase_id=purchase_id

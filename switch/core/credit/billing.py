@@ -203,3 +203,16 @@ def statement_of(book: Book, period: str) -> Statement:
 BOOK_ENCODER = msgspec.json.Encoder()
 BOOK_DECODER = msgspec.json.Decoder(Book)
 LINES_ENCODER = msgspec.json.Encoder()
+
+
+def plans_of(book: Book, purchase_id: str | None) -> list[books.PlanView]:
+    """``credit_plans``: that purchase's plan with its schedule (25 if none), or every
+    plan with anything unbilled or unpaid, oldest first, without schedule."""
+    if purchase_id is not None:
+        return [books.plan_view(book, purchase_id)]
+    owing = {c.ref for c in book.charges if c.unpaid_fen and c.kind != "penalty"}
+    return [
+        replace(books.plan_view(book, p.purchase_id), schedule=())
+        for p in book.purchases
+        if p.plan is not None and p.standing and (p.unbilled or p.purchase_id in owing)
+    ]
