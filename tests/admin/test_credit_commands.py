@@ -36,8 +36,8 @@ def test_open_status_statement_plans_repay(
     assert "--statement-day: 1..28" in capsys.readouterr().err
     assert cli.main([*opening, *base]) == 0
     opened = json.loads(capsys.readouterr().out)
-    assert (opened["state"], opened["limit_fen"], opened["available_fen"]) == ("open", 2_000_000,
-                                                                              2_000_000)  # fmt: skip
+    figures = (opened["state"], opened["limit_fen"], opened["available_fen"])
+    assert figures == ("open", 2_000_000, 2_000_000)
     assert (opened["statement_day"], opened["grace_days"]) == (1, 9)  # [credit]'s defaults
     assert opened["next_statement_date"] == "2026-02-01" and opened["statement"] is None
 
