@@ -175,3 +175,15 @@ def test_allocations_never_negative_and_the_receivable_is_the_payoff(
         assert view.due_fen + sum(p.unbilled_principal_fen for p in acct.book.purchases) == (
             view.payoff_fen
         )
+
+
+def test_a_close_lifts_the_overdue_freeze_once_a_refund_cleared_it() -> None:
+    acct = bought(account("2026-01-05"), "p1", 149_000)
+    acct, _, _ = close_account(acct, d("2026-03-12"), TERMS)
+    assert acct.frozen_overdue
+    acct, _ = repay_account(acct, ref="r1", amount_fen=30 * 75)  # the penalties
+    book, _ = books.refund(acct.book, on=open_date(acct), purchase_id="p1", amount_fen=149_000)
+    acct = CreditAccount(**{**{f: getattr(acct, f) for f in acct.__struct_fields__}, "book": book})
+    assert acct.frozen_overdue  # nothing to repay is left, but the freeze holds until a close
+    acct, _, _ = close_account(acct, open_date(acct), TERMS)
+    assert not acct.frozen_overdue

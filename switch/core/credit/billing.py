@@ -91,7 +91,14 @@ def close_account(
                             leg="fee", debit=name, credit="instalment_fee_income",
                             amount=billed, kind="instalment_fee")
                 )  # fmt: skip
+    if frozen_overdue and closes and not closes[-1].freeze and _clear(book, business_date):
+        frozen_overdue = False  # cleared otherwise (a refund): the close lifts it
     return replace(account, book=book, frozen_overdue=frozen_overdue), closes, postings
+
+
+def _clear(book: Book, day: date) -> bool:
+    """Nothing overdue after ``day``'s close and no penalty unpaid."""
+    return books.overdue_fen(book, day + timedelta(1)) == 0 and unpaid_penalty_fen(book) == 0
 
 
 def _fees_billed(book: Book, statement: Statement) -> int:
@@ -111,7 +118,7 @@ def repay_account(
     )
     frozen_overdue = account.frozen_overdue
     if frozen_overdue and books.overdue_fen(book, on) == 0 and unpaid_penalty_fen(book) == 0:
-        frozen_overdue = False
+        frozen_overdue = False  # the repayment that leaves nothing overdue
     return replace(account, book=book, frozen_overdue=frozen_overdue), allocation
 
 
