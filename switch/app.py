@@ -606,9 +606,11 @@ class SwitchApp:
         switchboard = self.switchboard
 
         async def on_close(business_date: str) -> None:
-            if switchboard is not None:
-                await switchboard.expire_holds(business_date)
-            await billing.close(business_date)
+            try:
+                if switchboard is not None:
+                    await switchboard.expire_holds(business_date)
+            finally:  # the accounts close even when the expiry could not be journaled
+                await billing.close(business_date)
 
         return on_close
 

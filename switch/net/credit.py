@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
+import msgspec
 import structlog
 import trio
 
@@ -47,13 +48,17 @@ class CreditBilling:
                 )
                 statement_date = day + timedelta(1)
                 rows = await trio.to_thread.run_sync(self.store.credit_statements, statement_date)
-            except LedgerError as exc:
+                if rows:
+                    data = statement_file((row.customer_id, row.statement) for row in rows)
+                    path = self.out_dir / statement_file_name(statement_date)
+                    await trio.to_thread.run_sync(write_private, path, data)
+            except (LedgerError, ValueError, msgspec.MsgspecError, OSError) as exc:
+                # The store down, an account it cannot read, the file not written: the
+                # switch goes on, and the next close catches every account up (each
+                # closes each date in turn); a statement file is written again then
+                # only if that close makes statements.
                 log.error("credit_close_failed", business_date=business_date, error=str(exc))
                 return None
-            if rows:
-                data = statement_file((row.customer_id, row.statement) for row in rows)
-                path = self.out_dir / statement_file_name(statement_date)
-                await trio.to_thread.run_sync(write_private, path, data)
         self.last = closed
         log.info(
             "credit_closed", business_date=business_date, accounts=closed.accounts,
