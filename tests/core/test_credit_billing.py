@@ -9,6 +9,7 @@ date."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -187,3 +188,26 @@ def test_a_close_lifts_the_overdue_freeze_once_a_refund_cleared_it() -> None:
     assert acct.frozen_overdue  # nothing to repay is left, but the freeze holds until a close
     acct, _, _ = close_account(acct, open_date(acct), TERMS)
     assert not acct.frozen_overdue
+
+
+# -- the [credit] section ---------------------------------------------------------------
+
+
+def test_the_credit_section_defaults_and_a_typo_named(tmp_path: Path) -> None:
+    from switch.config import load_config
+    from switch.errors import ConfigError
+    from tests.switch_process import demo_config, write_config
+
+    config = demo_config(tmp_path)
+    loaded = load_config(write_config(tmp_path, config))
+    assert loaded.credit.terms() == Terms()  # credit.md's defaults, [credit] absent
+    assert (loaded.credit.statement_day, loaded.credit.grace_days) == (1, 9)
+    assert loaded.credit.own_terminal_id == "CREDIT01" and loaded.credit.cobrand_bins == ()
+    config["credit"] = {"statement_day": 5, "fee_bps": {"3": 40, "6": 50, "12": 60, "24": 65}}
+    loaded = load_config(write_config(tmp_path, config))
+    assert loaded.credit.statement_day == 5 and loaded.credit.terms().fee_bps_of(3) == 40
+    for bad, named in (({"statment_day": 5}, "statment_day"), ({"statement_day": 29}, "credit.statement_day"),
+                       ({"fee_bps": {"3": 40}}, "fee_bps")):  # fmt: skip
+        config["credit"] = bad
+        with pytest.raises(ConfigError, match=named):
+            load_config(write_config(tmp_path, config))
