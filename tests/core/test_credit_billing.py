@@ -206,8 +206,12 @@ def test_the_credit_section_defaults_and_a_typo_named(tmp_path: Path) -> None:
     config["credit"] = {"statement_day": 5, "fee_bps": {"3": 40, "6": 50, "12": 60, "24": 65}}
     loaded = load_config(write_config(tmp_path, config))
     assert loaded.credit.statement_day == 5 and loaded.credit.terms().fee_bps_of(3) == 40
-    for bad, named in (({"statment_day": 5}, "statment_day"), ({"statement_day": 29}, "credit.statement_day"),
-                       ({"fee_bps": {"3": 40}}, "fee_bps")):  # fmt: skip
+    refused = (
+        ({"statment_day": 5}, "statment_day"),
+        ({"statement_day": 29}, "credit.statement_day"),
+        ({"fee_bps": {"3": 40}}, "fee_bps"),
+    )
+    for bad, named in refused:
         config["credit"] = bad
         with pytest.raises(ConfigError, match=named):
             load_config(write_config(tmp_path, config))
