@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import trio
 
 from bench.histogram import LatencyHistogram
@@ -53,13 +54,16 @@ from bench.traffic import (
     read_pos_answer,
     terminal_id,
 )
-from switch.terminal import Terminal
+from switch.errors import MessageDecodeError
+from switch.terminal import DEMO_TMK, Terminal, TerminalSecurity, encode_pos_request
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import Iso8583Codec
 
 RECEIVE_BYTES = 65536
 RECONNECT_PAUSE_S = 0.05
+SIGN_ON_STAN = 999_999
+SIGN_ON_TRIES = 30
 PROGRESS_INTERVAL_S = 0.5
 """Twice as often as the bench shows its progress line, so each line is fresh."""
 
@@ -170,10 +174,46 @@ class PosTerminal:
         self.codec = codec
         self.connection = connection
         self.terminal = Terminal(terminal_id=terminal_id(job.worker, index), batch=job.batch)
-        pan = card_number(job.bins[index % len(job.bins)], job.worker * 100_000 + index)
-        self.template = PosSaleTemplate(codec, self.terminal, pan, job.amount_fen)
+        self.pan = card_number(job.bins[index % len(job.bins)], job.worker * 100_000 + index)
+        self.template = PosSaleTemplate(codec, self.terminal, self.pan, job.amount_fen)
+        self.signed_on = False
+        """A sale's template is made once the terminal signed on (or found it has no
+        keys to get: a switch before security.md, the echo server)."""
         self.stan = 0
         """The last STAN sent; with this job's own batch, STANs from 1 are new to the switch."""
+
+    async def sign_on(self) -> None:
+        """security.md's sign-on (the DEMO TMK: the bench's switch has the demo '*'
+        entry), its 0800's batch one less so that the 0810 opens the job's batch. An
+        0810 with keys makes the sale template MAC'd and with a PIN; one without (an
+        older switch, the echo server) leaves it as it is. Not counted in the tally."""
+        before = msgspec.structs.replace(self.terminal, batch=(self.job.batch - 1) % 1_000_000)
+        payload = encode_pos_request(self.codec, before, before.sign_on(SIGN_ON_STAN))
+        frame = len(payload).to_bytes(2, "big") + payload
+        for _ in range(SIGN_ON_TRIES):
+            with trio.move_on_after(self.job.request_timeout_s):
+                try:
+                    if self.connection is None:
+                        self.connection = await Connection.open(self.job.host, self.job.port, 2)
+                    await self.connection.stream.send_all(frame)
+                    answer = self.codec.decode((await self.connection.receive())[13 - 2 :])
+                except (OSError, EOFError, MessageDecodeError, trio.BrokenResourceError,
+                        trio.ClosedResourceError):  # fmt: skip
+                    await self.close()
+                    await trio.sleep(RECONNECT_PAUSE_S)
+                    continue
+                keys = answer.fields.get(62)
+                if answer.fields.get(39) == "91":  # sign-ons limited: later
+                    await trio.sleep(1.0)
+                    continue
+                if answer.fields.get(39) == "00" and isinstance(keys, bytes):
+                    security = TerminalSecurity(DEMO_TMK)
+                    security.accept_sign_on(keys, f"{self.job.batch:06d}")
+                    self.template = PosSaleTemplate(
+                        self.codec, self.terminal, self.pan, self.job.amount_fen, security
+                    )
+                break
+        self.signed_on = True
 
     async def transact(self, frame: bytes) -> str:
         """Sends one request and waits for its answer: the response code, or a pseudo
@@ -197,6 +237,8 @@ class PosTerminal:
         return TIMEOUT
 
     async def sale(self) -> str:
+        if not self.signed_on:
+            await self.sign_on()
         self.stan = next_stan(self.stan)
         return await self.transact(self.template.frame(self.stan))
 
@@ -365,6 +407,16 @@ async def run_job(job: Job, lines: LineReader, write: Callable[[bytes], None]) -
         if job.mode == "online"
         else [PosTerminal(job, codec, i, connection) for i, connection in enumerate(connections)]
     )
+    if job.mode in ("closed", "open"):  # their terminals sign on before the run
+        limiter = trio.CapacityLimiter(job.connect_concurrency)
+
+        async def sign_on(terminal: PosTerminal) -> None:
+            async with limiter:
+                await terminal.sign_on()
+
+        async with trio.open_nursery() as nursery:
+            for terminal in terminals:
+                nursery.start_soon(sign_on, terminal)
     connected = job.connections - failures
     write(line(Ready(worker=job.worker, connected=connected, connect_failures=failures)))
 

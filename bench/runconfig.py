@@ -84,6 +84,7 @@ def extra_sections(
         # sample): the switch's store and LMK are made in the run's folder at start.
         "security": {
             "demo_keys": True,
+            "demo_terminals": True,
             "key_store": str(run_dir / f"{label}-key-store.json"),
             "lmk_file": str(run_dir / f"{label}-lmk"),
         },

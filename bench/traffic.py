@@ -15,9 +15,9 @@ import msgspec
 from switch.core.validate import luhn_valid
 from switch.errors import MessageDecodeError
 from switch.net.clients import OnlineKey
-from switch.terminal import Terminal, encode_pos_request
+from switch.terminal import Terminal, TerminalSecurity, encode_pos_request, with_pin
 from switch.wire import online as online_wire
-from switch.wire.framing import POS_ENVELOPE_BYTES
+from switch.wire.framing import POS_ENVELOPE_BYTES, join_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
 
 MERCHANT_ID: Final = "898310048990001"
@@ -48,28 +48,50 @@ def terminal_id(worker: int, index: int) -> str:
     return f"W{worker:02d}{index:05d}"
 
 
+PIN: Final = "123456"
+"""The simulator's default PIN: what a terminal that signed on enters with each sale."""
+
+
 class PosSaleTemplate:
-    """One terminal's sale frame (length prefix included), re-used for every STAN."""
+    """One terminal's sale frame (length prefix included), re-used for every STAN. With
+    ``security`` (a terminal signed on, security.md) the sale carries the PIN's block
+    under the PIK (encrypted once) and each frame's 64 is made afresh under the MAK."""
 
-    __slots__ = ("_frame", "_stan_at", "terminal_id")
+    __slots__ = ("_frame", "_security", "_stan_at", "terminal_id")
 
-    def __init__(self, codec: Iso8583Codec, terminal: Terminal, pan: str, amount_fen: int) -> None:
+    def __init__(
+        self,
+        codec: Iso8583Codec,
+        terminal: Terminal,
+        pan: str,
+        amount_fen: int,
+        security: TerminalSecurity | None = None,
+    ) -> None:
         self.terminal_id = terminal.terminal_id
+        self._security = security
         first = self._frame_bytes(codec, terminal, terminal.sale(111111, pan, amount_fen))
         second = self._frame_bytes(codec, terminal, terminal.sale(222222, pan, amount_fen))
-        self._stan_at = _only_difference(first, second, width=3)
+        self._stan_at = _only_difference(first[:-8], second[:-8], width=3)
         self._frame = first
 
-    @staticmethod
     def _frame_bytes(
-        codec: Iso8583Codec, terminal: Terminal, message: tuple[str, dict[int, str | bytes]]
+        self, codec: Iso8583Codec, terminal: Terminal, message: tuple[str, dict[int, str | bytes]]
     ) -> bytes:
-        payload = encode_pos_request(codec, terminal, message)
+        security = self._security
+        if security is None:
+            payload = encode_pos_request(codec, terminal, message)
+        else:
+            message = with_pin(message, security, PIN)
+            payload = join_pos_frame(terminal.envelope, security.encode(codec, *message))
         return len(payload).to_bytes(2, "big") + payload
 
     def frame(self, stan: int) -> bytes:
         at = self._stan_at
-        return self._frame[:at] + bytes.fromhex(f"{stan:06d}") + self._frame[at + 3 :]
+        frame = self._frame[:at] + bytes.fromhex(f"{stan:06d}") + self._frame[at + 3 :]
+        if self._security is None:
+            return frame
+        mab = frame[2 + POS_ENVELOPE_BYTES : -8]
+        return frame[:-8] + self._security.mac(mab)
 
 
 def echo_test_frame(codec: Iso8583Codec, terminal: Terminal, stan: int) -> bytes:

@@ -25,8 +25,11 @@ from typing import Any
 import msgspec
 import structlog
 import trio
+from cryptography import x509
 
-from switch.admin.collect import iso_utc
+from switch.admin.collect import StatusCollector, iso_utc
+from switch.admin.metrics import SwitchMetrics
+from switch.admin.peers import TRACE, Peers, WorkerReporter
 from switch.admin.port import BankReading, JournalReading, ListenerReading, StandInReading
 from switch.admin.server import AdminServer
 from switch.admin.status import (
@@ -35,6 +38,7 @@ from switch.admin.status import (
     RiskHitCount,
     RiskRuleStatus,
     RiskStatus,
+    StatusDocument,
 )
 from switch.config import (
     BankSection,
@@ -49,6 +53,7 @@ from switch.core.bank import Institution
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar, parse_local_time
 from switch.core.clock import BusinessClock
+from switch.core.ledger import LedgerError
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
@@ -59,6 +64,7 @@ from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
+from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
 from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
@@ -69,14 +75,21 @@ from switch.net.channel import ChannelServer
 from switch.net.credit import CreditBilling
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
+from switch.net.onus import LedgerDesk
 from switch.net.pos import PosProtocol
 from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
+from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
-from switch.security.setup import bank_zmks, open_card_vault, open_security_module
+from switch.security.setup import (
+    bank_zmks,
+    open_card_vault,
+    open_security_module,
+    terminal_entries,
+)
 from switch.sim.server import BankSimulator
 from switch.store import (
     claim_clock,
@@ -113,6 +126,22 @@ class Codecs:
         return codec
 
 
+def certificate_expiries(config: SwitchConfig) -> dict[str, float]:
+    """Each configured TLS certificate's end (epoch seconds), by listener; one that
+    cannot be read is left out (start-up has refused it already)."""
+    found: dict[str, float] = {}
+    for name in ("online", "admin"):
+        files = config.tls_files(name)
+        if files is None:
+            continue
+        try:
+            certificate = x509.load_pem_x509_certificate(files[0].read_bytes())
+        except (OSError, ValueError):
+            continue
+        found[name] = certificate.not_valid_after_utc.timestamp()
+    return found
+
+
 class SwitchApp:
     def __init__(
         self, config: SwitchConfig, worker: Worker = SINGLE, clock: BusinessClock | None = None
@@ -142,10 +171,17 @@ class SwitchApp:
             card_hashes=self.vault.card_hashes,
         )
         """The risk rules in force and their windows (risk.md)."""
+        terminal_entries(self.security, config)
+        self.terminal_keys = TerminalKeys(
+            self.security,
+            lifetime_s=config.security.key_lifetime_h * 3600,
+            max_terminals=config.security.max_signed_on_terminals,
+        )
         self.simulators: dict[str, BankSimulator] = {}
         self.connectors: dict[str, BankConnector] = {}
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
+        self._ledger: LedgerDesk | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.advisers: dict[str, AdviceForwarder] = {}
         """Each bank's advice queue's sender (stand-in, risk.md)."""
@@ -180,7 +216,59 @@ class SwitchApp:
         self._shutdown_asked = False
         """shutdown() was called: if that was while starting, it drains once started."""
         # Made last: it reads the app's parts; its token file is read here, at start-up.
-        self.admin = AdminServer(config, self) if config.admin.enabled else None
+        self._certificate_expiries = certificate_expiries(config)
+        self.tracer = Tracer(self._pos_codec, self._bank_codec)
+        """The message trace (switch.net.trace): chosen live through the admin."""
+        peers = None
+        if worker.peers_dir is not None and worker.serves_admin:
+            peers = Peers(worker.peers_dir, worker.count)
+        self.admin = AdminServer(config, self, peers) if config.admin.enabled else None
+        self.reporter = None
+        """What a worker other than worker 0 tells worker 0's admin (admin/peers.py)."""
+        if worker.peers_dir is not None and not worker.serves_admin:
+            reporter_status = StatusCollector(self)
+            reporter_metrics = SwitchMetrics(reporter_status)
+
+            async def document() -> StatusDocument:
+                await reporter_status.refresh()
+                return reporter_status.own_document()
+
+            self.reporter = WorkerReporter(
+                worker.peers_dir, worker.index, document, reporter_metrics.local_data,
+                self._trace_from_worker_0,
+            )  # fmt: skip
+
+    def certificate_expiries(self) -> dict[str, float]:
+        """The TLS certificates in use, read at start-up (a new one needs a restart)."""
+        return self._certificate_expiries
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        """Sets the message trace's selection here and at every other worker (worker 0
+        of several); None only says what it is."""
+        if selection is None:
+            return TraceAnswer(selection=self.tracer.selection)
+        self.tracer.select(selection)
+        missing: list[int] = []
+        peers = self.admin.status.peers if self.admin is not None else None
+        if peers is not None:
+            answers = await peers.tell(TRACE + msgspec.json.encode(selection))
+            missing = sorted(index for index, answer in answers.items() if answer is None)
+        return TraceAnswer(selection=selection, workers_not_answering=missing)
+
+    def _trace_from_worker_0(self, request: bytes) -> bytes:
+        try:
+            self.tracer.select(selection_decoder.decode(request))
+        except msgspec.DecodeError as exc:
+            log.warning("trace_refused", error=str(exc))
+        return msgspec.json.encode(self.tracer.selection)
+
+    def _pos_codec(self) -> Iso8583Codec:
+        return self.codecs.get(self.config.pos.dialect)
+
+    def _bank_codec(self, bank: str) -> Iso8583Codec | None:
+        """A bank's codec, for the trace (None: a bank the config no longer has)."""
+        section = self.config.banks.get(bank)
+        return self.codecs.get(section.dialect) if section is not None else None
 
     def risk_status(self) -> RiskStatus:
         """What ``/status`` and the metrics show of the risk rules (risk.md, "Journal,
@@ -294,6 +382,7 @@ class SwitchApp:
                     connects=link.connects,
                     unsolicited=link.unsolicited,
                     state_changes=link.state_changes,
+                    key_expires_in_s=link.key_expires_in_s,
                 )
                 for link in links
             ),
@@ -366,19 +455,29 @@ class SwitchApp:
             log.warning(
                 "demo_card_keys", note="the demo key file is public: never use it for real cards"
             )
-        journal = self.journal = open_journal(config, self.worker.index)
+        journal = self.journal = open_journal(config, self.worker.slot)
         settlement_store = open_settlement_store(config)
         await trio.to_thread.run_sync(settlement_store.open)
+        ledger_store = open_ledger_store(config)  # wallet.md: on-us payments
+        try:
+            await trio.to_thread.run_sync(ledger_store.open)
+        except LedgerError as exc:
+            settlement_store.close()
+            raise StartupError(str(exc)) from exc
+        self._ledger = LedgerDesk(ledger_store, config.wallet)
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
                 await self._check_clock(journal, settlement_store)  # before any sign-on
                 if self.admin is not None:  # up from here to the journal's close: health, drain
                     await store_side.start(self.admin.serve)
+                if self.reporter is not None:  # worker 0's admin reads this worker
+                    await store_side.start(self.reporter.serve)
                 await self._run_banks_and_channels(journal, vault, settlement_store, task_status)
                 store_side.cancel_scope.cancel()
         finally:
             settlement_store.close()
+            ledger_store.close()
         log.info("switch_stopped")
         self.stopped.set()
 
@@ -458,11 +557,12 @@ class SwitchApp:
                 reversals=_Reversals(self.forwarders),
                 calendar=calendar,
                 merchants=self.merchants,
-                rrns=RrnAllocator(worker=self.worker.index, workers=self.worker.count),
+                rrns=RrnAllocator(worker=self.worker.slot, workers=self.worker.slots),
                 sign_ons=_sign_on_limiter(config),
                 clock=self.clock,
                 hold_terms=(config.preauth.expiry_days, config.preauth.completion_max_pct),
                 stand_in=self.stand_in,
+                ledger=self._ledger,
             )
             await switchboard.recover(
                 recovery_since=self.clock.now() - config.journal.recovery_days * 86400,
@@ -501,6 +601,7 @@ class SwitchApp:
                 acquirer_id=config.switch.acquirer_id,
                 utc_offset_h=utc_offset_h,
                 clock=self.clock,
+                keys=self.terminal_keys,
             )
             idempotency = IdempotencyBook(
                 keep_s=config.online.idempotency_keep_s,
@@ -545,6 +646,7 @@ class SwitchApp:
                 reuse_port=shared,
                 tls=self.online_tls,
             )
+            self.pos.tracer = self.online.tracer = self.tracer
             async with trio.open_nursery() as channels:
                 self._channels = channels
                 await channels.start(self.pos.serve)
@@ -556,6 +658,7 @@ class SwitchApp:
                     admin_port=self.admin.port if self.admin is not None else None,
                     banks=sorted(self.connectors),
                     clock=self.clock.describe(),
+                    settlement=self.settlement is not None,
                 )
                 task_status.started(self)
                 if self._shutdown_asked:  # SIGTERM came while it was starting: drain now
@@ -652,6 +755,7 @@ class SwitchApp:
             stans=stans if stans is not None else self._new_stans(),
             clock=self.clock,
             security=security,
+            tracer=self.tracer,
         )
         scopes.append(trio.CancelScope())
         self._bank_scopes[connector] = scopes
@@ -669,7 +773,7 @@ class SwitchApp:
 
     def _new_stans(self) -> StanSequence:
         """Trace numbers of this worker's own (the whole range for one process)."""
-        return StanSequence(worker=self.worker.index, workers=self.worker.count)
+        return StanSequence(worker=self.worker.slot, workers=self.worker.slots)
 
     def _stop_bank(self, connector: BankConnector) -> None:
         """Stops a connector's links (and the simulator the switch ran for it)."""
@@ -737,6 +841,7 @@ class SwitchApp:
             diff = [change.describe() for change in plan.diff]
             log.info("config_reloaded", version=self.config_version, **plan.summary(), diff=diff)
             set_log_level(new.log.level)  # after its own line, which a higher level would hide
+            self.tracer.refresh()  # level debug traces every message
             return ReloadResult(
                 accepted=True, version=self.config_version, changes=plan.summary(),
                 diff=list(plan.diff),

@@ -6,7 +6,9 @@ Config is loaded once here and passed down.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import getpass
 import json
 import math
 import os
@@ -45,17 +47,24 @@ from switch.core.model import mask_pan
 from switch.core.online import MESSAGES
 from switch.core.validate import MAX_AMOUNT
 from switch.core.workers import Worker
-from switch.errors import ConfigError, MessageEncodeError, StartupError
+from switch.errors import ConfigError, MessageEncodeError, StartupError, SwitchError
 from switch.files import PRIVATE_UMASK, write_private
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
-from switch.net.clients import PosClient
+from switch.net.clients import MacMismatch, PosClient
 from switch.online_cli import add_commands as add_online_commands
 from switch.security.commands import add_commands as add_key_store_commands
 from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal
 from switch.store.crypto import new_key_file_text, write_new_key_file
 from switch.store.port import OperatorJournal
-from switch.terminal import Terminal, TerminalBatch, encode_pos_request
+from switch.terminal import (
+    DEMO_TMK,
+    Terminal,
+    TerminalBatch,
+    TerminalSecurity,
+    encode_pos_request,
+)
+from switch.wire import dump
 from switch.wire.iso8583 import FieldValue, Iso8583Message
 
 SWITCH_INTERVAL_S = 0.0005
@@ -130,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     # The listeners' ports as the supervisor bound them (a configured 0 made one port).
     run.add_argument("--pos-port", type=int, help=argparse.SUPPRESS)
     run.add_argument("--online-port", type=int, help=argparse.SUPPRESS)
+    # The supervisor's folder where the workers answer worker 0's admin (admin/peers.py).
+    run.add_argument("--peers-dir", help=argparse.SUPPRESS)
     _clock_options(run)
     # When the supervisor's business clock read --clock (epoch seconds): its workers'.
     run.add_argument("--clock-anchor", type=float, help=argparse.SUPPRESS)
@@ -322,10 +333,43 @@ def _parser() -> argparse.ArgumentParser:
         f"{BATCH_FILE_PATTERN} in the folder of the config's [journal] path, the "
         "demo's var/)",
     )
+    connection.add_argument(
+        "--tmk-file",
+        help="the terminal's TMK: a file (mode 0600) of 32 hexadecimal characters, the key "
+        "the operator loaded with `switch keys load-tmk`. Default: security.md's published "
+        "DEMO TMK, which only a switch with [security] demo_terminals takes",
+    )
+    connection.add_argument(
+        "--tmk-cipher", choices=("3des", "sm4"), default="3des", help="the TMK's cipher"
+    )
+    connection.add_argument(
+        "--layout",
+        choices=("003", "005", "001"),
+        help="60.3 of the sign-on: 003 (3des, default for a 3des TMK), 005 (sm4), 001 (single "
+        "DES, where the terminal's entry allows it)",
+    )
+    connection.add_argument(
+        "--keys-file",
+        help="the terminal's working keys between commands (mode 0600; default: "
+        f"{KEYS_FILE_PATTERN} beside the batch file). A command signs on first when it has "
+        "none, or none of its batch",
+    )
     card_number = argparse.ArgumentParser(add_help=False)
     card_number.add_argument("--pan", default="6222021000111122221", help="card number")
+    card_number.add_argument(
+        "--code",
+        help="a payment code (wallet.md: `switch wallet paycode`) instead of a card: field "
+        "2 = the code, 22 = 032, no expiry",
+    )
     card = argparse.ArgumentParser(add_help=False, parents=[card_number])
     card.add_argument("--expiry", default="2812", help="card expiry YYMM")
+    card.add_argument(
+        "--pin",
+        nargs="?",
+        const="",
+        help="send the card's PIN (4-12 digits), encrypted under the terminal's PIK; "
+        "--pin alone asks for it without echo. Without --pin, 22 says no PIN is sent",
+    )
     sale = pos_messages.add_parser(
         "sale",
         parents=[connection, card],
@@ -462,6 +506,25 @@ def _parser() -> argparse.ArgumentParser:
     settle.set_defaults(handler=_pos_settle, message="settle")
     add_online_commands(commands, _config_option, parse_amount)  # signed online requests
 
+    decode = commands.add_parser(
+        "decode",
+        help="a frame in hex, field by field (card data masked, secrets hidden)",
+        description="Prints a frame's fields as the message trace logs them: a POS frame "
+        "(2-byte length, TPDU, header, ISO 8583), a bank frame (2-byte length, ISO 8583 of "
+        "the bank's dialect), an online frame (4-byte length, MessagePack) or a MessagePack "
+        "map alone; the kind is recognised unless --kind says it. Card numbers are masked; "
+        "PIN blocks, keys, MACs, expiry and CVV2 never shown.",
+    )
+    _config_option(decode)
+    decode.add_argument(
+        "hex", nargs="*", help="the frame in hex (spaces allowed); - or none: stdin"
+    )
+    decode.add_argument("--kind", choices=("pos", "bank", "online", "msgpack"))
+    decode.add_argument(
+        "--bank", help="whose dialect a bank frame is in (default: the first bank's)"
+    )
+    decode.set_defaults(handler=_decode)
+
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
@@ -488,6 +551,35 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
     if checked.problems:
         return 2
     print(f"ok: {args.config}")
+    return 0
+
+
+def _decode(args: argparse.Namespace, config: SwitchConfig) -> int:
+    text = " ".join(args.hex) if args.hex and args.hex != ["-"] else sys.stdin.read()
+    try:
+        data = bytes.fromhex("".join(text.split()))
+    except ValueError:
+        print("switch: decode: the frame is not hexadecimal (two digits a byte)", file=sys.stderr)
+        return 2
+    banks = list(config.banks)
+    bank = args.bank or (banks[0] if banks else None)
+    if args.bank is not None and args.bank not in config.banks:
+        print(f"switch: decode: --bank {args.bank} is not in [banks] ({', '.join(banks)})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        codecs = Codecs(config.dialects_path())
+        kind = args.kind or dump.identify(data)
+        wanted = {"pos": config.pos.dialect}
+        if bank is not None:
+            wanted["bank"] = config.banks[bank].dialect
+        lines = dump.decode_lines(
+            data, kind, {role: codecs.get(name) for role, name in wanted.items()}
+        )
+    except (ValueError, KeyError, msgspec.DecodeError, SwitchError) as exc:
+        print(f"switch: decode: {dump.mask_card_numbers(str(exc))}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 
@@ -574,13 +666,18 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
             pos_port=args.pos_port,
             online_port=args.online_port,
             own_journal=workers > 1 and supervisor.sqlite_workers_for_tests(),
+            peers_dir=args.peers_dir if workers > 1 else None,
+            host=config.switch.host_id,
+            hosts=config.switch.hosts,
         )
-    except ValueError:
-        print(f"switch: --worker-index {args.worker_index} is not one of --workers {workers}",
+    except ValueError as exc:
+        print(f"switch: {exc} (--worker-index, --workers, [switch] host_id and hosts)",
               file=sys.stderr)  # fmt: skip
         return 2
     if not worker.alone:
         structlog.contextvars.bind_contextvars(worker=worker.index)  # on every line
+    if worker.hosts > 1:
+        structlog.contextvars.bind_contextvars(host=worker.host)
     try:
         # logging, fds, keys, the admin token, the journal's lock, ports
         started = startup.prepare(config, worker, clock)
@@ -730,6 +827,7 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
     except ValueError as exc:
         print(f"switch: --date {args.date!r}: {exc}", file=sys.stderr)
         return 2
+
     def find(journal: OperatorJournal) -> list[dict[str, Any]]:
         rows = ops.journal_find(journal, args.terminal, args.date, utc_offset_h=offset)
         return rows if args.json else ops.find_rows(rows)
@@ -873,13 +971,18 @@ def _save_batch(path: Path, batch: TerminalBatch) -> None:
 
 
 def _printable(response: Iso8583Message) -> dict[str, Any]:
-    """A response as the pos commands print it: card numbers masked, bytes in hex."""
+    """A response as the pos commands print it: card numbers masked, bytes in hex; the
+    working keys of a sign-on (62) by their KCVs only."""
     fields = {
         str(number): mask_pan(value)
         if number == 2 and isinstance(value, str)
         else (value.hex() if isinstance(value, bytes) else value)
         for number, value in sorted(response.fields.items())
+        if number != 62
     }
+    keys = response.fields.get(62)
+    if isinstance(keys, bytes):
+        fields["62"] = f"working keys under the TMK ({len(keys)} bytes; not shown)"
     code = response.fields.get(39)
     return {
         "mti": response.mti,
@@ -926,9 +1029,16 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
         return 2
     host = args.host or config.pos.host
     port = args.port or config.pos.port
+    try:
+        security, keys_file = _terminal_security(args, path)
+        pin = _pin(args)
+    except BatchFileError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
 
     async def send() -> Iso8583Message:
-        client = await PosClient.connect(host, port, codec, terminal)
+        client = await PosClient.connect(host, port, codec, terminal, security=security, pin=pin)
+        client.keys = security.current  # the keys file's: on a 77 or A0 it signs on again
         try:
             with trio.fail_after(RESPONSE_TIMEOUT_S):
                 return await client.request(message)
@@ -937,9 +1047,10 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
 
     try:
         response = trio.run(send)
-    except (OSError, EOFError, trio.TooSlowError) as exc:
+    except (OSError, EOFError, trio.TooSlowError, MacMismatch) as exc:
         print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
         return 1
+    _save_keys(keys_file, security)
     print(json.dumps(_printable(response), indent=2))
     recorded = _recorded(args, batch, message, response)
     if recorded is not batch:
@@ -949,6 +1060,66 @@ def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
             print(f"switch: --batch-file {path}: not recorded: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+KEYS_FILE_PATTERN = "pos-keys-<terminal>-<merchant>.json"
+
+
+def _default_layout(args: argparse.Namespace) -> str:
+    return "005" if args.tmk_cipher == "sm4" else "003"
+
+
+def _terminal_security(
+    args: argparse.Namespace, batch_file: Path
+) -> tuple[TerminalSecurity, Path]:
+    """The terminal's TMK (``--tmk-file``, else the DEMO TMK) and its working keys from
+    its keys file, if any."""
+    if args.tmk_file:
+        tmk_path = Path(args.tmk_file)
+        try:
+            if tmk_path.stat().st_mode & 0o077:
+                raise BatchFileError(f"--tmk-file {tmk_path}: must be mode 0600")
+            text = tmk_path.read_text().strip()
+            tmk = bytes.fromhex(text)
+        except (OSError, ValueError) as exc:
+            raise BatchFileError(f"--tmk-file {tmk_path}: cannot be read: {exc}") from None
+        if len(tmk) != 16:
+            raise BatchFileError(f"--tmk-file {tmk_path}: 32 hexadecimal characters expected")
+    else:
+        tmk = DEMO_TMK
+    layout = args.layout or _default_layout(args)
+    try:
+        security = TerminalSecurity(tmk, args.tmk_cipher, layout=layout)
+    except ValueError as exc:
+        raise BatchFileError(f"--layout {layout}: {exc}") from None
+    if args.keys_file:
+        keys_file = Path(args.keys_file)
+    else:
+        name = batch_file.name.replace("pos-batch-", "pos-keys-", 1)
+        if name == batch_file.name:
+            name = f"{batch_file.stem}.keys.json"
+        keys_file = batch_file.with_name(name)
+    if keys_file.exists():  # unreadable: it signs on again
+        with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
+            security.restore(keys_file.read_bytes())
+    return security, keys_file
+
+
+def _save_keys(path: Path, security: TerminalSecurity) -> None:
+    """The terminal's working keys, for its next command (mode 0600)."""
+    try:
+        write_private(path, security.state(), partial=path.with_name(path.name + ".tmp"))
+    except OSError as exc:
+        print(f"switch: --keys-file {path}: not kept: {exc}", file=sys.stderr)
+
+
+def _pin(args: argparse.Namespace) -> str | None:
+    pin = getattr(args, "pin", None)
+    if pin == "":
+        pin = getpass.getpass("PIN: ")
+    if pin is not None and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+        raise BatchFileError("--pin: a PIN is 4 to 12 digits")
+    return pin
 
 
 def _pos_message(
@@ -965,18 +1136,33 @@ def _pos_message(
             raise BatchFileError(
                 f"{missing} is needed: the batch file has no sale of RRN {args.rrn} to take it from"
             )
+        if args.code:
+            make = terminal.code_void if args.message == "void" else terminal.code_refund
+            return make(args.stan, args.code, amount, args.rrn, original_stan)
         if args.message == "void":
-            return terminal.void(args.stan, args.pan, amount, args.rrn, original_stan)
-        return terminal.refund(args.stan, args.pan, amount, args.rrn, original_stan)
-    if args.message == "sale":
-        return terminal.sale(args.stan, args.pan, amount, expiry=args.expiry)
+            mti, fields = terminal.void(args.stan, args.pan, amount, args.rrn, original_stan)
+        else:
+            mti, fields = terminal.refund(args.stan, args.pan, amount, args.rrn, original_stan)
+        fields[22] = "022"  # the sale's card, no PIN
+        return mti, fields
     if args.message in HELD_MESSAGES:
-        return _held_message(args, terminal, amount)
-    if args.message == "balance":
-        return terminal.balance(args.stan, args.pan, expiry=args.expiry)
+        mti, fields = _held_message(args, terminal, amount)
+        if getattr(args, "pin", None) is None:
+            fields[22] = str(fields.get(22, "022"))[:2] + "2"  # no PIN sent
+        return mti, fields
+    if args.message == "sale" and args.code:
+        return terminal.code_sale(args.stan, args.code, amount)
+    if args.message in ("sale", "balance"):
+        if args.message == "sale":
+            mti, fields = terminal.sale(args.stan, args.pan, amount, expiry=args.expiry)
+        else:
+            mti, fields = terminal.balance(args.stan, args.pan, expiry=args.expiry)
+        if args.pin is None:
+            fields[22] = "022"  # no PIN sent (security.md: a PIN goes with 22's digit 3 = 1)
+        return mti, fields
     if args.message == "echo":
         return terminal.echo(args.stan)
-    return terminal.sign_on(args.stan)
+    return terminal.sign_on(args.stan, args.layout or _default_layout(args))
 
 
 AMOUNT_MESSAGES = frozenset({"sale", "void", "refund", "preauth", "complete", "preauth-void",
@@ -1042,9 +1228,15 @@ def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
     host = args.host or config.pos.host
     port = args.port or config.pos.port
     uploaded: list[Iso8583Message] = []
+    try:
+        security, keys_file = _terminal_security(args, path)
+    except BatchFileError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
 
     async def send() -> Iso8583Message:
-        client = await PosClient.connect(host, port, codec, terminal)
+        client = await PosClient.connect(host, port, codec, terminal, security=security)
+        client.keys = security.current
         try:
             with trio.fail_after(RESPONSE_TIMEOUT_S):
                 answer = await client.request(settlement)
@@ -1061,9 +1253,10 @@ def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
 
     try:
         answer = trio.run(send)
-    except (OSError, EOFError, trio.TooSlowError) as exc:
+    except (OSError, EOFError, trio.TooSlowError, MacMismatch) as exc:
         print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
         return 1
+    _save_keys(keys_file, security)
     result = _batch_result(answer) if answer.fields.get(39) == "00" else None
     upload_complete = len(uploaded) == len(upload) and all(
         response.fields.get(39) == "00" for response in uploaded

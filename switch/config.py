@@ -49,6 +49,14 @@ class SwitchSection(_Section, frozen=True, kw_only=True):
     overrides it): 1 is one process, as ever; more start a supervisor and that many
     worker processes (switch.core.workers), which need a journal they can share
     ([journal] backend = "postgresql")."""
+    hosts: Count = 1
+    """Switches (each a supervisor and its workers, or one process) on one PostgreSQL
+    journal, each on a host of its own (docs/scaling.md); each must say the same
+    ``hosts`` and ``workers``."""
+    host_id: Annotated[int, Meta(ge=0)] = 0
+    """Which of the ``hosts`` this switch is, 0 to hosts - 1: its workers' RRNs and STANs
+    are apart from every other host's, and host 0 alone runs the settlement. A second
+    switch with the same host_id on the journal is refused at start-up."""
     dialects_dir: str = "dialects"
     """Folder of dialect tables, relative to the config file."""
     max_in_flight: Count = 128
@@ -355,6 +363,14 @@ class SecuritySection(_Section, frozen=True, kw_only=True):
     """DEMO material: the store and its LMK are made at the first start if missing, and
     every bank without a ZMK gets the published demo ZMK. Never in production; a
     warning at every start while it is on."""
+    demo_terminals: bool = False
+    """DEMO material: a ``*`` terminal entry (any terminal id and merchant) whose TMK is
+    security.md's published sample (``3des``, KCV 43C6CC). Only with ``demo_keys``."""
+    key_lifetime_h: Annotated[float, Meta(gt=0)] = 24.0
+    """A terminal's working keys expire this long after its sign-on (then 77)."""
+    max_signed_on_terminals: Count = 200_000
+    """Terminals whose working keys a worker holds; past it the one signed on longest
+    ago is forgotten (answered 77 once, and signs on again)."""
 
 
 class RiskSection(_Section, frozen=True, kw_only=True):
@@ -492,6 +508,11 @@ def config_problems(config: SwitchConfig) -> list[str]:
         problems.append("no [banks.*] section: the switch needs at least one bank")
     problems.extend(_dialect_problems(config))
     problems.extend(_journal_problems(config.journal))
+    if config.switch.host_id >= config.switch.hosts:
+        problems.append(
+            f"switch.host_id: {config.switch.host_id} is not one of switch.hosts = "
+            f"{config.switch.hosts} (0 to {config.switch.hosts - 1})"
+        )
     problems.extend(_risk_problems(config))
     problems.extend(_tls_problems("online", config.online))
     if config.admin.enabled:

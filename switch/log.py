@@ -206,8 +206,15 @@ class LevelFilter:
         self, _logger: object, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         if _METHOD_LEVELS.get(method, logging.INFO) < self.threshold:
+            if event_dict.get("event") in ALWAYS_LOGGED:
+                return event_dict
             raise structlog.DropEvent
         return event_dict
+
+
+ALWAYS_LOGGED: Final = frozenset({"trace"})
+"""Debug lines written whatever the level: the message trace's (switch.net.trace), which
+an operator switched on, or the level "debug" did."""
 
 
 _METHOD_LEVELS: Final = {
@@ -262,6 +269,11 @@ def _exception_inline(
 
 _level_filter = LevelFilter("info")
 """The process's one level filter: structlog's configuration is the process's too."""
+
+
+def debug_enabled() -> bool:
+    """Whether the process logs at level debug (``[log] level = "debug"``)."""
+    return _level_filter.threshold <= logging.DEBUG
 
 
 def set_log_level(level: str) -> None:

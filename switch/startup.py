@@ -57,7 +57,7 @@ from switch.log import (
     exception_leaves,
     log_uncaught_exceptions,
 )
-from switch.store.port import JournalLock
+from switch.store.port import JournalLock, JournalUnavailable
 
 log = structlog.get_logger()
 
@@ -171,7 +171,16 @@ class Startup:
     def lock_journal(self) -> None:
         """Locks the journal for the process's life; JournalUnavailable if another
         switch holds it (naming its pid), before anything has opened the journal."""
-        self._lock = store.lock_journal(self.config, self.worker.index)
+        worker = self.worker
+        try:
+            self._lock = store.lock_journal(self.config, worker.slot)
+        except JournalUnavailable as exc:
+            if worker.hosts == 1 or "in use by another switch" not in str(exc):
+                raise
+            raise JournalUnavailable(
+                f"[switch] host_id {worker.host} is taken: another switch on this journal runs "
+                f"as host {worker.host} ({exc}); give each host its own host_id"
+            ) from None
 
     def reserve_ports(self) -> None:
         """Binds each listener's host and port (as ``trio.open_tcp_listeners`` will,

@@ -30,22 +30,28 @@ journal, is in switch.core.workers' docstring.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Final
 
 import msgspec
 import structlog
 import trio
 
+from switch import store
+from switch.admin.peers import SUPERVISOR_SOCKET, SupervisorReport, WorkerState, serve_unix
 from switch.config import SwitchConfig
 from switch.core.workers import SQLITE_WORKERS_FOR_TESTS, worker_problems
 from switch.errors import StartupError
 from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
 from switch.startup import SHARED_PORTS, refuse, reserve_port
+from switch.store.port import JournalError
 
 log = structlog.get_logger()
 
@@ -83,7 +89,13 @@ def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()
         return refuse(StartupError(problems[0]))
     if config.source is None:
         return refuse(StartupError("workers are started from a config file: --config"))
+    try:
+        host_lock = store.lock_host(config)  # [switch] host_id: one switch each
+    except JournalError as exc:
+        return refuse(StartupError(str(exc)))
     held: list[socket.socket] = []
+    # Where worker 0's admin asks the other workers and this supervisor (admin/peers.py).
+    peers_dir = tempfile.mkdtemp(prefix="switch-workers-")  # mode 0700
     try:
         ports: list[int] = []
         for label, section in zip(SHARED_PORTS, (config.pos, config.online), strict=True):
@@ -91,8 +103,9 @@ def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()
             reserve_port(label, section.host, section.port, held, reuse_port=True)
             ports.append(held[before].getsockname()[1] if len(held) > before else section.port)
         supervisor = Supervisor(
-            config, pos_port=ports[0], online_port=ports[1], clock_argv=clock_argv
-        )
+            config, pos_port=ports[0], online_port=ports[1], clock_argv=clock_argv,
+            peers_dir=peers_dir,
+        )  # fmt: skip
         return trio.run(supervisor.run)
     except StartupError as exc:
         return refuse(exc)
@@ -107,6 +120,9 @@ def supervise(config: SwitchConfig, workers: int, clock_argv: Sequence[str] = ()
     finally:
         for reservation in held:
             reservation.close()
+        shutil.rmtree(peers_dir, ignore_errors=True)
+        if host_lock is not None:
+            host_lock.release()
 
 
 def child_environment() -> dict[str, str]:
@@ -156,8 +172,10 @@ class Supervisor:
         pos_port: int,
         online_port: int,
         clock_argv: Sequence[str] = (),
+        peers_dir: str | None = None,
     ) -> None:
         self.config = config
+        self.peers_dir = peers_dir
         self.clock_argv = list(clock_argv)
         self.count = config.switch.workers
         self.pos_port = pos_port
@@ -174,6 +192,11 @@ class Supervisor:
         self._stop_signal: int = signal.SIGTERM
         self._running = self.count
         self._all_ended = trio.Event()
+        self.states: dict[int, WorkerState] = {
+            index: WorkerState(index=index, state="starting", pid=None, restarts=0, last_exit=None)
+            for index in range(self.count)
+        }
+        """Each worker as worker 0's admin is told (switch.admin.peers)."""
 
     def command(self, index: int) -> list[str]:
         assert self.config.source is not None
@@ -185,7 +208,16 @@ class Supervisor:
             "--pos-port", str(self.pos_port),
             "--online-port", str(self.online_port),
             *self.clock_argv,
+            *(["--peers-dir", self.peers_dir] if self.peers_dir is not None else []),
         ]  # fmt: skip
+
+    def _set_state(self, index: int, state: str, **changes: object) -> None:
+        self.states[index] = msgspec.structs.replace(self.states[index], state=state, **changes)
+
+    async def _report(self, request: bytes) -> bytes:
+        return msgspec.json.encode(
+            SupervisorReport(pid=os.getpid(), workers=list(self.states.values()))
+        )
 
     async def run(self) -> int:
         signals_wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -202,6 +234,10 @@ class Supervisor:
                 )
                 nursery.start_soon(self._on_signals, signals)
                 nursery.start_soon(stop_with_parent)  # when a demo started it
+                if self.peers_dir is not None:
+                    await nursery.start(
+                        serve_unix, Path(self.peers_dir) / SUPERVISOR_SOCKET, self._report
+                    )
                 await self._stop_requested.wait()  # a signal, or a worker's refused start
                 await self._wait_or_kill()
                 nursery.cancel_scope.cancel()  # the signals' task
@@ -288,10 +324,13 @@ class Supervisor:
                     backoff = min(backoff * 2, RESTART_MAX_S)
                     continue
                 self.processes[index] = process
+                self._set_state(index, "running", pid=process.pid)
                 log.info("worker_started", worker=index, pid=process.pid, restart=not first)
                 with trio.CancelScope(shield=True):  # a worker is waited for, never left
                     status = await process.wait()
                 del self.processes[index]
+                ended = "stopped" if self._stopping else "restarting"
+                self._set_state(index, ended, pid=None, last_exit=_reason(status))
                 if self._stopping:
                     if status == -self._stop_signal:
                         # Ended by the drain's own signal before it could handle it: it
@@ -323,6 +362,7 @@ class Supervisor:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, RESTART_MAX_S)
                 self.restarts += 1
+                self._set_state(index, "restarting", restarts=self.states[index].restarts + 1)
         finally:
             self._running -= 1
             if self._running == 0:

@@ -26,6 +26,9 @@ DEFAULT_ENVELOPE: Final = PosEnvelope(
 PREAUTH_CONDITION: Final = "06"
 """Field 25 of a pre-authorisation, its void, a completion and a completion void."""
 
+PAYCODE_ENTRY_MODE: Final = "032"
+"""Field 22 of a scanned payment code (wallet.md)."""
+
 
 class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     terminal_id: str = "POS00001"
@@ -41,8 +44,10 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
             60: f"{reserved_type}{self.batch:06d}{network_code}",
         }
 
-    def sign_on(self, stan: int) -> tuple[str, dict[int, FieldValue]]:
-        return "0800", self._base(stan, "00", "001")
+    def sign_on(self, stan: int, layout: str = "003") -> tuple[str, dict[int, FieldValue]]:
+        """The 0800 asking for working keys in ``layout`` (60.3: 003 ``3des``, 005
+        ``sm4``, 001 single DES where allowed: security.md)."""
+        return "0800", self._base(stan, "00", layout)
 
     def echo(self, stan: int) -> tuple[str, dict[int, FieldValue]]:
         return "0820", self._base(stan, "00", "301")
@@ -168,10 +173,35 @@ class Terminal(msgspec.Struct, frozen=True, kw_only=True):
     ) -> tuple[str, dict[int, FieldValue]]:
         """The 0400 for an earlier request: same 2, 3, 4, 11 and 60; 61 names it."""
         _, fields = original
-        reversal = {n: v for n, v in fields.items() if n not in (14, 35, 52)}
+        reversal = {n: v for n, v in fields.items() if n not in (14, 35, 52, 53, 62, 64)}
         reversal[39] = reason
         reversal[61] = f"{self.batch:06d}{fields[11]!s}{date}"
         return "0400", reversal
+
+    def code_sale(
+        self, stan: int, code: str, amount: int, *, currency: str = "156"
+    ) -> tuple[str, dict[int, FieldValue]]:
+        """A sale paid by a scanned payment code (wallet.md): 2 = the code, 22 = 032,
+        no 14, 35, 52, 53 or 55."""
+        fields = self._financial(
+            stan, "22", "000000", code, amount, expiry=None, currency=currency
+        )
+        fields[22] = PAYCODE_ENTRY_MODE
+        return "0200", fields
+
+    def code_void(
+        self, stan: int, code: str, amount: int, original_rrn: str, original_stan: int
+    ) -> tuple[str, dict[int, FieldValue]]:
+        mti, fields = self.void(stan, code, amount, original_rrn, original_stan)
+        fields[22] = PAYCODE_ENTRY_MODE
+        return mti, fields
+
+    def code_refund(
+        self, stan: int, code: str, amount: int, original_rrn: str, original_stan: int
+    ) -> tuple[str, dict[int, FieldValue]]:
+        mti, fields = self.refund(stan, code, amount, original_rrn, original_stan)
+        fields[22] = PAYCODE_ENTRY_MODE
+        return mti, fields
 
     def settlement(self, stan: int, totals: BatchTotals) -> tuple[str, dict[int, FieldValue]]:
         """The 0500 that closes this batch with the terminal's ``totals``."""
@@ -345,3 +375,188 @@ def encode_pos_request(
 def decode_pos_response(codec: Iso8583Codec, payload: bytes) -> tuple[PosEnvelope, Iso8583Message]:
     envelope, data = split_pos_frame(payload)
     return envelope, codec.decode(data)
+
+
+# -- the terminal's keys (security.md) ----------------------------------------------------
+
+DEMO_TMK: Final = bytes.fromhex("CA5D92598DCA48CE8A4C76361A9269E9")
+"""security.md's sample TMK (``3des``, KCV 43C6CC): the demo configuration's ``*``
+terminal entry. Published, so never a real terminal's key."""
+MAC_MTIS: Final = frozenset({"0100", "0200", "0220", "0320", "0400", "0500"})
+BATCH_CHECKED_MTIS: Final = frozenset({"0100", "0200", "0220"})
+LAYOUT_CIPHERS: Final[dict[str, tuple[str, str, str]]] = {
+    "003": ("3des", "3des", "des"),
+    "005": ("sm4", "sm4", "sm4"),
+    "001": ("3des", "des", "des"),
+}
+SECURITY_CONTROL: Final = {"003": "2600000000000000", "005": "2400000000000000",
+                           "001": "2000000000000000"}  # fmt: skip
+KEY_SETS_KEPT: Final = 16
+"""Key sets a terminal still verifies responses with (requests sent before a sign-on)."""
+
+
+class TerminalKeyError(Exception):
+    """Field 62 of an 0810 does not open under the TMK to keys matching their KCVs."""
+
+
+class TerminalKeySet(msgspec.Struct, frozen=True):
+    """The working keys of one sign-on, as the terminal holds them (clear: a terminal's
+    keys are its own; none of this is the switch's)."""
+
+    layout: str
+    pik: bytes
+    mak: bytes
+    batch: str
+
+    def __repr__(self) -> str:
+        return f"TerminalKeySet({self.layout}, batch={self.batch})"
+
+    __str__ = __repr__
+
+
+class TerminalSecurity:
+    """A terminal's side of security.md: its TMK, the key sets of its sign-ons, the MAC
+    of its requests, the check of its responses' MACs and its PIN blocks. Sans-IO; the
+    key sets may be saved to and restored from a (0600) state file by the caller."""
+
+    def __init__(self, tmk: bytes, cipher: str = "3des", *, layout: str | None = None) -> None:
+        from switch.security import algorithms as alg
+
+        if cipher not in ("3des", "sm4") or len(tmk) != 16:
+            raise ValueError("a TMK is 16 bytes, 3des or sm4")
+        self._alg = alg
+        self.tmk = tmk
+        self.cipher = cipher
+        self.layout = layout or ("005" if cipher == "sm4" else "003")
+        if LAYOUT_CIPHERS[self.layout][0] != cipher:
+            raise ValueError(f"60.3 = {self.layout} is not for a {cipher} TMK")
+        self.key_sets: list[TerminalKeySet] = []
+        """Newest first."""
+
+    def __repr__(self) -> str:
+        return f"TerminalSecurity({self.cipher}, {self.layout}, sets={len(self.key_sets)})"
+
+    @classmethod
+    def demo(cls) -> TerminalSecurity:
+        return cls(DEMO_TMK, "3des")
+
+    @property
+    def current(self) -> TerminalKeySet | None:
+        return self.key_sets[0] if self.key_sets else None
+
+    def needs_sign_on(
+        self, mti: str, fields: dict[int, FieldValue], keys: TerminalKeySet | None = None
+    ) -> bool:
+        """No keys (``keys``, else the newest), or (``3des``) a request outside the
+        keys' batch (answered 12)."""
+        current = keys or self.current
+        if current is None:
+            return True
+        if self.layout != "005" and mti in BATCH_CHECKED_MTIS:
+            reserved = fields.get(60)
+            return not isinstance(reserved, str) or reserved[2:8] != current.batch
+        return False
+
+    def accept_sign_on(self, field_62: bytes, batch: str) -> TerminalKeySet:
+        """The keys of an 0810 (39 = 00): both opened under the TMK and checked against
+        their KCVs (:class:`TerminalKeyError` else: the terminal keeps neither)."""
+        alg = self._alg
+        tmk_cipher, pik_cipher, mak_cipher = LAYOUT_CIPHERS[self.layout]
+        pik_len, mak_len = alg.KEY_BYTES[pik_cipher], alg.KEY_BYTES[mak_cipher]
+        size = {"003": 40, "005": 40, "001": 24}[self.layout]
+        if len(field_62) != size:
+            raise TerminalKeyError(f"field 62 of 60.3 = {self.layout} is {size} bytes")
+        pik = alg.unwrap_key(tmk_cipher, self.tmk, field_62[:pik_len])
+        mak_at = pik_len + 4
+        mak = alg.unwrap_key(tmk_cipher, self.tmk, field_62[mak_at : mak_at + mak_len])
+        if alg.kcv(pik_cipher, pik) != field_62[pik_len:mak_at] or alg.kcv(
+            mak_cipher, mak
+        ) != field_62[-4:]:
+            raise TerminalKeyError("a working key does not match its KCV")
+        keys = TerminalKeySet(layout=self.layout, pik=pik, mak=mak, batch=batch)
+        self.key_sets = [keys, *self.key_sets[: KEY_SETS_KEPT - 1]]
+        return keys
+
+    def _mac(self, keys: TerminalKeySet, mab: bytes) -> bytes:
+        cipher = "sm4" if keys.layout == "005" else "des"
+        return self._alg.pos_mac(cipher, keys.mak, mab)  # type: ignore[arg-type]
+
+    def mac(self, mab: bytes, keys: TerminalKeySet | None = None) -> bytes:
+        """Field 64 of ``mab`` under the MAK of ``keys`` (else the newest)."""
+        current = keys or self.current
+        if current is None:
+            raise TerminalKeyError("no working keys: sign on first")
+        return self._mac(current, mab)
+
+    def encode(
+        self,
+        codec: Iso8583Codec,
+        mti: str,
+        fields: dict[int, FieldValue],
+        keys: TerminalKeySet | None = None,
+    ) -> bytes:
+        """The ISO 8583 message with its 64 under the MAK of ``keys`` (else the newest;
+        a message that takes one; others as they are)."""
+        current = keys or self.current
+        if mti not in MAC_MTIS or current is None:
+            return codec.encode(mti, fields)
+        encoded = codec.encode(mti, {**fields, 64: bytes(8)})
+        mab = encoded[:-8]
+        return mab + self._mac(current, mab)
+
+    def verify(
+        self, data: bytes, fields: dict[int, FieldValue], first: TerminalKeySet | None = None
+    ) -> bool | None:
+        """Whether a response's 64 verifies under ``first`` or one of the recent MAKs;
+        None when it carries none."""
+        mac = fields.get(64)
+        if not isinstance(mac, bytes):
+            return None
+        if len(mac) != 8 or not data.endswith(mac):
+            return False
+        mab = data[:-8]
+        candidates = [first] if first is not None else []
+        return any(
+            self._alg.macs_equal(self._mac(keys, mab), mac)
+            for keys in (*candidates, *self.key_sets)
+        )
+
+    def pin_fields(
+        self, pin: str, pan: str, keys: TerminalKeySet | None = None
+    ) -> dict[int, FieldValue]:
+        """The PIN of a request under the PIK of ``keys`` (else the newest): 52 and 53
+        (``3des``), or 62 and 53 (``sm4``)."""
+        current = keys or self.current
+        if current is None:
+            raise TerminalKeyError("no working keys: sign on first")
+        alg = self._alg
+        pik_cipher = LAYOUT_CIPHERS[current.layout][1]
+        size = alg.pin_block_bytes(pik_cipher)
+        block = alg.ecb_encrypt(pik_cipher, current.pik, alg.clear_pin_block(pin, pan, size))
+        return {62 if current.layout == "005" else 52: block, 53: SECURITY_CONTROL[current.layout]}
+
+    # -- a state file (the CLI's session) -----------------------------------------------
+
+    def state(self) -> bytes:
+        return msgspec.json.encode({"layout": self.layout, "sets": self.key_sets})
+
+    def restore(self, state: bytes) -> None:
+        loaded = msgspec.json.decode(state, type=dict[str, object])
+        if loaded.get("layout") != self.layout:
+            return
+        self.key_sets = msgspec.convert(loaded.get("sets", []), list[TerminalKeySet])
+
+
+def with_pin(
+    message: tuple[str, dict[int, FieldValue]],
+    security: TerminalSecurity,
+    pin: str,
+    keys: TerminalKeySet | None = None,
+) -> tuple[str, dict[int, FieldValue]]:
+    """``message`` with a PIN: 22's third digit 1 and the PIN fields of the key set."""
+    mti, fields = message
+    entry_mode = str(fields.get(22, "021"))
+    out = {**fields, 22: entry_mode[:2] + "1"}
+    pan = str(fields.get(2) or str(fields.get(35, "")).partition("=")[0])
+    out.update(security.pin_fields(pin, pan, keys))
+    return mti, out

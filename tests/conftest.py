@@ -49,7 +49,8 @@ class LogSink:
 
 
 LOG_SINK = LogSink()
-configure_logging("debug", stream=LOG_SINK)  # type: ignore[arg-type]
+# At info, as a switch runs: at debug the message trace would follow every message.
+configure_logging("info", stream=LOG_SINK)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -102,6 +103,7 @@ def make_config(**sections: Any) -> SwitchConfig:
     # are made at the first start in the test's folder.
     raw["security"] = {
         "demo_keys": True,
+        "demo_terminals": True,
         "key_store": str(folder / "key-store.json"),
         "lmk_file": str(folder / "lmk"),
     }

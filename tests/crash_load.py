@@ -92,6 +92,8 @@ class LoadTerminal:
     index: int
     rng: random.Random
     sent: list[Sent] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    """Where the switch's POS listener is (the gate says its port)."""
 
     def __post_init__(self) -> None:
         self.terminal = Terminal(terminal_id=f"CRSH{self.index:04d}")
@@ -132,7 +134,7 @@ class LoadTerminal:
                     port = await gate.wait_open()
                     try:
                         client = await PosClient.connect(
-                            "127.0.0.1", port, POS_CODEC, self.terminal
+                            self.host, port, POS_CODEC, self.terminal
                         )
                     except OSError:
                         await trio.sleep(RECONNECT_PAUSE_S)

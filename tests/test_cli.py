@@ -628,3 +628,34 @@ async def test_pos_preauth_complete_void_and_complete_again_settles_balanced(
         with trio.fail_after(20):
             await switch.read_to_end()
             assert await switch.process.wait() == 0
+
+
+async def test_pos_signs_on_keeps_its_keys_0600_and_sends_its_pin(tmp_path: Path) -> None:
+    """`switch pos` is a terminal of security.md against the demo (its '*' entry, the
+    DEMO TMK): it signs on, keeps its working keys in a 0600 file for the next command,
+    MACs, and encrypts --pin under its PIK; the issuer (simulator, PIN 123456) judges."""
+    config = _demo_config_on_free_ports(tmp_path)
+    switch = await _start(config)
+    try:
+        started = await switch.wait_for_event("switch_started")
+        await switch.wait_for_event("link_signed_on", count=8)
+        port = started["pos_port"]
+        keys_file = tmp_path / "terminal-keys.json"
+        common = ("--keys-file", str(keys_file), "--terminal", "CLI00001")
+        right = await _pos_command(config, port, "sale", "--pin", "123456", *common)
+        assert right["response_code"] == "00"
+        assert keys_file.stat().st_mode & 0o777 == 0o600
+        kept = keys_file.read_bytes()
+        wrong = await _pos_command(config, port, "sale", "--pin", "654321", *common)
+        assert wrong["response_code"] == "55"
+        assert keys_file.read_bytes() == kept  # the same keys: no second sign-on
+        no_pin = await _pos_command(config, port, "balance", *common)
+        assert no_pin["response_code"] == "00"
+        signon = await _pos_command(config, port, "signon", *common)
+        assert signon["response_code"] == "00" and "not shown" in signon["fields"]["62"]
+        assert keys_file.read_bytes() != kept  # new keys
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0

@@ -23,8 +23,9 @@ import pytest
 import trio
 
 from switch.config import load_config
+from switch.errors import StartupError
 from switch.net.clients import PosClient
-from switch.security.setup import bank_zmks, open_security_module
+from switch.security.setup import bank_zmks, open_security_module, terminal_entries
 from switch.store.sqlite import JournalFile
 from switch.terminal import Terminal
 from tests.net.helpers import PAN_ICBC, POS_CODEC
@@ -489,3 +490,28 @@ def test_without_demo_keys_a_bank_needs_its_zmk(tmp_path: Path) -> None:
     result = run_switch(["run", "--config", str(path)])
     assert_refused_in_one_line(result, "published DEMO ZMK")
     assert not (tmp_path / "journal.sqlite3").exists()
+
+
+def test_the_demo_terminal_entry_only_with_demo_keys(tmp_path: Path) -> None:
+    """The demo configuration's '*' entry (security.md's published TMK): stored with
+    demo_keys and demo_terminals; demo_terminals alone, or that entry or the demo TMK
+    left in a store without demo_keys, stops the start in one line."""
+    settings = demo_config(tmp_path)
+    settings["security"]["demo_keys"] = True
+    settings["security"]["demo_terminals"] = True
+    demo = load_config(write_config(tmp_path, settings, "demo.toml"))
+    module = open_security_module(demo)
+    terminal_entries(module, demo)
+    [entry] = [info for info in module.list_keys() if info.kind == "tmk"]
+    assert (entry.owner, entry.merchant, entry.kcv) == ("*", "*", "43C6CC")
+    terminal_entries(module, demo)  # kept, not stored twice
+    assert len([info for info in module.list_keys() if info.kind == "tmk"]) == 1
+
+    settings["security"]["demo_keys"] = False
+    alone = load_config(write_config(tmp_path, settings, "alone.toml"))
+    with pytest.raises(StartupError, match="demo_terminals needs demo_keys"):
+        terminal_entries(module, alone)
+    settings["security"]["demo_terminals"] = False
+    production = load_config(write_config(tmp_path, settings, "production.toml"))
+    with pytest.raises(StartupError, match="DEMO TMK"):
+        terminal_entries(module, production)

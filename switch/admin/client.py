@@ -85,9 +85,12 @@ class AdminClient:
         A kept-alive connection the switch has closed meanwhile is opened again once."""
         return self._request("GET", path)
 
-    def post(self, path: str) -> tuple[int, bytes]:
-        """The status and body of POST ``path`` (its body ``{}``), as ``get``."""
-        return self._request("POST", path, b"{}")
+    def post(self, path: str, body: bytes = b"{}") -> tuple[int, bytes]:
+        """The status and body of POST ``path`` (its body ``{}`` unless given), as ``get``."""
+        return self._request("POST", path, body)
+
+    def delete(self, path: str) -> tuple[int, bytes]:
+        return self._request("DELETE", path)
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         for attempt in (1, 2):

@@ -13,6 +13,7 @@ every call, not kept: a part made late (the listeners start after recovery) or r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ import structlog
 import trio
 
 import switch
+from switch.admin.peers import Peers, merge_documents
 from switch.admin.port import BankReading, ListenerReading, StandInReading, SwitchView
 from switch.admin.status import (
     BankStatus,
@@ -32,8 +34,11 @@ from switch.admin.status import (
     StatusDocument,
     TransactionCount,
 )
+from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
+from switch.errors import SwitchError
 from switch.store.port import AdviceBacklog, JournalError, ReversalBacklog
+from switch.store.settlement_port import SettlementError
 
 log = structlog.get_logger()
 
@@ -60,12 +65,15 @@ def switch_version() -> str:
 class StatusCollector:
     """Reads one running switch (see the module's docstring)."""
 
-    def __init__(self, switch: SwitchView) -> None:
+    def __init__(self, switch: SwitchView, peers: Peers | None = None) -> None:
         self.switch = switch
+        self.peers = peers
+        """The other workers (worker 0 of several, switch.admin.peers); None: alone."""
         self.started_at = time.time()
         self._started = time.monotonic()
         self.version = switch_version()
         self._backlog: dict[str, ReversalBacklog] = {}
+        self._settlement: SettlementWatch | None = None
         self._advices: dict[str, AdviceBacklog] = {}
         self._backlog_read = trio.Lock()  # one scrape at a time asks the journal
         self._next_trouble_log = 0.0
@@ -76,9 +84,32 @@ class StatusCollector:
     # -- the one question for the disk -----------------------------------------------
 
     async def refresh(self) -> None:
-        """Reads the reversal backlog from the journal. When the journal cannot answer
-        (closed, failing) or its reader stays busy for BACKLOG_WAIT_S, the backlog last
-        read stands."""
+        """Reads the reversal backlog from the journal, and the other workers' reports
+        (worker 0 of several), at once."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_backlog)
+            nursery.start_soon(self.refresh_workers)
+            nursery.start_soon(self._refresh_settlement)
+
+    async def _refresh_settlement(self) -> None:
+        """The settlement's watch (worker 0's), within BACKLOG_WAIT_S; else the last."""
+        service = self.switch.settlement
+        if service is None:
+            return
+        with trio.move_on_after(BACKLOG_WAIT_S):
+            try:
+                self._settlement = await service.watch()
+            except (SwitchError, SettlementError) as exc:
+                log.warning("admin_settlement_unreadable", error=str(exc))
+
+    async def refresh_workers(self) -> None:
+        """The other workers' reports and their supervisor's (worker 0 of several)."""
+        if self.peers is not None:
+            await self.peers.gather()
+
+    async def _refresh_backlog(self) -> None:
+        """When the journal cannot answer (closed, failing) or its reader stays busy
+        for BACKLOG_WAIT_S, the backlog last read stands."""
         with trio.move_on_after(BACKLOG_WAIT_S):
             async with self._backlog_read:
                 try:
@@ -104,8 +135,10 @@ class StatusCollector:
     def not_ready(self) -> list[str]:
         """What keeps the switch from taking traffic, each a sentence naming the part;
         empty when both listeners are bound, the journal is writable and every bank has
-        a link signed on."""
-        return self._not_ready(self.switch.listener_readings(), self.switch.bank_readings())
+        a link signed on; with several workers, every other worker running, answering
+        and ready (as last gathered: :meth:`refresh_workers`)."""
+        own = self._not_ready(self.switch.listener_readings(), self.switch.bank_readings())
+        return own if self.peers is None else [*own, *self.peers.not_ready()]
 
     def _not_ready(self, listeners: list[ListenerReading], banks: list[BankReading]) -> list[str]:
         reasons: list[str] = []
@@ -139,7 +172,18 @@ class StatusCollector:
         return round(max(0.0, clock.real_s(clock.now() - business_at)), 3)
 
     def document(self) -> StatusDocument:
-        """The status document of this moment (the backlog as last refreshed)."""
+        """The status document of this moment (the backlog and the other workers as
+        last refreshed): with several workers, the switch's (switch.admin.peers)."""
+        own = self.own_document()
+        if self.peers is None:
+            return own
+        others = [report.document for report in self.peers.last.reports.values()]
+        return merge_documents(
+            own, others, self.peers.worker_statuses(own, os.getpid()), self.peers.not_ready()
+        )
+
+    def own_document(self) -> StatusDocument:
+        """This process's status document alone."""
         view = self.switch
         stats = self.transaction_stats()
         listeners = view.listener_readings()
@@ -161,6 +205,8 @@ class StatusCollector:
                 TransactionCount(channel=channel, kind=kind, bank=bank, code=code, count=count)
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
+            settlement=self._settlement,
+            certificates=view.certificate_expiries(),
             risk=view.risk_status(),
             stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],
         )

@@ -10,6 +10,7 @@ since the switch started, ``--json`` the document itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import sys
@@ -77,7 +78,20 @@ def add_commands(
     reload.add_argument(
         "--json", action="store_true", help="the switch's answer as JSON (changes key by key)"
     )
-    for parser in (top, status, reload):
+    trace = commands.add_parser(
+        "trace",
+        help="trace messages of a running switch field by field, or stop",
+        description="Logs each message in and out of the chosen terminals, merchants or "
+        "banks (or --all) field by field, as `trace` lines in the switch's log: card "
+        "numbers masked, PIN blocks, keys and MACs never shown. At every worker, at once, "
+        "until --off. Without options: who is traced now.",
+    )
+    trace.add_argument("--terminal", action="append", default=[], help="a terminal id (41)")
+    trace.add_argument("--merchant", action="append", default=[], help="a merchant id (42)")
+    trace.add_argument("--bank", action="append", default=[], help="a bank of [banks]")
+    trace.add_argument("--all", action="store_true", help="every message")
+    trace.add_argument("--off", action="store_true", help="stop tracing")
+    for parser in (top, status, reload, trace):
         config_option(parser)
         parser.add_argument(
             "--url",
@@ -90,6 +104,34 @@ def add_commands(
     top.set_defaults(handler=leniently(_top), needs_config=False)
     status.set_defaults(handler=leniently(_status), needs_config=False)
     reload.set_defaults(handler=leniently(_reload), needs_config=False)
+    trace.set_defaults(handler=leniently(_trace), needs_config=False)
+
+
+def _trace(args: argparse.Namespace, config: SwitchConfig) -> int:
+    chosen = args.all or args.terminal or args.merchant or args.bank
+    if args.off and chosen:
+        print("switch: trace: --off with whom to trace: one or the other", file=sys.stderr)
+        return 2
+
+    def ask(client: AdminClient) -> int:
+        if args.off:
+            status, body = client.delete("/trace")
+        elif chosen:
+            selection = {
+                "all": args.all, "terminals": args.terminal,
+                "merchants": args.merchant, "banks": args.bank,
+            }  # fmt: skip
+            status, body = client.post("/trace", json.dumps(selection).encode())
+        else:
+            status, body = client.get("/trace")
+        if status != 200:
+            print(f"switch: trace: {status} {body.decode(errors='replace').strip()}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        sys.stdout.write(body.decode())
+        return 0
+
+    return with_client(args, config, ask)
 
 
 def add_token_option(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from switch.admin.status import BankStatus, ChannelStatus, StandInStatus, StatusDocument
+from switch.admin.status import (
+    BankStatus,
+    ChannelStatus,
+    StandInStatus,
+    StatusDocument,
+    WorkerStatus,
+)
 from switch.core.stats import HistogramSnapshot
 
 
@@ -71,6 +77,8 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankRow]
     channels: list[ChannelRow]
     journal: JournalRow
+    workers: list[WorkerStatus] = msgspec.field(default_factory=list)
+    """Each worker of a switch of several processes; empty for one."""
     stand_in: list[StandInStatus] = []
 
 
@@ -121,6 +129,7 @@ def frame(previous: StatusDocument | None, current: StatusDocument) -> Frame:
             writable=journal.writable,
             failures=journal.failures,
         ),
+        workers=current.workers,
     )
 
 
@@ -196,6 +205,8 @@ def render(current: Frame | None, *, error: str | None = None) -> RenderableType
     )
     parts.append(header)
     parts.extend(Text(f"  not ready: {reason}", style="red") for reason in current.not_ready)
+    if current.workers:
+        parts.append(worker_table(current))
     parts.append(bank_table(current))
     if current.stand_in:
         parts.append(stand_in_table(current))
@@ -264,5 +275,27 @@ def channel_table(current: Frame) -> Table:
             f"{channel.tps:g}",
             f"{channel.shed_per_s:g}",
             str(channel.connections_refused),
+        )
+    return table
+
+
+def worker_table(current: Frame) -> Table:
+    table = Table(title="workers", title_justify="left", expand=False)
+    for heading in ("worker", "state", "pid", "up", "restarts", "connections", "answered"):
+        table.add_column(heading, justify="left" if heading in ("worker", "state") else "right")
+    table.add_column("last exit / not ready", justify="left")
+    for worker in current.workers:
+        fine = worker.state == "running" and worker.ready
+        state = worker.state if worker.ready or worker.state != "running" else "not ready"
+        notes = "; ".join(worker.not_ready) or (worker.last_exit or "")
+        table.add_row(
+            str(worker.index),
+            Text(state, style="green" if fine else "bold red"),
+            "-" if worker.pid is None else str(worker.pid),
+            "-" if worker.uptime_s is None else _duration(worker.uptime_s),
+            str(worker.restarts),
+            str(worker.connections),
+            str(worker.transactions),
+            notes,
         )
     return table

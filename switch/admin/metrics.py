@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import (
 )
 
 from switch.admin.collect import StatusCollector, by_path
+from switch.admin.peers import FamilyData, combine_families, family_data
 from switch.admin.status import StatusDocument
 from switch.core.stats import HistogramSnapshot
 
@@ -43,13 +44,38 @@ def buckets(snapshot: HistogramSnapshot, *, divisor: float = 1.0) -> list[tuple[
 
 
 class SwitchMetrics:
-    """A prometheus_client collector: every family, read at each scrape."""
+    """A prometheus_client collector: every family, read at each scrape; with several
+    workers (worker 0's admin), every worker's, labelled ``worker``
+    (switch.admin.peers), and the workers' own families."""
 
     def __init__(self, status: StatusCollector) -> None:
         self.status = status
+        self.process = ProcessCollector(registry=None)
 
     def collect(self) -> Iterator[Metric]:
-        document = self.status.document()
+        peers = self.status.peers
+        if peers is None:
+            yield from self.local()
+            yield from _one_worker()
+            return
+        reports: list[tuple[int, list[FamilyData]]] = [(0, self.local_data())]
+        reports.extend(
+            (index, report.families) for index, report in sorted(peers.last.reports.items())
+        )
+        yield from combine_families(reports)
+        yield from _workers(self.status)
+
+    def local_data(self) -> list[FamilyData]:
+        """This process's families, as a worker sends them to worker 0."""
+        return [family_data(metric) for metric in self.local()]
+
+    def local(self) -> Iterator[Metric]:
+        """This process's families: the switch's and the process's (CPU, memory)."""
+        yield from self._switch_families()
+        yield from self.process.collect()
+
+    def _switch_families(self) -> Iterator[Metric]:
+        document = self.status.own_document()
         yield from self._transactions()
         yield from _switch(document)
         yield from _admission(document)
@@ -57,23 +83,28 @@ class SwitchMetrics:
         yield from _banks(document)
         yield from _stand_in(document)
         yield from _journal(document)
+        yield from _settlement(document)
+        yield from _keys(document)
         yield from _risk(document)
 
     def _transactions(self) -> Iterator[Metric]:
         stats = self.status.transaction_stats()
         transactions = CounterMetricFamily(
             f"{PREFIX}transactions",
-            "Transactions answered, by channel, kind, bank (empty: none) and response code.",
+            "Transactions answered, by channel, kind, bank (none: never sent to one) and "
+            "response code.",
             labels=["channel", "kind", "bank", "code"],
         )
         for (channel, kind, bank, code), count in sorted(stats.counts.items()):
             transactions.add_metric([channel, kind, bank, code], count)
-        yield transactions
+        yield without_empty_labels(transactions)
         for name, histograms, what in (
-            ("transaction_seconds", stats.latency_ms, "End to end: frame read to answer queued"),
-            ("journal_wait_seconds", stats.journal_ms, "Of it, waiting for the journal's commits"),
-            ("bank_wait_seconds", stats.bank_ms, "Of it, waiting for the bank's answer"),
-        ):
+            ("transaction_duration_seconds", stats.latency_ms,
+             "End to end: frame read to answer queued"),
+            ("journal_wait_duration_seconds", stats.journal_ms,
+             "Of it, waiting for the journal's commits"),
+            ("bank_wait_duration_seconds", stats.bank_ms, "Of it, waiting for the bank's answer"),
+        ):  # fmt: skip
             family = HistogramMetricFamily(
                 f"{PREFIX}{name}", f"{what}, by channel and bank.", labels=["channel", "bank"]
             )
@@ -83,7 +114,17 @@ class SwitchMetrics:
                     buckets(snapshot, divisor=MS_PER_S),
                     round(snapshot.sum_ms / MS_PER_S, 6),
                 )
-            yield family
+            yield without_empty_labels(family)
+
+
+def without_empty_labels(family: Metric) -> Metric:
+    """The family with each empty label left out of its samples (a transaction that
+    never went to a bank has no ``bank``, rather than ``bank=""``)."""
+    family.samples = [
+        sample._replace(labels={name: value for name, value in sample.labels.items() if value})
+        for sample in family.samples
+    ]
+    return family
 
 
 def _risk(document: StatusDocument) -> Iterator[Metric]:
@@ -300,7 +341,8 @@ def _journal(document: StatusDocument) -> Iterator[Metric]:
     yield _counter("journal_commit_failures", "Group commits that failed.", journal.failures)
     latency = journal.commit_latency
     commit = HistogramMetricFamily(
-        f"{PREFIX}journal_commit_seconds", "Each group commit's time in its thread (the disk)."
+        f"{PREFIX}journal_commit_duration_seconds",
+        "Each group commit's time in its thread (the disk).",
     )
     commit.add_metric([], buckets(latency, divisor=MS_PER_S), round(latency.sum_ms / MS_PER_S, 6))
     yield commit
@@ -310,12 +352,142 @@ def _journal(document: StatusDocument) -> Iterator[Metric]:
     yield group
 
 
+def _one_worker() -> Iterator[Metric]:
+    """A switch of one process is its own worker 0 (the same families as several)."""
+    yield _gauge("workers", "Worker processes configured.", 1)
+    up = GaugeMetricFamily(
+        f"{PREFIX}worker_up", "1 while the worker runs and answers worker 0.", labels=["worker"]
+    )
+    up.add_metric(["0"], 1)
+    restarts = CounterMetricFamily(
+        f"{PREFIX}worker_restarts",
+        "Times the supervisor restarted the worker after it died.",
+        labels=["worker"],
+    )
+    restarts.add_metric(["0"], 0)
+    yield from (up, restarts)
+
+
+def _workers(status: StatusCollector) -> Iterator[Metric]:
+    """The supervisor's view of its workers (worker 0's admin of several)."""
+    peers = status.peers
+    assert peers is not None
+    yield _gauge("workers", "Worker processes configured.", peers.count)
+    up = GaugeMetricFamily(
+        f"{PREFIX}worker_up", "1 while the worker runs and answers worker 0.", labels=["worker"]
+    )
+    restarts = CounterMetricFamily(
+        f"{PREFIX}worker_restarts",
+        "Times the supervisor restarted the worker after it died.",
+        labels=["worker"],
+    )
+    states = peers.states()
+    for index in range(peers.count):
+        state = states.get(index)
+        answered = index == 0 or index in peers.last.reports
+        running = state is None or state.state == "running"
+        up.add_metric([str(index)], int(answered and running))
+        restarts.add_metric([str(index)], state.restarts if state is not None else 0)
+    yield up
+    yield restarts
+
+
+def _settlement(document: StatusDocument) -> Iterator[Metric]:
+    """Worker 0's settlement: what is late, rejected, unreconciled and paid."""
+    watch = document.settlement
+    if watch is None:
+        return
+    yield _gauge("settlement_unsettled_dates", "Business dates closed and not yet settled.",
+                 watch.unsettled_dates)  # fmt: skip
+    yield _gauge(
+        "settlement_overdue_dates",
+        "Closed dates not settled though past their settle_deadline.",
+        watch.overdue_dates,
+    )
+    yield _gauge(
+        "settlement_overdue_seconds",
+        "How far the oldest overdue date is past its settle_deadline (0: none).",
+        watch.overdue_s,
+    )
+    latest = watch.latest
+    files = GaugeMetricFamily(
+        f"{PREFIX}clearing_file",
+        "The latest closed date's clearing file of each bank: 1 for its status "
+        "(accepted, rejected, missing).",
+        labels=["bank", "status"],
+    )
+    seen = set()
+    for entry in latest.files if latest is not None else []:
+        seen.add(entry.bank)
+        files.add_metric([entry.bank, entry.status], 1)
+    for bank in latest.missing if latest is not None else []:
+        if bank not in seen:
+            files.add_metric([bank, "missing"], 1)
+    yield files
+    recon = ["category", "action"]
+    counts = _family(GaugeMetricFamily, "recon_transactions",
+                     "The latest closed date's transactions not matched, by reconciliation "
+                     "category and action.", recon)  # fmt: skip
+    switch_fen = _family(GaugeMetricFamily, "recon_switch_amount_fen",
+                         "Their amounts as the switch has them, in fen.", recon)  # fmt: skip
+    bank_fen = _family(GaugeMetricFamily, "recon_bank_amount_fen",
+                       "Their amounts as the banks' files have them, in fen.", recon)  # fmt: skip
+    for category in latest.categories if latest is not None else []:
+        labels = [category.category, category.action]
+        counts.add_metric(labels, category.count)
+        switch_fen.add_metric(labels, category.switch_fen)
+        bank_fen.add_metric(labels, category.bank_fen)
+    yield from (counts, switch_fen, bank_fen)
+    latest_values: dict[str, tuple[str, float | None]] = {
+        "settlement_latest_settled": (
+            "1 once the latest closed date is settled.",
+            None if latest is None else int(latest.settled_at is not None),
+        ),
+        "settlement_merchants": (
+            "Merchants in the latest closed date's payouts.",
+            None if latest is None else latest.merchants,
+        ),
+        "settlement_payout_fen": (
+            "The latest closed date's payouts, in fen.",
+            None if latest is None else latest.payout_fen,
+        ),
+        "settlement_held_fen": (
+            "The latest closed date's amounts held, in fen.",
+            None if latest is None else latest.held_fen,
+        ),
+        "settlement_reversals_queued": (
+            "Reversals the latest closed date's reconciliation queued.",
+            None if latest is None else latest.reversals_queued,
+        ),
+    }
+    for name, (documentation, value) in latest_values.items():
+        # Before any date has closed: the family, without a sample.
+        yield GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+
+
+def _keys(document: StatusDocument) -> Iterator[Metric]:
+    """When keys and certificates stop being good."""
+    expires = _family(GaugeMetricFamily, "bank_key_expires_in_seconds",
+                      "Until a link's working keys (ZPK, ZAK) are due for their change "
+                      "(key_change_h); below 0: overdue.", ["bank", "link"])  # fmt: skip
+    for bank in document.banks:
+        for link in bank.links:
+            if link.key_expires_in_s is not None:
+                expires.add_metric([bank.name, str(link.index)], link.key_expires_in_s)
+    yield expires
+    certificates = _family(GaugeMetricFamily, "tls_certificate_expiry_timestamp_seconds",
+                           "When the listener's TLS certificate stops being valid.",
+                           ["listener"])  # fmt: skip
+    for listener, at in sorted(document.certificates.items()):
+        certificates.add_metric([listener], at)
+    yield certificates
+
+
 def metrics_registry(status: StatusCollector) -> CollectorRegistry:
     """The admin interface's own registry (never the global one): the switch's families
     and the process's (CPU, memory, descriptors)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SwitchMetrics(status))
-    ProcessCollector(registry=registry)
     return registry
 
 

@@ -19,8 +19,9 @@ from switch.core.admission import AdmissionStatistics
 from switch.core.calendar import DateClosed
 from switch.core.clock import BusinessClock
 from switch.core.reconfig import ReloadResult
-from switch.core.settlement import LedgerBalance, SettlementStatus
+from switch.core.settlement import LedgerBalance, SettlementStatus, SettlementWatch
 from switch.core.stats import TransactionStats
+from switch.net.trace import TraceAnswer, TraceSelection
 from switch.store.port import AdviceBacklog, JournalStatistics, ReversalBacklog
 
 
@@ -95,6 +96,10 @@ class SettlementOperations(Protocol):
 
     async def latest_closed_date(self) -> str | None: ...
 
+    async def watch(self) -> SettlementWatch:
+        """What the operator's alerts read."""
+        ...
+
     async def ledger_balances(self, account: str | None) -> list[LedgerBalance]: ...
 
 
@@ -151,4 +156,13 @@ class SwitchView(Protocol):
     async def reload(self, *, dry_run: bool = False) -> ReloadResult:
         """Re-reads the configuration file (as SIGHUP does); ``dry_run``: says what it
         would change, or why it would be refused, changing nothing."""
+        ...
+
+    def certificate_expiries(self) -> dict[str, float]:
+        """The TLS certificates in use (``online``, ``admin``): when each stops being
+        valid, epoch seconds."""
+        ...
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        """Sets who the message trace follows (None: only says), at every worker."""
         ...

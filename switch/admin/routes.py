@@ -21,6 +21,7 @@ from switch.admin.metrics import exposition
 from switch.admin.port import SwitchView
 from switch.admin.status import status_encoder
 from switch.core.calendar import DateNotBegun
+from switch.net.trace import TraceSelection, selection_decoder
 from switch.store.settlement_port import SettlementError
 
 JSON = "application/json"
@@ -79,6 +80,7 @@ def admin_routes(
         return json_response(200, {"status": "ok", "uptime_s": status.uptime_s()})
 
     async def readyz(request: AdminRequest) -> AdminResponse:
+        await status.refresh_workers()  # several workers: is each running and ready
         not_ready = status.not_ready()
         return json_response(
             503 if not_ready else 200, {"ready": not not_ready, "not_ready": not_ready}
@@ -108,6 +110,28 @@ def admin_routes(
         return AdminResponse(
             status=200 if result.accepted else 422, body=msgspec.json.encode(result) + b"\n"
         )
+
+    async def trace_show(request: AdminRequest) -> AdminResponse:
+        """Who the message trace follows now."""
+        answer = await switch.trace(None)
+        return AdminResponse(status=200, body=msgspec.json.encode(answer) + b"\n")
+
+    async def trace_set(request: AdminRequest) -> AdminResponse:
+        """Traces what the body names (``{"all": true}``, or ``terminals``,
+        ``merchants``, ``banks``: lists), at every worker, from now on; 400 naming what
+        is wrong in the body."""
+        try:
+            selection = selection_decoder.decode(request.body or b"{}")
+        except msgspec.DecodeError as exc:
+            return json_response(400, {"error": f"the trace selection: {exc}"})
+        if (problem := selection.problem()) is not None:
+            return json_response(400, {"error": f"the trace selection: {problem}"})
+        answer = await switch.trace(selection)
+        return AdminResponse(status=200, body=msgspec.json.encode(answer) + b"\n")
+
+    async def trace_stop(request: AdminRequest) -> AdminResponse:
+        answer = await switch.trace(TraceSelection())
+        return AdminResponse(status=200, body=msgspec.json.encode(answer) + b"\n")
 
     async def cutoff(request: AdminRequest) -> AdminResponse:
         """Closes the open business date now (``switch settle cutoff``): 200 with the
@@ -174,6 +198,7 @@ def admin_routes(
         "/ledger": {"GET": ledger},
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
+        "/trace": {"GET": trace_show, "POST": trace_set, "DELETE": trace_stop},
         "/metrics": {"GET": metrics},
         "/status": {"GET": status_document},
         "/reload": {"POST": reload, "GET": reload_plan},

@@ -40,6 +40,7 @@ from switch.admin.auth import (
 )
 from switch.admin.collect import StatusCollector
 from switch.admin.metrics import metrics_registry
+from switch.admin.peers import Peers
 from switch.admin.port import SwitchView
 from switch.admin.routes import AdminRequest, AdminResponse, admin_routes, json_response
 from switch.admin.settings import is_loopback
@@ -67,7 +68,10 @@ class AdminServer:
     (a bad one stops the start), served in its nursery (which makes the token file when
     there is none to read). It knows the switch only as a ``SwitchView``."""
 
-    def __init__(self, config: SwitchConfig, switch: SwitchView) -> None:
+    def __init__(
+        self, config: SwitchConfig, switch: SwitchView, peers: Peers | None = None
+    ) -> None:
+        """``peers``: the other workers, when this is worker 0 of several."""
         self.config = config.admin
         self._switch_config = config
         # Read now, so that a bad token file stops the start (and `config check`); one
@@ -77,7 +81,7 @@ class AdminServer:
         tls = config.tls_files("admin")
         self.tls = server_context("admin", *tls) if tls else None
         """HTTPS only (its handshake within ``read_deadline_s``), when the config says."""
-        self.status = StatusCollector(switch)
+        self.status = StatusCollector(switch, peers)
         self.registry = metrics_registry(self.status)
         self.routes = admin_routes(switch, self.status, self.registry)
         self.port = 0
@@ -192,9 +196,7 @@ class AdminServer:
             return json_response(403, {"error": "a cross-site request is refused"})
         probe = request.method == "GET" and request.path in OPEN_ON_LOOPBACK
         token = request.headers.get("authorization")
-        if (self.loopback and probe) or (
-            self.token is not None and authorized(token, self.token)
-        ):
+        if (self.loopback and probe) or (self.token is not None and authorized(token, self.token)):
             return None
         return AdminResponse(
             status=401,

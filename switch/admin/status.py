@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from switch.core.admission import AdmissionStatistics
+from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot
 
 
@@ -34,6 +35,9 @@ class LinkStatus(msgspec.Struct, frozen=True, kw_only=True):
     unsolicited: int
     state_changes: int = 0
     """Times ``state`` changed: a link that flaps."""
+    key_expires_in_s: float | None = None
+    """Until its working keys (ZPK, ZAK) are due for their change (``key_change_h``);
+    below 0: overdue. None: no keys (down, or a bank without them)."""
 
 
 class BankStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +127,25 @@ class ConfigStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_reload_error: str | None
 
 
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker of a switch of several processes (``[switch] workers`` > 1)."""
+
+    index: int
+    state: str
+    """running, starting, restarting (died; restarted after its backoff), stopped, not
+    answering (running, but no report within the admin's wait), unknown (no word from
+    the supervisor)."""
+    pid: int | None
+    restarts: int
+    last_exit: str | None
+    """Why it last ended (``killed by SIGKILL``, ``exit status 1``); None: never."""
+    ready: bool
+    not_ready: list[str]
+    uptime_s: float | None
+    connections: int
+    """Terminals' and online clients' connections open at this worker now."""
+    transactions: int
+    """Answered by this worker since it (last) started."""
 class RiskRuleStatus(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     mode: str
@@ -174,6 +197,13 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     banks: list[BankStatus]
     journal: JournalStatus
     transactions: list[TransactionCount]
+    settlement: SettlementWatch | None = None
+    """Worker 0's settlement, as last read (None: not running, or not yet read)."""
+    certificates: dict[str, float] = msgspec.field(default_factory=dict)
+    """Each TLS certificate in use (``online``, ``admin``): its end, epoch seconds."""
+    workers: list[WorkerStatus] = msgspec.field(default_factory=list)
+    """Each worker when the switch runs several (the numbers above are then the
+    switch's: summed over every worker that answered); empty for one process."""
     risk: RiskStatus | None = None
     stand_in: list[StandInStatus] = []
     """Per bank with stand-in on or anything stood in (risk.md)."""

@@ -1,7 +1,8 @@
-"""``switch wallet open|balance|history`` and ``switch qr render``: an operator's look at
-wallets straight through the ledger store (wallet.md), and a QR payload drawn in the
-terminal. Admin-side: they read and write the store the config names, not the running
-switch's admin interface (the on-us requests are not wired into the switch yet)."""
+"""``switch wallet open|balance|history|paycode|demo-topup|verify`` and ``switch qr
+render``: an operator's look at wallets straight through the ledger store (wallet.md),
+and a QR payload drawn in the terminal. Admin-side: they read and write the store the
+config names, not the running switch's admin interface; the running switch pays the
+codes they issue (``switch pos sale --code``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 from switch.config import SwitchConfig
-from switch.core.ledger import LedgerError
+from switch.core import ledger, paycode
+from switch.core.ledger import LedgerError, TransferKey, TransferSpec
 from switch.core.wallet import CUSTOMER_ID, HISTORY_LIMIT, HISTORY_MAX
 from switch.store import open_ledger_store
 from switch.wire.emvqr import QrMalformed, QrOtherNetwork, decode, render_terminal
@@ -56,6 +58,32 @@ def add_commands(
     )  # fmt: skip
     config_option(verify)
     verify.set_defaults(handler=_verify)
+    issue = actions.add_parser(
+        "paycode", help="issue a payment code for a wallet (what the app shows to scan)",
+        description="Issues a one-time payment code (wallet.md: 19 digits, open for "
+        "[wallet] paycode_ttl_s real seconds) for a wallet the app principal opened, as "
+        "the app's paycode_issue would; a cashier pays it with `switch pos sale --code`.",
+    )  # fmt: skip
+    issue.add_argument("customer_id")
+    issue.add_argument(
+        "--app", required=True, help="the app principal that opened the wallet, e.g. app:wallet"
+    )
+    issue.add_argument("--verification", choices=("A", "B", "C"), default="B",
+                       help="the customer verification tier behind it (default B)")  # fmt: skip
+    config_option(issue)
+    issue.set_defaults(handler=_paycode)
+    topup = actions.add_parser(
+        "demo-topup", help="credit a wallet as an approved top-up would (demo switch only)",
+        description="Posts a top-up (bank_clearing:<bank> to the wallet) with no card "
+        "sale behind it, to try payments on the demo. Refused unless the config uses "
+        "the demo keys ([security] demo_keys = true): a real wallet is funded by a "
+        "bank-approved top-up only.",
+    )  # fmt: skip
+    topup.add_argument("customer_id")
+    topup.add_argument("--amount", required=True, help="in yuan, e.g. 500.00")
+    topup.add_argument("--bank", default="icbc", help="the bank of the clearing account")
+    config_option(topup)
+    topup.set_defaults(handler=_demo_topup)
     for parser in (opening, balance, history):
         config_option(parser)
         parser.add_argument("--json", action="store_true", help="the answer as JSON")
@@ -126,6 +154,63 @@ def _wallet(args: argparse.Namespace, config: SwitchConfig) -> int:
     else:
         for key, value in document.items():
             print(f"{key}: {value}")
+    return 0
+
+
+def _paycode(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if not CUSTOMER_ID.fullmatch(args.customer_id):
+        print("switch: customer_id: 1..32 of [A-Za-z0-9._:-]", file=sys.stderr)
+        return 2
+    settings = config.wallet.paycodes()
+    store = open_ledger_store(config)
+    try:
+        store.open()
+        issued = store.issue_paycode(
+            args.customer_id, args.app, "wallet", args.verification,
+            datetime.now(UTC).timestamp(), settings, lambda: paycode.draw(settings.prefix),
+        )  # fmt: skip
+    except LedgerError as exc:
+        print(f"switch: {exc} ({exc.response_code})", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"paycode: {issued.code}")
+    print(f"expires: {_local(issued.expires_at, config)}")
+    return 0
+
+
+def _demo_topup(args: argparse.Namespace, config: SwitchConfig) -> int:
+    if not config.security.demo_keys:
+        print("switch: demo-topup: only on a demo switch ([security] demo_keys = true)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from switch.cli import parse_amount  # the CLI's yuan, read as `switch pos` reads them
+
+    if not CUSTOMER_ID.fullmatch(args.customer_id):
+        print("switch: customer_id: 1..32 of [A-Za-z0-9._:-]", file=sys.stderr)
+        return 2
+    try:
+        amount = parse_amount(args.amount)
+    except ValueError as exc:
+        print(f"switch: --amount {args.amount!r}: {exc}", file=sys.stderr)
+        return 2
+    at = datetime.now(UTC).timestamp()
+    store = open_ledger_store(config)
+    try:
+        store.open()
+        store.wallet(args.customer_id, None, _today(config))  # 14 if there is none
+        store.transfer(TransferSpec(
+            key=TransferKey("demo", f"topup-{at:.6f}", "topup"),
+            debit=f"bank_clearing:{args.bank}", credit=ledger.wallet_account(args.customer_id),
+            amount=amount, kind="topup",
+        ), at)  # fmt: skip
+        view = store.wallet(args.customer_id, None, _today(config))
+    except LedgerError as exc:
+        print(f"switch: {exc} ({exc.response_code})", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"balance: {view.balance}")
     return 0
 
 

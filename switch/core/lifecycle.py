@@ -78,6 +78,16 @@ from switch.core.model import (
     original_of,
 )
 from switch.core.numbers import RrnExhausted
+from switch.core.onus import (
+    LEDGER_ROUTE,
+    REVERSAL_LEG,
+    EndTransfer,
+    LedgerAnswered,
+    PayByCode,
+    PostToLedger,
+    ReserveBack,
+    record_key,
+)
 from switch.core.risk import Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
@@ -89,12 +99,16 @@ from switch.core.stip import (
     StandInRequest,
 )
 from switch.core.stip import auth_code as stand_in_auth_code
+from switch.core.terminal_keys import BANK_SECURITY_CONTROL
 from switch.errors import (
     CardDataUnreadable,
     LocalProtocolError,
     MessageEncodeError,
+    RemoteProtocolError,
     TransactionRefused,
 )
+from switch.security.errors import PinBlockFieldError, SecurityError
+from switch.security.port import LmkKey
 
 
 class Cards(Protocol):
@@ -160,12 +174,38 @@ BankEncoder = Callable[[str, dict[int, str | bytes]], bytes]
 field the dialect cannot carry."""
 
 
+class PinToSend(msgspec.Struct, frozen=True, gc=False):
+    """A PIN on its way to a bank (security.md, "PIN"): the terminal's block under its
+    PIK, and that block translated to format 0 under the link's ZPK ``zpk``. The link
+    translates again when its keys changed before it sends. In memory only; its repr
+    shows neither block."""
+
+    block: bytes
+    pik: LmkKey
+    pan: str
+    translated: bytes
+    zpk: LmkKey
+
+    def __repr__(self) -> str:
+        return f"PinToSend({self.pik!r} -> {self.zpk!r})"
+
+    __str__ = __repr__
+
+
+PinTranslator = Callable[[LmkKey, bytes, str], tuple[bytes, LmkKey]]
+"""(PIK, the terminal's block, PAN) -> (format 0 block under the link's ZPK, that ZPK);
+the security module's errors: 99 for no valid block, 30 for a block of the wrong size."""
+
+
 class LinkGranted(msgspec.Struct, frozen=True):
     stan: str
     """The bank STAN the link's sequence gave this request."""
     encode: BankEncoder | None = None
     """The granted link's encoder: the request is encoded with it before it is
     journaled, so a value its bank cannot take is refused (30) with nothing written."""
+    translate_pin: PinTranslator | None = None
+    """The granted link's PIN translation (its ZPK): a PIN block that is none under the
+    terminal's PIK is refused (99) before anything is written or sent."""
 
 
 class Journaled(msgspec.Struct, frozen=True):
@@ -214,7 +254,7 @@ class Stopped(msgspec.Struct, frozen=True):
 Event = (
     OriginalLoaded | FirstFinished | Admitted | Refused | LinkGranted | Journaled
     | JournalFailed | FirstElsewhere | BankAnswered | BankTimedOut | LinkLost | NotSent
-    | Stopped
+    | Stopped | LedgerAnswered
 )  # fmt: skip
 
 
@@ -266,6 +306,8 @@ class Exchange(msgspec.Struct, frozen=True):
     fields: dict[int, str | bytes]
     encoded: bytes | None = None
     """The message as ``LinkGranted.encode`` made it (None: the link encodes it)."""
+    pin: PinToSend | None = None
+    """Its PIN, translated again by the link if its ZPK changed before it is sent."""
 
 
 class ReleaseLink(msgspec.Struct, frozen=True):
@@ -297,9 +339,9 @@ class Answer(msgspec.Struct, frozen=True):
 
 Action = (
     LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | Exchange | ReleaseLink
-    | NudgeReversals | ReverseUnjournaled | Answer
+    | NudgeReversals | ReverseUnjournaled | Answer | PostToLedger
 )  # fmt: skip
-WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange)
+WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange, PostToLedger)
 """Actions whose result is the next event; every step ends with one, or with Answer."""
 
 
@@ -316,6 +358,10 @@ Phase = Literal[
     "journaling_answer",
     "journaling_stand_in",
     "answered",
+    # on-us (a product whose destination is the ledger): the ledger's pending transfer
+    # where a card's request is at its bank, then its end
+    "at_ledger",
+    "ending_ledger",
 ]
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
@@ -325,7 +371,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("loading_original", JournalFailed): "answered",
     ("admitting", Admitted): (
         "waiting_for_link", "answered", "waiting_for_first", "journaling_stand_in",
-        "journaling_decline",
+        "journaling_decline", "journaling_request",
     ),
     ("admitting", Refused): "answered",
     ("journaling_decline", Journaled): "answered",
@@ -335,7 +381,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("waiting_for_link", Refused): ("answered", "journaling_stand_in"),
     ("journaling_stand_in", Journaled): "answered",
     ("journaling_stand_in", JournalFailed): "answered",
-    ("journaling_request", Journaled): "at_bank",
+    ("journaling_request", Journaled): ("at_bank", "at_ledger"),
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
     ("loading_first", OriginalLoaded): ("waiting_for_first", "answered"),
@@ -346,8 +392,10 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("at_bank", LinkLost): "journaling_answer",
     ("at_bank", NotSent): "journaling_answer",
     ("at_bank", Stopped): "journaling_answer",
-    ("journaling_answer", Journaled): "answered",
-    ("journaling_answer", JournalFailed): "answered",
+    ("journaling_answer", Journaled): ("answered", "ending_ledger"),
+    ("journaling_answer", JournalFailed): ("answered", "ending_ledger"),
+    ("at_ledger", LedgerAnswered): "journaling_answer",
+    ("ending_ledger", LedgerAnswered): "answered",
 }
 """(phase, event) -> the phase (or phases: which one is decided by what the event
 says) a bank-bound transaction moves to."""
@@ -431,6 +479,13 @@ class BankTransaction:
         self._state: State = "not_sent"
         self._outcome: Outcome | None = None
         self._reversal_queued = False
+        self.on_ledger = self.product.destination == "ledger"
+        """Carried out on the switch's own ledger (wallet.md), not at a bank."""
+        self._code: LedgerAnswered | None = None
+        """The payment code taken (its customer, funding and tier)."""
+        self._reserved = True
+        """Whether a ledger step that may hold a transfer ran (not for a code not open)."""
+        self._final: Outcome | None = None
         self._lookup: bytes | None = None
         """The request card's look-up HMAC under the active key, once computed."""
         self._card_matched: set[str] = set()
@@ -484,7 +539,8 @@ class BankTransaction:
         request = self.request
         if self.product.original == "none":
             assert request.card is not None
-            self.route(request.card.pan)
+            if not self.on_ledger:  # a payment code is never routed to a bank
+                self.route(request.card.pan)
         else:
             self._find_original()
 
@@ -508,7 +564,7 @@ class BankTransaction:
                 merchant_id=merchant_id,
                 rrn=ref.rrn,
                 online_id=ref.online_id,
-                kinds=product.original_kinds,
+                kinds=self._original_kinds(),
             )
             if ref.auth_code is not None and ref.auth_code != original.auth_code:
                 raise TransactionRefused("25", "38 is not the original's", field="38")
@@ -581,6 +637,9 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
+        if self.on_ledger:
+            self._to_ledger(step)
+            return
         if self._in_switch is not None:
             self._void_in_switch(step, self._in_switch)
             return
@@ -680,12 +739,16 @@ class BankTransaction:
         if product.original == "none":
             assert request.card is not None and request.amount is not None
             pan = request.card.pan
-            # A hold is its card's own bank's: never a route's secondary (risk.md).
-            route = self.route(pan, secondary=False) if product.holds else self.route(pan)
-            self.route_name, self.bank = route
+            if self.on_ledger:
+                self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
+            else:
+                # A hold is its card's own bank's: never a route's secondary (risk.md).
+                route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+                self.route_name, self.bank = route
             amount = request.amount
         else:
             original = self._find_original()
+            product = self._on_ledger_if(original)
             if (
                 original.stand_in is not None
                 and original.advice != "accepted"
@@ -811,6 +874,7 @@ class BankTransaction:
                 else None
             ),
         )
+        pin = self._translated_pin(event, fields, step)
         encoded = None
         if event.encode is not None:
             try:
@@ -827,19 +891,46 @@ class BankTransaction:
                 ) from None
         record.bank_processing_code = str(fields[3])
         record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
-        self._exchange = Exchange(mti, fields, encoded)
+        self._exchange = Exchange(mti, fields, encoded, pin)
         # On disk before it leaves: after a crash it is known, and reversed.
         self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
 
-    def _on_journaling_request(self, event: Event, step: _Step) -> None:
-        if isinstance(event, JournalFailed):
+    def _translated_pin(
+        self, event: LinkGranted, fields: dict[int, str | bytes], step: _Step
+    ) -> PinToSend | None:
+        """The request's PIN under the link's ZPK in 52, with 53 (security.md); 99 (or
+        30 for a block of the wrong size) refuses it with nothing written or sent. A
+        block that cannot be translated (no security module) is never sent."""
+        card = self._resolved.card
+        fields.pop(52, None)
+        if card is None or card.pin_block is None or card.pin_key is None:
+            return None
+        if event.translate_pin is None:
+            return None
+        try:
+            translated, zpk = event.translate_pin(card.pin_key, card.pin_block, card.pan)
+        except (SecurityError, RemoteProtocolError) as exc:
             step.actions.append(ReleaseLink(answered=None))
+            code = "30" if isinstance(exc, PinBlockFieldError) else exc.response_code
+            self._settle_in_memory("not_sent", code)
+            field = str(exc.field) if isinstance(exc, PinBlockFieldError) else "52"
+            raise TransactionRefused(code, "PIN block error", field=field) from None
+        fields[52] = translated
+        fields[53] = BANK_SECURITY_CONTROL
+        return PinToSend(card.pin_block, card.pin_key, card.pan, translated, zpk)
+
+    def _on_journaling_request(self, event: Event, step: _Step) -> None:
+        if isinstance(event, Journaled) and self.on_ledger:
+            self._at_ledger(step)
+            return
+        if isinstance(event, JournalFailed):
+            self._release_link(step)
             self._settle_in_memory("not_sent", "96")
             self._answer(step, self._journal_failure(event))
             return
         if isinstance(event, FirstElsewhere):
-            step.actions.append(ReleaseLink(answered=None))
+            self._release_link(step)
             self._first_elsewhere(step)
             return
         assert self._exchange is not None
@@ -954,6 +1045,9 @@ class BankTransaction:
     def _on_journaling_answer(self, event: Event, step: _Step) -> None:
         outcome, record = self._outcome, self.record
         assert outcome is not None and record is not None
+        if self.on_ledger:
+            self._ledger_answer_journaled(event, step)
+            return
         if isinstance(event, JournalFailed):
             self._stand_in_not_journaled()
             if self._state in ("approved", "no_answer"):
@@ -968,6 +1062,124 @@ class BankTransaction:
         if self._reversal_queued:
             step.actions.append(NudgeReversals(record.bank))
         self._answer(step, outcome)
+
+    # -- on the ledger (wallet.md) -----------------------------------------------------
+
+    def _original_kinds(self) -> tuple[str, ...]:
+        """The kinds of original it may act on: its row's, and, for a request that
+        carries no card (an online void or refund: by id), its on-us twin's."""
+        twin = products.LEDGER_TWINS.get(self.product.kind)
+        if twin is None or self.request.card is not None:
+            return self.product.original_kinds
+        if self.request.acceptor.channel != "pos" and original_of(self.request).rrn:
+            return twin.original_kinds  # online by RRN: an on-us payment only (wallet.md)
+        return self.product.original_kinds + twin.original_kinds
+
+    def _on_ledger_if(self, original: TxnRecord) -> products.Product:
+        """An original on the ledger makes the request its on-us twin (wallet.md)."""
+        twin = products.LEDGER_TWINS.get(self.product.kind)
+        if twin is not None and not self.on_ledger and original.kind in twin.original_kinds:
+            self.product, self.on_ledger = twin, True
+        return self.product
+
+    def _release_link(self, step: _Step) -> None:
+        if not self.on_ledger:  # a ledger product never holds a link slot
+            step.actions.append(ReleaseLink(answered=None))
+
+    def _to_ledger(self, step: _Step) -> None:
+        """Admitted: journaled first, as a card's request before its bank (a repeat a
+        shared journal refuses is answered as the first's before its code is looked at)."""
+        record = self.record
+        assert record is not None
+        self.phase = "journaling_request"
+        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+
+    def _at_ledger(self, step: _Step) -> None:
+        """The request is journaled: a sale's code taken and its payment checked and
+        reserved, in one step; a void's or refund's compensating transfer reserved."""
+        record, original = self.record, self.original
+        assert record is not None
+        key = record_key(record)
+        self.phase = "at_ledger"
+        if original is None:
+            request = self.request
+            assert request.card is not None
+            acceptor = request.acceptor
+            step.actions.append(PostToLedger(PayByCode(
+                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
+                key=key, merchant_id=record.merchant_id, amount=record.amount,
+                rrn=record.rrn, local_date=self.stamp.local.date().isoformat(),
+            )))  # fmt: skip
+        else:
+            step.actions.append(PostToLedger(ReserveBack(
+                original=record_key(original), key=key, amount=record.amount,
+                kind=key.leg, rrn=record.rrn, merchant_id=record.merchant_id,
+            )))  # fmt: skip
+
+    def _on_at_ledger(self, event: Event, step: _Step) -> None:
+        """The ledger's verdict settles the transaction, as a bank's answer would. A code
+        not open (14) or the probe limit (65) reserved nothing; an open one was used,
+        and its funding is in the answer (63.1)."""
+        assert isinstance(event, LedgerAnswered)
+        if self.original is None:
+            self._code = event if event.funding is not None else None
+            self._reserved = event.funding is not None
+        step.actions.append(self._settle_on_ledger(event))
+
+    def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:
+        assert self.record is not None
+        outcome = Outcome(
+            code=event.code, message=event.message or ("approved" if event.ok else ""),
+            detail=event.detail, rrn=self.record.rrn, bank=self.bank, route=self.route_name,
+            settlement_date=self.business_date or None,
+            auth_code=event.auth_code if event.ok else None,
+            funding=(self._code.funding if self._code is not None
+                     else "wallet" if self.original is not None else None),
+        )  # fmt: skip
+        state: State = "approved" if event.ok else "declined"
+        self._outcome, self._state = outcome, state
+        self.phase = "journaling_answer"
+        return Journal(self._settlement(outcome, state))
+
+    def _ledger_answer_journaled(self, event: Event, step: _Step) -> None:
+        """The answer journaled: the pending transfer is posted (approved) or voided; the
+        answer leaves once that is done. Not journaled: voided, answered 96 (the journal
+        still says ``sending``: a restart settles it as no answer, and voids again)."""
+        record, outcome = self.record, self._outcome
+        assert record is not None and outcome is not None
+        approved = self._state == "approved"
+        if isinstance(event, JournalFailed):
+            if approved:
+                self.book.mark_reversed(record)
+            record.state = "no_answer"
+            approved = False
+            self._final = self._journal_failure(event)
+        else:
+            self._final = outcome
+        if not self._reserved:  # a code not open: nothing on the ledger to end
+            self._answer(step, self._final)
+            return
+        key = record_key(record)
+        self.phase = "ending_ledger"
+        step.actions.append(PostToLedger(EndTransfer(
+            key=key, approved=approved, payment=self.original is None,
+            uncount=(record_key(self.original)
+                     if approved and self.product.reserves == "whole" and self.original
+                     else None),
+        )))  # fmt: skip
+
+    def _on_ending_ledger(self, event: Event, step: _Step) -> None:
+        assert isinstance(event, LedgerAnswered) and self._final is not None
+        if not event.ok and self._final.approved:
+            # Journaled as approved, yet not posted: not answered 00 (the terminal
+            # reverses, which voids the pending transfer; a restart posts it otherwise).
+            self._answer(step, Outcome(
+                code="96", message="system malfunction", rrn=self.rrn, bank=self.bank,
+                route=self.route_name,
+                detail=f"ledger post failed: {event.detail or event.message}",
+            ))  # fmt: skip
+            return
+        self._answer(step, self._final)
 
     # -- stand-in (risk.md, "Stand-in processing (STIP)") ---------------------------
 
@@ -1269,18 +1481,25 @@ def expiry_changes(
 # -- a terminal's reversal ---------------------------------------------------------------
 
 ReversalPhase = Literal[
-    "received", "loading_original", "waiting_for_first", "journaling", "answered"
+    "received", "loading_original", "waiting_for_first", "journaling", "answered",
+    "reserving_back", "ending_ledger",
 ]
 
 REVERSAL_TRANSITIONS: Final[
     dict[tuple[ReversalPhase, type], ReversalPhase | tuple[ReversalPhase, ...]]
 ] = {
-    ("loading_original", OriginalLoaded): ("waiting_for_first", "journaling", "answered"),
+    ("loading_original", OriginalLoaded): (
+        "waiting_for_first", "journaling", "answered", "reserving_back"
+    ),
     ("loading_original", Refused): "answered",
     ("loading_original", JournalFailed): "answered",
-    ("waiting_for_first", FirstFinished): ("journaling", "answered"),
-    ("journaling", Journaled): "answered",
-    ("journaling", JournalFailed): "answered",
+    ("waiting_for_first", FirstFinished): ("journaling", "answered", "reserving_back"),
+    ("journaling", Journaled): ("answered", "ending_ledger"),
+    ("journaling", JournalFailed): ("answered", "ending_ledger"),
+    # an on-us original (wallet.md): the compensating transfer reserved, the reversal
+    # journaled, the transfer posted (or voided if the journal failed), then the answer
+    ("reserving_back", LedgerAnswered): ("journaling", "answered"),
+    ("ending_ledger", LedgerAnswered): "answered",
 }
 
 
@@ -1309,6 +1528,7 @@ class TerminalReversal:
         self.in_flight = in_flight
         self.phase: ReversalPhase = "received"
         self.record: TxnRecord | None = None
+        self._final: Outcome | None = None
         acceptor, ref = request.acceptor, request.original
         self.trace = (
             acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
@@ -1332,6 +1552,10 @@ class TerminalReversal:
         self.now = now
         actions: list[Action]
         match event:
+            case LedgerAnswered() | Journaled() | JournalFailed() if self.phase in (
+                "reserving_back", "ending_ledger"
+            ) or (self.phase == "journaling" and self._on_ledger()):
+                actions = self._ledger_step(event)
             case Refused(reason=reason):
                 self.phase = "answered"
                 actions = [Answer(Outcome(code="91", message=reason, shed=True))]
@@ -1388,7 +1612,74 @@ class TerminalReversal:
             return [AwaitFirst(record.rrn, elsewhere=True)]
         return self._reverse(record)
 
+    def _on_ledger(self) -> bool:
+        return self.record is not None and (
+            products.product(self.record.kind).destination == "ledger"
+        )
+
+    def _reverse_on_ledger(self, record: TxnRecord) -> list[Action]:
+        """An on-us original: nothing to reverse unless it was approved (a decline's
+        pending transfer was voided before its answer left)."""
+        if record.reversed or record.state != "approved":
+            self.phase = "answered"
+            return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
+        self.phase = "reserving_back"
+        return [PostToLedger(ReserveBack(
+            original=record_key(record), key=record_key(record, REVERSAL_LEG),
+            amount=record.amount, kind="void", rrn=record.rrn,
+            merchant_id=record.merchant_id, reversal=True,
+        ))]  # fmt: skip
+
+    def _ledger_step(self, event: Event) -> list[Action]:
+        record = self.record
+        assert record is not None
+        key = record_key(record, REVERSAL_LEG)
+        if self.phase == "reserving_back":
+            assert isinstance(event, LedgerAnswered)
+            if not event.ok:
+                self.phase = "answered"
+                # Busy or broken: 96, the terminal sends it again. Refused (a reversed
+                # void whose money the wallet has spent): answered 00 as every reversal
+                # is, the operator told.
+                code = "96" if event.code in ("91", "96") else "00"
+                return [Answer(Outcome(
+                    code=code, rrn=record.rrn, bank=record.bank,
+                    message="system malfunction" if code == "96" else "",
+                    detail=f"ledger refused the reversal: {event.code} {event.message}",
+                ))]  # fmt: skip
+            changes: list[Change] = []
+            original = self.book.mark_reversed(record)
+            if original is not None:
+                undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
+                changes.append(TxnUpdated.of(original, self.now, undone))
+            changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+            self.phase = "journaling"
+            return [Journal(tuple(changes))]
+        if self.phase == "journaling":
+            failed = isinstance(event, JournalFailed)
+            self._final = (
+                Outcome(code="96", message="system malfunction", detail=event.error)
+                if isinstance(event, JournalFailed)
+                else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
+            )
+            self.phase = "ending_ledger"
+            payment = record.kind == "onus_sale"
+            return [PostToLedger(EndTransfer(
+                key=key, approved=not failed,
+                uncount=record_key(record) if payment and not failed else None,
+            ))]  # fmt: skip
+        assert isinstance(event, LedgerAnswered) and self._final is not None
+        self.phase = "answered"
+        if not event.ok and self._final.approved:
+            return [Answer(Outcome(
+                code="96", message="system malfunction",
+                detail=f"ledger post failed: {event.detail or event.message}",
+            ))]  # fmt: skip
+        return [Answer(self._final)]
+
     def _reverse(self, record: TxnRecord) -> list[Action]:
+        if products.product(record.kind).destination == "ledger":
+            return self._reverse_on_ledger(record)
         if record.stand_in is not None and record.advice != "accepted" and not record.reversed:
             return self._reverse_stood_in(record)
         if record.sent is None or record.reversed or record.state == "not_sent":

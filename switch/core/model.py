@@ -14,6 +14,7 @@ import msgspec
 
 from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
 from switch.core.products import PRODUCTS, Product
+from switch.security.port import LmkKey
 
 Channel = Literal["pos", "online"]
 
@@ -54,6 +55,9 @@ class Card(msgspec.Struct, frozen=True, kw_only=True):
     expiry: str | None = None
     track2: str | None = None
     pin_block: bytes | None = None
+    """A terminal's PIN block under ``pin_key`` (its PIK): in memory only, translated to
+    the bank link's ZPK as the request leaves (security.md, "PIN")."""
+    pin_key: LmkKey | None = None
     cvv2: str | None = None
     entry_mode: str = "012"
     condition_code: str = "00"
@@ -164,6 +168,18 @@ class Completion(Refund, frozen=True, kw_only=True):
 class CompletionVoid(Void, frozen=True, kw_only=True):
     """A completion void: the completion's pre-authorisation is open again."""
 
+class PaycodeSale(Sale, frozen=True, kw_only=True):
+    """wallet.md: a sale paid by a consumer payment code (``card.pan`` is the code),
+    carried out on the ledger."""
+
+
+class PaycodeVoid(Void, frozen=True, kw_only=True):
+    """The void of a payment-code sale (2 = the code, 22 = 032)."""
+
+
+class PaycodeRefund(Refund, frozen=True, kw_only=True):
+    """The refund of a payment-code sale (2 = the code, 22 = 032)."""
+
 
 class BatchSettlement(_Request, frozen=True, kw_only=True):
     """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
@@ -184,7 +200,8 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
-    | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid
+    | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid | PaycodeSale
+    | PaycodeVoid | PaycodeRefund
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = (
@@ -201,6 +218,9 @@ KIND_NAMES: dict[type[_Request], str] = {
     Void: "void",
     Refund: "refund",
     Reversal: "reversal",
+    PaycodeSale: "onus_sale",
+    PaycodeVoid: "onus_void",
+    PaycodeRefund: "onus_refund",
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
     PreAuth: "preauth",
@@ -265,6 +285,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     stand_in: str | None = None
     """Approved by the switch in its bank's place (risk.md): why (``circuit_open``,
     ``no_link``, ``bank_91``); the log line says ``stand_in = true``."""
+
+    funding: str | None = None
+    """An on-us payment's funding once its payment code was found open (wallet.md:
+    ``wallet`` or ``credit``; POS 63.1 ``WAL`` or ``CRL``)."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""

@@ -74,7 +74,11 @@ def check_free_text(request: wire.OnlineRequest) -> None:
     """``order_id`` and ``memo`` are echoed and kept with the result: text holding a
     card number or track data (the log's detector), or the request's own CVV2, is
     refused (30 naming the field), never stored."""
-    cvv2 = request.card.cvv2 if isinstance(request, wire.Purchase | wire.Balance) else None
+    cvv2 = (
+        request.card.cvv2
+        if isinstance(request, wire.Purchase | wire.Balance) and request.card is not None
+        else None
+    )
     for name in ("order_id", "memo"):
         text = getattr(request, name)
         if text is None:
@@ -117,6 +121,10 @@ def request_from_online(
     if amount is not None:
         validate.check_amount(amount, field="amount")
         fields["amount"] = amount
+    if isinstance(request, wire.Purchase | wire.Balance) and (
+        request.paycode is not None or request.card is None
+    ):
+        return _paycode_request(request, acceptor, stan, currencies)
     if product.original == "none":
         currency = getattr(request, "currency", None)
         fields["currency"] = (
@@ -124,9 +132,9 @@ def request_from_online(
             if currency is None
             else validate.settled_currency(currency, currencies, field="currency")
         )
-        fields["card"] = _card(request.card, today)  # type: ignore[union-attr]
+        fields["card"] = _card(request.card, today)  # type: ignore[union-attr,arg-type]
     else:
-        fields["original"] = OriginalRef(online_id=request.original_id)  # type: ignore[union-attr]
+        fields["original"] = _original(request)  # type: ignore[arg-type]
     return REQUEST_TYPES[product.kind](
         acceptor=acceptor,
         stan=stan,
@@ -135,6 +143,47 @@ def request_from_online(
         device_id=request.device_id,
         **fields,
     )
+
+
+ONUS_CURRENCY: Final = "156"
+
+
+def _original(request: wire.Void | wire.Refund) -> OriginalRef:
+    """What a void or refund names: ``original_id``, or (wallet.md, an on-us payment)
+    ``original_rrn``; exactly one (30 naming ``original_id``)."""
+    if (request.original_id is None) == (request.original_rrn is None):
+        raise TransactionRefused(
+            "30", "exactly one of original_id and original_rrn", field="original_id"
+        )
+    if request.original_rrn is not None:
+        return OriginalRef(rrn=request.original_rrn)
+    return OriginalRef(online_id=request.original_id)
+
+
+def _paycode_request(
+    request: wire.Purchase | wire.Balance,
+    acceptor: Acceptor,
+    stan: str,
+    currencies: Collection[str],
+) -> Request:
+    """A merchant's purchase by payment code (wallet.md): on the ledger, CNY only (57);
+    a balance inquiry with a code is 57; exactly one of ``card`` and ``paycode`` (30)."""
+    if request.paycode is None:
+        raise TransactionRefused("30", "card or paycode is required", field="card")
+    if request.card is not None:
+        raise TransactionRefused("30", "card and paycode both given", field="paycode")
+    if isinstance(request, wire.Balance):
+        raise TransactionRefused("57", "a balance inquiry with a payment code", field="paycode")
+    validate.check_amount(request.amount, field="amount")
+    currency = validate.settled_currency(request.currency, currencies, field="currency")
+    if currency != ONUS_CURRENCY:
+        raise TransactionRefused("57", "on-us money is CNY only", field="currency")
+    product = products.PRODUCTS["onus_sale"]
+    return REQUEST_TYPES[product.kind](
+        acceptor=acceptor, stan=stan, online_id=request.id,
+        processing_code=product.online_code, amount=request.amount, currency=currency,
+        card=Card(pan=request.paycode, entry_mode="032", condition_code=ONLINE_CONDITION_CODE),
+    )  # fmt: skip
 
 
 def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
@@ -153,6 +202,7 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         last_completion_date=outcome.hold_until if outcome.approved else None,
         order_id=request.order_id,
         memo=request.memo,
+        funding=outcome.funding,
     )
 
 
@@ -194,7 +244,11 @@ def fingerprint_content(request: wire.OnlineRequest) -> bytes:
     """What two requests with the same id compare by: the request's content, CVV2 left
     out (nothing kept may confirm a guess of it). Only its keyed digest is kept, since
     the content holds a card number."""
-    if isinstance(request, wire.Purchase | wire.Balance) and request.card.cvv2 is not None:
+    if (
+        isinstance(request, wire.Purchase | wire.Balance)
+        and request.card is not None
+        and request.card.cvv2 is not None
+    ):
         request = msgspec.structs.replace(
             request, card=msgspec.structs.replace(request.card, cvv2=None)
         )

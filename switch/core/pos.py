@@ -10,6 +10,8 @@ from collections.abc import Collection, Mapping
 from datetime import date
 from typing import Final
 
+import msgspec
+
 from switch.core import batch as batch48
 from switch.core import products, validate
 from switch.core.clock import Stamp
@@ -26,6 +28,7 @@ from switch.core.model import (
     SignOn,
 )
 from switch.errors import TransactionRefused
+from switch.security.port import LmkKey
 
 Fields = Mapping[int, str | bytes]
 
@@ -107,17 +110,26 @@ def _acceptor_id(fields: Fields, number: int) -> str:
     return value
 
 
+def acceptor_ids(fields: Fields) -> tuple[str, str]:
+    """41 and 42 without their padding; 30 for a missing, blank or space-led one (it
+    names no terminal entry: answered before any MAC check, without 64)."""
+    return _acceptor_id(fields, 41), _acceptor_id(fields, 42)
+
+
 def request_from_pos(
     mti: str,
     fields: Fields,
     *,
     currencies: Collection[str] = validate.SETTLED_CURRENCIES,
     today: date | None = None,
+    paycode_prefix: str | None = None,
 ) -> Request:
     """The canonical request for a decoded POS message; refusals raise TransactionRefused.
     ``currencies``: those the switch settles (57 for another 49, but in a reversal,
     which is always taken). ``today``: the local date of the request's stamp (its 13),
-    by which a sale's or balance inquiry's card has expired (54); None checks no date."""
+    by which a sale's or balance inquiry's card has expired (54); None checks no date.
+    ``paycode_prefix``: wallet.md's ``paycode_prefix`` when on-us payments are served: a
+    field 2 that begins with it is a payment code (never a card)."""
     stan = _required(fields, 11)
     acceptor = Acceptor(
         channel="pos",
@@ -161,15 +173,29 @@ def request_from_pos(
         raise TransactionRefused("40", f"message type {mti} is not supported", field="mti")
 
     processing_code = _required(fields, 3)
-    product = products.by_pos(mti, processing_code[:2], _text(fields, 25))
+    field2 = _text(fields, 2)
+    if paycode_prefix and field2 is not None and field2.startswith(paycode_prefix):
+        product = _paycode_product(mti, processing_code[:2], fields)
+        card = _paycode(field2, fields)
+    else:
+        product = products.by_pos(mti, processing_code[:2], _text(fields, 25))
+        card = None
     if product is not None:
         _check_type_code(reserved, mti, product.pos_type)
-    card = _card(fields)
+    if card is None:
+        card = _card(fields)
     currency = _required(fields, 49)
     if product is None or product.original != "trace":
         # a reversal is answered 00 whatever it names (pos-cup.md)
         currency = validate.settled_currency(currency, currencies, field="49")
-    if today is not None and product is not None and product.original == "none":
+        if product is not None and product.destination == "ledger" and currency != ONUS_CURRENCY:
+            raise TransactionRefused("57", "on-us money is CNY only", field="49")
+    if (
+        today is not None
+        and product is not None
+        and product.original == "none"
+        and product.instrument == "card"
+    ):
         validate.check_not_expired(card.expiry, today, field="14")
     amount = _amount(fields) if product is None or product.carries_amount else None
     if product is None:
@@ -177,8 +203,8 @@ def request_from_pos(
             "40", f"processing code {processing_code} is not supported with {mti}", field="3"
         )
     if product.kind in products.HELD_KINDS and card.entry_mode[:2] == PAYMENT_CODE_ENTRY:
-        # On-us funding (wallet.md) of a pre-authorisation needs the ledger, which the
-        # transaction path does not reach yet: refused, never taken for a card.
+        # On-us funding (wallet.md) of a pre-authorisation needs a hold on the ledger,
+        # not built yet: refused, never taken for a card.
         raise TransactionRefused(
             "40", "a pre-authorisation or completion by payment code is not offered", field="22"
         )
@@ -220,6 +246,52 @@ def request_from_pos(
     )
 
 
+ONUS_FUNDING_CODE: Final = {"wallet": "WAL", "credit": "CRL"}
+"""63.1 of an on-us answer by the payment's funding (wallet.md)."""
+PAYCODE_ENTRY_MODE: Final = "032"
+"""wallet.md: field 22 of a scanned payment code (03: bar code; 2: no PIN)."""
+PAYCODE_ABSENT_FIELDS: Final = (14, 35, 52, 53, 55)
+"""What a payment-code request must not carry (30 naming the first present)."""
+ONUS_CURRENCY: Final = "156"
+
+
+def _paycode_product(mti: str, code: str, fields: Fields) -> products.Product | None:
+    """The product of a request whose field 2 is a payment code: a paycode row, or a
+    terminal's reversal (which names its original by trace whatever it was); a
+    balance inquiry with a code is not permitted (57)."""
+    condition = _text(fields, 25)
+    card_row = products.by_pos(mti, code, condition)
+    if card_row is not None and card_row.kind in products.HELD_KINDS:
+        raise TransactionRefused(
+            "40", "a pre-authorisation or completion by payment code is not offered", field="22"
+        )
+    product = products.by_pos(mti, code, condition, "paycode")
+    if product is not None:
+        return product
+    if card_row is not None and card_row.original == "trace":
+        return card_row
+    if card_row is not None and not card_row.carries_amount:
+        raise TransactionRefused("57", "a balance inquiry with a payment code", field="3")
+    return None
+
+
+def _paycode(code: str, fields: Fields) -> Card:
+    """Field 2 as a payment code (wallet.md): 22 must be 032 (else 14, the cashier asks
+    for a fresh code), none of 14, 35, 52, 53 and 55 (30). The code's own checks (Luhn,
+    open) are the ledger's, answered 14 alike, and counted against the terminal."""
+    for number in PAYCODE_ABSENT_FIELDS:
+        if number in fields:
+            raise TransactionRefused(
+                "30", f"field {number} is not sent with a payment code", field=str(number)
+            )
+    entry_mode = _required(fields, 22)
+    if entry_mode != PAYCODE_ENTRY_MODE:
+        raise TransactionRefused("14", "a payment code without entry mode 032", field="22")
+    if not (code.isascii() and code.isdigit() and len(code) <= 19):
+        raise TransactionRefused("14", "not a payment code", field="2")
+    return Card(pan=code, entry_mode=entry_mode, condition_code=_required(fields, 25))
+
+
 def _amount(fields: Fields) -> int:
     amount_digits = _required(fields, 4)
     if not (amount_digits.isascii() and amount_digits.isdigit()):
@@ -255,16 +327,24 @@ def _card(fields: Fields) -> Card:
         field = "2"
     validate.check_pan(pan, field=field)
     validate.check_expiry(expiry, field="14")
-    pin_block = fields.get(52)
-    return Card(
+    return Card(  # its PIN, if any, is the channel's to check first (with_pin)
         pan=pan,
         expiry=expiry,
         track2=track2,
-        pin_block=pin_block if isinstance(pin_block, bytes) else None,
         entry_mode=_required(fields, 22),
         condition_code=_required(fields, 25),
         chip=55 in fields,
     )
+
+
+def with_pin(request: Request, block: bytes, pik: LmkKey) -> Request:
+    """``request`` with its card's PIN block under the terminal's PIK (security.md): the
+    channel checked 22, 53 and the block's size against the key set that verified it."""
+    card = getattr(request, "card", None)
+    if card is None:
+        return request
+    card = msgspec.structs.replace(card, pin_block=block, pin_key=pik)
+    return msgspec.structs.replace(request, card=card)
 
 
 def response_fields(
@@ -289,6 +369,8 @@ def response_fields(
     fields[39] = outcome.code
     if outcome.balance is not None:
         fields[54] = outcome.balance
+    if outcome.funding is not None:  # wallet.md: 63.1, once the payment code was open
+        fields[63] = ONUS_FUNDING_CODE.get(outcome.funding, "WAL")
     if outcome.batch is not None:
         reserved = request_fields.get(60)
         if isinstance(reserved, str) and len(reserved) >= 2:

@@ -65,9 +65,19 @@ less the fee), a ``credit`` (it returns money), ``cancels`` (it undoes its origi
 the original counts nowhere once it is approved; settled, it cancels its original
 paid the same day, else returns money like a credit), or ``none`` (never paid)."""
 
-Destination = Literal["bank"]
-"""Where a product is carried out: at a bank (its card's, or its original's). The
-switch's own ledger (a wallet payment) is a later value."""
+Destination = Literal["bank", "ledger"]
+"""Where a product is carried out: at a bank (its card's, or its original's), or on the
+switch's own ledger (wallet.md: an on-us payment from a wallet, its void and refund),
+where the switch itself decides, with no bank, link or reversal queue."""
+
+Instrument = Literal["card", "paycode"]
+"""What names the customer on the wire: a card (2 or 35), or a consumer payment code
+(wallet.md: 2 = the code, 22 = ``032``). On POS a paycode product has the same MTI, 3,
+25 and 60.1 as its card twin: field 2's prefix tells them apart (``by_pos``)."""
+
+LEDGER_BANK: Final = "on-us"
+"""The ``bank`` of a ledger product's journal record (settlement.md's ``bank`` =
+``on-us`` of on-us lines): no bank link, route or store-and-forward queue has it."""
 
 
 class Product(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +113,7 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     """The kinds of original it may act on (``reference``)."""
     reserves: Reserves = "none"
     destination: Destination = "bank"
+    instrument: Instrument = "card"
     counts: Counts = "none"
     carries_amount: bool = True
     """Whether the request carries an amount (POS field 4; online ``amount``, where an
@@ -168,6 +179,30 @@ PRODUCTS: Final[dict[str, Product]] = {
             original="reference", original_kinds=("sale", "completion"), reserves="remaining",
             counts="credit",
         ),
+        # On-us (wallet.md): a payment code's sale, void and refund, on the ledger. The
+        # bank columns are their card twins' (nothing is sent: compiled into no bank
+        # look-up); not reversed on no answer: a pending transfer without a journaled
+        # answer is voided (core.ledger.recovery), no bank holds anything to reverse.
+        Product(
+            kind="onus_sale", pos_mti="0200", pos_code="00", pos_type="22",
+            response_mti="0210", bank_mti="0200", bank_response_mti="0210",
+            destination="ledger", instrument="paycode", counts="debit",
+            reversed_on_no_answer=False,
+        ),
+        Product(
+            kind="onus_void", pos_mti="0200", pos_code="20", pos_type="23",
+            response_mti="0210", bank_mti="0200", bank_response_mti="0210",
+            original="reference", original_kinds=("onus_sale",), reserves="whole",
+            destination="ledger", instrument="paycode", counts="cancels",
+            reversed_on_no_answer=False,
+        ),
+        Product(
+            kind="onus_refund", pos_mti="0220", pos_code="20", pos_type="25",
+            response_mti="0230", bank_mti="0200", bank_response_mti="0210",
+            original="reference", original_kinds=("onus_sale",), reserves="remaining",
+            destination="ledger", instrument="paycode", counts="credit",
+            reversed_on_no_answer=False,
+        ),
         Product(
             kind="preauth", pos_mti="0100", pos_code="03", pos_condition="06", pos_type="10",
             response_mti="0110", online_type="preauth", bank_mti="0100", bank_code="03",
@@ -222,11 +257,13 @@ _BANK_EFFECT: Final = ("original", "reserves", "counts", "carries_amount")
 either (a completion void is a void to the bank)."""
 
 
-def compile_pos(rows: Iterable[Product]) -> dict[PosKey, Product]:
-    """POS identity -> product; ValueError if two rows share one."""
+def compile_pos(
+    rows: Iterable[Product], instrument: Instrument = "card"
+) -> dict[PosKey, Product]:
+    """POS identity -> product of ``instrument``; ValueError if two rows share one."""
     compiled: dict[PosKey, Product] = {}
     for row in rows:
-        if row.pos_mti is None:
+        if row.pos_mti is None or row.instrument != instrument:
             continue
         key = (row.pos_mti, row.pos_code, row.pos_condition)
         if key in compiled:
@@ -265,6 +302,14 @@ def compile_bank(rows: Iterable[Product]) -> dict[BankKey, Product]:
 
 
 BY_POS: Final = compile_pos(PRODUCTS.values())
+BY_POS_PAYCODE: Final = compile_pos(PRODUCTS.values(), "paycode")
+"""POS identity -> the product of a request whose field 2 is a payment code."""
+LEDGER_TWINS: Final[dict[str, Product]] = {
+    BY_POS[key].kind: row for key, row in BY_POS_PAYCODE.items() if key in BY_POS
+}
+"""A card product's kind -> its on-us twin (same wire identity, on the ledger): what an
+online void or refund, which names its original by id and carries no card, becomes when
+that original is on-us (``onus_sale``)."""
 POS_MTIS: Final = frozenset(row.pos_mti for row in PRODUCTS.values() if row.pos_mti)
 """The MTIs of POS financial requests."""
 BY_ONLINE_TYPE: Final = compile_online(PRODUCTS.values())
@@ -285,7 +330,7 @@ REVERSIBLE_TYPES: Final = frozenset(
 UPLOAD_KINDS: Final[dict[str, Product]] = {
     row.pos_type: row
     for row in PRODUCTS.values()
-    if row.counts in ("debit", "credit") and row.pos_type is not None
+    if row.counts in ("debit", "credit") and row.pos_type is not None and row.instrument == "card"
 }
 """A 0320 record's kind (the uploaded transaction's 60.1) -> its product: those that
 count in batch totals as a debit or a credit."""
@@ -314,11 +359,14 @@ HELD_KINDS: Final = frozenset(
 """A pre-authorisation, its void, a completion and a completion void."""
 
 
-def by_pos(mti: str, code: str, condition: str | None) -> Product | None:
-    """The product a POS request is, by MTI, 3[:2] and 25 (None: no such product).
-    Its 60.1 is checked against the row's afterwards, so that a wrong one is refused
-    naming field 60."""
-    table = BY_POS
+def by_pos(
+    mti: str, code: str, condition: str | None, instrument: Instrument = "card"
+) -> Product | None:
+    """The product a POS request is, by MTI, 3[:2] and 25 (None: no such product), among
+    those of its ``instrument`` (a payment code in field 2: ``paycode``). Its 60.1 is
+    checked against the row's afterwards, so that a wrong one is refused naming field
+    60."""
+    table = BY_POS if instrument == "card" else BY_POS_PAYCODE
     return (
         table.get((mti, code, condition))
         or table.get((mti, code, None))
@@ -374,7 +422,11 @@ def upload_case_sql(column: str) -> str:
 
 def upload_code_sql(column: str) -> str:
     """SQL mapping a journal kind in ``column`` to the 0320 record kind it uploads as."""
-    whens = " ".join(f"WHEN '{row.kind}' THEN '{code}'" for code, row in UPLOAD_KINDS.items())
+    whens = " ".join(
+        f"WHEN '{row.kind}' THEN '{row.pos_type}'"
+        for row in PRODUCTS.values()
+        if row.counts in ("debit", "credit") and row.pos_type is not None
+    )
     return f"CASE {column} {whens} END"
 
 

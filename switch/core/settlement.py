@@ -197,6 +197,19 @@ class SettlementStatus(msgspec.Struct, frozen=True, kw_only=True):
     reversals_queued: int
 
 
+class SettlementWatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What an operator alerts on (``/metrics``): the dates closed and not settled, the
+    oldest of them past its ``settle_deadline``, and the latest closed date's status."""
+
+    unsettled_dates: int
+    overdue_dates: int
+    """Closed, not settled, and past their deadline (settlement.md: they settle at it)."""
+    overdue_s: float
+    """How far the oldest overdue date is past its deadline, in seconds (0: none)."""
+    latest: SettlementStatus | None
+    """The latest closed date's (None: no date has closed yet)."""
+
+
 class ReversalOrder(msgspec.Struct, frozen=True, kw_only=True):
     """A reversal the settlement decided on, to be queued in the journal's
     store-and-forward. ``known`` is False for a bank's record the switch never sent:

@@ -68,10 +68,29 @@ class Worker(msgspec.Struct, frozen=True, kw_only=True):
     one port, the same for every worker); None: the config's."""
     own_journal: bool = False
     """Tests only (SQLITE_WORKERS_FOR_TESTS): a journal of its own, see the module."""
+    host: int = 0
+    hosts: int = 1
+    """``[switch] host_id`` and ``hosts``: switches on other hosts share the journal."""
+    peers_dir: str | None = None
+    """The supervisor's private folder where the workers and it answer worker 0's admin
+    interface (switch.admin.peers); None: not started by a supervisor."""
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"worker {self.index} is not one of {self.count}")
+        if not 0 <= self.host < self.hosts:
+            raise ValueError(f"host {self.host} is not one of {self.hosts}")
+
+    @property
+    def slot(self) -> int:
+        """This worker among every host's: what it is known as in the shared journal
+        (its lock, its transactions' mark) and its share of RRNs and STANs."""
+        return self.host * self.count + self.index
+
+    @property
+    def slots(self) -> int:
+        """Workers on every host: each host runs ``count`` of them."""
+        return self.hosts * self.count
 
     @property
     def alone(self) -> bool:
@@ -80,13 +99,15 @@ class Worker(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def shares_journal(self) -> bool:
-        """Other workers write the same journal: what this one holds in memory of a
-        transaction may be stale (see :class:`switch.core.book.TransactionBook`)."""
-        return self.count > 1 and not self.own_journal
+        """Other workers (this host's or another's) write the same journal: what this
+        one holds in memory of a transaction may be stale (see
+        :class:`switch.core.book.TransactionBook`)."""
+        return self.slots > 1 and not self.own_journal
 
     @property
     def runs_settlement(self) -> bool:
-        return self.index == 0
+        """Worker 0 of host 0: a date closes and settles once, whichever host."""
+        return self.slot == 0
 
     @property
     def serves_admin(self) -> bool:
@@ -108,9 +129,15 @@ def worker_problems(config: SwitchConfig, *, sqlite_for_tests: bool = False) -> 
     """Why ``config`` cannot run its ``[switch] workers`` processes, one sentence each
     naming its key (none when workers = 1)."""
     workers = config.switch.workers
-    if workers == 1:
-        return []
     problems: list[str] = []
+    hosts = config.switch.hosts
+    if hosts > 1 and config.journal.backend != "postgresql":
+        problems.append(
+            f'switch.hosts = {hosts} needs [journal] backend = "postgresql": the hosts '
+            "share one journal"
+        )
+    if workers == 1:
+        return problems
     if config.journal.backend != "postgresql" and not sqlite_for_tests:
         problems.append(
             f'switch.workers = {workers} needs [journal] backend = "postgresql": a SQLite '

@@ -35,10 +35,13 @@ from switch.config import BankSection
 from switch.core import bank as bankmsg
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.fairqueue import FairQueue
+from switch.core.lifecycle import PinToSend
 from switch.core.numbers import StanSequence
 from switch.errors import MessageEncodeError, SwitchError
 from switch.net.framed import FrameReader, FrameWriter
-from switch.security.port import BankKeys, KeyName, SecurityModule, operator_kcv
+from switch.net.trace import Tracer
+from switch.security.errors import KeyUsageError
+from switch.security.port import BankKeys, KeyName, LmkKey, SecurityModule, operator_kcv
 from switch.security.software import security_event
 from switch.wire.framing import LengthPrefixedFramer
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
@@ -122,9 +125,12 @@ class BankLink:
         on_room: Callable[[], None] = lambda: None,
         clock: BusinessClock = WALL_CLOCK,
         security: BankSecurity | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.bank = bank
         self.index = index
+        self.tracer = tracer
+        """The message trace (switch.net.trace), when the switch has one."""
         self._security = security
         """None: no key change and no MAC (a bank reached only in tests of the link)."""
         self._keys: BankKeys | None = None
@@ -171,6 +177,13 @@ class BankLink:
         return True
 
     @property
+    def key_expires_in_s(self) -> float | None:
+        """Until the keys' change is due (below 0: overdue); None: no keys."""
+        if self._keys is None or self._next_key_change == math.inf:
+            return None
+        return round(self._next_key_change - trio.current_time(), 3)
+
+    @property
     def has_room(self) -> bool:
         return self.status == "up" and self.in_flight < self.window
 
@@ -182,8 +195,21 @@ class BankLink:
             fields = bankmsg.with_mac_placeholder(mti, fields)
         return self._codec.encode(mti, fields)
 
+    def translate_pin(self, pik: LmkKey, block: bytes, pan: str) -> tuple[bytes, LmkKey]:
+        """A terminal's PIN block (under its PIK) as a format 0 block under this link's
+        ZPK, in the security module (security.md, "PIN"), and that ZPK."""
+        if self._security is None or self._keys is None:
+            raise KeyUsageError(f"link {self.bank}/{self.index} has no ZPK")
+        zpk = self._keys.zpk
+        return self._security.module.translate_pin(pik, zpk, block, pan), zpk
+
     async def exchange(
-        self, mti: str, fields: dict[int, FieldValue], *, encoded: bytes | None = None
+        self,
+        mti: str,
+        fields: dict[int, FieldValue],
+        *,
+        encoded: bytes | None = None,
+        pin: PinToSend | None = None,
     ) -> Iso8583Message:
         """Sends a request on a reserved slot and waits for its response; ``encoded``
         is the message as :meth:`encode` made it, if the caller already has it.
@@ -196,7 +222,7 @@ class BankLink:
         """
         if self.status != "up":
             raise LinkNotSent(f"link {self.bank}/{self.index} is down")
-        return await self._exchange(mti, fields, encoded)
+        return await self._exchange(mti, fields, encoded, pin=pin)
 
     async def _exchange(
         self,
@@ -205,10 +231,15 @@ class BankLink:
         encoded: bytes | None = None,
         *,
         key_change: bool = False,
+        pin: PinToSend | None = None,
     ) -> Iso8583Message:
         # security.md: nothing else goes between a key change's 0800 and its 0810.
         while not key_change and self._keying is not None:
             await self._keying.wait()
+        if pin is not None and self._keys is not None and self._keys.zpk != pin.zpk:
+            # The keys changed since it was translated: under the ZPK in force now.
+            fields = {**fields, 52: self.translate_pin(pin.pik, pin.block, pin.pan)[0]}
+            encoded = None
         if encoded is None:
             try:
                 encoded = self.encode(mti, fields)
@@ -230,6 +261,8 @@ class BankLink:
             encoded = mab + self._security.module.make_bank_mac(keys.zak, mab)
         pending = _Pending(keys)
         self._pending[key] = pending
+        if self.tracer is not None and self.tracer.active:
+            self.tracer.bank(self.bank, self.index, "out", mti, fields)
         try:
             frame = self._framer.frame(encoded)
             try:
@@ -420,7 +453,11 @@ class BankLink:
             if frame is None:
                 raise LinkDown("bank closed the link")
             self._last_received = trio.current_time()
-            self._dispatch(codec.decode(frame), frame)
+            message = codec.decode(frame)
+            if self.tracer is not None and self.tracer.active:
+                self.tracer.bank(self.bank, self.index, "in", message.mti, message.fields)
+            self._dispatch(message, frame)
+            del message
             del frame  # a quiet link holds nothing of its last response (card data)
             handled += 1
             if handled % FRAMES_PER_TURN == 0:
@@ -591,6 +628,7 @@ class BankConnector:
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
         security: BankSecurity | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.name = name
         self.clock = clock
@@ -607,6 +645,7 @@ class BankConnector:
                 on_room=self._hand_out,
                 clock=clock,
                 security=security,
+                tracer=tracer,
             )
             for index in range(config.links)
         ]

@@ -32,6 +32,7 @@ from switch.core.stats import TransactionStats
 from switch.errors import FramingError
 from switch.net.admission import Admission
 from switch.net.framed import FrameReader, FrameWriter
+from switch.net.trace import Tracer
 from switch.tls import accept_tls
 from switch.wire.framing import LengthPrefixedFramer
 
@@ -147,6 +148,8 @@ class ChannelServer(Generic[Work]):
         self._tasks: trio.Nursery | None = None  # connections, their requests, flushes
         self._read_scopes: set[trio.CancelScope] = set()
         self._draining = False
+        self.tracer: Tracer | None = None
+        """The message trace (switch.net.trace), when the switch has one."""
         self.shed = 0
         self._shed_logged = 0
         self._next_shed_log = 0.0
@@ -286,6 +289,7 @@ class _Connection(Generic[Work]):
         "_room",
         "_server",
         "_source",
+        "_traced",
         "_writer",
     )
 
@@ -307,6 +311,16 @@ class _Connection(Generic[Work]):
         self._room: trio.Event | None = None  # made only while the window is full
         self._immediate: TokenBucket | None = None  # made at the first immediate answer
         self._read_scope = trio.CancelScope()
+        self._traced = False
+        """A request of it was traced: so is everything on it from then."""
+
+    def _trace(self, direction: str, payload: bytes) -> None:
+        tracer = self._server.tracer
+        if tracer is not None and (tracer.active or self._traced):
+            self._traced = tracer.channel(
+                self._server.protocol.name, direction, payload, peer=self._source,
+                traced=self._traced,
+            )  # fmt: skip
 
     async def serve(self, reader: FrameReader, requests: trio.Nursery) -> None:
         """Reads requests and starts them in ``requests`` until the peer closes or the
@@ -331,11 +345,13 @@ class _Connection(Generic[Work]):
                     frame = await reader.receive_frame()
                     if frame is None:
                         break
+                    self._trace("in", frame)
                     received_at = trio.current_time()
                     retry = received_at - self._refused_at < RETRY_WINDOW_S
                     origin = Origin(channel, self._id, received_at, retry, source)
                     work = protocol.accept(frame, origin)
                     if isinstance(work, bytes):
+                        self._trace("out", work)
                         await _answer(writer, framer.frame(work), write_deadline_s)
                         await self._pace_immediate_answers(received_at)
                     elif protocol.sheddable(work) and (
@@ -344,9 +360,9 @@ class _Connection(Generic[Work]):
                         # Refused before a task or anything else is spent on it.
                         server._shed()
                         self._refused_at = received_at
-                        await _answer(
-                            writer, framer.frame(protocol.busy(work, refused)), write_deadline_s
-                        )
+                        busy = protocol.busy(work, refused)
+                        self._trace("out", busy)
+                        await _answer(writer, framer.frame(busy), write_deadline_s)
                     else:
                         self._in_flight += 1
                         requests.start_soon(self._run, work)
@@ -392,6 +408,7 @@ class _Connection(Generic[Work]):
                 if reply.shed:
                     server._shed()
                     self._refused_at = trio.current_time()
+                self._trace("out", reply.payload)
                 frame = self._framer.frame(reply.payload)
                 await _answer(self._writer, frame, server.config.write_deadline_s)
         except CloseConnection as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+from collections import deque
 from pathlib import Path
 from typing import Final
 
@@ -20,46 +21,240 @@ from switch.security.software import (
     DEMO_MERCHANT_KEY_PREFIX,
     DEMO_ONLINE_SECRET,
 )
-from switch.terminal import Terminal, decode_pos_response, encode_pos_request
+from switch.terminal import (
+    MAC_MTIS,
+    Terminal,
+    TerminalKeyError,
+    TerminalKeySet,
+    TerminalSecurity,
+    decode_pos_response,
+    encode_pos_request,
+    with_pin,
+)
 from switch.wire import envelope
 from switch.wire import online as wire
-from switch.wire.framing import LengthPrefixedFramer, PosEnvelope
+from switch.wire.framing import LengthPrefixedFramer, PosEnvelope, join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import FieldValue, Iso8583Codec, Iso8583Message
+
+PIN_MTIS: Final = frozenset({"0100", "0200"})
+AUTO_SIGN_ON_STAN: Final = 999_999
+"""The STAN of the sign-ons the client makes by itself."""
+SHARED_KEYS_MAX: Final = 4096
+
+
+class MacMismatch(Exception):
+    """A response whose 64 verifies under none of the terminal's MAKs: a terminal
+    takes it as no response (security.md)."""
+
+
+class _Demo:
+    """The default of :meth:`PosClient.connect`: the demo TMK, its key sets shared by
+    every connection of one terminal id to one switch (as one terminal's are)."""
+
+
+DEMO_KEYS: Final = _Demo()
+_shared: dict[tuple[str, int, str], TerminalSecurity] = {}
+
+
+def shared_demo_security(host: str, port: int, terminal_id: str) -> TerminalSecurity:
+    key = (host, port, terminal_id)
+    security = _shared.get(key)
+    if security is None:
+        if len(_shared) >= SHARED_KEYS_MAX:
+            del _shared[next(iter(_shared))]
+        security = _shared[key] = TerminalSecurity.demo()
+    return security
+
+
+def _wants_pin(fields: dict[int, FieldValue]) -> bool:
+    entry_mode = fields.get(22)
+    return isinstance(entry_mode, str) and len(entry_mode) >= 3 and entry_mode[2] == "1"
 
 
 class PosClient:
-    """One terminal connection: sends a request, reads one response."""
+    """One terminal connection: sends a request, reads one response.
 
-    def __init__(self, stream: trio.SocketStream, codec: Iso8583Codec, terminal: Terminal) -> None:
+    With ``security`` (a :class:`TerminalSecurity`) it is a terminal of security.md: an
+    0810's keys are taken, every request that takes a MAC is MAC'd and every response
+    MAC checked (:class:`MacMismatch`); with ``auto_sign_on`` it signs on by itself
+    before a request when it has no keys or (``3des``) its keys are of another batch
+    (the 0800's 60.2 one less, so that the 0810 opens the request's batch), and
+    :meth:`request` signs on again and resends once after a 77 or an A0. ``pin``: entered for a
+    0100 or 0200 whose 22 says a PIN is sent and that carries no PIN fields; without
+    one, such a request goes as one without a PIN (22's third digit 2)."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        codec: Iso8583Codec,
+        terminal: Terminal,
+        *,
+        security: TerminalSecurity | None = None,
+        auto_sign_on: bool = True,
+        pin: str | None = None,
+    ) -> None:
         self.stream = stream
         self.codec = codec
         self.terminal = terminal
         self.framer = LengthPrefixedFramer(prefix_bytes=2, max_frame_bytes=65535)
+        self.security = security
+        self.auto_sign_on = auto_sign_on
+        self.pin = pin
+        self.sign_ons = 0
+        self.keys: TerminalKeySet | None = None
+        """The key set this connection signed on with: a connection stays with one
+        worker of the switch, whose keys these are, so each connection signs on before
+        its first request that takes a MAC (workers do not share keys)."""
+        self.stale = False
+        """The switch refused the keys (77, A0): sign on before the next request."""
+        self.last_mac: bytes | None = None
+        """The verified 64 of the last response (it is taken out of its fields)."""
+        self._queued: deque[bytes] = deque()
+        self._closed = False
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, codec: Iso8583Codec, terminal: Terminal
+        cls,
+        host: str,
+        port: int,
+        codec: Iso8583Codec,
+        terminal: Terminal,
+        *,
+        security: TerminalSecurity | _Demo | None = DEMO_KEYS,
+        auto_sign_on: bool = True,
+        pin: str | None = None,
     ) -> PosClient:
-        return cls(await trio.open_tcp_stream(host, port), codec, terminal)
+        """``security``: the demo TMK by default (the demo and test configurations'
+        ``*`` terminal entry); None for a terminal without keys (no MAC)."""
+        if isinstance(security, _Demo):
+            security = shared_demo_security(host, port, terminal.terminal_id)
+        stream = await trio.open_tcp_stream(host, port)
+        return cls(stream, codec, terminal, security=security, auto_sign_on=auto_sign_on, pin=pin)
+
+    def encode(self, message: tuple[str, dict[int, FieldValue]]) -> bytes:
+        """The frame's payload (no length prefix) as this terminal sends it: with its
+        PIN (``pin``) and MAC when it has keys."""
+        mti, fields = message
+        security = self.security
+        if security is None:
+            return encode_pos_request(self.codec, self.terminal, message)
+        keys = self.keys or security.current
+        if (
+            mti in PIN_MTIS
+            and keys is not None
+            and _wants_pin(fields)
+            and not any(number in fields for number in (52, 53, 62))
+        ):
+            if self.pin is not None:
+                mti, fields = with_pin((mti, fields), security, self.pin, keys)
+            else:  # no PIN entered: sent as a request without one (22 digit 3 = 2)
+                fields = {**fields, 22: str(fields[22])[:2] + "2"}
+        return join_pos_frame(
+            self.terminal.envelope, security.encode(self.codec, mti, fields, keys)
+        )
 
     async def send(self, message: tuple[str, dict[int, FieldValue]]) -> None:
-        payload = encode_pos_request(self.codec, self.terminal, message)
-        await self.stream.send_all(self.framer.frame(payload))
+        mti, fields = message
+        security = self.security
+        if (
+            security is not None
+            and self.auto_sign_on
+            and mti in MAC_MTIS
+            and (self.stale or self.keys is None or security.needs_sign_on(mti, fields, self.keys))
+        ):
+            try:
+                await self.sign_on_for(fields)
+            except EOFError:
+                # The switch closed the connection instead: the request is not sent,
+                # and the next receive says so.
+                self._closed = True
+                return
+        await self.stream.send_all(self.framer.frame(self.encode(message)))
 
-    async def receive(self) -> tuple[PosEnvelope, Iso8583Message]:
-        """The next response; raises EOFError if the switch closed the connection."""
+    async def sign_on_for(self, fields: dict[int, FieldValue]) -> Iso8583Message:
+        """A sign-on whose 0810 opens the batch of ``fields`` (60.2); responses to
+        earlier requests that arrive meanwhile are kept for :meth:`receive`."""
+        reserved = fields.get(60)
+        batch = reserved[2:8] if isinstance(reserved, str) and reserved[2:8].isdigit() else "000001"
+        before = msgspec.structs.replace(self.terminal, batch=(int(batch) - 1) % 1_000_000)
+        stan = AUTO_SIGN_ON_STAN  # its own, not the request's: the log tells them apart
+        assert self.security is not None
+        layout = self.security.layout
+        await self.stream.send_all(
+            self.framer.frame(
+                encode_pos_request(self.codec, before, before.sign_on(stan, layout))
+            )
+        )
+        while True:
+            frame = await self._next_frame()
+            _, message = decode_pos_response(self.codec, frame)
+            if message.mti == "0810":
+                self._take_keys(message)
+                return message
+            self._queued.append(frame)
+
+    async def _next_frame(self) -> bytes:
         while True:
             frame = self.framer.next_frame()
             if frame is not None:
-                return decode_pos_response(self.codec, frame)
+                return frame
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError("switch closed the connection")
             self.framer.feed(data)
 
+    def _take_keys(self, message: Iso8583Message) -> None:
+        fields = message.fields
+        keys, reserved = fields.get(62), fields.get(60)
+        if self.security is None or fields.get(39) != "00" or not isinstance(keys, bytes):
+            return
+        batch = reserved[2:8] if isinstance(reserved, str) else "000000"
+        try:
+            self.keys = self.security.accept_sign_on(keys, batch)
+        except TerminalKeyError:
+            return  # it keeps neither key, and signs on again (security.md)
+        self.stale = False
+        self.sign_ons += 1
+
+    async def receive(self) -> tuple[PosEnvelope, Iso8583Message]:
+        """The next response; raises EOFError if the switch closed the connection,
+        :class:`MacMismatch` for one whose MAC does not verify."""
+        if self._closed and not self._queued:
+            raise EOFError("switch closed the connection")
+        frame = self._queued.popleft() if self._queued else await self._next_frame()
+        envelope, message = decode_pos_response(self.codec, frame)
+        self.last_mac = None
+        if self.security is not None:
+            if message.mti == "0810":
+                self._take_keys(message)
+                return envelope, message
+            data = split_pos_frame(frame)[1]
+            verified = self.security.verify(data, message.fields, self.keys)
+            if verified is False:
+                raise MacMismatch(f"the MAC of a {message.mti} does not verify")
+            if verified:
+                # Checked: the response as the terminal's application sees it, without 64.
+                fields = dict(message.fields)
+                mac = fields.pop(64)
+                self.last_mac = mac if isinstance(mac, bytes) else None
+                message = Iso8583Message(message.mti, fields)
+        return envelope, message
+
     async def request(self, message: tuple[str, dict[int, FieldValue]]) -> Iso8583Message:
         await self.send(message)
-        return (await self.receive())[1]
+        response = (await self.receive())[1]
+        if (
+            response.fields.get(39) in ("77", "A0")
+            and self.security is not None
+            and self.auto_sign_on
+            and message[0] in MAC_MTIS
+        ):
+            # The switch lost the keys (a restart), or holds others for this terminal
+            # (another connection of it signed on since, or another worker): again.
+            self.stale = True
+            await self.send(message)
+            response = (await self.receive())[1]
+        return response
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -39,6 +39,7 @@ from switch.core.settlement import (
     ReconLine,
     ReversalOrder,
     SettlementStatus,
+    SettlementWatch,
     payout_file,
     payout_file_name,
     recon_file,
@@ -413,6 +414,20 @@ class SettlementService:
 
     async def latest_closed_date(self) -> str | None:
         return await self._in_store(self.store.latest_closed_date)
+
+    async def watch(self) -> SettlementWatch:
+        """What the operator's alerts read (``SettlementWatch``)."""
+        now = self.clock()
+        unsettled = await self._in_store(self.store.unsettled_closed_dates)
+        late = [now - self.deadline_of(day) for day in unsettled]
+        overdue = [seconds for seconds in late if seconds > 0]
+        latest = await self.latest_closed_date()
+        return SettlementWatch(
+            unsettled_dates=len(unsettled),
+            overdue_dates=len(overdue),
+            overdue_s=round(max(overdue, default=0.0), 3),
+            latest=await self.status(latest) if latest is not None else None,
+        )
 
     async def ledger_balances(self, account: str | None) -> list[LedgerBalance]:
         return await self._in_store(self.store.ledger_balances, account)

@@ -35,6 +35,7 @@ from switch.core.batch_lifecycle import (
 from switch.core.book import TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
 from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
+from switch.core.ledger import TransferKey
 from switch.core.lifecycle import (
     WAITS,
     AcquireLink,
@@ -61,6 +62,7 @@ from switch.core.lifecycle import (
     NotSent,
     NudgeReversals,
     OriginalLoaded,
+    PinToSend,
     Refused,
     ReleaseLink,
     ReverseUnjournaled,
@@ -81,6 +83,7 @@ from switch.core.model import (
     SignOn,
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
+from switch.core.onus import LedgerAnswered, PostToLedger, parse_pos_key
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
@@ -89,6 +92,7 @@ from switch.core.stip import StandInDesk, StandInReason
 from switch.errors import TransactionRefused
 from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
+from switch.net.onus import LedgerDesk
 from switch.store.port import Journal as JournalPort
 from switch.store.port import JournalError, RequestRepeated, ReversalQueued
 
@@ -169,12 +173,15 @@ class Switchboard:
         clock: BusinessClock = WALL_CLOCK,
         hold_terms: tuple[int, int] = (30, 115),
         stand_in: StandInDesk | None = None,
+        ledger: LedgerDesk | None = None,
     ) -> None:
         self.hold_terms = hold_terms
         """``[preauth]``'s (expiry_days, completion_max_pct)."""
         self.bins = bins
         self.stand_in = stand_in or StandInDesk()
         """Stand-in processing: every bank's section, its tally and its counters."""
+        self.ledger = ledger
+        """The on-us ledger (wallet.md), when the switch serves payment codes."""
         self.clock = clock
         """Business time: what the machines and the journal record, the RRN's day. The
         sign-on rate and every wait stay on real time."""
@@ -229,6 +236,11 @@ class Switchboard:
             return Outcome(code="96", message="system malfunction", detail=str(exc))
         new_batch = f"{(int(request.batch) + 1) % 1_000_000:06d}"
         return Outcome(code="00", rrn=rrn, batch=new_batch)
+
+    @property
+    def paycode_prefix(self) -> str | None:
+        """wallet.md's ``paycode_prefix`` when payment codes are served (a ledger)."""
+        return self.ledger.paycode_prefix if self.ledger is not None else None
 
     def check_merchant(self, merchant_id: str) -> None:
         """Refuses (03) a merchant that is neither listed nor covered by a ``*`` row."""
@@ -317,7 +329,19 @@ class Switchboard:
                         raise stopped
                     return run.stamp(last.outcome)
                 assert isinstance(last, WAITS), last
-                if stopped is None:  # no cancel scope of its own: 15 µs a wait
+                if isinstance(last, PostToLedger):
+                    # A ledger step runs to its end (its store call cannot be taken
+                    # back); a stop asked meanwhile is heard after it, and what follows
+                    # (the answer journaled, the transfer ended) runs to the end, as
+                    # after a bank's Exchange.
+                    with trio.CancelScope(shield=True):
+                        event = await self._wait(last, run, origin)
+                    if stopped is None:
+                        try:
+                            await trio.lowlevel.checkpoint_if_cancelled()
+                        except trio.Cancelled as exc:
+                            stopped = exc
+                elif stopped is None:  # no cancel scope of its own: 15 µs a wait
                     try:
                         event = await self._wait(last, run, origin)
                     except trio.Cancelled as exc:
@@ -433,14 +457,22 @@ class Switchboard:
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
                 return await self._acquire_link(connector, run, deadline, origin)
-            case Exchange(mti=mti, fields=fields, encoded=encoded):
-                return await self._exchange(mti, fields, encoded, run)
+            case Exchange(mti=mti, fields=fields, encoded=encoded, pin=pin):
+                return await self._exchange(mti, fields, encoded, run, pin)
             case LoadOriginal():
                 if run.ticket is not None:
                     # Holding its slot (a repeat's first, read once the journal named
                     # it): bounded as a wait for a first, not by its queueing deadline.
                     deadline = trio.current_time() + ELSEWHERE_WAIT_S
                 return await self._load_original(action, deadline, run)
+            case PostToLedger(step=step):
+                if self.ledger is None:  # a ledger product is recognised only with one
+                    return LedgerAnswered(code="96", detail="no ledger store")
+                began = trio.current_time()
+                try:
+                    return await self.ledger.carry_out(step)
+                finally:
+                    run.bank_s = (run.bank_s or 0.0) + trio.current_time() - began
             case AwaitFirst(rrn=rrn, elsewhere=True):
                 return await self._await_elsewhere(rrn, run)
             case AwaitFirst(rrn=rrn):
@@ -460,17 +492,24 @@ class Switchboard:
         except BankUnavailable as exc:
             return Refused(str(exc), unavailable=_unavailable(connector))
         run.link = (connector, link)
-        return LinkGranted(stan=connector.stans.next(), encode=link.encode)
+        return LinkGranted(
+            stan=connector.stans.next(), encode=link.encode, translate_pin=link.translate_pin
+        )
 
     async def _exchange(
-        self, mti: str, fields: dict[int, str | bytes], encoded: bytes | None, run: _Run
+        self,
+        mti: str,
+        fields: dict[int, str | bytes],
+        encoded: bytes | None,
+        run: _Run,
+        pin: PinToSend | None = None,
     ) -> Event:
         assert run.link is not None
         connector, link = run.link
         began = trio.current_time()
         try:
             with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields, encoded=encoded)
+                response = await link.exchange(mti, fields, encoded=encoded, pin=pin)
                 return BankAnswered(response.mti, response.fields)
             return BankTimedOut()
         except LinkNotSent as exc:
@@ -560,6 +599,14 @@ class Switchboard:
 
     # -- start-up ------------------------------------------------------------------
 
+    async def _ledger_record(self, key: TransferKey) -> TxnRecord | None:
+        """The journal's record of the request a ledger transfer key names."""
+        trace = parse_pos_key(key)
+        if trace is not None:
+            return await self.journal.transaction_by_trace(*trace)
+        _, _, merchant_id = key.principal.partition(":")
+        return await self.journal.transaction_by_online_id(merchant_id, key.id)
+
     async def recover(self, *, recovery_since: float, max_records: int) -> int:
         """Loads recent transactions as originals and queues reversals for those left
         in doubt by a crash; returns how many were in doubt."""
@@ -570,6 +617,10 @@ class Switchboard:
                 # Durable whatever the journal's mode: the book is loaded from it next.
                 await self.journal.commit(*changes, durable=True)
                 log.warning("recovered_in_doubt", transactions=len(in_doubt))
+            if self.ledger is not None:
+                # wallet.md: each pending transfer as the journal's answer says, while
+                # the in-doubt claim is held (the journal's side settled first).
+                await self.ledger.recover(self._ledger_record)
         for record in await self.journal.recent_transactions(recovery_since, max_records):
             self.book.add(record)
         now = self.clock.now()

@@ -33,6 +33,10 @@ log = structlog.get_logger()
 DEMO_ZMK: Final = bytes.fromhex("6EB6B3253864862AF23D2FA1042A38BA")
 """security.md's sample ZMK: every demo bank's. Published, so never a real key."""
 DEMO_ZMK_KCV: Final = operator_kcv(alg.kcv("3des", DEMO_ZMK))
+DEMO_TMK: Final = bytes.fromhex("CA5D92598DCA48CE8A4C76361A9269E9")
+"""security.md's sample TMK (``3des``): the demo configuration's ``*`` terminal entry."""
+DEMO_TMK_KCV: Final = operator_kcv(alg.kcv("3des", DEMO_TMK))
+ANY_TERMINAL: Final = "*"
 
 
 def open_security_module(config: SwitchConfig) -> SoftwareSecurityModule:
@@ -180,3 +184,46 @@ def _bank_zmk(
             raise
     log.warning("demo_zmk", bank=bank, kcv=DEMO_ZMK_KCV)
     return name
+
+
+def terminal_entries(module: SoftwareSecurityModule, config: SwitchConfig) -> None:
+    """The terminal entries as ``[security]`` allows them: with ``demo_terminals`` (and
+    ``demo_keys``) a ``*`` entry under the demo TMK is stored if missing. Without
+    ``demo_keys`` a stored ``*`` entry or a TMK that is the published demo TMK stops the
+    start (:class:`StartupError`), as ``demo_terminals`` does."""
+    section = config.security
+    if section.demo_terminals and not section.demo_keys:
+        raise StartupError(
+            "[security] demo_terminals needs demo_keys = true: the demo TMK is published, "
+            "never a real terminal's key"
+        )
+    infos = [info for info in module.list_keys() if info.kind == "tmk" and info.state == "active"]
+    if not section.demo_keys:
+        for info in infos:
+            if info.owner == ANY_TERMINAL or info.kcv == DEMO_TMK_KCV:
+                raise StartupError(
+                    f"terminal entry {info.owner}: a '*' entry or the published DEMO TMK "
+                    f"(KCV {DEMO_TMK_KCV}) is DEMO material; remove it or set [security] "
+                    "demo_keys = true"
+                )
+        return
+    if not section.demo_terminals or any(info.owner == ANY_TERMINAL for info in infos):
+        return
+    from switch.security.port import TerminalProfile
+
+    mask = secrets.token_bytes(len(DEMO_TMK))
+    components = [
+        KeyComponent(value=part, kcv=alg.kcv("3des", part).hex().upper())
+        for part in (bytes(a ^ b for a, b in zip(DEMO_TMK, mask, strict=True)), mask)
+    ]
+    try:
+        module.import_key_from_components(
+            "tmk", ANY_TERMINAL, "3des", components, confirm_kcv=DEMO_TMK_KCV,
+            profile=TerminalProfile(merchant=ANY_TERMINAL),
+        )  # fmt: skip
+    except OperatorInputError:
+        module.reload()  # stored meanwhile by another worker
+        stored = {key_name(info.kind, info.owner) for info in module.list_keys()}
+        if key_name("tmk", ANY_TERMINAL) not in stored:
+            raise
+    log.warning("demo_terminal_entry", terminal=ANY_TERMINAL, kcv=DEMO_TMK_KCV)

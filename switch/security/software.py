@@ -99,6 +99,8 @@ def demo_online_principal(key_id: str) -> str | None:
         if _DEMO_MERCHANT_ID.fullmatch(merchant):
             return f"merchant:{merchant}"
     return None
+POS_MAC_KEYS_KEPT: Final = 8192
+"""MAKs kept prepared for POS MACs: the terminals transacting now (a few KB each)."""
 
 
 def security_event(kind: str, **fields: str | int) -> None:
@@ -164,6 +166,8 @@ class SoftwareSecurityModule:
         self._records: dict[KeyName, KeyRecord] = {}
         self._x919: dict[bytes, alg.X919Key] = {}
         """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
+        self._pos_macs: dict[tuple[str, str, str, bytes], alg.PosMacKey] = {}
+        """Prepared MAKs by their blob under the LMK, as ``_x919``."""
         self._online: dict[str, tuple[str, hmac.HMAC]] = {}
         """Active online keys by id: their principal and their secret prepared for HMAC."""
         self.demo_online_keys = demo_online_keys
@@ -349,7 +353,18 @@ class SoftwareSecurityModule:
         return keys
 
     def make_pos_mac(self, mak: LmkKey, mab: bytes) -> bytes:
-        return alg.pos_mac(mak.cipher, self._open(mak, "mak"), mab)
+        # On every POS request and answer: the MAK is opened and its cipher made once
+        # per key, then kept here (bounded: the terminals transacting now).
+        # Keyed by name, cipher and blob: a blob relabelled (another owner or kind) is
+        # not found here, and fails to open under its new name's associated data.
+        cache_key = (mak.kind, mak.owner, mak.cipher, mak.blob)
+        prepared = self._pos_macs.get(cache_key)
+        if prepared is None:
+            prepared = alg.PosMacKey(mak.cipher, self._open(mak, "mak"))
+            if len(self._pos_macs) >= POS_MAC_KEYS_KEPT:
+                del self._pos_macs[next(iter(self._pos_macs))]  # the oldest
+            self._pos_macs[cache_key] = prepared
+        return prepared.mac(mab)
 
     def verify_pos_mac(self, mak: LmkKey, mab: bytes, mac: bytes) -> bool:
         return alg.macs_equal(self.make_pos_mac(mak, mab), mac)
@@ -484,7 +499,7 @@ class SoftwareSecurityModule:
     ) -> KeyInfo:
         if kind not in ("tmk", "zmk"):
             raise OperatorInputError(f"keys from components are TMKs and ZMKs, not {kind}")
-        if OWNER.fullmatch(owner) is None:
+        if OWNER.fullmatch(owner) is None and not (kind == "tmk" and owner == "*"):
             raise OperatorInputError(f"{owner!r} is no terminal id or bank name")
         if kind == "zmk" and cipher != "3des":
             raise OperatorInputError("a ZMK is a 3des key")
@@ -775,6 +790,7 @@ class SoftwareSecurityModule:
         old_check = self._lmk.check
         self._lmk = new_lmk
         self._x919.clear()
+        self._pos_macs.clear()
         self.reload()
         security_event("lmk_rotated", old_lmk_check=old_check[:6],
                        new_lmk_check=new_lmk.check[:6], keys=count)  # fmt: skip

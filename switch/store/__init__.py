@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 from switch.config import JournalSection, SwitchConfig
 from switch.errors import ConfigError
-from switch.store.port import Journal, JournalError, JournalLock, OperatorJournal
+from switch.store.port import (
+    Journal,
+    JournalError,
+    JournalLock,
+    JournalUnavailable,
+    OperatorJournal,
+)
 
 if TYPE_CHECKING:
     from switch.store.ledger_store import LedgerStoreBase
@@ -71,6 +77,26 @@ def lock_journal(config: SwitchConfig, worker: int = 0) -> JournalLock:
 
     lock = LockFile(config.path(config.journal.path))
     lock.acquire()
+    return lock
+
+
+def lock_host(config: SwitchConfig) -> JournalLock | None:
+    """With ``[switch] hosts`` > 1, the host's claim on the shared journal, held by its
+    supervisor (or its one process) for its life: JournalUnavailable when another
+    switch holds the same ``host_id``. None for a switch alone on its journal."""
+    if config.switch.hosts == 1 or config.journal.backend != "postgresql":
+        return None
+    from switch.store.postgresql.journal import HOST_LOCK_KEY, DatabaseLock
+
+    host_id = config.switch.host_id
+    lock = DatabaseLock(journal_dsn(config.journal), worker=host_id, key=HOST_LOCK_KEY)
+    try:
+        lock.acquire()
+    except JournalUnavailable as exc:
+        raise JournalUnavailable(
+            f"[switch] host_id {host_id} is taken: another switch on this journal runs as "
+            f"host {host_id} ({exc}); give each host its own host_id"
+        ) from None
     return lock
 
 

@@ -7,12 +7,12 @@ Plain blocking calls, each one transaction: the trio layer runs them in a worker
 thread. Every call that moves money is one atomic step: its checks, its transfer and
 what it counts commit together or not at all.
 
-How the transaction machine will drive it (``PostToLedger``, not wired yet): a request
-journaled as received reserves its pending transfer (``reserve``, or
-``reserve_payment`` with the checks); the answer journaled posts it (``post``) or a
-decline voids it (``void``); a reversal voids a pending transfer, or reserves and posts
-the compensating one of a posted payment. At start-up each of ``pending_transfers`` is
-posted or voided as the journal's answer says.
+How the transaction machine drives it (``PostToLedger``, ``switch/net/onus.py``): a
+request journaled as received reserves its pending transfer (``reserve``, or
+``pay_by_code``: the code taken and ``reserve_payment``'s checks, one step); the answer
+journaled posts it (``post``) or a decline voids it (``void``); a reversal voids a
+pending transfer, or reserves and posts the compensating one of a posted payment. At
+start-up each of ``pending_transfers`` is posted or voided as the journal's answer says.
 """
 
 from __future__ import annotations
@@ -183,4 +183,12 @@ class LedgerStore(Protocol):
     def take_paycode(
         self, code: str, terminal: str, now: float, settings: PaycodeSettings
     ) -> CodeTaken: ...
+    def pay_by_code(
+        self,
+        code: str,
+        terminal: str,
+        now: float,
+        settings: WalletSettings,
+        make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
+    ) -> tuple[CodeTaken, Reserved | Refusal | None]: ...
     def purge_paycodes(self, before: float) -> None: ...

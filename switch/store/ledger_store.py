@@ -157,8 +157,23 @@ class LedgerStoreBase(CreditSteps, ABC):
 
     # -- steps --------------------------------------------------------------------------
 
+    _in_step: bool = False
+
     def _step(self, name: str, body: Callable[[], T]) -> T:
-        """``body`` in one transaction, run again on a conflict with another worker."""
+        """``body`` in one transaction, run again on a conflict with another worker. A
+        step called from another's body is part of that one's transaction."""
+        if self._in_step:
+            try:
+                return body()
+            except Refused as refused:
+                return refused.refusal  # type: ignore[return-value]
+        self._in_step = True
+        try:
+            return self._run_step(name, body)
+        finally:
+            self._in_step = False
+
+    def _run_step(self, name: str, body: Callable[[], T]) -> T:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 with self._transaction():
@@ -702,6 +717,31 @@ class LedgerStoreBase(CreditSteps, ABC):
             )
 
         return self._step("take_paycode", body)
+
+    def pay_by_code(
+        self,
+        code: str,
+        terminal: str,
+        now: float,
+        settings: WalletSettings,
+        make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
+    ) -> tuple[CodeTaken, Reserved | Refusal | None]:
+        """A payment-code sale's ledger step, one transaction (wallet.md): the code taken
+        (65, 14: nothing more), then ``make``'s payment for its customer checked and
+        reserved as ``reserve_payment`` does. A refusal of the payment (61, 51, or
+        ``make``'s) still commits the code's use: it is used whatever the outcome."""
+
+        def body() -> tuple[CodeTaken, Reserved | Refusal | None]:
+            taken = self.take_paycode(code, terminal, now, settings.paycodes())
+            if taken.paycode is None:
+                return taken, None
+            made = make(taken.paycode)
+            if isinstance(made, Refusal):
+                return taken, made
+            ask, spec = made
+            return taken, self.reserve_payment(ask, spec, settings, now)
+
+        return self._step("pay_by_code", body)
 
     def purge_paycodes(self, before: float) -> None:
         """Forgets codes issued, and probes made, before ``before`` (issue: now minus a

@@ -29,6 +29,9 @@ AlphaCurrency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
 Cvv2 = Annotated[str, Meta(pattern=r"^[0-9]{3}\Z")]
 DeviceId = Annotated[str, Meta(pattern=REQUEST_ID_PATTERN)]
 """risk.md's ``device_id``: 1-64 characters of ``[A-Za-z0-9._:-]``, as an id."""
+PaycodeText = Annotated[str, Meta(pattern=r"^[0-9]{19}\Z")]
+"""A consumer payment code (wallet.md): 19 digits."""
+Rrn = Annotated[str, Meta(pattern=r"^[0-9]{12}\Z")]
 
 
 class Card(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -62,20 +65,27 @@ class Purchase(_Request, frozen=True, kw_only=True, tag="purchase"):
     # amount's range is a payment rule (13), checked in core with the POS channel's.
     amount: int
     currency: AlphaCurrency
-    card: Card
+    card: Card | None = None
+    paycode: PaycodeText | None = None
+    """wallet.md: instead of ``card``, a payment code the merchant scanned (on-us)."""
 
 
 class Balance(_Request, frozen=True, kw_only=True, tag="balance"):
-    card: Card
+    card: Card | None = None
+    paycode: PaycodeText | None = None
+    """Never answered with a balance: 57 (wallet.md)."""
 
 
 class Void(_Request, frozen=True, kw_only=True, tag="void"):
-    original_id: RequestId
+    original_id: RequestId | None = None
+    original_rrn: Rrn | None = None
+    """wallet.md: an on-us payment by its RRN, instead of ``original_id``."""
 
 
 class Refund(_Request, frozen=True, kw_only=True, tag="refund"):
-    original_id: RequestId
+    original_id: RequestId | None = None
     amount: int
+    original_rrn: Rrn | None = None
 
 
 class Status(_Request, frozen=True, kw_only=True, tag="status"):
@@ -114,6 +124,8 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     completion (risk.md)."""
     order_id: str | None = None
     memo: str | None = None
+    funding: str | None = None
+    """On-us results (wallet.md): ``wallet`` or ``credit``."""
 
 
 class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):

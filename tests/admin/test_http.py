@@ -144,23 +144,26 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     assert scrape.status == 200 and scrape.headers["content-type"].startswith("text/plain")
     text = scrape.body.decode()
     assert samples(text, "payswitch_transactions_total") == {
+        labels(channel="pos", kind="sign_on", bank="", code="00"): 1,  # the terminal's own
         labels(channel="pos", kind="sale", bank="icbc", code="00"): 5,
         labels(channel="pos", kind="sale", bank="abc", code="00"): 2,
-        labels(channel="pos", kind="sale", bank="", code="92"): 1,
+        labels(channel="pos", kind="sale", code="92"): 1,  # no bank: no bank label
         labels(channel="online", kind="sale", bank="icbc", code="00"): 3,
     }
-    ends = samples(text, "payswitch_transaction_seconds_count")
+    ends = samples(text, "payswitch_transaction_duration_seconds_count")
     assert ends[labels(channel="pos", bank="icbc")] == 5
     assert ends[labels(channel="online", bank="icbc")] == 3
-    infinite = samples(text, "payswitch_transaction_seconds_bucket")
+    infinite = samples(text, "payswitch_transaction_duration_seconds_bucket")
     assert infinite[labels(channel="pos", bank="icbc", le="+Inf")] == 5
-    assert (
-        samples(text, "payswitch_bank_wait_seconds_count")[labels(channel="pos", bank="abc")] == 2
-    )
+    bank_waits = samples(text, "payswitch_bank_wait_duration_seconds_count")
+    assert bank_waits[labels(channel="pos", bank="abc")] == 2
     assert samples(text, "payswitch_bank_links_up")[labels(bank="icbc")] == 2
     commits = samples(text, "payswitch_journal_commits_total")[()]
     assert commits >= 10  # each sale and purchase that reached a bank: two commits at least
-    assert samples(text, "payswitch_journal_commit_seconds_count")[()] == commits
+    assert samples(text, "payswitch_journal_commit_duration_seconds_count")[()] == commits
+    # Prometheus reads an empty label as none: no sample carries one.
+    for family in text_string_to_metric_families(text):
+        assert all(all(family_sample.labels.values()) for family_sample in family.samples)
     assert (
         samples(text, "payswitch_journal_group_size_sum")[()]
         == samples(text, "payswitch_journal_changes_total")[()]
@@ -175,6 +178,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     document = status_decoder.decode((await get(app.admin_port, "/status")).body)
     counted = {(t.channel, t.kind, t.bank, t.code): t.count for t in document.transactions}
     assert counted == {
+        ("pos", "sign_on", "", "00"): 1,
         ("pos", "sale", "icbc", "00"): 5,
         ("pos", "sale", "abc", "00"): 2,
         ("pos", "sale", "", "92"): 1,
@@ -183,7 +187,7 @@ async def test_a_scrape_counts_the_transactions_made(nursery: trio.Nursery) -> N
     icbc = next(bank for bank in document.banks if bank.name == "icbc")
     assert (icbc.transactions, icbc.approved, icbc.latency.count) == (8, 8, 8)
     pos = next(channel for channel in document.channels if channel.name == "pos")
-    assert pos.transactions == 8 and pos.latency.count == 8
+    assert pos.transactions == 9 and pos.latency.count == 9  # 8 sales and its sign-on
     assert document.journal.commits == commits and document.journal.writable
     assert document.ready and document.config.version == 1
 

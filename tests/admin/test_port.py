@@ -29,6 +29,7 @@ from switch.core.admission import AdmissionStatistics
 from switch.core.clock import BusinessClock
 from switch.core.reconfig import ReloadResult
 from switch.core.stats import TransactionStats
+from switch.net.trace import TraceAnswer, TraceSelection
 from switch.store.port import AdviceBacklog, JournalStatistics, ReversalBacklog
 from tests.admin.http import get, post
 from tests.admin.test_http import admin_config
@@ -97,6 +98,7 @@ class FakeSwitch:
         )
         self.settlement: SettlementOperations | None = None
         self.reloads = 0
+        self.selection = TraceSelection()
         self.stats = TransactionStats()
         self.stats.record(
             channel="pos",
@@ -202,6 +204,14 @@ class FakeSwitch:
     async def reload(self) -> ReloadResult:
         self.reloads += 1
         return ReloadResult(accepted=True, version=4, changes={"routes": True})
+
+    def certificate_expiries(self) -> dict[str, float]:
+        return {"online": 1893456000.0}
+
+    async def trace(self, selection: TraceSelection | None) -> TraceAnswer:
+        if selection is not None:
+            self.selection = selection
+        return TraceAnswer(selection=self.selection)
 
 
 async def test_a_fake_with_only_the_protocol_is_served_over_http(nursery: trio.Nursery) -> None:

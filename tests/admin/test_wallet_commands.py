@@ -68,3 +68,52 @@ def test_qr_render(capsys: pytest.CaptureFixture[str]) -> None:
     assert "█" in captured.out and captured.err == ""
     assert cli.main(["qr", "render", STATIC[:-1] + "0"]) == 0
     assert "CRC wrong" in capsys.readouterr().err
+
+
+async def test_the_readme_walkthrough_pays_a_code_on_the_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's wallet walkthrough: open a wallet, top it up (demo), issue a code, pay
+    it with `switch pos sale --code`, void it; the balance follows."""
+    import trio
+
+    from switch.app import SwitchApp
+
+    path = _demo_config_on_free_ports(tmp_path)
+    config = load_config(path)
+    base = ["--config", str(path)]
+    assert cli.main(["wallet", "open", "C100000001", "--class", "2", "--app", "app:wallet",
+                     *base]) == 0  # fmt: skip
+    assert cli.main(["wallet", "demo-topup", "C100000001", "--amount", "500.00", *base]) == 0
+    assert capsys.readouterr().out.endswith("balance: 50000\n")
+    assert cli.main(["wallet", "paycode", "C100000001", "--app", "app:wallet", *base]) == 0
+    code = capsys.readouterr().out.split()[1]
+    assert len(code) == 19 and code.startswith("88")
+    async with trio.open_nursery() as nursery:
+        app: SwitchApp = await nursery.start(SwitchApp(config).run)
+        port = str(app.pos_port)
+        pos = ["--port", port, "--batch-file", str(tmp_path / "batch.json"), *base]
+        assert await trio.to_thread.run_sync(
+            cli.main, ["pos", "sale", "--code", code, "--amount", "88.00", "--stan", "7", *pos]
+        ) == 0
+        sale = json.loads(capsys.readouterr().out)
+        assert sale["response_code"] == "00" and sale["fields"]["63"] == "WAL"
+        assert code not in json.dumps(sale)  # masked as a card number would be
+        assert await trio.to_thread.run_sync(
+            cli.main, ["wallet", "balance", "C100000001", "--json", *base]
+        ) == 0
+        assert json.loads(capsys.readouterr().out)["balance"] == 50_000 - 8_800
+        rrn = sale["fields"]["37"]
+        assert await trio.to_thread.run_sync(
+            cli.main, ["pos", "void", "--code", code, "--rrn", rrn, "--stan", "8", *pos]
+        ) == 0
+        assert json.loads(capsys.readouterr().out)["response_code"] == "00"
+        app.shutdown()
+    assert cli.main(["wallet", "balance", "C100000001", "--json", *base]) == 0
+    assert json.loads(capsys.readouterr().out)["balance"] == 50_000
+    # demo-topup is the demo's only: a switch without the demo keys refuses it.
+    real = path.read_text().replace("demo_keys = true", "demo_keys = false")
+    (tmp_path / "real.toml").write_text(real)
+    args = ["wallet", "demo-topup", "C100000001", "--amount", "1.00"]
+    assert cli.main([*args, "--config", str(tmp_path / "real.toml")]) == 2
+    assert "only on a demo switch" in capsys.readouterr().err

@@ -32,8 +32,10 @@ from switch.core.pos import (
     request_from_pos,
     response_fields,
     response_mti,
+    with_pin,
 )
 from switch.errors import TransactionRefused
+from switch.security.port import LmkKey
 from switch.wire.dialect import load_dialect
 from switch.wire.framing import join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
@@ -378,11 +380,17 @@ def test_pan_field_wins_over_track_2() -> None:
     assert request.card.track2 == TRACK2
 
 
-def test_pin_block_is_carried() -> None:
+def test_pin_block_is_carried_only_once_the_channel_checked_it() -> None:
+    """A 52 is not taken as it is (security.md: the channel checks 22, 53 and the block
+    against the key set that verified the MAC, then adds it with its PIK)."""
     pin = bytes.fromhex("0123456789abcdef")
     request = request_from_pos("0200", with_(SALE, f52=pin))
     assert isinstance(request, Sale)
-    assert request.card.pin_block == pin
+    assert request.card.pin_block is None
+    pik = LmkKey(kind="pik", owner="POS00001", cipher="3des", kcv=b"\x01\x02\x03\x04", blob=b"x")
+    request = with_pin(request, pin, pik)
+    assert isinstance(request, Sale)
+    assert request.card.pin_block == pin and request.card.pin_key == pik
     assert pin.hex() not in repr(request.card)
     assert PAN not in repr(request.card)
 

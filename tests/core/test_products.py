@@ -93,7 +93,15 @@ def _resolved(request: BankBound) -> BankBound:
 
 def test_every_wire_identity_names_one_product() -> None:
     with_pos = [row for row in PRODUCTS.values() if row.pos_mti is not None]
-    assert len(products.BY_POS) == len(with_pos) == len(PRODUCTS)
+    assert len(products.BY_POS) + len(products.BY_POS_PAYCODE) == len(with_pos) == len(PRODUCTS)
+    # A payment code's products share their card twins' POS identities (field 2 tells
+    # them apart), and go to no bank.
+    for kind in ("onus_sale", "onus_void", "onus_refund"):
+        row = PRODUCTS[kind]
+        assert row.destination == "ledger" and row.bank_code is None
+        assert products.by_pos(row.pos_mti or "", row.pos_code or "", None, "paycode") is row
+        twin = products.by_pos(row.pos_mti or "", row.pos_code or "", None)
+        assert twin is not None and twin.pos_type == row.pos_type and twin.destination == "bank"
     assert len(products.BY_ONLINE_TYPE) == 7
     assert set(ONLINE) <= products.BY_ONLINE_TYPE.keys()
     # the reversal is its original's code; a completion void is a void to the bank
@@ -194,10 +202,12 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
         "cancels": frozenset(products.kinds(counts="cancels")),
         "settled": frozenset(products.kinds(settled=True)),
     }
+    # On-us payments settle as card sales of their merchant (wallet.md).
     assert lists == {
-        "debit": {"sale", "completion"}, "credit": {"refund"},
-        "cancels": {"void", "completion_void"},
-        "settled": {"sale", "void", "refund", "completion", "completion_void"},
+        "debit": {"sale", "completion", "onus_sale"}, "credit": {"refund", "onus_refund"},
+        "cancels": {"void", "completion_void", "onus_void"},
+        "settled": {"sale", "void", "refund", "completion", "completion_void", "onus_sale",
+                    "onus_void", "onus_refund"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
     # ... and the settlement's own name for a bank's record it never sent.
@@ -283,7 +293,8 @@ def test_the_preauth_rows_are_the_tables() -> None:
     assert products.by_bank("0100", "020000", "06").kind == "preauth_void"
     # Settlement: a completion is paid like a sale, its void cancels it; a
     # pre-authorisation and its void are never paid.
-    assert products.kinds_sql(counts="debit") == "'sale', 'completion'"
-    assert products.kinds(settled=True) == ("sale", "void", "refund", "completion",
+    assert products.kinds_sql(counts="debit") == "'sale', 'onus_sale', 'completion'"
+    assert products.kinds(settled=True) == ("sale", "void", "refund", "onus_sale", "onus_void",
+                                            "onus_refund", "completion",
                                             "completion_void")  # fmt: skip
-    assert products.kinds(counts="cancels") == ("void", "completion_void")
+    assert products.kinds(counts="cancels") == ("void", "onus_void", "completion_void")

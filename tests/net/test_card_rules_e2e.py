@@ -102,10 +102,11 @@ async def test_pos_expired_card_is_54_and_valid_through_its_month(
 
     current = await client.request(terminal.sale(4, PAN_ICBC, 10000, expiry=this_month()))
     assert current.fields[39] == "00"
-    # Swiped (22 = 021): the expiry is the card's, not the bank's to read from 14
-    # (bank-h2h.md's sample sale, which is pos-cup.md's, has none).
+    # Swiped (22 = 02x): the expiry is the card's, not the bank's to read from 14
+    # (bank-h2h.md's sample sale, which is pos-cup.md's, has none). The terminal entered
+    # no PIN: 022 (security.md).
     [swiped] = bank_requests(app)
-    assert swiped.fields[22] == "021" and 14 not in swiped.fields
+    assert swiped.fields[22] == "022" and 14 not in swiped.fields
 
     mti, keyed = terminal.sale(5, PAN_ICBC, 10000, expiry="2812")
     keyed[22] = "012"  # card number keyed in, no PIN

@@ -28,7 +28,7 @@ from switch.store.port import Change, OperatorJournal, TxnStarted
 from switch.store.postgresql import sql as postgresql_sql
 from switch.store.sqlite import JournalFile
 from switch.store.sqlite.sql import writes_of
-from switch.terminal import Terminal
+from switch.terminal import Terminal, with_pin
 from switch.wire import online as wire
 from tests.net.helpers import (
     FAST_SAF,
@@ -432,9 +432,14 @@ async def test_no_card_data_in_the_clear_in_journal_or_logs(
     _, fields = client.terminal.sale(3, PAN_ABC, 1600)
     del fields[2]
     fields[35] = f"{PAN_ABC}=28121015555"
-    fields[52] = bytes.fromhex("1122334455667788")
-    # No PIN block of the card's PIN under the link's ZPK: the bank finds it wrong (55).
-    assert (await client.request(("0200", fields))).fields[39] == "55"
+    # The card's PIN under the terminal's PIK, translated to the link's ZPK in the
+    # security module: the bank finds it right (security.md). Neither block is kept.
+    assert client.security is not None
+    mti, fields = with_pin(("0200", fields), client.security, "123456")
+    terminal_block = fields[52]
+    assert (await client.request((mti, fields))).fields[39] == "00"
+    bank_block = app.simulators["abc"].received[-1].fields[52]
+    assert isinstance(terminal_block, bytes) and isinstance(bank_block, bytes)
     online = await online_client(app)
     await online.request(
         wire.Purchase(
@@ -452,7 +457,9 @@ async def test_no_card_data_in_the_clear_in_journal_or_logs(
         assert secret.encode() not in stored, secret
     for secret in (PAN_ICBC, PAN_ABC, "28121015555"):
         assert secret.encode() not in logged, secret
-    assert bytes.fromhex("1122334455667788") not in stored
+    for block in (terminal_block, bank_block):
+        assert block not in stored and block.hex() not in stored.decode("latin-1").lower()
+        assert block.hex() not in logged.decode().lower()
     assert b"622202*********2221" in stored  # masked is what is kept
 
 

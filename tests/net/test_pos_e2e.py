@@ -8,13 +8,14 @@ import inspect
 import types
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
 import switch
 from switch.core.model import Sale
-from switch.terminal import Terminal
+from switch.terminal import Terminal, with_pin
 from switch.wire.framing import PosEnvelope
 from switch.wire.iso8583 import Iso8583Message
 from tests.conftest import luhn_complete, make_config
@@ -31,7 +32,7 @@ from tests.net.helpers import (
 
 BANK_SALE_FIELDS = [2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 37, 41, 42, 49, 64]
 """The fields of bank-h2h.md's sample sale, which the switch sends for a sale, with its
-MAC in 64 (security.md)."""
+MAC in 64 (security.md); without a PIN (the client enters none: 22 = 022)."""
 
 
 async def test_sign_on_starts_a_new_batch_and_echo_answers(nursery: trio.Nursery) -> None:
@@ -40,8 +41,9 @@ async def test_sign_on_starts_a_new_batch_and_echo_answers(nursery: trio.Nursery
     sign_on = await client.request(client.terminal.sign_on(1))
     assert sign_on.mti == "0810"
     assert sign_on.fields[39] == "00"
-    assert sign_on.fields[60] == "00000042001"
+    assert sign_on.fields[60] == "00000042003"  # 60.3 echoed: 003, 3DES working keys
     assert len(str(sign_on.fields[37])) == 12
+    assert len(sign_on.fields[62]) == 40 and 64 not in sign_on.fields  # security.md
     echo = await client.request(client.terminal.echo(2))
     assert (echo.mti, echo.fields[39], echo.fields[11]) == ("0830", "00", "000002")
 
@@ -351,15 +353,22 @@ async def test_card_numbers_never_reach_the_log(nursery: trio.Nursery, log_sink)
     fields = dict(message[1])
     del fields[2]
     fields[35] = f"{track_pan}=28121011234"
-    fields[52] = bytes.fromhex("0123456789abcdef")
-    # No PIN block of the card's PIN under the link's ZPK: the bank finds it wrong (55).
-    assert (await client.request(("0200", fields))).fields[39] == "55"
+    # The card's PIN under the terminal's PIK, translated to the link's ZPK: the bank
+    # finds it right (security.md); neither block reaches the log.
+    assert client.security is not None
+    with_pin_message = with_pin(("0200", fields), client.security, "123456")
+    assert (await client.request(with_pin_message)).fields[39] == "00"
+    translated = app.simulators["icbc"].received[-1].fields[52]
+    assert isinstance(translated, bytes) and translated != with_pin_message[1][52]
 
     text = log_sink.text()
     for pan in pans:
         assert pan not in text
     assert "28121011234" not in text
-    lines = log_sink.events("txn")
+    for block in (translated, with_pin_message[1][52]):
+        assert isinstance(block, bytes)
+        assert block.hex() not in text.lower() and block.hex().upper() not in text
+    lines = [line for line in log_sink.events("txn") if line["kind"] != "sign_on"]
     assert len(lines) == 5
     for line in lines:
         for key in (
@@ -412,16 +421,22 @@ async def test_sign_ons_are_bounded_switch_wide_so_the_days_rrns_cannot_run_out(
         nursery, make_config(switch={"sign_ons_per_s": 0.001, "sign_on_burst": 3})
     )
     assert app.switchboard is not None
-    codes, rrns = [], set()
+    codes, rrns, clients = [], set(), []
     for index in range(6):
-        client = await pos_client(app, Terminal(terminal_id=f"S{index:07d}"))
+        client = await pos_client(app, Terminal(terminal_id=f"S{index:07d}", batch=2))
+        clients.append(client)
         response = await client.request(client.terminal.sign_on(1))
         codes.append(response.fields[39])
         if 37 in response.fields:
             rrns.add(response.fields[37])
     assert codes == ["00"] * 3 + ["91"] * 3 and len(rrns) == 3
     assert app.switchboard.statistics()["sign_ons_refused"] == 3
-    assert (await client.request(client.terminal.sale(1, PAN_ICBC, 1300))).fields[39] == "00"
+    # A terminal that signed on transacts (its 0810 opened batch 3); one refused has no
+    # working keys: 77 (security.md), and its sign-on again is refused too.
+    signed_on = msgspec.structs.replace(clients[0].terminal, batch=3)
+    sale = signed_on.sale(1, PAN_ICBC, 1300)
+    assert (await clients[0].request(sale)).fields[39] == "00"
+    assert (await client.request(client.terminal.sale(1, PAN_ICBC, 1300))).fields[39] == "77"
 
 
 async def test_a_frame_that_is_not_pos_cup_is_closed_and_a_wrong_60_1_is_30(

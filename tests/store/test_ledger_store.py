@@ -4,6 +4,8 @@ paid at most once, payment codes, and a commit that fails leaving nothing behind
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from switch.core.ledger import InsufficientFunds, TransferConflict, TransferKey, TransferSpec
@@ -18,7 +20,7 @@ from switch.core.wallet import (
     TooManyAccounts,
     WalletSettings,
 )
-from switch.store.ledger_port import QrHold, QrRecord, Reserved
+from switch.store.ledger_port import LedgerUnavailable, QrHold, QrRecord, Reserved
 from switch.store.ledger_store import LedgerStoreBase
 from tests.store.ledgers import ledger_store as ledger_store
 
@@ -376,3 +378,50 @@ def test_every_statement_is_one_its_engine_accepts(ledger_store: LedgerStoreBase
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     refused.append(f"{name}: {(result.error_message or b'').decode().strip()}")
     assert len(shown) > 40 and not refused, "\n".join(refused)
+
+
+def test_pay_by_code_takes_the_code_and_reserves_in_one_step(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    """A payment-code sale's one transaction: the code used whatever the payment's
+    outcome (a 51 keeps it used, reserves nothing), a code not open is 14 and a probe,
+    and a commit that fails leaves the code open and nothing reserved."""
+    from switch.core.paycode import Paycode
+
+    store = ledger_store
+    store.open_wallet(C, APP, 2, TODAY, 0.0)
+    top_up(store, 1_000)
+    settings = SETTINGS.paycodes()
+    draws = iter(["2750318846129057", "2750318846129065", "2750318846129073"])
+
+    def issue() -> str:
+        return store.issue_paycode(C, APP, "wallet", "B", 100.0, settings,
+                                   lambda: make_code("88", next(draws))).code  # fmt: skip
+
+    def make(amount: int, request_id: str) -> Any:
+        def build(code: Paycode) -> tuple[MoneyAsk, TransferSpec]:
+            assert code.customer_id == C
+            return ask(amount, channel="code"), pay_spec(request_id, amount)
+
+        return build
+
+    low = issue()
+    taken, done = store.pay_by_code(low, "T:M", 101.0, SETTINGS, make(1_001, "p-1"))
+    assert taken.response_code == "00" and done == Refusal("51", "balance too low")
+    again, nothing = store.pay_by_code(low, "T:M", 102.0, SETTINGS, make(10, "p-2"))
+    assert (again.response_code, nothing) == ("14", None)  # used by the 51
+    assert store.pending_transfers() == []
+    good = issue()
+
+    def fail(step: str) -> None:
+        raise RuntimeError(f"disk gone at {step}")
+
+    store.fault = fail
+    store.errors = (*store.errors, RuntimeError)  # type: ignore[misc]
+    with pytest.raises(LedgerUnavailable):
+        store.pay_by_code(good, "T:M", 103.0, SETTINGS, make(400, "p-3"))
+    store.fault = None
+    taken, done = store.pay_by_code(good, "T:M", 104.0, SETTINGS, make(400, "p-3"))
+    assert taken.response_code == "00" and isinstance(done, Reserved)
+    assert store.wallet(C, APP, TODAY).available == 600
+    assert store.verify() == []

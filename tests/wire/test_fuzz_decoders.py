@@ -538,6 +538,8 @@ class NetworkOnlySwitchboard:
         assert isinstance(request, SignOn | Echo)
         return Outcome(code="00")
 
+    paycode_prefix = "88"  # payment codes served (wallet.md): their mapping is fuzzed too
+
     def check_merchant(self, merchant_id: str) -> None:
         pass  # every merchant is served here
 

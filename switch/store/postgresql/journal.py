@@ -541,6 +541,7 @@ def database_problem(dsn: str) -> str | None:
 
 
 JOURNAL_LOCK_KEY = 0x5357_4C4B  # "SWLK": an advisory lock key, the same for every switch
+HOST_LOCK_KEY = 0x5357_484B  # "SWHK": a host's (``[switch] host_id``), held by its supervisor
 """With a worker's index, the advisory lock (key, index) that a switch's worker holds
 for its life: advisory locks are per database, so one process a worker per journal (one
 switch of one process is worker 0), as the SQLite engine's lock file; and a worker
@@ -556,10 +557,15 @@ class DatabaseLock:
     the server releases it when that connection ends, however the process ends. A second
     process as the same worker is refused; the other workers each hold their own."""
 
-    def __init__(self, dsn: str, *, worker: int = 0, wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(
+        self, dsn: str, *, worker: int = 0, wait_s: float = LOCK_WAIT_S,
+        key: int = JOURNAL_LOCK_KEY,
+    ) -> None:  # fmt: skip
+        """``key`` HOST_LOCK_KEY: ``worker`` is a host_id, the lock its supervisor's."""
         self.database = JournalDatabase(dsn)
         self.worker = worker
         self.wait_s = wait_s
+        self.key = key
         self._connection: Connection | None = None
 
     def acquire(self) -> None:
@@ -577,9 +583,9 @@ class DatabaseLock:
                 f"SET application_name = 'switch-lock pid {os.getpid()} worker {self.worker}'"
             )
             connection.execute(f"SET lock_timeout = '{round(self.wait_s * 1000)}ms'")
-            connection.execute(_WORKER_LOCK, (JOURNAL_LOCK_KEY, self.worker))
+            connection.execute(_WORKER_LOCK, (self.key, self.worker))
         except psycopg.errors.LockNotAvailable:
-            holder = _lock_holder(connection, self.worker)
+            holder = _lock_holder(connection, self.worker, self.key)
             connection.close()
             raise JournalUnavailable(
                 f"journal {database} is in use by another switch ({holder}; as worker "
@@ -649,11 +655,13 @@ class InDoubtClaim:
         connection.close()
 
 
-def _lock_holder(connection: Connection, worker: int | None = None) -> str:
+def _lock_holder(
+    connection: Connection, worker: int | None = None, key: int = JOURNAL_LOCK_KEY
+) -> str:
     """Who holds the worker's lock (any worker's: None), as the server knows them (or
     "unknown")."""
     try:
-        row = connection.execute(_HOLDER, {"key": JOURNAL_LOCK_KEY, "worker": worker}).fetchone()
+        row = connection.execute(_HOLDER, {"key": key, "worker": worker}).fetchone()
     except psycopg.Error:
         return "unknown"
     if row is None:

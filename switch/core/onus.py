@@ -1,0 +1,160 @@
+"""On-us products' steps on the ledger (wallet.md), as the lifecycle asks for them.
+
+A product whose destination is the ledger (``products.Product.destination``) is carried
+out by the switch itself: the lifecycle returns :class:`PostToLedger` where a bank-bound
+one returns ``Exchange``, and the trio layer (``switch.net.onus``) carries the step out
+against the ledger store and feeds back :class:`LedgerAnswered`. Plain data, no I/O.
+
+The steps of a payment-code sale::
+
+    admitted ── journal the request ── PayByCode (14, 65; 61, 51)
+             ── journal the answer ── EndTransfer (post or void; none if 14 or 65) ── answer
+
+A void or refund reserves its compensating transfer (``ReserveBack``) once its request is
+journaled, and ends it once its answer is; a terminal's reversal reserves the
+compensating transfer of a posted payment (or voids a pending one), journals the
+reversal, then posts it. At start-up each pending transfer is ended as the journal's
+record of its request says (:func:`journal_answer`, then ``core.ledger.recovery``).
+
+Transfer keys (wallet.md): POS ``pos:<42>:<41>``, id = 60.2 and 11; online the
+merchant principal and the request's ``id``; the leg names the movement.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from switch.core.book import TxnRecord
+from switch.core.ledger import Answer, TransferKey
+
+LEGS: Final[dict[str, str]] = {
+    "onus_sale": "pay",
+    "onus_void": "void",
+    "onus_refund": "refund",
+}
+"""The leg of each ledger product's own transfer (history's kind)."""
+REVERSAL_LEG: Final = "reversal"
+"""The leg of the compensating transfer of a terminal's reversal."""
+LEDGER_ROUTE: Final = "ledger"
+"""``route`` of an on-us outcome (where a card's names its BIN prefix)."""
+
+
+def request_key(
+    *, channel: str, merchant_id: str, terminal_id: str, batch: str, stan: str,
+    online_id: str | None, leg: str,
+) -> TransferKey:  # fmt: skip
+    """The ledger key of a request (wallet.md)."""
+    if channel == "pos":
+        return TransferKey(f"pos:{merchant_id}:{terminal_id}", batch + stan, leg)
+    return TransferKey(f"merchant:{merchant_id}", online_id or stan, leg)
+
+
+def record_key(record: TxnRecord, leg: str | None = None) -> TransferKey:
+    """The ledger key of a journaled on-us transaction's own transfer (or ``leg``)."""
+    return request_key(
+        channel=record.channel, merchant_id=record.merchant_id,
+        terminal_id=record.terminal_id, batch=record.batch, stan=record.stan,
+        online_id=record.online_id, leg=leg or LEGS[record.kind],
+    )  # fmt: skip
+
+
+def parse_pos_key(key: TransferKey) -> tuple[str, str, str, str] | None:
+    """(terminal, merchant, batch, STAN) of a POS key; None for another principal."""
+    kind, _, rest = key.principal.partition(":")
+    merchant_id, _, terminal_id = rest.partition(":")
+    if kind != "pos" or not terminal_id or len(key.id) != 12:
+        return None
+    return terminal_id, merchant_id, key.id[:6], key.id[6:]
+
+
+def journal_answer(key: TransferKey, record: TxnRecord | None) -> Answer | None:
+    """What the journal says of a pending transfer's request, for ``ledger.recovery``:
+    ``approved`` (post), ``declined`` or ``none`` (void); None: left alone. Left alone:
+    a request still in flight (``sending``: a live worker's, or in doubt until the
+    journal's recovery settles it), and a terminal's reversal reserved but not yet
+    journaled: it may be a live worker's, between its two steps, and voiding it would
+    leave the journal saying reversed and the ledger paid; the terminal repeats its
+    reversal until answered, which posts it."""
+    if record is None:
+        return "none"
+    if record.state == "sending":
+        return None
+    if key.leg == REVERSAL_LEG:
+        return "approved" if record.reversed and record.state == "approved" else None
+    if record.state == "approved" and not record.reversed:
+        return "approved"
+    return "declined"
+
+
+# -- the steps: actions the lifecycle returns -------------------------------------------
+
+
+class PayByCode(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment-code sale's step, one ledger transaction: the code found open and used
+    (14 unknown, expired, used, cancelled or failing Luhn; 65 past the terminal's probe
+    limit), then the payment's checks (class limit 61, daily caps 61, balance 51) and
+    its pending transfer. The code is used whatever the payment's outcome."""
+
+    code: str
+    terminal: str
+    """Whose probes count: POS ``<41>:<42>``."""
+    key: TransferKey
+    merchant_id: str
+    amount: int
+    rrn: str
+    local_date: str
+    """YYYY-MM-DD: today, local calendar date."""
+
+
+class ReserveBack(msgspec.Struct, frozen=True, kw_only=True):
+    """The pending transfer that undoes (all or ``amount`` of) the posted transfer
+    ``original``: its credit account debited, its debit account credited. A pending
+    ``original`` is voided instead (``reversal``: nothing was paid yet)."""
+
+    original: TransferKey
+    key: TransferKey
+    amount: int
+    kind: str
+    rrn: str
+    merchant_id: str
+    reversal: bool = False
+
+
+class EndTransfer(msgspec.Struct, frozen=True, kw_only=True):
+    """Post (``approved``) or void a pending transfer; ``payment``: a payment's own (its
+    counts and code follow), ``uncount``: the payment a posted void or reversal takes out
+    of the wallet's counts. A key that names nothing is nothing to end."""
+
+    key: TransferKey
+    approved: bool
+    payment: bool = False
+    uncount: TransferKey | None = None
+
+
+LedgerStep = PayByCode | ReserveBack | EndTransfer
+
+
+class PostToLedger(msgspec.Struct, frozen=True):
+    """Carry ``step`` out against the ledger store: LedgerAnswered."""
+
+    step: LedgerStep
+
+
+class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
+    """What the ledger did: ``code`` 00, or the refusal's (wallet.md's codes; 91 store
+    unavailable, 96 our own misuse). A code found open names its customer, funding and
+    tier, whatever the payment's outcome."""
+
+    code: str = "00"
+    message: str = ""
+    detail: str | None = None
+    customer_id: str | None = None
+    funding: str | None = None
+    verification: str | None = None
+    auth_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "00"
