@@ -72,6 +72,7 @@ from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.credit import CreditBilling
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
@@ -98,6 +99,7 @@ from switch.store import (
     open_settlement_store,
 )
 from switch.store.crypto import CardVault
+from switch.store.ledger_store import LedgerStoreBase
 from switch.store.port import AdviceBacklog, Journal, OnlineResultsPurged, ReversalBacklog
 from switch.store.settlement_port import SettlementStore
 from switch.tls import server_context
@@ -185,6 +187,8 @@ class SwitchApp:
         """Each bank's advice queue's sender (stand-in, risk.md)."""
         self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
+        self.credit: CreditBilling | None = None
+        """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
         self.online: ChannelServer[object] | None = None
@@ -687,10 +691,31 @@ class SwitchApp:
             speed=self.clock.speed,
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
-            on_close=self.switchboard.expire_holds if self.switchboard is not None else None,
+            on_close=await self._on_close(bank_side),
         )
         await bank_side.start(settlement.run)
         return settlement
+
+    async def _on_close(self, bank_side: trio.Nursery) -> Callable[[str], Awaitable[object]]:
+        """What each business date closed runs before its cutovers: the
+        pre-authorisations it ends expire, then the credit accounts close (credit.md:
+        penalties, freezes, statements), through a ledger store held open meanwhile."""
+        store = open_ledger_store(self.config)
+        await trio.to_thread.run_sync(store.open)
+        bank_side.start_soon(_hold_open, store)
+        billing = self.credit = CreditBilling(
+            store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
+        )
+        switchboard = self.switchboard
+
+        async def on_close(business_date: str) -> None:
+            try:
+                if switchboard is not None:
+                    await switchboard.expire_holds(business_date)
+            finally:  # the accounts close even when the expiry could not be journaled
+                await billing.close(business_date)
+
+        return on_close
 
     async def _start_bank(
         self, name: str, bank: BankSection, *, stans: StanSequence | None = None
@@ -1088,3 +1113,11 @@ class _Reversals:
 
     def reverse_unjournaled(self, record: TxnRecord, reason: str) -> None:
         self._forwarders[record.bank].reverse_unjournaled(record, reason)
+
+
+async def _hold_open(store: LedgerStoreBase) -> None:
+    """Keeps the credit close's ledger store open until the switch stops."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        store.close()

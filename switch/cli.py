@@ -29,6 +29,7 @@ import switch
 from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
 from switch.admin.commands import config_error_line, leniently, running_config_notes
+from switch.admin.credit_commands import add_commands as add_credit_commands
 from switch.admin.risk_commands import add_commands as add_risk_commands
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.admin.wallet_commands import add_commands as add_wallet_commands
@@ -528,6 +529,7 @@ def _parser() -> argparse.ArgumentParser:
     add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
     add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
+    add_credit_commands(commands, _config_option)  # credit: straight through the ledger store
     return parser
 
 

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta
 
 from switch.admin.settings import AdminSection, is_loopback
+from switch.core.credit.settings import CreditSettings
 from switch.core.risk import RulesError, RuleSet, load_rules
 from switch.core.wallet import WalletSettings
 from switch.errors import ConfigError, ConfigUnreadable
@@ -407,6 +408,7 @@ class SwitchConfig(_Section, frozen=True, kw_only=True):
     risk: RiskSection = msgspec.field(default_factory=RiskSection)
     wallet: WalletSettings = msgspec.field(default_factory=WalletSettings)  # wallet.md
     preauth: PreauthSection = msgspec.field(default_factory=PreauthSection)
+    credit: CreditSettings = msgspec.field(default_factory=CreditSettings)  # credit.md
     base_dir: str = "."
     """Where relative paths resolve: set by :func:`load_config` to the file's folder."""
     source: str | None = None

@@ -18,7 +18,7 @@ from switch.store.port import (
 )
 
 if TYPE_CHECKING:
-    from switch.store.ledger_port import LedgerStore
+    from switch.store.ledger_store import LedgerStoreBase
     from switch.store.nonces import NonceStore
     from switch.store.settlement_port import SettlementStore
 
@@ -168,7 +168,7 @@ def open_settlement_store(config: SwitchConfig) -> SettlementStore:
     return SqliteSettlementStore(config.settlement_db_path(), config.path(config.journal.path))
 
 
-def open_ledger_store(config: SwitchConfig) -> LedgerStore:
+def open_ledger_store(config: SwitchConfig) -> LedgerStoreBase:
     """The ledger store the config names (not yet open): ``ledger.sqlite3`` beside a
     SQLite journal, or tables in a PostgreSQL journal's database."""
     if config.journal.backend == "postgresql":

@@ -21,6 +21,7 @@ from typing import Final, TypeAlias
 import psycopg
 from psycopg.rows import DictRow, dict_row
 
+from switch.store.credit_sql import credit_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -70,6 +71,7 @@ class PostgresLedgerStore(LedgerStoreBase):
         psycopg.errors.SerializationFailure,
         psycopg.errors.UniqueViolation,
     )
+    credit = credit_sql(DIALECT, lock=" FOR UPDATE")
     label = "ledger store (postgresql)"
 
     def __init__(self, dsn: str) -> None:

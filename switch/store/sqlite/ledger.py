@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from switch.files import make_private_folder, open_private
+from switch.store.credit_sql import credit_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -31,6 +32,7 @@ class SqliteLedgerStore(LedgerStoreBase):
     sql = SQL
     errors = (sqlite3.Error,)
     retry = ()
+    credit = credit_sql(DIALECT, lock="")
     label = "ledger store"
 
     def __init__(self, path: Path) -> None:

@@ -1,0 +1,68 @@
+"""The credit line's part of each close (credit.md, "Overdue"; settlement.md: "the close
+of a date also runs credit.md's close"): at every business date closed, the ledger
+store closes every credit account (penalties, freezes, statements, their postings) and
+the statements made are written as the day's file. Hooked into ``SettlementService``'s
+close beside the pre-authorisations' expiry; a store that fails leaves the accounts
+unclosed, and the next close catches them up (each account closes each date in turn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+import msgspec
+import structlog
+import trio
+
+from switch.core.credit.plan import Terms
+from switch.core.credit.statement_file import statement_file, statement_file_name
+from switch.core.ledger import LedgerError
+from switch.files import write_private
+from switch.store.credit_store import ClosedDay
+from switch.store.ledger_store import LedgerStoreBase
+
+log = structlog.get_logger()
+
+
+class CreditBilling:
+    def __init__(
+        self, store: LedgerStoreBase, terms: Terms, out_dir: Path, clock: Callable[[], float]
+    ) -> None:
+        self.store = store
+        self.terms = terms
+        self.out_dir = out_dir
+        self.clock = clock
+        self._lock = trio.Lock()
+        self.last: ClosedDay | None = None
+
+    async def close(self, business_date: str) -> ClosedDay | None:
+        """The credit close of a business date; its statements' file when the next day
+        is a statement date of any account. None when the store failed (logged)."""
+        day = date.fromisoformat(business_date)
+        async with self._lock:
+            try:
+                closed = await trio.to_thread.run_sync(
+                    self.store.credit_close, day, self.terms, self.clock()
+                )
+                statement_date = day + timedelta(1)
+                rows = await trio.to_thread.run_sync(self.store.credit_statements, statement_date)
+                if rows:
+                    data = statement_file((row.customer_id, row.statement) for row in rows)
+                    path = self.out_dir / statement_file_name(statement_date)
+                    await trio.to_thread.run_sync(write_private, path, data)
+            except (LedgerError, ValueError, msgspec.MsgspecError, OSError) as exc:
+                # The store down, an account it cannot read, the file not written: the
+                # switch goes on, and the next close catches every account up (each
+                # closes each date in turn); a statement file is written again then
+                # only if that close makes statements.
+                log.error("credit_close_failed", business_date=business_date, error=str(exc))
+                return None
+        self.last = closed
+        log.info(
+            "credit_closed", business_date=business_date, accounts=closed.accounts,
+            statements=closed.statements, penalties_fen=closed.penalties_fen,
+            fees_fen=closed.fees_fen, frozen=closed.frozen,
+        )  # fmt: skip
+        return closed

@@ -1,0 +1,429 @@
+"""Credit accounts in the ledger store (credit.md), for both engines: the steps that
+lock an account's row, ask the sans-IO core (``switch.core.credit``) and write the
+account, its statements and its transfers on the shared ledger in one transaction.
+
+Mixed into ``LedgerStoreBase``: every step is its ``_step`` (one transaction, run again
+on a deadlock), and an account's row is locked first (``FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` on SQLite), so a credit line used by two workers at once takes
+turns: the limit check and the pending purchase are one atomic step.
+
+The close of a business date (``credit_close``) runs accounts in batches, each batch one
+transaction: an account's new book, its statement and its postings commit together, so
+a close killed half-way leaves each account closed or not, and running it again closes
+the rest (a closed account is skipped; transfer keys post nothing twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from functools import partial
+from typing import Any, ClassVar, Final, TypeVar
+
+import msgspec
+
+from switch.core import ledger
+from switch.core.credit import book as books
+from switch.core.credit.billing import (
+    BOOK_DECODER,
+    BOOK_ENCODER,
+    CLOSE_PRINCIPAL,
+    AccountView,
+    CreditAccount,
+    account_view,
+    close_account,
+    purchase_refusal,
+    receivable,
+    repay_account,
+)
+from switch.core.credit.book import Allocation, Statement
+from switch.core.credit.plan import CreditRefused, Terms
+from switch.core.ledger import LedgerError, Plan, TransferKey, TransferSpec
+from switch.core.wallet import NoSuchWallet, NotYourWallet
+from switch.store.credit_sql import CreditSql
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+Parameters = Sequence[Any] | dict[str, Any]
+
+CLOSE_BATCH: Final = 200
+"""Accounts closed in one transaction."""
+
+
+class CreditStopped(LedgerError):
+    """A credit request refused with credit.md's code (12, 13, 14, 25, 51, 62)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.response_code = code
+
+
+class NoCreditAccount(CreditStopped):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__("14", f"no credit account of {customer_id}")
+
+
+class Purchased(msgspec.Struct, frozen=True, kw_only=True):
+    purchase_id: str
+    transfer: ledger.Transfer
+    account: AccountView
+    again: bool = False
+
+
+class Repaid(msgspec.Struct, frozen=True, kw_only=True):
+    allocation: Allocation | None
+    """None when the key had repaid before (``again``)."""
+    account: AccountView
+    again: bool = False
+
+
+class ClosedDay(msgspec.Struct, frozen=True, kw_only=True):
+    """What one run of a date's close did (0 everywhere when it had run before)."""
+
+    business_date: date
+    accounts: int
+    statements: int
+    penalties_fen: int
+    fees_fen: int
+    frozen: int
+
+
+class StatementRow(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: str
+    statement: Statement
+
+
+class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
+    accounts: int
+    frozen: int
+
+
+_STATEMENT_DECODER = msgspec.json.Decoder(Statement)
+
+
+def _account(row: Row) -> CreditAccount:
+    return CreditAccount(
+        customer_id=row["customer_id"],
+        app=row["app"],
+        limit_fen=row["limit_fen"],
+        frozen_app=bool(row["frozen_app"]),
+        frozen_overdue=bool(row["frozen_overdue"]),
+        app_reason=row["app_reason"],
+        book=BOOK_DECODER.decode(row["book"]),
+    )
+
+
+class CreditSteps:
+    """The credit steps of the ledger store (mixed into ``LedgerStoreBase``)."""
+
+    credit: ClassVar[CreditSql]
+
+    # Given by LedgerStoreBase.
+    def _step(self, name: str, body: Callable[[], T]) -> T:
+        raise NotImplementedError
+
+    def _read(self, body: Callable[[], T]) -> T:
+        raise NotImplementedError
+
+    def _execute(self, statement: str, parameters: Parameters = ()) -> list[Row]:
+        raise NotImplementedError
+
+    def _first(self, statement: str, parameters: Parameters = ()) -> Row | None:
+        raise NotImplementedError
+
+    def _move(
+        self,
+        operation: ledger.Operation,
+        key: TransferKey,
+        at: float,
+        *,
+        spec: TransferSpec | None = None,
+        amount: int | None = None,
+    ) -> Plan:
+        raise NotImplementedError
+
+    def _ensure_account(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _lock_transfer(self, key: TransferKey) -> ledger.Transfer | None:
+        raise NotImplementedError
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def _credit_account(self, customer_id: str, app: str | None, *, lock: bool) -> CreditAccount:
+        statement = self.credit.lock_account if lock else self.credit.read_account
+        row = self._first(statement, (customer_id,))
+        if row is None:
+            raise NoCreditAccount(customer_id)
+        if app is not None and row["app"] != app:
+            raise NotYourWallet(f"credit account of {customer_id} is another app's")
+        return _account(row)
+
+    def _save(self, account: CreditAccount, at: float) -> None:
+        book = account.book
+        self._execute(
+            self.credit.update_account,
+            (
+                BOOK_ENCODER.encode(book).decode(),
+                None if book.last_closed is None else book.last_closed.isoformat(),
+                account.frozen_overdue, at, account.customer_id,
+            ),
+        )  # fmt: skip
+
+    # -- opening and reading --------------------------------------------------------------
+
+    def credit_open(
+        self,
+        customer_id: str,
+        app: str,
+        limit_fen: int,
+        *,
+        statement_day: int,
+        grace_days: int,
+        business_date: date,
+        at: float,
+    ) -> AccountView:
+        """``credit_open``: the customer's wallet must exist (14), opened by ``app``
+        (03); an account already there: 12."""
+        if not 0 <= limit_fen <= 100_000_000:
+            raise ValueError(f"limit_fen {limit_fen} is not in 0..100000000")
+        book = books.open_book(business_date, statement_day=statement_day, grace_days=grace_days)
+
+        def body() -> AccountView:
+            wallet = self._first(self.credit.wallet_app, (customer_id,))
+            if wallet is None:
+                raise NoSuchWallet(f"no wallet of {customer_id}")
+            if wallet["app"] != app:
+                raise NotYourWallet(f"wallet of {customer_id} is another app's")
+            if self._first(self.credit.read_account, (customer_id,)) is not None:
+                raise CreditStopped("12", f"credit account of {customer_id} exists already")
+            self._ensure_account(receivable(customer_id))
+            self._execute(
+                self.credit.insert_account,
+                (
+                    customer_id, app, limit_fen, statement_day, grace_days,
+                    business_date.isoformat(), False, False, "", None,
+                    BOOK_ENCODER.encode(book).decode(), at,
+                ),
+            )  # fmt: skip
+            return account_view(self._credit_account(customer_id, None, lock=False))
+
+        return self._step("credit_open", body)
+
+    def credit_account(self, customer_id: str, app: str | None = None) -> CreditAccount:
+        return self._read(lambda: self._credit_account(customer_id, app, lock=False))
+
+    def credit_status(self, customer_id: str, app: str | None = None) -> AccountView:
+        return account_view(self.credit_account(customer_id, app))
+
+    def credit_set_limit(self, customer_id: str, limit_fen: int, at: float) -> AccountView:
+        if not 0 <= limit_fen <= 100_000_000:
+            raise ValueError(f"limit_fen {limit_fen} is not in 0..100000000")
+
+        def body() -> AccountView:
+            self._credit_account(customer_id, None, lock=True)
+            self._execute(self.credit.set_limit, (limit_fen, at, customer_id))
+            return account_view(self._credit_account(customer_id, None, lock=False))
+
+        return self._step("credit_set_limit", body)
+
+    def credit_freeze(self, customer_id: str, frozen: bool, reason: str, at: float) -> AccountView:
+        """``credit_freeze`` / ``credit_unfreeze`` (the ``app`` reason only)."""
+
+        def body() -> AccountView:
+            self._credit_account(customer_id, None, lock=True)
+            self._execute(self.credit.set_app_freeze, (frozen, reason, at, customer_id))
+            return account_view(self._credit_account(customer_id, None, lock=False))
+
+        return self._step("credit_freeze", body)
+
+    # -- purchases and repayments ---------------------------------------------------------
+
+    def credit_purchase(
+        self,
+        customer_id: str,
+        *,
+        key: TransferKey,
+        purchase_id: str,
+        merchant_id: str,
+        amount_fen: int,
+        instalments: int | None,
+        terms: Terms,
+        at: float,
+    ) -> Purchased:
+        """An approved credit purchase's checks and pending transfer
+        ``credit_receivable:<c>`` → ``merchant:<m>``, one atomic step under the
+        account's lock (14, 62, 13, 51: CreditStopped, nothing written). Its business
+        date is the account's current one. The same key again: the purchase made
+        before."""
+
+        def body() -> Purchased:
+            account = self._credit_account(customer_id, None, lock=True)
+            transfer = self._lock_transfer(key)
+            if transfer is not None:
+                return Purchased(purchase_id=purchase_id, transfer=transfer,
+                                 account=account_view(account), again=True)  # fmt: skip
+            refusal = purchase_refusal(account, amount_fen, instalments, terms)
+            if refusal is not None:
+                raise CreditStopped(refusal.code, refusal.message)
+            plan = None
+            if instalments is not None:
+                from switch.core.credit.plan import make_plan
+
+                plan = make_plan(amount_fen, instalments, terms.fee_bps_of(instalments))
+            book = books.purchase(
+                account.book, purchase_id=purchase_id,
+                business_date=_today(account), merchant_id=merchant_id,
+                amount_fen=amount_fen, plan=plan,
+            )  # fmt: skip
+            spec = TransferSpec(key=key, debit=receivable(customer_id),
+                                credit=ledger.merchant_account(merchant_id), amount=amount_fen,
+                                kind="credit_purchase", rrn=purchase_id,
+                                merchant_id=merchant_id)  # fmt: skip
+            moved = self._move("reserve", key, at, spec=spec)
+            assert moved.after is not None
+            account = msgspec.structs.replace(account, book=book)
+            self._save(account, at)
+            return Purchased(purchase_id=purchase_id, transfer=moved.after,
+                             account=account_view(account))  # fmt: skip
+
+        return self._step("credit_purchase", body)
+
+    def credit_end_purchase(
+        self, customer_id: str, key: TransferKey, purchase_id: str, approved: bool, at: float
+    ) -> Plan:
+        """The answer journaled: posts the purchase's pending transfer, or voids it and
+        the purchase never stood (frees its principal)."""
+
+        def body() -> Plan:
+            account = self._credit_account(customer_id, None, lock=True)
+            plan = self._move("post" if approved else "void", key, at)
+            if plan.changes and not approved:
+                kept = tuple(p for p in account.book.purchases if p.purchase_id != purchase_id)
+                book = msgspec.structs.replace(account.book, purchases=kept)
+                self._save(msgspec.structs.replace(account, book=book), at)
+            return plan
+
+        return self._step("credit_end_purchase", body)
+
+    def credit_repay_from_wallet(
+        self,
+        customer_id: str,
+        *,
+        key: TransferKey,
+        rrn: str,
+        amount_fen: int,
+        purchase_id: str | None,
+        at: float,
+    ) -> Repaid:
+        """A repayment from the wallet, posted at once (``wallet:<c>`` →
+        ``credit_receivable:<c>``): 1 to the payoff (else 13), the wallet's spendable
+        balance at least the amount (else 51); allocated as credit.md says."""
+
+        def body() -> Repaid:
+            account = self._credit_account(customer_id, None, lock=True)
+            if self._lock_transfer(key) is not None:  # repaid before: nothing moves again
+                return Repaid(allocation=None, account=account_view(account), again=True)
+            try:
+                account, allocation = repay_account(
+                    account, ref=rrn, amount_fen=amount_fen, purchase_id=purchase_id
+                )
+            except CreditRefused as refused:
+                raise CreditStopped(refused.code, refused.message) from None
+            wallet = ledger.wallet_account(customer_id)
+            self._ensure_account(wallet)
+            row = self._first(self.credit.spendable, (wallet,))
+            if row is None or row["spendable"] < amount_fen:
+                raise CreditStopped("51", "the wallet's balance is short")
+            spec = TransferSpec(key=key, debit=wallet, credit=receivable(customer_id),
+                                amount=amount_fen, kind="credit_repay", rrn=rrn)  # fmt: skip
+            self._move("transfer", key, at, spec=spec)
+            self._save(account, at)
+            return Repaid(allocation=allocation, account=account_view(account))
+
+        return self._step("credit_repay", body)
+
+    # -- the close ------------------------------------------------------------------------
+
+    def credit_close(
+        self, business_date: date, terms: Terms, at: float, *, batch: int = CLOSE_BATCH
+    ) -> ClosedDay:
+        """credit.md's close of ``business_date`` for every account opened by then:
+        penalties, freezes, statements, in batches of ``batch`` accounts a transaction.
+        Idempotent: accounts closed already are skipped."""
+        day = business_date.isoformat()
+        after = ""
+        totals = {"accounts": 0, "statements": 0, "penalties_fen": 0, "fees_fen": 0, "frozen": 0}
+        while True:
+            ids = self._ids_to_close(day, after, batch)
+            if not ids:
+                break
+            done = self._step(
+                "credit_close", partial(self._close_batch, ids, business_date, terms, at)
+            )
+            for name, value in done.items():
+                totals[name] += value
+            after = ids[-1]
+        return ClosedDay(business_date=business_date, **totals)
+
+    def _ids_to_close(self, day: str, after: str, batch: int) -> list[str]:
+        rows = self._read(partial(self._execute, self.credit.to_close, (day, day, after, batch)))
+        return [row["customer_id"] for row in rows]
+
+    def _close_batch(
+        self, ids: list[str], business_date: date, terms: Terms, at: float
+    ) -> dict[str, int]:
+        done = {"accounts": 0, "statements": 0, "penalties_fen": 0, "fees_fen": 0, "frozen": 0}
+        for customer_id in ids:
+            account = self._credit_account(customer_id, None, lock=True)
+            last = account.book.last_closed
+            if last is not None and last >= business_date:
+                continue  # another worker closed it meanwhile
+            was_frozen = account.frozen_overdue
+            account, closes, postings = close_account(account, business_date, terms)
+            for posting in postings:
+                key = TransferKey(CLOSE_PRINCIPAL, posting.id, posting.leg)
+                spec = TransferSpec(key=key, debit=posting.debit, credit=posting.credit,
+                                    amount=posting.amount, kind=posting.kind)  # fmt: skip
+                self._move("transfer", key, at, spec=spec)
+                done["penalties_fen" if posting.leg == "penalty" else "fees_fen"] += posting.amount
+            for close in closes:
+                statement = close.statement
+                if statement is None:
+                    continue
+                self._execute(
+                    self.credit.insert_statement,
+                    (
+                        customer_id, statement.statement_date.isoformat(), statement.period,
+                        statement.due_date.isoformat(), statement.previous_balance_fen,
+                        statement.new_balance_fen,
+                        msgspec.json.encode(statement).decode(),
+                    ),
+                )  # fmt: skip
+                done["statements"] += 1
+            done["frozen"] += int(account.frozen_overdue and not was_frozen)
+            self._save(account, at)
+            done["accounts"] += 1
+        return done
+
+    def credit_statements(self, statement_date: date) -> list[StatementRow]:
+        """The statements of a statement date, by customer: the day's file."""
+        rows = self._read(
+            lambda: self._execute(self.credit.statements_of, (statement_date.isoformat(),))
+        )
+        return [
+            StatementRow(customer_id=row["customer_id"],
+                         statement=_STATEMENT_DECODER.decode(row["statement"]))
+            for row in rows
+        ]  # fmt: skip
+
+    def credit_totals(self) -> CreditTotals:
+        row = self._read(lambda: self._first(self.credit.counts))
+        assert row is not None
+        return CreditTotals(accounts=int(row["accounts"]), frozen=int(row["frozen"]))
+
+
+def _today(account: CreditAccount) -> date:
+    from switch.core.credit.billing import open_date
+
+    return open_date(account)
