@@ -92,16 +92,18 @@ class Process:
         preexec_fn: Callable[[], None] | None = None,
         env: Mapping[str, str] | None = None,
         wrapper: Sequence[str] = (),
+        cwd: Path = REPO,
     ) -> Process:
         """``env``: variables set for this process beside the tests' own; ``wrapper``
-        runs it (e.g. in a mount namespace), exec'ing it in the same process."""
+        runs it (e.g. in a mount namespace), exec'ing it in the same process; ``cwd``:
+        where it runs (the repository's root by default)."""
         stdout, stderr = directory / f"{name}.out", directory / f"{name}.err"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = await trio.lowlevel.open_process(
                 [*wrapper, *SWITCH, *args],
                 stdout=out,
                 stderr=err,
-                cwd=REPO,
+                cwd=cwd,
                 env=_environment() | dict(env or {}),
                 preexec_fn=preexec_fn,
             )

@@ -1,4 +1,4 @@
-"""Operator commands as a newcomer types them from the README, against real switch
+"""Operator commands as a newcomer types them from the README and docs/guide.md, against real switch
 processes, real files and the real admin interface."""
 
 from __future__ import annotations

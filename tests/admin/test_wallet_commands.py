@@ -73,7 +73,7 @@ def test_qr_render(capsys: pytest.CaptureFixture[str]) -> None:
 async def test_the_readme_walkthrough_pays_a_code_on_the_demo(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """README's wallet walkthrough: open a wallet, top it up (demo), issue a code, pay
+    """The guide's wallet walkthrough: open a wallet, top it up (demo), issue a code, pay
     it with `switch pos sale --code`, void it; the balance follows."""
     import trio
 

@@ -459,7 +459,7 @@ async def _run_flood(switch: SwitchProcess) -> None:
 
 def test_a_pipelined_burst_beyond_the_window_is_answered_91_not_cut_off() -> None:
     """online.md: a client may send many requests without waiting; beyond the
-    connection's window each is answered 91 at once (README, "Concurrency caps").
+    connection's window each is answered 91 at once (docs/behaviour.md).
 
     A plain test around trio.run, so that the xfail can name the AssertionError it
     expects (pytest-trio would wrap it in an ExceptionGroup)."""

@@ -13,7 +13,7 @@ MERCHANTS = [
 
 
 def test_a_same_day_void_and_its_sale_are_counted_cancelled_not_paid(place: Place) -> None:
-    """settlement.md is silent; the README decides: a sale voided within the same
+    """settlement.md is silent; docs/behaviour.md decides: a sale voided within the same
     settlement and its void cancel out. The status says so (`cancelled`), as the
     payouts do (neither is a sale, a refund or a fee); a void settled a date after its
     sale returns money like a refund, and both are paid."""
