@@ -62,7 +62,7 @@ from switch.net.settlement import SettlementService
 from switch.store.port import Journal, OperatorJournal
 from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.postgresql.operator import PostgresOperatorJournal
-from switch.store.postgresql.settlement import APPLICATION_NAME
+from switch.store.postgresql.settlement import PostgresSettlementStore
 from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
 
@@ -299,7 +299,8 @@ def _server_peak_mb(folder: Path) -> float | None:
         return None
     with psycopg.connect(dsn) as connection:
         row = connection.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (APPLICATION_NAME,)
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (PostgresSettlementStore.application_name,),
         ).fetchone()
     if row is None:
         return None

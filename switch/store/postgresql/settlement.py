@@ -15,20 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import psycopg
-from psycopg.rows import DictRow, dict_row
 
+from switch.store.postgresql.own_store import Connection, OwnConnection
 from switch.store.postgresql.sql import DIALECT
 from switch.store.settlement_port import CLEARING_COLUMNS, SettlementError, StepHook
 from switch.store.settlement_sql import migrations, settlement_sql
 from switch.store.settlement_store import Parameters, Row, SettlementStoreBase
 
-Connection: TypeAlias = psycopg.Connection[DictRow]
-
-CONNECT_TIMEOUT_S: Final = 5
-APPLICATION_NAME: Final = "switch-settlement"
 _MIGRATION_LOCK: Final = 0x5357_5354  # "SWST"
 _SETTLE_LOCK: Final = 0x5357_5345  # "SWSE": one settlement at a time on a database
 
@@ -44,32 +40,15 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 SQL: Final = settlement_sql(DIALECT)
 
 
-def _migrate(connection: Connection) -> None:
-    with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS settlement_schema_version (version INTEGER NOT NULL)"
-        )
-        row = connection.execute(
-            "SELECT coalesce(max(version), 0) AS version FROM settlement_schema_version"
-        ).fetchone()
-        version = 0 if row is None else int(row["version"])
-        if version > SCHEMA_VERSION:
-            raise SettlementError(
-                f"settlement store schema {version} is newer than this switch ({SCHEMA_VERSION})"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            connection.execute(MIGRATIONS[number])
-            connection.execute("DELETE FROM settlement_schema_version")
-            connection.execute(
-                "INSERT INTO settlement_schema_version (version) VALUES (%s)", (number + 1,)
-            )
-
-
-class PostgresSettlementStore(SettlementStoreBase):
+class PostgresSettlementStore(OwnConnection, SettlementStoreBase):
     sql = SQL
     errors = (psycopg.Error,)
     label = "settlement store (postgresql)"
+    store_name = "settlement"
+    application_name = "switch-settlement"
+    store_error = SettlementError
+    migrations = MIGRATIONS
+    migration_lock = _MIGRATION_LOCK
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -78,50 +57,6 @@ class PostgresSettlementStore(SettlementStoreBase):
         self.on_step: StepHook | None = None
 
     # -- opening ------------------------------------------------------------------
-
-    def _connect(self) -> Connection:
-        return psycopg.connect(
-            self.dsn,
-            autocommit=True,
-            row_factory=dict_row,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=APPLICATION_NAME,
-        )
-
-    def open(self) -> None:
-        """Connects and migrates; SettlementError naming the cause (never the password)."""
-        try:
-            connection = self._connect()
-        except psycopg.Error as exc:
-            raise SettlementError(f"settlement store (postgresql): {_cause(exc)}") from exc
-        try:
-            _migrate(connection)
-        except psycopg.Error as exc:
-            connection.close()
-            raise SettlementError(f"settlement store (postgresql): {_cause(exc)}") from exc
-        except SettlementError:
-            connection.close()
-            raise
-        self._connection = connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def _db(self) -> Connection:
-        """The store's connection, opened again if the server dropped the last one."""
-        connection = self._connection
-        if connection is None:
-            raise SettlementError("the settlement store is not open")
-        if connection.broken or connection.closed:
-            connection.close()
-            try:
-                connection = self._connection = self._connect()
-            except psycopg.Error as exc:
-                raise SettlementError(f"settlement store (postgresql): {_cause(exc)}") from exc
-        return connection
 
     @property
     def _in_use(self) -> Connection:
@@ -177,14 +112,6 @@ class PostgresSettlementStore(SettlementStoreBase):
                 copy.write_row((bank, business_date, mti_class, *record))
                 count += 1
         return count
-
-    @staticmethod
-    def _cause(exc: BaseException) -> str:
-        return _cause(exc)
-
-
-def _cause(exc: BaseException) -> str:
-    return str(exc).strip().replace("\n", " ") or type(exc).__name__
 
 
 @contextmanager

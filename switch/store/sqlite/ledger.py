@@ -9,18 +9,17 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from switch.files import make_private_folder, open_private
 from switch.store.credit_sql import credit_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
+from switch.store.sqlite.own_file import open_store_file
 from switch.store.sqlite.sql import DIALECT
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -42,20 +41,10 @@ class SqliteLedgerStore(LedgerStoreBase):
 
     def open(self) -> None:
         """Opens (creating and migrating) the store; LedgerUnavailable naming the file."""
-        try:
-            if not self.path.exists():  # 0600 before SQLite makes it
-                make_private_folder(self.path.parent)
-                os.close(open_private(self.path, os.O_RDONLY))
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.row_factory = sqlite3.Row
-            _migrate(connection)
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerUnavailable(f"ledger store {self.path}: {exc}") from exc
-        self._connection = connection
+        self._connection = open_store_file(
+            self.path, MIGRATIONS, name="ledger", error=LedgerUnavailable,
+            busy_timeout_ms=BUSY_TIMEOUT_MS, foreign_keys=True,
+        )  # fmt: skip
 
     def close(self) -> None:
         if self._connection is not None:
@@ -85,15 +74,3 @@ class SqliteLedgerStore(LedgerStoreBase):
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-
-
-def _migrate(connection: sqlite3.Connection) -> None:
-    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise LedgerUnavailable(
-            f"ledger store schema {version} is newer than this switch ({len(MIGRATIONS)})"
-        )
-    for number in range(version, len(MIGRATIONS)):
-        connection.executescript(
-            f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
-        )

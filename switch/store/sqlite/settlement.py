@@ -10,19 +10,18 @@ Plain blocking calls: the trio layer runs them in a worker thread.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from switch.files import make_private_folder, open_private
 from switch.store.settlement_port import LedgerUnbalanced as LedgerUnbalanced
 from switch.store.settlement_port import SettlementError as SettlementError
 from switch.store.settlement_port import StepHook as StepHook
 from switch.store.settlement_sql import migrations, settlement_sql
 from switch.store.settlement_store import Parameters, Row, SettlementStoreBase
+from switch.store.sqlite.own_file import open_store_file
 from switch.store.sqlite.sql import DIALECT
 
 BUSY_TIMEOUT_MS: Final = 30_000
@@ -48,19 +47,10 @@ class SqliteSettlementStore(SettlementStoreBase):
 
     def open(self) -> None:
         """Opens (creating and migrating) the store; SettlementError naming the file."""
-        try:
-            if not self.path.exists():  # 0600 before SQLite makes it (and its -wal, -shm)
-                make_private_folder(self.path.parent)
-                os.close(open_private(self.path, os.O_RDONLY))
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.row_factory = sqlite3.Row
-            _migrate(connection)
-        except (OSError, sqlite3.Error) as exc:
-            raise SettlementError(f"settlement store {self.path}: {exc}") from exc
-        self._connection = connection
+        self._connection = open_store_file(
+            self.path, MIGRATIONS, name="settlement", error=SettlementError,
+            busy_timeout_ms=BUSY_TIMEOUT_MS,
+        )  # fmt: skip
 
     def close(self) -> None:
         if self._connection is not None:
@@ -122,15 +112,3 @@ class SqliteSettlementStore(SettlementStoreBase):
         )
         count: int = self._db.executemany(SQL.insert_record, rows).rowcount
         return count
-
-
-def _migrate(connection: sqlite3.Connection) -> None:
-    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise SettlementError(
-            f"settlement store schema {version} is newer than this switch ({len(MIGRATIONS)})"
-        )
-    for number in range(version, len(MIGRATIONS)):
-        connection.executescript(
-            f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;"
-        )
