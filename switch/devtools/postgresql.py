@@ -22,10 +22,10 @@ from pathlib import Path
 
 import psycopg
 
+from switch.devtools.apt import NotInstalled, apt_install
+
 SERVER_START_TIMEOUT_S = 30
 """pg_ctl's wait for the server to accept connections (it takes about a second)."""
-APT_TIMEOUT_S = 600
-"""An install from Debian's registry on a fresh machine."""
 TEST_USER = "switchtest"
 """The unprivileged account that runs the server when we are root (initdb refuses root),
 if the package's own ``postgres`` account is not there."""
@@ -62,20 +62,14 @@ def install_server() -> Path:
     found = find_bin_dir()
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServerUnavailable(
-            "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql or on "
-            "PATH, and apt-get cannot install them here (needs root and apt-get): "
-            "install Debian's postgresql package"
+    try:
+        apt_install(
+            "postgresql",
+            why_missing="no PostgreSQL server binaries (initdb, pg_ctl) under "
+            "/usr/lib/postgresql or on PATH",
         )
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]
-    for command in (["apt-get", "update", "-q"], install):
-        done = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=APT_TIMEOUT_S
-        )
-        if done.returncode != 0:
-            raise ServerUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+    except NotInstalled as exc:
+        raise ServerUnavailable(str(exc)) from None
     found = find_bin_dir()
     if found is None:
         raise ServerUnavailable("postgresql was installed but initdb/pg_ctl are not found")

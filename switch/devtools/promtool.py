@@ -7,14 +7,10 @@ Nothing here is the switch's: only its tests and an operator checking the rules 
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Final
 
-APT_TIMEOUT_S: Final = 600
-"""An install from Debian's registry on a fresh machine."""
+from switch.devtools.apt import NotInstalled, apt_install
 
 
 class PromtoolUnavailable(RuntimeError):
@@ -32,19 +28,10 @@ def install_promtool() -> Path:
     found = find_promtool()
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PromtoolUnavailable(
-            "promtool is not on PATH, and apt-get cannot install it here (needs root and "
-            "apt-get): install Debian's prometheus package"
-        )
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "prometheus"]
-    for command in (["apt-get", "update", "-q"], install):
-        done = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=APT_TIMEOUT_S
-        )
-        if done.returncode != 0:
-            raise PromtoolUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+    try:
+        apt_install("prometheus", why_missing="promtool is not on PATH")
+    except NotInstalled as exc:
+        raise PromtoolUnavailable(str(exc)) from None
     found = find_promtool()
     if found is None:
         raise PromtoolUnavailable("prometheus was installed but promtool is not on PATH")

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from switch.devtools.apt import NotInstalled, apt_install
 from tests.conftest import REPO
 from tests.switch_process import SWITCH, demo_config, write_config
 
@@ -100,9 +101,6 @@ def switch_running(folder: Path, settings: dict[str, Any]) -> Iterator[SwitchRun
         assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
 
 
-APT_TIMEOUT_S = 300
-
-
 def _skip_loudly(reason: str) -> None:
     message = f"tmux is not installed, so `switch top` was not tried in a real terminal: {reason}"
     warnings.warn(message, pytest.PytestWarning, stacklevel=2)
@@ -116,22 +114,12 @@ def tmux() -> str:
     found = shutil.which("tmux")
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        _skip_loudly("installing it needs root and apt-get (apt-get install tmux)")
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "tmux"]
-    result = subprocess.run(
-        install, capture_output=True, text=True, env=environment, timeout=APT_TIMEOUT_S
-    )
-    if result.returncode != 0:  # a fresh machine has no package lists yet
-        subprocess.run(
-            ["apt-get", "update"], capture_output=True, env=environment, timeout=APT_TIMEOUT_S
-        )
-        result = subprocess.run(
-            install, capture_output=True, text=True, env=environment, timeout=APT_TIMEOUT_S
-        )
+    try:
+        apt_install("tmux", why_missing="tmux is not on PATH")
+    except NotInstalled as exc:
+        _skip_loudly(str(exc))
     found = shutil.which("tmux")
     if found is None:
-        _skip_loudly(f"apt-get install tmux failed: {(result.stderr or result.stdout)[-500:]}")
+        _skip_loudly("tmux was installed but is not on PATH")
     assert found is not None
     return found
