@@ -234,7 +234,13 @@ class PostgresServer:
             return
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "--pgdata", str(self.data_dir), "--mode", "immediate", "stop")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        # A test session's databases are some hundred thousand small files: a process
+        # of its own removes them, so that the session's end does not wait a minute.
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(self.folder)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         self.folder = None
 
     def running(self) -> bool:
