@@ -75,6 +75,7 @@ level = "info"
 
 [security]
 demo_keys = true
+demo_terminals = true
 
 [journal]
 {backend}

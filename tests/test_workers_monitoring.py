@@ -84,6 +84,8 @@ async def test_every_worker_is_in_status_metrics_readiness_and_top(tmp_path: Pat
         held = await _connect_to_each_worker(switch, int(started["pos_port"]), 2)
         clients = [client for each in held.values() for client in each]
         sold = {index: len(each) for index, each in held.items()}  # one sale a connection
+        # Each connection also signed on before its sale (security.md): answered, counted.
+        answered = {index: 2 * count for index, count in sold.items()}
         pids = {r["worker"]: r["pid"] for r in switch.events("worker_started")}
 
         # /status: the switch's totals, and each worker with its own.
@@ -94,8 +96,8 @@ async def test_every_worker_is_in_status_metrics_readiness_and_top(tmp_path: Pat
             (0, "running", pids[0], True),
             (1, "running", pids[1], True),
         ]
-        assert [w.transactions for w in document.workers] == [sold[0], sold[1]]
-        assert sum(t.count for t in document.transactions) == sold[0] + sold[1]
+        assert [w.transactions for w in document.workers] == [answered[0], answered[1]]
+        assert sum(t.count for t in document.transactions) == answered[0] + answered[1]
         icbc = next(bank for bank in document.banks if bank.name == "icbc")
         assert icbc.approved == sold[0] + sold[1]
         assert (icbc.links_up, len(icbc.links)) == (2, 2)  # one at each worker
@@ -107,12 +109,12 @@ async def test_every_worker_is_in_status_metrics_readiness_and_top(tmp_path: Pat
         status, body = await get(f"{base}/metrics")
         assert status == 200
         text = body.decode()
-        answered = samples(text, "payswitch_transactions_total")
+        series = samples(text, "payswitch_transactions_total")
         by_worker: dict[str, float] = {}
-        for labels, value in answered.items():
+        for labels, value in series.items():
             worker = dict(labels)["worker"]
             by_worker[worker] = by_worker.get(worker, 0) + value
-        assert by_worker == {"0": sold[0], "1": sold[1]}
+        assert by_worker == {"0": answered[0], "1": answered[1]}
         assert set(samples(text, "payswitch_worker_up")) == {
             (("worker", "0"),),
             (("worker", "1"),),

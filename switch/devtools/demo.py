@@ -80,6 +80,7 @@ PATH_KEYS: Final = (
     ("settlement", "path"),
     ("security", "key_store"),
     ("security", "lmk_file"),
+    ("risk", "rules_file"),
 )
 """The config's paths (relative to its file) outside ``[banks.*]``, whose
 ``clearing_dir`` is one too."""

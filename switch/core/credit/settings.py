@@ -22,8 +22,11 @@ class CreditSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Day of the month of a new account's statements (every month has 1..28)."""
     grace_days: GraceDays = 9
     """Days from a new account's statement date to its due date."""
-    fee_bps: dict[int, Bps] = msgspec.field(default_factory=lambda: {3: 50, 6: 50, 12: 60, 24: 65})
-    """Monthly fee of each term (3, 6, 12, 24: each exactly once) in basis points."""
+    fee_bps: dict[str, Bps] = msgspec.field(
+        default_factory=lambda: {"3": 50, "6": 50, "12": 60, "24": 65}
+    )
+    """Monthly fee of each term (3, 6, 12, 24: each exactly once) in basis points; keyed
+    by the term as TOML writes keys (strings), so that a config read can be written."""
     min_plan_fen: Annotated[int, Meta(ge=1)] = 10_000
     penalty_bps_per_day: Bps = 5
     freeze_after_days: Annotated[int, Meta(ge=1, le=3650)] = 30
@@ -36,15 +39,15 @@ class CreditSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     points_per_yuan: Annotated[int, Meta(ge=0, le=1000)] = 1
 
     def __post_init__(self) -> None:
-        if sorted(self.fee_bps) != sorted(TERMS):
+        if sorted(self.fee_bps) != sorted(str(term) for term in TERMS):
             raise ValueError(
                 f"fee_bps must give each of the terms {list(TERMS)} once, "
-                f"not {sorted(self.fee_bps)}"
+                f"not {sorted(self.fee_bps, key=lambda term: (len(term), term))}"
             )
 
     def terms(self) -> Terms:
         return Terms(
-            fee_bps=dict(self.fee_bps),
+            fee_bps={int(term): bps for term, bps in self.fee_bps.items()},
             min_plan_fen=self.min_plan_fen,
             penalty_bps_per_day=self.penalty_bps_per_day,
             freeze_after_days=self.freeze_after_days,
