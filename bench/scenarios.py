@@ -213,7 +213,10 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
 
 SHORT: Final = Options(
     mode="short",
-    warmup_s=0.1,
+    # A switch just started answers its first request late (modules imported and
+    # compiled on first use, keys prepared): in a 0.4 s window a lone terminal whose
+    # first sale took longer sent nothing.
+    warmup_s=0.5,
     duration_s=0.4,
     overload_duration_s=0.5,
     overload_pool_s=0.5,
