@@ -19,7 +19,7 @@ from switch.store.credit_sql import credit_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
-from switch.store.sqlite.own_file import open_store_file
+from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -27,35 +27,22 @@ MIGRATIONS: Final[tuple[str, ...]] = migrations(DIALECT)
 SQL: Final = ledger_sql(DIALECT, lock="")
 
 
-class SqliteLedgerStore(LedgerStoreBase):
+class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     sql = SQL
     errors = (sqlite3.Error,)
     retry = ()
     credit = credit_sql(DIALECT, lock="")
     label = "ledger store"
+    store_name = "ledger"
+    store_error = LedgerUnavailable
+    migrations = MIGRATIONS
+    busy_timeout_ms = BUSY_TIMEOUT_MS
+    foreign_keys = True
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = None
         self.fault: Fault | None = None
-
-    def open(self) -> None:
-        """Opens (creating and migrating) the store; LedgerUnavailable naming the file."""
-        self._connection = open_store_file(
-            self.path, MIGRATIONS, name="ledger", error=LedgerUnavailable,
-            busy_timeout_ms=BUSY_TIMEOUT_MS, foreign_keys=True,
-        )  # fmt: skip
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise LedgerUnavailable("the ledger store is not open")
-        return self._connection
 
     def _execute(self, statement: str, parameters: Parameters = ()) -> list[Row]:
         return list(self._db.execute(statement, parameters))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import ClassVar
 
 from switch.files import make_private_folder, open_private
 
@@ -45,3 +46,36 @@ def open_store_file(
     except (OSError, sqlite3.Error) as exc:
         raise error(f"{name} store {path}: {exc}") from exc
     return connection
+
+
+class OwnFile:
+    """The connection of a SQLite store of its own: ``open`` creates and migrates its
+    file, ``_db`` is the connection, a closed store's use its ``store_error``."""
+
+    store_name: ClassVar[str]
+    """``settlement``, ``ledger``: in errors."""
+    store_error: ClassVar[type[Exception]]
+    migrations: ClassVar[tuple[str, ...]]
+    busy_timeout_ms: ClassVar[int]
+    foreign_keys: ClassVar[bool] = False
+
+    path: Path
+    _connection: sqlite3.Connection | None
+
+    def open(self) -> None:
+        """Opens (creating and migrating) the store; its error naming the file."""
+        self._connection = open_store_file(
+            self.path, self.migrations, name=self.store_name, error=self.store_error,
+            busy_timeout_ms=self.busy_timeout_ms, foreign_keys=self.foreign_keys,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise self.store_error(f"the {self.store_name} store is not open")
+        return self._connection

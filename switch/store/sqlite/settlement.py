@@ -21,7 +21,7 @@ from switch.store.settlement_port import SettlementError as SettlementError
 from switch.store.settlement_port import StepHook as StepHook
 from switch.store.settlement_sql import migrations, settlement_sql
 from switch.store.settlement_store import Parameters, Row, SettlementStoreBase
-from switch.store.sqlite.own_file import open_store_file
+from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
 BUSY_TIMEOUT_MS: Final = 30_000
@@ -32,10 +32,14 @@ MIGRATIONS: Final[tuple[str, ...]] = migrations(DIALECT)
 SQL: Final = settlement_sql(DIALECT)
 
 
-class SqliteSettlementStore(SettlementStoreBase):
+class SqliteSettlementStore(OwnFile, SettlementStoreBase):
     sql = SQL
     errors = (sqlite3.Error,)
     label = "settlement store"
+    store_name = "settlement"
+    store_error = SettlementError
+    migrations = MIGRATIONS
+    busy_timeout_ms = BUSY_TIMEOUT_MS
 
     def __init__(self, path: Path, journal_path: Path) -> None:
         self.path = path
@@ -44,24 +48,6 @@ class SqliteSettlementStore(SettlementStoreBase):
         self.on_step: StepHook | None = None
 
     # -- opening ------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Opens (creating and migrating) the store; SettlementError naming the file."""
-        self._connection = open_store_file(
-            self.path, MIGRATIONS, name="settlement", error=SettlementError,
-            busy_timeout_ms=BUSY_TIMEOUT_MS,
-        )  # fmt: skip
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise SettlementError("the settlement store is not open")
-        return self._connection
 
     def _attach_journal(self) -> None:
         """The journal, read-only, as ``j``: a settlement's one snapshot of it."""
