@@ -85,6 +85,7 @@ from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_clos
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.net.wallet_desk import WalletDesk
+from switch.net.withdrawals import WithdrawalsFiles
 from switch.security.port import KeyName
 from switch.security.setup import (
     bank_zmks,
@@ -710,6 +711,7 @@ class SwitchApp:
             store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
         )
         switchboard = self.switchboard
+        withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 
         async def on_close(business_date: str) -> None:
             try:
@@ -717,6 +719,7 @@ class SwitchApp:
                     await switchboard.expire_holds(business_date)
             finally:  # the accounts close even when the expiry could not be journaled
                 await billing.close(business_date)
+                await withdrawals.close(business_date)  # wallet.md: no bank file awaited
 
         return on_close
 

@@ -458,3 +458,48 @@ async def test_qr_codes_are_created_as_the_samples_and_read_back(
                           currency="USD"), "57")  # fmt: skip
     unlisted = await App.connect(switch, OnlineKey.demo_merchant("SHOP99"))
     error(await unlisted.ask("qr_create", "qr-5", merchant_id="SHOP99"), "03", "merchant_id")
+
+
+async def test_the_close_writes_the_withdrawals_file_once(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    import os
+    import stat
+
+    from switch.net.withdrawals import WithdrawalsFiles
+
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    store = store_of(switch)
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+    await credit(switch, 50_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, **ACCOUNT}
+    first = result(await app.ask("wallet_withdraw", "w-1", amount=10_000, **ask))
+    second = result(await app.ask("wallet_withdraw", "w-2", amount=2_500, **ask))
+    result(await app.ask("wallet_withdraw", "w-3", amount=99_999, **ask), "51")
+    day = first["settlement_date"]
+    assert switch.settlement is not None
+    closed = await switch.settlement.close_now()
+    assert closed.business_date.isoformat() == day
+    path = switch.config.settlement_out_dir() / f"withdrawals-{day.replace('-', '')}.csv"
+    value_date = first["value_date"]
+    rows = sorted([(first["rrn"], 10_000), (second["rrn"], 2_500)])
+    expected = (
+        "business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
+        + "".join(f"{day},{value_date},{rrn},{CUSTOMER},102100099996,6222021000111133335,"
+                  f"张三,{amount}\n" for rrn, amount in rows)
+    ).encode()  # fmt: skip
+    assert path.read_bytes() == expected
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    payable = await in_store(switch, store.account, "withdrawals_payable")
+    payouts = await in_store(switch, store.account, "payouts")
+    assert (payable.balances.balance, payouts.balances.balance) == (0, 12_500)
+    # Written again: the same bytes, nothing posted twice.
+    again = WithdrawalsFiles(store, switch.config.settlement_out_dir(), time.time)
+    assert await again.close(day) == path and path.read_bytes() == expected
+    payouts = await in_store(switch, store.account, "payouts")
+    assert payouts.balances.balance == 12_500
+    # A date without withdrawals has its file too: the header alone.
+    empty = await again.close(first["value_date"])
+    assert empty is not None and empty.read_bytes() == expected.split(b"\n")[0] + b"\n"
