@@ -196,6 +196,7 @@ class AppDesk:
         self._decoder = DeskDecoder(())
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._kept_since_purge = 0
+        self._waiting = 0
 
     # -- the registry -----------------------------------------------------------------
 
@@ -213,7 +214,11 @@ class AppDesk:
         return frozenset(self._rows)
 
     def statistics(self) -> dict[str, int]:
-        return {"types": len(self._rows), "in_flight": len(self._in_flight)}
+        return {
+            "types": len(self._rows),
+            "in_flight": len(self._in_flight),
+            "repeats_waiting": self._waiting,
+        }
 
     # -- accepting --------------------------------------------------------------------
 
@@ -254,8 +259,12 @@ class AppDesk:
         while (first := self._in_flight.get(key)) is not None:
             if not self.matches(subject, first.fingerprint):
                 return _conflict(message.id)
-            with trio.move_on_after(self.in_flight_wait_s):
-                await first.done.wait()
+            self._waiting += 1
+            try:
+                with trio.move_on_after(self.in_flight_wait_s):
+                    await first.done.wait()
+            finally:
+                self._waiting -= 1
             if not first.done.is_set():
                 refusal = TransactionRefused("94", "in progress")
                 return online_wire.encode_response(refusal_error(message.id, refusal))
@@ -287,6 +296,9 @@ class AppDesk:
             return self._refused(work, exc.response_code, str(exc), exc.field)
         except LedgerError as exc:
             return self._refused(work, exc.response_code, str(exc), getattr(exc, "field", None))
+        except (ValueError, AssertionError) as exc:  # our own misuse: a bug, answered 96
+            log.exception("desk_handler_failed", type=work.row.name)
+            return self._refused(work, "96", str(exc), None)
         if isinstance(answer, wire.DeskResult):
             self._log(work.row.name, answer.code, answer.message, work.origin.received_at,
                       self._merchant(work))  # fmt: skip

@@ -505,3 +505,62 @@ async def test_the_close_writes_the_withdrawals_file_once(
     # A date without withdrawals has its file too: the header alone.
     empty = await again.close(first["value_date"])
     assert empty is not None and empty.read_bytes() == expected.split(b"\n")[0] + b"\n"
+
+
+async def test_a_result_is_kept_with_its_change_or_neither_and_repeats_wait_for_the_first(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    import threading
+
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    store = store_of(switch)
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+    await credit(switch, 50_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, "amount": 10_000, **ACCOUNT}
+    engine_error = type(store).errors[0]  # type: ignore[attr-defined]
+
+    def fail(name: str) -> None:
+        if name == "desk_kept":
+            raise engine_error("injected: the commit fails")
+
+    # The store fails at the commit: the debit and the kept result roll back together.
+    store.fault = fail
+    result(await app.ask("wallet_withdraw", "w-1", **ask), "91")
+    store.fault = None
+    wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
+    assert (wallet.balances.balance, wallet.balances.debits_pending) == (50_000, 0)
+    # Sent again, it is checked anew and debits once.
+    done = result(await app.ask("wallet_withdraw", "w-1", **ask))
+    assert done["balance_after"] == 40_000
+    # A repeat that comes while its first is in flight waits for the first's result.
+    release = threading.Event()
+
+    def hold(name: str) -> None:
+        if name == "desk_kept":
+            release.wait(10)
+
+    store.fault = hold
+    second = await App.connect(switch)
+    third = await App.connect(switch)
+    frame = msgspec.msgpack.encode({"type": "wallet_withdraw", "id": "w-2", **ask})
+    await app.client.send_raw(frame)
+    desk = desk_of(switch)
+    with trio.fail_after(10):
+        while desk.statistics()["in_flight"] != 1:
+            await trio.sleep(0.01)
+    await second.client.send_raw(frame)
+    with trio.fail_after(10):
+        while desk.statistics()["repeats_waiting"] != 1:
+            await trio.sleep(0.01)
+    # Different content under the id in flight: 94 at once.
+    error(await third.ask("wallet_withdraw", "w-2", **{**ask, "amount": 1}), "94")
+    release.set()
+    with trio.fail_after(10):
+        first_raw = await app.client.receive_raw()
+        second_raw = await second.client.receive_raw()
+    store.fault = None
+    assert first_raw == second_raw and result(msgspec.msgpack.decode(first_raw))
+    wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
+    assert wallet.balances.balance == 30_000
