@@ -413,10 +413,18 @@ from pathlib import Path  # noqa: E402
 REPO_MERCHANTS = Path(__file__).resolve().parents[2] / "conf" / "merchants.csv"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def qr_engine_config(request: pytest.FixtureRequest, tmp_path: Any) -> SwitchConfig:
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_dsn")
+        return qr_config(tmp_path, journal={"backend": "postgresql", "dsn": dsn})
+    return qr_config(tmp_path)
+
+
 async def test_qr_codes_are_created_as_the_samples_and_read_back(
-    nursery: trio.Nursery, tmp_path: Any
+    nursery: trio.Nursery, qr_engine_config: SwitchConfig
 ) -> None:
-    switch = await start_switch(nursery, qr_config(tmp_path))
+    switch = await start_switch(nursery, qr_engine_config)
     shop = await App.connect(switch, OnlineKey.demo_merchant(SAMPLE_MERCHANT))
     before = time.time()
     dynamic = result(await shop.ask("qr_create", "qr-1", merchant_id=SAMPLE_MERCHANT,
@@ -564,3 +572,35 @@ async def test_a_result_is_kept_with_its_change_or_neither_and_repeats_wait_for_
     assert first_raw == second_raw and result(msgspec.msgpack.decode(first_raw))
     wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
     assert wallet.balances.balance == 30_000
+
+
+async def test_risk_rules_come_after_the_account_and_before_the_money(
+    nursery: trio.Nursery,
+) -> None:
+    from switch.core.wallet import Refusal
+
+    switch = await start_switch(nursery, make_config())
+    app = await App.connect(switch)
+    wallet_desk = desk_of(switch)._rows["wallet_withdraw"][1].__self__
+    screened: list[tuple[str, int]] = []
+
+    async def screen(call: Any, kind: str, amount: int) -> Refusal | None:
+        screened.append((kind, amount))
+        return Refusal("59", "suspected fraud (rule w-large)") if amount >= 20_000 else None
+
+    wallet_desk.screen = screen
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 1}))
+    await credit(switch, 150_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, **ACCOUNT}
+    # Not bound: 14 before the rules are asked.
+    other = {**ask, "account": "6222021000111199999"}
+    result(await app.ask("wallet_withdraw", "w-1", amount=30_000, **other), "14")
+    assert screened == []
+    refused = result(await app.ask("wallet_withdraw", "w-2", amount=30_000, **ask), "59")
+    assert refused["message"] == "suspected fraud (rule w-large)" and len(refused["rrn"]) == 12
+    assert screened == [("withdrawal", 30_000)]
+    # Past the rules, the class limit (61) comes before the balance.
+    result(await app.ask("wallet_withdraw", "w-3", amount=10_000, **ask))
+    wallet_desk.screen = None
+    result(await app.ask("wallet_withdraw", "w-4", amount=90_001, **ask), "61")
