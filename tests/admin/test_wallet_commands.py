@@ -93,29 +93,20 @@ async def test_the_readme_walkthrough_pays_a_code_on_the_demo(
         app: SwitchApp = await nursery.start(SwitchApp(config).run)
         port = str(app.pos_port)
         pos = ["--port", port, "--batch-file", str(tmp_path / "batch.json"), *base]
-        assert (
-            await trio.to_thread.run_sync(
-                cli.main, ["pos", "sale", "--code", code, "--amount", "88.00", "--stan", "7", *pos]
-            )
-            == 0
-        )
+        assert await trio.to_thread.run_sync(
+            cli.main, ["pos", "sale", "--code", code, "--amount", "88.00", "--stan", "7", *pos]
+        ) == 0
         sale = json.loads(capsys.readouterr().out)
         assert sale["response_code"] == "00" and sale["fields"]["63"] == "WAL"
         assert code not in json.dumps(sale)  # masked as a card number would be
-        assert (
-            await trio.to_thread.run_sync(
-                cli.main, ["wallet", "balance", "C100000001", "--json", *base]
-            )
-            == 0
-        )
+        assert await trio.to_thread.run_sync(
+            cli.main, ["wallet", "balance", "C100000001", "--json", *base]
+        ) == 0
         assert json.loads(capsys.readouterr().out)["balance"] == 50_000 - 8_800
         rrn = sale["fields"]["37"]
-        assert (
-            await trio.to_thread.run_sync(
-                cli.main, ["pos", "void", "--code", code, "--rrn", rrn, "--stan", "8", *pos]
-            )
-            == 0
-        )
+        assert await trio.to_thread.run_sync(
+            cli.main, ["pos", "void", "--code", code, "--rrn", rrn, "--stan", "8", *pos]
+        ) == 0
         assert json.loads(capsys.readouterr().out)["response_code"] == "00"
         app.shutdown()
     assert cli.main(["wallet", "balance", "C100000001", "--json", *base]) == 0
