@@ -1015,6 +1015,7 @@ class SwitchApp:
             + 1.0,
             keep_s=config.online.idempotency_keep_s,
             clock=self.clock,
+            card_result=switchboard.journal.online_result,
         )
         WalletDesk(
             config.wallet,

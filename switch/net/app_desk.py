@@ -70,6 +70,7 @@ from switch.errors import TransactionRefused
 from switch.net.channel import log_transaction
 from switch.net.onus import LedgerDesk
 from switch.store.ledger_port import LedgerStore
+from switch.store.port import JournalError
 from switch.wire import app as wire
 from switch.wire import online as online_wire
 
@@ -178,8 +179,12 @@ class AppDesk:
         keep_s: float = 7 * 86400.0,
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
+        card_result: Callable[[str, str], Awaitable[object | None]] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.card_result = card_result
+        """The journal's online result of (merchant_id, id), if any: a merchant's id
+        is unique across its card requests and its desk requests (94)."""
         self.digest = digest
         """The keyed digest of a request's content (what is kept, as for card requests:
         a withdrawal's content holds an account number)."""
@@ -280,6 +285,13 @@ class AppDesk:
                 if not self.matches(subject, kept.fingerprint):
                     return _conflict(message.id)
                 return kept.response
+            if isinstance(message, wire.MerchantRequest) and self.card_result is not None:
+                try:
+                    used = await self.card_result(message.merchant_id, message.id)
+                except JournalError as exc:
+                    return self._refused(work, "96", str(exc), None)
+                if used is not None:  # a purchase's, a void's...: another request's id
+                    return _conflict(message.id)
             answer = await self._handle(work, call)
             await self._purge_now_and_then(call.now)
             return answer

@@ -195,6 +195,14 @@ async def test_types_are_open_to_their_principal_only_and_fields_are_checked(
     ):
         error(await shop.ask("qr_create", request_id, **fields), "30", field)
     error(await shop.ask("qr_status", "q-5", merchant_id=QR_MERCHANT, qr_id="short"), "30", "qr_id")
+    # A merchant's id is one space across its card requests and its desk requests.
+    from tests.net.helpers import PAN_ICBC
+
+    card = {"pan": PAN_ICBC, "expiry": "2812"}
+    bought = result(await shop.ask("purchase", "dup-1", merchant_id=QR_MERCHANT, amount=100,
+                                   currency="CNY", card=card))  # fmt: skip
+    assert bought["approved"]
+    error(await shop.ask("qr_create", "dup-1", merchant_id=QR_MERCHANT, amount=100), "94")
 
 
 def operator_module(switch: SwitchApp) -> Any:
