@@ -612,3 +612,28 @@ async def test_risk_rules_come_after_the_account_and_before_the_money(
     result(await app.ask("wallet_withdraw", "w-3", amount=10_000, **ask))
     wallet_desk.screen = None
     result(await app.ask("wallet_withdraw", "w-4", amount=90_001, **ask), "61")
+
+
+async def test_a_repeat_after_a_restart_gets_the_kept_result(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    ask = {"customer_id": CUSTOMER, "amount": 10_000, **ACCOUNT}
+    frame = msgspec.msgpack.encode({"type": "wallet_withdraw", "id": "w-1", **ask})
+    async with trio.open_nursery() as first_life:
+        switch = await start_switch(first_life, engine_config)
+        app = await App.connect(switch)
+        result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+        await credit(switch, 50_000)
+        result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+        await app.client.send_raw(frame)
+        with trio.fail_after(10):
+            first = await app.client.receive_raw()
+        await app.client.aclose()
+        switch.shutdown()
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    await app.client.send_raw(frame)
+    with trio.fail_after(10):
+        assert await app.client.receive_raw() == first
+    balance = result(await app.ask("wallet_balance", "b-1", customer_id=CUSTOMER))
+    assert balance["balance"] == 40_000
