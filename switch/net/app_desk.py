@@ -23,7 +23,7 @@ A handler refuses by raising ``TransactionRefused`` or a ``LedgerError`` (the st
 refusals): 03, 30 and 94 become an ``error`` (naming the field when there is one),
 every other code the type's bare ``result``; nothing raised is kept.
 
-**Registering a type** (creditapp's ``credit_*``, cobrand's ``cobrand_*``, ...):
+**Registering a type** (credit.md's ``credit_*``, the co-brand's ``cobrand_*``, ...):
 
 1. its request Struct on ``switch.wire.app.AppRequest`` (an ``app:`` type about one
    customer) or ``MerchantRequest``, tagged with the type's name, constraints as
@@ -32,7 +32,8 @@ every other code the type's bare ``result``; nothing raised is kept.
    through ``await call.read(lambda store: ...)``; a state-changing type returns
    ``await call.keep(lambda store: (result, keep))`` whose function runs in the store's
    worker thread, in one transaction with the kept result (``keep`` False: a refusal
-   that changed nothing, answered and not kept);
+   that changed nothing, answered and not kept); a result decided off the store (after
+   a bank's answer, say) is kept alone by ``call.keep(lambda store: (result, True))``;
 3. ``desk.register(DeskType(name=..., request=..., principal="app", read=...), handle)``
    where the app builds the desk (``switch/app.py``, after the wallet types:
    ``switch/net/wallet_desk.py`` shows all of it).
@@ -58,6 +59,7 @@ from switch.core.app_desk import (
     DeskDecoder,
     DeskType,
     content,
+    local_time,
     principal_of,
     probe_type,
     refusal_error,
@@ -122,8 +124,7 @@ class DeskCall:
         return self.desk.business_date(self.stamp)
 
     def local_time(self, at: float) -> str:
-        from switch.core.app_desk import local_time
-
+        """wallet.md's time of ``at``: ISO 8601 local time with its offset."""
         return local_time(at, self.desk.utc_offset_h)
 
     @property
