@@ -57,3 +57,63 @@ def test_kept_with_its_change_or_neither(ledger_store: LedgerStoreBase) -> None:
     # Forgotten after their time.
     store.desk_purge(AT + 1)
     assert store.desk_result("app:wallet", "r-1") is None
+
+
+def test_two_workers_with_one_request_debit_once(postgres_dsn: str) -> None:
+    """Two workers (two connections) take the same withdrawal at the same moment, both
+    past the look-up of a kept result: one debits and keeps its result; the other's
+    step meets the kept result's key, runs again and answers the first's result."""
+    import threading
+
+    from switch.core.wallet import BoundAccount, MoneyAsk, WalletSettings
+    from switch.store.postgresql.ledger import PostgresLedgerStore
+
+    setup = PostgresLedgerStore(postgres_dsn)
+    setup.open()
+    setup.open_wallet("C1", "app:wallet", 2, "2026-12-07", AT)
+    setup.transfer(TransferSpec(key=TransferKey("t", "topup", "topup"), debit="bank_clearing:icbc",
+                                credit="wallet:C1", amount=50_000, kind="topup"), AT)  # fmt: skip
+    account = BoundAccount(account="6222021000111133335", account_name="Zhang",
+                           bank_code="102100099996")  # fmt: skip
+    setup.bind_account("C1", "app:wallet", account, AT)
+    both_past_the_look_up = threading.Barrier(2)
+    answers: list[bytes] = []
+
+    def worker(number: int) -> None:
+        store = PostgresLedgerStore(postgres_dsn)
+        store.open()
+        first_run = [True]
+        key = TransferKey("app:wallet", "w-1", "withdraw")
+        rrn = f"63411400014{number}"
+
+        def body() -> tuple[bytes, bool]:
+            if first_run[0]:
+                first_run[0] = False
+                both_past_the_look_up.wait(10)
+            store.reserve_payment(
+                MoneyAsk(customer_id="C1", amount=10_000, counted="withdraw",
+                         local_date="2026-12-07"),
+                TransferSpec(key=key, debit="wallet:C1", credit="withdrawals_payable",
+                             amount=10_000, kind="withdraw", rrn=rrn),
+                WalletSettings(), AT, app="app:wallet", withdraw_to=account,
+                order=(rrn, "2026-12-07"),
+            )  # fmt: skip
+            store.end_payment(key, True, AT)
+            return f"withdrawn by {number}".encode(), True
+
+        try:
+            answers.append(store.desk_kept("app:wallet", "w-1", b"d", AT, body).response)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(answers) == 2 and answers[0] == answers[1], answers
+    wallet = setup.account("wallet:C1")
+    assert wallet is not None and wallet.balances.balance == 40_000
+    assert len(setup.withdrawals("2026-12-07")) == 1
+    assert setup.verify() == []
+    setup.close()
