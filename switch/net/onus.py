@@ -29,6 +29,9 @@ from switch.core.onus import (
     ReserveBack,
 )
 from switch.core.paycode import Paycode
+from switch.core.risk import Verdict
+from switch.core.riskgate import MESSAGES as RISK_MESSAGES
+from switch.core.riskgate import RiskGate
 from switch.core.wallet import MoneyAsk, Refusal, WalletSettings
 from switch.store.ledger_port import LedgerStore
 
@@ -53,9 +56,13 @@ class LedgerDesk:
         settings: WalletSettings,
         *,
         wall_clock: Callable[[], float] = time.time,
+        risk: RiskGate | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.risk = risk
+        """The risk rules (risk.md), evaluated in the ledger's step where wallet.md puts
+        them: once the code names the customer, before the payment's checks."""
         self.paycodes = settings.paycodes()
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
@@ -94,10 +101,37 @@ class LedgerDesk:
             )  # fmt: skip
         raise AssertionError(f"not a ledger step: {step!r}")
 
+    def _judge(self, step: PayByCode, code: Paycode) -> Verdict:
+        """The rules' verdict on ``step`` paid from ``code``'s customer, on the trio
+        thread (the gate's windows are not shared with the store's thread)."""
+        assert self.risk is not None and step.risk is not None
+        request = self.risk.with_customer(step.risk, code.customer_id, code.funding)
+        return self.risk.judge(request, step.received)
+
     async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
         at = self.wall_clock()
+        judged: list[tuple[tuple[str, str], Verdict]] = []
+        """The rules' verdict, once: a transaction the store runs again (a conflict
+        between workers) sees the same code, and counts it once."""
+
+        def rules(code: Paycode) -> Verdict | None:
+            if step.risk is None or self.risk is None:
+                return None
+            who = (code.customer_id, code.funding)
+            if judged and judged[0][0] == who:
+                return judged[0][1]
+            verdict = trio.from_thread.run_sync(self._judge, step, code)
+            if judged:  # another customer now (never expected): the first is undone
+                trio.from_thread.run_sync(self.risk.release, judged[0][1].hold, step.received)
+                judged.clear()
+            judged.append((who, verdict))
+            return verdict
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
+            verdict = rules(code)  # risk.md's rules first, then wallet.md's checks
+            if verdict is not None and verdict.declined:
+                assert verdict.code is not None
+                return Refusal(verdict.code, RISK_MESSAGES.get(verdict.code, "declined"))
             if code.funding != "wallet":
                 # credit.md's line is not wired here: refused, the code used.
                 return Refusal("57", "credit funding is not offered")
@@ -113,9 +147,15 @@ class LedgerDesk:
             )  # fmt: skip
             return ask, spec
 
-        taken, done = await self._run(
-            lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
-        )
+        try:
+            taken, done = await self._run(
+                lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
+            )
+        except BaseException:
+            if judged and self.risk is not None:  # nothing was reserved: nor is it here
+                self.risk.release(judged[0][1].hold, step.received)
+            raise
+        verdict = judged[0][1] if judged else None
         code = taken.paycode
         if code is None:
             message = (
@@ -126,8 +166,8 @@ class LedgerDesk:
         found = {"customer_id": code.customer_id, "funding": code.funding,
                  "verification": code.verification}  # fmt: skip
         if isinstance(done, Refusal):
-            return LedgerAnswered(code=done.code, message=done.message, **found)
-        return LedgerAnswered(auth_code=auth_code(), **found)
+            return LedgerAnswered(code=done.code, message=done.message, verdict=verdict, **found)
+        return LedgerAnswered(auth_code=auth_code(), verdict=verdict, **found)
 
     async def _reserve_back(self, step: ReserveBack) -> LedgerAnswered:
         def body() -> LedgerAnswered:

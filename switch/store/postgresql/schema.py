@@ -207,6 +207,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
     CREATE INDEX txn_by_updated ON txn (updated_at);
     """,
+    # 9: an on-us payment's customer and funding, the risk rules' keys (risk.md).
+    """
+    ALTER TABLE txn ADD COLUMN customer_id TEXT;
+    ALTER TABLE txn ADD COLUMN funding TEXT;        -- wallet, credit; NULL for a card
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

@@ -72,6 +72,10 @@ _UPDATE_TXN = (
     "voided = %s, reversed = %s, hold_state = %s, updated_at = %s WHERE rrn = %s"
 )
 _MOVE_HOLD = "UPDATE txn SET hold_state = %s, updated_at = %s WHERE rrn = %s"
+_MARK_RISK = (
+    "UPDATE txn SET customer_id = %s, funding = %s, risk_version = %s, risk_rule = %s, "
+    "risk_review = %s, risk_shadow = %s, updated_at = %s WHERE rrn = %s"
+)
 _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
@@ -137,6 +141,7 @@ _STATEMENTS = Statements(
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
     move_hold=_MOVE_HOLD,
+    mark_risk=_MARK_RISK,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
