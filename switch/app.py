@@ -81,6 +81,7 @@ from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
+from switch.net.stand_in import share_stand_ins
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.security.port import KeyName
@@ -577,6 +578,10 @@ class SwitchApp:
                 bank_side.start_soon(
                     follow_other_workers, journal, others, self.clock,
                     config.risk.sync_interval_s, name="risk:others",
+                )  # fmt: skip
+                bank_side.start_soon(
+                    share_stand_ins, journal, self.stand_in, self.clock, utc_offset_h,
+                    config.risk.sync_interval_s, name="stand-in:share",
                 )  # fmt: skip
             del rebuilt
             for name, forwarder in self.forwarders.items():

@@ -1213,6 +1213,7 @@ class BankTransaction:
             card_key=record.pan_hmac, amount=record.amount, currency=request.currency,
             expiry=card.expiry, has_pin=card.pin_block is not None, has_chip=card.chip,
             mcc=self.mcc, local_date=record.local_date, business_date=business_date,
+            rrn=record.rrn,
         )  # fmt: skip
 
     def _decide_stand_in(self, why: StandInReason) -> StandIn | NoStandIn | None:

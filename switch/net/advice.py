@@ -135,7 +135,9 @@ class AdviceForwarder:
         while True:
             self._wake = trio.Event()
             try:
-                head = await self.journal.advice_head(self.bank)
+                # Claimed only when it can be sent from here: a worker whose links to
+                # the bank are down leaves it to another (one sender per bank).
+                head = await self.journal.advice_head(self.bank, claim=self._ready())
             except JournalError as exc:
                 self._journal_trouble("advice_queue_unreadable", exc)
                 head = None
