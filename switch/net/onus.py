@@ -29,7 +29,7 @@ from switch.core.onus import (
     ReserveBack,
 )
 from switch.core.paycode import Paycode
-from switch.core.risk import Verdict
+from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.wallet import MoneyAsk, Refusal, WalletSettings
@@ -45,6 +45,56 @@ AUTH_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 def auth_code() -> str:
     return "".join(secrets.choice(AUTH_ALPHABET) for _ in range(6))
+
+
+class RulesInStore:
+    """risk.md's rules judged from inside a ledger store's transaction (its thread), at
+    wallet.md's place: once the customer and funding are known (a payment code found
+    open, a wallet named), before the class limit, the daily caps and the balance. The
+    gate is used on the trio thread only (``trio.from_thread``): its windows are never
+    touched from the store's thread. Judged once: a transaction the store runs again (a
+    conflict between workers) names the same customer and is not counted twice. If the
+    store's step then fails, :meth:`undo` (on the trio thread) gives the reservation
+    back. Any on-us step that takes money from a customer uses one."""
+
+    __slots__ = ("_received", "_request", "_who", "gate", "verdict")
+
+    def __init__(self, gate: RiskGate | None, request: RiskRequest | None, received: float):
+        self.gate = gate if request is not None else None
+        self._request = request
+        self._received = received
+        self._who: tuple[str, str] | None = None
+        self.verdict: Verdict | None = None
+
+    def judge(self, customer_id: str, funding: str) -> Verdict | None:
+        """The verdict for ``customer_id`` paying by ``funding`` (None: no rules); in
+        the store's thread."""
+        gate, request = self.gate, self._request
+        if gate is None or request is None:
+            return None
+        who = (customer_id, funding)
+        if self._who == who:
+            return self.verdict
+        if self.verdict is not None:  # another customer now (never expected): undone
+            trio.from_thread.run_sync(gate.release, self.verdict.hold, self._received)
+        asked = gate.with_customer(request, customer_id, funding)
+        self.verdict = trio.from_thread.run_sync(gate.judge, asked, self._received)
+        self._who = who
+        return self.verdict
+
+    def refusal(self, customer_id: str, funding: str) -> Refusal | None:
+        """A rule's decline as the store's refusal (its code; the client is told the
+        code's meaning, never the rule), else None."""
+        verdict = self.judge(customer_id, funding)
+        if verdict is None or not verdict.declined:
+            return None
+        assert verdict.code is not None
+        return Refusal(verdict.code, RISK_MESSAGES.get(verdict.code, "declined"))
+
+    def undo(self) -> None:
+        """The store's step failed: the reservation goes (on the trio thread)."""
+        if self.gate is not None and self.verdict is not None:
+            self.gate.release(self.verdict.hold, self._received)
 
 
 class LedgerDesk:
@@ -101,37 +151,14 @@ class LedgerDesk:
             )  # fmt: skip
         raise AssertionError(f"not a ledger step: {step!r}")
 
-    def _judge(self, step: PayByCode, code: Paycode) -> Verdict:
-        """The rules' verdict on ``step`` paid from ``code``'s customer, on the trio
-        thread (the gate's windows are not shared with the store's thread)."""
-        assert self.risk is not None and step.risk is not None
-        request = self.risk.with_customer(step.risk, code.customer_id, code.funding)
-        return self.risk.judge(request, step.received)
-
     async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
         at = self.wall_clock()
-        judged: list[tuple[tuple[str, str], Verdict]] = []
-        """The rules' verdict, once: a transaction the store runs again (a conflict
-        between workers) sees the same code, and counts it once."""
-
-        def rules(code: Paycode) -> Verdict | None:
-            if step.risk is None or self.risk is None:
-                return None
-            who = (code.customer_id, code.funding)
-            if judged and judged[0][0] == who:
-                return judged[0][1]
-            verdict = trio.from_thread.run_sync(self._judge, step, code)
-            if judged:  # another customer now (never expected): the first is undone
-                trio.from_thread.run_sync(self.risk.release, judged[0][1].hold, step.received)
-                judged.clear()
-            judged.append((who, verdict))
-            return verdict
+        rules = RulesInStore(self.risk, step.risk, step.received)
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
-            verdict = rules(code)  # risk.md's rules first, then wallet.md's checks
-            if verdict is not None and verdict.declined:
-                assert verdict.code is not None
-                return Refusal(verdict.code, RISK_MESSAGES.get(verdict.code, "declined"))
+            refused = rules.refusal(code.customer_id, code.funding)  # risk.md's first
+            if refused is not None:
+                return refused
             if code.funding != "wallet":
                 # credit.md's line is not wired here: refused, the code used.
                 return Refusal("57", "credit funding is not offered")
@@ -152,10 +179,9 @@ class LedgerDesk:
                 lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
             )
         except BaseException:
-            if judged and self.risk is not None:  # nothing was reserved: nor is it here
-                self.risk.release(judged[0][1].hold, step.received)
+            rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
             raise
-        verdict = judged[0][1] if judged else None
+        verdict = rules.verdict
         code = taken.paycode
         if code is None:
             message = (
