@@ -1192,6 +1192,7 @@ class RiskEngine:
             if amount > rule.max_fen:  # type: ignore[operator]
                 hits.append(rule)
         entry = ENTRY + amount
+        count_mask, amount_mask = _COUNT, _AMOUNT
         for key_name, windows in plan:
             key = _velocity_key(request, key_name)
             if key is None:
@@ -1203,12 +1204,19 @@ class RiskEngine:
                     held = window.peek(key, now)
                 if approved:
                     reserve.append((window, key, approved, slots))
+                if not held:  # nothing yet for this key: only this request counts
+                    for _, group in checks:
+                        checked += len(group)
+                        for rule in group:
+                            if rule.limit_count < 1 or amount > rule.limit_fen:
+                                hits.append(rule)
+                    continue
                 for shift, group in checks:
                     field = held >> shift
-                    count = (field >> 64 & _COUNT) + 1  # counting this request
-                    total = (field & _AMOUNT) + amount
+                    count = (field >> 64 & count_mask) + 1  # counting this request
+                    total = (field & amount_mask) + amount
+                    checked += len(group)
                     for rule in group:
-                        checked += 1
                         if count > rule.limit_count or total > rule.limit_fen:
                             hits.append(rule)
         return checked
