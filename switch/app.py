@@ -82,6 +82,7 @@ from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
+from switch.net.stand_in import share_stand_ins
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.net.wallet_desk import WalletDesk
@@ -467,7 +468,7 @@ class SwitchApp:
         except LedgerError as exc:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
-        self._ledger = LedgerDesk(ledger_store, config.wallet)
+        self._ledger = LedgerDesk(ledger_store, config.wallet, risk=self.risk)
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -580,6 +581,10 @@ class SwitchApp:
                 bank_side.start_soon(
                     follow_other_workers, journal, others, self.clock,
                     config.risk.sync_interval_s, name="risk:others",
+                )  # fmt: skip
+                bank_side.start_soon(
+                    share_stand_ins, journal, self.stand_in, self.clock, utc_offset_h,
+                    config.risk.sync_interval_s, name="stand-in:share",
                 )  # fmt: skip
             del rebuilt
             for name, forwarder in self.forwarders.items():

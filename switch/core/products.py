@@ -187,7 +187,7 @@ PRODUCTS: Final[dict[str, Product]] = {
             kind="onus_sale", pos_mti="0200", pos_code="00", pos_type="22",
             response_mti="0210", bank_mti="0200", bank_response_mti="0210",
             destination="ledger", instrument="paycode", counts="debit",
-            reversed_on_no_answer=False,
+            reversed_on_no_answer=False, risk_kind="sale",
         ),
         Product(
             kind="onus_void", pos_mti="0200", pos_code="20", pos_type="23",
