@@ -1,8 +1,9 @@
 """The CPU of security.md on the POS channel, in process: a sign-on (0800 in, 0810 with
 fresh working keys under the TMK out), and what a sale adds (its MAC verified, its PIN
 checked, its answer MAC'd, its PIN block translated to the link's ZPK, its bank request
-MAC'd and the bank's answer's MAC checked), against the same sale without them. The software security module on ``cryptography``, as the switch runs
-it. ``python -m bench.pos_security_bench [--n N]``; prints one JSON object."""
+MAC'd and the bank's answer's MAC checked), against the same sale without them. The
+software security module on ``cryptography``, as the switch runs it. ``python -m
+bench.pos_security_bench [--n N]``; prints one JSON object."""
 
 from __future__ import annotations
 
