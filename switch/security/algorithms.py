@@ -337,9 +337,12 @@ def translate_pin_block_with(pik: PinKey, zpk: PinKey, block: bytes, pan: str) -
             f"not {len(block)}",
             field=62 if from_cipher == "sm4" else 52,
         )
-    pin = pin_from_clear_block(pik.decrypt(block), pan)
-    out = clear_pin_block(pin, pan, pin_block_bytes(zpk.cipher))
-    return zpk.encrypt(out)
+    clear = pik.decrypt(block)
+    pin = pin_from_clear_block(clear, pan)  # every check of security.md, before it goes on
+    size = pin_block_bytes(zpk.cipher)
+    # A format 0 block that passed them is the one clear_pin_block makes of its PIN and
+    # PAN: under a key of the same block size it goes on as it is.
+    return zpk.encrypt(clear if len(clear) == size else clear_pin_block(pin, pan, size))
 
 
 # -- online envelopes ------------------------------------------------------------------
