@@ -40,6 +40,9 @@ UNSCANNED_KEYS: Final = frozenset(
 merchant id that happens to pass the Luhn check must not be masked."""
 
 
+_WITHOUT_DIGITS: Final = str.maketrans("", "", "0123456789")
+
+
 def _mask_match(match: re.Match[str]) -> str:
     digits = card_number_digits(match)
     return mask_pan(digits) if digits is not None else match.group(0)
@@ -48,7 +51,9 @@ def _mask_match(match: re.Match[str]) -> str:
 def redact_text(text: str) -> str:
     """Masks anything that looks like track 2 or a Luhn-valid card number (what
     ``switch.core.validate.holds_card_data`` detects)."""
-    if len(text) < 12:
+    # Both need at least 12 digits (0-9): a text with fewer is let through untouched,
+    # without the two scans (the transaction line's masked card number, a peer).
+    if len(text) < 12 or len(text) - len(text.translate(_WITHOUT_DIGITS)) < 12:
         return text
     text = TRACK2_SHAPE.sub("<track2 redacted>", text)
     return DIGIT_RUN.sub(_mask_match, text)

@@ -50,6 +50,21 @@ def test_a_card_number_typed_in_groups_is_masked_in_the_log(log_sink: LogSink) -
     assert record["order"] == "ORD-2025-11-22-0001"
 
 
+def test_the_shortest_card_number_and_track2_are_masked_at_the_digit_count_s_edge(
+    log_sink: LogSink,
+) -> None:
+    """A text is only scanned when it holds 12 digits or more: a 12-digit card number
+    (with nothing else numeric beside it) is still masked, and track 2 too."""
+    structlog.get_logger().warning(
+        "short", note="card 622202100013 end", t2="x 622202100013=2512 y", ip="127.0.0.1:5555"
+    )
+    (line,) = b"".join(log_sink.lines).splitlines()
+    record = json.loads(line)
+    assert record["note"] == "card 622202**0013 end"
+    assert record["t2"] == "x <track2 redacted> y"
+    assert record["ip"] == "127.0.0.1:5555"
+
+
 def test_the_transaction_line_is_the_chain_s_line_without_the_chain(log_sink: LogSink) -> None:
     """info_line writes what structlog's processors would (key order, contextvars, level,
     timestamp's form, card data redacted, bytes withheld), and nothing below the level."""
