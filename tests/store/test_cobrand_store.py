@@ -1,0 +1,164 @@
+"""The co-brand card in the ledger store on both engines (real SQLite files, a real
+PostgreSQL server): links, points on the ledger earned and taken back once each, and a
+conversion's pending hold made into a plan or released (credit.md, "Co-brand card")."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from switch.core.credit.plan import Terms
+from switch.core.ledger import TransferKey
+from switch.store.credit_store import CreditStopped
+from switch.store.ledger_store import LedgerStoreBase
+from tests.store.ledgers import ledger_store as ledger_store
+
+APP = "app:wallet"
+C, D = "C100000001", "C100000002"
+TERMS = Terms()
+CARD, OTHER = b"\x01" * 32, b"\x02" * 32
+OPENED = "2026-03-01"
+
+
+def balance(store: LedgerStoreBase, name: str) -> int:
+    view = store.account(name)
+    return 0 if view is None else view.balances.balance
+
+
+def account(store: LedgerStoreBase, customer: str = C, limit: int = 2_000_000) -> None:
+    store.open_wallet(customer, APP, 2, OPENED, 0.0)
+    store.credit_open(customer, APP, limit, statement_day=1, grace_days=9,
+                      business_date=date.fromisoformat(OPENED), at=0.0)  # fmt: skip
+
+
+def link(store: LedgerStoreBase, customer: str = C, card: bytes = CARD) -> str:
+    return store.cobrand_link(customer, APP, pan_hmac=card, pan_sealed=b"sealed" + card[:1],
+                              masked_pan="625808******3453", at=1.0)  # fmt: skip
+
+
+def sale(store: LedgerStoreBase, rrn: str, amount: int, card: bytes = CARD,
+         day: str = OPENED) -> int | None:  # fmt: skip
+    return store.cobrand_sale_approved(
+        pan_hmac=card, rrn=rrn, business_date=day, merchant_id="898310054110001",
+        bank="citic", amount_fen=amount, points_per_yuan=1, at=2.0,
+    )  # fmt: skip
+
+
+def test_link_needs_a_credit_account_and_one_customer_per_card(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    with pytest.raises(CreditStopped) as refused:
+        link(ledger_store)
+    assert refused.value.response_code == "14"
+    account(ledger_store)
+    account(ledger_store, D)
+    assert link(ledger_store) == "625808******3453"
+    assert link(ledger_store) == "625808******3453"  # the same link again: 00
+    with pytest.raises(CreditStopped) as refused:
+        link(ledger_store, D)
+    assert refused.value.response_code == "12"
+    link(ledger_store, C, OTHER)  # a new card replaces the old
+    assert link(ledger_store, D) == "625808******3453"  # the old card is free again
+    assert ledger_store.cobrand_link_of(C).pan_hmac == OTHER  # type: ignore[union-attr]
+
+
+def test_points_are_earned_and_taken_back_once(ledger_store: LedgerStoreBase) -> None:
+    account(ledger_store)
+    assert sale(ledger_store, "532614000150", 8_850) is None  # before the link: none
+    link(ledger_store)
+    assert sale(ledger_store, "532614000151", 8_850) == 88
+    assert sale(ledger_store, "532614000151", 8_850) == 88  # noted again: nothing more
+    assert sale(ledger_store, "532614000152", 30_099) == 300
+    assert ledger_store.points_balance(C).points == 388
+    assert balance(ledger_store, "points_issued") == -388
+
+    changed = ledger_store.cobrand_sale_changed
+    # A refund of 1.50 of 300.99 leaves floor(299.49) = 299 points.
+    assert changed("532614000152", "refund", ref="R1", amount_fen=150, points_per_yuan=1,
+                   at=3.0) == 1  # fmt: skip
+    assert changed("532614000152", "refund", ref="R1", amount_fen=150, points_per_yuan=1,
+                   at=3.0) == 0  # fmt: skip
+    # A refund that leaves the yuan count alone moves no points, but counts.
+    assert changed("532614000152", "refund", ref="R2", amount_fen=49, points_per_yuan=1,
+                   at=3.0) == 0  # fmt: skip
+    assert changed("532614000152", "refund", ref="R3", amount_fen=1, points_per_yuan=1,
+                   at=3.0) == 1  # fmt: skip
+    assert changed("532614000151", "void", ref="V1", amount_fen=8_850, points_per_yuan=1,
+                   at=3.0) == 88  # fmt: skip
+    assert changed("532614000151", "reversal", ref="532614000151", amount_fen=8_850,
+                   points_per_yuan=1, at=3.0) == 0  # fmt: skip  (voided already)
+    assert ledger_store.points_balance(C).points == 298
+    sales = ledger_store.cobrand_sales(C, APP, 30)
+    assert [(s.rrn, s.refunded_fen, s.points) for s in sales] == [("532614000152", 200, 298)]
+    assert changed("532614000152", "not_paid", ref="532614000152", amount_fen=0,
+                   points_per_yuan=1, at=4.0) == 298  # fmt: skip
+    assert ledger_store.points_balance(C).points == 0
+    assert balance(ledger_store, "points_issued") == 0
+    assert ledger_store.verify() == []
+
+
+def hold(store: LedgerStoreBase, rrn: str, key_id: str, instalments: int = 3) -> int:
+    held = store.cobrand_hold(C, APP, key=TransferKey(APP, key_id, "convert"), sale_rrn=rrn,
+                              instalments=instalments, bank="citic", convert_days=30,
+                              terms=TERMS, at=5.0)  # fmt: skip
+    return held.amount_fen
+
+
+def refused(store: LedgerStoreBase, rrn: str, key_id: str) -> str:
+    with pytest.raises(CreditStopped) as stopped:
+        hold(store, rrn, key_id)
+    return stopped.value.response_code
+
+
+def test_conversion_checks_in_order(ledger_store: LedgerStoreBase) -> None:
+    account(ledger_store, limit=500_000)
+    link(ledger_store)
+    sale(ledger_store, "600000000001", 299_900)
+    sale(ledger_store, "600000000002", 9_999)
+    sale(ledger_store, "600000000003", 600_000)
+    sale(ledger_store, "600000000004", 20_000, card=OTHER)  # not linked: no sale kept
+    sale(ledger_store, "600000000005", 50_000, day="2026-01-01")  # > 30 days before
+    assert refused(ledger_store, "699999999999", "k1") == "25"
+    assert refused(ledger_store, "600000000004", "k1") == "25"
+    assert refused(ledger_store, "600000000005", "k1") == "12"
+    assert refused(ledger_store, "600000000002", "k1") == "13"
+    assert refused(ledger_store, "600000000003", "k1") == "51"
+    ledger_store.credit_freeze(C, True, "test", 5.0)
+    assert refused(ledger_store, "600000000001", "k1") == "62"
+    ledger_store.credit_freeze(C, False, "", 5.0)
+    link(ledger_store, C, OTHER)  # the sales of a card no longer linked are not the customer's
+    assert refused(ledger_store, "600000000001", "k1") == "25"
+
+
+def test_conversion_held_then_planned_or_released(ledger_store: LedgerStoreBase) -> None:
+    account(ledger_store)
+    link(ledger_store)
+    sale(ledger_store, "606411000201", 299_900)
+    assert hold(ledger_store, "606411000201", "conv-1") == 299_900
+    key = TransferKey(APP, "conv-1", "convert")
+    assert ledger_store.transfer_of(key).state == "pending"  # type: ignore[union-attr]
+    assert ledger_store.credit_status(C).available_fen == 2_000_000 - 299_900
+    assert refused(ledger_store, "606411000201", "conv-2") == "12"  # held: converted
+    # Declined: released, and the sale may be converted again.
+    assert ledger_store.cobrand_end(C, key=key, sale_rrn="606411000201", payment_rrn=None,
+                                    approved=False, at=6.0) is None  # fmt: skip
+    assert ledger_store.transfer_of(key).state == "voided"  # type: ignore[union-attr]
+    assert ledger_store.credit_status(C).available_fen == 2_000_000
+    assert [s.converted for s in ledger_store.cobrand_sales(C, APP, 30)] == [False]
+    # Approved: posted, and the plan is the credit purchase named by the payment's RRN.
+    assert hold(ledger_store, "606411000201", "conv-2") == 299_900
+    key2 = TransferKey(APP, "conv-2", "convert")
+    plan = ledger_store.cobrand_end(C, key=key2, sale_rrn="606411000201",
+                                    payment_rrn="606612000777", approved=True, at=6.0)  # fmt: skip
+    assert plan is not None and plan.purchase_id == "606612000777"
+    assert [row.principal_fen for row in plan.schedule] == [99_968, 99_966, 99_966]
+    assert plan.apr_bps == 898
+    again = ledger_store.cobrand_end(C, key=key2, sale_rrn="606411000201",
+                                     payment_rrn="606612000777", approved=True, at=7.0)  # fmt: skip
+    assert again == plan
+    assert balance(ledger_store, f"credit_receivable:{C}") == -299_900
+    assert balance(ledger_store, "bank_clearing:citic") == 299_900
+    assert ledger_store.credit_status(C).outstanding_principal_fen == 299_900
+    assert [s.converted for s in ledger_store.cobrand_sales(C, APP, 30)] == [True]
+    assert ledger_store.verify() == []
