@@ -43,10 +43,10 @@ def cobrand_migrations(d: Dialect) -> tuple[str, ...]:
     );
     CREATE TABLE cobrand_change (           -- each void, refund, reversal applied once
         ref {t} NOT NULL,                  -- the void's or refund's RRN, else the sale's
-        kind {t} NOT NULL CHECK (kind IN ('void', 'refund', 'reversal', 'not_paid')),
+        what {t} NOT NULL CHECK (what IN ('void', 'refund', 'reversal', 'not_paid')),
         rrn {t} NOT NULL,                  -- the sale's
         at {r} NOT NULL,
-        PRIMARY KEY (ref, kind)
+        PRIMARY KEY (ref, what)
     );
     CREATE INDEX cobrand_sale_by_customer ON cobrand_sale (customer_id, business_date);
     CREATE INDEX cobrand_sale_by_payment ON cobrand_sale (converted_rrn);
@@ -105,6 +105,6 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
         ),
         sale_by_payment=sql(f"SELECT {SALE_COLUMNS} FROM cobrand_sale WHERE converted_rrn = ?"),
         sale_card=sql("SELECT pan_hmac FROM cobrand_sale WHERE rrn = ?"),
-        change_of=sql("SELECT rrn FROM cobrand_change WHERE ref = ? AND kind = ?"),
-        insert_change=sql("INSERT INTO cobrand_change (ref, kind, rrn, at) VALUES (?, ?, ?, ?)"),
+        change_of=sql("SELECT rrn FROM cobrand_change WHERE ref = ? AND what = ?"),
+        insert_change=sql("INSERT INTO cobrand_change (ref, what, rrn, at) VALUES (?, ?, ?, ?)"),
     )
