@@ -72,6 +72,7 @@ from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.cobrand import CobrandDesk
 from switch.net.credit import CreditBilling
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
@@ -188,6 +189,9 @@ class SwitchApp:
         self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
         self.credit: CreditBilling | None = None
+        self.cobrand: CobrandDesk | None = None
+        """credit.md's co-brand card: the app's requests and linked cards' points."""
+        self._ledger_store: LedgerStoreBase | None = None
         """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
@@ -465,6 +469,7 @@ class SwitchApp:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
         self._ledger = LedgerDesk(ledger_store, config.wallet)
+        self._ledger_store = ledger_store
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -579,6 +584,15 @@ class SwitchApp:
                     config.risk.sync_interval_s, name="risk:others",
                 )  # fmt: skip
             del rebuilt
+            if self._ledger is not None and self._ledger_store is not None:
+                cobrand = self.cobrand = CobrandDesk(
+                    self._ledger, self._ledger_store, switchboard, vault, config.credit,
+                    utc_offset_h=utc_offset_h, clock=self.clock,
+                    stans=StanSequence(worker=self.worker.slot, workers=self.worker.slots),
+                )  # fmt: skip
+                if config.credit.cobrand_bins:  # points of linked cards' sales
+                    switchboard.on_final = cobrand.note
+                await bank_side.start(cobrand.run)
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             for name, connector in self.connectors.items():

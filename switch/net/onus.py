@@ -71,6 +71,11 @@ class LedgerDesk:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
 
+    async def in_store(self, call: Callable[[], T]) -> T:
+        """``call`` on the store in a worker thread, in turn with every other step (the
+        co-brand desk's, ``net/cobrand.py``)."""
+        return await self._run(call)
+
     async def carry_out(self, step: LedgerStep) -> LedgerAnswered:
         """One step; never raises for what the ledger refuses or cannot do."""
         self.steps += 1

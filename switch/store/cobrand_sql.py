@@ -77,7 +77,7 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
             f"WHERE customer_id = ?{lock}"
         ),
         link_by_hmac=sql(
-            "SELECT customer_id, pan_hmac, pan_sealed, masked_pan FROM cobrand_link "
+            "SELECT customer_id, pan_hmac, pan_sealed, masked_pan, linked_at FROM cobrand_link "
             "WHERE pan_hmac = ?"
         ),
         insert_link=sql(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -66,6 +66,34 @@ class PointsBalance(msgspec.Struct, frozen=True):
     masked_pan: str | None
 
 
+class CobrandPort(Protocol):
+    """The co-brand steps, as the transaction path uses them (``net/cobrand.py``)."""
+
+    def cobrand_link(
+        self, customer_id: str, app: str, *, pan_hmac: bytes, pan_sealed: bytes,
+        masked_pan: str, at: float,
+    ) -> str: ...  # fmt: skip
+    def cobrand_link_of(self, customer_id: str) -> Link | None: ...
+    def cobrand_sale_approved(
+        self, *, pan_hmac: bytes, rrn: str, business_date: str, merchant_id: str, bank: str,
+        amount_fen: int, points_per_yuan: int, sold_at: float, at: float,
+    ) -> int | None: ...  # fmt: skip
+    def cobrand_sale_changed(
+        self, rrn: str, change: Change, *, ref: str, amount_fen: int,
+        points_per_yuan: int, at: float,
+    ) -> int: ...  # fmt: skip
+    def cobrand_sales(self, customer_id: str, app: str, convert_days: int) -> list[SaleView]: ...
+    def points_balance(self, customer_id: str) -> PointsBalance: ...
+    def cobrand_hold(
+        self, customer_id: str, app: str, *, key: TransferKey, sale_rrn: str,
+        instalments: int, bank: str, convert_days: int, terms: Terms, at: float,
+    ) -> ConversionHold: ...  # fmt: skip
+    def cobrand_end(
+        self, customer_id: str, *, key: TransferKey, sale_rrn: str, payment_rrn: str | None,
+        approved: bool, at: float,
+    ) -> PlanView | None: ...  # fmt: skip
+
+
 def _link(row: Row) -> Link:
     return Link(
         customer_id=row["customer_id"], pan_hmac=bytes.fromhex(row["pan_hmac"]),
@@ -93,7 +121,8 @@ class CobrandSteps(CreditSteps):
         self, customer_id: str, app: str, *, pan_hmac: bytes, pan_sealed: bytes,
         masked_pan: str, at: float,
     ) -> str:  # fmt: skip
-        """``cobrand_link`` of a Luhn-valid co-brand card (the caller checked both): the
+        """``cobrand_link`` at ``at`` (the business clock: a sale received before earns
+        nothing) of a Luhn-valid co-brand card (the caller checked both): the
         customer needs a credit account (14; another app's: 03); a card linked to
         another customer is 12; the same link again changes nothing; a new card
         replaces the old. The masked card number."""
@@ -122,15 +151,17 @@ class CobrandSteps(CreditSteps):
 
     def cobrand_sale_approved(
         self, *, pan_hmac: bytes, rrn: str, business_date: str, merchant_id: str, bank: str,
-        amount_fen: int, points_per_yuan: int, at: float,
+        amount_fen: int, points_per_yuan: int, sold_at: float, at: float,
     ) -> int | None:  # fmt: skip
-        """An approved sale of a card: when the card is linked, the sale is kept and its
+        """An approved sale of a card received at ``sold_at`` (the business clock, as
+        the link's time): when the card was linked by then, the sale is kept and its
         points go to the customer (``points_issued`` → ``points:<c>``). The points it
-        earned; None when the card is linked to no one. Noted again: nothing more."""
+        earned; None when the card is linked to no one, or was linked after the sale.
+        Noted again: nothing more."""
 
         def body() -> int | None:
             link = self._first(self.cobrand.link_by_hmac, (pan_hmac.hex(),))
-            if link is None:
+            if link is None or link["linked_at"] > sold_at:
                 return None
             existing = self._first(self.cobrand.lock_sale, (rrn,))
             if existing is not None:

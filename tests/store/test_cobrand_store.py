@@ -38,10 +38,10 @@ def link(store: LedgerStoreBase, customer: str = C, card: bytes = CARD) -> str:
 
 
 def sale(store: LedgerStoreBase, rrn: str, amount: int, card: bytes = CARD,
-         day: str = OPENED) -> int | None:  # fmt: skip
+         day: str = OPENED, sold_at: float = 2.0) -> int | None:  # fmt: skip
     return store.cobrand_sale_approved(
         pan_hmac=card, rrn=rrn, business_date=day, merchant_id="898310054110001",
-        bank="citic", amount_fen=amount, points_per_yuan=1, at=2.0,
+        bank="citic", amount_fen=amount, points_per_yuan=1, sold_at=sold_at, at=2.0,
     )  # fmt: skip
 
 
@@ -65,8 +65,9 @@ def test_link_needs_a_credit_account_and_one_customer_per_card(
 
 def test_points_are_earned_and_taken_back_once(ledger_store: LedgerStoreBase) -> None:
     account(ledger_store)
-    assert sale(ledger_store, "532614000150", 8_850) is None  # before the link: none
-    link(ledger_store)
+    assert sale(ledger_store, "532614000150", 8_850) is None  # no link: none
+    link(ledger_store)  # at 1.0
+    assert sale(ledger_store, "532614000149", 8_850, sold_at=0.5) is None  # sold before
     assert sale(ledger_store, "532614000151", 8_850) == 88
     assert sale(ledger_store, "532614000151", 8_850) == 88  # noted again: nothing more
     assert sale(ledger_store, "532614000152", 30_099) == 300

@@ -1,0 +1,302 @@
+"""The co-brand card's desk (credit.md, "Co-brand card"): the app's ``cobrand_link``,
+``cobrand_sales``, ``points_balance`` and ``cobrand_convert``, and the points of linked
+cards' sales, on the ledger store.
+
+``cobrand_convert`` is a transaction: its checks and the pending hold on the credit
+line are one store step; then the payment to the card (bank-h2h.md: 0200, 3 = 280030)
+goes through the switchboard like any card request (journaled with its RRN, sent to its
+card's own bank, reversed when it gets no final answer); its answer posts the hold and
+makes the plan (00), or voids it (a decline: the bank's code; no answer: 68).
+
+Points follow the journal: the switchboard reports each transaction it has answered
+(``note``, called with what it journaled); an approved sale or completion of a card
+under ``cobrand_bins``, a void, a refund and a terminal's reversal of one are queued
+here, and one task applies them to the store in order (each keyed: noted twice, they
+move points once). A stood-in sale earns its points once its advice is accepted
+(credit.md): not noted here.
+
+The store's calls are blocking: they run in a worker thread through the ledger desk,
+one at a time with its own (one connection).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import msgspec
+import structlog
+import trio
+
+from switch.core.book import TxnRecord
+from switch.core.clock import WALL_CLOCK, BusinessClock
+from switch.core.credit import cobrand
+from switch.core.credit.book import PlanView
+from switch.core.credit.settings import CreditSettings
+from switch.core.ledger import LedgerError, TransferKey
+from switch.core.lifecycle import BankTransaction, Cards, Finalizer, TerminalReversal
+from switch.core.model import Acceptor, Card, CardPayment, Origin, Outcome, mask_pan
+from switch.core.numbers import StanSequence
+from switch.core.validate import luhn_valid
+from switch.errors import TransactionRefused
+from switch.net.onus import LedgerDesk
+from switch.net.switchboard import Switchboard
+from switch.store.cobrand_store import CobrandPort, PointsBalance
+from switch.store.credit_store import CreditStopped
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+POINTS_BACKLOG: Final = 10_000
+"""Points changes queued for the store; past this many (the store far behind), one is
+logged and dropped (its sale keeps or lacks its points until the operator looks)."""
+PAYMENT_CODE: Final = "280030"
+"""Field 3 of a payment to a card: 28 payment, 00 from the default account, 30 to a
+credit account (bank-h2h.md)."""
+CNY: Final = "156"
+EARNS: Final = frozenset({"sale", "completion"})
+"""The kinds of an approved sale (0200, 3 = 00xxxx) that earn points."""
+_CHANGES: Final[dict[str, cobrand.Change]] = {
+    "void": "void",
+    "completion_void": "void",
+    "refund": "refund",
+}
+
+
+class ConvertResult(msgspec.Struct, frozen=True, kw_only=True):
+    """``cobrand_convert``'s answer: the payment's outcome (its RRN, settlement date,
+    the bank's code or 68) and, approved, the plan."""
+
+    outcome: Outcome
+    plan: PlanView | None = None
+
+
+class _Earned(msgspec.Struct, frozen=True):
+    record: TxnRecord
+
+
+class _Changed(msgspec.Struct, frozen=True):
+    rrn: str
+    change: cobrand.Change
+    ref: str
+    amount: int
+
+
+_Note = _Earned | _Changed
+
+
+class CobrandDesk:
+    def __init__(
+        self,
+        ledger: LedgerDesk,
+        store: CobrandPort,
+        switchboard: Switchboard,
+        cards: Cards,
+        settings: CreditSettings,
+        *,
+        utc_offset_h: int,
+        clock: BusinessClock = WALL_CLOCK,
+        wall_clock: Callable[[], float] = time.time,
+        stans: StanSequence | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        """The ledger desk's store, by its co-brand steps (run through ``ledger``)."""
+        self.switchboard = switchboard
+        self.cards = cards
+        self.settings = settings
+        self.terms = settings.terms()
+        self.utc_offset_h = utc_offset_h
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._stans = stans or StanSequence()
+        """Field 11 of the payments to cards (terminal ``own_terminal_id``)."""
+        self._send, self._receive = trio.open_memory_channel[_Note](POINTS_BACKLOG)
+        self.points_dropped = 0
+        self._pending = 0
+        """Points changes noted and not yet applied (``drain``)."""
+        self._drained = trio.Event()
+
+    # -- the app's requests -------------------------------------------------------------
+
+    async def link(self, customer_id: str, app: str, pan: str) -> str:
+        """``cobrand_link``: the masked card number; TransactionRefused with credit.md's
+        code (30 naming ``pan``, 14, 12; 03 another app's customer)."""
+        if not (pan.isdigit() and 12 <= len(pan) <= 19 and luhn_valid(pan)):
+            raise TransactionRefused("30", "pan is not 12 to 19 Luhn-valid digits", field="pan")
+        if not cobrand.is_cobrand(pan, self.settings.cobrand_bins):
+            raise TransactionRefused("14", "not a co-brand card")
+        hmac, sealed, masked = self.cards.lookup(pan), self.cards.seal(pan), mask_pan(pan)
+        store = self.store
+        return await self._store(
+            lambda: store.cobrand_link(
+                customer_id, app, pan_hmac=hmac, pan_sealed=sealed, masked_pan=masked,
+                at=self.clock.now(),  # the journal's clock: sales before it earn nothing
+            )
+        )
+
+    async def sales(self, customer_id: str, app: str) -> list[cobrand.SaleView]:
+        store, days = self.store, self.settings.convert_days
+        return await self._store(lambda: store.cobrand_sales(customer_id, app, days))
+
+    async def points(self, customer_id: str) -> PointsBalance:
+        store = self.store
+        return await self._store(lambda: store.points_balance(customer_id))
+
+    async def convert(
+        self,
+        customer_id: str,
+        app: str,
+        request_id: str,
+        *,
+        rrn: str,
+        instalments: int,
+        origin: Origin,
+        finalize: Finalizer | None = None,
+    ) -> ConvertResult:
+        """``cobrand_convert`` of the sale ``rrn``: refused before the bank with
+        TransactionRefused (14, 25, 12, 13, 62, 51), else the payment's result."""
+        settings = self.settings
+        if not settings.own_merchant_id:
+            raise TransactionRefused("96", "[credit] own_merchant_id is not configured")
+        store = self.store
+        link = await self._store(lambda: store.cobrand_link_of(customer_id))
+        if link is None:
+            raise TransactionRefused("25", "no co-brand card is linked")
+        pan = self.cards.open(link.pan_sealed)
+        try:
+            _, bank, _ = self.switchboard.bins.route(pan)
+        except LookupError:
+            raise TransactionRefused("92", "no route for the linked card") from None
+        key = TransferKey(app, request_id, "cobrand_convert")
+        hold = await self._store(
+            lambda: store.cobrand_hold(
+                customer_id, app, key=key, sale_rrn=rrn, instalments=instalments, bank=bank,
+                convert_days=settings.convert_days, terms=self.terms, at=self.wall_clock(),
+            )
+        )  # fmt: skip
+        stamp = self.clock.stamp(self.utc_offset_h)
+        payment = CardPayment(
+            acceptor=Acceptor(channel="online", terminal_id=settings.own_terminal_id,
+                              merchant_id=settings.own_merchant_id),
+            stan=self._stans.next(), processing_code=PAYMENT_CODE, card=Card(pan=pan),
+            currency=CNY, amount=hold.amount_fen,
+        )  # fmt: skip
+        outcome = Outcome(code="96", message="system malfunction")
+        try:
+            outcome = await self.switchboard.process(payment, stamp, origin, finalize)
+        finally:
+            # The hold is posted only on an approval; whatever else happened to the
+            # payment (declined, not answered and reversed, never sent), it is voided.
+            approved = outcome.approved and outcome.rrn is not None
+            with trio.CancelScope(shield=True):
+                plan = await self._end(customer_id, key, rrn, outcome.rrn, approved)
+        if approved and plan is None:
+            return ConvertResult(outcome=msgspec.structs.replace(
+                outcome, code="96", message="system malfunction",
+                detail="the payment was approved; its plan is not made yet",
+            ))  # fmt: skip
+        return ConvertResult(outcome=outcome, plan=plan)
+
+    async def _end(
+        self, customer_id: str, key: TransferKey, sale_rrn: str, payment_rrn: str | None,
+        approved: bool,
+    ) -> PlanView | None:  # fmt: skip
+        store = self.store
+        try:
+            return await self._store(
+                lambda: store.cobrand_end(
+                    customer_id, key=key, sale_rrn=sale_rrn, payment_rrn=payment_rrn,
+                    approved=approved, at=self.wall_clock(),
+                )
+            )
+        except TransactionRefused as exc:
+            log.error(
+                "cobrand_convert_not_ended", customer_id=customer_id, sale_rrn=sale_rrn,
+                payment_rrn=payment_rrn, approved=approved, error=str(exc),
+            )  # fmt: skip
+            return None
+
+    async def _store(self, call: Callable[[], T]) -> T:
+        """A store step: credit.md's refusals as TransactionRefused with their code; the
+        store unavailable 91; our misuse of the ledger 96 (logged)."""
+        try:
+            return await self.ledger.in_store(call)
+        except CreditStopped as exc:
+            raise TransactionRefused(exc.response_code, str(exc)) from None
+        except LedgerError as exc:
+            code = getattr(exc, "response_code", "96")
+            log.error("cobrand_store_failed", error=str(exc), code=code)
+            raise TransactionRefused(code, "system malfunction") from None
+
+    # -- points ---------------------------------------------------------------------------
+
+    def note(self, machine: BankTransaction | TerminalReversal, outcome: Outcome) -> None:
+        """What the switchboard answered and journaled, for the points of linked cards'
+        sales: never blocks, never raises."""
+        record = machine.record
+        if record is None or not cobrand.may_be_cobrand(
+            record.pan_masked, self.settings.cobrand_bins
+        ):
+            return
+        note: _Note | None = None
+        if isinstance(machine, TerminalReversal):
+            reversed_sale = record.reversed and record.state == "approved"
+            if outcome.approved and reversed_sale and record.kind in EARNS:
+                note = _Changed(record.rrn, "reversal", record.rrn, record.amount)
+        elif outcome.approved and outcome.stand_in is None:
+            if record.kind in EARNS:
+                note = _Earned(record)
+            elif record.kind in _CHANGES and record.original_rrn is not None:
+                note = _Changed(record.original_rrn, _CHANGES[record.kind], record.rrn,
+                                record.amount)  # fmt: skip
+        if note is None:
+            return
+        try:
+            self._send.send_nowait(note)
+            self._pending += 1
+        except trio.WouldBlock:
+            self.points_dropped += 1
+            log.error("cobrand_points_dropped", rrn=record.rrn, backlog=POINTS_BACKLOG)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Applies the points noted, in order, until cancelled."""
+        task_status.started()
+        async for note in self._receive:
+            try:
+                await self._apply(note)
+            except TransactionRefused as exc:
+                rrn = note.record.rrn if isinstance(note, _Earned) else note.rrn
+                log.error("cobrand_points_failed", rrn=rrn, error=str(exc))
+            finally:
+                self._pending -= 1
+                if not self._pending:
+                    self._drained.set()
+
+    async def _apply(self, note: _Note) -> None:
+        store, ppy, at = self.store, self.settings.points_per_yuan, self.wall_clock()
+        if isinstance(note, _Earned):
+            record = note.record
+            await self._store(
+                lambda: store.cobrand_sale_approved(
+                    pan_hmac=record.pan_hmac, rrn=record.rrn,
+                    business_date=record.business_date, merchant_id=record.merchant_id,
+                    bank=record.bank, amount_fen=record.amount, points_per_yuan=ppy,
+                    sold_at=record.received_at, at=at,
+                )
+            )  # fmt: skip
+        else:
+            await self._store(
+                lambda: store.cobrand_sale_changed(
+                    note.rrn, note.change, ref=note.ref, amount_fen=note.amount,
+                    points_per_yuan=ppy, at=at,
+                )
+            )
+
+    async def drain(self) -> None:
+        """Tests: waits until every points change noted so far is applied."""
+        if self._pending:
+            self._drained = trio.Event()
+            await self._drained.wait()
