@@ -132,7 +132,11 @@ class CobrandDesk:
         store = self.store
         return await self._store(
             lambda: store.cobrand_link(
-                customer_id, app, pan_hmac=hmac, pan_sealed=sealed, masked_pan=masked,
+                customer_id,
+                app,
+                pan_hmac=hmac,
+                pan_sealed=sealed,
+                masked_pan=masked,
                 at=self.clock.now(),  # the journal's clock: sales before it earn nothing
             )
         )
@@ -208,8 +212,12 @@ class CobrandDesk:
         try:
             return await self._store(
                 lambda: store.cobrand_end(
-                    customer_id, key=key, sale_rrn=sale_rrn, payment_rrn=payment_rrn,
-                    approved=approved, at=self.wall_clock(),
+                    customer_id,
+                    key=key,
+                    sale_rrn=sale_rrn,
+                    payment_rrn=payment_rrn,
+                    approved=approved,
+                    at=self.wall_clock(),
                 )
             )
         except TransactionRefused as exc:
@@ -290,8 +298,12 @@ class CobrandDesk:
         else:
             await self._store(
                 lambda: store.cobrand_sale_changed(
-                    note.rrn, note.change, ref=note.ref, amount_fen=note.amount,
-                    points_per_yuan=ppy, at=at,
+                    note.rrn,
+                    note.change,
+                    ref=note.ref,
+                    amount_fen=note.amount,
+                    points_per_yuan=ppy,
+                    at=at,
                 )
             )
 

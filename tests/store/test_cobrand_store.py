@@ -87,8 +87,9 @@ def test_points_are_earned_and_taken_back_once(ledger_store: LedgerStoreBase) ->
                    at=3.0) == 1  # fmt: skip
     assert changed("532614000151", "void", ref="V1", amount_fen=8_850, points_per_yuan=1,
                    at=3.0) == 88  # fmt: skip
+    # voided already: a reversal takes nothing more
     assert changed("532614000151", "reversal", ref="532614000151", amount_fen=8_850,
-                   points_per_yuan=1, at=3.0) == 0  # fmt: skip  (voided already)
+                   points_per_yuan=1, at=3.0) == 0  # fmt: skip
     assert ledger_store.points_balance(C).points == 298
     sales = ledger_store.cobrand_sales(C, APP, 30)
     assert [(s.rrn, s.refunded_fen, s.points) for s in sales] == [("532614000152", 200, 298)]
