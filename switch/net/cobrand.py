@@ -231,7 +231,7 @@ class CobrandDesk:
         """A store step: credit.md's refusals as TransactionRefused with their code; the
         store unavailable 91; our misuse of the ledger 96 (logged)."""
         try:
-            return await self.ledger.in_store(call)
+            return await self.ledger.call(call)
         except CreditStopped as exc:
             raise TransactionRefused(exc.response_code, str(exc)) from None
         except LedgerError as exc:

@@ -71,10 +71,10 @@ class LedgerDesk:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
 
-    async def in_store(self, call: Callable[[], T]) -> T:
-        """``call`` on the store in a worker thread, in turn with every other step (the
-        co-brand desk's, ``net/cobrand.py``)."""
-        return await self._run(call)
+    async def call(self, body: Callable[[], T]) -> T:
+        """``body`` (store calls) in the store's worker thread, one at a time: how the
+        app desk (``app_desk.py``) reaches the same store."""
+        return await self._run(body)
 
     async def carry_out(self, step: LedgerStep) -> LedgerAnswered:
         """One step; never raises for what the ledger refuses or cannot do."""
@@ -215,4 +215,3 @@ class LedgerDesk:
         if posted or voided:
             log.warning("ledger_recovered", posted=posted, voided=voided)
         return posted, voided
-
