@@ -1032,6 +1032,8 @@ class SwitchApp:
             merchants=lambda: switchboard.merchants,
             allocate_rrn=switchboard._allocate_rrn,
         ).register(desk)
+        if self.cobrand is not None:  # credit.md's co-brand types
+            self.cobrand.register(desk)
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import structlog
 import trio
 
+from switch.core.app_desk import DESK_MESSAGES, DeskType, approved, echo
 from switch.core.book import TxnRecord
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.credit import cobrand
@@ -40,10 +41,13 @@ from switch.core.model import Acceptor, Card, CardPayment, Origin, Outcome, mask
 from switch.core.numbers import StanSequence
 from switch.core.validate import luhn_valid
 from switch.errors import TransactionRefused
+from switch.net.app_desk import AppDesk, DeskCall
 from switch.net.onus import LedgerDesk
 from switch.net.switchboard import Switchboard
 from switch.store.cobrand_store import CobrandPort, PointsBalance
 from switch.store.credit_store import CreditStopped
+from switch.wire import cobrand as cw
+from switch.wire.app import DeskResult
 
 log = structlog.get_logger()
 
@@ -71,6 +75,19 @@ class ConvertResult(msgspec.Struct, frozen=True, kw_only=True):
 
     outcome: Outcome
     plan: PlanView | None = None
+
+
+class Paid(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversion's payment answered (or not): what ends its hold."""
+
+    customer_id: str
+    key: TransferKey
+    sale_rrn: str
+    outcome: Outcome
+
+    @property
+    def approved(self) -> bool:
+        return self.outcome.approved and self.outcome.rrn is not None
 
 
 class _Earned(msgspec.Struct, frozen=True):
@@ -145,9 +162,9 @@ class CobrandDesk:
         store, days = self.store, self.settings.convert_days
         return await self._store(lambda: store.cobrand_sales(customer_id, app, days))
 
-    async def points(self, customer_id: str) -> PointsBalance:
+    async def points(self, customer_id: str, app: str | None = None) -> PointsBalance:
         store = self.store
-        return await self._store(lambda: store.points_balance(customer_id))
+        return await self._store(lambda: store.points_balance(customer_id, app))
 
     async def convert(
         self,
@@ -162,6 +179,33 @@ class CobrandDesk:
     ) -> ConvertResult:
         """``cobrand_convert`` of the sale ``rrn``: refused before the bank with
         TransactionRefused (14, 25, 12, 13, 62, 51), else the payment's result."""
+        paid = await self.pay(customer_id, app, request_id, rrn=rrn, instalments=instalments,
+                              origin=origin, finalize=finalize)  # fmt: skip
+        with trio.CancelScope(shield=True):
+            plan = await self._end(paid)
+        if paid.approved and plan is None:
+            return ConvertResult(outcome=msgspec.structs.replace(
+                paid.outcome, code="96", message="system malfunction",
+                detail="the payment was approved; its plan is not made yet",
+            ))  # fmt: skip
+        return ConvertResult(outcome=paid.outcome, plan=plan)
+
+    async def pay(
+        self,
+        customer_id: str,
+        app: str,
+        request_id: str,
+        *,
+        rrn: str,
+        instalments: int,
+        origin: Origin,
+        finalize: Finalizer | None = None,
+    ) -> Paid:
+        """The conversion's checks and hold, then its payment to the card through the
+        switchboard: what the bank answered, for ``end`` (the hold posted or voided).
+        Refused before the bank: TransactionRefused, nothing held. Cancelled while the
+        payment is on its way: the hold is voided (the switchboard reverses the payment
+        that got no final answer)."""
         settings = self.settings
         if not settings.own_merchant_id:
             raise TransactionRefused("96", "[credit] own_merchant_id is not configured")
@@ -181,6 +225,10 @@ class CobrandDesk:
                 convert_days=settings.convert_days, terms=self.terms, at=self.wall_clock(),
             )
         )  # fmt: skip
+        if hold.again:
+            # The same id held before and has no result: its payment's fate is in doubt
+            # (a crash, or the store failed at its end). Nothing is sent twice.
+            raise TransactionRefused("96", "the first request with this id is still in doubt")
         stamp = self.clock.stamp(self.utc_offset_h)
         payment = CardPayment(
             acceptor=Acceptor(channel="online", terminal_id=settings.own_terminal_id,
@@ -188,42 +236,32 @@ class CobrandDesk:
             stan=self._stans.next(), processing_code=PAYMENT_CODE, card=Card(pan=pan),
             currency=CNY, amount=hold.amount_fen,
         )  # fmt: skip
-        outcome = Outcome(code="96", message="system malfunction")
         try:
             outcome = await self.switchboard.process(payment, stamp, origin, finalize)
-        finally:
-            # The hold is posted only on an approval; whatever else happened to the
-            # payment (declined, not answered and reversed, never sent), it is voided.
-            approved = outcome.approved and outcome.rrn is not None
+        except BaseException:
             with trio.CancelScope(shield=True):
-                plan = await self._end(customer_id, key, rrn, outcome.rrn, approved)
-        if approved and plan is None:
-            return ConvertResult(outcome=msgspec.structs.replace(
-                outcome, code="96", message="system malfunction",
-                detail="the payment was approved; its plan is not made yet",
-            ))  # fmt: skip
-        return ConvertResult(outcome=outcome, plan=plan)
+                await self._end(Paid(customer_id=customer_id, key=key, sale_rrn=rrn,
+                                     outcome=Outcome(code="96")))  # fmt: skip
+            raise
+        return Paid(customer_id=customer_id, key=key, sale_rrn=rrn, outcome=outcome)
 
-    async def _end(
-        self, customer_id: str, key: TransferKey, sale_rrn: str, payment_rrn: str | None,
-        approved: bool,
-    ) -> PlanView | None:  # fmt: skip
+    def end(self, store: CobrandPort, paid: Paid) -> PlanView | None:
+        """The hold posted and the plan made (an approval: its view), or voided (None):
+        blocking, in the store's worker thread (an app desk's ``keep``)."""
+        return store.cobrand_end(
+            paid.customer_id, key=paid.key, sale_rrn=paid.sale_rrn,
+            payment_rrn=paid.outcome.rrn, approved=paid.approved, at=self.wall_clock(),
+        )  # fmt: skip
+
+    async def _end(self, paid: Paid) -> PlanView | None:
         store = self.store
         try:
-            return await self._store(
-                lambda: store.cobrand_end(
-                    customer_id,
-                    key=key,
-                    sale_rrn=sale_rrn,
-                    payment_rrn=payment_rrn,
-                    approved=approved,
-                    at=self.wall_clock(),
-                )
-            )
+            return await self._store(lambda: self.end(store, paid))
         except TransactionRefused as exc:
             log.error(
-                "cobrand_convert_not_ended", customer_id=customer_id, sale_rrn=sale_rrn,
-                payment_rrn=payment_rrn, approved=approved, error=str(exc),
+                "cobrand_convert_not_ended", customer_id=paid.customer_id,
+                sale_rrn=paid.sale_rrn, payment_rrn=paid.outcome.rrn, approved=paid.approved,
+                error=str(exc),
             )  # fmt: skip
             return None
 
@@ -235,7 +273,9 @@ class CobrandDesk:
         except CreditStopped as exc:
             raise TransactionRefused(exc.response_code, str(exc)) from None
         except LedgerError as exc:
-            code = getattr(exc, "response_code", "96")
+            code = exc.response_code
+            if code not in ("91", "96"):  # a refusal (03 another app's customer)
+                raise TransactionRefused(code, str(exc)) from None
             log.error("cobrand_store_failed", error=str(exc), code=code)
             raise TransactionRefused(code, "system malfunction") from None
 
@@ -312,3 +352,82 @@ class CobrandDesk:
         if self._pending:
             self._drained = trio.Event()
             await self._drained.wait()
+
+    # -- the app desk's types (credit.md, "Online requests") --------------------------------
+
+    def register(self, desk: AppDesk) -> None:
+        for row, handler in (
+            (DeskType(name="cobrand_link", request=cw.CobrandLink, principal="app"),
+             self._on_link),
+            (DeskType(name="cobrand_sales", request=cw.CobrandSales, principal="app",
+                      read=True), self._on_sales),
+            (DeskType(name="cobrand_convert", request=cw.CobrandConvert, principal="app"),
+             self._on_convert),
+            (DeskType(name="points_balance", request=cw.PointsBalance, principal="app",
+                      read=True), self._on_points),
+        ):  # fmt: skip
+            desk.register(row, handler)
+
+    async def _on_link(self, message: cw.CobrandLink, call: DeskCall) -> bytes:
+        pan = message.pan
+        if not luhn_valid(pan):
+            raise TransactionRefused("30", "pan is not Luhn-valid", field="pan")
+        if not cobrand.is_cobrand(pan, self.settings.cobrand_bins):
+            raise TransactionRefused("14", "not a co-brand card")
+        hmac, sealed, masked = self.cards.lookup(pan), self.cards.seal(pan), mask_pan(pan)
+        at = self.clock.now()
+
+        def body(store: Any) -> tuple[DeskResult, bool]:
+            linked = store.cobrand_link(message.customer_id, call.principal, pan_hmac=hmac,
+                                        pan_sealed=sealed, masked_pan=masked, at=at)  # fmt: skip
+            return cw.CobrandLinkResult(**approved(message), masked_pan=linked), True
+
+        return await call.keep(body)
+
+    async def _on_sales(self, message: cw.CobrandSales, call: DeskCall) -> DeskResult:
+        days = self.settings.convert_days
+        store = self.store
+        sales = await self._store(
+            lambda: store.cobrand_sales(message.customer_id, call.principal, days)
+        )
+        out = [
+            cw.SaleOut(rrn=s.rrn, date=s.date.isoformat(), merchant_id=s.merchant_id,
+                       amount_fen=s.amount_fen, refunded_fen=s.refunded_fen, points=s.points,
+                       converted=s.converted)
+            for s in sales
+        ]  # fmt: skip
+        return cw.CobrandSalesResult(**approved(message), sales=out)
+
+    async def _on_points(self, message: cw.PointsBalance, call: DeskCall) -> DeskResult:
+        store = self.store
+        balance = await self._store(
+            lambda: store.points_balance(message.customer_id, call.principal)
+        )
+        return cw.PointsBalanceResult(
+            **approved(message), points=balance.points, masked_pan=balance.masked_pan
+        )
+
+    async def _on_convert(self, message: cw.CobrandConvert, call: DeskCall) -> bytes:
+        origin = Origin("online", 0, trio.current_time())
+        paid = await self.pay(message.customer_id, call.principal, message.id,
+                              rrn=message.rrn, instalments=message.instalments,
+                              origin=origin)  # fmt: skip
+        outcome = paid.outcome
+
+        def body(store: Any) -> tuple[DeskResult, bool]:
+            plan = self.end(store, paid)
+            if paid.approved and plan is None:
+                raise LedgerError("the payment was approved and its plan not found")
+            said = approved(message) if paid.approved else {
+                **echo(message), "code": outcome.code, "approved": False,
+                "message": outcome.message or DESK_MESSAGES.get(outcome.code, "declined"),
+            }  # fmt: skip
+            return cw.CobrandConvertResult(
+                **said, settlement_date=outcome.settlement_date, plan=plan
+            ), True
+
+        # Kept with the hold's end in one transaction: a repeat of the id gets this.
+        with trio.CancelScope(shield=True):
+            answer = await call.keep(body)
+        return answer
+

@@ -35,6 +35,7 @@ from switch.core.credit.cobrand import (
 )
 from switch.core.credit.plan import CreditRefused, Terms, make_plan
 from switch.core.ledger import Plan, TransferKey, TransferSpec
+from switch.core.wallet import NotYourWallet
 from switch.store.cobrand_sql import CobrandSql
 from switch.store.credit_store import CreditSteps, CreditStopped
 
@@ -83,7 +84,7 @@ class CobrandPort(Protocol):
         points_per_yuan: int, at: float,
     ) -> int: ...  # fmt: skip
     def cobrand_sales(self, customer_id: str, app: str, convert_days: int) -> list[SaleView]: ...
-    def points_balance(self, customer_id: str) -> PointsBalance: ...
+    def points_balance(self, customer_id: str, app: str | None = None) -> PointsBalance: ...
     def cobrand_hold(
         self, customer_id: str, app: str, *, key: TransferKey, sale_rrn: str,
         instalments: int, bank: str, convert_days: int, terms: Terms, at: float,
@@ -227,8 +228,14 @@ class CobrandSteps(CreditSteps):
 
         return self._read(body)
 
-    def points_balance(self, customer_id: str) -> PointsBalance:
+    def points_balance(self, customer_id: str, app: str | None = None) -> PointsBalance:
+        """``points_balance``: 0 and no card for a customer without points or link; a
+        wallet another app opened: NotYourWallet (03)."""
+
         def body() -> PointsBalance:
+            wallet = self._first(self.credit.wallet_app, (customer_id,))
+            if app is not None and wallet is not None and wallet["app"] != app:
+                raise NotYourWallet(f"wallet of {customer_id} is another app's")
             link = self._first(self.cobrand.link_of, (customer_id,))
             view = self._first(self.credit.spendable, (points_account(customer_id),))
             points = 0 if view is None else int(view["spendable"])

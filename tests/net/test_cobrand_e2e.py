@@ -8,21 +8,18 @@ released) or never answers (68, the payment reversed at the bank, the hold relea
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 import trio
 
-from switch.app import SwitchApp
 from switch.config import SwitchConfig
-from switch.core.credit.cobrand import SaleView
 from switch.core.ledger import TransferKey
-from switch.core.model import Origin
-from switch.errors import TransactionRefused
-from switch.net.cobrand import ConvertResult
 from switch.store import open_ledger_store
 from switch.wire import online as wire
 from tests.net import helpers
 from tests.net.helpers import FAST_SAF, PAN_CITIC_CREDIT, eventually, online_client, start_switch
+from tests.net.test_app_desk_e2e import App, result
 from tests.store.engines import ENGINES, Configure, config_maker
 
 APP = "app:wallet"
@@ -58,68 +55,71 @@ def purchase(request_id: str, amount: int) -> wire.Purchase:
     return helpers.purchase(request_id, amount, pan=CARD, cvv2="123")
 
 
-def origin() -> Origin:
-    return Origin("online", 0, trio.current_time())
+async def convert(app: App, request_id: str, rrn: str) -> dict[str, Any]:
+    answer = await app.ask("cobrand_convert", request_id, customer_id=C, rrn=rrn, instalments=3)
+    assert answer["type"] == "result", answer
+    return answer
 
 
-async def convert(app: SwitchApp, request_id: str, rrn: str) -> tuple[str, ConvertResult | None]:
-    """The answer's code, and the result when the payment was sent."""
-    desk = app.cobrand
-    assert desk is not None
-    try:
-        result = await desk.convert(C, APP, request_id, rrn=rrn, instalments=3, origin=origin())
-    except TransactionRefused as refused:
-        return refused.response_code, None
-    return result.outcome.code, result
-
-
-def by_rrn(sales: list[SaleView]) -> dict[str, SaleView]:
-    return {sale.rrn: sale for sale in sales}
+def by_rrn(sales: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {sale["rrn"]: sale for sale in sales}
 
 
 async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: Configure) -> None:
     config = configure(make_config)
-    app = await start_switch(nursery, config)
-    desk = app.cobrand
-    assert desk is not None
-    with pytest.raises(TransactionRefused) as refused:
-        await desk.link(C, APP, helpers.PAN_ICBC)
-    assert refused.value.response_code == "14"  # not co-brand
-    client = await online_client(app)
+    switch = await start_switch(nursery, config)
+    app = await App.connect(switch)
+    refused = await app.ask("cobrand_link", "l-0", customer_id=C, pan=helpers.PAN_ICBC)
+    result(refused, "14")  # not co-brand
+    bad = await app.ask("cobrand_link", "l-0b", customer_id=C, pan=CARD[:-1] + "0")
+    assert (bad["type"], bad["code"]) == ("error", "30") and "pan" in bad["message"]
+    assert result(await app.ask("points_balance", "p-0", customer_id=C))["masked_pan"] is None
+    client = await online_client(switch)
     before = await client.request(purchase("before-link", 10_000))
     assert before.code == "00"
-    assert await desk.link(C, APP, CARD) == f"{CARD[:6]}{'*' * 9}{CARD[-4:]}"
+    masked = f"{CARD[:6]}{'*' * 9}{CARD[-4:]}"
+    linked = result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+    assert linked["masked_pan"] == masked
+    assert CARD not in repr(linked)
 
     sales: dict[str, str] = {}
     for request_id, amount in (("s-applied", 299_900), ("s-declined", 100_012),
                                ("s-silent", 100_000), ("s-void", 20_000)):  # fmt: skip
-        result = await client.request(purchase(request_id, amount))
-        assert isinstance(result, wire.Result) and result.code == "00", result
-        assert result.rrn is not None
-        sales[request_id] = result.rrn
+        answer = await client.request(purchase(request_id, amount))
+        assert isinstance(answer, wire.Result) and answer.code == "00", answer
+        assert answer.rrn is not None
+        sales[request_id] = answer.rrn
     refund = await client.request(
         wire.Refund(id="r-1", merchant_id="SHOP01", original_id="s-silent", amount=32)
     )
     assert refund.code == "00"
     void = await client.request(wire.Void(id="v-1", merchant_id="SHOP01", original_id="s-void"))
     assert void.code == "00"
+    desk = switch.cobrand
+    assert desk is not None
     await desk.drain()
     # 2999 + 1000 + (1000 - 1, the refund) + (200 - 200, the void); none before the link.
-    assert (await desk.points(C)).points == 2999 + 1000 + 999
-    listed = by_rrn(await desk.sales(C, APP))
+    points = result(await app.ask("points_balance", "p-1", customer_id=C))
+    assert (points["points"], points["masked_pan"]) == (2999 + 1000 + 999, masked)
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-1", customer_id=C))["sales"])
     assert set(listed) == {sales["s-applied"], sales["s-declined"], sales["s-silent"]}
-    assert listed[sales["s-silent"]].refunded_fen == 32
+    assert listed[sales["s-silent"]]["refunded_fen"] == 32
+    assert list(listed[sales["s-silent"]]) == [
+        "rrn", "date", "merchant_id", "amount_fen", "refunded_fen", "points", "converted"
+    ]  # fmt: skip
 
-    simulator = app.simulators["citic"]
+    simulator = switch.simulators["citic"]
     balance = simulator.balance(CARD)
-    store = app._ledger_store
+    store = switch._ledger_store
     assert store is not None
 
     # Applied: the plan is made, named by the payment's RRN; the hold is posted.
-    code, applied = await convert(app, "conv-1", sales["s-applied"])
-    assert code == "00" and applied is not None and applied.plan is not None
-    plan, payment_rrn = applied.plan, applied.outcome.rrn
-    assert plan.purchase_id == payment_rrn and plan.principal_fen == 299_900
+    applied = await convert(app, "conv-1", sales["s-applied"])
+    assert applied["code"] == "00", applied
+    plan = applied["plan"]
+    assert plan["principal_fen"] == 299_900 and plan["instalments"] == 3
+    assert [row["principal_fen"] for row in plan["schedule"]] == [99_968, 99_966, 99_966]
+    payment_rrn = plan["purchase_id"]
     assert simulator.balance(CARD) == balance + 299_900
     sent = [m for m in simulator.received if m.mti == "0200" and m.fields[3] == "280030"]
     assert [(m.fields[2], m.fields[4], m.fields[37], m.fields[41], m.fields[42])
@@ -128,21 +128,25 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
     ]  # fmt: skip
     held = store.transfer_of(TransferKey(APP, "conv-1", "cobrand_convert"))
     assert held is not None and (held.state, held.spec.credit) == ("posted", "bank_clearing:citic")
-    assert by_rrn(await desk.sales(C, APP))[sales["s-applied"]].converted
-    code, _ = await convert(app, "conv-1b", sales["s-applied"])
-    assert code == "12"  # converted already
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-2", customer_id=C))["sales"])
+    assert listed[sales["s-applied"]]["converted"] is True
+    assert await convert(app, "conv-1", sales["s-applied"]) == applied  # kept: the same
+    assert len([m for m in simulator.received if m.fields.get(3) == "280030"]) == 1
+    result(await convert(app, "conv-1b", sales["s-applied"]), "12")  # converted already
 
     # Declined by the bank's test mode (a payment ending in 12): its code, released.
-    code, declined = await convert(app, "conv-2", sales["s-declined"])
-    assert code == "12" and declined is not None and declined.plan is None
+    declined = result(await convert(app, "conv-2", sales["s-declined"]), "12")
+    assert "plan" not in declined
     released = store.transfer_of(TransferKey(APP, "conv-2", "cobrand_convert"))
     assert released is not None and released.state == "voided"
-    assert not by_rrn(await desk.sales(C, APP))[sales["s-declined"]].converted
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-3", customer_id=C))["sales"])
+    assert listed[sales["s-declined"]]["converted"] is False
 
     # Not answered (99,968 ends in 68): 68, reversed at the bank, released.
-    code, silent = await convert(app, "conv-3", sales["s-silent"])
-    assert code == "68" and silent is not None
-    silent_rrn = silent.outcome.rrn
+    result(await convert(app, "conv-3", sales["s-silent"]), "68")
+    silent = [m for m in simulator.received if m.mti == "0200" and m.fields[4] == "000000099968"]
+    assert len(silent) == 1 and silent[0].fields[3] == "280030"
+    silent_rrn = silent[0].fields[37]
     await eventually(lambda: any(
         m.mti in ("0400", "0401") and m.fields[37] == silent_rrn and m.fields[3] == "280030"
         for m in simulator.received
