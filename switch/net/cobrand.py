@@ -430,4 +430,3 @@ class CobrandDesk:
         with trio.CancelScope(shield=True):
             answer = await call.keep(body)
         return answer
-
