@@ -164,3 +164,25 @@ def test_conversion_held_then_planned_or_released(ledger_store: LedgerStoreBase)
     assert ledger_store.credit_status(C).outstanding_principal_fen == 299_900
     assert [s.converted for s in ledger_store.cobrand_sales(C, APP, 30)] == [True]
     assert ledger_store.verify() == []
+
+
+def test_the_plan_map_is_credit_md_s_sample(ledger_store: LedgerStoreBase) -> None:
+    """A co-brand sale of ¥2,999.00 converted into 3 on 2026-03-07 answers the plan map of
+    credit.md's conversion sample, byte for byte (the same map: purchase_id, principal,
+    fees, apr_bps 898, the schedule billed 04-01, 05-01, 06-01)."""
+    import msgspec
+
+    from tests.wire.spec_samples import SPEC_FRAMES
+
+    sample = next(bytes.fromhex(hex_) for page, hex_ in SPEC_FRAMES
+                  if page == "credit.md" and "706c616e" in hex_)  # fmt: skip
+    expected = msgspec.msgpack.encode(msgspec.msgpack.decode(sample)["plan"])
+    account(ledger_store)
+    link(ledger_store)
+    sale(ledger_store, "606411000111", 299_900, day="2026-03-05")
+    ledger_store.credit_close(date(2026, 3, 6), TERMS, 4.0)  # today: 2026-03-07
+    hold(ledger_store, "606411000111", "conv-20260307-1")
+    plan = ledger_store.cobrand_end(C, key=TransferKey(APP, "conv-20260307-1", "convert"),
+                                    sale_rrn="606411000111", payment_rrn="606411000201",
+                                    approved=True, at=6.0)  # fmt: skip
+    assert msgspec.msgpack.encode(plan) == expected
