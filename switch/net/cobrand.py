@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -39,6 +40,7 @@ from switch.core.ledger import LedgerError, TransferKey
 from switch.core.lifecycle import BankTransaction, Cards, Finalizer, TerminalReversal
 from switch.core.model import Acceptor, Card, CardPayment, Origin, Outcome, mask_pan
 from switch.core.numbers import StanSequence
+from switch.core.settlement import ReconLine
 from switch.core.validate import luhn_valid
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
@@ -430,3 +432,35 @@ class CobrandDesk:
         with trio.CancelScope(shield=True):
             answer = await call.keep(body)
         return answer
+
+    # -- settlement (credit.md, "Conversion" and "Points"; settlement.md) --------------------
+
+    async def settled(self, business_date: str, recon: list[ReconLine]) -> None:
+        """A date settled: a conversion's payment settlement finally does not pay is
+        cancelled (the purchase refunded whole, the sale convertible again), an
+        ``amount_mismatch`` on one books the difference to ``recon_loss``, and a linked
+        card's sale it never pays gives back its points. Each keyed: a date settled
+        again changes nothing more. Never raises (logged)."""
+        store, ppy = self.store, self.settings.points_per_yuan
+        for line in recon:
+            if not cobrand.may_be_cobrand(line.masked_pan, self.settings.cobrand_bins):
+                continue
+            rrn, at = line.rrn, self.wall_clock()
+            try:
+                if line.category == "switch_only" and line.action == "reversal_queued":
+                    cancelled = await self._store(partial(store.cobrand_cancel, rrn, at))
+                    taken = await self._store(
+                        partial(store.cobrand_sale_changed, rrn, "not_paid", ref=rrn,
+                                amount_fen=0, points_per_yuan=ppy, at=at)
+                    )  # fmt: skip
+                    if cancelled or taken:
+                        log.info("cobrand_not_paid", business_date=business_date, rrn=rrn,
+                                 conversion_cancelled_fen=cancelled, points_back=taken)  # fmt: skip
+                elif line.category == "amount_mismatch" and line.bank_fen is not None:
+                    await self._store(
+                        partial(store.cobrand_mismatch, rrn, line.switch_fen or 0,
+                                line.bank_fen, at)
+                    )  # fmt: skip
+            except TransactionRefused as exc:
+                log.error("cobrand_settlement_failed", business_date=business_date, rrn=rrn,
+                          error=str(exc))  # fmt: skip

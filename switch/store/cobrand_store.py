@@ -11,9 +11,9 @@ again, nothing moves twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import msgspec
 
@@ -35,13 +35,16 @@ from switch.core.credit.cobrand import (
 )
 from switch.core.credit.plan import CreditRefused, Terms, make_plan
 from switch.core.ledger import Plan, TransferKey, TransferSpec
+from switch.core.ledger import wallet_account as ledger_wallet
 from switch.core.wallet import NotYourWallet
 from switch.store.cobrand_sql import CobrandSql
 from switch.store.credit_store import CreditSteps, CreditStopped
 
 Row = Mapping[str, Any]
 
-PENDING: str = "pending"
+FEE_INCOME: Final = "instalment_fee_income"
+RECON_LOSS: Final = "recon_loss"
+PENDING: Final = "pending"
 """``converted_rrn`` of a sale while its payment to the card awaits the bank."""
 
 
@@ -93,6 +96,10 @@ class CobrandPort(Protocol):
         self, customer_id: str, *, key: TransferKey, sale_rrn: str, payment_rrn: str | None,
         approved: bool, at: float,
     ) -> PlanView | None: ...  # fmt: skip
+    def cobrand_cancel(self, payment_rrn: str, at: float) -> int: ...
+    def cobrand_mismatch(
+        self, payment_rrn: str, switch_fen: int, bank_fen: int, at: float
+    ) -> int: ...
 
 
 def _link(row: Row) -> Link:
@@ -343,3 +350,81 @@ class CobrandSteps(CreditSteps):
                 return None
 
         return self._step("cobrand_end", body)
+
+    # -- settlement's corrections (credit.md, "Conversion"; settlement.md) -----------------
+
+    def cobrand_cancel(self, payment_rrn: str, at: float) -> int:
+        """A conversion's payment that settlement finally does not pay (its reversal
+        queued): the purchase is refunded whole with ``bank_clearing:<bank>`` in place
+        of a merchant, its billed fees reversed (what was repaid of either goes to the
+        wallet), and the sale may be converted again. The principal taken back; 0 for
+        an RRN that is no conversion's, or one cancelled before."""
+
+        def body() -> int:
+            row = self._first(self.cobrand.sale_by_payment, (payment_rrn,))
+            if row is None:
+                return 0
+            sale = _sale(row)
+            account = self._credit_account(sale.customer_id, None, lock=True)
+            item = next((p for p in account.book.purchases if p.purchase_id == payment_rrn), None)
+            if item is None or not item.standing:
+                return 0
+            principal = item.principal_fen - item.refunded_fen
+            book = account.book
+            split = books.RefundSplit(0, 0, 0, 0, 0)
+            if principal:
+                book, split = books.refund(book, on=open_date(account), purchase_id=payment_rrn,
+                                           amount_fen=principal, reverse_fees=True)  # fmt: skip
+            book = msgspec.structs.replace(book, purchases=tuple(
+                msgspec.structs.replace(p, standing=False) if p.purchase_id == payment_rrn else p
+                for p in book.purchases
+            ))  # fmt: skip
+            bank = f"bank_clearing:{sale.bank}"
+            transfer = self._cancel_transfer(payment_rrn, at)
+            receivable_principal = split.unbilled_fen + split.billed_fen
+            repaid_principal = principal - receivable_principal
+            fees_paid = split.wallet_fen - repaid_principal
+            wallet = ledger_wallet(sale.customer_id)
+            transfer("principal", bank, receivable(sale.customer_id), receivable_principal)
+            transfer("principal_repaid", bank, wallet, repaid_principal)
+            transfer("fees", FEE_INCOME, receivable(sale.customer_id), split.fees_reversed_fen)
+            transfer("fees_repaid", FEE_INCOME, wallet, fees_paid)
+            self._save(msgspec.structs.replace(account, book=book), at)
+            again = (sale.refunded_fen, sale.points, sale.state, None, at, sale.rrn)
+            self._execute(self.cobrand.update_sale, again)  # it may be converted again
+            return principal
+
+        return self._step("cobrand_cancel", body)
+
+    def _cancel_transfer(self, payment_rrn: str, at: float) -> Callable[[str, str, str, int], None]:
+        def transfer(leg: str, debit: str, credit: str, amount: int) -> None:
+            if amount <= 0:
+                return
+            key = TransferKey(POINTS_PRINCIPAL, payment_rrn, f"cancel_{leg}")
+            spec = TransferSpec(key=key, debit=debit, credit=credit, amount=amount,
+                                kind="cobrand_cancel", rrn=payment_rrn)  # fmt: skip
+            self._move("transfer", key, at, spec=spec)
+
+        return transfer
+
+    def cobrand_mismatch(self, payment_rrn: str, switch_fen: int, bank_fen: int, at: float) -> int:
+        """An ``amount_mismatch`` on a conversion's payment: the plan stays; the
+        difference goes to ``recon_loss`` (the bank took more: it credited the card
+        more, which the company owes it) or from it. The difference booked; 0 when the
+        RRN is no conversion's."""
+
+        def body() -> int:
+            row = self._first(self.cobrand.sale_by_payment, (payment_rrn,))
+            if row is None or switch_fen == bank_fen:
+                return 0
+            bank = f"bank_clearing:{row['bank']}"
+            more = bank_fen > switch_fen
+            key = TransferKey(POINTS_PRINCIPAL, payment_rrn, "mismatch")
+            spec = TransferSpec(key=key, debit=RECON_LOSS if more else bank,
+                                credit=bank if more else RECON_LOSS,
+                                amount=abs(bank_fen - switch_fen), kind="recon",
+                                rrn=payment_rrn)  # fmt: skip
+            self._move("transfer", key, at, spec=spec)
+            return bank_fen - switch_fen
+
+        return self._step("cobrand_mismatch", body)

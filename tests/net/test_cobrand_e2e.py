@@ -15,6 +15,7 @@ import trio
 
 from switch.config import SwitchConfig
 from switch.core.ledger import TransferKey
+from switch.core.settlement import ReconLine
 from switch.store import open_ledger_store
 from switch.wire import online as wire
 from tests.net import helpers
@@ -157,4 +158,25 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
     status = store.credit_status(C)
     assert status.outstanding_principal_fen == 299_900
     assert status.available_fen == 2_000_000 - 299_900
+    assert store.verify() == []
+
+    # Settlement gives up on the applied payment (switch_only, its reversal queued) and
+    # on the declined one's sale: the conversion is cancelled, the sale's points back.
+    def gave_up(rrn: str, amount: int) -> ReconLine:
+        return ReconLine(
+            business_date="2026-12-08", category="switch_only", bank="citic", rrn=rrn,
+            terminal_id="CREDIT01", merchant_id=OWN_MERCHANT, masked_pan=masked,
+            switch_fen=amount, bank_fen=None, action="reversal_queued",
+        )  # fmt: skip
+
+    lines = [gave_up(payment_rrn, 299_900), gave_up(sales["s-declined"], 100_012)]
+    await desk.settled("2026-12-08", lines)
+    await desk.settled("2026-12-08", lines)  # settled again: nothing more
+    status = store.credit_status(C)
+    assert (status.outstanding_principal_fen, status.available_fen) == (0, 2_000_000)
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-4", customer_id=C))["sales"])
+    assert listed[sales["s-applied"]]["converted"] is False  # may be converted again
+    assert sales["s-declined"] not in listed  # not standing
+    points = result(await app.ask("points_balance", "p-2", customer_id=C))
+    assert points["points"] == 2999 + 999
     assert store.verify() == []

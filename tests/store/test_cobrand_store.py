@@ -186,3 +186,56 @@ def test_the_plan_map_is_credit_md_s_sample(ledger_store: LedgerStoreBase) -> No
                                     sale_rrn="606411000111", payment_rrn="606411000201",
                                     approved=True, at=6.0)  # fmt: skip
     assert msgspec.msgpack.encode(plan) == expected
+
+
+def converted(store: LedgerStoreBase, sale_rrn: str, payment_rrn: str, amount: int) -> None:
+    sale(store, sale_rrn, amount)
+    hold(store, sale_rrn, f"k-{sale_rrn}")
+    store.cobrand_end(C, key=TransferKey(APP, f"k-{sale_rrn}", "convert"), sale_rrn=sale_rrn,
+                      payment_rrn=payment_rrn, approved=True, at=6.0)  # fmt: skip
+
+
+def test_a_payment_settlement_never_pays_cancels_the_conversion(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    """Billed once (period 1: 999.68 + 15.00 fee), 500.00 repaid from the wallet, then
+    settlement gives the payment up: the purchase is refunded whole against
+    bank_clearing, its billed fee reversed, the repaid part back in the wallet."""
+    account(ledger_store)
+    link(ledger_store)
+    from tests.store.test_credit_store import fund_wallet
+
+    fund_wallet(ledger_store, 100_000)
+    converted(ledger_store, "606411000111", "606411000201", 299_900)
+    ledger_store.credit_close(date(2026, 3, 31), TERMS, 7.0)  # the statement of 04-01
+    assert balance(ledger_store, "instalment_fee_income") == 1_500
+    ledger_store.credit_repay_from_wallet(C, key=TransferKey(APP, "rp-1", "repay"),
+                                          rrn="609100000001", amount_fen=50_000,
+                                          purchase_id=None, at=8.0)  # fmt: skip
+    assert balance(ledger_store, f"credit_receivable:{C}") == -(299_900 + 1_500 - 50_000)
+
+    assert ledger_store.cobrand_cancel("606411000201", 9.0) == 299_900
+    assert ledger_store.cobrand_cancel("606411000201", 9.0) == 0  # once
+    assert ledger_store.cobrand_cancel("606411000999", 9.0) == 0  # no conversion's
+    assert balance(ledger_store, f"credit_receivable:{C}") == 0
+    assert balance(ledger_store, "instalment_fee_income") == 0
+    assert balance(ledger_store, "bank_clearing:citic") == 0  # the payment undone
+    assert balance(ledger_store, f"wallet:{C}") == 100_000  # 500.00 repaid comes back
+    status = ledger_store.credit_status(C)
+    assert (status.outstanding_principal_fen, status.payoff_fen) == (0, 0)
+    assert [s.converted for s in ledger_store.cobrand_sales(C, APP, 60)] == [False]
+    assert ledger_store.verify() == []
+
+
+def test_an_amount_mismatch_on_a_payment_books_the_difference(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    account(ledger_store)
+    link(ledger_store)
+    converted(ledger_store, "606411000111", "606411000201", 299_900)
+    assert ledger_store.cobrand_mismatch("606411000201", 299_900, 300_000, 9.0) == 100
+    assert ledger_store.cobrand_mismatch("606411000201", 299_900, 300_000, 9.0) == 100
+    assert balance(ledger_store, "recon_loss") == -100  # an expense: the bank took more
+    assert balance(ledger_store, "bank_clearing:citic") == 300_000
+    assert ledger_store.credit_status(C).outstanding_principal_fen == 299_900  # plan alone
+    assert ledger_store.verify() == []
