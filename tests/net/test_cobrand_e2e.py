@@ -180,3 +180,26 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
     points = result(await app.ask("points_balance", "p-2", customer_id=C))
     assert points["points"] == 2999 + 999
     assert store.verify() == []
+
+
+async def test_pos_sales_earn_points_and_a_terminal_reversal_takes_them_back(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    switch = await start_switch(nursery, configure(make_config))
+    app = await App.connect(switch)
+    result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+    client = await helpers.pos_client(switch)
+    kept = client.terminal.sale(21, CARD, 12_345)
+    assert (await client.request(kept)).fields[39] == "00"
+    reversed_sale = client.terminal.sale(22, CARD, 50_000)
+    assert (await client.request(reversed_sale)).fields[39] == "00"
+    desk = switch.cobrand
+    assert desk is not None
+    await desk.drain()
+    assert result(await app.ask("points_balance", "p-1", customer_id=C))["points"] == 123 + 500
+    reversal = await client.request(client.terminal.reversal(reversed_sale))
+    assert reversal.fields[39] == "00"
+    await desk.drain()
+    assert result(await app.ask("points_balance", "p-2", customer_id=C))["points"] == 123
+    sales = result(await app.ask("cobrand_sales", "cs-1", customer_id=C))["sales"]
+    assert [sale["amount_fen"] for sale in sales] == [12_345]
