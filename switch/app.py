@@ -66,7 +66,7 @@ from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
 from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
-from switch.errors import ConfigError, StartupError
+from switch.errors import ConfigError, StartupError, TransactionRefused
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
@@ -595,6 +595,10 @@ class SwitchApp:
                 if config.credit.cobrand_bins:  # points of linked cards' sales
                     switchboard.on_final = cobrand.note
                 await bank_side.start(cobrand.run)
+                try:  # conversions a crash left between their payment and its end
+                    await cobrand.recover()
+                except TransactionRefused as exc:  # the store down: the next start
+                    log.error("cobrand_recovery_failed", error=str(exc))
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             for name, connector in self.connectors.items():

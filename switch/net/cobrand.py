@@ -48,6 +48,7 @@ from switch.net.onus import LedgerDesk
 from switch.net.switchboard import Switchboard
 from switch.store.cobrand_store import CobrandPort, PointsBalance
 from switch.store.credit_store import CreditStopped
+from switch.store.port import JournalError
 from switch.wire import cobrand as cw
 from switch.wire.app import DeskResult
 
@@ -62,6 +63,7 @@ PAYMENT_CODE: Final = "280030"
 """Field 3 of a payment to a card: 28 payment, 00 from the default account, 30 to a
 credit account (bank-h2h.md)."""
 CNY: Final = "156"
+HOLD_LEG: Final = "cobrand_convert"
 EARNS: Final = frozenset({"sale", "completion"})
 """The kinds of an approved sale (0200, 3 = 00xxxx) that earn points."""
 _CHANGES: Final[dict[str, cobrand.Change]] = {
@@ -77,6 +79,12 @@ class ConvertResult(msgspec.Struct, frozen=True, kw_only=True):
 
     outcome: Outcome
     plan: PlanView | None = None
+
+
+def payment_id(app: str, request_id: str) -> str:
+    """The online id a conversion's payment is journaled under (merchant
+    ``own_merchant_id``): the app principal's and its request's id."""
+    return f"{app}:{request_id}"
 
 
 class Paid(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,7 +228,7 @@ class CobrandDesk:
             _, bank, _ = self.switchboard.bins.route(pan)
         except LookupError:
             raise TransactionRefused("92", "no route for the linked card") from None
-        key = TransferKey(app, request_id, "cobrand_convert")
+        key = self._hold_key(payment_id(app, request_id))
         hold = await self._store(
             lambda: store.cobrand_hold(
                 customer_id, app, key=key, sale_rrn=rrn, instalments=instalments, bank=bank,
@@ -228,15 +236,19 @@ class CobrandDesk:
             )
         )  # fmt: skip
         if hold.again:
-            # The same id held before and has no result: its payment's fate is in doubt
-            # (a crash, or the store failed at its end). Nothing is sent twice.
-            raise TransactionRefused("96", "the first request with this id is still in doubt")
+            # The same id held before and has no result (a crash, or the store failed at
+            # its end): its payment's journaled answer ends it; one still in doubt is
+            # 96. Nothing is sent twice.
+            first = await self._journaled(key.id)
+            if first is None:
+                raise TransactionRefused("96", "the first request with this id is in doubt")
+            return Paid(customer_id=customer_id, key=key, sale_rrn=rrn, outcome=first)
         stamp = self.clock.stamp(self.utc_offset_h)
         payment = CardPayment(
             acceptor=Acceptor(channel="online", terminal_id=settings.own_terminal_id,
                               merchant_id=settings.own_merchant_id),
             stan=self._stans.next(), processing_code=PAYMENT_CODE, card=Card(pan=pan),
-            currency=CNY, amount=hold.amount_fen,
+            currency=CNY, amount=hold.amount_fen, online_id=key.id,
         )  # fmt: skip
         try:
             outcome = await self.switchboard.process(payment, stamp, origin, finalize)
@@ -246,6 +258,52 @@ class CobrandDesk:
                                      outcome=Outcome(code="96")))  # fmt: skip
             raise
         return Paid(customer_id=customer_id, key=key, sale_rrn=rrn, outcome=outcome)
+
+    def _hold_key(self, key_id: str) -> TransferKey:
+        """A conversion's hold: keyed as the ledger's start-up recovery reads a key (the
+        journal's request of merchant ``own_merchant_id`` with online id ``key_id``),
+        so that it ends the hold as the payment's journaled answer says."""
+        return TransferKey(f"cobrand:{self.settings.own_merchant_id}", key_id, HOLD_LEG)
+
+    async def _journaled(self, key_id: str) -> Outcome | None:
+        """The journaled answer of a conversion's payment: never journaled (never sent)
+        is a 96; still ``sending`` (a live worker's, or in doubt): None."""
+        journal = self.switchboard.journal
+        record = await journal.transaction_by_online_id(self.settings.own_merchant_id, key_id)
+        if record is None:
+            return Outcome(code="96", message="system malfunction")
+        if record.state == "sending":
+            return None
+        stands = record.state == "approved" and not record.reversed
+        return Outcome(
+            code="00" if stands else (record.code if record.code not in (None, "00") else "96"),
+            rrn=record.rrn, settlement_date=record.business_date or None,
+        )  # fmt: skip
+
+    async def recover(self) -> int:
+        """At start-up, after the journal's and the ledger's recovery: each conversion
+        a crash left between its payment and its end is ended as the payment's
+        journaled answer says (the plan made, or the hold released); one still in
+        doubt is left. How many were ended."""
+        store = self.store
+        if not self.settings.own_merchant_id:
+            return 0
+        ended = 0
+        for pending in await self._store(store.cobrand_pending):
+            try:
+                outcome = await self._journaled(pending.key_id)
+            except JournalError as exc:
+                log.error("cobrand_recovery_failed", error=str(exc))
+                return ended
+            if outcome is None:
+                continue
+            paid = Paid(customer_id=pending.customer_id, key=self._hold_key(pending.key_id),
+                        sale_rrn=pending.sale_rrn, outcome=outcome)  # fmt: skip
+            await self._end(paid)
+            ended += 1
+        if ended:
+            log.warning("cobrand_conversions_recovered", ended=ended)
+        return ended
 
     def end(self, store: CobrandPort, paid: Paid) -> PlanView | None:
         """The hold posted and the plan made (an approval: its view), or voided (None):

@@ -39,6 +39,7 @@ def cobrand_migrations(d: Dialect) -> tuple[str, ...]:
         state {t} NOT NULL CHECK (state IN ('standing', 'voided', 'reversed', 'not_paid')),
         converted_rrn {t},                 -- the payment to the card that converts it
         pan_hmac {t} NOT NULL,             -- hex: the card's, as linked when it was made
+        convert_key {t},                   -- the latest conversion's hold: its key's id
         at {r} NOT NULL
     );
     CREATE TABLE cobrand_change (           -- each void, refund, reversal applied once
@@ -66,6 +67,8 @@ class CobrandSql(msgspec.Struct, frozen=True, kw_only=True):
     sale_by_payment: str
     sale_card: str
     change_of: str
+    set_convert_key: str
+    pending_conversions: str
     insert_change: str
 
 
@@ -105,6 +108,11 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
         ),
         sale_by_payment=sql(f"SELECT {SALE_COLUMNS} FROM cobrand_sale WHERE converted_rrn = ?"),
         sale_card=sql("SELECT pan_hmac FROM cobrand_sale WHERE rrn = ?"),
+        set_convert_key=sql("UPDATE cobrand_sale SET convert_key = ? WHERE rrn = ?"),
+        pending_conversions=sql(
+            "SELECT customer_id, rrn, convert_key FROM cobrand_sale "
+            "WHERE converted_rrn = 'pending' ORDER BY rrn"
+        ),
         change_of=sql("SELECT rrn FROM cobrand_change WHERE ref = ? AND what = ?"),
         insert_change=sql("INSERT INTO cobrand_change (ref, what, rrn, at) VALUES (?, ?, ?, ?)"),
     )

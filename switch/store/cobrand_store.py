@@ -34,7 +34,7 @@ from switch.core.credit.cobrand import (
     sale_view,
 )
 from switch.core.credit.plan import CreditRefused, Terms, make_plan
-from switch.core.ledger import Plan, TransferKey, TransferSpec
+from switch.core.ledger import LedgerDamaged, TransferKey, TransferNotFound, TransferSpec
 from switch.core.ledger import wallet_account as ledger_wallet
 from switch.core.wallet import NotYourWallet
 from switch.store.cobrand_sql import CobrandSql
@@ -63,6 +63,13 @@ class ConversionHold(msgspec.Struct, frozen=True, kw_only=True):
     bank: str
     again: bool = False
     """The key had held before (a repeat): nothing new was held."""
+
+
+class PendingConversion(msgspec.Struct, frozen=True, kw_only=True):
+    customer_id: str
+    sale_rrn: str
+    key_id: str
+    """The hold's key's ``id``: the payment's online id in the journal."""
 
 
 class PointsBalance(msgspec.Struct, frozen=True):
@@ -97,6 +104,7 @@ class CobrandPort(Protocol):
         approved: bool, at: float,
     ) -> PlanView | None: ...  # fmt: skip
     def cobrand_cancel(self, payment_rrn: str, at: float) -> int: ...
+    def cobrand_pending(self) -> list[PendingConversion]: ...
     def cobrand_mismatch(
         self, payment_rrn: str, switch_fen: int, bank_fen: int, at: float
     ) -> int: ...
@@ -300,6 +308,7 @@ class CobrandSteps(CreditSteps):
             self._execute(self.cobrand.update_sale,
                           (sale.refunded_fen, sale.points, sale.state, PENDING, at,
                            sale.rrn))  # fmt: skip
+            self._execute(self.cobrand.set_convert_key, (key.id, sale.rrn))
             return ConversionHold(amount_fen=amount, bank=bank,
                                   pan_sealed=bytes.fromhex(link_row["pan_sealed"]))  # fmt: skip
 
@@ -322,25 +331,31 @@ class CobrandSteps(CreditSteps):
 
         def body() -> PlanView | None:
             account = self._credit_account(customer_id, None, lock=True)
-            plan: Plan = self._move("post" if approved else "void", key, at)
+            transfer = self._lock_transfer(key)
+            if transfer is None:
+                raise TransferNotFound(f"no conversion hold {key}")
+            if transfer.state == "pending":
+                self._move("post" if approved else "void", key, at)
+            elif (transfer.state == "posted") != approved:  # start-up recovery ended it
+                raise LedgerDamaged(
+                    f"conversion {key.id}: its hold is {transfer.state}, its payment "
+                    f"{'approved' if approved else 'not approved'}"
+                )
             book = account.book
-            row = self._first(self.cobrand.lock_sale, (sale_rrn,))
-            if plan.changes:
+            if any(p.purchase_id == sale_rrn for p in book.purchases):  # held, not ended
+                kept = [p for p in book.purchases if p.purchase_id != sale_rrn]
                 if approved:
                     assert payment_rrn is not None
                     item = books.purchase_of(book, sale_rrn)
-                    kept = [p for p in book.purchases if p.purchase_id != sale_rrn]
                     kept.append(msgspec.structs.replace(item, purchase_id=payment_rrn))
                     kept.sort(key=lambda p: (p.business_date, p.purchase_id))
-                    book = msgspec.structs.replace(book, purchases=tuple(kept))
-                else:
-                    kept = [p for p in book.purchases if p.purchase_id != sale_rrn]
-                    book = msgspec.structs.replace(book, purchases=tuple(kept))
+                book = msgspec.structs.replace(book, purchases=tuple(kept))
                 self._save(msgspec.structs.replace(account, book=book), at)
-                if row is not None:
-                    self._execute(self.cobrand.update_sale,
-                                  (row["refunded_fen"], row["points"], row["state"],
-                                   payment_rrn if approved else None, at, sale_rrn))  # fmt: skip
+            row = self._first(self.cobrand.lock_sale, (sale_rrn,))
+            if row is not None and row["converted_rrn"] == PENDING:
+                self._execute(self.cobrand.update_sale,
+                              (row["refunded_fen"], row["points"], row["state"],
+                               payment_rrn if approved else None, at, sale_rrn))  # fmt: skip
             if not approved:
                 return None
             assert payment_rrn is not None
@@ -350,6 +365,13 @@ class CobrandSteps(CreditSteps):
                 return None
 
         return self._step("cobrand_end", body)
+
+    def cobrand_pending(self) -> list[PendingConversion]:
+        """Conversions whose hold has not ended (a crash between the payment and its
+        end): start-up ends each as the journal says."""
+        rows = self._read(lambda: self._execute(self.cobrand.pending_conversions))
+        return [PendingConversion(customer_id=row["customer_id"], sale_rrn=row["rrn"],
+                                  key_id=row["convert_key"]) for row in rows]  # fmt: skip
 
     # -- settlement's corrections (credit.md, "Conversion"; settlement.md) -----------------
 

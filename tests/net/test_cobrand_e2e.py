@@ -15,6 +15,7 @@ import trio
 
 from switch.config import SwitchConfig
 from switch.core.ledger import TransferKey
+from switch.core.model import Origin
 from switch.core.settlement import ReconLine
 from switch.store import open_ledger_store
 from switch.wire import online as wire
@@ -50,6 +51,11 @@ def configure(make_config: Configure) -> SwitchConfig:
     finally:
         store.close()
     return config
+
+
+def hold_key(request_id: str) -> TransferKey:
+    """A conversion's hold: the journal's payment of the own merchant, by online id."""
+    return TransferKey(f"cobrand:{OWN_MERCHANT}", f"{APP}:{request_id}", "cobrand_convert")
 
 
 def purchase(request_id: str, amount: int) -> wire.Purchase:
@@ -127,7 +133,7 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
             for m in sent] == [
         (CARD, "000000299900", payment_rrn, "CREDIT01", OWN_MERCHANT)
     ]  # fmt: skip
-    held = store.transfer_of(TransferKey(APP, "conv-1", "cobrand_convert"))
+    held = store.transfer_of(hold_key("conv-1"))
     assert held is not None and (held.state, held.spec.credit) == ("posted", "bank_clearing:citic")
     listed = by_rrn(result(await app.ask("cobrand_sales", "cs-2", customer_id=C))["sales"])
     assert listed[sales["s-applied"]]["converted"] is True
@@ -138,7 +144,7 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
     # Declined by the bank's test mode (a payment ending in 12): its code, released.
     declined = result(await convert(app, "conv-2", sales["s-declined"]), "12")
     assert "plan" not in declined
-    released = store.transfer_of(TransferKey(APP, "conv-2", "cobrand_convert"))
+    released = store.transfer_of(hold_key("conv-2"))
     assert released is not None and released.state == "voided"
     listed = by_rrn(result(await app.ask("cobrand_sales", "cs-3", customer_id=C))["sales"])
     assert listed[sales["s-declined"]]["converted"] is False
@@ -152,7 +158,7 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
         m.mti in ("0400", "0401") and m.fields[37] == silent_rrn and m.fields[3] == "280030"
         for m in simulator.received
     ))  # fmt: skip
-    released = store.transfer_of(TransferKey(APP, "conv-3", "cobrand_convert"))
+    released = store.transfer_of(hold_key("conv-3"))
     assert released is not None and released.state == "voided"
     assert simulator.balance(CARD) == balance + 299_900
     status = store.credit_status(C)
@@ -203,3 +209,43 @@ async def test_pos_sales_earn_points_and_a_terminal_reversal_takes_them_back(
     assert result(await app.ask("points_balance", "p-2", customer_id=C))["points"] == 123
     sales = result(await app.ask("cobrand_sales", "cs-1", customer_id=C))["sales"]
     assert [sale["amount_fen"] for sale in sales] == [12_345]
+
+
+async def test_a_conversion_a_crash_left_unended_is_ended_at_start_up(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    """The payment approved at the bank and journaled, then the switch stops before the
+    hold's end: the next start posts the hold and makes the plan (named by the
+    payment's RRN), as the journal's answer says."""
+    config = configure(make_config)
+    async with trio.open_nursery() as first:
+        switch = await start_switch(first, config)
+        app = await App.connect(switch)
+        result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+        client = await online_client(switch)
+        sold = await client.request(purchase("s-1", 299_900))
+        assert isinstance(sold, wire.Result) and sold.rrn is not None
+        desk = switch.cobrand
+        assert desk is not None
+        await desk.drain()
+        origin = Origin("online", 0, trio.current_time())
+        paid = await desk.pay(C, APP, "conv-1", rrn=sold.rrn, instalments=3, origin=origin)
+        assert paid.approved and paid.outcome.rrn is not None  # and no end: a crash
+        first.cancel_scope.cancel()
+    switch = await start_switch(nursery, config)
+    store = switch._ledger_store
+    assert store is not None
+    held = store.transfer_of(hold_key("conv-1"))
+    assert held is not None and held.state == "posted"
+    plans = store.credit_status(C)
+    assert plans.outstanding_principal_fen == 299_900
+    book = store.credit_account(C).book  # the plan is the payment's RRN's at once
+    assert [p.purchase_id for p in book.purchases] == [paid.outcome.rrn]
+    app = await App.connect(switch)
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-1", customer_id=C))["sales"])
+    assert listed[sold.rrn]["converted"] is True
+    # The app's repeat of its request is answered from the journal's answer: 00 and the
+    # plan, and the bank saw one payment.
+    again = result(await convert(app, "conv-1", sold.rrn))
+    assert again["plan"]["purchase_id"] == paid.outcome.rrn
+    assert store.verify() == []
