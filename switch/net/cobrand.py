@@ -38,12 +38,21 @@ from switch.core.credit.book import PlanView
 from switch.core.credit.settings import CreditSettings
 from switch.core.ledger import LedgerError, TransferKey
 from switch.core.lifecycle import BankTransaction, Cards, Finalizer, TerminalReversal
-from switch.core.model import Acceptor, Card, CardPayment, Origin, Outcome, mask_pan
+from switch.core.model import (
+    KIND_NAMES,
+    Acceptor,
+    Card,
+    CardPayment,
+    Origin,
+    Outcome,
+    mask_pan,
+)
 from switch.core.numbers import StanSequence
 from switch.core.settlement import ReconLine
 from switch.core.validate import luhn_valid
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
+from switch.net.channel import log_transaction
 from switch.net.onus import LedgerDesk
 from switch.net.switchboard import Switchboard
 from switch.store.cobrand_store import CobrandPort, PointsBalance
@@ -257,6 +266,10 @@ class CobrandDesk:
                 await self._end(Paid(customer_id=customer_id, key=key, sale_rrn=rrn,
                                      outcome=Outcome(code="96")))  # fmt: skip
             raise
+        log_transaction(
+            payment, outcome, stats=self.switchboard.stats, channel="online",
+            kind=KIND_NAMES[CardPayment], received_at=origin.received_at,
+        )  # fmt: skip
         return Paid(customer_id=customer_id, key=key, sale_rrn=rrn, outcome=outcome)
 
     def _hold_key(self, key_id: str) -> TransferKey:

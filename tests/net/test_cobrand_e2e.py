@@ -19,6 +19,7 @@ from switch.core.model import Origin
 from switch.core.settlement import ReconLine
 from switch.store import open_ledger_store
 from switch.wire import online as wire
+from tests.conftest import LogSink
 from tests.net import helpers
 from tests.net.helpers import FAST_SAF, PAN_CITIC_CREDIT, eventually, online_client, start_switch
 from tests.net.test_app_desk_e2e import App, result
@@ -72,7 +73,9 @@ def by_rrn(sales: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {sale["rrn"]: sale for sale in sales}
 
 
-async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: Configure) -> None:
+async def test_link_points_and_conversions(
+    nursery: trio.Nursery, make_config: Configure, log_sink: LogSink
+) -> None:
     config = configure(make_config)
     switch = await start_switch(nursery, config)
     app = await App.connect(switch)
@@ -165,6 +168,11 @@ async def test_link_points_and_conversions(nursery: trio.Nursery, make_config: C
     assert status.outstanding_principal_fen == 299_900
     assert status.available_fen == 2_000_000 - 299_900
     assert store.verify() == []
+
+    payments = [e for e in log_sink.events("txn") if e.get("kind") == "card_payment"]
+    assert [e["code"] for e in payments] == ["00", "12", "68"]
+    assert {e["pan"] for e in payments} == {masked}
+    assert CARD not in log_sink.text()  # the card number never reaches a log
 
     # Settlement gives up on the applied payment (switch_only, its reversal queued) and
     # on the declined one's sale: the conversion is cancelled, the sale's points back.
