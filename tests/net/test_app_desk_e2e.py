@@ -195,6 +195,14 @@ async def test_types_are_open_to_their_principal_only_and_fields_are_checked(
     ):
         error(await shop.ask("qr_create", request_id, **fields), "30", field)
     error(await shop.ask("qr_status", "q-5", merchant_id=QR_MERCHANT, qr_id="short"), "30", "qr_id")
+    # A merchant's id is one space across its card requests and its desk requests.
+    from tests.net.helpers import PAN_ICBC
+
+    card = {"pan": PAN_ICBC, "expiry": "2812"}
+    bought = result(await shop.ask("purchase", "dup-1", merchant_id=QR_MERCHANT, amount=100,
+                                   currency="CNY", card=card))  # fmt: skip
+    assert bought["approved"]
+    error(await shop.ask("qr_create", "dup-1", merchant_id=QR_MERCHANT, amount=100), "94")
 
 
 def operator_module(switch: SwitchApp) -> Any:
@@ -400,8 +408,10 @@ def as_issued(sample: str, sample_qr_id: str, qr_id: str) -> str:
 
 def qr_config(tmp_path: Any, **sections: Any) -> SwitchConfig:
     merchants = tmp_path / "merchants.csv"
-    rows = (REPO_MERCHANTS.read_text(encoding="utf-8").rstrip("\n")
-            + f"\n{SAMPLE_MERCHANT},京东便利店 JD Mart,5411,38,0,2600,6222021000000000035\n")
+    rows = (
+        REPO_MERCHANTS.read_text(encoding="utf-8").rstrip("\n")
+        + f"\n{SAMPLE_MERCHANT},京东便利店 JD Mart,5411,38,0,2600,6222021000000000035\n"
+    )
     merchants.write_text(rows, encoding="utf-8")  # fmt: skip
     return make_config(settlement={"merchants_file": str(merchants)}, **sections)
 
@@ -411,10 +421,18 @@ from pathlib import Path  # noqa: E402
 REPO_MERCHANTS = Path(__file__).resolve().parents[2] / "conf" / "merchants.csv"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def qr_engine_config(request: pytest.FixtureRequest, tmp_path: Any) -> SwitchConfig:
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_dsn")
+        return qr_config(tmp_path, journal={"backend": "postgresql", "dsn": dsn})
+    return qr_config(tmp_path)
+
+
 async def test_qr_codes_are_created_as_the_samples_and_read_back(
-    nursery: trio.Nursery, tmp_path: Any
+    nursery: trio.Nursery, qr_engine_config: SwitchConfig
 ) -> None:
-    switch = await start_switch(nursery, qr_config(tmp_path))
+    switch = await start_switch(nursery, qr_engine_config)
     shop = await App.connect(switch, OnlineKey.demo_merchant(SAMPLE_MERCHANT))
     before = time.time()
     dynamic = result(await shop.ask("qr_create", "qr-1", merchant_id=SAMPLE_MERCHANT,
@@ -458,3 +476,164 @@ async def test_qr_codes_are_created_as_the_samples_and_read_back(
                           currency="USD"), "57")  # fmt: skip
     unlisted = await App.connect(switch, OnlineKey.demo_merchant("SHOP99"))
     error(await unlisted.ask("qr_create", "qr-5", merchant_id="SHOP99"), "03", "merchant_id")
+
+
+async def test_the_close_writes_the_withdrawals_file_once(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    import os
+    import stat
+
+    from switch.net.withdrawals import WithdrawalsFiles
+
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    store = store_of(switch)
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+    await credit(switch, 50_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, **ACCOUNT}
+    first = result(await app.ask("wallet_withdraw", "w-1", amount=10_000, **ask))
+    second = result(await app.ask("wallet_withdraw", "w-2", amount=2_500, **ask))
+    result(await app.ask("wallet_withdraw", "w-3", amount=99_999, **ask), "51")
+    day = first["settlement_date"]
+    assert switch.settlement is not None
+    closed = await switch.settlement.close_now()
+    assert closed.business_date.isoformat() == day
+    path = switch.config.settlement_out_dir() / f"withdrawals-{day.replace('-', '')}.csv"
+    value_date = first["value_date"]
+    rows = sorted([(first["rrn"], 10_000), (second["rrn"], 2_500)])
+    expected = (
+        "business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
+        + "".join(f"{day},{value_date},{rrn},{CUSTOMER},102100099996,6222021000111133335,"
+                  f"张三,{amount}\n" for rrn, amount in rows)
+    ).encode()  # fmt: skip
+    assert path.read_bytes() == expected
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    payable = await in_store(switch, store.account, "withdrawals_payable")
+    payouts = await in_store(switch, store.account, "payouts")
+    assert (payable.balances.balance, payouts.balances.balance) == (0, 12_500)
+    # Written again: the same bytes, nothing posted twice.
+    again = WithdrawalsFiles(store, switch.config.settlement_out_dir(), time.time)
+    assert await again.close(day) == path and path.read_bytes() == expected
+    payouts = await in_store(switch, store.account, "payouts")
+    assert payouts.balances.balance == 12_500
+    # A date without withdrawals has its file too: the header alone.
+    empty = await again.close(first["value_date"])
+    assert empty is not None and empty.read_bytes() == expected.split(b"\n")[0] + b"\n"
+
+
+async def test_a_result_is_kept_with_its_change_or_neither_and_repeats_wait_for_the_first(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    import threading
+
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    store = store_of(switch)
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+    await credit(switch, 50_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, "amount": 10_000, **ACCOUNT}
+    engine_error = type(store).errors[0]  # type: ignore[attr-defined]
+
+    def fail(name: str) -> None:
+        if name == "desk_kept":
+            raise engine_error("injected: the commit fails")
+
+    # The store fails at the commit: the debit and the kept result roll back together.
+    store.fault = fail
+    result(await app.ask("wallet_withdraw", "w-1", **ask), "91")
+    store.fault = None
+    wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
+    assert (wallet.balances.balance, wallet.balances.debits_pending) == (50_000, 0)
+    # Sent again, it is checked anew and debits once.
+    done = result(await app.ask("wallet_withdraw", "w-1", **ask))
+    assert done["balance_after"] == 40_000
+    # A repeat that comes while its first is in flight waits for the first's result.
+    release = threading.Event()
+
+    def hold(name: str) -> None:
+        if name == "desk_kept":
+            release.wait(10)
+
+    store.fault = hold
+    second = await App.connect(switch)
+    third = await App.connect(switch)
+    frame = msgspec.msgpack.encode({"type": "wallet_withdraw", "id": "w-2", **ask})
+    await app.client.send_raw(frame)
+    desk = desk_of(switch)
+    with trio.fail_after(10):
+        while desk.statistics()["in_flight"] != 1:
+            await trio.sleep(0.01)
+    await second.client.send_raw(frame)
+    with trio.fail_after(10):
+        while desk.statistics()["repeats_waiting"] != 1:
+            await trio.sleep(0.01)
+    # Different content under the id in flight: 94 at once.
+    error(await third.ask("wallet_withdraw", "w-2", **{**ask, "amount": 1}), "94")
+    release.set()
+    with trio.fail_after(10):
+        first_raw = await app.client.receive_raw()
+        second_raw = await second.client.receive_raw()
+    store.fault = None
+    assert first_raw == second_raw and result(msgspec.msgpack.decode(first_raw))
+    wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
+    assert wallet.balances.balance == 30_000
+
+
+async def test_risk_rules_come_after_the_account_and_before_the_money(
+    nursery: trio.Nursery,
+) -> None:
+    from switch.core.wallet import Refusal
+
+    switch = await start_switch(nursery, make_config())
+    app = await App.connect(switch)
+    wallet_desk = desk_of(switch)._rows["wallet_withdraw"][1].__self__
+    screened: list[tuple[str, int]] = []
+
+    async def screen(call: Any, kind: str, amount: int) -> Refusal | None:
+        screened.append((kind, amount))
+        return Refusal("59", "suspected fraud (rule w-large)") if amount >= 20_000 else None
+
+    wallet_desk.screen = screen
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 1}))
+    await credit(switch, 150_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, **ACCOUNT}
+    # Not bound: 14 before the rules are asked.
+    other = {**ask, "account": "6222021000111199999"}
+    result(await app.ask("wallet_withdraw", "w-1", amount=30_000, **other), "14")
+    assert screened == []
+    refused = result(await app.ask("wallet_withdraw", "w-2", amount=30_000, **ask), "59")
+    assert refused["message"] == "suspected fraud (rule w-large)" and len(refused["rrn"]) == 12
+    assert screened == [("withdrawal", 30_000)]
+    # Past the rules, the class limit (61) comes before the balance.
+    result(await app.ask("wallet_withdraw", "w-3", amount=10_000, **ask))
+    wallet_desk.screen = None
+    result(await app.ask("wallet_withdraw", "w-4", amount=90_001, **ask), "61")
+
+
+async def test_a_repeat_after_a_restart_gets_the_kept_result(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    ask = {"customer_id": CUSTOMER, "amount": 10_000, **ACCOUNT}
+    frame = msgspec.msgpack.encode({"type": "wallet_withdraw", "id": "w-1", **ask})
+    async with trio.open_nursery() as first_life:
+        switch = await start_switch(first_life, engine_config)
+        app = await App.connect(switch)
+        result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+        await credit(switch, 50_000)
+        result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+        await app.client.send_raw(frame)
+        with trio.fail_after(10):
+            first = await app.client.receive_raw()
+        await app.client.aclose()
+        switch.shutdown()
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    await app.client.send_raw(frame)
+    with trio.fail_after(10):
+        assert await app.client.receive_raw() == first
+    balance = result(await app.ask("wallet_balance", "b-1", customer_id=CUSTOMER))
+    assert balance["balance"] == 40_000
