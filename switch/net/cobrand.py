@@ -358,8 +358,10 @@ class CobrandDesk:
         """What the switchboard answered and journaled, for the points of linked cards'
         sales: never blocks, never raises."""
         record = machine.record
-        if record is None or not cobrand.may_be_cobrand(
-            record.pan_masked, self.settings.cobrand_bins
+        if (
+            record is None
+            or not cobrand.may_be_cobrand(record.pan_masked, self.settings.cobrand_bins)
+            or record.merchant_id == self.settings.own_merchant_id  # repayments, payments
         ):
             return
         note: _Note | None = None

@@ -100,9 +100,9 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
             "UPDATE cobrand_sale SET refunded_fen = ?, points = ?, state = ?, "
             "converted_rrn = ?, at = ? WHERE rrn = ?"
         ),
-        # The standing sales of the last ``convert_days``, newest first.
+        # The linked card's standing sales of the last ``convert_days``, newest first.
         sales_of=sql(
-            f"SELECT {SALE_COLUMNS} FROM cobrand_sale WHERE customer_id = ? "
+            f"SELECT {SALE_COLUMNS} FROM cobrand_sale WHERE customer_id = ? AND pan_hmac = ? "
             "AND state = 'standing' AND business_date >= ? "
             "ORDER BY business_date DESC, rrn DESC"
         ),

@@ -238,7 +238,7 @@ class CobrandSteps(CreditSteps):
             if link is None:
                 return []
             since = (open_date(account) - timedelta(convert_days)).isoformat()
-            rows = self._execute(self.cobrand.sales_of, (customer_id, since))
+            rows = self._execute(self.cobrand.sales_of, (customer_id, link["pan_hmac"], since))
             return [sale_view(_sale(row)) for row in rows]
 
         return self._read(body)

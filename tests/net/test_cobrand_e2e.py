@@ -18,6 +18,7 @@ from switch.core.ledger import TransferKey
 from switch.core.model import Origin
 from switch.core.settlement import ReconLine
 from switch.store import open_ledger_store
+from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import LogSink
 from tests.net import helpers
@@ -207,6 +208,10 @@ async def test_pos_sales_earn_points_and_a_terminal_reversal_takes_them_back(
     assert (await client.request(kept)).fields[39] == "00"
     reversed_sale = client.terminal.sale(22, CARD, 50_000)
     assert (await client.request(reversed_sale)).fields[39] == "00"
+    # A sale to the credit line's own merchant (a repayment by card) earns none.
+    own = await helpers.pos_client(switch, Terminal(terminal_id="POS00009",
+                                                    merchant_id=OWN_MERCHANT))  # fmt: skip
+    assert (await own.request(own.terminal.sale(23, CARD, 70_000))).fields[39] == "00"
     desk = switch.cobrand
     assert desk is not None
     await desk.drain()

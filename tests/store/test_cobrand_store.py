@@ -131,6 +131,7 @@ def test_conversion_checks_in_order(ledger_store: LedgerStoreBase) -> None:
     ledger_store.credit_freeze(C, False, "", 5.0)
     link(ledger_store, C, OTHER)  # the sales of a card no longer linked are not the customer's
     assert refused(ledger_store, "600000000001", "k1") == "25"
+    assert ledger_store.cobrand_sales(C, APP, 30) == []  # nor listed
 
 
 def test_conversion_held_then_planned_or_released(ledger_store: LedgerStoreBase) -> None:
