@@ -230,7 +230,8 @@ class CobrandDesk:
             raise TransactionRefused("96", "[credit] own_merchant_id is not configured")
         store = self.store
         link = await self._store(lambda: store.cobrand_link_of(customer_id))
-        if link is None:
+        if link is None:  # no account is 14 first, another app's customer 03
+            await self._store(lambda: store.credit_status(customer_id, app))
             raise TransactionRefused("25", "no co-brand card is linked")
         pan = self.cards.open(link.pan_sealed)
         try:

@@ -19,7 +19,7 @@ import msgspec
 
 from switch.core.credit import book as books
 from switch.core.credit import cobrand
-from switch.core.credit.billing import open_date, purchase_refusal, receivable
+from switch.core.credit.billing import AccountView, open_date, purchase_refusal, receivable
 from switch.core.credit.book import PlanView
 from switch.core.credit.cobrand import (
     POINTS_ISSUED,
@@ -85,6 +85,7 @@ class CobrandPort(Protocol):
         masked_pan: str, at: float,
     ) -> str: ...  # fmt: skip
     def cobrand_link_of(self, customer_id: str) -> Link | None: ...
+    def credit_status(self, customer_id: str, app: str | None = None) -> AccountView: ...
     def cobrand_sale_approved(
         self, *, pan_hmac: bytes, rrn: str, business_date: str, merchant_id: str, bank: str,
         amount_fen: int, points_per_yuan: int, sold_at: float, at: float,

@@ -80,6 +80,9 @@ async def test_link_points_and_conversions(
     config = configure(make_config)
     switch = await start_switch(nursery, config)
     app = await App.connect(switch)
+    result(await convert(app, "conv-0", "000000000000"), "25")  # no card linked
+    result(await app.ask("cobrand_convert", "conv-00", customer_id="C999", rrn="000000000000",
+                         instalments=3), "14")  # fmt: skip
     refused = await app.ask("cobrand_link", "l-0", customer_id=C, pan=helpers.PAN_ICBC)
     result(refused, "14")  # not co-brand
     bad = await app.ask("cobrand_link", "l-0b", customer_id=C, pan=CARD[:-1] + "0")
@@ -127,6 +130,7 @@ async def test_link_points_and_conversions(
     # Applied: the plan is made, named by the payment's RRN; the hold is posted.
     applied = await convert(app, "conv-1", sales["s-applied"])
     assert applied["code"] == "00", applied
+    assert applied["settlement_date"] == listed[sales["s-applied"]]["date"]  # today
     plan = applied["plan"]
     assert plan["principal_fen"] == 299_900 and plan["instalments"] == 3
     assert [row["principal_fen"] for row in plan["schedule"]] == [99_968, 99_966, 99_966]
