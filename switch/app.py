@@ -609,6 +609,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
@@ -962,6 +964,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
             adviser.connector = connector
             if previous is not None:

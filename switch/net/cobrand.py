@@ -376,14 +376,26 @@ class CobrandDesk:
             elif record.kind in _CHANGES and record.original_rrn is not None:
                 note = _Changed(record.original_rrn, _CHANGES[record.kind], record.rrn,
                                 record.amount)  # fmt: skip
-        if note is None:
-            return
+        if note is not None:
+            self._queue(note, record.rrn)
+
+    def _queue(self, note: _Note, rrn: str) -> None:
         try:
             self._send.send_nowait(note)
             self._pending += 1
         except trio.WouldBlock:
             self.points_dropped += 1
-            log.error("cobrand_points_dropped", rrn=record.rrn, backlog=POINTS_BACKLOG)
+            log.error("cobrand_points_dropped", rrn=rrn, backlog=POINTS_BACKLOG)
+
+    def advice_accepted(self, record: TxnRecord) -> None:
+        """A stood-in sale whose advice its bank accepted: it earns its points now
+        (credit.md). Never blocks, never raises."""
+        if (
+            record.kind in EARNS
+            and cobrand.may_be_cobrand(record.pan_masked, self.settings.cobrand_bins)
+            and record.merchant_id != self.settings.own_merchant_id
+        ):
+            self._queue(_Earned(record), record.rrn)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Applies the points noted, in order, until cancelled."""

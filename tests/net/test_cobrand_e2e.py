@@ -21,6 +21,7 @@ from switch.store import open_ledger_store
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import LogSink
+from tests.conftest import make_config as sqlite_config
 from tests.net import helpers
 from tests.net.helpers import FAST_SAF, PAN_CITIC_CREDIT, eventually, online_client, start_switch
 from tests.net.test_app_desk_e2e import App, result
@@ -37,11 +38,12 @@ def make_config(request: pytest.FixtureRequest) -> Configure:
     return config_maker(request)
 
 
-def configure(make_config: Configure) -> SwitchConfig:
+def configure(make_config: Configure, **sections: Any) -> SwitchConfig:
+    sections.setdefault("banks", {"citic": {"issuer_timeout_s": 1.0}})
     config = make_config(
         credit={"cobrand_bins": ["625808"], "own_merchant_id": OWN_MERCHANT},
-        banks={"citic": {"issuer_timeout_s": 1.0}},
         saf=FAST_SAF,
+        **sections,
     )
     store = open_ledger_store(config)
     store.open()
@@ -266,3 +268,46 @@ async def test_a_conversion_a_crash_left_unended_is_ended_at_start_up(
     again = result(await convert(app, "conv-1", sold.rrn))
     assert again["plan"]["purchase_id"] == paid.outcome.rrn
     assert store.verify() == []
+
+
+async def test_a_stood_in_sale_earns_its_points_once_its_advice_is_accepted(
+    nursery: trio.Nursery,
+) -> None:
+    """credit.md: a stood-in sale earns its points once its advice is accepted. citic is
+    down (its simulator not started): the sale is stood in and earns nothing; citic
+    back, the advice is accepted and the points come."""
+    from tests.net.test_stand_in_e2e import (
+        MERCHANTS,
+        STAND_IN,
+        citic_back,
+        free_port,
+        start_without_citic,
+    )
+
+    port = await free_port()
+    config = configure(
+        sqlite_config,
+        banks={"citic": {"simulate": False, "port": port, "links": 1, "stand_in": STAND_IN}},
+        settlement={"merchants_file": MERCHANTS},
+    )
+    switch = await start_without_citic(nursery, config)
+    app = await App.connect(switch)
+    result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+    client = await helpers.pos_client(switch)
+    stood = await client.request(client.terminal.sale(1, CARD, 8_800))
+    assert stood.fields[39] == "00" and str(stood.fields[38]).startswith("S")
+    desk = switch.cobrand
+    assert desk is not None
+    await desk.drain()
+    assert result(await app.ask("points_balance", "p-1", customer_id=C))["points"] == 0
+    await citic_back(nursery, config)
+
+    async def points() -> int:
+        await desk.drain()
+        answer = result(await app.ask("points_balance", f"p-{trio.current_time()}",
+                                      customer_id=C))  # fmt: skip
+        return int(answer["points"])
+
+    with trio.fail_after(20):
+        while await points() != 88:
+            await trio.sleep(0.1)
