@@ -173,6 +173,7 @@ class SwitchApp:
         self.risk = RiskGate(
             RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
             card_hashes=self.vault.card_hashes,
+            cobrand_bins=config.credit.cobrand_bins,  # funding cobrand (risk.md)
         )
         """The risk rules in force and their windows (risk.md)."""
         terminal_entries(self.security, config)

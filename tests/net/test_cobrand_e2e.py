@@ -8,6 +8,7 @@ released) or never answers (68, the payment reversed at the bank, the hold relea
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -311,3 +312,45 @@ async def test_a_stood_in_sale_earns_its_points_once_its_advice_is_accepted(
     with trio.fail_after(20):
         while await points() != 88:
             await trio.sleep(0.1)
+
+
+CONVERSION_CAP = """[[rules]]
+id = "conversion-cap"
+mode = "enforce"
+kind = "amount_cap"
+kinds = ["conversion"]
+funding = ["cobrand"]
+max_fen = 200000
+action = "decline"
+code = "61"
+"""
+
+
+async def test_risk_rules_decide_a_conversion_and_its_hold_is_released(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """risk.md: kind ``conversion`` is cobrand_convert; a rule that declines it answers
+    its code, nothing goes to the bank, and the hold is released. A sale of the same
+    amount is not a conversion: the rule leaves it alone."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(CONVERSION_CAP)
+    config = configure(sqlite_config, risk={"rules_file": str(rules)})
+    switch = await start_switch(nursery, config)
+    app = await App.connect(switch)
+    result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+    client = await online_client(switch)
+    sold = await client.request(purchase("s-1", 299_900))  # a sale: out of the rule's scope
+    assert isinstance(sold, wire.Result) and sold.code == "00" and sold.rrn is not None
+    desk = switch.cobrand
+    assert desk is not None
+    await desk.drain()
+    result(await convert(app, "conv-1", sold.rrn), "61")
+    simulator = switch.simulators["citic"]
+    assert not [m for m in simulator.received if m.fields.get(3) == "280030"]
+    store = switch._ledger_store
+    assert store is not None
+    released = store.transfer_of(hold_key("conv-1"))
+    assert released is not None and released.state == "voided"
+    assert store.credit_status(C).available_fen == 2_000_000
+    listed = by_rrn(result(await app.ask("cobrand_sales", "cs-1", customer_id=C))["sales"])
+    assert listed[sold.rrn]["converted"] is False
