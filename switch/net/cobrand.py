@@ -306,7 +306,7 @@ class CobrandDesk:
         for pending in await self._store(store.cobrand_pending):
             try:
                 outcome = await self._journaled(pending.key_id)
-            except JournalError as exc:
+            except JournalError as exc:  # the next start tries again
                 log.error("cobrand_recovery_failed", error=str(exc))
                 return ended
             if outcome is None:
@@ -403,9 +403,10 @@ class CobrandDesk:
         async for note in self._receive:
             try:
                 await self._apply(note)
-            except TransactionRefused as exc:
+            except Exception as exc:  # a refusal, the store down, our own bug: logged
                 rrn = note.record.rrn if isinstance(note, _Earned) else note.rrn
-                log.error("cobrand_points_failed", rrn=rrn, error=str(exc))
+                log.error("cobrand_points_failed", rrn=rrn, error=str(exc),
+                          error_type=type(exc).__name__)  # fmt: skip
             finally:
                 self._pending -= 1
                 if not self._pending:
@@ -547,6 +548,6 @@ class CobrandDesk:
                         partial(store.cobrand_mismatch, rrn, line.switch_fen or 0,
                                 line.bank_fen, at)
                     )  # fmt: skip
-            except TransactionRefused as exc:
+            except Exception as exc:  # one line's correction: the others go on
                 log.error("cobrand_settlement_failed", business_date=business_date, rrn=rrn,
-                          error=str(exc))  # fmt: skip
+                          error=str(exc), error_type=type(exc).__name__)  # fmt: skip
