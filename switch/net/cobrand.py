@@ -13,7 +13,7 @@ Points follow the journal: the switchboard reports each transaction it has answe
 under ``cobrand_bins``, a void, a refund and a terminal's reversal of one are queued
 here, and one task applies them to the store in order (each keyed: noted twice, they
 move points once). A stood-in sale earns its points once its advice is accepted
-(credit.md): not noted here.
+(credit.md): the advice sender tells ``advice_accepted``.
 
 The store's calls are blocking: they run in a worker thread through the ledger desk,
 one at a time with its own (one connection).
@@ -234,10 +234,10 @@ class CobrandDesk:
             await self._store(lambda: store.credit_status(customer_id, app))
             raise TransactionRefused("25", "no co-brand card is linked")
         pan = self.cards.open(link.pan_sealed)
-        try:
-            _, bank, _ = self.switchboard.bins.route(pan)
-        except LookupError:
-            raise TransactionRefused("92", "no route for the linked card") from None
+        route = self.switchboard.bins.route_or_none(pan)
+        if route is None:
+            raise TransactionRefused("92", "no route for the linked card")
+        bank = route[1]
         key = self._hold_key(payment_id(app, request_id))
         hold = await self._store(
             lambda: store.cobrand_hold(
