@@ -66,13 +66,14 @@ from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
 from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
-from switch.errors import ConfigError, StartupError
+from switch.errors import ConfigError, StartupError, TransactionRefused
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
 from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.cobrand import CobrandDesk
 from switch.net.credit import CreditBilling
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
@@ -173,6 +174,7 @@ class SwitchApp:
         self.risk = RiskGate(
             RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
             card_hashes=self.vault.card_hashes,
+            cobrand_bins=config.credit.cobrand_bins,  # funding cobrand (risk.md)
         )
         """The risk rules in force and their windows (risk.md)."""
         terminal_entries(self.security, config)
@@ -192,6 +194,9 @@ class SwitchApp:
         self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
         self.credit: CreditBilling | None = None
+        self.cobrand: CobrandDesk | None = None
+        """credit.md's co-brand card: the app's requests and linked cards' points."""
+        self._ledger_store: LedgerStoreBase | None = None
         """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
@@ -469,6 +474,7 @@ class SwitchApp:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
         self._ledger = LedgerDesk(ledger_store, config.wallet, risk=self.risk)
+        self._ledger_store = ledger_store
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -587,6 +593,19 @@ class SwitchApp:
                     config.risk.sync_interval_s, name="stand-in:share",
                 )  # fmt: skip
             del rebuilt
+            if self._ledger is not None and self._ledger_store is not None:
+                cobrand = self.cobrand = CobrandDesk(
+                    self._ledger, self._ledger_store, switchboard, vault, config.credit,
+                    utc_offset_h=utc_offset_h, clock=self.clock,
+                    stans=StanSequence(worker=self.worker.slot, workers=self.worker.slots),
+                )  # fmt: skip
+                if config.credit.cobrand_bins:  # points of linked cards' sales
+                    switchboard.on_final = cobrand.note
+                await bank_side.start(cobrand.run)
+                try:  # conversions a crash left between their payment and its end
+                    await cobrand.recover()
+                except TransactionRefused as exc:  # the store down: the next start
+                    log.error("cobrand_recovery_failed", error=str(exc))
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             for name, connector in self.connectors.items():
@@ -596,6 +615,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
@@ -701,6 +722,8 @@ class SwitchApp:
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
+            own_merchants=(self.config.credit.own_merchant_id,),
+            on_settled=self.cobrand.settled if self.cobrand is not None else None,
         )
         await bank_side.start(settlement.run)
         return settlement
@@ -947,6 +970,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
             adviser.connector = connector
             if previous is not None:
@@ -1027,6 +1052,8 @@ class SwitchApp:
             merchants=lambda: switchboard.merchants,
             allocate_rrn=switchboard._allocate_rrn,
         ).register(desk)
+        if self.cobrand is not None:  # credit.md's co-brand types
+            self.cobrand.register(desk)
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:

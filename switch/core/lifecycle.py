@@ -747,7 +747,8 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+                own = product.holds or product.card_bank_only
+                route = self.route(pan, secondary=False) if own else self.route(pan)
                 self.route_name, self.bank = route
             amount = request.amount
         else:

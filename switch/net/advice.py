@@ -113,6 +113,9 @@ class AdviceForwarder:
         self._next_trouble_log = 0.0
         self.nudge_reversals: Callable[[str], None] = lambda bank: None
         """Tells the bank's reversal SAF that a reversal was queued."""
+        self.on_accepted: Callable[[TxnRecord], None] = lambda record: None
+        """Told each stood-in sale whose advice the bank accepted (credit.md: a co-brand
+        sale earns its points then)."""
         self.accepted = 0
         self.refused = 0
         self.failed_attempts = 0
@@ -215,6 +218,8 @@ class AdviceForwarder:
             if reversed_:
                 self.nudge_reversals(self.bank)
             self.desk.advised(self.bank, "accepted", record.amount, final=True, on=today)
+            if not reversed_:
+                self.on_accepted(record)
             return True
         if sent.code is not None and sent.code not in bankmsg.ADVICE_AGAIN:
             self.refused += 1

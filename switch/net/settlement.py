@@ -17,7 +17,7 @@ import math
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
@@ -100,8 +100,16 @@ class SettlementService:
         close_notice_s: float = 0.0,
         max_clearing_file_bytes: int = 1 << 28,
         on_close: Callable[[str], Awaitable[object]] | None = None,
+        own_merchants: Sequence[str] = (),
+        on_settled: Callable[[str, list[ReconLine]], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
+        self.own_merchants = tuple(own_merchants)
+        """The switch's own merchants (``[credit] own_merchant_id``): matched, in no
+        payout (settlement.md)."""
+        self.on_settled = on_settled
+        """Called with each date settled now and its reconciliation lines: credit.md's
+        co-brand corrections (``CobrandDesk.settled``)."""
         self.on_close = on_close
         """Called with each date closed, before its cutovers: the pre-authorisations
         whose last completion date it is expire (``Switchboard.expire_holds``)."""
@@ -358,13 +366,17 @@ class SettlementService:
             merchants = self.merchants.listed()
             at = self.clock()
             settled_now = await self._in_store(
-                lambda: self.store.settle(business_date, merchants, at=at)
+                lambda: self.store.settle(
+                    business_date, merchants, at=at, own_merchants=self.own_merchants
+                )
             )
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)
             await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
             await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
+            if self.on_settled is not None:  # again too: its corrections are keyed
+                await self.on_settled(business_date, recon)
             status = await self.status(business_date)
         log.info(
             "business_date_settled", business_date=business_date, again=not settled_now,

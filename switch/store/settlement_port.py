@@ -77,7 +77,12 @@ class SettlementStore(Protocol):
 
     # settling a date
     def settle(
-        self, business_date: str, merchants: Sequence[MerchantTerms], *, at: float
+        self,
+        business_date: str,
+        merchants: Sequence[MerchantTerms],
+        *,
+        at: float,
+        own_merchants: Sequence[str] = (),
     ) -> bool: ...
     def record_files_written(self, business_date: str, at: float) -> None: ...
     def payout_lines(self, business_date: str) -> list[PayoutLine]: ...

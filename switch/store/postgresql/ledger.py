@@ -20,6 +20,7 @@ from typing import Final
 
 import psycopg
 
+from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
 from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
@@ -43,6 +44,7 @@ class PostgresLedgerStore(OwnConnection, LedgerStoreBase):
         psycopg.errors.UniqueViolation,
     )
     credit = credit_sql(DIALECT, lock=" FOR UPDATE")
+    cobrand = cobrand_sql(DIALECT, lock=" FOR UPDATE")
     desk = desk_sql(DIALECT, lock=" FOR UPDATE")
     label = "ledger store (postgresql)"
     store_name = "ledger"

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
 from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
@@ -33,6 +34,7 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     errors = (sqlite3.Error,)
     retry = ()
     credit = credit_sql(DIALECT, lock="")
+    cobrand = cobrand_sql(DIALECT, lock="")
     desk = desk_sql(DIALECT, lock="")
     label = "ledger store"
     store_name = "ledger"
