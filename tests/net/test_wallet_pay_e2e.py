@@ -23,7 +23,15 @@ from switch.store.ledger_port import LedgerStore, QrRecord
 from switch.wire import emvqr
 from switch.wire import online as wire
 from tests.conftest import luhn_complete, make_config
-from tests.net.helpers import online_client, start_switch
+from tests.net.helpers import (
+    FAST_SAF,
+    PAN_CMB,
+    PAN_ICBC,
+    PAN_NO_ROUTE,
+    eventually,
+    online_client,
+    start_switch,
+)
 
 CUSTOMER = "C100000001"
 QR_MERCHANT = "898110054110001"
@@ -244,3 +252,71 @@ async def test_wallet_pay_checks_in_wallet_md_order(
     refused = await merchant.request(pay("c-17", static, amount=100))
     assert (refused.code, type(refused)) == ("03", wire.Error)
     await verified(app)
+
+
+def topup(request_id: str, amount: int, pan: str = PAN_ICBC, **extra: Any) -> wire.WalletTopup:
+    card = wire.Card(pan=pan, expiry="2812")
+    return wire.WalletTopup(id=request_id, customer_id=CUSTOMER, amount=amount, card=card,
+                            **extra)  # fmt: skip
+
+
+async def test_wallet_topup_is_a_card_sale_credited_only_when_approved(
+    nursery: trio.Nursery, tmp_path: Path, engine: dict[str, Any]
+) -> None:
+    config = wallet_config(
+        tmp_path, banks={"icbc": {"issuer_timeout_s": 0.3, "circuit_timeouts": 5}},
+        saf=FAST_SAF, **engine,
+    )  # fmt: skip
+    app = await start_switch(nursery, config)
+    client = await app_client(app)
+    bank = app.simulators["icbc"]
+    # No wallet: 14, nothing sent.
+    assert (await ask(client, topup("t-0", 50_000)))["code"] == "14"
+    await open_wallet(app)
+    # No route: 92; not a debit card (a route saying credit, or saying nothing): 57.
+    assert (await ask(client, topup("t-1", 50_000, PAN_NO_ROUTE)))["code"] == "92"
+    assert (await ask(client, topup("t-2", 50_000, PAN_CREDIT)))["code"] == "57"
+    assert (await ask(client, topup("t-3", 50_000, PAN_CMB)))["code"] == "57"
+    assert bank.totals().approvals == 0
+    # Approved by the bank: credited.
+    body = topup("t-4", 50_000)
+    approved = await ask(client, body)
+    assert list(approved) == [
+        "type", "id", "code", "approved", "rrn", "auth_code", "settlement_date",
+        "balance_after", "message",
+    ]  # fmt: skip
+    assert (approved["code"], approved["balance_after"]) == ("00", 50_000)
+    assert await balances(app, WALLET) == (50_000, 50_000)
+    assert await balances(app, "bank_clearing:icbc") == (-50_000, -50_000)
+    assert bank.totals().approvals == 1
+    # Its repeat: the same answer, the bank sees it once, credited once.
+    assert await ask(client, body) == approved
+    assert bank.totals().approvals == 1
+    assert await balances(app, WALLET) == (50_000, 50_000)
+    # In the journal: a card sale of the top-up merchant to the card's bank.
+    assert app.journal is not None
+    record = await app.journal.transaction_by_rrn(approved["rrn"])
+    assert record is not None
+    assert (record.kind, record.bank, record.merchant_id, record.state) == (
+        "wallet_topup", "icbc", TOPUP_MERCHANT, "approved",
+    )  # fmt: skip
+    # Declined by the bank (51): the bank's code, nothing credited.
+    declined = await ask(client, topup("t-5", 10_051))
+    assert declined["code"] == "51" and "balance_after" not in declined
+    # The bank does not answer: 68, reversed at the bank, never credited.
+    never = await ask(client, topup("t-6", 10_068))
+    assert never["code"] == "68" and "balance_after" not in never
+    await eventually(lambda: bank.totals().reversals + bank.totals().unmatched_reversals == 1)
+    unanswered = await app.journal.transaction_by_rrn(never["rrn"])
+    assert unanswered is not None and unanswered.reversed
+    assert await balances(app, WALLET) == (50_000, 50_000)
+    history = await in_store(app, store_of(app).history, CUSTOMER, None, 10, None)
+    assert [(item.kind, item.amount, item.rrn) for item in history.items] == [
+        ("topup", 50_000, approved["rrn"]),
+    ]
+    # A merchant's key may not top a wallet up: error 03.
+    merchant = await online_client(app)
+    refused = await merchant.request(topup("t-7", 100))
+    assert (type(refused), refused.code) == (wire.Error, "03")
+    await verified(app)
+
