@@ -320,3 +320,112 @@ async def test_wallet_topup_is_a_card_sale_credited_only_when_approved(
     assert (type(refused), refused.code) == (wire.Error, "03")
     await verified(app)
 
+
+
+async def test_merchant_voids_and_refunds_a_qr_payment_by_qr_create_id_or_rrn(
+    nursery: trio.Nursery, tmp_path: Path, engine: dict[str, Any]
+) -> None:
+    """wallet.md: a dynamic QR's payment is named by its ``qr_create``'s id, any on-us
+    payment by its RRN; only its merchant may name it; the money goes back to the
+    wallet; the QR is not reopened."""
+    app = await start_switch(nursery, wallet_config(tmp_path, **engine))
+    await open_wallet(app, 20_000)
+    client = await app_client(app)
+    dynamic = await make_qr(app, "V5N8W2R6C4J9E3HL", amount=3_000, online_id="qr-create-1")
+    static = await make_qr(app, "W5N8W2R6C4J9E3HL")
+    paid = await ask(client, pay("v-1", dynamic))
+    assert paid["code"] == "00"
+    by_static = await ask(client, pay("v-2", static, amount=1_000))
+    assert by_static["code"] == "00"
+    assert await balances(app, WALLET) == (16_000, 16_000)
+    shop = await OnlineClient.connect(
+        "127.0.0.1", app.online_port, key=OnlineKey.demo_merchant(QR_MERCHANT)
+    )
+    # Another merchant names them: not found (25).
+    other = await online_client(app)
+    assert (await other.request(wire.Void(id="x-1", merchant_id="SHOP01",
+                                          original_id="qr-create-1"))).code == "25"
+    assert (await other.request(wire.Void(id="x-2", merchant_id="SHOP01",
+                                          original_rrn=by_static["rrn"]))).code == "25"
+    # Its merchant refunds part of the dynamic QR's payment by the qr_create id...
+    refund = await shop.request(wire.Refund(id="r-1", merchant_id=QR_MERCHANT,
+                                            original_id="qr-create-1", amount=1_200))
+    assert isinstance(refund, wire.Result) and refund.code == "00"
+    assert refund.funding == "wallet" and refund.balance is None
+    assert await balances(app, WALLET) == (17_200, 17_200)
+    # ...at most what is left (64, or the book's 61 as for cards)...
+    beyond = await shop.request(wire.Refund(id="r-2", merchant_id=QR_MERCHANT,
+                                            original_id="qr-create-1", amount=1_801))
+    assert beyond.code in ("61", "64")
+    # ...and voids the static QR's payment by its RRN: all of it back.
+    void = await shop.request(wire.Void(id="r-3", merchant_id=QR_MERCHANT,
+                                        original_rrn=by_static["rrn"]))
+    assert isinstance(void, wire.Result) and void.code == "00"
+    assert await balances(app, WALLET) == (18_200, 18_200)
+    assert await balances(app, ledger.merchant_account(QR_MERCHANT)) == (1_800, 1_800)
+    # The dynamic QR stays paid.
+    assert (await in_store(app, store_of(app).qr, "V5N8W2R6C4J9E3HL")).state == "paid"
+    kinds = [item.kind for item in
+             (await in_store(app, store_of(app).history, CUSTOMER, None, 10, None)).items]
+    assert kinds == ["void", "refund", "pay", "pay", "topup"]
+    await verified(app)
+
+
+async def test_two_payments_racing_for_one_dynamic_qr_pay_it_once(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    app = await start_switch(nursery, wallet_config(tmp_path))
+    await open_wallet(app, 50_000)
+    qr = await make_qr(app, "P5N8W2R6C4J9E3HL", amount=4_000)
+    first, second = await app_client(app), await app_client(app)
+    answers: list[dict[str, Any]] = []
+
+    async def one(client: OnlineClient, request_id: str) -> None:
+        answers.append(await ask(client, pay(request_id, qr)))
+
+    async with trio.open_nursery() as race:
+        race.start_soon(one, first, "race-1")
+        race.start_soon(one, second, "race-2")
+    assert sorted(answer["code"] for answer in answers) == ["00", "94"]
+    assert await balances(app, WALLET) == (46_000, 46_000)
+    await verified(app)
+
+
+async def test_a_crash_between_a_topups_approval_and_its_credit_is_recovered(
+    nursery: trio.Nursery, tmp_path: Path, engine: dict[str, Any]
+) -> None:
+    """The ledger fails to post a top-up whose approval is journaled (answered 96, the
+    transfer left pending), and a wallet payment's: the next start posts both as the
+    journal says, and the dynamic QR is paid."""
+    config = wallet_config(tmp_path, **engine)
+    async with trio.open_nursery() as first_life:
+        app = await start_switch(first_life, config)
+        await open_wallet(app, 10_000)
+        qr = await make_qr(app, "C5N8W2R6C4J9E3HL", amount=2_000)
+        store = store_of(app)
+
+        def fail_ends(step: str) -> None:
+            if step in ("end_topup", "end_payment"):
+                raise RuntimeError("ledger lost")
+
+        store.fault = fail_ends
+        store.errors = (*store.errors, RuntimeError)  # type: ignore[attr-defined]
+        client = await app_client(app)
+        top = await ask(client, topup("crash-1", 30_000))
+        assert top["code"] == "96"
+        paid = await ask(client, pay("crash-2", qr))
+        assert paid["code"] == "96"
+        assert app.simulators["icbc"].totals().approvals == 1
+        assert await balances(app, WALLET) == (10_000, 8_000)  # nothing credited yet
+        assert len(await in_store(app, store.pending_transfers)) == 2
+        await client.aclose()
+        app.shutdown()
+    app = await start_switch(nursery, config)  # same journal and ledger
+    assert await balances(app, WALLET) == (38_000, 38_000)
+    assert (await in_store(app, store_of(app).qr, "C5N8W2R6C4J9E3HL")).state == "paid"
+    await verified(app)
+    # The repeat of the top-up is its journaled approval; the bank sees it once.
+    client = await app_client(app)
+    again = await ask(client, topup("crash-1", 30_000))
+    assert again["code"] == "00" and again["rrn"] == top["rrn"]
+    assert await balances(app, WALLET) == (38_000, 38_000)
