@@ -185,8 +185,9 @@ class WalletPayResult(
     id: str
     code: str
     approved: bool
-    rrn: str | None = None
-    auth_code: str | None = None
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
     settlement_date: str | None = None
     amount: int | None = None
     merchant_id: str | None = None
@@ -207,8 +208,9 @@ class WalletTopupResult(
     id: str
     code: str
     approved: bool
-    rrn: str | None = None
-    auth_code: str | None = None
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
     settlement_date: str | None = None
     balance_after: int | None = None
     message: str = ""
