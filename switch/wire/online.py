@@ -284,6 +284,10 @@ probe_id = _probe_id
 
 
 def encode_response(response: OnlineResponse | WalletPayResult | WalletTopupResult) -> bytes:
+    if isinstance(response, WalletPayResult | WalletTopupResult):
+        # As a plain map: msgspec writes a Struct that omits defaults with a 16-bit map
+        # header; wallet.md's sample has the shortest (a fixmap of its 14 keys).
+        return _response_encoder.encode(msgspec.to_builtins(response))
     return _response_encoder.encode(response)
 
 
