@@ -36,8 +36,11 @@ from switch.core.model import OriginalRef, Outcome, Request
 from switch.core.onus import TOPUP_LEG
 from switch.core.wallet import NotYourWallet
 from switch.errors import TransactionRefused
+from switch.net.app_desk import DeskCall
 from switch.net.onus import LedgerDesk
 from switch.net.switchboard import Switchboard
+from switch.store.ledger_port import QrRecord
+from switch.wire import app as app_wire
 from switch.wire import online as wire
 
 log = structlog.get_logger()
@@ -46,6 +49,8 @@ CardTypes = Mapping[str, str]
 """A BIN route's prefix -> its ``card`` (``debit`` or ``credit``; config's ``[[routes]]``)."""
 DEFAULT_CARD: Final = "credit"
 """wallet.md: a route without ``card`` counts as credit."""
+QR_PAYMENTS_MAX: Final = 50
+"""``qr_status``'s payments: at most 50 (wallet.md)."""
 
 
 class AppWork(msgspec.Struct, kw_only=True):
@@ -210,6 +215,26 @@ class WalletOnline:
         return msgspec.structs.replace(
             request, original=OriginalRef(online_id=qr.paying)
         )
+
+    async def payments_of(self, record: QrRecord, call: DeskCall) -> list[app_wire.QrPaymentOut]:
+        """``qr_status``'s ``payments`` (wallet.md): the QR's approved payments, newest
+        first, at most 50, each with its business date and what was refunded of it
+        (all of it once voided or reversed), as the journal has them now."""
+        rows = await self.ledger._run(
+            lambda: self.ledger.store.qr_payments(record.qr_id, QR_PAYMENTS_MAX)
+        )
+        payments = []
+        for rrn, amount, at in rows:
+            txn = await self.switchboard.journal.transaction_by_rrn(rrn)
+            refunded = 0 if txn is None else txn.refunded
+            if txn is not None and (txn.voided or txn.reversed):
+                refunded = amount
+            payments.append(app_wire.QrPaymentOut(
+                rrn=rrn, amount=amount, time=call.local_time(at),
+                settlement_date=txn.business_date if txn is not None else "",
+                refunded=refunded,
+            ))  # fmt: skip
+        return payments
 
     def result(
         self, message: wire.AppTransaction, work: AppWork, outcome: Outcome

@@ -365,6 +365,21 @@ async def test_merchant_voids_and_refunds_a_qr_payment_by_qr_create_id_or_rrn(
     assert await balances(app, ledger.merchant_account(QR_MERCHANT)) == (1_800, 1_800)
     # The dynamic QR stays paid.
     assert (await in_store(app, store_of(app).qr, "V5N8W2R6C4J9E3HL")).state == "paid"
+    # qr_status names each QR's payments, with what was refunded of them.
+    for qr_id, rrn, amount, refunded in (
+        ("V5N8W2R6C4J9E3HL", paid["rrn"], 3_000, 1_200),
+        ("W5N8W2R6C4J9E3HL", by_static["rrn"], 1_000, 1_000),
+    ):
+        await shop.send_raw(msgspec.msgpack.encode({
+            "type": "qr_status", "id": f"st-{qr_id}", "merchant_id": QR_MERCHANT,
+            "qr_id": qr_id,
+        }))  # fmt: skip
+        status = msgspec.msgpack.decode(await shop.receive_raw())
+        assert status["code"] == "00", status
+        assert [(p["rrn"], p["amount"], p["refunded"], p["settlement_date"])
+                for p in status["payments"]] == [
+            (rrn, amount, refunded, paid["settlement_date"])
+        ]  # fmt: skip
     kinds = [item.kind for item in
              (await in_store(app, store_of(app).history, CUSTOMER, None, 10, None)).items]
     assert kinds == ["void", "refund", "pay", "pay", "topup"]
