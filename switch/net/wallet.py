@@ -29,7 +29,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from switch.core import validate, wallet_online
+from switch.core import online, products, validate, wallet_online
 from switch.core.clock import Stamp
 from switch.core.ledger import LedgerError, TransferKey
 from switch.core.model import OriginalRef, Outcome, Request
@@ -235,6 +235,42 @@ class WalletOnline:
                 refunded=refunded,
             ))  # fmt: skip
         return payments
+
+    async def status_of(self, status: wire.Status) -> wire.Result | None:
+        """A merchant's ``status`` of an on-us payment (wallet.md) named by its RRN, or
+        by the ``qr_create`` id of the dynamic QR it pays: the payment's result as its
+        merchant sees it (online.md's fields and ``funding``; never a balance); None if
+        it names none of the merchant's."""
+        journal = self.switchboard.journal
+        merchant_id = status.merchant_id
+        if status.original_rrn is not None:
+            txn = await journal.transaction_by_rrn(status.original_rrn)
+        else:
+            original_id = status.original_id
+            assert original_id is not None
+            try:
+                qr = await self.ledger._run(
+                    lambda: self.ledger.store.qr_by_online_id(merchant_id, original_id)
+                )
+            except LedgerError:
+                return None
+            if qr is None or qr.paying is None:
+                return None
+            txn = await journal.transaction_by_online_id(merchant_id, qr.paying)
+        if (
+            txn is None or txn.merchant_id != merchant_id
+            or products.PRODUCTS.get(txn.kind) is None
+            or products.PRODUCTS[txn.kind].destination != "ledger"
+        ):  # fmt: skip
+            return None
+        code = txn.code or ("00" if txn.state == "approved" else "96")
+        approved = code == "00" and txn.state == "approved"
+        return wire.Result(
+            id=status.id, code=code, approved=approved, rrn=txn.rrn,
+            auth_code=txn.auth_code if approved else None,
+            message=online.MESSAGES.get(code, "declined"),
+            settlement_date=txn.business_date or None, funding="wallet",
+        )  # fmt: skip
 
     def result(
         self, message: wire.AppTransaction, work: AppWork, outcome: Outcome

@@ -363,6 +363,16 @@ async def test_merchant_voids_and_refunds_a_qr_payment_by_qr_create_id_or_rrn(
     assert isinstance(void, wire.Result) and void.code == "00"
     assert await balances(app, WALLET) == (18_200, 18_200)
     assert await balances(app, ledger.merchant_account(QR_MERCHANT)) == (1_800, 1_800)
+    # status by the qr_create id, or by the RRN: the payment as its merchant sees it.
+    for named in ({"original_id": "qr-create-1"}, {"original_rrn": paid["rrn"]}):
+        status = await shop.request(wire.Status(id="st", merchant_id=QR_MERCHANT, **named))
+        assert isinstance(status, wire.Result), status
+        assert (status.code, status.rrn, status.auth_code, status.funding) == (
+            "00", paid["rrn"], paid["auth_code"], "wallet",
+        )  # fmt: skip
+        assert status.settlement_date == paid["settlement_date"] and status.balance is None
+    assert (await other.request(wire.Status(id="st", merchant_id="SHOP01",
+                                            original_rrn=paid["rrn"]))).code == "25"
     # The dynamic QR stays paid.
     assert (await in_store(app, store_of(app).qr, "V5N8W2R6C4J9E3HL")).state == "paid"
     # qr_status names each QR's payments, with what was refunded of them.
