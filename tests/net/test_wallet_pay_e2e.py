@@ -454,3 +454,42 @@ async def test_a_crash_between_a_topups_approval_and_its_credit_is_recovered(
     again = await ask(client, topup("crash-1", 30_000))
     assert again["code"] == "00" and again["rrn"] == top["rrn"]
     assert await balances(app, WALLET) == (38_000, 38_000)
+
+
+TOPUP_RULES = """[[rules]]
+id = "topup-cap"
+mode = "enforce"
+kind = "amount_cap"
+kinds = ["topup"]
+max_fen = 20000
+action = "decline"
+code = "61"
+"""
+
+
+async def test_a_topup_meets_the_risk_rules_of_its_kind(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """risk.md's rules of kind ``topup`` decline a top-up before its bank (journaled,
+    its transfer voided, nothing credited); a sale of the same amount is not one."""
+    rules = tmp_path / "risk.toml"
+    rules.write_text(TOPUP_RULES)
+    app = await start_switch(nursery, wallet_config(tmp_path, risk={"rules_file": str(rules)}))
+    await open_wallet(app)
+    client = await app_client(app)
+    declined = await ask(client, topup("risk-1", 20_001))
+    assert declined["code"] == "61" and "balance_after" not in declined
+    assert app.simulators["icbc"].totals().approvals == 0
+    assert await balances(app, WALLET) == (0, 0)
+    assert app.journal is not None
+    record = await app.journal.transaction_by_rrn(declined["rrn"])
+    assert record is not None and (record.state, record.risk_rule) == ("declined", "topup-cap")
+    assert (await ask(client, topup("risk-2", 20_000)))["code"] == "00"
+    shop = await online_client(app)
+    sale = await shop.request(wire.Purchase(
+        id="sale-1", merchant_id="SHOP01", amount=20_001, currency="CNY",
+        card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+    ))  # fmt: skip
+    assert sale.code == "00"
+    assert await balances(app, WALLET) == (20_000, 20_000)
+    await verified(app)
