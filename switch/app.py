@@ -627,7 +627,7 @@ class SwitchApp:
             nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
             await bank_side.start(nonces.run)
             self._wallet_online = (
-                WalletOnline(switchboard, self._ledger, card_types(config.routes))
+                WalletOnline(switchboard, self._ledger, lambda: card_types(self.config.routes))
                 if self._ledger is not None else None
             )  # fmt: skip
             online_protocol = OnlineProtocol(

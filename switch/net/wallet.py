@@ -22,13 +22,14 @@ pending: at start-up it is posted as the journal's approval says
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Final
 
 import msgspec
 import structlog
 
+from switch.config import RouteSection
 from switch.core import online, products, validate, wallet_online
 from switch.core.clock import Stamp
 from switch.core.ledger import LedgerError, TransferKey
@@ -69,12 +70,14 @@ class WalletOnline:
     """wallet.md's ``wallet_pay`` and ``wallet_topup`` on the online channel."""
 
     def __init__(
-        self, switchboard: Switchboard, ledger: LedgerDesk, card_types: CardTypes
+        self, switchboard: Switchboard, ledger: LedgerDesk, card_types: Callable[[], CardTypes]
     ) -> None:
         self.switchboard = switchboard
         self.ledger = ledger
         self.settings = ledger.settings
-        self.card_types = dict(card_types)
+        self.card_types = card_types
+        """The routes' card types as now configured (a reload may change them, as it
+        changes the routes)."""
 
     # -- reading (at once, on the frame) -----------------------------------------------
 
@@ -155,7 +158,7 @@ class WalletOnline:
             return Outcome(code="92", message="no route to issuer",
                            settlement_date=settlement_date)  # fmt: skip
         prefix, bank, _ = found
-        if self.card_types.get(prefix, DEFAULT_CARD) != "debit":
+        if self.card_types().get(prefix, DEFAULT_CARD) != "debit":
             return Outcome(code="57", message="a top-up is from a debit card",
                            settlement_date=settlement_date)  # fmt: skip
         key = TransferKey(work.principal, message.id, TOPUP_LEG)
@@ -286,6 +289,6 @@ class WalletOnline:
         return wallet_online.topup_result(message, outcome)
 
 
-def card_types(routes: object) -> dict[str, str]:
+def card_types(routes: Iterable[RouteSection]) -> dict[str, str]:
     """Prefix -> ``card`` of config's ``[[routes]]``."""
-    return {route.prefix: route.card for route in routes}  # type: ignore[attr-defined]
+    return {route.prefix: route.card for route in routes}
