@@ -493,3 +493,26 @@ async def test_a_topup_meets_the_risk_rules_of_its_kind(
     assert sale.code == "00"
     assert await balances(app, WALLET) == (20_000, 20_000)
     await verified(app)
+
+
+async def test_a_wallet_pay_whose_key_is_held_elsewhere_is_94_and_leaves_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The same app id in flight at another worker (its transfer reserved there, its
+    result not yet kept): this one is refused 94 and the other's transfer is not ended
+    by it."""
+    app = await start_switch(nursery, wallet_config(tmp_path))
+    await open_wallet(app, 10_000)
+    qr = await make_qr(app, "H5N8W2R6C4J9E3HL")
+    elsewhere = TransferSpec(
+        key=TransferKey("app:wallet", "dup-1", "pay"), debit=WALLET,
+        credit=ledger.merchant_account(QR_MERCHANT), amount=1_000, kind="pay",
+        merchant_id=QR_MERCHANT,
+    )  # fmt: skip
+    await in_store(app, store_of(app).reserve, elsewhere, time.time())
+    client = await app_client(app)
+    answer = await ask(client, pay("dup-1", qr, amount=1_000))
+    assert answer["code"] == "94"
+    held = await in_store(app, store_of(app).transfer_of, elsewhere.key)
+    assert held is not None and held.state == "pending"
+    assert await balances(app, WALLET) == (10_000, 9_000)
