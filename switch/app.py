@@ -1022,6 +1022,7 @@ class SwitchApp:
             + 1.0,
             keep_s=config.online.idempotency_keep_s,
             clock=self.clock,
+            card_result=switchboard.journal.online_result,
         )
         wallet_desk = WalletDesk(
             config.wallet,

@@ -23,7 +23,7 @@ A handler refuses by raising ``TransactionRefused`` or a ``LedgerError`` (the st
 refusals): 03, 30 and 94 become an ``error`` (naming the field when there is one),
 every other code the type's bare ``result``; nothing raised is kept.
 
-**Registering a type** (creditapp's ``credit_*``, cobrand's ``cobrand_*``, ...):
+**Registering a type** (credit.md's ``credit_*``, the co-brand's ``cobrand_*``, ...):
 
 1. its request Struct on ``switch.wire.app.AppRequest`` (an ``app:`` type about one
    customer) or ``MerchantRequest``, tagged with the type's name, constraints as
@@ -32,7 +32,8 @@ every other code the type's bare ``result``; nothing raised is kept.
    through ``await call.read(lambda store: ...)``; a state-changing type returns
    ``await call.keep(lambda store: (result, keep))`` whose function runs in the store's
    worker thread, in one transaction with the kept result (``keep`` False: a refusal
-   that changed nothing, answered and not kept);
+   that changed nothing, answered and not kept); a result decided off the store (after
+   a bank's answer, say) is kept alone by ``call.keep(lambda store: (result, True))``;
 3. ``desk.register(DeskType(name=..., request=..., principal="app", read=...), handle)``
    where the app builds the desk (``switch/app.py``, after the wallet types:
    ``switch/net/wallet_desk.py`` shows all of it).
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 import structlog
@@ -58,6 +59,7 @@ from switch.core.app_desk import (
     DeskDecoder,
     DeskType,
     content,
+    local_time,
     principal_of,
     probe_type,
     refusal_error,
@@ -70,6 +72,7 @@ from switch.errors import TransactionRefused
 from switch.net.channel import log_transaction
 from switch.net.onus import LedgerDesk
 from switch.store.ledger_port import LedgerStore
+from switch.store.port import JournalError
 from switch.wire import app as wire
 from switch.wire import online as online_wire
 
@@ -121,8 +124,7 @@ class DeskCall:
         return self.desk.business_date(self.stamp)
 
     def local_time(self, at: float) -> str:
-        from switch.core.app_desk import local_time
-
+        """wallet.md's time of ``at``: ISO 8601 local time with its offset."""
         return local_time(at, self.desk.utc_offset_h)
 
     @property
@@ -153,6 +155,11 @@ class DeskCall:
         return kept.response
 
 
+CARD_TYPES: Final = frozenset(
+    member.__struct_config__.tag for member in get_args(online_wire.OnlineRequest)
+)
+"""The types ``switch.wire.online`` decodes (purchase, void...): never the desk's."""
+
 _said = msgspec.msgpack.Decoder(dict[str, Any])
 """A kept answer's ``code`` and ``message``, for its log line."""
 
@@ -178,8 +185,12 @@ class AppDesk:
         keep_s: float = 7 * 86400.0,
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
+        card_result: Callable[[str, str], Awaitable[object | None]] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.card_result = card_result
+        """The journal's online result of (merchant_id, id), if any: a merchant's id
+        is unique across its card requests and its desk requests (94)."""
         self.digest = digest
         """The keyed digest of a request's content (what is kept, as for card requests:
         a withdrawal's content holds an account number)."""
@@ -206,6 +217,8 @@ class AppDesk:
             raise ValueError(f"desk type {row.name}: its Struct is tagged {tag!r}")
         if row.name in self._rows:
             raise ValueError(f"desk type {row.name} registered twice")
+        if row.name in CARD_TYPES:  # the card types' decoder would take it first
+            raise ValueError(f"desk type {row.name} is a card type of online.md")
         self._rows[row.name] = (row, handler)
         self._decoder = DeskDecoder(r.request for r, _ in self._rows.values())
 
@@ -280,6 +293,13 @@ class AppDesk:
                 if not self.matches(subject, kept.fingerprint):
                     return _conflict(message.id)
                 return kept.response
+            if isinstance(message, wire.MerchantRequest) and self.card_result is not None:
+                try:
+                    used = await self.card_result(message.merchant_id, message.id)
+                except JournalError as exc:
+                    return self._refused(work, "96", str(exc), None)
+                if used is not None:  # a purchase's, a void's...: another request's id
+                    return _conflict(message.id)
             answer = await self._handle(work, call)
             await self._purge_now_and_then(call.now)
             return answer

@@ -304,3 +304,4 @@ class LedgerDesk:
         if posted or voided:
             log.warning("ledger_recovered", posted=posted, voided=voided)
         return posted, voided
+

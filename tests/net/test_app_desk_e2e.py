@@ -195,6 +195,14 @@ async def test_types_are_open_to_their_principal_only_and_fields_are_checked(
     ):
         error(await shop.ask("qr_create", request_id, **fields), "30", field)
     error(await shop.ask("qr_status", "q-5", merchant_id=QR_MERCHANT, qr_id="short"), "30", "qr_id")
+    # A merchant's id is one space across its card requests and its desk requests.
+    from tests.net.helpers import PAN_ICBC
+
+    card = {"pan": PAN_ICBC, "expiry": "2812"}
+    bought = result(await shop.ask("purchase", "dup-1", merchant_id=QR_MERCHANT, amount=100,
+                                   currency="CNY", card=card))  # fmt: skip
+    assert bought["approved"]
+    error(await shop.ask("qr_create", "dup-1", merchant_id=QR_MERCHANT, amount=100), "94")
 
 
 def operator_module(switch: SwitchApp) -> Any:
@@ -412,10 +420,18 @@ from pathlib import Path  # noqa: E402
 REPO_MERCHANTS = Path(__file__).resolve().parents[2] / "conf" / "merchants.csv"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def qr_engine_config(request: pytest.FixtureRequest, tmp_path: Any) -> SwitchConfig:
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_dsn")
+        return qr_config(tmp_path, journal={"backend": "postgresql", "dsn": dsn})
+    return qr_config(tmp_path)
+
+
 async def test_qr_codes_are_created_as_the_samples_and_read_back(
-    nursery: trio.Nursery, tmp_path: Any
+    nursery: trio.Nursery, qr_engine_config: SwitchConfig
 ) -> None:
-    switch = await start_switch(nursery, qr_config(tmp_path))
+    switch = await start_switch(nursery, qr_engine_config)
     shop = await App.connect(switch, OnlineKey.demo_merchant(SAMPLE_MERCHANT))
     before = time.time()
     dynamic = result(await shop.ask("qr_create", "qr-1", merchant_id=SAMPLE_MERCHANT,
@@ -563,3 +579,60 @@ async def test_a_result_is_kept_with_its_change_or_neither_and_repeats_wait_for_
     assert first_raw == second_raw and result(msgspec.msgpack.decode(first_raw))
     wallet = await in_store(switch, store.account, ledger.wallet_account(CUSTOMER))
     assert wallet.balances.balance == 30_000
+
+
+async def test_risk_rules_come_after_the_account_and_before_the_money(
+    nursery: trio.Nursery,
+) -> None:
+    from switch.core.wallet import Refusal
+
+    switch = await start_switch(nursery, make_config())
+    app = await App.connect(switch)
+    wallet_desk = desk_of(switch)._rows["wallet_withdraw"][1].__self__
+    screened: list[tuple[str, int]] = []
+
+    async def screen(call: Any, kind: str, amount: int) -> Refusal | None:
+        screened.append((kind, amount))
+        return Refusal("59", "suspected fraud (rule w-large)") if amount >= 20_000 else None
+
+    wallet_desk.screen = screen
+    result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 1}))
+    await credit(switch, 150_000)
+    result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+    ask = {"customer_id": CUSTOMER, **ACCOUNT}
+    # Not bound: 14 before the rules are asked.
+    other = {**ask, "account": "6222021000111199999"}
+    result(await app.ask("wallet_withdraw", "w-1", amount=30_000, **other), "14")
+    assert screened == []
+    refused = result(await app.ask("wallet_withdraw", "w-2", amount=30_000, **ask), "59")
+    assert refused["message"] == "suspected fraud (rule w-large)" and len(refused["rrn"]) == 12
+    assert screened == [("withdrawal", 30_000)]
+    # Past the rules, the class limit (61) comes before the balance.
+    result(await app.ask("wallet_withdraw", "w-3", amount=10_000, **ask))
+    wallet_desk.screen = None
+    result(await app.ask("wallet_withdraw", "w-4", amount=90_001, **ask), "61")
+
+
+async def test_a_repeat_after_a_restart_gets_the_kept_result(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    ask = {"customer_id": CUSTOMER, "amount": 10_000, **ACCOUNT}
+    frame = msgspec.msgpack.encode({"type": "wallet_withdraw", "id": "w-1", **ask})
+    async with trio.open_nursery() as first_life:
+        switch = await start_switch(first_life, engine_config)
+        app = await App.connect(switch)
+        result(await app.ask("wallet_open", "o-1", customer_id=CUSTOMER, **{"class": 2}))
+        await credit(switch, 50_000)
+        result(await app.ask("wallet_bind_account", "n-1", customer_id=CUSTOMER, **ACCOUNT))
+        await app.client.send_raw(frame)
+        with trio.fail_after(10):
+            first = await app.client.receive_raw()
+        await app.client.aclose()
+        switch.shutdown()
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    await app.client.send_raw(frame)
+    with trio.fail_after(10):
+        assert await app.client.receive_raw() == first
+    balance = result(await app.ask("wallet_balance", "b-1", customer_id=CUSTOMER))
+    assert balance["balance"] == 40_000
