@@ -516,3 +516,19 @@ async def test_a_wallet_pay_whose_key_is_held_elsewhere_is_94_and_leaves_it(
     held = await in_store(app, store_of(app).transfer_of, elsewhere.key)
     assert held is not None and held.state == "pending"
     assert await balances(app, WALLET) == (10_000, 9_000)
+
+
+async def test_a_wallet_another_app_opened_is_error_03(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    app = await start_switch(nursery, wallet_config(tmp_path))
+    await in_store(app, store_of(app).open_wallet, CUSTOMER, "app:other", 2,
+                   time.strftime("%Y-%m-%d"), time.time())  # fmt: skip
+    qr = await make_qr(app, "A5N8W2R6C4J9E3HL", amount=100)
+    client = await app_client(app)
+    for request in (pay("o-1", qr), topup("o-2", 100)):
+        answer = await ask(client, request)
+        assert (answer["type"], answer["code"]) == ("error", "03"), answer
+        assert "customer_id" in answer["message"]
+    assert app.simulators["icbc"].totals().approvals == 0
+    assert (await in_store(app, store_of(app).qr, "A5N8W2R6C4J9E3HL")).state == "open"
