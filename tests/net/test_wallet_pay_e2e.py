@@ -532,3 +532,31 @@ async def test_a_wallet_another_app_opened_is_error_03(
         assert "customer_id" in answer["message"]
     assert app.simulators["icbc"].totals().approvals == 0
     assert (await in_store(app, store_of(app).qr, "A5N8W2R6C4J9E3HL")).state == "open"
+
+
+async def test_a_topup_approved_too_late_is_reversed_and_never_credited(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The bank approves after issuer_timeout_s: the app was answered 68, the late
+    approval is no answer, the sale is reversed at the bank, the wallet never credited
+    (its transfer voided)."""
+    config = wallet_config(
+        tmp_path, banks={"icbc": {"issuer_timeout_s": 0.3, "circuit_timeouts": 5}},
+        saf=FAST_SAF,
+    )  # fmt: skip
+    app = await start_switch(nursery, config)
+    await open_wallet(app)
+    bank = app.simulators["icbc"]
+    bank.latency_s = 0.8
+    client = await app_client(app)
+    late = await ask(client, topup("late-1", 30_000))
+    assert late["code"] == "68" and "balance_after" not in late
+    bank.latency_s = 0.0
+    # Reversed at the bank (the simulator may take the reversal before the sale it
+    # names, which it applies at the end of its latency: then it is unmatched).
+    await eventually(lambda: bank.totals().reversals + bank.totals().unmatched_reversals >= 1)
+    assert app.journal is not None
+    record = await app.journal.transaction_by_rrn(late["rrn"])
+    assert record is not None and record.reversed and record.state != "approved"
+    assert await balances(app, WALLET) == (0, 0)
+    await verified(app)
