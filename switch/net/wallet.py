@@ -33,7 +33,7 @@ from switch.config import RouteSection
 from switch.core import online, products, validate, wallet_online
 from switch.core.clock import Stamp
 from switch.core.ledger import LedgerError, TransferKey
-from switch.core.model import OriginalRef, Outcome, Request
+from switch.core.model import OriginalRef, Outcome, Request, Topup
 from switch.core.onus import TOPUP_LEG
 from switch.core.wallet import NotYourWallet
 from switch.errors import TransactionRefused
@@ -126,7 +126,7 @@ class WalletOnline:
         today = stamp.local.date().isoformat()
         settlement_date = self.switchboard.business_date(stamp)
         try:
-            await self.ledger._run(
+            await self.ledger.call(
                 lambda: self.ledger.store.wallet(message.customer_id, work.principal, today)
             )
         except NotYourWallet as exc:
@@ -146,13 +146,13 @@ class WalletOnline:
                 return Outcome(code="03", message="invalid merchant",
                                settlement_date=settlement_date)  # fmt: skip
             return None
-        assert request is not None and request.card is not None  # type: ignore[union-attr]
+        assert isinstance(request, Topup)
         return await self._reserve_topup(message, request, work, settlement_date)
 
     async def _reserve_topup(
-        self, message: wire.WalletTopup, request: Request, work: AppWork, settlement_date: str
+        self, message: wire.WalletTopup, request: Topup, work: AppWork, settlement_date: str
     ) -> Outcome | None:
-        pan = request.card.pan  # type: ignore[union-attr]
+        pan = request.card.pan
         found = self.switchboard.bins.route_or_none(pan)
         if found is None:
             return Outcome(code="92", message="no route to issuer",
@@ -207,7 +207,7 @@ class WalletOnline:
         QR codes names the payment that holds it ``paying`` or ``paid`` (wallet.md); any
         other request is as it came."""
         try:
-            qr = await self.ledger._run(
+            qr = await self.ledger.call(
                 lambda: self.ledger.store.qr_by_online_id(merchant_id, original_id)
             )
         except LedgerError as exc:
@@ -223,7 +223,7 @@ class WalletOnline:
         """``qr_status``'s ``payments`` (wallet.md): the QR's approved payments, newest
         first, at most 50, each with its business date and what was refunded of it
         (all of it once voided or reversed), as the journal has them now."""
-        rows = await self.ledger._run(
+        rows = await self.ledger.call(
             lambda: self.ledger.store.qr_payments(record.qr_id, QR_PAYMENTS_MAX)
         )
         payments = []
@@ -252,7 +252,7 @@ class WalletOnline:
             original_id = status.original_id
             assert original_id is not None
             try:
-                qr = await self.ledger._run(
+                qr = await self.ledger.call(
                     lambda: self.ledger.store.qr_by_online_id(merchant_id, original_id)
                 )
             except LedgerError:
