@@ -101,8 +101,8 @@ class WalletOnline:
                 if message.amount is not None:
                     validate.check_amount(message.amount, field="amount")
                 return None, work
-            terms = self.switchboard.merchants.terms(payload.merchant_id)
-            work.merchant_name = terms.name if terms is not None else None
+            terms = self.switchboard.merchants.own_terms(payload.merchant_id)
+            work.merchant_name = terms.name if terms is not None else None  # not ``*``'s
             work.record_merchant = payload.merchant_id
             payment = wallet_online.qr_payment(
                 message, payload, app=principal, terminal_id=terminal_id, stan=stan
