@@ -86,6 +86,7 @@ from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_clos
 from switch.net.stand_in import share_stand_ins
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
+from switch.net.wallet import WalletOnline, card_types
 from switch.net.wallet_desk import WalletDesk
 from switch.net.withdrawals import WithdrawalsFiles
 from switch.security.port import KeyName
@@ -188,6 +189,7 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self._ledger: LedgerDesk | None = None
+        self._wallet_online: WalletOnline | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.advisers: dict[str, AdviceForwarder] = {}
         """Each bank's advice queue's sender (stand-in, risk.md)."""
@@ -650,6 +652,10 @@ class SwitchApp:
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
             nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
             await bank_side.start(nonces.run)
+            self._wallet_online = (
+                WalletOnline(switchboard, self._ledger, lambda: card_types(self.config.routes))
+                if self._ledger is not None else None
+            )  # fmt: skip
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
@@ -661,6 +667,7 @@ class SwitchApp:
                 stans=self._new_stans(),
                 clock=self.clock,
                 desk=self._app_desk(switchboard),
+                wallet=self._wallet_online,
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
@@ -1047,11 +1054,14 @@ class SwitchApp:
             clock=self.clock,
             card_result=switchboard.journal.online_result,
         )
-        WalletDesk(
+        wallet_desk = WalletDesk(
             config.wallet,
             merchants=lambda: switchboard.merchants,
             allocate_rrn=switchboard._allocate_rrn,
-        ).register(desk)
+        )
+        if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
+            wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.register(desk)
         if self.cobrand is not None:  # credit.md's co-brand types
             self.cobrand.register(desk)
         return desk
