@@ -464,7 +464,7 @@ class SwitchApp:
         except LedgerError as exc:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
-        self._ledger = LedgerDesk(ledger_store, config.wallet)
+        self._ledger = LedgerDesk(ledger_store, config.wallet, credit=config.credit.terms())
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)

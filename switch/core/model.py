@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
+from switch.core.credit.book import PlanView
 from switch.core.products import PRODUCTS, Product
 from switch.security.port import LmkKey
 
@@ -289,6 +290,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     """An on-us payment's funding once its payment code was found open (wallet.md:
     ``wallet`` or ``credit``; POS 63.1 ``WAL`` or ``CRL``)."""
+    plan: PlanView | None = None
+    """credit.md: an approved credit payment's instalment plan (online results)."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""

@@ -27,6 +27,7 @@ from typing import Final
 import msgspec
 
 from switch.core.book import TxnRecord
+from switch.core.credit.book import PlanView
 from switch.core.ledger import Answer, TransferKey
 
 LEGS: Final[dict[str, str]] = {
@@ -154,6 +155,8 @@ class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     verification: str | None = None
     auth_code: str | None = None
+    plan: PlanView | None = None
+    """credit.md: an approved payment's plan, with funding ``credit`` and instalments."""
 
     @property
     def ok(self) -> bool:

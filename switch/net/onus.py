@@ -15,11 +15,15 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Final, TypeVar
 
+import msgspec
 import structlog
 import trio
 
 from switch.core import ledger, onus
 from switch.core.book import TxnRecord
+from switch.core.credit.billing import receivable
+from switch.core.credit.book import PlanView
+from switch.core.credit.plan import Terms
 from switch.core.ledger import LedgerError, TransferKey, TransferNotFound, TransferSpec
 from switch.core.onus import (
     EndTransfer,
@@ -28,9 +32,10 @@ from switch.core.onus import (
     PayByCode,
     ReserveBack,
 )
-from switch.core.paycode import Paycode
+from switch.core.paycode import CodeTaken, Paycode
 from switch.core.wallet import MoneyAsk, Refusal, WalletSettings
-from switch.store.ledger_port import LedgerStore
+from switch.store.credit_store import RECEIVABLE
+from switch.store.ledger_port import LedgerStore, Reserved
 
 log = structlog.get_logger()
 
@@ -52,10 +57,13 @@ class LedgerDesk:
         store: LedgerStore,
         settings: WalletSettings,
         *,
+        credit: Terms | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.credit = credit
+        """credit.md's terms: payments with funding ``credit``; None, refused 57."""
         self.paycodes = settings.paycodes()
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
@@ -98,24 +106,33 @@ class LedgerDesk:
         at = self.wall_clock()
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
-            if code.funding != "wallet":
-                # credit.md's line is not wired here: refused, the code used.
-                return Refusal("57", "credit funding is not offered")
             ask = MoneyAsk(
                 customer_id=code.customer_id, amount=step.amount, counted="pay",
-                funding="wallet", channel="code", verification=code.verification,
+                funding=code.funding, channel="code", verification=code.verification,
                 local_date=step.local_date,
             )  # fmt: skip
+            debit = (
+                receivable(code.customer_id) if code.funding == "credit"
+                else ledger.wallet_account(code.customer_id)
+            )  # fmt: skip
             spec = TransferSpec(
-                key=step.key, debit=ledger.wallet_account(code.customer_id),
+                key=step.key, debit=debit,
                 credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
                 kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
             )  # fmt: skip
             return ask, spec
 
-        taken, done = await self._run(
-            lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
-        )
+        def pay() -> tuple[CodeTaken, Reserved | Refusal | None, PlanView | None]:
+            taken, done = self.store.pay_by_code(
+                step.code, step.terminal, at, self.settings, make, credit_terms=self.credit
+            )
+            code = taken.paycode
+            plan = None
+            if code is not None and code.instalments and isinstance(done, Reserved):
+                plan = self.store.credit_plan(code.customer_id, step.rrn)  # as made
+            return taken, done, plan
+
+        taken, done, plan = await self._run(pay)
         code = taken.paycode
         if code is None:
             message = (
@@ -123,11 +140,11 @@ class LedgerDesk:
                 else "payment code not open"
             )  # fmt: skip
             return LedgerAnswered(code=taken.response_code, message=message)
-        found = {"customer_id": code.customer_id, "funding": code.funding,
-                 "verification": code.verification}  # fmt: skip
+        found = LedgerAnswered(customer_id=code.customer_id, funding=code.funding,
+                               verification=code.verification)  # fmt: skip
         if isinstance(done, Refusal):
-            return LedgerAnswered(code=done.code, message=done.message, **found)
-        return LedgerAnswered(auth_code=auth_code(), **found)
+            return msgspec.structs.replace(found, code=done.code, message=done.message)
+        return msgspec.structs.replace(found, auth_code=auth_code(), plan=plan)
 
     async def _reserve_back(self, step: ReserveBack) -> LedgerAnswered:
         def body() -> LedgerAnswered:
@@ -150,8 +167,12 @@ class LedgerDesk:
                 amount=step.amount, kind=step.kind, rrn=step.rrn,
                 merchant_id=step.merchant_id,
             )  # fmt: skip
+            if original.spec.debit.startswith(RECEIVABLE):  # a credit purchase (credit.md)
+                whole = step.reversal or step.kind == "void"
+                self.store.credit_reserve_back(spec, original.spec.rrn, whole, self.wall_clock())
+                return LedgerAnswered(auth_code=auth_code(), funding="credit")
             self.store.reserve(spec, self.wall_clock())
-            return LedgerAnswered(auth_code=auth_code())
+            return LedgerAnswered(auth_code=auth_code(), funding="wallet")
 
         return await self._run(body)
 

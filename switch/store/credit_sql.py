@@ -46,6 +46,8 @@ def credit_migrations(d: Dialect) -> tuple[str, ...]:
     );
     CREATE INDEX credit_statement_by_date ON credit_statement (statement_date, customer_id);
     """,
+        # A credit payment code's instalments (credit.md: `paycode_issue` binds them).
+        f"ALTER TABLE paycode ADD COLUMN instalments {i};",
     )
 
 

@@ -30,21 +30,29 @@ from switch.core.credit.billing import (
     CLOSE_PRINCIPAL,
     AccountView,
     CreditAccount,
+    CreditAsk,
     account_view,
+    add_back,
     close_account,
+    credit_purchase,
+    drop_purchase,
+    find_back,
     purchase_refusal,
     receivable,
     repay_account,
+    take_back,
 )
-from switch.core.credit.book import Allocation, Statement
-from switch.core.credit.plan import CreditRefused, Terms
-from switch.core.ledger import LedgerError, Plan, TransferKey, TransferSpec
-from switch.core.wallet import NoSuchWallet, NotYourWallet
+from switch.core.credit.book import Allocation, Back, Statement
+from switch.core.credit.plan import TERMS, CreditRefused, Terms
+from switch.core.ledger import LedgerDamaged, LedgerError, Plan, TransferKey, TransferSpec
+from switch.core.wallet import BadField, NoSuchWallet, NotYourWallet, Refusal
 from switch.store.credit_sql import CreditSql
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
 Parameters = Sequence[Any] | dict[str, Any]
+
+RECEIVABLE: Final = "credit_receivable:"
 
 CLOSE_BATCH: Final = 200
 """Accounts closed in one transaction."""
@@ -342,6 +350,143 @@ class CreditSteps:
             return Repaid(allocation=allocation, account=account_view(account))
 
         return self._step("credit_repay", body)
+
+    # -- credit as a funding source (the lifecycle's ledger steps) -----------------------
+
+    def _credit_code_check(
+        self, customer_id: str, funding: str, instalments: int | None
+    ) -> None:
+        """``paycode_issue``'s credit checks (credit.md): ``instalments`` 3, 6, 12 or 24
+        and only with ``credit`` (30); a credit code needs an account (14) that is not
+        frozen (62)."""
+        if instalments is not None and (funding != "credit" or instalments not in TERMS):
+            raise BadField("instalments", "3, 6, 12 or 24, with funding credit only")
+        if funding == "credit":
+            account = self._credit_account(customer_id, None, lock=False)
+            if account.frozen:
+                raise CreditStopped("62", "the credit account is frozen")
+
+    def _credit_lock(self, customer_id: str) -> CreditAccount | None:
+        """The account's row locked for a payment's checks (None: no account, 14 when
+        its turn comes among the checks)."""
+        row = self._first(self.credit.lock_account, (customer_id,))
+        return None if row is None else _account(row)
+
+    def _credit_checks(
+        self,
+        account: CreditAccount | None,
+        ask: CreditAsk,
+        *,
+        merchant_id: str,
+        amount_fen: int,
+    ) -> CreditAccount | Refusal:
+        """credit.md's checks in place of the balance check: no account 14, frozen 62, a
+        plan under `min_plan_fen` 13, above available 51; else the account with the
+        purchase in its book (saved by the caller once its transfer is reserved)."""
+        if account is None:
+            return Refusal("14", "no credit account")
+        made = credit_purchase(account, ask, merchant_id=merchant_id, amount_fen=amount_fen)
+        if isinstance(made, CreditRefused):
+            return Refusal(made.code, made.message)
+        return made
+
+    def _credit_of_transfer(self, transfer: ledger.Transfer | None) -> CreditAccount | None:
+        """The account a transfer moves, locked, when it is a credit purchase or its
+        void, reversal or refund (``credit_receivable:<c>`` against ``merchant:<m>``);
+        locked before the ledger's accounts, as a payment's checks lock it."""
+        if transfer is None:
+            return None
+        spec = transfer.spec
+        names = (spec.debit, spec.credit)
+        customer = next((n for n in names if n.startswith(RECEIVABLE)), None)
+        if customer is None or not any(n.startswith("merchant:") for n in names):
+            return None
+        return self._credit_lock(customer[len(RECEIVABLE):])
+
+    def _credit_ended(self, key: TransferKey, at: float) -> Callable[[Plan], None] | None:
+        """Before a credit purchase's pending transfer is posted or voided: what to do
+        after (a void: the purchase never stood, its principal freed)."""
+        transfer = self._lock_transfer(key)
+        account = self._credit_of_transfer(transfer)
+        if account is None or transfer is None or transfer.spec.debit != receivable(
+            account.customer_id
+        ):
+            return None
+        purchase_id = transfer.spec.rrn
+
+        def after(plan: Plan) -> None:
+            assert account is not None
+            if plan.changes and plan.after is not None and plan.after.state == "voided":
+                self._save(drop_purchase(account, purchase_id), at)
+
+        return after
+
+    def credit_reserve_back(
+        self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
+    ) -> Plan:
+        """A void, reversal or refund of a credit purchase, at receipt: its pending
+        transfer ``merchant:<m>`` → ``credit_receivable:<c>`` for the whole amount, and
+        the book told to take it when it is posted (credit.md, "Ledger"). Again: the
+        same."""
+        customer_id = spec.credit[len(RECEIVABLE):]
+
+        def body() -> Plan:
+            account = self._credit_account(customer_id, None, lock=True)
+            plan = self._move("reserve", spec.key, at, spec=spec)
+            key = spec.key
+            back = Back(principal=key.principal, id=key.id, leg=key.leg,
+                        purchase_id=purchase_id, whole=whole)  # fmt: skip
+            if plan.changes:
+                self._save(add_back(account, back), at)
+            return plan
+
+        return self._step("credit_reserve_back", body)
+
+    def _credit_back(self, key: TransferKey) -> tuple[CreditAccount, Back] | None:
+        transfer = self._lock_transfer(key)
+        account = self._credit_of_transfer(transfer)
+        if account is None:
+            return None
+        back = find_back(account, key.principal, key.id, key.leg)
+        return None if back is None else (account, back)
+
+    def _credit_post_back(
+        self, account: CreditAccount, back: Back, key: TransferKey, at: float
+    ) -> Plan:
+        """Posts a credit void's, reversal's or refund's pending transfer: the book takes
+        it now, and what it takes off the receivable is posted; what had been repaid
+        goes to the wallet, ``merchant:<m>`` → ``wallet:<c>``, posted with it (leg
+        ``<leg>_wallet``). The rest of the hold is released."""
+        transfer = self._lock_transfer(key)
+        assert transfer is not None
+        if transfer.state != "pending":
+            return self._move("post", key, at)  # posted before: nothing again
+        try:
+            account, split = take_back(account, back, transfer.spec.amount)
+        except CreditRefused as refused:
+            raise LedgerDamaged(f"credit {back.purchase_id}: {refused.message}") from None
+        to_receivable = split.receivable_fen
+        if to_receivable:
+            plan = self._move("post", key, at, amount=min(to_receivable, transfer.spec.amount))
+        else:
+            plan = self._move("void", key, at)
+        if split.wallet_fen:
+            spec = transfer.spec
+            wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")
+            wallet = ledger.wallet_account(account.customer_id)
+            self._move("transfer", wallet_key, at, spec=TransferSpec(
+                key=wallet_key, debit=spec.debit, credit=wallet, amount=split.wallet_fen,
+                kind=spec.kind, rrn=spec.rrn, merchant_id=spec.merchant_id,
+            ))  # fmt: skip
+        self._save(account, at)
+        return plan
+
+    def credit_plan(self, customer_id: str, purchase_id: str) -> books.PlanView:
+        """A purchase's plan with its schedule (25: none)."""
+        try:
+            return books.plan_view(self.credit_account(customer_id).book, purchase_id)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
 
     # -- the close ------------------------------------------------------------------------
 

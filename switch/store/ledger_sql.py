@@ -370,7 +370,8 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
         set_qr_state=sql("UPDATE qr_code SET state = ?, paying = ? WHERE qr_id = ? AND state = ?"),
         insert_paycode=sql(
             "INSERT INTO paycode (code, customer_id, funding, verification, issued_at, "
-            "expires_at, state) VALUES (?, ?, ?, ?, ?, ?, 'open') ON CONFLICT (code) DO NOTHING"
+            "expires_at, state, instalments) VALUES (?, ?, ?, ?, ?, ?, 'open', ?) "
+            "ON CONFLICT (code) DO NOTHING"
         ),
         open_paycodes=sql(
             "SELECT code FROM paycode WHERE customer_id = ? AND state = 'open' "
@@ -380,8 +381,8 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             "UPDATE paycode SET state = 'cancelled' WHERE code = ? AND state = 'open'"
         ),
         lock_paycode=sql(
-            "SELECT code, customer_id, funding, verification, issued_at, expires_at, state "
-            f"FROM paycode WHERE code = ?{lock}"
+            "SELECT code, customer_id, funding, verification, issued_at, expires_at, state, "
+            f"instalments FROM paycode WHERE code = ?{lock}"
         ),
         use_paycode=sql("UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open'"),
         probes=sql("SELECT count(*) AS n FROM paycode_probe WHERE terminal = ? AND at > ?"),

@@ -8,7 +8,7 @@ currency, expiry) are checked once in :mod:`switch.core.validate`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta
@@ -126,6 +126,8 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     memo: str | None = None
     funding: str | None = None
     """On-us results (wallet.md): ``wallet`` or ``credit``."""
+    plan: dict[str, Any] | None = None
+    """credit.md's ``plan`` map: a credit payment's with instalments."""
 
 
 class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):

@@ -1,0 +1,238 @@
+"""Credit as a funding source (credit.md, "Purchases and plans", "Ledger"): payment codes
+bound to the credit line paid at the POS (0200, 22 = 032) and by a merchant's online
+``purchase`` with ``paycode``, their voids, refunds and reversals giving back to the line,
+through the real listeners onto the real ledger store, on both journal engines."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import pytest
+import trio
+
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.core import ledger, paycode
+from switch.core.credit.plan import statement_after
+from switch.core.ledger import TransferKey
+from switch.core.wallet import BadField
+from switch.store.credit_store import CreditStopped, NoCreditAccount
+from switch.terminal import Terminal
+from switch.wire import online as wire
+from tests.conftest import make_config
+from tests.net.helpers import online_client, pos_client, start_switch
+from tests.net.test_onus_e2e import balance, fund, in_store, store_of
+
+C = "C100000001"
+MERCHANT = Terminal().merchant_id
+RECEIVABLE = f"credit_receivable:{C}"
+WALLET = ledger.wallet_account(C)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def credit_config(request: pytest.FixtureRequest) -> SwitchConfig:
+    if request.param == "postgresql":
+        dsn = request.getfixturevalue("postgres_dsn")
+        return make_config(journal={"backend": "postgresql", "dsn": dsn})
+    return make_config()
+
+
+def today(app: SwitchApp) -> date:
+    stamp = app.clock.stamp(app.config.switch.utc_offset_h)
+    return date.fromisoformat(app.switchboard.business_date(stamp))
+
+
+async def open_credit(app: SwitchApp, limit_fen: int, wallet_fen: int = 0) -> None:
+    await fund(app, wallet_fen or 1)
+    store = store_of(app)
+    await in_store(app, store.credit_open, C, "app:wallet", limit_fen, statement_day=1,
+                   grace_days=9, business_date=today(app), at=time.time())  # fmt: skip
+
+
+async def credit_code(app: SwitchApp, instalments: int | None = None) -> str:
+    store = store_of(app)
+    settings = app.config.wallet.paycodes()
+    code = await in_store(
+        app, store.issue_paycode, C, "app:wallet", "credit", "A", time.time(), settings,
+        lambda: paycode.draw(settings.prefix), instalments=instalments,
+    )  # fmt: skip
+    assert code.funding == "credit" and code.instalments == instalments
+    return str(code.code)
+
+
+async def status(app: SwitchApp) -> object:
+    return await in_store(app, store_of(app).credit_status, C)
+
+
+async def verified(app: SwitchApp) -> None:
+    assert await in_store(app, store_of(app).verify) == []
+    assert await in_store(app, store_of(app).pending_transfers) == []
+
+
+async def test_pos_credit_code_in_12_instalments_then_void(
+    nursery: trio.Nursery, credit_config: SwitchConfig
+) -> None:
+    app = await start_switch(nursery, credit_config)
+    await open_credit(app, 2_000_000)
+    client = await pos_client(app)
+    terminal = client.terminal
+    code = await credit_code(app, 12)
+    sale = await client.request(terminal.code_sale(41, code, 600_000))
+    assert (sale.mti, sale.fields[39], sale.fields[63]) == ("0210", "00", "CRL")
+    rrn = str(sale.fields[37])
+    # Posted: credit_receivable:<c> -> merchant:<m>; the line used, the plan made.
+    assert await balance(app, RECEIVABLE) == (-600_000, 0)
+    assert await balance(app, ledger.merchant_account(MERCHANT)) == (600_000, 0)
+    account = await status(app)
+    assert (account.available_fen, account.outstanding_principal_fen) == (1_400_000, 600_000)
+    plan = await in_store(app, store_of(app).credit_plan, C, rrn)
+    assert (plan.principal_fen, plan.instalments, plan.fee_bps, plan.fee_fen) == (
+        600_000, 12, 60, 3_600,
+    )  # fmt: skip
+    assert (plan.total_fee_fen, plan.apr_bps, plan.periods_billed) == (43_200, 1303, 0)
+    first = statement_after(today(app), 1)
+    assert [(row.period, row.statement_date, row.principal_fen) for row in plan.schedule][:2] == [
+        (1, first, 50_000), (2, statement_after(today(app), 1, 2), 50_000),
+    ]  # fmt: skip
+    # The void gives it all back to the line: never billed, principal freed.
+    void = await client.request(terminal.code_void(42, code, 600_000, rrn, 41))
+    assert (void.fields[39], void.fields[63]) == ("00", "CRL")
+    assert await balance(app, RECEIVABLE) == (0, 0)
+    assert await balance(app, ledger.merchant_account(MERCHANT)) == (0, 0)
+    account = await status(app)
+    assert (account.available_fen, account.outstanding_principal_fen, account.payoff_fen) == (
+        2_000_000, 0, 0,
+    )  # fmt: skip
+    book = (await in_store(app, store_of(app).credit_account, C)).book
+    assert [(p.purchase_id, p.standing) for p in book.purchases] == [(rrn, False)]
+    assert book.backs == ()
+    await verified(app)
+
+
+async def test_refunds_reduce_the_plan_then_go_to_the_wallet(
+    nursery: trio.Nursery, credit_config: SwitchConfig
+) -> None:
+    app = await start_switch(nursery, credit_config)
+    await open_credit(app, 1_000_000, wallet_fen=50_000)
+    client = await pos_client(app)
+    terminal = client.terminal
+    code = await credit_code(app, 3)
+    sale = await client.request(terminal.code_sale(51, code, 299_900))
+    assert sale.fields[39] == "00"
+    rrn = str(sale.fields[37])
+    # A refund of 100,000: from the last period backwards (period 3 removed with its
+    # fee, period 2 reduced in part keeping it).
+    refund = await client.request(terminal.code_refund(52, code, 100_000, rrn, 51))
+    assert (refund.mti, refund.fields[39], refund.fields[63]) == ("0230", "00", "CRL")
+    plan = await in_store(app, store_of(app).credit_plan, C, rrn)
+    assert [(r.period, r.principal_fen, r.fee_fen) for r in plan.schedule] == [
+        (1, 99_968, 1_500), (2, 99_932, 1_500),
+    ]  # fmt: skip
+    assert (plan.waived_fee_fen, plan.unbilled_principal_fen) == (1_500, 199_900)
+    assert await balance(app, RECEIVABLE) == (-199_900, 0)
+    # 50,000 prepaid from the wallet, then the rest of the purchase refunded: its
+    # unbilled principal, then what had been repaid goes to the wallet.
+    repaid = await in_store(
+        app, store_of(app).credit_repay_from_wallet, C, key=TransferKey("test", "r1", "repay"),
+        rrn="600000000001", amount_fen=50_000, purchase_id=None, at=time.time(),
+    )  # fmt: skip
+    assert repaid.allocation.prepaid_fen == 50_000
+    assert await balance(app, WALLET) == (0, 0)
+    rest = await client.request(terminal.code_refund(53, code, 199_900, rrn, 51))
+    assert rest.fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (0, 0)
+    assert await balance(app, WALLET) == (50_000, 0)
+    assert await balance(app, ledger.merchant_account(MERCHANT)) == (0, 0)
+    account = await status(app)
+    assert (account.available_fen, account.payoff_fen) == (1_000_000, 0)
+    await verified(app)
+
+
+async def test_reversal_and_the_credit_checks(
+    nursery: trio.Nursery, credit_config: SwitchConfig
+) -> None:
+    app = await start_switch(nursery, credit_config)
+    await open_credit(app, 100_000)
+    client = await pos_client(app)
+    terminal = client.terminal
+    store = store_of(app)
+    # A terminal's reversal gives the line back.
+    code = await credit_code(app)
+    sale = terminal.code_sale(61, code, 80_000)
+    assert (await client.request(sale)).fields[39] == "00"
+    assert (await status(app)).available_fen == 20_000
+    reversal = await client.request(terminal.reversal(sale))
+    assert (reversal.mti, reversal.fields[39]) == ("0410", "00")
+    assert (await status(app)).available_fen == 100_000
+    assert await balance(app, RECEIVABLE) == (0, 0)
+    # Above available: 51; a plan under min_plan_fen: 13; the code used either way.
+    above = await client.request(terminal.code_sale(62, await credit_code(app), 100_001))
+    assert (above.fields[39], above.fields[63]) == ("51", "CRL")
+    small = await client.request(terminal.code_sale(63, await credit_code(app, 6), 9_999))
+    assert small.fields[39] == "13"
+    # Frozen: 62 at the POS for a code issued before, and no credit code issued (62).
+    frozen_code = await credit_code(app)
+    await in_store(app, store.credit_freeze, C, True, "lost phone", time.time())
+    frozen = await client.request(terminal.code_sale(64, frozen_code, 100))
+    assert frozen.fields[39] == "62"
+    with pytest.raises(CreditStopped) as refused:
+        await credit_code(app)
+    assert refused.value.response_code == "62"
+    # instalments with funding wallet: 30; a credit code without an account: 14.
+    settings = app.config.wallet.paycodes()
+    with pytest.raises(BadField):
+        await in_store(app, store.issue_paycode, C, "app:wallet", "wallet", "B", time.time(),
+                       settings, lambda: paycode.draw(settings.prefix), instalments=3)  # fmt: skip
+    await fund(app, 1, customer_id="C2")
+    with pytest.raises(NoCreditAccount):
+        await in_store(app, store.issue_paycode, "C2", "app:wallet", "credit", "B", time.time(),
+                       settings, lambda: paycode.draw(settings.prefix))  # fmt: skip
+    assert await balance(app, RECEIVABLE) == (0, 0)
+    await verified(app)
+
+
+async def test_online_purchase_by_credit_code_carries_the_plan(
+    nursery: trio.Nursery, credit_config: SwitchConfig
+) -> None:
+    app = await start_switch(nursery, credit_config)
+    await open_credit(app, 1_000_000)
+    client = await online_client(app)
+    code = await credit_code(app, 6)
+    buy = wire.Purchase(id="cr-1", merchant_id="SHOP01", amount=299_900, currency="CNY",
+                        paycode=code)  # fmt: skip
+    result = await client.request(buy)
+    assert isinstance(result, wire.Result)
+    assert (result.code, result.funding) == ("00", "credit")
+    plan = result.plan
+    assert plan is not None
+    assert list(plan) == [
+        "purchase_id", "principal_fen", "instalments", "fee_bps", "fee_fen", "total_fee_fen",
+        "waived_fee_fen", "apr_bps", "periods_billed", "unbilled_principal_fen", "schedule",
+    ]  # fmt: skip
+    # credit.md's worked plan: ¥2,999.00 in 6 at 50 bps.
+    assert (plan["purchase_id"], plan["principal_fen"], plan["fee_fen"], plan["apr_bps"]) == (
+        result.rrn, 299_900, 1_500, 1022,
+    )  # fmt: skip
+    assert [(r["principal_fen"], r["fee_fen"]) for r in plan["schedule"]] == [
+        (49_985, 1_500), *[(49_983, 1_500)] * 5,
+    ]
+    assert plan["schedule"][0]["statement_date"] == statement_after(today(app), 1).isoformat()
+    # The repeat: the same bytes, nothing moves again.
+    assert await client.request(buy) == result
+    assert await balance(app, RECEIVABLE) == (-299_900, 0)
+    refund = await client.request(wire.Refund(id="cr-2", merchant_id="SHOP01",
+                                              original_id="cr-1", amount=99_900))  # fmt: skip
+    assert isinstance(refund, wire.Result)
+    assert (refund.code, refund.funding, refund.plan) == ("00", "credit", None)
+    assert await balance(app, RECEIVABLE) == (-200_000, 0)
+    # Without instalments: no plan.
+    second = await client.request(wire.Purchase(
+        id="cr-3", merchant_id="SHOP01", amount=5_000, currency="CNY",
+        paycode=await credit_code(app)))  # fmt: skip
+    assert isinstance(second, wire.Result)
+    assert (second.code, second.funding, second.plan) == ("00", "credit", None)
+    void = await client.request(wire.Void(id="cr-4", merchant_id="SHOP01", original_id="cr-3"))
+    assert isinstance(void, wire.Result) and (void.code, void.funding) == ("00", "credit")
+    assert (await status(app)).available_fen == 800_000
+    await verified(app)
