@@ -231,4 +231,3 @@ class LedgerDesk:
         if posted or voided:
             log.warning("ledger_recovered", posted=posted, voided=voided)
         return posted, voided
-

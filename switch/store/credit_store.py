@@ -353,9 +353,7 @@ class CreditSteps:
 
     # -- credit as a funding source (the lifecycle's ledger steps) -----------------------
 
-    def _credit_code_check(
-        self, customer_id: str, funding: str, instalments: int | None
-    ) -> None:
+    def _credit_code_check(self, customer_id: str, funding: str, instalments: int | None) -> None:
         """``paycode_issue``'s credit checks (credit.md): ``instalments`` 3, 6, 12 or 24
         and only with ``credit`` (30); a credit code needs an account (14) that is not
         frozen (62)."""
@@ -401,15 +399,17 @@ class CreditSteps:
         customer = next((n for n in names if n.startswith(RECEIVABLE)), None)
         if customer is None or not any(n.startswith("merchant:") for n in names):
             return None
-        return self._credit_lock(customer[len(RECEIVABLE):])
+        return self._credit_lock(customer[len(RECEIVABLE) :])
 
     def _credit_ended(self, key: TransferKey, at: float) -> Callable[[Plan], None] | None:
         """Before a credit purchase's pending transfer is posted or voided: what to do
         after (a void: the purchase never stood, its principal freed)."""
         transfer = self._lock_transfer(key)
         account = self._credit_of_transfer(transfer)
-        if account is None or transfer is None or transfer.spec.debit != receivable(
-            account.customer_id
+        if (
+            account is None
+            or transfer is None
+            or transfer.spec.debit != receivable(account.customer_id)
         ):
             return None
         purchase_id = transfer.spec.rrn
@@ -428,7 +428,7 @@ class CreditSteps:
         transfer ``merchant:<m>`` → ``credit_receivable:<c>`` for the whole amount, and
         the book told to take it when it is posted (credit.md, "Ledger"). Again: the
         same."""
-        customer_id = spec.credit[len(RECEIVABLE):]
+        customer_id = spec.credit[len(RECEIVABLE) :]
 
         def body() -> Plan:
             account = self._credit_account(customer_id, None, lock=True)

@@ -215,7 +215,8 @@ async def test_online_purchase_by_credit_code_carries_the_plan(
         result.rrn, 299_900, 1_500, 1022,
     )  # fmt: skip
     assert [(r["principal_fen"], r["fee_fen"]) for r in plan["schedule"]] == [
-        (49_985, 1_500), *[(49_983, 1_500)] * 5,
+        (49_985, 1_500),
+        *[(49_983, 1_500)] * 5,
     ]
     assert plan["schedule"][0]["statement_date"] == statement_after(today(app), 1).isoformat()
     # The repeat: the same bytes, nothing moves again.
