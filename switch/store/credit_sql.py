@@ -64,6 +64,7 @@ class CreditSql(msgspec.Struct, frozen=True, kw_only=True):
     counts: str
     wallet_app: str
     spendable: str
+    amend_statement: str
 
 
 def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
@@ -105,6 +106,10 @@ def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
             "ORDER BY customer_id"
         ),
         wallet_app=sql("SELECT app FROM wallet WHERE customer_id = ?"),
+        amend_statement=sql(
+            "UPDATE credit_statement SET new_balance_fen = ?, statement = ? "
+            "WHERE customer_id = ? AND statement_date = ?"
+        ),
         spendable=sql(
             "SELECT credits_posted - debits_posted - debits_pending AS spendable "
             "FROM ledger_account WHERE name = ?"

@@ -37,16 +37,30 @@ from switch.core.credit.billing import (
     credit_purchase,
     drop_purchase,
     find_back,
+    open_date,
+    plans_of,
     purchase_refusal,
     receivable,
     repay_account,
+    statement_of,
     take_back,
 )
 from switch.core.credit.book import Allocation, Back, Statement
 from switch.core.credit.plan import TERMS, CreditRefused, Terms
 from switch.core.ledger import LedgerDamaged, LedgerError, Plan, TransferKey, TransferSpec
-from switch.core.wallet import BadField, NoSuchWallet, NotYourWallet, Refusal
+from switch.core.wallet import (
+    BadField,
+    MoneyAsk,
+    NoSuchWallet,
+    NotYourWallet,
+    Refusal,
+    Usage,
+    Wallet,
+    WalletSettings,
+    money_check,
+)
 from switch.store.credit_sql import CreditSql
+from switch.store.ledger_sql import LedgerSql
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -76,6 +90,12 @@ class Purchased(msgspec.Struct, frozen=True, kw_only=True):
     transfer: ledger.Transfer
     account: AccountView
     again: bool = False
+
+
+class Converted(msgspec.Struct, frozen=True, kw_only=True):
+    business_date: date
+    plan: books.PlanView
+    account: AccountView
 
 
 class Repaid(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +145,7 @@ class CreditSteps:
     """The credit steps of the ledger store (mixed into ``LedgerStoreBase``)."""
 
     credit: ClassVar[CreditSql]
+    sql: ClassVar[LedgerSql]
 
     # Given by LedgerStoreBase.
     def _step(self, name: str, body: Callable[[], T]) -> T:
@@ -154,6 +175,15 @@ class CreditSteps:
         raise NotImplementedError
 
     def _lock_transfer(self, key: TransferKey) -> ledger.Transfer | None:
+        raise NotImplementedError
+
+    def _lock_account(self, name: str) -> ledger.Balances:
+        raise NotImplementedError
+
+    def _wallet(self, customer_id: str, app: str | None, *, lock: bool) -> Wallet:
+        raise NotImplementedError
+
+    def _usage(self, wallet: Wallet, today: str) -> Usage:
         raise NotImplementedError
 
     # -- rows -----------------------------------------------------------------------------
@@ -224,22 +254,29 @@ class CreditSteps:
     def credit_status(self, customer_id: str, app: str | None = None) -> AccountView:
         return account_view(self.credit_account(customer_id, app))
 
-    def credit_set_limit(self, customer_id: str, limit_fen: int, at: float) -> AccountView:
+    def credit_set_limit(
+        self, customer_id: str, limit_fen: int, at: float, *, app: str | None = None
+    ) -> AccountView:
+        """``credit_limit``: a limit below the outstanding principal calls nothing in
+        (available reads 0); 0 stops borrowing."""
         if not 0 <= limit_fen <= 100_000_000:
             raise ValueError(f"limit_fen {limit_fen} is not in 0..100000000")
 
         def body() -> AccountView:
-            self._credit_account(customer_id, None, lock=True)
+            self._credit_account(customer_id, app, lock=True)
             self._execute(self.credit.set_limit, (limit_fen, at, customer_id))
             return account_view(self._credit_account(customer_id, None, lock=False))
 
         return self._step("credit_set_limit", body)
 
-    def credit_freeze(self, customer_id: str, frozen: bool, reason: str, at: float) -> AccountView:
-        """``credit_freeze`` / ``credit_unfreeze`` (the ``app`` reason only)."""
+    def credit_freeze(
+        self, customer_id: str, frozen: bool, reason: str, at: float, *, app: str | None = None
+    ) -> AccountView:
+        """``credit_freeze`` / ``credit_unfreeze`` (the ``app`` reason only; the account
+        stays frozen while ``overdue`` holds)."""
 
         def body() -> AccountView:
-            self._credit_account(customer_id, None, lock=True)
+            self._credit_account(customer_id, app, lock=True)
             self._execute(self.credit.set_app_freeze, (frozen, reason, at, customer_id))
             return account_view(self._credit_account(customer_id, None, lock=False))
 
@@ -323,13 +360,19 @@ class CreditSteps:
         amount_fen: int,
         purchase_id: str | None,
         at: float,
+        app: str | None = None,
+        counted: tuple[str, WalletSettings] | None = None,
     ) -> Repaid:
         """A repayment from the wallet, posted at once (``wallet:<c>`` →
-        ``credit_receivable:<c>``): 1 to the payoff (else 13), the wallet's spendable
-        balance at least the amount (else 51); allocated as credit.md says."""
+        ``credit_receivable:<c>``): the wallet's (14; another app's: 03), 1 to the
+        payoff (else 13), then, ``counted`` (today's local date and ``[wallet]``), the
+        wallet's class limit as a payment (61), the wallet's spendable balance at least
+        the amount (else 51); allocated as credit.md says. The wallet's row is locked
+        before the account's, as a payment's checks lock them."""
 
         def body() -> Repaid:
-            account = self._credit_account(customer_id, None, lock=True)
+            wallet_row = self._wallet(customer_id, app, lock=True) if counted else None
+            account = self._credit_account(customer_id, app, lock=True)
             if self._lock_transfer(key) is not None:  # repaid before: nothing moves again
                 return Repaid(allocation=None, account=account_view(account), again=True)
             try:
@@ -340,11 +383,25 @@ class CreditSteps:
                 raise CreditStopped(refused.code, refused.message) from None
             wallet = ledger.wallet_account(customer_id)
             self._ensure_account(wallet)
+            if wallet_row is not None and counted is not None:
+                local_date, settings = counted
+                ask = MoneyAsk(customer_id=customer_id, amount=amount_fen, counted="repay",
+                               local_date=local_date)  # fmt: skip
+                usage = self._usage(wallet_row, local_date)
+                available = self._lock_account(wallet).available
+                refusal = money_check(wallet_row, usage, ask, available, settings)
+                if refusal is not None:
+                    raise CreditStopped(refusal.code, refusal.message)
+                self._execute(
+                    self.sql.insert_count,
+                    (key.principal, key.id, key.leg, customer_id, local_date,
+                     local_date[:4], amount_fen, True, False, False),
+                )  # fmt: skip
             row = self._first(self.credit.spendable, (wallet,))
             if row is None or row["spendable"] < amount_fen:
                 raise CreditStopped("51", "the wallet's balance is short")
             spec = TransferSpec(key=key, debit=wallet, credit=receivable(customer_id),
-                                amount=amount_fen, kind="credit_repay", rrn=rrn)  # fmt: skip
+                                amount=amount_fen, kind="repay", rrn=rrn)  # fmt: skip
             self._move("transfer", key, at, spec=spec)
             self._save(account, at)
             return Repaid(allocation=allocation, account=account_view(account))
@@ -485,6 +542,75 @@ class CreditSteps:
         """A purchase's plan with its schedule (25: none)."""
         try:
             return books.plan_view(self.credit_account(customer_id).book, purchase_id)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
+
+    def credit_convert(
+        self,
+        customer_id: str,
+        app: str | None,
+        *,
+        purchase_id: str,
+        instalments: int,
+        terms: Terms,
+        at: float,
+    ) -> Converted:
+        """``credit_convert`` (credit.md): a plan of a standing purchase of the customer
+        (25) that has none, until the close of its first due date (12), on its unpaid
+        principal (13); a frozen account 62. An amended statement bills period 1's fee
+        at once (``credit_receivable:<c>`` → ``instalment_fee_income``)."""
+
+        def body() -> Converted:
+            account = self._credit_account(customer_id, app, lock=True)
+            on = open_date(account)
+            try:
+                book, conversion = books.convert(
+                    account.book, on=on, purchase_id=purchase_id, instalments=instalments,
+                    terms=terms,
+                )  # fmt: skip
+            except CreditRefused as refused:
+                raise CreditStopped(refused.code, refused.message) from None
+            if account.frozen:
+                raise CreditStopped("62", "the credit account is frozen")
+            if conversion.amended is not None and conversion.plan.fee_fen:
+                key = TransferKey(CLOSE_PRINCIPAL, f"{customer_id}:{purchase_id}", "convert_fee")
+                spec = TransferSpec(key=key, debit=receivable(customer_id),
+                                    credit="instalment_fee_income",
+                                    amount=conversion.plan.fee_fen, kind="instalment_fee",
+                                    rrn=purchase_id)  # fmt: skip
+                self._move("transfer", key, at, spec=spec)
+            if conversion.amended is not None:
+                self._execute(
+                    self.credit.amend_statement,
+                    (conversion.amended.new_balance_fen,
+                     msgspec.json.encode(conversion.amended).decode(), customer_id,
+                     conversion.amended.statement_date.isoformat()),
+                )  # fmt: skip
+            account = msgspec.structs.replace(account, book=book)
+            self._save(account, at)
+            return Converted(business_date=on, plan=books.plan_view(book, purchase_id),
+                             account=account_view(account))  # fmt: skip
+
+        return self._step("credit_convert", body)
+
+    def credit_statement(
+        self, customer_id: str, period: str, app: str | None = None
+    ) -> Statement:
+        """A statement already made (25: none of that period)."""
+        book = self.credit_account(customer_id, app).book
+        try:
+            return statement_of(book, period)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
+
+    def credit_plans(
+        self, customer_id: str, purchase_id: str | None, app: str | None = None
+    ) -> list[books.PlanView]:
+        """``credit_plans``: that purchase's plan with its schedule (25), or every plan
+        with anything unbilled or unpaid, oldest first, without."""
+        book = self.credit_account(customer_id, app).book
+        try:
+            return plans_of(book, purchase_id)
         except CreditRefused as refused:
             raise CreditStopped(refused.code, refused.message) from None
 
