@@ -70,6 +70,7 @@ from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
+from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.credit import CreditBilling
@@ -83,6 +84,7 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
+from switch.net.wallet_desk import WalletDesk
 from switch.security.port import KeyName
 from switch.security.setup import (
     bank_zmks,
@@ -631,6 +633,7 @@ class SwitchApp:
                 nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
+                desk=self._app_desk(switchboard),
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
@@ -989,6 +992,33 @@ class SwitchApp:
         its links close."""
         await connector.wait_idle()
         self._stop_bank(connector)
+
+    def _app_desk(self, switchboard: Switchboard) -> AppDesk | None:
+        """The online requests that are not payments through the lifecycle
+        (``switch/net/app_desk.py``): wallet.md's, then each other page's types."""
+        if self._ledger is None:
+            return None
+        config = self.config
+        desk = AppDesk(
+            self._ledger,
+            digest=self.vault.digest,
+            matches=self.vault.matches,
+            business_date=switchboard.business_date,
+            utc_offset_h=config.switch.utc_offset_h,
+            stats=switchboard.stats,
+            in_flight_wait_s=max(
+                (bank.issuer_timeout_s for bank in config.banks.values()), default=5.0
+            )
+            + 1.0,
+            keep_s=config.online.idempotency_keep_s,
+            clock=self.clock,
+        )
+        WalletDesk(
+            config.wallet,
+            merchants=lambda: switchboard.merchants,
+            allocate_rrn=switchboard._allocate_rrn,
+        ).register(desk)
+        return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
         """Forgets online results older than they must be kept, hourly."""

@@ -79,6 +79,11 @@ class LedgerDesk:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
 
+    async def call(self, body: Callable[[], T]) -> T:
+        """``body`` (store calls) in the store's worker thread, one at a time: how the
+        app desk (``app_desk.py``) reaches the same store."""
+        return await self._run(body)
+
     async def carry_out(self, step: LedgerStep) -> LedgerAnswered:
         """One step; never raises for what the ledger refuses or cannot do."""
         self.steps += 1

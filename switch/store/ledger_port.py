@@ -29,6 +29,7 @@ from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transf
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
 from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
+from switch.store.desk_results import KeptResult
 
 
 class LedgerUnavailable(LedgerError):
@@ -206,3 +207,15 @@ class LedgerStore(Protocol):
         self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
     ) -> Plan: ...
     def credit_plan(self, customer_id: str, purchase_id: str) -> PlanView: ...
+
+    # the app desk's kept results (desk_results.py)
+    def desk_result(self, principal: str, request_id: str) -> KeptResult | None: ...
+    def desk_kept(
+        self,
+        principal: str,
+        request_id: str,
+        fingerprint: bytes,
+        at: float,
+        body: Callable[[], tuple[bytes, bool]],
+    ) -> KeptResult: ...
+    def desk_purge(self, before: float) -> None: ...
