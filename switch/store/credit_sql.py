@@ -46,9 +46,13 @@ def credit_migrations(d: Dialect) -> tuple[str, ...]:
     );
     CREATE INDEX credit_statement_by_date ON credit_statement (statement_date, customer_id);
     """,
-        # A credit payment code's instalments (credit.md: `paycode_issue` binds them).
-        f"ALTER TABLE paycode ADD COLUMN instalments {i};",
     )
+
+
+def credit_funding_migrations(d: Dialect) -> tuple[str, ...]:
+    """After the app desk's: a credit payment code's instalments (credit.md:
+    `paycode_issue` binds them)."""
+    return (f"ALTER TABLE paycode ADD COLUMN instalments {d.integer};",)
 
 
 class CreditSql(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from switch.store.credit_sql import credit_migrations
+from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 
@@ -164,6 +164,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     """,
         *credit_migrations(d),  # credit.md's accounts and statements (credit_sql.py)
         *desk_migrations(d),  # the app desk's kept results (desk_sql.py)
+        *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
     )
 
 
