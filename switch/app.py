@@ -74,6 +74,7 @@ from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.credit import CreditBilling
+from switch.net.credit_desk import CreditDesk
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
@@ -1017,6 +1018,9 @@ class SwitchApp:
             config.wallet,
             merchants=lambda: switchboard.merchants,
             allocate_rrn=switchboard._allocate_rrn,
+        ).register(desk)
+        CreditDesk(
+            config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn
         ).register(desk)
         return desk
 

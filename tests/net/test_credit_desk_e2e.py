@@ -1,0 +1,231 @@
+"""credit.md's "Online requests" of the ``app:`` principal over real sockets: signed
+requests to the running switch, its signed answers checked, the ledger store read
+back; on both engines (SQLite: ledger.sqlite3 beside the journal; PostgreSQL: the
+journal's database)."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from typing import Any
+
+import msgspec
+import trio
+
+from switch.app import SwitchApp
+from switch.config import SwitchConfig
+from switch.core.credit.plan import Terms
+from switch.net.clients import OnlineClient, OnlineKey
+from tests.net.helpers import pos_client, start_switch
+from tests.net.test_app_desk_e2e import App, credit, engine_config, error, result, store_of
+from tests.net.test_credit_funding_e2e import today
+
+__all__ = ["engine_config"]
+
+C = "C100000001"
+ACCOUNT_KEYS = [
+    "state", "frozen_by", "limit_fen", "available_fen", "outstanding_principal_fen",
+    "payoff_fen", "due_fen", "overdue_fen", "overdue_days", "statement_day", "grace_days",
+    "statement", "next_due_date", "next_statement_date",
+]  # fmt: skip
+
+# credit.md's MessagePack sample: credit_convert of 606411000201 into 3 periods.
+CONVERT_REQUEST = bytes.fromhex(
+    "85a474797065ae6372656469745f636f6e76657274a26964af636f6e762d3230"
+    "3236303330372d31ab637573746f6d65725f6964aa43313030303030303031ab"
+    "70757263686173655f6964ac363036343131303030323031ab696e7374616c6d"
+    "656e747303"
+)
+
+
+async def in_store(switch: SwitchApp, call: Any, *args: Any, **kwargs: Any) -> Any:
+    assert switch._ledger is not None
+    return await switch._ledger.call(lambda: call(*args, **kwargs))
+
+
+async def opened(switch: SwitchApp, app: App, limit_fen: int = 2_000_000) -> dict[str, Any]:
+    result(await app.ask("wallet_open", "w-1", customer_id=C, **{"class": 2}))
+    answer = result(await app.ask("credit_open", "c-1", customer_id=C, limit_fen=limit_fen))
+    return dict(answer["account"])
+
+
+async def test_open_limit_freeze_status(nursery: trio.Nursery, engine_config: SwitchConfig) -> None:
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    # No wallet: 14; a field out of range: error 30 naming it.
+    result(await app.ask("credit_open", "c-0", customer_id=C, limit_fen=100), "14")
+    error(await app.ask("credit_open", "c-x", customer_id=C, limit_fen=100_000_001), "30",
+          "limit_fen")  # fmt: skip
+    account = await opened(switch, app)
+    assert list(account) == ACCOUNT_KEYS
+    first = today(switch).replace(day=1)
+    assert account == {
+        "state": "open", "frozen_by": [], "limit_fen": 2_000_000, "available_fen": 2_000_000,
+        "outstanding_principal_fen": 0, "payoff_fen": 0, "due_fen": 0, "overdue_fen": 0,
+        "overdue_days": 0, "statement_day": 1, "grace_days": 9, "statement": None,
+        "next_due_date": None,
+        "next_statement_date": date(first.year + first.month // 12, first.month % 12 + 1,
+                                    1).isoformat(),
+    }  # fmt: skip
+    # The same id again: the same result; another id: 12.
+    again = result(await app.ask("credit_open", "c-1", customer_id=C, limit_fen=2_000_000))
+    assert again["account"] == account
+    result(await app.ask("credit_open", "c-2", customer_id=C, limit_fen=5), "12")
+    limited = result(await app.ask("credit_limit", "l-1", customer_id=C, limit_fen=300_000))
+    assert limited["account"]["available_fen"] == 300_000
+    frozen = result(await app.ask("credit_freeze", "f-1", customer_id=C, reason="lost phone"))
+    assert (frozen["account"]["state"], frozen["account"]["frozen_by"]) == ("frozen", ["app"])
+    # A frozen account issues no credit code (62).
+    result(await app.ask("paycode_issue", "p-1", customer_id=C, funding="credit",
+                         verification="A"), "62")  # fmt: skip
+    thawed = result(await app.ask("credit_unfreeze", "f-2", customer_id=C))
+    assert thawed["account"]["state"] == "open"
+    status = result(await app.ask("credit_status", "s-1", customer_id=C))
+    assert status["account"] == thawed["account"]
+    # A read's id is not kept: the same id again reads again.
+    result(await app.ask("credit_status", "s-1", customer_id=C))
+    # A customer whose wallet another app principal opened: error 03, whatever asked.
+    store: Any = store_of(switch)
+    await in_store(switch, store.open_wallet, "C3", "app:other", 2, "2026-01-01", time.time())
+    await in_store(switch, store.credit_open, "C3", "app:other", 100, statement_day=1,
+                   grace_days=9, business_date=today(switch), at=time.time())  # fmt: skip
+    for type_, fields in (("credit_status", {}), ("credit_limit", {"limit_fen": 5}),
+                          ("credit_freeze", {}), ("credit_open", {"limit_fen": 5}),
+                          ("credit_plans", {}), ("credit_statement", {"period": "2026-01"}),
+                          ("credit_repay", {"amount": 1, "from": "wallet"}),
+                          ("credit_convert", {"purchase_id": "600000000001",
+                                              "instalments": 3})):  # fmt: skip
+        error(await app.ask(type_, f"o-{type_}", customer_id="C3", **fields), "03")
+    # A merchant: 03.
+    shop = await App.connect(switch, OnlineKey.demo_merchant("SHOP01"))
+    error(await shop.ask("credit_status", "s-3", customer_id=C), "03")
+    # No account: 14.
+    result(await app.ask("wallet_open", "w-2", customer_id="C2", **{"class": 2}))
+    result(await app.ask("credit_status", "s-4", customer_id="C2"), "14")
+
+
+async def test_buy_in_12_repay_early_plans_and_statement(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    """A code issued with 12 instalments bought with at a POS, the plan read back, an
+    early repayment from the wallet waiving the fees of the periods it removes."""
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    await opened(switch, app)
+    await credit(switch, 200_000)
+    error(await app.ask("paycode_issue", "p-0", customer_id=C, funding="wallet",
+                        verification="A", instalments=12), "30", "instalments")  # fmt: skip
+    error(await app.ask("paycode_issue", "p-9", customer_id=C, funding="credit",
+                        verification="A", instalments=5), "30", "instalments")  # fmt: skip
+    issued = result(await app.ask("paycode_issue", "p-1", customer_id=C, funding="credit",
+                                  verification="A", instalments=12))  # fmt: skip
+    assert issued["funding"] == "credit"
+    client = await pos_client(switch)
+    sale = await client.request(client.terminal.code_sale(71, issued["paycode"], 600_000))
+    assert (sale.fields[39], sale.fields[63]) == ("00", "CRL")
+    purchase_id = str(sale.fields[37])
+    plans = result(await app.ask("credit_plans", "pl-1", customer_id=C))["plans"]
+    assert [(p["purchase_id"], p["fee_fen"], p["apr_bps"], "schedule" in p) for p in plans] == [
+        (purchase_id, 3_600, 1303, False),
+    ]  # fmt: skip
+    plan = result(await app.ask("credit_plans", "pl-2", customer_id=C,
+                                purchase_id=purchase_id))["plans"][0]  # fmt: skip
+    assert len(plan["schedule"]) == 12 and plan["total_fee_fen"] == 43_200
+    result(await app.ask("credit_plans", "pl-3", customer_id=C, purchase_id="600000000000"), "25")
+    # Repay early, 150,000 of the plan: periods 10..12 removed, their fees waived.
+    repaid = result(await app.ask("credit_repay", "r-1", customer_id=C, amount=150_000,
+                                  **{"from": "wallet"}))  # fmt: skip
+    assert list(repaid)[:7] == ["type", "id", "code", "approved", "rrn", "settlement_date",
+                                "allocated"]  # fmt: skip
+    assert list(repaid)[-1] == "message"
+    assert repaid["allocated"] == {
+        "penalty_fen": 0, "fee_fen": 0, "principal_fen": 0, "prepaid_fen": 150_000,
+    }  # fmt: skip
+    assert repaid["waived_fee_fen"] == 3 * 3_600
+    assert repaid["account"]["payoff_fen"] == 450_000
+    assert repaid["settlement_date"] == today(switch).isoformat()
+    # Its repeat: the same bytes, nothing moves again.
+    assert await app.ask("credit_repay", "r-1", customer_id=C, amount=150_000,
+                         **{"from": "wallet"}) == repaid  # fmt: skip
+    wallet = result(await app.ask("wallet_balance", "b-1", customer_id=C))
+    assert wallet["balance"] == 50_000
+    history = result(await app.ask("wallet_history", "h-1", customer_id=C))
+    assert history["items"][0]["kind"] == "repay" and history["items"][0]["amount"] == -150_000
+    # Above the payoff: 13; short in the wallet: 51; card given with wallet: 30.
+    result(await app.ask("credit_repay", "r-2", customer_id=C, amount=450_001,
+                         **{"from": "wallet"}), "13")  # fmt: skip
+    result(await app.ask("credit_repay", "r-3", customer_id=C, amount=450_000,
+                         **{"from": "wallet"}), "51")  # fmt: skip
+    error(
+        await app.ask(
+            "credit_repay",
+            "r-4",
+            customer_id=C,
+            amount=1,
+            card={"pan": "6222021000111122221", "expiry": "2812"},
+            **{"from": "wallet"},
+        ),
+        "30",
+        "card",
+    )
+    plan = result(await app.ask("credit_plans", "pl-4", customer_id=C,
+                                purchase_id=purchase_id))["plans"][0]  # fmt: skip
+    assert [row["period"] for row in plan["schedule"]] == list(range(1, 10))
+    assert plan["waived_fee_fen"] == 10_800
+    # No statement yet: 25.
+    result(await app.ask("credit_statement", "st-1", customer_id=C, period="2026-01"), "25")
+    assert await in_store(switch, store_of(switch).verify) == []
+
+
+async def test_convert_a_purchase_and_read_its_statement(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    """A purchase without a plan converted into 3 (credit.md's request sample's shape),
+    then the account closed to its first statement and the statement read back."""
+    switch = await start_switch(nursery, engine_config)
+    app = await App.connect(switch)
+    await opened(switch, app)
+    issued = result(await app.ask("paycode_issue", "p-1", customer_id=C, funding="credit",
+                                  verification="A"))  # fmt: skip
+    client = await pos_client(switch)
+    sale = await client.request(client.terminal.code_sale(81, issued["paycode"], 299_900))
+    assert sale.fields[39] == "00"
+    purchase_id = str(sale.fields[37])
+    # The sample request's body, with this purchase's id: its keys in the spec's order.
+    body = msgspec.msgpack.decode(CONVERT_REQUEST)
+    assert list(body) == ["type", "id", "customer_id", "purchase_id", "instalments"]
+    body["purchase_id"] = purchase_id
+    assert isinstance(app.client, OnlineClient)
+    await app.client.send_raw(msgspec.msgpack.encode(body))
+    converted = result(await app.answer())
+    assert list(converted) == ["type", "id", "code", "approved", "settlement_date", "plan",
+                               "message"]  # fmt: skip
+    assert converted["settlement_date"] == today(switch).isoformat()
+    plan = converted["plan"]
+    assert [(r["principal_fen"], r["fee_fen"]) for r in plan["schedule"]] == [
+        (99_968, 1_500), (99_966, 1_500), (99_966, 1_500),
+    ]  # fmt: skip
+    assert (plan["apr_bps"], plan["total_fee_fen"], plan["periods_billed"]) == (898, 4_500, 0)
+    # Planned already: 12; not this customer's: 25.
+    result(await app.ask("credit_convert", "cv-2", customer_id=C, purchase_id=purchase_id,
+                         instalments=6), "12")  # fmt: skip
+    result(await app.ask("credit_convert", "cv-3", customer_id=C, purchase_id="600000000001",
+                         instalments=6), "25")  # fmt: skip
+    # The closes up to the first statement (the switch's cut-off runs them; here the
+    # store's close, as the cut-off calls it).
+    first = date.fromisoformat(plan["schedule"][0]["statement_date"])
+    store: Any = store_of(switch)
+    await in_store(switch, store.credit_close, date.fromordinal(first.toordinal() - 1), Terms(),
+                   time.time())  # fmt: skip
+    period = plan["schedule"][0]["statement_date"][:7]
+    statement = result(await app.ask("credit_statement", "st-1", customer_id=C,
+                                     period=period))["statement"]  # fmt: skip
+    assert list(statement) == ["period", "statement_date", "due_date", "previous_balance_fen",
+                               "new_balance_fen", "unpaid_fen", "lines"]  # fmt: skip
+    assert (statement["new_balance_fen"], statement["unpaid_fen"]) == (101_468, 101_468)
+    assert statement["lines"] == [{
+        "kind": "instalment", "date": today(switch).isoformat(), "ref": purchase_id,
+        "amount_fen": 101_468, "period": "1/3", "principal_fen": 99_968, "fee_fen": 1_500,
+        "merchant_id": client.terminal.merchant_id,
+    }]  # fmt: skip
+    assert await in_store(switch, store.verify) == []
