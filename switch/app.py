@@ -85,6 +85,7 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
+from switch.net.wallet import WalletOnline, card_types
 from switch.net.wallet_desk import WalletDesk
 from switch.security.port import KeyName
 from switch.security.setup import (
@@ -635,7 +636,11 @@ class SwitchApp:
                 stans=self._new_stans(),
                 clock=self.clock,
                 desk=self._app_desk(switchboard),
-            )
+                wallet=(
+                    WalletOnline(switchboard, self._ledger, card_types(config.routes))
+                    if self._ledger is not None else None
+                ),
+            )  # fmt: skip
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
                 config.pos,

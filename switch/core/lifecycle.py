@@ -83,9 +83,9 @@ from switch.core.onus import (
     REVERSAL_LEG,
     EndTransfer,
     LedgerAnswered,
-    PayByCode,
     PostToLedger,
     ReserveBack,
+    payment_step,
     record_key,
 )
 from switch.core.risk import Verdict
@@ -743,7 +743,8 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+                own = product.holds or product.own_bank
+                route = self.route(pan, secondary=False) if own else self.route(pan)
                 self.route_name, self.bank = route
             amount = request.amount
         else:
@@ -1102,13 +1103,8 @@ class BankTransaction:
         key = record_key(record)
         self.phase = "at_ledger"
         if original is None:
-            request = self.request
-            assert request.card is not None
-            acceptor = request.acceptor
-            step.actions.append(PostToLedger(PayByCode(
-                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
-                key=key, merchant_id=record.merchant_id, amount=record.amount,
-                rrn=record.rrn, local_date=self.stamp.local.date().isoformat(),
+            step.actions.append(PostToLedger(payment_step(
+                self.request, record, key, self.stamp.local.date().isoformat()
             )))  # fmt: skip
         else:
             step.actions.append(PostToLedger(ReserveBack(
@@ -1136,6 +1132,7 @@ class BankTransaction:
             funding=(self._code.funding if self._code is not None
                      else (event.funding or "wallet") if self.original is not None else None),
             plan=event.plan if event.ok else None,
+            balance_after=event.balance_after if event.ok else None,
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state
@@ -1167,6 +1164,7 @@ class BankTransaction:
             uncount=(record_key(self.original)
                      if approved and self.product.reserves == "whole" and self.original
                      else None),
+            qr_id=self._code.qr_id if self._code is not None else None,
         )))  # fmt: skip
 
     def _on_ending_ledger(self, event: Event, step: _Step) -> None:

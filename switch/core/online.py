@@ -76,7 +76,8 @@ def check_free_text(request: wire.OnlineRequest) -> None:
     refused (30 naming the field), never stored."""
     cvv2 = (
         request.card.cvv2
-        if isinstance(request, wire.Purchase | wire.Balance) and request.card is not None
+        if isinstance(request, wire.Purchase | wire.Balance | wire.WalletTopup)
+        and request.card is not None
         else None
     )
     for name in ("order_id", "memo"):
@@ -101,6 +102,10 @@ def _card(card: wire.Card, today: date | None) -> Card:
         entry_mode=ONLINE_ENTRY_MODE,
         condition_code=ONLINE_CONDITION_CODE,
     )
+
+
+online_card = _card
+"""An online request's ``card`` checked (14, 30, 54) into the canonical card."""
 
 
 def request_from_online(
@@ -246,7 +251,7 @@ def fingerprint_content(request: wire.OnlineRequest) -> bytes:
     out (nothing kept may confirm a guess of it). Only its keyed digest is kept, since
     the content holds a card number."""
     if (
-        isinstance(request, wire.Purchase | wire.Balance)
+        isinstance(request, wire.Purchase | wire.Balance | wire.WalletTopup)
         and request.card is not None
         and request.card.cvv2 is not None
     ):

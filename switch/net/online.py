@@ -23,12 +23,15 @@ from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
+from switch.core.onus import app_online_id
 from switch.core.products import BY_ONLINE_TYPE
+from switch.core.wallet_online import APP_TRANSACTIONS
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskWork
 from switch.net.channel import Reply, log_transaction
 from switch.net.nonces import NonceGuard
 from switch.net.switchboard import Switchboard
+from switch.net.wallet import AppWork, WalletOnline
 from switch.security.errors import UnknownKeyError
 from switch.security.port import SecurityModule
 from switch.security.software import security_event
@@ -36,20 +39,31 @@ from switch.store.port import JournalError
 from switch.wire import envelope
 from switch.wire import online as wire
 
-MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status"))
+MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status")) - APP_TRANSACTIONS
 """online.md's types open to a ``merchant:`` principal: every product offered online (the
-product table's), and ``status``."""
+product table's) but the app's, and ``status``."""
 
 
 class OnlineWork(msgspec.Struct, gc=False):
-    message: wire.FinancialRequest
-    request: Request
+    message: wire.FinancialRequest | wire.AppTransaction
+    request: Request | None
+    """None: an app's ``wallet_pay`` of a QR of another network (answered 40)."""
     content: bytes
     """What a repeat of its id must match (online.fingerprint_content)."""
     fingerprint: bytes
     """The keyed digest of ``content``, which is what is kept."""
     stamp: Stamp
     origin: Origin
+    app: AppWork | None = None
+    """An app principal's transaction (wallet.md): its ids are the principal's."""
+
+    @property
+    def owner(self) -> str:
+        """Whose ``id`` space the request's ``id`` is in: the merchant's, or the app
+        principal's (``app:<name>``)."""
+        if self.app is not None:
+            return self.app.principal
+        return self.message.merchant_id  # type: ignore[union-attr]
 
 
 class StatusWork(msgspec.Struct, gc=False):
@@ -87,9 +101,12 @@ class OnlineProtocol:
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
         desk: AppDesk | None = None,
+        wallet: WalletOnline | None = None,
     ) -> None:
         self.desk = desk
         """The types that are not payments through the lifecycle (app_desk.py)."""
+        self.wallet = wallet
+        """wallet.md's ``wallet_pay`` and ``wallet_topup`` (None: no ledger, 03)."""
         self.security = security
         self.nonces = nonces
         self.wall_clock = wall_clock
@@ -146,6 +163,8 @@ class OnlineProtocol:
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
         kind, _, owner = principal.partition(":")
+        if isinstance(message, wire.WalletPay | wire.WalletTopup):
+            return self._accept_app(message, origin, principal)
         if kind != "merchant" or type(message).__struct_config__.tag not in MERCHANT_TYPES:
             refusal = TransactionRefused("03", f"type not open to the key's principal {kind}")
             return self._refuse(message, refusal, received_at)
@@ -188,6 +207,38 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
+    def _accept_app(
+        self, message: wire.AppTransaction, origin: Origin, principal: str
+    ) -> OnlineWork | bytes:
+        """An app principal's ``wallet_pay`` or ``wallet_topup`` (wallet.md), its ``id``
+        the principal's; another principal's, or no ledger: 03."""
+        received_at = origin.received_at
+        if not principal.startswith("app:") or self.wallet is None:
+            refusal = TransactionRefused("03", "type not open to the key's principal")
+            return self._refuse(message, refusal, received_at)
+        try:
+            online.check_free_text(message)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
+        content = online.fingerprint_content(message)
+        fingerprint = self.cards.digest(content)
+        try:
+            stored = self.idempotency.begin(principal, message.id, content, fingerprint)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
+        if stored is not None:
+            return stored
+        stamp = self.clock.stamp(self.utc_offset_h)
+        try:
+            request, app = self.wallet.accept(
+                message, principal, terminal_id=self.terminal_id, stan=self._stans.next(),
+                today=stamp.local.date(),
+            )  # fmt: skip
+        except TransactionRefused as exc:
+            self.idempotency.abandon(principal, message.id)
+            return self._refuse(message, exc, received_at)
+        return OnlineWork(message, request, content, fingerprint, stamp, origin, app)
+
     def sheddable(self, work: SignedWork) -> bool:
         return isinstance(work.inner, OnlineWork)
 
@@ -219,7 +270,7 @@ class OnlineProtocol:
     def _forget(self, inner: OnlineWork | StatusWork | DeskWork | bytes) -> None:
         """A request refused at its nonce: its id's claim is let go."""
         if isinstance(inner, OnlineWork):
-            self.idempotency.abandon(inner.message.merchant_id, inner.message.id)
+            self.idempotency.abandon(inner.owner, inner.message.id)
 
     def _sign(self, key_id: str, body: bytes) -> bytes:
         """The answer's envelope: the request's key, the switch's time, a new nonce."""
@@ -247,7 +298,7 @@ class OnlineProtocol:
     def _busy(self, work: OnlineWork | StatusWork, reason: str) -> bytes:
         message = work.message
         if isinstance(work, OnlineWork):  # never reached a bank: the id may be used again
-            self.idempotency.abandon(message.merchant_id, message.id)
+            self.idempotency.abandon(work.owner, message.id)
         outcome = Outcome(code="91", message=reason)
         if isinstance(work, OnlineWork):
             outcome = msgspec.structs.replace(
@@ -255,7 +306,8 @@ class OnlineProtocol:
             )
         if isinstance(message, wire.Status):
             return wire.encode_response(wire.Error(id=message.id, code="91", message=reason))
-        return wire.encode_response(online.result(message, outcome))
+        assert isinstance(work, OnlineWork)
+        return wire.encode_response(self._result(work, outcome))
 
     async def _respond(self, work: OnlineWork | StatusWork) -> Reply:
         if isinstance(work, StatusWork):
@@ -279,16 +331,17 @@ class OnlineProtocol:
             if earlier is not None:
                 return Reply(earlier)
         kept: list[bytes] = []
+        owner = work.owner
 
         def keep_result(outcome: Outcome) -> list[Change]:
             """The result, journaled with an outcome that reached a bank, so a repeat
             finds it after a restart (what never reached one is not kept: a retry is
             then safe)."""
-            payload = wire.encode_response(online.result(message, outcome))
+            payload = wire.encode_response(self._result(work, outcome))
             kept.append(payload)
             return [
                 OnlineResultKept(
-                    merchant_id=message.merchant_id,
+                    merchant_id=owner,
                     online_id=message.id,
                     fingerprint=work.fingerprint,
                     response=payload,
@@ -297,17 +350,27 @@ class OnlineProtocol:
             ]
 
         try:
+            before = await self._before(work)
+            if before is not None:
+                self.idempotency.abandon(owner, message.id)
+                return Reply(before)
+            assert work.request is not None
             outcome = await self.switchboard.process(
                 work.request, work.stamp, work.origin, keep_result
             )
+            if work.app is not None and self.wallet is not None:
+                outcome = await self.wallet.after(work.app, outcome)
         except BaseException:
-            self.idempotency.abandon(message.merchant_id, message.id)
+            self.idempotency.abandon(owner, message.id)
             raise
-        payload = wire.encode_response(online.response(message, outcome))
+        if work.app is not None:
+            payload = wire.encode_response(self._result(work, outcome))
+        else:
+            payload = wire.encode_response(online.response(message, outcome))
         if kept and kept[-1] == payload:
-            self.idempotency.finish(message.merchant_id, message.id, payload, now_s=time.time())
+            self.idempotency.finish(owner, message.id, payload, now_s=time.time())
         else:  # not journaled (nothing reached a bank, or the journal failed)
-            self.idempotency.abandon(message.merchant_id, message.id)
+            self.idempotency.abandon(owner, message.id)
         if not outcome.shed:
             log_transaction(
                 work.request,
@@ -319,13 +382,53 @@ class OnlineProtocol:
             )
         return Reply(payload, shed=outcome.shed)
 
+    def _result(
+        self, work: OnlineWork, outcome: Outcome
+    ) -> wire.Result | wire.WalletPayResult | wire.WalletTopupResult:
+        message = work.message
+        if work.app is not None:
+            assert self.wallet is not None and isinstance(message, wire.AppTransaction)
+            return self.wallet.result(message, work.app, outcome)
+        return online.result(message, outcome)
+
+    async def _before(self, work: OnlineWork) -> bytes | None:
+        """An app transaction's checks ahead of the lifecycle (wallet.md's order): its
+        refusal's payload, nothing journaled or kept; None: it goes on. A merchant's
+        void or refund naming a dynamic QR's ``qr_create`` id names that QR's payment."""
+        message, wallet = work.message, self.wallet
+        if wallet is None:
+            return None
+        if work.app is not None:
+            assert isinstance(message, wire.AppTransaction)
+            try:
+                refused = await wallet.before(message, work.request, work.app, work.stamp)
+            except TransactionRefused as exc:
+                return wire.encode_response(online.refusal(message.id, exc))
+            if refused is None:
+                return None
+            self._log_error(
+                wire.Error(id=message.id, code=refused.code, message=refused.message),
+                work.origin.received_at, kind=type(message).__name__.lower(),
+                merchant=work.app.record_merchant or None,
+            )  # fmt: skip
+            return wire.encode_response(self._result(work, refused))
+        if isinstance(message, wire.Void | wire.Refund) and message.original_id is not None:
+            work.request = await wallet.paid_by_qr(work.request, message.merchant_id,
+                                                   message.original_id)  # fmt: skip
+        return None
+
     async def _result_of_first_elsewhere(self, work: OnlineWork) -> bytes | None:
         """A repeat whose first went through another worker and has no result kept yet:
         its result once it has ended; a 96 if it is still in doubt; None if no first
         reached a bank (this one goes ahead)."""
         message = work.message
         try:
-            first = await self.switchboard.online_first(message.merchant_id, message.id)
+            if work.app is not None:  # journaled under its merchant, by principal and id
+                first = await self.switchboard.online_first(
+                    work.app.record_merchant, app_online_id(work.owner, message.id)
+                )
+            else:
+                first = await self.switchboard.online_first(work.owner, message.id)
         except JournalError:
             return None  # the switchboard's own journal use will say what is wrong
         if first is None or first.state == "not_sent":
@@ -333,25 +436,25 @@ class OnlineProtocol:
         kept = await self._journaled_result(work)
         if kept is not None:
             return kept
-        self.idempotency.abandon(message.merchant_id, message.id)
+        self.idempotency.abandon(work.owner, message.id)
         refusal = TransactionRefused("96", "the first request with this id is still in doubt")
         return wire.encode_response(online.refusal(message.id, refusal))
 
     async def _journaled_result(self, work: OnlineWork) -> bytes | None:
-        message = work.message
+        message, owner = work.message, work.owner
         try:
-            entry = await self.switchboard.journal.online_result(message.merchant_id, message.id)
+            entry = await self.switchboard.journal.online_result(owner, message.id)
         except JournalError:
             return None  # the switchboard's own journal use will say what is wrong
         if entry is None:
             return None
         if not self.cards.matches(work.content, entry.fingerprint):
-            self.idempotency.abandon(message.merchant_id, message.id)
+            self.idempotency.abandon(owner, message.id)
             refusal = TransactionRefused("94", "this id was used before with different content")
             return wire.encode_response(online.refusal(message.id, refusal))
-        self.idempotency.abandon(message.merchant_id, message.id)
+        self.idempotency.abandon(owner, message.id)
         self.idempotency.remember(
-            message.merchant_id, message.id, entry.fingerprint, entry.response, time.time()
+            owner, message.id, entry.fingerprint, entry.response, time.time()
         )
         return entry.response
 
@@ -368,8 +471,9 @@ class OnlineProtocol:
     ) -> bytes:
         error = online.refusal(message.id, exc)
         self._log_error(
-            error, received_at, kind=type(message).__name__.lower(), merchant=message.merchant_id
-        )
+            error, received_at, kind=type(message).__name__.lower(),
+            merchant=getattr(message, "merchant_id", None),
+        )  # fmt: skip
         return wire.encode_response(error)
 
     def _log_error(

@@ -208,6 +208,9 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     read_qr: str
     qr_by_online_id: str
     set_qr_state: str
+    qr_by_paying: str
+    set_transfer_rrn: str
+    set_order_rrn: str
     # payment codes
     insert_paycode: str
     open_paycodes: str
@@ -371,6 +374,15 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
         ),
         qr_by_online_id=sql("SELECT qr_id FROM qr_code WHERE merchant_id = ? AND online_id = ?"),
         set_qr_state=sql("UPDATE qr_code SET state = ?, paying = ? WHERE qr_id = ? AND state = ?"),
+        qr_by_paying=sql("SELECT qr_id FROM qr_code WHERE paying = ? AND state = 'paying'"),
+        set_transfer_rrn=sql(
+            "UPDATE ledger_transfer SET rrn = ? WHERE principal = ? AND request_id = ? "
+            "AND leg = ? AND state = 'pending'"
+        ),
+        set_order_rrn=sql(
+            "UPDATE wallet_order SET rrn = ? WHERE principal = ? AND request_id = ? "
+            "AND state = 'pending'"
+        ),
         insert_paycode=sql(
             "INSERT INTO paycode (code, customer_id, funding, verification, issued_at, "
             "expires_at, state, instalments) VALUES (?, ?, ?, ?, ?, ?, 'open', ?) "

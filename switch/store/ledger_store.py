@@ -541,6 +541,8 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
                 raise Refused(Refusal("94", "QR paid or being paid"))
             if ask.amount != row["amount"]:
                 raise Refused(Refusal("13", "amount other than the QR's"))
+        elif ask.amount < 1:
+            raise Refused(Refusal("13", "a static QR needs an amount"))
 
     def end_payment(
         self, key: TransferKey, approved: bool, at: float, *, qr_id: str | None = None
@@ -588,6 +590,30 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
             return plan
 
         return self._step("reserve_topup", body)
+
+    def end_topup(self, key: TransferKey, approved: bool, rrn: str, at: float) -> Plan:
+        """A top-up's sale answered: its transfer and order take the sale's RRN, then
+        it is posted (the approval journaled: the wallet credited) or voided."""
+
+        def body() -> Plan:
+            if rrn:
+                self._execute(self.sql.set_transfer_rrn, (rrn, key.principal, key.id, key.leg))
+                self._execute(self.sql.set_order_rrn, (rrn, key.principal, key.id))
+            plan = self._move("post" if approved else "void", key, at)
+            if plan.changes:
+                self._execute(
+                    self.sql.end_order,
+                    ("approved" if approved else "declined", at, key.principal, key.id),
+                )
+            return plan
+
+        return self._step("end_topup", body)
+
+    def qr_paying(self, key: TransferKey) -> str | None:
+        """The dynamic QR the payment ``key`` holds ``paying`` (start-up recovery)."""
+        paying = f"{key.principal} {key.id}"
+        row = self._read(lambda: self._first(self.sql.qr_by_paying, (paying,)))
+        return None if row is None else str(row["qr_id"])
 
     def bind_account(
         self, customer_id: str, app: str, account: BoundAccount, at: float
@@ -671,6 +697,18 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
             )  # fmt: skip
 
         self._step("create_qr", body)
+
+    def qr_by_online_id(self, merchant_id: str, online_id: str) -> QrRecord | None:
+        """The merchant's QR made by its ``qr_create`` of ``online_id``."""
+
+        def body() -> QrRecord | None:
+            found = self._first(self.sql.qr_by_online_id, (merchant_id, online_id))
+            if found is None:
+                return None
+            row = self._first(self.sql.read_qr, (found["qr_id"],))
+            return None if row is None else _qr(row)
+
+        return self._read(body)
 
     def qr(self, qr_id: str) -> QrRecord | None:
         row = self._read(lambda: self._first(self.sql.read_qr, (qr_id,)))

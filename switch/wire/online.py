@@ -8,7 +8,7 @@ currency, expiry) are checked once in :mod:`switch.core.validate`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -104,7 +104,54 @@ class PreauthVoid(Void, frozen=True, kw_only=True, tag="preauth_void"):
     """A pre-authorisation void of ``original_id``."""
 
 
-OnlineRequest = Purchase | Balance | Void | Refund | Status | Preauth | Completion | PreauthVoid
+CustomerId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,32}\Z")]
+"""wallet.md's ``customer_id``: 1..32 of ``[A-Za-z0-9._:-]``."""
+QrText = Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+class _AppRequest(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    kw_only=True,
+    omit_defaults=True,
+):
+    """A request of the ``app:<name>`` principal (wallet.md): no ``merchant_id``; its
+    ``id`` is unique per app principal."""
+
+    id: RequestId
+    customer_id: CustomerId
+    order_id: OrderId | None = None
+    memo: Memo | None = None
+    device_id: DeviceId | None = None
+
+
+class WalletPay(_AppRequest, frozen=True, kw_only=True, tag="wallet_pay"):
+    """Pays the merchant of a QR from the customer's wallet (or credit line)."""
+
+    qr: QrText
+    funding: Literal["wallet", "credit"]
+    verification: Literal["A", "B", "C"]
+    amount: int | None = None
+    instalments: int | None = None
+    """credit.md's, for ``funding`` = ``credit``."""
+
+
+class WalletTopup(_AppRequest, frozen=True, kw_only=True, tag="wallet_topup"):
+    """A sale on the customer's debit card, credited to the wallet if approved."""
+
+    amount: int
+    card: Card
+
+
+AppTransaction = WalletPay | WalletTopup
+"""The app's requests that are transactions (journaled, with an RRN)."""
+
+OnlineRequest = (
+    Purchase | Balance | Void | Refund | Status | Preauth | Completion | PreauthVoid
+    | WalletPay | WalletTopup
+)  # fmt: skip
 FinancialRequest = Purchase | Balance | Void | Refund | Preauth | Completion | PreauthVoid
 """The requests that go to a bank (all but ``status``)."""
 
@@ -128,6 +175,50 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     """On-us results (wallet.md): ``wallet`` or ``credit``."""
     plan: dict[str, Any] | None = None
     """credit.md's ``plan`` map: a credit payment's with instalments."""
+
+
+class WalletPayResult(
+    msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True
+):
+    """``wallet_pay``'s result, its fields in wallet.md's sample order (not in the
+    ``OnlineResponse`` union, whose ``result`` is :class:`Result`: a client reads it
+    as a ``Result`` or as a map)."""
+
+    id: str
+    code: str
+    approved: bool
+    rrn: str | None = None
+    auth_code: str | None = None
+    settlement_date: str | None = None
+    amount: int | None = None
+    merchant_id: str | None = None
+    merchant_name: str | None = None
+    qr_id: str | None = None
+    funding: str | None = None
+    balance_after: int | None = None
+    plan: dict[str, Any] | None = None
+    """credit.md's ``plan``: an approved payment with funding ``credit`` and
+    instalments."""
+    message: str = ""
+    order_id: str | None = None
+    memo: str | None = None
+
+
+class WalletTopupResult(
+    msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True
+):
+    """``wallet_topup``'s result (wallet.md)."""
+
+    id: str
+    code: str
+    approved: bool
+    rrn: str | None = None
+    auth_code: str | None = None
+    settlement_date: str | None = None
+    balance_after: int | None = None
+    message: str = ""
+    order_id: str | None = None
+    memo: str | None = None
 
 
 class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
@@ -195,7 +286,7 @@ probe_id = _probe_id
 """The request's ``id`` if the payload is a map holding a well-formed one."""
 
 
-def encode_response(response: OnlineResponse) -> bytes:
+def encode_response(response: OnlineResponse | WalletPayResult | WalletTopupResult) -> bytes:
     return _response_encoder.encode(response)
 
 
