@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -17,12 +19,14 @@ from switch.core import ledger, paycode
 from switch.core.credit.plan import statement_after
 from switch.core.ledger import TransferKey
 from switch.core.wallet import BadField
+from switch.net.clients import OnlineClient, OnlineKey
 from switch.store.credit_store import CreditStopped, NoCreditAccount
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import make_config
 from tests.net.helpers import online_client, pos_client, start_switch
 from tests.net.test_onus_e2e import balance, fund, in_store, store_of
+from tests.net.test_wallet_pay_e2e import QR_MERCHANT, app_client, ask, make_qr, pay, wallet_config
 
 C = "C100000001"
 MERCHANT = Terminal().merchant_id
@@ -236,4 +240,50 @@ async def test_online_purchase_by_credit_code_carries_the_plan(
     void = await client.request(wire.Void(id="cr-4", merchant_id="SHOP01", original_id="cr-3"))
     assert isinstance(void, wire.Result) and (void.code, void.funding) == ("00", "credit")
     assert (await status(app)).available_fen == 800_000
+    await verified(app)
+
+
+async def test_wallet_pay_on_credit_in_instalments_then_its_refund(
+    nursery: trio.Nursery, tmp_path: Path, credit_config: SwitchConfig
+) -> None:
+    """wallet.md's ``wallet_pay`` with ``funding`` = ``credit`` and ``instalments``: the
+    credit line pays the merchant's QR, the result carries the plan; the merchant's
+    refund gives back to the line; a plan on the wallet, or of 5, is ``error`` 30."""
+    config = wallet_config(tmp_path, journal=msgspec.structs.asdict(credit_config.journal))
+    app = await start_switch(nursery, config)
+    await open_credit(app, 1_000_000)
+    qr = await make_qr(app, "K7Q2M9X4D8P3A6TB", amount=600_000, online_id="qr-1")
+    client = await app_client(app)
+    wrong = await ask(client, pay("pw-0", qr, instalments=12))
+    assert (wrong["type"], wrong["code"]) == ("error", "30") and "instalments" in wrong["message"]
+    five = await ask(client, pay("pw-1", qr, funding="credit", instalments=5))
+    assert (five["type"], five["code"]) == ("error", "30")
+    answer = await ask(client, pay("pw-2", qr, funding="credit", verification="A",
+                                   instalments=12))  # fmt: skip
+    assert list(answer) == [
+        "type", "id", "code", "approved", "rrn", "auth_code", "settlement_date", "amount",
+        "merchant_id", "merchant_name", "qr_id", "funding", "plan", "message",
+    ]  # fmt: skip
+    assert (answer["code"], answer["funding"]) == ("00", "credit")
+    plan = answer["plan"]
+    assert (plan["purchase_id"], plan["instalments"], plan["fee_fen"], plan["apr_bps"]) == (
+        answer["rrn"], 12, 3_600, 1303,
+    )  # fmt: skip
+    assert await balance(app, RECEIVABLE) == (-600_000, 0)
+    assert (await status(app)).available_fen == 400_000
+    # Above available: 51, the QR open again afterwards.
+    qr2 = await make_qr(app, "S5N8W2R6C4J9E3HL", amount=400_001, online_id="qr-2")
+    above = await ask(client, pay("pw-3", qr2, funding="credit", verification="A"))
+    assert (above["code"], above["funding"]) == ("51", "credit")
+    # The merchant refunds 100,000 of it by RRN: the plan loses its last two periods.
+    shop = await OnlineClient.connect("127.0.0.1", app.online_port,
+                                      key=OnlineKey.demo_merchant(QR_MERCHANT))  # fmt: skip
+    back = wire.Refund(id="rf-1", merchant_id=QR_MERCHANT, original_rrn=answer["rrn"],
+                       amount=100_000)  # fmt: skip
+    refund = await shop.request(back)
+    assert isinstance(refund, wire.Result)
+    assert (refund.code, refund.funding) == ("00", "credit")
+    plan_now = await in_store(app, store_of(app).credit_plan, C, answer["rrn"])
+    assert [row.period for row in plan_now.schedule] == list(range(1, 11))
+    assert await balance(app, RECEIVABLE) == (-500_000, 0)
     await verified(app)
