@@ -31,6 +31,7 @@ from switch.core.credit.billing import (
     AccountView,
     CreditAccount,
     CreditAsk,
+    CreditTotals,
     account_view,
     add_back,
     close_account,
@@ -121,11 +122,6 @@ class StatementRow(msgspec.Struct, frozen=True, kw_only=True):
     statement: Statement
 
 
-class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
-    accounts: int
-    frozen: int
-
-
 _STATEMENT_DECODER = msgspec.json.Decoder(Statement)
 
 
@@ -204,7 +200,8 @@ class CreditSteps:
             (
                 BOOK_ENCODER.encode(book).decode(),
                 None if book.last_closed is None else book.last_closed.isoformat(),
-                account.frozen_overdue, at, account.customer_id,
+                account.frozen_overdue, at, books.outstanding_principal_fen(book),
+                books.overdue_fen(book, open_date(account)), account.customer_id,
             ),
         )  # fmt: skip
 
@@ -689,9 +686,19 @@ class CreditSteps:
         ]  # fmt: skip
 
     def credit_totals(self) -> CreditTotals:
-        row = self._read(lambda: self._first(self.credit.counts))
+        def body() -> tuple[Row | None, Row | None]:
+            return self._first(self.credit.counts), self._first(
+                self.credit.penalties, ("penalty_income",)
+            )
+
+        row, penalties = self._read(body)
         assert row is not None
-        return CreditTotals(accounts=int(row["accounts"]), frozen=int(row["frozen"]))
+        return CreditTotals(
+            accounts=int(row["accounts"]), frozen=int(row["frozen"]),
+            outstanding_fen=int(row["outstanding_fen"]), overdue_fen=int(row["overdue_fen"]),
+            overdue=int(row["overdue"]),
+            penalties_fen=0 if penalties is None else int(penalties["credits_posted"]),
+        )  # fmt: skip
 
 
 def _today(account: CreditAccount) -> date:

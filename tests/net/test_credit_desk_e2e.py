@@ -15,6 +15,7 @@ import trio
 from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.core.credit.plan import Terms
+from switch.core.ledger import TransferKey
 from switch.net.clients import OnlineClient, OnlineKey
 from tests.net.helpers import pos_client, start_switch
 from tests.net.test_app_desk_e2e import App, credit, engine_config, error, result, store_of
@@ -229,3 +230,41 @@ async def test_convert_a_purchase_and_read_its_statement(
         "merchant_id": client.terminal.merchant_id,
     }]  # fmt: skip
     assert await in_store(switch, store.verify) == []
+
+
+async def test_credit_metrics_in_a_real_scrape(nursery: trio.Nursery) -> None:
+    """The admin's /metrics: outstanding principal, overdue, frozen accounts and the
+    penalties accrued, as the store has them after closes past a due date."""
+    from tests.admin.http import get
+    from tests.admin.test_http import admin_config, samples
+
+    switch = await start_switch(nursery, admin_config())
+    store: Any = store_of(switch)
+    now = time.time()
+
+    def prepare() -> None:
+        for customer in ("C1", "C2"):
+            store.open_wallet(customer, "app:wallet", 2, "2026-01-05", now)
+            store.credit_open(customer, "app:wallet", 2_000_000, statement_day=1, grace_days=9,
+                              business_date=date(2026, 1, 5), at=now)  # fmt: skip
+        store.credit_close(date(2026, 1, 11), Terms(), now)
+        key = TransferKey("pos:test", "601210000101", "pay")
+        store.credit_purchase("C1", key=key, purchase_id="601210000101", merchant_id="SHOP01",
+                              amount_fen=600_000, instalments=3, terms=Terms(),
+                              at=now)  # fmt: skip
+        store.credit_end_purchase("C1", key, "601210000101", True, now)
+        # Billed on 02-01, due 02-10: overdue from 02-11, a penalty at each close.
+        store.credit_close(date(2026, 2, 13), Terms(), now)
+        store.credit_freeze("C2", True, "lost phone", now)
+
+    assert switch._ledger is not None
+    await switch._ledger.call(prepare)
+    text = (await get(switch.admin_port, "/metrics")).body.decode()
+    assert samples(text, "payswitch_credit_accounts")[()] == 2
+    assert samples(text, "payswitch_credit_frozen_accounts")[()] == 1
+    assert samples(text, "payswitch_credit_outstanding_principal_fen")[()] == 600_000
+    # 2,030.00 billed and unpaid (period 1: 2,000.00 + the fee 30.00).
+    assert samples(text, "payswitch_credit_overdue_fen")[()] == 203_000
+    assert samples(text, "payswitch_credit_overdue_accounts")[()] == 1
+    # round_half_up(203,000 x 5 / 10,000) = 102 fen, at the closes of 02-11, 02-12, 02-13.
+    assert samples(text, "payswitch_credit_penalties_accrued_fen_total")[()] == 306

@@ -207,6 +207,20 @@ def take_back(
     return drop_back(replace(account, book=book), back), split
 
 
+class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """The credit line's figures for the metrics: accounts, frozen ones, outstanding
+    principal and overdue amounts as each account was last saved (a close saves every
+    account), the accounts with anything overdue, and the penalties accrued (ever
+    posted to ``penalty_income``)."""
+
+    accounts: int
+    frozen: int
+    outstanding_fen: int = 0
+    overdue_fen: int = 0
+    overdue: int = 0
+    penalties_fen: int = 0
+
+
 # -- the ``account`` result map ----------------------------------------------------------
 
 
