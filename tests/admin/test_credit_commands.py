@@ -66,11 +66,12 @@ async def test_credit_commands_go_through_signed_requests(
                         credit=f"wallet:{C}", amount=1_000_000, kind="topup")  # fmt: skip
     await app._ledger.call(lambda: store.transfer(spec, now))
     settings = app.config.wallet.paycodes()
-    issued = await app._ledger.call(lambda: store.issue_paycode(
-        C, "app:wallet", "credit", "A", time.time(), settings,
-        lambda: paycode.draw(settings.prefix), instalments=12))  # fmt: skip
+    issue = ["wallet", "paycode", C, "--app", "app:wallet", "--verification", "A", "--funding",
+             "credit", "--instalments", "12", "--config", str(path)]  # fmt: skip
+    assert await trio.to_thread.run_sync(cli.main, issue) == 0
+    code_text = capsys.readouterr().out.split("paycode: ")[1].split()[0]
     client = await pos_client(app)
-    sale = await client.request(client.terminal.code_sale(90, issued.code, 600_000))
+    sale = await client.request(client.terminal.code_sale(90, code_text, 600_000))
     assert sale.fields[39] == "00"
     purchase_id = str(sale.fields[37])
     code, plans, _ = await run(capsys, "credit", "plans", C, *base)
