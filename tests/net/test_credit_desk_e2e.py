@@ -268,3 +268,40 @@ async def test_credit_metrics_in_a_real_scrape(nursery: trio.Nursery) -> None:
     assert samples(text, "payswitch_credit_overdue_accounts")[()] == 1
     # round_half_up(203,000 x 5 / 10,000) = 102 fen, at the closes of 02-11, 02-12, 02-13.
     assert samples(text, "payswitch_credit_penalties_accrued_fen_total")[()] == 306
+
+
+async def test_credit_convert_sample_to_the_byte(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    """credit.md's MessagePack sample over a real socket: the 101-byte request of
+    ``credit_convert`` of 606411000201 (¥2,999.00 bought 2026-03-05) on 2026-03-07,
+    answered with the sample's 530 bytes."""
+    from tests.core.test_credit import CONVERT_RESULT
+
+    switch = await start_switch(nursery, engine_config)
+    store: Any = store_of(switch)
+    now = time.time()
+
+    def prepare() -> None:
+        store.open_wallet(C, "app:wallet", 2, "2026-03-05", now)
+        store.credit_open(C, "app:wallet", 2_000_000, statement_day=1, grace_days=9,
+                          business_date=date(2026, 3, 5), at=now)  # fmt: skip
+        key = TransferKey("pos:test", "606411000201", "pay")
+        store.credit_purchase(C, key=key, purchase_id="606411000201", merchant_id="SHOP01",
+                              amount_fen=299_900, instalments=None, terms=Terms(),
+                              at=now)  # fmt: skip
+        store.credit_end_purchase(C, key, "606411000201", True, now)
+        store.credit_close(date(2026, 3, 6), Terms(), now)  # the account's date: 03-07
+
+    assert switch._ledger is not None
+    await switch._ledger.call(prepare)
+    app = await App.connect(switch)
+    assert len(CONVERT_REQUEST) == 101 and len(CONVERT_RESULT) == 530
+    await app.client.send_raw(CONVERT_REQUEST)
+    with trio.fail_after(10):
+        raw = await app.client.receive_raw()
+    assert app.client.last_signed
+    assert raw == CONVERT_RESULT
+    # Its repeat: the same bytes again.
+    await app.client.send_raw(CONVERT_REQUEST)
+    assert await app.client.receive_raw() == CONVERT_RESULT
