@@ -87,6 +87,7 @@ from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
 from switch.net.wallet import WalletOnline, card_types
 from switch.net.wallet_desk import WalletDesk
+from switch.net.withdrawals import WithdrawalsFiles
 from switch.security.port import KeyName
 from switch.security.setup import (
     bank_zmks,
@@ -716,6 +717,7 @@ class SwitchApp:
             store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
         )
         switchboard = self.switchboard
+        withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 
         async def on_close(business_date: str) -> None:
             try:
@@ -723,6 +725,7 @@ class SwitchApp:
                     await switchboard.expire_holds(business_date)
             finally:  # the accounts close even when the expiry could not be journaled
                 await billing.close(business_date)
+                await withdrawals.close(business_date)  # wallet.md: no bank file awaited
 
         return on_close
 
@@ -1018,6 +1021,7 @@ class SwitchApp:
             + 1.0,
             keep_s=config.online.idempotency_keep_s,
             clock=self.clock,
+            card_result=switchboard.journal.online_result,
         )
         WalletDesk(
             config.wallet,

@@ -23,7 +23,7 @@ A handler refuses by raising ``TransactionRefused`` or a ``LedgerError`` (the st
 refusals): 03, 30 and 94 become an ``error`` (naming the field when there is one),
 every other code the type's bare ``result``; nothing raised is kept.
 
-**Registering a type** (creditapp's ``credit_*``, cobrand's ``cobrand_*``, ...):
+**Registering a type** (credit.md's ``credit_*``, the co-brand's ``cobrand_*``, ...):
 
 1. its request Struct on ``switch.wire.app.AppRequest`` (an ``app:`` type about one
    customer) or ``MerchantRequest``, tagged with the type's name, constraints as
@@ -32,7 +32,8 @@ every other code the type's bare ``result``; nothing raised is kept.
    through ``await call.read(lambda store: ...)``; a state-changing type returns
    ``await call.keep(lambda store: (result, keep))`` whose function runs in the store's
    worker thread, in one transaction with the kept result (``keep`` False: a refusal
-   that changed nothing, answered and not kept);
+   that changed nothing, answered and not kept); a result decided off the store (after
+   a bank's answer, say) is kept alone by ``call.keep(lambda store: (result, True))``;
 3. ``desk.register(DeskType(name=..., request=..., principal="app", read=...), handle)``
    where the app builds the desk (``switch/app.py``, after the wallet types:
    ``switch/net/wallet_desk.py`` shows all of it).
@@ -58,6 +59,7 @@ from switch.core.app_desk import (
     DeskDecoder,
     DeskType,
     content,
+    local_time,
     principal_of,
     probe_type,
     refusal_error,
@@ -70,6 +72,7 @@ from switch.errors import TransactionRefused
 from switch.net.channel import log_transaction
 from switch.net.onus import LedgerDesk
 from switch.store.ledger_port import LedgerStore
+from switch.store.port import JournalError
 from switch.wire import app as wire
 from switch.wire import online as online_wire
 
@@ -121,8 +124,7 @@ class DeskCall:
         return self.desk.business_date(self.stamp)
 
     def local_time(self, at: float) -> str:
-        from switch.core.app_desk import local_time
-
+        """wallet.md's time of ``at``: ISO 8601 local time with its offset."""
         return local_time(at, self.desk.utc_offset_h)
 
     @property
@@ -178,8 +180,12 @@ class AppDesk:
         keep_s: float = 7 * 86400.0,
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
+        card_result: Callable[[str, str], Awaitable[object | None]] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.card_result = card_result
+        """The journal's online result of (merchant_id, id), if any: a merchant's id
+        is unique across its card requests and its desk requests (94)."""
         self.digest = digest
         """The keyed digest of a request's content (what is kept, as for card requests:
         a withdrawal's content holds an account number)."""
@@ -196,6 +202,7 @@ class AppDesk:
         self._decoder = DeskDecoder(())
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._kept_since_purge = 0
+        self._waiting = 0
 
     # -- the registry -----------------------------------------------------------------
 
@@ -213,7 +220,11 @@ class AppDesk:
         return frozenset(self._rows)
 
     def statistics(self) -> dict[str, int]:
-        return {"types": len(self._rows), "in_flight": len(self._in_flight)}
+        return {
+            "types": len(self._rows),
+            "in_flight": len(self._in_flight),
+            "repeats_waiting": self._waiting,
+        }
 
     # -- accepting --------------------------------------------------------------------
 
@@ -254,8 +265,12 @@ class AppDesk:
         while (first := self._in_flight.get(key)) is not None:
             if not self.matches(subject, first.fingerprint):
                 return _conflict(message.id)
-            with trio.move_on_after(self.in_flight_wait_s):
-                await first.done.wait()
+            self._waiting += 1
+            try:
+                with trio.move_on_after(self.in_flight_wait_s):
+                    await first.done.wait()
+            finally:
+                self._waiting -= 1
             if not first.done.is_set():
                 refusal = TransactionRefused("94", "in progress")
                 return online_wire.encode_response(refusal_error(message.id, refusal))
@@ -271,6 +286,13 @@ class AppDesk:
                 if not self.matches(subject, kept.fingerprint):
                     return _conflict(message.id)
                 return kept.response
+            if isinstance(message, wire.MerchantRequest) and self.card_result is not None:
+                try:
+                    used = await self.card_result(message.merchant_id, message.id)
+                except JournalError as exc:
+                    return self._refused(work, "96", str(exc), None)
+                if used is not None:  # a purchase's, a void's...: another request's id
+                    return _conflict(message.id)
             answer = await self._handle(work, call)
             await self._purge_now_and_then(call.now)
             return answer
@@ -287,6 +309,9 @@ class AppDesk:
             return self._refused(work, exc.response_code, str(exc), exc.field)
         except LedgerError as exc:
             return self._refused(work, exc.response_code, str(exc), getattr(exc, "field", None))
+        except (ValueError, AssertionError) as exc:  # our own misuse: a bug, answered 96
+            log.exception("desk_handler_failed", type=work.row.name)
+            return self._refused(work, "96", str(exc), None)
         if isinstance(answer, wire.DeskResult):
             self._log(work.row.name, answer.code, answer.message, work.origin.received_at,
                       self._merchant(work))  # fmt: skip

@@ -244,6 +244,7 @@ class OnlineProtocol:
 
     def busy(self, work: SignedWork, reason: str) -> bytes:
         """A 91 before the nonce was claimed: the client sends again with a new one."""
+        # The desk's work takes no switch-wide slot (no bank): it is never shed.
         assert not isinstance(work.inner, bytes | DeskWork), "an immediate answer is never shed"
         return self._sign(work.key_id, self._busy(work.inner, reason))
 

@@ -361,3 +361,4 @@ class LedgerDesk:
         if posted or voided:
             log.warning("ledger_recovered", posted=posted, voided=voided)
         return posted, voided
+

@@ -45,6 +45,9 @@ MERCHANT_KINDS: Final = frozenset(("pay", "void", "refund"))
 QR_PAYMENTS_MAX: Final = 50
 
 PaymentsOf = Callable[[QrRecord, DeskCall], Awaitable[list[wire.QrPaymentOut]]]
+Screen = Callable[[DeskCall, str, int], Awaitable[Refusal | None]]
+"""risk.md's rules in front of a money request of the desk: (the call, risk.md's kind
+(``withdrawal``), the amount) -> a refusal with the rule's code, or None."""
 
 
 class WalletDesk:
@@ -63,6 +66,9 @@ class WalletDesk:
         """The merchants file as now loaded (it may be reloaded)."""
         self.allocate_rrn = allocate_rrn
         self.payments_of: PaymentsOf | None = None
+        self.screen: Screen | None = None
+        """risk.md's rules, where wallet.md puts them (a withdrawal: after its account's
+        check, before the class limit); set by the risk engine's wiring."""
         """A QR's payments for ``qr_status`` (``rrn``, ``amount``, ``time``,
         ``settlement_date``, ``refunded``), newest first: set by what records QR
         payments (``wallet_pay``)."""
@@ -165,6 +171,16 @@ class WalletDesk:
                 **echo(message), code=code, approved=False, message=text, rrn=rrn,
                 settlement_date=business_date,
             ), True  # fmt: skip
+
+        if self.screen is not None:
+            # The account's check first (wallet.md's order), then risk.md's rules; the
+            # store step checks the account again with the money.
+            bound = await call.read(lambda store: _bound_of(store, call, customer_id))
+            if bound is not None and to not in bound:
+                return await call.keep(lambda store: refused("14", "the account is not bound"))
+            screened = await self.screen(call, "withdrawal", message.amount)
+            if screened is not None:
+                return await call.keep(lambda store: refused(screened.code, screened.message))
 
         def body(store: LedgerStore) -> tuple[wire.DeskResult, bool]:
             try:
@@ -319,6 +335,18 @@ class WalletDesk:
         if self.payments_of is None:
             return []
         return await self.payments_of(record, call)
+
+
+def _bound_of(store: LedgerStore, call: DeskCall, customer_id: str) -> list[BoundAccount] | None:
+    """The wallet's bound accounts (03 for another app's); None: no wallet (the store
+    step answers it)."""
+    try:
+        store.wallet(customer_id, call.principal, call.local_date)
+    except NotYourWallet:
+        raise
+    except WalletError:
+        return None
+    return store.bound_accounts(customer_id)
 
 
 def _accounts(bound: list[BoundAccount]) -> list[wire.BoundAccountOut]:

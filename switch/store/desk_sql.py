@@ -23,6 +23,12 @@ def desk_migrations(d: Dialect) -> tuple[str, ...]:
         PRIMARY KEY (principal, request_id)
     );
     CREATE INDEX desk_result_by_age ON desk_result (at);
+    CREATE TABLE withdrawals_file (          -- the business dates whose file took its rows
+        business_date {t} PRIMARY KEY,
+        at {r} NOT NULL
+    );
+    CREATE INDEX ledger_transfer_filed ON ledger_transfer (request_id)
+        WHERE leg = 'withdrawals_file';
     """,
     )
 
@@ -32,6 +38,15 @@ class DeskSql(msgspec.Struct, frozen=True, kw_only=True):
     lock_result: str
     insert_result: str
     purge_results: str
+    unfiled_withdrawals: str
+    filed_withdrawals: str
+    file_taken: str
+    take_file: str
+
+
+FILE_LEG = "withdrawals_file"
+"""The leg of a withdrawal's row posted by a withdrawals file (``withdrawals_payable`` to
+``payouts``), keyed (file's business date, ``withdraw:<rrn>``, this leg)."""
 
 
 def desk_sql(d: Dialect, *, lock: str) -> DeskSql:
@@ -45,4 +60,20 @@ def desk_sql(d: Dialect, *, lock: str) -> DeskSql:
             "VALUES (?, ?, ?, ?, ?)"
         ),
         purge_results=sql("DELETE FROM desk_result WHERE at < ?"),
+        unfiled_withdrawals=sql(
+            "SELECT o.rrn, o.customer_id, o.bank_code, o.account, o.account_name, o.amount "
+            "FROM wallet_order o WHERE o.kind = 'withdraw' AND o.state = 'approved' "
+            "AND o.business_date <= ? AND o.business_date >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM ledger_transfer t "
+            f"WHERE t.request_id = 'withdraw:' || o.rrn AND t.leg = '{FILE_LEG}') "
+            "ORDER BY o.rrn"
+        ),
+        filed_withdrawals=sql(
+            "SELECT o.rrn, o.customer_id, o.bank_code, o.account, o.account_name, o.amount "
+            "FROM wallet_order o JOIN ledger_transfer t ON t.request_id = 'withdraw:' || o.rrn "
+            f"AND t.leg = '{FILE_LEG}' AND t.principal = ? "
+            "WHERE o.kind = 'withdraw' AND o.state = 'approved' ORDER BY o.rrn"
+        ),
+        file_taken=sql(f"SELECT at FROM withdrawals_file WHERE business_date = ?{lock}"),
+        take_file=sql("INSERT INTO withdrawals_file (business_date, at) VALUES (?, ?)"),
     )
