@@ -187,8 +187,9 @@ class WalletPayResult(
     id: str
     code: str
     approved: bool
-    rrn: str | None = None
-    auth_code: str | None = None
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
     settlement_date: str | None = None
     amount: int | None = None
     merchant_id: str | None = None
@@ -212,8 +213,9 @@ class WalletTopupResult(
     id: str
     code: str
     approved: bool
-    rrn: str | None = None
-    auth_code: str | None = None
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
     settlement_date: str | None = None
     balance_after: int | None = None
     message: str = ""
@@ -287,6 +289,10 @@ probe_id = _probe_id
 
 
 def encode_response(response: OnlineResponse | WalletPayResult | WalletTopupResult) -> bytes:
+    if isinstance(response, WalletPayResult | WalletTopupResult):
+        # As a plain map: msgspec writes a Struct that omits defaults with a 16-bit map
+        # header; wallet.md's sample has the shortest (a fixmap of its 14 keys).
+        return _response_encoder.encode(msgspec.to_builtins(response))
     return _response_encoder.encode(response)
 
 

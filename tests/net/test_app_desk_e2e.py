@@ -408,10 +408,9 @@ def as_issued(sample: str, sample_qr_id: str, qr_id: str) -> str:
 
 def qr_config(tmp_path: Any, **sections: Any) -> SwitchConfig:
     merchants = tmp_path / "merchants.csv"
-    rows = (
-        REPO_MERCHANTS.read_text(encoding="utf-8").rstrip("\n")
-        + f"\n{SAMPLE_MERCHANT},京东便利店 JD Mart,5411,38,0,2600,6222021000000000035\n"
-    )
+    rows = REPO_MERCHANTS.read_text(encoding="utf-8").rstrip("\n") + "\n"
+    if f"\n{SAMPLE_MERCHANT}," not in rows:  # the demo's file lists it (wallet.md's sample)
+        rows += f"{SAMPLE_MERCHANT},京东便利店 JD Mart,5411,38,0,2600,6222021000000000035\n"
     merchants.write_text(rows, encoding="utf-8")  # fmt: skip
     return make_config(settlement={"merchants_file": str(merchants)}, **sections)
 
