@@ -74,7 +74,7 @@ from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.credit import CreditBilling
-from switch.net.credit_desk import CreditDesk
+from switch.net.credit_desk import CardSales, CreditDesk
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
@@ -1029,8 +1029,9 @@ class SwitchApp:
             allocate_rrn=switchboard._allocate_rrn,
         ).register(desk)
         CreditDesk(
-            config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn
-        ).register(desk)
+            config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
+            cards=CardSales(switchboard, card_types(config.routes), self._new_stans()),
+        ).register(desk)  # fmt: skip
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:

@@ -13,26 +13,34 @@ result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any, Final
 
 import msgspec
+import trio
 
-from switch.core.app_desk import DeskType, approved
+from switch.core import online
+from switch.core.app_desk import DeskType, approved, echo
 from switch.core.clock import Stamp
 from switch.core.credit.billing import AccountView, statement_of
-from switch.core.credit.book import PlanView, Statement, statement_unpaid_fen
+from switch.core.credit.book import Allocation, PlanView, Statement, statement_unpaid_fen
 from switch.core.credit.plan import CreditRefused
 from switch.core.credit.settings import CreditSettings
 from switch.core.ledger import TransferKey
+from switch.core.model import Origin, Outcome, Request
+from switch.core.numbers import StanSequence
+from switch.core.online import MESSAGES
+from switch.core.onus import app_online_id
 from switch.core.wallet import WalletSettings
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
-from switch.store.credit_store import CreditSteps, CreditStopped
+from switch.net.switchboard import Switchboard
+from switch.store.credit_store import CARD_REPAY_KIND, CreditSteps, CreditStopped
 from switch.store.ledger_port import LedgerStore
 from switch.wire import app as desk_wire
 from switch.wire import credit as wire
+from switch.wire import online as online_wire
 
 REPAY_LEG: Final = "repay"
 """The leg of a repayment's transfer (and the wallet history's kind)."""
@@ -57,6 +65,49 @@ def statement_map(statement: Statement, unpaid_fen: int) -> dict[str, Any]:
     return {**mapped, "unpaid_fen": unpaid_fen, "lines": lines}
 
 
+class CardSales:
+    """A repayment's card sale through the switchboard, as an online purchase of
+    ``[credit] own_merchant_id`` at ``own_terminal_id`` (journaled as the app's request:
+    ``online_id`` = ``app:<name> <id>``)."""
+
+    def __init__(
+        self, switchboard: Switchboard, card_types: Mapping[str, str], stans: StanSequence
+    ) -> None:
+        self.switchboard = switchboard
+        self.card_types = dict(card_types)
+        self.stans = stans
+
+    def sale(self, message: wire.CreditRepay, call: DeskCall, settings: CreditSettings) -> Request:
+        """The canonical sale (TransactionRefused for a card that fails online.md's
+        checks: 14, 54, 30)."""
+        assert message.card is not None
+        purchase = online_wire.Purchase(
+            id=message.id, merchant_id=settings.own_merchant_id, amount=message.amount,
+            currency="CNY", card=message.card, device_id=message.device_id,
+        )  # fmt: skip
+        request = online.request_from_online(
+            purchase, terminal_id=settings.own_terminal_id, stan=self.stans.next(),
+            today=call.stamp.local.date(),
+        )  # fmt: skip
+        return msgspec.structs.replace(request, online_id=app_online_id(call.principal, message.id))
+
+    def route(self, request: Request) -> str:
+        """The bank of the card's route; "92" none, "57" not a debit card."""
+        card = getattr(request, "card", None)
+        assert card is not None, "a sale has its card"
+        found = self.switchboard.bins.route_or_none(card.pan)
+        if found is None:
+            return "92"
+        prefix, bank, _ = found
+        if self.card_types.get(prefix, "credit") != "debit":
+            return "57"
+        return bank
+
+    async def process(self, request: Request, call: DeskCall) -> Outcome:
+        origin = Origin(channel="online", connection=0, received_at=trio.current_time())
+        return await self.switchboard.process(request, call.stamp, origin)
+
+
 def _credit(store: LedgerStore) -> CreditSteps:
     assert isinstance(store, CreditSteps), "the ledger store keeps the credit accounts"
     return store
@@ -71,11 +122,14 @@ class CreditDesk:
         wallet: WalletSettings,
         *,
         allocate_rrn: Callable[[Stamp], str],
+        cards: CardSales | None = None,
     ) -> None:
         self.settings = settings
         self.terms = settings.terms()
         self.wallet = wallet
         self.allocate_rrn = allocate_rrn
+        self.cards = cards
+        """Repayments by card: their sales through the switchboard (None: 57)."""
 
     def register(self, desk: AppDesk) -> None:
         for row, handler in (
@@ -165,7 +219,7 @@ class CreditDesk:
         if (message.card is None) != (message.source == "wallet"):
             raise TransactionRefused("30", "present exactly when from is card", field="card")
         if message.source == "card":
-            raise TransactionRefused("57", "repayment by card is not offered")
+            return await self._repay_by_card(message, call)
         rrn = self.allocate_rrn(call.stamp)
         key = TransferKey(call.principal, message.id, REPAY_LEG)
 
@@ -179,6 +233,65 @@ class CreditDesk:
             assert allocation is not None, "a new id: its result is not kept yet"
             return wire.RepayResult(
                 **approved(message), rrn=rrn, settlement_date=call.business_date,
+                allocated=wire.Allocated(
+                    penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
+                    principal_fen=allocation.principal_fen,
+                    prepaid_fen=allocation.prepaid_fen,
+                ),
+                waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            ), True  # fmt: skip
+
+        return await call.keep(body)
+
+    async def _repay_by_card(self, message: wire.CreditRepay, call: DeskCall) -> bytes:
+        """credit.md: a debit card by its BIN route (92 none; another card 57), the
+        account and the payoff (14, 13), then a sale to the card through its route (41
+        ``own_terminal_id``, 42 ``own_merchant_id``; risk.md's rules as for any sale): its
+        pending transfer ``bank_clearing:<bank>`` → ``credit_receivable:<c>`` reserved
+        before it leaves, posted and allocated on the bank's 00, voided otherwise (the
+        bank's code; no answer 68, the sale reversed as any sale's)."""
+        cards = self.cards
+        assert message.card is not None
+        if cards is None or not self.settings.own_merchant_id:
+            raise TransactionRefused("57", "repayment by card is not offered")
+        request = cards.sale(message, call, self.settings)
+        found = cards.route(request)
+        if found in ("92", "57"):
+            text = "no route to issuer" if found == "92" else "a repayment card must be debit"
+            return desk_wire.encode_result(wire.RepayResult(
+                **echo(message), code=found, approved=False, message=text,
+                settlement_date=call.business_date,
+            ))  # fmt: skip
+        key = TransferKey(call.principal, message.id, CARD_REPAY_KIND)
+        reserved = await call.read(
+            lambda store: _credit(store).credit_reserve_repay(
+                message.customer_id, call.principal, key=key, bank=found,
+                amount_fen=message.amount, merchant_id=self.settings.own_merchant_id,
+                purchase_id=message.purchase_id, at=call.now,
+            )
+        )  # fmt: skip
+        if not reserved:  # the same id in progress, or ended without its result kept
+            raise TransactionRefused("94", "in progress", field="id")
+        outcome = await cards.process(request, call)
+        paid = outcome.approved
+        rrn = outcome.rrn or ""
+
+        def body(store: LedgerStore) -> tuple[desk_wire.DeskResult, bool]:
+            repaid = _credit(store).credit_end_repay(key, paid, rrn, call.now)
+            if not paid:
+                code = outcome.code
+                return wire.RepayResult(
+                    **echo(message), code=code, approved=False,
+                    message=outcome.message or MESSAGES.get(code, "declined"),
+                    rrn=outcome.rrn, settlement_date=outcome.settlement_date,
+                ), True  # fmt: skip
+            # None: a repayment meanwhile left nothing owed; it all went to the wallet.
+            allocation = repaid.allocation or Allocation(
+                penalty_fen=0, fee_fen=0, principal_fen=0, prepaid_fen=0, waived_fee_fen=0,
+                paid=(), prepaid=(),
+            )  # fmt: skip
+            return wire.RepayResult(
+                **approved(message), rrn=outcome.rrn, settlement_date=outcome.settlement_date,
                 allocated=wire.Allocated(
                     penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
                     principal_fen=allocation.principal_fen,

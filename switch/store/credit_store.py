@@ -34,10 +34,13 @@ from switch.core.credit.billing import (
     CreditTotals,
     account_view,
     add_back,
+    add_repay,
     close_account,
     credit_purchase,
     drop_purchase,
+    drop_repay,
     find_back,
+    find_repay,
     open_date,
     plans_of,
     purchase_refusal,
@@ -46,9 +49,16 @@ from switch.core.credit.billing import (
     statement_of,
     take_back,
 )
-from switch.core.credit.book import Allocation, Back, Statement
+from switch.core.credit.book import Allocation, Back, CardRepay, Statement
 from switch.core.credit.plan import TERMS, CreditRefused, Terms
-from switch.core.ledger import LedgerDamaged, LedgerError, Plan, TransferKey, TransferSpec
+from switch.core.ledger import (
+    LedgerDamaged,
+    LedgerError,
+    Plan,
+    TransferKey,
+    TransferNotFound,
+    TransferSpec,
+)
 from switch.core.wallet import (
     BadField,
     MoneyAsk,
@@ -68,6 +78,8 @@ Row = Mapping[str, Any]
 Parameters = Sequence[Any] | dict[str, Any]
 
 RECEIVABLE: Final = "credit_receivable:"
+CARD_REPAY_KIND: Final = "repay_card"
+"""The kind (and leg) of a repayment by card's transfer."""
 
 CLOSE_BATCH: Final = 200
 """Accounts closed in one transaction."""
@@ -534,6 +546,106 @@ class CreditSteps:
             ))  # fmt: skip
         self._save(account, at)
         return plan
+
+    # -- repayments by card (credit.md, "Repayment") -------------------------------------
+
+    def credit_reserve_repay(
+        self,
+        customer_id: str,
+        app: str | None,
+        *,
+        key: TransferKey,
+        bank: str,
+        amount_fen: int,
+        merchant_id: str,
+        purchase_id: str | None,
+        at: float,
+    ) -> bool:
+        """Before a repayment's card sale leaves: the account (14; another app's: 03),
+        1 to the payoff (13), then the pending transfer ``bank_clearing:<bank>`` →
+        ``credit_receivable:<c>``, noted in the book. False: the key has its transfer
+        already (the same request, seen before)."""
+
+        def body() -> bool:
+            account = self._credit_account(customer_id, app, lock=True)
+            if self._lock_transfer(key) is not None:
+                return False
+            payoff = books.payoff_fen(account.book)
+            if not 1 <= amount_fen <= payoff:
+                raise CreditStopped("13", f"the amount must be 1 to the payoff {payoff}")
+            spec = TransferSpec(key=key, debit=f"bank_clearing:{bank}",
+                                credit=receivable(customer_id), amount=amount_fen,
+                                kind=CARD_REPAY_KIND, rrn="", merchant_id=merchant_id)  # fmt: skip
+            self._move("reserve", key, at, spec=spec)
+            repay = CardRepay(principal=key.principal, id=key.id, leg=key.leg,
+                              purchase_id=purchase_id)  # fmt: skip
+            self._save(add_repay(account, repay), at)
+            return True
+
+        return self._step("credit_reserve_repay", body)
+
+    def _credit_repay_of(self, key: TransferKey) -> tuple[CreditAccount, CardRepay] | None:
+        """A repayment by card's account (locked) and note, when ``key`` names one."""
+        transfer = self._lock_transfer(key)
+        if transfer is None or transfer.spec.kind != CARD_REPAY_KIND:
+            return None
+        customer = transfer.spec.credit
+        if not customer.startswith(RECEIVABLE):
+            return None
+        account = self._credit_lock(customer[len(RECEIVABLE) :])
+        if account is None:
+            return None
+        repay = find_repay(account, key)
+        return None if repay is None else (account, repay)
+
+    def _credit_post_repay(
+        self, account: CreditAccount, repay: CardRepay, key: TransferKey, ref: str, at: float
+    ) -> tuple[Plan, Allocation | None, CreditAccount]:
+        """The bank approved: the book allocates the repayment (at most the payoff now:
+        what a repayment meanwhile left over goes to the wallet, no credit balance is
+        kept) and the transfer is posted."""
+        transfer = self._lock_transfer(key)
+        assert transfer is not None
+        account = drop_repay(account, repay)
+        amount = transfer.spec.amount
+        payoff = books.payoff_fen(account.book)
+        allocation = None
+        taken = min(amount, payoff)
+        if taken:
+            account, allocation = repay_account(
+                account, ref=ref, amount_fen=taken, purchase_id=repay.purchase_id
+            )
+            plan = self._move("post", key, at, amount=taken)
+        else:
+            plan = self._move("void", key, at)
+        if amount > taken:
+            spec = transfer.spec
+            wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")
+            self._move("transfer", wallet_key, at, spec=TransferSpec(
+                key=wallet_key, debit=spec.debit, credit=ledger.wallet_account(account.customer_id),
+                amount=amount - taken, kind=spec.kind, rrn=ref, merchant_id=spec.merchant_id,
+            ))  # fmt: skip
+        self._save(account, at)
+        return plan, allocation, account
+
+    def credit_end_repay(self, key: TransferKey, approved: bool, ref: str, at: float) -> Repaid:
+        """A repayment by card's sale answered: approved, allocated and posted; else its
+        hold voided (nothing was repaid)."""
+
+        def body() -> Repaid:
+            found = self._credit_repay_of(key)
+            if found is None:
+                raise TransferNotFound(f"no repayment by card {key}")
+            account, repay = found
+            if approved:
+                _, allocation, account = self._credit_post_repay(account, repay, key, ref, at)
+                return Repaid(allocation=allocation, account=account_view(account))
+            self._move("void", key, at)
+            account = drop_repay(account, repay)
+            self._save(account, at)
+            return Repaid(allocation=None, account=account_view(account))
+
+        return self._step("credit_end_repay", body)
 
     def credit_plan(self, customer_id: str, purchase_id: str) -> books.PlanView:
         """A purchase's plan with its schedule (25: none)."""

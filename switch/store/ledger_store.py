@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from switch.core import ledger
-from switch.core.credit.billing import CreditAsk, drop_back
+from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
 from switch.core.credit.plan import Terms
 from switch.core.ledger import (
     Balances,
@@ -306,8 +306,11 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
 
         def body() -> Plan:
             credit = self._credit_back(key) if amount is None else None
+            repay = self._credit_repay_of(key) if amount is None and credit is None else None
             if credit is not None:  # a credit purchase's void, reversal or refund
                 plan = self._credit_post_back(*credit, key, at)
+            elif repay is not None:  # a repayment by card the journal approved (start-up)
+                plan = self._credit_post_repay(*repay, key, key.id, at)[0]
             else:
                 plan = self._move("post", key, at, amount=amount)
             if uncount is not None and plan.changes:
@@ -322,11 +325,14 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
 
         def body() -> Plan:
             credit = self._credit_back(key)
+            repay = self._credit_repay_of(key) if credit is None else None
             plan = self._move("void", key, at)
             if plan.changes:
                 self._uncount(key)
                 if credit is not None:  # a credit void or refund that never was
                     self._save(drop_back(*credit), at)
+                if repay is not None:  # a repayment by card the bank did not approve
+                    self._save(drop_repay(*repay), at)
             return plan
 
         return self._step("void", body)

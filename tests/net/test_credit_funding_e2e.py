@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -24,7 +25,7 @@ from switch.store.credit_store import CreditStopped, NoCreditAccount
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from tests.conftest import make_config
-from tests.net.helpers import online_client, pos_client, start_switch
+from tests.net.helpers import PAN_ICBC, online_client, pos_client, start_switch
 from tests.net.test_onus_e2e import balance, fund, in_store, store_of
 from tests.net.test_wallet_pay_e2e import QR_MERCHANT, app_client, ask, make_qr, pay, wallet_config
 
@@ -286,4 +287,121 @@ async def test_wallet_pay_on_credit_in_instalments_then_its_refund(
     plan_now = await in_store(app, store_of(app).credit_plan, C, answer["rrn"])
     assert [row.period for row in plan_now.schedule] == list(range(1, 11))
     assert await balance(app, RECEIVABLE) == (-500_000, 0)
+    await verified(app)
+
+
+async def test_credit_repay_by_debit_card_is_a_card_sale(
+    nursery: trio.Nursery, tmp_path: Path, credit_config: SwitchConfig
+) -> None:
+    """credit.md's ``credit_repay`` ``from`` ``card``: a debit card by its route (92, 57),
+    then a sale to the card's bank (41 ``own_terminal_id``, 42 ``own_merchant_id``)
+    whose approval repays (``bank_clearing:<bank>`` → ``credit_receivable:<c>``); a
+    decline answers the bank's code, no answer 68 with the sale reversed; nothing is
+    repaid for either."""
+    from tests.net.helpers import FAST_SAF, PAN_CMB, PAN_ICBC, PAN_NO_ROUTE, eventually
+    from tests.net.test_app_desk_e2e import App, result
+    from tests.net.test_wallet_pay_e2e import PAN_CREDIT
+
+    config = wallet_config(
+        tmp_path, journal=msgspec.structs.asdict(credit_config.journal),
+        credit={"own_merchant_id": "SHOP01", "own_terminal_id": "CREDIT01"},
+        banks={"icbc": {"issuer_timeout_s": 0.3, "circuit_timeouts": 5}}, saf=FAST_SAF,
+    )  # fmt: skip
+    app = await start_switch(nursery, config)
+    await open_credit(app, 1_000_000)
+    client = await pos_client(app)
+    sale = await client.request(client.terminal.code_sale(31, await credit_code(app), 200_000))
+    assert sale.fields[39] == "00"
+    bank = app.simulators["icbc"]
+    before = bank.totals().approvals
+    clearing, _ = await balance(app, "bank_clearing:icbc")  # the wallet's funding
+    desk = await App.connect(app)
+
+    def card(pan: str) -> dict[str, str]:
+        return {"pan": pan, "expiry": "3012"}
+
+    async def repay(request_id: str, amount: int, pan: str = PAN_ICBC) -> dict[str, object]:
+        return await desk.ask("credit_repay", request_id, customer_id=C, amount=amount,
+                              card=card(pan), **{"from": "card"})  # fmt: skip
+
+    # No card with from card: 30; no route 92; a credit card (or a route saying
+    # nothing) 57; above the payoff 13: nothing sent.
+    answer = await desk.ask("credit_repay", "k-0", customer_id=C, amount=1, **{"from": "card"})
+    assert (answer["type"], answer["code"]) == ("error", "30")
+    result(await repay("k-1", 1_000, PAN_NO_ROUTE), "92")
+    result(await repay("k-2", 1_000, PAN_CREDIT), "57")
+    result(await repay("k-3", 1_000, PAN_CMB), "57")
+    result(await repay("k-4", 200_001), "13")
+    assert bank.totals().approvals == before
+    # Approved by the bank: repaid, allocated as from the wallet.
+    paid = result(await repay("k-5", 50_000))
+    assert paid["allocated"] == {"penalty_fen": 0, "fee_fen": 0, "principal_fen": 0,
+                                 "prepaid_fen": 50_000}  # fmt: skip
+    assert paid["account"]["payoff_fen"] == 150_000
+    assert bank.totals().approvals == before + 1
+    assert await balance(app, "bank_clearing:icbc") == (clearing - 50_000, 0)
+    assert await balance(app, RECEIVABLE) == (-150_000, 0)
+    assert app.journal is not None
+    record = await app.journal.transaction_by_rrn(str(paid["rrn"]))
+    assert record is not None
+    assert (record.kind, record.bank, record.merchant_id, record.terminal_id, record.state) == (
+        "sale", "icbc", "SHOP01", "CREDIT01", "approved",
+    )  # fmt: skip
+    # Its repeat: the same answer, the bank sees it once.
+    assert await repay("k-5", 50_000) == paid
+    assert bank.totals().approvals == before + 1
+    # Declined by the bank (51): its code; no answer: 68, reversed; nothing repaid.
+    declined = result(await repay("k-6", 10_051), "51")
+    assert declined["rrn"] and "allocated" not in declined
+    never = result(await repay("k-7", 10_068), "68")
+    await eventually(lambda: bank.totals().reversals + bank.totals().unmatched_reversals == 1)
+    unanswered = await app.journal.transaction_by_rrn(str(never["rrn"]))
+    assert unanswered is not None and unanswered.reversed
+    assert (await status(app)).payoff_fen == 150_000
+    assert await balance(app, RECEIVABLE) == (-150_000, 0)
+    book = (await in_store(app, store_of(app).credit_account, C)).book
+    assert book.repays == ()
+    await verified(app)
+
+
+async def test_a_card_repayment_approved_but_not_booked_is_booked_at_start_up(
+    nursery: trio.Nursery, tmp_path: Path, credit_config: SwitchConfig
+) -> None:
+    """The bank approved a repayment by card, and the store failed to book it: the next
+    start posts its pending transfer as the journal's approval says, and the book
+    allocates it then."""
+    from tests.net.test_app_desk_e2e import App
+
+    config = wallet_config(
+        tmp_path, journal=msgspec.structs.asdict(credit_config.journal),
+        credit={"own_merchant_id": "SHOP01"},
+    )  # fmt: skip
+    async with trio.open_nursery() as first_life:
+        app = await start_switch(first_life, config)
+        await open_credit(app, 1_000_000)
+        client = await pos_client(app)
+        sale = await client.request(client.terminal.code_sale(32, await credit_code(app), 80_000))
+        assert sale.fields[39] == "00"
+        store: Any = store_of(app)
+
+        def fail(step: str) -> None:
+            if step == "desk_kept":  # the repayment booked with its kept result
+                raise RuntimeError("ledger lost")
+
+        store.fault = fail
+        store.errors = (*store.errors, RuntimeError)
+        desk = await App.connect(app)
+        answer = await desk.ask("credit_repay", "k-1", customer_id=C, amount=30_000,
+                                card={"pan": PAN_ICBC, "expiry": "3012"},
+                                **{"from": "card"})  # fmt: skip
+        assert answer["code"] == "91"  # not booked: not 00
+        assert (await status(app)).payoff_fen == 80_000
+        await client.aclose()
+        app.shutdown()
+    app = await start_switch(nursery, config)  # same journal and ledger
+    account = await status(app)
+    assert (account.payoff_fen, account.available_fen) == (50_000, 950_000)
+    assert await balance(app, RECEIVABLE) == (-50_000, 0)
+    book = (await in_store(app, store_of(app).credit_account, C)).book
+    assert book.repays == () and [line.amount_fen for line in book.cycle] == [0]
     await verified(app)

@@ -13,6 +13,7 @@ the statement date. Keys make a close run again post nothing twice.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
@@ -187,6 +188,24 @@ def add_back(account: CreditAccount, back: books.Back) -> CreditAccount:
 def drop_back(account: CreditAccount, back: books.Back) -> CreditAccount:
     kept = tuple(b for b in account.book.backs if b != back)
     return replace(account, book=replace(account.book, backs=kept))
+
+
+def find_repay(account: CreditAccount, key: Any) -> books.CardRepay | None:
+    for repay in account.book.repays:
+        if (repay.principal, repay.id, repay.leg) == (key.principal, key.id, key.leg):
+            return repay
+    return None
+
+
+def add_repay(account: CreditAccount, repay: books.CardRepay) -> CreditAccount:
+    if repay in account.book.repays:
+        return account
+    return replace(account, book=replace(account.book, repays=(*account.book.repays, repay)))
+
+
+def drop_repay(account: CreditAccount, repay: books.CardRepay) -> CreditAccount:
+    kept = tuple(r for r in account.book.repays if r != repay)
+    return replace(account, book=replace(account.book, repays=kept))
 
 
 def take_back(

@@ -147,6 +147,17 @@ class Back(msgspec.Struct, frozen=True):
     """A void or reversal (the purchase stops standing), else a refund of the amount."""
 
 
+class CardRepay(msgspec.Struct, frozen=True):
+    """A repayment by card whose sale is at the bank: its pending transfer
+    ``bank_clearing:<bank>`` → ``credit_receivable:<c>`` is reserved, and the book
+    allocates it when the bank's approval posts it. Keyed as the transfer is."""
+
+    principal: str
+    id: str
+    leg: str
+    purchase_id: str | None
+
+
 class Book(msgspec.Struct, frozen=True):
     opened: date
     statement_day: int
@@ -160,6 +171,8 @@ class Book(msgspec.Struct, frozen=True):
     last_closed: date | None = None
     backs: tuple[Back, ...] = ()
     """Voids, reversals and refunds reserved, not yet posted."""
+    repays: tuple[CardRepay, ...] = ()
+    """Repayments by card at the bank, not yet approved."""
 
 
 def open_book(opened: date, *, statement_day: int, grace_days: int) -> Book:
