@@ -83,13 +83,18 @@ def add_commands(
     )
     plans.add_argument("--purchase-id", help="that plan (finished or not), with its schedule")
     repay = actions.add_parser(
-        "repay", parents=[common], help="repay from the customer's wallet",
-        description="credit_repay from the wallet: AMOUNT fen, 1 to the payoff, counted in "
-        "the wallet's class limit, allocated as credit.md says (penalties, overdue fees "
-        "and principal, the rest billed, then prepayment, --purchase-id first).",
+        "repay", parents=[common], help="repay from the customer's wallet, or a debit card",
+        description="credit_repay: AMOUNT fen, 1 to the payoff, from the wallet (counted in "
+        "its class limit) or, with --card, by a sale to a debit card's bank; allocated as "
+        "credit.md says (penalties, overdue fees and principal, the rest billed, then "
+        "prepayment, --purchase-id first).",
     )  # fmt: skip
     repay.add_argument("amount", type=int, help="fen, 1 to the payoff")
     repay.add_argument("--purchase-id", help="prepay this purchase first")
+    repay.add_argument("--card", help="repay by this debit card (a sale to its bank) "
+                       "instead of from the wallet")  # fmt: skip
+    repay.add_argument("--expiry", default="2812", help="the card's expiry YYMM")
+    repay.add_argument("--cvv2", help="the card's CVV2 (sent, never stored)")
     convert = actions.add_parser(
         "convert", parents=[common], help="turn a purchase into instalments",
         description="credit_convert: a plan of a purchase without one, until the close of "
@@ -139,6 +144,13 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
         body["period"] = args.period
     elif action == "plans" and args.purchase_id is not None:
         body["purchase_id"] = args.purchase_id
+    elif action == "repay" and args.card is not None:
+        card = {"pan": args.card, "expiry": args.expiry}
+        if args.cvv2 is not None:
+            card["cvv2"] = args.cvv2
+        body.update({"amount": args.amount, "from": "card", "card": card})
+        if args.purchase_id is not None:
+            body["purchase_id"] = args.purchase_id
     elif action == "repay":
         body.update({"amount": args.amount, "from": "wallet"})
         if args.purchase_id is not None:

@@ -82,6 +82,10 @@ async def test_credit_commands_go_through_signed_requests(
     code, repaid, _ = await run(capsys, "credit", "repay", C, "100000", *base)
     assert code == 0
     assert repaid["allocated"]["prepaid_fen"] == 100_000 and repaid["waived_fee_fen"] == 7_200
+    # By card: the demo names no [credit] own_merchant_id, so not offered (57).
+    code, _, err = await run(capsys, "credit", "repay", C, "1000", "--card",
+                             "6222021000111122221", *base)  # fmt: skip
+    assert code == 2 and "(57)" in err
     code, status, _ = await run(capsys, "credit", "status", C, *base)
     assert code == 0 and status["account"]["payoff_fen"] == 500_000
     # The statement, once the switch's close has made it.
