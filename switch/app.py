@@ -187,6 +187,7 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self._ledger: LedgerDesk | None = None
+        self._wallet_online: WalletOnline | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.advisers: dict[str, AdviceForwarder] = {}
         """Each bank's advice queue's sender (stand-in, risk.md)."""
@@ -626,6 +627,10 @@ class SwitchApp:
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
             nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
             await bank_side.start(nonces.run)
+            self._wallet_online = (
+                WalletOnline(switchboard, self._ledger, lambda: card_types(self.config.routes))
+                if self._ledger is not None else None
+            )  # fmt: skip
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
@@ -637,11 +642,8 @@ class SwitchApp:
                 stans=self._new_stans(),
                 clock=self.clock,
                 desk=self._app_desk(switchboard),
-                wallet=(
-                    WalletOnline(switchboard, self._ledger, card_types(config.routes))
-                    if self._ledger is not None else None
-                ),
-            )  # fmt: skip
+                wallet=self._wallet_online,
+            )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
                 config.pos,
@@ -1023,14 +1025,19 @@ class SwitchApp:
             clock=self.clock,
             card_result=switchboard.journal.online_result,
         )
-        WalletDesk(
+        wallet_desk = WalletDesk(
             config.wallet,
             merchants=lambda: switchboard.merchants,
             allocate_rrn=switchboard._allocate_rrn,
-        ).register(desk)
+        )
+        if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
+            wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.register(desk)
         CreditDesk(
             config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
-            cards=CardSales(switchboard, card_types(config.routes), self._new_stans()),
+            cards=CardSales(
+                switchboard, lambda: card_types(self.config.routes), self._new_stans()
+            ),
         ).register(desk)  # fmt: skip
         return desk
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 import msgspec
 import structlog
@@ -155,6 +155,11 @@ class DeskCall:
         return kept.response
 
 
+CARD_TYPES: Final = frozenset(
+    member.__struct_config__.tag for member in get_args(online_wire.OnlineRequest)
+)
+"""The types ``switch.wire.online`` decodes (purchase, void...): never the desk's."""
+
 _said = msgspec.msgpack.Decoder(dict[str, Any])
 """A kept answer's ``code`` and ``message``, for its log line."""
 
@@ -212,6 +217,8 @@ class AppDesk:
             raise ValueError(f"desk type {row.name}: its Struct is tagged {tag!r}")
         if row.name in self._rows:
             raise ValueError(f"desk type {row.name} registered twice")
+        if row.name in CARD_TYPES:  # the card types' decoder would take it first
+            raise ValueError(f"desk type {row.name} is a card type of online.md")
         self._rows[row.name] = (row, handler)
         self._decoder = DeskDecoder(r.request for r, _ in self._rows.values())
 

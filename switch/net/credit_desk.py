@@ -71,10 +71,14 @@ class CardSales:
     ``online_id`` = ``app:<name> <id>``)."""
 
     def __init__(
-        self, switchboard: Switchboard, card_types: Mapping[str, str], stans: StanSequence
+        self,
+        switchboard: Switchboard,
+        card_types: Callable[[], Mapping[str, str]],
+        stans: StanSequence,
     ) -> None:
         self.switchboard = switchboard
-        self.card_types = dict(card_types)
+        self.card_types = card_types
+        """The routes' card types as now configured (a reload may change them)."""
         self.stans = stans
 
     def sale(self, message: wire.CreditRepay, call: DeskCall, settings: CreditSettings) -> Request:
@@ -99,7 +103,7 @@ class CardSales:
         if found is None:
             return "92"
         prefix, bank, _ = found
-        if self.card_types.get(prefix, "credit") != "debit":
+        if self.card_types().get(prefix, "credit") != "debit":
             return "57"
         return bank
 

@@ -178,9 +178,18 @@ class OnlineProtocol:
         except TransactionRefused as exc:
             return self._refuse(message, exc, received_at)
         if isinstance(message, wire.Status):
+            if (message.original_id is None) == (message.original_rrn is None):
+                refusal = TransactionRefused(
+                    "30", "exactly one of original_id and original_rrn", field="original_id"
+                )
+                return self._refuse(message, refusal, received_at)
+            if message.original_id is None:  # an on-us payment by its RRN (wallet.md)
+                return StatusWork(message, origin)
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
-            if stored is None and self.idempotency.journal_has_more:
-                return StatusWork(message, origin)  # forgotten early here: the journal has it
+            if stored is None and (self.idempotency.journal_has_more or self.wallet):
+                # Forgotten early here, or another worker's: the journal has it; or a
+                # dynamic QR's payment named by its qr_create id (wallet.md).
+                return StatusWork(message, origin)
             return self._status(message, stored)
         merchant_id, request_id = message.merchant_id, message.id
         content = online.fingerprint_content(message)
@@ -314,9 +323,15 @@ class OnlineProtocol:
         if isinstance(work, StatusWork):
             status = work.message
             try:
-                entry = await self.switchboard.journal.online_result(
-                    status.merchant_id, status.original_id
-                )
+                entry = None
+                if status.original_id is not None:
+                    entry = await self.switchboard.journal.online_result(
+                        status.merchant_id, status.original_id
+                    )
+                if entry is None and self.wallet is not None:
+                    onus = await self.wallet.status_of(status)
+                    if onus is not None:
+                        return Reply(wire.encode_response(onus))
             except JournalError:
                 error = wire.Error(id=status.id, code="96", message="system malfunction")
                 return Reply(wire.encode_response(error))

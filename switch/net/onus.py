@@ -193,6 +193,11 @@ class LedgerDesk:
                                verification=step.verification)  # fmt: skip
         if isinstance(done, Refusal):
             return msgspec.structs.replace(found, code=done.code, message=done.message)
+        if done.again:
+            # Its key has a transfer already: the same principal and id in flight at
+            # another worker (or ended, its result not kept: a crash). Refused 94 with
+            # nothing reserved, so the first's transfer is not ended by this one.
+            return LedgerAnswered(code="94", message="a request with this id is in progress")
         return msgspec.structs.replace(
             found, auth_code=auth_code(), balance_after=done.available_after,
             qr_id=step.qr_id if step.qr_kind == "dynamic" else None,

@@ -22,22 +22,26 @@ pending: at start-up it is posted as the journal's approval says
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Final
 
 import msgspec
 import structlog
 
-from switch.core import validate, wallet_online
+from switch.config import RouteSection
+from switch.core import online, products, validate, wallet_online
 from switch.core.clock import Stamp
 from switch.core.ledger import LedgerError, TransferKey
 from switch.core.model import OriginalRef, Outcome, Request
 from switch.core.onus import TOPUP_LEG
 from switch.core.wallet import NotYourWallet
 from switch.errors import TransactionRefused
+from switch.net.app_desk import DeskCall
 from switch.net.onus import LedgerDesk
 from switch.net.switchboard import Switchboard
+from switch.store.ledger_port import QrRecord
+from switch.wire import app as app_wire
 from switch.wire import online as wire
 
 log = structlog.get_logger()
@@ -46,6 +50,8 @@ CardTypes = Mapping[str, str]
 """A BIN route's prefix -> its ``card`` (``debit`` or ``credit``; config's ``[[routes]]``)."""
 DEFAULT_CARD: Final = "credit"
 """wallet.md: a route without ``card`` counts as credit."""
+QR_PAYMENTS_MAX: Final = 50
+"""``qr_status``'s payments: at most 50 (wallet.md)."""
 
 
 class AppWork(msgspec.Struct, kw_only=True):
@@ -64,12 +70,14 @@ class WalletOnline:
     """wallet.md's ``wallet_pay`` and ``wallet_topup`` on the online channel."""
 
     def __init__(
-        self, switchboard: Switchboard, ledger: LedgerDesk, card_types: CardTypes
+        self, switchboard: Switchboard, ledger: LedgerDesk, card_types: Callable[[], CardTypes]
     ) -> None:
         self.switchboard = switchboard
         self.ledger = ledger
         self.settings = ledger.settings
-        self.card_types = dict(card_types)
+        self.card_types = card_types
+        """The routes' card types as now configured (a reload may change them, as it
+        changes the routes)."""
 
     # -- reading (at once, on the frame) -----------------------------------------------
 
@@ -150,7 +158,7 @@ class WalletOnline:
             return Outcome(code="92", message="no route to issuer",
                            settlement_date=settlement_date)  # fmt: skip
         prefix, bank, _ = found
-        if self.card_types.get(prefix, DEFAULT_CARD) != "debit":
+        if self.card_types().get(prefix, DEFAULT_CARD) != "debit":
             return Outcome(code="57", message="a top-up is from a debit card",
                            settlement_date=settlement_date)  # fmt: skip
         key = TransferKey(work.principal, message.id, TOPUP_LEG)
@@ -211,6 +219,62 @@ class WalletOnline:
             request, original=OriginalRef(online_id=qr.paying)
         )
 
+    async def payments_of(self, record: QrRecord, call: DeskCall) -> list[app_wire.QrPaymentOut]:
+        """``qr_status``'s ``payments`` (wallet.md): the QR's approved payments, newest
+        first, at most 50, each with its business date and what was refunded of it
+        (all of it once voided or reversed), as the journal has them now."""
+        rows = await self.ledger._run(
+            lambda: self.ledger.store.qr_payments(record.qr_id, QR_PAYMENTS_MAX)
+        )
+        payments = []
+        for rrn, amount, at in rows:
+            txn = await self.switchboard.journal.transaction_by_rrn(rrn)
+            refunded = 0 if txn is None else txn.refunded
+            if txn is not None and (txn.voided or txn.reversed):
+                refunded = amount
+            payments.append(app_wire.QrPaymentOut(
+                rrn=rrn, amount=amount, time=call.local_time(at),
+                settlement_date=txn.business_date if txn is not None else "",
+                refunded=refunded,
+            ))  # fmt: skip
+        return payments
+
+    async def status_of(self, status: wire.Status) -> wire.Result | None:
+        """A merchant's ``status`` of an on-us payment (wallet.md) named by its RRN, or
+        by the ``qr_create`` id of the dynamic QR it pays: the payment's result as its
+        merchant sees it (online.md's fields and ``funding``; never a balance); None if
+        it names none of the merchant's."""
+        journal = self.switchboard.journal
+        merchant_id = status.merchant_id
+        if status.original_rrn is not None:
+            txn = await journal.transaction_by_rrn(status.original_rrn)
+        else:
+            original_id = status.original_id
+            assert original_id is not None
+            try:
+                qr = await self.ledger._run(
+                    lambda: self.ledger.store.qr_by_online_id(merchant_id, original_id)
+                )
+            except LedgerError:
+                return None
+            if qr is None or qr.paying is None:
+                return None
+            txn = await journal.transaction_by_online_id(merchant_id, qr.paying)
+        if (
+            txn is None or txn.merchant_id != merchant_id
+            or products.PRODUCTS.get(txn.kind) is None
+            or products.PRODUCTS[txn.kind].destination != "ledger"
+        ):  # fmt: skip
+            return None
+        code = txn.code or ("00" if txn.state == "approved" else "96")
+        approved = code == "00" and txn.state == "approved"
+        return wire.Result(
+            id=status.id, code=code, approved=approved, rrn=txn.rrn,
+            auth_code=txn.auth_code if approved else None,
+            message=online.MESSAGES.get(code, "declined"),
+            settlement_date=txn.business_date or None, funding="wallet",
+        )  # fmt: skip
+
     def result(
         self, message: wire.AppTransaction, work: AppWork, outcome: Outcome
     ) -> wire.WalletPayResult | wire.WalletTopupResult:
@@ -225,6 +289,6 @@ class WalletOnline:
         return wallet_online.topup_result(message, outcome)
 
 
-def card_types(routes: object) -> dict[str, str]:
+def card_types(routes: Iterable[RouteSection]) -> dict[str, str]:
     """Prefix -> ``card`` of config's ``[[routes]]``."""
-    return {route.prefix: route.card for route in routes}  # type: ignore[attr-defined]
+    return {route.prefix: route.card for route in routes}

@@ -515,6 +515,11 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
                 paying = f"{key.principal} {key.id}"
                 if self._change(self.sql.set_qr_state, ("paying", paying, qr.qr_id, "open")) != 1:
                     raise Refused(Refusal("94", "QR paid or being paid"))
+            if qr is not None:  # the QR's payments, for qr_status
+                self._execute(
+                    self.sql.insert_qr_payment,
+                    (key.principal, key.id, qr.qr_id, spec.rrn, ask.amount, at),
+                )
             if withdraw_to is not None and order is not None:
                 rrn, business_date = order
                 self._execute(
@@ -569,6 +574,11 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
                     state = "paid" if approved else "open"
                     paying = f"{key.principal} {key.id}" if approved else None
                     self._execute(self.sql.set_qr_state, (state, paying, qr_id, "paying"))
+                if key.principal.startswith("app:"):  # an app's QR payment (wallet_pay)
+                    self._execute(
+                        self.sql.end_qr_payment,
+                        ("approved" if approved else "declined", key.principal, key.id),
+                    )
                 self._execute(
                     self.sql.end_order,
                     ("approved" if approved else "declined", at, key.principal, key.id),
@@ -614,6 +624,11 @@ class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
             return plan
 
         return self._step("end_topup", body)
+
+    def qr_payments(self, qr_id: str, limit: int) -> list[tuple[str, int, float]]:
+        """The QR's approved ``wallet_pay`` payments, newest first: (RRN, amount, when)."""
+        rows = self._read(lambda: self._execute(self.sql.qr_payments, (qr_id, limit)))
+        return [(str(row["rrn"]), int(row["amount"]), float(row["at"])) for row in rows]
 
     def qr_paying(self, key: TransferKey) -> str | None:
         """The dynamic QR the payment ``key`` holds ``paying`` (start-up recovery)."""

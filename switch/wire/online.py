@@ -89,7 +89,9 @@ class Refund(_Request, frozen=True, kw_only=True, tag="refund"):
 
 
 class Status(_Request, frozen=True, kw_only=True, tag="status"):
-    original_id: RequestId
+    original_id: RequestId | None = None
+    original_rrn: Rrn | None = None
+    """wallet.md: an on-us payment by its RRN, instead of ``original_id``."""
 
 
 class Preauth(Purchase, frozen=True, kw_only=True, tag="preauth"):

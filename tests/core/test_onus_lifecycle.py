@@ -333,3 +333,59 @@ def test_a_code_request_with_what_a_code_has_not_is_refused(
     with pytest.raises(TransactionRefused) as refused:
         request_from_pos("0200", fields, paycode_prefix="88", currencies=("156", "840"))
     assert (refused.value.response_code, refused.value.field) == (code, field)
+
+
+# -- wallet_pay (wallet.md): the app's QR payment, on the ledger -------------------------
+
+
+def qr_payment(amount: int = 8800) -> Any:
+    from switch.core.model import Acceptor, QrPayment, WalletCard
+
+    return QrPayment(
+        acceptor=Acceptor(channel="online", terminal_id="ONLINE01",
+                          merchant_id="898110054110001"),
+        stan="000007", online_id="app:wallet pay-20261207-0001", processing_code="000000",
+        card=WalletCard(pan="C100000001"), currency="156", amount=amount, app="app:wallet",
+        qr_id="K7Q2M9X4D8P3A6TB", qr_kind="dynamic", qr_amount=8800, verification="B",
+    )  # fmt: skip
+
+
+def test_a_wallet_pay_is_journaled_then_paid_on_the_ledger_keyed_by_the_app() -> None:
+    world = World()
+    machine = world.transaction(qr_payment())
+    actions = drive(machine, Admitted())
+    (started,) = actions[0].changes
+    assert isinstance(started, TxnStarted)
+    record = started.record
+    assert (record.kind, record.bank, record.merchant_id, record.pan_masked) == (
+        "wallet_pay", "on-us", "898110054110001", "",
+    )  # fmt: skip
+    key = TransferKey("app:wallet", "pay-20261207-0001", "pay")
+    assert onus.record_key(record) == key
+    pay = step_of(machine.handle(Journaled(), 0.0))
+    assert pay == onus.PayByQr(
+        key=key, app="app:wallet", customer_id="C100000001", merchant_id="898110054110001",
+        qr_id="K7Q2M9X4D8P3A6TB", qr_kind="dynamic", qr_amount=8800, amount=8800,
+        funding="wallet", verification="B", rrn=record.rrn, local_date="2025-11-22",
+    )  # fmt: skip
+    held = LedgerAnswered(auth_code="R8T2W5", qr_id="K7Q2M9X4D8P3A6TB", balance_after=41_200,
+                          **FOUND)  # fmt: skip
+    actions = machine.handle(held, 0.0)
+    assert kinds(actions) == ["Journal"]
+    end = step_of(machine.handle(Journaled(), 0.0))
+    assert end == EndTransfer(key=key, approved=True, payment=True, qr_id="K7Q2M9X4D8P3A6TB")
+    outcome = answer_of(machine.handle(LedgerAnswered(), 0.0))
+    assert (outcome.code, outcome.balance_after, outcome.funding) == ("00", 41_200, "wallet")
+
+
+def test_a_refused_wallet_pay_ends_nothing_of_the_qr() -> None:
+    world = World()
+    machine = world.transaction(qr_payment())
+    drive(machine, Admitted(), Journaled())
+    actions = machine.handle(LedgerAnswered(code="94", **FOUND), 0.0)
+    update = next(c for c in actions[-1].changes if isinstance(c, TxnUpdated))
+    assert (update.state, update.code) == ("declined", "94")
+    end = step_of(machine.handle(Journaled(), 0.0))
+    assert end.qr_id is None and not end.approved  # the QR is another payment's
+    outcome = answer_of(machine.handle(LedgerAnswered(), 0.0))
+    assert outcome.code == "94" and outcome.balance_after is None

@@ -363,8 +363,33 @@ async def test_merchant_voids_and_refunds_a_qr_payment_by_qr_create_id_or_rrn(
     assert isinstance(void, wire.Result) and void.code == "00"
     assert await balances(app, WALLET) == (18_200, 18_200)
     assert await balances(app, ledger.merchant_account(QR_MERCHANT)) == (1_800, 1_800)
+    # status by the qr_create id, or by the RRN: the payment as its merchant sees it.
+    for named in ({"original_id": "qr-create-1"}, {"original_rrn": paid["rrn"]}):
+        status = await shop.request(wire.Status(id="st", merchant_id=QR_MERCHANT, **named))
+        assert isinstance(status, wire.Result), status
+        assert (status.code, status.rrn, status.auth_code, status.funding) == (
+            "00", paid["rrn"], paid["auth_code"], "wallet",
+        )  # fmt: skip
+        assert status.settlement_date == paid["settlement_date"] and status.balance is None
+    assert (await other.request(wire.Status(id="st", merchant_id="SHOP01",
+                                            original_rrn=paid["rrn"]))).code == "25"
     # The dynamic QR stays paid.
     assert (await in_store(app, store_of(app).qr, "V5N8W2R6C4J9E3HL")).state == "paid"
+    # qr_status names each QR's payments, with what was refunded of them.
+    for qr_id, rrn, amount, refunded in (
+        ("V5N8W2R6C4J9E3HL", paid["rrn"], 3_000, 1_200),
+        ("W5N8W2R6C4J9E3HL", by_static["rrn"], 1_000, 1_000),
+    ):
+        await shop.send_raw(msgspec.msgpack.encode({
+            "type": "qr_status", "id": f"st-{qr_id}", "merchant_id": QR_MERCHANT,
+            "qr_id": qr_id,
+        }))  # fmt: skip
+        status = msgspec.msgpack.decode(await shop.receive_raw())
+        assert status["code"] == "00", status
+        assert [(p["rrn"], p["amount"], p["refunded"], p["settlement_date"])
+                for p in status["payments"]] == [
+            (rrn, amount, refunded, paid["settlement_date"])
+        ]  # fmt: skip
     kinds = [item.kind for item in
              (await in_store(app, store_of(app).history, CUSTOMER, None, 10, None)).items]
     assert kinds == ["void", "refund", "pay", "pay", "topup"]
@@ -429,3 +454,65 @@ async def test_a_crash_between_a_topups_approval_and_its_credit_is_recovered(
     again = await ask(client, topup("crash-1", 30_000))
     assert again["code"] == "00" and again["rrn"] == top["rrn"]
     assert await balances(app, WALLET) == (38_000, 38_000)
+
+
+TOPUP_RULES = """[[rules]]
+id = "topup-cap"
+mode = "enforce"
+kind = "amount_cap"
+kinds = ["topup"]
+max_fen = 20000
+action = "decline"
+code = "61"
+"""
+
+
+async def test_a_topup_meets_the_risk_rules_of_its_kind(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """risk.md's rules of kind ``topup`` decline a top-up before its bank (journaled,
+    its transfer voided, nothing credited); a sale of the same amount is not one."""
+    rules = tmp_path / "risk.toml"
+    rules.write_text(TOPUP_RULES)
+    app = await start_switch(nursery, wallet_config(tmp_path, risk={"rules_file": str(rules)}))
+    await open_wallet(app)
+    client = await app_client(app)
+    declined = await ask(client, topup("risk-1", 20_001))
+    assert declined["code"] == "61" and "balance_after" not in declined
+    assert app.simulators["icbc"].totals().approvals == 0
+    assert await balances(app, WALLET) == (0, 0)
+    assert app.journal is not None
+    record = await app.journal.transaction_by_rrn(declined["rrn"])
+    assert record is not None and (record.state, record.risk_rule) == ("declined", "topup-cap")
+    assert (await ask(client, topup("risk-2", 20_000)))["code"] == "00"
+    shop = await online_client(app)
+    sale = await shop.request(wire.Purchase(
+        id="sale-1", merchant_id="SHOP01", amount=20_001, currency="CNY",
+        card=wire.Card(pan=PAN_ICBC, expiry="2812"),
+    ))  # fmt: skip
+    assert sale.code == "00"
+    assert await balances(app, WALLET) == (20_000, 20_000)
+    await verified(app)
+
+
+async def test_a_wallet_pay_whose_key_is_held_elsewhere_is_94_and_leaves_it(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The same app id in flight at another worker (its transfer reserved there, its
+    result not yet kept): this one is refused 94 and the other's transfer is not ended
+    by it."""
+    app = await start_switch(nursery, wallet_config(tmp_path))
+    await open_wallet(app, 10_000)
+    qr = await make_qr(app, "H5N8W2R6C4J9E3HL")
+    elsewhere = TransferSpec(
+        key=TransferKey("app:wallet", "dup-1", "pay"), debit=WALLET,
+        credit=ledger.merchant_account(QR_MERCHANT), amount=1_000, kind="pay",
+        merchant_id=QR_MERCHANT,
+    )  # fmt: skip
+    await in_store(app, store_of(app).reserve, elsewhere, time.time())
+    client = await app_client(app)
+    answer = await ask(client, pay("dup-1", qr, amount=1_000))
+    assert answer["code"] == "94"
+    held = await in_store(app, store_of(app).transfer_of, elsewhere.key)
+    assert held is not None and held.state == "pending"
+    assert await balances(app, WALLET) == (10_000, 9_000)
