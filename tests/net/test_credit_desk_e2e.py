@@ -305,3 +305,44 @@ async def test_credit_convert_sample_to_the_byte(
     # Its repeat: the same bytes again.
     await app.client.send_raw(CONVERT_REQUEST)
     assert await app.client.receive_raw() == CONVERT_RESULT
+
+
+async def test_credit_statement_sample_as_the_app_reads_it(
+    nursery: trio.Nursery, engine_config: SwitchConfig
+) -> None:
+    """credit.md's statement sample (customer C100000001, March 2026) walked through the
+    store as the switch's steps and closes make it, then read by the app's signed
+    ``credit_statement`` and ``credit_status``: the statement map to the fen."""
+    from tests.store.test_credit_store import walk_sample
+
+    switch = await start_switch(nursery, engine_config)
+    assert switch._ledger is not None
+    store = store_of(switch)
+    await switch._ledger.call(lambda: walk_sample(store))  # type: ignore[arg-type]
+    app = await App.connect(switch)
+    statement = result(await app.ask("credit_statement", "st-3", customer_id=C,
+                                     period="2026-03"))["statement"]  # fmt: skip
+    assert {k: v for k, v in statement.items() if k != "lines"} == {
+        "period": "2026-03", "statement_date": "2026-03-01", "due_date": "2026-03-10",
+        "previous_balance_fen": 249_000, "new_balance_fen": 323_000, "unpaid_fen": 323_000,
+    }  # fmt: skip
+    assert statement["lines"] == [
+        {"kind": "repayment", "date": "2026-02-08", "ref": "603920000104",
+         "amount_fen": -100_000, "prepaid_fen": 0},
+        {"kind": "repayment", "date": "2026-02-14", "ref": "604521000105",
+         "amount_fen": -149_225, "prepaid_fen": 0},
+        {"kind": "penalty", "date": "2026-02-13", "ref": "", "amount_fen": 225, "days": 3},
+        {"kind": "instalment", "date": "2026-01-12", "ref": "601210000101",
+         "amount_fen": 203_000, "period": "2/3", "principal_fen": 200_000, "fee_fen": 3_000,
+         "merchant_id": "898110000012345"},
+        {"kind": "purchase", "date": "2026-02-16", "ref": "604719000103",
+         "amount_fen": 120_000, "merchant_id": "898310048990001"},
+    ]  # fmt: skip
+    account = result(await app.ask("credit_status", "s-9", customer_id=C))["account"]
+    assert (account["payoff_fen"], account["due_fen"], account["outstanding_principal_fen"]) == (
+        523_000, 323_000, 520_000,
+    )  # fmt: skip
+    assert account["statement"] == {
+        "period": "2026-03", "statement_date": "2026-03-01", "due_date": "2026-03-10",
+        "new_balance_fen": 323_000, "unpaid_fen": 323_000,
+    }  # fmt: skip
