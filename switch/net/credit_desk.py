@@ -22,6 +22,7 @@ import trio
 
 from switch.core import online
 from switch.core.app_desk import DeskType, approved, echo
+from switch.core.book import TxnRecord
 from switch.core.clock import Stamp
 from switch.core.credit.billing import AccountView, statement_of
 from switch.core.credit.book import Allocation, PlanView, Statement, statement_unpaid_fen
@@ -106,6 +107,10 @@ class CardSales:
         if self.card_types().get(prefix, "credit") != "debit":
             return "57"
         return bank
+
+    async def answered(self, merchant_id: str, online_id: str) -> TxnRecord | None:
+        """The journal's record of a repayment's sale."""
+        return await self.switchboard.journal.transaction_by_online_id(merchant_id, online_id)
 
     async def process(self, request: Request, call: DeskCall) -> Outcome:
         origin = Origin(channel="online", connection=0, received_at=trio.current_time())
@@ -275,7 +280,7 @@ class CreditDesk:
             )
         )  # fmt: skip
         if not reserved:  # the same id in progress, or ended without its result kept
-            raise TransactionRefused("94", "in progress", field="id")
+            return await self._repay_seen_before(message, call, key)
         outcome = await cards.process(request, call)
         paid = outcome.approved
         rrn = outcome.rrn or ""
@@ -302,6 +307,38 @@ class CreditDesk:
                     prepaid_fen=allocation.prepaid_fen,
                 ),
                 waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            ), True  # fmt: skip
+
+        return await call.keep(body)
+
+    async def _repay_seen_before(
+        self, message: wire.CreditRepay, call: DeskCall, key: TransferKey
+    ) -> bytes:
+        """A repayment by card whose transfer exists without a kept result (the same id
+        at another worker now, or a crash between the bank's answer and its result):
+        while its transfer is pending, 94 "in progress"; once ended (at start-up, as the
+        journal said), the journal's answer, kept. Its allocation is not known again
+        here: the result carries the account as it stands."""
+        assert self.cards is not None
+        transfer = await call.read(lambda store: store.transfer_of(key))
+        if transfer is None or transfer.state == "pending":
+            raise TransactionRefused("94", "in progress", field="id")
+        record = await self.cards.answered(
+            self.settings.own_merchant_id, app_online_id(call.principal, message.id)
+        )
+        if record is None or record.code is None:
+            raise TransactionRefused("94", "in progress", field="id")
+        code = record.code if transfer.state == "voided" else "00"
+
+        def body(store: LedgerStore) -> tuple[desk_wire.DeskResult, bool]:
+            view = _credit(store).credit_status(message.customer_id, call.principal)
+            fields = approved(message) if code == "00" else {
+                **echo(message), "code": code, "approved": False,
+                "message": MESSAGES.get(code, "declined"),
+            }  # fmt: skip
+            return wire.RepayResult(
+                **fields, rrn=record.rrn, settlement_date=record.business_date or None,
+                account=account_map(view) if code == "00" else None,
             ), True  # fmt: skip
 
         return await call.keep(body)

@@ -404,4 +404,14 @@ async def test_a_card_repayment_approved_but_not_booked_is_booked_at_start_up(
     assert await balance(app, RECEIVABLE) == (-50_000, 0)
     book = (await in_store(app, store_of(app).credit_account, C)).book
     assert book.repays == () and [line.amount_fen for line in book.cycle] == [0]
+    # The app's repeat of its id: the journal's answer, kept; nothing repaid twice.
+    desk = await App.connect(app)
+    card = {"pan": PAN_ICBC, "expiry": "3012"}
+    again = await desk.ask("credit_repay", "k-1", customer_id=C, amount=30_000, card=card,
+                           **{"from": "card"})  # fmt: skip
+    assert (again["code"], again["account"]["payoff_fen"]) == ("00", 50_000)
+    assert len(again["rrn"]) == 12
+    assert await desk.ask("credit_repay", "k-1", customer_id=C, amount=30_000, card=card,
+                          **{"from": "card"}) == again  # fmt: skip
+    assert (await status(app)).payoff_fen == 50_000
     await verified(app)
