@@ -75,6 +75,7 @@ from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.cobrand import CobrandDesk
 from switch.net.credit import CreditBilling
+from switch.net.credit_desk import CardSales, CreditDesk
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
@@ -475,7 +476,9 @@ class SwitchApp:
         except LedgerError as exc:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
-        self._ledger = LedgerDesk(ledger_store, config.wallet, risk=self.risk)
+        self._ledger = LedgerDesk(
+            ledger_store, config.wallet, risk=self.risk, credit=config.credit.terms()
+        )
         self._ledger_store = ledger_store
         try:
             async with trio.open_nursery() as store_side:
@@ -1064,6 +1067,12 @@ class SwitchApp:
         wallet_desk.register(desk)
         if self.cobrand is not None:  # credit.md's co-brand types
             self.cobrand.register(desk)
+        CreditDesk(
+            config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
+            cards=CardSales(
+                switchboard, lambda: card_types(self.config.routes), self._new_stans()
+            ),
+        ).register(desk)  # fmt: skip
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:

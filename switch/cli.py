@@ -529,7 +529,7 @@ def _parser() -> argparse.ArgumentParser:
     add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
     add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
-    add_credit_commands(commands, _config_option)  # credit: straight through the ledger store
+    add_credit_commands(commands, _config_option)  # credit: signed requests to the switch
     return parser
 
 

@@ -34,6 +34,7 @@ from switch.admin.status import (
     StatusDocument,
     TransactionCount,
 )
+from switch.core.credit.billing import CreditTotals
 from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
 from switch.errors import SwitchError
@@ -74,6 +75,7 @@ class StatusCollector:
         self.version = switch_version()
         self._backlog: dict[str, ReversalBacklog] = {}
         self._settlement: SettlementWatch | None = None
+        self._credit: CreditTotals | None = None
         self._advices: dict[str, AdviceBacklog] = {}
         self._backlog_read = trio.Lock()  # one scrape at a time asks the journal
         self._next_trouble_log = 0.0
@@ -90,6 +92,7 @@ class StatusCollector:
             nursery.start_soon(self._refresh_backlog)
             nursery.start_soon(self.refresh_workers)
             nursery.start_soon(self._refresh_settlement)
+            nursery.start_soon(self._refresh_credit)
 
     async def _refresh_settlement(self) -> None:
         """The settlement's watch (worker 0's), within BACKLOG_WAIT_S; else the last."""
@@ -101,6 +104,17 @@ class StatusCollector:
                 self._settlement = await service.watch()
             except (SwitchError, SettlementError) as exc:
                 log.warning("admin_settlement_unreadable", error=str(exc))
+
+    async def _refresh_credit(self) -> None:
+        """The credit line's figures (worker 0's), within BACKLOG_WAIT_S; else the last."""
+        credit = self.switch.credit
+        if credit is None:
+            return
+        with trio.move_on_after(BACKLOG_WAIT_S):
+            try:
+                self._credit = await credit.totals()
+            except SwitchError as exc:
+                log.warning("admin_credit_unreadable", error=str(exc))
 
     async def refresh_workers(self) -> None:
         """The other workers' reports and their supervisor's (worker 0 of several)."""
@@ -206,6 +220,7 @@ class StatusCollector:
                 for (channel, kind, bank, code), count in sorted(stats.counts.items())
             ],
             settlement=self._settlement,
+            credit=self._credit,
             certificates=view.certificate_expiries(),
             risk=view.risk_status(),
             stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],

@@ -1,28 +1,35 @@
-"""``switch credit open|status|statement|plans|repay``: an operator's look at credit
-accounts (credit.md) straight through the ledger store the config names, as ``switch
-wallet`` does; not the running switch's admin interface (the credit requests are not
-wired into the transaction path yet). Closing business dates is the running switch's
-(its cut-off); these commands never close one."""
+"""``switch credit open|status|statement|plans|repay|convert``: credit.md's online
+requests sent to the running switch as the app back end sends them, each in a signed
+envelope (security.md) under an app key, its signed answer checked and printed. The key:
+``--key-id`` with ``--secret-file`` (the file ``switch keys online new`` delivered), or,
+without them, the DEMO key of ``app:wallet`` that a switch with ``[security] demo_keys =
+true`` takes. The customer is the app's: a wallet another app principal opened is
+``error`` 03 here as online.
+
+Nothing here opens the ledger store: the running switch checks, decides and records each
+request (its business date, its RRNs, its idempotency per app and ``id``), and closing
+business dates is its cut-off's."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
 
 import msgspec
+import trio
 
 from switch.config import SwitchConfig
-from switch.core.credit.billing import account_view, plans_of, statement_of
-from switch.core.credit.plan import CreditRefused
-from switch.core.ledger import LedgerError, TransferKey
 from switch.core.wallet import CUSTOMER_ID
-from switch.store import open_ledger_store, open_settlement_store
+from switch.net.clients import OnlineClient, OnlineKey, UnverifiedAnswer
+from switch.online_cli import _tls
 
-OPERATOR_PRINCIPAL = "operator"
-"""The principal of the transfers an operator's repayment posts (its ``--id`` keys it)."""
+RESPONSE_TIMEOUT_S: Final = 30.0
+TERMS: Final = ("3", "6", "12", "24")
 
 
 def add_commands(
@@ -31,66 +38,76 @@ def add_commands(
 ) -> None:
     credit = commands.add_parser(
         "credit",
-        help="credit accounts in the ledger store: open, status, statement, plans, repay",
-        description="Credit accounts (credit.md) read and changed straight through the "
-        "ledger store the config names (ledger.sqlite3 beside a SQLite journal, or the "
-        "PostgreSQL journal's database).",
+        help="credit accounts through the running switch: open, status, statement, plans, "
+        "repay, convert",
+        description="credit.md's requests, signed under an app key and sent to the running "
+        "switch's online port; the answer is printed once its signature is verified. The "
+        "key: --key-id and --secret-file, or by default the DEMO key of app:wallet (a "
+        "switch with [security] demo_keys = true takes it).",
     )
     actions = credit.add_subparsers(dest="credit_action", required=True, metavar="ACTION")
-    opening = actions.add_parser(
-        "open", help="open a credit account for a customer with a wallet",
-        description="Opens the customer's credit account; the wallet must exist, opened "
-        "by --app. Its business date is the switch's open date (the settlement store's), "
-        "or --date.",
+    common = argparse.ArgumentParser(add_help=False)
+    config_option(common)
+    common.add_argument("customer_id")
+    common.add_argument("--host", help="switch host (default: the config's [online] host)")
+    common.add_argument("--port", type=int, help="switch online port (default: the config's)")
+    common.add_argument(
+        "--id", dest="request_id",
+        help="the request's id, its idempotency key (default: a new one each time): the "
+        "same id again answers the first's result and changes nothing",
     )  # fmt: skip
-    opening.add_argument("customer_id")
+    common.add_argument("--key-id", help="the app key's id (default: the DEMO app key)")
+    common.add_argument("--secret-file", type=Path,
+                        help="the key secret: the file of `switch keys online new`")  # fmt: skip
+    common.add_argument("--ca-file", type=Path,
+                        help="speak TLS, trusting this certificate (default: the config's "
+                        "[online] tls_cert_file when it names one)")  # fmt: skip
+    common.add_argument("--json", action="store_true", help="the whole answer as JSON")
+    opening = actions.add_parser(
+        "open", parents=[common], help="open the credit account of a customer with a wallet",
+        description="credit_open: the customer's wallet must exist, opened by the key's app "
+        "(14; another app's: 03); one account a customer (12). It opens on the switch's "
+        "business date.",
+    )  # fmt: skip
     opening.add_argument("--limit", dest="limit_fen", type=int, required=True,
                          help="the credit limit in fen, 0..100000000")  # fmt: skip
-    opening.add_argument("--app", required=True, help="the app principal of the wallet")
     opening.add_argument("--statement-day", type=int, help="1..28 (default: [credit])")
     opening.add_argument("--grace-days", type=int, help="1..20 (default: [credit])")
-    opening.add_argument("--date", help="the opening business date, YYYY-MM-DD")
-    status = actions.add_parser("status", help="the account: limit, available, due, overdue")
-    status.add_argument("customer_id")
-    statement = actions.add_parser("statement", help="a statement already made")
-    statement.add_argument("customer_id")
+    status = actions.add_parser(
+        "status", parents=[common], help="the account: limit, available, due, overdue"
+    )
+    statement = actions.add_parser("statement", parents=[common], help="a statement made")
     statement.add_argument("period", help="YYYY-MM")
-    plans = actions.add_parser("plans", help="the plans with anything unbilled or unpaid")
-    plans.add_argument("customer_id")
-    plans.add_argument("--purchase-id", help="that plan, with its schedule")
+    plans = actions.add_parser(
+        "plans", parents=[common], help="the plans with anything unbilled or unpaid"
+    )
+    plans.add_argument("--purchase-id", help="that plan (finished or not), with its schedule")
     repay = actions.add_parser(
-        "repay", help="repay from the customer's wallet",
-        description="Repays AMOUNT fen from the customer's wallet on the account's current "
-        "business date, allocated as credit.md says (penalties, overdue fees and "
-        "principal, the rest billed, then prepayment). --id keys it: the same id again "
-        "repays nothing more.",
+        "repay", parents=[common], help="repay from the customer's wallet, or a debit card",
+        description="credit_repay: AMOUNT fen, 1 to the payoff, from the wallet (counted in "
+        "its class limit) or, with --card, by a sale to a debit card's bank; allocated as "
+        "credit.md says (penalties, overdue fees and principal, the rest billed, then "
+        "prepayment, --purchase-id first).",
     )  # fmt: skip
-    repay.add_argument("customer_id")
     repay.add_argument("amount", type=int, help="fen, 1 to the payoff")
-    repay.add_argument("--id", dest="request_id", required=True,
-                       help="the repayment's reference (12 characters, as an RRN)")  # fmt: skip
     repay.add_argument("--purchase-id", help="prepay this purchase first")
-    for parser in (opening, status, statement, plans, repay):
-        config_option(parser)
-        parser.add_argument("--json", action="store_true", help="the answer as JSON")
+    repay.add_argument("--card", help="repay by this debit card (a sale to its bank) "
+                       "instead of from the wallet")  # fmt: skip
+    repay.add_argument("--expiry", default="2812", help="the card's expiry YYMM")
+    repay.add_argument("--cvv2", help="the card's CVV2 (sent, never stored)")
+    convert = actions.add_parser(
+        "convert", parents=[common], help="turn a purchase into instalments",
+        description="credit_convert: a plan of a purchase without one, until the close of "
+        "its first due date.",
+    )  # fmt: skip
+    convert.add_argument("purchase_id")
+    convert.add_argument("instalments", choices=TERMS)
+    for parser in (opening, status, statement, plans, repay, convert):
         parser.set_defaults(handler=_credit)
 
 
-def _opening_date(args: argparse.Namespace, config: SwitchConfig) -> date:
-    if args.date is not None:
-        return date.fromisoformat(args.date)
-    settlement = open_settlement_store(config)
-    try:
-        settlement.open()
-        found = settlement.first_open_date()
-    finally:
-        settlement.close()
-    if found is not None:
-        return found
-    return (datetime.now(UTC) + timedelta(hours=config.switch.utc_offset_h)).date()
-
-
 def _problem(args: argparse.Namespace) -> str | None:
+    """What the switch would refuse with ``error`` 30, said before anything is sent."""
     if not CUSTOMER_ID.fullmatch(args.customer_id):
         return "customer_id: 1..32 of [A-Za-z0-9._:-]"
     action = args.credit_action
@@ -101,16 +118,8 @@ def _problem(args: argparse.Namespace) -> str | None:
             return "--statement-day: 1..28"
         if args.grace_days is not None and not 1 <= args.grace_days <= 20:
             return "--grace-days: 1..20"
-        if args.date is not None:
-            try:
-                date.fromisoformat(args.date)
-            except ValueError:
-                return "--date: YYYY-MM-DD"
-    if action == "repay":
-        if not 1 <= args.amount <= 10**12 - 1:
-            return "amount: 1..999999999999"
-        if not 1 <= len(args.request_id) <= 32:
-            return "--id: 1..32 characters"
+    if action == "repay" and not 1 <= args.amount <= 10**12 - 1:
+        return "amount: 1..999999999999"
     if action == "statement" and not (
         len(args.period) == 7 and args.period[4] == "-" and args.period.replace("-", "").isdigit()
     ):
@@ -118,65 +127,97 @@ def _problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+def request_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's map (credit.md's "Online requests"), its keys in the spec's order."""
+    action = args.credit_action
+    body: dict[str, Any] = {
+        "type": f"credit_{action}",
+        "id": args.request_id or f"cli-{time.time_ns() // 1_000_000}",
+        "customer_id": args.customer_id,
+    }
+    if action == "open":
+        body["limit_fen"] = args.limit_fen
+        for name in ("statement_day", "grace_days"):
+            if getattr(args, name) is not None:
+                body[name] = getattr(args, name)
+    elif action == "statement":
+        body["period"] = args.period
+    elif action == "plans" and args.purchase_id is not None:
+        body["purchase_id"] = args.purchase_id
+    elif action == "repay" and args.card is not None:
+        card = {"pan": args.card, "expiry": args.expiry}
+        if args.cvv2 is not None:
+            card["cvv2"] = args.cvv2
+        body.update({"amount": args.amount, "from": "card", "card": card})
+        if args.purchase_id is not None:
+            body["purchase_id"] = args.purchase_id
+    elif action == "repay":
+        body.update({"amount": args.amount, "from": "wallet"})
+        if args.purchase_id is not None:
+            body["purchase_id"] = args.purchase_id
+    elif action == "convert":
+        body.update({"purchase_id": args.purchase_id, "instalments": int(args.instalments)})
+    return body
+
+
+def _key(args: argparse.Namespace) -> OnlineKey:
+    if args.secret_file is None:
+        if args.key_id is not None:
+            raise ValueError("--key-id needs --secret-file (the key's secret)")
+        print("switch: signing with the DEMO key of app:wallet (published secret; only a "
+              "switch with [security] demo_keys = true takes it)", file=sys.stderr)  # fmt: skip
+        return OnlineKey.demo_app()
+    if args.key_id is None:
+        raise ValueError("--secret-file needs --key-id (the key's id)")
+    return OnlineKey.from_file(args.key_id, args.secret_file)
+
+
 def _credit(args: argparse.Namespace, config: SwitchConfig) -> int:
     problem = _problem(args)
     if problem is not None:
         print(f"switch: {problem}", file=sys.stderr)
         return 2
-    store = open_ledger_store(config)
-    settings = config.credit
-    now = datetime.now(UTC).timestamp()
     try:
-        store.open()
-        action = args.credit_action
-        document: object
-        if action == "open":
-            document = store.credit_open(
-                args.customer_id, args.app, args.limit_fen,
-                statement_day=args.statement_day or settings.statement_day,
-                grace_days=args.grace_days or settings.grace_days,
-                business_date=_opening_date(args, config), at=now,
-            )  # fmt: skip
-        elif action == "status":
-            document = account_view(store.credit_account(args.customer_id))
-        elif action == "statement":
-            book = store.credit_account(args.customer_id).book
-            document = statement_of(book, args.period)
-        elif action == "plans":
-            book = store.credit_account(args.customer_id).book
-            document = {"plans": plans_of(book, args.purchase_id)}
-        else:
-            repaid = store.credit_repay_from_wallet(
-                args.customer_id, key=TransferKey(OPERATOR_PRINCIPAL, args.request_id, "repay"),
-                rrn=args.request_id, amount_fen=args.amount, purchase_id=args.purchase_id,
-                at=now,
-            )  # fmt: skip
-            allocated = repaid.allocation
-            if allocated is None:
-                print(f"switch: repayment {args.request_id} was made before", file=sys.stderr)
-                return 1
-            document = {
-                "allocated": {
-                    "penalty_fen": allocated.penalty_fen, "fee_fen": allocated.fee_fen,
-                    "principal_fen": allocated.principal_fen,
-                    "prepaid_fen": allocated.prepaid_fen,
-                },
-                "waived_fee_fen": allocated.waived_fee_fen,
-                "account": repaid.account,
-            }  # fmt: skip
-    except CreditRefused as exc:
-        print(f"switch: {exc.message} ({exc.code})", file=sys.stderr)
+        key = _key(args)
+        tls = _tls(args, config)
+    except (ValueError, OSError) as exc:
+        print(f"switch: {exc}", file=sys.stderr)
         return 2
-    except LedgerError as exc:
-        print(f"switch: {exc} ({exc.response_code})", file=sys.stderr)
+    body = request_body(args)
+    host = args.host or config.online.host
+    port = args.port or config.online.port
+
+    async def send() -> tuple[bytes, bool]:
+        client = await OnlineClient.connect(host, port, tls=tls, key=key)
+        try:
+            with trio.fail_after(RESPONSE_TIMEOUT_S):
+                await client.send_raw(msgspec.msgpack.encode(body))
+                return await client.receive_raw(), client.last_signed
+        finally:
+            await client.aclose()
+
+    try:
+        raw, signed = trio.run(send)
+        answer = msgspec.msgpack.decode(raw, type=dict[str, Any])
+    except UnverifiedAnswer as exc:
+        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
+            msgspec.DecodeError) as exc:  # fmt: skip
+        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
+        return 1
+    if answer.get("code") != "00":
+        where = "" if signed else " (unsigned)"
+        print(f"switch: {answer.get('message', '')} ({answer.get('code')}){where}",
+              file=sys.stderr)  # fmt: skip
+        if args.json:
+            sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=2) + "\n")
         return 2
-    finally:
-        store.close()
-    plain = json.loads(msgspec.json.encode(document))
     if args.json:
-        sys.stdout.write(json.dumps(plain, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=2) + "\n")
     else:
-        _print(plain)
+        _print({k: v for k, v in answer.items() if k not in ("type", "approved")})
     return 0
 
 

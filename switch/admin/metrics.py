@@ -84,6 +84,7 @@ class SwitchMetrics:
         yield from _stand_in(document)
         yield from _journal(document)
         yield from _settlement(document)
+        yield from _credit(document)
         yield from _keys(document)
         yield from _risk(document)
 
@@ -463,6 +464,30 @@ def _settlement(document: StatusDocument) -> Iterator[Metric]:
     for name, (documentation, value) in latest_values.items():
         # Before any date has closed: the family, without a sample.
         yield GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+
+
+def _credit(document: StatusDocument) -> Iterator[Metric]:
+    """Worker 0's credit line (credit.md): its accounts, what is lent and overdue, the
+    accounts frozen, the penalties accrued. The families without a sample until read."""
+    totals = document.credit
+    for name, documentation, value in (
+        ("credit_accounts", "Credit accounts open.", None if totals is None else totals.accounts),
+        ("credit_frozen_accounts", "Credit accounts frozen (by the app, or overdue).",
+         None if totals is None else totals.frozen),
+        ("credit_outstanding_principal_fen",
+         "The credit line's outstanding principal, billed or not, in fen.",
+         None if totals is None else totals.outstanding_fen),
+        ("credit_overdue_fen", "Billed fees and principal past their due date, in fen.",
+         None if totals is None else totals.overdue_fen),
+        ("credit_overdue_accounts", "Credit accounts with anything overdue.",
+         None if totals is None else totals.overdue),
+    ):  # fmt: skip
+        yield GaugeMetricFamily(f"{PREFIX}{name}", documentation, value=value)
+    yield CounterMetricFamily(
+        f"{PREFIX}credit_penalties_accrued_fen",
+        "Penalties charged on overdue amounts since the ledger began, in fen.",
+        value=None if totals is None else totals.penalties_fen,
+    )
 
 
 def _keys(document: StatusDocument) -> Iterator[Metric]:

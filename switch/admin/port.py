@@ -18,6 +18,7 @@ from switch.admin.status import ConfigStatus, LinkStatus, RiskStatus
 from switch.core.admission import AdmissionStatistics
 from switch.core.calendar import DateClosed
 from switch.core.clock import BusinessClock
+from switch.core.credit.billing import CreditTotals
 from switch.core.reconfig import ReloadResult
 from switch.core.settlement import LedgerBalance, SettlementStatus, SettlementWatch
 from switch.core.stats import TransactionStats
@@ -103,6 +104,12 @@ class SettlementOperations(Protocol):
     async def ledger_balances(self, account: str | None) -> list[LedgerBalance]: ...
 
 
+class CreditReading(Protocol):
+    """What the admin reads of the credit line (worker 0's close keeps it)."""
+
+    async def totals(self) -> CreditTotals: ...
+
+
 class SwitchView(Protocol):
     """A running switch as the admin sees it (see the module's docstring)."""
 
@@ -117,6 +124,11 @@ class SwitchView(Protocol):
     @property
     def settlement(self) -> SettlementOperations | None:
         """None until it runs, and on every worker but worker 0."""
+        ...
+
+    @property
+    def credit(self) -> CreditReading | None:
+        """The credit close's store (worker 0's); None elsewhere."""
         ...
 
     def listener_readings(self) -> list[ListenerReading]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from switch.core.admission import AdmissionStatistics
+from switch.core.credit.billing import CreditTotals
 from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot
 
@@ -199,6 +200,8 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     transactions: list[TransactionCount]
     settlement: SettlementWatch | None = None
     """Worker 0's settlement, as last read (None: not running, or not yet read)."""
+    credit: CreditTotals | None = None
+    """Worker 0's credit line, as last read (None: not running, or not yet read)."""
     certificates: dict[str, float] = msgspec.field(default_factory=dict)
     """Each TLS certificate in use (``online``, ``admin``): its end, epoch seconds."""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)

@@ -70,6 +70,10 @@ def add_commands(
     )
     issue.add_argument("--verification", choices=("A", "B", "C"), default="B",
                        help="the customer verification tier behind it (default B)")  # fmt: skip
+    issue.add_argument("--funding", choices=("wallet", "credit"), default="wallet",
+                       help="the wallet's balance, or the credit line (credit.md)")  # fmt: skip
+    issue.add_argument("--instalments", type=int, choices=(3, 6, 12, 24),
+                       help="with --funding credit: the plan the code binds")  # fmt: skip
     config_option(issue)
     issue.set_defaults(handler=_paycode)
     topup = actions.add_parser(
@@ -175,8 +179,9 @@ def _paycode(args: argparse.Namespace, config: SwitchConfig) -> int:
     try:
         store.open()
         issued = store.issue_paycode(
-            args.customer_id, args.app, "wallet", args.verification,
+            args.customer_id, args.app, args.funding, args.verification,
             datetime.now(UTC).timestamp(), settings, lambda: paycode.draw(settings.prefix),
+            instalments=args.instalments,
         )  # fmt: skip
     except LedgerError as exc:
         print(f"switch: {exc} ({exc.response_code})", file=sys.stderr)

@@ -114,7 +114,14 @@ _content_encoder: Final = msgspec.msgpack.Encoder()
 
 def content(message: wire.DeskRequest) -> bytes:
     """What a repeat of the same ``id`` is compared by: the request's canonical form (its
-    Struct's fields in their order; absent optional fields omitted)."""
+    Struct's fields in their order; absent optional fields omitted), a ``card``'s
+    ``cvv2`` left out (online.md: it is never stored, and nothing kept may confirm a
+    guess of it; credit.md's ``credit_repay`` by card carries one)."""
+    card = getattr(message, "card", None)
+    if card is not None and getattr(card, "cvv2", None) is not None:
+        message = msgspec.structs.replace(
+            message, card=msgspec.structs.replace(card, cvv2=None)
+        )
     return _content_encoder.encode(message)
 
 

@@ -1143,7 +1143,8 @@ class BankTransaction:
             settlement_date=self.business_date or None,
             auth_code=event.auth_code if event.ok else None,
             funding=(self._code.funding if self._code is not None
-                     else "wallet" if self.original is not None else None),
+                     else (event.funding or "wallet") if self.original is not None else None),
+            plan=event.plan if event.ok else None,
             balance_after=event.balance_after if event.ok else None,
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"

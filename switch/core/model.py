@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from switch.core.batch import BatchTotals, SettlementResult, UploadRecord
+from switch.core.credit.book import PlanView
 from switch.core.products import PRODUCTS, Product
 from switch.security.port import LmkKey
 
@@ -217,6 +218,8 @@ class QrPayment(Sale, frozen=True, kw_only=True):
     """A dynamic payload's amount (fen)."""
     funding: str = "wallet"
     verification: str = "C"
+    instalments: int | None = None
+    """credit.md: the plan the customer chose, with funding ``credit``."""
 
 
 class Topup(Sale, frozen=True, kw_only=True):
@@ -338,6 +341,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     """An on-us payment's funding once its payment code was found open (wallet.md:
     ``wallet`` or ``credit``; POS 63.1 ``WAL`` or ``CRL``)."""
+    plan: PlanView | None = None
+    """credit.md: an approved credit payment's instalment plan (online results)."""
     balance_after: int | None = None
     """A wallet payment's or top-up's ``balance_after`` (wallet.md), for the app only:
     what the wallet can spend once it is posted."""

@@ -208,6 +208,7 @@ def result(request: wire.OnlineRequest, outcome: Outcome) -> wire.Result:
         order_id=request.order_id,
         memo=request.memo,
         funding=outcome.funding,
+        plan=None if outcome.plan is None else msgspec.to_builtins(outcome.plan),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Final
 import msgspec
 
 from switch.core.book import TxnRecord
+from switch.core.credit.book import PlanView
 from switch.core.ledger import Answer, TransferKey
 from switch.core.model import BankBound, QrPayment
 from switch.core.risk import RiskRequest, Verdict
@@ -166,6 +167,8 @@ class PayByQr(msgspec.Struct, frozen=True, kw_only=True):
     rrn: str
     local_date: str
     """YYYY-MM-DD: today, local calendar date."""
+    instalments: int | None = None
+    """credit.md: the plan of a payment with funding ``credit``."""
 
 
 class ReserveBack(msgspec.Struct, frozen=True, kw_only=True):
@@ -223,6 +226,8 @@ class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     """The dynamic QR a ``wallet_pay``'s reserve holds ``paying``."""
     balance_after: int | None = None
     """What the wallet can spend once the payment is posted (``wallet_pay``)."""
+    plan: PlanView | None = None
+    """credit.md: an approved payment's plan, with funding ``credit`` and instalments."""
 
     @property
     def ok(self) -> bool:
@@ -248,6 +253,7 @@ def payment_step(
             merchant_id=record.merchant_id, qr_id=request.qr_id, qr_kind=request.qr_kind,
             qr_amount=request.qr_amount, amount=record.amount, funding=request.funding,
             verification=request.verification, rrn=record.rrn, local_date=local_date,
+            instalments=request.instalments,
         )  # fmt: skip
     acceptor = request.acceptor
     return PayByCode(

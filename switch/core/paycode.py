@@ -95,6 +95,8 @@ class Paycode(msgspec.Struct, frozen=True, kw_only=True):
     issued_at: float
     expires_at: float
     state: CodeState = "open"
+    instalments: int | None = None
+    """credit.md: the instalments a ``credit`` code binds (3, 6, 12 or 24), or none."""
 
 
 class CodeTaken(msgspec.Struct, frozen=True, kw_only=True):

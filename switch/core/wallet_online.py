@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from switch.core import online, products, validate
+from switch.core.credit.plan import TERMS as CREDIT_TERMS
 from switch.core.model import Acceptor, Outcome, QrPayment, Topup, WalletCard
 from switch.core.onus import app_online_id
 from switch.errors import TransactionRefused
@@ -55,6 +56,12 @@ def qr_payment(
     (13 outside 1..10^12-1), else a dynamic QR's, else 0 (a static QR without one:
     refused 13 by the ledger, once the QR is found as issued)."""
     amount = message.amount
+    if message.instalments is not None and (
+        message.funding != "credit" or message.instalments not in CREDIT_TERMS
+    ):  # credit.md: 3, 6, 12 or 24, with funding credit only
+        raise TransactionRefused(
+            "30", "3, 6, 12 or 24, with funding credit only", field="instalments"
+        )
     if amount is not None:
         validate.check_amount(amount, field="amount")
     elif payload.kind == "dynamic":
@@ -69,7 +76,7 @@ def qr_payment(
                         condition_code=online.ONLINE_CONDITION_CODE),
         currency=ONUS_CURRENCY, amount=amount or 0, app=app, qr_id=payload.qr_id,
         qr_kind=payload.kind, qr_amount=payload.amount, funding=message.funding,
-        verification=message.verification,
+        verification=message.verification, instalments=message.instalments,
     )  # fmt: skip
 
 
@@ -127,6 +134,8 @@ def pay_result(
         funding=message.funding if payload is not None else None,
         balance_after=(outcome.balance_after
                        if approved and message.funding == "wallet" else None),
+        plan=(msgspec.to_builtins(outcome.plan)
+              if approved and outcome.plan is not None else None),
         message=_message(outcome), order_id=message.order_id, memo=message.memo,
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ import msgspec
 import structlog
 import trio
 
+from switch.core.credit.billing import CreditTotals
 from switch.core.credit.plan import Terms
 from switch.core.credit.statement_file import statement_file, statement_file_name
 from switch.core.ledger import LedgerError
@@ -66,3 +67,8 @@ class CreditBilling:
             fees_fen=closed.fees_fen, frozen=closed.frozen,
         )  # fmt: skip
         return closed
+
+    async def totals(self) -> CreditTotals:
+        """The credit line's figures for the metrics (raises LedgerError)."""
+        async with self._lock:
+            return await trio.to_thread.run_sync(self.store.credit_totals)

@@ -21,6 +21,9 @@ import trio
 
 from switch.core import ledger, onus
 from switch.core.book import TxnRecord
+from switch.core.credit.billing import CreditAsk, receivable
+from switch.core.credit.book import PlanView
+from switch.core.credit.plan import Terms
 from switch.core.ledger import LedgerError, TransferKey, TransferNotFound, TransferSpec
 from switch.core.onus import (
     EndTransfer,
@@ -30,12 +33,13 @@ from switch.core.onus import (
     PayByQr,
     ReserveBack,
 )
-from switch.core.paycode import Paycode
+from switch.core.paycode import CodeTaken, Paycode
 from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
-from switch.store.ledger_port import LedgerStore, QrHold
+from switch.store.credit_store import RECEIVABLE
+from switch.store.ledger_port import LedgerStore, QrHold, Reserved
 
 log = structlog.get_logger()
 
@@ -107,6 +111,7 @@ class LedgerDesk:
         store: LedgerStore,
         settings: WalletSettings,
         *,
+        credit: Terms | None = None,
         wall_clock: Callable[[], float] = time.time,
         risk: RiskGate | None = None,
     ) -> None:
@@ -115,11 +120,15 @@ class LedgerDesk:
         self.risk = risk
         """The risk rules (risk.md), evaluated in the ledger's step where wallet.md puts
         them: once the code names the customer, before the payment's checks."""
+        self.credit = credit
+        """credit.md's terms: payments with funding ``credit``; None, refused 57."""
         self.paycodes = settings.paycodes()
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
         self._lock = trio.Lock()
-        self.credit_pay: Callable[[PayByQr], Awaitable[LedgerAnswered]] | None = None
+        self.credit_pay: Callable[[PayByQr], Awaitable[LedgerAnswered]] | None = (
+            self._credit_pay_by_qr if credit is not None else None
+        )
         """credit.md's ``wallet_pay`` with ``funding`` = ``credit``, when the credit
         line is wired in (None: refused 57)."""
         self.steps = 0
@@ -171,25 +180,34 @@ class LedgerDesk:
             refused = rules.refusal(code.customer_id, code.funding)  # risk.md's first
             if refused is not None:
                 return refused
-            if code.funding != "wallet":
-                # credit.md's line is not wired here: refused, the code used.
-                return Refusal("57", "credit funding is not offered")
             ask = MoneyAsk(
                 customer_id=code.customer_id, amount=step.amount, counted="pay",
-                funding="wallet", channel="code", verification=code.verification,
+                funding=code.funding, channel="code", verification=code.verification,
                 local_date=step.local_date,
             )  # fmt: skip
+            debit = (
+                receivable(code.customer_id) if code.funding == "credit"
+                else ledger.wallet_account(code.customer_id)
+            )  # fmt: skip
             spec = TransferSpec(
-                key=step.key, debit=ledger.wallet_account(code.customer_id),
+                key=step.key, debit=debit,
                 credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
                 kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
             )  # fmt: skip
             return ask, spec
 
-        try:
-            taken, done = await self._run(
-                lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
+        def pay() -> tuple[CodeTaken, Reserved | Refusal | None, PlanView | None]:
+            taken, done = self.store.pay_by_code(
+                step.code, step.terminal, at, self.settings, make, credit_terms=self.credit
             )
+            code = taken.paycode
+            plan = None
+            if code is not None and code.instalments and isinstance(done, Reserved):
+                plan = self.store.credit_plan(code.customer_id, step.rrn)  # as made
+            return taken, done, plan
+
+        try:
+            taken, done, plan = await self._run(pay)
         except BaseException:
             rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
             raise
@@ -207,7 +225,7 @@ class LedgerDesk:
             return msgspec.structs.replace(
                 found, code=done.code, message=done.message, verdict=verdict
             )
-        return msgspec.structs.replace(found, auth_code=auth_code(), verdict=verdict)
+        return msgspec.structs.replace(found, auth_code=auth_code(), verdict=verdict, plan=plan)
 
     async def _pay_by_qr(self, step: PayByQr) -> LedgerAnswered:
         """``wallet_pay``: the wallet, the QR and the money checks with the pending
@@ -250,6 +268,46 @@ class LedgerDesk:
             return LedgerAnswered(code="94", message="a request with this id is in progress")
         return msgspec.structs.replace(
             found, auth_code=auth_code(), balance_after=done.available_after,
+            qr_id=step.qr_id if step.qr_kind == "dynamic" else None,
+        )  # fmt: skip
+
+    async def _credit_pay_by_qr(self, step: PayByQr) -> LedgerAnswered:
+        """``wallet_pay`` with ``funding`` = ``credit`` (credit.md): wallet.md's checks but
+        the class limit and balance (the daily caps count it), then the credit line's
+        (14, 62, 13, 51) and its pending purchase ``credit_receivable:<c>`` →
+        ``merchant:<m>``, one atomic step; its plan made to the fen."""
+        assert self.credit is not None
+        channel: Channel = "qr_dynamic" if step.qr_kind == "dynamic" else "qr_static"
+        ask = MoneyAsk(
+            customer_id=step.customer_id, amount=step.amount, counted="pay", funding="credit",
+            channel=channel, verification=step.verification,  # type: ignore[arg-type]
+            local_date=step.local_date,
+        )  # fmt: skip
+        spec = TransferSpec(
+            key=step.key, debit=receivable(step.customer_id),
+            credit=ledger.merchant_account(step.merchant_id), amount=max(step.amount, 1),
+            kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
+        )  # fmt: skip
+        hold = QrHold(qr_id=step.qr_id, merchant_id=step.merchant_id, kind=step.qr_kind,
+                      amount=step.qr_amount)  # fmt: skip
+        lent = CreditAsk(purchase_id=step.rrn, instalments=step.instalments, terms=self.credit)
+
+        def pay() -> tuple[Reserved | Refusal, PlanView | None]:
+            done = self.store.reserve_payment(
+                ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold, credit=lent
+            )
+            plan = None
+            if step.instalments and isinstance(done, Reserved):
+                plan = self.store.credit_plan(step.customer_id, step.rrn)  # as made
+            return done, plan
+
+        done, plan = await self._run(pay)
+        found = LedgerAnswered(funding="credit", customer_id=step.customer_id,
+                               verification=step.verification)  # fmt: skip
+        if isinstance(done, Refusal):
+            return msgspec.structs.replace(found, code=done.code, message=done.message)
+        return msgspec.structs.replace(
+            found, auth_code=auth_code(), plan=plan,
             qr_id=step.qr_id if step.qr_kind == "dynamic" else None,
         )  # fmt: skip
 
@@ -305,8 +363,12 @@ class LedgerDesk:
                 amount=step.amount, kind=step.kind, rrn=step.rrn,
                 merchant_id=step.merchant_id,
             )  # fmt: skip
+            if original.spec.debit.startswith(RECEIVABLE):  # a credit purchase (credit.md)
+                whole = step.reversal or step.kind == "void"
+                self.store.credit_reserve_back(spec, original.spec.rrn, whole, self.wall_clock())
+                return LedgerAnswered(auth_code=auth_code(), funding="credit")
             self.store.reserve(spec, self.wall_clock())
-            return LedgerAnswered(auth_code=auth_code())
+            return LedgerAnswered(auth_code=auth_code(), funding="wallet")
 
         return await self._run(body)
 

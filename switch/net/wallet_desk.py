@@ -231,8 +231,6 @@ class WalletDesk:
             raise TransactionRefused(
                 "30", "3, 6, 12 or 24, with funding credit only", field="instalments"
             )
-        if message.instalments is not None:
-            raise TransactionRefused("57", "instalments bound to a payment code are not offered")
 
         def body(store: LedgerStore) -> tuple[wire.DeskResult, bool]:
             if message.funding == "credit":
@@ -244,6 +242,7 @@ class WalletDesk:
             code = store.issue_paycode(
                 message.customer_id, call.principal, message.funding, message.verification,
                 call.now, self.paycodes, lambda: paycode.draw(self.paycodes.prefix),
+                instalments=message.instalments,
             )  # fmt: skip
             return wire.PaycodeResult(
                 **approved(message), paycode=code.code, expires=call.local_time(code.expires_at),

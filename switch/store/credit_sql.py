@@ -49,6 +49,20 @@ def credit_migrations(d: Dialect) -> tuple[str, ...]:
     )
 
 
+def credit_funding_migrations(d: Dialect) -> tuple[str, ...]:
+    """After the app desk's: a credit payment code's instalments (credit.md:
+    `paycode_issue` binds them)."""
+    i = d.integer
+    return (
+        f"""
+    ALTER TABLE paycode ADD COLUMN instalments {i};
+    -- The account's figures as last saved, for the metrics (the book is JSON).
+    ALTER TABLE credit_account ADD COLUMN outstanding_fen {i} NOT NULL DEFAULT 0;
+    ALTER TABLE credit_account ADD COLUMN overdue_fen {i} NOT NULL DEFAULT 0;
+    """,
+    )
+
+
 class CreditSql(msgspec.Struct, frozen=True, kw_only=True):
     insert_account: str
     lock_account: str
@@ -62,6 +76,8 @@ class CreditSql(msgspec.Struct, frozen=True, kw_only=True):
     counts: str
     wallet_app: str
     spendable: str
+    amend_statement: str
+    penalties: str
 
 
 def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
@@ -77,7 +93,7 @@ def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
         read_account=sql(f"SELECT {ACCOUNT_COLUMNS} FROM credit_account WHERE customer_id = ?"),
         update_account=sql(
             "UPDATE credit_account SET book = ?, last_closed = ?, frozen_overdue = ?, "
-            "updated_at = ? WHERE customer_id = ?"
+            "updated_at = ?, outstanding_fen = ?, overdue_fen = ? WHERE customer_id = ?"
         ),
         set_limit=sql(
             "UPDATE credit_account SET limit_fen = ?, updated_at = ? WHERE customer_id = ?"
@@ -103,6 +119,11 @@ def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
             "ORDER BY customer_id"
         ),
         wallet_app=sql("SELECT app FROM wallet WHERE customer_id = ?"),
+        penalties=sql("SELECT credits_posted FROM ledger_account WHERE name = ?"),
+        amend_statement=sql(
+            "UPDATE credit_statement SET new_balance_fen = ?, statement = ? "
+            "WHERE customer_id = ? AND statement_date = ?"
+        ),
         spendable=sql(
             "SELECT credits_posted - debits_posted - debits_pending AS spendable "
             "FROM ledger_account WHERE name = ?"
@@ -110,6 +131,9 @@ def credit_sql(d: Dialect, *, lock: str) -> CreditSql:
         counts=sql(
             "SELECT count(*) AS accounts, "
             "coalesce(sum(CASE WHEN frozen_app OR frozen_overdue THEN 1 ELSE 0 END), 0) "
-            "AS frozen FROM credit_account"
+            "AS frozen, coalesce(sum(outstanding_fen), 0) AS outstanding_fen, "
+            "coalesce(sum(overdue_fen), 0) AS overdue_fen, "
+            "coalesce(sum(CASE WHEN overdue_fen > 0 THEN 1 ELSE 0 END), 0) AS overdue "
+            "FROM credit_account"
         ),
     )

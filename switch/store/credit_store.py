@@ -30,21 +30,56 @@ from switch.core.credit.billing import (
     CLOSE_PRINCIPAL,
     AccountView,
     CreditAccount,
+    CreditAsk,
+    CreditTotals,
     account_view,
+    add_back,
+    add_repay,
     close_account,
+    credit_purchase,
+    drop_purchase,
+    drop_repay,
+    find_back,
+    find_repay,
+    open_date,
+    plans_of,
     purchase_refusal,
     receivable,
     repay_account,
+    statement_of,
+    take_back,
 )
-from switch.core.credit.book import Allocation, Statement
-from switch.core.credit.plan import CreditRefused, Terms
-from switch.core.ledger import LedgerError, Plan, TransferKey, TransferSpec
-from switch.core.wallet import NoSuchWallet, NotYourWallet
+from switch.core.credit.book import Allocation, Back, CardRepay, Statement
+from switch.core.credit.plan import TERMS, CreditRefused, Terms
+from switch.core.ledger import (
+    LedgerDamaged,
+    LedgerError,
+    Plan,
+    TransferKey,
+    TransferNotFound,
+    TransferSpec,
+)
+from switch.core.wallet import (
+    BadField,
+    MoneyAsk,
+    NoSuchWallet,
+    NotYourWallet,
+    Refusal,
+    Usage,
+    Wallet,
+    WalletSettings,
+    money_check,
+)
 from switch.store.credit_sql import CreditSql
+from switch.store.ledger_sql import LedgerSql
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
 Parameters = Sequence[Any] | dict[str, Any]
+
+RECEIVABLE: Final = "credit_receivable:"
+CARD_REPAY_KIND: Final = "repay_card"
+"""The kind (and leg) of a repayment by card's transfer."""
 
 CLOSE_BATCH: Final = 200
 """Accounts closed in one transaction."""
@@ -70,6 +105,12 @@ class Purchased(msgspec.Struct, frozen=True, kw_only=True):
     again: bool = False
 
 
+class Converted(msgspec.Struct, frozen=True, kw_only=True):
+    business_date: date
+    plan: books.PlanView
+    account: AccountView
+
+
 class Repaid(msgspec.Struct, frozen=True, kw_only=True):
     allocation: Allocation | None
     """None when the key had repaid before (``again``)."""
@@ -93,11 +134,6 @@ class StatementRow(msgspec.Struct, frozen=True, kw_only=True):
     statement: Statement
 
 
-class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
-    accounts: int
-    frozen: int
-
-
 _STATEMENT_DECODER = msgspec.json.Decoder(Statement)
 
 
@@ -117,6 +153,7 @@ class CreditSteps:
     """The credit steps of the ledger store (mixed into ``LedgerStoreBase``)."""
 
     credit: ClassVar[CreditSql]
+    sql: ClassVar[LedgerSql]
 
     # Given by LedgerStoreBase.
     def _step(self, name: str, body: Callable[[], T]) -> T:
@@ -148,6 +185,15 @@ class CreditSteps:
     def _lock_transfer(self, key: TransferKey) -> ledger.Transfer | None:
         raise NotImplementedError
 
+    def _lock_account(self, name: str) -> ledger.Balances:
+        raise NotImplementedError
+
+    def _wallet(self, customer_id: str, app: str | None, *, lock: bool) -> Wallet:
+        raise NotImplementedError
+
+    def _usage(self, wallet: Wallet, today: str) -> Usage:
+        raise NotImplementedError
+
     # -- rows -----------------------------------------------------------------------------
 
     def _credit_account(self, customer_id: str, app: str | None, *, lock: bool) -> CreditAccount:
@@ -166,7 +212,8 @@ class CreditSteps:
             (
                 BOOK_ENCODER.encode(book).decode(),
                 None if book.last_closed is None else book.last_closed.isoformat(),
-                account.frozen_overdue, at, account.customer_id,
+                account.frozen_overdue, at, books.outstanding_principal_fen(book),
+                books.overdue_fen(book, open_date(account)), account.customer_id,
             ),
         )  # fmt: skip
 
@@ -216,22 +263,29 @@ class CreditSteps:
     def credit_status(self, customer_id: str, app: str | None = None) -> AccountView:
         return account_view(self.credit_account(customer_id, app))
 
-    def credit_set_limit(self, customer_id: str, limit_fen: int, at: float) -> AccountView:
+    def credit_set_limit(
+        self, customer_id: str, limit_fen: int, at: float, *, app: str | None = None
+    ) -> AccountView:
+        """``credit_limit``: a limit below the outstanding principal calls nothing in
+        (available reads 0); 0 stops borrowing."""
         if not 0 <= limit_fen <= 100_000_000:
             raise ValueError(f"limit_fen {limit_fen} is not in 0..100000000")
 
         def body() -> AccountView:
-            self._credit_account(customer_id, None, lock=True)
+            self._credit_account(customer_id, app, lock=True)
             self._execute(self.credit.set_limit, (limit_fen, at, customer_id))
             return account_view(self._credit_account(customer_id, None, lock=False))
 
         return self._step("credit_set_limit", body)
 
-    def credit_freeze(self, customer_id: str, frozen: bool, reason: str, at: float) -> AccountView:
-        """``credit_freeze`` / ``credit_unfreeze`` (the ``app`` reason only)."""
+    def credit_freeze(
+        self, customer_id: str, frozen: bool, reason: str, at: float, *, app: str | None = None
+    ) -> AccountView:
+        """``credit_freeze`` / ``credit_unfreeze`` (the ``app`` reason only; the account
+        stays frozen while ``overdue`` holds)."""
 
         def body() -> AccountView:
-            self._credit_account(customer_id, None, lock=True)
+            self._credit_account(customer_id, app, lock=True)
             self._execute(self.credit.set_app_freeze, (frozen, reason, at, customer_id))
             return account_view(self._credit_account(customer_id, None, lock=False))
 
@@ -315,13 +369,19 @@ class CreditSteps:
         amount_fen: int,
         purchase_id: str | None,
         at: float,
+        app: str | None = None,
+        counted: tuple[str, WalletSettings] | None = None,
     ) -> Repaid:
         """A repayment from the wallet, posted at once (``wallet:<c>`` →
-        ``credit_receivable:<c>``): 1 to the payoff (else 13), the wallet's spendable
-        balance at least the amount (else 51); allocated as credit.md says."""
+        ``credit_receivable:<c>``): the wallet's (14; another app's: 03), 1 to the
+        payoff (else 13), then, ``counted`` (today's local date and ``[wallet]``), the
+        wallet's class limit as a payment (61), the wallet's spendable balance at least
+        the amount (else 51); allocated as credit.md says. The wallet's row is locked
+        before the account's, as a payment's checks lock them."""
 
         def body() -> Repaid:
-            account = self._credit_account(customer_id, None, lock=True)
+            wallet_row = self._wallet(customer_id, app, lock=True) if counted else None
+            account = self._credit_account(customer_id, app, lock=True)
             if self._lock_transfer(key) is not None:  # repaid before: nothing moves again
                 return Repaid(allocation=None, account=account_view(account), again=True)
             try:
@@ -332,16 +392,336 @@ class CreditSteps:
                 raise CreditStopped(refused.code, refused.message) from None
             wallet = ledger.wallet_account(customer_id)
             self._ensure_account(wallet)
+            if wallet_row is not None and counted is not None:
+                local_date, settings = counted
+                ask = MoneyAsk(customer_id=customer_id, amount=amount_fen, counted="repay",
+                               local_date=local_date)  # fmt: skip
+                usage = self._usage(wallet_row, local_date)
+                available = self._lock_account(wallet).available
+                refusal = money_check(wallet_row, usage, ask, available, settings)
+                if refusal is not None:
+                    raise CreditStopped(refusal.code, refusal.message)
+                self._execute(
+                    self.sql.insert_count,
+                    (key.principal, key.id, key.leg, customer_id, local_date,
+                     local_date[:4], amount_fen, True, False, False),
+                )  # fmt: skip
             row = self._first(self.credit.spendable, (wallet,))
             if row is None or row["spendable"] < amount_fen:
                 raise CreditStopped("51", "the wallet's balance is short")
             spec = TransferSpec(key=key, debit=wallet, credit=receivable(customer_id),
-                                amount=amount_fen, kind="credit_repay", rrn=rrn)  # fmt: skip
+                                amount=amount_fen, kind="repay", rrn=rrn)  # fmt: skip
             self._move("transfer", key, at, spec=spec)
             self._save(account, at)
             return Repaid(allocation=allocation, account=account_view(account))
 
         return self._step("credit_repay", body)
+
+    # -- credit as a funding source (the lifecycle's ledger steps) -----------------------
+
+    def _credit_code_check(self, customer_id: str, funding: str, instalments: int | None) -> None:
+        """``paycode_issue``'s credit checks (credit.md): ``instalments`` 3, 6, 12 or 24
+        and only with ``credit`` (30); a credit code needs an account (14) that is not
+        frozen (62)."""
+        if instalments is not None and (funding != "credit" or instalments not in TERMS):
+            raise BadField("instalments", "3, 6, 12 or 24, with funding credit only")
+        if funding == "credit":
+            account = self._credit_account(customer_id, None, lock=False)
+            if account.frozen:
+                raise CreditStopped("62", "the credit account is frozen")
+
+    def _credit_lock(self, customer_id: str) -> CreditAccount | None:
+        """The account's row locked for a payment's checks (None: no account, 14 when
+        its turn comes among the checks)."""
+        row = self._first(self.credit.lock_account, (customer_id,))
+        return None if row is None else _account(row)
+
+    def _credit_checks(
+        self,
+        account: CreditAccount | None,
+        ask: CreditAsk,
+        *,
+        merchant_id: str,
+        amount_fen: int,
+    ) -> CreditAccount | Refusal:
+        """credit.md's checks in place of the balance check: no account 14, frozen 62, a
+        plan under `min_plan_fen` 13, above available 51; else the account with the
+        purchase in its book (saved by the caller once its transfer is reserved)."""
+        if account is None:
+            return Refusal("14", "no credit account")
+        made = credit_purchase(account, ask, merchant_id=merchant_id, amount_fen=amount_fen)
+        if isinstance(made, CreditRefused):
+            return Refusal(made.code, made.message)
+        return made
+
+    def _credit_of_transfer(self, transfer: ledger.Transfer | None) -> CreditAccount | None:
+        """The account a transfer moves, locked, when it is a credit purchase or its
+        void, reversal or refund (``credit_receivable:<c>`` against ``merchant:<m>``);
+        locked before the ledger's accounts, as a payment's checks lock it."""
+        if transfer is None:
+            return None
+        spec = transfer.spec
+        names = (spec.debit, spec.credit)
+        customer = next((n for n in names if n.startswith(RECEIVABLE)), None)
+        if customer is None or not any(n.startswith("merchant:") for n in names):
+            return None
+        return self._credit_lock(customer[len(RECEIVABLE) :])
+
+    def _credit_ended(self, key: TransferKey, at: float) -> Callable[[Plan], None] | None:
+        """Before a credit purchase's pending transfer is posted or voided: what to do
+        after (a void: the purchase never stood, its principal freed)."""
+        transfer = self._lock_transfer(key)
+        account = self._credit_of_transfer(transfer)
+        if (
+            account is None
+            or transfer is None
+            or transfer.spec.debit != receivable(account.customer_id)
+        ):
+            return None
+        purchase_id = transfer.spec.rrn
+
+        def after(plan: Plan) -> None:
+            assert account is not None
+            if plan.changes and plan.after is not None and plan.after.state == "voided":
+                self._save(drop_purchase(account, purchase_id), at)
+
+        return after
+
+    def credit_reserve_back(
+        self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
+    ) -> Plan:
+        """A void, reversal or refund of a credit purchase, at receipt: its pending
+        transfer ``merchant:<m>`` → ``credit_receivable:<c>`` for the whole amount, and
+        the book told to take it when it is posted (credit.md, "Ledger"). Again: the
+        same."""
+        customer_id = spec.credit[len(RECEIVABLE) :]
+
+        def body() -> Plan:
+            account = self._credit_account(customer_id, None, lock=True)
+            plan = self._move("reserve", spec.key, at, spec=spec)
+            key = spec.key
+            back = Back(principal=key.principal, id=key.id, leg=key.leg,
+                        purchase_id=purchase_id, whole=whole)  # fmt: skip
+            if plan.changes:
+                self._save(add_back(account, back), at)
+            return plan
+
+        return self._step("credit_reserve_back", body)
+
+    def _credit_back(self, key: TransferKey) -> tuple[CreditAccount, Back] | None:
+        transfer = self._lock_transfer(key)
+        account = self._credit_of_transfer(transfer)
+        if account is None:
+            return None
+        back = find_back(account, key.principal, key.id, key.leg)
+        return None if back is None else (account, back)
+
+    def _credit_post_back(
+        self, account: CreditAccount, back: Back, key: TransferKey, at: float
+    ) -> Plan:
+        """Posts a credit void's, reversal's or refund's pending transfer: the book takes
+        it now, and what it takes off the receivable is posted; what had been repaid
+        goes to the wallet, ``merchant:<m>`` → ``wallet:<c>``, posted with it (leg
+        ``<leg>_wallet``). The rest of the hold is released."""
+        transfer = self._lock_transfer(key)
+        assert transfer is not None
+        if transfer.state != "pending":
+            return self._move("post", key, at)  # posted before: nothing again
+        try:
+            account, split = take_back(account, back, transfer.spec.amount)
+        except CreditRefused as refused:
+            raise LedgerDamaged(f"credit {back.purchase_id}: {refused.message}") from None
+        to_receivable = split.receivable_fen
+        if to_receivable:
+            plan = self._move("post", key, at, amount=min(to_receivable, transfer.spec.amount))
+        else:
+            plan = self._move("void", key, at)
+        if split.wallet_fen:
+            spec = transfer.spec
+            wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")
+            wallet = ledger.wallet_account(account.customer_id)
+            self._move("transfer", wallet_key, at, spec=TransferSpec(
+                key=wallet_key, debit=spec.debit, credit=wallet, amount=split.wallet_fen,
+                kind=spec.kind, rrn=spec.rrn, merchant_id=spec.merchant_id,
+            ))  # fmt: skip
+        self._save(account, at)
+        return plan
+
+    # -- repayments by card (credit.md, "Repayment") -------------------------------------
+
+    def credit_reserve_repay(
+        self,
+        customer_id: str,
+        app: str | None,
+        *,
+        key: TransferKey,
+        bank: str,
+        amount_fen: int,
+        merchant_id: str,
+        purchase_id: str | None,
+        at: float,
+    ) -> bool:
+        """Before a repayment's card sale leaves: the account (14; another app's: 03),
+        1 to the payoff (13), then the pending transfer ``bank_clearing:<bank>`` →
+        ``credit_receivable:<c>``, noted in the book. False: the key has its transfer
+        already (the same request, seen before)."""
+
+        def body() -> bool:
+            account = self._credit_account(customer_id, app, lock=True)
+            if self._lock_transfer(key) is not None:
+                return False
+            payoff = books.payoff_fen(account.book)
+            if not 1 <= amount_fen <= payoff:
+                raise CreditStopped("13", f"the amount must be 1 to the payoff {payoff}")
+            spec = TransferSpec(key=key, debit=f"bank_clearing:{bank}",
+                                credit=receivable(customer_id), amount=amount_fen,
+                                kind=CARD_REPAY_KIND, rrn="", merchant_id=merchant_id)  # fmt: skip
+            self._move("reserve", key, at, spec=spec)
+            repay = CardRepay(principal=key.principal, id=key.id, leg=key.leg,
+                              purchase_id=purchase_id)  # fmt: skip
+            self._save(add_repay(account, repay), at)
+            return True
+
+        return self._step("credit_reserve_repay", body)
+
+    def _credit_repay_of(self, key: TransferKey) -> tuple[CreditAccount, CardRepay] | None:
+        """A repayment by card's account (locked) and note, when ``key`` names one."""
+        transfer = self._lock_transfer(key)
+        if transfer is None or transfer.spec.kind != CARD_REPAY_KIND:
+            return None
+        customer = transfer.spec.credit
+        if not customer.startswith(RECEIVABLE):
+            return None
+        account = self._credit_lock(customer[len(RECEIVABLE) :])
+        if account is None:
+            return None
+        repay = find_repay(account, key)
+        return None if repay is None else (account, repay)
+
+    def _credit_post_repay(
+        self, account: CreditAccount, repay: CardRepay, key: TransferKey, ref: str, at: float
+    ) -> tuple[Plan, Allocation | None, CreditAccount]:
+        """The bank approved: the book allocates the repayment (at most the payoff now:
+        what a repayment meanwhile left over goes to the wallet, no credit balance is
+        kept) and the transfer is posted."""
+        transfer = self._lock_transfer(key)
+        assert transfer is not None
+        account = drop_repay(account, repay)
+        amount = transfer.spec.amount
+        payoff = books.payoff_fen(account.book)
+        allocation = None
+        taken = min(amount, payoff)
+        if taken:
+            account, allocation = repay_account(
+                account, ref=ref, amount_fen=taken, purchase_id=repay.purchase_id
+            )
+            plan = self._move("post", key, at, amount=taken)
+        else:
+            plan = self._move("void", key, at)
+        if amount > taken:
+            spec = transfer.spec
+            wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")
+            self._move("transfer", wallet_key, at, spec=TransferSpec(
+                key=wallet_key, debit=spec.debit, credit=ledger.wallet_account(account.customer_id),
+                amount=amount - taken, kind=spec.kind, rrn=ref, merchant_id=spec.merchant_id,
+            ))  # fmt: skip
+        self._save(account, at)
+        return plan, allocation, account
+
+    def credit_end_repay(self, key: TransferKey, approved: bool, ref: str, at: float) -> Repaid:
+        """A repayment by card's sale answered: approved, allocated and posted; else its
+        hold voided (nothing was repaid)."""
+
+        def body() -> Repaid:
+            found = self._credit_repay_of(key)
+            if found is None:
+                raise TransferNotFound(f"no repayment by card {key}")
+            account, repay = found
+            if approved:
+                _, allocation, account = self._credit_post_repay(account, repay, key, ref, at)
+                return Repaid(allocation=allocation, account=account_view(account))
+            self._move("void", key, at)
+            account = drop_repay(account, repay)
+            self._save(account, at)
+            return Repaid(allocation=None, account=account_view(account))
+
+        return self._step("credit_end_repay", body)
+
+    def credit_plan(self, customer_id: str, purchase_id: str) -> books.PlanView:
+        """A purchase's plan with its schedule (25: none)."""
+        try:
+            return books.plan_view(self.credit_account(customer_id).book, purchase_id)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
+
+    def credit_convert(
+        self,
+        customer_id: str,
+        app: str | None,
+        *,
+        purchase_id: str,
+        instalments: int,
+        terms: Terms,
+        at: float,
+    ) -> Converted:
+        """``credit_convert`` (credit.md): a plan of a standing purchase of the customer
+        (25) that has none, until the close of its first due date (12), on its unpaid
+        principal (13); a frozen account 62. An amended statement bills period 1's fee
+        at once (``credit_receivable:<c>`` → ``instalment_fee_income``)."""
+
+        def body() -> Converted:
+            account = self._credit_account(customer_id, app, lock=True)
+            on = open_date(account)
+            try:
+                book, conversion = books.convert(
+                    account.book, on=on, purchase_id=purchase_id, instalments=instalments,
+                    terms=terms,
+                )  # fmt: skip
+            except CreditRefused as refused:
+                raise CreditStopped(refused.code, refused.message) from None
+            if account.frozen:
+                raise CreditStopped("62", "the credit account is frozen")
+            if conversion.amended is not None and conversion.plan.fee_fen:
+                key = TransferKey(CLOSE_PRINCIPAL, f"{customer_id}:{purchase_id}", "convert_fee")
+                spec = TransferSpec(key=key, debit=receivable(customer_id),
+                                    credit="instalment_fee_income",
+                                    amount=conversion.plan.fee_fen, kind="instalment_fee",
+                                    rrn=purchase_id)  # fmt: skip
+                self._move("transfer", key, at, spec=spec)
+            if conversion.amended is not None:
+                self._execute(
+                    self.credit.amend_statement,
+                    (conversion.amended.new_balance_fen,
+                     msgspec.json.encode(conversion.amended).decode(), customer_id,
+                     conversion.amended.statement_date.isoformat()),
+                )  # fmt: skip
+            account = msgspec.structs.replace(account, book=book)
+            self._save(account, at)
+            return Converted(business_date=on, plan=books.plan_view(book, purchase_id),
+                             account=account_view(account))  # fmt: skip
+
+        return self._step("credit_convert", body)
+
+    def credit_statement(
+        self, customer_id: str, period: str, app: str | None = None
+    ) -> Statement:
+        """A statement already made (25: none of that period)."""
+        book = self.credit_account(customer_id, app).book
+        try:
+            return statement_of(book, period)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
+
+    def credit_plans(
+        self, customer_id: str, purchase_id: str | None, app: str | None = None
+    ) -> list[books.PlanView]:
+        """``credit_plans``: that purchase's plan with its schedule (25), or every plan
+        with anything unbilled or unpaid, oldest first, without."""
+        book = self.credit_account(customer_id, app).book
+        try:
+            return plans_of(book, purchase_id)
+        except CreditRefused as refused:
+            raise CreditStopped(refused.code, refused.message) from None
 
     # -- the close ------------------------------------------------------------------------
 
@@ -418,9 +798,19 @@ class CreditSteps:
         ]  # fmt: skip
 
     def credit_totals(self) -> CreditTotals:
-        row = self._read(lambda: self._first(self.credit.counts))
+        def body() -> tuple[Row | None, Row | None]:
+            return self._first(self.credit.counts), self._first(
+                self.credit.penalties, ("penalty_income",)
+            )
+
+        row, penalties = self._read(body)
         assert row is not None
-        return CreditTotals(accounts=int(row["accounts"]), frozen=int(row["frozen"]))
+        return CreditTotals(
+            accounts=int(row["accounts"]), frozen=int(row["frozen"]),
+            outstanding_fen=int(row["outstanding_fen"]), overdue_fen=int(row["overdue_fen"]),
+            overdue=int(row["overdue"]),
+            penalties_fen=0 if penalties is None else int(penalties["credits_posted"]),
+        )  # fmt: skip
 
 
 def _today(account: CreditAccount) -> date:

@@ -22,6 +22,9 @@ from typing import Protocol
 
 import msgspec
 
+from switch.core.credit.billing import CreditAsk
+from switch.core.credit.book import PlanView
+from switch.core.credit.plan import Terms
 from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transfer, TransferKey
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
@@ -147,6 +150,7 @@ class LedgerStore(Protocol):
         qr: QrHold | None = None,
         withdraw_to: BoundAccount | None = None,
         order: tuple[str, str] | None = None,
+        credit: CreditAsk | None = None,
     ) -> Reserved | Refusal: ...
     def reserve_topup(
         self, spec: TransferSpec, bank: str, business_date: str, at: float
@@ -184,6 +188,8 @@ class LedgerStore(Protocol):
         now: float,
         settings: PaycodeSettings,
         draw: Callable[[], str],
+        *,
+        instalments: int | None = None,
     ) -> Paycode: ...
     def take_paycode(
         self, code: str, terminal: str, now: float, settings: PaycodeSettings
@@ -195,8 +201,16 @@ class LedgerStore(Protocol):
         now: float,
         settings: WalletSettings,
         make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
+        *,
+        credit_terms: Terms | None = None,
     ) -> tuple[CodeTaken, Reserved | Refusal | None]: ...
     def purge_paycodes(self, before: float) -> None: ...
+
+    # credit as a funding source (credit.md; the account steps are credit_store.py's)
+    def credit_reserve_back(
+        self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
+    ) -> Plan: ...
+    def credit_plan(self, customer_id: str, purchase_id: str) -> PlanView: ...
 
     # the app desk's kept results (desk_results.py)
     def desk_result(self, principal: str, request_id: str) -> KeptResult | None: ...

@@ -17,7 +17,7 @@ from typing import Final
 import msgspec
 
 from switch.store.cobrand_sql import cobrand_migrations
-from switch.store.credit_sql import credit_migrations
+from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 
@@ -179,6 +179,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     CREATE INDEX qr_payment_by_qr ON qr_payment (qr_id, at);
     """,
         *cobrand_migrations(d),  # credit.md's co-brand links and sales (cobrand_sql.py)
+        *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
     )
 
 
@@ -414,7 +415,8 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
         ),
         insert_paycode=sql(
             "INSERT INTO paycode (code, customer_id, funding, verification, issued_at, "
-            "expires_at, state) VALUES (?, ?, ?, ?, ?, ?, 'open') ON CONFLICT (code) DO NOTHING"
+            "expires_at, state, instalments) VALUES (?, ?, ?, ?, ?, ?, 'open', ?) "
+            "ON CONFLICT (code) DO NOTHING"
         ),
         open_paycodes=sql(
             "SELECT code FROM paycode WHERE customer_id = ? AND state = 'open' "
@@ -424,8 +426,8 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             "UPDATE paycode SET state = 'cancelled' WHERE code = ? AND state = 'open'"
         ),
         lock_paycode=sql(
-            "SELECT code, customer_id, funding, verification, issued_at, expires_at, state "
-            f"FROM paycode WHERE code = ?{lock}"
+            "SELECT code, customer_id, funding, verification, issued_at, expires_at, state, "
+            f"instalments FROM paycode WHERE code = ?{lock}"
         ),
         use_paycode=sql("UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open'"),
         probes=sql("SELECT count(*) AS n FROM paycode_probe WHERE terminal = ? AND at > ?"),

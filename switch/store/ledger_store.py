@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from switch.core import ledger
+from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
+from switch.core.credit.plan import Terms
 from switch.core.ledger import (
     Balances,
     LedgerDamaged,
@@ -303,7 +305,14 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         counts (wallet.md)."""
 
         def body() -> Plan:
-            plan = self._move("post", key, at, amount=amount)
+            credit = self._credit_back(key) if amount is None else None
+            repay = self._credit_repay_of(key) if amount is None and credit is None else None
+            if credit is not None:  # a credit purchase's void, reversal or refund
+                plan = self._credit_post_back(*credit, key, at)
+            elif repay is not None:  # a repayment by card the journal approved (start-up)
+                plan = self._credit_post_repay(*repay, key, key.id, at)[0]
+            else:
+                plan = self._move("post", key, at, amount=amount)
             if uncount is not None and plan.changes:
                 self._uncount(uncount)
             return plan
@@ -315,9 +324,15 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         its amount is released, and what it counted is no longer counted."""
 
         def body() -> Plan:
+            credit = self._credit_back(key)
+            repay = self._credit_repay_of(key) if credit is None else None
             plan = self._move("void", key, at)
             if plan.changes:
                 self._uncount(key)
+                if credit is not None:  # a credit void or refund that never was
+                    self._save(drop_back(*credit), at)
+                if repay is not None:  # a repayment by card the bank did not approve
+                    self._save(drop_repay(*repay), at)
             return plan
 
         return self._step("void", body)
@@ -440,13 +455,15 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         qr: QrHold | None = None,
         withdraw_to: BoundAccount | None = None,
         order: tuple[str, str] | None = None,
+        credit: CreditAsk | None = None,
     ) -> Reserved | Refusal:
         """A wallet payment's, withdrawal's or repayment's checks and pending transfer,
         in one step (wallet.md): the wallet (14, 03); the withdrawal account bound, as
         bound (14); the QR as issued and open (14, 54, 94, 13); then the money checks
         (61, 61, 51). Refused: nothing is written. The same key again: the transfer
         reserved before, nothing counted twice. ``order`` (rrn, business date) records
-        a withdrawal for its file."""
+        a withdrawal for its file. ``credit``: a payment with funding ``credit``, whose
+        balance check is credit.md's (14, 62, 13, 51) and which makes its purchase."""
 
         def body() -> Reserved:
             wallet = self._wallet(ask.customer_id, app, lock=True)
@@ -456,6 +473,9 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
                 assert plan.after is None
                 account = self._lock_account(spec.debit)
                 return Reserved(transfer=existing, available_after=account.available, again=True)
+            # The credit account's row is locked before the ledger's accounts, as every
+            # credit step locks them.
+            lent = self._credit_lock(ask.customer_id) if credit is not None else None
             if withdraw_to is not None:
                 bound = self._execute(self.sql.bound, (ask.customer_id,))
                 if not any(BoundAccount(**dict(row)) == withdraw_to for row in bound):
@@ -471,10 +491,17 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
             available = locked[spec.debit].available
             refusal = money_check(wallet, self._usage(wallet, ask.local_date), ask,
                                   available, settings)  # fmt: skip
+            if refusal is None and credit is not None:
+                checked = self._credit_checks(lent, credit, merchant_id=spec.merchant_id,
+                                              amount_fen=ask.amount)  # fmt: skip
+                refusal = checked if isinstance(checked, Refusal) else None
+                lent = None if isinstance(checked, Refusal) else checked
             if refusal is not None:
                 raise Refused(refusal)
             plan = self._move("reserve", spec.key, at, spec=spec)
             assert plan.after is not None
+            if lent is not None:
+                self._save(lent, at)
             key = spec.key
             self._execute(
                 self.sql.insert_count,
@@ -536,7 +563,10 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         top-up's record takes the answer."""
 
         def body() -> Plan:
+            credit = self._credit_ended(key, at)  # a credit purchase: its account locked
             plan = self._move("post" if approved else "void", key, at)
+            if credit is not None:
+                credit(plan)
             if plan.changes:
                 if not approved:
                     self._uncount(key)
@@ -716,18 +746,24 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         now: float,
         settings: PaycodeSettings,
         draw: Callable[[], str],
+        *,
+        instalments: int | None = None,
     ) -> Paycode:
         """A new code (redrawn while it equals a code kept: those of the last 24 hours);
-        past ``max_open`` open codes the customer's oldest is cancelled."""
+        past ``max_open`` open codes the customer's oldest is cancelled. A ``credit``
+        code needs a credit account (14) not frozen (62), credit.md; ``instalments``
+        only with ``credit`` (30)."""
 
         def body() -> Paycode:
             self._wallet(customer_id, app, lock=True)
+            self._credit_code_check(customer_id, funding, instalments)
             for _ in range(MAX_ATTEMPTS):
                 code = draw()
                 inserted = self._change(
                     self.sql.insert_paycode,
-                    (code, customer_id, funding, verification, now, now + settings.ttl_s),
-                )
+                    (code, customer_id, funding, verification, now, now + settings.ttl_s,
+                     instalments),
+                )  # fmt: skip
                 if inserted == 1:
                     break
             else:
@@ -738,7 +774,7 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
                 self._execute(self.sql.cancel_paycode, (old,))
             return Paycode(
                 code=code, customer_id=customer_id, funding=funding, verification=verification,
-                issued_at=now, expires_at=now + settings.ttl_s,
+                issued_at=now, expires_at=now + settings.ttl_s, instalments=instalments,
             )  # fmt: skip
 
         return self._step("issue_paycode", body)
@@ -779,6 +815,8 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         now: float,
         settings: WalletSettings,
         make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
+        *,
+        credit_terms: Terms | None = None,
     ) -> tuple[CodeTaken, Reserved | Refusal | None]:
         """A payment-code sale's ledger step, one transaction (wallet.md): the code taken
         (65, 14: nothing more), then ``make``'s payment for its customer checked and
@@ -793,7 +831,13 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
             if isinstance(made, Refusal):
                 return taken, made
             ask, spec = made
-            return taken, self.reserve_payment(ask, spec, settings, now)
+            credit = None
+            if ask.funding == "credit":
+                if credit_terms is None:
+                    return taken, Refusal("57", "credit funding is not offered")
+                credit = CreditAsk(purchase_id=spec.rrn, instalments=taken.paycode.instalments,
+                                   terms=credit_terms)  # fmt: skip
+            return taken, self.reserve_payment(ask, spec, settings, now, credit=credit)
 
         return self._step("pay_by_code", body)
 

@@ -10,7 +10,7 @@ the body is decoded: a value that fails one is ``error`` 30 naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -207,7 +207,14 @@ class QrStatusResult(DeskResult, frozen=True, kw_only=True, tag="result"):
 
 
 _encoder = msgspec.msgpack.Encoder()
+_as_map = msgspec.msgpack.Decoder(dict[str, Any])
+_LAST: Final = ("order_id", "memo", "message")
 
 
 def encode_result(result: DeskResult) -> bytes:
-    return _encoder.encode(result)
+    """The result's map with ``message`` last, after the type's own fields, as
+    wallet.md's and credit.md's samples order their keys (the Structs put the base's
+    fields first)."""
+    fields = _as_map.decode(_encoder.encode(result))
+    last = {key: fields.pop(key) for key in _LAST if key in fields}
+    return _encoder.encode({**fields, **last})

@@ -8,7 +8,7 @@ currency, expiry) are checked once in :mod:`switch.core.validate`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -175,6 +175,8 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     memo: str | None = None
     funding: str | None = None
     """On-us results (wallet.md): ``wallet`` or ``credit``."""
+    plan: dict[str, Any] | None = None
+    """credit.md's ``plan`` map: a credit payment's with instalments."""
 
 
 class WalletPayResult(
@@ -197,6 +199,9 @@ class WalletPayResult(
     qr_id: str | None = None
     funding: str | None = None
     balance_after: int | None = None
+    plan: dict[str, Any] | None = None
+    """credit.md's ``plan``: an approved payment with funding ``credit`` and
+    instalments."""
     message: str = ""
     order_id: str | None = None
     memo: str | None = None

@@ -1,87 +1,115 @@
-"""``switch credit open|status|statement|plans|repay`` on a real ledger store beside the
-config's SQLite journal: an account opened, a plan bought, a business date closed by
-the store as the switch's cut-off would, the statement read and repaid."""
+"""``switch credit open|status|statement|plans|repay|convert`` against a running switch
+(the demo config on free ports, in this process): each a signed online request under
+the DEMO app key, its signed answer printed; nothing opens the ledger store."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from switch import cli
 from switch.config import load_config
+from switch.core import paycode
 from switch.core.credit.plan import Terms
 from switch.core.ledger import TransferKey, TransferSpec
-from switch.store import open_ledger_store
+from tests.net.helpers import pos_client, start_switch
 from tests.test_cli import _demo_config_on_free_ports
 
 C = "C100000001"
 
 
-def test_open_status_statement_plans_repay(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    """The command in a thread (it runs its own trio loop); its exit code, its JSON
+    output (None when it printed none) and its stderr."""
+    code = await trio.to_thread.run_sync(cli.main, list(argv))
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if out.strip() else None, err
+
+
+async def test_credit_commands_go_through_signed_requests(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _demo_config_on_free_ports(tmp_path)
-    base = ["--config", str(config), "--json"]
-    assert cli.main(["credit", "status", C, *base]) == 2
-    assert "no credit account of C100000001 (14)" in capsys.readouterr().err
-    opening = ["credit", "open", C, "--limit", "2000000", "--app", "app:w", "--date", "2026-01-05"]
-    assert cli.main([*opening, *base]) == 2
-    assert "no wallet of C100000001 (14)" in capsys.readouterr().err
-    assert cli.main(["wallet", "open", C, "--class", "2", "--app", "app:w", *base]) == 0
-    capsys.readouterr()
-    assert cli.main([*opening, "--statement-day", "29", *base]) == 2
-    assert "--statement-day: 1..28" in capsys.readouterr().err
-    assert cli.main([*opening, *base]) == 0
-    opened = json.loads(capsys.readouterr().out)
-    figures = (opened["state"], opened["limit_fen"], opened["available_fen"])
-    assert figures == ("open", 2_000_000, 2_000_000)
-    assert (opened["statement_day"], opened["grace_days"]) == (1, 9)  # [credit]'s defaults
-    assert opened["next_statement_date"] == "2026-02-01" and opened["statement"] is None
-
-    store = open_ledger_store(load_config(config))
-    store.open()
-    store.transfer(TransferSpec(key=TransferKey("app:w", "t1", "topup"),
-                                debit="bank_clearing:icbc", credit=f"wallet:{C}",
-                                amount=1_000_000, kind="topup"), 0.0)  # fmt: skip
-    store.credit_close(date(2026, 1, 11), Terms(), 0.0)
-    key = TransferKey("pos:t", "601210000101", "pay")
-    store.credit_purchase(C, key=key, purchase_id="601210000101", merchant_id="M1",
-                          amount_fen=600_000, instalments=3, terms=Terms(), at=0.0)  # fmt: skip
-    store.credit_end_purchase(C, key, "601210000101", True, 0.0)
-    store.credit_close(date(2026, 1, 31), Terms(), 0.0)
-    store.close()
-
-    assert cli.main(["credit", "statement", C, "2026-02", *base]) == 0
-    statement = json.loads(capsys.readouterr().out)
-    assert (statement["due_date"], statement["new_balance_fen"]) == ("2026-02-10", 203_000)
-    assert [line["kind"] for line in statement["lines"]] == ["instalment"]
-    assert cli.main(["credit", "statement", C, "2026-03", *base]) == 2
-    assert "no statement of 2026-03 (25)" in capsys.readouterr().err
-    assert cli.main(["credit", "plans", C, *base]) == 0
-    (plan,) = json.loads(capsys.readouterr().out)["plans"]
-    assert (plan["periods_billed"], plan["unbilled_principal_fen"], plan["apr_bps"]) == (
-        1, 400_000, 898,
+    path = _demo_config_on_free_ports(tmp_path)
+    app = await start_switch(nursery, load_config(path))
+    base = ["--config", str(path), "--port", str(app.online_port), "--json"]
+    code, _, err = await run(capsys, "credit", "status", C, *base)
+    assert code == 2 and "(14)" in err and "DEMO key of app:wallet" in err
+    code, _, err = await run(capsys, "credit", "open", C, "--limit", "2000000", *base)
+    assert code == 2 and "(14)" in err  # no wallet yet
+    code, _, err = await run(capsys, "credit", "open", C, "--limit", "1", "--statement-day",
+                             "29", *base)  # fmt: skip
+    assert code == 2 and "--statement-day: 1..28" in err
+    assert app._ledger is not None
+    store: Any = app._ledger.store
+    now = time.time()
+    await app._ledger.call(lambda: store.open_wallet(C, "app:wallet", 2, "2026-01-01", now))
+    code, opened, _ = await run(capsys, "credit", "open", C, "--limit", "2000000", "--id",
+                                "open-1", *base)  # fmt: skip
+    assert code == 0 and opened["code"] == "00"
+    account = opened["account"]
+    assert (account["state"], account["limit_fen"], account["available_fen"]) == (
+        "open", 2_000_000, 2_000_000,
     )  # fmt: skip
-    assert cli.main(["credit", "plans", C, "--purchase-id", "601210000101", *base]) == 0
-    (plan,) = json.loads(capsys.readouterr().out)["plans"]
-    assert [row["statement_date"] for row in plan["schedule"]] == [
-        "2026-02-01", "2026-03-01", "2026-04-01",
+    # The same --id again: the first's answer, nothing new.
+    code, again, _ = await run(capsys, "credit", "open", C, "--limit", "2000000", "--id",
+                               "open-1", *base)  # fmt: skip
+    assert code == 0 and again == opened
+
+    # A purchase in 12 on a credit code at a POS.
+    spec = TransferSpec(key=TransferKey("test", "t1", "topup"), debit="bank_clearing:icbc",
+                        credit=f"wallet:{C}", amount=1_000_000, kind="topup")  # fmt: skip
+    await app._ledger.call(lambda: store.transfer(spec, now))
+    settings = app.config.wallet.paycodes()
+    issue = ["wallet", "paycode", C, "--app", "app:wallet", "--verification", "A", "--funding",
+             "credit", "--instalments", "12", "--config", str(path)]  # fmt: skip
+    assert await trio.to_thread.run_sync(cli.main, issue) == 0
+    code_text = capsys.readouterr().out.split("paycode: ")[1].split()[0]
+    client = await pos_client(app)
+    sale = await client.request(client.terminal.code_sale(90, code_text, 600_000))
+    assert sale.fields[39] == "00"
+    purchase_id = str(sale.fields[37])
+    code, plans, _ = await run(capsys, "credit", "plans", C, *base)
+    assert code == 0 and [p["purchase_id"] for p in plans["plans"]] == [purchase_id]
+    code, plan, _ = await run(capsys, "credit", "plans", C, "--purchase-id", purchase_id, *base)
+    assert code == 0 and len(plan["plans"][0]["schedule"]) == 12
+    # Early repayment: the last two periods removed, their fees waived.
+    code, repaid, _ = await run(capsys, "credit", "repay", C, "100000", *base)
+    assert code == 0
+    assert repaid["allocated"]["prepaid_fen"] == 100_000 and repaid["waived_fee_fen"] == 7_200
+    # By card: the demo names no [credit] own_merchant_id, so not offered (57).
+    code, _, err = await run(capsys, "credit", "repay", C, "1000", "--card",
+                             "6222021000111122221", *base)  # fmt: skip
+    assert code == 2 and "(57)" in err
+    code, status, _ = await run(capsys, "credit", "status", C, *base)
+    assert code == 0 and status["account"]["payoff_fen"] == 500_000
+    # The statement, once the switch's close has made it.
+    first = date.fromisoformat(plan["plans"][0]["schedule"][0]["statement_date"])
+    code, _, err = await run(capsys, "credit", "statement", C, f"{first:%Y-%m}", *base)
+    assert code == 2 and "(25)" in err
+    closing = date.fromordinal(first.toordinal() - 1)
+    await app._ledger.call(lambda: store.credit_close(closing, Terms(), time.time()))
+    code, statement, _ = await run(capsys, "credit", "statement", C, f"{first:%Y-%m}", *base)
+    assert code == 0
+    assert [line["kind"] for line in statement["statement"]["lines"]] == [
+        "repayment", "instalment",
     ]  # fmt: skip
-    repay = ["credit", "repay", C, "100000", "--id", "603920000104", *base]
-    assert cli.main(repay) == 0
-    repaid = json.loads(capsys.readouterr().out)
-    assert repaid["allocated"] == {"penalty_fen": 0, "fee_fen": 3_000, "principal_fen": 97_000,
-                                   "prepaid_fen": 0}  # fmt: skip
-    assert repaid["account"]["due_fen"] == 103_000
-    assert cli.main(repay) == 1  # the same id again: nothing more moves
-    assert "repayment 603920000104 was made before" in capsys.readouterr().err
-    assert cli.main(["credit", "status", C, *base]) == 0
-    assert json.loads(capsys.readouterr().out)["due_fen"] == 103_000
-    assert cli.main(["credit", "repay", C, "10000000", "--id", "r2", *base]) == 2
-    assert "(13)" in capsys.readouterr().err
-    assert cli.main(["credit", "status", C, "--config", str(config)]) == 0
-    assert "state: open" in capsys.readouterr().out
-    assert cli.main(["wallet", "verify", "--config", str(config)]) == 0
+    # A purchase without a plan converted into 3.
+    code2 = await app._ledger.call(lambda: store.issue_paycode(
+        C, "app:wallet", "credit", "A", time.time(), settings,
+        lambda: paycode.draw(settings.prefix)))  # fmt: skip
+    sale2 = await client.request(client.terminal.code_sale(91, code2.code, 30_000))
+    code, converted, _ = await run(capsys, "credit", "convert", C, str(sale2.fields[37]), "3",
+                                   *base)  # fmt: skip
+    assert code == 0 and converted["plan"]["instalments"] == 3
+    # Plain output: the answer's fields, one a line.
+    plain = ["credit", "status", C, "--config", str(path), "--port", str(app.online_port)]
+    assert await trio.to_thread.run_sync(cli.main, plain) == 0
+    out = capsys.readouterr().out
+    assert "account:\n" in out and "  payoff_fen: 533600\n" in out  # + fee 1, + 30,000
+    await client.aclose()

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switch.admin.port import (
     BankReading,
+    CreditReading,
     JournalReading,
     ListenerReading,
     SettlementOperations,
@@ -97,6 +98,7 @@ class FakeSwitch:
             last_reload_error=None,
         )
         self.settlement: SettlementOperations | None = None
+        self.credit: CreditReading | None = None
         self.reloads = 0
         self.selection = TraceSelection()
         self.stats = TransactionStats()

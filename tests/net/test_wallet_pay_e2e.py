@@ -242,10 +242,10 @@ async def test_wallet_pay_checks_in_wallet_md_order(
     paid = await ask(client, pay("c-14", dynamic, verification="A"))
     assert paid["code"] == "00" and paid["balance_after"] == 99_500
     assert await balances(app, WALLET) == (99_500, 99_500)
-    # Credit funding is credit.md's: refused 57 here, the QR left open.
+    # Credit funding is credit.md's: no credit account, 14, the QR left open.
     credit_qr = await make_qr(app, "R5N8W2R6C4J9E3HL", amount=300)
     credit = await ask(client, pay("c-16", credit_qr, funding="credit"))
-    assert credit["code"] == "57" and "balance_after" not in credit
+    assert credit["code"] == "14" and "balance_after" not in credit
     assert (await in_store(app, store_of(app).qr, "R5N8W2R6C4J9E3HL")).state == "open"
     # A merchant's key may not send it: error 03.
     merchant = await online_client(app)

@@ -27,7 +27,8 @@ FITS = 10
 LIMIT = FITS * AMOUNT + AMOUNT - 1
 
 
-def test_workers_racing_for_one_credit_line(postgres_dsn: str) -> None:
+@pytest.mark.parametrize("path", ["store", "payment"])
+def test_workers_racing_for_one_credit_line(postgres_dsn: str, path: str) -> None:
     store = PostgresLedgerStore(postgres_dsn)
     store.open()
     store.open_wallet(CUSTOMER, "app:wallet", 2, "2026-12-07", 0.0)
@@ -42,6 +43,7 @@ def test_workers_racing_for_one_credit_line(postgres_dsn: str) -> None:
                 postgres_dsn,
                 str(worker),
                 str(ROUNDS),
+                path,
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -4,6 +4,7 @@ paid at most once, payment codes, and a commit that fails leaving nothing behind
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -303,6 +304,9 @@ def test_payment_codes_on_the_wall_clock(ledger_store: LedgerStoreBase) -> None:
     assert taken.response_code == "00" and taken.paycode is not None
     assert (taken.paycode.customer_id, taken.paycode.verification) == (C, "B")
     assert store.take_paycode(second.code, "T2", now + 4, settings).response_code == "14"  # used
+    # A credit code needs a credit account (credit.md: none is 14).
+    store.credit_open(C, APP, 0, statement_day=1, grace_days=9,
+                      business_date=datetime.date(2026, 12, 7), at=now)  # fmt: skip
     late = store.issue_paycode(C, APP, "credit", "A", now, settings, draw)
     assert store.take_paycode(late.code, "T2", now + 60, settings).response_code == "14"
     assert store.take_paycode("8827503188461290573", "T2", now + 61, settings).response_code == (

@@ -13,13 +13,14 @@ the statement date. Keys make a close run again post nothing twice.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import msgspec
 from msgspec.structs import replace
 
 from switch.core.credit import book as books
 from switch.core.credit.book import Allocation, Book, Close, Statement
-from switch.core.credit.plan import CreditRefused, Terms, period_label
+from switch.core.credit.plan import CreditRefused, Terms, make_plan, period_label
 
 CLOSE_PRINCIPAL = "credit"
 """The principal of the transfers a close posts (penalties, billed fees)."""
@@ -134,6 +135,109 @@ def purchase_refusal(
     if amount_fen > books.available_fen(account.book, account.limit_fen):
         return CreditRefused("51", "above the credit available")
     return None
+
+
+class CreditAsk(msgspec.Struct, frozen=True, kw_only=True):
+    """A payment with funding ``credit`` (credit.md, "Purchases and plans"): the
+    purchase it makes if approved (``purchase_id``: the payment's RRN) and its plan."""
+
+    purchase_id: str
+    instalments: int | None
+    terms: Terms
+
+
+def credit_purchase(
+    account: CreditAccount, ask: CreditAsk, *, merchant_id: str, amount_fen: int
+) -> CreditAccount | CreditRefused:
+    """credit.md's checks in place of the balance check (frozen 62, a plan under
+    `min_plan_fen` 13, above available 51), then the purchase in the book, on the
+    account's current business date, with its plan made to the fen."""
+    refusal = purchase_refusal(account, amount_fen, ask.instalments, ask.terms)
+    if refusal is not None:
+        return refusal
+    plan = None
+    if ask.instalments is not None:
+        plan = make_plan(amount_fen, ask.instalments, ask.terms.fee_bps_of(ask.instalments))
+    book = books.purchase(
+        account.book, purchase_id=ask.purchase_id, business_date=open_date(account),
+        merchant_id=merchant_id, amount_fen=amount_fen, plan=plan,
+    )  # fmt: skip
+    return replace(account, book=book)
+
+
+def drop_purchase(account: CreditAccount, purchase_id: str) -> CreditAccount:
+    """A pending purchase voided (declined, reversed before its post): it never stood,
+    and frees its principal."""
+    kept = tuple(p for p in account.book.purchases if p.purchase_id != purchase_id)
+    return replace(account, book=replace(account.book, purchases=kept))
+
+
+def find_back(account: CreditAccount, principal: str, id: str, leg: str) -> books.Back | None:
+    for back in account.book.backs:
+        if (back.principal, back.id, back.leg) == (principal, id, leg):
+            return back
+    return None
+
+
+def add_back(account: CreditAccount, back: books.Back) -> CreditAccount:
+    if back in account.book.backs:
+        return account
+    return replace(account, book=replace(account.book, backs=(*account.book.backs, back)))
+
+
+def drop_back(account: CreditAccount, back: books.Back) -> CreditAccount:
+    kept = tuple(b for b in account.book.backs if b != back)
+    return replace(account, book=replace(account.book, backs=kept))
+
+
+def find_repay(account: CreditAccount, key: Any) -> books.CardRepay | None:
+    for repay in account.book.repays:
+        if (repay.principal, repay.id, repay.leg) == (key.principal, key.id, key.leg):
+            return repay
+    return None
+
+
+def add_repay(account: CreditAccount, repay: books.CardRepay) -> CreditAccount:
+    if repay in account.book.repays:
+        return account
+    return replace(account, book=replace(account.book, repays=(*account.book.repays, repay)))
+
+
+def drop_repay(account: CreditAccount, repay: books.CardRepay) -> CreditAccount:
+    kept = tuple(r for r in account.book.repays if r != repay)
+    return replace(account, book=replace(account.book, repays=kept))
+
+
+def take_back(
+    account: CreditAccount, back: books.Back, amount_fen: int
+) -> tuple[CreditAccount, books.RefundSplit]:
+    """A void, reversal or refund posted, on the account's current business date: a
+    void or reversal stops the purchase standing (before it is billed it frees its
+    principal; after, a refund of it all); a refund takes unbilled principal, then
+    billed unpaid principal, the rest to the wallet (credit.md)."""
+    on = open_date(account)
+    if back.whole:
+        book, split = books.void(account.book, on=on, purchase_id=back.purchase_id)
+    else:
+        book, split = books.refund(
+            account.book, on=on, purchase_id=back.purchase_id, amount_fen=amount_fen
+        )
+    # An ``overdue`` freeze a refund clears is lifted at the next close (close_account).
+    return drop_back(replace(account, book=book), back), split
+
+
+class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """The credit line's figures for the metrics: accounts, frozen ones, outstanding
+    principal and overdue amounts as each account was last saved (a close saves every
+    account), the accounts with anything overdue, and the penalties accrued (ever
+    posted to ``penalty_income``)."""
+
+    accounts: int
+    frozen: int
+    outstanding_fen: int = 0
+    overdue_fen: int = 0
+    overdue: int = 0
+    penalties_fen: int = 0
 
 
 # -- the ``account`` result map ----------------------------------------------------------

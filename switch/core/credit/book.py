@@ -134,6 +134,30 @@ class Purchase(msgspec.Struct, frozen=True):
         return sum(p.principal_fen for p in self.unbilled)
 
 
+class Back(msgspec.Struct, frozen=True):
+    """A void, reversal or refund of a purchase whose compensating transfer is pending:
+    the book takes it when the transfer is posted (its answer journaled), and forgets
+    it when the transfer is voided. Keyed as the transfer is."""
+
+    principal: str
+    id: str
+    leg: str
+    purchase_id: str
+    whole: bool
+    """A void or reversal (the purchase stops standing), else a refund of the amount."""
+
+
+class CardRepay(msgspec.Struct, frozen=True):
+    """A repayment by card whose sale is at the bank: its pending transfer
+    ``bank_clearing:<bank>`` → ``credit_receivable:<c>`` is reserved, and the book
+    allocates it when the bank's approval posts it. Keyed as the transfer is."""
+
+    principal: str
+    id: str
+    leg: str
+    purchase_id: str | None
+
+
 class Book(msgspec.Struct, frozen=True):
     opened: date
     statement_day: int
@@ -145,6 +169,10 @@ class Book(msgspec.Struct, frozen=True):
     cycle: tuple[RepaymentLine | RefundLine, ...] = ()
     """Repayment and refund lines since the last statement, for the next one."""
     last_closed: date | None = None
+    backs: tuple[Back, ...] = ()
+    """Voids, reversals and refunds reserved, not yet posted."""
+    repays: tuple[CardRepay, ...] = ()
+    """Repayments by card at the bank, not yet approved."""
 
 
 def open_book(opened: date, *, statement_day: int, grace_days: int) -> Book:

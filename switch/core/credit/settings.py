@@ -31,8 +31,8 @@ class CreditSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     penalty_bps_per_day: Bps = 5
     freeze_after_days: Annotated[int, Meta(ge=1, le=3650)] = 30
     own_merchant_id: Annotated[str, Meta(max_length=15)] = ""
-    """Field 42 of repayments by card and payments to cards. credit.md makes it required;
-    nothing here sends those yet, so it may stay empty until they are wired."""
+    """Field 42 of repayments by card and payments to cards (a row of the merchants
+    file). credit.md makes it required; empty, repayments by card are refused 57."""
     own_terminal_id: Annotated[str, Meta(min_length=1, max_length=8)] = "CREDIT01"
     cobrand_bins: tuple[CobrandBin, ...] = ()
     convert_days: Annotated[int, Meta(ge=1, le=3650)] = 30
