@@ -732,7 +732,11 @@ class SwitchApp:
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
-            own_merchants=(self.config.credit.own_merchant_id,),
+            # settlement.md: top-ups and the credit line's own sales go in no payout row
+            own_merchants=(
+                self.config.wallet.topup_merchant_id,
+                self.config.credit.own_merchant_id,
+            ),
             on_settled=self.cobrand.settled if self.cobrand is not None else None,
         )
         await bank_side.start(settlement.run)
