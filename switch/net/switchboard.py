@@ -49,7 +49,6 @@ from switch.core.lifecycle import (
     BankTransaction,
     Cards,
     Event,
-    Exchange,
     Finalizer,
     FirstElsewhere,
     FirstFinished,
@@ -66,6 +65,7 @@ from switch.core.lifecycle import (
     Refused,
     ReleaseLink,
     ReverseUnjournaled,
+    SendToBank,
     Stopped,
     TerminalReversal,
     expiry_changes,
@@ -333,7 +333,7 @@ class Switchboard:
                     # A ledger step runs to its end (its store call cannot be taken
                     # back); a stop asked meanwhile is heard after it, and what follows
                     # (the answer journaled, the transfer ended) runs to the end, as
-                    # after a bank's Exchange.
+                    # after a bank's SendToBank.
                     with trio.CancelScope(shield=True):
                         event = await self._wait(last, run, origin)
                     if stopped is None:
@@ -345,7 +345,7 @@ class Switchboard:
                     try:
                         event = await self._wait(last, run, origin)
                     except trio.Cancelled as exc:
-                        if not isinstance(last, Exchange):
+                        if not isinstance(last, SendToBank):
                             raise
                         stopped, event = exc, Stopped()
                 else:  # the request may be at the bank: its settlement runs to the end
@@ -457,7 +457,7 @@ class Switchboard:
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
                 return await self._acquire_link(connector, run, deadline, origin)
-            case Exchange(mti=mti, fields=fields, encoded=encoded, pin=pin):
+            case SendToBank(mti=mti, fields=fields, encoded=encoded, pin=pin):
                 return await self._exchange(mti, fields, encoded, run, pin)
             case LoadOriginal():
                 if run.ticket is not None:
