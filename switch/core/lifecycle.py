@@ -20,6 +20,14 @@ choice its row does not allow, is our own bug (LocalProtocolError). A new produc
 row of ``switch.core.products``; it needs a phase only if it waits on something no
 product waited on before (then: a phase, its rows, its handler).
 
+What the machine needs of the trio layer it is given, never asks for: a journal read
+(``LoadOriginal``) or a slot is an action whose result is the next event, and the
+circuits open at admission ride on ``Admitted`` (``open_circuits``: a route with a
+secondary bank is chosen by ``BinTable.choose``, in the core). The transaction book,
+the in-memory window of recent transactions, is itself sans-IO and is read and updated
+in place, synchronously, so that two requests handed over together see each other's
+reservations at once; what reaches the journal leaves as ``Journal`` changes.
+
 A bank-bound transaction::
 
     received ─┬─ (repeat of one in flight) ─ waiting_for_first ───────────┐ (answered)
@@ -141,8 +149,10 @@ class Cards(Protocol):
 
 
 Router = Callable[..., tuple[str, str]]
-"""Card number (and ``secondary=False``: never a route's secondary bank) -> (route as
-logged, bank); raises TransactionRefused (92) without one."""
+"""Card number (and ``secondary=False``: never a route's secondary bank;
+``open_circuits``: the banks ``Admitted`` says are open) -> (route as logged, bank);
+raises TransactionRefused (92) without one. ``BinTable.choose``: a decision of the
+core, on what the trio layer supplies."""
 Finalizer = Callable[[Outcome], Sequence[Change]]
 """Changes a channel wants committed with an outcome that reached a bank (online
 results, kept for repeats of the same id)."""
@@ -168,7 +178,9 @@ class FirstFinished(msgspec.Struct, frozen=True):
 
 
 class Admitted(msgspec.Struct, frozen=True):
-    pass
+    open_circuits: frozenset[str] = frozenset()
+    """The banks whose circuit the trio layer found open at admission: the input a route
+    with a secondary bank is chosen by (``BinTable.choose``)."""
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -660,7 +672,8 @@ class BankTransaction:
             self.rrn = self.allocate_rrn(self.stamp)
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
-        self._resolve()
+        assert isinstance(event, Admitted)
+        self._resolve(event.open_circuits)
         if self.on_ledger:
             return self._to_ledger(step)
         if self._in_switch is not None:
@@ -753,7 +766,7 @@ class BankTransaction:
 
     # -- admitted: the rules, the record -------------------------------------------------
 
-    def _resolve(self) -> None:
+    def _resolve(self, open_circuits: frozenset[str]) -> None:
         """Routes the request (to its card's bank, or its original's), applies the rules
         on originals and reserves what it voids or refunds, and makes its record."""
         request, product = self.request, self.product
@@ -764,7 +777,12 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+                if product.holds:
+                    route = self.route(pan, secondary=False)
+                elif open_circuits:  # a secondary bank is chosen only with one open
+                    route = self.route(pan, open_circuits=open_circuits)
+                else:
+                    route = self.route(pan)
                 self.route_name, self.bank = route
             amount = request.amount
         else:

@@ -17,6 +17,7 @@ from switch.core.lifecycle import (
     REVERSAL_TRANSITIONS,
     START,
     TRANSITIONS,
+    AcquireLink,
     Admitted,
     BankAnswered,
     BankTimedOut,
@@ -37,6 +38,7 @@ from switch.core.lifecycle import (
     Stopped,
     TerminalReversal,
 )
+from switch.core.routing import BinTable
 from switch.core.stip import StandInDesk
 from switch.errors import LocalProtocolError
 from tests.core.test_lifecycle import NOW, World, reversal_of, sale, void
@@ -289,3 +291,19 @@ def test_no_handler_assigns_a_phase() -> None:
     source = inspect.getsource(lifecycle)
     assignments = [line.strip() for line in source.splitlines() if "self.phase =" in line]
     assert sorted(assignments) == ["self.phase = to", "self.phase = to"]
+
+
+def test_a_route_with_a_secondary_is_chosen_by_the_circuits_admission_found_open() -> None:
+    """The circuits' state is an input (``Admitted.open_circuits``), not a call the
+    machine makes into the trio layer."""
+    world = World()
+    table = BinTable([("622202", "icbc", "abc")])
+    for open_circuits, bank, route in [
+        (frozenset(), "icbc", "622202"),
+        (frozenset({"icbc"}), "abc", "622202>abc"),
+    ]:
+        machine = world.transaction(sale(stan=f"0001{len(open_circuits)}"))
+        machine.route = table.choose
+        machine.start()
+        assert machine.handle(Admitted(open_circuits), NOW)[-1] == AcquireLink(bank)
+        assert (machine.bank, machine.route_name) == (bank, route)
