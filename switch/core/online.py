@@ -455,7 +455,9 @@ class OnlineRun:
     result kept in the window: it was journaled with an outcome that reached a bank) or
     let go (a retry may run); :meth:`abandon` lets it go if the carrier gives up."""
 
-    __slots__ = ("_kept", "book", "content", "fingerprint", "message", "now_s", "phase")
+    __slots__ = (
+        "_kept", "book", "content", "fingerprint", "message", "now_s", "owner", "phase",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -464,9 +466,14 @@ class OnlineRun:
         content: bytes,
         fingerprint: bytes,
         now_s: float,
+        *,
+        owner: str | None = None,
     ) -> None:
         self.book = book
         self.message = message
+        self.owner = message.merchant_id if owner is None else owner
+        """Whose id it is: the merchant's (a merchant key's request), or the principal
+        that signed it (an app's); the window and the journal key results by (owner, id)."""
         self.content = content
         self.fingerprint = fingerprint
         self.now_s = now_s
@@ -499,13 +506,13 @@ class OnlineRun:
         self._kept = (kept, payload)
         return [
             OnlineResultKept(
-                merchant_id=message.merchant_id, online_id=message.id,
+                merchant_id=self.owner, online_id=message.id,
                 fingerprint=self.fingerprint, response=payload, at=self.now_s,
             )
         ]  # fmt: skip
 
     def abandon(self) -> None:
-        self.book.abandon(self.message.merchant_id, self.message.id)
+        self.book.abandon(self.owner, self.message.id)
 
     # -- the handlers --------------------------------------------------------------
 
@@ -546,7 +553,7 @@ class OnlineRun:
         answer = response(message, outcome)
         if kept is not None and kept[0] == answer:
             payload = kept[1]  # the very bytes journaled: encoded once
-            self.book.finish(message.merchant_id, message.id, payload, now_s=self.now_s)
+            self.book.finish(self.owner, message.id, payload, now_s=self.now_s)
         else:  # not journaled (nothing reached a bank, or the journal failed)
             payload = wire.encode_response(answer)
             self.abandon()
@@ -562,7 +569,7 @@ class OnlineRun:
                 TransactionRefused("94", "this id was used before with different content"),
             )))
         self.book.remember(
-            message.merchant_id, message.id, event.fingerprint, event.response, self.now_s
+            self.owner, message.id, event.fingerprint, event.response, self.now_s
         )
         return Reply(event.response)
 

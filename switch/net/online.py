@@ -293,9 +293,7 @@ class OnlineProtocol:
                 )
             case online.ReadKept():
                 try:
-                    entry = await self.switchboard.journal.online_result(
-                        message.merchant_id, message.id
-                    )
+                    entry = await self.switchboard.journal.online_result(run.owner, message.id)
                 except JournalError:
                     entry = None  # the switchboard's own journal use will say what is wrong
                 if entry is None:
@@ -303,7 +301,7 @@ class OnlineProtocol:
                 return online.KeptRead(entry.fingerprint, entry.response)
             case online.WatchFirst():
                 try:
-                    first = await self.switchboard.online_first(message.merchant_id, message.id)
+                    first = await self.switchboard.online_first(run.owner, message.id)
                 except JournalError:
                     first = None
                 return online.FirstSeen(first is not None and first.state != "not_sent")
