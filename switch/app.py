@@ -70,6 +70,7 @@ from switch.errors import ConfigError, StartupError
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
+from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
 from switch.net.credit import CreditBilling
@@ -83,6 +84,9 @@ from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
+from switch.net.wallet import WalletOnline, card_types
+from switch.net.wallet_desk import WalletDesk
+from switch.net.withdrawals import WithdrawalsFiles
 from switch.security.port import KeyName
 from switch.security.setup import (
     bank_zmks,
@@ -182,6 +186,7 @@ class SwitchApp:
         self.switchboard: Switchboard | None = None
         self.journal: Journal | None = None
         self._ledger: LedgerDesk | None = None
+        self._wallet_online: WalletOnline | None = None
         self.forwarders: dict[str, ReversalForwarder] = {}
         self.advisers: dict[str, AdviceForwarder] = {}
         """Each bank's advice queue's sender (stand-in, risk.md)."""
@@ -621,6 +626,10 @@ class SwitchApp:
             bank_side.start_soon(self._purge_idempotency, journal, idempotency)
             nonces = NonceGuard(open_nonce_store(config), shared=self.worker.shares_journal)
             await bank_side.start(nonces.run)
+            self._wallet_online = (
+                WalletOnline(switchboard, self._ledger, card_types(config.routes))
+                if self._ledger is not None else None
+            )  # fmt: skip
             online_protocol = OnlineProtocol(
                 switchboard,
                 idempotency,
@@ -631,6 +640,8 @@ class SwitchApp:
                 nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
+                desk=self._app_desk(switchboard),
+                wallet=self._wallet_online,
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
@@ -707,6 +718,7 @@ class SwitchApp:
             store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
         )
         switchboard = self.switchboard
+        withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 
         async def on_close(business_date: str) -> None:
             try:
@@ -714,6 +726,7 @@ class SwitchApp:
                     await switchboard.expire_holds(business_date)
             finally:  # the accounts close even when the expiry could not be journaled
                 await billing.close(business_date)
+                await withdrawals.close(business_date)  # wallet.md: no bank file awaited
 
         return on_close
 
@@ -989,6 +1002,36 @@ class SwitchApp:
         its links close."""
         await connector.wait_idle()
         self._stop_bank(connector)
+
+    def _app_desk(self, switchboard: Switchboard) -> AppDesk | None:
+        """The online requests that are not payments through the lifecycle
+        (``switch/net/app_desk.py``): wallet.md's, then each other page's types."""
+        if self._ledger is None:
+            return None
+        config = self.config
+        desk = AppDesk(
+            self._ledger,
+            digest=self.vault.digest,
+            matches=self.vault.matches,
+            business_date=switchboard.business_date,
+            utc_offset_h=config.switch.utc_offset_h,
+            stats=switchboard.stats,
+            in_flight_wait_s=max(
+                (bank.issuer_timeout_s for bank in config.banks.values()), default=5.0
+            )
+            + 1.0,
+            keep_s=config.online.idempotency_keep_s,
+            clock=self.clock,
+        )
+        wallet_desk = WalletDesk(
+            config.wallet,
+            merchants=lambda: switchboard.merchants,
+            allocate_rrn=switchboard._allocate_rrn,
+        )
+        if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
+            wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.register(desk)
+        return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
         """Forgets online results older than they must be kept, hourly."""

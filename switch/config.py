@@ -259,6 +259,9 @@ class RouteSection(_Section, frozen=True, kw_only=True):
     bank: BankName
     secondary: BankName | None = None
     """Used while the primary bank's circuit is open (all links down, or timing out)."""
+    card: Literal["debit", "credit"] = "credit"
+    """The type of the cards of this BIN (wallet.md): a wallet is topped up from a
+    ``debit`` card only; a route that does not say counts as ``credit``."""
 
 
 class BookSection(_Section, frozen=True, kw_only=True):

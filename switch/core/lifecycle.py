@@ -102,9 +102,9 @@ from switch.core.onus import (
     REVERSAL_LEG,
     EndTransfer,
     LedgerAnswered,
-    PayByCode,
     PostToLedger,
     ReserveBack,
+    payment_step,
     record_key,
 )
 from switch.core.risk import Verdict
@@ -777,7 +777,7 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                if product.holds:
+                if product.holds or product.own_bank:
                     route = self.route(pan, secondary=False)
                 elif open_circuits:  # a secondary bank is chosen only with one open
                     route = self.route(pan, open_circuits=open_circuits)
@@ -1133,13 +1133,8 @@ class BankTransaction:
         assert record is not None
         key = record_key(record)
         if original is None:
-            request = self.request
-            assert request.card is not None
-            acceptor = request.acceptor
-            step.actions.append(PostToLedger(PayByCode(
-                code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
-                key=key, merchant_id=record.merchant_id, amount=record.amount,
-                rrn=record.rrn, local_date=self.stamp.local.date().isoformat(),
+            step.actions.append(PostToLedger(payment_step(
+                self.request, record, key, self.stamp.local.date().isoformat()
             )))  # fmt: skip
         else:
             step.actions.append(PostToLedger(ReserveBack(
@@ -1168,6 +1163,7 @@ class BankTransaction:
             auth_code=event.auth_code if event.ok else None,
             funding=(self._code.funding if self._code is not None
                      else "wallet" if self.original is not None else None),
+            balance_after=event.balance_after if event.ok else None,
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state
@@ -1196,6 +1192,7 @@ class BankTransaction:
             uncount=(record_key(self.original)
                      if approved and self.product.reserves == "whole" and self.original
                      else None),
+            qr_id=self._code.qr_id if self._code is not None else None,
         )))  # fmt: skip
         return "ending_ledger"
 

@@ -67,6 +67,11 @@ class MerchantBook:
         (refused 03)."""
         return self._by_id.get(merchant_id, self._default)
 
+    def own_terms(self, merchant_id: str) -> MerchantTerms | None:
+        """The merchant's terms if it is listed under its own id (not the ``*``
+        profile's): only those have QR codes (wallet.md)."""
+        return self._by_id.get(merchant_id)
+
     def account(self, merchant_id: str) -> str:
         """Where the merchant is paid: its listed account (an unlisted merchant on the
         default profile is paid to that profile's account, or to its own id if none)."""

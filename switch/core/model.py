@@ -181,6 +181,47 @@ class PaycodeRefund(Refund, frozen=True, kw_only=True):
     """The refund of a payment-code sale (2 = the code, 22 = 032)."""
 
 
+class WalletCard(Card, frozen=True, kw_only=True):
+    """wallet.md's ``wallet_pay`` names no card: the customer's wallet, by its
+    ``customer_id`` (``pan``), which the journal keeps sealed as it keeps a card
+    number, and masks to nothing (settlement.md's ``masked_pan`` of a QR payment is
+    empty)."""
+
+    @property
+    def masked_pan(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return "WalletCard(<customer>)"
+
+    __str__ = __repr__
+
+
+class QrPayment(Sale, frozen=True, kw_only=True):
+    """wallet.md's ``wallet_pay``: the merchant (``acceptor.merchant_id``) of a QR paid
+    from the wallet of ``card.pan`` (a :class:`WalletCard`), on the ledger. ``amount``
+    is the request's, else the dynamic QR's (0: a static QR without one, refused 13
+    by the ledger after the QR's own checks)."""
+
+    app: str
+    """The app principal (``app:<name>``): the wallet must be its own."""
+    qr_id: str
+    qr_kind: str
+    """``static`` or ``dynamic``, as the payload says (the QR's record must agree)."""
+    qr_amount: int | None = None
+    """A dynamic payload's amount (fen)."""
+    funding: str = "wallet"
+    verification: str = "C"
+
+
+class Topup(Sale, frozen=True, kw_only=True):
+    """wallet.md's ``wallet_topup``: a card sale of ``[wallet] topup_merchant_id`` to
+    the card's bank, whose approval credits the wallet of ``customer_id``."""
+
+    app: str
+    customer_id: str
+
+
 class BatchSettlement(_Request, frozen=True, kw_only=True):
     """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
 
@@ -201,7 +242,7 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
     | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid | PaycodeSale
-    | PaycodeVoid | PaycodeRefund
+    | PaycodeVoid | PaycodeRefund | QrPayment | Topup
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = (
@@ -221,6 +262,8 @@ KIND_NAMES: dict[type[_Request], str] = {
     PaycodeSale: "onus_sale",
     PaycodeVoid: "onus_void",
     PaycodeRefund: "onus_refund",
+    QrPayment: "wallet_pay",
+    Topup: "wallet_topup",
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
     PreAuth: "preauth",
@@ -289,6 +332,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     """An on-us payment's funding once its payment code was found open (wallet.md:
     ``wallet`` or ``credit``; POS 63.1 ``WAL`` or ``CRL``)."""
+    balance_after: int | None = None
+    """A wallet payment's or top-up's ``balance_after`` (wallet.md), for the app only:
+    what the wallet can spend once it is posted."""
     shed: bool = False
     """Refused 91 for want of capacity before any work: counted, not logged one by one
     (under overload a line per refusal would add to it)."""

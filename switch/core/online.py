@@ -3,6 +3,7 @@ channel's idempotency rules. Pure Python, no I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -77,7 +78,8 @@ def check_free_text(request: wire.OnlineRequest) -> None:
     refused (30 naming the field), never stored."""
     cvv2 = (
         request.card.cvv2
-        if isinstance(request, wire.Purchase | wire.Balance) and request.card is not None
+        if isinstance(request, wire.Purchase | wire.Balance | wire.WalletTopup)
+        and request.card is not None
         else None
     )
     for name in ("order_id", "memo"):
@@ -102,6 +104,10 @@ def _card(card: wire.Card, today: date | None) -> Card:
         entry_mode=ONLINE_ENTRY_MODE,
         condition_code=ONLINE_CONDITION_CODE,
     )
+
+
+online_card = _card
+"""An online request's ``card`` checked (14, 30, 54) into the canonical card."""
 
 
 def request_from_online(
@@ -246,7 +252,7 @@ def fingerprint_content(request: wire.OnlineRequest) -> bytes:
     out (nothing kept may confirm a guess of it). Only its keyed digest is kept, since
     the content holds a card number."""
     if (
-        isinstance(request, wire.Purchase | wire.Balance)
+        isinstance(request, wire.Purchase | wire.Balance | wire.WalletTopup)
         and request.card is not None
         and request.card.cvv2 is not None
     ):
@@ -430,7 +436,14 @@ class Processed(msgspec.Struct, frozen=True):
     outcome: Outcome
 
 
-OnlineEvent = Claimed | KeptRead | FirstSeen | Processed
+class NotProcessed(msgspec.Struct, frozen=True):
+    """Refused by the channel's own checks ahead of the lifecycle (an app's
+    transaction, wallet.md): this payload answers it; nothing was journaled or kept."""
+
+    payload: bytes
+
+
+OnlineEvent = Claimed | KeptRead | FirstSeen | Processed | NotProcessed
 OnlineAction = ReadKept | WatchFirst | Process | Reply
 
 OnlinePhase = Literal[
@@ -444,6 +457,7 @@ ONLINE_TRANSITIONS: Final[dict[tuple[OnlinePhase, type], tuple[OnlinePhase, ...]
     ("watching_first", FirstSeen): ("reading_kept_again", "processing"),
     ("reading_kept_again", KeptRead): ("answered",),
     ("processing", Processed): ("answered",),
+    ("processing", NotProcessed): ("answered",),
 }
 """(phase, event) -> the phases it may lead to; the phase's handler chooses."""
 
@@ -456,30 +470,37 @@ class OnlineRun:
     let go (a retry may run); :meth:`abandon` lets it go if the carrier gives up."""
 
     __slots__ = (
-        "_kept", "book", "content", "fingerprint", "message", "now_s", "owner", "phase",
+        "_kept", "answer_of", "book", "content", "fingerprint", "message", "now_s", "owner",
+        "phase", "result_of",
     )  # fmt: skip
 
     def __init__(
         self,
         book: IdempotencyBook,
-        message: wire.FinancialRequest,
+        message: wire.FinancialRequest | wire.AppTransaction,
         content: bytes,
         fingerprint: bytes,
         now_s: float,
         *,
         owner: str | None = None,
+        result_of: Callable[[Outcome], msgspec.Struct] | None = None,
+        answer_of: Callable[[Outcome], msgspec.Struct] | None = None,
     ) -> None:
         self.book = book
         self.message = message
-        self.owner = message.merchant_id if owner is None else owner
+        self.owner: str = getattr(message, "merchant_id", "") if owner is None else owner
         """Whose id it is: the merchant's (a merchant key's request), or the principal
         that signed it (an app's); the window and the journal key results by (owner, id)."""
+        self.result_of = result_of or functools.partial(result, message)
+        """The result kept for an outcome that reached a bank (online.md's ``result``)."""
+        self.answer_of = answer_of or functools.partial(response, message)
+        """The answer to the outcome (a field error for a value its bank cannot take)."""
         self.content = content
         self.fingerprint = fingerprint
         self.now_s = now_s
         """Real time (an id's memory is on real time, never the business clock)."""
         self.phase: OnlinePhase = "claimed"
-        self._kept: tuple[wire.Result, bytes] | None = None
+        self._kept: tuple[msgspec.Struct, bytes] | None = None
 
     def start(self) -> OnlineAction:
         return self.handle(Claimed(), self.now_s)
@@ -501,8 +522,8 @@ class OnlineRun:
         reached a bank, so a repeat finds it after a restart (what never reached one is
         not kept: a retry is then safe)."""
         message = self.message
-        kept = result(message, outcome)
-        payload = wire.encode_response(kept)
+        kept = self.result_of(outcome)
+        payload = wire.encode_response(kept)  # type: ignore[arg-type]
         self._kept = (kept, payload)
         return [
             OnlineResultKept(
@@ -548,14 +569,17 @@ class OnlineRun:
         )))
 
     def _on_processing(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        if isinstance(event, NotProcessed):
+            self.abandon()
+            return "answered", Reply(event.payload)
         assert isinstance(event, Processed)
         message, outcome, kept = self.message, event.outcome, self._kept
-        answer = response(message, outcome)
+        answer = self.answer_of(outcome)
         if kept is not None and kept[0] == answer:
             payload = kept[1]  # the very bytes journaled: encoded once
             self.book.finish(self.owner, message.id, payload, now_s=self.now_s)
         else:  # not journaled (nothing reached a bank, or the journal failed)
-            payload = wire.encode_response(answer)
+            payload = wire.encode_response(answer)  # type: ignore[arg-type]
             self.abandon()
         return "answered", Reply(payload, outcome)
 

@@ -28,26 +28,56 @@ import msgspec
 
 from switch.core.book import TxnRecord
 from switch.core.ledger import Answer, TransferKey
+from switch.core.model import BankBound, QrPayment
 
 LEGS: Final[dict[str, str]] = {
     "onus_sale": "pay",
+    "wallet_pay": "pay",
     "onus_void": "void",
     "onus_refund": "refund",
 }
 """The leg of each ledger product's own transfer (history's kind)."""
 REVERSAL_LEG: Final = "reversal"
+TOPUP_LEG: Final = "topup"
+"""The leg of a top-up's transfer (``bank_clearing:<bank>`` to ``wallet:<c>``)."""
+PAYMENT_LEGS: Final = frozenset((LEGS["onus_sale"], TOPUP_LEG))
+"""The legs ended as a payment's (``end_payment``: its counts, QR and order follow)."""
 """The leg of the compensating transfer of a terminal's reversal."""
 LEDGER_ROUTE: Final = "ledger"
 """``route`` of an on-us outcome (where a card's names its BIN prefix)."""
+
+
+APP_ID_SEPARATOR: Final = " "
+"""Between the app principal and its request's ``id`` in the journal's ``online_id`` of
+an app's transaction (``app:wallet pay-1``): the record is its merchant's (the QR's, or
+``topup_merchant_id``), and no merchant's own ``id`` holds a space, so none is taken
+for it. A dynamic QR's ``paying`` names its payment the same way."""
+
+
+def app_online_id(app: str, request_id: str) -> str:
+    """The journal's ``online_id`` of the app principal ``app``'s request ``request_id``."""
+    return f"{app}{APP_ID_SEPARATOR}{request_id}"
+
+
+def split_app_online_id(online_id: str | None) -> tuple[str, str] | None:
+    """(app principal, request id) of an app transaction's ``online_id``; None else."""
+    if online_id is None or not online_id.startswith("app:"):
+        return None
+    app, separator, request_id = online_id.partition(APP_ID_SEPARATOR)
+    return (app, request_id) if separator and request_id else None
 
 
 def request_key(
     *, channel: str, merchant_id: str, terminal_id: str, batch: str, stan: str,
     online_id: str | None, leg: str,
 ) -> TransferKey:  # fmt: skip
-    """The ledger key of a request (wallet.md)."""
+    """The ledger key of a request (wallet.md): the app's own principal and ``id`` for
+    an app's transaction."""
     if channel == "pos":
         return TransferKey(f"pos:{merchant_id}:{terminal_id}", batch + stan, leg)
+    app = split_app_online_id(online_id)
+    if app is not None:
+        return TransferKey(app[0], app[1], leg)
     return TransferKey(f"merchant:{merchant_id}", online_id or stan, leg)
 
 
@@ -108,6 +138,29 @@ class PayByCode(msgspec.Struct, frozen=True, kw_only=True):
     """YYYY-MM-DD: today, local calendar date."""
 
 
+class PayByQr(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``wallet_pay``'s step, one ledger transaction (wallet.md's order): the wallet
+    (14, 03); the QR as issued to its merchant (14), a dynamic one not expired (54),
+    neither paid nor being paid (94), the amount (13: a static QR's given, a dynamic
+    one's equal); then, by ``funding``, the wallet's money checks (class limit 61,
+    daily caps 61, balance 51) and its pending transfer, which holds a dynamic QR
+    ``paying`` until it is ended."""
+
+    key: TransferKey
+    app: str
+    customer_id: str
+    merchant_id: str
+    qr_id: str
+    qr_kind: str
+    qr_amount: int | None
+    amount: int
+    funding: str
+    verification: str
+    rrn: str
+    local_date: str
+    """YYYY-MM-DD: today, local calendar date."""
+
+
 class ReserveBack(msgspec.Struct, frozen=True, kw_only=True):
     """The pending transfer that undoes (all or ``amount`` of) the posted transfer
     ``original``: its credit account debited, its debit account credited. A pending
@@ -131,9 +184,11 @@ class EndTransfer(msgspec.Struct, frozen=True, kw_only=True):
     approved: bool
     payment: bool = False
     uncount: TransferKey | None = None
+    qr_id: str | None = None
+    """The dynamic QR the payment holds ``paying``: ``paid`` or ``open`` again."""
 
 
-LedgerStep = PayByCode | ReserveBack | EndTransfer
+LedgerStep = PayByCode | PayByQr | ReserveBack | EndTransfer
 
 
 class PostToLedger(msgspec.Struct, frozen=True):
@@ -154,7 +209,32 @@ class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     verification: str | None = None
     auth_code: str | None = None
+    qr_id: str | None = None
+    """The dynamic QR a ``wallet_pay``'s reserve holds ``paying``."""
+    balance_after: int | None = None
+    """What the wallet can spend once the payment is posted (``wallet_pay``)."""
 
     @property
     def ok(self) -> bool:
         return self.code == "00"
+
+
+def payment_step(
+    request: BankBound, record: TxnRecord, key: TransferKey, local_date: str
+) -> PayByCode | PayByQr:
+    """The ledger step of an on-us payment whose request is journaled: a QR paid from
+    the app (``wallet_pay``), else a payment code's sale."""
+    assert request.card is not None
+    if isinstance(request, QrPayment):
+        return PayByQr(
+            key=key, app=request.app, customer_id=request.card.pan,
+            merchant_id=record.merchant_id, qr_id=request.qr_id, qr_kind=request.qr_kind,
+            qr_amount=request.qr_amount, amount=record.amount, funding=request.funding,
+            verification=request.verification, rrn=record.rrn, local_date=local_date,
+        )  # fmt: skip
+    acceptor = request.acceptor
+    return PayByCode(
+        code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
+        key=key, merchant_id=record.merchant_id, amount=record.amount, rrn=record.rrn,
+        local_date=local_date,
+    )  # fmt: skip

@@ -70,10 +70,12 @@ Destination = Literal["bank", "ledger"]
 switch's own ledger (wallet.md: an on-us payment from a wallet, its void and refund),
 where the switch itself decides, with no bank, link or reversal queue."""
 
-Instrument = Literal["card", "paycode"]
-"""What names the customer on the wire: a card (2 or 35), or a consumer payment code
-(wallet.md: 2 = the code, 22 = ``032``). On POS a paycode product has the same MTI, 3,
-25 and 60.1 as its card twin: field 2's prefix tells them apart (``by_pos``)."""
+Instrument = Literal["card", "paycode", "wallet"]
+"""What names the customer on the wire: a card (2 or 35), a consumer payment code
+(wallet.md: 2 = the code, 22 = ``032``), or the app's ``customer_id`` (wallet.md's
+``wallet_pay``: the customer's wallet, named by the app principal; online only). On POS
+a paycode product has the same MTI, 3, 25 and 60.1 as its card twin: field 2's prefix
+tells them apart (``by_pos``)."""
 
 LEDGER_BANK: Final = "on-us"
 """The ``bank`` of a ledger product's journal record (settlement.md's ``bank`` =
@@ -123,6 +125,10 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     completed, voided, reversed or expired (``core/book.py``'s ``hold_state``), goes to
     its card's own bank (never a route's secondary), and at the cut-off that ends its
     ``expiry_days`` one still open is expired and reversed."""
+    own_bank: bool = False
+    """It goes to its card's own bank, never a route's secondary (as a hold does): a
+    top-up, whose wallet credit is booked against that bank's clearing account before
+    the sale leaves (wallet.md)."""
     sends_original_auth: bool = False
     """Towards the bank it carries its original's authorisation code in 38
     (bank-h2h.md: a pre-authorisation void, a completion)."""
@@ -192,14 +198,14 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="onus_void", pos_mti="0200", pos_code="20", pos_type="23",
             response_mti="0210", bank_mti="0200", bank_response_mti="0210",
-            original="reference", original_kinds=("onus_sale",), reserves="whole",
+            original="reference", original_kinds=("onus_sale", "wallet_pay"), reserves="whole",
             destination="ledger", instrument="paycode", counts="cancels",
             reversed_on_no_answer=False,
         ),
         Product(
             kind="onus_refund", pos_mti="0220", pos_code="20", pos_type="25",
             response_mti="0230", bank_mti="0200", bank_response_mti="0210",
-            original="reference", original_kinds=("onus_sale",), reserves="remaining",
+            original="reference", original_kinds=("onus_sale", "wallet_pay"), reserves="remaining",
             destination="ledger", instrument="paycode", counts="credit",
             reversed_on_no_answer=False,
         ),
@@ -231,6 +237,24 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="reversal", pos_mti="0400", response_mti="0410", bank_mti="0400",
             bank_response_mti="0410", original="trace", reversed_on_no_answer=False,
+        ),
+        # wallet.md's app requests that are transactions. ``wallet_pay``: a merchant's
+        # QR paid from the customer's wallet, on the ledger (the merchant voids and
+        # refunds it as it does a payment-code sale: ``onus_void``, ``onus_refund``);
+        # online only, by the app principal. ``wallet_topup``: a card sale of
+        # ``[wallet] topup_merchant_id`` to the card's bank, a card sale in every
+        # respect (the bank sees a sale: its bank identity is the sale's), seen by
+        # the risk rules as a ``topup`` (risk.md); the wallet is credited beside it
+        # (``switch.net.wallet``) only once its approval is journaled.
+        Product(
+            kind="wallet_pay", pos_code="00", online_type="wallet_pay", bank_mti="0200",
+            bank_response_mti="0210", destination="ledger", instrument="wallet",
+            counts="debit", reversed_on_no_answer=False,
+        ),
+        Product(
+            kind="wallet_topup", pos_code="00", online_type="wallet_topup", bank_mti="0200",
+            bank_code="00", bank_response_mti="0210", counts="debit", risk_kind="topup",
+            own_bank=True,
         ),
     )
 }  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 
@@ -22,11 +23,15 @@ from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
+from switch.core.onus import app_online_id
 from switch.core.products import BY_ONLINE_TYPE
+from switch.core.wallet_online import APP_TRANSACTIONS
 from switch.errors import TransactionRefused
+from switch.net.app_desk import AppDesk, DeskWork
 from switch.net.channel import Reply, log_transaction
 from switch.net.nonces import NonceGuard
 from switch.net.switchboard import Switchboard
+from switch.net.wallet import AppWork, WalletOnline
 from switch.security.errors import UnknownKeyError
 from switch.security.port import SecurityModule
 from switch.security.software import security_event
@@ -34,20 +39,31 @@ from switch.store.port import JournalError
 from switch.wire import envelope
 from switch.wire import online as wire
 
-MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status"))
+MERCHANT_TYPES = frozenset((*BY_ONLINE_TYPE, "status")) - APP_TRANSACTIONS
 """online.md's types open to a ``merchant:`` principal: every product offered online (the
-product table's), and ``status``."""
+product table's) but the app's, and ``status``."""
 
 
 class OnlineWork(msgspec.Struct, gc=False):
-    message: wire.FinancialRequest
-    request: Request
+    message: wire.FinancialRequest | wire.AppTransaction
+    request: Request | None
+    """None: an app's ``wallet_pay`` of a QR of another network (answered 40)."""
     content: bytes
     """What a repeat of its id must match (online.fingerprint_content)."""
     fingerprint: bytes
     """The keyed digest of ``content``, which is what is kept."""
     stamp: Stamp
     origin: Origin
+    app: AppWork | None = None
+    """An app principal's transaction (wallet.md): its ids are the principal's."""
+
+    @property
+    def owner(self) -> str:
+        """Whose ``id`` space the request's ``id`` is in: the merchant's, or the app
+        principal's (``app:<name>``)."""
+        if self.app is not None:
+            return self.app.principal
+        return self.message.merchant_id  # type: ignore[union-attr]
 
 
 class StatusWork(msgspec.Struct, gc=False):
@@ -64,7 +80,7 @@ class SignedWork(msgspec.Struct, gc=False):
     key_id: str
     nonce: str
     request_id: str | None
-    inner: OnlineWork | StatusWork | bytes
+    inner: OnlineWork | StatusWork | DeskWork | bytes
 
 
 class OnlineProtocol:
@@ -84,7 +100,13 @@ class OnlineProtocol:
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
+        desk: AppDesk | None = None,
+        wallet: WalletOnline | None = None,
     ) -> None:
+        self.desk = desk
+        """The types that are not payments through the lifecycle (app_desk.py)."""
+        self.wallet = wallet
+        """wallet.md's ``wallet_pay`` and ``wallet_topup`` (None: no ledger, 03)."""
         self.security = security
         self.nonces = nonces
         self.wall_clock = wall_clock
@@ -129,15 +151,20 @@ class OnlineProtocol:
 
     def _accept_body(
         self, frame: bytes, origin: Origin, principal: str
-    ) -> OnlineWork | StatusWork | bytes:
+    ) -> OnlineWork | StatusWork | DeskWork | bytes:
         received_at = origin.received_at
         try:
             message = wire.decode_request(frame)
         except wire.OnlineDecodeError as exc:
+            desk = self.desk.accept(frame, principal, origin) if self.desk is not None else None
+            if desk is not None:  # a type of the desk's (not the card types' decoder's)
+                return desk
             error = online.decode_error(exc)
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
         kind, _, owner = principal.partition(":")
+        if isinstance(message, wire.WalletPay | wire.WalletTopup):
+            return self._accept_app(message, origin, principal)
         if kind != "merchant" or type(message).__struct_config__.tag not in MERCHANT_TYPES:
             refusal = TransactionRefused("03", f"type not open to the key's principal {kind}")
             return self._refuse(message, refusal, received_at)
@@ -151,9 +178,18 @@ class OnlineProtocol:
         except TransactionRefused as exc:
             return self._refuse(message, exc, received_at)
         if isinstance(message, wire.Status):
+            if (message.original_id is None) == (message.original_rrn is None):
+                refusal = TransactionRefused(
+                    "30", "exactly one of original_id and original_rrn", field="original_id"
+                )
+                return self._refuse(message, refusal, received_at)
+            if message.original_id is None:  # an on-us payment by its RRN (wallet.md)
+                return StatusWork(message, origin)
             stored = self.idempotency.stored(message.merchant_id, message.original_id)
-            if stored is None and self.idempotency.journal_has_more:
-                return StatusWork(message, origin)  # forgotten early here: the journal has it
+            if stored is None and (self.idempotency.journal_has_more or self.wallet):
+                # Forgotten early here, or another worker's: the journal has it; or a
+                # dynamic QR's payment named by its qr_create id (wallet.md).
+                return StatusWork(message, origin)
             return self._status(message, stored)
         merchant_id, request_id = message.merchant_id, message.id
         content = online.fingerprint_content(message)
@@ -180,12 +216,44 @@ class OnlineProtocol:
             return self._refuse(message, exc, received_at)
         return OnlineWork(message, request, content, fingerprint, stamp, origin)
 
+    def _accept_app(
+        self, message: wire.AppTransaction, origin: Origin, principal: str
+    ) -> OnlineWork | bytes:
+        """An app principal's ``wallet_pay`` or ``wallet_topup`` (wallet.md), its ``id``
+        the principal's; another principal's, or no ledger: 03."""
+        received_at = origin.received_at
+        if not principal.startswith("app:") or self.wallet is None:
+            refusal = TransactionRefused("03", "type not open to the key's principal")
+            return self._refuse(message, refusal, received_at)
+        try:
+            online.check_free_text(message)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
+        content = online.fingerprint_content(message)
+        fingerprint = self.cards.digest(content)
+        try:
+            stored = self.idempotency.begin(principal, message.id, content, fingerprint)
+        except TransactionRefused as exc:
+            return self._refuse(message, exc, received_at)
+        if stored is not None:
+            return stored
+        stamp = self.clock.stamp(self.utc_offset_h)
+        try:
+            request, app = self.wallet.accept(
+                message, principal, terminal_id=self.terminal_id, stan=self._stans.next(),
+                today=stamp.local.date(),
+            )  # fmt: skip
+        except TransactionRefused as exc:
+            self.idempotency.abandon(principal, message.id)
+            return self._refuse(message, exc, received_at)
+        return OnlineWork(message, request, content, fingerprint, stamp, origin, app)
+
     def sheddable(self, work: SignedWork) -> bool:
         return isinstance(work.inner, OnlineWork)
 
     def busy(self, work: SignedWork, reason: str) -> bytes:
         """A 91 before the nonce was claimed: the client sends again with a new one."""
-        assert not isinstance(work.inner, bytes), "an immediate answer is never shed"
+        assert not isinstance(work.inner, bytes | DeskWork), "an immediate answer is never shed"
         return self._sign(work.key_id, self._busy(work.inner, reason))
 
     async def respond(self, work: SignedWork) -> Reply:
@@ -202,13 +270,16 @@ class OnlineProtocol:
             return Reply(self._unsigned(work.request_id, "A0", "nonce replayed", None))
         if isinstance(inner, bytes):
             return Reply(self._sign(work.key_id, inner))
+        if isinstance(inner, DeskWork):
+            assert self.desk is not None
+            return Reply(self._sign(work.key_id, await self.desk.respond(inner)))
         reply = await self._respond(inner)
         return Reply(self._sign(work.key_id, reply.payload), shed=reply.shed)
 
-    def _forget(self, inner: OnlineWork | StatusWork | bytes) -> None:
+    def _forget(self, inner: OnlineWork | StatusWork | DeskWork | bytes) -> None:
         """A request refused at its nonce: its id's claim is let go."""
         if isinstance(inner, OnlineWork):
-            self.idempotency.abandon(inner.message.merchant_id, inner.message.id)
+            self.idempotency.abandon(inner.owner, inner.message.id)
 
     def _sign(self, key_id: str, body: bytes) -> bytes:
         """The answer's envelope: the request's key, the switch's time, a new nonce."""
@@ -236,7 +307,7 @@ class OnlineProtocol:
     def _busy(self, work: OnlineWork | StatusWork, reason: str) -> bytes:
         message = work.message
         if isinstance(work, OnlineWork):  # never reached a bank: the id may be used again
-            self.idempotency.abandon(message.merchant_id, message.id)
+            self.idempotency.abandon(work.owner, message.id)
         outcome = Outcome(code="91", message=reason)
         if isinstance(work, OnlineWork):
             outcome = msgspec.structs.replace(
@@ -244,22 +315,33 @@ class OnlineProtocol:
             )
         if isinstance(message, wire.Status):
             return wire.encode_response(wire.Error(id=message.id, code="91", message=reason))
-        return wire.encode_response(online.result(message, outcome))
+        assert isinstance(work, OnlineWork)
+        return wire.encode_response(self._result(work, outcome))
 
     async def _respond(self, work: OnlineWork | StatusWork) -> Reply:
         if isinstance(work, StatusWork):
             status = work.message
             try:
-                entry = await self.switchboard.journal.online_result(
-                    status.merchant_id, status.original_id
-                )
+                entry = None
+                if status.original_id is not None:
+                    entry = await self.switchboard.journal.online_result(
+                        status.merchant_id, status.original_id
+                    )
+                if entry is None and self.wallet is not None:
+                    onus = await self.wallet.status_of(status)
+                    if onus is not None:
+                        return Reply(wire.encode_response(onus))
             except JournalError:
                 error = wire.Error(id=status.id, code="96", message="system malfunction")
                 return Reply(wire.encode_response(error))
             return Reply(self._status(status, entry.response if entry is not None else None))
+        app = work.app is not None
         run = online.OnlineRun(
-            self.idempotency, work.message, work.content, work.fingerprint, time.time()
-        )
+            self.idempotency, work.message, work.content, work.fingerprint, time.time(),
+            owner=work.owner,
+            result_of=partial(self._result, work),
+            answer_of=partial(self._result, work) if app else None,
+        )  # fmt: skip
         try:
             action = run.start()
             while not isinstance(action, online.Reply):
@@ -268,8 +350,9 @@ class OnlineProtocol:
             run.abandon()
             raise
         outcome = action.outcome
-        if outcome is None:  # answered from what the journal keeps
+        if outcome is None:  # answered from what the journal keeps, or refused before
             return Reply(action.payload)
+        assert work.request is not None  # it went through the switchboard
         if not outcome.shed:
             log_transaction(
                 work.request,
@@ -288,9 +371,16 @@ class OnlineProtocol:
         message = work.message
         match action:
             case online.Process():
-                return online.Processed(
-                    await self.switchboard.process(work.request, work.stamp, work.origin, run.keep)
+                before = await self._before(work)
+                if before is not None:
+                    return online.NotProcessed(before)
+                assert work.request is not None
+                outcome = await self.switchboard.process(
+                    work.request, work.stamp, work.origin, run.keep
                 )
+                if work.app is not None and self.wallet is not None:
+                    outcome = await self.wallet.after(work.app, outcome)
+                return online.Processed(outcome)
             case online.ReadKept():
                 try:
                     entry = await self.switchboard.journal.online_result(run.owner, message.id)
@@ -301,11 +391,52 @@ class OnlineProtocol:
                 return online.KeptRead(entry.fingerprint, entry.response)
             case online.WatchFirst():
                 try:
-                    first = await self.switchboard.online_first(run.owner, message.id)
+                    if work.app is not None:  # journaled under its merchant, by principal and id
+                        first = await self.switchboard.online_first(
+                            work.app.record_merchant, app_online_id(run.owner, message.id)
+                        )
+                    else:
+                        first = await self.switchboard.online_first(run.owner, message.id)
                 except JournalError:
                     first = None
                 return online.FirstSeen(first is not None and first.state != "not_sent")
         raise AssertionError(f"not an online action: {action!r}")
+
+    def _result(
+        self, work: OnlineWork, outcome: Outcome
+    ) -> wire.Result | wire.WalletPayResult | wire.WalletTopupResult:
+        message = work.message
+        if work.app is not None:
+            assert self.wallet is not None and isinstance(message, wire.AppTransaction)
+            return self.wallet.result(message, work.app, outcome)
+        return online.result(message, outcome)
+
+    async def _before(self, work: OnlineWork) -> bytes | None:
+        """An app transaction's checks ahead of the lifecycle (wallet.md's order): its
+        refusal's payload, nothing journaled or kept; None: it goes on. A merchant's
+        void or refund naming a dynamic QR's ``qr_create`` id names that QR's payment."""
+        message, wallet = work.message, self.wallet
+        if wallet is None:
+            return None
+        if work.app is not None:
+            assert isinstance(message, wire.AppTransaction)
+            try:
+                refused = await wallet.before(message, work.request, work.app, work.stamp)
+            except TransactionRefused as exc:
+                return wire.encode_response(online.refusal(message.id, exc))
+            if refused is None:
+                return None
+            self._log_error(
+                wire.Error(id=message.id, code=refused.code, message=refused.message),
+                work.origin.received_at, kind=type(message).__name__.lower(),
+                merchant=work.app.record_merchant or None,
+            )  # fmt: skip
+            return wire.encode_response(self._result(work, refused))
+        if isinstance(message, wire.Void | wire.Refund) and message.original_id is not None:
+            work.request = await wallet.paid_by_qr(work.request, message.merchant_id,
+                                                   message.original_id)  # fmt: skip
+        return None
+
 
     def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:
@@ -320,8 +451,9 @@ class OnlineProtocol:
     ) -> bytes:
         error = online.refusal(message.id, exc)
         self._log_error(
-            error, received_at, kind=type(message).__name__.lower(), merchant=message.merchant_id
-        )
+            error, received_at, kind=type(message).__name__.lower(),
+            merchant=getattr(message, "merchant_id", None),
+        )  # fmt: skip
         return wire.encode_response(error)
 
     def _log_error(

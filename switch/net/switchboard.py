@@ -83,7 +83,7 @@ from switch.core.model import (
     SignOn,
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
-from switch.core.onus import LedgerAnswered, PostToLedger, parse_pos_key
+from switch.core.onus import LedgerAnswered, PostToLedger, app_online_id, parse_pos_key
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
@@ -593,11 +593,15 @@ class Switchboard:
 
     # -- start-up ------------------------------------------------------------------
 
-    async def _ledger_record(self, key: TransferKey) -> TxnRecord | None:
-        """The journal's record of the request a ledger transfer key names."""
+    async def _ledger_record(self, key: TransferKey, merchant_id: str = "") -> TxnRecord | None:
+        """The journal's record of the request a ledger transfer key names (an app's
+        transaction is its merchant's record, ``merchant_id``: the transfer's)."""
         trace = parse_pos_key(key)
         if trace is not None:
             return await self.journal.transaction_by_trace(*trace)
+        if key.principal.startswith("app:"):
+            online_id = app_online_id(key.principal, key.id)
+            return await self.journal.transaction_by_online_id(merchant_id, online_id)
         _, _, merchant_id = key.principal.partition(":")
         return await self.journal.transaction_by_online_id(merchant_id, key.id)
 

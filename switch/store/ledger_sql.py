@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 
 from switch.store.credit_sql import credit_migrations
+from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 
 ACCOUNT_COLUMNS: Final = (
@@ -162,6 +163,20 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     CREATE INDEX paycode_probe_by_terminal ON paycode_probe (terminal, at);
     """,
         *credit_migrations(d),  # credit.md's accounts and statements (credit_sql.py)
+        *desk_migrations(d),  # the app desk's kept results (desk_sql.py)
+        f"""
+    CREATE TABLE qr_payment (               -- wallet_pay's payments of a QR (qr_status)
+        principal {t} NOT NULL,
+        request_id {t} NOT NULL,
+        qr_id {t} NOT NULL,
+        rrn {t} NOT NULL,
+        amount {i} NOT NULL,
+        at {r} NOT NULL,
+        state {t} NOT NULL CHECK (state IN ('pending', 'approved', 'declined')),
+        PRIMARY KEY (principal, request_id)
+    );
+    CREATE INDEX qr_payment_by_qr ON qr_payment (qr_id, at);
+    """,
     )
 
 
@@ -205,6 +220,12 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     read_qr: str
     qr_by_online_id: str
     set_qr_state: str
+    qr_by_paying: str
+    insert_qr_payment: str
+    end_qr_payment: str
+    qr_payments: str
+    set_transfer_rrn: str
+    set_order_rrn: str
     # payment codes
     insert_paycode: str
     open_paycodes: str
@@ -368,6 +389,27 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
         ),
         qr_by_online_id=sql("SELECT qr_id FROM qr_code WHERE merchant_id = ? AND online_id = ?"),
         set_qr_state=sql("UPDATE qr_code SET state = ?, paying = ? WHERE qr_id = ? AND state = ?"),
+        qr_by_paying=sql("SELECT qr_id FROM qr_code WHERE paying = ? AND state = 'paying'"),
+        insert_qr_payment=sql(
+            "INSERT INTO qr_payment (principal, request_id, qr_id, rrn, amount, at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending') ON CONFLICT (principal, request_id) DO NOTHING"
+        ),
+        end_qr_payment=sql(
+            "UPDATE qr_payment SET state = ? WHERE principal = ? AND request_id = ? "
+            "AND state = 'pending'"
+        ),
+        qr_payments=sql(
+            "SELECT rrn, amount, at FROM qr_payment WHERE qr_id = ? AND state = 'approved' "
+            "ORDER BY at DESC LIMIT ?"
+        ),
+        set_transfer_rrn=sql(
+            "UPDATE ledger_transfer SET rrn = ? WHERE principal = ? AND request_id = ? "
+            "AND leg = ? AND state = 'pending'"
+        ),
+        set_order_rrn=sql(
+            "UPDATE wallet_order SET rrn = ? WHERE principal = ? AND request_id = ? "
+            "AND state = 'pending'"
+        ),
         insert_paycode=sql(
             "INSERT INTO paycode (code, customer_id, funding, verification, issued_at, "
             "expires_at, state) VALUES (?, ?, ?, ?, ?, ?, 'open') ON CONFLICT (code) DO NOTHING"

@@ -59,6 +59,7 @@ from switch.core.wallet import (
     year_of,
 )
 from switch.store.credit_store import CreditSteps
+from switch.store.desk_results import DeskResultSteps
 from switch.store.ledger_port import (
     AccountView,
     Fault,
@@ -118,7 +119,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(CreditSteps, ABC):
+class LedgerStoreBase(CreditSteps, DeskResultSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]
@@ -487,6 +488,11 @@ class LedgerStoreBase(CreditSteps, ABC):
                 paying = f"{key.principal} {key.id}"
                 if self._change(self.sql.set_qr_state, ("paying", paying, qr.qr_id, "open")) != 1:
                     raise Refused(Refusal("94", "QR paid or being paid"))
+            if qr is not None:  # the QR's payments, for qr_status
+                self._execute(
+                    self.sql.insert_qr_payment,
+                    (key.principal, key.id, qr.qr_id, spec.rrn, ask.amount, at),
+                )
             if withdraw_to is not None and order is not None:
                 rrn, business_date = order
                 self._execute(
@@ -519,6 +525,8 @@ class LedgerStoreBase(CreditSteps, ABC):
                 raise Refused(Refusal("94", "QR paid or being paid"))
             if ask.amount != row["amount"]:
                 raise Refused(Refusal("13", "amount other than the QR's"))
+        elif ask.amount < 1:
+            raise Refused(Refusal("13", "a static QR needs an amount"))
 
     def end_payment(
         self, key: TransferKey, approved: bool, at: float, *, qr_id: str | None = None
@@ -536,6 +544,11 @@ class LedgerStoreBase(CreditSteps, ABC):
                     state = "paid" if approved else "open"
                     paying = f"{key.principal} {key.id}" if approved else None
                     self._execute(self.sql.set_qr_state, (state, paying, qr_id, "paying"))
+                if key.principal.startswith("app:"):  # an app's QR payment (wallet_pay)
+                    self._execute(
+                        self.sql.end_qr_payment,
+                        ("approved" if approved else "declined", key.principal, key.id),
+                    )
                 self._execute(
                     self.sql.end_order,
                     ("approved" if approved else "declined", at, key.principal, key.id),
@@ -563,6 +576,35 @@ class LedgerStoreBase(CreditSteps, ABC):
             return plan
 
         return self._step("reserve_topup", body)
+
+    def end_topup(self, key: TransferKey, approved: bool, rrn: str, at: float) -> Plan:
+        """A top-up's sale answered: its transfer and order take the sale's RRN, then
+        it is posted (the approval journaled: the wallet credited) or voided."""
+
+        def body() -> Plan:
+            if rrn:
+                self._execute(self.sql.set_transfer_rrn, (rrn, key.principal, key.id, key.leg))
+                self._execute(self.sql.set_order_rrn, (rrn, key.principal, key.id))
+            plan = self._move("post" if approved else "void", key, at)
+            if plan.changes:
+                self._execute(
+                    self.sql.end_order,
+                    ("approved" if approved else "declined", at, key.principal, key.id),
+                )
+            return plan
+
+        return self._step("end_topup", body)
+
+    def qr_payments(self, qr_id: str, limit: int) -> list[tuple[str, int, float]]:
+        """The QR's approved ``wallet_pay`` payments, newest first: (RRN, amount, when)."""
+        rows = self._read(lambda: self._execute(self.sql.qr_payments, (qr_id, limit)))
+        return [(str(row["rrn"]), int(row["amount"]), float(row["at"])) for row in rows]
+
+    def qr_paying(self, key: TransferKey) -> str | None:
+        """The dynamic QR the payment ``key`` holds ``paying`` (start-up recovery)."""
+        paying = f"{key.principal} {key.id}"
+        row = self._read(lambda: self._first(self.sql.qr_by_paying, (paying,)))
+        return None if row is None else str(row["qr_id"])
 
     def bind_account(
         self, customer_id: str, app: str, account: BoundAccount, at: float
@@ -646,6 +688,18 @@ class LedgerStoreBase(CreditSteps, ABC):
             )  # fmt: skip
 
         self._step("create_qr", body)
+
+    def qr_by_online_id(self, merchant_id: str, online_id: str) -> QrRecord | None:
+        """The merchant's QR made by its ``qr_create`` of ``online_id``."""
+
+        def body() -> QrRecord | None:
+            found = self._first(self.sql.qr_by_online_id, (merchant_id, online_id))
+            if found is None:
+                return None
+            row = self._first(self.sql.read_qr, (found["qr_id"],))
+            return None if row is None else _qr(row)
+
+        return self._read(body)
 
     def qr(self, qr_id: str) -> QrRecord | None:
         row = self._read(lambda: self._first(self.sql.read_qr, (qr_id,)))

@@ -8,7 +8,7 @@ currency, expiry) are checked once in :mod:`switch.core.validate`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -89,7 +89,9 @@ class Refund(_Request, frozen=True, kw_only=True, tag="refund"):
 
 
 class Status(_Request, frozen=True, kw_only=True, tag="status"):
-    original_id: RequestId
+    original_id: RequestId | None = None
+    original_rrn: Rrn | None = None
+    """wallet.md: an on-us payment by its RRN, instead of ``original_id``."""
 
 
 class Preauth(Purchase, frozen=True, kw_only=True, tag="preauth"):
@@ -104,7 +106,54 @@ class PreauthVoid(Void, frozen=True, kw_only=True, tag="preauth_void"):
     """A pre-authorisation void of ``original_id``."""
 
 
-OnlineRequest = Purchase | Balance | Void | Refund | Status | Preauth | Completion | PreauthVoid
+CustomerId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,32}\Z")]
+"""wallet.md's ``customer_id``: 1..32 of ``[A-Za-z0-9._:-]``."""
+QrText = Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+class _AppRequest(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    kw_only=True,
+    omit_defaults=True,
+):
+    """A request of the ``app:<name>`` principal (wallet.md): no ``merchant_id``; its
+    ``id`` is unique per app principal."""
+
+    id: RequestId
+    customer_id: CustomerId
+    order_id: OrderId | None = None
+    memo: Memo | None = None
+    device_id: DeviceId | None = None
+
+
+class WalletPay(_AppRequest, frozen=True, kw_only=True, tag="wallet_pay"):
+    """Pays the merchant of a QR from the customer's wallet (or credit line)."""
+
+    qr: QrText
+    funding: Literal["wallet", "credit"]
+    verification: Literal["A", "B", "C"]
+    amount: int | None = None
+    instalments: int | None = None
+    """credit.md's, for ``funding`` = ``credit``."""
+
+
+class WalletTopup(_AppRequest, frozen=True, kw_only=True, tag="wallet_topup"):
+    """A sale on the customer's debit card, credited to the wallet if approved."""
+
+    amount: int
+    card: Card
+
+
+AppTransaction = WalletPay | WalletTopup
+"""The app's requests that are transactions (journaled, with an RRN)."""
+
+OnlineRequest = (
+    Purchase | Balance | Void | Refund | Status | Preauth | Completion | PreauthVoid
+    | WalletPay | WalletTopup
+)  # fmt: skip
 FinancialRequest = Purchase | Balance | Void | Refund | Preauth | Completion | PreauthVoid
 """The requests that go to a bank (all but ``status``)."""
 
@@ -126,6 +175,49 @@ class Result(msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_d
     memo: str | None = None
     funding: str | None = None
     """On-us results (wallet.md): ``wallet`` or ``credit``."""
+
+
+class WalletPayResult(
+    msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True
+):
+    """``wallet_pay``'s result, its fields in wallet.md's sample order (not in the
+    ``OnlineResponse`` union, whose ``result`` is :class:`Result`: a client reads it
+    as a ``Result`` or as a map)."""
+
+    id: str
+    code: str
+    approved: bool
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
+    settlement_date: str | None = None
+    amount: int | None = None
+    merchant_id: str | None = None
+    merchant_name: str | None = None
+    qr_id: str | None = None
+    funding: str | None = None
+    balance_after: int | None = None
+    message: str = ""
+    order_id: str | None = None
+    memo: str | None = None
+
+
+class WalletTopupResult(
+    msgspec.Struct, frozen=True, tag_field="type", tag="result", omit_defaults=True
+):
+    """``wallet_topup``'s result (wallet.md)."""
+
+    id: str
+    code: str
+    approved: bool
+    rrn: str | None
+    auth_code: str | None
+    """Nil when not approved (as online.md's ``result``; a client may read it as one)."""
+    settlement_date: str | None = None
+    balance_after: int | None = None
+    message: str = ""
+    order_id: str | None = None
+    memo: str | None = None
 
 
 class Error(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
@@ -193,7 +285,11 @@ probe_id = _probe_id
 """The request's ``id`` if the payload is a map holding a well-formed one."""
 
 
-def encode_response(response: OnlineResponse) -> bytes:
+def encode_response(response: OnlineResponse | WalletPayResult | WalletTopupResult) -> bytes:
+    if isinstance(response, WalletPayResult | WalletTopupResult):
+        # As a plain map: msgspec writes a Struct that omits defaults with a 16-bit map
+        # header; wallet.md's sample has the shortest (a fixmap of its 14 keys).
+        return _response_encoder.encode(msgspec.to_builtins(response))
     return _response_encoder.encode(response)
 
 

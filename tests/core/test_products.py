@@ -93,7 +93,10 @@ def _resolved(request: BankBound) -> BankBound:
 
 def test_every_wire_identity_names_one_product() -> None:
     with_pos = [row for row in PRODUCTS.values() if row.pos_mti is not None]
-    assert len(products.BY_POS) + len(products.BY_POS_PAYCODE) == len(with_pos) == len(PRODUCTS)
+    assert len(products.BY_POS) + len(products.BY_POS_PAYCODE) == len(with_pos)
+    # Online only (wallet.md): the app's wallet_pay (on the ledger) and wallet_topup.
+    online_only = {row.kind for row in PRODUCTS.values() if row.pos_mti is None}
+    assert online_only == {"wallet_pay", "wallet_topup"}
     # A payment code's products share their card twins' POS identities (field 2 tells
     # them apart), and go to no bank.
     for kind in ("onus_sale", "onus_void", "onus_refund"):
@@ -102,7 +105,7 @@ def test_every_wire_identity_names_one_product() -> None:
         assert products.by_pos(row.pos_mti or "", row.pos_code or "", None, "paycode") is row
         twin = products.by_pos(row.pos_mti or "", row.pos_code or "", None)
         assert twin is not None and twin.pos_type == row.pos_type and twin.destination == "bank"
-    assert len(products.BY_ONLINE_TYPE) == 7
+    assert len(products.BY_ONLINE_TYPE) == 9
     assert set(ONLINE) <= products.BY_ONLINE_TYPE.keys()
     # the reversal is its original's code; a completion void is a void to the bank
     assert len(products.BY_BANK) == 7
@@ -202,12 +205,14 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
         "cancels": frozenset(products.kinds(counts="cancels")),
         "settled": frozenset(products.kinds(settled=True)),
     }
-    # On-us payments settle as card sales of their merchant (wallet.md).
+    # On-us payments settle as card sales of their merchant, top-ups as card sales of
+    # the top-up merchant (wallet.md).
     assert lists == {
-        "debit": {"sale", "completion", "onus_sale"}, "credit": {"refund", "onus_refund"},
+        "debit": {"sale", "completion", "onus_sale", "wallet_pay", "wallet_topup"},
+        "credit": {"refund", "onus_refund"},
         "cancels": {"void", "completion_void", "onus_void"},
         "settled": {"sale", "void", "refund", "completion", "completion_void", "onus_sale",
-                    "onus_void", "onus_refund"},
+                    "onus_void", "onus_refund", "wallet_pay", "wallet_topup"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
     # ... and the settlement's own name for a bank's record it never sent.
@@ -280,7 +285,7 @@ def test_an_unknown_kind_is_an_error() -> None:
 def test_the_preauth_rows_are_the_tables() -> None:
     for row in PREAUTH_ROWS:
         assert PRODUCTS[row.kind] == row
-    assert len(products.compile_online(PRODUCTS.values())) == 7
+    assert len(products.compile_online(PRODUCTS.values())) == 9
     # A completion and a sale share 0200 and 3 = 00xxxx: 25 tells them apart.
     assert products.by_pos("0200", "00", "06").kind == "completion"  # type: ignore[union-attr]
     assert products.by_pos("0200", "00", "00").kind == "sale"  # type: ignore[union-attr]
@@ -293,8 +298,10 @@ def test_the_preauth_rows_are_the_tables() -> None:
     assert products.by_bank("0100", "020000", "06").kind == "preauth_void"
     # Settlement: a completion is paid like a sale, its void cancels it; a
     # pre-authorisation and its void are never paid.
-    assert products.kinds_sql(counts="debit") == "'sale', 'onus_sale', 'completion'"
+    assert products.kinds_sql(counts="debit") == (
+        "'sale', 'onus_sale', 'completion', 'wallet_pay', 'wallet_topup'"
+    )
     assert products.kinds(settled=True) == ("sale", "void", "refund", "onus_sale", "onus_void",
-                                            "onus_refund", "completion",
-                                            "completion_void")  # fmt: skip
+                                            "onus_refund", "completion", "completion_void",
+                                            "wallet_pay", "wallet_topup")  # fmt: skip
     assert products.kinds(counts="cancels") == ("void", "onus_void", "completion_void")
