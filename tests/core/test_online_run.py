@@ -17,6 +17,7 @@ from switch.core.online import (
     FirstSeen,
     IdempotencyBook,
     KeptRead,
+    NotProcessed,
     OnlineRun,
     Process,
     Processed,
@@ -185,3 +186,34 @@ def test_an_event_a_phase_does_not_expect_is_our_bug(before: list[Any], event: A
     with pytest.raises(LocalProtocolError):
         run.handle(event, NOW_S)
     assert run.phase == phase
+
+
+def test_a_refusal_before_the_lifecycle_answers_and_lets_the_id_go() -> None:
+    """An app's own checks ahead of the lifecycle (wallet.md) refuse it: that payload
+    answers, nothing is kept, the id may be used again."""
+    idempotency = book()
+    run = claimed(idempotency)
+    run.start()
+    refused = wire.encode_response(wire.Error(id=PURCHASE.id, code="51", message="no funds"))
+    reply = run.handle(NotProcessed(refused), NOW_S)
+    assert reply == Reply(refused) and run.phase == "answered"
+    assert idempotency.stored(MERCHANT, PURCHASE.id) is None
+    assert idempotency.begin(MERCHANT, PURCHASE.id, CONTENT, DIGEST) is None
+
+
+def test_an_owner_and_a_result_of_its_own_key_and_shape_what_is_kept() -> None:
+    """An app principal's id is the principal's; its result is the channel's shape."""
+    idempotency = book()
+    assert idempotency.begin("app:wallet", PURCHASE.id, CONTENT, DIGEST) is None
+    own = wire.Error(id=PURCHASE.id, code="00", message="paid")
+    run = OnlineRun(
+        idempotency, PURCHASE, CONTENT, DIGEST, NOW_S, owner="app:wallet",
+        result_of=lambda outcome: own, answer_of=lambda outcome: own,
+    )  # fmt: skip
+    run.start()
+    [kept] = run.keep(APPROVED)
+    assert isinstance(kept, OnlineResultKept) and kept.merchant_id == "app:wallet"
+    reply = run.handle(Processed(APPROVED), NOW_S)
+    assert isinstance(reply, Reply) and reply.payload is kept.response
+    assert idempotency.stored("app:wallet", PURCHASE.id) is kept.response
+    assert idempotency.stored(MERCHANT, PURCHASE.id) is None
