@@ -1,13 +1,32 @@
 """A transaction's life as explicit state machines: events in, actions out.
 
 Plain Python, no I/O (h11's design): :class:`BankTransaction` (a sale, balance inquiry,
-void or refund on its way to a bank) and :class:`TerminalReversal` (a terminal's 0400)
-each hold their phase and, for every event the trio layer feeds them, say what to do
-next: look an original up in the journal, wait for a slot, journal these changes, send
-this to the bank, queue a reversal, answer. ``switch.net.switchboard`` only carries the
-actions out and reports what happened as the next event. The tables ``TRANSITIONS``
-and ``REVERSAL_TRANSITIONS`` are the whole lifecycle; an event a phase does not expect
-is our own bug (LocalProtocolError).
+void or refund on its way to a bank, or a product on the switch's ledger) and
+:class:`TerminalReversal` (a terminal's 0400) each hold their phase and, for every event
+the trio layer feeds them, say what to do next: look an original up in the journal,
+wait for a slot, journal these changes, send this to the bank (``SendToBank``) or post
+this to the ledger (``PostToLedger``), queue a reversal, answer.
+``switch.net.switchboard`` only carries the actions out and reports what happened as
+the next event.
+
+The tables decide. ``TRANSITIONS`` (``REVERSAL_TRANSITIONS``) maps (phase, event type)
+to the phase the event leads to, or to the phases it may lead to; ``HANDLERS``
+(``REVERSAL_HANDLERS``) maps each phase to its handler, which, where the row names more
+than one phase, is the guard that chooses by what the event says, and which appends the
+step's actions. One driver, ``_step``, looks the row up, calls the handler, checks its
+choice against the row and assigns the phase: no phase is assigned anywhere else.
+``start()`` feeds the event ``Start``. An event a phase does not expect, or a handler's
+choice its row does not allow, is our own bug (LocalProtocolError). A new product is a
+row of ``switch.core.products``; it needs a phase only if it waits on something no
+product waited on before (then: a phase, its rows, its handler).
+
+What the machine needs of the trio layer it is given, never asks for: a journal read
+(``LoadOriginal``) or a slot is an action whose result is the next event, and the
+circuits open at admission ride on ``Admitted`` (``open_circuits``: a route with a
+secondary bank is chosen by ``BinTable.choose``, in the core). The transaction book,
+the in-memory window of recent transactions, is itself sans-IO and is read and updated
+in place, synchronously, so that two requests handed over together see each other's
+reservations at once; what reaches the journal leaves as ``Journal`` changes.
 
 A bank-bound transaction::
 
@@ -131,8 +150,10 @@ class Cards(Protocol):
 
 
 Router = Callable[..., tuple[str, str]]
-"""Card number (and ``secondary=False``: never a route's secondary bank) -> (route as
-logged, bank); raises TransactionRefused (92) without one."""
+"""Card number (and ``secondary=False``: never a route's secondary bank;
+``open_circuits``: the banks ``Admitted`` says are open) -> (route as logged, bank);
+raises TransactionRefused (92) without one. ``BinTable.choose``: a decision of the
+core, on what the trio layer supplies."""
 Finalizer = Callable[[Outcome], Sequence[Change]]
 """Changes a channel wants committed with an outcome that reached a bank (online
 results, kept for repeats of the same id)."""
@@ -158,7 +179,9 @@ class FirstFinished(msgspec.Struct, frozen=True):
 
 
 class Admitted(msgspec.Struct, frozen=True):
-    pass
+    open_circuits: frozenset[str] = frozenset()
+    """The banks whose circuit the trio layer found open at admission: the input a route
+    with a secondary bank is chosen by (``BinTable.choose``)."""
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -252,6 +275,13 @@ class Stopped(msgspec.Struct, frozen=True):
     """The switch is stopping and cancelled the wait for the bank's answer."""
 
 
+class Start(msgspec.Struct, frozen=True):
+    """The channel handed the request over: what ``start()`` feeds the machine."""
+
+
+START: Final = Start()
+
+
 Event = (
     OriginalLoaded | FirstFinished | Admitted | Refused | LinkGranted | Journaled
     | JournalFailed | FirstElsewhere | BankAnswered | BankTimedOut | LinkLost | NotSent
@@ -299,9 +329,10 @@ class Journal(msgspec.Struct, frozen=True):
     """None: as the journal's durability says; True: on disk whatever it says."""
 
 
-class Exchange(msgspec.Struct, frozen=True):
+class SendToBank(msgspec.Struct, frozen=True):
     """Send on the granted link and wait for the answer within the issuer timeout:
-    BankAnswered, BankTimedOut, LinkLost, NotSent or Stopped."""
+    BankAnswered, BankTimedOut, LinkLost, NotSent or Stopped. (A bank is one destination;
+    the ledger's twin of this action is ``PostToLedger``.)"""
 
     mti: str
     fields: dict[int, str | bytes]
@@ -309,6 +340,10 @@ class Exchange(msgspec.Struct, frozen=True):
     """The message as ``LinkGranted.encode`` made it (None: the link encodes it)."""
     pin: PinToSend | None = None
     """Its PIN, translated again by the link if its ZPK changed before it is sent."""
+
+
+Exchange = SendToBank
+"""The former name of :class:`SendToBank`."""
 
 
 class ReleaseLink(msgspec.Struct, frozen=True):
@@ -339,10 +374,12 @@ class Answer(msgspec.Struct, frozen=True):
 
 
 Action = (
-    LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | Exchange | ReleaseLink
+    LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | SendToBank | ReleaseLink
     | NudgeReversals | ReverseUnjournaled | Answer | PostToLedger
 )  # fmt: skip
-WAITS: Final = (LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, Exchange, PostToLedger)
+WAITS: Final = (
+    LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, SendToBank, PostToLedger
+)  # fmt: skip
 """Actions whose result is the next event; every step ends with one, or with Answer."""
 
 
@@ -366,6 +403,7 @@ Phase = Literal[
 ]
 
 TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
+    ("received", Start): ("waiting_for_first", "loading_original", "admitting", "answered"),
     ("waiting_for_first", FirstFinished): "answered",
     ("loading_original", OriginalLoaded): ("admitting", "answered"),
     ("loading_original", Refused): "answered",
@@ -476,7 +514,7 @@ class BankTransaction:
         self.original: TxnRecord | None = None
         self.first: TxnRecord | None = None
         self._resolved: BankBound = request
-        self._exchange: Exchange | None = None
+        self._exchange: SendToBank | None = None
         self._state: State = "not_sent"
         self._outcome: Outcome | None = None
         self._reversal_queued = False
@@ -501,40 +539,42 @@ class BankTransaction:
     def start(self) -> list[Action]:
         if self.phase != "received":
             raise LocalProtocolError("a transaction starts once")
-        step = _Step()
-        try:
-            self._look_past_repeats(step)
-        except TransactionRefused as exc:
-            self._answer(step, self._refusal(exc))
-        return step.actions
+        return self._step(START, self.now)
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """The actions that follow ``event`` (at ``now``, the wall clock's seconds)."""
-        moves = TRANSITIONS.get((self.phase, type(event)))
+        return self._step(event, now)
+
+    def _step(self, event: Event | Start, now: float) -> list[Action]:
+        """The one driver: the table says where ``event`` may lead from this phase, the
+        phase's handler says which of those (its guard) and what to do, and the phase
+        is assigned here and nowhere else. A refusal on the way answers at once."""
+        phase = self.phase
+        moves = TRANSITIONS.get((phase, type(event)))
         if moves is None:
-            raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase}")
         self.now = now
         step = _Step()
-        handler = getattr(self, f"_on_{self.phase}")
         try:
-            handler(event, step)
+            to = HANDLERS[phase](self, event, step)
         except TransactionRefused as exc:
-            self._answer(step, self._refusal(exc))
-        allowed = moves if isinstance(moves, tuple) else (moves,)
-        assert self.phase in allowed, f"{type(event).__name__}: moved to {self.phase}"
+            to = self._answer(step, self._refusal(exc))
+        if to != moves and (type(moves) is not tuple or to not in moves):
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase} led to {to}")
+        self.phase = to
         return step.actions
 
     # -- before admission: repeats and originals (reads only) ---------------------------
 
-    def _look_past_repeats(self, step: _Step) -> None:
-        if self._answer_repeat(step):
-            return
+    def _on_received(self, event: Event | Start, step: _Step) -> Phase:
+        return self._answer_repeat(step) or self._load_or_admit(step)
+
+    def _load_or_admit(self, step: _Step) -> Phase:
         load = self._original_to_load()
         if load is not None:
-            self.phase = "loading_original"
             step.actions.append(load)
-            return
-        self._admit(step)
+            return "loading_original"
+        return self._admit(step)
 
     def _check(self) -> None:
         """The rules that need nothing but the book, checked before a slot is taken so
@@ -597,79 +637,73 @@ class BankTransaction:
             return True
         return False
 
-    def _on_waiting_for_first(self, event: Event, step: _Step) -> None:
+    def _on_waiting_for_first(self, event: Event | Start, step: _Step) -> Phase:
         assert self.first is not None and isinstance(event, FirstFinished)
         if event.record is not None:
             self.first = self.book.take_fresh(event.record)
-        self._answer(step, self._first_answer(self.first))
+        return self._answer(step, self._first_answer(self.first))
 
-    def _on_loading_original(self, event: Event, step: _Step) -> None:
-        if not self._loaded(event, step):
-            return
-        assert isinstance(event, OriginalLoaded)
+    def _on_loading_original(self, event: Event | Start, step: _Step) -> Phase:
+        if not isinstance(event, OriginalLoaded):
+            return self._not_loaded(event, step)
         if event.record is not None:
             self.book.take_fresh(event.record)  # kept if the book's copy is the newer
         for other in event.others:
             self.book.take_fresh(other)
-        self._admit(step)
+        return self._admit(step)
 
-    def _loaded(self, event: Event, step: _Step) -> bool:
-        """Whether a read from the journal came back (else it is answered)."""
+    def _not_loaded(self, event: Event | Start, step: _Step) -> Phase:
+        """A read from the journal that did not come back: answered."""
         if isinstance(event, Refused):
-            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
-            return False
-        if isinstance(event, JournalFailed):
-            self._answer(step, self._journal_failure(event))
-            return False
-        return True
+            return self._answer(step, Outcome(code="91", message=event.reason, shed=True))
+        assert isinstance(event, JournalFailed)
+        return self._answer(step, self._journal_failure(event))
 
-    def _admit(self, step: _Step) -> None:
+    def _admit(self, step: _Step) -> Phase:
         self._check()
-        self.phase = "admitting"
         step.actions.append(Admit())
+        return "admitting"
 
-    def _on_admitting(self, event: Event, step: _Step) -> None:
+    def _on_admitting(self, event: Event | Start, step: _Step) -> Phase:
         if isinstance(event, Refused):
-            self._answer(step, Outcome(code="91", message=event.reason, shed=True))
-            return
+            return self._answer(step, Outcome(code="91", message=event.reason, shed=True))
         # Looked at again now that it holds a slot: a first may have arrived meanwhile.
-        if self._answer_repeat(step):
-            return
+        repeat = self._answer_repeat(step)
+        if repeat is not None:
+            return repeat
         try:
             self.rrn = self.allocate_rrn(self.stamp)
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
-        self._resolve()
+        assert isinstance(event, Admitted)
+        self._resolve(event.open_circuits)
         if self.on_ledger:
             self._assess(step)  # the rules' request; the ledger names its customer
-            self._to_ledger(step)
-            return
+            return self._to_ledger(step)
         if self._in_switch is not None:
-            self._void_in_switch(step, self._in_switch)
-            return
-        if self._assess(step):
-            return
-        self.phase = "waiting_for_link"
+            return self._void_in_switch(step, self._in_switch)
+        declined = self._assess(step)
+        if declined is not None:
+            return declined
         assert self.bank is not None
         step.actions.append(AcquireLink(self.bank))
+        return "waiting_for_link"
 
-    def _answer_repeat(self, step: _Step) -> bool:
+    def _answer_repeat(self, step: _Step) -> Phase | None:
         """A POS request that repeats one the bank has seen (same terminal, merchant,
         batch, STAN, date and MTI) gets the first's answer; the bank sees it once. One
-        asking something else under that identity is refused 94."""
+        asking something else under that identity is refused 94. None: no repeat."""
         first = self._repeated()
         if first is None:
-            return False
+            return None
         self.first = first
         if self.in_flight(first.rrn):
-            self.phase = "waiting_for_first"
             step.actions.append(AwaitFirst(first.rrn))
-        elif first.state == "sending":  # at another worker's bank, or its in doubt
-            self.phase = "waiting_for_first"
+            return "waiting_for_first"
+        if first.state == "sending":  # at another worker's bank, or its in doubt
             step.actions.append(AwaitFirst(first.rrn, elsewhere=True))
-        else:
-            self._answer(step, self._first_answer(first))
-        return True
+            return "waiting_for_first"
+        return self._answer(step, self._first_answer(first))
 
     def _repeat_key(self) -> RequestKey | None:
         """A POS request's identity, which a repeat shares (None: not a POS request)."""
@@ -736,7 +770,7 @@ class BankTransaction:
 
     # -- admitted: the rules, the record -------------------------------------------------
 
-    def _resolve(self) -> None:
+    def _resolve(self, open_circuits: frozenset[str]) -> None:
         """Routes the request (to its card's bank, or its original's), applies the rules
         on originals and reserves what it voids or refunds, and makes its record."""
         request, product = self.request, self.product
@@ -747,8 +781,12 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                own = product.holds or product.own_bank
-                route = self.route(pan, secondary=False) if own else self.route(pan)
+                if product.holds or product.own_bank:
+                    route = self.route(pan, secondary=False)
+                elif open_circuits:  # a secondary bank is chosen only with one open
+                    route = self.route(pan, open_circuits=open_circuits)
+                else:
+                    route = self.route(pan)
                 self.route_name, self.bank = route
             amount = request.amount
         else:
@@ -786,45 +824,43 @@ class BankTransaction:
             self.record.hold_until, self.record.hold_max_pct = until, max_pct
         self.book.add(self.record)
 
-    def _assess(self, step: _Step) -> bool:
+    def _assess(self, step: _Step) -> Phase | None:
         """The risk rules (risk.md), once routed and any original found, before a bank:
         whether a rule declined it (then its row is journaled, declined with the rule's
         code and id, and nothing goes to a bank)."""
         risk, kind, record = self.risk, self.product.risk_kind, self.record
         if risk is None or kind is None or record is None or not risk.rules.rules:
-            return False
+            return None
         request = self._resolved
         assert request.card is not None
         completion = self.product.original == "authorisation"  # blocklists only
         if self.on_ledger:  # evaluated on the ledger once its code names the customer
             self._onus_risk = risk.onus_request_of(request, kind, self.mcc, completion=completion)
-            return False
+            return None
         verdict = self.verdict = risk.evaluate(
             risk.request_of(request, request.card.pan, kind, self.mcc, completion=completion),
             self.received,
             record,
         )
         if not verdict.declined:
-            return False
+            return None
         assert verdict.code is not None
         self.book.settle(record, state="declined", code=verdict.code)
-        self.phase = "journaling_decline"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
-        return True
+        return "journaling_decline"
 
-    def _on_journaling_decline(self, event: Event, step: _Step) -> None:
+    def _on_journaling_decline(self, event: Event | Start, step: _Step) -> Phase:
         verdict = self.verdict
         assert verdict is not None and verdict.code is not None
         if isinstance(event, FirstElsewhere):
-            self._first_elsewhere(step)
-            return
+            return self._first_elsewhere(step)
         outcome = Outcome(
             code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
             rrn=self.rrn, bank=self.bank, route=self.route_name,
         )  # fmt: skip
         if isinstance(event, JournalFailed):  # declined all the same: nothing was sent
             outcome = msgspec.structs.replace(outcome, detail=f"not journaled: {event.error}")
-        self._answer(step, outcome)
+        return self._answer(step, outcome)
 
     def _make_record(self, pan: str, amount: int) -> TxnRecord:
         request = self._resolved
@@ -858,17 +894,16 @@ class BankTransaction:
 
     # -- the bank path ---------------------------------------------------------------
 
-    def _on_waiting_for_link(self, event: Event, step: _Step) -> None:
+    def _on_waiting_for_link(self, event: Event | Start, step: _Step) -> Phase:
         record = self.record
         assert record is not None
         if isinstance(event, Refused):
-            if event.unavailable is not None and self._stand_in_unsent(
-                step, event.unavailable, event.reason
-            ):
-                return
+            if event.unavailable is not None:
+                stood = self._stand_in_unsent(step, event.unavailable, event.reason)
+                if stood is not None:
+                    return stood
             self._settle_in_memory("not_sent", "91")
-            self._answer(step, Outcome(code="91", message=event.reason, rrn=self.rrn))
-            return
+            return self._answer(step, Outcome(code="91", message=event.reason, rrn=self.rrn))
         assert isinstance(event, LinkGranted)
         mti, fields = bankmsg.bank_request(
             self._resolved,
@@ -899,10 +934,10 @@ class BankTransaction:
                 ) from None
         record.bank_processing_code = str(fields[3])
         record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
-        self._exchange = Exchange(mti, fields, encoded, pin)
+        self._exchange = SendToBank(mti, fields, encoded, pin)
         # On disk before it leaves: after a crash it is known, and reversed.
-        self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        return "journaling_request"
 
     def _translated_pin(
         self, event: LinkGranted, fields: dict[int, str | bytes], step: _Step
@@ -928,24 +963,21 @@ class BankTransaction:
         fields[53] = BANK_SECURITY_CONTROL
         return PinToSend(card.pin_block, card.pin_key, card.pan, translated, zpk)
 
-    def _on_journaling_request(self, event: Event, step: _Step) -> None:
+    def _on_journaling_request(self, event: Event | Start, step: _Step) -> Phase:
         if isinstance(event, Journaled) and self.on_ledger:
-            self._at_ledger(step)
-            return
+            return self._at_ledger(step)
         if isinstance(event, JournalFailed):
             self._release_link(step)
             self._settle_in_memory("not_sent", "96")
-            self._answer(step, self._journal_failure(event))
-            return
+            return self._answer(step, self._journal_failure(event))
         if isinstance(event, FirstElsewhere):
             self._release_link(step)
-            self._first_elsewhere(step)
-            return
+            return self._first_elsewhere(step)
         assert self._exchange is not None
-        self.phase = "at_bank"
         step.actions.append(self._exchange)
+        return "at_bank"
 
-    def _first_elsewhere(self, step: _Step) -> None:
+    def _first_elsewhere(self, step: _Step) -> Phase:
         """Another worker journaled this request first (a terminal that reconnected
         sent it there too): nothing was sent, nothing written. It has given its slot
         back; it undoes what it reserved, leaves the book (its RRN is not used again)
@@ -956,29 +988,30 @@ class BankTransaction:
         self.book.discard(record)
         self.record = None
         acceptor, request = self.request.acceptor, self.request
-        self.phase = "loading_first"
         step.actions.append(LoadOriginal(
             trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
         ))  # fmt: skip
+        return "loading_first"
 
-    def _on_loading_first(self, event: Event, step: _Step) -> None:
+    def _on_loading_first(self, event: Event | Start, step: _Step) -> Phase:
         """The first the journal named when it refused this request, read by its trace
         (the latest request the terminal sent with this batch and STAN)."""
-        if not self._loaded(event, step):
-            return
-        assert isinstance(event, OriginalLoaded)
+        if not isinstance(event, OriginalLoaded):
+            return self._not_loaded(event, step)
         if event.record is not None and event.record.request_key == self._repeat_key():
             self.book.take_fresh(event.record)
-        if not self._answer_repeat(step):
-            # Refused as a repeat, yet no first that reached a bank is found now: sent
-            # nowhere, so the terminal may send it again.
-            self._answer(step, Outcome(
-                code="96", message="system malfunction",
-                detail="refused by the journal as a repeat, but its first is not found",
-                bank=self.bank, route=self.route_name,
-            ))  # fmt: skip
+        repeat = self._answer_repeat(step)
+        if repeat is not None:
+            return repeat
+        # Refused as a repeat, yet no first that reached a bank is found now: sent
+        # nowhere, so the terminal may send it again.
+        return self._answer(step, Outcome(
+            code="96", message="system malfunction",
+            detail="refused by the journal as a repeat, but its first is not found",
+            bank=self.bank, route=self.route_name,
+        ))  # fmt: skip
 
-    def _on_at_bank(self, event: Event, step: _Step) -> None:
+    def _on_at_bank(self, event: Event | Start, step: _Step) -> Phase:
         """The bank's answer, or why there is none, settles the transaction."""
         record = self.record
         assert record is not None and record.sent is not None
@@ -1014,8 +1047,8 @@ class BankTransaction:
             outcome, state = self._stand_in_after_91(outcome, state)
         self._outcome = outcome
         self._state = state
-        self.phase = "journaling_answer"
         step.actions.append(Journal(self._settlement(outcome, state)))
+        return "journaling_answer"
 
     def _settlement(self, outcome: Outcome, state: State) -> tuple[Change, ...]:
         """The changes of a settled transaction, committed together: the record, its
@@ -1050,12 +1083,11 @@ class BankTransaction:
             self.risk.remove(self.original, now)
         return tuple(changes)
 
-    def _on_journaling_answer(self, event: Event, step: _Step) -> None:
+    def _on_journaling_answer(self, event: Event | Start, step: _Step) -> Phase:
         outcome, record = self._outcome, self.record
         assert outcome is not None and record is not None
         if self.on_ledger:
-            self._ledger_answer_journaled(event, step)
-            return
+            return self._ledger_answer_journaled(event, step)
         if isinstance(event, JournalFailed):
             self._stand_in_not_journaled()
             if self._state in ("approved", "no_answer"):
@@ -1065,11 +1097,10 @@ class BankTransaction:
                 step.actions.append(
                     ReverseUnjournaled(copy.copy(record), "answer not journaled: " + event.error)
                 )
-            self._answer(step, self._journal_failure(event))
-            return
+            return self._answer(step, self._journal_failure(event))
         if self._reversal_queued:
             step.actions.append(NudgeReversals(record.bank))
-        self._answer(step, outcome)
+        return self._answer(step, outcome)
 
     # -- on the ledger (wallet.md) -----------------------------------------------------
 
@@ -1094,21 +1125,20 @@ class BankTransaction:
         if not self.on_ledger:  # a ledger product never holds a link slot
             step.actions.append(ReleaseLink(answered=None))
 
-    def _to_ledger(self, step: _Step) -> None:
+    def _to_ledger(self, step: _Step) -> Phase:
         """Admitted: journaled first, as a card's request before its bank (a repeat a
         shared journal refuses is answered as the first's before its code is looked at)."""
         record = self.record
         assert record is not None
-        self.phase = "journaling_request"
         step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        return "journaling_request"
 
-    def _at_ledger(self, step: _Step) -> None:
+    def _at_ledger(self, step: _Step) -> Phase:
         """The request is journaled: a sale's code taken and its payment checked and
         reserved, in one step; a void's or refund's compensating transfer reserved."""
         record, original = self.record, self.original
         assert record is not None
         key = record_key(record)
-        self.phase = "at_ledger"
         if original is None:
             step.actions.append(PostToLedger(payment_step(
                 self.request, record, key, self.stamp.local.date().isoformat(),
@@ -1119,8 +1149,9 @@ class BankTransaction:
                 original=record_key(original), key=key, amount=record.amount,
                 kind=key.leg, rrn=record.rrn, merchant_id=record.merchant_id,
             )))  # fmt: skip
+        return "at_ledger"
 
-    def _on_at_ledger(self, event: Event, step: _Step) -> None:
+    def _on_at_ledger(self, event: Event | Start, step: _Step) -> Phase:
         """The ledger's verdict settles the transaction, as a bank's answer would. A code
         not open (14) or the probe limit (65) reserved nothing; an open one was used,
         and its funding is in the answer (63.1)."""
@@ -1134,6 +1165,7 @@ class BankTransaction:
                     self.verdict = event.verdict
                     RiskGate.mark(self.record, event.verdict)
         step.actions.append(self._settle_on_ledger(event))
+        return "journaling_answer"
 
     def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:
         assert self.record is not None
@@ -1149,13 +1181,12 @@ class BankTransaction:
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state
-        self.phase = "journaling_answer"
         changes = self._settlement(outcome, state)
         if self.record.customer_id is not None:  # the rules' keys and what they decided
             changes = (*changes, RiskMarked.of(self.record, self.now))
         return Journal(changes)
 
-    def _ledger_answer_journaled(self, event: Event, step: _Step) -> None:
+    def _ledger_answer_journaled(self, event: Event | Start, step: _Step) -> Phase:
         """The answer journaled: the pending transfer is posted (approved) or voided; the
         answer leaves once that is done. Not journaled: voided, answered 96 (the journal
         still says ``sending``: a restart settles it as no answer, and voids again)."""
@@ -1171,10 +1202,8 @@ class BankTransaction:
         else:
             self._final = outcome
         if not self._reserved:  # a code not open: nothing on the ledger to end
-            self._answer(step, self._final)
-            return
+            return self._answer(step, self._final)
         key = record_key(record)
-        self.phase = "ending_ledger"
         step.actions.append(PostToLedger(EndTransfer(
             key=key, approved=approved, payment=self.original is None,
             uncount=(record_key(self.original)
@@ -1182,19 +1211,19 @@ class BankTransaction:
                      else None),
             qr_id=self._code.qr_id if self._code is not None else None,
         )))  # fmt: skip
+        return "ending_ledger"
 
-    def _on_ending_ledger(self, event: Event, step: _Step) -> None:
+    def _on_ending_ledger(self, event: Event | Start, step: _Step) -> Phase:
         assert isinstance(event, LedgerAnswered) and self._final is not None
         if not event.ok and self._final.approved:
             # Journaled as approved, yet not posted: not answered 00 (the terminal
             # reverses, which voids the pending transfer; a restart posts it otherwise).
-            self._answer(step, Outcome(
+            return self._answer(step, Outcome(
                 code="96", message="system malfunction", rrn=self.rrn, bank=self.bank,
                 route=self.route_name,
                 detail=f"ledger post failed: {event.detail or event.message}",
             ))  # fmt: skip
-            return
-        self._answer(step, self._final)
+        return self._answer(step, self._final)
 
     # -- stand-in (risk.md, "Stand-in processing (STIP)") ---------------------------
 
@@ -1239,16 +1268,15 @@ class BankTransaction:
             settlement_date=self.business_date or None, stand_in=why,
         )  # fmt: skip
 
-    def _stand_in_unsent(self, step: _Step, why: StandInReason, reason: str) -> bool:
+    def _stand_in_unsent(self, step: _Step, why: StandInReason, reason: str) -> Phase | None:
         """The bank's circuit is open or no link of it is signed on: the sale is stood
         in (journaled approved, its advice queued) or, stand-in being on for the bank,
-        its refusal journaled with why. False: stand-in is off, answered as ever."""
+        its refusal journaled with why. None: stand-in is off, answered as ever."""
         verdict = self._decide_stand_in(why)
         if verdict is None:
-            return False
+            return None
         record = self.record
         assert record is not None
-        self.phase = "journaling_stand_in"
         if isinstance(verdict, NoStandIn):
             self.book.settle(record, state="not_sent", code="91")
             self._outcome = Outcome(code="91", message=reason, rrn=self.rrn, bank=self.bank,
@@ -1257,7 +1285,7 @@ class BankTransaction:
                 TxnStarted.of(record, self.now),
                 TxnUpdated.of(record, self.now, f"{reason}; not stood in: {verdict.reason}"),
             )))  # fmt: skip
-            return True
+            return "journaling_stand_in"
         outcome = self._stood_in_outcome(why, Outcome(code="00"))
         self.book.settle(record, state="approved", code="00", auth_code=outcome.auth_code)
         record.stand_in, record.advice = why, "queued"
@@ -1269,7 +1297,7 @@ class BankTransaction:
         if self.finalize is not None:
             changes.extend(self.finalize(outcome))
         step.actions.append(Journal(tuple(changes), durable=True))
-        return True
+        return "journaling_stand_in"
 
     def _advice_queued(self, why: str) -> AdviceQueued:
         record, card = self.record, self._resolved.card
@@ -1280,7 +1308,7 @@ class BankTransaction:
             condition_code=card.condition_code, mcc=self.mcc,
         )  # fmt: skip
 
-    def _void_in_switch(self, step: _Step, original: TxnRecord) -> None:
+    def _void_in_switch(self, step: _Step, original: TxnRecord) -> Phase:
         """risk.md: a stood-in sale whose advice was never sent (it is cancelled) or was
         refused (the loss is cancelled) is voided in the switch, answered 00."""
         record = self.record
@@ -1307,10 +1335,10 @@ class BankTransaction:
             self.stand_in.undone(original)
         if self.risk is not None:  # the void takes its original out of the windows
             self.risk.remove(original, self.now)
-        self.phase = "journaling_stand_in"
         step.actions.append(Journal(tuple(changes), durable=True))
+        return "journaling_stand_in"
 
-    def _on_journaling_stand_in(self, event: Event, step: _Step) -> None:
+    def _on_journaling_stand_in(self, event: Event | Start, step: _Step) -> Phase:
         outcome = self._outcome
         assert outcome is not None
         if isinstance(event, JournalFailed) and self._in_switch is not None:
@@ -1318,15 +1346,13 @@ class BankTransaction:
             self._in_switch.voided = False
             if self.stand_in is not None:
                 self.stand_in.redone(self._in_switch)
-            self._answer(step, self._journal_failure(event))
-            return
+            return self._answer(step, self._journal_failure(event))
         if isinstance(event, JournalFailed) and outcome.stand_in is not None:
             # Nothing was sent and nothing written: 96, the terminal may try again.
             self._stand_in_not_journaled()
             self._settle_in_memory("not_sent", "96")
-            self._answer(step, self._journal_failure(event))
-            return
-        self._answer(step, outcome)
+            return self._answer(step, self._journal_failure(event))
+        return self._answer(step, outcome)
 
     def _stand_in_after_91(self, outcome: Outcome, state: State) -> tuple[Outcome, State]:
         """The bank answered 91: it did not act. A sale may be stood in."""
@@ -1361,8 +1387,7 @@ class BankTransaction:
     def _refusal(self, exc: TransactionRefused) -> Outcome:
         return Outcome(code=exc.response_code, message=str(exc), field=exc.field, rrn=self.rrn)
 
-    def _answer(self, step: _Step, outcome: Outcome) -> None:
-        self.phase = "answered"
+    def _answer(self, step: _Step, outcome: Outcome) -> Literal["answered"]:
         verdict = self.verdict
         if verdict is not None:
             if verdict.hold is not None and not (outcome.approved and self._state == "approved"):
@@ -1378,6 +1403,28 @@ class BankTransaction:
             # Every financial answer names its date, declines and refusals included.
             outcome = msgspec.structs.replace(outcome, settlement_date=self.business_date)
         step.actions.append(Answer(outcome))
+        return "answered"
+
+
+Handler = Callable[[BankTransaction, "Event | Start", _Step], Phase]
+HANDLERS: Final[dict[Phase, Handler]] = {
+    "received": BankTransaction._on_received,
+    "waiting_for_first": BankTransaction._on_waiting_for_first,
+    "loading_original": BankTransaction._on_loading_original,
+    "admitting": BankTransaction._on_admitting,
+    "journaling_decline": BankTransaction._on_journaling_decline,
+    "waiting_for_link": BankTransaction._on_waiting_for_link,
+    "journaling_request": BankTransaction._on_journaling_request,
+    "loading_first": BankTransaction._on_loading_first,
+    "at_bank": BankTransaction._on_at_bank,
+    "journaling_answer": BankTransaction._on_journaling_answer,
+    "journaling_stand_in": BankTransaction._on_journaling_stand_in,
+    "at_ledger": BankTransaction._on_at_ledger,
+    "ending_ledger": BankTransaction._on_ending_ledger,
+}
+"""Each phase's handler: given the event, it chooses among the phases the table allows
+(the guard of a row with more than one), appends the step's actions and returns its
+choice, which :meth:`BankTransaction._step` assigns. ``answered`` expects nothing."""
 
 
 def _undone_in_switch(reserves: str, advice: str | None) -> bool:
@@ -1504,6 +1551,9 @@ ReversalPhase = Literal[
 REVERSAL_TRANSITIONS: Final[
     dict[tuple[ReversalPhase, type], ReversalPhase | tuple[ReversalPhase, ...]]
 ] = {
+    ("received", Start): (
+        "loading_original", "waiting_for_first", "journaling", "answered", "reserving_back"
+    ),
     ("loading_original", OriginalLoaded): (
         "waiting_for_first", "journaling", "answered", "reserving_back"
     ),
@@ -1522,7 +1572,9 @@ REVERSAL_TRANSITIONS: Final[
 class TerminalReversal:
     """A terminal's 0400: answered 00 whether or not its original reached a bank
     (pos-cup.md). If it did, the switch waits for it to end (a reversal never overtakes
-    its original) and queues its reversal for store-and-forward."""
+    its original) and queues its reversal for store-and-forward. Driven as
+    :class:`BankTransaction` is: ``REVERSAL_TRANSITIONS`` says where an event may lead,
+    ``REVERSAL_HANDLERS`` which handler chooses, and :meth:`_step` assigns the phase."""
 
     def __init__(
         self,
@@ -1554,162 +1606,184 @@ class TerminalReversal:
     def start(self) -> list[Action]:
         if self.phase != "received":
             raise LocalProtocolError("a reversal starts once")
+        return self._step(START, self.now)
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        return self._step(event, now)
+
+    def _step(self, event: Event | Start, now: float) -> list[Action]:
+        phase = self.phase
+        moves = REVERSAL_TRANSITIONS.get((phase, type(event)))
+        if moves is None:
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase}")
+        self.now = now
+        actions: list[Action] = []
+        to = REVERSAL_HANDLERS[phase](self, event, actions)
+        if to != moves and (type(moves) is not tuple or to not in moves):
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase} led to {to}")
+        self.phase = to
+        return actions
+
+    # -- the handlers, one a phase --------------------------------------------------
+
+    def _on_received(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
         record = self.book.by_trace(*self.trace)
         # Older than the book holds, or, on a shared journal, maybe another worker's.
         if record is None or (self.book.shared and not self.in_flight(record.rrn)):
-            self.phase = "loading_original"
-            return [LoadOriginal(trace=self.trace)]
-        return self._found(record)
+            actions.append(LoadOriginal(trace=self.trace))
+            return "loading_original"
+        return self._found(record, actions)
 
-    def handle(self, event: Event, now: float) -> list[Action]:
-        moves = REVERSAL_TRANSITIONS.get((self.phase, type(event)))
-        if moves is None:
-            raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
-        self.now = now
-        actions: list[Action]
+    def _on_loading_original(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
         match event:
-            case LedgerAnswered() | Journaled() | JournalFailed() if self.phase in (
-                "reserving_back", "ending_ledger"
-            ) or (self.phase == "journaling" and self._on_ledger()):
-                actions = self._ledger_step(event)
             case Refused(reason=reason):
-                self.phase = "answered"
-                actions = [Answer(Outcome(code="91", message=reason, shed=True))]
-            case JournalFailed(error=error) if self.phase == "loading_original":
-                self.phase = "answered"
-                actions = [Answer(Outcome(code="96", message="system malfunction", detail=error))]
-            case OriginalLoaded(record=record):
-                actions = self._found(self.book.take_fresh(record) if record else None)
-            case FirstFinished(record=record):
-                assert self.record is not None
-                if record is not None:
-                    self.record = self.book.take_fresh(record)
-                if self.record.state == "sending":
-                    # Still at another worker's bank: reversing it now would race that
-                    # worker's answer; the terminal sends its reversal again.
-                    self.phase = "answered"
-                    actions = [Answer(Outcome(
-                        code="96", message="system malfunction",
-                        detail="original still in flight at another worker",
-                    ))]  # fmt: skip
-                else:
-                    actions = self._reverse(self.record)
-            case Journaled():
-                assert self.record is not None
-                self.phase = "answered"
-                rrn, bank = self.record.rrn, self.record.bank
-                actions = [
-                    NudgeReversals(bank),
-                    Answer(Outcome(code="00", rrn=rrn, bank=bank, route="original")),
-                ]
+                actions.append(Answer(Outcome(code="91", message=reason, shed=True)))
+                return "answered"
             case JournalFailed(error=error):
-                assert self.record is not None
-                self.phase = "answered"
-                actions = [
-                    ReverseUnjournaled(copy.copy(self.record), "reversal not journaled: " + error),
-                    Answer(Outcome(code="96", message="system malfunction", detail=error)),
-                ]
-            case _:
-                raise LocalProtocolError(f"{type(event).__name__} in phase {self.phase}")
-        allowed = moves if isinstance(moves, tuple) else (moves,)
-        assert self.phase in allowed, f"{type(event).__name__}: moved to {self.phase}"
-        return actions
+                actions.append(
+                    Answer(Outcome(code="96", message="system malfunction", detail=error))
+                )
+                return "answered"
+        assert isinstance(event, OriginalLoaded)
+        record = event.record
+        return self._found(self.book.take_fresh(record) if record else None, actions)
 
-    def _found(self, record: TxnRecord | None) -> list[Action]:
+    def _on_waiting_for_first(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
+        assert self.record is not None and isinstance(event, FirstFinished)
+        if event.record is not None:
+            self.record = self.book.take_fresh(event.record)
+        if self.record.state == "sending":
+            # Still at another worker's bank: reversing it now would race that
+            # worker's answer; the terminal sends its reversal again.
+            actions.append(Answer(Outcome(
+                code="96", message="system malfunction",
+                detail="original still in flight at another worker",
+            )))  # fmt: skip
+            return "answered"
+        return self._reverse(self.record, actions)
+
+    def _on_journaling(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
+        record = self.record
+        assert record is not None
+        if self._on_ledger():
+            return self._reversal_journaled_on_ledger(event, actions)
+        if isinstance(event, JournalFailed):
+            actions.append(
+                ReverseUnjournaled(copy.copy(record), "reversal not journaled: " + event.error)
+            )
+            actions.append(
+                Answer(Outcome(code="96", message="system malfunction", detail=event.error))
+            )
+            return "answered"
+        rrn, bank = record.rrn, record.bank
+        actions.append(NudgeReversals(bank))
+        actions.append(Answer(Outcome(code="00", rrn=rrn, bank=bank, route="original")))
+        return "answered"
+
+    def _on_reserving_back(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
+        record = self.record
+        assert record is not None and isinstance(event, LedgerAnswered)
+        if not event.ok:
+            # Busy or broken: 96, the terminal sends it again. Refused (a reversed
+            # void whose money the wallet has spent): answered 00 as every reversal
+            # is, the operator told.
+            code = "96" if event.code in ("91", "96") else "00"
+            actions.append(Answer(Outcome(
+                code=code, rrn=record.rrn, bank=record.bank,
+                message="system malfunction" if code == "96" else "",
+                detail=f"ledger refused the reversal: {event.code} {event.message}",
+            )))  # fmt: skip
+            return "answered"
+        changes: list[Change] = []
+        original = self.book.mark_reversed(record)
+        if original is not None:
+            undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
+            changes.append(TxnUpdated.of(original, self.now, undone))
+        changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+        actions.append(Journal(tuple(changes)))
+        return "journaling"
+
+    def _on_ending_ledger(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
+        assert isinstance(event, LedgerAnswered) and self._final is not None
+        if not event.ok and self._final.approved:
+            actions.append(Answer(Outcome(
+                code="96", message="system malfunction",
+                detail=f"ledger post failed: {event.detail or event.message}",
+            )))  # fmt: skip
+        else:
+            actions.append(Answer(self._final))
+        return "answered"
+
+    # -- guards and their actions ----------------------------------------------------
+
+    def _found(self, record: TxnRecord | None, actions: list[Action]) -> ReversalPhase:
         if record is None or not self.cards.matches(self.request.card.pan, record.pan_hmac):
-            self.phase = "answered"
-            return [Answer(Outcome(code="00", message="no original reached a bank"))]
+            actions.append(Answer(Outcome(code="00", message="no original reached a bank")))
+            return "answered"
         self.record = record
         if self.in_flight(record.rrn):
-            self.phase = "waiting_for_first"
-            return [AwaitFirst(record.rrn)]
+            actions.append(AwaitFirst(record.rrn))
+            return "waiting_for_first"
         if record.state == "sending":  # at another worker's bank, or its in doubt
-            self.phase = "waiting_for_first"
-            return [AwaitFirst(record.rrn, elsewhere=True)]
-        return self._reverse(record)
+            actions.append(AwaitFirst(record.rrn, elsewhere=True))
+            return "waiting_for_first"
+        return self._reverse(record, actions)
 
     def _on_ledger(self) -> bool:
         return self.record is not None and (
             products.product(self.record.kind).destination == "ledger"
         )
 
-    def _reverse_on_ledger(self, record: TxnRecord) -> list[Action]:
+    def _reverse_on_ledger(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         """An on-us original: nothing to reverse unless it was approved (a decline's
         pending transfer was voided before its answer left)."""
         if record.reversed or record.state != "approved":
-            self.phase = "answered"
-            return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
-        self.phase = "reserving_back"
-        return [PostToLedger(ReserveBack(
+            actions.append(Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank)))
+            return "answered"
+        actions.append(PostToLedger(ReserveBack(
             original=record_key(record), key=record_key(record, REVERSAL_LEG),
             amount=record.amount, kind="void", rrn=record.rrn,
             merchant_id=record.merchant_id, reversal=True,
-        ))]  # fmt: skip
+        )))  # fmt: skip
+        return "reserving_back"
 
-    def _ledger_step(self, event: Event) -> list[Action]:
+    def _reversal_journaled_on_ledger(
+        self, event: Event | Start, actions: list[Action]
+    ) -> ReversalPhase:
+        """An on-us reversal journaled (or not): its compensating transfer is posted
+        (or voided), then answered."""
         record = self.record
         assert record is not None
-        key = record_key(record, REVERSAL_LEG)
-        if self.phase == "reserving_back":
-            assert isinstance(event, LedgerAnswered)
-            if not event.ok:
-                self.phase = "answered"
-                # Busy or broken: 96, the terminal sends it again. Refused (a reversed
-                # void whose money the wallet has spent): answered 00 as every reversal
-                # is, the operator told.
-                code = "96" if event.code in ("91", "96") else "00"
-                return [Answer(Outcome(
-                    code=code, rrn=record.rrn, bank=record.bank,
-                    message="system malfunction" if code == "96" else "",
-                    detail=f"ledger refused the reversal: {event.code} {event.message}",
-                ))]  # fmt: skip
-            changes: list[Change] = []
-            original = self.book.mark_reversed(record)
-            if original is not None:
-                undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
-                changes.append(TxnUpdated.of(original, self.now, undone))
-            changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
-            self.phase = "journaling"
-            return [Journal(tuple(changes))]
-        if self.phase == "journaling":
-            failed = isinstance(event, JournalFailed)
-            self._final = (
-                Outcome(code="96", message="system malfunction", detail=event.error)
-                if isinstance(event, JournalFailed)
-                else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
-            )
-            self.phase = "ending_ledger"
-            payment = record.kind == "onus_sale"
-            return [PostToLedger(EndTransfer(
-                key=key, approved=not failed,
-                uncount=record_key(record) if payment and not failed else None,
-            ))]  # fmt: skip
-        assert isinstance(event, LedgerAnswered) and self._final is not None
-        self.phase = "answered"
-        if not event.ok and self._final.approved:
-            return [Answer(Outcome(
-                code="96", message="system malfunction",
-                detail=f"ledger post failed: {event.detail or event.message}",
-            ))]  # fmt: skip
-        return [Answer(self._final)]
+        failed = isinstance(event, JournalFailed)
+        self._final = (
+            Outcome(code="96", message="system malfunction", detail=event.error)
+            if isinstance(event, JournalFailed)
+            else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
+        )
+        payment = record.kind == "onus_sale"
+        actions.append(PostToLedger(EndTransfer(
+            key=record_key(record, REVERSAL_LEG), approved=not failed,
+            uncount=record_key(record) if payment and not failed else None,
+        )))  # fmt: skip
+        return "ending_ledger"
 
-    def _reverse(self, record: TxnRecord) -> list[Action]:
+    def _reverse(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         if products.product(record.kind).destination == "ledger":
-            return self._reverse_on_ledger(record)
+            return self._reverse_on_ledger(record, actions)
         if record.stand_in is not None and record.advice != "accepted" and not record.reversed:
-            return self._reverse_stood_in(record)
+            return self._reverse_stood_in(record, actions)
         if record.sent is None or record.reversed or record.state == "not_sent":
-            self.phase = "answered"
-            return [Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank))]
+            actions.append(Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank)))
+            return "answered"
         reason = f"terminal reversal {self.request.reason}"
         if self.risk is not None and record.state == "approved":
             self.risk.remove(record, self.now)  # it leaves the approved windows
         changes = _queue_reversal(self.book, record, reason, self.now)
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
-        self.phase = "journaling"
-        return [Journal(tuple(changes))]
+        actions.append(Journal(tuple(changes)))
+        return "journaling"
 
-    def _reverse_stood_in(self, record: TxnRecord) -> list[Action]:
+    def _reverse_stood_in(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         """risk.md: a stood-in sale whose advice is not accepted is reversed in the
         switch (advice not sent: cancelled; refused: the loss cancelled) or, its advice
         sent without a final answer, its 0400 is queued by the advice's acceptance
@@ -1717,8 +1791,22 @@ class TerminalReversal:
         self.book.mark_reversed(record)
         if self.stand_in is not None:
             self.stand_in.undone(record)
-        self.phase = "journaling"
-        return [Journal((TxnUpdated.of(record, self.now, _reverse_stood_in_note(record.advice)),))]
+        note = _reverse_stood_in_note(record.advice)
+        actions.append(Journal((TxnUpdated.of(record, self.now, note),)))
+        return "journaling"
+
+
+ReversalHandler = Callable[[TerminalReversal, "Event | Start", list[Action]], ReversalPhase]
+REVERSAL_HANDLERS: Final[dict[ReversalPhase, ReversalHandler]] = {
+    "received": TerminalReversal._on_received,
+    "loading_original": TerminalReversal._on_loading_original,
+    "waiting_for_first": TerminalReversal._on_waiting_for_first,
+    "journaling": TerminalReversal._on_journaling,
+    "reserving_back": TerminalReversal._on_reserving_back,
+    "ending_ledger": TerminalReversal._on_ending_ledger,
+}
+"""Each phase's handler: it chooses, among the phases the table allows, where the
+event leads, and says what to do. ``answered`` expects nothing."""
 
 
 def _reverse_stood_in_note(advice: str | None) -> str:

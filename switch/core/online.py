@@ -3,15 +3,17 @@ channel's idempotency rules. Pure Python, no I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from datetime import date
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 
 import msgspec
 
 from switch.core import products, validate
+from switch.core.changes import Change, OnlineResultKept
 from switch.core.model import (
     REQUEST_TYPES,
     Acceptor,
@@ -21,7 +23,7 @@ from switch.core.model import (
     Request,
     balance_amount,
 )
-from switch.errors import TransactionRefused
+from switch.errors import LocalProtocolError, TransactionRefused
 from switch.wire import online as wire
 
 ONLINE_ENTRY_MODE: Final = "012"
@@ -379,3 +381,229 @@ class IdempotencyBook:
     def stored(self, merchant_id: str, request_id: str) -> bytes | None:
         entry = self._done.get((merchant_id, request_id))
         return None if entry is None else entry.response
+
+
+# -- one request's id, from its claim to its answer (online.md, "Idempotency") -----------
+#
+# As a POS repeat is the lifecycle's to decide, an online id is this machine's: whether
+# the journal is asked about it first, whether a first at another worker is watched,
+# what a repeat gets back and whether the result is kept. The online channel only
+# carries its actions out (a journal read, a watch, the switchboard) and feeds back
+# what happened; the table decides, as the lifecycle's does.
+
+
+class ReadKept(msgspec.Struct, frozen=True):
+    """Read the result the journal keeps for this id: KeptRead."""
+
+
+class WatchFirst(msgspec.Struct, frozen=True):
+    """Watch the journal's transaction of this id (another worker's) until it has
+    ended, for a bounded time: FirstSeen."""
+
+
+class Process(msgspec.Struct, frozen=True):
+    """Take the request through the switchboard with :meth:`OnlineRun.keep` as its
+    finalizer: Processed."""
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """The final action: this payload answers the request."""
+
+    payload: bytes
+    outcome: Outcome | None = None
+    """The switchboard's outcome, when the request went through it (for its log line)."""
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    """The id was claimed for this request: what ``start()`` feeds the machine."""
+
+
+class KeptRead(msgspec.Struct, frozen=True):
+    """The journal's kept result for the id (None: none, or the journal could not say)."""
+
+    fingerprint: bytes | None = None
+    response: bytes | None = None
+
+
+class FirstSeen(msgspec.Struct, frozen=True):
+    """What the watch of a first at another worker found."""
+
+    reached_bank: bool
+    """False: none was journaled, it never left the switch, or the journal could not
+    say; this request goes ahead."""
+
+
+class Processed(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
+class NotProcessed(msgspec.Struct, frozen=True):
+    """Refused by the channel's own checks ahead of the lifecycle (an app's
+    transaction, wallet.md): this payload answers it; nothing was journaled or kept."""
+
+    payload: bytes
+
+
+OnlineEvent = Claimed | KeptRead | FirstSeen | Processed | NotProcessed
+OnlineAction = ReadKept | WatchFirst | Process | Reply
+
+OnlinePhase = Literal[
+    "claimed", "reading_kept", "watching_first", "reading_kept_again", "processing",
+    "answered",
+]  # fmt: skip
+
+ONLINE_TRANSITIONS: Final[dict[tuple[OnlinePhase, type], tuple[OnlinePhase, ...]]] = {
+    ("claimed", Claimed): ("reading_kept", "processing"),
+    ("reading_kept", KeptRead): ("answered", "watching_first", "processing"),
+    ("watching_first", FirstSeen): ("reading_kept_again", "processing"),
+    ("reading_kept_again", KeptRead): ("answered",),
+    ("processing", Processed): ("answered",),
+    ("processing", NotProcessed): ("answered",),
+}
+"""(phase, event) -> the phases it may lead to; the phase's handler chooses."""
+
+
+
+class OnlineRun:
+    """One claimed online request (``IdempotencyBook.begin`` returned None for it),
+    from its claim to its answer. Whichever way it ends, the claim is finished (its
+    result kept in the window: it was journaled with an outcome that reached a bank) or
+    let go (a retry may run); :meth:`abandon` lets it go if the carrier gives up."""
+
+    __slots__ = (
+        "_kept", "answer_of", "book", "content", "fingerprint", "message", "now_s", "owner",
+        "phase", "result_of",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        book: IdempotencyBook,
+        message: wire.FinancialRequest | wire.AppTransaction,
+        content: bytes,
+        fingerprint: bytes,
+        now_s: float,
+        *,
+        owner: str | None = None,
+        result_of: Callable[[Outcome], msgspec.Struct] | None = None,
+        answer_of: Callable[[Outcome], msgspec.Struct] | None = None,
+    ) -> None:
+        self.book = book
+        self.message = message
+        self.owner: str = getattr(message, "merchant_id", "") if owner is None else owner
+        """Whose id it is: the merchant's (a merchant key's request), or the principal
+        that signed it (an app's); the window and the journal key results by (owner, id)."""
+        self.result_of = result_of or functools.partial(result, message)
+        """The result kept for an outcome that reached a bank (online.md's ``result``)."""
+        self.answer_of = answer_of or functools.partial(response, message)
+        """The answer to the outcome (a field error for a value its bank cannot take)."""
+        self.content = content
+        self.fingerprint = fingerprint
+        self.now_s = now_s
+        """Real time (an id's memory is on real time, never the business clock)."""
+        self.phase: OnlinePhase = "claimed"
+        self._kept: tuple[msgspec.Struct, bytes] | None = None
+
+    def start(self) -> OnlineAction:
+        return self.handle(Claimed(), self.now_s)
+
+    def handle(self, event: OnlineEvent, now_s: float) -> OnlineAction:
+        phase = self.phase
+        moves = ONLINE_TRANSITIONS.get((phase, type(event)))
+        if moves is None:
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase}")
+        self.now_s = now_s
+        to, action = ONLINE_HANDLERS[phase](self, event)
+        if to not in moves:
+            raise LocalProtocolError(f"{type(event).__name__} in phase {phase} led to {to}")
+        self.phase = to
+        return action
+
+    def keep(self, outcome: Outcome) -> list[Change]:
+        """The finalizer: the result, encoded once, journaled with an outcome that
+        reached a bank, so a repeat finds it after a restart (what never reached one is
+        not kept: a retry is then safe)."""
+        message = self.message
+        kept = self.result_of(outcome)
+        payload = wire.encode_response(kept)  # type: ignore[arg-type]
+        self._kept = (kept, payload)
+        return [
+            OnlineResultKept(
+                merchant_id=self.owner, online_id=message.id,
+                fingerprint=self.fingerprint, response=payload, at=self.now_s,
+            )
+        ]  # fmt: skip
+
+    def abandon(self) -> None:
+        self.book.abandon(self.owner, self.message.id)
+
+    # -- the handlers --------------------------------------------------------------
+
+    def _on_claimed(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        if self.book.journal_has_more:
+            # The window has forgotten some ids before their time, or other workers
+            # keep results too: the journal, which has them all, has the last word.
+            return "reading_kept", ReadKept()
+        return "processing", Process()
+
+    def _on_reading_kept(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        assert isinstance(event, KeptRead)
+        if event.response is not None:
+            return "answered", self._kept_answer(event)
+        if self.book.shared:
+            return "watching_first", WatchFirst()
+        return "processing", Process()
+
+    def _on_watching_first(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        assert isinstance(event, FirstSeen)
+        if event.reached_bank:
+            return "reading_kept_again", ReadKept()
+        return "processing", Process()
+
+    def _on_reading_kept_again(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        assert isinstance(event, KeptRead)
+        if event.response is not None:
+            return "answered", self._kept_answer(event)
+        self.abandon()  # its first reached a bank and has no result yet
+        return "answered", Reply(wire.encode_response(refusal(
+            self.message.id,
+            TransactionRefused("96", "the first request with this id is still in doubt"),
+        )))
+
+    def _on_processing(self, event: OnlineEvent) -> tuple[OnlinePhase, OnlineAction]:
+        if isinstance(event, NotProcessed):
+            self.abandon()
+            return "answered", Reply(event.payload)
+        assert isinstance(event, Processed)
+        message, outcome, kept = self.message, event.outcome, self._kept
+        answer = self.answer_of(outcome)
+        if kept is not None and kept[0] == answer:
+            payload = kept[1]  # the very bytes journaled: encoded once
+            self.book.finish(self.owner, message.id, payload, now_s=self.now_s)
+        else:  # not journaled (nothing reached a bank, or the journal failed)
+            payload = wire.encode_response(answer)  # type: ignore[arg-type]
+            self.abandon()
+        return "answered", Reply(payload, outcome)
+
+    def _kept_answer(self, event: KeptRead) -> Reply:
+        message = self.message
+        assert event.fingerprint is not None and event.response is not None
+        self.abandon()
+        if not self.book.matches(self.content, event.fingerprint):
+            return Reply(wire.encode_response(refusal(
+                message.id,
+                TransactionRefused("94", "this id was used before with different content"),
+            )))
+        self.book.remember(
+            self.owner, message.id, event.fingerprint, event.response, self.now_s
+        )
+        return Reply(event.response)
+
+
+OnlineHandler = Callable[[OnlineRun, OnlineEvent], tuple[OnlinePhase, OnlineAction]]
+ONLINE_HANDLERS: Final[dict[OnlinePhase, OnlineHandler]] = {
+    "claimed": OnlineRun._on_claimed,
+    "reading_kept": OnlineRun._on_reading_kept,
+    "watching_first": OnlineRun._on_watching_first,
+    "reading_kept_again": OnlineRun._on_reading_kept_again,
+    "processing": OnlineRun._on_processing,
+}

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 
 from switch.core import online
-from switch.core.changes import Change, OnlineResultKept
 from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.lifecycle import Cards
 from switch.core.model import KIND_NAMES, Origin, Outcome, Request
@@ -336,57 +336,24 @@ class OnlineProtocol:
                 error = wire.Error(id=status.id, code="96", message="system malfunction")
                 return Reply(wire.encode_response(error))
             return Reply(self._status(status, entry.response if entry is not None else None))
-        message = work.message
-        if self.idempotency.journal_has_more:
-            # The in-memory window has forgotten some ids before their time, or other
-            # workers keep results too: the journal, which has them all, has the last
-            # word on this one.
-            earlier = await self._journaled_result(work)
-            if earlier is None and self.idempotency.shared:
-                earlier = await self._result_of_first_elsewhere(work)
-            if earlier is not None:
-                return Reply(earlier)
-        kept: list[bytes] = []
-        owner = work.owner
-
-        def keep_result(outcome: Outcome) -> list[Change]:
-            """The result, journaled with an outcome that reached a bank, so a repeat
-            finds it after a restart (what never reached one is not kept: a retry is
-            then safe)."""
-            payload = wire.encode_response(self._result(work, outcome))
-            kept.append(payload)
-            return [
-                OnlineResultKept(
-                    merchant_id=owner,
-                    online_id=message.id,
-                    fingerprint=work.fingerprint,
-                    response=payload,
-                    at=time.time(),
-                )
-            ]
-
+        app = work.app is not None
+        run = online.OnlineRun(
+            self.idempotency, work.message, work.content, work.fingerprint, time.time(),
+            owner=work.owner,
+            result_of=partial(self._result, work),
+            answer_of=partial(self._result, work) if app else None,
+        )  # fmt: skip
         try:
-            before = await self._before(work)
-            if before is not None:
-                self.idempotency.abandon(owner, message.id)
-                return Reply(before)
-            assert work.request is not None
-            outcome = await self.switchboard.process(
-                work.request, work.stamp, work.origin, keep_result
-            )
-            if work.app is not None and self.wallet is not None:
-                outcome = await self.wallet.after(work.app, outcome)
+            action = run.start()
+            while not isinstance(action, online.Reply):
+                action = run.handle(await self._carry_out(action, run, work), time.time())
         except BaseException:
-            self.idempotency.abandon(owner, message.id)
+            run.abandon()
             raise
-        if work.app is not None:
-            payload = wire.encode_response(self._result(work, outcome))
-        else:
-            payload = wire.encode_response(online.response(message, outcome))
-        if kept and kept[-1] == payload:
-            self.idempotency.finish(owner, message.id, payload, now_s=time.time())
-        else:  # not journaled (nothing reached a bank, or the journal failed)
-            self.idempotency.abandon(owner, message.id)
+        outcome = action.outcome
+        if outcome is None:  # answered from what the journal keeps, or refused before
+            return Reply(action.payload)
+        assert work.request is not None  # it went through the switchboard
         if not outcome.shed:
             log_transaction(
                 work.request,
@@ -396,7 +363,45 @@ class OnlineProtocol:
                 kind=KIND_NAMES[type(work.request)],
                 received_at=work.origin.received_at,
             )
-        return Reply(payload, shed=outcome.shed)
+        return Reply(action.payload, shed=outcome.shed)
+
+    async def _carry_out(
+        self, action: online.OnlineAction, run: online.OnlineRun, work: OnlineWork
+    ) -> online.OnlineEvent:
+        """One of the id's machine's actions (``switch.core.online.OnlineRun``)."""
+        message = work.message
+        match action:
+            case online.Process():
+                before = await self._before(work)
+                if before is not None:
+                    return online.NotProcessed(before)
+                assert work.request is not None
+                outcome = await self.switchboard.process(
+                    work.request, work.stamp, work.origin, run.keep
+                )
+                if work.app is not None and self.wallet is not None:
+                    outcome = await self.wallet.after(work.app, outcome)
+                return online.Processed(outcome)
+            case online.ReadKept():
+                try:
+                    entry = await self.switchboard.journal.online_result(run.owner, message.id)
+                except JournalError:
+                    entry = None  # the switchboard's own journal use will say what is wrong
+                if entry is None:
+                    return online.KeptRead()
+                return online.KeptRead(entry.fingerprint, entry.response)
+            case online.WatchFirst():
+                try:
+                    if work.app is not None:  # journaled under its merchant, by principal and id
+                        first = await self.switchboard.online_first(
+                            work.app.record_merchant, app_online_id(run.owner, message.id)
+                        )
+                    else:
+                        first = await self.switchboard.online_first(run.owner, message.id)
+                except JournalError:
+                    first = None
+                return online.FirstSeen(first is not None and first.state != "not_sent")
+        raise AssertionError(f"not an online action: {action!r}")
 
     def _result(
         self, work: OnlineWork, outcome: Outcome
@@ -433,46 +438,6 @@ class OnlineProtocol:
                                                    message.original_id)  # fmt: skip
         return None
 
-    async def _result_of_first_elsewhere(self, work: OnlineWork) -> bytes | None:
-        """A repeat whose first went through another worker and has no result kept yet:
-        its result once it has ended; a 96 if it is still in doubt; None if no first
-        reached a bank (this one goes ahead)."""
-        message = work.message
-        try:
-            if work.app is not None:  # journaled under its merchant, by principal and id
-                first = await self.switchboard.online_first(
-                    work.app.record_merchant, app_online_id(work.owner, message.id)
-                )
-            else:
-                first = await self.switchboard.online_first(work.owner, message.id)
-        except JournalError:
-            return None  # the switchboard's own journal use will say what is wrong
-        if first is None or first.state == "not_sent":
-            return None
-        kept = await self._journaled_result(work)
-        if kept is not None:
-            return kept
-        self.idempotency.abandon(work.owner, message.id)
-        refusal = TransactionRefused("96", "the first request with this id is still in doubt")
-        return wire.encode_response(online.refusal(message.id, refusal))
-
-    async def _journaled_result(self, work: OnlineWork) -> bytes | None:
-        message, owner = work.message, work.owner
-        try:
-            entry = await self.switchboard.journal.online_result(owner, message.id)
-        except JournalError:
-            return None  # the switchboard's own journal use will say what is wrong
-        if entry is None:
-            return None
-        if not self.cards.matches(work.content, entry.fingerprint):
-            self.idempotency.abandon(owner, message.id)
-            refusal = TransactionRefused("94", "this id was used before with different content")
-            return wire.encode_response(online.refusal(message.id, refusal))
-        self.idempotency.abandon(owner, message.id)
-        self.idempotency.remember(
-            owner, message.id, entry.fingerprint, entry.response, time.time()
-        )
-        return entry.response
 
     def _status(self, message: wire.Status, stored: bytes | None) -> bytes:
         if stored is None:

@@ -1,5 +1,5 @@
 """The ledger desk: carries out the lifecycle's ``PostToLedger`` steps (``core/onus.py``)
-against the ledger store, as the switchboard carries ``Exchange`` out on a bank link.
+against the ledger store, as the switchboard carries ``SendToBank`` out on a bank link.
 
 The store's calls are blocking, one transaction each, on one connection: they run in a
 worker thread, one at a time (a lock; the store's connection is not shared between

@@ -49,7 +49,6 @@ from switch.core.lifecycle import (
     BankTransaction,
     Cards,
     Event,
-    Exchange,
     Finalizer,
     FirstElsewhere,
     FirstFinished,
@@ -66,6 +65,7 @@ from switch.core.lifecycle import (
     Refused,
     ReleaseLink,
     ReverseUnjournaled,
+    SendToBank,
     Stopped,
     TerminalReversal,
     expiry_changes,
@@ -289,7 +289,7 @@ class Switchboard:
             # A reversal belongs to the date on which it was received (settlement.md).
             return msgspec.structs.replace(outcome, settlement_date=business_date)
         machine = BankTransaction(
-            request, stamp, book=self.book, cards=self.cards, route=self._route,
+            request, stamp, book=self.book, cards=self.cards, route=self.bins.choose,
             institution=self.institution, allocate_rrn=self._allocate_rrn,
             in_flight=self._in_flight.__contains__, now=self.clock.now(),
             business_date=business_date, mcc=self._mcc(request.acceptor.merchant_id),
@@ -308,18 +308,12 @@ class Switchboard:
     def _allocate_rrn(self, stamp: Stamp) -> str:
         return self._rrns.allocate(stamp.local, stamp.rrn_day)
 
-    def _route(self, pan: str, *, secondary: bool = True) -> tuple[str, str]:
-        """The card's bank, or its route's secondary while the primary's circuit is
-        open and the secondary's is not (and ``secondary`` allows it)."""
-        prefix, bank, second = self.bins.route(pan)
-        if (
-            secondary
-            and second is not None
-            and self.connectors[bank].circuit_open()
-            and not self.connectors[second].circuit_open()
-        ):
-            return f"{prefix}>{second}", second
-        return prefix, bank
+    def _open_circuits(self) -> frozenset[str]:
+        """The banks whose circuit is open now: what the machine routes a card with a
+        secondary bank by (read only when some route has one)."""
+        if not self.bins.has_secondaries:
+            return _NONE_OPEN
+        return frozenset(name for name, bank in self.connectors.items() if bank.circuit_open())
 
     # -- carrying the actions out ----------------------------------------------------
 
@@ -341,7 +335,7 @@ class Switchboard:
                     # A ledger step runs to its end (its store call cannot be taken
                     # back); a stop asked meanwhile is heard after it, and what follows
                     # (the answer journaled, the transfer ended) runs to the end, as
-                    # after a bank's Exchange.
+                    # after a bank's SendToBank.
                     with trio.CancelScope(shield=True):
                         event = await self._wait(last, run, origin)
                     if stopped is None:
@@ -353,7 +347,7 @@ class Switchboard:
                     try:
                         event = await self._wait(last, run, origin)
                     except trio.Cancelled as exc:
-                        if not isinstance(last, Exchange):
+                        if not isinstance(last, SendToBank):
                             raise
                         stopped, event = exc, Stopped()
                 else:  # the request may be at the bank: its settlement runs to the end
@@ -459,13 +453,13 @@ class Switchboard:
                     )
                 except Busy as exc:
                     return Refused(str(exc))
-                return Admitted()
+                return Admitted(self._open_circuits())
             case AcquireLink(bank=bank):
                 connector = self.connectors.get(bank)
                 if connector is None:  # a reload removed it: it takes nothing new
                     return Refused(f"bank {bank} is no longer configured")
                 return await self._acquire_link(connector, run, deadline, origin)
-            case Exchange(mti=mti, fields=fields, encoded=encoded, pin=pin):
+            case SendToBank(mti=mti, fields=fields, encoded=encoded, pin=pin):
                 return await self._exchange(mti, fields, encoded, run, pin)
             case LoadOriginal():
                 if run.ticket is not None:
@@ -654,6 +648,9 @@ class Switchboard:
             highest = await self.journal.highest_rrn_sequence(day)
             self._rrns.resume(day, highest + 1 + RRN_RESTART_MARGIN)
         return len(in_doubt)
+
+
+_NONE_OPEN: Final[frozenset[str]] = frozenset()
 
 
 def _unavailable(connector: BankConnector) -> StandInReason | None:

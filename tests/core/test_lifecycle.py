@@ -26,7 +26,6 @@ from switch.core.lifecycle import (
     BankTimedOut,
     BankTransaction,
     Event,
-    Exchange,
     FirstElsewhere,
     FirstFinished,
     Journal,
@@ -41,6 +40,7 @@ from switch.core.lifecycle import (
     Refused,
     ReleaseLink,
     ReverseUnjournaled,
+    SendToBank,
     Stopped,
     TerminalReversal,
     recovery_changes,
@@ -161,7 +161,7 @@ def test_a_sale_is_admitted_linked_journaled_sent_answered_and_journaled_again()
     assert [type(c) for c in started] == [TxnStarted]
     assert started[0].record.state == "sending" and started[0].record.sent.stan == "000007"
     exchange = machine.handle(Journaled(), NOW)[-1]
-    assert isinstance(exchange, Exchange) and exchange.mti == "0200"
+    assert isinstance(exchange, SendToBank) and exchange.mti == "0200"
     assert exchange.fields[11] == "000007" and exchange.fields[37] == record.rrn
     settled = machine.handle(BankAnswered("0210", {39: "00", 38: "A1B2C3"}), NOW)
     assert settled[0] == ReleaseLink(answered=True)
@@ -319,7 +319,7 @@ def test_every_ending_of_a_sale(
 
 
 def test_nothing_reaches_a_bank_before_it_is_journaled() -> None:
-    """Along every path, an Exchange comes only after a Journal of TxnStarted has been
+    """Along every path, a SendToBank comes only after a Journal of TxnStarted has been
     reported Journaled."""
     for _, events, *_ in ENDINGS:
         machine = World().transaction(sale())
@@ -332,7 +332,7 @@ def test_nothing_reaches_a_bank_before_it_is_journaled() -> None:
             actions = machine.handle(event, NOW)
             last = actions[-1]
             pending_start = isinstance(last, Journal) and isinstance(last.changes[0], TxnStarted)
-            if isinstance(last, Exchange):
+            if isinstance(last, SendToBank):
                 assert started_and_durable
 
 
@@ -369,7 +369,7 @@ def test_a_request_its_banks_dialect_cannot_carry_is_refused_30_with_nothing_wri
     started = journal_of(machine.handle(LinkGranted("000009", encode=codec.encode), NOW))
     assert [type(c) for c in started] == [TxnStarted]
     exchange = machine.handle(Journaled(), NOW)[-1]
-    assert isinstance(exchange, Exchange)
+    assert isinstance(exchange, SendToBank)
     assert exchange.encoded == codec.encode(exchange.mti, exchange.fields)  # encoded once
 
 
@@ -506,7 +506,7 @@ def test_a_void_goes_to_its_originals_bank_with_field_90_and_voids_it() -> None:
     assert kinds(machine.start()) == ["Admit"]
     drive(machine, Admitted(), LinkGranted("000008"))
     exchange = machine.handle(Journaled(), NOW)[-1]
-    assert isinstance(exchange, Exchange)
+    assert isinstance(exchange, SendToBank)
     assert str(exchange.fields[3]).startswith("02")
     assert str(exchange.fields[90]).startswith("0200000007")
     assert original.void_pending
@@ -743,7 +743,7 @@ def test_a_new_sale_on_a_shared_journal_reads_nothing_before_admission() -> None
     assert kinds(machine.handle(Admitted(), NOW)) == ["AcquireLink"]
     changes = journal_of(machine.handle(LinkGranted("000009"), NOW))
     assert [type(change) for change in changes] == [TxnStarted]
-    assert kinds(machine.handle(Journaled(), NOW)) == ["Exchange"]
+    assert kinds(machine.handle(Journaled(), NOW)) == ["SendToBank"]
 
 
 def test_a_repeat_of_another_workers_sale_refused_by_the_journal_is_answered_as_its() -> None:

@@ -21,12 +21,12 @@ from switch.core.lifecycle import (
     BankTimedOut,
     BankTransaction,
     Event,
-    Exchange,
     Journal,
     Journaled,
     LinkGranted,
     LoadOriginal,
     OriginalLoaded,
+    SendToBank,
     expiry_changes,
 )
 from switch.core.model import (
@@ -274,12 +274,12 @@ def refused(machine: BankTransaction) -> Outcome:
     return last[-1].outcome
 
 
-def exchange_of(machine: BankTransaction) -> Exchange:
+def exchange_of(machine: BankTransaction) -> SendToBank:
     """The bank message of a machine taken to its bank."""
     actions = machine.start()
     for event in AT_BANK:
         actions = machine.handle(event, NOW)
-    assert isinstance(actions[-1], Exchange), actions
+    assert isinstance(actions[-1], SendToBank), actions
     return actions[-1]
 
 

@@ -169,3 +169,24 @@ def test_a_route_may_name_a_secondary_bank() -> None:
     table = BinTable([("622202", "icbc", "abc"), ("6222", "cmb")])
     assert table.route(SAMPLE_PAN) == ("622202", "icbc", "abc")
     assert table.route("6222991234567890") == ("6222", "cmb", None)
+
+
+@pytest.mark.parametrize(
+    ("open_circuits", "secondary", "chosen"),
+    [
+        ((), True, ("622202", "icbc")),
+        (("abc",), True, ("622202", "icbc")),  # only the secondary's is open
+        (("icbc",), True, ("622202>abc", "abc")),  # the primary's is open: around it
+        (("icbc", "abc"), True, ("622202", "icbc")),  # both open: the card's own bank
+        (("icbc",), False, ("622202", "icbc")),  # a hold never goes to a secondary
+    ],
+)
+def test_the_route_chosen_by_the_circuits_the_trio_layer_found_open(
+    open_circuits: tuple[str, ...], secondary: bool, chosen: tuple[str, str]
+) -> None:
+    table = BinTable([("622202", "icbc", "abc"), ("4", "visa")])
+    assert table.has_secondaries and not BinTable([("4", "visa")]).has_secondaries
+    assert table.choose(SAMPLE_PAN, secondary=secondary, open_circuits=open_circuits) == chosen
+    assert table.choose("4111111111111111", open_circuits=("visa",)) == ("4", "visa")
+    with pytest.raises(TransactionRefused):
+        table.choose("9999999999999999")
