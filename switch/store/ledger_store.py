@@ -60,7 +60,6 @@ from switch.core.wallet import (
     money_check,
     year_of,
 )
-from switch.store.own_store import OwnMerchantSteps
 from switch.store.desk_results import DeskResultSteps
 from switch.store.ledger_port import (
     AccountView,
@@ -74,6 +73,7 @@ from switch.store.ledger_port import (
     WalletView,
 )
 from switch.store.ledger_sql import LedgerSql
+from switch.store.own_store import OwnMerchantSteps
 
 Row: TypeAlias = Mapping[str, Any]
 Parameters: TypeAlias = Sequence[Any] | dict[str, Any]
