@@ -31,10 +31,12 @@ from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
 from switch.core.changes import BankOnlyFound, Change, ReversalQueued
+from switch.core.ledger import LedgerError, TransferKey, TransferSpec, account_class
 from switch.core.merchants import MerchantBook
 from switch.core.settlement import (
     HOLD_DATES,
     LedgerBalance,
+    LedgerOrder,
     PayoutLine,
     ReconLine,
     ReversalOrder,
@@ -44,10 +46,13 @@ from switch.core.settlement import (
     payout_file_name,
     recon_file,
     recon_file_name,
+    split_correction,
 )
+from switch.core.wallet import withdrawals_file, withdrawals_file_name
 from switch.errors import SwitchError
 from switch.files import make_private_folder, write_private
 from switch.net.bank_link import BankConnector
+from switch.store.ledger_port import LedgerStore
 from switch.store.port import Journal, JournalError
 from switch.store.settlement_port import SettlementError, SettlementStore
 from switch.wire.clearing import (
@@ -100,8 +105,16 @@ class SettlementService:
         close_notice_s: float = 0.0,
         max_clearing_file_bytes: int = 1 << 28,
         on_close: Callable[[str], Awaitable[object]] | None = None,
+        ledger: LedgerStore | None = None,
     ) -> None:
         self.store = store
+        self.ledger = ledger
+        """The on-us ledger (wallet.md), open, on a connection of the service's own: what
+        a settlement decides on it (on-us fees, payouts, recon corrections) and the
+        withdrawals file's postings. None: no on-us money (a test's switch)."""
+        self._ledger_lock = trio.Lock()
+        self._ledger_behind = False
+        """A hand-over to the ledger failed: tried again at each poll until it is done."""
         self.on_close = on_close
         """Called with each date closed, before its cutovers: the pre-authorisations
         whose last completion date it is expire (``Switchboard.expire_holds``)."""
@@ -152,6 +165,7 @@ class SettlementService:
             await self._close(close)
         await self._in_store(self.store.record_open, self.calendar.date_at(now), now)
         await self._hand_over_reversals()
+        await self._hand_over_ledger_orders()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cutoffs)
             nursery.start_soon(self._settler)
@@ -237,6 +251,8 @@ class SettlementService:
                     failed_until[business_date] = trio.current_time() + SETTLE_RETRY_S
                     log.error("settlement_failed", business_date=business_date, error=str(exc),
                               retry_in_s=SETTLE_RETRY_S)  # fmt: skip
+            if self._ledger_behind:
+                await self._hand_over_ledger_orders()
             with trio.move_on_after(POLL_INTERVAL_S):
                 await self._wake_settler.wait()
                 self._wake_settler = trio.Event()
@@ -363,6 +379,8 @@ class SettlementService:
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)
             await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
+            await self._hand_over_ledger_orders()
+            await self._write_withdrawals(business_date)
             await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
             status = await self.status(business_date)
@@ -398,6 +416,55 @@ class SettlementService:
             self.nudge(bank)
         log.info("settlement_reversals_queued", count=len(orders))
 
+    async def _hand_over_ledger_orders(self) -> None:
+        """The transfers settlement decided on the on-us ledger (wallet.md: on-us fees
+        and payouts, recon corrections), made there (keyed: idempotent), then marked
+        handed over. A failure leaves the rest for the next poll."""
+        if self.ledger is None:
+            return
+        orders = await self._in_store(self.store.pending_ledger_orders)
+        if not orders:
+            self._ledger_behind = False
+            return
+        ledger, at = self.ledger, self.clock()
+        async with self._ledger_lock:
+            done, error = await trio.to_thread.run_sync(hand_over_ledger_orders, ledger, orders, at)
+        if done:
+            await self._in_store(self.store.ledger_orders_handed, done, at)
+            log.info("settlement_ledger_posted", count=len(done))
+        self._ledger_behind = error is not None
+        if error is not None:
+            log.error("settlement_ledger_not_posted", error=error,
+                      count=len(orders) - len(done))  # fmt: skip
+
+    async def _write_withdrawals(self, business_date: str) -> None:
+        """wallet.md's withdrawals file of the date, beside the payouts (written again,
+        byte-identical, when the date is settled again), and each row's posting
+        ``withdrawals_payable`` to ``payouts``, keyed by date and RRN."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        try:
+            async with self._ledger_lock:
+                lines = await trio.to_thread.run_sync(ledger.withdrawals, business_date)
+            data = withdrawals_file(business_date, lines)
+            path = self.out_dir / withdrawals_file_name(business_date)
+            await trio.to_thread.run_sync(_write_whole, path, data)
+            at = self.clock()
+            specs = [
+                TransferSpec(
+                    key=TransferKey(business_date, "withdrawals", line.rrn),
+                    debit="withdrawals_payable", credit="payouts", amount=line.amount,
+                    kind="withdrawals_file", rrn=line.rrn,
+                )
+                for line in lines
+            ]
+            async with self._ledger_lock:
+                for spec in specs:
+                    await trio.to_thread.run_sync(ledger.transfer, spec, at)
+        except LedgerError as exc:  # written and posted again at the next settlement run
+            log.error("withdrawals_file_failed", business_date=business_date, error=str(exc))
+
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
 
@@ -431,6 +498,45 @@ class SettlementService:
 
     async def ledger_balances(self, account: str | None) -> list[LedgerBalance]:
         return await self._in_store(self.store.ledger_balances, account)
+
+
+def hand_over_ledger_orders(
+    ledger: LedgerStore, orders: list[LedgerOrder], at: float
+) -> tuple[list[LedgerOrder], str | None]:
+    """Makes each order's transfers on the ledger store (blocking: run it in a thread):
+    the orders done, and why the rest were not (None: all done). A correction that
+    debits a wallet takes what the wallet has, and the rest from ``recon_loss``; once
+    split, a second run finds its parts under their keys and makes the same ones."""
+    done: list[LedgerOrder] = []
+    try:
+        for order in orders:
+            for part in _parts(ledger, order):
+                ledger.transfer(_spec(part), at)
+            done.append(order)
+    except LedgerError as exc:
+        return done, str(exc)
+    return done, None
+
+
+def _spec(order: LedgerOrder) -> TransferSpec:
+    return TransferSpec(
+        key=TransferKey(order.business_date, order.request_id, order.leg),
+        debit=order.debit_account, credit=order.credit_account, amount=order.amount,
+        kind=order.kind, rrn=order.rrn, merchant_id=order.merchant_id,
+    )  # fmt: skip
+
+
+def _parts(ledger: LedgerStore, order: LedgerOrder) -> list[LedgerOrder]:
+    if account_class(order.debit_account).debit_cap is None:
+        return [order]
+    whole = split_correction(order, None)[0]
+    loss = split_correction(order, 0)[0]
+    made = [ledger.transfer_of(_spec(whole).key), ledger.transfer_of(_spec(loss).key)]
+    if made[0] is not None or made[1] is not None:  # split by an earlier run
+        taken = made[0].spec.amount if made[0] is not None else 0
+        return split_correction(order, taken)
+    view = ledger.account(order.debit_account)
+    return split_correction(order, 0 if view is None else view.balances.available)
 
 
 def _reversal_change(order: ReversalOrder, at: float) -> Change:
