@@ -79,6 +79,8 @@ effect: several polls, so that every worker dates by it from the same second."""
 READ_CHUNK_BYTES: Final = 1 << 20
 """A clearing file is read and decoded this much at a time: memory holds its records,
 never its bytes."""
+LEDGER_BATCH: Final = 1000
+"""A settlement's transfers on the on-us ledger, this many at a commit."""
 _T = TypeVar("_T")
 
 
@@ -508,11 +510,27 @@ def hand_over_ledger_orders(
     debits a wallet takes what the wallet has, and the rest from ``recon_loss``; once
     split, a second run finds its parts under their keys and makes the same ones."""
     done: list[LedgerOrder] = []
+    batch: list[LedgerOrder] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        ledger.transfers([_spec(order) for order in batch], at)
+        done.extend(batch)
+        batch.clear()
+
     try:
         for order in orders:
+            if account_class(order.debit_account).debit_cap is None:
+                batch.append(order)  # no account that may refuse it: many at a commit
+                if len(batch) >= LEDGER_BATCH:
+                    flush()
+                continue
+            flush()
             for part in _parts(ledger, order):
                 ledger.transfer(_spec(part), at)
             done.append(order)
+        flush()
     except LedgerError as exc:
         return done, str(exc)
     return done, None
@@ -527,8 +545,6 @@ def _spec(order: LedgerOrder) -> TransferSpec:
 
 
 def _parts(ledger: LedgerStore, order: LedgerOrder) -> list[LedgerOrder]:
-    if account_class(order.debit_account).debit_cap is None:
-        return [order]
     whole = split_correction(order, None)[0]
     loss = split_correction(order, 0)[0]
     made = [ledger.transfer_of(_spec(whole).key), ledger.transfer_of(_spec(loss).key)]
