@@ -108,8 +108,13 @@ class SettlementService:
         max_clearing_file_bytes: int = 1 << 28,
         on_close: Callable[[str], Awaitable[object]] | None = None,
         ledger: LedgerStore | None = None,
+        unpaid_merchants: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.unpaid_merchants = unpaid_merchants
+        """The company's own merchants ([wallet] topup_merchant_id, [credit]
+        own_merchant_id): matched like any other, in no payout row, with no fee; a verdict
+        that changes their money corrects the customer's account (settlement.md)."""
         self.ledger = ledger
         """The on-us ledger (wallet.md), open, on a connection of the service's own: what
         a settlement decides on it (on-us fees, payouts, recon corrections) and the
@@ -375,8 +380,9 @@ class SettlementService:
                 await self.read_files((day - timedelta(days=days_before)).isoformat())
             merchants = self.merchants.listed()
             at = self.clock()
+            unpaid = self.unpaid_merchants
             settled_now = await self._in_store(
-                lambda: self.store.settle(business_date, merchants, at=at)
+                lambda: self.store.settle(business_date, merchants, at=at, unpaid=unpaid)
             )
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)

@@ -78,7 +78,12 @@ class SettlementStore(Protocol):
 
     # settling a date
     def settle(
-        self, business_date: str, merchants: Sequence[MerchantTerms], *, at: float
+        self,
+        business_date: str,
+        merchants: Sequence[MerchantTerms],
+        *,
+        at: float,
+        unpaid: Sequence[str] = (),
     ) -> bool: ...
     def record_files_written(self, business_date: str, at: float) -> None: ...
     def payout_lines(self, business_date: str) -> list[PayoutLine]: ...

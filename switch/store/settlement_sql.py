@@ -242,6 +242,9 @@ class SettlementSql(msgspec.Struct, frozen=True, kw_only=True):
     temp_tables: tuple[str, ...]
     drop_temp_tables: tuple[str, ...]
     put_terms: str
+    put_unpaid: str
+    """A merchant whose sales are matched but in no payout row, with no fee: the
+    company's own (wallet.md's top-ups, credit.md's repayments by card)."""
     settle_steps: tuple[str, ...]
     """Each statement of a date's settlement, in order, on the named parameters ``d``
     (the date), ``d_hold`` (the date ``hold`` dates before it) and ``hold``."""
@@ -269,6 +272,7 @@ class SettlementSql(msgspec.Struct, frozen=True, kw_only=True):
 _FILE_COLUMNS: Final = "bank, business_date, name, status, reason, records, read_at"
 _TEMP_TABLES: Final = (
     ("terms", "merchant_id {t} PRIMARY KEY, account {t}, mdr_bps {i}, fee_min {i}, fee_cap {i}"),
+    ("unpaid", "merchant_id {t} PRIMARY KEY"),
     ("cand", """
         rrn {t} PRIMARY KEY, bank {t}, kind {t}, txn_date {t}, merchant_id {t},
         terminal_id {t}, masked_pan {t}, amount {i}, original_rrn {t}, stands {f}
@@ -354,6 +358,7 @@ def settlement_sql(d: Dialect) -> SettlementSql:
             d.drop_temp_after.format(name) for name, _ in _TEMP_TABLES if d.drop_temp_after
         ),
         put_terms=sql("INSERT INTO terms VALUES (?, ?, ?, ?, ?)"),
+        put_unpaid=sql("INSERT INTO unpaid VALUES (?) ON CONFLICT (merchant_id) DO NOTHING"),
         settle_steps=tuple(sql(step) for step in _settle_steps(d)),
         unbalanced=sql(
             f"SELECT posting, {d.whole.format('(sum(debit_fen) - sum(credit_fen))')} AS off "
@@ -711,6 +716,30 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
       AND NOT EXISTS (SELECT 1 FROM clearing_record x
                       WHERE x.rrn = r.rrn AND x.bank = r.bank AND x.mti_class = '04')
     ON CONFLICT (rrn) DO NOTHING""",
+        # 4t. The company's own sales (wallet.md's top-ups, credit.md's repayments by
+        #     card) credited the customer at approval: where a verdict changes their
+        #     money (amount_mismatch; switch_only reversed after its dates), the account
+        #     their transfer credited is corrected by the difference (recon, adjust).
+        f"""INSERT INTO ledger_order (business_date, request_id, leg, debit_account,
+        credit_account, amount, kind, rrn, merchant_id)
+    SELECT :d, 'recon', rrn, CASE WHEN diff > 0 THEN clearing ELSE customer END,
+           CASE WHEN diff > 0 THEN customer ELSE clearing END,
+           CASE WHEN diff < 0 THEN -diff ELSE diff END, 'adjust', rrn, merchant_id
+    FROM (
+        SELECT x.rrn, x.merchant_id, 'bank_clearing:' || x.bank AS clearing,
+               CASE WHEN x.category = 'amount_mismatch' THEN x.bank_fen - x.switch_fen
+                    ELSE -x.switch_fen END AS diff,
+               (SELECT min(p.credit_account) FROM {ledger}ledger_transfer p
+                WHERE p.rrn = x.rrn AND p.rrn != '' AND p.state = 'posted'
+                  AND p.kind != 'adjust' AND p.debit_account = 'bank_clearing:' || x.bank)
+                   AS customer
+        FROM decided x JOIN unpaid u ON u.merchant_id = x.merchant_id
+        WHERE {_kind("x.kind", counts="debit")} AND x.switch_fen IS NOT NULL
+          AND (x.category = 'amount_mismatch'
+               OR (x.category = 'switch_only' AND x.action = 'reversal_queued'))
+    ) AS c
+    WHERE customer IS NOT NULL AND diff != 0
+    ON CONFLICT (business_date, request_id, leg) DO NOTHING""",
         # 5. The reconciliation: every verdict other than matched.
         """INSERT INTO recon_line
     SELECT :d, category, bank, rrn, terminal_id, merchant_id, masked_pan, switch_fen, bank_fen,
@@ -780,6 +809,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
             WHEN {_kind("p.kind", counts="debit")} THEN 'sale'
             ELSE 'refund' END AS role
         FROM decided p WHERE p.action = 'paid' AND p.paid_fen IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM unpaid u WHERE u.merchant_id = p.merchant_id)
     ) AS d
     JOIN terms t ON t.merchant_id = CASE
         WHEN EXISTS (SELECT 1 FROM terms m WHERE m.merchant_id = d.merchant_id)
@@ -802,6 +832,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         SELECT merchant_id FROM counted
         UNION SELECT merchant_id FROM settlement_item
               WHERE state = 'held' AND {_kind("kind", counts="debit")}
+                AND merchant_id NOT IN (SELECT merchant_id FROM unpaid)
         UNION SELECT p.merchant_id FROM payout p
               WHERE p.carried_out_fen != 0 AND p.business_date = (
                   SELECT max(q.business_date) FROM payout q
@@ -818,7 +849,8 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     ) AS c ON c.merchant_id = m.merchant_id
     LEFT JOIN (
         SELECT merchant_id, sum(switch_fen) AS held_fen FROM settlement_item
-        WHERE state = 'held' AND {_kind("kind", counts="debit")} GROUP BY merchant_id
+        WHERE state = 'held' AND {_kind("kind", counts="debit")}
+          AND merchant_id NOT IN (SELECT merchant_id FROM unpaid) GROUP BY merchant_id
     ) AS h ON h.merchant_id = m.merchant_id""",
         """INSERT INTO payout
     SELECT :d, merchant_id, account, sales_count, sales_fen, refunds_count, refunds_fen,

@@ -21,7 +21,7 @@ from switch.core.wallet import BoundAccount, MoneyAsk, WalletSettings
 from switch.net.settlement import SettlementService
 from switch.store.ledger_port import Reserved
 from switch.store.ledger_store import LedgerStoreBase
-from tests.settle.ledger_days import Place, txn
+from tests.settle.ledger_days import Place, record_of, txn
 from tests.settle.test_business_day import stores
 
 D = "2026-12-07"
@@ -29,6 +29,7 @@ APP = "app:wallet"
 C = "C100000001"
 M = "898110054110001"  # wallet.md's sample merchant: 38 bps, cap 26.00
 POS = f"pos:{M}:POS00001"
+TOPUP = "898310065400001"  # [wallet] topup_merchant_id
 TERMS = [
     MerchantTerms(merchant_id=M, name="京东便利店 JD Mart", mcc="5411", mdr_bps=38,
                   fee_cap_fen=2600, account="6222020200112233445"),
@@ -88,11 +89,15 @@ def top_up(ledger: LedgerStoreBase, customer: str, amount: int) -> None:
     ledger.end_payment(key, True, 2.0)
 
 
-def settlement(place: Place, ledger: LedgerStoreBase) -> SettlementService:
-    """The service, its store holding D closed, no banks (on-us only)."""
+def settlement(
+    place: Place, ledger: LedgerStoreBase, closed: tuple[str, ...] = (D,)
+) -> SettlementService:
+    """The service, its store holding ``closed`` closed, no bank links (the banks'
+    records, if any, accepted into the store by the test)."""
     store, journal = stores(place)
     store.open()
-    store.record_close(DateClosed(date.fromisoformat(D), 1000.0, False))
+    for number, day in enumerate(closed):
+        store.record_close(DateClosed(date.fromisoformat(day), 1000.0 + number, False))
     calendar = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
     return SettlementService(
         store=store, journal=journal, calendar=calendar,
@@ -100,6 +105,7 @@ def settlement(place: Place, ledger: LedgerStoreBase) -> SettlementService:
         clearing_dir=lambda bank: place.folder / "clearing", out_dir=place.folder / "out",
         banks=lambda: [], institution_of=lambda bank: "0", settle_deadline="03:00",
         utc_offset_h=8, nudge=lambda bank: None, clock=lambda: 5000.0, ledger=ledger,
+        unpaid_merchants=(TOPUP,),
     )  # fmt: skip
 
 
@@ -236,5 +242,56 @@ async def test_ledger_postings_wait_for_a_ledger_that_cannot_take_them(
     pending = service.store.pending_ledger_orders()
     assert [(o.request_id, o.leg) for o in pending] == [("recon", "634110000301")]
     await trio.lowlevel.checkpoint()
+    service.store.close()
+    ledger.close()
+
+
+async def test_top_ups_are_matched_unpaid_and_their_wallets_corrected(place: Place) -> None:
+    """settlement.md and wallet.md: top-ups are card sales of ``topup_merchant_id``,
+    matched against the bank's file like any other, but in no payout row and with no
+    fee (their money went to the wallet at approval); where a verdict changes the money
+    the wallet is corrected: the bank's file lists one for less (amount_mismatch, paid
+    at the bank's amount: the wallet gives the difference back), and one it never lists
+    is reversed after its 2 dates (the wallet gives it all back, as far as it can)."""
+    days = (D, "2026-12-08", "2026-12-09")
+    ledger = place.open_ledger()
+    ledger.open_wallet(C, APP, 2, D, 0.0)
+    short, missing = "634110000401", "634110000402"
+    for rrn, amount in ((short, 50000), (missing, 20000)):
+        key = TransferKey(APP, f"topup-{rrn}", "topup")
+        ledger.reserve_topup(
+            TransferSpec(key=key, debit="bank_clearing:icbc", credit=f"wallet:{C}",
+                         amount=amount, kind="topup", rrn=rrn), "icbc", D, 1.0,
+        )  # fmt: skip
+        ledger.end_payment(key, True, 2.0)
+    topups = [txn(D, 50000, rrn=short, merchant_id=TOPUP),
+              txn(D, 20000, rrn=missing, merchant_id=TOPUP)]  # fmt: skip
+    place.write_journal(topups)
+    service = settlement(place, ledger, days)
+    service.store.accept_clearing_file("icbc", D, "icbc-20261207.clr",
+                                       [record_of(topups[0], amount=49000)], at=1.0)  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.journal.run)
+        await service.settle(D)
+        assert out(place, "payouts-20261207.csv").count(b"\n") == 1  # the header alone
+        recon = out(place, "recon-20261207.csv").decode().splitlines()[1:]
+        assert [line.split(",")[1:4] + line.split(",")[7:] for line in recon] == [
+            ["amount_mismatch", "icbc", short, "50000", "49000", "paid"],
+            ["switch_only", "icbc", missing, "20000", "", "held"],
+        ]
+        names = [f"wallet:{C}", "bank_clearing:icbc", "recon_loss"]
+        assert balances(ledger, names) == [69000, -69000, 0]
+        for day in days[1:]:
+            service.store.accept_clearing_file("icbc", day, "icbc.clr", [], at=1.0)
+            await service.settle(day)
+        assert balances(ledger, names) == [49000, -49000, 0]
+        recon = out(place, "recon-20261209.csv").decode().splitlines()[1:]
+        assert [line.split(",")[1:4] + line.split(",")[7:] for line in recon] == [
+            ["switch_only", "icbc", missing, "20000", "", "reversal_queued"],
+        ]
+        # The settlement's own ledger has no sale of the top-up merchant to pay.
+        assert await service.ledger_balances(f"merchant:{TOPUP}") == []
+        nursery.cancel_scope.cancel()
+    assert not ledger.verify()
     service.store.close()
     ledger.close()
