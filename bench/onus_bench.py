@@ -39,6 +39,7 @@ from switch.wire.iso8583 import Iso8583Codec
 REPO = Path(__file__).resolve().parent.parent
 DIALECTS = REPO / "conf" / "dialects"
 PAN = "6222021000111122221"
+CODES: dict[str, int] = {}
 
 
 def _config(folder: Path, bank_port: int) -> str:
@@ -62,6 +63,7 @@ level = "info"
 
 [security]
 demo_keys = true
+demo_terminals = true
 key_store = "{folder / "key-store.json"}"
 lmk_file = "{folder / "lmk"}"
 
@@ -117,6 +119,7 @@ async def _phase(
             for message in mine:
                 response = await client.request(message)
                 approved += response.fields.get(39) == "00"
+                CODES[str(response.fields.get(39))] = CODES.get(str(response.fields.get(39)), 0) + 1
         finally:
             await client.aclose()
 
@@ -200,7 +203,7 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
         store = open_ledger_store(config)
         store.open()
         settings = config.wallet.paycodes()
-        settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=per + 1,
+        settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=2 * per + 1,
                                   probe_limit=settings.probe_limit)  # fmt: skip
 
         def draw() -> str:
@@ -252,6 +255,7 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
         "onus_code_sale": {"cpu_ms": round(onus[0], 3), "per_s": round(onus[1]),
                            "approved": onus[2]},
         "mixed": mixed,
+        "codes": CODES,
     }  # fmt: skip
 
 

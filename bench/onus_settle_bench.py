@@ -47,6 +47,8 @@ from switch.store.sqlite.ledger import SqliteLedgerStore
 from switch.store.sqlite.settlement import SqliteSettlementStore
 from switch.store.sqlite.sql import writes_of
 
+STEPS: list[tuple[str, float]] = []
+"""Each statement of the settlement's SQL and its seconds (the store's ``on_step``)."""
 DAY: Final = "2026-12-07"
 CLOSED_AT: Final = 1_765_119_600.0  # 2026-12-07 23:00 +08:00
 CUSTOMERS: Final = 10_000
@@ -191,6 +193,9 @@ def _type(name: str) -> str:
 
 async def _settle(folder: Path, merchants: int) -> tuple[float, Any, SqliteLedgerStore, Any]:
     store = SqliteSettlementStore(folder / "settlement.sqlite3", folder / "journal.sqlite3")
+    store.on_step = lambda statement, seconds: STEPS.append(
+        (" ".join(statement.split())[:70], round(seconds, 2))
+    )
     store.open()
     store.record_close(DateClosed(date.fromisoformat(DAY), CLOSED_AT, False))
     ledger = SqliteLedgerStore(folder / "ledger.sqlite3")
@@ -249,6 +254,8 @@ def settle(folder: Path) -> dict[str, Any]:
         "merchants": expected["merchants"], "seconds": round(seconds, 2),
         "rate_per_s": round(expected["records"] / seconds), "peak_rss_mb": round(peak),
         "ledger_mismatch": mismatches, "payout_fen": status.payout_fen,
+        "sql_s": round(sum(seconds for _, seconds in STEPS), 2),
+        "slowest_steps": sorted(STEPS, key=lambda step: -step[1])[:5],
         "ok": not problems, "problems": problems,
     }  # fmt: skip
 
