@@ -8,6 +8,7 @@ it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from switch.net.settlement import SettlementService
 from switch.store.ledger_port import Reserved
 from switch.store.ledger_store import LedgerStoreBase
 from tests.settle.ledger_days import Place, record_of, txn
-from tests.settle.test_business_day import stores
+from tests.settle.test_business_day import local, stores
 
 D = "2026-12-07"
 APP = "app:wallet"
@@ -90,7 +91,10 @@ def top_up(ledger: LedgerStoreBase, customer: str, amount: int) -> None:
 
 
 def settlement(
-    place: Place, ledger: LedgerStoreBase, closed: tuple[str, ...] = (D,)
+    place: Place,
+    ledger: LedgerStoreBase | None,
+    closed: tuple[str, ...] = (D,),
+    clock: Callable[[], float] = lambda: 5000.0,
 ) -> SettlementService:
     """The service, its store holding ``closed`` closed, no bank links (the banks'
     records, if any, accepted into the store by the test)."""
@@ -104,7 +108,7 @@ def settlement(
         merchants=MerchantBook(TERMS), connectors={},
         clearing_dir=lambda bank: place.folder / "clearing", out_dir=place.folder / "out",
         banks=lambda: [], institution_of=lambda bank: "0", settle_deadline="03:00",
-        utc_offset_h=8, nudge=lambda bank: None, clock=lambda: 5000.0, ledger=ledger,
+        utc_offset_h=8, nudge=lambda bank: None, clock=clock, ledger=ledger,
         unpaid_merchants=(TOPUP,),
     )  # fmt: skip
 
@@ -294,4 +298,28 @@ async def test_top_ups_are_matched_unpaid_and_their_wallets_corrected(place: Pla
         nursery.cancel_scope.cancel()
     assert not ledger.verify()
     service.store.close()
+    ledger.close()
+
+
+async def test_orders_a_crash_left_are_made_when_the_service_starts(place: Place) -> None:
+    """The settlement committed, then the switch stopped before the on-us ledger got its
+    fee and payout: the service starting again makes them, once."""
+    ledger = place.open_ledger()
+    top_up(ledger, C, 50000)
+    paid(ledger, "634110000131", 8800)
+    place.write_journal([onus("onus_sale", "634110000131", 8800)])
+    crashed = settlement(place, None)  # as if it had stopped before its hand-over
+    await crashed.settle(D)
+    assert len(crashed.store.pending_ledger_orders()) == 2  # the fee and the payout
+    crashed.store.close()
+    assert balances(ledger, [f"merchant:{M}", "payouts"]) == [8800, 0]
+    again = settlement(place, ledger, clock=lambda: local("2026-12-08 10:00:00"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(again.run)
+        nursery.cancel_scope.cancel()
+    assert again.store.pending_ledger_orders() == []
+    assert balances(ledger, [f"merchant:{M}", "merchant_fee_income", "payouts"]) == [
+        0, 33, 8767,
+    ]  # fmt: skip
+    again.store.close()
     ledger.close()
