@@ -693,8 +693,8 @@ class SwitchApp:
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
             ledger=await self._settlement_ledger(bank_side),
-            unpaid_merchants=(
-                self.config.wallet.topup_merchant_id, self.config.credit.own_merchant_id,
+            own_merchants=(
+                self.config.credit.own_merchant_id, self.config.wallet.topup_merchant_id,
             ),
         )
         await bank_side.start(settlement.run)

@@ -17,7 +17,7 @@ import math
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
@@ -108,13 +108,13 @@ class SettlementService:
         max_clearing_file_bytes: int = 1 << 28,
         on_close: Callable[[str], Awaitable[object]] | None = None,
         ledger: LedgerStore | None = None,
-        unpaid_merchants: tuple[str, ...] = (),
+        own_merchants: Sequence[str] = (),
     ) -> None:
         self.store = store
-        self.unpaid_merchants = unpaid_merchants
-        """The company's own merchants ([wallet] topup_merchant_id, [credit]
-        own_merchant_id): matched like any other, in no payout row, with no fee; a verdict
-        that changes their money corrects the customer's account (settlement.md)."""
+        self.own_merchants = tuple(own_merchants)
+        """The switch's own merchants (``[credit] own_merchant_id``, ``[wallet]
+        topup_merchant_id``): matched, in no payout (settlement.md); a verdict that
+        changes their money corrects the customer's account."""
         self.ledger = ledger
         """The on-us ledger (wallet.md), open, on a connection of the service's own: what
         a settlement decides on it (on-us fees, payouts, recon corrections) and the
@@ -380,9 +380,10 @@ class SettlementService:
                 await self.read_files((day - timedelta(days=days_before)).isoformat())
             merchants = self.merchants.listed()
             at = self.clock()
-            unpaid = self.unpaid_merchants
             settled_now = await self._in_store(
-                lambda: self.store.settle(business_date, merchants, at=at, unpaid=unpaid)
+                lambda: self.store.settle(
+                    business_date, merchants, at=at, own_merchants=self.own_merchants
+                )
             )
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)

@@ -242,9 +242,7 @@ class SettlementSql(msgspec.Struct, frozen=True, kw_only=True):
     temp_tables: tuple[str, ...]
     drop_temp_tables: tuple[str, ...]
     put_terms: str
-    put_unpaid: str
-    """A merchant whose sales are matched but in no payout row, with no fee: the
-    company's own (wallet.md's top-ups, credit.md's repayments by card)."""
+    put_own_merchant: str
     settle_steps: tuple[str, ...]
     """Each statement of a date's settlement, in order, on the named parameters ``d``
     (the date), ``d_hold`` (the date ``hold`` dates before it) and ``hold``."""
@@ -272,7 +270,9 @@ class SettlementSql(msgspec.Struct, frozen=True, kw_only=True):
 _FILE_COLUMNS: Final = "bank, business_date, name, status, reason, records, read_at"
 _TEMP_TABLES: Final = (
     ("terms", "merchant_id {t} PRIMARY KEY, account {t}, mdr_bps {i}, fee_min {i}, fee_cap {i}"),
-    ("unpaid", "merchant_id {t} PRIMARY KEY"),
+    # The switch's own merchants (settlement.md: [credit] own_merchant_id...): matched,
+    # never paid out; their pages post them to the ledger.
+    ("own_merchant", "merchant_id {t} PRIMARY KEY"),
     ("cand", """
         rrn {t} PRIMARY KEY, bank {t}, kind {t}, txn_date {t}, merchant_id {t},
         terminal_id {t}, masked_pan {t}, amount {i}, original_rrn {t}, stands {f}
@@ -358,7 +358,7 @@ def settlement_sql(d: Dialect) -> SettlementSql:
             d.drop_temp_after.format(name) for name, _ in _TEMP_TABLES if d.drop_temp_after
         ),
         put_terms=sql("INSERT INTO terms VALUES (?, ?, ?, ?, ?)"),
-        put_unpaid=sql("INSERT INTO unpaid VALUES (?) ON CONFLICT (merchant_id) DO NOTHING"),
+        put_own_merchant=sql("INSERT INTO own_merchant VALUES (?) ON CONFLICT DO NOTHING"),
         settle_steps=tuple(sql(step) for step in _settle_steps(d)),
         unbalanced=sql(
             f"SELECT posting, {d.whole.format('(sum(debit_fen) - sum(credit_fen))')} AS off "
@@ -733,7 +733,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                 WHERE p.rrn = x.rrn AND p.rrn != '' AND p.state = 'posted'
                   AND p.kind != 'adjust' AND p.debit_account = 'bank_clearing:' || x.bank)
                    AS customer
-        FROM decided x JOIN unpaid u ON u.merchant_id = x.merchant_id
+        FROM decided x JOIN own_merchant o ON o.merchant_id = x.merchant_id
         WHERE {_kind("x.kind", counts="debit")} AND x.switch_fen IS NOT NULL
           AND (x.category = 'amount_mismatch'
                OR (x.category = 'switch_only' AND x.action = 'reversal_queued'))
@@ -809,7 +809,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
             WHEN {_kind("p.kind", counts="debit")} THEN 'sale'
             ELSE 'refund' END AS role
         FROM decided p WHERE p.action = 'paid' AND p.paid_fen IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM unpaid u WHERE u.merchant_id = p.merchant_id)
+          AND NOT EXISTS (SELECT 1 FROM own_merchant o WHERE o.merchant_id = p.merchant_id)
     ) AS d
     JOIN terms t ON t.merchant_id = CASE
         WHEN EXISTS (SELECT 1 FROM terms m WHERE m.merchant_id = d.merchant_id)
@@ -832,7 +832,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
         SELECT merchant_id FROM counted
         UNION SELECT merchant_id FROM settlement_item
               WHERE state = 'held' AND {_kind("kind", counts="debit")}
-                AND merchant_id NOT IN (SELECT merchant_id FROM unpaid)
+                AND merchant_id NOT IN (SELECT merchant_id FROM own_merchant)
         UNION SELECT p.merchant_id FROM payout p
               WHERE p.carried_out_fen != 0 AND p.business_date = (
                   SELECT max(q.business_date) FROM payout q
@@ -849,8 +849,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     ) AS c ON c.merchant_id = m.merchant_id
     LEFT JOIN (
         SELECT merchant_id, sum(switch_fen) AS held_fen FROM settlement_item
-        WHERE state = 'held' AND {_kind("kind", counts="debit")}
-          AND merchant_id NOT IN (SELECT merchant_id FROM unpaid) GROUP BY merchant_id
+        WHERE state = 'held' AND {_kind("kind", counts="debit")} GROUP BY merchant_id
     ) AS h ON h.merchant_id = m.merchant_id""",
         """INSERT INTO payout
     SELECT :d, merchant_id, account, sales_count, sales_fen, refunds_count, refunds_fen,

@@ -202,13 +202,14 @@ class SettlementStoreBase(ABC):
         merchants: Sequence[MerchantTerms],
         *,
         at: float,
-        unpaid: Sequence[str] = (),
+        own_merchants: Sequence[str] = (),
     ) -> bool:
         """Settles a closed date, in one transaction: True if it did now, False if it
         was settled before (then nothing is posted again). Banks whose file for the
         date is missing or rejected simply have no records: their transactions are
-        held as ``switch_only``. ``unpaid``: the company's own merchants (top-ups,
-        repayments by card), matched but in no payout row and with no fee."""
+        held as ``switch_only``. ``own_merchants`` (the switch's own: ``[credit]
+        own_merchant_id``, ``[wallet] topup_merchant_id``) are matched like any other and
+        in no payout."""
         try:
             with self._settling():
                 row = self._first(self.sql.date_to_settle, (business_date,))
@@ -216,14 +217,14 @@ class SettlementStoreBase(ABC):
                     raise SettlementError(f"business date {business_date} is not closed")
                 if row["settled_at"] is not None:
                     return False
-                self._settle(business_date, merchants, unpaid)
+                self._settle(business_date, merchants, own_merchants)
                 self._execute(self.sql.mark_settled, (at, business_date))
         except self.errors as exc:  # rolled back whole: nothing of it stays
             raise SettlementError(f"settling {business_date} failed: {self._cause(exc)}") from exc
         return True
 
     def _settle(
-        self, day: str, merchants: Sequence[MerchantTerms], unpaid: Sequence[str] = ()
+        self, day: str, merchants: Sequence[MerchantTerms], own_merchants: Sequence[str] = ()
     ) -> None:
         """Everything a date's settlement writes, inside the caller's transaction."""
         sql, on_step = self.sql, self.on_step
@@ -237,7 +238,7 @@ class SettlementStoreBase(ABC):
         if not any(terms.merchant_id == DEFAULT_PROFILE for terms in merchants):
             terms.append(("*", "", 0, 0, 0))
         self._executemany(sql.put_terms, terms)
-        self._executemany(sql.put_unpaid, [(merchant,) for merchant in unpaid if merchant])
+        self._executemany(sql.put_own_merchant, [(m,) for m in own_merchants if m])
         for statement in sql.settle_steps:
             started = time.perf_counter()
             self._execute(statement, parameters)

@@ -109,7 +109,7 @@ def settlement(
         clearing_dir=lambda bank: place.folder / "clearing", out_dir=place.folder / "out",
         banks=lambda: [], institution_of=lambda bank: "0", settle_deadline="03:00",
         utc_offset_h=8, nudge=lambda bank: None, clock=clock, ledger=ledger,
-        unpaid_merchants=(TOPUP,),
+        own_merchants=(TOPUP,),
     )  # fmt: skip
 
 
