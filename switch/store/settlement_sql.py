@@ -716,10 +716,11 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
       AND NOT EXISTS (SELECT 1 FROM clearing_record x
                       WHERE x.rrn = r.rrn AND x.bank = r.bank AND x.mti_class = '04')
     ON CONFLICT (rrn) DO NOTHING""",
-        # 4t. The company's own sales (wallet.md's top-ups, credit.md's repayments by
-        #     card) credited the customer at approval: where a verdict changes their
-        #     money (amount_mismatch; switch_only reversed after its dates), the account
-        #     their transfer credited is corrected by the difference (recon, adjust).
+        # 4t. The company's own sales that credited a wallet at approval (wallet.md's
+        #     top-ups): where a verdict changes their money (amount_mismatch; switch_only
+        #     reversed after its dates), the wallet is corrected by the difference
+        #     (recon, adjust). A repayment by card credited a credit line, whose book is
+        #     credit.md's: not corrected here.
         f"""INSERT INTO ledger_order (business_date, request_id, leg, debit_account,
         credit_account, amount, kind, rrn, merchant_id)
     SELECT :d, 'recon', rrn, CASE WHEN diff > 0 THEN clearing ELSE customer END,
@@ -731,7 +732,8 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                     ELSE -x.switch_fen END AS diff,
                (SELECT min(p.credit_account) FROM {ledger}ledger_transfer p
                 WHERE p.rrn = x.rrn AND p.rrn != '' AND p.state = 'posted'
-                  AND p.kind != 'adjust' AND p.debit_account = 'bank_clearing:' || x.bank)
+                  AND p.kind != 'adjust' AND p.debit_account = 'bank_clearing:' || x.bank
+                  AND substr(p.credit_account, 1, 7) = 'wallet:')
                    AS customer
         FROM decided x JOIN own_merchant o ON o.merchant_id = x.merchant_id
         WHERE {_kind("x.kind", counts="debit")} AND x.switch_fen IS NOT NULL
