@@ -13,7 +13,7 @@ the reconciliation has ``ledger_mismatch`` lines to write and corrections to pos
 Then a process of its own settles the date as the switch does
 (``SettlementService.settle``: the settlement's SQL against the attached journal and
 ledger, the payout and reconciliation files, the on-us fees, payouts and corrections
-handed to the ledger store, the withdrawals file), timed from the call to its return;
+handed to the ledger store), timed from the call to its return;
 its peak resident set (VmHWM) is read just after. Target: 60 s and 1 GB for a million
 payments. Then, not timed, it checks what it found: the payout sums, the mismatches,
 every merchant's on-us account back at zero. One JSON line on stdout.

@@ -48,7 +48,6 @@ from switch.core.settlement import (
     recon_file_name,
     split_correction,
 )
-from switch.core.wallet import withdrawals_file, withdrawals_file_name
 from switch.errors import SwitchError
 from switch.files import make_private_folder, write_private
 from switch.net.bank_link import BankConnector
@@ -117,8 +116,8 @@ class SettlementService:
         changes their money corrects the customer's account."""
         self.ledger = ledger
         """The on-us ledger (wallet.md), open, on a connection of the service's own: what
-        a settlement decides on it (on-us fees, payouts, recon corrections) and the
-        withdrawals file's postings. None: no on-us money (a test's switch)."""
+        a settlement decides on it (on-us fees, payouts, recon corrections). None: no
+        on-us money (a test's switch)."""
         self._ledger_lock = trio.Lock()
         self._ledger_behind = False
         """A hand-over to the ledger failed: tried again at each poll until it is done."""
@@ -389,7 +388,6 @@ class SettlementService:
             recon = await self._in_store(self.store.recon_lines, business_date)
             await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
             await self._hand_over_ledger_orders()
-            await self._write_withdrawals(business_date)
             await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
             status = await self.status(business_date)
@@ -445,34 +443,6 @@ class SettlementService:
         if error is not None:
             log.error("settlement_ledger_not_posted", error=error,
                       count=len(orders) - len(done))  # fmt: skip
-
-    async def _write_withdrawals(self, business_date: str) -> None:
-        """wallet.md's withdrawals file of the date, beside the payouts (written again,
-        byte-identical, when the date is settled again), and each row's posting
-        ``withdrawals_payable`` to ``payouts``, keyed by date and RRN."""
-        ledger = self.ledger
-        if ledger is None:
-            return
-        try:
-            async with self._ledger_lock:
-                lines = await trio.to_thread.run_sync(ledger.withdrawals, business_date)
-            data = withdrawals_file(business_date, lines)
-            path = self.out_dir / withdrawals_file_name(business_date)
-            await trio.to_thread.run_sync(_write_whole, path, data)
-            at = self.clock()
-            specs = [
-                TransferSpec(
-                    key=TransferKey(business_date, "withdrawals", line.rrn),
-                    debit="withdrawals_payable", credit="payouts", amount=line.amount,
-                    kind="withdrawals_file", rrn=line.rrn,
-                )
-                for line in lines
-            ]
-            async with self._ledger_lock:
-                for spec in specs:
-                    await trio.to_thread.run_sync(ledger.transfer, spec, at)
-        except LedgerError as exc:  # written and posted again at the next settlement run
-            log.error("withdrawals_file_failed", business_date=business_date, error=str(exc))
 
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())

@@ -2,7 +2,7 @@
 settlement.md): they count as card sales of their merchant, with the same fees, in
 the same payout row, never held; the on-us ledger gets their fees and payouts; each is
 reconciled against the ledger (``ledger_mismatch``, the ledger corrected to the
-journal); the withdrawals file is written beside the payouts. Real files (SQLite) and
+journal). Real files (SQLite) and
 a real PostgreSQL database, through the settlement service as ``switch run`` drives
 it."""
 
@@ -42,11 +42,6 @@ SAMPLE_PAYOUTS = (
     b"2026-12-07,2026-12-08,898110054110001,6222020200112233445,1,8800,1,2000,33,0,0,6767,"
     b"6767,0\n"
 )
-SAMPLE_WITHDRAWALS = (
-    "business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
-    "2026-12-07,2026-12-08,634114000140,C100000001,102100099996,6222021000111133335,张三,"
-    "10000\n"
-).encode()
 RECON_HEADER = (
     b"business_date,category,bank,rrn,terminal_id,merchant_id,masked_pan,switch_fen,"
     b"bank_fen,action\n"
@@ -119,9 +114,9 @@ def out(place: Place, name: str) -> bytes:
 
 async def test_the_sample_day_of_wallet_md_settles_to_its_last_row(place: Place) -> None:
     """wallet.md's day: a ¥500 top-up, the ¥88.00 QR payment, ¥20.00 refunded, ¥100.00
-    withdrawn; settled: fee 33, payout 6,767, and the balances of the sample's last row
-    (merchant 0, fee income 33, payouts 16,767); the withdrawals file's sample row. Settled
-    again: the same bytes, nothing posted twice."""
+    withdrawn and its file posted; settled: fee 33, payout 6,767, and the balances of the
+    sample's last row (merchant 0, fee income 33, payouts 16,767). Settled again: the
+    same bytes, nothing posted twice."""
     ledger = place.open_ledger()
     top_up(ledger, C, 50000)
     paid(ledger, "634110000131", 8800)
@@ -138,6 +133,12 @@ async def test_the_sample_day_of_wallet_md_settles_to_its_last_row(place: Place)
     assert isinstance(reserved, Reserved)
     ledger.end_payment(withdraw.key, True, 9.0)
     assert balances(ledger, ACCOUNTS) == [33200, 6800, -50000, 10000, 0, 0]
+    # The withdrawals file, at the date's close (the close's own work, as it posts it).
+    [line] = ledger.withdrawals(D)
+    ledger.transfer(TransferSpec(key=TransferKey(D, "withdrawals", line.rrn),
+                                 debit="withdrawals_payable", credit="payouts",
+                                 amount=line.amount, kind="withdrawals_file"), 10.0)  # fmt: skip
+    assert balances(ledger, ACCOUNTS) == [33200, 6800, -50000, 0, 0, 10000]
     place.write_journal([
         onus("onus_sale", "634110000131", 8800),
         onus("onus_refund", "634110000132", 2000, original_rrn="634110000131"),
@@ -146,14 +147,12 @@ async def test_the_sample_day_of_wallet_md_settles_to_its_last_row(place: Place)
     status = await service.settle(D)
     assert out(place, "payouts-20261207.csv") == SAMPLE_PAYOUTS
     assert out(place, "recon-20261207.csv") == RECON_HEADER
-    assert out(place, "withdrawals-20261207.csv") == SAMPLE_WITHDRAWALS
     assert balances(ledger, ACCOUNTS) == [33200, 0, -50000, 0, 33, 16767]
     assert [(c.category, c.action, c.count) for c in status.categories] == [("matched", "paid", 2)]
     # The settlement's own ledger has nothing of it: on-us money is on the on-us ledger.
     assert await service.ledger_balances(f"merchant:{M}") == []
     await service.settle(D)  # again
     assert out(place, "payouts-20261207.csv") == SAMPLE_PAYOUTS
-    assert out(place, "withdrawals-20261207.csv") == SAMPLE_WITHDRAWALS
     assert balances(ledger, ACCOUNTS) == [33200, 0, -50000, 0, 33, 16767]
     assert not ledger.verify()
     service.store.close()
