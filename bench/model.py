@@ -204,6 +204,11 @@ class RiskOverhead(msgspec.Struct, frozen=True, kw_only=True):
     cpu_ms_per_1k_rules: float | None
     ratio: float | None
     """With the rules over without."""
+    baseline_rules: list[ScenarioResult] = []
+    """With ``--baseline``: the baseline's switch with the same rules, in the same turns."""
+    cpu_ms_per_1k_baseline_rules: float | None = None
+    ratio_vs_baseline: float | None = None
+    """With the rules, the current code over the baseline's."""
 
 
 class IdleConnections(msgspec.Struct, frozen=True, kw_only=True):

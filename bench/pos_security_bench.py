@@ -1,8 +1,9 @@
 """The CPU of security.md on the POS channel, in process: a sign-on (0800 in, 0810 with
 fresh working keys under the TMK out), and what a sale adds (its MAC verified, its PIN
-checked, its answer MAC'd, its PIN block translated to the link's ZPK), against the same
-sale without them. The software security module on ``cryptography``, as the switch runs
-it. ``python -m bench.pos_security_bench [--n N]``; prints one JSON object."""
+checked, its answer MAC'd, its PIN block translated to the link's ZPK, its bank request
+MAC'd and the bank's answer's MAC checked), against the same sale without them. The
+software security module on ``cryptography``, as the switch runs it. ``python -m
+bench.pos_security_bench [--n N]``; prints one JSON object."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class _Switchboard:
     """Answers a sign-on at once, as the switch's does, and nothing else."""
 
     stats = TransactionStats()
+    paycode_prefix = None
 
     def network_management(self, request: SignOn, stamp: object, origin: object) -> Outcome:
         return Outcome(code="00", rrn="532614000122", batch=f"{int(request.batch) + 1:06d}")
@@ -133,12 +135,23 @@ def measure(n: int) -> dict[str, Any]:
             results["translate_pin_us"] = _cpu_us(
                 n, lambda: module.translate_pin(pik, bank.zpk, block, pan)
             )
+            # The bank link's X9.19 MACs: the request's made, the answer's checked (a
+            # bank sale's MAB is about 150 bytes).
+            mab = bytes(range(150))
+            mac = module.make_bank_mac(bank.zak, mab)
+            results["bank_macs_us"] = _cpu_us(
+                n,
+                lambda: (
+                    module.make_bank_mac(bank.zak, mab),
+                    module.verify_bank_mac(bank.zak, mab, mac),
+                ),
+            )
 
         trio.run(main)
     results["sale_added_cpu_us"] = (
         results["accept_sale_maced_pin_us"] - results["accept_sale_plain_us"]
         + results["answer_maced_us"] - results["answer_plain_us"]
-        + results["translate_pin_us"]
+        + results["translate_pin_us"] + results["bank_macs_us"]
     )  # fmt: skip
     return {key: round(value, 1) if isinstance(value, float) else value
             for key, value in results.items()}  # fmt: skip

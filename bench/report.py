@@ -586,6 +586,7 @@ def paired_scenarios(report: Report) -> list[tuple[str, ScenarioResult]]:
     if report.risk is not None:  # the current code only, each round's pair together
         for none, ruled in zip(report.risk.none, report.risk.with_rules, strict=True):
             rows += [(none.name, none), (ruled.name, ruled)]
+        rows += [(theirs.name, theirs) for theirs in report.risk.baseline_rules]
     if report.scaling is not None:  # the current code only, each setup's rows together
         for run in report.scaling.runs:
             mark = f" @{run.setup.name}"
@@ -816,7 +817,14 @@ def print_report(report: Report, out: TextIO) -> None:
         out.write(
             f"risk rules: CPU per 1,000 sales at {r.rate:g}/s with none"
             f" {_number(r.cpu_ms_per_1k_none, 0)} ms, with {r.rules} in scope"
-            f" {_number(r.cpu_ms_per_1k_rules, 0)} ms ({change})\n"
+            f" {_number(r.cpu_ms_per_1k_rules, 0)} ms ({change})"
+            + (
+                f"; the baseline with them {_number(r.cpu_ms_per_1k_baseline_rules, 0)} ms"
+                f" (current {r.ratio_vs_baseline - 1:+.1%})"
+                if r.ratio_vs_baseline is not None
+                else ""
+            )
+            + "\n"
         )
     if report.admin is not None:
         a = report.admin

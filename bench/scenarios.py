@@ -1085,22 +1085,28 @@ async def run_risk(bench: Bench) -> RiskOverhead | None:
     rate = round(max_rate.tps / 2, 1)
     rules_file = bench.run_dir / "risk-rules.toml"
     rules_file.write_text(risk_rules_toml(options.risk_rules))
-    measured: dict[str, list[ScenarioResult]] = {"none": [], "rules": []}
+    rules = {"risk": {"rules_file": str(rules_file)}}
+    baseline = next((other for other in bench.sides[1:] if other.is_baseline), None)
+    measured: dict[str, list[ScenarioResult]] = {"none": [], "rules": [], "baseline": []}
     async with contextlib.AsyncExitStack() as stack:
         none = await stack.enter_async_context(bench.switch("risk-none", side.version))
         with_rules = await stack.enter_async_context(
-            bench.switch(
-                f"risk-{options.risk_rules}", side.version,
-                sections={"risk": {"rules_file": str(rules_file)}},
-            )
-        )  # fmt: skip
+            bench.switch(f"risk-{options.risk_rules}", side.version, sections=rules)
+        )
+        order = [("none", none), ("rules", with_rules)]
+        if baseline is not None:  # the baseline's switch with the same rules, in turns
+            order.append(("baseline", await stack.enter_async_context(
+                bench.switch(f"risk-{options.risk_rules}", baseline.version, sections=rules)
+            )))  # fmt: skip
         for turn in range(options.risk_rounds):
-            order = [("none", none), ("rules", with_rules)]
             for label, target in order if turn % 2 == 0 else reversed(order):
                 suffix = f"_{turn + 1}" if options.risk_rounds > 1 else ""
-                name = f"risk_{label if label == 'none' else options.risk_rules}{suffix}"
+                name = f"risk_{'none' if label == 'none' else options.risk_rules}{suffix}"
+                if label == "baseline":
+                    name += BASELINE_MARK
                 measured[label].append(await bench.open_loop(name, target, rate))
     cpu_none, cpu_rules = _cpu_ms_per_1k(measured["none"]), _cpu_ms_per_1k(measured["rules"])
+    cpu_base = _cpu_ms_per_1k(measured["baseline"])
     return RiskOverhead(
         rate=rate,
         rules=options.risk_rules,
@@ -1109,6 +1115,9 @@ async def run_risk(bench: Bench) -> RiskOverhead | None:
         cpu_ms_per_1k_none=cpu_none,
         cpu_ms_per_1k_rules=cpu_rules,
         ratio=round(cpu_rules / cpu_none, 4) if cpu_rules and cpu_none else None,
+        baseline_rules=measured["baseline"],
+        cpu_ms_per_1k_baseline_rules=cpu_base,
+        ratio_vs_baseline=round(cpu_rules / cpu_base, 4) if cpu_rules and cpu_base else None,
     )
 
 

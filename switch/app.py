@@ -66,12 +66,14 @@ from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
 from switch.core.terminal_keys import TerminalKeys
 from switch.core.workers import SINGLE, Worker, worker_config
-from switch.errors import ConfigError, StartupError
+from switch.errors import ConfigError, StartupError, TransactionRefused
 from switch.log import set_log_level
 from switch.net.admission import Admission
 from switch.net.advice import AdviceForwarder
+from switch.net.app_desk import AppDesk
 from switch.net.bank_link import BankConnector, BankSecurity
 from switch.net.channel import ChannelServer
+from switch.net.cobrand import CobrandDesk
 from switch.net.credit import CreditBilling
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
@@ -81,8 +83,11 @@ from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
+from switch.net.stand_in import share_stand_ins
 from switch.net.switchboard import Switchboard
 from switch.net.trace import TraceAnswer, Tracer, TraceSelection, selection_decoder
+from switch.net.wallet_desk import WalletDesk
+from switch.net.withdrawals import WithdrawalsFiles
 from switch.security.port import KeyName
 from switch.security.setup import (
     bank_zmks,
@@ -169,6 +174,7 @@ class SwitchApp:
         self.risk = RiskGate(
             RiskEngine(load_risk_rules(config), utc_offset_h=config.switch.utc_offset_h),
             card_hashes=self.vault.card_hashes,
+            cobrand_bins=config.credit.cobrand_bins,  # funding cobrand (risk.md)
         )
         """The risk rules in force and their windows (risk.md)."""
         terminal_entries(self.security, config)
@@ -188,6 +194,9 @@ class SwitchApp:
         self.stand_in = StandInDesk(_stand_in_sections(config))
         self.settlement: SettlementService | None = None
         self.credit: CreditBilling | None = None
+        self.cobrand: CobrandDesk | None = None
+        """credit.md's co-brand card: the app's requests and linked cards' points."""
+        self._ledger_store: LedgerStoreBase | None = None
         """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
         self.pos: ChannelServer[object] | None = None
@@ -464,7 +473,8 @@ class SwitchApp:
         except LedgerError as exc:
             settlement_store.close()
             raise StartupError(str(exc)) from exc
-        self._ledger = LedgerDesk(ledger_store, config.wallet)
+        self._ledger = LedgerDesk(ledger_store, config.wallet, risk=self.risk)
+        self._ledger_store = ledger_store
         try:
             async with trio.open_nursery() as store_side:
                 await store_side.start(journal.run)
@@ -578,7 +588,24 @@ class SwitchApp:
                     follow_other_workers, journal, others, self.clock,
                     config.risk.sync_interval_s, name="risk:others",
                 )  # fmt: skip
+                bank_side.start_soon(
+                    share_stand_ins, journal, self.stand_in, self.clock, utc_offset_h,
+                    config.risk.sync_interval_s, name="stand-in:share",
+                )  # fmt: skip
             del rebuilt
+            if self._ledger is not None and self._ledger_store is not None:
+                cobrand = self.cobrand = CobrandDesk(
+                    self._ledger, self._ledger_store, switchboard, vault, config.credit,
+                    utc_offset_h=utc_offset_h, clock=self.clock,
+                    stans=StanSequence(worker=self.worker.slot, workers=self.worker.slots),
+                )  # fmt: skip
+                if config.credit.cobrand_bins:  # points of linked cards' sales
+                    switchboard.on_final = cobrand.note
+                await bank_side.start(cobrand.run)
+                try:  # conversions a crash left between their payment and its end
+                    await cobrand.recover()
+                except TransactionRefused as exc:  # the store down: the next start
+                    log.error("cobrand_recovery_failed", error=str(exc))
             for name, forwarder in self.forwarders.items():
                 bank_side.start_soon(forwarder.run, name=f"saf:{name}")
             for name, connector in self.connectors.items():
@@ -588,6 +615,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 bank_side.start_soon(adviser.run, name=f"advice:{name}")
             if self.worker.runs_settlement:  # a date closes and settles once: on worker 0
                 self.settlement = await self._start_settlement(
@@ -631,6 +660,7 @@ class SwitchApp:
                 nonces=nonces,
                 stans=self._new_stans(),
                 clock=self.clock,
+                desk=self._app_desk(switchboard),
             )
             shared = not self.worker.alone  # the other workers listen on the same ports
             self.pos = ChannelServer(
@@ -696,6 +726,7 @@ class SwitchApp:
             own_merchants=(
                 self.config.credit.own_merchant_id, self.config.wallet.topup_merchant_id,
             ),
+            on_settled=self.cobrand.settled if self.cobrand is not None else None,
         )
         await bank_side.start(settlement.run)
         return settlement
@@ -720,6 +751,7 @@ class SwitchApp:
             store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
         )
         switchboard = self.switchboard
+        withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 
         async def on_close(business_date: str) -> None:
             try:
@@ -727,6 +759,7 @@ class SwitchApp:
                     await switchboard.expire_holds(business_date)
             finally:  # the accounts close even when the expiry could not be journaled
                 await billing.close(business_date)
+                await withdrawals.close(business_date)  # wallet.md: no bank file awaited
 
         return on_close
 
@@ -949,6 +982,8 @@ class SwitchApp:
                     book=switchboard.book,
                 )  # fmt: skip
                 adviser.nudge_reversals = _Reversals(self.forwarders).nudge
+                if self.cobrand is not None and self.config.credit.cobrand_bins:
+                    adviser.on_accepted = self.cobrand.advice_accepted
                 self._bank_side.start_soon(adviser.run, name=f"advice:{name}")  # type: ignore[union-attr]
             adviser.connector = connector
             if previous is not None:
@@ -1002,6 +1037,36 @@ class SwitchApp:
         its links close."""
         await connector.wait_idle()
         self._stop_bank(connector)
+
+    def _app_desk(self, switchboard: Switchboard) -> AppDesk | None:
+        """The online requests that are not payments through the lifecycle
+        (``switch/net/app_desk.py``): wallet.md's, then each other page's types."""
+        if self._ledger is None:
+            return None
+        config = self.config
+        desk = AppDesk(
+            self._ledger,
+            digest=self.vault.digest,
+            matches=self.vault.matches,
+            business_date=switchboard.business_date,
+            utc_offset_h=config.switch.utc_offset_h,
+            stats=switchboard.stats,
+            in_flight_wait_s=max(
+                (bank.issuer_timeout_s for bank in config.banks.values()), default=5.0
+            )
+            + 1.0,
+            keep_s=config.online.idempotency_keep_s,
+            clock=self.clock,
+            card_result=switchboard.journal.online_result,
+        )
+        WalletDesk(
+            config.wallet,
+            merchants=lambda: switchboard.merchants,
+            allocate_rrn=switchboard._allocate_rrn,
+        ).register(desk)
+        if self.cobrand is not None:  # credit.md's co-brand types
+            self.cobrand.register(desk)
+        return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
         """Forgets online results older than they must be kept, hourly."""

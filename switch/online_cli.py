@@ -91,6 +91,19 @@ def add_commands(
         parser.set_defaults(
             handler=lambda args, config, _name=name: _online(args, config, _name, parse_amount)
         )
+    send = requests.add_parser(
+        "send", parents=[common], help="any request type, its fields given one by one",
+        description="Any online.md request, e.g. wallet.md's: `switch online send "
+        "wallet_open --field customer_id=C100000001 --field class:=2`. Each --field is "
+        "NAME=TEXT (a string) or NAME:=JSON (a number, true, a map...); amounts are "
+        "integers in fen. Without --key-id the DEMO key of the request's "
+        "principal signs it: demo-m-<merchant_id> when the fields name a merchant_id, "
+        "else demo-app (app:wallet).",
+    )  # fmt: skip
+    send.add_argument("type", help="the request's type, e.g. wallet_balance, qr_create")
+    send.add_argument("--field", action="append", default=[], metavar="NAME=TEXT|NAME:=JSON",
+                      help="a field of the request (repeat for each)")  # fmt: skip
+    send.set_defaults(handler=_send)
 
 
 def _request(args: argparse.Namespace, name: str, amount: int) -> wire.OnlineRequest:
@@ -110,6 +123,84 @@ def _request(args: argparse.Namespace, name: str, amount: int) -> wire.OnlineReq
     return wire.Refund(
         id=request_id, merchant_id=merchant, original_id=args.original_id, amount=amount
     )
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """``send``'s body: ``type``, ``id`` and each ``--field``."""
+    body: dict[str, Any] = {
+        "type": args.type,
+        "id": args.id or f"cli-{time.time_ns() // 1_000_000}",
+    }
+    for item in args.field:
+        raw = item.partition("=")[0].endswith(":")  # NAME:=JSON
+        name, sep, text = item.partition(":=" if raw else "=")
+        if not sep or not name:
+            raise ValueError(f"--field {item!r}: NAME=TEXT or NAME:=JSON")
+        if not raw:
+            body[name] = text
+            continue
+        try:
+            body[name] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--field {item!r}: {exc}") from None
+    return body
+
+
+def _send(args: argparse.Namespace, config: SwitchConfig) -> int:
+    try:
+        body = _fields(args)
+        merchant = body.get("merchant_id")
+        if args.secret_file is None and args.key_id is None and not isinstance(merchant, str):
+            print("switch: signing with the DEMO key demo-app (published secret; only a "
+                  "switch with [security] demo_keys = true takes it)", file=sys.stderr)  # fmt: skip
+            key = OnlineKey.demo_app()
+        else:
+            if isinstance(merchant, str):
+                args.merchant = merchant
+            key = _key(args)
+        tls = _tls(args, config)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or config.online.host
+    port = args.port or config.online.port
+
+    async def exchange() -> tuple[dict[str, Any], bool]:
+        client = await OnlineClient.connect(host, port, tls=tls, key=key)
+        try:
+            with trio.fail_after(RESPONSE_TIMEOUT_S):
+                await client.send_raw(msgspec.msgpack.encode(body))
+                answer = msgspec.msgpack.decode(await client.receive_raw())
+                return answer, client.last_signed
+        finally:
+            await client.aclose()
+
+    try:
+        answer, signed = trio.run(exchange)
+    except UnverifiedAnswer as exc:
+        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
+            msgspec.DecodeError) as exc:  # fmt: skip
+        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
+        return 1
+    if not isinstance(answer, dict):
+        print(f"switch: the answer is not a map: {answer!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(_masked({**answer, "signed": signed}), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _masked(answer: dict[str, Any]) -> dict[str, Any]:
+    """``printable``'s masking for any answer: card numbers in its free text masked."""
+    for name in ("message", "memo", "order_id"):
+        if isinstance(answer.get(name), str):
+            answer[name] = " ".join(
+                mask_pan(word) if word.isdigit() and 12 <= len(word) <= 19 else word
+                for word in answer[name].split(" ")
+            )
+    return answer
 
 
 def _key(args: argparse.Namespace) -> OnlineKey:

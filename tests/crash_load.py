@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from switch.net.clients import PosClient
 from switch.terminal import Terminal
 from switch.wire.iso8583 import FieldValue
-from tests.conftest import luhn_complete
+from tests.conftest import DIALECTS, REPO, luhn_complete
 from tests.net.helpers import POS_CODEC
 
 Message = tuple[str, dict[int, FieldValue]]
@@ -32,6 +33,40 @@ RESPONSE_TIMEOUT_S = 5.0
 """Far above the issuer timeout: a request unanswered this long is counted lost."""
 RECONNECT_PAUSE_S = 0.05
 CONNECTION_LOST = (OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def switch_head(tmp_path: Path, dsn: str | None, workers: int = 1) -> str:
+    """The config the crash tests share, up to the journal: demo keys and terminals, ports 0."""
+    backend = f'backend = "postgresql"\ndsn = "{dsn}"' if dsn else 'backend = "sqlite"'
+    return f"""
+[switch]
+workers = {workers}
+acquirer_id = "48990000"
+utc_offset_h = 8
+shutdown_grace_s = 3.0
+dialects_dir = "{DIALECTS}"
+
+[pos]
+host = "127.0.0.1"
+port = 0
+read_deadline_s = 5.0
+
+[online]
+host = "127.0.0.1"
+port = 0
+
+[log]
+level = "info"
+
+[security]
+demo_keys = true
+demo_terminals = true
+
+[journal]
+{backend}
+path = "{tmp_path / "journal.sqlite3"}"
+key_file = "{REPO / "conf" / "card-keys.toml"}"
+"""
 
 
 def card_of(index: int) -> str:
@@ -133,9 +168,7 @@ class LoadTerminal:
                 if client is None:
                     port = await gate.wait_open()
                     try:
-                        client = await PosClient.connect(
-                            self.host, port, POS_CODEC, self.terminal
-                        )
+                        client = await PosClient.connect(self.host, port, POS_CODEC, self.terminal)
                     except OSError:
                         await trio.sleep(RECONNECT_PAUSE_S)
                         continue

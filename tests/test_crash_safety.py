@@ -41,8 +41,8 @@ import pytest
 import trio
 from psycopg.rows import dict_row
 
-from tests.conftest import DIALECTS, REPO
-from tests.crash_load import LoadTerminal, Sent, SwitchGate
+from tests.conftest import REPO
+from tests.crash_load import LoadTerminal, Sent, SwitchGate, switch_head
 from tests.store.engines import ENGINES
 
 # The switch killed under load, as processes: `pytest -m "not slow"` leaves it out.
@@ -60,36 +60,9 @@ STOPPED_BEFORE_ANSWER = "switch stopped before the bank answered"
 
 
 def _config_text(tmp_path: Path, bank_port: int, dsn: str | None = None, workers: int = 1) -> str:
-    backend = f'backend = "postgresql"\ndsn = "{dsn}"' if dsn else 'backend = "sqlite"'
-    return f"""
-[switch]
-workers = {workers}
-acquirer_id = "48990000"
-utc_offset_h = 8
-shutdown_grace_s = 3.0
-dialects_dir = "{DIALECTS}"
-
-[pos]
-host = "127.0.0.1"
-port = 0
-read_deadline_s = 5.0
-
-[online]
-host = "127.0.0.1"
-port = 0
-
-[log]
-level = "info"
-
-[security]
-demo_keys = true
-demo_terminals = true
-
-[journal]
-{backend}
-path = "{tmp_path / "journal.sqlite3"}"
-key_file = "{REPO / "conf" / "card-keys.toml"}"
-
+    return (
+        switch_head(tmp_path, dsn, workers)
+        + f"""
 [saf]
 poll_interval_s = 0.1
 backoff_min_s = 0.05
@@ -114,6 +87,7 @@ latency_ms = 30
 prefix = "622202"
 bank = "{BANK}"
 """
+    )
 
 
 def _open_log(path: Path) -> IO[bytes]:
@@ -327,9 +301,7 @@ class _Run:
 KillRound = Callable[[_Run, random.Random, int], Awaitable[None]]
 
 
-async def _crash_run(
-    tmp_path: Path, dsn: str | None, *, workers: int, kill: KillRound
-) -> None:
+async def _crash_run(tmp_path: Path, dsn: str | None, *, workers: int, kill: KillRound) -> None:
     """Terminals keep selling while ``kill`` strikes KILL_ROUNDS times at random points;
     then SIGTERM under load and one more start; then each terminal's last sale (the
     bank falls silent) and its reversals; then the invariants."""

@@ -15,7 +15,7 @@ import structlog
 import trio
 
 from switch.errors import ConfigError
-from switch.log import describe_exception
+from switch.log import describe_exception, info_line, set_log_level
 from switch.startup import Startup
 from tests.conftest import LogSink, make_config
 from tests.switch_process import Process, demo_config, write_config
@@ -48,6 +48,51 @@ def test_a_card_number_typed_in_groups_is_masked_in_the_log(log_sink: LogSink) -
     record = json.loads(line)
     assert record["note"] == "card 622202*********2221 or 622202*********2221"
     assert record["order"] == "ORD-2025-11-22-0001"
+
+
+def test_the_shortest_card_number_and_track2_are_masked_at_the_digit_count_s_edge(
+    log_sink: LogSink,
+) -> None:
+    """A text is only scanned when it holds 12 digits or more: a 12-digit card number
+    (with nothing else numeric beside it) is still masked, and track 2 too."""
+    structlog.get_logger().warning(
+        "short", note="card 622202100013 end", t2="x 622202100013=2512 y", ip="127.0.0.1:5555"
+    )
+    (line,) = b"".join(log_sink.lines).splitlines()
+    record = json.loads(line)
+    assert record["note"] == "card 622202**0013 end"
+    assert record["t2"] == "x <track2 redacted> y"
+    assert record["ip"] == "127.0.0.1:5555"
+
+
+def test_the_transaction_line_is_the_chain_s_line_without_the_chain(log_sink: LogSink) -> None:
+    """info_line writes what structlog's processors would (key order, contextvars, level,
+    timestamp's form, card data redacted, bytes withheld), and nothing below the level."""
+    fields: dict[str, object] = {
+        "channel": "pos", "kind": "sale", "terminal": "B0000001", "merchant": "898110048990001",
+        "pan": "622202*********2221", "amount_fen": 100, "rrn": "532614000123", "code": "05",
+        "latency_ms": 1.25, "journal_ms": None,
+        "reason": "bank said: card 6222021000111122221 refused", "blob": b"\x01\x02",
+        "track2": "6222021000111122221=2512", "peer": "ignored: the call's own wins",
+    }  # fmt: skip
+    with structlog.contextvars.bound_contextvars(peer="127.0.0.1:4242", connection=7):
+        structlog.get_logger().info("txn", **fields)
+        info_line("txn", dict(fields))
+    chain, direct = (json.loads(line) for line in b"".join(log_sink.lines).splitlines())
+    assert direct["reason"] == "bank said: card 622202*********2221 refused"
+    assert direct["blob"] == "<bytes redacted>" and direct["track2"] == "<redacted>"
+    assert direct["connection"] == 7 and direct["peer"] == "ignored: the call's own wins"
+    assert len(direct["timestamp"]) == len(chain["timestamp"])
+    assert direct["timestamp"].endswith("Z")
+    del chain["timestamp"], direct["timestamp"]
+    assert list(direct.items()) == list(chain.items())
+    log_sink.lines.clear()
+    set_log_level("warning")
+    try:
+        info_line("txn", dict(fields))
+    finally:
+        set_log_level("info")
+    assert log_sink.lines == []
 
 
 def test_an_exception_group_is_described_in_one_line() -> None:

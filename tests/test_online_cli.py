@@ -82,3 +82,37 @@ async def test_switch_online_signs_with_the_demo_key_then_an_issued_one(tmp_path
         with trio.fail_after(20):
             await switch.read_to_end()
             assert await switch.process.wait() == 0
+
+
+async def test_switch_online_sends_the_wallet_and_qr_types(tmp_path: Path) -> None:
+    """``switch online send`` takes any type, its fields one by one, signed with the
+    DEMO key of its principal: the app's for wallet.md's wallet types, the merchant's
+    for ``qr_create``."""
+    config = _demo_config_on_free_ports(tmp_path)
+    switch = await _start(config)
+    try:
+        port = (await switch.wait_for_event("switch_started"))["online_port"]
+        opened = await _online(config, port, "send", "wallet_open", "--id", "cli-o-1",
+                               "--field", "customer_id=CLI0001", "--field", "class:=2")  # fmt: skip
+        assert (opened["type"], opened["code"], opened["class"], opened["balance"]) == (
+            "result", "00", 2, 0,
+        )  # fmt: skip
+        assert opened["signed"] is True
+        balance = await _online(config, port, "send", "wallet_balance",
+                                "--field", "customer_id=CLI0001")  # fmt: skip
+        assert (balance["code"], balance["class_left"]) == ("00", 10_000_000)
+        qr = await _online(config, port, "send", "qr_create", "--field", f"merchant_id={MERCHANT}",
+                           "--field", "amount:=8800")  # fmt: skip
+        assert (qr["code"], qr.get("kind")) == ("00", "dynamic"), qr
+        assert qr["kind"] == "dynamic" and qr["qr"].startswith("000201")
+        wrong = await _online(config, port, "send", "wallet_open",
+                              "--field", "customer_id=CLI0001", "--field", "class:=9")  # fmt: skip
+        assert (wrong["type"], wrong["code"]) == ("error", "30") and "class" in wrong["message"]
+        code, _, err = await _switch("online", "send", "wallet_open", "--field", "oops",
+                                     "--config", str(config))  # fmt: skip
+        assert code == 2 and "NAME=TEXT" in err
+    finally:
+        switch.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await switch.read_to_end()
+            assert await switch.process.wait() == 0

@@ -36,8 +36,7 @@ from switch.store import open_ledger_store
 from switch.store.ledger_port import LedgerStore
 from switch.terminal import Terminal
 from switch.wire.iso8583 import FieldValue
-from tests.conftest import DIALECTS, REPO
-from tests.crash_load import SwitchGate
+from tests.crash_load import SwitchGate, switch_head
 from tests.net.helpers import POS_CODEC
 from tests.store.engines import ENGINES
 from tests.test_crash_safety import STOP_TIMEOUT_S, Child, _Journal, _start_switch
@@ -53,35 +52,9 @@ STORE_LOCK = threading.Lock()
 
 
 def _config_text(tmp_path: Path, dsn: str | None) -> str:
-    backend = f'backend = "postgresql"\ndsn = "{dsn}"' if dsn else 'backend = "sqlite"'
-    return f"""
-[switch]
-acquirer_id = "48990000"
-utc_offset_h = 8
-shutdown_grace_s = 3.0
-dialects_dir = "{DIALECTS}"
-
-[pos]
-host = "127.0.0.1"
-port = 0
-read_deadline_s = 5.0
-
-[online]
-host = "127.0.0.1"
-port = 0
-
-[log]
-level = "info"
-
-[security]
-demo_keys = true
-demo_terminals = true
-
-[journal]
-{backend}
-path = "{tmp_path / "journal.sqlite3"}"
-key_file = "{REPO / "conf" / "card-keys.toml"}"
-
+    return (
+        switch_head(tmp_path, dsn, 1)
+        + """
 [banks.icbc]
 host = "127.0.0.1"
 port = 0
@@ -92,6 +65,7 @@ simulate = true
 prefix = "622202"
 bank = "icbc"
 """
+    )
 
 
 @dataclass
@@ -315,4 +289,3 @@ def _check(store: LedgerStore, db: _Journal, payers: list[CodePayer]) -> None:
         }).decode())  # fmt: skip
     finally:
         db.close()
-

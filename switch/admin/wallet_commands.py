@@ -1,4 +1,4 @@
-"""``switch wallet open|balance|history|paycode|demo-topup|verify`` and ``switch qr
+"""``switch wallet open|balance|history|paycode|demo-topup|verify|withdrawals`` and ``switch qr
 render``: an operator's look at wallets straight through the ledger store (wallet.md),
 and a QR payload drawn in the terminal. Admin-side: they read and write the store the
 config names, not the running switch's admin interface; the running switch pays the
@@ -84,6 +84,15 @@ def add_commands(
     topup.add_argument("--bank", default="icbc", help="the bank of the clearing account")
     config_option(topup)
     topup.set_defaults(handler=_demo_topup)
+    filing = actions.add_parser(
+        "withdrawals", help="write a business date's withdrawals file (again)",
+        description="Writes withdrawals-<YYYYMMDD>.csv of a closed business date in "
+        "[settlement] out_dir, as the date's close does (wallet.md): each row posted "
+        "withdrawals_payable to payouts once; written again, the same bytes.",
+    )  # fmt: skip
+    filing.add_argument("business_date", help="YYYY-MM-DD")
+    config_option(filing)
+    filing.set_defaults(handler=_withdrawals)
     for parser in (opening, balance, history):
         config_option(parser)
         parser.add_argument("--json", action="store_true", help="the answer as JSON")
@@ -211,6 +220,36 @@ def _demo_topup(args: argparse.Namespace, config: SwitchConfig) -> int:
     finally:
         store.close()
     print(f"balance: {view.balance}")
+    return 0
+
+
+def _withdrawals(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from datetime import date
+
+    import trio
+
+    from switch.net.withdrawals import WithdrawalsFiles
+
+    try:
+        date.fromisoformat(args.business_date)
+    except ValueError:
+        print(f"switch: business_date {args.business_date!r}: YYYY-MM-DD", file=sys.stderr)
+        return 2
+    store = open_ledger_store(config)
+    try:
+        store.open()
+        files = WithdrawalsFiles(store, config.settlement_out_dir(),
+                                 lambda: datetime.now(UTC).timestamp())  # fmt: skip
+        path = trio.run(files.close, args.business_date)
+    except LedgerError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if path is None:
+        print("switch: the withdrawals file could not be written (see the log)", file=sys.stderr)
+        return 1
+    print(f"written: {path}")
     return 0
 
 

@@ -81,6 +81,12 @@ class TxnRecord(msgspec.Struct, kw_only=True, gc=False):
     the risk rules' windows count it at."""
     device_id: str | None = None
     """The online request's ``device_id`` (risk.md), sent to no bank."""
+    customer_id: str | None = None
+    """An on-us payment's customer (wallet.md: named, or found from its payment code),
+    the risk rules' ``customer`` (risk.md); None for a card's."""
+    funding: str | None = None
+    """An on-us payment's funding (``wallet`` or ``credit``) once its code was found
+    open; None for a card's (its funding, ``card`` or ``cobrand``, is its BIN's)."""
     risk_version: str | None = None
     """The risk rule set's version it was evaluated under (None: it met no rule)."""
     risk_rule: str | None = None

@@ -58,6 +58,30 @@ class TxnUpdated(msgspec.Struct, frozen=True, tag=True):
         )  # fmt: skip
 
 
+class RiskMarked(msgspec.Struct, frozen=True, tag=True):
+    """What the risk rules saw and decided of an on-us payment, known only once its
+    payment code was found open (wallet.md: the rules come after the code's look-up,
+    on the ledger, when its row is journaled already): its customer and funding, the
+    rule set's version, the deciding rule, the review rules and the shadow hits."""
+
+    rrn: str
+    customer_id: str | None
+    funding: str | None
+    risk_version: str | None
+    risk_rule: str | None
+    risk_review: str | None
+    risk_shadow: str | None
+    at: float
+
+    @classmethod
+    def of(cls, record: TxnRecord, at: float) -> RiskMarked:
+        return cls(
+            rrn=record.rrn, customer_id=record.customer_id, funding=record.funding,
+            risk_version=record.risk_version, risk_rule=record.risk_rule,
+            risk_review=record.risk_review, risk_shadow=record.risk_shadow, at=at,
+        )  # fmt: skip
+
+
 class HoldMoved(msgspec.Struct, frozen=True, tag=True):
     """A pre-authorisation's state moved by what happened to its completion (voided or
     reversed: ``open`` again; that undone: ``completed``), written without its record,
@@ -184,5 +208,5 @@ class BatchUploadEnded(msgspec.Struct, frozen=True, tag=True):
 Change = (
     TxnStarted | TxnUpdated | ReversalQueued | ReversalAttempted | OnlineResultKept
     | OnlineResultsPurged | BankOnlyFound | BatchSettled | BatchRecordsUploaded
-    | BatchUploadEnded | HoldMoved | AdviceQueued | AdviceAttempted
+    | BatchUploadEnded | HoldMoved | AdviceQueued | AdviceAttempted | RiskMarked
 )  # fmt: skip

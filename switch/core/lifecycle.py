@@ -64,6 +64,7 @@ from switch.core.changes import (
     Change,
     HoldMoved,
     ReversalQueued,
+    RiskMarked,
     TxnStarted,
     TxnUpdated,
 )
@@ -88,7 +89,7 @@ from switch.core.onus import (
     ReserveBack,
     record_key,
 )
-from switch.core.risk import Verdict
+from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.stip import (
@@ -485,6 +486,8 @@ class BankTransaction:
         """The payment code taken (its customer, funding and tier)."""
         self._reserved = True
         """Whether a ledger step that may hold a transfer ran (not for a code not open)."""
+        self._onus_risk: RiskRequest | None = None
+        """An on-us payment's request for the risk rules, but its customer and funding."""
         self._final: Outcome | None = None
         self._lookup: bytes | None = None
         """The request card's look-up HMAC under the active key, once computed."""
@@ -638,6 +641,7 @@ class BankTransaction:
             raise TransactionRefused("96", str(exc)) from None
         self._resolve()
         if self.on_ledger:
+            self._assess(step)  # the rules' request; the ledger names its customer
             self._to_ledger(step)
             return
         if self._in_switch is not None:
@@ -743,7 +747,8 @@ class BankTransaction:
                 self.route_name, self.bank = LEDGER_ROUTE, products.LEDGER_BANK
             else:
                 # A hold is its card's own bank's: never a route's secondary (risk.md).
-                route = self.route(pan, secondary=False) if product.holds else self.route(pan)
+                own = product.holds or product.card_bank_only
+                route = self.route(pan, secondary=False) if own else self.route(pan)
                 self.route_name, self.bank = route
             amount = request.amount
         else:
@@ -791,6 +796,9 @@ class BankTransaction:
         request = self._resolved
         assert request.card is not None
         completion = self.product.original == "authorisation"  # blocklists only
+        if self.on_ledger:  # evaluated on the ledger once its code names the customer
+            self._onus_risk = risk.onus_request_of(request, kind, self.mcc, completion=completion)
+            return False
         verdict = self.verdict = risk.evaluate(
             risk.request_of(request, request.card.pan, kind, self.mcc, completion=completion),
             self.received,
@@ -1109,6 +1117,7 @@ class BankTransaction:
                 code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
                 key=key, merchant_id=record.merchant_id, amount=record.amount,
                 rrn=record.rrn, local_date=self.stamp.local.date().isoformat(),
+                risk=self._onus_risk, received=self.received if self._onus_risk else 0.0,
             )))  # fmt: skip
         else:
             step.actions.append(PostToLedger(ReserveBack(
@@ -1124,6 +1133,11 @@ class BankTransaction:
         if self.original is None:
             self._code = event if event.funding is not None else None
             self._reserved = event.funding is not None
+            if self.record is not None and event.customer_id is not None:
+                self.record.customer_id, self.record.funding = event.customer_id, event.funding
+                if event.verdict is not None:  # the rules ran on the ledger (risk.md)
+                    self.verdict = event.verdict
+                    RiskGate.mark(self.record, event.verdict)
         step.actions.append(self._settle_on_ledger(event))
 
     def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:
@@ -1139,7 +1153,10 @@ class BankTransaction:
         state: State = "approved" if event.ok else "declined"
         self._outcome, self._state = outcome, state
         self.phase = "journaling_answer"
-        return Journal(self._settlement(outcome, state))
+        changes = self._settlement(outcome, state)
+        if self.record.customer_id is not None:  # the rules' keys and what they decided
+            changes = (*changes, RiskMarked.of(self.record, self.now))
+        return Journal(changes)
 
     def _ledger_answer_journaled(self, event: Event, step: _Step) -> None:
         """The answer journaled: the pending transfer is posted (approved) or voided; the
@@ -1197,6 +1214,7 @@ class BankTransaction:
             card_key=record.pan_hmac, amount=record.amount, currency=request.currency,
             expiry=card.expiry, has_pin=card.pin_block is not None, has_chip=card.chip,
             mcc=self.mcc, local_date=record.local_date, business_date=business_date,
+            rrn=record.rrn,
         )  # fmt: skip
 
     def _decide_stand_in(self, why: StandInReason) -> StandIn | NoStandIn | None:

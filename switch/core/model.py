@@ -181,6 +181,11 @@ class PaycodeRefund(Refund, frozen=True, kw_only=True):
     """The refund of a payment-code sale (2 = the code, 22 = 032)."""
 
 
+class CardPayment(Sale, frozen=True, kw_only=True):
+    """credit.md's payment to a card (bank-h2h.md: 0200, 3 = 280030): ``amount`` credited
+    to ``card``'s account at its bank; 41 and 42 are ``[credit]``'s own."""
+
+
 class BatchSettlement(_Request, frozen=True, kw_only=True):
     """A terminal's 0500: its totals of the batch (``batch``, 60.2) it closes."""
 
@@ -201,7 +206,7 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
     | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid | PaycodeSale
-    | PaycodeVoid | PaycodeRefund
+    | PaycodeVoid | PaycodeRefund | CardPayment
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = (
@@ -221,6 +226,7 @@ KIND_NAMES: dict[type[_Request], str] = {
     PaycodeSale: "onus_sale",
     PaycodeVoid: "onus_void",
     PaycodeRefund: "onus_refund",
+    CardPayment: "card_payment",
     BatchSettlement: "settlement",
     BatchUpload: "batch_upload",
     PreAuth: "preauth",

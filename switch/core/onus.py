@@ -7,7 +7,7 @@ against the ledger store and feeds back :class:`LedgerAnswered`. Plain data, no 
 
 The steps of a payment-code sale::
 
-    admitted ── journal the request ── PayByCode (14, 65; 61, 51)
+    admitted ── journal the request ── PayByCode (14, 65; risk.md's rules; 61, 51)
              ── journal the answer ── EndTransfer (post or void; none if 14 or 65) ── answer
 
 A void or refund reserves its compensating transfer (``ReserveBack``) once its request is
@@ -28,6 +28,7 @@ import msgspec
 
 from switch.core.book import TxnRecord
 from switch.core.ledger import Answer, TransferKey
+from switch.core.risk import RiskRequest, Verdict
 
 LEGS: Final[dict[str, str]] = {
     "onus_sale": "pay",
@@ -106,6 +107,12 @@ class PayByCode(msgspec.Struct, frozen=True, kw_only=True):
     rrn: str
     local_date: str
     """YYYY-MM-DD: today, local calendar date."""
+    risk: RiskRequest | None = None
+    """The risk rules' request (risk.md) but its customer and funding, which the code
+    names: evaluated once the code is found open, before the payment's checks
+    (wallet.md's order); None: no rules."""
+    received: float = 0.0
+    """When the request was received: the moment the rules count it at."""
 
 
 class ReserveBack(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,6 +161,9 @@ class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     funding: str | None = None
     verification: str | None = None
     auth_code: str | None = None
+    verdict: Verdict | None = None
+    """The risk rules' verdict on a payment whose code was found open (None: no rules,
+    or the code was not open); a decline's code is ``code``."""
 
     @property
     def ok(self) -> bool:

@@ -130,6 +130,9 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the switch reverses it at its bank when it may have got there and got no
     final answer (and whether a terminal may reverse it: its 60.1 is one a 0400 may
     name)."""
+    card_bank_only: bool = False
+    """It goes to its card's own bank, never a route's secondary (a payment to a card,
+    credit.md: the money is for that bank's card account)."""
     risk_kind: str | None = None
     """The kind the risk rules see it as (risk.md: ``sale``, ``preauth``, ...); None:
     it meets no rule (voids, refunds, balance inquiries, pre-authorisation voids). A
@@ -187,7 +190,7 @@ PRODUCTS: Final[dict[str, Product]] = {
             kind="onus_sale", pos_mti="0200", pos_code="00", pos_type="22",
             response_mti="0210", bank_mti="0200", bank_response_mti="0210",
             destination="ledger", instrument="paycode", counts="debit",
-            reversed_on_no_answer=False,
+            reversed_on_no_answer=False, risk_kind="sale",
         ),
         Product(
             kind="onus_void", pos_mti="0200", pos_code="20", pos_type="23",
@@ -227,6 +230,14 @@ PRODUCTS: Final[dict[str, Product]] = {
             pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
             bank_response_mti="0210", original="reference", original_kinds=("completion",),
             reserves="whole", counts="cancels",
+        ),
+        # credit.md's payment to a card (bank-h2h.md: 0200, 3 = 280030): the co-brand
+        # conversion's payment of a sale to the card's bank for its holder. Offered on no
+        # terminal wire (the app's ``cobrand_convert`` makes it, ``core/cobrand.py``);
+        # settles as money returned to the card (direction C), like a refund.
+        Product(
+            kind="card_payment", bank_mti="0200", bank_code="28", bank_response_mti="0210",
+            counts="credit", card_bank_only=True, risk_kind="conversion",
         ),
         Product(
             kind="reversal", pos_mti="0400", response_mti="0410", bank_mti="0400",

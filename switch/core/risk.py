@@ -620,11 +620,13 @@ APPROVE: Final = Verdict(outcome="approve")
 
 class Hold:
     """A request's reservation in the ``approved`` windows (window, key value, bucket,
-    amount); given back once at most."""
+    slots) of ``amount``; given back once at most."""
 
     __slots__ = ("amount", "entries", "spent")
 
-    def __init__(self, entries: list[tuple[Window, str, int]], amount: int) -> None:
+    def __init__(
+        self, entries: list[tuple[Window, str, int, tuple[int, ...]]], amount: int
+    ) -> None:
         self.entries = entries
         self.amount = amount
         self.spent = False
@@ -651,6 +653,27 @@ ENTRY: Final = 1 << 64
 """A window's count and amount for a key value are one int, count x 2**64 + amount: one
 dict read gives both (amounts in fen stay far below 2**64)."""
 _AMOUNT: Final = ENTRY - 1
+SLOT_BITS: Final = 128
+"""Several counters of one key and length share a :class:`Window`, each in a slot of
+its ints: slot s is bits 128 s to 128 s + 127 (count x 2**64 + amount), so one dict
+read gives every counter's, and one addition counts a request in all of them."""
+_SLOT: Final = (1 << SLOT_BITS) - 1
+_COUNT: Final = (1 << 64) - 1
+
+
+def slot_factor(slots: Iterable[int]) -> int:
+    """What ``ENTRY + amount`` is multiplied by to count it in each of ``slots``."""
+    return sum(1 << (SLOT_BITS * slot) for slot in slots)
+
+
+def _slots_of(factor: int) -> tuple[int, ...]:
+    slots, slot = [], 0
+    while factor:
+        if factor & 1:
+            slots.append(slot)
+        factor >>= SLOT_BITS
+        slot += 1
+    return tuple(slots)
 
 
 class Window:
@@ -744,9 +767,9 @@ class Window:
             else:
                 del totals[key]
 
-    def held(self, key: str, now: float) -> tuple[int, int]:
-        """(count, amount) the window holds for ``key`` at ``now``."""
-        held = self.peek(key, now)
+    def held(self, key: str, now: float, slot: int = 0) -> tuple[int, int]:
+        """(count, amount) slot ``slot`` holds for ``key`` at ``now``."""
+        held = self.peek(key, now) >> (SLOT_BITS * slot) & _SLOT
         return held >> 64, held & _AMOUNT
 
     def peek(self, key: str, now: float) -> int:
@@ -756,32 +779,40 @@ class Window:
         return self._totals.get(key, 0)
 
     def count(self, key: str, now: float, amount: int) -> int:
-        """Counts one entry now; what the window held for ``key`` before it."""
+        """Counts one entry now (slot 0); what the window held for ``key`` before it."""
+        return self.count_packed(key, now, ENTRY + amount)
+
+    def count_packed(self, key: str, now: float, entry: int) -> int:
+        """Counts ``entry`` (``ENTRY + amount`` times a :func:`slot_factor`) now; what
+        the window held for ``key`` before it, every slot."""
         if now >= self._expire_at:
             self.expire(now)
         totals = self._totals
         held = totals.get(key, 0)
         bucket = self._newest
         if bucket is not None and self._newest_start <= now < self._newest_end:
-            entry = ENTRY + amount
             bucket[key] = bucket.get(key, 0) + entry
             totals[key] = held + entry
             if len(totals) > self.max_keys:
                 self._evict()
         else:
-            self.add(key, now, amount, now)
+            self.add_packed(key, now, entry, now)
         return held
 
     def load(self, entries: Iterable[tuple[str, float, int]], now: float) -> int:
         """Counts past entries (key value, moment, amount) in any order, as :meth:`add`
         would one by one (a rebuild); returns how many were still in the window."""
+        return self.load_packed(((k, m, ENTRY + a) for k, m, a in entries), now)
+
+    def load_packed(self, entries: Iterable[tuple[str, float, int]], now: float) -> int:
+        """:meth:`load` of (key value, moment, packed entry)."""
         self.expire(now)
         floor = self.floor(now)
         shift, size = self.shift_s, self.bucket_s
         buckets, totals, order = self._buckets, self._totals, self._order
         max_keys = self.max_keys
         counted = 0
-        for key, moment, amount in entries:
+        for key, moment, entry in entries:
             index = int(((moment if moment < now else now) + shift) // size)
             if index < floor:
                 continue
@@ -789,7 +820,6 @@ class Window:
             if bucket is None:
                 bucket = buckets[index] = {}
                 insort(order, index)
-            entry = ENTRY + amount
             bucket[key] = bucket.get(key, 0) + entry
             totals[key] = totals.get(key, 0) + entry
             counted += 1
@@ -801,8 +831,12 @@ class Window:
         return counted
 
     def add(self, key: str, moment: float, amount: int, now: float) -> int | None:
-        """Counts one entry at ``moment`` (taken as ``now`` if later); its bucket, or
-        None when that bucket has left already."""
+        """Counts one entry at ``moment`` (taken as ``now`` if later; slot 0); its
+        bucket, or None when that bucket has left already."""
+        return self.add_packed(key, moment, ENTRY + amount, now)
+
+    def add_packed(self, key: str, moment: float, entry: int, now: float) -> int | None:
+        """:meth:`add` of a packed entry (``ENTRY + amount`` times a slot factor)."""
         if now >= self._expire_at:
             self.expire(now)
         if moment > now:
@@ -824,7 +858,6 @@ class Window:
                 self._newest, self._newest_index = bucket, index
                 self._newest_start = index * self.bucket_s - self.shift_s
                 self._newest_end = self._newest_start + self.bucket_s
-        entry = ENTRY + amount
         bucket[key] = bucket.get(key, 0) + entry
         totals = self._totals
         totals[key] = totals.get(key, 0) + entry
@@ -839,15 +872,25 @@ class Window:
             self.evicted += 1
         self._reset_expiry()
 
-    def take(self, key: str, index: int, amount: int, now: float) -> bool:
-        """Removes one entry of ``amount`` from bucket ``index`` if the window still
-        holds one there."""
+    def take(
+        self, key: str, index: int, amount: int, now: float, slots: Sequence[int] = (0,)
+    ) -> int:
+        """Removes one entry of ``amount`` from bucket ``index`` in each of ``slots``
+        that still holds one there; how many did."""
         self.expire(now)
         bucket = self._buckets.get(index)
         if bucket is None or key not in bucket:
-            return False
+            return 0
         held = bucket[key]
-        entry = ENTRY + min(amount, held & _AMOUNT)
+        entry = taken = 0
+        for slot in slots:
+            shift = SLOT_BITS * slot
+            field = held >> shift & _SLOT
+            if field >= ENTRY:
+                entry += (ENTRY + min(amount, field & _AMOUNT)) << shift
+                taken += 1
+        if not entry:
+            return 0
         if held - entry >= ENTRY:
             bucket[key] = held - entry
         else:
@@ -860,18 +903,36 @@ class Window:
             self._totals[key] = left
         else:
             del self._totals[key]
-        return True
+        return taken
 
-    def snapshot(self, now: float) -> dict[str, tuple[tuple[int, int, int], ...]]:
-        """What the window holds at ``now``: per key value, its (bucket, count, amount)
-        oldest first (tests, reports)."""
+    def snapshot(self, now: float, slot: int = 0) -> dict[str, tuple[tuple[int, int, int], ...]]:
+        """What slot ``slot`` holds at ``now``: per key value, its (bucket, count,
+        amount) oldest first (tests, reports)."""
         floor = self.floor(now)
+        shift = SLOT_BITS * slot
         kept: dict[str, list[tuple[int, int, int]]] = {}
         for index in self._order:
             if index >= floor:
-                for key, held in self._buckets[index].items():
-                    kept.setdefault(key, []).append((index, held >> 64, held & _AMOUNT))
+                for key, packed in self._buckets[index].items():
+                    held = packed >> shift & _SLOT
+                    if held:
+                        kept.setdefault(key, []).append((index, held >> 64, held & _AMOUNT))
         return {key: tuple(entries) for key, entries in sorted(kept.items())}
+
+    def clear(self, slot: int) -> None:
+        """Empties slot ``slot`` (its counter is gone: the slot is given to another)."""
+        mask = ~(_SLOT << (SLOT_BITS * slot))
+        for table in (self._totals, *self._buckets.values()):
+            for key in list(table):
+                left = table[key] & mask
+                if left:
+                    table[key] = left
+                else:
+                    del table[key]
+        for index in [index for index in self._order if not self._buckets[index]]:
+            self._drop(index)
+        self._newest = None
+        self._reset_expiry()
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -919,12 +980,52 @@ def diff(old: RuleSet, new: RuleSet) -> tuple[list[str], list[str], list[str], l
     return added, removed, changed, kept
 
 
+class WindowView:
+    """One counter's window: its slot of the :class:`Window` it shares with the other
+    counters of its key and length (what tests, reports and the bench read)."""
+
+    __slots__ = ("slot", "window")
+
+    def __init__(self, window: Window, slot: int) -> None:
+        self.window = window
+        self.slot = slot
+
+    def held(self, key: str, now: float) -> tuple[int, int]:
+        return self.window.held(key, now, self.slot)
+
+    def snapshot(self, now: float) -> dict[str, tuple[tuple[int, int, int], ...]]:
+        return self.window.snapshot(now, self.slot)
+
+    def statistics(self) -> dict[str, int]:
+        return self.window.statistics()
+
+
+_Check = tuple[int, tuple[Rule, ...]]
+"""A counter's slot shift and the rules that read it."""
+_Plan = tuple[Window, int, int, tuple[int, ...], tuple[_Check, ...]]
+"""A window as one scope uses it: the slot factors of the counters in scope that count
+attempts and that reserve approvals, the latter's slots, and each counter's rules."""
+_ScopePlan = tuple[tuple[str, tuple[_Plan, ...]], ...]
+"""Per velocity key, the windows a scope's requests count in."""
+
+
 class RiskEngine:
     """The running rule set and its windows; every method is synchronous and takes the
     time it acts at. Velocity rules that count the same requests (same key, window,
-    counts and scope) share one window (:attr:`Rule.counter`)."""
+    counts and scope) share one counter (:attr:`Rule.counter`); the counters of one key
+    and window length share one :class:`Window`, each in a slot of it, so a request
+    costs a dict read or two per key and length, not per counter."""
 
-    __slots__ = ("_hits", "_windows", "max_keys", "rules", "utc_offset_h")
+    __slots__ = (
+        "_hits",
+        "_plans",
+        "_slots",
+        "_views",
+        "_windows",
+        "max_keys",
+        "rules",
+        "utc_offset_h",
+    )
 
     def __init__(
         self, rules: RuleSet, *, utc_offset_h: int = 8, max_keys: int = DEFAULT_MAX_KEYS
@@ -932,22 +1033,75 @@ class RiskEngine:
         self.rules = rules
         self.utc_offset_h = utc_offset_h
         self.max_keys = max_keys
-        self._windows: dict[Counter, Window] = {}
-        for rule in rules.velocity_rules():
-            if rule.counter not in self._windows:
-                self._windows[rule.counter] = self._window(rule)
+        self._windows: dict[tuple[str, str], Window] = {}
+        """(key, window) -> the window its counters share."""
+        self._slots: dict[Counter, tuple[Window, int]] = {}
+        self._views: dict[Counter, WindowView] = {}
+        self._plans: tuple[_ScopePlan, ...] = ()
+        self._layout(rules)
         self._hits: dict[str, int] = {}
 
-    def _window(self, rule: Rule) -> Window:
-        assert rule.window is not None
-        return Window(rule.window, utc_offset_h=self.utc_offset_h, max_keys=self.max_keys)
+    def _layout(self, rules: RuleSet) -> list[Counter]:
+        """Gives each counter of ``rules`` a slot (those that had one keep it, a gone
+        one's slot is emptied and given again), compiles each scope's plan; returns the
+        counters that start empty."""
+        wanted = {rule.counter: rule for rule in rules.velocity_rules()}
+        for counter in [c for c in self._slots if c not in wanted]:
+            window, slot = self._slots.pop(counter)
+            self._views.pop(counter, None)
+            window.clear(slot)
+        used: dict[Window, set[int]] = {}
+        for window, slot in self._slots.values():
+            used.setdefault(window, set()).add(slot)
+        fresh: list[Counter] = []
+        for counter, rule in wanted.items():
+            if counter in self._slots:
+                continue
+            assert rule.key is not None and rule.window is not None
+            found = self._windows.get((rule.key, rule.window))
+            if found is None:
+                found = self._windows[(rule.key, rule.window)] = Window(
+                    rule.window, utc_offset_h=self.utc_offset_h, max_keys=self.max_keys
+                )
+            window = found
+            taken = used.setdefault(window, set())
+            slot = next(n for n in range(len(taken) + 1) if n not in taken)
+            taken.add(slot)
+            self._slots[counter] = (window, slot)
+            fresh.append(counter)
+        for name in [n for n, w in self._windows.items() if not used.get(w)]:
+            del self._windows[name]
+        self._plans = tuple(self._plan(scope) for scope in rules._scopes)
+        return fresh
 
-    def window(self, rule_id: str) -> Window:
+    def _plan(self, scope: _Scope, wanted: set[Counter] | None = None) -> _ScopePlan:
+        plan: list[tuple[str, tuple[_Plan, ...]]] = []
+        for key_name, counters in scope.velocity:
+            by_window: dict[Window, tuple[list[int], list[int], list[_Check]]] = {}
+            for counter, attempts, rules in counters:
+                if wanted is not None and counter not in wanted:
+                    continue
+                window, slot = self._slots[counter]
+                tries, approved, checks = by_window.setdefault(window, ([], [], []))
+                (tries if attempts else approved).append(slot)
+                checks.append((SLOT_BITS * slot, rules))
+            if by_window:
+                plan.append((key_name, tuple(
+                    (window, slot_factor(tries), slot_factor(approved), tuple(approved),
+                     tuple(checks))
+                    for window, (tries, approved, checks) in by_window.items()
+                )))  # fmt: skip
+        return tuple(plan)
+
+    def window(self, rule_id: str) -> WindowView:
         """The window a velocity rule counts in."""
         rule = self.rules.get(rule_id)
         if rule is None or rule.kind != "velocity":
             raise KeyError(rule_id)
-        return self._windows[rule.counter]
+        view = self._views.get(rule.counter)
+        if view is None:
+            view = self._views[rule.counter] = WindowView(*self._slots[rule.counter])
+        return view
 
     # evaluation
 
@@ -961,9 +1115,12 @@ class RiskEngine:
         scope_index = _SCOPE_INDEX[(request.channel, request.funding, request.kind)]
         hits: list[Rule] = []
         checked = _blocklists(rules, request, scope_index, hits)
-        reserve: list[tuple[Window, str]] = []
+        reserve: list[tuple[Window, str, int, tuple[int, ...]]] = []
         if not request.completion:
-            checked += self._others(rules._scopes[scope_index], request, now, hits, reserve)
+            checked += self._others(
+                rules._scopes[scope_index], self._plans[scope_index], request, now, hits,
+                reserve,
+            )  # fmt: skip
         if len(hits) > 1:
             hits.sort(key=_ORDER)
         decider = None
@@ -973,14 +1130,14 @@ class RiskEngine:
                 break
         hold = None
         if reserve and decider is None:
-            entries: list[tuple[Window, str, int]] = []
-            amount = request.amount
-            for window, key in reserve:
-                index = window.add(key, now, amount, now)
+            entries: list[tuple[Window, str, int, tuple[int, ...]]] = []
+            entry = ENTRY + request.amount
+            for window, key, factor, slots in reserve:
+                index = window.add_packed(key, now, entry * factor, now)
                 if index is not None:
-                    entries.append((window, key, index))
+                    entries.append((window, key, index, slots))
             if entries:
-                hold = Hold(entries, amount)
+                hold = Hold(entries, request.amount)
         if not hits:
             return Verdict(outcome="approve", version=rules.version, checked=checked, hold=hold)
         counts = self._hits
@@ -1013,10 +1170,11 @@ class RiskEngine:
     def _others(
         self,
         scope: _Scope,
+        plan: _ScopePlan,
         request: RiskRequest,
         now: float,
         hits: list[Rule],
-        reserve: list[tuple[Window, str]],
+        reserve: list[tuple[Window, str, int, tuple[int, ...]]],
     ) -> int:
         checked = 0
         mcc = request.mcc
@@ -1033,24 +1191,34 @@ class RiskEngine:
             checked += 1
             if amount > rule.max_fen:  # type: ignore[operator]
                 hits.append(rule)
-        windows = self._windows
-        for key_name, counters in scope.velocity:
+        entry = ENTRY + amount
+        count_mask, amount_mask = _COUNT, _AMOUNT
+        for key_name, windows in plan:
             key = _velocity_key(request, key_name)
             if key is None:
                 continue
-            for counter, attempts, group in counters:
-                window = windows[counter]
-                if attempts:  # counted whatever happens: read and count at once
-                    held = window.count(key, now, amount)
+            for window, tries, approved, slots, checks in windows:
+                if tries:  # counted whatever happens: read and count at once
+                    held = window.count_packed(key, now, entry * tries)
                 else:
                     held = window.peek(key, now)
-                    reserve.append((window, key))
-                count = (held >> 64) + 1  # counting this request
-                total = (held & _AMOUNT) + amount
-                for rule in group:
-                    checked += 1
-                    if count > rule.limit_count or total > rule.limit_fen:
-                        hits.append(rule)
+                if approved:
+                    reserve.append((window, key, approved, slots))
+                if not held:  # nothing yet for this key: only this request counts
+                    for _, group in checks:
+                        checked += len(group)
+                        for rule in group:
+                            if rule.limit_count < 1 or amount > rule.limit_fen:
+                                hits.append(rule)
+                    continue
+                for shift, group in checks:
+                    field = held >> shift
+                    count = (field >> 64 & count_mask) + 1  # counting this request
+                    total = (field & amount_mask) + amount
+                    checked += len(group)
+                    for rule in group:
+                        if count > rule.limit_count or total > rule.limit_fen:
+                            hits.append(rule)
         return checked
 
     # counting after the fact
@@ -1061,8 +1229,8 @@ class RiskEngine:
         if hold is None or hold.spent:
             return
         hold.spent = True
-        for window, key, index in hold.entries:
-            window.take(key, index, hold.amount, now)
+        for window, key, index, slots in hold.entries:
+            window.take(key, index, hold.amount, now, slots)
 
     def remove(self, original: RiskRequest, received: float, now: float) -> int:
         """An approved original was voided, reversed or expired: it leaves the
@@ -1070,24 +1238,21 @@ class RiskEngine:
         how many windows it left."""
         if original.completion or not self.rules.rules:
             return 0
-        scope = self.rules._scopes[
-            _SCOPE_INDEX[(original.channel, original.funding, original.kind)]
-        ]
+        plan = self._plans[_SCOPE_INDEX[(original.channel, original.funding, original.kind)]]
         taken = 0
-        for key_name, counters in scope.velocity:
+        for key_name, windows in plan:
             key = _velocity_key(original, key_name)
             if key is None:
                 continue
-            for counter, attempts, _ in counters:
-                if not attempts:
-                    window = self._windows[counter]
+            for window, _, approved, slots, _ in windows:
+                if approved:
                     index = window.index(min(received, now))
-                    taken += window.take(key, index, original.amount, now)
+                    taken += window.take(key, index, original.amount, now, slots)
         return taken
 
     def _counters(self, rule_ids: Iterable[str] | None) -> set[Counter]:
         if rule_ids is None:
-            return set(self._windows)
+            return set(self._slots)
         wanted = (self.rules.get(rule_id) for rule_id in rule_ids)
         return {rule.counter for rule in wanted if rule is not None and rule.kind == "velocity"}
 
@@ -1096,7 +1261,7 @@ class RiskEngine:
         rules, or all): what came before has left every window."""
         earliest = now
         for counter in self._counters(rule_ids):
-            window = self._windows[counter]
+            window = self._slots[counter][0]
             earliest = min(earliest, window.floor(now) * window.bucket_s - window.shift_s)
         return float(earliest)
 
@@ -1115,17 +1280,11 @@ class RiskEngine:
         wanted = self._counters(rule_ids)
         if not wanted:
             return 0
-        # Per scope, once: the wanted windows by key, (window, counts attempts).
-        plans: dict[int, list[tuple[str, list[tuple[Window, bool]]]]] = {}
-        for index, scope in enumerate(self.rules._scopes):
-            plan = [
-                (
-                    key_name,
-                    [(self._windows[c], attempts) for c, attempts, _ in counters if c in wanted],
-                )
-                for key_name, counters in scope.velocity
-            ]
-            plans[index] = [(key_name, chosen) for key_name, chosen in plan if chosen]
+        # Per scope, once: the wanted counters' windows by key and their slot factors.
+        plans = [
+            self._plan(scope, wanted) if rule_ids is not None else self._plans[index]
+            for index, scope in enumerate(self.rules._scopes)
+        ]
         counted = 0
         batch: dict[Window, list[tuple[str, float, int]]] = {}
         held = 0
@@ -1135,50 +1294,40 @@ class RiskEngine:
             if request.completion or (until is not None and received >= until):
                 continue
             stands = event.outcome == "approved"
-            amount = request.amount
-            for key_name, chosen in plans[
+            entry = ENTRY + request.amount
+            for key_name, windows in plans[
                 _SCOPE_INDEX[(request.channel, request.funding, request.kind)]
             ]:
                 key = _velocity_key(request, key_name)
                 if key is None:
                     continue
-                for window, attempts in chosen:
-                    if stands or attempts:
+                for window, tries, approved, _, checks in windows:
+                    factor = tries + approved if stands else tries
+                    if factor:
                         entries = batch.get(window)
                         if entries is None:
                             entries = batch[window] = []
-                        entries.append((key, received, amount))
-                        held += 1
+                        entries.append((key, received, entry * factor))
+                        held += len(checks)
             if held >= REBUILD_BATCH:
-                counted += sum(window.load(entries, now) for window, entries in batch.items())
+                counted += sum(window.load_packed(e, now) for window, e in batch.items())
                 batch.clear()
                 held = 0
-        counted += sum(window.load(entries, now) for window, entries in batch.items())
+        counted += sum(window.load_packed(e, now) for window, e in batch.items())
         return counted
 
     # reload
 
     def apply(self, new: RuleSet, now: float) -> Reload:
-        """Swaps ``new`` in whole, between requests. A velocity rule whose window (key,
+        """Swaps ``new`` in whole, between requests. A velocity rule whose counter (key,
         window, counts, scope) ran before keeps it, so a rule whose ``id``, ``kind``,
-        ``key``, ``window``, ``counts`` and scope are unchanged keeps its counters; the
+        ``key``, ``window``, ``counts`` and scope are unchanged keeps its counts; the
         others start empty and are named in ``rebuild`` (with ``since`` and ``until``:
         the requests to count with :meth:`rebuild`)."""
         added, removed, changed, kept = diff(self.rules, new)
-        windows: dict[Counter, Window] = {}
-        rebuild: list[str] = []
-        for rule in new.velocity_rules():
-            if rule.counter in windows:
-                if rule.counter not in self._windows:
-                    rebuild.append(rule.id)
-                continue
-            window = self._windows.get(rule.counter)
-            if window is None:
-                window = self._window(rule)
-                rebuild.append(rule.id)
-            windows[rule.counter] = window
+        fresh = set(self._layout(new))
+        rebuild = [rule.id for rule in new.velocity_rules() if rule.counter in fresh]
         self.rules = new
-        self._windows = windows
         self._hits = {rule_id: n for rule_id, n in self._hits.items() if new.get(rule_id)}
         return Reload(
             version=new.version,
@@ -1197,7 +1346,7 @@ class RiskEngine:
             "rules": len(self.rules),
             "hits": dict(self._hits),
             "windows": {
-                rule.id: self._windows[rule.counter].statistics()
+                rule.id: self._slots[rule.counter][0].statistics()
                 for rule in self.rules.velocity_rules()
             },
         }

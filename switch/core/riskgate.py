@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+import msgspec
+
 from switch.core import products
 from switch.core.book import TxnRecord
 from switch.core.model import BankBound
@@ -46,6 +48,8 @@ MESSAGES: Final = {
     "62": "restricted card",
 }
 """What a client is told of a rule's decline: the code's meaning, never the rule."""
+ONUS_FUNDING: Final = frozenset({"wallet", "credit"})
+"""The fundings of an on-us payment (wallet.md), named by its payment code."""
 
 
 class RiskGate:
@@ -109,21 +113,56 @@ class RiskGate:
             completion=completion,
         )
 
-    def evaluate(self, request: RiskRequest, now: float, record: TxnRecord) -> Verdict:
-        """The verdict on ``request`` received at ``now``; its hits are counted, kept
-        for the operator and written on ``record``."""
+    def onus_request_of(
+        self, request: BankBound, kind: str, mcc: str | None, *, completion: bool = False
+    ) -> RiskRequest:
+        """An on-us payment's request as far as the switch knows it before its payment
+        code is looked up on the ledger: :meth:`with_customer` completes it there. No
+        ``card`` and no ``bin``: a payment code is not a card (risk.md)."""
+        acceptor = request.acceptor
+        return RiskRequest(
+            channel=acceptor.channel,
+            kind=kind,  # type: ignore[arg-type]
+            funding="wallet",
+            amount=request.amount or 0,
+            merchant_id=acceptor.merchant_id,
+            terminal_id=acceptor.terminal_id if acceptor.channel == "pos" else None,
+            mcc=mcc,
+            device_id=request.device_id,
+            completion=completion,
+        )
+
+    @staticmethod
+    def with_customer(request: RiskRequest, customer_id: str, funding: str) -> RiskRequest:
+        """``request`` with the customer and funding its payment code named."""
+        return msgspec.structs.replace(request, customer_id=customer_id, funding=funding)
+
+    def judge(self, request: RiskRequest, now: float) -> Verdict:
+        """The verdict on ``request`` received at ``now``; its hits are counted and kept
+        for the operator."""
         began = self.timer()
         verdict = self.engine.evaluate(request, now)
         self._time(self.timer() - began)
         if verdict.hits:
             self._count(verdict.hits, now)
+        return verdict
+
+    def evaluate(self, request: RiskRequest, now: float, record: TxnRecord) -> Verdict:
+        """The verdict on ``request`` received at ``now``, as :meth:`judge`, written on
+        ``record``."""
+        verdict = self.judge(request, now)
+        self.mark(record, verdict)
+        return verdict
+
+    @staticmethod
+    def mark(record: TxnRecord, verdict: Verdict) -> None:
+        """Writes what the journal keeps of ``verdict`` on ``record``."""
         if verdict.version:
             fields = verdict.journal_fields()
             record.risk_version = fields["risk_version"]
             record.risk_rule = fields["risk_rule"]
             record.risk_review = fields["risk_review"]
             record.risk_shadow = fields["risk_shadow"]
-        return verdict
 
     def release(self, hold: Hold | None, now: float) -> None:
         self.engine.release(hold, now)
@@ -168,11 +207,18 @@ class RiskGate:
         kind = row.risk_kind
         if kind is None or row.original == "authorisation" or len(record.pan_hmac) < 2:
             return None  # a completion counts nowhere
-        funding: Funding = (
-            "cobrand"
-            if any(record.pan_masked.startswith(b) for b in self.cobrand_bins if len(b) <= 6)
-            else "card"
-        )
+        if row.destination == "ledger":
+            if record.customer_id is None or record.funding not in ONUS_FUNDING:
+                return None  # its code was not found open: refused before the rules
+            funding: Funding = record.funding  # type: ignore[assignment]
+            card: tuple[str, ...] = ()
+        else:
+            funding = (
+                "cobrand"
+                if any(record.pan_masked.startswith(b) for b in self.cobrand_bins if len(b) <= 6)
+                else "card"
+            )
+            card = (record.pan_hmac[1:].hex(),)
         request = RiskRequest(
             channel=record.channel,  # type: ignore[arg-type]
             kind=kind,  # type: ignore[arg-type]
@@ -180,8 +226,9 @@ class RiskGate:
             amount=record.amount,
             merchant_id=record.merchant_id,
             terminal_id=record.terminal_id if record.channel == "pos" else None,
-            card=(record.pan_hmac[1:].hex(),),
+            card=card,
             pan_prefix=record.pan_masked[:6] if funding in CARD_FUNDING else "",
+            customer_id=record.customer_id,
             device_id=record.device_id,
         )
         if record.state in ("approved", "sending"):  # in flight stands, as live

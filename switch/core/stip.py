@@ -56,6 +56,8 @@ class StandInRequest(msgspec.Struct, frozen=True, kw_only=True):
     local_date: str
     """MMDD, the local date the card's daily caps count on."""
     business_date: date
+    rrn: str = ""
+    """Its RRN: on a shared journal, how the tally knows it once the journal has it."""
 
 
 class StandIn(msgspec.Struct, frozen=True):
@@ -86,15 +88,59 @@ class _Card(msgspec.Struct):
     amount: int = 0
 
 
+RECENT_READS: Final = 100
+"""On a shared journal, reads of it after which a stand-in decided here that it never
+showed is forgotten (its commit failed; undone at once in any case)."""
+
+StoodInRow = tuple[str, str, bytes, str, int, bool, bool]
+"""(rrn, bank, card key, local date, amount, standing, pending) of a journaled one."""
+
+
 class StandInTally:
     """Per bank: each card's standing stood-in sales on each local date, and the
-    amount of stood-in sales whose advice has no final answer (``UNSETTLED``)."""
+    amount of stood-in sales whose advice has no final answer (``UNSETTLED``).
 
-    __slots__ = ("_cards", "_pending")
+    Alone on its journal, a worker keeps the tally as it decides and advises. On a
+    journal several workers share (:meth:`share`), the tally is what the journal last
+    said of every worker's stood-in sales (:meth:`replace`, read every
+    ``[risk] sync_interval_s``) plus the stand-ins decided here that the journal did
+    not show yet, by RRN: a cap holds whichever worker each sale reached. What undoes
+    or settles one (a void, an advice's answer, at any worker) counts once the journal
+    says so: meanwhile the caps err towards refusing."""
+
+    __slots__ = ("_cards", "_pending", "_reads", "_recent", "shared")
 
     def __init__(self) -> None:
         self._cards: dict[tuple[str, bytes, str], _Card] = {}
         self._pending: dict[str, int] = {}
+        self.shared = False
+        self._reads = 0
+        self._recent: dict[str, tuple[int, str, bytes, str, int]] = {}
+        """RRN -> (the read it was decided after, bank, card key, local date, amount)."""
+
+    def share(self) -> None:
+        """The journal is shared: the tally follows it (:meth:`replace`)."""
+        self.shared = True
+
+    def replace(self, rows: Iterable[StoodInRow]) -> None:
+        """The journal's stood-in sales of every worker (today's and the pending ones),
+        in place of what the tally held, with those decided here it does not show yet."""
+        self._reads += 1
+        self._cards, self._pending = {}, {}
+        seen: set[str] = set()
+        for rrn, bank, card_key, local_date, amount, standing, pending in rows:
+            seen.add(rrn)
+            self.load([(bank, card_key, local_date, amount, standing, pending)])
+        for rrn, (read, bank, card_key, local_date, amount) in list(self._recent.items()):
+            if rrn in seen or read < self._reads - RECENT_READS:
+                del self._recent[rrn]
+            else:
+                self._add_card(bank, card_key, local_date, amount)
+                self._pending[bank] = self._pending.get(bank, 0) + amount
+
+    def forget(self, rrn: str) -> None:
+        """A stand-in decided here was not journaled (shared tally)."""
+        self._recent.pop(rrn, None)
 
     def load(self, rows: Iterable[tuple[str, bytes, str, int, bool, bool]]) -> None:
         """(bank, card key, local date, amount, standing, pending) of each stood-in
@@ -112,17 +158,25 @@ class StandInTally:
         held = self._cards.get((bank, card_key, local_date))
         return (0, 0) if held is None else (held.count, held.amount)
 
-    def stood_in(self, bank: str, card_key: bytes, local_date: str, amount: int) -> None:
+    def stood_in(
+        self, bank: str, card_key: bytes, local_date: str, amount: int, rrn: str = ""
+    ) -> None:
         """A sale was stood in: it counts on its card's date and is pending."""
         self._add_card(bank, card_key, local_date, amount)
         self._pending[bank] = self._pending.get(bank, 0) + amount
+        if self.shared and rrn:
+            self._recent[rrn] = (self._reads, bank, card_key, local_date, amount)
 
     def settled(self, bank: str, amount: int) -> None:
         """Its advice got a final answer (or was cancelled): no longer pending."""
+        if self.shared:
+            return  # once the journal says so (another worker may have advised it)
         self._pending[bank] = max(0, self._pending.get(bank, 0) - amount)
 
     def undone(self, bank: str, card_key: bytes, local_date: str, amount: int) -> None:
         """A stood-in sale was voided or reversed: it no longer stands on its date."""
+        if self.shared:
+            return  # once the journal says so
         held = self._cards.get((bank, card_key, local_date))
         if held is not None:
             held.count = max(0, held.count - 1)
@@ -226,7 +280,9 @@ class StandInDesk:
             return NoStandIn("stand-in off")
         verdict = decide(request, bank, why, config, self.tally)
         if isinstance(verdict, StandIn):
-            self.tally.stood_in(bank, request.card_key, request.local_date, request.amount)
+            self.tally.stood_in(
+                bank, request.card_key, request.local_date, request.amount, request.rrn
+            )
             self.approvals[bank] = self.approvals.get(bank, 0) + 1
             key = (bank, request.business_date.isoformat())
             self.approved_on[key] = self.approved_on.get(key, 0) + 1
@@ -236,6 +292,8 @@ class StandInDesk:
 
     def undo(self, bank: str, request: StandInRequest) -> None:
         """A stand-in that was not journaled: as if it had never been decided."""
+        if self.tally.shared:
+            self.tally.forget(request.rrn)
         self.tally.undone(bank, request.card_key, request.local_date, request.amount)
         self.tally.settled(bank, request.amount)
         self.approvals[bank] = max(0, self.approvals.get(bank, 0) - 1)
@@ -251,6 +309,8 @@ class StandInDesk:
 
     def redone(self, sale: _StoodInSale) -> None:
         """An ``undone`` that was not journaled: as it was."""
+        if self.tally.shared:
+            return  # the journal still says it stands
         self.tally.load([(sale.bank, sale.pan_hmac, sale.local_date, sale.amount, True,
                           sale.advice == "queued")])  # fmt: skip
 

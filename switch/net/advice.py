@@ -40,8 +40,9 @@ from switch.core.calendar import BusinessCalendar
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.lifecycle import Cards
 from switch.core.stip import StandInDesk
-from switch.errors import CardDataUnreadable, SwitchError
-from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent, NotEncodable
+from switch.errors import CardDataUnreadable
+from switch.net.bank_link import BankConnector
+from switch.net.send_once import send_once
 from switch.store.port import (
     AdviceAttempted,
     Change,
@@ -50,6 +51,7 @@ from switch.store.port import (
     JournalError,
     ReversalQueued,
 )
+from switch.wire.iso8583 import FieldValue
 
 log = structlog.get_logger()
 
@@ -111,6 +113,9 @@ class AdviceForwarder:
         self._next_trouble_log = 0.0
         self.nudge_reversals: Callable[[str], None] = lambda bank: None
         """Tells the bank's reversal SAF that a reversal was queued."""
+        self.on_accepted: Callable[[TxnRecord], None] = lambda record: None
+        """Told each stood-in sale whose advice the bank accepted (credit.md: a co-brand
+        sale earns its points then)."""
         self.accepted = 0
         self.refused = 0
         self.failed_attempts = 0
@@ -133,7 +138,9 @@ class AdviceForwarder:
         while True:
             self._wake = trio.Event()
             try:
-                head = await self.journal.advice_head(self.bank)
+                # Claimed only when it can be sent from here: a worker whose links to
+                # the bank are down leaves it to another (one sender per bank).
+                head = await self.journal.advice_head(self.bank, claim=self._ready())
             except JournalError as exc:
                 self._journal_trouble("advice_queue_unreadable", exc)
                 head = None
@@ -211,6 +218,8 @@ class AdviceForwarder:
             if reversed_:
                 self.nudge_reversals(self.bank)
             self.desk.advised(self.bank, "accepted", record.amount, final=True, on=today)
+            if not reversed_:
+                self.on_accepted(record)
             return True
         if sent.code is not None and sent.code not in bankmsg.ADVICE_AGAIN:
             self.refused += 1
@@ -249,50 +258,33 @@ class AdviceForwarder:
 
     async def _send(self, head: DueAdvice, pan: str, *, repeat: bool) -> _Sent:
         record = head.record
-        connector = self.connector
-        try:
-            link = connector.try_reserve_link()
-        except BankUnavailable as exc:
-            return _Sent(f"not sent: {exc}", sent=False)
-        if link is None:
-            return _Sent(f"not sent: no link of {self.bank} has room", sent=False)
-        answered: bool | None = None
-        try:
-            subject = AdviceSubject(
-                pan=pan, processing_code=record.bank_processing_code, amount=record.amount,
-                currency=record.currency, local_time=head.local_time,
-                local_date=record.local_date, mcc=head.mcc, entry_mode=head.entry_mode,
-                condition_code=head.condition_code, rrn=record.rrn,
-                auth_code=record.auth_code or "", terminal_id=record.terminal_id,
-                merchant_id=record.merchant_id,
-            )  # fmt: skip
+        subject = AdviceSubject(
+            pan=pan, processing_code=record.bank_processing_code, amount=record.amount,
+            currency=record.currency, local_time=head.local_time,
+            local_date=record.local_date, mcc=head.mcc, entry_mode=head.entry_mode,
+            condition_code=head.condition_code, rrn=record.rrn,
+            auth_code=record.auth_code or "", terminal_id=record.terminal_id,
+            merchant_id=record.merchant_id,
+        )  # fmt: skip
+        traces: list[OriginalData] = []
+
+        def build(stan: str) -> tuple[str, dict[int, FieldValue]]:
             stamp = self.clock.stamp(self.utc_offset_h)
-            stan = connector.stans.next()
             mti, fields = bankmsg.advice_request(
                 subject, stan, stamp, self.institution, repeat=repeat
             )
-            trace = OriginalData(mti=mti, stan=stan, transmission=stamp.transmission)
-            with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields)
-                answered = True
-                code = response.fields.get(39)
-                if response.mti != bankmsg.ADVICE_RESPONSE_MTI:
-                    return _Sent(f"bank answered {response.mti} to an advice", sent=True)
-                if not isinstance(code, str) or len(code) != 2:
-                    return _Sent("bank answer has no valid field 39", sent=True)
-                return _Sent(code, sent=True, code=code, trace=trace)
-            answered = False
-            return _Sent("no answer in time", sent=True)
-        except NotEncodable as exc:
-            return _Sent(f"not encodable: {exc}", sent=False, never=True)
-        except LinkNotSent as exc:
-            return _Sent(f"not sent: {exc}", sent=False)
-        except SwitchError as exc:
-            answered = False
-            return _Sent(f"link failed: {exc}", sent=True)
-        finally:
-            connector.release(link)
-            connector.record_result(answered=answered)
+            traces.append(OriginalData(mti=mti, stan=stan, transmission=stamp.transmission))
+            return mti, fields
+
+        sent = await send_once(
+            self.connector, build, response_mti=bankmsg.ADVICE_RESPONSE_MTI, what="an advice"
+        )
+        if sent.response is None:
+            return _Sent(sent.result, sent=sent.sent, never=sent.never)
+        code = sent.response.fields.get(39)
+        if not isinstance(code, str) or len(code) != 2:
+            return _Sent("bank answer has no valid field 39", sent=True)
+        return _Sent(code, sent=True, code=code, trace=traces[0])
 
     def _today(self) -> str:
         return self.calendar.date_at(self.clock.now()).isoformat()

@@ -30,6 +30,7 @@ from switch.core.model import Origin, Outcome, Request
 from switch.core.ratelimit import TokenBucket
 from switch.core.stats import TransactionStats
 from switch.errors import FramingError
+from switch.log import info_line
 from switch.net.admission import Admission
 from switch.net.framed import FrameReader, FrameWriter
 from switch.net.trace import Tracer
@@ -513,27 +514,27 @@ def log_transaction(
         bank_ms=outcome.bank_ms,
         amount=amount if isinstance(amount, int) else None,
     )
-    log.info(
-        "txn",
-        channel=channel,
-        kind=kind,
-        terminal=terminal,
-        merchant=merchant,
-        pan=card.masked_pan if card is not None else None,
-        amount_fen=amount,
-        route=outcome.route,
-        bank=outcome.bank,
-        stan=stan,
-        bank_stan=outcome.bank_stan,
-        rrn=outcome.rrn,
-        code=outcome.code,
-        latency_ms=latency_ms,
-        journal_ms=outcome.journal_ms,
-        bank_ms=outcome.bank_ms,
+    fields: dict[str, object] = {
+        "channel": channel,
+        "kind": kind,
+        "terminal": terminal,
+        "merchant": merchant,
+        "pan": card.masked_pan if card is not None else None,
+        "amount_fen": amount,
+        "route": outcome.route,
+        "bank": outcome.bank,
+        "stan": stan,
+        "bank_stan": outcome.bank_stan,
+        "rrn": outcome.rrn,
+        "code": outcome.code,
+        "latency_ms": latency_ms,
+        "journal_ms": outcome.journal_ms,
+        "bank_ms": outcome.bank_ms,
         **_reason(outcome),
         **_risk(outcome),
         **(extra or {}),
-    )
+    }
+    info_line("txn", fields)
 
 
 def _risk(outcome: Outcome) -> dict[str, str]:

@@ -25,6 +25,7 @@ from switch.core.model import KIND_NAMES, Origin, Outcome, Request
 from switch.core.numbers import StanSequence
 from switch.core.products import BY_ONLINE_TYPE
 from switch.errors import TransactionRefused
+from switch.net.app_desk import AppDesk, DeskWork
 from switch.net.channel import Reply, log_transaction
 from switch.net.nonces import NonceGuard
 from switch.net.switchboard import Switchboard
@@ -65,7 +66,7 @@ class SignedWork(msgspec.Struct, gc=False):
     key_id: str
     nonce: str
     request_id: str | None
-    inner: OnlineWork | StatusWork | bytes
+    inner: OnlineWork | StatusWork | DeskWork | bytes
 
 
 class OnlineProtocol:
@@ -85,7 +86,10 @@ class OnlineProtocol:
         stans: StanSequence | None = None,
         clock: BusinessClock = WALL_CLOCK,
         wall_clock: Callable[[], float] = time.time,
+        desk: AppDesk | None = None,
     ) -> None:
+        self.desk = desk
+        """The types that are not payments through the lifecycle (app_desk.py)."""
         self.security = security
         self.nonces = nonces
         self.wall_clock = wall_clock
@@ -130,11 +134,14 @@ class OnlineProtocol:
 
     def _accept_body(
         self, frame: bytes, origin: Origin, principal: str
-    ) -> OnlineWork | StatusWork | bytes:
+    ) -> OnlineWork | StatusWork | DeskWork | bytes:
         received_at = origin.received_at
         try:
             message = wire.decode_request(frame)
         except wire.OnlineDecodeError as exc:
+            desk = self.desk.accept(frame, principal, origin) if self.desk is not None else None
+            if desk is not None:  # a type of the desk's (not the card types' decoder's)
+                return desk
             error = online.decode_error(exc)
             self._log_error(error, received_at, kind="unreadable")
             return wire.encode_response(error)
@@ -186,7 +193,8 @@ class OnlineProtocol:
 
     def busy(self, work: SignedWork, reason: str) -> bytes:
         """A 91 before the nonce was claimed: the client sends again with a new one."""
-        assert not isinstance(work.inner, bytes), "an immediate answer is never shed"
+        # The desk's work takes no switch-wide slot (no bank): it is never shed.
+        assert not isinstance(work.inner, bytes | DeskWork), "an immediate answer is never shed"
         return self._sign(work.key_id, self._busy(work.inner, reason))
 
     async def respond(self, work: SignedWork) -> Reply:
@@ -203,10 +211,13 @@ class OnlineProtocol:
             return Reply(self._unsigned(work.request_id, "A0", "nonce replayed", None))
         if isinstance(inner, bytes):
             return Reply(self._sign(work.key_id, inner))
+        if isinstance(inner, DeskWork):
+            assert self.desk is not None
+            return Reply(self._sign(work.key_id, await self.desk.respond(inner)))
         reply = await self._respond(inner)
         return Reply(self._sign(work.key_id, reply.payload), shed=reply.shed)
 
-    def _forget(self, inner: OnlineWork | StatusWork | bytes) -> None:
+    def _forget(self, inner: OnlineWork | StatusWork | DeskWork | bytes) -> None:
         """A request refused at its nonce: its id's claim is let go."""
         if isinstance(inner, OnlineWork):
             self.idempotency.abandon(inner.message.merchant_id, inner.message.id)

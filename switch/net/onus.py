@@ -29,6 +29,9 @@ from switch.core.onus import (
     ReserveBack,
 )
 from switch.core.paycode import Paycode
+from switch.core.risk import RiskRequest, Verdict
+from switch.core.riskgate import MESSAGES as RISK_MESSAGES
+from switch.core.riskgate import RiskGate
 from switch.core.wallet import MoneyAsk, Refusal, WalletSettings
 from switch.store.ledger_port import LedgerStore
 
@@ -44,6 +47,56 @@ def auth_code() -> str:
     return "".join(secrets.choice(AUTH_ALPHABET) for _ in range(6))
 
 
+class RulesInStore:
+    """risk.md's rules judged from inside a ledger store's transaction (its thread), at
+    wallet.md's place: once the customer and funding are known (a payment code found
+    open, a wallet named), before the class limit, the daily caps and the balance. The
+    gate is used on the trio thread only (``trio.from_thread``): its windows are never
+    touched from the store's thread. Judged once: a transaction the store runs again (a
+    conflict between workers) names the same customer and is not counted twice. If the
+    store's step then fails, :meth:`undo` (on the trio thread) gives the reservation
+    back. Any on-us step that takes money from a customer uses one."""
+
+    __slots__ = ("_received", "_request", "_who", "gate", "verdict")
+
+    def __init__(self, gate: RiskGate | None, request: RiskRequest | None, received: float):
+        self.gate = gate if request is not None else None
+        self._request = request
+        self._received = received
+        self._who: tuple[str, str] | None = None
+        self.verdict: Verdict | None = None
+
+    def judge(self, customer_id: str, funding: str) -> Verdict | None:
+        """The verdict for ``customer_id`` paying by ``funding`` (None: no rules); in
+        the store's thread."""
+        gate, request = self.gate, self._request
+        if gate is None or request is None:
+            return None
+        who = (customer_id, funding)
+        if self._who == who:
+            return self.verdict
+        if self.verdict is not None:  # another customer now (never expected): undone
+            trio.from_thread.run_sync(gate.release, self.verdict.hold, self._received)
+        asked = gate.with_customer(request, customer_id, funding)
+        self.verdict = trio.from_thread.run_sync(gate.judge, asked, self._received)
+        self._who = who
+        return self.verdict
+
+    def refusal(self, customer_id: str, funding: str) -> Refusal | None:
+        """A rule's decline as the store's refusal (its code; the client is told the
+        code's meaning, never the rule), else None."""
+        verdict = self.judge(customer_id, funding)
+        if verdict is None or not verdict.declined:
+            return None
+        assert verdict.code is not None
+        return Refusal(verdict.code, RISK_MESSAGES.get(verdict.code, "declined"))
+
+    def undo(self) -> None:
+        """The store's step failed: the reservation goes (on the trio thread)."""
+        if self.gate is not None and self.verdict is not None:
+            self.gate.release(self.verdict.hold, self._received)
+
+
 class LedgerDesk:
     """The ledger store, as the transaction path uses it."""
 
@@ -53,9 +106,13 @@ class LedgerDesk:
         settings: WalletSettings,
         *,
         wall_clock: Callable[[], float] = time.time,
+        risk: RiskGate | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.risk = risk
+        """The risk rules (risk.md), evaluated in the ledger's step where wallet.md puts
+        them: once the code names the customer, before the payment's checks."""
         self.paycodes = settings.paycodes()
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
@@ -70,6 +127,11 @@ class LedgerDesk:
     async def _run(self, call: Callable[[], T]) -> T:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
+
+    async def call(self, body: Callable[[], T]) -> T:
+        """``body`` (store calls) in the store's worker thread, one at a time: how the
+        app desk (``app_desk.py``) reaches the same store."""
+        return await self._run(body)
 
     async def carry_out(self, step: LedgerStep) -> LedgerAnswered:
         """One step; never raises for what the ledger refuses or cannot do."""
@@ -96,8 +158,12 @@ class LedgerDesk:
 
     async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
         at = self.wall_clock()
+        rules = RulesInStore(self.risk, step.risk, step.received)
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
+            refused = rules.refusal(code.customer_id, code.funding)  # risk.md's first
+            if refused is not None:
+                return refused
             if code.funding != "wallet":
                 # credit.md's line is not wired here: refused, the code used.
                 return Refusal("57", "credit funding is not offered")
@@ -113,9 +179,14 @@ class LedgerDesk:
             )  # fmt: skip
             return ask, spec
 
-        taken, done = await self._run(
-            lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
-        )
+        try:
+            taken, done = await self._run(
+                lambda: self.store.pay_by_code(step.code, step.terminal, at, self.settings, make)
+            )
+        except BaseException:
+            rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
+            raise
+        verdict = rules.verdict
         code = taken.paycode
         if code is None:
             message = (
@@ -126,8 +197,8 @@ class LedgerDesk:
         found = {"customer_id": code.customer_id, "funding": code.funding,
                  "verification": code.verification}  # fmt: skip
         if isinstance(done, Refusal):
-            return LedgerAnswered(code=done.code, message=done.message, **found)
-        return LedgerAnswered(auth_code=auth_code(), **found)
+            return LedgerAnswered(code=done.code, message=done.message, verdict=verdict, **found)
+        return LedgerAnswered(auth_code=auth_code(), verdict=verdict, **found)
 
     async def _reserve_back(self, step: ReserveBack) -> LedgerAnswered:
         def body() -> LedgerAnswered:

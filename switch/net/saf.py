@@ -34,9 +34,11 @@ from switch.core.book import TxnRecord
 from switch.core.changes import SafState
 from switch.core.clock import WALL_CLOCK, BusinessClock
 from switch.core.lifecycle import Cards
-from switch.errors import CardDataUnreadable, SwitchError
-from switch.net.bank_link import BankConnector, BankUnavailable, LinkNotSent, NotEncodable
+from switch.errors import CardDataUnreadable
+from switch.net.bank_link import BankConnector
+from switch.net.send_once import send_once
 from switch.store.port import Journal, JournalError, ReversalAttempted, TxnUpdated
+from switch.wire.iso8583 import FieldValue
 
 log = structlog.get_logger()
 
@@ -260,41 +262,13 @@ class ReversalForwarder:
         subject = record.reversal_subject(pan)
         if subject is None:
             return _Sent(BANK_ANSWERED, sent=False)  # never left the switch: nothing to undo
-        connector = self.connector
-        try:
-            link = connector.try_reserve_link()
-        except BankUnavailable as exc:
-            return _Sent(f"not sent: {exc}", sent=False)
-        if link is None:
-            return _Sent(f"not sent: no link of {self.bank} has room", sent=False)
-        answered: bool | None = None
-        try:
-            mti, fields = bankmsg.reversal_request(
-                subject,
-                connector.stans.next(),
-                self.clock.stamp(self.utc_offset_h),
-                self.institution,
-                repeat=repeat,
-            )
-            with trio.move_on_after(connector.config.issuer_timeout_s):
-                response = await link.exchange(mti, fields)
-                answered = True
-                if response.mti != "0410":
-                    return _Sent(f"bank answered {response.mti} to a reversal", sent=True)
-                return _Sent(str(response.fields.get(39)), sent=True)
-            answered = False
-            return _Sent("no answer in time", sent=True)
-        except NotEncodable as exc:
-            return _Sent(f"not encodable: {exc}", sent=False, never=True)
-        except LinkNotSent as exc:
-            return _Sent(f"not sent: {exc}", sent=False)
-        except SwitchError as exc:
-            answered = False
-            return _Sent(f"link failed: {exc}", sent=True)
-        finally:
-            connector.release(link)
-            # A reversal may be the circuit's probe: its verdict must reach the circuit.
-            connector.record_result(answered=answered)
+
+        def build(stan: str) -> tuple[str, dict[int, FieldValue]]:
+            stamp = self.clock.stamp(self.utc_offset_h)
+            return bankmsg.reversal_request(subject, stan, stamp, self.institution, repeat=repeat)
+
+        sent = await send_once(self.connector, build, response_mti="0410", what="a reversal")
+        return _Sent(sent.result, sent=sent.sent, never=sent.never)
 
     async def _record(
         self, saf_id: int, attempts: int, state: SafState, next_at: float, result: str

@@ -108,12 +108,16 @@ class SettlementService:
         on_close: Callable[[str], Awaitable[object]] | None = None,
         ledger: LedgerStore | None = None,
         own_merchants: Sequence[str] = (),
+        on_settled: Callable[[str, list[ReconLine]], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.own_merchants = tuple(own_merchants)
         """The switch's own merchants (``[credit] own_merchant_id``, ``[wallet]
         topup_merchant_id``): matched, in no payout (settlement.md); a verdict that
-        changes their money corrects the customer's account."""
+        changes a top-up's money corrects its wallet."""
+        self.on_settled = on_settled
+        """Called with each date settled now and its reconciliation lines: credit.md's
+        co-brand corrections (``CobrandDesk.settled``)."""
         self.ledger = ledger
         """The on-us ledger (wallet.md), open, on a connection of the service's own: what
         a settlement decides on it (on-us fees, payouts, recon corrections). None: no
@@ -390,6 +394,8 @@ class SettlementService:
             await self._hand_over_ledger_orders()
             await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
+            if self.on_settled is not None:  # again too: its corrections are keyed
+                await self.on_settled(business_date, recon)
             status = await self.status(business_date)
         log.info(
             "business_date_settled", business_date=business_date, again=not settled_now,

@@ -201,6 +201,9 @@ class Switchboard:
         self.sign_ons = sign_ons
         self.risk: RiskGate | None = None
         """The risk rules (risk.md); None: none are evaluated."""
+        self.on_final: Callable[[BankTransaction | TerminalReversal, Outcome], None] | None = None
+        """Told each bank-bound transaction and terminal reversal answered, with its
+        outcome, once journaled (credit.md's points: ``net/cobrand.py``); never blocks."""
         self.stats = TransactionStats()
         """Every transaction answered, counted (the admin interface reads it)."""
         self.duplicates = 0
@@ -281,6 +284,8 @@ class Switchboard:
                 risk=self.risk,
             )  # fmt: skip
             outcome = await self._drive(machine, origin)
+            if self.on_final is not None:
+                self.on_final(machine, outcome)
             # A reversal belongs to the date on which it was received (settlement.md).
             return msgspec.structs.replace(outcome, settlement_date=business_date)
         machine = BankTransaction(
@@ -291,7 +296,10 @@ class Switchboard:
             finalize=finalize, hold_terms=self.hold_terms, stand_in=self.stand_in,
             risk=self.risk,
         )  # fmt: skip
-        return await self._drive(machine, origin)
+        outcome = await self._drive(machine, origin)
+        if self.on_final is not None:
+            self.on_final(machine, outcome)
+        return outcome
 
     def _mcc(self, merchant_id: str) -> str | None:
         terms = self.merchants.terms(merchant_id)

@@ -168,6 +168,8 @@ class SoftwareSecurityModule:
         """Prepared ZAKs by their blob under the LMK (a blob opens under one name only)."""
         self._pos_macs: dict[tuple[str, str, str, bytes], alg.PosMacKey] = {}
         """Prepared MAKs by their blob under the LMK, as ``_x919``."""
+        self._pin_keys: dict[tuple[str, str, str, bytes], alg.PinKey] = {}
+        """Prepared PIKs and ZPKs by their blob under the LMK, as ``_pos_macs``."""
         self._online: dict[str, tuple[str, hmac.HMAC]] = {}
         """Active online keys by id: their principal and their secret prepared for HMAC."""
         self.demo_online_keys = demo_online_keys
@@ -369,12 +371,25 @@ class SoftwareSecurityModule:
     def verify_pos_mac(self, mak: LmkKey, mab: bytes, mac: bytes) -> bool:
         return alg.macs_equal(self.make_pos_mac(mak, mab), mac)
 
+    def _pin_key(self, key: LmkKey, kind: KeyKind) -> alg.PinKey:
+        # On every request with a PIN: the PIK and the ZPK are opened and their cipher
+        # contexts made once per key, then kept here (bounded, as the POS MAKs).
+        if key.kind != kind:  # before the cache, which holds PIKs and ZPKs both
+            raise KeyUsageError(f"{key.name} is a {key.kind}, not a {kind}")
+        cache_key = (key.kind, key.owner, key.cipher, key.blob)
+        prepared = self._pin_keys.get(cache_key)
+        if prepared is None:
+            prepared = alg.PinKey(key.cipher, self._open(key, kind))
+            if len(self._pin_keys) >= POS_MAC_KEYS_KEPT:
+                del self._pin_keys[next(iter(self._pin_keys))]  # the oldest
+            self._pin_keys[cache_key] = prepared
+        return prepared
+
     def translate_pin(self, pik: LmkKey, zpk: LmkKey, pin_block: bytes, pan: str) -> bytes:
         try:
-            return alg.translate_pin_block(
-                pik.cipher, self._open(pik, "pik"), zpk.cipher, self._open(zpk, "zpk"),
-                pin_block, pan,
-            )  # fmt: skip
+            return alg.translate_pin_block_with(
+                self._pin_key(pik, "pik"), self._pin_key(zpk, "zpk"), pin_block, pan
+            )
         except PinBlockFormatError as exc:
             # The caller's context (channel, terminal, STAN) is in the contextvars.
             security_event("pin_block_refused", key=pik.name, check=str(exc))
@@ -791,6 +806,7 @@ class SoftwareSecurityModule:
         self._lmk = new_lmk
         self._x919.clear()
         self._pos_macs.clear()
+        self._pin_keys.clear()
         self.reload()
         security_event("lmk_rotated", old_lmk_check=old_check[:6],
                        new_lmk_check=new_lmk.check[:6], keys=count)  # fmt: skip

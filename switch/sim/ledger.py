@@ -5,7 +5,10 @@ state of the link it came on (:class:`LinkSession`, owned by the server) and ret
 response to send, or None when the bank must never answer. All money is in fen.
 
 Test hooks, chosen by the last two digits of a sale's amount in fen: 05, 51, 54 and 61
-decline the sale with that response code; 68 makes the bank never answer it. A sale or
+decline the sale with that response code; 68 makes the bank never answer it. A payment
+to a card (credit.md, 0200 with 3 = 280030) takes the same hooks, and 12 besides (the
+bank takes no payments to that card); else it is applied: the card's balance grows by
+its amount, a reversal takes it back, and it clears as a ``C`` record. A sale or
 balance inquiry whose 14 is before the bank's current month is declined 54. Anything
 else is approved while the card's balance allows. Void, refund and reversal ignore
 these hooks.
@@ -82,6 +85,8 @@ ECHO_TEST: Final = "301"
 
 HOOK_DECLINES: Final = frozenset({"05", "51", "54", "61"})
 HOOK_NO_ANSWER: Final = "68"
+HOOK_NO_PAYMENTS: Final = "12"
+"""A payment to a card whose amount ends in 12 is refused 12 (no payments to it)."""
 
 _ID_WIDTH: Final = 11
 _ORIGINAL_DATA_WIDTH: Final = 42
@@ -158,6 +163,9 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
     - ``reversed_voids``, ``reversed_refunds``: voids and refunds undone, by a reversal of
       their own or because the sale they hung on was reversed.
 
+    - ``payments``, ``reversed_payments``: payments to cards applied (credit.md), and
+      those undone by a reversal; not in ``net``.
+
     ``net`` is the money that moved from cardholders to merchants::
 
         net = approved - reversed - voided + reversed_voids - refunded + reversed_refunds
@@ -175,6 +183,8 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
     reversed: int = 0
     reversed_voids: int = 0
     reversed_refunds: int = 0
+    payments: int = 0
+    reversed_payments: int = 0
     net: int = 0
     approvals: int = 0
     voids: int = 0
@@ -226,6 +236,14 @@ class _Sale:
     @property
     def refundable(self) -> int:
         return self.amount - self.refunded
+
+
+class _Payment(_Sale):
+    """An applied payment to the card (credit.md): money in, reversible, never voided
+    or refunded."""
+
+    __slots__ = ()
+    direction: Final = "C"  # type: ignore[misc]
 
 
 class _Adjustment:
@@ -572,7 +590,9 @@ class SimulatedBank:
             return self._balance_inquiry(reply_mti, fields, pan)
         cleared = _clearing_fields(fields)
         key = _own_key(fields, pan)
-        if product.original == "none":
+        if product.original == "none" and product.counts == "credit":
+            code = self._payment(key, pan, amount)
+        elif product.original == "none":
             code = self._sale(key, pan, amount, hold=product.holds)
         else:
             original = _original_key(fields, pan)
@@ -653,9 +673,27 @@ class SimulatedBank:
         self._totals.approvals += 1
         return "00"
 
+    def _payment(self, key: TxKey, pan: str, amount: int) -> str | None:
+        """A payment to the card: its hooks (12, 05, 51, 54, 61 decline; 68 no answer),
+        else the card's balance grows by ``amount``."""
+        if amount <= 0:
+            return "13"
+        refused = self._check_new(key)
+        if refused is not None:
+            return refused
+        hook = f"{amount % 100:02d}"
+        if hook == HOOK_NO_ANSWER:
+            return None
+        if hook in HOOK_DECLINES or hook == HOOK_NO_PAYMENTS:
+            return hook
+        self._applied[key] = _Payment(pan, amount)
+        self._move(pan, -amount)
+        self._totals.payments += amount
+        return "00"
+
     def _original_sale(self, original: TxKey) -> _Sale | None:
         record = self._applied.get(original)
-        return record if isinstance(record, _Sale) else None
+        return record if isinstance(record, _Sale) and not isinstance(record, _Payment) else None
 
     def _release(self, key: TxKey, original: TxKey, amount: int) -> str:
         """A pre-authorisation void: the hold of an open one is released."""
@@ -847,6 +885,10 @@ class SimulatedBank:
             if not refund.reversed:
                 self._reverse_adjustment(refund)
         sale.reversed = True
+        if isinstance(sale, _Payment):  # the money paid in leaves the card again
+            self._move(sale.pan, sale.amount)
+            self._totals.reversed_payments += sale.amount
+            return
         self._move(sale.pan, -sale.amount)
         self._totals.reversed += sale.amount
         self._hold_again(sale)
@@ -881,10 +923,12 @@ class _Counters:
         "approvals",
         "approved",
         "declines",
+        "payments",
         "refunded",
         "refunds",
         "reversals",
         "reversed",
+        "reversed_payments",
         "reversed_refunds",
         "reversed_voids",
         "unmatched_reversals",
@@ -897,6 +941,7 @@ class _Counters:
         self.reversed = self.reversed_voids = self.reversed_refunds = 0
         self.approvals = self.voids = self.refunds = self.declines = 0
         self.reversals = self.unmatched_reversals = 0
+        self.payments = self.reversed_payments = 0
 
     def snapshot(self) -> LedgerTotals:
         net = (
@@ -914,6 +959,8 @@ class _Counters:
             reversed=self.reversed,
             reversed_voids=self.reversed_voids,
             reversed_refunds=self.reversed_refunds,
+            payments=self.payments,
+            reversed_payments=self.reversed_payments,
             net=net,
             approvals=self.approvals,
             voids=self.voids,

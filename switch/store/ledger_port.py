@@ -26,6 +26,7 @@ from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transf
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
 from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
+from switch.store.desk_results import KeptResult
 
 
 class LedgerUnavailable(LedgerError):
@@ -193,3 +194,16 @@ class LedgerStore(Protocol):
         make: Callable[[Paycode], tuple[MoneyAsk, TransferSpec] | Refusal],
     ) -> tuple[CodeTaken, Reserved | Refusal | None]: ...
     def purge_paycodes(self, before: float) -> None: ...
+
+    # the app desk's kept results (desk_results.py)
+    def desk_result(self, principal: str, request_id: str) -> KeptResult | None: ...
+    def desk_kept(
+        self,
+        principal: str,
+        request_id: str,
+        fingerprint: bytes,
+        at: float,
+        body: Callable[[], tuple[bytes, bool]],
+    ) -> KeptResult: ...
+    def desk_purge(self, before: float) -> None: ...
+    def file_withdrawals(self, business_date: str, at: float) -> list[WithdrawalLine]: ...

@@ -16,7 +16,9 @@ from typing import Final
 
 import msgspec
 
+from switch.store.cobrand_sql import cobrand_migrations
 from switch.store.credit_sql import credit_migrations
+from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 
 ACCOUNT_COLUMNS: Final = (
@@ -162,6 +164,8 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     CREATE INDEX paycode_probe_by_terminal ON paycode_probe (terminal, at);
     """,
         *credit_migrations(d),  # credit.md's accounts and statements (credit_sql.py)
+        *desk_migrations(d),  # the app desk's kept results (desk_sql.py)
+        *cobrand_migrations(d),  # credit.md's co-brand links and sales (cobrand_sql.py)
     )
 
 

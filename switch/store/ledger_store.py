@@ -58,7 +58,8 @@ from switch.core.wallet import (
     money_check,
     year_of,
 )
-from switch.store.credit_store import CreditSteps
+from switch.store.cobrand_store import CobrandSteps
+from switch.store.desk_results import DeskResultSteps
 from switch.store.ledger_port import (
     AccountView,
     Fault,
@@ -118,7 +119,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(CreditSteps, ABC):
+class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]

@@ -35,6 +35,7 @@ from switch.core.changes import (
     OnlineResultsPurged,
     ReversalAttempted,
     ReversalQueued,
+    RiskMarked,
     SafState,
     TxnStarted,
     TxnUpdated,
@@ -55,6 +56,7 @@ __all__ = [
     "OnlineResultsPurged",
     "ReversalAttempted",
     "ReversalQueued",
+    "RiskMarked",
     "SafState",
     "TxnStarted",
     "TxnUpdated",
@@ -136,6 +138,7 @@ class StoodIn(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     standing: bool
     pending: bool
+    rrn: str = ""
 
 
 class AdviceBacklog(msgspec.Struct, frozen=True, kw_only=True):
@@ -277,8 +280,11 @@ class Journal(Protocol):
         bank name; cheap however long the history of delivered ones."""
         ...
 
-    async def advice_head(self, bank: str) -> DueAdvice | None:
-        """The next advice of ``bank`` to send, in the order of stand-in."""
+    async def advice_head(self, bank: str, *, claim: bool = True) -> DueAdvice | None:
+        """The next advice of ``bank`` to send, in the order of stand-in. On a journal
+        shared by several workers, ``claim`` makes this worker its one sender for a
+        lease (None while another worker holds it); without ``claim`` it is only read
+        (and not while another worker holds it)."""
         ...
 
     async def stood_in(self, local_dates: list[str]) -> list[StoodIn]:

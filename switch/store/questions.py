@@ -174,7 +174,7 @@ def questions(d: Dialect, *, own: str = "", mine: str = "1") -> Questions:
         stood_in=sql(
             "SELECT advice.bank AS bank, txn.pan_hmac AS card_key, txn.local_date AS "
             "local_date, txn.amount AS amount, txn.voided AS voided, txn.reversed AS reversed, "
-            "advice.state AS state FROM advice JOIN txn ON txn.rrn = advice.rrn "
+            "advice.state AS state, txn.rrn AS rrn FROM advice JOIN txn ON txn.rrn = advice.rrn "
             "WHERE advice.state IN ('queued', 'sent', 'manual') OR txn.local_date IN (?, ?)"
         ),
         advice_backlog=sql(
@@ -277,7 +277,7 @@ def due(rows: list[Row]) -> list[DueReversal]:
     ]
 
 
-def _advice_head(rows: list[Row]) -> DueAdvice | None:
+def advice_head_of(rows: list[Row]) -> DueAdvice | None:
     if not rows:
         return None
     row = rows[0]
@@ -296,7 +296,7 @@ def _stood_in(rows: list[Row]) -> list[StoodIn]:
             bank=row["bank"], card_key=bytes(row["card_key"]), local_date=row["local_date"],
             amount=row["amount"], standing=not (row["voided"] or row["reversed"])
             and row["state"] not in ("cancelled",),
-            pending=row["state"] in ("queued", "sent", "manual"),
+            pending=row["state"] in ("queued", "sent", "manual"), rrn=row["rrn"],
         )
         for row in rows
     ]  # fmt: skip
@@ -431,8 +431,8 @@ class JournalQuestions(ABC):
     async def reversal_backlog(self) -> list[ReversalBacklog]:
         return await self._read(Select(self.questions.reversal_backlog, (), _backlog))
 
-    async def advice_head(self, bank: str) -> DueAdvice | None:
-        return await self._read(Select(self.questions.advice_head, (bank,), _advice_head))
+    async def advice_head(self, bank: str, *, claim: bool = True) -> DueAdvice | None:
+        return await self._read(Select(self.questions.advice_head, (bank,), advice_head_of))
 
     async def stood_in(self, local_dates: list[str]) -> list[StoodIn]:
         first, second = (local_dates + local_dates)[:2] if local_dates else ("", "")

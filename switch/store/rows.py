@@ -23,7 +23,7 @@ TXN_COLUMNS = (
     "refunded", "voided", "reversed", "created_at", "updated_at", "business_date",
     "device_id", "risk_version", "risk_rule", "risk_review", "risk_shadow",
     "hold_state", "hold_until", "hold_max_pct",
-    "stand_in", "advice_state",
+    "stand_in", "advice_state", "customer_id", "funding",
 )  # fmt: skip
 """The columns of a ``txn`` row that the switch writes and reads, on every engine."""
 
@@ -43,7 +43,7 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         record.device_id, record.risk_version, record.risk_rule, record.risk_review,
         record.risk_shadow,
         record.hold_state, record.hold_until, record.hold_max_pct, record.stand_in,
-        record.advice,
+        record.advice, record.customer_id, record.funding,
     )  # fmt: skip
 
 
@@ -96,6 +96,8 @@ def record_from_row(row: Mapping[str, Any]) -> TxnRecord:
         hold_max_pct=row["hold_max_pct"],
         stand_in=row["stand_in"],
         advice=row["advice_state"],
+        customer_id=row["customer_id"],
+        funding=row["funding"],
     )
 
 

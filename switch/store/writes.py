@@ -24,6 +24,7 @@ from switch.store.port import (
     OnlineResultsPurged,
     ReversalAttempted,
     ReversalQueued,
+    RiskMarked,
     TxnStarted,
     TxnUpdated,
 )
@@ -58,6 +59,9 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     insert_event: str
     update_txn: str
     move_hold: str
+    mark_risk: str
+    """An on-us payment's customer, funding and risk columns (parameters: customer_id,
+    funding, risk_version, risk_rule, risk_review, risk_shadow, updated_at, rrn)."""
     """A pre-authorisation's hold_state (parameters: the state, the time, the RRN)."""
     insert_saf: str
     update_saf: str
@@ -113,6 +117,12 @@ def writes_of(
                 Write(_RANK_UPDATE_TXN, sql.move_hold, (hold_state, at, rrn)),
                 Write(_RANK_EVENT, sql.insert_event, (rrn, at, "approved", None, detail)),
             )
+        case RiskMarked():
+            values = (
+                change.customer_id, change.funding, change.risk_version, change.risk_rule,
+                change.risk_review, change.risk_shadow, change.at, change.rrn,
+            )  # fmt: skip
+            return (Write(_RANK_UPDATE_TXN, sql.mark_risk, values),)
         case ReversalQueued(rrn=rrn, bank=bank, reason=reason, at=at):
             return (Write(_RANK_INSERT_SAF, sql.insert_saf, (rrn, bank, reason, at, at, at)),)
         case ReversalAttempted():

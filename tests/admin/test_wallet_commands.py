@@ -117,3 +117,83 @@ async def test_the_readme_walkthrough_pays_a_code_on_the_demo(
     args = ["wallet", "demo-topup", "C100000001", "--amount", "1.00"]
     assert cli.main([*args, "--config", str(tmp_path / "real.toml")]) == 2
     assert "only on a demo switch" in capsys.readouterr().err
+
+
+def test_withdrawals_file_written_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from switch.core.wallet import BoundAccount, MoneyAsk, WalletSettings
+
+    config_path = _demo_config_on_free_ports(tmp_path)
+    config = load_config(config_path)
+    store = open_ledger_store(config)
+    store.open()
+    at = 1_796_610_030.0
+    store.open_wallet("C100000001", "app:wallet", 2, "2026-12-07", at)
+    store.transfer(TransferSpec(key=TransferKey("t", "topup", "topup"), debit="bank_clearing:icbc",
+                                credit="wallet:C100000001", amount=50_000, kind="topup"),
+                   at)  # fmt: skip
+    account = BoundAccount(account="6222021000111133335", account_name="张三",
+                           bank_code="102100099996")  # fmt: skip
+    store.bind_account("C100000001", "app:wallet", account, at)
+    key = TransferKey("app:wallet", "w-1", "withdraw")
+    store.reserve_payment(
+        MoneyAsk(customer_id="C100000001", amount=10_000, counted="withdraw",
+                 local_date="2026-12-07"),
+        TransferSpec(key=key, debit="wallet:C100000001", credit="withdrawals_payable",
+                     amount=10_000, kind="withdraw", rrn="634114000140"),
+        WalletSettings(), at, app="app:wallet", withdraw_to=account,
+        order=("634114000140", "2026-12-07"),
+    )  # fmt: skip
+    store.end_payment(key, True, at)
+    store.close()
+    args = ["wallet", "withdrawals", "2026-12-07", "--config", str(config_path)]
+    assert cli.main(args) == 0
+    path = config.settlement_out_dir() / "withdrawals-20261207.csv"
+    assert f"written: {path}" in capsys.readouterr().out
+    # wallet.md's sample row, to the byte.
+    sample = (
+        "business_date,value_date,rrn,customer_id,bank_code,account,account_name,amount_fen\n"
+        "2026-12-07,2026-12-08,634114000140,C100000001,102100099996,6222021000111133335,"
+        "张三,10000\n"
+    ).encode()
+    assert path.read_bytes() == sample
+    assert cli.main(args) == 0 and path.read_bytes() == sample
+    store.open()
+    payouts = store.account("payouts")
+    payable = store.account("withdrawals_payable")
+    store.close()
+    assert payouts is not None and payable is not None
+    assert (payouts.balances.balance, payable.balances.balance) == (10_000, 0)
+    assert cli.main(["wallet", "withdrawals", "7 Dec", "--config", str(config_path)]) == 2
+
+
+def test_a_withdrawal_after_its_dates_file_goes_in_the_next_one(tmp_path: Path) -> None:
+    from switch.core.wallet import BoundAccount, MoneyAsk, WalletSettings
+
+    config = load_config(_demo_config_on_free_ports(tmp_path))
+    store = open_ledger_store(config)
+    store.open()
+    at = 1_796_610_030.0
+    store.open_wallet("C1", "app:wallet", 2, "2026-12-07", at)
+    store.transfer(TransferSpec(key=TransferKey("t", "topup", "topup"), debit="bank_clearing:icbc",
+                                credit="wallet:C1", amount=50_000, kind="topup"), at)  # fmt: skip
+    account = BoundAccount(account="6222021000111133335", account_name="Zhang",
+                           bank_code="102100099996")  # fmt: skip
+    store.bind_account("C1", "app:wallet", account, at)
+    assert store.file_withdrawals("2026-12-07", at) == []  # the date's file, read first
+    key = TransferKey("app:wallet", "w-late", "withdraw")
+    store.reserve_payment(
+        MoneyAsk(customer_id="C1", amount=700, counted="withdraw", local_date="2026-12-07"),
+        TransferSpec(key=key, debit="wallet:C1", credit="withdrawals_payable", amount=700,
+                     kind="withdraw", rrn="634114000141"),
+        WalletSettings(), at, app="app:wallet", withdraw_to=account,
+        order=("634114000141", "2026-12-07"),
+    )  # fmt: skip
+    store.end_payment(key, True, at)
+    # The 7th's file, written again, stays as handed over; the 8th's takes the late one.
+    assert store.file_withdrawals("2026-12-07", at) == []
+    late = store.file_withdrawals("2026-12-08", at)
+    assert [(line.rrn, line.amount) for line in late] == [("634114000141", 700)]
+    assert store.file_withdrawals("2026-12-08", at) == late
+    payouts = store.account("payouts")
+    store.close()
+    assert payouts is not None and payouts.balances.balance == 700

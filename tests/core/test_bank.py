@@ -453,3 +453,30 @@ def test_advice_acceptance_sample_decodes(h2h: Iso8583Codec) -> None:
     assert (answer.fields[37], answer.fields[41], answer.fields[42]) == (
         "532614000150", "POS00003", "898310054110001"
     )
+
+
+# -- the payment to a card (credit.md, bank-h2h.md: 0200, 3 = 280030, "as sale") --------
+
+
+def test_payment_to_card_is_the_sample_sale_with_3_280030(h2h: Iso8583Codec) -> None:
+    """bank-h2h.md publishes no frame of its own for a payment to a card: it is "as
+    sale", 3 = 280030. Built from the sample sale's fields, it is the sample frame to
+    the byte with only field 3's six digits changed."""
+    from switch.core.model import CardPayment
+    from switch.core.products import by_bank
+
+    payment = CardPayment(
+        acceptor=ACCEPTOR, stan="000123", processing_code="280030",
+        card=Card(pan=PAN, entry_mode="021", condition_code="00"), currency="156",
+        amount=10000,
+    )  # fmt: skip
+    mti, fields = bank_request(payment, SALE_TRACE, INSTITUTION)
+    assert mti == "0200"
+    assert fields == {**SAMPLE_SALE_FIELDS, 3: "280030"}
+    frame = h2h.encode(mti, fields)
+    sample = BANK_SALE_FRAME[2:]
+    at = 4 + 8 + 2 + len(PAN)  # MTI, bitmap, 2's LLVAR: then field 3
+    assert sample[at : at + 6] == b"000000"
+    assert frame == sample[:at] + b"280030" + sample[at + 6 :]
+    assert by_bank("0200", "280030").kind == "card_payment"
+    assert bankmsg.outcome_from_bank({39: "12", 37: RRN}, rrn=RRN, bank="citic") is not None

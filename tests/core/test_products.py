@@ -93,7 +93,10 @@ def _resolved(request: BankBound) -> BankBound:
 
 def test_every_wire_identity_names_one_product() -> None:
     with_pos = [row for row in PRODUCTS.values() if row.pos_mti is not None]
-    assert len(products.BY_POS) + len(products.BY_POS_PAYCODE) == len(with_pos) == len(PRODUCTS)
+    assert len(products.BY_POS) + len(products.BY_POS_PAYCODE) == len(with_pos)
+    # Every product is offered on POS but the payment to a card (credit.md), which the
+    # app's cobrand_convert makes.
+    assert {row.kind for row in PRODUCTS.values() if row.pos_mti is None} == {"card_payment"}
     # A payment code's products share their card twins' POS identities (field 2 tells
     # them apart), and go to no bank.
     for kind in ("onus_sale", "onus_void", "onus_refund"):
@@ -105,7 +108,7 @@ def test_every_wire_identity_names_one_product() -> None:
     assert len(products.BY_ONLINE_TYPE) == 7
     assert set(ONLINE) <= products.BY_ONLINE_TYPE.keys()
     # the reversal is its original's code; a completion void is a void to the bank
-    assert len(products.BY_BANK) == 7
+    assert len(products.BY_BANK) == 8
     assert KIND_NAMES.keys() >= PRODUCT_OF.keys() and REQUEST_TYPES.keys() == PRODUCTS.keys()
     # A second row with an identity already taken is refused when the table compiles.
     sale = PRODUCTS["sale"]
@@ -205,13 +208,16 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
         "on the ledger": frozenset(products.kinds(settled=True, destination="ledger")),
     }
     # On-us payments settle as card sales of their merchant (wallet.md), matched against
-    # the ledger rather than a bank's file.
+    # the ledger rather than a bank's file; a payment to a card (credit.md) as money
+    # returned to a card, direction C.
     assert lists == {
-        "debit": {"sale", "completion", "onus_sale"}, "credit": {"refund", "onus_refund"},
+        "debit": {"sale", "completion", "onus_sale"},
+        "credit": {"refund", "onus_refund", "card_payment"},
         "cancels": {"void", "completion_void", "onus_void"},
         "settled": {"sale", "void", "refund", "completion", "completion_void", "onus_sale",
-                    "onus_void", "onus_refund"},
-        "at banks": {"sale", "void", "refund", "completion", "completion_void"},
+                    "onus_void", "onus_refund", "card_payment"},
+        "at banks": {"sale", "void", "refund", "completion", "completion_void",
+                     "card_payment"},
         "on the ledger": {"onus_sale", "onus_void", "onus_refund"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
@@ -308,5 +314,5 @@ def test_the_preauth_rows_are_the_tables() -> None:
     assert products.kinds_sql(counts="debit") == "'sale', 'onus_sale', 'completion'"
     assert products.kinds(settled=True) == ("sale", "void", "refund", "onus_sale", "onus_void",
                                             "onus_refund", "completion",
-                                            "completion_void")  # fmt: skip
+                                            "completion_void", "card_payment")  # fmt: skip
     assert products.kinds(counts="cancels") == ("void", "onus_void", "completion_void")

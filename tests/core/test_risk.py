@@ -507,7 +507,8 @@ def test_rules_that_count_the_same_requests_share_one_window_counted_once() -> N
     assert [v.trail() for v in verdicts] == ["approve"] * 3 + ["decline 65 card-3"] * 2
     assert engine.window("card-9").held(request().card[0], T0 + 5) == (3, 30_000)
     hold = verdicts[0].hold
-    assert hold is not None and len(hold.entries) == 2  # the shared window and card-pos's
+    # Two counters (the shared one and card-pos's), each a slot of the card's 1h window.
+    assert hold is not None and [slots for *_, slots in hold.entries] == [(0, 1)]
 
 
 def test_hits_decide_in_kind_order_then_file_order() -> None:

@@ -147,6 +147,50 @@ def test_the_tally_is_rebuilt_from_the_journal_s_rows() -> None:
     assert (tally.pending("citic"), tally.pending("abc")) == (1000, 8000)
 
 
+def test_a_shared_tally_is_the_journal_s_rows_and_its_own_not_yet_shown() -> None:
+    """Several workers on one journal: each read of every worker's stood-in sales
+    replaces the tally; a stand-in decided here counts until a read shows it (once);
+    voids and answers count once the journal says so."""
+    config = msgspec.structs.replace(CONFIG, card_daily_count=3, card_daily_cap_fen=10**9)
+    desk = StandInDesk({"citic": config})
+    desk.tally.share()
+    # Another worker's stood-in sale on the card, read from the journal.
+    desk.tally.replace([("532614000001", "citic", CARD, "1122", 1000, True, True)])
+    assert desk.decide("citic", sale(rrn="532614000002"), "no_link") == StandIn("no_link")
+    assert desk.tally.card("citic", CARD, "1122") == (2, 1000 + SALE.amount)
+    # A read that does not show this worker's yet keeps it; one that does counts it once.
+    desk.tally.replace([("532614000001", "citic", CARD, "1122", 1000, True, True)])
+    assert desk.tally.card("citic", CARD, "1122") == (2, 1000 + SALE.amount)
+    journal = [
+        ("532614000001", "citic", CARD, "1122", 1000, True, True),
+        ("532614000002", "citic", CARD, "1122", SALE.amount, True, True),
+    ]
+    desk.tally.replace(journal)
+    assert desk.tally.card("citic", CARD, "1122") == (2, 1000 + SALE.amount)
+    assert desk.tally.pending("citic") == 1000 + SALE.amount
+    # A third here, then the cap (3) holds whichever worker the fourth reaches.
+    assert desk.decide("citic", sale(rrn="532614000003"), "no_link") == StandIn("no_link")
+    assert desk.decide("citic", sale(rrn="532614000004"), "no_link") == NoStandIn(
+        "card daily count"
+    )
+    # An answer or a void here waits for the journal (the caps err towards refusing).
+    desk.advised("citic", "accepted", 1000, final=True, on="2025-11-22")
+    desk.tally.undone("citic", CARD, "1122", 1000)
+    assert desk.tally.card("citic", CARD, "1122")[0] == 3
+    desk.tally.replace([
+        ("532614000001", "citic", CARD, "1122", 1000, False, False),  # voided, advised
+        *journal[1:],
+        ("532614000003", "citic", CARD, "1122", SALE.amount, True, True),
+    ])  # fmt: skip
+    assert desk.tally.card("citic", CARD, "1122") == (2, 2 * SALE.amount)
+    assert desk.tally.pending("citic") == 2 * SALE.amount
+    # One not journaled is forgotten at once.
+    assert desk.decide("citic", sale(rrn="532614000005"), "no_link") == StandIn("no_link")
+    desk.undo("citic", sale(rrn="532614000005"))
+    desk.tally.replace(journal[1:])
+    assert desk.tally.card("citic", CARD, "1122") == (1, SALE.amount)
+
+
 def test_the_auth_code_is_s_and_the_rrn_s_last_five() -> None:
     assert auth_code("532614000150") == "S00150"
 

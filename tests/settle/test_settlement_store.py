@@ -238,3 +238,30 @@ def test_a_settlement_that_cannot_take_its_turn_fails_as_a_settlement(tmp_path: 
     assert store.unsettled_closed_dates() == [D0]
     assert store.settle(D0, MERCHANTS, at=3.0) is True
     store.close()
+
+
+def test_the_switch_s_own_merchant_is_matched_and_never_paid_out(place: Place) -> None:
+    """settlement.md: ``[credit] own_merchant_id``'s transactions (a co-brand
+    conversion's payment to a card, credit.md) are matched like any other, have no fee
+    and are in no payout row nor merchant posting; credit.md posts them itself."""
+    own = "898310099990001"
+    sale = txn(D0, 10000, merchant_id="M1")
+    paid = txn(D0, 299900, merchant_id=own, kind="card_payment", terminal_id="CREDIT01",
+               bank_processing_code="280030")  # fmt: skip
+    missing = txn(D0, 5000, merchant_id=own, kind="card_payment", terminal_id="CREDIT01",
+                  bank_processing_code="280030")  # fmt: skip
+    place.write_journal([sale, paid, missing])
+    store = place.open_store([D0])
+    card_payment = (
+        "0200", "280030", paid.stan, "1122063015", paid.rrn, 299900, "156", "00", "000001",
+        paid.terminal_id, own, paid.pan_masked, "C",
+    )  # fmt: skip
+    store.accept_clearing_file("icbc", D0, "icbc-20261122.clr",
+                               [record_of(sale), card_payment], at=1.0)  # fmt: skip
+    assert store.settle(D0, MERCHANTS, at=2.0, own_merchants=(own,)) is True
+    payouts = {line.merchant_id: line for line in store.payout_lines(D0)}
+    assert set(payouts) == {"M1"}
+    assert payouts["M1"].payout_fen == 10000 - 38
+    recon = {line.rrn: (line.category, line.action) for line in store.recon_lines(D0)}
+    assert recon == {missing.rrn: ("switch_only", "held")}  # matched, or held as any other
+    assert not [b for b in store.ledger_balances(None) if own in b.account]

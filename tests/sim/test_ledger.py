@@ -586,3 +586,51 @@ def test_a_refusing_bank_refuses_advices_for_good_but_91_and_96_ask_again(
     bank.refuse_advices = None
     assert code(bank, link, "0221", advice(200, rrn="532614000152")) == "05"  # final
     assert bank.totals().approved == 100
+
+
+# -- payments to a card (credit.md, bank-h2h.md: 0200, 3 = 280030) ----------------------
+
+
+def payment(amount: int, *, pan: str = PAN) -> Fields:
+    return financial("280030", amount, pan=pan)
+
+
+def test_a_payment_to_the_card_credits_it_and_clears_as_c(
+    bank: SimulatedBank, link: LinkSession
+) -> None:
+    paid = payment(299_900)
+    reply = send(bank, link, "0200", paid)
+    assert reply.response_code == "00" and len(str(reply.fields[38])) == 6
+    assert reply.fields[3] == "280030"
+    assert bank.balance(PAN) == OPENING + 299_900
+    assert code(bank, link, "0200", void(paid, 299_900)) == "25"  # never voided
+    assert code(bank, link, "0200", refund(paid, 100)) == "25"  # nor refunded
+    assert code(bank, link, "0400", reversal(paid)) == "00"
+    assert bank.balance(PAN) == OPENING
+    assert code(bank, link, "0400", reversal(paid)) == "00"  # applied once
+    assert bank.balance(PAN) == OPENING
+    records = bank.open_records()
+    assert [(r.processing_code, r.amount, r.direction) for r in records] == [
+        ("280030", 299_900, "C"),
+        ("280030", 299_900, "D"),
+    ]
+    totals = bank.totals()
+    assert (totals.payments, totals.reversed_payments, totals.net) == (299_900, 299_900, 0)
+
+
+@pytest.mark.parametrize("hook", ["12", "05", "51", "54", "61"])
+def test_a_payment_declined_by_its_test_mode(
+    bank: SimulatedBank, link: LinkSession, hook: str
+) -> None:
+    assert code(bank, link, "0200", payment(299_800 + int(hook))) == hook
+    assert bank.balance(PAN) == OPENING
+    assert bank.open_records() == []
+
+
+def test_a_payment_not_answered_by_its_test_mode(bank: SimulatedBank, link: LinkSession) -> None:
+    unanswered = payment(299_868)
+    assert bank.respond("0200", unanswered, link) is None
+    assert bank.balance(PAN) == OPENING
+    # Its reversal overtakes it: answered 00, and the payment sent again is refused.
+    assert code(bank, link, "0400", reversal(unanswered)) == "00"
+    assert bank.balance(PAN) == OPENING

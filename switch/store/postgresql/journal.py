@@ -509,6 +509,17 @@ class PostgresJournal(JournalQuestions):
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(claim.release)
 
+    async def advice_head(self, bank: str, *, claim: bool = True) -> port.DueAdvice | None:
+        """The bank's head advice, claimed for this journal's worker for
+        ``claim_lease_s`` (see ``sql.advice_head``): one worker sends a bank's advices
+        at a time; one that stopped hands them on when its lease runs out (at once to
+        the same worker restarted)."""
+        query = sql.advice_head(
+            bank, time.time(), claim=claim, claimant=self.claimant, lease_s=self.claim_lease_s
+        )
+        head: port.DueAdvice | None = await self._read(query)
+        return head
+
     async def due_reversals(self, bank: str, at: float, limit: int) -> list[port.DueReversal]:
         """Claims them for this journal (see ``sql.due_reversals``): another process on
         the database is not handed them until their attempt is recorded or the claim's

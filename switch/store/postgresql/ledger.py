@@ -20,7 +20,9 @@ from typing import Final
 
 import psycopg
 
+from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
+from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -42,6 +44,8 @@ class PostgresLedgerStore(OwnConnection, LedgerStoreBase):
         psycopg.errors.UniqueViolation,
     )
     credit = credit_sql(DIALECT, lock=" FOR UPDATE")
+    cobrand = cobrand_sql(DIALECT, lock=" FOR UPDATE")
+    desk = desk_sql(DIALECT, lock=" FOR UPDATE")
     label = "ledger store (postgresql)"
     store_name = "ledger"
     application_name = "switch-ledger"

@@ -207,6 +207,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
     CREATE INDEX txn_by_updated ON txn (updated_at);
     """,
+    # 9: an on-us payment's customer and funding, the risk rules' keys (risk.md); the
+    # claim on a bank's head advice.
+    """
+    ALTER TABLE txn ADD COLUMN customer_id TEXT;
+    ALTER TABLE txn ADD COLUMN funding TEXT;        -- wallet, credit; NULL for a card
+    -- one sender of a bank's advices across workers: the head's claim and its lease
+    ALTER TABLE advice ADD COLUMN claimed_by TEXT;
+    ALTER TABLE advice ADD COLUMN claimed_until DOUBLE PRECISION;
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

@@ -21,8 +21,16 @@ from psycopg.rows import DictRow
 from switch.core.book import TxnRecord
 from switch.store import writes
 from switch.store.dialect import Dialect
-from switch.store.port import Change, DueReversal
-from switch.store.questions import TXN_SELECT, Row, Select, due, questions, records
+from switch.store.port import Change, DueAdvice, DueReversal
+from switch.store.questions import (
+    TXN_SELECT,
+    Row,
+    Select,
+    advice_head_of,
+    due,
+    questions,
+    records,
+)
 from switch.store.rows import TXN_COLUMNS
 from switch.store.writes import Statements, Write
 
@@ -73,6 +81,10 @@ _UPDATE_TXN = (
     "voided = %s, reversed = %s, hold_state = %s, updated_at = %s WHERE rrn = %s"
 )
 _MOVE_HOLD = "UPDATE txn SET hold_state = %s, updated_at = %s WHERE rrn = %s"
+_MARK_RISK = (
+    "UPDATE txn SET customer_id = %s, funding = %s, risk_version = %s, risk_rule = %s, "
+    "risk_review = %s, risk_shadow = %s, updated_at = %s WHERE rrn = %s"
+)
 _INSERT_SAF = (
     "INSERT INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, updated_at) "
     "VALUES (%s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT (rrn) DO NOTHING"
@@ -138,6 +150,7 @@ _STATEMENTS = Statements(
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
     move_hold=_MOVE_HOLD,
+    mark_risk=_MARK_RISK,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
@@ -202,6 +215,53 @@ RETURNING saf.id AS saf_id, saf.attempts AS saf_attempts,
     saf.next_attempt_at AS saf_next_attempt_at,
     {_SAF_TXN_SELECT}
 """
+
+
+_ADVICE_COLUMNS = (
+    "advice.id AS advice_id, advice.state AS advice_row_state, "
+    "advice.attempts AS advice_attempts, advice.next_attempt_at AS advice_next, "
+    "advice.local_time AS advice_local_time, advice.entry_mode AS advice_entry_mode, "
+    "advice.condition_code AS advice_condition_code, advice.mcc AS advice_mcc"
+)
+# One sender of a bank's advices across workers (risk.md: one at a time, in order):
+# the head is claimed by a conditional update, as a due reversal is; another worker's
+# live claim hands nothing out. Parameters: bank, claimant, until, at, claimant.
+_CLAIM_ADVICE_HEAD = f"""
+WITH head AS (
+    SELECT id FROM advice
+    WHERE bank = %s AND state IN ('queued', 'sent')
+    ORDER BY id LIMIT 1
+    FOR UPDATE OF advice
+)
+UPDATE advice SET claimed_by = %s, claimed_until = %s
+FROM head, txn
+WHERE advice.id = head.id AND txn.rrn = advice.rrn
+  AND (advice.claimed_until IS NULL OR advice.claimed_until <= %s OR advice.claimed_by = %s)
+RETURNING {_ADVICE_COLUMNS}, {_SAF_TXN_SELECT}
+"""
+# The head without claiming it (its bank not ready here): none while another worker's
+# claim on it is live. Parameters: bank, at, claimant.
+_PEEK_ADVICE_HEAD = f"""
+SELECT {_ADVICE_COLUMNS}, {_SAF_TXN_SELECT}
+FROM advice JOIN txn ON txn.rrn = advice.rrn
+WHERE advice.id = (
+    SELECT id FROM advice WHERE bank = %s AND state IN ('queued', 'sent')
+    ORDER BY id LIMIT 1
+)
+  AND (advice.claimed_until IS NULL OR advice.claimed_until <= %s OR advice.claimed_by = %s)
+"""
+
+
+def advice_head(
+    bank: str, at: float, *, claim: bool, claimant: str, lease_s: float
+) -> Select[DueAdvice | None]:
+    """The bank's next advice, claimed for ``claimant`` until ``at + lease_s`` when
+    ``claim``; None while another process's claim on it is live."""
+    if claim:
+        return Select(
+            _CLAIM_ADVICE_HEAD, (bank, claimant, at + lease_s, at, claimant), advice_head_of
+        )
+    return Select(_PEEK_ADVICE_HEAD, (bank, at, claimant), advice_head_of)
 
 
 def _due(rows: list[Row]) -> list[DueReversal]:

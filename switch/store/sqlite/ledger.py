@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
+from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -32,6 +34,8 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     errors = (sqlite3.Error,)
     retry = ()
     credit = credit_sql(DIALECT, lock="")
+    cobrand = cobrand_sql(DIALECT, lock="")
+    desk = desk_sql(DIALECT, lock="")
     label = "ledger store"
     store_name = "ledger"
     store_error = LedgerUnavailable

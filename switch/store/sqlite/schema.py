@@ -170,6 +170,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN risk_review TEXT;    -- review rules that flagged it
     ALTER TABLE txn ADD COLUMN risk_shadow TEXT;    -- shadow hits, id:action[:code]
     """,
+    # 7: an on-us payment's customer and funding, the risk rules' keys (risk.md).
+    """
+    ALTER TABLE txn ADD COLUMN customer_id TEXT;
+    ALTER TABLE txn ADD COLUMN funding TEXT;        -- wallet, credit; NULL for a card
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

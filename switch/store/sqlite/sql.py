@@ -52,6 +52,10 @@ _UPDATE_TXN = (
     "voided = ?, reversed = ?, hold_state = ?, updated_at = ? WHERE rrn = ?"
 )
 _MOVE_HOLD = "UPDATE txn SET hold_state = ?, updated_at = ? WHERE rrn = ?"
+_MARK_RISK = (
+    "UPDATE txn SET customer_id = ?, funding = ?, risk_version = ?, risk_rule = ?, "
+    "risk_review = ?, risk_shadow = ?, updated_at = ? WHERE rrn = ?"
+)
 _INSERT_SAF = (
     "INSERT OR IGNORE INTO saf (rrn, bank, reason, state, next_attempt_at, created_at, "
     "updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)"
@@ -104,6 +108,7 @@ _STATEMENTS = Statements(
     insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
     move_hold=_MOVE_HOLD,
+    mark_risk=_MARK_RISK,
     insert_saf=_INSERT_SAF,
     update_saf=_UPDATE_SAF,
     put_idempotency=_PUT_IDEMPOTENCY,
