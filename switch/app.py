@@ -741,6 +741,7 @@ class SwitchApp:
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
+            ledger=await self._settlement_ledger(bank_side),
             # settlement.md: top-ups and the credit line's own sales go in no payout row
             own_merchants=(
                 self.config.wallet.topup_merchant_id,
@@ -753,6 +754,15 @@ class SwitchApp:
         )
         await bank_side.start(settlement.run)
         return settlement
+
+    async def _settlement_ledger(self, bank_side: trio.Nursery) -> LedgerStoreBase:
+        """The on-us ledger on a connection of the settlement's own (wallet.md: on-us
+        fees, payouts, recon corrections, the withdrawals file's postings), held open
+        until the switch stops."""
+        store = open_ledger_store(self.config)
+        await trio.to_thread.run_sync(store.open)
+        bank_side.start_soon(_hold_open, store)
+        return store
 
     async def _on_close(self, bank_side: trio.Nursery) -> Callable[[str], Awaitable[object]]:
         """What each business date closed runs before its cutovers: the
@@ -1217,7 +1227,8 @@ class _Reversals:
 
 
 async def _hold_open(store: LedgerStoreBase) -> None:
-    """Keeps the credit close's ledger store open until the switch stops."""
+    """Keeps a ledger store of its own (the credit close's, the settlement's) open until
+    the switch stops."""
     try:
         await trio.sleep_forever()
     finally:

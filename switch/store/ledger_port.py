@@ -17,7 +17,7 @@ start-up each of ``pending_transfers`` is posted or voided as the journal's answ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -118,6 +118,7 @@ class LedgerStore(Protocol):
     # the ledger
     def reserve(self, spec: TransferSpec, at: float) -> Plan: ...
     def transfer(self, spec: TransferSpec, at: float) -> Plan: ...
+    def transfers(self, specs: Sequence[TransferSpec], at: float) -> None: ...
     def post(
         self,
         key: TransferKey,

@@ -292,6 +292,16 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
         file's rows, recon corrections)."""
         return self._step("transfer", lambda: self._move("transfer", spec.key, at, spec=spec))
 
+    def transfers(self, specs: Sequence[TransferSpec], at: float) -> None:
+        """Posted transfers, all in one transaction (a settlement's fees and payouts: one
+        commit for many merchants); again: nothing changes."""
+
+        def body() -> None:
+            for spec in specs:
+                self._move("transfer", spec.key, at, spec=spec)
+
+        self._step("transfers", body)
+
     def post(
         self,
         key: TransferKey,
