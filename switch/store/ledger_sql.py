@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from switch.store.cobrand_sql import cobrand_migrations
+from switch.store.cobrand_sql import cobrand_metrics_migrations, cobrand_migrations
 from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
@@ -180,6 +180,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     """,
         *cobrand_migrations(d),  # credit.md's co-brand links and sales (cobrand_sql.py)
         *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
+        *cobrand_metrics_migrations(d),  # the conversions counted by result (cobrand_sql.py)
     )
 
 
