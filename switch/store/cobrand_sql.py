@@ -135,7 +135,5 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
             "SELECT kind, state, count(DISTINCT request_id) AS n FROM ledger_transfer "
             "WHERE kind IN ('cobrand_convert', 'cobrand_cancel') GROUP BY kind, state"
         ),
-        points_sums=sql(
-            "SELECT debits_posted, credits_posted FROM ledger_account WHERE name = ?"
-        ),
+        points_sums=sql("SELECT debits_posted, credits_posted FROM ledger_account WHERE name = ?"),
     )
