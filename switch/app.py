@@ -79,6 +79,7 @@ from switch.net.credit_desk import CardSales, CreditDesk
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
+from switch.net.own_settlement import OwnMerchantSettlement, chain
 from switch.net.pos import PosProtocol
 from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
@@ -199,6 +200,8 @@ class SwitchApp:
         self.credit: CreditBilling | None = None
         self.cobrand: CobrandDesk | None = None
         """credit.md's co-brand card: the app's requests and linked cards' points."""
+        self.own_settlement: OwnMerchantSettlement | None = None
+        """Settlement's corrections of repayments by card (credit.md)."""
         self._ledger_store: LedgerStoreBase | None = None
         """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
@@ -714,6 +717,12 @@ class SwitchApp:
         calendar: BusinessCalendar,
     ) -> SettlementService:
         utc_offset_h = self.config.switch.utc_offset_h
+        if self._ledger is not None and self._ledger_store is not None:
+            self.own_settlement = OwnMerchantSettlement(
+                self._ledger_store, self._ledger.call,
+                own_merchant_id=self.config.credit.own_merchant_id,
+            )  # fmt: skip
+        own = self.own_settlement
         settlement = SettlementService(
             store=settlement_store,
             journal=journal,
@@ -738,7 +747,10 @@ class SwitchApp:
                 self.config.wallet.topup_merchant_id,
                 self.config.credit.own_merchant_id,
             ),
-            on_settled=self.cobrand.settled if self.cobrand is not None else None,
+            on_settled=chain(
+                self.cobrand.settled if self.cobrand is not None else None,
+                own.settled if own is not None else None,  # credit.md: repayments by card
+            ),
         )
         await bank_side.start(settlement.run)
         return settlement

@@ -72,6 +72,7 @@ from switch.core.wallet import (
 )
 from switch.store.credit_sql import CreditSql
 from switch.store.ledger_sql import LedgerSql
+from switch.store.own_sql import OwnSql
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -154,6 +155,7 @@ class CreditSteps:
 
     credit: ClassVar[CreditSql]
     sql: ClassVar[LedgerSql]
+    own: ClassVar[OwnSql]
 
     # Given by LedgerStoreBase.
     def _step(self, name: str, body: Callable[[], T]) -> T:
@@ -618,6 +620,12 @@ class CreditSteps:
             plan = self._move("post", key, at, amount=taken)
         else:
             plan = self._move("void", key, at)
+        # Kept for settlement, which may undo it (credit.md: not paid, amount_mismatch).
+        kept = None if allocation is None else msgspec.json.encode(allocation).decode()
+        self._execute(self.own.insert_repay, (
+            ref, account.customer_id, transfer.spec.debit.partition(":")[2], taken,
+            amount - taken, kept, "standing", at,
+        ))  # fmt: skip
         if amount > taken:
             spec = transfer.spec
             wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")

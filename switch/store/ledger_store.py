@@ -60,7 +60,6 @@ from switch.core.wallet import (
     money_check,
     year_of,
 )
-from switch.store.cobrand_store import CobrandSteps
 from switch.store.desk_results import DeskResultSteps
 from switch.store.ledger_port import (
     AccountView,
@@ -74,6 +73,7 @@ from switch.store.ledger_port import (
     WalletView,
 )
 from switch.store.ledger_sql import LedgerSql
+from switch.store.own_store import OwnMerchantSteps
 
 Row: TypeAlias = Mapping[str, Any]
 Parameters: TypeAlias = Sequence[Any] | dict[str, Any]
@@ -121,7 +121,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
+class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]
