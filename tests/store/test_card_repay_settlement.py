@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 
 from switch.core.credit.plan import Terms
-from switch.core.ledger import TransferKey
+from switch.core.ledger import TransferKey, TransferSpec
 from switch.store.ledger_store import LedgerStoreBase
 from tests.store.ledgers import ledger_store as ledger_store
 
@@ -89,4 +89,37 @@ def test_an_amount_mismatch_books_the_repayment_again_at_the_bank_s_amount(
     assert receivable == before[3] + 100_100 and clearing == before[4] - 100_100
     assert store.credit_repay_settled("610100000001", 100_100, 9.0) == 0
     assert figures(store)[1] == before[1] - 100_100
+    assert store.verify() == []
+
+
+def test_what_went_on_to_the_wallet_comes_back_at_most_to_zero(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    """A repayment by card of the whole payoff, approved after a repayment from the
+    wallet lowered it: the rest went to the wallet (no credit balance). Not paid: the
+    credit line owes again what it took; the wallet gives back what it still has,
+    recon_loss the rest."""
+    store = ledger_store
+    opened(store)
+    store.transfer(TransferSpec(key=TransferKey(APP, "topup-1", "topup"),
+                                debit="bank_clearing:icbc", credit=f"wallet:{C}",
+                                amount=50_000, kind="topup"), 0.5)  # fmt: skip
+    owed = store.credit_status(C).payoff_fen
+    key = TransferKey(APP, "rp-card", "repay_card")
+    assert store.credit_reserve_repay(C, APP, key=key, bank="icbc", amount_fen=owed,
+                                      merchant_id=OWN, purchase_id=None, at=4.0)  # fmt: skip
+    store.credit_repay_from_wallet(C, key=TransferKey(APP, "rp-w", "repay"), rrn="610100000002",
+                                   amount_fen=50_000, purchase_id=None, at=4.5)  # fmt: skip
+    store.credit_end_repay(key, True, "610100000001", 5.0)
+    assert store.credit_status(C).payoff_fen == 0
+    assert balance(store, f"wallet:{C}") == 50_000  # the card's 500.00 past the payoff
+    store.transfer(TransferSpec(key=TransferKey(APP, "pay-1", "pay"), debit=f"wallet:{C}",
+                                credit="merchant:SHOP01", amount=30_000, kind="pay"),
+                   6.0)  # fmt: skip
+    assert store.credit_repay_settled("610100000001", 0, 9.0) == -owed
+    assert store.credit_status(C).payoff_fen == owed - 50_000  # the wallet's repayment stays
+    assert balance(store, f"wallet:{C}") == 0
+    assert balance(store, "recon_loss") == -30_000
+    assert store.credit_repay_settled("610100000001", 0, 9.0) == 0
+    assert balance(store, "recon_loss") == -30_000
     assert store.verify() == []
