@@ -1090,15 +1090,18 @@ class SwitchApp:
         )
         if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
             wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.screen = self.risk  # risk.md's rules on withdrawals
         wallet_desk.register(desk)
         if self.cobrand is not None:  # credit.md's co-brand types
             self.cobrand.register(desk)
-        CreditDesk(
+        credit_desk = CreditDesk(
             config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
             cards=CardSales(
                 switchboard, lambda: card_types(self.config.routes), self._new_stans()
             ),
-        ).register(desk)  # fmt: skip
+        )  # fmt: skip
+        credit_desk.screen = self.risk  # risk.md's rules on conversions
+        credit_desk.register(desk)
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:

@@ -258,7 +258,7 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="wallet_pay", pos_code="00", online_type="wallet_pay", bank_mti="0200",
             bank_response_mti="0210", destination="ledger", instrument="wallet",
-            counts="debit", reversed_on_no_answer=False,
+            counts="debit", reversed_on_no_answer=False, risk_kind="sale",
         ),
         Product(
             kind="wallet_topup", pos_code="00", online_type="wallet_topup", bank_mti="0200",
