@@ -72,6 +72,7 @@ from switch.core.wallet import (
 )
 from switch.store.credit_sql import CreditSql
 from switch.store.ledger_sql import LedgerSql
+from switch.store.ledger_steps import LedgerSteps
 from switch.store.own_sql import OwnSql
 
 T = TypeVar("T")
@@ -150,37 +151,14 @@ def _account(row: Row) -> CreditAccount:
     )
 
 
-class CreditSteps:
+class CreditSteps(LedgerSteps):
     """The credit steps of the ledger store (mixed into ``LedgerStoreBase``)."""
 
     credit: ClassVar[CreditSql]
     sql: ClassVar[LedgerSql]
     own: ClassVar[OwnSql]
 
-    # Given by LedgerStoreBase.
-    def _step(self, name: str, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _read(self, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _execute(self, statement: str, parameters: Parameters = ()) -> list[Row]:
-        raise NotImplementedError
-
-    def _first(self, statement: str, parameters: Parameters = ()) -> Row | None:
-        raise NotImplementedError
-
-    def _move(
-        self,
-        operation: ledger.Operation,
-        key: TransferKey,
-        at: float,
-        *,
-        spec: TransferSpec | None = None,
-        amount: int | None = None,
-    ) -> Plan:
-        raise NotImplementedError
-
+    # Given by LedgerStoreBase, beside LedgerSteps.
     def _ensure_account(self, name: str) -> None:
         raise NotImplementedError
 
