@@ -61,6 +61,24 @@ def plan_map(view: PlanView, *, schedule: bool = True) -> dict[str, Any]:
     return mapped
 
 
+def repaid_result(
+    message: wire.CreditRepay,
+    rrn: str | None,
+    settlement_date: str | None,
+    allocation: Allocation,
+    account: AccountView,
+) -> wire.RepayResult:
+    """An approved repayment's result: what it paid, in credit.md's allocation order."""
+    return wire.RepayResult(
+        **approved(message), rrn=rrn, settlement_date=settlement_date,
+        allocated=wire.Allocated(
+            penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
+            principal_fen=allocation.principal_fen, prepaid_fen=allocation.prepaid_fen,
+        ),
+        waived_fee_fen=allocation.waived_fee_fen, account=account_map(account),
+    )  # fmt: skip
+
+
 def statement_map(statement: Statement, unpaid_fen: int) -> dict[str, Any]:
     """credit.md's ``statement``: its figures, ``unpaid_fen``, then its lines."""
     mapped: dict[str, Any] = msgspec.to_builtins(statement)
@@ -269,14 +287,8 @@ class CreditDesk:
             )  # fmt: skip
             allocation = repaid.allocation
             assert allocation is not None, "a new id: its result is not kept yet"
-            return wire.RepayResult(
-                **approved(message), rrn=rrn, settlement_date=call.business_date,
-                allocated=wire.Allocated(
-                    penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
-                    principal_fen=allocation.principal_fen,
-                    prepaid_fen=allocation.prepaid_fen,
-                ),
-                waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            return repaid_result(
+                message, rrn, call.business_date, allocation, repaid.account
             ), True  # fmt: skip
 
         return await call.keep(body)
@@ -328,14 +340,8 @@ class CreditDesk:
                 penalty_fen=0, fee_fen=0, principal_fen=0, prepaid_fen=0, waived_fee_fen=0,
                 paid=(), prepaid=(),
             )  # fmt: skip
-            return wire.RepayResult(
-                **approved(message), rrn=outcome.rrn, settlement_date=outcome.settlement_date,
-                allocated=wire.Allocated(
-                    penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
-                    principal_fen=allocation.principal_fen,
-                    prepaid_fen=allocation.prepaid_fen,
-                ),
-                waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            return repaid_result(
+                message, outcome.rrn, outcome.settlement_date, allocation, repaid.account
             ), True  # fmt: skip
 
         return await call.keep(body)
