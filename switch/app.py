@@ -732,6 +732,7 @@ class SwitchApp:
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
+            ledger=await self._settlement_ledger(bank_side),
             # settlement.md: top-ups and the credit line's own sales go in no payout row
             own_merchants=(
                 self.config.wallet.topup_merchant_id,
@@ -741,6 +742,15 @@ class SwitchApp:
         )
         await bank_side.start(settlement.run)
         return settlement
+
+    async def _settlement_ledger(self, bank_side: trio.Nursery) -> LedgerStoreBase:
+        """The on-us ledger on a connection of the settlement's own (wallet.md: on-us
+        fees, payouts, recon corrections, the withdrawals file's postings), held open
+        until the switch stops."""
+        store = open_ledger_store(self.config)
+        await trio.to_thread.run_sync(store.open)
+        bank_side.start_soon(_hold_open, store)
+        return store
 
     async def _on_close(self, bank_side: trio.Nursery) -> Callable[[str], Awaitable[object]]:
         """What each business date closed runs before its cutovers: the
@@ -1069,15 +1079,18 @@ class SwitchApp:
         )
         if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
             wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.screen = self.risk  # risk.md's rules on withdrawals
         wallet_desk.register(desk)
         if self.cobrand is not None:  # credit.md's co-brand types
             self.cobrand.register(desk)
-        CreditDesk(
+        credit_desk = CreditDesk(
             config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
             cards=CardSales(
                 switchboard, lambda: card_types(self.config.routes), self._new_stans()
             ),
-        ).register(desk)  # fmt: skip
+        )  # fmt: skip
+        credit_desk.screen = self.risk  # risk.md's rules on conversions
+        credit_desk.register(desk)
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
@@ -1221,7 +1234,8 @@ class _Reversals:
 
 
 async def _hold_open(store: LedgerStoreBase) -> None:
-    """Keeps the credit close's ledger store open until the switch stops."""
+    """Keeps a ledger store of its own (the credit close's, the settlement's) open until
+    the switch stops."""
     try:
         await trio.sleep_forever()
     finally:

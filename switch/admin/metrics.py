@@ -99,6 +99,15 @@ class SwitchMetrics:
         for (channel, kind, bank, code), count in sorted(stats.counts.items()):
             transactions.add_metric([channel, kind, bank, code], count)
         yield without_empty_labels(transactions)
+        amounts = CounterMetricFamily(
+            f"{PREFIX}transaction_amount_fen",
+            "The amounts those transactions asked for, in fen, by the same labels (on-us "
+            "payments: bank on-us, kinds onus_sale, onus_void, onus_refund...).",
+            labels=["channel", "kind", "bank", "code"],
+        )
+        for (channel, kind, bank, code), fen in sorted(stats.amounts.items()):
+            amounts.add_metric([channel, kind, bank, code], fen)
+        yield without_empty_labels(amounts)
         for name, histograms, what in (
             ("transaction_duration_seconds", stats.latency_ms,
              "End to end: frame read to answer queued"),

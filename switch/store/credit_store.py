@@ -663,10 +663,12 @@ class CreditSteps:
         instalments: int,
         terms: Terms,
         at: float,
+        screen: Callable[[int], Refusal | None] | None = None,
     ) -> Converted:
         """``credit_convert`` (credit.md): a plan of a standing purchase of the customer
         (25) that has none, until the close of its first due date (12), on its unpaid
-        principal (13); a frozen account 62. An amended statement bills period 1's fee
+        principal (13); then risk.md's rules (``screen``, given that principal: its
+        refusal's code); a frozen account 62. An amended statement bills period 1's fee
         at once (``credit_receivable:<c>`` → ``instalment_fee_income``)."""
 
         def body() -> Converted:
@@ -679,6 +681,10 @@ class CreditSteps:
                 )  # fmt: skip
             except CreditRefused as refused:
                 raise CreditStopped(refused.code, refused.message) from None
+            if screen is not None:
+                screened = screen(conversion.plan.principal_fen)
+                if screened is not None:
+                    raise CreditStopped(screened.code, screened.message)
             if account.frozen:
                 raise CreditStopped("62", "the credit account is frozen")
             if conversion.amended is not None and conversion.plan.fee_fen:
