@@ -59,7 +59,7 @@ from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
-from switch.core.risk import RiskEngine
+from switch.core.risk import RiskEngine, RuleSet
 from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
@@ -869,10 +869,11 @@ class SwitchApp:
                 new = worker_config(new, self.worker)  # the supervisor's share, as at start
                 new = self._within_descriptors(new)
                 plan = self._plan(new)
+                rules_before = self.risk.rules.version
                 if dry_run:
                     return ReloadResult(
                         accepted=True, version=self.config_version, changes=plan.summary(),
-                        diff=list(plan.diff),
+                        diff=[*plan.diff, *_rules_change(rules_before, load_risk_rules(new))],
                     )  # fmt: skip
                 await self._apply(new, plan)
             except ReloadRefused as exc:
@@ -914,7 +915,7 @@ class SwitchApp:
             self.tracer.refresh()  # level debug traces every message
             return ReloadResult(
                 accepted=True, version=self.config_version, changes=plan.summary(),
-                diff=list(plan.diff),
+                diff=[*plan.diff, *_rules_change(rules_before, self.risk.rules)],
             )  # fmt: skip
 
     def _within_descriptors(self, new: SwitchConfig) -> SwitchConfig:
@@ -1133,6 +1134,21 @@ class SwitchApp:
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+def _rules_change(version_before: str, rules: RuleSet) -> list[ConfigChange]:
+    """The risk rules' set as a reload's line when its version (the rules file and its
+    values files, risk.md) differs from the running one's: ``risk.rules a → b``; none when
+    the same. The file's name is a config key; its content is not, so without this a
+    reload that swapped the rules would say it changed nothing."""
+    if rules.version == version_before:
+        return []
+    return [
+        ConfigChange(
+            key="risk.rules", change="changed", old=version_before or None,
+            new=rules.version or None,
+        )
+    ]  # fmt: skip
 
 
 def _stand_in_sections(config: SwitchConfig) -> dict[str, StandInSection]:
