@@ -26,7 +26,7 @@ import trio
 from switch.config import SwitchConfig
 from switch.core.wallet import CUSTOMER_ID
 from switch.net.clients import OnlineClient, OnlineKey
-from switch.online_cli import _tls, exchanged
+from switch.online_cli import _masked, _tls, exchanged
 
 RESPONSE_TIMEOUT_S: Final = 30.0
 TERMS: Final = ("3", "6", "12", "24")
@@ -179,11 +179,28 @@ def _credit(args: argparse.Namespace, config: SwitchConfig) -> int:
         return 2
     try:
         key = _key(args)
+    except (ValueError, OSError) as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 2
+    return signed_request(args, config, request_body(args), key)
+
+
+def signed_request(
+    args: argparse.Namespace,
+    config: SwitchConfig,
+    body: dict[str, Any],
+    key: OnlineKey,
+    show: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """``body`` sent under ``key`` to the switch ``args`` (--host, --port, --ca-file)
+    name, its verified answer printed: as JSON with ``args.json``, else by ``show``
+    (default: its fields one a line). Exit status 0 when approved (``code`` 00), 2 when
+    answered otherwise (the message and code on stderr), 1 with no answer."""
+    try:
         tls = _tls(args, config)
     except (ValueError, OSError) as exc:
         print(f"switch: {exc}", file=sys.stderr)
         return 2
-    body = request_body(args)
     host = args.host or config.online.host
     port = args.port or config.online.port
 
@@ -204,6 +221,7 @@ def _credit(args: argparse.Namespace, config: SwitchConfig) -> int:
     if sent is None:
         return 1
     answer, signed = sent
+    answer = _masked(answer)  # no card number printed back
     if answer.get("code") != "00":
         where = "" if signed else " (unsigned)"
         print(f"switch: {answer.get('message', '')} ({answer.get('code')}){where}",
@@ -213,6 +231,8 @@ def _credit(args: argparse.Namespace, config: SwitchConfig) -> int:
         return 2
     if args.json:
         sys.stdout.write(json.dumps(answer, ensure_ascii=False, indent=2) + "\n")
+    elif show is not None:
+        show(answer)
     else:
         _print({k: v for k, v in answer.items() if k not in ("type", "approved")})
     return 0

@@ -66,8 +66,21 @@ async def test_credit_commands_go_through_signed_requests(
                         credit=f"wallet:{C}", amount=1_000_000, kind="topup")  # fmt: skip
     await app._ledger.call(lambda: store.transfer(spec, now))
     settings = app.config.wallet.paycodes()
-    issue = ["wallet", "paycode", C, "--app", "app:wallet", "--verification", "A", "--funding",
-             "credit", "--instalments", "12", "--config", str(path)]  # fmt: skip
+    issue = [
+        "wallet",
+        "paycode",
+        C,
+        "--verification",
+        "A",
+        "--funding",
+        "credit",
+        "--instalments",
+        "12",
+        "--config",
+        str(path),
+        "--port",
+        str(app.online_port),
+    ]
     assert await trio.to_thread.run_sync(cli.main, issue) == 0
     code_text = capsys.readouterr().out.split("paycode: ")[1].split()[0]
     client = await pos_client(app)
