@@ -35,6 +35,7 @@ from switch.admin.status import (
     TransactionCount,
 )
 from switch.core.credit.billing import CreditTotals
+from switch.core.ledger import LedgerFigures
 from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot, LatencyHistogram, PathKey, TransactionStats
 from switch.errors import SwitchError
@@ -76,6 +77,7 @@ class StatusCollector:
         self._backlog: dict[str, ReversalBacklog] = {}
         self._settlement: SettlementWatch | None = None
         self._credit: CreditTotals | None = None
+        self._ledger: LedgerFigures | None = None
         self._advices: dict[str, AdviceBacklog] = {}
         self._backlog_read = trio.Lock()  # one scrape at a time asks the journal
         self._next_trouble_log = 0.0
@@ -115,6 +117,10 @@ class StatusCollector:
                 self._credit = await credit.totals()
             except SwitchError as exc:
                 log.warning("admin_credit_unreadable", error=str(exc))
+            try:
+                self._ledger = await credit.ledger()
+            except SwitchError as exc:
+                log.warning("admin_ledger_unreadable", error=str(exc))
 
     async def refresh_workers(self) -> None:
         """The other workers' reports and their supervisor's (worker 0 of several)."""
@@ -221,6 +227,7 @@ class StatusCollector:
             ],
             settlement=self._settlement,
             credit=self._credit,
+            ledger=self._ledger,
             certificates=view.certificate_expiries(),
             risk=view.risk_status(),
             stand_in=[self._stand_in(reading) for reading in view.stand_in_readings()],

@@ -21,6 +21,7 @@ from switch.admin.status import (
     StatusDocument,
     WorkerStatus,
 )
+from switch.core.ledger import LedgerFigures
 from switch.core.stats import HistogramSnapshot
 
 
@@ -80,6 +81,8 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True):
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     """Each worker of a switch of several processes; empty for one."""
     stand_in: list[StandInStatus] = []
+    ledger: LedgerFigures | None = None
+    """Worker 0's on-us ledger, as last read."""
 
 
 def _rate(now: int, before: int, seconds: float) -> float:
@@ -130,6 +133,7 @@ def frame(previous: StatusDocument | None, current: StatusDocument) -> Frame:
             failures=journal.failures,
         ),
         workers=current.workers,
+        ledger=current.ledger,
     )
 
 
@@ -220,7 +224,23 @@ def render(current: Frame | None, *, error: str | None = None) -> RenderableType
             + ("" if journal.writable else f", NOT WRITABLE ({journal.failures} failed)")
         )
     )
+    if current.ledger is not None:
+        parts.append(ledger_line(current.ledger))
     return Group(*parts)
+
+
+def ledger_line(figures: LedgerFigures) -> Text:
+    """The on-us ledger: its transfers by state, and whether debits equal credits."""
+    transfers = figures.transfers
+    line = (
+        f"ledger: {transfers.get('pending', 0)} pending, {transfers.get('posted', 0)} posted, "
+        f"{transfers.get('voided', 0)} voided transfers"
+    )
+    off = {key: value for key, value in figures.imbalance().items() if value}
+    if not off:
+        return Text(line + ", balanced")
+    said = ", ".join(f"{unit} {phase} {value:+d}" for (unit, phase), value in sorted(off.items()))
+    return Text(f"{line}, NOT BALANCED (debits - credits: {said})", style="bold red")
 
 
 def bank_table(current: Frame) -> Table:

@@ -85,6 +85,7 @@ class SwitchMetrics:
         yield from _journal(document)
         yield from _settlement(document)
         yield from _credit(document)
+        yield from _ledger(document)
         yield from _cobrand(document)
         yield from _keys(document)
         yield from _risk(document)
@@ -498,6 +499,32 @@ def _credit(document: StatusDocument) -> Iterator[Metric]:
         "Penalties charged on overdue amounts since the ledger began, in fen.",
         value=None if totals is None else totals.penalties_fen,
     )
+
+
+def _ledger(document: StatusDocument) -> Iterator[Metric]:
+    """Worker 0's on-us ledger (wallet.md, settlement.md): its transfers by state, and
+    per unit and phase the sum of every account's debits minus its credits, 0 while
+    the ledger is sound (``switch wallet verify`` checks the rest). The families
+    without a sample until read."""
+    figures = document.ledger
+    transfers = _family(
+        GaugeMetricFamily, "ledger_transfers",
+        "The ledger's transfers by state: pending (reserved, not yet ended), posted, "
+        "voided.", ["state"],
+    )  # fmt: skip
+    imbalance = _family(
+        GaugeMetricFamily, "ledger_imbalance",
+        "Every account's debits minus credits, by unit (fen, points) and phase (posted, "
+        "pending): 0 while the ledger balances; anything else is a fault to page on.",
+        ["unit", "phase"],
+    )  # fmt: skip
+    if figures is not None:
+        for state, count in figures.transfers.items():
+            transfers.add_metric([state], count)
+        for (unit, phase), value in sorted(figures.imbalance().items()):
+            imbalance.add_metric([unit, phase], value)
+    yield transfers
+    yield imbalance
 
 
 def _cobrand(document: StatusDocument) -> Iterator[Metric]:

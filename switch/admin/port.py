@@ -19,6 +19,7 @@ from switch.core.admission import AdmissionStatistics
 from switch.core.calendar import DateClosed
 from switch.core.clock import BusinessClock
 from switch.core.credit.billing import CreditTotals
+from switch.core.ledger import LedgerFigures
 from switch.core.reconfig import ReloadResult
 from switch.core.settlement import LedgerBalance, SettlementStatus, SettlementWatch
 from switch.core.stats import TransactionStats
@@ -108,6 +109,10 @@ class CreditReading(Protocol):
     """What the admin reads of the credit line (worker 0's close keeps it)."""
 
     async def totals(self) -> CreditTotals: ...
+
+    async def ledger(self) -> LedgerFigures:
+        """The on-us ledger's transfers by state and sums per unit (one aggregate)."""
+        ...
 
 
 class SwitchView(Protocol):

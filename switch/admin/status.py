@@ -13,6 +13,7 @@ import msgspec
 
 from switch.core.admission import AdmissionStatistics
 from switch.core.credit.billing import CreditTotals
+from switch.core.ledger import LedgerFigures
 from switch.core.settlement import SettlementWatch
 from switch.core.stats import HistogramSnapshot
 
@@ -202,6 +203,8 @@ class StatusDocument(msgspec.Struct, frozen=True, kw_only=True):
     """Worker 0's settlement, as last read (None: not running, or not yet read)."""
     credit: CreditTotals | None = None
     """Worker 0's credit line, as last read (None: not running, or not yet read)."""
+    ledger: LedgerFigures | None = None
+    """Worker 0's on-us ledger figures, as last read (None: not yet read)."""
     certificates: dict[str, float] = msgspec.field(default_factory=dict)
     """Each TLS certificate in use (``online``, ``admin``): its end, epoch seconds."""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)

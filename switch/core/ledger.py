@@ -377,6 +377,26 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
         return found
 
 
+TRANSFER_STATES: Final = ("pending", "posted", "voided")
+
+
+class LedgerFigures(msgspec.Struct, frozen=True, kw_only=True):
+    """The ledger's figures for the metrics and ``switch status``: its transfers by
+    state (each of TRANSFER_STATES, 0 when none) and, per unit and phase, the sum of
+    every account's debits minus its credits (0 while the ledger is sound)."""
+
+    transfers: dict[str, int]
+    totals: list[LedgerTotals]
+
+    def imbalance(self) -> dict[tuple[str, str], int]:
+        """(unit, phase) -> debits minus credits."""
+        found: dict[tuple[str, str], int] = {}
+        for total in self.totals:
+            found[(total.unit, "posted")] = total.debits_posted - total.credits_posted
+            found[(total.unit, "pending")] = total.debits_pending - total.credits_pending
+        return found
+
+
 # -- start-up -----------------------------------------------------------------------
 
 Answer = Literal["approved", "declined", "open_hold", "none"]

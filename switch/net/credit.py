@@ -19,7 +19,7 @@ import trio
 from switch.core.credit.billing import CreditTotals
 from switch.core.credit.plan import Terms
 from switch.core.credit.statement_file import statement_file, statement_file_name
-from switch.core.ledger import LedgerError
+from switch.core.ledger import LedgerError, LedgerFigures
 from switch.files import write_private
 from switch.store.credit_store import ClosedDay
 from switch.store.ledger_store import LedgerStoreBase
@@ -67,6 +67,12 @@ class CreditBilling:
             fees_fen=closed.fees_fen, frozen=closed.frozen,
         )  # fmt: skip
         return closed
+
+    async def ledger(self) -> LedgerFigures:
+        """The ledger's transfers by state and sums per unit, for the metrics (raises
+        LedgerError)."""
+        async with self._lock:
+            return await trio.to_thread.run_sync(self.store.figures)
 
     async def totals(self) -> CreditTotals:
         """The credit line's figures for the metrics (raises LedgerError)."""

@@ -25,7 +25,15 @@ import msgspec
 from switch.core.credit.billing import CreditAsk
 from switch.core.credit.book import PlanView
 from switch.core.credit.plan import Terms
-from switch.core.ledger import Balances, LedgerError, LedgerTotals, Plan, Transfer, TransferKey
+from switch.core.ledger import (
+    Balances,
+    LedgerError,
+    LedgerFigures,
+    LedgerTotals,
+    Plan,
+    Transfer,
+    TransferKey,
+)
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
 from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
@@ -133,6 +141,8 @@ class LedgerStore(Protocol):
     def account(self, name: str) -> AccountView | None: ...
     def accounts(self) -> list[AccountView]: ...
     def totals(self) -> list[LedgerTotals]: ...
+
+    def figures(self) -> LedgerFigures: ...
     def verify(self) -> list[str]: ...
 
     # wallets

@@ -201,6 +201,7 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     account: str
     accounts: str
     totals: str
+    transfer_states: str
     drifted_accounts: str
     drifted_movements: str
     over_cap: str
@@ -300,6 +301,7 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             + ", ".join(f"{whole(f'coalesce(sum({column}), 0)')} AS {column}" for column in sums)
             + " FROM ledger_account GROUP BY unit ORDER BY unit"
         ),
+        transfer_states=sql("SELECT state, count(*) AS n FROM ledger_transfer GROUP BY state"),
         drifted_accounts=sql(
             f"WITH sums AS ({recomputed}) SELECT a.name FROM ledger_account a "
             "LEFT JOIN sums s ON s.account = a.name "

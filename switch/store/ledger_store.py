@@ -24,8 +24,10 @@ from switch.core import ledger
 from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
 from switch.core.credit.plan import Terms
 from switch.core.ledger import (
+    TRANSFER_STATES,
     Balances,
     LedgerDamaged,
+    LedgerFigures,
     LedgerTotals,
     Plan,
     Transfer,
@@ -371,6 +373,19 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     def totals(self) -> list[LedgerTotals]:
         rows = self._read(lambda: self._execute(self.sql.totals))
         return [LedgerTotals(**dict(row)) for row in rows]
+
+    def figures(self) -> LedgerFigures:
+        """Transfers by state and the sums per unit (one aggregate each, for the
+        metrics)."""
+
+        def body() -> LedgerFigures:
+            transfers = dict.fromkeys(TRANSFER_STATES, 0)
+            for row in self._execute(self.sql.transfer_states):
+                transfers[row["state"]] = int(row["n"])
+            totals = [LedgerTotals(**dict(row)) for row in self._execute(self.sql.totals)]
+            return LedgerFigures(transfers=transfers, totals=totals)
+
+        return self._read(body)
 
     def verify(self) -> list[str]:
         """Every invariant of the stored ledger that does not hold (none: empty):
