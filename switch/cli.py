@@ -528,7 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     add_settle_commands(commands, _config_option)  # settle, ledger: the business day's
     add_risk_commands(commands, _config_option)  # risk: card-hash, test, hits
     add_admin_commands(commands, _config_option)  # top, status, reload: the admin interface's
-    add_wallet_commands(commands, _config_option)  # wallet, qr: straight through the ledger store
+    add_wallet_commands(commands, _config_option)  # wallet, qr: signed online requests
     add_credit_commands(commands, _config_option)  # credit: signed requests to the switch
     return parser
 
