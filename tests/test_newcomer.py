@@ -144,29 +144,37 @@ async def _readme_command(
     return result
 
 
+def _said(stdout: str) -> dict[str, str]:
+    """The top-level ``name: value`` lines a ``switch wallet`` or ``switch qr`` printed."""
+    return dict(
+        line.split(": ", 1) for line in stdout.splitlines() if ": " in line and line[0] != " "
+    )
+
+
 async def _wallet_qr_and_code(clone: Path) -> None:
     """More to try's wallet walkthrough, in the README's order, each answer as its
     comment says; and the same QR paid again is 94, as the line below it says."""
-    commands = _block_with("More to try", "wallet_pay")
+    commands = _block_with("More to try", "wallet pay")
     assert [c.split()[1:3] for c in commands] == [
-        ["online", "send"], ["online", "send"], ["online", "send"], ["online", "send"],
-        ["online", "send"], ["online", "send"], ["pos", "sale"], ["wallet", "balance"],
+        ["wallet", "open"], ["wallet", "topup"], ["qr", "create"], ["wallet", "pay"],
+        ["qr", "status"], ["wallet", "paycode"], ["pos", "sale"], ["wallet", "balance"],
     ], commands  # fmt: skip
     opened, topup, qr, pay, qr_status, issued, sale, balance = commands
-    answer = json.loads((await _readme_command(clone, opened)).stdout)
-    assert (answer["code"], answer["balance"]) == ("00", 0), answer
-    answer = json.loads((await _readme_command(clone, topup)).stdout)
-    assert (answer["code"], answer["balance_after"]) == ("00", 50000), answer
-    made = json.loads((await _readme_command(clone, qr)).stdout)
-    assert made["code"] == "00", made
+    answer = _said((await _readme_command(clone, opened)).stdout)
+    assert (answer["code"], answer["balance"]) == ("00", "0"), answer
+    answer = _said((await _readme_command(clone, topup)).stdout)
+    assert (answer["code"], answer["balance_after"]) == ("00", "50000"), answer
+    shown = (await _readme_command(clone, qr)).stdout
+    made = _said(shown)
+    assert made["code"] == "00" and "█" in shown, shown  # drawn
     values = {"QR": made["qr"], "QRID": made["qr_id"]}
-    answer = json.loads((await _readme_command(clone, pay, values)).stdout)
-    assert (answer["code"], answer["balance_after"]) == ("00", 41200), answer
-    again = json.loads((await _readme_command(clone, pay, values)).stdout)
-    assert again["code"] == "94", again
-    answer = json.loads((await _readme_command(clone, qr_status, values)).stdout)
-    assert answer["state"] == "paid" and answer["payments"][0]["amount"] == 8800, answer
-    answer = json.loads((await _readme_command(clone, issued)).stdout)
+    answer = _said((await _readme_command(clone, pay, values)).stdout)
+    assert (answer["code"], answer["balance_after"]) == ("00", "41200"), answer
+    again = await trio.to_thread.run_sync(_run, clone, pay, None, values)
+    assert again.returncode == 2 and "(94)" in again.stderr, again
+    shown = (await _readme_command(clone, qr_status, values)).stdout
+    assert _said(shown)["state"] == "paid" and "    amount: 8800" in shown.splitlines(), shown
+    answer = _said((await _readme_command(clone, issued)).stdout)
     assert answer["code"] == "00", answer
     paid = json.loads((await _readme_command(clone, sale, {"CODE": answer["paycode"]})).stdout)
     assert (paid["response_code"], paid["fields"]["63"]) == ("00", "WAL"), paid
