@@ -103,6 +103,15 @@ class RulesInStore:
             self.gate.release(self.verdict.hold, self._received)
 
 
+class _Job:
+    __slots__ = ("call", "done", "result")
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.call = call
+        self.done = trio.Event()
+        self.result: tuple[object, BaseException | None] = (None, None)
+
+
 class LedgerDesk:
     """The ledger store, as the transaction path uses it."""
 
@@ -126,6 +135,10 @@ class LedgerDesk:
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
         self._lock = trio.Lock()
+        self._queue: list[_Job] = []
+        """Steps waiting for the store's thread, to go together (``_grouped``)."""
+        self.groups = 0
+        """Groups of steps carried out (one thread hop and one transaction each)."""
         self.credit_pay: Callable[[PayByQr], Awaitable[LedgerAnswered]] | None = (
             self._credit_pay_by_qr if credit is not None else None
         )
@@ -141,6 +154,37 @@ class LedgerDesk:
     async def _run(self, call: Callable[[], T]) -> T:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
+
+    async def _grouped(self, call: Callable[[], T]) -> T:
+        """A transaction's step (the store calls of a payment, its end, a void's or
+        refund's): those waiting together go to the store's thread together, in one
+        transaction with one commit (the store's ``grouped``: each call in a savepoint
+        of its own, its refusal or failure its own). One taken into another's group is
+        carried out whatever befalls its caller meanwhile, as a call already in the
+        thread is."""
+        job = _Job(call)
+        self._queue.append(job)
+        try:
+            async with self._lock:
+                if not job.done.is_set():
+                    batch, self._queue = self._queue, []
+                    self.groups += 1
+                    results = await trio.to_thread.run_sync(
+                        self.store.grouped, [each.call for each in batch]
+                    )
+                    for each, result in zip(batch, results, strict=True):
+                        each.result = result
+                        each.done.set()
+        except trio.Cancelled:
+            if job in self._queue:  # not taken: never carried out
+                self._queue.remove(job)
+                raise
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        value, error = job.result
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
     async def call(self, body: Callable[[], T]) -> T:
         """``body`` (store calls) in the store's worker thread, one at a time: how the
@@ -207,7 +251,7 @@ class LedgerDesk:
             return taken, done, plan
 
         try:
-            taken, done, plan = await self._run(pay)
+            taken, done, plan = await self._grouped(pay)
         except BaseException:
             rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
             raise
@@ -252,7 +296,7 @@ class LedgerDesk:
         )  # fmt: skip
         hold = QrHold(qr_id=step.qr_id, merchant_id=step.merchant_id, kind=step.qr_kind,
                       amount=step.qr_amount)  # fmt: skip
-        done = await self._run(
+        done = await self._grouped(
             lambda: self.store.reserve_payment(
                 ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold
             )
@@ -301,7 +345,7 @@ class LedgerDesk:
                 plan = self.store.credit_plan(step.customer_id, step.rrn)  # as made
             return done, plan
 
-        done, plan = await self._run(pay)
+        done, plan = await self._grouped(pay)
         found = LedgerAnswered(funding="credit", customer_id=step.customer_id,
                                verification=step.verification)  # fmt: skip
         if isinstance(done, Refusal):
@@ -370,7 +414,7 @@ class LedgerDesk:
             self.store.reserve(spec, self.wall_clock())
             return LedgerAnswered(auth_code=auth_code(), funding="wallet")
 
-        return await self._run(body)
+        return await self._grouped(body)
 
     async def _end(self, step: EndTransfer) -> LedgerAnswered:
         def body() -> LedgerAnswered:
@@ -387,7 +431,7 @@ class LedgerDesk:
                     raise
             return LedgerAnswered()
 
-        return await self._run(body)
+        return await self._grouped(body)
 
     # -- start-up ---------------------------------------------------------------------
 
