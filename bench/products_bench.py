@@ -4,7 +4,8 @@ One switch process (SQLite journal, its ledger beside it) and one bank simulator
 process; the same terminals send, phase after phase, on the same switch: card sales to
 the simulated bank, pre-authorisations, completions of those pre-authorisations,
 payment-code sales funded by a wallet, and payment-code sales funded by a credit line
-(codes issued beforehand, in this process, through the ledger store). The switch's CPU
+(codes issued beforehand, in this process, through the ledger store; each terminal's codes
+from ``--customers`` customers in turn, a few dozen purchases each). The switch's CPU
 (its process, worker threads included, from /proc) before and after each phase gives
 its CPU ms per transaction. Then ``paced``: card sales and wallet code sales at once,
 each at half the slower phase's closed-loop rate (half the maximum), with their
@@ -44,6 +45,12 @@ from switch.wire.iso8583 import Iso8583Codec
 
 Message = tuple[str, dict[int, Any]]
 PHASES = ("card_sale", "preauth", "completion", "wallet_code_sale", "credit_code_sale")
+
+
+def _amount(n: int) -> int:
+    """1 to 5 yuan: whole yuan, so that no amount ends in a simulated bank's test hooks
+    (05, 51, 54, 61 declined; 68 never answered, which would open the bank's circuit)."""
+    return 100 * (1 + n % 5)
 
 
 def _terminal(index: int) -> Terminal:
@@ -121,15 +128,17 @@ async def _paced(
 class _Codes:
     """Payment codes issued through the ledger store, outside the switch."""
 
-    def __init__(self, config_path: Path, terminals: int) -> None:
+    def __init__(self, config_path: Path, terminals: int, customers: int) -> None:
         self.config = load_config(config_path)
         self.store = open_ledger_store(self.config)
         self.store.open()
         settings = self.config.wallet.paycodes()
         self.settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=100_000,
                                        probe_limit=settings.probe_limit)  # fmt: skip
+        self.customers = customers
+        self.turn = 0
         today = datetime.date.today()
-        for t in range(terminals):
+        for t in range(terminals * customers):
             for funding in ("wallet", "credit"):
                 customer = self.customer(funding, t)
                 self.store.open_wallet(customer, "app:bench", 3, today.isoformat(), time.time())
@@ -142,12 +151,16 @@ class _Codes:
                                    at=time.time())  # fmt: skip
 
     @staticmethod
-    def customer(funding: str, terminal: int) -> str:
-        return f"{funding[0].upper()}{terminal:09d}"
+    def customer(funding: str, number: int) -> str:
+        return f"{funding[0].upper()}{number:09d}"
 
     def issue(self, funding: str, terminal: int) -> str:
+        """A code of one of the terminal's customers, in turn (a customer's purchases
+        in a period are a credit book's lines: a few dozen, as a real one's)."""
+        self.turn += 1
+        number = terminal * self.customers + self.turn % self.customers
         issued = self.store.issue_paycode(
-            self.customer(funding, terminal), "app:bench", funding, "A", time.time(),  # type: ignore[arg-type]
+            self.customer(funding, number), "app:bench", funding, "A", time.time(),  # type: ignore[arg-type]
             self.settings, lambda: paycode.draw(self.settings.prefix),
         )  # fmt: skip
         return issued.code
@@ -171,6 +184,7 @@ async def run(
     paced_s: float,
     profile: Path | None = None,
     version: SwitchVersion | None = None,
+    customers: int = 25,
 ) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="products-bench-"))
     bank_config = folder / "bank.toml"
@@ -201,7 +215,7 @@ async def run(
         processes.append(switch)
         port = int((await _logged(switch_log, "switch_started"))["pos_port"])
         codec = Iso8583Codec(load_dialect(DIALECTS / "cup-pos.toml"))
-        issuer = _Codes(config_path, terminals)
+        issuer = _Codes(config_path, terminals, customers)
 
         async def phase(name: str, messages: list[list[Message]]) -> list[list[Any]]:
             spy = None
@@ -226,11 +240,11 @@ async def run(
 
         for _ in range(rounds):
             await phase("card_sale", [
-                [_terminal(t).sale(stan(t), PAN, 100 + n) for n in range(per)]
+                [_terminal(t).sale(stan(t), PAN, _amount(n)) for n in range(per)]
                 for t in range(terminals)
             ])  # fmt: skip
             preauths = [
-                [_terminal(t).preauth(stan(t), PAN, 10_000 + n) for n in range(per)]
+                [_terminal(t).preauth(stan(t), PAN, 10_000 + _amount(n)) for n in range(per)]
                 for t in range(terminals)
             ]
             answers = await phase("preauth", preauths)
@@ -247,7 +261,7 @@ async def run(
             await phase("completion", completions)
             for funding in ("wallet", "credit"):
                 messages = [
-                    [_terminal(t).code_sale(stan(t), issuer.issue(funding, t), 100 + n)
+                    [_terminal(t).code_sale(stan(t), issuer.issue(funding, t), _amount(n))
                      for n in range(per)]
                     for t in range(terminals)
                 ]  # fmt: skip
@@ -257,10 +271,10 @@ async def run(
         each = max(1, int(rate / 2 * paced_s / (terminals // 2)))
         half = max(1, terminals // 2)
         paced = await _paced(port, codec, {
-            "card_sale": [[_terminal(t).sale(stan(t), PAN, 100 + n) for n in range(each)]
+            "card_sale": [[_terminal(t).sale(stan(t), PAN, _amount(n)) for n in range(each)]
                           for t in range(half)],
             "wallet_code_sale": [
-                [_terminal(t).code_sale(stan(t), issuer.issue("wallet", t), 100 + n)
+                [_terminal(t).code_sale(stan(t), issuer.issue("wallet", t), _amount(n))
                  for n in range(each)]
                 for t in range(half, 2 * half)
             ],
@@ -306,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="py-spy (on PATH) records the switch per phase into DIR",
     )
+    parser.add_argument("--customers", type=int, default=25, help="customers per terminal")
     parser.add_argument(
         "--baseline",
         metavar="REF",
@@ -313,12 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run REF's switch (git archive of it), after the current's",
     )
     args = parser.parse_args(argv)
-    result = trio.run(run, args.count, args.terminals, args.rounds, args.paced_s, args.py_spy)
+    result = trio.run(run, args.count, args.terminals, args.rounds, args.paced_s, args.py_spy,
+                      None, args.customers)  # fmt: skip
     if args.baseline is not None:
         with tempfile.TemporaryDirectory(prefix="products-baseline-") as folder:
             version = baseline_version(args.baseline, resolve_commit(args.baseline), Path(folder))
             base = trio.run(run, args.count, args.terminals, args.rounds, args.paced_s, None,
-                            version)  # fmt: skip
+                            version, args.customers)  # fmt: skip
         ratio = {
             phase: round(now["cpu_us"] / max(1, base["phases"][phase]["cpu_us"]), 3)
             for phase, now in result["phases"].items()
