@@ -39,7 +39,7 @@ from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
 from switch.store.credit_store import RECEIVABLE
-from switch.store.ledger_port import LedgerStore, QrHold, Reserved
+from switch.store.ledger_port import LedgerStore, LedgerUnavailable, QrHold, Reserved
 
 log = structlog.get_logger()
 
@@ -109,7 +109,8 @@ class _Job:
     def __init__(self, call: Callable[[], object]) -> None:
         self.call = call
         self.done = trio.Event()
-        self.result: tuple[object, BaseException | None] = (None, None)
+        self.result: tuple[object, BaseException | None] | None = None
+        """Its call's result, or (None, the exception it raised); None until done."""
 
 
 class LedgerDesk:
@@ -169,18 +170,25 @@ class LedgerDesk:
                 if not job.done.is_set():
                     batch, self._queue = self._queue, []
                     self.groups += 1
-                    results = await trio.to_thread.run_sync(
-                        self.store.grouped, [each.call for each in batch]
-                    )
-                    for each, result in zip(batch, results, strict=True):
-                        each.result = result
-                        each.done.set()
+                    try:
+                        results = await trio.to_thread.run_sync(
+                            self.store.grouped, [each.call for each in batch]
+                        )
+                        for each, result in zip(batch, results, strict=True):
+                            each.result = result
+                    finally:  # never a job left waiting (its result, or that none came)
+                        for each in batch:
+                            if not each.done.is_set():
+                                if each.result is None:
+                                    each.result = (None, LedgerUnavailable("ledger step lost"))
+                                each.done.set()
         except trio.Cancelled:
             if job in self._queue:  # not taken: never carried out
                 self._queue.remove(job)
                 raise
             with trio.CancelScope(shield=True):
                 await job.done.wait()
+        assert job.result is not None
         value, error = job.result
         if error is not None:
             raise error
