@@ -3,9 +3,11 @@ target: an on-us payment costs at most a card sale's CPU).
 
 One switch process (SQLite journal, its ledger beside it) and one bank simulator process;
 a few terminals send card sales to the bank, then payment-code sales from funded wallets
-(codes issued beforehand, in this process, through the ledger store). The switch's CPU
-(its process, worker threads included, from /proc) is read before and after each phase:
-CPU ms per transaction, and the rate each phase reached. Run::
+(codes issued beforehand, in this process, through the ledger store), then both at
+once (``mixed``: half the terminals card sales to the simulated bank, half code sales,
+in the same run: each kind's rate and latency while the other runs beside it). The
+switch's CPU (its process, worker threads included, from /proc) is read before and
+after each phase: CPU ms per transaction, and the rate each phase reached. Run::
 
     python -m bench.onus_bench [--count 2000] [--terminals 8]
 """
@@ -37,6 +39,7 @@ from switch.wire.iso8583 import Iso8583Codec
 REPO = Path(__file__).resolve().parent.parent
 DIALECTS = REPO / "conf" / "dialects"
 PAN = "6222021000111122221"
+CODES: dict[str, int] = {}
 
 
 def _config(folder: Path, bank_port: int) -> str:
@@ -60,6 +63,7 @@ level = "info"
 
 [security]
 demo_keys = true
+demo_terminals = true
 key_store = "{folder / "key-store.json"}"
 lmk_file = "{folder / "lmk"}"
 
@@ -115,6 +119,7 @@ async def _phase(
             for message in mine:
                 response = await client.request(message)
                 approved += response.fields.get(39) == "00"
+                CODES[str(response.fields.get(39))] = CODES.get(str(response.fields.get(39)), 0) + 1
         finally:
             await client.aclose()
 
@@ -125,6 +130,51 @@ async def _phase(
     took, used = time.monotonic() - began, cpu_seconds(pid) - cpu
     total = sum(len(mine) for mine in messages)
     return used * 1000 / total, total / took, approved
+
+
+async def _mixed(
+    port: int,
+    codec: Iso8583Codec,
+    groups: dict[str, list[list[tuple[str, dict[int, Any]]]]],
+    pid: int,
+) -> dict[str, Any]:
+    """Each group's terminals at the same time: per group, its rate, approvals and
+    latency (p50, p99 ms); overall, the switch's CPU ms per transaction."""
+    latencies: dict[str, list[float]] = {name: [] for name in groups}
+    approved = dict.fromkeys(groups, 0)
+    ended: dict[str, float] = {}
+
+    async def terminal(name: str, index: int, mine: list[tuple[str, dict[int, Any]]]) -> None:
+        client = await PosClient.connect("127.0.0.1", port, codec, Terminal(
+            terminal_id=f"MIX{index:05d}"))  # fmt: skip
+        try:
+            for message in mine:
+                sent = time.monotonic()
+                response = await client.request(message)
+                latencies[name].append((time.monotonic() - sent) * 1000)
+                approved[name] += response.fields.get(39) == "00"
+        finally:
+            await client.aclose()
+        ended[name] = max(ended.get(name, 0.0), time.monotonic())
+
+    cpu, began = cpu_seconds(pid), time.monotonic()
+    async with trio.open_nursery() as nursery:
+        index = 0
+        for name, messages in groups.items():
+            for mine in messages:
+                nursery.start_soon(terminal, name, index, mine)
+                index += 1
+    used = cpu_seconds(pid) - cpu
+    total = sum(len(mine) for messages in groups.values() for mine in messages)
+    found: dict[str, Any] = {"cpu_ms": round(used * 1000 / total, 3)}
+    for name, seen in latencies.items():
+        seen.sort()
+        found[name] = {
+            "per_s": round(len(seen) / (ended[name] - began)), "approved": approved[name],
+            "p50_ms": round(seen[len(seen) // 2], 2),
+            "p99_ms": round(seen[len(seen) * 99 // 100], 2),
+        }  # fmt: skip
+    return found
 
 
 async def run(count: int, terminals: int) -> dict[str, Any]:
@@ -153,13 +203,15 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
         store = open_ledger_store(config)
         store.open()
         settings = config.wallet.paycodes()
-        settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=per + 1,
+        settings = type(settings)(prefix=settings.prefix, ttl_s=3600, max_open=2 * per + 1,
                                   probe_limit=settings.probe_limit)  # fmt: skip
 
         def draw() -> str:
             return paycode.draw(settings.prefix)
 
         codes: list[list[tuple[str, dict[int, Any]]]] = []
+        mixed_codes: list[list[tuple[str, dict[int, Any]]]] = []
+        half = max(1, terminals // 2)
         today = time.strftime("%Y-%m-%d")
         for t in range(terminals):
             customer = f"B{t:09d}"
@@ -175,8 +227,23 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
                 mine.append(Terminal(terminal_id=f"BNCH{t:04d}").code_sale(
                     100_000 + n + 1, issued.code, 100 + n))  # fmt: skip
             codes.append(mine)
+            if t < half:  # the mixed phase's code terminals, their codes drawn now too
+                later = []
+                for n in range(per):
+                    issued = store.issue_paycode(customer, "app:bench", "wallet", "A",
+                                                 time.time(), settings, draw)  # fmt: skip
+                    later.append(Terminal(terminal_id=f"MIX{half + t:05d}").code_sale(
+                        200_000 + n + 1, issued.code, 100 + n))  # fmt: skip
+                mixed_codes.append(later)
         store.close()
         onus = await _phase(port, codec, codes, switch.pid)
+        mixed_cards = [
+            [Terminal(terminal_id=f"MIX{t:05d}").sale(300_000 + n + 1, PAN, 100 + n)
+             for n in range(per)]
+            for t in range(half)
+        ]  # fmt: skip
+        mixed = await _mixed(port, codec, {"card_sale": mixed_cards,
+                                           "onus_code_sale": mixed_codes}, switch.pid)  # fmt: skip
     finally:
         for process in processes:
             process.terminate()
@@ -187,6 +254,8 @@ async def run(count: int, terminals: int) -> dict[str, Any]:
         "card_sale": {"cpu_ms": round(card[0], 3), "per_s": round(card[1]), "approved": card[2]},
         "onus_code_sale": {"cpu_ms": round(onus[0], 3), "per_s": round(onus[1]),
                            "approved": onus[2]},
+        "mixed": mixed,
+        "codes": CODES,
     }  # fmt: skip
 
 

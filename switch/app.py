@@ -59,7 +59,7 @@ from switch.core.numbers import RrnAllocator, StanSequence
 from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
-from switch.core.risk import RiskEngine
+from switch.core.risk import RiskEngine, RuleSet
 from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
@@ -79,6 +79,7 @@ from switch.net.credit_desk import CardSales, CreditDesk
 from switch.net.nonces import NonceGuard
 from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
+from switch.net.own_settlement import OwnMerchantSettlement, chain
 from switch.net.pos import PosProtocol
 from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
 from switch.net.risk import rebuild as rebuild_risk
@@ -199,6 +200,8 @@ class SwitchApp:
         self.credit: CreditBilling | None = None
         self.cobrand: CobrandDesk | None = None
         """credit.md's co-brand card: the app's requests and linked cards' points."""
+        self.own_settlement: OwnMerchantSettlement | None = None
+        """Settlement's corrections of repayments by card (credit.md)."""
         self._ledger_store: LedgerStoreBase | None = None
         """The credit close at each business date closed (worker 0's)."""
         self.admission: Admission | None = None
@@ -714,6 +717,12 @@ class SwitchApp:
         calendar: BusinessCalendar,
     ) -> SettlementService:
         utc_offset_h = self.config.switch.utc_offset_h
+        if self._ledger is not None and self._ledger_store is not None:
+            self.own_settlement = OwnMerchantSettlement(
+                self._ledger_store, self._ledger.call,
+                own_merchant_id=self.config.credit.own_merchant_id,
+            )  # fmt: skip
+        own = self.own_settlement
         settlement = SettlementService(
             store=settlement_store,
             journal=journal,
@@ -732,15 +741,28 @@ class SwitchApp:
             close_notice_s=CLOSE_NOTICE_S if self.worker.shares_journal else 0.0,
             max_clearing_file_bytes=self.config.settlement.max_clearing_file_bytes,
             on_close=await self._on_close(bank_side),
+            ledger=await self._settlement_ledger(bank_side),
             # settlement.md: top-ups and the credit line's own sales go in no payout row
             own_merchants=(
                 self.config.wallet.topup_merchant_id,
                 self.config.credit.own_merchant_id,
             ),
-            on_settled=self.cobrand.settled if self.cobrand is not None else None,
+            on_settled=chain(
+                self.cobrand.settled if self.cobrand is not None else None,
+                own.settled if own is not None else None,  # credit.md: repayments by card
+            ),
         )
         await bank_side.start(settlement.run)
         return settlement
+
+    async def _settlement_ledger(self, bank_side: trio.Nursery) -> LedgerStoreBase:
+        """The on-us ledger on a connection of the settlement's own (wallet.md: on-us
+        fees, payouts, recon corrections, the withdrawals file's postings), held open
+        until the switch stops."""
+        store = open_ledger_store(self.config)
+        await trio.to_thread.run_sync(store.open)
+        bank_side.start_soon(_hold_open, store)
+        return store
 
     async def _on_close(self, bank_side: trio.Nursery) -> Callable[[str], Awaitable[object]]:
         """What each business date closed runs before its cutovers: the
@@ -847,10 +869,11 @@ class SwitchApp:
                 new = worker_config(new, self.worker)  # the supervisor's share, as at start
                 new = self._within_descriptors(new)
                 plan = self._plan(new)
+                rules_before = self.risk.rules.version
                 if dry_run:
                     return ReloadResult(
                         accepted=True, version=self.config_version, changes=plan.summary(),
-                        diff=list(plan.diff),
+                        diff=[*plan.diff, *_rules_change(rules_before, load_risk_rules(new))],
                     )  # fmt: skip
                 await self._apply(new, plan)
             except ReloadRefused as exc:
@@ -892,7 +915,7 @@ class SwitchApp:
             self.tracer.refresh()  # level debug traces every message
             return ReloadResult(
                 accepted=True, version=self.config_version, changes=plan.summary(),
-                diff=list(plan.diff),
+                diff=[*plan.diff, *_rules_change(rules_before, self.risk.rules)],
             )  # fmt: skip
 
     def _within_descriptors(self, new: SwitchConfig) -> SwitchConfig:
@@ -1068,15 +1091,18 @@ class SwitchApp:
         )
         if self._wallet_online is not None:  # qr_status's payments, kept by wallet_pay
             wallet_desk.payments_of = self._wallet_online.payments_of
+        wallet_desk.screen = self.risk  # risk.md's rules on withdrawals
         wallet_desk.register(desk)
         if self.cobrand is not None:  # credit.md's co-brand types
             self.cobrand.register(desk)
-        CreditDesk(
+        credit_desk = CreditDesk(
             config.credit, config.wallet, allocate_rrn=switchboard._allocate_rrn,
             cards=CardSales(
                 switchboard, lambda: card_types(self.config.routes), self._new_stans()
             ),
-        ).register(desk)  # fmt: skip
+        )  # fmt: skip
+        credit_desk.screen = self.risk  # risk.md's rules on conversions
+        credit_desk.register(desk)
         return desk
 
     async def _purge_idempotency(self, journal: Journal, idempotency: IdempotencyBook) -> None:
@@ -1108,6 +1134,21 @@ class SwitchApp:
             "pos": self.pos.statistics() if self.pos else None,
             "online": self.online.statistics() if self.online else None,
         }
+
+
+def _rules_change(version_before: str, rules: RuleSet) -> list[ConfigChange]:
+    """The risk rules' set as a reload's line when its version (the rules file and its
+    values files, risk.md) differs from the running one's: ``risk.rules a → b``; none when
+    the same. The file's name is a config key; its content is not, so without this a
+    reload that swapped the rules would say it changed nothing."""
+    if rules.version == version_before:
+        return []
+    return [
+        ConfigChange(
+            key="risk.rules", change="changed", old=version_before or None,
+            new=rules.version or None,
+        )
+    ]  # fmt: skip
 
 
 def _stand_in_sections(config: SwitchConfig) -> dict[str, StandInSection]:
@@ -1205,7 +1246,8 @@ class _Reversals:
 
 
 async def _hold_open(store: LedgerStoreBase) -> None:
-    """Keeps the credit close's ledger store open until the switch stops."""
+    """Keeps a ledger store of its own (the credit close's, the settlement's) open until
+    the switch stops."""
     try:
         await trio.sleep_forever()
     finally:

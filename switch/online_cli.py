@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import trio
@@ -27,8 +27,32 @@ from switch.core.model import mask_pan
 from switch.net.clients import OnlineClient, OnlineKey, UnverifiedAnswer
 from switch.wire import online as wire
 
+T = TypeVar("T")
+
 RESPONSE_TIMEOUT_S: Final = 30.0
 DEFAULT_MERCHANT: Final = "898310048990001"
+
+
+NO_ANSWER: Final = (
+    OSError,
+    EOFError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    msgspec.DecodeError,
+)
+"""What ends an exchange with no answer the command can show."""
+
+
+def exchanged(run: Callable[[], T], host: str, port: int) -> T | None:
+    """``run``'s answer, or None once the one line saying why there is none is printed."""
+    try:
+        return run()
+    except UnverifiedAnswer as exc:
+        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
+              file=sys.stderr)  # fmt: skip
+    except NO_ANSWER as exc:
+        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
+    return None
 
 
 def add_commands(
@@ -175,16 +199,10 @@ def _send(args: argparse.Namespace, config: SwitchConfig) -> int:
         finally:
             await client.aclose()
 
-    try:
-        answer, signed = trio.run(exchange)
-    except UnverifiedAnswer as exc:
-        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
-              file=sys.stderr)  # fmt: skip
+    exchange_done = exchanged(lambda: trio.run(exchange), host, port)
+    if exchange_done is None:
         return 1
-    except (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
-            msgspec.DecodeError) as exc:  # fmt: skip
-        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
-        return 1
+    answer, signed = exchange_done
     if not isinstance(answer, dict):
         print(f"switch: the answer is not a map: {answer!r}", file=sys.stderr)
         return 1
@@ -269,15 +287,9 @@ def _online(
         finally:
             await client.aclose()
 
-    try:
-        response, signed = trio.run(send)
-    except UnverifiedAnswer as exc:
-        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
-              file=sys.stderr)  # fmt: skip
+    sent = exchanged(lambda: trio.run(send), host, port)
+    if sent is None:
         return 1
-    except (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
-            msgspec.DecodeError) as exc:  # fmt: skip
-        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
-        return 1
+    response, signed = sent
     print(json.dumps(printable(response, signed=signed), indent=2))
     return 0

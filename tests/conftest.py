@@ -17,11 +17,19 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, settings
 
 from switch.config import SwitchConfig, check_config
 from switch.log import configure_logging
 from switch.store.sqlite.journal import WriterThread
 from tests.pg_server import PostgresServer, ServerUnavailable
+
+# Speed is the bench's to judge, never a test's: on a shared 2-core machine hypothesis's
+# timing checks (a deadline per example, "input generation is slow") fail for load alone.
+settings.register_profile(
+    "shared_machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared_machine")
 
 REPO = Path(__file__).resolve().parent.parent
 DIALECTS = REPO / "conf" / "dialects"

@@ -35,8 +35,12 @@ pytestmark = pytest.mark.slow
 
 
 def _demo_config_on_free_ports(tmp_path: Path, *, latency_ms: int = 0) -> Path:
-    """conf/switch.toml with every port 0 (the switch logs the ones it bound)."""
+    """conf/switch.toml with every port 0 (the switch logs the ones it bound), without
+    the demo's [risk] section and [credit] own_merchant_id (the README's walkthroughs':
+    tests start from neither, and add their own)."""
     text = (REPO / "conf" / "switch.toml").read_text()
+    text = re.sub(r"(?m)^\[risk\].*\n(?:(?!\[).*\S.*\n)*", "", text)
+    text = re.sub(r"(?m)^own_merchant_id = .*\n", "", text)
     for port in ("8583", "8584", "8585", "9101", "9102", "9103", "9104"):
         text = text.replace(f"port = {port}", "port = 0")
     text = text.replace('dialects_dir = "dialects"', f'dialects_dir = "{DIALECTS}"')

@@ -25,8 +25,8 @@ import trio
 
 from switch.config import SwitchConfig
 from switch.core.wallet import CUSTOMER_ID
-from switch.net.clients import OnlineClient, OnlineKey, UnverifiedAnswer
-from switch.online_cli import _tls
+from switch.net.clients import OnlineClient, OnlineKey
+from switch.online_cli import _tls, exchanged
 
 RESPONSE_TIMEOUT_S: Final = 30.0
 TERMS: Final = ("3", "6", "12", "24")
@@ -196,17 +196,14 @@ def _credit(args: argparse.Namespace, config: SwitchConfig) -> int:
         finally:
             await client.aclose()
 
-    try:
+    def send_and_decode() -> tuple[dict[str, Any], bool]:
         raw, signed = trio.run(send)
-        answer = msgspec.msgpack.decode(raw, type=dict[str, Any])
-    except UnverifiedAnswer as exc:
-        print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
-              file=sys.stderr)  # fmt: skip
+        return msgspec.msgpack.decode(raw, type=dict[str, Any]), signed
+
+    sent = exchanged(send_and_decode, host, port)
+    if sent is None:
         return 1
-    except (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
-            msgspec.DecodeError) as exc:  # fmt: skip
-        print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
-        return 1
+    answer, signed = sent
     if answer.get("code") != "00":
         where = "" if signed else " (unsigned)"
         print(f"switch: {answer.get('message', '')} ({answer.get('code')}){where}",

@@ -85,6 +85,7 @@ class SwitchMetrics:
         yield from _journal(document)
         yield from _settlement(document)
         yield from _credit(document)
+        yield from _cobrand(document)
         yield from _keys(document)
         yield from _risk(document)
 
@@ -99,6 +100,15 @@ class SwitchMetrics:
         for (channel, kind, bank, code), count in sorted(stats.counts.items()):
             transactions.add_metric([channel, kind, bank, code], count)
         yield without_empty_labels(transactions)
+        amounts = CounterMetricFamily(
+            f"{PREFIX}transaction_amount_fen",
+            "The amounts those transactions asked for, in fen, by the same labels (on-us "
+            "payments: bank on-us, kinds onus_sale, onus_void, onus_refund...).",
+            labels=["channel", "kind", "bank", "code"],
+        )
+        for (channel, kind, bank, code), fen in sorted(stats.amounts.items()):
+            amounts.add_metric([channel, kind, bank, code], fen)
+        yield without_empty_labels(amounts)
         for name, histograms, what in (
             ("transaction_duration_seconds", stats.latency_ms,
              "End to end: frame read to answer queued"),
@@ -488,6 +498,35 @@ def _credit(document: StatusDocument) -> Iterator[Metric]:
         "Penalties charged on overdue amounts since the ledger began, in fen.",
         value=None if totals is None else totals.penalties_fen,
     )
+
+
+def _cobrand(document: StatusDocument) -> Iterator[Metric]:
+    """Worker 0's co-brand card (credit.md): cards linked, points given and taken back,
+    conversions by result. The families without a sample until read."""
+    totals = document.credit.cobrand if document.credit is not None else None
+    yield GaugeMetricFamily(
+        f"{PREFIX}cobrand_linked_cards", "Co-brand cards linked to a customer now.",
+        value=None if totals is None else totals.linked_cards,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        f"{PREFIX}cobrand_points_issued", "Points given for linked cards' sales, ever.",
+        value=None if totals is None else totals.points_issued,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        f"{PREFIX}cobrand_points_reversed",
+        "Points taken back (voids, refunds, reversals, sales settlement never paid), ever.",
+        value=None if totals is None else totals.points_reversed,
+    )  # fmt: skip
+    conversions = _family(
+        CounterMetricFamily, "cobrand_conversions",
+        "Co-brand sales converted to instalments, by result: approved (the payment to the "
+        "card approved), not_approved (declined or unanswered), pending (at the bank), "
+        "cancelled (approved, then finally not paid by settlement).", ["result"],
+    )  # fmt: skip
+    if totals is not None:
+        for result, count in sorted(totals.conversions.items()):
+            conversions.add_metric([result], count)
+    yield conversions
 
 
 def _keys(document: StatusDocument) -> Iterator[Metric]:

@@ -150,7 +150,8 @@ class PayByQr(msgspec.Struct, frozen=True, kw_only=True):
     """A ``wallet_pay``'s step, one ledger transaction (wallet.md's order): the wallet
     (14, 03); the QR as issued to its merchant (14), a dynamic one not expired (54),
     neither paid nor being paid (94), the amount (13: a static QR's given, a dynamic
-    one's equal); then, by ``funding``, the wallet's money checks (class limit 61,
+    one's equal); risk.md's rules (``risk``, with the wallet's customer and
+    ``funding``); then, by ``funding``, the wallet's money checks (class limit 61,
     daily caps 61, balance 51) and its pending transfer, which holds a dynamic QR
     ``paying`` until it is ended."""
 
@@ -169,6 +170,12 @@ class PayByQr(msgspec.Struct, frozen=True, kw_only=True):
     """YYYY-MM-DD: today, local calendar date."""
     instalments: int | None = None
     """credit.md: the plan of a payment with funding ``credit``."""
+    risk: RiskRequest | None = None
+    """The risk rules' request (risk.md) but its customer and funding: evaluated once
+    the QR's checks pass, before the money checks (wallet.md's order); None: no
+    rules."""
+    received: float = 0.0
+    """When the request was received: the moment the rules count it at."""
 
 
 class ReserveBack(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,8 +251,9 @@ def payment_step(
     received: float = 0.0,
 ) -> PayByCode | PayByQr:
     """The ledger step of an on-us payment whose request is journaled: a QR paid from
-    the app (``wallet_pay``), else a payment code's sale (with the risk rules' request,
-    evaluated once the code names its customer)."""
+    the app (``wallet_pay``), else a payment code's sale; either with the risk rules'
+    request, evaluated on the ledger at wallet.md's place (once the code names its
+    customer; once the QR's checks pass)."""
     assert request.card is not None
     if isinstance(request, QrPayment):
         return PayByQr(
@@ -253,7 +261,7 @@ def payment_step(
             merchant_id=record.merchant_id, qr_id=request.qr_id, qr_kind=request.qr_kind,
             qr_amount=request.qr_amount, amount=record.amount, funding=request.funding,
             verification=request.verification, rrn=record.rrn, local_date=local_date,
-            instalments=request.instalments,
+            instalments=request.instalments, risk=risk, received=received,
         )  # fmt: skip
     acceptor = request.acceptor
     return PayByCode(

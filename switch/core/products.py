@@ -258,7 +258,7 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="wallet_pay", pos_code="00", online_type="wallet_pay", bank_mti="0200",
             bank_response_mti="0210", destination="ledger", instrument="wallet",
-            counts="debit", reversed_on_no_answer=False,
+            counts="debit", reversed_on_no_answer=False, risk_kind="sale",
         ),
         Product(
             kind="wallet_topup", pos_code="00", online_type="wallet_topup", bank_mti="0200",
@@ -417,20 +417,32 @@ def by_bank(mti: str, code: str, condition: str | None = None) -> Product:
     return row
 
 
-def kinds(*, counts: Counts | None = None, settled: bool = False) -> tuple[str, ...]:
+def kinds(
+    *,
+    counts: Counts | None = None,
+    settled: bool = False,
+    destination: Destination | None = None,
+) -> tuple[str, ...]:
     """The kinds that count as ``counts``, or (``settled``) every kind that settles
-    (those that count as a debit, a credit or cancel their original)."""
+    (those that count as a debit, a credit or cancel their original); of those, with
+    ``destination``, only the ones carried out there (a bank, or the ledger: on-us)."""
     return tuple(
         row.kind
         for row in PRODUCTS.values()
-        if (settled and row.counts != "none") or (counts is not None and row.counts == counts)
+        if ((settled and row.counts != "none") or (counts is not None and row.counts == counts))
+        and (destination is None or row.destination == destination)
     )
 
 
-def kinds_sql(*, counts: Counts | None = None, settled: bool = False) -> str:
+def kinds_sql(
+    *,
+    counts: Counts | None = None,
+    settled: bool = False,
+    destination: Destination | None = None,
+) -> str:
     """:func:`kinds` as an SQL list of literals, for ``kind IN (...)``: e.g. ``'sale'``.
     Kinds are the table's own names (letters and underscores), never input."""
-    names = kinds(counts=counts, settled=settled)
+    names = kinds(counts=counts, settled=settled, destination=destination)
     if not names:
         raise ValueError(f"no product counts as {counts!r}: the SQL would match nothing")
     for name in names:
@@ -439,10 +451,16 @@ def kinds_sql(*, counts: Counts | None = None, settled: bool = False) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-def kind_sql(column: str, *, counts: Counts | None = None, settled: bool = False) -> str:
+def kind_sql(
+    column: str,
+    *,
+    counts: Counts | None = None,
+    settled: bool = False,
+    destination: Destination | None = None,
+) -> str:
     """An SQL condition that ``column`` is one of :func:`kinds`: ``column = 'sale'`` for
     one (as a partial index's condition is written), ``column IN (...)`` for several."""
-    names = kinds_sql(counts=counts, settled=settled)
+    names = kinds_sql(counts=counts, settled=settled, destination=destination)
     return f"{column} = {names}" if "," not in names else f"{column} IN ({names})"
 
 

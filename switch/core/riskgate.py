@@ -133,6 +133,20 @@ class RiskGate:
         )
 
     @staticmethod
+    def desk_request(kind: str, amount: int, device_id: str | None) -> RiskRequest:
+        """An app desk request's (risk.md: ``wallet_withdraw``, ``credit_convert``), as
+        far as it is known before its step on the ledger: online, no merchant, terminal,
+        MCC, card or BIN; :meth:`with_customer` completes it in the step."""
+        return RiskRequest(
+            channel="online",
+            kind=kind,  # type: ignore[arg-type]
+            funding="wallet",
+            amount=amount,
+            merchant_id="",
+            device_id=device_id,
+        )
+
+    @staticmethod
     def with_customer(request: RiskRequest, customer_id: str, funding: str) -> RiskRequest:
         """``request`` with the customer and funding its payment code named."""
         return msgspec.structs.replace(request, customer_id=customer_id, funding=funding)

@@ -18,7 +18,7 @@ import msgspec
 
 Category = Literal[
     "matched", "timing", "switch_only", "bank_only", "amount_mismatch",
-    "terminal_only", "terminal_missing",
+    "stip_pending", "stip_loss", "ledger_mismatch", "terminal_only", "terminal_missing",
 ]  # fmt: skip
 Action = Literal["paid", "held", "reversal_queued", "not_paid"]
 
@@ -241,3 +241,41 @@ class LedgerBalance(msgspec.Struct, frozen=True, kw_only=True):
         """Credit minus debit: what the account holds for others (a merchant's payable,
         fees earned); negative for what others owe (a bank's receivable)."""
         return self.credit_fen - self.debit_fen
+
+
+class LedgerOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer a settlement decided on the on-us ledger (wallet.md: an on-us
+    merchant's fees and payout, a recon correction), handed to the ledger store once
+    the settlement has committed. Its key is wallet.md's for settlement: the date as
+    principal, the kind (``request_id``) and the merchant or RRN (``leg``), so handing
+    it over again changes nothing."""
+
+    business_date: str
+    request_id: str
+    leg: str
+    debit_account: str
+    credit_account: str
+    amount: int
+    kind: str
+    rrn: str
+    merchant_id: str
+
+
+RECON_LOSS_ID: Final = "recon_loss"
+"""The id of the part of a correction a wallet could not give (wallet.md: a wallet is
+debited at most to zero, ``recon_loss`` the rest)."""
+
+
+def split_correction(order: LedgerOrder, available: int | None) -> list[LedgerOrder]:
+    """The transfers that carry a correction out: all of it, or, when its debit account
+    is a wallet (``available``: what the wallet can give now; None for an account with
+    no cap), as much as the wallet has and the rest from ``recon_loss``."""
+    if available is None or available >= order.amount:
+        return [order]
+    taken = max(0, available)
+    rest = msgspec.structs.replace(
+        order, request_id=RECON_LOSS_ID, debit_account="recon_loss", amount=order.amount - taken
+    )
+    if taken == 0:
+        return [rest]
+    return [msgspec.structs.replace(order, amount=taken), rest]

@@ -97,10 +97,12 @@ class TransactionStats:
     response code; and latency histograms (end to end, waiting for the journal,
     waiting for the bank) by channel and bank."""
 
-    __slots__ = ("bank_ms", "counts", "journal_ms", "latency_ms")
+    __slots__ = ("amounts", "bank_ms", "counts", "journal_ms", "latency_ms")
 
     def __init__(self) -> None:
         self.counts: dict[TxnKey, int] = {}
+        self.amounts: dict[TxnKey, int] = {}
+        """The fen asked, by the same key (transactions that carry an amount)."""
         self.latency_ms: dict[PathKey, LatencyHistogram] = {}
         self.journal_ms: dict[PathKey, LatencyHistogram] = {}
         self.bank_ms: dict[PathKey, LatencyHistogram] = {}
@@ -115,10 +117,13 @@ class TransactionStats:
         latency_ms: float,
         journal_ms: float | None,
         bank_ms: float | None,
+        amount: int | None = None,
     ) -> None:
         bank = bank or ""
         key = (channel, kind, bank, code)
         self.counts[key] = self.counts.get(key, 0) + 1
+        if amount is not None:
+            self.amounts[key] = self.amounts.get(key, 0) + amount
         path = (channel, bank)
         _histogram(self.latency_ms, path).record(latency_ms)
         if journal_ms is not None:

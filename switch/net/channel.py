@@ -512,6 +512,7 @@ def log_transaction(
         latency_ms=latency_ms,
         journal_ms=outcome.journal_ms,
         bank_ms=outcome.bank_ms,
+        amount=amount if isinstance(amount, int) else None,
     )
     fields: dict[str, object] = {
         "channel": channel,

@@ -70,5 +70,11 @@ class CreditBilling:
 
     async def totals(self) -> CreditTotals:
         """The credit line's figures for the metrics (raises LedgerError)."""
+        store = self.store
+
+        def read() -> CreditTotals:
+            totals = store.credit_totals()
+            return msgspec.structs.replace(totals, cobrand=store.cobrand_totals())
+
         async with self._lock:
-            return await trio.to_thread.run_sync(self.store.credit_totals)
+            return await trio.to_thread.run_sync(read)

@@ -33,9 +33,11 @@ from switch.core.model import Origin, Outcome, Request
 from switch.core.numbers import StanSequence
 from switch.core.online import MESSAGES
 from switch.core.onus import app_online_id
-from switch.core.wallet import WalletSettings
+from switch.core.riskgate import RiskGate
+from switch.core.wallet import Refusal, WalletSettings
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
+from switch.net.onus import RulesInStore
 from switch.net.switchboard import Switchboard
 from switch.store.credit_store import CARD_REPAY_KIND, CreditSteps, CreditStopped
 from switch.store.ledger_port import LedgerStore
@@ -57,6 +59,24 @@ def plan_map(view: PlanView, *, schedule: bool = True) -> dict[str, Any]:
     if not schedule:
         del mapped["schedule"]
     return mapped
+
+
+def repaid_result(
+    message: wire.CreditRepay,
+    rrn: str | None,
+    settlement_date: str | None,
+    allocation: Allocation,
+    account: AccountView,
+) -> wire.RepayResult:
+    """An approved repayment's result: what it paid, in credit.md's allocation order."""
+    return wire.RepayResult(
+        **approved(message), rrn=rrn, settlement_date=settlement_date,
+        allocated=wire.Allocated(
+            penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
+            principal_fen=allocation.principal_fen, prepaid_fen=allocation.prepaid_fen,
+        ),
+        waived_fee_fen=allocation.waived_fee_fen, account=account_map(account),
+    )  # fmt: skip
 
 
 def statement_map(statement: Statement, unpaid_fen: int) -> dict[str, Any]:
@@ -139,6 +159,11 @@ class CreditDesk:
         self.allocate_rrn = allocate_rrn
         self.cards = cards
         """Repayments by card: their sales through the switchboard (None: 57)."""
+        self.screen: RiskGate | None = None
+        """risk.md's rules, judged where credit.md puts them, inside a conversion's
+        store step (kind ``conversion``, funding ``credit``); set by the switch's wiring
+        (None: no rules). A repayment by card meets them as the sale it is (kind
+        ``sale``, funding ``card``), in the lifecycle."""
 
     def register(self, desk: AppDesk) -> None:
         for row, handler in (
@@ -207,19 +232,41 @@ class CreditDesk:
 
     async def credit_convert(self, message: wire.CreditConvert, call: DeskCall) -> bytes:
         """credit.md: the purchase (25), not planned and until the close of its first
-        due date (12), its unpaid principal (13), frozen (62)."""
+        due date (12), its unpaid principal (13), risk.md's rules (kind ``conversion``,
+        funding ``credit``, the amount that principal), frozen (62). A rule's
+        reservation stands if converted, else it goes."""
+        gate = self.screen
+        rules = RulesInStore(
+            gate,
+            RiskGate.desk_request("conversion", 0, message.device_id)
+            if gate is not None and gate.rules.rules else None,
+            float(call.stamp.epoch_s),
+        )  # fmt: skip
+        approvals: list[bool] = []
+
+        def screen(principal_fen: int) -> Refusal | None:
+            return rules.refusal(message.customer_id, "credit", principal_fen)
 
         def body(store: LedgerStore) -> tuple[desk_wire.DeskResult, bool]:
+            approvals.clear()
             converted = _credit(store).credit_convert(
                 message.customer_id, call.principal, purchase_id=message.purchase_id,
                 instalments=message.instalments, terms=self.terms, at=call.now,
+                screen=screen,
             )  # fmt: skip
+            approvals.append(True)
             return wire.ConvertResult(
                 **approved(message), settlement_date=converted.business_date.isoformat(),
                 plan=plan_map(converted.plan),
             ), True  # fmt: skip
 
-        return await call.keep(body)
+        try:
+            answer = await call.keep(body)
+        except BaseException:
+            rules.undo()
+            raise
+        rules.end(bool(approvals), type="credit_convert", id=message.id)
+        return answer
 
     async def credit_repay(self, message: wire.CreditRepay, call: DeskCall) -> bytes:
         """credit.md: 1 to the payoff (13); from the wallet, counted in its class limit
@@ -240,14 +287,8 @@ class CreditDesk:
             )  # fmt: skip
             allocation = repaid.allocation
             assert allocation is not None, "a new id: its result is not kept yet"
-            return wire.RepayResult(
-                **approved(message), rrn=rrn, settlement_date=call.business_date,
-                allocated=wire.Allocated(
-                    penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
-                    principal_fen=allocation.principal_fen,
-                    prepaid_fen=allocation.prepaid_fen,
-                ),
-                waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            return repaid_result(
+                message, rrn, call.business_date, allocation, repaid.account
             ), True  # fmt: skip
 
         return await call.keep(body)
@@ -299,14 +340,8 @@ class CreditDesk:
                 penalty_fen=0, fee_fen=0, principal_fen=0, prepaid_fen=0, waived_fee_fen=0,
                 paid=(), prepaid=(),
             )  # fmt: skip
-            return wire.RepayResult(
-                **approved(message), rrn=outcome.rrn, settlement_date=outcome.settlement_date,
-                allocated=wire.Allocated(
-                    penalty_fen=allocation.penalty_fen, fee_fen=allocation.fee_fen,
-                    principal_fen=allocation.principal_fen,
-                    prepaid_fen=allocation.prepaid_fen,
-                ),
-                waived_fee_fen=allocation.waived_fee_fen, account=account_map(repaid.account),
+            return repaid_result(
+                message, outcome.rrn, outcome.settlement_date, allocation, repaid.account
             ), True  # fmt: skip
 
         return await call.keep(body)

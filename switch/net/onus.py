@@ -63,44 +63,73 @@ class RulesInStore:
     store's step then fails, :meth:`undo` (on the trio thread) gives the reservation
     back. Any on-us step that takes money from a customer uses one."""
 
-    __slots__ = ("_received", "_request", "_who", "gate", "verdict")
+    __slots__ = ("_received", "_request", "_who", "gate", "reached", "verdict")
 
     def __init__(self, gate: RiskGate | None, request: RiskRequest | None, received: float):
         self.gate = gate if request is not None else None
         self._request = request
         self._received = received
-        self._who: tuple[str, str] | None = None
+        self._who: tuple[str, str, int | None] | None = None
         self.verdict: Verdict | None = None
+        self.reached = False
+        """Whether the step came as far as the rules (rules or none): a request
+        refused before them counts nowhere (risk.md), so its row names no customer."""
 
-    def judge(self, customer_id: str, funding: str) -> Verdict | None:
+    def judge(self, customer_id: str, funding: str, amount: int | None = None) -> Verdict | None:
         """The verdict for ``customer_id`` paying by ``funding`` (None: no rules); in
-        the store's thread."""
+        the store's thread. ``amount``: known only in the step (a conversion's
+        principal), else the request's."""
         gate, request = self.gate, self._request
         if gate is None or request is None:
             return None
-        who = (customer_id, funding)
+        who = (customer_id, funding, amount)
         if self._who == who:
             return self.verdict
         if self.verdict is not None:  # another customer now (never expected): undone
             trio.from_thread.run_sync(gate.release, self.verdict.hold, self._received)
         asked = gate.with_customer(request, customer_id, funding)
+        if amount is not None:
+            asked = msgspec.structs.replace(asked, amount=amount)
         self.verdict = trio.from_thread.run_sync(gate.judge, asked, self._received)
         self._who = who
         return self.verdict
 
-    def refusal(self, customer_id: str, funding: str) -> Refusal | None:
+    def refusal(self, customer_id: str, funding: str, amount: int | None = None) -> Refusal | None:
         """A rule's decline as the store's refusal (its code; the client is told the
         code's meaning, never the rule), else None."""
-        verdict = self.judge(customer_id, funding)
+        verdict = self.judge(customer_id, funding, amount)
         if verdict is None or not verdict.declined:
             return None
         assert verdict.code is not None
         return Refusal(verdict.code, RISK_MESSAGES.get(verdict.code, "declined"))
 
+    def screen(self, customer_id: str, funding: str) -> Callable[[], Refusal | None]:
+        """The store step's ``screen`` (``LedgerStore.reserve_payment``): the rules for
+        ``customer_id`` paying by ``funding``, in the store's thread."""
+
+        def screened() -> Refusal | None:
+            self.reached = True
+            return self.refusal(customer_id, funding)
+
+        return screened
+
     def undo(self) -> None:
         """The store's step failed: the reservation goes (on the trio thread)."""
         if self.gate is not None and self.verdict is not None:
             self.gate.release(self.verdict.hold, self._received)
+
+    def end(self, approved: bool, **context: str) -> None:
+        """A desk request's step is over (on the trio thread): an approval's
+        reservation stands, anything else's goes. A hit is logged with ``context``
+        (``type``, ``id``): the desk's requests have no journal row to keep the rule
+        ids, so the log line does (``risk_rule``, ``risk_review``, ``risk_shadow``)."""
+        verdict = self.verdict
+        if self.gate is None or verdict is None:
+            return
+        if not approved:
+            self.gate.release(verdict.hold, self._received)
+        if verdict.hits:
+            log.info("desk_risk_hits", approved=approved, **context, **verdict.log_fields())
 
 
 class _Job:
@@ -304,13 +333,23 @@ class LedgerDesk:
         )  # fmt: skip
         hold = QrHold(qr_id=step.qr_id, merchant_id=step.merchant_id, kind=step.qr_kind,
                       amount=step.qr_amount)  # fmt: skip
-        done = await self._grouped(
-            lambda: self.store.reserve_payment(
-                ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold
-            )
-        )
-        found = LedgerAnswered(funding=step.funding, customer_id=step.customer_id,
-                               verification=step.verification)  # fmt: skip
+        rules = RulesInStore(self.risk, step.risk, step.received)
+        screen = rules.screen(step.customer_id, "wallet")  # after the QR's checks
+        def reserve() -> Reserved | Refusal:
+            return self.store.reserve_payment(
+                ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold,
+                screen=screen,
+            )  # fmt: skip
+
+        try:
+            done = await self._grouped(reserve)
+        except BaseException:
+            rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
+            raise
+        found = LedgerAnswered(
+            funding=step.funding, customer_id=step.customer_id if rules.reached else None,
+            verification=step.verification, verdict=rules.verdict,
+        )  # fmt: skip
         if isinstance(done, Refusal):
             return msgspec.structs.replace(found, code=done.code, message=done.message)
         if done.again:
@@ -343,19 +382,28 @@ class LedgerDesk:
         hold = QrHold(qr_id=step.qr_id, merchant_id=step.merchant_id, kind=step.qr_kind,
                       amount=step.qr_amount)  # fmt: skip
         lent = CreditAsk(purchase_id=step.rrn, instalments=step.instalments, terms=self.credit)
+        rules = RulesInStore(self.risk, step.risk, step.received)
+        screen = rules.screen(step.customer_id, "credit")  # after the QR's checks
 
         def pay() -> tuple[Reserved | Refusal, PlanView | None]:
             done = self.store.reserve_payment(
-                ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold, credit=lent
-            )
+                ask, spec, self.settings, self.wall_clock(), app=step.app, qr=hold,
+                credit=lent, screen=screen,
+            )  # fmt: skip
             plan = None
             if step.instalments and isinstance(done, Reserved):
                 plan = self.store.credit_plan(step.customer_id, step.rrn)  # as made
             return done, plan
 
-        done, plan = await self._grouped(pay)
-        found = LedgerAnswered(funding="credit", customer_id=step.customer_id,
-                               verification=step.verification)  # fmt: skip
+        try:
+            done, plan = await self._grouped(pay)
+        except BaseException:
+            rules.undo()
+            raise
+        found = LedgerAnswered(
+            funding="credit", customer_id=step.customer_id if rules.reached else None,
+            verification=step.verification, verdict=rules.verdict,
+        )  # fmt: skip
         if isinstance(done, Refusal):
             return msgspec.structs.replace(found, code=done.code, message=done.message)
         return msgspec.structs.replace(

@@ -31,10 +31,12 @@ from switch.core.bank import OriginalData
 from switch.core.book import TxnRecord
 from switch.core.calendar import BusinessCalendar, DateClosed, parse_local_time
 from switch.core.changes import BankOnlyFound, Change, ReversalQueued
+from switch.core.ledger import LedgerError, TransferKey, TransferSpec, account_class
 from switch.core.merchants import MerchantBook
 from switch.core.settlement import (
     HOLD_DATES,
     LedgerBalance,
+    LedgerOrder,
     PayoutLine,
     ReconLine,
     ReversalOrder,
@@ -44,10 +46,12 @@ from switch.core.settlement import (
     payout_file_name,
     recon_file,
     recon_file_name,
+    split_correction,
 )
 from switch.errors import SwitchError
 from switch.files import make_private_folder, write_private
 from switch.net.bank_link import BankConnector
+from switch.store.ledger_port import LedgerStore
 from switch.store.port import Journal, JournalError
 from switch.store.settlement_port import SettlementError, SettlementStore
 from switch.wire.clearing import (
@@ -74,6 +78,8 @@ effect: several polls, so that every worker dates by it from the same second."""
 READ_CHUNK_BYTES: Final = 1 << 20
 """A clearing file is read and decoded this much at a time: memory holds its records,
 never its bytes."""
+LEDGER_BATCH: Final = 1000
+"""A settlement's transfers on the on-us ledger, this many at a commit."""
 _T = TypeVar("_T")
 
 
@@ -100,16 +106,25 @@ class SettlementService:
         close_notice_s: float = 0.0,
         max_clearing_file_bytes: int = 1 << 28,
         on_close: Callable[[str], Awaitable[object]] | None = None,
+        ledger: LedgerStore | None = None,
         own_merchants: Sequence[str] = (),
         on_settled: Callable[[str, list[ReconLine]], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.own_merchants = tuple(own_merchants)
-        """The switch's own merchants (``[credit] own_merchant_id``): matched, in no
-        payout (settlement.md)."""
+        """The switch's own merchants (``[credit] own_merchant_id``, ``[wallet]
+        topup_merchant_id``): matched, in no payout (settlement.md); a verdict that
+        changes a top-up's money corrects its wallet."""
         self.on_settled = on_settled
         """Called with each date settled now and its reconciliation lines: credit.md's
         co-brand corrections (``CobrandDesk.settled``)."""
+        self.ledger = ledger
+        """The on-us ledger (wallet.md), open, on a connection of the service's own: what
+        a settlement decides on it (on-us fees, payouts, recon corrections). None: no
+        on-us money (a test's switch)."""
+        self._ledger_lock = trio.Lock()
+        self._ledger_behind = False
+        """A hand-over to the ledger failed: tried again at each poll until it is done."""
         self.on_close = on_close
         """Called with each date closed, before its cutovers: the pre-authorisations
         whose last completion date it is expire (``Switchboard.expire_holds``)."""
@@ -160,6 +175,7 @@ class SettlementService:
             await self._close(close)
         await self._in_store(self.store.record_open, self.calendar.date_at(now), now)
         await self._hand_over_reversals()
+        await self._hand_over_ledger_orders()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cutoffs)
             nursery.start_soon(self._settler)
@@ -245,6 +261,8 @@ class SettlementService:
                     failed_until[business_date] = trio.current_time() + SETTLE_RETRY_S
                     log.error("settlement_failed", business_date=business_date, error=str(exc),
                               retry_in_s=SETTLE_RETRY_S)  # fmt: skip
+            if self._ledger_behind:
+                await self._hand_over_ledger_orders()
             with trio.move_on_after(POLL_INTERVAL_S):
                 await self._wake_settler.wait()
                 self._wake_settler = trio.Event()
@@ -373,6 +391,7 @@ class SettlementService:
             payouts = await self._in_store(self.store.payout_lines, business_date)
             recon = await self._in_store(self.store.recon_lines, business_date)
             await trio.to_thread.run_sync(self._write_files, business_date, payouts, recon)
+            await self._hand_over_ledger_orders()
             await self._in_store(self.store.record_files_written, business_date, self.clock())
             await self._hand_over_reversals()
             if self.on_settled is not None:  # again too: its corrections are keyed
@@ -410,6 +429,27 @@ class SettlementService:
             self.nudge(bank)
         log.info("settlement_reversals_queued", count=len(orders))
 
+    async def _hand_over_ledger_orders(self) -> None:
+        """The transfers settlement decided on the on-us ledger (wallet.md: on-us fees
+        and payouts, recon corrections), made there (keyed: idempotent), then marked
+        handed over. A failure leaves the rest for the next poll."""
+        if self.ledger is None:
+            return
+        orders = await self._in_store(self.store.pending_ledger_orders)
+        if not orders:
+            self._ledger_behind = False
+            return
+        ledger, at = self.ledger, self.clock()
+        async with self._ledger_lock:
+            done, error = await trio.to_thread.run_sync(hand_over_ledger_orders, ledger, orders, at)
+        if done:
+            await self._in_store(self.store.ledger_orders_handed, done, at)
+            log.info("settlement_ledger_posted", count=len(done))
+        self._ledger_behind = error is not None
+        if error is not None:
+            log.error("settlement_ledger_not_posted", error=error,
+                      count=len(orders) - len(done))  # fmt: skip
+
     async def status(self, business_date: str) -> SettlementStatus:
         return await self._in_store(self.store.status, business_date, self.banks())
 
@@ -443,6 +483,59 @@ class SettlementService:
 
     async def ledger_balances(self, account: str | None) -> list[LedgerBalance]:
         return await self._in_store(self.store.ledger_balances, account)
+
+
+def hand_over_ledger_orders(
+    ledger: LedgerStore, orders: list[LedgerOrder], at: float
+) -> tuple[list[LedgerOrder], str | None]:
+    """Makes each order's transfers on the ledger store (blocking: run it in a thread):
+    the orders done, and why the rest were not (None: all done). A correction that
+    debits a wallet takes what the wallet has, and the rest from ``recon_loss``; once
+    split, a second run finds its parts under their keys and makes the same ones."""
+    done: list[LedgerOrder] = []
+    batch: list[LedgerOrder] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        ledger.transfers([_spec(order) for order in batch], at)
+        done.extend(batch)
+        batch.clear()
+
+    try:
+        for order in orders:
+            if account_class(order.debit_account).debit_cap is None:
+                batch.append(order)  # no account that may refuse it: many at a commit
+                if len(batch) >= LEDGER_BATCH:
+                    flush()
+                continue
+            flush()
+            for part in _parts(ledger, order):
+                ledger.transfer(_spec(part), at)
+            done.append(order)
+        flush()
+    except LedgerError as exc:
+        return done, str(exc)
+    return done, None
+
+
+def _spec(order: LedgerOrder) -> TransferSpec:
+    return TransferSpec(
+        key=TransferKey(order.business_date, order.request_id, order.leg),
+        debit=order.debit_account, credit=order.credit_account, amount=order.amount,
+        kind=order.kind, rrn=order.rrn, merchant_id=order.merchant_id,
+    )  # fmt: skip
+
+
+def _parts(ledger: LedgerStore, order: LedgerOrder) -> list[LedgerOrder]:
+    whole = split_correction(order, None)[0]
+    loss = split_correction(order, 0)[0]
+    made = [ledger.transfer_of(_spec(whole).key), ledger.transfer_of(_spec(loss).key)]
+    if made[0] is not None or made[1] is not None:  # split by an earlier run
+        taken = made[0].spec.amount if made[0] is not None else 0
+        return split_correction(order, taken)
+    view = ledger.account(order.debit_account)
+    return split_correction(order, 0 if view is None else view.balances.available)
 
 
 def _reversal_change(order: ReversalOrder, at: float) -> Change:

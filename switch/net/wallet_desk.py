@@ -21,6 +21,7 @@ from switch.core.clock import Stamp
 from switch.core.credit.plan import TERMS as CREDIT_TERMS
 from switch.core.ledger import TransferKey, TransferSpec
 from switch.core.merchants import MerchantBook, MerchantTerms
+from switch.core.riskgate import RiskGate
 from switch.core.wallet import (
     BoundAccount,
     MoneyAsk,
@@ -32,6 +33,7 @@ from switch.core.wallet import (
 )
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
+from switch.net.onus import RulesInStore
 from switch.store.credit_store import CreditSteps, CreditStopped
 from switch.store.ledger_port import LedgerStore, QrRecord
 from switch.wire import app as wire
@@ -45,9 +47,6 @@ MERCHANT_KINDS: Final = frozenset(("pay", "void", "refund"))
 QR_PAYMENTS_MAX: Final = 50
 
 PaymentsOf = Callable[[QrRecord, DeskCall], Awaitable[list[wire.QrPaymentOut]]]
-Screen = Callable[[DeskCall, str, int], Awaitable[Refusal | None]]
-"""risk.md's rules in front of a money request of the desk: (the call, risk.md's kind
-(``withdrawal``), the amount) -> a refusal with the rule's code, or None."""
 
 
 class WalletDesk:
@@ -66,12 +65,13 @@ class WalletDesk:
         """The merchants file as now loaded (it may be reloaded)."""
         self.allocate_rrn = allocate_rrn
         self.payments_of: PaymentsOf | None = None
-        self.screen: Screen | None = None
-        """risk.md's rules, where wallet.md puts them (a withdrawal: after its account's
-        check, before the class limit); set by the risk engine's wiring."""
         """A QR's payments for ``qr_status`` (``rrn``, ``amount``, ``time``,
         ``settlement_date``, ``refunded``), newest first: set by what records QR
         payments (``wallet_pay``)."""
+        self.screen: RiskGate | None = None
+        """risk.md's rules, judged where wallet.md puts them, inside the withdrawal's
+        store step (after its account's check, before the class limit); set by the
+        switch's wiring (None: no rules)."""
 
     def register(self, desk: AppDesk) -> None:
         for row, handler in (
@@ -145,10 +145,13 @@ class WalletDesk:
 
     async def wallet_withdraw(self, message: wire.WalletWithdraw, call: DeskCall) -> bytes:
         """wallet.md: the wallet (14; another app's: 03), the account bound as bound
-        (14), the class limit (61), the balance (51); approved, the wallet is debited at
-        once (``withdrawals_payable``) and the withdrawal is a row of its business date's
-        withdrawals file. Every result carries its RRN and is kept (a repeat never
-        debits twice)."""
+        (14), risk.md's rules (kind ``withdrawal``, funding ``wallet``, the customer's
+        and the device's keys), the class limit (61), the balance (51); approved, the
+        wallet is debited at once (``withdrawals_payable``) and the withdrawal is a row
+        of its business date's withdrawals file. Every result carries its RRN and is
+        kept (a repeat never debits twice, nor is it counted again: its kept result is
+        answered without the step). A rule's reservation stands if approved, else it
+        goes."""
         rrn = self.allocate_rrn(call.stamp)
         business_date = call.business_date
         customer_id = message.customer_id
@@ -172,21 +175,22 @@ class WalletDesk:
                 settlement_date=business_date,
             ), True  # fmt: skip
 
-        if self.screen is not None:
-            # The account's check first (wallet.md's order), then risk.md's rules; the
-            # store step checks the account again with the money.
-            bound = await call.read(lambda store: _bound_of(store, call, customer_id))
-            if bound is not None and to not in bound:
-                return await call.keep(lambda store: refused("14", "the account is not bound"))
-            screened = await self.screen(call, "withdrawal", message.amount)
-            if screened is not None:
-                return await call.keep(lambda store: refused(screened.code, screened.message))
+        gate = self.screen
+        rules = RulesInStore(
+            gate,
+            RiskGate.desk_request("withdrawal", message.amount, message.device_id)
+            if gate is not None and gate.rules.rules else None,
+            float(call.stamp.epoch_s),
+        )  # fmt: skip
+        screen = rules.screen(customer_id, "wallet")
+        approvals: list[bool] = []
 
         def body(store: LedgerStore) -> tuple[wire.DeskResult, bool]:
+            approvals.clear()  # a step run again decides again
             try:
                 reserved = store.reserve_payment(
                     ask, spec, self.settings, call.now, app=call.principal, withdraw_to=to,
-                    order=(rrn, business_date),
+                    order=(rrn, business_date), screen=screen,
                 )  # fmt: skip
             except NotYourWallet:
                 raise
@@ -195,6 +199,7 @@ class WalletDesk:
             if isinstance(reserved, Refusal):
                 return refused(reserved.code, reserved.message)
             store.end_payment(key, True, call.now)
+            approvals.append(True)
             view = store.wallet(customer_id, None, call.local_date)
             return wire.WithdrawResult(
                 **approved(message), rrn=reserved.transfer.spec.rrn,
@@ -202,7 +207,13 @@ class WalletDesk:
                 balance_after=view.available,
             ), True  # fmt: skip
 
-        return await call.keep(body)
+        try:
+            answer = await call.keep(body)
+        except BaseException:
+            rules.undo()
+            raise
+        rules.end(bool(approvals), type="wallet_withdraw", id=message.id)
+        return answer
 
     async def wallet_history(self, message: wire.WalletHistory, call: DeskCall) -> wire.DeskResult:
         page = await call.read(
@@ -335,18 +346,6 @@ class WalletDesk:
         if self.payments_of is None:
             return []
         return await self.payments_of(record, call)
-
-
-def _bound_of(store: LedgerStore, call: DeskCall, customer_id: str) -> list[BoundAccount] | None:
-    """The wallet's bound accounts (03 for another app's); None: no wallet (the store
-    step answers it)."""
-    try:
-        store.wallet(customer_id, call.principal, call.local_date)
-    except NotYourWallet:
-        raise
-    except WalletError:
-        return None
-    return store.bound_accounts(customer_id)
 
 
 def _accounts(bound: list[BoundAccount]) -> list[wire.BoundAccountOut]:

@@ -55,6 +55,16 @@ def cobrand_migrations(d: Dialect) -> tuple[str, ...]:
     )
 
 
+def cobrand_metrics_migrations(d: Dialect) -> tuple[str, ...]:
+    """The conversions' transfers found without reading the whole ledger (metrics)."""
+    return (
+        """
+    CREATE INDEX ledger_transfer_cobrand ON ledger_transfer (kind, state, request_id)
+        WHERE kind IN ('cobrand_convert', 'cobrand_cancel');
+    """,
+    )
+
+
 class CobrandSql(msgspec.Struct, frozen=True, kw_only=True):
     link_of: str
     link_by_hmac: str
@@ -70,6 +80,9 @@ class CobrandSql(msgspec.Struct, frozen=True, kw_only=True):
     set_convert_key: str
     pending_conversions: str
     insert_change: str
+    linked_count: str
+    conversion_counts: str
+    points_sums: str
 
 
 def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
@@ -115,4 +128,12 @@ def cobrand_sql(d: Dialect, *, lock: str) -> CobrandSql:
         ),
         change_of=sql("SELECT rrn FROM cobrand_change WHERE ref = ? AND what = ?"),
         insert_change=sql("INSERT INTO cobrand_change (ref, what, rrn, at) VALUES (?, ?, ?, ?)"),
+        # The metrics: links now; conversions' holds by state, and the conversions
+        # cancelled by settlement (one or more transfers each); points given, taken back.
+        linked_count=sql("SELECT count(*) AS n FROM cobrand_link"),
+        conversion_counts=sql(
+            "SELECT kind, state, count(DISTINCT request_id) AS n FROM ledger_transfer "
+            "WHERE kind IN ('cobrand_convert', 'cobrand_cancel') GROUP BY kind, state"
+        ),
+        points_sums=sql("SELECT debits_posted, credits_posted FROM ledger_account WHERE name = ?"),
     )

@@ -19,7 +19,13 @@ import msgspec
 
 from switch.core.credit import book as books
 from switch.core.credit import cobrand
-from switch.core.credit.billing import AccountView, open_date, purchase_refusal, receivable
+from switch.core.credit.billing import (
+    AccountView,
+    CobrandTotals,
+    open_date,
+    purchase_refusal,
+    receivable,
+)
 from switch.core.credit.book import PlanView
 from switch.core.credit.cobrand import (
     POINTS_ISSUED,
@@ -105,6 +111,7 @@ class CobrandPort(Protocol):
         approved: bool, at: float,
     ) -> PlanView | None: ...  # fmt: skip
     def cobrand_cancel(self, payment_rrn: str, at: float) -> int: ...
+    def cobrand_totals(self) -> CobrandTotals: ...
     def cobrand_pending(self) -> list[PendingConversion]: ...
     def cobrand_mismatch(
         self, payment_rrn: str, switch_fen: int, bank_fen: int, at: float
@@ -366,6 +373,30 @@ class CobrandSteps(CreditSteps):
                 return None
 
         return self._step("cobrand_end", body)
+
+    def cobrand_totals(self) -> CobrandTotals:
+        """The co-brand card's figures for the metrics (``CobrandTotals``)."""
+
+        def body() -> CobrandTotals:
+            linked = self._first(self.cobrand.linked_count)
+            points = self._first(self.cobrand.points_sums, (POINTS_ISSUED,))
+            results = {"approved": 0, "not_approved": 0, "pending": 0, "cancelled": 0}
+            for row in self._execute(self.cobrand.conversion_counts):
+                if row["kind"] == "cobrand_cancel":
+                    results["cancelled"] += int(row["n"])
+                else:
+                    name = {"posted": "approved", "voided": "not_approved"}.get(
+                        str(row["state"]), "pending"
+                    )
+                    results[name] += int(row["n"])
+            return CobrandTotals(
+                linked_cards=0 if linked is None else int(linked["n"]),
+                points_issued=0 if points is None else int(points["debits_posted"]),
+                points_reversed=0 if points is None else int(points["credits_posted"]),
+                conversions=results,
+            )
+
+        return self._read(body)
 
     def cobrand_pending(self) -> list[PendingConversion]:
         """Conversions whose hold has not ended (a crash between the payment and its

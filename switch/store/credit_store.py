@@ -72,6 +72,8 @@ from switch.core.wallet import (
 )
 from switch.store.credit_sql import CreditSql
 from switch.store.ledger_sql import LedgerSql
+from switch.store.ledger_steps import LedgerSteps
+from switch.store.own_sql import OwnSql
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -149,36 +151,14 @@ def _account(row: Row) -> CreditAccount:
     )
 
 
-class CreditSteps:
+class CreditSteps(LedgerSteps):
     """The credit steps of the ledger store (mixed into ``LedgerStoreBase``)."""
 
     credit: ClassVar[CreditSql]
     sql: ClassVar[LedgerSql]
+    own: ClassVar[OwnSql]
 
-    # Given by LedgerStoreBase.
-    def _step(self, name: str, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _read(self, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _execute(self, statement: str, parameters: Parameters = ()) -> list[Row]:
-        raise NotImplementedError
-
-    def _first(self, statement: str, parameters: Parameters = ()) -> Row | None:
-        raise NotImplementedError
-
-    def _move(
-        self,
-        operation: ledger.Operation,
-        key: TransferKey,
-        at: float,
-        *,
-        spec: TransferSpec | None = None,
-        amount: int | None = None,
-    ) -> Plan:
-        raise NotImplementedError
-
+    # Given by LedgerStoreBase, beside LedgerSteps.
     def _ensure_account(self, name: str) -> None:
         raise NotImplementedError
 
@@ -619,6 +599,12 @@ class CreditSteps:
             plan = self._move("post", key, at, amount=taken)
         else:
             plan = self._move("void", key, at)
+        # Kept for settlement, which may undo it (credit.md: not paid, amount_mismatch).
+        kept = None if allocation is None else msgspec.json.encode(allocation).decode()
+        self._execute(self.own.insert_repay, (
+            ref, account.customer_id, transfer.spec.debit.partition(":")[2], taken,
+            amount - taken, kept, "standing", at,
+        ))  # fmt: skip
         if amount > taken:
             spec = transfer.spec
             wallet_key = TransferKey(key.principal, key.id, f"{key.leg}_wallet")
@@ -664,10 +650,12 @@ class CreditSteps:
         instalments: int,
         terms: Terms,
         at: float,
+        screen: Callable[[int], Refusal | None] | None = None,
     ) -> Converted:
         """``credit_convert`` (credit.md): a plan of a standing purchase of the customer
         (25) that has none, until the close of its first due date (12), on its unpaid
-        principal (13); a frozen account 62. An amended statement bills period 1's fee
+        principal (13); then risk.md's rules (``screen``, given that principal: its
+        refusal's code); a frozen account 62. An amended statement bills period 1's fee
         at once (``credit_receivable:<c>`` → ``instalment_fee_income``)."""
 
         def body() -> Converted:
@@ -680,6 +668,10 @@ class CreditSteps:
                 )  # fmt: skip
             except CreditRefused as refused:
                 raise CreditStopped(refused.code, refused.message) from None
+            if screen is not None:
+                screened = screen(conversion.plan.principal_fen)
+                if screened is not None:
+                    raise CreditStopped(screened.code, screened.message)
             if account.frozen:
                 raise CreditStopped("62", "the credit account is frozen")
             if conversion.amended is not None and conversion.plan.fee_fen:

@@ -9,9 +9,10 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from switch.core.ledger import Operation, Plan, TransferKey, TransferSpec
+from switch.core.ledger import TransferKey, TransferSpec
 from switch.core.wallet import WithdrawalLine
 from switch.store.desk_sql import FILE_LEG, DeskSql
+from switch.store.ledger_steps import LedgerSteps
 
 T = TypeVar("T")
 
@@ -43,34 +44,10 @@ def _kept(row: Row, *, again: bool) -> KeptResult:
     )
 
 
-class DeskResultSteps:
+class DeskResultSteps(LedgerSteps):
     """``desk_kept``, ``desk_result``, ``desk_purge``."""
 
     desk: ClassVar[DeskSql]
-
-    # Given by LedgerStoreBase.
-    def _step(self, name: str, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _read(self, body: Callable[[], T]) -> T:
-        raise NotImplementedError
-
-    def _execute(self, statement: str, parameters: Parameters = ()) -> list[Row]:
-        raise NotImplementedError
-
-    def _first(self, statement: str, parameters: Parameters = ()) -> Row | None:
-        raise NotImplementedError
-
-    def _move(
-        self,
-        operation: Operation,
-        key: TransferKey,
-        at: float,
-        *,
-        spec: TransferSpec | None = None,
-        amount: int | None = None,
-    ) -> Plan:
-        raise NotImplementedError
 
     def desk_result(self, principal: str, request_id: str) -> KeptResult | None:
         """The result kept for (principal, id), if any."""

@@ -41,6 +41,10 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     journal: str
     """What the journal's tables are named with in a settlement: SQLite attaches the
     journal as ``j``; PostgreSQL's are in the same database."""
+    ledger: str
+    """What the on-us ledger's tables are named with in a settlement (wallet.md's
+    reconciliation against the ledger): SQLite attaches ``ledger.sqlite3`` as ``l``;
+    PostgreSQL's are in the same database."""
     temp_table: str
     """A settlement's temporary table: ``{name}`` and ``{columns}``."""
     temp_index: str

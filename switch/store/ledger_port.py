@@ -118,6 +118,7 @@ class LedgerStore(Protocol):
     # the ledger
     def reserve(self, spec: TransferSpec, at: float) -> Plan: ...
     def transfer(self, spec: TransferSpec, at: float) -> Plan: ...
+    def transfers(self, specs: Sequence[TransferSpec], at: float) -> None: ...
     def post(
         self,
         key: TransferKey,
@@ -151,6 +152,7 @@ class LedgerStore(Protocol):
         withdraw_to: BoundAccount | None = None,
         order: tuple[str, str] | None = None,
         credit: CreditAsk | None = None,
+        screen: Callable[[], Refusal | None] | None = None,
     ) -> Reserved | Refusal: ...
     def reserve_topup(
         self, spec: TransferSpec, bank: str, business_date: str, at: float

@@ -16,10 +16,11 @@ from typing import Final
 
 import msgspec
 
-from switch.store.cobrand_sql import cobrand_migrations
+from switch.store.cobrand_sql import cobrand_metrics_migrations, cobrand_migrations
 from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
+from switch.store.own_sql import own_migrations
 
 ACCOUNT_COLUMNS: Final = (
     "name, debit_cap, debits_pending, debits_posted, credits_pending, credits_posted"
@@ -180,6 +181,8 @@ def migrations(d: Dialect) -> tuple[str, ...]:
     """,
         *cobrand_migrations(d),  # credit.md's co-brand links and sales (cobrand_sql.py)
         *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
+        *cobrand_metrics_migrations(d),  # the conversions counted by result (cobrand_sql.py)
+        *own_migrations(d),  # repayments by card kept for settlement (own_sql.py)
     )
 
 

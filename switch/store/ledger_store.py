@@ -60,7 +60,6 @@ from switch.core.wallet import (
     money_check,
     year_of,
 )
-from switch.store.cobrand_store import CobrandSteps
 from switch.store.desk_results import DeskResultSteps
 from switch.store.ledger_port import (
     AccountView,
@@ -74,6 +73,7 @@ from switch.store.ledger_port import (
     WalletView,
 )
 from switch.store.ledger_sql import LedgerSql
+from switch.store.own_store import OwnMerchantSteps
 
 Row: TypeAlias = Mapping[str, Any]
 Parameters: TypeAlias = Sequence[Any] | dict[str, Any]
@@ -132,7 +132,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
+class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]
@@ -352,6 +352,16 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         file's rows, recon corrections)."""
         return self._step("transfer", lambda: self._move("transfer", spec.key, at, spec=spec))
 
+    def transfers(self, specs: Sequence[TransferSpec], at: float) -> None:
+        """Posted transfers, all in one transaction (a settlement's fees and payouts: one
+        commit for many merchants); again: nothing changes."""
+
+        def body() -> None:
+            for spec in specs:
+                self._move("transfer", spec.key, at, spec=spec)
+
+        self._step("transfers", body)
+
     def post(
         self,
         key: TransferKey,
@@ -516,6 +526,7 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         withdraw_to: BoundAccount | None = None,
         order: tuple[str, str] | None = None,
         credit: CreditAsk | None = None,
+        screen: Callable[[], Refusal | None] | None = None,
     ) -> Reserved | Refusal:
         """A wallet payment's, withdrawal's or repayment's checks and pending transfer,
         in one step (wallet.md): the wallet (14, 03); the withdrawal account bound, as
@@ -523,7 +534,9 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
         (61, 61, 51). Refused: nothing is written. The same key again: the transfer
         reserved before, nothing counted twice. ``order`` (rrn, business date) records
         a withdrawal for its file. ``credit``: a payment with funding ``credit``, whose
-        balance check is credit.md's (14, 62, 13, 51) and which makes its purchase."""
+        balance check is credit.md's (14, 62, 13, 51) and which makes its purchase.
+        ``screen``: risk.md's rules, asked where wallet.md puts them (after the account's
+        and the QR's checks, before the money checks); its refusal refuses the step."""
 
         def body() -> Reserved:
             wallet = self._wallet(ask.customer_id, app, lock=True)
@@ -542,6 +555,10 @@ class LedgerStoreBase(CobrandSteps, DeskResultSteps, ABC):
                     raise AccountNotBound("the account is not bound to the wallet")
             if qr is not None:
                 self._hold_qr(qr, ask, at)
+            if screen is not None:
+                screened = screen()
+                if screened is not None:
+                    raise Refused(screened)
             # Both accounts locked now, in the order of their names as every step locks
             # them (locking the debit first would wait in a circle with a refund's post).
             names = sorted({spec.debit, spec.credit})

@@ -16,6 +16,7 @@ from switch.core.merchants import MerchantTerms
 from switch.core.settlement import (
     ClearingFileStatus,
     LedgerBalance,
+    LedgerOrder,
     PayoutLine,
     ReconLine,
     ReversalOrder,
@@ -91,6 +92,10 @@ class SettlementStore(Protocol):
     # reversals decided
     def pending_reversal_orders(self) -> list[ReversalOrder]: ...
     def reversal_orders_handed(self, rrns: Sequence[str], at: float) -> None: ...
+
+    # the on-us ledger's transfers decided
+    def pending_ledger_orders(self) -> list[LedgerOrder]: ...
+    def ledger_orders_handed(self, orders: Sequence[LedgerOrder], at: float) -> None: ...
 
     # what the operator reads
     def status(self, business_date: str, banks: Sequence[str]) -> SettlementStatus: ...

@@ -23,7 +23,8 @@ from typing import Final
 import msgspec
 
 from switch.core import products
-from switch.core.settlement import PayoutLine, ReconLine, ReversalOrder
+from switch.core.onus import REVERSAL_LEG
+from switch.core.settlement import LedgerOrder, PayoutLine, ReconLine, ReversalOrder
 from switch.store.dialect import Dialect
 from switch.store.settlement_port import CLEARING_COLUMNS
 
@@ -183,6 +184,33 @@ def migrations(d: Dialect) -> tuple[str, ...]:
         """
     CREATE INDEX item_stip ON settlement_item (state) WHERE state = 'stip';
     """,
+        # 5: on-us payments (wallet.md): each merchant's on-us part of a date's payout,
+        # and the transfers settlement decided on the on-us ledger (fees, payouts, recon
+        # corrections), handed to the ledger store after the settlement commits.
+        f"""
+    CREATE TABLE onus_payout (
+        business_date {t} NOT NULL,
+        merchant_id {t} NOT NULL,
+        sales_fen {integer} NOT NULL,
+        refunds_fen {integer} NOT NULL,
+        fees_fen {integer} NOT NULL,
+        PRIMARY KEY (business_date, merchant_id)
+    );
+    CREATE TABLE ledger_order (
+        business_date {t} NOT NULL,        -- the transfer's key: the date as principal,
+        request_id {t} NOT NULL,           -- the kind (fee, payout, recon, recon_loss)
+        leg {t} NOT NULL,                  -- and the merchant or the RRN
+        debit_account {t} NOT NULL,
+        credit_account {t} NOT NULL,
+        amount {integer} NOT NULL,
+        kind {t} NOT NULL,
+        rrn {t} NOT NULL,
+        merchant_id {t} NOT NULL,
+        handed_at {real},                     -- transferred on the ledger store
+        PRIMARY KEY (business_date, request_id, leg)
+    );
+    CREATE INDEX ledger_order_pending ON ledger_order (handed_at) WHERE handed_at IS NULL;
+    """,
     )
 
 
@@ -234,6 +262,9 @@ class SettlementSql(msgspec.Struct, frozen=True, kw_only=True):
     ledger_balances: str
     account_balance: str
     ledger_totals: str
+    # the on-us ledger's transfers decided
+    pending_ledger_orders: str
+    mark_ledger_order_handed: str
 
 
 _FILE_COLUMNS: Final = "bank, business_date, name, status, reason, records, read_at"
@@ -390,6 +421,14 @@ def settlement_sql(d: Dialect) -> SettlementSql:
             f"SELECT {d.whole.format('coalesce(sum(debit_fen), 0)')} AS debit, "
             f"{d.whole.format('coalesce(sum(credit_fen), 0)')} AS credit FROM ledger_entry"
         ),
+        pending_ledger_orders=sql(
+            f"SELECT {', '.join(LedgerOrder.__struct_fields__)} FROM ledger_order "
+            "WHERE handed_at IS NULL ORDER BY business_date, rrn, request_id, leg"
+        ),
+        mark_ledger_order_handed=sql(
+            "UPDATE ledger_order SET handed_at = ? "
+            "WHERE business_date = ? AND request_id = ? AND leg = ?"
+        ),
     )
 
 
@@ -443,12 +482,20 @@ def _postings(d: Dialect, source: str, key: str, *postings: tuple[str, str, str,
             )
     # What the postings are made of: per bank and merchant, the date's paid sales and
     # refunds; per merchant, its payout row.
+    # On-us payments are on merchant:<m> of the on-us ledger already (wallet.md): no
+    # bank_clearing posting; their fees and their net leave that ledger (ledger_order),
+    # so the payout posted here is the rest, and a negative rest (the on-us part paid
+    # more than the whole) comes back from payouts.
     paid = "sum(CASE WHEN role = '{}' THEN paid_fen ELSE 0 END)"
     sums = {
         "counted": f"SELECT bank, merchant_id, {d.whole.format(paid.format('sale'))} AS sales_fen, "
         f"{d.whole.format(paid.format('refund'))} AS refunds_fen "
-        "FROM counted GROUP BY bank, merchant_id",
-        "payout": "SELECT * FROM payout WHERE business_date = :d",
+        f"FROM counted WHERE bank != '{products.LEDGER_BANK}' GROUP BY bank, merchant_id",
+        "payout": "SELECT p.merchant_id, p.carried_in_fen, p.carried_out_fen, "
+        "p.fees_fen - coalesce(o.fees_fen, 0) AS fees_fen, "
+        "p.payout_fen - coalesce(o.sales_fen - o.refunds_fen - o.fees_fen, 0) AS payout_fen "
+        "FROM payout p LEFT JOIN onus_payout o ON o.business_date = p.business_date "
+        "AND o.merchant_id = p.merchant_id WHERE p.business_date = :d",
     }
     return (
         f"INSERT INTO ledger_entry (business_date, posting, account, debit_fen, credit_fen) "
@@ -489,7 +536,7 @@ def _stip_postings(d: Dialect) -> str:
 
 
 def _settle_steps(d: Dialect) -> tuple[str, ...]:
-    j, cross_join = d.journal, d.cross_join
+    j, cross_join, ledger = d.journal, d.cross_join, d.ledger
     return (
         # 1. The candidates: the date's transactions that went to a bank (declined, timed
         #    out and reversed ones included: the bank may say otherwise), and the sales
@@ -498,9 +545,58 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
     SELECT rrn, bank, kind, business_date, merchant_id, terminal_id, pan_masked, amount,
            original_rrn, state = 'approved' AND reversed = {d.false}
     FROM {j}txn
-    WHERE business_date = :d AND {_kind("kind", settled=True)}
+    WHERE business_date = :d AND {_kind("kind", settled=True, destination="bank")}
       AND state IN ('approved', 'declined', 'no_answer', 'sending')
       AND stand_in IS NULL AND NOT (state = 'approved' AND bank_mti IS NULL)""",
+        # 1o. On-us transactions (wallet.md): no bank, each compared with the ledger's
+        #     posted transfers of its RRN (its own, less a terminal's reversal of it;
+        #     settlement's own corrections, kind adjust, aside). The journal decides:
+        #     matched when both agree, else ledger_mismatch, paid if it stands.
+        f"""INSERT INTO decided
+    SELECT rrn, bank, kind, txn_date, merchant_id, terminal_id, masked_pan, original_rrn,
+           switch_fen, ledger_fen,
+           CASE WHEN coalesce(switch_fen, 0) = coalesce(ledger_fen, 0) THEN 'matched'
+                ELSE 'ledger_mismatch' END,
+           CASE WHEN switch_fen IS NULL THEN 'not_paid' ELSE 'paid' END,
+           switch_fen
+    FROM (
+        SELECT t.rrn, t.bank, t.kind, t.business_date AS txn_date, t.merchant_id,
+               t.terminal_id, t.pan_masked AS masked_pan, t.original_rrn,
+               CASE WHEN t.state = 'approved' AND t.reversed = {d.false} THEN t.amount END
+                   AS switch_fen,
+               (SELECT nullif(sum(CASE WHEN x.leg = '{REVERSAL_LEG}' THEN -x.posted_amount
+                                       ELSE x.posted_amount END), 0)
+                FROM {ledger}ledger_transfer x
+                WHERE x.rrn = t.rrn AND x.rrn != '' AND x.state = 'posted'
+                  AND x.kind != 'adjust') AS ledger_fen
+        FROM {j}txn t
+        WHERE t.business_date = :d AND {_kind("t.kind", settled=True, destination="ledger")}
+    ) AS v""",
+        # 1r. What corrects the ledger to the journal, for each ledger_mismatch: the
+        #     difference, from the payment's debit account (its customer's: a wallet is
+        #     debited at most to zero when handed over, recon_loss the rest) to the
+        #     merchant, or back; recon_loss when the ledger has no payment to name one.
+        f"""INSERT INTO ledger_order (business_date, request_id, leg, debit_account,
+        credit_account, amount, kind, rrn, merchant_id)
+    SELECT :d, 'recon', rrn, CASE WHEN gives THEN customer ELSE merchant END,
+           CASE WHEN gives THEN merchant ELSE customer END,
+           CASE WHEN diff < 0 THEN -diff ELSE diff END, 'adjust', rrn, merchant_id
+    FROM (
+        SELECT c.*, CASE WHEN pays THEN diff ELSE -diff END > 0 AS gives
+        FROM (
+            SELECT x.rrn, x.merchant_id, 'merchant:' || x.merchant_id AS merchant,
+                   coalesce(x.switch_fen, 0) - coalesce(x.bank_fen, 0) AS diff,
+                   {_kind("x.kind", counts="debit")} AS pays,
+                   coalesce((SELECT min(p.debit_account) FROM {ledger}ledger_transfer p
+                             WHERE p.rrn = CASE WHEN {_kind("x.kind", counts="debit")}
+                                                THEN x.rrn ELSE x.original_rrn END
+                               AND p.rrn != '' AND p.leg != '{REVERSAL_LEG}'
+                               AND p.kind != 'adjust'
+                               AND p.credit_account = 'merchant:' || x.merchant_id),
+                            'recon_loss') AS customer
+            FROM decided x WHERE x.category = 'ledger_mismatch'
+        ) AS c
+    ) AS g""",
         f"""INSERT INTO cand
     SELECT t.rrn, t.bank, t.kind, t.business_date, t.merchant_id, t.terminal_id, t.pan_masked,
            t.amount, t.original_rrn, t.state = 'approved' AND t.reversed = {d.false}
@@ -620,6 +716,32 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
       AND NOT EXISTS (SELECT 1 FROM clearing_record x
                       WHERE x.rrn = r.rrn AND x.bank = r.bank AND x.mti_class = '04')
     ON CONFLICT (rrn) DO NOTHING""",
+        # 4t. The company's own sales that credited a wallet at approval (wallet.md's
+        #     top-ups): where a verdict changes their money (amount_mismatch; switch_only
+        #     reversed after its dates), the wallet is corrected by the difference
+        #     (recon, adjust). A repayment by card credited a credit line, whose book is
+        #     credit.md's: not corrected here.
+        f"""INSERT INTO ledger_order (business_date, request_id, leg, debit_account,
+        credit_account, amount, kind, rrn, merchant_id)
+    SELECT :d, 'recon', rrn, CASE WHEN diff > 0 THEN clearing ELSE customer END,
+           CASE WHEN diff > 0 THEN customer ELSE clearing END,
+           CASE WHEN diff < 0 THEN -diff ELSE diff END, 'adjust', rrn, merchant_id
+    FROM (
+        SELECT x.rrn, x.merchant_id, 'bank_clearing:' || x.bank AS clearing,
+               CASE WHEN x.category = 'amount_mismatch' THEN x.bank_fen - x.switch_fen
+                    ELSE -x.switch_fen END AS diff,
+               (SELECT min(p.credit_account) FROM {ledger}ledger_transfer p
+                WHERE p.rrn = x.rrn AND p.rrn != '' AND p.state = 'posted'
+                  AND p.kind != 'adjust' AND p.debit_account = 'bank_clearing:' || x.bank
+                  AND substr(p.credit_account, 1, 7) = 'wallet:')
+                   AS customer
+        FROM decided x JOIN own_merchant o ON o.merchant_id = x.merchant_id
+        WHERE {_kind("x.kind", counts="debit")} AND x.switch_fen IS NOT NULL
+          AND (x.category = 'amount_mismatch'
+               OR (x.category = 'switch_only' AND x.action = 'reversal_queued'))
+    ) AS c
+    WHERE customer IS NOT NULL AND diff != 0
+    ON CONFLICT (business_date, request_id, leg) DO NOTHING""",
         # 5. The reconciliation: every verdict other than matched.
         """INSERT INTO recon_line
     SELECT :d, category, bank, rrn, terminal_id, merchant_id, masked_pan, switch_fen, bank_fen,
@@ -737,6 +859,29 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
            CASE WHEN net > 0 THEN net ELSE 0 END, CASE WHEN net > 0 THEN 0 ELSE net END
     FROM (SELECT *, sales_fen - refunds_fen - fees_fen + carried_in_fen AS net
           FROM merchant_day) AS md""",
+        # 8o. Each merchant's on-us part (wallet.md: on-us payments count as card sales,
+        #     same fees, never held), and what leaves the on-us ledger for it: its fees
+        #     to merchant_fee_income, its net to payouts (back from payouts if negative:
+        #     the card side's postings carry the rest of the payout row).
+        f"""INSERT INTO onus_payout
+    SELECT :d, merchant_id,
+           {d.whole.format("sum(CASE WHEN role = 'sale' THEN paid_fen ELSE 0 END)")},
+           {d.whole.format("sum(CASE WHEN role = 'refund' THEN paid_fen ELSE 0 END)")},
+           {d.whole.format("sum(fee)")}
+    FROM counted WHERE bank = '{products.LEDGER_BANK}' GROUP BY merchant_id""",
+        """INSERT INTO ledger_order (business_date, request_id, leg, debit_account,
+        credit_account, amount, kind, rrn, merchant_id)
+    SELECT :d, 'fee', merchant_id, 'merchant:' || merchant_id, 'merchant_fee_income',
+           fees_fen, 'fee', '', merchant_id
+    FROM onus_payout WHERE business_date = :d AND fees_fen > 0
+    UNION ALL
+    SELECT :d, 'payout', merchant_id,
+           CASE WHEN net > 0 THEN 'merchant:' || merchant_id ELSE 'payouts' END,
+           CASE WHEN net > 0 THEN 'payouts' ELSE 'merchant:' || merchant_id END,
+           CASE WHEN net > 0 THEN net ELSE -net END, 'payout', '', merchant_id
+    FROM (SELECT merchant_id, sales_fen - refunds_fen - fees_fen AS net FROM onus_payout
+          WHERE business_date = :d) AS o
+    WHERE net != 0""",
         # 9. The ledger: each amount paid as a posting of a debit and a credit line.
         #    Banks owe the sales they approved (bank_clearing:), merchants are owed them
         #    (merchant:); refunds the other way; fees move from the merchant to
@@ -762,6 +907,7 @@ def _settle_steps(d: Dialect) -> tuple[str, ...]:
                 "'carried:' || merchant_id",
             ),
             ("payout", "payout_fen", "'merchant:' || merchant_id", "'payouts'"),
+            ("payout_onus", "-payout_fen", "'payouts'", "'merchant:' || merchant_id"),
             (
                 "carry_out",
                 "-carried_out_fen",

@@ -23,6 +23,7 @@ from switch.core.settlement import (
     CategoryCount,
     ClearingFileStatus,
     LedgerBalance,
+    LedgerOrder,
     PayoutLine,
     ReconLine,
     ReversalOrder,
@@ -207,7 +208,8 @@ class SettlementStoreBase(ABC):
         was settled before (then nothing is posted again). Banks whose file for the
         date is missing or rejected simply have no records: their transactions are
         held as ``switch_only``. ``own_merchants`` (the switch's own: ``[credit]
-        own_merchant_id``) are matched like any other and in no payout."""
+        own_merchant_id``, ``[wallet] topup_merchant_id``) are matched like any other and
+        in no payout."""
         try:
             with self._settling():
                 row = self._first(self.sql.date_to_settle, (business_date,))
@@ -273,6 +275,18 @@ class SettlementStoreBase(ABC):
     def reversal_orders_handed(self, rrns: Sequence[str], at: float) -> None:
         with self._transaction():
             self._executemany(self.sql.mark_order_handed, [(at, rrn) for rrn in rrns])
+
+    # -- the on-us ledger's transfers decided -----------------------------------------
+
+    def pending_ledger_orders(self) -> list[LedgerOrder]:
+        return [LedgerOrder(**row) for row in self._execute(self.sql.pending_ledger_orders)]
+
+    def ledger_orders_handed(self, orders: Sequence[LedgerOrder], at: float) -> None:
+        with self._transaction():
+            self._executemany(
+                self.sql.mark_ledger_order_handed,
+                [(at, o.business_date, o.request_id, o.leg) for o in orders],
+            )
 
     # -- what the operator reads -----------------------------------------------------
 

@@ -205,24 +205,36 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
         "credit": frozenset(products.kinds(counts="credit")),
         "cancels": frozenset(products.kinds(counts="cancels")),
         "settled": frozenset(products.kinds(settled=True)),
+        "at banks": frozenset(products.kinds(settled=True, destination="bank")),
+        "on the ledger": frozenset(products.kinds(settled=True, destination="ledger")),
     }
-    # On-us payments settle as card sales of their merchant, top-ups as card sales of
-    # the top-up merchant (wallet.md); a payment to a card (credit.md) as money returned
-    # to a card, direction C.
+    # On-us payments settle as card sales of their merchant (wallet.md), matched against
+    # the ledger rather than a bank's file; top-ups as card sales of the top-up merchant;
+    # a payment to a card (credit.md) as money returned to a card, direction C.
     assert lists == {
         "debit": {"sale", "completion", "onus_sale", "wallet_pay", "wallet_topup"},
         "credit": {"refund", "onus_refund", "card_payment"},
         "cancels": {"void", "completion_void", "onus_void"},
         "settled": {"sale", "void", "refund", "completion", "completion_void", "onus_sale",
                     "onus_void", "onus_refund", "wallet_pay", "wallet_topup", "card_payment"},
+        "at banks": {"sale", "void", "refund", "completion", "completion_void",
+                     "card_payment", "wallet_topup"},
+        "on the ledger": {"onus_sale", "onus_void", "onus_refund", "wallet_pay"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
     # ... and the settlement's own name for a bank's record it never sent.
     unknown = frozenset({products.UNKNOWN_KIND})
-    assert named and set(named) == {*lists.values(), unknown}
+    # Every kind that settles is a candidate either at a bank or on the ledger.
+    assert lists["settled"] == lists["at banks"] | lists["on the ledger"]
+    used = {kinds for name, kinds in lists.items() if name != "settled"}
+    assert named and set(named) == {*used, unknown}
     assert products.UNKNOWN_KIND not in PRODUCTS
-    # The candidates of a date: every kind that settles, none that does not.
-    assert any(products.kind_sql("kind", settled=True) in sql for sql in statements)
+    # The candidates of a date: every kind that settles, none that does not; those
+    # carried out at a bank from the banks' files, the on-us ones from the ledger.
+    assert any(products.kind_sql("kind", settled=True, destination="bank") in sql
+               for sql in statements)  # fmt: skip
+    assert any(products.kind_sql("t.kind", settled=True, destination="ledger") in sql
+               and "ledger_transfer" in sql for sql in statements)  # fmt: skip
     assert "'balance'" not in "".join(statements)
     assert "'preauth'" not in "".join(statements)  # never paid, never matched
     # A terminal's upload maps 60.1 to kinds as the table does.

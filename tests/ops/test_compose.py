@@ -7,6 +7,7 @@ and the config's agree."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -56,11 +57,14 @@ def test_the_dockerfile_copies_what_exists_and_runs_the_compose_command() -> Non
     assert yaml.safe_load(cmd.removeprefix("CMD ")) == command
 
 
-def _switch_config(tmp_path: Path) -> Path:
+def _switch_config(tmp_path: Path, *, any_port: bool = False) -> Path:
     """The compose's switch.toml with the image's paths (/opt/payswitch, the state
-    volume) made this checkout's and a temporary folder's."""
+    volume) made this checkout's and a temporary folder's; ``any_port``: its listeners
+    on port 0, so that a demo running on this machine does not fail the check."""
     text = (OPS / "compose" / "switch.toml").read_text()
     text = text.replace("/opt/payswitch", str(REPO)).replace("/var/lib/payswitch", str(tmp_path))
+    if any_port:
+        text = re.sub(r"(?m)^port = \d+$", "port = 0", text)
     path = tmp_path / "switch.toml"
     path.write_text(text)
     return path
@@ -97,7 +101,7 @@ def test_the_switch_command_checks_its_config(tmp_path: Path, postgres_dsn: str)
     """`switch config check` of the compose's config, its journal's DSN (the variable
     the compose sets) naming a real PostgreSQL database."""
     service = compose()["services"]["switch"]
-    config = _switch_config(tmp_path)
+    config = _switch_config(tmp_path, any_port=True)
     [variable] = service["environment"]
     environment = {**os.environ, variable: postgres_dsn}
     check = subprocess.run(

@@ -14,12 +14,15 @@ import pytest
 from switch.core.book import TxnRecord
 from switch.core.calendar import DateClosed
 from switch.core.changes import TxnStarted
+from switch.store.ledger_store import LedgerStoreBase
 from switch.store.port import Change
 from switch.store.postgresql import JournalDatabase
 from switch.store.postgresql import sql as postgresql_sql
+from switch.store.postgresql.ledger import PostgresLedgerStore
 from switch.store.postgresql.settlement import PostgresSettlementStore
 from switch.store.settlement_port import SettlementStore
 from switch.store.sqlite import JournalFile
+from switch.store.sqlite.ledger import SqliteLedgerStore
 from switch.store.sqlite.settlement import SqliteSettlementStore
 from switch.store.sqlite.sql import writes_of
 from tests.store.records import make_record
@@ -114,6 +117,17 @@ class Place:
             )
         finally:
             database.close()
+
+    def open_ledger(self) -> LedgerStoreBase:
+        """The on-us ledger store beside the journal, open: ``ledger.sqlite3`` in the
+        folder (where the SQLite settlement store attaches it), or the database's."""
+        ledger: LedgerStoreBase = (
+            SqliteLedgerStore(self.folder / "ledger.sqlite3")
+            if self.dsn is None
+            else PostgresLedgerStore(self.dsn)
+        )
+        ledger.open()
+        return ledger
 
     def open_store(self, closed: list[str]) -> SettlementStore:
         if self.dsn is None:

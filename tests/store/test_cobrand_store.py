@@ -240,3 +240,27 @@ def test_an_amount_mismatch_on_a_payment_books_the_difference(
     assert balance(ledger_store, "bank_clearing:citic") == 300_000
     assert ledger_store.credit_status(C).outstanding_principal_fen == 299_900  # plan alone
     assert ledger_store.verify() == []
+
+
+def test_the_metrics_figures_count_links_points_and_conversions_by_result(
+    ledger_store: LedgerStoreBase,
+) -> None:
+    account(ledger_store)
+    link(ledger_store)
+    converted(ledger_store, "606411000111", "606411000201", 299_900)  # approved
+    converted(ledger_store, "606411000112", "606411000202", 150_000)  # approved, cancelled
+    ledger_store.cobrand_cancel("606411000202", 9.0)
+    sale(ledger_store, "606411000113", 120_000)
+    hold(ledger_store, "606411000113", "k-declined")
+    ledger_store.cobrand_end(C, key=TransferKey(APP, "k-declined", "convert"),
+                             sale_rrn="606411000113", payment_rrn=None, approved=False,
+                             at=6.0)  # fmt: skip
+    sale(ledger_store, "606411000114", 130_000)
+    hold(ledger_store, "606411000114", "k-pending")  # at the bank
+    ledger_store.cobrand_sale_changed("606411000113", "void", ref="606411000113",
+                                      amount_fen=0, points_per_yuan=1, at=7.0)  # fmt: skip
+    totals = ledger_store.cobrand_totals()
+    assert (totals.linked_cards, totals.points_issued, totals.points_reversed) == (
+        1, 2999 + 1500 + 1200 + 1300, 1200)  # fmt: skip
+    assert totals.conversions == {"approved": 2, "not_approved": 1, "pending": 1,
+                                  "cancelled": 1}  # fmt: skip

@@ -226,6 +226,20 @@ def take_back(
     return drop_back(replace(account, book=book), back), split
 
 
+class CobrandTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """The co-brand card's figures for the metrics (credit.md, "Co-brand card"): cards
+    linked now, points ever given and taken back (``points_issued``'s debits and
+    credits), and conversions by result: ``approved`` (the payment to the card
+    approved, its plan made), ``not_approved`` (declined, unanswered, or ended by a
+    restart without an approval), ``pending`` (at the bank now), ``cancelled`` (an
+    approved one that settlement finally did not pay)."""
+
+    linked_cards: int = 0
+    points_issued: int = 0
+    points_reversed: int = 0
+    conversions: dict[str, int] = msgspec.field(default_factory=dict)
+
+
 class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
     """The credit line's figures for the metrics: accounts, frozen ones, outstanding
     principal and overdue amounts as each account was last saved (a close saves every
@@ -238,6 +252,8 @@ class CreditTotals(msgspec.Struct, frozen=True, kw_only=True):
     overdue_fen: int = 0
     overdue: int = 0
     penalties_fen: int = 0
+    cobrand: CobrandTotals | None = None
+    """The co-brand card's figures, read with these."""
 
 
 # -- the ``account`` result map ----------------------------------------------------------

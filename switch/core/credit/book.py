@@ -672,6 +672,49 @@ def repay(
     return replace(book, charges=tuple(charges), cycle=(*book.cycle, line)), allocation
 
 
+def undo_repay(book: Book, allocation: Allocation, *, on: date, ref: str) -> Book:
+    """A repayment by card that settlement finally does not pay, undone (credit.md,
+    "Repayment"): what it paid is owed again as before (each charge it paid gets its
+    part back, by index: charges are only ever appended), the periods it removed come
+    back unbilled with their fees (billed at the next statement whose date has come,
+    so no penalty for the days between), and the cycle shows it as a ``repayment``
+    line of the opposite sign, dated ``on``. A period it reduced in part and that a
+    statement billed meanwhile gets its part back as an unbilled period of its own
+    (fee 0: its fee was billed)."""
+    charges = list(book.charges)
+    for i, paid in allocation.paid:
+        charge = charges[i]
+        charges[i] = replace(charge, unpaid_fen=charge.unpaid_fen + paid)
+    for prepaid in allocation.prepaid:
+        item = next(p for p in book.purchases if p.purchase_id == prepaid.purchase_id)
+        unbilled = list(item.unbilled)
+        partial = prepaid.principal_fen - sum(p.principal_fen for p in prepaid.removed)
+        if partial:
+            number = prepaid.removed[0].period - 1 if prepaid.removed else None
+            if number is None and unbilled:
+                number = unbilled[-1].period
+            at = next((k for k, p in enumerate(unbilled) if p.period == number), None)
+            if at is not None:
+                period = unbilled[at]
+                unbilled[at] = Period(period.period, period.principal_fen + partial, period.fee_fen)
+            else:
+                unbilled.insert(0, Period(number or 1, partial, 0))
+        have = {p.period for p in unbilled}
+        unbilled += [p for p in prepaid.removed if p.period not in have]
+        book = _with_purchase(
+            book,
+            replace(
+                item,
+                unbilled=tuple(sorted(unbilled, key=lambda p: p.period)),
+                waived_fee_fen=item.waived_fee_fen - prepaid.waived_fee_fen,
+            ),
+        )
+    line = RepaymentLine(
+        date=on, ref=ref, amount_fen=allocation.billed_fen, prepaid_fen=-allocation.prepaid_fen
+    )
+    return replace(book, charges=tuple(charges), cycle=(*book.cycle, line))
+
+
 class RefundSplit(msgspec.Struct, frozen=True):
     """Where a refund went: unbilled principal (fees of removed periods waived), billed
     unpaid principal, reversed unpaid fees, and the wallet (what had been repaid)."""

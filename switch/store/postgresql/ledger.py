@@ -26,6 +26,7 @@ from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
+from switch.store.own_sql import own_sql
 from switch.store.postgresql.own_store import Connection, OwnConnection
 from switch.store.postgresql.sql import DIALECT
 
@@ -46,6 +47,7 @@ class PostgresLedgerStore(OwnConnection, LedgerStoreBase):
     credit = credit_sql(DIALECT, lock=" FOR UPDATE")
     cobrand = cobrand_sql(DIALECT, lock=" FOR UPDATE")
     desk = desk_sql(DIALECT, lock=" FOR UPDATE")
+    own = own_sql(DIALECT, lock=" FOR UPDATE")
     label = "ledger store (postgresql)"
     store_name = "ledger"
     application_name = "switch-ledger"

@@ -58,6 +58,20 @@ class PostgresSettlementStore(OwnConnection, SettlementStoreBase):
 
     # -- opening ------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Opens (migrating) the store, and makes sure the on-us ledger's tables, which
+        a settlement reads (wallet.md's reconciliation), are there too."""
+        super().open()
+        from switch.store.postgresql.ledger import PostgresLedgerStore
+
+        ledger = PostgresLedgerStore(self.dsn)
+        try:
+            ledger.open()
+        except Exception as exc:
+            self.close()
+            raise SettlementError(f"{self.label}: the ledger's tables: {exc}") from exc
+        ledger.close()
+
     @property
     def _in_use(self) -> Connection:
         """The connection of the transaction under way, else the store's: a statement of

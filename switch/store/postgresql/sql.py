@@ -50,6 +50,7 @@ DIALECT = Dialect(
     true="TRUE",
     false="FALSE",
     journal="",
+    ledger="",
     temp_table="CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP",
     temp_index="CREATE INDEX {name} ON {table} {definition}",
     drop_temp_before="",

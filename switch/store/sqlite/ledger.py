@@ -21,6 +21,7 @@ from switch.store.desk_sql import desk_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
+from switch.store.own_sql import own_sql
 from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
@@ -36,6 +37,7 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     credit = credit_sql(DIALECT, lock="")
     cobrand = cobrand_sql(DIALECT, lock="")
     desk = desk_sql(DIALECT, lock="")
+    own = own_sql(DIALECT, lock="")
     label = "ledger store"
     store_name = "ledger"
     store_error = LedgerUnavailable

@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from switch.core.ledger import LedgerError
 from switch.store.settlement_port import LedgerUnbalanced as LedgerUnbalanced
 from switch.store.settlement_port import SettlementError as SettlementError
 from switch.store.settlement_port import StepHook as StepHook
 from switch.store.settlement_sql import migrations, settlement_sql
 from switch.store.settlement_store import Parameters, Row, SettlementStoreBase
+from switch.store.sqlite.ledger import SqliteLedgerStore
 from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
@@ -41,21 +43,41 @@ class SqliteSettlementStore(OwnFile, SettlementStoreBase):
     migrations = MIGRATIONS
     busy_timeout_ms = BUSY_TIMEOUT_MS
 
-    def __init__(self, path: Path, journal_path: Path) -> None:
+    def __init__(self, path: Path, journal_path: Path, ledger_path: Path | None = None) -> None:
         self.path = path
         self.journal_path = journal_path
+        self.ledger_path = (
+            journal_path.with_name("ledger.sqlite3") if ledger_path is None else ledger_path
+        )
+        """The on-us ledger (wallet.md), attached read-only as ``l``: on-us payments
+        are reconciled against its transfers."""
         self._connection: sqlite3.Connection | None = None
         self.on_step: StepHook | None = None
 
     # -- opening ------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Opens (creating and migrating) the store, and the on-us ledger's file with
+        its tables, which a settlement reads, if the switch has not made it yet."""
+        super().open()
+        ledger = SqliteLedgerStore(self.ledger_path)
+        try:
+            ledger.open()
+        except LedgerError as exc:
+            self.close()
+            raise SettlementError(str(exc)) from exc
+        ledger.close()
+
     def _attach_journal(self) -> None:
-        """The journal, read-only, as ``j``: a settlement's one snapshot of it."""
+        """The journal, read-only, as ``j``: a settlement's one snapshot of it; the
+        on-us ledger beside it as ``l``."""
         names = [row[1] for row in self._db.execute("PRAGMA database_list")]
         if "j" not in names:
             if not self.journal_path.exists():
                 raise SettlementError(f"no journal at {self.journal_path}")
             self._db.execute("ATTACH DATABASE ? AS j", (f"file:{self.journal_path}?mode=ro",))
+        if "l" not in names:
+            self._db.execute("ATTACH DATABASE ? AS l", (f"file:{self.ledger_path}?mode=ro",))
 
     # -- what the shared store asks of the engine ---------------------------------------
 

@@ -24,6 +24,7 @@ DIALECT = Dialect(
     true="1",
     false="0",
     journal="j.",
+    ledger="l.",
     temp_table="CREATE TEMP TABLE {name} ({columns})",
     temp_index="CREATE INDEX temp.{name} ON {table} {definition}",
     drop_temp_before="DROP TABLE IF EXISTS temp.{}",
