@@ -207,9 +207,9 @@ async def run(
     try:
         bank_port = int((await _logged(bank_log, "simulator_started"))["port"])
         config_path = folder / "switch.toml"
-        text = _config(folder, bank_port).replace(
-            "demo_keys = true", "demo_keys = true\ndemo_terminals = true"
-        )  # the bench's terminals are registered (no sign-on)
+        text = _config(folder, bank_port)
+        if "demo_terminals" not in text:  # the bench's terminals are registered (no sign-on)
+            text = text.replace("demo_keys = true", "demo_keys = true\ndemo_terminals = true")
         config_path.write_text(text)
         switch = await _start_switch(switch_log, config_path, version or current_version())
         processes.append(switch)
