@@ -293,6 +293,15 @@ class TransactionBook:
             raise TransactionRefused("12", "original transaction is voided", field="original")
         return original
 
+    def still_live(self, original: TxnRecord) -> bool:
+        """Whether ``original``, found by :meth:`find_original` or :meth:`find_held`,
+        would still be found: not voided, completed, reversed or reserved since."""
+        if original.void_pending or original.reversed or original.state != "approved":
+            return False
+        if original.hold_state is not None:
+            return hold_open(original)
+        return not original.voided
+
     def find_held(
         self,
         *,

@@ -533,6 +533,8 @@ class BankTransaction:
         """RRNs of originals whose look-up HMAC this request's card matched (a
         completion's pre-authorisation): checked once, and its card number taken from
         the request rather than opened from the sealed copy."""
+        self._found: TxnRecord | None = None
+        """The original found before admission (``_check``), looked at again after it."""
 
     # -- driving ---------------------------------------------------------------------
 
@@ -585,7 +587,30 @@ class BankTransaction:
             if not self.on_ledger:  # a payment code is never routed to a bank
                 self.route(request.card.pan)
         else:
-            self._find_original()
+            self._found = self._find_original()
+
+    def _found_again(self) -> TxnRecord:
+        """After admission, the original ``_check`` found before it, without a second
+        search when the book still indexes that very record and it may still be acted
+        on (the rules on originals, the hold's expiry, asked again: a void, completion
+        or reversal another request made meanwhile shows there); otherwise, as when a
+        fresher copy read back from a journal replaced it, the search again."""
+        found = self._found
+        if (
+            found is None
+            or self.book.by_rrn(found.rrn) is not found
+            or not self.book.still_live(found)
+            or self._expired(found)
+        ):
+            return self._find_original()
+        return found
+
+    def _expired(self, original: TxnRecord) -> bool:
+        return bool(
+            original.hold_until is not None
+            and self.business_date
+            and self.business_date > original.hold_until
+        )
 
     def _find_original(self) -> TxnRecord:
         """The original the request acts on, by its product's ``original``; refused
@@ -611,11 +636,7 @@ class BankTransaction:
             )
             if ref.auth_code is not None and ref.auth_code != original.auth_code:
                 raise TransactionRefused("25", "38 is not the original's", field="38")
-        if (
-            original.hold_until is not None
-            and self.business_date
-            and self.business_date > original.hold_until
-        ):
+        if self._expired(original):
             raise TransactionRefused("12", "pre-authorisation is expired", field="original")
         return original
 
@@ -790,7 +811,7 @@ class BankTransaction:
                 self.route_name, self.bank = route
             amount = request.amount
         else:
-            original = self._find_original()
+            original = self._found_again()
             product = self._on_ledger_if(original)
             if (
                 original.stand_in is not None

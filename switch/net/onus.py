@@ -39,7 +39,7 @@ from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
 from switch.store.credit_store import RECEIVABLE
-from switch.store.ledger_port import LedgerStore, QrHold, Reserved
+from switch.store.ledger_port import LedgerStore, LedgerUnavailable, QrHold, Reserved
 
 log = structlog.get_logger()
 
@@ -132,6 +132,16 @@ class RulesInStore:
             log.info("desk_risk_hits", approved=approved, **context, **verdict.log_fields())
 
 
+class _Job:
+    __slots__ = ("call", "done", "result")
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.call = call
+        self.done = trio.Event()
+        self.result: tuple[object, BaseException | None] | None = None
+        """Its call's result, or (None, the exception it raised); None until done."""
+
+
 class LedgerDesk:
     """The ledger store, as the transaction path uses it."""
 
@@ -155,6 +165,10 @@ class LedgerDesk:
         self.wall_clock = wall_clock
         """Payment codes live on real time (wallet.md), whatever the business clock."""
         self._lock = trio.Lock()
+        self._queue: list[_Job] = []
+        """Steps waiting for the store's thread, to go together (``_grouped``)."""
+        self.groups = 0
+        """Groups of steps carried out (one thread hop and one transaction each)."""
         self.credit_pay: Callable[[PayByQr], Awaitable[LedgerAnswered]] | None = (
             self._credit_pay_by_qr if credit is not None else None
         )
@@ -170,6 +184,44 @@ class LedgerDesk:
     async def _run(self, call: Callable[[], T]) -> T:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
+
+    async def _grouped(self, call: Callable[[], T]) -> T:
+        """A transaction's step (the store calls of a payment, its end, a void's or
+        refund's): those waiting together go to the store's thread together, in one
+        transaction with one commit (the store's ``grouped``: each call in a savepoint
+        of its own, its refusal or failure its own). One taken into another's group is
+        carried out whatever befalls its caller meanwhile, as a call already in the
+        thread is."""
+        job = _Job(call)
+        self._queue.append(job)
+        try:
+            async with self._lock:
+                if not job.done.is_set():
+                    batch, self._queue = self._queue, []
+                    self.groups += 1
+                    try:
+                        results = await trio.to_thread.run_sync(
+                            self.store.grouped, [each.call for each in batch]
+                        )
+                        for each, result in zip(batch, results, strict=True):
+                            each.result = result
+                    finally:  # never a job left waiting (its result, or that none came)
+                        for each in batch:
+                            if not each.done.is_set():
+                                if each.result is None:
+                                    each.result = (None, LedgerUnavailable("ledger step lost"))
+                                each.done.set()
+        except trio.Cancelled:
+            if job in self._queue:  # not taken: never carried out
+                self._queue.remove(job)
+                raise
+            with trio.CancelScope(shield=True):
+                await job.done.wait()
+        assert job.result is not None
+        value, error = job.result
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
     async def call(self, body: Callable[[], T]) -> T:
         """``body`` (store calls) in the store's worker thread, one at a time: how the
@@ -236,7 +288,7 @@ class LedgerDesk:
             return taken, done, plan
 
         try:
-            taken, done, plan = await self._run(pay)
+            taken, done, plan = await self._grouped(pay)
         except BaseException:
             rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
             raise
@@ -290,7 +342,7 @@ class LedgerDesk:
             )  # fmt: skip
 
         try:
-            done = await self._run(reserve)
+            done = await self._grouped(reserve)
         except BaseException:
             rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
             raise
@@ -344,7 +396,7 @@ class LedgerDesk:
             return done, plan
 
         try:
-            done, plan = await self._run(pay)
+            done, plan = await self._grouped(pay)
         except BaseException:
             rules.undo()
             raise
@@ -418,7 +470,7 @@ class LedgerDesk:
             self.store.reserve(spec, self.wall_clock())
             return LedgerAnswered(auth_code=auth_code(), funding="wallet")
 
-        return await self._run(body)
+        return await self._grouped(body)
 
     async def _end(self, step: EndTransfer) -> LedgerAnswered:
         def body() -> LedgerAnswered:
@@ -435,7 +487,7 @@ class LedgerDesk:
                     raise
             return LedgerAnswered()
 
-        return await self._run(body)
+        return await self._grouped(body)
 
     # -- start-up ---------------------------------------------------------------------
 

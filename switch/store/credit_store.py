@@ -438,6 +438,11 @@ class CreditSteps(LedgerSteps):
         """The account a transfer moves, locked, when it is a credit purchase or its
         void, reversal or refund (``credit_receivable:<c>`` against ``merchant:<m>``);
         locked before the ledger's accounts, as a payment's checks lock it."""
+        row = self._credit_row_of_transfer(transfer)
+        return None if row is None else _account(row)
+
+    def _credit_row_of_transfer(self, transfer: ledger.Transfer | None) -> Row | None:
+        """``_credit_of_transfer``'s row, locked, its book not yet decoded."""
         if transfer is None:
             return None
         spec = transfer.spec
@@ -445,25 +450,21 @@ class CreditSteps(LedgerSteps):
         customer = next((n for n in names if n.startswith(RECEIVABLE)), None)
         if customer is None or not any(n.startswith("merchant:") for n in names):
             return None
-        return self._credit_lock(customer[len(RECEIVABLE) :])
+        return self._first(self.credit.lock_account, (customer[len(RECEIVABLE) :],))
 
     def _credit_ended(self, key: TransferKey, at: float) -> Callable[[Plan], None] | None:
         """Before a credit purchase's pending transfer is posted or voided: what to do
         after (a void: the purchase never stood, its principal freed)."""
         transfer = self._lock_transfer(key)
-        account = self._credit_of_transfer(transfer)
-        if (
-            account is None
-            or transfer is None
-            or transfer.spec.debit != receivable(account.customer_id)
-        ):
+        row = self._credit_row_of_transfer(transfer)  # locked; its book read for a void only
+        if row is None or transfer is None or transfer.spec.debit != receivable(row["customer_id"]):
             return None
         purchase_id = transfer.spec.rrn
 
         def after(plan: Plan) -> None:
-            assert account is not None
+            assert row is not None
             if plan.changes and plan.after is not None and plan.after.state == "voided":
-                self._save(drop_purchase(account, purchase_id), at)
+                self._save(drop_purchase(_account(row), purchase_id), at)
 
         return after
 

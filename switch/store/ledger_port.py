@@ -18,7 +18,7 @@ start-up each of ``pending_transfers`` is posted or voided as the journal's answ
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -170,6 +170,9 @@ class LedgerStore(Protocol):
     def end_payment(
         self, key: TransferKey, approved: bool, at: float, *, qr_id: str | None = None
     ) -> Plan: ...
+    def grouped(
+        self, calls: Sequence[Callable[[], Any]]
+    ) -> list[tuple[Any, BaseException | None]]: ...
     def end_topup(self, key: TransferKey, approved: bool, rrn: str, at: float) -> Plan: ...
     def qr_paying(self, key: TransferKey) -> str | None: ...
     def qr_payments(self, qr_id: str, limit: int) -> list[tuple[str, int, float]]: ...

@@ -86,6 +86,17 @@ MAX_ATTEMPTS: Final = 8
 moment; past this many, the answer is 91."""
 
 
+Grouped: TypeAlias = tuple[Any, BaseException | None]
+"""One call's outcome in ``grouped``: its result, or (None, the exception it raised)."""
+
+
+def _capture(call: Callable[[], Any]) -> Grouped:
+    try:
+        return call(), None
+    except BaseException as exc:  # the caller's to raise, in its own task
+        return None, exc
+
+
 class Refused(Exception):
     """Inside a step: its checks refused it; the transaction rolls back (nothing it
     wrote stays) and the step returns the refusal."""
@@ -163,11 +174,60 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     # -- steps --------------------------------------------------------------------------
 
     _in_step: bool = False
+    _grouping: bool = False
+    _in_item: bool = False
+
+    def grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Grouped]:
+        """Several callers' store calls in one transaction, one commit: each call's
+        steps as they would be alone, each in a savepoint of its own, so that one's
+        refusal or failure rolls back its own writes only (each outcome is that call's
+        result, or the exception it raised). An engine error or a conflict is the whole group's: run
+        again as a step is, and when it still fails, each call on its own, in a
+        transaction of its own, as if never grouped."""
+        if len(calls) == 1:
+            return [_capture(calls[0])]
+
+        def body() -> list[Grouped]:
+            self._grouping = True
+            try:
+                return [_capture(call) for call in calls]
+            finally:
+                self._grouping = False
+
+        try:
+            return self._step("grouped", body)
+        except LedgerUnavailable:
+            return [_capture(call) for call in calls]
+
+    def _savepoint(self, name: str, body: Callable[[], T]) -> T:
+        """One grouped call's step (``grouped``): what a transaction of its own would be."""
+        self._in_item = True
+        try:
+            self._change("SAVEPOINT grouped_step")
+            try:
+                result = body()
+                if self.fault is not None:
+                    self.fault(name)
+            except Refused as refused:
+                self._change("ROLLBACK TO SAVEPOINT grouped_step")
+                result = refused.refusal  # type: ignore[assignment]
+            except (*self.errors, *self.retry):
+                raise  # the group's: rolled back, then run again or each call alone
+            except BaseException:
+                self._change("ROLLBACK TO SAVEPOINT grouped_step")
+                self._change("RELEASE SAVEPOINT grouped_step")
+                raise
+            self._change("RELEASE SAVEPOINT grouped_step")
+            return result
+        finally:
+            self._in_item = False
 
     def _step(self, name: str, body: Callable[[], T]) -> T:
         """``body`` in one transaction, run again on a conflict with another worker. A
         step called from another's body is part of that one's transaction."""
         if self._in_step:
+            if self._grouping and not self._in_item:
+                return self._savepoint(name, body)
             try:
                 return body()
             except Refused as refused:

@@ -8,6 +8,7 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from switch.core.bank import Institution
@@ -15,6 +16,7 @@ from switch.core.book import TransactionBook, TxnRecord
 from switch.core.changes import HoldMoved, ReversalQueued, TxnUpdated
 from switch.core.clock import Stamp
 from switch.core.lifecycle import (
+    Admit,
     Admitted,
     Answer,
     BankAnswered,
@@ -484,3 +486,70 @@ def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> N
                           at=NOW) in changes  # fmt: skip
     assert HoldMoved(rrn=held.rrn, hold_state="open", at=NOW,
                      detail="its completion voided or reversed") in changes  # fmt: skip
+
+
+def test_two_completions_checked_before_either_is_admitted_take_the_hold_once() -> None:
+    """Both find the open pre-authorisation before admission; the first admitted
+    reserves it, so the second, admitted next, is refused 12 (one at a time): the
+    original found before admission is looked at again after it."""
+    world = World()
+    held = world.preauth()
+    first, second = world.transaction(completion()), world.transaction(completion())
+    assert isinstance(first.start()[-1], Admit) and isinstance(second.start()[-1], Admit)
+    first.handle(Admitted(), NOW)
+    assert held.void_pending
+    answer = second.handle(Admitted(), NOW)[-1]
+    assert isinstance(answer, Answer) and answer.outcome.code == "12"
+    # Its pre-authorisation voided meanwhile: 12 too; its record replaced by a fresher
+    # copy (read back from a shared journal): found anew, on the copy the book holds.
+    first.handle(LinkGranted("000031"), NOW)
+    first.handle(Journaled(), NOW)
+    first.handle(BankAnswered("0210", {39: "05"}), NOW)
+    first.handle(Journaled(), NOW)
+    assert not held.void_pending and held.hold_state == "open"
+    third = world.transaction(completion())
+    third.start()
+    held.hold_state = "voided"
+    answer = third.handle(Admitted(), NOW)[-1]
+    assert isinstance(answer, Answer) and answer.outcome.code == "12"
+    held.hold_state = "open"
+    fourth = world.transaction(completion())
+    fourth.start()
+    world.book.shared = True
+    fresh = msgspec.structs.replace(held)
+    assert world.book.take_fresh(fresh) is fresh
+    fourth.handle(Admitted(), NOW)
+    assert fourth.original is fresh and fresh.void_pending and not held.void_pending
+
+
+def test_a_completion_searches_for_its_preauth_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #20: the pre-authorisation found before admission is not searched for
+    again after it when nothing changed it (the card compared once as well)."""
+    world = World()
+    held = world.preauth()
+    searches: list[str] = []
+    find_held = TransactionBook.find_held
+
+    def counted(book: TransactionBook, **kw: Any) -> TxnRecord:
+        searches.append(kw["auth_code"])
+        return find_held(book, **kw)
+
+    monkeypatch.setattr(TransactionBook, "find_held", counted)
+    machine, _ = world.run(completion(), BankAnswered("0210", {39: "00", 38: "C00001"}))
+    assert machine.original is held and held.hold_state == "completed"
+    assert searches == ["702215"]
+
+
+def test_two_voids_checked_before_either_is_admitted_void_once() -> None:
+    """A void's reservation (the whole original) does not look at the original's state:
+    the second void, checked while the first was not yet admitted, is refused 12 by the
+    look again after its own admission."""
+    world = World()
+    held = world.preauth()
+    first, second = world.transaction(preauth_void(held)), world.transaction(preauth_void(held))
+    assert isinstance(first.start()[-1], Admit) and isinstance(second.start()[-1], Admit)
+    first.handle(Admitted(), NOW)
+    assert held.void_pending
+    answer = second.handle(Admitted(), NOW)[-1]
+    assert isinstance(answer, Answer) and answer.outcome.code == "12"
+    assert second.original is None

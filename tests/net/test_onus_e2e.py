@@ -417,3 +417,66 @@ async def test_online_void_and_refund_by_rrn_find_on_us_payments_only(
     neither = await client.request(wire.Void(id="by-rrn-3", merchant_id="SHOP01"))
     assert neither.code == "30" and "original_id" in neither.message
     await verified(app)
+
+
+async def test_payments_waiting_together_share_a_transaction_each_its_own_outcome(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    """Code sales that wait for the ledger together go to it in one transaction (one
+    commit), yet each is its own: the one refused 51 (its wallet short) holds nothing
+    though its code is used, the others are approved and posted, once each."""
+    import threading
+
+    from tests.net.helpers import eventually
+
+    app = await start_switch(nursery, onus_config)
+    customers = [CUSTOMER, "C100000002", "C100000003", "C100000004"]
+    for customer in customers[:3]:
+        await fund(app, 10_000, customer)
+    await fund(app, 1_000, customers[3])
+    codes = [await issue(app, customer) for customer in customers[:3] for _ in range(2)]
+    poor = await issue(app, customers[3])
+    desk, store = app._ledger, store_of(app)
+    assert desk is not None
+    entered, release = threading.Event(), threading.Event()
+
+    names: list[str] = []
+
+    def hold_first(name: str) -> None:
+        names.append(name)  # each step's, and each transaction's
+        if name == "pay_by_code" and not entered.is_set():
+            entered.set()
+            release.wait(10)
+
+    store.fault = hold_first
+    steps, groups = desk.steps, desk.groups
+    answers: dict[int, str] = {}
+
+    async def pay(stan: int, code: str, amount: int) -> None:
+        client = await pos_client(app)
+        response = await client.request(client.terminal.code_sale(stan, code, amount))
+        answers[stan] = str(response.fields[39])
+        await client.aclose()
+
+    async with trio.open_nursery() as payments:
+        payments.start_soon(pay, 200, codes[0], 1_000)
+        await trio.to_thread.run_sync(entered.wait, 10)
+        for n, code in enumerate(codes[1:], start=201):
+            payments.start_soon(pay, n, code, 1_000)
+        payments.start_soon(pay, 300, poor, 5_000)
+        await eventually(lambda: len(desk._queue) == 6)  # they wait together
+        release.set()
+    store.fault = None
+    assert answers == {**{n: "00" for n in range(200, 206)}, 300: "51"}
+    for customer in customers[:3]:
+        assert await balance(app, ledger.wallet_account(customer)) == (8_000, 0)
+    assert await balance(app, ledger.wallet_account(customers[3])) == (1_000, 0)
+    assert await balance(app, MERCHANT_ACCOUNT) == (6_000, 0)
+    assert desk.steps - steps == 14  # 7 payments, 7 ends (the refused one voids)
+    assert desk.groups - groups <= 10  # the six waiting went together
+    assert names.count("grouped") >= 1 and names.count("pay_by_code") == 7
+    client = await pos_client(app)
+    used = await client.request(client.terminal.code_sale(400, poor, 100))
+    assert used.fields[39] == "14"  # the refused payment's code was used all the same
+    await client.aclose()
+    await verified(app)

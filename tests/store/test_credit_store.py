@@ -178,3 +178,33 @@ def test_a_voided_pending_purchase_frees_the_limit(ledger_store: LedgerStoreBase
     assert ledger_store.credit_status(C).available_fen == 2_000_000
     assert balance(ledger_store, f"credit_receivable:{C}") == 0
     assert ledger_store.verify() == []
+
+
+def test_a_credit_payments_end_reads_its_book_for_a_void_only(
+    ledger_store: LedgerStoreBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #23: the end of a credit payment (the desk's ``end_payment``) locks its
+    account's row; its book is decoded only when it is voided (the purchase dropped,
+    its principal freed), not for the post (the purchase already in the book)."""
+    import switch.store.credit_store as credit_store
+
+    open_account(ledger_store)
+    decoded: list[str] = []
+    account_of = credit_store._account
+
+    def counted(row: object) -> object:
+        decoded.append("book")
+        return account_of(row)  # type: ignore[arg-type]
+
+    for purchase_id, approved in (("p1", True), ("p2", False)):
+        key = TransferKey("pos:test", purchase_id, "pay")
+        ledger_store.credit_purchase(C, key=key, purchase_id=purchase_id, merchant_id="M1",
+                                     amount_fen=500_000, instalments=None, terms=TERMS,
+                                     at=1.0)  # fmt: skip
+        monkeypatch.setattr(credit_store, "_account", counted)
+        ledger_store.end_payment(key, approved, 2.0)
+        monkeypatch.setattr(credit_store, "_account", account_of)
+        assert decoded == ([] if approved else ["book"])
+    assert ledger_store.credit_status(C).available_fen == 1_500_000  # p2 freed
+    assert balance(ledger_store, "merchant:M1") == 500_000  # p1 posted, once
+    assert ledger_store.verify() == []

@@ -429,3 +429,49 @@ def test_pay_by_code_takes_the_code_and_reserves_in_one_step(
     assert taken.response_code == "00" and isinstance(done, Reserved)
     assert store.wallet(C, APP, TODAY).available == 600
     assert store.verify() == []
+
+
+def test_grouped_calls_share_one_transaction_each_its_own(ledger_store: LedgerStoreBase) -> None:
+    """``grouped`` (the transaction path's steps that wait together): one commit, each
+    call's steps as they would be alone: a refusal or a failure rolls back what that
+    call wrote, never what the others did; each gets its own result or exception."""
+    from switch.store.ledger_store import Refused
+
+    store = ledger_store
+    store.open_wallet(C, APP, 2, TODAY, 0.0)
+    top_up(store, 50_000)
+
+    def refused() -> object:
+        def body() -> object:
+            store.open_wallet("C100000009", APP, 2, TODAY, 0.0)  # written, then refused
+            raise Refused(Refusal("51", "not sufficient funds"))
+
+        return store._step("refused", body)
+
+    def failed() -> object:
+        def body() -> object:
+            store.open_wallet("C100000008", APP, 2, TODAY, 0.0)  # written, then failed
+            raise TransferConflict("not this one")
+
+        return store._step("failed", body)
+
+    names: list[str] = []
+    store.fault = names.append
+    results = store.grouped([
+        lambda: store.reserve_payment(ask(2_000), pay_spec("p-1", 2_000), SETTINGS, 3.0),
+        refused, failed,
+        lambda: store.open_wallet("C100000007", APP, 2, TODAY, 0.0),
+    ])  # fmt: skip
+    store.fault = None
+    assert names == ["reserve_payment", "open_wallet", "grouped"]  # one commit
+    assert isinstance(results[0][0], Reserved) and results[0][1] is None
+    assert results[1] == (Refusal("51", "not sufficient funds"), None)
+    assert results[2][0] is None and isinstance(results[2][1], TransferConflict)
+    assert results[3][1] is None
+    store.end_payment(pay_spec("p-1", 2_000).key, True, 4.0)
+    assert balance(store, f"wallet:{C}") == 48_000
+    assert store.wallet("C100000007", APP, TODAY) is not None
+    for gone in ("C100000009", "C100000008"):
+        with pytest.raises(NoSuchWallet):
+            store.wallet(gone, APP, TODAY)
+    assert store.verify() == []
