@@ -18,13 +18,17 @@ from switch.net.settlement import CLOSE_NOTICE_S, follow_closes
 from tests.settle.ledger_days import Place
 from tests.settle.test_business_day import local, run_with_clock, service, stores, until
 
+NOTICE_S = 30 * CLOSE_NOTICE_S
+
 
 def test_an_operators_close_is_followed_by_the_other_workers_before_it_takes_effect(
     place: Place,
 ) -> None:
     async def main(wall: Callable[[], float]) -> None:
         settlement, banks = service(place, wall)
-        settlement.close_notice_s = CLOSE_NOTICE_S
+        # Far above the production notice: under autojump the mock clock runs on while
+        # the store's thread works, and a loaded machine's thread outran 2 s of it.
+        settlement.close_notice_s = NOTICE_S
         store, _ = stores(place)  # a follower's own connection to the store
         store.open()
         follower = BusinessCalendar(cutoff=time(23, 0), utc_offset_h=8, closes=store.closes())
@@ -42,7 +46,7 @@ def test_an_operators_close_is_followed_by_the_other_workers_before_it_takes_eff
             await until(lambda: follower.close_of(date(2026, 11, 22)) is not None)
             close = follower.close_of(date(2026, 11, 22))
             assert close is not None and close.forced
-            assert wall() < close.at and close.at >= asked_at + CLOSE_NOTICE_S
+            assert wall() < close.at and close.at >= asked_at + NOTICE_S
             assert banks["icbc"].asked == []  # not before it takes effect
             for calendar in (follower, settlement.calendar):
                 assert calendar.date_at(close.at - 1) == date(2026, 11, 22)
