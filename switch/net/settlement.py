@@ -155,6 +155,9 @@ class SettlementService:
         """One thread at a time on the store's connection."""
         self._closing = trio.Lock()
         self._settling = trio.Lock()
+        self._reading = trio.Lock()
+        """One reader of the banks' files: the settler's rounds and an operator's settle
+        both read them, and a file two readers found untaken was accepted twice."""
         self._wake_cutoff = trio.Event()
         self._wake_settler = trio.Event()
         self._cutover_tried: dict[tuple[str, str], float] = {}
@@ -300,6 +303,10 @@ class SettlementService:
     async def read_files(self, business_date: str) -> list[str]:
         """Reads each bank's file for the date that has arrived and is not yet taken;
         returns the banks whose file is still missing or rejected."""
+        async with self._reading:
+            return await self._read_files(business_date)
+
+    async def _read_files(self, business_date: str) -> list[str]:
         missing = []
         day = date.fromisoformat(business_date)
         for bank in self.banks():

@@ -375,3 +375,31 @@ async def test_a_running_switch_rejects_them_settles_and_stops_on_sigterm(
         if switch.process.poll() is None:
             switch.process.kill()
             await switch.process.wait()
+
+
+def test_two_readers_of_one_date_take_its_file_once(place: Place) -> None:
+    """The settler's round and an operator's settle read the banks' files at once: the
+    file both found untaken is taken once, and neither reader fails (before: the second
+    got "icbc's file ... is already accepted")."""
+    (place.folder / "clearing").mkdir()
+    _path(place, "icbc").write_bytes(_clearing_file(_record("532614000001", "622202******1111")))
+
+    async def main(wall: Callable[[], float]) -> None:
+        settlement = _service(place, wall, ["icbc"])
+        missing: list[list[str]] = []
+
+        async def read() -> None:
+            missing.append(await settlement.read_files(DAY.isoformat()))
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(settlement.journal.run)
+            async with trio.open_nursery() as readers:
+                readers.start_soon(read)
+                readers.start_soon(read)
+            nursery.cancel_scope.cancel()
+        known = settlement.store.clearing_file("icbc", DAY.isoformat())
+        settlement.store.close()
+        assert missing == [[], []]
+        assert known is not None and known.status == "accepted"
+
+    run_with_clock("2026-11-23 09:00:00", main)
