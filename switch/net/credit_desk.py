@@ -260,11 +260,7 @@ class CreditDesk:
                 plan=plan_map(converted.plan),
             ), True  # fmt: skip
 
-        try:
-            answer = await call.keep(body)
-        except BaseException:
-            rules.undo()
-            raise
+        answer = await rules.guarding(call.keep(body))
         rules.end(bool(approvals), type="credit_convert", id=message.id)
         return answer
 

@@ -118,6 +118,15 @@ class RulesInStore:
         if self.gate is not None and self.verdict is not None:
             self.gate.release(self.verdict.hold, self._received)
 
+    async def guarding(self, step: Awaitable[T]) -> T:
+        """``step``'s result; if it fails, nothing was reserved on the ledger, so nor is
+        anything kept in the windows (:meth:`undo`)."""
+        try:
+            return await step
+        except BaseException:
+            self.undo()
+            raise
+
     def end(self, approved: bool, **context: str) -> None:
         """A desk request's step is over (on the trio thread): an approval's
         reservation stands, anything else's goes. A hit is logged with ``context``
@@ -287,11 +296,7 @@ class LedgerDesk:
                 plan = self.store.credit_plan(code.customer_id, step.rrn)  # as made
             return taken, done, plan
 
-        try:
-            taken, done, plan = await self._grouped(pay)
-        except BaseException:
-            rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
-            raise
+        taken, done, plan = await rules.guarding(self._grouped(pay))
         verdict = rules.verdict
         code = taken.paycode
         if code is None:
@@ -341,11 +346,7 @@ class LedgerDesk:
                 screen=screen,
             )  # fmt: skip
 
-        try:
-            done = await self._grouped(reserve)
-        except BaseException:
-            rules.undo()  # nothing was reserved on the ledger: nor is it in the windows
-            raise
+        done = await rules.guarding(self._grouped(reserve))
         found = LedgerAnswered(
             funding=step.funding, customer_id=step.customer_id if rules.reached else None,
             verification=step.verification, verdict=rules.verdict,
@@ -395,11 +396,7 @@ class LedgerDesk:
                 plan = self.store.credit_plan(step.customer_id, step.rrn)  # as made
             return done, plan
 
-        try:
-            done, plan = await self._grouped(pay)
-        except BaseException:
-            rules.undo()
-            raise
+        done, plan = await rules.guarding(self._grouped(pay))
         found = LedgerAnswered(
             funding="credit", customer_id=step.customer_id if rules.reached else None,
             verification=step.verification, verdict=rules.verdict,

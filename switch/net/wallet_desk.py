@@ -207,11 +207,7 @@ class WalletDesk:
                 balance_after=view.available,
             ), True  # fmt: skip
 
-        try:
-            answer = await call.keep(body)
-        except BaseException:
-            rules.undo()
-            raise
+        answer = await rules.guarding(call.keep(body))
         rules.end(bool(approvals), type="wallet_withdraw", id=message.id)
         return answer
 
