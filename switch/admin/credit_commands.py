@@ -32,6 +32,28 @@ RESPONSE_TIMEOUT_S: Final = 30.0
 TERMS: Final = ("3", "6", "12", "24")
 
 
+def signed_options(config_option: Callable[[argparse.ArgumentParser], None],
+                    key_default: str) -> argparse.ArgumentParser:  # fmt: skip
+    """The options of every command sent as a signed online request."""
+    common = argparse.ArgumentParser(add_help=False)
+    config_option(common)
+    common.add_argument("--host", help="switch host (default: the config's [online] host)")
+    common.add_argument("--port", type=int, help="switch online port (default: the config's)")
+    common.add_argument(
+        "--id", dest="request_id",
+        help="the request's id, its idempotency key (default: a new one each time): the "
+        "same id again answers the first's result and changes nothing",
+    )  # fmt: skip
+    common.add_argument("--key-id", help=f"the key's id (default: {key_default})")
+    common.add_argument("--secret-file", type=Path,
+                        help="the key secret: the file of `switch keys online new`")  # fmt: skip
+    common.add_argument("--ca-file", type=Path,
+                        help="speak TLS, trusting this certificate (default: the config's "
+                        "[online] tls_cert_file when it names one)")  # fmt: skip
+    common.add_argument("--json", action="store_true", help="the whole answer as JSON")
+    return common
+
+
 def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     config_option: Callable[[argparse.ArgumentParser], None],
@@ -46,23 +68,8 @@ def add_commands(
         "switch with [security] demo_keys = true takes it).",
     )
     actions = credit.add_subparsers(dest="credit_action", required=True, metavar="ACTION")
-    common = argparse.ArgumentParser(add_help=False)
-    config_option(common)
+    common = signed_options(config_option, "the DEMO app key")
     common.add_argument("customer_id")
-    common.add_argument("--host", help="switch host (default: the config's [online] host)")
-    common.add_argument("--port", type=int, help="switch online port (default: the config's)")
-    common.add_argument(
-        "--id", dest="request_id",
-        help="the request's id, its idempotency key (default: a new one each time): the "
-        "same id again answers the first's result and changes nothing",
-    )  # fmt: skip
-    common.add_argument("--key-id", help="the app key's id (default: the DEMO app key)")
-    common.add_argument("--secret-file", type=Path,
-                        help="the key secret: the file of `switch keys online new`")  # fmt: skip
-    common.add_argument("--ca-file", type=Path,
-                        help="speak TLS, trusting this certificate (default: the config's "
-                        "[online] tls_cert_file when it names one)")  # fmt: skip
-    common.add_argument("--json", action="store_true", help="the whole answer as JSON")
     opening = actions.add_parser(
         "open", parents=[common], help="open the credit account of a customer with a wallet",
         description="credit_open: the customer's wallet must exist, opened by the key's app "

@@ -18,11 +18,10 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Final
 
 from switch.admin.credit_commands import _key as app_key
-from switch.admin.credit_commands import signed_request
+from switch.admin.credit_commands import signed_options, signed_request
 from switch.config import SwitchConfig
 from switch.core import ledger
 from switch.core.ledger import LedgerError, TransferKey, TransferSpec
@@ -34,27 +33,6 @@ from switch.wire.emvqr import QrMalformed, QrOtherNetwork, decode, render_termin
 
 DEMO_CARD: Final = "6222021000111122221"
 QR_MAX: Final = 512
-
-
-def _signed_options(config_option: Callable[[argparse.ArgumentParser], None],
-                    key_default: str) -> argparse.ArgumentParser:  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False)
-    config_option(common)
-    common.add_argument("--host", help="switch host (default: the config's [online] host)")
-    common.add_argument("--port", type=int, help="switch online port (default: the config's)")
-    common.add_argument(
-        "--id", dest="request_id",
-        help="the request's id, its idempotency key (default: a new one each time): the "
-        "same id again answers the first's result and changes nothing",
-    )  # fmt: skip
-    common.add_argument("--key-id", help=f"the key's id (default: {key_default})")
-    common.add_argument("--secret-file", type=Path,
-                        help="the key secret: the file of `switch keys online new`")  # fmt: skip
-    common.add_argument("--ca-file", type=Path,
-                        help="speak TLS, trusting this certificate (default: the config's "
-                        "[online] tls_cert_file when it names one)")  # fmt: skip
-    common.add_argument("--json", action="store_true", help="the whole answer as JSON")
-    return common
 
 
 def add_commands(
@@ -73,7 +51,7 @@ def add_commands(
         "the config names: no online request does what they do.",
     )
     actions = wallet.add_subparsers(dest="wallet_action", required=True, metavar="ACTION")
-    common = _signed_options(config_option, "the DEMO app key demo-app")
+    common = signed_options(config_option, "the DEMO app key demo-app")
     common.add_argument("customer_id")
     opening = actions.add_parser(
         "open", parents=[common], help="open a wallet (balance 0), or set its class",
@@ -160,7 +138,7 @@ def add_commands(
         "running switch (default: the DEMO key demo-m-<merchant>); render draws a payload.",
     )  # fmt: skip
     qr_actions = qr.add_subparsers(dest="qr_action", required=True, metavar="ACTION")
-    merchant = _signed_options(config_option, "the DEMO key demo-m-<merchant>")
+    merchant = signed_options(config_option, "the DEMO key demo-m-<merchant>")
     merchant.add_argument("--merchant", default=DEFAULT_MERCHANT, help="merchant_id")
     create = qr_actions.add_parser(
         "create", parents=[merchant], help="a dynamic QR (with --amount) or a static one",
