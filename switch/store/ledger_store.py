@@ -371,10 +371,12 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
         *,
         amount: int | None = None,
         uncount: TransferKey | None = None,
+        rrn: str | None = None,
     ) -> Plan:
         """Posts a pending transfer (its answer journaled), all of it or ``amount`` of
         it; ``uncount`` names the payment a void or reversal takes out of the wallet's
-        counts (wallet.md)."""
+        counts (wallet.md); ``rrn`` is the journal's RRN of its request, under which a
+        repayment by card is booked (start-up: settlement finds it by that RRN)."""
 
         def body() -> Plan:
             credit = self._credit_back(key) if amount is None else None
@@ -382,7 +384,7 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
             if credit is not None:  # a credit purchase's void, reversal or refund
                 plan = self._credit_post_back(*credit, key, at)
             elif repay is not None:  # a repayment by card the journal approved (start-up)
-                plan = self._credit_post_repay(*repay, key, key.id, at)[0]
+                plan = self._credit_post_repay(*repay, key, rrn or key.id, at)[0]
             else:
                 plan = self._move("post", key, at, amount=amount)
             if uncount is not None and plan.changes:
