@@ -25,6 +25,7 @@ from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
 from switch.core.credit.plan import Terms
 from switch.core.ledger import (
     TRANSFER_STATES,
+    AccountsBalance,
     Balances,
     LedgerDamaged,
     LedgerFigures,
@@ -34,6 +35,7 @@ from switch.core.ledger import (
     TransferKey,
     TransferNotFound,
     TransferSpec,
+    WalletTotals,
 )
 from switch.core.paycode import (
     PROBE_WINDOW_S,
@@ -448,6 +450,30 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
             return LedgerFigures(transfers=transfers, totals=totals)
 
         return self._read(body)
+
+    def wallet_totals(self) -> WalletTotals:
+        """Every wallet's account summed (reads each: the metrics ask at an interval)."""
+        row = self._read(lambda: self._first(self.sql.wallet_totals))
+        if row is None:
+            return WalletTotals(posted_fen=0, pending_fen=0)
+        return WalletTotals(posted_fen=int(row["posted"]), pending_fen=int(row["pending"]))
+
+    def balances(self, account: str | None = None) -> list[AccountsBalance]:
+        """The operator's balances: every account, those kept per customer summed per
+        kind (``wallet:*``); or the one ``account`` (none: empty)."""
+        if account is None:
+            rows = self._read(lambda: self._execute(self.sql.balances))
+        else:
+            rows = self._read(lambda: self._execute(self.sql.balance_of, (account,)))
+        return [
+            AccountsBalance(
+                account=str(row["account"]), unit=str(row["unit"]), accounts=int(row["accounts"]),
+                debits_posted=int(row["debits_posted"]), credits_posted=int(row["credits_posted"]),
+                debits_pending=int(row["debits_pending"]),
+                credits_pending=int(row["credits_pending"]),
+            )
+            for row in rows
+        ]  # fmt: skip
 
     def verify(self) -> list[str]:
         """Every invariant of the stored ledger that does not hold (none: empty):
