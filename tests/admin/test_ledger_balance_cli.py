@@ -20,6 +20,7 @@ from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.core.credit.cobrand import POINTS_ISSUED, points_account
 from switch.core.ledger import TransferKey, TransferSpec
+from tests.admin.http import get
 from tests.admin.test_ledger_metrics import OTHER, ledger_config
 from tests.net.helpers import pos_client, start_switch
 from tests.net.test_onus_e2e import CUSTOMER, MERCHANT_ACCOUNT, WALLET, fund, in_store, issue
@@ -87,6 +88,8 @@ async def test_both_ledgers_each_under_its_heading(
         same = [row for row in document["onus"] if row["unit"] == unit]
         assert sum(r["debits_posted"] for r in same) == sum(r["credits_posted"] for r in same)
 
+    # It shows money: the token is asked for, on loopback too.
+    assert (await get(app.admin_port, "/ledger/onus")).status == 401
     code, printed, _ = await ledger_balance(app, "--account", WALLET, "--json")
     assert code == 0
     one = json.loads(printed)
