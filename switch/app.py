@@ -772,8 +772,9 @@ class SwitchApp:
         await trio.to_thread.run_sync(store.open)
         bank_side.start_soon(_hold_open, store)
         billing = self.credit = CreditBilling(
-            store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
-        )
+            store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now,
+            wallet_totals_interval_s=self.config.admin.wallet_totals_interval_s,
+        )  # fmt: skip
         switchboard = self.switchboard
         withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 

@@ -497,18 +497,26 @@ class LedgerDesk:
         ``sending`` is left. Returns (posted, voided)."""
         pending = await self._run(self.store.pending_transfers)
         answers: dict[TransferKey, ledger.Answer] = {}
+        rrns: dict[TransferKey, str] = {}
         for transfer in pending:
             record = await read(transfer.spec.key, transfer.spec.merchant_id)
             answer = onus.journal_answer(transfer.spec.key, record)
             if answer is not None:
                 answers[transfer.spec.key] = answer
+            if record is not None and record.rrn:
+                rrns[transfer.spec.key] = record.rrn
         pending = [t for t in pending if t.spec.key in answers]
         posted = voided = 0
         for key, operation in ledger.recovery(pending, answers):
             at = self.wall_clock()
             payment = key.leg in onus.PAYMENT_LEGS
             approved = operation == "post"
-            if payment:
+            rrn = rrns.get(key)
+            if key.leg == onus.TOPUP_LEG:
+                # As the top-up's own end: the transfer and its order take the sale's
+                # RRN, by which settlement corrects the wallet.
+                await self._run(partial(self.store.end_topup, key, approved, rrn or "", at))
+            elif payment:
                 # A dynamic QR an app's payment holds ``paying`` is ended with it.
                 qr_id = (
                     await self._run(partial(self.store.qr_paying, key))
@@ -523,7 +531,9 @@ class LedgerDesk:
                     if key.leg == onus.REVERSAL_LEG
                     else None
                 )
-                await self._run(partial(self.store.post, key, at, uncount=uncount))
+                # A repayment by card is booked under its sale's RRN, as its desk
+                # books it: settlement finds it by that RRN (credit.md, "Repayment").
+                await self._run(partial(self.store.post, key, at, uncount=uncount, rrn=rrn))
             else:
                 await self._run(partial(self.store.void, key, at))
             posted += approved

@@ -26,6 +26,7 @@ from switch.core.credit.billing import CreditAsk
 from switch.core.credit.book import PlanView
 from switch.core.credit.plan import Terms
 from switch.core.ledger import (
+    AccountsBalance,
     Balances,
     LedgerError,
     LedgerFigures,
@@ -33,6 +34,7 @@ from switch.core.ledger import (
     Plan,
     Transfer,
     TransferKey,
+    WalletTotals,
 )
 from switch.core.ledger import TransferSpec as TransferSpec
 from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Verification
@@ -134,6 +136,7 @@ class LedgerStore(Protocol):
         *,
         amount: int | None = None,
         uncount: TransferKey | None = None,
+        rrn: str | None = None,
     ) -> Plan: ...
     def void(self, key: TransferKey, at: float) -> Plan: ...
     def transfer_of(self, key: TransferKey) -> Transfer | None: ...
@@ -143,6 +146,8 @@ class LedgerStore(Protocol):
     def totals(self) -> list[LedgerTotals]: ...
 
     def figures(self) -> LedgerFigures: ...
+    def wallet_totals(self) -> WalletTotals: ...
+    def balances(self, account: str | None = None) -> list[AccountsBalance]: ...
     def verify(self) -> list[str]: ...
 
     # wallets
