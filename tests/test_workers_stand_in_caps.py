@@ -87,7 +87,6 @@ async def test_sales_raced_at_both_workers_never_stand_in_over_the_caps(
         "ON t.rrn = a.rrn WHERE a.bank = 'icbc'"
     )
     assert advices == [{"n": stood_in, "amount": PENDING_CAP}]
-    refused = shared.rows(
-        "SELECT count(*) AS n FROM txn WHERE code = '91' AND stand_in IS NULL"
-    )[0]["n"]
+    not_stood_in = "SELECT count(*) AS n FROM txn WHERE code = '91' AND stand_in IS NULL"
+    refused = shared.rows(not_stood_in)[0]["n"]
     assert refused == one_card.count("91") + rounds.count("91")
