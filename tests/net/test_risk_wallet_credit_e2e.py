@@ -418,6 +418,14 @@ async def test_conversions_windows_are_kept_in_the_ledger_over_a_restart(
         # attempts are three, the refused one included (the shadow rule's hit).
         await convert("cv-3", purchases[1], "65")
         shadow = switch.risk.hits.get(("convert-tries", "shadow", "decline"), 0)
+        # A reload whose rule counts in a new window: rebuilt from the records too.
+        (tmp_path / "risk.toml").write_text(
+            CONVERT_ONCE_RULES.replace('"convert-once"', '"convert-once-24h"').replace(
+                'window = "day"', 'window = "24h"'
+            )
+        )
+        assert (await switch.reload(switch.config)).accepted
+        await convert("cv-4", purchases[2], "65")
         events = await in_store(switch, store_of(switch).risk_events, 0.0)
         await stop(switch)
     assert shadow == 1
@@ -426,5 +434,6 @@ async def test_conversions_windows_are_kept_in_the_ledger_over_a_restart(
         ("cv-1", "conversion", "credit", C, "declined", "62", None),
         ("cv-2", "conversion", "credit", C, "approved", None, None),
         ("cv-3", "conversion", "credit", C, "declined", "65", "convert-once"),
+        ("cv-4", "conversion", "credit", C, "declined", "65", "convert-once-24h"),
     ]  # fmt: skip
     assert events[2].risk_shadow == "convert-tries:decline:59"
