@@ -22,6 +22,7 @@ from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 from switch.store.own_sql import own_migrations
+from switch.store.risk_sql import risk_migrations
 
 ACCOUNT_COLUMNS: Final = (
     "name, debit_cap, debits_pending, debits_posted, credits_pending, credits_posted"
@@ -184,6 +185,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
         *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
         *cobrand_metrics_migrations(d),  # the conversions counted by result (cobrand_sql.py)
         *own_migrations(d),  # repayments by card kept for settlement (own_sql.py)
+        *risk_migrations(d),  # the risk rules' records of desk requests (risk_sql.py)
     )
 
 

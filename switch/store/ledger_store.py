@@ -78,6 +78,7 @@ from switch.store.ledger_port import (
 )
 from switch.store.ledger_sql import LedgerSql
 from switch.store.own_store import OwnMerchantSteps
+from switch.store.risk_events import RiskEventSteps
 
 Row: TypeAlias = Mapping[str, Any]
 Parameters: TypeAlias = Sequence[Any] | dict[str, Any]
@@ -136,7 +137,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
+class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]
