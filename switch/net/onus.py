@@ -179,8 +179,6 @@ class LedgerDesk:
         """Steps waiting for the store's thread, to go together (``_grouped``)."""
         self.groups = 0
         """Groups of steps carried out (one thread hop and one transaction each)."""
-        self.ends_now = 0
-        """Ends carried out in the trio thread (``_grouped``: no thread hop)."""
         self.credit_pay: Callable[[PayByQr], Awaitable[LedgerAnswered]] | None = (
             self._credit_pay_by_qr if credit is not None else None
         )
@@ -204,18 +202,8 @@ class LedgerDesk:
         of its own, its refusal or failure its own). One taken into another's group is
         carried out whatever befalls its caller meanwhile, as a call already in the
         thread is. ``durable`` False: an end whose answer is journaled, which the store
-        may commit without its own fsync, and, with the store's thread idle and none
-        waiting, here in the trio thread (``grouped_now``) when it need not wait for
-        the file (design.md, "The ledger's post without its own fsync")."""
-        if not durable and not self._lock.locked() and not self._queue:
-            now = self.store.grouped_now(call)
-            if now is not None:
-                self.ends_now += 1
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                value, error = now
-                if error is not None:
-                    raise error
-                return value  # type: ignore[no-any-return]
+        may commit without its own fsync when its whole group is such (design.md, "The
+        ledger's post without its own fsync")."""
         job = _Job(call, durable)
         self._queue.append(job)
         try:

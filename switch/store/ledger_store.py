@@ -178,9 +178,9 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     _in_item: bool = False
 
     lazy_ends: ClassVar[bool] = False
-    """Whether ``grouped(..., durable=False)`` commits without its own fsync, and
-    ``grouped_now`` can run a step without a thread: SQLite's file, beside the one
-    process that writes it (design.md, "The ledger's post without its own fsync").
+    """Whether ``grouped(..., durable=False)`` commits without its own fsync: SQLite's
+    file, beside the one process that writes it (design.md, "The ledger's post without
+    its own fsync").
     PostgreSQL's commits stay synchronous: its server can lose an asynchronous commit
     while the switch lives on, and no start-up would end the transfer left pending."""
     _durable: bool = True
@@ -200,14 +200,6 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
             return self._grouped(calls)
         finally:
             self._durable = True
-
-    def grouped_now(self, call: Callable[[], Any]) -> Grouped | None:
-        """``call`` (a step: it opens its transaction before anything else), committed
-        as ``grouped([call], durable=False)`` but in the caller's thread and without
-        waiting for the file: None, nothing done, when another connection holds its
-        write lock or the engine has no such commit (:attr:`lazy_ends`). For the trio
-        thread: the step is a few statements and a write to the OS's cache."""
-        return None
 
     def _grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Grouped]:
         if len(calls) == 1:

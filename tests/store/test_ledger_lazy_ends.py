@@ -1,11 +1,10 @@
 """The ledger's end of a payment (its post or void, once its answer is journaled)
-committed without its own fsync, in the trio thread when the store's thread is idle
-(design.md, "The ledger's post without its own fsync"), on a real SQLite file: the
-payment's own step still commits with its fsync in the store's thread; a write lock
-held by another connection sends the end to the thread rather than wait in the event
-loop; and a power cut, which may take away the ends committed since the last fsync,
-leaves what start-up's recovery posts again by the journal's answers: every approved
-payment posted once, no wallet paid twice or below zero.
+committed without its own fsync (design.md, "The ledger's post without its own
+fsync"), on a real SQLite file: the payment's own step still commits with its fsync, and
+so does any group an end shares with such a step; a power cut, which may take away the
+ends committed since the last fsync, leaves what start-up's recovery posts again by the
+journal's answers: every approved payment posted once, no wallet paid twice or below
+zero.
 
 PostgreSQL's ledger keeps every commit synchronous (its server can lose an asynchronous
 commit while the switch lives on): checked here too.
@@ -13,7 +12,6 @@ commit while the switch lives on): checked here too.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -37,18 +35,15 @@ FUNDING = 10_000
 
 
 class RecordingStore(SqliteLedgerStore):
-    """Each commit's connection level (1 NORMAL, 2 FULL) and thread, in order."""
+    """Each commit's level (1 NORMAL, 2 FULL), in order."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.commits: list[tuple[int, bool]] = []
+        self.commits: list[int] = []
 
-    def _transaction(self) -> Any:
-        level = int(self._db.execute("PRAGMA synchronous").fetchone()[0])
-        if self._db is not self._now:
-            level = 2 if self._durable else 1  # what this commit is about to set
-        self.commits.append((level, threading.current_thread() is threading.main_thread()))
-        return super()._transaction()
+    def _synced(self, durable: bool) -> None:  # once a transaction, before its BEGIN
+        super()._synced(durable)
+        self.commits.append(int(self._db.execute("PRAGMA synchronous").fetchone()[0]))
 
 
 class PowerCutStore(SqliteLedgerStore):
@@ -67,7 +62,7 @@ class PowerCutStore(SqliteLedgerStore):
         self._db.execute("PRAGMA wal_autocheckpoint = 0")
 
     def _transaction(self) -> Any:
-        synced = self._db is not self._now and self._durable
+        synced = self._durable
         inner = super()._transaction()
         store = self
 
@@ -128,10 +123,9 @@ async def _pay(desk: LedgerDesk, step: PayByCode) -> tuple[LedgerAnswered, Ledge
     return answered, ended
 
 
-async def test_an_end_commits_in_the_trio_thread_without_its_own_fsync(tmp_path: Path) -> None:
+async def test_an_end_commits_without_its_own_fsync(tmp_path: Path) -> None:
     """The payment's step (the code taken, the checks, the pending transfer) commits at
-    FULL in the store's thread; its end, the store's thread idle, at NORMAL in the trio
-    thread, on a connection of its own. A void (a declined answer) goes the same way."""
+    FULL; its end at NORMAL. A void (a declined answer) goes the same way."""
     store = RecordingStore(tmp_path / "ledger.sqlite3")
     store.open()
     try:
@@ -140,57 +134,57 @@ async def test_an_end_commits_in_the_trio_thread_without_its_own_fsync(tmp_path:
         store.commits.clear()
         answered, ended = await _pay(desk, _payment(1, codes[0], 2_500))
         assert answered.ok and ended.ok
-        assert store.commits == [(2, False), (1, True)]
-        assert desk.ends_now == 1 and desk.groups == 1
+        assert store.commits == [2, 1]
         # Declined by the journal (say, its answer failed to commit): voided the same way.
         step = _payment(2, codes[1], 1_000)
         assert (await desk.carry_out(step)).ok
         assert (await desk.carry_out(EndTransfer(key=step.key, approved=False, payment=True))).ok
-        assert store.commits[2:] == [(2, False), (1, True)]
+        assert store.commits[2:] == [2, 1]
         posted, voided = store.transfer_of(_payment(1, "", 0).key), store.transfer_of(step.key)
         assert posted is not None and posted.state == "posted"
         assert voided is not None and voided.state == "voided"
         assert store.verify() == [] and store.pending_transfers() == []
+        # Steps elsewhere commit as before: a top-up's, the app desk's.
+        store.commits.clear()
+        _customers(store, 1)
+        assert set(store.commits) == {2}
     finally:
         store.close()
 
 
-async def test_a_write_lock_held_elsewhere_sends_the_end_to_the_thread(tmp_path: Path) -> None:
-    """Another connection (settlement's, an operator's) holds the file's write lock: the
-    end does not wait for it in the event loop; it goes to the store's thread, which
-    waits there, and commits once the lock is let go."""
-    path = tmp_path / "ledger.sqlite3"
-    store = RecordingStore(path)
+async def test_a_group_with_a_payment_in_it_commits_with_its_fsync(tmp_path: Path) -> None:
+    """An end that waits for the store's thread goes in its next group; with a payment's
+    step beside it, the group commits at FULL (the payment's pending transfer must be on
+    disk before its answer is journaled)."""
+    store = RecordingStore(tmp_path / "ledger.sqlite3")
     store.open()
     try:
-        codes = _customers(store, 1)
+        codes = _customers(store, 3)
         desk = LedgerDesk(store, SETTINGS)
-        step = _payment(1, codes[0], 2_500)
-        assert (await desk.carry_out(step)).ok
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        first = _payment(1, codes[0], 1_000)
+        assert (await desk.carry_out(first)).ok
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(name: str) -> None:
+            if name == "pay_by_code" and not entered.is_set():
+                entered.set()
+                release.wait(10)
+
+        store.fault = hold
         store.commits.clear()
-        ended: list[LedgerAnswered] = []
-
-        async def end() -> None:
-            ended.append(await desk.carry_out(EndTransfer(key=step.key, approved=True,
-                                                          payment=True)))  # fmt: skip
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(end)
+            nursery.start_soon(desk.carry_out, _payment(2, codes[1], 1_000))  # holds the thread
+            await trio.to_thread.run_sync(entered.wait, 10)
+            nursery.start_soon(desk.carry_out, EndTransfer(key=first.key, approved=True,
+                                                           payment=True))  # fmt: skip
+            nursery.start_soon(desk.carry_out, _payment(3, codes[2], 1_000))
             with trio.fail_after(5):
-                while not store.commits:  # tried in the trio thread: not waited for there
+                while len(desk._queue) < 2:  # they wait together
                     await trio.sleep(0.01)
-                while len(store.commits) < 2:  # then in the store's thread, which waits
-                    await trio.sleep(0.01)
-            await trio.sleep(0.05)
-            assert not ended  # still waiting for the lock, in the thread
-            other.execute("COMMIT")
-            other.close()
-        assert [ok for ok in (each.ok for each in ended)] == [True]
-        assert store.commits == [(1, True), (1, False)]
-        assert desk.ends_now == 0
-        transfer = store.transfer_of(step.key)
+            release.set()
+        store.fault = None
+        assert store.commits == [2, 2]  # the held payment's; the end's group with a payment
+        transfer = store.transfer_of(first.key)
         assert transfer is not None and transfer.state == "posted"
     finally:
         store.close()
@@ -225,7 +219,6 @@ async def test_a_power_cut_loses_only_ends_that_recovery_posts_again(tmp_path: P
             )
             assert ended.ok
             images.append((store.after_power_cut(tmp_path / f"cut-{n}"), dict(approved)))
-        assert desk.ends_now == len(codes)
     finally:
         store.close()
 
@@ -259,18 +252,17 @@ async def test_a_power_cut_loses_only_ends_that_recovery_posts_again(tmp_path: P
 
 
 async def test_postgresql_ends_stay_synchronous(postgres_dsn: str) -> None:
-    """PostgreSQL's ledger: no end in the trio thread, every commit as before."""
+    """PostgreSQL's ledger: every commit synchronous, as before."""
     from switch.store.postgresql.ledger import PostgresLedgerStore
 
     store = PostgresLedgerStore(postgres_dsn)
     store.open()
     try:
         assert not store.lazy_ends
-        assert store.grouped_now(lambda: None) is None
         codes = _customers(store, 1)
         desk = LedgerDesk(store, SETTINGS)
         answered, ended = await _pay(desk, _payment(1, codes[0], 2_500))
-        assert answered.ok and ended.ok and desk.ends_now == 0 and desk.groups == 2
+        assert answered.ok and ended.ok and desk.groups == 2
         setting = store._execute("SHOW synchronous_commit")
         assert setting[0]["synchronous_commit"] == "on"
     finally:
