@@ -180,9 +180,9 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
     lazy_ends: ClassVar[bool] = False
     """Whether ``grouped(..., durable=False)`` commits without its own fsync: SQLite's
     file, beside the one process that writes it (design.md, "The ledger's post without
-    its own fsync").
-    PostgreSQL's commits stay synchronous: its server can lose an asynchronous commit
-    while the switch lives on, and no start-up would end the transfer left pending."""
+    its own fsync"). PostgreSQL's commits stay synchronous: its server can lose an
+    asynchronous commit while the switch lives on, and no start-up would end the
+    transfer left pending."""
     _durable: bool = True
     """The commit of the steps running now waits for the disk (``grouped``)."""
 

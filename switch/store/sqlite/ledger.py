@@ -26,8 +26,6 @@ from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
 BUSY_TIMEOUT_MS: Final = 10_000
-WAL_AUTOCHECKPOINT: Final = 1000
-"""SQLite's default: pages of WAL past which a commit checkpoints."""
 MIGRATIONS: Final[tuple[str, ...]] = migrations(DIALECT)
 SQL: Final = ledger_sql(DIALECT, lock="")
 
@@ -61,20 +59,17 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
 
     lazy_ends = True
     _synced_now = True
-    """``synchronous = FULL`` and the WAL's checkpoints on, as ``open`` leaves them."""
+    """``synchronous = FULL``, as ``open`` leaves it."""
 
     def open(self) -> None:
         super().open()
         self._synced_now = True
 
     def _synced(self, durable: bool) -> None:
-        """The next commit's level: ``FULL`` (the WAL's fsync), or ``NORMAL`` (none)
-        with the automatic checkpoint off (a checkpoint fsyncs: the next ``FULL``
-        commit checkpoints a WAL grown past the mark)."""
+        """The next commit's level: ``FULL`` (the WAL's fsync) or ``NORMAL`` (none; a
+        checkpoint it makes still fsyncs the WAL before copying it)."""
         if durable != self._synced_now:
-            db = self._db
-            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT if durable else 0}")
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._synced_now = durable
 
     @contextmanager
