@@ -175,6 +175,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN customer_id TEXT;
     ALTER TABLE txn ADD COLUMN funding TEXT;        -- wallet, credit; NULL for a card
     """,
+    # 8: a transaction's history in its own row (design.md, "A transaction's history in
+    # its row"): one JSON line an event, appended by the statement that changes the row.
+    # Events written before are txn_event rows, read with it.
+    """
+    ALTER TABLE txn ADD COLUMN events TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
