@@ -33,12 +33,22 @@ from switch.core.onus import (
     PayByQr,
     ReserveBack,
 )
+from switch.core.onus_hold import (
+    CompleteHold,
+    EndCompletion,
+    EndUncompletion,
+    HoldPending,
+    ReleaseHold,
+    UncompleteHold,
+)
 from switch.core.paycode import CodeTaken, Paycode
 from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
+from switch.net import onus_hold
 from switch.store.credit_store import RECEIVABLE
+from switch.store.hold_store import is_hold_leg
 from switch.store.ledger_port import LedgerStore, LedgerUnavailable, QrHold, Reserved
 
 log = structlog.get_logger()
@@ -232,6 +242,10 @@ class LedgerDesk:
             raise error
         return value  # type: ignore[return-value]
 
+    async def grouped(self, call: Callable[[], T]) -> T:
+        """``call`` as a transaction's step, grouped with those waiting (``_grouped``)."""
+        return await self._grouped(call)
+
     async def call(self, body: Callable[[], T]) -> T:
         """``body`` (store calls) in the store's worker thread, one at a time: how the
         app desk (``app_desk.py``) reaches the same store."""
@@ -250,6 +264,11 @@ class LedgerDesk:
                     return await self._reserve_back(step)
                 case EndTransfer():
                     return await self._end(step)
+                case (
+                    HoldPending() | ReleaseHold() | CompleteHold() | EndCompletion()
+                    | UncompleteHold() | EndUncompletion()
+                ):  # fmt: skip
+                    return await onus_hold.carry_out(self, step)
         except LedgerError as exc:
             self.failures += 1
             code = exc.response_code
@@ -265,6 +284,8 @@ class LedgerDesk:
     async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
         at = self.wall_clock()
         rules = RulesInStore(self.risk, step.risk, step.received)
+
+        made: list[TransferSpec] = []
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
             refused = rules.refusal(code.customer_id, code.funding)  # risk.md's first
@@ -282,8 +303,9 @@ class LedgerDesk:
             spec = TransferSpec(
                 key=step.key, debit=debit,
                 credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
-                kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
+                kind=onus.LEGS["onus_sale"], rrn=step.rrn, merchant_id=step.merchant_id,
             )  # fmt: skip
+            made.append(spec)
             return ask, spec
 
         def pay() -> tuple[CodeTaken, Reserved | Refusal | None, PlanView | None]:
@@ -291,6 +313,13 @@ class LedgerDesk:
                 step.code, step.terminal, at, self.settings, make, credit_terms=self.credit
             )
             code = taken.paycode
+            if step.holds and code is not None and isinstance(done, Reserved) and made:
+                # risk.md: a pre-authorisation's pending transfer is its hold, kept with
+                # whose it is (its code is purged long before the hold ends).
+                self.store.hold_keep(
+                    made[-1], customer_id=code.customer_id, funding=code.funding,
+                    verification=code.verification, instalments=code.instalments, at=at,
+                )  # fmt: skip
             plan = None
             if code is not None and code.instalments and isinstance(done, Reserved):
                 plan = self.store.credit_plan(code.customer_id, step.rrn)  # as made
@@ -503,12 +532,17 @@ class LedgerDesk:
             if answer is not None:
                 answers[transfer.spec.key] = answer
         pending = [t for t in pending if t.spec.key in answers]
+        rrns = {t.spec.key: t.spec.rrn for t in pending}
         posted = voided = 0
         for key, operation in ledger.recovery(pending, answers):
             at = self.wall_clock()
             payment = key.leg in onus.PAYMENT_LEGS
             approved = operation == "post"
-            if payment:
+            if is_hold_leg(key.leg) and not approved:
+                # A pre-authorisation's hold that is no longer open (risk.md): released
+                # as its void or expiry would, its count and pending purchase gone.
+                await self._run(partial(self.store.hold_release, rrns[key], at))
+            elif payment:
                 # A dynamic QR an app's payment holds ``paying`` is ended with it.
                 qr_id = (
                     await self._run(partial(self.store.qr_paying, key))

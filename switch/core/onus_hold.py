@@ -1,0 +1,200 @@
+"""On-us pre-authorisations' ledger steps (risk.md, "On-us funding"), as the lifecycle
+asks for them: which step a pre-authorisation, its void, a completion and a completion's
+void or reversal take at receipt and once their answer is journaled. Plain data, no I/O;
+the trio layer (``switch.net.onus``) carries them out against the ledger store
+(``switch.store.hold_store``).
+
+The steps, by the product's row (``products.Product``) and its original's kind::
+
+    pre-authorisation      PayByCode (holds)     | approved: nothing (the hold stands)
+                                                 | else: EndTransfer (voided)
+    its void               HoldPending           | approved: ReleaseHold
+    completion             CompleteHold          | EndCompletion (post, or void the excess)
+    completion's void      UncompleteHold        | EndUncompletion (post back, hold again)
+
+A terminal's reversal of a pre-authorisation takes HoldPending then ReleaseHold; of a
+completion, UncompleteHold then EndUncompletion (its compensating transfer on the
+reversal leg, as a sale's). Holds are named by the pre-authorisation's RRN.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from switch.core import products
+from switch.core.book import TxnRecord
+from switch.core.ledger import TransferKey
+from switch.core.risk import RiskRequest
+
+COMPLETION_KIND: Final = "onus_completion"
+"""The kind whose void or reversal holds its pre-authorisation again."""
+NOT_REVERSED: Final = frozenset(("onus_preauth_void", "onus_completion_void"))
+"""On-us voids of a hold whose terminal reversal the ledger does not undo (it would hold,
+or complete, again): answered 00, the void standing (docs/behaviour.md)."""
+
+
+class HoldPending(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the pre-authorisation ``preauth`` (its RRN) holds a pending transfer:
+    00, else 12 (a void or reversal of it has nothing to release)."""
+
+    preauth: str
+
+
+class ReleaseHold(msgspec.Struct, frozen=True, kw_only=True):
+    """Void the pre-authorisation's pending hold (its void, reversal or expiry)."""
+
+    preauth: str
+
+
+class CompleteHold(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's checks and the reservation of its excess over the hold (12 when
+    nothing is held; 61, 51, or credit.md's codes for the excess or the purchase)."""
+
+    preauth: str
+    key: TransferKey
+    amount: int
+    rrn: str
+    local_date: str
+    risk: RiskRequest | None = None
+    """risk.md: a completion meets the blocklists in its pre-authorisation's scope, with
+    the hold's customer and funding."""
+    received: float = 0.0
+
+
+class EndCompletion(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's answer journaled: post the hold's part and the excess, or void
+    the excess."""
+
+    preauth: str
+    key: TransferKey
+    amount: int
+    rrn: str
+    approved: bool
+
+
+class UncompleteHold(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's void or reversal at receipt: what the completion posted reserved
+    back; the answer says whether the pre-authorisation can be held again."""
+
+    preauth: str
+    completion: TransferKey
+    completion_rrn: str
+    key: TransferKey
+    rrn: str
+    kind: str
+
+
+class EndUncompletion(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's void or reversal journaled: post what goes back and hold the
+    pre-authorisation again (``rehold``), or void the reservation."""
+
+    preauth: str
+    completion: TransferKey
+    key: TransferKey
+    approved: bool
+    rehold: bool
+
+
+HoldStep = (
+    HoldPending | ReleaseHold | CompleteHold | EndCompletion | UncompleteHold | EndUncompletion
+)
+
+
+def holds_on_ledger(kind: str) -> bool:
+    """Whether ``kind`` is an on-us pre-authorisation (its approval holds, not posts)."""
+    row = products.PRODUCTS.get(kind)
+    return row is not None and row.holds and row.destination == "ledger"
+
+
+def acts_on_hold(product: products.Product, original: TxnRecord | None) -> bool:
+    """Whether an on-us request acting on ``original`` takes this module's steps: a
+    completion, a pre-authorisation's void, a completion's void."""
+    if original is None or product.destination != "ledger":
+        return False
+    return (
+        product.reserves == "hold"
+        or holds_on_ledger(original.kind)
+        or original.kind == COMPLETION_KIND
+    )
+
+
+def receipt_step(
+    product: products.Product,
+    record: TxnRecord,
+    original: TxnRecord,
+    key: TransferKey,
+    original_key: TransferKey,
+    local_date: str,
+    *,
+    risk: RiskRequest | None = None,
+    received: float = 0.0,
+) -> HoldStep:
+    """The step at receipt of a request ``acts_on_hold`` says is one of these."""
+    if product.reserves == "hold":
+        return CompleteHold(
+            preauth=original.rrn, key=key, amount=record.amount, rrn=record.rrn,
+            local_date=local_date, risk=risk, received=received,
+        )  # fmt: skip
+    if holds_on_ledger(original.kind):
+        return HoldPending(preauth=original.rrn)
+    assert original.original_rrn is not None
+    return UncompleteHold(
+        preauth=original.original_rrn, completion=original_key, completion_rrn=original.rrn,
+        key=key, rrn=record.rrn, kind=key.leg,
+    )  # fmt: skip
+
+
+def end_step(
+    product: products.Product,
+    record: TxnRecord,
+    original: TxnRecord,
+    key: TransferKey,
+    original_key: TransferKey,
+    *,
+    approved: bool,
+    rehold: bool,
+) -> HoldStep | None:
+    """The step once the answer of a request ``acts_on_hold`` says is one of these is
+    journaled (None: nothing to do on the ledger)."""
+    if product.reserves == "hold":
+        return EndCompletion(
+            preauth=original.rrn, key=key, amount=record.amount, rrn=record.rrn,
+            approved=approved,
+        )  # fmt: skip
+    if holds_on_ledger(original.kind):
+        return ReleaseHold(preauth=original.rrn) if approved else None
+    assert original.original_rrn is not None
+    return EndUncompletion(
+        preauth=original.original_rrn, completion=original_key, key=key, approved=approved,
+        rehold=rehold,
+    )  # fmt: skip
+
+
+def reversal_step(record: TxnRecord, own: TransferKey, key: TransferKey) -> HoldStep | None:
+    """A terminal's reversal of an approved on-us ``record``, at receipt (``key``: its
+    compensating transfer's, ``own`` its own): a pre-authorisation's hold checked (released once the
+    reversal is journaled), a completion's postings reserved back; None for others."""
+    if holds_on_ledger(record.kind):
+        return HoldPending(preauth=record.rrn)
+    if record.kind == COMPLETION_KIND and record.original_rrn is not None:
+        return UncompleteHold(
+            preauth=record.original_rrn, completion=own,
+            completion_rrn=record.rrn, key=key, rrn=record.rrn, kind="void",
+        )  # fmt: skip
+    return None
+
+
+def reversal_end(
+    record: TxnRecord, own: TransferKey, key: TransferKey, *, approved: bool, rehold: bool
+) -> HoldStep | None:
+    """A terminal's reversal journaled (``approved``) or not: the step that ends it."""
+    if holds_on_ledger(record.kind):
+        return ReleaseHold(preauth=record.rrn) if approved else None
+    if record.kind == COMPLETION_KIND and record.original_rrn is not None:
+        return EndUncompletion(
+            preauth=record.original_rrn, completion=own, key=key,
+            approved=approved, rehold=rehold,
+        )  # fmt: skip
+    return None

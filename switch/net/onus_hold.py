@@ -1,0 +1,125 @@
+"""The ledger desk's on-us pre-authorisation steps (``core/onus_hold.py``), carried out
+against the ledger store's hold steps (``store/hold_store.py``), each in the desk's
+grouped transactions as a payment's are. A refusal is an answer (its code); the store's
+failures are the desk's to map (``LedgerDesk.carry_out``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from switch.core.onus import LedgerAnswered
+from switch.core.onus_hold import (
+    CompleteHold,
+    EndCompletion,
+    EndUncompletion,
+    HoldPending,
+    HoldStep,
+    ReleaseHold,
+    UncompleteHold,
+)
+from switch.core.riskgate import MESSAGES as RISK_MESSAGES
+from switch.core.wallet import Refusal
+from switch.store.hold_store import HoldTaken
+
+if TYPE_CHECKING:
+    from switch.net.onus import LedgerDesk
+
+
+async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
+    """One hold step; raises LedgerError for what the store cannot do."""
+    store = desk.store
+    match step:
+        case HoldPending(preauth=preauth):
+
+            def pending() -> bool:
+                hold = store.hold_of(preauth)
+                transfer = None if hold is None else store.transfer_of(hold.key)
+                return transfer is not None and transfer.state == "pending"
+
+            if await desk.call(pending):
+                return LedgerAnswered()
+            return LedgerAnswered(code="12", message="the pre-authorisation holds nothing")
+        case ReleaseHold(preauth=preauth):
+            at = desk.wall_clock()
+            await desk.grouped(lambda: store.hold_release(preauth, at))
+            return LedgerAnswered()
+        case CompleteHold():
+            return await _complete(desk, step)
+        case EndCompletion():
+            at = desk.wall_clock()
+            await desk.grouped(lambda: store.hold_end_completion(
+                step.preauth, step.key, amount=step.amount, rrn=step.rrn,
+                approved=step.approved, terms=desk.credit, at=at,
+            ))  # fmt: skip
+            return LedgerAnswered()
+        case UncompleteHold():
+            at = desk.wall_clock()
+
+            def uncomplete() -> tuple[str | None, bool | Refusal]:
+                hold = store.hold_of(step.preauth)
+                done = store.hold_uncomplete(
+                    step.preauth, step.completion, step.key, completion_rrn=step.completion_rrn,
+                    rrn=step.rrn, kind=step.kind, at=at,
+                )  # fmt: skip
+                return (None if hold is None else hold.funding), done
+
+            funding, done = await desk.grouped(uncomplete)
+            if isinstance(done, Refusal):
+                return LedgerAnswered(code=done.code, message=done.message, funding=funding)
+            return LedgerAnswered(auth_code=desk_auth_code(), funding=funding, rehold=done)
+        case EndUncompletion():
+            at = desk.wall_clock()
+            await desk.grouped(lambda: store.hold_end_uncompletion(
+                step.preauth, step.completion, step.key, approved=step.approved,
+                rehold=step.rehold, terms=desk.credit, at=at,
+            ))  # fmt: skip
+            return LedgerAnswered()
+    raise AssertionError(f"not a hold step: {step!r}")
+
+
+def desk_auth_code() -> str:
+    from switch.net.onus import auth_code
+
+    return auth_code()
+
+
+async def _complete(desk: LedgerDesk, step: CompleteHold) -> LedgerAnswered:
+    """risk.md: a completion meets the blocklists in its pre-authorisation's scope (the
+    hold's customer and funding), then the hold's and the excess's checks."""
+    store = desk.store
+    verdict = None
+    gate = desk.risk
+    if gate is not None and step.risk is not None:
+        hold = await desk.call(lambda: store.hold_of(step.preauth))
+        if hold is not None:
+            asked = gate.with_customer(step.risk, hold.customer_id, hold.funding)
+            verdict = gate.judge(asked, step.received)
+            if verdict.declined:
+                assert verdict.code is not None
+                return LedgerAnswered(
+                    code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
+                    customer_id=hold.customer_id, funding=hold.funding, verdict=verdict,
+                )  # fmt: skip
+    at = desk.wall_clock()
+
+    def complete() -> HoldTaken | Refusal:
+        return store.hold_complete(
+            step.preauth, step.key, amount=step.amount, rrn=step.rrn,
+            local_date=step.local_date, settings=desk.settings, terms=desk.credit, at=at,
+        )  # fmt: skip
+
+    try:
+        taken = await desk.grouped(complete)
+    except BaseException:
+        if gate is not None and verdict is not None:
+            gate.release(verdict.hold, step.received)
+        raise
+    if isinstance(taken, Refusal):
+        return LedgerAnswered(code=taken.code, message=taken.message, verdict=verdict)
+    found = LedgerAnswered(
+        customer_id=taken.customer_id, funding=taken.funding,
+        verification=taken.verification, verdict=verdict,
+    )  # fmt: skip
+    return msgspec.structs.replace(found, auth_code=desk_auth_code())
