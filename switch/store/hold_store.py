@@ -108,11 +108,6 @@ class HoldSteps(CreditSteps):
     def reserve(self, spec: TransferSpec, at: float) -> Plan:
         raise NotImplementedError
 
-    def credit_reserve_back(
-        self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
-    ) -> Plan:
-        raise NotImplementedError
-
     # -- rows -----------------------------------------------------------------------------
 
     def _hold(self, preauth: str) -> Hold | None:

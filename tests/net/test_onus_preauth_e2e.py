@@ -335,11 +335,23 @@ async def test_credit_code_preauth_holds_a_pending_purchase_its_completion_is_th
     plan = await in_store(app, store_of(app).credit_plan, CUSTOMER, str(done.fields[37]))
     assert (plan.principal_fen, plan.instalments) == (55_000, 3)
     assert (await status(app)).available_fen == 0
+    # The completion voided: the purchase stops standing, the hold is a pending
+    # purchase again (the line has room for it once the purchase is freed).
+    undone = await desk.void_completion(code, 55_000, done, desk.stan)
+    assert (undone.fields[39], undone.fields[63]) == ("00", "CRL")
+    assert await balance(app, RECEIVABLE) == (0, 95_000)
+    assert await balance(app, MERCHANT_ACCOUNT) == (0, 0)
+    assert (await status(app)).available_fen == 5_000
+    assert hold_state(app, held.fields[37]) == "open"
     # The other one voided: the line is free of it.
     assert (await desk.void_preauth(
         str(held2.fields[2]), 45_000, held2, stan2
     )).fields[39] == "00"  # fmt: skip
-    assert (await status(app)).available_fen == 45_000
+    assert (await status(app)).available_fen == 50_000
+    again, _ = await desk.complete(code, 50_000, held, stan)
+    assert again.fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (-50_000, 0)
+    assert (await status(app)).available_fen == 50_000
     await sound(app)
 
 
