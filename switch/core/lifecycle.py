@@ -1781,6 +1781,16 @@ class TerminalReversal:
                 original.hold_state = "voided"
             undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
             changes.append(TxnUpdated.of(original, self.now, undone))
+        elif event.rehold is not None and record.original_rrn is not None:
+            # An on-us pre-authorisation the book no longer holds: moved by RRN.
+            state = "open" if event.rehold else "voided"
+            if record.kind == onus_hold.COMPLETION_KIND:
+                changes.extend(_hold_moved(self.book, record, self.now) if event.rehold
+                               else _hold_voided(self.book, record.original_rrn, self.now))
+            else:
+                why = "its void reversed by the terminal"
+                changes.append(HoldMoved(rrn=record.original_rrn, hold_state=state,
+                                         at=self.now, detail=why))  # fmt: skip
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         actions.append(Journal(tuple(changes)))
         return "journaling"
@@ -1864,7 +1874,7 @@ class TerminalReversal:
             record, record_key(record), record_key(record, REVERSAL_LEG), approved=not failed,
             rehold=self._rehold,
         )
-        if held is not None or onus_hold.holds_on_ledger(record.kind):
+        if held is not None or onus_hold.reversed_by_steps(record.kind):
             if held is None:
                 actions.append(Answer(self._final))
                 return "answered"

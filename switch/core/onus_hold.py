@@ -30,9 +30,11 @@ from switch.core.risk import RiskRequest
 
 COMPLETION_KIND: Final = "onus_completion"
 """The kind whose void or reversal holds its pre-authorisation again."""
-NOT_REVERSED: Final = frozenset(("onus_preauth_void", "onus_completion_void"))
-"""On-us voids of a hold whose terminal reversal the ledger does not undo (it would hold,
-or complete, again): answered 00, the void standing (docs/behaviour.md)."""
+PREAUTH_VOID_KIND: Final = "onus_preauth_void"
+"""The kind whose reversal holds its pre-authorisation again (``RenewHold``)."""
+NOT_REVERSED: Final = frozenset(("onus_completion_void",))
+"""On-us voids of a hold whose terminal reversal the ledger does not undo (it would
+complete again): answered 00, the void standing (docs/behaviour.md)."""
 
 
 class HoldPending(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +46,13 @@ class HoldPending(msgspec.Struct, frozen=True, kw_only=True):
 
 class ReleaseHold(msgspec.Struct, frozen=True, kw_only=True):
     """Void the pre-authorisation's pending hold (its void, reversal or expiry)."""
+
+    preauth: str
+
+
+class RenewHold(msgspec.Struct, frozen=True, kw_only=True):
+    """A pre-authorisation's void reversed: hold it again for its amount if the funds
+    are there (the answer's ``rehold``), else it stays ``voided``."""
 
     preauth: str
 
@@ -98,8 +107,9 @@ class EndUncompletion(msgspec.Struct, frozen=True, kw_only=True):
 
 
 HoldStep = (
-    HoldPending | ReleaseHold | CompleteHold | EndCompletion | UncompleteHold | EndUncompletion
-)
+    HoldPending | ReleaseHold | RenewHold | CompleteHold | EndCompletion | UncompleteHold
+    | EndUncompletion
+)  # fmt: skip
 
 
 def holds_on_ledger(kind: str) -> bool:
@@ -174,16 +184,24 @@ def end_step(
 
 def reversal_step(record: TxnRecord, own: TransferKey, key: TransferKey) -> HoldStep | None:
     """A terminal's reversal of an approved on-us ``record``, at receipt (``key``: its
-    compensating transfer's, ``own`` its own): a pre-authorisation's hold checked (released once the
-    reversal is journaled), a completion's postings reserved back; None for others."""
+    compensating transfer's, ``own`` its own): a pre-authorisation's hold checked
+    (released once the reversal is journaled), a pre-authorisation void's held again,
+    a completion's postings reserved back; None for others."""
     if holds_on_ledger(record.kind):
         return HoldPending(preauth=record.rrn)
+    if record.kind == PREAUTH_VOID_KIND and record.original_rrn is not None:
+        return RenewHold(preauth=record.original_rrn)
     if record.kind == COMPLETION_KIND and record.original_rrn is not None:
         return UncompleteHold(
             preauth=record.original_rrn, completion=own,
             completion_rrn=record.rrn, key=key, rrn=record.rrn, kind="void",
         )  # fmt: skip
     return None
+
+
+def reversed_by_steps(kind: str) -> bool:
+    """Whether a terminal's reversal of ``kind`` takes this module's steps."""
+    return holds_on_ledger(kind) or kind in (PREAUTH_VOID_KIND, COMPLETION_KIND)
 
 
 def reversal_end(

@@ -39,6 +39,7 @@ from switch.core.onus_hold import (
     EndUncompletion,
     HoldPending,
     ReleaseHold,
+    RenewHold,
     UncompleteHold,
 )
 from switch.core.paycode import CodeTaken, Paycode
@@ -265,8 +266,8 @@ class LedgerDesk:
                 case EndTransfer():
                     return await self._end(step)
                 case (
-                    HoldPending() | ReleaseHold() | CompleteHold() | EndCompletion()
-                    | UncompleteHold() | EndUncompletion()
+                    HoldPending() | ReleaseHold() | RenewHold() | CompleteHold()
+                    | EndCompletion() | UncompleteHold() | EndUncompletion()
                 ):  # fmt: skip
                     return await onus_hold.carry_out(self, step)
         except LedgerError as exc:

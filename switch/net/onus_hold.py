@@ -17,6 +17,7 @@ from switch.core.onus_hold import (
     HoldPending,
     HoldStep,
     ReleaseHold,
+    RenewHold,
     UncompleteHold,
 )
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
@@ -45,6 +46,10 @@ async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
             at = desk.wall_clock()
             await desk.grouped(lambda: store.hold_release(preauth, at))
             return LedgerAnswered()
+        case RenewHold(preauth=preauth):
+            at = desk.wall_clock()
+            renewed = await desk.grouped(lambda: store.hold_renew(preauth, desk.credit, at))
+            return LedgerAnswered(rehold=renewed)
         case CompleteHold():
             return await _complete(desk, step)
         case EndCompletion():

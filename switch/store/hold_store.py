@@ -370,6 +370,26 @@ class HoldSteps(CreditSteps):
 
         return self._step("hold_end_uncompletion", body)
 
+    def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool:
+        """A pre-authorisation's void reversed by its terminal: the pre-authorisation is
+        held again for its amount (counted again) when the funds are there, else it
+        stays ended. True: it holds (again, or still)."""
+
+        def body() -> bool:
+            hold = self._hold(preauth)
+            transfer = None if hold is None else self._lock_transfer(hold.key)
+            if hold is None or transfer is None or transfer.state == "posted":
+                return False
+            if transfer.state == "pending":
+                return True
+            if not self._hold_again(hold, terms, at):
+                return False
+            first = TransferKey(hold.key.principal, hold.key.id, FIRST_LEG)
+            self._execute(self.sql.cancel_count, (False, first.principal, first.id, first.leg))
+            return True
+
+        return self._step("hold_renew", body)
+
     def _hold_again(self, hold: Hold, terms: Terms | None, at: float) -> bool:
         generation = hold.generation + 1
         key = TransferKey(hold.key.principal, hold.key.id, f"{FIRST_LEG}{generation}")

@@ -245,6 +245,7 @@ class LedgerStore(Protocol):
         approved: bool, terms: Terms | None, at: float,
     ) -> None: ...  # fmt: skip
     def hold_release(self, preauth: str, at: float) -> bool: ...
+    def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool: ...
     def hold_uncomplete(
         self, preauth: str, completion: TransferKey, key: TransferKey, *,
         completion_rrn: str, rrn: str, kind: str, at: float,

@@ -21,6 +21,8 @@ from switch.app import SwitchApp
 from switch.config import SwitchConfig
 from switch.core import ledger
 from switch.core.clock import BusinessClock, parse_clock_start
+from switch.core.wallet import MoneyAsk, WalletSettings
+from switch.store.ledger_port import Reserved
 from switch.terminal import Terminal
 from switch.wire import online as wire
 from switch.wire.iso8583 import Iso8583Message
@@ -283,6 +285,41 @@ async def test_terminal_reversals_release_the_hold_and_give_a_completion_back(
     await sound(app)
 
 
+async def test_a_preauth_void_reversed_holds_again_while_the_funds_are_there(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery)
+    await fund(app, 10_000)
+    desk = Desk(await pos_client(app))
+    terminal = desk.terminal
+    held, stan = await desk.preauth(await issue(app), 6_000)
+    code = str(held.fields[2])
+    void = by_code(terminal.preauth_void(
+        desk.next(), code, 6_000, str(held.fields[37]), str(held.fields[38]), stan
+    ))  # fmt: skip
+    assert (await desk.client.request(void)).fields[39] == "00"
+    assert await balance(app, WALLET) == (10_000, 0)
+    reversal = await desk.client.request(terminal.reversal(void))
+    assert (reversal.mti, reversal.fields[39]) == ("0410", "00")
+    assert await balance(app, WALLET) == (10_000, 6_000)  # held again
+    assert await class_used(app) == 6_000
+    assert hold_state(app, held.fields[37]) == "open"
+    await sound(app, pending=1)
+    # Voided again, the wallet spent, the void reversed: nothing to hold it with.
+    void = by_code(terminal.preauth_void(
+        desk.next(), code, 6_000, str(held.fields[37]), str(held.fields[38]), stan
+    ))  # fmt: skip
+    assert (await desk.client.request(void)).fields[39] == "00"
+    spent = await desk.client.request(terminal.code_sale(desk.next(), await issue(app), 8_000))
+    assert spent.fields[39] == "00"
+    assert (await desk.client.request(terminal.reversal(void))).fields[39] == "00"
+    assert await balance(app, WALLET) == (2_000, 0)
+    assert hold_state(app, held.fields[37]) == "voided"
+    late, _ = await desk.complete(code, 1_000, held, stan)
+    assert late.fields[39] == "12"
+    await sound(app)
+
+
 async def test_a_restart_keeps_the_open_hold_pending(
     nursery: trio.Nursery, onus_config: SwitchConfig
 ) -> None:
@@ -296,10 +333,26 @@ async def test_a_restart_keeps_the_open_hold_pending(
         assert (await desk.void_preauth(
             str(voided.fields[2]), 3_000, voided, desk.stan
         )).fields[39] == "00"  # fmt: skip
+        # A hold with no journaled request behind it (as if never received).
+        store = store_of(app)
+        orphan = ledger.TransferSpec(
+            key=ledger.TransferKey(f"pos:{MERCHANT}:POS00099", "000001000999", "hold"),
+            debit=WALLET, credit=MERCHANT_ACCOUNT, amount=1_000, kind="pay",
+            rrn="999999000001", merchant_id=MERCHANT,
+        )  # fmt: skip
+        ask = MoneyAsk(customer_id=CUSTOMER, amount=1_000, counted="pay", channel="code",
+                       verification="B", local_date=time.strftime("%Y-%m-%d"))  # fmt: skip
+        reserved = await in_store(app, store.reserve_payment, ask, orphan, WalletSettings(), 1.0)
+        assert isinstance(reserved, Reserved)
+        await in_store(app, store.hold_keep, orphan, customer_id=CUSTOMER, funding="wallet",
+                       verification="B", instalments=None, at=1.0)  # fmt: skip
+        assert await balance(app, WALLET) == (10_000, 5_000)
         await desk.client.aclose()
         app.shutdown()
     app = await start_switch(nursery, onus_config)  # same journal and ledger
-    assert await balance(app, WALLET) == (10_000, 4_000)  # still held, not voided
+    # The open pre-authorisation's hold still pending; the orphan voided.
+    assert await balance(app, WALLET) == (10_000, 4_000)
+    assert await class_used(app) == 4_000
     await sound(app, pending=1)
     desk = Desk(await pos_client(app))
     desk.stan = 200
