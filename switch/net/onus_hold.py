@@ -34,14 +34,18 @@ async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
     match step:
         case HoldPending(preauth=preauth):
 
-            def pending() -> bool:
+            def pending() -> tuple[str | None, bool]:
                 hold = store.hold_of(preauth)
                 transfer = None if hold is None else store.transfer_of(hold.key)
-                return transfer is not None and transfer.state == "pending"
+                found = transfer is not None and transfer.state == "pending"
+                return (None if hold is None else hold.funding), found
 
-            if await desk.call(pending):
-                return LedgerAnswered()
-            return LedgerAnswered(code="12", message="the pre-authorisation holds nothing")
+            funding, found = await desk.call(pending)
+            if found:
+                return LedgerAnswered(funding=funding)
+            return LedgerAnswered(
+                code="12", message="the pre-authorisation holds nothing", funding=funding
+            )
         case ReleaseHold(preauth=preauth):
             at = desk.wall_clock()
             await desk.grouped(lambda: store.hold_release(preauth, at))
@@ -96,17 +100,17 @@ async def _complete(desk: LedgerDesk, step: CompleteHold) -> LedgerAnswered:
     store = desk.store
     verdict = None
     gate = desk.risk
-    if gate is not None and step.risk is not None:
-        hold = await desk.call(lambda: store.hold_of(step.preauth))
-        if hold is not None:
-            asked = gate.with_customer(step.risk, hold.customer_id, hold.funding)
-            verdict = gate.judge(asked, step.received)
-            if verdict.declined:
-                assert verdict.code is not None
-                return LedgerAnswered(
-                    code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
-                    customer_id=hold.customer_id, funding=hold.funding, verdict=verdict,
-                )  # fmt: skip
+    hold = await desk.call(lambda: store.hold_of(step.preauth))
+    funding = None if hold is None else hold.funding
+    if gate is not None and step.risk is not None and hold is not None:
+        asked = gate.with_customer(step.risk, hold.customer_id, hold.funding)
+        verdict = gate.judge(asked, step.received)
+        if verdict.declined:
+            assert verdict.code is not None
+            return LedgerAnswered(
+                code=verdict.code, message=RISK_MESSAGES.get(verdict.code, "declined"),
+                customer_id=hold.customer_id, funding=hold.funding, verdict=verdict,
+            )  # fmt: skip
     at = desk.wall_clock()
 
     def complete() -> HoldTaken | Refusal:
@@ -122,7 +126,9 @@ async def _complete(desk: LedgerDesk, step: CompleteHold) -> LedgerAnswered:
             gate.release(verdict.hold, step.received)
         raise
     if isinstance(taken, Refusal):
-        return LedgerAnswered(code=taken.code, message=taken.message, verdict=verdict)
+        return LedgerAnswered(
+            code=taken.code, message=taken.message, verdict=verdict, funding=funding
+        )
     found = LedgerAnswered(
         customer_id=taken.customer_id, funding=taken.funding,
         verification=taken.verification, verdict=verdict,

@@ -378,7 +378,7 @@ async def test_credit_code_preauth_holds_a_pending_purchase_its_completion_is_th
     held2, stan2 = await desk.preauth(await credit_code(app), 45_000)
     assert held2.fields[39] == "00"
     short, _ = await desk.complete(code, 56_000, held, stan)
-    assert short.fields[39] == "51"
+    assert (short.fields[39], short.fields[63]) == ("51", "CRL")
     assert (await status(app)).available_fen == 5_000
     # The completion is the purchase, with the code's instalments on its amount.
     done, _ = await desk.complete(code, 55_000, held, stan)
@@ -397,9 +397,8 @@ async def test_credit_code_preauth_holds_a_pending_purchase_its_completion_is_th
     assert (await status(app)).available_fen == 5_000
     assert hold_state(app, held.fields[37]) == "open"
     # The other one voided: the line is free of it.
-    assert (await desk.void_preauth(
-        str(held2.fields[2]), 45_000, held2, stan2
-    )).fields[39] == "00"  # fmt: skip
+    released = await desk.void_preauth(str(held2.fields[2]), 45_000, held2, stan2)
+    assert (released.fields[39], released.fields[63]) == ("00", "CRL")
     assert (await status(app)).available_fen == 50_000
     again, _ = await desk.complete(code, 50_000, held, stan)
     assert again.fields[39] == "00"
@@ -483,4 +482,53 @@ async def test_an_open_onus_preauth_expires_at_the_cutoff_and_its_hold_is_voided
     assert journal_rows(app.config, "SELECT rrn FROM saf") == []
     late, _ = await desk.complete(str(held.fields[2]), 2_500, held, stan)
     assert late.fields[39] == "12"
+    await sound(app)
+
+
+RULES = """[[rules]]
+id = "preauth-wallet-cap"
+mode = "enforce"
+kind = "amount_cap"
+funding = ["wallet"]
+kinds = ["preauth"]
+max_fen = 5000
+action = "decline"
+code = "61"
+
+[[rules]]
+id = "blocked-customers"
+mode = "enforce"
+kind = "blocklist"
+key = "customer"
+values = ["C-BLOCKED"]
+action = "decline"
+code = "62"
+"""
+
+
+async def test_risk_rules_see_a_code_preauth_as_kind_preauth_and_its_completion_blocklists(
+    nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    """risk.md: a pre-authorisation by code meets the rules as kind ``preauth`` with the
+    code's customer and funding (a sale of the same amount does not); a completion only
+    the blocklists of its pre-authorisation's scope."""
+    path = tmp_path / "risk.toml"
+    path.write_text(RULES)
+    app = await start_switch(nursery, make_config(risk={"rules_file": str(path)}))
+    await fund(app, 20_000)
+    desk = Desk(await pos_client(app))
+    refused, _ = await desk.preauth(await issue(app), 6_000)
+    assert (refused.fields[39], refused.fields[63]) == ("61", "WAL")
+    assert await balance(app, WALLET) == (20_000, 0)  # nothing held
+    [row] = journal_rows(app.config, "SELECT risk_rule, customer_id FROM txn WHERE rrn = ?",
+                         str(refused.fields[37]))  # fmt: skip
+    assert (row["risk_rule"], row["customer_id"]) == ("preauth-wallet-cap", CUSTOMER)
+    sale = await desk.client.request(desk.terminal.code_sale(desk.next(), await issue(app), 6_000))
+    assert sale.fields[39] == "00"
+    # A completion above the cap is not an amount_cap's (blocklists only).
+    held, stan = await desk.preauth(await issue(app), 5_000)
+    assert held.fields[39] == "00"
+    done, _ = await desk.complete(str(held.fields[2]), 5_750, held, stan)
+    assert done.fields[39] == "00"
+    assert await balance(app, WALLET) == (8_250, 0)
     await sound(app)
