@@ -1781,6 +1781,8 @@ class TerminalReversal:
                 original.hold_state = "voided"
             undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
             changes.append(TxnUpdated.of(original, self.now, undone))
+            if original.kind == onus_hold.COMPLETION_KIND:  # it stands again: completed
+                changes.extend(_hold_moved(self.book, original, self.now))
         elif event.rehold is not None and record.original_rrn is not None:
             # An on-us pre-authorisation the book no longer holds: moved by RRN.
             state = "open" if event.rehold else "voided"
@@ -1826,6 +1828,13 @@ class TerminalReversal:
             products.product(self.record.kind).destination == "ledger"
         )
 
+    def _voided_of(self, record: TxnRecord) -> TxnRecord | None:
+        """An on-us completion's void's completion, as the book holds it (None: another
+        kind, or one the book no longer holds)."""
+        if record.kind != onus_hold.COMPLETION_VOID_KIND or record.original_rrn is None:
+            return None
+        return self.book.by_rrn(record.original_rrn)
+
     def _reverse_on_ledger(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         """An on-us original: nothing to reverse unless it was approved (a decline's
         pending transfer was voided before its answer left). A pre-authorisation's hold
@@ -1835,7 +1844,7 @@ class TerminalReversal:
             actions.append(Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank)))
             return "answered"
         held = onus_hold.reversal_step(
-            record, record_key(record), record_key(record, REVERSAL_LEG)
+            record, record_key(record), record_key(record, REVERSAL_LEG), self._voided_of(record)
         )
         if held is not None:
             actions.append(PostToLedger(held))
@@ -1870,9 +1879,11 @@ class TerminalReversal:
             else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
         )
         payment = record.kind == "onus_sale"
+        voided = self._voided_of(record)
         held = onus_hold.reversal_end(
             record, record_key(record), record_key(record, REVERSAL_LEG), approved=not failed,
-            rehold=self._rehold,
+            rehold=self._rehold, original=voided,
+            original_key=record_key(voided) if voided is not None else None,
         )
         if held is not None or onus_hold.reversed_by_steps(record.kind):
             if held is None:

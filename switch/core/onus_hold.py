@@ -32,9 +32,11 @@ COMPLETION_KIND: Final = "onus_completion"
 """The kind whose void or reversal holds its pre-authorisation again."""
 PREAUTH_VOID_KIND: Final = "onus_preauth_void"
 """The kind whose reversal holds its pre-authorisation again (``RenewHold``)."""
+COMPLETION_VOID_KIND: Final = "onus_completion_void"
+"""The kind whose reversal makes its completion stand again (``Restand``)."""
 NOT_REVERSED: Final = frozenset(("onus_completion_void",))
-"""On-us voids of a hold whose terminal reversal the ledger does not undo (it would
-complete again): answered 00, the void standing (docs/behaviour.md)."""
+"""On-us voids of a hold whose terminal reversal the ledger cannot undo (a completion's
+void whose completion the book no longer holds): answered 00, the void standing."""
 
 
 class HoldPending(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +57,25 @@ class RenewHold(msgspec.Struct, frozen=True, kw_only=True):
     are there (the answer's ``rehold``), else it stays ``voided``."""
 
     preauth: str
+
+
+class RestandCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's void reversed, at receipt: whether the completion can stand again
+    (the hold there, the wallet able to pay its amount with the hold freed)."""
+
+    preauth: str
+    amount: int
+
+
+class Restand(msgspec.Struct, frozen=True, kw_only=True):
+    """A completion's void reversed, journaled: the hold released and the completion's
+    amount paid again under the reversal's key (``key``, the void's RRN)."""
+
+    preauth: str
+    completion: TransferKey
+    key: TransferKey
+    amount: int
+    rrn: str
 
 
 class CompleteHold(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +129,7 @@ class EndUncompletion(msgspec.Struct, frozen=True, kw_only=True):
 
 HoldStep = (
     HoldPending | ReleaseHold | RenewHold | CompleteHold | EndCompletion | UncompleteHold
-    | EndUncompletion
+    | EndUncompletion | RestandCheck | Restand
 )  # fmt: skip
 
 
@@ -182,7 +203,9 @@ def end_step(
     )  # fmt: skip
 
 
-def reversal_step(record: TxnRecord, own: TransferKey, key: TransferKey) -> HoldStep | None:
+def reversal_step(
+    record: TxnRecord, own: TransferKey, key: TransferKey, original: TxnRecord | None = None
+) -> HoldStep | None:
     """A terminal's reversal of an approved on-us ``record``, at receipt (``key``: its
     compensating transfer's, ``own`` its own): a pre-authorisation's hold checked
     (released once the reversal is journaled), a pre-authorisation void's held again,
@@ -191,6 +214,10 @@ def reversal_step(record: TxnRecord, own: TransferKey, key: TransferKey) -> Hold
         return HoldPending(preauth=record.rrn)
     if record.kind == PREAUTH_VOID_KIND and record.original_rrn is not None:
         return RenewHold(preauth=record.original_rrn)
+    if record.kind == COMPLETION_VOID_KIND:
+        if original is None or original.original_rrn is None:
+            return None
+        return RestandCheck(preauth=original.original_rrn, amount=record.amount)
     if record.kind == COMPLETION_KIND and record.original_rrn is not None:
         return UncompleteHold(
             preauth=record.original_rrn, completion=own,
@@ -201,13 +228,25 @@ def reversal_step(record: TxnRecord, own: TransferKey, key: TransferKey) -> Hold
 
 def reversed_by_steps(kind: str) -> bool:
     """Whether a terminal's reversal of ``kind`` takes this module's steps."""
-    return holds_on_ledger(kind) or kind in (PREAUTH_VOID_KIND, COMPLETION_KIND)
+    return holds_on_ledger(kind) or kind in (
+        PREAUTH_VOID_KIND, COMPLETION_KIND, COMPLETION_VOID_KIND
+    )  # fmt: skip
 
 
 def reversal_end(
-    record: TxnRecord, own: TransferKey, key: TransferKey, *, approved: bool, rehold: bool
+    record: TxnRecord, own: TransferKey, key: TransferKey, *, approved: bool, rehold: bool,
+    original: TxnRecord | None = None, original_key: TransferKey | None = None,
 ) -> HoldStep | None:
-    """A terminal's reversal journaled (``approved``) or not: the step that ends it."""
+    """A terminal's reversal journaled (``approved``) or not: the step that ends it
+    (``original``, ``original_key``: a completion's void's completion and its key)."""
+    if record.kind == COMPLETION_VOID_KIND:
+        if not approved or original is None or original.original_rrn is None:
+            return None
+        assert original_key is not None
+        return Restand(
+            preauth=original.original_rrn, completion=original_key, key=key,
+            amount=record.amount, rrn=record.rrn,
+        )  # fmt: skip
     if holds_on_ledger(record.kind):
         return ReleaseHold(preauth=record.rrn) if approved else None
     if record.kind == COMPLETION_KIND and record.original_rrn is not None:

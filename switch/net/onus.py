@@ -40,6 +40,8 @@ from switch.core.onus_hold import (
     HoldPending,
     ReleaseHold,
     RenewHold,
+    Restand,
+    RestandCheck,
     UncompleteHold,
 )
 from switch.core.paycode import CodeTaken, Paycode
@@ -268,8 +270,9 @@ class LedgerDesk:
                 case (
                     HoldPending() | ReleaseHold() | RenewHold() | CompleteHold()
                     | EndCompletion() | UncompleteHold() | EndUncompletion()
+                    | RestandCheck() | Restand()
                 ):  # fmt: skip
-                    return await onus_hold.carry_out(self, step)
+                    return await onus_hold.carry_out(self, step, auth_code)
         except LedgerError as exc:
             self.failures += 1
             code = exc.response_code

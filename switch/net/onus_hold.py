@@ -5,6 +5,7 @@ failures are the desk's to map (``LedgerDesk.carry_out``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -18,6 +19,8 @@ from switch.core.onus_hold import (
     HoldStep,
     ReleaseHold,
     RenewHold,
+    Restand,
+    RestandCheck,
     UncompleteHold,
 )
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
@@ -28,8 +31,11 @@ if TYPE_CHECKING:
     from switch.net.onus import LedgerDesk
 
 
-async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
-    """One hold step; raises LedgerError for what the store cannot do."""
+async def carry_out(
+    desk: LedgerDesk, step: HoldStep, auth_code: Callable[[], str]
+) -> LedgerAnswered:
+    """One hold step (``auth_code`` draws an approval's 38); raises LedgerError for what
+    the store cannot do."""
     store = desk.store
     match step:
         case HoldPending(preauth=preauth):
@@ -54,8 +60,20 @@ async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
             at = desk.wall_clock()
             renewed = await desk.grouped(lambda: store.hold_renew(preauth, desk.credit, at))
             return LedgerAnswered(rehold=renewed)
+        case RestandCheck(preauth=preauth, amount=amount):
+            refused = await desk.grouped(lambda: store.hold_restand_check(preauth, amount))
+            if refused is not None:
+                return LedgerAnswered(code=refused.code, message=refused.message)
+            return LedgerAnswered()
+        case Restand():
+            at = desk.wall_clock()
+            await desk.grouped(lambda: store.hold_restand(
+                step.preauth, step.completion, step.key, amount=step.amount, rrn=step.rrn,
+                at=at,
+            ))  # fmt: skip
+            return LedgerAnswered()
         case CompleteHold():
-            return await _complete(desk, step)
+            return await _complete(desk, step, auth_code)
         case EndCompletion():
             at = desk.wall_clock()
             await desk.grouped(lambda: store.hold_end_completion(
@@ -77,7 +95,7 @@ async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
             funding, done = await desk.grouped(uncomplete)
             if isinstance(done, Refusal):
                 return LedgerAnswered(code=done.code, message=done.message, funding=funding)
-            return LedgerAnswered(auth_code=desk_auth_code(), funding=funding, rehold=done)
+            return LedgerAnswered(auth_code=auth_code(), funding=funding, rehold=done)
         case EndUncompletion():
             at = desk.wall_clock()
             await desk.grouped(lambda: store.hold_end_uncompletion(
@@ -88,13 +106,9 @@ async def carry_out(desk: LedgerDesk, step: HoldStep) -> LedgerAnswered:
     raise AssertionError(f"not a hold step: {step!r}")
 
 
-def desk_auth_code() -> str:
-    from switch.net.onus import auth_code
-
-    return auth_code()
-
-
-async def _complete(desk: LedgerDesk, step: CompleteHold) -> LedgerAnswered:
+async def _complete(
+    desk: LedgerDesk, step: CompleteHold, auth_code: Callable[[], str]
+) -> LedgerAnswered:
     """risk.md: a completion meets the blocklists in its pre-authorisation's scope (the
     hold's customer and funding), then the hold's and the excess's checks."""
     store = desk.store
@@ -133,4 +147,4 @@ async def _complete(desk: LedgerDesk, step: CompleteHold) -> LedgerAnswered:
         customer_id=taken.customer_id, funding=taken.funding,
         verification=taken.verification, verdict=verdict,
     )  # fmt: skip
-    return msgspec.structs.replace(found, auth_code=desk_auth_code())
+    return msgspec.structs.replace(found, auth_code=auth_code())

@@ -370,6 +370,54 @@ class HoldSteps(CreditSteps):
 
         return self._step("hold_end_uncompletion", body)
 
+    def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None:
+        """A completion's void reversed by its terminal, at receipt: its completion can
+        stand again when the pre-authorisation holds again and the wallet has the
+        completion's amount with the hold freed (else 51; 12 not held; on credit 57:
+        not offered, the void stands)."""
+
+        def body() -> Refusal | None:
+            hold = self._hold(preauth)
+            transfer = None if hold is None else self._lock_transfer(hold.key)
+            if hold is None or transfer is None or transfer.state != "pending":
+                return Refusal("12", "the pre-authorisation is not held")
+            if hold.funding != "wallet":
+                return Refusal("57", "a credit completion's void is not reversed")
+            account = ledger.wallet_account(hold.customer_id)
+            if self._lock_account(account).available + transfer.spec.amount < amount:
+                return Refusal("51", "the funds are gone")
+            return None
+
+        return self._step("hold_restand_check", body)
+
+    def hold_restand(
+        self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
+        rrn: str, at: float,
+    ) -> None:  # fmt: skip
+        """The reversal journaled: the hold held again is released and the completion's
+        amount taken again from the wallet to the merchant, posted under the reversal's
+        key (its void's RRN: reconciliation nets it against the void's transfer); the
+        completion's excess counts again. Again: nothing changes."""
+
+        def body() -> None:
+            hold = self._hold(preauth)
+            if hold is None or self._lock_transfer(key) is not None:
+                return
+            transfer = self._lock_transfer(hold.key)
+            if transfer is not None and transfer.state == "pending":
+                self._move("void", hold.key, at)
+            spec = TransferSpec(
+                key=key, debit=self._debit_of(hold),
+                credit=ledger.merchant_account(hold.merchant_id), amount=amount,
+                kind=HISTORY_KIND, rrn=rrn, merchant_id=hold.merchant_id,
+            )  # fmt: skip
+            self._move("transfer", key, at, spec=spec)
+            self._execute(
+                self.sql.cancel_count, (False, completion.principal, completion.id, completion.leg)
+            )
+
+        self._step("hold_restand", body)
+
     def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool:
         """A pre-authorisation's void reversed by its terminal: the pre-authorisation is
         held again for its amount (counted again) when the funds are there, else it

@@ -246,6 +246,11 @@ class LedgerStore(Protocol):
     ) -> None: ...  # fmt: skip
     def hold_release(self, preauth: str, at: float) -> bool: ...
     def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool: ...
+    def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None: ...
+    def hold_restand(
+        self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
+        rrn: str, at: float,
+    ) -> None: ...  # fmt: skip
     def hold_uncomplete(
         self, preauth: str, completion: TransferKey, key: TransferKey, *,
         completion_rrn: str, rrn: str, kind: str, at: float,

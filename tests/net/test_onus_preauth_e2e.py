@@ -320,6 +320,48 @@ async def test_a_preauth_void_reversed_holds_again_while_the_funds_are_there(
     await sound(app)
 
 
+async def test_a_completion_void_reversed_makes_the_completion_stand_again(
+    nursery: trio.Nursery,
+) -> None:
+    app = await start_switch(nursery)
+    await fund(app, 20_000)
+    desk = Desk(await pos_client(app))
+    terminal = desk.terminal
+    held, stan = await desk.preauth(await issue(app), 8_000)
+    code = str(held.fields[2])
+    done, done_stan = await desk.complete(code, 9_000, held, stan)
+    assert done.fields[39] == "00"
+    void = by_code(terminal.completion_void(
+        desk.next(), code, 9_000, str(done.fields[37]), str(done.fields[38]), done_stan
+    ))  # fmt: skip
+    assert (await desk.client.request(void)).fields[39] == "00"
+    assert await balance(app, WALLET) == (20_000, 8_000)
+    reversal = await desk.client.request(terminal.reversal(void))
+    assert (reversal.mti, reversal.fields[39]) == ("0410", "00")
+    # Paid again, the hold released: as after the completion.
+    assert await balance(app, WALLET) == (11_000, 0)
+    assert await balance(app, MERCHANT_ACCOUNT) == (9_000, 0)
+    assert hold_state(app, held.fields[37]) == "completed"
+    assert await class_used(app) == 9_000
+    await sound(app)
+    # Again above the hold, but the wallet spent meanwhile (the hold freed does not
+    # cover the completion): answered 00, the void stands.
+    held, stan = await desk.preauth(await issue(app), 5_000)
+    code = str(held.fields[2])
+    done, done_stan = await desk.complete(code, 5_750, held, stan)
+    void = by_code(terminal.completion_void(
+        desk.next(), code, 5_750, str(done.fields[37]), str(done.fields[38]), done_stan
+    ))  # fmt: skip
+    assert (await desk.client.request(void)).fields[39] == "00"
+    spent = await desk.client.request(terminal.code_sale(desk.next(), await issue(app), 6_000))
+    assert spent.fields[39] == "00"
+    assert await balance(app, WALLET) == (5_000, 5_000)
+    assert (await desk.client.request(terminal.reversal(void))).fields[39] == "00"
+    assert await balance(app, WALLET) == (5_000, 5_000)
+    assert hold_state(app, held.fields[37]) == "open"
+    await sound(app, pending=1)
+
+
 async def test_a_restart_keeps_the_open_hold_pending(
     nursery: trio.Nursery, onus_config: SwitchConfig
 ) -> None:
