@@ -468,7 +468,10 @@ async def test_online_preauth_by_paycode_completion_voids_and_status(
         wire.Completion(id="oc-1", merchant_id=merchant, original_id="opa-1", amount=6_500)
     )
     assert isinstance(done, wire.Result) and done.approved and done.settlement_date, done
+    assert done.funding == "wallet"
     assert await balance(app, WALLET) == (13_500, 0)
+    asked = await client.request(wire.Status(id="os-0", merchant_id=merchant, original_id="oc-1"))
+    assert isinstance(asked, wire.Result) and (asked.rrn, asked.code) == (done.rrn, "00")
     assert await balance(app, shop) == (6_500, 0)
     # A completion is voided by `void` naming it: given back, held again.
     void = await client.request(wire.Void(id="ov-1", merchant_id=merchant, original_id="oc-1"))
