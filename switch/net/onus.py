@@ -544,8 +544,10 @@ class LedgerDesk:
             approved = operation == "post"
             if is_hold_leg(key.leg) and not approved:
                 # A pre-authorisation's hold that is no longer open (risk.md): released
-                # as its void or expiry would, its count and pending purchase gone.
-                await self._run(partial(self.store.hold_release, rrns[key], at))
+                # as its void or expiry would, its count and pending purchase gone (one
+                # never kept as a hold is voided as any pending transfer).
+                if not await self._run(partial(self.store.hold_release, rrns[key], at)):
+                    await self._run(partial(self.store.void, key, at))
             elif payment:
                 # A dynamic QR an app's payment holds ``paying`` is ended with it.
                 qr_id = (
