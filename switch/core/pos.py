@@ -38,8 +38,6 @@ ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 NETWORK_TYPE_CODE: Final = "00"
 """Field 60.1 of a sign-on (0800) and an echo test (0820); a financial request's is its
 product's (``switch.core.products``), a reversal's its original's."""
-PAYMENT_CODE_ENTRY: Final = "03"
-"""Field 22's digits 1-2 of a scanned payment code (wallet.md)."""
 SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
 UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
 """What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""

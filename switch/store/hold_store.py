@@ -358,11 +358,11 @@ class HoldSteps(CreditSteps):
                     self.void(key, at)
                 return False
             before = self._lock_transfer(key)
+            if before is None or before.state != "pending":
+                return False  # nothing reserved, or posted before: held again then
             self.post(key, at, uncount=completion)
             hold = self._hold(preauth)
             assert hold is not None
-            if before is None or before.state != "pending":
-                return False  # posted before: held again (or not) then
             if not rehold:
                 self._uncount(TransferKey(hold.key.principal, hold.key.id, FIRST_LEG))
                 return False
