@@ -1191,6 +1191,8 @@ class BankTransaction:
                 self.stamp.local.date().isoformat(), risk=self._onus_risk,
                 received=self.received if self._onus_risk else 0.0,
             )))  # fmt: skip
+        elif (refund := onus_hold.refund_step(record, original, key)) is not None:
+            step.actions.append(PostToLedger(refund))
         else:
             step.actions.append(PostToLedger(ReserveBack(
                 original=record_key(original), key=key, amount=record.amount,

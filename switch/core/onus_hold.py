@@ -78,6 +78,18 @@ class Restand(msgspec.Struct, frozen=True, kw_only=True):
     rrn: str
 
 
+class RefundCompletion(msgspec.Struct, frozen=True, kw_only=True):
+    """A refund of an on-us completion at receipt: ``amount`` reserved back from the
+    merchant to where the completion took it (the wallet, or the credit line as
+    credit.md refunds a purchase); posted by ``EndTransfer`` as any refund."""
+
+    preauth: str
+    completion_rrn: str
+    key: TransferKey
+    amount: int
+    rrn: str
+
+
 class CompleteHold(msgspec.Struct, frozen=True, kw_only=True):
     """A completion's checks and the reservation of its excess over the hold (12 when
     nothing is held; 61, 51, or credit.md's codes for the excess or the purchase)."""
@@ -129,7 +141,7 @@ class EndUncompletion(msgspec.Struct, frozen=True, kw_only=True):
 
 HoldStep = (
     HoldPending | ReleaseHold | RenewHold | CompleteHold | EndCompletion | UncompleteHold
-    | EndUncompletion | RestandCheck | Restand
+    | EndUncompletion | RestandCheck | Restand | RefundCompletion
 )  # fmt: skip
 
 
@@ -142,13 +154,27 @@ def holds_on_ledger(kind: str) -> bool:
 def acts_on_hold(product: products.Product, original: TxnRecord | None) -> bool:
     """Whether an on-us request acting on ``original`` takes this module's steps: a
     completion, a pre-authorisation's void, a completion's void."""
-    if original is None or product.destination != "ledger":
+    if original is None or product.destination != "ledger" or product.reserves == "remaining":
         return False
     return (
         product.reserves == "hold"
         or holds_on_ledger(original.kind)
         or original.kind == COMPLETION_KIND
     )
+
+
+def refund_step(
+    record: TxnRecord, original: TxnRecord, key: TransferKey
+) -> RefundCompletion | None:
+    """A refund's step at receipt when its original is an on-us completion (None: a
+    payment's, ``ReserveBack``'s): what the completion posted is two transfers, the
+    hold's part and the excess, so the refund names the hold, not one of them."""
+    if original.kind != COMPLETION_KIND or original.original_rrn is None:
+        return None
+    return RefundCompletion(
+        preauth=original.original_rrn, completion_rrn=original.rrn, key=key,
+        amount=record.amount, rrn=record.rrn,
+    )  # fmt: skip
 
 
 def receipt_step(

@@ -206,8 +206,8 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="onus_refund", pos_mti="0220", pos_code="20", pos_type="25",
             response_mti="0230", bank_mti="0200", bank_response_mti="0210",
-            original="reference", original_kinds=("onus_sale", "wallet_pay"), reserves="remaining",
-            destination="ledger", instrument="paycode", counts="credit",
+            original="reference", original_kinds=("onus_sale", "wallet_pay", "onus_completion"),
+            reserves="remaining", destination="ledger", instrument="paycode", counts="credit",
             reversed_on_no_answer=False,
         ),
         Product(

@@ -38,6 +38,7 @@ from switch.core.onus_hold import (
     EndCompletion,
     EndUncompletion,
     HoldPending,
+    RefundCompletion,
     ReleaseHold,
     RenewHold,
     Restand,
@@ -285,7 +286,7 @@ class LedgerDesk:
                 case (
                     HoldPending() | ReleaseHold() | RenewHold() | CompleteHold()
                     | EndCompletion() | UncompleteHold() | EndUncompletion()
-                    | RestandCheck() | Restand()
+                    | RestandCheck() | Restand() | RefundCompletion()
                 ):  # fmt: skip
                     return await onus_hold.carry_out(self, step, auth_code)
         except LedgerError as exc:

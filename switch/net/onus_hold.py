@@ -17,6 +17,7 @@ from switch.core.onus_hold import (
     EndUncompletion,
     HoldPending,
     HoldStep,
+    RefundCompletion,
     ReleaseHold,
     RenewHold,
     Restand,
@@ -60,6 +61,13 @@ async def carry_out(
             at = desk.wall_clock()
             renewed = await desk.grouped(lambda: store.hold_renew(preauth, desk.credit, at))
             return LedgerAnswered(rehold=renewed)
+        case RefundCompletion():
+            at = desk.wall_clock()
+            funding = await desk.grouped(lambda: store.hold_refund(
+                step.preauth, step.key, completion_rrn=step.completion_rrn,
+                amount=step.amount, rrn=step.rrn, at=at,
+            ))  # fmt: skip
+            return LedgerAnswered(auth_code=auth_code(), funding=funding)
         case RestandCheck(preauth=preauth, amount=amount):
             refused = await desk.grouped(lambda: store.hold_restand_check(preauth, amount))
             if refused is not None:

@@ -41,7 +41,14 @@ from switch.core.credit.billing import (
     receivable,
 )
 from switch.core.credit.plan import Terms, make_plan
-from switch.core.ledger import InsufficientFunds, Plan, Transfer, TransferKey, TransferSpec
+from switch.core.ledger import (
+    InsufficientFunds,
+    Plan,
+    Transfer,
+    TransferKey,
+    TransferNotFound,
+    TransferSpec,
+)
 from switch.core.wallet import MoneyAsk, Refusal, Usage, Wallet, WalletSettings, money_check
 from switch.store.credit_store import CreditSteps
 from switch.store.hold_sql import HoldSql
@@ -417,6 +424,32 @@ class HoldSteps(CreditSteps):
             )
 
         self._step("hold_restand", body)
+
+    def hold_refund(
+        self, preauth: str, key: TransferKey, *, completion_rrn: str, amount: int, rrn: str,
+        at: float,
+    ) -> str:  # fmt: skip
+        """A refund of an on-us completion at receipt: ``amount`` reserved back from the
+        merchant to the completion's debit account (on credit, as credit.md refunds the
+        purchase ``completion_rrn``); posted, or voided, as any refund. Returns the
+        funding."""
+
+        def body() -> str:
+            hold = self._hold(preauth)
+            if hold is None:
+                raise TransferNotFound(f"no hold of {preauth}")
+            spec = TransferSpec(
+                key=key, debit=ledger.merchant_account(hold.merchant_id),
+                credit=self._debit_of(hold), amount=amount, kind=key.leg, rrn=rrn,
+                merchant_id=hold.merchant_id,
+            )  # fmt: skip
+            if hold.funding == "credit":
+                self.credit_reserve_back(spec, completion_rrn, False, at)
+            else:
+                self.reserve(spec, at)
+            return hold.funding
+
+        return self._step("hold_refund", body)
 
     def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool:
         """A pre-authorisation's void reversed by its terminal: the pre-authorisation is

@@ -253,6 +253,10 @@ class LedgerStore(Protocol):
     def hold_release(self, preauth: str, at: float) -> bool: ...
     def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool: ...
     def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None: ...
+    def hold_refund(
+        self, preauth: str, key: TransferKey, *, completion_rrn: str, amount: int, rrn: str,
+        at: float,
+    ) -> str: ...  # fmt: skip
     def hold_restand(
         self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
         rrn: str, at: float,

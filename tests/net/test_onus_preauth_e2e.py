@@ -150,7 +150,7 @@ async def test_wallet_code_preauth_completions_below_equal_and_above_the_hold(
     beyond, _ = await desk.complete(code3, 11_501, held3, stan3)
     assert beyond.fields[39] == "61"
     assert await balance(app, WALLET) == (37_000, 10_000)
-    done3, _ = await desk.complete(code3, 11_500, held3, stan3)
+    done3, done3_stan = await desk.complete(code3, 11_500, held3, stan3)
     assert done3.fields[39] == "00"
     assert await balance(app, WALLET) == (25_500, 0)
     assert await balance(app, MERCHANT_ACCOUNT) == (24_500, 0)
@@ -163,6 +163,18 @@ async def test_wallet_code_preauth_completions_below_equal_and_above_the_hold(
     assert (excess.state, excess.posted_amount, excess.spec.rrn) == (
         "posted", 1_500, str(done3.fields[37])
     )
+    # A completion is refunded by its RRN like a sale (risk.md), at most what it took.
+    rrn3 = str(done3.fields[37])
+    refund = await desk.client.request(
+        desk.terminal.code_refund(desk.next(), code3, 2_000, rrn3, done3_stan)
+    )
+    assert (refund.mti, refund.fields[39], refund.fields[63]) == ("0230", "00", "WAL")
+    beyond = await desk.client.request(
+        desk.terminal.code_refund(desk.next(), code3, 9_501, rrn3, done3_stan)
+    )
+    assert beyond.fields[39] == "61"
+    assert await balance(app, WALLET) == (27_500, 0)
+    assert await balance(app, MERCHANT_ACCOUNT) == (22_500, 0)
     await sound(app)
 
 
@@ -442,10 +454,17 @@ async def test_credit_code_preauth_holds_a_pending_purchase_its_completion_is_th
     released = await desk.void_preauth(str(held2.fields[2]), 45_000, held2, stan2)
     assert (released.fields[39], released.fields[63]) == ("00", "CRL")
     assert (await status(app)).available_fen == 50_000
-    again, _ = await desk.complete(code, 50_000, held, stan)
+    again, again_stan = await desk.complete(code, 50_000, held, stan)
     assert again.fields[39] == "00"
     assert await balance(app, RECEIVABLE) == (-50_000, 0)
     assert (await status(app)).available_fen == 50_000
+    # Refunded in part: back to the line, as credit.md refunds a purchase.
+    refund = await desk.client.request(desk.terminal.code_refund(
+        desk.next(), code, 10_000, str(again.fields[37]), again_stan
+    ))  # fmt: skip
+    assert (refund.fields[39], refund.fields[63]) == ("00", "CRL")
+    assert await balance(app, RECEIVABLE) == (-40_000, 0)
+    assert (await status(app)).available_fen == 60_000
     await sound(app)
 
 
