@@ -75,7 +75,7 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 from switch.core import bank as bankmsg
-from switch.core import products
+from switch.core import onus_hold, products
 from switch.core.bank import BankTrace, Institution, OriginalData
 from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
 from switch.core.changes import (
@@ -534,6 +534,9 @@ class BankTransaction:
         """Whether a ledger step that may hold a transfer ran (not for a code not open)."""
         self._onus_risk: RiskRequest | None = None
         """An on-us payment's request for the risk rules, but its customer and funding."""
+        self._rehold = False
+        """An on-us completion's void: whether the ledger can hold its pre-authorisation
+        again (``core/onus_hold.py``); else the pre-authorisation ends ``voided``."""
         self._final: Outcome | None = None
         self._lookup: bytes | None = None
         """The request card's look-up HMAC under the active key, once computed."""
@@ -1180,7 +1183,16 @@ class BankTransaction:
             step.actions.append(PostToLedger(payment_step(
                 self.request, record, key, self.stamp.local.date().isoformat(),
                 risk=self._onus_risk, received=self.received if self._onus_risk else 0.0,
+                holds=self.product.holds,
             )))  # fmt: skip
+        elif onus_hold.acts_on_hold(self.product, original):  # risk.md, "On-us funding"
+            step.actions.append(PostToLedger(onus_hold.receipt_step(
+                self.product, record, original, key, record_key(original),
+                self.stamp.local.date().isoformat(), risk=self._onus_risk,
+                received=self.received if self._onus_risk else 0.0,
+            )))  # fmt: skip
+        elif (refund := onus_hold.refund_step(record, original, key)) is not None:
+            step.actions.append(PostToLedger(refund))
         else:
             step.actions.append(PostToLedger(ReserveBack(
                 original=record_key(original), key=key, amount=record.amount,
@@ -1201,6 +1213,12 @@ class BankTransaction:
                 if event.verdict is not None:  # the rules ran on the ledger (risk.md)
                     self.verdict = event.verdict
                     RiskGate.mark(self.record, event.verdict)
+        elif self.record is not None and event.customer_id is not None:  # a completion
+            self.record.customer_id, self.record.funding = event.customer_id, event.funding
+            if event.verdict is not None:
+                self.verdict = event.verdict
+                RiskGate.mark(self.record, event.verdict)
+        self._rehold = bool(event.rehold)
         step.actions.append(self._settle_on_ledger(event))
         return "journaling_answer"
 
@@ -1217,11 +1235,22 @@ class BankTransaction:
             balance_after=event.balance_after if event.ok else None,
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
+        if self.product.holds and event.ok:  # risk.md: its last completion date
+            outcome = msgspec.structs.replace(outcome, hold_until=self.record.hold_until)
         self._outcome, self._state = outcome, state
         changes = self._settlement(outcome, state)
+        if event.ok and event.rehold is False:
+            changes = (*changes, *self._hold_ended(self.original))
         if self.record.customer_id is not None:  # the rules' keys and what they decided
             changes = (*changes, RiskMarked.of(self.record, self.now))
         return Journal(changes)
+
+    def _hold_ended(self, completion: TxnRecord | None) -> list[Change]:
+        """A completion undone whose funds are gone: its pre-authorisation ends
+        ``voided`` rather than ``open`` (risk.md, "On-us funding")."""
+        if completion is None or completion.original_rrn is None:
+            return []
+        return _hold_voided(self.book, completion.original_rrn, self.now)
 
     def _ledger_answer_journaled(self, event: Event | Start, step: _Step) -> Phase:
         """The answer journaled: the pending transfer is posted (approved) or voided; the
@@ -1241,6 +1270,19 @@ class BankTransaction:
         if not self._reserved:  # a code not open: nothing on the ledger to end
             return self._answer(step, self._final)
         key = record_key(record)
+        original = self.original
+        if original is None and self.product.holds and approved:
+            return self._answer(step, self._final)  # the hold stands while open
+        if onus_hold.acts_on_hold(self.product, original):
+            assert original is not None
+            end = onus_hold.end_step(
+                self.product, record, original, key, record_key(original), approved=approved,
+                rehold=self._rehold,
+            )  # fmt: skip
+            if end is None:
+                return self._answer(step, self._final)
+            step.actions.append(PostToLedger(end))
+            return "ending_ledger"
         step.actions.append(PostToLedger(EndTransfer(
             key=key, approved=approved, payment=self.original is None,
             uncount=(record_key(self.original)
@@ -1588,6 +1630,16 @@ def _hold_moved(book: TransactionBook, changed: TxnRecord, now: float) -> list[C
     return [HoldMoved(rrn=changed.original_rrn, hold_state=state, at=now, detail=why)]
 
 
+def _hold_voided(book: TransactionBook, rrn: str, now: float) -> list[Change]:
+    """The on-us pre-authorisation ``rrn`` ends ``voided``: its completion was undone
+    and its funds could not be held again (risk.md, "On-us funding")."""
+    held = book.by_rrn(rrn)
+    if held is not None:
+        held.hold_state = "voided"
+    why = "its completion undone; the funds are gone: not held again"
+    return [HoldMoved(rrn=rrn, hold_state="voided", at=now, detail=why)]
+
+
 def expiry_changes(
     book: TransactionBook, open_holds: Sequence[TxnRecord], now: float
 ) -> list[Change]:
@@ -1595,13 +1647,17 @@ def expiry_changes(
     pre-authorisations (as the journal has them) become ``expired``, each with its
     reversal queued (a 0400 naming its 0100): the hold is released the day a
     completion stops being possible (risk.md). One with a completion or void at its
-    bank is left for the next close."""
+    bank is left for the next close. An on-us one (its hold on the ledger) queues no
+    reversal: the trio layer voids its hold once this is journaled."""
     changes: list[Change] = []
     for found in open_holds:
         record = book.take_fresh(found)
         if not book.expire(record):
             continue
-        changes.append(ReversalQueued(rrn=record.rrn, bank=record.bank, reason="expired", at=now))
+        if not onus_hold.holds_on_ledger(record.kind):
+            changes.append(
+                ReversalQueued(rrn=record.rrn, bank=record.bank, reason="expired", at=now)
+            )
         detail = f"expired: last completion date {record.hold_until}"
         changes.append(TxnUpdated.of(record, now, detail))
     return changes
@@ -1663,6 +1719,8 @@ class TerminalReversal:
         self.phase: ReversalPhase = "received"
         self.record: TxnRecord | None = None
         self._final: Outcome | None = None
+        self._rehold = False
+        """A reversed on-us completion: whether its pre-authorisation is held again."""
         acceptor, ref = request.acceptor, request.original
         self.trace = (
             acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
@@ -1761,10 +1819,27 @@ class TerminalReversal:
             )))  # fmt: skip
             return "answered"
         changes: list[Change] = []
+        self._rehold = bool(event.rehold)
+        if self.risk is not None and onus_hold.holds_on_ledger(record.kind):
+            self.risk.remove(record, self.now)  # it leaves the approved windows
         original = self.book.mark_reversed(record)
         if original is not None:
+            if event.rehold is False:  # risk.md: the funds are gone, not held again
+                original.hold_state = "voided"
             undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
             changes.append(TxnUpdated.of(original, self.now, undone))
+            if original.kind == onus_hold.COMPLETION_KIND:  # it stands again: completed
+                changes.extend(_hold_moved(self.book, original, self.now))
+        elif event.rehold is not None and record.original_rrn is not None:
+            # An on-us pre-authorisation the book no longer holds: moved by RRN.
+            state = "open" if event.rehold else "voided"
+            if record.kind == onus_hold.COMPLETION_KIND:
+                changes.extend(_hold_moved(self.book, record, self.now) if event.rehold
+                               else _hold_voided(self.book, record.original_rrn, self.now))
+            else:
+                why = "its void reversed by the terminal"
+                changes.append(HoldMoved(rrn=record.original_rrn, hold_state=state,
+                                         at=self.now, detail=why))  # fmt: skip
         changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
         actions.append(Journal(tuple(changes)))
         return "journaling"
@@ -1800,11 +1875,35 @@ class TerminalReversal:
             products.product(self.record.kind).destination == "ledger"
         )
 
+    def _voided_of(self, record: TxnRecord) -> TxnRecord | None:
+        """An on-us completion's void's completion, as the book holds it (None: another
+        kind, or one the book no longer holds)."""
+        if record.kind != onus_hold.COMPLETION_VOID_KIND or record.original_rrn is None:
+            return None
+        return self.book.by_rrn(record.original_rrn)
+
     def _reverse_on_ledger(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         """An on-us original: nothing to reverse unless it was approved (a decline's
-        pending transfer was voided before its answer left)."""
+        pending transfer was voided before its answer left). A pre-authorisation's hold
+        is released once the reversal is journaled; a completion's is given back and
+        held again (``core/onus_hold.py``)."""
         if record.reversed or record.state != "approved":
             actions.append(Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank)))
+            return "answered"
+        held = onus_hold.reversal_step(
+            record, record_key(record), record_key(record, REVERSAL_LEG), self._voided_of(record)
+        )
+        if held is not None:
+            actions.append(PostToLedger(held))
+            return "reserving_back"
+        if record.kind in onus_hold.NOT_REVERSED:
+            # risk.md's pre-authorisation void or completion void reversed would hold
+            # or complete again: not done on the ledger (docs/behaviour.md); answered
+            # 00 as every reversal is, the void standing.
+            actions.append(Answer(Outcome(
+                code="00", rrn=record.rrn, bank=record.bank,
+                detail=f"{record.kind} not reversed on the ledger: it stands",
+            )))  # fmt: skip
             return "answered"
         actions.append(PostToLedger(ReserveBack(
             original=record_key(record), key=record_key(record, REVERSAL_LEG),
@@ -1827,6 +1926,18 @@ class TerminalReversal:
             else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
         )
         payment = record.kind == "onus_sale"
+        voided = self._voided_of(record)
+        held = onus_hold.reversal_end(
+            record, record_key(record), record_key(record, REVERSAL_LEG), approved=not failed,
+            rehold=self._rehold, original=voided,
+            original_key=record_key(voided) if voided is not None else None,
+        )
+        if held is not None or onus_hold.reversed_by_steps(record.kind):
+            if held is None:
+                actions.append(Answer(self._final))
+                return "answered"
+            actions.append(PostToLedger(held))
+            return "ending_ledger"
         actions.append(PostToLedger(EndTransfer(
             key=record_key(record, REVERSAL_LEG), approved=not failed,
             uncount=record_key(record) if payment and not failed else None,

@@ -84,6 +84,7 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.onus import LedgerAnswered, PostToLedger, app_online_id, parse_pos_key
+from switch.core.onus_hold import ReleaseHold, holds_on_ledger
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
@@ -94,7 +95,13 @@ from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.net.onus import LedgerDesk
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError, RequestRepeated, ReversalQueued, StandInCapTaken
+from switch.store.port import (
+    JournalError,
+    RequestRepeated,
+    ReversalQueued,
+    StandInCapTaken,
+    TxnUpdated,
+)
 
 log = structlog.get_logger()
 
@@ -597,9 +604,24 @@ class Switchboard:
         banks = {change.bank for change in changes if isinstance(change, ReversalQueued)}
         for bank in sorted(banks):
             self.reversals.nudge(bank)
-        expired = len(changes) // 2
+        ended = [change for change in changes if isinstance(change, TxnUpdated)]
+        await self._release_onus_holds(ended)
+        expired = len(ended)
         log.info("holds_expired", business_date=business_date, expired=expired)
         return expired
+
+    async def _release_onus_holds(self, expired: list[TxnUpdated]) -> None:
+        """risk.md: an on-us pre-authorisation's expiry voids its hold on the ledger
+        (no bank to reverse at). One the ledger cannot reach now is released by the
+        next start's recovery (the journal says expired)."""
+        for change in expired:
+            record = self.book.by_rrn(change.rrn)
+            if self.ledger is None or record is None or not holds_on_ledger(record.kind):
+                continue
+            answered = await self.ledger.carry_out(ReleaseHold(preauth=record.rrn))
+            if not answered.ok:
+                log.error("onus_hold_not_released", rrn=record.rrn, code=answered.code,
+                          detail=answered.detail)  # fmt: skip
 
     # -- start-up ------------------------------------------------------------------
 

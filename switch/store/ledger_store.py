@@ -65,6 +65,7 @@ from switch.core.wallet import (
     year_of,
 )
 from switch.store.desk_results import DeskResultSteps
+from switch.store.hold_store import HoldSteps
 from switch.store.ledger_port import (
     AccountView,
     Fault,
@@ -137,7 +138,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
+class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]

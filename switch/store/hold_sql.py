@@ -1,0 +1,63 @@
+"""The SQL of on-us pre-authorisations' holds (risk.md, "On-us funding"), written once
+for both engines: for each pre-authorisation by payment code, whose customer, funding,
+tier and instalments it holds for (its code is purged after a day, a hold lasts up to
+``expiry_days``) and which transfer holds it now (``leg``: ``hold``, then ``hold2``...
+each time a completion's void or reversal holds it again)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from switch.store.dialect import Dialect
+
+
+def hold_migrations(d: Dialect) -> tuple[str, ...]:
+    t, i, r = d.text, d.integer, d.real
+    return (
+        f"""
+    CREATE TABLE onus_hold (
+        principal {t} NOT NULL,            -- the pre-authorisation's transfer key
+        request_id {t} NOT NULL,
+        rrn {t} NOT NULL,
+        customer_id {t} NOT NULL,
+        funding {t} NOT NULL CHECK (funding IN ('wallet', 'credit')),
+        verification {t} NOT NULL,
+        instalments {i},                   -- credit.md: the code's plan, bound to it
+        amount {i} NOT NULL,               -- held, as approved
+        merchant_id {t} NOT NULL,
+        leg {t} NOT NULL,                  -- the transfer that holds it now
+        generation {i} NOT NULL,
+        at {r} NOT NULL,
+        PRIMARY KEY (principal, request_id)
+    );
+    CREATE UNIQUE INDEX onus_hold_by_rrn ON onus_hold (rrn);
+    """,
+    )
+
+
+class HoldSql(msgspec.Struct, frozen=True, kw_only=True):
+    insert_hold: str
+    lock_hold: str
+    move_hold: str
+
+
+COLUMNS = (
+    "principal, request_id, rrn, customer_id, funding, verification, instalments, amount, "
+    "merchant_id, leg, generation, at"
+)
+
+
+def hold_sql(d: Dialect, *, lock: str) -> HoldSql:
+    sql = d.sql
+    return HoldSql(
+        insert_hold=sql(
+            f"INSERT INTO onus_hold ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (principal, request_id) DO NOTHING"
+        ),
+        lock_hold=sql(
+            f"SELECT {COLUMNS} FROM onus_hold WHERE rrn = ?{lock}"
+        ),
+        move_hold=sql(
+            "UPDATE onus_hold SET leg = ?, generation = ?, at = ? WHERE rrn = ?"
+        ),
+    )
