@@ -23,10 +23,25 @@ product waited on before (then: a phase, its rows, its handler).
 What the machine needs of the trio layer it is given, never asks for: a journal read
 (``LoadOriginal``) or a slot is an action whose result is the next event, and the
 circuits open at admission ride on ``Admitted`` (``open_circuits``: a route with a
-secondary bank is chosen by ``BinTable.choose``, in the core). The transaction book,
-the in-memory window of recent transactions, is itself sans-IO and is read and updated
-in place, synchronously, so that two requests handed over together see each other's
-reservations at once; what reaches the journal leaves as ``Journal`` changes.
+secondary bank is chosen by ``BinTable.choose``, in the core). What reaches the
+journal leaves as ``Journal`` changes.
+
+The transaction book (``switch.core.book``, the in-memory window of recent
+transactions) is an input the machine reads, never a collaborator it writes: it is
+given at construction and read directly (repeats by request identity, originals by
+reference and the rules on them, what a reservation would take); records read back
+from the journal are fed in as events (``OriginalLoaded``, ``FirstFinished``) carrying
+the copies the book holds once the trio layer took them in (``take_fresh``; a
+``LoadOriginal`` with ``only_key`` takes in only a record of that request identity).
+Every change to the book is an action the step returns (``Keep``, ``Forget``,
+``Reserve``, ``Settle``, ``MarkSent``, ``MarkStoodIn``, ``MarkCustomer``,
+``MarkReversed``, ``MarkState``, ``Unvoid``, ``MoveHold``: ``BookChange``), ahead of
+the step's other actions and in the order decided; the trio layer carries them out
+(``TransactionBook.apply``) in that order, synchronously, as soon as the step returns
+and before it awaits anything, so that two requests handed over together see each
+other's reservations at once. What a step journals of a record it changes is the
+record as its changes will leave it (``TransactionBook.preview``: the same code, on
+copies).
 
 A bank-bound transaction::
 
@@ -39,7 +54,8 @@ A bank-bound transaction::
                  (shared journal: a first   └─ loading_first ─┬─ waiting_for_first ── answered
                   of it journaled elsewhere)                  └─ answered
 
-Invariants, each tested in ``tests/core/test_lifecycle.py``:
+Invariants, each tested in ``tests/core/test_lifecycle.py`` (the book changes in
+``tests/core/test_lifecycle_book.py``):
 
 - nothing reaches a bank before it is journaled (``journaling_request`` precedes
   ``at_bank``), and a journal failure there answers 96 with nothing sent;
@@ -49,6 +65,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
+- a step changes the book only through the book changes it returns, which come before
+  its other actions; a reservation carried out at once is seen by the next request
+  (two refunds handed over together never exceed their original);
 - one a risk rule declines (risk.md) is journaled declined, with the rule's id, and
   sent nowhere (``journaling_decline``);
 - requests refused before a bank (no slot, no link, no route) write nothing, but
@@ -1615,7 +1634,8 @@ def expiry_changes(
     pre-authorisations (as the journal has them) become ``expired``, each with its
     reversal queued (a 0400 naming its 0100): the hold is released the day a
     completion stops being possible (risk.md). One with a completion or void at its
-    bank is left for the next close."""
+    bank is left for the next close. Not a machine's step: the trio layer's, at the
+    close, and it changes the book itself."""
     changes: list[Change] = []
     for found in open_holds:
         record = book.take_fresh(found)
