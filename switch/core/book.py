@@ -21,7 +21,6 @@ on copies.
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -156,16 +155,28 @@ repeat with the same key is a duplicate (pos-cup.md terminals resend on time-out
 # -- book changes: what a machine returns, what apply() carries out ------------------
 
 
+Find = Callable[[str], TxnRecord | None]
+"""How a change finds an original by RRN: in the book, or among a preview's copies."""
+Own = Callable[[TxnRecord], TxnRecord]
+"""Which copy of a record a change names is written: the book's own, or a preview's."""
+
+
 class Keep(msgspec.Struct, frozen=True, gc=False):
     """Hold a record the machine made (indexed by RRN, trace, request, online id)."""
 
     record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return None  # the book's indexes only
 
 
 class Forget(msgspec.Struct, frozen=True, gc=False):
     """Forget a record the machine made and will never journal (``discard``)."""
 
     record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return None  # the book's indexes only
 
 
 class Reserve(msgspec.Struct, frozen=True, gc=False):
@@ -176,6 +187,10 @@ class Reserve(msgspec.Struct, frozen=True, gc=False):
     original: TxnRecord
     reserves: str
     amount: int
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        _reserve(own(self.original), self.reserves, self.amount)
+        return None
 
 
 class Settle(msgspec.Struct, frozen=True, gc=False):
@@ -188,6 +203,9 @@ class Settle(msgspec.Struct, frozen=True, gc=False):
     auth_code: str | None = None
     balance: str | None = None
 
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return _settle(own(self.record), self.state, self.code, self.auth_code, self.balance, find)
+
 
 class MarkSent(msgspec.Struct, frozen=True, gc=False):
     """The request left (or is about to leave) for its bank as this message."""
@@ -196,6 +214,11 @@ class MarkSent(msgspec.Struct, frozen=True, gc=False):
     processing_code: str
     sent: OriginalData
 
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.bank_processing_code, record.sent = self.processing_code, self.sent
+        return None
+
 
 class MarkStoodIn(msgspec.Struct, frozen=True, gc=False):
     """Stood in by the switch (``why``), its advice queued."""
@@ -203,15 +226,30 @@ class MarkStoodIn(msgspec.Struct, frozen=True, gc=False):
     record: TxnRecord
     why: str
 
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.stand_in, record.advice = self.why, "queued"
+        return None
+
 
 class MarkCustomer(msgspec.Struct, frozen=True, gc=False):
     """An on-us payment's customer and funding, and what the risk rules kept of it
-    (None each: the rules kept nothing)."""
+    (``Verdict.journal_fields``; None: the rules kept nothing)."""
 
     record: TxnRecord
     customer_id: str | None
     funding: str | None
     risk: dict[str, str | None] | None = None
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record, risk = own(self.record), self.risk
+        record.customer_id, record.funding = self.customer_id, self.funding
+        if risk is not None:
+            record.risk_version = risk["risk_version"]
+            record.risk_rule = risk["risk_rule"]
+            record.risk_review = risk["risk_review"]
+            record.risk_shadow = risk["risk_shadow"]
+        return None
 
 
 class MarkReversed(msgspec.Struct, frozen=True, gc=False):
@@ -219,6 +257,9 @@ class MarkReversed(msgspec.Struct, frozen=True, gc=False):
     its original."""
 
     record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return _mark_reversed(own(self.record), find)
 
 
 class MarkState(msgspec.Struct, frozen=True, gc=False):
@@ -229,11 +270,20 @@ class MarkState(msgspec.Struct, frozen=True, gc=False):
     state: State
     code: str | None
 
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.state, record.code = self.state, self.code
+        return None
+
 
 class Unvoid(msgspec.Struct, frozen=True, gc=False):
     """A void done in the switch was not journaled: its original stands again."""
 
     original: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        own(self.original).voided = False
+        return None
 
 
 class MoveHold(msgspec.Struct, frozen=True, gc=False):
@@ -243,19 +293,26 @@ class MoveHold(msgspec.Struct, frozen=True, gc=False):
     rrn: str
     hold_state: str
 
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        held = find(self.rrn)
+        if held is not None and held.hold_state in ("open", "completed"):
+            held.hold_state = self.hold_state
+        return None
+
 
 BookChange = (
     Keep | Forget | Reserve | Settle | MarkSent | MarkStoodIn | MarkCustomer | MarkReversed
     | MarkState | Unvoid | MoveHold
 )  # fmt: skip
+"""Each writes what it changes on records (``write``: on ``own(record)`` for the record
+it names, on ``find(rrn)`` for one it finds by RRN, and returns the original a
+``Settle`` or ``MarkReversed`` changed); :meth:`TransactionBook.apply` adds the
+indexes' part."""
 BOOK_CHANGES: Final = (
     Keep, Forget, Reserve, Settle, MarkSent, MarkStoodIn, MarkCustomer, MarkReversed,
     MarkState, Unvoid, MoveHold,
 )  # fmt: skip
 """The book changes' types, for ``isinstance``."""
-
-Find = Callable[[str], TxnRecord | None]
-"""How a change finds an original by RRN: in the book, or among a preview's copies."""
 
 
 class TransactionBook:
@@ -513,25 +570,25 @@ class TransactionBook:
     def apply(self, change: BookChange) -> None:
         """Carries out one change a machine returned (the trio layer calls this, in the
         order the step gave them, before it awaits anything)."""
-        match change:
-            case Keep(record=record):
-                self.add(record)
-            case Settle(record=record):
-                self.settle(
-                    record, state=change.state, code=change.code, auth_code=change.auth_code,
-                    balance=change.balance,
-                )  # fmt: skip
-            case Forget(record=record):
-                self.discard(record)
-            case _:
-                _write(change, _same, self._by_rrn.get)
+        if isinstance(change, Keep):
+            self.add(change.record)
+        elif isinstance(change, Forget):
+            self.discard(change.record)
+        else:
+            change.write(_same, self._by_rrn.get)
+            if isinstance(change, Settle):  # an approved pre-authorisation: found by 38, 61.3
+                record = change.record
+                if record.hold_state == "open" and record.state == "approved":
+                    self._index_authorisation(record)
 
     def preview(self, changes: Sequence[BookChange]) -> Preview:
         """The records ``changes`` touch as they will be once carried out, as copies
         (the book is left as it is): what a step journals of the records it changes."""
         view = Preview(self._by_rrn.get)
         for change in changes:
-            view._touched(change, _write(change, view.copy, view.find))
+            touched = change.write(view.copy, view.find)
+            if touched is not None:
+                view.touched(change, touched)
         return view
 
 
@@ -555,7 +612,8 @@ class Preview:
         one a journal change may keep."""
         copied = self._copies.get(id(record))
         if copied is None:
-            copied = self._copies[id(record)] = copy.copy(record)
+            # msgspec's own copy, as copy.copy makes it, without copy's dispatch
+            copied = self._copies[id(record)] = record.__copy__()  # type: ignore[attr-defined]
         return copied
 
     def find(self, rrn: str) -> TxnRecord | None:
@@ -567,56 +625,14 @@ class Preview:
         copy), if it changed one: what is journaled of the original with the record."""
         return None if self._originals is None else self._originals.get(id(change))
 
-    def _touched(self, change: BookChange, original: TxnRecord | None) -> None:
-        if original is not None:
-            if self._originals is None:
-                self._originals = {}
-            self._originals[id(change)] = original
+    def touched(self, change: BookChange, original: TxnRecord) -> None:
+        if self._originals is None:
+            self._originals = {}
+        self._originals[id(change)] = original
 
 
 def _same(record: TxnRecord) -> TxnRecord:
     return record
-
-
-def _write(
-    change: BookChange, own: Callable[[TxnRecord], TxnRecord], find: Find
-) -> TxnRecord | None:
-    """What ``change`` writes on records: on ``own(record)`` for the records it names,
-    on ``find(rrn)`` for those it finds by RRN (the book's, or a preview's copies).
-    Returns the original a ``Settle`` or ``MarkReversed`` changed."""
-    match change:
-        case Reserve(original=original, reserves=reserves, amount=amount):
-            _reserve(own(original), reserves, amount)
-        case Settle(record=record, state=state, code=code):
-            return _settle(own(record), state, code, change.auth_code, change.balance, find)
-        case MarkSent(record=record, processing_code=processing_code, sent=sent):
-            target = own(record)
-            target.bank_processing_code, target.sent = processing_code, sent
-        case MarkStoodIn(record=record, why=why):
-            target = own(record)
-            target.stand_in, target.advice = why, "queued"
-        case MarkCustomer(record=record, risk=risk):
-            target = own(record)
-            target.customer_id, target.funding = change.customer_id, change.funding
-            if risk is not None:
-                target.risk_version = risk["risk_version"]
-                target.risk_rule = risk["risk_rule"]
-                target.risk_review = risk["risk_review"]
-                target.risk_shadow = risk["risk_shadow"]
-        case MarkReversed(record=record):
-            return _mark_reversed(own(record), find)
-        case MarkState(record=record, state=state, code=code):
-            target = own(record)
-            target.state, target.code = state, code
-        case Unvoid(original=original):
-            own(original).voided = False
-        case MoveHold(rrn=rrn, hold_state=hold_state):
-            held = find(rrn)
-            if held is not None and held.hold_state in ("open", "completed"):
-                held.hold_state = hold_state
-        case Keep() | Forget():
-            pass  # the book's indexes only
-    return None
 
 
 def _reserve(original: TxnRecord, reserves: str, amount: int) -> None:
