@@ -585,8 +585,9 @@ class TransactionBook:
         """The records ``changes`` touch as they will be once carried out, as copies
         (the book is left as it is): what a step journals of the records it changes."""
         view = Preview(self._by_rrn.get)
+        own, find = view.copy, view.find
         for change in changes:
-            touched = change.write(view.copy, view.find)
+            touched = change.write(own, find)
             if touched is not None:
                 view.touched(change, touched)
         return view
@@ -610,10 +611,11 @@ class Preview:
     def copy(self, record: TxnRecord) -> TxnRecord:
         """``record``'s copy (made on first use): the one the changes are written to, and
         one a journal change may keep."""
-        copied = self._copies.get(id(record))
+        key, copies = id(record), self._copies
+        copied = copies.get(key)
         if copied is None:
             # msgspec's own copy, as copy.copy makes it, without copy's dispatch
-            copied = self._copies[id(record)] = record.__copy__()  # type: ignore[attr-defined]
+            copied = copies[key] = record.__copy__()  # type: ignore[attr-defined]
         return copied
 
     def find(self, rrn: str) -> TxnRecord | None:
