@@ -313,6 +313,8 @@ BOOK_CHANGES: Final = (
     MarkState, Unvoid, MoveHold,
 )  # fmt: skip
 """The book changes' types, for ``isinstance``."""
+BOOK_CHANGE_TYPES: Final = frozenset(BOOK_CHANGES)
+"""The same, for a driver's ``type(action) in``: one look-up, not one test a type."""
 
 
 class TransactionBook:

@@ -32,7 +32,7 @@ from switch.core.batch_lifecycle import (
     TerminalSettlement,
     TerminalUpload,
 )
-from switch.core.book import BOOK_CHANGES, TransactionBook, TxnRecord
+from switch.core.book import BOOK_CHANGE_TYPES, TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
 from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.ledger import TransferKey
@@ -414,9 +414,9 @@ class Switchboard:
             self._in_flight.pop(run.registered).set()
 
     def _carry_out(self, action: Action, run: _Run) -> None:
-        if isinstance(action, BOOK_CHANGES):
+        if type(action) in BOOK_CHANGE_TYPES:
             # At once, before anything is awaited: the next request sees it.
-            self.book.apply(action)
+            self.book.apply(action)  # type: ignore[arg-type]  # a BookChange, by its type
             return
         match action:
             case ReleaseLink(answered=answered):
