@@ -60,7 +60,7 @@ from switch.core.online import IdempotencyBook
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.reconfig import ConfigChange, ReloadPlan, ReloadResult, plan_reload
 from switch.core.risk import RiskEngine, RuleSet
-from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskGate
+from switch.core.riskgate import EVALUATION_BUCKETS_S, RiskEvent, RiskGate
 from switch.core.routing import BinTable
 from switch.core.stats import TransactionStats
 from switch.core.stip import StandInDesk
@@ -81,7 +81,15 @@ from switch.net.online import OnlineProtocol
 from switch.net.onus import LedgerDesk
 from switch.net.own_settlement import OwnMerchantSettlement, chain
 from switch.net.pos import PosProtocol
-from switch.net.risk import OtherWorkers, apply_rules, follow_other_workers
+from switch.net.risk import (
+    DeskEvents,
+    OtherWorkers,
+    OtherWorkersDesk,
+    apply_rules,
+    follow_other_workers,
+    follow_other_workers_desk,
+    rebuild_desk,
+)
 from switch.net.risk import rebuild as rebuild_risk
 from switch.net.saf import ReversalForwarder
 from switch.net.settlement import CLOSE_NOTICE_S, SettlementService, follow_closes
@@ -180,6 +188,7 @@ class SwitchApp:
             cobrand_bins=config.credit.cobrand_bins,  # funding cobrand (risk.md)
         )
         """The risk rules in force and their windows (risk.md)."""
+        self.risk.worker = self.worker.slot  # the mark on its desk requests' records
         terminal_entries(self.security, config)
         self.terminal_keys = TerminalKeys(
             self.security,
@@ -588,6 +597,11 @@ class SwitchApp:
             )
             # The risk rules' windows, from the journal, before the listeners accept.
             rebuilt = await rebuild_risk(journal, self.risk, self.clock.now())
+            desk_events, desk_cursor = self._desk_events(), time.time()
+            desk_rebuilt = (
+                await rebuild_desk(desk_events, self.risk, self.clock.now())
+                if desk_events is not None else []
+            )  # fmt: skip
             switchboard.risk = self.risk
             if self.worker.shares_journal:  # the other workers' requests count here too
                 others = OtherWorkers(self.risk)
@@ -596,11 +610,18 @@ class SwitchApp:
                     follow_other_workers, journal, others, self.clock,
                     config.risk.sync_interval_s, name="risk:others",
                 )  # fmt: skip
+                if self._ledger is not None and self._ledger_store is not None:
+                    desk_others = OtherWorkersDesk(self.risk, desk_cursor)
+                    desk_others.seed(desk_rebuilt)
+                    bank_side.start_soon(
+                        follow_other_workers_desk, self._desk_events_written(), desk_others,
+                        self.clock, config.risk.sync_interval_s, name="risk:others-desk",
+                    )  # fmt: skip
                 bank_side.start_soon(
                     share_stand_ins, journal, self.stand_in, self.clock, utc_offset_h,
                     config.risk.sync_interval_s, name="stand-in:share",
                 )  # fmt: skip
-            del rebuilt
+            del rebuilt, desk_rebuilt
             if self._ledger is not None and self._ledger_store is not None:
                 cobrand = self.cobrand = CobrandDesk(
                     self._ledger, self._ledger_store, switchboard, vault, config.credit,
@@ -772,8 +793,9 @@ class SwitchApp:
         await trio.to_thread.run_sync(store.open)
         bank_side.start_soon(_hold_open, store)
         billing = self.credit = CreditBilling(
-            store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now
-        )
+            store, self.config.credit.terms(), self.config.settlement_out_dir(), self.clock.now,
+            wallet_totals_interval_s=self.config.admin.wallet_totals_interval_s,
+        )  # fmt: skip
         switchboard = self.switchboard
         withdrawals = WithdrawalsFiles(store, self.config.settlement_out_dir(), self.clock.now)
 
@@ -1041,7 +1063,33 @@ class SwitchApp:
         if rules.version == self.risk.rules.version:
             return
         assert self.journal is not None
-        await apply_rules(self.journal, self.risk, rules, self.clock.now())
+        await apply_rules(
+            self.journal, self.risk, rules, self.clock.now(), events=self._desk_events()
+        )
+
+    def _desk_events(self) -> DeskEvents | None:
+        """The ledger's records of desk requests received since a time (withdrawals,
+        conversions: risk.md's kinds without a journal row), read in the store's
+        thread; None without a ledger."""
+        ledger, store = self._ledger, self._ledger_store
+        if ledger is None or store is None:
+            return None
+
+        async def events(since: float) -> list[RiskEvent]:
+            return await ledger.call(lambda: store.risk_events(since))
+
+        return events
+
+    def _desk_events_written(self) -> DeskEvents:
+        """The ledger's records of desk requests written (wall time) since a time: how
+        a worker follows the others' (``follow_other_workers_desk``)."""
+        ledger, store = self._ledger, self._ledger_store
+        assert ledger is not None and store is not None
+
+        async def written(since: float) -> list[RiskEvent]:
+            return await ledger.call(lambda: store.risk_events_written(since))
+
+        return written
 
     def _note_risk_refusal(self, new: SwitchConfig) -> None:
         """A refused reload whose rules file is at fault: counted, its reason kept for

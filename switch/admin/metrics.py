@@ -502,10 +502,10 @@ def _credit(document: StatusDocument) -> Iterator[Metric]:
 
 
 def _ledger(document: StatusDocument) -> Iterator[Metric]:
-    """Worker 0's on-us ledger (wallet.md, settlement.md): its transfers by state, and
-    per unit and phase the sum of every account's debits minus its credits, 0 while
-    the ledger is sound (``switch wallet verify`` checks the rest). The families
-    without a sample until read."""
+    """Worker 0's on-us ledger (wallet.md, settlement.md): its transfers by state, per
+    unit and phase the sum of every account's debits minus its credits, 0 while the
+    ledger is sound (``switch wallet verify`` checks the rest), and the wallets' total
+    balance. The families without a sample until read."""
     figures = document.ledger
     transfers = _family(
         GaugeMetricFamily, "ledger_transfers",
@@ -518,13 +518,23 @@ def _ledger(document: StatusDocument) -> Iterator[Metric]:
         "pending): 0 while the ledger balances; anything else is a fault to page on.",
         ["unit", "phase"],
     )  # fmt: skip
+    wallets = _family(
+        GaugeMetricFamily, "ledger_wallets_balance_fen",
+        "Every wallet's balance summed, in fen: what the company owes its customers "
+        "(posted), and what the wallets' pending transfers would add once posted "
+        "(pending). Read at most every [admin] wallet_totals_interval_s.", ["phase"],
+    )  # fmt: skip
     if figures is not None:
         for state, count in figures.transfers.items():
             transfers.add_metric([state], count)
         for (unit, phase), value in sorted(figures.imbalance().items()):
             imbalance.add_metric([unit, phase], value)
+        if figures.wallets is not None:
+            wallets.add_metric(["posted"], figures.wallets.posted_fen)
+            wallets.add_metric(["pending"], figures.wallets.pending_fen)
     yield transfers
     yield imbalance
+    yield wallets
 
 
 def _cobrand(document: StatusDocument) -> Iterator[Metric]:

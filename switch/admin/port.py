@@ -19,7 +19,7 @@ from switch.core.admission import AdmissionStatistics
 from switch.core.calendar import DateClosed
 from switch.core.clock import BusinessClock
 from switch.core.credit.billing import CreditTotals
-from switch.core.ledger import LedgerFigures
+from switch.core.ledger import AccountsBalance, LedgerFigures
 from switch.core.reconfig import ReloadResult
 from switch.core.settlement import LedgerBalance, SettlementStatus, SettlementWatch
 from switch.core.stats import TransactionStats
@@ -111,7 +111,12 @@ class CreditReading(Protocol):
     async def totals(self) -> CreditTotals: ...
 
     async def ledger(self) -> LedgerFigures:
-        """The on-us ledger's transfers by state and sums per unit (one aggregate)."""
+        """The on-us ledger's transfers by state and sums per unit (one aggregate), and
+        the wallets' total (read at an interval)."""
+        ...
+
+    async def balances(self, account: str | None) -> list[AccountsBalance]:
+        """The on-us ledger's balances (``switch ledger balance``)."""
         ...
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switch.config import SwitchConfig
+from switch.core.ledger import LedgerError
 from switch.core.merchants import MerchantBook, parse_merchants
 from switch.core.risk import RulesError, load_rules
 from switch.core.risktest import DryRunError, TestRequest, decode_request, dry_run
@@ -203,7 +204,13 @@ def _hits(args: argparse.Namespace, config: SwitchConfig) -> int:
     except (OperatorError, ConfigError) as exc:
         print(f"switch: {exc}", file=sys.stderr)
         return 1
-    found = found[: args.last]
+    try:
+        found.extend(_desk_hits(config, args.last, args.rule, args.mode))
+    except LedgerError as exc:
+        print(f"switch: {exc}", file=sys.stderr)
+        return 1
+    found.sort(key=lambda hit: hit["at"], reverse=True)  # stable: a row's hits in order
+    found = [{k: v for k, v in hit.items() if k != "at"} for hit in found[: args.last]]
     if args.json:
         print(json.dumps(found, indent=1))
         return 0
@@ -215,6 +222,41 @@ def _hits(args: argparse.Namespace, config: SwitchConfig) -> int:
             f"{hit['code'] or '-'}"
         )
     return 0
+
+
+def _desk_hits(
+    config: SwitchConfig, last: int, rule: str | None, mode: str | None
+) -> list[dict[str, Any]]:
+    """The hits of the desk requests that have no journal row (withdrawals, credit
+    conversions: their records in the ledger's database), up to ``last``, newest first;
+    none where there is no ledger yet."""
+    from switch.store import open_ledger_store
+
+    sqlite_ledger = config.path(config.journal.path).with_name("ledger.sqlite3")
+    if config.journal.backend != "postgresql" and not sqlite_ledger.exists():
+        return []
+    store = open_ledger_store(config)
+    found: list[dict[str, Any]] = []
+    store.open()
+    try:
+        before = 1e18
+        while len(found) < last:
+            events = store.risk_events_marked(before, PAGE)
+            for event in events:
+                row = {
+                    "created_at": event.received_at, "risk_rule": event.risk_rule,
+                    "risk_review": event.risk_review, "risk_shadow": event.risk_shadow,
+                    "code": event.code, "channel": event.channel, "merchant_id": "",
+                    "terminal_id": None, "pan_masked": "", "amount": event.amount,
+                    "rrn": event.rrn or None, "online_id": event.online_id,
+                }  # fmt: skip
+                found.extend(_row_hits(row, rule, mode))
+            if len(events) < PAGE:
+                break
+            before = events[-1].received_at
+    finally:
+        store.close()
+    return found
 
 
 def _row_hits(row: dict[str, Any], rule: str | None, mode: str | None) -> list[dict[str, Any]]:
@@ -232,6 +274,7 @@ def _row_hits(row: dict[str, Any], rule: str | None, mode: str | None) -> list[d
             marks.append((rule_id, "shadow", action, code[0] if code else None))
     return [
         {
+            "at": row["created_at"],
             "time": datetime.fromtimestamp(row["created_at"], UTC).isoformat(timespec="seconds"),
             "rule": rule_id,
             "mode": rule_mode,

@@ -21,6 +21,7 @@ from switch.admin.metrics import exposition
 from switch.admin.port import SwitchView
 from switch.admin.status import status_encoder
 from switch.core.calendar import DateNotBegun
+from switch.core.ledger import LedgerError
 from switch.net.trace import TraceSelection, selection_decoder
 from switch.store.settlement_port import SettlementError
 
@@ -191,11 +192,30 @@ def admin_routes(
         ]  # fmt: skip
         return AdminResponse(status=200, body=json.dumps(document).encode() + b"\n")
 
+    async def onus_ledger(request: AdminRequest) -> AdminResponse:
+        credit = switch.credit
+        if credit is None:
+            return json_response(503, {"error": "the on-us ledger is not open here"})
+        account = urllib.parse.parse_qs(request.query).get("account", [None])[0]
+        try:
+            balances = await credit.balances(account)
+        except LedgerError as exc:
+            return json_response(503, {"error": f"the on-us ledger cannot be read: {exc}"})
+        document = [
+            {"account": b.account, "unit": b.unit, "accounts": b.accounts,
+             "debits_posted": b.debits_posted, "credits_posted": b.credits_posted,
+             "balance": b.balance, "debits_pending": b.debits_pending,
+             "credits_pending": b.credits_pending}
+            for b in balances
+        ]  # fmt: skip
+        return AdminResponse(status=200, body=json.dumps(document).encode() + b"\n")
+
     return {
         "/settlement/cutoff": {"POST": cutoff},
         "/settlement/run": {"POST": settle_run},
         "/settlement": {"GET": settle_status},
         "/ledger": {"GET": ledger},
+        "/ledger/onus": {"GET": onus_ledger},
         "/healthz": {"GET": healthz},
         "/readyz": {"GET": readyz},
         "/trace": {"GET": trace_show, "POST": trace_set, "DELETE": trace_stop},

@@ -55,6 +55,9 @@ class AdminSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     read_deadline_s: Annotated[float, Meta(gt=0)] = 5.0
     """A request must arrive whole within this; a client that does not read its answer
     for as long is closed."""
+    wallet_totals_interval_s: Annotated[float, Meta(ge=0)] = 60.0
+    """The wallets' total in the metrics is read again at most this often: the read
+    sums every wallet's account (0: at every scrape)."""
 
     def __post_init__(self) -> None:
         if self.enabled and self.token_file is None and not is_loopback(self.host):

@@ -1,5 +1,6 @@
 """``switch settle cutoff|run|status`` and ``switch ledger balance``: the business day
-of a running switch, through its admin interface (``/settlement``, ``/ledger``).
+of a running switch, through its admin interface (``/settlement``, ``/ledger``,
+``/ledger/onus``).
 
 Each prints a short table, or with ``--json`` the document the switch answered.
 """
@@ -12,7 +13,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from switch.admin.client import AdminClient, AdminUnavailable
 from switch.admin.commands import add_token_option, leniently, with_client
@@ -65,15 +66,25 @@ def add_commands(
     )
     ledger = commands.add_parser(
         "ledger",
-        help="the settlement ledger's balances",
-        description="Double-entry balances of the settlement ledger (settlement.md's "
-        "accounts): bank_clearing:<name> what banks owe, merchant:<id> what is owed to "
-        "merchants (0 once paid), carried:<id> negative balances carried, "
-        "merchant_fee_income, payouts.",
+        help="the settlement ledger's and the on-us ledger's balances",
+        description="Double-entry balances (settlement.md's accounts) of both ledgers, "
+        "each under its own heading. The settlement ledger (the settlement store): "
+        "bank_clearing:<name> what banks owe, merchant:<id> what is owed to merchants "
+        "(0 once paid), carried:<id> negative balances carried, merchant_fee_income, "
+        "payouts. The on-us ledger (wallets, the credit line, points): posted and "
+        "pending sums of wallet:<c>, credit_receivable:<c> and points:<c> (each kind "
+        "summed on one line, wallet:*, with how many accounts), merchant:<id>, "
+        "bank_clearing:<bank>, the income, loss and points_issued accounts.",
     )
     ledger_actions = ledger.add_subparsers(dest="ledger_action", required=True, metavar="ACTION")
-    balance = ledger_actions.add_parser("balance", help="every account's balance, or one's")
-    balance.add_argument("--account", help="only this account, e.g. merchant:898310048990001")
+    balance = ledger_actions.add_parser(
+        "balance", help="every account's balance in both ledgers, or one account's"
+    )
+    balance.add_argument(
+        "--account",
+        help="only this account, in either ledger, e.g. merchant:898310048990001 or "
+        "wallet:C100000001",
+    )
     for parser in (cutoff, run, status, balance):
         config_option(parser)
         parser.add_argument("--url", help="the admin interface, http(s)://HOST:PORT")
@@ -82,7 +93,7 @@ def add_commands(
     cutoff.set_defaults(handler=leniently(_asking(_cutoff_target)))
     run.set_defaults(handler=leniently(_asking(_run_target)))
     status.set_defaults(handler=leniently(_asking(_status_target)))
-    balance.set_defaults(handler=leniently(_asking(_ledger_target, printer=_print_ledger)))
+    balance.set_defaults(handler=leniently(_ledger_balance))
     for parser in (cutoff, run, status, balance):
         parser.set_defaults(needs_config=False)
 
@@ -99,9 +110,43 @@ def _status_target(args: argparse.Namespace) -> tuple[str, str]:
     return "GET", f"/settlement?date={args.date}" if args.date else "/settlement"
 
 
-def _ledger_target(args: argparse.Namespace) -> tuple[str, str]:
+LEDGERS: Final = {
+    "settlement": ("/ledger", "settlement ledger (settlement store)"),
+    "onus": ("/ledger/onus", "on-us ledger (wallets, credit line, points)"),
+}
+"""``switch ledger balance``'s two ledgers: the key of each in its --json document, its
+admin path and its heading."""
+
+
+def _ledger_balance(args: argparse.Namespace, config: SwitchConfig) -> int:
+    """Both ledgers' balances, each under its heading (``--json``: one document, a list
+    per ledger, null for one the switch cannot show); exit 2 when neither can be."""
     query = f"?account={urllib.parse.quote(args.account)}" if args.account else ""
-    return "GET", f"/ledger{query}"
+
+    def ask(client: AdminClient) -> int:
+        documents: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for name, (path, _) in LEDGERS.items():
+            status, body = client.get(path + query)
+            if status >= 500 and status != 503:
+                raise AdminUnavailable(f"{client.url}{path} answered {status}")
+            document = json.loads(body)
+            if status == 200:
+                documents[name] = document
+            else:
+                documents[name] = None
+                problems[name] = str(document.get("error", status))
+        if len(problems) == len(LEDGERS):
+            for name, problem in problems.items():
+                print(f"switch: {LEDGERS[name][1]}: {problem}", file=sys.stderr)
+            return 2
+        if args.json:
+            sys.stdout.write(json.dumps(documents, indent=2) + "\n")
+        else:
+            _print_ledgers(documents, problems)
+        return 0
+
+    return with_client(args, config, ask)
 
 
 def _date_argument(text: str) -> str:
@@ -206,8 +251,41 @@ def _print_status(status: dict[str, Any]) -> None:
           f"{fen(status['held_fen'])}; reversals queued {status['reversals_queued']}")  # fmt: skip
 
 
+def _print_ledgers(documents: dict[str, Any], problems: dict[str, str]) -> None:
+    for name, (_, heading) in LEDGERS.items():
+        if name != "settlement":
+            print()
+        print(f"{heading}:")
+        rows = documents[name]
+        if rows is None:
+            print(f"  not shown: {problems[name]}")
+        elif name == "settlement":
+            _print_ledger(rows)
+        else:
+            _print_onus(rows)
+
+
 def _print_ledger(balances: list[dict[str, Any]]) -> None:
     print(f"{'account':<40} {'debit':>16} {'credit':>16} {'balance':>16}")
     for row in balances:
         print(f"{row['account']:<40} {row['debit_fen'] / 100:>16,.2f} "
               f"{row['credit_fen'] / 100:>16,.2f} {row['balance_fen'] / 100:>16,.2f}")  # fmt: skip
+
+
+def _print_onus(balances: list[dict[str, Any]]) -> None:
+    """Posted and pending sums, fen as yuan, points as they are; a customer kind's line
+    (``wallet:*``) says how many accounts it sums."""
+
+    def amount(row: dict[str, Any], key: str) -> str:
+        value = row[key]
+        return f"{value / 100:>16,.2f}" if row["unit"] == "fen" else f"{value:>13,} pt"
+
+    print(f"{'account':<40} {'debit':>16} {'credit':>16} {'balance':>16} "
+          f"{'pending debit':>16} {'pending credit':>16}")  # fmt: skip
+    for row in balances:
+        name = row["account"]
+        if name.endswith(":*"):
+            name = f"{name} ({row['accounts']:,})"
+        print(f"{name:<40} {amount(row, 'debits_posted')} {amount(row, 'credits_posted')} "
+              f"{amount(row, 'balance')} {amount(row, 'debits_pending')} "
+              f"{amount(row, 'credits_pending')}")  # fmt: skip

@@ -221,14 +221,15 @@ class MarkSent(msgspec.Struct, frozen=True, gc=False):
 
 
 class MarkStoodIn(msgspec.Struct, frozen=True, gc=False):
-    """Stood in by the switch (``why``), its advice queued."""
+    """Stood in by the switch (``why``), its advice queued; None: not stood in after all
+    (the journal refused it: other workers' stand-ins took the caps)."""
 
     record: TxnRecord
-    why: str
+    why: str | None
 
     def write(self, own: Own, find: Find) -> TxnRecord | None:
         record = own(self.record)
-        record.stand_in, record.advice = self.why, "queued"
+        record.stand_in, record.advice = self.why, None if self.why is None else "queued"
         return None
 
 

@@ -141,6 +141,12 @@ class AdviceQueued(msgspec.Struct, frozen=True, tag=True):
     """...25..."""
     mcc: str | None
     """...and 18, as the advice repeats them (bank-h2h.md)."""
+    caps: tuple[int, int, int] | None = None
+    """On a journal several workers share: (``card_daily_cap_fen``,
+    ``card_daily_count``, ``max_pending_fen``) of its bank, claimed in this commit
+    against what the journal holds of every worker's stand-ins (the commit fails,
+    ``StandInCapTaken``, if it would exceed one); None: not claimed (one worker's tally,
+    decided and kept in one process, is exact)."""
 
 
 class AdviceAttempted(msgspec.Struct, frozen=True, tag=True):

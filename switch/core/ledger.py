@@ -380,13 +380,25 @@ class LedgerTotals(msgspec.Struct, frozen=True, kw_only=True):
 TRANSFER_STATES: Final = ("pending", "posted", "voided")
 
 
+class WalletTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """Every ``wallet:<c>`` account summed: what the company owes its customers."""
+
+    posted_fen: int
+    """Their balances: posted credits minus posted debits."""
+    pending_fen: int
+    """What their pending transfers would add once posted: pending credits (top-ups at
+    their bank) minus pending debits (payments, withdrawals held)."""
+
+
 class LedgerFigures(msgspec.Struct, frozen=True, kw_only=True):
     """The ledger's figures for the metrics and ``switch status``: its transfers by
     state (each of TRANSFER_STATES, 0 when none) and, per unit and phase, the sum of
-    every account's debits minus its credits (0 while the ledger is sound)."""
+    every account's debits minus its credits (0 while the ledger is sound); the
+    wallets' total as last read (None: not read yet)."""
 
     transfers: dict[str, int]
     totals: list[LedgerTotals]
+    wallets: WalletTotals | None = None
 
     def imbalance(self) -> dict[tuple[str, str], int]:
         """(unit, phase) -> debits minus credits."""
@@ -395,6 +407,29 @@ class LedgerFigures(msgspec.Struct, frozen=True, kw_only=True):
             found[(total.unit, "posted")] = total.debits_posted - total.credits_posted
             found[(total.unit, "pending")] = total.debits_pending - total.credits_pending
         return found
+
+
+CUSTOMER_ACCOUNTS: Final = ("credit_receivable", "points", "wallet")
+"""settlement.md's accounts kept per customer (``<kind>:<customer_id>``): shown summed
+per kind, one line each, where the operator prints the ledger's balances."""
+
+
+class AccountsBalance(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of the on-us ledger's balances: an account, or every customer's account
+    of one kind summed (``wallet:*``, ``accounts`` of them), in its unit."""
+
+    account: str
+    unit: str
+    accounts: int
+    debits_posted: int
+    credits_posted: int
+    debits_pending: int
+    credits_pending: int
+
+    @property
+    def balance(self) -> int:
+        """settlement.md: credits minus debits, posted."""
+        return self.credits_posted - self.debits_posted
 
 
 # -- start-up -----------------------------------------------------------------------

@@ -148,6 +148,7 @@ from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskGate
 from switch.core.stip import (
+    CAPS_TAKEN,
     NoStandIn,
     StandIn,
     StandInDesk,
@@ -275,6 +276,9 @@ class Journaled(msgspec.Struct, frozen=True):
 class JournalFailed(msgspec.Struct, frozen=True):
     error: str
     """For the operator's log, never for a client."""
+    cap_taken: bool = False
+    """A stood-in approval refused by the journal: other workers' stand-ins committed
+    first took its card's or bank's caps (``StandInCapTaken``); nothing was written."""
 
 
 class FirstElsewhere(msgspec.Struct, frozen=True):
@@ -459,7 +463,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("waiting_for_link", LinkGranted): ("journaling_request", "answered"),
     ("waiting_for_link", Refused): ("answered", "journaling_stand_in"),
     ("journaling_stand_in", Journaled): "answered",
-    ("journaling_stand_in", JournalFailed): "answered",
+    ("journaling_stand_in", JournalFailed): ("answered", "journaling_stand_in"),
     ("journaling_request", Journaled): ("at_bank", "at_ledger"),
     ("journaling_request", JournalFailed): "answered",
     ("journaling_request", FirstElsewhere): "loading_first",
@@ -472,7 +476,7 @@ TRANSITIONS: Final[dict[tuple[Phase, type], Phase | tuple[Phase, ...]]] = {
     ("at_bank", NotSent): "journaling_answer",
     ("at_bank", Stopped): "journaling_answer",
     ("journaling_answer", Journaled): ("answered", "ending_ledger"),
-    ("journaling_answer", JournalFailed): ("answered", "ending_ledger"),
+    ("journaling_answer", JournalFailed): ("answered", "ending_ledger", "journaling_answer"),
     ("at_ledger", LedgerAnswered): "journaling_answer",
     ("ending_ledger", LedgerAnswered): "answered",
 }
@@ -527,6 +531,10 @@ class BankTransaction:
         """Stand-in processing (risk.md): None, or off for its bank, never stands in."""
         self._stood_in: StandInRequest | None = None
         self._not_stood_in: str | None = None
+        self._unsent: str = ""
+        """Why the bank was not asked (no link, circuit open): a refusal's message."""
+        self._bank_91: Outcome | None = None
+        """The bank's 91 that a stand-in replaced (answered if the journal refuses it)."""
         self._in_switch: TxnRecord | None = None
         """A stood-in sale this void undoes in the switch (its advice never sent, or
         refused): nothing goes to the bank."""
@@ -1121,7 +1129,8 @@ class BankTransaction:
             outcome, state = self._stand_in_after_91(outcome, state, step)
         self._outcome = outcome
         self._state = state
-        step.actions.append(Journal(self._settlement(outcome, state, step)))
+        durable = True if outcome.stand_in is not None else None  # its advice queued
+        step.actions.append(Journal(self._settlement(outcome, state, step), durable=durable))
         return "journaling_answer"
 
     def _settlement(self, outcome: Outcome, state: State, step: _Step) -> tuple[Change, ...]:
@@ -1163,6 +1172,13 @@ class BankTransaction:
         assert outcome is not None and record is not None
         if self.on_ledger:
             return self._ledger_answer_journaled(event, step)
+        if isinstance(event, JournalFailed) and event.cap_taken and self._bank_91 is not None:
+            # Other workers' stand-ins took the caps first: the bank's 91, not stood in.
+            self._stand_in_refused_at_commit(step)
+            outcome, self._bank_91 = self._bank_91, None
+            self._outcome, self._state = outcome, "declined"
+            step.actions.append(Journal(self._settlement(outcome, "declined", step)))
+            return "journaling_answer"
         if isinstance(event, JournalFailed):
             self._stand_in_not_journaled()
             if self._state in ("approved", "no_answer"):
@@ -1358,6 +1374,7 @@ class BankTransaction:
             return None
         record = self.record
         assert record is not None
+        self._unsent = reason
         if isinstance(verdict, NoStandIn):
             step.booked.append(Settle(record, "not_sent", "91"))
             self._outcome = Outcome(code="91", message=reason, rrn=self.rrn, bank=self.bank,
@@ -1384,10 +1401,11 @@ class BankTransaction:
     def _advice_queued(self, why: str) -> AdviceQueued:
         record, card = self.record, self._resolved.card
         assert record is not None and card is not None
+        caps = self.stand_in.claimed_caps(record.bank) if self.stand_in is not None else None
         return AdviceQueued(
             rrn=record.rrn, bank=record.bank, reason=why, at=self.now,
             local_time=self.stamp.local_time, entry_mode=card.entry_mode,
-            condition_code=card.condition_code, mcc=self.mcc,
+            condition_code=card.condition_code, mcc=self.mcc, caps=caps,
         )  # fmt: skip
 
     def _void_in_switch(self, step: _Step, original: TxnRecord) -> Phase:
@@ -1433,6 +1451,22 @@ class BankTransaction:
             if self.stand_in is not None:
                 self.stand_in.redone(self._in_switch)
             return self._answer(step, self._journal_failure(event))
+        if isinstance(event, JournalFailed) and event.cap_taken and outcome.stand_in is not None:
+            # Other workers' stand-ins took the caps first: 91, not stood in, journaled.
+            self._stand_in_refused_at_commit(step)
+            record = self.record
+            assert record is not None
+            step.booked.append(Settle(record, "not_sent", "91"))
+            self._state = "not_sent"
+            self._outcome = Outcome(code="91", message=self._unsent, rrn=self.rrn,
+                                    bank=self.bank, route=self.route_name)  # fmt: skip
+            settled = step.preview(self.book).copy(record)
+            step.actions.append(Journal((
+                _started(settled, self.now),
+                TxnUpdated.of(settled, self.now,
+                              f"{self._unsent}; not stood in: {self._not_stood_in}"),
+            )))  # fmt: skip
+            return "journaling_stand_in"
         if isinstance(event, JournalFailed) and outcome.stand_in is not None:
             # Nothing was sent and nothing written: 96, the terminal may try again.
             self._stand_in_not_journaled()
@@ -1450,7 +1484,19 @@ class BankTransaction:
         record = self.record
         assert record is not None
         step.booked.append(MarkStoodIn(record, "bank_91"))
+        self._bank_91 = outcome
         return self._stood_in_outcome("bank_91", outcome), "approved"
+
+    def _stand_in_refused_at_commit(self, step: _Step) -> None:
+        """The journal refused the stood-in approval (``JournalFailed.cap_taken``): as
+        if it had been refused for its caps when decided (``MarkStoodIn`` of None)."""
+        wanted, desk, record = self._stood_in, self.stand_in, self.record
+        assert record is not None
+        if wanted is not None and desk is not None and self.bank is not None:
+            desk.refused_at_commit(self.bank, wanted)
+            self._stood_in = None
+        step.booked.append(MarkStoodIn(record, None))
+        self._not_stood_in = CAPS_TAKEN
 
     def _stand_in_not_journaled(self) -> None:
         wanted, desk = self._stood_in, self.stand_in

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 
@@ -52,6 +52,38 @@ ONUS_FUNDING: Final = frozenset({"wallet", "credit"})
 """The fundings of an on-us payment (wallet.md), named by its payment code."""
 
 
+class RiskEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What the rules saw of an app desk request that has no journal row (risk.md:
+    ``wallet_withdraw``, kind ``withdrawal``; ``credit_convert``, kind ``conversion``),
+    kept in the ledger's database in the same transaction as its step: what a rebuild
+    and the other workers count (:meth:`RiskGate.past_event`) and what ``switch risk
+    hits`` lists."""
+
+    worker: int
+    """The worker slot that judged it (its own windows counted it live)."""
+    kind: str
+    channel: str
+    funding: str
+    customer_id: str
+    device_id: str | None
+    amount: int
+    received_at: float
+    """Business time, epoch seconds: when its windows count it."""
+    outcome: Literal["approved", "declined"]
+    code: str | None
+    """The answer's response code (None: approved)."""
+    risk_version: str
+    risk_rule: str | None = None
+    risk_review: str | None = None
+    risk_shadow: str | None = None
+    online_id: str
+    rrn: str = ""
+    written_at: float
+    """Wall time, stamped just before its commit: how the other workers follow."""
+    id: int = 0
+    """Its row's id (0: not written yet)."""
+
+
 class RiskGate:
     """The running rules and their counts for the operator."""
 
@@ -78,6 +110,8 @@ class RiskGate:
         """Reloads of the rules by result (``applied``, ``refused``)."""
         self.last_error: str | None = None
         """Why the last rules file read was refused (the running set stayed)."""
+        self.worker = 0
+        """This worker's slot: the mark on its :class:`RiskEvent` records."""
         self.removed: dict[str, float] = {}
         """RRN -> received, of the approved requests taken out of the windows (voided,
         reversed): each leaves once, whichever worker's row or act says so first."""
@@ -250,6 +284,46 @@ class RiskGate:
         else:
             outcome = "declined"
         return PastRequest(request=request, received=record.received_at, outcome=outcome)  # type: ignore[arg-type]
+
+    @staticmethod
+    def event(
+        request: RiskRequest,
+        verdict: Verdict,
+        *,
+        worker: int,
+        received: float,
+        approved: bool,
+        code: str | None,
+        online_id: str,
+        rrn: str,
+        written_at: float,
+    ) -> RiskEvent:
+        """The record of a desk request judged to ``verdict`` (``request`` as judged:
+        its customer, funding and amount)."""
+        fields = verdict.journal_fields()
+        return RiskEvent(
+            worker=worker, kind=request.kind, channel=request.channel,
+            funding=request.funding, customer_id=request.customer_id or "",
+            device_id=request.device_id, amount=request.amount, received_at=received,
+            outcome="approved" if approved else "declined", code=None if approved else code,
+            risk_version=fields["risk_version"] or "", risk_rule=fields["risk_rule"],
+            risk_review=fields["risk_review"], risk_shadow=fields["risk_shadow"],
+            online_id=online_id, rrn=rrn, written_at=written_at,
+        )  # fmt: skip
+
+    @staticmethod
+    def past_event(event: RiskEvent) -> PastRequest:
+        """What a rebuild counts of a desk request's record."""
+        request = RiskRequest(
+            channel=event.channel,  # type: ignore[arg-type]
+            kind=event.kind,  # type: ignore[arg-type]
+            funding=event.funding,  # type: ignore[arg-type]
+            amount=event.amount,
+            merchant_id="",
+            customer_id=event.customer_id or None,
+            device_id=event.device_id,
+        )
+        return PastRequest(request=request, received=event.received_at, outcome=event.outcome)
 
     def rebuild(
         self,

@@ -33,6 +33,10 @@ answer yet; ``accepted`` 0230 with 00; ``refused`` 0230 with any other final cod
 ``manual`` its attempts ran out (``switch saf retry``); ``cancelled`` its sale was
 voided or reversed in the switch before the bank heard of it."""
 
+CAPS_TAKEN: Final = "caps taken by other workers' stand-ins"
+"""The refusal's reason when the journal refused a stood-in approval at its commit:
+stand-ins the other workers committed first had taken its card's or bank's caps."""
+
 UNSETTLED: Final = frozenset({"queued", "sent", "manual"})
 """Advices whose amount counts as pending at the bank (no final answer)."""
 
@@ -289,6 +293,22 @@ class StandInDesk:
         elif config.enabled:
             self.declines[(bank, verdict.reason)] = self.declines.get((bank, verdict.reason), 0) + 1
         return verdict
+
+    def claimed_caps(self, bank: str) -> tuple[int, int, int] | None:
+        """What a stood-in approval's commit claims at ``bank`` (``card_daily_cap_fen``,
+        ``card_daily_count``, ``max_pending_fen``), on a journal several workers share;
+        None alone on its journal, where this tally decides exactly."""
+        config = self.banks.get(bank)
+        if not self.tally.shared or config is None:
+            return None
+        return (config.card_daily_cap_fen, config.card_daily_count, config.max_pending_fen)
+
+    def refused_at_commit(self, bank: str, request: StandInRequest) -> None:
+        """The journal refused a stand-in decided here (``CAPS_TAKEN``): undone, and
+        counted as a stand-in decline for that reason."""
+        self.undo(bank, request)
+        key = (bank, CAPS_TAKEN)
+        self.declines[key] = self.declines.get(key, 0) + 1
 
     def undo(self, bank: str, request: StandInRequest) -> None:
         """A stand-in that was not journaled: as if it had never been decided."""

@@ -10,9 +10,9 @@ makes the plan (00), or voids it (a decline: the bank's code; no answer: 68).
 
 Points follow the journal: the switchboard reports each transaction it has answered
 (``note``, called with what it journaled); an approved sale or completion of a card
-under ``cobrand_bins``, a void, a refund and a terminal's reversal of one are queued
-here, and one task applies them to the store in order (each keyed: noted twice, they
-move points once). A stood-in sale earns its points once its advice is accepted
+under ``cobrand_bins``, a void, a refund and a terminal's reversal of any of them are
+queued here, and one task applies them to the store in order (each keyed: noted twice,
+they move points once). A stood-in sale earns its points once its advice is accepted
 (credit.md): the advice sender tells ``advice_accepted``.
 
 The store's calls are blocking: they run in a worker thread through the ledger desk,
@@ -120,7 +120,16 @@ class _Changed(msgspec.Struct, frozen=True):
     amount: int
 
 
-_Note = _Earned | _Changed
+class _Undone(msgspec.Struct, frozen=True):
+    """A terminal's reversal of a void or refund (``ref``) of the sale ``rrn``."""
+
+    rrn: str
+    change: cobrand.Change
+    ref: str
+    amount: int
+
+
+_Note = _Earned | _Changed | _Undone
 
 
 class CobrandDesk:
@@ -367,9 +376,13 @@ class CobrandDesk:
             return
         note: _Note | None = None
         if isinstance(machine, TerminalReversal):
-            reversed_sale = record.reversed and record.state == "approved"
-            if outcome.approved and reversed_sale and record.kind in EARNS:
+            reversed_approval = outcome.approved and record.reversed and record.state == "approved"
+            if reversed_approval and record.kind in EARNS:
                 note = _Changed(record.rrn, "reversal", record.rrn, record.amount)
+            elif reversed_approval and record.kind in _CHANGES and record.original_rrn:
+                # A void or refund undone: what it took comes back.
+                note = _Undone(record.original_rrn, _CHANGES[record.kind], record.rrn,
+                               record.amount)  # fmt: skip
         elif outcome.approved and outcome.stand_in is None:
             if record.kind in EARNS:
                 note = _Earned(record)
@@ -424,6 +437,12 @@ class CobrandDesk:
                     sold_at=record.received_at, at=at,
                 )
             )  # fmt: skip
+        elif isinstance(note, _Undone):
+            await self._store(
+                lambda: store.cobrand_change_reversed(
+                    note.rrn, note.change, ref=note.ref, amount_fen=note.amount, at=at
+                )
+            )
         else:
             await self._store(
                 lambda: store.cobrand_sale_changed(

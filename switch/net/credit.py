@@ -19,7 +19,7 @@ import trio
 from switch.core.credit.billing import CreditTotals
 from switch.core.credit.plan import Terms
 from switch.core.credit.statement_file import statement_file, statement_file_name
-from switch.core.ledger import LedgerError, LedgerFigures
+from switch.core.ledger import AccountsBalance, LedgerError, LedgerFigures, WalletTotals
 from switch.files import write_private
 from switch.store.credit_store import ClosedDay
 from switch.store.ledger_store import LedgerStoreBase
@@ -29,7 +29,13 @@ log = structlog.get_logger()
 
 class CreditBilling:
     def __init__(
-        self, store: LedgerStoreBase, terms: Terms, out_dir: Path, clock: Callable[[], float]
+        self,
+        store: LedgerStoreBase,
+        terms: Terms,
+        out_dir: Path,
+        clock: Callable[[], float],
+        *,
+        wallet_totals_interval_s: float = 60.0,
     ) -> None:
         self.store = store
         self.terms = terms
@@ -37,6 +43,11 @@ class CreditBilling:
         self.clock = clock
         self._lock = trio.Lock()
         self.last: ClosedDay | None = None
+        self.wallet_totals_interval_s = wallet_totals_interval_s
+        """The wallets' total is read again at most this often (``[admin]``)."""
+        self._wallets: WalletTotals | None = None
+        self._wallets_due = 0.0
+        """When (trio's clock) the wallets' total is to be read again."""
 
     async def close(self, business_date: str) -> ClosedDay | None:
         """The credit close of a business date; its statements' file when the next day
@@ -69,10 +80,21 @@ class CreditBilling:
         return closed
 
     async def ledger(self) -> LedgerFigures:
-        """The ledger's transfers by state and sums per unit, for the metrics (raises
-        LedgerError)."""
+        """The ledger's transfers by state and sums per unit, for the metrics, with the
+        wallets' total as read at most ``wallet_totals_interval_s`` ago: it reads every
+        wallet's account, so not at each scrape (raises LedgerError)."""
         async with self._lock:
-            return await trio.to_thread.run_sync(self.store.figures)
+            figures = await trio.to_thread.run_sync(self.store.figures)
+            if self._wallets is None or trio.current_time() >= self._wallets_due:
+                self._wallets = await trio.to_thread.run_sync(self.store.wallet_totals)
+                self._wallets_due = trio.current_time() + self.wallet_totals_interval_s
+        return msgspec.structs.replace(figures, wallets=self._wallets)
+
+    async def balances(self, account: str | None) -> list[AccountsBalance]:
+        """The on-us ledger's balances for the operator (``LedgerStoreBase.balances``;
+        raises LedgerError)."""
+        async with self._lock:
+            return await trio.to_thread.run_sync(self.store.balances, account)
 
     async def totals(self) -> CreditTotals:
         """The credit line's figures for the metrics (raises LedgerError)."""

@@ -38,6 +38,7 @@ from switch.core.wallet import Refusal, WalletSettings
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
 from switch.net.onus import RulesInStore
+from switch.net.risk import keep_judged
 from switch.net.switchboard import Switchboard
 from switch.store.credit_store import CARD_REPAY_KIND, CreditSteps, CreditStopped
 from switch.store.ledger_port import LedgerStore
@@ -260,7 +261,7 @@ class CreditDesk:
                 plan=plan_map(converted.plan),
             ), True  # fmt: skip
 
-        answer = await rules.guarding(call.keep(body))
+        answer = await keep_judged(call, rules, body)
         rules.end(bool(approvals), type="credit_convert", id=message.id)
         return answer
 

@@ -36,7 +36,7 @@ from switch.core.onus import (
 from switch.core.paycode import CodeTaken, Paycode
 from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
-from switch.core.riskgate import RiskGate
+from switch.core.riskgate import RiskEvent, RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
 from switch.store.credit_store import RECEIVABLE
 from switch.store.ledger_port import LedgerStore, LedgerUnavailable, QrHold, Reserved
@@ -63,13 +63,14 @@ class RulesInStore:
     store's step then fails, :meth:`undo` (on the trio thread) gives the reservation
     back. Any on-us step that takes money from a customer uses one."""
 
-    __slots__ = ("_received", "_request", "_who", "gate", "reached", "verdict")
+    __slots__ = ("_asked", "_received", "_request", "_who", "gate", "reached", "verdict")
 
     def __init__(self, gate: RiskGate | None, request: RiskRequest | None, received: float):
         self.gate = gate if request is not None else None
         self._request = request
         self._received = received
         self._who: tuple[str, str, int | None] | None = None
+        self._asked: RiskRequest | None = None
         self.verdict: Verdict | None = None
         self.reached = False
         """Whether the step came as far as the rules (rules or none): a request
@@ -91,8 +92,22 @@ class RulesInStore:
         if amount is not None:
             asked = msgspec.structs.replace(asked, amount=amount)
         self.verdict = trio.from_thread.run_sync(gate.judge, asked, self._received)
-        self._who = who
+        self._who, self._asked = who, asked
         return self.verdict
+
+    def event(
+        self, approved: bool, code: str | None, *, online_id: str, rrn: str, written_at: float
+    ) -> RiskEvent | None:
+        """The record of the request as the rules judged it (None: it did not reach
+        them, or there are no rules): what the ledger keeps of a desk request that has
+        no journal row, for the windows of a restart and of the other workers."""
+        gate, asked, verdict = self.gate, self._asked, self.verdict
+        if gate is None or asked is None or verdict is None:
+            return None
+        return gate.event(
+            asked, verdict, worker=gate.worker, received=self._received, approved=approved,
+            code=code, online_id=online_id, rrn=rrn, written_at=written_at,
+        )  # fmt: skip
 
     def refusal(self, customer_id: str, funding: str, amount: int | None = None) -> Refusal | None:
         """A rule's decline as the store's refusal (its code; the client is told the
@@ -497,18 +512,26 @@ class LedgerDesk:
         ``sending`` is left. Returns (posted, voided)."""
         pending = await self._run(self.store.pending_transfers)
         answers: dict[TransferKey, ledger.Answer] = {}
+        rrns: dict[TransferKey, str] = {}
         for transfer in pending:
             record = await read(transfer.spec.key, transfer.spec.merchant_id)
             answer = onus.journal_answer(transfer.spec.key, record)
             if answer is not None:
                 answers[transfer.spec.key] = answer
+            if record is not None and record.rrn:
+                rrns[transfer.spec.key] = record.rrn
         pending = [t for t in pending if t.spec.key in answers]
         posted = voided = 0
         for key, operation in ledger.recovery(pending, answers):
             at = self.wall_clock()
             payment = key.leg in onus.PAYMENT_LEGS
             approved = operation == "post"
-            if payment:
+            rrn = rrns.get(key)
+            if key.leg == onus.TOPUP_LEG:
+                # As the top-up's own end: the transfer and its order take the sale's
+                # RRN, by which settlement corrects the wallet.
+                await self._run(partial(self.store.end_topup, key, approved, rrn or "", at))
+            elif payment:
                 # A dynamic QR an app's payment holds ``paying`` is ended with it.
                 qr_id = (
                     await self._run(partial(self.store.qr_paying, key))
@@ -523,7 +546,9 @@ class LedgerDesk:
                     if key.leg == onus.REVERSAL_LEG
                     else None
                 )
-                await self._run(partial(self.store.post, key, at, uncount=uncount))
+                # A repayment by card is booked under its sale's RRN, as its desk
+                # books it: settlement finds it by that RRN (credit.md, "Repayment").
+                await self._run(partial(self.store.post, key, at, uncount=uncount, rrn=rrn))
             else:
                 await self._run(partial(self.store.void, key, at))
             posted += approved

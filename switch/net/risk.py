@@ -11,16 +11,24 @@ rules").
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import trio
 
 from switch.core.book import TxnRecord
 from switch.core.clock import BusinessClock
+from switch.core.ledger import LedgerError
 from switch.core.risk import Reload, RuleSet
-from switch.core.riskgate import RiskGate
+from switch.core.riskgate import RiskEvent, RiskGate
+from switch.store.ledger_port import LedgerStore, LedgerUnavailable
 from switch.store.port import Journal, JournalError
+from switch.wire import app as wire
+
+if TYPE_CHECKING:
+    from switch.net.app_desk import DeskCall
+    from switch.net.onus import RulesInStore
 
 log = structlog.get_logger()
 
@@ -32,6 +40,10 @@ nothing (each row's effect is applied once)."""
 SEEN_HORIZON_S: Final = 2 * 86400 + 3600
 """Rows whose effect is remembered at most this long after they were received: past
 it they have left every window (the longest is a local day)."""
+
+
+DeskEvents = Callable[[float], Awaitable[list[RiskEvent]]]
+"""The ledger's records of desk requests received since a time (``risk_events``)."""
 
 
 async def rebuild(journal: Journal, gate: RiskGate, now: float) -> list[TxnRecord]:
@@ -46,10 +58,30 @@ async def rebuild(journal: Journal, gate: RiskGate, now: float) -> list[TxnRecor
     return records
 
 
-async def apply_rules(journal: Journal, gate: RiskGate, rules: RuleSet, now: float) -> Reload:
+async def rebuild_desk(events: DeskEvents, gate: RiskGate, now: float) -> list[RiskEvent]:
+    """Counts the ledger's records of desk requests (withdrawals, conversions) into
+    every window, as :func:`rebuild` counts the journal's rows; returns them."""
+    engine = gate.engine
+    if not engine.rules.velocity_rules():
+        return []
+    since = engine.history_since(now)
+    found = await events(since)
+    counted = engine.rebuild(map(gate.past_event, found), now)
+    log.info("risk_desk_windows_rebuilt", requests=len(found), entries=counted, since=since)
+    return found
+
+
+async def apply_rules(
+    journal: Journal,
+    gate: RiskGate,
+    rules: RuleSet,
+    now: float,
+    events: DeskEvents | None = None,
+) -> Reload:
     """Swaps ``rules`` in, between requests; the windows that start empty are rebuilt
-    from the journal (the requests counted live since the swap are not counted twice).
-    A journal that cannot be read leaves them counting from now, logged."""
+    from the journal and the ledger's records of desk requests (``events``; the
+    requests counted live since the swap are not counted twice). A journal or ledger
+    that cannot be read leaves them counting from now, logged."""
     reload = gate.apply(rules, now)
     if reload.rebuild:
         try:
@@ -58,6 +90,15 @@ async def apply_rules(journal: Journal, gate: RiskGate, rules: RuleSet, now: flo
             log.error("risk_windows_not_rebuilt", rules=list(reload.rebuild), error=str(exc))
         else:
             gate.rebuild(records, now, rule_ids=reload.rebuild, until=reload.until)
+        if events is not None:
+            try:
+                found = await events(reload.since)
+            except LedgerError as exc:
+                log.error("risk_desk_windows_not_rebuilt", rules=list(reload.rebuild),
+                          error=str(exc))  # fmt: skip
+            else:
+                past = map(gate.past_event, found)
+                gate.engine.rebuild(past, now, rule_ids=reload.rebuild, until=reload.until)
     gate.reloads["applied"] = gate.reloads.get("applied", 0) + 1
     log.info(
         "risk_rules_applied", version=reload.version, added=list(reload.added),
@@ -147,6 +188,115 @@ async def follow_other_workers(
             continue
         now = clock.now()
         others.take(records, now)
+        ticks += 1
+        if ticks % 10_000 == 0:
+            others.forget(now)
+
+
+# -- desk requests (withdrawals, conversions): records in the ledger's database ---------
+
+
+async def keep_judged(
+    call: DeskCall,
+    rules: RulesInStore,
+    body: Callable[[LedgerStore], tuple[wire.DeskResult, bool]],
+    *,
+    rrn: str = "",
+) -> bytes:
+    """``call.keep(body)`` for a desk request judged by ``rules`` inside ``body``: the
+    rules' record of it (``RiskEvent``) is written in the same transaction as the
+    step, so a restart and the other workers count it exactly when its step stands.
+    A step that refuses by raising (a ``LedgerError``: nothing of it is kept) after it
+    reached the rules has its record written in a transaction of its own (its
+    ``attempts`` count and its hits). A failed step's reservation goes back
+    (``rules.guarding``)."""
+    wall_clock = call.desk.wall_clock
+    online_id = call.message.id
+    written: list[bool] = []
+
+    def judged(store: LedgerStore) -> tuple[wire.DeskResult, bool]:
+        written.clear()
+        result, keep = body(store)
+        event = rules.event(
+            result.approved, result.code, online_id=online_id, rrn=rrn, written_at=wall_clock()
+        )
+        if event is not None:
+            store.add_risk_event(event)
+            written.append(True)
+        return result, keep
+
+    try:
+        return await rules.guarding(call.keep(judged))
+    except LedgerError as exc:
+        if isinstance(exc, LedgerUnavailable) or written:
+            raise
+        event = rules.event(
+            False, exc.response_code, online_id=online_id, rrn=rrn, written_at=wall_clock()
+        )
+        if event is not None:
+            store = call.store
+            try:
+                with trio.CancelScope(shield=True):
+                    await call.desk.ledger.call(lambda: store.add_risk_event(event))
+            except LedgerError as failed:
+                log.warning("risk_event_not_written", kind=event.kind, error=str(failed))
+        raise
+
+
+class OtherWorkersDesk:
+    """The other workers' desk requests (their ``RiskEvent`` records), counted here
+    once each; this worker's own were counted as they were judged."""
+
+    def __init__(self, gate: RiskGate, cursor: float) -> None:
+        self.gate = gate
+        self.cursor = cursor
+        """Wall time: the newest record's ``written_at`` seen (at first, when the
+        start-up rebuild read them)."""
+        self.seen: dict[int, float] = {}
+        """Record id -> received, of those counted (or seeded)."""
+
+    def seed(self, events: list[RiskEvent]) -> None:
+        for event in events:
+            self.seen[event.id] = event.received_at
+
+    def take(self, events: list[RiskEvent], now: float) -> int:
+        gate, seen, changed = self.gate, self.seen, 0
+        for event in events:
+            self.cursor = max(self.cursor, event.written_at)
+            if event.id in seen:
+                continue
+            seen[event.id] = event.received_at
+            if event.worker == gate.worker:
+                continue
+            gate.engine.rebuild([gate.past_event(event)], now)
+            changed += 1
+        return changed
+
+    def forget(self, now: float) -> None:
+        horizon = now - SEEN_HORIZON_S
+        for key in [key for key, received in self.seen.items() if received < horizon]:
+            del self.seen[key]
+
+
+async def follow_other_workers_desk(
+    written: DeskEvents,
+    others: OtherWorkersDesk,
+    clock: BusinessClock,
+    interval_s: float,
+) -> None:
+    """Every ``interval_s``, the records of desk requests written since the last read
+    (less FOLLOW_OVERLAP_S: a record is stamped just before its commit), into this
+    worker's windows; a ledger that cannot be read is tried again at the next tick."""
+    ticks = 0
+    while True:
+        await trio.sleep(interval_s)
+        try:
+            found = await written(others.cursor - FOLLOW_OVERLAP_S)
+        except LedgerError as exc:
+            log.warning("risk_desk_follow_failed", error=str(exc))
+            continue
+        now = clock.now()
+        others.take(found, now)
         ticks += 1
         if ticks % 10_000 == 0:
             others.forget(now)

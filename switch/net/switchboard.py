@@ -94,7 +94,7 @@ from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.net.onus import LedgerDesk
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError, RequestRepeated, ReversalQueued
+from switch.store.port import JournalError, RequestRepeated, ReversalQueued, StandInCapTaken
 
 log = structlog.get_logger()
 
@@ -442,6 +442,8 @@ class Switchboard:
                     await self.journal.commit(*changes, durable=durable)
                 except RequestRepeated as exc:  # journaled first by another worker
                     return FirstElsewhere(str(exc))
+                except StandInCapTaken as exc:  # caps taken by other workers' stand-ins
+                    return JournalFailed(str(exc), cap_taken=True)
                 except JournalError as exc:
                     return JournalFailed(str(exc))
                 finally:

@@ -34,6 +34,7 @@ from switch.core.wallet import (
 from switch.errors import TransactionRefused
 from switch.net.app_desk import AppDesk, DeskCall
 from switch.net.onus import RulesInStore
+from switch.net.risk import keep_judged
 from switch.store.credit_store import CreditSteps, CreditStopped
 from switch.store.ledger_port import LedgerStore, QrRecord
 from switch.wire import app as wire
@@ -207,7 +208,7 @@ class WalletDesk:
                 balance_after=view.available,
             ), True  # fmt: skip
 
-        answer = await rules.guarding(call.keep(body))
+        answer = await keep_judged(call, rules, body, rrn=rrn)
         rules.end(bool(approvals), type="wallet_withdraw", id=message.id)
         return answer
 

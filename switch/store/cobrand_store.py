@@ -38,6 +38,7 @@ from switch.core.credit.cobrand import (
     points_account,
     points_of,
     sale_view,
+    undo_of,
 )
 from switch.core.credit.plan import CreditRefused, Terms, make_plan
 from switch.core.ledger import LedgerDamaged, TransferKey, TransferNotFound, TransferSpec
@@ -100,6 +101,9 @@ class CobrandPort(Protocol):
         self, rrn: str, change: Change, *, ref: str, amount_fen: int,
         points_per_yuan: int, at: float,
     ) -> int: ...  # fmt: skip
+    def cobrand_change_reversed(
+        self, rrn: str, change: Change, *, ref: str, amount_fen: int, at: float
+    ) -> int: ...
     def cobrand_sales(self, customer_id: str, app: str, convert_days: int) -> list[SaleView]: ...
     def points_balance(self, customer_id: str, app: str | None = None) -> PointsBalance: ...
     def cobrand_hold(
@@ -235,6 +239,42 @@ class CobrandSteps(CreditSteps):
             return move.points_back
 
         return self._step("cobrand_sale_changed", body)
+
+    def cobrand_change_reversed(
+        self, rrn: str, change: Change, *, ref: str, amount_fen: int, at: float
+    ) -> int:
+        """A terminal's reversal of the void or refund ``ref`` (of ``amount_fen``) of the
+        sale ``rrn``: what that change took comes back (``points_issued`` →
+        ``points:<c>``, leg ``points_<change>_reversed``), a voided sale stands again,
+        a refund's amount is refunded no more. Kept as the change ``reversal`` of
+        ``ref``: again, nothing more. The points given; 0 for a sale no link kept, a
+        change never applied, or one reversed before."""
+
+        def body() -> int:
+            row = self._first(self.cobrand.lock_sale, (rrn,))
+            if row is None or self._first(self.cobrand.change_of, (ref, change)) is None:
+                return 0
+            if self._first(self.cobrand.change_of, (ref, "reversal")) is not None:
+                return 0  # reversed before
+            self._execute(self.cobrand.insert_change, (ref, "reversal", rrn, at))
+            sale = _sale(row)
+            took = self._lock_transfer(TransferKey(POINTS_PRINCIPAL, ref, f"points_{change}"))
+            taken = took.posted_amount if took is not None else 0
+            move = undo_of(sale, change, amount_fen, taken)
+            given = -move.points_back
+            if given:
+                key = TransferKey(POINTS_PRINCIPAL, ref, f"points_{change}_reversed")
+                spec = TransferSpec(key=key, debit=POINTS_ISSUED,
+                                    credit=points_account(sale.customer_id), amount=given,
+                                    kind="points", rrn=rrn,
+                                    merchant_id=sale.merchant_id)  # fmt: skip
+                self._move("transfer", key, at, spec=spec)
+            self._execute(self.cobrand.update_sale,
+                          (move.refunded_fen, sale.points + given, move.state,
+                           sale.converted_rrn, at, rrn))  # fmt: skip
+            return given
+
+        return self._step("cobrand_change_reversed", body)
 
     def cobrand_sales(self, customer_id: str, app: str, convert_days: int) -> list[SaleView]:
         """``cobrand_sales``: the linked card's standing sales of the last

@@ -16,11 +16,13 @@ from typing import Final
 
 import msgspec
 
+from switch.core.ledger import CUSTOMER_ACCOUNTS
 from switch.store.cobrand_sql import cobrand_metrics_migrations, cobrand_migrations
 from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
 from switch.store.own_sql import own_migrations
+from switch.store.risk_sql import risk_migrations
 
 ACCOUNT_COLUMNS: Final = (
     "name, debit_cap, debits_pending, debits_posted, credits_pending, credits_posted"
@@ -183,6 +185,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
         *credit_funding_migrations(d),  # credit payment codes' instalments (credit_sql.py)
         *cobrand_metrics_migrations(d),  # the conversions counted by result (cobrand_sql.py)
         *own_migrations(d),  # repayments by card kept for settlement (own_sql.py)
+        *risk_migrations(d),  # the risk rules' records of desk requests (risk_sql.py)
     )
 
 
@@ -202,6 +205,9 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     accounts: str
     totals: str
     transfer_states: str
+    wallet_totals: str
+    balances: str
+    balance_of: str
     drifted_accounts: str
     drifted_movements: str
     over_cap: str
@@ -243,6 +249,15 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     insert_probe: str
     purge_paycodes: str
     purge_probes: str
+
+
+def _grouped_name() -> str:
+    """An account's line in ``balances``: its kind's (``wallet:*``) for a customer's."""
+    cases = " ".join(
+        f"WHEN substr(name, 1, {len(kind) + 1}) = '{kind}:' THEN '{kind}:*'"
+        for kind in CUSTOMER_ACCOUNTS
+    )
+    return f"CASE {cases} ELSE name END"
 
 
 def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
@@ -302,6 +317,25 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             + " FROM ledger_account GROUP BY unit ORDER BY unit"
         ),
         transfer_states=sql("SELECT state, count(*) AS n FROM ledger_transfer GROUP BY state"),
+        # The wallets' total (the metrics, at an interval): every wallet's account read.
+        wallet_totals=sql(
+            f"SELECT {whole('coalesce(sum(credits_posted - debits_posted), 0)')} AS posted, "
+            f"{whole('coalesce(sum(credits_pending - debits_pending), 0)')} AS pending "
+            "FROM ledger_account WHERE substr(name, 1, 7) = 'wallet:'"
+        ),
+        # `switch ledger balance`: each account, the customers' summed per kind.
+        balances=sql(
+            "SELECT account, unit, count(*) AS accounts, "
+            + ", ".join(f"{whole(f'sum({column})')} AS {column}" for column in sums)
+            + f" FROM (SELECT {_grouped_name()} AS account, unit, "
+            + ", ".join(sums)
+            + " FROM ledger_account) AS a GROUP BY account, unit ORDER BY account, unit"
+        ),
+        balance_of=sql(
+            "SELECT name AS account, unit, 1 AS accounts, "
+            + ", ".join(sums)
+            + " FROM ledger_account WHERE name = ?"
+        ),
         drifted_accounts=sql(
             f"WITH sums AS ({recomputed}) SELECT a.name FROM ledger_account a "
             "LEFT JOIN sums s ON s.account = a.name "

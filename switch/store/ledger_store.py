@@ -25,6 +25,7 @@ from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
 from switch.core.credit.plan import Terms
 from switch.core.ledger import (
     TRANSFER_STATES,
+    AccountsBalance,
     Balances,
     LedgerDamaged,
     LedgerFigures,
@@ -34,6 +35,7 @@ from switch.core.ledger import (
     TransferKey,
     TransferNotFound,
     TransferSpec,
+    WalletTotals,
 )
 from switch.core.paycode import (
     PROBE_WINDOW_S,
@@ -76,6 +78,7 @@ from switch.store.ledger_port import (
 )
 from switch.store.ledger_sql import LedgerSql
 from switch.store.own_store import OwnMerchantSteps
+from switch.store.risk_events import RiskEventSteps
 
 Row: TypeAlias = Mapping[str, Any]
 Parameters: TypeAlias = Sequence[Any] | dict[str, Any]
@@ -134,7 +137,7 @@ def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
 
 
-class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
+class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]
@@ -371,10 +374,12 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
         *,
         amount: int | None = None,
         uncount: TransferKey | None = None,
+        rrn: str | None = None,
     ) -> Plan:
         """Posts a pending transfer (its answer journaled), all of it or ``amount`` of
         it; ``uncount`` names the payment a void or reversal takes out of the wallet's
-        counts (wallet.md)."""
+        counts (wallet.md); ``rrn`` is the journal's RRN of its request, under which a
+        repayment by card is booked (start-up: settlement finds it by that RRN)."""
 
         def body() -> Plan:
             credit = self._credit_back(key) if amount is None else None
@@ -382,7 +387,7 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
             if credit is not None:  # a credit purchase's void, reversal or refund
                 plan = self._credit_post_back(*credit, key, at)
             elif repay is not None:  # a repayment by card the journal approved (start-up)
-                plan = self._credit_post_repay(*repay, key, key.id, at)[0]
+                plan = self._credit_post_repay(*repay, key, rrn or key.id, at)[0]
             else:
                 plan = self._move("post", key, at, amount=amount)
             if uncount is not None and plan.changes:
@@ -446,6 +451,30 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, ABC):
             return LedgerFigures(transfers=transfers, totals=totals)
 
         return self._read(body)
+
+    def wallet_totals(self) -> WalletTotals:
+        """Every wallet's account summed (reads each: the metrics ask at an interval)."""
+        row = self._read(lambda: self._first(self.sql.wallet_totals))
+        if row is None:
+            return WalletTotals(posted_fen=0, pending_fen=0)
+        return WalletTotals(posted_fen=int(row["posted"]), pending_fen=int(row["pending"]))
+
+    def balances(self, account: str | None = None) -> list[AccountsBalance]:
+        """The operator's balances: every account, those kept per customer summed per
+        kind (``wallet:*``); or the one ``account`` (none: empty)."""
+        if account is None:
+            rows = self._read(lambda: self._execute(self.sql.balances))
+        else:
+            rows = self._read(lambda: self._execute(self.sql.balance_of, (account,)))
+        return [
+            AccountsBalance(
+                account=str(row["account"]), unit=str(row["unit"]), accounts=int(row["accounts"]),
+                debits_posted=int(row["debits_posted"]), credits_posted=int(row["credits_posted"]),
+                debits_pending=int(row["debits_pending"]),
+                credits_pending=int(row["credits_pending"]),
+            )
+            for row in rows
+        ]  # fmt: skip
 
     def verify(self) -> list[str]:
         """Every invariant of the stored ledger that does not hold (none: empty):

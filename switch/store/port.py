@@ -72,6 +72,15 @@ class JournalError(SwitchError):
     response_code = "96"
 
 
+class StandInCapTaken(JournalError):
+    """A commit of a stood-in approval (its ``AdviceQueued`` with ``caps``) was
+    refused: with it, the card's standing stood-in sales on its local date or the
+    bank's pending amount, as the journal holds every worker's, would exceed a cap
+    (risk.md), stand-ins the other workers committed first having taken it. Nothing of
+    the refused commit is written, and the other callers' commits are not affected;
+    the caller answers 91, not stood in."""
+
+
 class RequestRepeated(JournalError):
     """A commit starting a POS request (its ``TxnStarted``) was refused: the journal
     already holds a request of the same identity (``TxnRecord.request_key``: terminal,

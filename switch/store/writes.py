@@ -29,6 +29,7 @@ from switch.store.port import (
     TxnUpdated,
 )
 from switch.store.rows import txn_values
+from switch.store.stip_claim import RECENT_S as STIP_RECENT_S
 
 
 class Write(NamedTuple):
@@ -46,6 +47,8 @@ _RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
 # An advice is queued after its sale's row is written (or updated, after a bank's 91).
 _RANK_INSERT_ADVICE, _RANK_UPDATE_ADVICE, _RANK_TXN_ADVICE = 41, 51, 52
+# A stand-in's caps are claimed once every advice row and state of the group is written.
+_RANK_TAKE_STIP_CAP, _RANK_CHECK_STIP_CAP = 53, 54
 # A settlement answered anew clears the batch's upload before records of one are put.
 _RANK_SETTLE_BATCH, _RANK_CLEAR_UPLOAD, _RANK_UPLOAD, _RANK_END_UPLOAD = 80, 81, 90, 95
 
@@ -78,6 +81,9 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     """Parameters: state, attempts, next_attempt_at, last_result, accepted_date,
     updated_at, id."""
     txn_advice: str
+    take_stip_cap: str
+    check_stip_cap: str
+    """A stood-in approval's claim on its bank's caps (``store/stip_claim.py``)."""
     """Parameters: stand_in (kept when None), advice_state, bank_mti, bank_stan,
     transmission (each kept when None), updated_at, rrn."""
     flag: Callable[[bool], Any]
@@ -136,13 +142,26 @@ def writes_of(
                 rrn, bank, reason, at, at, at, change.local_time, change.entry_mode,
                 change.condition_code, change.mcc,
             )  # fmt: skip
-            return (
+            queued = (
                 Write(_RANK_INSERT_ADVICE, sql.insert_advice, advice),
                 Write(_RANK_TXN_ADVICE, sql.txn_advice,
                       (reason, "queued", None, None, None, at, rrn)),
                 Write(_RANK_EVENT, sql.insert_event,
                       (rrn, at, "approved", "00", f"stood in ({reason}): advice queued")),
             )  # fmt: skip
+            caps = change.caps
+            if caps is None:
+                return queued
+            card_fen, card_count, pending_fen = caps
+            check = (
+                card_fen, card_count, card_count, rrn, bank, at - STIP_RECENT_S, pending_fen,
+                bank, at, bank,
+            )  # fmt: skip
+            return (
+                *queued,
+                Write(_RANK_TAKE_STIP_CAP, sql.take_stip_cap, (bank, at)),
+                Write(_RANK_CHECK_STIP_CAP, sql.check_stip_cap, check),
+            )
         case AdviceAttempted():
             sent = change.sent
             values = (

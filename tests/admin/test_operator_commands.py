@@ -200,18 +200,20 @@ async def test_every_operator_command_on_a_running_switch(
         assert settled["settled_at"] is not None and settled["sales_fen"] == 12300
         payouts = tmp_path / "settlement" / f"payouts-{business_date.replace('-', '')}.csv"
         assert payouts.read_text().count("\n") == 2  # the header and the one merchant
-        balances = await switch(run, "ledger", "balance", admin=True)
+        ledgers = await switch(run, "ledger", "balance", admin=True)
+        balances = ledgers["settlement"]
+        assert isinstance(ledgers["onus"], list)  # the on-us ledger's, beside
         accounts = {row["account"]: row for row in balances}
         assert sum(r["debit_fen"] for r in balances) == sum(r["credit_fen"] for r in balances)
         assert accounts["bank_clearing:icbc"]["debit_fen"] == 12300
         merchant = next(name for name in accounts if name.startswith("merchant:"))
         one = await switch(run, "ledger", "balance", "--account", merchant, admin=True)
-        assert one == [accounts[merchant]] and one[0]["balance_fen"] == 0
+        assert one["settlement"] == [accounts[merchant]] and accounts[merchant]["balance_fen"] == 0
         before = payouts.read_bytes()
         rerun = await switch(run, "settle", "run", "--date", business_date, admin=True)
         assert rerun["settled_at"] == settled["settled_at"]
         assert payouts.read_bytes() == before
-        assert await switch(run, "ledger", "balance", admin=True) == balances
+        assert await switch(run, "ledger", "balance", admin=True) == ledgers
         latest = await switch(run, "settle", "status", admin=True)
         assert latest["business_date"] == business_date
     if engine == "postgresql":

@@ -231,6 +231,58 @@ async def test_pos_sales_earn_points_and_a_terminal_reversal_takes_them_back(
     assert [sale["amount_fen"] for sale in sales] == [12_345]
 
 
+async def test_reversing_a_void_or_a_refund_gives_back_the_points_it_took(
+    nursery: trio.Nursery, make_config: Configure
+) -> None:
+    """A terminal's reversal (0400) of a void puts the sale back, so its points come
+    back with it; one of a refund gives back what the refund took and its refunded
+    amount. The reversal again (the terminal repeats it) gives nothing more."""
+    switch = await start_switch(nursery, configure(make_config))
+    app = await App.connect(switch)
+    result(await app.ask("cobrand_link", "l-1", customer_id=C, pan=CARD))
+    client = await helpers.pos_client(switch)
+    desk = switch.cobrand
+    assert desk is not None
+
+    async def points() -> int:
+        await desk.drain()
+        answer = result(await app.ask("points_balance", f"p-{trio.current_time()}",
+                                      customer_id=C))  # fmt: skip
+        return int(answer["points"])
+
+    async def listed() -> dict[str, dict[str, Any]]:
+        await desk.drain()
+        return by_rrn(result(await app.ask("cobrand_sales", f"cs-{trio.current_time()}",
+                                           customer_id=C))["sales"])  # fmt: skip
+
+    voided_sale = await client.request(client.terminal.sale(31, CARD, 50_000))
+    assert voided_sale.fields[39] == "00"
+    voided_rrn = str(voided_sale.fields[37])
+    void = client.terminal.void(32, CARD, 50_000, voided_rrn, 31)
+    assert (await client.request(void)).fields[39] == "00"
+    assert await points() == 0
+    assert voided_rrn not in await listed()
+    for _ in range(2):  # the terminal's repeat: answered 00 again, nothing more moves
+        assert (await client.request(client.terminal.reversal(void))).fields[39] == "00"
+        assert await points() == 500
+    assert (await listed())[voided_rrn]["points"] == 500
+
+    refunded_sale = await client.request(client.terminal.sale(33, CARD, 30_050))
+    assert refunded_sale.fields[39] == "00"
+    refunded_rrn = str(refunded_sale.fields[37])
+    refund = client.terminal.refund(34, CARD, 10_000, refunded_rrn, 33)
+    assert (await client.request(refund)).fields[39] == "00"
+    assert await points() == 500 + 200  # floor(200.50) kept
+    assert (await listed())[refunded_rrn]["refunded_fen"] == 10_000
+    for _ in range(2):
+        assert (await client.request(client.terminal.reversal(refund))).fields[39] == "00"
+        assert await points() == 500 + 300
+    sale = (await listed())[refunded_rrn]
+    assert (sale["refunded_fen"], sale["points"]) == (0, 300)
+    store = switch._ledger_store
+    assert store is not None and store.verify() == []
+
+
 async def test_a_conversion_a_crash_left_unended_is_ended_at_start_up(
     nursery: trio.Nursery, make_config: Configure
 ) -> None:

@@ -20,7 +20,7 @@ from switch.net.clients import OnlineClient, OnlineKey
 from switch.wire import online as wire
 from tests.conftest import make_config
 from tests.net.helpers import PAN_ICBC, pos_client, start_switch
-from tests.net.test_app_desk_e2e import ACCOUNT, App, credit, result
+from tests.net.test_app_desk_e2e import ACCOUNT, App, credit, in_store, result, store_of
 from tests.net.test_credit_desk_e2e import C, opened
 from tests.net.test_wallet_pay_e2e import (
     CUSTOMER,
@@ -354,3 +354,86 @@ async def test_credit_repay_from_a_card_meets_the_rules_as_a_sale(
     assert repaid["account"]["payoff_fen"] == 160_000
     assert repaid["allocated"]["prepaid_fen"] == 40_000
     assert await balances(switch, WALLET) == (60_000, 60_000)
+
+
+CONVERT_ONCE_RULES = """
+[[rules]]
+id = "convert-once"
+mode = "enforce"
+kind = "velocity"
+key = "customer"
+kinds = ["conversion"]
+window = "day"
+counts = "approved"
+max_count = 1
+action = "decline"
+code = "65"
+
+[[rules]]
+id = "convert-tries"
+mode = "shadow"
+kind = "velocity"
+key = "customer"
+kinds = ["conversion"]
+window = "1h"
+counts = "attempts"
+max_count = 2
+action = "decline"
+code = "59"
+"""
+
+
+async def test_conversions_windows_are_kept_in_the_ledger_over_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A ``credit_convert`` has no journal row: its record is written in the ledger's
+    database with its step (a refusal raised after the rules, in a step of its own), so
+    a new process on the same files counts it (issue #24)."""
+    config = make_config(risk=rules_file(tmp_path, CONVERT_ONCE_RULES))
+    async with trio.open_nursery() as nursery:
+        switch = await start_switch(nursery, config)
+        app = await App.connect(switch)
+        await opened(switch, app)
+        client = await pos_client(switch)
+        purchases = []
+        for stan in (91, 92, 93):
+            issued = result(await app.ask("paycode_issue", f"p-{stan}", customer_id=C,
+                                          funding="credit", verification="A"))  # fmt: skip
+            sale = await client.request(client.terminal.code_sale(stan, issued["paycode"], 30_000))
+            assert sale.fields[39] == "00"
+            purchases.append(str(sale.fields[37]))
+
+        async def convert(request_id: str, purchase_id: str, code: str = "00") -> None:
+            result(await app.ask("credit_convert", request_id, customer_id=C,
+                                 purchase_id=purchase_id, instalments=3), code)  # fmt: skip
+
+        result(await app.ask("credit_freeze", "f-1", customer_id=C, reason="lost phone"))
+        await convert("cv-1", purchases[0], "62")  # past the rules: an attempt, no approval
+        result(await app.ask("credit_unfreeze", "u-1", customer_id=C))
+        await convert("cv-2", purchases[0])
+        await stop(switch)
+        switch = await start_switch(nursery, config)
+        app = await App.connect(switch)
+        # The day's one conversion stands in the new process's window: 65; and its
+        # attempts are three, the refused one included (the shadow rule's hit).
+        await convert("cv-3", purchases[1], "65")
+        shadow = switch.risk.hits.get(("convert-tries", "shadow", "decline"), 0)
+        # A reload whose rule counts in a new window: rebuilt from the records too.
+        (tmp_path / "risk.toml").write_text(
+            CONVERT_ONCE_RULES.replace('"convert-once"', '"convert-once-24h"').replace(
+                'window = "day"', 'window = "24h"'
+            )
+        )
+        assert (await switch.reload(switch.config)).accepted
+        await convert("cv-4", purchases[2], "65")
+        events = await in_store(switch, store_of(switch).risk_events, 0.0)
+        await stop(switch)
+    assert shadow == 1
+    assert [(e.online_id, e.kind, e.funding, e.customer_id, e.outcome, e.code, e.risk_rule)
+            for e in events] == [
+        ("cv-1", "conversion", "credit", C, "declined", "62", None),
+        ("cv-2", "conversion", "credit", C, "approved", None, None),
+        ("cv-3", "conversion", "credit", C, "declined", "65", "convert-once"),
+        ("cv-4", "conversion", "credit", C, "declined", "65", "convert-once-24h"),
+    ]  # fmt: skip
+    assert events[2].risk_shadow == "convert-tries:decline:59"

@@ -442,11 +442,17 @@ async def test_a_crash_between_a_topups_approval_and_its_credit_is_recovered(
         assert paid["code"] == "96"
         assert app.simulators["icbc"].totals().approvals == 1
         assert await balances(app, WALLET) == (10_000, 8_000)  # nothing credited yet
-        assert len(await in_store(app, store.pending_transfers)) == 2
+        pending = await in_store(app, store.pending_transfers)
+        assert len(pending) == 2
+        topup_key = next(t.spec.key for t in pending if t.spec.key.leg == "topup")
         await client.aclose()
         app.shutdown()
     app = await start_switch(nursery, config)  # same journal and ledger
     assert await balances(app, WALLET) == (38_000, 38_000)
+    # Under the sale's RRN, as the top-up's own end books it: settlement's corrections
+    # of the wallet find it by that RRN.
+    credited = await in_store(app, store_of(app).transfer_of, topup_key)
+    assert credited is not None and credited.spec.rrn == top["rrn"]
     assert (await in_store(app, store_of(app).qr, "C5N8W2R6C4J9E3HL")).state == "paid"
     await verified(app)
     # The repeat of the top-up is its journaled approval; the bank sees it once.

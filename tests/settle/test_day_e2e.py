@@ -271,8 +271,9 @@ async def test_a_business_day_settles_with_every_fault_classified(
         await until(lambda: icbc.totals().net == net_before - 50000)
 
         # The ledger balances; every merchant's payable is back to 0.
-        code, balances = await operator(app, "ledger", "balance")
+        code, ledgers = await operator(app, "ledger", "balance")
         assert code == 0
+        balances = ledgers["settlement"]
         assert sum(b["debit_fen"] for b in balances) == sum(b["credit_fen"] for b in balances)
         assert all(b["balance_fen"] == 0 for b in balances if b["account"].startswith("merchant:"))
         # Settling a date again writes the same files and posts nothing more.
@@ -284,7 +285,7 @@ async def test_a_business_day_settles_with_every_fault_classified(
         assert code == 0
         assert ((out / f"payouts-{stamp}.csv").read_bytes(),
                 (out / f"recon-{stamp}.csv").read_bytes()) == first  # fmt: skip
-        assert (await operator(app, "ledger", "balance"))[1] == balances
+        assert (await operator(app, "ledger", "balance"))[1]["settlement"] == balances
         for client in (pos, other, online):
             await client.aclose()
         app.shutdown()

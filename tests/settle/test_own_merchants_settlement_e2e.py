@@ -226,3 +226,101 @@ async def test_repayments_by_card_the_bank_pays_otherwise_are_undone_or_booked_a
         assert await payoff() == owed - 50_001
         assert await desk.call(ledger_store.verify) == []
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_card_repayment_booked_at_start_up_is_undone_once_at_settlement(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
+    """A repayment by card whose sale the bank approved but whose booking failed (the
+    switch stopped between the two: its transfer left pending) is booked by the next
+    start's recovery under the sale's RRN, as the desk books one, so that settlement
+    finds it: its sale left out of the bank's file, it is undone after its 2 dates,
+    once, and a settlement run again changes nothing."""
+    config = own_config(tmp_path)
+    credit = msgspec.structs.replace(config.credit, own_merchant_id=OWN_MERCHANT)
+    config = on_engine(msgspec.structs.replace(config, credit=credit), engine, request)
+    store = open_ledger_store(config)
+    store.open()
+    try:
+        today = date.today()
+        store.open_wallet(C, APP, 2, today.isoformat(), 0.0)
+        store.credit_open(C, APP, 2_000_000, statement_day=1, grace_days=9,
+                          business_date=today, at=0.0)  # fmt: skip
+        key = TransferKey("pos:test", "P1", "pay")
+        store.credit_purchase(C, key=key, purchase_id="P1", merchant_id="SHOP01",
+                              amount_fen=300_000, instalments=3, terms=Terms(),
+                              at=1.0)  # fmt: skip
+        store.credit_end_purchase(C, key, "P1", True, 2.0)
+    finally:
+        store.close()
+    card = {"pan": PAN_ICBC, "expiry": "2812"}
+    repay_key = TransferKey(APP, "r-1", "repay_card")
+    async with trio.open_nursery() as first_life:
+        switch = await start_switch(first_life, config)
+        ledger_store = switch._ledger_store
+        assert ledger_store is not None
+
+        def fail_booking(step: str) -> None:
+            if step == "desk_kept":  # the card's approval in hand, its booking lost
+                raise RuntimeError("ledger lost")
+
+        ledger_store.fault = fail_booking
+        ledger_store.errors = (*ledger_store.errors, RuntimeError)  # type: ignore[misc]
+        app = await App.connect(switch)
+        lost = await app.ask("credit_repay", "r-1", customer_id=C, amount=100_000, card=card,
+                             **{"from": "card"})  # fmt: skip
+        assert lost.get("code") != "00", lost
+        assert switch.simulators["icbc"].totals().approvals == 1
+        assert switch.journal is not None
+        sale = await switch.journal.transaction_by_online_id(OWN_MERCHANT, f"{APP} r-1")
+        assert sale is not None and sale.state == "approved" and sale.rrn
+        rrn = sale.rrn
+        assert switch._ledger is not None
+        held = await switch._ledger.call(lambda: ledger_store.transfer_of(repay_key))
+        assert held is not None and held.state == "pending"
+        await app.client.aclose()
+        switch.shutdown()
+
+    async with trio.open_nursery() as nursery:
+        switch = await start_switch(nursery, config)  # same journal and ledger
+        ledger_store = switch._ledger_store
+        desk = switch._ledger
+        assert ledger_store is not None and desk is not None
+
+        async def payoff() -> int:
+            status = await desk.call(lambda: ledger_store.credit_status(C))
+            return int(status.payoff_fen)
+
+        booked = await desk.call(lambda: ledger_store.transfer_of(repay_key))
+        assert booked is not None and booked.state == "posted"
+        repaid = await payoff()
+        owed = repaid + 100_000
+        # The app's repeat is the journal's approval, under the sale's RRN.
+        app = await App.connect(switch)
+        again = result(await app.ask("credit_repay", "r-1", customer_id=C, amount=100_000,
+                                     card=card, **{"from": "card"}))  # fmt: skip
+        assert again["rrn"] == rrn
+        switch.simulators["icbc"].clearing_faults = ClearingFaults(drop_rrns=(rrn,))
+        code, closed = await operator(switch, "settle", "cutoff")
+        assert code == 0
+        business_date = closed["business_date"]
+        await settled(switch, business_date)
+        recon = rows(tmp_path / "out" / f"recon-{business_date.replace('-', '')}.csv")
+        assert [r["action"] for r in recon if r["rrn"] == rrn] == ["held"]
+        assert await payoff() == repaid
+        await settled(switch, await a_day_passes(switch))
+        third = await a_day_passes(switch)
+        await settled(switch, third)
+
+        with trio.move_on_after(10):  # after the files: settlement's on_settled hook
+            while await payoff() != owed:
+                await trio.sleep(0.05)
+        assert await payoff() == owed  # the repayment never paid: owed again, once
+        for day in (business_date, third):
+            code, _ = await operator(switch, "settle", "run", "--date", day)
+            assert code == 0
+        assert await payoff() == owed
+        assert await desk.call(ledger_store.verify) == []
+        await app.client.aclose()
+        nursery.cancel_scope.cancel()

@@ -78,7 +78,7 @@ class CobrandSale(msgspec.Struct, frozen=True, kw_only=True):
 
 class PointsMove(msgspec.Struct, frozen=True):
     """What a change does to a sale: its new state and refunded amount, and the points
-    it takes back (0: none)."""
+    it takes back (0: none; negative: given back, ``undo_of``)."""
 
     state: SaleState
     refunded_fen: int
@@ -97,6 +97,22 @@ def change_of(
         keeps = points_of(sale.amount_fen - refunded, points_per_yuan)
         return PointsMove("standing", refunded, max(0, sale.points - keeps))
     return PointsMove(_ENDS[change], sale.refunded_fen, sale.points)
+
+
+def undo_of(sale: CobrandSale, change: Change, amount_fen: int, taken: int) -> PointsMove:
+    """A terminal's reversal of a void or refund of the sale (that void or refund undone;
+    ``taken``: the points it took back, ``amount_fen`` the refund's): a voided sale
+    stands again with what the void took; a refund's amount is refunded no more, and a
+    standing sale gets back what the refund took. ``points_back`` is negative: points
+    given. Anything else (a sale reversed or not paid since) changes nothing."""
+    if change == "void":
+        if sale.state != "voided":
+            return PointsMove(sale.state, sale.refunded_fen, 0)
+        return PointsMove("standing", sale.refunded_fen, -taken)
+    if change != "refund":
+        return PointsMove(sale.state, sale.refunded_fen, 0)
+    refunded = max(0, sale.refunded_fen - amount_fen)
+    return PointsMove(sale.state, refunded, -taken if sale.standing else 0)
 
 
 def conversion_refusal(

@@ -62,6 +62,7 @@ from switch.store.port import (
     JournalStatistics,
     JournalUnavailable,
     RequestRepeated,
+    StandInCapTaken,
     TxnStarted,
 )
 from switch.store.postgresql import sql
@@ -69,6 +70,7 @@ from switch.store.postgresql.pipeline import LoopReader, LoopWriter
 from switch.store.postgresql.schema import POS_REQUEST_INDEX, SchemaError, migrate
 from switch.store.postgresql.sql import Connection, Query
 from switch.store.questions import JournalQuestions, Select
+from switch.store.stip_claim import STIP_CAP_CONSTRAINT
 from switch.store.writes import Write
 
 log = structlog.get_logger()
@@ -214,11 +216,26 @@ def _repeats(exc: BaseException) -> bool:
     )
 
 
+def _cap_taken(exc: BaseException) -> bool:
+    """Whether the server refused a group for a stand-in over its caps (stip_claim.py)."""
+    return (
+        isinstance(exc, psycopg.errors.CheckViolation)
+        and exc.diag.constraint_name == STIP_CAP_CONSTRAINT
+    )
+
+
+def _callers_own(exc: BaseException) -> bool:
+    """Whether a caller's commit was refused for its own content (a repeat, a stand-in
+    over its caps): that caller's answer, not a journal failure."""
+    return _repeats(exc) or _cap_taken(exc)
+
+
 def _one_callers(exc: BaseException) -> bool:
     """Whether a group's failure may be one caller's alone, so that its callers are
-    committed one by one: a repeat, or a deadlock (two workers' groups, each inserting
-    a request the other's repeats, each waiting for the other's commit)."""
-    return _repeats(exc) or isinstance(exc, psycopg.errors.DeadlockDetected)
+    committed one by one: a repeat, a stand-in over its caps, or a deadlock (two
+    workers' groups, each inserting a request the other's repeats, each waiting for the
+    other's commit)."""
+    return _callers_own(exc) or isinstance(exc, psycopg.errors.DeadlockDetected)
 
 
 class _Group:
@@ -344,8 +361,8 @@ class PostgresJournal(JournalQuestions):
         except Exception as exc:
             if not _one_callers(exc):
                 self._failed(groups, change_count, exc)
-            elif len(groups) == 1 and _repeats(exc):
-                groups[0].error = exc  # its own repeat: nothing to commit apart
+            elif len(groups) == 1 and _callers_own(exc):
+                groups[0].error = exc  # its own repeat or cap: nothing to commit apart
             else:
                 await self._commit_one_by_one(groups)
         else:
@@ -364,7 +381,7 @@ class PostgresJournal(JournalQuestions):
             try:
                 took_s = await self._apply_timed(group.changes, group.writes)
             except Exception as exc:
-                if _repeats(exc):
+                if _callers_own(exc):
                     group.error = exc
                 else:
                     self._failed([group], group.changes, exc)
@@ -449,6 +466,8 @@ class PostgresJournal(JournalQuestions):
         if error is not None:
             if _repeats(error) and group.requests:
                 raise RequestRepeated(group.requests[0]) from error
+            if _cap_taken(error):
+                raise StandInCapTaken("stand-in caps taken by other workers' stand-ins") from error
             raise JournalError(f"journal commit failed: {_cause(error)}") from error
 
     async def _read(self, query: Select[Result]) -> Result:

@@ -29,6 +29,7 @@ from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
 from switch.store.own_sql import own_sql
 from switch.store.postgresql.own_store import Connection, OwnConnection
 from switch.store.postgresql.sql import DIALECT
+from switch.store.risk_sql import risk_sql
 
 _MIGRATION_LOCK: Final = 0x5357_4C47  # "SWLG"
 MIGRATIONS: Final[tuple[str, ...]] = migrations(DIALECT)
@@ -48,6 +49,7 @@ class PostgresLedgerStore(OwnConnection, LedgerStoreBase):
     cobrand = cobrand_sql(DIALECT, lock=" FOR UPDATE")
     desk = desk_sql(DIALECT, lock=" FOR UPDATE")
     own = own_sql(DIALECT, lock=" FOR UPDATE")
+    risk = risk_sql(DIALECT)
     label = "ledger store (postgresql)"
     store_name = "ledger"
     application_name = "switch-ledger"

@@ -24,6 +24,9 @@ from typing import Any, Final
 
 import psycopg
 
+from switch.store.postgresql.sql import DIALECT
+from switch.store.stip_claim import stip_claim_migration
+
 POS_REQUEST_INDEX: Final = "txn_pos_request"
 """The unique index a repeat's start violates (migration 4)."""
 
@@ -216,6 +219,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE advice ADD COLUMN claimed_by TEXT;
     ALTER TABLE advice ADD COLUMN claimed_until DOUBLE PRECISION;
     """,
+    # 10: the stand-in caps claimed in a stood-in approval's commit, exact across
+    # workers (store/stip_claim.py).
+    stip_claim_migration(DIALECT),
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

@@ -32,6 +32,7 @@ from switch.store.questions import (
     records,
 )
 from switch.store.rows import TXN_COLUMNS
+from switch.store.stip_claim import claim_statements
 from switch.store.writes import Statements, Write
 
 Connection: TypeAlias = psycopg.Connection[DictRow]
@@ -143,6 +144,8 @@ _TXN_ADVICE = (
     "transmission = coalesce(%s, transmission), updated_at = %s WHERE rrn = %s"
 )
 
+_STIP_CLAIM = claim_statements(DIALECT)
+
 
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
@@ -162,6 +165,8 @@ _STATEMENTS = Statements(
     insert_advice=_INSERT_ADVICE,
     update_advice=_UPDATE_ADVICE,
     txn_advice=_TXN_ADVICE,
+    take_stip_cap=_STIP_CLAIM[0],
+    check_stip_cap=_STIP_CLAIM[1],
     flag=bool,
 )
 

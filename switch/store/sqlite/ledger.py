@@ -22,6 +22,7 @@ from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
 from switch.store.own_sql import own_sql
+from switch.store.risk_sql import risk_sql
 from switch.store.sqlite.own_file import OwnFile
 from switch.store.sqlite.sql import DIALECT
 
@@ -38,6 +39,7 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     cobrand = cobrand_sql(DIALECT, lock="")
     desk = desk_sql(DIALECT, lock="")
     own = own_sql(DIALECT, lock="")
+    risk = risk_sql(DIALECT)
     label = "ledger store"
     store_name = "ledger"
     store_error = LedgerUnavailable

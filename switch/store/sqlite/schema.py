@@ -9,6 +9,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from switch.store.sqlite.sql import DIALECT
+from switch.store.stip_claim import stip_claim_migration
+
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: transactions, their state changes, store-and-forward, online idempotency.
     """
@@ -175,6 +178,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE txn ADD COLUMN customer_id TEXT;
     ALTER TABLE txn ADD COLUMN funding TEXT;        -- wallet, credit; NULL for a card
     """,
+    # 8: the stand-in caps claimed in a stood-in approval's commit (store/stip_claim.py).
+    stip_claim_migration(DIALECT),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -11,6 +11,7 @@ from switch.store.dialect import Dialect
 from switch.store.port import Change, DueReversal
 from switch.store.questions import Select, due, questions
 from switch.store.rows import TXN_COLUMNS
+from switch.store.stip_claim import claim_statements
 from switch.store.writes import Statements, Write
 
 DIALECT = Dialect(
@@ -101,6 +102,8 @@ _TXN_ADVICE = (
     "transmission = coalesce(?, transmission), updated_at = ? WHERE rrn = ?"
 )
 
+_STIP_CLAIM = claim_statements(DIALECT)
+
 
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
@@ -120,6 +123,8 @@ _STATEMENTS = Statements(
     insert_advice=_INSERT_ADVICE,
     update_advice=_UPDATE_ADVICE,
     txn_advice=_TXN_ADVICE,
+    take_stip_cap=_STIP_CLAIM[0],
+    check_stip_cap=_STIP_CLAIM[1],
     flag=int,
 )
 
