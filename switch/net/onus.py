@@ -157,10 +157,11 @@ class RulesInStore:
 
 
 class _Job:
-    __slots__ = ("call", "done", "result")
+    __slots__ = ("call", "done", "durable", "result")
 
-    def __init__(self, call: Callable[[], object]) -> None:
+    def __init__(self, call: Callable[[], object], durable: bool) -> None:
         self.call = call
+        self.durable = durable
         self.done = trio.Event()
         self.result: tuple[object, BaseException | None] | None = None
         """Its call's result, or (None, the exception it raised); None until done."""
@@ -209,14 +210,16 @@ class LedgerDesk:
         async with self._lock:
             return await trio.to_thread.run_sync(call)
 
-    async def _grouped(self, call: Callable[[], T]) -> T:
+    async def _grouped(self, call: Callable[[], T], *, durable: bool = True) -> T:
         """A transaction's step (the store calls of a payment, its end, a void's or
         refund's): those waiting together go to the store's thread together, in one
         transaction with one commit (the store's ``grouped``: each call in a savepoint
         of its own, its refusal or failure its own). One taken into another's group is
         carried out whatever befalls its caller meanwhile, as a call already in the
-        thread is."""
-        job = _Job(call)
+        thread is. ``durable`` False: an end whose answer is journaled, which the store
+        may commit without its own fsync when its whole group is such (design.md, "The
+        ledger's post without its own fsync")."""
+        job = _Job(call, durable)
         self._queue.append(job)
         try:
             async with self._lock:
@@ -224,9 +227,10 @@ class LedgerDesk:
                     batch, self._queue = self._queue, []
                     self.groups += 1
                     try:
-                        results = await trio.to_thread.run_sync(
-                            self.store.grouped, [each.call for each in batch]
-                        )
+                        results = await trio.to_thread.run_sync(partial(
+                            self.store.grouped, [each.call for each in batch],
+                            durable=any(each.durable for each in batch),
+                        ))  # fmt: skip
                         for each, result in zip(batch, results, strict=True):
                             each.result = result
                     finally:  # never a job left waiting (its result, or that none came)
@@ -499,7 +503,9 @@ class LedgerDesk:
                     raise
             return LedgerAnswered()
 
-        return await self._grouped(body)
+        # Its answer is journaled (or the journal failed, the request left ``sending``):
+        # a post or void a power cut takes away is done again by start-up's recovery.
+        return await self._grouped(body, durable=False)
 
     # -- start-up ---------------------------------------------------------------------
 

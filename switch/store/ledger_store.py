@@ -180,13 +180,31 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
     _grouping: bool = False
     _in_item: bool = False
 
-    def grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Grouped]:
+    lazy_ends: ClassVar[bool] = False
+    """Whether ``grouped(..., durable=False)`` commits without its own fsync: SQLite's
+    file, beside the one process that writes it (design.md, "The ledger's post without
+    its own fsync"). PostgreSQL's commits stay synchronous: its server can lose an
+    asynchronous commit while the switch lives on, and no start-up would end the
+    transfer left pending."""
+    _durable: bool = True
+    """The commit of the steps running now waits for the disk (``grouped``)."""
+
+    def grouped(self, calls: Sequence[Callable[[], Any]], *, durable: bool = True) -> list[Grouped]:
         """Several callers' store calls in one transaction, one commit: each call's
         steps as they would be alone, each in a savepoint of its own, so that one's
         refusal or failure rolls back its own writes only (each outcome is that call's
         result, or the exception it raised). An engine error or a conflict is the whole group's: run
         again as a step is, and when it still fails, each call on its own, in a
-        transaction of its own, as if never grouped."""
+        transaction of its own, as if never grouped. ``durable`` False (every call an
+        end whose answer is journaled, :attr:`lazy_ends`): committed without an fsync
+        of its own."""
+        self._durable = durable or not self.lazy_ends
+        try:
+            return self._grouped(calls)
+        finally:
+            self._durable = True
+
+    def _grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Grouped]:
         if len(calls) == 1:
             return [_capture(calls[0])]
 

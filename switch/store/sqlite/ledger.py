@@ -59,9 +59,25 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
         count: int = self._db.execute(statement, parameters).rowcount
         return count
 
+    lazy_ends = True
+    _synced_now = True
+    """``synchronous = FULL``, as ``open`` leaves it."""
+
+    def open(self) -> None:
+        super().open()
+        self._synced_now = True
+
+    def _synced(self, durable: bool) -> None:
+        """The next commit's level: ``FULL`` (the WAL's fsync) or ``NORMAL`` (none; a
+        checkpoint it makes still fsyncs the WAL before copying it)."""
+        if durable != self._synced_now:
+            self._db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._synced_now = durable
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         db = self._db
+        self._synced(self._durable)
         db.execute("BEGIN IMMEDIATE")
         try:
             yield
