@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from switch.config import StandInSection
 from switch.core.book import (
     BOOK_CHANGES,
     Forget,
@@ -18,6 +19,7 @@ from switch.core.book import (
     MarkReversed,
     MarkSent,
     MarkState,
+    MarkStoodIn,
     Reserve,
     Settle,
     TransactionBook,
@@ -42,6 +44,7 @@ from switch.core.lifecycle import (
     Start,
     TerminalReversal,
 )
+from switch.core.stip import StandInDesk
 from tests.core.test_lifecycle import (
     CARDS,
     INSTITUTION,
@@ -326,3 +329,34 @@ def test_a_reservation_not_yet_carried_out_is_not_seen() -> None:
     assert isinstance(held_back[0], Reserve)
     also = second.handle(Admitted(), NOW)
     assert isinstance(also[0], Reserve)  # both would reserve: 12,000 of 10,000
+
+
+def test_a_sale_stood_in_settles_and_marks_its_record_as_changes() -> None:
+    world = World()
+    request = sale()
+    request = msgspec.structs.replace(
+        request, card=msgspec.structs.replace(request.card, expiry="2812")
+    )
+    machine = BankTransaction(
+        request, STAMP, book=world.book, cards=CARDS, route=route, institution=INSTITUTION,
+        allocate_rrn=lambda stamp: world.rrns.allocate(stamp.local, stamp.rrn_day),
+        in_flight=world.in_flight.__contains__, now=NOW, business_date="2025-11-22", mcc="5411",
+        stand_in=StandInDesk({"icbc": StandInSection(enabled=True, bins=["622202"])}),
+    )  # fmt: skip
+    step(world.book, machine, Start())
+    step(world.book, machine, Admitted())
+    record = machine.record
+    assert record is not None
+    actions = step(world.book, machine, Refused("bank icbc: every link is down", "no_link"))
+    settle, mark, journal = actions
+    assert isinstance(settle, Settle) and (settle.record, settle.state, settle.code) == (
+        record, "approved", "00",
+    )  # fmt: skip
+    assert mark == MarkStoodIn(record, "no_link")
+    assert isinstance(journal, Journal) and journal.durable
+    started = journal.changes[0]
+    assert isinstance(started, TxnStarted) and started.record is not record
+    assert (started.record.state, started.record.stand_in, started.record.advice) == (
+        "approved", "no_link", "queued",
+    )  # fmt: skip
+    assert (record.state, record.stand_in, record.advice) == ("approved", "no_link", "queued")
