@@ -51,6 +51,7 @@ from switch.wire.framing import join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
 from switch.wire.samples import frame
 from tests.conftest import DIALECTS
+from tests.core.booked import BookedReversal, BookedTransaction
 
 # risk.md, "Samples (hex)"
 PREAUTH_FRAME = frame(
@@ -189,7 +190,7 @@ class World:
         return "622690", "citic"
 
     def transaction(self, request: Any, *, business_date: str = "2025-11-22") -> BankTransaction:
-        return BankTransaction(
+        return BookedTransaction(
             request, APPROVED_AT, book=self.book, cards=CARDS, route=self.route,
             institution=INSTITUTION,
             allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
@@ -476,7 +477,6 @@ def test_a_preauth_and_completion_by_payment_code_are_on_us_rows(
 def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> None:
     """After a restart (or the book's eviction) the pre-authorisation is only in the
     journal: the reversal of its approved completion moves it there by RRN."""
-    from switch.core.lifecycle import TerminalReversal
     from switch.core.model import Reversal
 
     world = World()
@@ -491,7 +491,7 @@ def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> N
         processing_code="000000", card=request.card, currency="156", amount=request.amount,
         original=OriginalRef(batch="000018", stan=request.stan),
     )  # fmt: skip
-    actions = TerminalReversal(
+    actions = BookedReversal(
         reversal, book=world.book, cards=CARDS, now=NOW, in_flight=lambda rrn: False
     ).start()
     changes = actions[-1].changes  # type: ignore[union-attr]
