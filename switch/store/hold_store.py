@@ -26,7 +26,8 @@ the hold is a pending purchase again.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -57,6 +58,7 @@ FIRST_LEG: Final = "hold"
 """The leg of a pre-authorisation's first hold; each new one is ``hold<generation>``."""
 EXCESS_LEG: Final = "pay"
 """The leg of a completion's own transfer: its excess over the hold."""
+Row = Mapping[str, Any]
 HISTORY_KIND: Final = "pay"
 """What a wallet's history shows of a hold posted by its completion: a payment."""
 
@@ -78,6 +80,9 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     merchant_id: str
     generation: int
+    completion: TransferKey | None = None
+    """The completion that passed its checks last (its excess's key, leg ``pay``)."""
+    completion_rrn: str | None = None
 
     @property
     def key_fields(self) -> tuple[str, str, str]:
@@ -118,16 +123,24 @@ class HoldSteps(CreditSteps):
     # -- rows -----------------------------------------------------------------------------
 
     def _hold(self, preauth: str) -> Hold | None:
-        row = self._first(self.hold.lock_hold, (preauth,))
+        return self._hold_row(self._first(self.hold.lock_hold, (preauth,)))
+
+    def _hold_row(self, row: Row | None) -> Hold | None:
         if row is None:
             return None
+        completion = None
+        if row["completion_principal"] is not None:
+            completion = TransferKey(
+                str(row["completion_principal"]), str(row["completion_id"]), EXCESS_LEG
+            )
         return Hold(
             key=TransferKey(str(row["principal"]), str(row["request_id"]), str(row["leg"])),
             rrn=str(row["rrn"]), customer_id=str(row["customer_id"]),
             funding=str(row["funding"]), verification=str(row["verification"]),
             instalments=None if row["instalments"] is None else int(row["instalments"]),
             amount=int(row["amount"]), merchant_id=str(row["merchant_id"]),
-            generation=int(row["generation"]),
+            generation=int(row["generation"]), completion=completion,
+            completion_rrn=None if row["completion_rrn"] is None else str(row["completion_rrn"]),
         )  # fmt: skip
 
     def _debit_of(self, hold: Hold) -> str:
@@ -158,6 +171,13 @@ class HoldSteps(CreditSteps):
     def hold_of(self, preauth: str) -> Hold | None:
         """The pre-authorisation's hold as kept (None: none kept)."""
         return self._read(lambda: self._hold(preauth))
+
+    def hold_of_completion(self, completion_rrn: str) -> Hold | None:
+        """The hold whose last completion to pass its checks is ``completion_rrn``."""
+        return self._read(
+            lambda: self._hold_row(self._first(self.hold.lock_hold_of_completion,
+                                               (completion_rrn,)))
+        )  # fmt: skip
 
     # -- completion -----------------------------------------------------------------------
 
@@ -194,6 +214,7 @@ class HoldSteps(CreditSteps):
                 if isinstance(checked, Refusal):
                     return checked
             if excess == 0:
+                self._note_completion(preauth, key, rrn)
                 return taken
             spec = TransferSpec(
                 key=key, debit=self._debit_of(hold),
@@ -218,9 +239,15 @@ class HoldSteps(CreditSteps):
                 return refusal
             self._move("reserve", key, at, spec=spec)
             self._count(key, ask)
+            self._note_completion(preauth, key, rrn)
             return taken
 
         return self._step("hold_complete", body)
+
+    def _note_completion(self, preauth: str, key: TransferKey, rrn: str) -> None:
+        """Whose completion passed its checks, for start-up's recovery: a crash between
+        its journaled answer and :meth:`hold_end_completion` is ended from it."""
+        self._execute(self.hold.note_completion, (key.principal, key.id, rrn, preauth))
 
     def _count(self, key: TransferKey, ask: MoneyAsk) -> None:
         self._execute(

@@ -242,6 +242,7 @@ class LedgerStore(Protocol):
         instalments: int | None, at: float,
     ) -> None: ...  # fmt: skip
     def hold_of(self, preauth: str) -> Hold | None: ...
+    def hold_of_completion(self, completion_rrn: str) -> Hold | None: ...
     def hold_complete(
         self, preauth: str, key: TransferKey, *, amount: int, rrn: str,
         local_date: str, settings: WalletSettings, terms: Terms | None, at: float,
