@@ -81,7 +81,9 @@ async def carry_out(
             ))  # fmt: skip
             return LedgerAnswered(auth_code=auth_code(), funding=funding)
         case RestandCheck(preauth=preauth, amount=amount):
-            refused = await desk.grouped(lambda: store.hold_restand_check(preauth, amount))
+            refused = await desk.grouped(
+                lambda: store.hold_restand_check(preauth, amount, desk.credit)
+            )
             if refused is not None:
                 return LedgerAnswered(code=refused.code, message=refused.message)
             return LedgerAnswered()
@@ -89,7 +91,7 @@ async def carry_out(
             at = desk.wall_clock()
             await desk.grouped(lambda: store.hold_restand(
                 step.preauth, step.completion, step.key, amount=step.amount, rrn=step.rrn,
-                at=at,
+                at=at, terms=desk.credit,
             ))  # fmt: skip
             return LedgerAnswered()
         case CompleteHold():

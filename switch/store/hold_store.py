@@ -21,7 +21,8 @@ whose it is. While it is ``open`` the hold stays pending. Then:
 On credit (credit.md) the hold is a pending purchase of the pre-authorisation's RRN;
 the completion is the purchase (the completion's RRN, the code's instalments on its
 amount), the hold's purchase dropped; a completion's void is the purchase's void, and
-the hold is a pending purchase again.
+the hold is a pending purchase again; that void reversed by its terminal makes the
+completion a purchase again (named by the void's RRN) when the line can take it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from switch.core.credit.billing import (
     credit_purchase,
     drop_purchase,
     open_date,
+    purchase_refusal,
     receivable,
 )
 from switch.core.credit.plan import Terms, make_plan
@@ -404,21 +406,31 @@ class HoldSteps(CreditSteps):
 
         return self._step("hold_end_uncompletion", body)
 
-    def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None:
+    def hold_restand_check(
+        self, preauth: str, amount: int, terms: Terms | None = None
+    ) -> Refusal | None:
         """A completion's void reversed by its terminal, at receipt: its completion can
         stand again when the pre-authorisation holds again and the wallet has the
-        completion's amount with the hold freed (else 51; 12 not held; on credit 57:
-        not offered, the void stands)."""
+        completion's amount with the hold freed (else 51; 12 not held); on credit,
+        credit.md's checks on the completion's amount with the hold's pending purchase
+        dropped (frozen 62, plan under ``min_plan_fen`` 13, above available 51; 57 when
+        credit is not offered). A refusal: the void stands."""
 
         def body() -> Refusal | None:
             hold = self._hold(preauth)
             transfer = None if hold is None else self._lock_transfer(hold.key)
             if hold is None or transfer is None or transfer.state != "pending":
                 return Refusal("12", "the pre-authorisation is not held")
-            if hold.funding != "wallet":
-                return Refusal("57", "a credit completion's void is not reversed")
-            account = ledger.wallet_account(hold.customer_id)
-            if self._lock_account(account).available + transfer.spec.amount < amount:
+            if hold.funding == "credit":
+                if terms is None:
+                    return Refusal("57", "credit funding is not offered")
+                account = self._credit_account(hold.customer_id, None, lock=True)
+                refused = purchase_refusal(
+                    drop_purchase(account, transfer.spec.rrn), amount, hold.instalments, terms
+                )  # fmt: skip
+                return None if refused is None else Refusal(refused.code, refused.message)
+            wallet = ledger.wallet_account(hold.customer_id)
+            if self._lock_account(wallet).available + transfer.spec.amount < amount:
                 return Refusal("51", "the funds are gone")
             return None
 
@@ -426,18 +438,36 @@ class HoldSteps(CreditSteps):
 
     def hold_restand(
         self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
-        rrn: str, at: float,
+        rrn: str, at: float, terms: Terms | None = None,
     ) -> None:  # fmt: skip
         """The reversal journaled: the hold held again is released and the completion's
         amount taken again from the wallet to the merchant, posted under the reversal's
         key (its void's RRN: reconciliation nets it against the void's transfer); the
-        completion's excess counts again. Again: nothing changes."""
+        completion's excess counts again. On credit the hold's pending purchase is
+        dropped and the completion stands again as a purchase named by its void's RRN
+        (the code's instalments on its amount; the voided one keeps its RRN). Again:
+        nothing changes."""
 
         def body() -> None:
             hold = self._hold(preauth)
             if hold is None or self._lock_transfer(key) is not None:
                 return
             transfer = self._lock_transfer(hold.key)
+            made: CreditAccount | None = None
+            if hold.funding == "credit":
+                if terms is None:
+                    raise InsufficientFunds("credit funding is not offered")
+                account = self._credit_account(hold.customer_id, None, lock=True)
+                if transfer is not None and transfer.state == "pending":
+                    account = drop_purchase(account, transfer.spec.rrn)
+                stands = credit_purchase(
+                    account, CreditAsk(purchase_id=rrn, instalments=hold.instalments,
+                                       terms=terms),
+                    merchant_id=hold.merchant_id, amount_fen=amount,
+                )  # fmt: skip
+                if not isinstance(stands, CreditAccount):  # gone since receipt
+                    raise InsufficientFunds(f"credit {rrn}: {stands.message}")
+                made = stands
             if transfer is not None and transfer.state == "pending":
                 self._move("void", hold.key, at)
             spec = TransferSpec(
@@ -446,6 +476,8 @@ class HoldSteps(CreditSteps):
                 kind=HISTORY_KIND, rrn=rrn, merchant_id=hold.merchant_id,
             )  # fmt: skip
             self._move("transfer", key, at, spec=spec)
+            if made is not None:
+                self._save(made, at)
             self._execute(
                 self.sql.cancel_count, (False, completion.principal, completion.id, completion.leg)
             )
