@@ -182,7 +182,9 @@ async def recover(
     - the hold of a pre-authorisation the journal says is ``completed``: its
       completion (the last to pass its checks, as the hold notes) is approved, so the
       hold's min(amount, held) is posted under the completion's RRN with its excess
-      (``hold_end_completion``);
+      (``hold_end_completion``); if that completion posted an earlier hold, its void
+      was reversed (the journal says so of the void the hold notes): the completion
+      stands again (``hold_restand``);
     - the reservation back of an approved completion's void or terminal reversal:
       posted, the excess out of the counts, and the pre-authorisation held again if
       the journal says it is ``open`` (else its count goes: ``voided``)
@@ -209,12 +211,15 @@ async def recover(
             if completion is None or completion.state != "approved" or completion.reversed:
                 continue
             if await desk.call(partial(_posted_before, store, hold, completion.rrn)):
-                continue  # a void's reversal's hold (``Restand``): not this completion's
-            await desk.call(partial(
-                store.hold_end_completion, record.rrn, hold.completion,
-                amount=completion.amount, rrn=completion.rrn, approved=True,
-                terms=desk.credit, at=at,
-            ))  # fmt: skip
+                # Posted by it before: it stands again, its void reversed (``Restand``).
+                if not await _restand(desk, read, hold, hold.completion, at):
+                    continue
+            else:
+                await desk.call(partial(
+                    store.hold_end_completion, record.rrn, hold.completion,
+                    amount=completion.amount, rrn=completion.rrn, approved=True,
+                    terms=desk.credit, at=at,
+                ))  # fmt: skip
         else:
             undone = _undone(record, key)
             if undone is None:
@@ -234,6 +239,30 @@ async def recover(
     if ended:
         log.warning("onus_holds_recovered", ended=ended)
     return ended
+
+
+async def _restand(
+    desk: LedgerDesk, read: Callable[[TransferKey, str], Awaitable[TxnRecord | None]],
+    hold: Hold, completion: TransferKey, at: float,
+) -> bool:  # fmt: skip
+    """A completion's void whose terminal reversal the journal holds (the completion
+    stands again) but not its ledger step: ``hold_restand`` as the live path's
+    ``Restand``. False: the journal says otherwise (nothing done)."""
+    if hold.undone is None:
+        return False
+    principal, id_ = hold.undone
+    void = await read(TransferKey(principal, id_, VOID_LEG), hold.merchant_id)
+    if (
+        void is None or void.kind != COMPLETION_VOID_KIND or void.state != "approved"
+        or not void.reversed
+    ):  # fmt: skip
+        return False
+    await desk.call(partial(
+        desk.store.hold_restand, hold.rrn, completion,
+        TransferKey(principal, id_, REVERSAL_LEG), amount=void.amount, rrn=void.rrn, at=at,
+        terms=desk.credit,
+    ))  # fmt: skip
+    return True
 
 
 def _posted_before(store: LedgerStore, hold: Hold, rrn: str) -> bool:

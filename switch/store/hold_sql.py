@@ -32,12 +32,15 @@ def hold_migrations(d: Dialect) -> tuple[str, ...]:
     );
     CREATE UNIQUE INDEX onus_hold_by_rrn ON onus_hold (rrn);
     """,
-        # The completion that passed its checks last (its transfer key and RRN): what
-        # start-up's recovery ends when a crash came between its answer and its post.
+        # The completion that passed its checks last (its transfer key and RRN), and
+        # the request that gave it back last (its key): what start-up's recovery ends
+        # when a crash came between their journaled answer and their ledger step.
         f"""
     ALTER TABLE onus_hold ADD COLUMN completion_principal {t};
     ALTER TABLE onus_hold ADD COLUMN completion_id {t};
     ALTER TABLE onus_hold ADD COLUMN completion_rrn {t};
+    ALTER TABLE onus_hold ADD COLUMN undone_principal {t};
+    ALTER TABLE onus_hold ADD COLUMN undone_id {t};
     CREATE INDEX onus_hold_by_completion ON onus_hold (completion_rrn);
     """,
     )
@@ -48,6 +51,7 @@ class HoldSql(msgspec.Struct, frozen=True, kw_only=True):
     lock_hold: str
     move_hold: str
     note_completion: str
+    note_undone: str
     lock_hold_of_completion: str
 
 
@@ -55,7 +59,10 @@ COLUMNS = (
     "principal, request_id, rrn, customer_id, funding, verification, instalments, amount, "
     "merchant_id, leg, generation, at"
 )
-READ = f"{COLUMNS}, completion_principal, completion_id, completion_rrn"
+READ = (
+    f"{COLUMNS}, completion_principal, completion_id, completion_rrn, undone_principal, "
+    "undone_id"
+)
 
 
 def hold_sql(d: Dialect, *, lock: str) -> HoldSql:
@@ -74,6 +81,9 @@ def hold_sql(d: Dialect, *, lock: str) -> HoldSql:
         note_completion=sql(
             "UPDATE onus_hold SET completion_principal = ?, completion_id = ?, "
             "completion_rrn = ? WHERE rrn = ?"
+        ),
+        note_undone=sql(
+            "UPDATE onus_hold SET undone_principal = ?, undone_id = ? WHERE rrn = ?"
         ),
         move_hold=sql(
             "UPDATE onus_hold SET leg = ?, generation = ?, at = ? WHERE rrn = ?"

@@ -85,6 +85,8 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     completion: TransferKey | None = None
     """The completion that passed its checks last (its excess's key, leg ``pay``)."""
     completion_rrn: str | None = None
+    undone: tuple[str, str] | None = None
+    """The request that gave its completion back last (principal, id of its key)."""
 
     @property
     def key_fields(self) -> tuple[str, str, str]:
@@ -143,6 +145,8 @@ class HoldSteps(CreditSteps):
             amount=int(row["amount"]), merchant_id=str(row["merchant_id"]),
             generation=int(row["generation"]), completion=completion,
             completion_rrn=None if row["completion_rrn"] is None else str(row["completion_rrn"]),
+            undone=None if row["undone_principal"] is None
+            else (str(row["undone_principal"]), str(row["undone_id"])),
         )  # fmt: skip
 
     def _debit_of(self, hold: Hold) -> str:
@@ -366,6 +370,9 @@ class HoldSteps(CreditSteps):
                 key=key, debit=ledger.merchant_account(hold.merchant_id), credit=debit,
                 amount=back, kind=kind, rrn=rrn, merchant_id=hold.merchant_id,
             )  # fmt: skip
+            # Who gave it back, for start-up's recovery (a void's reversal, ``Restand``,
+            # ended when a crash came between its journaled answer and its step).
+            self._execute(self.hold.note_undone, (key.principal, key.id, preauth))
             if hold.funding == "credit":
                 account = self._credit_account(hold.customer_id, None, lock=True)
                 available = books.available_fen(account.book, account.limit_fen)

@@ -236,3 +236,39 @@ async def test_a_crash_after_a_credit_completion_and_its_void_is_ended_at_start_
     await life(onus_config, void, 300)
     await life(onus_config, voided, 400)
     await life(onus_config, completed_again, 500)
+
+
+async def test_a_crash_after_a_journaled_reversal_of_a_completion_void_is_ended_at_start_up(
+    onus_config: SwitchConfig,
+) -> None:
+    held: list[Any] = []
+
+    async def first(app: SwitchApp, desk: Desk) -> None:
+        await fund(app, 20_000)
+        done, stan = await desk.preauth(await issue(app), 8_000)
+        held.append(done)
+        code = str(done.fields[2])
+        completion, completion_stan = await desk.complete(code, 9_000, done, stan)
+        assert completion.fields[39] == "00"
+        void = by_code(desk.terminal.completion_void(
+            desk.next(), code, 9_000, str(completion.fields[37]),
+            str(completion.fields[38]), completion_stan,
+        ))  # fmt: skip
+        assert (await desk.client.request(void)).fields[39] == "00"
+        failing(app, "hold_restand")
+        reversal = await desk.client.request(desk.terminal.reversal(void))
+        assert reversal.fields[39] == "96"
+        assert hold_state(app, done.fields[37]) == "completed"  # journaled: stands again
+        assert await balance(app, WALLET) == (20_000, 8_000)
+
+    async def stands(app: SwitchApp, desk: Desk) -> None:
+        # Paid again, the hold released: as after the completion.
+        assert await balance(app, WALLET) == (11_000, 0)
+        assert await balance(app, MERCHANT_ACCOUNT) == (9_000, 0)
+        assert await class_used(app) == 9_000
+        assert hold_state(app, held[0].fields[37]) == "completed"
+        await sound(app)
+
+    await life(onus_config, first, 100)
+    await life(onus_config, stands, 200)
+    await life(onus_config, stands, 300)
