@@ -550,6 +550,7 @@ class LedgerDesk:
         its request says (``read``: that record by key and the transfer's merchant);
         one whose request is still
         ``sending`` is left. Returns (posted, voided)."""
+        await onus_hold.recover(self, read)  # the hold steps' ends first, as they end
         pending = await self._run(self.store.pending_transfers)
         answers: dict[TransferKey, ledger.Answer] = {}
         rrns: dict[TransferKey, str] = {}

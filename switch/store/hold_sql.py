@@ -32,6 +32,17 @@ def hold_migrations(d: Dialect) -> tuple[str, ...]:
     );
     CREATE UNIQUE INDEX onus_hold_by_rrn ON onus_hold (rrn);
     """,
+        # The completion that passed its checks last (its transfer key and RRN), and
+        # the request that gave it back last (its key): what start-up's recovery ends
+        # when a crash came between their journaled answer and their ledger step.
+        f"""
+    ALTER TABLE onus_hold ADD COLUMN completion_principal {t};
+    ALTER TABLE onus_hold ADD COLUMN completion_id {t};
+    ALTER TABLE onus_hold ADD COLUMN completion_rrn {t};
+    ALTER TABLE onus_hold ADD COLUMN undone_principal {t};
+    ALTER TABLE onus_hold ADD COLUMN undone_id {t};
+    CREATE INDEX onus_hold_by_completion ON onus_hold (completion_rrn);
+    """,
     )
 
 
@@ -39,11 +50,18 @@ class HoldSql(msgspec.Struct, frozen=True, kw_only=True):
     insert_hold: str
     lock_hold: str
     move_hold: str
+    note_completion: str
+    note_undone: str
+    lock_hold_of_completion: str
 
 
 COLUMNS = (
     "principal, request_id, rrn, customer_id, funding, verification, instalments, amount, "
     "merchant_id, leg, generation, at"
+)
+READ = (
+    f"{COLUMNS}, completion_principal, completion_id, completion_rrn, undone_principal, "
+    "undone_id"
 )
 
 
@@ -55,7 +73,17 @@ def hold_sql(d: Dialect, *, lock: str) -> HoldSql:
             "ON CONFLICT (principal, request_id) DO NOTHING"
         ),
         lock_hold=sql(
-            f"SELECT {COLUMNS} FROM onus_hold WHERE rrn = ?{lock}"
+            f"SELECT {READ} FROM onus_hold WHERE rrn = ?{lock}"
+        ),
+        lock_hold_of_completion=sql(
+            f"SELECT {READ} FROM onus_hold WHERE completion_rrn = ?{lock}"
+        ),
+        note_completion=sql(
+            "UPDATE onus_hold SET completion_principal = ?, completion_id = ?, "
+            "completion_rrn = ? WHERE rrn = ?"
+        ),
+        note_undone=sql(
+            "UPDATE onus_hold SET undone_principal = ?, undone_id = ? WHERE rrn = ?"
         ),
         move_hold=sql(
             "UPDATE onus_hold SET leg = ?, generation = ?, at = ? WHERE rrn = ?"

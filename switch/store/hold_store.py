@@ -21,12 +21,14 @@ whose it is. While it is ``open`` the hold stays pending. Then:
 On credit (credit.md) the hold is a pending purchase of the pre-authorisation's RRN;
 the completion is the purchase (the completion's RRN, the code's instalments on its
 amount), the hold's purchase dropped; a completion's void is the purchase's void, and
-the hold is a pending purchase again.
+the hold is a pending purchase again; that void reversed by its terminal makes the
+completion a purchase again (named by the void's RRN) when the line can take it.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -38,6 +40,7 @@ from switch.core.credit.billing import (
     credit_purchase,
     drop_purchase,
     open_date,
+    purchase_refusal,
     receivable,
 )
 from switch.core.credit.plan import Terms, make_plan
@@ -57,6 +60,7 @@ FIRST_LEG: Final = "hold"
 """The leg of a pre-authorisation's first hold; each new one is ``hold<generation>``."""
 EXCESS_LEG: Final = "pay"
 """The leg of a completion's own transfer: its excess over the hold."""
+Row = Mapping[str, Any]
 HISTORY_KIND: Final = "pay"
 """What a wallet's history shows of a hold posted by its completion: a payment."""
 
@@ -78,6 +82,11 @@ class Hold(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     merchant_id: str
     generation: int
+    completion: TransferKey | None = None
+    """The completion that passed its checks last (its excess's key, leg ``pay``)."""
+    completion_rrn: str | None = None
+    undone: tuple[str, str] | None = None
+    """The request that gave its completion back last (principal, id of its key)."""
 
     @property
     def key_fields(self) -> tuple[str, str, str]:
@@ -118,16 +127,26 @@ class HoldSteps(CreditSteps):
     # -- rows -----------------------------------------------------------------------------
 
     def _hold(self, preauth: str) -> Hold | None:
-        row = self._first(self.hold.lock_hold, (preauth,))
+        return self._hold_row(self._first(self.hold.lock_hold, (preauth,)))
+
+    def _hold_row(self, row: Row | None) -> Hold | None:
         if row is None:
             return None
+        completion = None
+        if row["completion_principal"] is not None:
+            completion = TransferKey(
+                str(row["completion_principal"]), str(row["completion_id"]), EXCESS_LEG
+            )
         return Hold(
             key=TransferKey(str(row["principal"]), str(row["request_id"]), str(row["leg"])),
             rrn=str(row["rrn"]), customer_id=str(row["customer_id"]),
             funding=str(row["funding"]), verification=str(row["verification"]),
             instalments=None if row["instalments"] is None else int(row["instalments"]),
             amount=int(row["amount"]), merchant_id=str(row["merchant_id"]),
-            generation=int(row["generation"]),
+            generation=int(row["generation"]), completion=completion,
+            completion_rrn=None if row["completion_rrn"] is None else str(row["completion_rrn"]),
+            undone=None if row["undone_principal"] is None
+            else (str(row["undone_principal"]), str(row["undone_id"])),
         )  # fmt: skip
 
     def _debit_of(self, hold: Hold) -> str:
@@ -158,6 +177,13 @@ class HoldSteps(CreditSteps):
     def hold_of(self, preauth: str) -> Hold | None:
         """The pre-authorisation's hold as kept (None: none kept)."""
         return self._read(lambda: self._hold(preauth))
+
+    def hold_of_completion(self, completion_rrn: str) -> Hold | None:
+        """The hold whose last completion to pass its checks is ``completion_rrn``."""
+        return self._read(
+            lambda: self._hold_row(self._first(self.hold.lock_hold_of_completion,
+                                               (completion_rrn,)))
+        )  # fmt: skip
 
     # -- completion -----------------------------------------------------------------------
 
@@ -194,6 +220,7 @@ class HoldSteps(CreditSteps):
                 if isinstance(checked, Refusal):
                     return checked
             if excess == 0:
+                self._note_completion(preauth, key, rrn)
                 return taken
             spec = TransferSpec(
                 key=key, debit=self._debit_of(hold),
@@ -218,9 +245,15 @@ class HoldSteps(CreditSteps):
                 return refusal
             self._move("reserve", key, at, spec=spec)
             self._count(key, ask)
+            self._note_completion(preauth, key, rrn)
             return taken
 
         return self._step("hold_complete", body)
+
+    def _note_completion(self, preauth: str, key: TransferKey, rrn: str) -> None:
+        """Whose completion passed its checks, for start-up's recovery: a crash between
+        its journaled answer and :meth:`hold_end_completion` is ended from it."""
+        self._execute(self.hold.note_completion, (key.principal, key.id, rrn, preauth))
 
     def _count(self, key: TransferKey, ask: MoneyAsk) -> None:
         self._execute(
@@ -337,6 +370,9 @@ class HoldSteps(CreditSteps):
                 key=key, debit=ledger.merchant_account(hold.merchant_id), credit=debit,
                 amount=back, kind=kind, rrn=rrn, merchant_id=hold.merchant_id,
             )  # fmt: skip
+            # Who gave it back, for start-up's recovery (a void's reversal, ``Restand``,
+            # ended when a crash came between its journaled answer and its step).
+            self._execute(self.hold.note_undone, (key.principal, key.id, preauth))
             if hold.funding == "credit":
                 account = self._credit_account(hold.customer_id, None, lock=True)
                 available = books.available_fen(account.book, account.limit_fen)
@@ -377,21 +413,31 @@ class HoldSteps(CreditSteps):
 
         return self._step("hold_end_uncompletion", body)
 
-    def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None:
+    def hold_restand_check(
+        self, preauth: str, amount: int, terms: Terms | None = None
+    ) -> Refusal | None:
         """A completion's void reversed by its terminal, at receipt: its completion can
         stand again when the pre-authorisation holds again and the wallet has the
-        completion's amount with the hold freed (else 51; 12 not held; on credit 57:
-        not offered, the void stands)."""
+        completion's amount with the hold freed (else 51; 12 not held); on credit,
+        credit.md's checks on the completion's amount with the hold's pending purchase
+        dropped (frozen 62, plan under ``min_plan_fen`` 13, above available 51; 57 when
+        credit is not offered). A refusal: the void stands."""
 
         def body() -> Refusal | None:
             hold = self._hold(preauth)
             transfer = None if hold is None else self._lock_transfer(hold.key)
             if hold is None or transfer is None or transfer.state != "pending":
                 return Refusal("12", "the pre-authorisation is not held")
-            if hold.funding != "wallet":
-                return Refusal("57", "a credit completion's void is not reversed")
-            account = ledger.wallet_account(hold.customer_id)
-            if self._lock_account(account).available + transfer.spec.amount < amount:
+            if hold.funding == "credit":
+                if terms is None:
+                    return Refusal("57", "credit funding is not offered")
+                account = self._credit_account(hold.customer_id, None, lock=True)
+                refused = purchase_refusal(
+                    drop_purchase(account, transfer.spec.rrn), amount, hold.instalments, terms
+                )  # fmt: skip
+                return None if refused is None else Refusal(refused.code, refused.message)
+            wallet = ledger.wallet_account(hold.customer_id)
+            if self._lock_account(wallet).available + transfer.spec.amount < amount:
                 return Refusal("51", "the funds are gone")
             return None
 
@@ -399,18 +445,36 @@ class HoldSteps(CreditSteps):
 
     def hold_restand(
         self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
-        rrn: str, at: float,
+        rrn: str, at: float, terms: Terms | None = None,
     ) -> None:  # fmt: skip
         """The reversal journaled: the hold held again is released and the completion's
         amount taken again from the wallet to the merchant, posted under the reversal's
         key (its void's RRN: reconciliation nets it against the void's transfer); the
-        completion's excess counts again. Again: nothing changes."""
+        completion's excess counts again. On credit the hold's pending purchase is
+        dropped and the completion stands again as a purchase named by its void's RRN
+        (the code's instalments on its amount; the voided one keeps its RRN). Again:
+        nothing changes."""
 
         def body() -> None:
             hold = self._hold(preauth)
             if hold is None or self._lock_transfer(key) is not None:
                 return
             transfer = self._lock_transfer(hold.key)
+            made: CreditAccount | None = None
+            if hold.funding == "credit":
+                if terms is None:
+                    raise InsufficientFunds("credit funding is not offered")
+                account = self._credit_account(hold.customer_id, None, lock=True)
+                if transfer is not None and transfer.state == "pending":
+                    account = drop_purchase(account, transfer.spec.rrn)
+                stands = credit_purchase(
+                    account, CreditAsk(purchase_id=rrn, instalments=hold.instalments,
+                                       terms=terms),
+                    merchant_id=hold.merchant_id, amount_fen=amount,
+                )  # fmt: skip
+                if not isinstance(stands, CreditAccount):  # gone since receipt
+                    raise InsufficientFunds(f"credit {rrn}: {stands.message}")
+                made = stands
             if transfer is not None and transfer.state == "pending":
                 self._move("void", hold.key, at)
             spec = TransferSpec(
@@ -419,6 +483,8 @@ class HoldSteps(CreditSteps):
                 kind=HISTORY_KIND, rrn=rrn, merchant_id=hold.merchant_id,
             )  # fmt: skip
             self._move("transfer", key, at, spec=spec)
+            if made is not None:
+                self._save(made, at)
             self._execute(
                 self.sql.cancel_count, (False, completion.principal, completion.id, completion.leg)
             )

@@ -242,6 +242,7 @@ class LedgerStore(Protocol):
         instalments: int | None, at: float,
     ) -> None: ...  # fmt: skip
     def hold_of(self, preauth: str) -> Hold | None: ...
+    def hold_of_completion(self, completion_rrn: str) -> Hold | None: ...
     def hold_complete(
         self, preauth: str, key: TransferKey, *, amount: int, rrn: str,
         local_date: str, settings: WalletSettings, terms: Terms | None, at: float,
@@ -252,14 +253,16 @@ class LedgerStore(Protocol):
     ) -> None: ...  # fmt: skip
     def hold_release(self, preauth: str, at: float) -> bool: ...
     def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool: ...
-    def hold_restand_check(self, preauth: str, amount: int) -> Refusal | None: ...
+    def hold_restand_check(
+        self, preauth: str, amount: int, terms: Terms | None = None
+    ) -> Refusal | None: ...
     def hold_refund(
         self, preauth: str, key: TransferKey, *, completion_rrn: str, amount: int, rrn: str,
         at: float,
     ) -> str: ...  # fmt: skip
     def hold_restand(
         self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
-        rrn: str, at: float,
+        rrn: str, at: float, terms: Terms | None = None,
     ) -> None: ...  # fmt: skip
     def hold_uncomplete(
         self, preauth: str, completion: TransferKey, key: TransferKey, *,

@@ -596,3 +596,57 @@ async def test_risk_rules_see_a_code_preauth_as_kind_preauth_and_its_completion_
     assert done.fields[39] == "00"
     assert await balance(app, WALLET) == (8_250, 0)
     await sound(app)
+
+
+async def test_a_credit_completion_void_reversed_stands_again_when_the_line_can_take_it(
+    nursery: trio.Nursery, onus_config: SwitchConfig
+) -> None:
+    app = await start_switch(nursery, onus_config)
+    await open_credit(app, 100_000)
+    desk = Desk(await pos_client(app))
+    terminal = desk.terminal
+    held, stan = await desk.preauth(await credit_code(app, 3), 50_000)
+    code = str(held.fields[2])
+    done, done_stan = await desk.complete(code, 55_000, held, stan)
+    assert (done.fields[39], done.fields[63]) == ("00", "CRL")
+    void = by_code(terminal.completion_void(
+        desk.next(), code, 55_000, str(done.fields[37]), str(done.fields[38]), done_stan
+    ))  # fmt: skip
+    voided = await desk.client.request(void)
+    assert voided.fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (0, 50_000)  # held again
+    # Reversed: the hold's pending purchase dropped, the completion a purchase again
+    # (named by its void's RRN, as its transfer is), credit.md's checks passed.
+    reversal = await desk.client.request(terminal.reversal(void))
+    assert (reversal.mti, reversal.fields[39]) == ("0410", "00")
+    assert await balance(app, RECEIVABLE) == (-55_000, 0)
+    assert await balance(app, MERCHANT_ACCOUNT) == (55_000, 0)
+    assert (await status(app)).available_fen == 45_000
+    plan = await in_store(app, store_of(app).credit_plan, CUSTOMER, str(voided.fields[37]))
+    assert (plan.principal_fen, plan.instalments) == (55_000, 3)
+    assert hold_state(app, held.fields[37]) == "completed"
+    await sound(app)
+    again = await desk.client.request(terminal.reversal(void))  # the terminal's repeat
+    assert again.fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (-55_000, 0)
+    # The line cannot take it (another hold uses it meanwhile): 00, the void stands.
+    held, stan = await desk.preauth(await credit_code(app), 20_000)
+    code = str(held.fields[2])
+    done, done_stan = await desk.complete(code, 23_000, held, stan)
+    assert done.fields[39] == "00"
+    void = by_code(terminal.completion_void(
+        desk.next(), code, 23_000, str(done.fields[37]), str(done.fields[38]), done_stan
+    ))  # fmt: skip
+    assert (await desk.client.request(void)).fields[39] == "00"
+    other, _ = await desk.preauth(await credit_code(app), 24_000)
+    assert other.fields[39] == "00"
+    assert (await status(app)).available_fen == 1_000  # 21,000 with the hold freed
+    assert (await desk.client.request(terminal.reversal(void))).fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (-55_000, 44_000)
+    assert await balance(app, MERCHANT_ACCOUNT) == (55_000, 0)
+    assert hold_state(app, held.fields[37]) == "open"
+    await sound(app, pending=2)
+    late, _ = await desk.complete(code, 20_000, held, stan)
+    assert late.fields[39] == "00"
+    assert await balance(app, RECEIVABLE) == (-75_000, 24_000)
+    await sound(app, pending=1)
