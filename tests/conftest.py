@@ -101,12 +101,25 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
+_CONFIG_FOLDERS: list[Path] = []
+"""Where make_config makes its folders: under the session's base folder once the session
+has begun (pytest keeps the last three sessions' and removes older ones, as it does
+every tmp_path), else the usual temporary folder, where nothing ever removed them."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _config_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _CONFIG_FOLDERS[:] = [tmp_path_factory.mktemp("configs")]
+    yield
+    _CONFIG_FOLDERS.clear()
+
+
 def make_config(**sections: Any) -> SwitchConfig:
     """The test config with sections merged in: ``make_config(banks={"icbc": {...}})``
     updates the icbc bank, ``routes=[...]`` replaces the routes; other keys update
     top-level sections."""
     raw = copy.deepcopy(BASE_CONFIG)
-    folder = Path(tempfile.mkdtemp(prefix="switch-test-"))
+    folder = Path(tempfile.mkdtemp(prefix="switch-test-", dir=next(iter(_CONFIG_FOLDERS), None)))
     # DEMO keys (security.md's sample ZMK for every bank): the LMK and the key store
     # are made at the first start in the test's folder.
     raw["security"] = {

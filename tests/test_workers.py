@@ -15,6 +15,8 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,10 +283,25 @@ def _gone(pid: int) -> bool:
     return "\nState:\tZ" in status
 
 
-async def _two_workers(tmp_path: Path) -> tuple[Process, Process]:
+THREAD_IDLE_S = 2.0
+SHORT_THREAD_IDLE = (
+    sys.executable, "-c",
+    "import runpy, sys, trio._core._thread_cache as cache\n"
+    "assert cache.IDLE_TIMEOUT == 10, 'trio: no 10 s IDLE_TIMEOUT to cut'\n"
+    f"cache.IDLE_TIMEOUT = {THREAD_IDLE_S}\n"
+    "sys.argv = sys.argv[3:]\n"
+    "runpy.run_module('switch', run_name='__main__', alter_sys=True)",
+)  # fmt: skip
+"""A wrapper for ``python -m switch ...``: the same command, with trio's thread cache
+ending a thread idle for THREAD_IDLE_S instead of 10 s (its own module constant)."""
+
+
+async def _two_workers(tmp_path: Path, wrapper: Sequence[str] = ()) -> tuple[Process, Process]:
     sim, bank_port = await start_sim_bank(write_config(tmp_path, demo_config(tmp_path), "sim.toml"))
     config = write_config(tmp_path, one_bank_config(tmp_path, bank_port))
-    switch = await start_switch(config, args=["--workers", "2"], env=TEST_ONLY_SQLITE)
+    switch = await start_switch(
+        config, args=["--workers", "2"], env=TEST_ONLY_SQLITE, wrapper=wrapper
+    )
     await switch.wait_for_event("switch_started", count=2)
     return sim, switch
 
@@ -327,10 +344,11 @@ async def test_workers_serve_on_after_the_thread_that_started_them_ends(
 ) -> None:
     """trio forks a worker in a thread of its cache, which ends after 10 s idle: a
     worker must not take that for its supervisor's end (PR_SET_PDEATHSIG did, and every
-    worker drained 10 s after it started)."""
-    sim, switch = await _two_workers(tmp_path)
+    worker drained 10 s after it started). The supervisor here runs with trio's idle
+    timeout cut to THREAD_IDLE_S, so that the forking thread ends within the wait."""
+    sim, switch = await _two_workers(tmp_path, wrapper=SHORT_THREAD_IDLE)
     try:
-        await trio.sleep(12)  # trio's cache ends a thread idle for 10 s
+        await trio.sleep(THREAD_IDLE_S + 2)  # the forking thread has ended by now
         assert switch.events("signal_received") == [], switch.output()
         assert switch.events("worker_died") == [], switch.output()
         assert switch.process.poll() is None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from switch import cli
 from switch.admin.status import status_decoder
 from tests.admin.conftest import SwitchRun, switch_running
 from tests.switch_process import demo_config, run_switch, write_config
@@ -118,17 +119,20 @@ def free_port() -> int:
 
 
 def test_rapid_reloads_keep_an_in_process_simulator_and_a_failed_bind_is_refused(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The rapid reloads are ``switch reload``'s own code called here (cli.main), one
+    right after another, not a process each: the running switch sees the same POSTs."""
     settings = demo_config(tmp_path)
     settings["banks"]["icbc"]["port"] = free_port()  # simulated here, on a fixed port
     with switch_running(tmp_path, settings) as run:
         for turn in range(RAPID_RELOADS):
             settings["banks"]["icbc"]["issuer_timeout_s"] = 4.0 if turn % 2 == 0 else 5.0
             write_config(tmp_path, settings)
-            taken = run_switch(["reload", "--json", "--config", str(run.config), "--url", run.url])
-            assert taken.returncode == 0, (turn, taken.stdout, taken.stderr)
-            assert json.loads(taken.stdout)["changes"] == {"banks_changed": ["icbc"]}
+            code = cli.main(["reload", "--json", "--config", str(run.config), "--url", run.url])
+            taken = capsys.readouterr()
+            assert code == 0, (turn, taken.out, taken.err)
+            assert json.loads(taken.out)["changes"] == {"banks_changed": ["icbc"]}
         status = run_switch(["status", "--json", "--config", str(run.config), "--url", run.url])
         document = status_decoder.decode(status.stdout)
         assert document.config.version == 1 + RAPID_RELOADS
