@@ -12,7 +12,7 @@ rules").
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 import structlog
 import trio
@@ -43,6 +43,8 @@ it they have left every window (the longest is a local day)."""
 
 
 DeskEvents = Callable[[float], Awaitable[list[RiskEvent]]]
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 """The ledger's records of desk requests received since a time (``risk_events``)."""
 
 
@@ -171,26 +173,50 @@ class OtherWorkers:
             del removed[rrn]
 
 
-async def follow_other_workers(
-    journal: Journal, others: OtherWorkers, clock: BusinessClock, interval_s: float
+class _Follower(Protocol[T_contra]):
+    """What a follow loop feeds: a cursor read from, records taken, old ones forgotten."""
+
+    cursor: float
+
+    def take(self, found: T_contra, now: float) -> int: ...
+
+    def forget(self, now: float) -> None: ...
+
+
+async def _follow(
+    read: Callable[[float], Awaitable[T]],
+    others: _Follower[T],
+    clock: BusinessClock,
+    interval_s: float,
+    failed: tuple[str, type[Exception]],
 ) -> None:
-    """Every ``interval_s``, the rows the other workers changed since the last read
-    (less FOLLOW_OVERLAP_S), into this worker's windows. Runs for the life of the
-    worker; a journal that cannot be read is tried again at the next tick."""
-    others.cursor = clock.now()
+    """Every ``interval_s``, what ``read`` finds since the cursor (less
+    FOLLOW_OVERLAP_S), into this worker's windows, for the life of the worker; a read
+    that fails (``failed``: the log event and the store's error) is tried again at the
+    next tick."""
+    event, error = failed
     ticks = 0
     while True:
         await trio.sleep(interval_s)
         try:
-            records = await journal.risk_changes(others.cursor - FOLLOW_OVERLAP_S)
-        except JournalError as exc:
-            log.warning("risk_follow_failed", error=str(exc))
+            found = await read(others.cursor - FOLLOW_OVERLAP_S)
+        except error as exc:
+            log.warning(event, error=str(exc))
             continue
         now = clock.now()
-        others.take(records, now)
+        others.take(found, now)
         ticks += 1
         if ticks % 10_000 == 0:
             others.forget(now)
+
+
+async def follow_other_workers(
+    journal: Journal, others: OtherWorkers, clock: BusinessClock, interval_s: float
+) -> None:
+    """The rows the other workers changed (``Journal.risk_changes``), followed."""
+    others.cursor = clock.now()
+    failed = ("risk_follow_failed", JournalError)
+    await _follow(journal.risk_changes, others, clock, interval_s, failed)
 
 
 # -- desk requests (withdrawals, conversions): records in the ledger's database ---------
@@ -284,19 +310,7 @@ async def follow_other_workers_desk(
     clock: BusinessClock,
     interval_s: float,
 ) -> None:
-    """Every ``interval_s``, the records of desk requests written since the last read
-    (less FOLLOW_OVERLAP_S: a record is stamped just before its commit), into this
-    worker's windows; a ledger that cannot be read is tried again at the next tick."""
-    ticks = 0
-    while True:
-        await trio.sleep(interval_s)
-        try:
-            found = await written(others.cursor - FOLLOW_OVERLAP_S)
-        except LedgerError as exc:
-            log.warning("risk_desk_follow_failed", error=str(exc))
-            continue
-        now = clock.now()
-        others.take(found, now)
-        ticks += 1
-        if ticks % 10_000 == 0:
-            others.forget(now)
+    """The records of desk requests written since the last read (a record is stamped
+    just before its commit), followed through the ledger's database."""
+    failed = ("risk_desk_follow_failed", LedgerError)
+    await _follow(written, others, clock, interval_s, failed)
