@@ -194,11 +194,14 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
 
     ensure_account: str
     lock_account: str
+    lock_accounts: str
     lock_transfer: str
     insert_transfer: str
     end_transfer: str
     update_account: str
+    update_accounts: str
     insert_movement: str
+    insert_movements: str
     transfer_by_key: str
     pending_transfers: str
     account: str
@@ -245,6 +248,7 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     cancel_paycode: str
     lock_paycode: str
     use_paycode: str
+    take_paycode: str
     probes: str
     insert_probe: str
     purge_paycodes: str
@@ -281,6 +285,11 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             "ON CONFLICT (name) DO NOTHING"
         ),
         lock_account=sql(f"SELECT {ACCOUNT_COLUMNS} FROM ledger_account WHERE name = ?{lock}"),
+        # A transfer's two accounts in one statement, locked in the order of their names
+        # (PostgreSQL locks the rows as the sort returns them).
+        lock_accounts=sql(
+            f"SELECT {ACCOUNT_COLUMNS} FROM ledger_account WHERE name IN (?, ?) ORDER BY name{lock}"
+        ),
         lock_transfer=sql(
             f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfer "
             f"WHERE principal = ? AND request_id = ? AND leg = ?{lock}"
@@ -298,9 +307,24 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             + ", ".join(f"{column} = {column} + ?" for column in sums)
             + " WHERE name = ?"
         ),
+        # A transfer's two accounts' sums in one statement (``:a``'s and ``:b``'s).
+        update_accounts=sql(
+            "UPDATE ledger_account SET "
+            + ", ".join(
+                f"{column} = {column} + CASE WHEN name = :a THEN CAST(:a_{column} AS "
+                f"{d.integer}) ELSE CAST(:b_{column} AS {d.integer}) END"
+                for column in sums
+            )
+            + " WHERE name IN (:a, :b)"
+        ),
         insert_movement=sql(
             "INSERT INTO ledger_movement (account, principal, request_id, leg, amount, "
             "balance_after, kind, rrn, merchant_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        insert_movements=sql(  # a posted transfer's two movements, debit's and credit's
+            "INSERT INTO ledger_movement (account, principal, request_id, leg, amount, "
+            "balance_after, kind, rrn, merchant_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         transfer_by_key=sql(
             f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfer "
@@ -469,6 +493,12 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             f"instalments FROM paycode WHERE code = ?{lock}"
         ),
         use_paycode=sql("UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open'"),
+        # A scanned code taken, if open and not expired: its row as it is now (used).
+        take_paycode=sql(
+            "UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open' "
+            "AND expires_at > ? RETURNING code, customer_id, funding, verification, "
+            "issued_at, expires_at, state, instalments"
+        ),
         probes=sql("SELECT count(*) AS n FROM paycode_probe WHERE terminal = ? AND at > ?"),
         insert_probe=sql("INSERT INTO paycode_probe (terminal, at) VALUES (?, ?)"),
         purge_paycodes=sql("DELETE FROM paycode WHERE issued_at < ?"),

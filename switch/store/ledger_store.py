@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, NamedTuple, TypeAlias, TypeVar
 
 from switch.core import ledger
 from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
@@ -135,6 +135,14 @@ def _balances(row: Row) -> Balances:
 
 def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
+
+
+class Locked(NamedTuple):
+    """What a step locked before its move (``_move``): the transfer under the key (None:
+    none there), and its accounts' sums (None: not yet locked)."""
+
+    transfer: Transfer | None
+    balances: dict[str, Balances] | None
 
 
 class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
@@ -298,6 +306,22 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
             raise LedgerDamaged(f"account {name} is not there")
         return _balances(row)
 
+    def _lock_accounts(self, names: Sequence[str], *, ensure: bool = False) -> dict[str, Balances]:
+        """A transfer's accounts (one or two names), locked in one statement in the order
+        of their names, as every step locks them; ``ensure``: one not there yet (a
+        merchant's first payment) made, then locked with the other."""
+        ordered = sorted(set(names))
+        rows = self._execute(self.sql.lock_accounts, (ordered[0], ordered[-1]))
+        if len(rows) != len(ordered) and ensure:
+            for name in ordered:
+                self._ensure_account(name)
+            rows = self._execute(self.sql.lock_accounts, (ordered[0], ordered[-1]))
+        locked = {row["name"]: _balances(row) for row in rows}
+        for name in ordered:
+            if name not in locked:
+                raise LedgerDamaged(f"account {name} is not there")
+        return locked
+
     def _lock_transfer(self, key: TransferKey) -> Transfer | None:
         row = self._first(self.sql.lock_transfer, (key.principal, key.id, key.leg))
         return None if row is None else _transfer(row)
@@ -310,18 +334,20 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
         *,
         spec: TransferSpec | None = None,
         amount: int | None = None,
+        locked: Locked | None = None,
     ) -> Plan:
-        """One operation of the two-phase machine, inside the caller's transaction."""
-        existing = self._lock_transfer(key)
-        if existing is not None:
-            names = {existing.spec.debit, existing.spec.credit}
-        elif spec is not None:
-            names = {spec.debit, spec.credit}
-            for name in sorted(names):
-                self._ensure_account(name)
-        else:
-            raise TransferNotFound(f"{operation} of {key}: no such transfer")
-        balances = {name: self._lock_account(name) for name in sorted(names)}
+        """One operation of the two-phase machine, inside the caller's transaction.
+        ``locked``: what the caller already locked in it (the transfer under ``key``,
+        and its accounts' sums), not read again; its balances become those after."""
+        existing = self._lock_transfer(key) if locked is None else locked.transfer
+        balances = None if locked is None else locked.balances
+        if balances is None:
+            if existing is not None:
+                balances = self._lock_accounts((existing.spec.debit, existing.spec.credit))
+            elif spec is not None:
+                balances = self._lock_accounts((spec.debit, spec.credit), ensure=True)
+            else:
+                raise TransferNotFound(f"{operation} of {key}: no such transfer")
         plan = ledger.decide(operation, existing, balances, spec=spec, amount=amount)
         if plan.after is not None:
             self._apply(plan, balances, at)
@@ -347,24 +373,38 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
             )
             if ended != 1:
                 raise LedgerDamaged(f"transfer {key} was not pending")
+        sums: dict[str, dict[str, int]] = {}
         for name, account in balances.items():
-            sums = {"debits_pending": 0, "debits_posted": 0, "credits_pending": 0,
-                    "credits_posted": 0}  # fmt: skip
+            sums[name] = {"debits_pending": 0, "debits_posted": 0, "credits_pending": 0,
+                          "credits_posted": 0}  # fmt: skip
             for delta in plan.deltas:
                 if delta.account == name:
-                    sums[delta.field] += delta.amount
-            changed = self._change(self.sql.update_account, (*sums.values(), name))
-            if changed != 1:
-                raise LedgerDamaged(f"account {name} changed {changed} times")
+                    sums[name][delta.field] += delta.amount
             balances[name] = ledger.apply(account, plan.deltas)
-        for name, moved in plan.posted():
-            self._execute(
-                self.sql.insert_movement,
-                (
-                    name, key.principal, key.id, key.leg, moved, balances[name].balance,
-                    spec.kind, spec.rrn, spec.merchant_id, at,
-                ),
+        if len(sums) == 2:  # a transfer's two accounts: one statement
+            (a, of_a), (b, of_b) = sums.items()
+            changed = self._change(
+                self.sql.update_accounts,
+                {"a": a, "b": b, **{f"a_{k}": v for k, v in of_a.items()},
+                 **{f"b_{k}": v for k, v in of_b.items()}},
             )  # fmt: skip
+        else:
+            changed = sum(
+                self._change(self.sql.update_account, (*of.values(), name))
+                for name, of in sums.items()
+            )
+        if changed != len(sums):
+            raise LedgerDamaged(f"accounts {', '.join(sums)} changed {changed} times")
+        moved = [
+            (name, key.principal, key.id, key.leg, amount, balances[name].balance, spec.kind,
+             spec.rrn, spec.merchant_id, at)
+            for name, amount in plan.posted()
+        ]  # fmt: skip
+        if len(moved) == 2:  # a posted transfer's debit and credit: one statement
+            self._execute(self.sql.insert_movements, (*moved[0], *moved[1]))
+        else:
+            for row in moved:
+                self._execute(self.sql.insert_movement, row)
 
     def reserve(self, spec: TransferSpec, at: float) -> Plan:
         """A pending transfer (wallet.md: at receipt); again: nothing changes."""
@@ -623,10 +663,7 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
                     raise Refused(screened)
             # Both accounts locked now, in the order of their names as every step locks
             # them (locking the debit first would wait in a circle with a refund's post).
-            names = sorted({spec.debit, spec.credit})
-            for name in names:
-                self._ensure_account(name)
-            locked = {name: self._lock_account(name) for name in names}
+            locked = self._lock_accounts((spec.debit, spec.credit), ensure=True)
             available = locked[spec.debit].available
             refusal = money_check(wallet, self._usage(wallet, ask.local_date), ask,
                                   available, settings)  # fmt: skip
@@ -637,7 +674,8 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
                 lent = None if isinstance(checked, Refusal) else checked
             if refusal is not None:
                 raise Refused(refusal)
-            plan = self._move("reserve", spec.key, at, spec=spec)
+            # What is locked is moved as it is (its sums after, in ``locked``).
+            plan = self._move("reserve", spec.key, at, spec=spec, locked=Locked(None, locked))
             assert plan.after is not None
             if lent is not None:
                 self._save(lent, at)
@@ -669,8 +707,7 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
                         withdraw_to.bank_code, business_date, at, at,
                     ),
                 )  # fmt: skip
-            available_after = self._lock_account(spec.debit).available
-            return Reserved(transfer=plan.after, available_after=available_after)
+            return Reserved(transfer=plan.after, available_after=locked[spec.debit].available)
 
         return self._step("reserve_payment", body)
 
@@ -702,8 +739,10 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
         top-up's record takes the answer."""
 
         def body() -> Plan:
-            credit = self._credit_ended(key, at)  # a credit purchase: its account locked
-            plan = self._move("post" if approved else "void", key, at)
+            transfer = self._lock_transfer(key)
+            credit = self._credit_ended(transfer, at)  # a credit purchase: its account locked
+            plan = self._move("post" if approved else "void", key, at,
+                              locked=Locked(transfer, None))  # fmt: skip
             if credit is not None:
                 credit(plan)
             if plan.changes:
@@ -930,20 +969,15 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
             probes = self._first(self.sql.probes, (terminal, now - PROBE_WINDOW_S))
             if probes is not None and probes["n"] >= settings.probe_limit:
                 return CodeTaken(response_code="65")
-            row = (
-                self._first(self.sql.lock_paycode, (code,))
+            row = (  # taken (used) if open and not expired, in one statement
+                self._first(self.sql.take_paycode, (code, now))
                 if well_formed(code, settings.prefix)
                 else None
             )
-            if row is None or row["state"] != "open" or now >= row["expires_at"]:
+            if row is None:
                 self._execute(self.sql.insert_probe, (terminal, now))
                 return CodeTaken(response_code="14")
-            if self._change(self.sql.use_paycode, (code,)) != 1:
-                raise LedgerDamaged(f"payment code {code[:6]}... changed under its lock")
-            return CodeTaken(
-                response_code="00",
-                paycode=Paycode(**{**dict(row), "state": "used"}),
-            )
+            return CodeTaken(response_code="00", paycode=Paycode(**dict(row)))
 
         return self._step("take_paycode", body)
 
