@@ -966,18 +966,21 @@ class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
         outcome)."""
 
         def body() -> CodeTaken:
-            probes = self._first(self.sql.probes, (terminal, now - PROBE_WINDOW_S))
-            if probes is not None and probes["n"] >= settings.probe_limit:
-                return CodeTaken(response_code="65")
-            row = (  # taken (used) if open and not expired, in one statement
-                self._first(self.sql.take_paycode, (code, now))
+            since = now - PROBE_WINDOW_S
+            # Taken (used) in one statement: open, not expired, the probes below 65's.
+            taking = (code, now, terminal, since, settings.probe_limit)
+            row = (
+                self._first(self.sql.take_paycode, taking)
                 if well_formed(code, settings.prefix)
                 else None
             )
-            if row is None:
-                self._execute(self.sql.insert_probe, (terminal, now))
-                return CodeTaken(response_code="14")
-            return CodeTaken(response_code="00", paycode=Paycode(**dict(row)))
+            if row is not None:
+                return CodeTaken(response_code="00", paycode=Paycode(**dict(row)))
+            probes = self._first(self.sql.probes, (terminal, since))
+            if probes is not None and probes["n"] >= settings.probe_limit:
+                return CodeTaken(response_code="65")  # the code, if open, left open
+            self._execute(self.sql.insert_probe, (terminal, now))
+            return CodeTaken(response_code="14")
 
         return self._step("take_paycode", body)
 

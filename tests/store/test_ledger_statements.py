@@ -2,8 +2,8 @@
 tests' PostgreSQL server): the statements each runs, and what they leave (issue #22: an
 on-us payment's CPU is mostly its statements and commits, performance.md "On-us").
 
-The payment's step: the terminal's probes counted, the code taken (one ``UPDATE ...
-RETURNING``), the wallet and the transfer's key locked, both accounts locked in one
+The payment's step: the code taken (one ``UPDATE ... RETURNING``, the terminal's
+probes counted in it), the wallet and the transfer's key locked, both accounts locked in one
 statement (made first when a merchant is paid for the first time), the usage read, the
 transfer inserted, both accounts' sums in one ``UPDATE``, the payment counted. Its end:
 the transfer locked once (not again by the move), both accounts in one statement, the
@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 from typing import Any
+
+import msgspec
 
 from switch.core import ledger, paycode
 from switch.core.ledger import TransferKey, TransferSpec
@@ -31,7 +33,7 @@ MERCHANT = "898000000000001"
 TERMINAL = f"T0000001:{MERCHANT}"
 TODAY = "2026-12-08"
 FUNDING = 100_000
-PAY_STEP_STATEMENTS = 9
+PAY_STEP_STATEMENTS = 8
 END_STATEMENTS = 6
 
 
@@ -133,8 +135,8 @@ def test_a_code_sale_reads_each_row_once(ledger_store: LedgerStoreBase) -> None:
 
 def test_a_code_taken_once_and_only_while_open(ledger_store: LedgerStoreBase) -> None:
     """The code taken by one ``UPDATE ... RETURNING``: used once (again: 14), an expired
-    one 14 (left open, counted as a probe), a cancelled one 14; nothing written for a
-    code refused but its probe."""
+    one 14 (left open, counted as a probe), a cancelled one 14; a terminal at its probe
+    limit 65 even for an open code, which stays open for another terminal."""
     store = ledger_store
     customer = "C400000002"
     _wallet(store, customer)
@@ -157,4 +159,10 @@ def test_a_code_taken_once_and_only_while_open(ledger_store: LedgerStoreBase) ->
     for _ in range(CODES.max_open):
         _code(store, customer)
     assert store.take_paycode(cancelled, "T8", time.time(), CODES).response_code == "14"
+    # T9 has had 2 answers of 14 (the expired code, "not a code"): at a limit of 2, 65
+    # for an open code, which T7 then takes.
+    limited = msgspec.structs.replace(CODES, probe_limit=2)
+    fresh = _code(store, customer)
+    assert store.take_paycode(fresh, "T9", time.time(), limited).response_code == "65"
+    assert store.take_paycode(fresh, "T7", time.time(), limited).response_code == "00"
     assert store.verify() == []
