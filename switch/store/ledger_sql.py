@@ -194,14 +194,11 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
 
     ensure_account: str
     lock_account: str
-    lock_accounts: str
     lock_transfer: str
     insert_transfer: str
     end_transfer: str
     update_account: str
-    update_accounts: str
     insert_movement: str
-    insert_movements: str
     transfer_by_key: str
     pending_transfers: str
     account: str
@@ -285,11 +282,6 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             "ON CONFLICT (name) DO NOTHING"
         ),
         lock_account=sql(f"SELECT {ACCOUNT_COLUMNS} FROM ledger_account WHERE name = ?{lock}"),
-        # A transfer's two accounts in one statement, locked in the order of their names
-        # (PostgreSQL locks the rows as the sort returns them).
-        lock_accounts=sql(
-            f"SELECT {ACCOUNT_COLUMNS} FROM ledger_account WHERE name IN (?, ?) ORDER BY name{lock}"
-        ),
         lock_transfer=sql(
             f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfer "
             f"WHERE principal = ? AND request_id = ? AND leg = ?{lock}"
@@ -307,24 +299,9 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             + ", ".join(f"{column} = {column} + ?" for column in sums)
             + " WHERE name = ?"
         ),
-        # A transfer's two accounts' sums in one statement (``:a``'s and ``:b``'s).
-        update_accounts=sql(
-            "UPDATE ledger_account SET "
-            + ", ".join(
-                f"{column} = {column} + CASE WHEN name = :a THEN CAST(:a_{column} AS "
-                f"{d.integer}) ELSE CAST(:b_{column} AS {d.integer}) END"
-                for column in sums
-            )
-            + " WHERE name IN (:a, :b)"
-        ),
         insert_movement=sql(
             "INSERT INTO ledger_movement (account, principal, request_id, leg, amount, "
             "balance_after, kind, rrn, merchant_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        insert_movements=sql(  # a posted transfer's two movements, debit's and credit's
-            "INSERT INTO ledger_movement (account, principal, request_id, leg, amount, "
-            "balance_after, kind, rrn, merchant_id, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         transfer_by_key=sql(
             f"SELECT {TRANSFER_COLUMNS} FROM ledger_transfer "
