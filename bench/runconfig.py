@@ -64,7 +64,10 @@ def extra_sections(
     and that many worker processes on the same ports.
     """
     journal: TomlTable = (
-        {"path": str(run_dir / f"{label}-journal.sqlite3")}
+        # In a folder of its own: the stores beside it (settlement's, the ledger's) are
+        # that switch's too, and two versions in one run (``--baseline``) may not share
+        # one whose schema only the newer reads.
+        {"path": str(run_dir / label / "journal.sqlite3")}
         if dsn is None
         else {"backend": "postgresql", "dsn": dsn}
     )

@@ -41,6 +41,7 @@ import pytest
 import trio
 from psycopg.rows import dict_row
 
+from switch.store.rows import events_of
 from tests.conftest import REPO
 from tests.crash_load import LoadTerminal, Sent, SwitchGate, switch_head
 from tests.store.engines import ENGINES
@@ -178,6 +179,12 @@ class _Journal:
         for connection in (self._sqlite, self._postgresql):
             if connection is not None:
                 connection.close()
+
+
+def _started_then_approved(row: dict[str, Any]) -> bool:
+    """Its history (the row's events) begins with its start and holds its approval."""
+    history = [(state, code) for _, state, code, _ in events_of(row["events"])]
+    return history[:1] == [("sending", None)] and ("approved", "00") in history
 
 
 def _count(db: _Journal, sql: str, *args: object) -> int:
@@ -420,6 +427,8 @@ def _check_journal(
             "approved", s.auth_code, s.kind, s.amount, 0,
         ):  # fmt: skip
             problems.append(f"{s}: journal has {dict(row)}")
+        elif not _started_then_approved(row):  # its history, in its row, committed with it
+            problems.append(f"{s}: its history is {events_of(row['events'])}")
     assert not problems, "approvals received but not journaled as such:\n" + "\n".join(
         problems[:10]
     )
@@ -451,9 +460,12 @@ def _check_journal(
         and _count(db, journaled, s.terminal_id, f"{s.stan:06d}", s.mti)
     ]
     assert unanswered_by_graceful == [], "SIGTERM journaled requests it never answered"
-    assert (
-        _count(db, "SELECT count(*) FROM txn_event WHERE detail = ?", STOPPED_BEFORE_ANSWER) == 0
-    ), "SIGTERM cut transactions short at the bank within the grace period"
+    cut_short = [
+        rrn
+        for rrn, row in rows.items()
+        if any(detail == STOPPED_BEFORE_ANSWER for *_, detail in events_of(row["events"]))
+    ]
+    assert cut_short == [], "SIGTERM cut transactions short at the bank within the grace period"
 
     # 3. The bank's ledger and the journal agree to the fen.
     assert net == ledger["net"], f"journal net {net} != bank net {ledger['net']}"

@@ -8,14 +8,23 @@ decides, so two concurrent refunds can never together exceed the original.
 This is the in-memory book: a cache of recent transactions bounded by ``max_records``
 (the oldest are forgotten first). The journal holds them all; the switchboard reads an
 original back from it when the book no longer has it. Pure Python, no I/O.
+
+The transaction machines (``switch.core.lifecycle``) only read the book. What they
+change in it they return as book changes (``Keep``, ``Reserve``, ``Settle``,
+``MarkReversed``, ...: small frozen Structs, ``BookChange``), which the trio layer hands
+to :meth:`TransactionBook.apply`, in order, at once after the step that returned them,
+before it awaits anything: so two requests handed over together see each other's
+reservations. :meth:`TransactionBook.preview` shows a step what its records will look
+like once its changes are carried out (for the journal's snapshots), by the same code
+on copies.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Final, Literal
 
 import msgspec
 
@@ -141,6 +150,172 @@ TerminalTrace = tuple[str, str, str, str]
 RequestKey = tuple[str, str, str, str, str, str]
 """terminal, merchant, batch, STAN, local date, MTI: a POS request's identity. A
 repeat with the same key is a duplicate (pos-cup.md terminals resend on time-out)."""
+
+
+# -- book changes: what a machine returns, what apply() carries out ------------------
+
+
+Find = Callable[[str], TxnRecord | None]
+"""How a change finds an original by RRN: in the book, or among a preview's copies."""
+Own = Callable[[TxnRecord], TxnRecord]
+"""Which copy of a record a change names is written: the book's own, or a preview's."""
+
+
+class Keep(msgspec.Struct, frozen=True, gc=False):
+    """Hold a record the machine made (indexed by RRN, trace, request, online id)."""
+
+    record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return None  # the book's indexes only
+
+
+class Forget(msgspec.Struct, frozen=True, gc=False):
+    """Forget a record the machine made and will never journal (``discard``)."""
+
+    record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return None  # the book's indexes only
+
+
+class Reserve(msgspec.Struct, frozen=True, gc=False):
+    """Reserve on ``original`` what a void, refund or completion takes of it while the
+    bank decides (``reserves``: its product's), checked first by
+    :meth:`TransactionBook.check_reserve`."""
+
+    original: TxnRecord
+    reserves: str
+    amount: int
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        _reserve(own(self.original), self.reserves, self.amount)
+        return None
+
+
+class Settle(msgspec.Struct, frozen=True, gc=False):
+    """Record the answer (or its absence) and release what the record reserved on its
+    original (found by RRN when carried out)."""
+
+    record: TxnRecord
+    state: State
+    code: str | None
+    auth_code: str | None = None
+    balance: str | None = None
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return _settle(own(self.record), self.state, self.code, self.auth_code, self.balance, find)
+
+
+class MarkSent(msgspec.Struct, frozen=True, gc=False):
+    """The request left (or is about to leave) for its bank as this message."""
+
+    record: TxnRecord
+    processing_code: str
+    sent: OriginalData
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.bank_processing_code, record.sent = self.processing_code, self.sent
+        return None
+
+
+class MarkStoodIn(msgspec.Struct, frozen=True, gc=False):
+    """Stood in by the switch (``why``), its advice queued; None: not stood in after all
+    (the journal refused it: other workers' stand-ins took the caps)."""
+
+    record: TxnRecord
+    why: str | None
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.stand_in, record.advice = self.why, None if self.why is None else "queued"
+        return None
+
+
+class MarkCustomer(msgspec.Struct, frozen=True, gc=False):
+    """An on-us payment's customer and funding, and what the risk rules kept of it
+    (``Verdict.journal_fields``; None: the rules kept nothing)."""
+
+    record: TxnRecord
+    customer_id: str | None
+    funding: str | None
+    risk: dict[str, str | None] | None = None
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record, risk = own(self.record), self.risk
+        record.customer_id, record.funding = self.customer_id, self.funding
+        if risk is not None:
+            record.risk_version = risk["risk_version"]
+            record.risk_rule = risk["risk_rule"]
+            record.risk_review = risk["risk_review"]
+            record.risk_shadow = risk["risk_shadow"]
+        return None
+
+
+class MarkReversed(msgspec.Struct, frozen=True, gc=False):
+    """A reversal of the record is queued (or done on the ledger): undo its effect on
+    its original."""
+
+    record: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        return _mark_reversed(own(self.record), find)
+
+
+class MarkState(msgspec.Struct, frozen=True, gc=False):
+    """The record's state (and code) as the journal will say it, nothing else moved: an
+    answer not journaled, reversed from memory (``no_answer``)."""
+
+    record: TxnRecord
+    state: State
+    code: str | None
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        record = own(self.record)
+        record.state, record.code = self.state, self.code
+        return None
+
+
+class Unvoid(msgspec.Struct, frozen=True, gc=False):
+    """A void done in the switch was not journaled: its original stands again."""
+
+    original: TxnRecord
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        own(self.original).voided = False
+        return None
+
+
+class MoveHold(msgspec.Struct, frozen=True, gc=False):
+    """A pre-authorisation held by RRN moves to ``hold_state`` (its completion voided or
+    reversed: ``open``; that undone: ``completed``), if it is ``open`` or ``completed``."""
+
+    rrn: str
+    hold_state: str
+
+    def write(self, own: Own, find: Find) -> TxnRecord | None:
+        held = find(self.rrn)
+        if held is not None and held.hold_state in ("open", "completed"):
+            held.hold_state = self.hold_state
+        return None
+
+
+BookChange = (
+    Keep | Forget | Reserve | Settle | MarkSent | MarkStoodIn | MarkCustomer | MarkReversed
+    | MarkState | Unvoid | MoveHold
+)  # fmt: skip
+"""Each writes what it changes on records (``write``: on ``own(record)`` for the record
+it names, on ``find(rrn)`` for one it finds by RRN, and returns the original a
+``Settle`` or ``MarkReversed`` changed); :meth:`TransactionBook.apply` adds the
+indexes' part."""
+BOOK_CHANGES: Final = (
+    Keep, Forget, Reserve, Settle, MarkSent, MarkStoodIn, MarkCustomer, MarkReversed,
+    MarkState, Unvoid, MoveHold,
+)  # fmt: skip
+"""The book changes' types, for ``isinstance``."""
+BOOK_CHANGE_TYPES: Final = frozenset(BOOK_CHANGES)
+"""The same, for a driver's ``type(action) in``: one look-up, not one test a type."""
 
 
 class TransactionBook:
@@ -325,41 +500,40 @@ class TransactionBook:
         _check_open(open_ones[0] if open_ones else found[-1])
         return open_ones[0]
 
-    def reserve(self, product: Product, original: TxnRecord, amount: int) -> None:
-        """Reserves on ``original`` what ``product`` takes of it (its ``reserves``:
-        the whole original, or part of what is left of its amount) until the bank
-        decides; refused (64, 12, 61) when that is not there to take."""
+    def check_reserve(self, product: Product, original: TxnRecord, amount: int) -> Reserve | None:
+        """What ``product`` takes of ``original`` (its ``reserves``: the whole original,
+        or part of what is left of its amount), as the change that reserves it until the
+        bank decides; refused (64, 12, 61) when that is not there to take. Reads only:
+        the reservation is made when the change is carried out (:meth:`apply`). None: it
+        reserves nothing."""
         if product.reserves == "whole":
-            self.reserve_void(original, amount)
+            _check_void(original, amount)
         elif product.reserves == "remaining":
-            self.reserve_refund(original, amount)
+            _check_refund(original, amount)
         elif product.reserves == "hold":
-            self.reserve_hold(original, amount)
+            _check_hold(original, amount)
+        else:
+            return None
+        return Reserve(original, product.reserves, amount)
+
+    def reserve(self, product: Product, original: TxnRecord, amount: int) -> None:
+        """Checks and makes the reservation at once (:meth:`check_reserve`, :meth:`apply`)."""
+        change = self.check_reserve(product, original, amount)
+        if change is not None:
+            _reserve(change.original, change.reserves, change.amount)
 
     def reserve_hold(self, original: TxnRecord, amount: int) -> None:
         """A completion of ``original`` (an open pre-authorisation): 1 fen up to its
         amount times its ``completion_max_pct`` (61); one at a time (12)."""
-        _check_open(original)
-        limit = original.amount * (original.hold_max_pct or 100) // 100
-        if not 1 <= amount <= limit:
-            raise TransactionRefused("61", f"completion must be 1 to {limit} fen", field="amount")
+        _check_hold(original, amount)
         original.void_pending = True
 
     def reserve_void(self, original: TxnRecord, amount: int) -> None:
-        if amount != original.amount:
-            raise TransactionRefused("64", "void amount differs from the original", field="amount")
-        if original.refunded or original.refund_reserved:
-            raise TransactionRefused(
-                "12", "original transaction is partly refunded", field="original"
-            )
+        _check_void(original, amount)
         original.void_pending = True
 
     def reserve_refund(self, original: TxnRecord, amount: int) -> None:
-        left = original.amount - original.refunded - original.refund_reserved
-        if amount > left:
-            raise TransactionRefused(
-                "61", f"refund exceeds what is left of the original ({left})", field="amount"
-            )
+        _check_refund(original, amount)
         original.refund_reserved += amount
 
     def settle(
@@ -373,58 +547,15 @@ class TransactionBook:
     ) -> TxnRecord | None:
         """Records a bank's answer (or its absence) and releases what was reserved.
         Returns the original it changed, if any (to be journaled with the record)."""
-        record.state = state
-        record.code = code
-        record.auth_code = auth_code
-        record.balance = balance
-        if state == "approved" and product(record.kind).holds:
-            record.hold_state = "open"
+        touched = _settle(record, state, code, auth_code, balance, self._by_rrn.get)
+        if record.hold_state == "open" and state == "approved":
             self._index_authorisation(record)
-        if record.original_rrn is None:
-            return None
-        original = self._by_rrn.get(record.original_rrn)
-        if original is None:
-            return None
-        approved = state == "approved"
-        reserves = product(record.kind).reserves
-        if reserves == "whole":
-            original.void_pending = False
-            original.voided = original.voided or approved
-            if approved and original.hold_state is not None:
-                original.hold_state = "voided"
-        elif reserves == "remaining":
-            original.refund_reserved -= record.amount
-            if approved:
-                original.refunded += record.amount
-        elif reserves == "hold":
-            original.void_pending = False
-            if approved:
-                original.hold_state = "completed"
-        return original
+        return touched
 
     def mark_reversed(self, record: TxnRecord) -> TxnRecord | None:
         """A reversal of ``record`` is queued: undo its effect on its original. Returns
         the original it changed, if any (to be journaled with the record)."""
-        if record.reversed:
-            return None
-        record.reversed = True
-        if record.hold_state == "open":
-            record.hold_state = "reversed"
-        if record.state != "approved" or record.original_rrn is None:
-            return None
-        original = self._by_rrn.get(record.original_rrn)
-        if original is None:
-            return None
-        reserves = product(record.kind).reserves
-        if reserves == "whole":
-            original.voided = False
-            if original.hold_state == "voided":
-                original.hold_state = "open"
-        elif reserves == "remaining":
-            original.refunded -= record.amount
-        elif reserves == "hold" and original.hold_state == "completed":
-            original.hold_state = "open"
-        return original
+        return _mark_reversed(record, self._by_rrn.get)
 
     def expire(self, record: TxnRecord) -> bool:
         """An open pre-authorisation whose last completion date has closed becomes
@@ -436,6 +567,168 @@ class TransactionBook:
         record.hold_state = "expired"
         record.reversed = True
         return True
+
+    # -- book changes --------------------------------------------------------------
+
+    def apply(self, change: BookChange) -> None:
+        """Carries out one change a machine returned (the trio layer calls this, in the
+        order the step gave them, before it awaits anything)."""
+        if isinstance(change, Keep):
+            self.add(change.record)
+        elif isinstance(change, Forget):
+            self.discard(change.record)
+        else:
+            change.write(_same, self._by_rrn.get)
+            if isinstance(change, Settle):  # an approved pre-authorisation: found by 38, 61.3
+                record = change.record
+                if record.hold_state == "open" and record.state == "approved":
+                    self._index_authorisation(record)
+
+    def preview(self, changes: Sequence[BookChange]) -> Preview:
+        """The records ``changes`` touch as they will be once carried out, as copies
+        (the book is left as it is): what a step journals of the records it changes."""
+        view = Preview(self._by_rrn.get)
+        own, find = view.copy, view.find
+        for change in changes:
+            touched = change.write(own, find)
+            if touched is not None:
+                view.touched(change, touched)
+        return view
+
+
+class Preview:
+    """Copies of the records a step's book changes touch, changed as :meth:`apply`
+    will change the book's (:meth:`TransactionBook.preview`)."""
+
+    __slots__ = ("_copies", "_held", "_originals")
+
+    def __init__(self, held: Find) -> None:
+        self._held = held
+        self._copies: dict[int, TxnRecord] = {}
+        self._originals: dict[int, TxnRecord] | None = None
+
+    def __call__(self, record: TxnRecord) -> TxnRecord:
+        """``record`` as the changes leave it: its copy, or itself if they do not touch it."""
+        return self._copies.get(id(record), record)
+
+    def copy(self, record: TxnRecord) -> TxnRecord:
+        """``record``'s copy (made on first use): the one the changes are written to, and
+        one a journal change may keep."""
+        key, copies = id(record), self._copies
+        copied = copies.get(key)
+        if copied is None:
+            # msgspec's own copy, as copy.copy makes it, without copy's dispatch
+            copied = copies[key] = record.__copy__()  # type: ignore[attr-defined]
+        return copied
+
+    def find(self, rrn: str) -> TxnRecord | None:
+        held = self._held(rrn)
+        return None if held is None else self.copy(held)
+
+    def original(self, change: BookChange) -> TxnRecord | None:
+        """The original a ``Settle`` or ``MarkReversed`` of this preview changed (its
+        copy), if it changed one: what is journaled of the original with the record."""
+        return None if self._originals is None else self._originals.get(id(change))
+
+    def touched(self, change: BookChange, original: TxnRecord) -> None:
+        if self._originals is None:
+            self._originals = {}
+        self._originals[id(change)] = original
+
+
+def _same(record: TxnRecord) -> TxnRecord:
+    return record
+
+
+def _reserve(original: TxnRecord, reserves: str, amount: int) -> None:
+    if reserves == "remaining":
+        original.refund_reserved += amount
+    else:  # whole, hold: one at a time
+        original.void_pending = True
+
+
+def _check_hold(original: TxnRecord, amount: int) -> None:
+    """A completion of ``original`` (an open pre-authorisation): 1 fen up to its amount
+    times its ``completion_max_pct`` (61); one at a time (12)."""
+    _check_open(original)
+    limit = original.amount * (original.hold_max_pct or 100) // 100
+    if not 1 <= amount <= limit:
+        raise TransactionRefused("61", f"completion must be 1 to {limit} fen", field="amount")
+
+
+def _check_void(original: TxnRecord, amount: int) -> None:
+    if amount != original.amount:
+        raise TransactionRefused("64", "void amount differs from the original", field="amount")
+    if original.refunded or original.refund_reserved:
+        raise TransactionRefused("12", "original transaction is partly refunded", field="original")
+
+
+def _check_refund(original: TxnRecord, amount: int) -> None:
+    left = original.amount - original.refunded - original.refund_reserved
+    if amount > left:
+        raise TransactionRefused(
+            "61", f"refund exceeds what is left of the original ({left})", field="amount"
+        )
+
+
+def _settle(
+    record: TxnRecord,
+    state: State,
+    code: str | None,
+    auth_code: str | None,
+    balance: str | None,
+    find: Find,
+) -> TxnRecord | None:
+    record.state = state
+    record.code = code
+    record.auth_code = auth_code
+    record.balance = balance
+    if state == "approved" and product(record.kind).holds:
+        record.hold_state = "open"
+    if record.original_rrn is None:
+        return None
+    original = find(record.original_rrn)
+    if original is None:
+        return None
+    approved = state == "approved"
+    reserves = product(record.kind).reserves
+    if reserves == "whole":
+        original.void_pending = False
+        original.voided = original.voided or approved
+        if approved and original.hold_state is not None:
+            original.hold_state = "voided"
+    elif reserves == "remaining":
+        original.refund_reserved -= record.amount
+        if approved:
+            original.refunded += record.amount
+    elif reserves == "hold":
+        original.void_pending = False
+        if approved:
+            original.hold_state = "completed"
+    return original
+
+
+def _mark_reversed(record: TxnRecord, find: Find) -> TxnRecord | None:
+    if record.reversed:
+        return None
+    record.reversed = True
+    if record.hold_state == "open":
+        record.hold_state = "reversed"
+    if record.state != "approved" or record.original_rrn is None:
+        return None
+    original = find(record.original_rrn)
+    if original is None:
+        return None
+    reserves = product(record.kind).reserves
+    if reserves == "whole":
+        original.voided = False
+        if original.hold_state == "voided":
+            original.hold_state = "open"
+    elif reserves == "remaining":
+        original.refunded -= record.amount
+    elif reserves == "hold" and original.hold_state == "completed":
+        original.hold_state = "open"
+    return original
 
 
 def hold_open(record: TxnRecord) -> bool:

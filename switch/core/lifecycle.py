@@ -23,10 +23,25 @@ product waited on before (then: a phase, its rows, its handler).
 What the machine needs of the trio layer it is given, never asks for: a journal read
 (``LoadOriginal``) or a slot is an action whose result is the next event, and the
 circuits open at admission ride on ``Admitted`` (``open_circuits``: a route with a
-secondary bank is chosen by ``BinTable.choose``, in the core). The transaction book,
-the in-memory window of recent transactions, is itself sans-IO and is read and updated
-in place, synchronously, so that two requests handed over together see each other's
-reservations at once; what reaches the journal leaves as ``Journal`` changes.
+secondary bank is chosen by ``BinTable.choose``, in the core). What reaches the
+journal leaves as ``Journal`` changes.
+
+The transaction book (``switch.core.book``, the in-memory window of recent
+transactions) is an input the machine reads, never a collaborator it writes: it is
+given at construction and read directly (repeats by request identity, originals by
+reference and the rules on them, what a reservation would take); records read back
+from the journal are fed in as events (``OriginalLoaded``, ``FirstFinished``) carrying
+the copies the book holds once the trio layer took them in (``take_fresh``; a
+``LoadOriginal`` with ``only_key`` takes in only a record of that request identity).
+Every change to the book is an action the step returns (``Keep``, ``Forget``,
+``Reserve``, ``Settle``, ``MarkSent``, ``MarkStoodIn``, ``MarkCustomer``,
+``MarkReversed``, ``MarkState``, ``Unvoid``, ``MoveHold``: ``BookChange``), ahead of
+the step's other actions and in the order decided; the trio layer carries them out
+(``TransactionBook.apply``) in that order, synchronously, as soon as the step returns
+and before it awaits anything, so that two requests handed over together see each
+other's reservations at once. What a step journals of a record it changes is the
+record as its changes will leave it (``TransactionBook.preview``: the same code, on
+copies).
 
 A bank-bound transaction::
 
@@ -39,7 +54,8 @@ A bank-bound transaction::
                  (shared journal: a first   └─ loading_first ─┬─ waiting_for_first ── answered
                   of it journaled elsewhere)                  └─ answered
 
-Invariants, each tested in ``tests/core/test_lifecycle.py``:
+Invariants, each tested in ``tests/core/test_lifecycle.py`` (the book changes in
+``tests/core/test_lifecycle_book.py``):
 
 - nothing reaches a bank before it is journaled (``journaling_request`` precedes
   ``at_bank``), and a journal failure there answers 96 with nothing sent;
@@ -49,6 +65,9 @@ Invariants, each tested in ``tests/core/test_lifecycle.py``:
 - an approval is answered 00 only once it is journaled; if that commit fails, it is
   answered 96 and reversed at the bank without the journal (``ReverseUnjournaled``), as
   is a request that got no final answer;
+- a step changes the book only through the book changes it returns, which come before
+  its other actions; a reservation carried out at once is seen by the next request
+  (two refunds handed over together never exceed their original);
 - one a risk rule declines (risk.md) is journaled declined, with the rule's id, and
   sent nowhere (``journaling_decline``);
 - requests refused before a bank (no slot, no link, no route) write nothing, but
@@ -75,9 +94,26 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 from switch.core import bank as bankmsg
-from switch.core import products
+from switch.core import onus_hold, products
 from switch.core.bank import BankTrace, Institution, OriginalData
-from switch.core.book import RequestKey, State, TransactionBook, TxnRecord
+from switch.core.book import (
+    BookChange,
+    Forget,
+    Keep,
+    MarkCustomer,
+    MarkReversed,
+    MarkSent,
+    MarkState,
+    MarkStoodIn,
+    MoveHold,
+    Preview,
+    RequestKey,
+    Settle,
+    State,
+    TransactionBook,
+    TxnRecord,
+    Unvoid,
+)
 from switch.core.changes import (
     AdviceQueued,
     Change,
@@ -305,6 +341,10 @@ class LoadOriginal(msgspec.Struct, frozen=True, kw_only=True):
     trace: tuple[str, str, str, str] | None = None
     authorisation: tuple[str, str] | None = None
     """A completion's pre-authorisations: (38, 61.3) at ``merchant_id``."""
+    only_key: RequestKey | None = None
+    """What is read is taken into the book (``OriginalLoaded`` carries the copies the
+    book then holds) but, with this, only a record of this request identity (a repeat's
+    first read by trace: the trace's latest request may be another's)."""
 
 
 class AwaitFirst(msgspec.Struct, frozen=True):
@@ -379,7 +419,7 @@ class Answer(msgspec.Struct, frozen=True):
 
 Action = (
     LoadOriginal | AwaitFirst | Admit | AcquireLink | Journal | SendToBank | ReleaseLink
-    | NudgeReversals | ReverseUnjournaled | Answer | PostToLedger
+    | NudgeReversals | ReverseUnjournaled | Answer | PostToLedger | BookChange
 )  # fmt: skip
 WAITS: Final = (
     LoadOriginal, AwaitFirst, Admit, AcquireLink, Journal, SendToBank, PostToLedger
@@ -445,12 +485,21 @@ says) a bank-bound transaction moves to."""
 
 
 class _Step:
-    """A step's actions: zero or more effects, then one wait or the answer."""
+    """A step's actions: its book changes, zero or more other effects, then one wait or
+    the answer."""
 
-    __slots__ = ("actions",)
+    __slots__ = ("actions", "booked", "view")
 
     def __init__(self) -> None:
         self.actions: list[Action] = []
+        self.booked: list[BookChange] = []
+        """The book changes, returned first, in the order they were decided."""
+        self.view: Preview | None = None
+        """The records as the book changes leave them, once previewed (``_settlement``)."""
+
+    def preview(self, book: TransactionBook) -> Preview:
+        self.view = view = book.preview(self.booked)
+        return view
 
 
 class BankTransaction:
@@ -534,6 +583,9 @@ class BankTransaction:
         """Whether a ledger step that may hold a transfer ran (not for a code not open)."""
         self._onus_risk: RiskRequest | None = None
         """An on-us payment's request for the risk rules, but its customer and funding."""
+        self._rehold = False
+        """An on-us completion's void: whether the ledger can hold its pre-authorisation
+        again (``core/onus_hold.py``); else the pre-authorisation ends ``voided``."""
         self._final: Outcome | None = None
         self._lookup: bytes | None = None
         """The request card's look-up HMAC under the active key, once computed."""
@@ -572,6 +624,10 @@ class BankTransaction:
         if to != moves and (type(moves) is not tuple or to not in moves):
             raise LocalProtocolError(f"{type(event).__name__} in phase {phase} led to {to}")
         self.phase = to
+        if step.booked:
+            booked: list[Action] = step.booked  # type: ignore[assignment]
+            booked += step.actions
+            return booked
         return step.actions
 
     # -- before admission: repeats and originals (reads only) ---------------------------
@@ -668,17 +724,14 @@ class BankTransaction:
 
     def _on_waiting_for_first(self, event: Event | Start, step: _Step) -> Phase:
         assert self.first is not None and isinstance(event, FirstFinished)
-        if event.record is not None:
-            self.first = self.book.take_fresh(event.record)
+        if event.record is not None:  # as the book holds it now (taken in as it was read)
+            self.first = event.record
         return self._answer(step, self._first_answer(self.first))
 
     def _on_loading_original(self, event: Event | Start, step: _Step) -> Phase:
         if not isinstance(event, OriginalLoaded):
             return self._not_loaded(event, step)
-        if event.record is not None:
-            self.book.take_fresh(event.record)  # kept if the book's copy is the newer
-        for other in event.others:
-            self.book.take_fresh(other)
+        # The records read are in the book (taken in as they were read): searched there.
         return self._admit(step)
 
     def _not_loaded(self, event: Event | Start, step: _Step) -> Phase:
@@ -705,7 +758,7 @@ class BankTransaction:
         except RrnExhausted as exc:
             raise TransactionRefused("96", str(exc)) from None
         assert isinstance(event, Admitted)
-        self._resolve(event.open_circuits)
+        self._resolve(event.open_circuits, step)
         if self.on_ledger:
             self._assess(step)  # the rules' request; the ledger names its customer
             return self._to_ledger(step)
@@ -799,9 +852,10 @@ class BankTransaction:
 
     # -- admitted: the rules, the record -------------------------------------------------
 
-    def _resolve(self, open_circuits: frozenset[str]) -> None:
+    def _resolve(self, open_circuits: frozenset[str], step: _Step) -> None:
         """Routes the request (to its card's bank, or its original's), applies the rules
-        on originals and reserves what it voids or refunds, and makes its record."""
+        on originals and reserves what it voids or refunds (``Reserve``), and makes its
+        record (``Keep``)."""
         request, product = self.request, self.product
         if product.original == "none":
             assert request.card is not None and request.amount is not None
@@ -837,7 +891,9 @@ class BankTransaction:
                 if request.card is not None and request.card.pan != pan:
                     raise TransactionRefused("25", "card differs from the original's", field="pan")
             amount = original.amount if request.amount is None else request.amount
-            self.book.reserve(product, original, amount)
+            reserve = self.book.check_reserve(product, original, amount)
+            if reserve is not None:
+                step.booked.append(reserve)
             self.original = original
             self.route_name, self.bank = "original", original.bank
             self._resolved = msgspec.structs.replace(
@@ -851,7 +907,7 @@ class BankTransaction:
             expiry_days, max_pct = self.hold_terms
             until = last_completion_date(self.business_date, expiry_days)
             self.record.hold_until, self.record.hold_max_pct = until, max_pct
-        self.book.add(self.record)
+        step.booked.append(Keep(self.record))
 
     def _assess(self, step: _Step) -> Phase | None:
         """The risk rules (risk.md), once routed and any original found, before a bank:
@@ -874,8 +930,8 @@ class BankTransaction:
         if not verdict.declined:
             return None
         assert verdict.code is not None
-        self.book.settle(record, state="declined", code=verdict.code)
-        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        step.booked.append(Settle(record, "declined", verdict.code))
+        step.actions.append(Journal((_started(step.preview(self.book).copy(record), self.now),)))
         return "journaling_decline"
 
     def _on_journaling_decline(self, event: Event | Start, step: _Step) -> Phase:
@@ -931,7 +987,7 @@ class BankTransaction:
                 stood = self._stand_in_unsent(step, event.unavailable, event.reason)
                 if stood is not None:
                     return stood
-            self._settle_in_memory("not_sent", "91")
+            self._settle_in_memory(step, "not_sent", "91")
             return self._answer(step, Outcome(code="91", message=event.reason, rrn=self.rrn))
         assert isinstance(event, LinkGranted)
         mti, fields = bankmsg.bank_request(
@@ -956,16 +1012,16 @@ class BankTransaction:
                 # letters, say): refused before anything is written or sent, and never
                 # a verdict on the bank.
                 step.actions.append(ReleaseLink(answered=None))
-                self._settle_in_memory("not_sent", "30")
+                self._settle_in_memory(step, "not_sent", "30")
                 field = str(exc.field) if exc.field is not None else None
                 raise TransactionRefused(
                     "30", f"bank {self.bank} cannot take it: {exc}", field=field
                 ) from None
-        record.bank_processing_code = str(fields[3])
-        record.sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
+        sent = OriginalData(mti=mti, stan=event.stan, transmission=self.stamp.transmission)
+        step.booked.append(MarkSent(record, str(fields[3]), sent))
         self._exchange = SendToBank(mti, fields, encoded, pin)
         # On disk before it leaves: after a crash it is known, and reversed.
-        step.actions.append(Journal((TxnStarted.of(record, self.now),)))
+        step.actions.append(Journal((_started(step.preview(self.book).copy(record), self.now),)))
         return "journaling_request"
 
     def _translated_pin(
@@ -985,7 +1041,7 @@ class BankTransaction:
         except (SecurityError, RemoteProtocolError) as exc:
             step.actions.append(ReleaseLink(answered=None))
             code = "30" if isinstance(exc, PinBlockFieldError) else exc.response_code
-            self._settle_in_memory("not_sent", code)
+            self._settle_in_memory(step, "not_sent", code)
             field = str(exc.field) if isinstance(exc, PinBlockFieldError) else "52"
             raise TransactionRefused(code, "PIN block error", field=field) from None
         fields[52] = translated
@@ -997,7 +1053,7 @@ class BankTransaction:
             return self._at_ledger(step)
         if isinstance(event, JournalFailed):
             self._release_link(step)
-            self._settle_in_memory("not_sent", "96")
+            self._settle_in_memory(step, "not_sent", "96")
             return self._answer(step, self._journal_failure(event))
         if isinstance(event, FirstElsewhere):
             self._release_link(step)
@@ -1013,12 +1069,13 @@ class BankTransaction:
         and is answered as the repeat of that first, read from the journal."""
         record = self.record
         assert record is not None
-        self._settle_in_memory("not_sent", None)
-        self.book.discard(record)
+        self._settle_in_memory(step, "not_sent", None)
+        step.booked.append(Forget(record))
         self.record = None
         acceptor, request = self.request.acceptor, self.request
         step.actions.append(LoadOriginal(
-            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan)
+            trace=(acceptor.terminal_id, acceptor.merchant_id, request.batch, request.stan),
+            only_key=self._repeat_key(),
         ))  # fmt: skip
         return "loading_first"
 
@@ -1027,8 +1084,7 @@ class BankTransaction:
         (the latest request the terminal sent with this batch and STAN)."""
         if not isinstance(event, OriginalLoaded):
             return self._not_loaded(event, step)
-        if event.record is not None and event.record.request_key == self._repeat_key():
-            self.book.take_fresh(event.record)
+        # The first read is in the book if it is of this identity (``only_key``).
         repeat = self._answer_repeat(step)
         if repeat is not None:
             return repeat
@@ -1073,37 +1129,38 @@ class BankTransaction:
         if self.product.holds and state == "approved":
             outcome = msgspec.structs.replace(outcome, hold_until=record.hold_until)
         if state == "declined" and outcome.code == "91":
-            outcome, state = self._stand_in_after_91(outcome, state)
+            outcome, state = self._stand_in_after_91(outcome, state, step)
         self._outcome = outcome
         self._state = state
         durable = True if outcome.stand_in is not None else None  # its advice queued
-        step.actions.append(Journal(self._settlement(outcome, state), durable=durable))
+        step.actions.append(Journal(self._settlement(outcome, state, step), durable=durable))
         return "journaling_answer"
 
-    def _settlement(self, outcome: Outcome, state: State) -> tuple[Change, ...]:
+    def _settlement(self, outcome: Outcome, state: State, step: _Step) -> tuple[Change, ...]:
         """The changes of a settled transaction, committed together: the record, its
-        original, the reversal of what got no final answer, and the channel's own."""
+        original, the reversal of what got no final answer, and the channel's own; the
+        book's (``Settle``, ``MarkReversed``, ``MoveHold``) on ``step``."""
         record = self.record
         assert record is not None
         now = self.now
-        touched = self.book.settle(
-            record, state=state, code=outcome.code, auth_code=outcome.auth_code,
-            balance=outcome.balance,
-        )  # fmt: skip
+        settle = Settle(record, state, outcome.code, outcome.auth_code, outcome.balance)
+        step.booked.append(settle)
         changes: list[Change] = []
         if state == "no_answer" and self.product.reversed_on_no_answer:
             reason = f"no final answer ({outcome.code})"
-            changes.extend(_queue_reversal(self.book, record, reason, now))
+            changes.extend(_queue_reversal(self.book, record, reason, now, step.booked)[0])
             self._reversal_queued = True
+        view = step.preview(self.book)
         detail = outcome.message or None
         if self._not_stood_in is not None:
             detail = f"{detail or '91'}; not stood in: {self._not_stood_in}"
-        changes.append(TxnUpdated.of(record, now, detail))
+        changes.append(TxnUpdated.of(view(record), now, detail))
         if outcome.stand_in is not None:
             changes.append(self._advice_queued(outcome.stand_in))
+        touched = view.original(settle)
         if touched is not None:  # the original's history names what happened to it
-            changes.append(TxnUpdated.of(touched, now, _effect_on_original(record, state)))
-            changes.extend(_hold_moved(self.book, touched, now))
+            changes.append(TxnUpdated.of(touched, now, _effect_on_original(view(record), state)))
+            changes.extend(_hold_moved(self.book, touched, now, step.booked))
         if self.finalize is not None and state != "not_sent":
             changes.extend(self.finalize(outcome))
         if (
@@ -1120,20 +1177,20 @@ class BankTransaction:
             return self._ledger_answer_journaled(event, step)
         if isinstance(event, JournalFailed) and event.cap_taken and self._bank_91 is not None:
             # Other workers' stand-ins took the caps first: the bank's 91, not stood in.
-            self._stand_in_refused_at_commit()
+            self._stand_in_refused_at_commit(step)
             outcome, self._bank_91 = self._bank_91, None
             self._outcome, self._state = outcome, "declined"
-            step.actions.append(Journal(self._settlement(outcome, "declined")))
+            step.actions.append(Journal(self._settlement(outcome, "declined", step)))
             return "journaling_answer"
         if isinstance(event, JournalFailed):
             self._stand_in_not_journaled()
             if self._state in ("approved", "no_answer"):
                 if not record.reversed:
-                    self.book.mark_reversed(record)
-                record.state = "no_answer"
-                step.actions.append(
-                    ReverseUnjournaled(copy.copy(record), "answer not journaled: " + event.error)
-                )
+                    step.booked.append(MarkReversed(record))
+                step.booked.append(MarkState(record, "no_answer", record.code))
+                step.actions.append(ReverseUnjournaled(
+                    step.preview(self.book).copy(record), "answer not journaled: " + event.error
+                ))  # fmt: skip
             return self._answer(step, self._journal_failure(event))
         if self._reversal_queued:
             step.actions.append(NudgeReversals(record.bank))
@@ -1180,7 +1237,16 @@ class BankTransaction:
             step.actions.append(PostToLedger(payment_step(
                 self.request, record, key, self.stamp.local.date().isoformat(),
                 risk=self._onus_risk, received=self.received if self._onus_risk else 0.0,
+                holds=self.product.holds,
             )))  # fmt: skip
+        elif onus_hold.acts_on_hold(self.product, original):  # risk.md, "On-us funding"
+            step.actions.append(PostToLedger(onus_hold.receipt_step(
+                self.product, record, original, key, record_key(original),
+                self.stamp.local.date().isoformat(), risk=self._onus_risk,
+                received=self.received if self._onus_risk else 0.0,
+            )))  # fmt: skip
+        elif (refund := onus_hold.refund_step(record, original, key)) is not None:
+            step.actions.append(PostToLedger(refund))
         else:
             step.actions.append(PostToLedger(ReserveBack(
                 original=record_key(original), key=key, amount=record.amount,
@@ -1197,14 +1263,25 @@ class BankTransaction:
             self._code = event if event.funding is not None else None
             self._reserved = event.funding is not None
             if self.record is not None and event.customer_id is not None:
-                self.record.customer_id, self.record.funding = event.customer_id, event.funding
+                risk = None
                 if event.verdict is not None:  # the rules ran on the ledger (risk.md)
                     self.verdict = event.verdict
-                    RiskGate.mark(self.record, event.verdict)
-        step.actions.append(self._settle_on_ledger(event))
+                    verdict = event.verdict  # what the journal keeps of it (RiskGate.mark)
+                    risk = verdict.journal_fields() if verdict.version else None
+                step.booked.append(
+                    MarkCustomer(self.record, event.customer_id, event.funding, risk)
+                )
+        elif self.record is not None and event.customer_id is not None:  # a completion
+            risk = None
+            if event.verdict is not None:
+                self.verdict = verdict = event.verdict
+                risk = verdict.journal_fields() if verdict.version else None
+            step.booked.append(MarkCustomer(self.record, event.customer_id, event.funding, risk))
+        self._rehold = bool(event.rehold)
+        step.actions.append(self._settle_on_ledger(event, step))
         return "journaling_answer"
 
-    def _settle_on_ledger(self, event: LedgerAnswered) -> Journal:
+    def _settle_on_ledger(self, event: LedgerAnswered, step: _Step) -> Journal:
         assert self.record is not None
         outcome = Outcome(
             code=event.code, message=event.message or ("approved" if event.ok else ""),
@@ -1217,11 +1294,24 @@ class BankTransaction:
             balance_after=event.balance_after if event.ok else None,
         )  # fmt: skip
         state: State = "approved" if event.ok else "declined"
+        if self.product.holds and event.ok:  # risk.md: its last completion date
+            outcome = msgspec.structs.replace(outcome, hold_until=self.record.hold_until)
         self._outcome, self._state = outcome, state
-        changes = self._settlement(outcome, state)
-        if self.record.customer_id is not None:  # the rules' keys and what they decided
-            changes = (*changes, RiskMarked.of(self.record, self.now))
+        changes = self._settlement(outcome, state, step)
+        if event.ok and event.rehold is False:
+            changes = (*changes, *self._hold_ended(self.original, step))
+        assert step.view is not None
+        record = step.view(self.record)
+        if record.customer_id is not None:  # the rules' keys and what they decided
+            changes = (*changes, RiskMarked.of(record, self.now))
         return Journal(changes)
+
+    def _hold_ended(self, completion: TxnRecord | None, step: _Step) -> list[Change]:
+        """A completion undone whose funds are gone: its pre-authorisation ends
+        ``voided`` rather than ``open`` (risk.md, "On-us funding")."""
+        if completion is None or completion.original_rrn is None:
+            return []
+        return _hold_voided(completion.original_rrn, self.now, step.booked)
 
     def _ledger_answer_journaled(self, event: Event | Start, step: _Step) -> Phase:
         """The answer journaled: the pending transfer is posted (approved) or voided; the
@@ -1232,8 +1322,8 @@ class BankTransaction:
         approved = self._state == "approved"
         if isinstance(event, JournalFailed):
             if approved:
-                self.book.mark_reversed(record)
-            record.state = "no_answer"
+                step.booked.append(MarkReversed(record))
+            step.booked.append(MarkState(record, "no_answer", record.code))
             approved = False
             self._final = self._journal_failure(event)
         else:
@@ -1241,6 +1331,19 @@ class BankTransaction:
         if not self._reserved:  # a code not open: nothing on the ledger to end
             return self._answer(step, self._final)
         key = record_key(record)
+        original = self.original
+        if original is None and self.product.holds and approved:
+            return self._answer(step, self._final)  # the hold stands while open
+        if onus_hold.acts_on_hold(self.product, original):
+            assert original is not None
+            end = onus_hold.end_step(
+                self.product, record, original, key, record_key(original), approved=approved,
+                rehold=self._rehold,
+            )  # fmt: skip
+            if end is None:
+                return self._answer(step, self._final)
+            step.actions.append(PostToLedger(end))
+            return "ending_ledger"
         step.actions.append(PostToLedger(EndTransfer(
             key=key, approved=approved, payment=self.original is None,
             uncount=(record_key(self.original)
@@ -1316,20 +1419,21 @@ class BankTransaction:
         assert record is not None
         self._unsent = reason
         if isinstance(verdict, NoStandIn):
-            self.book.settle(record, state="not_sent", code="91")
+            step.booked.append(Settle(record, "not_sent", "91"))
             self._outcome = Outcome(code="91", message=reason, rrn=self.rrn, bank=self.bank,
                                     route=self.route_name)  # fmt: skip
+            settled = step.preview(self.book).copy(record)
             step.actions.append(Journal((
-                TxnStarted.of(record, self.now),
-                TxnUpdated.of(record, self.now, f"{reason}; not stood in: {verdict.reason}"),
+                _started(settled, self.now),
+                TxnUpdated.of(settled, self.now, f"{reason}; not stood in: {verdict.reason}"),
             )))  # fmt: skip
             return "journaling_stand_in"
         outcome = self._stood_in_outcome(why, Outcome(code="00"))
-        self.book.settle(record, state="approved", code="00", auth_code=outcome.auth_code)
-        record.stand_in, record.advice = why, "queued"
+        step.booked.append(Settle(record, "approved", "00", outcome.auth_code))
+        step.booked.append(MarkStoodIn(record, why))
         self._outcome, self._state = outcome, "approved"
         changes: list[Change] = [
-            TxnStarted.of(record, self.now),
+            _started(step.preview(self.book).copy(record), self.now),
             self._advice_queued(why),
         ]
         if self.finalize is not None:
@@ -1352,7 +1456,10 @@ class BankTransaction:
         refused (the loss is cancelled) is voided in the switch, answered 00."""
         record = self.record
         assert record is not None
-        touched = self.book.settle(record, state="approved", code="00")
+        settle = Settle(record, "approved", "00")
+        step.booked.append(settle)
+        view = step.preview(self.book)
+        touched = view.original(settle)
         self._outcome = Outcome(
             code="00", rrn=record.rrn, bank=record.bank, route=self.route_name,
             settlement_date=self.business_date or None,
@@ -1361,9 +1468,10 @@ class BankTransaction:
         why = "its advice not sent: cancelled" if original.advice == "queued" else (
             "its advice refused: the loss cancelled"
         )  # fmt: skip
+        settled = view.copy(record)
         changes: list[Change] = [
-            TxnStarted.of(record, self.now),
-            TxnUpdated.of(record, self.now, f"voided in the switch: stood in, {why}"),
+            _started(settled, self.now),
+            TxnUpdated.of(settled, self.now, f"voided in the switch: stood in, {why}"),
         ]
         if touched is not None:
             changes.append(TxnUpdated.of(touched, self.now, f"voided in the switch by void RRN "
@@ -1382,52 +1490,55 @@ class BankTransaction:
         assert outcome is not None
         if isinstance(event, JournalFailed) and self._in_switch is not None:
             # Nothing written: the sale stands as it was, the terminal may try again.
-            self._in_switch.voided = False
+            step.booked.append(Unvoid(self._in_switch))
             if self.stand_in is not None:
                 self.stand_in.redone(self._in_switch)
             return self._answer(step, self._journal_failure(event))
         if isinstance(event, JournalFailed) and event.cap_taken and outcome.stand_in is not None:
             # Other workers' stand-ins took the caps first: 91, not stood in, journaled.
-            self._stand_in_refused_at_commit()
+            self._stand_in_refused_at_commit(step)
             record = self.record
             assert record is not None
-            self.book.settle(record, state="not_sent", code="91")
+            step.booked.append(Settle(record, "not_sent", "91"))
             self._state = "not_sent"
             self._outcome = Outcome(code="91", message=self._unsent, rrn=self.rrn,
                                     bank=self.bank, route=self.route_name)  # fmt: skip
+            settled = step.preview(self.book).copy(record)
             step.actions.append(Journal((
-                TxnStarted.of(record, self.now),
-                TxnUpdated.of(record, self.now,
+                _started(settled, self.now),
+                TxnUpdated.of(settled, self.now,
                               f"{self._unsent}; not stood in: {self._not_stood_in}"),
             )))  # fmt: skip
             return "journaling_stand_in"
         if isinstance(event, JournalFailed) and outcome.stand_in is not None:
             # Nothing was sent and nothing written: 96, the terminal may try again.
             self._stand_in_not_journaled()
-            self._settle_in_memory("not_sent", "96")
+            self._settle_in_memory(step, "not_sent", "96")
             return self._answer(step, self._journal_failure(event))
         return self._answer(step, outcome)
 
-    def _stand_in_after_91(self, outcome: Outcome, state: State) -> tuple[Outcome, State]:
+    def _stand_in_after_91(
+        self, outcome: Outcome, state: State, step: _Step
+    ) -> tuple[Outcome, State]:
         """The bank answered 91: it did not act. A sale may be stood in."""
         verdict = self._decide_stand_in("bank_91")
         if not isinstance(verdict, StandIn):
             return outcome, state
         record = self.record
         assert record is not None
-        record.stand_in, record.advice = "bank_91", "queued"
+        step.booked.append(MarkStoodIn(record, "bank_91"))
         self._bank_91 = outcome
         return self._stood_in_outcome("bank_91", outcome), "approved"
 
-    def _stand_in_refused_at_commit(self) -> None:
+    def _stand_in_refused_at_commit(self, step: _Step) -> None:
         """The journal refused the stood-in approval (``JournalFailed.cap_taken``): as
-        if it had been refused for its caps when decided."""
+        if it had been refused for its caps when decided (``MarkStoodIn`` of None)."""
         wanted, desk, record = self._stood_in, self.stand_in, self.record
         assert record is not None
         if wanted is not None and desk is not None and self.bank is not None:
             desk.refused_at_commit(self.bank, wanted)
             self._stood_in = None
-        record.stand_in = record.advice = None
+        step.booked.append(MarkStoodIn(record, None))
         self._not_stood_in = CAPS_TAKEN
 
     def _stand_in_not_journaled(self) -> None:
@@ -1438,11 +1549,11 @@ class BankTransaction:
 
     # -- answers -----------------------------------------------------------------------
 
-    def _settle_in_memory(self, state: State, code: str | None) -> None:
+    def _settle_in_memory(self, step: _Step, state: State, code: str | None) -> None:
         """A record that never went further than the switch: settled in the book (which
         releases what it reserved), never journaled."""
         if self.record is not None:
-            self.book.settle(self.record, state=state, code=code)
+            step.booked.append(Settle(self.record, state, code))
 
     def _journal_failure(self, event: JournalFailed) -> Outcome:
         return Outcome(
@@ -1546,23 +1657,40 @@ def _effect_on_original(record: TxnRecord, state: str) -> str:
     return f"{record.kind} RRN {record.rrn} approved"
 
 
+def _started(record: TxnRecord, at: float) -> TxnStarted:
+    """``TxnStarted`` of a copy the step made (``Preview.copy``): kept as it is."""
+    if not record.received_at:  # received when started, unless the lifecycle said
+        record.received_at = at
+    return TxnStarted(record=record, at=at)
+
+
 def _queue_reversal(
-    book: TransactionBook, record: TxnRecord, reason: str, now: float
-) -> list[Change]:
-    """Marks ``record`` reversed (undoing its effect on its original) and returns the
-    changes that queue its reversal, the original's included. The caller journals the
-    record itself after these, so that it carries ``reversed``."""
+    book: TransactionBook,
+    record: TxnRecord,
+    reason: str,
+    now: float,
+    booked: list[BookChange],
+) -> tuple[list[Change], Preview]:
+    """Marks ``record`` reversed (``MarkReversed`` on ``booked``, after the book changes
+    the step made before: it undoes its effect on its original) and returns the changes
+    that queue its reversal, the original's included, and the records as the book
+    changes leave them. The caller journals the record itself after these, so that it
+    carries ``reversed``."""
     changes: list[Change] = [
         ReversalQueued(rrn=record.rrn, bank=record.bank, reason=reason, at=now)
     ]
-    original = book.mark_reversed(record)
+    mark = MarkReversed(record)
+    booked.append(mark)
+    view = book.preview(booked)
+    original = view.original(mark)
     if original is not None:
         undone = f"its {record.kind} RRN {record.rrn} reversed ({reason})"
         changes.append(TxnUpdated.of(original, now, undone))
-        changes.extend(_hold_moved(book, original, now))  # a completion's void undone
-    elif record.state == "approved":  # a completion whose pre-authorisation is not held
-        changes.extend(_hold_moved(book, record, now))
-    return changes
+        # a completion's void undone
+        changes.extend(_hold_moved(book, original, now, booked))
+    elif view(record).state == "approved":  # a completion whose pre-authorisation is not held
+        changes.extend(_hold_moved(book, view(record), now, booked))
+    return changes, view
 
 
 @functools.lru_cache(maxsize=64)
@@ -1572,20 +1700,29 @@ def last_completion_date(business_date: str, expiry_days: int) -> str:
     return (date.fromisoformat(business_date) + timedelta(days=expiry_days)).isoformat()
 
 
-def _hold_moved(book: TransactionBook, changed: TxnRecord, now: float) -> list[Change]:
-    """A completion (``changed``) stopped standing (voided, reversed: its
-    pre-authorisation is ``open`` again) or stands again (its void reversed:
-    ``completed``). The pre-authorisation is moved by RRN, in the book if held there
-    and in the journal whether or not."""
+def _hold_moved(
+    book: TransactionBook, changed: TxnRecord, now: float, booked: list[BookChange]
+) -> list[Change]:
+    """A completion (``changed``, as the step's book changes leave it) stopped standing
+    (voided, reversed: its pre-authorisation is ``open`` again) or stands again (its
+    void reversed: ``completed``). The pre-authorisation is moved by RRN, in the book
+    if held there (``MoveHold`` on ``booked``) and in the journal whether or not."""
     if products.product(changed.kind).reserves != "hold" or changed.original_rrn is None:
         return []
     standing = changed.state == "approved" and not changed.voided and not changed.reversed
     state = "completed" if standing else "open"
-    held = book.by_rrn(changed.original_rrn)
-    if held is not None and held.hold_state in ("open", "completed"):
-        held.hold_state = state
+    booked.append(MoveHold(changed.original_rrn, state))
     why = "its completion stands again" if standing else "its completion voided or reversed"
     return [HoldMoved(rrn=changed.original_rrn, hold_state=state, at=now, detail=why)]
+
+
+def _hold_voided(rrn: str, now: float, booked: list[BookChange]) -> list[Change]:
+    """The on-us pre-authorisation ``rrn`` ends ``voided``: its completion was undone
+    and its funds could not be held again (risk.md, "On-us funding"); in the book if
+    held there (``MoveHold`` on ``booked``)."""
+    booked.append(MoveHold(rrn, "voided"))
+    why = "its completion undone; the funds are gone: not held again"
+    return [HoldMoved(rrn=rrn, hold_state="voided", at=now, detail=why)]
 
 
 def expiry_changes(
@@ -1595,13 +1732,18 @@ def expiry_changes(
     pre-authorisations (as the journal has them) become ``expired``, each with its
     reversal queued (a 0400 naming its 0100): the hold is released the day a
     completion stops being possible (risk.md). One with a completion or void at its
-    bank is left for the next close."""
+    bank is left for the next close. An on-us one (its hold on the ledger) queues no
+    reversal: the trio layer voids its hold once this is journaled. Not a machine's
+    step: the trio layer's, at the close, and it changes the book itself."""
     changes: list[Change] = []
     for found in open_holds:
         record = book.take_fresh(found)
         if not book.expire(record):
             continue
-        changes.append(ReversalQueued(rrn=record.rrn, bank=record.bank, reason="expired", at=now))
+        if not onus_hold.holds_on_ledger(record.kind):
+            changes.append(
+                ReversalQueued(rrn=record.rrn, bank=record.bank, reason="expired", at=now)
+            )
         detail = f"expired: last completion date {record.hold_until}"
         changes.append(TxnUpdated.of(record, now, detail))
     return changes
@@ -1663,6 +1805,8 @@ class TerminalReversal:
         self.phase: ReversalPhase = "received"
         self.record: TxnRecord | None = None
         self._final: Outcome | None = None
+        self._rehold = False
+        """A reversed on-us completion: whether its pre-authorisation is held again."""
         acceptor, ref = request.acceptor, request.original
         self.trace = (
             acceptor.terminal_id, acceptor.merchant_id, ref.batch or request.batch,
@@ -1711,13 +1855,12 @@ class TerminalReversal:
                 )
                 return "answered"
         assert isinstance(event, OriginalLoaded)
-        record = event.record
-        return self._found(self.book.take_fresh(record) if record else None, actions)
+        return self._found(event.record, actions)  # as the book holds it (taken in as read)
 
     def _on_waiting_for_first(self, event: Event | Start, actions: list[Action]) -> ReversalPhase:
         assert self.record is not None and isinstance(event, FirstFinished)
-        if event.record is not None:
-            self.record = self.book.take_fresh(event.record)
+        if event.record is not None:  # as the book holds it now (taken in as it was read)
+            self.record = event.record
         if self.record.state == "sending":
             # Still at another worker's bank: reversing it now would race that
             # worker's answer; the terminal sends its reversal again.
@@ -1761,11 +1904,34 @@ class TerminalReversal:
             )))  # fmt: skip
             return "answered"
         changes: list[Change] = []
-        original = self.book.mark_reversed(record)
+        self._rehold = bool(event.rehold)
+        if self.risk is not None and onus_hold.holds_on_ledger(record.kind):
+            self.risk.remove(record, self.now)  # it leaves the approved windows
+        mark = MarkReversed(record)
+        booked: list[BookChange] = [mark]
+        view = self.book.preview(booked)
+        original = view.original(mark)
         if original is not None:
+            if event.rehold is False:  # risk.md: the funds are gone, not held again
+                original.hold_state = "voided"  # the preview's copy, as the journal says
+                booked.append(MoveHold(original.rrn, "voided"))
             undone = f"its {record.kind} RRN {record.rrn} reversed by the terminal"
             changes.append(TxnUpdated.of(original, self.now, undone))
-        changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+            if original.kind == onus_hold.COMPLETION_KIND:  # it stands again: completed
+                changes.extend(_hold_moved(self.book, original, self.now, booked))
+        elif event.rehold is not None and record.original_rrn is not None:
+            # An on-us pre-authorisation the book no longer holds: moved by RRN.
+            state = "open" if event.rehold else "voided"
+            if record.kind == onus_hold.COMPLETION_KIND:
+                changes.extend(_hold_moved(self.book, view(record), self.now, booked)
+                               if event.rehold
+                               else _hold_voided(record.original_rrn, self.now, booked))
+            else:
+                why = "its void reversed by the terminal"
+                changes.append(HoldMoved(rrn=record.original_rrn, hold_state=state,
+                                         at=self.now, detail=why))  # fmt: skip
+        changes.append(TxnUpdated.of(view(record), self.now, "reversal requested by terminal"))
+        actions.extend(booked)
         actions.append(Journal(tuple(changes)))
         return "journaling"
 
@@ -1800,11 +1966,35 @@ class TerminalReversal:
             products.product(self.record.kind).destination == "ledger"
         )
 
+    def _voided_of(self, record: TxnRecord) -> TxnRecord | None:
+        """An on-us completion's void's completion, as the book holds it (None: another
+        kind, or one the book no longer holds)."""
+        if record.kind != onus_hold.COMPLETION_VOID_KIND or record.original_rrn is None:
+            return None
+        return self.book.by_rrn(record.original_rrn)
+
     def _reverse_on_ledger(self, record: TxnRecord, actions: list[Action]) -> ReversalPhase:
         """An on-us original: nothing to reverse unless it was approved (a decline's
-        pending transfer was voided before its answer left)."""
+        pending transfer was voided before its answer left). A pre-authorisation's hold
+        is released once the reversal is journaled; a completion's is given back and
+        held again (``core/onus_hold.py``)."""
         if record.reversed or record.state != "approved":
             actions.append(Answer(Outcome(code="00", rrn=record.rrn, bank=record.bank)))
+            return "answered"
+        held = onus_hold.reversal_step(
+            record, record_key(record), record_key(record, REVERSAL_LEG), self._voided_of(record)
+        )
+        if held is not None:
+            actions.append(PostToLedger(held))
+            return "reserving_back"
+        if record.kind in onus_hold.NOT_REVERSED:
+            # risk.md's pre-authorisation void or completion void reversed would hold
+            # or complete again: not done on the ledger (docs/behaviour.md); answered
+            # 00 as every reversal is, the void standing.
+            actions.append(Answer(Outcome(
+                code="00", rrn=record.rrn, bank=record.bank,
+                detail=f"{record.kind} not reversed on the ledger: it stands",
+            )))  # fmt: skip
             return "answered"
         actions.append(PostToLedger(ReserveBack(
             original=record_key(record), key=record_key(record, REVERSAL_LEG),
@@ -1827,6 +2017,18 @@ class TerminalReversal:
             else Outcome(code="00", rrn=record.rrn, bank=record.bank, route="original")
         )
         payment = record.kind == "onus_sale"
+        voided = self._voided_of(record)
+        held = onus_hold.reversal_end(
+            record, record_key(record), record_key(record, REVERSAL_LEG), approved=not failed,
+            rehold=self._rehold, original=voided,
+            original_key=record_key(voided) if voided is not None else None,
+        )
+        if held is not None or onus_hold.reversed_by_steps(record.kind):
+            if held is None:
+                actions.append(Answer(self._final))
+                return "answered"
+            actions.append(PostToLedger(held))
+            return "ending_ledger"
         actions.append(PostToLedger(EndTransfer(
             key=record_key(record, REVERSAL_LEG), approved=not failed,
             uncount=record_key(record) if payment and not failed else None,
@@ -1844,8 +2046,10 @@ class TerminalReversal:
         reason = f"terminal reversal {self.request.reason}"
         if self.risk is not None and record.state == "approved":
             self.risk.remove(record, self.now)  # it leaves the approved windows
-        changes = _queue_reversal(self.book, record, reason, self.now)
-        changes.append(TxnUpdated.of(record, self.now, "reversal requested by terminal"))
+        booked: list[BookChange] = []
+        changes, view = _queue_reversal(self.book, record, reason, self.now, booked)
+        changes.append(TxnUpdated.of(view(record), self.now, "reversal requested by terminal"))
+        actions.extend(booked)
         actions.append(Journal(tuple(changes)))
         return "journaling"
 
@@ -1854,11 +2058,13 @@ class TerminalReversal:
         switch (advice not sent: cancelled; refused: the loss cancelled) or, its advice
         sent without a final answer, its 0400 is queued by the advice's acceptance
         (dropped if refused). Answered 00."""
-        self.book.mark_reversed(record)
+        mark = MarkReversed(record)
+        view = self.book.preview((mark,))
         if self.stand_in is not None:
             self.stand_in.undone(record)
         note = _reverse_stood_in_note(record.advice)
-        actions.append(Journal((TxnUpdated.of(record, self.now, note),)))
+        actions.append(mark)
+        actions.append(Journal((TxnUpdated.of(view(record), self.now, note),)))
         return "journaling"
 
 
@@ -1887,11 +2093,14 @@ def recovery_changes(
     book: TransactionBook, in_doubt: Sequence[TxnRecord], now: float
 ) -> list[Change]:
     """At start-up, what a crash left ``sending`` may have reached its bank: each is
-    settled ``no_answer`` (96) with its reversal queued."""
+    settled ``no_answer`` (96) with its reversal queued. Not a machine's step: it is
+    the trio layer's, before any request, and carries its book changes out itself."""
     changes: list[Change] = []
     for record in in_doubt:
-        record.state, record.code = "no_answer", "96"
+        booked: list[BookChange] = [MarkState(record, "no_answer", "96")]
         if products.product(record.kind).reversed_on_no_answer:
-            changes.extend(_queue_reversal(book, record, "in doubt after restart", now))
+            changes.extend(_queue_reversal(book, record, "in doubt after restart", now, booked)[0])
+        for change in booked:
+            book.apply(change)
         changes.append(TxnUpdated.of(record, now, "in doubt after restart"))
     return changes

@@ -182,6 +182,22 @@ class PaycodeRefund(Refund, frozen=True, kw_only=True):
     """The refund of a payment-code sale (2 = the code, 22 = 032)."""
 
 
+class PaycodePreAuth(PreAuth, frozen=True, kw_only=True):
+    """risk.md's pre-authorisation by payment code: a hold on the ledger."""
+
+
+class PaycodePreAuthVoid(PreAuthVoid, frozen=True, kw_only=True):
+    """The void of a pre-authorisation by payment code: its hold released."""
+
+
+class PaycodeCompletion(Completion, frozen=True, kw_only=True):
+    """The completion of a pre-authorisation by payment code, on the ledger."""
+
+
+class PaycodeCompletionVoid(CompletionVoid, frozen=True, kw_only=True):
+    """The void of an on-us completion: what it took goes back, the hold again."""
+
+
 class CardPayment(Sale, frozen=True, kw_only=True):
     """credit.md's payment to a card (bank-h2h.md: 0200, 3 = 280030): ``amount`` credited
     to ``card``'s account at its bank; 41 and 42 are ``[credit]``'s own."""
@@ -250,7 +266,8 @@ class BatchUpload(_Request, frozen=True, kw_only=True):
 Request = (
     SignOn | Echo | Sale | BalanceInquiry | Void | Refund | Reversal | BatchSettlement
     | BatchUpload | PreAuth | PreAuthVoid | Completion | CompletionVoid | PaycodeSale
-    | PaycodeVoid | PaycodeRefund | CardPayment | QrPayment | Topup
+    | PaycodeVoid | PaycodeRefund | CardPayment | QrPayment | Topup | PaycodePreAuth
+    | PaycodePreAuthVoid | PaycodeCompletion | PaycodeCompletionVoid
 )  # fmt: skip
 BatchRequest = BatchSettlement | BatchUpload
 FinancialRequest = (
@@ -279,6 +296,10 @@ KIND_NAMES: dict[type[_Request], str] = {
     PreAuthVoid: "preauth_void",
     Completion: "completion",
     CompletionVoid: "completion_void",
+    PaycodePreAuth: "onus_preauth",
+    PaycodePreAuthVoid: "onus_preauth_void",
+    PaycodeCompletion: "onus_completion",
+    PaycodeCompletionVoid: "onus_completion_void",
 }
 
 PRODUCT_OF: dict[type[_Request], Product] = {

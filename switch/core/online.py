@@ -173,8 +173,9 @@ def _paycode_request(
     stan: str,
     currencies: Collection[str],
 ) -> Request:
-    """A merchant's purchase by payment code (wallet.md): on the ledger, CNY only (57);
-    a balance inquiry with a code is 57; exactly one of ``card`` and ``paycode`` (30)."""
+    """A merchant's purchase or pre-authorisation by payment code (wallet.md): on the
+    ledger, CNY only (57); a balance inquiry with a code is 57; exactly one of ``card``
+    and ``paycode`` (30)."""
     if request.paycode is None:
         raise TransactionRefused("30", "card or paycode is required", field="card")
     if request.card is not None:
@@ -185,7 +186,9 @@ def _paycode_request(
     currency = validate.settled_currency(request.currency, currencies, field="currency")
     if currency != ONUS_CURRENCY:
         raise TransactionRefused("57", "on-us money is CNY only", field="currency")
-    product = products.PRODUCTS["onus_sale"]
+    # Its card product's on-us twin: a purchase's is the code's sale, a pre-authorisation's
+    # the code's hold (risk.md, "On-us funding").
+    product = products.LEDGER_TWINS[ONLINE_PRODUCTS[type(request)].kind]
     return REQUEST_TYPES[product.kind](
         acceptor=acceptor, stan=stan, online_id=request.id,
         processing_code=product.online_code, amount=request.amount, currency=currency,

@@ -26,10 +26,11 @@ from typing import Final
 
 import msgspec
 
-from switch.core.book import TxnRecord
+from switch.core.book import TxnRecord, hold_open
 from switch.core.credit.book import PlanView
 from switch.core.ledger import Answer, TransferKey
 from switch.core.model import BankBound, QrPayment
+from switch.core.onus_hold import HoldStep
 from switch.core.risk import RiskRequest, Verdict
 
 LEGS: Final[dict[str, str]] = {
@@ -37,6 +38,10 @@ LEGS: Final[dict[str, str]] = {
     "wallet_pay": "pay",
     "onus_void": "void",
     "onus_refund": "refund",
+    "onus_preauth": "hold",
+    "onus_completion": "pay",
+    "onus_preauth_void": "void",
+    "onus_completion_void": "void",
 }
 """The leg of each ledger product's own transfer (history's kind)."""
 REVERSAL_LEG: Final = "reversal"
@@ -113,6 +118,12 @@ def journal_answer(key: TransferKey, record: TxnRecord | None) -> Answer | None:
         return "none"
     if record.state == "sending":
         return None
+    if record.hold_state is not None and key.leg.startswith(LEGS["onus_preauth"]):
+        # risk.md: the hold of an open pre-authorisation stays pending; a completed
+        # one's is the completion's to post (left alone); any other is released.
+        if record.hold_state == "completed":
+            return None
+        return "open_hold" if hold_open(record) else "declined"
     if key.leg == REVERSAL_LEG:
         return "approved" if record.reversed and record.state == "approved" else None
     if record.state == "approved" and not record.reversed:
@@ -144,6 +155,9 @@ class PayByCode(msgspec.Struct, frozen=True, kw_only=True):
     (wallet.md's order); None: no rules."""
     received: float = 0.0
     """When the request was received: the moment the rules count it at."""
+    holds: bool = False
+    """A pre-authorisation (risk.md, "On-us funding"): checked as a payment, its
+    pending transfer is the hold, kept with whose it is (``hold_keep``)."""
 
 
 class PayByQr(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,7 +219,7 @@ class EndTransfer(msgspec.Struct, frozen=True, kw_only=True):
     """The dynamic QR the payment holds ``paying``: ``paid`` or ``open`` again."""
 
 
-LedgerStep = PayByCode | PayByQr | ReserveBack | EndTransfer
+LedgerStep = PayByCode | PayByQr | ReserveBack | EndTransfer | HoldStep
 
 
 class PostToLedger(msgspec.Struct, frozen=True):
@@ -235,6 +249,9 @@ class LedgerAnswered(msgspec.Struct, frozen=True, kw_only=True):
     """What the wallet can spend once the payment is posted (``wallet_pay``)."""
     plan: PlanView | None = None
     """credit.md: an approved payment's plan, with funding ``credit`` and instalments."""
+    rehold: bool | None = None
+    """A completion's void or reversal: whether its pre-authorisation is held again
+    (else it ends ``voided``: the funds are gone)."""
 
     @property
     def ok(self) -> bool:
@@ -249,6 +266,7 @@ def payment_step(
     *,
     risk: RiskRequest | None = None,
     received: float = 0.0,
+    holds: bool = False,
 ) -> PayByCode | PayByQr:
     """The ledger step of an on-us payment whose request is journaled: a QR paid from
     the app (``wallet_pay``), else a payment code's sale; either with the risk rules'
@@ -267,5 +285,5 @@ def payment_step(
     return PayByCode(
         code=request.card.pan, terminal=f"{acceptor.terminal_id}:{acceptor.merchant_id}",
         key=key, merchant_id=record.merchant_id, amount=record.amount, rrn=record.rrn,
-        local_date=local_date, risk=risk, received=received,
+        local_date=local_date, risk=risk, received=received, holds=holds,
     )  # fmt: skip

@@ -38,8 +38,6 @@ ECHOED_FIELDS: Final = (2, 3, 4, 11, 41, 42, 49, 60)
 NETWORK_TYPE_CODE: Final = "00"
 """Field 60.1 of a sign-on (0800) and an echo test (0820); a financial request's is its
 product's (``switch.core.products``), a reversal's its original's."""
-PAYMENT_CODE_ENTRY: Final = "03"
-"""Field 22's digits 1-2 of a scanned payment code (wallet.md)."""
 SETTLEMENT_ECHOED_FIELDS: Final = (11, 41, 42, 48, 49, 60)
 UPLOAD_ECHOED_FIELDS: Final = (11, 41, 42, 60)
 """What a 0510 and a 0330 copy from their request (pos-cup.md, "Batch settlement")."""
@@ -202,12 +200,6 @@ def request_from_pos(
         raise TransactionRefused(
             "40", f"processing code {processing_code} is not supported with {mti}", field="3"
         )
-    if product.kind in products.HELD_KINDS and card.entry_mode[:2] == PAYMENT_CODE_ENTRY:
-        # On-us funding (wallet.md) of a pre-authorisation needs a hold on the ledger,
-        # not built yet: refused, never taken for a card.
-        raise TransactionRefused(
-            "40", "a pre-authorisation or completion by payment code is not offered", field="22"
-        )
     request: dict[str, object] = {}
     if amount is not None:
         if product.original != "trace":
@@ -261,10 +253,6 @@ def _paycode_product(mti: str, code: str, fields: Fields) -> products.Product | 
     balance inquiry with a code is not permitted (57)."""
     condition = _text(fields, 25)
     card_row = products.by_pos(mti, code, condition)
-    if card_row is not None and card_row.kind in products.HELD_KINDS:
-        raise TransactionRefused(
-            "40", "a pre-authorisation or completion by payment code is not offered", field="22"
-        )
     product = products.by_pos(mti, code, condition, "paycode")
     if product is not None:
         return product

@@ -199,15 +199,15 @@ PRODUCTS: Final[dict[str, Product]] = {
         Product(
             kind="onus_void", pos_mti="0200", pos_code="20", pos_type="23",
             response_mti="0210", bank_mti="0200", bank_response_mti="0210",
-            original="reference", original_kinds=("onus_sale", "wallet_pay"), reserves="whole",
-            destination="ledger", instrument="paycode", counts="cancels",
+            original="reference", original_kinds=("onus_sale", "wallet_pay", "onus_completion"),
+            reserves="whole", destination="ledger", instrument="paycode", counts="cancels",
             reversed_on_no_answer=False,
         ),
         Product(
             kind="onus_refund", pos_mti="0220", pos_code="20", pos_type="25",
             response_mti="0230", bank_mti="0200", bank_response_mti="0210",
-            original="reference", original_kinds=("onus_sale", "wallet_pay"), reserves="remaining",
-            destination="ledger", instrument="paycode", counts="credit",
+            original="reference", original_kinds=("onus_sale", "wallet_pay", "onus_completion"),
+            reserves="remaining", destination="ledger", instrument="paycode", counts="credit",
             reversed_on_no_answer=False,
         ),
         Product(
@@ -234,6 +234,36 @@ PRODUCTS: Final[dict[str, Product]] = {
             pos_type="21", response_mti="0210", bank_mti="0200", bank_code="02",
             bank_response_mti="0210", original="reference", original_kinds=("completion",),
             reserves="whole", counts="cancels",
+        ),
+        # risk.md's "On-us funding": a pre-authorisation by payment code, its void, its
+        # completion and the completion's void, on the ledger (their card twins' wire
+        # identities with 2 = a code, 22 = 032). The pre-authorisation's pending
+        # transfer is the hold (``core/onus_hold.py``): it stands while ``open``.
+        Product(
+            kind="onus_preauth", pos_mti="0100", pos_code="03", pos_condition="06",
+            pos_type="10", response_mti="0110", bank_mti="0100", bank_response_mti="0110",
+            destination="ledger", instrument="paycode", holds=True,
+            reversed_on_no_answer=False, risk_kind="preauth",
+        ),
+        Product(
+            kind="onus_preauth_void", pos_mti="0100", pos_code="20", pos_condition="06",
+            pos_type="11", response_mti="0110", bank_mti="0100", bank_response_mti="0110",
+            original="reference", original_kinds=("onus_preauth",), reserves="whole",
+            destination="ledger", instrument="paycode", reversed_on_no_answer=False,
+        ),
+        Product(
+            kind="onus_completion", pos_mti="0200", pos_code="00", pos_condition="06",
+            pos_type="20", response_mti="0210", bank_mti="0200", bank_response_mti="0210",
+            original="authorisation", original_kinds=("onus_preauth",), reserves="hold",
+            destination="ledger", instrument="paycode", counts="debit",
+            reversed_on_no_answer=False, risk_kind="preauth",
+        ),
+        Product(
+            kind="onus_completion_void", pos_mti="0200", pos_code="20", pos_condition="06",
+            pos_type="21", response_mti="0210", bank_mti="0200", bank_response_mti="0210",
+            original="reference", original_kinds=("onus_completion",), reserves="whole",
+            destination="ledger", instrument="paycode", counts="cancels",
+            reversed_on_no_answer=False,
         ),
         # credit.md's payment to a card (bank-h2h.md: 0200, 3 = 280030): the co-brand
         # conversion's payment of a sale to the card's bank for its holder. Offered on no

@@ -33,12 +33,26 @@ from switch.core.onus import (
     PayByQr,
     ReserveBack,
 )
+from switch.core.onus_hold import (
+    CompleteHold,
+    EndCompletion,
+    EndUncompletion,
+    HoldPending,
+    RefundCompletion,
+    ReleaseHold,
+    RenewHold,
+    Restand,
+    RestandCheck,
+    UncompleteHold,
+)
 from switch.core.paycode import CodeTaken, Paycode
 from switch.core.risk import RiskRequest, Verdict
 from switch.core.riskgate import MESSAGES as RISK_MESSAGES
 from switch.core.riskgate import RiskEvent, RiskGate
 from switch.core.wallet import Channel, MoneyAsk, Refusal, WalletSettings
+from switch.net import onus_hold
 from switch.store.credit_store import RECEIVABLE
+from switch.store.hold_store import is_hold_leg
 from switch.store.ledger_port import LedgerStore, LedgerUnavailable, QrHold, Reserved
 
 log = structlog.get_logger()
@@ -251,6 +265,10 @@ class LedgerDesk:
             raise error
         return value  # type: ignore[return-value]
 
+    async def grouped(self, call: Callable[[], T]) -> T:
+        """``call`` as a transaction's step, grouped with those waiting (``_grouped``)."""
+        return await self._grouped(call)
+
     async def call(self, body: Callable[[], T]) -> T:
         """``body`` (store calls) in the store's worker thread, one at a time: how the
         app desk (``app_desk.py``) reaches the same store."""
@@ -269,6 +287,12 @@ class LedgerDesk:
                     return await self._reserve_back(step)
                 case EndTransfer():
                     return await self._end(step)
+                case (
+                    HoldPending() | ReleaseHold() | RenewHold() | CompleteHold()
+                    | EndCompletion() | UncompleteHold() | EndUncompletion()
+                    | RestandCheck() | Restand() | RefundCompletion()
+                ):  # fmt: skip
+                    return await onus_hold.carry_out(self, step, auth_code)
         except LedgerError as exc:
             self.failures += 1
             code = exc.response_code
@@ -284,6 +308,8 @@ class LedgerDesk:
     async def _pay_by_code(self, step: PayByCode) -> LedgerAnswered:
         at = self.wall_clock()
         rules = RulesInStore(self.risk, step.risk, step.received)
+
+        made: list[TransferSpec] = []
 
         def make(code: Paycode) -> tuple[MoneyAsk, TransferSpec] | Refusal:
             refused = rules.refusal(code.customer_id, code.funding)  # risk.md's first
@@ -301,8 +327,9 @@ class LedgerDesk:
             spec = TransferSpec(
                 key=step.key, debit=debit,
                 credit=ledger.merchant_account(step.merchant_id), amount=step.amount,
-                kind=step.key.leg, rrn=step.rrn, merchant_id=step.merchant_id,
+                kind=onus.LEGS["onus_sale"], rrn=step.rrn, merchant_id=step.merchant_id,
             )  # fmt: skip
+            made.append(spec)
             return ask, spec
 
         def pay() -> tuple[CodeTaken, Reserved | Refusal | None, PlanView | None]:
@@ -310,6 +337,13 @@ class LedgerDesk:
                 step.code, step.terminal, at, self.settings, make, credit_terms=self.credit
             )
             code = taken.paycode
+            if step.holds and code is not None and isinstance(done, Reserved) and made:
+                # risk.md: a pre-authorisation's pending transfer is its hold, kept with
+                # whose it is (its code is purged long before the hold ends).
+                self.store.hold_keep(
+                    made[-1], customer_id=code.customer_id, funding=code.funding,
+                    verification=code.verification, instalments=code.instalments, at=at,
+                )  # fmt: skip
             plan = None
             if code is not None and code.instalments and isinstance(done, Reserved):
                 plan = self.store.credit_plan(code.customer_id, step.rrn)  # as made
@@ -516,6 +550,7 @@ class LedgerDesk:
         its request says (``read``: that record by key and the transfer's merchant);
         one whose request is still
         ``sending`` is left. Returns (posted, voided)."""
+        await onus_hold.recover(self, read)  # the hold steps' ends first, as they end
         pending = await self._run(self.store.pending_transfers)
         answers: dict[TransferKey, ledger.Answer] = {}
         rrns: dict[TransferKey, str] = {}
@@ -527,13 +562,20 @@ class LedgerDesk:
             if record is not None and record.rrn:
                 rrns[transfer.spec.key] = record.rrn
         pending = [t for t in pending if t.spec.key in answers]
+        held = {t.spec.key: t.spec.rrn for t in pending}
         posted = voided = 0
         for key, operation in ledger.recovery(pending, answers):
             at = self.wall_clock()
             payment = key.leg in onus.PAYMENT_LEGS
             approved = operation == "post"
             rrn = rrns.get(key)
-            if key.leg == onus.TOPUP_LEG:
+            if is_hold_leg(key.leg) and not approved:
+                # A pre-authorisation's hold that is no longer open (risk.md): released
+                # as its void or expiry would, its count and pending purchase gone (one
+                # never kept as a hold is voided as any pending transfer).
+                if not await self._run(partial(self.store.hold_release, held[key], at)):
+                    await self._run(partial(self.store.void, key, at))
+            elif key.leg == onus.TOPUP_LEG:
                 # As the top-up's own end: the transfer and its order take the sale's
                 # RRN, by which settlement corrects the wallet.
                 await self._run(partial(self.store.end_topup, key, approved, rrn or "", at))

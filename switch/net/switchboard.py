@@ -32,7 +32,7 @@ from switch.core.batch_lifecycle import (
     TerminalSettlement,
     TerminalUpload,
 )
-from switch.core.book import TransactionBook, TxnRecord
+from switch.core.book import BOOK_CHANGE_TYPES, TransactionBook, TxnRecord
 from switch.core.calendar import BusinessCalendar
 from switch.core.clock import WALL_CLOCK, BusinessClock, Stamp
 from switch.core.ledger import TransferKey
@@ -84,6 +84,7 @@ from switch.core.model import (
 )
 from switch.core.numbers import RrnAllocator, RrnExhausted
 from switch.core.onus import LedgerAnswered, PostToLedger, app_online_id, parse_pos_key
+from switch.core.onus_hold import ReleaseHold, holds_on_ledger
 from switch.core.ratelimit import SignOnLimiter
 from switch.core.riskgate import RiskGate
 from switch.core.routing import BinTable
@@ -94,7 +95,13 @@ from switch.net.admission import Admission, Busy
 from switch.net.bank_link import BankConnector, BankLink, BankUnavailable, LinkDown, LinkNotSent
 from switch.net.onus import LedgerDesk
 from switch.store.port import Journal as JournalPort
-from switch.store.port import JournalError, RequestRepeated, ReversalQueued, StandInCapTaken
+from switch.store.port import (
+    JournalError,
+    RequestRepeated,
+    ReversalQueued,
+    StandInCapTaken,
+    TxnUpdated,
+)
 
 log = structlog.get_logger()
 
@@ -414,6 +421,10 @@ class Switchboard:
             self._in_flight.pop(run.registered).set()
 
     def _carry_out(self, action: Action, run: _Run) -> None:
+        if type(action) in BOOK_CHANGE_TYPES:
+            # At once, before anything is awaited: the next request sees it.
+            self.book.apply(action)  # type: ignore[arg-type]  # a BookChange, by its type
+            return
         match action:
             case ReleaseLink(answered=answered):
                 assert run.link is not None
@@ -468,7 +479,7 @@ class Switchboard:
                     # Holding its slot (a repeat's first, read once the journal named
                     # it): bounded as a wait for a first, not by its queueing deadline.
                     deadline = trio.current_time() + ELSEWHERE_WAIT_S
-                return await self._load_original(action, deadline, run)
+                return self._taken_in(await self._load_original(action, deadline, run), action)
             case PostToLedger(step=step):
                 if self.ledger is None:  # a ledger product is recognised only with one
                     return LedgerAnswered(code="96", detail="no ledger store")
@@ -531,7 +542,7 @@ class Switchboard:
             record = None  # what the book holds answers: still in doubt
         finally:
             run.waited_for_journal(trio.current_time() - began)
-        return FirstFinished(record)
+        return FirstFinished(None if record is None else self.book.take_fresh(record))
 
     async def online_first(self, merchant_id: str, online_id: str) -> TxnRecord | None:
         """The transaction journaled for an online id (by another worker: a client's
@@ -556,6 +567,23 @@ class Switchboard:
                     break
                 await trio.sleep(ELSEWHERE_POLL_S)
         return record
+
+    def _taken_in(self, event: Event, load: LoadOriginal) -> Event:
+        """Records read back from the journal go into the book as they are read (its
+        copy is kept if it is the newer, ``take_fresh``; only one of ``only_key`` if the
+        load names one): the machine is fed the copies the book holds, and finds them
+        there."""
+        if not isinstance(event, OriginalLoaded):
+            return event
+        if load.only_key is not None and (
+            event.record is None or event.record.request_key != load.only_key
+        ):
+            return event
+        take = self.book.take_fresh
+        return OriginalLoaded(
+            None if event.record is None else take(event.record),
+            tuple(take(other) for other in event.others),
+        )
 
     async def _load_original(self, load: LoadOriginal, deadline: float, run: _Run) -> Event:
         began = trio.current_time()
@@ -597,9 +625,24 @@ class Switchboard:
         banks = {change.bank for change in changes if isinstance(change, ReversalQueued)}
         for bank in sorted(banks):
             self.reversals.nudge(bank)
-        expired = len(changes) // 2
+        ended = [change for change in changes if isinstance(change, TxnUpdated)]
+        await self._release_onus_holds(ended)
+        expired = len(ended)
         log.info("holds_expired", business_date=business_date, expired=expired)
         return expired
+
+    async def _release_onus_holds(self, expired: list[TxnUpdated]) -> None:
+        """risk.md: an on-us pre-authorisation's expiry voids its hold on the ledger
+        (no bank to reverse at). One the ledger cannot reach now is released by the
+        next start's recovery (the journal says expired)."""
+        for change in expired:
+            record = self.book.by_rrn(change.rrn)
+            if self.ledger is None or record is None or not holds_on_ledger(record.kind):
+                continue
+            answered = await self.ledger.carry_out(ReleaseHold(preauth=record.rrn))
+            if not answered.ok:
+                log.error("onus_hold_not_released", rrn=record.rrn, code=answered.code,
+                          detail=answered.detail)  # fmt: skip
 
     # -- start-up ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ start-up each of ``pending_transfers`` is posted or voided as the journal's answ
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -41,6 +41,9 @@ from switch.core.paycode import CodeTaken, Funding, Paycode, PaycodeSettings, Ve
 from switch.core.riskgate import RiskEvent
 from switch.core.wallet import BoundAccount, MoneyAsk, Refusal, WalletSettings, WithdrawalLine
 from switch.store.desk_results import KeptResult
+
+if TYPE_CHECKING:
+    from switch.store.hold_store import Hold, HoldTaken
 
 
 class LedgerUnavailable(LedgerError):
@@ -232,6 +235,43 @@ class LedgerStore(Protocol):
         self, spec: TransferSpec, purchase_id: str, whole: bool, at: float
     ) -> Plan: ...
     def credit_plan(self, customer_id: str, purchase_id: str) -> PlanView: ...
+
+    # on-us pre-authorisations' holds (risk.md, "On-us funding"; hold_store.py)
+    def hold_keep(
+        self, spec: TransferSpec, *, customer_id: str, funding: str, verification: str,
+        instalments: int | None, at: float,
+    ) -> None: ...  # fmt: skip
+    def hold_of(self, preauth: str) -> Hold | None: ...
+    def hold_of_completion(self, completion_rrn: str) -> Hold | None: ...
+    def hold_complete(
+        self, preauth: str, key: TransferKey, *, amount: int, rrn: str,
+        local_date: str, settings: WalletSettings, terms: Terms | None, at: float,
+    ) -> HoldTaken | Refusal: ...  # fmt: skip
+    def hold_end_completion(
+        self, preauth: str, key: TransferKey, *, amount: int, rrn: str,
+        approved: bool, terms: Terms | None, at: float,
+    ) -> None: ...  # fmt: skip
+    def hold_release(self, preauth: str, at: float) -> bool: ...
+    def hold_renew(self, preauth: str, terms: Terms | None, at: float) -> bool: ...
+    def hold_restand_check(
+        self, preauth: str, amount: int, terms: Terms | None = None
+    ) -> Refusal | None: ...
+    def hold_refund(
+        self, preauth: str, key: TransferKey, *, completion_rrn: str, amount: int, rrn: str,
+        at: float,
+    ) -> str: ...  # fmt: skip
+    def hold_restand(
+        self, preauth: str, completion: TransferKey, key: TransferKey, *, amount: int,
+        rrn: str, at: float, terms: Terms | None = None,
+    ) -> None: ...  # fmt: skip
+    def hold_uncomplete(
+        self, preauth: str, completion: TransferKey, key: TransferKey, *,
+        completion_rrn: str, rrn: str, kind: str, at: float,
+    ) -> bool | Refusal: ...  # fmt: skip
+    def hold_end_uncompletion(
+        self, preauth: str, completion: TransferKey, key: TransferKey, *,
+        approved: bool, rehold: bool, terms: Terms | None, at: float,
+    ) -> bool: ...  # fmt: skip
 
     # the app desk's kept results (desk_results.py)
     def desk_result(self, principal: str, request_id: str) -> KeptResult | None: ...

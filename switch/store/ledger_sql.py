@@ -21,6 +21,7 @@ from switch.store.cobrand_sql import cobrand_metrics_migrations, cobrand_migrati
 from switch.store.credit_sql import credit_funding_migrations, credit_migrations
 from switch.store.desk_sql import desk_migrations
 from switch.store.dialect import Dialect
+from switch.store.hold_sql import hold_migrations
 from switch.store.own_sql import own_migrations
 from switch.store.risk_sql import risk_migrations
 
@@ -186,6 +187,7 @@ def migrations(d: Dialect) -> tuple[str, ...]:
         *cobrand_metrics_migrations(d),  # the conversions counted by result (cobrand_sql.py)
         *own_migrations(d),  # repayments by card kept for settlement (own_sql.py)
         *risk_migrations(d),  # the risk rules' records of desk requests (risk_sql.py)
+        *hold_migrations(d),  # on-us pre-authorisations' holds (hold_sql.py)
     )
 
 

@@ -65,6 +65,7 @@ from switch.core.wallet import (
     year_of,
 )
 from switch.store.desk_results import DeskResultSteps
+from switch.store.hold_store import HoldSteps
 from switch.store.ledger_port import (
     AccountView,
     Fault,
@@ -145,7 +146,7 @@ class Locked(NamedTuple):
     balances: dict[str, Balances] | None
 
 
-class LedgerStoreBase(OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
+class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
     """The ledger store port, but for what each engine gives (the abstract methods)."""
 
     sql: ClassVar[LedgerSql]

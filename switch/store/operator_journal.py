@@ -20,6 +20,7 @@ from switch.store.port import (
     TxnHistory,
     TxnView,
 )
+from switch.store.rows import EVENTS_COLUMN, events_of
 
 SHOWN_TXN = ", ".join(TxnView.__struct_fields__)
 SHOWN_SAF = ", ".join(ReversalView.__struct_fields__)
@@ -79,7 +80,7 @@ def operator_sql(d: Dialect) -> OperatorSql:
     return OperatorSql(
         advices=advices,
         advice=sql(f"SELECT {SHOWN_ADVICE} {_ADVICE_FROM} WHERE advice.id = ?"),
-        transaction=sql(f"SELECT {SHOWN_TXN} FROM txn WHERE rrn = ?"),
+        transaction=sql(f"SELECT {SHOWN_TXN}, {EVENTS_COLUMN} FROM txn WHERE rrn = ?"),
         events=sql("SELECT at, state, code, detail FROM txn_event WHERE rrn = ? ORDER BY id"),
         reversal_of=sql(f"SELECT {SHOWN_SAF} FROM saf WHERE rrn = ?"),
         terminal_transactions=sql(
@@ -115,12 +116,19 @@ class OperatorJournalBase(ABC):
         rows = self._rows(self.sql.transaction, (rrn,))
         if not rows:
             raise OperatorError(f"no transaction with RRN {rrn}")
-        events = self._rows(self.sql.events, (rrn,))
+        row = rows[0]
+        # Its history: events kept as rows of their own (written before the history
+        # moved into the transaction's row), then those its row holds.
+        events = msgspec.convert(self._rows(self.sql.events, (rrn,)), list[TxnEventView])
+        events += [
+            TxnEventView(at=at, state=state, code=code, detail=detail)
+            for at, state, code, detail in events_of(row.pop(EVENTS_COLUMN))
+        ]
         reversal = self._rows(self.sql.reversal_of, (rrn,))
         return TxnHistory(
             # Not strict: SQLite's flags are 0 and 1.
-            transaction=msgspec.convert(rows[0], TxnView, strict=False),
-            events=msgspec.convert(events, list[TxnEventView]),
+            transaction=msgspec.convert(row, TxnView, strict=False),
+            events=events,
             reversal=msgspec.convert(reversal[0], ReversalView) if reversal else None,
         )
 

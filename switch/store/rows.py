@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from switch.core.bank import OriginalData
 from switch.core.batch import BatchTotals, SettledBatch
 from switch.core.book import TxnRecord
@@ -45,6 +47,28 @@ def txn_values(record: TxnRecord, at: float) -> tuple[Any, ...]:
         record.hold_state, record.hold_until, record.hold_max_pct, record.stand_in,
         record.advice, record.customer_id, record.funding,
     )  # fmt: skip
+
+
+EVENTS_COLUMN = "events"
+"""The ``txn`` column holding the transaction's history (design.md, "A transaction's
+history in its row"): one JSON line ``[at, state, code, detail]`` an event, appended by
+the statement that changes the row. Events before it was added are ``txn_event`` rows."""
+
+_encode_event = msgspec.json.Encoder().encode
+_decode_event = msgspec.json.Decoder(tuple[float, str, str | None, str | None]).decode
+
+
+def event_line(at: float, state: str, code: str | None, detail: str | None) -> str:
+    """One event of a transaction as its row's history holds it (a line, its newline
+    included: JSON escapes any in the detail)."""
+    return _encode_event((at, state, code, detail)).decode() + "\n"
+
+
+def events_of(history: str | None) -> list[tuple[float, str, str | None, str | None]]:
+    """The events (at, state, code, detail) a row's history holds, oldest first."""
+    if not history:
+        return []
+    return [_decode_event(line) for line in history.splitlines() if line]
 
 
 def record_from_row(row: Mapping[str, Any]) -> TxnRecord:

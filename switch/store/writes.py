@@ -28,7 +28,7 @@ from switch.store.port import (
     TxnStarted,
     TxnUpdated,
 )
-from switch.store.rows import txn_values
+from switch.store.rows import event_line, txn_values
 from switch.store.stip_claim import RECENT_S as STIP_RECENT_S
 
 
@@ -57,11 +57,18 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     """An engine's SQL for each write, its parameters in the order writes_of gives."""
 
     insert_txn: str
+    """Parameters: the row's values (``TXN_COLUMNS``), its history (its first event's
+    line), then the engine's ``txn_extra``."""
     insert_txn_once: str
     """The same, doing nothing when the RRN is there already."""
     insert_event: str
+    """An event in a ``txn_event`` row of its own: how the history was kept before it
+    moved into the transaction's row; no change writes one now."""
     update_txn: str
+    """Parameters: state, code, auth_code, balance, refunded, voided, reversed,
+    hold_state, updated_at, the event's line (appended to the row's history), rrn."""
     move_hold: str
+    """Parameters: hold_state, updated_at, the event's line, rrn."""
     mark_risk: str
     """An on-us payment's customer, funding and risk columns (parameters: customer_id,
     funding, risk_version, risk_rule, risk_review, risk_shadow, updated_at, rrn)."""
@@ -81,11 +88,11 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     """Parameters: state, attempts, next_attempt_at, last_result, accepted_date,
     updated_at, id."""
     txn_advice: str
+    """Parameters: stand_in (kept when None), advice_state, bank_mti, bank_stan,
+    transmission (each kept when None), updated_at, the event's line, rrn."""
     take_stip_cap: str
     check_stip_cap: str
     """A stood-in approval's claim on its bank's caps (``store/stip_claim.py``)."""
-    """Parameters: stand_in (kept when None), advice_state, bank_mti, bank_stan,
-    transmission (each kept when None), updated_at, rrn."""
     flag: Callable[[bool], Any]
     """A boolean as the engine stores it."""
 
@@ -100,29 +107,22 @@ def writes_of(
     """The statements one change writes; ``txn_extra`` ends each inserted txn row,
     ``attempt_extra`` each recorded attempt's parameters."""
     match change:
+        # A transaction's events ride on the statement that writes its row (its
+        # history, design.md): no row of their own, no page of their own in the WAL.
         case TxnStarted(record=record, at=at):
-            return (
-                Write(_RANK_INSERT_TXN, sql.insert_txn, (*txn_values(record, at), *txn_extra)),
-                Write(
-                    _RANK_EVENT, sql.insert_event, (record.rrn, at, record.state, record.code, None)
-                ),
-            )
+            started = event_line(at, record.state, record.code, None)
+            values: tuple[Any, ...] = (*txn_values(record, at), started, *txn_extra)
+            return (Write(_RANK_INSERT_TXN, sql.insert_txn, values),)
         case TxnUpdated():
-            values: tuple[Any, ...] = (
+            values = (
                 change.state, change.code, change.auth_code, change.balance, change.refunded,
                 sql.flag(change.voided), sql.flag(change.reversed), change.hold_state, change.at,
-                change.rrn,
+                event_line(change.at, change.state, change.code, change.detail), change.rrn,
             )  # fmt: skip
-            event = (change.rrn, change.at, change.state, change.code, change.detail)
-            return (
-                Write(_RANK_UPDATE_TXN, sql.update_txn, values),
-                Write(_RANK_EVENT, sql.insert_event, event),
-            )
+            return (Write(_RANK_UPDATE_TXN, sql.update_txn, values),)
         case HoldMoved(rrn=rrn, hold_state=hold_state, at=at, detail=detail):
-            return (
-                Write(_RANK_UPDATE_TXN, sql.move_hold, (hold_state, at, rrn)),
-                Write(_RANK_EVENT, sql.insert_event, (rrn, at, "approved", None, detail)),
-            )
+            line = event_line(at, "approved", None, detail)
+            return (Write(_RANK_UPDATE_TXN, sql.move_hold, (hold_state, at, line, rrn)),)
         case RiskMarked():
             values = (
                 change.customer_id, change.funding, change.risk_version, change.risk_rule,
@@ -142,12 +142,11 @@ def writes_of(
                 rrn, bank, reason, at, at, at, change.local_time, change.entry_mode,
                 change.condition_code, change.mcc,
             )  # fmt: skip
+            line = event_line(at, "approved", "00", f"stood in ({reason}): advice queued")
             queued = (
                 Write(_RANK_INSERT_ADVICE, sql.insert_advice, advice),
                 Write(_RANK_TXN_ADVICE, sql.txn_advice,
-                      (reason, "queued", None, None, None, at, rrn)),
-                Write(_RANK_EVENT, sql.insert_event,
-                      (rrn, at, "approved", "00", f"stood in ({reason}): advice queued")),
+                      (reason, "queued", None, None, None, at, line, rrn)),
             )  # fmt: skip
             caps = change.caps
             if caps is None:
@@ -168,16 +167,15 @@ def writes_of(
                 change.state, change.attempts, change.next_attempt_at, change.result,
                 change.accepted_date, change.at, change.advice_id,
             )  # fmt: skip
+            detail = f"advice {change.state} after {change.attempts} sent: {change.result}"
             txn = (
                 None, change.state, sent.mti if sent else None, sent.stan if sent else None,
-                sent.transmission if sent else None, change.at, change.rrn,
+                sent.transmission if sent else None, change.at,
+                event_line(change.at, "approved", None, detail), change.rrn,
             )  # fmt: skip
-            detail = f"advice {change.state} after {change.attempts} sent: {change.result}"
             return (
                 Write(_RANK_UPDATE_ADVICE, sql.update_advice, values),
                 Write(_RANK_TXN_ADVICE, sql.txn_advice, txn),
-                Write(_RANK_EVENT, sql.insert_event, (change.rrn, change.at, "approved", None,
-                                                      detail)),
             )  # fmt: skip
         case OnlineResultKept():
             values = (
@@ -188,7 +186,7 @@ def writes_of(
         case BankOnlyFound(record=record, reason=reason, at=at):
             return (
                 Write(_RANK_INSERT_TXN, sql.insert_txn_once,
-                      (*txn_values(record, at), *txn_extra)),
+                      (*txn_values(record, at), None, *txn_extra)),
                 Write(_RANK_INSERT_SAF, sql.insert_saf,
                       (record.rrn, record.bank, reason, at, at, at)),
             )  # fmt: skip

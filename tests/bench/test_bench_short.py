@@ -504,8 +504,9 @@ def test_baseline_runs_every_switch_scenario(baseline_run: tuple[dict[str, Any],
     configs = report["meta"]["configs"]
     for label in ("main", "idle", "crowd", "slow-bank", "busy-online"):
         assert label in configs and f"baseline-{label}" in configs
-        assert f"{label}-journal" in configs[label]
-        assert f"baseline-{label}-journal" in configs[f"baseline-{label}"]
+        # Each journal in its own folder, with the ledger and settlement stores beside it.
+        assert f"/{label}/journal.sqlite3" in configs[label]
+        assert f"/baseline-{label}/journal.sqlite3" in configs[f"baseline-{label}"]
     assert mine["closed_n1"]["server"]["pid"] != theirs["closed_n1"]["server"]["pid"]
     # The same load for both, but half_max and overload at each one's own maximum.
     assert mine["closed_n4"]["connections"] == theirs["closed_n4"]["connections"]

@@ -62,6 +62,7 @@ from switch.store.crypto import CardKey, CardKeyFile, CardVault
 from switch.wire.dialect import load_dialect
 from switch.wire.iso8583 import Iso8583Codec
 from tests.conftest import DIALECTS
+from tests.core.booked import BookedReversal, BookedTransaction
 
 PAN = "6222021000111122221"
 OTHER_PAN = "6222021000111122239"
@@ -100,14 +101,14 @@ class World:
         self.in_flight: set[str] = set()
 
     def transaction(self, request: Any, finalize: Any = None) -> BankTransaction:
-        return BankTransaction(
+        return BookedTransaction(
             request, STAMP, book=self.book, cards=CARDS, route=route, institution=INSTITUTION,
             allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
             in_flight=self.in_flight.__contains__, now=NOW, finalize=finalize,
         )  # fmt: skip
 
     def reversal(self, request: Reversal) -> TerminalReversal:
-        return TerminalReversal(
+        return BookedReversal(
             request, book=self.book, cards=CARDS, now=NOW, in_flight=self.in_flight.__contains__
         )
 
@@ -752,7 +753,9 @@ def test_a_repeat_of_another_workers_sale_refused_by_the_journal_is_answered_as_
     repeat = there.transaction(sale())
     actions = refused_as_repeat(repeat)
     # Nothing sent: its slot back without a verdict, its first read by the trace.
-    assert actions == [ReleaseLink(answered=None), LoadOriginal(trace=TRACE)]
+    # Taken into the book only if it is the first of this request (its identity).
+    key = (*TRACE, "1122", "0200")
+    assert actions == [ReleaseLink(answered=None), LoadOriginal(trace=TRACE, only_key=key)]
     assert repeat.phase == "loading_first"
     burnt = repeat.rrn
     assert burnt is not None and there.book.by_rrn(burnt) is None  # not left "sending"
@@ -819,7 +822,8 @@ def test_a_void_refused_as_a_repeat_gives_its_reservation_back() -> None:
     actions = refused_as_repeat(voided, OriginalLoaded(row(original)))
     held = there.book.by_rrn(original.rrn)
     assert held is not None and not held.void_pending
-    assert actions[-1] == LoadOriginal(trace=("POS00001", "898310048990001", "000042", "000200"))
+    trace = ("POS00001", "898310048990001", "000042", "000200")
+    assert actions[-1] == LoadOriginal(trace=trace, only_key=(*trace, "1122", "0200"))
 
 
 def test_a_void_on_a_shared_journal_reads_the_original_again_even_when_held() -> None:

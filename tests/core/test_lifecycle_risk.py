@@ -24,6 +24,7 @@ from switch.core.model import OriginalRef, Reversal, Void
 from switch.core.risk import RiskEngine, load_rules
 from switch.core.riskgate import RiskGate
 from tests.core import test_preauth as preauth_tests
+from tests.core.booked import BookedReversal, BookedTransaction
 from tests.core.test_lifecycle import (
     CARDS,
     INSTITUTION,
@@ -82,7 +83,7 @@ class RiskWorld(World):
         self.risk = gate()
 
     def transaction(self, request: object, finalize: object = None) -> BankTransaction:
-        return BankTransaction(
+        return BookedTransaction(
             request, STAMP, book=self.book, cards=CARDS, route=route,  # type: ignore[arg-type]
             institution=INSTITUTION,
             allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
@@ -90,7 +91,7 @@ class RiskWorld(World):
         )  # fmt: skip
 
     def reversal(self, request: Reversal) -> TerminalReversal:
-        return TerminalReversal(
+        return BookedReversal(
             request, book=self.book, cards=CARDS, now=NOW,
             in_flight=self.in_flight.__contains__, risk=self.risk,
         )  # fmt: skip

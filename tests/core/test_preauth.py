@@ -32,6 +32,7 @@ from switch.core.lifecycle import (
     expiry_changes,
 )
 from switch.core.model import (
+    PRODUCT_OF,
     Acceptor,
     Card,
     Completion,
@@ -50,6 +51,7 @@ from switch.wire.framing import join_pos_frame, split_pos_frame
 from switch.wire.iso8583 import Iso8583Codec
 from switch.wire.samples import frame
 from tests.conftest import DIALECTS
+from tests.core.booked import BookedReversal, BookedTransaction
 
 # risk.md, "Samples (hex)"
 PREAUTH_FRAME = frame(
@@ -188,7 +190,7 @@ class World:
         return "622690", "citic"
 
     def transaction(self, request: Any, *, business_date: str = "2025-11-22") -> BankTransaction:
-        return BankTransaction(
+        return BookedTransaction(
             request, APPROVED_AT, book=self.book, cards=CARDS, route=self.route,
             institution=INSTITUTION,
             allocate_rrn=lambda stamp: self.rrns.allocate(stamp.local, stamp.rrn_day),
@@ -452,18 +454,29 @@ def test_expiry_expires_open_holds_with_their_reversal_and_skips_busy_ones() -> 
     assert expiry_changes(world.book, [held], NOW) == []  # expired once
 
 
-def test_a_preauth_by_payment_code_is_refused_40(cup_codec: Iso8583Codec) -> None:
+def test_a_preauth_and_completion_by_payment_code_are_on_us_rows(
+    cup_codec: Iso8583Codec,
+) -> None:
+    """risk.md, "On-us funding": 2 = a payment code, 22 = 032 makes the on-us twin of
+    the card's row (on the ledger), no longer a refusal (40)."""
+    code = "8812345678901234567"
     _, message = split_pos_frame(PREAUTH_FRAME[2:])
     fields = dict(cup_codec.decode(message).fields)
-    with pytest.raises(TransactionRefused) as refused:
-        request_from_pos("0100", _pos(fields, f22="032", f14=None))
-    assert (refused.value.response_code, refused.value.field) == ("40", "22")
+    preauth = request_from_pos(
+        "0100", _pos(fields, f2=code, f22="032", f14=None), paycode_prefix="88"
+    )
+    assert PRODUCT_OF[type(preauth)].kind == "onus_preauth"
+    _, message = split_pos_frame(COMPLETION_FRAME[2:])
+    fields = dict(cup_codec.decode(message).fields)
+    done = request_from_pos(
+        "0200", _pos(fields, f2=code, f22="032", f14=None), paycode_prefix="88"
+    )
+    assert PRODUCT_OF[type(done)].kind == "onus_completion"
 
 
 def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> None:
     """After a restart (or the book's eviction) the pre-authorisation is only in the
     journal: the reversal of its approved completion moves it there by RRN."""
-    from switch.core.lifecycle import TerminalReversal
     from switch.core.model import Reversal
 
     world = World()
@@ -478,7 +491,7 @@ def test_a_completion_reversed_reopens_a_preauth_the_book_no_longer_holds() -> N
         processing_code="000000", card=request.card, currency="156", amount=request.amount,
         original=OriginalRef(batch="000018", stan=request.stan),
     )  # fmt: skip
-    actions = TerminalReversal(
+    actions = BookedReversal(
         reversal, book=world.book, cards=CARDS, now=NOW, in_flight=lambda rrn: False
     ).start()
     changes = actions[-1].changes  # type: ignore[union-attr]

@@ -212,14 +212,17 @@ def test_the_settlement_kind_lists_are_the_tables(engine: Any) -> None:
     # the ledger rather than a bank's file; top-ups as card sales of the top-up merchant;
     # a payment to a card (credit.md) as money returned to a card, direction C.
     assert lists == {
-        "debit": {"sale", "completion", "onus_sale", "wallet_pay", "wallet_topup"},
+        "debit": {"sale", "completion", "onus_sale", "wallet_pay", "wallet_topup",
+                  "onus_completion"},
         "credit": {"refund", "onus_refund", "card_payment"},
-        "cancels": {"void", "completion_void", "onus_void"},
+        "cancels": {"void", "completion_void", "onus_void", "onus_completion_void"},
         "settled": {"sale", "void", "refund", "completion", "completion_void", "onus_sale",
-                    "onus_void", "onus_refund", "wallet_pay", "wallet_topup", "card_payment"},
+                    "onus_void", "onus_refund", "wallet_pay", "wallet_topup", "card_payment",
+                    "onus_completion", "onus_completion_void"},
         "at banks": {"sale", "void", "refund", "completion", "completion_void",
                      "card_payment", "wallet_topup"},
-        "on the ledger": {"onus_sale", "onus_void", "onus_refund", "wallet_pay"},
+        "on the ledger": {"onus_sale", "onus_void", "onus_refund", "wallet_pay",
+                          "onus_completion", "onus_completion_void"},
     }  # fmt: skip
     named = [kinds for sql in statements for kinds in _kind_conditions(sql)]
     # ... and the settlement's own name for a bank's record it never sent.
@@ -313,10 +316,13 @@ def test_the_preauth_rows_are_the_tables() -> None:
     # Settlement: a completion is paid like a sale, its void cancels it; a
     # pre-authorisation and its void are never paid.
     assert products.kinds_sql(counts="debit") == (
-        "'sale', 'onus_sale', 'completion', 'wallet_pay', 'wallet_topup'"
+        "'sale', 'onus_sale', 'completion', 'onus_completion', 'wallet_pay', 'wallet_topup'"
     )
     assert products.kinds(settled=True) == ("sale", "void", "refund", "onus_sale", "onus_void",
                                             "onus_refund", "completion", "completion_void",
+                                            "onus_completion", "onus_completion_void",
                                             "card_payment", "wallet_pay",
                                             "wallet_topup")  # fmt: skip
-    assert products.kinds(counts="cancels") == ("void", "onus_void", "completion_void")
+    assert products.kinds(counts="cancels") == (
+        "void", "onus_void", "completion_void", "onus_completion_void"
+    )

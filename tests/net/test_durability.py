@@ -27,6 +27,7 @@ from switch.sim.server import BankSimulator
 from switch.store import open_operator_journal, postgresql
 from switch.store.port import Change, OperatorJournal, TxnStarted
 from switch.store.postgresql import sql as postgresql_sql
+from switch.store.rows import events_of
 from switch.store.sqlite import JournalFile
 from switch.store.sqlite.sql import writes_of
 from switch.terminal import Terminal, with_pin
@@ -113,8 +114,7 @@ async def test_an_approval_is_in_the_journal_before_its_response(
     row = txn(app, str(response.fields[37]))  # read the moment the response is here
     assert (row["state"], row["code"], row["auth_code"]) == ("approved", "00", response.fields[38])
     assert (row["amount"], row["pan_masked"]) == (12300, "622202*********2221")
-    events = rows(app, "SELECT state FROM txn_event WHERE rrn = ?", row["rrn"])
-    assert [event["state"] for event in events] == ["sending", "approved"]
+    assert [state for _, state, _, _ in events_of(row["events"])] == ["sending", "approved"]
 
 
 async def test_timeout_queues_a_reversal_in_the_same_commit_and_delivers_it(

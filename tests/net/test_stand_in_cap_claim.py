@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from switch.app import SwitchApp
 from switch.core.stip import CAPS_TAKEN, RECENT_READS
+from switch.store.rows import events_of
 from switch.terminal import Terminal
 from switch.wire.iso8583 import Iso8583Message
 from tests.net.helpers import H2H, PAN_CITIC_CREDIT, pos_client
@@ -59,8 +60,11 @@ async def test_a_stand_in_over_a_cap_the_journal_holds_is_refused_at_commit(
     assert rows(postgres_dsn, "SELECT state, code, stand_in FROM txn WHERE rrn = %s", rrn) == [
         {"state": "not_sent", "code": "91", "stand_in": None}
     ]
-    details = [r["detail"] for r in rows(postgres_dsn, "SELECT detail FROM txn_event "
-                                              "WHERE rrn = %s", rrn)]  # fmt: skip
+    details = [
+        detail
+        for row in rows(postgres_dsn, "SELECT events FROM txn WHERE rrn = %s", rrn)
+        for *_, detail in events_of(row["events"])
+    ]
     assert any(str(d).endswith(f"not stood in: {CAPS_TAKEN}") for d in details), details
     assert rows(postgres_dsn, "SELECT count(*) AS n FROM advice") == [{"n": 1}]
     assert app.stand_in.declines.get(("citic", CAPS_TAKEN)) == 1

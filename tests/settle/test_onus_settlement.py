@@ -20,6 +20,7 @@ from switch.core.ledger import TransferKey, TransferSpec
 from switch.core.merchants import MerchantBook, MerchantTerms
 from switch.core.wallet import BoundAccount, MoneyAsk, WalletSettings
 from switch.net.settlement import SettlementService
+from switch.store.hold_store import HoldTaken
 from switch.store.ledger_port import Reserved
 from switch.store.ledger_store import LedgerStoreBase
 from tests.settle.ledger_days import Place, record_of, txn
@@ -321,4 +322,54 @@ async def test_orders_a_crash_left_are_made_when_the_service_starts(place: Place
         0, 33, 8767,
     ]  # fmt: skip
     again.store.close()
+    ledger.close()
+
+
+async def test_an_onus_completion_settles_as_a_sale_its_preauth_and_void_never(
+    place: Place,
+) -> None:
+    """risk.md: a completion by payment code is paid like an on-us sale (its fee on its
+    amount), matched against what the ledger posted under its RRN (the hold's part and
+    the excess); a pre-authorisation and its void are never paid."""
+    ledger = place.open_ledger()
+    top_up(ledger, C, 50000)
+    held, completion, other, void = "634110000301", "634110000302", "634110000303", "634110000304"
+
+    def hold(rrn: str, stan: str, amount: int) -> None:
+        spec = TransferSpec(key=TransferKey(POS, stan, "hold"), debit=f"wallet:{C}",
+                            credit=f"merchant:{M}", amount=amount, kind="pay", rrn=rrn,
+                            merchant_id=M)  # fmt: skip
+        ask = MoneyAsk(customer_id=C, amount=amount, counted="pay", channel="code",
+                       verification="B", local_date=D)  # fmt: skip
+        assert isinstance(ledger.reserve_payment(ask, spec, WalletSettings(), 3.0), Reserved)
+        ledger.hold_keep(spec, customer_id=C, funding="wallet", verification="B",
+                         instalments=None, at=3.0)  # fmt: skip
+
+    hold(held, "000017000301", 10000)
+    key = TransferKey(POS, "000017000302", "pay")
+    taken = ledger.hold_complete(held, key, amount=11000, rrn=completion, local_date=D,
+                                 settings=WalletSettings(), terms=None, at=4.0)  # fmt: skip
+    assert isinstance(taken, HoldTaken) and (taken.held, taken.excess) == (10000, 1000)
+    ledger.hold_end_completion(held, key, amount=11000, rrn=completion, approved=True,
+                               terms=None, at=5.0)  # fmt: skip
+    hold(other, "000017000303", 3000)
+    assert ledger.hold_release(other, 6.0)
+    assert balances(ledger, ACCOUNTS[:2]) == [39000, 11000]
+    place.write_journal([
+        onus("onus_preauth", held, 10000, hold_state="completed"),
+        onus("onus_completion", completion, 11000, original_rrn=held),
+        onus("onus_preauth", other, 3000, hold_state="voided", voided=True),
+        onus("onus_preauth_void", void, 3000, original_rrn=other),
+    ])  # fmt: skip
+    service = settlement(place, ledger)
+    status = await service.settle(D)
+    assert out(place, "recon-20261207.csv") == RECON_HEADER
+    assert [(c.category, c.action, c.count) for c in status.categories] == [("matched", "paid", 1)]
+    # 11000 at 38 bps: 41.8, half up 42.
+    lines = out(place, "payouts-20261207.csv").decode().splitlines()
+    assert lines[1] == ("2026-12-07,2026-12-08,898110054110001,6222020200112233445,"
+                        "1,11000,0,0,42,0,0,10958,10958,0")  # fmt: skip
+    assert balances(ledger, ACCOUNTS) == [39000, 0, -50000, 0, 42, 10958]
+    assert not ledger.verify()
+    service.store.close()
     ledger.close()

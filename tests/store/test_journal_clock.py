@@ -43,9 +43,11 @@ def _before_the_mark(migrations: tuple[str, ...]) -> int:
 
 
 UNDO_AFTER_THE_MARK = (
-    # Each migration after the mark's, undone (newest first): the stand-in caps' claim,
-    # on-us payments' customer and funding (and on PostgreSQL the advices' claims, gone
-    # with their table), the risk rules', the stand-in's, then the pre-authorisations'.
+    # Each migration after the mark's, undone (newest first): the history in the row,
+    # the stand-in caps' claim, on-us payments' customer and funding (and on PostgreSQL
+    # the advices' claims, gone with their table), the risk rules', the stand-in's, then
+    # the pre-authorisations'.
+    "ALTER TABLE txn DROP COLUMN events",
     "DROP TABLE stip_cap",
     "ALTER TABLE txn DROP COLUMN funding",
     "ALTER TABLE txn DROP COLUMN customer_id",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import trio
 
 from switch.store.port import (
+    HoldMoved,
     Journal,
     OperatorError,
     OperatorJournal,
@@ -21,7 +23,9 @@ from switch.store.port import (
 )
 from switch.store.postgresql import JournalDatabase, PostgresJournal
 from switch.store.postgresql.operator import PostgresOperatorJournal
+from switch.store.postgresql.sql import _STATEMENTS as POSTGRESQL_STATEMENTS
 from switch.store.sqlite import JournalFile, SqliteJournal, SqliteOperatorJournal
+from switch.store.sqlite.sql import _STATEMENTS as SQLITE_STATEMENTS
 from tests.store.engines import ENGINES
 from tests.store.records import make_record
 
@@ -77,6 +81,60 @@ async def test_a_transaction_shows_with_its_events_and_reversal(
     assert history.reversal is not None and history.reversal.state == "pending"
     with pytest.raises(OperatorError, match="no transaction with RRN 632600000999"):
         operator.transaction("632600000999")
+
+
+def _execute(operator: OperatorJournal, statement: str, *parameters: object) -> Any:
+    """A statement on the operator's own connection (autocommit), in its engine's form;
+    its cursor."""
+    assert isinstance(operator, SqliteOperatorJournal | PostgresOperatorJournal)
+    return operator._connection.execute(statement, parameters)
+
+
+async def test_a_transactions_events_are_lines_of_its_row_with_no_row_of_their_own(
+    journals: tuple[Journal, OperatorJournal],
+) -> None:
+    """Its start, its answer and what befalls it later (a void, its hold moved) ride on
+    the statements that write its row: the journal's writes add no txn_event row (nor
+    its page), and its history still lists each, in order (design.md)."""
+    journal, operator = journals
+    record, other = make_record(), make_record("632600000002")
+    await journal.commit(TxnStarted.of(record, 100.0), TxnStarted.of(other, 100.5))
+    record.state, record.code, record.auth_code = "approved", "00", "123456"
+    await journal.commit(TxnUpdated.of(record, 101.0))
+    record.voided = True
+    await journal.commit(
+        TxnUpdated.of(record, 105.0, "voided by 632600000003"),
+        HoldMoved(rrn=record.rrn, hold_state="voided", at=105.0, detail='its "hold"\nended'),
+    )
+    assert [(e.at, e.state, e.code, e.detail) for e in operator.transaction(record.rrn).events] == [
+        (100.0, "sending", None, None),
+        (101.0, "approved", "00", None),
+        (105.0, "approved", "00", "voided by 632600000003"),
+        (105.0, "approved", None, 'its "hold"\nended'),
+    ]
+    assert [(e.at, e.state) for e in operator.transaction(other.rrn).events] == [(100.5, "sending")]
+    events = _execute(operator, "SELECT count(*) AS n FROM txn_event").fetchall()
+    assert [row["n"] for row in events] == [0]
+
+
+async def test_events_kept_as_rows_before_the_history_moved_into_the_row_come_first(
+    journals: tuple[Journal, OperatorJournal],
+) -> None:
+    """A journal written by the switch before: a transaction started then (its start a
+    txn_event row, its row's history empty) and answered after shows both, in order."""
+    journal, operator = journals
+    record = make_record()
+    await journal.commit(TxnStarted.of(record, 100.0))
+    sqlite = isinstance(operator, SqliteOperatorJournal)
+    statements = SQLITE_STATEMENTS if sqlite else POSTGRESQL_STATEMENTS
+    _execute(operator, "UPDATE txn SET events = NULL")
+    _execute(operator, statements.insert_event, record.rrn, 100.0, "sending", None, None)
+    record.state, record.code = "declined", "51"
+    await journal.commit(TxnUpdated.of(record, 101.0, "declined by the bank"))
+    assert [(e.at, e.state, e.detail) for e in operator.transaction(record.rrn).events] == [
+        (100.0, "sending", None),
+        (101.0, "declined", "declined by the bank"),
+    ]
 
 
 async def test_a_terminals_transactions_of_a_day_in_a_window(

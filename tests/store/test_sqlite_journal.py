@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from switch.store.port import JournalError, TxnStarted, TxnUpdated
+from switch.store.rows import events_of
 from switch.store.sqlite import JournalFile
 from switch.store.sqlite import SqliteJournal as Journal
 from switch.store.sqlite.schema import SCHEMA_VERSION, SchemaError, migrate
@@ -25,7 +26,7 @@ from tests.store.records import make_record
 
 
 def insert(value: int, *, memo: str = "") -> TxnStarted:
-    """One transaction started: a row in ``txn`` (and one in ``txn_event``)."""
+    """One transaction started: a row in ``txn`` (its history in it)."""
     return TxnStarted.of(make_record(f"{value:012d}", terminal_id=memo or "POS00001"), 1.0)
 
 
@@ -425,6 +426,12 @@ async def test_a_power_cut_loses_only_starts_no_one_was_answered_for(tmp_path: P
             assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             return dict(connection.execute("SELECT rrn, state FROM txn").fetchall())
 
+    def histories(image: Path) -> dict[str, list[str]]:
+        """Each transaction's history, as the states of its events (its row holds them)."""
+        with sqlite3.connect(image) as connection:
+            found = connection.execute("SELECT rrn, events FROM txn").fetchall()
+        return {rrn: [event[1] for event in events_of(events)] for rrn, events in found}
+
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
 
@@ -442,6 +449,7 @@ async def test_a_power_cut_loses_only_starts_no_one_was_answered_for(tmp_path: P
                 # Answered now: the power going this very moment keeps it.
                 cut = file.after_power_cut(tmp_path / f"answered-{started.record.rrn}")
                 assert after_recovery(cut).get(started.record.rrn) == "approved"
+                assert histories(cut)[started.record.rrn] == ["sending", "approved"]
             at_bank = insert(caller * 1000 + 999)
             await journal.commit(at_bank)  # the power goes before its answer
             unanswered.add(at_bank.record.rrn)
@@ -468,3 +476,8 @@ async def test_a_power_cut_loses_only_starts_no_one_was_answered_for(tmp_path: P
     assert alone.record.rrn in lost
     assert lost <= unanswered
     assert all(kept[rrn] == "sending" for rrn in unanswered - lost)
+    # Each history holds what its row says, no more, no less: the events are written
+    # by the statements that write the row, in the same commit.
+    history = histories(image)
+    assert all(history[rrn] == ["sending", "approved"] for rrn in answered)
+    assert all(history[rrn] == ["sending"] for rrn in kept.keys() - answered)

@@ -23,6 +23,7 @@ import psycopg
 from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
 from switch.store.desk_sql import desk_sql
+from switch.store.hold_sql import hold_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -50,6 +51,7 @@ class PostgresLedgerStore(OwnConnection, LedgerStoreBase):
     desk = desk_sql(DIALECT, lock=" FOR UPDATE")
     own = own_sql(DIALECT, lock=" FOR UPDATE")
     risk = risk_sql(DIALECT)
+    hold = hold_sql(DIALECT, lock=" FOR UPDATE")
     label = "ledger store (postgresql)"
     store_name = "ledger"
     application_name = "switch-ledger"

@@ -222,6 +222,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 10: the stand-in caps claimed in a stood-in approval's commit, exact across
     # workers (store/stip_claim.py).
     stip_claim_migration(DIALECT),
+    # 11: a transaction's history in its own row (design.md, "A transaction's history
+    # in its row"): one JSON line an event, appended by the statement that changes the
+    # row. Events written before are txn_event rows, read with it.
+    """
+    ALTER TABLE txn ADD COLUMN events TEXT;
+    """,
 )
 """The first migration holds what SQLite's first two do: there is no PostgreSQL journal
 of SQLite's version 1 to bring forward. Later ones are PostgreSQL's own (claims across

@@ -31,7 +31,7 @@ from switch.store.questions import (
     questions,
     records,
 )
-from switch.store.rows import TXN_COLUMNS
+from switch.store.rows import EVENTS_COLUMN, TXN_COLUMNS
 from switch.store.stip_claim import claim_statements
 from switch.store.writes import Statements, Write
 
@@ -72,16 +72,22 @@ DIALECT = Dialect(
 
 
 # The worker that wrote a transaction is PostgreSQL's alone (one SQLite process has one).
+# The row's history (its events) is written with it: rows.EVENTS_COLUMN.
 _INSERT_TXN = (
-    f"INSERT INTO txn ({TXN_SELECT}, worker) VALUES ({', '.join(['%s'] * (len(TXN_COLUMNS) + 1))})"
+    f"INSERT INTO txn ({TXN_SELECT}, {EVENTS_COLUMN}, worker) "
+    f"VALUES ({', '.join(['%s'] * (len(TXN_COLUMNS) + 2))})"
 )
 _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = %s, code = %s, auth_code = %s, balance = %s, refunded = %s, "
-    "voided = %s, reversed = %s, hold_state = %s, updated_at = %s WHERE rrn = %s"
+    "voided = %s, reversed = %s, hold_state = %s, updated_at = %s, "
+    "events = coalesce(events, '') || %s WHERE rrn = %s"
 )
-_MOVE_HOLD = "UPDATE txn SET hold_state = %s, updated_at = %s WHERE rrn = %s"
+_MOVE_HOLD = (
+    "UPDATE txn SET hold_state = %s, updated_at = %s, "
+    "events = coalesce(events, '') || %s WHERE rrn = %s"
+)
 _MARK_RISK = (
     "UPDATE txn SET customer_id = %s, funding = %s, risk_version = %s, risk_rule = %s, "
     "risk_review = %s, risk_shadow = %s, updated_at = %s WHERE rrn = %s"
@@ -141,7 +147,8 @@ _UPDATE_ADVICE = (
 _TXN_ADVICE = (
     "UPDATE txn SET stand_in = coalesce(%s, stand_in), advice_state = %s, "
     "bank_mti = coalesce(%s, bank_mti), bank_stan = coalesce(%s, bank_stan), "
-    "transmission = coalesce(%s, transmission), updated_at = %s WHERE rrn = %s"
+    "transmission = coalesce(%s, transmission), updated_at = %s, "
+    "events = coalesce(events, '') || %s WHERE rrn = %s"
 )
 
 _STIP_CLAIM = claim_statements(DIALECT)

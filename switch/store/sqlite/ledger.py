@@ -18,6 +18,7 @@ from typing import Final
 from switch.store.cobrand_sql import cobrand_sql
 from switch.store.credit_sql import credit_sql
 from switch.store.desk_sql import desk_sql
+from switch.store.hold_sql import hold_sql
 from switch.store.ledger_port import Fault, LedgerUnavailable
 from switch.store.ledger_sql import ledger_sql, migrations
 from switch.store.ledger_store import LedgerStoreBase, Parameters, Row
@@ -40,6 +41,7 @@ class SqliteLedgerStore(OwnFile, LedgerStoreBase):
     desk = desk_sql(DIALECT, lock="")
     own = own_sql(DIALECT, lock="")
     risk = risk_sql(DIALECT)
+    hold = hold_sql(DIALECT, lock="")
     label = "ledger store"
     store_name = "ledger"
     store_error = LedgerUnavailable

@@ -180,6 +180,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 8: the stand-in caps claimed in a stood-in approval's commit (store/stip_claim.py).
     stip_claim_migration(DIALECT),
+    # 9: a transaction's history in its own row (design.md, "A transaction's history in
+    # its row"): one JSON line an event, appended by the statement that changes the row.
+    # Events written before are txn_event rows, read with it.
+    """
+    ALTER TABLE txn ADD COLUMN events TEXT;
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

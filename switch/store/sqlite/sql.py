@@ -10,7 +10,7 @@ from switch.store import writes
 from switch.store.dialect import Dialect
 from switch.store.port import Change, DueReversal
 from switch.store.questions import Select, due, questions
-from switch.store.rows import TXN_COLUMNS
+from switch.store.rows import EVENTS_COLUMN, TXN_COLUMNS
 from switch.store.stip_claim import claim_statements
 from switch.store.writes import Statements, Write
 
@@ -46,13 +46,21 @@ DIALECT = Dialect(
 
 _TXN_SELECT = ", ".join(TXN_COLUMNS)
 
-_INSERT_TXN = f"INSERT INTO txn ({_TXN_SELECT}) VALUES ({', '.join('?' * len(TXN_COLUMNS))})"
+# The row's history (its events) is written with it: rows.EVENTS_COLUMN.
+_INSERT_TXN = (
+    f"INSERT INTO txn ({_TXN_SELECT}, {EVENTS_COLUMN}) "
+    f"VALUES ({', '.join('?' * (len(TXN_COLUMNS) + 1))})"
+)
 _INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
-    "voided = ?, reversed = ?, hold_state = ?, updated_at = ? WHERE rrn = ?"
+    "voided = ?, reversed = ?, hold_state = ?, updated_at = ?, "
+    "events = coalesce(events, '') || ? WHERE rrn = ?"
 )
-_MOVE_HOLD = "UPDATE txn SET hold_state = ?, updated_at = ? WHERE rrn = ?"
+_MOVE_HOLD = (
+    "UPDATE txn SET hold_state = ?, updated_at = ?, "
+    "events = coalesce(events, '') || ? WHERE rrn = ?"
+)
 _MARK_RISK = (
     "UPDATE txn SET customer_id = ?, funding = ?, risk_version = ?, risk_rule = ?, "
     "risk_review = ?, risk_shadow = ?, updated_at = ? WHERE rrn = ?"
@@ -99,7 +107,8 @@ _UPDATE_ADVICE = (
 _TXN_ADVICE = (
     "UPDATE txn SET stand_in = coalesce(?, stand_in), advice_state = ?, "
     "bank_mti = coalesce(?, bank_mti), bank_stan = coalesce(?, bank_stan), "
-    "transmission = coalesce(?, transmission), updated_at = ? WHERE rrn = ?"
+    "transmission = coalesce(?, transmission), updated_at = ?, "
+    "events = coalesce(events, '') || ? WHERE rrn = ?"
 )
 
 _STIP_CLAIM = claim_statements(DIALECT)
