@@ -452,10 +452,11 @@ class CreditSteps(LedgerSteps):
             return None
         return self._first(self.credit.lock_account, (customer[len(RECEIVABLE) :],))
 
-    def _credit_ended(self, key: TransferKey, at: float) -> Callable[[Plan], None] | None:
-        """Before a credit purchase's pending transfer is posted or voided: what to do
-        after (a void: the purchase never stood, its principal freed)."""
-        transfer = self._lock_transfer(key)
+    def _credit_ended(
+        self, transfer: ledger.Transfer | None, at: float
+    ) -> Callable[[Plan], None] | None:
+        """Before a credit purchase's pending transfer (locked by the caller) is posted or
+        voided: what to do after (a void: the purchase never stood, its principal freed)."""
         row = self._credit_row_of_transfer(transfer)  # locked; its book read for a void only
         if row is None or transfer is None or transfer.spec.debit != receivable(row["customer_id"]):
             return None

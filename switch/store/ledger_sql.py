@@ -247,6 +247,7 @@ class LedgerSql(msgspec.Struct, frozen=True, kw_only=True):
     cancel_paycode: str
     lock_paycode: str
     use_paycode: str
+    take_paycode: str
     probes: str
     insert_probe: str
     purge_paycodes: str
@@ -471,6 +472,14 @@ def ledger_sql(d: Dialect, *, lock: str) -> LedgerSql:
             f"instalments FROM paycode WHERE code = ?{lock}"
         ),
         use_paycode=sql("UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open'"),
+        # A scanned code taken, if open and not expired and its terminal has fewer
+        # probes in the window than the limit: its row as it is now (used).
+        take_paycode=sql(
+            "UPDATE paycode SET state = 'used' WHERE code = ? AND state = 'open' "
+            "AND expires_at > ? AND (SELECT count(*) FROM paycode_probe "
+            "WHERE terminal = ? AND at > ?) < ? RETURNING code, customer_id, funding, "
+            "verification, issued_at, expires_at, state, instalments"
+        ),
         probes=sql("SELECT count(*) AS n FROM paycode_probe WHERE terminal = ? AND at > ?"),
         insert_probe=sql("INSERT INTO paycode_probe (terminal, at) VALUES (?, ?)"),
         purge_paycodes=sql("DELETE FROM paycode WHERE issued_at < ?"),

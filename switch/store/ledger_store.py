@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Final, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, NamedTuple, TypeAlias, TypeVar
 
 from switch.core import ledger
 from switch.core.credit.billing import CreditAsk, drop_back, drop_repay
@@ -136,6 +136,14 @@ def _balances(row: Row) -> Balances:
 
 def _qr(row: Row) -> QrRecord:
     return QrRecord(**{name: row[name] for name in QrRecord.__struct_fields__})
+
+
+class Locked(NamedTuple):
+    """What a step locked before its move (``_move``): the transfer under the key (None:
+    none there), and its accounts' sums (None: not yet locked)."""
+
+    transfer: Transfer | None
+    balances: dict[str, Balances] | None
 
 
 class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSteps, ABC):
@@ -299,6 +307,21 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
             raise LedgerDamaged(f"account {name} is not there")
         return _balances(row)
 
+    def _lock_accounts(self, names: Sequence[str], *, ensure: bool = False) -> dict[str, Balances]:
+        """A transfer's accounts, locked in the order of their names, as every step locks
+        them; ``ensure``: one not there yet (a merchant's first payment) made first. (One
+        statement a row: on SQLite a statement of two rows costs more than two of one.)"""
+        locked = {}
+        for name in sorted(set(names)):
+            row = self._first(self.sql.lock_account, (name,))
+            if row is None and ensure:
+                self._ensure_account(name)
+                row = self._first(self.sql.lock_account, (name,))
+            if row is None:
+                raise LedgerDamaged(f"account {name} is not there")
+            locked[name] = _balances(row)
+        return locked
+
     def _lock_transfer(self, key: TransferKey) -> Transfer | None:
         row = self._first(self.sql.lock_transfer, (key.principal, key.id, key.leg))
         return None if row is None else _transfer(row)
@@ -311,18 +334,20 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
         *,
         spec: TransferSpec | None = None,
         amount: int | None = None,
+        locked: Locked | None = None,
     ) -> Plan:
-        """One operation of the two-phase machine, inside the caller's transaction."""
-        existing = self._lock_transfer(key)
-        if existing is not None:
-            names = {existing.spec.debit, existing.spec.credit}
-        elif spec is not None:
-            names = {spec.debit, spec.credit}
-            for name in sorted(names):
-                self._ensure_account(name)
-        else:
-            raise TransferNotFound(f"{operation} of {key}: no such transfer")
-        balances = {name: self._lock_account(name) for name in sorted(names)}
+        """One operation of the two-phase machine, inside the caller's transaction.
+        ``locked``: what the caller already locked in it (the transfer under ``key``,
+        and its accounts' sums), not read again; its balances become those after."""
+        existing = self._lock_transfer(key) if locked is None else locked.transfer
+        balances = None if locked is None else locked.balances
+        if balances is None:
+            if existing is not None:
+                balances = self._lock_accounts((existing.spec.debit, existing.spec.credit))
+            elif spec is not None:
+                balances = self._lock_accounts((spec.debit, spec.credit), ensure=True)
+            else:
+                raise TransferNotFound(f"{operation} of {key}: no such transfer")
         plan = ledger.decide(operation, existing, balances, spec=spec, amount=amount)
         if plan.after is not None:
             self._apply(plan, balances, at)
@@ -624,10 +649,7 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
                     raise Refused(screened)
             # Both accounts locked now, in the order of their names as every step locks
             # them (locking the debit first would wait in a circle with a refund's post).
-            names = sorted({spec.debit, spec.credit})
-            for name in names:
-                self._ensure_account(name)
-            locked = {name: self._lock_account(name) for name in names}
+            locked = self._lock_accounts((spec.debit, spec.credit), ensure=True)
             available = locked[spec.debit].available
             refusal = money_check(wallet, self._usage(wallet, ask.local_date), ask,
                                   available, settings)  # fmt: skip
@@ -638,7 +660,8 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
                 lent = None if isinstance(checked, Refusal) else checked
             if refusal is not None:
                 raise Refused(refusal)
-            plan = self._move("reserve", spec.key, at, spec=spec)
+            # What is locked is moved as it is (its sums after, in ``locked``).
+            plan = self._move("reserve", spec.key, at, spec=spec, locked=Locked(None, locked))
             assert plan.after is not None
             if lent is not None:
                 self._save(lent, at)
@@ -670,8 +693,7 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
                         withdraw_to.bank_code, business_date, at, at,
                     ),
                 )  # fmt: skip
-            available_after = self._lock_account(spec.debit).available
-            return Reserved(transfer=plan.after, available_after=available_after)
+            return Reserved(transfer=plan.after, available_after=locked[spec.debit].available)
 
         return self._step("reserve_payment", body)
 
@@ -703,8 +725,10 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
         top-up's record takes the answer."""
 
         def body() -> Plan:
-            credit = self._credit_ended(key, at)  # a credit purchase: its account locked
-            plan = self._move("post" if approved else "void", key, at)
+            transfer = self._lock_transfer(key)
+            credit = self._credit_ended(transfer, at)  # a credit purchase: its account locked
+            plan = self._move("post" if approved else "void", key, at,
+                              locked=Locked(transfer, None))  # fmt: skip
             if credit is not None:
                 credit(plan)
             if plan.changes:
@@ -928,23 +952,21 @@ class LedgerStoreBase(HoldSteps, OwnMerchantSteps, DeskResultSteps, RiskEventSte
         outcome)."""
 
         def body() -> CodeTaken:
-            probes = self._first(self.sql.probes, (terminal, now - PROBE_WINDOW_S))
-            if probes is not None and probes["n"] >= settings.probe_limit:
-                return CodeTaken(response_code="65")
+            since = now - PROBE_WINDOW_S
+            # Taken (used) in one statement: open, not expired, the probes below 65's.
+            taking = (code, now, terminal, since, settings.probe_limit)
             row = (
-                self._first(self.sql.lock_paycode, (code,))
+                self._first(self.sql.take_paycode, taking)
                 if well_formed(code, settings.prefix)
                 else None
             )
-            if row is None or row["state"] != "open" or now >= row["expires_at"]:
-                self._execute(self.sql.insert_probe, (terminal, now))
-                return CodeTaken(response_code="14")
-            if self._change(self.sql.use_paycode, (code,)) != 1:
-                raise LedgerDamaged(f"payment code {code[:6]}... changed under its lock")
-            return CodeTaken(
-                response_code="00",
-                paycode=Paycode(**{**dict(row), "state": "used"}),
-            )
+            if row is not None:
+                return CodeTaken(response_code="00", paycode=Paycode(**dict(row)))
+            probes = self._first(self.sql.probes, (terminal, since))
+            if probes is not None and probes["n"] >= settings.probe_limit:
+                return CodeTaken(response_code="65")  # the code, if open, left open
+            self._execute(self.sql.insert_probe, (terminal, now))
+            return CodeTaken(response_code="14")
 
         return self._step("take_paycode", body)
 
