@@ -17,23 +17,18 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
-import trio
 
 import switch
-from switch import ops, startup, supervisor
 from switch.admin.commands import add_commands as add_admin_commands
-from switch.admin.commands import config_error_line, leniently, running_config_notes
+from switch.admin.commands import config_error_line, leniently
 from switch.admin.credit_commands import add_commands as add_credit_commands
 from switch.admin.risk_commands import add_commands as add_risk_commands
 from switch.admin.settle_commands import add_commands as add_settle_commands
 from switch.admin.wallet_commands import add_commands as add_wallet_commands
-from switch.app import Codecs, SwitchApp
 from switch.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -41,35 +36,27 @@ from switch.config import (
     config_argument,
     load_config,
 )
-from switch.core.batch import BALANCED, NOT_BALANCED, RESULT_AT
-from switch.core.clock import MAX_SPEED, BusinessClock, parse_clock_start
-from switch.core.model import mask_pan
-from switch.core.online import MESSAGES
+from switch.core.clock import MAX_SPEED
 from switch.core.validate import MAX_AMOUNT
-from switch.core.workers import Worker
-from switch.errors import ConfigError, MessageEncodeError, StartupError, SwitchError
+from switch.errors import ConfigError
 from switch.files import PRIVATE_UMASK, write_private
-from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
-from switch.net.clients import MacMismatch, PosClient
 from switch.online_cli import add_commands as add_online_commands
 from switch.security.commands import add_commands as add_key_store_commands
-from switch.sim.server import BankSimulator
-from switch.store import open_operator_journal
-from switch.store.crypto import new_key_file_text, write_new_key_file
-from switch.store.port import OperatorJournal
-from switch.terminal import (
-    DEMO_TMK,
-    Terminal,
-    TerminalBatch,
-    TerminalSecurity,
-    encode_pos_request,
-)
-from switch.wire import dump
-from switch.wire.iso8583 import FieldValue, Iso8583Message
+
+if TYPE_CHECKING:
+    from switch import startup
+    from switch.app import SwitchApp
+    from switch.core.clock import BusinessClock
+    from switch.store.port import OperatorJournal
+    from switch.terminal import Terminal, TerminalBatch, TerminalSecurity
+    from switch.wire.iso8583 import FieldValue, Iso8583Message
+
+# A command imports what it runs when it runs (each handler below, and those of the
+# modules above): parsing the command line, and a command that only talks to a running
+# switch, stay clear of the switch's own modules (tests/test_cli_imports.py).
 
 SWITCH_INTERVAL_S = 0.0005
 GC_GEN0_THRESHOLD = 50_000
-log = structlog.get_logger()
 _YUAN = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 """An amount as an operator types it: yuan, and decimals if any."""
 
@@ -103,10 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("payswitch")
     except metadata.PackageNotFoundError:  # run from a source tree never installed
         return switch.__version__
+
+
+class _VersionAction(argparse.Action):
+    """argparse's ``version``, the version read (importlib.metadata) only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(f"switch {_version()}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
         description="A payment switch: POS (ISO 8583) and online (MessagePack) channels "
         "routed by card BIN to bank host-to-host links.",
     )
-    parser.add_argument("--version", action="version", version=f"switch {_version()}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show program's version number and exit"
+    )
     # The demo keeps the caller's umask: as root its PostgreSQL cluster's folders must
     # stay reachable by the server's account; its switch and banks set their own.
     parser.set_defaults(needs_config=True, private_files=True)
@@ -534,6 +536,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch import startup, supervisor
+    from switch.admin.commands import running_config_notes
+    from switch.log import configure_logging
+
     # Its output is its verdict (notes and "ok" on stdout, problems on stderr): what
     # building the parts would log as they start (the DEMO keys' warning, key events)
     # is for `switch run`, and only an error of theirs is shown here, on stderr.
@@ -555,6 +561,10 @@ def _config_check(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _decode(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch.app import Codecs
+    from switch.errors import SwitchError
+    from switch.wire import dump
+
     text = " ".join(args.hex) if args.hex and args.hex != ["-"] else sys.stdin.read()
     try:
         data = bytes.fromhex("".join(text.split()))
@@ -611,6 +621,8 @@ def _clock_options(parser: argparse.ArgumentParser) -> None:
 def business_clock(args: argparse.Namespace) -> BusinessClock:
     """The business clock of ``--clock`` and ``--clock-speed`` (the real one without
     them); ValueError, one line naming the option, when they are wrong."""
+    from switch.core.clock import BusinessClock, parse_clock_start
+
     if args.clock is None:
         if args.clock_speed is not None:
             raise ValueError("--clock-speed needs --clock START: the real clock has one speed")
@@ -651,6 +663,11 @@ def _positive(text: str) -> int:
 
 
 def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
+    import structlog
+
+    from switch import startup, supervisor
+    from switch.core.workers import Worker
+
     workers: int = args.workers if args.workers is not None else config.switch.workers
     try:
         clock = business_clock(args)
@@ -699,6 +716,10 @@ def _run(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 async def _run_switch(started: startup.Startup) -> None:
+    import trio
+
+    from switch import supervisor
+
     app = started.app
     assert app is not None, "prepared"
     async with trio.open_nursery() as nursery:
@@ -718,10 +739,13 @@ async def _shutdown_on_signal(app: SwitchApp) -> None:
     SIGTERM and its own, when the supervisor has ended (supervisor.stop_with_parent),
     may both come, and the drain is bounded anyway. One process leaves them at the
     first, as ever (a second signal ends it at once)."""
+    import structlog
+    import trio
+
     draining = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
-            log.info("signal_received", signal=signal.Signals(signum).name)
+            structlog.get_logger().info("signal_received", signal=signal.Signals(signum).name)
             if signum == signal.SIGHUP:
                 if not draining:
                     await app.reload()  # says in the log what it did, or why not
@@ -741,6 +765,16 @@ def _demo(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _sim_bank(args: argparse.Namespace, config: SwitchConfig) -> int:
+    import structlog
+    import trio
+
+    from switch import supervisor
+    from switch.app import Codecs
+    from switch.errors import StartupError
+    from switch.log import configure_logging, describe_exception, log_uncaught_exceptions
+    from switch.sim.server import BankSimulator
+
+    log = structlog.get_logger()
     bank = config.banks.get(args.bank)
     if bank is None:
         print(f"switch: no bank {args.bank!r} in {args.config}", file=sys.stderr)
@@ -793,6 +827,9 @@ def _operator(
     printed: bool = False,
 ) -> int:
     """``action`` on the config's journal, its rows printed (unless it ``printed``)."""
+    from switch import ops
+    from switch.store import open_operator_journal
+
     try:
         journal = open_operator_journal(config)
         try:
@@ -811,6 +848,8 @@ def _operator(
 
 
 def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch import ops
+
     def show(journal: OperatorJournal) -> list[dict[str, Any]]:
         found = ops.journal_show(journal, args.rrn)
         if not args.json:
@@ -821,6 +860,8 @@ def _journal_show(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch import ops
+
     offset = config.switch.utc_offset_h
     try:
         ops.local_day(args.date, utc_offset_h=offset)
@@ -836,6 +877,8 @@ def _journal_find(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch import ops
+
     if args.kind == "advice":
         return _operator(
             config,
@@ -852,6 +895,8 @@ def _saf_list(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _saf_retry(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch import ops
+
     given = str(args.id)
     if given[:1] in ("A", "a") and given[1:].isdigit():
         advice_id = int(given[1:])
@@ -881,6 +926,8 @@ def _pid(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _keys_new(args: argparse.Namespace, config: SwitchConfig | None) -> int:
+    from switch.store.crypto import new_key_file_text, write_new_key_file
+
     if args.out is None:
         print(new_key_file_text(), end="")
         return 0
@@ -939,6 +986,8 @@ def _batch_file(args: argparse.Namespace, config: SwitchConfig) -> Path:
 def _load_batch(path: Path, args: argparse.Namespace) -> TerminalBatch:
     """The terminal's batch from its file (a new batch 1 if there is none), moved to
     ``--batch`` when that is another batch and the file holds no transaction."""
+    from switch.terminal import TerminalBatch
+
     if path.exists():
         try:
             batch = msgspec.json.decode(path.read_bytes(), type=TerminalBatch)
@@ -973,6 +1022,9 @@ def _save_batch(path: Path, batch: TerminalBatch) -> None:
 def _printable(response: Iso8583Message) -> dict[str, Any]:
     """A response as the pos commands print it: card numbers masked, bytes in hex; the
     working keys of a sign-on (62) by their KCVs only."""
+    from switch.core.model import mask_pan
+    from switch.core.online import MESSAGES
+
     fields = {
         str(number): mask_pan(value)
         if number == 2 and isinstance(value, str)
@@ -1004,6 +1056,13 @@ def _check_stan(args: argparse.Namespace) -> bool:
 
 
 def _pos(args: argparse.Namespace, config: SwitchConfig) -> int:
+    import trio
+
+    from switch.app import Codecs
+    from switch.errors import MessageEncodeError
+    from switch.net.clients import MacMismatch, PosClient
+    from switch.terminal import encode_pos_request
+
     amount = 0
     if args.message in AMOUNT_MESSAGES and args.amount is not None:
         try:
@@ -1074,6 +1133,8 @@ def _terminal_security(
 ) -> tuple[TerminalSecurity, Path]:
     """The terminal's TMK (``--tmk-file``, else the DEMO TMK) and its working keys from
     its keys file, if any."""
+    from switch.terminal import DEMO_TMK, TerminalSecurity
+
     if args.tmk_file:
         tmk_path = Path(args.tmk_file)
         try:
@@ -1209,6 +1270,12 @@ def _recorded(
 
 
 def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
+    import trio
+
+    from switch.app import Codecs
+    from switch.core.batch import BALANCED, NOT_BALANCED
+    from switch.net.clients import MacMismatch, PosClient
+
     if not _check_stan(args):
         return 2
     path = _batch_file(args, config)
@@ -1288,5 +1355,7 @@ def _pos_settle(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _batch_result(answer: Iso8583Message) -> str | None:
     """48.5 of a 0510."""
+    from switch.core.batch import RESULT_AT
+
     field48 = answer.fields.get(48)
     return field48[RESULT_AT] if isinstance(field48, str) and len(field48) > RESULT_AT else None

@@ -17,15 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
-import trio
 
 from switch.config import SwitchConfig
-from switch.core.model import mask_pan
-from switch.net.clients import OnlineClient, OnlineKey, UnverifiedAnswer
-from switch.wire import online as wire
+
+if TYPE_CHECKING:  # the commands import them as they run: `switch --help` need not
+    from switch.net.clients import OnlineKey
+    from switch.wire import online as wire
 
 T = TypeVar("T")
 
@@ -33,24 +33,21 @@ RESPONSE_TIMEOUT_S: Final = 30.0
 DEFAULT_MERCHANT: Final = "898310048990001"
 
 
-NO_ANSWER: Final = (
-    OSError,
-    EOFError,
-    trio.TooSlowError,
-    trio.BrokenResourceError,
-    msgspec.DecodeError,
-)
-"""What ends an exchange with no answer the command can show."""
-
-
 def exchanged(run: Callable[[], T], host: str, port: int) -> T | None:
     """``run``'s answer, or None once the one line saying why there is none is printed."""
+    import trio
+
+    from switch.net.clients import UnverifiedAnswer
+
+    # What ends an exchange with no answer the command can show.
+    no_answer = (OSError, EOFError, trio.TooSlowError, trio.BrokenResourceError,
+                 msgspec.DecodeError)  # fmt: skip
     try:
         return run()
     except UnverifiedAnswer as exc:
         print(f"switch: the answer is not the switch's (taken as no answer): {exc}",
               file=sys.stderr)  # fmt: skip
-    except NO_ANSWER as exc:
+    except no_answer as exc:
         print(f"switch: no response from {host}:{port}: {exc!r}", file=sys.stderr)
     return None
 
@@ -131,6 +128,8 @@ def add_commands(
 
 
 def _request(args: argparse.Namespace, name: str, amount: int) -> wire.OnlineRequest:
+    from switch.wire import online as wire
+
     request_id = args.id or f"cli-{time.time_ns() // 1_000_000}"
     merchant = args.merchant
     if name in ("purchase", "balance"):
@@ -171,6 +170,10 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _send(args: argparse.Namespace, config: SwitchConfig) -> int:
+    import trio
+
+    from switch.net.clients import OnlineClient, OnlineKey
+
     try:
         body = _fields(args)
         merchant = body.get("merchant_id")
@@ -212,6 +215,8 @@ def _send(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 def _masked(answer: dict[str, Any]) -> dict[str, Any]:
     """``printable``'s masking for any answer: card numbers in its free text masked."""
+    from switch.core.model import mask_pan
+
     for name in ("message", "memo", "order_id"):
         if isinstance(answer.get(name), str):
             answer[name] = " ".join(
@@ -222,6 +227,8 @@ def _masked(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _key(args: argparse.Namespace) -> OnlineKey:
+    from switch.net.clients import OnlineKey
+
     if args.secret_file is None:
         if args.key_id is not None:
             raise ValueError("--key-id needs --secret-file (the key's secret)")
@@ -248,6 +255,8 @@ def _tls(args: argparse.Namespace, config: SwitchConfig) -> ssl.SSLContext | Non
 
 
 def printable(response: wire.OnlineResponse, *, signed: bool) -> dict[str, Any]:
+    from switch.core.model import mask_pan
+
     answer: dict[str, Any] = msgspec.to_builtins(response)
     answer["signed"] = signed
     for name in ("message", "memo", "order_id"):  # never print a card number back
@@ -262,6 +271,10 @@ def printable(response: wire.OnlineResponse, *, signed: bool) -> dict[str, Any]:
 def _online(
     args: argparse.Namespace, config: SwitchConfig, name: str, parse_amount: Callable[[str], int]
 ) -> int:
+    import trio
+
+    from switch.net.clients import OnlineClient
+
     amount = 0
     if getattr(args, "amount", None) is not None:
         try:

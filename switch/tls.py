@@ -13,12 +13,12 @@ from __future__ import annotations
 import ssl
 import stat
 from pathlib import Path
-from typing import Final
-
-import trio
-from cryptography import x509
+from typing import TYPE_CHECKING, Final
 
 from switch.errors import StartupError
+
+if TYPE_CHECKING:  # imported where used: a client's context (an operator command) needs neither
+    import trio
 
 MINIMUM_VERSION: Final = ssl.TLSVersion.TLSv1_2
 KEY_FILE_MODE: Final = 0o600
@@ -29,6 +29,8 @@ def server_context(label: str, cert_file: Path, key_file: Path) -> ssl.SSLContex
     TLS 1.2 or later, no compression, the server's cipher order. StartupError, one
     line naming the file, when the key file is not of mode 0600 or either does not
     load."""
+    from cryptography import x509
+
     try:
         mode = stat.S_IMODE(key_file.stat().st_mode)
     except OSError as exc:
@@ -85,6 +87,8 @@ async def accept_tls(
     """``stream`` wrapped in TLS, once its handshake is done within ``deadline_s``;
     trio.TooSlowError past it, trio.BrokenResourceError when the peer does not speak
     TLS 1.2 or later (the caller closes ``stream``)."""
+    import trio
+
     wrapped = trio.SSLStream(stream, context, server_side=True, https_compatible=https)
     with trio.fail_after(deadline_s):
         await wrapped.do_handshake()

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-import structlog
-
 from switch.admin.settings import is_loopback
 from switch.config import SwitchConfig
 from switch.errors import StartupError
-
-log = structlog.get_logger()
 
 MIN_TOKEN_CHARS: Final = 16
 TOKEN_CHARACTERS: Final = frozenset(string.ascii_letters + string.digits + "-._~+/=")
@@ -60,7 +56,9 @@ def read_token(config: SwitchConfig, *, create: bool = True) -> str | None:
     token = token_from_file(path)
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning(
+        import structlog  # the switch's log: a command reading its token need not load it
+
+        structlog.get_logger().warning(
             "admin_token_file_readable",
             path=str(path),
             mode=oct(stat.S_IMODE(mode)),
@@ -89,7 +87,9 @@ def _generate(path: Path) -> None:
         raise StartupError(f"{where} cannot be written: {exc.strerror}") from exc
     finally:
         temporary.unlink(missing_ok=True)
-    log.info("admin_token_created", path=str(path))
+    import structlog
+
+    structlog.get_logger().info("admin_token_created", path=str(path))
 
 
 def client_token(config: SwitchConfig) -> str | None:

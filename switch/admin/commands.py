@@ -19,19 +19,19 @@ import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-from rich.console import Console
-from rich.live import Live
 
-from switch.admin import console
-from switch.admin.auth import client_token, token_from_file
-from switch.admin.client import AdminClient, AdminUnavailable, admin_tls, admin_url
-from switch.admin.status import StatusDocument, status_encoder
 from switch.config import SwitchConfig, load_config, unreadable_config_hint
 from switch.core.reconfig import ConfigChange
 from switch.errors import ConfigError, ConfigUnreadable, StartupError
+
+if TYPE_CHECKING:  # the commands import them as they run: `switch --help` need not
+    from rich.console import Console
+
+    from switch.admin.client import AdminClient
+    from switch.admin.status import StatusDocument
 
 NOT_A_TERMINAL_WIDTH: Final = 120
 """Columns for a frame printed to a file or a pipe (rich would take 80)."""
@@ -168,6 +168,9 @@ def config_error_line(exc: ConfigError, args: argparse.Namespace) -> str:
 
 def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
     """StartupError, with the one line to print, when there is nothing to ask."""
+    from switch.admin.auth import client_token, token_from_file
+    from switch.admin.client import AdminClient, admin_tls, admin_url
+
     if args.url is None and not config.admin.enabled:
         raise StartupError(
             f"{args.config}: [admin] enabled is false: the switch has no admin interface "
@@ -182,6 +185,8 @@ def _client(args: argparse.Namespace, config: SwitchConfig) -> AdminClient:
 
 
 def _output() -> Console:
+    from rich.console import Console
+
     terminal = sys.stdout.isatty()
     return Console(width=None if terminal else NOT_A_TERMINAL_WIDTH, highlight=False)
 
@@ -207,6 +212,8 @@ _reload_answer = msgspec.json.Decoder(ReloadAnswer)
 
 
 def _ask_to_reload(client: AdminClient, as_json: bool) -> int:
+    from switch.admin.client import AdminUnavailable
+
     status, body = client.post("/reload")
     if status not in (200, 422):
         raise AdminUnavailable(f"{client.url}/reload answered {status}")
@@ -218,6 +225,8 @@ def _ask_to_reload(client: AdminClient, as_json: bool) -> int:
 
 
 def _decode_answer(client: AdminClient, body: bytes) -> ReloadAnswer:
+    from switch.admin.client import AdminUnavailable
+
     try:
         return _reload_answer.decode(body)
     except msgspec.DecodeError as exc:
@@ -244,6 +253,9 @@ def running_config_notes(config: SwitchConfig) -> list[str]:
     """What a reload of ``config``'s file would change in the switch running it, asked
     of its admin interface (``GET /reload``, which changes nothing), a note a line; none
     when no switch answers there, or when it runs from another file."""
+    from switch.admin.auth import client_token
+    from switch.admin.client import AdminClient, AdminUnavailable, admin_url
+
     if not config.admin.enabled or config.source is None:
         return []
     token = client_token(config)
@@ -274,6 +286,9 @@ def running_config_notes(config: SwitchConfig) -> list[str]:
 
 
 def _print_status(client: AdminClient, as_json: bool) -> int:
+    from switch.admin import console
+    from switch.admin.status import status_encoder
+
     document = client.status()
     if as_json:
         sys.stdout.write(status_encoder.encode(document).decode() + "\n")
@@ -294,6 +309,8 @@ def _top(args: argparse.Namespace, config: SwitchConfig) -> int:
 def with_client(
     args: argparse.Namespace, config: SwitchConfig, action: Callable[[AdminClient], int]
 ) -> int:
+    from switch.admin.client import AdminUnavailable
+
     try:
         client = _client(args, config)
     except StartupError as exc:
@@ -309,6 +326,8 @@ def with_client(
 
 
 def _print_once(client: AdminClient, interval_s: float) -> int:
+    from switch.admin import console
+
     first = client.status()
     time.sleep(interval_s)
     _output().print(console.render(console.frame(first, client.status())))
@@ -318,6 +337,12 @@ def _print_once(client: AdminClient, interval_s: float) -> int:
 def _live(client: AdminClient, interval_s: float) -> int:
     """Redraws until q or Ctrl-C (exit 0 either way, the terminal as it was). A switch
     that stops answering is said so above the last frame, and asked again."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from switch.admin import console
+    from switch.admin.client import AdminUnavailable
+
     keys = sys.stdin.fileno() if sys.stdin.isatty() else None
     saved: list[Any] | None = termios.tcgetattr(keys) if keys is not None else None
     previous: StatusDocument | None = None

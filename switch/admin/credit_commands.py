@@ -18,15 +18,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import trio
 
 from switch.config import SwitchConfig
 from switch.core.wallet import CUSTOMER_ID
-from switch.net.clients import OnlineClient, OnlineKey
 from switch.online_cli import _masked, _tls, exchanged
+
+if TYPE_CHECKING:  # the commands import them as they run: `switch --help` need not
+    from switch.net.clients import OnlineKey
 
 RESPONSE_TIMEOUT_S: Final = 30.0
 TERMS: Final = ("3", "6", "12", "24")
@@ -168,6 +169,8 @@ def request_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _key(args: argparse.Namespace) -> OnlineKey:
+    from switch.net.clients import OnlineKey
+
     if args.secret_file is None:
         if args.key_id is not None:
             raise ValueError("--key-id needs --secret-file (the key's secret)")
@@ -203,6 +206,10 @@ def signed_request(
     name, its verified answer printed: as JSON with ``args.json``, else by ``show``
     (default: its fields one a line). Exit status 0 when approved (``code`` 00), 2 when
     answered otherwise (the message and code on stderr), 1 with no answer."""
+    import trio
+
+    from switch.net.clients import OnlineClient
+
     try:
         tls = _tls(args, config)
     except (ValueError, OSError) as exc:

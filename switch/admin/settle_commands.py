@@ -13,12 +13,14 @@ import sys
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from switch.admin.client import AdminClient, AdminUnavailable
 from switch.admin.commands import add_token_option, leniently, with_client
 from switch.config import SwitchConfig
 from switch.core.calendar import date_from_mmdd
+
+if TYPE_CHECKING:  # the commands import it as they run: `switch --help` need not
+    from switch.admin.client import AdminClient
 
 
 def add_commands(
@@ -124,6 +126,8 @@ def _ledger_balance(args: argparse.Namespace, config: SwitchConfig) -> int:
     query = f"?account={urllib.parse.quote(args.account)}" if args.account else ""
 
     def ask(client: AdminClient) -> int:
+        from switch.admin.client import AdminUnavailable
+
         documents: dict[str, Any] = {}
         problems: dict[str, str] = {}
         for name, (path, _) in LEDGERS.items():
@@ -208,6 +212,8 @@ def _asking(
         method, path = target(args)
 
         def ask(client: AdminClient) -> int:
+            from switch.admin.client import AdminUnavailable
+
             status, body = client.post(path) if method == "POST" else client.get(path)
             if status >= 500 and status != 503:
                 raise AdminUnavailable(f"{client.url}{path} answered {status}")

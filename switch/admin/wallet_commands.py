@@ -28,7 +28,6 @@ from switch.core.ledger import LedgerError, TransferKey, TransferSpec
 from switch.core.wallet import CUSTOMER_ID, HISTORY_LIMIT, HISTORY_MAX
 from switch.online_cli import DEFAULT_MERCHANT
 from switch.online_cli import _key as merchant_key
-from switch.store import open_ledger_store
 from switch.wire.emvqr import QrMalformed, QrOtherNetwork, decode, render_terminal
 
 DEMO_CARD: Final = "6222021000111122221"
@@ -290,6 +289,8 @@ def _today(config: SwitchConfig) -> str:
 
 
 def _demo_topup(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch.store import open_ledger_store  # the ledger: only here
+
     if not config.security.demo_keys:
         print("switch: demo-topup: only on a demo switch ([security] demo_keys = true)",
               file=sys.stderr)  # fmt: skip
@@ -330,6 +331,7 @@ def _withdrawals(args: argparse.Namespace, config: SwitchConfig) -> int:
     import trio
 
     from switch.net.withdrawals import WithdrawalsFiles
+    from switch.store import open_ledger_store  # the ledger: only here
 
     try:
         date.fromisoformat(args.business_date)
@@ -355,6 +357,8 @@ def _withdrawals(args: argparse.Namespace, config: SwitchConfig) -> int:
 
 
 def _verify(args: argparse.Namespace, config: SwitchConfig) -> int:
+    from switch.store import open_ledger_store  # the ledger: only here
+
     store = open_ledger_store(config)
     try:
         store.open()

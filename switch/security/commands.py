@@ -15,20 +15,13 @@ import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from switch import ops
 from switch.errors import SwitchError
-from switch.log import configure_logging
-from switch.security.errors import OperatorInputError
-from switch.security.keystore import KeyStore, load_lmk, write_new_lmk_file
-from switch.security.port import KeyComponent, KeyInfo, TerminalProfile, TmkCipher
-from switch.security.software import (
-    SoftwareSecurityModule,
-    component_kcv,
-    kcv_matches,
-    security_event,
-)
+
+if TYPE_CHECKING:  # the commands import them as they run: `switch --help` need not
+    from switch.security.port import KeyComponent, KeyInfo, TmkCipher
+    from switch.security.software import SoftwareSecurityModule
 
 Handler = Callable[[argparse.Namespace, Any], int]
 
@@ -187,6 +180,8 @@ def add_commands(keys_commands: Any) -> None:
 
 def _handler(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int]) -> None:
     def run(args: argparse.Namespace, config: object) -> int:
+        from switch.log import configure_logging
+
         configure_logging(stream=sys.stderr.buffer)
         try:
             return handler(args)
@@ -218,11 +213,16 @@ def _component_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _module(args: argparse.Namespace) -> SoftwareSecurityModule:
+    from switch.security.keystore import KeyStore, load_lmk
+    from switch.security.software import SoftwareSecurityModule
+
     lmk = load_lmk(lmk_file=args.lmk_file, lmk_env=args.lmk_env)
     return SoftwareSecurityModule(KeyStore(args.store), lmk)
 
 
 def _lmk_new(args: argparse.Namespace) -> int:
+    from switch.security.keystore import write_new_lmk_file
+
     try:
         check = write_new_lmk_file(Path(args.out))
     except FileExistsError:
@@ -233,6 +233,9 @@ def _lmk_new(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from switch.security.keystore import KeyStore, load_lmk
+    from switch.security.software import SoftwareSecurityModule
+
     lmk = load_lmk(lmk_file=args.lmk_file, lmk_env=args.lmk_env)
     SoftwareSecurityModule.create_store(KeyStore(args.store), lmk)
     print(f"key store {args.store} created under the LMK with check {lmk.check[:6]}")
@@ -271,6 +274,9 @@ def _components(name: str, cipher: TmkCipher, count: int) -> tuple[list[KeyCompo
     """Each component with its KCV, each checked before the next; then the key's KCV
     shown and confirmed (what the operator confirmed)."""
     from switch.security import algorithms
+    from switch.security.errors import OperatorInputError
+    from switch.security.port import KeyComponent
+    from switch.security.software import component_kcv, kcv_matches, security_event
 
     entry = _Entry(sys.stdin, sys.stderr)
     length = 2 * algorithms.KEY_BYTES[cipher]
@@ -299,6 +305,9 @@ def _loaded(info: KeyInfo) -> int:
 
 
 def _load_tmk(args: argparse.Namespace) -> int:
+    from switch.security.errors import OperatorInputError
+    from switch.security.port import TerminalProfile
+
     module = _module(args)
     cipher: TmkCipher = args.cipher
     profile = TerminalProfile(
@@ -350,17 +359,23 @@ def _row(info: KeyInfo, kind: Literal["all", "online"]) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from switch import ops
+
     ops.print_rows([_row(i, "all") for i in _module(args).list_keys()], as_json=args.json)
     return 0
 
 
 def _online_list(args: argparse.Namespace) -> int:
+    from switch import ops
+
     keys = [_row(i, "online") for i in _module(args).list_keys() if i.kind == "online"]
     ops.print_rows(keys, as_json=args.json)
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
+    from switch.security.keystore import load_lmk
+
     module = _module(args)
     new = load_lmk(lmk_file=args.new_lmk_file, lmk_env=args.new_lmk_env)
     count = module.rotate_lmk(new)
