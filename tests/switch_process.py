@@ -114,7 +114,10 @@ class Process:
         return cls(process, stdout, stderr)
 
     def lines(self) -> list[bytes]:
-        return self.stdout_path.read_bytes().splitlines()
+        """The complete lines written so far: a line still being written (no newline
+        yet) is left for the next read."""
+        written = self.stdout_path.read_bytes()
+        return written[: written.rfind(b"\n") + 1].splitlines()
 
     def records(self) -> list[dict[str, Any]]:
         """Every log line, parsed: each must be one JSON object."""
