@@ -43,7 +43,7 @@ class Write(NamedTuple):
 
 
 # Statement ranks: within a group, rows are inserted before they are updated.
-_RANK_INSERT_TXN, _RANK_EVENT, _RANK_UPDATE_TXN = 10, 20, 30
+_RANK_INSERT_TXN, _RANK_UPDATE_TXN = 10, 30
 _RANK_INSERT_SAF, _RANK_UPDATE_SAF, _RANK_IDEMPOTENCY, _RANK_PURGE = 40, 50, 60, 70
 # An advice is queued after its sale's row is written (or updated, after a bank's 91).
 _RANK_INSERT_ADVICE, _RANK_UPDATE_ADVICE, _RANK_TXN_ADVICE = 41, 51, 52
@@ -61,9 +61,6 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     line), then the engine's ``txn_extra``."""
     insert_txn_once: str
     """The same, doing nothing when the RRN is there already."""
-    insert_event: str
-    """An event in a ``txn_event`` row of its own: how the history was kept before it
-    moved into the transaction's row; no change writes one now."""
     update_txn: str
     """Parameters: state, code, auth_code, balance, refunded, voided, reversed,
     hold_state, updated_at, the event's line (appended to the row's history), rrn."""
@@ -72,7 +69,6 @@ class Statements(msgspec.Struct, frozen=True, kw_only=True):
     mark_risk: str
     """An on-us payment's customer, funding and risk columns (parameters: customer_id,
     funding, risk_version, risk_rule, risk_review, risk_shadow, updated_at, rrn)."""
-    """A pre-authorisation's hold_state (parameters: the state, the time, the RRN)."""
     insert_saf: str
     update_saf: str
     put_idempotency: str

@@ -78,7 +78,6 @@ _INSERT_TXN = (
     f"VALUES ({', '.join(['%s'] * (len(TXN_COLUMNS) + 2))})"
 )
 _INSERT_TXN_ONCE = f"{_INSERT_TXN} ON CONFLICT (rrn) DO NOTHING"
-_INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (%s, %s, %s, %s, %s)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = %s, code = %s, auth_code = %s, balance = %s, refunded = %s, "
     "voided = %s, reversed = %s, hold_state = %s, updated_at = %s, "
@@ -157,7 +156,6 @@ _STIP_CLAIM = claim_statements(DIALECT)
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
     insert_txn_once=_INSERT_TXN_ONCE,
-    insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
     move_hold=_MOVE_HOLD,
     mark_risk=_MARK_RISK,

@@ -51,7 +51,6 @@ _INSERT_TXN = (
     f"INSERT INTO txn ({_TXN_SELECT}, {EVENTS_COLUMN}) "
     f"VALUES ({', '.join('?' * (len(TXN_COLUMNS) + 1))})"
 )
-_INSERT_EVENT = "INSERT INTO txn_event (rrn, at, state, code, detail) VALUES (?, ?, ?, ?, ?)"
 _UPDATE_TXN = (
     "UPDATE txn SET state = ?, code = ?, auth_code = ?, balance = ?, refunded = ?, "
     "voided = ?, reversed = ?, hold_state = ?, updated_at = ?, "
@@ -117,7 +116,6 @@ _STIP_CLAIM = claim_statements(DIALECT)
 _STATEMENTS = Statements(
     insert_txn=_INSERT_TXN,
     insert_txn_once=_INSERT_TXN.replace("INSERT", "INSERT OR IGNORE", 1),
-    insert_event=_INSERT_EVENT,
     update_txn=_UPDATE_TXN,
     move_hold=_MOVE_HOLD,
     mark_risk=_MARK_RISK,
